@@ -1,0 +1,140 @@
+"""The sans-IO client (OSDI'99 section 4.1).
+
+A client has one request outstanding at a time, stamped with a timestamp larger than
+any before (the runtime seeds it from the wall clock so a restarted client never reuses
+one). It sends the signed request to the primary of the view it believes current; when
+its timer expires it sends it to every replica, doubling the timeout each time, so a
+faulty primary cannot hide the request (backups relay it and, with view changes, time
+out the primary).
+
+It accepts a result once f+1 distinct replicas sent matching replies (one of them is
+correct). Read-only requests (section 5.1.3) go to every replica and need 2f+1 matching
+replies; if they do not arrive in time, or all replicas answered without agreement, the
+operation is resubmitted on the ordered path with a fresh timestamp. Replies are not
+signed: the channel they arrive on says which replica sent them (`Received.peer`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import codec
+from .config import ClusterConfig
+from .crypto import KeyPair, seal
+from .events import Action, Completed, Event, Reason, Received, Rejected, Send, Tick
+from .messages import Reply, Request, envelope_from_bytes, from_body
+
+
+class ClientBusy(RuntimeError):
+    """A second request while one is outstanding: the caller's bug."""
+
+
+@dataclass(slots=True)
+class Outstanding:
+    timestamp: int
+    operation: bytes
+    read_only: bool
+    data: bytes
+    replies: dict[int, bytes] = field(default_factory=dict)
+    waited: int = 0
+    timeout: int = 0
+    retransmissions: int = 0
+
+
+class ClientCore:
+    MAX_BACKOFF = 64
+    """Cap on the retransmission timeout, as a multiple of the first."""
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        client_id: str,
+        key: KeyPair,
+        start_timestamp: int = 0,
+        retransmit_ticks: int | None = None,
+    ) -> None:
+        self.config = config
+        self.id = client_id
+        self._key = key
+        self.view = 0
+        self.timestamp = start_timestamp
+        self.outstanding: Outstanding | None = None
+        self.retransmit_ticks = retransmit_ticks or max(
+            1, 2 * config.view_change_timeout_ms // config.tick_ms
+        )
+        self.rejected = 0
+
+    def submit(self, operation: bytes, read_only: bool = False) -> list[Action]:
+        if self.outstanding is not None:
+            raise ClientBusy("a request is already outstanding")
+        self.timestamp += 1
+        req = Request(operation, self.timestamp, self.id, read_only)
+        data = seal(self._key, self.config.cluster_id, self.id, req).to_bytes()
+        self.outstanding = Outstanding(
+            self.timestamp, operation, read_only, data, timeout=self.retransmit_ticks
+        )
+        if read_only:
+            return self._to_all(data)
+        return [Send(self.config.primary(self.view), data)]
+
+    def _to_all(self, data: bytes) -> list[Action]:
+        return [Send(r, data) for r in self.config.replica_ids()]
+
+    def step(self, event: Event) -> list[Action]:
+        match event:
+            case Received(peer, data):
+                return self._on_reply(peer, data)
+            case Tick():
+                return self._on_tick()
+        return []
+
+    def _reject(self, peer, reason: Reason, detail: str) -> list[Action]:
+        self.rejected += 1
+        return [Rejected(peer, reason, detail)]
+
+    def _on_reply(self, peer, data: bytes) -> list[Action]:
+        try:
+            env = envelope_from_bytes(data)
+            msg = from_body(env.body)
+        except codec.CodecError as exc:
+            return self._reject(peer, Reason.MALFORMED, str(exc))
+        if not isinstance(msg, Reply):
+            return self._reject(peer, Reason.WRONG_ROLE, "clients accept only replies")
+        # Replies are authenticated by the channel: the sender is who the channel says.
+        if type(peer) is not int or env.signer != peer or msg.replica != peer:
+            return self._reject(peer, Reason.UNKNOWN_SIGNER, "reply not from its channel's replica")
+        if not 0 <= peer < self.config.n or msg.client != self.id:
+            return self._reject(peer, Reason.WRONG_ROLE, "reply for someone else")
+        out = self.outstanding
+        if out is None or msg.timestamp != out.timestamp:
+            return []  # late reply to an earlier request
+        out.replies[peer] = msg.result
+        if msg.view > self.view:
+            self.view = msg.view  # learn the current primary (section 4.1)
+        need = self.config.quorum if out.read_only else self.config.weak_quorum
+        matching = sum(1 for r in out.replies.values() if r == msg.result)
+        if matching >= need:
+            self.outstanding = None
+            return [Completed(out.timestamp, msg.result)]
+        if out.read_only and len(out.replies) == self.config.n:
+            return self._fall_back(out)
+        return []
+
+    def _fall_back(self, out: Outstanding) -> list[Action]:
+        """Read-only replies disagreed or were too few: order the operation instead."""
+        self.outstanding = None
+        return self.submit(out.operation, read_only=False)
+
+    def _on_tick(self) -> list[Action]:
+        out = self.outstanding
+        if out is None:
+            return []
+        out.waited += 1
+        if out.waited < out.timeout:
+            return []
+        if out.read_only:
+            return self._fall_back(out)
+        out.waited = 0
+        out.retransmissions += 1
+        out.timeout = min(out.timeout * 2, self.retransmit_ticks * self.MAX_BACKOFF)
+        return self._to_all(out.data)

@@ -1,0 +1,240 @@
+"""Strict canonical CBOR and length-prefixed framing (DESIGN.md section 2).
+
+Theory of operation: every byte string a peer sends is untrusted. One value has exactly
+one accepted encoding (RFC 8949 section 4.2.1, core deterministic encoding), so a
+signature or digest over the bytes can never be made to cover two different meanings and
+a received message never needs re-encoding: the bytes are the canonical form.
+
+The decoder is our own rather than cbor2's, because cbor2 accepts tags, duplicate map
+keys, indefinite lengths and non-minimal heads, and recurses without bound. It accepts
+only the subset our messages use: unsigned and negative integers within 64 bits, byte
+strings, UTF-8 text, arrays, maps with keys in strictly increasing bytewise order (so no
+duplicates), false, true and null. Anything else raises `CodecError`, and nothing else is
+ever raised for any input (checked by hypothesis in tests/test_codec.py).
+"""
+
+from __future__ import annotations
+
+import struct
+
+MAX_DEPTH = 8
+"""Deepest nesting of arrays and maps accepted; our messages need 4."""
+
+MAX_FRAME = 16 * 1024 * 1024
+"""Largest frame body accepted, checked on the length prefix before the body is read."""
+
+_U64 = 1 << 64
+
+
+class CodecError(ValueError):
+    """The peer sent bytes that are not one canonical value of our subset."""
+
+
+class FrameError(CodecError):
+    """A frame whose length prefix exceeds the limit."""
+
+
+# -- encoding ---------------------------------------------------------------------------
+
+
+def _head(major: int, n: int) -> bytes:
+    mt = major << 5
+    if n < 24:
+        return bytes((mt | n,))
+    if n < 0x100:
+        return bytes((mt | 24, n))
+    if n < 0x10000:
+        return bytes((mt | 25,)) + n.to_bytes(2, "big")
+    if n < 0x100000000:
+        return bytes((mt | 26,)) + n.to_bytes(4, "big")
+    if n < _U64:
+        return bytes((mt | 27,)) + n.to_bytes(8, "big")
+    raise CodecError("integer out of 64-bit range")
+
+
+def _encode(value: object, out: list[bytes]) -> None:
+    # bool before int: bool is a subclass of int.
+    if value is True:
+        out.append(b"\xf5")
+    elif value is False:
+        out.append(b"\xf4")
+    elif value is None:
+        out.append(b"\xf6")
+    elif isinstance(value, int):
+        if value >= 0:
+            out.append(_head(0, value))
+        else:
+            out.append(_head(1, -1 - value))
+    elif isinstance(value, bytes | bytearray | memoryview):
+        b = bytes(value)
+        out.append(_head(2, len(b)))
+        out.append(b)
+    elif isinstance(value, str):
+        b = value.encode("utf-8")
+        out.append(_head(3, len(b)))
+        out.append(b)
+    elif isinstance(value, list | tuple):
+        out.append(_head(4, len(value)))
+        for item in value:
+            _encode(item, out)
+    elif isinstance(value, dict):
+        items = sorted((encode(k), v) for k, v in value.items())
+        out.append(_head(5, len(items)))
+        for kb, v in items:
+            out.append(kb)
+            _encode(v, out)
+    else:
+        raise CodecError(f"cannot encode {type(value).__name__}")
+
+
+def encode(value: object) -> bytes:
+    """The canonical encoding of `value` (tuples encode as arrays)."""
+    out: list[bytes] = []
+    _encode(value, out)
+    return b"".join(out)
+
+
+# -- decoding ---------------------------------------------------------------------------
+
+
+class _Reader:
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def head(self) -> tuple[int, int]:
+        data, pos = self.data, self.pos
+        if pos >= len(data):
+            raise CodecError("truncated")
+        ib = data[pos]
+        major, info = ib >> 5, ib & 0x1F
+        pos += 1
+        if info < 24:
+            self.pos = pos
+            return major, info
+        if info > 27:
+            # 28-30 reserved, 31 indefinite length / break.
+            raise CodecError("indefinite length or reserved head")
+        size = 1 << (info - 24)
+        if pos + size > len(data):
+            raise CodecError("truncated")
+        n = int.from_bytes(data[pos : pos + size], "big")
+        # Minimal-length heads only (RFC 8949 section 4.2.1).
+        if (info == 24 and n < 24) or (info > 24 and n < (1 << (4 << (info - 24)))):
+            raise CodecError("non-canonical head")
+        self.pos = pos + size
+        return major, n
+
+    def take(self, n: int) -> bytes:
+        end = self.pos + n
+        if end > len(self.data):
+            raise CodecError("truncated")
+        b = self.data[self.pos : end]
+        self.pos = end
+        return b
+
+    def value(self, depth: int) -> object:
+        start = self.pos
+        major, n = self.head()
+        if major == 0:
+            return n
+        if major == 1:
+            return -1 - n
+        if major == 2:
+            return self.take(n)
+        if major == 3:
+            try:
+                return self.take(n).decode("utf-8")
+            except UnicodeDecodeError:
+                raise CodecError("invalid UTF-8") from None
+        if major == 4 or major == 5:
+            if depth >= MAX_DEPTH:
+                raise CodecError("nesting too deep")
+            # Each item takes at least one byte: refuse counts the input cannot hold
+            # before allocating anything for them.
+            if n > len(self.data) - self.pos:
+                raise CodecError("truncated")
+            if major == 4:
+                return [self.value(depth + 1) for _ in range(n)]
+            out: dict[object, object] = {}
+            prev = b""
+            for i in range(n):
+                kstart = self.pos
+                key = self.value(depth + 1)
+                kbytes = self.data[kstart : self.pos]
+                if i and kbytes <= prev:
+                    raise CodecError("map keys not in canonical order or duplicated")
+                if isinstance(key, list | dict):
+                    raise CodecError("map key must be a scalar")
+                prev = kbytes
+                out[key] = self.value(depth + 1)
+            return out
+        if major == 6:
+            raise CodecError("tags are not accepted")
+        # major 7: simple values and floats
+        if self.data[start] == 0xF4:
+            return False
+        if self.data[start] == 0xF5:
+            return True
+        if self.data[start] == 0xF6:
+            return None
+        raise CodecError("floats and simple values are not accepted")
+
+
+def decode(data: bytes) -> object:
+    """Decode exactly one canonical value filling all of `data`, or raise CodecError."""
+    if not isinstance(data, bytes):
+        data = bytes(data)
+    r = _Reader(data)
+    try:
+        value = r.value(0)
+    except RecursionError:  # pragma: no cover - MAX_DEPTH keeps us far from this
+        raise CodecError("nesting too deep") from None
+    if r.pos != len(data):
+        raise CodecError("trailing bytes")
+    return value
+
+
+# -- framing ----------------------------------------------------------------------------
+
+_LEN = struct.Struct(">I")
+
+
+def frame(body: bytes) -> bytes:
+    """A 4-byte big-endian length prefix followed by `body`."""
+    return _LEN.pack(len(body)) + body
+
+
+class FrameReader:
+    """Sans-IO frame splitter: feed bytes as they arrive, get whole frame bodies back.
+
+    The length prefix is checked against `max_frame` before any of the body is buffered,
+    so an oversize frame costs four bytes of memory, not the size it claims.
+    """
+
+    def __init__(self, max_frame: int = MAX_FRAME) -> None:
+        self.max_frame = max_frame
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buf += data
+        frames: list[bytes] = []
+        buf = self._buf
+        pos = 0
+        while len(buf) - pos >= 4:
+            (size,) = _LEN.unpack_from(buf, pos)
+            if size > self.max_frame:
+                raise FrameError(f"frame of {size} bytes exceeds the limit of {self.max_frame}")
+            if len(buf) - pos - 4 < size:
+                break
+            frames.append(bytes(buf[pos + 4 : pos + 4 + size]))
+            pos += 4 + size
+        if pos:
+            del buf[:pos]
+        return frames
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)

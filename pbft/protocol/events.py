@@ -1,0 +1,188 @@
+"""Events into the core and actions out of it.
+
+The runtime (or the simulator) feeds `Event`s to `Replica.step` / `ClientCore.step` and
+performs the returned `Action`s in list order. Ordering contract, as in etcd/raft's
+`Ready`: a `Persist` comes before the sends that depend on it, so a node that writes
+each `Persist` durably before performing later actions never equivocates after a crash.
+
+Observation actions (`Executed`, `Prepared`, `Committed`, `CheckpointStable`, `Note`,
+`Rejected`) change nothing outside the core; the runtime logs and counts them, the
+simulator's oracle checks them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from .messages import Signer
+
+# -- events -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A frame body from the network. `peer` is who the channel says sent it (TLS
+    identity), or None when unknown; the envelope's signer is what the protocol trusts."""
+
+    peer: Signer | None
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """One unit of abstract time (cluster `tick_ms` in the runtime)."""
+
+
+Event = Received | Tick
+
+
+# -- actions ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send an envelope to one replica."""
+
+    to: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    """Send an envelope to every other replica."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SendClient:
+    """Send an envelope to a client (replies)."""
+
+    client: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Persist:
+    """Durably record `key -> value` before performing the actions that follow."""
+
+    key: str
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutedRequest:
+    client: str
+    timestamp: int
+    operation: bytes
+    result: bytes
+    fresh: bool
+    """False when the request was a duplicate and only its cached reply was resent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Executed:
+    """Sequence number `seq` was executed, with the requests of its batch in order."""
+
+    view: int
+    seq: int
+    digest: bytes
+    requests: tuple[ExecutedRequest, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    view: int
+    seq: int
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    view: int
+    seq: int
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointTaken:
+    seq: int
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointStable:
+    seq: int
+    digest: bytes
+
+
+class Reason(Enum):
+    """Why an input was dropped; counted per peer (issue 2, 'Bad input')."""
+
+    MALFORMED = "malformed"
+    BAD_SIGNATURE = "bad-signature"
+    UNKNOWN_SIGNER = "unknown-signer"
+    WRONG_ROLE = "wrong-role"
+    WRONG_VIEW = "wrong-view"
+    OUT_OF_WINDOW = "out-of-window"
+    BAD_DIGEST = "bad-digest"
+    BAD_REQUEST = "bad-request"
+    BATCH_TOO_LARGE = "batch-too-large"
+    CONFLICT = "conflict"
+    STALE = "stale"
+    DUPLICATE = "duplicate"
+    NOT_PRIMARY = "not-primary"
+    OVERLOAD = "overload"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    peer: Signer | None
+    reason: Reason
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """A protocol event worth one info-level log line."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """Two conflicting envelopes signed by one replica: transferable proof of a fault."""
+
+    culprit: int
+    kind: str
+    first: bytes
+    second: bytes
+
+
+# -- client-side actions ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """The client's outstanding request got f+1 (2f+1 for read-only) matching replies."""
+
+    timestamp: int
+    result: bytes
+
+
+Action = (
+    Send
+    | Broadcast
+    | SendClient
+    | Persist
+    | Executed
+    | Prepared
+    | Committed
+    | CheckpointTaken
+    | CheckpointStable
+    | Rejected
+    | Note
+    | Evidence
+    | Completed
+)

@@ -1,0 +1,79 @@
+"""The message log: one slot per sequence number within the water marks (OSDI'99 4.2-4.3).
+
+A replica accepts protocol messages for sequence numbers n with h < n <= h + L only, where
+h is the last stable checkpoint and L the log window. Slots are created on demand inside
+that window and discarded when a checkpoint at or above them becomes stable, so the log
+never holds more than L slots, each with at most one vote per replica and phase: memory
+is bounded however long the cluster runs and whatever peers send.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .messages import PrePrepare, Request
+
+
+@dataclass(slots=True)
+class Slot:
+    seq: int
+    view: int
+    pre_prepare: PrePrepare | None = None
+    pre_prepare_env: bytes = b""
+    requests: tuple[tuple[Request, bytes], ...] = ()
+    # Votes of this slot's view, one per authenticated signer: signer -> (digest, envelope).
+    prepares: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
+    commits: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
+    my_prepare: bytes = b""
+    my_commit: bytes = b""
+    prepared: bool = False
+    committed: bool = False
+
+    @property
+    def digest(self) -> bytes | None:
+        return self.pre_prepare.digest if self.pre_prepare else None
+
+    def matching_prepares(self) -> int:
+        d = self.digest
+        return sum(1 for dg, _ in self.prepares.values() if dg == d)
+
+    def matching_commits(self) -> int:
+        d = self.digest
+        return sum(1 for dg, _ in self.commits.values() if dg == d)
+
+
+class MessageLog:
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self.low = 0  # h: the last stable checkpoint
+        self.slots: dict[int, Slot] = {}
+
+    @property
+    def high(self) -> int:
+        """H = h + L."""
+        return self.low + self.window
+
+    def in_window(self, seq: int) -> bool:
+        return self.low < seq <= self.high
+
+    def get(self, seq: int) -> Slot | None:
+        return self.slots.get(seq)
+
+    def slot(self, seq: int, view: int) -> Slot:
+        """The slot for seq, created for `view` if absent. Callers check the window first."""
+        assert self.in_window(seq), (seq, self.low, self.high)
+        s = self.slots.get(seq)
+        if s is None:
+            s = self.slots[seq] = Slot(seq, view)
+        return s
+
+    def advance(self, stable: int) -> None:
+        """Garbage-collect at a new stable checkpoint (section 4.3)."""
+        if stable <= self.low:
+            return
+        self.low = stable
+        for seq in [s for s in self.slots if s <= stable]:
+            del self.slots[seq]
+
+    def __len__(self) -> int:
+        return len(self.slots)

@@ -1,0 +1,330 @@
+"""Protocol messages: one frozen slotted dataclass each, one closed union.
+
+Theory of operation. On the wire every message travels inside a signed envelope:
+
+    envelope = [body: bstr, signer: uint | tstr, signature: bstr]
+    body     = canonical CBOR of [type: uint, field, field, ...]
+
+The signature covers `b"pbft/v1" || cluster id || body` (see crypto.py), and the signer is
+the envelope's, never a field inside the message (BYZANTINE.md `vote-stuffing`). Keeping
+the body as an opaque byte string inside the envelope means a receiver verifies and hashes
+exactly the bytes it received, and never re-encodes anything.
+
+Replicas are signers by integer id, clients by name. A REPLY is the one message that is
+not signed: it is authenticated by the TLS channel it arrives on (DESIGN.md section 3), so
+its envelope carries an empty signature and the receiver takes the signer from the channel.
+
+`from_body` checks the schema completely (types, integer ranges, digest lengths, size
+limits) and raises `SchemaError` for anything a peer could get wrong.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import IntEnum
+
+from . import codec
+
+DIGEST_LEN = 32
+MAX_U64 = (1 << 64) - 1
+MAX_OPERATION = 64 * 1024
+"""Largest operation a client may submit, in bytes (`client-abuse`)."""
+MAX_RESULT = 1024 * 1024
+MAX_BATCH = 4096
+"""Absolute cap on requests in one pre-prepare; the cluster's batch_max is smaller."""
+MAX_CERTS = 4096
+CLIENT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+Signer = int | str
+
+
+class SchemaError(codec.CodecError):
+    """Well-formed CBOR that is not a valid message."""
+
+
+class MsgType(IntEnum):
+    REQUEST = 1
+    PRE_PREPARE = 2
+    PREPARE = 3
+    COMMIT = 4
+    REPLY = 5
+    CHECKPOINT = 6
+    VIEW_CHANGE = 7
+    NEW_VIEW = 8
+    FETCH_STATE = 9
+    STATE_CHUNK = 10
+    STATUS = 11
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """<REQUEST, o, t, c> signed by client c (OSDI'99 section 4.1)."""
+
+    operation: bytes
+    timestamp: int
+    client: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PrePrepare:
+    """<PRE-PREPARE, v, n, d> with the batch it orders (section 4.2).
+
+    `batch` holds the signed request envelopes exactly as the clients sent them; the
+    digest d is `crypto.batch_digest(batch)`. An empty batch is the null request that a
+    NEW-VIEW puts in a gap (section 4.4).
+    """
+
+    view: int
+    seq: int
+    digest: bytes
+    batch: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Prepare:
+    view: int
+    seq: int
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    view: int
+    seq: int
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """<REPLY, v, t, c, i, r>; unsigned, authenticated by the channel (DESIGN.md 3)."""
+
+    view: int
+    timestamp: int
+    client: str
+    replica: int
+    result: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """<CHECKPOINT, n, d>: the state digest after executing seq n (section 4.3)."""
+
+    seq: int
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ViewChange:
+    """<VIEW-CHANGE, v+1, n, C, P> (section 4.4).
+
+    `checkpoint_proof` is the 2f+1 signed CHECKPOINT envelopes for stable seq n (empty
+    when n = 0); `prepared` holds one certificate per prepared slot above n: the signed
+    PRE-PREPARE envelope followed by 2f signed matching PREPARE envelopes.
+    """
+
+    new_view: int
+    stable_seq: int
+    checkpoint_proof: tuple[bytes, ...]
+    prepared: tuple[tuple[bytes, ...], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NewView:
+    """<NEW-VIEW, v+1, V, O> (section 4.4): the view-changes and re-issued pre-prepares."""
+
+    view: int
+    view_changes: tuple[bytes, ...]
+    pre_prepares: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FetchState:
+    """Ask a replica for chunk `index` of the checkpointed state at `seq`."""
+
+    seq: int
+    digest: bytes
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class StateChunk:
+    seq: int
+    digest: bytes
+    index: int
+    total: int
+    data: bytes
+    proof: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A replica's progress, for retransmission and `pbft status`."""
+
+    view: int
+    last_executed: int
+    stable_seq: int
+    log_size: int
+
+
+Message = (
+    Request
+    | PrePrepare
+    | Prepare
+    | Commit
+    | Reply
+    | Checkpoint
+    | ViewChange
+    | NewView
+    | FetchState
+    | StateChunk
+    | Status
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A message body with who signed it. `body` is the canonical bytes that were signed."""
+
+    body: bytes
+    signer: Signer
+    signature: bytes
+
+    def to_bytes(self) -> bytes:
+        return codec.encode([self.body, self.signer, self.signature])
+
+
+# -- field kinds and schema ---------------------------------------------------------------
+
+
+def _u64(v: object) -> int:
+    if type(v) is not int or v < 0 or v > MAX_U64:
+        raise SchemaError("expected an unsigned 64-bit integer")
+    return v
+
+
+def _digest(v: object) -> bytes:
+    if type(v) is not bytes or len(v) != DIGEST_LEN:
+        raise SchemaError("expected a 32-byte digest")
+    return v
+
+
+def _bytes(limit: int):
+    def check(v: object) -> bytes:
+        if type(v) is not bytes or len(v) > limit:
+            raise SchemaError(f"expected a byte string of at most {limit} bytes")
+        return v
+
+    return check
+
+
+def _client(v: object) -> str:
+    if type(v) is not str or not CLIENT_NAME.match(v):
+        raise SchemaError("expected a client name")
+    return v
+
+
+def _bool(v: object) -> bool:
+    if type(v) is not bool:
+        raise SchemaError("expected a boolean")
+    return v
+
+
+def _list_of(item, limit: int):
+    def check(v: object) -> tuple:
+        if type(v) is not list or len(v) > limit:
+            raise SchemaError(f"expected a list of at most {limit} items")
+        return tuple(item(x) for x in v)
+
+    return check
+
+
+_ENV = _bytes(codec.MAX_FRAME)
+
+_SCHEMA: dict[MsgType, tuple[type, tuple]] = {
+    MsgType.REQUEST: (Request, (_bytes(MAX_OPERATION), _u64, _client, _bool)),
+    MsgType.PRE_PREPARE: (PrePrepare, (_u64, _u64, _digest, _list_of(_ENV, MAX_BATCH))),
+    MsgType.PREPARE: (Prepare, (_u64, _u64, _digest)),
+    MsgType.COMMIT: (Commit, (_u64, _u64, _digest)),
+    MsgType.REPLY: (Reply, (_u64, _u64, _client, _u64, _bytes(MAX_RESULT))),
+    MsgType.CHECKPOINT: (Checkpoint, (_u64, _digest)),
+    MsgType.VIEW_CHANGE: (
+        ViewChange,
+        (_u64, _u64, _list_of(_ENV, MAX_CERTS), _list_of(_list_of(_ENV, MAX_CERTS), MAX_CERTS)),
+    ),
+    MsgType.NEW_VIEW: (NewView, (_u64, _list_of(_ENV, MAX_CERTS), _list_of(_ENV, MAX_CERTS))),
+    MsgType.FETCH_STATE: (FetchState, (_u64, _digest, _u64)),
+    MsgType.STATE_CHUNK: (
+        StateChunk,
+        (_u64, _digest, _u64, _u64, _bytes(codec.MAX_FRAME), _list_of(_digest, 64)),
+    ),
+    MsgType.STATUS: (Status, (_u64, _u64, _u64, _u64)),
+}
+_TYPE_OF: dict[type, MsgType] = {cls: t for t, (cls, _) in _SCHEMA.items()}
+
+
+def type_of(msg: Message) -> MsgType:
+    return _TYPE_OF[type(msg)]
+
+
+def to_body(msg: Message) -> bytes:
+    """The canonical bytes of `msg`: what is signed, hashed and sent."""
+    return codec.encode([_TYPE_OF[type(msg)], *(getattr(msg, f) for f in msg.__slots__)])
+
+
+def from_body(body: bytes) -> Message:
+    """Strictly decode and validate a message body; raise CodecError/SchemaError."""
+    value = codec.decode(body)
+    if type(value) is not list or not value or type(value[0]) is not int:
+        raise SchemaError("a message is an array starting with its type")
+    try:
+        cls, fields = _SCHEMA[MsgType(value[0])]
+    except ValueError:
+        raise SchemaError(f"unknown message type {value[0]}") from None
+    if len(value) != len(fields) + 1:
+        raise SchemaError(f"{cls.__name__} has {len(fields)} fields, got {len(value) - 1}")
+    return cls(*(check(v) for check, v in zip(fields, value[1:], strict=True)))
+
+
+def envelope_from_bytes(data: bytes) -> Envelope:
+    """Strictly decode a signed envelope (the signature is not checked here)."""
+    value = codec.decode(data)
+    if type(value) is not list or len(value) != 3:
+        raise SchemaError("an envelope is [body, signer, signature]")
+    body, signer, signature = value
+    if type(body) is not bytes or type(signature) is not bytes or len(signature) > 64:
+        raise SchemaError("malformed envelope")
+    if type(signer) is int:
+        _u64(signer)
+    else:
+        _client(signer)
+    return Envelope(body, signer, signature)
+
+
+def render(msg: Message) -> str:
+    """One short human-readable line per message, for logs and traces (STYLE.md 11)."""
+    match msg:
+        case Request(op, ts, client, ro):
+            return f"REQUEST c={client} t={ts} op={len(op)}B{' ro' if ro else ''}"
+        case PrePrepare(v, n, d, batch):
+            return f"PRE-PREPARE v={v} n={n} d={d.hex()[:8]} batch={len(batch)}"
+        case Prepare(v, n, d):
+            return f"PREPARE v={v} n={n} d={d.hex()[:8]}"
+        case Commit(v, n, d):
+            return f"COMMIT v={v} n={n} d={d.hex()[:8]}"
+        case Reply(v, ts, client, r, result):
+            return f"REPLY v={v} t={ts} c={client} r={r} result={len(result)}B"
+        case Checkpoint(n, d):
+            return f"CHECKPOINT n={n} d={d.hex()[:8]}"
+        case ViewChange(v, n, proof, prepared):
+            return f"VIEW-CHANGE v={v} n={n} proof={len(proof)} P={len(prepared)}"
+        case NewView(v, vcs, pps):
+            return f"NEW-VIEW v={v} V={len(vcs)} O={len(pps)}"
+        case FetchState(n, d, i):
+            return f"FETCH-STATE n={n} d={d.hex()[:8]} i={i}"
+        case StateChunk(n, d, i, total, data, _):
+            return f"STATE-CHUNK n={n} d={d.hex()[:8]} {i + 1}/{total} {len(data)}B"
+        case Status(v, last, stable, size):
+            return f"STATUS v={v} last={last} stable={stable} log={size}"
+    return repr(msg)
