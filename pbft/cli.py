@@ -1,1 +1,122 @@
-def main(): pass
+"""The `pbft` command (DESIGN.md section 5).
+
+This module only parses arguments and dispatches; each command lives beside the code it
+drives and is imported lazily so `pbft scenario list` does not import Trio or TLS.
+Exit status: 0 success, 1 a check failed, 2 usage or configuration error. Operator
+mistakes are reported as one sentence on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command -> "module:function"; the function takes the parsed args and returns an exit code.
+COMMANDS = {
+    "keygen": "pbft.runtime.keygen:cmd_keygen",
+    "replica": "pbft.runtime.commands:cmd_replica",
+    "up": "pbft.runtime.commands:cmd_up",
+    "client": "pbft.runtime.commands:cmd_client",
+    "status": "pbft.runtime.commands:cmd_status",
+    "demo": "pbft.runtime.demo:cmd_demo",
+    "bench": "pbft.runtime.bench:cmd_bench",
+    "scenario run": "pbft.sim.commands:cmd_scenario_run",
+    "scenario list": "pbft.sim.commands:cmd_scenario_list",
+    "fuzz": "pbft.sim.commands:cmd_fuzz",
+}
+
+
+class UsageError(Exception):
+    """An operator mistake: printed as one sentence, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pbft", description="Practical Byzantine Fault Tolerance")
+    p.add_argument("--log-level", default="warning", help="debug, info, warning (default)")
+    p.add_argument("--log-format", choices=["text", "json"], default="text")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    k = sub.add_parser("keygen", help="make keys, certificates and DIR/cluster.toml")
+    k.add_argument("--dir", required=True)
+    k.add_argument("--f", type=int, default=1)
+    k.add_argument("--clients", default="alice,bob")
+    k.add_argument("--host", default="127.0.0.1")
+    k.add_argument("--base-port", type=int, default=7000)
+    k.add_argument("--cluster-id", default=None, help="default: the directory's name")
+    k.add_argument("--force", action="store_true", help="overwrite an existing directory")
+
+    r = sub.add_parser("replica", help="run one replica")
+    r.add_argument("--config", required=True)
+    r.add_argument("--id", type=int, required=True)
+    r.add_argument("--data", default=None)
+    r.add_argument("--behaviour", default=None, help="a behaviour name or scenario file")
+
+    u = sub.add_parser("up", help="run every replica of the cluster file on this host")
+    u.add_argument("--config", required=True)
+
+    c = sub.add_parser("client", help="send one signed request and print the result")
+    c.add_argument("--config", required=True)
+    c.add_argument("--id", required=True)
+    c.add_argument("--timeout", type=float, default=30.0)
+    c.add_argument("op", choices=["put", "get", "delete"])
+    c.add_argument("key")
+    c.add_argument("value", nargs="?")
+
+    s = sub.add_parser("status", help="each replica's view, progress and log size")
+    s.add_argument("--config", required=True)
+    s.add_argument("--json", action="store_true")
+
+    d = sub.add_parser("demo", help="the embedded default: a throwaway cluster and a workload")
+    d.add_argument("--requests", type=int, default=300)
+    d.add_argument("--clients", type=int, default=4)
+
+    b = sub.add_parser("bench", help="throughput and latency of a real local cluster")
+    b.add_argument("--f", type=int, default=1)
+    b.add_argument("--clients", type=int, default=16)
+    b.add_argument("--duration", type=float, default=10.0)
+    b.add_argument("--json", default=None, metavar="FILE")
+    b.add_argument("--behaviour", default=None)
+
+    sc = sub.add_parser("scenario", help="run attack scenarios")
+    scs = sc.add_subparsers(dest="scenario_command", metavar="ACTION")
+    scs.required = True
+    run = scs.add_parser("run", help="run scenario files")
+    run.add_argument("files", nargs="+", metavar="FILE")
+    run.add_argument("--seed", type=int, default=None)
+    run.add_argument("--real", action="store_true", help="real processes instead of the simulator")
+    run.add_argument("--json", action="store_true")
+    scs.add_parser("list", help="the built-in behaviours")
+
+    fz = sub.add_parser("fuzz", help="random Byzantine behaviours and network faults")
+    fz.add_argument("--seeds", type=int, required=True)
+    fz.add_argument("--start", type=int, default=0)
+    fz.add_argument("--f", type=int, default=1)
+    fz.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    key = args.command
+    if key == "scenario":
+        key = f"scenario {args.scenario_command}"
+    module, _, func = COMMANDS[key].partition(":")
+    try:
+        handler = getattr(importlib.import_module(module), func)
+    except (ImportError, AttributeError):
+        print(f"pbft: the '{key}' command is not available in this build.", file=sys.stderr)
+        return 2
+    try:
+        return int(handler(args) or 0)
+    except UsageError as exc:
+        print(f"pbft: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
