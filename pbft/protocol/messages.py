@@ -55,6 +55,7 @@ class MsgType(IntEnum):
     FETCH_STATE = 9
     STATE_CHUNK = 10
     STATUS = 11
+    QUERY_STATUS = 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +169,13 @@ class Status:
     log_size: int
 
 
+@dataclass(frozen=True, slots=True)
+class QueryStatus:
+    """A client asks a replica for its `Status` (signed by the client, `pbft status`)."""
+
+    nonce: int
+
+
 Message = (
     Request
     | PrePrepare
@@ -180,6 +188,7 @@ Message = (
     | FetchState
     | StateChunk
     | Status
+    | QueryStatus
 )
 
 
@@ -260,6 +269,7 @@ _SCHEMA: dict[MsgType, tuple[type, tuple]] = {
         (_u64, _digest, _u64, _u64, _bytes(codec.MAX_FRAME), _list_of(_digest, 64)),
     ),
     MsgType.STATUS: (Status, (_u64, _u64, _u64, _u64)),
+    MsgType.QUERY_STATUS: (QueryStatus, (_u64,)),
 }
 _TYPE_OF: dict[type, MsgType] = {cls: t for t, (cls, _) in _SCHEMA.items()}
 
@@ -327,4 +337,6 @@ def render(msg: Message) -> str:
             return f"STATE-CHUNK n={n} d={d.hex()[:8]} {i + 1}/{total} {len(data)}B"
         case Status(v, last, stable, size):
             return f"STATUS v={v} last={last} stable={stable} log={size}"
+        case QueryStatus(nonce):
+            return f"QUERY-STATUS nonce={nonce}"
     return repr(msg)

@@ -64,9 +64,11 @@ from .messages import (
     Message,
     Prepare,
     PrePrepare,
+    QueryStatus,
     Reply,
     Request,
     Signer,
+    Status,
     envelope_from_bytes,
     from_body,
     render,
@@ -225,6 +227,8 @@ class Replica:
                 self.on_commit(peer, env, data, msg)
             case Checkpoint():
                 self.on_checkpoint(peer, env, data, msg)
+            case QueryStatus():
+                self.on_query_status(peer, env)
             case _:
                 self._reject(peer, Reason.WRONG_ROLE, f"unexpected {render(msg)}")
 
@@ -268,6 +272,17 @@ class Replica:
             # Section 4.1: a backup relays a request it has not seen to the primary.
             self.relayed[req.client] = req.timestamp
             self._out.append(Send(self.primary, data))
+
+    def on_query_status(self, peer: Signer | None, env: Envelope) -> None:
+        """Answer a client's status query with a signed `Status` (for `pbft status`)."""
+        if type(env.signer) is not str:
+            self._reject(peer, Reason.WRONG_ROLE, "status queries come from clients")
+            return
+        if not self._verify(peer, env):
+            return
+        status = Status(self.view, self.last_executed, self.log.low, len(self.log))
+        data = self.safety.sign_other(status).to_bytes()
+        self._out.append(SendClient(env.signer, data))
 
     def _in_flight(self, req: Request) -> bool:
         for seq in range(self.last_executed + 1, self.next_seq):
