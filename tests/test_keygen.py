@@ -301,3 +301,11 @@ def test_cli_keygen_bad_client_name(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("pbft: the client name 'a b'")
     assert result.stderr.count("\n") == 1
+
+
+def test_add_client_needs_the_ca_key(tmp_path: Path) -> None:
+    path = generate_cluster(str(tmp_path / "c"), clients=[])
+    os.unlink(tmp_path / "c" / "ca.key")
+    with pytest.raises(ConfigError, match=r"the CA private key .*ca\.key does not exist\."):
+        add_client(path, "dave")
+    assert "dave" not in load_cluster(path).client_index
