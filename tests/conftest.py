@@ -1,0 +1,267 @@
+"""Shared fixtures and helpers for the core's tests.
+
+Everything here is deterministic: keys come from `KeyPair.from_seed`, so a failing test
+replays byte for byte. Other test files (simulation, runtime, adversary) may reuse:
+
+* `make_config(f=1, clients=("alice", "bob"), **overrides)`: a ClusterConfig whose keys
+  are `replica_key(i)` and `client_key(name)`.
+* `seal_as(signer, msg)`: the envelope bytes of `msg` signed by replica `signer` (int) or
+  client `signer` (str), for cluster `CLUSTER_ID`; `sign_*` shortcuts for each message.
+* `make_replica(config, i)`, `make_client(config, name)`: a core with its key.
+* `drive_to_execution(replica, seq, digest)`: feed a replica the prepares and commits of
+  the other replicas so that it executes `seq` (its pre-prepare must already be there).
+* `Router`: a tiny in-memory network of replicas and clients, like /tmp/smoke.py.
+* `actions_of(actions, cls)`, `decoded(data)`: pick actions, decode envelope bytes.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import deque
+from dataclasses import dataclass, field
+
+import pytest
+
+from pbft.protocol.client import ClientCore
+from pbft.protocol.config import ClientInfo, ClusterConfig, ReplicaInfo
+from pbft.protocol.crypto import KeyPair, Verifier, batch_digest, seal
+from pbft.protocol.events import (
+    Action,
+    Broadcast,
+    Completed,
+    Received,
+    Send,
+    SendClient,
+)
+from pbft.protocol.messages import (
+    Checkpoint,
+    Commit,
+    Envelope,
+    Message,
+    Prepare,
+    PrePrepare,
+    Request,
+    envelope_from_bytes,
+    from_body,
+)
+from pbft.protocol.replica import Replica
+from pbft.service.kv import KeyValueStore
+
+CLUSTER_ID = "test-cluster"
+DEFAULT_CLIENTS = ("alice", "bob")
+
+
+# -- keys and config ----------------------------------------------------------------------
+
+
+@functools.cache
+def replica_key(i: int) -> KeyPair:
+    return KeyPair.from_seed(b"test-replica-%d" % i)
+
+
+@functools.cache
+def client_key(name: str) -> KeyPair:
+    return KeyPair.from_seed(b"test-client-" + name.encode())
+
+
+def key_of(signer: int | str) -> KeyPair:
+    return replica_key(signer) if type(signer) is int else client_key(signer)
+
+
+def make_config(
+    f: int = 1, clients: tuple[str, ...] = DEFAULT_CLIENTS, **overrides
+) -> ClusterConfig:
+    """n = 3f+1 replicas on 127.0.0.1:7000+i with deterministic keys. Defaults are small
+    (K=4, L=8) so checkpoints and water marks are reachable in a few steps."""
+    n = 3 * f + 1
+    kw = dict(checkpoint_interval=4, log_window=8, batch_max=16, pipeline=4)
+    kw.update(overrides)
+    return ClusterConfig(
+        CLUSTER_ID,
+        f,
+        tuple(ReplicaInfo(i, "127.0.0.1", 7000 + i, replica_key(i).public) for i in range(n)),
+        tuple(ClientInfo(c, client_key(c).public) for c in clients),
+        **kw,
+    )
+
+
+def cluster_dict(f: int = 1, clients: tuple[str, ...] = DEFAULT_CLIENTS) -> dict:
+    """A good parsed cluster file (what tomllib gives) for parse_cluster."""
+    n = 3 * f + 1
+    return {
+        "cluster": {
+            "id": CLUSTER_ID,
+            "f": f,
+            "checkpoint_interval": 4,
+            "log_window": 8,
+            "batch_max": 16,
+            "view_change_timeout_ms": 1000,
+        },
+        "tls": {"ca": "ca.pem"},
+        "replica": [
+            {
+                "id": i,
+                "address": f"127.0.0.1:{7000 + i}",
+                "public_key": replica_key(i).public.hex(),
+                "certificate": f"replica-{i}.pem",
+            }
+            for i in range(n)
+        ],
+        "client": [{"id": c, "public_key": client_key(c).public.hex()} for c in clients],
+    }
+
+
+@pytest.fixture
+def config() -> ClusterConfig:
+    return make_config()
+
+
+# -- signing helpers ----------------------------------------------------------------------
+
+
+def seal_as(signer: int | str, msg: Message, cluster_id: str = CLUSTER_ID) -> bytes:
+    """Envelope bytes of `msg` signed with `signer`'s key and naming `signer`."""
+    return seal(key_of(signer), cluster_id, signer, msg).to_bytes()
+
+
+def forge(signer: int | str, msg: Message, real_signer: int | str | None = None) -> bytes:
+    """Envelope naming `signer` but signed with `real_signer`'s key (a forgery)."""
+    env = seal(key_of(real_signer if real_signer is not None else signer), CLUSTER_ID, signer, msg)
+    return Envelope(env.body, signer, env.signature).to_bytes()
+
+
+def sign_request(client: str, operation: bytes, timestamp: int, read_only: bool = False) -> bytes:
+    return seal_as(client, Request(operation, timestamp, client, read_only))
+
+
+def make_pre_prepare(seq: int, batch: tuple[bytes, ...], view: int = 0) -> PrePrepare:
+    return PrePrepare(view, seq, batch_digest(batch), tuple(batch))
+
+
+def sign_pre_prepare(
+    seq: int,
+    batch: tuple[bytes, ...],
+    view: int = 0,
+    signer: int | None = None,
+    digest: bytes | None = None,
+    n: int = 4,
+) -> bytes:
+    """A PRE-PREPARE signed by the primary of `view` (or by `signer`)."""
+    batch = tuple(batch)
+    pp = PrePrepare(view, seq, digest if digest is not None else batch_digest(batch), batch)
+    return seal_as(view % n if signer is None else signer, pp)
+
+
+def sign_prepare(signer: int, seq: int, digest: bytes, view: int = 0) -> bytes:
+    return seal_as(signer, Prepare(view, seq, digest))
+
+
+def sign_commit(signer: int, seq: int, digest: bytes, view: int = 0) -> bytes:
+    return seal_as(signer, Commit(view, seq, digest))
+
+
+def sign_checkpoint(signer: int, seq: int, digest: bytes) -> bytes:
+    return seal_as(signer, Checkpoint(seq, digest))
+
+
+def decoded(data: bytes) -> tuple[Envelope, Message]:
+    env = envelope_from_bytes(data)
+    return env, from_body(env.body)
+
+
+def actions_of(actions: list[Action], cls: type) -> list:
+    return [a for a in actions if isinstance(a, cls)]
+
+
+def broadcast_messages(actions: list[Action]) -> list[Message]:
+    """The messages a replica broadcast, decoded, in order."""
+    return [decoded(a.data)[1] for a in actions if isinstance(a, Broadcast)]
+
+
+# -- cores --------------------------------------------------------------------------------
+
+
+def make_verifier(config: ClusterConfig, memo: int = 0) -> Verifier:
+    return Verifier(config.cluster_id, config.member_keys(), memo=memo)
+
+
+def make_replica(config: ClusterConfig, i: int, verifier: Verifier | None = None) -> Replica:
+    return Replica(config, i, replica_key(i), KeyValueStore(), verifier or make_verifier(config))
+
+
+def make_client(config: ClusterConfig, name: str, **kw) -> ClientCore:
+    return ClientCore(config, name, client_key(name), **kw)
+
+
+def feed(replica: Replica, peer: int | str | None, data: bytes) -> list[Action]:
+    return replica.step(Received(peer, data))
+
+
+def drive_to_execution(replica: Replica, seq: int, digest: bytes, view: int = 0) -> list[Action]:
+    """Feed `replica` (which holds the pre-prepare for `seq`) the prepares of the backups
+    and the commits of all other replicas; return every action it produced."""
+    cfg = replica.config
+    primary = cfg.primary(view)
+    out: list[Action] = []
+    for r in cfg.replica_ids():
+        if r not in (replica.id, primary):
+            out += feed(replica, r, sign_prepare(r, seq, digest, view))
+    for r in cfg.replica_ids():
+        if r != replica.id:
+            out += feed(replica, r, sign_commit(r, seq, digest, view))
+    return out
+
+
+# -- an in-memory network -----------------------------------------------------------------
+
+
+@dataclass
+class Router:
+    """Replicas and clients connected by a FIFO queue; no loss, no reordering.
+
+    `submit(client, op)` hands a client's actions to the network; `run()` delivers until
+    quiet. Completions are collected in `completed` as (client, timestamp, result)."""
+
+    config: ClusterConfig
+    replicas: list[Replica] = field(default_factory=list)
+    clients: dict[str, ClientCore] = field(default_factory=dict)
+    queue: deque = field(default_factory=deque)
+    completed: list[tuple[str, int, bytes]] = field(default_factory=list)
+    delivered: int = 0
+
+    @classmethod
+    def build(cls, config: ClusterConfig | None = None) -> Router:
+        config = config or make_config()
+        verifier = make_verifier(config, memo=10_000)
+        return cls(
+            config,
+            [make_replica(config, i, verifier) for i in config.replica_ids()],
+            {c.id: make_client(config, c.id) for c in config.clients},
+        )
+
+    def perform(self, src: int | str, actions: list[Action]) -> None:
+        for a in actions:
+            match a:
+                case Send(to, data):
+                    self.queue.append((src, to, data))
+                case Broadcast(data):
+                    for r in self.config.replica_ids():
+                        if r != src:
+                            self.queue.append((src, r, data))
+                case SendClient(c, data):
+                    self.queue.append((src, c, data))
+                case Completed(ts, result):
+                    self.completed.append((src, ts, result))
+
+    def submit(self, client: str, operation: bytes, read_only: bool = False) -> None:
+        self.perform(client, self.clients[client].submit(operation, read_only))
+
+    def run(self, limit: int = 100_000) -> None:
+        while self.queue:
+            assert self.delivered < limit, "router did not quiesce"
+            src, dst, data = self.queue.popleft()
+            self.delivered += 1
+            if isinstance(dst, int):
+                self.perform(dst, self.replicas[dst].step(Received(src, data)))
+            elif dst in self.clients:
+                self.perform(dst, self.clients[dst].step(Received(src, data)))
