@@ -134,6 +134,22 @@ class Reason(Enum):
     DUPLICATE = "duplicate"
     NOT_PRIMARY = "not-primary"
     OVERLOAD = "overload"
+    BAD_CERTIFICATE = "bad-certificate"
+
+
+@dataclass(frozen=True, slots=True)
+class ViewChangeStarted:
+    """This replica sent VIEW-CHANGE for `view`."""
+
+    view: int
+
+
+@dataclass(frozen=True, slots=True)
+class ViewInstalled:
+    """This replica entered `view` (by sending or accepting its NEW-VIEW)."""
+
+    view: int
+    primary: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +197,8 @@ Action = (
     | Committed
     | CheckpointTaken
     | CheckpointStable
+    | ViewChangeStarted
+    | ViewInstalled
     | Rejected
     | Note
     | Evidence

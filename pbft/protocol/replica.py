@@ -18,6 +18,13 @@ Theory of operation (OSDI'99 section 4; TOCS 2002 for refinements):
 * Clients (4.1). Each replica keeps the last timestamp and reply per client; an older
   request is never executed again, a retransmission of the latest gets the cached reply.
   Read-only requests (5.1.3) are answered from current state without ordering.
+* View changes (4.4, 4.5.2). A backup waiting for a request it knows of for longer than
+  the view-change timeout (doubled for each consecutive view change without progress)
+  multicasts VIEW-CHANGE for v+1 with its stable checkpoint proof and a prepared
+  certificate per prepared slot above it; f+1 VIEW-CHANGEs for higher views make a
+  replica join the smallest of them. The new primary turns 2f+1 valid VIEW-CHANGEs into a
+  NEW-VIEW (viewchange.plan_new_view); backups recompute it and reject any difference.
+  Messages for future views are buffered within a bound, old views are ignored.
 * Retransmission. Messages may be lost; every `retransmit_ms` without progress a replica
   resends its own messages for the slots it has not executed.
 
@@ -29,7 +36,7 @@ two conflicting messages, the pair is kept as `Evidence`.
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
 from typing import assert_never
 
@@ -55,6 +62,8 @@ from .events import (
     Send,
     SendClient,
     Tick,
+    ViewChangeStarted,
+    ViewInstalled,
 )
 from .log import MessageLog, Slot
 from .messages import (
@@ -62,6 +71,7 @@ from .messages import (
     Commit,
     Envelope,
     Message,
+    NewView,
     Prepare,
     PrePrepare,
     QueryStatus,
@@ -69,15 +79,25 @@ from .messages import (
     Request,
     Signer,
     Status,
+    ViewChange,
     envelope_from_bytes,
     from_body,
     render,
     to_body,
 )
 from .safety import SafetyRules
+from .viewchange import (
+    CheckedViewChange,
+    InvalidCertificate,
+    check_view_change,
+    plan_new_view,
+)
 
 VERIFIED_CACHE = 65536
 """Client requests whose signature this replica already checked (verify each once)."""
+
+MAX_BACKOFF_SHIFT = 6
+"""The view-change timeout doubles per failed view change, up to 2**6 times (4.5.2)."""
 
 
 @dataclass(slots=True)
@@ -110,7 +130,19 @@ class Replica:
         # The primary's queue: one request per client, the newest (clients have one
         # request outstanding, section 4.1), so it is bounded by the number of clients.
         self.pending: OrderedDict[str, tuple[Request, bytes]] = OrderedDict()
-        self.relayed: dict[str, int] = {}
+        # Requests this replica knows of and has not executed: client -> (t, envelope,
+        # tick it started waiting). A backup's view-change timer runs on these (4.4).
+        self.waiting: dict[str, tuple[int, bytes, int]] = {}
+        # View change state.
+        self.view_active = True
+        self.view_changes: dict[int, CheckedViewChange] = {}  # latest valid one per replica
+        self.prepared_certs: dict[int, tuple[int, bytes, tuple[bytes, ...]]] = {}
+        self.new_view_data = b""
+        self.view_changes_started = 0
+        self._vc_attempts = 0
+        self._nv_deadline: int | None = None
+        self._future: deque[tuple[Signer | None, bytes]] = deque()
+        self._future_per_peer: Counter[Signer | None] = Counter()
         self.clients: dict[str, ClientRecord] = {}
         # Checkpoints: seq -> signer -> (digest, envelope); own digests and snapshots.
         self.checkpoint_votes: dict[int, dict[int, tuple[bytes, bytes]]] = {}
@@ -122,6 +154,9 @@ class Replica:
         self.ticks = 0
         self._last_progress = 0
         self._retransmit_ticks = max(1, config.retransmit_ms // config.tick_ms)
+        self._vc_timeout_ticks = max(1, config.view_change_timeout_ms // config.tick_ms)
+        # Buffer for messages of future views: enough for one view's traffic per peer.
+        self._future_limit_per_peer = 3 * config.log_window + 4 * config.n
         self._out: list[Action] = []
 
     # -- public surface ---------------------------------------------------------------
@@ -147,7 +182,7 @@ class Replica:
                 self._on_tick()
             case _:
                 assert_never(event)
-        if self.is_primary:
+        if self.is_primary and self.view_active:
             self._maybe_propose()
         out, self._out = self._out, []
         return out
@@ -229,6 +264,10 @@ class Replica:
                 self.on_checkpoint(peer, env, data, msg)
             case QueryStatus():
                 self.on_query_status(peer, env)
+            case ViewChange():
+                self.on_view_change(peer, env, data, msg)
+            case NewView():
+                self.on_new_view(peer, env, data, msg)
             case _:
                 self._reject(peer, Reason.WRONG_ROLE, f"unexpected {render(msg)}")
 
@@ -260,18 +299,27 @@ class Replica:
             else:
                 self._reject(peer, Reason.STALE, f"{req.client} t={req.timestamp}")
             return
-        if self.is_primary:
-            queued = self.pending.get(req.client)
-            if queued is not None and queued[0].timestamp >= req.timestamp:
-                return
-            if self._in_flight(req):
-                return
-            self.pending[req.client] = (req, data)
-            self.pending.move_to_end(req.client)
-        elif self.relayed.get(req.client, -1) < req.timestamp:
-            # Section 4.1: a backup relays a request it has not seen to the primary.
-            self.relayed[req.client] = req.timestamp
+        if self.is_primary and self.view_active:
+            self._enqueue(req, data)
+            return
+        # Section 4.1/4.4: a backup relays the request to the primary and waits for it to
+        # execute; its view-change timer runs from the first time it saw it.
+        known = self.waiting.get(req.client)
+        if known is None or known[0] < req.timestamp:
+            self.waiting[req.client] = (req.timestamp, data, self.ticks)
+        elif known[0] > req.timestamp:
+            return
+        if isinstance(peer, str) or peer is None:
             self._out.append(Send(self.primary, data))
+
+    def _enqueue(self, req: Request, data: bytes) -> None:
+        queued = self.pending.get(req.client)
+        if queued is not None and queued[0].timestamp >= req.timestamp:
+            return
+        if self._in_flight(req):
+            return
+        self.pending[req.client] = (req, data)
+        self.pending.move_to_end(req.client)
 
     def on_query_status(self, peer: Signer | None, env: Envelope) -> None:
         """Answer a client's status query with a signed `Status` (for `pbft status`)."""
@@ -331,8 +379,8 @@ class Replica:
         if env.signer != self.config.primary(pp.view):
             self._reject(peer, Reason.NOT_PRIMARY, f"pre-prepare by {env.signer} for view {pp.view}")
             return
-        if pp.view != self.view:
-            self._reject(peer, Reason.WRONG_VIEW, f"pre-prepare for view {pp.view}")
+        if pp.view != self.view or not self.view_active:
+            self._old_or_future(peer, data, pp.view, "pre-prepare")
             return
         if not self.log.in_window(pp.seq):
             self._reject(peer, Reason.OUT_OF_WINDOW, f"pre-prepare n={pp.seq}")
@@ -372,12 +420,26 @@ class Replica:
         slot.prepares[self.id] = (pp.digest, slot.my_prepare)
         self._maybe_prepared(slot)
 
-    def _vote_filter(self, peer: Signer | None, env: Envelope, view: int, seq: int) -> bool:
+    def _old_or_future(self, peer: Signer | None, data: bytes, view: int, what: str) -> None:
+        """Ignore messages of old views; buffer a bounded number for views to come."""
+        if view < self.view:
+            self._reject(peer, Reason.WRONG_VIEW, f"{what} for old view {view}")
+        elif view > self.view + self.config.n:
+            self._reject(peer, Reason.OUT_OF_WINDOW, f"{what} for far-future view {view}")
+        elif self._future_per_peer[peer] >= self._future_limit_per_peer:
+            self._reject(peer, Reason.OVERLOAD, f"future-view buffer full for {peer!r}")
+        else:
+            self._future.append((peer, data))
+            self._future_per_peer[peer] += 1
+
+    def _vote_filter(
+        self, peer: Signer | None, env: Envelope, data: bytes, view: int, seq: int
+    ) -> bool:
         """Cheap checks shared by PREPARE and COMMIT, before the signature."""
         if not self._check_replica_signed(peer, env):
             return False
-        if view != self.view:
-            self._reject(peer, Reason.WRONG_VIEW, f"vote for view {view}")
+        if view != self.view or not self.view_active:
+            self._old_or_future(peer, data, view, "vote")
             return False
         if not self.log.in_window(seq):
             self._reject(peer, Reason.OUT_OF_WINDOW, f"vote n={seq}")
@@ -406,7 +468,7 @@ class Replica:
         return True
 
     def on_prepare(self, peer: Signer | None, env: Envelope, data: bytes, p: Prepare) -> None:
-        if not self._vote_filter(peer, env, p.view, p.seq):
+        if not self._vote_filter(peer, env, data, p.view, p.seq):
             return
         if env.signer == self.config.primary(p.view):
             # The primary's vote is its pre-prepare; a PREPARE from it never counts.
@@ -417,7 +479,7 @@ class Replica:
             self._maybe_prepared(slot)
 
     def on_commit(self, peer: Signer | None, env: Envelope, data: bytes, c: Commit) -> None:
-        if not self._vote_filter(peer, env, c.view, c.seq):
+        if not self._vote_filter(peer, env, data, c.view, c.seq):
             return
         slot = self.log.slot(c.seq, c.view)
         if self._record_vote(peer, env, data, slot.commits, c.digest, "commit"):
@@ -433,6 +495,9 @@ class Replica:
         slot.prepared = True
         d = slot.pre_prepare.digest
         self._out.append(Prepared(slot.view, slot.seq, d))
+        # Keep the certificate for view changes: pre-prepare + 2f matching prepares.
+        proof = sorted(env for dg, env in slot.prepares.values() if dg == d)[: 2 * self.config.f]
+        self.prepared_certs[slot.seq] = (slot.view, slot.pre_prepare_env, tuple(proof))
         slot.my_commit = self._broadcast(self.safety.sign_vote(Commit(slot.view, slot.seq, d)))
         slot.commits[self.id] = (d, slot.my_commit)
         self._maybe_committed(slot)
@@ -473,8 +538,10 @@ class Replica:
             self.clients[req.client] = ClientRecord(req.timestamp, result)
             self._reply(req.client, req.timestamp, result)
             done.append(ExecutedRequest(req.client, req.timestamp, req.operation, result, True))
-            if self.relayed.get(req.client, -1) <= req.timestamp:
-                self.relayed.pop(req.client, None)
+            known = self.waiting.get(req.client)
+            if known is not None and known[0] <= req.timestamp:
+                del self.waiting[req.client]
+            self._vc_attempts = 0  # progress in this view (4.5.2)
         self.last_executed = slot.seq
         self._last_progress = self.ticks
         self._out.append(Executed(slot.view, slot.seq, slot.pre_prepare.digest, tuple(done)))
@@ -515,31 +582,286 @@ class Replica:
         if len(matching) < self.config.quorum:
             return
         # Stable: 2f+1 replicas (one of them correct) vouch for this state (section 4.3).
-        self.stable_digest = own[0]
-        self.stable_proof = tuple(sorted(matching)[: self.config.quorum])
+        self._make_stable(seq, own[0], tuple(sorted(matching)[: self.config.quorum]))
+
+    def _make_stable(self, seq: int, state_digest: bytes, proof: tuple[bytes, ...]) -> None:
+        self.stable_digest = state_digest
+        self.stable_proof = proof
         self.log.advance(seq)
         self.safety.forget_below(seq)
+        self.prepared_certs = {s: c for s, c in self.prepared_certs.items() if s > seq}
         self.own_checkpoints = {s: v for s, v in self.own_checkpoints.items() if s >= seq}
         self.checkpoint_votes = {s: v for s, v in self.checkpoint_votes.items() if s > seq}
-        self._out.append(CheckpointStable(seq, own[0]))
+        self._out.append(CheckpointStable(seq, state_digest))
         self._out.append(Note(f"checkpoint {seq} stable, log window now ({seq}, {self.log.high}]"))
+
+    # -- view changes (section 4.4, 4.5.2) ------------------------------------------------
+
+    def _start_view_change(self, new_view: int) -> None:
+        """Move to view-change status for `new_view` and multicast VIEW-CHANGE."""
+        assert new_view > self.view or (new_view == self.view and self.view_active)
+        # Requests the old primary held are now waited for like any other (4.4).
+        for client, (req, data) in self.pending.items():
+            self.waiting.setdefault(client, (req.timestamp, data, self.ticks))
+        self.pending.clear()
+        self.view = new_view
+        self.view_active = False
+        self.view_changes_started += 1
+        self._vc_attempts += 1
+        self._nv_deadline = None
+        certs = tuple(
+            (pp_env, *prepares)
+            for seq, (_, pp_env, prepares) in sorted(self.prepared_certs.items())
+            if seq > self.log.low
+        )
+        vc = ViewChange(new_view, self.log.low, self.stable_proof, certs)
+        data = self._broadcast(self.safety.sign_other(vc))
+        # Our own certificates were checked when they formed; checking them again here
+        # keeps one code path for what a NEW-VIEW may be built from.
+        self.view_changes[self.id] = check_view_change(self.config, self.verifier, self.id, vc, data)
+        self._out.append(ViewChangeStarted(new_view))
+        self._out.append(Note(f"view change to view {new_view} started"))
+        self._after_view_change_input()
+
+    def on_view_change(self, peer: Signer | None, env: Envelope, data: bytes, vc: ViewChange) -> None:
+        if not self._check_replica_signed(peer, env):
+            return
+        signer: int = env.signer  # type: ignore[assignment]
+        if vc.new_view < self.view or (vc.new_view == self.view and self.view_active):
+            if vc.new_view == self.view and self.is_primary and self.new_view_data:
+                # The sender missed our NEW-VIEW: send it again.
+                self._out.append(Send(signer, self.new_view_data))
+            else:
+                self.rejects[(peer, Reason.STALE)] += 1
+            return
+        prior = self.view_changes.get(signer)
+        if prior is not None and prior.msg.new_view >= vc.new_view:
+            return  # a retransmission, or older than what we hold from that replica
+        if not self._verify(peer, env):
+            return
+        try:
+            checked = check_view_change(self.config, self.verifier, signer, vc, data)
+        except InvalidCertificate as exc:
+            self._reject(peer, Reason.BAD_CERTIFICATE, str(exc))
+            return
+        self.view_changes[signer] = checked
+        # Section 4.5.2: f+1 view-changes for higher views from others prove that at least
+        # one correct replica wants to move; join the lowest view that f+1 of them reached.
+        higher = sorted(
+            (c.msg.new_view for s, c in self.view_changes.items() if s != self.id),
+            reverse=True,
+        )
+        higher = [v for v in higher if v > self.view or (v == self.view and self.view_active)]
+        if len(higher) >= self.config.weak_quorum:
+            self._start_view_change(higher[self.config.f])
+            return
+        self._after_view_change_input()
+
+    def _after_view_change_input(self) -> None:
+        if self.view_active:
+            return
+        votes = [c for c in self.view_changes.values() if c.msg.new_view == self.view]
+        if len(votes) < self.config.quorum:
+            return
+        if self._nv_deadline is None:
+            # Section 4.5.2: the timer for the new view starts once 2f+1 replicas are in
+            # it, so a replica does not race ahead alone.
+            shift = min(self._vc_attempts, MAX_BACKOFF_SHIFT)
+            self._nv_deadline = self.ticks + (self._vc_timeout_ticks << shift)
+        if self.is_primary and self.id in {c.signer for c in votes}:
+            self._send_new_view(votes)
+
+    def _send_new_view(self, votes: list[CheckedViewChange]) -> None:
+        own = self.view_changes[self.id]
+        others = sorted((c for c in votes if c.signer != self.id), key=lambda c: c.signer)
+        chosen = [own, *others[: self.config.quorum - 1]]
+        plan = plan_new_view(chosen)
+        pre_prepares = []
+        for seq, d, batch in plan.slots:
+            pp = PrePrepare(self.view, seq, d, batch)
+            pre_prepares.append((pp, self.safety.sign_vote(pp).to_bytes()))
+        nv = NewView(self.view, tuple(c.data for c in chosen), tuple(e for _, e in pre_prepares))
+        self.new_view_data = self._broadcast(self.safety.sign_other(nv))
+        self._install_view(plan.min_s, plan.stable_digest, plan.checkpoint_proof, pre_prepares)
+
+    def on_new_view(self, peer: Signer | None, env: Envelope, data: bytes, nv: NewView) -> None:
+        if not self._check_replica_signed(peer, env):
+            return
+        if env.signer != self.config.primary(nv.view):
+            self._reject(peer, Reason.NOT_PRIMARY, f"new-view for {nv.view} by {env.signer}")
+            return
+        if nv.view < self.view or (nv.view == self.view and self.view_active):
+            self.rejects[(peer, Reason.STALE)] += 1
+            return
+        if nv.view > self.view + self.config.n:
+            self._reject(peer, Reason.OUT_OF_WINDOW, f"new-view for far-future view {nv.view}")
+            return
+        if not self._verify(peer, env):
+            return
+        problem = self._check_new_view(nv)
+        if isinstance(problem, str):
+            # A NEW-VIEW that does not recompute is proof the new primary is faulty:
+            # reject it and move on to the next view (section 4.4).
+            self._reject(peer, Reason.BAD_CERTIFICATE, f"new-view {nv.view}: {problem}")
+            if nv.view >= self.view:
+                self._start_view_change(nv.view + 1)
+            return
+        min_s, stable_digest, proof, pre_prepares = problem
+        self.view = nv.view
+        self.new_view_data = data
+        self._install_view(min_s, stable_digest, proof, pre_prepares)
+
+    def _check_new_view(self, nv: NewView):
+        """Recompute the NEW-VIEW from the view-changes it carries (section 4.4)."""
+        checked: list[CheckedViewChange] = []
+        for raw in nv.view_changes:
+            try:
+                env = envelope_from_bytes(raw)
+                vc = from_body(env.body)
+            except codec.CodecError as exc:
+                return f"malformed view-change: {exc}"
+            if not isinstance(vc, ViewChange) or vc.new_view != nv.view:
+                return "carries something other than view-changes for its view"
+            if type(env.signer) is not int or not 0 <= env.signer < self.config.n:
+                return "view-change not signed by a replica"
+            if any(c.signer == env.signer for c in checked):
+                return f"two view-changes from replica {env.signer}"
+            if not self.verifier.verify(env):
+                return f"bad signature on the view-change of {env.signer}"
+            try:
+                checked.append(check_view_change(self.config, self.verifier, env.signer, vc, raw))
+            except InvalidCertificate as exc:
+                return f"invalid view-change from {env.signer}: {exc}"
+        if len(checked) < self.config.quorum:
+            return f"only {len(checked)} view-changes, needs {self.config.quorum}"
+        plan = plan_new_view(checked)
+        if len(nv.pre_prepares) != len(plan.slots):
+            return f"{len(nv.pre_prepares)} pre-prepares where {len(plan.slots)} were due"
+        primary = self.config.primary(nv.view)
+        pre_prepares = []
+        for raw, (seq, d, batch) in zip(nv.pre_prepares, plan.slots, strict=True):
+            try:
+                env = envelope_from_bytes(raw)
+                pp = from_body(env.body)
+            except codec.CodecError as exc:
+                return f"malformed pre-prepare: {exc}"
+            if not isinstance(pp, PrePrepare) or env.signer != primary or pp.view != nv.view:
+                return "a re-issued pre-prepare is not the new primary's for the new view"
+            if (pp.seq, pp.digest, pp.batch) != (seq, d, batch):
+                return f"pre-prepare n={pp.seq} differs from the recomputed one"
+            if not self.verifier.verify(env):
+                return f"bad signature on pre-prepare n={pp.seq}"
+            pre_prepares.append((pp, raw))
+        return plan.min_s, plan.stable_digest, plan.checkpoint_proof, pre_prepares
+
+    def _install_view(
+        self,
+        min_s: int,
+        stable_digest: bytes,
+        proof: tuple[bytes, ...],
+        pre_prepares: list[tuple[PrePrepare, bytes]],
+    ) -> None:
+        """Enter the new view with the re-issued pre-prepares O (section 4.4)."""
+        self.view_active = True
+        self._nv_deadline = None
+        if min_s > self.log.low:
+            own = self.own_checkpoints.get(min_s)
+            if own is not None and own[0] == stable_digest:
+                self._make_stable(min_s, stable_digest, proof)
+            elif self.last_executed < min_s:
+                self._out.append(Note(f"behind the new view's checkpoint {min_s}: needs state transfer"))
+        # Slots of the old view are superseded by O; only prepared certificates survive.
+        for seq in [s for s in self.log.slots if s > self.log.low]:
+            del self.log.slots[seq]
+        for pp, raw in pre_prepares:
+            if not self.log.in_window(pp.seq):
+                continue
+            requests = []
+            for req_data in pp.batch:
+                req = self._request_from_envelope(req_data)
+                if isinstance(req, str):  # a prepared batch was checked by a correct replica
+                    self._out.append(Note(f"unverifiable request in re-issued n={pp.seq}: {req}"))
+                    continue
+                requests.append((req, req_data))
+            slot = self.log.slot(pp.seq, self.view)
+            self._accept_pre_prepare(slot, pp, raw, tuple(requests))
+            if not self.is_primary:
+                slot.my_prepare = self._broadcast(
+                    self.safety.sign_vote(Prepare(pp.view, pp.seq, pp.digest))
+                )
+                slot.prepares[self.id] = (pp.digest, slot.my_prepare)
+                self._maybe_prepared(slot)
+        last = pre_prepares[-1][0].seq if pre_prepares else min_s
+        self.next_seq = max(last, self.log.low, self.last_executed) + 1
+        self.view_changes = {s: c for s, c in self.view_changes.items() if c.msg.new_view > self.view}
+        # Waiting requests get a fresh timer in the new view; the new primary orders them,
+        # backups hand them to it.
+        for client, (ts, data, _) in list(self.waiting.items()):
+            self.waiting[client] = (ts, data, self.ticks)
+            if self.is_primary:
+                req = self._request_from_envelope(data)
+                if not isinstance(req, str):
+                    self._enqueue(req, data)
+            else:
+                self._out.append(Send(self.primary, data))
+        if self.is_primary:
+            self.waiting.clear()
+        self._out.append(ViewInstalled(self.view, self.primary))
+        self._out.append(Note(f"view {self.view} installed, primary {self.primary}"))
+        self._replay_future()
+
+    def _replay_future(self) -> None:
+        buffered, self._future = self._future, deque()
+        self._future_per_peer.clear()
+        for peer, data in buffered:
+            self._on_received(peer, data)
 
     # -- time ---------------------------------------------------------------------------
 
     def _on_tick(self) -> None:
         self.ticks += 1
+        self._maybe_timeout()
         if self.ticks - self._last_progress < self._retransmit_ticks:
             return
         self._last_progress = self.ticks
-        # Resend our own messages for slots not yet executed, in case they were lost.
+        self._retransmit()
+
+    def _maybe_timeout(self) -> None:
+        if not self.view_active:
+            if self._nv_deadline is not None and self.ticks >= self._nv_deadline:
+                # No NEW-VIEW in time: try the next view, waiting twice as long (4.5.2).
+                self._start_view_change(self.view + 1)
+            return
+        if self.is_primary or not self.waiting:
+            return
+        for client in [c for c, (ts, _, _) in self.waiting.items() if self._executed_ts(c) >= ts]:
+            del self.waiting[client]
+        if not self.waiting:
+            return
+        oldest = min(since for _, _, since in self.waiting.values())
+        timeout = self._vc_timeout_ticks << min(self._vc_attempts, MAX_BACKOFF_SHIFT)
+        if self.ticks - oldest >= timeout:
+            self._start_view_change(self.view + 1)
+
+    def _executed_ts(self, client: str) -> int:
+        rec = self.clients.get(client)
+        return rec.timestamp if rec is not None else -1
+
+    def _retransmit(self) -> None:
+        """Resend our own messages that may have been lost (no progress for a while)."""
+        if not self.view_active:
+            own = self.view_changes.get(self.id)
+            if own is not None and own.msg.new_view == self.view:
+                self._out.append(Broadcast(own.data))
+            return
         for seq in range(self.last_executed + 1, self.log.high + 1):
             slot = self.log.get(seq)
-            if slot is None:
+            if slot is None or slot.view != self.view:
                 continue
             for data in (
-                slot.pre_prepare_env if self.is_primary and slot.view == self.view else b"",
-                slot.my_prepare if slot.view == self.view else b"",
-                slot.my_commit if slot.view == self.view else b"",
+                slot.pre_prepare_env if self.is_primary else b"",
+                slot.my_prepare,
+                slot.my_commit,
             ):
                 if data:
                     self._out.append(Broadcast(data))

@@ -1,0 +1,164 @@
+"""View-change certificates: checking them and computing a NEW-VIEW (OSDI'99 section 4.4).
+
+Pure functions, shared by the new primary (which builds NEW-VIEW) and the backups (which
+recompute it from the VIEW-CHANGEs it carries and reject it if anything differs). Keeping
+one implementation for both sides is what makes "backups recompute" meaningful: there is
+one definition of the right answer.
+
+A VIEW-CHANGE is checked in full before it counts: its signer, the 2f+1 CHECKPOINT proof
+for its stable sequence number, and every prepared certificate (a PRE-PREPARE signed by
+the primary of its view plus 2f matching PREPAREs from distinct backups, all validly
+signed, views below the new view, sequence numbers in (h, h+L]).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import codec
+from .config import ClusterConfig
+from .crypto import NULL_DIGEST, Verifier, batch_digest
+from .messages import (
+    Checkpoint,
+    Envelope,
+    Prepare,
+    PrePrepare,
+    ViewChange,
+    envelope_from_bytes,
+    from_body,
+)
+
+
+class InvalidCertificate(ValueError):
+    """A view-change or new-view that does not check out; the reason is the message."""
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedCert:
+    view: int
+    seq: int
+    digest: bytes
+    batch: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedViewChange:
+    signer: int
+    msg: ViewChange
+    data: bytes
+    stable_digest: bytes
+    certs: dict[int, PreparedCert]
+
+
+def _open(data: bytes, verifier: Verifier) -> tuple[Envelope, object]:
+    try:
+        env = envelope_from_bytes(data)
+        msg = from_body(env.body)
+    except codec.CodecError as exc:
+        raise InvalidCertificate(f"malformed message in certificate: {exc}") from None
+    if type(env.signer) is not int:
+        raise InvalidCertificate("certificate message not signed by a replica")
+    if not verifier.verify(env):
+        raise InvalidCertificate(f"bad signature by {env.signer} in certificate")
+    return env, msg
+
+
+def check_checkpoint_proof(
+    config: ClusterConfig, verifier: Verifier, seq: int, proof: tuple[bytes, ...]
+) -> bytes:
+    """The state digest that 2f+1 distinct replicas signed for `seq` (section 4.3)."""
+    if seq == 0:
+        if proof:
+            raise InvalidCertificate("a proof for checkpoint 0")
+        return b""
+    if seq % config.checkpoint_interval:
+        raise InvalidCertificate(f"checkpoint {seq} is not a multiple of K")
+    signers: set[int] = set()
+    digest = None
+    for data in proof:
+        env, msg = _open(data, verifier)
+        if not isinstance(msg, Checkpoint) or msg.seq != seq:
+            raise InvalidCertificate(f"checkpoint proof holds something other than checkpoint {seq}")
+        if digest is None:
+            digest = msg.digest
+        elif msg.digest != digest:
+            raise InvalidCertificate("checkpoint proof with two digests")
+        signers.add(env.signer)  # type: ignore[arg-type]
+    if len(signers) < config.quorum or digest is None:
+        raise InvalidCertificate(f"checkpoint proof with {len(signers)} signers, needs {config.quorum}")
+    return digest
+
+
+def check_prepared_cert(
+    config: ClusterConfig, verifier: Verifier, new_view: int, cert: tuple[bytes, ...]
+) -> PreparedCert:
+    """A pre-prepare plus 2f matching prepares from distinct backups (section 4.2)."""
+    if not cert:
+        raise InvalidCertificate("empty prepared certificate")
+    env, pp = _open(cert[0], verifier)
+    if not isinstance(pp, PrePrepare):
+        raise InvalidCertificate("prepared certificate does not start with a pre-prepare")
+    if pp.view >= new_view:
+        raise InvalidCertificate(f"prepared certificate from view {pp.view} >= {new_view}")
+    primary = config.primary(pp.view)
+    if env.signer != primary:
+        raise InvalidCertificate(f"pre-prepare of view {pp.view} not signed by its primary")
+    if batch_digest(pp.batch) != pp.digest:
+        raise InvalidCertificate(f"pre-prepare n={pp.seq} digest does not match its batch")
+    backups: set[int] = set()
+    for data in cert[1:]:
+        penv, p = _open(data, verifier)
+        if not isinstance(p, Prepare) or (p.view, p.seq, p.digest) != (pp.view, pp.seq, pp.digest):
+            raise InvalidCertificate(f"prepare in certificate n={pp.seq} does not match")
+        if penv.signer == primary:
+            raise InvalidCertificate("prepare from the primary in a certificate")
+        backups.add(penv.signer)  # type: ignore[arg-type]
+    if len(backups) < 2 * config.f:
+        raise InvalidCertificate(
+            f"prepared certificate n={pp.seq} has {len(backups)} prepares, needs {2 * config.f}"
+        )
+    return PreparedCert(pp.view, pp.seq, pp.digest, pp.batch)
+
+
+def check_view_change(
+    config: ClusterConfig, verifier: Verifier, signer: int, vc: ViewChange, data: bytes
+) -> CheckedViewChange:
+    """Check every part of a VIEW-CHANGE (whose envelope signature is already verified)."""
+    stable_digest = check_checkpoint_proof(config, verifier, vc.stable_seq, vc.checkpoint_proof)
+    certs: dict[int, PreparedCert] = {}
+    for raw in vc.prepared:
+        pc = check_prepared_cert(config, verifier, vc.new_view, raw)
+        if not vc.stable_seq < pc.seq <= vc.stable_seq + config.log_window:
+            raise InvalidCertificate(f"prepared certificate n={pc.seq} outside the water marks")
+        if pc.seq in certs:
+            raise InvalidCertificate(f"two prepared certificates for n={pc.seq}")
+        certs[pc.seq] = pc
+    return CheckedViewChange(signer, vc, data, stable_digest, certs)
+
+
+@dataclass(frozen=True, slots=True)
+class NewViewPlan:
+    """What the NEW-VIEW for a set of view-changes must contain (section 4.4)."""
+
+    min_s: int
+    stable_digest: bytes
+    checkpoint_proof: tuple[bytes, ...]
+    slots: tuple[tuple[int, bytes, tuple[bytes, ...]], ...]  # (seq, digest, batch)
+
+
+def plan_new_view(view_changes: list[CheckedViewChange]) -> NewViewPlan:
+    """min-s is the latest stable checkpoint in V; for every n in (min-s, max-s] re-issue
+    the batch of the prepared certificate with the highest view, or a null request."""
+    best = max(view_changes, key=lambda c: (c.msg.stable_seq, c.signer))
+    min_s = best.msg.stable_seq
+    chosen: dict[int, PreparedCert] = {}
+    for c in view_changes:
+        for seq, pc in c.certs.items():
+            if seq > min_s and (seq not in chosen or pc.view > chosen[seq].view):
+                chosen[seq] = pc
+    max_s = max(chosen, default=min_s)
+    slots = []
+    for seq in range(min_s + 1, max_s + 1):
+        pc = chosen.get(seq)
+        slots.append((seq, pc.digest, pc.batch) if pc else (seq, NULL_DIGEST, ()))
+    return NewViewPlan(min_s, best.stable_digest, best.msg.checkpoint_proof, tuple(slots))
