@@ -1,0 +1,232 @@
+"""The async client (DESIGN.md section 5), the same one the CLI uses.
+
+Theory of operation. `open_client` loads the cluster file and the client's identity,
+dials every replica over mutual TLS and starts two tasks: a tick task and a pump. Every
+input (a frame from a replica, a tick) goes through one bounded channel into the pump,
+the one task that steps the sans-IO `ClientCore`; `submit` runs in the caller's task but
+never awaits, so nothing interleaves with a step. The core decides where requests go and
+when to retransmit; the pump performs its `Send`s and wakes the caller on `Completed`.
+
+STATUS envelopes (answers to `status()`) are not replies, so the pump routes them here,
+checking the replica's signature, before anything reaches `ClientCore.step`.
+
+Calls are serialised with a lock (the core has one request outstanding, section 4.1).
+Up to f faulty or unreachable replicas never make a call raise: the core retransmits to
+everyone until f+1 (2f+1 for reads) agree. With `timeout` set, a call that takes longer
+raises TimeoutError and the outstanding request is abandoned.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, nullcontext
+from typing import Any
+
+import trio
+
+from ..protocol import codec
+from ..protocol.client import ClientCore
+from ..protocol.config import ClusterConfig, ConfigError
+from ..protocol.crypto import KeyPair, Verifier, seal
+from ..protocol.events import Action, Completed, Received, Rejected, Send, Tick
+from ..protocol.messages import (
+    MAX_U64,
+    QueryStatus,
+    Status,
+    envelope_from_bytes,
+    from_body,
+)
+from ..service.kv import decode_result, op_delete, op_get, op_put
+from .transport import Transport
+
+log = logging.getLogger("pbft.client")
+
+INBOX_LIMIT = 1024
+"""Inputs (frames and ticks) waiting for the pump task."""
+
+
+class ClientError(RuntimeError):
+    """The service answered with an error result (e.g. a value that is too large)."""
+
+
+class Client:
+    def __init__(
+        self,
+        config: ClusterConfig,
+        client_id: str,
+        key: KeyPair,
+        transport: Transport,
+        inbox: trio.MemorySendChannel,
+        timeout: float | None,
+    ) -> None:
+        self.config = config
+        self.id = client_id
+        self._key = key
+        self.transport = transport
+        self._inbox = inbox
+        self.timeout = timeout
+        # Microseconds of wall-clock time: a restarted client never reuses a timestamp.
+        self.core = ClientCore(config, client_id, key, start_timestamp=time.time_ns() // 1000)
+        self.verifier = Verifier(config.cluster_id, config.member_keys())
+        self._lock = trio.Lock()
+        self._done: dict[int, bytes] = {}
+        self._wake = trio.Event()
+        self._statuses: dict[int, Status] | None = None
+        self._status_wake = trio.Event()
+        self.rejected = 0
+
+    # -- key-value API ------------------------------------------------------------------
+
+    async def put(self, key: bytes, value: bytes) -> None:
+        self._check(await self.execute(op_put(key, value)))
+
+    async def get(self, key: bytes) -> bytes | None:
+        result = self._check(await self.execute(op_get(key), read_only=True))
+        if result is not None and not isinstance(result, bytes):
+            raise ClientError(f"unexpected result {result!r}")
+        return result
+
+    async def delete(self, key: bytes) -> bool:
+        return bool(self._check(await self.execute(op_delete(key))))
+
+    @staticmethod
+    def _check(result: bytes) -> Any:
+        value = decode_result(result)
+        if isinstance(value, dict) and "error" in value:
+            raise ClientError(str(value["error"]))
+        return value
+
+    # -- raw operations -----------------------------------------------------------------
+
+    async def execute(self, operation: bytes, read_only: bool = False) -> bytes:
+        """Submit one operation and wait until enough replicas agree on its result."""
+        async with self._lock:
+            scope = trio.fail_after(self.timeout) if self.timeout is not None else nullcontext()
+            try:
+                with scope:
+                    self._perform(self.core.submit(operation, read_only))
+                    while True:
+                        # The core may fall back from a read to an ordered request with a
+                        # new timestamp; whichever completes is the answer.
+                        if self._done:
+                            _, result = self._done.popitem()
+                            return result
+                        self._wake = trio.Event()
+                        await self._wake.wait()
+            except trio.TooSlowError:
+                raise TimeoutError(
+                    f"no answer from the cluster within {self.timeout} seconds"
+                ) from None
+            finally:
+                # Abandon whatever is still outstanding (timeout or cancellation) so the
+                # next call can submit; a late reply carries an old timestamp and is ignored.
+                self.core.outstanding = None
+                self._done.clear()
+
+    async def status(self, timeout: float = 2.0) -> dict[int, Status]:
+        """Ask every replica for its signed STATUS; those that answer within `timeout`."""
+        nonce = random.SystemRandom().randrange(MAX_U64)
+        data = seal(self._key, self.config.cluster_id, self.id, QueryStatus(nonce)).to_bytes()
+        self._statuses = {}
+        try:
+            for r in self.config.replica_ids():
+                self.transport.send(r, data)
+            with trio.move_on_after(timeout):
+                while len(self._statuses) < self.config.n:
+                    self._status_wake = trio.Event()
+                    await self._status_wake.wait()
+            return dict(sorted(self._statuses.items()))
+        finally:
+            self._statuses = None
+
+    # -- the pump -----------------------------------------------------------------------
+
+    def _perform(self, actions: list[Action]) -> None:
+        for a in actions:
+            match a:
+                case Send(to, data):
+                    self.transport.send(to, data)
+                case Completed(timestamp, result):
+                    self._done[timestamp] = result
+                    self._wake.set()
+                case Rejected(peer, reason, detail):
+                    self.rejected += 1
+                    log.debug("client %s rejected input from %r: %s %s", self.id, peer, reason.value, detail)
+                case _:
+                    pass
+
+    def _on_status(self, peer, data: bytes) -> bool:
+        """Handle a STATUS envelope; False if `data` is not one (give it to the core)."""
+        try:
+            env = envelope_from_bytes(data)
+            msg = from_body(env.body)
+        except codec.CodecError:
+            return False
+        if not isinstance(msg, Status):
+            return False
+        if self._statuses is not None and env.signer == peer and self.verifier.verify(env):
+            self._statuses[peer] = msg
+            self._status_wake.set()
+        else:
+            self.rejected += 1
+        return True
+
+    async def _pump(self, recv: trio.MemoryReceiveChannel) -> None:
+        async for event in recv:
+            if isinstance(event, Received) and self._on_status(event.peer, event.data):
+                continue
+            self._perform(self.core.step(event))
+
+    async def _tick_loop(self) -> None:
+        period = self.config.tick_ms / 1000
+        while True:
+            await trio.sleep(period)
+            await self._inbox.send(Tick())
+
+
+@asynccontextmanager
+async def open_client(
+    cluster_file: str, client_id: str, *, timeout: float | None = None
+) -> AsyncIterator[Client]:
+    """`async with open_client("keys/demo/cluster.toml", "alice") as c: ...`"""
+    from ..cli import UsageError
+    from . import tls
+    from .clusterfile import load_cluster, load_identity
+
+    try:
+        config = load_cluster(cluster_file)
+        if client_id not in config.client_index:
+            raise UsageError(f"client {client_id!r} is not listed in {cluster_file}.")
+        identity = load_identity(config, client_id)
+        context = tls.client_context(identity)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    send, recv = trio.open_memory_channel(INBOX_LIMIT)
+    transport = Transport(
+        config,
+        client_id,
+        server_context=None,
+        client_context=context,
+        identify=functools.partial(tls.peer_id, config),
+        inbox=send,
+    )
+    client = Client(config, client_id, identity.key, transport, send, timeout)
+    # The caller's exception is re-raised outside the nursery, so it arrives as itself
+    # (e.g. TimeoutError), not wrapped in an ExceptionGroup.
+    error: BaseException | None = None
+    async with trio.open_nursery() as nursery:
+        await nursery.start(transport.run)
+        nursery.start_soon(client._pump, recv)
+        nursery.start_soon(client._tick_loop)
+        try:
+            yield client
+        except BaseException as exc:
+            error = exc
+        finally:
+            nursery.cancel_scope.cancel()
+    if error is not None:
+        raise error

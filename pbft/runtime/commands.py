@@ -1,0 +1,279 @@
+"""The runtime's commands: `pbft replica`, `up`, `client`, `status` (DESIGN.md section 5).
+
+Each `cmd_*` takes the parsed arguments and returns the exit status: 0 success, 1 a check
+failed (no answer in time, key not found), 2 an operator mistake (raised as UsageError,
+printed by pbft.cli as one sentence). Nothing here decides anything about the protocol.
+
+Output conventions:
+* `client put K V` prints `ok`; `client get K` prints the value, or `(not found)` and
+  exits 1 (like grep, so scripts can test for a key); `client delete K` prints `deleted`,
+  or `(not found)` and exits 1. No answer within --timeout: one line, exit 1.
+* `status` prints one line per replica (view, last executed, stable checkpoint, log size)
+  or `unreachable`; `--json` prints one JSON object instead. It signs its query as
+  `--id` if the parser provides one, else as the first client in the cluster file. Exit 1
+  when no replica answered.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import socket
+import sys
+import time
+
+import trio
+
+from ..cli import UsageError
+from ..protocol.config import ClusterConfig, ConfigError
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "ts": round(record.created, 6),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def setup_logging(args) -> None:
+    """Log to stderr at --log-level, as text or one JSON object per line (--log-format)."""
+    name = str(getattr(args, "log_level", "warning") or "warning").upper()
+    level = logging.getLevelName(name)
+    if not isinstance(level, int):
+        raise UsageError(f"unknown log level {name.lower()!r}; use debug, info or warning.")
+    handler = logging.StreamHandler(sys.stderr)
+    if getattr(args, "log_format", "text") == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def load_config(path: str) -> ClusterConfig:
+    from .clusterfile import load_cluster
+
+    try:
+        return load_cluster(path)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def run_trio(async_fn, *args):
+    """trio.run, with a UsageError raised inside a nursery re-raised as itself."""
+    try:
+        return trio.run(async_fn, *args)
+    except BaseExceptionGroup as group:
+        usage = _first(group, UsageError)
+        if usage is not None:
+            raise usage from None
+        if _first(group, KeyboardInterrupt) is not None:
+            raise KeyboardInterrupt from None
+        raise
+
+
+def _first(group: BaseExceptionGroup, kind: type[BaseException]) -> BaseException | None:
+    for exc in group.exceptions:
+        if isinstance(exc, kind):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first(exc, kind)
+            if found is not None:
+                return found
+    return None
+
+
+async def _cancel_on_signal(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
+
+
+# -- pbft replica -----------------------------------------------------------------------
+
+
+def cmd_replica(args) -> int:
+    """Run one replica until SIGTERM or SIGINT, then exit 0."""
+    from .node import run_replica
+
+    setup_logging(args)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_cancel_on_signal, nursery.cancel_scope)
+            await run_replica(args.config, args.id, behaviour=getattr(args, "behaviour", None))
+
+    run_trio(main)
+    return 0
+
+
+# -- pbft up ----------------------------------------------------------------------------
+
+
+def _is_local(host: str) -> bool:
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.bind((host, 0))
+        return True
+    except OSError:
+        return False
+
+
+class _Stop(Exception):
+    pass
+
+
+def cmd_up(args) -> int:
+    """Run every replica of the cluster file whose address is on this host, until Ctrl-C."""
+    from .launcher import LaunchError, LocalCluster
+
+    setup_logging(args)
+    config = load_config(args.config)
+    ids = [r.id for r in config.replicas if _is_local(r.host)]
+    if not ids:
+        raise UsageError(f"no replica in {args.config} has an address on this host.")
+    cluster = LocalCluster(
+        args.config,
+        config,
+        ids=ids,
+        log_level=getattr(args, "log_level", "info") or "info",
+        extra_args=["--log-format", getattr(args, "log_format", "text") or "text"],
+    )
+
+    def on_term(signum, frame):
+        raise _Stop
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        try:
+            cluster.start()
+        except LaunchError as exc:
+            raise UsageError(str(exc)) from None
+        for i in ids:
+            r = config.replicas[i]
+            print(f"replica {i} listening on {r.host}:{r.port} (log: {cluster.log_path(i)})")
+        print("press Ctrl-C to stop", flush=True)
+        while True:
+            dead = [i for i in ids if i not in cluster.alive()]
+            if dead:
+                i = dead[0]
+                print(
+                    f"pbft: replica {i} exited: {cluster.stderr_tail(i) or '(no output)'}",
+                    file=sys.stderr,
+                )
+                return 1
+            time.sleep(0.5)
+    except (KeyboardInterrupt, _Stop):
+        return 0
+    finally:
+        cluster.stop()
+        signal.signal(signal.SIGTERM, previous)
+
+
+# -- pbft client ------------------------------------------------------------------------
+
+
+def _arg_bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def cmd_client(args) -> int:
+    from .client import ClientError, open_client
+
+    setup_logging(args)
+    op = args.op
+    if op == "put" and args.value is None:
+        raise UsageError("put needs a KEY and a VALUE.")
+    if op != "put" and args.value is not None:
+        raise UsageError(f"{op} takes a KEY only.")
+    timeout = args.timeout if args.timeout and args.timeout > 0 else None
+    key = _arg_bytes(args.key)
+
+    async def main() -> int:
+        async with open_client(args.config, args.id, timeout=timeout) as client:
+            if op == "put":
+                await client.put(key, _arg_bytes(args.value))
+                print("ok")
+                return 0
+            if op == "get":
+                value = await client.get(key)
+                if value is None:
+                    print("(not found)")
+                    return 1
+                sys.stdout.buffer.write(value + b"\n")
+                sys.stdout.flush()
+                return 0
+            existed = await client.delete(key)
+            print("deleted" if existed else "(not found)")
+            return 0 if existed else 1
+
+    try:
+        return run_trio(main)
+    except TimeoutError as exc:
+        print(f"pbft: {exc}.", file=sys.stderr)
+        return 1
+    except ClientError as exc:
+        print(f"pbft: the service refused the request: {exc}.", file=sys.stderr)
+        return 1
+
+
+# -- pbft status ------------------------------------------------------------------------
+
+
+def cmd_status(args) -> int:
+    from .client import open_client
+
+    setup_logging(args)
+    config = load_config(args.config)
+    client_id = getattr(args, "id", None)
+    if client_id is None:
+        if not config.clients:
+            raise UsageError(f"{args.config} lists no [[client]] to sign the status query with.")
+        client_id = config.clients[0].id
+
+    async def main():
+        async with open_client(args.config, client_id) as client:
+            return await client.status(timeout=getattr(args, "timeout", None) or 2.0)
+
+    statuses = run_trio(main)
+    rows = []
+    for i in config.replica_ids():
+        s = statuses.get(i)
+        if s is None:
+            rows.append({"id": i, "reachable": False})
+        else:
+            rows.append(
+                {
+                    "id": i,
+                    "reachable": True,
+                    "view": s.view,
+                    "primary": config.primary(s.view),
+                    "last_executed": s.last_executed,
+                    "stable_checkpoint": s.stable_seq,
+                    "log_size": s.log_size,
+                }
+            )
+    if getattr(args, "json", False):
+        print(json.dumps({"cluster": config.cluster_id, "replicas": rows}))
+    else:
+        print(f"{'replica':>7}  {'view':>6}  {'executed':>9}  {'stable':>9}  {'log':>6}")
+        for row in rows:
+            if row["reachable"]:
+                print(
+                    f"{row['id']:>7}  {row['view']:>6}  {row['last_executed']:>9}  "
+                    f"{row['stable_checkpoint']:>9}  {row['log_size']:>6}"
+                )
+            else:
+                print(f"{row['id']:>7}  unreachable")
+    return 0 if statuses else 1

@@ -1,0 +1,337 @@
+"""Mutual-TLS TCP links between replicas and clients, over Trio.
+
+Theory of operation. Every frame on the wire is `codec.frame(body)`: a 4-byte big-endian
+length and a body (a signed envelope). Who sent a frame is what the TLS certificate at
+the other end of the connection says (`identify`, normally `tls.peer_id`); the transport
+never looks inside a body, so all protocol decisions stay in the core.
+
+* A replica listens on its configured address and *reads* every inbound connection. For
+  its own traffic to replica j it dials j and keeps that one outbound connection (so each
+  pair of replicas has two connections, one per direction, and each side owns the one it
+  writes to). A client dials every replica; a replica answers a client over the client's
+  inbound connection(s).
+* Every outbound destination has an `Outbox`: a bounded queue (PEER_QUEUE_FRAMES,
+  PEER_QUEUE_BYTES). When it is full the frame is dropped and counted: the protocol core
+  retransmits, so a slow or dead peer costs bounded memory and never blocks the others.
+  The writer drains everything queued and sends it with one `send_all` (coalescing).
+* A dialer reconnects forever with exponential backoff and jitter, capped at
+  BACKOFF_MAX. Frames queued while disconnected wait (up to the bound) for the next
+  connection.
+* Bad input only ever costs its own connection: a length prefix above MAX_FRAME, a TLS
+  failure, an unknown certificate or a handshake that takes too long is counted in
+  `counters` and that connection alone is closed. Nothing here raises into the node.
+
+Frames are delivered upward as `events.Received(peer, body)` into the node's bounded
+channel, so a busy state machine slows its readers (TCP backpressure) instead of
+buffering without bound.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import random
+import ssl
+from collections import Counter, deque
+from collections.abc import Callable
+
+import trio
+
+from ..protocol import codec
+from ..protocol.config import ClusterConfig
+from ..protocol.events import Received
+from ..protocol.messages import Signer
+
+log = logging.getLogger("pbft.transport")
+
+PEER_QUEUE_FRAMES = 8192
+"""Frames queued for one destination before further frames are dropped."""
+PEER_QUEUE_BYTES = 64 * 1024 * 1024
+"""Bytes queued for one destination before further frames are dropped."""
+MAX_WRITE = 4 * 1024 * 1024
+"""Largest coalesced write; a longer queue is sent in several writes."""
+READ_SIZE = 256 * 1024
+"""Bytes asked of the socket per read."""
+MAX_INBOUND = 1024
+"""Simultaneous inbound connections a replica serves; more are closed on accept."""
+HANDSHAKE_TIMEOUT = 5.0
+"""Seconds a peer gets to complete the TLS handshake (slowloris guard)."""
+CONNECT_TIMEOUT = 5.0
+"""Seconds a dial gets to connect and handshake."""
+BACKOFF_MIN = 0.05
+BACKOFF_MAX = 2.0
+"""Reconnection delay: doubles from BACKOFF_MIN up to BACKOFF_MAX, with jitter."""
+
+Identify = Callable[[trio.SSLStream], Signer | None]
+
+# Errors a connection can end with; each ends that connection only.
+_LINK_ERRORS = (
+    OSError,
+    ssl.SSLError,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    trio.TooSlowError,
+)
+
+
+class Outbox:
+    """A bounded queue of frames for one destination, drained whole by one writer."""
+
+    __slots__ = ("_frames", "_bytes", "_wake", "max_frames", "max_bytes")
+
+    def __init__(self, max_frames: int = PEER_QUEUE_FRAMES, max_bytes: int = PEER_QUEUE_BYTES):
+        self._frames: deque[bytes] = deque()
+        self._bytes = 0
+        self._wake = trio.Event()
+        self.max_frames = max_frames
+        self.max_bytes = max_bytes
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def put(self, framed: bytes) -> bool:
+        """Queue one framed message; False (and nothing queued) when the queue is full."""
+        if len(self._frames) >= self.max_frames or self._bytes + len(framed) > self.max_bytes:
+            return False
+        self._frames.append(framed)
+        self._bytes += len(framed)
+        self._wake.set()
+        return True
+
+    async def take(self) -> bytes:
+        """Wait for at least one frame, then return everything queued (up to MAX_WRITE)."""
+        while not self._frames:
+            self._wake = trio.Event()
+            await self._wake.wait()
+        out: list[bytes] = []
+        size = 0
+        while self._frames and (not out or size + len(self._frames[0]) <= MAX_WRITE):
+            b = self._frames.popleft()
+            out.append(b)
+            size += len(b)
+        self._bytes -= size
+        return b"".join(out)
+
+
+class Transport:
+    """The links of one node. `me` is a replica id (listens) or a client name (does not).
+
+    `inbox` receives `Received(peer, body)` for every frame read on any connection.
+    """
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        me: Signer,
+        *,
+        server_context: ssl.SSLContext | None,
+        client_context: ssl.SSLContext,
+        identify: Identify,
+        inbox: trio.MemorySendChannel,
+        rng: random.Random | None = None,
+        max_frame: int = codec.MAX_FRAME,
+    ) -> None:
+        self.config = config
+        self.me = me
+        self.server_context = server_context
+        self.client_context = client_context
+        self.identify = identify
+        self.inbox = inbox
+        self.rng = rng or random.Random()
+        self.max_frame = max_frame
+        self.counters: Counter[str] = Counter()
+        self.outboxes: dict[int, Outbox] = {
+            r.id: Outbox() for r in config.replicas if r.id != me
+        }
+        self.connected: set[int] = set()
+        """Replicas our outbound link to is up right now."""
+        self.client_links: dict[str, list[Outbox]] = {}
+        """Client name -> outboxes of its live inbound connections (newest last)."""
+        self._inbound = 0
+        self.listen_port: int | None = None
+
+    # -- sending (synchronous: queue and return) ----------------------------------------
+
+    def send(self, to: int, body: bytes) -> bool:
+        box = self.outboxes.get(to)
+        if box is None:
+            self.counters["send-unknown-replica"] += 1
+            return False
+        if not box.put(codec.frame(body)):
+            self.counters["dropped-queue-full"] += 1
+            return False
+        return True
+
+    def broadcast(self, body: bytes) -> None:
+        framed = codec.frame(body)
+        for box in self.outboxes.values():
+            if not box.put(framed):
+                self.counters["dropped-queue-full"] += 1
+
+    def send_client(self, client: str, body: bytes) -> bool:
+        """Queue a frame on every live connection of `client`; dropped if none."""
+        boxes = self.client_links.get(client)
+        if not boxes:
+            self.counters["dropped-client-not-connected"] += 1
+            return False
+        framed = codec.frame(body)
+        ok = False
+        for box in boxes:
+            if box.put(framed):
+                ok = True
+            else:
+                self.counters["dropped-queue-full"] += 1
+        return ok
+
+    # -- running ------------------------------------------------------------------------
+
+    async def bind(self) -> list[trio.SocketListener]:
+        """Open this replica's listening socket. Call it outside any nursery so a bind
+        failure (e.g. EADDRINUSE) arrives as a plain OSError."""
+        me = self.config.replicas[self.me]
+        listeners = await trio.open_tcp_listeners(me.port, host=me.host)
+        self.listen_port = listeners[0].socket.getsockname()[1]
+        return listeners
+
+    async def run(
+        self,
+        listeners: list[trio.SocketListener] | None = None,
+        *,
+        task_status=trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve `listeners` (replicas; None for clients) and dial every other replica.
+        `started()` once the listeners accept connections."""
+        async with trio.open_nursery() as nursery:
+            if listeners:
+                await nursery.start(trio.serve_listeners, self._serve_inbound, listeners)
+            for r in self.config.replicas:
+                if r.id != self.me:
+                    nursery.start_soon(self._dial_forever, r.id, r.host, r.port)
+            task_status.started()
+
+    async def _dial_forever(self, peer: int, host: str, port: int) -> None:
+        backoff = BACKOFF_MIN
+        box = self.outboxes[peer]
+        while True:
+            stream: trio.SSLStream | None = None
+            try:
+                with trio.fail_after(CONNECT_TIMEOUT):
+                    tcp = await trio.open_tcp_stream(host, port)
+                    stream = trio.SSLStream(tcp, self.client_context, server_hostname=host)
+                    await stream.do_handshake()
+                who = self.identify(stream)
+                if who != peer:
+                    self.counters["wrong-peer-certificate"] += 1
+                    log.warning("replica %s at %s:%d presented the identity %r", peer, host, port, who)
+                else:
+                    backoff = BACKOFF_MIN
+                    self.connected.add(peer)
+                    log.debug("connected to replica %s", peer)
+                    await self._run_link(stream, who, box)
+            except _LINK_ERRORS as exc:
+                self.counters["connect-failed" if stream is None else "link-error"] += 1
+                log.debug("link to replica %s: %s", peer, _why(exc))
+            finally:
+                self.connected.discard(peer)
+                if stream is not None:
+                    await _close(stream)
+            delay = backoff * (0.5 + self.rng.random() / 2)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+            await trio.sleep(delay)
+
+    async def _serve_inbound(self, tcp: trio.SocketStream) -> None:
+        if self._inbound >= MAX_INBOUND:
+            self.counters["inbound-limit"] += 1
+            await trio.aclose_forcefully(tcp)
+            return
+        self._inbound += 1
+        stream = trio.SSLStream(tcp, self.server_context, server_side=True)
+        try:
+            try:
+                with trio.fail_after(HANDSHAKE_TIMEOUT):
+                    await stream.do_handshake()
+            except _LINK_ERRORS as exc:
+                self.counters["tls-failure"] += 1
+                log.debug("inbound TLS handshake failed: %s", _why(exc))
+                return
+            who = self.identify(stream)
+            if who is None or who == self.me:
+                self.counters["unknown-peer"] += 1
+                log.debug("inbound connection with an unknown certificate closed")
+                return
+            if isinstance(who, str):
+                box = Outbox()
+                links = self.client_links.setdefault(who, [])
+                links.append(box)
+                try:
+                    await self._run_link(stream, who, box)
+                finally:
+                    links.remove(box)
+                    if not links:
+                        del self.client_links[who]
+            else:
+                await self._run_link(stream, who, None)
+        except _LINK_ERRORS as exc:
+            self.counters["link-error"] += 1
+            log.debug("inbound link from a peer ended: %s", _why(exc))
+        finally:
+            self._inbound -= 1
+            await _close(stream)
+
+    async def _run_link(self, stream: trio.SSLStream, who: Signer, box: Outbox | None) -> None:
+        """Read frames (and write `box`, if any) until either direction fails. Each loop
+        catches its own link errors, so nothing escapes this nursery as a group."""
+        async with trio.open_nursery() as nursery:
+            if box is not None:
+                nursery.start_soon(self._write_loop, stream, box, nursery.cancel_scope)
+            try:
+                await self._read_loop(stream, who)
+            except _LINK_ERRORS as exc:
+                self.counters["read-failed"] += 1
+                log.debug("link with %r ended: %s", who, _why(exc))
+            nursery.cancel_scope.cancel()
+
+    async def _write_loop(self, stream: trio.SSLStream, box: Outbox, scope: trio.CancelScope):
+        try:
+            while True:
+                data = await box.take()
+                await stream.send_all(data)
+        except _LINK_ERRORS as exc:
+            self.counters["write-failed"] += 1
+            log.debug("write failed: %s", _why(exc))
+            scope.cancel()
+
+    async def _read_loop(self, stream: trio.SSLStream, who: Signer) -> None:
+        reader = codec.FrameReader(self.max_frame)
+        while True:
+            chunk = await stream.receive_some(READ_SIZE)
+            if not chunk:
+                return
+            try:
+                bodies = reader.feed(chunk)
+            except codec.FrameError as exc:
+                self.counters["oversize-frame"] += 1
+                log.info("closing the connection from %r: %s", who, exc)
+                return
+            for body in bodies:
+                await self.inbox.send(Received(who, body))
+
+
+async def _close(stream: trio.abc.AsyncResource) -> None:
+    with trio.move_on_after(1):
+        try:
+            await stream.aclose()
+        except _LINK_ERRORS:
+            pass
+    await trio.aclose_forcefully(stream)
+
+
+def _why(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(exc, trio.BrokenResourceError) and cause is not None:
+        return f"{type(cause).__name__}: {cause}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def is_address_in_use(exc: OSError) -> bool:
+    return exc.errno == errno.EADDRINUSE or "address already in use" in str(exc).lower()
