@@ -109,9 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ImportError, AttributeError):
         print(f"pbft: the '{key}' command is not available in this build.", file=sys.stderr)
         return 2
+    from .protocol.config import ConfigError
+
     try:
         return int(handler(args) or 0)
-    except UsageError as exc:
+    except (UsageError, ConfigError) as exc:
         print(f"pbft: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
