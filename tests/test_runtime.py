@@ -5,7 +5,6 @@ Every wait is bounded by trio.fail_after; ports are found by binding port 0.
 
 from __future__ import annotations
 
-import functools
 import os
 import ssl
 
@@ -13,7 +12,7 @@ import pytest
 import trio
 
 from pbft.protocol import codec
-from pbft.protocol.crypto import KeyPair, seal
+from pbft.protocol.crypto import seal
 from pbft.protocol.events import Reason
 from pbft.protocol.messages import QueryStatus
 from pbft.runtime import tls
@@ -59,7 +58,11 @@ async def tls_connect(path, client_id, port) -> trio.SSLStream:
     identity = load_identity(config, client_id)
     tcp = await trio.open_tcp_stream("127.0.0.1", port)
     stream = trio.SSLStream(tcp, tls.client_context(identity), server_hostname="127.0.0.1")
-    await stream.do_handshake()
+    try:
+        await stream.do_handshake()
+    except BaseException:
+        await trio.aclose_forcefully(tcp)
+        raise
     return stream
 
 
@@ -201,6 +204,3 @@ def test_free_ports_are_distinct():
     ports = free_ports(8)
     assert len(set(ports)) == 8
 
-
-_ = functools  # keep imports stable for helpers added later
-_ = KeyPair
