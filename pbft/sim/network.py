@@ -1,0 +1,69 @@
+"""The simulated network: per-message fate drawn from the run's one seeded RNG.
+
+Theory of operation. Every message a node emits asks `Network.transit(now, src, dst)` for
+its delivery times: an empty list means dropped, two entries mean duplicated. The base
+latency is a small random delay; each link fault active at `now` (scenario `[[network]]`
+entries with a time window) may drop it (probability, partition between groups, one-way
+isolation), delay it (base + jitter), reorder it (an extra random delay on some messages,
+so later sends overtake it) or duplicate it. Faults are consulted in scenario order and
+the RNG is drawn the same number of times in the same order for the same inputs, so a seed
+replays exactly. Crashes and twins are node faults; the cluster handles them.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from .scenario import NetworkFault, Node
+
+BASE_DELAY_MS = (1, 4)
+"""Latency of a healthy link, uniformly in this range (inclusive), in virtual ms."""
+DUPLICATE_GAP_MS = 20
+"""A duplicate arrives up to this much after the original."""
+
+
+class Network:
+    def __init__(self, faults: Sequence[NetworkFault], rng: random.Random) -> None:
+        self.faults = [nf for nf in faults if nf.is_link_fault]
+        self.rng = rng
+        self._groups = [
+            {node: i for i, group in enumerate(nf.partition) for node in group} for nf in self.faults
+        ]
+        self.dropped = 0
+        self.duplicated = 0
+
+    def heal_time(self) -> int:
+        """When the last windowed link fault ends (whole-run faults never heal: 0)."""
+        ends = [nf.until_ms for nf in self.faults if nf.until_ms is not None]
+        return max(ends, default=0)
+
+    def transit(self, now: int, src: Node, dst: Node) -> list[int]:
+        rng = self.rng
+        delay = rng.randint(*BASE_DELAY_MS)
+        copies = 1
+        for nf, groups in zip(self.faults, self._groups, strict=True):
+            if not nf.active(now):
+                continue
+            if groups:
+                gs, gd = groups.get(src), groups.get(dst)
+                if gs is not None and gd is not None and gs != gd:
+                    self.dropped += 1
+                    return []
+            if nf.one_way is not None and nf.one_way == (src, dst):
+                self.dropped += 1
+                return []
+            if nf.drop and rng.random() < nf.drop:
+                self.dropped += 1
+                return []
+            if nf.delay_ms or nf.jitter_ms:
+                delay += nf.delay_ms + (rng.randint(0, nf.jitter_ms) if nf.jitter_ms else 0)
+            if nf.reorder and rng.random() < nf.reorder:
+                delay += rng.randint(0, nf.reorder_ms)
+            if nf.duplicate and rng.random() < nf.duplicate:
+                copies += 1
+        times = [now + delay]
+        for _ in range(copies - 1):
+            self.duplicated += 1
+            times.append(now + delay + rng.randint(0, DUPLICATE_GAP_MS))
+        return times

@@ -1,0 +1,363 @@
+"""The oracle: BYZANTINE.md "The checks", run after every simulated step.
+
+Theory of operation. The oracle never looks inside a replica's log; it judges what correct
+replicas *say*: their observation actions (`Executed`, `Prepared`, `Committed`,
+`CheckpointTaken`, `CheckpointStable`, `Evidence`) and the envelopes they send. Byzantine
+replicas and clients are not judged (they may say anything); twins are Byzantine.
+
+A replica that restarts from empty state is a new *incarnation*: its execution counters
+start again, and what it signs is compared only with what the same incarnation signed
+(without durable storage a restart forgets its votes; that is expected until DESIGN.md
+section 8 lands). Agreement is across everything any correct incarnation ever committed.
+
+The agreed history is built from the first correct replica to execute each sequence
+number; every later `Executed` at that number must match it exactly. Replaying its fresh
+requests through a `KeyValueStore` gives the model against which client results are
+judged: an ordered request's result must be the model's; a read-only result must be the
+model's value of that key at some prefix of the history between the last ordered request
+any correct client had completed when the read was submitted and the prefix executed when
+it completed (linearizability of reads).
+
+Checks (names used in reports): agreement, prepared-uniqueness, validity, exactly-once,
+client-correctness, liveness, resources.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..protocol import codec
+from ..protocol.config import ClusterConfig
+from ..protocol.crypto import NULL_DIGEST
+from ..protocol.events import (
+    Action,
+    Broadcast,
+    CheckpointStable,
+    CheckpointTaken,
+    Committed,
+    Evidence,
+    Executed,
+    Prepared,
+    Send,
+)
+from ..protocol.messages import (
+    Checkpoint,
+    Commit,
+    NewView,
+    Prepare,
+    PrePrepare,
+    envelope_from_bytes,
+    from_body,
+)
+from ..service.kv import KeyValueStore
+
+CHECKS = (
+    "agreement",
+    "prepared-uniqueness",
+    "validity",
+    "exactly-once",
+    "client-correctness",
+    "liveness",
+    "resources",
+)
+
+Who = tuple[int, int]
+"""(replica id, incarnation)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    check: str
+    detail: str
+
+
+class Oracle:
+    def __init__(self, config: ClusterConfig, correct_replicas: list[int], correct_clients: list[str]):
+        self.config = config
+        self.correct_replicas = frozenset(correct_replicas)
+        self.correct_clients = frozenset(correct_clients)
+        self.violations: list[Violation] = []
+        self.restarted: set[int] = set()
+        # agreement / prepared uniqueness
+        self.committed: dict[int, tuple[bytes, Who]] = {}
+        self.prepared: dict[tuple[int, int], tuple[bytes, Who]] = {}
+        self.signed: dict[tuple[Who, str, int, int], bytes] = {}
+        # history and model
+        self.history: dict[int, tuple[bytes, tuple]] = {}
+        self.model = KeyValueStore()
+        self.model_seq = 0
+        self.model_results: dict[tuple[str, int], tuple[bytes, int]] = {}  # -> (result, seq)
+        self.versions: dict[bytes, list[tuple[int, bytes | None]]] = {}
+        self.fresh_executed: set[tuple[str, int]] = set()
+        self.exec_last: dict[Who, int] = {}
+        self.checkpoints: dict[int, tuple[bytes, Who]] = {}
+        self.null_allowed: set[tuple[int, int]] = set()
+        # clients: (client, ts) -> (operation, read_only, lower bound seq for reads)
+        self.submitted: dict[tuple[str, int], tuple[bytes, bool, int]] = {}
+        self.completed_max_seq = 0
+
+    # -- reporting ------------------------------------------------------------------------
+
+    def fail(self, check: str, detail: str) -> None:
+        assert check in CHECKS, check
+        self.violations.append(Violation(check, detail))
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    # -- replicas -------------------------------------------------------------------------
+
+    def note_restart(self, rid: int) -> None:
+        self.restarted.add(rid)
+
+    def observe_sent(self, sender: int, who: Who | None, data: bytes) -> None:
+        """An envelope a replica sent. NEW-VIEWs are noted from anyone (they license null
+        requests); votes are checked for equivocation only for correct replicas (`who`)."""
+        try:
+            env = envelope_from_bytes(data)
+            msg = from_body(env.body)
+        except codec.CodecError:
+            return
+        match msg:
+            case NewView():
+                self._note_new_view(msg)
+            case PrePrepare() | Prepare() | Commit() | Checkpoint() if who is not None:
+                if env.signer != sender:
+                    return
+                phase = type(msg).__name__
+                view = 0 if isinstance(msg, Checkpoint) else msg.view
+                key = (who, phase, view, msg.seq)
+                prior = self.signed.get(key)
+                if prior is None:
+                    self.signed[key] = msg.digest
+                elif prior != msg.digest:
+                    self.fail(
+                        "prepared-uniqueness",
+                        f"correct replica {sender} signed two different {phase} for "
+                        f"view {view} seq {msg.seq}: {prior.hex()[:8]} and {msg.digest.hex()[:8]}",
+                    )
+
+    def _note_new_view(self, nv: NewView) -> None:
+        for data in nv.pre_prepares:
+            try:
+                pp = from_body(envelope_from_bytes(data).body)
+            except codec.CodecError:
+                continue
+            if isinstance(pp, PrePrepare) and not pp.batch:
+                self.null_allowed.add((pp.view, pp.seq))
+
+    def observe_replica(self, rid: int, who: Who, now: int, actions: list[Action], before: int) -> None:
+        """The actions of one step of a correct replica; `before` is its last_executed
+        before the step (a jump means state transfer)."""
+        for a in actions:
+            match a:
+                case Broadcast(data) | Send(_, data):
+                    self.observe_sent(rid, who, data)
+                case Prepared(view, seq, digest):
+                    self._prepared(who, view, seq, digest)
+                case Committed(view, seq, digest):
+                    self._committed(who, view, seq, digest)
+                case Executed():
+                    self._executed(who, a, before)
+                    before = a.seq
+                case CheckpointTaken(seq, digest) | CheckpointStable(seq, digest):
+                    self._checkpoint(who, seq, digest)
+                case Evidence(culprit, kind, _, _):
+                    if culprit in self.correct_replicas and culprit not in self.restarted:
+                        self.fail(
+                            "prepared-uniqueness",
+                            f"replica {rid} holds '{kind}' evidence against correct replica {culprit}",
+                        )
+
+    def _prepared(self, who: Who, view: int, seq: int, digest: bytes) -> None:
+        prior = self.prepared.get((view, seq))
+        if prior is None:
+            self.prepared[(view, seq)] = (digest, who)
+        elif prior[0] != digest:
+            self.fail(
+                "prepared-uniqueness",
+                f"replicas {prior[1][0]} and {who[0]} prepared different digests for view {view} "
+                f"seq {seq}: {prior[0].hex()[:8]} and {digest.hex()[:8]}",
+            )
+
+    def _committed(self, who: Who, view: int, seq: int, digest: bytes) -> None:
+        prior = self.committed.get(seq)
+        if prior is None:
+            self.committed[seq] = (digest, who)
+        elif prior[0] != digest:
+            self.fail(
+                "agreement",
+                f"replicas {prior[1][0]} and {who[0]} committed different digests at seq {seq}: "
+                f"{prior[0].hex()[:8]} and {digest.hex()[:8]} (view {view})",
+            )
+
+    def _checkpoint(self, who: Who, seq: int, digest: bytes) -> None:
+        prior = self.checkpoints.get(seq)
+        if prior is None:
+            self.checkpoints[seq] = (digest, who)
+        elif prior[0] != digest:
+            self.fail(
+                "exactly-once",
+                f"state digests differ at checkpoint {seq}: replica {prior[1][0]} has "
+                f"{prior[0].hex()[:8]}, replica {who[0]} has {digest.hex()[:8]}",
+            )
+
+    def _executed(self, who: Who, ex: Executed, before: int) -> None:
+        rid = who[0]
+        last = self.exec_last.get(who, 0)
+        if ex.seq != last + 1 and not (ex.seq == before + 1 and before > last):
+            self.fail(
+                "exactly-once",
+                f"replica {rid} executed seq {ex.seq} after seq {last} (not contiguous or twice)",
+            )
+            return
+        self.exec_last[who] = ex.seq
+        reqs = tuple((r.client, r.timestamp, r.operation, r.result, r.fresh) for r in ex.requests)
+        entry = self.history.get(ex.seq)
+        if entry is not None:
+            if entry != (ex.digest, reqs):
+                self.fail(
+                    "agreement",
+                    f"replica {rid} executed seq {ex.seq} differently from another correct replica "
+                    f"(digest {ex.digest.hex()[:8]} vs {entry[0].hex()[:8]}, or different results)",
+                )
+            return
+        committed = self.committed.get(ex.seq)
+        if committed is not None and committed[0] != ex.digest:
+            self.fail("agreement", f"replica {rid} executed seq {ex.seq} with an uncommitted digest")
+            return
+        self._check_validity(rid, ex)
+        self.history[ex.seq] = (ex.digest, reqs)
+        self._advance_model()
+
+    def _check_validity(self, rid: int, ex: Executed) -> None:
+        if not ex.requests and ex.digest == NULL_DIGEST:
+            primary = self.config.primary(ex.view)
+            if (ex.view, ex.seq) not in self.null_allowed and primary in self.correct_replicas:
+                self.fail(
+                    "validity",
+                    f"replica {rid} executed a null request at seq {ex.seq} (view {ex.view}) "
+                    "that no NEW-VIEW put there",
+                )
+        for r in ex.requests:
+            if r.client not in self.config.client_index:
+                self.fail("validity", f"replica {rid} executed a request of unregistered client {r.client!r}")
+                continue
+            if r.client not in self.correct_clients:
+                continue
+            sub = self.submitted.get((r.client, r.timestamp))
+            if sub is None or sub[0] != r.operation or sub[1]:
+                self.fail(
+                    "validity",
+                    f"replica {rid} executed seq {ex.seq}: a request client {r.client} never sent "
+                    f"(t={r.timestamp})",
+                )
+
+    def _advance_model(self) -> None:
+        while True:
+            entry = self.history.get(self.model_seq + 1)
+            if entry is None:
+                return
+            self.model_seq += 1
+            seq = self.model_seq
+            for client, ts, op, result, fresh in entry[1]:
+                if not fresh:
+                    continue
+                if (client, ts) in self.fresh_executed:
+                    self.fail("exactly-once", f"request {client} t={ts} executed fresh twice (again at seq {seq})")
+                    continue
+                self.fresh_executed.add((client, ts))
+                expected = self.model.execute(op, client)
+                if expected != result:
+                    self.fail("agreement", f"seq {seq}: {client} t={ts} result differs from the model")
+                self.model_results[(client, ts)] = (expected, seq)
+                self._note_version(op, seq)
+
+    def _note_version(self, op: bytes, seq: int) -> None:
+        try:
+            parsed = codec.decode(op)
+        except codec.CodecError:
+            return
+        if isinstance(parsed, list) and len(parsed) >= 2 and parsed[0] in ("put", "delete"):
+            key = parsed[1]
+            if isinstance(key, bytes):
+                self.versions.setdefault(key, []).append((seq, self.model.data.get(key)))
+
+    # -- clients --------------------------------------------------------------------------
+
+    def observe_submit(self, client: str, ts: int, op: bytes, read_only: bool) -> None:
+        self.submitted[(client, ts)] = (op, read_only, self.completed_max_seq)
+
+    def observe_completed(self, client: str, ts: int, result: bytes) -> None:
+        if client not in self.correct_clients:
+            return
+        sub = self.submitted.get((client, ts))
+        if sub is None:
+            self.fail("client-correctness", f"client {client} completed t={ts}, which it never submitted")
+            return
+        op, read_only, lower = sub
+        if read_only:
+            self._check_read(client, ts, op, result, lower)
+            return
+        got = self.model_results.get((client, ts))
+        if got is None:
+            self.fail(
+                "client-correctness",
+                f"client {client} accepted a result for t={ts}, which no correct replica executed",
+            )
+            return
+        if got[0] != result:
+            self.fail(
+                "client-correctness",
+                f"client {client} t={ts} accepted {_show(result)}; the model in sequence order "
+                f"gives {_show(got[0])} (seq {got[1]})",
+            )
+        self.completed_max_seq = max(self.completed_max_seq, got[1])
+
+    def _check_read(self, client: str, ts: int, op: bytes, result: bytes, lower: int) -> None:
+        try:
+            parsed = codec.decode(op)
+            key = parsed[1]
+        except (codec.CodecError, IndexError, TypeError):
+            return
+        versions = self.versions.get(key, [])
+        allowed: list[bytes | None] = []
+        at_lower: bytes | None = None
+        for seq, value in versions:
+            if seq <= lower:
+                at_lower = value
+            elif seq <= self.model_seq:
+                allowed.append(value)
+        allowed.append(at_lower)
+        if not any(codec.encode(v) == result for v in allowed):
+            self.fail(
+                "client-correctness",
+                f"client {client} read-only t={ts} returned {_show(result)}, which the key never held "
+                f"between seq {lower} and seq {self.model_seq}",
+            )
+
+    # -- resources ------------------------------------------------------------------------
+
+    def check_resources(self, rid: int, replica: object) -> None:
+        cfg = self.config
+        clients = len(cfg.clients)
+        checkpoints = cfg.log_window // cfg.checkpoint_interval + 2
+        bounds = (
+            ("log", cfg.log_window),
+            ("pending", clients),
+            ("relayed", clients),
+            ("checkpoint_votes", checkpoints),
+            ("own_checkpoints", checkpoints),
+        )
+        for name, bound in bounds:
+            value = getattr(replica, name, None)
+            if value is not None and len(value) > bound:
+                self.fail("resources", f"replica {rid}: {name} holds {len(value)} entries, bound {bound}")
+
+
+def _show(result: bytes) -> str:
+    try:
+        return repr(codec.decode(result))
+    except codec.CodecError:
+        return result.hex()[:16]

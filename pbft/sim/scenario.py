@@ -1,0 +1,391 @@
+"""Scenario files: the attacker's script (DESIGN.md section 6).
+
+Theory of operation. A scenario is plain data: the cluster size, a seed, a closed-loop
+workload, Byzantine behaviours attached to replicas or clients, network faults with time
+windows, and what the run must achieve. `parse_scenario` validates the dictionary tomllib
+produced and raises `UsageError` with one sentence naming the entry and the problem;
+`to_toml` writes a scenario back, so a schedule the fuzzer shrank can be saved and replayed
+with `pbft scenario run`.
+
+Format additions beyond DESIGN.md section 6 (all optional):
+
+    [workload] keys = 4            # size of the key space; read_only = 0.5 (share of gets)
+    [cluster]  checkpoint_interval, log_window, batch_max, pipeline,
+               view_change_timeout_ms, tick_ms, retransmit_ms
+    [[network]] delay_ms = 50  jitter_ms = 20  reorder = 0.3  reorder_ms = 80
+    [[network]] crash = 2  at_ms = 1000  until_ms = 3000   # restart at until_ms (omit: never)
+    [expect]   liveness_ms = 30000  # a correct client's request completes within this bound
+                                    # (virtual ms) once the last fault has healed
+
+Nodes: replicas are integers 0..n-1, clients are named "c0", "c1", ...; `client = 2` in a
+[[byzantine]] entry means "c2". Partition groups may list client names; a node listed in no
+group keeps all its links.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..cli import UsageError
+
+Node = int | str
+
+CLUSTER_KEYS = (
+    "checkpoint_interval",
+    "log_window",
+    "batch_max",
+    "pipeline",
+    "view_change_timeout_ms",
+    "tick_ms",
+    "retransmit_ms",
+)
+NETWORK_KEYS = frozenset(
+    {
+        "at_ms",
+        "until_ms",
+        "partition",
+        "drop",
+        "delay_ms",
+        "jitter_ms",
+        "duplicate",
+        "reorder",
+        "reorder_ms",
+        "one_way",
+        "twin",
+        "crash",
+    }
+)
+MAX_F = 4
+MAX_CLIENTS = 64
+MAX_REQUESTS = 100_000
+
+
+def client_name(index: int) -> str:
+    return f"c{index}"
+
+
+@dataclass(frozen=True, slots=True)
+class ByzantineSpec:
+    target: str  # "replica" or "client"
+    index: int
+    behaviour: str
+    params: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def node(self) -> Node:
+        return self.index if self.target == "replica" else client_name(self.index)
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkFault:
+    at_ms: int = 0
+    until_ms: int | None = None
+    partition: tuple[tuple[Node, ...], ...] = ()
+    drop: float = 0.0
+    delay_ms: int = 0
+    jitter_ms: int = 0
+    duplicate: float = 0.0
+    reorder: float = 0.0
+    reorder_ms: int = 50
+    one_way: tuple[Node, Node] | None = None
+    twin: int | None = None
+    crash: int | None = None
+
+    def active(self, now: int) -> bool:
+        return self.at_ms <= now and (self.until_ms is None or now < self.until_ms)
+
+    @property
+    def is_link_fault(self) -> bool:
+        return self.twin is None and self.crash is None
+
+
+@dataclass(frozen=True, slots=True)
+class Expect:
+    safety: bool = True
+    all_requests_complete: bool = True
+    max_view_changes: int | None = None
+    liveness_ms: int = 30_000
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str = "unnamed"
+    f: int = 1
+    seed: int = 0
+    clients: int = 2
+    requests: int = 10
+    keys: int = 4
+    read_only: float = 0.5
+    byzantine: tuple[ByzantineSpec, ...] = ()
+    network: tuple[NetworkFault, ...] = ()
+    cluster: tuple[tuple[str, int], ...] = ()
+    expect: Expect = Expect()
+    source: str = ""
+
+    @property
+    def n(self) -> int:
+        return 3 * self.f + 1
+
+    def faulty_replicas(self) -> list[int]:
+        """Replicas outside the correct set: behaviours and twins (crashes are benign)."""
+        ids = {b.index for b in self.byzantine if b.target == "replica"}
+        ids |= {n.twin for n in self.network if n.twin is not None}
+        return sorted(ids)
+
+    def byzantine_clients(self) -> list[str]:
+        return sorted({b.node for b in self.byzantine if b.target == "client"})  # type: ignore[type-var]
+
+    def exceeds_fault_assumption(self) -> bool:
+        return len(self.faulty_replicas()) > self.f
+
+
+# -- parsing --------------------------------------------------------------------------------
+
+
+def _fail(where: str, text: str) -> UsageError:
+    return UsageError(f"{where}: {text}")
+
+
+def _int(table: dict, key: str, default: int | None, lo: int, hi: int, where: str) -> int | None:
+    if key not in table:
+        return default
+    v = table[key]
+    if type(v) is not int or not lo <= v <= hi:
+        raise _fail(where, f"'{key}' must be an integer from {lo} to {hi}, not {v!r}.")
+    return v
+
+
+def _prob(table: dict, key: str, where: str) -> float:
+    v = table.get(key, 0.0)
+    if type(v) not in (int, float) or not 0.0 <= v <= 1.0:
+        raise _fail(where, f"'{key}' must be a probability from 0 to 1, not {v!r}.")
+    return float(v)
+
+
+def _bool(table: dict, key: str, default: bool, where: str) -> bool:
+    v = table.get(key, default)
+    if type(v) is not bool:
+        raise _fail(where, f"'{key}' must be true or false, not {v!r}.")
+    return v
+
+
+def _node(v: object, n: int, clients: int, where: str, key: str) -> Node:
+    if type(v) is int and 0 <= v < n:
+        return v
+    if type(v) is str and v.startswith("c") and v[1:].isdigit() and int(v[1:]) < clients:
+        return v
+    raise _fail(where, f"'{key}' names {v!r}, which is neither a replica 0..{n - 1} nor a client c0..c{clients - 1}.")
+
+
+def _replica(v: object, n: int, where: str, key: str) -> int:
+    if type(v) is not int or not 0 <= v < n:
+        raise _fail(where, f"'{key}' must be a replica id from 0 to {n - 1}, not {v!r}.")
+    return v
+
+
+def _network(t: object, n: int, clients: int, where: str) -> NetworkFault:
+    if not isinstance(t, dict):
+        raise _fail(where, "must be a table.")
+    unknown = sorted(set(t) - NETWORK_KEYS)
+    if unknown:
+        raise _fail(where, f"unknown field '{unknown[0]}' (known: {', '.join(sorted(NETWORK_KEYS))}).")
+    at = _int(t, "at_ms", 0, 0, 10**9, where)
+    until = _int(t, "until_ms", None, 0, 10**9, where)
+    if until is not None and until <= at:
+        raise _fail(where, f"'until_ms' ({until}) must be after 'at_ms' ({at}).")
+    partition: tuple[tuple[Node, ...], ...] = ()
+    if "partition" in t:
+        groups = t["partition"]
+        if not isinstance(groups, list) or len(groups) < 2 or not all(isinstance(g, list) for g in groups):
+            raise _fail(where, "'partition' must be a list of at least two groups, like [[0, 1], [2, 3]].")
+        seen: set[Node] = set()
+        parsed = []
+        for g in groups:
+            nodes = tuple(_node(x, n, clients, where, "partition") for x in g)
+            if seen & set(nodes):
+                raise _fail(where, "'partition' lists a node in two groups.")
+            seen |= set(nodes)
+            parsed.append(nodes)
+        partition = tuple(parsed)
+    one_way = None
+    if "one_way" in t:
+        ow = t["one_way"]
+        if not isinstance(ow, list) or len(ow) != 2:
+            raise _fail(where, "'one_way' must be [from, to].")
+        one_way = (_node(ow[0], n, clients, where, "one_way"), _node(ow[1], n, clients, where, "one_way"))
+    twin = _replica(t["twin"], n, where, "twin") if "twin" in t else None
+    crash = _replica(t["crash"], n, where, "crash") if "crash" in t else None
+    if twin is not None and ("at_ms" in t or "until_ms" in t):
+        raise _fail(where, "a 'twin' runs for the whole run; drop 'at_ms'/'until_ms'.")
+    kinds = sum(x is not None and x != () for x in (twin, crash)) + (
+        1 if any(k in t for k in ("partition", "drop", "delay_ms", "duplicate", "reorder", "one_way")) else 0
+    )
+    if kinds == 0:
+        raise _fail(where, "says nothing: give partition, drop, delay_ms, duplicate, reorder, one_way, twin or crash.")
+    if kinds > 1:
+        raise _fail(where, "mixes 'twin' or 'crash' with link faults; use separate [[network]] entries.")
+    return NetworkFault(
+        at_ms=at or 0,
+        until_ms=until,
+        partition=partition,
+        drop=_prob(t, "drop", where),
+        delay_ms=_int(t, "delay_ms", 0, 0, 600_000, where) or 0,
+        jitter_ms=_int(t, "jitter_ms", 0, 0, 600_000, where) or 0,
+        duplicate=_prob(t, "duplicate", where),
+        reorder=_prob(t, "reorder", where),
+        reorder_ms=_int(t, "reorder_ms", 50, 0, 600_000, where) or 0,
+        one_way=one_way,
+        twin=twin,
+        crash=crash,
+    )
+
+
+def _byzantine(t: object, n: int, clients: int, where: str) -> ByzantineSpec:
+    if not isinstance(t, dict):
+        raise _fail(where, "must be a table.")
+    if ("replica" in t) == ("client" in t):
+        raise _fail(where, "needs exactly one of 'replica = I' or 'client = I'.")
+    name = t.get("behaviour")
+    if type(name) is not str or not name:
+        raise _fail(where, "'behaviour' must be a behaviour name (see `pbft scenario list`).")
+    params = {k: v for k, v in t.items() if k not in ("replica", "client", "behaviour")}
+    if "replica" in t:
+        return ByzantineSpec("replica", _replica(t["replica"], n, where, "replica"), name, params)
+    c = t["client"]
+    if type(c) is not int or not 0 <= c < clients:
+        raise _fail(where, f"'client' must be a client index from 0 to {clients - 1}, not {c!r}.")
+    return ByzantineSpec("client", c, name, params)
+
+
+def check_behaviours(s: Scenario) -> None:
+    """Every behaviour named must exist (imported lazily: behaviours are optional)."""
+    from .registry import client_registry, replica_registry
+
+    for i, b in enumerate(s.byzantine):
+        reg = replica_registry() if b.target == "replica" else client_registry()
+        if b.behaviour not in reg:
+            known = ", ".join(sorted(reg)) or "none are installed"
+            raise UsageError(
+                f"[[byzantine]] #{i + 1}: unknown {b.target} behaviour '{b.behaviour}' (known: {known})."
+            )
+
+
+def parse_scenario(data: dict, source: str = "<scenario>") -> Scenario:
+    """Validate a parsed scenario file; raise UsageError with one sentence."""
+    top = f"{source}"
+    known = {"name", "f", "seed", "workload", "byzantine", "network", "expect", "cluster"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise _fail(top, f"unknown top-level field '{unknown[0]}'.")
+    name = data.get("name", source)
+    if type(name) is not str:
+        raise _fail(top, "'name' must be a string.")
+    f = _int(data, "f", 1, 1, MAX_F, top) or 1
+    seed = _int(data, "seed", 0, 0, 2**63 - 1, top) or 0
+    n = 3 * f + 1
+    w = data.get("workload", {})
+    if not isinstance(w, dict):
+        raise _fail(top, "[workload] must be a table.")
+    wwhere = f"{source} [workload]"
+    unknown = sorted(set(w) - {"clients", "requests", "keys", "read_only"})
+    if unknown:
+        raise _fail(wwhere, f"unknown field '{unknown[0]}'.")
+    clients = _int(w, "clients", 2, 0, MAX_CLIENTS, wwhere) or 0
+    requests = _int(w, "requests", 10, 0, MAX_REQUESTS, wwhere) or 0
+    keys = _int(w, "keys", 4, 1, 1 << 16, wwhere) or 1
+    read_only = _prob(w, "read_only", wwhere) if "read_only" in w else 0.5
+    c = data.get("cluster", {})
+    if not isinstance(c, dict):
+        raise _fail(top, "[cluster] must be a table.")
+    unknown = sorted(set(c) - set(CLUSTER_KEYS))
+    if unknown:
+        raise _fail(f"{source} [cluster]", f"unknown field '{unknown[0]}'.")
+    cluster = tuple(
+        (k, _int(c, k, 0, 1, 1 << 22, f"{source} [cluster]")) for k in CLUSTER_KEYS if k in c
+    )
+    byz_raw = data.get("byzantine", [])
+    net_raw = data.get("network", [])
+    if not isinstance(byz_raw, list) or not isinstance(net_raw, list):
+        raise _fail(top, "[[byzantine]] and [[network]] must be arrays of tables.")
+    byz = tuple(_byzantine(t, n, clients, f"{source} [[byzantine]] #{i + 1}") for i, t in enumerate(byz_raw))
+    targets = [b.node for b in byz]
+    if len(targets) != len(set(targets)):
+        raise _fail(top, "a node has two [[byzantine]] behaviours; give each node one.")
+    net = tuple(_network(t, n, clients, f"{source} [[network]] #{i + 1}") for i, t in enumerate(net_raw))
+    e = data.get("expect", {})
+    if not isinstance(e, dict):
+        raise _fail(top, "[expect] must be a table.")
+    ewhere = f"{source} [expect]"
+    unknown = sorted(set(e) - {"safety", "all_requests_complete", "max_view_changes", "liveness_ms"})
+    if unknown:
+        raise _fail(ewhere, f"unknown field '{unknown[0]}'.")
+    if not _bool(e, "safety", True, ewhere):
+        raise _fail(ewhere, "'safety = false' is not a valid expectation: safety is always checked.")
+    expect = Expect(
+        safety=True,
+        all_requests_complete=_bool(e, "all_requests_complete", True, ewhere),
+        max_view_changes=_int(e, "max_view_changes", None, 0, 10**6, ewhere),
+        liveness_ms=_int(e, "liveness_ms", 30_000, 1, 10**9, ewhere) or 30_000,
+    )
+    return Scenario(name, f, seed, clients, requests, keys, read_only, byz, net, cluster, expect, source)  # type: ignore[arg-type]
+
+
+def load_scenario(path: str) -> Scenario:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such scenario file.") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read it ({exc.strerror}).") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: not valid TOML ({exc}).") from None
+    s = parse_scenario(data, path)
+    check_behaviours(s)
+    return s
+
+
+# -- writing --------------------------------------------------------------------------------
+
+
+def _toml_value(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(type(v))
+
+
+def to_toml(s: Scenario) -> str:
+    """A scenario file that replays `s` (used to print shrunk fuzz schedules)."""
+    lines = [f"name = {_toml_value(s.name)}", f"f = {s.f}", f"seed = {s.seed}", "", "[workload]"]
+    lines += [f"clients = {s.clients}", f"requests = {s.requests}", f"keys = {s.keys}"]
+    lines += [f"read_only = {s.read_only!r}"]
+    if s.cluster:
+        lines += ["", "[cluster]"] + [f"{k} = {v}" for k, v in s.cluster]
+    for b in s.byzantine:
+        lines += ["", "[[byzantine]]", f"{b.target} = {b.index}", f"behaviour = {_toml_value(b.behaviour)}"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in sorted(b.params.items())]
+    default = NetworkFault()
+    for nf in s.network:
+        lines += ["", "[[network]]"]
+        for k in NetworkFault.__slots__:
+            v = getattr(nf, k)
+            if k == "at_ms" and nf.twin is None:
+                lines.append(f"at_ms = {v}")
+            elif v != getattr(default, k) and v is not None and v != ():
+                if k == "reorder_ms" and not nf.reorder:
+                    continue
+                lines.append(f"{k} = {_toml_value(v)}")
+    e = s.expect
+    lines += ["", "[expect]", "safety = true", f"all_requests_complete = {_toml_value(e.all_requests_complete)}"]
+    if e.max_view_changes is not None:
+        lines.append(f"max_view_changes = {e.max_view_changes}")
+    lines.append(f"liveness_ms = {e.liveness_ms}")
+    return "\n".join(lines) + "\n"

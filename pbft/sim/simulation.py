@@ -1,0 +1,469 @@
+"""The deterministic simulator: n unmodified cores, closed-loop clients, virtual time.
+
+Theory of operation (TigerBeetle's VOPR, FoundationDB simulation). One `random.Random`
+seeded from the scenario feeds everything: identity keys, the workload, network fates,
+behaviour randomness. Time is virtual milliseconds; an event queue (a heap ordered by
+(time, insertion counter)) holds deliveries, the global tick, client submissions, crashes
+and restarts. Every `tick_ms` each live replica and client gets a `Tick`. Nothing reads
+the wall clock, iterates a hash-ordered set, or depends on object identity, so a seed
+replays the same run in any process; `trace_digest` (sha256 over every delivered event
+in order) proves it.
+
+Nodes: replica ids 0..n-1, each hosting one instance (two for a `twin`, none while
+crashed); clients "c0", "c1", ... Replies travel through the same network and arrive with
+`peer` = the replica id, as an authenticated channel would say. After every step of a
+correct replica the oracle (oracle.py) checks its actions and resource bounds; the first
+violation stops the run, which keeps the last `TRACE_TAIL` events for the report.
+
+Liveness (BYZANTINE.md): once the last windowed network fault has healed, each request of a
+correct client must complete within `expect.liveness_ms`; checked only when the scenario
+expects all requests to complete. The run ends when every correct client finished its
+workload, or when nothing completed for `liveness_ms` after the heal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..protocol.client import ClientCore
+from ..protocol.config import ClientInfo, ClusterConfig, ReplicaInfo
+from ..protocol.crypto import KeyPair, Verifier
+from ..protocol.events import Broadcast, Completed, Received, Send, SendClient, Tick
+from ..protocol.messages import envelope_from_bytes, from_body, render
+from ..protocol.replica import Replica
+from ..service.kv import KeyValueStore, op_delete, op_get, op_put
+from .network import Network
+from .oracle import Oracle, Violation
+from .registry import client_registry, replica_registry
+from .scenario import Node, Scenario, client_name
+
+TRACE_TAIL = 30
+MAX_VIRTUAL_MS = 3_600_000
+"""Hard stop for any run (one virtual hour)."""
+VERIFY_MEMO = 1 << 16
+
+SIM_DEFAULTS = {
+    "checkpoint_interval": 8,
+    "log_window": 32,
+    "batch_max": 16,
+    "pipeline": 4,
+    "view_change_timeout_ms": 1000,
+    "tick_ms": 10,
+    "retransmit_ms": 250,
+}
+"""Cluster parameters of simulated runs: small windows so checkpoints and water marks are
+exercised by short workloads. A scenario's [cluster] table overrides them."""
+
+DELIVER, TICK, SUBMIT, CRASH, RESTART = range(5)
+
+
+@dataclass(slots=True)
+class Instance:
+    node: Any  # Replica or ByzantineReplica
+    correct: bool
+    incarnation: int
+
+
+@dataclass(slots=True)
+class ClientState:
+    name: str
+    core: ClientCore
+    behaviour: Any
+    ops: list[tuple[bytes, bool]]
+    correct: bool
+    done: int = 0
+    since: int | None = None  # submit time of the outstanding workload request
+    timestamps: set[int] = field(default_factory=set)
+
+
+@dataclass
+class ReplicaReport:
+    id: int
+    byzantine: bool
+    view: int
+    last_executed: int
+    stable_checkpoint: int
+    state_digest: str
+    log_size: int
+
+
+@dataclass
+class SimResult:
+    name: str
+    seed: int
+    violations: list[Violation]
+    requests_completed: int
+    requests_total: int
+    view_changes: int
+    trace_digest: str
+    replicas: list[ReplicaReport]
+    virtual_ms: int
+    delivered: int
+    dropped: int
+    exceeds_fault_assumption: bool
+    trace_tail: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return not self.violations
+
+
+def build_config(scenario: Scenario, seed: int) -> tuple[ClusterConfig, list[KeyPair], dict[str, KeyPair]]:
+    n = scenario.n
+    keys = [KeyPair.from_seed(f"sim/{seed}/replica/{i}".encode()) for i in range(n)]
+    ckeys = {
+        client_name(i): KeyPair.from_seed(f"sim/{seed}/client/{i}".encode())
+        for i in range(scenario.clients)
+    }
+    params = dict(SIM_DEFAULTS)
+    params.update(dict(scenario.cluster))
+    if params["log_window"] < params["checkpoint_interval"]:
+        params["log_window"] = params["checkpoint_interval"]
+    params["pipeline"] = min(params["pipeline"], params["log_window"])
+    params["retransmit_ms"] = max(params["retransmit_ms"], params["tick_ms"])
+    cfg = ClusterConfig(
+        "sim",
+        scenario.f,
+        tuple(ReplicaInfo(i, "sim", 7000 + i, keys[i].public) for i in range(n)),
+        tuple(ClientInfo(c, k.public) for c, k in ckeys.items()),
+        **params,
+    )
+    return cfg, keys, ckeys
+
+
+class Simulation:
+    def __init__(
+        self,
+        scenario: Scenario,
+        seed: int | None = None,
+        replica_class: type | dict[int, type] | None = None,
+    ) -> None:
+        self.scenario = scenario
+        self.seed = scenario.seed if seed is None else seed
+        self.rng = random.Random(self.seed)
+        self.config, self.keys, self.client_keys = build_config(scenario, self.seed)
+        cfg = self.config
+        self.verifier = Verifier(cfg.cluster_id, cfg.member_keys(), memo=VERIFY_MEMO)
+        self.network = Network(scenario.network, random.Random(self.rng.getrandbits(64)))
+        self.heal = self.network.heal_time()
+        for nf in scenario.network:
+            if nf.crash is not None:
+                self.heal = max(self.heal, nf.until_ms or nf.at_ms)
+        self.expect_liveness = scenario.expect.all_requests_complete
+        self.liveness_ms = scenario.expect.liveness_ms
+        if isinstance(replica_class, dict):
+            self._classes = replica_class
+        else:
+            self._classes = {i: replica_class or Replica for i in range(cfg.n)}
+        self.byz_replica = {b.index: b for b in scenario.byzantine if b.target == "replica"}
+        self.byz_client = {b.node: b for b in scenario.byzantine if b.target == "client"}
+        self.twins = sorted({nf.twin for nf in scenario.network if nf.twin is not None})
+        faulty = set(scenario.faulty_replicas())
+        correct = [i for i in range(cfg.n) if i not in faulty]
+        self.correct = frozenset(correct)
+        correct_clients = [c for c in self.client_keys if c not in self.byz_client]
+        self.oracle = Oracle(cfg, correct, correct_clients)
+        self.now = 0
+        self._queue: list[tuple] = []
+        self._counter = 0
+        self._trace = hashlib.sha256()
+        self._tail: deque[tuple] = deque(maxlen=TRACE_TAIL)
+        self.delivered = 0
+        self.completed = 0
+        self._last_progress = 0
+        self._incarnations: dict[int, int] = {}
+        self.replicas: dict[int, list[Instance]] = {i: [] for i in range(cfg.n)}
+        self._behaviour_rng = random.Random(self.rng.getrandbits(64))
+        for i in range(cfg.n):
+            self.replicas[i].append(self._new_instance(i))
+            if i in self.twins:
+                self.replicas[i].append(self._new_instance(i))
+        self.clients: dict[str, ClientState] = {}
+        for name, key in self.client_keys.items():
+            self.clients[name] = self._new_client(name, key)
+        for nf in scenario.network:
+            if nf.crash is not None:
+                self._push(nf.at_ms, CRASH, nf.crash)
+                if nf.until_ms is not None:
+                    self._push(nf.until_ms, RESTART, nf.crash)
+        for name in self.clients:
+            self._push(self.rng.randint(0, 5), SUBMIT, name)
+        self._push(cfg.tick_ms, TICK)
+
+    # -- construction -------------------------------------------------------------------
+
+    def _new_instance(self, rid: int) -> Instance:
+        inc = self._incarnations.get(rid, 0)
+        self._incarnations[rid] = inc + 1
+        core = self._classes.get(rid, Replica)(self.config, rid, self.keys[rid], KeyValueStore(), self.verifier)
+        spec = self.byz_replica.get(rid)
+        if spec is None:
+            return Instance(core, rid in self.correct, inc)
+        from ..adversary.base import ByzantineReplica
+
+        cls = replica_registry()[spec.behaviour]
+        rng = random.Random(self._behaviour_rng.getrandbits(64))
+        beh = cls(core, self.keys[rid], dict(spec.params), rng)
+        return Instance(ByzantineReplica(core, beh), False, inc)
+
+    def _new_client(self, name: str, key: KeyPair) -> ClientState:
+        s = self.scenario
+        core = ClientCore(self.config, name, key)
+        ops: list[tuple[bytes, bool]] = []
+        for i in range(s.requests):
+            k = b"k%d" % self.rng.randrange(s.keys)
+            r = self.rng.random()
+            if r < 0.45:
+                ops.append((op_put(k, b"%s-%d" % (name.encode(), i)), False))
+            elif r < 0.6:
+                ops.append((op_delete(k), False))
+            else:
+                ops.append((op_get(k), self.rng.random() < s.read_only))
+        spec = self.byz_client.get(name)
+        behaviour = None
+        if spec is not None:
+            cls = client_registry()[spec.behaviour]
+            rng = random.Random(self._behaviour_rng.getrandbits(64))
+            behaviour = cls(core, key, dict(spec.params), rng, self.config)
+        return ClientState(name, core, behaviour, ops, spec is None)
+
+    # -- the event queue ------------------------------------------------------------------
+
+    def _push(self, time: int, kind: int, *args: Any) -> None:
+        self._counter += 1
+        heapq.heappush(self._queue, (time, self._counter, kind, args))
+
+    def _transmit(self, src: Node, dst: Node, data: bytes) -> None:
+        for t in self.network.transit(self.now, src, dst):
+            self._push(t, DELIVER, src, dst, data)
+
+    def _record(self, line: tuple) -> None:
+        self._tail.append((self.now, *line))
+
+    # -- performing actions -------------------------------------------------------------
+
+    def _perform_replica(self, rid: int, inst: Instance, actions: list, before: int) -> None:
+        n = self.config.n
+        for a in actions:
+            match a:
+                case Send(to, data):
+                    if 0 <= to < n:
+                        self._transmit(rid, to, data)
+                case Broadcast(data):
+                    for r in range(n):
+                        if r != rid:
+                            self._transmit(rid, r, data)
+                case SendClient(c, data):
+                    if c in self.clients:
+                        self._transmit(rid, c, data)
+        if inst.correct:
+            self.oracle.observe_replica(rid, (rid, inst.incarnation), self.now, actions, before)
+            self.oracle.check_resources(rid, inst.node)
+        else:
+            for a in actions:
+                if isinstance(a, Broadcast | Send):
+                    self.oracle.observe_sent(rid, None, a.data)
+
+    def _perform_client(self, cs: ClientState, actions: list) -> None:
+        core = cs.core
+        out = core.outstanding
+        if out is not None and out.timestamp not in cs.timestamps:
+            # A new request (workload submit or a read-only fall-back on the ordered path).
+            cs.timestamps.add(out.timestamp)
+            self.oracle.observe_submit(cs.name, out.timestamp, out.operation, out.read_only)
+        for a in actions:
+            match a:
+                case Send(to, data):
+                    if 0 <= to < self.config.n:
+                        self._transmit(cs.name, to, data)
+                case Completed(ts, result):
+                    self.oracle.observe_completed(cs.name, ts, result)
+                    self._record(("done", cs.name, ts))
+                    cs.done += 1
+                    cs.since = None
+                    if cs.correct:
+                        self.completed += 1
+                        self._last_progress = self.now
+                    if cs.done < len(cs.ops):
+                        self._push(self.now + self.rng.randint(0, 3), SUBMIT, cs.name)
+
+    def _client_step(self, cs: ClientState, event: Any) -> list:
+        acts = cs.core.step(event)
+        if cs.behaviour is not None:
+            acts = list(cs.behaviour.on_output(acts))
+            if isinstance(event, Tick):
+                acts += list(cs.behaviour.on_tick())
+        return acts
+
+    # -- handlers -----------------------------------------------------------------------
+
+    def _deliver(self, src: Node, dst: Node, data: bytes) -> None:
+        self._trace.update(b"%d %s>%s %d:" % (self.now, str(src).encode(), str(dst).encode(), len(data)))
+        self._trace.update(data)
+        self.delivered += 1
+        if isinstance(dst, int):
+            instances = self.replicas[dst]
+            if not instances:
+                return
+            self._record(("msg", src, dst, data))
+            for inst in list(instances):
+                before = inst.node.last_executed
+                acts = inst.node.step(Received(src, data))
+                self._perform_replica(dst, inst, acts, before)
+        else:
+            cs = self.clients[dst]
+            self._record(("msg", src, dst, data))
+            self._perform_client(cs, self._client_step(cs, Received(src, data)))
+
+    def _tick(self) -> None:
+        self._trace.update(b"%d tick;" % self.now)
+        tick = Tick()
+        for rid in range(self.config.n):
+            for inst in list(self.replicas[rid]):
+                before = inst.node.last_executed
+                self._perform_replica(rid, inst, inst.node.step(tick), before)
+        for cs in self.clients.values():
+            self._perform_client(cs, self._client_step(cs, tick))
+        self._check_liveness()
+
+    def _submit(self, name: str) -> None:
+        cs = self.clients[name]
+        if cs.core.outstanding is not None or cs.done >= len(cs.ops):
+            return
+        op, read_only = cs.ops[cs.done]
+        self._trace.update(b"%d submit %s;" % (self.now, name.encode()))
+        cs.since = self.now
+        acts = cs.core.submit(op, read_only)
+        if cs.behaviour is not None:
+            acts = list(cs.behaviour.on_output(acts))
+        self._perform_client(cs, acts)
+
+    def _crash(self, rid: int) -> None:
+        self._trace.update(b"%d crash %d;" % (self.now, rid))
+        self._record(("crash", rid))
+        self.replicas[rid] = []
+
+    def _restart(self, rid: int) -> None:
+        self._trace.update(b"%d restart %d;" % (self.now, rid))
+        self._record(("restart", rid))
+        self.oracle.note_restart(rid)
+        self.replicas[rid] = [self._new_instance(rid)]
+        if rid in self.twins:
+            self.replicas[rid].append(self._new_instance(rid))
+
+    # -- liveness -----------------------------------------------------------------------
+
+    def _check_liveness(self) -> None:
+        if not self.expect_liveness or self.oracle.violations:
+            return
+        for cs in self.clients.values():
+            if not cs.correct or cs.since is None:
+                continue
+            start = max(cs.since, self.heal)
+            if self.now - start > self.liveness_ms:
+                ts = cs.core.outstanding.timestamp if cs.core.outstanding else cs.core.timestamp
+                self.oracle.fail(
+                    "liveness",
+                    f"client {cs.name} request t={ts} (submitted at {cs.since} ms) has not completed "
+                    f"{self.liveness_ms} ms after the network healed at {self.heal} ms",
+                )
+                return
+
+    def _finished(self) -> bool:
+        correct = [cs for cs in self.clients.values() if cs.correct]
+        if all(cs.done >= len(cs.ops) for cs in correct):
+            return self.now >= self.heal or not correct
+        quiet_since = max(self._last_progress, self.heal)
+        return self.now > quiet_since + self.liveness_ms + self.config.tick_ms
+
+    # -- the run ------------------------------------------------------------------------
+
+    def run(self) -> SimResult:
+        queue = self._queue
+        oracle = self.oracle
+        while queue and not oracle.violations and self.now <= MAX_VIRTUAL_MS:
+            time, _, kind, args = heapq.heappop(queue)
+            self.now = time
+            if kind == DELIVER:
+                self._deliver(*args)
+            elif kind == TICK:
+                self._tick()
+                if self._finished():
+                    break
+                self._push(time + self.config.tick_ms, TICK)
+            elif kind == SUBMIT:
+                self._submit(*args)
+            elif kind == CRASH:
+                self._crash(*args)
+            else:
+                self._restart(*args)
+        return self._result()
+
+    def _view_changes(self) -> int:
+        views = [inst.node.view for rid in sorted(self.correct) for inst in self.replicas[rid]]
+        return max(views, default=0)
+
+    def _result(self) -> SimResult:
+        violations = list(self.oracle.violations)
+        vc = self._view_changes()
+        limit = self.scenario.expect.max_view_changes
+        if not violations and limit is not None and vc > limit:
+            violations.append(Violation("liveness", f"{vc} view changes, more than the {limit} expected"))
+        reports = []
+        for rid in range(self.config.n):
+            insts = self.replicas[rid]
+            if not insts:
+                reports.append(ReplicaReport(rid, rid not in self.correct, -1, -1, -1, "", 0))
+                continue
+            node = insts[0].node
+            reports.append(
+                ReplicaReport(
+                    rid,
+                    rid not in self.correct,
+                    node.view,
+                    node.last_executed,
+                    node.stable_seq,
+                    node.state_digest().hex(),
+                    len(node.log),
+                )
+            )
+        total = sum(len(cs.ops) for cs in self.clients.values() if cs.correct)
+        return SimResult(
+            name=self.scenario.name,
+            seed=self.seed,
+            violations=violations,
+            requests_completed=self.completed,
+            requests_total=total,
+            view_changes=vc,
+            trace_digest=self._trace.hexdigest(),
+            replicas=reports,
+            virtual_ms=self.now,
+            delivered=self.delivered,
+            dropped=self.network.dropped,
+            exceeds_fault_assumption=self.scenario.exceeds_fault_assumption(),
+            trace_tail=[render_event(e) for e in self._tail],
+        )
+
+
+def render_event(e: tuple) -> str:
+    t, kind, *rest = e
+    if kind == "msg":
+        src, dst, data = rest
+        try:
+            env = envelope_from_bytes(data)
+            text = f"{render(from_body(env.body))} signed by {env.signer!r}"
+        except Exception as exc:  # noqa: BLE001 - any garbage renders as garbage
+            text = f"<{len(data)} bytes: {type(exc).__name__}>"
+        return f"{t:>8} ms  {src!s:>4} -> {dst!s:<4} {text}"
+    if kind == "done":
+        return f"{t:>8} ms  {rest[0]} completed t={rest[1]}"
+    return f"{t:>8} ms  replica {rest[0]} {kind}es" if kind == "crash" else f"{t:>8} ms  replica {rest[0]} {kind}s"
+
+
+def run_scenario(scenario: Scenario, seed: int | None = None, **kw: Any) -> SimResult:
+    return Simulation(scenario, seed, **kw).run()
