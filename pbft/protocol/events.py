@@ -138,6 +138,14 @@ class Reason(Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class StateInstalled:
+    """State transfer installed the checkpoint `seq`: executions up to it were skipped."""
+
+    seq: int
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class ViewChangeStarted:
     """This replica sent VIEW-CHANGE for `view`."""
 
@@ -197,6 +205,7 @@ Action = (
     | Committed
     | CheckpointTaken
     | CheckpointStable
+    | StateInstalled
     | ViewChangeStarted
     | ViewInstalled
     | Rejected

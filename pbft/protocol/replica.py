@@ -25,6 +25,11 @@ Theory of operation (OSDI'99 section 4; TOCS 2002 for refinements):
   replica join the smallest of them. The new primary turns 2f+1 valid VIEW-CHANGEs into a
   NEW-VIEW (viewchange.plan_new_view); backups recompute it and reject any difference.
   Messages for future views are buffered within a bound, old views are ignored.
+* State transfer (TOCS 2002 5.3). A replica that learns of a checkpoint that 2f+1
+  replicas signed above what it has executed (their CHECKPOINTs, a NEW-VIEW, or the proof
+  a peer sends when our STATUS shows we lag) moves its window there and fetches the state
+  in chunks, each verified against the signed digest (statetransfer.py), switching
+  sources when one lies or stalls.
 * Retransmission. Messages may be lost; every `retransmit_ms` without progress a replica
   resends its own messages for the slots it has not executed.
 
@@ -61,6 +66,7 @@ from .events import (
     Rejected,
     Send,
     SendClient,
+    StateInstalled,
     Tick,
     ViewChangeStarted,
     ViewInstalled,
@@ -70,6 +76,7 @@ from .messages import (
     Checkpoint,
     Commit,
     Envelope,
+    FetchState,
     Message,
     NewView,
     Prepare,
@@ -78,6 +85,7 @@ from .messages import (
     Reply,
     Request,
     Signer,
+    StateChunk,
     Status,
     ViewChange,
     envelope_from_bytes,
@@ -86,6 +94,7 @@ from .messages import (
     to_body,
 )
 from .safety import SafetyRules
+from .statetransfer import IN_FLIGHT, Transfer, chunk_proof, split, state_root, verify_chunk
 from .viewchange import (
     CheckedViewChange,
     InvalidCertificate,
@@ -143,6 +152,12 @@ class Replica:
         self._nv_deadline: int | None = None
         self._future: deque[tuple[Signer | None, bytes]] = deque()
         self._future_per_peer: Counter[Signer | None] = Counter()
+        # State transfer: CHECKPOINTs seen above our window (a few per replica), the fetch
+        # in progress, and the chunks of our latest checkpoint for serving others.
+        self.claims: dict[int, dict[int, tuple[bytes, bytes]]] = {}
+        self.transfer: Transfer | None = None
+        self.transfers_completed = 0
+        self._served: tuple[int, list[bytes]] | None = None
         self.clients: dict[str, ClientRecord] = {}
         # Checkpoints: seq -> signer -> (digest, envelope); own digests and snapshots.
         self.checkpoint_votes: dict[int, dict[int, tuple[bytes, bytes]]] = {}
@@ -187,10 +202,15 @@ class Replica:
         out, self._out = self._out, []
         return out
 
-    def state_digest(self) -> bytes:
-        """Digest of everything a checkpoint covers: service state and reply cache."""
+    def checkpoint_state(self) -> bytes:
+        """Everything a checkpoint covers: the service state and the reply cache, which
+        is what keeps exactly-once across a state transfer (section 4.1)."""
         table = sorted([c, r.timestamp, r.result] for c, r in self.clients.items())
-        return digest(self.service.digest() + codec.encode(table))
+        return codec.encode([self.service.snapshot(), table])
+
+    def state_digest(self) -> bytes:
+        """The checkpoint digest of the current state: a Merkle root over its chunks."""
+        return state_root(split(self.checkpoint_state()))
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -268,6 +288,12 @@ class Replica:
                 self.on_view_change(peer, env, data, msg)
             case NewView():
                 self.on_new_view(peer, env, data, msg)
+            case Status():
+                self.on_status(peer, env, msg)
+            case FetchState():
+                self.on_fetch_state(peer, env, msg)
+            case StateChunk():
+                self.on_state_chunk(peer, env, msg)
             case _:
                 self._reject(peer, Reason.WRONG_ROLE, f"unexpected {render(msg)}")
 
@@ -551,15 +577,13 @@ class Replica:
     # -- checkpoints (section 4.3) --------------------------------------------------------
 
     def _take_checkpoint(self, seq: int) -> None:
-        d = self.state_digest()
-        snapshot = codec.encode(
-            [self.service.snapshot(), sorted([c, r.timestamp, r.result] for c, r in self.clients.items())]
-        )
+        snapshot = self.checkpoint_state()
+        d = state_root(split(snapshot))
         self.own_checkpoints[seq] = (d, snapshot)
         self._out.append(CheckpointTaken(seq, d))
         data = self._broadcast(self.safety.sign_vote(Checkpoint(seq, d)))
         self.checkpoint_votes.setdefault(seq, {})[self.id] = (d, data)
-        self._maybe_stable(seq)
+        self._check_checkpoint_quorum(seq)
 
     def on_checkpoint(self, peer: Signer | None, env: Envelope, data: bytes, c: Checkpoint) -> None:
         if not self._check_replica_signed(peer, env):
@@ -567,22 +591,62 @@ class Replica:
         if c.seq <= self.log.low:
             self.rejects[(peer, Reason.STALE)] += 1  # late vote for a checkpoint already stable
             return
-        if c.seq % self.config.checkpoint_interval or not self.log.in_window(c.seq):
-            self._reject(peer, Reason.OUT_OF_WINDOW, f"checkpoint n={c.seq}")
+        if c.seq % self.config.checkpoint_interval:
+            self._reject(peer, Reason.OUT_OF_WINDOW, f"checkpoint n={c.seq} not a multiple of K")
+            return
+        if not self.log.in_window(c.seq):
+            self._on_checkpoint_claim(peer, env, data, c)
             return
         votes = self.checkpoint_votes.setdefault(c.seq, {})
         if self._record_vote(peer, env, data, votes, c.digest, "checkpoint"):
-            self._maybe_stable(c.seq)
+            self._check_checkpoint_quorum(c.seq)
 
-    def _maybe_stable(self, seq: int) -> None:
+    def _on_checkpoint_claim(self, peer: Signer | None, env: Envelope, data: bytes, c: Checkpoint) -> None:
+        """A CHECKPOINT beyond our window: we may be behind. Keep the latest two per
+        replica (bounded, `fake-stable-checkpoint`); 2f+1 matching ones start a transfer."""
+        if not self._verify(peer, env):
+            return
+        mine = self.claims.setdefault(env.signer, {})  # type: ignore[arg-type]
+        mine[c.seq] = (c.digest, data)
+        for old in sorted(mine)[:-2]:
+            del mine[old]
+        matching = [
+            d for claims in self.claims.values() for s, (dg, d) in claims.items()
+            if s == c.seq and dg == c.digest
+        ]
+        if len(matching) >= self.config.quorum:
+            self._learn_stable(c.seq, c.digest, tuple(sorted(matching)[: self.config.quorum]))
+
+    def _check_checkpoint_quorum(self, seq: int) -> None:
+        if seq <= self.log.low:
+            return
+        by_digest: dict[bytes, list[bytes]] = {}
+        for dg, d in self.checkpoint_votes.get(seq, {}).values():
+            by_digest.setdefault(dg, []).append(d)
+        for dg, envs in by_digest.items():
+            if len(envs) >= self.config.quorum:
+                # Stable: 2f+1 replicas (one of them correct) vouch for this state (4.3).
+                self._learn_stable(seq, dg, tuple(sorted(envs)[: self.config.quorum]))
+                return
+
+    def _learn_stable(self, seq: int, state_digest: bytes, proof: tuple[bytes, ...]) -> None:
+        """A checkpoint proven stable by 2f+1 signatures. If it is our own state, collect
+        garbage; if we lack that state (or ours differs), jump the window and fetch it."""
+        if seq <= self.log.low:
+            return
         own = self.own_checkpoints.get(seq)
-        if own is None or seq <= self.log.low:
+        if own is not None and own[0] == state_digest:
+            self._make_stable(seq, state_digest, proof)
             return
-        matching = [d for dg, d in self.checkpoint_votes.get(seq, {}).values() if dg == own[0]]
-        if len(matching) < self.config.quorum:
-            return
-        # Stable: 2f+1 replicas (one of them correct) vouch for this state (section 4.3).
-        self._make_stable(seq, own[0], tuple(sorted(matching)[: self.config.quorum]))
+        if self.last_executed >= seq:
+            self._out.append(Note(f"our state at {seq} differs from the stable checkpoint"))
+        self._make_stable(seq, state_digest, proof)
+        sources = sorted(
+            {envelope_from_bytes(d).signer for d in proof} - {self.id}  # type: ignore[type-var]
+        )
+        self.transfer = Transfer(seq, state_digest, proof, sources, started_tick=self.ticks)
+        self._out.append(Note(f"state transfer to checkpoint {seq} started"))
+        self._request_chunks()
 
     def _make_stable(self, seq: int, state_digest: bytes, proof: tuple[bytes, ...]) -> None:
         self.stable_digest = state_digest
@@ -592,6 +656,9 @@ class Replica:
         self.prepared_certs = {s: c for s, c in self.prepared_certs.items() if s > seq}
         self.own_checkpoints = {s: v for s, v in self.own_checkpoints.items() if s >= seq}
         self.checkpoint_votes = {s: v for s, v in self.checkpoint_votes.items() if s > seq}
+        for claims in self.claims.values():
+            for s in [s for s in claims if s <= seq]:
+                del claims[s]
         self._out.append(CheckpointStable(seq, state_digest))
         self._out.append(Note(f"checkpoint {seq} stable, log window now ({seq}, {self.log.high}]"))
 
@@ -765,11 +832,7 @@ class Replica:
         self.view_active = True
         self._nv_deadline = None
         if min_s > self.log.low:
-            own = self.own_checkpoints.get(min_s)
-            if own is not None and own[0] == stable_digest:
-                self._make_stable(min_s, stable_digest, proof)
-            elif self.last_executed < min_s:
-                self._out.append(Note(f"behind the new view's checkpoint {min_s}: needs state transfer"))
+            self._learn_stable(min_s, stable_digest, proof)
         # Slots of the old view are superseded by O; only prepared certificates survive.
         for seq in [s for s in self.log.slots if s > self.log.low]:
             del self.log.slots[seq]
@@ -816,6 +879,107 @@ class Replica:
         for peer, data in buffered:
             self._on_received(peer, data)
 
+    # -- status and state transfer (TOCS 2002 5.3) --------------------------------------
+
+    def on_status(self, peer: Signer | None, env: Envelope, st: Status) -> None:
+        """A peer's progress report: help it catch up with what proves where we are."""
+        if not self._check_replica_signed(peer, env) or env.signer == self.id:
+            return
+        if not self._verify(peer, env):
+            return
+        to: int = env.signer  # type: ignore[assignment]
+        if st.last_executed < self.log.low and self.stable_proof:
+            for data in self.stable_proof:
+                self._out.append(Send(to, data))
+        if st.view < self.view and self.view_active and self.new_view_data:
+            self._out.append(Send(to, self.new_view_data))
+
+    def _request_chunks(self) -> None:
+        t = self.transfer
+        if t is None:
+            return
+        for index in t.missing():
+            if len(t.asked) >= IN_FLIGHT:
+                break
+            if index in t.asked:
+                continue
+            source = t.next_source()
+            if source is None:
+                self._out.append(Note(f"state transfer to {t.seq}: every source lied"))
+                t.liars.clear()  # try again from everyone: f liars cannot exhaust us
+                return
+            t.asked[index] = source
+            msg = FetchState(t.seq, t.digest, index)
+            self._out.append(Send(source, self.safety.sign_other(msg).to_bytes()))
+
+    def on_fetch_state(self, peer: Signer | None, env: Envelope, fs: FetchState) -> None:
+        if not self._check_replica_signed(peer, env):
+            return
+        own = self.own_checkpoints.get(fs.seq)
+        if own is None or own[0] != fs.digest:
+            self.rejects[(peer, Reason.STALE)] += 1
+            return
+        if not self._verify(peer, env):
+            return
+        if self._served is None or self._served[0] != fs.seq:
+            self._served = (fs.seq, split(own[1]))
+        chunks = self._served[1]
+        if fs.index >= len(chunks):
+            self._reject(peer, Reason.OUT_OF_WINDOW, f"chunk {fs.index} of {len(chunks)}")
+            return
+        reply = StateChunk(
+            fs.seq, fs.digest, fs.index, len(chunks), chunks[fs.index], chunk_proof(chunks, fs.index)
+        )
+        self._out.append(Send(env.signer, self.safety.sign_other(reply).to_bytes()))  # type: ignore[arg-type]
+
+    def on_state_chunk(self, peer: Signer | None, env: Envelope, sc: StateChunk) -> None:
+        if not self._check_replica_signed(peer, env):
+            return
+        t = self.transfer
+        if t is None or (sc.seq, sc.digest) != (t.seq, t.digest) or sc.index in t.chunks:
+            self.rejects[(peer, Reason.STALE)] += 1
+            return
+        if not self._verify(peer, env):
+            return
+        source: int = env.signer  # type: ignore[assignment]
+        if not verify_chunk(t.digest, sc.total, sc.index, sc.data, sc.proof):
+            # Every chunk is checked against the digest 2f+1 replicas signed; a source
+            # that sends one that does not verify is never asked again.
+            t.liars.add(source)
+            for index in [i for i, s in t.asked.items() if s == source]:
+                del t.asked[index]
+            self._reject(peer, Reason.BAD_DIGEST, f"state chunk {sc.index} of {sc.seq}")
+            self._request_chunks()
+            return
+        t.total = sc.total
+        t.chunks[sc.index] = sc.data
+        t.asked.pop(sc.index, None)
+        if t.complete():
+            self._install_state(t)
+        else:
+            self._request_chunks()
+
+    def _install_state(self, t: Transfer) -> None:
+        state = t.assemble()
+        try:
+            snapshot, table = codec.decode(state)  # type: ignore[misc]
+            self.service.restore(snapshot)
+            clients = {c: ClientRecord(ts, res) for c, ts, res in table}
+        except (codec.CodecError, ValueError, TypeError) as exc:  # 2f+1 signed garbage
+            self._out.append(Note(f"state at {t.seq} verified but unreadable: {exc}"))
+            self.transfer = None
+            return
+        self.clients = clients
+        self.last_executed = t.seq
+        self.next_seq = max(self.next_seq, t.seq + 1)
+        self.own_checkpoints[t.seq] = (t.digest, state)
+        self.transfer = None
+        self.transfers_completed += 1
+        self._last_progress = self.ticks
+        self._out.append(StateInstalled(t.seq, t.digest))
+        self._out.append(Note(f"state transfer to checkpoint {t.seq} done ({len(state)} bytes)"))
+        self._maybe_execute()
+
     # -- time ---------------------------------------------------------------------------
 
     def _on_tick(self) -> None:
@@ -848,7 +1012,13 @@ class Replica:
         return rec.timestamp if rec is not None else -1
 
     def _retransmit(self) -> None:
-        """Resend our own messages that may have been lost (no progress for a while)."""
+        """Resend our own messages that may have been lost (no progress for a while), and
+        tell the others where we are so that they can help us catch up."""
+        status = Status(self.view, self.last_executed, self.log.low, len(self.log))
+        self._out.append(Broadcast(self.safety.sign_other(status).to_bytes()))
+        if self.transfer is not None:
+            self.transfer.asked.clear()  # a slow source: ask the next one
+            self._request_chunks()
         if not self.view_active:
             own = self.view_changes.get(self.id)
             if own is not None and own.msg.new_view == self.view:
