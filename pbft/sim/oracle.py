@@ -39,6 +39,7 @@ from ..protocol.events import (
     Executed,
     Prepared,
     Send,
+    StateInstalled,
 )
 from ..protocol.messages import (
     Checkpoint,
@@ -147,9 +148,8 @@ class Oracle:
             if isinstance(pp, PrePrepare) and not pp.batch:
                 self.null_allowed.add((pp.view, pp.seq))
 
-    def observe_replica(self, rid: int, who: Who, now: int, actions: list[Action], before: int) -> None:
-        """The actions of one step of a correct replica; `before` is its last_executed
-        before the step (a jump means state transfer)."""
+    def observe_replica(self, rid: int, who: Who, now: int, actions: list[Action]) -> None:
+        """The actions of one step of a correct replica."""
         for a in actions:
             match a:
                 case Broadcast(data) | Send(_, data):
@@ -159,8 +159,9 @@ class Oracle:
                 case Committed(view, seq, digest):
                     self._committed(who, view, seq, digest)
                 case Executed():
-                    self._executed(who, a, before)
-                    before = a.seq
+                    self._executed(who, a)
+                case StateInstalled(seq, digest):
+                    self._state_installed(who, seq, digest)
                 case CheckpointTaken(seq, digest) | CheckpointStable(seq, digest):
                     self._checkpoint(who, seq, digest)
                 case Evidence(culprit, kind, _, _):
@@ -203,10 +204,23 @@ class Oracle:
                 f"{prior[0].hex()[:8]}, replica {who[0]} has {digest.hex()[:8]}",
             )
 
-    def _executed(self, who: Who, ex: Executed, before: int) -> None:
+    def _state_installed(self, who: Who, seq: int, digest: bytes) -> None:
+        # State transfer skips executions up to a checkpoint that must be the agreed one.
+        agreed = self.checkpoints.get(seq)
+        if agreed is not None and agreed[0] != digest:
+            self.fail(
+                "exactly-once",
+                f"replica {who[0]} installed state {digest.hex()[:8]} at checkpoint {seq}; "
+                f"the agreed state there is {agreed[0].hex()[:8]}",
+            )
+        if seq < self.exec_last.get(who, 0):
+            self.fail("exactly-once", f"replica {who[0]} installed checkpoint {seq} behind its own execution")
+        self.exec_last[who] = seq
+
+    def _executed(self, who: Who, ex: Executed) -> None:
         rid = who[0]
         last = self.exec_last.get(who, 0)
-        if ex.seq != last + 1 and not (ex.seq == before + 1 and before > last):
+        if ex.seq != last + 1:
             self.fail(
                 "exactly-once",
                 f"replica {rid} executed seq {ex.seq} after seq {last} (not contiguous or twice)",

@@ -247,7 +247,7 @@ class Simulation:
 
     # -- performing actions -------------------------------------------------------------
 
-    def _perform_replica(self, rid: int, inst: Instance, actions: list, before: int) -> None:
+    def _perform_replica(self, rid: int, inst: Instance, actions: list) -> None:
         n = self.config.n
         for a in actions:
             match a:
@@ -262,7 +262,7 @@ class Simulation:
                     if c in self.clients:
                         self._transmit(rid, c, data)
         if inst.correct:
-            self.oracle.observe_replica(rid, (rid, inst.incarnation), self.now, actions, before)
+            self.oracle.observe_replica(rid, (rid, inst.incarnation), self.now, actions)
             self.oracle.check_resources(rid, inst.node)
         else:
             for a in actions:
@@ -312,9 +312,7 @@ class Simulation:
                 return
             self._record(("msg", src, dst, data))
             for inst in list(instances):
-                before = inst.node.last_executed
-                acts = inst.node.step(Received(src, data))
-                self._perform_replica(dst, inst, acts, before)
+                self._perform_replica(dst, inst, inst.node.step(Received(src, data)))
         else:
             cs = self.clients[dst]
             self._record(("msg", src, dst, data))
@@ -325,8 +323,7 @@ class Simulation:
         tick = Tick()
         for rid in range(self.config.n):
             for inst in list(self.replicas[rid]):
-                before = inst.node.last_executed
-                self._perform_replica(rid, inst, inst.node.step(tick), before)
+                self._perform_replica(rid, inst, inst.node.step(tick))
         for cs in self.clients.values():
             self._perform_client(cs, self._client_step(cs, tick))
         self._check_liveness()

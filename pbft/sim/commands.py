@@ -1,0 +1,135 @@
+"""`pbft scenario run`, `pbft scenario list` and `pbft fuzz` (DESIGN.md section 5).
+
+Exit status: 0 every scenario met its [expect] (or no violation was fuzzed), 1 a check
+failed, 2 usage (raised as `UsageError`, printed by pbft.cli). A scenario that gives more
+than f replicas a behaviour is run and reported as exceeding the fault assumption; it does
+not fail the command, since the protocol promises nothing there.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+from ..cli import UsageError
+from .registry import client_registry, replica_registry
+from .scenario import load_scenario
+from .simulation import SimResult, run_scenario
+
+
+def result_json(r: SimResult) -> dict[str, Any]:
+    return {
+        "name": r.name,
+        "seed": r.seed,
+        "passed": r.passed,
+        "exceeds_fault_assumption": r.exceeds_fault_assumption,
+        "violations": [{"check": v.check, "detail": v.detail} for v in r.violations],
+        "requests_completed": r.requests_completed,
+        "requests_total": r.requests_total,
+        "view_changes": r.view_changes,
+        "virtual_ms": r.virtual_ms,
+        "messages_delivered": r.delivered,
+        "trace_digest": r.trace_digest,
+        "replicas": [
+            {
+                "id": rep.id,
+                "byzantine": rep.byzantine,
+                "view": rep.view,
+                "last_executed": rep.last_executed,
+                "stable_checkpoint": rep.stable_checkpoint,
+                "state_digest": rep.state_digest,
+            }
+            for rep in r.replicas
+        ],
+    }
+
+
+def print_violation(r: SimResult, out=sys.stdout) -> None:
+    for v in r.violations[:1]:
+        print(f"  seed {r.seed}: {v.check}: {v.detail}", file=out)
+        print(f"  replay: pbft scenario run FILE --seed {r.seed}", file=out)
+        print(f"  last {len(r.trace_tail)} events:", file=out)
+        for line in r.trace_tail:
+            print(f"    {line}", file=out)
+
+
+def cmd_scenario_run(args) -> int:
+    if getattr(args, "real", False):
+        raise UsageError("real-process scenarios are not available yet; drop --real to use the simulator.")
+    scenarios = [load_scenario(path) for path in args.files]
+    results = []
+    failed = False
+    for s in scenarios:
+        started = time.perf_counter()
+        r = run_scenario(s, args.seed)
+        elapsed = time.perf_counter() - started
+        results.append(r)
+        if r.exceeds_fault_assumption:
+            verdict = "EXCEEDS"
+        else:
+            verdict = "PASS" if r.passed else "FAIL"
+            failed |= not r.passed
+        if not args.json:
+            print(
+                f"{verdict} {r.name} (seed {r.seed}): {r.requests_completed}/{r.requests_total} requests, "
+                f"{r.view_changes} view changes, {r.virtual_ms} virtual ms, {r.delivered} messages, "
+                f"{elapsed:.2f} s"
+            )
+            if r.exceeds_fault_assumption:
+                faulty = len(s.faulty_replicas())
+                print(
+                    f"  exceeds the fault assumption: {faulty} faulty replicas with f = {s.f}; "
+                    "not a protocol failure"
+                )
+            if r.violations:
+                print_violation(r)
+    if args.json:
+        print(json.dumps([result_json(r) for r in results], indent=2))
+    return 1 if failed else 0
+
+
+def cmd_scenario_list(args) -> int:
+    rows = []
+    for name, cls in sorted(replica_registry().items()):
+        rows.append((name, "replica", getattr(cls, "summary", "")))
+    for name, cls in sorted(client_registry().items()):
+        rows.append((name, "client", getattr(cls, "summary", "")))
+    if not rows:
+        print("no behaviours are installed (pbft/adversary/behaviours.py is missing)")
+        return 0
+    width = max(len(r[0]) for r in rows)
+    for name, target, summary in rows:
+        print(f"{name:<{width}}  {target:<7}  {summary}")
+    return 0
+
+
+def cmd_fuzz(args) -> int:
+    from .fuzz import fuzz
+
+    if args.seeds < 0 or args.start < 0:
+        raise UsageError("--seeds and --start must not be negative.")
+    if not 1 <= args.f <= 4:
+        raise UsageError("--f must be from 1 to 4.")
+    report = fuzz(args.seeds, args.start, args.f, progress=None if args.json else sys.stdout)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "runs": report.runs,
+                    "violations": [
+                        {"seed": v.seed, "check": v.check, "detail": v.detail, "scenario": v.toml}
+                        for v in report.violations
+                    ],
+                    "runs_per_second": round(report.runs_per_second, 2),
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(
+            f"{report.runs} runs, {len(report.violations)} violations, "
+            f"{report.runs_per_second:.1f} runs/s"
+        )
+    return 1 if report.violations else 0

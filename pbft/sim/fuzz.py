@@ -1,0 +1,172 @@
+"""ByzzFuzz-style random testing (Winter et al., OOPSLA 2023).
+
+Theory of operation. Each fuzz seed deterministically generates a `Scenario`: a short
+closed-loop workload, up to f faulty replicas (a random behaviour from the registry, a twin
+or a crash with or without restart), sometimes a Byzantine client, and a few random network
+faults (drop, delay with jitter, duplication, reordering, a partition or a one-way cut for
+a window). The run is judged by the oracle. Faulty replicas never exceed f, so liveness is
+expected: once the last fault heals, every correct client's request must complete.
+
+On a violation the schedule is shrunk: drop network faults and behaviours one at a time,
+then fewer clients and requests, keeping each change while the same check still fails. The
+result is printed as a scenario file, replayable with `pbft scenario run FILE`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, replace
+from typing import IO
+
+from .registry import client_registry, replica_registry
+from .scenario import ByzantineSpec, Expect, NetworkFault, Scenario, to_toml
+from .simulation import SimResult, run_scenario
+
+MAX_SHRINK_RUNS = 40
+WINDOW_MS = 3000
+"""Windowed faults start and end within the first WINDOW_MS of virtual time."""
+
+
+@dataclass(frozen=True)
+class FuzzViolation:
+    seed: int
+    check: str
+    detail: str
+    toml: str
+
+
+@dataclass
+class FuzzReport:
+    runs: int
+    violations: list[FuzzViolation]
+    seconds: float
+
+    @property
+    def runs_per_second(self) -> float:
+        return self.runs / self.seconds if self.seconds > 0 else 0.0
+
+
+def _window(rng: random.Random) -> tuple[int, int]:
+    at = rng.randrange(0, WINDOW_MS - 200)
+    return at, rng.randrange(at + 100, WINDOW_MS)
+
+
+def _link_fault(rng: random.Random, n: int) -> NetworkFault:
+    kind = rng.choice(["drop", "delay", "duplicate", "reorder", "partition", "one_way"])
+    whole = rng.random() < 0.5 and kind in ("drop", "delay", "duplicate", "reorder")
+    at, until = (0, None) if whole else _window(rng)
+    match kind:
+        case "drop":
+            return NetworkFault(at, until, drop=round(rng.uniform(0.01, 0.15), 3))
+        case "delay":
+            return NetworkFault(at, until, delay_ms=rng.randint(5, 100), jitter_ms=rng.randint(0, 100))
+        case "duplicate":
+            return NetworkFault(at, until, duplicate=round(rng.uniform(0.05, 0.5), 3))
+        case "reorder":
+            return NetworkFault(at, until, reorder=round(rng.uniform(0.1, 0.6), 3), reorder_ms=rng.randint(10, 150))
+        case "partition":
+            ids = list(range(n))
+            rng.shuffle(ids)
+            cut = rng.randint(1, n - 1)
+            groups = (tuple(sorted(ids[:cut])), tuple(sorted(ids[cut:])))
+            return NetworkFault(at, until, partition=groups)
+    a, b = rng.sample(range(n), 2)
+    return NetworkFault(at, until, one_way=(a, b))
+
+
+def random_scenario(seed: int, f: int = 1) -> Scenario:
+    rng = random.Random(seed * 1_000_003 + f)
+    n = 3 * f + 1
+    clients = rng.randint(2, 3)
+    requests = rng.randint(4, 10)
+    behaviours = sorted(replica_registry())
+    client_behaviours = sorted(client_registry())
+    faulty = rng.sample(range(n), rng.randint(0, f))
+    byz: list[ByzantineSpec] = []
+    net: list[NetworkFault] = []
+    for rid in faulty:
+        r = rng.random()
+        if behaviours and r < 0.7:
+            byz.append(ByzantineSpec("replica", rid, rng.choice(behaviours), {}))
+        elif r < 0.85:
+            net.append(NetworkFault(twin=rid))
+        else:
+            at = rng.randrange(0, WINDOW_MS)
+            until = at + rng.randint(100, 2000) if rng.random() < 0.5 else None
+            net.append(NetworkFault(at, until, crash=rid))
+    if client_behaviours and rng.random() < 0.3:
+        byz.append(ByzantineSpec("client", rng.randrange(clients), rng.choice(client_behaviours), {}))
+    for _ in range(rng.randint(0, 3)):
+        net.append(_link_fault(rng, n))
+    return Scenario(
+        name=f"fuzz seed {seed}",
+        f=f,
+        seed=seed,
+        clients=clients,
+        requests=requests,
+        byzantine=tuple(byz),
+        network=tuple(net),
+        expect=Expect(all_requests_complete=True),
+    )
+
+
+def _fails(s: Scenario, check: str) -> SimResult | None:
+    r = run_scenario(s)
+    if r.violations and r.violations[0].check == check:
+        return r
+    return None
+
+
+def _candidates(s: Scenario):
+    for i in range(len(s.network)):
+        yield replace(s, network=s.network[:i] + s.network[i + 1 :])
+    for i in range(len(s.byzantine)):
+        yield replace(s, byzantine=s.byzantine[:i] + s.byzantine[i + 1 :])
+    if s.requests > 1:
+        yield replace(s, requests=max(1, s.requests // 2))
+        yield replace(s, requests=s.requests - 1)
+    if s.clients > 1 and all(b.target != "client" or b.index < s.clients - 1 for b in s.byzantine):
+        yield replace(s, clients=s.clients - 1)
+
+
+def shrink(s: Scenario, check: str, budget: int = MAX_SHRINK_RUNS) -> Scenario:
+    """Greedy one-step-at-a-time shrinking while `check` still fails first."""
+    runs = 0
+    improved = True
+    while improved and runs < budget:
+        improved = False
+        for cand in _candidates(s):
+            runs += 1
+            if _fails(cand, check) is not None:
+                s = cand
+                improved = True
+                break
+            if runs >= budget:
+                break
+    return s
+
+
+def fuzz(seeds: int, start: int = 0, f: int = 1, progress: IO[str] | None = None) -> FuzzReport:
+    found: list[FuzzViolation] = []
+    t0 = time.perf_counter()
+    runs = 0
+    for seed in range(start, start + seeds):
+        s = random_scenario(seed, f)
+        r = run_scenario(s)
+        runs += 1
+        if not r.violations:
+            continue
+        v = r.violations[0]
+        small = shrink(s, v.check)
+        final = run_scenario(small)
+        fv = final.violations[0] if final.violations else v
+        found.append(FuzzViolation(seed, fv.check, fv.detail, to_toml(small)))
+        if progress is not None:
+            print(f"seed {seed}: {fv.check}: {fv.detail}", file=progress)
+            print("  shrunk schedule (save as a .toml file and `pbft scenario run` it):", file=progress)
+            for line in to_toml(small).splitlines():
+                print(f"    {line}", file=progress)
+            for line in final.trace_tail:
+                print(f"    | {line}", file=progress)
+    return FuzzReport(runs, found, time.perf_counter() - t0)
