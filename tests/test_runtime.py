@@ -204,3 +204,20 @@ def test_free_ports_are_distinct():
     ports = free_ports(8)
     assert len(set(ports)) == 8
 
+
+
+async def test_calls_complete_after_the_primary_stops(cluster_path):
+    # The client's retransmissions reach the backups, whose timers expire and move the
+    # cluster to view 1 (OSDI'99 4.4); the call returns once the new primary orders it.
+    with trio.fail_after(40):
+        async with trio.open_nursery() as nursery:
+            nodes = await start_nodes(nursery, cluster_path)
+            async with open_client(cluster_path, "alice", timeout=30) as client:
+                await client.put(b"k", b"before")
+                nodes[0].stop()
+                await client.put(b"k", b"after")
+                assert await client.get(b"k") == b"after"
+                statuses = await client.status(timeout=1)
+                assert sorted(statuses) == [1, 2, 3]
+                assert all(s.view >= 1 for s in statuses.values())
+            nursery.cancel_scope.cancel()
