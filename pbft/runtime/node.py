@@ -145,11 +145,16 @@ def load_behaviour(name: str):
     """The behaviour class registered as `name`, or UsageError."""
     from ..cli import UsageError
 
+    module = "pbft.adversary.behaviours"
     try:
-        registry = importlib.import_module("pbft.adversary.behaviours").REGISTRY
-        return registry[name]
-    except (ImportError, AttributeError, KeyError, TypeError):
-        raise UsageError(f"unknown behaviour {name}") from None
+        registry = getattr(importlib.import_module(module), "REGISTRY", {})
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise  # a bug inside the behaviours, not a missing catalogue
+        registry = {}
+    if not isinstance(registry, dict) or name not in registry:
+        raise UsageError(f"unknown behaviour {name}")
+    return registry[name]
 
 
 def build_node(config: ClusterConfig, identity, replica_id: int, behaviour: str | None = None):
