@@ -63,12 +63,40 @@ class SendClient:
     data: bytes
 
 
+class Record(Enum):
+    """What a `Persist` action stores (DESIGN.md section 8)."""
+
+    VOTE = "vote"  # a signed PRE-PREPARE/PREPARE/COMMIT/CHECKPOINT, keyed by phase/view/seq
+    PREPARED = "prepared"  # a prepared certificate, for view changes after a restart
+    EXECUTED = "executed"  # the pre-prepare of an executed batch, replayed on restart
+    CHECKPOINT = "checkpoint"  # the latest stable checkpoint: seq, digest, proof, state
+    VIEW = "view"  # the current view, whether it is active, our VIEW-CHANGE
+
+
 @dataclass(frozen=True, slots=True)
 class Persist:
-    """Durably record `key -> value` before performing the actions that follow."""
+    """Durably store a record before performing the actions that follow it.
 
-    key: str
+    Records are keyed by (record, view, seq, tag); a later record with the same key
+    replaces the earlier one. CHECKPOINT and VIEW are singletons (view = seq = 0)."""
+
+    record: Record
+    seq: int
+    view: int
+    tag: str
     value: bytes
+
+    @property
+    def key(self) -> tuple[str, int, int, str]:
+        return (self.record.value, self.view, self.seq, self.tag)
+
+
+@dataclass(frozen=True, slots=True)
+class Truncate:
+    """VOTE, PREPARED and EXECUTED records at or below `seq` are no longer needed: a
+    stable checkpoint (already persisted) covers them."""
+
+    seq: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +228,7 @@ Action = (
     | Broadcast
     | SendClient
     | Persist
+    | Truncate
     | Executed
     | Prepared
     | Committed

@@ -60,14 +60,17 @@ from .events import (
     Executed,
     ExecutedRequest,
     Note,
+    Persist,
     Prepared,
     Reason,
     Received,
+    Record,
     Rejected,
     Send,
     SendClient,
     StateInstalled,
     Tick,
+    Truncate,
     ViewChangeStarted,
     ViewInstalled,
 )
@@ -93,7 +96,7 @@ from .messages import (
     render,
     to_body,
 )
-from .safety import SafetyRules
+from .safety import SafetyRules, Vote, vote_slot
 from .statetransfer import IN_FLIGHT, Transfer, chunk_proof, split, state_root, verify_chunk
 from .viewchange import (
     CheckedViewChange,
@@ -220,6 +223,21 @@ class Replica:
 
     def _broadcast(self, env: Envelope) -> bytes:
         data = env.to_bytes()
+        self._out.append(Broadcast(data))
+        return data
+
+    def _sign_vote(self, msg: Vote) -> bytes:
+        """Sign a vote through the safety rules; a new one is persisted before anything
+        that follows it is sent, so a restart can never make us contradict it."""
+        slot = vote_slot(msg)
+        fresh = slot not in self.safety.signed
+        data = self.safety.sign_vote(msg).to_bytes()
+        if fresh:
+            self._out.append(Persist(Record.VOTE, slot[2], slot[1], slot[0], data))
+        return data
+
+    def _broadcast_vote(self, msg: Vote) -> bytes:
+        data = self._sign_vote(msg)
         self._out.append(Broadcast(data))
         return data
 
@@ -382,7 +400,7 @@ class Replica:
                 batch.append(self.pending.popitem(last=False)[1])
             envs = tuple(d for _, d in batch)
             pp = PrePrepare(self.view, self.next_seq, batch_digest(envs), envs)
-            data = self._broadcast(self.safety.sign_vote(pp))
+            data = self._broadcast_vote(pp)
             slot = self.log.slot(pp.seq, self.view)
             self._accept_pre_prepare(slot, pp, data, tuple(batch))
             self.next_seq += 1
@@ -442,7 +460,7 @@ class Replica:
         slot = self.log.slot(pp.seq, pp.view)
         self._accept_pre_prepare(slot, pp, data, tuple(requests))
         prepare = Prepare(pp.view, pp.seq, pp.digest)
-        slot.my_prepare = self._broadcast(self.safety.sign_vote(prepare))
+        slot.my_prepare = self._broadcast_vote(prepare)
         slot.prepares[self.id] = (pp.digest, slot.my_prepare)
         self._maybe_prepared(slot)
 
@@ -524,7 +542,9 @@ class Replica:
         # Keep the certificate for view changes: pre-prepare + 2f matching prepares.
         proof = sorted(env for dg, env in slot.prepares.values() if dg == d)[: 2 * self.config.f]
         self.prepared_certs[slot.seq] = (slot.view, slot.pre_prepare_env, tuple(proof))
-        slot.my_commit = self._broadcast(self.safety.sign_vote(Commit(slot.view, slot.seq, d)))
+        cert = codec.encode([slot.pre_prepare_env, *proof])
+        self._out.append(Persist(Record.PREPARED, slot.seq, slot.view, "", cert))
+        slot.my_commit = self._broadcast_vote(Commit(slot.view, slot.seq, d))
         slot.commits[self.id] = (d, slot.my_commit)
         self._maybe_committed(slot)
 
@@ -550,6 +570,9 @@ class Replica:
 
     def _execute(self, slot: Slot) -> None:
         assert slot.pre_prepare is not None and slot.seq == self.last_executed + 1
+        # Persisted before the replies go out: a write a client saw acknowledged by f+1
+        # replicas survives a power cut of the whole group (DESIGN.md section 8).
+        self._out.append(Persist(Record.EXECUTED, slot.seq, slot.view, "", slot.pre_prepare_env))
         done: list[ExecutedRequest] = []
         for req, _ in slot.requests:
             rec = self.clients.get(req.client)
@@ -581,7 +604,7 @@ class Replica:
         d = state_root(split(snapshot))
         self.own_checkpoints[seq] = (d, snapshot)
         self._out.append(CheckpointTaken(seq, d))
-        data = self._broadcast(self.safety.sign_vote(Checkpoint(seq, d)))
+        data = self._broadcast_vote(Checkpoint(seq, d))
         self.checkpoint_votes.setdefault(seq, {})[self.id] = (d, data)
         self._check_checkpoint_quorum(seq)
 
@@ -651,6 +674,9 @@ class Replica:
     def _make_stable(self, seq: int, state_digest: bytes, proof: tuple[bytes, ...]) -> None:
         self.stable_digest = state_digest
         self.stable_proof = proof
+        own = self.own_checkpoints.get(seq)
+        if own is not None and own[0] == state_digest:
+            self._persist_checkpoint(seq, state_digest, proof, own[1])
         self.log.advance(seq)
         self.safety.forget_below(seq)
         self.prepared_certs = {s: c for s, c in self.prepared_certs.items() if s > seq}
@@ -674,6 +700,7 @@ class Replica:
         self.view = new_view
         self.view_active = False
         self.view_changes_started += 1
+        self.new_view_data = b""
         self._vc_attempts += 1
         self._nv_deadline = None
         certs = tuple(
@@ -686,6 +713,7 @@ class Replica:
         # Our own certificates were checked when they formed; checking them again here
         # keeps one code path for what a NEW-VIEW may be built from.
         self.view_changes[self.id] = check_view_change(self.config, self.verifier, self.id, vc, data)
+        self._persist_view(data)
         self._out.append(ViewChangeStarted(new_view))
         self._out.append(Note(f"view change to view {new_view} started"))
         self._after_view_change_input()
@@ -746,7 +774,7 @@ class Replica:
         pre_prepares = []
         for seq, d, batch in plan.slots:
             pp = PrePrepare(self.view, seq, d, batch)
-            pre_prepares.append((pp, self.safety.sign_vote(pp).to_bytes()))
+            pre_prepares.append((pp, self._sign_vote(pp)))
         nv = NewView(self.view, tuple(c.data for c in chosen), tuple(e for _, e in pre_prepares))
         self.new_view_data = self._broadcast(self.safety.sign_other(nv))
         self._install_view(plan.min_s, plan.stable_digest, plan.checkpoint_proof, pre_prepares)
@@ -831,6 +859,7 @@ class Replica:
         """Enter the new view with the re-issued pre-prepares O (section 4.4)."""
         self.view_active = True
         self._nv_deadline = None
+        self._persist_view(b"")
         if min_s > self.log.low:
             self._learn_stable(min_s, stable_digest, proof)
         # Slots of the old view are superseded by O; only prepared certificates survive.
@@ -849,9 +878,7 @@ class Replica:
             slot = self.log.slot(pp.seq, self.view)
             self._accept_pre_prepare(slot, pp, raw, tuple(requests))
             if not self.is_primary:
-                slot.my_prepare = self._broadcast(
-                    self.safety.sign_vote(Prepare(pp.view, pp.seq, pp.digest))
-                )
+                slot.my_prepare = self._broadcast_vote(Prepare(pp.view, pp.seq, pp.digest))
                 slot.prepares[self.id] = (pp.digest, slot.my_prepare)
                 self._maybe_prepared(slot)
         last = pre_prepares[-1][0].seq if pre_prepares else min_s
@@ -959,26 +986,113 @@ class Replica:
         else:
             self._request_chunks()
 
-    def _install_state(self, t: Transfer) -> None:
-        state = t.assemble()
+    def _restore_state(self, seq: int, state_digest: bytes, state: bytes) -> bool:
+        """Replace service state and reply cache with a checkpoint's (fetched or stored)."""
         try:
             snapshot, table = codec.decode(state)  # type: ignore[misc]
             self.service.restore(snapshot)
             clients = {c: ClientRecord(ts, res) for c, ts, res in table}
         except (codec.CodecError, ValueError, TypeError) as exc:  # 2f+1 signed garbage
-            self._out.append(Note(f"state at {t.seq} verified but unreadable: {exc}"))
-            self.transfer = None
-            return
+            self._out.append(Note(f"state at {seq} verified but unreadable: {exc}"))
+            return False
         self.clients = clients
-        self.last_executed = t.seq
-        self.next_seq = max(self.next_seq, t.seq + 1)
-        self.own_checkpoints[t.seq] = (t.digest, state)
+        self.last_executed = seq
+        self.next_seq = max(self.next_seq, seq + 1)
+        self.own_checkpoints[seq] = (state_digest, state)
+        return True
+
+    def _install_state(self, t: Transfer) -> None:
+        state = t.assemble()
         self.transfer = None
+        if not self._restore_state(t.seq, t.digest, state):
+            return
         self.transfers_completed += 1
         self._last_progress = self.ticks
+        self._persist_checkpoint(t.seq, t.digest, t.proof, state)
         self._out.append(StateInstalled(t.seq, t.digest))
         self._out.append(Note(f"state transfer to checkpoint {t.seq} done ({len(state)} bytes)"))
         self._maybe_execute()
+
+    # -- durability (DESIGN.md section 8) -------------------------------------------------
+
+    def _persist_checkpoint(
+        self, seq: int, state_digest: bytes, proof: tuple[bytes, ...], state: bytes
+    ) -> None:
+        value = codec.encode([seq, state_digest, list(proof), state])
+        self._out.append(Persist(Record.CHECKPOINT, 0, 0, "", value))
+        self._out.append(Truncate(seq))
+
+    def _persist_view(self, view_change: bytes) -> None:
+        value = codec.encode([self.view, self.view_active, view_change])
+        self._out.append(Persist(Record.VIEW, 0, 0, "", value))
+
+    def recover(self, records: list[Persist]) -> list[Action]:
+        """Rebuild this replica from what an earlier run persisted, before any step.
+
+        Restores the stable checkpoint, replays executed batches above it in order,
+        reloads every vote it signed (so it can never sign a conflicting one) and its
+        prepared certificates, and re-enters its view. What it missed while down it
+        then learns like any lagging replica: retransmission and state transfer.
+        """
+        assert self.last_executed == 0 and not self.log.slots, "recover() a fresh replica"
+        self._out = []
+        by_kind: dict[Record, list[Persist]] = {}
+        for r in records:
+            by_kind.setdefault(r.record, []).append(r)
+        for r in by_kind.get(Record.CHECKPOINT, [])[-1:]:
+            seq, sdigest, proof, state = codec.decode(r.value)  # type: ignore[misc]
+            self._restore_state(seq, sdigest, state)
+            self._make_stable(seq, sdigest, tuple(proof))
+        for r in by_kind.get(Record.VOTE, []):
+            env = envelope_from_bytes(r.value)
+            msg = from_body(env.body)
+            self.safety.signed[vote_slot(msg)] = (msg.digest, env)  # type: ignore[arg-type]
+        for r in sorted(by_kind.get(Record.PREPARED, []), key=lambda r: (r.seq, r.view)):
+            pp_env, *prepares = codec.decode(r.value)  # type: ignore[misc]
+            if r.seq > self.log.low:
+                self.prepared_certs[r.seq] = (r.view, pp_env, tuple(prepares))
+        for r in sorted(by_kind.get(Record.EXECUTED, []), key=lambda r: r.seq):
+            if r.seq != self.last_executed + 1:
+                continue
+            pp = from_body(envelope_from_bytes(r.value).body)
+            assert isinstance(pp, PrePrepare)
+            requests = []
+            for req_data in pp.batch:
+                req = self._request_from_envelope(req_data)
+                if not isinstance(req, str):
+                    requests.append((req, req_data))
+            slot = Slot(r.seq, r.view, pp, r.value, tuple(requests), committed=True)
+            self._execute(slot)
+        for r in by_kind.get(Record.VIEW, [])[-1:]:
+            view, active, vc_data = codec.decode(r.value)  # type: ignore[misc]
+            self.view, self.view_active = view, active
+            if not active and vc_data:
+                vc = from_body(envelope_from_bytes(vc_data).body)
+                assert isinstance(vc, ViewChange)
+                self.view_changes[self.id] = check_view_change(
+                    self.config, self.verifier, self.id, vc, vc_data
+                )
+        # Our own pre-prepares and votes of this view above what we executed go back into
+        # the log, and the primary numbers new batches after the last it signed.
+        for (_, view, seq), (_, env) in sorted(self.safety.signed.items()):
+            if view != self.view or not self.log.in_window(seq) or seq <= self.last_executed:
+                continue
+            msg = from_body(env.body)
+            if isinstance(msg, PrePrepare):
+                requests = [(self._request_from_envelope(d), d) for d in msg.batch]
+                slot = self.log.slot(seq, view)
+                slot.pre_prepare, slot.pre_prepare_env = msg, env.to_bytes()
+                slot.requests = tuple((q, d) for q, d in requests if not isinstance(q, str))
+                self.next_seq = max(self.next_seq, seq + 1)
+            elif isinstance(msg, Prepare):
+                self.log.slot(seq, view).my_prepare = env.to_bytes()
+        self.next_seq = max(self.next_seq, self.last_executed + 1)
+        notes = [a for a in self._out if isinstance(a, Note)]
+        notes.append(
+            Note(f"recovered: view {self.view}, executed {self.last_executed}, stable {self.log.low}")
+        )
+        self._out = []
+        return notes
 
     # -- time ---------------------------------------------------------------------------
 
