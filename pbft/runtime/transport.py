@@ -214,11 +214,14 @@ class Transport:
         box = self.outboxes[peer]
         while True:
             stream: trio.SSLStream | None = None
+            stage = "connect-failed"
             try:
                 with trio.fail_after(CONNECT_TIMEOUT):
                     tcp = await trio.open_tcp_stream(host, port)
                     stream = trio.SSLStream(tcp, self.client_context, server_hostname=host)
+                    stage = "tls-failure"
                     await stream.do_handshake()
+                stage = "link-error"
                 who = self.identify(stream)
                 if who != peer:
                     self.counters["wrong-peer-certificate"] += 1
@@ -229,8 +232,12 @@ class Transport:
                     log.debug("connected to replica %s", peer)
                     await self._run_link(stream, who, box)
             except _LINK_ERRORS as exc:
-                self.counters["connect-failed" if stream is None else "link-error"] += 1
+                self.counters[stage] += 1
                 log.debug("link to replica %s: %s", peer, _why(exc))
+            except Exception:
+                # Our bug, not the peer's: log it loudly, but keep the other links up.
+                self.counters["internal-error"] += 1
+                log.exception("link to replica %s failed unexpectedly", peer)
             finally:
                 self.connected.discard(peer)
                 if stream is not None:
@@ -274,6 +281,11 @@ class Transport:
         except _LINK_ERRORS as exc:
             self.counters["link-error"] += 1
             log.debug("inbound link from a peer ended: %s", _why(exc))
+        except Exception:
+            # Our bug, not the peer's: log it loudly, but one connection never takes
+            # the listener (and every other connection) down with it.
+            self.counters["internal-error"] += 1
+            log.exception("inbound connection failed unexpectedly")
         finally:
             self._inbound -= 1
             await _close(stream)
