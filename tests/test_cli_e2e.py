@@ -172,3 +172,17 @@ def test_up_runs_the_cluster_until_interrupted(tmp_path):
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((r.host, r.port))
+
+
+def test_launcher_names_a_replica_that_dies_at_start(tmp_path):
+    from pbft.runtime.launcher import LaunchError
+
+    path = keygen(str(tmp_path / "dies"))
+    os.remove(tmp_path / "dies" / "replica-2.key")
+    local = LocalCluster(path, load_cluster(path), log_dir=str(tmp_path))
+    try:
+        with pytest.raises(LaunchError, match=r"replica 2 exited with status 2.*private key"):
+            local.start(timeout=20)
+    finally:
+        local.stop()
+    assert local.alive() == []
