@@ -1,0 +1,227 @@
+"""Byzantine clients (BYZANTINE.md, table "Clients").
+
+Theory of operation. As for replicas, an honest `ClientCore` runs underneath and a
+`ClientBehaviour` rewrites what it sends (`on_output`) and injects traffic of its own once
+per tick (`on_tick`). A client's lies are requests signed with its own key: the cluster
+must keep every correct client's requests flowing, execute each (client, timestamp) at
+most once, and reach the same verdict on the same bytes at every replica.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from typing import Any, ClassVar
+
+from ..protocol import codec
+from ..protocol.client import ClientCore
+from ..protocol.config import ClusterConfig
+from ..protocol.crypto import KeyPair, seal
+from ..protocol.events import Action, Event, Send, Tick
+from ..protocol.messages import MAX_OPERATION, MAX_U64, Envelope, Request
+from .wire import Params, open_envelope
+
+
+class ClientBehaviour:
+    """Override `on_output` / `on_tick`; the defaults behave correctly."""
+
+    name: ClassVar[str] = "honest-client"
+    summary: ClassVar[str] = "behaves correctly"
+    targets: ClassVar[str] = "client"
+    allowed: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        core: ClientCore,
+        key: KeyPair,
+        params: dict[str, Any],
+        rng: random.Random,
+        config: ClusterConfig,
+    ) -> None:
+        self.core = core
+        self.key = key
+        self.params = params or {}
+        self.rng = rng
+        self.config = config
+        self.p = Params(self.name, self.params, self.allowed)
+        self.ticks = 0
+
+    def sign(self, req: Request) -> bytes:
+        return seal(self.key, self.config.cluster_id, self.core.id, req).to_bytes()
+
+    def own_request(self, a: Action) -> Request | None:
+        """The request an outgoing Send carries, if it is one of this client's."""
+        if not isinstance(a, Send):
+            return None
+        opened = open_envelope(a.data)
+        if opened is None or not isinstance(opened[1], Request) or opened[0].signer != self.core.id:
+            return None
+        return opened[1]
+
+    def to_all(self, data: bytes) -> list[Action]:
+        return [Send(r, data) for r in self.config.replica_ids()]
+
+    def halves(self) -> tuple[list[int], list[int]]:
+        ids = list(self.config.replica_ids())
+        cut = len(ids) // 2
+        return ids[:cut], ids[cut:]
+
+    def on_output(self, actions: list[Action]) -> list[Action]:
+        return actions
+
+    def on_tick(self) -> list[Action]:
+        return []
+
+
+class ByzantineClient:
+    """`ClientCore`-compatible wrapper: core -> behaviour.on_output, plus on_tick."""
+
+    def __init__(self, core: ClientCore, behaviour: ClientBehaviour) -> None:
+        self.core = core
+        self.behaviour = behaviour
+
+    def submit(self, operation: bytes, read_only: bool = False) -> list[Action]:
+        return self.behaviour.on_output(self.core.submit(operation, read_only))
+
+    def step(self, event: Event) -> list[Action]:
+        out = self.behaviour.on_output(self.core.step(event))
+        if isinstance(event, Tick):
+            self.behaviour.ticks += 1
+            out = [*out, *self.behaviour.on_tick()]
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.core, name)
+
+
+class ClientEquivocate(ClientBehaviour):
+    """Each request goes straight to every replica: the first half gets the real one, the
+    second half the same (client, timestamp) with a different operation."""
+
+    name = "client-equivocate"
+    summary = "the same (client, timestamp) with different operations to different replicas"
+
+    def __init__(self, core, key, params, rng, config) -> None:
+        super().__init__(core, key, params, rng, config)
+        self.variants: dict[int, bytes] = {}
+
+    def on_output(self, actions: list[Action]) -> list[Action]:
+        out: list[Action] = []
+        for a in actions:
+            req = self.own_request(a)
+            if req is None:
+                out.append(a)
+                continue
+            other = self.variants.get(req.timestamp)
+            if other is None:
+                op = codec.encode(["put", b"client-equivocate", str(req.timestamp).encode()])
+                other = self.sign(Request(op, req.timestamp, req.client, req.read_only))
+                self.variants = {req.timestamp: other}
+            first, second = self.halves()
+            out.extend(Send(r, a.data) for r in first)  # type: ignore[union-attr]
+            out.extend(Send(r, other) for r in second)
+        return out
+
+
+class ClientReplay(ClientBehaviour):
+    """Every `every` ticks re-sends one of its old signed requests to every replica, and
+    a burst of `burst` copies of the outstanding one."""
+
+    name = "client-replay"
+    summary = "re-sends old signed requests and bursts of retransmissions"
+    allowed = ("every", "burst", "history")
+
+    def __init__(self, core, key, params, rng, config) -> None:
+        super().__init__(core, key, params, rng, config)
+        self.every = self.p.integer("every", 5, 1)
+        self.burst = self.p.integer("burst", 5, 0, 10_000)
+        self.sent: deque[bytes] = deque(maxlen=self.p.integer("history", 64, 1, 1 << 16))
+
+    def on_output(self, actions: list[Action]) -> list[Action]:
+        for a in actions:
+            if self.own_request(a) is not None and a.data not in self.sent:  # type: ignore[union-attr]
+                self.sent.append(a.data)  # type: ignore[union-attr]
+        return actions
+
+    def on_tick(self) -> list[Action]:
+        if self.ticks % self.every:
+            return []
+        out: list[Action] = []
+        if self.sent:
+            out.extend(self.to_all(self.sent[self.rng.randrange(len(self.sent))]))
+        if self.core.outstanding is not None:
+            for _ in range(self.burst):
+                out.extend(self.to_all(self.core.outstanding.data))
+        return out
+
+
+class ClientPartialSignature(ClientBehaviour):
+    """Each request goes to every replica: those in `valid_for` (default the first half)
+    get it correctly signed, the others the same bytes with a corrupted signature."""
+
+    name = "client-partial-signature"
+    summary = "a request whose signature is valid for some replicas only"
+    allowed = ("valid_for",)
+
+    def __init__(self, core, key, params, rng, config) -> None:
+        super().__init__(core, key, params, rng, config)
+        self.valid_for = set(self.p.replica_ids("valid_for", self.halves()[0], config.n) or [])
+        self.spoiled: dict[bytes, bytes] = {}
+
+    def spoil(self, data: bytes) -> bytes:
+        if data not in self.spoiled:
+            env = open_envelope(data)[0]  # type: ignore[index]
+            sig = bytearray(env.signature)
+            sig[self.rng.randrange(len(sig))] ^= 1 << self.rng.randrange(8)
+            self.spoiled = {data: Envelope(env.body, env.signer, bytes(sig)).to_bytes()}
+        return self.spoiled[data]
+
+    def on_output(self, actions: list[Action]) -> list[Action]:
+        out: list[Action] = []
+        for a in actions:
+            if self.own_request(a) is None:
+                out.append(a)
+                continue
+            data = a.data  # type: ignore[union-attr]
+            for r in self.config.replica_ids():
+                out.append(Send(r, data if r in self.valid_for else self.spoil(data)))
+        return out
+
+
+class ClientAbuse(ClientBehaviour):
+    """Each tick, `rate` abusive requests to every replica, cycling through `modes`:
+    many outstanding requests with fresh timestamps, timestamps near 2^64, and operations
+    over MAX_OPERATION. The cluster must bound what one client costs."""
+
+    name = "client-abuse"
+    summary = "many outstanding requests, huge timestamps, oversized operations"
+    allowed = ("rate", "modes")
+    MODES = ("outstanding", "huge-timestamp", "oversize")
+
+    def __init__(self, core, key, params, rng, config) -> None:
+        super().__init__(core, key, params, rng, config)
+        self.rate = self.p.integer("rate", 3, 1, 10_000)
+        self.modes = self.p.choices("modes", self.MODES, self.MODES)
+        self.count = 0
+
+    def abusive(self, mode: str) -> bytes:
+        core = self.core
+        if mode == "outstanding":
+            core.timestamp += 1
+            op = codec.encode(["get", b"client-abuse"])
+            return self.sign(Request(op, core.timestamp + 1_000_000, core.id))
+        if mode == "huge-timestamp":
+            ts = MAX_U64 - self.rng.randrange(1 << 16)
+            return self.sign(Request(codec.encode(["get", b"client-abuse"]), ts, core.id))
+        return self.sign(Request(bytes(MAX_OPERATION + 1), core.timestamp + 1, core.id))
+
+    def on_tick(self) -> list[Action]:
+        out: list[Action] = []
+        for _ in range(self.rate):
+            mode = self.modes[self.count % len(self.modes)]
+            self.count += 1
+            out.extend(self.to_all(self.abusive(mode)))
+        return out
+
+
+CLIENTS = (ClientEquivocate, ClientReplay, ClientPartialSignature, ClientAbuse)
