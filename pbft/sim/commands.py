@@ -46,7 +46,8 @@ def result_json(r: SimResult) -> dict[str, Any]:
     }
 
 
-def print_violation(r: SimResult, out=sys.stdout) -> None:
+def print_violation(r: SimResult, out=None) -> None:
+    out = out or sys.stdout
     for v in r.violations[:1]:
         print(f"  seed {r.seed}: {v.check}: {v.detail}", file=out)
         print(f"  replay: pbft scenario run FILE --seed {r.seed}", file=out)

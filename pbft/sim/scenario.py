@@ -16,6 +16,8 @@ Format additions beyond DESIGN.md section 6 (all optional):
     [[network]] crash = 2  at_ms = 1000  until_ms = 3000   # restart at until_ms (omit: never)
     [expect]   liveness_ms = 30000  # a correct client's request completes within this bound
                                     # (virtual ms) once the last fault has healed
+               catch_up = true      # after the workload and a settle period, every live correct
+                                    # replica reached the latest stable checkpoint
 
 Nodes: replicas are integers 0..n-1, clients are named "c0", "c1", ...; `client = 2` in a
 [[byzantine]] entry means "c2". Partition groups may list client names; a node listed in no
@@ -107,6 +109,7 @@ class Expect:
     all_requests_complete: bool = True
     max_view_changes: int | None = None
     liveness_ms: int = 30_000
+    catch_up: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,7 +321,9 @@ def parse_scenario(data: dict, source: str = "<scenario>") -> Scenario:
     if not isinstance(e, dict):
         raise _fail(top, "[expect] must be a table.")
     ewhere = f"{source} [expect]"
-    unknown = sorted(set(e) - {"safety", "all_requests_complete", "max_view_changes", "liveness_ms"})
+    unknown = sorted(
+        set(e) - {"safety", "all_requests_complete", "max_view_changes", "liveness_ms", "catch_up"}
+    )
     if unknown:
         raise _fail(ewhere, f"unknown field '{unknown[0]}'.")
     if not _bool(e, "safety", True, ewhere):
@@ -328,6 +333,7 @@ def parse_scenario(data: dict, source: str = "<scenario>") -> Scenario:
         all_requests_complete=_bool(e, "all_requests_complete", True, ewhere),
         max_view_changes=_int(e, "max_view_changes", None, 0, 10**6, ewhere),
         liveness_ms=_int(e, "liveness_ms", 30_000, 1, 10**9, ewhere) or 30_000,
+        catch_up=_bool(e, "catch_up", False, ewhere),
     )
     return Scenario(name, f, seed, clients, requests, keys, read_only, byz, net, cluster, expect, source)  # type: ignore[arg-type]
 
@@ -388,4 +394,6 @@ def to_toml(s: Scenario) -> str:
     if e.max_view_changes is not None:
         lines.append(f"max_view_changes = {e.max_view_changes}")
     lines.append(f"liveness_ms = {e.liveness_ms}")
+    if e.catch_up:
+        lines.append("catch_up = true")
     return "\n".join(lines) + "\n"

@@ -46,6 +46,9 @@ TRACE_TAIL = 30
 MAX_VIRTUAL_MS = 3_600_000
 """Hard stop for any run (one virtual hour)."""
 VERIFY_MEMO = 1 << 16
+SETTLE_MS = 3000
+"""With `expect.catch_up`, the run continues this long after the workload so lagging
+replicas can catch up by state transfer."""
 
 SIM_DEFAULTS = {
     "checkpoint_interval": 8,
@@ -176,6 +179,7 @@ class Simulation:
         self.delivered = 0
         self.completed = 0
         self._last_progress = 0
+        self._done_at: int | None = None
         self._incarnations: dict[int, int] = {}
         self.replicas: dict[int, list[Instance]] = {i: [] for i in range(cfg.n)}
         self._behaviour_rng = random.Random(self.rng.getrandbits(64))
@@ -374,7 +378,10 @@ class Simulation:
     def _finished(self) -> bool:
         correct = [cs for cs in self.clients.values() if cs.correct]
         if all(cs.done >= len(cs.ops) for cs in correct):
-            return self.now >= self.heal or not correct
+            if self._done_at is None:
+                self._done_at = max(self.now, self.heal)
+            settle = SETTLE_MS if self.scenario.expect.catch_up else 0
+            return self.now >= self._done_at + settle
         quiet_since = max(self._last_progress, self.heal)
         return self.now > quiet_since + self.liveness_ms + self.config.tick_ms
 
@@ -401,6 +408,19 @@ class Simulation:
                 self._restart(*args)
         return self._result()
 
+    def _check_catch_up(self) -> list[Violation]:
+        live = [(rid, i.node) for rid in sorted(self.correct) for i in self.replicas[rid]]
+        top = max((node.stable_seq for _, node in live), default=0)
+        return [
+            Violation(
+                "liveness",
+                f"replica {rid} is at stable checkpoint {node.stable_seq} (executed {node.last_executed}) "
+                f"{SETTLE_MS} ms after the workload; others reached {top}",
+            )
+            for rid, node in live
+            if node.stable_seq < top
+        ][:1]
+
     def _view_changes(self) -> int:
         views = [inst.node.view for rid in sorted(self.correct) for inst in self.replicas[rid]]
         return max(views, default=0)
@@ -411,6 +431,8 @@ class Simulation:
         limit = self.scenario.expect.max_view_changes
         if not violations and limit is not None and vc > limit:
             violations.append(Violation("liveness", f"{vc} view changes, more than the {limit} expected"))
+        if not violations and self.scenario.expect.catch_up:
+            violations.extend(self._check_catch_up())
         reports = []
         for rid in range(self.config.n):
             insts = self.replicas[rid]

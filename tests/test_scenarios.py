@@ -1,0 +1,24 @@
+"""Every scenario file in tests/scenarios meets its [expect] (BYZANTINE.md: each behaviour
+has a scenario with its expected outcome)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pbft.sim.scenario import load_scenario
+from pbft.sim.simulation import run_scenario
+
+FILES = sorted((Path(__file__).parent / "scenarios").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
+def test_scenario_meets_its_expectations(path):
+    s = load_scenario(str(path))
+    assert not s.exceeds_fault_assumption(), "scenario files stay within f"
+    r = run_scenario(s)
+    detail = "\n".join([f"{v.check}: {v.detail}" for v in r.violations] + r.trace_tail)
+    assert r.passed, f"seed {r.seed}: {detail}"
+    if s.expect.all_requests_complete:
+        assert r.requests_completed == r.requests_total

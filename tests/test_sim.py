@@ -1,0 +1,152 @@
+"""The simulator: honest runs pass, seeds replay exactly (also across processes), scenario
+files are validated with one-sentence errors, and the CLI commands keep their exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pbft.cli import UsageError, main
+from pbft.sim.scenario import Expect, NetworkFault, Scenario, parse_scenario, to_toml
+from pbft.sim.simulation import run_scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+LOSSY = Scenario(
+    name="lossy",
+    seed=42,
+    clients=3,
+    requests=12,
+    network=(
+        NetworkFault(drop=0.05, duplicate=0.1, reorder=0.2),
+        NetworkFault(40, 900, partition=((0, 3), (1, 2))),
+    ),
+)
+
+
+def test_honest_run_completes_every_request():
+    r = run_scenario(Scenario(clients=3, requests=20))
+    assert r.passed, r.violations
+    assert r.requests_completed == r.requests_total == 60
+    digests = {rep.state_digest for rep in r.replicas}
+    assert all(rep.last_executed > 0 for rep in r.replicas)
+    assert len(digests) <= 2  # one replica may lag by the last batches
+
+
+def test_same_seed_same_trace_and_different_seed_different_trace():
+    a = run_scenario(LOSSY)
+    b = run_scenario(LOSSY)
+    c = run_scenario(LOSSY, seed=43)
+    assert a.passed and b.passed and c.passed
+    assert a.trace_digest == b.trace_digest
+    assert a.trace_digest != c.trace_digest
+
+
+def test_trace_digest_is_equal_in_another_process():
+    code = (
+        "from tests.test_sim import LOSSY; from pbft.sim.simulation import run_scenario; "
+        "print(run_scenario(LOSSY).trace_digest)"
+    )
+    env_runs = [
+        subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PYTHONHASHSEED": seed, "PATH": ""},
+        ).stdout.strip()
+        for seed in ("1", "2")
+    ]
+    assert env_runs[0] == env_runs[1] == run_scenario(LOSSY).trace_digest
+
+
+def test_to_toml_round_trips():
+    import tomllib
+
+    s = Scenario(
+        name="x",
+        seed=5,
+        network=(NetworkFault(10, 20, partition=((0,), (1, 2, 3))), NetworkFault(twin=2)),
+        expect=Expect(all_requests_complete=False, max_view_changes=3),
+    )
+    again = parse_scenario(tomllib.loads(to_toml(s)), "x")
+    assert again.network == s.network and again.expect == s.expect and again.seed == 5
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("f = 'one'", "'f' must be an integer"),
+        ("bogus = 1", "unknown top-level field 'bogus'"),
+        ("[[network]]\nat_ms = 5", "says nothing"),
+        ("[[network]]\ndrop = 2.0", "'drop' must be a probability"),
+        ("[[network]]\npartition = [[0, 1], [1, 2]]", "in two groups"),
+        ("[[network]]\npartition = [[0, 9], [1, 2]]", "neither a replica"),
+        ("[[network]]\nat_ms = 50\nuntil_ms = 10\ndrop = 0.1", "must be after"),
+        ("[[network]]\ncrash = 1\ndrop = 0.1", "separate [[network]] entries"),
+        ("[[byzantine]]\nreplica = 0", "'behaviour' must be"),
+        ("[[byzantine]]\nreplica = 0\nclient = 1\nbehaviour = 'x'", "exactly one of"),
+        ("[expect]\nsafety = false", "safety is always checked"),
+        ("[workload]\nclients = -1", "'clients' must be an integer"),
+    ],
+)
+def test_bad_scenarios_are_one_sentence(text, words):
+    import tomllib
+
+    with pytest.raises(UsageError) as exc:
+        parse_scenario(tomllib.loads(text), "s.toml")
+    msg = str(exc.value)
+    assert words in msg and msg.startswith("s.toml") and "\n" not in msg
+
+
+def test_cli_bad_file_exits_2(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = [")
+    assert main(["scenario", "run", str(bad)]) == 2
+    assert "not valid TOML" in capsys.readouterr().err
+    assert main(["scenario", "run", str(tmp_path / "missing.toml")]) == 2
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("[[byzantine]]\nreplica = 1\nbehaviour = 'no-such-behaviour'\n")
+    assert main(["scenario", "run", str(unknown)]) == 2
+    assert "unknown replica behaviour 'no-such-behaviour'" in capsys.readouterr().err
+    assert main(["scenario", "run", "--real", str(bad)]) == 2
+
+
+def test_cli_json_and_exit_codes(tmp_path, capsys):
+    ok = tmp_path / "ok.toml"
+    ok.write_text("name = 'ok'\nseed = 3\n[workload]\nclients = 2\nrequests = 5\n")
+    assert main(["scenario", "run", str(ok), "--json", "--seed", "9"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out[0]["passed"] and out[0]["seed"] == 9 and out[0]["requests_completed"] == 10
+    assert {"name", "violations", "view_changes", "trace_digest", "replicas"} <= set(out[0])
+    assert set(out[0]["replicas"][0]) == {
+        "id", "byzantine", "view", "last_executed", "stable_checkpoint", "state_digest"
+    }
+    dead = tmp_path / "dead.toml"
+    dead.write_text(
+        "name = 'no quorum'\n[workload]\nclients = 1\nrequests = 2\n"
+        "[[network]]\ncrash = 1\n[[network]]\ncrash = 2\n[expect]\nliveness_ms = 1000\n"
+    )
+    assert main(["scenario", "run", str(dead)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("FAIL no quorum") and "liveness" in out and "replay:" in out
+
+
+def test_exceeding_the_fault_assumption_is_not_a_protocol_failure(tmp_path, capsys):
+    s = tmp_path / "twins.toml"
+    s.write_text(
+        "name = 'two twins'\n[workload]\nclients = 1\nrequests = 3\n"
+        "[[network]]\ntwin = 1\n[[network]]\ntwin = 2\n[expect]\nall_requests_complete = false\n"
+    )
+    assert main(["scenario", "run", str(s)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("EXCEEDS") and "exceeds the fault assumption" in out
+
+
+def test_scenario_list_runs(capsys):
+    assert main(["scenario", "list"]) == 0
+    assert capsys.readouterr().out.strip()

@@ -1,0 +1,214 @@
+"""The oracle catches a hand-made violation of each check (BYZANTINE.md "The checks")."""
+
+from __future__ import annotations
+
+from pbft.protocol.config import ClientInfo, ClusterConfig, ReplicaInfo
+from pbft.protocol.crypto import NULL_DIGEST, KeyPair, seal
+from pbft.protocol.events import (
+    Broadcast,
+    CheckpointTaken,
+    Committed,
+    Evidence,
+    Executed,
+    ExecutedRequest,
+    Prepared,
+    StateInstalled,
+)
+from pbft.protocol.messages import Commit, Prepare
+from pbft.service.kv import op_get, op_put
+from pbft.sim.oracle import Oracle
+from pbft.sim.scenario import Scenario
+from pbft.sim.simulation import Simulation
+
+KEYS = [KeyPair.from_seed(b"oracle/%d" % i) for i in range(4)]
+CFG = ClusterConfig(
+    "t",
+    1,
+    tuple(ReplicaInfo(i, "h", 1 + i, KEYS[i].public) for i in range(4)),
+    (ClientInfo("c0", KeyPair.from_seed(b"c0").public), ClientInfo("c1", KeyPair.from_seed(b"c1").public)),
+    checkpoint_interval=4,
+    log_window=8,
+)
+D1, D2 = b"\x01" * 32, b"\x02" * 32
+PUT = op_put(b"k", b"v")
+TRUE = b"\xf5"  # canonical CBOR true
+NONE = b"\xf6"
+
+
+def oracle() -> Oracle:
+    return Oracle(CFG, [0, 1, 2, 3], ["c0", "c1"])
+
+
+def req(ts: int = 1, op: bytes = PUT, result: bytes = TRUE, fresh: bool = True, client: str = "c0"):
+    return ExecutedRequest(client, ts, op, result, fresh)
+
+
+def checks(o: Oracle) -> list[str]:
+    return [v.check for v in o.violations]
+
+
+def test_agreement_two_commits_at_one_seq_in_different_views():
+    o = oracle()
+    o.observe_replica(0, (0, 0), 0, [Committed(0, 1, D1)])
+    o.observe_replica(1, (1, 0), 0, [Committed(1, 1, D2)])
+    assert checks(o) == ["agreement"]
+
+
+def test_agreement_executions_differ():
+    o = oracle()
+    o.observe_submit("c0", 1, PUT, False)
+    o.observe_replica(0, (0, 0), 0, [Executed(0, 1, D1, (req(),))])
+    o.observe_replica(1, (1, 0), 0, [Executed(0, 1, D1, (req(result=b"\xf4"),))])
+    assert checks(o) == ["agreement"]
+
+
+def test_prepared_uniqueness_across_replicas():
+    o = oracle()
+    o.observe_replica(0, (0, 0), 0, [Prepared(0, 3, D1)])
+    o.observe_replica(2, (2, 0), 0, [Prepared(0, 3, D2)])
+    assert checks(o) == ["prepared-uniqueness"]
+
+
+def test_prepared_uniqueness_one_replica_signs_two_votes():
+    o = oracle()
+    a = seal(KEYS[1], "t", 1, Prepare(0, 5, D1)).to_bytes()
+    b = seal(KEYS[1], "t", 1, Prepare(0, 5, D2)).to_bytes()
+    o.observe_replica(1, (1, 0), 0, [Broadcast(a)])
+    o.observe_replica(1, (1, 0), 0, [Broadcast(a)])  # retransmission is fine
+    assert o.ok
+    o.observe_replica(1, (1, 0), 0, [Broadcast(b)])
+    assert checks(o) == ["prepared-uniqueness"]
+
+
+def test_restarted_incarnation_is_judged_separately():
+    o = oracle()
+    a = seal(KEYS[1], "t", 1, Commit(0, 5, D1)).to_bytes()
+    b = seal(KEYS[1], "t", 1, Commit(0, 5, D2)).to_bytes()
+    o.observe_replica(1, (1, 0), 0, [Broadcast(a)])
+    o.observe_replica(1, (1, 1), 0, [Broadcast(b)])
+    assert o.ok
+
+
+def test_evidence_against_a_correct_replica():
+    o = oracle()
+    o.observe_replica(0, (0, 0), 0, [Evidence(2, "double-prepare", b"a", b"b")])
+    assert checks(o) == ["prepared-uniqueness"]
+
+
+def test_validity_request_never_sent_by_a_correct_client():
+    o = oracle()
+    o.observe_replica(0, (0, 0), 0, [Executed(0, 1, D1, (req(),))])
+    assert checks(o) == ["validity"]
+
+
+def test_validity_unregistered_client():
+    o = oracle()
+    o.observe_replica(0, (0, 0), 0, [Executed(0, 1, D1, (req(client="mallory"),))])
+    assert checks(o) == ["validity"]
+
+
+def test_validity_null_request_without_new_view():
+    o = oracle()
+    o.observe_replica(0, (0, 0), 0, [Executed(0, 1, NULL_DIGEST, ())])
+    assert checks(o) == ["validity"]
+
+
+def test_exactly_once_gap_and_repeat():
+    o = oracle()
+    o.observe_submit("c0", 1, PUT, False)
+    o.observe_replica(0, (0, 0), 0, [Executed(0, 2, D1, (req(),))])
+    assert checks(o) == ["exactly-once"]
+    o = oracle()
+    o.observe_submit("c0", 1, PUT, False)
+    o.observe_replica(0, (0, 0), 0, [Executed(0, 1, D1, (req(),))])
+    o.observe_replica(0, (0, 0), 0, [Executed(0, 1, D1, (req(),))])
+    assert checks(o) == ["exactly-once"]
+
+
+def test_exactly_once_fresh_twice():
+    o = oracle()
+    o.observe_submit("c0", 1, PUT, False)
+    o.observe_replica(0, (0, 0), 0, [Executed(0, 1, D1, (req(),))])
+    o.observe_replica(0, (0, 0), 0, [Executed(0, 2, D2, (req(),))])
+    assert checks(o) == ["exactly-once"]
+
+
+def test_exactly_once_checkpoint_digests_differ():
+    o = oracle()
+    o.observe_replica(0, (0, 0), 0, [CheckpointTaken(4, D1)])
+    o.observe_replica(1, (1, 0), 0, [CheckpointTaken(4, D2)])
+    assert checks(o) == ["exactly-once"]
+
+
+def test_state_transfer_jump_is_allowed_but_must_match_the_checkpoint():
+    o = oracle()
+    o.observe_replica(0, (0, 0), 0, [CheckpointTaken(4, D1)])
+    o.observe_replica(3, (3, 0), 0, [StateInstalled(4, D1)])
+    assert o.ok
+    o.observe_replica(2, (2, 0), 0, [StateInstalled(4, D2)])
+    assert checks(o) == ["exactly-once"]
+
+
+def test_client_correctness_wrong_result():
+    o = oracle()
+    o.observe_submit("c0", 1, PUT, False)
+    o.observe_replica(0, (0, 0), 0, [Executed(0, 1, D1, (req(),))])
+    o.observe_completed("c0", 1, TRUE)
+    assert o.ok
+    o.observe_submit("c0", 2, op_get(b"k"), False)
+    o.observe_replica(0, (0, 0), 0, [Executed(0, 2, D2, (req(2, op_get(b"k"), b"\x41v"),))])
+    o.observe_completed("c0", 2, b"\x41x")  # the model says b"v"
+    assert checks(o) == ["client-correctness"]
+
+
+def test_client_correctness_result_for_unexecuted_request():
+    o = oracle()
+    o.observe_submit("c0", 1, PUT, False)
+    o.observe_completed("c0", 1, TRUE)
+    assert checks(o) == ["client-correctness"]
+
+
+def test_client_correctness_stale_read():
+    o = oracle()
+    o.observe_submit("c0", 1, PUT, False)
+    o.observe_replica(0, (0, 0), 0, [Executed(0, 1, D1, (req(),))])
+    o.observe_completed("c0", 1, TRUE)
+    o.observe_submit("c1", 1, op_get(b"k"), True)
+    o.observe_completed("c1", 1, NONE)  # the put completed before the read began
+    assert checks(o) == ["client-correctness"]
+
+
+def test_read_may_return_a_concurrent_write():
+    o = oracle()
+    o.observe_submit("c1", 1, op_get(b"k"), True)
+    o.observe_submit("c0", 1, PUT, False)
+    o.observe_replica(0, (0, 0), 0, [Executed(0, 1, D1, (req(),))])
+    o.observe_completed("c1", 1, NONE)
+    o.observe_completed("c1", 1, b"\x41v")
+    assert o.ok
+
+
+def test_resources_log_bound():
+    o = oracle()
+
+    class Fat:
+        log = list(range(CFG.log_window + 1))
+        pending: dict = {}
+
+    o.check_resources(0, Fat())
+    assert checks(o) == ["resources"]
+
+
+def test_liveness_violation_when_a_request_cannot_complete():
+    # Three of four replicas crash for good: no quorum, so nothing completes.
+    from pbft.sim.scenario import Expect, NetworkFault
+
+    s = Scenario(
+        clients=1,
+        requests=2,
+        network=tuple(NetworkFault(0, None, crash=i) for i in (1, 2, 3)),
+        expect=Expect(liveness_ms=2000),
+    )
+    r = Simulation(s).run()
+    assert [v.check for v in r.violations] == ["liveness"]
+    assert r.trace_tail
