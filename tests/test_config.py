@@ -155,10 +155,6 @@ def test_non_dict_input():
         parse_cluster([])  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: config uses CLIENT_NAME (`$` with re.match), accepting client id 'alice\\n'",
-)
 def test_client_id_with_trailing_newline_is_refused():
     d = cluster_dict()
     d["client"][0]["id"] = "alice\n"

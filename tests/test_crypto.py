@@ -162,11 +162,6 @@ def _collide(good: Envelope, signer) -> Envelope:
     return Envelope(rest[64:], signer, rest[:64])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: Verifier memo key digest(repr(signer) + signature + body) is not "
-    "injective; a forged envelope for replica 1 is accepted after a genuine one from replica 12",
-)
 # Needs replica ids >= 10 (f >= 4): repr(1) is a prefix of repr(12). Client names cannot
 # collide this way (repr quotes them and names contain no quote).
 def test_memo_key_is_injective_across_replica_ids():

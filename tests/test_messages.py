@@ -171,11 +171,6 @@ def test_schema_rejections(data):
         from_body(data)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: CLIENT_NAME uses `$` with re.match, which also matches before a "
-    "trailing newline, so the client name 'alice\\n' passes the schema",
-)
 def test_client_name_with_trailing_newline_is_rejected():
     with pytest.raises(SchemaError):
         from_body(body(MsgType.REQUEST, b"op", 1, "alice\n", False))

@@ -99,7 +99,9 @@ class Verifier:
         if key is None or len(env.signature) != SIGNATURE_LEN:
             return False
         if self._memo_size:
-            mkey = digest(repr(env.signer).encode() + env.signature + env.body)
+            # Canonical encoding keeps the key injective: no (signer, signature, body)
+            # can collide with another by shifting bytes between fields.
+            mkey = digest(codec.encode([env.signer, env.signature, env.body]))
             hit = self._memo.get(mkey)
             if hit is not None:
                 return hit

@@ -34,7 +34,7 @@ MAX_RESULT = 1024 * 1024
 MAX_BATCH = 4096
 """Absolute cap on requests in one pre-prepare; the cluster's batch_max is smaller."""
 MAX_CERTS = 4096
-CLIENT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+CLIENT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")  # \Z: "$" would allow a trailing newline
 
 Signer = int | str
 
