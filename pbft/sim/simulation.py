@@ -30,6 +30,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..cli import UsageError
 from ..protocol.client import ClientCore
 from ..protocol.config import ClientInfo, ClusterConfig, ReplicaInfo
 from ..protocol.crypto import KeyPair, Verifier
@@ -76,7 +77,7 @@ class Instance:
 class ClientState:
     name: str
     core: ClientCore
-    behaviour: Any
+    driver: Any  # the core, or a ByzantineClient wrapping it
     ops: list[tuple[bytes, bool]]
     correct: bool
     done: int = 0
@@ -212,7 +213,10 @@ class Simulation:
 
         cls = replica_registry()[spec.behaviour]
         rng = random.Random(self._behaviour_rng.getrandbits(64))
-        beh = cls(core, self.keys[rid], dict(spec.params), rng)
+        try:
+            beh = cls(core, self.keys[rid], dict(spec.params), rng)
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"replica {rid} behaviour '{spec.behaviour}': {exc}") from None
         return Instance(ByzantineReplica(core, beh), False, inc)
 
     def _new_client(self, name: str, key: KeyPair) -> ClientState:
@@ -229,12 +233,17 @@ class Simulation:
             else:
                 ops.append((op_get(k), self.rng.random() < s.read_only))
         spec = self.byz_client.get(name)
-        behaviour = None
+        driver: Any = core
         if spec is not None:
+            from ..adversary.clients import ByzantineClient
+
             cls = client_registry()[spec.behaviour]
             rng = random.Random(self._behaviour_rng.getrandbits(64))
-            behaviour = cls(core, key, dict(spec.params), rng, self.config)
-        return ClientState(name, core, behaviour, ops, spec is None)
+            try:
+                driver = ByzantineClient(core, cls(core, key, dict(spec.params), rng, self.config))
+            except (ValueError, TypeError) as exc:
+                raise UsageError(f"client {name} behaviour '{spec.behaviour}': {exc}") from None
+        return ClientState(name, core, driver, ops, spec is None)
 
     # -- the event queue ------------------------------------------------------------------
 
@@ -297,12 +306,7 @@ class Simulation:
                         self._push(self.now + self.rng.randint(0, 3), SUBMIT, cs.name)
 
     def _client_step(self, cs: ClientState, event: Any) -> list:
-        acts = cs.core.step(event)
-        if cs.behaviour is not None:
-            acts = list(cs.behaviour.on_output(acts))
-            if isinstance(event, Tick):
-                acts += list(cs.behaviour.on_tick())
-        return acts
+        return cs.driver.step(event)
 
     # -- handlers -----------------------------------------------------------------------
 
@@ -339,10 +343,7 @@ class Simulation:
         op, read_only = cs.ops[cs.done]
         self._trace.update(b"%d submit %s;" % (self.now, name.encode()))
         cs.since = self.now
-        acts = cs.core.submit(op, read_only)
-        if cs.behaviour is not None:
-            acts = list(cs.behaviour.on_output(acts))
-        self._perform_client(cs, acts)
+        self._perform_client(cs, cs.driver.submit(op, read_only))
 
     def _crash(self, rid: int) -> None:
         self._trace.update(b"%d crash %d;" % (self.now, rid))
