@@ -10,7 +10,14 @@ out the primary).
 It accepts a result once f+1 distinct replicas sent matching replies (one of them is
 correct). Read-only requests (section 5.1.3) go to every replica and need 2f+1 matching
 replies; if they do not arrive in time, or all replicas answered without agreement, the
-operation is resubmitted on the ordered path with a fresh timestamp. Replies are not
+operation is resubmitted on the ordered path with a fresh timestamp.
+
+Why writes wait for 2f+1 when reads take the read-only path (`read_only_reads`): a write
+acknowledged by f+1 replicas may have been executed by only one correct replica (the
+other reply can be a liar's), and a later read answered by 2f+1 replicas could then
+consist of that liar and f+1 correct replicas still behind, returning the old value: not
+linearizable. With 2f+1 on both sides the two quorums share a correct replica that
+executed the write. The paper gets the same effect from tentative execution (5.1.2). Replies are not
 signed: the channel they arrive on says which replica sent them (`Received.peer`).
 """
 
@@ -52,6 +59,7 @@ class ClientCore:
         key: KeyPair,
         start_timestamp: int = 0,
         retransmit_ticks: int | None = None,
+        read_only_reads: bool = True,
     ) -> None:
         self.config = config
         self.id = client_id
@@ -63,6 +71,7 @@ class ClientCore:
             1, 2 * config.view_change_timeout_ms // config.tick_ms
         )
         self.rejected = 0
+        self.write_quorum = config.quorum if read_only_reads else config.weak_quorum
 
     def submit(self, operation: bytes, read_only: bool = False) -> list[Action]:
         if self.outstanding is not None:
@@ -111,7 +120,7 @@ class ClientCore:
         out.replies[peer] = msg.result
         if msg.view > self.view:
             self.view = msg.view  # learn the current primary (section 4.1)
-        need = self.config.quorum if out.read_only else self.config.weak_quorum
+        need = self.config.quorum if out.read_only else self.write_quorum
         matching = sum(1 for r in out.replies.values() if r == msg.result)
         if matching >= need:
             self.outstanding = None

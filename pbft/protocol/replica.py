@@ -692,7 +692,7 @@ class Replica:
 
     def _start_view_change(self, new_view: int) -> None:
         """Move to view-change status for `new_view` and multicast VIEW-CHANGE."""
-        assert new_view > self.view or (new_view == self.view and self.view_active)
+        assert new_view > self.view
         # Requests the old primary held are now waited for like any other (4.4).
         for client, (req, data) in self.pending.items():
             self.waiting.setdefault(client, (req.timestamp, data, self.ticks))
@@ -746,7 +746,7 @@ class Replica:
             (c.msg.new_view for s, c in self.view_changes.items() if s != self.id),
             reverse=True,
         )
-        higher = [v for v in higher if v > self.view or (v == self.view and self.view_active)]
+        higher = [v for v in higher if v > self.view]
         if len(higher) >= self.config.weak_quorum:
             self._start_view_change(higher[self.config.f])
             return
