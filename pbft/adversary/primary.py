@@ -260,8 +260,8 @@ class DuplicateRequest(PrePrepareLie):
         if requests is None or not core.log.in_window(seq):
             return
         pp = PrePrepare(core.view, seq, batch_digest(batch), batch)
-        data = core.safety.sign_vote(pp).to_bytes()
         core._out = []
+        data = core._sign_vote(pp)  # through its safety rules, persisted like its own
         core._accept_pre_prepare(core.log.slot(seq, core.view), pp, data, requests)
         core.next_seq = seq + 1
         self._plans[(PrePrepare, pp.view, seq)] = None  # its retransmissions pass through unchanged
@@ -271,7 +271,8 @@ class DuplicateRequest(PrePrepareLie):
 
 class WrongView(PrePrepareLie):
     """Pre-prepares stamped with view + `view_offset` (default n: a view it would also
-    lead, so receivers see a wrong view rather than a wrong primary)."""
+    lead, so receivers see a wrong view rather than a wrong primary; a near-future view is
+    buffered within a bound, one beyond view + n refused as out of window)."""
 
     name = "wrong-view"
     summary = "pre-prepares for another view"
@@ -337,7 +338,9 @@ class ForgeRequest(PrePrepareLie):
             batch = (fake, *pp.batch[1:])
         else:
             cfg = self.replica.config
-            made_up = Request(codec.encode(["put", b"forged", b"by-primary"]), req.timestamp + 1, req.client)
+            made_up = Request(
+                codec.encode(["put", b"forged", b"by-primary"]), req.timestamp + 1, req.client
+            )
             fake = seal(self.key, cfg.cluster_id, req.client, made_up).to_bytes()
             batch = (*pp.batch, fake)
         return self.everyone(self.forge(PrePrepare(pp.view, pp.seq, batch_digest(batch), batch)))

@@ -144,7 +144,11 @@ class Amnesia(ReplicaBehaviour):
         for a in actions:
             if isinstance(a, Send | Broadcast):
                 opened = open_envelope(a.data)
-                if opened and opened[0].signer == self.me and isinstance(opened[1], Prepare | Commit):
+                if (
+                    opened
+                    and opened[0].signer == self.me
+                    and isinstance(opened[1], Prepare | Commit)
+                ):
                     m = opened[1]
                     self.votes[(type(m), m.view, m.seq)] = m
                     while len(self.votes) > self.recent:

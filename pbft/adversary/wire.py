@@ -89,7 +89,9 @@ class Params:
     def boolean(self, key: str, default: bool) -> bool:
         value = self.params.get(key, default)
         if type(value) is not bool:
-            raise ValueError(f"behaviour '{self.owner}': '{key}' must be true or false, not {value!r}.")
+            raise ValueError(
+                f"behaviour '{self.owner}': '{key}' must be true or false, not {value!r}."
+            )
         return value
 
     def choice(self, key: str, default: str, options: tuple[str, ...]) -> str:
@@ -100,7 +102,9 @@ class Params:
             )
         return value
 
-    def choices(self, key: str, default: tuple[str, ...], options: tuple[str, ...]) -> tuple[str, ...]:
+    def choices(
+        self, key: str, default: tuple[str, ...], options: tuple[str, ...]
+    ) -> tuple[str, ...]:
         value = self.params.get(key, list(default))
         if isinstance(value, str):
             value = [value]
@@ -115,7 +119,9 @@ class Params:
         value = self.params.get(key, default)
         if value is None:
             return None
-        if not isinstance(value, list | tuple) or any(type(r) is not int or not 0 <= r < n for r in value):
+        if not isinstance(value, list | tuple) or any(
+            type(r) is not int or not 0 <= r < n for r in value
+        ):
             raise ValueError(
                 f"behaviour '{self.owner}': '{key}' must be a list of replica ids from 0 to {n - 1}, not {value!r}."
             )
