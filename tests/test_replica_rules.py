@@ -661,13 +661,6 @@ NEW_SLOT_FORGERIES = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: on_prepare/on_commit call log.slot() and on_checkpoint calls "
-    "checkpoint_votes.setdefault() before the signature is checked, so a forged vote "
-    "creates a log slot / checkpoint entry (DESIGN.md 2: nothing changes state before "
-    "the signature has been checked)",
-)
 @pytest.mark.parametrize("kind", NEW_SLOT_FORGERIES)
 def test_forged_vote_for_a_new_slot_changes_nothing(backup, kind):
     before = snapshot(backup)
@@ -769,12 +762,6 @@ def test_member_signed_junk_never_raises(who, inputs):
         assert rep.last_executed <= rep.log.high
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: on_new_view starts a view change to v+1 on any invalid NEW-VIEW for a "
-    "future view v, even while this replica is active and happy in its view, so one faulty "
-    "replica (primary of a coming view) can push every correct replica out of a working view",
-)
 def test_bogus_new_view_does_not_pull_an_active_replica_out_of_its_view(cfg):
     backup = make_replica(cfg, 2)
     _, d = pre_prepare(backup, 1, (put("alice", 1),))

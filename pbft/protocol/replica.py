@@ -490,26 +490,24 @@ class Replica:
             return False
         return True
 
-    def _record_vote(
+    def _admit_vote(
         self,
         peer: Signer | None,
         env: Envelope,
         data: bytes,
-        votes: dict[int, tuple[bytes, bytes]],
+        prior: tuple[bytes, bytes] | None,
         vote_digest: bytes,
         kind: str,
     ) -> bool:
-        """One vote per authenticated signer and phase; a second, different one is evidence."""
-        prior = votes.get(env.signer)  # type: ignore[arg-type]
+        """One vote per authenticated signer and phase; a second, different one is
+        evidence. True for a new vote whose signature holds; the caller stores it, so
+        nothing is allocated for a vote before its signature is checked."""
         if prior is not None:
             if prior[0] != vote_digest and self._verify(peer, env):
                 self._out.append(Evidence(env.signer, f"double-{kind}", prior[1], data))  # type: ignore[arg-type]
                 self._reject(peer, Reason.CONFLICT, f"second {kind} from {env.signer}")
             return False
-        if not self._verify(peer, env):
-            return False
-        votes[env.signer] = (vote_digest, data)  # type: ignore[index]
-        return True
+        return self._verify(peer, env)
 
     def on_prepare(self, peer: Signer | None, env: Envelope, data: bytes, p: Prepare) -> None:
         if not self._vote_filter(peer, env, data, p.view, p.seq):
@@ -518,15 +516,23 @@ class Replica:
             # The primary's vote is its pre-prepare; a PREPARE from it never counts.
             self._reject(peer, Reason.WRONG_ROLE, "prepare from the primary")
             return
-        slot = self.log.slot(p.seq, p.view)
-        if self._record_vote(peer, env, data, slot.prepares, p.digest, "prepare"):
+        signer: int = env.signer  # type: ignore[assignment]
+        known = self.log.get(p.seq)
+        prior = known.prepares.get(signer) if known else None
+        if self._admit_vote(peer, env, data, prior, p.digest, "prepare"):
+            slot = self.log.slot(p.seq, p.view)
+            slot.prepares[signer] = (p.digest, data)
             self._maybe_prepared(slot)
 
     def on_commit(self, peer: Signer | None, env: Envelope, data: bytes, c: Commit) -> None:
         if not self._vote_filter(peer, env, data, c.view, c.seq):
             return
-        slot = self.log.slot(c.seq, c.view)
-        if self._record_vote(peer, env, data, slot.commits, c.digest, "commit"):
+        signer: int = env.signer  # type: ignore[assignment]
+        known = self.log.get(c.seq)
+        prior = known.commits.get(signer) if known else None
+        if self._admit_vote(peer, env, data, prior, c.digest, "commit"):
+            slot = self.log.slot(c.seq, c.view)
+            slot.commits[signer] = (c.digest, data)
             self._maybe_committed(slot)
 
     def _maybe_prepared(self, slot: Slot) -> None:
@@ -620,8 +626,10 @@ class Replica:
         if not self.log.in_window(c.seq):
             self._on_checkpoint_claim(peer, env, data, c)
             return
-        votes = self.checkpoint_votes.setdefault(c.seq, {})
-        if self._record_vote(peer, env, data, votes, c.digest, "checkpoint"):
+        signer: int = env.signer  # type: ignore[assignment]
+        prior = self.checkpoint_votes.get(c.seq, {}).get(signer)
+        if self._admit_vote(peer, env, data, prior, c.digest, "checkpoint"):
+            self.checkpoint_votes.setdefault(c.seq, {})[signer] = (c.digest, data)
             self._check_checkpoint_quorum(c.seq)
 
     def _on_checkpoint_claim(self, peer: Signer | None, env: Envelope, data: bytes, c: Checkpoint) -> None:
@@ -798,7 +806,9 @@ class Replica:
             # A NEW-VIEW that does not recompute is proof the new primary is faulty:
             # reject it and move on to the next view (section 4.4).
             self._reject(peer, Reason.BAD_CERTIFICATE, f"new-view {nv.view}: {problem}")
-            if nv.view >= self.view:
+            if nv.view == self.view and not self.view_active:
+                # We were waiting for exactly this view: its primary is faulty. A bad
+                # NEW-VIEW for a view we have not joined moves nothing (f cannot push us).
                 self._start_view_change(nv.view + 1)
             return
         min_s, stable_digest, proof, pre_prepares = problem

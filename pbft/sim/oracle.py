@@ -19,7 +19,8 @@ any correct client had completed when the read was submitted and the prefix exec
 it completed (linearizability of reads).
 
 Checks (names used in reports): agreement, prepared-uniqueness, validity, exactly-once,
-client-correctness, liveness, resources.
+client-correctness, liveness, resources; and `exception` when a core raised from step()
+(remote input must never make a replica raise, STYLE.md 6).
 """
 
 from __future__ import annotations
@@ -60,7 +61,11 @@ CHECKS = (
     "client-correctness",
     "liveness",
     "resources",
+    "exception",
 )
+
+SEEN_SENT = 8192
+"""Envelopes already judged (retransmissions resend the same bytes); cleared when full."""
 
 Who = tuple[int, int]
 """(replica id, incarnation)."""
@@ -96,6 +101,7 @@ class Oracle:
         # clients: (client, ts) -> (operation, read_only, lower bound seq for reads)
         self.submitted: dict[tuple[str, int], tuple[bytes, bool, int]] = {}
         self.completed_max_seq = 0
+        self._seen_sent: set[tuple[Who | None, bytes]] = set()
 
     # -- reporting ------------------------------------------------------------------------
 

@@ -320,18 +320,26 @@ class Simulation:
                 return
             self._record(("msg", src, dst, data))
             for inst in list(instances):
-                self._perform_replica(dst, inst, inst.node.step(Received(src, data)))
+                self._perform_replica(dst, inst, self._step(dst, inst, Received(src, data)))
         else:
             cs = self.clients[dst]
             self._record(("msg", src, dst, data))
             self._perform_client(cs, self._client_step(cs, Received(src, data)))
+
+    def _step(self, rid: int, inst: Instance, event: Any) -> list:
+        try:
+            return inst.node.step(event)
+        except Exception as exc:  # noqa: BLE001 - a raise from step() is the finding
+            who = "replica" if inst.correct else "Byzantine replica (behaviour bug?)"
+            self.oracle.fail("exception", f"{who} {rid} raised {type(exc).__name__}: {exc}")
+            return []
 
     def _tick(self) -> None:
         self._trace.update(b"%d tick;" % self.now)
         tick = Tick()
         for rid in range(self.config.n):
             for inst in list(self.replicas[rid]):
-                self._perform_replica(rid, inst, inst.node.step(tick))
+                self._perform_replica(rid, inst, self._step(rid, inst, tick))
         for cs in self.clients.values():
             self._perform_client(cs, self._client_step(cs, tick))
         self._check_liveness()

@@ -1,0 +1,182 @@
+"""Deliberately broken replicas: each breaks one rule of the protocol.
+
+Theory of operation. The simulator runs a cluster whose *correct* replicas are one of
+these classes, with a Byzantine behaviour (and network faults) that exploits the missing
+rule, and its oracle must report the violation. A checker that stays quiet against every
+variant checks nothing. Each class overrides the smallest method that holds its rule and
+names, in its docstring, the rule (OSDI'99 section) and the oracle check that must catch
+it, with a scenario that exposes it.
+
+These are test doubles: none of them is ever offered to `pbft replica`.
+"""
+
+from __future__ import annotations
+
+from ..protocol import replica as _replica_module
+from ..protocol.events import Committed
+from ..protocol.log import MessageLog, Slot
+from ..protocol.replica import Replica
+
+
+class WeakPrepareQuorum(Replica):
+    """Prepared with the pre-prepare and 2f-1 matching prepares instead of 2f
+    (OSDI'99 4.2, prepared(m, v, n, i)). With f = 1 a backup is prepared on its own vote.
+
+    Caught by: prepared uniqueness. Scenario: `equivocate` on the primary (no network
+    fault needed): backup 1 prepares digest A alone while backups 2 and 3 prepare B for
+    the same (view, seq).
+    """
+
+    def _maybe_prepared(self, slot: Slot) -> None:
+        f = self.config.f
+        if slot.prepared or slot.pre_prepare is None or slot.matching_prepares() < 2 * f - 1:
+            return
+        # Pad the count to the honest threshold and let the honest transition run.
+        need = 2 * f - slot.matching_prepares()
+        d = slot.pre_prepare.digest
+        padding = {("weak", i): (d, slot.pre_prepare_env) for i in range(max(0, need))}
+        slot.prepares.update(padding)  # type: ignore[arg-type]
+        try:
+            super()._maybe_prepared(slot)
+        finally:
+            for k in padding:
+                slot.prepares.pop(k, None)  # type: ignore[call-overload]
+
+
+class NoDigestCheck(Replica):
+    """Accepts a pre-prepare without checking that its digest is the digest of the batch
+    it carries (OSDI'99 4.2: "d is m's digest"), so replicas agree on a digest while
+    executing different batches.
+
+    Caught by: agreement on executed batches / exactly-once and order (executed histories
+    differ at one seq with one digest) and state digests at the next checkpoint.
+    Scenario: `bad-digest` with mode = "swap", to = [2, 3]: backups 2 and 3 get the
+    honest digest over a different batch, backup 1 the honest pre-prepare; all three
+    prepare and commit one digest, then execute different requests.
+    """
+
+    def on_pre_prepare(self, peer, env, data, pp) -> None:
+        # The digest check is an inline call of replica.batch_digest: make every batch
+        # "match" for this one call (single-threaded and restored, so no other replica
+        # in the process is affected).
+        saved = _replica_module.batch_digest
+        _replica_module.batch_digest = lambda batch: pp.digest
+        try:
+            super().on_pre_prepare(peer, env, data, pp)
+        finally:
+            _replica_module.batch_digest = saved
+
+
+class CountDuplicateVotes(Replica):
+    """Counts every copy of a validly signed vote, not one vote per authenticated signer
+    (OSDI'99 4.2: 2f prepares "from different backups"; BYZANTINE.md `vote-stuffing`).
+
+    Caught by: prepared uniqueness, then agreement. Scenario: `equivocate` with
+    reflect = true on the primary: it echoes each backup's own PREPARE back to it, so
+    backup 1 counts its own vote twice and prepares A while 2 and 3 prepare B; the
+    primary's COMMITs and the echoes then commit A at 1 and B at 2 and 3.
+    """
+
+    def _record_vote(self, peer, env, data, votes, vote_digest, kind) -> bool:
+        prior = votes.get(env.signer)
+        if prior is None or prior[0] != vote_digest:
+            return super()._record_vote(peer, env, data, votes, vote_digest, kind)
+        if not self._verify(peer, env):
+            return False
+        votes[(env.signer, len(votes))] = (vote_digest, data)  # type: ignore[index]
+        return True
+
+
+class NoExactlyOnce(Replica):
+    """Executes a request again when it is ordered again, ignoring the last timestamp it
+    executed for the client (OSDI'99 4.1: exactly-once via the reply cache).
+
+    Caught by: exactly-once ("each (client, timestamp) at most once": the second
+    execution is reported `fresh`), and linearizability of client results. Scenario:
+    `duplicate-request` on the primary (or a view change that re-proposes an executed
+    request).
+    """
+
+    def _execute(self, slot: Slot) -> None:
+        for req, _ in slot.requests:
+            self.clients.pop(req.client, None)
+        super()._execute(slot)
+
+
+class _NoWatermarks(MessageLog):
+    def in_window(self, seq: int) -> bool:
+        return True
+
+
+class NoWatermarkCheck(Replica):
+    """Accepts messages for any sequence number: no h < n <= H check (OSDI'99 4.2-4.3).
+
+    Caught by: resources (the log grows beyond log_window), and agreement. Scenarios:
+    `out-of-window` with mode = "high", keep_honest = true: every far-ahead pre-prepare
+    becomes a new slot, prepared and committed but never executed or collected;
+    `out-of-window` with mode = "low" (from_seq past the first stable checkpoint):
+    a new batch is prepared and committed again at the already committed seq h.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.log = _NoWatermarks(self.config.log_window)
+
+
+class CommitUnprepared(Replica):
+    """Commits locally on 2f+1 matching COMMITs without being prepared itself (OSDI'99
+    4.2: committed-local requires prepared; BYZANTINE.md `premature-commit`).
+
+    Caught by: "a replica commits only when it is itself prepared" (each Committed of a
+    correct replica must follow its own Prepared for the same view, seq and digest), and
+    after a view change by agreement (a slot committed where fewer than f+1 correct
+    replicas hold a prepared certificate may be re-filled differently by the new view).
+    Scenario: `premature-commit` on a backup with network delay or reordering, so that a
+    replica holds the pre-prepare and 2f+1 COMMITs before 2f PREPAREs.
+    """
+
+    def _maybe_committed(self, slot: Slot) -> None:
+        if slot.committed or slot.prepared or slot.pre_prepare is None:
+            super()._maybe_committed(slot)
+            return
+        if slot.matching_commits() < self.config.quorum:
+            return
+        slot.committed = True
+        self._out.append(Committed(slot.view, slot.seq, slot.pre_prepare.digest))
+        self._maybe_execute()
+
+
+class WeakCheckpointQuorum(Replica):
+    """A checkpoint becomes stable with f+1 matching CHECKPOINTs instead of 2f+1
+    (OSDI'99 4.3), so it garbage-collects its log and serves a stable-checkpoint proof
+    that does not prove anything to others.
+
+    Caught by: the checkpoint certificate check (each CheckpointStable of a correct
+    replica must be backed by its `stable_proof` of 2f+1 validly signed matching
+    CHECKPOINTs from distinct replicas), and by liveness when its VIEW-CHANGE, whose
+    checkpoint proof others reject, is needed. Scenario: any run past the first
+    checkpoint; with `bad-checkpoint` or `silent` on one replica the proof is short by
+    construction.
+    """
+
+    def _check_checkpoint_quorum(self, seq: int) -> None:
+        if seq <= self.log.low:
+            return
+        by_digest: dict[bytes, list[bytes]] = {}
+        for dg, d in self.checkpoint_votes.get(seq, {}).values():
+            by_digest.setdefault(dg, []).append(d)
+        for dg, envs in by_digest.items():
+            if len(envs) >= self.config.weak_quorum:
+                self._learn_stable(seq, dg, tuple(sorted(envs)))
+                return
+
+
+BROKEN: dict[str, type[Replica]] = {
+    "weak-prepare-quorum": WeakPrepareQuorum,
+    "no-digest-check": NoDigestCheck,
+    "count-duplicate-votes": CountDuplicateVotes,
+    "no-exactly-once": NoExactlyOnce,
+    "no-watermark-check": NoWatermarkCheck,
+    "commit-unprepared": CommitUnprepared,
+    "weak-checkpoint-quorum": WeakCheckpointQuorum,
+}
