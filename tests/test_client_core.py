@@ -192,3 +192,10 @@ def test_writes_need_2f_plus_1_replies_when_reads_take_the_read_only_path(cfg):
     assert deliver(client, 0, reply(0, 1, b"r")) == []
     assert deliver(client, 1, reply(1, 1, b"r")) == []  # f+1 is not enough here
     assert deliver(client, 2, reply(2, 1, b"r")) == [Completed(1, b"r")]
+
+
+def test_one_liar_cannot_set_the_clients_view(alice):
+    alice.submit(b"op")
+    deliver(alice, 3, reply(3, 1, b"r", view=2**64 - 1))
+    deliver(alice, 1, reply(1, 1, b"r", view=0))
+    assert alice.view == 0

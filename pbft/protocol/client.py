@@ -43,6 +43,7 @@ class Outstanding:
     read_only: bool
     data: bytes
     replies: dict[int, bytes] = field(default_factory=dict)
+    views: dict[int, int] = field(default_factory=dict)
     waited: int = 0
     timeout: int = 0
     retransmissions: int = 0
@@ -118,8 +119,12 @@ class ClientCore:
         if out is None or msg.timestamp != out.timestamp:
             return []  # late reply to an earlier request
         out.replies[peer] = msg.result
-        if msg.view > self.view:
-            self.view = msg.view  # learn the current primary (section 4.1)
+        out.views[peer] = msg.view
+        # Learn the current primary from the replies (section 4.1), but only a view that
+        # f+1 replicas report: one liar cannot send us to a primary that does not exist.
+        if len(out.views) > self.config.f:
+            vouched = sorted(out.views.values(), reverse=True)[self.config.f]
+            self.view = max(self.view, vouched)
         need = self.config.quorum if out.read_only else self.write_quorum
         matching = sum(1 for r in out.replies.values() if r == msg.result)
         if matching >= need:
