@@ -15,6 +15,7 @@ from __future__ import annotations
 from ..protocol import replica as _replica_module
 from ..protocol.events import Committed
 from ..protocol.log import MessageLog, Slot
+from ..protocol.messages import from_body
 from ..protocol.replica import Replica
 
 
@@ -77,13 +78,21 @@ class CountDuplicateVotes(Replica):
     primary's COMMITs and the echoes then commit A at 1 and B at 2 and 3.
     """
 
-    def _record_vote(self, peer, env, data, votes, vote_digest, kind) -> bool:
-        prior = votes.get(env.signer)
+    def _admit_vote(self, peer, env, data, prior, vote_digest, kind) -> bool:
         if prior is None or prior[0] != vote_digest:
-            return super()._record_vote(peer, env, data, votes, vote_digest, kind)
+            return super()._admit_vote(peer, env, data, prior, vote_digest, kind)
         if not self._verify(peer, env):
             return False
-        votes[(env.signer, len(votes))] = (vote_digest, data)  # type: ignore[index]
+        # A repeat of a vote already held: file it under a fresh key, so it counts again.
+        msg = from_body(env.body)
+        if kind == "checkpoint":
+            votes = self.checkpoint_votes.get(msg.seq)
+        else:
+            slot = self.log.get(msg.seq)
+            votes = None if slot is None else getattr(slot, kind + "s")
+        if votes is None:
+            return False
+        votes[(env.signer, len(votes))] = (vote_digest, data)
         return True
 
 
