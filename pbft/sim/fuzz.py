@@ -160,7 +160,9 @@ def fuzz(seeds: int, start: int = 0, f: int = 1, progress: IO[str] | None = None
         v = r.violations[0]
         small = shrink(s, v.check)
         final = run_scenario(small)
-        fv = final.violations[0] if final.violations else v
+        if not final.violations:  # defensive: shrinking only keeps failing schedules
+            small, final = s, r
+        fv = final.violations[0]
         found.append(FuzzViolation(seed, fv.check, fv.detail, to_toml(small)))
         if progress is not None:
             print(f"seed {seed}: {fv.check}: {fv.detail}", file=progress)
