@@ -105,6 +105,9 @@ from .viewchange import (
     plan_new_view,
 )
 
+CATCH_UP_SLOTS = 16
+"""Committed slots resent per STATUS to a peer that lags inside our log."""
+
 VERIFIED_CACHE = 65536
 """Client requests whose signature this replica already checked (verify each once)."""
 
@@ -280,6 +283,9 @@ class Replica:
     # -- dispatch -----------------------------------------------------------------------
 
     def _on_received(self, peer: Signer | None, data: bytes) -> None:
+        if len(data) > codec.MAX_FRAME:  # the transport enforces this too; the core is sure
+            self._reject(peer, Reason.MALFORMED, f"{len(data)}-byte message exceeds the frame limit")
+            return
         try:
             env = envelope_from_bytes(data)
             msg: Message = from_body(env.body)
@@ -503,7 +509,9 @@ class Replica:
         evidence. True for a new vote whose signature holds; the caller stores it, so
         nothing is allocated for a vote before its signature is checked."""
         if prior is not None:
-            if prior[0] != vote_digest and self._verify(peer, env):
+            if prior[0] == vote_digest:
+                self.rejects[(peer, Reason.DUPLICATE)] += 1  # a retransmission or a replay
+            elif self._verify(peer, env):
                 self._out.append(Evidence(env.signer, f"double-{kind}", prior[1], data))  # type: ignore[arg-type]
                 self._reject(peer, Reason.CONFLICT, f"second {kind} from {env.signer}")
             return False
@@ -651,12 +659,18 @@ class Replica:
     def _check_checkpoint_quorum(self, seq: int) -> None:
         if seq <= self.log.low:
             return
+        votes = self.checkpoint_votes.get(seq, {})
         by_digest: dict[bytes, list[bytes]] = {}
-        for dg, d in self.checkpoint_votes.get(seq, {}).values():
+        for dg, d in votes.values():
             by_digest.setdefault(dg, []).append(d)
         for dg, envs in by_digest.items():
             if len(envs) >= self.config.quorum:
                 # Stable: 2f+1 replicas (one of them correct) vouch for this state (4.3).
+                # Whoever signed another digest for it lied (`bad-checkpoint`): flag it.
+                for signer, (other, _) in sorted(votes.items()):
+                    if other != dg:
+                        self._reject(signer, Reason.BAD_DIGEST, f"checkpoint {seq} digest differs")
+                        self._out.append(Note(f"replica {signer} signed a wrong state digest at {seq}"))
                 self._learn_stable(seq, dg, tuple(sorted(envs)[: self.config.quorum]))
                 return
 
@@ -930,6 +944,24 @@ class Replica:
                 self._out.append(Send(to, data))
         if st.view < self.view and self.view_active and self.new_view_data:
             self._out.append(Send(to, self.new_view_data))
+        if st.view == self.view and self.view_active:
+            self._resend_committed(to, max(st.last_executed, self.log.low))
+
+    def _resend_committed(self, to: int, after: int) -> None:
+        """Give a peer that lags inside our log what proves our committed slots: the
+        pre-prepare, 2f prepares and 2f+1 commits. Without this, a replica that lost
+        messages for slots everyone else executed would wait for the next checkpoint,
+        which never comes when the clients are waiting on it."""
+        for seq in range(after + 1, min(self.last_executed, after + CATCH_UP_SLOTS) + 1):
+            slot = self.log.get(seq)
+            if slot is None or not slot.committed or slot.view != self.view:
+                continue
+            d = slot.digest
+            self._out.append(Send(to, slot.pre_prepare_env))
+            for votes in (slot.prepares, slot.commits):
+                for signer, (dg, data) in sorted(votes.items()):
+                    if dg == d and signer != to:
+                        self._out.append(Send(to, data))
 
     def _request_chunks(self) -> None:
         t = self.transfer
