@@ -280,6 +280,22 @@ class Replica:
             self._verified.popitem(last=False)
         return msg
 
+    # Quorum rules in one place each (section 4.2, 4.3); the broken variants of
+    # pbft/adversary/broken.py override exactly these to prove the oracle notices.
+
+    def _prepare_quorum(self) -> int:
+        """Matching PREPAREs from distinct backups, beside the pre-prepare: 2f."""
+        return 2 * self.config.f
+
+    def _commit_quorum(self) -> int:
+        return self.config.quorum
+
+    def _checkpoint_quorum(self) -> int:
+        return self.config.quorum
+
+    def _batch_matches(self, pp: PrePrepare) -> bool:
+        return batch_digest(pp.batch) == pp.digest
+
     # -- dispatch -----------------------------------------------------------------------
 
     def _on_received(self, peer: Signer | None, data: bytes) -> None:
@@ -450,7 +466,7 @@ class Replica:
             return
         if not self._verify(peer, env):
             return
-        if batch_digest(pp.batch) != pp.digest:
+        if not self._batch_matches(pp):
             self._reject(peer, Reason.BAD_DIGEST, f"pre-prepare n={pp.seq}")
             return
         requests: list[tuple[Request, bytes]] = []
@@ -548,7 +564,7 @@ class Replica:
         # backups (section 4.2). Fires once.
         if slot.prepared or slot.pre_prepare is None:
             return
-        if slot.matching_prepares() < 2 * self.config.f:
+        if slot.matching_prepares() < self._prepare_quorum():
             return
         slot.prepared = True
         d = slot.pre_prepare.digest
@@ -566,7 +582,7 @@ class Replica:
         # committed-local(m, v, n, i): prepared plus 2f+1 matching commits (section 4.2).
         if slot.committed or not slot.prepared:
             return
-        if slot.matching_commits() < self.config.quorum:
+        if slot.matching_commits() < self._commit_quorum():
             return
         slot.committed = True
         assert slot.pre_prepare is not None
@@ -653,7 +669,7 @@ class Replica:
             d for claims in self.claims.values() for s, (dg, d) in claims.items()
             if s == c.seq and dg == c.digest
         ]
-        if len(matching) >= self.config.quorum:
+        if len(matching) >= self._checkpoint_quorum():
             self._learn_stable(c.seq, c.digest, tuple(sorted(matching)[: self.config.quorum]))
 
     def _check_checkpoint_quorum(self, seq: int) -> None:
@@ -664,7 +680,7 @@ class Replica:
         for dg, d in votes.values():
             by_digest.setdefault(dg, []).append(d)
         for dg, envs in by_digest.items():
-            if len(envs) >= self.config.quorum:
+            if len(envs) >= self._checkpoint_quorum():
                 # Stable: 2f+1 replicas (one of them correct) vouch for this state (4.3).
                 # Whoever signed another digest for it lied (`bad-checkpoint`): flag it.
                 for signer, (other, _) in sorted(votes.items()):
