@@ -1,0 +1,579 @@
+"""`pbft bench`: throughput and latency of a real local cluster (DESIGN.md section 7).
+
+Theory of operation. One invocation is one or two *runs*. A run makes a throwaway
+cluster (keys, certificates and a cluster file on free loopback ports in a temporary
+directory), starts its n = 3f+1 replicas as real processes with the launcher (TLS,
+signatures, everything as in production), and drives it with C closed-loop clients: each
+client has one signed put outstanding and sends the next as soon as the previous one is
+accepted. Clients run in `workers` separate processes (each with its own Trio loop and
+async `Client`s), because one Python process cannot drive many clients and the cluster
+at once: the clients' own signing and reply handling is real CPU work. Workers connect,
+warm up (a few untimed puts per client, so every TLS link is up), report ready, and all
+start measuring at one shared monotonic instant (CLOCK_MONOTONIC is system-wide), so the
+window is the same for every client. A call still outstanding at the end of the window is
+cancelled and not counted.
+
+Before the first run the cryptographic floor is timed in this process: Ed25519 sign and
+verify over the signing payload of a typical put request. Every request costs at least
+one client signature and n verifications (every replica verifies every request), so
+`ceiling_rps = cores / (n * t_verify + t_sign)`, and `ratio = throughput / ceiling` is the
+machine-independent figure we compare over time.
+
+With `--behaviour NAME` a fault-free run comes first, then a run in which replica 0 (the
+primary of view 0, so primary attacks bite) runs the behaviour; the report adds the attack
+run and `relative_throughput = attack / fault-free`. The top-level keys always describe
+the fault-free run, so `ratio` means the same thing in every report.
+
+Progress goes to stderr, the summary to stdout, `--json FILE` gets every figure. Replica
+and worker processes are always stopped and the directory removed, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection, wait
+
+from ..cli import UsageError
+
+MAX_CLIENTS = 512
+"""Clients one bench may start (each is a key, a certificate and n TLS links)."""
+MAX_DURATION = 3600.0
+WARMUP_PUTS = 3
+"""Untimed puts per client before the window opens (TLS links up, caches warm)."""
+KEYS_PER_CLIENT = 8
+"""Each client cycles over its own keys, so the store stays small."""
+VALUE_SIZE = 64
+"""Bytes per put value: a small record, like most key-value traffic."""
+CRYPTO_SECONDS = 0.25
+"""Time spent timing each of sign and verify."""
+READY_TIMEOUT = 60.0
+"""Seconds the workers get to connect and warm up."""
+STOP_GRACE = 5.0
+"""Seconds a worker gets to hand in its results after the window closes."""
+PROGRESS_EVERY = 0.2
+"""Seconds between progress messages from a worker and redraws of the bar."""
+CLIENTS_PER_WORKER = 8
+"""Default client processes: one per this many clients, at most `cores` of them."""
+NOISY = 0.1
+"""Share of the machine other processes may use before the summary warns."""
+CHECKPOINT_INTERVAL = 128
+"""The keygen default: a bench measures the configuration operators run."""
+
+
+# -- figures ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CryptoCost:
+    t_sign: float
+    """Seconds per Ed25519 signature over a typical request."""
+    t_verify: float
+    """Seconds per Ed25519 verification of the same."""
+    payload_bytes: int
+
+
+@dataclass
+class RunResult:
+    n: int
+    f: int
+    clients: int
+    workers: int
+    duration_s: float
+    requests: int
+    throughput_rps: float
+    latency_ms: dict[str, float]
+    errors: int
+    behaviour: str | None = None
+    cpu: dict[str, object] = field(default_factory=dict)
+    """Fraction of one core each replica process and all workers used in the window."""
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    """Nearest-rank percentile of an ascending list (0.0 for an empty one)."""
+    if not sorted_values:
+        return 0.0
+    k = min(len(sorted_values) - 1, max(0, -(-len(sorted_values) * p // 100) - 1))
+    return sorted_values[int(k)]
+
+
+def typical_request(client: str = "bench0") -> bytes:
+    """The signing payload of a put such as the bench sends (what sign/verify cover)."""
+    from ..protocol.crypto import signing_payload
+    from ..protocol.messages import Request, to_body
+    from ..service.kv import op_put
+
+    op = op_put(b"%s/k0" % client.encode(), b"v" * VALUE_SIZE)
+    body = to_body(Request(op, time.time_ns() // 1000, client, False))
+    return signing_payload("bench", body)
+
+
+def measure_crypto(seconds: float = CRYPTO_SECONDS) -> CryptoCost:
+    """Median per-call time of Ed25519 sign and verify (cryptography, as the replicas use)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    payload = typical_request()
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key()
+    signature = key.sign(payload)
+
+    def per_call(fn, *a) -> float:
+        samples: list[float] = []
+        batch = 50
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline or len(samples) < 5:
+            t0 = time.perf_counter()
+            for _ in range(batch):
+                fn(*a)
+            samples.append((time.perf_counter() - t0) / batch)
+        return statistics.median(samples)
+
+    return CryptoCost(per_call(key.sign, payload), per_call(public.verify, signature, payload), len(payload))
+
+
+def ceiling_rps(cost: CryptoCost, n: int, cores: int) -> float:
+    """DESIGN.md section 7: C / (n * t_verify + t_sign)."""
+    return cores / (n * cost.t_verify + cost.t_sign)
+
+
+# -- the client worker (a separate process) ------------------------------------------------
+
+
+def _worker_main(conn: Connection, cluster_path: str, names: list[str], read_fraction: float) -> None:
+    """Entry point of a client process: run `names` closed-loop, report over `conn`."""
+    import trio
+
+    try:
+        result = trio.run(_worker, conn, cluster_path, names, read_fraction)
+        conn.send(("done", result))
+    except KeyboardInterrupt:
+        pass
+    except BaseException as exc:  # the parent prints it; a worker never dies silently
+        try:
+            conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+        except OSError:
+            pass
+    finally:
+        conn.close()
+
+
+async def _worker(conn: Connection, cluster_path: str, names: list[str], read_fraction: float):
+    import random
+    from contextlib import AsyncExitStack
+
+    import trio
+
+    from .client import ClientError, open_client
+
+    latencies: list[float] = []
+    errors = [0]
+    value = b"v" * VALUE_SIZE
+    async with AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(open_client(cluster_path, name)) for name in names]
+
+        async def warm(client) -> None:
+            for j in range(WARMUP_PUTS):
+                await client.put(b"%s/k%d" % (client.id.encode(), j % KEYS_PER_CLIENT), value)
+
+        with trio.fail_after(READY_TIMEOUT):
+            async with trio.open_nursery() as nursery:
+                for c in clients:
+                    nursery.start_soon(warm, c)
+        conn.send(("ready",))
+        _, start, end = await trio.to_thread.run_sync(conn.recv)
+
+        async def loop(index: int, client) -> None:
+            rng = random.Random(index)
+            j = 0
+            while True:
+                key = b"%s/k%d" % (client.id.encode(), j % KEYS_PER_CLIENT)
+                j += 1
+                t0 = time.monotonic()
+                try:
+                    if read_fraction and rng.random() < read_fraction:
+                        await client.get(key)
+                    else:
+                        await client.put(key, value)
+                except ClientError:
+                    errors[0] += 1
+                    continue
+                t1 = time.monotonic()
+                if t1 <= end:
+                    latencies.append(t1 - t0)
+
+        async def report() -> None:
+            while True:
+                await trio.sleep(PROGRESS_EVERY)
+                conn.send(("progress", len(latencies)))
+
+        await trio.sleep(max(0.0, start - time.monotonic()))
+        cpu_start = time.process_time()
+        with trio.move_on_after(max(0.0, end - time.monotonic())):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(report)
+                for i, c in enumerate(clients):
+                    nursery.start_soon(loop, i, c)
+        cpu = time.process_time() - cpu_start
+    return {"latencies": latencies, "errors": errors[0], "cpu": cpu}
+
+
+# -- the parent: cluster, workers, window --------------------------------------------------
+
+
+class Progress:
+    """`bench [#######.......] 4.2/10.0 s  3120 requests  742 req/s` on stderr."""
+
+    WIDTH = 30
+
+    def __init__(self, label: str, duration: float) -> None:
+        self.label = label
+        self.duration = duration
+        self._tty = sys.stderr.isatty()
+        self._last = 0.0
+
+    def draw(self, elapsed: float, done: int, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and (now - self._last < PROGRESS_EVERY or not self._tty):
+            return
+        self._last = now
+        elapsed = min(max(elapsed, 0.0), self.duration)
+        filled = int(self.WIDTH * elapsed / self.duration) if self.duration else self.WIDTH
+        bar = "#" * filled + "." * (self.WIDTH - filled)
+        rate = done / elapsed if elapsed > 0 else 0.0
+        line = f"{self.label} [{bar}] {elapsed:.1f}/{self.duration:.1f} s  {done} requests  {rate:.0f} req/s"
+        sys.stderr.write(("\r" if self._tty else "") + line + ("\n" if final or not self._tty else ""))
+        sys.stderr.flush()
+
+
+def _proc_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a live process (Linux /proc), None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _machine_busy_seconds() -> float | None:
+    """CPU seconds all cores spent busy since boot (Linux /proc/stat), None elsewhere."""
+    try:
+        with open("/proc/stat", "rb") as fh:
+            ticks = [int(x) for x in fh.readline().split()[1:]]
+        idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+        return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def default_workers(clients: int, cores: int) -> int:
+    return max(1, min(cores, -(-clients // CLIENTS_PER_WORKER)))
+
+
+def run_once(
+    f: int,
+    clients: int,
+    duration: float,
+    *,
+    behaviour: str | None = None,
+    workers: int | None = None,
+    read_fraction: float = 0.0,
+    label: str = "bench",
+    profile: object = None,
+) -> RunResult:
+    """One throwaway cluster, C closed-loop clients for `duration` seconds.
+
+    `profile(cluster)` (tools only) is called once the window opens, with the running
+    LocalCluster, and may return a cleanup callable run when the window closes."""
+    from .clusterfile import load_cluster
+    from .keygen import generate_cluster
+    from .launcher import LaunchError, LocalCluster, free_ports
+
+    n = 3 * f + 1
+    cores = os.cpu_count() or 1
+    workers = max(1, min(clients, workers or default_workers(clients, cores)))
+    names = [f"bench{i}" for i in range(clients)]
+    workdir = tempfile.mkdtemp(prefix="pbft-bench-")
+    cluster = None
+    procs: list[multiprocessing.process.BaseProcess] = []
+    conns: list[Connection] = []
+    try:
+        path = generate_cluster(
+            workdir,
+            f=f,
+            clients=names,
+            ports=free_ports(n),
+            cluster_id="bench",
+            force=True,
+            checkpoint_interval=CHECKPOINT_INTERVAL,
+        )
+        config = load_cluster(path)
+        cluster = LocalCluster(
+            path,
+            config,
+            behaviours={0: behaviour} if behaviour else None,
+            log_dir=workdir,
+            log_level="warning",
+        )
+        try:
+            cluster.start()
+        except LaunchError as exc:
+            raise BenchError(str(exc)) from None
+
+        ctx = multiprocessing.get_context("spawn")
+        for w in range(workers):
+            parent, child = ctx.Pipe()
+            share = names[w::workers]
+            p = ctx.Process(
+                target=_worker_main, args=(child, path, share, read_fraction), daemon=True
+            )
+            p.start()
+            child.close()
+            procs.append(p)
+            conns.append(parent)
+
+        _await_all(conns, procs, "ready", READY_TIMEOUT, cluster)
+        start = time.monotonic() + 0.2
+        end = start + duration
+        for c in conns:
+            c.send(("go", start, end))
+        cpu0 = {i: _proc_cpu_seconds(p.pid) for i, p in cluster.procs.items()}
+        busy0, mine0 = _machine_busy_seconds(), time.process_time()
+        cleanup = profile(cluster) if profile is not None else None
+        results = _collect(conns, procs, start, end, Progress(label, duration))
+        if cleanup is not None:
+            cleanup()
+        cpu1 = {i: _proc_cpu_seconds(p.pid) for i, p in cluster.procs.items()}
+        busy1, mine1 = _machine_busy_seconds(), time.process_time()
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(timeout=STOP_GRACE)
+            if p.is_alive():
+                p.kill()
+                p.join()
+        for c in conns:
+            c.close()
+        if cluster is not None:
+            cluster.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    lat = sorted(x * 1000 for r in results for x in r["latencies"])
+    cpu: dict[str, object] = {
+        "replicas": [
+            round((cpu1[i] - cpu0[i]) / duration, 3)
+            for i in sorted(cpu0)
+            if cpu0[i] is not None and cpu1.get(i) is not None
+        ],
+        "workers": round(sum(r["cpu"] for r in results) / duration, 3),
+    }
+    if busy0 is not None and busy1 is not None:
+        ours = sum(cpu["replicas"]) + cpu["workers"] + (mine1 - mine0) / duration
+        # Cores busy with processes outside this bench: a noisy neighbour makes the
+        # figures of this run worth less, and the report says so.
+        cpu["other"] = round(max(0.0, (busy1 - busy0) / duration - ours), 3)
+    return RunResult(
+        n=n,
+        f=f,
+        clients=clients,
+        workers=workers,
+        duration_s=duration,
+        requests=len(lat),
+        throughput_rps=len(lat) / duration,
+        latency_ms={p: round(percentile(lat, q), 3) for p, q in (("p50", 50), ("p90", 90), ("p99", 99))},
+        errors=sum(r["errors"] for r in results),
+        behaviour=behaviour,
+        cpu=cpu,
+    )
+
+
+class BenchError(RuntimeError):
+    """The bench could not run (a replica or a worker failed); one sentence."""
+
+
+def _await_all(conns, procs, what: str, timeout: float, cluster) -> None:
+    pending = dict(zip(conns, procs, strict=True))
+    deadline = time.monotonic() + timeout
+    while pending:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise BenchError(f"{len(pending)} client worker(s) were not {what} within {timeout:g} s.")
+        for c in wait(list(pending), timeout=min(left, 1.0)):
+            msg = _recv(c, pending[c])
+            if msg[0] != what:
+                raise BenchError(f"a client worker said {msg[0]!r} instead of {what!r}.")
+            del pending[c]
+        dead = [i for i in cluster.ids if i in cluster.procs and cluster.procs[i].poll() is not None]
+        if dead:
+            raise BenchError(f"replica {dead[0]} exited: {cluster.stderr_tail(dead[0]) or '(no output)'}")
+
+
+def _recv(conn: Connection, proc) -> tuple:
+    try:
+        msg = conn.recv()
+    except (EOFError, OSError):
+        proc.join(timeout=1)
+        raise BenchError(f"a client worker exited with status {proc.exitcode}.") from None
+    if msg[0] == "failed":
+        raise BenchError(f"a client worker failed: {msg[1]}")
+    return msg
+
+
+def _collect(conns, procs, start: float, end: float, progress: Progress) -> list[dict]:
+    counts = dict.fromkeys(conns, 0)
+    pending = dict(zip(conns, procs, strict=True))
+    results: list[dict] = []
+    deadline = end + STOP_GRACE + 10.0
+    while pending:
+        if time.monotonic() > deadline:
+            raise BenchError(f"{len(pending)} client worker(s) did not report after the window.")
+        for c in wait(list(pending), timeout=PROGRESS_EVERY):
+            msg = _recv(c, pending[c])
+            if msg[0] == "progress":
+                counts[c] = msg[1]
+            elif msg[0] == "done":
+                counts[c] = len(msg[1]["latencies"])
+                results.append(msg[1])
+                del pending[c]
+        progress.draw(time.monotonic() - start, sum(counts.values()))
+    progress.draw(end - start, sum(counts.values()), final=True)
+    return results
+
+
+# -- the command ---------------------------------------------------------------------------
+
+
+def report(
+    run: RunResult, cost: CryptoCost, cores: int, attack: RunResult | None = None
+) -> dict[str, object]:
+    """The JSON document of DESIGN.md section 7 (plus what explains the figures)."""
+    ceiling = ceiling_rps(cost, run.n, cores)
+    out: dict[str, object] = {
+        "n": run.n,
+        "f": run.f,
+        "clients": run.clients,
+        "requests": run.requests,
+        "throughput_rps": round(run.throughput_rps, 2),
+        "latency_ms": run.latency_ms,
+        "ceiling_rps": round(ceiling, 2),
+        "ratio": round(run.throughput_rps / ceiling, 4),
+        "cores": cores,
+        "duration_s": run.duration_s,
+        "workers": run.workers,
+        "errors": run.errors,
+        "t_sign_us": round(cost.t_sign * 1e6, 2),
+        "t_verify_us": round(cost.t_verify * 1e6, 2),
+        "cpu": run.cpu,
+        "python": sys.version.split()[0],
+    }
+    if attack is not None:
+        a = asdict(attack)
+        a["ratio"] = round(attack.throughput_rps / ceiling, 4)
+        out["behaviour"] = attack.behaviour
+        out["attack"] = a
+        out["relative_throughput"] = round(
+            attack.throughput_rps / run.throughput_rps if run.throughput_rps else 0.0, 4
+        )
+    return out
+
+
+def summary(doc: dict) -> list[str]:
+    lat = doc["latency_ms"]
+    lines = [
+        f"cluster      n={doc['n']} f={doc['f']}, {doc['clients']} clients in "
+        f"{doc['workers']} processes, {doc['cores']} cores",
+        f"requests     {doc['requests']} puts in {doc['duration_s']:g} s ({doc['errors']} errors)",
+        f"throughput   {doc['throughput_rps']:.1f} req/s",
+        f"latency ms   p50 {lat['p50']:.2f}  p90 {lat['p90']:.2f}  p99 {lat['p99']:.2f}",
+        f"crypto       sign {doc['t_sign_us']:.1f} us, verify {doc['t_verify_us']:.1f} us",
+        f"ceiling      {doc['ceiling_rps']:.0f} req/s = cores / (n * t_verify + t_sign)",
+        f"ratio        {doc['ratio']:.3f}",
+    ]
+    cpu = doc.get("cpu") or {}
+    if cpu.get("replicas"):
+        per = " ".join(f"{x:.2f}" for x in cpu["replicas"])
+        lines.append(f"cpu (cores)  replicas {per}; clients {cpu['workers']:.2f}; "
+                     f"other processes {cpu.get('other', 0.0):.2f}")
+        if cpu.get("other", 0.0) > NOISY * doc["cores"]:
+            lines.append("warning      other processes used the CPU during the run; "
+                         "the figures are lower than this machine can do")
+    if "attack" in doc:
+        a = doc["attack"]
+        lines += [
+            f"attack       replica 0 runs {doc['behaviour']!r}: {a['throughput_rps']:.1f} req/s, "
+            f"p50 {a['latency_ms']['p50']:.2f} ms, p99 {a['latency_ms']['p99']:.2f} ms",
+            f"relative     {doc['relative_throughput']:.3f} of fault-free throughput",
+        ]
+    return lines
+
+
+def _check_args(f: int, clients: int, duration: float, behaviour: str | None) -> None:
+    if not 1 <= f <= 10:
+        raise UsageError("--f must be an integer from 1 to 10 (n = 3f+1 local processes).")
+    if not 1 <= clients <= MAX_CLIENTS:
+        raise UsageError(f"--clients must be between 1 and {MAX_CLIENTS}.")
+    if not 0 < duration <= MAX_DURATION:
+        raise UsageError(f"--duration must be more than 0 and at most {MAX_DURATION:g} seconds.")
+    if behaviour is not None:
+        from ..adversary.behaviours import REGISTRY
+
+        if behaviour not in REGISTRY:
+            raise UsageError(
+                f"unknown behaviour {behaviour!r}; known: {', '.join(sorted(REGISTRY))}."
+            )
+
+
+def cmd_bench(args) -> int:
+    """`pbft bench [--f 1] [--clients C] [--duration S] [--json FILE] [--behaviour NAME]`."""
+    from .commands import setup_logging
+
+    setup_logging(args)
+    f = int(args.f)
+    clients = int(args.clients)
+    duration = float(args.duration)
+    behaviour = getattr(args, "behaviour", None)
+    workers = getattr(args, "workers", None)
+    read_fraction = float(getattr(args, "reads", 0.0) or 0.0)
+    _check_args(f, clients, duration, behaviour)
+    if not 0.0 <= read_fraction <= 1.0:
+        raise UsageError("the read fraction must be between 0 and 1.")
+
+    cores = os.cpu_count() or 1
+    cost = measure_crypto()
+    n = 3 * f + 1
+    print(
+        f"pbft bench: n={n} (f={f}), {clients} clients, {duration:g} s; "
+        f"sign {cost.t_sign * 1e6:.1f} us, verify {cost.t_verify * 1e6:.1f} us, "
+        f"ceiling {ceiling_rps(cost, n, cores):.0f} req/s on {cores} cores",
+        file=sys.stderr,
+    )
+    try:
+        run = run_once(f, clients, duration, workers=workers, read_fraction=read_fraction,
+                       label="fault-free" if behaviour else "bench")
+        attack = None
+        if behaviour:
+            attack = run_once(f, clients, duration, behaviour=behaviour, workers=workers,
+                              read_fraction=read_fraction, label=behaviour)
+    except BenchError as exc:
+        print(f"pbft: bench failed: {exc}", file=sys.stderr)
+        return 1
+    doc = report(run, cost, cores, attack)
+    for line in summary(doc):
+        print(line)
+    if args.json:
+        try:
+            with open(args.json, "w", encoding="utf-8") as fh:
+                json.dump(doc, fh, indent=2)
+                fh.write("\n")
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.json}: {exc.strerror or exc}.") from None
+    return 0

@@ -1,0 +1,90 @@
+"""`pbft bench` end to end, tiny: real processes, one second, two clients.
+
+Checks the shape of the JSON report (DESIGN.md section 7), never a speed: these machines
+are shared and noisy, so a threshold would only make the suite flaky.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from argparse import Namespace
+
+import pytest
+
+from pbft.runtime import bench
+
+TOP_KEYS = {
+    "n": int,
+    "f": int,
+    "clients": int,
+    "requests": int,
+    "throughput_rps": float,
+    "latency_ms": dict,
+    "ceiling_rps": float,
+    "ratio": float,
+    "cores": int,
+}
+
+
+@pytest.mark.timeout(60)
+def test_bench_writes_a_well_formed_report(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "pbft", "bench", "--duration", "1", "--clients", "2",
+         "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "throughput" in result.stdout
+    doc = json.loads(out.read_text())
+    for key, kind in TOP_KEYS.items():
+        assert key in doc, key
+        value = doc[key]
+        assert isinstance(value, kind) or (kind is float and type(value) is int), (key, value)
+    assert doc["f"] == 1 and doc["n"] == 4 and doc["clients"] == 2
+    assert doc["cores"] >= 1
+    assert doc["requests"] > 0
+    for key in ("throughput_rps", "ceiling_rps", "ratio"):
+        assert doc[key] > 0, key
+    lat = doc["latency_ms"]
+    assert set(lat) >= {"p50", "p90", "p99"}
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
+    assert doc["ratio"] == pytest.approx(doc["throughput_rps"] / doc["ceiling_rps"], rel=0.01)
+    assert doc["throughput_rps"] == pytest.approx(doc["requests"] / doc["duration_s"], rel=0.01)
+
+
+def test_percentile_is_nearest_rank():
+    values = [float(i) for i in range(1, 101)]
+    assert bench.percentile(values, 50) == 50.0
+    assert bench.percentile(values, 99) == 99.0
+    assert bench.percentile([7.0], 90) == 7.0
+    assert bench.percentile([], 50) == 0.0
+
+
+def test_ceiling_is_cores_over_the_crypto_floor():
+    cost = bench.CryptoCost(t_sign=20e-6, t_verify=60e-6, payload_bytes=100)
+    assert bench.ceiling_rps(cost, n=4, cores=2) == pytest.approx(2 / (4 * 60e-6 + 20e-6))
+
+
+def test_crypto_is_timed_on_a_request_sized_payload():
+    cost = bench.measure_crypto(seconds=0.01)
+    assert cost.t_sign > 0 and cost.t_verify > 0
+    assert cost.payload_bytes > bench.VALUE_SIZE
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"clients": 0}, {"duration": 0}, {"f": 0}, {"behaviour": "no-such-behaviour"}],
+)
+def test_bad_arguments_are_usage_errors(change):
+    from pbft.cli import UsageError
+
+    args = {"f": 1, "clients": 2, "duration": 1.0, "json": None, "behaviour": None}
+    args.update(change)
+    with pytest.raises(UsageError):
+        bench.cmd_bench(Namespace(**args, log_level="warning", log_format="text"))
