@@ -42,8 +42,19 @@ PROBES = [
 
 
 def _probe_files() -> list[Scenario]:
-    names = ["byz-equivocate", "byz-duplicate-request", "byz-reorder-batch", "byz-client-replay",
-             "byz-client-equivocate", "byz-double-vote", "byz-skip-seq"]
+    names = [
+        "byz-equivocate",
+        "byz-bad-digest-swap",
+        "byz-duplicate-request",
+        "byz-out-of-window-high",
+        "byz-out-of-window-low",
+        "byz-premature-commit-reorder",
+        "byz-vote-stuffing",
+        "byz-double-vote",
+        "byz-reorder-batch",
+        "byz-client-replay",
+        "byz-skip-seq",
+    ]
     out = []
     for n in names:
         path = SCENARIOS / f"{n}.toml"

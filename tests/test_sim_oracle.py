@@ -49,8 +49,8 @@ def checks(o: Oracle) -> list[str]:
 
 def test_agreement_two_commits_at_one_seq_in_different_views():
     o = oracle()
-    o.observe_replica(0, (0, 0), 0, [Committed(0, 1, D1)])
-    o.observe_replica(1, (1, 0), 0, [Committed(1, 1, D2)])
+    o.observe_replica(0, (0, 0), 0, [Prepared(0, 1, D1), Committed(0, 1, D1)])
+    o.observe_replica(1, (1, 0), 0, [Prepared(1, 1, D2), Committed(1, 1, D2)])
     assert checks(o) == ["agreement"]
 
 
@@ -212,3 +212,24 @@ def test_liveness_violation_when_a_request_cannot_complete():
     r = Simulation(s).run()
     assert [v.check for v in r.violations] == ["liveness"]
     assert r.trace_tail
+
+
+def test_commit_without_own_prepared():
+    o = oracle()
+    o.observe_replica(1, (1, 0), 0, [Prepared(0, 1, D1), Committed(0, 1, D1)])
+    assert o.ok
+    o.observe_replica(2, (2, 0), 0, [Committed(0, 1, D1)])
+    assert checks(o) == ["agreement"]
+
+
+def test_stable_checkpoint_needs_a_quorum_of_signed_checkpoints():
+    from pbft.protocol.crypto import Verifier
+    from pbft.protocol.messages import Checkpoint
+
+    v = Verifier("t", CFG.member_keys())
+    proof = tuple(seal(KEYS[i], "t", i, Checkpoint(4, D1)).to_bytes() for i in range(3))
+    o = oracle()
+    o.check_stable_proof(0, 4, D1, proof, v.verify)
+    assert o.ok
+    o.check_stable_proof(0, 4, D1, proof[:2] + proof[:1], v.verify)
+    assert checks(o) == ["exactly-once"]

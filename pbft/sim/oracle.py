@@ -25,6 +25,7 @@ client-correctness, liveness, resources; and `exception` when a core raised from
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..protocol import codec
@@ -45,6 +46,7 @@ from ..protocol.events import (
 from ..protocol.messages import (
     Checkpoint,
     Commit,
+    Envelope,
     NewView,
     Prepare,
     PrePrepare,
@@ -102,6 +104,7 @@ class Oracle:
         self.submitted: dict[tuple[str, int], tuple[bytes, bool, int]] = {}
         self.completed_max_seq = 0
         self._seen_sent: set[tuple[Who | None, bytes]] = set()
+        self.own_prepared: set[tuple[Who, int, int, bytes]] = set()
 
     # -- reporting ------------------------------------------------------------------------
 
@@ -162,7 +165,15 @@ class Oracle:
                     self.observe_sent(rid, who, data)
                 case Prepared(view, seq, digest):
                     self._prepared(who, view, seq, digest)
+                    self.own_prepared.add((who, view, seq, digest))
                 case Committed(view, seq, digest):
+                    if (who, view, seq, digest) not in self.own_prepared:
+                        self.fail(
+                            "agreement",
+                            f"replica {rid} committed view {view} seq {seq} without being prepared "
+                            "itself (committed-local needs prepared, OSDI'99 4.2)",
+                        )
+                    self.own_prepared.discard((who, view, seq, digest))
                     self._committed(who, view, seq, digest)
                 case Executed():
                     self._executed(who, a)
@@ -303,6 +314,33 @@ class Oracle:
             key = parsed[1]
             if isinstance(key, bytes):
                 self.versions.setdefault(key, []).append((seq, self.model.data.get(key)))
+
+    def check_stable_proof(
+        self, rid: int, seq: int, digest: bytes, proof: tuple[bytes, ...], verify: Callable[[Envelope], bool]
+    ) -> None:
+        """A stable checkpoint must rest on 2f+1 validly signed matching CHECKPOINTs from
+        distinct replicas (OSDI'99 4.3)."""
+        signers: set[int] = set()
+        for data in proof:
+            try:
+                env = envelope_from_bytes(data)
+                msg = from_body(env.body)
+            except codec.CodecError:
+                continue
+            if (
+                isinstance(msg, Checkpoint)
+                and msg.seq == seq
+                and msg.digest == digest
+                and type(env.signer) is int
+                and verify(env)
+            ):
+                signers.add(env.signer)
+        if len(signers) < self.config.quorum:
+            self.fail(
+                "exactly-once",
+                f"replica {rid} made checkpoint {seq} stable on {len(signers)} valid matching "
+                f"CHECKPOINTs; a stable checkpoint needs {self.config.quorum}",
+            )
 
     # -- clients --------------------------------------------------------------------------
 

@@ -34,7 +34,15 @@ from ..cli import UsageError
 from ..protocol.client import ClientCore
 from ..protocol.config import ClientInfo, ClusterConfig, ReplicaInfo
 from ..protocol.crypto import KeyPair, Verifier
-from ..protocol.events import Broadcast, Completed, Received, Send, SendClient, Tick
+from ..protocol.events import (
+    Broadcast,
+    CheckpointStable,
+    Completed,
+    Received,
+    Send,
+    SendClient,
+    Tick,
+)
 from ..protocol.messages import envelope_from_bytes, from_body, render
 from ..protocol.replica import Replica
 from ..service.kv import KeyValueStore, op_delete, op_get, op_put
@@ -277,6 +285,10 @@ class Simulation:
         if inst.correct:
             self.oracle.observe_replica(rid, (rid, inst.incarnation), self.now, actions)
             self.oracle.check_resources(rid, inst.node)
+            for a in actions:
+                if isinstance(a, CheckpointStable):
+                    proof = getattr(inst.node, "stable_proof", ())
+                    self.oracle.check_stable_proof(rid, a.seq, a.digest, proof, self.verifier.verify)
         else:
             for a in actions:
                 if isinstance(a, Broadcast | Send):
