@@ -24,6 +24,18 @@ from .scenario import ByzantineSpec, Expect, NetworkFault, Scenario, to_toml
 from .simulation import SimResult, run_scenario
 
 MAX_SHRINK_RUNS = 40
+PARAMS: dict[str, list[dict]] = {
+    "bad-digest": [{"mode": "swap", "to": [2, 3]}, {"mode": "random"}],
+    "out-of-window": [
+        {"mode": "high", "keep_honest": True},
+        {"mode": "low", "keep_honest": True, "from_seq": 10},
+    ],
+    "silent": [{"from_seq": 5}],
+    "skip-seq": [{"seq": 3}],
+    "selective-send": [{"to": [1]}, {"to": [1, 2]}],
+}
+"""Interesting parameter sets per behaviour (the defaults are always a candidate too);
+replica ids above n-1 are dropped when the fuzzer uses them."""
 WINDOW_MS = 3000
 """Windowed faults start and end within the first WINDOW_MS of virtual time."""
 
@@ -88,7 +100,11 @@ def random_scenario(seed: int, f: int = 1) -> Scenario:
     for rid in faulty:
         r = rng.random()
         if behaviours and r < 0.7:
-            byz.append(ByzantineSpec("replica", rid, rng.choice(behaviours), {}))
+            name = rng.choice(behaviours)
+            params = dict(rng.choice([{}, *PARAMS.get(name, [])]))
+            if isinstance(params.get("to"), list):
+                params["to"] = [i for i in params["to"] if i < n and i != rid] or [(rid + 1) % n]
+            byz.append(ByzantineSpec("replica", rid, name, params))
         elif r < 0.85:
             net.append(NetworkFault(twin=rid))
         else:
