@@ -1,0 +1,13 @@
+"""The deterministic simulator: the attacker's workbench (DESIGN.md sections 1 and 6).
+
+    scenario.py    the TOML scenario format: parse, validate, write back
+    network.py     per-message fate (drop, delay, duplicate, reorder, partition, one-way)
+    simulation.py  n unmodified cores and closed-loop clients in virtual time
+    oracle.py      BYZANTINE.md "The checks", run after every step
+    fuzz.py        ByzzFuzz-style random schedules with shrinking
+    commands.py    `pbft scenario run|list`, `pbft fuzz`
+    registry.py    behaviours by name (pbft/adversary), tolerant of their absence
+
+Everything is driven by one `random.Random(seed)`; the same seed gives the same run, and
+the same `trace_digest`, in any process.
+"""
