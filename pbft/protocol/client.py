@@ -50,7 +50,7 @@ class Outstanding:
 
 
 class ClientCore:
-    MAX_BACKOFF = 64
+    MAX_BACKOFF = 8
     """Cap on the retransmission timeout, as a multiple of the first."""
 
     def __init__(
@@ -86,6 +86,12 @@ class ClientCore:
         if read_only:
             return self._to_all(data)
         return [Send(self.config.primary(self.view), data)]
+
+    def cancel(self) -> None:
+        """Give up on the outstanding request (the caller timed out). Its timestamp is
+        spent: the next request gets a larger one, so a late execution of this one can
+        never be mistaken for the next."""
+        self.outstanding = None
 
     def _to_all(self, data: bytes) -> list[Action]:
         return [Send(r, data) for r in self.config.replica_ids()]

@@ -124,7 +124,7 @@ class Client:
             finally:
                 # Abandon whatever is still outstanding (timeout or cancellation) so the
                 # next call can submit; a late reply carries an old timestamp and is ignored.
-                self.core.outstanding = None
+                self.core.cancel()
                 self._done.clear()
 
     async def status(self, timeout: float = 2.0) -> dict[int, Status]:
