@@ -150,3 +150,14 @@ def test_exceeding_the_fault_assumption_is_not_a_protocol_failure(tmp_path, caps
 def test_scenario_list_runs(capsys):
     assert main(["scenario", "list"]) == 0
     assert capsys.readouterr().out.strip()
+
+
+def test_bad_behaviour_parameter_is_a_usage_error(tmp_path, capsys):
+    from pbft.sim.registry import replica_registry
+
+    if "bad-digest" not in replica_registry():
+        pytest.skip("behaviours not installed")
+    s = tmp_path / "p.toml"
+    s.write_text("[[byzantine]]\nreplica = 0\nbehaviour = 'bad-digest'\nmode = 'nonsense'\n")
+    assert main(["scenario", "run", str(s)]) == 2
+    assert "'mode' must be one of" in capsys.readouterr().err

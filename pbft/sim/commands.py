@@ -16,7 +16,7 @@ from typing import Any
 from ..cli import UsageError
 from .registry import client_registry, replica_registry
 from .scenario import load_scenario
-from .simulation import SimResult, run_scenario
+from .simulation import SimResult, Simulation
 
 
 def result_json(r: SimResult) -> dict[str, Any]:
@@ -60,11 +60,13 @@ def cmd_scenario_run(args) -> int:
     if getattr(args, "real", False):
         raise UsageError("real-process scenarios are not available yet; drop --real to use the simulator.")
     scenarios = [load_scenario(path) for path in args.files]
+    # Build every simulation first: a bad behaviour parameter is reported before any run.
+    sims = [Simulation(s, args.seed) for s in scenarios]
     results = []
     failed = False
-    for s in scenarios:
+    for s, sim in zip(scenarios, sims, strict=True):
         started = time.perf_counter()
-        r = run_scenario(s, args.seed)
+        r = sim.run()
         elapsed = time.perf_counter() - started
         results.append(r)
         if r.exceeds_fault_assumption:

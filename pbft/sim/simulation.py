@@ -224,7 +224,7 @@ class Simulation:
         try:
             beh = cls(core, self.keys[rid], dict(spec.params), rng)
         except (ValueError, TypeError) as exc:
-            raise UsageError(f"replica {rid} behaviour '{spec.behaviour}': {exc}") from None
+            raise UsageError(f"{self.scenario.source or self.scenario.name}: replica {rid}: {exc}") from None
         return Instance(ByzantineReplica(core, beh), False, inc)
 
     def _new_client(self, name: str, key: KeyPair) -> ClientState:
@@ -250,7 +250,7 @@ class Simulation:
             try:
                 driver = ByzantineClient(core, cls(core, key, dict(spec.params), rng, self.config))
             except (ValueError, TypeError) as exc:
-                raise UsageError(f"client {name} behaviour '{spec.behaviour}': {exc}") from None
+                raise UsageError(f"{self.scenario.source or self.scenario.name}: client {name}: {exc}") from None
         return ClientState(name, core, driver, ops, spec is None)
 
     # -- the event queue ------------------------------------------------------------------
