@@ -826,9 +826,8 @@ class Replica:
         if nv.view < self.view or (nv.view == self.view and self.view_active):
             self.rejects[(peer, Reason.STALE)] += 1
             return
-        if nv.view > self.view + self.config.n:
-            self._reject(peer, Reason.OUT_OF_WINDOW, f"new-view for far-future view {nv.view}")
-            return
+        # No bound on how far ahead: a NEW-VIEW is checked in full (2f+1 signed
+        # view-changes), and it is how a replica that was down for many views catches up.
         if not self._verify(peer, env):
             return
         problem = self._check_new_view(nv)
@@ -1067,6 +1066,11 @@ class Replica:
         self.transfers_completed += 1
         self._last_progress = self.ticks
         self._persist_checkpoint(t.seq, t.digest, t.proof, state)
+        for client, (ts, data, _) in list(self.waiting.items()):
+            if self._executed_ts(client) >= ts:
+                del self.waiting[client]
+            else:
+                self.waiting[client] = (ts, data, self.ticks)  # a fresh timer once caught up
         self._out.append(StateInstalled(t.seq, t.digest))
         self._out.append(Note(f"state transfer to checkpoint {t.seq} done ({len(state)} bytes)"))
         self._maybe_execute()
@@ -1168,7 +1172,9 @@ class Replica:
                 # No NEW-VIEW in time: try the next view, waiting twice as long (4.5.2).
                 self._start_view_change(self.view + 1)
             return
-        if self.is_primary or not self.waiting:
+        if self.is_primary or not self.waiting or self.transfer is not None:
+            # A replica fetching state is behind: it cannot judge the primary by requests
+            # it has not caught up to, and must not leave the view alone for that.
             return
         for client in [c for c, (ts, _, _) in self.waiting.items() if self._executed_ts(c) >= ts]:
             del self.waiting[client]
