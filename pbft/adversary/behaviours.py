@@ -7,9 +7,8 @@ maps a client behaviour's name to its class, constructed as
 `name`, a one-line `summary`, and the parameters it `allowed`; a bad parameter raises
 `ValueError` with one sentence when the behaviour is built.
 
-Not yet here, because the parts they attack do not exist yet: `fake-prepared-cert`,
-`drop-cert`, `bad-new-view`, `view-change-storm` (view changes) and `lying-state-transfer`
-(state transfer).
+View-change and state-transfer attacks (`fake-prepared-cert`, `drop-cert`,
+`bad-new-view`, `view-change-storm`, `lying-state-transfer`) are in viewchange_attacks.py.
 """
 
 from __future__ import annotations
@@ -17,12 +16,13 @@ from __future__ import annotations
 from .base import Behaviour, ByzantineReplica
 from .clients import CLIENTS, ByzantineClient, ClientBehaviour
 from .primary import PRIMARY
+from .viewchange_attacks import VIEWCHANGE_ATTACKS
 from .votes import VOTES
 from .wire import BadSignature, Flood, FutureFlood, Replay, SelectiveSend
 
 WIRE = (BadSignature, FutureFlood, SelectiveSend, Flood, Replay)
 
-REGISTRY: dict[str, type[Behaviour]] = {cls.name: cls for cls in (*PRIMARY, *VOTES, *WIRE)}
+REGISTRY: dict[str, type[Behaviour]] = {cls.name: cls for cls in (*PRIMARY, *VOTES, *WIRE, *VIEWCHANGE_ATTACKS)}
 CLIENT_REGISTRY: dict[str, type[ClientBehaviour]] = {cls.name: cls for cls in CLIENTS}
 
 __all__ = [

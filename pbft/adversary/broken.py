@@ -12,11 +12,16 @@ These are test doubles: none of them is ever offered to `pbft replica`.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
+from ..protocol import codec
 from ..protocol import replica as _replica_module
+from ..protocol import viewchange as _viewchange_module
 from ..protocol.events import Committed
 from ..protocol.log import MessageLog, Slot
-from ..protocol.messages import from_body
+from ..protocol.messages import PrePrepare, ViewChange, envelope_from_bytes, from_body
 from ..protocol.replica import Replica
+from ..protocol.viewchange import InvalidCertificate, PreparedCert, check_view_change, plan_new_view
 
 
 class WeakPrepareQuorum(Replica):
@@ -180,6 +185,117 @@ class WeakCheckpointQuorum(Replica):
                 return
 
 
+@contextmanager
+def _patched(module, name: str, value):
+    """Replace `module.name` for one call (single-threaded, always restored)."""
+    saved = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, saved)
+
+
+class NewViewNotRecomputed(Replica):
+    """A backup accepts a NEW-VIEW whose view-changes check out without recomputing its
+    pre-prepares from them (OSDI'99 4.4: "backups ... verify that O is correct by
+    performing a computation similar to the one used by the primary to create O").
+    It installs whatever pre-prepares the new primary signed for the new view.
+
+    Caught by: agreement (a slot one correct replica committed in the old view is re-filled
+    with another batch, which the others execute at the same seq). Scenario: `bad-new-view`
+    with modes = ["replace"] on the primary of the next view, while a slot is committed at
+    one correct replica only (its COMMITs to the others are lost): the new primary
+    re-issues that slot as a null request.
+    """
+
+    def _check_new_view(self, nv):
+        honest = super()._check_new_view(nv)
+        if not isinstance(honest, str):
+            return honest
+        # Check the view-changes as the core does; skip only the recomputation of O.
+        checked = []
+        try:
+            for raw in nv.view_changes:
+                env = envelope_from_bytes(raw)
+                vc = from_body(env.body)
+                if not isinstance(vc, ViewChange) or not self.verifier.verify(env):
+                    return honest
+                checked.append(check_view_change(self.config, self.verifier, env.signer, vc, raw))  # type: ignore[arg-type]
+        except (codec.CodecError, InvalidCertificate):
+            return honest
+        if len({c.signer for c in checked}) < self.config.quorum:
+            return honest
+        plan = plan_new_view(checked)
+        pre_prepares = []
+        for raw in nv.pre_prepares:
+            try:
+                env = envelope_from_bytes(raw)
+                pp = from_body(env.body)
+            except codec.CodecError:
+                continue
+            if (
+                isinstance(pp, PrePrepare)
+                and env.signer == self.config.primary(nv.view)
+                and pp.view == nv.view
+                and self.verifier.verify(env)
+            ):
+                pre_prepares.append((pp, raw))
+        return plan.min_s, plan.stable_digest, plan.checkpoint_proof, pre_prepares
+
+
+def _cert_without_prepares(config, verifier, new_view: int, cert: tuple[bytes, ...]) -> PreparedCert:
+    """check_prepared_cert minus its prepares: only the pre-prepare is checked."""
+    if not cert:
+        raise InvalidCertificate("empty prepared certificate")
+    env, pp = _viewchange_module._open(cert[0], verifier)
+    if not isinstance(pp, PrePrepare) or pp.view >= new_view:
+        raise InvalidCertificate("not a pre-prepare of an earlier view")
+    if env.signer != config.primary(pp.view):
+        raise InvalidCertificate(f"pre-prepare of view {pp.view} not signed by its primary")
+    if _replica_module.batch_digest(pp.batch) != pp.digest:
+        raise InvalidCertificate(f"pre-prepare n={pp.seq} digest does not match its batch")
+    return PreparedCert(pp.view, pp.seq, pp.digest, pp.batch)
+
+
+class UncheckedPreparedCert(Replica):
+    """Accepts a prepared certificate in a VIEW-CHANGE after checking its pre-prepare but
+    not its prepares (OSDI'99 4.4: P holds "a valid pre-prepare ... and 2f matching,
+    valid prepare messages"), so a pre-prepare that never prepared anywhere competes with
+    the ones that did.
+
+    Caught by: agreement. Scenario: `fake-prepared-cert` with modes = ["own-view"] on the
+    primary of view 0, while a slot is committed at one correct replica only and the new
+    primary never prepared it: the faulty VIEW-CHANGE's null pre-prepare for that slot
+    (signed by the old primary, no prepares) is chosen for the new view, and the other
+    correct replicas execute a null request where the first executed the batch.
+    """
+
+    def on_view_change(self, peer, env, data, vc: ViewChange) -> None:
+        with _patched(_viewchange_module, "check_prepared_cert", _cert_without_prepares):
+            super().on_view_change(peer, env, data, vc)
+
+    def _check_new_view(self, nv):
+        with _patched(_viewchange_module, "check_prepared_cert", _cert_without_prepares):
+            return super()._check_new_view(nv)
+
+
+class UnverifiedChunk(Replica):
+    """Installs state chunks without checking their Merkle proof against the checkpoint
+    digest 2f+1 replicas signed (TOCS 2002 5.3: every fetched partition is checked).
+
+    Caught by: state digests at the next checkpoint (oracle "exactly-once": state digests
+    differ) and agreement on results; directly, by the lagging replica's state_digest()
+    differing from the others' after the transfer. Scenario: `lying-state-transfer` with
+    modes = ["forge"] (or "stale") on a backup while another correct replica lags behind a
+    stable checkpoint and fetches the state from it.
+    """
+
+    def on_state_chunk(self, peer, env, sc) -> None:
+        with _patched(_replica_module, "verify_chunk", lambda *args: True):
+            super().on_state_chunk(peer, env, sc)
+
+
 BROKEN: dict[str, type[Replica]] = {
     "weak-prepare-quorum": WeakPrepareQuorum,
     "no-digest-check": NoDigestCheck,
@@ -188,4 +304,7 @@ BROKEN: dict[str, type[Replica]] = {
     "no-watermark-check": NoWatermarkCheck,
     "commit-unprepared": CommitUnprepared,
     "weak-checkpoint-quorum": WeakCheckpointQuorum,
+    "new-view-not-recomputed": NewViewNotRecomputed,
+    "unchecked-prepared-cert": UncheckedPreparedCert,
+    "unverified-chunk": UnverifiedChunk,
 }
