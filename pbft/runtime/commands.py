@@ -100,6 +100,121 @@ async def _cancel_on_signal(scope: trio.CancelScope) -> None:
             return
 
 
+# -- pbft replica --behaviour NAME[:key=value,...] | SCENARIO.toml ------------------------
+
+
+def parse_behaviour_value(text: str) -> object:
+    """One parameter value from the command line: true/false, an integer, a float, a
+    list in brackets (`[prepare,commit]`, items parsed alike), else the text itself."""
+    text = text.strip()
+    if text.startswith("[") and text.endswith("]"):
+        inner = text[1:-1].strip()
+        return [parse_behaviour_value(item) for item in _split_top(inner)] if inner else []
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        return text[1:-1]
+    return text
+
+
+def _split_top(text: str) -> list[str]:
+    """Split on commas outside brackets."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return parts
+
+
+def parse_behaviour_spec(spec: str) -> tuple[str, dict[str, object]]:
+    """`NAME` or `NAME:key=value,key=value` -> (name, params); UsageError if malformed."""
+    name, _, rest = spec.partition(":")
+    name = name.strip()
+    if not name:
+        raise UsageError(f"--behaviour {spec!r} names no behaviour.")
+    params: dict[str, object] = {}
+    for item in _split_top(rest) if rest.strip() else []:
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise UsageError(
+                f"--behaviour {spec!r}: expected key=value after the name, not {item.strip()!r}."
+            )
+        if key in params:
+            raise UsageError(f"--behaviour {spec!r} gives {key!r} twice.")
+        params[key] = parse_behaviour_value(value)
+    return name, params
+
+
+def behaviour_from_scenario(path: str, replica_id: int) -> tuple[str, dict[str, object]]:
+    """The [[byzantine]] entry of the scenario file at `path` for replica `replica_id`."""
+    from ..sim.scenario import load_scenario
+
+    scenario = load_scenario(path)
+    for b in scenario.byzantine:
+        if b.target == "replica" and b.index == replica_id:
+            return b.behaviour, dict(b.params)
+    raise UsageError(f"{path} has no [[byzantine]] entry for replica {replica_id}.")
+
+
+def resolve_behaviour(value: str | None, config_path: str, replica_id: int) -> str | None:
+    """What `node.run_replica(behaviour=...)` should get for `--behaviour value`.
+
+    A scenario file (a path to an existing file, or a name ending in .toml) contributes
+    its [[byzantine]] entry for this replica. Parameters are checked here, by building
+    the behaviour once around a throwaway core, so a bad one is a usage error (one
+    sentence) before the replica listens. `run_replica` takes a behaviour name only, so
+    a behaviour with parameters is registered under the full spec with them bound."""
+    import os
+    import random
+
+    if value is None:
+        return None
+    if value.endswith(".toml") or os.path.isfile(value):
+        name, params = behaviour_from_scenario(value, replica_id)
+    else:
+        name, params = parse_behaviour_spec(value)
+    from ..adversary.behaviours import REGISTRY
+
+    cls = REGISTRY.get(name)
+    if cls is None:
+        raise UsageError(f"unknown behaviour {name} (known: {', '.join(sorted(REGISTRY))}).")
+    if not params:
+        return name
+    config = load_config(config_path)
+    if 0 <= replica_id < config.n:
+        from ..protocol.crypto import KeyPair
+        from ..protocol.replica import Replica
+        from ..service.kv import KeyValueStore
+
+        key = KeyPair.generate()
+        try:
+            cls(Replica(config, replica_id, key, KeyValueStore()), key, dict(params), random.Random())
+        except (ValueError, TypeError) as exc:
+            raise UsageError(str(exc)) from None
+    bound_params = dict(params)
+
+    class Bound(cls):  # type: ignore[valid-type, misc]
+        def __init__(self, replica, key, extra, rng) -> None:
+            super().__init__(replica, key, {**bound_params, **(extra or {})}, rng)
+
+    Bound.__name__ = Bound.__qualname__ = cls.__name__
+    token = f"{name}:{','.join(f'{k}={v!r}' for k, v in sorted(params.items()))}"
+    REGISTRY[token] = Bound
+    return token
+
+
 # -- pbft replica -----------------------------------------------------------------------
 
 
@@ -112,7 +227,7 @@ def cmd_replica(args) -> int:
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_cancel_on_signal, nursery.cancel_scope)
-            await run_replica(args.config, args.id, behaviour=getattr(args, "behaviour", None))
+            await run_replica(args.config, args.id, behaviour=resolve_behaviour(getattr(args, "behaviour", None), args.config, args.id))
 
     run_trio(main)
     return 0
