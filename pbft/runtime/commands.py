@@ -219,18 +219,26 @@ def resolve_behaviour(value: str | None, config_path: str, replica_id: int) -> s
 
 
 def cmd_replica(args) -> int:
-    """Run one replica until SIGTERM or SIGINT, then exit 0."""
+    """Run one replica until SIGTERM or SIGINT, then exit 0. Its records live in --data
+    (default `<cluster dir>/data/replica-<id>`); exit 1 if it had to stop because its
+    storage failed (full disk), which it logged in one line."""
     from .node import run_replica
 
     setup_logging(args)
 
-    async def main() -> None:
+    async def main() -> str | None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_cancel_on_signal, nursery.cancel_scope)
-            await run_replica(args.config, args.id, behaviour=resolve_behaviour(getattr(args, "behaviour", None), args.config, args.id))
+            failure = await run_replica(
+                args.config,
+                args.id,
+                behaviour=resolve_behaviour(getattr(args, "behaviour", None), args.config, args.id),
+                data=getattr(args, "data", None),
+            )
+            nursery.cancel_scope.cancel()
+            return failure
 
-    run_trio(main)
-    return 0
+    return 1 if run_trio(main) else 0
 
 
 # -- pbft up ----------------------------------------------------------------------------
@@ -250,7 +258,9 @@ class _Stop(Exception):
 
 
 def cmd_up(args) -> int:
-    """Run every replica of the cluster file whose address is on this host, until Ctrl-C."""
+    """Run every replica of the cluster file whose address is on this host, until Ctrl-C.
+    Each keeps its records in `<root>/replica-<id>`, root being --data if the parser
+    offers it, else `<cluster dir>/data`."""
     from .launcher import LaunchError, LocalCluster
 
     setup_logging(args)
@@ -262,6 +272,7 @@ def cmd_up(args) -> int:
         args.config,
         config,
         ids=ids,
+        data_root=getattr(args, "data", None),
         log_level=getattr(args, "log_level", "info") or "info",
         extra_args=["--log-format", getattr(args, "log_format", "text") or "text"],
     )
@@ -277,7 +288,10 @@ def cmd_up(args) -> int:
             raise UsageError(str(exc)) from None
         for i in ids:
             r = config.replicas[i]
-            print(f"replica {i} listening on {r.host}:{r.port} (log: {cluster.log_path(i)})")
+            print(
+                f"replica {i} listening on {r.host}:{r.port} (log: {cluster.log_path(i)}, "
+                f"data: {cluster.data_dir(i)})"
+            )
         print("press Ctrl-C to stop", flush=True)
         while True:
             dead = [i for i in ids if i not in cluster.alive()]

@@ -1,13 +1,15 @@
 """Local clusters as processes: one `pbft replica` subprocess per replica.
 
 Used by `pbft up`, `pbft demo`, the end-to-end tests and `pbft bench`. Each replica runs
-as `python -m pbft replica --config FILE --id I`, with its stderr written to a log file
+as `python -m pbft replica --config FILE --id I --data ROOT/replica-I` (ROOT defaults to
+`<cluster dir>/data`), with its stderr written to a log file
 (never a pipe, which would block the replica once full) so a replica that dies during
 start-up can be reported with the tail of what it said. `start()` returns once every
 replica accepts TCP connections on its port (bounded by `timeout`); `stop()` sends
 SIGTERM, waits, then SIGKILLs whatever is left. It is synchronous on purpose: plain
 `subprocess.Popen` works the same from a script, a test or inside `trio.run` (the waits
-are short and bounded).
+are short and bounded). `kill(i)` is a crash (SIGKILL, nothing flushed); `restart(i)` or
+`spawn(i)` afterwards starts it again on the same data directory, so it recovers.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class LocalCluster:
         log_dir: str | None = None,
         log_level: str = "info",
         extra_args: list[str] | None = None,
+        data_root: str | None = None,
     ) -> None:
         self.cluster_path = cluster_path
         self.config = config
@@ -54,14 +57,19 @@ class LocalCluster:
         self.log_dir = log_dir or tempfile.mkdtemp(prefix="pbft-logs-")
         self.log_level = log_level
         self.extra_args = extra_args or []
+        self.data_root = data_root or os.path.join(config.base_dir, "data")
         self.procs: dict[int, subprocess.Popen] = {}
 
     def log_path(self, i: int) -> str:
         return os.path.join(self.log_dir, f"replica-{i}.log")
 
+    def data_dir(self, i: int) -> str:
+        return os.path.join(self.data_root, f"replica-{i}")
+
     def command(self, i: int) -> list[str]:
         cmd = [sys.executable, "-m", "pbft", "--log-level", self.log_level, *self.extra_args]
         cmd += ["replica", "--config", self.cluster_path, "--id", str(i)]
+        cmd += ["--data", self.data_dir(i)]
         if i in self.behaviours:
             cmd += ["--behaviour", self.behaviours[i]]
         return cmd

@@ -8,8 +8,18 @@ performed in list order and none of them awaits: sends are queued on the transpo
 bounded per-peer outboxes, observations are logged and counted. A full inbox slows the
 readers (TCP backpressure) rather than growing memory.
 
-`Persist` actions are ignored until durable storage lands (DESIGN.md section 8): with
-no storage a restarted replica starts empty, like a new one.
+Durability (DESIGN.md section 8). With a `Storage`, the node first loads what an earlier
+run stored and hands it to `Replica.recover` before it listens. Then, group commit: the
+stepping task steps the input it waited for plus whatever else is already queued (at most
+GROUP_COMMIT_LIMIT inputs), writes every Persist/Truncate of those steps in one
+transaction (`Storage.apply`: one commit, one fsync), and only then performs their sends.
+No send is ever performed before the commit that covers it, so a replica killed at any
+point never contradicts what it sent. While a commit is in progress (in a worker thread
+when the policy fsyncs, so the event loop keeps reading sockets and ticking) inputs queue
+up, and the next commit covers more of them: the slower the disk, the larger the batch.
+A failed write (full disk) stops the node with one log line: running on without
+durability could make it equivocate after the next crash. Without a storage (tests)
+`Persist` actions are ignored and a restarted replica starts empty.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ import functools
 import importlib
 import logging
 import random
+import time
 from collections import Counter
 from typing import Any
 
@@ -36,10 +47,12 @@ from ..protocol.events import (
     Send,
     SendClient,
     Tick,
+    Truncate,
 )
 from ..protocol.messages import Signer
 from ..protocol.replica import Replica
 from ..service.kv import KeyValueStore
+from .storage import Storage, StorageError, default_data_dir, fsync_setting
 from .transport import Transport, is_address_in_use
 
 log = logging.getLogger("pbft.node")
@@ -48,6 +61,8 @@ INBOX_LIMIT = 4096
 """Inputs (frames and ticks) waiting for the state machine task."""
 EVIDENCE_LIMIT = 1024
 """Evidence records kept in memory; the oldest are forgotten first."""
+GROUP_COMMIT_LIMIT = 256
+"""Inputs stepped before one storage commit (and the sends it covers)."""
 
 
 class ReplicaNode:
@@ -62,8 +77,13 @@ class ReplicaNode:
         client_context,
         identify,
         rng: random.Random | None = None,
+        storage: Storage | None = None,
     ) -> None:
         self.config = config
+        self.storage = storage
+        self.failure: str | None = None
+        """Why the node stopped on its own (a storage failure), else None."""
+        self.recovery_seconds: float | None = None
         self.replica = replica
         self.id: int = replica.id
         self._send, self._recv = trio.open_memory_channel(INBOX_LIMIT)
@@ -86,7 +106,9 @@ class ReplicaNode:
         return self.transport.listen_port
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """Serve until cancelled (or `stop()`); `started()` once listening."""
+        """Recover from storage, then serve until cancelled, `stop()` or a storage
+        failure (`failure` says why); `started()` once listening."""
+        self.recover()
         listeners = await self.transport.bind()  # outside the nursery: a plain OSError
         with trio.CancelScope() as self._cancel:
             async with trio.open_nursery() as nursery:
@@ -95,6 +117,24 @@ class ReplicaNode:
                 nursery.start_soon(self._step_loop)
                 log.info("replica %d listening on port %s", self.id, self.port)
                 task_status.started()
+
+    def recover(self) -> None:
+        """Rebuild the core from what the storage holds (nothing to do when empty)."""
+        if self.storage is None or self.recovery_seconds is not None:
+            return
+        started = time.monotonic()
+        records = self.storage.load()
+        if records:
+            for note in self.replica.recover(records):
+                if isinstance(note, Note):
+                    log.info("replica %d: %s", self.id, note.text)
+            self.executed = self.replica.last_executed
+        self.recovery_seconds = time.monotonic() - started
+        if records:
+            log.info(
+                "replica %d recovered %d records from %s in %.3f s",
+                self.id, len(records), self.storage.path, self.recovery_seconds,
+            )
 
     def stop(self) -> None:
         if self._cancel is not None:
@@ -108,7 +148,35 @@ class ReplicaNode:
 
     async def _step_loop(self) -> None:
         async for event in self._recv:
-            self.perform(self.replica.step(event))
+            actions = self.replica.step(event)
+            if self.storage is not None:
+                # Group commit: what is already queued shares this commit.
+                for _ in range(GROUP_COMMIT_LIMIT - 1):
+                    try:
+                        event = self._recv.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                    actions.extend(self.replica.step(event))
+                if not await self._make_durable(actions):
+                    return
+            self.perform(actions)
+
+    async def _make_durable(self, actions: list[Action]) -> bool:
+        """Commit the Persist/Truncate actions; False (and the node stops) if that fails."""
+        assert self.storage is not None
+        if not any(isinstance(a, Persist | Truncate) for a in actions):
+            return True
+        try:
+            if self.storage.fsync == "off":
+                self.storage.apply(actions)  # no fsync: microseconds, stay on the loop
+            else:
+                await trio.to_thread.run_sync(self.storage.apply, actions)
+        except StorageError as exc:
+            self.failure = str(exc)
+            log.error("replica %d stopped: %s; nothing more is sent without durability", self.id, exc)
+            self.stop()
+            return False
+        return True
 
     def perform(self, actions: list[Action]) -> None:
         """Carry out the core's actions, in order."""
@@ -135,8 +203,8 @@ class ReplicaNode:
                     log.debug("replica %d executed seq %d (view %d, %d requests)", self.id, seq, view, len(requests))
                 case CheckpointStable(seq, _):
                     log.info("replica %d: checkpoint %d is stable", self.id, seq)
-                case Persist():
-                    pass  # durable storage is not wired in yet (module docstring)
+                case Persist() | Truncate():
+                    pass  # made durable before this batch's sends (_make_durable)
                 case _:
                     pass  # Prepared, Committed, CheckpointTaken: observations only
 
@@ -157,8 +225,15 @@ def load_behaviour(name: str):
     return registry[name]
 
 
-def build_node(config: ClusterConfig, identity, replica_id: int, behaviour: str | None = None):
-    """A ReplicaNode for `replica_id` with the default key-value service."""
+def build_node(
+    config: ClusterConfig,
+    identity,
+    replica_id: int,
+    behaviour: str | None = None,
+    storage: Storage | None = None,
+):
+    """A ReplicaNode for `replica_id` with the default key-value service; it recovers from
+    and writes to `storage` if given (the caller closes the storage after `run`)."""
     from ..adversary.base import ByzantineReplica
     from . import tls
 
@@ -172,6 +247,7 @@ def build_node(config: ClusterConfig, identity, replica_id: int, behaviour: str 
         server_context=tls.server_context(identity),
         client_context=tls.client_context(identity),
         identify=functools.partial(tls.peer_id, config),
+        storage=storage,
     )
 
 
@@ -180,9 +256,12 @@ async def run_replica(
     replica_id: int,
     *,
     behaviour: str | None = None,
+    data: str | None = None,
     task_status=trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Load the cluster file and this replica's identity, listen, serve until cancelled."""
+) -> str | None:
+    """Load the cluster file, this replica's identity and its data directory (`data`, by
+    default `<cluster dir>/data/replica-<id>`), recover, listen, serve until cancelled.
+    Returns None, or why the replica stopped on its own (a storage failure)."""
     from ..cli import UsageError
     from .clusterfile import load_cluster, load_identity
 
@@ -193,15 +272,20 @@ async def run_replica(
                 f"replica id {replica_id} is not in the cluster file (ids are 0 to {config.n - 1})."
             )
         identity = load_identity(config, replica_id)
-        node = build_node(config, identity, replica_id, behaviour)
+        fsync = fsync_setting(cluster_path)
+        storage = Storage.open(data or default_data_dir(config, replica_id), config, replica_id, fsync)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     me = config.replicas[replica_id]
     try:
+        node = build_node(config, identity, replica_id, behaviour, storage)
         await node.run(task_status=task_status)
+        return node.failure
     except OSError as exc:
         if is_address_in_use(exc):
             raise UsageError(
                 f"replica {replica_id} cannot listen on {me.host}:{me.port}: the port is already in use."
             ) from None
         raise UsageError(f"replica {replica_id} cannot listen on {me.host}:{me.port}: {exc.strerror or exc}.") from None
+    finally:
+        storage.close()
