@@ -1,0 +1,350 @@
+"""pbft.runtime.storage: the SQLite data directory of one replica (DESIGN.md section 8).
+
+Unit tests on a temporary directory: round trip, replace by key, truncate, one
+transaction per apply, refusing directories that are not this replica's, a full disk.
+Then the core and the storage together, in memory: a replica rebuilt from its stored
+records never signs a vote that contradicts one it signed before the crash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sqlite3
+
+import pytest
+import trio
+from conftest import (
+    Router,
+    decoded,
+    make_config,
+    make_replica,
+    replica_key,
+    sign_request,
+)
+
+from pbft.protocol.config import ConfigError
+from pbft.protocol.events import Broadcast, Persist, Received, Record, Tick, Truncate
+from pbft.protocol.messages import PrePrepare
+from pbft.runtime.storage import (
+    DB_FILE,
+    FORMAT_VERSION,
+    Storage,
+    StorageError,
+    fsync_setting,
+)
+from pbft.service.kv import decode_result, op_get, op_put
+
+
+def vote(seq: int, value: bytes, view: int = 0, tag: str = "prepare") -> Persist:
+    return Persist(Record.VOTE, seq, view, tag, value)
+
+
+@pytest.fixture
+def cfg():
+    return make_config()
+
+
+@pytest.fixture
+def store(tmp_path, cfg):
+    s = Storage.open(str(tmp_path / "data"), cfg, 1)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def test_round_trip_in_write_order(store, tmp_path, cfg):
+    written = [
+        Persist(Record.CHECKPOINT, 0, 0, "", b"cp"),
+        vote(3, b"a"),
+        Persist(Record.EXECUTED, 1, 0, "", b"pp1"),
+        Persist(Record.VIEW, 0, 0, "", b"view"),
+    ]
+    assert store.apply(written) == 4
+    assert store.load() == written
+    store.close()
+    with Storage.open(str(tmp_path / "data"), cfg, 1) as again:
+        assert again.load() == written
+        assert again.meta()["format_version"] == str(FORMAT_VERSION)
+
+
+def test_a_later_record_with_the_same_key_replaces_the_earlier(store):
+    store.apply([vote(1, b"old"), vote(1, b"other", tag="commit"), vote(1, b"v1", view=1)])
+    store.apply([vote(1, b"new")])
+    got = {r.key: r.value for r in store.load()}
+    assert got == {
+        ("vote", 0, 1, "prepare"): b"new",
+        ("vote", 0, 1, "commit"): b"other",
+        ("vote", 1, 1, "prepare"): b"v1",
+    }
+
+
+def test_truncate_drops_votes_prepared_executed_at_or_below_seq_only(store):
+    store.apply(
+        [
+            vote(4, b"v4"),
+            vote(5, b"v5"),
+            Persist(Record.PREPARED, 4, 0, "", b"p4"),
+            Persist(Record.EXECUTED, 4, 0, "", b"e4"),
+            Persist(Record.EXECUTED, 6, 0, "", b"e6"),
+            Persist(Record.CHECKPOINT, 0, 0, "", b"cp4"),
+            Persist(Record.VIEW, 0, 0, "", b"view"),
+        ]
+    )
+    store.apply([Truncate(4)])
+    assert [(r.record, r.seq) for r in store.load()] == [
+        (Record.VOTE, 5),
+        (Record.EXECUTED, 6),
+        (Record.CHECKPOINT, 0),
+        (Record.VIEW, 0),
+    ]
+
+
+def test_actions_apply_in_order_within_one_transaction(store):
+    # Truncate between two writes deletes only what came before it.
+    store.apply([vote(2, b"before"), Truncate(3), vote(3, b"after")])
+    assert [r.value for r in store.load()] == [b"after"]
+
+
+def test_one_transaction_per_apply(store, monkeypatch):
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    store.apply([vote(1, b"a"), Broadcast(b"not stored"), vote(2, b"b"), Truncate(1)])
+    assert [s for s in statements if s.split()[0] in ("BEGIN", "COMMIT")] == [
+        "BEGIN IMMEDIATE",
+        "COMMIT",
+    ]
+    assert store.transactions == 1
+    statements.clear()
+    assert store.apply([Broadcast(b"x")]) == 0  # nothing to store: no transaction at all
+    assert statements == [] and store.transactions == 1
+
+
+def test_a_failed_apply_stores_nothing_of_it(store):
+    store.apply([vote(1, b"kept")])
+    bad = dataclasses.replace(vote(2, b"x"), value=None)  # NOT NULL violated mid-way
+    with pytest.raises(StorageError, match="cannot write"):
+        store.apply([vote(3, b"lost"), bad])
+    assert [r.value for r in store.load()] == [b"kept"]
+
+
+def test_refuses_another_clusters_directory(tmp_path, cfg):
+    Storage.open(str(tmp_path / "d"), cfg, 1).close()
+    other = dataclasses.replace(cfg, cluster_id="elsewhere")
+    with pytest.raises(ConfigError, match="belongs to cluster 'test-cluster', not 'elsewhere'"):
+        Storage.open(str(tmp_path / "d"), other, 1)
+
+
+def test_refuses_another_replicas_directory(tmp_path, cfg):
+    Storage.open(str(tmp_path / "d"), cfg, 1).close()
+    with pytest.raises(ConfigError, match="belongs to replica 1, not replica 2"):
+        Storage.open(str(tmp_path / "d"), cfg, 2)
+
+
+def test_refuses_a_directory_written_with_other_keys(tmp_path, cfg):
+    Storage.open(str(tmp_path / "d"), cfg, 1).close()
+    replicas = list(cfg.replicas)
+    replicas[3] = dataclasses.replace(replicas[3], public_key=replica_key(9).public)
+    rekeyed = dataclasses.replace(cfg, replicas=tuple(replicas))
+    with pytest.raises(ConfigError, match="other keys"):
+        Storage.open(str(tmp_path / "d"), rekeyed, 1)
+
+
+def test_refuses_a_newer_format(tmp_path, cfg):
+    Storage.open(str(tmp_path / "d"), cfg, 1).close()
+    db = sqlite3.connect(tmp_path / "d" / DB_FILE)
+    with db:
+        db.execute("UPDATE meta SET value = ? WHERE key = 'format_version'", (str(FORMAT_VERSION + 1),))
+    db.close()
+    with pytest.raises(ConfigError, match="newer than this build reads"):
+        Storage.open(str(tmp_path / "d"), cfg, 1)
+
+
+def test_refuses_a_file_that_is_not_a_database(tmp_path, cfg):
+    os.makedirs(tmp_path / "d")
+    (tmp_path / "d" / DB_FILE).write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(ConfigError, match="corrupt or unreadable"):
+        Storage.open(str(tmp_path / "d"), cfg, 1)
+    assert (tmp_path / "d" / DB_FILE).read_bytes() == b"this is not sqlite" * 100  # untouched
+
+
+def test_refuses_a_corrupt_database(tmp_path, cfg):
+    with Storage.open(str(tmp_path / "d"), cfg, 1) as s:
+        s.apply([vote(i, os.urandom(300)) for i in range(1, 200)])
+        s._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    path = tmp_path / "d" / DB_FILE
+    data = bytearray(path.read_bytes())
+    page = 4096
+    assert len(data) > 8 * page
+    for p in range(2, len(data) // page):  # keep the header page, scramble the b-tree pages
+        data[p * page : p * page + 64] = b"\xff" * 64
+    path.write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match="corrupt"):
+        Storage.open(str(tmp_path / "d"), cfg, 1)
+
+
+def test_refuses_an_sqlite_database_of_something_else(tmp_path, cfg):
+    os.makedirs(tmp_path / "d")
+    db = sqlite3.connect(tmp_path / "d" / DB_FILE)
+    db.execute("CREATE TABLE photos (id INTEGER)")
+    db.commit()
+    db.close()
+    with pytest.raises(ConfigError, match="not a pbft data directory"):
+        Storage.open(str(tmp_path / "d"), cfg, 1)
+
+
+def test_refuses_a_directory_in_use(tmp_path, cfg):
+    with Storage.open(str(tmp_path / "d"), cfg, 1):
+        with pytest.raises(ConfigError, match="already in use"):
+            Storage.open(str(tmp_path / "d"), cfg, 1)
+    Storage.open(str(tmp_path / "d"), cfg, 1).close()  # released on close
+
+
+def test_refuses_a_file_as_directory(tmp_path, cfg):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ConfigError, match="is a file"):
+        Storage.open(str(tmp_path / "f"), cfg, 1)
+
+
+@pytest.mark.parametrize("policy, pragma", [("always", 2), ("batch", 1), ("off", 0)])
+def test_fsync_policy_sets_synchronous(tmp_path, cfg, policy, pragma):
+    with Storage.open(str(tmp_path / "d"), cfg, 1, fsync=policy) as s:
+        assert s._db.execute("PRAGMA synchronous").fetchone()[0] == pragma
+        assert s._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_fsync_setting_from_the_cluster_file(tmp_path):
+    f = tmp_path / "cluster.toml"
+    f.write_text('[cluster]\nid = "x"\n')
+    assert fsync_setting(str(f)) == "always"
+    f.write_text('[cluster]\nid = "x"\n[storage]\nfsync = "batch"\n')
+    assert fsync_setting(str(f)) == "batch"
+    f.write_text('[storage]\nfsync = "sometimes"\n')
+    with pytest.raises(ConfigError, match="'fsync' must be \"always\", \"batch\" or \"off\""):
+        fsync_setting(str(f))
+
+
+def fill_disk(store: Storage) -> None:
+    """Simulate a full disk: the database may not grow beyond its current size."""
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count = {pages}")
+
+
+def test_full_disk_raises_storage_error_and_keeps_what_was_stored(store):
+    store.apply([vote(1, b"kept")])
+    fill_disk(store)
+    with pytest.raises(StorageError, match="is full"):
+        store.apply([vote(i, os.urandom(2000)) for i in range(2, 40)])
+    assert [r.value for r in store.load()] == [b"kept"]
+
+
+async def test_full_disk_stops_the_node_before_it_sends(tmp_path, cfg, caplog):
+    from pbft.runtime.node import ReplicaNode
+
+    sent: list[object] = []
+
+    class Recorder:
+        def __init__(self, *a, **kw):
+            pass
+
+        def send(self, to, data):
+            sent.append(data)
+
+        broadcast = send_client = send
+
+    s = Storage.open(str(tmp_path / "d"), cfg, 0)
+    try:
+        node = ReplicaNode.__new__(ReplicaNode)  # no sockets: only the stepping task
+        node.__init__(cfg, make_replica(cfg, 0), server_context=None, client_context=None,
+                      identify=None, storage=s)
+        node.transport = Recorder()
+        fill_disk(s)
+        caplog.set_level(logging.ERROR, logger="pbft.node")
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                node._cancel = nursery.cancel_scope
+                nursery.start_soon(node._step_loop)
+                big = b"x" * 3000
+                for t in range(1, 6):
+                    op = op_put(b"k", big)
+                    await node._send.send(Received("alice", sign_request("alice", op, t)))
+        assert node.failure is not None and "is full" in node.failure
+        assert sent == []  # the pre-prepare was never sent: it could not be made durable
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and "stopped" in errors[0].getMessage()
+    finally:
+        s.close()
+
+
+# -- the core and the storage together ---------------------------------------------------
+
+
+def pre_prepares(actions) -> list[PrePrepare]:
+    out = []
+    for a in actions:
+        if isinstance(a, Broadcast):
+            msg = decoded(a.data)[1]
+            if isinstance(msg, PrePrepare):
+                out.append(msg)
+    return out
+
+
+def test_a_primary_that_crashed_after_persisting_never_reuses_the_seq(tmp_path, cfg):
+    # Replica 0 (primary of view 0) assigns seq 1 to alice's request and persists the
+    # signed PRE-PREPARE, then crashes before the broadcast leaves. Rebuilt from disk, it
+    # must not give seq 1 to a different batch.
+    with Storage.open(str(tmp_path / "p"), cfg, 0) as s:
+        primary = make_replica(cfg, 0)
+        out = primary.step(Received("alice", sign_request("alice", op_put(b"a", b"1"), 1)))
+        first = pre_prepares(out)
+        assert [p.seq for p in first] == [1]
+        s.apply(out)  # durable; the broadcast is lost with the crash
+        records = s.load()
+    with Storage.open(str(tmp_path / "p"), cfg, 0) as s:
+        reborn = make_replica(cfg, 0)
+        reborn.recover(s.load())
+        assert s.load() == records
+        out = reborn.step(Received("bob", sign_request("bob", op_put(b"b", b"2"), 1)))
+        out += reborn.step(Received("alice", sign_request("alice", op_put(b"a", b"1"), 1)))
+        for _ in range(200):  # retransmission timers fire: it may resend seq 1, never change it
+            out += reborn.step(Tick())
+        for pp in pre_prepares(out):
+            if pp.seq == 1:
+                assert pp.digest == first[0].digest, "signed a second batch for seq 1"
+        assert any(pp.seq >= 2 for pp in pre_prepares(out))  # bob's batch: a new number
+
+
+def test_a_whole_cluster_rebuilt_from_storage_keeps_executed_writes(tmp_path, cfg):
+    # Every replica persists what the core asks; all "crash"; rebuilt from the records
+    # alone they hold every write that completed and keep serving.
+    router = Router.build(cfg)
+    stores = [Storage.open(str(tmp_path / f"r{i}"), cfg, i) for i in cfg.replica_ids()]
+    try:
+        original = router.perform
+
+        def perform(src, actions):
+            if isinstance(src, int):
+                stores[src].apply(actions)
+            original(src, actions)
+
+        router.perform = perform
+        for i in range(10):  # crosses checkpoints (K=4): exercises Truncate too
+            router.submit("alice", op_put(b"k%d" % i, b"v%d" % i))
+            router.run()
+        assert len(router.completed) == 10
+        digest = router.replicas[0].state_digest()
+        executed = router.replicas[0].last_executed
+        fresh = Router.build(cfg)
+        for i in cfg.replica_ids():
+            fresh.replicas[i].recover(stores[i].load())
+            assert fresh.replicas[i].last_executed == executed
+            assert fresh.replicas[i].state_digest() == digest
+        fresh.clients = router.clients
+        fresh.submit("alice", op_get(b"k7"), read_only=True)
+        fresh.run()
+        assert fresh.completed and decode_result(fresh.completed[-1][2]) == b"v7"
+    finally:
+        for s in stores:
+            s.close()
