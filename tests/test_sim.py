@@ -70,7 +70,11 @@ def test_to_toml_round_trips():
     s = Scenario(
         name="x",
         seed=5,
-        network=(NetworkFault(10, 20, partition=((0,), (1, 2, 3))), NetworkFault(twin=2)),
+        network=(
+            NetworkFault(10, 20, partition=((0,), (1, 2, 3))),
+            NetworkFault(twin=2),
+            NetworkFault(drop=1.0, kinds=("COMMIT",), from_=(1,), to=(0, 2), views=(0,), seqs=(1,)),
+        ),
         expect=Expect(all_requests_complete=False, max_view_changes=3),
     )
     again = parse_scenario(tomllib.loads(to_toml(s)), "x")
@@ -91,6 +95,7 @@ def test_to_toml_round_trips():
         ("[[byzantine]]\nreplica = 0", "'behaviour' must be"),
         ("[[byzantine]]\nreplica = 0\nclient = 1\nbehaviour = 'x'", "exactly one of"),
         ("[expect]\nsafety = false", "safety is always checked"),
+        ("[[network]]\ndrop = 1.0\nkinds = ['VOTE']", "message kinds are"),
         ("[workload]\nclients = -1", "'clients' must be an integer"),
     ],
 )

@@ -44,6 +44,9 @@ PROBES = [
 def _probe_files() -> list[Scenario]:
     names = [
         "byz-equivocate",
+        "byz-bad-new-view-replace",
+        "byz-fake-prepared-cert-own-view",
+        "byz-lying-state-transfer",
         "byz-bad-digest-swap",
         "byz-duplicate-request",
         "byz-out-of-window-high",

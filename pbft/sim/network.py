@@ -15,7 +15,41 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from .scenario import NetworkFault, Node
+from ..protocol import codec
+from ..protocol.messages import MsgType, envelope_from_bytes
+from .scenario import KINDS, NetworkFault, Node
+
+_KIND_OF = {int(t): KINDS[i] for i, t in enumerate(MsgType)}
+
+
+def classify(data: bytes) -> tuple[str, int | None, int | None]:
+    """(kind, view, seq) of an envelope, as far as it can be read; garbage is ("", None, None)."""
+    try:
+        body = codec.decode(envelope_from_bytes(data).body)
+    except codec.CodecError:
+        return "", None, None
+    if not isinstance(body, list) or not body or type(body[0]) is not int:
+        return "", None, None
+    kind = _KIND_OF.get(body[0], "")
+    view = seq = None
+    if kind in ("PRE-PREPARE", "PREPARE", "COMMIT") and len(body) >= 3:
+        view, seq = body[1], body[2]
+    elif kind == "CHECKPOINT" and len(body) >= 2:
+        seq = body[1]
+    elif kind in ("VIEW-CHANGE", "NEW-VIEW") and len(body) >= 2:
+        view = body[1]
+    return kind, view, seq
+
+
+def _matches(nf: NetworkFault, src: Node, dst: Node, info: tuple) -> bool:
+    kind, view, seq = info
+    return (
+        (not nf.from_ or src in nf.from_)
+        and (not nf.to or dst in nf.to)
+        and (not nf.kinds or kind in nf.kinds)
+        and (not nf.views or view in nf.views)
+        and (not nf.seqs or seq in nf.seqs)
+    )
 
 BASE_DELAY_MS = (1, 4)
 """Latency of a healthy link, uniformly in this range (inclusive), in virtual ms."""
@@ -38,13 +72,19 @@ class Network:
         ends = [nf.until_ms for nf in self.faults if nf.until_ms is not None]
         return max(ends, default=0)
 
-    def transit(self, now: int, src: Node, dst: Node) -> list[int]:
+    def transit(self, now: int, src: Node, dst: Node, data: bytes = b"") -> list[int]:
         rng = self.rng
         delay = rng.randint(*BASE_DELAY_MS)
         copies = 1
+        info = None
         for nf, groups in zip(self.faults, self._groups, strict=True):
             if not nf.active(now):
                 continue
+            if nf.filtered:
+                if info is None:
+                    info = classify(data)
+                if not _matches(nf, src, dst, info):
+                    continue
             if groups:
                 gs, gd = groups.get(src), groups.get(dst)
                 if gs is not None and gd is not None and gs != gd:

@@ -315,6 +315,15 @@ class Oracle:
             if isinstance(key, bytes):
                 self.versions.setdefault(key, []).append((seq, self.model.data.get(key)))
 
+    def check_installed_state(self, rid: int, seq: int, digest: bytes, actual: bytes) -> None:
+        """After a state transfer the replica's state must be the checkpoint it installed."""
+        if actual != digest:
+            self.fail(
+                "exactly-once",
+                f"replica {rid} installed checkpoint {seq} ({digest.hex()[:8]}) but its state "
+                f"digest is {actual.hex()[:8]}",
+            )
+
     def check_stable_proof(
         self, rid: int, seq: int, digest: bytes, proof: tuple[bytes, ...], verify: Callable[[Envelope], bool]
     ) -> None:

@@ -14,6 +14,9 @@ Format additions beyond DESIGN.md section 6 (all optional):
                view_change_timeout_ms, tick_ms, retransmit_ms
     [[network]] delay_ms = 50  jitter_ms = 20  reorder = 0.3  reorder_ms = 80
     [[network]] crash = 2  at_ms = 1000  until_ms = 3000   # restart at until_ms (omit: never)
+    [[network]] drop = 1.0  kinds = ["COMMIT"]  to = [0, 1, 2]  views = [0]  seqs = [1]
+                # filters: a link fault touches only matching messages (kind, sender,
+                # receiver, view and seq of the message); omitted filters match everything
     [expect]   liveness_ms = 30000  # a correct client's request completes within this bound
                                     # (virtual ms) once the last fault has healed
                catch_up = true      # after the workload and a settle period, every live correct
@@ -57,7 +60,26 @@ NETWORK_KEYS = frozenset(
         "one_way",
         "twin",
         "crash",
+        "kinds",
+        "from",
+        "to",
+        "views",
+        "seqs",
     }
+)
+KINDS = (
+    "REQUEST",
+    "PRE-PREPARE",
+    "PREPARE",
+    "COMMIT",
+    "REPLY",
+    "CHECKPOINT",
+    "VIEW-CHANGE",
+    "NEW-VIEW",
+    "FETCH-STATE",
+    "STATE-CHUNK",
+    "STATUS",
+    "QUERY-STATUS",
 )
 MAX_F = 4
 MAX_CLIENTS = 64
@@ -94,6 +116,16 @@ class NetworkFault:
     one_way: tuple[Node, Node] | None = None
     twin: int | None = None
     crash: int | None = None
+    # Filters: the fault touches only matching messages (empty = all).
+    kinds: tuple[str, ...] = ()
+    from_: tuple[Node, ...] = ()
+    to: tuple[Node, ...] = ()
+    views: tuple[int, ...] = ()
+    seqs: tuple[int, ...] = ()
+
+    @property
+    def filtered(self) -> bool:
+        return bool(self.kinds or self.from_ or self.to or self.views or self.seqs)
 
     def active(self, now: int) -> bool:
         return self.at_ms <= now and (self.until_ms is None or now < self.until_ms)
@@ -218,6 +250,16 @@ def _network(t: object, n: int, clients: int, where: str) -> NetworkFault:
         if not isinstance(ow, list) or len(ow) != 2:
             raise _fail(where, "'one_way' must be [from, to].")
         one_way = (_node(ow[0], n, clients, where, "one_way"), _node(ow[1], n, clients, where, "one_way"))
+    msg_kinds = _list(t, "kinds", where)
+    for k in msg_kinds:
+        if k not in KINDS:
+            raise _fail(where, f"'kinds' names {k!r}; message kinds are {', '.join(KINDS)}.")
+    from_ = tuple(_node(x, n, clients, where, "from") for x in _list(t, "from", where))
+    to = tuple(_node(x, n, clients, where, "to") for x in _list(t, "to", where))
+    views = _list(t, "views", where)
+    seqs = _list(t, "seqs", where)
+    if not all(type(x) is int and x >= 0 for x in views + seqs):
+        raise _fail(where, "'views' and 'seqs' must be lists of non-negative integers.")
     twin = _replica(t["twin"], n, where, "twin") if "twin" in t else None
     crash = _replica(t["crash"], n, where, "crash") if "crash" in t else None
     if twin is not None and ("at_ms" in t or "until_ms" in t):
@@ -242,7 +284,19 @@ def _network(t: object, n: int, clients: int, where: str) -> NetworkFault:
         one_way=one_way,
         twin=twin,
         crash=crash,
+        kinds=tuple(msg_kinds),
+        from_=from_,
+        to=to,
+        views=tuple(views),
+        seqs=tuple(seqs),
     )
+
+
+def _list(t: dict, key: str, where: str) -> list:
+    v = t.get(key, [])
+    if not isinstance(v, list):
+        raise _fail(where, f"'{key}' must be a list.")
+    return v
 
 
 def _byzantine(t: object, n: int, clients: int, where: str) -> ByzantineSpec:
@@ -383,9 +437,15 @@ def to_toml(s: Scenario) -> str:
         lines += ["", "[[network]]"]
         for k in NetworkFault.__slots__:
             v = getattr(nf, k)
+            if isinstance(v, tuple) and k != "one_way" and k != "partition":
+                v = list(v)
+            if k == "from_":
+                if v:
+                    lines.append(f"from = {_toml_value(v)}")
+                continue
             if k == "at_ms" and nf.twin is None:
                 lines.append(f"at_ms = {v}")
-            elif v != getattr(default, k) and v is not None and v != ():
+            elif v != getattr(default, k) and v is not None and v != () and v != []:
                 if k == "reorder_ms" and not nf.reorder:
                     continue
                 lines.append(f"{k} = {_toml_value(v)}")

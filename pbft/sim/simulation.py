@@ -41,6 +41,7 @@ from ..protocol.events import (
     Received,
     Send,
     SendClient,
+    StateInstalled,
     Tick,
 )
 from ..protocol.messages import envelope_from_bytes, from_body, render
@@ -260,7 +261,7 @@ class Simulation:
         heapq.heappush(self._queue, (time, self._counter, kind, args))
 
     def _transmit(self, src: Node, dst: Node, data: bytes) -> None:
-        for t in self.network.transit(self.now, src, dst):
+        for t in self.network.transit(self.now, src, dst, data):
             self._push(t, DELIVER, src, dst, data)
 
     def _record(self, line: tuple) -> None:
@@ -289,6 +290,8 @@ class Simulation:
                 if isinstance(a, CheckpointStable):
                     proof = getattr(inst.node, "stable_proof", ())
                     self.oracle.check_stable_proof(rid, a.seq, a.digest, proof, self.verifier.verify)
+                elif isinstance(a, StateInstalled) and inst.node.last_executed == a.seq:
+                    self.oracle.check_installed_state(rid, a.seq, a.digest, inst.node.state_digest())
         else:
             for a in actions:
                 if isinstance(a, Broadcast | Send):
