@@ -19,7 +19,6 @@ from test_behaviours import Cluster, assert_safe
 from pbft.adversary.behaviours import REGISTRY
 from pbft.adversary.broken import BROKEN
 from pbft.adversary.wire import open_envelope
-from pbft.protocol import codec
 from pbft.protocol.crypto import NULL_DIGEST, batch_digest, seal
 from pbft.protocol.events import Executed, Reason, Received, Rejected, ViewInstalled
 from pbft.protocol.messages import (
@@ -347,4 +346,35 @@ def test_storm_messages_are_valid_view_changes():
     for _, vc in c.received(0, ViewChange, src=2):
         assert vc.prepared == () and vc.stable_seq == 0
     assert c.rejects(Reason.BAD_CERTIFICATE) == 0
-    assert isinstance(codec.encode(1), bytes)
+
+
+
+# -- replay across views ---------------------------------------------------------------------------
+
+
+def test_replay_of_old_view_messages_after_a_view_change_is_ignored():
+    # `replay` (wire.py) re-sends what it saw; after a view change that includes view-0
+    # pre-prepares, votes and view-changes for view 1, all old by then.
+    c = Net(byz=(3, "replay", {"rate": 8, "history": 512}))
+    c.workload(2)
+    c.cut.add(0)
+    c.submit("alice", op_put(b"k", b"v"))
+    c.run()
+    c.tick(40)
+    c.cut.clear()
+    c.settle()
+    c.tick(20)  # the old primary learns view 1 from a peer's NEW-VIEW (STATUS)
+    assert c.views() == {1}
+    before = c.rejects(Reason.WRONG_VIEW, peer=3) + c.rejects(Reason.STALE, peer=3)
+    c.workload(3, ticks=3)
+    replayed_old = [
+        m
+        for s, _, data in c.delivered
+        if s == 3 and open_envelope(data)[0].signer != 3
+        for m in [open_envelope(data)[1]]
+        if isinstance(m, PrePrepare | Prepare | Commit) and m.view == 0
+    ]
+    assert replayed_old
+    assert c.rejects(Reason.WRONG_VIEW, peer=3) + c.rejects(Reason.STALE, peer=3) > before
+    assert c.views() == {1} and c.done("alice") == 6 and c.done("bob") == 5
+    assert_safe(c)
