@@ -1,7 +1,7 @@
 """Run `pbft bench` configurations several times and print medians (tools only).
 
     .venv/bin/python tools/bench_matrix.py [--repeat 3] [--duration 10] [--json FILE]
-        [--config NAME:f:clients[:workers]]...
+        [--config NAME:f:clients[:workers][:setting=value...]]...  (fsync=off|batch|always too)
 
 Default configurations: f=1 saturating (32 clients), f=1 with one client (latency) and
 f=2 saturating. Every run is a fresh cluster (pbft.runtime.bench.run_once); the crypto
@@ -29,18 +29,22 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--config", action="append", default=None,
-                   help="NAME:f:clients[:workers], repeatable")
+                   help="NAME:f:clients[:workers][:setting=value...], repeatable")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     cores = os.cpu_count() or 1
     rows: dict[str, list[dict]] = {}
     for spec in args.config or DEFAULT:
         name, f, clients, *rest = spec.split(":")
-        workers = int(rest[0]) if rest else None
+        settings = dict(kv.split("=") for kv in rest if "=" in kv)
+        fsync = settings.pop("fsync", None)
+        rest = [x for x in rest if "=" not in x]
+        workers = int(rest[0]) if rest and rest[0] else None
         for r in range(args.repeat):
             cost = measure_crypto()
             run = run_once(int(f), int(clients), args.duration, workers=workers,
-                           label=f"{name} #{r + 1}")
+                           label=f"{name} #{r + 1}",
+                           settings={k: int(v) for k, v in settings.items()}, fsync=fsync)
             ceiling = ceiling_rps(cost, run.n, cores)
             row = {
                 "rps": run.throughput_rps,
@@ -54,12 +58,15 @@ def main() -> int:
                 "replica_cpu": sum(run.cpu.get("replicas", [])),
                 "client_cpu": run.cpu.get("workers", 0.0),
                 "other_cpu": run.cpu.get("other", 0.0),
+                "cpu_us_req": 1e6 * (sum(run.cpu.get("replicas", [])) + run.cpu.get("workers", 0.0))
+                / max(run.throughput_rps, 1e-9),
                 "workers": run.workers,
             }
             rows.setdefault(name, []).append(row)
             print(f"{name:16} #{r + 1}  " + "  ".join(f"{k} {v:.4g}" for k, v in row.items()),
                   file=sys.stderr, flush=True)
-    keys = ["rps", "p50", "p90", "p99", "ceiling", "ratio", "replica_cpu", "client_cpu", "other_cpu"]
+    keys = ["rps", "p50", "p90", "p99", "ceiling", "ratio", "replica_cpu", "client_cpu", "other_cpu",
+            "cpu_us_req"]
     print(f"{'config':16} {'runs':>4} " + " ".join(f"{k:>11}" for k in keys))
     medians = {}
     for name, runs in rows.items():

@@ -34,6 +34,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -92,6 +93,8 @@ class RunResult:
     latency_ms: dict[str, float]
     errors: int
     behaviour: str | None = None
+    fsync: str | None = None
+    """The replicas' `[storage] fsync` policy (None: this build has no storage)."""
     cpu: dict[str, object] = field(default_factory=dict)
     """Fraction of one core each replica process and all workers used in the window."""
 
@@ -287,11 +290,15 @@ def run_once(
     read_fraction: float = 0.0,
     label: str = "bench",
     profile: object = None,
+    settings: dict[str, int] | None = None,
+    fsync: str | None = None,
 ) -> RunResult:
     """One throwaway cluster, C closed-loop clients for `duration` seconds.
 
     `profile(cluster)` (tools only) is called once the window opens, with the running
-    LocalCluster, and may return a cleanup callable run when the window closes."""
+    LocalCluster, and may return a cleanup callable run when the window closes.
+    `settings` overrides [cluster] settings of the throwaway cluster and `fsync` sets its
+    `[storage] fsync` policy (tools only; the default is the operators' default)."""
     from .clusterfile import load_cluster
     from .keygen import generate_cluster
     from .launcher import LaunchError, LocalCluster, free_ports
@@ -312,8 +319,12 @@ def run_once(
             ports=free_ports(n),
             cluster_id="bench",
             force=True,
-            checkpoint_interval=CHECKPOINT_INTERVAL,
+            **{"checkpoint_interval": CHECKPOINT_INTERVAL, **(settings or {})},
         )
+        if fsync is not None:
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(f'\n[storage]\nfsync = "{fsync}"\n')
+        policy = _fsync_policy(path)
         config = load_cluster(path)
         cluster = LocalCluster(
             path,
@@ -392,8 +403,17 @@ def run_once(
         latency_ms={p: round(percentile(lat, q), 3) for p, q in (("p50", 50), ("p90", 90), ("p99", 99))},
         errors=sum(r["errors"] for r in results),
         behaviour=behaviour,
+        fsync=policy,
         cpu=cpu,
     )
+
+
+def _fsync_policy(cluster_path: str) -> str | None:
+    try:
+        from .storage import fsync_setting
+    except ImportError:
+        return None
+    return fsync_setting(cluster_path)
 
 
 class BenchError(RuntimeError):
@@ -470,11 +490,19 @@ def report(
         "duration_s": run.duration_s,
         "workers": run.workers,
         "errors": run.errors,
+        "fsync": run.fsync,
         "t_sign_us": round(cost.t_sign * 1e6, 2),
         "t_verify_us": round(cost.t_verify * 1e6, 2),
         "cpu": run.cpu,
         "python": sys.version.split()[0],
     }
+    used = sum(run.cpu.get("replicas", [])) + float(run.cpu.get("workers", 0.0))
+    if used > 0 and run.requests:
+        # CPU actually spent per request by the replicas and clients, and the floor's share
+        # of it: unlike `ratio`, this does not move when neighbours take cores away.
+        per = used * run.duration_s / run.requests
+        out["cpu_us_per_request"] = round(per * 1e6, 1)
+        out["cpu_ratio"] = round((run.n * cost.t_verify + cost.t_sign) / per, 4)
     if attack is not None:
         a = asdict(attack)
         a["ratio"] = round(attack.throughput_rps / ceiling, 4)
@@ -491,7 +519,8 @@ def summary(doc: dict) -> list[str]:
     lines = [
         f"cluster      n={doc['n']} f={doc['f']}, {doc['clients']} clients in "
         f"{doc['workers']} processes, {doc['cores']} cores",
-        f"requests     {doc['requests']} puts in {doc['duration_s']:g} s ({doc['errors']} errors)",
+        f"requests     {doc['requests']} puts in {doc['duration_s']:g} s ({doc['errors']} errors), "
+        f"fsync {doc.get('fsync') or 'n/a'}",
         f"throughput   {doc['throughput_rps']:.1f} req/s",
         f"latency ms   p50 {lat['p50']:.2f}  p90 {lat['p90']:.2f}  p99 {lat['p99']:.2f}",
         f"crypto       sign {doc['t_sign_us']:.1f} us, verify {doc['t_verify_us']:.1f} us",
@@ -506,6 +535,8 @@ def summary(doc: dict) -> list[str]:
         if cpu.get("other", 0.0) > NOISY * doc["cores"]:
             lines.append("warning      other processes used the CPU during the run; "
                          "the figures are lower than this machine can do")
+    if "cpu_ratio" in doc:
+        lines.append(f"cpu/request  {doc['cpu_us_per_request']:.0f} us (floor share {doc['cpu_ratio']:.3f})")
     if "attack" in doc:
         a = doc["attack"]
         lines += [
@@ -548,6 +579,19 @@ def cmd_bench(args) -> int:
         raise UsageError("the read fraction must be between 0 and 1.")
 
     cores = os.cpu_count() or 1
+    # SIGTERM unwinds like Ctrl-C, so the replicas and workers are stopped either way.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _bench(args, f, clients, duration, behaviour, workers, read_fraction, cores)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _bench(args, f, clients, duration, behaviour, workers, read_fraction, cores) -> int:
     cost = measure_crypto()
     n = 3 * f + 1
     print(
