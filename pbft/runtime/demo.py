@@ -9,10 +9,18 @@ an async function taking the shared `Demo` state and appending what went wrong t
 is one more function in the list. A summary goes to stdout, progress to stderr. The
 processes are always stopped and the directory always removed. Exit 0 when every check
 held, 1 otherwise.
+
+The phases: a workload; a second workload during which the primary is crashed (SIGKILL),
+with an observer client polling STATUS to show the view change (OSDI'99 4.4) as it
+happens; a third workload with the crashed replica restarted as a Byzantine backup
+(`--behaviour`), so there is never more than f = 1 faulty replica; then the summary. Each
+workload writes its own keys under its own prefix, so "every get returns the last put"
+is checked per phase.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import tempfile
@@ -28,6 +36,14 @@ from ..protocol.config import ClusterConfig
 
 CHECKPOINT_INTERVAL = 32
 """Small, so a few hundred requests cross several checkpoints."""
+VIEW_CHANGE_TIMEOUT_MS = 500
+"""Short, so the crash phase takes a couple of seconds: clients retransmit to every replica
+after 2x this, and backups start a view change this long after they hear of a request."""
+BYZANTINE_BEHAVIOUR = "wrong-digest-vote"
+"""Votes for digests nobody pre-prepared; needs no view change to do its damage."""
+OBSERVER = "observer"
+"""An extra client that only polls STATUS during the crash phase."""
+STATUS_POLL = 0.1
 CALL_TIMEOUT = 30.0
 """Seconds one client call may take before the demo counts it as failed."""
 KEYS_PER_CLIENT = 8
@@ -46,6 +62,15 @@ class Demo:
     failures: list[str] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
     """Summary lines, printed after the phases in order."""
+    latencies: list[float] = field(default_factory=list)
+    """Seconds per completed request, every phase."""
+    busy: float = 0.0
+    """Seconds spent in workloads, every phase."""
+    counts: dict[str, int] = field(default_factory=lambda: {"put": 0, "get": 0})
+    observer: object = None
+    """A client used only for STATUS polls."""
+    crashed: int | None = None
+    """The replica the crash phase killed (the Byzantine phase restarts it)."""
 
 
 Phase = Callable[[Demo], Awaitable[None]]
@@ -91,24 +116,28 @@ def _percentile(sorted_values: list[float], p: float) -> float:
 # -- phases -----------------------------------------------------------------------------
 
 
-async def phase_workload(demo: Demo) -> None:
+async def run_workload(
+    demo: Demo, total: int, label: str, prefix: bytes, on_done: Callable[[int], None] | None = None
+) -> tuple[int, float]:
     """Concurrent clients doing signed puts and gets; every get must see the last put.
 
-    Each client writes only its own keys, so the value the last put of a key wrote is
-    exactly what a later get of it must return (puts and gets are linearizable)."""
+    Each client writes only its own keys (under `prefix`, new in each phase), so the
+    value the last put of a key wrote is exactly what a later get of it must return (puts
+    and gets are linearizable). `on_done(k)` runs after the k-th completed request.
+    Returns (completed, elapsed seconds)."""
     from ..runtime.client import ClientError
 
     n = len(demo.clients)
-    shares = [demo.requests // n + (1 if i < demo.requests % n else 0) for i in range(n)]
-    latencies: list[float] = []
-    counts = {"put": 0, "get": 0}
-    progress = Progress(demo.requests, "workload")
+    shares = [total // n + (1 if i < total % n else 0) for i in range(n)]
+    completed = 0
+    progress = Progress(total, label)
     progress.draw()
 
     async def run_one(index: int, client, share: int) -> None:
+        nonlocal completed
         expected: dict[bytes, bytes | None] = {}
         for j in range(share):
-            key = b"%s/k%d" % (client.id.encode(), j % KEYS_PER_CLIENT)
+            key = b"%s/%s/k%d" % (prefix, client.id.encode(), j % KEYS_PER_CLIENT)
             is_get = j % 3 == 2
             start = trio.current_time()
             try:
@@ -123,11 +152,14 @@ async def phase_workload(demo: Demo) -> None:
                     await client.put(key, value)
                     expected[key] = value
             except (TimeoutError, ClientError) as exc:
-                demo.failures.append(f"{client.id}: request {j} failed: {exc}")
+                demo.failures.append(f"{label}: {client.id}: request {j} failed: {exc}")
                 return
-            latencies.append(trio.current_time() - start)
-            counts["get" if is_get else "put"] += 1
+            demo.latencies.append(trio.current_time() - start)
+            demo.counts["get" if is_get else "put"] += 1
+            completed += 1
             progress.advance()
+            if on_done is not None:
+                on_done(completed)
 
     started = trio.current_time()
     async with trio.open_nursery() as nursery:
@@ -135,24 +167,181 @@ async def phase_workload(demo: Demo) -> None:
             nursery.start_soon(run_one, i, client, share)
     elapsed = trio.current_time() - started
     progress.finish()
+    demo.busy += elapsed
+    if completed != total:
+        demo.failures.append(f"{label}: only {completed} of {total} requests completed")
+    return completed, elapsed
 
-    lat = sorted(x * 1000 for x in latencies)
+
+def _phase_line(label: str, done: int, total: int, elapsed: float) -> str:
+    rate = done / elapsed if elapsed > 0 else 0.0
+    return f"{label:<12} {done} of {total} requests in {elapsed:.2f} s ({rate:.1f} req/s)"
+
+
+async def _views(demo: Demo, timeout: float) -> dict[int, int]:
+    return {i: s.view for i, s in (await demo.observer.status(timeout=timeout)).items()}
+
+
+async def phase_workload(demo: Demo) -> None:
+    done, elapsed = await run_workload(demo, demo.requests, "workload", b"w")
+    demo.lines.append(_phase_line("workload", done, demo.requests, elapsed))
+
+
+async def phase_primary_crash(demo: Demo) -> None:
+    """Kill the primary halfway through a workload; watch the view change; finish."""
+    total = max(2, demo.requests // 2)
+    views = await _views(demo, timeout=2.0)
+    view = max(views.values(), default=0)
+    primary = demo.config.primary(view)
+    say = lambda text: print(text, file=sys.stderr)  # noqa: E731
+    t: dict[str, float] = {}
+    killed = trio.Event()
+    phase_start = trio.current_time()
+
+    def maybe_kill(k: int) -> None:
+        if k >= total // 2 and not killed.is_set():
+            demo.cluster.kill(primary)
+            t["kill"] = trio.current_time()
+            killed.set()
+
+    def first_commit(k: int) -> None:
+        maybe_kill(k)
+        if "kill" in t and "commit" not in t and any(c.core.view > view for c in demo.clients):
+            t["commit"] = trio.current_time()
+
+    async def watch() -> None:
+        await killed.wait()
+        say(f"\nview change: primary {primary} stopped (SIGKILL) at t={t['kill'] - phase_start:.2f} s")
+        while "installed" not in t:
+            seen = await _views(demo, timeout=STATUS_POLL)
+            moved = [i for i, v in seen.items() if v > view]
+            if len(moved) >= demo.config.quorum:
+                t["installed"] = trio.current_time()
+                t["new_view"] = min(seen[i] for i in moved)
+        say(f"\nview change: {len(moved)} replicas report view {t['new_view']} "
+            f"{(t['installed'] - t['kill']) * 1000:.0f} ms after the crash")
+
+    done = 0
+    elapsed = 0.0
+    kill_wall = 0.0
+
+    def kill_time(k: int) -> None:
+        nonlocal kill_wall
+        was = killed.is_set()
+        first_commit(k)
+        if killed.is_set() and not was:
+            kill_wall = time.time()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch)
+        done, elapsed = await run_workload(demo, total, "crash", b"c", kill_time)
+        with trio.move_on_after(5):
+            await killed.wait()
+            while "installed" not in t:
+                await trio.sleep(STATUS_POLL)
+        nursery.cancel_scope.cancel()
+    demo.lines.append(_phase_line("crash", done, total, elapsed))
+    if "kill" not in t:
+        demo.failures.append("the primary was never stopped")
+        return
+    new_view = t.get("new_view")
+    parts = [f"primary {primary} stopped at t={t['kill'] - phase_start:.2f} s"]
+    if new_view is None:
+        demo.failures.append("no view change was seen after the primary stopped")
+        new_view = view + 1
+    # The replicas' own log lines (JSON, wall clock) time the protocol steps exactly.
+    alive = [i for i in demo.config.replica_ids() if i != primary]
+    started = _first_log_times(demo, alive, f"view change to view {view + 1} started", kill_wall)
+    installed = _first_log_times(demo, alive, f"view {new_view} installed", kill_wall)
+    if started:
+        parts.append(f"first backup timer expired after {(min(started) - kill_wall) * 1000:.0f} ms")
+    if installed:
+        parts.append(f"view {new_view} installed after {(min(installed) - kill_wall) * 1000:.0f} ms")
+    elif "installed" in t:
+        parts.append(f"view {new_view} seen after {(t['installed'] - t['kill']) * 1000:.0f} ms")
+    if "commit" in t:
+        parts.append(f"first request committed after {(t['commit'] - t['kill']) * 1000:.0f} ms")
+    else:
+        demo.failures.append("no request committed in the new view")
+    vct = demo.config.view_change_timeout_ms
+    demo.lines.append("view change  " + ", ".join(parts))
+    demo.lines.append(
+        f"             (timers: clients retransmit to every replica after {2 * vct} ms, "
+        f"backups start a view change {vct} ms after they hear of a request)"
+    )
+    demo.crashed = primary
+
+
+def _first_log_times(demo: Demo, ids: list[int], needle: str, after: float) -> list[float]:
+    """Per replica, the wall-clock time of its first JSON log line containing `needle`
+    logged after `after`."""
+    found = []
+    for i in ids:
+        try:
+            with open(demo.cluster.log_path(i), encoding="utf-8", errors="replace") as fh:  # type: ignore[attr-defined]
+                for line in fh:
+                    if needle not in line:
+                        continue
+                    try:
+                        ts = float(json.loads(line)["ts"])
+                    except (ValueError, KeyError, TypeError):
+                        continue
+                    if ts >= after:
+                        found.append(ts)
+                        break
+        except OSError:
+            pass
+    return found
+
+
+async def phase_byzantine(demo: Demo) -> None:
+    """Restart the crashed replica as a Byzantine backup and run a workload: at most f
+    replicas are faulty, so every request completes and every get sees the last put."""
+    from .launcher import LaunchError
+
+    views = await _views(demo, timeout=2.0)
+    view = max(views.values(), default=0)
+    target = demo.crashed
+    if target is None or target == demo.config.primary(view):
+        target = next(i for i in demo.config.replica_ids() if i != demo.config.primary(view))
+    cluster = demo.cluster
+    cluster.behaviours[target] = BYZANTINE_BEHAVIOUR  # type: ignore[attr-defined]
+    print(
+        f"byzantine: replica {target} restarted with --behaviour {BYZANTINE_BEHAVIOUR} "
+        f"(a backup in view {view})",
+        file=sys.stderr,
+    )
+    try:
+        await trio.to_thread.run_sync(cluster.restart, target)  # type: ignore[attr-defined]
+    except LaunchError as exc:
+        demo.failures.append(f"replica {target} did not restart: {exc}")
+        return
+    total = max(2, demo.requests // 2)
+    done, elapsed = await run_workload(demo, total, "byzantine", b"b")
+    demo.lines.append(_phase_line("byzantine", done, total, elapsed))
+    demo.lines.append(
+        f"byzantine    replica {target} ran {BYZANTINE_BEHAVIOUR} (PREPAREs and COMMITs for digests "
+        "nobody pre-prepared); every request completed"
+    )
+
+
+def phase_summary_lines(demo: Demo) -> None:
+    lat = sorted(x * 1000 for x in demo.latencies)
     done = len(lat)
+    n = len(demo.clients)
     demo.lines += [
-        f"requests     {done} of {demo.requests} ({counts['put']} puts, {counts['get']} gets) "
-        f"from {n} clients",
-        f"elapsed      {elapsed:.2f} s",
-        f"throughput   {done / elapsed if elapsed > 0 else 0.0:.1f} req/s",
+        f"requests     {done} ({demo.counts['put']} puts, {demo.counts['get']} gets) from {n} clients",
+        f"throughput   {done / demo.busy if demo.busy > 0 else 0.0:.1f} req/s",
         f"latency ms   p50 {_percentile(lat, 50):.1f}  p90 {_percentile(lat, 90):.1f}  "
         f"p99 {_percentile(lat, 99):.1f}",
     ]
-    if done != demo.requests:
-        demo.failures.append(f"only {done} of {demo.requests} requests completed")
 
 
 async def phase_status(demo: Demo) -> None:
-    """Each replica's view, last executed sequence number and stable checkpoint."""
-    statuses = await demo.clients[0].status(timeout=5.0)
+    """The totals, and each replica's view, last executed sequence number and stable
+    checkpoint."""
+    phase_summary_lines(demo)
+    statuses = await demo.observer.status(timeout=5.0)
     demo.lines.append(f"{'replica':>7}  {'view':>5}  {'executed':>8}  {'stable':>8}")
     for i in demo.config.replica_ids():
         s = statuses.get(i)
@@ -164,7 +353,7 @@ async def phase_status(demo: Demo) -> None:
         demo.failures.append(f"only {len(statuses)} replicas answered the status query")
 
 
-PHASES: list[Phase] = [phase_workload, phase_status]
+PHASES: list[Phase] = [phase_workload, phase_primary_crash, phase_byzantine, phase_status]
 
 
 # -- driver -----------------------------------------------------------------------------
@@ -179,6 +368,9 @@ async def run_phases(demo: Demo, phases: list[Phase]) -> None:
                 open_client(demo.cluster_path, name, timeout=CALL_TIMEOUT)
             )
             demo.clients.append(client)
+        demo.observer = await stack.enter_async_context(
+            open_client(demo.cluster_path, OBSERVER, timeout=CALL_TIMEOUT)
+        )
         for phase in phases:
             await phase(demo)
 
@@ -204,14 +396,21 @@ def cmd_demo(args) -> int:
         path = generate_cluster(
             workdir,
             f=1,
-            clients=names,
+            clients=[*names, OBSERVER],
             ports=free_ports(4),
             cluster_id="demo",
             force=True,
             checkpoint_interval=CHECKPOINT_INTERVAL,
+            view_change_timeout_ms=VIEW_CHANGE_TIMEOUT_MS,
         )
         config = load_cluster(path)
-        cluster = LocalCluster(path, config, log_dir=workdir, log_level="warning")
+        cluster = LocalCluster(
+            path,
+            config,
+            log_dir=workdir,
+            log_level="info",
+            extra_args=["--log-format", "json"],  # the crash phase reads timestamps
+        )
         print(
             f"pbft demo: {config.n} replicas (f={config.f}) on loopback, "
             f"{nclients} clients, {requests} requests",
