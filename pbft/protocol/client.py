@@ -69,7 +69,7 @@ class ClientCore:
         self.timestamp = start_timestamp
         self.outstanding: Outstanding | None = None
         self.retransmit_ticks = retransmit_ticks or max(
-            1, 2 * config.view_change_timeout_ms // config.tick_ms
+            1, config.view_change_timeout_ms // config.tick_ms
         )
         self.rejected = 0
         self.write_quorum = config.quorum if read_only_reads else config.weak_quorum
