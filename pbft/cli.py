@@ -38,8 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    k = sub.add_parser("keygen", help="make keys, certificates and DIR/cluster.toml")
-    k.add_argument("--dir", required=True)
+    k = sub.add_parser(
+        "keygen",
+        help="make keys, certificates and DIR/cluster.toml, or add a client to a cluster",
+    )
+    k.add_argument("--dir", default=None)
+    k.add_argument("--add-client", default=None, metavar="NAME",
+                   help="add a client key and entry to the cluster file given by --config")
+    k.add_argument("--config", default=None, help="the cluster file, with --add-client")
     k.add_argument("--f", type=int, default=1)
     k.add_argument("--clients", default="alice,bob")
     k.add_argument("--host", default="127.0.0.1")

@@ -309,3 +309,18 @@ def test_add_client_needs_the_ca_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"the CA private key .*ca\.key does not exist\."):
         add_client(path, "dave")
     assert "dave" not in load_cluster(path).client_index
+
+
+def test_cli_add_client(tmp_path: Path) -> None:
+    d = tmp_path / "c"
+    assert _pbft("keygen", "--dir", str(d)).returncode == 0
+    path = str(d / "cluster.toml")
+    added = _pbft("keygen", "--add-client", "carol", "--config", path)
+    assert added.returncode == 0, added.stderr
+    assert "carol" in load_cluster(path).client_index
+    load_identity(load_cluster(path), "carol")
+    again = _pbft("keygen", "--add-client", "carol", "--config", path)
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1
+    missing = _pbft("keygen", "--add-client", "dave")
+    assert missing.returncode == 2 and "--config" in missing.stderr

@@ -418,7 +418,19 @@ def add_client(cluster_path: str, name: str) -> None:
 
 
 def cmd_keygen(args: Namespace) -> int:
-    """`pbft keygen --dir DIR [--f 1] [--clients a,b] [--host H] [--base-port P]`."""
+    """`pbft keygen --dir DIR [--f 1] [--clients a,b] [--host H] [--base-port P]`, or
+    `pbft keygen --add-client NAME --config FILE`."""
+    if args.add_client:
+        if not args.config:
+            raise UsageError("--add-client needs --config naming the cluster file.")
+        add_client(args.config, args.add_client)
+        print(
+            f"added client {args.add_client!r} to {args.config}; "
+            "restart the replicas so that they accept it"
+        )
+        return 0
+    if not args.dir:
+        raise UsageError("keygen needs --dir DIR (or --add-client NAME --config FILE).")
     clients = [c.strip() for c in (args.clients or "").split(",") if c.strip()]
     path = generate_cluster(
         args.dir,
