@@ -15,8 +15,9 @@ GROUP_COMMIT_LIMIT inputs), writes every Persist/Truncate of those steps in one
 transaction (`Storage.apply`: one commit, one fsync), and only then performs their sends.
 No send is ever performed before the commit that covers it, so a replica killed at any
 point never contradicts what it sent. While a commit is in progress (in a worker thread
-when the policy fsyncs, so the event loop keeps reading sockets and ticking) inputs queue
-up, and the next commit covers more of them: the slower the disk, the larger the batch.
+when every commit fsyncs, so the event loop keeps reading sockets and ticking) inputs
+queue up, and the next commit covers more of them: the slower the disk, the larger the
+batch.
 A failed write (full disk) stops the node with one log line: running on without
 durability could make it equivocate after the next crash. Without a storage (tests)
 `Persist` actions are ignored and a restarted replica starts empty.
@@ -167,10 +168,12 @@ class ReplicaNode:
         if not any(isinstance(a, Persist | Truncate) for a in actions):
             return True
         try:
-            if self.storage.fsync == "off":
-                self.storage.apply(actions)  # no fsync: microseconds, stay on the loop
-            else:
+            if self.storage.fsync == "always":
+                # An fsync per commit (~1.4 ms on the test VM): off the event loop, so
+                # sockets and ticks keep flowing and the next commit covers more inputs.
                 await trio.to_thread.run_sync(self.storage.apply, actions)
+            else:
+                self.storage.apply(actions)  # no fsync per commit: ~0.15 ms, stay on the loop
         except StorageError as exc:
             self.failure = str(exc)
             log.error("replica %d stopped: %s; nothing more is sent without durability", self.id, exc)
