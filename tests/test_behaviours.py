@@ -52,7 +52,8 @@ class Cluster:
     def __init__(self, byz=None, byz_client=None, replica_cls=Replica, seed=1, **cfg_kw):
         self.keys = [KeyPair.from_seed(b"r%d" % i) for i in range(4)]
         ckeys = {c: KeyPair.from_seed(c.encode()) for c in CLIENTS}
-        kw = dict(checkpoint_interval=4, log_window=8) | cfg_kw
+        # batch_max 8: any waiting request is a worthwhile batch, so proposals stay eager
+        kw = dict(checkpoint_interval=4, log_window=8, batch_max=8) | cfg_kw
         self.cfg = ClusterConfig(
             "t",
             1,

@@ -416,7 +416,8 @@ def test_replies_carry_view_replica_and_result(backup):
 CLIENTS4 = ("alice", "bob", "carol", "dave")
 
 
-def test_primary_assigns_increasing_sequence_numbers(primary):
+def test_primary_assigns_increasing_sequence_numbers():
+    primary = make_replica(make_config(batch_max=8), 0)  # a batch of one is worthwhile
     assert propose(primary, put("alice", 1))[0] == 1
     assert propose(primary, put("bob", 1))[0] == 2
     assert primary.next_seq == 3
@@ -448,6 +449,18 @@ def test_primary_batches_queued_requests_up_to_batch_max():
     assert pp2.seq == 2
     assert [decoded(r)[1].client for r in pp2.batch] == ["bob", "carol"]
     assert list(primary.pending) == ["dave"]
+
+
+def test_primary_waits_for_a_worthwhile_batch_while_one_is_in_flight():
+    # batch_max 16: with a batch in flight, the next one goes out at 16 // 8 = 2 requests.
+    primary = make_replica(make_config(clients=CLIENTS4, pipeline=4, batch_max=16), 0)
+    first = feed(primary, "alice", put("alice", 1))
+    assert [len(p.batch) for p in broadcast_messages(first) if isinstance(p, PrePrepare)] == [1]
+    alone = feed(primary, "bob", put("bob", 1))
+    assert [m for m in broadcast_messages(alone) if isinstance(m, PrePrepare)] == []
+    pair = feed(primary, "carol", put("carol", 1))
+    [pp] = [m for m in broadcast_messages(pair) if isinstance(m, PrePrepare)]
+    assert pp.seq == 2 and [decoded(r)[1].client for r in pp.batch] == ["bob", "carol"]
 
 
 def test_primary_ignores_a_request_already_in_flight(primary):
