@@ -1,10 +1,11 @@
 """ByzzFuzz-style random testing (Winter et al., OOPSLA 2023).
 
 Theory of operation. Each fuzz seed deterministically generates a `Scenario`: a short
-closed-loop workload, up to f faulty replicas (a random behaviour from the registry, a twin
-or a crash with or without restart), sometimes a Byzantine client, and a few random network
-faults (drop, delay with jitter, duplication, reordering, a partition or a one-way cut for
-a window). The run is judged by the oracle. Faulty replicas never exceed f, so liveness is
+closed-loop workload, up to f faulty replicas (a random behaviour from the registry, a twin,
+a crash for good or a restart from nothing), sometimes a Byzantine client, sometimes crashes
+of any replicas that restart from their durable stores (benign: those replicas stay correct;
+now and then every replica at once), and a few random network faults (drop, delay with
+jitter, duplication, reordering, a partition or a one-way cut for a window). The run is judged by the oracle. Faulty replicas never exceed f, so liveness is
 expected: once the last fault heals, every correct client's request must complete.
 
 On a violation the schedule is shrunk: drop network faults and behaviours one at a time,
@@ -36,6 +37,9 @@ PARAMS: dict[str, list[dict]] = {
 }
 """Interesting parameter sets per behaviour (the defaults are always a candidate too);
 replica ids above n-1 are dropped when the fuzzer uses them."""
+DURABLE_CRASH_SOME = 0.3
+DURABLE_CRASH_ALL = 0.05
+"""Shares of fuzz runs with one or two durable crash-restarts, and with all replicas at once."""
 WINDOW_MS = 3000
 """Windowed faults start and end within the first WINDOW_MS of virtual time."""
 
@@ -87,6 +91,25 @@ def _link_fault(rng: random.Random, n: int) -> NetworkFault:
     return NetworkFault(at, until, one_way=(a, b))
 
 
+def _durable_crashes(rng: random.Random, n: int, exclude: set[int]) -> list[NetworkFault]:
+    """Crashes with a restart from storage: none (most runs), one or two replicas, or every
+    replica at once; `exclude` are replicas that already have a crash entry (one per replica,
+    so no crash lands on a replica already down, and no crash for good is undone)."""
+    r = rng.random()
+    if r < DURABLE_CRASH_ALL:
+        at = rng.randrange(0, WINDOW_MS)
+        until = at + rng.randint(100, 1500)
+        return [NetworkFault(at, until, crash=i) for i in range(n) if i not in exclude]
+    if r > DURABLE_CRASH_ALL + DURABLE_CRASH_SOME:
+        return []
+    ids = [i for i in range(n) if i not in exclude]
+    out = []
+    for rid in rng.sample(ids, min(len(ids), rng.randint(1, 2))):
+        at = rng.randrange(0, WINDOW_MS)
+        out.append(NetworkFault(at, at + rng.randint(100, 2500), crash=rid))
+    return out
+
+
 def random_scenario(seed: int, f: int = 1) -> Scenario:
     rng = random.Random(seed * 1_000_003 + f)
     n = 3 * f + 1
@@ -109,8 +132,11 @@ def random_scenario(seed: int, f: int = 1) -> Scenario:
             net.append(NetworkFault(twin=rid))
         else:
             at = rng.randrange(0, WINDOW_MS)
-            until = at + rng.randint(100, 2000) if rng.random() < 0.5 else None
-            net.append(NetworkFault(at, until, crash=rid))
+            if rng.random() < 0.5:
+                net.append(NetworkFault(at, None, crash=rid))
+            else:
+                net.append(NetworkFault(at, at + rng.randint(100, 2000), crash=rid, amnesia=True))
+    net.extend(_durable_crashes(rng, n, exclude={nf.crash for nf in net if nf.crash is not None}))
     if client_behaviours and rng.random() < 0.3:
         byz.append(ByzantineSpec("client", rng.randrange(clients), rng.choice(client_behaviours), {}))
     for _ in range(rng.randint(0, 3)):

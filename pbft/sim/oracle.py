@@ -5,10 +5,16 @@ replicas *say*: their observation actions (`Executed`, `Prepared`, `Committed`,
 `CheckpointTaken`, `CheckpointStable`, `Evidence`) and the envelopes they send. Byzantine
 replicas and clients are not judged (they may say anything); twins are Byzantine.
 
-A replica that restarts from empty state is a new *incarnation*: its execution counters
-start again, and what it signs is compared only with what the same incarnation signed
-(without durable storage a restart forgets its votes; that is expected until DESIGN.md
-section 8 lands). Agreement is across everything any correct incarnation ever committed.
+Every start of a replica is a new *incarnation* (`Who`): its execution counter starts at
+what it recovered. What it signs is judged per *signer identity*, which survives a durable
+restart: a correct replica that restarts from its store must never sign a vote that
+conflicts with one an earlier incarnation signed (DESIGN.md section 8), and a vote it
+prepared before the crash may be committed after it. A restart from nothing (amnesia) is
+a new identity, and that replica is faulty anyway. On a durable restart `note_recovered`
+checks the recovered state against the agreed history: its service data and reply cache
+must be the model's replayed to its recovered `last_executed`, and its executions then
+continue contiguously from there. Agreement is across everything any correct incarnation
+ever committed.
 
 The agreed history is built from the first correct replica to execute each sequence
 number; every later `Executed` at that number must match it exactly. Replaying its fresh
@@ -157,23 +163,27 @@ class Oracle:
             if isinstance(pp, PrePrepare) and not pp.batch:
                 self.null_allowed.add((pp.view, pp.seq))
 
-    def observe_replica(self, rid: int, who: Who, now: int, actions: list[Action]) -> None:
-        """The actions of one step of a correct replica."""
+    def observe_replica(
+        self, rid: int, who: Who, now: int, actions: list[Action], identity: Who | None = None
+    ) -> None:
+        """The actions of one step of a correct replica; `identity` is its signer identity
+        (default: the incarnation itself, as for a restart from nothing)."""
+        signer = who if identity is None else identity
         for a in actions:
             match a:
                 case Broadcast(data) | Send(_, data):
-                    self.observe_sent(rid, who, data)
+                    self.observe_sent(rid, signer, data)
                 case Prepared(view, seq, digest):
                     self._prepared(who, view, seq, digest)
-                    self.own_prepared.add((who, view, seq, digest))
+                    self.own_prepared.add((signer, view, seq, digest))
                 case Committed(view, seq, digest):
-                    if (who, view, seq, digest) not in self.own_prepared:
+                    if (signer, view, seq, digest) not in self.own_prepared:
                         self.fail(
                             "agreement",
                             f"replica {rid} committed view {view} seq {seq} without being prepared "
                             "itself (committed-local needs prepared, OSDI'99 4.2)",
                         )
-                    self.own_prepared.discard((who, view, seq, digest))
+                    self.own_prepared.discard((signer, view, seq, digest))
                     self._committed(who, view, seq, digest)
                 case Executed():
                     self._executed(who, a)
@@ -187,6 +197,40 @@ class Oracle:
                             "prepared-uniqueness",
                             f"replica {rid} holds '{kind}' evidence against correct replica {culprit}",
                         )
+
+    def note_recovered(self, rid: int, who: Who, replica: object) -> None:
+        """A correct replica restarted from its durable store as incarnation `who`: what it
+        recovered must be a prefix of the agreed history, and it executes on from there."""
+        last = getattr(replica, "last_executed", 0)
+        self.exec_last[who] = last
+        if last == 0:
+            return
+        model = KeyValueStore()
+        table: dict[str, tuple[int, bytes]] = {}
+        for seq in range(1, last + 1):
+            entry = self.history.get(seq)
+            if entry is None:
+                return  # no correct replica executed it in the open (cannot judge)
+            for client, ts, op, result, fresh in entry[1]:
+                if fresh:
+                    model.execute(op, client)
+                    table[client] = (ts, result)
+        service = getattr(replica, "service", None)
+        if service is not None and getattr(service, "data", None) != model.data:
+            self.fail(
+                "exactly-once",
+                f"replica {rid} recovered to seq {last} with service state that differs from the "
+                "agreed history replayed to that seq",
+            )
+            return
+        clients = getattr(replica, "clients", {})
+        got = {c: (rec.timestamp, rec.result) for c, rec in clients.items()}
+        if got != table:
+            self.fail(
+                "exactly-once",
+                f"replica {rid} recovered to seq {last} with a reply cache that differs from the "
+                "agreed history replayed to that seq",
+            )
 
     def _prepared(self, who: Who, view: int, seq: int, digest: bytes) -> None:
         prior = self.prepared.get((view, seq))

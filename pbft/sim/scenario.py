@@ -14,6 +14,8 @@ Format additions beyond DESIGN.md section 6 (all optional):
                view_change_timeout_ms, tick_ms, retransmit_ms
     [[network]] delay_ms = 50  jitter_ms = 20  reorder = 0.3  reorder_ms = 80
     [[network]] crash = 2  at_ms = 1000  until_ms = 3000   # restart at until_ms (omit: never)
+                amnesia = true   # the restart comes back from nothing instead of from its
+                                 # durable store: a faulty replica (BYZANTINE.md `amnesia`)
     [[network]] drop = 1.0  kinds = ["COMMIT"]  to = [0, 1, 2]  views = [0]  seqs = [1]
                 # filters: a link fault touches only matching messages (kind, sender,
                 # receiver, view and seq of the message); omitted filters match everything
@@ -60,6 +62,7 @@ NETWORK_KEYS = frozenset(
         "one_way",
         "twin",
         "crash",
+        "amnesia",
         "kinds",
         "from",
         "to",
@@ -116,6 +119,7 @@ class NetworkFault:
     one_way: tuple[Node, Node] | None = None
     twin: int | None = None
     crash: int | None = None
+    amnesia: bool = False  # with crash: restart from nothing rather than from storage
     # Filters: the fault touches only matching messages (empty = all).
     kinds: tuple[str, ...] = ()
     from_: tuple[Node, ...] = ()
@@ -164,9 +168,11 @@ class Scenario:
         return 3 * self.f + 1
 
     def faulty_replicas(self) -> list[int]:
-        """Replicas outside the correct set: behaviours and twins (crashes are benign)."""
+        """Replicas outside the correct set: behaviours, twins and amnesiac restarts (a
+        crash with a restart from durable storage is benign)."""
         ids = {b.index for b in self.byzantine if b.target == "replica"}
         ids |= {n.twin for n in self.network if n.twin is not None}
+        ids |= {n.crash for n in self.network if n.crash is not None and n.amnesia}
         return sorted(ids)
 
     def byzantine_clients(self) -> list[str]:
@@ -262,6 +268,9 @@ def _network(t: object, n: int, clients: int, where: str) -> NetworkFault:
         raise _fail(where, "'views' and 'seqs' must be lists of non-negative integers.")
     twin = _replica(t["twin"], n, where, "twin") if "twin" in t else None
     crash = _replica(t["crash"], n, where, "crash") if "crash" in t else None
+    amnesia = _bool(t, "amnesia", False, where)
+    if amnesia and (crash is None or until is None):
+        raise _fail(where, "'amnesia' belongs on a crash entry with a restart ('crash' and 'until_ms').")
     if twin is not None and ("at_ms" in t or "until_ms" in t):
         raise _fail(where, "a 'twin' runs for the whole run; drop 'at_ms'/'until_ms'.")
     kinds = sum(x is not None and x != () for x in (twin, crash)) + (
@@ -284,6 +293,7 @@ def _network(t: object, n: int, clients: int, where: str) -> NetworkFault:
         one_way=one_way,
         twin=twin,
         crash=crash,
+        amnesia=amnesia,
         kinds=tuple(msg_kinds),
         from_=from_,
         to=to,

@@ -9,6 +9,15 @@ the wall clock, iterates a hash-ordered set, or depends on object identity, so a
 replays the same run in any process; `trace_digest` (sha256 over every delivered event
 in order) proves it.
 
+Durability (DESIGN.md section 8): each instance has an in-memory store fed by its
+`Persist` and `Truncate` actions with exactly the semantics of events.py (a record replaces
+the one with the same key; a truncation drops VOTE, PREPARED and EXECUTED records at or
+below its seq). A crash empties the replica; a restart builds a fresh core and hands it the
+store through `Replica.recover` (a durable restart, benign: the replica stays correct and
+the oracle judges its incarnations as one signer), or, with `amnesia = true` on the crash
+entry, from nothing (a faulty replica). A node persists before it sends, and the simulator
+performs a step's actions atomically, so there is no half-persisted step to lose.
+
 Nodes: replica ids 0..n-1, each hosting one instance (two for a `twin`, none while
 crashed); clients "c0", "c1", ... Replies travel through the same network and arrive with
 `peer` = the replica id, as an authenticated channel would say. After every step of a
@@ -38,11 +47,14 @@ from ..protocol.events import (
     Broadcast,
     CheckpointStable,
     Completed,
+    Persist,
     Received,
+    Record,
     Send,
     SendClient,
     StateInstalled,
     Tick,
+    Truncate,
 )
 from ..protocol.messages import envelope_from_bytes, from_body, render
 from ..protocol.replica import Replica
@@ -75,11 +87,30 @@ exercised by short workloads. A scenario's [cluster] table overrides them."""
 DELIVER, TICK, SUBMIT, CRASH, RESTART = range(5)
 
 
+TRUNCATED = frozenset({Record.VOTE, Record.PREPARED, Record.EXECUTED})
+"""The records a `Truncate` may drop (events.py)."""
+
+Store = dict[tuple[str, int, int, str], Persist]
+"""One replica's durable records by key, in first-write order (replacement keeps the slot,
+as an SQLite upsert keeps the row)."""
+
+
+def apply_durability(store: Store, action: Persist | Truncate) -> None:
+    """Perform one durability action on a store, as a runtime's storage would."""
+    if isinstance(action, Persist):
+        store[action.key] = action
+        return
+    for key in [k for k, r in store.items() if r.record in TRUNCATED and r.seq <= action.seq]:
+        del store[key]
+
+
 @dataclass(slots=True)
 class Instance:
     node: Any  # Replica or ByzantineReplica
     correct: bool
-    incarnation: int
+    incarnation: int  # counts every start: executions are numbered per incarnation
+    epoch: int = 0  # counts restarts from nothing: what an epoch signed it remembers
+    store: Store = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -191,6 +222,9 @@ class Simulation:
         self._last_progress = 0
         self._done_at: int | None = None
         self._incarnations: dict[int, int] = {}
+        self._epochs: dict[int, int] = {}
+        self._stores: dict[int, list[Store]] = {}
+        self.restarts = 0
         self.replicas: dict[int, list[Instance]] = {i: [] for i in range(cfg.n)}
         self._behaviour_rng = random.Random(self.rng.getrandbits(64))
         for i in range(cfg.n):
@@ -204,20 +238,28 @@ class Simulation:
             if nf.crash is not None:
                 self._push(nf.at_ms, CRASH, nf.crash)
                 if nf.until_ms is not None:
-                    self._push(nf.until_ms, RESTART, nf.crash)
+                    self._push(nf.until_ms, RESTART, nf.crash, nf.amnesia)
         for name in self.clients:
             self._push(self.rng.randint(0, 5), SUBMIT, name)
         self._push(cfg.tick_ms, TICK)
 
     # -- construction -------------------------------------------------------------------
 
-    def _new_instance(self, rid: int) -> Instance:
+    def _new_instance(self, rid: int, store: Store | None = None) -> Instance:
+        """A fresh core for replica `rid`; with `store`, recovered from those records."""
         inc = self._incarnations.get(rid, 0)
         self._incarnations[rid] = inc + 1
+        epoch = self._epochs.get(rid, 0)
         core = self._classes.get(rid, Replica)(self.config, rid, self.keys[rid], KeyValueStore(), self.verifier)
+        if store:
+            try:
+                core.recover(list(store.values()))
+            except Exception as exc:  # noqa: BLE001 - a raise from recover() is the finding
+                self.oracle.fail("exception", f"replica {rid} raised {type(exc).__name__} in recover(): {exc}")
+        store = {} if store is None else store
         spec = self.byz_replica.get(rid)
         if spec is None:
-            return Instance(core, rid in self.correct, inc)
+            return Instance(core, rid in self.correct, inc, epoch, store)
         from ..adversary.base import ByzantineReplica
 
         cls = replica_registry()[spec.behaviour]
@@ -226,7 +268,7 @@ class Simulation:
             beh = cls(core, self.keys[rid], dict(spec.params), rng)
         except (ValueError, TypeError) as exc:
             raise UsageError(f"{self.scenario.source or self.scenario.name}: replica {rid}: {exc}") from None
-        return Instance(ByzantineReplica(core, beh), False, inc)
+        return Instance(ByzantineReplica(core, beh), False, inc, epoch, store)
 
     def _new_client(self, name: str, key: KeyPair) -> ClientState:
         s = self.scenario
@@ -273,6 +315,8 @@ class Simulation:
         n = self.config.n
         for a in actions:
             match a:
+                case Persist() | Truncate():
+                    apply_durability(inst.store, a)
                 case Send(to, data):
                     if 0 <= to < n:
                         self._transmit(rid, to, data)
@@ -284,7 +328,7 @@ class Simulation:
                     if c in self.clients:
                         self._transmit(rid, c, data)
         if inst.correct:
-            self.oracle.observe_replica(rid, (rid, inst.incarnation), self.now, actions)
+            self.oracle.observe_replica(rid, (rid, inst.incarnation), self.now, actions, (rid, inst.epoch))
             self.oracle.check_resources(rid, inst.node)
             for a in actions:
                 if isinstance(a, CheckpointStable):
@@ -369,17 +413,30 @@ class Simulation:
         self._perform_client(cs, cs.driver.submit(op, read_only))
 
     def _crash(self, rid: int) -> None:
+        if not self.replicas[rid]:
+            return  # already down (overlapping crash windows)
         self._trace.update(b"%d crash %d;" % (self.now, rid))
         self._record(("crash", rid))
+        self._stores[rid] = [inst.store for inst in self.replicas[rid]]
         self.replicas[rid] = []
 
-    def _restart(self, rid: int) -> None:
-        self._trace.update(b"%d restart %d;" % (self.now, rid))
+    def _restart(self, rid: int, amnesia: bool) -> None:
+        if self.replicas[rid]:
+            return  # already up
+        self._trace.update(b"%d restart %d%s;" % (self.now, rid, b" amnesia" if amnesia else b""))
         self._record(("restart", rid))
-        self.oracle.note_restart(rid)
-        self.replicas[rid] = [self._new_instance(rid)]
-        if rid in self.twins:
-            self.replicas[rid].append(self._new_instance(rid))
+        self.restarts += 1
+        stores = self._stores.pop(rid, [])
+        if amnesia:
+            self._epochs[rid] = self._epochs.get(rid, 0) + 1
+            self.oracle.note_restart(rid)
+            stores = []
+        count = 2 if rid in self.twins else 1
+        stores = stores + [{}] * (count - len(stores))
+        self.replicas[rid] = [self._new_instance(rid, stores[k] if stores[k] else None) for k in range(count)]
+        for inst in self.replicas[rid]:
+            if inst.correct:
+                self.oracle.note_recovered(rid, (rid, inst.incarnation), inst.node)
 
     # -- liveness -----------------------------------------------------------------------
 

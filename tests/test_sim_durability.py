@@ -1,0 +1,109 @@
+"""Simulated durability: the store follows events.py exactly, a crash restarts from it
+through `Replica.recover`, the oracle judges a durably restarted replica as one signer
+across incarnations, and a restart from nothing (amnesia) is a faulty replica."""
+
+from __future__ import annotations
+
+import pytest
+from test_sim_oracle import CFG, D1, D2, KEYS
+
+from pbft.cli import UsageError
+from pbft.protocol.crypto import seal
+from pbft.protocol.events import Broadcast, Persist, Record, Truncate
+from pbft.protocol.messages import Commit
+from pbft.sim.oracle import Oracle
+from pbft.sim.scenario import NetworkFault, Scenario, parse_scenario, to_toml
+from pbft.sim.simulation import Simulation, apply_durability, run_scenario
+
+
+def test_store_replaces_by_key_and_truncates_only_log_records():
+    store: dict = {}
+    for a in (
+        Persist(Record.VOTE, 3, 0, "prepare", b"a"),
+        Persist(Record.VOTE, 3, 0, "prepare", b"b"),  # same key: replaces
+        Persist(Record.VOTE, 9, 0, "prepare", b"c"),
+        Persist(Record.PREPARED, 2, 0, "", b"p"),
+        Persist(Record.EXECUTED, 2, 0, "", b"e"),
+        Persist(Record.CHECKPOINT, 0, 0, "", b"k"),
+        Persist(Record.VIEW, 0, 0, "", b"v"),
+        Truncate(3),
+    ):
+        apply_durability(store, a)
+    assert sorted((r.record.value, r.seq, r.value) for r in store.values()) == [
+        ("checkpoint", 0, b"k"),
+        ("view", 0, b"v"),
+        ("vote", 9, b"c"),
+    ]
+
+
+def test_durable_restart_is_one_signer_across_incarnations():
+    o = Oracle(CFG, [0, 1, 2, 3], ["c0"])
+    a = seal(KEYS[1], "t", 1, Commit(0, 5, D1)).to_bytes()
+    b = seal(KEYS[1], "t", 1, Commit(0, 5, D2)).to_bytes()
+    o.observe_replica(1, (1, 0), 0, [Broadcast(a)], (1, 0))
+    o.observe_replica(1, (1, 1), 0, [Broadcast(b)], (1, 0))  # same identity, new incarnation
+    assert [v.check for v in o.violations] == ["prepared-uniqueness"]
+
+
+def test_amnesia_parses_counts_as_faulty_and_round_trips():
+    data = {"network": [{"crash": 2, "at_ms": 10, "until_ms": 50, "amnesia": True}]}
+    s = parse_scenario(data)
+    assert s.faulty_replicas() == [2]
+    import tomllib
+
+    assert parse_scenario(tomllib.loads(to_toml(s))) == parse_scenario(data)
+    with pytest.raises(UsageError, match="amnesia"):
+        parse_scenario({"network": [{"crash": 2, "at_ms": 10, "amnesia": True}]})
+    durable = parse_scenario({"network": [{"crash": 2, "at_ms": 10, "until_ms": 50}]})
+    assert durable.faulty_replicas() == []
+
+
+def test_crashed_backup_recovers_its_executions_from_the_store():
+    s = Scenario(name="r", seed=3, clients=2, requests=40, network=(NetworkFault(200, 700, crash=2),))
+    sim = Simulation(s)
+    seen = []
+    original = sim.oracle.note_recovered
+    sim.oracle.note_recovered = lambda rid, who, rep: (seen.append((rid, who, rep.last_executed)), original(rid, who, rep))
+    r = sim.run()
+    assert r.passed, r.violations
+    assert len(seen) == 1 and seen[0][0] == 2 and seen[0][1] == (2, 1) and seen[0][2] > 0
+    assert r.requests_completed == r.requests_total
+
+
+def test_recovered_state_that_differs_from_the_history_is_caught():
+    s = Scenario(name="r", seed=3, clients=2, requests=40, network=(NetworkFault(200, 700, crash=2),))
+    sim = Simulation(s)
+    original = sim._new_instance
+
+    def tampered(rid, store=None):
+        inst = original(rid, store)
+        if store:
+            inst.node.service.data[b"k0"] = b"tampered"
+        return inst
+
+    sim._new_instance = tampered
+    r = sim.run()
+    assert r.violations and r.violations[0].check == "exactly-once" and "recovered" in r.violations[0].detail
+
+
+def test_every_replica_crashing_at_once_loses_no_acknowledged_write():
+    s = Scenario(
+        name="all",
+        seed=9,
+        clients=2,
+        requests=40,
+        read_only=0.3,
+        network=tuple(NetworkFault(300, 600, crash=i) for i in range(4)),
+    )
+    r = run_scenario(s)
+    assert r.passed, r.violations
+    assert r.requests_completed == r.requests_total
+    assert min(rep.last_executed for rep in r.replicas) > 0
+
+
+def test_a_crash_before_anything_was_persisted_restarts_fresh():
+    # A crash at time 0 (nothing stored yet) restarts as a fresh replica.
+    s = Scenario(name="early", seed=1, clients=1, requests=5, network=(NetworkFault(0, 100, crash=1),))
+    assert run_scenario(s).passed
+
+
