@@ -351,14 +351,6 @@ def test_a_whole_cluster_rebuilt_from_storage_keeps_executed_writes(tmp_path, cf
             s.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "core bug: recover() reloads a backup's own PREPARE (slot.my_prepare) but not the "
-        "PRE-PREPARE it answered, so on_pre_prepare misses the conflict and asks "
-        "SafetyRules to sign a second prepare: step() raises SafetyViolation on remote input"
-    ),
-)
 def test_a_restarted_backup_treats_a_conflicting_pre_prepare_as_evidence(tmp_path, cfg):
     # Backup 1 prepared (0, 1, d) and crashed. A Byzantine primary then sends it a second
     # pre-prepare for (0, 1). Safety holds (SafetyRules refuses to sign), but step() must

@@ -105,6 +105,9 @@ from .viewchange import (
     plan_new_view,
 )
 
+ACCEPTED = "accepted-pre-prepare"
+"""Tag of the VOTE record holding the primary's pre-prepare a backup answered."""
+
 CATCH_UP_SLOTS = 16
 """Committed slots resent per STATUS to a peer that lags inside our log."""
 
@@ -489,8 +492,17 @@ class Replica:
                 self._reject(peer, Reason.BAD_REQUEST, "read-only request in a batch")
                 return
             requests.append((checked, req_data))
+        signed = self.safety.signed.get(("prepare", pp.view, pp.seq))
+        if signed is not None and signed[0] != pp.digest:
+            # We prepared another digest here before a restart (and the pre-prepare we
+            # answered is not in the log): refuse; the safety rules would anyway.
+            self._reject(peer, Reason.CONFLICT, f"pre-prepare n={pp.seq} conflicts with our prepare")
+            return
         slot = self.log.slot(pp.seq, pp.view)
         self._accept_pre_prepare(slot, pp, data, tuple(requests))
+        # The pre-prepare we answer is stored with our vote, so that after a restart we
+        # still recognise a conflicting one as equivocation.
+        self._out.append(Persist(Record.VOTE, pp.seq, pp.view, ACCEPTED, data))
         prepare = Prepare(pp.view, pp.seq, pp.digest)
         slot.my_prepare = self._broadcast_vote(prepare)
         slot.prepares[self.id] = (pp.digest, slot.my_prepare)
@@ -819,6 +831,13 @@ class Replica:
         others = sorted((c for c in votes if c.signer != self.id), key=lambda c: c.signer)
         chosen = [own, *others[: self.config.quorum - 1]]
         plan = plan_new_view(chosen)
+        for seq, d, _ in plan.slots:
+            signed = self.safety.signed.get(("pre-prepare", self.view, seq))
+            if signed is not None and signed[0] != d:
+                # A NEW-VIEW for this view went out before a restart, built from other
+                # view-changes: never contradict it; the timer moves everyone on.
+                self._out.append(Note(f"not re-issuing view {self.view}: it would conflict"))
+                return
         pre_prepares = []
         for seq, d, batch in plan.slots:
             pp = PrePrepare(self.view, seq, d, batch)
@@ -1115,7 +1134,10 @@ class Replica:
             seq, sdigest, proof, state = codec.decode(r.value)  # type: ignore[misc]
             self._restore_state(seq, sdigest, state)
             self._make_stable(seq, sdigest, tuple(proof))
+        accepted = [r for r in by_kind.get(Record.VOTE, []) if r.tag == ACCEPTED]
         for r in by_kind.get(Record.VOTE, []):
+            if r.tag == ACCEPTED:
+                continue
             env = envelope_from_bytes(r.value)
             msg = from_body(env.body)
             self.safety.signed[vote_slot(msg)] = (msg.digest, env)  # type: ignore[arg-type]
@@ -1144,8 +1166,17 @@ class Replica:
                 self.view_changes[self.id] = check_view_change(
                     self.config, self.verifier, self.id, vc, vc_data
                 )
-        # Our own pre-prepares and votes of this view above what we executed go back into
-        # the log, and the primary numbers new batches after the last it signed.
+        # The pre-prepares we answered, our own pre-prepares and votes of this view above
+        # what we executed go back into the log; the primary numbers new batches after
+        # the last it signed.
+        for r in accepted:
+            if r.view == self.view and self.log.in_window(r.seq) and r.seq > self.last_executed:
+                pp = from_body(envelope_from_bytes(r.value).body)
+                assert isinstance(pp, PrePrepare)
+                reqs = [(self._request_from_envelope(d), d) for d in pp.batch]
+                slot = self.log.slot(r.seq, r.view)
+                slot.pre_prepare, slot.pre_prepare_env = pp, r.value
+                slot.requests = tuple((q, d) for q, d in reqs if not isinstance(q, str))
         for (_, view, seq), (_, env) in sorted(self.safety.signed.items()):
             if view != self.view or not self.log.in_window(seq) or seq <= self.last_executed:
                 continue
