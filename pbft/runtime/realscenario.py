@@ -1,0 +1,437 @@
+"""`pbft scenario run FILE --real`: a scenario file against real replica processes.
+
+Theory of operation. The simulator's scenario file drives a throwaway cluster on loopback:
+a temporary directory, free ports, `generate_cluster` with the simulator's small-window
+defaults overridden by the scenario's [cluster] table, one client per workload client plus
+an observer that asks for STATUS. `LocalCluster` starts one `pbft replica` process per
+replica, each with a data directory (durable, DESIGN.md section 8); a Byzantine replica is
+started with `--behaviour FILE` (the scenario's [[byzantine]] entry for its id) or
+`--behaviour NAME:key=value,...` when the scenario has no file. Crash entries are applied on
+the wall clock: SIGKILL at `at_ms`, a restart on the same data directory at `until_ms`
+(recovery from disk), or on an emptied one with `amnesia = true`.
+
+What cannot be done to real processes is reported, not failed: link faults (drop, delay,
+duplicate, reorder, partition, one-way) and twins need the simulated network, and Byzantine
+*clients* need the simulator's client hooks; each such entry is listed under `skipped`.
+
+The workload is built so that its results are checkable without the simulator's oracle:
+client `cI` owns its keys (`cI/k0`, `cI/k1`, ...), so the only writer of a key is one
+closed-loop client, and every get must return the last value that client put (or nothing
+after a delete). Each request must complete within `liveness_ms` (capped at
+`MAX_LIVENESS_S`) counted from when it was submitted or from when the last crash healed,
+whichever is later. At the end the observer collects each replica's view, last executed
+sequence number and stable checkpoint; `view_changes` is the highest view of a correct
+replica, judged against `max_view_changes`. A replica process that exits on its own is a
+failure (`exception`). There is no trace: `trace_digest` is null.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from ..cli import UsageError
+from ..sim.oracle import Violation
+from ..sim.scenario import ByzantineSpec, NetworkFault, Scenario
+
+MAX_LIVENESS_S = 20.0
+"""Longest wait for one request once faults have healed (the simulator's default bound,
+30 virtual seconds, is needlessly long on a real loopback cluster)."""
+STATUS_TIMEOUT_S = 3.0
+SETTLE_S = 5.0
+"""With `expect.catch_up`: how long live correct replicas get to reach the top checkpoint."""
+OBSERVER = "observer"
+REAL_MIN_TICK_MS = 10
+
+
+@dataclass
+class RealReplica:
+    id: int
+    byzantine: bool
+    view: int
+    last_executed: int
+    stable_checkpoint: int
+    reachable: bool
+
+
+@dataclass
+class RealResult:
+    name: str
+    seed: int
+    violations: list[Violation]
+    requests_completed: int
+    requests_total: int
+    view_changes: int
+    replicas: list[RealReplica]
+    wall_ms: int
+    skipped: list[str]
+    exceeds_fault_assumption: bool
+    log_tail: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.violations
+
+
+def result_json(r: RealResult) -> dict[str, Any]:
+    return {
+        "name": r.name,
+        "seed": r.seed,
+        "mode": "real",
+        "passed": r.passed,
+        "exceeds_fault_assumption": r.exceeds_fault_assumption,
+        "violations": [{"check": v.check, "detail": v.detail} for v in r.violations],
+        "requests_completed": r.requests_completed,
+        "requests_total": r.requests_total,
+        "view_changes": r.view_changes,
+        "wall_ms": r.wall_ms,
+        "trace_digest": None,
+        "skipped": r.skipped,
+        "replicas": [
+            {
+                "id": rep.id,
+                "byzantine": rep.byzantine,
+                "reachable": rep.reachable,
+                "view": rep.view,
+                "last_executed": rep.last_executed,
+                "stable_checkpoint": rep.stable_checkpoint,
+            }
+            for rep in r.replicas
+        ],
+    }
+
+
+# -- the plan: what can be applied, and the workload -------------------------------------
+
+
+def describe_fault(nf: NetworkFault) -> str:
+    window = f" from {nf.at_ms} ms" + (f" until {nf.until_ms} ms" if nf.until_ms is not None else "")
+    if nf.twin is not None:
+        return f"twin of replica {nf.twin}"
+    parts = []
+    if nf.partition:
+        parts.append("partition " + " | ".join(",".join(map(str, g)) for g in nf.partition))
+    if nf.drop:
+        parts.append(f"drop {nf.drop}")
+    if nf.delay_ms or nf.jitter_ms:
+        parts.append(f"delay {nf.delay_ms}+-{nf.jitter_ms} ms")
+    if nf.duplicate:
+        parts.append(f"duplicate {nf.duplicate}")
+    if nf.reorder:
+        parts.append(f"reorder {nf.reorder}")
+    if nf.one_way is not None:
+        parts.append(f"one-way cut {nf.one_way[0]} -> {nf.one_way[1]}")
+    if nf.filtered:
+        parts.append("(filtered)")
+    return " ".join(parts) + window
+
+
+def skipped_entries(s: Scenario) -> list[str]:
+    out = [
+        f"[[network]] {describe_fault(nf)}: skipped in --real mode (needs the simulated network)"
+        for nf in s.network
+        if nf.crash is None
+    ]
+    out += [
+        f"[[byzantine]] client {b.index} {b.behaviour}: skipped in --real mode (real clients are honest)"
+        for b in s.byzantine
+        if b.target == "client"
+    ]
+    return out
+
+
+Op = tuple[str, bytes, bytes | None]  # ("put" | "get" | "delete", key, value)
+
+
+def workload(s: Scenario, seed: int) -> dict[str, list[Op]]:
+    """Per client, its closed-loop operations on keys it alone writes."""
+    rng = random.Random(seed)
+    plan: dict[str, list[Op]] = {}
+    for c in range(s.clients):
+        name = f"c{c}"
+        ops: list[Op] = []
+        for i in range(s.requests):
+            key = b"%s/k%d" % (name.encode(), rng.randrange(s.keys))
+            r = rng.random()
+            if r < 0.45:
+                ops.append(("put", key, b"%s-%d" % (name.encode(), i)))
+            elif r < 0.6:
+                ops.append(("delete", key, None))
+            else:
+                ops.append(("get", key, None))
+        plan[name] = ops
+    return plan
+
+
+def behaviour_arg(spec: ByzantineSpec, source: str) -> str:
+    """What `pbft replica --behaviour` gets: the scenario file when there is one (it holds
+    the parameters as typed), else NAME:key=value,..."""
+    if source and os.path.isfile(source):
+        return os.path.abspath(source)
+    if not spec.params:
+        return spec.behaviour
+    return spec.behaviour + ":" + ",".join(f"{k}={_arg(v)}" for k, v in sorted(spec.params.items()))
+
+
+def _arg(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, list | tuple):
+        return "[" + ",".join(_arg(x) for x in v) + "]"
+    return str(v)
+
+
+def cluster_settings(s: Scenario) -> dict[str, int]:
+    from ..sim.simulation import SIM_DEFAULTS
+
+    params = dict(SIM_DEFAULTS)
+    params.update(dict(s.cluster))
+    params["tick_ms"] = max(params["tick_ms"], REAL_MIN_TICK_MS)
+    params["log_window"] = max(params["log_window"], params["checkpoint_interval"])
+    params["pipeline"] = min(params["pipeline"], params["log_window"])
+    params["retransmit_ms"] = max(params["retransmit_ms"], params["tick_ms"])
+    return params
+
+
+# -- the run ---------------------------------------------------------------------------
+
+
+class RealRun:
+    def __init__(self, scenario: Scenario, seed: int | None, out=None) -> None:
+        self.s = scenario
+        self.seed = scenario.seed if seed is None else seed
+        self.out = out
+        self.violations: list[Violation] = []
+        self.completed = 0
+        self.crashes = sorted(
+            [(nf.at_ms, 0, nf.crash, False) for nf in scenario.network if nf.crash is not None]
+            + [
+                (nf.until_ms, 1, nf.crash, nf.amnesia)
+                for nf in scenario.network
+                if nf.crash is not None and nf.until_ms is not None
+            ]
+        )
+        self.heal_ms = max((t for t, *_ in self.crashes), default=0)
+        self.liveness_s = min(scenario.expect.liveness_ms / 1000, MAX_LIVENESS_S)
+        self.byzantine = {b.index for b in scenario.byzantine if b.target == "replica"}
+        self.faulty = set(scenario.faulty_replicas())
+        self.down: set[int] = set()
+        self.cluster: Any = None
+        self.path = ""
+        self.t0 = 0.0
+
+    def fail(self, check: str, detail: str) -> None:
+        self.violations.append(Violation(check, detail))
+
+    def say(self, text: str) -> None:
+        if self.out is not None:
+            print(f"  [{trio.current_time() - self.t0:6.2f} s] {text}", file=self.out, flush=True)
+
+    # -- faults --------------------------------------------------------------------
+
+    async def apply_crashes(self) -> None:
+        for at_ms, kind, rid, amnesia in self.crashes:
+            await trio.sleep_until(self.t0 + at_ms / 1000)
+            if kind == 0:
+                if rid in self.down:
+                    continue
+                self.cluster.kill(rid)
+                self.down.add(rid)
+                self.say(f"replica {rid} killed (SIGKILL)")
+            elif rid in self.down:
+                if amnesia:
+                    shutil.rmtree(self.cluster.data_dir(rid), ignore_errors=True)
+                self.cluster.spawn(rid)
+                self.down.discard(rid)
+                self.say(f"replica {rid} restarted " + ("from nothing (amnesia)" if amnesia else "from its data directory"))
+
+    # -- clients -------------------------------------------------------------------
+
+    async def run_client(self, name: str, ops: list[Op]) -> None:
+        from .client import open_client
+
+        model: dict[bytes, bytes] = {}
+        async with open_client(self.path, name) as client:
+            for i, (kind, key, value) in enumerate(ops):
+                deadline = max(trio.current_time(), self.t0 + self.heal_ms / 1000) + self.liveness_s
+                with trio.move_on_at(deadline) as scope:
+                    if kind == "put":
+                        assert value is not None
+                        await client.put(key, value)
+                    elif kind == "delete":
+                        await client.delete(key)
+                    else:
+                        got = await client.get(key)
+                if scope.cancelled_caught:
+                    if self.s.expect.all_requests_complete:
+                        self.fail(
+                            "liveness",
+                            f"client {name} request {i + 1} ({kind} {key.decode()}) did not complete "
+                            f"within {self.liveness_s:g} s (after the last crash healed at {self.heal_ms} ms)",
+                        )
+                    return
+                self.completed += 1
+                if kind == "put":
+                    assert value is not None
+                    model[key] = value
+                elif kind == "delete":
+                    model.pop(key, None)
+                elif got != model.get(key):
+                    self.fail(
+                        "client-correctness",
+                        f"client {name} request {i + 1}: get {key.decode()} returned {got!r}; the last "
+                        f"value it put is {model.get(key)!r}",
+                    )
+
+    async def statuses(self, observer) -> dict[int, Any]:
+        return await observer.status(timeout=STATUS_TIMEOUT_S)
+
+    async def main(self, plan: dict[str, list[Op]]) -> dict[int, Any]:
+        from .client import open_client
+
+        self.t0 = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.apply_crashes)
+            async with trio.open_nursery() as clients:
+                for name, ops in plan.items():
+                    clients.start_soon(self.run_client, name, ops)
+            self.say(f"workload over: {self.completed} requests completed")
+            # Crashes still scheduled after the workload are applied before the status.
+            await trio.sleep_until(self.t0 + self.heal_ms / 1000)
+        async with open_client(self.path, OBSERVER) as observer:
+            statuses = await self.statuses(observer)
+            if self.s.expect.catch_up:
+                statuses = await self.wait_catch_up(observer, statuses)
+        return statuses
+
+    async def wait_catch_up(self, observer, statuses: dict[int, Any]) -> dict[int, Any]:
+        deadline = trio.current_time() + SETTLE_S
+        while True:
+            live = {i: st for i, st in statuses.items() if i not in self.faulty}
+            top = max((st.stable_seq for st in statuses.values()), default=0)
+            lagging = [i for i, st in live.items() if st.stable_seq < top]
+            if not lagging:
+                return statuses
+            if trio.current_time() > deadline:
+                i = lagging[0]
+                self.fail(
+                    "liveness",
+                    f"replica {i} is at stable checkpoint {live[i].stable_seq} {SETTLE_S:g} s after the "
+                    f"workload; others reached {top}",
+                )
+                return statuses
+            await trio.sleep(0.2)
+            statuses = await self.statuses(observer)
+
+    # -- the whole run ---------------------------------------------------------------
+
+    def run(self) -> RealResult:
+        from ..protocol.config import ConfigError
+        from .clusterfile import load_cluster
+        from .commands import run_trio
+        from .keygen import generate_cluster
+        from .launcher import LaunchError, LocalCluster, free_ports
+
+        s = self.s
+        plan = workload(s, self.seed)
+        started = time.monotonic()
+        workdir = tempfile.mkdtemp(prefix="pbft-scenario-")
+        statuses: dict[int, Any] = {}
+        tail: list[str] = []
+        try:
+            self.path = generate_cluster(
+                workdir,
+                f=s.f,
+                clients=[*plan, OBSERVER],
+                ports=free_ports(s.n),
+                cluster_id="scenario",
+                force=True,
+                **cluster_settings(s),
+            )
+            try:
+                config = load_cluster(self.path)
+            except ConfigError as exc:
+                raise UsageError(str(exc)) from None
+            behaviours = {b.index: behaviour_arg(b, s.source) for b in s.byzantine if b.target == "replica"}
+            self.cluster = LocalCluster(self.path, config, behaviours=behaviours, log_dir=workdir)
+            try:
+                self.cluster.start()
+            except LaunchError as exc:
+                self.fail("exception", str(exc))
+            else:
+                statuses = run_trio(self.main, plan)
+                for i, proc in sorted(self.cluster.procs.items()):
+                    if i not in self.down and proc.poll() is not None:
+                        self.fail(
+                            "exception",
+                            f"replica {i} exited on its own with status {proc.returncode}: "
+                            f"{self.cluster.stderr_tail(i)[-300:]}",
+                        )
+            if self.violations:
+                tail = [f"replica {i}: {self.cluster.stderr_tail(i)[-400:]}" for i in range(s.n)]
+        finally:
+            if self.cluster is not None:
+                self.cluster.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
+        return self.result(statuses, started, tail)
+
+    def result(self, statuses: dict[int, Any], started: float, tail: list[str]) -> RealResult:
+        s = self.s
+        replicas = []
+        for i in range(s.n):
+            st = statuses.get(i)
+            if st is None:
+                replicas.append(RealReplica(i, i in self.faulty, -1, -1, -1, False))
+            else:
+                replicas.append(RealReplica(i, i in self.faulty, st.view, st.last_executed, st.stable_seq, True))
+        vc = max((r.view for r in replicas if r.id not in self.faulty), default=0)
+        limit = s.expect.max_view_changes
+        if not self.violations and limit is not None and vc > limit:
+            self.fail("liveness", f"{vc} view changes, more than the {limit} expected")
+        if not self.violations and s.expect.all_requests_complete and s.requests and not any(
+            r.reachable for r in replicas if r.id not in self.faulty
+        ):
+            self.fail("liveness", "no correct replica answered the final status query")
+        return RealResult(
+            name=s.name,
+            seed=self.seed,
+            violations=self.violations,
+            requests_completed=self.completed,
+            requests_total=s.clients * s.requests,
+            view_changes=vc,
+            replicas=replicas,
+            wall_ms=int((time.monotonic() - started) * 1000),
+            skipped=skipped_entries(s),
+            exceeds_fault_assumption=s.exceeds_fault_assumption(),
+            log_tail=tail,
+        )
+
+
+def run_real(scenario: Scenario, seed: int | None = None, out=None) -> RealResult:
+    return RealRun(scenario, seed, out).run()
+
+
+def print_result(r: RealResult, out=None) -> None:
+    out = out or sys.stdout
+    for line in r.skipped:
+        print(f"  {line}", file=out)
+    for rep in r.replicas:
+        state = (
+            f"view {rep.view}, executed {rep.last_executed}, stable {rep.stable_checkpoint}"
+            if rep.reachable
+            else "unreachable"
+        )
+        print(f"  replica {rep.id}{' (faulty)' if rep.byzantine else ''}: {state}", file=out)
+    for v in r.violations[:3]:
+        print(f"  {v.check}: {v.detail}", file=out)
+    if r.violations:
+        for line in r.log_tail:
+            print(f"    | {line}", file=out)
