@@ -19,6 +19,7 @@ COMMANDS = {
     "up": "pbft.runtime.commands:cmd_up",
     "client": "pbft.runtime.commands:cmd_client",
     "status": "pbft.runtime.commands:cmd_status",
+    "evidence": "pbft.runtime.commands:cmd_evidence",
     "demo": "pbft.runtime.demo:cmd_demo",
     "bench": "pbft.runtime.bench:cmd_bench",
     "scenario run": "pbft.sim.commands:cmd_scenario_run",
@@ -58,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--id", type=int, required=True)
     r.add_argument("--data", default=None)
     r.add_argument("--behaviour", default=None, help="a behaviour name or scenario file")
+    r.add_argument("--metrics", default=None, metavar="HOST:PORT",
+                   help="serve Prometheus metrics on http://HOST:PORT/metrics")
 
     u = sub.add_parser("up", help="run every replica of the cluster file on this host")
     u.add_argument("--config", required=True)
@@ -73,6 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="each replica's view, progress and log size")
     s.add_argument("--config", required=True)
     s.add_argument("--json", action="store_true")
+
+    e = sub.add_parser(
+        "evidence", help="export the stored evidence of faulty replicas, or verify an export"
+    )
+    e.add_argument("--config", required=True)
+    e.add_argument("--data", default=None, metavar="ROOT",
+                   help="read ROOT/replica-<id> (default: <cluster dir>/data)")
+    e.add_argument("--replica-data", action="append", default=[], metavar="DIR",
+                   help="read this replica data directory (repeatable)")
+    e.add_argument("--json", action="store_true", help="print the export (JSON)")
+    e.add_argument("--out", default=None, metavar="FILE", help="write the export to FILE")
+    e.add_argument("--verify", default=None, metavar="EXPORT",
+                   help="check an export against the cluster file's keys")
 
     d = sub.add_parser("demo", help="the embedded default: a throwaway cluster and a workload")
     d.add_argument("--requests", type=int, default=300)

@@ -32,16 +32,29 @@ from ..protocol.config import ClusterConfig, ConfigError
 
 
 class _JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, replica, event, fields, msg, logger.
+
+    `event` and `fields` come from `extra=` (pbft.runtime.node.event_log); a line without
+    them is the event "log" with no fields. `replica` is the record's, else the process's
+    (set by `pbft replica --id`), else null."""
+
+    def __init__(self, replica: int | None = None) -> None:
+        super().__init__()
+        self.replica = replica
+
     def format(self, record: logging.LogRecord) -> str:
         out = {
             "ts": round(record.created, 6),
             "level": record.levelname.lower(),
-            "logger": record.name,
+            "replica": getattr(record, "replica", self.replica),
+            "event": getattr(record, "event", "log"),
+            "fields": getattr(record, "fields", {}),
             "msg": record.getMessage(),
+            "logger": record.name,
         }
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out)
+        return json.dumps(out, default=str)
 
 
 def setup_logging(args) -> None:
@@ -52,7 +65,8 @@ def setup_logging(args) -> None:
         raise UsageError(f"unknown log level {name.lower()!r}; use debug, info or warning.")
     handler = logging.StreamHandler(sys.stderr)
     if getattr(args, "log_format", "text") == "json":
-        handler.setFormatter(_JsonFormatter())
+        replica = getattr(args, "id", None) if getattr(args, "command", None) == "replica" else None
+        handler.setFormatter(_JsonFormatter(replica))
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
@@ -234,6 +248,7 @@ def cmd_replica(args) -> int:
                 args.id,
                 behaviour=resolve_behaviour(getattr(args, "behaviour", None), args.config, args.id),
                 data=getattr(args, "data", None),
+                metrics=getattr(args, "metrics", None),
             )
             nursery.cancel_scope.cancel()
             return failure
@@ -406,3 +421,53 @@ def cmd_status(args) -> int:
             else:
                 print(f"{row['id']:>7}  unreachable")
     return 0 if statuses else 1
+
+
+# -- pbft evidence ----------------------------------------------------------------------
+
+
+def cmd_evidence(args) -> int:
+    """Export the evidence stored in this host's data directories (JSON with --json or
+    --out FILE, else one line per record), or with --verify FILE check an export against
+    the cluster file alone: exit 0 if every record holds, 1 if any does not."""
+    from . import evidence
+
+    setup_logging(args)
+    config = load_config(args.config)
+    if getattr(args, "verify", None):
+        doc = evidence.load_export(args.verify)
+        if doc.get("cluster") != config.cluster_id:
+            raise UsageError(
+                f"{args.verify} is evidence from cluster {doc.get('cluster')!r}, not {config.cluster_id!r}."
+            )
+        verdicts = [evidence.verify_evidence(config, r) for r in doc["records"]]
+        if getattr(args, "json", False):
+            print(json.dumps({"cluster": config.cluster_id, "results": [
+                {"ok": v.ok, "culprit": v.culprit, "reason": v.reason} for v in verdicts
+            ]}))
+        else:
+            for i, v in enumerate(verdicts):
+                print(f"record {i}: {'valid' if v.ok else 'INVALID'}: {v.reason}")
+            faulty = sorted({v.culprit for v in verdicts if v.ok})
+            print(f"{len(verdicts)} records, {sum(v.ok for v in verdicts)} valid; "
+                  f"proven faulty: {', '.join(map(str, faulty)) or 'none'}")
+        return 0 if all(v.ok for v in verdicts) else 1
+    try:
+        dirs = evidence.data_dirs(config, getattr(args, "data", None), getattr(args, "replica_data", None) or [])
+        doc = evidence.export(config, dirs)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    text = json.dumps(doc, indent=2)
+    out = getattr(args, "out", None)
+    if out:
+        with open(out, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+    if getattr(args, "json", False):
+        print(text)
+    elif not out:
+        for r in doc["records"]:
+            v = evidence.verify_evidence(config, r)
+            reporters = ",".join(map(str, r["reported_by"]))
+            print(f"replica {r['culprit']} {r['kind']} (reported by {reporters}): {v.reason}")
+        print(f"{len(doc['records'])} evidence records from {len(dirs)} data directories")
+    return 0

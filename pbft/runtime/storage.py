@@ -8,6 +8,11 @@ REPLACE). `Truncate(seq)` deletes the VOTE, PREPARED and EXECUTED records at or 
 `seq`, which a stable checkpoint (persisted before it, in the same transaction) covers.
 `load()` returns the records in the order they were last written, for `Replica.recover`.
 
+A second table, `evidence`, keeps the conflicting pairs of signed envelopes the core
+reports (`events.Evidence`), deduplicated by (culprit, kind, digest of the pair) and
+bounded per (culprit, kind) by EVIDENCE_PER_CULPRIT; `pbft evidence` reads it
+(pbft.runtime.evidence). It is created if missing, so older directories gain it.
+
 `apply(actions)` writes every Persist and Truncate of one batch of steps in ONE
 transaction, and the node performs none of that batch's sends before `apply` returns:
 that is the ordering contract of pbft.protocol.events, and what keeps a restarted replica
@@ -63,6 +68,14 @@ DEFAULT_FSYNC = "always"
 TRUNCATED = (Record.VOTE.value, Record.PREPARED.value, Record.EXECUTED.value)
 """Record kinds a `Truncate` may delete; CHECKPOINT and VIEW are singletons."""
 BUSY_TIMEOUT_MS = 5000
+EVIDENCE_PER_CULPRIT = 256
+"""Evidence records kept per (culprit, kind); one pair already proves the fault, more
+only fill the disk of a replica a Byzantine peer keeps signing conflicts for."""
+EVIDENCE_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS evidence (culprit INTEGER NOT NULL, kind TEXT NOT NULL,"
+    " pair BLOB NOT NULL, first BLOB NOT NULL, second BLOB NOT NULL, recorded REAL NOT NULL,"
+    " PRIMARY KEY (culprit, kind, pair))"
+)
 
 _SCHEMA = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -232,6 +245,59 @@ class Storage:
     def meta(self) -> dict[str, str]:
         return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
 
+    # -- evidence ---------------------------------------------------------------------
+
+    def add_evidence(self, culprit: int, kind: str, first: bytes, second: bytes, now: float) -> bool:
+        """Store one conflicting pair in its own transaction; True if it is new (not a
+        duplicate, and below EVIDENCE_PER_CULPRIT for this culprit and kind). Raises
+        StorageError if the write fails."""
+        pair = evidence_pair_digest(first, second)
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                (count,) = db.execute(
+                    "SELECT COUNT(*) FROM evidence WHERE culprit = ? AND kind = ?", (culprit, kind)
+                ).fetchone()
+                cur = None
+                if count < EVIDENCE_PER_CULPRIT:
+                    cur = db.execute(
+                        "INSERT OR IGNORE INTO evidence (culprit, kind, pair, first, second, recorded)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        (culprit, kind, pair, first, second, now),
+                    )
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(f"cannot store evidence in the data directory {self.path}: {exc}") from exc
+        return cur is not None and cur.rowcount == 1
+
+    def evidence(self) -> list[tuple[int, str, bytes, bytes, float]]:
+        """Every stored (culprit, kind, first, second, recorded), oldest first."""
+        return read_evidence(self._db)
+
+
+def evidence_pair_digest(first: bytes, second: bytes) -> bytes:
+    """The dedupe key of a pair: order-insensitive, so (a, b) and (b, a) are one record."""
+    lo, hi = sorted((first, second))
+    h = hashlib.sha256(b"pbft/evidence-pair/v1")
+    for part in (lo, hi):
+        h.update(len(part).to_bytes(8, "big") + part)
+    return h.digest()
+
+
+def read_evidence(db: sqlite3.Connection) -> list[tuple[int, str, bytes, bytes, float]]:
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "evidence" not in tables:
+        return []
+    rows = db.execute(
+        "SELECT culprit, kind, first, second, recorded FROM evidence ORDER BY rowid"
+    ).fetchall()
+    return [(c, k, bytes(a), bytes(b), t) for c, k, a, b, t in rows]
+
 
 def _lock(path: str, replica_id: int) -> int:
     fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
@@ -278,6 +344,7 @@ def _connect(path: str, config: ClusterConfig, replica_id: int, fsync: str) -> s
             raise ConfigError(f"{file} is an SQLite database, but not a pbft data directory.")
         else:
             _check_meta(path, dict(db.execute("SELECT key, value FROM meta")), expected)
+        db.execute(EVIDENCE_SCHEMA)  # older directories gain the table
         mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
             raise ConfigError(f"the data directory {path} cannot use SQLite WAL mode ({mode}).")

@@ -1,0 +1,330 @@
+"""Prometheus metrics of one replica, and the tiny HTTP server that exposes them.
+
+Theory of operation. Every `ReplicaNode` gets its own `NodeMetrics`, holding its own
+`CollectorRegistry` (never prometheus_client's global one), so several nodes in one
+process (tests, `pbft demo`) never mix their numbers. The node calls the `on_*` methods
+from its single stepping task; each is a dictionary lookup and a counter increment, so
+the per-message cost stays small. What can be read at scrape time instead of being
+updated per message is read then: view, last executed, stable checkpoint (from the core)
+and per-peer queue depth, connection state and link counters (from the transport's
+public attributes).
+
+A frame's message type is read by `peek_type`, which walks the CBOR heads of the signed
+envelope `[body, signer, signature]` and of the body `[type, ...]` without decoding
+anything else; for a PRE-PREPARE `peek_slot` also reads (view, seq), so the node can time
+a batch from its pre-prepare to its execution (pbft_commit_latency_seconds).
+
+`serve_metrics` answers `GET /metrics` (and `/`) on HOST:PORT with `generate_latest`, in
+a Trio task of the node's nursery: no thread, and the collectors read the core from the
+task that owns it. Requests are bounded (REQUEST_LIMIT bytes, REQUEST_TIMEOUT seconds).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import trio
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from ..protocol.messages import MsgType
+
+log = logging.getLogger("pbft.metrics")
+
+PENDING_LIMIT = 4096
+"""Pre-prepares whose first sighting is remembered for the commit-latency histogram."""
+REQUEST_LIMIT = 8192
+"""Bytes of an HTTP request head the metrics server reads before giving up."""
+REQUEST_TIMEOUT = 5.0
+"""Seconds a scraper gets to send its request."""
+
+BATCH_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+STORAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1)
+
+_TYPE_NAMES = {t: t.name.lower().replace("_", "-") for t in MsgType}
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    """`HOST:PORT` (IPv6 as `[::1]:9100`) -> (host, port); ValueError with one sentence."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"the metrics address must be HOST:PORT, not {text!r}.")
+    return host, int(port)
+
+
+# -- reading a frame's type without decoding it ----------------------------------------
+
+
+def _head(buf: bytes, pos: int) -> tuple[int, int, int]:
+    """The CBOR head at `pos`: (major type, argument, position after the head)."""
+    b = buf[pos]
+    major, info = b >> 5, b & 0x1F
+    if info < 24:
+        return major, info, pos + 1
+    if info > 27:
+        raise ValueError("indefinite or reserved")
+    size = 1 << (info - 24)
+    end = pos + 1 + size
+    if end > len(buf):
+        raise ValueError("short")
+    return major, int.from_bytes(buf[pos + 1 : end], "big"), end
+
+
+def _body_fields(data: bytes, count: int) -> list[int] | None:
+    """The first `count` unsigned integers of the body of envelope `data`, or None."""
+    try:
+        major, n, pos = _head(data, 0)
+        if major != 4 or n != 3:
+            return None
+        major, _, pos = _head(data, pos)  # the body: a byte string
+        if major != 2:
+            return None
+        major, n, pos = _head(data, pos)  # the message: an array [type, ...]
+        if major != 4 or n < count:
+            return None
+        out = []
+        for _ in range(count):
+            major, value, pos = _head(data, pos)
+            if major != 0:
+                return None
+            out.append(value)
+        return out
+    except (IndexError, ValueError):
+        return None
+
+
+def peek_type(data: bytes) -> str:
+    """The message type name of a signed envelope's bytes ("unknown" if unreadable)."""
+    fields = _body_fields(data, 1)
+    if fields is None:
+        return "unknown"
+    try:
+        return _TYPE_NAMES[MsgType(fields[0])]
+    except ValueError:
+        return "unknown"
+
+
+def peek_slot(data: bytes) -> tuple[int, int] | None:
+    """(view, seq) of a PRE-PREPARE envelope, None for anything else."""
+    fields = _body_fields(data, 3)
+    if fields is None or fields[0] != MsgType.PRE_PREPARE:
+        return None
+    return fields[1], fields[2]
+
+
+# -- the metrics of one node -------------------------------------------------------------
+
+
+class _LiveCollector:
+    """Values read at scrape time from the core and the transport."""
+
+    def __init__(self, metrics: NodeMetrics) -> None:
+        self.m = metrics
+
+    def collect(self) -> Iterable[Any]:
+        transport = self.m.transport
+        if transport is None:
+            return
+        depth = GaugeMetricFamily(
+            "pbft_queue_depth", "Frames queued for a peer replica", labels=["peer"]
+        )
+        up = GaugeMetricFamily(
+            "pbft_peer_connected", "1 while the outbound link to a peer is up", labels=["peer"]
+        )
+        for peer, box in sorted(transport.outboxes.items()):
+            depth.add_metric([str(peer)], len(box))
+            up.add_metric([str(peer)], 1 if peer in transport.connected else 0)
+        yield depth
+        yield up
+        clients = GaugeMetricFamily("pbft_client_links", "Live inbound client connections")
+        clients.add_metric([], sum(len(v) for v in transport.client_links.values()))
+        yield clients
+        events = CounterMetricFamily(
+            "pbft_transport_events", "Transport events (drops, link failures)", labels=["event"]
+        )
+        for name, value in sorted(transport.counters.items()):
+            events.add_metric([name], value)
+        yield events
+
+
+class NodeMetrics:
+    """The `pbft_*` metrics of one replica, in a registry of its own."""
+
+    def __init__(self, replica_id: int) -> None:
+        self.replica_id = replica_id
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.transport: Any = None
+        self.view = Gauge("pbft_view", "Current view", registry=r)
+        self.last_executed = Gauge("pbft_last_executed", "Last executed sequence number", registry=r)
+        self.stable_checkpoint = Gauge(
+            "pbft_stable_checkpoint", "Sequence number of the last stable checkpoint", registry=r
+        )
+        self.view_changes = Counter(
+            "pbft_view_changes", "View changes this replica started", registry=r
+        )
+        self.messages_in = Counter(
+            "pbft_messages_in", "Frames received, by message type", ["type"], registry=r
+        )
+        self.messages_out = Counter(
+            "pbft_messages_out",
+            "Frames queued for sending, one per destination, by message type",
+            ["type"],
+            registry=r,
+        )
+        self.rejected = Counter(
+            "pbft_rejected", "Inputs dropped by the core, by peer and reason",
+            ["peer", "reason"], registry=r,
+        )
+        self.batch_size = Histogram(
+            "pbft_batch_size", "Requests per executed batch", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.commit_latency = Histogram(
+            "pbft_commit_latency_seconds",
+            "Time from a batch's pre-prepare first seen (sent or received) to its execution",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.storage_write = Histogram(
+            "pbft_storage_write_seconds", "Duration of one storage commit (group commit)",
+            buckets=STORAGE_BUCKETS, registry=r,
+        )
+        self.evidence = Counter(
+            "pbft_evidence", "Distinct evidence records stored, by kind", ["kind"], registry=r
+        )
+        self.executed_requests = Counter(
+            "pbft_executed_requests", "Requests executed (fresh, not cached replies)", registry=r
+        )
+        r.register(_LiveCollector(self))
+        self._in: dict[str, Any] = {}
+        self._out: dict[str, Any] = {}
+        self._pending: dict[int, float] = {}
+
+    def bind(self, core: Any, transport: Any) -> None:
+        """Read the gauges from `core` and the per-peer values from `transport` at scrape
+        time (attribute reads only)."""
+        self.transport = transport
+        self.view.set_function(lambda: core.view)
+        self.last_executed.set_function(lambda: core.last_executed)
+        self.stable_checkpoint.set_function(lambda: core.stable_seq)
+
+    # -- per message (cheap) -------------------------------------------------------------
+
+    def on_received(self, data: bytes) -> None:
+        kind = peek_type(data)
+        child = self._in.get(kind)
+        if child is None:
+            child = self._in[kind] = self.messages_in.labels(kind)
+        child.inc()
+        if kind == "pre-prepare":
+            self._seen_pre_prepare(data)
+
+    def on_sent(self, data: bytes, copies: int = 1) -> None:
+        kind = peek_type(data)
+        child = self._out.get(kind)
+        if child is None:
+            child = self._out[kind] = self.messages_out.labels(kind)
+        child.inc(copies)
+        if kind == "pre-prepare":
+            self._seen_pre_prepare(data)
+
+    def _seen_pre_prepare(self, data: bytes) -> None:
+        slot = peek_slot(data)
+        if slot is None or slot[1] in self._pending:
+            return  # the first sighting counts (a re-issued pre-prepare keeps its start)
+        if len(self._pending) >= PENDING_LIMIT:
+            del self._pending[next(iter(self._pending))]
+        self._pending[slot[1]] = time.monotonic()
+
+    def on_executed(self, seq: int, requests: tuple) -> None:
+        self.batch_size.observe(len(requests))
+        fresh = sum(1 for r in requests if r.fresh)
+        if fresh:
+            self.executed_requests.inc(fresh)
+        started = self._pending.pop(seq, None)
+        if started is not None:
+            self.commit_latency.observe(time.monotonic() - started)
+
+    def on_stable(self, seq: int) -> None:
+        """Forget pre-prepare sightings a stable checkpoint covers (never executed here,
+        e.g. skipped by state transfer)."""
+        for s in [s for s in self._pending if s <= seq]:
+            del self._pending[s]
+
+    def on_rejected(self, peer: object, reason: str) -> None:
+        self.rejected.labels("none" if peer is None else str(peer), reason).inc()
+
+    def text(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+# -- serving -----------------------------------------------------------------------------
+
+
+async def bind_metrics(host: str, port: int) -> list[trio.SocketListener]:
+    """The metrics listening socket; call it outside any nursery so that a bind failure
+    arrives as a plain OSError."""
+    return await trio.open_tcp_listeners(port, host=host)
+
+
+async def serve_metrics(
+    listeners: list[trio.SocketListener],
+    render: Callable[[], bytes],
+    *,
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve `render()` as Prometheus text on http://HOST:PORT/metrics until cancelled;
+    `started()` once listening."""
+    sockname = listeners[0].socket.getsockname()
+    host, bound = sockname[0], sockname[1]
+
+    async def handle(stream: trio.SocketStream) -> None:
+        try:
+            await _answer(stream, render)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
+            pass
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, handle, listeners)
+        log.info("metrics on http://%s:%d/metrics", host, bound)
+        task_status.started()
+
+
+async def _answer(stream: trio.SocketStream, render: Callable[[], bytes]) -> None:
+    head = b""
+    with trio.fail_after(REQUEST_TIMEOUT):
+        while b"\r\n\r\n" not in head and b"\n\n" not in head:
+            chunk = await stream.receive_some(4096)
+            if not chunk:
+                return
+            head += chunk
+            if len(head) > REQUEST_LIMIT:
+                await stream.send_all(_response(431, b"request too large\n", "text/plain"))
+                return
+    parts = head.split(b"\r\n", 1)[0].split()
+    method = parts[0] if parts else b""
+    path = parts[1].split(b"?", 1)[0] if len(parts) > 1 else b""
+    if method not in (b"GET", b"HEAD"):
+        await stream.send_all(_response(405, b"only GET\n", "text/plain"))
+    elif path not in (b"/", b"/metrics"):
+        await stream.send_all(_response(404, b"try /metrics\n", "text/plain"))
+    else:
+        body = render()
+        await stream.send_all(_response(200, body if method == b"GET" else b"", CONTENT_TYPE_LATEST, len(body)))
+
+
+def _response(status: int, body: bytes, ctype: str, length: int | None = None) -> bytes:
+    reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 431: "Too Large"}[status]
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
+        f"Content-Length: {len(body) if length is None else length}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
