@@ -9,6 +9,7 @@ change is needed, the correct clients' requests complete.
 
 from __future__ import annotations
 
+import base64
 import random
 from collections import Counter, deque
 
@@ -40,6 +41,7 @@ from pbft.protocol.events import (
 )
 from pbft.protocol.messages import Checkpoint, Commit, Prepare, PrePrepare, Request
 from pbft.protocol.replica import Replica
+from pbft.runtime.evidence import verify_evidence
 from pbft.service.kv import KeyValueStore, op_put
 
 CLIENTS = ("alice", "bob")
@@ -592,3 +594,22 @@ def test_client_abuse_is_bounded():
     assert c.rejects(Reason.MALFORMED, peer="alice") > 0
     assert all(len(r.pending) <= len(CLIENTS) for r in c.cores)
     assert_safe(c)
+
+
+def test_equivocation_is_proven_by_the_certificates_of_the_view_change():
+    # No backup receives both pre-prepares; the prepared certificate in a VIEW-CHANGE
+    # carries the other one, signed by the old primary: that pair is the evidence.
+    from pbft.protocol.events import Evidence
+
+    c = Cluster(byz=(0, "equivocate", {}))
+    c.workload(1)
+    c.tick(400)
+    found = [e for r in (1, 2, 3) for e in c.of(r, Evidence)]
+    assert found and {(e.culprit, e.kind) for e in found} == {(0, "equivocate")}
+    for e in found:  # and it convinces a third party holding only the cluster file
+        record = {"culprit": e.culprit, "kind": e.kind,
+                  "first": base64.b64encode(e.first).decode(),
+                  "second": base64.b64encode(e.second).decode()}
+        verdict = verify_evidence(c.cfg, record)
+        assert verdict.ok and verdict.culprit == 0, verdict
+    assert_safe(c, same_state=False)

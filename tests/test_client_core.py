@@ -20,7 +20,7 @@ def cfg():
 
 @pytest.fixture
 def alice(cfg):
-    return make_client(cfg, "alice", retransmit_ticks=5, read_only_reads=False)
+    return make_client(cfg, "alice", retransmit_ticks=5)
 
 
 def reply(replica: int, ts: int, result: bytes = b"ok", view: int = 0, client="alice", signer=None):
@@ -92,7 +92,7 @@ def test_non_replies_and_garbage_are_rejected(alice):
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from([0, 1, 2, 3, None, "bob"]), st.binary(max_size=40))))
 def test_arbitrary_bytes_never_raise(inputs):
-    client = make_client(make_config(), "alice", retransmit_ticks=5, read_only_reads=False)
+    client = make_client(make_config(), "alice", retransmit_ticks=5)
     client.submit(b"op")
     for peer, data in inputs:
         client.step(Received(peer, data))
@@ -140,7 +140,7 @@ def test_retransmits_to_all_replicas_with_doubling_timeout(alice):
 
 
 def test_backoff_is_capped(cfg):
-    client = make_client(cfg, "alice", retransmit_ticks=1, read_only_reads=False)
+    client = make_client(cfg, "alice", retransmit_ticks=1)
     client.submit(b"op")
     for _ in range(1000):
         client.step(Tick())
@@ -184,10 +184,8 @@ def test_end_to_end_through_the_router():
     assert all(r.stable_seq >= 4 for r in router.replicas)
 
 
-def test_writes_need_2f_plus_1_replies_when_reads_take_the_read_only_path(cfg):
-    # With read-only reads a write acknowledged by f+1 could rest on one correct replica
-    # and a liar; a 2f+1 read quorum might then miss it (not linearizable).
-    client = make_client(cfg, "alice", retransmit_ticks=5)
+def test_strong_writes_wait_for_2f_plus_1_replies(cfg):
+    client = make_client(cfg, "alice", retransmit_ticks=5, strong_writes=True)
     client.submit(b"op")
     assert deliver(client, 0, reply(0, 1, b"r")) == []
     assert deliver(client, 1, reply(1, 1, b"r")) == []  # f+1 is not enough here

@@ -781,3 +781,22 @@ def test_bogus_new_view_does_not_pull_an_active_replica_out_of_its_view(cfg):
     actions = feed(backup, 1, seal_as(1, NewView(1, (), ())))  # 0 view-changes: invalid
     assert rejections(actions) == [Reason.BAD_CERTIFICATE]
     assert backup.view == 0 and backup.view_active
+
+
+def test_a_read_waits_until_every_prepared_slot_is_executed(cfg):
+    # Section 5.1.3 with committed (not tentative) execution: a replica prepared on a
+    # write must not answer a read with the old value, or f liars plus f lagging correct
+    # replicas could outvote it and a completed write would be unseen.
+    backup = make_replica(cfg, 1)
+    _, d = pre_prepare(backup, 1, (put("alice", 1),))
+    for i in (2, 3):
+        feed(backup, i, sign_prepare(i, 1, d))
+    assert backup.log.get(1).prepared and backup.last_executed == 0
+    read = sign_request("bob", op_get(b"k"), 1, read_only=True)
+    assert actions_of(feed(backup, "bob", read), SendClient) == []
+    out = []
+    for i in (0, 2, 3):
+        out += feed(backup, i, sign_commit(i, 1, d))
+    assert backup.last_executed == 1
+    replies = [decoded(a.data)[1] for a in actions_of(out, SendClient) if a.client == "bob"]
+    assert [r.timestamp for r in replies] == [1]

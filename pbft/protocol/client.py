@@ -12,12 +12,10 @@ correct). Read-only requests (section 5.1.3) go to every replica and need 2f+1 m
 replies; if they do not arrive in time, or all replicas answered without agreement, the
 operation is resubmitted on the ordered path with a fresh timestamp.
 
-Why writes wait for 2f+1 when reads take the read-only path (`read_only_reads`): a write
-acknowledged by f+1 replicas may have been executed by only one correct replica (the
-other reply can be a liar's), and a later read answered by 2f+1 replicas could then
-consist of that liar and f+1 correct replicas still behind, returning the old value: not
-linearizable. With 2f+1 on both sides the two quorums share a correct replica that
-executed the write. The paper gets the same effect from tentative execution (5.1.2). Replies are not
+Writes complete with f+1 matching replies. Reads on the read-only path stay linearizable
+because a replica answers a read only once it has executed every slot it has prepared
+(see Replica.on_read_only). `strong_writes=True` makes writes wait for 2f+1 replies as
+well, for callers that want a write acknowledged by a quorum of executions. Replies are not
 signed: the channel they arrive on says which replica sent them (`Received.peer`).
 """
 
@@ -60,7 +58,7 @@ class ClientCore:
         key: KeyPair,
         start_timestamp: int = 0,
         retransmit_ticks: int | None = None,
-        read_only_reads: bool = True,
+        strong_writes: bool = False,
     ) -> None:
         self.config = config
         self.id = client_id
@@ -72,7 +70,7 @@ class ClientCore:
             1, config.view_change_timeout_ms // config.tick_ms
         )
         self.rejected = 0
-        self.write_quorum = config.quorum if read_only_reads else config.weak_quorum
+        self.write_quorum = config.quorum if strong_writes else config.weak_quorum
 
     def submit(self, operation: bytes, read_only: bool = False) -> list[Action]:
         if self.outstanding is not None:

@@ -166,6 +166,14 @@ class Reason(Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class StateTransferStarted:
+    """This replica is behind the stable checkpoint `seq` and fetches its state."""
+
+    seq: int
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class StateInstalled:
     """State transfer installed the checkpoint `seq`: executions up to it were skipped."""
 
@@ -234,6 +242,7 @@ Action = (
     | Committed
     | CheckpointTaken
     | CheckpointStable
+    | StateTransferStarted
     | StateInstalled
     | ViewChangeStarted
     | ViewInstalled

@@ -69,6 +69,7 @@ from .events import (
     Send,
     SendClient,
     StateInstalled,
+    StateTransferStarted,
     Tick,
     Truncate,
     ViewChangeStarted,
@@ -101,6 +102,7 @@ from .statetransfer import IN_FLIGHT, Transfer, chunk_proof, split, state_root, 
 from .viewchange import (
     CheckedViewChange,
     InvalidCertificate,
+    check_prepared_cert,
     check_view_change,
     plan_new_view,
 )
@@ -110,6 +112,9 @@ ACCEPTED = "accepted-pre-prepare"
 
 CATCH_UP_SLOTS = 16
 """Committed slots resent per STATUS to a peer that lags inside our log."""
+
+EVIDENCE_MEMORY = 4096
+"""Evidence pairs remembered to report each once; forgetting only means repeating one."""
 
 VERIFIED_CACHE = 65536
 """Client requests whose signature this replica already checked (verify each once)."""
@@ -151,6 +156,8 @@ class Replica:
         # Requests this replica knows of and has not executed: client -> (t, envelope,
         # tick it started waiting). A backup's view-change timer runs on these (4.4).
         self.waiting: dict[str, tuple[int, bytes, int]] = {}
+        # Read-only requests waiting for our prepared slots to execute (one per client).
+        self.deferred_reads: dict[str, Request] = {}
         # View change state.
         self.view_active = True
         self.view_changes: dict[int, CheckedViewChange] = {}  # latest valid one per replica
@@ -175,6 +182,7 @@ class Replica:
         self.stable_proof: tuple[bytes, ...] = ()
         self.rejects: Counter[tuple[Signer | None, Reason]] = Counter()
         self._verified: OrderedDict[bytes, Request] = OrderedDict()
+        self._evidence_seen: set[bytes] = set()
         self.ticks = 0
         self._last_progress = 0
         self._retransmit_ticks = max(1, config.retransmit_ms // config.tick_ms)
@@ -222,6 +230,16 @@ class Replica:
         return state_root(split(self.checkpoint_state()))
 
     # -- helpers ------------------------------------------------------------------------
+
+    def _evidence(self, culprit: int, kind: str, first: bytes, second: bytes) -> None:
+        """Report a pair of conflicting signed messages once (retransmissions repeat them)."""
+        key = digest(codec.encode([culprit, kind, first, second]))
+        if key in self._evidence_seen:
+            return
+        if len(self._evidence_seen) >= EVIDENCE_MEMORY:
+            self._evidence_seen.clear()
+        self._evidence_seen.add(key)
+        self._out.append(Evidence(culprit, kind, first, second))
 
     def _reject(self, peer: Signer | None, reason: Reason, detail: str = "") -> None:
         self.rejects[(peer, reason)] += 1
@@ -353,13 +371,7 @@ class Replica:
             return
         req = checked
         if req.read_only:
-            # Section 5.1.3: answer from current state; the client needs 2f+1 matching
-            # replies and falls back to the ordered path when they do not match.
-            result = self.service.query(req.operation, req.client)
-            if result is None:
-                self._reject(peer, Reason.BAD_REQUEST, "read-only request is not a query")
-            else:
-                self._reply(req.client, req.timestamp, result)
+            self.on_read_only(peer, req)
             return
         rec = self.clients.get(req.client)
         if rec is not None and req.timestamp <= rec.timestamp:
@@ -380,6 +392,33 @@ class Replica:
             return
         if isinstance(peer, str) or peer is None:
             self._out.append(Send(self.primary, data))
+
+    def on_read_only(self, peer: Signer | None, req: Request) -> None:
+        """Section 5.1.3: answer from current state; the client needs 2f+1 matching
+        replies and falls back to the ordered path when they do not match.
+
+        Linearizability: a write a client saw completed (f+1 replies) is committed at a
+        correct replica, so at least f+1 correct replicas have *prepared* it, and any 2f+1
+        matching read replies include one of them. We therefore answer a read only when
+        everything we have prepared is executed; until then it waits (one per client)."""
+        if self.service.query(req.operation, req.client) is None:
+            self._reject(peer, Reason.BAD_REQUEST, "read-only request is not a query")
+            return
+        self.deferred_reads[req.client] = req
+        self._answer_reads()
+
+    def _answer_reads(self) -> None:
+        if not self.deferred_reads:
+            return
+        for seq in range(self.last_executed + 1, self.log.high + 1):
+            slot = self.log.get(seq)
+            if slot is not None and slot.prepared:
+                return
+        for client, req in sorted(self.deferred_reads.items()):
+            result = self.service.query(req.operation, client)
+            assert result is not None
+            self._reply(client, req.timestamp, result)
+        self.deferred_reads.clear()
 
     def _enqueue(self, req: Request, data: bytes) -> None:
         queued = self.pending.get(req.client)
@@ -458,6 +497,10 @@ class Replica:
         if env.signer != self.config.primary(pp.view):
             self._reject(peer, Reason.NOT_PRIMARY, f"pre-prepare by {env.signer} for view {pp.view}")
             return
+        if env.signer == self.id:
+            # Our own pre-prepare relayed back: the primary never prepares (section 4.2).
+            self.rejects[(peer, Reason.DUPLICATE)] += 1
+            return
         if pp.view != self.view or not self.view_active:
             self._old_or_future(peer, data, pp.view, "pre-prepare")
             return
@@ -474,7 +517,7 @@ class Replica:
             if not self._verify(peer, env):
                 return
             # The primary signed two pre-prepares for one (v, n): keep both as evidence.
-            self._out.append(Evidence(env.signer, "equivocate", slot.pre_prepare_env, data))
+            self._evidence(env.signer, "equivocate", slot.pre_prepare_env, data)  # type: ignore[arg-type]
             self._reject(peer, Reason.CONFLICT, f"second pre-prepare for n={pp.seq}")
             return
         if not self._verify(peer, env):
@@ -550,7 +593,7 @@ class Replica:
             if prior[0] == vote_digest:
                 self.rejects[(peer, Reason.DUPLICATE)] += 1  # a retransmission or a replay
             elif self._verify(peer, env):
-                self._out.append(Evidence(env.signer, f"double-{kind}", prior[1], data))  # type: ignore[arg-type]
+                self._evidence(env.signer, f"double-{kind}", prior[1], data)  # type: ignore[arg-type]
                 self._reject(peer, Reason.CONFLICT, f"second {kind} from {env.signer}")
             return False
         return self._verify(peer, env)
@@ -617,8 +660,9 @@ class Replica:
         while True:
             slot = self.log.get(self.last_executed + 1)
             if slot is None or not slot.committed:
-                return
+                break
             self._execute(slot)
+        self._answer_reads()
 
     def _execute(self, slot: Slot) -> None:
         assert slot.pre_prepare is not None and slot.seq == self.last_executed + 1
@@ -728,7 +772,7 @@ class Replica:
             {envelope_from_bytes(d).signer for d in proof} - {self.id}  # type: ignore[type-var]
         )
         self.transfer = Transfer(seq, state_digest, proof, sources, started_tick=self.ticks)
-        self._out.append(Note(f"state transfer to checkpoint {seq} started"))
+        self._out.append(StateTransferStarted(seq, state_digest))
         self._request_chunks()
 
     def _make_stable(self, seq: int, state_digest: bytes, proof: tuple[bytes, ...]) -> None:
@@ -746,7 +790,6 @@ class Replica:
             for s in [s for s in claims if s <= seq]:
                 del claims[s]
         self._out.append(CheckpointStable(seq, state_digest))
-        self._out.append(Note(f"checkpoint {seq} stable, log window now ({seq}, {self.log.high}]"))
 
     # -- view changes (section 4.4, 4.5.2) ------------------------------------------------
 
@@ -763,19 +806,23 @@ class Replica:
         self.new_view_data = b""
         self._vc_attempts += 1
         self._nv_deadline = None
-        certs = tuple(
-            (pp_env, *prepares)
-            for seq, (_, pp_env, prepares) in sorted(self.prepared_certs.items())
-            if seq > self.log.low
-        )
-        vc = ViewChange(new_view, self.log.low, self.stable_proof, certs)
+        certs = []
+        for seq, (_, pp_env, prepares) in sorted(self.prepared_certs.items()):
+            if seq <= self.log.low:
+                continue
+            cert = (pp_env, *prepares)
+            try:
+                # Checked by the same code the others will run: what we send must count.
+                check_prepared_cert(self.config, self.verifier, new_view, cert)
+            except InvalidCertificate as exc:  # e.g. restored from a damaged record
+                self._out.append(Note(f"leaving out our certificate for n={seq}: {exc}"))
+                continue
+            certs.append(cert)
+        vc = ViewChange(new_view, self.log.low, self.stable_proof, tuple(certs))
         data = self._broadcast(self.safety.sign_other(vc))
-        # Our own certificates were checked when they formed; checking them again here
-        # keeps one code path for what a NEW-VIEW may be built from.
         self.view_changes[self.id] = check_view_change(self.config, self.verifier, self.id, vc, data)
         self._persist_view(data)
         self._out.append(ViewChangeStarted(new_view))
-        self._out.append(Note(f"view change to view {new_view} started"))
         self._after_view_change_input()
 
     def on_view_change(self, peer: Signer | None, env: Envelope, data: bytes, vc: ViewChange) -> None:
@@ -800,6 +847,7 @@ class Replica:
             self._reject(peer, Reason.BAD_CERTIFICATE, str(exc))
             return
         self.view_changes[signer] = checked
+        self._compare_certificates(vc)
         # Section 4.5.2: f+1 view-changes for higher views from others prove that at least
         # one correct replica wants to move; join the lowest view that f+1 of them reached.
         higher = sorted(
@@ -811,6 +859,30 @@ class Replica:
             self._start_view_change(higher[self.config.f])
             return
         self._after_view_change_input()
+
+    def _compare_certificates(self, vc: ViewChange) -> None:
+        """A prepared certificate carries the old primary's signed pre-prepare: if ours
+        for the same (view, seq) has another digest, the pair proves it equivocated
+        (BYZANTINE.md `equivocate`), which no single backup sees in the normal case."""
+        for cert in vc.prepared:
+            theirs = from_body(envelope_from_bytes(cert[0]).body)  # checked already
+            assert isinstance(theirs, PrePrepare)
+            ours = self._own_pre_prepare(theirs.view, theirs.seq)
+            if ours is not None and ours[0] != theirs.digest:
+                primary = self.config.primary(theirs.view)
+                self._evidence(primary, "equivocate", ours[1], cert[0])
+
+    def _own_pre_prepare(self, view: int, seq: int) -> tuple[bytes, bytes] | None:
+        """The (digest, envelope) of the pre-prepare we accepted for (view, seq), if known."""
+        slot = self.log.get(seq)
+        if slot is not None and slot.pre_prepare is not None and slot.view == view:
+            return slot.pre_prepare.digest, slot.pre_prepare_env
+        cert = self.prepared_certs.get(seq)
+        if cert is not None and cert[0] == view:
+            pp = from_body(envelope_from_bytes(cert[1]).body)
+            assert isinstance(pp, PrePrepare)
+            return pp.digest, cert[1]
+        return None
 
     def _after_view_change_input(self) -> None:
         if self.view_active:
@@ -965,7 +1037,6 @@ class Replica:
         if self.is_primary:
             self.waiting.clear()
         self._out.append(ViewInstalled(self.view, self.primary))
-        self._out.append(Note(f"view {self.view} installed, primary {self.primary}"))
         self._replay_future()
 
     def _replay_future(self) -> None:
@@ -1101,7 +1172,6 @@ class Replica:
             else:
                 self.waiting[client] = (ts, data, self.ticks)  # a fresh timer once caught up
         self._out.append(StateInstalled(t.seq, t.digest))
-        self._out.append(Note(f"state transfer to checkpoint {t.seq} done ({len(state)} bytes)"))
         self._maybe_execute()
 
     # -- durability (DESIGN.md section 8) -------------------------------------------------
@@ -1188,7 +1258,9 @@ class Replica:
                 slot.requests = tuple((q, d) for q, d in requests if not isinstance(q, str))
                 self.next_seq = max(self.next_seq, seq + 1)
             elif isinstance(msg, Prepare):
-                self.log.slot(seq, view).my_prepare = env.to_bytes()
+                slot = self.log.slot(seq, view)
+                slot.my_prepare = env.to_bytes()
+                slot.prepares[self.id] = (msg.digest, slot.my_prepare)
         self.next_seq = max(self.next_seq, self.last_executed + 1)
         notes = [a for a in self._out if isinstance(a, Note)]
         notes.append(

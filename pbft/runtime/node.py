@@ -26,8 +26,8 @@ Observability. Every node has its own `NodeMetrics` (pbft.runtime.metrics), upda
 frames arrive and actions are performed, and served on HTTP when `metrics_address` is
 given. Protocol events are logged once each at info level with an `event` name and
 `fields` (the JSON log format prints both): the typed actions (ViewChangeStarted,
-ViewInstalled, CheckpointStable, StateInstalled) are logged, and the core's Notes that
-only repeat them (NOTE_DUPLICATES) are not; other Notes are logged as they come. Links
+ViewInstalled, CheckpointStable, StateTransferStarted, StateInstalled) and the core's
+Notes, each as it comes. Links
 to peers going up and down are noticed on each tick from `transport.connected`.
 Per-message detail is logged at debug level only, behind `log.isEnabledFor`.
 Evidence is stored in the data directory (deduplicated) and logged once per new pair.
@@ -60,6 +60,7 @@ from ..protocol.events import (
     Send,
     SendClient,
     StateInstalled,
+    StateTransferStarted,
     Tick,
     Truncate,
     ViewChangeStarted,
@@ -81,13 +82,7 @@ EVIDENCE_LIMIT = 1024
 GROUP_COMMIT_LIMIT = 256
 """Inputs stepped before one storage commit (and the sends it covers)."""
 
-NOTE_DUPLICATES = re.compile(
-    r"view change to view \d+ started|view \d+ installed, primary|checkpoint \d+ stable,"
-    r"|state transfer to checkpoint \d+ done"
-)
-"""Notes the core emits next to a typed action that is logged instead."""
 NOTE_EVENTS = (
-    (re.compile(r"state transfer to checkpoint (\d+) started"), "state-transfer-started", ("seq",)),
     (re.compile(r"recovered: view (\d+), executed (\d+), stable (\d+)"), "recovered",
      ("view", "executed", "stable")),
 )
@@ -307,6 +302,12 @@ class ReplicaNode:
                         "replica %d: view %d installed, primary %d", self.id, view, primary,
                         view=view, primary=primary,
                     )
+                case StateTransferStarted(seq, digest):
+                    event_log(
+                        logging.INFO, "state-transfer-started", self.id,
+                        "replica %d: state transfer to checkpoint %d started", self.id, seq,
+                        seq=seq, digest=digest.hex(),
+                    )
                 case StateInstalled(seq, digest):
                     m.on_stable(seq)
                     event_log(
@@ -320,8 +321,6 @@ class ReplicaNode:
                     pass  # Prepared, Committed, CheckpointTaken: observations only
 
     def _log_note(self, text: str) -> None:
-        if NOTE_DUPLICATES.match(text):
-            return  # the typed action next to it is logged instead
         event, fields = _note_event(text)
         event_log(logging.INFO, event, self.id, "replica %d: %s", self.id, text, **fields)
 
