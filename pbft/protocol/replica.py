@@ -1038,6 +1038,7 @@ class Replica:
             self.waiting.clear()
         self._out.append(ViewInstalled(self.view, self.primary))
         self._replay_future()
+        self._answer_reads()
 
     def _replay_future(self) -> None:
         buffered, self._future = self._future, deque()
