@@ -2,7 +2,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint fuzz bench clean
+.PHONY: demo test lint fuzz bench soak clean
 
 $(BIN)/pbft: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,12 @@ fuzz: $(BIN)/pbft
 # cluster, 10 s. Extra flags: make bench BENCH_ARGS="--json bench.json".
 bench: $(BIN)/pbft
 	$(BIN)/pbft bench --f 1 --clients 32 --duration 10 $(BENCH_ARGS)
+
+# Long simulator runs: structure maxima vs bounds, memory curve, catch-up times (tools/soak_sim.py),
+# then the full-size tests. Extra flags: make soak SOAK_ARGS="--production --json soak.json".
+soak: $(BIN)/pbft
+	$(BIN)/python tools/soak_sim.py $(SOAK_ARGS)
+	PBFT_SOAK=1 $(BIN)/pytest -q tests/test_soak.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
