@@ -1,11 +1,13 @@
 """Profile one replica of a bench run with py-spy (tools only, not part of `pbft`).
 
-    .venv/bin/python tools/bench_profile.py [--replica 0] [--clients 16] [--duration 10]
-        [--f 1] [--workers W] [--out DIR] [--idle]
+    .venv/bin/python tools/bench_profile.py [--replica 0 | --worker 0] [--clients 16]
+        [--duration 10] [--f 1] [--workers W] [--out DIR] [--idle] [--gil]
+        [--fsync always|batch|off]
 
 Runs `pbft.runtime.bench.run_once` and, once the measurement window opens, attaches
-`py-spy record --format raw` to the chosen replica process for the whole window. Writes
-DIR/replica-R.txt (collapsed stacks, one `stack count` per line) and prints the top
+`py-spy record --format raw` to the chosen replica process (or, with --worker, to one of
+the client worker processes) for the whole window. Writes DIR/replica-R.txt (or
+DIR/worker-W.txt) (collapsed stacks, one `stack count` per line) and prints the top
 functions by self time and by inclusive time. py-spy must be installed in the venv
 (`.venv/bin/pip install py-spy`) and allowed to ptrace (root, or ptrace_scope 0).
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -69,6 +72,8 @@ def main() -> int:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--replica", type=int, default=0)
+    p.add_argument("--worker", type=int, default=None,
+                   help="profile this client worker process instead of a replica")
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--f", type=int, default=1)
@@ -76,17 +81,29 @@ def main() -> int:
     p.add_argument("--out", default="profile")
     p.add_argument("--idle", action="store_true", help="also sample idle (waiting) threads")
     p.add_argument("--rate", type=int, default=250, help="samples per second")
+    p.add_argument("--gil", action="store_true",
+                   help="only sample the thread holding the GIL (Python CPU, no waits)")
+    p.add_argument("--fsync", default=None, help="the replicas' [storage] fsync policy")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    out = os.path.join(args.out, f"replica-{args.replica}.txt")
+    who = f"worker-{args.worker}" if args.worker is not None else f"replica-{args.replica}"
+    out = os.path.join(args.out, f"{who}.txt")
     exe = py_spy()
 
     def attach(cluster):
-        pid = cluster.procs[args.replica].pid
+        if args.worker is not None:
+            # The bench's client workers are this process's multiprocessing children
+            # (the replicas are plain subprocesses of the launcher).
+            workers = sorted(multiprocessing.active_children(), key=lambda c: c.pid)
+            pid = workers[args.worker].pid
+        else:
+            pid = cluster.procs[args.replica].pid
         cmd = [exe, "record", "--format", "raw", "-o", out, "-r", str(args.rate),
                "-d", str(int(args.duration)), "-p", str(pid), "--nonblocking"]
         if args.idle:
             cmd.append("--idle")
+        if args.gil:
+            cmd.append("--gil")
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         def done() -> None:
@@ -98,11 +115,12 @@ def main() -> int:
 
         return done
 
-    run = run_once(args.f, args.clients, args.duration, workers=args.workers, profile=attach)
+    run = run_once(args.f, args.clients, args.duration, workers=args.workers, profile=attach,
+                   fsync=args.fsync)
     print(f"throughput {run.throughput_rps:.1f} req/s, p50 {run.latency_ms['p50']:.2f} ms, "
           f"cpu {run.cpu}")
     if os.path.exists(out):
-        print(f"profile of replica {args.replica}: {out}")
+        print(f"profile of {who}: {out}")
         print("\n".join(top(out)))
     return 0
 
