@@ -119,14 +119,7 @@ def test_catch_up_scenarios_are_timed():
 @pytest.mark.parametrize(
     "k,w",
     [
-        pytest.param(
-            None, None, id="sim-K8-L32",
-            # Core bug (reported): on_pre_prepare signs and persists its PREPARE after
-            # _accept_pre_prepare -> _maybe_prepared may already have executed the slot and made
-            # a checkpoint at or above it stable, so safety.signed holds one vote at seq <= h
-            # (69 > 2L + L/K = 68 at replica 3, 31302 virtual ms, seed 1).
-            marks=pytest.mark.xfail(reason="core: PREPARE signed below the low water mark", strict=False),
-        ),
+        pytest.param(None, None, id="sim-K8-L32"),
         pytest.param(128, 256, id="production-K128-L256"),
     ],
 )

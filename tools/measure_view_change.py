@@ -16,10 +16,10 @@ SIGKILLs the primary (replica 0) and records, against the kill time:
           (JSON log lines, wall-clock timestamps; the earliest and latest replica)
 
 What to expect (OSDI'99 4.4): a client sends a request to the primary only and
-retransmits to every replica after 2 x view_change_timeout_ms (ClientCore, doubling
+retransmits to every replica after view_change_timeout_ms (ClientCore, doubling
 afterwards); a backup starts its request timer when it first hears of the request and
 starts a view change after view_change_timeout_ms. So a request submitted just after the
-kill commits after roughly 2T (client) + T (backup timer) + the view change itself; a
+kill commits after roughly T (client) + T (backup timer) + the view change itself; a
 request submitted shortly before the kill, less. `--client-retransmit-ms` overrides the
 client's first retransmission timeout to show how much of the stall is the client's.
 """
@@ -171,7 +171,7 @@ def main() -> int:
         runs.append(r)
         print(f"run {i + 1}: {r}", file=sys.stderr)
     summary = summarise(runs)
-    client_rt = args.client_retransmit_ms or 2 * args.timeout_ms
+    client_rt = args.client_retransmit_ms or args.timeout_ms
     if args.json:
         print(json.dumps({"view_change_timeout_ms": args.timeout_ms,
                           "client_first_retransmit_ms": client_rt,

@@ -12,7 +12,7 @@ simulator's oracle checks them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from .messages import Signer
@@ -141,8 +141,11 @@ class CheckpointTaken:
 
 @dataclass(frozen=True, slots=True)
 class CheckpointStable:
+    """Checkpoint `seq` became stable on `proof`: the 2f+1 matching signed CHECKPOINTs."""
+
     seq: int
     digest: bytes
+    proof: tuple[bytes, ...] = field(default=(), compare=False)
 
 
 class Reason(Enum):

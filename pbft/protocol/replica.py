@@ -116,7 +116,7 @@ CATCH_UP_SLOTS = 16
 EVIDENCE_MEMORY = 4096
 """Evidence pairs remembered to report each once; forgetting only means repeating one."""
 
-VERIFIED_CACHE = 65536
+VERIFIED_CACHE = 16384
 """Client requests whose signature this replica already checked (verify each once)."""
 
 MAX_BACKOFF_SHIFT = 6
@@ -482,12 +482,22 @@ class Replica:
     # -- pre-prepare, prepare, commit (section 4.2) -------------------------------------
 
     def _accept_pre_prepare(
-        self, slot: Slot, pp: PrePrepare, data: bytes, requests: tuple[tuple[Request, bytes], ...]
+        self,
+        slot: Slot,
+        pp: PrePrepare,
+        data: bytes,
+        requests: tuple[tuple[Request, bytes], ...],
+        prepare: bool = False,
     ) -> None:
         slot.view = pp.view
         slot.pre_prepare = pp
         slot.pre_prepare_env = data
         slot.requests = requests
+        if prepare:
+            # A backup's own PREPARE goes out before the slot is re-evaluated: votes that
+            # arrived before the pre-prepare may complete it, execute it and collect it.
+            slot.my_prepare = self._broadcast_vote(Prepare(pp.view, pp.seq, pp.digest))
+            slot.prepares[self.id] = (pp.digest, slot.my_prepare)
         # Votes received before the pre-prepare may now match; re-evaluate.
         self._maybe_prepared(slot)
 
@@ -541,15 +551,11 @@ class Replica:
             # answered is not in the log): refuse; the safety rules would anyway.
             self._reject(peer, Reason.CONFLICT, f"pre-prepare n={pp.seq} conflicts with our prepare")
             return
-        slot = self.log.slot(pp.seq, pp.view)
-        self._accept_pre_prepare(slot, pp, data, tuple(requests))
         # The pre-prepare we answer is stored with our vote, so that after a restart we
         # still recognise a conflicting one as equivocation.
         self._out.append(Persist(Record.VOTE, pp.seq, pp.view, ACCEPTED, data))
-        prepare = Prepare(pp.view, pp.seq, pp.digest)
-        slot.my_prepare = self._broadcast_vote(prepare)
-        slot.prepares[self.id] = (pp.digest, slot.my_prepare)
-        self._maybe_prepared(slot)
+        slot = self.log.slot(pp.seq, pp.view)
+        self._accept_pre_prepare(slot, pp, data, tuple(requests), prepare=True)
 
     def _old_or_future(self, peer: Signer | None, data: bytes, view: int, what: str) -> None:
         """Ignore messages of old views; buffer a bounded number for views to come."""
@@ -789,7 +795,7 @@ class Replica:
         for claims in self.claims.values():
             for s in [s for s in claims if s <= seq]:
                 del claims[s]
-        self._out.append(CheckpointStable(seq, state_digest))
+        self._out.append(CheckpointStable(seq, state_digest, proof))
 
     # -- view changes (section 4.4, 4.5.2) ------------------------------------------------
 
@@ -1016,11 +1022,7 @@ class Replica:
                     continue
                 requests.append((req, req_data))
             slot = self.log.slot(pp.seq, self.view)
-            self._accept_pre_prepare(slot, pp, raw, tuple(requests))
-            if not self.is_primary:
-                slot.my_prepare = self._broadcast_vote(Prepare(pp.view, pp.seq, pp.digest))
-                slot.prepares[self.id] = (pp.digest, slot.my_prepare)
-                self._maybe_prepared(slot)
+            self._accept_pre_prepare(slot, pp, raw, tuple(requests), prepare=not self.is_primary)
         last = pre_prepares[-1][0].seq if pre_prepares else min_s
         self.next_seq = max(last, self.log.low, self.last_executed) + 1
         self.view_changes = {s: c for s, c in self.view_changes.items() if c.msg.new_view > self.view}

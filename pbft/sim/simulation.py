@@ -332,8 +332,9 @@ class Simulation:
             self.oracle.check_resources(rid, inst.node)
             for a in actions:
                 if isinstance(a, CheckpointStable):
-                    proof = getattr(inst.node, "stable_proof", ())
-                    self.oracle.check_stable_proof(rid, a.seq, a.digest, proof, self.verifier.verify)
+                    # The proof travels with the action: one step can make several
+                    # checkpoints stable, and the replica keeps only the latest proof.
+                    self.oracle.check_stable_proof(rid, a.seq, a.digest, a.proof, self.verifier.verify)
                 elif isinstance(a, StateInstalled) and inst.node.last_executed == a.seq:
                     self.oracle.check_installed_state(rid, a.seq, a.digest, inst.node.state_digest())
         else:
