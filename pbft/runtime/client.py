@@ -7,8 +7,10 @@ the one task that steps the sans-IO `ClientCore`; `submit` runs in the caller's 
 never awaits, so nothing interleaves with a step. The core decides where requests go and
 when to retransmit; the pump performs its `Send`s and wakes the caller on `Completed`.
 
-STATUS envelopes (answers to `status()`) are not replies, so the pump routes them here,
-checking the replica's signature, before anything reaches `ClientCore.step`.
+STATUS envelopes (answers to `status()`) are not replies, so while a `status()` call
+waits the pump routes them here, checking the replica's signature, before anything
+reaches `ClientCore.step`; otherwise a stray STATUS is rejected by the core like any
+other frame that is not a reply.
 
 Calls are serialised with a lock (the core has one request outstanding, section 4.1).
 Up to f faulty or unreachable replicas never make a call raise: the core retransmits to
@@ -177,7 +179,14 @@ class Client:
 
     async def _pump(self, recv: trio.MemoryReceiveChannel) -> None:
         async for event in recv:
-            if isinstance(event, Received) and self._on_status(event.peer, event.data):
+            # Only while status() waits can a frame be a STATUS worth decoding here: the
+            # rest of the time every frame goes straight to the core (which decodes it
+            # once, and rejects a stray STATUS as not a reply).
+            if (
+                self._statuses is not None
+                and isinstance(event, Received)
+                and self._on_status(event.peer, event.data)
+            ):
                 continue
             self._perform(self.core.step(event))
 
