@@ -40,7 +40,7 @@ class FrameError(CodecError):
 def _head(major: int, n: int) -> bytes:
     mt = major << 5
     if n < 24:
-        return bytes((mt | n,))
+        return _SMALL_HEADS[mt | n]
     if n < 0x100:
         return bytes((mt | 24, n))
     if n < 0x10000:
@@ -52,9 +52,36 @@ def _head(major: int, n: int) -> bytes:
     raise CodecError("integer out of 64-bit range")
 
 
+_SMALL_HEADS = tuple(bytes((i,)) for i in range(256))
+"""One-byte heads, prebuilt: most heads in our messages are one byte."""
+
+
 def _encode(value: object, out: list[bytes]) -> None:
+    # Exact-type fast paths first (the common case, one comparison each); subclasses
+    # (bool, IntEnum, bytearray, ...) take the general path below.
+    t = type(value)
+    if t is bytes:
+        n = len(value)  # type: ignore[arg-type]
+        out.append(_SMALL_HEADS[0x40 | n] if n < 24 else _head(2, n))
+        out.append(value)  # type: ignore[arg-type]
+    elif t is int:
+        if 0 <= value < 24:  # type: ignore[operator]
+            out.append(_SMALL_HEADS[value])  # type: ignore[index]
+        elif value >= 0:  # type: ignore[operator]
+            out.append(_head(0, value))  # type: ignore[arg-type]
+        else:
+            out.append(_head(1, -1 - value))  # type: ignore[operator]
+    elif t is list or t is tuple:
+        n = len(value)  # type: ignore[arg-type]
+        out.append(_SMALL_HEADS[0x80 | n] if n < 24 else _head(4, n))
+        for item in value:  # type: ignore[attr-defined]
+            _encode(item, out)
+    elif t is str:
+        b = value.encode("utf-8")  # type: ignore[attr-defined]
+        out.append(_head(3, len(b)))
+        out.append(b)
     # bool before int: bool is a subclass of int.
-    if value is True:
+    elif value is True:
         out.append(b"\xf5")
     elif value is False:
         out.append(b"\xf4")
@@ -94,105 +121,124 @@ def encode(value: object) -> bytes:
     return b"".join(out)
 
 
+def encode_bytes(b: bytes) -> bytes:
+    """`encode(b)` for a byte string, without the general dispatch."""
+    n = len(b)
+    return (_SMALL_HEADS[0x40 | n] if n < 24 else _head(2, n)) + b
+
+
 # -- decoding ---------------------------------------------------------------------------
+#
+# One function per item, position threaded through arguments and results rather than a
+# reader object: a method call and two attribute writes per item were most of the cost.
+# The checks, and their order, are the same for every item: truncation, reserved and
+# indefinite heads, minimal heads, then the major type's own rules.
 
 
-class _Reader:
-    __slots__ = ("data", "pos")
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    def head(self) -> tuple[int, int]:
-        data, pos = self.data, self.pos
-        if pos >= len(data):
-            raise CodecError("truncated")
-        ib = data[pos]
-        major, info = ib >> 5, ib & 0x1F
-        pos += 1
-        if info < 24:
-            self.pos = pos
-            return major, info
-        if info > 27:
+def _item(data: bytes, pos: int, depth: int) -> tuple[object, int]:
+    if pos >= len(data):
+        raise CodecError("truncated")
+    ib = data[pos]
+    major = ib >> 5
+    n = ib & 0x1F
+    pos += 1
+    if n >= 24:
+        if n > 27:
             # 28-30 reserved, 31 indefinite length / break.
             raise CodecError("indefinite length or reserved head")
-        size = 1 << (info - 24)
-        if pos + size > len(data):
+        info = n
+        end = pos + (1 << (info - 24))
+        if end > len(data):
             raise CodecError("truncated")
-        n = int.from_bytes(data[pos : pos + size], "big")
+        n = int.from_bytes(data[pos:end], "big")
         # Minimal-length heads only (RFC 8949 section 4.2.1).
         if (info == 24 and n < 24) or (info > 24 and n < (1 << (4 << (info - 24)))):
             raise CodecError("non-canonical head")
-        self.pos = pos + size
-        return major, n
-
-    def take(self, n: int) -> bytes:
-        end = self.pos + n
-        if end > len(self.data):
+        pos = end
+    if major == 2:
+        end = pos + n
+        if end > len(data):
             raise CodecError("truncated")
-        b = self.data[self.pos : end]
-        self.pos = end
-        return b
-
-    def value(self, depth: int) -> object:
-        start = self.pos
-        major, n = self.head()
-        if major == 0:
-            return n
-        if major == 1:
-            return -1 - n
-        if major == 2:
-            return self.take(n)
-        if major == 3:
-            try:
-                return self.take(n).decode("utf-8")
-            except UnicodeDecodeError:
-                raise CodecError("invalid UTF-8") from None
-        if major == 4 or major == 5:
-            if depth >= MAX_DEPTH:
-                raise CodecError("nesting too deep")
-            # Each item takes at least one byte: refuse counts the input cannot hold
-            # before allocating anything for them.
-            if n > len(self.data) - self.pos:
-                raise CodecError("truncated")
-            if major == 4:
-                return [self.value(depth + 1) for _ in range(n)]
-            out: dict[object, object] = {}
-            prev = b""
-            for i in range(n):
-                kstart = self.pos
-                key = self.value(depth + 1)
-                kbytes = self.data[kstart : self.pos]
-                if i and kbytes <= prev:
-                    raise CodecError("map keys not in canonical order or duplicated")
-                if isinstance(key, list | dict):
-                    raise CodecError("map key must be a scalar")
-                prev = kbytes
-                out[key] = self.value(depth + 1)
-            return out
-        if major == 6:
-            raise CodecError("tags are not accepted")
-        # major 7: simple values and floats
-        if self.data[start] == 0xF4:
-            return False
-        if self.data[start] == 0xF5:
-            return True
-        if self.data[start] == 0xF6:
-            return None
-        raise CodecError("floats and simple values are not accepted")
+        return data[pos:end], end
+    if major == 0:
+        return n, pos
+    if major == 4:
+        if depth >= MAX_DEPTH:
+            raise CodecError("nesting too deep")
+        # Each item takes at least one byte: refuse counts the input cannot hold
+        # before allocating anything for them.
+        if n > len(data) - pos:
+            raise CodecError("truncated")
+        out = []
+        append = out.append
+        depth += 1
+        for _ in range(n):
+            # Inline the commonest items (small unsigned integers, short byte strings);
+            # anything else, or anything at the end of the input, takes the full path.
+            if pos < len(data):
+                ib = data[pos]
+                if ib < 24:
+                    append(ib)
+                    pos += 1
+                    continue
+                if 0x40 <= ib < 0x58:
+                    end = pos + 1 + (ib - 0x40)
+                    if end <= len(data):
+                        append(data[pos + 1 : end])
+                        pos = end
+                        continue
+            v, pos = _item(data, pos, depth)
+            append(v)
+        return out, pos
+    if major == 3:
+        end = pos + n
+        if end > len(data):
+            raise CodecError("truncated")
+        try:
+            return data[pos:end].decode("utf-8"), end
+        except UnicodeDecodeError:
+            raise CodecError("invalid UTF-8") from None
+    if major == 1:
+        return -1 - n, pos
+    if major == 5:
+        if depth >= MAX_DEPTH:
+            raise CodecError("nesting too deep")
+        if n > len(data) - pos:
+            raise CodecError("truncated")
+        m: dict[object, object] = {}
+        prev = b""
+        for i in range(n):
+            kstart = pos
+            key, pos = _item(data, pos, depth + 1)
+            kbytes = data[kstart:pos]
+            if i and kbytes <= prev:
+                raise CodecError("map keys not in canonical order or duplicated")
+            if isinstance(key, list | dict):
+                raise CodecError("map key must be a scalar")
+            prev = kbytes
+            m[key], pos = _item(data, pos, depth + 1)
+        return m, pos
+    if major == 6:
+        raise CodecError("tags are not accepted")
+    # major 7: simple values and floats
+    if ib == 0xF4:
+        return False, pos
+    if ib == 0xF5:
+        return True, pos
+    if ib == 0xF6:
+        return None, pos
+    raise CodecError("floats and simple values are not accepted")
 
 
 def decode(data: bytes) -> object:
     """Decode exactly one canonical value filling all of `data`, or raise CodecError."""
-    if not isinstance(data, bytes):
+    if type(data) is not bytes:
         data = bytes(data)
-    r = _Reader(data)
     try:
-        value = r.value(0)
+        value, pos = _item(data, 0, 0)
     except RecursionError:  # pragma: no cover - MAX_DEPTH keeps us far from this
         raise CodecError("nesting too deep") from None
-    if r.pos != len(data):
+    if pos != len(data):
         raise CodecError("trailing bytes")
     return value
 
