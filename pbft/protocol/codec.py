@@ -73,9 +73,19 @@ def _encode(value: object, out: list[bytes]) -> None:
             out.append(_head(1, -1 - value))  # type: ignore[operator]
     elif t is list or t is tuple:
         n = len(value)  # type: ignore[arg-type]
-        out.append(_SMALL_HEADS[0x80 | n] if n < 24 else _head(4, n))
+        append = out.append
+        append(_SMALL_HEADS[0x80 | n] if n < 24 else _head(4, n))
         for item in value:  # type: ignore[attr-defined]
-            _encode(item, out)
+            # The same fast paths inline, saving a call per item of a message.
+            t = type(item)
+            if t is bytes:
+                n = len(item)
+                append(_SMALL_HEADS[0x40 | n] if n < 24 else _head(2, n))
+                append(item)
+            elif t is int and 0 <= item < 24:
+                append(_SMALL_HEADS[item])
+            else:
+                _encode(item, out)
     elif t is str:
         b = value.encode("utf-8")  # type: ignore[attr-defined]
         out.append(_head(3, len(b)))
@@ -185,6 +195,15 @@ def _item(data: bytes, pos: int, depth: int) -> tuple[object, int]:
                     end = pos + 1 + (ib - 0x40)
                     if end <= len(data):
                         append(data[pos + 1 : end])
+                        pos = end
+                        continue
+                elif ib == 0x58 and pos + 1 < len(data):
+                    # Byte string with a one-byte length (24..255: minimal, else the
+                    # full path raises): signatures, digests, small envelopes.
+                    k = data[pos + 1]
+                    end = pos + 2 + k
+                    if k >= 24 and end <= len(data):
+                        append(data[pos + 2 : end])
                         pos = end
                         continue
             v, pos = _item(data, pos, depth)
