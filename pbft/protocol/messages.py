@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import IntEnum
+from operator import attrgetter
 
 from . import codec
 
@@ -272,6 +273,22 @@ _SCHEMA: dict[MsgType, tuple[type, tuple]] = {
     MsgType.QUERY_STATUS: (QueryStatus, (_u64,)),
 }
 _TYPE_OF: dict[type, MsgType] = {cls: t for t, (cls, _) in _SCHEMA.items()}
+_BY_NUMBER: dict[int, tuple[type, tuple]] = {int(t): entry for t, entry in _SCHEMA.items()}
+
+
+def _field_getter(cls: type):
+    names = cls.__slots__  # type: ignore[attr-defined]
+    if len(names) == 1:
+        (name,) = names
+        return lambda msg: (getattr(msg, name),)
+    return attrgetter(*names)
+
+
+# Per class: its type number as a plain int (the encoder's fast path) and a getter of
+# its fields in order.
+_ENCODING: dict[type, tuple[int, object]] = {
+    cls: (int(t), _field_getter(cls)) for t, (cls, _) in _SCHEMA.items()
+}
 
 
 def type_of(msg: Message) -> MsgType:
@@ -280,7 +297,8 @@ def type_of(msg: Message) -> MsgType:
 
 def to_body(msg: Message) -> bytes:
     """The canonical bytes of `msg`: what is signed, hashed and sent."""
-    return codec.encode([_TYPE_OF[type(msg)], *(getattr(msg, f) for f in msg.__slots__)])
+    number, fields = _ENCODING[type(msg)]
+    return codec.encode([number, *fields(msg)])  # type: ignore[operator]
 
 
 def from_body(body: bytes) -> Message:
@@ -288,13 +306,13 @@ def from_body(body: bytes) -> Message:
     value = codec.decode(body)
     if type(value) is not list or not value or type(value[0]) is not int:
         raise SchemaError("a message is an array starting with its type")
-    try:
-        cls, fields = _SCHEMA[MsgType(value[0])]
-    except ValueError:
-        raise SchemaError(f"unknown message type {value[0]}") from None
+    entry = _BY_NUMBER.get(value[0])
+    if entry is None:
+        raise SchemaError(f"unknown message type {value[0]}")
+    cls, fields = entry
     if len(value) != len(fields) + 1:
         raise SchemaError(f"{cls.__name__} has {len(fields)} fields, got {len(value) - 1}")
-    return cls(*(check(v) for check, v in zip(fields, value[1:], strict=True)))
+    return cls(*[check(v) for check, v in zip(fields, value[1:], strict=True)])
 
 
 def envelope_from_bytes(data: bytes) -> Envelope:
