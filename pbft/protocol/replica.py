@@ -277,19 +277,26 @@ class Replica:
             return False
         return True
 
-    def _request_from_envelope(self, data: bytes) -> Request | str:
+    def _request_from_envelope(
+        self, data: bytes, decoded: tuple[Envelope, Message] | None = None
+    ) -> Request | str:
         """Decode and verify a signed client request; the reason it is bad otherwise.
-        Each distinct request envelope is verified once per replica (LRU-bounded)."""
+        Each distinct request envelope is verified once per replica (LRU-bounded), keyed
+        by the digest of its exact bytes. `decoded` is `data` already strictly decoded
+        by the caller (a request that arrived on its own), so it is not decoded twice."""
         key = digest(data)
         hit = self._verified.get(key)
         if hit is not None:
             self._verified.move_to_end(key)
             return hit
-        try:
-            env = envelope_from_bytes(data)
-            msg = from_body(env.body)
-        except codec.CodecError as exc:
-            return f"malformed request: {exc}"
+        if decoded is not None:
+            env, msg = decoded
+        else:
+            try:
+                env = envelope_from_bytes(data)
+                msg = from_body(env.body)
+            except codec.CodecError as exc:
+                return f"malformed request: {exc}"
         if not isinstance(msg, Request):
             return "not a request"
         if env.signer != msg.client or not self.verifier.is_member(env.signer):
@@ -334,7 +341,7 @@ class Replica:
             return
         match msg:
             case Request():
-                self.on_request(peer, data, msg)
+                self.on_request(peer, data, msg, env)
             case PrePrepare():
                 self.on_pre_prepare(peer, env, data, msg)
             case Prepare():
@@ -364,8 +371,10 @@ class Replica:
         body = to_body(Reply(self.view, timestamp, client, self.id, result))
         self._out.append(SendClient(client, Envelope(body, self.id, b"").to_bytes()))
 
-    def on_request(self, peer: Signer | None, data: bytes, msg: Request) -> None:
-        checked = self._request_from_envelope(data)
+    def on_request(
+        self, peer: Signer | None, data: bytes, msg: Request, env: Envelope | None = None
+    ) -> None:
+        checked = self._request_from_envelope(data, None if env is None else (env, msg))
         if isinstance(checked, str):
             self._reject(peer, Reason.BAD_REQUEST, checked)
             return
