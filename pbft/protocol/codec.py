@@ -197,6 +197,23 @@ def _item(data: bytes, pos: int, depth: int) -> tuple[object, int]:
                         append(data[pos + 1 : end])
                         pos = end
                         continue
+                elif ib == 0x18 and pos + 1 < len(data):
+                    # Unsigned integer with a one-byte argument (24..255 is minimal).
+                    k = data[pos + 1]
+                    if k >= 24:
+                        append(k)
+                        pos += 2
+                        continue
+                elif 0x60 <= ib < 0x78:
+                    # Short text (client names): strict UTF-8 as in the full path.
+                    end = pos + 1 + (ib - 0x60)
+                    if end <= len(data):
+                        try:
+                            append(data[pos + 1 : end].decode("utf-8"))
+                        except UnicodeDecodeError:
+                            raise CodecError("invalid UTF-8") from None
+                        pos = end
+                        continue
                 elif ib == 0x58 and pos + 1 < len(data):
                     # Byte string with a one-byte length (24..255: minimal, else the
                     # full path raises): signatures, digests, small envelopes.

@@ -82,11 +82,11 @@ from .messages import (
     Envelope,
     FetchState,
     Message,
+    MsgType,
     NewView,
     Prepare,
     PrePrepare,
     QueryStatus,
-    Reply,
     Request,
     Signer,
     StateChunk,
@@ -95,7 +95,6 @@ from .messages import (
     envelope_from_bytes,
     from_body,
     render,
-    to_body,
 )
 from .safety import SafetyRules, Vote, vote_slot
 from .statetransfer import IN_FLIGHT, Transfer, chunk_proof, split, state_root, verify_chunk
@@ -118,6 +117,8 @@ EVIDENCE_MEMORY = 4096
 
 VERIFIED_CACHE = 16384
 """Client requests whose signature this replica already checked (verify each once)."""
+
+_REPLY = int(MsgType.REPLY)
 
 MAX_BACKOFF_SHIFT = 6
 """The view-change timeout doubles per failed view change, up to 2**6 times (4.5.2)."""
@@ -368,8 +369,10 @@ class Replica:
     # -- requests (section 4.1, 5.1.3) ----------------------------------------------------
 
     def _reply(self, client: str, timestamp: int, result: bytes) -> None:
-        body = to_body(Reply(self.view, timestamp, client, self.id, result))
-        self._out.append(SendClient(client, Envelope(body, self.id, b"").to_bytes()))
+        # Exactly to_body(Reply(...)) and its unsigned Envelope(...).to_bytes(), encoded
+        # without building the two frozen objects (one reply per request per replica).
+        body = codec.encode([_REPLY, self.view, timestamp, client, self.id, result])
+        self._out.append(SendClient(client, codec.encode([body, self.id, b""])))
 
     def on_request(
         self, peer: Signer | None, data: bytes, msg: Request, env: Envelope | None = None
