@@ -800,3 +800,18 @@ def test_a_read_waits_until_every_prepared_slot_is_executed(cfg):
     assert backup.last_executed == 1
     replies = [decoded(a.data)[1] for a in actions_of(out, SendClient) if a.client == "bob"]
     assert [r.timestamp for r in replies] == [1]
+
+
+def test_a_read_still_waits_after_a_view_change_for_a_slot_prepared_in_the_old_view(cfg):
+    # The new view re-issues slot 1, but until it prepares again the only trace of it is
+    # the prepared certificate: that must hold reads back just the same.
+    backup = make_replica(cfg, 2)
+    _, d = pre_prepare(backup, 1, (put("alice", 1),))
+    for i in (1, 3):
+        feed(backup, i, sign_prepare(i, 1, d))
+    assert backup.log.get(1).prepared and backup.last_executed == 0
+    backup._start_view_change(1)
+    backup._install_view(0, b"", (), [])  # a NEW-VIEW whose re-issued slot is still to come
+    assert backup.view_active and backup.log.get(1) is None
+    read = sign_request("bob", op_get(b"k"), 1, read_only=True)
+    assert actions_of(feed(backup, "bob", read), SendClient) == []

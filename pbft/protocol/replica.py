@@ -422,10 +422,10 @@ class Replica:
     def _answer_reads(self) -> None:
         if not self.deferred_reads:
             return
-        for seq in range(self.last_executed + 1, self.log.high + 1):
-            slot = self.log.get(seq)
-            if slot is not None and slot.prepared:
-                return
+        # Every prepared slot leaves a certificate, and certificates outlive view changes:
+        # a slot prepared in an earlier view and not yet prepared again still holds reads.
+        if any(seq > self.last_executed for seq in self.prepared_certs):
+            return
         for client, req in sorted(self.deferred_reads.items()):
             result = self.service.query(req.operation, client)
             assert result is not None
