@@ -1,0 +1,102 @@
+"""pbft.runtime.node: the pipelined group commit (fsync "always") and the tick feed.
+
+The stepping task keeps stepping while a commit is in flight on the commit thread, and
+nothing a step sends leaves before the commit that covers its Persist actions; sends stay
+in step order. No sockets: a recorder stands in for the transport.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import trio
+from conftest import decoded, make_config, make_replica, sign_request
+
+from pbft.protocol.events import Received
+from pbft.protocol.messages import PrePrepare
+from pbft.runtime.node import TICK, ReplicaNode, _CommitThread
+from pbft.runtime.storage import Storage
+from pbft.service.kv import op_put
+
+
+class GatedStorage:
+    """A Storage whose commits wait for `gate`, recording what each one wrote."""
+
+    fsync = "always"
+
+    def __init__(self, inner: Storage) -> None:
+        self.inner = inner
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.commits: list[list[object]] = []
+
+    def apply(self, writes):
+        self.entered.set()
+        assert self.gate.wait(10)
+        n = self.inner.apply(writes)
+        self.commits.append(list(writes))
+        return n
+
+
+def make_node(cfg, storage):
+    sent: list[tuple[int, object]] = []  # (commits durable when sent, frame)
+
+    class Recorder:
+        connected: set[int] = set()
+        outboxes: dict[int, object] = {}
+
+        def send(self, *args):
+            sent.append((len(storage.commits), args[-1]))
+
+        broadcast = send_client = send
+
+    node = ReplicaNode.__new__(ReplicaNode)  # no sockets: only the stepping tasks
+    node.__init__(cfg, make_replica(cfg, 0), server_context=None, client_context=None,
+                  identify=None, storage=storage.inner)
+    node.transport = Recorder()
+    return node, sent
+
+
+async def until(predicate) -> None:
+    while not predicate():
+        await trio.sleep(0.005)
+
+
+async def test_steps_go_on_during_a_commit_and_sends_wait_for_theirs(tmp_path):
+    cfg = make_config()
+    with Storage.open(str(tmp_path / "d"), cfg, 0) as inner:
+        storage = GatedStorage(inner)
+        node, sent = make_node(cfg, storage)
+        node._committer = _CommitThread(storage, trio.lowlevel.current_trio_token())
+        try:
+            with trio.fail_after(10):
+                async with trio.open_nursery() as nursery:
+                    node._cancel = nursery.cancel_scope
+                    nursery.start_soon(node._commit_loop)
+                    nursery.start_soon(node._step_loop)
+                    await node._send.send(Received("alice", sign_request("alice", op_put(b"k", b"1"), 1)))
+                    await until(storage.entered.is_set)  # commit 1 is in flight, blocked
+                    await node._send.send(Received("bob", sign_request("bob", op_put(b"k", b"2"), 1)))
+                    await until(lambda: node._inputs == 2)  # stepped meanwhile
+                    assert sent == [] and len(node._held) == 2  # both wait for commit 1
+                    storage.gate.set()
+                    await until(lambda: len(sent) >= 1 and not node._held)
+                    nursery.cancel_scope.cancel()
+        finally:
+            node._committer.close()
+    pps = [(durable, decoded(frame)[1]) for durable, frame in sent]
+    pps = [(d, m) for d, m in pps if isinstance(m, PrePrepare)]
+    assert [m.seq for _, m in pps] == [1]
+    assert all(d == 1 for d, _ in sent)  # nothing left before the commit covering it
+    assert len(storage.commits) == 1
+
+
+async def test_ticks_are_coalesced_and_counted(tmp_path):
+    cfg = make_config()
+    node = ReplicaNode.__new__(ReplicaNode)
+    node.__init__(cfg, make_replica(cfg, 0), server_context=None, client_context=None,
+                  identify=None)
+    node._ticks_owed = 7
+    node._tick_queued = True
+    node._step(TICK)
+    assert node.replica.ticks == 7 and node._ticks_owed == 0 and not node._tick_queued
