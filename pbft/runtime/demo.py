@@ -266,7 +266,7 @@ async def phase_primary_crash(demo: Demo) -> None:
     vct = demo.config.view_change_timeout_ms
     demo.lines.append("view change  " + ", ".join(parts))
     demo.lines.append(
-        f"             (timers: clients retransmit to every replica after {2 * vct} ms, "
+        f"             (timers: clients retransmit to every replica after {vct} ms, "
         f"backups start a view change {vct} ms after they hear of a request)"
     )
     demo.crashed = primary
