@@ -238,14 +238,6 @@ class ReplicaNode:
         if self._cancel is not None:
             self._cancel.cancel()
 
-    def _log_links(self) -> None:
-        now = set(self.transport.connected)
-        for peer in sorted(now - self._links):
-            event_log(logging.INFO, "peer-connected", self.id, "replica %d: connected to replica %d", self.id, peer, peer=peer)
-        for peer in sorted(self._links - now):
-            event_log(logging.INFO, "peer-lost", self.id, "replica %d: lost the link to replica %d", self.id, peer, peer=peer)
-        self._links = now
-
     async def _tick_loop(self) -> None:
         """Feed the core its ticks through the inbox, one Tick event for all the ticks
         that fell due since the last one it stepped (`_ticks_owed`): a tick never waits
