@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     u = sub.add_parser("up", help="run every replica of the cluster file on this host")
     u.add_argument("--config", required=True)
+    u.add_argument("--data", default=None, metavar="ROOT",
+                   help="data directories go under ROOT (default: next to the cluster file)")
 
     c = sub.add_parser("client", help="send one signed request and print the result")
     c.add_argument("--config", required=True)
@@ -75,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="each replica's view, progress and log size")
     s.add_argument("--config", required=True)
+    s.add_argument("--id", default=None, help="the client to sign the query as (default: the first)")
+    s.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for answers")
     s.add_argument("--json", action="store_true")
 
     e = sub.add_parser(
@@ -100,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--duration", type=float, default=10.0)
     b.add_argument("--json", default=None, metavar="FILE")
     b.add_argument("--behaviour", default=None)
+    b.add_argument("--workers", type=int, default=None, help="client processes (default: by cores)")
+    b.add_argument("--reads", type=float, default=0.0, help="fraction of read-only gets")
 
     sc = sub.add_parser("scenario", help="run attack scenarios")
     scs = sc.add_subparsers(dest="scenario_command", metavar="ACTION")
