@@ -158,10 +158,6 @@ def test_scenario_list_runs(capsys):
 
 
 def test_bad_behaviour_parameter_is_a_usage_error(tmp_path, capsys):
-    from pbft.sim.registry import replica_registry
-
-    if "bad-digest" not in replica_registry():
-        pytest.skip("behaviours not installed")
     s = tmp_path / "p.toml"
     s.write_text("[[byzantine]]\nreplica = 0\nbehaviour = 'bad-digest'\nmode = 'nonsense'\n")
     assert main(["scenario", "run", str(s)]) == 2
