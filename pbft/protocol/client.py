@@ -66,8 +66,10 @@ class ClientCore:
         self.view = 0
         self.timestamp = start_timestamp
         self.outstanding: Outstanding | None = None
+        # A quarter of the view-change timeout: the backups then learn of a request early
+        # enough for their ordering timer (half of it) to catch a primary that sits on it.
         self.retransmit_ticks = retransmit_ticks or max(
-            1, config.view_change_timeout_ms // config.tick_ms
+            1, config.view_change_timeout_ms // (4 * config.tick_ms)
         )
         self.rejected = 0
         self.write_quorum = config.quorum if strong_writes else config.weak_quorum

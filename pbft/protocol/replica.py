@@ -120,6 +120,10 @@ VERIFIED_CACHE = 16384
 
 _REPLY = int(MsgType.REPLY)
 
+ORDERING_FRACTION = 2
+"""A request a backup knows of must appear in a pre-prepare within this fraction of the
+view-change timeout (it must execute within the whole timeout)."""
+
 MAX_BACKOFF_SHIFT = 6
 """The view-change timeout doubles per failed view change, up to 2**6 times (4.5.2)."""
 
@@ -157,6 +161,10 @@ class Replica:
         # Requests this replica knows of and has not executed: client -> (t, envelope,
         # tick it started waiting). A backup's view-change timer runs on these (4.4).
         self.waiting: dict[str, tuple[int, bytes, int]] = {}
+        # The newest timestamp per client seen in a pre-prepare of this view: a waiting
+        # request the primary has not ordered yet runs on the shorter ordering timer.
+        self.ordered: dict[str, int] = {}
+        self._nudged = -1  # tick of the last reminder about unordered requests
         # Read-only requests waiting for our prepared slots to execute (one per client).
         self.deferred_reads: dict[str, Request] = {}
         # View change state.
@@ -505,6 +513,9 @@ class Replica:
         slot.pre_prepare = pp
         slot.pre_prepare_env = data
         slot.requests = requests
+        for req, _ in requests:
+            if self.ordered.get(req.client, -1) < req.timestamp:
+                self.ordered[req.client] = req.timestamp
         if prepare:
             # A backup's own PREPARE goes out before the slot is re-evaluated: votes that
             # arrived before the pre-prepare may complete it, execute it and collect it.
@@ -1016,6 +1027,7 @@ class Replica:
     ) -> None:
         """Enter the new view with the re-issued pre-prepares O (section 4.4)."""
         self.view_active = True
+        self.ordered.clear()  # what O re-issues is ordered again below; the rest is not
         self._nv_deadline = None
         self._persist_view(b"")
         if min_s > self.log.low:
@@ -1308,10 +1320,32 @@ class Replica:
             del self.waiting[client]
         if not self.waiting:
             return
-        oldest = min(since for _, _, since in self.waiting.values())
         timeout = self._vc_timeout_ticks << min(self._vc_attempts, MAX_BACKOFF_SHIFT)
+        oldest = min(since for _, _, since in self.waiting.values())
+        unordered = [
+            since for c, (ts, _, since) in self.waiting.items() if self.ordered.get(c, -1) < ts
+        ]
+        # Two timers per request (the paper's, and Aardvark's answer to a slow primary):
+        # executed within the view-change timeout, and *ordered* within a fraction of it.
+        # A primary that delays every pre-prepare to just under the first timer is caught
+        # by the second, so a slow primary costs one view change, not the cluster's
+        # throughput (BYZANTINE.md `slow-primary`). Half-way through the ordering timer
+        # we first ask again (the request to the primary, our STATUS to everyone), so a
+        # pre-prepare that was merely lost is recovered instead of costing a view.
+        ordering = max(2, timeout // ORDERING_FRACTION)
         if self.ticks - oldest >= timeout:
             self._start_view_change(self.view + 1)
+        elif unordered:
+            age = self.ticks - min(unordered)
+            if age >= ordering:
+                self._start_view_change(self.view + 1)
+            elif age >= ordering // 2 and self._nudged < min(unordered):
+                self._nudged = self.ticks
+                for c, (ts, data, _) in sorted(self.waiting.items()):
+                    if self.ordered.get(c, -1) < ts:
+                        self._out.append(Send(self.primary, data))
+                status = Status(self.view, self.last_executed, self.log.low, len(self.log))
+                self._out.append(Broadcast(self.safety.sign_other(status).to_bytes()))
 
     def _executed_ts(self, client: str) -> int:
         rec = self.clients.get(client)
