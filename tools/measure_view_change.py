@@ -15,12 +15,13 @@ SIGKILLs the primary (replica 0) and records, against the kill time:
 * logs    each surviving replica's "view change to view 1 started" and "view 1 installed"
           (JSON log lines, wall-clock timestamps; the earliest and latest replica)
 
-What to expect (OSDI'99 4.4): a client sends a request to the primary only and
-retransmits to every replica after view_change_timeout_ms (ClientCore, doubling
-afterwards); a backup starts its request timer when it first hears of the request and
-starts a view change after view_change_timeout_ms. So a request submitted just after the
-kill commits after roughly T (client) + T (backup timer) + the view change itself; a
-request submitted shortly before the kill, less. `--client-retransmit-ms` overrides the
+What to expect (OSDI'99 4.4 plus the ordering timer): a client sends a request to the
+primary only and retransmits to every replica after view_change_timeout_ms / 4
+(ClientCore, doubling afterwards); a backup that hears of a request expects it in a
+pre-prepare within T / 2 (reminding the primary half-way) and executed within T. So a
+request submitted just after the kill commits after roughly T/4 (client) + T/2 (ordering
+timer) + the view change itself; a request submitted shortly before the kill, less.
+`--client-retransmit-ms` overrides the
 client's first retransmission timeout to show how much of the stall is the client's.
 """
 
@@ -171,7 +172,7 @@ def main() -> int:
         runs.append(r)
         print(f"run {i + 1}: {r}", file=sys.stderr)
     summary = summarise(runs)
-    client_rt = args.client_retransmit_ms or args.timeout_ms
+    client_rt = args.client_retransmit_ms or args.timeout_ms // 4
     if args.json:
         print(json.dumps({"view_change_timeout_ms": args.timeout_ms,
                           "client_first_retransmit_ms": client_rt,

@@ -266,8 +266,9 @@ async def phase_primary_crash(demo: Demo) -> None:
     vct = demo.config.view_change_timeout_ms
     demo.lines.append("view change  " + ", ".join(parts))
     demo.lines.append(
-        f"             (timers: clients retransmit to every replica after {vct} ms, "
-        f"backups start a view change {vct} ms after they hear of a request)"
+        f"             (timers: clients retransmit to every replica after {vct // 4} ms; a "
+        f"backup starts a view change when a request it heard of is not ordered within "
+        f"{vct // 2} ms or not executed within {vct} ms)"
     )
     demo.crashed = primary
 
