@@ -19,7 +19,9 @@ Theory of operation (OSDI'99 section 4; TOCS 2002 for refinements):
   request is never executed again, a retransmission of the latest gets the cached reply.
   Read-only requests (5.1.3) are answered from current state without ordering.
 * View changes (4.4, 4.5.2). A backup waiting for a request it knows of for longer than
-  the view-change timeout (doubled for each consecutive view change without progress)
+  the view-change timeout (doubled for each consecutive view change without progress),
+  or for longer than half of it without seeing the request in a pre-prepare (an
+  ordering timer after Aardvark, so a primary that sits on requests is replaced),
   multicasts VIEW-CHANGE for v+1 with its stable checkpoint proof and a prepared
   certificate per prepared slot above it; f+1 VIEW-CHANGEs for higher views make a
   replica join the smallest of them. The new primary turns 2f+1 valid VIEW-CHANGEs into a
