@@ -56,6 +56,13 @@ def print_violation(r: SimResult, out=None) -> None:
             print(f"    {line}", file=out)
 
 
+def _verdict(r) -> str:
+    """More faulty replicas than f is reported, never counted as a protocol failure."""
+    if r.exceeds_fault_assumption:
+        return "EXCEEDS"
+    return "PASS" if r.passed else "FAIL"
+
+
 def cmd_scenario_real(args) -> int:
     """`--real`: each file against a throwaway cluster of real processes, one at a time."""
     from ..runtime import realscenario
@@ -68,11 +75,8 @@ def cmd_scenario_real(args) -> int:
             print(f"running {s.name} with real processes (f = {s.f}, {s.n} replicas)", flush=True)
         r = realscenario.run_real(s, args.seed, out=None if args.json else sys.stdout)
         results.append(r)
-        if r.exceeds_fault_assumption:
-            verdict = "EXCEEDS"
-        else:
-            verdict = "PASS" if r.passed else "FAIL"
-            failed |= not r.passed
+        verdict = _verdict(r)
+        failed |= verdict == "FAIL"
         if not args.json:
             print(
                 f"{verdict} {r.name} (seed {r.seed}, real): {r.requests_completed}/{r.requests_total} "
@@ -97,11 +101,8 @@ def cmd_scenario_run(args) -> int:
         r = sim.run()
         elapsed = time.perf_counter() - started
         results.append(r)
-        if r.exceeds_fault_assumption:
-            verdict = "EXCEEDS"
-        else:
-            verdict = "PASS" if r.passed else "FAIL"
-            failed |= not r.passed
+        verdict = _verdict(r)
+        failed |= verdict == "FAIL"
         if not args.json:
             print(
                 f"{verdict} {r.name} (seed {r.seed}): {r.requests_completed}/{r.requests_total} requests, "
