@@ -197,3 +197,19 @@ def test_one_liar_cannot_set_the_clients_view(alice):
     deliver(alice, 3, reply(3, 1, b"r", view=2**64 - 1))
     deliver(alice, 1, reply(1, 1, b"r", view=0))
     assert alice.view == 0
+
+
+def test_ticks_until_due_counts_down_and_resets_on_retransmission():
+    """The runtime sleeps `ticks_until_due` ticks instead of waking every tick: the value
+    must be exactly the ticks after which the core acts."""
+    config = make_config()
+    alice = make_client(config, "alice", retransmit_ticks=4)
+    assert alice.ticks_until_due() is None
+    alice.submit(b"op")
+    assert alice.ticks_until_due() == 4
+    for left in (3, 2, 1):
+        assert alice.step(Tick()) == []
+        assert alice.ticks_until_due() == left
+    sends = alice.step(Tick())
+    assert len(sends) == config.n  # due: to every replica
+    assert alice.ticks_until_due() == 8  # the doubled timeout, from zero

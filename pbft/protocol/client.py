@@ -93,6 +93,13 @@ class ClientCore:
         never be mistaken for the next."""
         self.outstanding = None
 
+    def ticks_until_due(self) -> int | None:
+        """Ticks before the outstanding request's timer fires (None: nothing outstanding).
+        A runtime may sleep that long and then deliver that many ticks at once instead of
+        waking every tick: nothing happens in between."""
+        out = self.outstanding
+        return None if out is None else max(1, out.timeout - out.waited)
+
     def _to_all(self, data: bytes) -> list[Action]:
         return [Send(r, data) for r in self.config.replica_ids()]
 

@@ -1,16 +1,22 @@
 """The async client (DESIGN.md section 5), the same one the CLI uses.
 
-Theory of operation. `open_client` loads the cluster file and the client's identity,
-dials every replica over mutual TLS and starts two tasks: a tick task and a pump. Every
-input (a frame from a replica, a tick) goes through one bounded channel into the pump,
-the one task that steps the sans-IO `ClientCore`; `submit` runs in the caller's task but
-never awaits, so nothing interleaves with a step. The core decides where requests go and
-when to retransmit; the pump performs its `Send`s and wakes the caller on `Completed`.
+Theory of operation. `open_client` loads the cluster file and the client's identity and
+dials every replica over mutual TLS. The sans-IO `ClientCore` decides where requests go
+and when to retransmit; this shell performs its `Send`s and wakes the caller on
+`Completed`. Nothing here ever awaits inside a step, so the core never sees concurrency
+even though three kinds of task step it:
+* the caller's task (`submit`, in `execute`);
+* the transport's readers: a client's inbox is `_Direct`, which steps each frame at once
+  in the reader's task. A channel and a pump task in between cost two task switches per
+  reply (four replies per request) and bought nothing: a client's steps are microseconds;
+* the timer task, which sleeps until the outstanding request's retransmission is due
+  (`ClientCore.ticks_until_due`) and then delivers those ticks at once, instead of
+  waking every tick (`tick_ms`) whether or not anything is outstanding.
 
 STATUS envelopes (answers to `status()`) are not replies, so while a `status()` call
-waits the pump routes them here, checking the replica's signature, before anything
-reaches `ClientCore.step`; otherwise a stray STATUS is rejected by the core like any
-other frame that is not a reply.
+waits they are routed here, checking the replica's signature, before anything reaches
+`ClientCore.step`; otherwise a stray STATUS is rejected by the core like any other frame
+that is not a reply.
 
 Calls are serialised with a lock (the core has one request outstanding, section 4.1).
 Up to f faulty or unreachable replicas never make a call raise: the core retransmits to
@@ -47,8 +53,7 @@ from .transport import Transport
 
 log = logging.getLogger("pbft.client")
 
-INBOX_LIMIT = 1024
-"""Inputs (frames and ticks) waiting for the pump task."""
+TICK = Tick()
 
 
 class ClientError(RuntimeError):
@@ -62,14 +67,12 @@ class Client:
         client_id: str,
         key: KeyPair,
         transport: Transport,
-        inbox: trio.MemorySendChannel,
         timeout: float | None,
     ) -> None:
         self.config = config
         self.id = client_id
         self._key = key
         self.transport = transport
-        self._inbox = inbox
         self.timeout = timeout
         # Microseconds of wall-clock time: a restarted client never reuses a timestamp.
         self.core = ClientCore(config, client_id, key, start_timestamp=time.time_ns() // 1000)
@@ -77,6 +80,9 @@ class Client:
         self._lock = trio.Lock()
         self._done: dict[int, bytes] = {}
         self._wake = trio.Event()
+        self._timer_wake = trio.Event()
+        self._timer_ref = 0.0
+        """When the core's count of waited ticks was last zero (submit or retransmission)."""
         self._statuses: dict[int, Status] | None = None
         self._status_wake = trio.Event()
         self.rejected = 0
@@ -111,6 +117,8 @@ class Client:
             try:
                 with scope:
                     self._perform(self.core.submit(operation, read_only))
+                    self._timer_ref = trio.current_time()
+                    self._timer_wake.set()
                     while True:
                         # The core may fall back from a read to an ordered request with a
                         # new timestamp; whichever completes is the answer.
@@ -177,24 +185,52 @@ class Client:
             self.rejected += 1
         return True
 
-    async def _pump(self, recv: trio.MemoryReceiveChannel) -> None:
-        async for event in recv:
-            # Only while status() waits can a frame be a STATUS worth decoding here: the
-            # rest of the time every frame goes straight to the core (which decodes it
-            # once, and rejects a stray STATUS as not a reply).
-            if (
-                self._statuses is not None
-                and isinstance(event, Received)
-                and self._on_status(event.peer, event.data)
-            ):
-                continue
-            self._perform(self.core.step(event))
+    def _on_event(self, event: Received) -> None:
+        """Step one frame from a replica (called by the transport's reader, see `_Direct`)."""
+        # Only while status() waits can a frame be a STATUS worth decoding here: the rest
+        # of the time every frame goes straight to the core (which decodes it once, and
+        # rejects a stray STATUS as not a reply).
+        if self._statuses is not None and self._on_status(event.peer, event.data):
+            return
+        before = self.core.outstanding
+        self._perform(self.core.step(event))
+        after = self.core.outstanding
+        if after is not None and after is not before:  # a read fell back to a new request
+            self._timer_ref = trio.current_time()
+            self._timer_wake.set()
 
-    async def _tick_loop(self) -> None:
-        period = self.config.tick_ms / 1000
+    async def _timer_loop(self) -> None:
+        """Sleep until the outstanding request's timer is due, then deliver its ticks."""
+        tick = self.config.tick_ms / 1000
+        core = self.core
         while True:
-            await trio.sleep(period)
-            await self._inbox.send(Tick())
+            out = core.outstanding
+            due = core.ticks_until_due()
+            if due is None:
+                self._timer_wake = trio.Event()
+                await self._timer_wake.wait()
+                continue
+            await trio.sleep_until(self._timer_ref + due * tick)
+            if core.outstanding is not out:
+                continue  # completed meanwhile; time the next one from its own submit
+            for _ in range(due):
+                self._perform(core.step(TICK))
+            self._timer_ref = trio.current_time()
+
+
+class _Direct:
+    """A client's transport inbox: every frame is stepped at once, in the reader's task."""
+
+    __slots__ = ("_client",)
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def send_nowait(self, event: Received) -> None:
+        self._client._on_event(event)
+
+    async def send(self, event: Received) -> None:
+        self._client._on_event(event)
 
 
 @asynccontextmanager
@@ -214,23 +250,22 @@ async def open_client(
         context = tls.client_context(identity)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
-    send, recv = trio.open_memory_channel(INBOX_LIMIT)
     transport = Transport(
         config,
         client_id,
         server_context=None,
         client_context=context,
         identify=functools.partial(tls.peer_id, config),
-        inbox=send,
+        inbox=None,
     )
-    client = Client(config, client_id, identity.key, transport, send, timeout)
+    client = Client(config, client_id, identity.key, transport, timeout)
+    transport.inbox = _Direct(client)
     # The caller's exception is re-raised outside the nursery, so it arrives as itself
     # (e.g. TimeoutError), not wrapped in an ExceptionGroup.
     error: BaseException | None = None
     async with trio.open_nursery() as nursery:
         await nursery.start(transport.run)
-        nursery.start_soon(client._pump, recv)
-        nursery.start_soon(client._tick_loop)
+        nursery.start_soon(client._timer_loop)
         try:
             yield client
         except BaseException as exc:

@@ -46,7 +46,8 @@ BATCH_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 STORAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1)
 
-_TYPE_NAMES = {t: t.name.lower().replace("_", "-") for t in MsgType}
+_TYPE_NAMES: dict[int, str] = {int(t): t.name.lower().replace("_", "-") for t in MsgType}
+_PRE_PREPARE = int(MsgType.PRE_PREPARE)
 
 
 def parse_hostport(text: str) -> tuple[str, int]:
@@ -101,13 +102,28 @@ def _body_fields(data: bytes, count: int) -> list[int] | None:
 
 def peek_type(data: bytes) -> str:
     """The message type name of a signed envelope's bytes ("unknown" if unreadable)."""
-    fields = _body_fields(data, 1)
-    if fields is None:
-        return "unknown"
+    return _TYPE_NAMES.get(peek_code(data), "unknown")
+
+
+def peek_code(data: bytes) -> int:
+    """The message type number of a signed envelope's bytes (-1 if unreadable): the
+    fast path of `_body_fields(data, 1)` for the shapes every valid envelope has (the
+    envelope's 3-array head, the body's byte-string head, the body's array head and a
+    one-byte type), read from fixed offsets."""
     try:
-        return _TYPE_NAMES[MsgType(fields[0])]
-    except ValueError:
-        return "unknown"
+        if data[0] != 0x83:
+            return -1
+        b = data[1]
+        if b >> 5 != 2:
+            return -1
+        info = b & 0x1F
+        pos = 2 if info < 24 else 2 + (1 << (info - 24)) if info < 28 else -1
+        if pos < 0 or not 0x81 <= data[pos] <= 0x97:  # an array of 1 to 23 items
+            return -1
+        t = data[pos + 1]
+        return t if t < 24 else -1
+    except IndexError:
+        return -1
 
 
 def peek_slot(data: bytes) -> tuple[int, int] | None:
@@ -130,7 +146,9 @@ class _LiveCollector:
     def collect(self) -> Iterable[Any]:
         transport = self.m.transport
         if transport is None:
+            yield from self.m.counted()
             return
+        yield from self.m.counted()
         depth = GaugeMetricFamily(
             "pbft_queue_depth", "Frames queued for a peer replica", labels=["peer"]
         )
@@ -169,19 +187,6 @@ class NodeMetrics:
         self.view_changes = Counter(
             "pbft_view_changes", "View changes this replica started", registry=r
         )
-        self.messages_in = Counter(
-            "pbft_messages_in", "Frames received, by message type", ["type"], registry=r
-        )
-        self.messages_out = Counter(
-            "pbft_messages_out",
-            "Frames queued for sending, one per destination, by message type",
-            ["type"],
-            registry=r,
-        )
-        self.rejected = Counter(
-            "pbft_rejected", "Inputs dropped by the core, by peer and reason",
-            ["peer", "reason"], registry=r,
-        )
         self.batch_size = Histogram(
             "pbft_batch_size", "Requests per executed batch", buckets=BATCH_BUCKETS, registry=r
         )
@@ -201,9 +206,13 @@ class NodeMetrics:
         self.executed_requests = Counter(
             "pbft_executed_requests", "Requests executed (fresh, not cached replies)", registry=r
         )
+        self.messages_in: dict[int, int] = {}
+        """Frames received, by message type number (-1: unreadable)."""
+        self.messages_out: dict[int, int] = {}
+        """Frames queued for sending, one per destination, by message type number."""
+        self.rejected: dict[tuple[str, str], int] = {}
+        """Inputs dropped by the core, by (peer, reason)."""
         r.register(_LiveCollector(self))
-        self._in: dict[str, Any] = {}
-        self._out: dict[str, Any] = {}
         self._pending: dict[int, float] = {}
 
     def bind(self, core: Any, transport: Any) -> None:
@@ -217,21 +226,17 @@ class NodeMetrics:
     # -- per message (cheap) -------------------------------------------------------------
 
     def on_received(self, data: bytes) -> None:
-        kind = peek_type(data)
-        child = self._in.get(kind)
-        if child is None:
-            child = self._in[kind] = self.messages_in.labels(kind)
-        child.inc()
-        if kind == "pre-prepare":
+        code = peek_code(data)
+        counts = self.messages_in
+        counts[code] = counts.get(code, 0) + 1
+        if code == _PRE_PREPARE:
             self._seen_pre_prepare(data)
 
     def on_sent(self, data: bytes, copies: int = 1) -> None:
-        kind = peek_type(data)
-        child = self._out.get(kind)
-        if child is None:
-            child = self._out[kind] = self.messages_out.labels(kind)
-        child.inc(copies)
-        if kind == "pre-prepare":
+        code = peek_code(data)
+        counts = self.messages_out
+        counts[code] = counts.get(code, 0) + copies
+        if code == _PRE_PREPARE:
             self._seen_pre_prepare(data)
 
     def _seen_pre_prepare(self, data: bytes) -> None:
@@ -258,7 +263,26 @@ class NodeMetrics:
             del self._pending[s]
 
     def on_rejected(self, peer: object, reason: str) -> None:
-        self.rejected.labels("none" if peer is None else str(peer), reason).inc()
+        key = ("none" if peer is None else str(peer), reason)
+        self.rejected[key] = self.rejected.get(key, 0) + 1
+
+    def counted(self) -> Iterable[Any]:
+        """The plain per-message counters as Prometheus counter families."""
+        for name, doc, counts in (
+            ("pbft_messages_in", "Frames received, by message type", self.messages_in),
+            ("pbft_messages_out", "Frames queued for sending, one per destination, by message type",
+             self.messages_out),
+        ):
+            family = CounterMetricFamily(name, doc, labels=["type"])
+            for code, value in sorted(counts.items()):
+                family.add_metric([_TYPE_NAMES.get(code, "unknown")], value)
+            yield family
+        family = CounterMetricFamily(
+            "pbft_rejected", "Inputs dropped by the core, by peer and reason", labels=["peer", "reason"]
+        )
+        for (peer, reason), value in sorted(self.rejected.items()):
+            family.add_metric([peer, reason], value)
+        yield family
 
     def text(self) -> bytes:
         return generate_latest(self.registry)

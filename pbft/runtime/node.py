@@ -14,7 +14,8 @@ stepping task steps the input it waited for plus whatever else is already queued
 GROUP_COMMIT_LIMIT inputs), writes every Persist/Truncate of those steps in one
 transaction (`Storage.apply`: one commit, one fsync), and only then performs their sends.
 No send is ever performed before the commit that covers it, so a replica killed at any
-point never contradicts what it sent. With fsync "always" the commits are pipelined: one
+point never contradicts what it sent. (Replies to clients skip only the EXECUTED and
+checkpoint records of their own step: they depend on neither; see _hold_until_durable.) With fsync "always" the commits are pipelined: one
 long-lived commit thread (`_CommitThread`) fsyncs one commit at a time and wakes the loop
 once per commit, while the stepping task goes on stepping; the writes of the batches
 stepped meanwhile go into the next commit, and each batch's actions wait, in step order,
@@ -64,6 +65,7 @@ from ..protocol.events import (
     Note,
     Persist,
     Received,
+    Record,
     Rejected,
     Send,
     SendClient,
@@ -97,6 +99,8 @@ IDLE_TICKS = 5
 TICK_CATCHUP_LIMIT = 20
 """Ticks owed at most: a replica that stalled longer does not jump its timers further."""
 TICK = Tick()
+REPLY_INDEPENDENT = frozenset({Record.EXECUTED, Record.CHECKPOINT})
+"""Records that replies sent in the same step never depend on (see _hold_until_durable)."""
 
 NOTE_EVENTS = (
     (re.compile(r"recovered: view (\d+), executed (\d+), stable (\d+)"), "recovered",
@@ -322,6 +326,21 @@ class ReplicaNode:
         waits only for the earlier batches: a vote it resends was persisted by one of
         them. The stepping task goes on stepping while the commit thread fsyncs."""
         writes = [a for a in actions if isinstance(a, Persist | Truncate)]
+        if writes and any(type(a) is SendClient for a in actions) and all(
+            type(w) is Truncate or w.record in REPLY_INDEPENDENT for w in writes
+        ):
+            # The replies need not wait for this batch's writes (EXECUTED or stable
+            # checkpoint records): what a reply relies on is the commit certificate, and
+            # this replica's part of it (its PREPARED record, before its COMMIT) is in
+            # an earlier commit. So they wait only for the batches before this one, and
+            # a lone client's request no longer pays an fsync for its EXECUTED record.
+            replies = [a for a in actions if type(a) is SendClient]
+            actions = [a for a in actions if type(a) is not SendClient]
+            if self._held:
+                self._held.append((self._held[-1][0], replies))
+                self._held_inputs += 1 + len(replies) // 8
+            else:
+                self.perform(replies)
         if writes:
             self._pending.extend(writes)
             need = self._submitted + 1  # the commit the pending writes will go into

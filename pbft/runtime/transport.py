@@ -44,6 +44,7 @@ import random
 import ssl
 from collections import Counter, deque
 from collections.abc import Callable
+from typing import Protocol
 
 import trio
 
@@ -75,6 +76,15 @@ BACKOFF_MAX = 2.0
 """Reconnection delay: doubles from BACKOFF_MIN up to BACKOFF_MAX, with jitter."""
 
 Identify = Callable[["TLSLink"], Signer | None]
+
+
+class Inbox(Protocol):
+    """Where frames go: a Trio memory channel (a replica's node), or anything with the
+    same two methods (a client steps each frame at once)."""
+
+    def send_nowait(self, value: Received) -> None: ...
+
+    async def send(self, value: Received) -> None: ...
 
 # Errors a connection can end with; each ends that connection only.
 _LINK_ERRORS = (
@@ -277,7 +287,7 @@ class Transport:
         server_context: ssl.SSLContext | None,
         client_context: ssl.SSLContext,
         identify: Identify,
-        inbox: trio.MemorySendChannel,
+        inbox: Inbox | None,
         rng: random.Random | None = None,
         max_frame: int = codec.MAX_FRAME,
     ) -> None:
