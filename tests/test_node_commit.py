@@ -50,6 +50,9 @@ def make_node(cfg, storage):
 
         broadcast = send_client = send
 
+        def flush(self):
+            pass
+
     node = ReplicaNode.__new__(ReplicaNode)  # no sockets: only the stepping tasks
     node.__init__(cfg, make_replica(cfg, 0), server_context=None, client_context=None,
                   identify=None, storage=storage.inner)

@@ -254,6 +254,9 @@ async def test_full_disk_stops_the_node_before_it_sends(tmp_path, cfg, caplog):
 
         broadcast = send_client = send
 
+        def flush(self):
+            pass
+
     s = Storage.open(str(tmp_path / "d"), cfg, 0)
     try:
         node = ReplicaNode.__new__(ReplicaNode)  # no sockets: only the stepping task

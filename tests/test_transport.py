@@ -27,7 +27,7 @@ def config(tmp_path):
     return path, load_cluster(path)
 
 
-def make_transport(config, me) -> tuple[Transport, trio.MemoryReceiveChannel]:
+def make_transport(config, me, autoflush=True) -> tuple[Transport, trio.MemoryReceiveChannel]:
     ident = load_identity(config, me)
     send, recv = trio.open_memory_channel(64)
     t = Transport(
@@ -36,14 +36,15 @@ def make_transport(config, me) -> tuple[Transport, trio.MemoryReceiveChannel]:
         client_context=tls.client_context(ident),
         identify=functools.partial(tls.peer_id, config),
         inbox=send,
+        autoflush=autoflush,
     )
     return t, recv
 
 
-async def start(nursery, config, ids):
+async def start(nursery, config, ids, autoflush=True):
     out = {}
     for i in ids:
-        t, recv = make_transport(config, i)
+        t, recv = make_transport(config, i, autoflush)
         await nursery.start(t.run, await t.bind())
         out[i] = (t, recv)
     return out
@@ -133,3 +134,35 @@ def test_outbox_is_bounded_and_drains_whole():
 
     assert trio.run(drain) == b"a" * 10 + b"b" * 10 + b"d"
     assert len(box) == 0 and box.put(b"c" * 90)
+
+
+async def test_flushed_writes_survive_a_full_socket_in_order(config):
+    """Without autoflush, `flush()` writes from the caller's task; when the socket cannot
+    take a batch (megabytes queued at once) the rest goes to the writer task, and frames
+    queued meanwhile still arrive after it, whole and in order, to replicas and clients."""
+    _, cfg = config
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nodes = await start(nursery, cfg, [0, 1], autoflush=False)
+            t0, _ = nodes[0]
+            _, recv1 = nodes[1]
+            client, crecv = make_transport(cfg, "alice", autoflush=False)
+            await nursery.start(client.run)
+            assert client.send(0, b"hello")
+            client.flush()
+            assert (await nodes[0][1].receive()).data == b"hello"  # links are up now
+            while 1 not in t0.connected:
+                await trio.sleep(0.01)
+            bodies = [k.to_bytes(4, "big") + os.urandom(100_000) for k in range(120)]
+            for start_at in range(0, len(bodies), 10):
+                for b in bodies[start_at:start_at + 10]:
+                    assert t0.send(1, b)
+                    assert t0.send_client("alice", b)
+                t0.flush()  # 2 MB per flush: more than a loopback socket takes at once
+            got, replies = [], []
+            while len(got) < len(bodies):
+                got.append((await recv1.receive()).data)
+            while len(replies) < len(bodies):
+                replies.append((await crecv.receive()).data)
+            assert got == bodies and replies == bodies
+            nursery.cancel_scope.cancel()

@@ -145,6 +145,7 @@ class Client:
         try:
             for r in self.config.replica_ids():
                 self.transport.send(r, data)
+            self.transport.flush()
             with trio.move_on_after(timeout):
                 while len(self._statuses) < self.config.n:
                     self._status_wake = trio.Event()
@@ -168,6 +169,7 @@ class Client:
                     log.debug("client %s rejected input from %r: %s %s", self.id, peer, reason.value, detail)
                 case _:
                     pass
+        self.transport.flush()
 
     def _on_status(self, peer, data: bytes) -> bool:
         """Handle a STATUS envelope; False if `data` is not one (give it to the core)."""
@@ -257,6 +259,7 @@ async def open_client(
         client_context=context,
         identify=functools.partial(tls.peer_id, config),
         inbox=None,
+        autoflush=False,  # _perform() flushes once per step
     )
     client = Client(config, client_id, identity.key, transport, timeout)
     transport.inbox = _Direct(client)

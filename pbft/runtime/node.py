@@ -155,6 +155,7 @@ class ReplicaNode:
             identify=identify,
             inbox=self._send,
             rng=rng,
+            autoflush=False,  # perform() flushes once per batch of actions
         )
         self.rejected: Counter[tuple[Signer | None, str]] = Counter()
         self.evidence: list[Evidence] = []
@@ -466,6 +467,7 @@ class ReplicaNode:
                     pass  # made durable before this batch's sends (_make_durable)
                 case _:
                     pass  # Prepared, Committed, CheckpointTaken: observations only
+        t.flush()
 
     def _log_note(self, text: str) -> None:
         event, fields = _note_event(text)
