@@ -29,8 +29,10 @@ class GatedStorage:
         self.gate = threading.Event()
         self.entered = threading.Event()
         self.commits: list[list[object]] = []
+        self.threads: list[threading.Thread] = []
 
     def apply(self, writes):
+        self.threads.append(threading.current_thread())
         self.entered.set()
         assert self.gate.wait(10)
         n = self.inner.apply(writes)
@@ -71,6 +73,7 @@ async def test_steps_go_on_during_a_commit_and_sends_wait_for_theirs(tmp_path):
         storage = GatedStorage(inner)
         node, sent = make_node(cfg, storage)
         node._committer = _CommitThread(storage, trio.lowlevel.current_trio_token())
+        node._commit_fast = False  # a slow disk: commits go to the thread
         try:
             with trio.fail_after(10):
                 async with trio.open_nursery() as nursery:
@@ -135,3 +138,43 @@ def test_replies_skip_only_their_own_executed_and_checkpoint_writes(tmp_path):
         node._hold_until_durable([executed(3), SendClient("bob", b"r3")])
         assert [need for need, _ in node._held] == [1, 1, 1, 2]
         assert node._held[2][1] == [SendClient("bob", b"r3")]
+
+
+async def test_fast_commits_stay_on_the_loop_slow_ones_go_to_the_thread(tmp_path):
+    """fsync "always": while commits are fast and none is in flight, a batch is committed
+    on the event loop (no thread hand-off); once they are slow, the commit thread takes
+    them and stepping goes on during each fsync."""
+    import time as _time
+
+    cfg = make_config(batch_max=8)  # a second request is proposed at once (batch_max // 8)
+    with Storage.open(str(tmp_path / "d"), cfg, 0) as inner:
+        storage = GatedStorage(inner)
+        storage.gate.set()
+        node, sent = make_node(cfg, storage)
+        node.storage = storage  # inline commits go through the recorder too
+        node._committer = _CommitThread(storage, trio.lowlevel.current_trio_token())
+        loop_thread = threading.current_thread()
+        try:
+            with trio.fail_after(10):
+                async with trio.open_nursery() as nursery:
+                    node._cancel = nursery.cancel_scope
+                    nursery.start_soon(node._commit_loop)
+                    nursery.start_soon(node._step_loop)
+                    await node._send.send(Received("alice", sign_request("alice", op_put(b"k", b"1"), 1)))
+                    await until(lambda: len(storage.commits) == 1 and sent)
+                    assert storage.threads == [loop_thread]  # fast: inline
+                    real_apply = storage.apply
+
+                    def slow_apply(writes):
+                        _time.sleep(0.005)
+                        return real_apply(writes)
+
+                    storage.apply = slow_apply
+                    for _ in range(8):  # slow commits make the median slow
+                        node._observe_commit(0.005)
+                    await node._send.send(Received("bob", sign_request("bob", op_put(b"k", b"2"), 1)))
+                    await until(lambda: len(storage.commits) == 2 and not node._held)
+                    assert storage.threads[1] is not loop_thread  # slow: the commit thread
+                    nursery.cancel_scope.cancel()
+        finally:
+            node._committer.close()
