@@ -11,7 +11,8 @@ its own (like a PREPARE), so a round delivers 3 + 3 * 3 = 12 frames. Replica 0 k
 `--window` rounds outstanding (like a primary with that many clients); window 1 measures
 the latency-bound case, where every frame costs its own wake-ups. Each receiver drains its
 inbox like `ReplicaNode._step_loop` (one awaited receive, then what is already queued)
-before it performs its sends.
+before it performs its sends, then calls `Transport.flush()` as the node does
+(`--autoflush`: every queued frame wakes its link's writer task instead).
 
 Prints, per repetition and as the median, CPU microseconds per round and per frame.
 """
@@ -28,7 +29,9 @@ import time
 import trio
 
 
-async def one_run(path: str, rounds: int, window: int, size: int) -> tuple[float, float]:
+async def one_run(
+    path: str, rounds: int, window: int, size: int, autoflush: bool = False
+) -> tuple[float, float]:
     from pbft.runtime import tls
     from pbft.runtime.clusterfile import load_cluster, load_identity
     from pbft.runtime.transport import Transport
@@ -47,6 +50,7 @@ async def one_run(path: str, rounds: int, window: int, size: int) -> tuple[float
             client_context=tls.client_context(ident),
             identify=functools.partial(tls.peer_id, config),
             inbox=send,
+            autoflush=autoflush,
         )
     done = trio.Event()
     acks: dict[int, int] = {}
@@ -77,6 +81,7 @@ async def one_run(path: str, rounds: int, window: int, size: int) -> tuple[float
                     finished += 1
                     if started < rounds:
                         propose()
+            transports[0].flush()
             if finished >= rounds:
                 done.set()
 
@@ -93,6 +98,7 @@ async def one_run(path: str, rounds: int, window: int, size: int) -> tuple[float
             for e in batch:
                 if e.data[:1] == b"P":
                     t.broadcast(b"A" + e.data[1:])
+            t.flush()
 
     async with trio.open_nursery() as nursery:
         for i in ids:
@@ -107,6 +113,7 @@ async def one_run(path: str, rounds: int, window: int, size: int) -> tuple[float
         cpu0, wall0 = time.process_time(), time.monotonic()
         for _ in range(min(window, rounds)):
             propose()
+        transports[0].flush()
         await done.wait()
         cpu = time.process_time() - cpu0
         wall = time.monotonic() - wall0
@@ -123,13 +130,18 @@ def main() -> int:
     p.add_argument("--window", type=int, default=32)
     p.add_argument("--size", type=int, default=300)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--autoflush", action="store_true",
+                   help="every queued frame wakes its writer task (the default before "
+                        "Transport.flush); without it the senders flush once per batch, as "
+                        "ReplicaNode does")
     args = p.parse_args()
     per_round = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeat):
             path = generate_cluster(f"{tmp}/c{r}", f=1, clients=["c"], ports=free_ports(4),
                                     cluster_id="tb", force=True)
-            cpu, wall = trio.run(one_run, path, args.rounds, args.window, args.size)
+            cpu, wall = trio.run(one_run, path, args.rounds, args.window, args.size,
+                                 args.autoflush)
             us = 1e6 * cpu / args.rounds
             per_round.append(us)
             print(f"#{r + 1}: {us:.1f} us CPU/round, {us / 12:.1f} us/frame, "

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import random
 import time
 from collections.abc import AsyncIterator
@@ -83,6 +84,8 @@ class Client:
         self._timer_wake = trio.Event()
         self._timer_ref = 0.0
         """When the core's count of waited ticks was last zero (submit or retransmission)."""
+        self._timer_deadline = math.inf
+        """When the timer task's current sleep ends."""
         self._statuses: dict[int, Status] | None = None
         self._status_wake = trio.Event()
         self.rejected = 0
@@ -117,8 +120,7 @@ class Client:
             try:
                 with scope:
                     self._perform(self.core.submit(operation, read_only))
-                    self._timer_ref = trio.current_time()
-                    self._timer_wake.set()
+                    self._timer_restart()
                     while True:
                         # The core may fall back from a read to an ordered request with a
                         # new timestamp; whichever completes is the answer.
@@ -198,26 +200,38 @@ class Client:
         self._perform(self.core.step(event))
         after = self.core.outstanding
         if after is not None and after is not before:  # a read fell back to a new request
-            self._timer_ref = trio.current_time()
-            self._timer_wake.set()
+            self._timer_restart()
 
     async def _timer_loop(self) -> None:
-        """Sleep until the outstanding request's timer is due, then deliver its ticks."""
+        """Sleep until the outstanding request's timer is due, then deliver its ticks.
+        A new request whose timer is due earlier than the current sleep wakes it
+        (`_timer_restart`); one due later is picked up when the sleep ends."""
         tick = self.config.tick_ms / 1000
         core = self.core
         while True:
             out = core.outstanding
             due = core.ticks_until_due()
+            self._timer_wake = trio.Event()
             if due is None:
-                self._timer_wake = trio.Event()
+                self._timer_deadline = math.inf
                 await self._timer_wake.wait()
                 continue
-            await trio.sleep_until(self._timer_ref + due * tick)
+            self._timer_deadline = self._timer_ref + due * tick
+            with trio.move_on_at(self._timer_deadline):
+                await self._timer_wake.wait()
+                continue  # an earlier deadline: start over
             if core.outstanding is not out:
                 continue  # completed meanwhile; time the next one from its own submit
             for _ in range(due):
                 self._perform(core.step(TICK))
             self._timer_ref = trio.current_time()
+
+    def _timer_restart(self) -> None:
+        """A new request is outstanding (submit, or a read fell back): time it from now."""
+        self._timer_ref = trio.current_time()
+        due = self.core.ticks_until_due()
+        if due is not None and self._timer_ref + due * self.config.tick_ms / 1000 < self._timer_deadline:
+            self._timer_wake.set()
 
 
 class _Direct:

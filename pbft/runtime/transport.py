@@ -66,8 +66,9 @@ READ_SIZE = 256 * 1024
 RECV_SIZE = 256 * 1024
 """Bytes asked of the socket per read: everything a busy peer sent since the last one."""
 
-# One buffer for every socket read and one for every TLS read of this thread (links never
-# await between filling one and copying out of it). Reading into a fresh 256 KiB bytes
+# One buffer for every socket read and one for every TLS read in this process (links never
+# await between filling one and copying out of it; a process runs one Trio loop with
+# transports: two loops in two threads would need a buffer each). Reading into a fresh 256 KiB bytes
 # object and shrinking it, as os.read and SSLObject.read(n) do, cost a large malloc per
 # read and fragmented the heap: a replica's resident memory crept up by ~0.5 MiB a minute.
 _RECV_BUF = bytearray(RECV_SIZE)

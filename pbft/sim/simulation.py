@@ -16,7 +16,12 @@ below its seq). A crash empties the replica; a restart builds a fresh core and h
 store through `Replica.recover` (a durable restart, benign: the replica stays correct and
 the oracle judges its incarnations as one signer), or, with `amnesia = true` on the crash
 entry, from nothing (a faulty replica). A node persists before it sends, and the simulator
-performs a step's actions atomically, so there is no half-persisted step to lose.
+performs a step's actions atomically, so there is no half-persisted step to lose, with one
+exception the runtime makes on purpose (ReplicaNode._hold_until_durable): replies leave
+before the commit of their own step when that step wrote only EXECUTED or CHECKPOINT
+records (or truncated) and sent nothing but replies. Such writes stay in the instance's
+`unsynced` undo log until a later step that sends anything else or writes anything else
+(its commit covers theirs), and a crash rolls them back: the worst a power cut can do.
 
 Nodes: replica ids 0..n-1, each hosting one instance (two for a `twin`, none while
 crashed); clients "c0", "c1", ... Replies travel through the same network and arrive with
@@ -95,13 +100,51 @@ Store = dict[tuple[str, int, int, str], Persist]
 as an SQLite upsert keeps the row)."""
 
 
-def apply_durability(store: Store, action: Persist | Truncate) -> None:
-    """Perform one durability action on a store, as a runtime's storage would."""
+REPLY_INDEPENDENT = frozenset({Record.EXECUTED, Record.CHECKPOINT})
+"""Records a reply never waits for (ReplicaNode._hold_until_durable)."""
+
+Undo = list[tuple[tuple[str, int, int, str], Persist | None]]
+"""(key, the record it held before, or None): enough to roll a store back."""
+
+
+def apply_durability(store: Store, action: Persist | Truncate, undo: Undo | None = None) -> None:
+    """Perform one durability action on a store, as a runtime's storage would; with
+    `undo`, note what it changed so `roll_back` can take it back."""
     if isinstance(action, Persist):
+        if undo is not None:
+            undo.append((action.key, store.get(action.key)))
         store[action.key] = action
         return
     for key in [k for k, r in store.items() if r.record in TRUNCATED and r.seq <= action.seq]:
+        if undo is not None:
+            undo.append((key, store[key]))
         del store[key]
+
+
+def roll_back(store: Store, undo: Undo) -> None:
+    """Undo the changes noted in `undo`, newest first (a lost, never-synced commit)."""
+    for key, old in reversed(undo):
+        if old is None:
+            store.pop(key, None)
+        else:
+            store[key] = old
+    undo.clear()
+
+
+def replies_may_precede(actions: list) -> bool:
+    """The step wrote only reply-independent records and sent nothing but replies: the
+    runtime sends those replies before its commit, so its writes may be lost in a crash."""
+    wrote = False
+    for a in actions:
+        if isinstance(a, Persist):
+            if a.record not in REPLY_INDEPENDENT:
+                return False
+            wrote = True
+        elif isinstance(a, Truncate):
+            wrote = True
+        elif isinstance(a, Send | Broadcast):
+            return False
+    return wrote
 
 
 @dataclass(slots=True)
@@ -111,6 +154,8 @@ class Instance:
     incarnation: int  # counts every start: executions are numbered per incarnation
     epoch: int = 0  # counts restarts from nothing: what an epoch signed it remembers
     store: Store = field(default_factory=dict)
+    unsynced: Undo = field(default_factory=list)
+    """Changes to `store` a crash may still lose (see the module docstring)."""
 
 
 @dataclass(slots=True)
@@ -313,10 +358,16 @@ class Simulation:
 
     def _perform_replica(self, rid: int, inst: Instance, actions: list) -> None:
         n = self.config.n
+        if replies_may_precede(actions):
+            undo: Undo | None = inst.unsynced
+        else:
+            undo = None
+            if actions and any(isinstance(a, Persist | Truncate | Send | Broadcast | SendClient) for a in actions):
+                inst.unsynced.clear()  # this step's commit (or sends) cover the earlier ones
         for a in actions:
             match a:
                 case Persist() | Truncate():
-                    apply_durability(inst.store, a)
+                    apply_durability(inst.store, a, undo)
                 case Send(to, data):
                     if 0 <= to < n:
                         self._transmit(rid, to, data)
@@ -418,6 +469,8 @@ class Simulation:
             return  # already down (overlapping crash windows)
         self._trace.update(b"%d crash %d;" % (self.now, rid))
         self._record(("crash", rid))
+        for inst in self.replicas[rid]:
+            roll_back(inst.store, inst.unsynced)
         self._stores[rid] = [inst.store for inst in self.replicas[rid]]
         self.replicas[rid] = []
 
