@@ -14,8 +14,11 @@ stepping task steps the input it waited for plus whatever else is already queued
 GROUP_COMMIT_LIMIT inputs), writes every Persist/Truncate of those steps in one
 transaction (`Storage.apply`: one commit, one fsync), and only then performs their sends.
 No send is ever performed before the commit that covers it, so a replica killed at any
-point never contradicts what it sent. (Replies to clients skip only the EXECUTED and
-checkpoint records of their own step: they depend on neither; see _hold_until_durable.) With fsync "always" the commits are pipelined: one
+point never contradicts what it sent. One exception, on purpose: EXECUTED and checkpoint
+records bind the replica to nothing it sends, so a group that wrote only those and sends
+only replies gets no commit of its own (its writes join the next one, at the latest on
+the next tick), and replies never wait for such records (`_writes_to_commit`,
+`_hold_until_durable`). With fsync "always" the commits are pipelined: one
 long-lived commit thread (`_CommitThread`) fsyncs one commit at a time and wakes the loop
 once per commit, while the stepping task goes on stepping; the writes of the batches
 stepped meanwhile go into the next commit, and each batch's actions wait, in step order,
@@ -103,13 +106,17 @@ TICK_CATCHUP_LIMIT = 20
 TICK = Tick()
 INLINE_COMMIT = 0.001
 """With fsync "always", a commit is made on the event loop, not the commit thread, while
-the median of the last COMMIT_WINDOW commits took less than this and none is in flight:
+the lower quartile of the last COMMIT_WINDOW commits took less than this and none is in
+flight:
 handing a commit to the thread and back costs ~0.3 ms of thread switches, more than a fast
 disk's fsync (1 client on this VM: p50 4.5-5.5 ms inline vs 5.8-6.2 ms threaded, the
-same throughput). A median, because on a shared machine a commit is now and then
-descheduled for milliseconds, which says nothing about the disk."""
+same throughput). A low quantile, because on a shared machine (four replicas on two
+cores) commits are often descheduled for a millisecond or more, which says nothing about
+the disk; a disk that is slow is slow every time."""
 COMMIT_WINDOW = 15
 REPLY_INDEPENDENT = frozenset({Record.EXECUTED, Record.CHECKPOINT})
+DEFERRED_LIMIT = 1024
+"""Deferred writes at most before they get a commit of their own."""
 """Records that replies sent in the same step never depend on (see _hold_until_durable)."""
 
 NOTE_EVENTS = (
@@ -185,13 +192,15 @@ class ReplicaNode:
         self._held: deque[tuple[int, list[Action]]] = deque()
         """(commit number it waits for, actions) of stepped batches, in step order."""
         self._held_inputs = 0
+        self._deferred: list[Action] = []
+        """EXECUTED/checkpoint writes waiting to join the next commit (_writes_to_commit)."""
         self._commit_wanted = trio.Event()
         self._released = trio.Event()
         self._committing = False
         """A commit is on the commit thread right now."""
         self._commit_times: deque[float] = deque(maxlen=COMMIT_WINDOW)
         self._commit_fast = True
-        """The median recent commit took less than INLINE_COMMIT."""
+        """The lower quartile of recent commits took less than INLINE_COMMIT."""
         self._ticks_owed = 0
         """Ticks fallen due and not yet stepped (the queued TICK carries them)."""
         self._tick_queued = False
@@ -312,6 +321,7 @@ class ReplicaNode:
         storage = self.storage
         pipelined = self._committer is not None
         async for event in recv:
+            ticked = event is TICK
             actions = self._step(event)
             if storage is None:
                 self.perform(actions)
@@ -322,57 +332,79 @@ class ReplicaNode:
                     event = recv.receive_nowait()
                 except trio.WouldBlock:
                     break
+                ticked = ticked or event is TICK
                 actions.extend(self._step(event))
+            writes = self._writes_to_commit(actions, ticked)
+            if not writes:
+                if self._held:  # behind the batches in flight (a vote it resends is there)
+                    self._hold(self._held[-1][0], actions)
+                else:
+                    self.perform(actions)
+                continue
             if not pipelined or (
                 self._commit_fast
                 and not self._committing
                 and not self._held
                 and not self._pending
             ):
-                if not self._make_durable(actions):
+                if not self._make_durable(writes):
                     return
                 self.perform(actions)
                 continue
-            self._hold_until_durable(actions)
+            self._hold_until_durable(writes, actions)
             while self._held_inputs > HELD_LIMIT and self.failure is None:
                 self._released = trio.Event()
                 await self._released.wait()
             if self.failure is not None:
                 return
 
-    def _hold_until_durable(self, actions: list[Action]) -> None:
+    def _writes_to_commit(self, actions: list[Action], ticked: bool) -> list[Action]:
+        """The writes one group's commit must make durable before its sends.
+
+        A group that wrote only EXECUTED or checkpoint records (or truncated) and sends
+        nothing but replies gets no commit of its own: its writes wait in `_deferred` and
+        go with the next commit (the next group with other writes, or the next tick). Its
+        replies do not depend on them (see `_hold_until_durable`), and a crash that loses
+        them costs only a re-execution after recovery; the simulator models exactly that
+        loss (pbft.sim.simulation, `unsynced`). Under load this saves one fsync of the
+        three a replica makes per batch."""
+        writes = [a for a in actions if isinstance(a, Persist | Truncate)]
+        deferrable = bool(writes) and all(
+            type(w) is Truncate or w.record in REPLY_INDEPENDENT for w in writes
+        ) and not any(isinstance(a, Send | Broadcast) for a in actions)
+        if deferrable and len(self._deferred) + len(writes) <= DEFERRED_LIMIT and not ticked:
+            self._deferred.extend(writes)
+            return []
+        if self._deferred and (writes or ticked):
+            writes = self._deferred + writes
+            self._deferred = []
+        return writes
+
+    def _hold(self, need: int, actions: list[Action]) -> None:
+        self._held.append((need, actions))
+        self._held_inputs += 1 + len(actions) // 8  # a rough weight: inputs and their actions
+
+    def _hold_until_durable(self, writes: list[Action], actions: list[Action]) -> None:
         """Pipelined group commit (fsync "always"): this batch's writes join the next
         commit, and its actions wait, in order behind every earlier batch, until the
-        commit that covers them (and all before it) is durable. A batch without writes
-        waits only for the earlier batches: a vote it resends was persisted by one of
-        them. The stepping task goes on stepping while the commit thread fsyncs."""
-        writes = [a for a in actions if isinstance(a, Persist | Truncate)]
-        if writes and any(type(a) is SendClient for a in actions) and all(
+        commit that covers them (and all before it) is durable. The stepping task goes on
+        stepping while the commit thread fsyncs."""
+        if any(type(a) is SendClient for a in actions) and all(
             type(w) is Truncate or w.record in REPLY_INDEPENDENT for w in writes
         ):
             # The replies need not wait for this batch's writes (EXECUTED or stable
             # checkpoint records): what a reply relies on is the commit certificate, and
             # this replica's part of it (its PREPARED record, before its COMMIT) is in
-            # an earlier commit. So they wait only for the batches before this one, and
-            # a lone client's request no longer pays an fsync for its EXECUTED record.
+            # an earlier commit. So they wait only for the batches before this one.
             replies = [a for a in actions if type(a) is SendClient]
             actions = [a for a in actions if type(a) is not SendClient]
             if self._held:
-                self._held.append((self._held[-1][0], replies))
-                self._held_inputs += 1 + len(replies) // 8
+                self._hold(self._held[-1][0], replies)
             else:
                 self.perform(replies)
-        if writes:
-            self._pending.extend(writes)
-            need = self._submitted + 1  # the commit the pending writes will go into
-            self._commit_wanted.set()
-        elif self._held:
-            need = self._held[-1][0]
-        else:
-            self.perform(actions)  # nothing in flight is ahead of it
-            return
-        self._held.append((need, actions))
-        self._held_inputs += 1 + len(actions) // 8  # a rough weight: inputs and their actions
+        self._pending.extend(writes)
+        self._commit_wanted.set()
+        self._hold(self._submitted + 1, actions)  # the commit the pending writes go into
 
     async def _commit_loop(self) -> None:
         """Hand the pending writes to the commit thread, one commit at a time; once one is
@@ -410,15 +442,13 @@ class ReplicaNode:
         self._released.set()
         self.stop()
 
-    def _make_durable(self, actions: list[Action]) -> bool:
-        """Commit the Persist/Truncate actions on the event loop (fsync "batch" or "off",
-        or "always" on a disk that fsyncs fast); False (and the node stops) if that fails."""
+    def _make_durable(self, writes: list[Action]) -> bool:
+        """Commit `writes` on the event loop (fsync "batch" or "off", or "always" on a
+        disk that fsyncs fast); False (and the node stops) if that fails."""
         assert self.storage is not None
-        if not any(isinstance(a, Persist | Truncate) for a in actions):
-            return True
         started = time.monotonic()
         try:
-            self.storage.apply(actions)
+            self.storage.apply(writes)
         except StorageError as exc:
             self._storage_failed(exc)
             return False
@@ -429,7 +459,7 @@ class ReplicaNode:
         self.metrics.storage_write.observe(seconds)
         times = self._commit_times
         times.append(seconds)
-        self._commit_fast = sorted(times)[len(times) // 2] < INLINE_COMMIT
+        self._commit_fast = sorted(times)[len(times) // 4] < INLINE_COMMIT
 
     def perform(self, actions: list[Action]) -> None:
         """Carry out the core's actions, in order."""

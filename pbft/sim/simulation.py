@@ -19,9 +19,11 @@ entry, from nothing (a faulty replica). A node persists before it sends, and the
 performs a step's actions atomically, so there is no half-persisted step to lose, with one
 exception the runtime makes on purpose (ReplicaNode._hold_until_durable): replies leave
 before the commit of their own step when that step wrote only EXECUTED or CHECKPOINT
-records (or truncated) and sent nothing but replies. Such writes stay in the instance's
-`unsynced` undo log until a later step that sends anything else or writes anything else
-(its commit covers theirs), and a crash rolls them back: the worst a power cut can do.
+records (or truncated) and sent nothing but replies; such writes even wait for a later
+commit (ReplicaNode._writes_to_commit). They stay in the instance's `unsynced` undo log
+until a later step that commits (any step with writes not of that kind, or that also
+sends votes), and a crash rolls them back: the worst a power cut can do (the runtime
+also commits them on its next tick; the simulator does not count on that).
 
 Nodes: replica ids 0..n-1, each hosting one instance (two for a `twin`, none while
 crashed); clients "c0", "c1", ... Replies travel through the same network and arrive with
@@ -362,8 +364,8 @@ class Simulation:
             undo: Undo | None = inst.unsynced
         else:
             undo = None
-            if actions and any(isinstance(a, Persist | Truncate | Send | Broadcast | SendClient) for a in actions):
-                inst.unsynced.clear()  # this step's commit (or sends) cover the earlier ones
+            if any(isinstance(a, Persist | Truncate) for a in actions):
+                inst.unsynced.clear()  # this step's commit, before its sends, covers them
         for a in actions:
             match a:
                 case Persist() | Truncate():
