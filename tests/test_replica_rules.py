@@ -815,3 +815,28 @@ def test_a_read_still_waits_after_a_view_change_for_a_slot_prepared_in_the_old_v
     assert backup.view_active and backup.log.get(1) is None
     read = sign_request("bob", op_get(b"k"), 1, read_only=True)
     assert actions_of(feed(backup, "bob", read), SendClient) == []
+
+
+def test_votes_beyond_a_complete_certificate_are_dropped_unverified(backup):
+    """Once a slot is prepared (committed), a further PREPARE (COMMIT) for the same view
+    and digest can change nothing, so it is dropped before its signature is checked: a
+    forged one is not even noticed. A vote for another digest is still checked."""
+    from pbft.protocol.messages import Commit, Prepare
+
+    batch = (sign_request("alice", op_put(b"k", b"v"), 1),)
+    pp = sign_pre_prepare(1, batch)
+    feed(backup, 0, pp)
+    digest = batch_digest(batch)
+    feed(backup, 2, sign_prepare(2, 1, digest))  # own + one other: 2f, prepared
+    assert backup.log.get(1).prepared
+    out = feed(backup, 3, forge(3, Prepare(0, 1, digest), real_signer=2))  # surplus, forged
+    assert actions_of(out, Rejected) == [] and backup.surplus_votes == 1
+    assert 3 not in backup.log.get(1).prepares
+    for r in (0, 2):
+        feed(backup, r, sign_commit(r, 1, digest))
+    assert backup.log.get(1).committed
+    out = feed(backup, 3, forge(3, Commit(0, 1, digest), real_signer=2))
+    assert actions_of(out, Rejected) == [] and backup.surplus_votes == 2
+    # Another digest is not surplus: its (forged) signature is checked and rejected.
+    out = feed(backup, 3, forge(3, Commit(0, 1, b"x" * 32), real_signer=2))
+    assert [r.reason for r in actions_of(out, Rejected)] == [Reason.BAD_SIGNATURE]
