@@ -208,7 +208,7 @@ class TLSLink:
     through the same ordered `_pending` buffer under `_send_lock`.
     """
 
-    __slots__ = ("tcp", "fd", "ssl", "_in", "_out", "_pending", "_send_lock", "error")
+    __slots__ = ("tcp", "fd", "ssl", "_in", "_out", "_pending", "_send_lock", "error", "_drained")
 
     def __init__(
         self,
@@ -229,6 +229,8 @@ class TLSLink:
         self._send_lock = trio.Lock()
         self.error: BaseException | None = None
         """What a `write_now` failed with; the writer raises it (ending the link)."""
+        self._drained = False
+        """The last socket read returned less than asked: the socket was empty."""
 
     def getpeercert(self, binary_form: bool = False):
         return self.ssl.getpeercert(binary_form)
@@ -272,6 +274,11 @@ class TLSLink:
     async def _fill(self) -> bool:
         """Move what the socket has into the TLS layer; False at end of stream."""
         waited = False
+        if self._drained:
+            # The last read emptied the socket: reading again now would almost always
+            # fail (a system call and an exception per message); wait for data first.
+            await trio.lowlevel.wait_readable(self.fd)
+            waited = True
         while True:
             try:
                 n = os.readv(self.fd, _RECV)
@@ -282,6 +289,7 @@ class TLSLink:
         if not n:
             self._in.write_eof()
             return False
+        self._drained = n < RECV_SIZE
         self._in.write(_RECV_VIEW[:n])  # copied into the BIO before anyone else reads
         if not waited:
             await trio.lowlevel.checkpoint()  # data was there at once: let the others run
