@@ -148,3 +148,15 @@ def test_peek_code_agrees_with_the_full_head_walk():
 
     garbage()
     assert peek_code(bytes([0x83, 0x42, 0x80, 0x05])) == -1  # an empty body array
+
+
+def test_fast_histogram_buckets_are_inclusive_and_cumulative():
+    from pbft.runtime.metrics import FastHistogram
+
+    h = FastHistogram("x", "doc", (1, 2, 4))
+    for v in (0.5, 1, 1.5, 4, 9):
+        h.observe(v)
+    fam = h.family()
+    buckets = {s.labels["le"]: s.value for s in fam.samples if s.name == "x_bucket"}
+    assert buckets == {"1.0": 2, "2.0": 3, "4.0": 4, "+Inf": 5}
+    assert [s.value for s in fam.samples if s.name in ("x_count", "x_sum")] == [5, 16.0]

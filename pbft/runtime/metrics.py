@@ -21,14 +21,16 @@ task that owns it. Requests are bounded (REQUEST_LIMIT bytes, REQUEST_TIMEOUT se
 
 from __future__ import annotations
 
+import bisect
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import trio
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from ..protocol.messages import MsgType
@@ -137,6 +139,32 @@ def peek_slot(data: bytes) -> tuple[int, int] | None:
 # -- the metrics of one node -------------------------------------------------------------
 
 
+class FastHistogram:
+    """A Prometheus histogram observed without a lock: bucket counts in a list, turned
+    into a histogram family at scrape time (observed from one task only)."""
+
+    __slots__ = ("name", "doc", "bounds", "counts", "sum")
+
+    def __init__(self, name: str, doc: str, bounds: tuple[float, ...]) -> None:
+        self.name = name
+        self.doc = doc
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one: above every bound (+Inf)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def family(self) -> HistogramMetricFamily:
+        buckets = []
+        total = 0
+        for bound, count in zip((*self.bounds, math.inf), self.counts, strict=True):
+            total += count
+            buckets.append(("+Inf" if bound == math.inf else repr(float(bound)), total))
+        return HistogramMetricFamily(self.name, self.doc, buckets=buckets, sum_value=self.sum)
+
+
 class _LiveCollector:
     """Values read at scrape time from the core and the transport."""
 
@@ -147,8 +175,12 @@ class _LiveCollector:
         transport = self.m.transport
         if transport is None:
             yield from self.m.counted()
+            for h in (self.m.batch_size, self.m.commit_latency, self.m.storage_write):
+                yield h.family()
             return
         yield from self.m.counted()
+        for h in (self.m.batch_size, self.m.commit_latency, self.m.storage_write):
+            yield h.family()
         depth = GaugeMetricFamily(
             "pbft_queue_depth", "Frames queued for a peer replica", labels=["peer"]
         )
@@ -187,18 +219,17 @@ class NodeMetrics:
         self.view_changes = Counter(
             "pbft_view_changes", "View changes this replica started", registry=r
         )
-        self.batch_size = Histogram(
-            "pbft_batch_size", "Requests per executed batch", buckets=BATCH_BUCKETS, registry=r
+        self.batch_size = FastHistogram(
+            "pbft_batch_size", "Requests per executed batch", BATCH_BUCKETS
         )
-        self.commit_latency = Histogram(
+        self.commit_latency = FastHistogram(
             "pbft_commit_latency_seconds",
             "Time from a batch's pre-prepare first seen (sent or received) to its execution",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            LATENCY_BUCKETS,
         )
-        self.storage_write = Histogram(
+        self.storage_write = FastHistogram(
             "pbft_storage_write_seconds", "Duration of one storage commit (group commit)",
-            buckets=STORAGE_BUCKETS, registry=r,
+            STORAGE_BUCKETS,
         )
         self.evidence = Counter(
             "pbft_evidence", "Distinct evidence records stored, by kind", ["kind"], registry=r
