@@ -716,9 +716,13 @@ class Replica:
 
     def _execute(self, slot: Slot) -> None:
         assert slot.pre_prepare is not None and slot.seq == self.last_executed + 1
-        # Persisted before the replies go out: a write a client saw acknowledged by f+1
-        # replicas survives a power cut of the whole group (DESIGN.md section 8).
-        self._out.append(Persist(Record.EXECUTED, slot.seq, slot.view, "", slot.pre_prepare_env))
+        # Which slots were executed, so a restart replays them (DESIGN.md section 8). The
+        # record names the slot only: its pre-prepare is in the PREPARED record of the same
+        # (view, seq), which is always durable first (execution needs prepared). Replies
+        # do not wait for this record: what a client saw acknowledged by f+1 replicas rests
+        # on the prepared certificates of 2f+1 replicas, and a lost EXECUTED record costs
+        # only a re-execution after a restart (runtime.node._writes_to_commit).
+        self._out.append(Persist(Record.EXECUTED, slot.seq, slot.view, "", b""))
         done: list[ExecutedRequest] = []
         for req, _ in slot.requests:
             rec = self.clients.get(req.client)
@@ -1259,21 +1263,28 @@ class Replica:
             env = envelope_from_bytes(r.value)
             msg = from_body(env.body)
             self.safety.signed[vote_slot(msg)] = (msg.digest, env)  # type: ignore[arg-type]
+        pre_prepares: dict[tuple[int, int], bytes] = {}
         for r in sorted(by_kind.get(Record.PREPARED, []), key=lambda r: (r.seq, r.view)):
             pp_env, *prepares = codec.decode(r.value)  # type: ignore[misc]
+            pre_prepares[(r.seq, r.view)] = pp_env
             if r.seq > self.log.low:
                 self.prepared_certs[r.seq] = (r.view, pp_env, tuple(prepares))
         for r in sorted(by_kind.get(Record.EXECUTED, []), key=lambda r: r.seq):
             if r.seq != self.last_executed + 1:
                 continue
-            pp = from_body(envelope_from_bytes(r.value).body)
+            # An EXECUTED record names its slot; older data directories hold the
+            # pre-prepare itself.
+            pp_data = r.value or pre_prepares.get((r.seq, r.view))
+            if pp_data is None:
+                break  # cannot happen (prepared precedes executed); catch up instead
+            pp = from_body(envelope_from_bytes(pp_data).body)
             assert isinstance(pp, PrePrepare)
             requests = []
             for req_data in pp.batch:
                 req = self._request_from_envelope(req_data)
                 if not isinstance(req, str):
                     requests.append((req, req_data))
-            slot = Slot(r.seq, r.view, pp, r.value, tuple(requests), committed=True)
+            slot = Slot(r.seq, r.view, pp, pp_data, tuple(requests), committed=True)
             self._execute(slot)
         for r in by_kind.get(Record.VIEW, [])[-1:]:
             view, active, vc_data = codec.decode(r.value)  # type: ignore[misc]
