@@ -374,3 +374,31 @@ def test_a_restarted_backup_treats_a_conflicting_pre_prepare_as_evidence(tmp_pat
         out = reborn.step(Received(0, sign_pre_prepare(1, (second,))))
     assert not [a for a in out if isinstance(a, Broadcast)]
     assert [a for a in out if isinstance(a, Evidence | Rejected)]
+
+
+def test_executed_records_replay_from_the_prepared_record_or_their_own_value(cfg):
+    """An EXECUTED record names its slot; recovery takes the pre-prepare from the PREPARED
+    record of the same (view, seq). Records written by older builds carry the pre-prepare
+    themselves, and replay the same way."""
+    from conftest import drive_to_execution, sign_pre_prepare
+
+    from pbft.protocol.crypto import batch_digest
+    from pbft.protocol.events import Persist, Record
+
+    backup = make_replica(cfg, 1)
+    batch = (sign_request("alice", op_put(b"k", b"v"), 1),)
+    pp = sign_pre_prepare(1, batch)
+    out = backup.step(Received(0, pp))
+    out += drive_to_execution(backup, 1, batch_digest(batch))
+    records = [a for a in out if isinstance(a, Persist)]
+    [executed] = [r for r in records if r.record is Record.EXECUTED]
+    assert executed.value == b""
+    new = make_replica(cfg, 1)
+    new.recover(records)
+    assert new.last_executed == 1 and new.state_digest() == backup.state_digest()
+    # The older format: EXECUTED holds the pre-prepare, and no PREPARED record is needed.
+    old = [r for r in records if r.record is not Record.PREPARED and r.record is not Record.EXECUTED]
+    old.append(Persist(Record.EXECUTED, 1, 0, "", pp))
+    older = make_replica(cfg, 1)
+    older.recover(old)
+    assert older.last_executed == 1 and older.state_digest() == backup.state_digest()
