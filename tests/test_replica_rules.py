@@ -840,3 +840,25 @@ def test_votes_beyond_a_complete_certificate_are_dropped_unverified(backup):
     # Another digest is not surplus: its (forged) signature is checked and rejected.
     out = feed(backup, 3, forge(3, Commit(0, 1, b"x" * 32), real_signer=2))
     assert [r.reason for r in actions_of(out, Rejected)] == [Reason.BAD_SIGNATURE]
+
+
+def test_a_double_vote_hidden_behind_a_complete_certificate_is_still_evidence(backup):
+    """Replica 3 votes the prepared digest (kept aside unverified: the certificate was
+    complete), then another digest for the same slot: the pair is evidence, as if the
+    first vote had been counted. A forged first vote is forgotten instead."""
+    batch = (sign_request("alice", op_put(b"k", b"v"), 1),)
+    feed(backup, 0, sign_pre_prepare(1, batch))
+    digest = batch_digest(batch)
+    feed(backup, 2, sign_prepare(2, 1, digest))
+    assert backup.log.get(1).prepared
+    feed(backup, 3, sign_prepare(3, 1, digest))  # surplus: not verified now
+    out = feed(backup, 3, sign_prepare(3, 1, b"y" * 32))
+    [ev] = actions_of(out, Evidence)
+    assert ev.culprit == 3 and ev.kind == "double-prepare"
+    assert [r.reason for r in actions_of(out, Rejected)] == [Reason.CONFLICT]
+    # Commits: a forged surplus vote does not make an honest later vote look double.
+    for r in (0, 2):
+        feed(backup, r, sign_commit(r, 1, digest))
+    feed(backup, 3, forge(3, Commit(0, 1, digest), real_signer=2))
+    out = feed(backup, 3, sign_commit(3, 1, b"z" * 32))
+    assert actions_of(out, Evidence) == []

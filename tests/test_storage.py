@@ -402,3 +402,7 @@ def test_executed_records_replay_from_the_prepared_record_or_their_own_value(cfg
     older = make_replica(cfg, 1)
     older.recover(old)
     assert older.last_executed == 1 and older.state_digest() == backup.state_digest()
+    # A store that names a slot it holds no pre-prepare for is refused, not half-used.
+    broken = [r for r in records if r.record is not Record.PREPARED]
+    with pytest.raises(ValueError, match="no PREPARED record"):
+        make_replica(cfg, 1).recover(broken)

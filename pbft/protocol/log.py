@@ -24,6 +24,11 @@ class Slot:
     # Votes of this slot's view, one per authenticated signer: signer -> (digest, envelope).
     prepares: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
     commits: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
+    # Votes that only added to a complete certificate, kept unverified: signer ->
+    # (digest, envelope). Checked only if that signer later votes another digest
+    # (evidence); never counted, never sent on.
+    surplus_prepares: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
+    surplus_commits: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
     my_prepare: bytes = b""
     my_commit: bytes = b""
     prepared: bool = False

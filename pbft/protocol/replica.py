@@ -134,9 +134,10 @@ MAX_BACKOFF_SHIFT = 6
 
 def _completes(slot: Slot, view: int, digest: bytes) -> bool:
     """A vote that would only add to `slot`'s finished certificate (same view, same
-    digest as its pre-prepare). Such a vote changes nothing: it is dropped unverified, which
-    saves the verifications beyond the quorum (at f = 1, two of a replica's seven per
-    batch). A vote for another digest still goes through the checks (evidence)."""
+    digest as its pre-prepare). Such a vote changes nothing, so it is kept aside
+    unverified (`Slot.surplus_*`), which saves the verifications beyond the quorum (at
+    f = 1, two of a replica's seven per batch). A vote for another digest still goes
+    through the checks, with the surplus vote of the same signer as its prior (evidence)."""
     pp = slot.pre_prepare
     return pp is not None and slot.view == view and pp.digest == digest
 
@@ -642,6 +643,20 @@ class Replica:
             return False
         return self._verify(peer, env)
 
+    def _checked_surplus(
+        self, surplus: dict[int, tuple[bytes, bytes]], signer: int, digest: bytes
+    ) -> tuple[bytes, bytes] | None:
+        """The unverified surplus vote `signer` sent before, as a prior vote, when it is for
+        another digest and its signature holds (so a double vote hidden behind a complete
+        certificate is still evidence); None otherwise (a forged one is forgotten)."""
+        held = surplus.get(signer)
+        if held is None or held[0] == digest:
+            return None
+        if self.verifier.verify(envelope_from_bytes(held[1])):
+            return held
+        del surplus[signer]
+        return None
+
     def on_prepare(self, peer: Signer | None, env: Envelope, data: bytes, p: Prepare) -> None:
         if not self._vote_filter(peer, env, data, p.view, p.seq):
             return
@@ -652,9 +667,13 @@ class Replica:
         signer: int = env.signer  # type: ignore[assignment]
         known = self.log.get(p.seq)
         prior = known.prepares.get(signer) if known else None
-        if prior is None and known is not None and known.prepared and _completes(known, p.view, p.digest):
-            self.surplus_votes += 1  # the certificate is complete: nothing left to verify it for
-            return
+        if prior is None and known is not None:
+            if known.prepared and _completes(known, p.view, p.digest):
+                # The certificate is complete: nothing left to verify this vote for.
+                known.surplus_prepares.setdefault(signer, (p.digest, data))
+                self.surplus_votes += 1
+                return
+            prior = self._checked_surplus(known.surplus_prepares, signer, p.digest)
         if self._admit_vote(peer, env, data, prior, p.digest, "prepare"):
             slot = self.log.slot(p.seq, p.view)
             slot.prepares[signer] = (p.digest, data)
@@ -666,9 +685,12 @@ class Replica:
         signer: int = env.signer  # type: ignore[assignment]
         known = self.log.get(c.seq)
         prior = known.commits.get(signer) if known else None
-        if prior is None and known is not None and known.committed and _completes(known, c.view, c.digest):
-            self.surplus_votes += 1
-            return
+        if prior is None and known is not None:
+            if known.committed and _completes(known, c.view, c.digest):
+                known.surplus_commits.setdefault(signer, (c.digest, data))
+                self.surplus_votes += 1
+                return
+            prior = self._checked_surplus(known.surplus_commits, signer, c.digest)
         if self._admit_vote(peer, env, data, prior, c.digest, "commit"):
             slot = self.log.slot(c.seq, c.view)
             slot.commits[signer] = (c.digest, data)
@@ -1276,7 +1298,9 @@ class Replica:
             # pre-prepare itself.
             pp_data = r.value or pre_prepares.get((r.seq, r.view))
             if pp_data is None:
-                break  # cannot happen (prepared precedes executed); catch up instead
+                # Cannot happen: PREPARED is written with or before EXECUTED and truncated
+                # with it. Refuse loudly rather than start from a store that lies.
+                raise ValueError(f"the EXECUTED record of n={r.seq} has no PREPARED record")
             pp = from_body(envelope_from_bytes(pp_data).body)
             assert isinstance(pp, PrePrepare)
             requests = []
