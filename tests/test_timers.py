@@ -76,3 +76,34 @@ def test_a_restarted_new_primary_never_re_issues_a_conflicting_new_view():
     assert not [b for b in actions_of(out, Broadcast) if isinstance(decoded(b.data)[1], NewView)]
     assert any("would conflict" in n.text for n in actions_of(out, Note))
     assert not primary1.view_active  # the view-change timer will move everyone on
+
+
+def test_a_request_gets_a_fresh_timer_once_state_transfer_completes():
+    # A backup waits for alice's request while it fetches state for 150 ticks (longer
+    # than the execution timer). The state it installs does not include the request, so
+    # it keeps waiting, but it judges the primary from the moment it caught up: no view
+    # change right after the transfer, one only after a full fresh timer.
+    from pbft.protocol.events import StateInstalled
+    from pbft.protocol.messages import StateChunk
+    from pbft.protocol.statetransfer import chunk_proof, split, state_root
+
+    cfg = make_config()
+    donor = make_replica(cfg, 2)  # an empty state stands for the checkpoint's
+    chunks = split(donor.checkpoint_state())
+    root = state_root(chunks)
+    backup = make_replica(cfg, 1)
+    for r in (0, 2, 3):  # 2f+1 CHECKPOINTs beyond its window start a transfer
+        feed(backup, r, sign_checkpoint(r, 12, root))
+    assert backup.transfer is not None
+    feed(backup, "alice", sign_request("alice", op_put(b"k", b"v"), 1))
+    assert actions_of(ticks(backup, 150), ViewChangeStarted) == []
+    out = []
+    for i, chunk in enumerate(chunks):
+        sc = StateChunk(12, root, i, len(chunks), chunk, chunk_proof(chunks, i))
+        out += feed(backup, 2, seal_as(2, sc))
+    assert actions_of(out, StateInstalled) == [StateInstalled(12, root)]
+    assert "alice" in backup.waiting  # not in the installed state: still waiting
+    # The ordering timer (50 ticks) runs from the install, not from tick 0; its reminder
+    # comes first, at 25.
+    assert actions_of(ticks(backup, 49), ViewChangeStarted) == []
+    assert actions_of(ticks(backup, 1), ViewChangeStarted) == [ViewChangeStarted(1)]
