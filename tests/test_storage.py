@@ -406,3 +406,17 @@ def test_executed_records_replay_from_the_prepared_record_or_their_own_value(cfg
     broken = [r for r in records if r.record is not Record.PREPARED]
     with pytest.raises(ValueError, match="no PREPARED record"):
         make_replica(cfg, 1).recover(broken)
+
+
+def test_a_store_the_core_cannot_replay_stops_the_replica_with_one_sentence(tmp_path, cfg):
+    from pbft.cli import UsageError
+    from pbft.protocol.events import Persist, Record
+    from pbft.runtime.node import ReplicaNode
+
+    with Storage.open(str(tmp_path / "d"), cfg, 1) as s:
+        s.apply([Persist(Record.EXECUTED, 1, 0, "", b"")])  # names a slot it holds nothing of
+        node = ReplicaNode.__new__(ReplicaNode)
+        node.__init__(cfg, make_replica(cfg, 1), server_context=None, client_context=None,
+                      identify=None, storage=s)
+        with pytest.raises(UsageError, match="cannot recover from .*no PREPARED record"):
+            node.recover()

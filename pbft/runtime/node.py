@@ -256,7 +256,17 @@ class ReplicaNode:
         started = time.monotonic()
         records = self.storage.load()
         if records:
-            for note in self.replica.recover(records):
+            try:
+                notes = self.replica.recover(records)
+            except ValueError as exc:  # CodecError too: records this core cannot replay
+                from ..cli import UsageError
+
+                raise UsageError(
+                    f"the data directory {self.storage.path} holds records replica {self.id} "
+                    f"cannot recover from ({exc}); restore a backup or move it away to start "
+                    "this replica empty."
+                ) from None
+            for note in notes:
                 if isinstance(note, Note):
                     self._log_note(note.text)
             self.executed = self.replica.last_executed
