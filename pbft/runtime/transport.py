@@ -13,7 +13,11 @@ never looks inside a body, so all protocol decisions stay in the core.
 * Every outbound destination has an `Outbox`: a bounded queue (PEER_QUEUE_FRAMES,
   PEER_QUEUE_BYTES). When it is full the frame is dropped and counted: the protocol core
   retransmits, so a slow or dead peer costs bounded memory and never blocks the others.
-  The writer drains everything queued and sends it with one `send_all` (coalescing).
+  Without `autoflush` (the node and the client), the owner calls `flush()` once per
+  batch of sends and each destination's queue is written from the owner's task with one
+  write, when the socket takes it at once; the link's writer task only finishes what a
+  full socket did not take. With `autoflush`, every frame wakes the writer, which drains
+  everything queued and sends it with one `send_all`. Either way a batch is coalesced.
 * A dialer reconnects forever with exponential backoff and jitter, capped at
   BACKOFF_MAX. Frames queued while disconnected wait (up to the bound) for the next
   connection.
@@ -22,13 +26,14 @@ never looks inside a body, so all protocol decisions stay in the core.
   `counters` and that connection alone is closed. Nothing here raises into the node.
 
 Frames are delivered upward as `events.Received(peer, body)` into the node's bounded
-channel, so a busy state machine slows its readers (TCP backpressure) instead of
-buffering without bound.
+channel (an `Inbox`), so a busy state machine slows its readers (TCP backpressure)
+instead of buffering without bound. A client's inbox steps each frame at once instead.
 
 Cost per message (what `tools/bench_transport.py` measures). The expensive things are
 system calls and Trio task switches, not encryption, so every layer works in batches:
 `TLSLink` drives TLS by hand over the socket's file descriptor (one `read` takes all the
-socket holds and decrypts every record in it; one write sends a whole coalesced batch),
+socket holds and decrypts every record in it, and after a read that emptied the socket
+the next waits for readiness instead of failing; one write sends a whole coalesced batch),
 and a reader hands all the frames of one read to the node without yielding in between
 (`send_nowait`; it waits only when the inbox is full). A reader that yielded per frame
 woke the node once per frame, so the node stepped one frame at a time and every send
