@@ -198,3 +198,15 @@ async def test_fast_commits_stay_on_the_loop_slow_ones_go_to_the_thread(tmp_path
                     nursery.cancel_scope.cancel()
         finally:
             node._committer.close()
+
+
+def test_a_clean_stop_writes_the_deferred_executions(tmp_path):
+    from pbft.protocol.events import Persist, Record, SendClient
+
+    cfg = make_config()
+    with Storage.open(str(tmp_path / "d"), cfg, 0) as inner:
+        node, _ = make_node(cfg, GatedStorage(inner))
+        executed = Persist(Record.EXECUTED, 1, 0, "", b"")
+        assert node._writes_to_commit([executed, SendClient("a", b"r")], ticked=False) == []
+        node._flush_deferred()
+        assert executed in inner.load() and node._deferred == []

@@ -248,6 +248,19 @@ class ReplicaNode:
             if self._committer is not None:
                 self._committer.close()
                 self._committer = None
+            self._flush_deferred()
+
+    def _flush_deferred(self) -> None:
+        """On a clean stop, write the EXECUTED/checkpoint records still waiting for a
+        commit (losing them is safe, but the restart would re-execute those batches). Not
+        after a storage failure: that database takes nothing more."""
+        if self.storage is None or not self._deferred or self.failure is not None:
+            return
+        writes, self._deferred = self._deferred, []
+        try:
+            self.storage.apply(writes)
+        except StorageError as exc:
+            log.warning("replica %d: could not write its last executions on stop: %s", self.id, exc)
 
     def recover(self) -> None:
         """Rebuild the core from what the storage holds (nothing to do when empty)."""
