@@ -420,3 +420,15 @@ def test_a_store_the_core_cannot_replay_stops_the_replica_with_one_sentence(tmp_
                       identify=None, storage=s)
         with pytest.raises(UsageError, match="cannot recover from .*no PREPARED record"):
             node.recover()
+
+
+def test_apply_keeps_the_order_of_writes_and_truncations(tmp_path, cfg):
+    """Persists are batched between truncations; the order of the two kinds is kept."""
+    from pbft.protocol.events import Persist, Record, Truncate
+
+    with Storage.open(str(tmp_path / "o"), cfg, 0) as s:
+        before = Persist(Record.VOTE, 3, 0, "prepare", b"a")
+        after = Persist(Record.VOTE, 2, 0, "prepare", b"b")
+        also = Persist(Record.PREPARED, 5, 0, "", b"c")
+        assert s.apply([before, Truncate(3), after, also]) == 4
+        assert sorted((r.seq, r.value) for r in s.load()) == [(2, b"b"), (5, b"c")]

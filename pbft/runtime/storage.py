@@ -85,6 +85,9 @@ _SCHEMA = (
 )
 
 
+_UPSERT = "INSERT OR REPLACE INTO records (record, view, seq, tag, value) VALUES (?, ?, ?, ?, ?)"
+
+
 class StorageError(RuntimeError):
     """Writing to the data directory failed while running (full disk, I/O error): one
     sentence. The replica must stop: it cannot promise durability any more."""
@@ -215,18 +218,20 @@ class Storage:
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
+                rows: list[tuple] = []  # consecutive Persists go in one executemany
                 for a in writes:
                     if isinstance(a, Persist):
-                        db.execute(
-                            "INSERT OR REPLACE INTO records (record, view, seq, tag, value)"
-                            " VALUES (?, ?, ?, ?, ?)",
-                            (a.record.value, a.view, a.seq, a.tag, a.value),
-                        )
-                    else:
-                        db.execute(
-                            "DELETE FROM records WHERE seq <= ? AND record IN (?, ?, ?)",
-                            (a.seq, *TRUNCATED),
-                        )
+                        rows.append((a.record.value, a.view, a.seq, a.tag, a.value))
+                        continue
+                    if rows:
+                        db.executemany(_UPSERT, rows)
+                        rows = []
+                    db.execute(
+                        "DELETE FROM records WHERE seq <= ? AND record IN (?, ?, ?)",
+                        (a.seq, *TRUNCATED),
+                    )
+                if rows:
+                    db.executemany(_UPSERT, rows)
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
