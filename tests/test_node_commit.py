@@ -8,6 +8,7 @@ in step order. No sockets: a recorder stands in for the transport.
 from __future__ import annotations
 
 import threading
+from contextlib import asynccontextmanager
 
 import trio
 from conftest import decoded, make_config, make_replica, sign_request
@@ -67,29 +68,36 @@ async def until(predicate) -> None:
         await trio.sleep(0.005)
 
 
+@asynccontextmanager
+async def stepping(node, storage):
+    """The node's stepping and commit tasks, with a commit thread over `storage`."""
+    node._committer = _CommitThread(storage, trio.lowlevel.current_trio_token())
+    try:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                node._cancel = nursery.cancel_scope
+                nursery.start_soon(node._commit_loop)
+                nursery.start_soon(node._step_loop)
+                yield
+                nursery.cancel_scope.cancel()
+    finally:
+        node._committer.close()
+
+
 async def test_steps_go_on_during_a_commit_and_sends_wait_for_theirs(tmp_path):
     cfg = make_config()
     with Storage.open(str(tmp_path / "d"), cfg, 0) as inner:
         storage = GatedStorage(inner)
         node, sent = make_node(cfg, storage)
-        node._committer = _CommitThread(storage, trio.lowlevel.current_trio_token())
         node._commit_fast = False  # a slow disk: commits go to the thread
-        try:
-            with trio.fail_after(10):
-                async with trio.open_nursery() as nursery:
-                    node._cancel = nursery.cancel_scope
-                    nursery.start_soon(node._commit_loop)
-                    nursery.start_soon(node._step_loop)
-                    await node._send.send(Received("alice", sign_request("alice", op_put(b"k", b"1"), 1)))
-                    await until(storage.entered.is_set)  # commit 1 is in flight, blocked
-                    await node._send.send(Received("bob", sign_request("bob", op_put(b"k", b"2"), 1)))
-                    await until(lambda: node._inputs == 2)  # stepped meanwhile
-                    assert sent == [] and len(node._held) == 2  # both wait for commit 1
-                    storage.gate.set()
-                    await until(lambda: len(sent) >= 1 and not node._held)
-                    nursery.cancel_scope.cancel()
-        finally:
-            node._committer.close()
+        async with stepping(node, storage):
+            await node._send.send(Received("alice", sign_request("alice", op_put(b"k", b"1"), 1)))
+            await until(storage.entered.is_set)  # commit 1 is in flight, blocked
+            await node._send.send(Received("bob", sign_request("bob", op_put(b"k", b"2"), 1)))
+            await until(lambda: node._inputs == 2)  # stepped meanwhile
+            assert sent == [] and len(node._held) == 2  # both wait for commit 1
+            storage.gate.set()
+            await until(lambda: len(sent) >= 1 and not node._held)
     pps = [(durable, decoded(frame)[1]) for durable, frame in sent]
     pps = [(d, m) for d, m in pps if isinstance(m, PrePrepare)]
     assert [m.seq for _, m in pps] == [1]
@@ -172,32 +180,23 @@ async def test_fast_commits_stay_on_the_loop_slow_ones_go_to_the_thread(tmp_path
         storage.gate.set()
         node, sent = make_node(cfg, storage)
         node.storage = storage  # inline commits go through the recorder too
-        node._committer = _CommitThread(storage, trio.lowlevel.current_trio_token())
         loop_thread = threading.current_thread()
-        try:
-            with trio.fail_after(10):
-                async with trio.open_nursery() as nursery:
-                    node._cancel = nursery.cancel_scope
-                    nursery.start_soon(node._commit_loop)
-                    nursery.start_soon(node._step_loop)
-                    await node._send.send(Received("alice", sign_request("alice", op_put(b"k", b"1"), 1)))
-                    await until(lambda: len(storage.commits) == 1 and sent)
-                    assert storage.threads == [loop_thread]  # fast: inline
-                    real_apply = storage.apply
+        async with stepping(node, storage):
+            await node._send.send(Received("alice", sign_request("alice", op_put(b"k", b"1"), 1)))
+            await until(lambda: len(storage.commits) == 1 and sent)
+            assert storage.threads == [loop_thread]  # fast: inline
+            real_apply = storage.apply
 
-                    def slow_apply(writes):
-                        _time.sleep(0.005)
-                        return real_apply(writes)
+            def slow_apply(writes):
+                _time.sleep(0.005)
+                return real_apply(writes)
 
-                    storage.apply = slow_apply
-                    for _ in range(15):  # slow every time: the lower quartile is slow
-                        node._observe_commit(0.005)
-                    await node._send.send(Received("bob", sign_request("bob", op_put(b"k", b"2"), 1)))
-                    await until(lambda: len(storage.commits) == 2 and not node._held)
-                    assert storage.threads[1] is not loop_thread  # slow: the commit thread
-                    nursery.cancel_scope.cancel()
-        finally:
-            node._committer.close()
+            storage.apply = slow_apply
+            for _ in range(15):  # slow every time: the lower quartile is slow
+                node._observe_commit(0.005)
+            await node._send.send(Received("bob", sign_request("bob", op_put(b"k", b"2"), 1)))
+            await until(lambda: len(storage.commits) == 2 and not node._held)
+            assert storage.threads[1] is not loop_thread  # slow: the commit thread
 
 
 def test_a_clean_stop_writes_the_deferred_executions(tmp_path):

@@ -124,8 +124,8 @@ def test_unsynced_reply_only_writes_are_rolled_back_exactly():
     """The runtime lets replies precede the commit of a step whose writes are only
     EXECUTED/CHECKPOINT records (or truncation): the simulator keeps such writes in an
     undo log and a crash takes them back, leaving exactly the store before them."""
-    from pbft.protocol.events import SendClient
-    from pbft.sim.simulation import replies_may_precede, roll_back
+    from pbft.protocol.events import SendClient, replies_may_precede
+    from pbft.sim.simulation import roll_back
 
     store: dict = {}
     base = [

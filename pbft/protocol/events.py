@@ -4,6 +4,8 @@ The runtime (or the simulator) feeds `Event`s to `Replica.step` / `ClientCore.st
 performs the returned `Action`s in list order. Ordering contract, as in etcd/raft's
 `Ready`: a `Persist` comes before the sends that depend on it, so a node that writes
 each `Persist` durably before performing later actions never equivocates after a crash.
+One relaxation is allowed (`replies_may_precede`): replies never depend on EXECUTED or
+CHECKPOINT records, so those may become durable after the replies of the same step.
 
 Observation actions (`Executed`, `Prepared`, `Committed`, `CheckpointStable`, `Note`,
 `Rejected`) change nothing outside the core; the runtime logs and counts them, the
@@ -68,7 +70,7 @@ class Record(Enum):
 
     VOTE = "vote"  # a signed PRE-PREPARE/PREPARE/COMMIT/CHECKPOINT, keyed by phase/view/seq
     PREPARED = "prepared"  # a prepared certificate, for view changes after a restart
-    EXECUTED = "executed"  # the pre-prepare of an executed batch, replayed on restart
+    EXECUTED = "executed"  # (view, seq) of an executed batch, replayed on restart
     CHECKPOINT = "checkpoint"  # the latest stable checkpoint: seq, digest, proof, state
     VIEW = "view"  # the current view, whether it is active, our VIEW-CHANGE
 
@@ -254,3 +256,30 @@ Action = (
     | Evidence
     | Completed
 )
+
+
+REPLY_INDEPENDENT = frozenset({Record.EXECUTED, Record.CHECKPOINT})
+"""Records no reply depends on: a reply rests on the prepared certificates 2f+1 replicas
+persisted before their COMMITs, and losing one of these costs only a re-execution."""
+
+
+def reply_independent(writes: list[Persist | Truncate]) -> bool:
+    """Every write is a truncation or a REPLY_INDEPENDENT record."""
+    return all(type(w) is Truncate or w.record in REPLY_INDEPENDENT for w in writes)
+
+
+def replies_may_precede(actions: list[Action]) -> bool:
+    """The step wrote something, only reply-independent records, and sends nothing but
+    replies: a runtime may send those replies first and make the writes durable with a
+    later commit (so a crash may lose them; the simulator models that)."""
+    wrote = False
+    for a in actions:
+        if isinstance(a, Persist):
+            if a.record not in REPLY_INDEPENDENT:
+                return False
+            wrote = True
+        elif isinstance(a, Truncate):
+            wrote = True
+        elif isinstance(a, Send | Broadcast):
+            return False
+    return wrote

@@ -664,37 +664,44 @@ class Replica:
             # The primary's vote is its pre-prepare; a PREPARE from it never counts.
             self._reject(peer, Reason.WRONG_ROLE, "prepare from the primary")
             return
-        signer: int = env.signer  # type: ignore[assignment]
-        known = self.log.get(p.seq)
-        prior = known.prepares.get(signer) if known else None
-        if prior is None and known is not None:
-            if known.prepared and _completes(known, p.view, p.digest):
-                # The certificate is complete: nothing left to verify this vote for.
-                known.surplus_prepares.setdefault(signer, (p.digest, data))
-                self.surplus_votes += 1
-                return
-            prior = self._checked_surplus(known.surplus_prepares, signer, p.digest)
-        if self._admit_vote(peer, env, data, prior, p.digest, "prepare"):
-            slot = self.log.slot(p.seq, p.view)
-            slot.prepares[signer] = (p.digest, data)
+        slot = self._take_vote(peer, env, data, p.view, p.seq, p.digest, "prepare")
+        if slot is not None:
             self._maybe_prepared(slot)
 
     def on_commit(self, peer: Signer | None, env: Envelope, data: bytes, c: Commit) -> None:
         if not self._vote_filter(peer, env, data, c.view, c.seq):
             return
-        signer: int = env.signer  # type: ignore[assignment]
-        known = self.log.get(c.seq)
-        prior = known.commits.get(signer) if known else None
-        if prior is None and known is not None:
-            if known.committed and _completes(known, c.view, c.digest):
-                known.surplus_commits.setdefault(signer, (c.digest, data))
-                self.surplus_votes += 1
-                return
-            prior = self._checked_surplus(known.surplus_commits, signer, c.digest)
-        if self._admit_vote(peer, env, data, prior, c.digest, "commit"):
-            slot = self.log.slot(c.seq, c.view)
-            slot.commits[signer] = (c.digest, data)
+        slot = self._take_vote(peer, env, data, c.view, c.seq, c.digest, "commit")
+        if slot is not None:
             self._maybe_committed(slot)
+
+    def _take_vote(
+        self, peer: Signer | None, env: Envelope, data: bytes, view: int, seq: int,
+        digest: bytes, kind: str,
+    ) -> Slot | None:
+        """Store a PREPARE or COMMIT that passed the cheap checks; the slot it went into,
+        or None (a duplicate, a conflict, a bad signature, or a surplus vote)."""
+        signer: int = env.signer  # type: ignore[assignment]
+        known = self.log.get(seq)
+        prior = None
+        if known is not None:
+            if kind == "prepare":
+                votes, surplus, complete = known.prepares, known.surplus_prepares, known.prepared
+            else:
+                votes, surplus, complete = known.commits, known.surplus_commits, known.committed
+            prior = votes.get(signer)
+            if prior is None:
+                if complete and _completes(known, view, digest):
+                    # The certificate is complete: nothing left to verify this vote for.
+                    surplus.setdefault(signer, (digest, data))
+                    self.surplus_votes += 1
+                    return None
+                prior = self._checked_surplus(surplus, signer, digest)
+        if not self._admit_vote(peer, env, data, prior, digest, kind):
+            return None
+        slot = self.log.slot(seq, view)
+        (slot.prepares if kind == "prepare" else slot.commits)[signer] = (digest, data)
+        return slot
 
     def _maybe_prepared(self, slot: Slot) -> None:
         # prepared(m, v, n, i): the pre-prepare plus 2f matching prepares from distinct

@@ -70,7 +70,6 @@ from ..protocol.events import (
     Note,
     Persist,
     Received,
-    Record,
     Rejected,
     Send,
     SendClient,
@@ -80,6 +79,8 @@ from ..protocol.events import (
     Truncate,
     ViewChangeStarted,
     ViewInstalled,
+    replies_may_precede,
+    reply_independent,
 )
 from ..protocol.messages import Signer
 from ..protocol.replica import Replica
@@ -118,7 +119,6 @@ same throughput). A low quantile, because on a shared machine (four replicas on 
 cores) commits are often descheduled for a millisecond or more, which says nothing about
 the disk; a disk that is slow is slow every time."""
 COMMIT_WINDOW = 15
-REPLY_INDEPENDENT = frozenset({Record.EXECUTED, Record.CHECKPOINT})
 DEFERRED_LIMIT = 1024
 """Deferred writes at most before they get a commit of their own."""
 """Records that replies sent in the same step never depend on (see _hold_until_durable)."""
@@ -397,10 +397,12 @@ class ReplicaNode:
         loss (pbft.sim.simulation, `unsynced`). Under load this saves one fsync of the
         three a replica makes per batch."""
         writes = [a for a in actions if isinstance(a, Persist | Truncate)]
-        deferrable = bool(writes) and all(
-            type(w) is Truncate or w.record in REPLY_INDEPENDENT for w in writes
-        ) and not any(isinstance(a, Send | Broadcast) for a in actions)
-        if deferrable and len(self._deferred) + len(writes) <= DEFERRED_LIMIT and not ticked:
+        if (
+            writes
+            and not ticked
+            and len(self._deferred) + len(writes) <= DEFERRED_LIMIT
+            and replies_may_precede(actions)
+        ):
             self._deferred.extend(writes)
             return []
         if self._deferred and (writes or ticked):
@@ -417,9 +419,7 @@ class ReplicaNode:
         commit, and its actions wait, in order behind every earlier batch, until the
         commit that covers them (and all before it) is durable. The stepping task goes on
         stepping while the commit thread fsyncs."""
-        if any(type(a) is SendClient for a in actions) and all(
-            type(w) is Truncate or w.record in REPLY_INDEPENDENT for w in writes
-        ):
+        if any(type(a) is SendClient for a in actions) and reply_independent(writes):
             # The replies need not wait for this batch's writes (EXECUTED or stable
             # checkpoint records): what a reply relies on is the commit certificate, and
             # this replica's part of it (its PREPARED record, before its COMMIT) is in

@@ -53,7 +53,8 @@ import hashlib
 import os
 import sqlite3
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from ..protocol.config import ClusterConfig, ConfigError
 from ..protocol.events import Persist, Record, Truncate
@@ -214,24 +215,35 @@ class Storage:
         writes = [a for a in actions if isinstance(a, Persist | Truncate)]
         if not writes:
             return 0
+        with self._transaction("write to") as db:
+            rows: list[tuple] = []  # consecutive Persists go in one executemany
+            for a in writes:
+                if isinstance(a, Persist):
+                    rows.append((a.record.value, a.view, a.seq, a.tag, a.value))
+                    continue
+                if rows:
+                    db.executemany(_UPSERT, rows)
+                    rows = []
+                db.execute(
+                    "DELETE FROM records WHERE seq <= ? AND record IN (?, ?, ?)",
+                    (a.seq, *TRUNCATED),
+                )
+            if rows:
+                db.executemany(_UPSERT, rows)
+        self.transactions += 1
+        self.records_written += len(writes)
+        return len(writes)
+
+    @contextmanager
+    def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed if the block completes, rolled back if it
+        raises; SQLite and OS errors become a StorageError that says `cannot {what} the
+        data directory ...` (or that its disk is full)."""
         db = self._db
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
-                rows: list[tuple] = []  # consecutive Persists go in one executemany
-                for a in writes:
-                    if isinstance(a, Persist):
-                        rows.append((a.record.value, a.view, a.seq, a.tag, a.value))
-                        continue
-                    if rows:
-                        db.executemany(_UPSERT, rows)
-                        rows = []
-                    db.execute(
-                        "DELETE FROM records WHERE seq <= ? AND record IN (?, ?, ?)",
-                        (a.seq, *TRUNCATED),
-                    )
-                if rows:
-                    db.executemany(_UPSERT, rows)
+                yield db
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
@@ -239,13 +251,8 @@ class Storage:
                 raise
         except (sqlite3.Error, OSError) as exc:
             if is_disk_full(exc):
-                raise StorageError(
-                    f"the disk holding the data directory {self.path} is full"
-                ) from exc
-            raise StorageError(f"cannot write to the data directory {self.path}: {exc}") from exc
-        self.transactions += 1
-        self.records_written += len(writes)
-        return len(writes)
+                raise StorageError(f"the disk holding the data directory {self.path} is full") from exc
+            raise StorageError(f"cannot {what} the data directory {self.path}: {exc}") from exc
 
     def meta(self) -> dict[str, str]:
         return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
@@ -257,27 +264,17 @@ class Storage:
         duplicate, and below EVIDENCE_PER_CULPRIT for this culprit and kind). Raises
         StorageError if the write fails."""
         pair = evidence_pair_digest(first, second)
-        db = self._db
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                (count,) = db.execute(
-                    "SELECT COUNT(*) FROM evidence WHERE culprit = ? AND kind = ?", (culprit, kind)
-                ).fetchone()
-                cur = None
-                if count < EVIDENCE_PER_CULPRIT:
-                    cur = db.execute(
-                        "INSERT OR IGNORE INTO evidence (culprit, kind, pair, first, second, recorded)"
-                        " VALUES (?, ?, ?, ?, ?, ?)",
-                        (culprit, kind, pair, first, second, now),
-                    )
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-        except (sqlite3.Error, OSError) as exc:
-            raise StorageError(f"cannot store evidence in the data directory {self.path}: {exc}") from exc
+        cur = None
+        with self._transaction("store evidence in") as db:
+            (count,) = db.execute(
+                "SELECT COUNT(*) FROM evidence WHERE culprit = ? AND kind = ?", (culprit, kind)
+            ).fetchone()
+            if count < EVIDENCE_PER_CULPRIT:
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO evidence (culprit, kind, pair, first, second, recorded)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (culprit, kind, pair, first, second, now),
+                )
         return cur is not None and cur.rowcount == 1
 
     def evidence(self) -> list[tuple[int, str, bytes, bytes, float]]:

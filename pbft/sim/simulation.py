@@ -62,6 +62,7 @@ from ..protocol.events import (
     StateInstalled,
     Tick,
     Truncate,
+    replies_may_precede,
 )
 from ..protocol.messages import envelope_from_bytes, from_body, render
 from ..protocol.replica import Replica
@@ -102,9 +103,6 @@ Store = dict[tuple[str, int, int, str], Persist]
 as an SQLite upsert keeps the row)."""
 
 
-REPLY_INDEPENDENT = frozenset({Record.EXECUTED, Record.CHECKPOINT})
-"""Records a reply never waits for (ReplicaNode._hold_until_durable)."""
-
 Undo = list[tuple[tuple[str, int, int, str], Persist | None]]
 """(key, the record it held before, or None): enough to roll a store back."""
 
@@ -131,22 +129,6 @@ def roll_back(store: Store, undo: Undo) -> None:
         else:
             store[key] = old
     undo.clear()
-
-
-def replies_may_precede(actions: list) -> bool:
-    """The step wrote only reply-independent records and sent nothing but replies: the
-    runtime sends those replies before its commit, so its writes may be lost in a crash."""
-    wrote = False
-    for a in actions:
-        if isinstance(a, Persist):
-            if a.record not in REPLY_INDEPENDENT:
-                return False
-            wrote = True
-        elif isinstance(a, Truncate):
-            wrote = True
-        elif isinstance(a, Send | Broadcast):
-            return False
-    return wrote
 
 
 @dataclass(slots=True)
