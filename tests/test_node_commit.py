@@ -116,36 +116,30 @@ async def test_ticks_are_coalesced_and_counted(tmp_path):
     assert node.replica.ticks == 7 and node._ticks_owed == 0 and not node._tick_queued
 
 
-def test_replies_skip_only_their_own_executed_and_checkpoint_writes(tmp_path):
-    """A reply never waits for the EXECUTED record of its own step (it does not depend on
-    it), but it does wait for every earlier commit and for a PREPARED or VOTE record of
-    its own step (this replica's part of the certificate the reply rests on)."""
+def test_replies_wait_for_earlier_commits_but_not_their_own_executed_records(tmp_path):
+    """A group whose only writes are EXECUTED records (deferred) sends its replies as soon
+    as the commits before it are durable: those hold this replica's PREPARED records,
+    which the replies rest on; the EXECUTED records themselves are not waited for."""
     from pbft.protocol.events import Broadcast, Persist, Record, SendClient
 
     cfg = make_config()
     with Storage.open(str(tmp_path / "d"), cfg, 0) as inner:
-        storage = GatedStorage(inner)
-        node, sent = make_node(cfg, storage)
+        node, sent = make_node(cfg, GatedStorage(inner))
 
         def executed(seq):
-            return Persist(Record.EXECUTED, seq, 0, "", b"pp")
+            return Persist(Record.EXECUTED, seq, 0, "", b"")
 
-        # Nothing in flight: the reply goes at once, the EXECUTED record is pending.
-        node._hold_until_durable([executed(1)], [executed(1), SendClient("alice", b"r1"), Broadcast(b"c")])
-        assert sent == [(0, b"r1")] and node._pending == [executed(1)]
-        assert [need for need, _ in node._held] == [1]  # the rest of the step: commit 1
+        def group(actions):
+            node._hold_until_durable(node._writes_to_commit(actions, ticked=False), actions)
 
-        # A step with a PREPARED record: its reply waits for that commit.
+        group([executed(1), SendClient("alice", b"r1")])  # nothing in flight: at once
+        assert sent == [(0, b"r1")] and node._deferred == [executed(1)] and not node._held
         prepared = Persist(Record.PREPARED, 2, 0, "", b"cert")
-        node._hold_until_durable([prepared, executed(2)], [prepared, executed(2), SendClient("alice", b"r2")])
-        assert len(sent) == 1 and [need for need, _ in node._held] == [1, 1]
-        assert SendClient("alice", b"r2") in node._held[1][1]
-
-        # An EXECUTED-only step behind it: its reply waits for commit 1, not commit 2.
-        node._submitted = 1  # commit 1 (the writes above) is in flight
-        node._hold_until_durable([executed(3)], [executed(3), SendClient("bob", b"r3"), Broadcast(b"c")])
-        assert [need for need, _ in node._held] == [1, 1, 1, 2]
-        assert node._held[2][1] == [SendClient("bob", b"r3")]
+        group([prepared, Broadcast(b"commit 2")])  # commit 1 will hold it
+        assert node._pending == [executed(1), prepared] and [n for n, _ in node._held] == [1]
+        group([executed(2), SendClient("bob", b"r2")])  # behind commit 1, no commit of its own
+        assert len(sent) == 1 and [n for n, _ in node._held] == [1, 1]
+        assert node._pending == [executed(1), prepared] and node._deferred == [executed(2)]
 
 
 def test_executed_only_groups_ride_with_the_next_commit(tmp_path):

@@ -263,11 +263,6 @@ REPLY_INDEPENDENT = frozenset({Record.EXECUTED, Record.CHECKPOINT})
 persisted before their COMMITs, and losing one of these costs only a re-execution."""
 
 
-def reply_independent(writes: list[Persist | Truncate]) -> bool:
-    """Every write is a truncation or a REPLY_INDEPENDENT record."""
-    return all(type(w) is Truncate or w.record in REPLY_INDEPENDENT for w in writes)
-
-
 def replies_may_precede(actions: list[Action]) -> bool:
     """The step wrote something, only reply-independent records, and sends nothing but
     replies: a runtime may send those replies first and make the writes durable with a

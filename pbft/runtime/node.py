@@ -17,8 +17,9 @@ No send is ever performed before the commit that covers it, so a replica killed 
 point never contradicts what it sent. One exception, on purpose: EXECUTED and checkpoint
 records bind the replica to nothing it sends, so a group that wrote only those and sends
 only replies gets no commit of its own (its writes join the next one, at the latest on
-the next tick), and replies never wait for such records (`_writes_to_commit`,
-`_hold_until_durable`). With fsync "always" the commits are pipelined: one
+the next tick), so its replies never wait for such records (`_writes_to_commit`; the
+rule is `protocol.events.replies_may_precede`). With fsync "always" the commits are
+pipelined: one
 long-lived commit thread (`_CommitThread`) fsyncs one commit at a time and wakes the loop
 once per commit, while the stepping task goes on stepping; the writes of the batches
 stepped meanwhile go into the next commit, and each batch's actions wait, in step order,
@@ -80,7 +81,6 @@ from ..protocol.events import (
     ViewChangeStarted,
     ViewInstalled,
     replies_may_precede,
-    reply_independent,
 )
 from ..protocol.messages import Signer
 from ..protocol.replica import Replica
@@ -121,7 +121,6 @@ the disk; a disk that is slow is slow every time."""
 COMMIT_WINDOW = 15
 DEFERRED_LIMIT = 1024
 """Deferred writes at most before they get a commit of their own."""
-"""Records that replies sent in the same step never depend on (see _hold_until_durable)."""
 
 NOTE_EVENTS = (
     (re.compile(r"recovered: view (\d+), executed (\d+), stable (\d+)"), "recovered",
@@ -363,17 +362,9 @@ class ReplicaNode:
                 ticked = ticked or event is TICK
                 actions.extend(self._step(event))
             writes = self._writes_to_commit(actions, ticked)
-            if not writes:
-                if self._held:  # behind the batches in flight (a vote it resends is there)
-                    self._hold(self._held[-1][0], actions)
-                else:
-                    self.perform(actions)
-                continue
-            if not pipelined or (
-                self._commit_fast
-                and not self._committing
-                and not self._held
-                and not self._pending
+            if writes and (
+                not pipelined
+                or (self._commit_fast and not self._committing and not self._held and not self._pending)
             ):
                 if not self._make_durable(writes):
                     return
@@ -392,8 +383,10 @@ class ReplicaNode:
         A group that wrote only EXECUTED or checkpoint records (or truncated) and sends
         nothing but replies gets no commit of its own: its writes wait in `_deferred` and
         go with the next commit (the next group with other writes, or the next tick). Its
-        replies do not depend on them (see `_hold_until_durable`), and a crash that loses
-        them costs only a re-execution after recovery; the simulator models exactly that
+        replies do not depend on them (`protocol.events.REPLY_INDEPENDENT`); they still
+        wait for earlier commits, where this replica's PREPARED records are
+        (`_hold_until_durable`). A crash that loses them costs only a re-execution after
+        recovery; the simulator models exactly that
         loss (pbft.sim.simulation, `unsynced`). Under load this saves one fsync of the
         three a replica makes per batch."""
         writes = [a for a in actions if isinstance(a, Persist | Truncate)]
@@ -417,22 +410,18 @@ class ReplicaNode:
     def _hold_until_durable(self, writes: list[Action], actions: list[Action]) -> None:
         """Pipelined group commit (fsync "always"): this batch's writes join the next
         commit, and its actions wait, in order behind every earlier batch, until the
-        commit that covers them (and all before it) is durable. The stepping task goes on
-        stepping while the commit thread fsyncs."""
-        if any(type(a) is SendClient for a in actions) and reply_independent(writes):
-            # The replies need not wait for this batch's writes (EXECUTED or stable
-            # checkpoint records): what a reply relies on is the commit certificate, and
-            # this replica's part of it (its PREPARED record, before its COMMIT) is in
-            # an earlier commit. So they wait only for the batches before this one.
-            replies = [a for a in actions if type(a) is SendClient]
-            actions = [a for a in actions if type(a) is not SendClient]
-            if self._held:
-                self._hold(self._held[-1][0], replies)
-            else:
-                self.perform(replies)
-        self._pending.extend(writes)
-        self._commit_wanted.set()
-        self._hold(self._submitted + 1, actions)  # the commit the pending writes go into
+        commit that covers them (and all before it) is durable. A batch without writes
+        (or whose writes were deferred, `_writes_to_commit`) waits only for the batches
+        before it: a vote it resends, or the PREPARED record a reply rests on, is there.
+        The stepping task goes on stepping while the commit thread fsyncs."""
+        if writes:
+            self._pending.extend(writes)
+            self._commit_wanted.set()
+            self._hold(self._submitted + 1, actions)  # the commit the pending writes go into
+        elif self._held:
+            self._hold(self._held[-1][0], actions)
+        else:
+            self.perform(actions)  # nothing in flight is ahead of it
 
     async def _commit_loop(self) -> None:
         """Hand the pending writes to the commit thread, one commit at a time; once one is

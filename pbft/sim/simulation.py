@@ -17,10 +17,10 @@ store through `Replica.recover` (a durable restart, benign: the replica stays co
 the oracle judges its incarnations as one signer), or, with `amnesia = true` on the crash
 entry, from nothing (a faulty replica). A node persists before it sends, and the simulator
 performs a step's actions atomically, so there is no half-persisted step to lose, with one
-exception the runtime makes on purpose (ReplicaNode._hold_until_durable): replies leave
-before the commit of their own step when that step wrote only EXECUTED or CHECKPOINT
-records (or truncated) and sent nothing but replies; such writes even wait for a later
-commit (ReplicaNode._writes_to_commit). They stay in the instance's `unsynced` undo log
+exception the runtime makes on purpose (`protocol.events.replies_may_precede`,
+ReplicaNode._writes_to_commit): a step that wrote only EXECUTED or CHECKPOINT records (or
+truncated) and sent nothing but replies sends them at once and its writes wait for a
+later commit. They stay in the instance's `unsynced` undo log
 until a later step that commits (any step with writes not of that kind, or that also
 sends votes), and a crash rolls them back: the worst a power cut can do (the runtime
 also commits them on its next tick; the simulator does not count on that).
