@@ -41,8 +41,7 @@ from pbft.protocol.messages import (
     Prepare,
     PrePrepare,
     Request,
-    envelope_from_bytes,
-    from_body,
+    decode_envelope,
 )
 from pbft.protocol.replica import Replica
 from pbft.service.kv import KeyValueStore
@@ -164,9 +163,7 @@ def sign_checkpoint(signer: int, seq: int, digest: bytes) -> bytes:
     return seal_as(signer, Checkpoint(seq, digest))
 
 
-def decoded(data: bytes) -> tuple[Envelope, Message]:
-    env = envelope_from_bytes(data)
-    return env, from_body(env.body)
+decoded = decode_envelope
 
 
 def actions_of(actions: list[Action], cls: type) -> list:

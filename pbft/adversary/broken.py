@@ -19,7 +19,12 @@ from ..protocol import replica as _replica_module
 from ..protocol import viewchange as _viewchange_module
 from ..protocol.events import Committed
 from ..protocol.log import MessageLog, Slot
-from ..protocol.messages import PrePrepare, ViewChange, envelope_from_bytes, from_body
+from ..protocol.messages import (
+    PrePrepare,
+    ViewChange,
+    decode_envelope,
+    from_body,
+)
 from ..protocol.replica import Replica
 from ..protocol.viewchange import InvalidCertificate, PreparedCert, check_view_change, plan_new_view
 
@@ -217,8 +222,7 @@ class NewViewNotRecomputed(Replica):
         checked = []
         try:
             for raw in nv.view_changes:
-                env = envelope_from_bytes(raw)
-                vc = from_body(env.body)
+                env, vc = decode_envelope(raw)
                 if not isinstance(vc, ViewChange) or not self.verifier.verify(env):
                     return honest
                 checked.append(check_view_change(self.config, self.verifier, env.signer, vc, raw))  # type: ignore[arg-type]
@@ -230,8 +234,7 @@ class NewViewNotRecomputed(Replica):
         pre_prepares = []
         for raw in nv.pre_prepares:
             try:
-                env = envelope_from_bytes(raw)
-                pp = from_body(env.body)
+                env, pp = decode_envelope(raw)
             except codec.CodecError:
                 continue
             if (

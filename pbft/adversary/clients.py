@@ -18,8 +18,8 @@ from ..protocol.client import ClientCore
 from ..protocol.config import ClusterConfig
 from ..protocol.crypto import KeyPair, seal
 from ..protocol.events import Action, Event, Send, Tick
-from ..protocol.messages import MAX_OPERATION, MAX_U64, Envelope, Request
-from .wire import Params, open_envelope
+from ..protocol.messages import MAX_OPERATION, MAX_U64, Envelope, Request, open_envelope
+from .wire import Params
 
 
 class ClientBehaviour:

@@ -29,9 +29,10 @@ from ..protocol.messages import (
     Prepare,
     PrePrepare,
     Request,
+    open_envelope,
     to_body,
 )
-from .wire import OutgoingLie, Plan, ReplicaBehaviour, open_envelope, random_digest
+from .wire import OutgoingLie, Plan, ReplicaBehaviour, random_digest
 
 
 def decode_batch(batch: tuple[bytes, ...]) -> tuple[tuple[Request, bytes], ...] | None:

@@ -44,10 +44,11 @@ from ..protocol.messages import (
     ViewChange,
     envelope_from_bytes,
     from_body,
+    open_envelope,
 )
 from ..protocol.statetransfer import chunk_proof, split
 from ..service.kv import KeyValueStore
-from .wire import ReplicaBehaviour, open_envelope, random_digest
+from .wire import ReplicaBehaviour, random_digest
 
 MEMO = 16
 """Lies remembered (per view or per chunk) so that retransmissions repeat them."""

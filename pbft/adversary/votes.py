@@ -15,8 +15,8 @@ from collections import OrderedDict
 
 from ..protocol.crypto import seal
 from ..protocol.events import Action, Broadcast, Event, Received, Send
-from ..protocol.messages import Checkpoint, Commit, Message, Prepare, PrePrepare
-from .wire import OutgoingLie, Plan, ReplicaBehaviour, open_envelope, random_digest
+from ..protocol.messages import Checkpoint, Commit, Message, Prepare, PrePrepare, open_envelope
+from .wire import OutgoingLie, Plan, ReplicaBehaviour, random_digest
 
 _PHASES = {"prepare": Prepare, "commit": Commit}
 

@@ -18,7 +18,6 @@ import random
 from collections import deque
 from typing import Any, ClassVar
 
-from ..protocol import codec
 from ..protocol.crypto import seal
 from ..protocol.events import Action, Broadcast, Event, Received, Send, SendClient, Tick
 from ..protocol.messages import (
@@ -30,7 +29,7 @@ from ..protocol.messages import (
     Prepare,
     PrePrepare,
     envelope_from_bytes,
-    from_body,
+    open_envelope,
 )
 from .base import Behaviour
 
@@ -39,15 +38,6 @@ _SCENARIO_KEYS = frozenset({"replica", "client", "behaviour"})
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-def open_envelope(data: bytes) -> tuple[Envelope, Message] | None:
-    """Decode envelope bytes and their message, or None if they are not well formed."""
-    try:
-        env = envelope_from_bytes(data)
-        return env, from_body(env.body)
-    except codec.CodecError:
-        return None
 
 
 def recipients(action: Action, n: int, me: int) -> list[int]:

@@ -27,7 +27,7 @@ from . import codec
 from .config import ClusterConfig
 from .crypto import KeyPair, seal
 from .events import Action, Completed, Event, Reason, Received, Rejected, Send, Tick
-from .messages import Reply, Request, envelope_from_bytes, from_body
+from .messages import Reply, Request, decode_envelope
 
 
 class ClientBusy(RuntimeError):
@@ -117,8 +117,7 @@ class ClientCore:
 
     def _on_reply(self, peer, data: bytes) -> list[Action]:
         try:
-            env = envelope_from_bytes(data)
-            msg = from_body(env.body)
+            env, msg = decode_envelope(data)
         except codec.CodecError as exc:
             return self._reject(peer, Reason.MALFORMED, str(exc))
         if not isinstance(msg, Reply):

@@ -330,6 +330,21 @@ def envelope_from_bytes(data: bytes) -> Envelope:
     return Envelope(body, signer, signature)
 
 
+def decode_envelope(data: bytes) -> tuple[Envelope, Message]:
+    """Strictly decode a signed envelope and the message it carries (the signature is not
+    checked here); CodecError if either is malformed."""
+    env = envelope_from_bytes(data)
+    return env, from_body(env.body)
+
+
+def open_envelope(data: bytes) -> tuple[Envelope, Message] | None:
+    """`decode_envelope`, or None if the bytes are not well formed."""
+    try:
+        return decode_envelope(data)
+    except codec.CodecError:
+        return None
+
+
 def render(msg: Message) -> str:
     """One short human-readable line per message, for logs and traces (STYLE.md 11)."""
     match msg:

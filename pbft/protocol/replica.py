@@ -94,6 +94,7 @@ from .messages import (
     StateChunk,
     Status,
     ViewChange,
+    decode_envelope,
     envelope_from_bytes,
     from_body,
     render,
@@ -318,8 +319,7 @@ class Replica:
             env, msg = decoded
         else:
             try:
-                env = envelope_from_bytes(data)
-                msg = from_body(env.body)
+                env, msg = decode_envelope(data)
             except codec.CodecError as exc:
                 return f"malformed request: {exc}"
         if not isinstance(msg, Request):
@@ -356,8 +356,7 @@ class Replica:
             self._reject(peer, Reason.MALFORMED, f"{len(data)}-byte message exceeds the frame limit")
             return
         try:
-            env = envelope_from_bytes(data)
-            msg: Message = from_body(env.body)
+            env, msg = decode_envelope(data)
         except codec.CodecError as exc:
             self._reject(peer, Reason.MALFORMED, str(exc))
             return
@@ -1034,8 +1033,7 @@ class Replica:
         checked: list[CheckedViewChange] = []
         for raw in nv.view_changes:
             try:
-                env = envelope_from_bytes(raw)
-                vc = from_body(env.body)
+                env, vc = decode_envelope(raw)
             except codec.CodecError as exc:
                 return f"malformed view-change: {exc}"
             if not isinstance(vc, ViewChange) or vc.new_view != nv.view:
@@ -1059,8 +1057,7 @@ class Replica:
         pre_prepares = []
         for raw, (seq, d, batch) in zip(nv.pre_prepares, plan.slots, strict=True):
             try:
-                env = envelope_from_bytes(raw)
-                pp = from_body(env.body)
+                env, pp = decode_envelope(raw)
             except codec.CodecError as exc:
                 return f"malformed pre-prepare: {exc}"
             if not isinstance(pp, PrePrepare) or env.signer != primary or pp.view != nv.view:
@@ -1289,8 +1286,7 @@ class Replica:
         for r in by_kind.get(Record.VOTE, []):
             if r.tag == ACCEPTED:
                 continue
-            env = envelope_from_bytes(r.value)
-            msg = from_body(env.body)
+            env, msg = decode_envelope(r.value)
             self.safety.signed[vote_slot(msg)] = (msg.digest, env)  # type: ignore[arg-type]
         pre_prepares: dict[tuple[int, int], bytes] = {}
         for r in sorted(by_kind.get(Record.PREPARED, []), key=lambda r: (r.seq, r.view)):

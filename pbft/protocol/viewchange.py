@@ -24,8 +24,7 @@ from .messages import (
     Prepare,
     PrePrepare,
     ViewChange,
-    envelope_from_bytes,
-    from_body,
+    decode_envelope,
 )
 
 
@@ -52,8 +51,7 @@ class CheckedViewChange:
 
 def _open(data: bytes, verifier: Verifier) -> tuple[Envelope, object]:
     try:
-        env = envelope_from_bytes(data)
-        msg = from_body(env.body)
+        env, msg = decode_envelope(data)
     except codec.CodecError as exc:
         raise InvalidCertificate(f"malformed message in certificate: {exc}") from None
     if type(env.signer) is not int:

@@ -46,8 +46,7 @@ from ..protocol.messages import (
     MAX_U64,
     QueryStatus,
     Status,
-    envelope_from_bytes,
-    from_body,
+    decode_envelope,
 )
 from ..service.kv import decode_result, op_delete, op_get, op_put
 from .transport import Transport
@@ -176,8 +175,7 @@ class Client:
     def _on_status(self, peer, data: bytes) -> bool:
         """Handle a STATUS envelope; False if `data` is not one (give it to the core)."""
         try:
-            env = envelope_from_bytes(data)
-            msg = from_body(env.body)
+            env, msg = decode_envelope(data)
         except codec.CodecError:
             return False
         if not isinstance(msg, Status):

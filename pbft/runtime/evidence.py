@@ -35,8 +35,7 @@ from ..protocol.messages import (
     Message,
     Prepare,
     PrePrepare,
-    envelope_from_bytes,
-    from_body,
+    decode_envelope,
 )
 from .storage import DB_FILE, evidence_pair_digest, read_evidence
 
@@ -181,8 +180,7 @@ def verify_evidence(config: ClusterConfig, record: dict) -> Verdict:
         if data is None:
             return Verdict(False, None, f"'{field}' is not base64")
         try:
-            env = envelope_from_bytes(data)
-            msg = from_body(env.body)
+            env, msg = decode_envelope(data)
         except Exception as exc:  # strict decoding rejects with its own error types
             return Verdict(False, None, f"'{field}' is not a signed pbft message ({exc})")
         envs.append((env, msg))

@@ -56,6 +56,7 @@ from ..protocol.messages import (
     NewView,
     Prepare,
     PrePrepare,
+    decode_envelope,
     envelope_from_bytes,
     from_body,
 )
@@ -131,8 +132,7 @@ class Oracle:
         """An envelope a replica sent. NEW-VIEWs are noted from anyone (they license null
         requests); votes are checked for equivocation only for correct replicas (`who`)."""
         try:
-            env = envelope_from_bytes(data)
-            msg = from_body(env.body)
+            env, msg = decode_envelope(data)
         except codec.CodecError:
             return
         match msg:
@@ -376,8 +376,7 @@ class Oracle:
         signers: set[int] = set()
         for data in proof:
             try:
-                env = envelope_from_bytes(data)
-                msg = from_body(env.body)
+                env, msg = decode_envelope(data)
             except codec.CodecError:
                 continue
             if (
