@@ -600,6 +600,23 @@ def test_2f_plus_1_matching_checkpoints_make_it_stable(backup):
     assert broadcast_messages(actions) == [Prepare(0, 12, d12)]
 
 
+def test_status_behind_our_stable_checkpoint_gets_its_proof(backup):
+    """A peer that executed up to our stable checkpoint but lost the CHECKPOINTs that make
+    it stable (its STATUS says stable=0, executed=4) is sent the 2f+1 of the proof: the
+    votes are never broadcast again, and without them it cannot truncate its log."""
+    execute_up_to(backup, 4)
+    d = backup.own_checkpoints[4][0]
+    feed(backup, 2, sign_checkpoint(2, 4, d))
+    feed(backup, 3, sign_checkpoint(3, 4, d))
+    assert backup.stable_seq == 4
+    actions = feed(backup, 2, seal_as(2, Status(0, 4, 0, 4)))
+    sent = [(a.to, decoded(a.data)[1]) for a in actions if isinstance(a, Send)]
+    assert sorted((to, m) for to, m in sent if isinstance(m, Checkpoint)) == [(2, Checkpoint(4, d))] * 3
+    # A peer as far as we are gets nothing.
+    actions = feed(backup, 3, seal_as(3, Status(0, 4, 4, 0)))
+    assert not [a for a in actions if isinstance(a, Send) and isinstance(decoded(a.data)[1], Checkpoint)]
+
+
 def test_f_plus_1_or_mismatching_checkpoints_are_not_stable(backup):
     execute_up_to(backup, 4)
     d = backup.own_checkpoints[4][0]

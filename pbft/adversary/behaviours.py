@@ -8,7 +8,8 @@ maps a client behaviour's name to its class, constructed as
 `ValueError` with one sentence when the behaviour is built.
 
 View-change and state-transfer attacks (`fake-prepared-cert`, `drop-cert`,
-`bad-new-view`, `view-change-storm`, `lying-state-transfer`) are in viewchange_attacks.py.
+`bad-new-view`, `view-change-storm`, `lying-state-transfer`) are in viewchange_attacks.py;
+`wrong-reply` (lying to clients, or withholding replies) is in replies.py.
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ from __future__ import annotations
 from .base import Behaviour, ByzantineReplica
 from .clients import CLIENTS, ByzantineClient, ClientBehaviour
 from .primary import PRIMARY
+from .replies import REPLIES
 from .viewchange_attacks import VIEWCHANGE_ATTACKS
 from .votes import VOTES
 from .wire import BadSignature, Flood, FutureFlood, Replay, SelectiveSend
 
 WIRE = (BadSignature, FutureFlood, SelectiveSend, Flood, Replay)
 
-REGISTRY: dict[str, type[Behaviour]] = {cls.name: cls for cls in (*PRIMARY, *VOTES, *WIRE, *VIEWCHANGE_ATTACKS)}
+REGISTRY: dict[str, type[Behaviour]] = {
+    cls.name: cls for cls in (*PRIMARY, *VOTES, *WIRE, *VIEWCHANGE_ATTACKS, *REPLIES)
+}
 CLIENT_REGISTRY: dict[str, type[ClientBehaviour]] = {cls.name: cls for cls in CLIENTS}
 
 __all__ = [

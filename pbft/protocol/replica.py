@@ -182,6 +182,9 @@ class Replica:
         self._nudged = -1  # tick of the last reminder about unordered requests
         # Read-only requests waiting for our prepared slots to execute (one per client).
         self.deferred_reads: dict[str, Request] = {}
+        # The primary's record of requests a client sent it twice (client -> t): those
+        # get this replica's reply even when the client did not name it (_replies_to).
+        self.asked_again: dict[str, int] = {}
         # View change state.
         self.view_active = True
         self.view_changes: dict[int, CheckedViewChange] = {}  # latest valid one per replica
@@ -416,7 +419,10 @@ class Replica:
                 self._reject(peer, Reason.STALE, f"{req.client} t={req.timestamp}")
             return
         if self.is_primary and self.view_active:
-            self._enqueue(req, data)
+            if not self._enqueue(req, data):
+                # Already queued or ordered: the client sent it again, i.e. to every
+                # replica, and now wants every replica's reply (Request.repliers).
+                self.asked_again[req.client] = req.timestamp
             return
         # Section 4.1/4.4: a backup relays the request to the primary and waits for it to
         # execute; its view-change timer runs from the first time it saw it.
@@ -455,14 +461,17 @@ class Replica:
             self._reply(client, req.timestamp, result)
         self.deferred_reads.clear()
 
-    def _enqueue(self, req: Request, data: bytes) -> None:
+    def _enqueue(self, req: Request, data: bytes) -> bool:
+        """Queue `req` for the next batch; False if it (or a newer one) is already queued
+        or ordered."""
         queued = self.pending.get(req.client)
         if queued is not None and queued[0].timestamp >= req.timestamp:
-            return
+            return False
         if self._in_flight(req):
-            return
+            return False
         self.pending[req.client] = (req, data)
         self.pending.move_to_end(req.client)
+        return True
 
     def on_query_status(self, peer: Signer | None, env: Envelope) -> None:
         """Answer a client's status query with a signed `Status` (for `pbft status`)."""
@@ -742,6 +751,26 @@ class Replica:
             self._execute(slot)
         self._answer_reads()
 
+    def _replies_to(self, req: Request, batch_size: int) -> bool:
+        """Whether this replica replies as `req` executes. Section 4.1 has every replica
+        reply; a client needs only f+1 matching replies, so one under load names f+1
+        repliers (Request.repliers) and the others stay quiet: n-f-1 fewer replies to
+        send and to read per request. Everyone still replies
+        - when the batch holds this one request: the cluster is idle, replies cost
+          nothing, and the client takes the fastest f+1 instead of waiting for two
+          particular replicas;
+        - when the client sent the request again: a retransmission goes to every replica
+          (a backup holds it in `waiting`; the primary notes it in `asked_again`), and
+          a named replica that stayed silent is what the client is working around.
+        A retransmission of an executed request is always answered from the reply cache
+        (on_request)."""
+        if not req.repliers or self.id in req.repliers or batch_size == 1:
+            return True
+        heard = self.waiting.get(req.client)
+        if heard is not None and heard[0] == req.timestamp:
+            return True
+        return self.asked_again.pop(req.client, None) == req.timestamp
+
     def _execute(self, slot: Slot) -> None:
         assert slot.pre_prepare is not None and slot.seq == self.last_executed + 1
         # Which slots were executed, so a restart replays them (DESIGN.md section 8). The
@@ -763,7 +792,8 @@ class Replica:
                 continue
             result = self.service.execute(req.operation, req.client)
             self.clients[req.client] = ClientRecord(req.timestamp, result)
-            self._reply(req.client, req.timestamp, result)
+            if self._replies_to(req, len(slot.requests)):
+                self._reply(req.client, req.timestamp, result)
             done.append(ExecutedRequest(req.client, req.timestamp, req.operation, result, True))
             known = self.waiting.get(req.client)
             if known is not None and known[0] <= req.timestamp:
@@ -1132,7 +1162,10 @@ class Replica:
         if not self._verify(peer, env):
             return
         to: int = env.signer  # type: ignore[assignment]
-        if st.last_executed < self.log.low and self.stable_proof:
+        # Behind our stable checkpoint, in execution or only in collecting its 2f+1
+        # CHECKPOINTs (lost ones are never resent otherwise, and without the proof it
+        # cannot truncate its log, section 4.3): send the proof.
+        if st.stable_seq < self.log.low and self.stable_proof:
             for data in self.stable_proof:
                 self._out.append(Send(to, data))
         if st.view < self.view and self.view_active and self.new_view_data:
