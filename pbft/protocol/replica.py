@@ -115,6 +115,11 @@ ACCEPTED = "accepted-pre-prepare"
 CATCH_UP_SLOTS = 16
 """Committed slots resent per STATUS to a peer that lags inside our log."""
 
+RETURNING_LEFT = 8
+"""With nothing in flight, the primary proposes once at most 1/RETURNING_LEFT of the
+clients of the batch it executed last have yet to send their next request (or a tick has
+passed): one faulty client that never comes back delays nobody (_expect_returns)."""
+
 EVIDENCE_MEMORY = 4096
 """Evidence pairs remembered to report each once; forgetting only means repeating one."""
 
@@ -182,6 +187,10 @@ class Replica:
         self._nudged = -1  # tick of the last reminder about unordered requests
         # Read-only requests waiting for our prepared slots to execute (one per client).
         self.deferred_reads: dict[str, Request] = {}
+        # Clients of the batch the primary executed last that have not sent their next
+        # request yet, and that batch's size (_expect_returns).
+        self._returning: set[str] = set()
+        self._returning_of = 0
         # The primary's record of requests a client sent it twice (client -> t): those
         # get this replica's reply even when the client did not name it (_replies_to).
         self.asked_again: dict[str, int] = {}
@@ -408,6 +417,7 @@ class Replica:
             self._reject(peer, Reason.BAD_REQUEST, checked)
             return
         req = checked
+        self._returning.discard(req.client)
         if req.read_only:
             self.on_read_only(peer, req)
             return
@@ -505,9 +515,24 @@ class Replica:
             return False
         in_flight = self.next_seq - 1 - self.last_executed
         if in_flight == 0:
-            return True
+            return len(self._returning) * RETURNING_LEFT <= self._returning_of
         worthwhile = max(1, self.config.batch_max // 8)
         return in_flight < self.config.pipeline and len(self.pending) >= worthwhile
+
+    def _expect_returns(self, slot: Slot) -> None:
+        """The primary has just executed `slot`: its clients, one request outstanding
+        each (section 4.1), send their next one as their replies arrive. Under a closed
+        loop the clients otherwise settle into two groups whose batches alternate (one
+        executes while the other waits), so batches hold half of them; waiting for all but
+        1/RETURNING_LEFT of the group that just executed merges the groups and halves the
+        per-batch work per request. The wait ends at the next tick, and is not made for
+        a batch of one (an idle cluster, or a lone client: no latency is added there)."""
+        clients = {req.client for req, _ in slot.requests}
+        if len(clients) < 2:
+            self._returning, self._returning_of = set(), 0
+            return
+        self._returning = clients - self.pending.keys()
+        self._returning_of = len(clients)
 
     def _maybe_propose(self) -> None:
         cfg = self.config
@@ -801,6 +826,8 @@ class Replica:
             self._vc_attempts = 0  # progress in this view (4.5.2)
         self.last_executed = slot.seq
         self._last_progress = self.ticks
+        if self.is_primary:
+            self._expect_returns(slot)
         self._out.append(Executed(slot.view, slot.seq, slot.pre_prepare.digest, tuple(done)))
         if slot.seq % self.config.checkpoint_interval == 0:
             self._take_checkpoint(slot.seq)
@@ -912,6 +939,7 @@ class Replica:
         for client, (req, data) in self.pending.items():
             self.waiting.setdefault(client, (req.timestamp, data, self.ticks))
         self.pending.clear()
+        self._returning.clear()
         self.view = new_view
         self.view_active = False
         self.view_changes_started += 1
@@ -1392,6 +1420,7 @@ class Replica:
 
     def _on_tick(self) -> None:
         self.ticks += 1
+        self._returning.clear()  # waited long enough: propose what is there
         self._maybe_timeout()
         if self.ticks - self._last_progress < self._retransmit_ticks:
             return
