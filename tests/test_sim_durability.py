@@ -5,11 +5,12 @@ across incarnations, and a restart from nothing (amnesia) is a faulty replica.""
 from __future__ import annotations
 
 import pytest
+from conftest import make_config, make_replica
 from test_sim_oracle import CFG, D1, D2, KEYS
 
 from pbft.cli import UsageError
 from pbft.protocol.crypto import seal
-from pbft.protocol.events import Broadcast, Persist, Record, Truncate
+from pbft.protocol.events import Broadcast, Persist, Received, Record, Tick, Truncate
 from pbft.protocol.messages import Commit
 from pbft.sim.oracle import Oracle
 from pbft.sim.scenario import NetworkFault, Scenario, parse_scenario, to_toml
@@ -176,3 +177,32 @@ def test_all_replicas_crashing_with_unsynced_executions_lose_no_acknowledged_wri
     r = run_scenario(s)
     assert r.passed, r.violations
     assert r.requests_completed == r.requests_total
+
+
+def test_a_replica_restarted_while_awaiting_a_new_view_runs_its_new_view_timer_again():
+    """2f+1 VIEW-CHANGEs for view 1 started replica 2's new-view timer (4.5.2); it crashes.
+    Those VIEW-CHANGEs are not persisted, and peers that moved on to view 2 never resend
+    them, so the restarted replica must time view 1 out again on its own (fuzz seed
+    70238, tests/scenarios/fuzz-70238-restart-awaiting-new-view.toml). A replica that was
+    in view 1 alone gets no timer: it must not race ahead of the others."""
+    cfg = make_config()
+    reps = {i: make_replica(cfg, i) for i in (1, 2, 3)}
+    records: dict[int, list] = {i: [] for i in reps}
+    vcs = {}
+    for i, rep in reps.items():
+        rep._out = []
+        rep._start_view_change(1)
+        out, rep._out = rep._out, []
+        records[i] += [a for a in out if isinstance(a, Persist)]
+        vcs[i] = next(a.data for a in out if isinstance(a, Broadcast))
+    for i in (1, 3):
+        records[2] += [a for a in reps[2].step(Received(i, vcs[i])) if isinstance(a, Persist)]
+    assert reps[2]._nv_deadline is not None and reps[3]._nv_deadline is None
+    for i, expect_timer in ((2, True), (3, False)):
+        again = make_replica(cfg, i)
+        again.recover(records[i])
+        assert again.view == 1 and not again.view_active
+        assert (again._nv_deadline is not None) == expect_timer
+        for _ in range(10 * cfg.view_change_timeout_ms // cfg.tick_ms):
+            again.step(Tick())
+        assert again.view == (2 if expect_timer else 1)

@@ -112,6 +112,10 @@ from .viewchange import (
 ACCEPTED = "accepted-pre-prepare"
 """Tag of the VOTE record holding the primary's pre-prepare a backup answered."""
 
+QUORUM_TAG = "new-view-timer"
+"""Tag of the VIEW record naming the view whose new-view timer had started (2f+1 were in
+it); the untagged VIEW record holds the view itself."""
+
 CATCH_UP_SLOTS = 16
 """Committed slots resent per STATUS to a peer that lags inside our log."""
 
@@ -1035,6 +1039,10 @@ class Replica:
             # it, so a replica does not race ahead alone.
             shift = min(self._vc_attempts, MAX_BACKOFF_SHIFT)
             self._nv_deadline = self.ticks + (self._vc_timeout_ticks << shift)
+            # Remembered across a restart: the VIEW-CHANGEs that started it are not
+            # persisted, and peers that have moved on to a later view never resend them,
+            # so a restarted replica could otherwise wait in this view for ever.
+            self._out.append(Persist(Record.VIEW, 0, 0, QUORUM_TAG, codec.encode(self.view)))
         if self.is_primary and self.id in {c.signer for c in votes}:
             self._send_new_view(votes)
 
@@ -1374,9 +1382,14 @@ class Replica:
                     requests.append((req, req_data))
             slot = Slot(r.seq, r.view, pp, pp_data, tuple(requests), committed=True)
             self._execute(slot)
-        for r in by_kind.get(Record.VIEW, [])[-1:]:
+        views = by_kind.get(Record.VIEW, [])
+        for r in [r for r in views if r.tag != QUORUM_TAG][-1:]:
             view, active, vc_data = codec.decode(r.value)  # type: ignore[misc]
             self.view, self.view_active = view, active
+            quorum = [codec.decode(q.value) for q in views if q.tag == QUORUM_TAG][-1:]
+            if not active and quorum == [view]:
+                # 2f+1 were in this view before the restart: its new-view timer runs again.
+                self._nv_deadline = self.ticks + self._vc_timeout_ticks
             if not active and vc_data:
                 vc = from_body(envelope_from_bytes(vc_data).body)
                 assert isinstance(vc, ViewChange)

@@ -67,7 +67,7 @@ FSYNC_POLICIES = {"always": "FULL", "batch": "NORMAL", "off": "OFF"}
 """`[storage] fsync` value -> SQLite `PRAGMA synchronous` (see the module docstring)."""
 DEFAULT_FSYNC = "always"
 TRUNCATED = (Record.VOTE.value, Record.PREPARED.value, Record.EXECUTED.value)
-"""Record kinds a `Truncate` may delete; CHECKPOINT and VIEW are singletons."""
+"""Record kinds a `Truncate` may delete; CHECKPOINT and VIEW records are one per tag."""
 BUSY_TIMEOUT_MS = 5000
 EVIDENCE_PER_CULPRIT = 256
 """Evidence records kept per (culprit, kind); one pair already proves the fault, more
