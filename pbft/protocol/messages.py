@@ -256,10 +256,12 @@ def _repliers(v: object) -> tuple[int, ...]:
     # Strictly increasing: one encoding per set. Empty is encoded by omission (see Request).
     if type(v) is not list or not 0 < len(v) <= MAX_REPLIERS:
         raise SchemaError(f"expected a list of 1 to {MAX_REPLIERS} replica ids")
-    ids = tuple(_u64(r) for r in v)
-    if any(a >= b for a, b in zip(ids, ids[1:], strict=False)):
-        raise SchemaError("replier ids must be strictly increasing")
-    return ids
+    last = -1
+    for r in v:  # every request carries this list: a plain loop, no generators
+        if type(r) is not int or not last < r <= MAX_U64:
+            raise SchemaError("replier ids must be strictly increasing replica ids")
+        last = r
+    return tuple(v)
 
 
 def _list_of(item, limit: int):
