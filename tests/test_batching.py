@@ -8,6 +8,8 @@ alternate, and batches hold C/2 requests on average; with it, nearly all C.
 
 from __future__ import annotations
 
+import statistics
+
 from conftest import Router, decoded, make_config
 
 from pbft.protocol.events import Broadcast, Completed, Tick
@@ -43,5 +45,5 @@ def test_closed_loop_batches_hold_nearly_every_client():
         for r, rep in enumerate(net.replicas):  # quiet: time passes
             net.perform(r, rep.step(Tick()))
     assert len(net.completed) == len(clients) * rounds
-    steady = sizes[4:]
-    assert sum(steady) / len(steady) >= 0.8 * len(clients), sizes
+    # The median: the first batches and the last ones (clients finishing) are smaller.
+    assert statistics.median(sizes) >= 0.8 * len(clients), sizes

@@ -36,7 +36,7 @@ def test_submit_sends_a_signed_request_to_the_primary(alice):
     [send] = alice.submit(op_put(b"k", b"v"))
     assert isinstance(send, Send) and send.to == 0
     env, msg = decoded(send.data)
-    assert env.signer == "alice" and msg == Request(op_put(b"k", b"v"), 1, "alice", False, (1, 2))
+    assert env.signer == "alice" and msg == Request(op_put(b"k", b"v"), 1, "alice", False)
 
 
 def test_timestamps_increase(alice):
@@ -115,7 +115,7 @@ def test_read_only_falls_back_to_ordered_path_when_replies_disagree(alice):
     [send] = deliver(alice, 3, reply(3, 1, b"b"))
     assert send.to == 0
     msg = decoded(send.data)[1]
-    assert msg == Request(op_get(b"k"), 2, "alice", False, (2, 3))  # fresh timestamp, ordered
+    assert msg == Request(op_get(b"k"), 2, "alice", False)  # fresh timestamp, ordered
 
 
 def test_read_only_falls_back_on_timeout(alice):

@@ -940,3 +940,52 @@ def test_one_client_that_does_not_come_back_delays_nobody():
     # 7 of 8 back (c7 never comes): at most 1/8 missing, proposed without a tick.
     [pp3] = proposed(feed(primary, "c6", put("c6", 2)))
     assert len(pp3.batch) == 7
+
+
+def hold_for_dave(primary) -> PrePrepare:
+    """Executes dave's batch, then alice and bob's with carol waiting: the primary now
+    waits for alice and bob. Returns nothing proposed yet; the caller decides what ends it."""
+    feed(primary, "dave", put("dave", 1))
+    feed(primary, "alice", put("alice", 1))
+    [pp2] = proposed(feed(primary, "bob", put("bob", 1)))
+    drive_to_execution(primary, 1, primary.log.get(1).digest)
+    drive_to_execution(primary, 2, pp2.digest)
+    assert proposed(feed(primary, "carol", put("carol", 1))) == []
+    return pp2
+
+
+def test_a_wait_that_a_tick_ended_pauses_waiting():
+    """Clients that do not come straight back (think time, or a faulty client holding
+    back) cost at most one tick per HOLD_PAUSE batches, not one tick per batch."""
+    primary = make_replica(make_config(clients=CLIENTS4, pipeline=4, batch_max=16), 0)
+    hold_for_dave(primary)
+    [pp3] = proposed(primary.step(Tick()))  # alice and bob did not come back in time
+    assert [decoded(r)[1].client for r in pp3.batch] == ["carol"]
+    feed(primary, "alice", put("alice", 2))
+    [pp4] = proposed(feed(primary, "bob", put("bob", 2)))  # worthwhile: 2 waiting
+    drive_to_execution(primary, 3, pp3.digest)
+    feed(primary, "dave", put("dave", 2))
+    # alice and bob's batch executes: no waiting for them this time, dave goes at once.
+    [pp5] = proposed(drive_to_execution(primary, 4, pp4.digest))
+    assert [decoded(r)[1].client for r in pp5.batch] == ["dave"]
+
+
+def test_a_full_batch_ends_the_wait():
+    primary = make_replica(make_config(clients=CLIENTS4, pipeline=1, batch_max=2), 0)
+    feed(primary, "dave", put("dave", 1))  # seq 1, alone
+    feed(primary, "alice", put("alice", 1))
+    feed(primary, "bob", put("bob", 1))
+    [pp2] = proposed(drive_to_execution(primary, 1, primary.log.get(1).digest))
+    feed(primary, "carol", put("carol", 1))
+    feed(primary, "dave", put("dave", 2))
+    # alice and bob are not back, but two requests fill a batch: no reason to wait.
+    [pp3] = proposed(drive_to_execution(primary, 2, pp2.digest))
+    assert sorted(decoded(r)[1].client for r in pp3.batch) == ["carol", "dave"]
+
+
+def test_a_view_change_forgets_the_wait():
+    primary = make_replica(make_config(clients=CLIENTS4, pipeline=4, batch_max=16), 0)
+    hold_for_dave(primary)
+    assert primary._returning == {"alice", "bob"}
+    primary._start_view_change(1)
+    assert primary._returning == set()

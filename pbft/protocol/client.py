@@ -17,16 +17,6 @@ because a replica answers a read only once it has executed every slot it has pre
 (see Replica.on_read_only). `strong_writes=True` makes writes wait for 2f+1 replies as
 well, for callers that want a write acknowledged by a quorum of executions. Replies are not
 signed: the channel they arrive on says which replica sent them (`Received.peer`).
-
-A write names the replicas it wants replies from (`Request.repliers`): as many as it
-needs, rotating with the timestamp so every replica sends its share, and only replicas
-that have not let it down lately. The others reply only if the request comes again
-(or when the cluster is idle, see Replica._replies_to). A named replica that has not
-replied when the timer fires while another has (the request did execute), or whose
-reply disagrees with the accepted result, is not named for the next SUSPECT_REQUESTS
-requests; the retransmission to every replica completes the request meanwhile. So a
-silent or lying replica costs a client one retransmission timeout per SUSPECT_REQUESTS
-requests, and a correct cluster n-f-1 fewer replies per request.
 """
 
 from __future__ import annotations
@@ -50,7 +40,6 @@ class Outstanding:
     operation: bytes
     read_only: bool
     data: bytes
-    repliers: tuple[int, ...] = ()
     replies: dict[int, bytes] = field(default_factory=dict)
     views: dict[int, int] = field(default_factory=dict)
     waited: int = 0
@@ -61,8 +50,6 @@ class Outstanding:
 class ClientCore:
     MAX_BACKOFF = 8
     """Cap on the retransmission timeout, as a multiple of the first."""
-    SUSPECT_REQUESTS = 256
-    """How many requests a replica that failed to reply is left out of `repliers`."""
 
     def __init__(
         self,
@@ -72,7 +59,6 @@ class ClientCore:
         start_timestamp: int = 0,
         retransmit_ticks: int | None = None,
         strong_writes: bool = False,
-        all_replies: bool = False,
     ) -> None:
         self.config = config
         self.id = client_id
@@ -88,38 +74,19 @@ class ClientCore:
         self.rejected = 0
         self.retransmissions = 0  # timer expiries that resent a request, over all requests
         self.write_quorum = config.quorum if strong_writes else config.weak_quorum
-        # all_replies: ask every replica to reply to every request (section 4.1 as written).
-        self.all_replies = all_replies
-        self._left_out: dict[int, int] = {}  # replica -> last timestamp it is not named for
 
     def submit(self, operation: bytes, read_only: bool = False) -> list[Action]:
         if self.outstanding is not None:
             raise ClientBusy("a request is already outstanding")
         self.timestamp += 1
-        repliers = () if read_only else self._repliers()
-        req = Request(operation, self.timestamp, self.id, read_only, repliers)
+        req = Request(operation, self.timestamp, self.id, read_only)
         data = seal(self._key, self.config.cluster_id, self.id, req).to_bytes()
         self.outstanding = Outstanding(
-            self.timestamp, operation, read_only, data, repliers, timeout=self.retransmit_ticks
+            self.timestamp, operation, read_only, data, timeout=self.retransmit_ticks
         )
         if read_only:
             return self._to_all(data)
         return [Send(self.config.primary(self.view), data)]
-
-    def _repliers(self) -> tuple[int, ...]:
-        """The write_quorum replicas to name for the next request, or () for all."""
-        need, ts = self.write_quorum, self.timestamp
-        if self.all_replies or need >= self.config.n:
-            return ()
-        trusted = [r for r in self.config.replica_ids() if self._left_out.get(r, -1) < ts]
-        if len(trusted) < need:
-            return ()
-        start = ts % len(trusted)
-        return tuple(sorted(trusted[(start + i) % len(trusted)] for i in range(need)))
-
-    def _leave_out(self, replicas) -> None:
-        for r in replicas:
-            self._left_out[r] = self.timestamp + self.SUSPECT_REQUESTS
 
     def cancel(self) -> None:
         """Give up on the outstanding request (the caller timed out). Its timestamp is
@@ -175,7 +142,6 @@ class ClientCore:
         matching = sum(1 for r in out.replies.values() if r == msg.result)
         if matching >= need:
             self.outstanding = None
-            self._leave_out(r for r, result in out.replies.items() if result != msg.result)
             return [Completed(out.timestamp, msg.result)]
         if out.read_only and len(out.replies) == self.config.n:
             return self._fall_back(out)
@@ -198,14 +164,5 @@ class ClientCore:
         out.waited = 0
         out.retransmissions += 1
         self.retransmissions += 1
-        if out.replies and out.repliers and out.retransmissions == 1:
-            # It executed, so a silent named replica is the trouble, not the ordering: name
-            # others for a while, and ask the replicas not named, which have executed it or
-            # will reply when they do. Sending it to every replica (section 4.1) would also
-            # reach a replica that is only cut off, which would then time out the primary.
-            # The timeout is not doubled: if this does not do, every replica hears of it
-            # one period later.
-            self._leave_out(r for r in out.repliers if r not in out.replies)
-            return [Send(r, out.data) for r in self.config.replica_ids() if r not in out.repliers]
         out.timeout = min(out.timeout * 2, self.retransmit_ticks * self.MAX_BACKOFF)
         return self._to_all(out.data)

@@ -35,8 +35,6 @@ MAX_RESULT = 1024 * 1024
 MAX_BATCH = 4096
 """Absolute cap on requests in one pre-prepare; the cluster's batch_max is smaller."""
 MAX_CERTS = 4096
-MAX_REPLIERS = 64
-"""Most replicas a request may name as its repliers (more than any cluster here has)."""
 CLIENT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")  # \Z: "$" would allow a trailing newline
 
 Signer = int | str
@@ -63,21 +61,12 @@ class MsgType(IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """<REQUEST, o, t, c> signed by client c (OSDI'99 section 4.1).
-
-    `repliers` names the replicas the client asks to reply when the request executes; the
-    empty tuple asks every replica. f+1 matching replies are all a write needs, so a
-    client under load asks for f+1 and saves the cluster n-f-1 replies per request; every
-    replica still answers a retransmission from its reply cache (Replica._execute, and
-    ClientCore, which stops naming a replica that failed to answer). On the wire an empty
-    tuple is left out, so a request has exactly one encoding.
-    """
+    """<REQUEST, o, t, c> signed by client c (OSDI'99 section 4.1)."""
 
     operation: bytes
     timestamp: int
     client: str
     read_only: bool = False
-    repliers: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,18 +241,6 @@ def _bool(v: object) -> bool:
     return v
 
 
-def _repliers(v: object) -> tuple[int, ...]:
-    # Strictly increasing: one encoding per set. Empty is encoded by omission (see Request).
-    if type(v) is not list or not 0 < len(v) <= MAX_REPLIERS:
-        raise SchemaError(f"expected a list of 1 to {MAX_REPLIERS} replica ids")
-    last = -1
-    for r in v:  # every request carries this list: a plain loop, no generators
-        if type(r) is not int or not last < r <= MAX_U64:
-            raise SchemaError("replier ids must be strictly increasing replica ids")
-        last = r
-    return tuple(v)
-
-
 def _list_of(item, limit: int):
     def check(v: object) -> tuple:
         if type(v) is not list or len(v) > limit:
@@ -276,7 +253,7 @@ def _list_of(item, limit: int):
 _ENV = _bytes(codec.MAX_FRAME)
 
 _SCHEMA: dict[MsgType, tuple[type, tuple]] = {
-    MsgType.REQUEST: (Request, (_bytes(MAX_OPERATION), _u64, _client, _bool, _repliers)),
+    MsgType.REQUEST: (Request, (_bytes(MAX_OPERATION), _u64, _client, _bool)),
     MsgType.PRE_PREPARE: (PrePrepare, (_u64, _u64, _digest, _list_of(_ENV, MAX_BATCH))),
     MsgType.PREPARE: (Prepare, (_u64, _u64, _digest)),
     MsgType.COMMIT: (Commit, (_u64, _u64, _digest)),
@@ -295,20 +272,11 @@ _SCHEMA: dict[MsgType, tuple[type, tuple]] = {
     MsgType.STATUS: (Status, (_u64, _u64, _u64, _u64)),
     MsgType.QUERY_STATUS: (QueryStatus, (_u64,)),
 }
-# Trailing fields a message may leave out when they hold their default (one encoding).
-_OPTIONAL_TAIL: dict[int, int] = {int(MsgType.REQUEST): 1}
 _TYPE_OF: dict[type, MsgType] = {cls: t for t, (cls, _) in _SCHEMA.items()}
 _BY_NUMBER: dict[int, tuple[type, tuple]] = {int(t): entry for t, entry in _SCHEMA.items()}
 
 
-def _request_fields(req: Request) -> tuple:
-    head = (req.operation, req.timestamp, req.client, req.read_only)
-    return (*head, req.repliers) if req.repliers else head
-
-
 def _field_getter(cls: type):
-    if cls is Request:
-        return _request_fields
     names = cls.__slots__  # type: ignore[attr-defined]
     if len(names) == 1:
         (name,) = names
@@ -342,11 +310,8 @@ def from_body(body: bytes) -> Message:
     if entry is None:
         raise SchemaError(f"unknown message type {value[0]}")
     cls, fields = entry
-    got = len(value) - 1
-    if got != len(fields):
-        if not len(fields) - _OPTIONAL_TAIL.get(value[0], 0) <= got < len(fields):
-            raise SchemaError(f"{cls.__name__} has {len(fields)} fields, got {got}")
-        fields = fields[:got]
+    if len(value) != len(fields) + 1:
+        raise SchemaError(f"{cls.__name__} has {len(fields)} fields, got {len(value) - 1}")
     return cls(*[check(v) for check, v in zip(fields, value[1:], strict=True)])
 
 
@@ -383,9 +348,8 @@ def open_envelope(data: bytes) -> tuple[Envelope, Message] | None:
 def render(msg: Message) -> str:
     """One short human-readable line per message, for logs and traces (STYLE.md 11)."""
     match msg:
-        case Request(op, ts, client, ro, repliers):
-            to = f" repliers={','.join(map(str, repliers))}" if repliers else ""
-            return f"REQUEST c={client} t={ts} op={len(op)}B{' ro' if ro else ''}{to}"
+        case Request(op, ts, client, ro):
+            return f"REQUEST c={client} t={ts} op={len(op)}B{' ro' if ro else ''}"
         case PrePrepare(v, n, d, batch):
             return f"PRE-PREPARE v={v} n={n} d={d.hex()[:8]} batch={len(batch)}"
         case Prepare(v, n, d):

@@ -124,6 +124,10 @@ RETURNING_LEFT = 8
 clients of the batch it executed last have yet to send their next request (or a tick has
 passed): one faulty client that never comes back delays nobody (_expect_returns)."""
 
+HOLD_PAUSE = 64
+"""Batches the primary proposes without waiting for returning clients after a wait that
+only a tick ended (_expect_returns)."""
+
 EVIDENCE_MEMORY = 4096
 """Evidence pairs remembered to report each once; forgetting only means repeating one."""
 
@@ -195,9 +199,7 @@ class Replica:
         # request yet, and that batch's size (_expect_returns).
         self._returning: set[str] = set()
         self._returning_of = 0
-        # The primary's record of requests a client sent it twice (client -> t): those
-        # get this replica's reply even when the client did not name it (_replies_to).
-        self.asked_again: dict[str, int] = {}
+        self._hold_pause = 0  # batches to propose without waiting (_expect_returns)
         # View change state.
         self.view_active = True
         self.view_changes: dict[int, CheckedViewChange] = {}  # latest valid one per replica
@@ -433,10 +435,7 @@ class Replica:
                 self._reject(peer, Reason.STALE, f"{req.client} t={req.timestamp}")
             return
         if self.is_primary and self.view_active:
-            if not self._enqueue(req, data):
-                # Already queued or ordered: the client sent it again, i.e. to every
-                # replica, and now wants every replica's reply (Request.repliers).
-                self.asked_again[req.client] = req.timestamp
+            self._enqueue(req, data)
             return
         # Section 4.1/4.4: a backup relays the request to the primary and waits for it to
         # execute; its view-change timer runs from the first time it saw it.
@@ -475,17 +474,14 @@ class Replica:
             self._reply(client, req.timestamp, result)
         self.deferred_reads.clear()
 
-    def _enqueue(self, req: Request, data: bytes) -> bool:
-        """Queue `req` for the next batch; False if it (or a newer one) is already queued
-        or ordered."""
+    def _enqueue(self, req: Request, data: bytes) -> None:
         queued = self.pending.get(req.client)
         if queued is not None and queued[0].timestamp >= req.timestamp:
-            return False
+            return
         if self._in_flight(req):
-            return False
+            return
         self.pending[req.client] = (req, data)
         self.pending.move_to_end(req.client)
-        return True
 
     def on_query_status(self, peer: Signer | None, env: Envelope) -> None:
         """Answer a client's status query with a signed `Status` (for `pbft status`)."""
@@ -519,7 +515,10 @@ class Replica:
             return False
         in_flight = self.next_seq - 1 - self.last_executed
         if in_flight == 0:
-            return len(self._returning) * RETURNING_LEFT <= self._returning_of
+            return (
+                len(self._returning) * RETURNING_LEFT <= self._returning_of
+                or len(self.pending) >= self.config.batch_max
+            )
         worthwhile = max(1, self.config.batch_max // 8)
         return in_flight < self.config.pipeline and len(self.pending) >= worthwhile
 
@@ -530,9 +529,14 @@ class Replica:
         executes while the other waits), so batches hold half of them; waiting for all but
         1/RETURNING_LEFT of the group that just executed merges the groups and halves the
         per-batch work per request. The wait ends at the next tick, and is not made for
-        a batch of one (an idle cluster, or a lone client: no latency is added there)."""
+        a batch of one (an idle cluster, or a lone client: no latency is added there).
+        A wait that a tick had to end (clients with think time, or a faulty one that
+        holds back) pauses waiting for the next HOLD_PAUSE batches: such a client costs
+        at most one tick per HOLD_PAUSE batches."""
         clients = {req.client for req, _ in slot.requests}
-        if len(clients) < 2:
+        if self._hold_pause:
+            self._hold_pause -= 1
+        if len(clients) < 2 or self._hold_pause:
             self._returning, self._returning_of = set(), 0
             return
         self._returning = clients - self.pending.keys()
@@ -780,26 +784,6 @@ class Replica:
             self._execute(slot)
         self._answer_reads()
 
-    def _replies_to(self, req: Request, batch_size: int) -> bool:
-        """Whether this replica replies as `req` executes. Section 4.1 has every replica
-        reply; a client needs only f+1 matching replies, so one under load names f+1
-        repliers (Request.repliers) and the others stay quiet: n-f-1 fewer replies to
-        send and to read per request. Everyone still replies
-        - when the batch holds this one request: the cluster is idle, replies cost
-          nothing, and the client takes the fastest f+1 instead of waiting for two
-          particular replicas;
-        - when the client sent the request again: a retransmission goes to every replica
-          (a backup holds it in `waiting`; the primary notes it in `asked_again`), and
-          a named replica that stayed silent is what the client is working around.
-        A retransmission of an executed request is always answered from the reply cache
-        (on_request)."""
-        if not req.repliers or self.id in req.repliers or batch_size == 1:
-            return True
-        heard = self.waiting.get(req.client)
-        if heard is not None and heard[0] == req.timestamp:
-            return True
-        return self.asked_again.pop(req.client, None) == req.timestamp
-
     def _execute(self, slot: Slot) -> None:
         assert slot.pre_prepare is not None and slot.seq == self.last_executed + 1
         # Which slots were executed, so a restart replays them (DESIGN.md section 8). The
@@ -821,8 +805,7 @@ class Replica:
                 continue
             result = self.service.execute(req.operation, req.client)
             self.clients[req.client] = ClientRecord(req.timestamp, result)
-            if self._replies_to(req, len(slot.requests)):
-                self._reply(req.client, req.timestamp, result)
+            self._reply(req.client, req.timestamp, result)
             done.append(ExecutedRequest(req.client, req.timestamp, req.operation, result, True))
             known = self.waiting.get(req.client)
             if known is not None and known[0] <= req.timestamp:
@@ -1433,7 +1416,11 @@ class Replica:
 
     def _on_tick(self) -> None:
         self.ticks += 1
-        self._returning.clear()  # waited long enough: propose what is there
+        if self._returning and self.pending and self.next_seq - 1 == self.last_executed:
+            # A tick ends a wait: those clients do not come straight back. Stop waiting
+            # for a while, and propose what is there.
+            self._hold_pause = HOLD_PAUSE
+        self._returning.clear()
         self._maybe_timeout()
         if self.ticks - self._last_progress < self._retransmit_ticks:
             return

@@ -105,7 +105,9 @@ IDLE_TICKS = 5
 BUSY_TICKS = 3
 """Ticks delivered per wake-up while inputs arrive: every wake-up is two task switches
 (the tick task, then the stepping task), ~5% of a busy replica's Python time at one per
-tick; the core's timers are hundreds of ticks long, so a few ticks late is nothing."""
+tick. The core's timers are tens to hundreds of ticks long, so a few ticks late is nothing
+for them; the one short wait, the primary's for the clients of the batch it just executed,
+ends by itself when they are back, which under load is well before a tick."""
 TICK_CATCHUP_LIMIT = 20
 """Ticks owed at most: a replica that stalled longer does not jump its timers further."""
 TICK = Tick()
