@@ -58,6 +58,7 @@ from pbft.protocol.messages import (
     Status,
     ViewChange,
 )
+from pbft.protocol.replica import HOLD_TICKS
 from pbft.service.kv import KeyValueStore, decode_result, op_get, op_put
 
 D_OTHER = b"\x99" * 32
@@ -905,7 +906,7 @@ def test_primary_waits_for_the_clients_of_the_batch_it_executed_before_proposing
     assert sorted(decoded(r)[1].client for r in pp3.batch) == ["alice", "bob", "carol"]
 
 
-def test_a_tick_ends_the_wait_for_returning_clients():
+def test_hold_ticks_end_the_wait_for_returning_clients():
     primary = make_replica(make_config(clients=CLIENTS4, pipeline=4, batch_max=16), 0)
     feed(primary, "dave", put("dave", 1))
     feed(primary, "alice", put("alice", 1))
@@ -913,6 +914,8 @@ def test_a_tick_ends_the_wait_for_returning_clients():
     drive_to_execution(primary, 1, primary.log.get(1).digest)
     drive_to_execution(primary, 2, pp2.digest)
     assert proposed(feed(primary, "carol", put("carol", 1))) == []
+    for _ in range(HOLD_TICKS - 1):  # a burst of ticks does not end it
+        assert proposed(primary.step(Tick())) == []
     [pp3] = proposed(primary.step(Tick()))
     assert [decoded(r)[1].client for r in pp3.batch] == ["carol"]
 
@@ -959,6 +962,8 @@ def test_a_wait_that_a_tick_ended_pauses_waiting():
     back) cost at most one tick per HOLD_PAUSE batches, not one tick per batch."""
     primary = make_replica(make_config(clients=CLIENTS4, pipeline=4, batch_max=16), 0)
     hold_for_dave(primary)
+    for _ in range(HOLD_TICKS - 1):
+        primary.step(Tick())
     [pp3] = proposed(primary.step(Tick()))  # alice and bob did not come back in time
     assert [decoded(r)[1].client for r in pp3.batch] == ["carol"]
     feed(primary, "alice", put("alice", 2))

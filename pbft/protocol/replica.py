@@ -121,12 +121,17 @@ CATCH_UP_SLOTS = 16
 
 RETURNING_LEFT = 8
 """With nothing in flight, the primary proposes once at most 1/RETURNING_LEFT of the
-clients of the batch it executed last have yet to send their next request (or a tick has
-passed): one faulty client that never comes back delays nobody (_expect_returns)."""
+clients of the batch it executed last have yet to send their next request (or HOLD_TICKS
+have passed): one faulty client that never comes back delays nobody (_expect_returns)."""
+
+HOLD_TICKS = 4
+"""Longest wait for returning clients, in ticks from the batch's execution. Not one: a
+runtime delivers a busy replica's ticks a few at a time (runtime.node.BUSY_TICKS), and a
+wait cut short by such a burst would be taken for clients that do not come back."""
 
 HOLD_PAUSE = 64
 """Batches the primary proposes without waiting for returning clients after a wait that
-only a tick ended (_expect_returns)."""
+ran out (_expect_returns)."""
 
 EVIDENCE_MEMORY = 4096
 """Evidence pairs remembered to report each once; forgetting only means repeating one."""
@@ -199,6 +204,7 @@ class Replica:
         # request yet, and that batch's size (_expect_returns).
         self._returning: set[str] = set()
         self._returning_of = 0
+        self._returning_since = 0  # tick of that batch's execution
         self._hold_pause = 0  # batches to propose without waiting (_expect_returns)
         # View change state.
         self.view_active = True
@@ -528,11 +534,11 @@ class Replica:
         loop the clients otherwise settle into two groups whose batches alternate (one
         executes while the other waits), so batches hold half of them; waiting for all but
         1/RETURNING_LEFT of the group that just executed merges the groups and halves the
-        per-batch work per request. The wait ends at the next tick, and is not made for
-        a batch of one (an idle cluster, or a lone client: no latency is added there).
-        A wait that a tick had to end (clients with think time, or a faulty one that
-        holds back) pauses waiting for the next HOLD_PAUSE batches: such a client costs
-        at most one tick per HOLD_PAUSE batches."""
+        per-batch work per request. The wait lasts HOLD_TICKS at most, and is not made
+        for a batch of one (an idle cluster, or a lone client: no latency is added there).
+        A wait that ran out (clients with think time, or a faulty one that holds back)
+        pauses waiting for the next HOLD_PAUSE batches: such a client costs at most
+        HOLD_TICKS per HOLD_PAUSE batches."""
         clients = {req.client for req, _ in slot.requests}
         if self._hold_pause:
             self._hold_pause -= 1
@@ -541,6 +547,7 @@ class Replica:
             return
         self._returning = clients - self.pending.keys()
         self._returning_of = len(clients)
+        self._returning_since = self.ticks
 
     def _maybe_propose(self) -> None:
         cfg = self.config
@@ -1416,11 +1423,12 @@ class Replica:
 
     def _on_tick(self) -> None:
         self.ticks += 1
-        if self._returning and self.pending and self.next_seq - 1 == self.last_executed:
-            # A tick ends a wait: those clients do not come straight back. Stop waiting
-            # for a while, and propose what is there.
-            self._hold_pause = HOLD_PAUSE
-        self._returning.clear()
+        if self._returning and self.ticks - self._returning_since >= HOLD_TICKS:
+            if self.pending and self.next_seq - 1 == self.last_executed:
+                # The wait ran out: those clients do not come straight back. Propose what
+                # is there, and stop waiting for a while.
+                self._hold_pause = HOLD_PAUSE
+            self._returning.clear()
         self._maybe_timeout()
         if self.ticks - self._last_progress < self._retransmit_ticks:
             return
