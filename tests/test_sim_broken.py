@@ -47,6 +47,7 @@ def _probe_files() -> list[Scenario]:
         "byz-bad-new-view-replace",
         "byz-fake-prepared-cert-own-view",
         "byz-lying-state-transfer",
+        "catch-up-lying-source",  # a liar serves the state a restarted replica fetches
         "byz-bad-digest-swap",
         "byz-duplicate-request",
         "byz-out-of-window-high",
