@@ -906,14 +906,21 @@ def test_primary_waits_for_the_clients_of_the_batch_it_executed_before_proposing
     assert sorted(decoded(r)[1].client for r in pp3.batch) == ["alice", "bob", "carol"]
 
 
-def test_hold_ticks_end_the_wait_for_returning_clients():
-    primary = make_replica(make_config(clients=CLIENTS4, pipeline=4, batch_max=16), 0)
+def hold_for_dave(primary) -> PrePrepare:
+    """Execute dave's batch, then alice and bob's, with carol waiting: the primary now
+    waits for alice and bob to send their next requests. Returns their pre-prepare."""
     feed(primary, "dave", put("dave", 1))
     feed(primary, "alice", put("alice", 1))
     [pp2] = proposed(feed(primary, "bob", put("bob", 1)))
     drive_to_execution(primary, 1, primary.log.get(1).digest)
     drive_to_execution(primary, 2, pp2.digest)
     assert proposed(feed(primary, "carol", put("carol", 1))) == []
+    return pp2
+
+
+def test_hold_ticks_end_the_wait_for_returning_clients():
+    primary = make_replica(make_config(clients=CLIENTS4, pipeline=4, batch_max=16), 0)
+    hold_for_dave(primary)
     for _ in range(HOLD_TICKS - 1):  # a burst of ticks does not end it
         assert proposed(primary.step(Tick())) == []
     [pp3] = proposed(primary.step(Tick()))
@@ -943,18 +950,6 @@ def test_one_client_that_does_not_come_back_delays_nobody():
     # 7 of 8 back (c7 never comes): at most 1/8 missing, proposed without a tick.
     [pp3] = proposed(feed(primary, "c6", put("c6", 2)))
     assert len(pp3.batch) == 7
-
-
-def hold_for_dave(primary) -> PrePrepare:
-    """Executes dave's batch, then alice and bob's with carol waiting: the primary now
-    waits for alice and bob. Returns nothing proposed yet; the caller decides what ends it."""
-    feed(primary, "dave", put("dave", 1))
-    feed(primary, "alice", put("alice", 1))
-    [pp2] = proposed(feed(primary, "bob", put("bob", 1)))
-    drive_to_execution(primary, 1, primary.log.get(1).digest)
-    drive_to_execution(primary, 2, pp2.digest)
-    assert proposed(feed(primary, "carol", put("carol", 1))) == []
-    return pp2
 
 
 def test_a_wait_that_a_tick_ended_pauses_waiting():
