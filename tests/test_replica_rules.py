@@ -58,7 +58,6 @@ from pbft.protocol.messages import (
     Status,
     ViewChange,
 )
-from pbft.protocol.replica import HOLD_TICKS
 from pbft.service.kv import KeyValueStore, decode_result, op_get, op_put
 
 D_OTHER = b"\x99" * 32
@@ -921,7 +920,8 @@ def hold_for_dave(primary) -> PrePrepare:
 def test_hold_ticks_end_the_wait_for_returning_clients():
     primary = make_replica(make_config(clients=CLIENTS4, pipeline=4, batch_max=16), 0)
     hold_for_dave(primary)
-    for _ in range(HOLD_TICKS - 1):  # a burst of ticks does not end it
+    assert primary.hold_ticks == 4  # 40 ms of 10 ms ticks
+    for _ in range(primary.hold_ticks - 1):  # a burst of ticks does not end it
         assert proposed(primary.step(Tick())) == []
     [pp3] = proposed(primary.step(Tick()))
     assert [decoded(r)[1].client for r in pp3.batch] == ["carol"]
@@ -957,7 +957,7 @@ def test_a_wait_that_a_tick_ended_pauses_waiting():
     back) cost at most one tick per HOLD_PAUSE batches, not one tick per batch."""
     primary = make_replica(make_config(clients=CLIENTS4, pipeline=4, batch_max=16), 0)
     hold_for_dave(primary)
-    for _ in range(HOLD_TICKS - 1):
+    for _ in range(primary.hold_ticks - 1):
         primary.step(Tick())
     [pp3] = proposed(primary.step(Tick()))  # alice and bob did not come back in time
     assert [decoded(r)[1].client for r in pp3.batch] == ["carol"]
@@ -989,3 +989,10 @@ def test_a_view_change_forgets_the_wait():
     assert primary._returning == {"alice", "bob"}
     primary._start_view_change(1)
     assert primary._returning == set()
+
+
+def test_the_wait_is_bounded_in_milliseconds_and_by_the_view_change_timeout():
+    assert make_replica(make_config(tick_ms=10), 0).hold_ticks == 4  # 40 ms
+    assert make_replica(make_config(tick_ms=100), 0).hold_ticks == 1  # at least one tick
+    short = make_config(tick_ms=1, view_change_timeout_ms=80)
+    assert make_replica(short, 0).hold_ticks == 10  # an eighth of the 80-tick timeout

@@ -121,11 +121,12 @@ CATCH_UP_SLOTS = 16
 
 RETURNING_LEFT = 8
 """With nothing in flight, the primary proposes once at most 1/RETURNING_LEFT of the
-clients of the batch it executed last have yet to send their next request (or HOLD_TICKS
+clients of the batch it executed last have yet to send their next request (or HOLD_MS
 have passed): one faulty client that never comes back delays nobody (_expect_returns)."""
 
-HOLD_TICKS = 4
-"""Longest wait for returning clients, in ticks from the batch's execution. Not one: a
+HOLD_MS = 40
+"""Longest wait for returning clients, from the batch's execution (4 ticks of 10 ms; at
+least one tick, at most an eighth of the view-change timeout). Not a single tick: a
 runtime delivers a busy replica's ticks a few at a time (runtime.node.BUSY_TICKS), and a
 wait cut short by such a burst would be taken for clients that do not come back."""
 
@@ -237,6 +238,7 @@ class Replica:
         self._last_progress = 0
         self._retransmit_ticks = max(1, config.retransmit_ms // config.tick_ms)
         self._vc_timeout_ticks = max(1, config.view_change_timeout_ms // config.tick_ms)
+        self.hold_ticks = max(1, min(-(-HOLD_MS // config.tick_ms), self._vc_timeout_ticks // 8))
         # Buffer for messages of future views: enough for one view's traffic per peer.
         self._future_limit_per_peer = 3 * config.log_window + 4 * config.n
         self._out: list[Action] = []
@@ -534,11 +536,11 @@ class Replica:
         loop the clients otherwise settle into two groups whose batches alternate (one
         executes while the other waits), so batches hold half of them; waiting for all but
         1/RETURNING_LEFT of the group that just executed merges the groups and halves the
-        per-batch work per request. The wait lasts HOLD_TICKS at most, and is not made
+        per-batch work per request. The wait lasts HOLD_MS at most, and is not made
         for a batch of one (an idle cluster, or a lone client: no latency is added there).
         A wait that ran out (clients with think time, or a faulty one that holds back)
         pauses waiting for the next HOLD_PAUSE batches: such a client costs at most
-        HOLD_TICKS per HOLD_PAUSE batches."""
+        HOLD_MS per HOLD_PAUSE batches."""
         clients = {req.client for req, _ in slot.requests}
         if self._hold_pause:
             self._hold_pause -= 1
@@ -1423,7 +1425,7 @@ class Replica:
 
     def _on_tick(self) -> None:
         self.ticks += 1
-        if self._returning and self.ticks - self._returning_since >= HOLD_TICKS:
+        if self._returning and self.ticks - self._returning_since >= self.hold_ticks:
             if self.pending and self.next_seq - 1 == self.last_executed:
                 # The wait ran out: those clients do not come straight back. Propose what
                 # is there, and stop waiting for a while.
