@@ -117,9 +117,12 @@ def run(config, replicas, cores, requests: int) -> dict[str, float]:
             acts = cores[dst].step(Received(src, data))
             cpu["clients"] += time.process_time() - t0
         perform(dst, acts)
-        if not queue and done < issued:
-            # Quiet with requests outstanding: time passes (a held batch is proposed at
-            # the primary's next tick). Ticks are not counted as request work.
+        quiet = 0
+        while not queue and done < issued and quiet < 1000:
+            # Quiet with requests outstanding: time passes until something happens (the
+            # primary proposes a batch it held for returning clients). Not counted as
+            # request work.
+            quiet += 1
             for r, rep in enumerate(replicas):
                 perform(r, rep.step(Tick()))
     cpu["requests"] = done
