@@ -206,3 +206,29 @@ def test_a_replica_restarted_while_awaiting_a_new_view_runs_its_new_view_timer_a
         for _ in range(10 * cfg.view_change_timeout_ms // cfg.tick_ms):
             again.step(Tick())
         assert again.view == (2 if expect_timer else 1)
+
+
+def test_a_restarted_new_primary_can_still_send_its_new_view():
+    """Replica 1 installs view 1 with its NEW-VIEW and crashes; replica 3 missed the
+    NEW-VIEW and keeps sending its VIEW-CHANGE for view 1. Restarted from its records,
+    replica 1 answers with the same NEW-VIEW (fuzz seed 120835,
+    tests/scenarios/fuzz-120835-restarted-primary-resends-new-view.toml)."""
+    cfg = make_config()
+    reps = {i: make_replica(cfg, i) for i in (0, 1, 2, 3)}
+    vcs = {}
+    for i in (0, 2, 3):
+        rep = reps[i]
+        rep._out = []
+        rep._start_view_change(1)
+        out, rep._out = rep._out, []
+        vcs[i] = next(a.data for a in out if isinstance(a, Broadcast))
+    primary = reps[1]
+    records = []
+    for i in (0, 2, 3):
+        records += [a for a in primary.step(Received(i, vcs[i])) if isinstance(a, Persist)]
+    assert primary.view == 1 and primary.view_active and primary.new_view_data
+    again = make_replica(cfg, 1)
+    again.recover(records)
+    assert again.view == 1 and again.view_active
+    sent = again.step(Received(3, vcs[3]))
+    assert [a.data for a in sent if getattr(a, "to", None) == 3] == [primary.new_view_data]

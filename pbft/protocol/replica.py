@@ -1138,7 +1138,10 @@ class Replica:
         self.view_active = True
         self.ordered.clear()  # what O re-issues is ordered again below; the rest is not
         self._nv_deadline = None
-        self._persist_view(b"")
+        # The NEW-VIEW is kept with the view: a primary restarted in it must still be able
+        # to send it to a replica that missed it (on_view_change), or that replica waits
+        # in view-change status for ever (fuzz seed 120835).
+        self._persist_view(self.new_view_data)
         if min_s > self.log.low:
             self._learn_stable(min_s, stable_digest, proof)
         # Slots of the old view are superseded by O; only prepared certificates survive.
@@ -1322,8 +1325,10 @@ class Replica:
         self._out.append(Persist(Record.CHECKPOINT, 0, 0, "", value))
         self._out.append(Truncate(seq))
 
-    def _persist_view(self, view_change: bytes) -> None:
-        value = codec.encode([self.view, self.view_active, view_change])
+    def _persist_view(self, message: bytes) -> None:
+        """The view, whether it is active, and our VIEW-CHANGE for it while it is not, or
+        the NEW-VIEW that installed it once it is (b"" for view 0)."""
+        value = codec.encode([self.view, self.view_active, message])
         self._out.append(Persist(Record.VIEW, 0, 0, "", value))
 
     def recover(self, records: list[Persist]) -> list[Action]:
@@ -1378,6 +1383,8 @@ class Replica:
         for r in [r for r in views if r.tag != QUORUM_TAG][-1:]:
             view, active, vc_data = codec.decode(r.value)  # type: ignore[misc]
             self.view, self.view_active = view, active
+            if active:
+                self.new_view_data = vc_data  # the NEW-VIEW we installed (b"": view 0)
             quorum = [codec.decode(q.value) for q in views if q.tag == QUORUM_TAG][-1:]
             if not active and quorum == [view]:
                 # 2f+1 were in this view before the restart: its new-view timer runs again.
