@@ -542,6 +542,27 @@ class Simulation:
             if min(node.stable_seq, node.last_executed) < top
         ][:1]
 
+    def _check_final_states(self) -> list[Violation]:
+        """Correct replicas that executed up to the same sequence number hold the same
+        state. The oracle compares states at checkpoints; this catches a divergence after
+        the last one (a replica that installed a bad state transfer, then executed the
+        last few requests of a run that takes no further checkpoint)."""
+        seen: dict[int, tuple[int, bytes]] = {}
+        for rid in sorted(self.correct):
+            for inst in self.replicas[rid]:
+                node = inst.node
+                state = node.state_digest()
+                first = seen.setdefault(node.last_executed, (rid, state))
+                if first[1] != state:
+                    return [
+                        Violation(
+                            "exactly-once",
+                            f"replicas {first[0]} and {rid} both executed up to n={node.last_executed} "
+                            f"but hold different states ({first[1].hex()[:8]} vs {state.hex()[:8]})",
+                        )
+                    ]
+        return []
+
     def _view_changes(self) -> int:
         views = [inst.node.view for rid in sorted(self.correct) for inst in self.replicas[rid]]
         return max(views, default=0)
@@ -554,6 +575,8 @@ class Simulation:
             violations.append(Violation("liveness", f"{vc} view changes, more than the {limit} expected"))
         if not violations and self.scenario.expect.catch_up:
             violations.extend(self._check_catch_up())
+        if not violations:
+            violations.extend(self._check_final_states())
         reports = []
         for rid in range(self.config.n):
             insts = self.replicas[rid]
