@@ -232,3 +232,34 @@ def test_a_restarted_new_primary_can_still_send_its_new_view():
     assert again.view == 1 and again.view_active
     sent = again.step(Received(3, vcs[3]))
     assert [a.data for a in sent if getattr(a, "to", None) == 3] == [primary.new_view_data]
+
+
+def test_new_view_is_resent_only_for_a_signed_view_change_and_once_per_period():
+    cfg = make_config()
+    vcs = {}
+    for i in (0, 2, 3):
+        rep = make_replica(cfg, i)
+        rep._out = []
+        rep._start_view_change(1)
+        out, rep._out = rep._out, []
+        vcs[i] = next(a.data for a in out if isinstance(a, Broadcast))
+    primary = make_replica(cfg, 1)
+    for i in (0, 2, 3):
+        primary.step(Received(i, vcs[i]))
+    assert primary.view_active and primary.new_view_data
+
+    def resent(data) -> int:
+        return sum(1 for a in primary.step(Received(3, data)) if getattr(a, "to", None) == 3)
+
+    from pbft.protocol.messages import Envelope, envelope_from_bytes
+
+    env = envelope_from_bytes(vcs[3])
+    forged = Envelope(env.body, 3, bytes(64)).to_bytes()
+    for _ in range(primary._retransmit_ticks):  # past the NEW-VIEW's own broadcast
+        primary.step(Tick())
+    assert resent(forged) == 0  # a bad signature: counted, nothing sent
+    assert resent(vcs[3]) == 1
+    assert resent(vcs[3]) == 0  # replayed within the retransmission period
+    for _ in range(primary._retransmit_ticks):
+        primary.step(Tick())
+    assert resent(vcs[3]) == 1

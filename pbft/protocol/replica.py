@@ -212,6 +212,7 @@ class Replica:
         self.view_changes: dict[int, CheckedViewChange] = {}  # latest valid one per replica
         self.prepared_certs: dict[int, tuple[int, bytes, tuple[bytes, ...]]] = {}
         self.new_view_data = b""
+        self._new_view_resent: dict[int, int] = {}  # replica -> tick we last resent it to
         self.view_changes_started = 0
         self._vc_attempts = 0
         self._nv_deadline: int | None = None
@@ -967,8 +968,15 @@ class Replica:
         signer: int = env.signer  # type: ignore[assignment]
         if vc.new_view < self.view or (vc.new_view == self.view and self.view_active):
             if vc.new_view == self.view and self.is_primary and self.new_view_data:
-                # The sender missed our NEW-VIEW: send it again.
-                self._out.append(Send(signer, self.new_view_data))
+                # The sender missed our NEW-VIEW: send it again. A NEW-VIEW is large, so
+                # only for a VIEW-CHANGE its signer really signed, and once per
+                # retransmission period per replica (a replayed one cannot make us flood).
+                last = self._new_view_resent.get(signer)
+                if last is not None and self.ticks - last < self._retransmit_ticks:
+                    self.rejects[(peer, Reason.DUPLICATE)] += 1
+                elif self._verify(peer, env):
+                    self._new_view_resent[signer] = self.ticks
+                    self._out.append(Send(signer, self.new_view_data))
             else:
                 self.rejects[(peer, Reason.STALE)] += 1
             return
