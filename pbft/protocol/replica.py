@@ -1510,10 +1510,15 @@ class Replica:
             if own is not None and own.msg.new_view == self.view:
                 self._out.append(Broadcast(own.data))
             return
-        for seq in range(self.last_executed + 1, self.log.high + 1):
+        for seq in range(self.log.low + 1, self.log.high + 1):
             slot = self.log.get(seq)
             if slot is None or slot.view != self.view:
                 continue
+            if seq <= self.last_executed and slot.committed:
+                continue
+            # Also below what we executed: a slot a NEW-VIEW re-issued that we executed in
+            # an earlier view still needs our votes in this one, or a replica that is
+            # behind can never commit it (fuzz seed 1002721).
             for data in (
                 slot.pre_prepare_env if self.is_primary else b"",
                 slot.my_prepare,
