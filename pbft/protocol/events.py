@@ -73,6 +73,7 @@ class Record(Enum):
     EXECUTED = "executed"  # (view, seq) of an executed batch, replayed on restart
     CHECKPOINT = "checkpoint"  # the latest stable checkpoint: seq, digest, proof, state
     VIEW = "view"  # the current view, whether it is active, our VIEW-CHANGE
+    WINDOW = "window"  # a stable checkpoint we jumped to before holding its state
 
 
 @dataclass(frozen=True, slots=True)

@@ -104,6 +104,7 @@ from .statetransfer import IN_FLIGHT, Transfer, chunk_proof, split, state_root, 
 from .viewchange import (
     CheckedViewChange,
     InvalidCertificate,
+    check_checkpoint_proof,
     check_prepared_cert,
     check_view_change,
     plan_new_view,
@@ -555,6 +556,8 @@ class Replica:
     def _maybe_propose(self) -> None:
         cfg = self.config
         self.next_seq = max(self.next_seq, self.last_executed + 1)
+        while self._reinstate_own_pre_prepare():
+            self.next_seq += 1
         while self._ready_to_propose():
             batch: list[tuple[Request, bytes]] = []
             while self.pending and len(batch) < cfg.batch_max:
@@ -565,6 +568,30 @@ class Replica:
             slot = self.log.slot(pp.seq, self.view)
             self._accept_pre_prepare(slot, pp, data, tuple(batch))
             self.next_seq += 1
+
+    def _reinstate_own_pre_prepare(self) -> bool:
+        """A PRE-PREPARE we already signed for (view, next_seq) that the log lost (a
+        restart whose records did not put it back): it goes back into the log and out
+        again, instead of the safety rules refusing a second one for the same number
+        (which would raise out of step)."""
+        if not self.log.in_window(self.next_seq):
+            return False
+        signed = self.safety.signed.get(("pre-prepare", self.view, self.next_seq))
+        if signed is None:
+            return False
+        slot = self.log.get(self.next_seq)
+        if slot is None or slot.pre_prepare is None or slot.view != self.view:
+            env = signed[1]
+            pp = from_body(env.body)
+            assert isinstance(pp, PrePrepare)
+            data = env.to_bytes()
+            requests = [(self._request_from_envelope(d), d) for d in pp.batch]
+            self.log.slots.pop(pp.seq, None)  # a slot of an earlier view, superseded
+            slot = self.log.slot(pp.seq, self.view)
+            checked = tuple((q, d) for q, d in requests if not isinstance(q, str))
+            self._accept_pre_prepare(slot, pp, data, checked)
+            self._out.append(Broadcast(data))
+        return True
 
     # -- pre-prepare, prepare, commit (section 4.2) -------------------------------------
 
@@ -917,6 +944,15 @@ class Replica:
         own = self.own_checkpoints.get(seq)
         if own is not None and own[0] == state_digest:
             self._persist_checkpoint(seq, state_digest, proof, own[1])
+        else:
+            # A window jump to a state we do not hold yet. It is durable before any vote
+            # we sign above it, so a restart comes back to this window (with its votes
+            # and certificates inside it) and resumes the transfer, instead of to the old
+            # one with votes it cannot account for (issue 13, item 1). What lies at or
+            # below it is covered by the 2f+1 signatures of the proof.
+            value = codec.encode([seq, state_digest, list(proof)])
+            self._out.append(Persist(Record.WINDOW, 0, 0, "", value))
+            self._out.append(Truncate(seq))
         self.log.advance(seq)
         self.safety.forget_below(seq)
         self.prepared_certs = {s: c for s, c in self.prepared_certs.items() if s > seq}
@@ -945,7 +981,12 @@ class Replica:
         self._nv_deadline = None
         certs = []
         for seq, (_, pp_env, prepares) in sorted(self.prepared_certs.items()):
-            if seq <= self.log.low:
+            if not self.log.in_window(seq):
+                # Cannot happen since window jumps are durable (a prepared slot is in the
+                # window it was prepared in); a certificate from a damaged store is left
+                # out rather than sent in a VIEW-CHANGE that no one would accept.
+                if seq > self.log.low:
+                    self._out.append(Note(f"leaving out our certificate for n={seq}: outside the window"))
                 continue
             cert = (pp_env, *prepares)
             try:
@@ -957,7 +998,10 @@ class Replica:
             certs.append(cert)
         vc = ViewChange(new_view, self.log.low, self.stable_proof, tuple(certs))
         data = self._broadcast(self.safety.sign_other(vc))
-        self.view_changes[self.id] = check_view_change(self.config, self.verifier, self.id, vc, data)
+        try:
+            self.view_changes[self.id] = check_view_change(self.config, self.verifier, self.id, vc, data)
+        except InvalidCertificate as exc:  # only from a damaged store: never out of step()
+            self._out.append(Note(f"our own view-change for {new_view} does not check: {exc}"))
         self._persist_view(data)
         self._out.append(ViewChangeStarted(new_view))
         self._after_view_change_input()
@@ -1354,6 +1398,11 @@ class Replica:
             by_kind.setdefault(r.record, []).append(r)
         for r in by_kind.get(Record.CHECKPOINT, [])[-1:]:
             seq, sdigest, proof, state = codec.decode(r.value)  # type: ignore[misc]
+            if state_root(split(state)) != sdigest:
+                # The state on disk is not the one 2f+1 replicas signed: never serve it.
+                raise ValueError(f"the stored checkpoint state at n={seq} does not match its signed digest")
+            if check_checkpoint_proof(self.config, self.verifier, seq, tuple(proof)) != sdigest:
+                raise ValueError(f"the stored proof of checkpoint n={seq} is for another digest")
             self._restore_state(seq, sdigest, state)
             self._make_stable(seq, sdigest, tuple(proof))
         accepted = [r for r in by_kind.get(Record.VOTE, []) if r.tag == ACCEPTED]
@@ -1387,6 +1436,16 @@ class Replica:
                     requests.append((req, req_data))
             slot = Slot(r.seq, r.view, pp, pp_data, tuple(requests), committed=True)
             self._execute(slot)
+        for r in by_kind.get(Record.WINDOW, [])[-1:]:
+            seq, sdigest, proof = codec.decode(r.value)  # type: ignore[misc]
+            if seq > self.log.low:
+                # We had jumped to a stable checkpoint whose state we were still fetching:
+                # back to that window, and the transfer starts again (chunks are asked
+                # for at the first retransmission).
+                if check_checkpoint_proof(self.config, self.verifier, seq, tuple(proof)) != sdigest:
+                    raise ValueError(f"the stored proof of checkpoint n={seq} is for another digest")
+                self._learn_stable(seq, sdigest, tuple(proof))
+                self.prepared_certs = {s: c for s, c in self.prepared_certs.items() if s > seq}
         views = by_kind.get(Record.VIEW, [])
         for r in [r for r in views if r.tag != QUORUM_TAG][-1:]:
             view, active, vc_data = codec.decode(r.value)  # type: ignore[misc]
