@@ -139,3 +139,73 @@ def test_a_stored_checkpoint_whose_state_does_not_match_its_digest_is_refused():
 
 
 _ = (actions_of, sign_commit)
+
+
+def _executed_replica(cfg, rid: int, upto: int):
+    """Replica `rid` that executed one put per slot up to `upto` (view 0)."""
+    from conftest import drive_to_execution
+
+    rep = make_replica(cfg, rid)
+    for seq in range(1, upto + 1):
+        req = sign_request("alice", op_put(b"k%d" % seq, b"v%d" % seq), seq)
+        pp = sign_pre_prepare(seq, (req,))
+        if rid != 0:
+            feed(rep, 0, pp)
+        else:
+            rep.step(__import__("pbft.protocol.events", fromlist=["Received"]).Received("alice", req))
+        drive_to_execution(rep, seq, decoded(pp)[1].digest)
+    assert rep.last_executed == upto
+    return rep
+
+
+def _route(src, dst_id, actions):
+    """`src`'s sends to replica `dst_id`; for dst_id 1 (the donor) every FETCH-STATE,
+    whoever it was addressed to (the donor answers for all of them)."""
+    from pbft.protocol.events import Send
+    from pbft.protocol.messages import FetchState
+
+    return [
+        a.data
+        for a in actions
+        if isinstance(a, Send)
+        and (a.to == dst_id or (dst_id == 1 and isinstance(decoded(a.data)[1], FetchState)))
+    ]
+
+
+def test_a_read_waits_for_a_state_transfer_instead_of_answering_from_old_state():
+    """Item 4: a replica that learnt checkpoint 8 is stable but still holds the state of
+    n=0 must not answer a read from it (with one Byzantine replica echoing that stale
+    answer, a client would accept it). It answers once the state is installed."""
+    from pbft.protocol.events import Received, SendClient, Tick
+    from pbft.protocol.messages import Reply
+    from pbft.service.kv import op_get
+
+    cfg = make_config()
+    donor = _executed_replica(cfg, 1, 8)
+    digest = donor.own_checkpoints[8][0]
+    lag = make_replica(cfg, 3)
+    for signer in (0, 1, 2):
+        feed(lag, signer, sign_checkpoint(signer, 8, digest))
+    assert lag.transfer is not None and lag.last_executed == 0
+    read = sign_request("bob", op_get(b"k3"), 1, read_only=True)
+    out = feed(lag, "bob", read)
+    assert not actions_of(out, SendClient), "answered a read from the state before the transfer"
+    # Serve the transfer from the donor until the state is installed.
+    for _ in range(cfg.retransmit_ms // cfg.tick_ms + 1):
+        out = lag.step(Tick())
+        if _route(lag, 1, out):
+            break
+    answers = []
+    for _ in range(50):
+        asks = _route(lag, 1, out)
+        if not asks:
+            break
+        out = []
+        for data in asks:
+            for chunk in _route(donor, 3, donor.step(Received(3, data))):
+                got = lag.step(Received(1, chunk))
+                answers += actions_of(got, SendClient)
+                out += got
+    assert lag.last_executed == 8
+    replies = [decoded(a.data)[1] for a in answers]
+    assert [r.timestamp for r in replies if isinstance(r, Reply) and r.client == "bob"] == [1]

@@ -474,6 +474,12 @@ class Replica:
     def _answer_reads(self) -> None:
         if not self.deferred_reads:
             return
+        if self.transfer is not None or self.last_executed < self.log.low:
+            # Our state is older than a checkpoint 2f+1 replicas made stable (a window
+            # jump drops the certificates below it before the state is installed): a read
+            # answered now could miss a write a client already saw completed (issue 13,
+            # item 4). It waits for the transfer.
+            return
         # Every prepared slot leaves a certificate, and certificates outlive view changes:
         # a slot prepared in an earlier view and not yet prepared again still holds reads.
         if any(seq > self.last_executed for seq in self.prepared_certs):
