@@ -24,6 +24,7 @@ from pbft.protocol.messages import (
     Reply,
     Request,
     SchemaError,
+    StableProof,
     StateChunk,
     Status,
     ViewChange,
@@ -53,6 +54,7 @@ EXAMPLES = [
     StateChunk(128, D, 1, 3, b"data", (D, E)),
     Status(1, 10, 8, 2),
     QueryStatus(42),
+    StableProof(128, (b"c1", b"c2", b"c3")),
 ]
 
 

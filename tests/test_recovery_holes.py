@@ -154,6 +154,9 @@ def _executed_replica(cfg, rid: int, upto: int):
         else:
             rep.step(__import__("pbft.protocol.events", fromlist=["Received"]).Received("alice", req))
         drive_to_execution(rep, seq, decoded(pp)[1].digest)
+        if seq % cfg.checkpoint_interval == 0:  # the others agree: the window moves on
+            for signer in [s for s in range(cfg.n) if s != rid][: cfg.quorum - 1]:
+                feed(rep, signer, sign_checkpoint(signer, seq, rep.own_checkpoints[seq][0]))
     assert rep.last_executed == upto
     return rep
 
@@ -209,3 +212,65 @@ def test_a_read_waits_for_a_state_transfer_instead_of_answering_from_old_state()
     assert lag.last_executed == 8
     replies = [decoded(a.data)[1] for a in answers]
     assert [r.timestamp for r in replies if isinstance(r, Reply) and r.client == "bob"] == [1]
+
+
+def _proof_for(cfg, seq: int, upto_signers=(0, 1, 2)):
+    donor = _executed_replica(cfg, 1, seq)
+    digest = donor.own_checkpoints[seq][0]
+    return digest, tuple(sign_checkpoint(s, seq, digest) for s in upto_signers)
+
+
+def test_a_stable_proof_is_accepted_as_a_unit_despite_far_future_claims():
+    """Item 5: Byzantine replica 0 fills its claim slots with far-future CHECKPOINTs, which
+    pushed its own genuine signature of checkpoint 16 out of the laggard's claims; the
+    proof {0, 1, 2} a correct peer sends must still move the laggard."""
+    from pbft.protocol.crypto import seal
+    from pbft.protocol.messages import StableProof
+    from conftest import replica_key, CLUSTER_ID
+
+    cfg = make_config()
+    digest, proof = _proof_for(cfg, 16)
+    lag = make_replica(cfg, 3)
+    feed(lag, 0, proof[0])  # the genuine claim of replica 0 (beyond the window)
+    for far in (400, 800, 1200):
+        feed(lag, 0, sign_checkpoint(0, far, FAR))
+    for data in proof[1:]:
+        feed(lag, 1, data)
+    assert lag.log.low == 0  # the old path: replica 0's genuine claim was pushed out
+    unit = seal(replica_key(1), CLUSTER_ID, 1, StableProof(16, proof)).to_bytes()
+    feed(lag, 1, unit)
+    assert lag.log.low == 16 and lag.transfer is not None and lag.transfer.digest == digest
+
+
+def test_a_stable_proof_inside_the_window_beats_a_conflicting_earlier_vote():
+    """Item 5, inside the window: replica 0 first sent the laggard a CHECKPOINT with a
+    wrong digest, so its genuine one in the proof looked like a second vote; as a unit,
+    2f+1 valid signatures for one digest make it stable."""
+    from pbft.protocol.crypto import seal
+    from pbft.protocol.messages import StableProof
+    from conftest import replica_key, CLUSTER_ID
+
+    cfg = make_config()
+    digest, proof = _proof_for(cfg, 8)
+    lag = make_replica(cfg, 3)
+    feed(lag, 0, sign_checkpoint(0, 8, FAR))
+    for data in proof:
+        feed(lag, 1, data)
+    assert lag.log.low == 0
+    feed(lag, 1, seal(replica_key(1), CLUSTER_ID, 1, StableProof(8, proof)).to_bytes())
+    assert lag.log.low == 8
+
+
+def test_a_stable_proof_that_does_not_check_is_rejected_and_moves_nothing():
+    from pbft.protocol.crypto import seal
+    from pbft.protocol.events import Rejected
+    from pbft.protocol.messages import StableProof
+    from conftest import replica_key, CLUSTER_ID
+
+    cfg = make_config()
+    digest, proof = _proof_for(cfg, 8)
+    lag = make_replica(cfg, 3)
+    for bad in (proof[:2], proof[:2] + proof[:1], proof[:2] + (sign_checkpoint(2, 8, FAR),)):
+        out = feed(lag, 1, seal(replica_key(1), CLUSTER_ID, 1, StableProof(8, bad)).to_bytes())
+        assert [r.reason.name for r in actions_of(out, Rejected)] == ["BAD_CERTIFICATE"]
+    assert lag.log.low == 0 and lag.transfer is None

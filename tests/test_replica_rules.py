@@ -45,6 +45,7 @@ from pbft.protocol.events import (
     Tick,
 )
 from pbft.protocol.messages import (
+    StableProof,
     Checkpoint,
     Commit,
     FetchState,
@@ -611,10 +612,12 @@ def test_status_behind_our_stable_checkpoint_gets_its_proof(backup):
     assert backup.stable_seq == 4
     actions = feed(backup, 2, seal_as(2, Status(0, 4, 0, 4)))
     sent = [(a.to, decoded(a.data)[1]) for a in actions if isinstance(a, Send)]
-    assert sorted((to, m) for to, m in sent if isinstance(m, Checkpoint)) == [(2, Checkpoint(4, d))] * 3
+    proofs = [(to, m) for to, m in sent if isinstance(m, StableProof)]
+    assert [(to, m.seq, len(m.proof)) for to, m in proofs] == [(2, 4, 3)]
+    assert {decoded(e)[1] for e in proofs[0][1].proof} == {Checkpoint(4, d)}
     # A peer as far as we are gets nothing.
     actions = feed(backup, 3, seal_as(3, Status(0, 4, 4, 0)))
-    assert not [a for a in actions if isinstance(a, Send) and isinstance(decoded(a.data)[1], Checkpoint)]
+    assert not [a for a in actions if isinstance(a, Send) and isinstance(decoded(a.data)[1], StableProof)]
 
 
 def test_f_plus_1_or_mismatching_checkpoints_are_not_stable(backup):

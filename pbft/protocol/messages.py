@@ -57,6 +57,7 @@ class MsgType(IntEnum):
     STATE_CHUNK = 10
     STATUS = 11
     QUERY_STATUS = 12
+    STABLE_PROOF = 13
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +172,17 @@ class Status:
 
 
 @dataclass(frozen=True, slots=True)
+class StableProof:
+    """The 2f+1 signed CHECKPOINTs that make checkpoint `seq` stable, as one unit: what a
+    replica sends a peer whose STATUS shows it behind (section 4.3; TOCS 2002 5.3). Sent
+    one CHECKPOINT at a time, a laggard judged each alone, and a Byzantine peer's other
+    claims could push a genuine one out (issue 13, item 5)."""
+
+    seq: int
+    proof: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class QueryStatus:
     """A client asks a replica for its `Status` (signed by the client, `pbft status`)."""
 
@@ -190,6 +202,7 @@ Message = (
     | StateChunk
     | Status
     | QueryStatus
+    | StableProof
 )
 
 
@@ -271,6 +284,7 @@ _SCHEMA: dict[MsgType, tuple[type, tuple]] = {
     ),
     MsgType.STATUS: (Status, (_u64, _u64, _u64, _u64)),
     MsgType.QUERY_STATUS: (QueryStatus, (_u64,)),
+    MsgType.STABLE_PROOF: (StableProof, (_u64, _list_of(_ENV, MAX_CERTS))),
 }
 _TYPE_OF: dict[type, MsgType] = {cls: t for t, (cls, _) in _SCHEMA.items()}
 _BY_NUMBER: dict[int, tuple[type, tuple]] = {int(t): entry for t, entry in _SCHEMA.items()}
@@ -372,4 +386,6 @@ def render(msg: Message) -> str:
             return f"STATUS v={v} last={last} stable={stable} log={size}"
         case QueryStatus(nonce):
             return f"QUERY-STATUS nonce={nonce}"
+        case StableProof(n, proof):
+            return f"STABLE-PROOF n={n} proof={len(proof)}"
     return repr(msg)

@@ -91,6 +91,7 @@ from .messages import (
     QueryStatus,
     Request,
     Signer,
+    StableProof,
     StateChunk,
     Status,
     ViewChange,
@@ -414,6 +415,8 @@ class Replica:
                 self.on_fetch_state(peer, env, msg)
             case StateChunk():
                 self.on_state_chunk(peer, env, msg)
+            case StableProof():
+                self.on_stable_proof(peer, env, msg)
             case _:
                 self._reject(peer, Reason.WRONG_ROLE, f"unexpected {render(msg)}")
 
@@ -907,6 +910,24 @@ class Replica:
         if len(matching) >= self._checkpoint_quorum():
             self._learn_stable(c.seq, c.digest, tuple(sorted(matching)[: self.config.quorum]))
 
+    def on_stable_proof(self, peer: Signer | None, env: Envelope, sp: StableProof) -> None:
+        """2f+1 CHECKPOINTs judged together: valid signatures of distinct replicas for one
+        (seq, digest) prove the checkpoint stable, whatever else their signers sent us
+        (a far-future claim or a conflicting vote cannot hide a genuine signature)."""
+        if not self._check_replica_signed(peer, env):
+            return
+        if sp.seq <= self.log.low:
+            self.rejects[(peer, Reason.STALE)] += 1
+            return
+        if not self._verify(peer, env):
+            return
+        try:
+            state_digest = check_checkpoint_proof(self.config, self.verifier, sp.seq, sp.proof)
+        except InvalidCertificate as exc:
+            self._reject(peer, Reason.BAD_CERTIFICATE, f"stable proof of {sp.seq}: {exc}")
+            return
+        self._learn_stable(sp.seq, state_digest, sp.proof)
+
     def _check_checkpoint_quorum(self, seq: int) -> None:
         if seq <= self.log.low:
             return
@@ -1255,8 +1276,8 @@ class Replica:
         # CHECKPOINTs (lost ones are never resent otherwise, and without the proof it
         # cannot truncate its log, section 4.3): send the proof.
         if st.stable_seq < self.log.low and self.stable_proof:
-            for data in self.stable_proof:
-                self._out.append(Send(to, data))
+            proof = StableProof(self.log.low, self.stable_proof)
+            self._out.append(Send(to, self.safety.sign_other(proof).to_bytes()))
         if st.view < self.view and self.view_active and self.new_view_data:
             self._out.append(Send(to, self.new_view_data))
         if st.view == self.view and self.view_active:
