@@ -224,9 +224,10 @@ def test_a_stable_proof_is_accepted_as_a_unit_despite_far_future_claims():
     """Item 5: Byzantine replica 0 fills its claim slots with far-future CHECKPOINTs, which
     pushed its own genuine signature of checkpoint 16 out of the laggard's claims; the
     proof {0, 1, 2} a correct peer sends must still move the laggard."""
+    from conftest import CLUSTER_ID, replica_key
+
     from pbft.protocol.crypto import seal
     from pbft.protocol.messages import StableProof
-    from conftest import replica_key, CLUSTER_ID
 
     cfg = make_config()
     digest, proof = _proof_for(cfg, 16)
@@ -246,9 +247,10 @@ def test_a_stable_proof_inside_the_window_beats_a_conflicting_earlier_vote():
     """Item 5, inside the window: replica 0 first sent the laggard a CHECKPOINT with a
     wrong digest, so its genuine one in the proof looked like a second vote; as a unit,
     2f+1 valid signatures for one digest make it stable."""
+    from conftest import CLUSTER_ID, replica_key
+
     from pbft.protocol.crypto import seal
     from pbft.protocol.messages import StableProof
-    from conftest import replica_key, CLUSTER_ID
 
     cfg = make_config()
     digest, proof = _proof_for(cfg, 8)
@@ -262,10 +264,11 @@ def test_a_stable_proof_inside_the_window_beats_a_conflicting_earlier_vote():
 
 
 def test_a_stable_proof_that_does_not_check_is_rejected_and_moves_nothing():
+    from conftest import CLUSTER_ID, replica_key
+
     from pbft.protocol.crypto import seal
     from pbft.protocol.events import Rejected
     from pbft.protocol.messages import StableProof
-    from conftest import replica_key, CLUSTER_ID
 
     cfg = make_config()
     digest, proof = _proof_for(cfg, 8)

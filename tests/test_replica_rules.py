@@ -45,7 +45,6 @@ from pbft.protocol.events import (
     Tick,
 )
 from pbft.protocol.messages import (
-    StableProof,
     Checkpoint,
     Commit,
     FetchState,
@@ -55,6 +54,7 @@ from pbft.protocol.messages import (
     QueryStatus,
     Reply,
     Request,
+    StableProof,
     StateChunk,
     Status,
     ViewChange,
