@@ -277,3 +277,95 @@ def test_a_stable_proof_that_does_not_check_is_rejected_and_moves_nothing():
         out = feed(lag, 1, seal(replica_key(1), CLUSTER_ID, 1, StableProof(8, bad)).to_bytes())
         assert [r.reason.name for r in actions_of(out, Rejected)] == ["BAD_CERTIFICATE"]
     assert lag.log.low == 0 and lag.transfer is None
+
+
+def _big_pre_prepare(signer: int, view: int, seq: int, size: int, real_signer: int | None = None) -> bytes:
+    """A PRE-PREPARE for a future view whose batch is `size` bytes of garbage (the batch
+    is only checked once the view is installed)."""
+    from conftest import forge
+
+    from pbft.protocol.messages import PrePrepare
+
+    pp = PrePrepare(view, seq, b"\x00" * 32, (b"\x01" * size,))
+    return forge(signer, pp, real_signer)
+
+
+def test_the_future_view_buffer_is_bounded_in_bytes_per_signer_whatever_the_channel():
+    """Item 6: one Byzantine replica (1, primary of view 1) sends 1 MiB PRE-PREPAREs for
+    view 1 over its own channel and over client channels. What a correct replica keeps is
+    bounded by FUTURE_SIGNER_BYTES, not by a count per channel (which let every client
+    identity add a budget of its own: 784 x 16 MiB = 11.9 GiB on real processes)."""
+    from pbft.protocol.events import Rejected
+    from pbft.protocol.replica import FUTURE_SIGNER_BYTES
+
+    cfg = make_config()
+    rep = make_replica(cfg, 2)
+    mib = 1024 * 1024
+    overload = 0
+    for i, channel in enumerate([1] * 30 + ["alice"] * 30 + ["bob"] * 30 + [None] * 30):
+        out = feed(rep, channel, _big_pre_prepare(1, 1, 1 + i % 8, mib))
+        overload += sum(1 for r in actions_of(out, Rejected) if r.reason.name == "OVERLOAD")
+    held = sum(len(d) for _, d in rep._future)
+    assert held <= FUTURE_SIGNER_BYTES and overload >= 100
+    # A forgery in another replica's name is never kept (nobody fills 3's budget).
+    out = feed(rep, 1, _big_pre_prepare(3, 3, 1, 1024, real_signer=1))
+    assert [r.reason.name for r in actions_of(out, Rejected)] == ["BAD_SIGNATURE"]
+    assert all(decoded(d)[0].signer == 1 for _, d in rep._future)
+    # The correct replica 3 still has its own budget for view 3.
+    feed(rep, 3, _big_pre_prepare(3, 3, 1, 1024))
+    assert any(decoded(d)[0].signer == 3 for _, d in rep._future)
+
+
+def test_status_answers_are_limited_per_replica_and_period():
+    """Item 7: ten signed STATUS per tick from a replica that claims to be far behind
+    cost a correct replica one answer per retransmission period, not ten per tick."""
+    from conftest import seal_as
+
+    from pbft.protocol.events import Send, Tick
+    from pbft.protocol.messages import Status
+
+    cfg = make_config()
+    rep = _executed_replica(cfg, 1, 8)
+    sent = 0
+    ticks = 4 * (cfg.retransmit_ms // cfg.tick_ms)
+    for t in range(ticks):
+        rep.step(Tick())
+        for _ in range(10):
+            sent += len(actions_of(feed(rep, 3, seal_as(3, Status(0, 0, 0, 0))), Send))
+    periods = ticks // (cfg.retransmit_ms // cfg.tick_ms)
+    per_answer = 1  # the STABLE-PROOF (the peer is below our stable checkpoint)
+    assert 0 < sent <= (periods + 1) * per_answer, sent
+
+
+def test_a_relayed_or_repeated_fetch_state_gets_no_chunk():
+    """Item 7: a FETCH-STATE signed by replica 3 and replayed by replica 0 (or by anyone)
+    made us send the chunk to 3 again and again; chunks go to the signer only over its own
+    channel, once per chunk and retransmission period."""
+    from conftest import seal_as
+
+    from pbft.protocol.events import Rejected, Send
+    from pbft.protocol.messages import FetchState
+
+    cfg = make_config()
+    rep = _executed_replica(cfg, 1, 8)
+    fs = seal_as(3, FetchState(8, rep.own_checkpoints[8][0], 0))
+    assert len(actions_of(feed(rep, 3, fs), Send)) == 1
+    assert not actions_of(feed(rep, 3, fs), Send)  # the same chunk again, at once
+    out = feed(rep, 0, fs)
+    assert not actions_of(out, Send)
+    assert [r.reason.name for r in actions_of(out, Rejected)] == ["WRONG_ROLE"]
+
+
+def test_a_replayed_request_gets_its_cached_reply_once_per_period():
+    """Item 7: a Byzantine replica relaying a client's executed request makes every correct
+    replica resend the (up to 1 MiB) cached reply; once per retransmission period."""
+    from pbft.protocol.events import SendClient, Tick
+
+    cfg = make_config()
+    rep = _executed_replica(cfg, 1, 4)
+    req4 = sign_request("alice", op_put(b"k4", b"v4"), 4)
+    replies = sum(len(actions_of(feed(rep, 0, req4), SendClient)) for _ in range(20))
+    assert replies == 1
+    for _ in range(cfg.retransmit_ms // cfg.tick_ms):
+        rep.step(Tick())
+    assert len(actions_of(feed(rep, "alice", req4), SendClient)) == 1

@@ -150,6 +150,13 @@ ORDERING_FRACTION = 2
 """A request a backup knows of must appear in a pre-prepare within this fraction of the
 view-change timeout (it must execute within the whole timeout)."""
 
+CHUNKS_REMEMBERED = 4096
+"""(asker, seq, index) of state chunks sent in the last retransmission period."""
+
+FUTURE_SIGNER_BYTES = 16 * 1024 * 1024
+"""Bytes of future-view messages kept per signer (one largest frame); in total, f+2 times
+that, so f Byzantine replicas filling theirs leave room for the correct ones."""
+
 MAX_BACKOFF_SHIFT = 6
 """The view-change timeout doubles per failed view change, up to 2**6 times (4.5.2)."""
 
@@ -218,8 +225,19 @@ class Replica:
         self.view_changes_started = 0
         self._vc_attempts = 0
         self._nv_deadline: int | None = None
+        # Messages of views to come, verified, bounded per signer in count and bytes and
+        # in total bytes (_old_or_future).
         self._future: deque[tuple[Signer | None, bytes]] = deque()
-        self._future_per_peer: Counter[Signer | None] = Counter()
+        self._future_count: Counter[int] = Counter()
+        self._future_bytes: Counter[int] = Counter()
+        self._future_total = 0
+        self._future_total_limit = (config.f + 2) * FUTURE_SIGNER_BYTES
+        # Answers that cost more than the question, at most once per retransmission
+        # period per asker (issue 13, item 7): STATUS -> proof/NEW-VIEW/slots, a repeated
+        # request -> its cached reply, FETCH-STATE -> a chunk (per chunk).
+        self._status_answered: dict[int, int] = {}
+        self._reply_resent: dict[str, int] = {}
+        self._chunks_sent: dict[tuple[int, int, int], int] = {}
         # State transfer: CHECKPOINTs seen above our window (a few per replica), the fetch
         # in progress, and the chunks of our latest checkpoint for serving others.
         self.claims: dict[int, dict[int, tuple[bytes, bytes]]] = {}
@@ -242,8 +260,8 @@ class Replica:
         self._retransmit_ticks = max(1, config.retransmit_ms // config.tick_ms)
         self._vc_timeout_ticks = max(1, config.view_change_timeout_ms // config.tick_ms)
         self.hold_ticks = max(1, min(-(-HOLD_MS // config.tick_ms), self._vc_timeout_ticks // 8))
-        # Buffer for messages of future views: enough for one view's traffic per peer.
-        self._future_limit_per_peer = 3 * config.log_window + 4 * config.n
+        # Buffer for messages of future views: enough for one view's traffic per signer.
+        self._future_limit_per_signer = 3 * config.log_window + 4 * config.n
         self._out: list[Action] = []
 
     # -- public surface ---------------------------------------------------------------
@@ -443,6 +461,16 @@ class Replica:
         rec = self.clients.get(req.client)
         if rec is not None and req.timestamp <= rec.timestamp:
             if req.timestamp == rec.timestamp:
+                # The client lost our reply: send it again, at most once per
+                # retransmission period (a replayed request must not turn us into a
+                # stream of up to 1 MiB replies).
+                last = self._reply_resent.get(req.client)
+                if last is not None and self.ticks - last < self._retransmit_ticks:
+                    self.rejects[(peer, Reason.DUPLICATE)] += 1
+                    return
+                if len(self._reply_resent) >= len(self.config.clients):
+                    self._reply_resent.clear()  # bounded by the clients; forgetting is harmless
+                self._reply_resent[req.client] = self.ticks
                 self._reply(req.client, rec.timestamp, rec.result)
             else:
                 self._reject(peer, Reason.STALE, f"{req.client} t={req.timestamp}")
@@ -638,7 +666,7 @@ class Replica:
             self.rejects[(peer, Reason.DUPLICATE)] += 1
             return
         if pp.view != self.view or not self.view_active:
-            self._old_or_future(peer, data, pp.view, "pre-prepare")
+            self._old_or_future(peer, env, data, pp.view, "pre-prepare")
             return
         if not self.log.in_window(pp.seq):
             self._reject(peer, Reason.OUT_OF_WINDOW, f"pre-prepare n={pp.seq}")
@@ -683,17 +711,37 @@ class Replica:
         slot = self.log.slot(pp.seq, pp.view)
         self._accept_pre_prepare(slot, pp, data, tuple(requests), prepare=True)
 
-    def _old_or_future(self, peer: Signer | None, data: bytes, view: int, what: str) -> None:
-        """Ignore messages of old views; buffer a bounded number for views to come."""
+    def _old_or_future(
+        self, peer: Signer | None, env: Envelope, data: bytes, view: int, what: str
+    ) -> None:
+        """Ignore messages of old views; keep a bounded amount for views to come.
+
+        Bounded per *signer* (not per channel, where every client identity had a budget
+        of its own) in count and bytes, and in total bytes; and only once the signature
+        holds, so nobody fills another replica's budget. One Byzantine replica parked
+        784 x 16 MiB PRE-PREPAREs in a correct one before (issue 13, item 6). What does
+        not fit is dropped: the sender retransmits once we are in its view."""
         if view < self.view:
             self._reject(peer, Reason.WRONG_VIEW, f"{what} for old view {view}")
-        elif view > self.view + self.config.n:
+            return
+        if view > self.view + self.config.n:
             self._reject(peer, Reason.OUT_OF_WINDOW, f"{what} for far-future view {view}")
-        elif self._future_per_peer[peer] >= self._future_limit_per_peer:
-            self._reject(peer, Reason.OVERLOAD, f"future-view buffer full for {peer!r}")
-        else:
-            self._future.append((peer, data))
-            self._future_per_peer[peer] += 1
+            return
+        signer: int = env.signer  # type: ignore[assignment]  # a replica: checked by callers
+        size = len(data)
+        if (
+            self._future_count[signer] >= self._future_limit_per_signer
+            or self._future_bytes[signer] + size > FUTURE_SIGNER_BYTES
+            or self._future_total + size > self._future_total_limit
+        ):
+            self._reject(peer, Reason.OVERLOAD, f"future-view buffer full for replica {signer}")
+            return
+        if not self._verify(peer, env):
+            return
+        self._future.append((peer, data))
+        self._future_count[signer] += 1
+        self._future_bytes[signer] += size
+        self._future_total += size
 
     def _vote_filter(
         self, peer: Signer | None, env: Envelope, data: bytes, view: int, seq: int
@@ -702,7 +750,7 @@ class Replica:
         if not self._check_replica_signed(peer, env):
             return False
         if view != self.view or not self.view_active:
-            self._old_or_future(peer, data, view, "vote")
+            self._old_or_future(peer, env, data, view, "vote")
             return False
         if not self.log.in_window(seq):
             self._reject(peer, Reason.OUT_OF_WINDOW, f"vote n={seq}")
@@ -1259,7 +1307,9 @@ class Replica:
 
     def _replay_future(self) -> None:
         buffered, self._future = self._future, deque()
-        self._future_per_peer.clear()
+        self._future_count.clear()
+        self._future_bytes.clear()
+        self._future_total = 0
         for peer, data in buffered:
             self._on_received(peer, data)
 
@@ -1269,9 +1319,17 @@ class Replica:
         """A peer's progress report: help it catch up with what proves where we are."""
         if not self._check_replica_signed(peer, env) or env.signer == self.id:
             return
+        to: int = env.signer  # type: ignore[assignment]
+        last = self._status_answered.get(to)
+        if last is not None and self.ticks - last < self._retransmit_ticks:
+            # What we answer (a proof, a NEW-VIEW, up to CATCH_UP_SLOTS certificates) costs
+            # far more than a STATUS: once per retransmission period per replica, which
+            # is as often as a correct one asks (issue 13, item 7: 42x amplification).
+            self.rejects[(peer, Reason.DUPLICATE)] += 1
+            return
         if not self._verify(peer, env):
             return
-        to: int = env.signer  # type: ignore[assignment]
+        self._status_answered[to] = self.ticks
         # Behind our stable checkpoint, in execution or only in collecting its 2f+1
         # CHECKPOINTs (lost ones are never resent otherwise, and without the proof it
         # cannot truncate its log, section 4.3): send the proof.
@@ -1320,6 +1378,16 @@ class Replica:
     def on_fetch_state(self, peer: Signer | None, env: Envelope, fs: FetchState) -> None:
         if not self._check_replica_signed(peer, env):
             return
+        if peer is not None and peer != env.signer:
+            # Chunks go to the signer: a FETCH-STATE relayed or replayed by anyone else
+            # would make us send state to a replica that did not ask (issue 13, item 7).
+            self._reject(peer, Reason.WRONG_ROLE, f"fetch-state of {env.signer} relayed by {peer!r}")
+            return
+        key = (env.signer, fs.seq, fs.index)  # type: ignore[assignment]
+        last = self._chunks_sent.get(key)  # type: ignore[arg-type]
+        if last is not None and self.ticks - last < self._retransmit_ticks:
+            self.rejects[(peer, Reason.DUPLICATE)] += 1  # asked again too soon: the same chunk
+            return
         own = self.own_checkpoints.get(fs.seq)
         if own is None or own[0] != fs.digest:
             self.rejects[(peer, Reason.STALE)] += 1
@@ -1332,6 +1400,12 @@ class Replica:
         if fs.index >= len(chunks):
             self._reject(peer, Reason.OUT_OF_WINDOW, f"chunk {fs.index} of {len(chunks)}")
             return
+        if len(self._chunks_sent) >= CHUNKS_REMEMBERED:
+            horizon = self.ticks - self._retransmit_ticks
+            self._chunks_sent = {k: t for k, t in self._chunks_sent.items() if t > horizon}
+            if len(self._chunks_sent) >= CHUNKS_REMEMBERED:
+                self._chunks_sent.clear()  # forgetting only allows one more answer each
+        self._chunks_sent[key] = self.ticks  # type: ignore[index]
         reply = StateChunk(
             fs.seq, fs.digest, fs.index, len(chunks), chunks[fs.index], chunk_proof(chunks, fs.index)
         )
