@@ -328,7 +328,7 @@ def test_status_answers_are_limited_per_replica_and_period():
     rep = _executed_replica(cfg, 1, 8)
     sent = 0
     ticks = 4 * (cfg.retransmit_ms // cfg.tick_ms)
-    for t in range(ticks):
+    for _ in range(ticks):
         rep.step(Tick())
         for _ in range(10):
             sent += len(actions_of(feed(rep, 3, seal_as(3, Status(0, 0, 0, 0))), Send))
