@@ -333,7 +333,7 @@ def test_status_answers_are_limited_per_replica_and_period():
         for _ in range(10):
             sent += len(actions_of(feed(rep, 3, seal_as(3, Status(0, 0, 0, 0))), Send))
     periods = ticks // (cfg.retransmit_ms // cfg.tick_ms)
-    per_answer = 1  # the STABLE-PROOF (the peer is below our stable checkpoint)
+    per_answer = 2  # the STABLE-PROOF (the peer is below our stable checkpoint) and our STATUS
     assert 0 < sent <= (periods + 1) * per_answer, sent
 
 
@@ -369,3 +369,49 @@ def test_a_replayed_request_gets_its_cached_reply_once_per_period():
     for _ in range(cfg.retransmit_ms // cfg.tick_ms):
         rep.step(Tick())
     assert len(actions_of(feed(rep, "alice", req4), SendClient)) == 1
+
+
+def test_a_restarted_replica_does_not_change_view_before_it_knows_it_is_behind():
+    """Item 2: replica 3 restarts having executed n=2 while the others went on to n=6.
+    Clients resend it requests that were ordered while it was down; judging the primary
+    by them sent it alone into a view change the others never followed (on real
+    processes it stayed alone in view 17 through two restarts). Until 2f others told it
+    where they are it does not time the primary out; once f+1 say they executed past it,
+    it is catching up, not suspecting."""
+    from conftest import seal_as
+
+    from pbft.protocol.events import Tick
+    from pbft.protocol.messages import Status
+
+    cfg = make_config()
+    rep = _executed_replica(cfg, 3, 2)
+    store: dict = {}
+    # Records as the runtime would hold them: replay the same history into a store.
+    donor = make_replica(cfg, 3)
+    from conftest import drive_to_execution
+
+    for seq in range(1, 3):
+        req = sign_request("alice", op_put(b"k%d" % seq, b"v%d" % seq), seq)
+        pp = sign_pre_prepare(seq, (req,))
+        _durable(donor, feed(donor, 0, pp), store)
+        _durable(donor, drive_to_execution(donor, seq, decoded(pp)[1].digest), store)
+    again = make_replica(cfg, 3)
+    again.recover(list(store.values()))
+    assert again.last_executed == 2 and rep.last_executed == 2
+    # bob's request was ordered at n=5 while replica 3 was down; bob retransmits it.
+    feed(again, "bob", sign_request("bob", op_put(b"b", b"1"), 1))
+    vc_ticks = cfg.view_change_timeout_ms // cfg.tick_ms
+    for _ in range(vc_ticks):
+        again.step(Tick())
+    assert again.view_changes_started == 0, "judged the primary before knowing where the others are"
+    for peer in (0, 1):
+        feed(again, peer, seal_as(peer, Status(0, 6, 4, 2)))
+    assert again._located and again._behind()
+    for _ in range(3 * vc_ticks):
+        again.step(Tick())
+    assert again.view_changes_started == 0, "suspected the primary while catching up"
+    # Once it has caught up (the others report nothing past it), the timers apply again.
+    again._peer_progress.clear()
+    for _ in range(2 * vc_ticks):
+        again.step(Tick())
+    assert again.view_changes_started == 1

@@ -324,8 +324,10 @@ def test_view_change_storm_moves_no_one_and_costs_one_entry_per_peer():
 
 
 def test_view_change_storm_does_not_hijack_a_real_view_change():
-    # A genuine view change (primary cut off) goes to view 1, not to the storm's views:
-    # join the (f+1)-th highest view seen, which a correct replica vouches for.
+    # A genuine view change (primary cut off) goes to view 1, or on by the new-view timer
+    # to view 2 (the storming replica's own core is in view 1 too, so 2f+1 were there,
+    # 4.5.2), never to the storm's views (5, 10, ... up to 100): join the (f+1)-th
+    # highest view seen, which a correct replica vouches for.
     c = Net(byz=(2, "view-change-storm", {"every": 2, "jump": 5}))
     c.workload(1)
     c.cut.add(0)
@@ -334,7 +336,8 @@ def test_view_change_storm_does_not_hijack_a_real_view_change():
     c.tick(40)
     c.cut.clear()
     c.settle()
-    assert c.views() == {1} and c.done("alice") == 2
+    c.tick(60)  # the old primary learns the view from a peer's NEW-VIEW (STATUS)
+    assert len(c.views()) == 1 and c.views() <= {1, 2} and c.done("alice") == 2
     c.workload(2, ticks=2)
     assert c.done("alice") == 4
     assert_safe(c)

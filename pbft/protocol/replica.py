@@ -236,6 +236,18 @@ class Replica:
         # period per asker (issue 13, item 7): STATUS -> proof/NEW-VIEW/slots, a repeated
         # request -> its cached reply, FETCH-STATE -> a chunk (per chunk).
         self._status_answered: dict[int, int] = {}
+        # View convergence (issue 13, item 2). Our own VIEW-CHANGEs of the last views we
+        # passed through, resent to a replica still waiting in one of them; replicas known
+        # to have been in our current view although they have moved on since; whether
+        # a restarted replica has heard where the others are; last_executed per replica
+        # from STATUS in our view (to tell that we are behind).
+        self._own_vcs: dict[int, bytes] = {}
+        self._vc_resent: dict[int, int] = {}
+        self._was_in_view: set[int] = set()
+        self._located = True
+        self._located_by = 0
+        self._heard: set[int] = set()
+        self._peer_progress: dict[int, tuple[int, int]] = {}
         self._reply_resent: dict[str, int] = {}
         self._chunks_sent: dict[tuple[int, int, int], int] = {}
         # State transfer: CHECKPOINTs seen above our window (a few per replica), the fetch
@@ -1078,6 +1090,10 @@ class Replica:
         except InvalidCertificate as exc:  # only from a damaged store: never out of step()
             self._out.append(Note(f"our own view-change for {new_view} does not check: {exc}"))
         self._persist_view(data)
+        self._own_vcs[new_view] = data
+        for old in [v for v in self._own_vcs if v <= new_view - self.config.n]:
+            del self._own_vcs[old]
+        self._was_in_view = set()
         self._out.append(ViewChangeStarted(new_view))
         self._after_view_change_input()
 
@@ -1096,11 +1112,23 @@ class Replica:
                 elif self._verify(peer, env):
                     self._new_view_resent[signer] = self.ticks
                     self._out.append(Send(signer, self.new_view_data))
+            elif vc.new_view in self._own_vcs and signer != self.id:
+                self._resend_own_view_change(peer, env, signer, vc.new_view)
             else:
                 self.rejects[(peer, Reason.STALE)] += 1
             return
         prior = self.view_changes.get(signer)
         if prior is not None and prior.msg.new_view >= vc.new_view:
+            if (
+                vc.new_view == self.view
+                and prior.msg.new_view > vc.new_view
+                and signer not in self._was_in_view
+                and self._verify(peer, env)
+            ):
+                # Its VIEW-CHANGE for our view, resent after it moved on: it was in this
+                # view, which is what the new-view timer waits for (4.5.2).
+                self._was_in_view.add(signer)
+                self._after_view_change_input()
             return  # a retransmission, or older than what we hold from that replica
         if not self._verify(peer, env):
             return
@@ -1122,6 +1150,22 @@ class Replica:
             self._start_view_change(higher[self.config.f])
             return
         self._after_view_change_input()
+
+    def _resend_own_view_change(self, peer: Signer | None, env: Envelope, to: int, view: int) -> None:
+        """A replica still waits in a view we have left (we timed it out, it never got
+        2f+1 VIEW-CHANGEs for it, so it has no new-view timer): resend it our VIEW-CHANGE
+        for that view, the same signed bytes as before, so that it learns 2f+1 were
+        there, times the view out and follows us. Without this, replicas split between
+        v and v+1 each wait for the others for ever (issue 13, item 2; the stall of fuzz
+        seed 1501933). Once per retransmission period per replica, signed senders only."""
+        last = self._vc_resent.get(to)
+        if last is not None and self.ticks - last < self._retransmit_ticks:
+            self.rejects[(peer, Reason.DUPLICATE)] += 1
+            return
+        if not self._verify(peer, env):
+            return
+        self._vc_resent[to] = self.ticks
+        self._out.append(Send(to, self._own_vcs[view]))
 
     def _compare_certificates(self, vc: ViewChange) -> None:
         """A prepared certificate carries the old primary's signed pre-prepare: if ours
@@ -1151,7 +1195,8 @@ class Replica:
         if self.view_active:
             return
         votes = [c for c in self.view_changes.values() if c.msg.new_view == self.view]
-        if len(votes) < self.config.quorum:
+        in_view = {c.signer for c in votes} | self._was_in_view
+        if len(in_view) < self.config.quorum:
             return
         if self._nv_deadline is None:
             # Section 4.5.2: the timer for the new view starts once 2f+1 replicas are in
@@ -1162,7 +1207,7 @@ class Replica:
             # persisted, and peers that have moved on to a later view never resend them,
             # so a restarted replica could otherwise wait in this view for ever.
             self._out.append(Persist(Record.VIEW, 0, 0, QUORUM_TAG, codec.encode(self.view)))
-        if self.is_primary and self.id in {c.signer for c in votes}:
+        if self.is_primary and self.id in {c.signer for c in votes} and len(votes) >= self.config.quorum:
             self._send_new_view(votes)
 
     def _send_new_view(self, votes: list[CheckedViewChange]) -> None:
@@ -1330,6 +1375,16 @@ class Replica:
         if not self._verify(peer, env):
             return
         self._status_answered[to] = self.ticks
+        self._peer_progress[to] = (st.view, st.last_executed)
+        if not self._located:
+            self._heard.add(to)
+            if len(self._heard) >= 2 * self.config.f:
+                self._locate()
+        if st.view < self.view or st.last_executed < self.last_executed or st.stable_seq < self.log.low:
+            # It is behind us: tell it where we are too, so a replica that just restarted
+            # learns it is behind before it judges the primary (_maybe_timeout).
+            status = Status(self.view, self.last_executed, self.log.low, len(self.log))
+            self._out.append(Send(to, self.safety.sign_other(status).to_bytes()))
         # Behind our stable checkpoint, in execution or only in collecting its 2f+1
         # CHECKPOINTs (lost ones are never resent otherwise, and without the proof it
         # cannot truncate its log, section 4.3): send the proof.
@@ -1589,6 +1644,11 @@ class Replica:
                 slot.my_prepare = env.to_bytes()
                 slot.prepares[self.id] = (msg.digest, slot.my_prepare)
         self.next_seq = max(self.next_seq, self.last_executed + 1)
+        # Until we hear where the others are, we do not judge the primary; our STATUS goes
+        # out at the first tick.
+        self._located = False
+        self._located_by = self.ticks + 2 * self._vc_timeout_ticks
+        self._last_progress = self.ticks - self._retransmit_ticks
         notes = [a for a in self._out if isinstance(a, Note)]
         notes.append(
             Note(f"recovered: view {self.view}, executed {self.last_executed}, stable {self.log.low}")
@@ -1622,6 +1682,19 @@ class Replica:
             # A replica fetching state is behind: it cannot judge the primary by requests
             # it has not caught up to, and must not leave the view alone for that.
             return
+        if not self._located and self.ticks < self._located_by:
+            # Restarted: until 2f others told us where they are (or a while has passed),
+            # a request we wait for may be one the others ordered while we were down. A
+            # replica that timed out here went alone into a view change the others never
+            # followed (issue 13, item 2).
+            return
+        if not self._located:
+            self._locate()
+            return
+        if self._behind():
+            for client, (ts, data, _) in list(self.waiting.items()):
+                self.waiting[client] = (ts, data, self.ticks)
+            return
         for client in [c for c, (ts, _, _) in self.waiting.items() if self._executed_ts(c) >= ts]:
             del self.waiting[client]
         if not self.waiting:
@@ -1652,6 +1725,23 @@ class Replica:
                         self._out.append(Send(self.primary, data))
                 status = Status(self.view, self.last_executed, self.log.low, len(self.log))
                 self._out.append(Broadcast(self.safety.sign_other(status).to_bytes()))
+
+    def _locate(self) -> None:
+        """We know where the others are (or waited long enough): judge the primary from
+        now on, with fresh timers for what we were waiting for."""
+        self._located = True
+        self._heard.clear()
+        for client, (ts, data, _) in list(self.waiting.items()):
+            self.waiting[client] = (ts, data, self.ticks)
+
+    def _behind(self) -> bool:
+        """f+1 replicas (so at least one correct) told us, by STATUS in our view, that they
+        executed past us: we are catching up and cannot judge the primary by requests
+        whose pre-prepares we have not seen yet."""
+        ahead = sorted(
+            (ex for v, ex in self._peer_progress.values() if v == self.view), reverse=True
+        )
+        return len(ahead) > self.config.f and ahead[self.config.f] > self.last_executed
 
     def _executed_ts(self, client: str) -> int:
         rec = self.clients.get(client)
