@@ -26,12 +26,17 @@ Theory of operation (OSDI'99 section 4; TOCS 2002 for refinements):
   certificate per prepared slot above it; f+1 VIEW-CHANGEs for higher views make a
   replica join the smallest of them. The new primary turns 2f+1 valid VIEW-CHANGEs into a
   NEW-VIEW (viewchange.plan_new_view); backups recompute it and reject any difference.
-  Messages for future views are buffered within a bound, old views are ignored.
+  Messages for future views are buffered within a bound, old views are ignored. A
+  replica resends its own VIEW-CHANGE for a view it left to one still waiting there, so
+  replicas split between two views converge.
 * State transfer (TOCS 2002 5.3). A replica that learns of a checkpoint that 2f+1
   replicas signed above what it has executed (their CHECKPOINTs, a NEW-VIEW, or the proof
   a peer sends when our STATUS shows we lag) moves its window there and fetches the state
   in chunks, each verified against the signed digest (statetransfer.py), switching
-  sources when one lies or stalls.
+  sources when one lies or stalls. The jump is persisted (WINDOW record) before any vote
+  above it, so a restart resumes the transfer in the same window; reads wait until the
+  state is installed. A proof sent to a laggard travels as one STABLE-PROOF, judged as a
+  unit. (docs/robustness.md: these rules and the budgets on costly answers.)
 * Retransmission. Messages may be lost; every `retransmit_ms` without progress a replica
   resends its own messages for the slots it has not executed.
 
