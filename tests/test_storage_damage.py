@@ -202,6 +202,8 @@ def test_a_damaged_history_file_is_refused(tmp_path, cfg):
     f.write_text(f.read_text().replace('"commits": 1', '"commits": 0'))  # its check no longer fits
     with pytest.raises(ConfigError, match="has a damaged HISTORY file"):
         Storage.open(str(tmp_path / "d"), cfg, 1)
+    Storage.open(str(tmp_path / "d"), cfg, 1, accept_rollback=True).close()  # as it says
+    assert read_sidecar(str(tmp_path / "d")).commits == 1
 
 
 def test_a_fresh_directory_and_an_empty_database_without_history_start_clean(tmp_path, cfg):

@@ -300,7 +300,12 @@ class Storage:
         lock_fd = _lock(path, replica_id)
         db = None
         try:
-            sidecar = read_sidecar(path)
+            try:
+                sidecar = read_sidecar(path)
+            except ConfigError:
+                if not accept_rollback:
+                    raise
+                sidecar = None  # the operator vouches for the database as it is
             db, history = _connect(path, config, replica_id, fsync, sidecar, accept_rollback)
             store = cls(path, db, lock_fd, fsync, history)
             _fsync_database(path)  # what an earlier run left may not be on disk yet
