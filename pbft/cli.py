@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--behaviour", default=None, help="a behaviour name or scenario file")
     r.add_argument("--metrics", default=None, metavar="HOST:PORT",
                    help="serve Prometheus metrics on http://HOST:PORT/metrics")
+    r.add_argument("--accept-rollback", action="store_true",
+                   help="open a data directory whose database is behind its HISTORY file "
+                        "(an older copy restored on purpose)")
 
     u = sub.add_parser("up", help="run every replica of the cluster file on this host")
     u.add_argument("--config", required=True)

@@ -124,10 +124,15 @@ def test_one_transaction_per_apply(store, monkeypatch):
 
 def test_a_failed_apply_stores_nothing_of_it(store):
     store.apply([vote(1, b"kept")])
-    bad = dataclasses.replace(vote(2, b"x"), value=None)  # NOT NULL violated mid-way
+    store._db.execute(  # the second row of the next apply fails, mid-way
+        "CREATE TEMP TRIGGER fail_seq_2 BEFORE INSERT ON main.records WHEN NEW.seq = 2"
+        " BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+    )
+    before = store.history
     with pytest.raises(StorageError, match="cannot write"):
-        store.apply([vote(3, b"lost"), bad])
+        store.apply([vote(3, b"lost"), vote(2, b"x")])
     assert [r.value for r in store.load()] == [b"kept"]
+    assert store.history == before  # the history did not move either
 
 
 def test_refuses_another_clusters_directory(tmp_path, cfg):

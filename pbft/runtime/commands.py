@@ -249,6 +249,7 @@ def cmd_replica(args) -> int:
                 behaviour=resolve_behaviour(getattr(args, "behaviour", None), args.config, args.id),
                 data=getattr(args, "data", None),
                 metrics=getattr(args, "metrics", None),
+                accept_rollback=getattr(args, "accept_rollback", False),
             )
             nursery.cancel_scope.cancel()
             return failure

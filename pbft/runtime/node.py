@@ -268,7 +268,12 @@ class ReplicaNode:
         if self.storage is None or self.recovery_seconds is not None:
             return
         started = time.monotonic()
-        records = self.storage.load()
+        try:
+            records = self.storage.load()
+        except ConfigError as exc:  # a record that fails its checksum: a damaged store
+            from ..cli import UsageError
+
+            raise UsageError(str(exc)) from None
         if records:
             try:
                 notes = self.replica.recover(records)
@@ -667,12 +672,15 @@ async def run_replica(
     behaviour: str | None = None,
     data: str | None = None,
     metrics: str | None = None,
+    accept_rollback: bool = False,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> str | None:
     """Load the cluster file, this replica's identity and its data directory (`data`, by
     default `<cluster dir>/data/replica-<id>`), recover, listen, serve until cancelled.
     Metrics are served on `metrics` (HOST:PORT), by default on the `metrics` address of
     this replica's [[replica]] entry in the cluster file, if it has one.
+    `accept_rollback`: open a data directory whose database is behind its HISTORY file
+    (the operator restored an older copy on purpose; see pbft.runtime.storage).
     Returns None, or why the replica stopped on its own (a storage failure)."""
     from ..cli import UsageError
     from .clusterfile import load_cluster, load_identity
@@ -691,7 +699,10 @@ async def run_replica(
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         fsync = fsync_setting(cluster_path)
-        storage = Storage.open(data or default_data_dir(config, replica_id), config, replica_id, fsync)
+        storage = Storage.open(
+            data or default_data_dir(config, replica_id), config, replica_id, fsync,
+            accept_rollback=accept_rollback,
+        )
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     me = config.replicas[replica_id]

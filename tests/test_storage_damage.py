@@ -1,0 +1,378 @@
+"""pbft.runtime.storage: a damaged or rolled-back data directory is refused, an honest
+crash is not (DESIGN.md section 8; the format is in the storage module's docstring).
+
+Each kind of damage is made the way it happens (a byte flipped in the database file, the
+file truncated, the WAL deleted or damaged after a crash, an older copy restored) and
+must be refused with one sentence naming the directory. A crash image is what a process
+killed at that moment leaves: the database, its WAL and HISTORY as they are on disk while
+the store is open (copied, since closing the store would checkpoint the WAL away).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from conftest import make_config
+
+from pbft.protocol.config import ConfigError
+from pbft.protocol.events import Persist, Record
+from pbft.runtime.storage import (
+    DB_FILE,
+    FORMAT_VERSION,
+    HISTORY_FILE,
+    Storage,
+    read_sidecar,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+WAL = DB_FILE + "-wal"
+
+
+@pytest.fixture
+def cfg():
+    return make_config()
+
+
+def vote(seq: int, value: bytes, view: int = 0) -> Persist:
+    return Persist(Record.VOTE, seq, view, "prepare", value)
+
+
+def crash_image(src, dst) -> None:
+    """What a process killed now leaves in `src`: its files as they are on disk."""
+    os.makedirs(dst)
+    for name in (DB_FILE, WAL, HISTORY_FILE):
+        if os.path.exists(os.path.join(src, name)):
+            shutil.copyfile(os.path.join(src, name), os.path.join(dst, name))
+
+
+def records_sqlite_sees(directory, scratch) -> int:
+    """How many records SQLite itself finds in `directory` (opened on a copy)."""
+    crash_image(directory, scratch)
+    db = sqlite3.connect(os.path.join(scratch, DB_FILE))
+    try:
+        return db.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+    finally:
+        db.close()
+
+
+def flip_byte_in(file, marker: bytes) -> None:
+    data = bytearray(open(file, "rb").read())
+    at = data.find(marker)
+    assert at >= 0, "the marker is not in the file"
+    data[at + len(marker) // 2] ^= 0x01
+    with open(file, "wb") as fh:
+        fh.write(data)
+
+
+# -- per-record checksums -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", [Record.CHECKPOINT, Record.VOTE, Record.PREPARED, Record.VIEW])
+def test_a_byte_flipped_inside_a_stored_record_is_refused(tmp_path, cfg, kind):
+    marker = b"<<" + os.urandom(24).hex().encode() + b">>"
+    seq = 0 if kind in (Record.CHECKPOINT, Record.VIEW) else 7
+    with Storage.open(str(tmp_path / "d"), cfg, 1) as s:
+        s.apply([vote(1, b"other"), Persist(kind, seq, 0, "", b"state " * 500 + marker + b" end")])
+    flip_byte_in(tmp_path / "d" / DB_FILE, marker)  # closed: the WAL is in the database file
+    with Storage.open(str(tmp_path / "d"), cfg, 1) as s:  # SQLite's own check passes...
+        with pytest.raises(ConfigError, match=rf"d is damaged: its {kind.value} record .* does not match its checksum"):
+            s.load()  # ...the record's checksum does not
+
+
+def test_a_damaged_record_stops_the_replica_with_one_sentence(tmp_path, cfg):
+    from conftest import make_replica
+
+    from pbft.cli import UsageError
+    from pbft.runtime.node import ReplicaNode
+
+    marker = b"<<" + os.urandom(24).hex().encode() + b">>"
+    with Storage.open(str(tmp_path / "d"), cfg, 1) as s:
+        s.apply([Persist(Record.CHECKPOINT, 0, 0, "", marker)])
+    flip_byte_in(tmp_path / "d" / DB_FILE, marker)
+    with Storage.open(str(tmp_path / "d"), cfg, 1) as s:
+        node = ReplicaNode(cfg, make_replica(cfg, 1), server_context=None, client_context=None,
+                           identify=None, storage=s)
+        with pytest.raises(UsageError, match="is damaged: its checkpoint record"):
+            node.recover()
+
+
+# -- history: rollback and vanishing ------------------------------------------------------
+
+
+def test_a_database_truncated_to_0_bytes_is_refused(tmp_path, cfg):
+    with Storage.open(str(tmp_path / "d"), cfg, 1) as s:
+        s.apply([vote(1, b"signed")])
+    os.truncate(tmp_path / "d" / DB_FILE, 0)
+    with pytest.raises(ConfigError, match=r"d has lost its database: HISTORY says 1 commits .* is empty"):
+        Storage.open(str(tmp_path / "d"), cfg, 1)
+    assert os.path.getsize(tmp_path / "d" / DB_FILE) == 0  # refused: nothing written
+
+
+def test_a_deleted_database_is_refused_and_not_recreated(tmp_path, cfg):
+    with Storage.open(str(tmp_path / "d"), cfg, 1) as s:
+        s.apply([vote(1, b"signed")])
+    os.remove(tmp_path / "d" / DB_FILE)
+    with pytest.raises(ConfigError, match=r"has lost its database: .* there is no pbft.sqlite3"):
+        Storage.open(str(tmp_path / "d"), cfg, 1)
+    assert not os.path.exists(tmp_path / "d" / DB_FILE)
+
+
+@pytest.mark.parametrize("fsync", ["always", "batch"])
+def test_a_wal_deleted_after_a_crash_is_refused(tmp_path, cfg, fsync):
+    live = tmp_path / "live"
+    with Storage.open(str(live), cfg, 1, fsync, history_interval=None) as s:
+        for i in range(1, 21):
+            s.apply([vote(i, b"x" * 100)])
+        s.write_history()
+        crash_image(live, tmp_path / "crash")
+    os.remove(tmp_path / "crash" / WAL)
+    assert records_sqlite_sees(tmp_path / "crash", tmp_path / "scratch") < 20  # really lost
+    with pytest.raises(ConfigError, match=r"crash went back in time: its database holds 0 commits .*"
+                       r"HISTORY says 20 commits \(up to view 0, seq 20\) were durable"):
+        Storage.open(str(tmp_path / "crash"), cfg, 1, fsync)
+
+
+def test_a_wal_damaged_after_a_crash_is_refused(tmp_path, cfg):
+    live = tmp_path / "live"
+    with Storage.open(str(live), cfg, 1, history_interval=None) as s:
+        for i in range(1, 21):
+            s.apply([vote(i, os.urandom(200))])
+        s.write_history()
+        crash_image(live, tmp_path / "crash")
+    wal = tmp_path / "crash" / WAL
+    data = bytearray(wal.read_bytes())
+    frames = (len(data) - 32) // (24 + 4096)
+    at = 32 + (frames // 2) * (24 + 4096) + 24 + 100  # inside a page of a middle frame
+    data[at] ^= 0xFF
+    wal.write_bytes(bytes(data))
+    seen = records_sqlite_sees(tmp_path / "crash", tmp_path / "scratch")
+    assert seen < 20  # SQLite stops at the damaged frame: the later commits are gone
+    with pytest.raises(ConfigError, match=r"went back in time: .* HISTORY says 20 commits"):
+        Storage.open(str(tmp_path / "crash"), cfg, 1)
+
+
+def test_an_older_copy_restored_over_the_newer_is_refused_unless_accepted(tmp_path, cfg):
+    d = tmp_path / "d"
+    with Storage.open(str(d), cfg, 1) as s:
+        s.apply([vote(1, b"one")])
+    shutil.copyfile(d / DB_FILE, tmp_path / "old.sqlite3")  # a backup of the stopped replica
+    with Storage.open(str(d), cfg, 1) as s:
+        s.apply([vote(2, b"two")])
+        s.apply([vote(3, b"three", view=1)])
+    shutil.copyfile(tmp_path / "old.sqlite3", d / DB_FILE)
+    with pytest.raises(ConfigError, match=r"went back in time: its database holds 1 commits .* "
+                       r"HISTORY says 3 commits \(up to view 1, seq 3\) were durable.*--accept-rollback"):
+        Storage.open(str(d), cfg, 1)
+    with Storage.open(str(d), cfg, 1, accept_rollback=True) as s:  # restored on purpose
+        assert [r.value for r in s.load()] == [b"one"]
+    assert read_sidecar(str(d)).commits == 1
+    Storage.open(str(d), cfg, 1).close()  # from now on the restored copy is the history
+
+
+def test_a_database_without_its_history_file_is_refused(tmp_path, cfg):
+    with Storage.open(str(tmp_path / "d"), cfg, 1) as s:
+        s.apply([vote(1, b"signed")])
+    os.remove(tmp_path / "d" / HISTORY_FILE)
+    with pytest.raises(ConfigError, match="holds a database of 1 commits .* but no HISTORY file"):
+        Storage.open(str(tmp_path / "d"), cfg, 1)
+
+
+def test_a_database_from_another_directory_is_refused(tmp_path, cfg):
+    for name in ("a", "b"):
+        with Storage.open(str(tmp_path / name), cfg, 1) as s:
+            for i in range(1, 4 if name == "a" else 2):
+                s.apply([vote(i, b"x")])
+    shutil.copyfile(tmp_path / "a" / DB_FILE, tmp_path / "b" / DB_FILE)  # more commits, not its own
+    with pytest.raises(ConfigError, match="holds another database than the one its HISTORY file describes"):
+        Storage.open(str(tmp_path / "b"), cfg, 1)
+
+
+def test_a_damaged_history_file_is_refused(tmp_path, cfg):
+    with Storage.open(str(tmp_path / "d"), cfg, 1) as s:
+        s.apply([vote(1, b"signed")])
+    f = tmp_path / "d" / HISTORY_FILE
+    f.write_text(f.read_text().replace('"commits": 1', '"commits": 0'))  # its check no longer fits
+    with pytest.raises(ConfigError, match="has a damaged HISTORY file"):
+        Storage.open(str(tmp_path / "d"), cfg, 1)
+    Storage.open(str(tmp_path / "d"), cfg, 1, accept_rollback=True).close()  # as it says
+    assert read_sidecar(str(tmp_path / "d")).commits == 1
+
+
+def test_a_fresh_directory_and_an_empty_database_without_history_start_clean(tmp_path, cfg):
+    Storage.open(str(tmp_path / "fresh"), cfg, 1).close()
+    assert read_sidecar(str(tmp_path / "fresh")).commits == 0
+    os.makedirs(tmp_path / "empty")
+    (tmp_path / "empty" / DB_FILE).write_bytes(b"")
+    with Storage.open(str(tmp_path / "empty"), cfg, 1) as s:
+        assert s.load() == []
+
+
+# -- honest crashes are never refused -----------------------------------------------------
+
+
+def test_a_crash_between_the_commit_and_the_history_update_is_not_refused(tmp_path, cfg):
+    live = tmp_path / "live"
+    with Storage.open(str(live), cfg, 1, history_interval=None) as s:
+        s.apply([vote(1, b"a")])
+        s.write_history()
+        s.apply([vote(2, b"b")])  # committed; HISTORY not updated yet: the crash comes now
+        s.apply([vote(3, b"c", view=2)])
+        crash_image(live, tmp_path / "crash")
+    assert read_sidecar(str(tmp_path / "crash")).commits == 1
+    with Storage.open(str(tmp_path / "crash"), cfg, 1) as s:
+        assert [r.value for r in s.load()] == [b"a", b"b", b"c"]
+        assert s.history.commits == 3
+    assert read_sidecar(str(tmp_path / "crash")).commits == 3  # caught up on open
+
+
+def test_a_crash_right_after_the_database_was_created_is_not_refused(tmp_path, cfg):
+    with Storage.open(str(tmp_path / "d"), cfg, 1):
+        pass
+    os.remove(tmp_path / "d" / HISTORY_FILE)  # killed before the first HISTORY was written
+    Storage.open(str(tmp_path / "d"), cfg, 1).close()
+
+
+CHILD = textwrap.dedent("""
+    import os, sys
+    sys.path.insert(0, {tests!r})
+    from conftest import make_config
+    from pbft.protocol.events import Persist, Record
+    from pbft.runtime.storage import Storage
+    s = Storage.open({path!r}, make_config(), 1, {fsync!r}, history_interval=0.001)
+    n = s.history.commits
+    print("open", flush=True)
+    while True:
+        n += 1
+        s.apply([Persist(Record.VOTE, n, 0, "prepare", os.urandom(64))])
+""")
+
+
+@pytest.mark.parametrize("fsync", ["always", "batch"])
+def test_kill_9_at_random_moments_is_never_refused(tmp_path, cfg, fsync):
+    """A writer killed while it commits and updates HISTORY as fast as it can: every
+    restart opens, and the history only grows."""
+    import random
+    import time
+
+    path = str(tmp_path / "d")
+    tests = os.path.dirname(__file__)
+    rng = random.Random(13)
+    last = 0
+    for _ in range(8):
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD.format(tests=tests, path=path, fsync=fsync)],
+            stdout=subprocess.PIPE, text=True,
+        )
+        try:
+            assert child.stdout.readline() == "open\n"
+            time.sleep(rng.uniform(0.02, 0.3))
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+        with Storage.open(path, cfg, 1, fsync) as s:
+            assert s.history.commits >= last
+            assert len(s.load()) == s.history.commits  # one record per commit, none damaged
+            last = s.history.commits
+    assert last > 8
+
+
+def test_the_history_file_follows_the_commits_while_running(tmp_path, cfg):
+    import time
+
+    with Storage.open(str(tmp_path / "d"), cfg, 1) as s:
+        for i in range(1, 6):
+            s.apply([vote(i, b"x")])
+        deadline = time.monotonic() + 5
+        while read_sidecar(str(tmp_path / "d")).commits != 5:
+            assert time.monotonic() < deadline, "HISTORY was not updated"
+            time.sleep(0.01)
+
+
+# -- SQLite open, format migration ----------------------------------------------------------
+
+
+def test_a_database_truncated_mid_file_is_refused_with_one_sentence(tmp_path, cfg):
+    with Storage.open(str(tmp_path / "d"), cfg, 1) as s:
+        s.apply([vote(i, os.urandom(300)) for i in range(1, 200)])
+    path = tmp_path / "d" / DB_FILE
+    os.truncate(path, os.path.getsize(path) // 2)
+    with pytest.raises(ConfigError, match=r"holds a corrupt (or unreadable )?database"):
+        Storage.open(str(tmp_path / "d"), cfg, 1)
+
+
+def make_format_1(directory, cfg, records) -> None:
+    """A data directory as format 1 wrote it: no checksums, no history, no HISTORY."""
+    from pbft.runtime.storage import keys_hash
+
+    os.makedirs(directory)
+    db = sqlite3.connect(os.path.join(directory, DB_FILE))
+    db.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "CREATE TABLE records (record TEXT NOT NULL, view INTEGER NOT NULL, seq INTEGER NOT NULL,"
+        " tag TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (record, view, seq, tag));"
+        "CREATE INDEX records_seq ON records (seq);"
+    )
+    meta = {"format_version": "1", "cluster_id": cfg.cluster_id, "replica_id": "1",
+            "public_key": cfg.replicas[1].public_key.hex(), "replica_keys": keys_hash(cfg)}
+    db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+    db.executemany("INSERT INTO records VALUES (?, ?, ?, ?, ?)",
+                   [(r.record.value, r.view, r.seq, r.tag, r.value) for r in records])
+    db.commit()
+    db.close()
+
+
+def test_a_format_1_directory_is_migrated(tmp_path, cfg):
+    records = [vote(1, b"a"), vote(2, b"b", view=3), Persist(Record.CHECKPOINT, 0, 0, "", b"cp")]
+    make_format_1(tmp_path / "d", cfg, records)
+    with Storage.open(str(tmp_path / "d"), cfg, 1) as s:
+        assert s.load() == records
+        assert s.meta()["format_version"] == str(FORMAT_VERSION)
+        assert (s.history.commits, s.history.view, s.history.seq) == (1, 3, 2)
+        s.apply([vote(4, b"d")])
+    assert read_sidecar(str(tmp_path / "d")).commits == 2
+    with Storage.open(str(tmp_path / "d"), cfg, 1) as s:
+        assert len(s.load()) == 4
+
+
+def test_a_format_1_database_restored_over_a_newer_directory_is_refused(tmp_path, cfg):
+    make_format_1(tmp_path / "old", cfg, [vote(1, b"a")])
+    with Storage.open(str(tmp_path / "d"), cfg, 1) as s:
+        s.apply([vote(1, b"a")])
+    shutil.copyfile(tmp_path / "old" / DB_FILE, tmp_path / "d" / DB_FILE)
+    with pytest.raises(ConfigError, match="holds a database of format 1 .* an older copy was restored"):
+        Storage.open(str(tmp_path / "d"), cfg, 1)
+
+
+# -- through the command line ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped"])
+def test_pbft_replica_refuses_a_damaged_directory_with_one_sentence(tmp_path, capsys, damage):
+    from pbft.cli import main
+    from pbft.runtime.clusterfile import load_cluster
+    from pbft.runtime.keygen import generate_cluster
+    from pbft.runtime.launcher import free_ports
+
+    path = generate_cluster(str(tmp_path / "k"), f=1, clients=["alice"], ports=free_ports(4),
+                            cluster_id="damage")
+    config = load_cluster(path)
+    d = tmp_path / "d"
+    marker = b"<<" + os.urandom(24).hex().encode() + b">>"
+    with Storage.open(str(d), config, 1) as s:
+        s.apply([vote(1, marker)])
+    if damage == "truncated":
+        os.truncate(d / DB_FILE, 0)
+    else:
+        flip_byte_in(d / DB_FILE, marker)
+    assert main(["replica", "--config", path, "--id", "1", "--data", str(d)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"pbft: the data directory {d} ")
