@@ -83,6 +83,7 @@ KINDS = (
     "STATE-CHUNK",
     "STATUS",
     "QUERY-STATUS",
+    "HELD",
 )
 MAX_F = 4
 MAX_CLIENTS = 64
