@@ -16,6 +16,7 @@ from pbft.protocol.messages import (
     Commit,
     Envelope,
     FetchState,
+    Held,
     MsgType,
     NewView,
     Prepare,
@@ -54,6 +55,8 @@ EXAMPLES = [
     StateChunk(128, D, 1, 3, b"data", (D, E)),
     Status(1, 10, 8, 2),
     QueryStatus(42),
+    Held(1, 5, "alice", 2, 9),
+    Held(0, 0, "bob", 3, MAX_U64),
     StableProof(128, (b"c1", b"c2", b"c3")),
 ]
 
@@ -92,6 +95,7 @@ messages = st.one_of(
     ),
     st.builds(Status, u64, u64, u64, u64),
     st.builds(QueryStatus, u64),
+    st.builds(Held, u64, u64, names, u64, u64),
 )
 
 
@@ -160,6 +164,10 @@ BAD_BODIES = {
     "client as bytes": body(MsgType.REQUEST, b"op", 1, b"alice", False),
     "read_only as int": body(MsgType.REQUEST, b"op", 1, "alice", 1),
     "reply client bad": body(MsgType.REPLY, 0, 1, "", 0, b"r"),
+    "held too few fields": body(MsgType.HELD, 0, 1, "alice", 2),
+    "held negative": body(MsgType.HELD, 0, 1, "alice", 2, -1),
+    "held as bytes": body(MsgType.HELD, 0, 1, "alice", 2, b"\x09"),
+    "held client bad": body(MsgType.HELD, 0, 1, "al ice", 2, 9),
     "batch not a list": body(MsgType.PRE_PREPARE, 0, 1, D, b"env"),
     "batch item not bytes": body(MsgType.PRE_PREPARE, 0, 1, D, [1]),
     "prepared cert not a list": body(MsgType.VIEW_CHANGE, 1, 0, [], [b"x"]),

@@ -48,6 +48,7 @@ from pbft.protocol.messages import (
     Checkpoint,
     Commit,
     FetchState,
+    Held,
     NewView,
     Prepare,
     PrePrepare,
@@ -508,9 +509,11 @@ def test_old_timestamp_is_not_executed_again(counting_backup):
     execute_batch(rep, 1, (put("alice", 1, value=b"one"),))
     execute_batch(rep, 2, (put("alice", 2, value=b"two"),))
     assert rep.service.calls == 2
-    # Sent directly: refused as stale.
+    # Sent directly: refused as stale; no reply, only the timestamp we hold (held.py).
     actions = feed(rep, "alice", put("alice", 1, value=b"one"))
-    assert rejections(actions) == [Reason.STALE] and actions_of(actions, SendClient) == []
+    assert rejections(actions) == [Reason.STALE]
+    [told] = actions_of(actions, SendClient)
+    assert decoded(told.data)[1] == Held(0, 1, "alice", 1, 2)
     # Ordered again by a faulty primary: a no-op.
     actions = execute_batch(rep, 3, (put("alice", 1, value=b"one"),))
     [ex] = actions_of(actions, Executed)

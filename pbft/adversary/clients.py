@@ -206,14 +206,17 @@ class ClientAbuse(ClientBehaviour):
 
     def abusive(self, mode: str) -> bytes:
         core = self.core
+        # The honest core below catches up with the huge timestamps the replicas come to
+        # hold for this client (they executed its huge-timestamp requests), so everything
+        # derived from core.timestamp is kept within the codec's range.
         if mode == "outstanding":
-            core.timestamp += 1
+            core.timestamp = min(core.timestamp + 1, MAX_U64)
             op = codec.encode(["get", b"client-abuse"])
-            return self.sign(Request(op, core.timestamp + 1_000_000, core.id))
+            return self.sign(Request(op, min(core.timestamp + 1_000_000, MAX_U64), core.id))
         if mode == "huge-timestamp":
             ts = MAX_U64 - self.rng.randrange(1 << 16)
             return self.sign(Request(codec.encode(["get", b"client-abuse"]), ts, core.id))
-        return self.sign(Request(bytes(MAX_OPERATION + 1), core.timestamp + 1, core.id))
+        return self.sign(Request(bytes(MAX_OPERATION + 1), min(core.timestamp + 1, MAX_U64), core.id))
 
     def on_tick(self) -> list[Action]:
         out: list[Action] = []

@@ -1,8 +1,9 @@
 """The sans-IO client (OSDI'99 section 4.1).
 
 A client has one request outstanding at a time, stamped with a timestamp larger than
-any before (the runtime seeds it from the wall clock so a restarted client never reuses
-one). It sends the signed request to the primary of the view it believes current; when
+any before (the runtime seeds it from the wall clock, so a restarted client normally
+starts above every timestamp it used; when its clock is behind, it catches up with the
+replicas, see below). It sends the signed request to the primary of the view it believes current; when
 its timer expires it sends it to every replica, doubling the timeout each time, so a
 faulty primary cannot hide the request (backups relay it and, with view changes, time
 out the primary).
@@ -17,6 +18,22 @@ because a replica answers a read only once it has executed every slot it has pre
 (see Replica.on_read_only). `strong_writes=True` makes writes wait for 2f+1 replies as
 well, for callers that want a write acknowledged by a quorum of executions. Replies are not
 signed: the channel they arrive on says which replica sent them (`Received.peer`).
+
+Catching up with the timestamp the replicas hold. A replica never executes a request
+older than the last one it executed for this client, and answers one with a HELD naming
+the timestamp it holds (held.py). A client whose first timestamp came from a clock that
+is behind (or that once ran far ahead and was corrected) learns from those answers where
+to continue: once f+1 replicas report the same held timestamp h, at least one correct
+replica holds it, so h is a timestamp this client really used and nothing below h + 1
+can ever execute. The client then re-signs the same operation with timestamp h + 1 and
+sends it again; from there timestamps go up by one per request. Fewer than f+1 matching
+answers move nothing, so up to f faulty replicas cannot push the client's timestamps
+towards the end of their range (and lock it out) or make it skip any.
+The first HELD for a request also sends it to every replica (once), so the other
+replicas' answers do not wait for the retransmission timer. A request catches up at most
+MAX_CATCH_UPS times, each to a larger timestamp; when it cannot continue (the replicas
+hold the largest timestamp there is, or keep holding newer ones, as when another process
+uses this identity) the core gives up on it with `Failed` and one sentence saying why.
 """
 
 from __future__ import annotations
@@ -26,8 +43,15 @@ from dataclasses import dataclass, field
 from . import codec
 from .config import ClusterConfig
 from .crypto import KeyPair, seal
-from .events import Action, Completed, Event, Reason, Received, Rejected, Send, Tick
-from .messages import Reply, Request, decode_envelope
+from .events import Action, Completed, Event, Failed, Reason, Received, Rejected, Send, Tick
+from .held import client_retransmit_ticks
+from .messages import MAX_U64, Envelope, Held, Reply, Request, decode_envelope
+
+MAX_CATCH_UPS = 3
+"""Times one operation may continue from a timestamp f+1 replicas hold, each larger than
+the last. One is the rule; more covers f+1 replicas that lagged behind the others (one of
+them faulty, replaying an old held timestamp). Beyond that, something else keeps using
+this client's identity."""
 
 
 class ClientBusy(RuntimeError):
@@ -45,6 +69,10 @@ class Outstanding:
     waited: int = 0
     timeout: int = 0
     retransmissions: int = 0
+    held: dict[int, int] = field(default_factory=dict)
+    """Replica -> the newer timestamp it holds for us (its HELD for this request)."""
+    asked_all: bool = False
+    catch_ups: int = 0
 
 
 class ClientCore:
@@ -66,11 +94,7 @@ class ClientCore:
         self.view = 0
         self.timestamp = start_timestamp
         self.outstanding: Outstanding | None = None
-        # A quarter of the view-change timeout: the backups then learn of a request early
-        # enough for their ordering timer (half of it) to catch a primary that sits on it.
-        self.retransmit_ticks = retransmit_ticks or max(
-            1, config.view_change_timeout_ms // (4 * config.tick_ms)
-        )
+        self.retransmit_ticks = retransmit_ticks or client_retransmit_ticks(config)
         self.rejected = 0
         self.retransmissions = 0  # timer expiries that resent a request, over all requests
         self.write_quorum = config.quorum if strong_writes else config.weak_quorum
@@ -78,11 +102,18 @@ class ClientCore:
     def submit(self, operation: bytes, read_only: bool = False) -> list[Action]:
         if self.outstanding is not None:
             raise ClientBusy("a request is already outstanding")
+        return self._issue(operation, read_only)
+
+    def _issue(self, operation: bytes, read_only: bool, catch_ups: int = 0) -> list[Action]:
+        if self.timestamp >= MAX_U64:
+            return [Failed(self.timestamp, f"client {self.id} has used the largest timestamp a "
+                           "request can carry: this identity can make no more requests")]
         self.timestamp += 1
         req = Request(operation, self.timestamp, self.id, read_only)
         data = seal(self._key, self.config.cluster_id, self.id, req).to_bytes()
         self.outstanding = Outstanding(
-            self.timestamp, operation, read_only, data, timeout=self.retransmit_ticks
+            self.timestamp, operation, read_only, data, timeout=self.retransmit_ticks,
+            catch_ups=catch_ups,
         )
         if read_only:
             return self._to_all(data)
@@ -121,23 +152,19 @@ class ClientCore:
             env, msg = decode_envelope(data)
         except codec.CodecError as exc:
             return self._reject(peer, Reason.MALFORMED, str(exc))
-        if not isinstance(msg, Reply):
+        if not isinstance(msg, Reply | Held):
             return self._reject(peer, Reason.WRONG_ROLE, "clients accept only replies")
-        # Replies are authenticated by the channel: the sender is who the channel says.
-        if type(peer) is not int or env.signer != peer or msg.replica != peer:
-            return self._reject(peer, Reason.UNKNOWN_SIGNER, "reply not from its channel's replica")
-        if not 0 <= peer < self.config.n or msg.client != self.id:
-            return self._reject(peer, Reason.WRONG_ROLE, "reply for someone else")
+        rejected = self._check_channel(peer, env, msg)
+        if rejected:
+            return rejected
+        assert type(peer) is int
         out = self.outstanding
         if out is None or msg.timestamp != out.timestamp:
-            return []  # late reply to an earlier request
+            return []  # late answer to an earlier request
+        if isinstance(msg, Held):
+            return self._on_held(peer, out, msg)
         out.replies[peer] = msg.result
-        out.views[peer] = msg.view
-        # Learn the current primary from the replies (section 4.1), but only a view that
-        # f+1 replicas report: one liar cannot send us to a primary that does not exist.
-        if len(out.views) > self.config.f:
-            vouched = sorted(out.views.values(), reverse=True)[self.config.f]
-            self.view = max(self.view, vouched)
+        self._learn_view(out, peer, msg.view)
         need = self.config.quorum if out.read_only else self.write_quorum
         matching = sum(1 for r in out.replies.values() if r == msg.result)
         if matching >= need:
@@ -146,6 +173,52 @@ class ClientCore:
         if out.read_only and len(out.replies) == self.config.n:
             return self._fall_back(out)
         return []
+
+    def _check_channel(self, peer, env: Envelope, msg: Reply | Held) -> list[Action]:
+        """Replies and HELDs are authenticated by the channel: the sender is who the
+        channel says. Nothing if that holds, else the rejection."""
+        if type(peer) is not int or env.signer != peer or msg.replica != peer:
+            return self._reject(peer, Reason.UNKNOWN_SIGNER, "reply not from its channel's replica")
+        if not 0 <= peer < self.config.n or msg.client != self.id:
+            return self._reject(peer, Reason.WRONG_ROLE, "reply for someone else")
+        return []
+
+    def _learn_view(self, out: Outstanding, peer: int, view: int) -> None:
+        """Learn the current primary from the answers (section 4.1), but only a view that
+        f+1 replicas report: one liar cannot send us to a primary that does not exist."""
+        out.views[peer] = view
+        if len(out.views) > self.config.f:
+            vouched = sorted(out.views.values(), reverse=True)[self.config.f]
+            self.view = max(self.view, vouched)
+
+    def _on_held(self, peer: int, out: Outstanding, msg: Held) -> list[Action]:
+        """A replica refused our request as older than the timestamp it holds for us."""
+        if msg.held <= out.timestamp:
+            return self._reject(peer, Reason.MALFORMED, "held timestamp not above the request's")
+        out.held[peer] = msg.held
+        self._learn_view(out, peer, msg.view)
+        if sum(1 for h in out.held.values() if h == msg.held) > self.config.f:
+            return self._catch_up(out, msg.held)
+        if out.asked_all:
+            return []
+        # Ask the others now rather than at the next retransmission: if it is true, f+1
+        # must say so before we may act on it. Once per request, whoever says it.
+        out.asked_all = True
+        return self._to_all(out.data)
+
+    def _catch_up(self, out: Outstanding, held: int) -> list[Action]:
+        """f+1 replicas hold `held` for us: one of them is correct, so nothing with a
+        timestamp up to `held` can execute any more. Continue from the next one."""
+        self.outstanding = None
+        self.timestamp = max(self.timestamp, held)
+        if held >= MAX_U64:
+            return [Failed(out.timestamp, f"the replicas hold timestamp {held} for client {self.id}, "
+                           "the largest a request can carry: this identity can make no more requests")]
+        if out.catch_ups >= MAX_CATCH_UPS:
+            return [Failed(out.timestamp, f"the replicas still hold a newer timestamp ({held}) for "
+                           f"client {self.id} after it caught up {out.catch_ups} times: is another "
+                           "process using this client identity?")]
+        return self._issue(out.operation, out.read_only, out.catch_ups + 1)
 
     def _fall_back(self, out: Outstanding) -> list[Action]:
         """Read-only replies disagreed or were too few: order the operation instead."""

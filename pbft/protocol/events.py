@@ -237,6 +237,16 @@ class Completed:
     result: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The client's outstanding request cannot be made: the timestamp f+1 replicas hold
+    for this client leaves no larger one to continue from (`ClientCore` explains). The
+    request is abandoned; `detail` is one sentence for the caller."""
+
+    timestamp: int
+    detail: str
+
+
 Action = (
     Send
     | Broadcast
@@ -256,6 +266,7 @@ Action = (
     | Note
     | Evidence
     | Completed
+    | Failed
 )
 
 

@@ -10,9 +10,11 @@ the envelope's, never a field inside the message (BYZANTINE.md `vote-stuffing`).
 the body as an opaque byte string inside the envelope means a receiver verifies and hashes
 exactly the bytes it received, and never re-encodes anything.
 
-Replicas are signers by integer id, clients by name. A REPLY is the one message that is
-not signed: it is authenticated by the TLS channel it arrives on (DESIGN.md section 3), so
-its envelope carries an empty signature and the receiver takes the signer from the channel.
+Replicas are signers by integer id, clients by name. A REPLY, and a HELD (a replica's
+answer to a request older than the one it executed last for that client), are the messages
+that are not signed: they are authenticated by the TLS channel they arrive on (DESIGN.md
+section 3), so their envelope carries an empty signature and the receiver takes the signer
+from the channel.
 
 `from_body` checks the schema completely (types, integer ranges, digest lengths, size
 limits) and raises `SchemaError` for anything a peer could get wrong.
@@ -57,7 +59,8 @@ class MsgType(IntEnum):
     STATE_CHUNK = 10
     STATUS = 11
     QUERY_STATUS = 12
-    STABLE_PROOF = 13
+    HELD = 13
+    STABLE_PROOF = 14
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +111,20 @@ class Reply:
     client: str
     replica: int
     result: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """<HELD, v, t, c, i, h>: replica i refuses client c's request t because the last
+    request of c it executed has the larger timestamp h (section 4.1: an older request is
+    never executed). Unsigned like a REPLY; a client trusts h only when f+1 replicas
+    report the same (pbft/protocol/client.py)."""
+
+    view: int
+    timestamp: int
+    client: str
+    replica: int
+    held: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +219,7 @@ Message = (
     | StateChunk
     | Status
     | QueryStatus
+    | Held
     | StableProof
 )
 
@@ -284,6 +302,7 @@ _SCHEMA: dict[MsgType, tuple[type, tuple]] = {
     ),
     MsgType.STATUS: (Status, (_u64, _u64, _u64, _u64)),
     MsgType.QUERY_STATUS: (QueryStatus, (_u64,)),
+    MsgType.HELD: (Held, (_u64, _u64, _client, _u64, _u64)),
     MsgType.STABLE_PROOF: (StableProof, (_u64, _list_of(_ENV, MAX_CERTS))),
 }
 _TYPE_OF: dict[type, MsgType] = {cls: t for t, (cls, _) in _SCHEMA.items()}
@@ -386,6 +405,8 @@ def render(msg: Message) -> str:
             return f"STATUS v={v} last={last} stable={stable} log={size}"
         case QueryStatus(nonce):
             return f"QUERY-STATUS nonce={nonce}"
+        case Held(v, ts, client, r, held):
+            return f"HELD v={v} t={ts} c={client} r={r} held={held}"
         case StableProof(n, proof):
             return f"STABLE-PROOF n={n} proof={len(proof)}"
     return repr(msg)

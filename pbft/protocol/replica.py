@@ -16,7 +16,8 @@ Theory of operation (OSDI'99 section 4; TOCS 2002 for refinements):
   exactly-once survive a state transfer). 2f+1 matching CHECKPOINTs make it stable: the
   low water mark moves up and the log below it is discarded; the proof is kept.
 * Clients (4.1). Each replica keeps the last timestamp and reply per client; an older
-  request is never executed again, a retransmission of the latest gets the cached reply.
+  request is never executed again, a retransmission of the latest gets the cached reply,
+  and the client of an older one is told (rate-limited) which timestamp we hold (held.py).
   Read-only requests (5.1.3) are answered from current state without ordering.
 * View changes (4.4, 4.5.2). A backup waiting for a request it knows of for longer than
   the view-change timeout (doubled for each consecutive view change without progress),
@@ -82,6 +83,7 @@ from .events import (
     ViewChangeStarted,
     ViewInstalled,
 )
+from .held import HeldAnswers, client_retransmit_ticks
 from .log import MessageLog, Slot
 from .messages import (
     Checkpoint,
@@ -254,6 +256,7 @@ class Replica:
         self._heard: set[int] = set()
         self._peer_progress: dict[int, tuple[int, int]] = {}
         self._reply_resent: dict[str, int] = {}
+        self._reply_period = max(1, client_retransmit_ticks(config) // 2)
         self._chunks_sent: dict[tuple[int, int, int], int] = {}
         # State transfer: CHECKPOINTs seen above our window (a few per replica), the fetch
         # in progress, and the chunks of our latest checkpoint for serving others.
@@ -280,6 +283,7 @@ class Replica:
         # Buffer for messages of future views: enough for one view's traffic per signer.
         self._future_limit_per_signer = 3 * config.log_window + 4 * config.n
         self._out: list[Action] = []
+        self._held_answers = HeldAnswers(config)  # clients told what we hold (held.py)
 
     # -- public surface ---------------------------------------------------------------
 
@@ -478,11 +482,12 @@ class Replica:
         rec = self.clients.get(req.client)
         if rec is not None and req.timestamp <= rec.timestamp:
             if req.timestamp == rec.timestamp:
-                # The client lost our reply: send it again, at most once per
-                # retransmission period (a replayed request must not turn us into a
-                # stream of up to 1 MiB replies).
+                # The client lost our reply: send it again, at most once per half of a
+                # client's first retransmission timeout (so an honest retransmission is
+                # always answered, and a replayed request does not turn us into a stream
+                # of up to 1 MiB replies).
                 last = self._reply_resent.get(req.client)
-                if last is not None and self.ticks - last < self._retransmit_ticks:
+                if last is not None and self.ticks - last < self._reply_period:
                     self.rejects[(peer, Reason.DUPLICATE)] += 1
                     return
                 if len(self._reply_resent) >= len(self.config.clients):
@@ -491,6 +496,7 @@ class Replica:
                 self._reply(req.client, rec.timestamp, rec.result)
             else:
                 self._reject(peer, Reason.STALE, f"{req.client} t={req.timestamp}")
+                self._send_held(req, rec.timestamp)
             return
         if self.is_primary and self.view_active:
             self._enqueue(req, data)
@@ -504,6 +510,14 @@ class Replica:
             return
         if isinstance(peer, str) or peer is None:
             self._out.append(Send(self.primary, data))
+
+    def _send_held(self, req: Request, held: int) -> None:
+        """Tell the client of a refused, validly signed request which timestamp we hold
+        for it, so it can continue from there once f+1 replicas say the same (held.py);
+        at most once per client per `HeldAnswers.period`, as the request may be a replay."""
+        data = self._held_answers.answer(self.view, self.id, req, held, self.ticks)
+        if data is not None:
+            self._out.append(SendClient(req.client, data))
 
     def on_read_only(self, peer: Signer | None, req: Request) -> None:
         """Section 5.1.3: answer from current state; the client needs 2f+1 matching

@@ -22,6 +22,12 @@ Calls are serialised with a lock (the core has one request outstanding, section 
 Up to f faulty or unreachable replicas never make a call raise: the core retransmits to
 everyone until f+1 (2f+1 for reads) agree. With `timeout` set, a call that takes longer
 raises TimeoutError and the outstanding request is abandoned.
+
+Timestamps start from the wall clock in microseconds. A client whose clock is behind
+the timestamp the replicas hold for it (say it once ran years ahead, then was corrected)
+continues from the timestamp f+1 of them report (`ClientCore`, "catching up"), at the
+cost of one more round trip for its first request. When that is impossible the call
+raises `TimestampError` saying why.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from ..protocol import codec
 from ..protocol.client import ClientCore
 from ..protocol.config import ClusterConfig, ConfigError
 from ..protocol.crypto import KeyPair, Verifier, seal
-from ..protocol.events import Action, Completed, Received, Rejected, Send, Tick
+from ..protocol.events import Action, Completed, Failed, Received, Rejected, Send, Tick
 from ..protocol.messages import (
     MAX_U64,
     QueryStatus,
@@ -57,7 +63,14 @@ TICK = Tick()
 
 
 class ClientError(RuntimeError):
-    """The service answered with an error result (e.g. a value that is too large)."""
+    """The service answered with an error result (e.g. a value that is too large), or the
+    request cannot be made (`TimestampError`)."""
+
+
+class TimestampError(ClientError):
+    """No timestamp is left to continue from: f+1 replicas hold the largest one for this
+    client, or keep holding newer ones than it catches up to (another process using the
+    same identity). The message says which."""
 
 
 class Client:
@@ -79,6 +92,7 @@ class Client:
         self.verifier = Verifier(config.cluster_id, config.member_keys())
         self._lock = trio.Lock()
         self._done: dict[int, bytes] = {}
+        self._failed: str | None = None
         self._wake = trio.Event()
         self._timer_wake = trio.Event()
         self._timer_ref = 0.0
@@ -126,17 +140,32 @@ class Client:
                         if self._done:
                             _, result = self._done.popitem()
                             return result
+                        if self._failed is not None:
+                            raise TimestampError(self._failed)
                         self._wake = trio.Event()
                         await self._wake.wait()
             except trio.TooSlowError:
                 raise TimeoutError(
-                    f"no answer from the cluster within {self.timeout} seconds"
+                    f"no answer from the cluster within {self.timeout} seconds{self._held_note()}"
                 ) from None
             finally:
                 # Abandon whatever is still outstanding (timeout or cancellation) so the
                 # next call can submit; a late reply carries an old timestamp and is ignored.
                 self.core.cancel()
                 self._done.clear()
+                self._failed = None
+
+    def _held_note(self) -> str:
+        """Why a timed-out request may not have run: some replicas said they hold a newer
+        timestamp for us, but fewer than f+1 alike, so the core could not act on it."""
+        out = self.core.outstanding
+        if out is None or not out.held:
+            return ""
+        return (
+            f"; {len(out.held)} replica(s) said they hold a newer timestamp for client "
+            f"{self.id} than its request's {out.timestamp} ({sorted(set(out.held.values()))}), "
+            f"but fewer than {self.config.f + 1} agree"
+        )
 
     async def status(self, timeout: float = 2.0) -> dict[int, Status]:
         """Ask every replica for its signed STATUS; those that answer within `timeout`."""
@@ -164,6 +193,9 @@ class Client:
                     self.transport.send(to, data)
                 case Completed(timestamp, result):
                     self._done[timestamp] = result
+                    self._wake.set()
+                case Failed(_, detail):
+                    self._failed = detail
                     self._wake.set()
                 case Rejected(peer, reason, detail):
                     self.rejected += 1
@@ -197,7 +229,9 @@ class Client:
         before = self.core.outstanding
         self._perform(self.core.step(event))
         after = self.core.outstanding
-        if after is not None and after is not before:  # a read fell back to a new request
+        if after is not None and after is not before:
+            # A new request: a read fell back to the ordered path, or the core caught up
+            # with the timestamp the replicas hold and re-sent the operation.
             self._timer_restart()
 
     async def _timer_loop(self) -> None:

@@ -334,7 +334,7 @@ def _arg_bytes(text: str) -> bytes:
 
 
 def cmd_client(args) -> int:
-    from .client import ClientError, open_client
+    from .client import ClientError, TimestampError, open_client
 
     setup_logging(args)
     op = args.op
@@ -365,7 +365,7 @@ def cmd_client(args) -> int:
 
     try:
         return run_trio(main)
-    except TimeoutError as exc:
+    except (TimeoutError, TimestampError) as exc:
         print(f"pbft: {exc}.", file=sys.stderr)
         return 1
     except ClientError as exc:

@@ -83,6 +83,7 @@ KINDS = (
     "STATE-CHUNK",
     "STATUS",
     "QUERY-STATUS",
+    "HELD",
     "STABLE-PROOF",
 )
 MAX_F = 4

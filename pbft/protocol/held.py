@@ -1,0 +1,64 @@
+"""The timestamp a replica holds for a client, and telling the client (OSDI'99 section 4.1).
+
+Theory of operation. A replica keeps, per client, the timestamp and reply of the last
+request it executed, and never executes an older request (exactly-once). Clients take
+their first timestamp from the wall clock, so a client whose clock is behind what the
+replicas hold (a clock that once ran ahead and was then corrected, or a restart on a
+machine whose clock is behind) would otherwise send requests that no replica executes or
+answers, until its clock catches up: maybe years.
+
+So a replica that refuses a validly signed request as older than what it holds answers
+the client with a HELD message naming the timestamp it holds. HELD is authenticated like
+a REPLY: unsigned, by the channel it arrives on. One replica's word is not enough: the
+client continues from `held + 1` only once f+1 replicas report the same `held` (one of
+them is correct, so that timestamp is really held and was really issued by this client),
+so up to f faulty replicas cannot push a client's timestamps to the end of their range.
+
+A refused request may be a replay (a faulty replica can resend any request it relayed),
+so a replica answers a client at most once per `HeldAnswers.period` ticks: half the
+client's first retransmission timeout, so an honest client's retransmission is always
+answered, and a replay costs one small message to the client it names, never more.
+"""
+
+from __future__ import annotations
+
+from . import codec
+from .config import ClusterConfig
+from .messages import Held, Request, to_body
+
+
+def client_retransmit_ticks(config: ClusterConfig) -> int:
+    """A client's first retransmission timeout: a quarter of the view-change timeout, so
+    the backups learn of a request early enough for their ordering timer (half of it) to
+    catch a primary that sits on it."""
+    return max(1, config.view_change_timeout_ms // (4 * config.tick_ms))
+
+
+def held_envelope(view: int, timestamp: int, client: str, replica: int, held: int) -> bytes:
+    """The unsigned envelope of a HELD (the signer is the channel's, as for a REPLY)."""
+    body = to_body(Held(view, timestamp, client, replica, held))
+    return codec.encode([body, replica, b""])
+
+
+class HeldAnswers:
+    """Which clients this replica told its held timestamp, and when (one entry per client
+    of the cluster: only requests whose signature verified get here)."""
+
+    __slots__ = ("period", "_told")
+
+    def __init__(self, config: ClusterConfig) -> None:
+        self.period = max(1, client_retransmit_ticks(config) // 2)
+        self._told: dict[str, int] = {}
+
+    def answer(self, view: int, replica: int, req: Request, held: int, now: int) -> bytes | None:
+        """The HELD for the refused request `req`, or None if this client was told less
+        than a period ago."""
+        assert req.timestamp < held
+        last = self._told.get(req.client)
+        if last is not None and now - last < self.period:
+            return None
+        self._told[req.client] = now
+        return held_envelope(view, req.timestamp, req.client, replica, held)
+
+    def __len__(self) -> int:
+        return len(self._told)
