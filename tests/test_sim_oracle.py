@@ -188,15 +188,87 @@ def test_read_may_return_a_concurrent_write():
     assert o.ok
 
 
+def _replica():
+    from pbft.protocol.replica import Replica
+    from pbft.service.kv import KeyValueStore
+
+    return Replica(CFG, 0, KEYS[0], KeyValueStore())
+
+
+def test_resources_a_fresh_replica_is_within_every_bound():
+    from pbft.sim.oracle import resource_usage
+
+    o = oracle()
+    o.check_resources(0, _replica())
+    assert o.ok
+    usage = resource_usage(_replica(), CFG, measured=True)
+    names = {u.name for u in usage}
+    assert {"log", "waiting", "pending", "claims (bytes)", "_future (one peer's bytes)"} <= names
+    assert "own_checkpoints (snapshot bytes)" in names
+
+
 def test_resources_log_bound():
     o = oracle()
+    r = _replica()
+    for seq in range(1, CFG.log_window + 1):
+        r.log.slot(seq, 0)
+    o.check_resources(0, r)
+    assert o.ok
+    r.log.slots[CFG.log_window + 1] = r.log.slots[1]
+    o.check_resources(0, r)
+    assert checks(o) == ["resources"] and "log holds 9 entries, bound 8" in o.violations[0].detail
 
-    class Fat:
-        log = list(range(CFG.log_window + 1))
-        pending: dict = {}
 
-    o.check_resources(0, Fat())
+def test_resources_waiting_is_bounded():
+    # `waiting` (once `relayed`) went unchecked after its rename: one entry per client.
+    o = oracle()
+    r = _replica()
+    r.waiting.update({f"x{i}": (1, b"", 0) for i in range(len(CFG.clients) + 1)})
+    o.check_resources(0, r)
+    assert checks(o) == ["resources"] and "waiting" in o.violations[0].detail
+
+
+def test_resources_future_buffer_bytes_per_peer():
+    from pbft.sim.oracle import _future_bytes_per_peer
+
+    o = oracle()
+    r = _replica()
+    r._future.append((1, bytes(1000)))
+    o.check_resources(0, r)
+    assert o.ok
+    r._future.append((1, bytes(_future_bytes_per_peer(CFG))))
+    o.check_resources(0, r)
+    assert checks(o) == ["resources"] and "_future (one peer's bytes)" in o.violations[0].detail
+
+
+def test_resources_claims_bytes():
+    o = oracle()
+    r = _replica()
+    r.claims[1] = {8: (D1, bytes(100)), 16: (D1, bytes(100))}
+    o.check_resources(0, r)
+    assert o.ok
+    r.claims[1][24] = (D1, bytes(100))
+    r.claims[2] = {8: (D1, bytes(5000))}
+    o.check_resources(0, r)
     assert checks(o) == ["resources"]
+
+
+def test_resources_missing_attribute_is_a_loud_failure():
+    o = oracle()
+    r = _replica()
+    del r.waiting
+    o.check_resources(0, r)
+    assert checks(o) == ["resources"]
+    assert "tracks 'waiting', which the replica does not have" in o.violations[0].detail
+
+    class Old:  # a replica from before a rename: what it has is within bounds
+        log: list = []
+        pending: dict = {}
+        relayed: dict = {}
+
+    o = oracle()
+    o.check_resources(0, Old())
+    assert checks(o) == ["resources"] and "does not have" in o.violations[0].detail
 
 
 def test_liveness_violation_when_a_request_cannot_complete():
