@@ -25,7 +25,9 @@ any correct client had completed when the read was submitted and the prefix exec
 it completed (linearizability of reads).
 
 Checks (names used in reports): agreement, prepared-uniqueness, validity, exactly-once,
-client-correctness, liveness, resources; and `exception` when a core raised from step()
+client-correctness, liveness, view-agreement (judged by the simulator at the end of a
+run: every live correct replica in one active view once every fault healed), resources;
+and `exception` when a core raised from step()
 (remote input must never make a replica raise, STYLE.md 6).
 """
 
@@ -73,6 +75,7 @@ CHECKS = (
     "exactly-once",
     "client-correctness",
     "liveness",
+    "view-agreement",
     "resources",
     "exception",
 )
