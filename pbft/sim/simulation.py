@@ -60,8 +60,11 @@ from ..protocol.events import (
     Send,
     SendClient,
     StateInstalled,
+    StateTransferStarted,
     Tick,
     Truncate,
+    ViewChangeStarted,
+    ViewInstalled,
     replies_may_precede,
 )
 from ..protocol.messages import envelope_from_bytes, from_body, render
@@ -96,6 +99,15 @@ SIM_DEFAULTS = {
 exercised by short workloads. A scenario's [cluster] table overrides them."""
 
 DELIVER, TICK, SUBMIT, CRASH, RESTART = range(5)
+
+TRIGGER_ACTIONS: dict[str, type] = {
+    "checkpoint": CheckpointStable,
+    "transfer": StateTransferStarted,
+    "installed": StateInstalled,
+    "view-change": ViewChangeStarted,
+    "new-view": ViewInstalled,
+}
+"""The action each crash trigger (`on = ...`, scenario.TRIGGERS) waits for."""
 
 
 TRUNCATED = frozenset({Record.VOTE, Record.PREPARED, Record.EXECUTED})
@@ -228,7 +240,7 @@ class Simulation:
         self.network = Network(scenario.network, random.Random(self.rng.getrandbits(64)))
         self.heal = self.network.heal_time()
         for nf in scenario.network:
-            if nf.crash is not None:
+            if nf.crash is not None and nf.on is None:
                 self.heal = max(self.heal, nf.until_ms or nf.at_ms)
         self.expect_liveness = scenario.expect.all_requests_complete
         self.unhealed = never_healed(scenario)
@@ -238,7 +250,11 @@ class Simulation:
         self.unhealed += [
             f"the crash of replica {nf.crash} at {nf.at_ms} ms"
             for nf in scenario.network
-            if nf.crash is not None and nf.until_ms is None
+            if nf.crash is not None and nf.on is None and nf.until_ms is None
+        ] + [
+            f"the crash of replica {nf.crash} on its first {nf.on}"
+            for nf in scenario.network
+            if nf.crash is not None and nf.on is not None and nf.down_ms is None
         ]
         """`view-agreement` is judged only when liveness is expected and every fault that
         could keep a correct replica apart ends."""
@@ -278,8 +294,11 @@ class Simulation:
         self.clients: dict[str, ClientState] = {}
         for name, key in self.client_keys.items():
             self.clients[name] = self._new_client(name, key)
+        self._armed: dict[int, list[list]] = {}  # rid -> [[fault, firings left], ...]
         for nf in scenario.network:
-            if nf.crash is not None:
+            if nf.crash is not None and nf.on is not None:
+                self._armed.setdefault(nf.crash, []).append([nf, nf.times])
+            elif nf.crash is not None:
                 self._push(nf.at_ms, CRASH, nf.crash)
                 if nf.until_ms is not None:
                     self._push(nf.until_ms, RESTART, nf.crash, nf.amnesia)
@@ -377,6 +396,8 @@ class Simulation:
                 case SendClient(c, data):
                     if c in self.clients:
                         self._transmit(rid, c, data)
+        if rid in self._armed:
+            self._maybe_trigger(rid, actions)
         if inst.correct:
             self.oracle.observe_replica(rid, (rid, inst.incarnation), self.now, actions, (rid, inst.epoch))
             self.oracle.check_resources(rid, inst.node)
@@ -391,6 +412,20 @@ class Simulation:
             for a in actions:
                 if isinstance(a, Broadcast | Send):
                     self.oracle.observe_sent(rid, None, a.data)
+
+    def _maybe_trigger(self, rid: int, actions: list) -> None:
+        """A triggered crash: right after the step whose actions include its event."""
+        for entry in self._armed[rid]:
+            nf, left = entry
+            if left <= 0 or self.now < nf.at_ms:
+                continue
+            if any(isinstance(a, TRIGGER_ACTIONS[nf.on]) for a in actions):
+                entry[1] -= 1
+                self._push(self.now, CRASH, rid)
+                if nf.down_ms is not None:
+                    self._push(self.now + nf.down_ms, RESTART, rid, nf.amnesia)
+                    self.heal = max(self.heal, self.now + nf.down_ms)
+                return
 
     def _perform_client(self, cs: ClientState, actions: list) -> None:
         core = cs.core
