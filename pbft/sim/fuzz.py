@@ -61,6 +61,10 @@ STORM_SHARE = 0.15
 """Runs with a storm of crash-restarts triggered by checkpoints, transfers, view changes."""
 AMNESIA_SHARE = 0.1
 """Runs with an (extra) amnesiac restart, when fewer than f replicas are faulty."""
+STORM_MS = 1200
+"""Storm crashes are armed (and lagging replicas restart) within this many virtual ms."""
+STORM_REQUESTS = (15, 40)
+"""Requests per client in a storm run: enough checkpoints and transfers to crash on."""
 CATCH_UP_SHARE = 0.35
 """Runs that also expect `catch_up` (only when no fault lasts the whole run)."""
 FILTER_KINDS = (
@@ -229,14 +233,15 @@ def _storm(rng: random.Random, n: int, free: list[int]) -> list[NetworkFault]:
     """Crash-restarts at the worst moments. Often one replica is first made to lag (a
     timed crash) and then crashes again when it makes a checkpoint stable, starts or
     installs the transfer that would bring it back; others crash on view changes,
-    checkpoints and NEW-VIEWs. Only replicas in `free` (correct, no other crash entry)."""
+    checkpoints and NEW-VIEWs. Only replicas in `free` (correct, no other crash entry).
+    Everything is armed within STORM_MS, while the (longer) workload still runs."""
     out: list[NetworkFault] = []
     pool = list(free)
     rng.shuffle(pool)
     if pool and rng.random() < 0.6:
         rid = pool.pop()
-        at = rng.randrange(0, WINDOW_MS // 2)
-        back = at + rng.randint(300, 2500)
+        at = rng.randrange(0, STORM_MS // 2)
+        back = at + rng.randint(200, STORM_MS)
         out.append(NetworkFault(at, back, crash=rid))
         on = rng.choice(["transfer", "transfer", "installed", "checkpoint"])
         out.append(
@@ -245,7 +250,7 @@ def _storm(rng: random.Random, n: int, free: list[int]) -> list[NetworkFault]:
     for rid in pool[: rng.randint(0 if out else 1, 2)]:
         out.append(
             NetworkFault(
-                rng.randrange(0, WINDOW_MS),
+                rng.randrange(0, STORM_MS),
                 None,
                 crash=rid,
                 on=rng.choice(TRIGGERS),
@@ -268,19 +273,24 @@ def widen(s: Scenario, seed: int) -> Scenario:
     faulty = set(s.faulty_replicas())
     crashed = {nf.crash for nf in net if nf.crash is not None}
     free = [i for i in range(n) if i not in faulty and i not in crashed]
+    clients, requests = s.clients, s.requests
     if rng.random() < STORM_SHARE:
         storm = _storm(rng, n, free)
         net += storm
         free = [i for i in free if i not in {nf.crash for nf in storm}]
+        clients, requests = 3, max(requests, rng.randint(*STORM_REQUESTS))
+        if not cluster and rng.random() < 0.5:
+            k = rng.choice([2, 3, 4])
+            cluster = (("checkpoint_interval", k), ("log_window", k * rng.choice([1, 2])))
     if rng.random() < AMNESIA_SHARE and len(faulty) < s.f and free:
         rid = rng.choice(free)
-        at = rng.randrange(0, WINDOW_MS)
+        at = rng.randrange(0, STORM_MS)
         if rng.random() < 0.5:
             net.append(NetworkFault(at, at + rng.randint(50, 1500), crash=rid, amnesia=True))
         else:
             on = rng.choice(TRIGGERS)
             net.append(NetworkFault(at, None, crash=rid, amnesia=True, on=on, down_ms=rng.randint(20, 1500)))
-    out = replace(s, cluster=cluster, network=tuple(net))
+    out = replace(s, clients=clients, requests=requests, cluster=cluster, network=tuple(net))
     if rng.random() < CATCH_UP_SHARE and not never_healed(out):
         out = replace(out, expect=replace(out.expect, catch_up=True))
     assert not out.exceeds_fault_assumption(), out
