@@ -8,6 +8,16 @@ now and then every replica at once), and a few random network faults (drop, dela
 jitter, duplication, reordering, a partition or a one-way cut for a window). The run is judged by the oracle. Faulty replicas never exceed f, so liveness is
 expected: once the last fault heals, every correct client's request must complete.
 
+Widening (issue 13: bugs the fuzzer could not reach). A second RNG stream per seed, so
+the ordinary part of a seed's scenario is what it always was, adds with the shares below:
+small `[cluster]` knobs (checkpoint interval and window, batch 1, pipeline 1); link faults
+that touch only some message kinds, senders, receivers, views or sequence numbers; storms
+of crash-restarts triggered by a replica's own checkpoints, state transfers and view
+changes (often of a replica first made to lag, so that it restarts mid-transfer); an
+amnesiac restart when fewer than f replicas are faulty; and `catch_up = true` whenever no
+fault lasts the whole run (every live correct replica must then reach the latest stable
+checkpoint). The simulator also judges `view-agreement` at the end of every run.
+
 On a violation the schedule is shrunk: drop network faults and behaviours one at a time,
 then fewer clients and requests, keeping each change while the same check still fails. The
 result is printed as a scenario file, replayable with `pbft scenario run FILE`.
@@ -21,8 +31,8 @@ from dataclasses import dataclass, replace
 from typing import IO
 
 from .registry import client_registry, replica_registry
-from .scenario import ByzantineSpec, Expect, NetworkFault, Scenario, to_toml
-from .simulation import SimResult, run_scenario
+from .scenario import TRIGGERS, ByzantineSpec, Expect, NetworkFault, Scenario, to_toml
+from .simulation import SimResult, never_healed, run_scenario
 
 MAX_SHRINK_RUNS = 40
 PARAMS: dict[str, list[dict]] = {
@@ -42,6 +52,33 @@ DURABLE_CRASH_ALL = 0.05
 """Shares of fuzz runs with one or two durable crash-restarts, and with all replicas at once."""
 WINDOW_MS = 3000
 """Windowed faults start and end within the first WINDOW_MS of virtual time."""
+
+CLUSTER_SHARE = 0.15
+"""Runs with small [cluster] knobs (each knob drawn on its own inside such a run)."""
+FILTER_SHARE = 0.15
+"""Runs with one or two link faults filtered by message kind, sender, receiver, seq, view."""
+STORM_SHARE = 0.15
+"""Runs with a storm of crash-restarts triggered by checkpoints, transfers, view changes."""
+AMNESIA_SHARE = 0.1
+"""Runs with an (extra) amnesiac restart, when fewer than f replicas are faulty."""
+STORM_MS = 1200
+"""Storm crashes are armed (and lagging replicas restart) within this many virtual ms."""
+STORM_REQUESTS = (15, 40)
+"""Requests per client in a storm run: enough checkpoints and transfers to crash on."""
+CATCH_UP_SHARE = 0.35
+"""Runs that also expect `catch_up` (only when no fault lasts the whole run)."""
+FILTER_KINDS = (
+    "PRE-PREPARE",
+    "PREPARE",
+    "COMMIT",
+    "CHECKPOINT",
+    "VIEW-CHANGE",
+    "NEW-VIEW",
+    "STATUS",
+    "FETCH-STATE",
+    "STATE-CHUNK",
+)
+"""Message kinds a filtered link fault picks from (replica-to-replica traffic)."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +147,8 @@ def _durable_crashes(rng: random.Random, n: int, exclude: set[int]) -> list[Netw
     return out
 
 
-def random_scenario(seed: int, f: int = 1) -> Scenario:
+def random_scenario(seed: int, f: int = 1, wide: bool = True) -> Scenario:
+    """The scenario of fuzz seed `seed`; `wide = False` leaves out the widening."""
     rng = random.Random(seed * 1_000_003 + f)
     n = 3 * f + 1
     clients = rng.randint(2, 3)
@@ -141,7 +179,7 @@ def random_scenario(seed: int, f: int = 1) -> Scenario:
         byz.append(ByzantineSpec("client", rng.randrange(clients), rng.choice(client_behaviours), {}))
     for _ in range(rng.randint(0, 3)):
         net.append(_link_fault(rng, n))
-    return Scenario(
+    s = Scenario(
         name=f"fuzz seed {seed}",
         f=f,
         seed=seed,
@@ -151,6 +189,112 @@ def random_scenario(seed: int, f: int = 1) -> Scenario:
         network=tuple(net),
         expect=Expect(all_requests_complete=True),
     )
+    return widen(s, seed) if wide else s
+
+
+def _cluster_knobs(rng: random.Random) -> tuple[tuple[str, int], ...]:
+    """Small windows, batch 1 and pipeline 1: checkpoints, window jumps and water marks
+    come every few requests (at least one knob differs from the simulator's defaults)."""
+    knobs: dict[str, int] = {}
+    while not knobs:
+        if rng.random() < 0.6:
+            knobs["checkpoint_interval"] = rng.choice([2, 3, 4])
+        if rng.random() < 0.6:
+            k = knobs.get("checkpoint_interval", 8)
+            knobs["log_window"] = k * rng.choice([1, 2, 4])
+        if rng.random() < 0.4:
+            knobs["batch_max"] = 1
+        if rng.random() < 0.4:
+            knobs["pipeline"] = 1
+    order = ("checkpoint_interval", "log_window", "batch_max", "pipeline")
+    return tuple((k, knobs[k]) for k in order if k in knobs)
+
+
+def _filtered_fault(rng: random.Random, n: int) -> NetworkFault:
+    """A windowed link fault on some messages only: a kind (or two), sometimes only from
+    or to some replicas, sometimes only some views or sequence numbers."""
+    at, until = _window(rng)
+    kinds = tuple(sorted(rng.sample(FILTER_KINDS, rng.choice([1, 1, 2]))))
+    from_ = tuple(sorted(rng.sample(range(n), rng.randint(1, n - 1)))) if rng.random() < 0.4 else ()
+    to = tuple(sorted(rng.sample(range(n), rng.randint(1, n - 1)))) if rng.random() < 0.4 else ()
+    views = (rng.choice([0, 1]),) if rng.random() < 0.15 else ()
+    seqs = tuple(sorted(rng.sample(range(1, 25), rng.randint(1, 4)))) if rng.random() < 0.25 else ()
+    r = rng.random()
+    if r < 0.7:
+        effect: dict = {"drop": 1.0 if rng.random() < 0.7 else round(rng.uniform(0.3, 0.9), 3)}
+    elif r < 0.85:
+        effect = {"delay_ms": rng.randint(100, 900), "jitter_ms": rng.randint(0, 200)}
+    else:
+        effect = {"duplicate": round(rng.uniform(0.3, 1.0), 3)}
+    return NetworkFault(at, until, kinds=kinds, from_=from_, to=to, views=views, seqs=seqs, **effect)
+
+
+def _storm(rng: random.Random, n: int, free: list[int]) -> list[NetworkFault]:
+    """Crash-restarts at the worst moments. Often one replica is first made to lag (a
+    timed crash) and then crashes again when it makes a checkpoint stable, starts or
+    installs the transfer that would bring it back; others crash on view changes,
+    checkpoints and NEW-VIEWs. Only replicas in `free` (correct, no other crash entry).
+    Everything is armed within STORM_MS, while the (longer) workload still runs."""
+    out: list[NetworkFault] = []
+    pool = list(free)
+    rng.shuffle(pool)
+    if pool and rng.random() < 0.6:
+        rid = pool.pop()
+        at = rng.randrange(0, STORM_MS // 2)
+        back = at + rng.randint(200, STORM_MS)
+        out.append(NetworkFault(at, back, crash=rid))
+        on = rng.choice(["transfer", "transfer", "installed", "checkpoint"])
+        out.append(
+            NetworkFault(back, None, crash=rid, on=on, down_ms=rng.randint(10, 800), times=rng.randint(1, 3))
+        )
+    for rid in pool[: rng.randint(0 if out else 1, 2)]:
+        out.append(
+            NetworkFault(
+                rng.randrange(0, STORM_MS),
+                None,
+                crash=rid,
+                on=rng.choice(TRIGGERS),
+                down_ms=rng.randint(20, 1500),
+                times=rng.randint(1, 3),
+            )
+        )
+    return out
+
+
+def widen(s: Scenario, seed: int) -> Scenario:
+    """The dimensions the ordinary generator lacks (module docstring), from their own RNG
+    stream: a seed's ordinary scenario stays what it was."""
+    rng = random.Random(f"pbft-fuzz-widen/{seed}/{s.f}")
+    n = s.n
+    cluster = _cluster_knobs(rng) if rng.random() < CLUSTER_SHARE else s.cluster
+    net = list(s.network)
+    if rng.random() < FILTER_SHARE:
+        net += [_filtered_fault(rng, n) for _ in range(rng.randint(1, 2))]
+    faulty = set(s.faulty_replicas())
+    crashed = {nf.crash for nf in net if nf.crash is not None}
+    free = [i for i in range(n) if i not in faulty and i not in crashed]
+    clients, requests = s.clients, s.requests
+    if rng.random() < STORM_SHARE:
+        storm = _storm(rng, n, free)
+        net += storm
+        free = [i for i in free if i not in {nf.crash for nf in storm}]
+        clients, requests = 3, max(requests, rng.randint(*STORM_REQUESTS))
+        if not cluster and rng.random() < 0.5:
+            k = rng.choice([2, 3, 4])
+            cluster = (("checkpoint_interval", k), ("log_window", k * rng.choice([1, 2])))
+    if rng.random() < AMNESIA_SHARE and len(faulty) < s.f and free:
+        rid = rng.choice(free)
+        at = rng.randrange(0, STORM_MS)
+        if rng.random() < 0.5:
+            net.append(NetworkFault(at, at + rng.randint(50, 1500), crash=rid, amnesia=True))
+        else:
+            on = rng.choice(TRIGGERS)
+            net.append(NetworkFault(at, None, crash=rid, amnesia=True, on=on, down_ms=rng.randint(20, 1500)))
+    out = replace(s, clients=clients, requests=requests, cluster=cluster, network=tuple(net))
+    if rng.random() < CATCH_UP_SHARE and not never_healed(out):
+        out = replace(out, expect=replace(out.expect, catch_up=True))
+    assert not out.exceeds_fault_assumption(), out
+    return out
 
 
 def _fails(s: Scenario, check: str) -> SimResult | None:

@@ -16,6 +16,12 @@ Format additions beyond DESIGN.md section 6 (all optional):
     [[network]] crash = 2  at_ms = 1000  until_ms = 3000   # restart at until_ms (omit: never)
                 amnesia = true   # the restart comes back from nothing instead of from its
                                  # durable store: a faulty replica (BYZANTINE.md `amnesia`)
+    [[network]] crash = 2  at_ms = 500  on = "transfer"  down_ms = 200  times = 2
+                # a crash at the worst moment: right after the step in which replica 2 (from
+                # at_ms on) makes a checkpoint stable ("checkpoint"), starts a state transfer
+                # ("transfer"), installs one ("installed"), starts a view change
+                # ("view-change") or installs a NEW-VIEW ("new-view"); it restarts down_ms
+                # later (omit: never), and the trigger re-arms `times` times in all
     [[network]] drop = 1.0  kinds = ["COMMIT"]  to = [0, 1, 2]  views = [0]  seqs = [1]
                 # filters: a link fault touches only matching messages (kind, sender,
                 # receiver, view and seq of the message); omitted filters match everything
@@ -63,6 +69,9 @@ NETWORK_KEYS = frozenset(
         "twin",
         "crash",
         "amnesia",
+        "on",
+        "down_ms",
+        "times",
         "kinds",
         "from",
         "to",
@@ -86,6 +95,8 @@ KINDS = (
     "HELD",
     "STABLE-PROOF",
 )
+TRIGGERS = ("checkpoint", "transfer", "installed", "view-change", "new-view")
+"""What a triggered crash (`on = ...`) waits for; simulation.TRIGGER_ACTIONS maps them."""
 MAX_F = 4
 MAX_CLIENTS = 64
 MAX_REQUESTS = 100_000
@@ -122,6 +133,9 @@ class NetworkFault:
     twin: int | None = None
     crash: int | None = None
     amnesia: bool = False  # with crash: restart from nothing rather than from storage
+    on: str | None = None  # with crash: crash right after this event (TRIGGERS), not at at_ms
+    down_ms: int | None = None  # with on: restart this long after the crash (None: never)
+    times: int = 1  # with on: how many times the trigger fires
     # Filters: the fault touches only matching messages (empty = all).
     kinds: tuple[str, ...] = ()
     from_: tuple[Node, ...] = ()
@@ -271,8 +285,18 @@ def _network(t: object, n: int, clients: int, where: str) -> NetworkFault:
     twin = _replica(t["twin"], n, where, "twin") if "twin" in t else None
     crash = _replica(t["crash"], n, where, "crash") if "crash" in t else None
     amnesia = _bool(t, "amnesia", False, where)
-    if amnesia and (crash is None or until is None):
-        raise _fail(where, "'amnesia' belongs on a crash entry with a restart ('crash' and 'until_ms').")
+    on = t.get("on")
+    if on is not None and on not in TRIGGERS:
+        raise _fail(where, f"'on' names {on!r}; triggers are {', '.join(TRIGGERS)}.")
+    down = _int(t, "down_ms", None, 1, 10**9, where)
+    times = _int(t, "times", 1, 1, 1000, where) or 1
+    if on is not None and (crash is None or until is not None):
+        raise _fail(where, "'on' belongs on a crash entry without 'until_ms' (give 'down_ms' instead).")
+    if on is None and ("down_ms" in t or "times" in t):
+        raise _fail(where, "'down_ms' and 'times' belong on a triggered crash ('on').")
+    restarts = until is not None or down is not None
+    if amnesia and (crash is None or not restarts):
+        raise _fail(where, "'amnesia' belongs on a crash entry with a restart ('crash' and 'until_ms' or 'down_ms').")
     if twin is not None and ("at_ms" in t or "until_ms" in t):
         raise _fail(where, "a 'twin' runs for the whole run; drop 'at_ms'/'until_ms'.")
     kinds = sum(x is not None and x != () for x in (twin, crash)) + (
@@ -296,6 +320,9 @@ def _network(t: object, n: int, clients: int, where: str) -> NetworkFault:
         twin=twin,
         crash=crash,
         amnesia=amnesia,
+        on=on,
+        down_ms=down,
+        times=times,
         kinds=tuple(msg_kinds),
         from_=from_,
         to=to,

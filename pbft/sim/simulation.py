@@ -60,8 +60,11 @@ from ..protocol.events import (
     Send,
     SendClient,
     StateInstalled,
+    StateTransferStarted,
     Tick,
     Truncate,
+    ViewChangeStarted,
+    ViewInstalled,
     replies_may_precede,
 )
 from ..protocol.messages import envelope_from_bytes, from_body, render
@@ -79,6 +82,9 @@ VERIFY_MEMO = 1 << 16
 SETTLE_MS = 3000
 """With `expect.catch_up`, the run continues this long after the workload so lagging
 replicas can catch up by state transfer."""
+VIEW_SETTLE_MS = 5000
+"""How long after the workload and the last fault the live correct replicas may take to
+end in one active view (`view-agreement`); the run stops as soon as they do."""
 
 SIM_DEFAULTS = {
     "checkpoint_interval": 8,
@@ -93,6 +99,15 @@ SIM_DEFAULTS = {
 exercised by short workloads. A scenario's [cluster] table overrides them."""
 
 DELIVER, TICK, SUBMIT, CRASH, RESTART = range(5)
+
+TRIGGER_ACTIONS: dict[str, type] = {
+    "checkpoint": CheckpointStable,
+    "transfer": StateTransferStarted,
+    "installed": StateInstalled,
+    "view-change": ViewChangeStarted,
+    "new-view": ViewInstalled,
+}
+"""The action each crash trigger (`on = ...`, scenario.TRIGGERS) waits for."""
 
 
 TRUNCATED = frozenset({Record.VOTE, Record.PREPARED, Record.EXECUTED})
@@ -225,9 +240,25 @@ class Simulation:
         self.network = Network(scenario.network, random.Random(self.rng.getrandbits(64)))
         self.heal = self.network.heal_time()
         for nf in scenario.network:
-            if nf.crash is not None:
+            if nf.crash is not None and nf.on is None:
                 self.heal = max(self.heal, nf.until_ms or nf.at_ms)
         self.expect_liveness = scenario.expect.all_requests_complete
+        self.unhealed = never_healed(scenario)
+        self.check_views = (
+            self.expect_liveness and not self.unhealed and not scenario.exceeds_fault_assumption()
+        )
+        self.unhealed += [
+            f"the crash of replica {nf.crash} at {nf.at_ms} ms"
+            for nf in scenario.network
+            if nf.crash is not None and nf.on is None and nf.until_ms is None
+        ] + [
+            f"the crash of replica {nf.crash} on its first {nf.on}"
+            for nf in scenario.network
+            if nf.crash is not None and nf.on is not None and nf.down_ms is None
+        ]
+        """`view-agreement` is judged only when liveness is expected and every fault that
+        could keep a correct replica apart ends."""
+        self._all_done = False
         self.liveness_ms = scenario.expect.liveness_ms
         if isinstance(replica_class, dict):
             self._classes = replica_class
@@ -263,8 +294,11 @@ class Simulation:
         self.clients: dict[str, ClientState] = {}
         for name, key in self.client_keys.items():
             self.clients[name] = self._new_client(name, key)
+        self._armed: dict[int, list[list]] = {}  # rid -> [[fault, firings left], ...]
         for nf in scenario.network:
-            if nf.crash is not None:
+            if nf.crash is not None and nf.on is not None:
+                self._armed.setdefault(nf.crash, []).append([nf, nf.times])
+            elif nf.crash is not None:
                 self._push(nf.at_ms, CRASH, nf.crash)
                 if nf.until_ms is not None:
                     self._push(nf.until_ms, RESTART, nf.crash, nf.amnesia)
@@ -362,6 +396,8 @@ class Simulation:
                 case SendClient(c, data):
                     if c in self.clients:
                         self._transmit(rid, c, data)
+        if rid in self._armed:
+            self._maybe_trigger(rid, actions)
         if inst.correct:
             self.oracle.observe_replica(rid, (rid, inst.incarnation), self.now, actions, (rid, inst.epoch))
             self.oracle.check_resources(rid, inst.node)
@@ -376,6 +412,20 @@ class Simulation:
             for a in actions:
                 if isinstance(a, Broadcast | Send):
                     self.oracle.observe_sent(rid, None, a.data)
+
+    def _maybe_trigger(self, rid: int, actions: list) -> None:
+        """A triggered crash: right after the step whose actions include its event."""
+        for entry in self._armed[rid]:
+            nf, left = entry
+            if left <= 0 or self.now < nf.at_ms:
+                continue
+            if any(isinstance(a, TRIGGER_ACTIONS[nf.on]) for a in actions):
+                entry[1] -= 1
+                self._push(self.now, CRASH, rid)
+                if nf.down_ms is not None:
+                    self._push(self.now + nf.down_ms, RESTART, rid, nf.amnesia)
+                    self.heal = max(self.heal, self.now + nf.down_ms)
+                return
 
     def _perform_client(self, cs: ClientState, actions: list) -> None:
         core = cs.core
@@ -487,20 +537,35 @@ class Simulation:
             start = max(cs.since, self.heal)
             if self.now - start > self.liveness_ms:
                 ts = cs.core.outstanding.timestamp if cs.core.outstanding else cs.core.timestamp
-                self.oracle.fail(
-                    "liveness",
-                    f"client {cs.name} request t={ts} (submitted at {cs.since} ms) has not completed "
-                    f"{self.liveness_ms} ms after the network healed at {self.heal} ms",
-                )
+                head = f"client {cs.name} request t={ts} (submitted at {cs.since} ms) has not completed"
+                if self.unhealed:
+                    why = f"in {self.now - cs.since} ms; " + _and(self.unhealed) + " never healed"
+                    if self.heal > cs.since:
+                        why += f" (the others did, at {self.heal} ms)"
+                elif self.heal > cs.since:
+                    why = f"{self.liveness_ms} ms after the last fault healed at {self.heal} ms"
+                else:
+                    why = f"in {self.liveness_ms} ms, with no fault active since it was submitted"
+                self.oracle.fail("liveness", f"{head} {why}")
                 return
+
+    def _views_agree(self) -> bool:
+        nodes = [inst.node for rid in sorted(self.correct) for inst in self.replicas[rid]]
+        return all(node.view_active for node in nodes) and len({node.view for node in nodes}) <= 1
 
     def _finished(self) -> bool:
         correct = [cs for cs in self.clients.values() if cs.correct]
         if all(cs.done >= len(cs.ops) for cs in correct):
             if self._done_at is None:
-                self._done_at = max(self.now, self.heal)
+                self._done_at = self.now
+            end = max(self._done_at, self.heal)
             settle = SETTLE_MS if self.scenario.expect.catch_up else 0
-            return self.now >= self._done_at + settle
+            if self.now < end + settle:
+                return False
+            if self.check_views and self.now < end + VIEW_SETTLE_MS and not self._views_agree():
+                return False
+            self._all_done = True
+            return True
         quiet_since = max(self._last_progress, self.heal)
         return self.now > quiet_since + self.liveness_ms + self.config.tick_ms
 
@@ -563,6 +628,23 @@ class Simulation:
                     ]
         return []
 
+    def _view_disagreement(self) -> Violation:
+        where: dict[tuple[int, bool], list[int]] = {}
+        for rid in sorted(self.correct):
+            for inst in self.replicas[rid]:
+                where.setdefault((inst.node.view, inst.node.view_active), []).append(rid)
+        groups = sorted(where.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+        text = "; ".join(
+            f"{_ids(ids)} in view {view}{'' if active else ' (view change in progress)'}"
+            for (view, active), ids in groups
+        )
+        end = max(self._done_at or 0, self.heal)
+        return Violation(
+            "view-agreement",
+            f"live correct replicas do not share one active view {self.now - end} ms after the "
+            f"workload ended and every fault healed: {text}",
+        )
+
     def _view_changes(self) -> int:
         views = [inst.node.view for rid in sorted(self.correct) for inst in self.replicas[rid]]
         return max(views, default=0)
@@ -577,6 +659,8 @@ class Simulation:
             violations.extend(self._check_catch_up())
         if not violations:
             violations.extend(self._check_final_states())
+        if not violations and self.check_views and self._all_done and not self._views_agree():
+            violations.append(self._view_disagreement())
         reports = []
         for rid in range(self.config.n):
             insts = self.replicas[rid]
@@ -611,6 +695,55 @@ class Simulation:
             exceeds_fault_assumption=self.scenario.exceeds_fault_assumption(),
             trace_tail=[render_event(e) for e in self._tail],
         )
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _ids(ids: list[int]) -> str:
+    return f"replica {ids[0]}" if len(ids) == 1 else "replicas " + ", ".join(map(str, ids))
+
+
+def never_healed(scenario: Scenario) -> list[str]:
+    """The faults of `scenario` that last the whole run and can keep correct nodes apart
+    for good (a partition, a one-way cut, a filtered or heavy drop), described for a
+    status line. Whole-run weather (light loss, delay, duplication, reordering) heals by
+    retransmission and is not listed."""
+    out = []
+    for nf in scenario.network:
+        if not nf.is_link_fault or nf.until_ms is not None:
+            continue
+        since = f" from {nf.at_ms} ms"
+        if nf.partition:
+            groups = ", ".join("[" + ", ".join(map(str, g)) + "]" for g in nf.partition)
+            out.append(f"the partition [{groups}]{since}")
+        elif nf.one_way is not None:
+            out.append(f"the one-way cut {nf.one_way[0]} -> {nf.one_way[1]}{since}")
+        elif nf.drop and (nf.filtered or nf.drop >= HEAVY_DROP):
+            out.append(f"the drop of {nf.drop:g} of {_filter_text(nf)}{since}")
+    return out
+
+
+HEAVY_DROP = 0.5
+"""A whole-run loss rate from which a fault counts as never healing (`never_healed`)."""
+
+
+def _filter_text(nf) -> str:
+    parts = []
+    if nf.kinds:
+        parts.append("/".join(nf.kinds))
+    else:
+        parts.append("messages")
+    if nf.from_:
+        parts.append("from " + ",".join(map(str, nf.from_)))
+    if nf.to:
+        parts.append("to " + ",".join(map(str, nf.to)))
+    if nf.views:
+        parts.append("in views " + ",".join(map(str, nf.views)))
+    if nf.seqs:
+        parts.append("at seqs " + ",".join(map(str, nf.seqs)))
+    return " ".join(parts)
 
 
 def render_event(e: tuple) -> str:
