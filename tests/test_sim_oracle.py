@@ -342,8 +342,11 @@ def test_view_agreement_flags_a_replica_left_in_another_view():
     r = Simulation(s, replica_class={3: _LoneViewChange.make()}).run()
     assert [v.check for v in r.violations] == ["view-agreement"], r.violations
     detail = r.violations[0].detail
-    assert "replicas 0, 1, 2 in view 0" in detail and "replica 3 in view" in detail
-    assert "view change in progress" in detail
+    # (The others join a replica alone in view + 1, but this one also ignores every
+    # NEW-VIEW, so it stays apart whatever view they reach.)
+    import re
+
+    assert re.search(r"replicas 0, 1, 2 in view \d+; replica 3 in view \d+ \(view change in progress\)", detail)
     # The same run without the lone replica ends in one view and stops at once.
     ok = Simulation(s).run()
     assert ok.passed and ok.virtual_ms < r.virtual_ms

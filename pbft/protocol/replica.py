@@ -164,6 +164,9 @@ FUTURE_SIGNER_BYTES = 16 * 1024 * 1024
 """Bytes of future-view messages kept per signer (one largest frame); in total, f+2 times
 that, so f Byzantine replicas filling theirs leave room for the correct ones."""
 
+LONE_FACTOR = 3
+"""View-change timeouts a replica may wait alone in our view + 1 before we join it."""
+
 MAX_BACKOFF_SHIFT = 6
 """The view-change timeout doubles per failed view change, up to 2**6 times (4.5.2)."""
 
@@ -255,6 +258,10 @@ class Replica:
         self._located_by = 0
         self._heard: set[int] = set()
         self._peer_progress: dict[int, tuple[int, int]] = {}
+        # Replicas seen waiting in view + 1 (view, since tick), and how often we joined
+        # each (_maybe_join_lone_view_change).
+        self._lone_since: dict[int, tuple[int, int]] = {}
+        self._lone_joins: dict[int, int] = {}
         self._reply_resent: dict[str, int] = {}
         self._reply_period = max(1, client_retransmit_ticks(config) // 2)
         self._chunks_sent: dict[tuple[int, int, int], int] = {}
@@ -1113,6 +1120,7 @@ class Replica:
         for old in [v for v in self._own_vcs if v <= new_view - self.config.n]:
             del self._own_vcs[old]
         self._was_in_view = set()
+        self._lone_since = {s: vs for s, vs in self._lone_since.items() if vs[0] > new_view}
         self._out.append(ViewChangeStarted(new_view))
         self._after_view_change_input()
 
@@ -1157,6 +1165,8 @@ class Replica:
             self._reject(peer, Reason.BAD_CERTIFICATE, str(exc))
             return
         self.view_changes[signer] = checked
+        if vc.new_view == self.view + 1 and self._lone_since.get(signer, (-1, 0))[0] != vc.new_view:
+            self._lone_since[signer] = (vc.new_view, self.ticks)
         self._compare_certificates(vc)
         # Section 4.5.2: f+1 view-changes for higher views from others prove that at least
         # one correct replica wants to move; join the lowest view that f+1 of them reached.
@@ -1686,10 +1696,36 @@ class Replica:
                 self._hold_pause = HOLD_PAUSE
             self._returning.clear()
         self._maybe_timeout()
+        if self.view_active:
+            self._maybe_join_lone_view_change()
         if self.ticks - self._last_progress < self._retransmit_ticks:
             return
         self._last_progress = self.ticks
         self._retransmit()
+
+    def _maybe_join_lone_view_change(self) -> None:
+        """A replica that went into a view change alone (partitioned, or it timed out just
+        before the others installed the view) waits in view v+1 for ever: it cannot come
+        back to v, because its signed VIEW-CHANGE may yet be used in a NEW-VIEW for v+1
+        and it would then have voted in v after promising not to (OSDI'99 4.4). So the
+        others go to it: a VIEW-CHANGE for exactly our view + 1 that a replica has kept
+        sending (it is retransmitted, so still current) for LONE_FACTOR view-change
+        timeouts makes us join it; our VIEW-CHANGE and its make f+1, so everyone follows
+        (4.5.2) and the group is whole again (issue 13, item 2). Joining a view change
+        is always safe; a Byzantine replica that keeps sending VIEW-CHANGEs buys one view
+        change per period, and the period doubles each time the same replica does it."""
+        for signer, (view, since) in sorted(self._lone_since.items()):
+            held = self.view_changes.get(signer)
+            if view != self.view + 1 or held is None or held.msg.new_view != view:
+                continue
+            wait = (LONE_FACTOR * self._vc_timeout_ticks) << min(
+                self._lone_joins.get(signer, 0), MAX_BACKOFF_SHIFT
+            )
+            if self.ticks - since >= wait:
+                self._lone_joins[signer] = self._lone_joins.get(signer, 0) + 1
+                self._out.append(Note(f"replica {signer} is alone in view {view}: joining it"))
+                self._start_view_change(view)
+                return
 
     def _maybe_timeout(self) -> None:
         if not self.view_active:

@@ -64,7 +64,12 @@ from ..protocol.messages import (
     envelope_from_bytes,
     from_body,
 )
-from ..protocol.replica import EVIDENCE_MEMORY, VERIFIED_CACHE
+from ..protocol.replica import (
+    CHUNKS_REMEMBERED,
+    EVIDENCE_MEMORY,
+    FUTURE_SIGNER_BYTES,
+    VERIFIED_CACHE,
+)
 from ..protocol.statetransfer import IN_FLIGHT
 from ..service.kv import KeyValueStore
 
@@ -625,6 +630,19 @@ RESOURCES: tuple[Tracked, ...] = (
     Tracked("transfer", _transfer_bound_ok, lambda c: 0, "chunks beyond its total", "transfer"),
     Tracked("transfer", _transfer_asked, lambda c: IN_FLIGHT, "chunk requests", "transfer (asked)"),
     Tracked("_served", _served, lambda c: 1),
+    Tracked("_future_count", len, lambda c: c.n, label="_future (signers)"),
+    Tracked("_future_total", int, lambda c: (c.f + 2) * FUTURE_SIGNER_BYTES, "bytes", "_future (total bytes)"),
+    Tracked("_status_answered", len, lambda c: c.n),
+    Tracked("_reply_resent", len, lambda c: len(c.clients)),
+    Tracked("_chunks_sent", len, lambda c: CHUNKS_REMEMBERED),
+    Tracked("_own_vcs", len, lambda c: c.n),
+    Tracked("_vc_resent", len, lambda c: c.n),
+    Tracked("_was_in_view", len, lambda c: c.n),
+    Tracked("_heard", len, lambda c: c.n),
+    Tracked("_peer_progress", len, lambda c: c.n),
+    Tracked("_held_answers", len, lambda c: len(c.clients)),
+    Tracked("_lone_since", len, lambda c: c.n),
+    Tracked("_lone_joins", len, lambda c: c.n),
     Tracked("_verified", len, lambda c: VERIFIED_CACHE),
     Tracked("_evidence_seen", len, lambda c: EVIDENCE_MEMORY),
     Tracked("rejects", len, lambda c: _peers(c) * len(Reason)),
