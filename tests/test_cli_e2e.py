@@ -5,6 +5,7 @@ Every subprocess has a timeout and every replica process is stopped in `finally`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -145,6 +146,7 @@ def test_up_runs_the_cluster_until_interrupted(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # its replicas share its group: a failed run leaks none
     )
     try:
         deadline = time.monotonic() + 20
@@ -167,6 +169,8 @@ def test_up_runs_the_cluster_until_interrupted(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # replicas left by a run that failed
     # Every replica process is gone: the ports are free again.
     for r in config.replicas:
         with socket.socket() as s:
