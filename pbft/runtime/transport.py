@@ -25,6 +25,51 @@ never looks inside a body, so all protocol decisions stay in the core.
   failure, an unknown certificate or a handshake that takes too long is counted in
   `counters` and that connection alone is closed. Nothing here raises into the node.
 
+Connections: what a peer may hold (`Limits`; the defaults are the constants below).
+A listener's resources are bounded by budgets of their own, never by the product of a
+connection count and a frame size, and no peer can lock another out:
+
+* Handshake stage. At most MAX_UNAUTHENTICATED (64) inbound connections may be in the
+  TLS handshake at once, each for at most HANDSHAKE_TIMEOUT (5 s). When a new one
+  arrives at the cap, the oldest that has not sent a byte is closed (else the oldest):
+  refusing the new one instead would let anyone who keeps the stage full (reopening
+  each connection as it is closed) keep every real peer out for good. This way a real
+  peer's connection, accepted in turn, speaks at once and has its handshake to finish
+  before 64 newer ones push it out, which silent ones never do. Counted:
+  `handshake-evicted`, `handshake-timeout`, `tls-failure`.
+* Per identity. Once authenticated, a client identity may hold MAX_CLIENT_LINKS (4)
+  inbound connections and a replica MAX_REPLICA_LINKS (2); a new one closes that
+  identity's oldest (`identity-link-limit`). Closing rather than refusing is what keeps
+  a client that reconnects after a fault from being locked out by its own stale
+  connections (TCP may never notice they are dead), and only the key's holder can open
+  connections as that identity, so it can only push out its own. In all at most
+  MAX_INBOUND (1024) authenticated inbound connections; at that count a new one closes
+  the oldest connection of the client that holds the most (`inbound-limit`).
+* Read deadline. A connection with no frame in flight may stay idle for ever (clients
+  are long-lived). Once the first byte of a frame (even of its length prefix) arrives,
+  the frame has READ_TIMEOUT (5 s) plus its declared size at MIN_READ_RATE (1 MiB/s) to
+  arrive in full, or the connection is closed (`read-timeout`); time spent waiting for
+  room in our own inbox does not count. A connection that ends in the middle of a frame
+  is counted too (`truncated-frame`).
+* Buffer budget. A frame that arrives whole in one read costs no budget. One that does
+  not first reserves its declared size: from BUFFER_BUDGET (64 MiB) over all links, of
+  which all clients together may use CLIENT_BUFFER_BUDGET (16 MiB), one client
+  CLIENT_FRAME_BUDGET (1 MiB; a client only sends requests and queries, each under 64
+  KiB of operation) and one replica two frames of MAX_FRAME. A length prefix above the
+  identity's budget closes the connection at once (`over-identity-budget`, or
+  `oversize-frame` above MAX_FRAME). When the shared budget is taken the connection
+  stops reading (TCP backpressure) until a reservation is released, and is closed if
+  its frame's deadline passes first (`budget-timeout`). The reservation is accounting
+  only: a frame is held as the pieces that arrived (`FrameAssembler`), never as a buffer
+  sized by its prefix, so memory is bounded by the bytes peers really sent and the
+  budget bounds those. A closed connection releases its reservation and pieces, and
+  once nothing is buffered the allocator's freed pages go back to the system
+  (`malloc_trim`), so the resident size comes back after a storm.
+
+Every one of these closures is counted in `counters` by reason (exported by the node's
+metrics as `pbft_transport_events_total{event}`); `tools/attack_connections.py` measures
+them against a live listener.
+
 Frames are delivered upward as `events.Received(peer, body)` into the node's bounded
 channel (an `Inbox`), so a busy state machine slows its readers (TCP backpressure)
 instead of buffering without bound. A client's inbox steps each frame at once instead.
