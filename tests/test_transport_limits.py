@@ -243,11 +243,12 @@ async def test_truncated_frame_at_close_is_counted(cfg):
 
 async def test_partial_frames_are_bounded_by_the_budget(cfg):
     """Unfinished frames reserve their declared size from one budget: a frame above an
-    identity's budget is refused at its length prefix, and once the budget is taken a
-    further one is not buffered (its sender waits, then is closed and counted)."""
+    identity's budget is refused at its length prefix; once the budget is taken a
+    client's further frame is refused and a replica's waits unbuffered, is closed if
+    its deadline passes first, and is taken in when budget is released."""
     limits = Limits(
         buffer_budget=300_000, client_buffer_budget=300_000, client_frame_budget=200_000,
-        read_timeout=1.0, min_read_rate=100_000,  # 150 kB: 2.5 s, 50 kB: 1.5 s
+        read_timeout=1.0, min_read_rate=50_000,  # 150 kB: 4 s, 50 kB: 2 s
     )
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
@@ -257,28 +258,42 @@ async def test_partial_frames_are_bounded_by_the_budget(cfg):
             await over.send_all((250_000).to_bytes(4, "big") + bytes(1000))
             assert await closed_by_peer(over)
             assert t.counters["over-identity-budget"] == 1
-            # Two frames of 150 kB take the whole budget; a third waits unbuffered and
-            # its deadline (the earliest) closes it.
-            streams = {}
-            for who, size in (("alice", 150_000), ("bob", 150_000), ("carol", 50_000)):
-                streams[who] = s = await connect(cfg, who, t.listen_port)
-                await s.send_all(size.to_bytes(4, "big") + bytes(size - 10_000))
-                if who != "carol":
-                    await wait_for(lambda w=who: t.budget.held.get(w) == 150_000)
-            await trio.sleep(0.3)
-            assert t.budget.used == 300_000
-            assert "carol" not in t.budget.held
-            for s in streams.values():
-                assert await closed_by_peer(s)
+            # Two unfinished frames of 150 kB take the whole budget.
+            held = {}
+            for who in ("alice", "bob"):
+                held[who] = s = await connect(cfg, who, t.listen_port)
+                await s.send_all((150_000).to_bytes(4, "big") + bytes(140_000))
+                await wait_for(lambda w=who: t.budget.held.get(w) == 150_000)
+            # A client's further unfinished frame is refused at once.
+            carol = await connect(cfg, "carol", t.listen_port)
+            await carol.send_all((50_000).to_bytes(4, "big") + bytes(40_000))
+            assert await closed_by_peer(carol)
+            assert t.counters["budget-exhausted"] == 1
+            # A replica's waits, holding no budget, until its deadline closes it.
+            r1 = await connect(cfg, 1, t.listen_port)
+            await r1.send_all((50_000).to_bytes(4, "big") + bytes(40_000))
+            await trio.sleep(0.2)
+            assert t.budget.used == 300_000 and 1 not in t.budget.held
+            assert await closed_by_peer(r1)
             assert t.counters["budget-timeout"] == 1
-            assert t.counters["read-timeout"] == 2
-            assert t.budget.used == 0 and not t.budget.held
-            # The budget is back: a whole 150 kB frame arrives.
-            bob = await connect(cfg, "bob", t.listen_port)
-            await bob.send_all(codec.frame(bytes(150_000)))
+            # Another waits until alice's frame completes and frees its budget.
+            r2 = await connect(cfg, 2, t.listen_port)
+            await r2.send_all((50_000).to_bytes(4, "big") + bytes(40_000))
+            await trio.sleep(0.2)
+            assert 2 not in t.budget.held
+            await held["alice"].send_all(bytes(10_000))
             ev = await recv.receive()
-            assert (ev.peer, len(ev.data)) == ("bob", 150_000)
-            await trio.aclose_forcefully(bob)
+            assert (ev.peer, len(ev.data)) == ("alice", 150_000)
+            await wait_for(lambda: t.budget.held.get(2) == 50_000)
+            await r2.send_all(bytes(10_000))
+            ev = await recv.receive()
+            assert (ev.peer, len(ev.data)) == (2, 50_000)
+            # bob never finishes: his deadline closes him; everything is released.
+            assert await closed_by_peer(held["bob"])
+            assert t.counters["read-timeout"] == 1
+            assert t.budget.used == 0 and not t.budget.held
+            for s in (over, carol, r1, r2, *held.values()):
+                await trio.aclose_forcefully(s)
             nursery.cancel_scope.cancel()
 
 

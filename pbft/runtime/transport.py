@@ -47,7 +47,7 @@ connection count and a frame size, and no peer can lock another out:
   the oldest connection of the client that holds the most (`inbound-limit`).
 * Read deadline. A connection with no frame in flight may stay idle for ever (clients
   are long-lived). Once the first byte of a frame (even of its length prefix) arrives,
-  the frame has READ_TIMEOUT (5 s) plus its declared size at MIN_READ_RATE (1 MiB/s) to
+  the frame has READ_TIMEOUT (5 s) plus its declared size at MIN_READ_RATE (256 KiB/s) to
   arrive in full, or the connection is closed (`read-timeout`); time spent waiting for
   room in our own inbox does not count. A connection that ends in the middle of a frame
   is counted too (`truncated-frame`).
@@ -57,9 +57,11 @@ connection count and a frame size, and no peer can lock another out:
   CLIENT_FRAME_BUDGET (1 MiB; a client only sends requests and queries, each under 64
   KiB of operation) and one replica two frames of MAX_FRAME. A length prefix above the
   identity's budget closes the connection at once (`over-identity-budget`, or
-  `oversize-frame` above MAX_FRAME). When the shared budget is taken the connection
-  stops reading (TCP backpressure) until a reservation is released, and is closed if
-  its frame's deadline passes first (`budget-timeout`). The reservation is accounting
+  `oversize-frame` above MAX_FRAME). When the shared budget is taken, a client's
+  connection is closed (`budget-exhausted`: waiting, it would hold the rest of its last
+  read outside the budget, and clients are many); a replica's stops reading (TCP
+  backpressure) until a reservation is released, and is closed if its frame's deadline
+  passes first (`budget-timeout`). The reservation is accounting
   only: a frame is held as the pieces that arrived (`FrameAssembler`), never as a buffer
   sized by its prefix, so memory is bounded by the bytes peers really sent and the
   budget bounds those. A closed connection releases its reservation and pieces, and
@@ -143,8 +145,9 @@ MAX_REPLICA_LINKS = 2
 """Inbound connections one replica identity may hold; a new one closes its oldest."""
 READ_TIMEOUT = 5.0
 """Seconds a frame gets from its first byte to its last, plus its size at MIN_READ_RATE."""
-MIN_READ_RATE = 1024 * 1024
-"""Bytes per second a peer must at least sustain while a frame is half received."""
+MIN_READ_RATE = 256 * 1024
+"""Bytes per second a peer must at least sustain while a frame is half received (a 16
+MiB frame gets 69 s: room for a slow WAN link, while the budget bounds what waits)."""
 BUFFER_BUDGET = 64 * 1024 * 1024
 """Bytes all connections together may hold for frames not yet received in full."""
 CLIENT_BUFFER_BUDGET = 16 * 1024 * 1024
@@ -280,10 +283,12 @@ class FrameAssembler:
     frame as the pieces that arrived, never as a buffer sized by its length prefix.
 
     A frame that arrives whole within one read is sliced out and costs no budget. One
-    that does not reserves its declared size from `budget` first; when that fails,
-    `want` is the size and the unread rest of the read is kept (at most one read) until
-    `feed(b"")` is called again after the budget frees. `close()` releases what the link
-    holds."""
+    that does not reserves its declared size from `budget` first. When that fails, a
+    client's link is refused (FrameRefused: it retransmits, and its frames are small
+    enough to arrive whole almost always); a replica's link waits: `want` is the size
+    and the unread rest of the read is kept (at most one read; replicas hold few links)
+    until `feed(b"")` is called again after the budget frees. `close()` releases what
+    the link holds."""
 
     __slots__ = ("who", "budget", "_head", "_size", "_parts", "_tail", "_got", "_rest",
                  "want", "reserved", "completed")
@@ -354,6 +359,11 @@ class FrameAssembler:
                 continue
             if not self.reserved:
                 if not self.budget.try_reserve(self.who, size):
+                    if isinstance(self.who, str):
+                        raise FrameRefused(
+                            "budget-exhausted",
+                            f"no budget left for a frame of {size} bytes from {self.who!r}",
+                        )
                     self.want = size
                     self._rest = data[pos:]
                     return frames
