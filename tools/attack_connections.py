@@ -125,13 +125,16 @@ async def echo_once(target: Target, who: str, timeout: float) -> dict:
     doubling to 2 s, as the client transport does) until `timeout`."""
     start = time.monotonic()
     attempts = 0
+    errors: list[str] = []
     delay = 0.05
     with trio.move_on_after(timeout):
         while True:
             attempts += 1
             try:
                 with trio.fail_after(5):
+                    t0 = time.monotonic()
                     s = await target.tls(who)
+                    handshake = time.monotonic() - t0
                     try:
                         await s.send_all(codec.frame(b"ping"))
                         reader = codec.FrameReader()
@@ -143,11 +146,15 @@ async def echo_once(target: Target, who: str, timeout: float) -> dict:
                             frames = reader.feed(data)
                     finally:
                         await trio.aclose_forcefully(s)
-                return {"ok": True, "seconds": round(time.monotonic() - start, 3), "attempts": attempts}
-            except (OSError, trio.BrokenResourceError, trio.TooSlowError, Exception):
+                return {"ok": True, "seconds": round(time.monotonic() - start, 3), "attempts": attempts,
+                        "last_connect_and_handshake_seconds": round(handshake, 3),
+                        "failed_attempts": errors[:5]}
+            except Exception as exc:
+                errors.append(f"{time.monotonic() - start:.2f}s {type(exc).__name__}: {exc}"[:120])
                 await trio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-    return {"ok": False, "seconds": round(time.monotonic() - start, 3), "attempts": attempts}
+    return {"ok": False, "seconds": round(time.monotonic() - start, 3), "attempts": attempts,
+            "failed_attempts": errors[:5]}
 
 
 async def scenario_a(target: Target, unauth: int) -> dict:
