@@ -25,6 +25,53 @@ never looks inside a body, so all protocol decisions stay in the core.
   failure, an unknown certificate or a handshake that takes too long is counted in
   `counters` and that connection alone is closed. Nothing here raises into the node.
 
+Connections: what a peer may hold (`Limits`; the defaults are the constants below).
+A listener's resources are bounded by budgets of their own, never by the product of a
+connection count and a frame size, and no peer can lock another out:
+
+* Handshake stage. At most MAX_UNAUTHENTICATED (64) inbound connections may be in the
+  TLS handshake at once, each for at most HANDSHAKE_TIMEOUT (5 s). When a new one
+  arrives at the cap, the oldest that has not sent a byte is closed (else the oldest):
+  refusing the new one instead would let anyone who keeps the stage full (reopening
+  each connection as it is closed) keep every real peer out for good. This way a real
+  peer's connection, accepted in turn, speaks at once and has its handshake to finish
+  before 64 newer ones push it out, which silent ones never do. Counted:
+  `handshake-evicted`, `handshake-timeout`, `tls-failure`.
+* Per identity. Once authenticated, a client identity may hold MAX_CLIENT_LINKS (4)
+  inbound connections and a replica MAX_REPLICA_LINKS (2); a new one closes that
+  identity's oldest (`identity-link-limit`). Closing rather than refusing is what keeps
+  a client that reconnects after a fault from being locked out by its own stale
+  connections (TCP may never notice they are dead), and only the key's holder can open
+  connections as that identity, so it can only push out its own. In all at most
+  MAX_INBOUND (1024) authenticated inbound connections; at that count a new one closes
+  the oldest connection of the client that holds the most (`inbound-limit`).
+* Read deadline. A connection with no frame in flight may stay idle for ever (clients
+  are long-lived). Once the first byte of a frame (even of its length prefix) arrives,
+  the frame has READ_TIMEOUT (5 s) plus its declared size at MIN_READ_RATE (256 KiB/s) to
+  arrive in full, or the connection is closed (`read-timeout`); time spent waiting for
+  room in our own inbox does not count. A connection that ends in the middle of a frame
+  is counted too (`truncated-frame`).
+* Buffer budget. A frame that arrives whole in one read costs no budget. One that does
+  not first reserves its declared size: from BUFFER_BUDGET (64 MiB) over all links, of
+  which all clients together may use CLIENT_BUFFER_BUDGET (16 MiB), one client
+  CLIENT_FRAME_BUDGET (1 MiB; a client only sends requests and queries, each under 64
+  KiB of operation) and one replica two frames of MAX_FRAME. A length prefix above the
+  identity's budget closes the connection at once (`over-identity-budget`, or
+  `oversize-frame` above MAX_FRAME). When the shared budget is taken, a client's
+  connection is closed (`budget-exhausted`: waiting, it would hold the rest of its last
+  read outside the budget, and clients are many); a replica's stops reading (TCP
+  backpressure) until a reservation is released, and is closed if its frame's deadline
+  passes first (`budget-timeout`). The reservation is accounting
+  only: a frame is held as the pieces that arrived (`FrameAssembler`), never as a buffer
+  sized by its prefix, so memory is bounded by the bytes peers really sent and the
+  budget bounds those. A closed connection releases its reservation and pieces, and
+  once nothing is buffered the allocator's freed pages go back to the system
+  (`malloc_trim`), so the resident size comes back after a storm.
+
+Every one of these closures is counted in `counters` by reason (exported by the node's
+metrics as `pbft_transport_events_total{event}`); `tools/attack_connections.py` measures
+them against a live listener.
+
 Frames are delivered upward as `events.Received(peer, body)` into the node's bounded
 channel (an `Inbox`), so a busy state machine slows its readers (TCP backpressure)
 instead of buffering without bound. A client's inbox steps each frame at once instead.
@@ -42,13 +89,18 @@ became its own write; batching there is what lets the outboxes coalesce.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import os
 import random
+import select
 import ssl
+import struct
 from collections import Counter, deque
 from collections.abc import Callable
+from dataclasses import dataclass
+from math import inf
 from typing import Protocol
 
 import trio
@@ -82,9 +134,27 @@ _RECV_VIEW = memoryview(_RECV_BUF)
 _PLAIN = bytearray(READ_SIZE)
 _PLAIN_VIEW = memoryview(_PLAIN)
 MAX_INBOUND = 1024
-"""Simultaneous inbound connections a replica serves; more are closed on accept."""
+"""Authenticated inbound connections a replica serves at once (see `Limits`)."""
+MAX_UNAUTHENTICATED = 64
+"""Inbound connections still in the TLS handshake at once; a new one closes the oldest."""
 HANDSHAKE_TIMEOUT = 5.0
 """Seconds a peer gets to complete the TLS handshake (slowloris guard)."""
+MAX_CLIENT_LINKS = 4
+"""Inbound connections one client identity may hold; a new one closes its oldest."""
+MAX_REPLICA_LINKS = 2
+"""Inbound connections one replica identity may hold; a new one closes its oldest."""
+READ_TIMEOUT = 5.0
+"""Seconds a frame gets from its first byte to its last, plus its size at MIN_READ_RATE."""
+MIN_READ_RATE = 256 * 1024
+"""Bytes per second a peer must at least sustain while a frame is half received (a 16
+MiB frame gets 69 s: room for a slow WAN link, while the budget bounds what waits)."""
+BUFFER_BUDGET = 64 * 1024 * 1024
+"""Bytes all connections together may hold for frames not yet received in full."""
+CLIENT_BUFFER_BUDGET = 16 * 1024 * 1024
+"""The part of BUFFER_BUDGET all clients together may hold (the rest is the replicas')."""
+CLIENT_FRAME_BUDGET = 1024 * 1024
+"""Bytes one client identity may hold in unfinished frames (so its largest frame): a
+client sends requests and queries, each under MAX_OPERATION (64 KiB) plus an envelope."""
 CONNECT_TIMEOUT = 5.0
 """Seconds a dial gets to connect and handshake."""
 BACKOFF_MIN = 0.05
@@ -101,6 +171,295 @@ class Inbox(Protocol):
     def send_nowait(self, value: Received) -> None: ...
 
     async def send(self, value: Received) -> None: ...
+
+@dataclass(frozen=True)
+class Limits:
+    """What one transport lets its peers hold (module docstring, "Connections"). The
+    defaults are the module constants; tests pass small ones."""
+
+    max_inbound: int = MAX_INBOUND
+    max_unauthenticated: int = MAX_UNAUTHENTICATED
+    handshake_timeout: float = HANDSHAKE_TIMEOUT
+    max_client_links: int = MAX_CLIENT_LINKS
+    max_replica_links: int = MAX_REPLICA_LINKS
+    read_timeout: float = READ_TIMEOUT
+    min_read_rate: float = MIN_READ_RATE
+    buffer_budget: int = BUFFER_BUDGET
+    client_buffer_budget: int = CLIENT_BUFFER_BUDGET
+    client_frame_budget: int = CLIENT_FRAME_BUDGET
+    replica_frame_budget: int | None = None
+    """Bytes one replica identity may hold in unfinished frames; None: two frames of
+    `max_frame` (one per connection it may hold while its old one times out)."""
+
+
+class FrameRefused(codec.FrameError):
+    """A length prefix this link may never buffer; `reason` is the counter to bump."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class BufferBudget:
+    """Bytes reserved for frames that are being received, over every link of a transport.
+
+    A link reserves a frame's declared size when it starts to buffer the frame (only
+    when the frame did not arrive whole in one read) and releases it when the frame is
+    complete or the link closes. The reservation is accounting only: the bytes are held
+    as they arrive. Reserving the whole frame at once means no link ever holds part of a
+    reservation while waiting for the rest, so links waiting on each other cannot
+    deadlock; a link that cannot reserve stops reading until some budget is released
+    (or its frame's read deadline closes it)."""
+
+    __slots__ = ("limits", "max_frame", "used", "clients_used", "held", "_freed")
+
+    def __init__(self, limits: Limits, max_frame: int) -> None:
+        self.limits = limits
+        self.max_frame = max_frame
+        self.used = 0
+        self.clients_used = 0
+        self.held: Counter[Signer] = Counter()
+        """Bytes reserved per identity (entries removed at zero)."""
+        self._freed = trio.Event()
+
+    def cap(self, who: Signer) -> int:
+        """The most `who` may ever hold: its identity budget within the shared ones."""
+        lim = self.limits
+        if isinstance(who, str):
+            return min(lim.client_frame_budget, lim.client_buffer_budget, lim.buffer_budget)
+        own = lim.replica_frame_budget
+        return min(2 * self.max_frame if own is None else own, lim.buffer_budget)
+
+    def check(self, who: Signer, size: int) -> None:
+        """Raise FrameRefused for a frame `who` may never buffer, whatever is free."""
+        if size > self.max_frame:
+            raise FrameRefused(
+                "oversize-frame", f"frame of {size} bytes exceeds the limit of {self.max_frame}"
+            )
+        if size > self.cap(who):
+            raise FrameRefused(
+                "over-identity-budget",
+                f"frame of {size} bytes exceeds the {self.cap(who)} bytes {who!r} may buffer",
+            )
+
+    def try_reserve(self, who: Signer, size: int) -> bool:
+        client = isinstance(who, str)
+        lim = self.limits
+        if (
+            self.used + size > lim.buffer_budget
+            or self.held[who] + size > self.cap(who)
+            or (client and self.clients_used + size > lim.client_buffer_budget)
+        ):
+            return False
+        self.used += size
+        self.held[who] += size
+        if client:
+            self.clients_used += size
+        return True
+
+    def release(self, who: Signer, size: int) -> None:
+        self.used -= size
+        left = self.held[who] - size
+        if left:
+            self.held[who] = left
+        else:
+            del self.held[who]
+        if isinstance(who, str):
+            self.clients_used -= size
+        self._freed.set()
+        self._freed = trio.Event()
+
+    async def freed(self) -> None:
+        """Wait until some reservation is released."""
+        await self._freed.wait()
+
+
+_TAIL_FLUSH = 256 * 1024
+"""A partial frame's small pieces are gathered in one bytearray up to this size."""
+
+
+class FrameAssembler:
+    """Splits one link's plaintext into frame bodies (`codec.frame`), holding a partial
+    frame as the pieces that arrived, never as a buffer sized by its length prefix.
+
+    A frame that arrives whole within one read is sliced out and costs no budget. One
+    that does not reserves its declared size from `budget` first. When that fails, a
+    client's link is refused (FrameRefused: it retransmits, and its frames are small
+    enough to arrive whole almost always); a replica's link waits: `want` is the size
+    and the unread rest of the read is kept (at most one read; replicas hold few links)
+    until `feed(b"")` is called again after the budget frees. `close()` releases what
+    the link holds."""
+
+    __slots__ = ("who", "budget", "_head", "_size", "_parts", "_tail", "_got", "_rest",
+                 "want", "reserved", "completed")
+
+    def __init__(self, who: Signer, budget: BufferBudget) -> None:
+        self.who = who
+        self.budget = budget
+        self._head = b""
+        """Bytes of a length prefix that arrived split across reads."""
+        self._size = -1
+        """The declared size of the frame being received (-1: reading a length prefix)."""
+        self._parts: list[bytes] = []
+        self._tail = bytearray()
+        self._got = 0
+        self._rest = b""
+        self.want = 0
+        """The size this link waits to reserve (0: not waiting)."""
+        self.reserved = 0
+        self.completed = 0
+        """Frames completed so far (tells the read loop when a new frame started)."""
+
+    @property
+    def in_frame(self) -> bool:
+        """Part of a frame (even of its length prefix) has arrived but not all of it."""
+        return bool(self._head) or self._size >= 0
+
+    @property
+    def declared(self) -> int:
+        return max(self._size, 0)
+
+    @property
+    def held(self) -> int:
+        """Bytes held for the partial frame (what the budget bounds)."""
+        return self._got + len(self._head) + len(self._rest)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if self._rest:
+            data = self._rest + data if data else self._rest
+            self._rest = b""
+        frames: list[bytes] = []
+        n = len(data)
+        pos = 0
+        while pos < n:
+            size = self._size
+            if size < 0:
+                head = self._head
+                if not head and n - pos >= 4:
+                    (size,) = _LEN.unpack_from(data, pos)
+                    pos += 4
+                else:
+                    take = min(4 - len(head), n - pos)
+                    head += data[pos : pos + take]
+                    pos += take
+                    if len(head) < 4:
+                        self._head = head
+                        break
+                    (size,) = _LEN.unpack(head)
+                    self._head = b""
+                self.budget.check(self.who, size)
+                self._size = size
+            got = self._got
+            avail = n - pos
+            if not got and avail >= size:  # whole here: no buffering, no budget
+                frames.append(data[pos : pos + size])
+                pos += size
+                self._size = -1
+                self.completed += 1
+                continue
+            if not self.reserved:
+                if not self.budget.try_reserve(self.who, size):
+                    if isinstance(self.who, str):
+                        raise FrameRefused(
+                            "budget-exhausted",
+                            f"no budget left for a frame of {size} bytes from {self.who!r}",
+                        )
+                    self.want = size
+                    self._rest = data[pos:]
+                    return frames
+                self.want = 0
+                self.reserved = size
+            take = min(size - got, avail)
+            self._hold(data[pos : pos + take])
+            pos += take
+            self._got = got = got + take
+            if got == size:
+                frames.append(self._join())
+                self._got = 0
+                self._size = -1
+                self.budget.release(self.who, size)
+                self.reserved = 0
+                self.completed += 1
+        return frames
+
+    def _hold(self, piece: bytes) -> None:
+        # Large pieces are kept as they are; small ones (a peer trickling tiny records)
+        # are gathered in one bytearray, so a piece costs its bytes, not an object each.
+        tail = self._tail
+        if len(piece) >= _TAIL_FLUSH // 4 and not tail:
+            self._parts.append(piece)
+            return
+        tail += piece
+        if len(tail) >= _TAIL_FLUSH:
+            self._parts.append(bytes(tail))
+            self._tail = bytearray()
+
+    def _join(self) -> bytes:
+        parts = self._parts
+        if self._tail:
+            parts.append(bytes(self._tail))
+            self._tail = bytearray()
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._parts = []
+        return body
+
+    def close(self) -> None:
+        """Drop the partial frame and release its reservation."""
+        if self.reserved:
+            self.budget.release(self.who, self.reserved)
+            self.reserved = 0
+        self._parts = []
+        self._tail = bytearray()
+        self._rest = b""
+        self._head = b""
+
+
+class _Inbound:
+    """Bookkeeping of one inbound connection: the scope that ends it (eviction), whether
+    it has sent anything yet (handshake stage) and, once authenticated, who it is."""
+
+    __slots__ = ("fd", "scope", "spoke", "who", "admitted")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.scope = trio.CancelScope()
+        self.spoke = False
+        self.who: Signer | None = None
+        self.admitted = False
+
+
+def _mark_spoken(conns: list[_Inbound]) -> None:
+    """Mark the connections whose socket has bytes (or an end) waiting: their handshake
+    has begun even if their task has not run yet (one poll for all, no reads)."""
+    if not conns:
+        return
+    poll = select.poll()
+    for c in conns:
+        poll.register(c.fd, select.POLLIN)
+    ready = {fd for fd, _ in poll.poll(0)}
+    for c in conns:
+        if c.fd in ready:
+            c.spoke = True
+
+
+TRIM_AFTER = 1024 * 1024
+"""A link that closes holding at least this much of a partial frame hands freed memory
+back to the system (`_trim`)."""
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc; elsewhere there is nothing to do
+    except (OSError, AttributeError):
+        return None
+
+
+_malloc_trim = _load_malloc_trim()
+
+
+_LEN = struct.Struct(">I")
+"""A frame's length prefix (as `codec.frame` writes it)."""
+
 
 # Errors a connection can end with; each ends that connection only.
 _LINK_ERRORS = (
@@ -387,6 +746,7 @@ class Transport:
         rng: random.Random | None = None,
         max_frame: int = codec.MAX_FRAME,
         autoflush: bool = True,
+        limits: Limits | None = None,
     ) -> None:
         self.config = config
         self.me = me
@@ -406,7 +766,16 @@ class Transport:
         """Replicas our outbound link to is up right now."""
         self.client_links: dict[str, list[Outbox]] = {}
         """Client name -> outboxes of its live inbound connections (newest last)."""
+        self.limits = limits or Limits()
+        self.budget = BufferBudget(self.limits, max_frame)
+        """Bytes of unfinished frames, over every link (inbound and outbound)."""
+        self._handshaking: dict[_Inbound, None] = {}
+        """Inbound connections in the TLS handshake, oldest first."""
+        self.inbound: dict[Signer, list[_Inbound]] = {}
+        """Authenticated inbound connections per identity, oldest first."""
         self._inbound = 0
+        """Authenticated inbound connections in all."""
+        self._trimmed = -inf
         self.listen_port: int | None = None
 
     # -- sending (synchronous: queue and return) ----------------------------------------
@@ -516,38 +885,39 @@ class Transport:
             await trio.sleep(delay)
 
     async def _serve_inbound(self, tcp: trio.SocketStream) -> None:
-        if self._inbound >= MAX_INBOUND:
-            self.counters["inbound-limit"] += 1
-            await trio.aclose_forcefully(tcp)
-            return
-        self._inbound += 1
+        lim = self.limits
+        conn = _Inbound(tcp.socket.fileno())
+        if len(self._handshaking) >= lim.max_unauthenticated:
+            self._evict_handshaking()
+        self._handshaking[conn] = None
         assert self.server_context is not None
         stream = TLSLink(tcp, self.server_context, server_side=True)
         try:
-            try:
-                with trio.fail_after(HANDSHAKE_TIMEOUT):
+            with conn.scope:
+                conn.scope.deadline = trio.current_time() + lim.handshake_timeout
+                try:
+                    await trio.lowlevel.wait_readable(stream.fd)
+                    conn.spoke = True
                     await stream.do_handshake()
-            except _LINK_ERRORS as exc:
-                self.counters["tls-failure"] += 1
-                log.debug("inbound TLS handshake failed: %s", _why(exc))
+                except _LINK_ERRORS as exc:
+                    self.counters["tls-failure"] += 1
+                    log.debug("inbound TLS handshake failed: %s", _why(exc))
+                    return
+            self._handshaking.pop(conn, None)
+            if conn.scope.cancelled_caught:  # evicted (counted there) or too slow
+                if conn.scope.deadline <= trio.current_time():
+                    self.counters["handshake-timeout"] += 1
                 return
             who = self.identify(stream)
             if who is None or who == self.me:
                 self.counters["unknown-peer"] += 1
                 log.debug("inbound connection with an unknown certificate closed")
                 return
-            if isinstance(who, str):
-                box = Outbox(dirty=self._dirty)
-                links = self.client_links.setdefault(who, [])
-                links.append(box)
-                try:
-                    await self._run_link(stream, who, box)
-                finally:
-                    links.remove(box)
-                    if not links:
-                        del self.client_links[who]
-            else:
-                await self._run_link(stream, who, None)
+            conn.who = who
+            conn.scope = trio.CancelScope()
+            self._admit(conn)
+            with conn.scope:
+                await self._serve_link(stream, who)
         except _LINK_ERRORS as exc:
             self.counters["link-error"] += 1
             log.debug("inbound link from a peer ended: %s", _why(exc))
@@ -557,8 +927,78 @@ class Transport:
             self.counters["internal-error"] += 1
             log.exception("inbound connection failed unexpectedly")
         finally:
-            self._inbound -= 1
+            self._handshaking.pop(conn, None)
+            self._drop(conn)
             await _close(stream)
+
+    async def _serve_link(self, stream: TLSLink, who: Signer) -> None:
+        if isinstance(who, str):
+            box = Outbox(dirty=self._dirty)
+            links = self.client_links.setdefault(who, [])
+            links.append(box)
+            try:
+                await self._run_link(stream, who, box)
+            finally:
+                links.remove(box)
+                if not links:
+                    del self.client_links[who]
+        else:
+            await self._run_link(stream, who, None)
+
+    def _evict_handshaking(self) -> None:
+        """Make room for a new connection in the handshake stage by closing the oldest
+        that has sent nothing yet, else the oldest. Closing old ones rather than refusing
+        new ones means a storm of connections that never finish (or never start) a
+        handshake cannot keep a real peer out: its connection is accepted in turn and
+        has its handshake to finish before max_unauthenticated newer ones arrive, and
+        silent ones go first."""
+        _mark_spoken([c for c in self._handshaking if not c.spoke])
+        victim = next((c for c in self._handshaking if not c.spoke), None)
+        if victim is None:
+            victim = next(iter(self._handshaking))
+        del self._handshaking[victim]
+        victim.scope.cancel()
+        self.counters["handshake-evicted"] += 1
+
+    def _admit(self, conn: _Inbound) -> None:
+        """Count an authenticated connection against its identity's limit and the total,
+        closing old connections to make room (never refusing the new one). The oldest
+        connection of the same identity goes first: only the key's holder can open
+        connections as that identity, so it can only push out its own, and a client
+        that reconnects after a network fault is not locked out by its own stale links
+        (which TCP may never notice are dead). When the total is reached, the oldest
+        connection of the client holding the most goes."""
+        lim = self.limits
+        who = conn.who
+        assert who is not None
+        cap = lim.max_client_links if isinstance(who, str) else lim.max_replica_links
+        links = self.inbound.setdefault(who, [])
+        while len(links) >= max(cap, 1):
+            self._evict(links[0], "identity-link-limit")
+        if self._inbound >= lim.max_inbound:
+            clients = [v for k, v in self.inbound.items() if isinstance(k, str) and v]
+            if clients:
+                self._evict(max(clients, key=len)[0], "inbound-limit")
+        links = self.inbound.setdefault(who, [])
+        links.append(conn)
+        conn.admitted = True
+        self._inbound += 1
+
+    def _evict(self, conn: _Inbound, reason: str) -> None:
+        self.counters[reason] += 1
+        log.info("closing an inbound connection from %r: %s", conn.who, reason)
+        self._drop(conn)
+        conn.scope.cancel()
+
+    def _drop(self, conn: _Inbound) -> None:
+        if not conn.admitted:
+            return
+        conn.admitted = False
+        self._inbound -= 1
+        links = self.inbound[conn.who]
+        links.remove(conn)
+        if not links:
+            del self.inbound[conn.who]
 
     async def _run_link(self, stream: TLSLink, who: Signer, box: Outbox | None) -> None:
         """Read frames (and write `box`, if any) until either direction fails. Each loop
@@ -587,25 +1027,74 @@ class Transport:
             box.link = None
 
     async def _read_loop(self, stream: TLSLink, who: Signer) -> None:
-        reader = codec.FrameReader(self.max_frame)
-        while True:
-            chunk = await stream.receive()
-            if not chunk:
-                return
-            try:
-                bodies = reader.feed(chunk)
-            except codec.FrameError as exc:
-                self.counters["oversize-frame"] += 1
-                log.info("closing the connection from %r: %s", who, exc)
-                return
-            inbox = self.inbox
-            for body in bodies:
-                # One wake-up per read, not per frame: queue without yielding while the
-                # inbox has room, and wait (backpressure) only when it is full.
+        """Deliver frames until the peer closes. A frame started but not finished gets
+        `read_timeout` plus its size at `min_read_rate` (time spent waiting for room in
+        the inbox does not count); an idle link (no frame in flight) may stay forever."""
+        lim = self.limits
+        frames = FrameAssembler(who, self.budget)
+        chunk = b""
+        started = inf  # when the frame in flight began (inf: none in flight)
+        seen = 0
+        try:
+            while True:
                 try:
-                    inbox.send_nowait(Received(who, body))
-                except trio.WouldBlock:
-                    await inbox.send(Received(who, body))
+                    bodies = frames.feed(chunk)
+                except FrameRefused as exc:
+                    self.counters[exc.reason] += 1
+                    log.info("closing the connection from %r: %s", who, exc)
+                    return
+                if bodies:
+                    inbox = self.inbox
+                    blocked = 0.0
+                    for body in bodies:
+                        # One wake-up per read, not per frame: queue without yielding
+                        # while the inbox has room; wait (backpressure) when it is full.
+                        try:
+                            inbox.send_nowait(Received(who, body))
+                        except trio.WouldBlock:
+                            t = trio.current_time()
+                            await inbox.send(Received(who, body))
+                            blocked += trio.current_time() - t
+                    started += blocked
+                if not frames.in_frame:
+                    started = inf
+                elif started == inf or frames.completed != seen:
+                    started = trio.current_time()
+                    seen = frames.completed
+                deadline = started + lim.read_timeout + frames.declared / lim.min_read_rate
+                with trio.CancelScope(deadline=deadline) as scope:
+                    if frames.want:
+                        await self.budget.freed()
+                        chunk = b""
+                        continue
+                    chunk = await stream.receive()
+                if scope.cancelled_caught:
+                    reason = "budget-timeout" if frames.want else "read-timeout"
+                    self.counters[reason] += 1
+                    log.info("closing the connection from %r: %s (a frame of %d bytes)",
+                             who, reason, frames.declared)
+                    return
+                if not chunk:
+                    if frames.in_frame:
+                        self.counters["truncated-frame"] += 1
+                    return
+        finally:
+            held = frames.held
+            frames.close()
+            if held >= TRIM_AFTER:
+                self._trim()
+
+    def _trim(self) -> None:
+        """Give the pages of freed partial frames back to the system. A partial frame is
+        held as many pieces of up to a read each; once freed, the C allocator keeps such
+        pieces in its heap for reuse, so a storm of unfinished frames would leave the
+        process that much larger for good. Once the storm is over (nothing is buffered
+        any more), or at most once a second meanwhile, `malloc_trim` returns them."""
+        now = trio.current_time()
+        if _malloc_trim is None or (self.budget.used and now - self._trimmed < 1.0):
+            return
+        self._trimmed = now
+        _malloc_trim(0)
 
 
 async def _close(stream: TLSLink) -> None:
