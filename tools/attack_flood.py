@@ -132,7 +132,7 @@ def _views_started(path: str) -> set[int]:
     return {int(v) for v in re.findall(r"view change to view (\d+) started", text)}
 
 
-def run_once(honest: int, duration: float, rate: float, target: str) -> dict:
+def run_once(honest: int, duration: float, rate: float, target: str, profile: str | None = None) -> dict:
     names = [f"bench{i}" for i in range(honest)]
     workdir = tempfile.mkdtemp(prefix="pbft-flood-")
     ctx = multiprocessing.get_context("spawn")
@@ -161,6 +161,16 @@ def run_once(honest: int, duration: float, rate: float, target: str) -> dict:
         end = start + duration
         for c in conns:
             c.send(("go", start, end))
+        spy = None
+        if profile:  # py-spy on the primary for the middle of the window
+            import subprocess
+
+            time.sleep(min(3.0, duration / 4))
+            spy = subprocess.Popen(
+                [os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "--nonblocking",
+                 "-f", "raw", "-d", str(int(duration / 2)), "-o", profile, "-p", str(cluster.procs[0].pid)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
         results = []
         for c in conns:
             while True:
@@ -171,6 +181,8 @@ def run_once(honest: int, duration: float, rate: float, target: str) -> dict:
                     raise RuntimeError(f"a worker failed: {msg}")
                 results.append(msg[1])
                 break
+        if spy is not None:
+            spy.wait()
         views = sorted(set().union(*(_views_started(cluster.log_path(i)) for i in range(4))))
     finally:
         for p in procs:
@@ -211,10 +223,11 @@ def main() -> int:
     p.add_argument("--rate", type=float, default=2000.0)
     p.add_argument("--target", choices=("primary", "all", "none"), default="all")
     p.add_argument("--json", action="store_true", help="print only the JSON lines")
+    p.add_argument("--profile", help="py-spy the primary into this file (raw/collapsed format)")
     args = p.parse_args()
     maxes = []
     for i in range(args.runs):
-        r = run_once(args.honest, args.duration, args.rate, args.target)
+        r = run_once(args.honest, args.duration, args.rate, args.target, args.profile)
         maxes.append(r["latency_ms"]["max"] or 0)
         if not args.json:
             lm = r["latency_ms"]
