@@ -157,6 +157,10 @@ ORDERING_FRACTION = 2
 """A request a backup knows of must appear in a pre-prepare within this fraction of the
 view-change timeout (it must execute within the whole timeout)."""
 
+DEFERRED_REQUESTS = 4096
+"""Deferred client requests kept at most (one per client and channel, _defer_request);
+beyond it a request is verified on arrival, as it would be without deferral."""
+
 CHUNKS_REMEMBERED = 4096
 """(asker, seq, index) of state chunks sent in the last retransmission period."""
 
@@ -281,6 +285,9 @@ class Replica:
         self.surplus_votes = 0
         """Votes for an already complete certificate, dropped unverified (`_completes`)."""
         self._verified: OrderedDict[bytes, Request] = OrderedDict()
+        # Newer requests of clients that already have one waiting here, unverified: the
+        # newest per (client, channel), taken at the next tick (_defer_request).
+        self._deferred: dict[tuple[str, Signer | None], tuple[Signer | None, bytes, Request]] = {}
         self._evidence_seen: set[bytes] = set()
         self.ticks = 0
         self._last_progress = 0
@@ -474,10 +481,73 @@ class Replica:
         body = codec.encode([_REPLY, self.view, timestamp, client, self.id, result])
         self._out.append(SendClient(client, codec.encode([body, self.id, b""])))
 
+    def _queued_ts(self, client: str) -> int:
+        """The timestamp of `client`'s verified request this replica holds and has not
+        executed or proposed yet (the primary's `pending`, a backup's `waiting`), or -1."""
+        queued = self.pending.get(client)
+        if queued is not None:
+            return queued[0].timestamp
+        known = self.waiting.get(client)
+        if known is not None and known[0] > self._executed_ts(client):
+            return known[0]
+        return -1
+
+    def _defer_request(self, peer: Signer | None, data: bytes, msg: Request) -> bool:
+        """A flooding client's budget (issue 13, item 9): while a verified write of a
+        client waits here (not yet proposed, or not yet executed at a backup), a newer one
+        is not verified on arrival. The newest per client and channel is kept unverified
+        and taken at the next tick (`_take_deferred`); an older one than the waiting
+        request is superseded and dropped. So a client costs at most one verification per
+        channel and tick, however fast it sends, and a Byzantine replica relaying forged
+        requests for it fills only its own channel's place. A client with one request
+        outstanding (section 4.1) never waits here."""
+        if msg.read_only:
+            return False
+        queued = self._queued_ts(msg.client)
+        if queued < 0 or msg.timestamp == queued:
+            return False  # nothing waiting, or a retransmission (its bytes are verified)
+        if msg.timestamp < queued:
+            self.rejects[(peer, Reason.STALE)] += 1  # superseded: dropped unverified
+            return True
+        key = (msg.client, peer)
+        held = self._deferred.get(key)
+        if held is None and len(self._deferred) >= DEFERRED_REQUESTS:
+            return False  # full: verify at once, as without the budget
+        if held is None or held[2].timestamp < msg.timestamp:
+            self._deferred[key] = (peer, data, msg)
+        return True
+
+    def _take_deferred(self) -> None:
+        """Per client, its newest deferred request that verifies goes through `on_request`
+        (older ones of the same client are superseded by it)."""
+        if not self._deferred:
+            return
+        by_client: dict[str, list[tuple[Signer | None, bytes, Request]]] = {}
+        for (client, _), item in self._deferred.items():
+            by_client.setdefault(client, []).append(item)
+        self._deferred = {}
+        for client in sorted(by_client):
+            for peer, data, msg in sorted(by_client[client], key=lambda i: -i[2].timestamp):
+                if msg.timestamp <= self._queued_ts(client):
+                    break  # superseded meanwhile
+                checked = self._request_from_envelope(data)
+                if isinstance(checked, str):
+                    self._reject(peer, Reason.BAD_REQUEST, checked)
+                    continue
+                self.on_request(peer, data, checked, verified=True)
+                break
+
     def on_request(
-        self, peer: Signer | None, data: bytes, msg: Request, env: Envelope | None = None
+        self,
+        peer: Signer | None,
+        data: bytes,
+        msg: Request,
+        env: Envelope | None = None,
+        verified: bool = False,
     ) -> None:
-        checked = self._request_from_envelope(data, None if env is None else (env, msg))
+        if not verified and self._defer_request(peer, data, msg):
+            return
+        checked = msg if verified else self._request_from_envelope(data, None if env is None else (env, msg))
         if isinstance(checked, str):
             self._reject(peer, Reason.BAD_REQUEST, checked)
             return
@@ -1689,6 +1759,7 @@ class Replica:
 
     def _on_tick(self) -> None:
         self.ticks += 1
+        self._take_deferred()
         if self._returning and self.ticks - self._returning_since >= self.hold_ticks:
             if self.pending and self.next_seq - 1 == self.last_executed:
                 # The wait ran out: those clients do not come straight back. Propose what
