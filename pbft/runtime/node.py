@@ -93,6 +93,48 @@ log = logging.getLogger("pbft.node")
 
 INBOX_LIMIT = 4096
 """Inputs (frames and ticks) waiting for the state machine task."""
+INBOX_BYTES = 64 * 1024 * 1024
+"""Bytes of frames waiting for the state machine task: with frames of up to 16 MiB, a
+bound in count alone allowed 4096 x 16 MiB (issue 13, item 8). A frame larger than what
+is left waits for room (backpressure on its connection); one frame always fits."""
+
+
+class BoundedInbox:
+    """The node's inbox as the transport sees it: a memory channel bounded in inputs
+    (INBOX_LIMIT) and in bytes of frames (INBOX_BYTES). The step loop calls `taken` for
+    each input it receives."""
+
+    __slots__ = ("_send", "bytes", "limit", "_room")
+
+    def __init__(self, send: trio.MemorySendChannel, limit: int = INBOX_BYTES) -> None:
+        self._send = send
+        self.bytes = 0
+        self.limit = limit
+        self._room = trio.Event()
+
+    def _full(self, size: int) -> bool:
+        return self.bytes > 0 and self.bytes + size > self.limit
+
+    def send_nowait(self, value) -> None:
+        size = len(value.data) if type(value) is Received else 0
+        if size and self._full(size):
+            raise trio.WouldBlock
+        self._send.send_nowait(value)
+        self.bytes += size
+
+    async def send(self, value) -> None:
+        size = len(value.data) if type(value) is Received else 0
+        while size and self._full(size):
+            if self._room.is_set():
+                self._room = trio.Event()
+            await self._room.wait()
+        await self._send.send(value)
+        self.bytes += size
+
+    def taken(self, value) -> None:
+        if type(value) is Received:
+            self.bytes -= len(value.data)
+            self._room.set()
 EVIDENCE_LIMIT = 1024
 """Evidence records kept in memory; the oldest are forgotten first."""
 GROUP_COMMIT_LIMIT = 256
@@ -169,13 +211,14 @@ class ReplicaNode:
         self.replica = replica
         self.id: int = replica.id
         self._send, self._recv = trio.open_memory_channel(INBOX_LIMIT)
+        self._inbox = BoundedInbox(self._send)
         self.transport = Transport(
             config,
             self.id,
             server_context=server_context,
             client_context=client_context,
             identify=identify,
-            inbox=self._send,
+            inbox=self._inbox,
             rng=rng,
             autoflush=False,  # perform() flushes once per batch of actions
         )
@@ -347,6 +390,7 @@ class ReplicaNode:
             return actions
         self._inputs += 1
         if type(event) is Received:
+            self._inbox.taken(event)
             self.metrics.on_received(event.data)
         return self.replica.step(event)
 
