@@ -203,7 +203,7 @@ def test_resources_a_fresh_replica_is_within_every_bound():
     assert o.ok
     usage = resource_usage(_replica(), CFG, measured=True)
     names = {u.name for u in usage}
-    assert {"log", "waiting", "pending", "claims (bytes)", "_future (one peer's bytes)"} <= names
+    assert {"log", "waiting", "pending", "claims (bytes)", "_future (one signer's bytes)"} <= names
     assert "own_checkpoints (snapshot bytes)" in names
 
 
@@ -228,17 +228,18 @@ def test_resources_waiting_is_bounded():
     assert checks(o) == ["resources"] and "waiting" in o.violations[0].detail
 
 
-def test_resources_future_buffer_bytes_per_peer():
+def test_resources_future_buffer_bytes_per_signer():
     from pbft.sim.oracle import _future_bytes_per_peer
 
     o = oracle()
     r = _replica()
     r._future.append((1, bytes(1000)))
+    r._future_bytes[1] += 1000
     o.check_resources(0, r)
     assert o.ok
-    r._future.append((1, bytes(_future_bytes_per_peer(CFG))))
+    r._future_bytes[1] += _future_bytes_per_peer(CFG)
     o.check_resources(0, r)
-    assert checks(o) == ["resources"] and "_future (one peer's bytes)" in o.violations[0].detail
+    assert checks(o) == ["resources"] and "_future (one signer's bytes)" in o.violations[0].detail
 
 
 def test_resources_claims_bytes():

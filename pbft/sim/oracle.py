@@ -556,22 +556,8 @@ def _inner_bytes(d: Any) -> int:
     return sum(len(data) for v in d.values() for _, data in v.values())
 
 
-def _max_per_peer_bytes(buf: Any) -> int:
-    if not buf:
-        return 0
-    per: dict[Any, int] = {}
-    for peer, data in buf:
-        per[peer] = per.get(peer, 0) + len(data)
-    return max(per.values())
-
-
-def _max_per_peer(buf: Any) -> int:
-    if not buf:
-        return 0
-    per: dict[Any, int] = {}
-    for peer, _ in buf:
-        per[peer] = per.get(peer, 0) + 1
-    return max(per.values())
+def _max_value(counts: Any) -> int:
+    return max(counts.values(), default=0)
 
 
 def _transfer_chunks(t: Any) -> int:
@@ -624,9 +610,11 @@ RESOURCES: tuple[Tracked, ...] = (
     Tracked("claims", len, lambda c: c.n),
     Tracked("claims", _inner, lambda c: 2 * c.n, label="claims (checkpoints)"),
     Tracked("claims", _inner_bytes, lambda c: 2 * c.n * MESSAGE_BYTES, "bytes", "claims (bytes)"),
-    Tracked("_future", len, lambda c: _peers(c) * _future_per_peer(c)),
-    Tracked("_future", _max_per_peer, _future_per_peer, label="_future (one peer)"),
-    Tracked("_future", _max_per_peer_bytes, _future_bytes_per_peer, "bytes", "_future (one peer's bytes)"),
+    # The buffer is bounded per *signer* (a channel may carry several signers' messages,
+    # e.g. the certificates a peer resends us), in count and bytes, and in total bytes.
+    Tracked("_future", len, lambda c: c.n * _future_per_peer(c)),
+    Tracked("_future_count", _max_value, _future_per_peer, label="_future (one signer)"),
+    Tracked("_future_bytes", _max_value, _future_bytes_per_peer, "bytes", "_future (one signer's bytes)"),
     Tracked("transfer", _transfer_bound_ok, lambda c: 0, "chunks beyond its total", "transfer"),
     Tracked("transfer", _transfer_asked, lambda c: IN_FLIGHT, "chunk requests", "transfer (asked)"),
     Tracked("_served", _served, lambda c: 1),
