@@ -19,7 +19,7 @@ from conftest import (
     sign_request,
 )
 
-from pbft.protocol.client import MAX_CATCH_UPS
+from pbft.protocol.client import CATCH_UP_GAP, MAX_CATCH_UPS
 from pbft.protocol.events import (
     Completed,
     Failed,
@@ -79,15 +79,15 @@ def test_f_plus_1_matching_held_timestamps_move_the_client_on(alice):
     # The second alike: continue from 501, the same operation signed again.
     actions = deliver(alice, 2, held(2, 1, 500))
     [(to, req)] = sent_requests(actions)
-    assert to == 0 and req == Request(b"op", 501, "alice", False)
-    assert alice.outstanding.timestamp == 501 and alice.timestamp == 501
+    assert to == 0 and req == Request(b"op", 500 + CATCH_UP_GAP, "alice", False)
+    assert alice.outstanding.timestamp == alice.timestamp == 500 + CATCH_UP_GAP
     # Late HELDs for the abandoned timestamp change nothing.
     assert deliver(alice, 3, held(3, 1, 500)) == []
-    assert deliver(alice, 1, reply_bytes(1, 501, b"r")) == []
-    assert deliver(alice, 2, reply_bytes(2, 501, b"r")) == [Completed(501, b"r")]
+    assert deliver(alice, 1, reply_bytes(1, 500 + CATCH_UP_GAP, b"r")) == []
+    assert deliver(alice, 2, reply_bytes(2, 500 + CATCH_UP_GAP, b"r")) == [Completed(500 + CATCH_UP_GAP, b"r")]
     # Monotonic from there on.
     [send] = alice.submit(b"next")
-    assert decoded(send.data)[1].timestamp == 502
+    assert decoded(send.data)[1].timestamp == 501 + CATCH_UP_GAP
 
 
 def test_one_liar_cannot_move_the_timestamp(alice):
@@ -114,7 +114,7 @@ def test_f_liars_cannot_move_the_timestamp():
     deliver(client, 1, held(1, 1, 7))
     assert client.timestamp == 1
     [(_, req)] = sent_requests(deliver(client, 2, held(2, 1, 7)))  # the third alike: f+1
-    assert req.timestamp == 8
+    assert req.timestamp == 7 + CATCH_UP_GAP
 
 
 def test_held_timestamps_that_disagree_do_not_move_the_client(alice):
@@ -123,7 +123,7 @@ def test_held_timestamps_that_disagree_do_not_move_the_client(alice):
     assert deliver(alice, 1, held(1, 1, 600)) == []
     assert alice.timestamp == 1
     [(_, req)] = sent_requests(deliver(alice, 2, held(2, 1, 600)))
-    assert req.timestamp == 601
+    assert req.timestamp == 600 + CATCH_UP_GAP
 
 
 def test_held_not_from_its_channel_for_someone_else_or_not_newer_is_rejected(alice):
@@ -170,7 +170,7 @@ def test_catching_up_is_bounded(alice):
     for _ in range(MAX_CATCH_UPS):
         deliver(alice, 0, held(0, ts, ts + 100))
         [(_, req)] = sent_requests(deliver(alice, 1, held(1, ts, ts + 100)))
-        assert req.timestamp == ts + 101
+        assert req.timestamp == ts + 100 + CATCH_UP_GAP
         ts = req.timestamp
     deliver(alice, 0, held(0, ts, ts + 100))
     [failed] = deliver(alice, 1, held(1, ts, ts + 100))
@@ -181,6 +181,26 @@ def test_catching_up_is_bounded(alice):
     assert decoded(send.data)[1].timestamp == ts + 101
 
 
+def test_a_restarted_process_never_reuses_the_timestamp_of_its_predecessors_request_in_flight(cfg):
+    """The previous process of alice caught up to h + CATCH_UP_GAP, then counted by one; it
+    died with its next request in flight, unexecuted. A new process learns the last
+    executed timestamp from f+1 replicas; continuing at held + 1 it would take exactly the
+    in-flight timestamp, and the replicas would answer it with the old request's result."""
+    old = make_client(cfg, "alice", retransmit_ticks=5)
+    old.submit(b"first")
+    deliver(old, 0, held(0, 1, 500))
+    deliver(old, 1, held(1, 1, 500))
+    executed = old.outstanding.timestamp
+    old.cancel()
+    [send] = old.submit(b"in flight when it died")
+    in_flight = decoded(send.data)[1].timestamp
+    new = make_client(cfg, "alice", retransmit_ticks=5)
+    new.submit(b"after the restart")
+    deliver(new, 0, held(0, 1, executed))
+    [(_, req)] = sent_requests(deliver(new, 1, held(1, 1, executed)))
+    assert req.timestamp != in_flight and req.timestamp > in_flight
+
+
 def test_a_new_operation_may_catch_up_again(alice):
     """The bound is per operation, not per client."""
     for round_ in range(MAX_CATCH_UPS + 1):
@@ -188,7 +208,7 @@ def test_a_new_operation_may_catch_up_again(alice):
         ts = alice.outstanding.timestamp
         deliver(alice, 0, held(0, ts, ts + 10))
         deliver(alice, 1, held(1, ts, ts + 10))
-        assert alice.outstanding.timestamp == ts + 11, round_
+        assert alice.outstanding.timestamp == ts + 10 + CATCH_UP_GAP, round_
         alice.cancel()
 
 
@@ -257,15 +277,15 @@ def test_a_restarted_client_whose_clock_is_behind_completes(first_clock, second_
     router.submit("alice", op_put(b"k", b"second"))
     router.run()
     [(client, ts, result)] = router.completed
-    assert client == "alice" and ts == first_clock + 2 and decode_result(result) is True
+    assert client == "alice" and ts == first_clock + 1 + CATCH_UP_GAP and decode_result(result) is True
     # Reads and later writes go on from there; every correct replica executed both puts.
     router.submit("alice", op_get(b"k"), read_only=True)
     router.run()
     assert decode_result(router.completed[-1][2]) == b"second"
     router.submit("alice", op_put(b"k", b"third"))
     router.run()
-    assert router.completed[-1][1] == first_clock + 4  # the read took + 3
-    assert all(r.clients["alice"].timestamp == first_clock + 4 for r in router.replicas)
+    assert router.completed[-1][1] == first_clock + 3 + CATCH_UP_GAP  # the read took one
+    assert all(r.clients["alice"].timestamp == first_clock + 3 + CATCH_UP_GAP for r in router.replicas)
 
 
 def test_a_client_whose_clock_is_ahead_needs_nothing():
@@ -319,10 +339,10 @@ async def test_runtime_client_restarted_with_its_clock_behind_completes(
             async with open_client(path, "alice", timeout=10) as client:
                 assert client.core.timestamp < held
                 await client.put(b"k", b"second")
-                assert client.core.timestamp == held + 1
+                assert client.core.timestamp == held + CATCH_UP_GAP
                 assert await client.get(b"k") == b"second"
                 await client.put(b"k", b"third")
-                assert client.core.timestamp == held + 3
+                assert client.core.timestamp == held + 2 + CATCH_UP_GAP
             nursery.cancel_scope.cancel()
 
 
@@ -405,4 +425,4 @@ def test_simulated_clients_restarted_with_clocks_behind_complete(first, second, 
     assert result.requests_completed == result.requests_total == 30
     for cs in sim.clients.values():
         assert min(cs.timestamps) <= second + 2  # the new process started behind...
-        assert first < cs.core.timestamp < first + 20  # ...and caught up
+        assert first < cs.core.timestamp < first + 20 + CATCH_UP_GAP  # ...and caught up

@@ -25,8 +25,9 @@ the timestamp it holds (held.py). A client whose first timestamp came from a clo
 is behind (or that once ran far ahead and was corrected) learns from those answers where
 to continue: once f+1 replicas report the same held timestamp h, at least one correct
 replica holds it, so h is a timestamp this client really used and nothing below h + 1
-can ever execute. The client then re-signs the same operation with timestamp h + 1 and
-sends it again; from there timestamps go up by one per request. Fewer than f+1 matching
+can ever execute. The client then re-signs the same operation with timestamp
+h + CATCH_UP_GAP (not h + 1: an earlier process of this identity may still have a request
+in flight there) and sends it again; from there timestamps go up by one per request. Fewer than f+1 matching
 answers move nothing, so up to f faulty replicas cannot push the client's timestamps
 towards the end of their range (and lock it out) or make it skip any.
 The first HELD for a request also sends it to every replica (once), so the other
@@ -52,6 +53,14 @@ MAX_CATCH_UPS = 3
 the last. One is the rule; more covers f+1 replicas that lagged behind the others (one of
 them faulty, replaying an old held timestamp). Beyond that, something else keeps using
 this client's identity."""
+
+
+CATCH_UP_GAP = 1 << 20
+"""How far past a held timestamp h a client continues (h + CATCH_UP_GAP). A previous process
+of the same identity can have at most one request in flight, at h + 1 when it counted by
+one from its own catch-up; a gap far larger than any lag between the replicas that
+reported h keeps the new request from taking that timestamp (at 2**20 per catch-up, 2**44
+catch-ups fit in the timestamp range)."""
 
 
 class ClientBusy(RuntimeError):
@@ -218,6 +227,11 @@ class ClientCore:
             return [Failed(out.timestamp, f"the replicas still hold a newer timestamp ({held}) for "
                            f"client {self.id} after it caught up {out.catch_ups} times: is another "
                            "process using this client identity?")]
+        # Continue CATCH_UP_GAP past it, not at held + 1: an earlier process of this
+        # identity may have a request in flight at held + 1 (it counted by one after its
+        # own catch-up), and the replicas would take ours, with the same timestamp, for a
+        # retransmission of it and answer with its result.
+        self.timestamp = max(self.timestamp, min(held + CATCH_UP_GAP, MAX_U64) - 1)
         return self._issue(out.operation, out.read_only, out.catch_ups + 1)
 
     def _fall_back(self, out: Outstanding) -> list[Action]:
