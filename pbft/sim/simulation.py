@@ -34,7 +34,15 @@ violation stops the run, which keeps the last `TRACE_TAIL` events for the report
 Liveness (BYZANTINE.md): once the last windowed network fault has healed, each request of a
 correct client must complete within `expect.liveness_ms`; checked only when the scenario
 expects all requests to complete. The run ends when every correct client finished its
-workload, or when nothing completed for `liveness_ms` after the heal.
+workload, or when nothing completed for `liveness_ms` after the heal. A fault that lasts
+the whole run and can keep nodes apart (`never_healed`) is named as such in the status
+line. `view-agreement`: once the workload is done and every fault has healed, the live
+correct replicas must end in one active view; the run waits up to VIEW_SETTLE_MS for it
+(judged only when liveness is expected and no fault lasts the whole run).
+
+Triggered crashes (`on = "transfer"` etc. on a crash entry) fire right after the step of
+that replica whose actions include the event (TRIGGER_ACTIONS), from `at_ms` on; the
+restart `down_ms` later moves the heal time.
 """
 
 from __future__ import annotations
