@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import tomllib
 
-import pytest
-
 from pbft.cli import main
 from pbft.sim.fuzz import fuzz, random_scenario, shrink
 from pbft.sim.scenario import NetworkFault, Scenario, parse_scenario, to_toml
@@ -16,23 +14,18 @@ from pbft.sim.simulation import never_healed, run_scenario
 CI_SEEDS = 60
 
 
-KNOWN_CORE_BUGS = {21: "view-agreement"}
-"""CI seeds the widened fuzzer fails on for a core bug of issue 13, not yet fixed on this
-branch: seed 21 leaves a replica alone in a higher view (item 2). Strict xfail below: when
-the core is fixed, the test turns red until the seed is taken off this list."""
-
-
 def test_fixed_fuzz_seeds_find_no_violation():
     report = fuzz(CI_SEEDS, start=0, f=1)
     assert report.runs == CI_SEEDS
-    unexpected = [v for v in report.violations if KNOWN_CORE_BUGS.get(v.seed) != v.check]
-    assert not unexpected, "\n".join(f"seed {v.seed}: {v.check}: {v.detail}\n{v.toml}" for v in unexpected)
+    assert not report.violations, "\n".join(
+        f"seed {v.seed}: {v.check}: {v.detail}\n{v.toml}" for v in report.violations
+    )
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 core bugs, fixed on the core branch")
-def test_known_core_bug_seeds_pass():
-    for seed in sorted(KNOWN_CORE_BUGS):
-        assert run_scenario(random_scenario(seed, 1)).passed, seed
+def test_seed_21_a_replica_alone_in_a_higher_view_is_joined():
+    """Widened seed 21 left a replica alone in a higher view (issue 13, item 2) before
+    the group joined such a replica (Replica._maybe_join_lone_view_change)."""
+    assert run_scenario(random_scenario(21, 1)).passed
 
 
 def test_f2_fuzz_seeds_find_no_violation():

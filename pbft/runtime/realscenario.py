@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -49,6 +50,16 @@ STATUS_TIMEOUT_S = 3.0
 SETTLE_S = 5.0
 """With `expect.catch_up`: how long live correct replicas get to reach the top checkpoint."""
 OBSERVER = "observer"
+TRIGGER_POLL_S = 0.02
+"""How often a triggered crash looks at its replica's log."""
+TRIGGER_LINES: dict[str, re.Pattern[bytes]] = {
+    "checkpoint": re.compile(rb"checkpoint \d+ is stable"),
+    "transfer": re.compile(rb"state transfer to checkpoint \d+ started"),
+    "installed": re.compile(rb"state transfer to checkpoint \d+ done"),
+    "view-change": re.compile(rb"view change to view \d+ started"),
+    "new-view": re.compile(rb"view \d+ installed, primary"),
+}
+"""The text each trigger's event writes in the replica's log (runtime.node, level info)."""
 REAL_MIN_TICK_MS = 10
 
 
@@ -211,19 +222,18 @@ class RealRun:
         self.out = out
         self.violations: list[Violation] = []
         self.completed = 0
+        timed = [nf for nf in scenario.network if nf.crash is not None and nf.on is None]
+        self.triggered = [nf for nf in scenario.network if nf.crash is not None and nf.on is not None]
         self.crashes = sorted(
-            [(nf.at_ms, 0, nf.crash, False) for nf in scenario.network if nf.crash is not None]
-            + [
-                (nf.until_ms, 1, nf.crash, nf.amnesia)
-                for nf in scenario.network
-                if nf.crash is not None and nf.until_ms is not None
-            ]
+            [(nf.at_ms, 0, nf.crash, False) for nf in timed]
+            + [(nf.until_ms, 1, nf.crash, nf.amnesia) for nf in timed if nf.until_ms is not None]
         )
         self.heal_ms = max((t for t, *_ in self.crashes), default=0)
         self.liveness_s = min(scenario.expect.liveness_ms / 1000, MAX_LIVENESS_S)
         self.byzantine = {b.index for b in scenario.byzantine if b.target == "replica"}
         self.faulty = set(scenario.faulty_replicas())
         self.down: set[int] = set()
+        self.workload_over = False
         self.cluster: Any = None
         self.path = ""
         self.t0 = 0.0
@@ -252,6 +262,39 @@ class RealRun:
                 self.cluster.spawn(rid)
                 self.down.discard(rid)
                 self.say(f"replica {rid} restarted " + ("from nothing (amnesia)" if amnesia else "from its data directory"))
+
+    async def apply_trigger(self, nf: NetworkFault) -> None:
+        """A crash triggered by the replica's own event (`on = ...`): from at_ms on, watch
+        its log for the line that event writes, SIGKILL it then, restart it down_ms later
+        (on the same data directory), `times` times in all. A trigger that never fires
+        is said, not failed: the run just did not reach that moment."""
+        rid, pattern = nf.crash, TRIGGER_LINES[nf.on]  # type: ignore[index]
+        await trio.sleep_until(self.t0 + nf.at_ms / 1000)
+        for _ in range(nf.times):
+            path = self.cluster.log_path(rid)
+            offset = os.path.getsize(path) if os.path.exists(path) else 0
+            while True:
+                if rid not in self.down and os.path.exists(path):
+                    with open(path, "rb") as f:
+                        f.seek(offset)
+                        text = f.read()
+                    if pattern.search(text):
+                        break
+                    offset += text.rfind(b"\n") + 1  # whole lines only: a line being written is read again
+                if self.workload_over:
+                    self.say(f"replica {rid}: the {nf.on} trigger never fired")
+                    return
+                await trio.sleep(TRIGGER_POLL_S)
+            self.cluster.kill(rid)
+            self.down.add(rid)
+            self.say(f"replica {rid} killed (SIGKILL) on its {nf.on}")
+            if nf.down_ms is None:
+                return
+            await trio.sleep(nf.down_ms / 1000)
+            self.cluster.spawn(rid)
+            self.down.discard(rid)
+            self.heal_ms = max(self.heal_ms, int((trio.current_time() - self.t0) * 1000))
+            self.say(f"replica {rid} restarted from its data directory")
 
     # -- clients -------------------------------------------------------------------
 
@@ -300,9 +343,12 @@ class RealRun:
         self.t0 = trio.current_time()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.apply_crashes)
+            for nf in self.triggered:
+                nursery.start_soon(self.apply_trigger, nf)
             async with trio.open_nursery() as clients:
                 for name, ops in plan.items():
                     clients.start_soon(self.run_client, name, ops)
+            self.workload_over = True
             self.say(f"workload over: {self.completed} requests completed")
             # Crashes still scheduled after the workload are applied before the status.
             await trio.sleep_until(self.t0 + self.heal_ms / 1000)
@@ -310,7 +356,24 @@ class RealRun:
             statuses = await self.statuses(observer)
             if self.s.expect.catch_up:
                 statuses = await self.wait_catch_up(observer, statuses)
+            statuses = await self.wait_one_view(observer, statuses)
         return statuses
+
+    async def wait_one_view(self, observer, statuses: dict[int, Any]) -> dict[int, Any]:
+        """Every live correct replica must end in the same view once the faults are over
+        (the simulator's view-agreement check): a replica left alone in another view
+        means the group runs without the fault tolerance it was given."""
+        deadline = trio.current_time() + SETTLE_S
+        while True:
+            views = {i: st.view for i, st in statuses.items() if i not in self.faulty and i not in self.down}
+            if len(set(views.values())) <= 1:
+                return statuses
+            if trio.current_time() > deadline:
+                shown = ", ".join(f"replica {i} in view {v}" for i, v in sorted(views.items()))
+                self.fail("view-agreement", f"live correct replicas do not share one view {SETTLE_S:g} s after the faults: {shown}")
+                return statuses
+            await trio.sleep(0.2)
+            statuses = await self.statuses(observer)
 
     async def wait_catch_up(self, observer, statuses: dict[int, Any]) -> dict[int, Any]:
         deadline = trio.current_time() + SETTLE_S
