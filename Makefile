@@ -2,7 +2,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint fuzz bench soak clean
+.PHONY: demo test lint fuzz bench soak chaos clean
 
 $(BIN)/pbft: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -33,6 +33,11 @@ bench: $(BIN)/pbft
 soak: $(BIN)/pbft
 	$(BIN)/python tools/soak_sim.py $(SOAK_ARGS)
 	PBFT_SOAK=1 $(BIN)/pytest -q tests/test_soak.py
+
+# A real-process chaos run (about two minutes): kill -9 one replica at random, 20 cycles,
+# and once the moment its state transfer starts; all must end caught up, in one view.
+chaos: $(BIN)/pbft
+	$(BIN)/pbft scenario run --real tools/scenarios/chaos-kill9.toml
 
 clean:
 	rm -rf $(VENV) build *.egg-info

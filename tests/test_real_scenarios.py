@@ -34,7 +34,12 @@ def run_real(name: str) -> dict:
 
 @pytest.mark.parametrize(
     ("name", "min_views", "max_views"),
-    [("real-silent-primary", 1, 2), ("real-wrong-digest-vote", 0, 0), ("real-crash-restart", 0, 0)],
+    [
+        ("real-silent-primary", 1, 2),
+        ("real-wrong-digest-vote", 0, 0),
+        ("real-crash-restart", 0, 0),
+        ("real-crash-on-checkpoint", 0, 0),
+    ],
 )
 def test_real_scenario_passes(name, min_views, max_views):
     r = run_real(name)
@@ -45,6 +50,10 @@ def test_real_scenario_passes(name, min_views, max_views):
     correct = [rep for rep in r["replicas"] if not rep["byzantine"]]
     assert all(rep["reachable"] for rep in correct)
     assert len({rep["last_executed"] for rep in correct}) == 1  # all caught up
+    if name == "real-crash-on-checkpoint":
+        kills = [c for c in r["crashes"] if "killed (SIGKILL) on its checkpoint" in c]
+        restarts = [c for c in r["crashes"] if "restarted" in c]
+        assert len(kills) == len(restarts) == 2, r["crashes"]
     if name == "real-crash-restart":
         assert any("skipped in --real mode" in s for s in r["skipped"])
         assert min(rep["stable_checkpoint"] for rep in correct) > 0

@@ -86,6 +86,8 @@ class RealResult:
     skipped: list[str]
     exceeds_fault_assumption: bool
     log_tail: list[str] = field(default_factory=list)
+    crashes: list[str] = field(default_factory=list)
+    """Every kill and restart applied, in order, with when (s) and why."""
 
     @property
     def passed(self) -> bool:
@@ -106,6 +108,7 @@ def result_json(r: RealResult) -> dict[str, Any]:
         "wall_ms": r.wall_ms,
         "trace_digest": None,
         "skipped": r.skipped,
+        "crashes": r.crashes,
         "replicas": [
             {
                 "id": rep.id,
@@ -234,6 +237,7 @@ class RealRun:
         self.faulty = set(scenario.faulty_replicas())
         self.down: set[int] = set()
         self.workload_over = False
+        self.crashes: list[str] = []
         self.cluster: Any = None
         self.path = ""
         self.t0 = 0.0
@@ -242,6 +246,8 @@ class RealRun:
         self.violations.append(Violation(check, detail))
 
     def say(self, text: str) -> None:
+        if "killed" in text or "restarted" in text or "never fired" in text:
+            self.crashes.append(f"{trio.current_time() - self.t0:.2f} s: {text}")
         if self.out is not None:
             print(f"  [{trio.current_time() - self.t0:6.2f} s] {text}", file=self.out, flush=True)
 
@@ -478,6 +484,7 @@ class RealRun:
             skipped=skipped_entries(s),
             exceeds_fault_assumption=s.exceeds_fault_assumption(),
             log_tail=tail,
+            crashes=self.crashes,
         )
 
 
