@@ -10,6 +10,13 @@ started with `--behaviour FILE` (the scenario's [[byzantine]] entry for its id) 
 the wall clock: SIGKILL at `at_ms`, a restart on the same data directory at `until_ms`
 (recovery from disk), or on an emptied one with `amnesia = true`.
 
+A crash with `on = "checkpoint" | "transfer" | "installed" | "view-change" | "new-view"` is
+triggered by the replica's own event: from `at_ms` on, its log (level info) is watched for
+the line that event writes, and the replica is killed right then, restarted `down_ms`
+later, `times` times; the result lists every kill and restart (`crashes`). At the end,
+live correct replicas must share one view within SETTLE_S (`view-agreement`, as in the
+simulator).
+
 What cannot be done to real processes is reported, not failed: link faults (drop, delay,
 duplicate, reorder, partition, one-way) and twins need the simulated network, and Byzantine
 *clients* need the simulator's client hooks; each such entry is listed under `skipped`.
@@ -236,7 +243,7 @@ class RealRun:
         self.byzantine = {b.index for b in scenario.byzantine if b.target == "replica"}
         self.faulty = set(scenario.faulty_replicas())
         self.down: set[int] = set()
-        self.workload_over = False
+        self.workload_over: float | None = None  # when the clients finished
         self.crashes: list[str] = []
         self.cluster: Any = None
         self.path = ""
@@ -287,7 +294,8 @@ class RealRun:
                     if pattern.search(text):
                         break
                     offset += text.rfind(b"\n") + 1  # whole lines only: a line being written is read again
-                if self.workload_over:
+                if self.workload_over and trio.current_time() > self.workload_over + SETTLE_S:
+                    # (Catching up after the workload may still fire it: a transfer does.)
                     self.say(f"replica {rid}: the {nf.on} trigger never fired")
                     return
                 await trio.sleep(TRIGGER_POLL_S)
@@ -354,7 +362,7 @@ class RealRun:
             async with trio.open_nursery() as clients:
                 for name, ops in plan.items():
                     clients.start_soon(self.run_client, name, ops)
-            self.workload_over = True
+            self.workload_over = trio.current_time()
             self.say(f"workload over: {self.completed} requests completed")
             # Crashes still scheduled after the workload are applied before the status.
             await trio.sleep_until(self.t0 + self.heal_ms / 1000)
