@@ -244,7 +244,7 @@ class RealRun:
         self.faulty = set(scenario.faulty_replicas())
         self.down: set[int] = set()
         self.workload_over: float | None = None  # when the clients finished
-        self.crashes: list[str] = []
+        self.crash_log: list[str] = []
         self.cluster: Any = None
         self.path = ""
         self.t0 = 0.0
@@ -254,7 +254,7 @@ class RealRun:
 
     def say(self, text: str) -> None:
         if "killed" in text or "restarted" in text or "never fired" in text:
-            self.crashes.append(f"{trio.current_time() - self.t0:.2f} s: {text}")
+            self.crash_log.append(f"{trio.current_time() - self.t0:.2f} s: {text}")
         if self.out is not None:
             print(f"  [{trio.current_time() - self.t0:6.2f} s] {text}", file=self.out, flush=True)
 
@@ -492,7 +492,7 @@ class RealRun:
             skipped=skipped_entries(s),
             exceeds_fault_assumption=s.exceeds_fault_assumption(),
             log_tail=tail,
-            crashes=self.crashes,
+            crashes=self.crash_log,
         )
 
 
