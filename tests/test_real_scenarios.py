@@ -55,6 +55,10 @@ def test_real_scenario_passes(name, min_views, max_views):
         restarts = [c for c in r["crashes"] if "restarted" in c]
         assert len(kills) == len(restarts) == 2, r["crashes"]
     if name == "real-crash-restart":
+        assert [c.split(": ", 1)[1] for c in r["crashes"]] == [
+            "replica 3 killed (SIGKILL)",
+            "replica 3 restarted from its data directory",
+        ]
         assert any("skipped in --real mode" in s for s in r["skipped"])
         assert min(rep["stable_checkpoint"] for rep in correct) > 0
 
