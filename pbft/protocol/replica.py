@@ -353,6 +353,16 @@ class Replica:
         self.rejects[(peer, reason)] += 1
         self._out.append(Rejected(peer, reason, detail))
 
+    def _too_soon(self, answered: dict, key: object, period: int, peer: Signer | None) -> bool:
+        """An answer that costs more than its question went to `key` less than `period`
+        ticks ago (`answered` maps key -> tick): count the question as a duplicate. The
+        caller records the tick once it does answer (after checking the signature)."""
+        last = answered.get(key)
+        if last is not None and self.ticks - last < period:
+            self.rejects[(peer, Reason.DUPLICATE)] += 1
+            return True
+        return False
+
     def _broadcast(self, env: Envelope) -> bytes:
         data = env.to_bytes()
         self._out.append(Broadcast(data))
@@ -563,9 +573,7 @@ class Replica:
                 # client's first retransmission timeout (so an honest retransmission is
                 # always answered, and a replayed request does not turn us into a stream
                 # of up to 1 MiB replies).
-                last = self._reply_resent.get(req.client)
-                if last is not None and self.ticks - last < self._reply_period:
-                    self.rejects[(peer, Reason.DUPLICATE)] += 1
+                if self._too_soon(self._reply_resent, req.client, self._reply_period, peer):
                     return
                 if len(self._reply_resent) >= len(self.config.clients):
                     self._reply_resent.clear()  # bounded by the clients; forgetting is harmless
@@ -1203,10 +1211,9 @@ class Replica:
                 # The sender missed our NEW-VIEW: send it again. A NEW-VIEW is large, so
                 # only for a VIEW-CHANGE its signer really signed, and once per
                 # retransmission period per replica (a replayed one cannot make us flood).
-                last = self._new_view_resent.get(signer)
-                if last is not None and self.ticks - last < self._retransmit_ticks:
-                    self.rejects[(peer, Reason.DUPLICATE)] += 1
-                elif self._verify(peer, env):
+                if not self._too_soon(
+                    self._new_view_resent, signer, self._retransmit_ticks, peer
+                ) and self._verify(peer, env):
                     self._new_view_resent[signer] = self.ticks
                     self._out.append(Send(signer, self.new_view_data))
             elif vc.new_view in self._own_vcs and signer != self.id:
@@ -1257,9 +1264,7 @@ class Replica:
         there, times the view out and follows us. Without this, replicas split between
         v and v+1 each wait for the others for ever (issue 13, item 2; the stall of fuzz
         seed 1501933). Once per retransmission period per replica, signed senders only."""
-        last = self._vc_resent.get(to)
-        if last is not None and self.ticks - last < self._retransmit_ticks:
-            self.rejects[(peer, Reason.DUPLICATE)] += 1
+        if self._too_soon(self._vc_resent, to, self._retransmit_ticks, peer):
             return
         if not self._verify(peer, env):
             return
@@ -1464,12 +1469,10 @@ class Replica:
         if not self._check_replica_signed(peer, env) or env.signer == self.id:
             return
         to: int = env.signer  # type: ignore[assignment]
-        last = self._status_answered.get(to)
-        if last is not None and self.ticks - last < self._retransmit_ticks:
-            # What we answer (a proof, a NEW-VIEW, up to CATCH_UP_SLOTS certificates) costs
-            # far more than a STATUS: once per retransmission period per replica, which
-            # is as often as a correct one asks (issue 13, item 7: 42x amplification).
-            self.rejects[(peer, Reason.DUPLICATE)] += 1
+        # What we answer (a proof, a NEW-VIEW, up to CATCH_UP_SLOTS certificates) costs far
+        # more than a STATUS: once per retransmission period per replica, which is as often
+        # as a correct one asks (issue 13, item 7: 42x amplification).
+        if self._too_soon(self._status_answered, to, self._retransmit_ticks, peer):
             return
         if not self._verify(peer, env):
             return
@@ -1538,10 +1541,8 @@ class Replica:
             self._reject(peer, Reason.WRONG_ROLE, f"fetch-state of {env.signer} relayed by {peer!r}")
             return
         key = (env.signer, fs.seq, fs.index)  # type: ignore[assignment]
-        last = self._chunks_sent.get(key)  # type: ignore[arg-type]
-        if last is not None and self.ticks - last < self._retransmit_ticks:
-            self.rejects[(peer, Reason.DUPLICATE)] += 1  # asked again too soon: the same chunk
-            return
+        if self._too_soon(self._chunks_sent, key, self._retransmit_ticks, peer):  # type: ignore[arg-type]
+            return  # asked again too soon: the same chunk
         own = self.own_checkpoints.get(fs.seq)
         if own is None or own[0] != fs.digest:
             self.rejects[(peer, Reason.STALE)] += 1
