@@ -229,7 +229,7 @@ def test_resources_waiting_is_bounded():
 
 
 def test_resources_future_buffer_bytes_per_signer():
-    from pbft.sim.oracle import _future_bytes_per_peer
+    from pbft.protocol.replica import FUTURE_SIGNER_BYTES
 
     o = oracle()
     r = _replica()
@@ -237,7 +237,7 @@ def test_resources_future_buffer_bytes_per_signer():
     r._future_bytes[1] += 1000
     o.check_resources(0, r)
     assert o.ok
-    r._future_bytes[1] += _future_bytes_per_peer(CFG)
+    r._future_bytes[1] += FUTURE_SIGNER_BYTES
     o.check_resources(0, r)
     assert checks(o) == ["resources"] and "_future (one signer's bytes)" in o.violations[0].detail
 

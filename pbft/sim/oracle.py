@@ -537,12 +537,6 @@ def _future_per_peer(cfg: ClusterConfig) -> int:
     return 3 * cfg.log_window + 4 * cfg.n
 
 
-def _future_bytes_per_peer(cfg: ClusterConfig) -> int:
-    """Bytes of one view's traffic from one correct peer: a full window of pre-prepares
-    with full batches, and the votes and view-change traffic around them."""
-    return cfg.log_window * (cfg.batch_max * REQUEST_BYTES + MESSAGE_BYTES) + _future_per_peer(cfg) * MESSAGE_BYTES
-
-
 def _peers(cfg: ClusterConfig) -> int:
     """Distinct channel peers (replicas, clients, and an unauthenticated `None`)."""
     return cfg.n + len(cfg.clients) + 1
@@ -614,7 +608,9 @@ RESOURCES: tuple[Tracked, ...] = (
     # e.g. the certificates a peer resends us), in count and bytes, and in total bytes.
     Tracked("_future", len, lambda c: c.n * _future_per_peer(c)),
     Tracked("_future_count", _max_value, _future_per_peer, label="_future (one signer)"),
-    Tracked("_future_bytes", _max_value, _future_bytes_per_peer, "bytes", "_future (one signer's bytes)"),
+    # A Byzantine signer may fill its whole budget (FUTURE_SIGNER_BYTES): that, not one
+    # view's correct traffic, is what the core promises per signer.
+    Tracked("_future_bytes", _max_value, lambda c: FUTURE_SIGNER_BYTES, "bytes", "_future (one signer's bytes)"),
     Tracked("transfer", _transfer_bound_ok, lambda c: 0, "chunks beyond its total", "transfer"),
     Tracked("transfer", _transfer_asked, lambda c: IN_FLIGHT, "chunk requests", "transfer (asked)"),
     Tracked("_served", _served, lambda c: 1),
