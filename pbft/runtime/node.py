@@ -85,6 +85,7 @@ from ..protocol.events import (
 from ..protocol.messages import Signer
 from ..protocol.replica import Replica
 from ..service.kv import KeyValueStore
+from . import health
 from .metrics import NodeMetrics, bind_metrics, serve_metrics
 from .storage import Storage, StorageError, default_data_dir, fsync_setting
 from .transport import Transport, is_address_in_use
@@ -228,6 +229,7 @@ class ReplicaNode:
         self._cancel: trio.CancelScope | None = None
         self.metrics = NodeMetrics(self.id)
         self.metrics.bind(replica, self.transport)
+        self.metrics.health = functools.partial(health.readiness, self)
         self.metrics_address = metrics_address
         self.metrics_port: int | None = None
         """The port metrics are served on once bound (None: not served)."""
@@ -281,7 +283,9 @@ class ReplicaNode:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self.transport.run, listeners)
                     if metrics_listeners is not None:
-                        await nursery.start(serve_metrics, metrics_listeners, self.metrics.text)
+                        await nursery.start(
+                            serve_metrics, metrics_listeners, self.metrics.text, health.routes(self)
+                        )
                     if self._committer is not None:
                         nursery.start_soon(self._commit_loop)
                     nursery.start_soon(self._tick_loop)
@@ -506,6 +510,7 @@ class ReplicaNode:
 
     def _storage_failed(self, exc: StorageError) -> None:
         self.failure = str(exc)
+        self.metrics.storage_failures.inc()
         log.error("replica %d stopped: %s; nothing more is sent without durability", self.id, exc)
         self._released.set()
         self.stop()
@@ -610,6 +615,7 @@ class ReplicaNode:
                 new = self.storage.add_evidence(ev.culprit, ev.kind, ev.first, ev.second, time.time())
             except StorageError as exc:
                 # Not a safety matter: keep running, keep it in memory, say so once.
+                self.metrics.storage_failures.inc()
                 log.error("replica %d: %s", self.id, exc)
         if len(self._evidence_seen) >= EVIDENCE_LIMIT:
             self._evidence_seen.clear()
