@@ -10,12 +10,14 @@ One replica (the HTTP endpoints on its metrics address, `routes`):
 * `/readyz`: 200 only when every condition below holds, else 503; both with a JSON body
   naming each condition that fails and why (`readiness`):
   - `links`: the outbound links to at least 2f other replicas are up (with itself, a
-    quorum of 2f+1 can hear it);
+    quorum of 2f+1 can hear it), and have been for `settle_seconds`: until it has heard
+    from the others, a replica that was cut off cannot know how far behind it is;
   - `view`: its view is active (not in a view change);
   - `state`: no state transfer is running and what it executed is not behind its stable
     checkpoint (after a window jump, until the state is installed);
   - `lag`: f+1 other replicas (so at least one correct one) are not known to have
-    executed more than `lag_limit` (the checkpoint interval K) past it. What it knows of
+    executed more than `lag_limit` (the checkpoint interval K) past it, and, after a
+    restart, it has heard where the others are (the core's own test). What it knows of
     the others comes from the core: their STATUS reports, their CHECKPOINTs inside its
     window and their claims above it. All of these only ever understate where a correct
     replica is, so stale knowledge can make it ready too early, never keep it not ready.
@@ -38,6 +40,7 @@ verdict: 0, 3 and 4, so that none clashes with 1 (a check failed) or 2 (a usage 
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -57,6 +60,13 @@ def lag_limit(config: ClusterConfig) -> int:
     checkpoint interval (beyond it the others have made a checkpoint stable that it has
     not reached)."""
     return config.checkpoint_interval
+
+
+def settle_seconds(config: ClusterConfig) -> float:
+    """How long the links to a quorum must have been up before a replica calls itself
+    ready: two retransmission periods, in which an idle replica sends its STATUS and the
+    replicas ahead of it answer with theirs (a busy one hears their CHECKPOINTs)."""
+    return 2 * config.retransmit_ms / 1000
 
 
 def reference(values: Iterable[int], f: int) -> int | None:
@@ -110,9 +120,16 @@ def readiness(node: Any) -> Readiness:
     f = config.f
     failing: dict[str, str] = {}
     connected = len(node.transport.connected)
+    since = getattr(node, "links_since", None)
+    up_for = None if since is None else time.monotonic() - since
     if connected < 2 * f:
         failing["links"] = (
             f"connected to {connected} of {config.n - 1} other replicas, {2 * f} needed"
+        )
+    elif f > 0 and (up_for is None or up_for < settle_seconds(config)):
+        failing["links"] = (
+            f"links to {connected} other replicas just came up; waiting "
+            f"{settle_seconds(config):g} s to hear where the others are"
         )
     if not core.view_active:
         failing["view"] = f"view {core.view} is not active (a view change is in progress)"
@@ -124,7 +141,9 @@ def readiness(node: Any) -> Readiness:
         failing["state"] = f"executed {executed}, behind its stable checkpoint {stable}"
     ahead = reference(known_progress(core).values(), f)
     behind = max(0, ahead - executed) if ahead is not None else 0
-    if behind > lag_limit(config):
+    if not getattr(core, "_located", True):
+        failing["lag"] = "recovered from its data directory; has not heard where the others are"
+    elif behind > lag_limit(config):
         failing["lag"] = (
             f"{f + 1} other replicas executed up to {ahead} or beyond, {behind} past it "
             f"(more than {lag_limit(config)})"

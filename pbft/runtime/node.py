@@ -234,6 +234,10 @@ class ReplicaNode:
         self.metrics_port: int | None = None
         """The port metrics are served on once bound (None: not served)."""
         self._links: set[int] = set()
+        self.links_since: float | None = None
+        """When (time.monotonic) the links to 2f other replicas last came up; None while
+        fewer are up (pbft.runtime.health: a replica that just reconnected waits to hear
+        where the others are before it calls itself ready)."""
         self._committer: _CommitThread | None = None
         self._pending: list[Action] = []
         """Writes of stepped batches not yet handed to the commit thread."""
@@ -381,6 +385,10 @@ class ReplicaNode:
         for peer in sorted(self._links - now):
             event_log(logging.INFO, "peer-lost", self.id, "replica %d: lost the link to replica %d", self.id, peer, peer=peer)
         self._links = now
+        if len(now) < 2 * self.config.f:
+            self.links_since = None
+        elif self.links_since is None:
+            self.links_since = time.monotonic()
 
     def _step(self, event) -> list[Action]:
         if event is TICK:
