@@ -37,7 +37,9 @@ durability could make it equivocate after the next crash. Without a storage (tes
 
 Observability. Every node has its own `NodeMetrics` (pbft.runtime.metrics), updated as
 frames arrive and actions are performed, and served on HTTP when `metrics_address` is
-given. Protocol events are logged once each at info level with an `event` name and
+given, together with the health endpoints /healthz, /readyz and /status
+(pbft.runtime.health; `links_since` is what they need of the tick loop's link watch).
+Protocol events are logged once each at info level with an `event` name and
 `fields` (the JSON log format prints both): the typed actions (ViewChangeStarted,
 ViewInstalled, CheckpointStable, StateTransferStarted, StateInstalled) and the core's
 Notes, each as it comes. Links
