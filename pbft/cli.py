@@ -78,9 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("key")
     c.add_argument("value", nargs="?")
 
-    s = sub.add_parser("status", help="each replica's view, progress and log size")
+    s = sub.add_parser(
+        "status", help="each replica's view, progress and lag, and a verdict on the cluster",
+        description="Ask every replica for its signed status and judge the cluster: healthy "
+        "(every replica answers, one view, none lagging), degraded (2f+1 agree on a view, "
+        "but some replica is unreachable, in another view or lagging), unavailable (no 2f+1 "
+        "in one view).",
+        epilog="Exit status: 0 healthy, 3 degraded, 4 unavailable, 2 usage or configuration error.",
+    )
     s.add_argument("--config", required=True)
-    s.add_argument("--id", default=None, help="the client to sign the query as (default: the first)")
+    s.add_argument("--id", default=None, metavar="NAME",
+                   help="the client to sign the query as (default: the first in the file)")
     s.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for answers")
     s.add_argument("--json", action="store_true")
 

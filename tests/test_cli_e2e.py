@@ -96,9 +96,11 @@ def test_put_get_status_and_clean_shutdown(cluster):
     status = pbft("status", "--config", path)
     assert status.returncode == 0, status.stderr
     rows = status.stdout.strip().splitlines()
-    assert len(rows) == 5 and "unreachable" not in status.stdout
+    assert len(rows) == 6 and "unreachable" not in status.stdout
+    assert rows[-1].startswith("healthy (view 0, primary 0)"), status.stdout
     as_json = pbft("status", "--config", path, "--json")
     assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout)["verdict"] == "healthy"
     replicas = json.loads(as_json.stdout)["replicas"]
     assert [r["id"] for r in replicas] == [0, 1, 2, 3]
     assert all(r["reachable"] and r["last_executed"] >= 1 for r in replicas)

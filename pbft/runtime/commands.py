@@ -8,10 +8,11 @@ Output conventions:
 * `client put K V` prints `ok`; `client get K` prints the value, or `(not found)` and
   exits 1 (like grep, so scripts can test for a key); `client delete K` prints `deleted`,
   or `(not found)` and exits 1. No answer within --timeout: one line, exit 1.
-* `status` prints one line per replica (view, last executed, stable checkpoint, log size)
-  or `unreachable`; `--json` prints one JSON object instead. It signs its query as
-  `--id` if the parser provides one, else as the first client in the cluster file. Exit 1
-  when no replica answered.
+* `status` prints one line per replica (view, primary, last executed, stable checkpoint,
+  log size, how far behind) or `unreachable`, then one verdict line; `--json` prints one
+  JSON object instead. It signs its query as `--id`, else as the first client in the
+  cluster file. Its exit status is the verdict's: 0 healthy, 3 degraded, 4 unavailable
+  (pbft.runtime.health), so that scripts can tell them from 1 and 2.
 """
 
 from __future__ import annotations
@@ -377,6 +378,10 @@ def cmd_client(args) -> int:
 
 
 def cmd_status(args) -> int:
+    """Ask every replica for its signed STATUS and judge the cluster (pbft.runtime.health):
+    one row per replica and a verdict line, or with --json one object. Exit 0 healthy,
+    3 degraded, 4 unavailable (health.EXIT)."""
+    from . import health
     from .client import open_client
 
     setup_logging(args)
@@ -391,37 +396,12 @@ def cmd_status(args) -> int:
         async with open_client(args.config, client_id) as client:
             return await client.status(timeout=getattr(args, "timeout", None) or 2.0)
 
-    statuses = run_trio(main)
-    rows = []
-    for i in config.replica_ids():
-        s = statuses.get(i)
-        if s is None:
-            rows.append({"id": i, "reachable": False})
-        else:
-            rows.append(
-                {
-                    "id": i,
-                    "reachable": True,
-                    "view": s.view,
-                    "primary": config.primary(s.view),
-                    "last_executed": s.last_executed,
-                    "stable_checkpoint": s.stable_seq,
-                    "log_size": s.log_size,
-                }
-            )
+    judgement = health.judge(config, run_trio(main))
     if getattr(args, "json", False):
-        print(json.dumps({"cluster": config.cluster_id, "replicas": rows}))
+        print(json.dumps(health.render_json(config, judgement)))
     else:
-        print(f"{'replica':>7}  {'view':>6}  {'executed':>9}  {'stable':>9}  {'log':>6}")
-        for row in rows:
-            if row["reachable"]:
-                print(
-                    f"{row['id']:>7}  {row['view']:>6}  {row['last_executed']:>9}  "
-                    f"{row['stable_checkpoint']:>9}  {row['log_size']:>6}"
-                )
-            else:
-                print(f"{row['id']:>7}  unreachable")
-    return 0 if statuses else 1
+        print(health.render_text(config, judgement))
+    return judgement.exit_status
 
 
 # -- pbft evidence ----------------------------------------------------------------------

@@ -17,6 +17,9 @@ a batch from its pre-prepare to its execution (pbft_commit_latency_seconds).
 `serve_metrics` answers `GET /metrics` (and `/`) on HOST:PORT with `generate_latest`, in
 a Trio task of the node's nursery: no thread, and the collectors read the core from the
 task that owns it. Requests are bounded (REQUEST_LIMIT bytes, REQUEST_TIMEOUT seconds).
+The node adds its health endpoints (`/healthz`, `/readyz`, `/status`: pbft.runtime.health)
+as extra routes; their readiness is also exported as gauges (`pbft_ready`, ...) through
+`NodeMetrics.health`.
 """
 
 from __future__ import annotations
@@ -177,10 +180,12 @@ class _LiveCollector:
             yield from self.m.counted()
             for h in (self.m.batch_size, self.m.commit_latency, self.m.storage_write):
                 yield h.family()
+            yield from self.m.health_families()
             return
         yield from self.m.counted()
         for h in (self.m.batch_size, self.m.commit_latency, self.m.storage_write):
             yield h.family()
+        yield from self.m.health_families()
         depth = GaugeMetricFamily(
             "pbft_queue_depth", "Frames queued for a peer replica", labels=["peer"]
         )
@@ -243,6 +248,13 @@ class NodeMetrics:
         """Frames queued for sending, one per destination, by message type number."""
         self.rejected: dict[tuple[str, str], int] = {}
         """Inputs dropped by the core, by (peer, reason)."""
+        self.storage_failures = Counter(
+            "pbft_storage_failures", "Storage writes that failed (the replica stops on a protocol "
+            "write; an evidence write is only logged)", registry=r,
+        )
+        self.health: Callable[[], Any] | None = None
+        """Set by the node: returns its `health.Readiness` (read at scrape time)."""
+        self.core: Any = None
         r.register(_LiveCollector(self))
         self._pending: dict[int, float] = {}
 
@@ -250,6 +262,7 @@ class NodeMetrics:
         """Read the gauges from `core` and the per-peer values from `transport` at scrape
         time (attribute reads only)."""
         self.transport = transport
+        self.core = core
         self.view.set_function(lambda: core.view)
         self.last_executed.set_function(lambda: core.last_executed)
         self.stable_checkpoint.set_function(lambda: core.stable_seq)
@@ -315,6 +328,26 @@ class NodeMetrics:
             family.add_metric([peer, reason], value)
         yield family
 
+    def health_families(self) -> Iterable[Any]:
+        """Readiness and its parts as gauges (0 when unknown: no core or health bound)."""
+        core, ready = self.core, self.health() if self.health is not None else None
+        values = (
+            ("pbft_ready", "1 while the replica is ready (GET /readyz answers 200)",
+             1 if ready is not None and ready.ready else 0),
+            ("pbft_view_active", "1 while the replica's view is active (no view change)",
+             1 if core is not None and core.view_active else 0),
+            ("pbft_state_transfer", "1 while the replica fetches a checkpoint's state",
+             1 if core is not None and core.transfer is not None else 0),
+            ("pbft_behind", "Sequence numbers f+1 other replicas are known to have executed "
+             "past this one", ready.behind if ready is not None else 0),
+            ("pbft_primary", "The primary of the replica's current view",
+             core.primary if core is not None else 0),
+        )
+        for name, doc, value in values:
+            family = GaugeMetricFamily(name, doc)
+            family.add_metric([], value)
+            yield family
+
     def text(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -328,20 +361,26 @@ async def bind_metrics(host: str, port: int) -> list[trio.SocketListener]:
     return await trio.open_tcp_listeners(port, host=host)
 
 
+Route = Callable[[], tuple[int, str, bytes]]
+"""An extra endpoint: returns (HTTP status, content type, body)."""
+
+
 async def serve_metrics(
     listeners: list[trio.SocketListener],
     render: Callable[[], bytes],
+    routes: dict[bytes, Route] | None = None,
     *,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve `render()` as Prometheus text on http://HOST:PORT/metrics until cancelled;
-    `started()` once listening."""
+    """Serve `render()` as Prometheus text on http://HOST:PORT/metrics, and each of
+    `routes` (path -> handler) on its path, until cancelled; `started()` once listening."""
     sockname = listeners[0].socket.getsockname()
     host, bound = sockname[0], sockname[1]
+    extra = dict(routes or {})
 
     async def handle(stream: trio.SocketStream) -> None:
         try:
-            await _answer(stream, render)
+            await _answer(stream, render, extra)
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
             pass
         finally:
@@ -353,7 +392,9 @@ async def serve_metrics(
         task_status.started()
 
 
-async def _answer(stream: trio.SocketStream, render: Callable[[], bytes]) -> None:
+async def _answer(
+    stream: trio.SocketStream, render: Callable[[], bytes], routes: dict[bytes, Route]
+) -> None:
     head = b""
     with trio.fail_after(REQUEST_TIMEOUT):
         while b"\r\n\r\n" not in head and b"\n\n" not in head:
@@ -369,15 +410,22 @@ async def _answer(stream: trio.SocketStream, render: Callable[[], bytes]) -> Non
     path = parts[1].split(b"?", 1)[0] if len(parts) > 1 else b""
     if method not in (b"GET", b"HEAD"):
         await stream.send_all(_response(405, b"only GET\n", "text/plain"))
+    elif path in routes:
+        status, ctype, body = routes[path]()
+        await stream.send_all(_response(status, body if method == b"GET" else b"", ctype, len(body)))
     elif path not in (b"/", b"/metrics"):
-        await stream.send_all(_response(404, b"try /metrics\n", "text/plain"))
+        paths = b", ".join([b"/metrics", *sorted(routes)])
+        await stream.send_all(_response(404, b"try " + paths + b"\n", "text/plain"))
     else:
         body = render()
         await stream.send_all(_response(200, body if method == b"GET" else b"", CONTENT_TYPE_LATEST, len(body)))
 
 
 def _response(status: int, body: bytes, ctype: str, length: int | None = None) -> bytes:
-    reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 431: "Too Large"}[status]
+    reason = {
+        200: "OK", 404: "Not Found", 405: "Method Not Allowed", 431: "Too Large",
+        503: "Service Unavailable",
+    }[status]
     head = (
         f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
         f"Content-Length: {len(body) if length is None else length}\r\nConnection: close\r\n\r\n"

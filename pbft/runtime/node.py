@@ -37,7 +37,9 @@ durability could make it equivocate after the next crash. Without a storage (tes
 
 Observability. Every node has its own `NodeMetrics` (pbft.runtime.metrics), updated as
 frames arrive and actions are performed, and served on HTTP when `metrics_address` is
-given. Protocol events are logged once each at info level with an `event` name and
+given, together with the health endpoints /healthz, /readyz and /status
+(pbft.runtime.health; `links_since` is what they need of the tick loop's link watch).
+Protocol events are logged once each at info level with an `event` name and
 `fields` (the JSON log format prints both): the typed actions (ViewChangeStarted,
 ViewInstalled, CheckpointStable, StateTransferStarted, StateInstalled) and the core's
 Notes, each as it comes. Links
@@ -85,6 +87,7 @@ from ..protocol.events import (
 from ..protocol.messages import Signer
 from ..protocol.replica import Replica
 from ..service.kv import KeyValueStore
+from . import health
 from .metrics import NodeMetrics, bind_metrics, serve_metrics
 from .storage import Storage, StorageError, default_data_dir, fsync_setting
 from .transport import Transport, is_address_in_use
@@ -228,10 +231,15 @@ class ReplicaNode:
         self._cancel: trio.CancelScope | None = None
         self.metrics = NodeMetrics(self.id)
         self.metrics.bind(replica, self.transport)
+        self.metrics.health = functools.partial(health.readiness, self)
         self.metrics_address = metrics_address
         self.metrics_port: int | None = None
         """The port metrics are served on once bound (None: not served)."""
         self._links: set[int] = set()
+        self.links_since: float | None = None
+        """When (time.monotonic) the links to 2f other replicas last came up; None while
+        fewer are up (pbft.runtime.health: a replica that just reconnected waits to hear
+        where the others are before it calls itself ready)."""
         self._committer: _CommitThread | None = None
         self._pending: list[Action] = []
         """Writes of stepped batches not yet handed to the commit thread."""
@@ -281,7 +289,9 @@ class ReplicaNode:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self.transport.run, listeners)
                     if metrics_listeners is not None:
-                        await nursery.start(serve_metrics, metrics_listeners, self.metrics.text)
+                        await nursery.start(
+                            serve_metrics, metrics_listeners, self.metrics.text, health.routes(self)
+                        )
                     if self._committer is not None:
                         nursery.start_soon(self._commit_loop)
                     nursery.start_soon(self._tick_loop)
@@ -377,6 +387,10 @@ class ReplicaNode:
         for peer in sorted(self._links - now):
             event_log(logging.INFO, "peer-lost", self.id, "replica %d: lost the link to replica %d", self.id, peer, peer=peer)
         self._links = now
+        if len(now) < 2 * self.config.f:
+            self.links_since = None
+        elif self.links_since is None:
+            self.links_since = time.monotonic()
 
     def _step(self, event) -> list[Action]:
         if event is TICK:
@@ -506,6 +520,7 @@ class ReplicaNode:
 
     def _storage_failed(self, exc: StorageError) -> None:
         self.failure = str(exc)
+        self.metrics.storage_failures.inc()
         log.error("replica %d stopped: %s; nothing more is sent without durability", self.id, exc)
         self._released.set()
         self.stop()
@@ -610,6 +625,7 @@ class ReplicaNode:
                 new = self.storage.add_evidence(ev.culprit, ev.kind, ev.first, ev.second, time.time())
             except StorageError as exc:
                 # Not a safety matter: keep running, keep it in memory, say so once.
+                self.metrics.storage_failures.inc()
                 log.error("replica %d: %s", self.id, exc)
         if len(self._evidence_seen) >= EVIDENCE_LIMIT:
             self._evidence_seen.clear()
