@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--base-port", type=int, default=7000)
     k.add_argument("--cluster-id", default=None, help="default: the directory's name")
     k.add_argument("--force", action="store_true", help="overwrite an existing directory")
+    k.add_argument("--passphrase-env", default=None, metavar="VAR",
+                   help="encrypt the private keys with the passphrase in environment variable VAR")
+    k.add_argument("--passphrase-file", default=None, metavar="FILE",
+                   help="encrypt the private keys with the first line of FILE")
 
     r = sub.add_parser("replica", help="run one replica")
     r.add_argument("--config", required=True)
