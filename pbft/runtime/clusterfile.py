@@ -325,18 +325,24 @@ def _check_distinct_keys(config: ClusterConfig) -> None:
         owner[key] = node_id
 
 
+def read_cluster_table(path: str) -> dict:
+    """The cluster file as tomllib reads it, not yet validated; ConfigError if it cannot
+    be read or is not TOML."""
+    data = _read_bytes(path, "the cluster file", MAX_CLUSTER_FILE)
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"the cluster file {path} is not UTF-8 text.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"the cluster file {path} is not valid TOML: {exc}.") from None
+
+
 def load_cluster(path: str) -> ClusterConfig:
     """Read and validate a cluster file and the CA and certificates it names.
 
     Raises ConfigError with one sentence naming the file and the problem.
     """
-    data = _read_bytes(path, "the cluster file", MAX_CLUSTER_FILE)
-    try:
-        table = tomllib.loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(f"the cluster file {path} is not UTF-8 text.") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"the cluster file {path} is not valid TOML: {exc}.") from None
+    table = read_cluster_table(path)
     base_dir = os.path.dirname(os.path.abspath(path))
     try:
         config = parse_cluster(table, base_dir=base_dir)
