@@ -16,6 +16,11 @@ The pure validation of the file's contents lives in `pbft.protocol.config.parse_
 this module adds what needs the disk: reading the file, checking that the files it names
 exist, parse, and hold the key they claim to (a certificate issued by the cluster CA for the
 public key the file lists), and loading a node's private key and checking it matches.
+
+A private key file may be encrypted (`pbft keygen --passphrase-env/--passphrase-file`);
+its passphrase comes from PBFT_KEY_PASSPHRASE or the file PBFT_KEY_PASSPHRASE_FILE names,
+never from a prompt. A key file other users can read or write is used, with a warning
+logged once per process, so an operator sees it at start without being locked out.
 Every operator mistake becomes a `ConfigError` with one sentence naming the file and the
 problem, so a replica fails at start-up instead of mid-handshake with an OpenSSL trace.
 """
