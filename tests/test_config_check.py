@@ -149,8 +149,9 @@ def test_every_table_name_is_checked(section: str) -> None:
         (lambda d: d.update(replica=d["replica"][0]), "[replica] must be written [[replica]], one table per replica."),
         (lambda d: d.update(storage={"fsync": "sometimes"}), "[storage]: 'fsync' must be \"always\", \"batch\" or \"off\", not 'sometimes'."),
         (lambda d: d["replica"][1].update(metrics="9100"), "[[replica]] #2: 'metrics' must look like HOST:PORT, not '9100'."),
+        (lambda d: d["cluster"].update(f=True), "[cluster]: 'f' must be an integer from 1 to 33, not True."),
     ],
-    ids=["wrong-section", "top-level", "no-suggestion", "table-not-array", "fsync-value", "metrics-value"],
+    ids=["wrong-section", "top-level", "no-suggestion", "table-not-array", "fsync-value", "metrics-value", "bad-f"],
 )
 def test_other_mistakes_say_where_the_key_goes(mutate, sentence: str) -> None:
     data = full_dict()

@@ -326,9 +326,12 @@ def check_cluster(data: object, base_dir: str = ".") -> tuple[ClusterConfig | No
     cid = p.req(cluster, "id", str, "[cluster]")
     if cid is not None and (not cid or len(cid.encode()) > 255):
         p.fail("[cluster]: 'id' must be a non-empty string of at most 255 bytes.")
-    f = p.opt_int(cluster, "f", 1, 1, 33, "[cluster]") if "f" in cluster else None
-    if f is not None and cluster["f"] != f:
-        f = None  # out of range: said so; do not count replicas against a guess
+    f = None
+    if "f" in cluster:
+        before = len(p.errors)
+        f = p.opt_int(cluster, "f", 1, 1, 33, "[cluster]")
+        if len(p.errors) > before:
+            f = None  # said so; do not count replicas against a guess
     k = p.opt_int(cluster, "checkpoint_interval", 128, 1, 1 << 20, "[cluster]")
     window = p.opt_int(cluster, "log_window", 2 * k, 1, 1 << 22, "[cluster]")
     if window < k:
