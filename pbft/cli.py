@@ -25,6 +25,7 @@ COMMANDS = {
     "scenario run": "pbft.sim.commands:cmd_scenario_run",
     "scenario list": "pbft.sim.commands:cmd_scenario_list",
     "fuzz": "pbft.sim.commands:cmd_fuzz",
+    "config": "pbft.runtime.configcheck:cmd_config",
 }
 
 
@@ -53,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--base-port", type=int, default=7000)
     k.add_argument("--cluster-id", default=None, help="default: the directory's name")
     k.add_argument("--force", action="store_true", help="overwrite an existing directory")
+    k.add_argument("--passphrase-env", default=None, metavar="VAR",
+                   help="encrypt the private keys with the passphrase in environment variable VAR")
+    k.add_argument("--passphrase-file", default=None, metavar="FILE",
+                   help="encrypt the private keys with the first line of FILE")
 
     r = sub.add_parser("replica", help="run one replica")
     r.add_argument("--config", required=True)
@@ -127,6 +132,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--real", action="store_true", help="real processes instead of the simulator")
     run.add_argument("--json", action="store_true")
     scs.add_parser("list", help="the built-in behaviours")
+
+    cf = sub.add_parser("config", help="check a cluster file")
+    cfs = cf.add_subparsers(dest="config_command", metavar="ACTION")
+    cfs.required = True
+    chk = cfs.add_parser(
+        "check",
+        help="report every problem of a cluster file, its certificates and keys at once "
+             "(exit 2 on errors; warnings about insecure settings exit 0 unless --strict)",
+    )
+    chk.add_argument("file", metavar="FILE")
+    chk.add_argument("--strict", action="store_true", help="exit 1 when there are warnings")
+    chk.add_argument("--json", action="store_true")
 
     fz = sub.add_parser("fuzz", help="random Byzantine behaviours and network faults")
     fz.add_argument("--seeds", type=int, required=True)

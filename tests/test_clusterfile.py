@@ -208,7 +208,7 @@ def test_key_file_is_garbage(cluster_dir: Path) -> None:
     (cluster_dir / "replica-3.key").write_text("not a key\n")
     with pytest.raises(ConfigError) as info:
         load_identity(config, 3)
-    assert_sentence(info.value, "replica-3.key", "not an unencrypted PEM private key")
+    assert_sentence(info.value, "replica-3.key", "is not a PEM private key")
 
 
 def test_own_certificate_missing_for_identity(cluster_dir: Path) -> None:

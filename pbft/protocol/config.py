@@ -3,10 +3,17 @@
 `parse_cluster` takes the dictionary that tomllib produced and returns a `ClusterConfig`
 or raises `ConfigError` with one sentence naming the field and the problem. Reading the
 file is the runtime's business (pbft/runtime/clusterfile.py); this module stays pure.
+
+Every table and field the format has is listed once, in `SECTIONS`; anything else is an
+error with a suggestion ("unknown field 'batchmax' (did you mean 'batch_max'?)"), and a
+missing field whose misspelling is present names it. `check_cluster` finds every problem
+of a file in one pass (for `pbft config check`); `parse_cluster` raises the first.
 """
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .messages import CLIENT_NAME, Signer
@@ -23,6 +30,8 @@ class ReplicaInfo:
     port: int
     public_key: bytes
     certificate: str = ""
+    metrics: str = ""
+    """`HOST:PORT` to serve this replica's Prometheus metrics on, "" for none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +55,8 @@ class ClusterConfig:
     tick_ms: int = 10
     retransmit_ms: int = 250
     tls_ca: str = ""
+    fsync: str = "always"
+    """`[storage] fsync`: the replicas' durability policy (pbft.runtime.storage)."""
     base_dir: str = "."
     client_index: dict[str, ClientInfo] = field(default_factory=dict, compare=False, repr=False)
 
@@ -84,126 +95,269 @@ class ClusterConfig:
         return replace(self, clients=clients, client_index={})
 
 
-def _req(table: dict, key: str, kind: type, where: str):
-    if key not in table:
-        raise ConfigError(f"{where}: the field '{key}' is missing.")
-    value = table[key]
-    if kind is int and (type(value) is not int):
-        raise ConfigError(f"{where}: '{key}' must be an integer, not {value!r}.")
-    if kind is str and type(value) is not str:
-        raise ConfigError(f"{where}: '{key}' must be a string, not {value!r}.")
-    return value
+# ---------------------------------------------------------------------------- the schema
+
+FSYNC_VALUES = ("always", "batch", "off")
+"""`[storage] fsync` policies (pbft.runtime.storage.FSYNC_POLICIES maps them to SQLite)."""
+
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "cluster": (
+        "id", "f", "checkpoint_interval", "log_window", "batch_max", "pipeline",
+        "view_change_timeout_ms", "tick_ms", "retransmit_ms",
+    ),
+    "tls": ("ca",),
+    "storage": ("fsync",),
+    "replica": ("id", "address", "public_key", "certificate", "metrics"),
+    "client": ("id", "public_key", "certificate"),
+}
+"""Every table of a cluster file and every field it may hold. A field added to the format
+is added here, or every command refuses the files that use it: an unknown key is always a
+mistake (a misspelt `batchmax = 12` silently ignored is a setting the operator thinks is
+in force and is not)."""
+
+ARRAYS = frozenset({"replica", "client"})
+"""The sections written `[[name]]`, one table per member."""
+
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "": ("cluster", "replica"),
+    "cluster": ("id", "f"),
+    "tls": (),
+    "storage": (),
+    "replica": ("id", "address", "public_key"),
+    "client": ("id", "public_key"),
+}
 
 
-def _opt_int(table: dict, key: str, default: int, lo: int, hi: int, where: str) -> int:
-    value = table.get(key, default)
-    if type(value) is not int or not lo <= value <= hi:
-        raise ConfigError(f"{where}: '{key}' must be an integer from {lo} to {hi}, not {value!r}.")
-    return value
+def section_name(section: str) -> str:
+    """How a section is written in the file: `[cluster]` or `[[replica]]`."""
+    return f"[[{section}]]" if section in ARRAYS else f"[{section}]"
 
 
-def _hexkey(value: object, where: str) -> bytes:
+def close_match(word: str, candidates: Iterable[str]) -> str | None:
+    """The candidate `word` is most likely a misspelling of (difflib, case-insensitive)."""
+    by_lower: dict[str, str] = {}
+    for c in candidates:
+        by_lower.setdefault(c.lower(), c)
+    found = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
+    return by_lower[found[0]] if found else None
+
+
+def _hint(key: str, section: str) -> str:
+    """What to say after "unknown field 'key'": a spelling, the section it belongs in, or
+    the fields this section knows."""
+    known = SECTIONS[section]
+    match = close_match(key, known)
+    if match is not None:
+        return f"did you mean '{match}'?"
+    for other, fields in SECTIONS.items():
+        if other != section and key in fields:
+            return f"it belongs in {section_name(other)}"
+    return f"known: {', '.join(known)}"
+
+
+def _top_level_name(key: str, value: object) -> str:
+    if isinstance(value, dict):
+        return f"[{key}]"
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return f"[[{key}]]"
+    return f"'{key}'"
+
+
+class _Problems:
+    """The errors found so far, in file order; the parse goes on after each one so that
+    `pbft config check` can report them all at once."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def fail(self, text: str) -> None:
+        self.errors.append(text)
+
+    def fields(self, table: dict, section: str, where: str) -> None:
+        """Report missing required fields (naming a present misspelling of one) and
+        unknown fields (with a suggestion)."""
+        unknown = [k for k in table if k not in SECTIONS[section]]
+        for key in REQUIRED[section]:
+            if key in table:
+                continue
+            typo = close_match(key, unknown)
+            if typo is None:
+                self.fail(f"{where}: the field '{key}' is missing.")
+            else:
+                unknown.remove(typo)
+                self.fail(f"{where}: the field '{key}' is missing (is '{typo}' a misspelling of it?).")
+        for key in unknown:
+            self.fail(f"{where}: unknown field '{key}' ({_hint(key, section)}).")
+
+    def top_level(self, data: dict) -> None:
+        """The same for the tables of the file itself."""
+        unknown = [k for k in data if k not in SECTIONS]
+        for section in REQUIRED[""]:
+            if section in data:
+                continue
+            typo = close_match(section, unknown)
+            what = "table" if section not in ARRAYS else "entries"
+            text = f"the cluster file has no {section_name(section)} {what}"
+            if typo is None:
+                self.fail(f"{text}.")
+            else:
+                unknown.remove(typo)
+                shown = _top_level_name(typo, data[typo])
+                self.fail(f"{text} (is {shown} a misspelling of it?).")
+        for key in unknown:
+            shown = _top_level_name(key, data[key])
+            match = close_match(key, SECTIONS)
+            if match is not None:
+                hint = f"did you mean {section_name(match)}?"
+            else:
+                home = next((s for s, fields in SECTIONS.items() if key in fields), None)
+                hint = (
+                    f"it belongs in {section_name(home)}" if home and not shown.startswith("[")
+                    else f"known: {', '.join(section_name(s) for s in SECTIONS)}"
+                )
+            kind = "table" if shown.startswith("[") else "top-level field"
+            self.fail(f"unknown {kind} {shown} ({hint}).")
+
+    def req(self, table: dict, key: str, kind: type, where: str):
+        """The value of a required field, or None (missing: `fields` said so; wrong type:
+        said here)."""
+        if key not in table:
+            return None
+        value = table[key]
+        if kind is int and type(value) is not int:
+            self.fail(f"{where}: '{key}' must be an integer, not {value!r}.")
+            return None
+        if kind is str and type(value) is not str:
+            self.fail(f"{where}: '{key}' must be a string, not {value!r}.")
+            return None
+        return value
+
+    def opt_int(self, table: dict, key: str, default: int, lo: int, hi: int, where: str) -> int:
+        value = table.get(key, default)
+        if type(value) is not int or not lo <= value <= hi:
+            self.fail(f"{where}: '{key}' must be an integer from {lo} to {hi}, not {value!r}.")
+            return default if lo <= default <= hi else lo
+        return value
+
+    def path(self, table: dict, key: str, where: str) -> str:
+        value = table.get(key, "")
+        if not isinstance(value, str):
+            self.fail(f"{where}: '{key}' must be a path.")
+            return ""
+        return value
+
+    def table(self, data: dict, section: str) -> dict:
+        """A single-table section, {} if absent or not a table (said so)."""
+        value = data.get(section, {})
+        if not isinstance(value, dict):
+            self.fail(f"[{section}] must be a table.")
+            return {}
+        self.fields(value, section, f"[{section}]")
+        return value
+
+    def entries(self, data: dict, section: str) -> list[tuple[str, dict]]:
+        """The tables of an array section with the name of each (`[[replica]] #2`)."""
+        value = data.get(section, [])
+        if isinstance(value, dict):
+            self.fail(f"[{section}] must be written [[{section}]], one table per {section}.")
+            return []
+        if not isinstance(value, list):
+            self.fail(f"[[{section}]] entries must be tables.")
+            return []
+        out = []
+        for i, entry in enumerate(value):
+            where = f"[[{section}]] #{i + 1}"
+            if not isinstance(entry, dict):
+                self.fail(f"{where} must be a table.")
+                continue
+            self.fields(entry, section, where)
+            out.append((where, entry))
+        return out
+
+
+def _hexkey(value: object, where: str, problems: _Problems) -> bytes | None:
     try:
         raw = bytes.fromhex(value) if isinstance(value, str) else b""
     except ValueError:
         raw = b""
     if len(raw) != 32:
-        raise ConfigError(f"{where}: 'public_key' must be 64 hex digits (an Ed25519 key).")
+        problems.fail(f"{where}: 'public_key' must be 64 hex digits (an Ed25519 key).")
+        return None
     return raw
 
 
-def _address(value: object, where: str) -> tuple[str, int]:
+def split_hostport(value: object, lowest_port: int = 1) -> tuple[str, int] | None:
+    """`HOST:PORT` (IPv6 in brackets) -> (host, port), or None if it is not one."""
     if not isinstance(value, str) or ":" not in value:
-        raise ConfigError(f"{where}: 'address' must look like HOST:PORT, not {value!r}.")
+        return None
     host, _, port = value.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{where}: 'address' must look like HOST:PORT, not {value!r}.")
+    if not host or not port.isdigit() or not lowest_port <= int(port) < 65536:
+        return None
     return host.strip("[]"), int(port)
 
 
+# ---------------------------------------------------------------------------- parsing
+
+
 def parse_cluster(data: dict, base_dir: str = ".") -> ClusterConfig:
-    """Validate a parsed cluster file. Raises ConfigError with one sentence."""
+    """Validate a parsed cluster file. Raises ConfigError with one sentence: the first
+    problem of those `check_cluster` finds."""
+    config, errors = check_cluster(data, base_dir)
+    if errors:
+        raise ConfigError(errors[0])
+    assert config is not None
+    return config
+
+
+def check_cluster(data: object, base_dir: str = ".") -> tuple[ClusterConfig | None, list[str]]:
+    """Validate a parsed cluster file and report every problem, in file order: (the
+    config, []) if it is good, else (None, one sentence per problem)."""
+    p = _Problems()
     if not isinstance(data, dict):
-        raise ConfigError("the cluster file must be a TOML table.")
-    cluster = data.get("cluster")
+        return None, ["the cluster file must be a TOML table."]
+    p.top_level(data)
+
+    cluster = data.get("cluster", {})
     if not isinstance(cluster, dict):
-        raise ConfigError("the cluster file has no [cluster] table.")
-    cid = _req(cluster, "id", str, "[cluster]")
-    if not cid or len(cid.encode()) > 255:
-        raise ConfigError("[cluster]: 'id' must be a non-empty string of at most 255 bytes.")
-    f = _opt_int(cluster, "f", -1, 1, 33, "[cluster]") if "f" in cluster else None
-    if f is None:
-        raise ConfigError("[cluster]: the field 'f' is missing.")
-    k = _opt_int(cluster, "checkpoint_interval", 128, 1, 1 << 20, "[cluster]")
-    window = _opt_int(cluster, "log_window", 2 * k, 1, 1 << 22, "[cluster]")
+        p.fail("[cluster] must be a table.")
+        cluster = {}
+    elif "cluster" in data:
+        p.fields(cluster, "cluster", "[cluster]")
+    cid = p.req(cluster, "id", str, "[cluster]")
+    if cid is not None and (not cid or len(cid.encode()) > 255):
+        p.fail("[cluster]: 'id' must be a non-empty string of at most 255 bytes.")
+    f = None
+    if "f" in cluster:
+        before = len(p.errors)
+        f = p.opt_int(cluster, "f", 1, 1, 33, "[cluster]")
+        if len(p.errors) > before:
+            f = None  # said so; do not count replicas against a guess
+    k = p.opt_int(cluster, "checkpoint_interval", 128, 1, 1 << 20, "[cluster]")
+    window = p.opt_int(cluster, "log_window", 2 * k, 1, 1 << 22, "[cluster]")
     if window < k:
-        raise ConfigError(
-            f"[cluster]: 'log_window' ({window}) must be at least 'checkpoint_interval' ({k})."
-        )
-    batch_max = _opt_int(cluster, "batch_max", 256, 1, 4096, "[cluster]")
-    pipeline = _opt_int(cluster, "pipeline", 8, 1, window, "[cluster]")
-    vct = _opt_int(cluster, "view_change_timeout_ms", 1000, 10, 3_600_000, "[cluster]")
-    tick = _opt_int(cluster, "tick_ms", 10, 1, 1000, "[cluster]")
-    retransmit = _opt_int(cluster, "retransmit_ms", 250, tick, 3_600_000, "[cluster]")
+        p.fail(f"[cluster]: 'log_window' ({window}) must be at least 'checkpoint_interval' ({k}).")
+    batch_max = p.opt_int(cluster, "batch_max", 256, 1, 4096, "[cluster]")
+    pipeline = p.opt_int(cluster, "pipeline", 8, 1, window, "[cluster]")
+    vct = p.opt_int(cluster, "view_change_timeout_ms", 1000, 10, 3_600_000, "[cluster]")
+    tick = p.opt_int(cluster, "tick_ms", 10, 1, 1000, "[cluster]")
+    retransmit = p.opt_int(cluster, "retransmit_ms", 250, tick, 3_600_000, "[cluster]")
 
-    tls = data.get("tls", {})
-    if not isinstance(tls, dict):
-        raise ConfigError("[tls] must be a table.")
-    ca = tls.get("ca", "")
-    if not isinstance(ca, str):
-        raise ConfigError("[tls]: 'ca' must be a path.")
+    tls = p.table(data, "tls")
+    ca = p.path(tls, "ca", "[tls]")
+    storage = p.table(data, "storage")
+    fsync = storage.get("fsync", FSYNC_VALUES[0])
+    if fsync not in FSYNC_VALUES:
+        p.fail(f"[storage]: 'fsync' must be \"always\", \"batch\" or \"off\", not {fsync!r}.")
+        fsync = FSYNC_VALUES[0]
 
-    raw_replicas = data.get("replica")
-    if not isinstance(raw_replicas, list) or not raw_replicas:
-        raise ConfigError("the cluster file has no [[replica]] entries.")
-    n = 3 * f + 1
-    if len(raw_replicas) != n:
-        raise ConfigError(
-            f"f = {f} needs exactly n = 3f+1 = {n} [[replica]] entries, found {len(raw_replicas)}."
-        )
-    replicas: dict[int, ReplicaInfo] = {}
-    seen_addr: set[tuple[str, int]] = set()
-    for i, r in enumerate(raw_replicas):
-        where = f"[[replica]] #{i + 1}"
-        if not isinstance(r, dict):
-            raise ConfigError(f"{where} must be a table.")
-        rid = _req(r, "id", int, where)
-        if not 0 <= rid < n:
-            raise ConfigError(f"{where}: 'id' must be between 0 and {n - 1}, not {rid}.")
-        if rid in replicas:
-            raise ConfigError(f"{where}: replica id {rid} appears twice.")
-        host, port = _address(_req(r, "address", str, where), where)
-        if (host, port) in seen_addr:
-            raise ConfigError(f"{where}: address {host}:{port} is used by two replicas.")
-        seen_addr.add((host, port))
-        key = _hexkey(_req(r, "public_key", str, where), where)
-        cert = r.get("certificate", "")
-        if not isinstance(cert, str):
-            raise ConfigError(f"{where}: 'certificate' must be a path.")
-        replicas[rid] = ReplicaInfo(rid, host, port, key, cert)
-
-    clients: dict[str, ClientInfo] = {}
-    raw_clients = data.get("client", [])
-    if not isinstance(raw_clients, list):
-        raise ConfigError("[[client]] entries must be tables.")
-    for i, c in enumerate(raw_clients):
-        where = f"[[client]] #{i + 1}"
-        if not isinstance(c, dict):
-            raise ConfigError(f"{where} must be a table.")
-        name = _req(c, "id", str, where)
-        if not CLIENT_NAME.match(name):
-            raise ConfigError(f"{where}: 'id' must be 1-64 letters, digits, '.', '_' or '-'.")
-        if name in clients:
-            raise ConfigError(f"{where}: client id {name!r} appears twice.")
-        cert = c.get("certificate", "")
-        if not isinstance(cert, str):
-            raise ConfigError(f"{where}: 'certificate' must be a path.")
-        clients[name] = ClientInfo(name, _hexkey(_req(c, "public_key", str, where), where), cert)
-
-    return ClusterConfig(
+    replicas = _replicas(data, f, p)
+    clients = _clients(data, p)
+    if p.errors or f is None or cid is None:
+        return None, p.errors or ["the cluster file is incomplete."]
+    config = ClusterConfig(
         cluster_id=cid,
         f=f,
-        replicas=tuple(replicas[i] for i in range(n)),
+        replicas=tuple(replicas[i] for i in range(3 * f + 1)),
         clients=tuple(clients.values()),
         checkpoint_interval=k,
         log_window=window,
@@ -213,5 +367,68 @@ def parse_cluster(data: dict, base_dir: str = ".") -> ClusterConfig:
         tick_ms=tick,
         retransmit_ms=retransmit,
         tls_ca=ca,
+        fsync=fsync,
         base_dir=base_dir,
     )
+    return config, []
+
+
+def _replicas(data: dict, f: int | None, p: _Problems) -> dict[int, ReplicaInfo]:
+    raw = data.get("replica")
+    if raw is None:
+        return {}  # said by top_level
+    if isinstance(raw, list) and not raw:
+        p.fail("the cluster file has no [[replica]] entries.")
+        return {}
+    entries = p.entries(data, "replica")
+    n = 3 * f + 1 if f is not None else None
+    if n is not None and isinstance(raw, list) and len(raw) != n:
+        p.fail(f"f = {f} needs exactly n = 3f+1 = {n} [[replica]] entries, found {len(raw)}.")
+    replicas: dict[int, ReplicaInfo] = {}
+    seen_addr: set[tuple[str, int]] = set()
+    for where, r in entries:
+        rid = p.req(r, "id", int, where)
+        if rid is not None:
+            if rid < 0 or (n is not None and rid >= n):
+                upper = n - 1 if n is not None else "n-1"
+                p.fail(f"{where}: 'id' must be between 0 and {upper}, not {rid}.")
+                rid = None
+            elif rid in replicas:
+                p.fail(f"{where}: replica id {rid} appears twice.")
+                rid = None
+        address = p.req(r, "address", str, where)
+        hostport = split_hostport(address) if address is not None else None
+        if address is not None and hostport is None:
+            p.fail(f"{where}: 'address' must look like HOST:PORT, not {address!r}.")
+        if hostport is not None:
+            if hostport in seen_addr:
+                p.fail(f"{where}: address {hostport[0]}:{hostport[1]} is used by two replicas.")
+            seen_addr.add(hostport)
+        public = p.req(r, "public_key", str, where)
+        key = _hexkey(public, where, p) if public is not None else None
+        cert = p.path(r, "certificate", where)
+        metrics = r.get("metrics", "")
+        if metrics != "" and split_hostport(metrics, lowest_port=0) is None:
+            p.fail(f"{where}: 'metrics' must look like HOST:PORT, not {metrics!r}.")
+            metrics = ""
+        if rid is not None and hostport is not None and key is not None:
+            replicas[rid] = ReplicaInfo(rid, hostport[0], hostport[1], key, cert, metrics)
+    return replicas
+
+
+def _clients(data: dict, p: _Problems) -> dict[str, ClientInfo]:
+    clients: dict[str, ClientInfo] = {}
+    for where, c in p.entries(data, "client"):
+        name = p.req(c, "id", str, where)
+        if name is not None and not CLIENT_NAME.match(name):
+            p.fail(f"{where}: 'id' must be 1-64 letters, digits, '.', '_' or '-'.")
+            name = None
+        if name is not None and name in clients:
+            p.fail(f"{where}: client id {name!r} appears twice.")
+            name = None
+        cert = p.path(c, "certificate", where)
+        public = p.req(c, "public_key", str, where)
+        key = _hexkey(public, where, p) if public is not None else None
+        if name is not None and key is not None:
+            clients[name] = ClientInfo(name, key, cert)
+    return clients

@@ -16,12 +16,18 @@ The pure validation of the file's contents lives in `pbft.protocol.config.parse_
 this module adds what needs the disk: reading the file, checking that the files it names
 exist, parse, and hold the key they claim to (a certificate issued by the cluster CA for the
 public key the file lists), and loading a node's private key and checking it matches.
+
+A private key file may be encrypted (`pbft keygen --passphrase-env/--passphrase-file`);
+its passphrase comes from PBFT_KEY_PASSPHRASE or the file PBFT_KEY_PASSPHRASE_FILE names,
+never from a prompt. A key file other users can read or write is used, with a warning
+logged once per process, so an operator sees it at start without being locked out.
 Every operator mistake becomes a `ConfigError` with one sentence naming the file and the
 problem, so a replica fails at start-up instead of mid-handshake with an OpenSSL trace.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
 from dataclasses import dataclass
@@ -46,6 +52,14 @@ MAX_CLUSTER_FILE = 16 * 1024 * 1024
 """Largest cluster file we read, in bytes (a limit on everything: STYLE.md 8)."""
 MAX_PEM_FILE = 64 * 1024
 """Largest key or certificate file we read, in bytes."""
+MAX_PASSPHRASE = 4096
+"""Largest passphrase file we read, in bytes."""
+PASSPHRASE_ENV = "PBFT_KEY_PASSPHRASE"
+"""The environment variable holding the passphrase of encrypted private keys."""
+PASSPHRASE_FILE_ENV = "PBFT_KEY_PASSPHRASE_FILE"
+"""The environment variable naming a file whose first line is that passphrase."""
+
+log = logging.getLogger("pbft.keys")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +71,8 @@ class Identity:
     cert_path: str
     key_path: str
     ca_path: str
+    key_passphrase: bytes | None = None
+    """What decrypts `key_path` (TLS reads the key file again), None if not encrypted."""
 
 
 # ---------------------------------------------------------------------------- layout
@@ -171,17 +187,112 @@ def certificate_key(cert: x509.Certificate) -> bytes | None:
     return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
-def read_private_key(path: str, what: str) -> KeyPair:
-    """Load an unencrypted PKCS8 PEM Ed25519 private key."""
+def key_passphrase(environ: dict[str, str] | None = None) -> tuple[bytes | None, str]:
+    """The passphrase for encrypted private keys and where it came from: the environment
+    variable PBFT_KEY_PASSPHRASE, or the first line of the file PBFT_KEY_PASSPHRASE_FILE
+    names (for a systemd credential or a secrets mount). (None, "") if neither is set."""
+    env = os.environ if environ is None else environ
+    direct = env.get(PASSPHRASE_ENV)
+    named = env.get(PASSPHRASE_FILE_ENV)
+    if direct and named:
+        raise ConfigError(f"set only one of {PASSPHRASE_ENV} and {PASSPHRASE_FILE_ENV}.")
+    if direct:
+        return direct.encode("utf-8"), PASSPHRASE_ENV
+    if named:
+        return read_passphrase_file(named, f"the passphrase file ({PASSPHRASE_FILE_ENV})"), named
+    return None, ""
+
+
+def read_passphrase_file(path: str, what: str) -> bytes:
+    """The first line of a passphrase file, without its line ending; ConfigError if the
+    file cannot be read or the line is empty."""
+    data = _read_bytes(path, what, MAX_PASSPHRASE)
+    line = data.split(b"\n", 1)[0].rstrip(b"\r")
+    if not line:
+        raise ConfigError(f"{what} {path} holds no passphrase on its first line.")
+    return line
+
+
+def load_private_key(path: str, what: str, passphrase: bytes | None = None) -> tuple[KeyPair, bytes | None]:
+    """Load a PKCS8 PEM Ed25519 private key, encrypted or not: (the key, the passphrase
+    that opened it, None if it was not encrypted). An encrypted key is opened with
+    `passphrase`, else with the one from the environment (`key_passphrase`)."""
     data = _read_bytes(path, what, MAX_PEM_FILE)
+    used: bytes | None = None
     try:
         key = load_pem_private_key(data, password=None)
-    except (ValueError, TypeError):
-        # TypeError: the key is encrypted; ValueError: not a PEM key at all.
-        raise ConfigError(f"{what} {path} is not an unencrypted PEM private key.") from None
+    except TypeError:
+        # cryptography: "Password was not given but private key is encrypted".
+        source = "the passphrase given"
+        if passphrase is None:
+            passphrase, source = key_passphrase()
+        if passphrase is None:
+            raise ConfigError(
+                f"{what} {path} is encrypted and no passphrase was given: set "
+                f"{PASSPHRASE_ENV} to it, or {PASSPHRASE_FILE_ENV} to a file holding it."
+            ) from None
+        try:
+            key = load_pem_private_key(data, password=passphrase)
+        except (ValueError, TypeError):
+            raise ConfigError(
+                f"{what} {path} cannot be decrypted with the passphrase from {source}: "
+                "wrong passphrase."
+            ) from None
+        used = passphrase
+    except ValueError:
+        raise ConfigError(f"{what} {path} is not a PEM private key.") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise ConfigError(f"{what} {path} is not an Ed25519 key.")
-    return KeyPair(key)
+    return KeyPair(key), used
+
+
+def read_private_key(path: str, what: str, passphrase: bytes | None = None) -> KeyPair:
+    """Load a PKCS8 PEM Ed25519 private key (see `load_private_key`)."""
+    return load_private_key(path, what, passphrase)[0]
+
+
+def exposure(mode: int) -> str | None:
+    """Who besides the owner may use a private key file of this mode, or None if nobody:
+    "group and others can read it", "others can write it", ..."""
+    def who(bits_group: int, bits_other: int) -> str:
+        return " and ".join(
+            w for w, b in (("its group", bits_group), ("others", bits_other)) if mode & b
+        )
+
+    readers, writers = who(0o040, 0o004), who(0o020, 0o002)
+    if readers:
+        return f"{readers} can read it"
+    if writers:
+        return f"{writers} can write it"
+    return None
+
+
+def exposed_key(path: str) -> str | None:
+    """One clause if the private key file at `path` is open to other users (mode and who),
+    else None (also when it cannot be stat'ed: the load says why)."""
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except OSError:
+        return None
+    why = exposure(mode)
+    return f"mode {mode:04o}: {why}" if why else None
+
+
+_warned_keys: set[str] = set()
+"""Key files warned about in this process (once each: a program may open many clients)."""
+
+
+def warn_if_exposed(path: str, who: str) -> None:
+    """Log a warning, once per file and process, if a private key file is open to others."""
+    why = exposed_key(path)
+    real = os.path.realpath(path)
+    if why is None or real in _warned_keys:
+        return
+    _warned_keys.add(real)
+    log.warning(
+        "the private key of %s, %s, is not private (%s); chmod 600 %s",
+        who, path, why, path,
+    )
 
 
 def _check_issued_by(cert: x509.Certificate, ca: x509.Certificate, path: str, ca_file: str) -> None:
@@ -219,18 +330,24 @@ def _check_distinct_keys(config: ClusterConfig) -> None:
         owner[key] = node_id
 
 
+def read_cluster_table(path: str) -> dict:
+    """The cluster file as tomllib reads it, not yet validated; ConfigError if it cannot
+    be read or is not TOML."""
+    data = _read_bytes(path, "the cluster file", MAX_CLUSTER_FILE)
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"the cluster file {path} is not UTF-8 text.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"the cluster file {path} is not valid TOML: {exc}.") from None
+
+
 def load_cluster(path: str) -> ClusterConfig:
     """Read and validate a cluster file and the CA and certificates it names.
 
     Raises ConfigError with one sentence naming the file and the problem.
     """
-    data = _read_bytes(path, "the cluster file", MAX_CLUSTER_FILE)
-    try:
-        table = tomllib.loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(f"the cluster file {path} is not UTF-8 text.") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"the cluster file {path} is not valid TOML: {exc}.") from None
+    table = read_cluster_table(path)
     base_dir = os.path.dirname(os.path.abspath(path))
     try:
         config = parse_cluster(table, base_dir=base_dir)
@@ -261,7 +378,8 @@ def load_identity(config: ClusterConfig, node_id: Signer) -> Identity:
     key_file = node_files(config.base_dir, node_id)[0]
     if not os.path.exists(key_file):
         raise ConfigError(f"no private key for {describe(node_id)} at {key_file}.")
-    key = read_private_key(key_file, f"the private key of {describe(node_id)},")
+    key, passphrase = load_private_key(key_file, f"the private key of {describe(node_id)},")
+    warn_if_exposed(key_file, describe(node_id))
     if key.public != public:
         raise ConfigError(
             f"the private key in {key_file} does not match {describe(node_id)}'s public_key "
@@ -279,4 +397,4 @@ def load_identity(config: ClusterConfig, node_id: Signer) -> Identity:
     ca_file = ca_path(config)
     ca = read_certificate(ca_file, "the CA certificate ([tls] ca)")
     _check_issued_by(cert, ca, cert_file, ca_file)
-    return Identity(node_id, key, cert_file, key_file, ca_file)
+    return Identity(node_id, key, cert_file, key_file, ca_file, passphrase)

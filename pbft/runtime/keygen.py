@@ -13,7 +13,11 @@ the cluster file we are about to write is validated with the same `parse_cluster
 replicas use, so keygen cannot produce a file the replicas would refuse.
 
 Private keys are written with mode 0600 from the moment the file exists (os.open with the
-mode, then fchmod in case the file pre-existed or the umask interfered).
+mode, then fchmod in case the file pre-existed or the umask interfered). With a passphrase
+(`--passphrase-env VAR` or `--passphrase-file FILE`) every private key, the CA's included,
+is written encrypted (PKCS8 with the best encryption `cryptography` offers); replicas and
+clients then need it in PBFT_KEY_PASSPHRASE or PBFT_KEY_PASSPHRASE_FILE
+(pbft.runtime.clusterfile.key_passphrase).
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
+    BestAvailableEncryption,
     Encoding,
+    KeySerializationEncryption,
     NoEncryption,
     PrivateFormat,
     PublicFormat,
@@ -44,12 +50,14 @@ from .clusterfile import (
     CA_CERT,
     CA_KEY,
     CLUSTER_FILE,
+    PASSPHRASE_ENV,
     ca_key_path,
     ca_path,
     load_cluster,
     node_files,
     node_stem,
     read_certificate,
+    read_passphrase_file,
     read_private_key,
 )
 
@@ -97,8 +105,12 @@ def _name(common_name: str, cluster_id: str) -> x509.Name:
     )
 
 
-def _key_pem(key: Ed25519PrivateKey) -> bytes:
-    return key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+def _key_pem(key: Ed25519PrivateKey, passphrase: bytes | None = None) -> bytes:
+    """PKCS8 PEM, encrypted with `passphrase` if one is given."""
+    how: KeySerializationEncryption = (
+        BestAvailableEncryption(passphrase) if passphrase else NoEncryption()
+    )
+    return key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, how)
 
 
 def _raw_public(key: Ed25519PrivateKey) -> bytes:
@@ -140,7 +152,11 @@ def make_ca(cluster_id: str) -> tuple[Ed25519PrivateKey, x509.Certificate]:
 
 
 def issue(
-    ca_key: Ed25519PrivateKey, ca_cert: x509.Certificate, cluster_id: str, node_id: Signer
+    ca_key: Ed25519PrivateKey,
+    ca_cert: x509.Certificate,
+    cluster_id: str,
+    node_id: Signer,
+    passphrase: bytes | None = None,
 ) -> _Issued:
     """A new Ed25519 identity key for `node_id` and its certificate signed by the CA."""
     key = Ed25519PrivateKey.generate()
@@ -181,7 +197,7 @@ def issue(
         )
         .sign(ca_key, algorithm=None)
     )
-    return _Issued(_key_pem(key), cert.public_bytes(Encoding.PEM), _raw_public(key))
+    return _Issued(_key_pem(key, passphrase), cert.public_bytes(Encoding.PEM), _raw_public(key))
 
 
 # ---------------------------------------------------------------------------- writing files
@@ -322,9 +338,11 @@ def generate_cluster(
     cluster_id: str | None = None,
     ports: list[int] | None = None,
     force: bool = False,
+    passphrase: bytes | None = None,
     **cluster_settings: int,
 ) -> str:
     """Make the CA, every node's key and certificate, and `directory/cluster.toml`.
+    With `passphrase` every private key file is encrypted with it.
 
     Returns the cluster file's path. Raises UsageError (one sentence) for a bad argument or
     an existing cluster file without `force`.
@@ -342,8 +360,8 @@ def generate_cluster(
         raise UsageError(f"{path} already exists; use --force to overwrite it.")
 
     ca_key, ca_cert = make_ca(cluster_id)
-    replicas = [issue(ca_key, ca_cert, cluster_id, i) for i in range(3 * f + 1)]
-    members = [issue(ca_key, ca_cert, cluster_id, name) for name in clients]
+    replicas = [issue(ca_key, ca_cert, cluster_id, i, passphrase) for i in range(3 * f + 1)]
+    members = [issue(ca_key, ca_cert, cluster_id, name, passphrase) for name in clients]
     text = _render(
         cluster_id,
         f,
@@ -360,7 +378,7 @@ def generate_cluster(
     try:
         _make_directory(directory)
         ca_key_file = os.path.join(directory, CA_KEY)
-        _write_private(ca_key_file, _key_pem(ca_key))
+        _write_private(ca_key_file, _key_pem(ca_key, passphrase))
         _write_public(os.path.join(directory, CA_CERT), ca_cert.public_bytes(Encoding.PEM))
         for node_id, issued in [*enumerate(replicas), *zip(clients, members, strict=True)]:
             key_file, cert_file = node_files(directory, node_id)
@@ -380,8 +398,10 @@ def _make_directory(directory: str) -> None:
     os.makedirs(directory, mode=0o700)
 
 
-def add_client(cluster_path: str, name: str) -> None:
+def add_client(cluster_path: str, name: str, passphrase: bytes | None = None) -> None:
     """Add client `name` to an existing cluster: key, certificate signed by ca.key, entry.
+    `passphrase` opens an encrypted ca.key (else PBFT_KEY_PASSPHRASE does) and encrypts
+    the new key; without it the new key is written unencrypted.
 
     The [[client]] entry is appended to the file's text so the operator's comments and
     layout survive. Raises UsageError for a bad or duplicate name, ConfigError for a bad
@@ -396,13 +416,13 @@ def add_client(cluster_path: str, name: str) -> None:
     if os.path.exists(key_file):
         raise UsageError(f"{key_file} already exists; remove it to make a new key for {name!r}.")
     ca_cert = read_certificate(ca_path(config), "the CA certificate ([tls] ca)")
-    ca_key = read_private_key(ca_key_path(config), "the CA private key")
+    ca_key = read_private_key(ca_key_path(config), "the CA private key", passphrase)
     if ca_key.public != ca_cert.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw):
         raise ConfigError(
             f"the CA private key {ca_key_path(config)} does not match {ca_path(config)}."
         )
     signer = Ed25519PrivateKey.from_private_bytes(ca_key.private_bytes_raw())
-    issued = issue(signer, ca_cert, config.cluster_id, name)
+    issued = issue(signer, ca_cert, config.cluster_id, name, passphrase)
     with open(cluster_path, encoding="utf-8") as fh:
         text = fh.read()
     if not text.endswith("\n"):
@@ -419,11 +439,13 @@ def add_client(cluster_path: str, name: str) -> None:
 
 def cmd_keygen(args: Namespace) -> int:
     """`pbft keygen --dir DIR [--f 1] [--clients a,b] [--host H] [--base-port P]`, or
-    `pbft keygen --add-client NAME --config FILE`."""
+    `pbft keygen --add-client NAME --config FILE`; `--passphrase-env VAR` or
+    `--passphrase-file FILE` encrypts the private keys written."""
+    passphrase = keygen_passphrase(args)
     if args.add_client:
         if not args.config:
             raise UsageError("--add-client needs --config naming the cluster file.")
-        add_client(args.config, args.add_client)
+        add_client(args.config, args.add_client, passphrase)
         print(
             f"added client {args.add_client!r} to {args.config}; "
             "restart the replicas so that they accept it"
@@ -440,8 +462,30 @@ def cmd_keygen(args: Namespace) -> int:
         base_port=args.base_port,
         cluster_id=args.cluster_id,
         force=args.force,
+        passphrase=passphrase,
     )
     n = 3 * args.f + 1
     who = f"clients {', '.join(clients)}" if clients else "no clients"
     print(f"wrote {path} ({n} replicas, {who})")
+    if passphrase:
+        print(
+            f"the private keys are encrypted: give replicas and clients the passphrase in "
+            f"{PASSPHRASE_ENV} (or a file holding it in {PASSPHRASE_ENV}_FILE)"
+        )
     return 0
+
+
+def keygen_passphrase(args: Namespace) -> bytes | None:
+    """The passphrase `--passphrase-env VAR` or `--passphrase-file FILE` gives, or None."""
+    env = getattr(args, "passphrase_env", None)
+    file = getattr(args, "passphrase_file", None)
+    if env and file:
+        raise UsageError("give --passphrase-env or --passphrase-file, not both.")
+    if env:
+        value = os.environ.get(env, "")
+        if not value:
+            raise UsageError(f"--passphrase-env {env}: the environment variable {env} is not set or empty.")
+        return value.encode("utf-8")
+    if file:
+        return read_passphrase_file(file, "the passphrase file")
+    return None

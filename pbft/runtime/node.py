@@ -786,7 +786,7 @@ async def run_replica(
 
 def metrics_setting(cluster_path: str, replica_id: int) -> str | None:
     """The optional `metrics = "HOST:PORT"` of replica `replica_id`'s [[replica]] entry
-    (read here, beside the validated cluster file, which ignores keys it does not know)."""
+    (the validated cluster file has it too: `ReplicaInfo.metrics`)."""
     import tomllib
 
     try:

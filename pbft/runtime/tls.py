@@ -43,7 +43,13 @@ def _context(identity: Identity, purpose: int) -> ssl.SSLContext:
             f"the CA certificate {identity.ca_path} cannot be loaded: {_reason(exc)}."
         ) from None
     try:
-        ctx.load_cert_chain(certfile=identity.cert_path, keyfile=identity.key_path)
+        # A password callable even for an unencrypted key: OpenSSL must never prompt on a
+        # terminal (load_identity already opened the key, so this one is the right one).
+        ctx.load_cert_chain(
+            certfile=identity.cert_path,
+            keyfile=identity.key_path,
+            password=lambda: identity.key_passphrase or b"",
+        )
     except (ssl.SSLError, OSError) as exc:
         raise ConfigError(
             f"the certificate {identity.cert_path} and key {identity.key_path} of "

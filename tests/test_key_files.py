@@ -1,0 +1,194 @@
+"""Issue 14, keys: passphrase-protected private keys, a warning for a key file others can
+read, and a keys/ directory whose .gitignore keeps key material out of git."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from test_keygen import _handshake
+
+from pbft.cli import main
+from pbft.protocol.config import ConfigError
+from pbft.runtime import clusterfile
+from pbft.runtime.clusterfile import (
+    PASSPHRASE_ENV,
+    PASSPHRASE_FILE_ENV,
+    exposure,
+    load_cluster,
+    load_identity,
+)
+from pbft.runtime.configcheck import check_cluster_file
+from pbft.runtime.keygen import add_client, generate_cluster
+from pbft.runtime.tls import client_context, server_context
+
+pytestmark = pytest.mark.timeout(60)
+REPO = Path(__file__).resolve().parent.parent
+SECRET = b"correct horse battery staple"
+
+
+@pytest.fixture(autouse=True)
+def no_passphrase(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(PASSPHRASE_ENV, raising=False)
+    monkeypatch.delenv(PASSPHRASE_FILE_ENV, raising=False)
+
+
+@pytest.fixture(scope="module")
+def locked(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cluster whose private keys are all encrypted with SECRET."""
+    return Path(generate_cluster(str(tmp_path_factory.mktemp("k") / "locked"), passphrase=SECRET))
+
+
+# ---------------------------------------------------------------------------- passphrases
+
+
+def test_keygen_encrypts_every_private_key(locked: Path) -> None:
+    for key_file in locked.parent.glob("*.key"):
+        assert key_file.read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        assert key_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_encrypted_key_without_passphrase_is_one_clear_sentence(locked: Path) -> None:
+    config = load_cluster(str(locked))
+    with pytest.raises(ConfigError) as info:
+        load_identity(config, 0)
+    key_file = locked.parent / "replica-0.key"
+    assert str(info.value) == (
+        f"the private key of replica 0, {key_file} is encrypted and no passphrase was given: "
+        "set PBFT_KEY_PASSPHRASE to it, or PBFT_KEY_PASSPHRASE_FILE to a file holding it."
+    )
+
+
+def test_encrypted_key_loads_with_the_environment_variable(
+    locked: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(PASSPHRASE_ENV, SECRET.decode())
+    config = load_cluster(str(locked))
+    identity = load_identity(config, "alice")
+    assert identity.key.public == config.client_index["alice"].public_key
+    assert identity.key_passphrase == SECRET
+    server_context(identity), client_context(identity)  # TLS opens the key file itself
+
+
+def test_encrypted_key_loads_with_a_passphrase_file(
+    locked: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = tmp_path / "passphrase"
+    secret.write_bytes(SECRET + b"\n")
+    monkeypatch.setenv(PASSPHRASE_FILE_ENV, str(secret))
+    load_identity(load_cluster(str(locked)), 2)
+
+
+def test_wrong_passphrase(locked: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PASSPHRASE_ENV, "nope")
+    with pytest.raises(ConfigError, match=r"cannot be decrypted with the passphrase from "
+                       r"PBFT_KEY_PASSPHRASE: wrong passphrase\.$"):
+        load_identity(load_cluster(str(locked)), 1)
+
+
+def test_both_passphrase_settings_is_a_mistake(locked: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PASSPHRASE_ENV, "a")
+    monkeypatch.setenv(PASSPHRASE_FILE_ENV, "/nonexistent")
+    with pytest.raises(ConfigError, match="set only one of"):
+        load_identity(load_cluster(str(locked)), 1)
+
+
+async def test_tls_between_nodes_with_encrypted_keys(
+    locked: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(PASSPHRASE_ENV, SECRET.decode())
+    config = load_cluster(str(locked))
+    server_sees, client_sees, _ = await _handshake(
+        config, load_identity(config, 0), load_identity(config, "bob")
+    )
+    assert (server_sees, client_sees) == ("bob", 0)
+
+
+def test_keygen_command_with_passphrase_file_and_add_client(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\n")
+    directory = tmp_path / "c"
+    assert main(["keygen", "--dir", str(directory), "--passphrase-file", str(secret)]) == 0
+    assert "the private keys are encrypted" in capsys.readouterr().out
+    path = str(directory / "cluster.toml")
+    # Adding a client needs the CA key, which is encrypted too.
+    with pytest.raises(ConfigError, match="is encrypted and no passphrase was given"):
+        add_client(path, "carol")
+    monkeypatch.setenv("MY_PW", "s3cret")
+    assert main(["keygen", "--add-client", "carol", "--config", path, "--passphrase-env", "MY_PW"]) == 0
+    assert (directory / "client-carol.key").read_bytes().startswith(b"-----BEGIN ENCRYPTED")
+    monkeypatch.setenv(PASSPHRASE_ENV, "s3cret")
+    load_identity(load_cluster(path), "carol")
+    report = check_cluster_file(path)
+    assert (report.errors, report.warnings, report.notes) == ([], [], [])
+
+
+def test_keygen_passphrase_env_must_be_set(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["keygen", "--dir", str(tmp_path / "c"), "--passphrase-env", "PBFT_NO_SUCH_VAR"]) == 2
+    assert "PBFT_NO_SUCH_VAR is not set" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+def test_config_check_notes_encrypted_keys_it_cannot_open(locked: Path) -> None:
+    report = check_cluster_file(str(locked))
+    assert report.errors == [] and report.warnings == []
+    assert len(report.notes) == 1 and "7 private key files are encrypted" in report.notes[0]
+
+
+# ---------------------------------------------------------------------------- permissions
+
+
+def test_exposure() -> None:
+    assert exposure(0o600) is None and exposure(0o400) is None
+    assert exposure(0o640) == "its group can read it"
+    assert exposure(0o644) == "its group and others can read it"
+    assert exposure(0o602) == "others can write it"
+
+
+def test_a_node_warns_once_when_its_key_is_readable_by_others(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(clusterfile, "_warned_keys", set())
+    config = load_cluster(generate_cluster(str(tmp_path / "c")))
+    load_identity(config, 0)
+    assert not caplog.records
+    key_file = tmp_path / "c" / "replica-0.key"
+    key_file.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="pbft.keys"):
+        load_identity(config, 0)
+        load_identity(config, 0)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"the private key of replica 0, {key_file}, is not private (mode 0644: its group "
+        f"and others can read it); chmod 600 {key_file}"
+    ]
+
+
+# ---------------------------------------------------------------------------- keys/ in git
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_keys_gitignore_keeps_generated_keys_out_of_git(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "keys").mkdir(parents=True)
+    for name in (".gitignore", "README.md"):
+        shutil.copy(REPO / "keys" / name, repo / "keys" / name)
+    shutil.copy(REPO / ".gitignore", repo / ".gitignore")
+    generate_cluster(str(repo / "keys" / "demo"))
+    (repo / "keys" / "loose.key").write_text("a key dropped at the top\n")
+    env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True
+        ).stdout
+
+    git("init", "-q")
+    git("add", "-A")
+    tracked = sorted(git("ls-files").split())
+    assert tracked == [".gitignore", "keys/.gitignore", "keys/README.md"]
