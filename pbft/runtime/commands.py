@@ -235,14 +235,25 @@ def resolve_behaviour(value: str | None, config_path: str, replica_id: int) -> s
 def cmd_replica(args) -> int:
     """Run one replica until SIGTERM or SIGINT, then exit 0. Its records live in --data
     (default `<cluster dir>/data/replica-<id>`); exit 1 if it had to stop because its
-    storage failed (full disk), which it logged in one line."""
-    from .node import run_replica
+    storage failed (full disk), which it logged in one line. Whatever --log-level says,
+    it logs one line once it listens and one when it stops, saying why (pbft.runtime.node,
+    `lifecycle`): a replica started with the defaults does not look hung."""
+    from .node import lifecycle, run_replica
 
     setup_logging(args)
+    lifecycle.setLevel(min(logging.getLogger().level, logging.INFO))
+    why: list[str] = []
+
+    async def stop_on_signal(scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                why.append(f"{signal.Signals(signum).name} received")
+                scope.cancel()
+                return
 
     async def main() -> str | None:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_cancel_on_signal, nursery.cancel_scope)
+            nursery.start_soon(stop_on_signal, nursery.cancel_scope)
             failure = await run_replica(
                 args.config,
                 args.id,
@@ -250,6 +261,7 @@ def cmd_replica(args) -> int:
                 data=getattr(args, "data", None),
                 metrics=getattr(args, "metrics", None),
                 accept_rollback=getattr(args, "accept_rollback", False),
+                stop_reason=lambda: why[0] if why else None,
             )
             nursery.cancel_scope.cancel()
             return failure
