@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--config", required=True)
     u.add_argument("--data", default=None, metavar="ROOT",
                    help="data directories go under ROOT (default: next to the cluster file)")
+    u.add_argument("--log-dir", default=None, metavar="DIR",
+                   help="replica logs go in DIR/replica-<id>.log, appended to "
+                        "(default: <cluster dir>/logs)")
 
     c = sub.add_parser("client", help="send one signed request and print the result")
     c.add_argument("--config", required=True)

@@ -236,14 +236,25 @@ def resolve_behaviour(value: str | None, config_path: str, replica_id: int) -> s
 def cmd_replica(args) -> int:
     """Run one replica until SIGTERM or SIGINT, then exit 0. Its records live in --data
     (default `<cluster dir>/data/replica-<id>`); exit 1 if it had to stop because its
-    storage failed (full disk), which it logged in one line."""
-    from .node import run_replica
+    storage failed (full disk), which it logged in one line. Whatever --log-level says,
+    it logs one line once it listens and one when it stops, saying why (pbft.runtime.node,
+    `lifecycle`): a replica started with the defaults does not look hung."""
+    from .node import lifecycle, run_replica
 
     setup_logging(args)
+    lifecycle.setLevel(min(logging.getLogger().level, logging.INFO))
+    why: list[str] = []
+
+    async def stop_on_signal(scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                why.append(f"{signal.Signals(signum).name} received")
+                scope.cancel()
+                return
 
     async def main() -> str | None:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_cancel_on_signal, nursery.cancel_scope)
+            nursery.start_soon(stop_on_signal, nursery.cancel_scope)
             failure = await run_replica(
                 args.config,
                 args.id,
@@ -251,6 +262,7 @@ def cmd_replica(args) -> int:
                 data=getattr(args, "data", None),
                 metrics=getattr(args, "metrics", None),
                 accept_rollback=getattr(args, "accept_rollback", False),
+                stop_reason=lambda: why[0] if why else None,
             )
             nursery.cancel_scope.cancel()
             return failure
@@ -274,11 +286,25 @@ class _Stop(Exception):
     pass
 
 
+UP_POLL = 0.2
+"""Seconds between two looks at the replicas under `pbft up`."""
+
+
 def cmd_up(args) -> int:
-    """Run every replica of the cluster file whose address is on this host, until Ctrl-C.
-    Each keeps its records in `<root>/replica-<id>`, root being --data if the parser
-    offers it, else `<cluster dir>/data`."""
-    from .launcher import LaunchError, LocalCluster
+    """Run every replica of the cluster file whose address is on this host, until Ctrl-C
+    or SIGTERM (exit 0). Each keeps its records in `<root>/replica-<id>`, root being
+    --data if given, else `<cluster dir>/data`, and logs to `<log dir>/replica-<id>.log`
+    (--log-dir, else `<cluster dir>/logs`; the same files every run, appended to).
+
+    A port something else holds is an operator mistake (exit 2, naming the port and, if
+    /proc tells, its holder), found before any replica starts; a replica counts as
+    started once it logs that it listens. A replica that exits later is restarted with
+    growing delays (launcher.Supervisor), each exit said on stdout with its status or
+    signal; after repeated short runs `pbft up` stops the others and exits 1. Signal
+    handlers are installed explicitly, so a shell that started it with SIGINT ignored
+    (a background job without job control) still stops it with SIGINT; a second signal
+    while stopping kills the replicas at once."""
+    from .launcher import GiveUp, LaunchError, LocalCluster, Supervisor
 
     setup_logging(args)
     config = load_config(args.config)
@@ -290,41 +316,56 @@ def cmd_up(args) -> int:
         config,
         ids=ids,
         data_root=getattr(args, "data", None),
+        log_dir=getattr(args, "log_dir", None),
         log_level=getattr(args, "log_level", "info") or "info",
         extra_args=["--log-format", getattr(args, "log_format", "text") or "text"],
     )
 
-    def on_term(signum, frame):
-        raise _Stop
+    def say(text: str) -> None:
+        print(text, flush=True)
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    phase = ["starting"]  # then "running", then "stopping"
+
+    def on_signal(signum, frame):
+        if phase[0] == "stopping":
+            cluster.kill_all()  # a second Ctrl-C: do not wait for them
+            return
+        first, phase[0] = phase[0], "stopping"
+        if first == "starting":
+            raise _Stop  # out of start(), which stops what it started
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         try:
             cluster.start()
         except LaunchError as exc:
             raise UsageError(str(exc)) from None
+        except _Stop:
+            return 0
+        if phase[0] == "starting":
+            phase[0] = "running"
         for i in ids:
             r = config.replicas[i]
-            print(
-                f"replica {i} listening on {r.host}:{r.port} (log: {cluster.log_path(i)}, "
-                f"data: {cluster.data_dir(i)})"
+            say(
+                f"replica {i} listening on {r.host}:{r.port} (pid {cluster.procs[i].pid}, "
+                f"log: {cluster.log_path(i)}, data: {cluster.data_dir(i)})"
             )
-        print("press Ctrl-C to stop", flush=True)
-        while True:
-            dead = [i for i in ids if i not in cluster.alive()]
-            if dead:
-                i = dead[0]
-                print(
-                    f"pbft: replica {i} exited: {cluster.stderr_tail(i) or '(no output)'}",
-                    file=sys.stderr,
-                )
+        say("press Ctrl-C to stop")
+        supervisor = Supervisor(cluster, say)
+        while phase[0] == "running":
+            try:
+                supervisor.poll()
+            except GiveUp as exc:
+                phase[0] = "stopping"
+                print(f"pbft: {exc}", file=sys.stderr, flush=True)
                 return 1
-            time.sleep(0.5)
-    except (KeyboardInterrupt, _Stop):
+            time.sleep(UP_POLL)
         return 0
     finally:
+        phase[0] = "stopping"
         cluster.stop()
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 # -- pbft client ------------------------------------------------------------------------

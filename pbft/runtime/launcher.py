@@ -2,28 +2,39 @@
 
 Used by `pbft up`, `pbft demo`, the end-to-end tests and `pbft bench`. Each replica runs
 as `python -m pbft replica --config FILE --id I --data ROOT/replica-I` (ROOT defaults to
-`<cluster dir>/data`), with its stderr written to a log file
-(never a pipe, which would block the replica once full) so a replica that dies during
-start-up can be reported with the tail of what it said. `start()` returns once every
-replica accepts TCP connections on its port (bounded by `timeout`); `stop()` sends
-SIGTERM, waits, then SIGKILLs whatever is left. It is synchronous on purpose: plain
+`<cluster dir>/data`), with its stderr appended to `LOG_DIR/replica-I.log` (LOG_DIR
+defaults to `<cluster dir>/logs`, the same every run; never a pipe, which would block the
+replica once full) so a replica that dies during start-up can be reported with the tail
+of what it said in this run. `start()` first checks that every replica's port is free
+(a LaunchError names the port and, when /proc tells, the process holding it), then
+returns once every replica has logged its start-up line since it was spawned
+(`node.STARTED`, logged once it really listens: a foreign listener on its port accepts
+TCP connections too, so a connection proves nothing), bounded by `timeout`. `stop()`
+sends SIGTERM, waits, then SIGKILLs whatever is left. It is synchronous on purpose: plain
 `subprocess.Popen` works the same from a script, a test or inside `trio.run` (the waits
 are short and bounded). `kill(i)` is a crash (SIGKILL, nothing flushed); `restart(i)` or
 `spawn(i)` afterwards starts it again on the same data directory, so it recovers.
+
+`Supervisor` keeps the replicas of a cluster running for `pbft up`: a replica that exits
+is restarted after a delay that doubles with each exit that follows a short run
+(RESTART_FIRST, at most RESTART_MAX; a run of RESTART_STABLE seconds starts over), each
+exit said in one line with its status or signal; after RESTART_LIMIT short runs in a row
+it gives up (`GiveUp`), because something that will not fix itself is wrong.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ..protocol.config import ClusterConfig
+from .node import STARTED
 
 START_TIMEOUT = 20.0
 """Seconds to wait for every replica to accept connections."""
@@ -31,6 +42,16 @@ STOP_GRACE = 5.0
 """Seconds a replica gets to exit after SIGTERM before SIGKILL."""
 STDERR_TAIL = 800
 """Characters of a dead replica's stderr quoted in the error."""
+READY_POLL = 0.05
+"""Seconds between two looks at a starting replica's log."""
+RESTART_FIRST = 1.0
+"""Seconds `Supervisor` waits before restarting a replica that exited after a long run."""
+RESTART_MAX = 30.0
+"""The longest wait before a restart (the wait doubles after each short run)."""
+RESTART_STABLE = 60.0
+"""A run at least this long was not a failure to start: the next exit waits RESTART_FIRST."""
+RESTART_LIMIT = 5
+"""Short runs in a row after which `Supervisor` gives up on a replica."""
 
 
 class LaunchError(RuntimeError):
@@ -54,11 +75,17 @@ class LocalCluster:
         self.config = config
         self.ids = list(config.replica_ids() if ids is None else ids)
         self.behaviours = behaviours or {}
-        self.log_dir = log_dir or tempfile.mkdtemp(prefix="pbft-logs-")
+        self.log_dir = log_dir or default_log_dir(config)
         self.log_level = log_level
         self.extra_args = extra_args or []
         self.data_root = data_root or os.path.join(config.base_dir, "data")
         self.procs: dict[int, subprocess.Popen] = {}
+        self.started_at: dict[int, float] = {}
+        """time.monotonic() of each replica's last spawn."""
+        self._log_start: dict[int, int] = {}
+        """Size of each replica's log when it was last spawned: what it said since."""
+        self._log_seen: dict[int, int] = {}
+        """How far `ready` has read each log (a line may still be partly written)."""
 
     def log_path(self, i: int) -> str:
         return os.path.join(self.log_dir, f"replica-{i}.log")
@@ -76,15 +103,32 @@ class LocalCluster:
 
     def spawn(self, i: int) -> subprocess.Popen:
         """Start replica `i` (without waiting for it)."""
+        os.makedirs(self.log_dir, exist_ok=True)
         with open(self.log_path(i), "ab") as err:
+            self._log_start[i] = self._log_seen[i] = err.seek(0, os.SEEK_END)
             proc = subprocess.Popen(
                 self.command(i), stdin=subprocess.DEVNULL, stdout=err, stderr=err
             )
         self.procs[i] = proc
+        self.started_at[i] = time.monotonic()
         return proc
 
+    def check_ports(self) -> None:
+        """LaunchError naming the first replica port that something else listens on."""
+        for i in self.ids:
+            r = self.config.replicas[i]
+            if port_in_use(r.host, r.port):
+                holder = port_holder(r.port)
+                by = f" by {holder}" if holder else ""
+                raise LaunchError(
+                    f"port {r.host}:{r.port} of replica {i} is already in use{by}; stop it "
+                    f"or give replica {i} another address in {self.cluster_path}."
+                )
+
     def start(self, timeout: float = START_TIMEOUT) -> None:
-        """Start every replica and wait until each accepts TCP connections."""
+        """Check the ports are free, start every replica and wait until each has logged
+        that it listens."""
+        self.check_ports()
         try:
             for i in self.ids:
                 self.spawn(i)
@@ -98,29 +142,45 @@ class LocalCluster:
         self.spawn(i)
         self.wait_ready([i], timeout)
 
+    def ready(self, i: int) -> bool:
+        """Replica `i` has logged its start-up line since it was last spawned."""
+        marker = STARTED.format(id=i, address="").encode()
+        try:
+            with open(self.log_path(i), "rb") as fh:
+                fh.seek(self._log_seen[i])
+                text = fh.read()
+        except OSError:
+            return False
+        end = text.rfind(b"\n") + 1  # complete lines only: the last may be half written
+        if marker in text[:end]:
+            return True
+        self._log_seen[i] += end
+        return False
+
     def wait_ready(self, ids: Iterable[int], timeout: float = START_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
         for i in ids:
             r = self.config.replicas[i]
-            while not _accepts(r.host, r.port):
+            while not self.ready(i):
                 proc = self.procs[i]
                 if proc.poll() is not None:
                     raise LaunchError(
-                        f"replica {i} exited with status {proc.returncode} during start-up: "
-                        f"{self.stderr_tail(i) or '(no output)'}"
+                        f"replica {i} exited with {describe_exit(proc.returncode)} during "
+                        f"start-up: {self.stderr_tail(i) or '(no output)'}"
                     )
                 if time.monotonic() > deadline:
                     raise LaunchError(
-                        f"replica {i} did not accept connections on {r.host}:{r.port} within "
+                        f"replica {i} did not start listening on {r.host}:{r.port} within "
                         f"{timeout:g} seconds: {self.stderr_tail(i) or '(no output)'}"
                     )
-                time.sleep(0.05)
+                time.sleep(READY_POLL)
 
     def stderr_tail(self, i: int) -> str:
+        """The end of what replica `i` logged since it was last spawned."""
         try:
             with open(self.log_path(i), "rb") as fh:
                 fh.seek(0, os.SEEK_END)
-                fh.seek(max(0, fh.tell() - STDERR_TAIL))
+                fh.seek(max(self._log_start.get(i, 0), fh.tell() - STDERR_TAIL))
                 return fh.read().decode("utf-8", "replace").strip()
         except OSError:
             return ""
@@ -145,12 +205,108 @@ class LocalCluster:
         """SIGTERM every replica, wait up to `grace`, SIGKILL the rest."""
         _terminate(list(self.procs.values()), grace)
 
+    def kill_all(self) -> None:
+        """SIGKILL every replica still running, without waiting (safe in a signal
+        handler: `stop` then reaps them at once)."""
+        for p in self.procs.values():
+            if p.poll() is None:
+                try:
+                    p.kill()
+                except ProcessLookupError:
+                    pass
+
     def __enter__(self) -> LocalCluster:
         self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class GiveUp(Exception):
+    """`Supervisor` stopped restarting a replica; the message says which and why."""
+
+
+class Supervisor:
+    """Keeps every replica of `cluster` running (for `pbft up`); `poll()` does one round.
+
+    A replica's life: running; exited (said with its status or signal), then waiting out
+    its delay; spawned again, then starting until it logs its start-up line (said too) or
+    exits. A run shorter than `stable` seconds counts as a failure: the delay doubles
+    after each (from `first`, at most `most`), and `limit` of them in a row raise GiveUp.
+    A start that takes longer than `start_timeout` is ended with SIGKILL and counts as
+    such a run. `say` gets one line per event; `clock` is time.monotonic (tests pass
+    another)."""
+
+    def __init__(
+        self,
+        cluster: LocalCluster,
+        say: Callable[[str], None],
+        *,
+        first: float = RESTART_FIRST,
+        most: float = RESTART_MAX,
+        stable: float = RESTART_STABLE,
+        limit: int = RESTART_LIMIT,
+        start_timeout: float = START_TIMEOUT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cluster = cluster
+        self.say = say
+        self.first, self.most, self.stable, self.limit = first, most, stable, limit
+        self.start_timeout = start_timeout
+        self.clock = clock
+        self.failures: dict[int, int] = {i: 0 for i in cluster.ids}
+        """Short runs in a row, per replica."""
+        self.due: dict[int, float] = {}
+        """Replicas waiting to be restarted: when."""
+        self.starting: dict[int, float] = {}
+        """Replicas spawned again and not yet listening: since when."""
+        self.restarts = 0
+        self._ran_since: dict[int, float] = {i: clock() for i in cluster.ids}
+
+    def poll(self) -> None:
+        now = self.clock()
+        for i in self.cluster.ids:
+            proc = self.cluster.procs[i]
+            if i in self.due:
+                if now >= self.due[i]:
+                    del self.due[i]
+                    self.cluster.spawn(i)
+                    self._ran_since[i] = self.starting[i] = now
+                continue
+            if proc.poll() is None:
+                if i in self.starting:
+                    if self.cluster.ready(i):
+                        del self.starting[i]
+                        self.restarts += 1
+                        self.say(f"replica {i} restarted (pid {self.cluster.procs[i].pid})")
+                    elif now - self.starting[i] > self.start_timeout:
+                        proc.kill()  # counted as a short run on the next poll
+                        proc.wait()
+                continue
+            self._exited(i, proc.returncode, now)
+
+    def _exited(self, i: int, returncode: int, now: float) -> None:
+        self.starting.pop(i, None)
+        short = now - self._ran_since[i] < self.stable
+        self.failures[i] = self.failures[i] + 1 if short else 1
+        how = describe_exit(returncode)
+        last = _last_line(self.cluster.stderr_tail(i)) if returncode > 0 else ""
+        if last:
+            how += f" ({last})"
+        if self.failures[i] > self.limit:
+            raise GiveUp(
+                f"replica {i} exited {self.failures[i]} times in a row within "
+                f"{self.stable:g} s of starting, the last time with {how}; giving up."
+            )
+        delay = min(self.most, self.first * 2 ** (self.failures[i] - 1))
+        self.due[i] = now + delay
+        self.say(f"replica {i} exited with {how}: restarting in {delay:g} s")
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
 
 
 def _terminate(procs: list[subprocess.Popen], grace: float) -> None:
@@ -169,12 +325,74 @@ def _terminate(procs: list[subprocess.Popen], grace: float) -> None:
             p.wait()
 
 
-def _accepts(host: str, port: int) -> bool:
+def default_log_dir(config: ClusterConfig) -> str:
+    """Where replicas log unless told otherwise: `<cluster dir>/logs`, the same every run."""
+    return os.path.join(config.base_dir, "logs")
+
+
+def describe_exit(returncode: int) -> str:
+    """`status 1`, or `signal 9 (SIGKILL)` for a process a signal ended."""
+    if returncode >= 0:
+        return f"status {returncode}"
     try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"
+    return f"signal {-returncode} ({name})"
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Something listens on host:port (a bind like the replica's own fails with
+    EADDRINUSE). Other failures (an address not on this host) are the replica's to say."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as trio's listeners do
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
+
+
+def port_holder(port: int) -> str | None:
+    """`pid 123 (python3 -m http.server 7000)` for the process listening on TCP `port`,
+    from /proc (Linux; only processes this user may look into), else None."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as fh:
+                next(fh, None)
+                for line in fh:
+                    cols = line.split()
+                    if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(f"socket:[{cols[9]}]")
+        except (OSError, ValueError, IndexError):
+            continue
+    if not inodes:
+        return None
+    for pid in filter(str.isdigit, _listdir("/proc")):
+        for fd in _listdir(f"/proc/{pid}/fd"):
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") not in inodes:
+                    continue
+            except OSError:
+                continue
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    cmd = " ".join(fh.read().replace(b"\0", b" ").decode("utf-8", "replace").split())
+            except OSError:
+                cmd = ""
+            if len(cmd) > 80:
+                cmd = cmd[:77] + "..."
+            return f"pid {pid} ({cmd})" if cmd else f"pid {pid}"
+    return None
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
     except OSError:
-        return False
+        return []
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:

@@ -242,6 +242,14 @@ class NodeMetrics:
         self.executed_requests = Counter(
             "pbft_executed_requests", "Requests executed (fresh, not cached replies)", registry=r
         )
+        self.byzantine_behaviour = Gauge(
+            "pbft_byzantine_behaviour",
+            "1 with the behaviour's name while this replica runs a Byzantine behaviour "
+            "(--behaviour); 0 with an empty name while it runs honestly",
+            ["name"],
+            registry=r,
+        )
+        self.set_behaviour(None)
         self.messages_in: dict[int, int] = {}
         """Frames received, by message type number (-1: unreadable)."""
         self.messages_out: dict[int, int] = {}
@@ -266,6 +274,11 @@ class NodeMetrics:
         self.view.set_function(lambda: core.view)
         self.last_executed.set_function(lambda: core.last_executed)
         self.stable_checkpoint.set_function(lambda: core.stable_seq)
+
+    def set_behaviour(self, name: str | None) -> None:
+        """Say which Byzantine behaviour this replica runs (None: honest)."""
+        self.byzantine_behaviour.clear()
+        self.byzantine_behaviour.labels(name or "").set(1 if name else 0)
 
     # -- per message (cheap) -------------------------------------------------------------
 

@@ -46,6 +46,12 @@ Notes, each as it comes. Links
 to peers going up and down are noticed on each tick from `transport.connected`.
 Per-message detail is logged at debug level only, behind `log.isEnabledFor`.
 Evidence is stored in the data directory (deduplicated) and logged once per new pair.
+Two lines say what the process is doing, on their own logger (`lifecycle`, "pbft.replica",
+which `pbft replica` keeps at info whatever --log-level says, so a replica started with the
+defaults does not look hung): one once it listens (id, address, view, last executed, data
+directory; a WARNING naming the behaviour if it runs a Byzantine one, so a flag left in a
+unit file cannot go unnoticed) and one when it stops, saying why. A Byzantine behaviour is
+also in the metrics (`pbft_byzantine_behaviour`) and in `ReplicaNode.behaviour`.
 """
 
 from __future__ import annotations
@@ -53,12 +59,14 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import os
 import queue
 import random
 import re
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -93,6 +101,11 @@ from .storage import Storage, StorageError, default_data_dir, fsync_setting
 from .transport import Transport, is_address_in_use
 
 log = logging.getLogger("pbft.node")
+lifecycle = logging.getLogger("pbft.replica")
+"""The start-up and stop lines (see the module docstring)."""
+STARTED = "replica {id} listening on {address}"
+"""The start of a replica's start-up line: pbft.runtime.launcher waits for it in the log
+to know the replica is really up (a foreign listener on its port says nothing)."""
 
 INBOX_LIMIT = 4096
 """Inputs (frames and ticks) waiting for the state machine task."""
@@ -205,8 +218,16 @@ class ReplicaNode:
         rng: random.Random | None = None,
         storage: Storage | None = None,
         metrics_address: tuple[str, int] | None = None,
+        behaviour: str | None = None,
     ) -> None:
         self.config = config
+        self.behaviour = behaviour
+        """The Byzantine behaviour this replica runs (its --behaviour spec), else None."""
+        self.stop_reason: str | None = None
+        """Why the node is being stopped, for its stop line (`stop(reason)`)."""
+        self.stop_reason_from: Callable[[], str | None] | None = None
+        """Asked for the reason when the node is cancelled from outside (`pbft replica`
+        says which signal); neither set: "cancelled"."""
         self.storage = storage
         self.failure: str | None = None
         """Why the node stopped on its own (a storage failure), else None."""
@@ -232,6 +253,7 @@ class ReplicaNode:
         self.metrics = NodeMetrics(self.id)
         self.metrics.bind(replica, self.transport)
         self.metrics.health = functools.partial(health.readiness, self)
+        self.metrics.set_behaviour(behaviour)
         self.metrics_address = metrics_address
         self.metrics_port: int | None = None
         """The port metrics are served on once bound (None: not served)."""
@@ -270,7 +292,8 @@ class ReplicaNode:
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Recover from storage, then serve until cancelled, `stop()` or a storage
-        failure (`failure` says why); `started()` once listening."""
+        failure (`failure` says why); `started()` once listening. Logs the start-up line
+        once listening and the stop line when it returns or raises after that."""
         self.recover()
         listeners = await self.transport.bind()  # outside the nursery: a plain OSError
         metrics_listeners = None
@@ -284,6 +307,8 @@ class ReplicaNode:
             self.metrics_port = metrics_listeners[0].socket.getsockname()[1]
         if self.storage is not None and self.storage.fsync == "always":
             self._committer = _CommitThread(self.storage, trio.lowlevel.current_trio_token())
+        started = False
+        crash: BaseException | None = None
         try:
             with trio.CancelScope() as self._cancel:
                 async with trio.open_nursery() as nursery:
@@ -296,13 +321,55 @@ class ReplicaNode:
                         nursery.start_soon(self._commit_loop)
                     nursery.start_soon(self._tick_loop)
                     nursery.start_soon(self._step_loop)
-                    log.info("replica %d listening on port %s", self.id, self.port)
+                    self._log_started()
+                    started = True
                     task_status.started()
+        except BaseException as exc:
+            crash = exc
+            raise
         finally:
             if self._committer is not None:
                 self._committer.close()
                 self._committer = None
             self._flush_deferred()
+            if started:
+                self._log_stopped(crash)
+
+    def _log_started(self) -> None:
+        me = self.config.replicas[self.id]
+        address = f"{me.host}:{self.port if self.port is not None else me.port}"
+        data = self.storage.path if self.storage is not None else None
+        core = self.replica
+        text = STARTED.format(id=self.id, address=address) + " (view %d, last executed %d, data %s)"
+        args: list[object] = [core.view, core.last_executed, data or "none: nothing is kept"]
+        level = logging.INFO
+        if self.behaviour is not None:
+            level = logging.WARNING
+            text += (" -- BYZANTINE: it runs the behaviour %s and misbehaves on purpose; "
+                     "remove --behaviour to run it honestly")
+            args.append(self.behaviour)
+        lifecycle.log(level, text, *args, extra={
+            "event": "replica-started", "replica": self.id,
+            "fields": {"address": address, "view": core.view, "last_executed": core.last_executed,
+                       "data": data, "behaviour": self.behaviour, "pid": os.getpid()},
+        })
+
+    def _log_stopped(self, crash: BaseException | None) -> None:
+        level = logging.INFO
+        if self.failure is not None:
+            level, reason = logging.ERROR, f"its storage failed ({self.failure})"
+        elif crash is not None and not _cancelled(crash):
+            level, reason = logging.ERROR, f"{type(crash).__name__}: {crash}"
+        else:
+            asked = self.stop_reason_from() if self.stop_reason_from is not None else None
+            reason = self.stop_reason or asked or "cancelled"
+        core = self.replica
+        lifecycle.log(
+            level, "replica %d stopped: %s (view %d, last executed %d)",
+            self.id, reason, core.view, core.last_executed,
+            extra={"event": "replica-stopped", "replica": self.id,
+                   "fields": {"reason": reason, "view": core.view, "last_executed": core.last_executed}},
+        )
 
     def _flush_deferred(self) -> None:
         """On a clean stop, write the EXECUTED/checkpoint records still waiting for a
@@ -349,7 +416,10 @@ class ReplicaNode:
                 self.id, len(records), self.storage.path, self.recovery_seconds,
             )
 
-    def stop(self) -> None:
+    def stop(self, reason: str | None = None) -> None:
+        """Stop serving; `reason` goes into the stop line."""
+        if reason is not None and self.stop_reason is None:
+            self.stop_reason = reason
         if self._cancel is not None:
             self._cancel.cancel()
 
@@ -641,6 +711,14 @@ class ReplicaNode:
             )
 
 
+def _cancelled(exc: BaseException) -> bool:
+    """`exc` is a cancellation or an interrupt (alone or as every leaf of a group)."""
+    if isinstance(exc, BaseExceptionGroup):
+        _, rest = exc.split((trio.Cancelled, KeyboardInterrupt))
+        return rest is None
+    return isinstance(exc, trio.Cancelled | KeyboardInterrupt)
+
+
 class _CommitThread:
     """One long-lived thread that makes batches of writes durable (fsync "always").
 
@@ -722,6 +800,7 @@ def build_node(
         identify=functools.partial(tls.peer_id, config),
         storage=storage,
         metrics_address=metrics_address,
+        behaviour=behaviour,
     )
 
 
@@ -733,6 +812,7 @@ async def run_replica(
     data: str | None = None,
     metrics: str | None = None,
     accept_rollback: bool = False,
+    stop_reason=None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> str | None:
     """Load the cluster file, this replica's identity and its data directory (`data`, by
@@ -741,6 +821,8 @@ async def run_replica(
     this replica's [[replica]] entry in the cluster file, if it has one.
     `accept_rollback`: open a data directory whose database is behind its HISTORY file
     (the operator restored an older copy on purpose; see pbft.runtime.storage).
+    `stop_reason`: a callable that says, once the replica is cancelled, why (for its stop
+    line: "SIGTERM received"); None says "cancelled".
     Returns None, or why the replica stopped on its own (a storage failure)."""
     from ..cli import UsageError
     from .clusterfile import load_cluster, load_identity
@@ -768,6 +850,8 @@ async def run_replica(
     me = config.replicas[replica_id]
     try:
         node = build_node(config, identity, replica_id, behaviour, storage, metrics_address)
+        if stop_reason is not None:
+            node.stop_reason_from = stop_reason
         await node.run(task_status=task_status)
         return node.failure
     except OSError as exc:
