@@ -1786,6 +1786,17 @@ class Replica:
         (4.5.2) and the group is whole again (issue 13, item 2). Joining a view change
         is always safe; a Byzantine replica that keeps sending VIEW-CHANGEs buys one view
         change per period, and the period doubles each time the same replica does it."""
+        for signer, view, due in self._lone_deadlines():
+            if self.ticks >= due:
+                self._lone_joins[signer] = self._lone_joins.get(signer, 0) + 1
+                self._out.append(Note(f"replica {signer} is alone in view {view}: joining it"))
+                self._start_view_change(view)
+                return
+
+    def _lone_deadlines(self) -> list[tuple[int, int, int]]:
+        """(signer, view, tick we join it) for each replica still waiting alone in our
+        view + 1 (_maybe_join_lone_view_change)."""
+        out = []
         for signer, (view, since) in sorted(self._lone_since.items()):
             held = self.view_changes.get(signer)
             if view != self.view + 1 or held is None or held.msg.new_view != view:
@@ -1793,11 +1804,16 @@ class Replica:
             wait = (LONE_FACTOR * self._vc_timeout_ticks) << min(
                 self._lone_joins.get(signer, 0), MAX_BACKOFF_SHIFT
             )
-            if self.ticks - since >= wait:
-                self._lone_joins[signer] = self._lone_joins.get(signer, 0) + 1
-                self._out.append(Note(f"replica {signer} is alone in view {view}: joining it"))
-                self._start_view_change(view)
-                return
+            out.append((signer, view, since + wait))
+        return out
+
+    def next_view_move(self) -> int | None:
+        """The tick at which this replica will leave its view on its own (its new-view
+        timer runs, or it will join a replica alone in the next view), or None. For
+        checkers deciding whether replicas in different views may still converge."""
+        if not self.view_active:
+            return self._nv_deadline
+        return min((due for _, _, due in self._lone_deadlines()), default=None)
 
     def _maybe_timeout(self) -> None:
         if not self.view_active:

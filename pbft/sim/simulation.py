@@ -37,8 +37,9 @@ expects all requests to complete. The run ends when every correct client finishe
 workload, or when nothing completed for `liveness_ms` after the heal. A fault that lasts
 the whole run and can keep nodes apart (`never_healed`) is named as such in the status
 line. `view-agreement`: once the workload is done and every fault has healed, the live
-correct replicas must end in one active view; the run waits up to VIEW_SETTLE_MS for it
-(judged only when liveness is expected and no fault lasts the whole run).
+correct replicas must end in one active view; the run waits up to VIEW_SETTLE_MS for it,
+longer while a replica's own timer will still move it (judged only when liveness is
+expected and no fault lasts the whole run).
 
 Triggered crashes (`on = "transfer"` etc. on a crash entry) fire right after the step of
 that replica whose actions include the event (TRIGGER_ACTIONS), from `at_ms` on; the
@@ -90,6 +91,9 @@ VERIFY_MEMO = 1 << 16
 SETTLE_MS = 3000
 """With `expect.catch_up`, the run continues this long after the workload so lagging
 replicas can catch up by state transfer."""
+VIEW_SETTLE_CAP_MS = 300_000
+"""The longest the run waits for backed-off view-change timers to bring the replicas to
+one view (a timeout doubles per failed view change, up to 64 times the base)."""
 VIEW_SETTLE_MS = 5000
 """How long after the workload and the last fault the live correct replicas may take to
 end in one active view (`view-agreement`); the run stops as soon as they do."""
@@ -289,6 +293,7 @@ class Simulation:
         self.completed = 0
         self._last_progress = 0
         self._done_at: int | None = None
+        self._last_view_move = 0  # when a correct replica last started or installed a view
         self._incarnations: dict[int, int] = {}
         self._epochs: dict[int, int] = {}
         self._stores: dict[int, list[Store]] = {}
@@ -481,11 +486,14 @@ class Simulation:
 
     def _step(self, rid: int, inst: Instance, event: Any) -> list:
         try:
-            return inst.node.step(event)
+            actions = inst.node.step(event)
         except Exception as exc:  # noqa: BLE001 - a raise from step() is the finding
             who = "replica" if inst.correct else "Byzantine replica (behaviour bug?)"
             self.oracle.fail("exception", f"{who} {rid} raised {type(exc).__name__}: {exc}")
             return []
+        if inst.correct and any(type(a) in (ViewChangeStarted, ViewInstalled) for a in actions):
+            self._last_view_move = self.now  # its messages about it are still on the way
+        return actions
 
     def _tick(self) -> None:
         self._trace.update(b"%d tick;" % self.now)
@@ -557,6 +565,25 @@ class Simulation:
                 self.oracle.fail("liveness", f"{head} {why}")
                 return
 
+    def _view_settle_end(self, end: int) -> int:
+        """Until when the replicas may still come to one view: VIEW_SETTLE_MS after the
+        workload and the last fault, or, while a correct replica has a timer running that
+        will move it to another view (a new-view timer backed off by earlier failed view
+        changes, or a pending join of a replica alone in the next view), that timer's
+        expiry plus VIEW_SETTLE_MS, up to VIEW_SETTLE_CAP_MS; and at least VIEW_SETTLE_MS
+        after a correct replica last changed view (its VIEW-CHANGE is still on the way). A
+        disagreement with nothing left to resolve it is judged then."""
+        limit = max(end, self._last_view_move) + VIEW_SETTLE_MS
+        tick_ms = self.config.tick_ms
+        for rid in sorted(self.correct):
+            for inst in self.replicas[rid]:
+                move = getattr(inst.node, "next_view_move", None)
+                due = move() if callable(move) else None
+                if due is not None:
+                    wait = max(0, due - inst.node.ticks) * tick_ms
+                    limit = max(limit, min(self.now + wait + VIEW_SETTLE_MS, end + VIEW_SETTLE_CAP_MS))
+        return limit
+
     def _views_agree(self) -> bool:
         nodes = [inst.node for rid in sorted(self.correct) for inst in self.replicas[rid]]
         return all(node.view_active for node in nodes) and len({node.view for node in nodes}) <= 1
@@ -570,7 +597,7 @@ class Simulation:
             settle = SETTLE_MS if self.scenario.expect.catch_up else 0
             if self.now < end + settle:
                 return False
-            if self.check_views and self.now < end + VIEW_SETTLE_MS and not self._views_agree():
+            if self.check_views and not self._views_agree() and self.now < self._view_settle_end(end):
                 return False
             self._all_done = True
             return True
