@@ -310,12 +310,13 @@ def test_stable_checkpoint_needs_a_quorum_of_signed_checkpoints():
 
 class _LoneViewChange:
     """A replica class (correct to the simulator) that starts a view change on its own at
-    tick 3 and then hears nothing of other views: it is left behind in a higher view."""
+    tick 3 and then hears nothing of other views (it drops every NEW-VIEW and VIEW-CHANGE,
+    so the others joining it cannot bring it back either): it is left apart."""
 
     @staticmethod
     def make():
         from pbft.protocol.events import Received, Tick
-        from pbft.protocol.messages import NewView
+        from pbft.protocol.messages import NewView, ViewChange
         from pbft.protocol.replica import Replica
 
         class Lone(Replica):
@@ -329,7 +330,7 @@ class _LoneViewChange:
                     try:
                         from pbft.protocol.messages import decode_envelope
 
-                        if isinstance(decode_envelope(event.data)[1], NewView):
+                        if isinstance(decode_envelope(event.data)[1], NewView | ViewChange):
                             return []
                     except Exception:  # noqa: BLE001 - garbage goes to the core
                         pass
