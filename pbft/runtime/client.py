@@ -44,7 +44,7 @@ from typing import Any
 import trio
 
 from ..protocol import codec
-from ..protocol.client import ClientCore
+from ..protocol.client import ClientCore, OversizedRequest
 from ..protocol.config import ClusterConfig, ConfigError
 from ..protocol.crypto import KeyPair, Verifier, seal
 from ..protocol.events import Action, Completed, Failed, Received, Rejected, Send, Tick
@@ -54,7 +54,7 @@ from ..protocol.messages import (
     Status,
     decode_envelope,
 )
-from ..service.kv import decode_result, op_delete, op_get, op_put
+from ..service.kv import MAX_KEY, MAX_VALUE, decode_result, op_delete, op_get, op_put
 from .transport import Transport
 
 log = logging.getLogger("pbft.client")
@@ -65,6 +65,12 @@ TICK = Tick()
 class ClientError(RuntimeError):
     """The service answered with an error result (e.g. a value that is too large), or the
     request cannot be made (`TimestampError`)."""
+
+
+class RequestTooLarge(ClientError):
+    """A request no replica would accept (a value, key or operation over its limit),
+    refused at once before anything is sent; the message names the limit. Without this
+    check the replicas would drop it unanswered and the call would wait out its timeout."""
 
 
 class TimestampError(ClientError):
@@ -106,15 +112,23 @@ class Client:
     # -- key-value API ------------------------------------------------------------------
 
     async def put(self, key: bytes, value: bytes) -> None:
+        _check_key(key)
+        if len(value) > MAX_VALUE:
+            raise RequestTooLarge(
+                f"the value is {len(value)} bytes, over the limit of {MAX_VALUE} bytes "
+                f"({MAX_VALUE // 1024} KiB) the key-value store keeps per key"
+            )
         self._check(await self.execute(op_put(key, value)))
 
     async def get(self, key: bytes) -> bytes | None:
+        _check_key(key)
         result = self._check(await self.execute(op_get(key), read_only=True))
         if result is not None and not isinstance(result, bytes):
             raise ClientError(f"unexpected result {result!r}")
         return result
 
     async def delete(self, key: bytes) -> bool:
+        _check_key(key)
         return bool(self._check(await self.execute(op_delete(key))))
 
     @staticmethod
@@ -127,12 +141,17 @@ class Client:
     # -- raw operations -----------------------------------------------------------------
 
     async def execute(self, operation: bytes, read_only: bool = False) -> bytes:
-        """Submit one operation and wait until enough replicas agree on its result."""
+        """Submit one operation and wait until enough replicas agree on its result.
+        RequestTooLarge at once for an operation no replica would accept."""
         async with self._lock:
             scope = trio.fail_after(self.timeout) if self.timeout is not None else nullcontext()
             try:
                 with scope:
-                    self._perform(self.core.submit(operation, read_only))
+                    try:
+                        actions = self.core.submit(operation, read_only)
+                    except OversizedRequest as exc:
+                        raise RequestTooLarge(str(exc)) from None
+                    self._perform(actions)
                     self._timer_restart()
                     while True:
                         # The core may fall back from a read to an ordered request with a
@@ -264,6 +283,13 @@ class Client:
         due = self.core.ticks_until_due()
         if due is not None and self._timer_ref + due * self.config.tick_ms / 1000 < self._timer_deadline:
             self._timer_wake.set()
+
+
+def _check_key(key: bytes) -> None:
+    if len(key) > MAX_KEY:
+        raise RequestTooLarge(
+            f"the key is {len(key)} bytes, over the limit of {MAX_KEY} bytes a key may have"
+        )
 
 
 class _Direct:

@@ -7,7 +7,10 @@ printed by pbft.cli as one sentence). Nothing here decides anything about the pr
 Output conventions:
 * `client put K V` prints `ok`; `client get K` prints the value, or `(not found)` and
   exits 1 (like grep, so scripts can test for a key); `client delete K` prints `deleted`,
-  or `(not found)` and exits 1. No answer within --timeout: one line, exit 1.
+  or `(not found)` and exits 1. No answer within --timeout: one line naming what the
+  client saw (refused connections, a TLS refusal, held timestamps), exit 1. A key or
+  value over its limit is refused before anything is sent: one line naming the limit,
+  exit 2.
 * `status` prints one line per replica (view, last executed, stable checkpoint, log size)
   or `unreachable`; `--json` prints one JSON object instead. It signs its query as
   `--id` if the parser provides one, else as the first client in the cluster file. Exit 1
@@ -334,7 +337,7 @@ def _arg_bytes(text: str) -> bytes:
 
 
 def cmd_client(args) -> int:
-    from .client import ClientError, TimestampError, open_client
+    from .client import ClientError, RequestTooLarge, TimestampError, open_client
 
     setup_logging(args)
     op = args.op
@@ -365,6 +368,8 @@ def cmd_client(args) -> int:
 
     try:
         return run_trio(main)
+    except RequestTooLarge as exc:
+        raise UsageError(f"{exc}; nothing was sent.") from None
     except (TimeoutError, TimestampError) as exc:
         print(f"pbft: {exc}.", file=sys.stderr)
         return 1
