@@ -311,19 +311,21 @@ class _Direct:
 async def open_client(
     cluster_file: str, client_id: str, *, timeout: float | None = None
 ) -> AsyncIterator[Client]:
-    """`async with open_client("keys/demo/cluster.toml", "alice") as c: ...`"""
-    from ..cli import UsageError
+    """`async with open_client("keys/demo/cluster.toml", "alice") as c: ...`
+
+    A problem with the cluster file, the client's name or its key and certificate raises
+    `pbft.ConfigError` (one sentence) before anything is dialled. `timeout` is None (wait
+    as long as it takes) or a positive number of seconds per call."""
     from . import tls
     from .clusterfile import load_cluster, load_identity
 
-    try:
-        config = load_cluster(cluster_file)
-        if client_id not in config.client_index:
-            raise UsageError(f"client {client_id!r} is not listed in {cluster_file}.")
-        identity = load_identity(config, client_id)
-        context = tls.client_context(identity)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
+    if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
+        raise ValueError(f"timeout must be None or a positive number of seconds, not {timeout!r}")
+    config = load_cluster(cluster_file)
+    if client_id not in config.client_index:
+        raise ConfigError(f"client {client_id!r} is not listed in {cluster_file}.")
+    identity = load_identity(config, client_id)
+    context = tls.client_context(identity)
     transport = Transport(
         config,
         client_id,

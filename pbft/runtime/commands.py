@@ -87,11 +87,12 @@ def load_config(path: str) -> ClusterConfig:
 
 
 def run_trio(async_fn, *args):
-    """trio.run, with a UsageError raised inside a nursery re-raised as itself."""
+    """trio.run, with a UsageError or ConfigError raised inside a nursery re-raised as
+    itself (pbft.cli prints either as one sentence)."""
     try:
         return trio.run(async_fn, *args)
     except BaseExceptionGroup as group:
-        usage = _first(group, UsageError)
+        usage = _first(group, UsageError) or _first(group, ConfigError)
         if usage is not None:
             raise usage from None
         if _first(group, KeyboardInterrupt) is not None:
@@ -345,7 +346,7 @@ def cmd_client(args) -> int:
         raise UsageError("put needs a KEY and a VALUE.")
     if op != "put" and args.value is not None:
         raise UsageError(f"{op} takes a KEY only.")
-    timeout = args.timeout if args.timeout and args.timeout > 0 else None
+    timeout = args.timeout  # a positive number of seconds (checked by the parser)
     key = _arg_bytes(args.key)
 
     async def main() -> int:
@@ -432,6 +433,13 @@ def cmd_status(args) -> int:
 # -- pbft evidence ----------------------------------------------------------------------
 
 
+def _replica_ids(ids: list[int]) -> str:
+    """`replica 2`, `replicas 1, 3` or `none`: ids that cannot be read as a count."""
+    if not ids:
+        return "none"
+    return f"replica{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}"
+
+
 def cmd_evidence(args) -> int:
     """Export the evidence stored in this host's data directories (JSON with --json or
     --out FILE, else one line per record), or with --verify FILE check an export against
@@ -456,7 +464,7 @@ def cmd_evidence(args) -> int:
                 print(f"record {i}: {'valid' if v.ok else 'INVALID'}: {v.reason}")
             faulty = sorted({v.culprit for v in verdicts if v.ok})
             print(f"{len(verdicts)} records, {sum(v.ok for v in verdicts)} valid; "
-                  f"proven faulty: {', '.join(map(str, faulty)) or 'none'}")
+                  f"proven faulty: {_replica_ids(faulty)}")
         return 0 if all(v.ok for v in verdicts) else 1
     try:
         dirs = evidence.data_dirs(config, getattr(args, "data", None), getattr(args, "replica_data", None) or [])
