@@ -55,7 +55,14 @@ from ..protocol.messages import (
     decode_envelope,
 )
 from ..service.kv import MAX_KEY, MAX_VALUE, decode_result, op_delete, op_get, op_put
-from .transport import Transport
+from .transport import (
+    CLOSED_AFTER_HANDSHAKE,
+    REFUSED,
+    TLS_FAILED,
+    UNREACHABLE,
+    LinkTrouble,
+    Transport,
+)
 
 log = logging.getLogger("pbft.client")
 
@@ -165,7 +172,7 @@ class Client:
                         await self._wake.wait()
             except trio.TooSlowError:
                 raise TimeoutError(
-                    f"no answer from the cluster within {self.timeout} seconds{self._held_note()}"
+                    f"no answer from the cluster within {self.timeout:g} seconds{self._why_no_answer()}"
                 ) from None
             finally:
                 # Abandon whatever is still outstanding (timeout or cancellation) so the
@@ -174,17 +181,54 @@ class Client:
                 self._done.clear()
                 self._failed = None
 
-    def _held_note(self) -> str:
-        """Why a timed-out request may not have run: some replicas said they hold a newer
-        timestamp for us, but fewer than f+1 alike, so the core could not act on it."""
+    def _why_no_answer(self) -> str:
+        """What the client saw while a request went unanswered, as `: cause; cause`
+        (empty if nothing): replicas that refused the connection (their addresses),
+        replicas that closed it right after the TLS handshake (they do not know this
+        client's certificate), failed handshakes, and replicas that hold a newer
+        timestamp for this client than its request's."""
         out = self.core.outstanding
-        if out is None or not out.held:
-            return ""
-        return (
-            f"; {len(out.held)} replica(s) said they hold a newer timestamp for client "
-            f"{self.id} than its request's {out.timestamp} ({sorted(set(out.held.values()))}), "
-            f"but fewer than {self.config.f + 1} agree"
-        )
+        answered = set(out.replies) | set(out.held) if out is not None else set()
+        by_kind: dict[str, list[tuple[int, LinkTrouble]]] = {}
+        for r in self.config.replica_ids():
+            trouble = self.transport.trouble(r)
+            if r not in answered and trouble is not None:
+                by_kind.setdefault(trouble.kind, []).append((r, trouble))
+        causes = []
+        n = self.config.n
+        refused = by_kind.get(REFUSED, [])
+        if refused:
+            who = "every replica" if len(refused) == n else _replicas([r for r, _ in refused])
+            addresses = ", ".join(t.address for _, t in refused)
+            hint = ": is the cluster running?" if len(refused) == n else ""
+            causes.append(f"{who} refused the connection ({addresses}){hint}")
+        for r, t in by_kind.get(UNREACHABLE, []):
+            causes.append(f"replica {r} at {t.address} could not be reached ({t.detail})")
+        closed = by_kind.get(CLOSED_AFTER_HANDSHAKE, [])
+        if closed:
+            who = "every replica" if len(closed) == n else _replicas([r for r, _ in closed])
+            causes.append(
+                f"{who} closed the connection right after the TLS handshake: they do not "
+                f"know client {self.id}'s certificate (a client added to the cluster file "
+                "after the replicas started is admitted once they restart)"
+            )
+        failed = by_kind.get(TLS_FAILED, [])
+        if failed:
+            details = sorted({t.detail for _, t in failed})
+            causes.append(
+                f"the TLS handshake with {_replicas([r for r, _ in failed])} failed "
+                f"({'; '.join(details)})"
+            )
+        if out is not None and out.held:
+            # Fewer than f+1 alike (else the core would have caught up and re-sent).
+            causes.append(
+                f"{_replicas(sorted(out.held))} refused the request as stale: they hold a "
+                f"newer timestamp for client {self.id} "
+                f"({', '.join(map(str, sorted(set(out.held.values()))))}) than its "
+                f"{out.timestamp} (its clock is behind), but fewer than {self.config.f + 1} "
+                "agree on one, so it cannot continue from it"
+            )
+        return ": " + "; ".join(causes) if causes else ""
 
     async def status(self, timeout: float = 2.0) -> dict[int, Status]:
         """Ask every replica for its signed STATUS; those that answer within `timeout`."""
@@ -283,6 +327,10 @@ class Client:
         due = self.core.ticks_until_due()
         if due is not None and self._timer_ref + due * self.config.tick_ms / 1000 < self._timer_deadline:
             self._timer_wake.set()
+
+
+def _replicas(ids: list[int]) -> str:
+    return f"replica{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}"
 
 
 def _check_key(key: bytes) -> None:
