@@ -372,7 +372,8 @@ def cmd_client(args) -> int:
     except RequestTooLarge as exc:
         raise UsageError(f"{exc}; nothing was sent.") from None
     except (TimeoutError, TimestampError) as exc:
-        print(f"pbft: {exc}.", file=sys.stderr)
+        text = str(exc)
+        print(f"pbft: {text}{'' if text.endswith(('.', '?')) else '.'}", file=sys.stderr)
         return 1
     except ClientError as exc:
         print(f"pbft: the service refused the request: {exc}.", file=sys.stderr)
