@@ -113,14 +113,16 @@ def _show_defaults(p: argparse.ArgumentParser) -> None:
             if (
                 not action.option_strings
                 or action.help == argparse.SUPPRESS
-                or default in (None, False, argparse.SUPPRESS)
+                or default is None
+                or default is False
+                or default == argparse.SUPPRESS
                 or isinstance(action, argparse._HelpAction | argparse._VersionAction)
                 or "default" in (action.help or "")
             ):
                 continue
-            shown = ",".join(map(str, default)) if isinstance(default, list) else default
-            if shown == []:
+            if default == []:
                 continue
+            shown = ",".join(map(str, default)) if isinstance(default, list) else default
             text = str(shown).replace("%", "%%")
             action.help = f"{action.help} (default: {text})" if action.help else f"default: {text}"
 

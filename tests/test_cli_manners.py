@@ -52,7 +52,8 @@ def test_every_help_shows_the_defaults(capsys):
     missing = []
     for p in [parser, *cli._subparsers(parser)]:
         for a in p._actions:
-            if a.option_strings and a.default not in (None, False, argparse.SUPPRESS) \
+            if a.option_strings and a.default is not None and a.default is not False \
+                    and a.default != argparse.SUPPRESS and a.default != [] \
                     and not isinstance(a, argparse._HelpAction | argparse._VersionAction):
                 if "default" not in (a.help or ""):
                     missing.append((p.prog, a.option_strings[0]))
@@ -61,6 +62,9 @@ def test_every_help_shows_the_defaults(capsys):
         cli.main(["client", "--help"])
     out = capsys.readouterr().out
     assert "(default: 30.0)" in out and "(default: warning)" in out
+    with pytest.raises(SystemExit):
+        cli.main(["fuzz", "--help"])
+    assert "default: 0" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("bad", ["0", "-1", "nan", "inf", "soon"])
