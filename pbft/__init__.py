@@ -1,8 +1,20 @@
-"""pbft: Practical Byzantine Fault Tolerance on Trio."""
+"""pbft: Practical Byzantine Fault Tolerance on Trio.
+
+`open_client` is the Python API (DESIGN.md section 5). Its errors, importable from here:
+`ConfigError` (a bad cluster file, client name or key: raised by `open_client`),
+`ClientError` (the service refused the request), `RequestTooLarge` (a `ClientError`: a
+request over a size limit, refused before anything is sent) and `TimestampError`; a call
+that gets no answer within its timeout raises the built-in `TimeoutError`.
+"""
 
 from __future__ import annotations
 
+from .protocol.config import ConfigError
+
 __version__ = "0.1.0"
+__all__ = ["ClientError", "ConfigError", "RequestTooLarge", "TimestampError", "open_client"]
+
+_RUNTIME = ("ClientError", "RequestTooLarge", "TimestampError")
 
 
 def open_client(cluster_file: str, client_id: str, **kwargs):
@@ -12,3 +24,13 @@ def open_client(cluster_file: str, client_id: str, **kwargs):
     from .runtime.client import open_client as _open
 
     return _open(cluster_file, client_id, **kwargs)
+
+
+def __getattr__(name: str):
+    # The client's errors live beside it in the runtime, which imports Trio: load it
+    # only when one is asked for.
+    if name in _RUNTIME:
+        from .runtime import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'pbft' has no attribute {name!r}")

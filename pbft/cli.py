@@ -4,12 +4,23 @@ This module only parses arguments and dispatches; each command lives beside the 
 drives and is imported lazily so `pbft scenario list` does not import Trio or TLS.
 Exit status: 0 success, 1 a check failed, 2 usage or configuration error. Operator
 mistakes are reported as one sentence on stderr, never a traceback.
+
+Manners every command shares, applied once in `build_parser` and `main` so a command
+added later gets them too:
+* `--version` prints the installed package's version.
+* Every `--help` shows each option's default (`_show_defaults`).
+* The global options (`--log-level`, `--log-format`) may come before or after the
+  command: each subcommand accepts them too (`_accept_global_options`).
+* Output cut short by its reader (`pbft scenario list | head -1`) ends quietly, exit
+  status 141 (128 + SIGPIPE, as a process killed by it would report), no traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import math
+import os
 import sys
 
 # command -> "module:function"; the function takes the parsed args and returns an exit code.
@@ -29,14 +40,98 @@ COMMANDS = {
 }
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+EXIT_BROKEN_PIPE = 128 + 13
+"""What a shell reports for a process killed by SIGPIPE; we exit with it instead."""
+
+
 class UsageError(Exception):
     """An operator mistake: printed as one sentence, exit status 2."""
 
 
+def version() -> str:
+    """The installed package's version (its metadata), else the source tree's."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("pbft")
+    except metadata.PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, not {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text!r}")
+    return value
+
+
+def _add_global_options(p: argparse.ArgumentParser, default) -> None:
+    """--log-level and --log-format; `default` is SUPPRESS on subcommands so one given
+    there overrides the top-level value and one not given leaves it alone."""
+    def shown(value: str) -> object:
+        return value if default is None else default
+
+    p.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS, default=shown("warning"),
+                   help="how much to log on stderr (default: warning)")
+    p.add_argument("--log-format", choices=LOG_FORMATS, default=shown("text"),
+                   help="log lines as text or one JSON object each (default: text)")
+
+
+def _subparsers(p: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every parser below `p`, each once, depth first."""
+    out: list[argparse.ArgumentParser] = []
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                out.append(child)
+                out += _subparsers(child)
+    return out
+
+
+def _accept_global_options(p: argparse.ArgumentParser) -> None:
+    """Let every subcommand take the global options after its name as well."""
+    for child in _subparsers(p):
+        known = {s for a in child._actions for s in a.option_strings}
+        if "--log-level" not in known:
+            _add_global_options(child, argparse.SUPPRESS)
+
+
+def _show_defaults(p: argparse.ArgumentParser) -> None:
+    """Append `(default: X)` to every option's help that has a default worth showing and
+    does not already say it (argparse's ArgumentDefaultsHelpFormatter skips options
+    without a help text, most of ours)."""
+    for parser in [p, *_subparsers(p)]:
+        for action in parser._actions:
+            default = action.default
+            if (
+                not action.option_strings
+                or action.help == argparse.SUPPRESS
+                or default is None
+                or default is False
+                or default == argparse.SUPPRESS
+                or isinstance(action, argparse._HelpAction | argparse._VersionAction)
+                or "default" in (action.help or "")
+            ):
+                continue
+            if default == []:
+                continue
+            shown = ",".join(map(str, default)) if isinstance(default, list) else default
+            text = str(shown).replace("%", "%%")
+            action.help = f"{action.help} (default: {text})" if action.help else f"default: {text}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pbft", description="Practical Byzantine Fault Tolerance")
-    p.add_argument("--log-level", default="warning", help="debug, info, warning (default)")
-    p.add_argument("--log-format", choices=["text", "json"], default="text")
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    _add_global_options(p, None)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -81,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("client", help="send one signed request and print the result")
     c.add_argument("--config", required=True)
     c.add_argument("--id", required=True)
-    c.add_argument("--timeout", type=float, default=30.0)
+    c.add_argument("--timeout", type=positive_seconds, default=30.0,
+                   help="seconds to wait for the answer")
     c.add_argument("op", choices=["put", "get", "delete"])
     c.add_argument("key")
     c.add_argument("value", nargs="?")
@@ -153,10 +249,38 @@ def build_parser() -> argparse.ArgumentParser:
     fz.add_argument("--start", type=int, default=0)
     fz.add_argument("--f", type=int, default=1)
     fz.add_argument("--json", action="store_true")
+    _accept_global_options(p)
+    _show_defaults(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, so a reader that has gone away is noticed below
+        return code
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+    except BaseExceptionGroup as group:
+        if group.subgroup(BrokenPipeError) is not None and group.split(BrokenPipeError)[1] is None:
+            return _quiet_broken_pipe()
+        raise
+
+
+def _quiet_broken_pipe() -> int:
+    """Our reader closed the pipe (`| head`): stop without a traceback. Python would
+    flush stdout again at exit and complain, so point it at /dev/null first."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (a test's capture)
+        pass
+    finally:
+        os.close(devnull)
+    return EXIT_BROKEN_PIPE
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     key = args.command

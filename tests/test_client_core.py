@@ -213,3 +213,16 @@ def test_ticks_until_due_counts_down_and_resets_on_retransmission():
     sends = alice.step(Tick())
     assert len(sends) == config.n  # due: to every replica
     assert alice.ticks_until_due() == 8  # the doubled timeout, from zero
+
+
+def test_an_operation_over_the_limit_is_refused_at_once_and_changes_nothing(alice):
+    from pbft.protocol.client import OversizedRequest
+    from pbft.protocol.messages import MAX_OPERATION
+
+    before = alice.timestamp
+    with pytest.raises(OversizedRequest, match=str(MAX_OPERATION)):
+        alice.submit(b"x" * (MAX_OPERATION + 1))
+    assert alice.outstanding is None and alice.timestamp == before
+    # The largest operation a replica accepts is still submitted.
+    [send] = alice.submit(b"x" * MAX_OPERATION)
+    assert isinstance(send, Send)

@@ -181,7 +181,7 @@ def test_cli_export_and_verify(cluster, tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["evidence", "--config", path, "--verify", out]) == 0
     text = capsys.readouterr().out
-    assert "proven faulty: 1" in text and "INVALID" not in text
+    assert "proven faulty: replica 1" in text and "INVALID" not in text
     assert cli.main(["evidence", "--config", path, "--replica-data", os.path.join(root, "replica-0"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["records"]
 

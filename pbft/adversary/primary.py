@@ -126,7 +126,7 @@ class Censor(ReplicaBehaviour):
     them (and as a backup never relays them)."""
 
     name = "censor"
-    summary = "never orders one client's requests (param client)"
+    summary = "never orders one client's requests"
     allowed = ("client",)
 
     def __init__(self, replica, key, params, rng) -> None:
@@ -196,7 +196,7 @@ class SkipSeq(PrePrepareLie):
     that no correct replica can execute past (the new view fills it with a null request)."""
 
     name = "skip-seq"
-    summary = "leaves a gap in sequence numbers (param seq, default 2)"
+    summary = "leaves a gap in sequence numbers (at seq, default 2)"
     allowed = ("seq",)
 
     def __init__(self, replica, key, params, rng) -> None:
@@ -213,7 +213,7 @@ class OutOfWindow(PrePrepareLie):
     honest pre-prepare follows the lie, so the cluster keeps going."""
 
     name = "out-of-window"
-    summary = "pre-prepares at or below h, or far above H (param mode, keep_honest)"
+    summary = "pre-prepares at or below h, or far above H"
     allowed = ("from_seq", "mode", "keep_honest")
 
     def __init__(self, replica, key, params, rng) -> None:
@@ -296,7 +296,7 @@ class BadDigest(PrePrepareLie):
     `swap` to half the backups splits a cluster that skips the digest check."""
 
     name = "bad-digest"
-    summary = "digest that does not match the batch it carries (param mode, to)"
+    summary = "digest that does not match the batch it carries"
     allowed = ("from_seq", "mode", "to")
 
     def __init__(self, replica, key, params, rng) -> None:

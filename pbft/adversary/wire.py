@@ -309,7 +309,7 @@ class SelectiveSend(ReplicaBehaviour):
     `clients = false` it also never replies to clients."""
 
     name = "selective-send"
-    summary = "sends only to a subset of replicas (param to = [ids])"
+    summary = "sends only to a subset of replicas (to = [ids])"
     allowed = ("to", "clients")
 
     def __init__(self, replica, key, params, rng) -> None:
@@ -341,7 +341,7 @@ class Flood(ReplicaBehaviour):
     check), `invalid` ones are garbage bytes or envelopes with broken signatures."""
 
     name = "flood"
-    summary = "many valid-looking or invalid messages every tick (param rate, kind)"
+    summary = "many valid-looking or invalid messages every tick"
     allowed = ("rate", "kind")
 
     def __init__(self, replica, key, params, rng) -> None:

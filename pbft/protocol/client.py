@@ -35,6 +35,11 @@ replicas' answers do not wait for the retransmission timer. A request catches up
 MAX_CATCH_UPS times, each to a larger timestamp; when it cannot continue (the replicas
 hold the largest timestamp there is, or keep holding newer ones, as when another process
 uses this identity) the core gives up on it with `Failed` and one sentence saying why.
+
+Size. A replica drops a request whose operation is over MAX_OPERATION bytes (the schema
+refuses it), so it would never be answered and the caller would wait out its whole
+timeout. `submit` refuses such an operation at once instead (`OversizedRequest`, naming
+the limit), and likewise a signed request over the frame limit, before anything is sent.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from .config import ClusterConfig
 from .crypto import KeyPair, seal
 from .events import Action, Completed, Event, Failed, Reason, Received, Rejected, Send, Tick
 from .held import client_retransmit_ticks
-from .messages import MAX_U64, Envelope, Held, Reply, Request, decode_envelope
+from .messages import MAX_OPERATION, MAX_U64, Envelope, Held, Reply, Request, decode_envelope
 
 MAX_CATCH_UPS = 3
 """Times one operation may continue from a timestamp f+1 replicas hold, each larger than
@@ -65,6 +70,21 @@ catch-ups fit in the timestamp range)."""
 
 class ClientBusy(RuntimeError):
     """A second request while one is outstanding: the caller's bug."""
+
+
+class OversizedRequest(ValueError):
+    """An operation (or the signed request carrying it) larger than a replica accepts:
+    the caller's mistake, refused before anything is sent. The message names the limit."""
+
+
+def operation_size_problem(operation: bytes) -> str | None:
+    """Why no replica would accept `operation`, or None."""
+    if len(operation) > MAX_OPERATION:
+        return (
+            f"the operation encodes to {len(operation)} bytes, over the limit of "
+            f"{MAX_OPERATION} bytes ({MAX_OPERATION // 1024} KiB) a request may carry"
+        )
+    return None
 
 
 @dataclass(slots=True)
@@ -111,7 +131,20 @@ class ClientCore:
     def submit(self, operation: bytes, read_only: bool = False) -> list[Action]:
         if self.outstanding is not None:
             raise ClientBusy("a request is already outstanding")
-        return self._issue(operation, read_only)
+        problem = operation_size_problem(operation)
+        if problem is not None:
+            raise OversizedRequest(problem)
+        actions = self._issue(operation, read_only)
+        out = self.outstanding
+        if out is not None and len(out.data) > codec.MAX_FRAME:
+            # Unreachable with MAX_OPERATION far below MAX_FRAME; checked because the
+            # transport would drop the frame and the caller would wait for nothing.
+            self.outstanding = None
+            raise OversizedRequest(
+                f"the signed request is {len(out.data)} bytes, over the frame limit of "
+                f"{codec.MAX_FRAME} bytes"
+            )
+        return actions
 
     def _issue(self, operation: bytes, read_only: bool, catch_ups: int = 0) -> list[Action]:
         if self.timestamp >= MAX_U64:

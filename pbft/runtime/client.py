@@ -44,7 +44,7 @@ from typing import Any
 import trio
 
 from ..protocol import codec
-from ..protocol.client import ClientCore
+from ..protocol.client import ClientCore, OversizedRequest
 from ..protocol.config import ClusterConfig, ConfigError
 from ..protocol.crypto import KeyPair, Verifier, seal
 from ..protocol.events import Action, Completed, Failed, Received, Rejected, Send, Tick
@@ -54,8 +54,15 @@ from ..protocol.messages import (
     Status,
     decode_envelope,
 )
-from ..service.kv import decode_result, op_delete, op_get, op_put
-from .transport import Transport
+from ..service.kv import MAX_KEY, MAX_VALUE, decode_result, op_delete, op_get, op_put
+from .transport import (
+    CLOSED_AFTER_HANDSHAKE,
+    REFUSED,
+    TLS_FAILED,
+    UNREACHABLE,
+    LinkTrouble,
+    Transport,
+)
 
 log = logging.getLogger("pbft.client")
 
@@ -65,6 +72,12 @@ TICK = Tick()
 class ClientError(RuntimeError):
     """The service answered with an error result (e.g. a value that is too large), or the
     request cannot be made (`TimestampError`)."""
+
+
+class RequestTooLarge(ClientError):
+    """A request no replica would accept (a value, key or operation over its limit),
+    refused at once before anything is sent; the message names the limit. Without this
+    check the replicas would drop it unanswered and the call would wait out its timeout."""
 
 
 class TimestampError(ClientError):
@@ -106,15 +119,23 @@ class Client:
     # -- key-value API ------------------------------------------------------------------
 
     async def put(self, key: bytes, value: bytes) -> None:
+        _check_key(key)
+        if len(value) > MAX_VALUE:
+            raise RequestTooLarge(
+                f"the value is {len(value)} bytes, over the limit of {MAX_VALUE} bytes "
+                f"({MAX_VALUE // 1024} KiB) the key-value store keeps per key"
+            )
         self._check(await self.execute(op_put(key, value)))
 
     async def get(self, key: bytes) -> bytes | None:
+        _check_key(key)
         result = self._check(await self.execute(op_get(key), read_only=True))
         if result is not None and not isinstance(result, bytes):
             raise ClientError(f"unexpected result {result!r}")
         return result
 
     async def delete(self, key: bytes) -> bool:
+        _check_key(key)
         return bool(self._check(await self.execute(op_delete(key))))
 
     @staticmethod
@@ -127,12 +148,17 @@ class Client:
     # -- raw operations -----------------------------------------------------------------
 
     async def execute(self, operation: bytes, read_only: bool = False) -> bytes:
-        """Submit one operation and wait until enough replicas agree on its result."""
+        """Submit one operation and wait until enough replicas agree on its result.
+        RequestTooLarge at once for an operation no replica would accept."""
         async with self._lock:
             scope = trio.fail_after(self.timeout) if self.timeout is not None else nullcontext()
             try:
                 with scope:
-                    self._perform(self.core.submit(operation, read_only))
+                    try:
+                        actions = self.core.submit(operation, read_only)
+                    except OversizedRequest as exc:
+                        raise RequestTooLarge(str(exc)) from None
+                    self._perform(actions)
                     self._timer_restart()
                     while True:
                         # The core may fall back from a read to an ordered request with a
@@ -146,7 +172,7 @@ class Client:
                         await self._wake.wait()
             except trio.TooSlowError:
                 raise TimeoutError(
-                    f"no answer from the cluster within {self.timeout} seconds{self._held_note()}"
+                    f"no answer from the cluster within {self.timeout:g} seconds{self._why_no_answer()}"
                 ) from None
             finally:
                 # Abandon whatever is still outstanding (timeout or cancellation) so the
@@ -155,17 +181,54 @@ class Client:
                 self._done.clear()
                 self._failed = None
 
-    def _held_note(self) -> str:
-        """Why a timed-out request may not have run: some replicas said they hold a newer
-        timestamp for us, but fewer than f+1 alike, so the core could not act on it."""
+    def _why_no_answer(self) -> str:
+        """What the client saw while a request went unanswered, as `: cause; cause`
+        (empty if nothing): replicas that refused the connection (their addresses),
+        replicas that closed it right after the TLS handshake (they do not know this
+        client's certificate), failed handshakes, and replicas that hold a newer
+        timestamp for this client than its request's."""
         out = self.core.outstanding
-        if out is None or not out.held:
-            return ""
-        return (
-            f"; {len(out.held)} replica(s) said they hold a newer timestamp for client "
-            f"{self.id} than its request's {out.timestamp} ({sorted(set(out.held.values()))}), "
-            f"but fewer than {self.config.f + 1} agree"
-        )
+        answered = set(out.replies) | set(out.held) if out is not None else set()
+        by_kind: dict[str, list[tuple[int, LinkTrouble]]] = {}
+        for r in self.config.replica_ids():
+            trouble = self.transport.trouble(r)
+            if r not in answered and trouble is not None:
+                by_kind.setdefault(trouble.kind, []).append((r, trouble))
+        causes = []
+        n = self.config.n
+        refused = by_kind.get(REFUSED, [])
+        if refused:
+            who = "every replica" if len(refused) == n else _replicas([r for r, _ in refused])
+            addresses = ", ".join(t.address for _, t in refused)
+            hint = ": is the cluster running?" if len(refused) == n else ""
+            causes.append(f"{who} refused the connection ({addresses}){hint}")
+        for r, t in by_kind.get(UNREACHABLE, []):
+            causes.append(f"replica {r} at {t.address} could not be reached ({t.detail})")
+        closed = by_kind.get(CLOSED_AFTER_HANDSHAKE, [])
+        if closed:
+            who = "every replica" if len(closed) == n else _replicas([r for r, _ in closed])
+            causes.append(
+                f"{who} closed the connection right after the TLS handshake: they do not "
+                f"know client {self.id}'s certificate (a client added to the cluster file "
+                "after the replicas started is admitted once they restart)"
+            )
+        failed = by_kind.get(TLS_FAILED, [])
+        if failed:
+            details = sorted({t.detail for _, t in failed})
+            causes.append(
+                f"the TLS handshake with {_replicas([r for r, _ in failed])} failed "
+                f"({'; '.join(details)})"
+            )
+        if out is not None and out.held:
+            # Fewer than f+1 alike (else the core would have caught up and re-sent).
+            causes.append(
+                f"{_replicas(sorted(out.held))} refused the request as stale: they hold a "
+                f"newer timestamp for client {self.id} "
+                f"({', '.join(map(str, sorted(set(out.held.values()))))}) than its "
+                f"{out.timestamp} (its clock is behind), but fewer than {self.config.f + 1} "
+                "agree on one, so it cannot continue from it"
+            )
+        return ": " + "; ".join(causes) if causes else ""
 
     async def status(self, timeout: float = 2.0) -> dict[int, Status]:
         """Ask every replica for its signed STATUS; those that answer within `timeout`."""
@@ -266,6 +329,17 @@ class Client:
             self._timer_wake.set()
 
 
+def _replicas(ids: list[int]) -> str:
+    return f"replica{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}"
+
+
+def _check_key(key: bytes) -> None:
+    if len(key) > MAX_KEY:
+        raise RequestTooLarge(
+            f"the key is {len(key)} bytes, over the limit of {MAX_KEY} bytes a key may have"
+        )
+
+
 class _Direct:
     """A client's transport inbox: every frame is stepped at once, in the reader's task."""
 
@@ -285,19 +359,21 @@ class _Direct:
 async def open_client(
     cluster_file: str, client_id: str, *, timeout: float | None = None
 ) -> AsyncIterator[Client]:
-    """`async with open_client("keys/demo/cluster.toml", "alice") as c: ...`"""
-    from ..cli import UsageError
+    """`async with open_client("keys/demo/cluster.toml", "alice") as c: ...`
+
+    A problem with the cluster file, the client's name or its key and certificate raises
+    `pbft.ConfigError` (one sentence) before anything is dialled. `timeout` is None (wait
+    as long as it takes) or a positive number of seconds per call."""
     from . import tls
     from .clusterfile import load_cluster, load_identity
 
-    try:
-        config = load_cluster(cluster_file)
-        if client_id not in config.client_index:
-            raise UsageError(f"client {client_id!r} is not listed in {cluster_file}.")
-        identity = load_identity(config, client_id)
-        context = tls.client_context(identity)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
+    if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
+        raise ValueError(f"timeout must be None or a positive number of seconds, not {timeout!r}")
+    config = load_cluster(cluster_file)
+    if client_id not in config.client_index:
+        raise ConfigError(f"client {client_id!r} is not listed in {cluster_file}.")
+    identity = load_identity(config, client_id)
+    context = tls.client_context(identity)
     transport = Transport(
         config,
         client_id,

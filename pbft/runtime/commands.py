@@ -7,7 +7,10 @@ printed by pbft.cli as one sentence). Nothing here decides anything about the pr
 Output conventions:
 * `client put K V` prints `ok`; `client get K` prints the value, or `(not found)` and
   exits 1 (like grep, so scripts can test for a key); `client delete K` prints `deleted`,
-  or `(not found)` and exits 1. No answer within --timeout: one line, exit 1.
+  or `(not found)` and exits 1. No answer within --timeout: one line naming what the
+  client saw (refused connections, a TLS refusal, held timestamps), exit 1. A key or
+  value over its limit is refused before anything is sent: one line naming the limit,
+  exit 2.
 * `status` prints one line per replica (view, primary, last executed, stable checkpoint,
   log size, how far behind) or `unreachable`, then one verdict line; `--json` prints one
   JSON object instead. It signs its query as `--id`, else as the first client in the
@@ -85,11 +88,12 @@ def load_config(path: str) -> ClusterConfig:
 
 
 def run_trio(async_fn, *args):
-    """trio.run, with a UsageError raised inside a nursery re-raised as itself."""
+    """trio.run, with a UsageError or ConfigError raised inside a nursery re-raised as
+    itself (pbft.cli prints either as one sentence)."""
     try:
         return trio.run(async_fn, *args)
     except BaseExceptionGroup as group:
-        usage = _first(group, UsageError)
+        usage = _first(group, UsageError) or _first(group, ConfigError)
         if usage is not None:
             raise usage from None
         if _first(group, KeyboardInterrupt) is not None:
@@ -376,7 +380,7 @@ def _arg_bytes(text: str) -> bytes:
 
 
 def cmd_client(args) -> int:
-    from .client import ClientError, TimestampError, open_client
+    from .client import ClientError, RequestTooLarge, TimestampError, open_client
 
     setup_logging(args)
     op = args.op
@@ -384,7 +388,7 @@ def cmd_client(args) -> int:
         raise UsageError("put needs a KEY and a VALUE.")
     if op != "put" and args.value is not None:
         raise UsageError(f"{op} takes a KEY only.")
-    timeout = args.timeout if args.timeout and args.timeout > 0 else None
+    timeout = args.timeout  # a positive number of seconds (checked by the parser)
     key = _arg_bytes(args.key)
 
     async def main() -> int:
@@ -407,8 +411,11 @@ def cmd_client(args) -> int:
 
     try:
         return run_trio(main)
+    except RequestTooLarge as exc:
+        raise UsageError(f"{exc}; nothing was sent.") from None
     except (TimeoutError, TimestampError) as exc:
-        print(f"pbft: {exc}.", file=sys.stderr)
+        text = str(exc)
+        print(f"pbft: {text}{'' if text.endswith(('.', '?')) else '.'}", file=sys.stderr)
         return 1
     except ClientError as exc:
         print(f"pbft: the service refused the request: {exc}.", file=sys.stderr)
@@ -448,6 +455,13 @@ def cmd_status(args) -> int:
 # -- pbft evidence ----------------------------------------------------------------------
 
 
+def _replica_ids(ids: list[int]) -> str:
+    """`replica 2`, `replicas 1, 3` or `none`: ids that cannot be read as a count."""
+    if not ids:
+        return "none"
+    return f"replica{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}"
+
+
 def cmd_evidence(args) -> int:
     """Export the evidence stored in this host's data directories (JSON with --json or
     --out FILE, else one line per record), or with --verify FILE check an export against
@@ -472,7 +486,7 @@ def cmd_evidence(args) -> int:
                 print(f"record {i}: {'valid' if v.ok else 'INVALID'}: {v.reason}")
             faulty = sorted({v.culprit for v in verdicts if v.ok})
             print(f"{len(verdicts)} records, {sum(v.ok for v in verdicts)} valid; "
-                  f"proven faulty: {', '.join(map(str, faulty)) or 'none'}")
+                  f"proven faulty: {_replica_ids(faulty)}")
         return 0 if all(v.ok for v in verdicts) else 1
     try:
         dirs = evidence.data_dirs(config, getattr(args, "data", None), getattr(args, "replica_data", None) or [])

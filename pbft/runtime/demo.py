@@ -95,7 +95,8 @@ def planned(requests: int) -> dict[str, int]:
 
 
 class Progress:
-    """A plain-text progress bar on stderr: `[#####.....] 150/300`."""
+    """A plain-text progress bar on stderr: `[#####.....] 150/300`, redrawn in place
+    (`\r`) only on a terminal; elsewhere (a log file, a pipe) one line when finished."""
 
     WIDTH = 30
 
@@ -104,6 +105,7 @@ class Progress:
         self.label = label
         self.done = 0
         self._last = -1.0
+        self._tty = sys.stderr.isatty()
 
     def advance(self) -> None:
         self.done += 1
@@ -112,14 +114,17 @@ class Progress:
             self._last = now
             self.draw()
 
-    def draw(self) -> None:
+    def draw(self, final: bool = False) -> None:
+        if not (self._tty or final):
+            return
         filled = self.WIDTH * self.done // self.total
         bar = "#" * filled + "." * (self.WIDTH - filled)
-        sys.stderr.write(f"\r{self.label} [{bar}] {self.done}/{self.total}")
+        start = "\r" if self._tty else ""
+        sys.stderr.write(f"{start}{self.label} [{bar}] {self.done}/{self.total}")
         sys.stderr.flush()
 
     def finish(self) -> None:
-        self.draw()
+        self.draw(final=True)
         sys.stderr.write("\n")
         sys.stderr.flush()
 

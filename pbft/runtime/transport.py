@@ -68,6 +68,14 @@ connection count and a frame size, and no peer can lock another out:
   once nothing is buffered the allocator's freed pages go back to the system
   (`malloc_trim`), so the resident size comes back after a storm.
 
+Telling why nothing works. A dialer remembers why its last attempt to link to each
+replica failed (`trouble`): the connection was refused, the TLS handshake failed, or the
+replica closed the link within QUICK_CLOSE of the handshake, which is how a replica
+treats a certificate signed by the cluster CA for a key its cluster file does not list
+(a client added since it started). A client's timeout message names these causes. The
+listening side warns about such a certificate once per (subject, address) and period
+(UNKNOWN_CERT_WARN_EVERY), at debug level after that, in a table of bounded size.
+
 Every one of these closures is counted in `counters` by reason (exported by the node's
 metrics as `pbft_transport_events_total{event}`); `tools/attack_connections.py` measures
 them against a live listener.
@@ -160,8 +168,38 @@ CONNECT_TIMEOUT = 5.0
 BACKOFF_MIN = 0.05
 BACKOFF_MAX = 2.0
 """Reconnection delay: doubles from BACKOFF_MIN up to BACKOFF_MAX, with jitter."""
+QUICK_CLOSE = 1.0
+"""Seconds: an outbound link the replica closes sooner than this after the handshake is
+taken as a refusal of our certificate (`LinkTrouble`), not as a link that worked."""
+UNKNOWN_CERT_WARN_EVERY = 600.0
+"""Seconds before an unknown certificate from the same (subject, address) is warned
+about again; in between, each closure is logged at debug level only."""
+UNKNOWN_CERT_WARNED = 256
+"""(subject, address) pairs remembered for that; when full (and none has expired), a new
+pair is logged at debug level only, so a peer cycling addresses cannot flood the log."""
+
+REFUSED = "refused"
+"""LinkTrouble.kind: the TCP connection was refused (nothing listens there)."""
+UNREACHABLE = "unreachable"
+"""LinkTrouble.kind: the TCP connection failed otherwise (timed out, no route, ...)."""
+TLS_FAILED = "tls-failed"
+"""LinkTrouble.kind: the TLS handshake failed (detail: the TLS layer's reason)."""
+CLOSED_AFTER_HANDSHAKE = "closed-after-handshake"
+"""LinkTrouble.kind: the replica closed the link right after the handshake: it does not
+know our certificate's key."""
 
 Identify = Callable[["TLSLink"], Signer | None]
+
+
+@dataclass(frozen=True, slots=True)
+class LinkTrouble:
+    """Why the last attempt to link to one replica failed (`Transport.trouble`)."""
+
+    kind: str
+    """REFUSED, UNREACHABLE, TLS_FAILED or CLOSED_AFTER_HANDSHAKE."""
+    address: str
+    """host:port dialled."""
+    detail: str
 
 
 class Inbox(Protocol):
@@ -777,6 +815,12 @@ class Transport:
         """Authenticated inbound connections in all."""
         self._trimmed = -inf
         self.listen_port: int | None = None
+        self._trouble: dict[int, LinkTrouble] = {}
+        """Replica -> why our last link to it failed; dropped once a link outlives QUICK_CLOSE."""
+        self._up_since: dict[int, float] = {}
+        """Replica -> when our current outbound link to it completed its handshake."""
+        self._unknown_warned: dict[tuple[str, str], float] = {}
+        """(certificate subject, peer host) -> when last warned about (bounded)."""
 
     # -- sending (synchronous: queue and return) ----------------------------------------
 
@@ -821,6 +865,59 @@ class Transport:
             for box in boxes:
                 box.flush_now()
 
+    def trouble(self, peer: int) -> LinkTrouble | None:
+        """Why our link to replica `peer` is not working, if we know: None while a link
+        to it has been up for QUICK_CLOSE, or if nothing has failed."""
+        since = self._up_since.get(peer)
+        if since is not None and trio.current_time() - since >= QUICK_CLOSE:
+            return None
+        return self._trouble.get(peer)
+
+    def _note_failure(self, peer: int, address: str, stage: str, exc: BaseException | None,
+                      linked_at: float | None) -> None:
+        """Remember why a dial to `peer` failed or its link ended (see `trouble`)."""
+        if stage == "connect-failed":
+            kind = REFUSED if _refused(exc) else UNREACHABLE
+            trouble = LinkTrouble(kind, address, _why(exc) if exc is not None else "")
+        elif stage == "tls-failure":
+            trouble = LinkTrouble(TLS_FAILED, address, _why(exc) if exc is not None else "")
+        elif linked_at is not None and trio.current_time() - linked_at < QUICK_CLOSE:
+            detail = _why(exc) if exc is not None else "end of stream"
+            trouble = LinkTrouble(CLOSED_AFTER_HANDSHAKE, address, detail)
+        else:
+            self._trouble.pop(peer, None)  # a link that worked for a while
+            return
+        self._trouble[peer] = trouble
+
+    def _warn_unknown_certificate(self, stream: TLSLink, tcp: trio.SocketStream) -> None:
+        """Say once per (subject, address) and UNKNOWN_CERT_WARN_EVERY, at warning level,
+        that a certificate the cluster file does not list was refused; debug otherwise."""
+        subject = _subject(stream)
+        try:
+            host, port = tcp.socket.getpeername()[:2]
+        except OSError:
+            host, port = "?", 0
+        now = trio.current_time()
+        warned = self._unknown_warned
+        key = (subject, str(host))
+        last = warned.get(key)
+        if last is None and len(warned) >= UNKNOWN_CERT_WARNED:
+            for k in [k for k, t in warned.items() if now - t >= UNKNOWN_CERT_WARN_EVERY]:
+                del warned[k]
+        fresh = last is None and len(warned) < UNKNOWN_CERT_WARNED
+        if fresh or (last is not None and now - last >= UNKNOWN_CERT_WARN_EVERY):
+            warned[key] = now
+            log.warning(
+                "closed an inbound connection from %s:%s: its certificate (subject %s) is "
+                "signed by the cluster CA but its key is not in this replica's cluster file "
+                "(a client added since the replica started is admitted once it restarts); "
+                "further connections from it are logged at debug level",
+                host, port, subject,
+            )
+        else:
+            log.debug("inbound connection from %s:%s with the unknown certificate %s closed",
+                      host, port, subject)
+
     # -- running ------------------------------------------------------------------------
 
     async def bind(self) -> list[trio.SocketListener]:
@@ -850,9 +947,11 @@ class Transport:
     async def _dial_forever(self, peer: int, host: str, port: int) -> None:
         backoff = BACKOFF_MIN
         box = self.outboxes[peer]
+        address = f"{host}:{port}"
         while True:
             stream: TLSLink | None = None
             stage = "connect-failed"
+            linked_at: float | None = None
             try:
                 with trio.fail_after(CONNECT_TIMEOUT):
                     tcp = await trio.open_tcp_stream(host, port)
@@ -860,6 +959,7 @@ class Transport:
                     stage = "tls-failure"
                     await stream.do_handshake()
                 stage = "link-error"
+                linked_at = trio.current_time()
                 who = self.identify(stream)
                 if who != peer:
                     self.counters["wrong-peer-certificate"] += 1
@@ -867,10 +967,13 @@ class Transport:
                 else:
                     backoff = BACKOFF_MIN
                     self.connected.add(peer)
+                    self._up_since[peer] = linked_at
                     log.debug("connected to replica %s", peer)
-                    await self._run_link(stream, who, box)
+                    ended = await self._run_link(stream, who, box)
+                    self._note_failure(peer, address, stage, ended, linked_at)
             except _LINK_ERRORS as exc:
                 self.counters[stage] += 1
+                self._note_failure(peer, address, stage, exc, linked_at)
                 log.debug("link to replica %s: %s", peer, _why(exc))
             except Exception:
                 # Our bug, not the peer's: log it loudly, but keep the other links up.
@@ -878,6 +981,7 @@ class Transport:
                 log.exception("link to replica %s failed unexpectedly", peer)
             finally:
                 self.connected.discard(peer)
+                self._up_since.pop(peer, None)
                 if stream is not None:
                     await _close(stream)
             delay = backoff * (0.5 + self.rng.random() / 2)
@@ -911,7 +1015,10 @@ class Transport:
             who = self.identify(stream)
             if who is None or who == self.me:
                 self.counters["unknown-peer"] += 1
-                log.debug("inbound connection with an unknown certificate closed")
+                if who is None:
+                    self._warn_unknown_certificate(stream, tcp)
+                else:
+                    log.debug("inbound connection presenting this replica's own certificate closed")
                 return
             conn.who = who
             conn.scope = trio.CancelScope()
@@ -1000,9 +1107,11 @@ class Transport:
         if not links:
             del self.inbound[conn.who]
 
-    async def _run_link(self, stream: TLSLink, who: Signer, box: Outbox | None) -> None:
+    async def _run_link(self, stream: TLSLink, who: Signer, box: Outbox | None) -> BaseException | None:
         """Read frames (and write `box`, if any) until either direction fails. Each loop
-        catches its own link errors, so nothing escapes this nursery as a group."""
+        catches its own link errors, so nothing escapes this nursery as a group. Returns
+        the error the read side ended with (None: the peer closed the stream)."""
+        ended: BaseException | None = None
         async with trio.open_nursery() as nursery:
             if box is not None:
                 nursery.start_soon(self._write_loop, stream, box, nursery.cancel_scope)
@@ -1011,7 +1120,9 @@ class Transport:
             except _LINK_ERRORS as exc:
                 self.counters["read-failed"] += 1
                 log.debug("link with %r ended: %s", who, _why(exc))
+                ended = exc
             nursery.cancel_scope.cancel()
+        return ended
 
     async def _write_loop(self, stream: TLSLink, box: Outbox, scope: trio.CancelScope):
         box.link = stream
@@ -1107,6 +1218,29 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, trio.BrokenResourceError) and cause is not None:
         return f"{type(cause).__name__}: {cause}"
     return f"{type(exc).__name__}: {exc}"
+
+
+def _refused(exc: BaseException | None) -> bool:
+    """Whether a failed connect was refused (trio wraps each attempt's error in a group)."""
+    if isinstance(exc, ConnectionRefusedError):
+        return True
+    cause = exc.__cause__ if exc is not None else None
+    if isinstance(cause, BaseExceptionGroup):
+        return cause.subgroup(ConnectionRefusedError) is not None
+    return isinstance(cause, ConnectionRefusedError)
+
+
+def _subject(stream: TLSLink) -> str:
+    """The subject of the peer's certificate (`CN=...,O=...`), for logs."""
+    from cryptography import x509
+
+    der = stream.getpeercert(binary_form=True)
+    if not der:
+        return "(none)"
+    try:
+        return x509.load_der_x509_certificate(der).subject.rfc4514_string()
+    except ValueError:
+        return "(unreadable)"
 
 
 def is_address_in_use(exc: OSError) -> bool:

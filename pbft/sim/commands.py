@@ -9,6 +9,7 @@ not fail the command, since the protocol promises nothing there.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from typing import Any
@@ -46,11 +47,13 @@ def result_json(r: SimResult) -> dict[str, Any]:
     }
 
 
-def print_violation(r: SimResult, out=None) -> None:
+def print_violation(r: SimResult, out=None, path: str = "FILE") -> None:
+    """The first violation, the command that replays it (`path`: the scenario file) and
+    the trace leading to it."""
     out = out or sys.stdout
     for v in r.violations[:1]:
         print(f"  seed {r.seed}: {v.check}: {v.detail}", file=out)
-        print(f"  replay: pbft scenario run FILE --seed {r.seed}", file=out)
+        print(f"  replay: pbft scenario run {shlex.quote(path)} --seed {r.seed}", file=out)
         print(f"  last {len(r.trace_tail)} events:", file=out)
         for line in r.trace_tail:
             print(f"    {line}", file=out)
@@ -116,25 +119,32 @@ def cmd_scenario_run(args) -> int:
                     "not a protocol failure"
                 )
             if r.violations:
-                print_violation(r)
+                print_violation(r, path=s.source or "FILE")
     if args.json:
         print(json.dumps([result_json(r) for r in results], indent=2))
     return 1 if failed else 0
 
 
 def cmd_scenario_list(args) -> int:
+    """One line per behaviour: name, what it targets, what it does and the parameters
+    it accepts (a scenario's [[byzantine]] keys, or `--behaviour NAME:key=value`)."""
     rows = []
     for name, cls in sorted(replica_registry().items()):
-        rows.append((name, "replica", getattr(cls, "summary", "")))
+        rows.append((name, "replica", getattr(cls, "summary", ""), _params(cls)))
     for name, cls in sorted(client_registry().items()):
-        rows.append((name, "client", getattr(cls, "summary", "")))
+        rows.append((name, "client", getattr(cls, "summary", ""), _params(cls)))
     if not rows:
         print("no behaviours are installed (pbft/adversary/behaviours.py is missing)")
         return 0
     width = max(len(r[0]) for r in rows)
-    for name, target, summary in rows:
-        print(f"{name:<{width}}  {target:<7}  {summary}")
+    for name, target, summary, params in rows:
+        print(f"{name:<{width}}  {target:<7}  {summary}{params}")
     return 0
+
+
+def _params(cls: type) -> str:
+    allowed = tuple(getattr(cls, "allowed", ()) or ())
+    return f" (parameters: {', '.join(allowed)})" if allowed else ""
 
 
 def cmd_fuzz(args) -> int:
