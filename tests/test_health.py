@@ -324,7 +324,8 @@ async def test_pbft_status_verdicts_and_exit_statuses(tmp_path):
     config = load_cluster(path)
 
     async def status(*extra: str) -> tuple[int, str]:
-        return await trio.to_thread.run_sync(run_status, "--config", path, "--timeout", "1", *extra)
+        # Not 1 s: on a loaded machine a fresh connection to a replica can take that long.
+        return await trio.to_thread.run_sync(run_status, "--config", path, "--timeout", "3", *extra)
 
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:

@@ -3,7 +3,8 @@
 resource and catch-up holes, so that the simulator and the fuzzer exercise them.
 
 * `status-flood`: `rate` signed STATUS messages per tick claiming to be at the very
-  start (view 0, nothing executed, no stable checkpoint). What a correct replica answers
+  start of the current view (nothing executed, no stable checkpoint), and never its own
+  true STATUS (which would make the flood look like replays of an older one). What a correct replica answers
   a STATUS (a stable proof, a NEW-VIEW, certified slots, its own STATUS) costs far more
   than the question, so answers are budgeted per replica and retransmission period.
 * `buffer-stuffing`: `rate` PRE-PREPAREs per tick for the next view in which this replica
@@ -21,8 +22,8 @@ The honest core underneath runs unchanged; these only add traffic.
 
 from __future__ import annotations
 
-from ..protocol.events import Action, Broadcast
-from ..protocol.messages import Checkpoint, PrePrepare, Status
+from ..protocol.events import Action, Broadcast, Send
+from ..protocol.messages import Checkpoint, PrePrepare, Status, open_envelope
 from .wire import ReplicaBehaviour, random_digest
 
 
@@ -35,9 +36,19 @@ class StatusFlood(ReplicaBehaviour):
         super().__init__(replica, key, params, rng)
         self.rate = self.p.integer("rate", 10, 1, 10_000)
 
+    def rewrite(self, actions: list[Action]) -> list[Action]:
+        # Its own true STATUS would show it is not behind (a correct replica ignores a
+        # STATUS older than the newest from the same replica): keep it to itself.
+        return [a for a in actions if not (isinstance(a, Broadcast | Send) and _is_status(a.data))]
+
     def every_tick(self) -> list[Action]:
-        data = self.forge(Status(0, 0, 0, 0))
+        data = self.forge(Status(self.replica.view, 0, 0, 0))
         return [Broadcast(data) for _ in range(self.rate)]
+
+
+def _is_status(data: bytes) -> bool:
+    opened = open_envelope(data)
+    return opened is not None and isinstance(opened[1], Status)
 
 
 class BufferStuffing(ReplicaBehaviour):

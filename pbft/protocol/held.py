@@ -48,16 +48,18 @@ class HeldAnswers:
 
     def __init__(self, config: ClusterConfig) -> None:
         self.period = max(1, client_retransmit_ticks(config) // 2)
-        self._told: dict[str, int] = {}
+        self._told: dict[str, tuple[int, int]] = {}
 
     def answer(self, view: int, replica: int, req: Request, held: int, now: int) -> bytes | None:
-        """The HELD for the refused request `req`, or None if this client was told less
-        than a period ago."""
+        """The HELD for the refused request `req`, or None if this client was told about
+        this same request less than a period ago. Keyed by the request, not the client
+        alone: a faulty replica replaying one old request of the client must not use up
+        the answer its new request needs."""
         assert req.timestamp < held
         last = self._told.get(req.client)
-        if last is not None and now - last < self.period:
+        if last is not None and last[0] == req.timestamp and now - last[1] < self.period:
             return None
-        self._told[req.client] = now
+        self._told[req.client] = (req.timestamp, now)
         return held_envelope(view, req.timestamp, req.client, replica, held)
 
     def __len__(self) -> int:

@@ -161,6 +161,10 @@ DEFERRED_REQUESTS = 4096
 """Deferred client requests kept at most (one per client and channel, _defer_request);
 beyond it a request is verified on arrival, as it would be without deferral."""
 
+CHUNKS_PER_PERIOD = 8 * IN_FLIGHT
+"""State chunks served to one replica per retransmission period (a transfer keeps
+IN_FLIGHT requests out, so it is slowed only when chunks come back faster than that)."""
+
 CHUNKS_REMEMBERED = 4096
 """(asker, seq, index) of state chunks sent in the last retransmission period."""
 
@@ -245,30 +249,35 @@ class Replica:
         self._future_count: Counter[int] = Counter()
         self._future_bytes: Counter[int] = Counter()
         self._future_total = 0
+        self._future_seen: set[bytes] = set()
         self._future_total_limit = (config.f + 2) * FUTURE_SIGNER_BYTES
         # Answers that cost more than the question, at most once per retransmission
         # period per asker (issue 13, item 7): STATUS -> proof/NEW-VIEW/slots, a repeated
         # request -> its cached reply, FETCH-STATE -> a chunk (per chunk).
         self._status_answered: dict[int, int] = {}
+        self._status_newest: dict[int, tuple[int, int, int]] = {}  # (view, stable, executed)
         # View convergence (issue 13, item 2). Our own VIEW-CHANGEs of the last views we
         # passed through, resent to a replica still waiting in one of them; replicas known
         # to have been in our current view although they have moved on since; whether
         # a restarted replica has heard where the others are; last_executed per replica
         # from STATUS in our view (to tell that we are behind).
         self._own_vcs: dict[int, bytes] = {}
-        self._vc_resent: dict[int, int] = {}
+        self._vc_resent: dict[int, tuple[int, int]] = {}  # asker -> (view, tick) answered
+        self._peer_view: dict[int, int] = {}  # the latest view each replica told us it is in
         self._was_in_view: set[int] = set()
         self._located = True
         self._located_by = 0
         self._heard: set[int] = set()
         self._peer_progress: dict[int, tuple[int, int]] = {}
-        # Replicas seen waiting in view + 1 (view, since tick), and how often we joined
-        # each (_maybe_join_lone_view_change).
-        self._lone_since: dict[int, tuple[int, int]] = {}
+        # Replicas seen waiting in view + 1 (view, first tick, last copy's tick), and how
+        # often we joined each (_maybe_join_lone_view_change).
+        self._lone_since: dict[int, tuple[int, int, int]] = {}
         self._lone_joins: dict[int, int] = {}
+        self._timers_restarted: set[tuple[str, int]] = set()  # (client, t), this view
         self._reply_resent: dict[str, int] = {}
         self._reply_period = max(1, client_retransmit_ticks(config) // 2)
         self._chunks_sent: dict[tuple[int, int, int], int] = {}
+        self._chunk_budget: dict[int, tuple[int, int]] = {}  # asker -> (period start, chunks)
         # State transfer: CHECKPOINTs seen above our window (a few per replica), the fetch
         # in progress, and the chunks of our latest checkpoint for serving others.
         self.claims: dict[int, dict[int, tuple[bytes, bytes]]] = {}
@@ -739,7 +748,8 @@ class Replica:
             assert isinstance(pp, PrePrepare)
             data = env.to_bytes()
             requests = [(self._request_from_envelope(d), d) for d in pp.batch]
-            self.log.slots.pop(pp.seq, None)  # a slot of an earlier view, superseded
+            if slot is not None and slot.view != self.view:
+                del self.log.slots[pp.seq]  # a slot of an earlier view, superseded
             slot = self.log.slot(pp.seq, self.view)
             checked = tuple((q, d) for q, d in requests if not isinstance(q, str))
             self._accept_pre_prepare(slot, pp, data, checked)
@@ -852,9 +862,13 @@ class Replica:
         ):
             self._reject(peer, Reason.OVERLOAD, f"future-view buffer full for replica {signer}")
             return
+        if data in self._future_seen:
+            self.rejects[(peer, Reason.DUPLICATE)] += 1  # a copy must not fill the budget
+            return
         if not self._verify(peer, env):
             return
         self._future.append((peer, data))
+        self._future_seen.add(data)
         self._future_count[signer] += 1
         self._future_bytes[signer] += size
         self._future_total += size
@@ -1223,6 +1237,9 @@ class Replica:
             return
         prior = self.view_changes.get(signer)
         if prior is not None and prior.msg.new_view >= vc.new_view:
+            lone = self._lone_since.get(signer)
+            if lone is not None and lone[0] == vc.new_view and prior.data == data:
+                self._lone_since[signer] = (lone[0], lone[1], self.ticks)  # still sending it
             if (
                 vc.new_view == self.view
                 and prior.msg.new_view > vc.new_view
@@ -1242,8 +1259,9 @@ class Replica:
             self._reject(peer, Reason.BAD_CERTIFICATE, str(exc))
             return
         self.view_changes[signer] = checked
-        if vc.new_view == self.view + 1 and self._lone_since.get(signer, (-1, 0))[0] != vc.new_view:
-            self._lone_since[signer] = (vc.new_view, self.ticks)
+        self._peer_view[signer] = max(self._peer_view.get(signer, -1), vc.new_view)
+        if vc.new_view == self.view + 1 and self._lone_since.get(signer, (-1, 0, 0))[0] != vc.new_view:
+            self._lone_since[signer] = (vc.new_view, self.ticks, self.ticks)
         self._compare_certificates(vc)
         # Section 4.5.2: f+1 view-changes for higher views from others prove that at least
         # one correct replica wants to move; join the lowest view that f+1 of them reached.
@@ -1264,11 +1282,19 @@ class Replica:
         there, times the view out and follows us. Without this, replicas split between
         v and v+1 each wait for the others for ever (issue 13, item 2; the stall of fuzz
         seed 1501933). Once per retransmission period per replica, signed senders only."""
-        if self._too_soon(self._vc_resent, to, self._retransmit_ticks, peer):
+        if self._peer_view.get(to, -1) > view:
+            # It has told us of a later view since: this is a replay (or an old copy), and
+            # answering it could start two replicas resending old VIEW-CHANGEs to each other.
+            self.rejects[(peer, Reason.STALE)] += 1
+            return
+        last = self._vc_resent.get(to)
+        if last is not None and last[0] == view and self.ticks - last[1] < self._retransmit_ticks:
+            self.rejects[(peer, Reason.DUPLICATE)] += 1
             return
         if not self._verify(peer, env):
             return
-        self._vc_resent[to] = self.ticks
+        self._vc_resent[to] = (view, self.ticks)  # per asker and view: a replay of another view uses none of it
+        self._peer_view[to] = max(self._peer_view.get(to, -1), view)
         self._out.append(Send(to, self._own_vcs[view]))
 
     def _compare_certificates(self, vc: ViewChange) -> None:
@@ -1299,7 +1325,14 @@ class Replica:
         if self.view_active:
             return
         votes = [c for c in self.view_changes.values() if c.msg.new_view == self.view]
-        in_view = {c.signer for c in votes} | self._was_in_view
+        # Replicas in this view or past it (a later VIEW-CHANGE, or one for this view
+        # resent after they moved on): 2f+1 of them start the new-view timer (4.5.2). One
+        # past it was in it or joined a later one on f+1; counting it gives f faulty
+        # replicas nothing they could not get by sending a VIEW-CHANGE for this view, and
+        # it lets replicas left behind in v time v out after the one that moved on to v+1
+        # restarted and can no longer resend its VIEW-CHANGE for v (review of issue 13).
+        in_view = {s for s, c in self.view_changes.items() if c.msg.new_view >= self.view}
+        in_view |= self._was_in_view
         if len(in_view) < self.config.quorum:
             return
         if self._nv_deadline is None:
@@ -1438,6 +1471,8 @@ class Replica:
         last = pre_prepares[-1][0].seq if pre_prepares else min_s
         self.next_seq = max(last, self.log.low, self.last_executed) + 1
         self.view_changes = {s: c for s, c in self.view_changes.items() if c.msg.new_view > self.view}
+        self._lone_since = {s: v for s, v in self._lone_since.items() if v[0] > self.view}
+        self._timers_restarted.clear()
         # Waiting requests get a fresh timer in the new view; the new primary orders them,
         # backups hand them to it.
         for client, (ts, data, _) in list(self.waiting.items()):
@@ -1458,6 +1493,7 @@ class Replica:
         buffered, self._future = self._future, deque()
         self._future_count.clear()
         self._future_bytes.clear()
+        self._future_seen.clear()
         self._future_total = 0
         for peer, data in buffered:
             self._on_received(peer, data)
@@ -1471,12 +1507,21 @@ class Replica:
         to: int = env.signer  # type: ignore[assignment]
         # What we answer (a proof, a NEW-VIEW, up to CATCH_UP_SLOTS certificates) costs far
         # more than a STATUS: once per retransmission period per replica, which is as often
-        # as a correct one asks (issue 13, item 7: 42x amplification).
+        # as a correct one asks (issue 13, item 7: 42x amplification). A STATUS older than
+        # the newest we have from that replica is a replay: it gets nothing and uses none
+        # of the budget its real STATUS needs (review of issue 13).
+        where = (st.view, st.stable_seq, st.last_executed)
+        newest = self._status_newest.get(to)
+        if newest is not None and where < newest:
+            self.rejects[(peer, Reason.STALE)] += 1
+            return
         if self._too_soon(self._status_answered, to, self._retransmit_ticks, peer):
             return
         if not self._verify(peer, env):
             return
         self._status_answered[to] = self.ticks
+        self._status_newest[to] = where
+        self._peer_view[to] = max(self._peer_view.get(to, -1), st.view)
         self._peer_progress[to] = (st.view, st.last_executed)
         if not self._located:
             self._heard.add(to)
@@ -1543,6 +1588,14 @@ class Replica:
         key = (env.signer, fs.seq, fs.index)  # type: ignore[assignment]
         if self._too_soon(self._chunks_sent, key, self._retransmit_ticks, peer):  # type: ignore[arg-type]
             return  # asked again too soon: the same chunk
+        start, count = self._chunk_budget.get(env.signer, (self.ticks, 0))  # type: ignore[arg-type]
+        if self.ticks - start >= self._retransmit_ticks:
+            start, count = self.ticks, 0
+        if count >= CHUNKS_PER_PERIOD:
+            # Every chunk of a large state once per period is a stream a faulty replica
+            # could keep asking for; a transfer with IN_FLIGHT requests out needs far less.
+            self._reject(peer, Reason.OVERLOAD, f"state chunks for replica {env.signer} this period")
+            return
         own = self.own_checkpoints.get(fs.seq)
         if own is None or own[0] != fs.digest:
             self.rejects[(peer, Reason.STALE)] += 1
@@ -1561,6 +1614,7 @@ class Replica:
             if len(self._chunks_sent) >= CHUNKS_REMEMBERED:
                 self._chunks_sent.clear()  # forgetting only allows one more answer each
         self._chunks_sent[key] = self.ticks  # type: ignore[index]
+        self._chunk_budget[env.signer] = (start, count + 1)  # type: ignore[index]
         reply = StateChunk(
             fs.seq, fs.digest, fs.index, len(chunks), chunks[fs.index], chunk_proof(chunks, fs.index)
         )
@@ -1616,11 +1670,10 @@ class Replica:
         self.transfers_completed += 1
         self._last_progress = self.ticks
         self._persist_checkpoint(t.seq, t.digest, t.proof, state)
-        for client, (ts, data, _) in list(self.waiting.items()):
+        for client, (ts, _, _) in list(self.waiting.items()):
             if self._executed_ts(client) >= ts:
                 del self.waiting[client]
-            else:
-                self.waiting[client] = (ts, data, self.ticks)  # a fresh timer once caught up
+        self._restart_timers()  # a fresh timer once caught up
         self._out.append(StateInstalled(t.seq, t.digest))
         self._maybe_execute()
 
@@ -1797,13 +1850,15 @@ class Replica:
         """(signer, view, tick we join it) for each replica still waiting alone in our
         view + 1 (_maybe_join_lone_view_change)."""
         out = []
-        for signer, (view, since) in sorted(self._lone_since.items()):
+        for signer, (view, since, last) in sorted(self._lone_since.items()):
             held = self.view_changes.get(signer)
             if view != self.view + 1 or held is None or held.msg.new_view != view:
                 continue
-            wait = (LONE_FACTOR * self._vc_timeout_ticks) << min(
-                self._lone_joins.get(signer, 0), MAX_BACKOFF_SHIFT
-            )
+            if self.ticks - last > 2 * self._retransmit_ticks:
+                continue  # not retransmitted lately: not waiting there any more (or a one-off)
+            # The wait doubles per join of this signer without the view-change cap, so a
+            # faulty replica forcing view changes this way gets logarithmically few.
+            wait = (LONE_FACTOR * self._vc_timeout_ticks) << min(self._lone_joins.get(signer, 0), 40)
             out.append((signer, view, since + wait))
         return out
 
@@ -1835,9 +1890,9 @@ class Replica:
             self._locate()
             return
         if self._behind():
-            for client, (ts, data, _) in list(self.waiting.items()):
-                self.waiting[client] = (ts, data, self.ticks)
-            return
+            # Catching up: one more timeout to catch up in, not a timer held back for ever
+            # (a primary that kept us a little behind must not keep us from suspecting it).
+            self._restart_timers()
         for client in [c for c, (ts, _, _) in self.waiting.items() if self._executed_ts(c) >= ts]:
             del self.waiting[client]
         if not self.waiting:
@@ -1874,8 +1929,19 @@ class Replica:
         now on, with fresh timers for what we were waiting for."""
         self._located = True
         self._heard.clear()
+        self._restart_timers()
+
+    def _restart_timers(self) -> None:
+        """Give what we wait for a fresh timer after catching up (a state transfer, a
+        restart, learning that we are behind), at most once per request and view: a
+        primary that made a backup transfer again and again (delaying the pre-prepares of
+        checkpoint slots to it) pushed its deadlines back for ever and could censor a
+        client (review of issue 13)."""
+        self._timers_restarted &= {(c, w[0]) for c, w in self.waiting.items()}  # bounded
         for client, (ts, data, _) in list(self.waiting.items()):
-            self.waiting[client] = (ts, data, self.ticks)
+            if (client, ts) not in self._timers_restarted:
+                self._timers_restarted.add((client, ts))
+                self.waiting[client] = (ts, data, self.ticks)
 
     def _behind(self) -> bool:
         """f+1 replicas (so at least one correct) told us, by STATUS in our view, that they

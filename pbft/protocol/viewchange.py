@@ -71,19 +71,33 @@ def check_checkpoint_proof(
         return b""
     if seq % config.checkpoint_interval:
         raise InvalidCertificate(f"checkpoint {seq} is not a multiple of K")
-    signers: set[int] = set()
+    if len(proof) > config.n:
+        raise InvalidCertificate(f"checkpoint proof with {len(proof)} messages, more than n")
+    # Shape first, signatures last: a proof padded with copies or with messages of the
+    # wrong kind costs decoding only, and at most one signature check per distinct signer.
+    opened: dict[int, Envelope] = {}
     digest = None
     for data in proof:
-        env, msg = _open(data, verifier)
+        try:
+            env, msg = decode_envelope(data)
+        except codec.CodecError as exc:
+            raise InvalidCertificate(f"malformed message in certificate: {exc}") from None
+        if type(env.signer) is not int or not 0 <= env.signer < config.n:
+            raise InvalidCertificate("certificate message not signed by a replica")
         if not isinstance(msg, Checkpoint) or msg.seq != seq:
             raise InvalidCertificate(f"checkpoint proof holds something other than checkpoint {seq}")
         if digest is None:
             digest = msg.digest
         elif msg.digest != digest:
             raise InvalidCertificate("checkpoint proof with two digests")
-        signers.add(env.signer)  # type: ignore[arg-type]
-    if len(signers) < config.quorum or digest is None:
-        raise InvalidCertificate(f"checkpoint proof with {len(signers)} signers, needs {config.quorum}")
+        if env.signer in opened:
+            raise InvalidCertificate(f"checkpoint proof with two messages of replica {env.signer}")
+        opened[env.signer] = env
+    if len(opened) < config.quorum or digest is None:
+        raise InvalidCertificate(f"checkpoint proof with {len(opened)} signers, needs {config.quorum}")
+    for signer, env in opened.items():
+        if not verifier.verify(env):
+            raise InvalidCertificate(f"bad signature by {signer} in certificate")
     return digest
 
 
