@@ -381,3 +381,32 @@ async def test_pbft_status_signs_as_the_client_named_by_id(tmp_path):
             code, err = await trio.to_thread.run_sync(run_status, "--config", path, "--id", "nobody")
             assert code == 2 and "nobody" in err, err
             nursery.cancel_scope.cancel()
+
+
+def test_a_byzantine_replica_says_so_in_pbft_status():
+    """A replica wrapped in a Byzantine behaviour names it in its signed answer to a status
+    query, and `pbft status` marks it and is at best degraded (issue 14, item 4)."""
+    from conftest import make_config, make_replica, seal_as
+
+    from pbft.adversary.base import ByzantineReplica
+    from pbft.adversary.behaviours import REGISTRY
+    from pbft.protocol.events import Received, SendClient
+    from pbft.protocol.messages import QueryStatus, Status, decode_envelope, from_body, to_body
+    from pbft.runtime.health import judge, render_text
+
+    cfg = make_config()
+    core = make_replica(cfg, 2)
+    import random
+
+    behaviour = REGISTRY["wrong-digest-vote"](core, None, {}, random.Random(1))
+    liar = ByzantineReplica(core, behaviour)
+    out = liar.step(Received("alice", seal_as("alice", QueryStatus(7))))
+    [answer] = [decode_envelope(a.data)[1] for a in out if isinstance(a, SendClient)]
+    assert answer.behaviour == "wrong-digest-vote"
+    honest = Status(0, 3, 0, 3)
+    assert from_body(to_body(honest)) == honest and len(to_body(honest)) == len(to_body(Status(0, 3, 0, 3)))
+    assert from_body(to_body(answer)) == answer
+    statuses = {0: honest, 1: honest, 2: answer, 3: honest}
+    j = judge(cfg, statuses)
+    assert j.verdict == "degraded" and "replica 2 runs the Byzantine behaviour wrong-digest-vote" in j.reasons
+    assert "BYZANTINE: wrong-digest-vote" in render_text(cfg, j)

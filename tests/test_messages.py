@@ -54,6 +54,7 @@ EXAMPLES = [
     FetchState(128, D, 0),
     StateChunk(128, D, 1, 3, b"data", (D, E)),
     Status(1, 10, 8, 2),
+    Status(1, 10, 8, 2, "wrong-digest-vote"),
     QueryStatus(42),
     Held(1, 5, "alice", 2, 9),
     Held(0, 0, "bob", 3, MAX_U64),

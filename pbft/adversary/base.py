@@ -50,6 +50,7 @@ class ByzantineReplica:
     def __init__(self, replica: Replica, behaviour: Behaviour) -> None:
         self.core = replica
         self.behaviour = behaviour
+        replica.behaviour_label = behaviour.name  # `pbft status` shows it
 
     def step(self, event: Event) -> list[Action]:
         out: list[Action] = []

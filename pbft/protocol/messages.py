@@ -180,12 +180,16 @@ class StateChunk:
 
 @dataclass(frozen=True, slots=True)
 class Status:
-    """A replica's progress, for retransmission and `pbft status`."""
+    """A replica's progress, for retransmission and `pbft status`. `behaviour` names the
+    Byzantine behaviour the replica runs (an attack test), said in its answers to clients
+    so that `pbft status` shows a flag left in a unit file; it is encoded only when not
+    empty, so every other STATUS keeps its four fields and its bytes."""
 
     view: int
     last_executed: int
     stable_seq: int
     log_size: int
+    behaviour: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +270,12 @@ def _client(v: object) -> str:
     return v
 
 
+def _behaviour(v: object) -> str:
+    if type(v) is not str or not 0 < len(v) <= 200 or not v.isprintable():
+        raise SchemaError("expected a behaviour name")
+    return v
+
+
 def _bool(v: object) -> bool:
     if type(v) is not bool:
         raise SchemaError("expected a boolean")
@@ -300,7 +310,7 @@ _SCHEMA: dict[MsgType, tuple[type, tuple]] = {
         StateChunk,
         (_u64, _digest, _u64, _u64, _bytes(codec.MAX_FRAME), _list_of(_digest, 64)),
     ),
-    MsgType.STATUS: (Status, (_u64, _u64, _u64, _u64)),
+    MsgType.STATUS: (Status, (_u64, _u64, _u64, _u64, _behaviour)),
     MsgType.QUERY_STATUS: (QueryStatus, (_u64,)),
     MsgType.HELD: (Held, (_u64, _u64, _client, _u64, _u64)),
     MsgType.STABLE_PROOF: (StableProof, (_u64, _list_of(_ENV, MAX_CERTS))),
@@ -328,10 +338,17 @@ def type_of(msg: Message) -> MsgType:
     return _TYPE_OF[type(msg)]
 
 
+_OPTIONAL_LAST = frozenset({Status})
+"""Messages whose last field is left out when empty (and may be missing when decoded)."""
+
+
 def to_body(msg: Message) -> bytes:
     """The canonical bytes of `msg`: what is signed, hashed and sent."""
     number, fields = _ENCODING[type(msg)]
-    return codec.encode([number, *fields(msg)])  # type: ignore[operator]
+    values = fields(msg)  # type: ignore[operator]
+    if type(msg) in _OPTIONAL_LAST and not values[-1]:
+        values = values[:-1]
+    return codec.encode([number, *values])
 
 
 def from_body(body: bytes) -> Message:
@@ -343,6 +360,8 @@ def from_body(body: bytes) -> Message:
     if entry is None:
         raise SchemaError(f"unknown message type {value[0]}")
     cls, fields = entry
+    if cls in _OPTIONAL_LAST and len(value) == len(fields):
+        fields = fields[:-1]  # the optional last field left out: its default
     if len(value) != len(fields) + 1:
         raise SchemaError(f"{cls.__name__} has {len(fields)} fields, got {len(value) - 1}")
     return cls(*[check(v) for check, v in zip(fields, value[1:], strict=True)])
@@ -401,7 +420,7 @@ def render(msg: Message) -> str:
             return f"FETCH-STATE n={n} d={d.hex()[:8]} i={i}"
         case StateChunk(n, d, i, total, data, _):
             return f"STATE-CHUNK n={n} d={d.hex()[:8]} {i + 1}/{total} {len(data)}B"
-        case Status(v, last, stable, size):
+        case Status(v, last, stable, size, _):
             return f"STATUS v={v} last={last} stable={stable} log={size}"
         case QueryStatus(nonce):
             return f"QUERY-STATUS nonce={nonce}"

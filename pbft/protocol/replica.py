@@ -306,6 +306,9 @@ class Replica:
         # Buffer for messages of future views: enough for one view's traffic per signer.
         self._future_limit_per_signer = 3 * config.log_window + 4 * config.n
         self._out: list[Action] = []
+        self.behaviour_label = ""
+        """The Byzantine behaviour wrapped around this core, if any (adversary.base sets
+        it): said in answers to a client's status query, never used by the protocol."""
         self._held_answers = HeldAnswers(config)  # clients told what we hold (held.py)
 
     # -- public surface ---------------------------------------------------------------
@@ -662,7 +665,7 @@ class Replica:
             return
         if not self._verify(peer, env):
             return
-        status = Status(self.view, self.last_executed, self.log.low, len(self.log))
+        status = Status(self.view, self.last_executed, self.log.low, len(self.log), self.behaviour_label)
         data = self.safety.sign_other(status).to_bytes()
         self._out.append(SendClient(env.signer, data))
 

@@ -252,8 +252,12 @@ def judge(config: ClusterConfig, statuses: Mapping[int, Any]) -> Judgement:
             "log_size": s.log_size,
             "behind": behind,
             "lagging": behind > limit,
+            "behaviour": getattr(s, "behaviour", "") or None,
         }
         rows.append(row)
+        if row["behaviour"]:
+            # A flag left in a unit file must not go unnoticed: it counts against f.
+            reasons.append(f"replica {i} runs the Byzantine behaviour {row['behaviour']}")
         if s.view != view:
             reasons.append(f"replica {i} is in view {s.view}, not {view}")
         if row["lagging"]:
@@ -278,6 +282,8 @@ def render_text(config: ClusterConfig, j: Judgement) -> str:
             lines.append(f"{row['id']:>7}  unreachable")
             continue
         mark = "  lagging" if row["lagging"] else ""
+        if row.get("behaviour"):
+            mark += f"  BYZANTINE: {row['behaviour']}"
         lines.append(
             f"{row['id']:>7}  {row['view']:>6}  {row['primary']:>7}  {row['last_executed']:>9}  "
             f"{row['stable_checkpoint']:>9}  {row['log_size']:>6}  {row['behind']:>6}{mark}"
