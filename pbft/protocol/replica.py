@@ -255,7 +255,6 @@ class Replica:
         # period per asker (issue 13, item 7): STATUS -> proof/NEW-VIEW/slots, a repeated
         # request -> its cached reply, FETCH-STATE -> a chunk (per chunk).
         self._status_answered: dict[int, int] = {}
-        self._status_newest: dict[int, tuple[int, int, int]] = {}  # (view, stable, executed)
         # View convergence (issue 13, item 2). Our own VIEW-CHANGEs of the last views we
         # passed through, resent to a replica still waiting in one of them; replicas known
         # to have been in our current view although they have moved on since; whether
@@ -1510,20 +1509,19 @@ class Replica:
         to: int = env.signer  # type: ignore[assignment]
         # What we answer (a proof, a NEW-VIEW, up to CATCH_UP_SLOTS certificates) costs far
         # more than a STATUS: once per retransmission period per replica, which is as often
-        # as a correct one asks (issue 13, item 7: 42x amplification). A STATUS older than
-        # the newest we have from that replica is a replay: it gets nothing and uses none
-        # of the budget its real STATUS needs (review of issue 13).
-        where = (st.view, st.stable_seq, st.last_executed)
-        newest = self._status_newest.get(to)
-        if newest is not None and where < newest:
-            self.rejects[(peer, Reason.STALE)] += 1
+        # as a correct one asks (issue 13, item 7: 42x amplification). Only over its
+        # signer's own channel (nobody relays a STATUS): a replica's old STATUS replayed by
+        # another would use up the answer its real one needs (review of issue 13). Not
+        # "only if newer than the last": a replica restarted from its disk may honestly
+        # report less than before its crash.
+        if peer is not None and peer != to:
+            self._reject(peer, Reason.WRONG_ROLE, f"status of replica {to} relayed by {peer!r}")
             return
         if self._too_soon(self._status_answered, to, self._retransmit_ticks, peer):
             return
         if not self._verify(peer, env):
             return
         self._status_answered[to] = self.ticks
-        self._status_newest[to] = where
         self._peer_view[to] = max(self._peer_view.get(to, -1), st.view)
         self._peer_progress[to] = (st.view, st.last_executed)
         if not self._located:

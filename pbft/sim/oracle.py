@@ -628,7 +628,6 @@ RESOURCES: tuple[Tracked, ...] = (
     Tracked("_lone_since", len, lambda c: c.n),
     Tracked("_lone_joins", len, lambda c: c.n),
     Tracked("_peer_view", len, lambda c: c.n),
-    Tracked("_status_newest", len, lambda c: c.n),
     Tracked("_chunk_budget", len, lambda c: c.n),
     Tracked("_future_seen", len, lambda c: c.n * _future_per_peer(c)),
     Tracked("_timers_restarted", len, lambda c: len(c.clients)),
