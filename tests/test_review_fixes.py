@@ -15,7 +15,7 @@ from conftest import (
     sign_request,
 )
 
-from pbft.protocol.events import Rejected, Send, Tick
+from pbft.protocol.events import Rejected, Send
 from pbft.protocol.held import HeldAnswers
 from pbft.protocol.messages import FetchState, Request, Status, ViewChange
 from pbft.protocol.replica import CHUNKS_PER_PERIOD, LONE_FACTOR
@@ -23,13 +23,6 @@ from pbft.protocol.viewchange import InvalidCertificate, check_checkpoint_proof
 from pbft.service.kv import op_put
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def _ticks(rep, n: int) -> list:
-    out = []
-    for _ in range(n):
-        out += rep.step(Tick())
-    return out
 
 
 def test_a_replayed_old_request_does_not_use_up_the_held_answer_of_a_new_one():
