@@ -14,6 +14,7 @@ from conftest import (
     sign_checkpoint,
     sign_request,
 )
+from test_timers import ticks as _ticks
 
 from pbft.protocol.events import Rejected, Send
 from pbft.protocol.held import HeldAnswers
