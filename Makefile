@@ -2,7 +2,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint fuzz bench soak chaos clean
+.PHONY: demo test test-fast lint fuzz bench soak chaos clean
 
 $(BIN)/pbft: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -16,6 +16,24 @@ demo: $(BIN)/pbft
 test: $(BIN)/pbft
 	$(BIN)/ruff check .
 	$(BIN)/pytest
+
+# The developer subset: the protocol core's and the simulator's unit tests (no real
+# processes or sockets, except the simulator CLI), plus the timer, durability and
+# evidence tests. `make test` stays the gate.
+FAST_TESTS := \
+	tests/test_batching.py tests/test_broken_variants_unit.py tests/test_client_core.py \
+	tests/test_codec.py tests/test_config.py tests/test_crypto.py tests/test_flood.py \
+	tests/test_kv.py tests/test_messages.py tests/test_mutants_b.py \
+	tests/test_recovery_holes.py tests/test_replica_rules.py tests/test_resource_attacks.py \
+	tests/test_review_fixes.py tests/test_safety.py tests/test_statetransfer_attacks.py \
+	tests/test_timers.py tests/test_viewchange_attacks.py tests/test_wrong_reply.py \
+	tests/test_behaviours.py tests/test_scenarios.py tests/test_sim.py \
+	tests/test_sim_broken.py tests/test_sim_durability.py tests/test_sim_oracle.py \
+	tests/test_sim_triggers.py tests/test_viewchange_sim.py tests/test_evidence.py
+
+test-fast: $(BIN)/pbft
+	$(BIN)/ruff check .
+	$(BIN)/pytest $(FAST_TESTS)
 
 lint: $(BIN)/pbft
 	$(BIN)/ruff check .
