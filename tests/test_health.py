@@ -358,7 +358,10 @@ async def test_pbft_status_verdicts_and_exit_statuses(tmp_path):
             assert [r["behind"] for r in doc["replicas"]] == [0, 0, 0, 0]
 
             nodes[3].stop()
-            code, out = await status()
+            for _ in range(5):  # (see above: one slow answer must not decide the verdict)
+                code, out = await status()
+                if code == 3:
+                    break
             assert code == 3, out
             assert re.search(r"^\s+3  unreachable$", out, re.M)
             assert out.splitlines()[-1] == "degraded (view 0, primary 0): replica 3 is unreachable"
