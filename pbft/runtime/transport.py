@@ -105,6 +105,7 @@ import random
 import select
 import ssl
 import struct
+import threading
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -131,16 +132,24 @@ READ_SIZE = 256 * 1024
 RECV_SIZE = 256 * 1024
 """Bytes asked of the socket per read: everything a busy peer sent since the last one."""
 
-# One buffer for every socket read and one for every TLS read in this process (links never
-# await between filling one and copying out of it; a process runs one Trio loop with
-# transports: two loops in two threads would need a buffer each). Reading into a fresh 256 KiB bytes
-# object and shrinking it, as os.read and SSLObject.read(n) do, cost a large malloc per
-# read and fragmented the heap: a replica's resident memory crept up by ~0.5 MiB a minute.
-_RECV_BUF = bytearray(RECV_SIZE)
-_RECV = [_RECV_BUF]
-_RECV_VIEW = memoryview(_RECV_BUF)
-_PLAIN = bytearray(READ_SIZE)
-_PLAIN_VIEW = memoryview(_PLAIN)
+# One buffer for every socket read and one for every TLS read *per thread* (links never
+# await between filling one and copying out of it). Per thread, not per process: the
+# socket read and the TLS read release the GIL, so a client running its own Trio loop in
+# another thread (`trio.to_thread`, a program with a client per thread, the tests' CLI
+# runs) overwrote the bytes a replica's loop had just read, and TLS handshakes failed
+# with BAD_RECORD_TYPE or WRONG_VERSION_NUMBER. Reading into a fresh 256 KiB bytes object
+# and shrinking it, as os.read and SSLObject.read(n) do, cost a large malloc per read and
+# fragmented the heap: a replica's resident memory crept up by ~0.5 MiB a minute.
+_BUFFERS = threading.local()
+
+
+def _buffers() -> tuple[list[bytearray], memoryview, bytearray, memoryview]:
+    """This thread's (readv list, its view, TLS plaintext buffer, its view)."""
+    b = getattr(_BUFFERS, "b", None)
+    if b is None:
+        recv, plain = bytearray(RECV_SIZE), bytearray(READ_SIZE)
+        b = _BUFFERS.b = ([recv], memoryview(recv), plain, memoryview(plain))
+    return b
 MAX_INBOUND = 1024
 """Authenticated inbound connections a replica serves at once (see `Limits`)."""
 MAX_UNAUTHENTICATED = 64
@@ -654,13 +663,14 @@ class TLSLink:
         while True:
             out = []
             ended = False
+            _, _, plain, plain_view = _buffers()
             try:
                 while True:
-                    n = self.ssl.read(READ_SIZE, _PLAIN)
+                    n = self.ssl.read(READ_SIZE, plain)
                     if not n:  # the peer's close_notify (nothing from now on)
                         ended = True
                         break
-                    out.append(_PLAIN_VIEW[:n].tobytes())
+                    out.append(plain_view[:n].tobytes())
             except ssl.SSLWantReadError:
                 pass
             except ssl.SSLZeroReturnError:  # the peer's close_notify, other spelling
@@ -681,9 +691,10 @@ class TLSLink:
             # fail (a system call and an exception per message); wait for data first.
             await trio.lowlevel.wait_readable(self.fd)
             waited = True
+        recv, recv_view, _, _ = _buffers()
         while True:
             try:
-                n = os.readv(self.fd, _RECV)
+                n = os.readv(self.fd, recv)
                 break
             except BlockingIOError:
                 waited = True
@@ -692,7 +703,7 @@ class TLSLink:
             self._in.write_eof()
             return False
         self._drained = n < RECV_SIZE
-        self._in.write(_RECV_VIEW[:n])  # copied into the BIO before anyone else reads
+        self._in.write(recv_view[:n])  # copied into the BIO before anyone else reads
         if not waited:
             await trio.lowlevel.checkpoint()  # data was there at once: let the others run
         return True
