@@ -1,6 +1,6 @@
 """pbft: Practical Byzantine Fault Tolerance on Trio.
 
-`open_client` is the Python API (DESIGN.md section 5). Its errors, importable from here:
+`open_client` is the Python API (README, sending requests from Python). Its errors, importable from here:
 `ConfigError` (a bad cluster file, client name or key: raised by `open_client`),
 `ClientError` (the service refused the request), `RequestTooLarge` (a `ClientError`: a
 request over a size limit, refused before anything is sent) and `TimestampError`; a call

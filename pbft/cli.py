@@ -1,4 +1,4 @@
-"""The `pbft` command (DESIGN.md section 5).
+"""The `pbft` command (README: "Running a cluster" and "Operating").
 
 This module only parses arguments and dispatches; each command lives beside the code it
 drives and is imported lazily so `pbft scenario list` does not import Trio or TLS.

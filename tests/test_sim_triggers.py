@@ -1,6 +1,6 @@
 """Crashes at the worst moment: a `[[network]]` crash with `on = EVENT` fires right after
 the step in which that replica makes a checkpoint stable, starts or installs a state
-transfer, starts a view change or installs a NEW-VIEW (BYZANTINE.md "Crash and restart")."""
+transfer, starts a view change or installs a NEW-VIEW (docs/robustness.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """pbft.runtime.storage: a damaged or rolled-back data directory is refused, an honest
-crash is not (DESIGN.md section 8; the format is in the storage module's docstring).
+crash is not (README "Durability"; the format is in the storage module's docstring).
 
 Each kind of damage is made the way it happens (a byte flipped in the database file, the
 file truncated, the WAL deleted or damaged after a crash, an older copy restored) and

@@ -1,5 +1,5 @@
-"""Behaviours that try to exhaust a correct replica or strand a lagging one (BYZANTINE.md
-`status-flood`, `buffer-stuffing`, `stale-proof`): the attacks behind issue 13's
+"""Behaviours that try to exhaust a correct replica or strand a lagging one
+(`status-flood`, `buffer-stuffing`, `stale-proof`; docs/robustness.md): the attacks behind issue 13's
 resource and catch-up holes, so that the simulator and the fuzzer exercise them.
 
 * `status-flood`: `rate` signed STATUS messages per tick claiming to be at the very

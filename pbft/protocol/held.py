@@ -40,9 +40,14 @@ def held_envelope(view: int, timestamp: int, client: str, replica: int, held: in
     return codec.encode([body, replica, b""])
 
 
-class HeldAnswers:
-    """Which clients this replica told its held timestamp, and when (one entry per client
-    of the cluster: only requests whose signature verified get here)."""
+class ClientAnswers:
+    """When this replica last answered each client's request, by timestamp (one entry per
+    client of the cluster: only requests whose signature verified get here). An answer
+    that costs more than the question (a HELD, a cached reply of up to 1 MiB) goes out at
+    most once per `period` for the same request: half a client's first retransmission
+    timeout, so an honest retransmission is always answered. Keyed by the request, not
+    the client alone: a faulty replica replaying one old request of the client must not
+    use up the answer its new request needs."""
 
     __slots__ = ("period", "_told")
 
@@ -50,17 +55,27 @@ class HeldAnswers:
         self.period = max(1, client_retransmit_ticks(config) // 2)
         self._told: dict[str, tuple[int, int]] = {}
 
-    def answer(self, view: int, replica: int, req: Request, held: int, now: int) -> bytes | None:
-        """The HELD for the refused request `req`, or None if this client was told about
-        this same request less than a period ago. Keyed by the request, not the client
-        alone: a faulty replica replaying one old request of the client must not use up
-        the answer its new request needs."""
-        assert req.timestamp < held
-        last = self._told.get(req.client)
-        if last is not None and last[0] == req.timestamp and now - last[1] < self.period:
-            return None
-        self._told[req.client] = (req.timestamp, now)
-        return held_envelope(view, req.timestamp, req.client, replica, held)
+    def due(self, client: str, timestamp: int, now: int) -> bool:
+        """True (and noted) if `client`'s request `timestamp` may be answered now."""
+        last = self._told.get(client)
+        if last is not None and last[0] == timestamp and now - last[1] < self.period:
+            return False
+        self._told[client] = (timestamp, now)
+        return True
 
     def __len__(self) -> int:
         return len(self._told)
+
+
+class HeldAnswers(ClientAnswers):
+    """Which clients this replica told its held timestamp, and when."""
+
+    __slots__ = ()
+
+    def answer(self, view: int, replica: int, req: Request, held: int, now: int) -> bytes | None:
+        """The HELD for the refused request `req`, or None if it was answered less than a
+        period ago."""
+        assert req.timestamp < held
+        if not self.due(req.client, req.timestamp, now):
+            return None
+        return held_envelope(view, req.timestamp, req.client, replica, held)

@@ -12,8 +12,8 @@ exactly the bytes it received, and never re-encodes anything.
 
 Replicas are signers by integer id, clients by name. A REPLY, and a HELD (a replica's
 answer to a request older than the one it executed last for that client), are the messages
-that are not signed: they are authenticated by the TLS channel they arrive on (DESIGN.md
-section 3), so their envelope carries an empty signature and the receiver takes the signer
+that are not signed: they are authenticated by the TLS channel they arrive on (README,
+"Deploying on several hosts": mutual TLS), so their envelope carries an empty signature and the receiver takes the signer
 from the channel.
 
 `from_body` checks the schema completely (types, integer ranges, digest lengths, size

@@ -83,7 +83,7 @@ from .events import (
     ViewChangeStarted,
     ViewInstalled,
 )
-from .held import HeldAnswers, client_retransmit_ticks
+from .held import ClientAnswers, HeldAnswers
 from .log import MessageLog, Slot
 from .messages import (
     Checkpoint,
@@ -256,14 +256,12 @@ class Replica:
         # request -> its cached reply, FETCH-STATE -> a chunk (per chunk).
         self._status_answered: dict[int, int] = {}
         # View convergence (issue 13, item 2). Our own VIEW-CHANGEs of the last views we
-        # passed through, resent to a replica still waiting in one of them; replicas known
-        # to have been in our current view although they have moved on since; whether
+        # passed through, resent to a replica still waiting in one of them; whether
         # a restarted replica has heard where the others are; last_executed per replica
         # from STATUS in our view (to tell that we are behind).
         self._own_vcs: dict[int, bytes] = {}
         self._vc_resent: dict[int, tuple[int, int]] = {}  # asker -> (view, tick) answered
         self._peer_view: dict[int, int] = {}  # the latest view each replica told us it is in
-        self._was_in_view: set[int] = set()
         self._located = True
         self._located_by = 0
         self._heard: set[int] = set()
@@ -273,8 +271,7 @@ class Replica:
         self._lone_since: dict[int, tuple[int, int, int]] = {}
         self._lone_joins: dict[int, int] = {}
         self._timers_restarted: set[tuple[str, int]] = set()  # (client, t), this view
-        self._reply_resent: dict[str, int] = {}
-        self._reply_period = max(1, client_retransmit_ticks(config) // 2)
+        self._replies_resent = ClientAnswers(config)
         self._chunks_sent: dict[tuple[int, int, int], int] = {}
         self._chunk_budget: dict[int, tuple[int, int]] = {}  # asker -> (period start, chunks)
         # State transfer: CHECKPOINTs seen above our window (a few per replica), the fetch
@@ -584,11 +581,9 @@ class Replica:
                 # client's first retransmission timeout (so an honest retransmission is
                 # always answered, and a replayed request does not turn us into a stream
                 # of up to 1 MiB replies).
-                if self._too_soon(self._reply_resent, req.client, self._reply_period, peer):
+                if not self._replies_resent.due(req.client, req.timestamp, self.ticks):
+                    self.rejects[(peer, Reason.DUPLICATE)] += 1
                     return
-                if len(self._reply_resent) >= len(self.config.clients):
-                    self._reply_resent.clear()  # bounded by the clients; forgetting is harmless
-                self._reply_resent[req.client] = self.ticks
                 self._reply(req.client, rec.timestamp, rec.result)
             else:
                 self._reject(peer, Reason.STALE, f"{req.client} t={req.timestamp}")
@@ -1213,7 +1208,6 @@ class Replica:
         self._own_vcs[new_view] = data
         for old in [v for v in self._own_vcs if v <= new_view - self.config.n]:
             del self._own_vcs[old]
-        self._was_in_view = set()
         self._lone_since = {s: vs for s, vs in self._lone_since.items() if vs[0] > new_view}
         self._out.append(ViewChangeStarted(new_view))
         self._after_view_change_input()
@@ -1242,17 +1236,9 @@ class Replica:
             lone = self._lone_since.get(signer)
             if lone is not None and lone[0] == vc.new_view and prior.data == data:
                 self._lone_since[signer] = (lone[0], lone[1], self.ticks)  # still sending it
-            if (
-                vc.new_view == self.view
-                and prior.msg.new_view > vc.new_view
-                and signer not in self._was_in_view
-                and self._verify(peer, env)
-            ):
-                # Its VIEW-CHANGE for our view, resent after it moved on: it was in this
-                # view, which is what the new-view timer waits for (4.5.2).
-                self._was_in_view.add(signer)
-                self._after_view_change_input()
-            return  # a retransmission, or older than what we hold from that replica
+            # A retransmission, or older than what we hold from that replica (which already
+            # counts toward our new-view timer if it is for our view or later).
+            return
         if not self._verify(peer, env):
             return
         try:
@@ -1327,14 +1313,13 @@ class Replica:
         if self.view_active:
             return
         votes = [c for c in self.view_changes.values() if c.msg.new_view == self.view]
-        # Replicas in this view or past it (a later VIEW-CHANGE, or one for this view
-        # resent after they moved on): 2f+1 of them start the new-view timer (4.5.2). One
+        # Replicas in this view or past it (their latest VIEW-CHANGE is for it or a later
+        # view): 2f+1 of them start the new-view timer (4.5.2). One
         # past it was in it or joined a later one on f+1; counting it gives f faulty
         # replicas nothing they could not get by sending a VIEW-CHANGE for this view, and
         # it lets replicas left behind in v time v out after the one that moved on to v+1
         # restarted and can no longer resend its VIEW-CHANGE for v (review of issue 13).
-        in_view = {s for s, c in self.view_changes.items() if c.msg.new_view >= self.view}
-        in_view |= self._was_in_view
+        in_view = [c for c in self.view_changes.values() if c.msg.new_view >= self.view]
         if len(in_view) < self.config.quorum:
             return
         if self._nv_deadline is None:
@@ -1755,7 +1740,6 @@ class Replica:
                 if check_checkpoint_proof(self.config, self.verifier, seq, tuple(proof)) != sdigest:
                     raise ValueError(f"the stored proof of checkpoint n={seq} is for another digest")
                 self._learn_stable(seq, sdigest, tuple(proof))
-                self.prepared_certs = {s: c for s, c in self.prepared_certs.items() if s > seq}
         views = by_kind.get(Record.VIEW, [])
         for r in [r for r in views if r.tag != QUORUM_TAG][-1:]:
             view, active, vc_data = codec.decode(r.value)  # type: ignore[misc]

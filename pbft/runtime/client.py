@@ -1,4 +1,4 @@
-"""The async client (DESIGN.md section 5), the same one the CLI uses.
+"""The async client (README: sending requests from Python), the same one the CLI uses.
 
 Theory of operation. `open_client` loads the cluster file and the client's identity and
 dials every replica over mutual TLS. The sans-IO `ClientCore` decides where requests go

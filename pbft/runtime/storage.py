@@ -1,4 +1,4 @@
-"""Durable storage of a replica: SQLite in its data directory (DESIGN.md section 8).
+"""Durable storage of a replica: SQLite in its data directory (README: "Durability").
 
 Theory of operation. The core decides *what* must survive a crash and says so with
 `Persist(record, seq, view, tag, value)` and `Truncate(seq)` actions; this module only

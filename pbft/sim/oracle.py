@@ -463,7 +463,7 @@ class Oracle:
     # -- resources ------------------------------------------------------------------------
 
     def check_resources(self, rid: int, replica: object) -> None:
-        """Every bounded structure of a correct replica within its bound (STYLE.md 8). A
+        """Every bounded structure of a correct replica within its bound. A
         structure the table names that the replica does not have is itself a violation:
         a rename must not silently retire the check (as it did for `waiting`)."""
         if hasattr(replica, "resource_usage"):
@@ -617,11 +617,10 @@ RESOURCES: tuple[Tracked, ...] = (
     Tracked("_future_count", len, lambda c: c.n, label="_future (signers)"),
     Tracked("_future_total", int, lambda c: (c.f + 2) * FUTURE_SIGNER_BYTES, "bytes", "_future (total bytes)"),
     Tracked("_status_answered", len, lambda c: c.n),
-    Tracked("_reply_resent", len, lambda c: len(c.clients)),
+    Tracked("_replies_resent", len, lambda c: len(c.clients)),
     Tracked("_chunks_sent", len, lambda c: CHUNKS_REMEMBERED),
     Tracked("_own_vcs", len, lambda c: c.n),
     Tracked("_vc_resent", len, lambda c: c.n),
-    Tracked("_was_in_view", len, lambda c: c.n),
     Tracked("_heard", len, lambda c: c.n),
     Tracked("_peer_progress", len, lambda c: c.n),
     Tracked("_held_answers", len, lambda c: len(c.clients)),
@@ -635,8 +634,8 @@ RESOURCES: tuple[Tracked, ...] = (
     Tracked("_evidence_seen", len, lambda c: EVIDENCE_MEMORY),
     Tracked("rejects", len, lambda c: _peers(c) * len(Reason)),
 )
-"""The replica's bounded structures (DESIGN.md, STYLE.md 8: a named limit on every queue
-and window). Byte counts where they are cheap and a peer controls them: the future-view
+"""The replica's bounded structures (a named limit on every queue and window,
+docs/robustness.md). Byte counts where they are cheap and a peer controls them: the future-view
 buffer, checkpoint votes and claims. A core accessor `Replica.resource_usage() ->
 list[Usage]` would let each structure report itself; until then this table does, and a
 missing attribute fails loudly."""
