@@ -41,7 +41,7 @@ lint: $(BIN)/pbft
 fuzz: $(BIN)/pbft
 	$(BIN)/pbft fuzz --seeds 1000
 
-# The standard configuration (DESIGN.md section 7): f=1, enough clients to saturate the
+# The standard configuration (docs/formats.md, bench report): f=1, enough clients to saturate the
 # cluster, 10 s. Extra flags: make bench BENCH_ARGS="--json bench.json".
 bench: $(BIN)/pbft
 	$(BIN)/pbft bench --f 1 --clients 32 --duration 10 $(BENCH_ARGS)

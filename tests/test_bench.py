@@ -1,6 +1,6 @@
 """`pbft bench` end to end, tiny: real processes, one second, two clients.
 
-Checks the shape of the JSON report (DESIGN.md section 7), never a speed: these machines
+Checks the shape of the JSON report (docs/formats.md), never a speed: these machines
 are shared and noisy, so a threshold would only make the suite flaky.
 """
 

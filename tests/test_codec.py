@@ -1,4 +1,4 @@
-"""Strict canonical CBOR (DESIGN.md section 2), with cbor2 as the reference encoder."""
+"""Strict canonical CBOR (docs/formats.md, "The wire"), with cbor2 as the reference encoder."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Cluster configuration (DESIGN.md section 4) and quorum sizes (OSDI'99 section 4)."""
+"""Cluster configuration (docs/formats.md) and quorum sizes (OSDI'99 section 4)."""
 
 from __future__ import annotations
 

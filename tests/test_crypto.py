@@ -1,4 +1,4 @@
-"""Signatures with domain separation (DESIGN.md section 3) and the memoised Verifier."""
+"""Signatures with domain separation (docs/formats.md, "The wire") and the memoised Verifier."""
 
 from __future__ import annotations
 

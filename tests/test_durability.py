@@ -1,4 +1,4 @@
-"""Crash recovery with real replica processes on loopback (DESIGN.md section 8).
+"""Crash recovery with real replica processes on loopback (docs/architecture.md).
 
 Replicas are `pbft replica` processes with their own data directories; a crash is
 SIGKILL (nothing flushed, no shutdown code runs) and a restart is a new process on the

@@ -1,4 +1,4 @@
-"""The core is sans-IO (DESIGN.md section 1, STYLE.md 1): enforced on the source."""
+"""The core is sans-IO (docs/architecture.md, "The shape"): enforced on the source."""
 
 from __future__ import annotations
 

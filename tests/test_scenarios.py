@@ -1,4 +1,4 @@
-"""Every scenario file in tests/scenarios meets its [expect] (BYZANTINE.md: each behaviour
+"""Every scenario file in tests/scenarios meets its [expect] (docs/attacks.md: each behaviour
 has a scenario with its expected outcome)."""
 
 from __future__ import annotations

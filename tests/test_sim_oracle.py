@@ -1,4 +1,4 @@
-"""The oracle catches a hand-made violation of each check (BYZANTINE.md "The checks")."""
+"""The oracle catches a hand-made violation of each check (docs/attacks.md, "The checks")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Resources over a long run (BYZANTINE.md "The checks": resources): every bounded structure
+"""Resources over a long run (docs/attacks.md, "The checks": resources): every bounded structure
 of every correct replica stays within its bound, and replica memory is flat once warmed up.
 
 The CI run is 3,000 requests (10 clients x 300) with K=8, L=16 on mild link faults (drop,

@@ -1,5 +1,5 @@
 """`lying-state-transfer` against a 4-replica in-memory cluster, and the broken variant
-`unverified-chunk` it exposes (BYZANTINE.md; TOCS 2002 section 5.3).
+`unverified-chunk` it exposes (docs/attacks.md; TOCS 2002 section 5.3).
 
 A replica cut off while the others move two checkpoints ahead must, once it is back,
 fetch the stable state in chunks. The faulty replica is one of its sources (and the one it

@@ -1,4 +1,4 @@
-"""pbft.runtime.storage: the SQLite data directory of one replica (DESIGN.md section 8).
+"""pbft.runtime.storage: the SQLite data directory of one replica (docs/formats.md).
 
 Unit tests on a temporary directory: round trip, replace by key, truncate, one
 transaction per apply, refusing directories that are not this replica's, a full disk.

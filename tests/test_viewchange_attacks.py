@@ -1,4 +1,4 @@
-"""View-change attacks against a 4-replica in-memory cluster (BYZANTINE.md rows
+"""View-change attacks against a 4-replica in-memory cluster (docs/attacks.md rows
 `fake-prepared-cert`, `drop-cert`, `bad-new-view`, `view-change-storm`).
 
 Each test shows that the attack really happens (what honest replicas received and the
