@@ -1,4 +1,4 @@
-"""pbft.runtime.node: the pipelined group commit (fsync "always") and the tick feed.
+"""pbft.node.node: the pipelined group commit (fsync "always") and the tick feed.
 
 The stepping task keeps stepping while a commit is in flight on the commit thread, and
 nothing a step sends leaves before the commit that covers its Persist actions; sends stay
@@ -13,10 +13,10 @@ from contextlib import asynccontextmanager
 import trio
 from conftest import decoded, make_config, make_replica, sign_request
 
+from pbft.node.node import TICK, ReplicaNode, _CommitThread
+from pbft.node.storage import Storage
 from pbft.protocol.events import Received
 from pbft.protocol.messages import PrePrepare
-from pbft.runtime.node import TICK, ReplicaNode, _CommitThread
-from pbft.runtime.storage import Storage
 from pbft.service.kv import op_put
 
 

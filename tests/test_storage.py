@@ -1,4 +1,4 @@
-"""pbft.runtime.storage: the SQLite data directory of one replica (DESIGN.md section 8).
+"""pbft.node.storage: the SQLite data directory of one replica (DESIGN.md section 8).
 
 Unit tests on a temporary directory: round trip, replace by key, truncate, one
 transaction per apply, refusing directories that are not this replica's, a full disk.
@@ -24,16 +24,16 @@ from conftest import (
     sign_request,
 )
 
-from pbft.protocol.config import ConfigError
-from pbft.protocol.events import Broadcast, Persist, Received, Record, Tick, Truncate
-from pbft.protocol.messages import PrePrepare
-from pbft.runtime.storage import (
+from pbft.node.storage import (
     DB_FILE,
     FORMAT_VERSION,
     Storage,
     StorageError,
     fsync_setting,
 )
+from pbft.protocol.config import ConfigError
+from pbft.protocol.events import Broadcast, Persist, Received, Record, Tick, Truncate
+from pbft.protocol.messages import PrePrepare
 from pbft.service.kv import decode_result, op_get, op_put
 
 
@@ -246,7 +246,7 @@ def test_full_disk_raises_storage_error_and_keeps_what_was_stored(store):
 
 
 async def test_full_disk_stops_the_node_before_it_sends(tmp_path, cfg, caplog):
-    from pbft.runtime.node import ReplicaNode
+    from pbft.node.node import ReplicaNode
 
     sent: list[object] = []
 
@@ -414,9 +414,9 @@ def test_executed_records_replay_from_the_prepared_record_or_their_own_value(cfg
 
 
 def test_a_store_the_core_cannot_replay_stops_the_replica_with_one_sentence(tmp_path, cfg):
-    from pbft.cli import UsageError
+    from pbft.errors import UsageError
+    from pbft.node.node import ReplicaNode
     from pbft.protocol.events import Persist, Record
-    from pbft.runtime.node import ReplicaNode
 
     with Storage.open(str(tmp_path / "d"), cfg, 1) as s:
         s.apply([Persist(Record.EXECUTED, 1, 0, "", b"")])  # names a slot it holds nothing of

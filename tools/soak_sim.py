@@ -453,10 +453,10 @@ def real_catch_up(clients: int = 8, warmup_s: float = 2.0, down_s: float = 10.0,
 
     import trio
 
-    from pbft.runtime.client import open_client
-    from pbft.runtime.clusterfile import load_cluster
-    from pbft.runtime.keygen import generate_cluster
-    from pbft.runtime.launcher import LocalCluster, free_ports
+    from pbft.cluster.keygen import generate_cluster
+    from pbft.cluster.launcher import LocalCluster, free_ports
+    from pbft.node.client import open_client
+    from pbft.node.clusterfile import load_cluster
 
     workdir = tempfile.mkdtemp(prefix="pbft-soak-")
     names = [f"c{i}" for i in range(clients)]

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import IO
 
-from .registry import client_registry, replica_registry
+from ..adversary.catalogue import CLIENT_REGISTRY, REGISTRY
 from .scenario import TRIGGERS, ByzantineSpec, Expect, NetworkFault, Scenario, to_toml
 from .simulation import SimResult, never_healed, run_scenario
 
@@ -153,8 +153,8 @@ def random_scenario(seed: int, f: int = 1, wide: bool = True) -> Scenario:
     n = 3 * f + 1
     clients = rng.randint(2, 3)
     requests = rng.randint(4, 10)
-    behaviours = sorted(replica_registry())
-    client_behaviours = sorted(client_registry())
+    behaviours = sorted(REGISTRY)
+    client_behaviours = sorted(CLIENT_REGISTRY)
     faulty = rng.sample(range(n), rng.randint(0, f))
     byz: list[ByzantineSpec] = []
     net: list[NetworkFault] = []

@@ -55,7 +55,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..cli import UsageError
+from ..adversary import catalogue
+from ..errors import UsageError
 from ..protocol.client import ClientCore
 from ..protocol.config import ClientInfo, ClusterConfig, ReplicaInfo
 from ..protocol.crypto import KeyPair, Verifier
@@ -81,7 +82,6 @@ from ..protocol.replica import Replica
 from ..service.kv import KeyValueStore, op_delete, op_get, op_put
 from .network import Network
 from .oracle import Oracle, Violation
-from .registry import client_registry, replica_registry
 from .scenario import Node, Scenario, client_name
 
 TRACE_TAIL = 30
@@ -336,15 +336,12 @@ class Simulation:
         spec = self.byz_replica.get(rid)
         if spec is None:
             return Instance(core, rid in self.correct, inc, epoch, store)
-        from ..adversary.base import ByzantineReplica
-
-        cls = replica_registry()[spec.behaviour]
         rng = random.Random(self._behaviour_rng.getrandbits(64))
         try:
-            beh = cls(core, self.keys[rid], dict(spec.params), rng)
+            byz = catalogue.build(spec.behaviour, spec.params, core, self.keys[rid], rng)
         except (ValueError, TypeError) as exc:
             raise UsageError(f"{self.scenario.source or self.scenario.name}: replica {rid}: {exc}") from None
-        return Instance(ByzantineReplica(core, beh), False, inc, epoch, store)
+        return Instance(byz, False, inc, epoch, store)
 
     def _new_client(self, name: str, key: KeyPair) -> ClientState:
         s = self.scenario
@@ -362,12 +359,11 @@ class Simulation:
         spec = self.byz_client.get(name)
         driver: Any = core
         if spec is not None:
-            from ..adversary.clients import ByzantineClient
-
-            cls = client_registry()[spec.behaviour]
             rng = random.Random(self._behaviour_rng.getrandbits(64))
             try:
-                driver = ByzantineClient(core, cls(core, key, dict(spec.params), rng, self.config))
+                driver = catalogue.build(
+                    spec.behaviour, spec.params, core, key, rng, self.config, target="client"
+                )
             except (ValueError, TypeError) as exc:
                 raise UsageError(f"{self.scenario.source or self.scenario.name}: client {name}: {exc}") from None
         return ClientState(name, core, driver, ops, spec is None)

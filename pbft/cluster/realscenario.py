@@ -46,7 +46,7 @@ from typing import Any
 
 import trio
 
-from ..cli import UsageError
+from ..errors import UsageError
 from ..sim.oracle import Violation
 from ..sim.scenario import ByzantineSpec, NetworkFault, Scenario
 
@@ -313,7 +313,7 @@ class RealRun:
     # -- clients -------------------------------------------------------------------
 
     async def run_client(self, name: str, ops: list[Op]) -> None:
-        from .client import open_client
+        from ..node.client import open_client
 
         model: dict[bytes, bytes] = {}
         async with open_client(self.path, name) as client:
@@ -352,7 +352,7 @@ class RealRun:
         return await observer.status(timeout=STATUS_TIMEOUT_S)
 
     async def main(self, plan: dict[str, list[Op]]) -> dict[int, Any]:
-        from .client import open_client
+        from ..node.client import open_client
 
         self.t0 = trio.current_time()
         async with trio.open_nursery() as nursery:
@@ -414,9 +414,9 @@ class RealRun:
     # -- the whole run ---------------------------------------------------------------
 
     def run(self) -> RealResult:
-        from ..protocol.config import ConfigError
-        from .clusterfile import load_cluster
-        from .commands import run_trio
+        from ..errors import ConfigError
+        from ..node.clusterfile import load_cluster
+        from ..node.process import run_trio
         from .keygen import generate_cluster
         from .launcher import LaunchError, LocalCluster, free_ports
 

@@ -11,7 +11,7 @@ REPLACE). `Truncate(seq)` deletes the VOTE, PREPARED and EXECUTED records at or 
 A second table, `evidence`, keeps the conflicting pairs of signed envelopes the core
 reports (`events.Evidence`), deduplicated by (culprit, kind, digest of the pair) and
 bounded per (culprit, kind) by EVIDENCE_PER_CULPRIT; `pbft evidence` reads it
-(pbft.runtime.evidence). It is created if missing, so older directories gain it.
+(pbft.cluster.evidence). It is created if missing, so older directories gain it.
 
 `apply(actions)` writes every Persist and Truncate of one batch of steps in ONE
 transaction, and the node performs none of that batch's sends before `apply` returns:
@@ -101,7 +101,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from ..protocol.config import ClusterConfig, ConfigError
+from ..errors import ConfigError
+from ..protocol.config import ClusterConfig
 from ..protocol.events import Persist, Record, Truncate
 
 FORMAT_VERSION = 2

@@ -41,7 +41,8 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
-from pbft.protocol.config import ClusterConfig, ConfigError, parse_cluster
+from pbft.errors import ConfigError
+from pbft.protocol.config import ClusterConfig, parse_cluster
 from pbft.protocol.crypto import KeyPair
 from pbft.protocol.messages import Signer
 

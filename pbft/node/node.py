@@ -35,10 +35,10 @@ A failed write (full disk) stops the node with one log line: running on without
 durability could make it equivocate after the next crash. Without a storage (tests)
 `Persist` actions are ignored and a restarted replica starts empty.
 
-Observability. Every node has its own `NodeMetrics` (pbft.runtime.metrics), updated as
+Observability. Every node has its own `NodeMetrics` (pbft.node.metrics), updated as
 frames arrive and actions are performed, and served on HTTP when `metrics_address` is
 given, together with the health endpoints /healthz, /readyz and /status
-(pbft.runtime.health; `links_since` is what they need of the tick loop's link watch).
+(pbft.node.health; `links_since` is what they need of the tick loop's link watch).
 Protocol events are logged once each at info level with an `event` name and
 `fields` (the JSON log format prints both): the typed actions (ViewChangeStarted,
 ViewInstalled, CheckpointStable, StateTransferStarted, StateInstalled) and the core's
@@ -57,7 +57,6 @@ also in the metrics (`pbft_byzantine_behaviour`) and in `ReplicaNode.behaviour`.
 from __future__ import annotations
 
 import functools
-import importlib
 import logging
 import os
 import queue
@@ -71,7 +70,9 @@ from typing import Any
 
 import trio
 
-from ..protocol.config import ClusterConfig, ConfigError
+from ..adversary import catalogue
+from ..errors import ConfigError, UsageError
+from ..protocol.config import ClusterConfig
 from ..protocol.events import (
     Action,
     Broadcast,
@@ -104,7 +105,7 @@ log = logging.getLogger("pbft.node")
 lifecycle = logging.getLogger("pbft.replica")
 """The start-up and stop lines (see the module docstring)."""
 STARTED = "replica {id} listening on {address}"
-"""The start of a replica's start-up line: pbft.runtime.launcher waits for it in the log
+"""The start of a replica's start-up line: pbft.cluster.launcher waits for it in the log
 to know the replica is really up (a foreign listener on its port says nothing)."""
 
 INBOX_LIMIT = 4096
@@ -191,7 +192,7 @@ NOTE_EVENTS = (
 
 def event_log(level: int, event: str, replica: int, msg: str, *args: object, **fields: object) -> None:
     """One log line for a protocol event: `msg % args` as text, with `event`, `replica`
-    and `fields` as attributes for the JSON format (pbft.runtime.commands)."""
+    and `fields` as attributes for the JSON format (pbft.cli.replica)."""
     if log.isEnabledFor(level):
         log.log(level, msg, *args, extra={"event": event, "replica": replica, "fields": fields})
 
@@ -260,7 +261,7 @@ class ReplicaNode:
         self._links: set[int] = set()
         self.links_since: float | None = None
         """When (time.monotonic) the links to 2f other replicas last came up; None while
-        fewer are up (pbft.runtime.health: a replica that just reconnected waits to hear
+        fewer are up (pbft.node.health: a replica that just reconnected waits to hear
         where the others are before it calls itself ready)."""
         self._committer: _CommitThread | None = None
         self._pending: list[Action] = []
@@ -391,14 +392,12 @@ class ReplicaNode:
         try:
             records = self.storage.load()
         except ConfigError as exc:  # a record that fails its checksum: a damaged store
-            from ..cli import UsageError
 
             raise UsageError(str(exc)) from None
         if records:
             try:
                 notes = self.replica.recover(records)
             except ValueError as exc:  # CodecError too: records this core cannot replay
-                from ..cli import UsageError
 
                 raise UsageError(
                     f"the data directory {self.storage.path} holds records replica {self.id} "
@@ -758,22 +757,6 @@ class _CommitThread:
                 return
 
 
-def load_behaviour(name: str):
-    """The behaviour class registered as `name`, or UsageError."""
-    from ..cli import UsageError
-
-    module = "pbft.adversary.behaviours"
-    try:
-        registry = getattr(importlib.import_module(module), "REGISTRY", {})
-    except ModuleNotFoundError as exc:
-        if exc.name != module:
-            raise  # a bug inside the behaviours, not a missing catalogue
-        registry = {}
-    if not isinstance(registry, dict) or name not in registry:
-        raise UsageError(f"unknown behaviour {name}")
-    return registry[name]
-
-
 def build_node(
     config: ClusterConfig,
     identity,
@@ -785,13 +768,15 @@ def build_node(
     """A ReplicaNode for `replica_id` with the default key-value service; it recovers from
     and writes to `storage` if given (the caller closes the storage after `run`), and
     serves Prometheus metrics on `metrics_address` (HOST, PORT) if given."""
-    from ..adversary.base import ByzantineReplica
     from . import tls
 
     core: Any = Replica(config, replica_id, identity.key, KeyValueStore())
     if behaviour is not None:
-        cls = load_behaviour(behaviour)
-        core = ByzantineReplica(core, cls(core, identity.key, {}, random.Random()))
+        name, params = catalogue.parse_spec(behaviour)
+        try:
+            core = catalogue.build(name, params, core, identity.key, random.Random())
+        except (ValueError, TypeError) as exc:
+            raise UsageError(str(exc)) from None
     return ReplicaNode(
         config,
         core,
@@ -820,11 +805,10 @@ async def run_replica(
     Metrics are served on `metrics` (HOST:PORT), by default on the `metrics` address of
     this replica's [[replica]] entry in the cluster file, if it has one.
     `accept_rollback`: open a data directory whose database is behind its HISTORY file
-    (the operator restored an older copy on purpose; see pbft.runtime.storage).
+    (the operator restored an older copy on purpose; see pbft.node.storage).
     `stop_reason`: a callable that says, once the replica is cancelled, why (for its stop
     line: "SIGTERM received"); None says "cancelled".
     Returns None, or why the replica stopped on its own (a storage failure)."""
-    from ..cli import UsageError
     from .clusterfile import load_cluster, load_identity
     from .metrics import parse_hostport
 

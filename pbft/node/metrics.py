@@ -17,7 +17,7 @@ a batch from its pre-prepare to its execution (pbft_commit_latency_seconds).
 `serve_metrics` answers `GET /metrics` (and `/`) on HOST:PORT with `generate_latest`, in
 a Trio task of the node's nursery: no thread, and the collectors read the core from the
 task that owns it. Requests are bounded (REQUEST_LIMIT bytes, REQUEST_TIMEOUT seconds).
-The node adds its health endpoints (`/healthz`, `/readyz`, `/status`: pbft.runtime.health)
+The node adds its health endpoints (`/healthz`, `/readyz`, `/status`: pbft.node.health)
 as extra routes; their readiness is also exported as gauges (`pbft_ready`, ...) through
 `NodeMetrics.health`.
 """
