@@ -42,8 +42,9 @@ from pbft.protocol.config import ClusterConfig  # noqa: E402
 from pbft.protocol.messages import Checkpoint, envelope_from_bytes, from_body  # noqa: E402
 from pbft.protocol.replica import EVIDENCE_MEMORY, VERIFIED_CACHE  # noqa: E402
 from pbft.sim.oracle import Oracle  # noqa: E402
+from pbft.sim.result import RunResult  # noqa: E402
 from pbft.sim.scenario import Scenario, load_scenario, parse_scenario  # noqa: E402
-from pbft.sim.simulation import SimResult, Simulation  # noqa: E402
+from pbft.sim.simulation import Simulation  # noqa: E402
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "tests" / "scenarios"
 
@@ -325,7 +326,7 @@ def soak(
         )
         sim.sample_memory()
         t0 = time.perf_counter()
-        r: SimResult = sim.run()
+        r: RunResult = sim.run()
         wall = time.perf_counter() - t0
         sim.finish()
     finally:

@@ -12,42 +12,15 @@ import json
 import shlex
 import sys
 import time
-from typing import Any
 
 from ..adversary.catalogue import CLIENT_REGISTRY, REGISTRY
 from ..errors import UsageError
+from ..sim.result import RunResult, result_json
 from ..sim.scenario import load_scenario
-from ..sim.simulation import SimResult, Simulation
+from ..sim.simulation import Simulation
 
 
-def result_json(r: SimResult) -> dict[str, Any]:
-    return {
-        "name": r.name,
-        "seed": r.seed,
-        "passed": r.passed,
-        "exceeds_fault_assumption": r.exceeds_fault_assumption,
-        "violations": [{"check": v.check, "detail": v.detail} for v in r.violations],
-        "requests_completed": r.requests_completed,
-        "requests_total": r.requests_total,
-        "view_changes": r.view_changes,
-        "virtual_ms": r.virtual_ms,
-        "messages_delivered": r.delivered,
-        "trace_digest": r.trace_digest,
-        "replicas": [
-            {
-                "id": rep.id,
-                "byzantine": rep.byzantine,
-                "view": rep.view,
-                "last_executed": rep.last_executed,
-                "stable_checkpoint": rep.stable_checkpoint,
-                "state_digest": rep.state_digest,
-            }
-            for rep in r.replicas
-        ],
-    }
-
-
-def print_violation(r: SimResult, out=None, path: str = "FILE") -> None:
+def print_violation(r: RunResult, out=None, path: str = "FILE") -> None:
     """The first violation, the command that replays it (`path`: the scenario file) and
     the trace leading to it."""
     out = out or sys.stdout
@@ -87,7 +60,7 @@ def cmd_scenario_real(args) -> int:
             )
             realscenario.print_result(r)
     if args.json:
-        print(json.dumps([realscenario.result_json(r) for r in results], indent=2))
+        print(json.dumps([result_json(r) for r in results], indent=2))
     return 1 if failed else 0
 
 

@@ -31,8 +31,9 @@ from dataclasses import dataclass, replace
 from typing import IO
 
 from ..adversary.catalogue import CLIENT_REGISTRY, REGISTRY
+from .result import RunResult
 from .scenario import TRIGGERS, ByzantineSpec, Expect, NetworkFault, Scenario, to_toml
-from .simulation import SimResult, never_healed, run_scenario
+from .simulation import never_healed, run_scenario
 
 MAX_SHRINK_RUNS = 40
 PARAMS: dict[str, list[dict]] = {
@@ -297,7 +298,7 @@ def widen(s: Scenario, seed: int) -> Scenario:
     return out
 
 
-def _fails(s: Scenario, check: str) -> SimResult | None:
+def _fails(s: Scenario, check: str) -> RunResult | None:
     r = run_scenario(s)
     if r.violations and r.violations[0].check == check:
         return r
