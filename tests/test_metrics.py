@@ -14,8 +14,9 @@ from pbft.cluster.keygen import generate_cluster
 from pbft.cluster.launcher import free_ports
 from pbft.node.client import open_client
 from pbft.node.clusterfile import load_cluster, load_identity
-from pbft.node.metrics import NodeMetrics, parse_hostport, peek_slot, peek_type
+from pbft.node.metrics import NodeMetrics, parse_hostport, peek_type
 from pbft.node.node import build_node
+from pbft.protocol.messages import envelope_slot as peek_slot
 
 
 async def http_get(port: int, path: str = "/metrics") -> tuple[int, str]:
@@ -130,9 +131,10 @@ def test_peek_code_agrees_with_the_full_head_walk():
     from hypothesis import given
     from hypothesis import strategies as st
 
-    from pbft.node.metrics import _body_fields, peek_code
     from pbft.protocol.crypto import KeyPair, seal
     from pbft.protocol.messages import PrePrepare
+    from pbft.protocol.messages import envelope_fields as _body_fields
+    from pbft.protocol.messages import envelope_type as peek_code
 
     key = KeyPair.from_seed(b"x")
     for size in (0, 10, 30, 300, 70000):
