@@ -9,10 +9,11 @@ updated per message is read then: view, last executed, stable checkpoint (from t
 and per-peer queue depth, connection state and link counters (from the transport's
 public attributes).
 
-A frame's message type is read by `peek_type`, which walks the CBOR heads of the signed
-envelope `[body, signer, signature]` and of the body `[type, ...]` without decoding
-anything else; for a PRE-PREPARE `peek_slot` also reads (view, seq), so the node can time
-a batch from its pre-prepare to its execution (pbft_commit_latency_seconds).
+A frame's message type is read by `protocol.messages.envelope_type`, which reads the
+CBOR heads of the signed envelope `[body, signer, signature]` and of the body
+`[type, ...]` without decoding anything else (the codec owns that layout); for a
+PRE-PREPARE `envelope_slot` also reads (view, seq), so the node can time a batch from its
+pre-prepare to its execution (pbft_commit_latency_seconds).
 
 `serve_metrics` answers `GET /metrics` (and `/`) on HOST:PORT with `generate_latest`, in
 a Trio task of the node's nursery: no thread, and the collectors read the core from the
