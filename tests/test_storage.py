@@ -24,12 +24,13 @@ from conftest import (
     sign_request,
 )
 
+from pbft.cluster.keygen import generate_cluster
+from pbft.node.clusterfile import load_replica
 from pbft.node.storage import (
     DB_FILE,
     FORMAT_VERSION,
     Storage,
     StorageError,
-    fsync_setting,
 )
 from pbft.protocol.config import ConfigError
 from pbft.protocol.events import Broadcast, Persist, Received, Record, Tick, Truncate
@@ -221,14 +222,18 @@ def test_fsync_policy_sets_synchronous(tmp_path, cfg, policy, pragma):
 
 
 def test_fsync_setting_from_the_cluster_file(tmp_path):
-    f = tmp_path / "cluster.toml"
-    f.write_text('[cluster]\nid = "x"\n')
-    assert fsync_setting(str(f)) == "always"
-    f.write_text('[cluster]\nid = "x"\n[storage]\nfsync = "batch"\n')
-    assert fsync_setting(str(f)) == "batch"
-    f.write_text('[storage]\nfsync = "sometimes"\n')
+    # Read once with the rest of the file (clusterfile.load_replica), not on its own.
+    path = generate_cluster(str(tmp_path / "k"), f=1, clients=["alice"], ports=[1, 2, 3, 4])
+    assert load_replica(path, 1).fsync == "always"
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write('\n[storage]\nfsync = "batch"\n')
+    assert load_replica(path, 1).fsync == "batch"
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read().replace('fsync = "batch"', 'fsync = "sometimes"')
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
     with pytest.raises(ConfigError, match="'fsync' must be \"always\", \"batch\" or \"off\""):
-        fsync_setting(str(f))
+        load_replica(path, 1)
 
 
 def fill_disk(store: Storage) -> None:

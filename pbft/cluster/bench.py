@@ -320,8 +320,8 @@ def run_once(
         if fsync is not None:
             with open(path, "a", encoding="utf-8") as fh:
                 fh.write(f'\n[storage]\nfsync = "{fsync}"\n')
-        policy = _fsync_policy(path)
         config = load_cluster(path)
+        policy = config.fsync
         cluster = LocalCluster(
             path,
             config,
@@ -402,14 +402,6 @@ def run_once(
         fsync=policy,
         cpu=cpu,
     )
-
-
-def _fsync_policy(cluster_path: str) -> str | None:
-    try:
-        from ..node.storage import fsync_setting
-    except ImportError:
-        return None
-    return fsync_setting(cluster_path)
 
 
 class BenchError(RuntimeError):

@@ -98,7 +98,7 @@ from ..protocol.replica import Replica
 from ..service.kv import KeyValueStore
 from . import health
 from .metrics import NodeMetrics, bind_metrics, serve_metrics
-from .storage import Storage, StorageError, default_data_dir, fsync_setting
+from .storage import Storage, StorageError, default_data_dir
 from .transport import Transport, is_address_in_use
 
 log = logging.getLogger("pbft.node")
@@ -809,31 +809,26 @@ async def run_replica(
     `stop_reason`: a callable that says, once the replica is cancelled, why (for its stop
     line: "SIGTERM received"); None says "cancelled".
     Returns None, or why the replica stopped on its own (a storage failure)."""
-    from .clusterfile import load_cluster, load_identity
+    from .clusterfile import load_replica
     from .metrics import parse_hostport
 
     try:
-        config = load_cluster(cluster_path)
-        if not 0 <= replica_id < config.n:
-            raise UsageError(
-                f"replica id {replica_id} is not in the cluster file (ids are 0 to {config.n - 1})."
-            )
-        identity = load_identity(config, replica_id)
-        metrics = metrics or metrics_setting(cluster_path, replica_id)
+        files = load_replica(cluster_path, replica_id)
+        config = files.config
+        metrics = metrics or files.metrics
         try:
             metrics_address = parse_hostport(metrics) if metrics else None
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        fsync = fsync_setting(cluster_path)
         storage = Storage.open(
-            data or default_data_dir(config, replica_id), config, replica_id, fsync,
+            data or default_data_dir(config, replica_id), config, replica_id, files.fsync,
             accept_rollback=accept_rollback,
         )
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     me = config.replicas[replica_id]
     try:
-        node = build_node(config, identity, replica_id, behaviour, storage, metrics_address)
+        node = build_node(config, files.identity, replica_id, behaviour, storage, metrics_address)
         if stop_reason is not None:
             node.stop_reason_from = stop_reason
         await node.run(task_status=task_status)
@@ -850,22 +845,3 @@ async def run_replica(
         raise UsageError(f"replica {replica_id} cannot listen on {me.host}:{me.port}: {exc.strerror or exc}.") from None
     finally:
         storage.close()
-
-
-def metrics_setting(cluster_path: str, replica_id: int) -> str | None:
-    """The optional `metrics = "HOST:PORT"` of replica `replica_id`'s [[replica]] entry
-    (the validated cluster file has it too: `ReplicaInfo.metrics`)."""
-    import tomllib
-
-    try:
-        with open(cluster_path, "rb") as fh:
-            table = tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
-        return None  # load_cluster has read it already; nothing more to say here
-    for entry in table.get("replica", []):
-        if isinstance(entry, dict) and entry.get("id") == replica_id:
-            value = entry.get("metrics")
-            if value is not None and not isinstance(value, str):
-                raise ConfigError(f"{cluster_path}: [[replica]] {replica_id}: 'metrics' must be \"HOST:PORT\".")
-            return value
-    return None
