@@ -27,7 +27,7 @@ def open_client(cluster_file: str, client_id: str, **kwargs):
 
 
 def __getattr__(name: str):
-    # The client's errors live beside it in the runtime, which imports Trio: load it
+    # The client's errors live beside it in pbft.node, which imports Trio: load it
     # only when one is asked for.
     if name in _RUNTIME:
         from .node import client

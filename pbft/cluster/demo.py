@@ -63,7 +63,7 @@ class Demo:
     client_names: list[str]
     requests: int
     clients: list = field(default_factory=list)
-    """runtime.client.Client, one per name, open while the phases run."""
+    """pbft.node.client.Client, one per name, open while the phases run."""
     failures: list[str] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
     """Summary lines, printed after the phases in order."""

@@ -66,7 +66,7 @@ TRIGGER_LINES: dict[str, re.Pattern[bytes]] = {
     "view-change": re.compile(rb"view change to view \d+ started"),
     "new-view": re.compile(rb"view \d+ installed, primary"),
 }
-"""The text each trigger's event writes in the replica's log (runtime.node, level info)."""
+"""The text each trigger's event writes in the replica's log (pbft.node.node, level info)."""
 REAL_MIN_TICK_MS = 10
 
 
