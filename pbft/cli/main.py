@@ -27,17 +27,12 @@ import sys
 
 from ..errors import ConfigError, UsageError
 
-COMMANDS = (
-    "keygen", "replica", "up", "client", "status", "evidence", "demo", "bench",
-    "scenario run", "scenario list", "fuzz", "config",
-)
-"""Every command; `_handler` imports the one asked for (so `pbft scenario list` does not
-import Trio or TLS). Each handler takes the parsed args and returns an exit code."""
-
 
 def _handler(command: str):
-    """The function that runs `command`. Imported here, lazily but plainly: a module
-    that fails to import is a bug and raises, never "not available"."""
+    """The function that runs `command` ("scenario run" for a subcommand): it takes the
+    parsed args and returns an exit code. Imported here, lazily (so `pbft scenario list`
+    does not import Trio or TLS) but plainly: a module that fails to import is a bug and
+    raises, never "not available"."""
     if command in ("keygen", "config", "demo", "bench"):
         from . import cluster
 

@@ -1,7 +1,7 @@
 """ByzzFuzz-style random testing (Winter et al., OOPSLA 2023).
 
 Theory of operation. Each fuzz seed deterministically generates a `Scenario`: a short
-closed-loop workload, up to f faulty replicas (a random behaviour from the registry, a twin,
+closed-loop workload, up to f faulty replicas (a random behaviour from the catalogue, a twin,
 a crash for good or a restart from nothing), sometimes a Byzantine client, sometimes crashes
 of any replicas that restart from their durable stores (benign: those replicas stay correct;
 now and then every replica at once), and a few random network faults (drop, delay with
