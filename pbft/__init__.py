@@ -9,7 +9,7 @@ that gets no answer within its timeout raises the built-in `TimeoutError`.
 
 from __future__ import annotations
 
-from .protocol.config import ConfigError
+from .errors import ConfigError
 
 __version__ = "0.1.0"
 __all__ = ["ClientError", "ConfigError", "RequestTooLarge", "TimestampError", "open_client"]
@@ -21,16 +21,16 @@ def open_client(cluster_file: str, client_id: str, **kwargs):
     """`async with pbft.open_client(path, "alice") as c: await c.put(b"k", b"v")`.
 
     Imported lazily so the pure core never pulls in Trio."""
-    from .runtime.client import open_client as _open
+    from .node.client import open_client as _open
 
     return _open(cluster_file, client_id, **kwargs)
 
 
 def __getattr__(name: str):
-    # The client's errors live beside it in the runtime, which imports Trio: load it
+    # The client's errors live beside it in pbft.node, which imports Trio: load it
     # only when one is asked for.
     if name in _RUNTIME:
-        from .runtime import client
+        from .node import client
 
         return getattr(client, name)
     raise AttributeError(f"module 'pbft' has no attribute {name!r}")

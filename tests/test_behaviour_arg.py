@@ -6,10 +6,11 @@ import os
 
 import pytest
 
-from pbft.cli import UsageError
-from pbft.runtime.commands import parse_behaviour_spec, resolve_behaviour
-from pbft.runtime.keygen import generate_cluster
-from pbft.runtime.node import load_behaviour
+from pbft.adversary import catalogue
+from pbft.adversary.catalogue import parse_spec as parse_behaviour_spec
+from pbft.cli.replica import resolve_behaviour
+from pbft.cluster.keygen import generate_cluster
+from pbft.errors import UsageError
 
 
 def test_name_and_typed_params():
@@ -31,16 +32,13 @@ def test_name_and_typed_params():
             parse_behaviour_spec(bad)
 
 
-@pytest.fixture(autouse=True)
-def registry_restored():
-    # resolve_behaviour registers bound behaviours in the process-wide REGISTRY (it is
-    # meant for a replica process); other tests iterate REGISTRY, so leave it as found.
-    from pbft.adversary.behaviours import REGISTRY
-
-    saved = dict(REGISTRY)
-    yield
-    REGISTRY.clear()
-    REGISTRY.update(saved)
+def test_the_catalogue_is_not_changed_at_run_time(tmp_path):
+    before = dict(catalogue.REGISTRY)
+    cluster = generate_cluster(os.path.join(tmp_path, "k"), f=1, clients=["alice"], ports=[1, 2, 3, 4])
+    resolve_behaviour("double-vote:leak=false", cluster, 1)
+    assert dict(catalogue.REGISTRY) == before
+    with pytest.raises(TypeError):
+        catalogue.REGISTRY["x"] = object  # type: ignore[index]
 
 
 @pytest.fixture
@@ -52,7 +50,9 @@ def test_resolve_binds_params_and_checks_them(cluster):
     assert resolve_behaviour(None, cluster, 1) is None
     assert resolve_behaviour("double-vote", cluster, 1) == "double-vote"
     token = resolve_behaviour("double-vote:leak=false", cluster, 1)
-    assert load_behaviour(token).name == "double-vote"
+    assert token == "double-vote:leak=False"
+    name, params = catalogue.parse_spec(token)
+    assert catalogue.lookup(name).name == "double-vote" and params == {"leak": False}
     with pytest.raises(UsageError, match="true or false"):
         resolve_behaviour("double-vote:leak=maybe", cluster, 1)
     with pytest.raises(UsageError, match="no parameter 'nope'"):

@@ -15,13 +15,14 @@ from collections import Counter, deque
 
 import pytest
 
-from pbft.adversary.behaviours import (
+from pbft.adversary.catalogue import (
     CLIENT_REGISTRY,
     REGISTRY,
     ByzantineClient,
     ByzantineReplica,
 )
 from pbft.adversary.wire import open_envelope
+from pbft.cluster.evidence import verify_evidence
 from pbft.protocol import codec
 from pbft.protocol.client import ClientCore
 from pbft.protocol.config import ClientInfo, ClusterConfig, ReplicaInfo
@@ -41,7 +42,6 @@ from pbft.protocol.events import (
 )
 from pbft.protocol.messages import Checkpoint, Commit, Prepare, PrePrepare, Request
 from pbft.protocol.replica import Replica
-from pbft.runtime.evidence import verify_evidence
 from pbft.service.kv import KeyValueStore, op_put
 
 CLIENTS = ("alice", "bob")

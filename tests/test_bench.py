@@ -13,7 +13,8 @@ from argparse import Namespace
 
 import pytest
 
-from pbft.runtime import bench
+from pbft.cli.cluster import cmd_bench
+from pbft.cluster import bench
 
 TOP_KEYS = {
     "n": int,
@@ -82,9 +83,10 @@ def test_crypto_is_timed_on_a_request_sized_payload():
     [{"clients": 0}, {"duration": 0}, {"f": 0}, {"behaviour": "no-such-behaviour"}],
 )
 def test_bad_arguments_are_usage_errors(change):
-    from pbft.cli import UsageError
+    from pbft.errors import UsageError
 
-    args = {"f": 1, "clients": 2, "duration": 1.0, "json": None, "behaviour": None}
+    args = {"f": 1, "clients": 2, "duration": 1.0, "json": None, "behaviour": None,
+            "workers": None, "reads": 0.0}
     args.update(change)
     with pytest.raises(UsageError):
-        bench.cmd_bench(Namespace(**args, log_level="warning", log_format="text"))
+        cmd_bench(Namespace(**args, log_level="warning", log_format="text"))

@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-from pbft.runtime.clusterfile import load_cluster
-from pbft.runtime.launcher import LocalCluster
+from pbft.cluster.launcher import LocalCluster
+from pbft.node.clusterfile import load_cluster
 
 TIMEOUT = 30
 
@@ -181,7 +181,7 @@ def test_up_runs_the_cluster_until_interrupted(tmp_path):
 
 
 def test_launcher_names_a_replica_that_dies_at_start(tmp_path):
-    from pbft.runtime.launcher import LaunchError
+    from pbft.cluster.launcher import LaunchError
 
     path = keygen(str(tmp_path / "dies"))
     os.remove(tmp_path / "dies" / "replica-2.key")

@@ -18,9 +18,9 @@ import pytest
 import trio
 
 import pbft
-from pbft import cli
-from pbft.runtime.keygen import generate_cluster
-from pbft.runtime.launcher import free_ports
+from pbft.cli import main as cli
+from pbft.cluster.keygen import generate_cluster
+from pbft.cluster.launcher import free_ports
 
 SCENARIOS = os.path.join(os.path.dirname(__file__), "scenarios")
 
@@ -123,7 +123,7 @@ def test_output_cut_short_ends_quietly(cluster_path, tmp_path):
 
 
 def test_progress_is_redrawn_only_on_a_terminal(capsys, monkeypatch):
-    from pbft.runtime.demo import Progress
+    from pbft.cluster.demo import Progress
 
     bar = Progress(3, "workload")
     for _ in range(3):
@@ -176,7 +176,7 @@ def test_the_replay_hint_names_the_file(tmp_path, capsys):
 
 
 def test_faulty_replicas_are_printed_as_ids():
-    from pbft.runtime.commands import _replica_ids
+    from pbft.cli.replica import _replica_ids
 
     assert _replica_ids([]) == "none"
     assert _replica_ids([2]) == "replica 2"

@@ -306,7 +306,7 @@ def fake_clock(monkeypatch, micros: int) -> None:
     """Make the runtime client's wall clock read `micros` microseconds."""
     import types
 
-    from pbft.runtime import client as runtime_client
+    from pbft.node import client as runtime_client
 
     monkeypatch.setattr(runtime_client, "time", types.SimpleNamespace(time_ns=lambda: micros * 1000))
 
@@ -324,7 +324,7 @@ async def test_runtime_client_restarted_with_its_clock_behind_completes(
     import trio
     from test_runtime import make_cluster, start_nodes
 
-    from pbft.runtime.client import open_client
+    from pbft.node.client import open_client
 
     path = make_cluster(str(tmp_path), "clock")
     now = time.time_ns() // 1000
@@ -352,7 +352,7 @@ async def test_runtime_client_at_the_end_of_the_timestamps_raises_timestamperror
     import trio
     from test_runtime import make_cluster, start_nodes
 
-    from pbft.runtime.client import ClientError, TimestampError, open_client
+    from pbft.node.client import ClientError, TimestampError, open_client
 
     path = make_cluster(str(tmp_path), "clockend")
     with trio.fail_after(40):

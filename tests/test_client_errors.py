@@ -15,10 +15,10 @@ import time
 import pytest
 import trio
 
+from pbft.cluster.keygen import generate_cluster
+from pbft.cluster.launcher import free_ports
+from pbft.node.client import ClientError, RequestTooLarge, open_client
 from pbft.protocol.messages import MAX_OPERATION
-from pbft.runtime.client import ClientError, RequestTooLarge, open_client
-from pbft.runtime.keygen import generate_cluster
-from pbft.runtime.launcher import free_ports
 from pbft.service.kv import MAX_VALUE
 
 SETTINGS = dict(checkpoint_interval=4, log_window=8, view_change_timeout_ms=300)
@@ -73,8 +73,8 @@ def test_a_66_kb_put_from_the_command_line_exits_2_at_once(cluster_path):
 
 
 async def start_nodes(nursery, path):
-    from pbft.runtime.clusterfile import load_cluster, load_identity
-    from pbft.runtime.node import build_node
+    from pbft.node.clusterfile import load_cluster, load_identity
+    from pbft.node.node import build_node
 
     config = load_cluster(path)
     for i in config.replica_ids():
@@ -84,7 +84,7 @@ async def start_nodes(nursery, path):
 
 
 async def test_every_replica_refusing_is_named_with_the_addresses(cluster_path):
-    from pbft.runtime.clusterfile import load_cluster
+    from pbft.node.clusterfile import load_cluster
 
     config = load_cluster(cluster_path)
     with trio.fail_after(10):
@@ -108,7 +108,7 @@ def test_every_replica_refusing_from_the_command_line(cluster_path):
 async def test_a_client_the_replicas_do_not_know_is_told_so(cluster_path, caplog):
     import logging
 
-    from pbft.runtime.keygen import add_client
+    from pbft.cluster.keygen import add_client
 
     caplog.set_level(logging.DEBUG, logger="pbft.transport")
     with trio.fail_after(20):
@@ -141,7 +141,7 @@ def test_unknown_certificate_warnings_are_bounded():
     import logging
     from unittest import mock
 
-    from pbft.runtime import transport as t
+    from pbft.node import transport as t
 
     class FakeStream:
         def __init__(self, cn):
@@ -177,10 +177,10 @@ def test_a_stale_request_is_named_when_too_few_replicas_agree_to_catch_up():
 
     from conftest import client_key, make_config, replica_key
 
+    from pbft.node.client import Client
     from pbft.protocol.crypto import seal
     from pbft.protocol.events import Received
     from pbft.protocol.messages import Held
-    from pbft.runtime.client import Client
 
     config = make_config()
     transport = mock.Mock(trouble=lambda r: None)

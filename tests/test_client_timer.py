@@ -1,4 +1,4 @@
-"""pbft.runtime.client: the timer task sleeps until the outstanding request's
+"""pbft.node.client: the timer task sleeps until the outstanding request's
 retransmission is due, and a new request is timed from its own submit (virtual time,
 no sockets: a recorder stands in for the transport)."""
 
@@ -8,8 +8,8 @@ import trio
 import trio.testing
 from conftest import client_key, make_config
 
+from pbft.node.client import Client
 from pbft.protocol.messages import Request, envelope_from_bytes, from_body
-from pbft.runtime.client import Client
 from pbft.service.kv import op_put
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from pbft.cluster.keygen import generate_cluster
+from pbft.node.clusterfile import load_cluster, load_identity, node_files
 from pbft.protocol.config import ConfigError
-from pbft.runtime.clusterfile import load_cluster, load_identity, node_files
-from pbft.runtime.keygen import generate_cluster
 
 
 @pytest.fixture(scope="module")

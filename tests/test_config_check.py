@@ -12,7 +12,11 @@ from pathlib import Path
 import pytest
 from conftest import cluster_dict
 
-from pbft.cli import main
+from pbft.cli.main import main
+from pbft.cluster.configcheck import check_cluster_file, is_loopback
+from pbft.cluster.keygen import generate_cluster
+from pbft.node.clusterfile import load_cluster
+from pbft.node.storage import FSYNC_POLICIES
 from pbft.protocol.config import (
     ARRAYS,
     FSYNC_VALUES,
@@ -23,10 +27,6 @@ from pbft.protocol.config import (
     parse_cluster,
     section_name,
 )
-from pbft.runtime.clusterfile import load_cluster
-from pbft.runtime.configcheck import check_cluster_file, is_loopback
-from pbft.runtime.keygen import generate_cluster
-from pbft.runtime.storage import FSYNC_POLICIES
 
 pytestmark = pytest.mark.timeout(60)
 

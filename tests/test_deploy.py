@@ -15,12 +15,12 @@ import re
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from pbft.cluster.keygen import generate_cluster
+from pbft.cluster.launcher import free_ports
+from pbft.node.clusterfile import load_cluster, load_identity
+from pbft.node.node import build_node
 from pbft.protocol.events import Reason
 from pbft.protocol.messages import MsgType
-from pbft.runtime.clusterfile import load_cluster, load_identity
-from pbft.runtime.keygen import generate_cluster
-from pbft.runtime.launcher import free_ports
-from pbft.runtime.node import build_node
 
 DEPLOY = os.path.join(os.path.dirname(__file__), "..", "deploy")
 SELECTOR = re.compile(r"\b(pbft_[a-z0-9_]+)(\{[^}]*\})?")

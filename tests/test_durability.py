@@ -13,13 +13,13 @@ import os
 import pytest
 import trio
 
+from pbft.cluster.keygen import generate_cluster
+from pbft.cluster.launcher import LocalCluster, free_ports
+from pbft.node.client import open_client
+from pbft.node.clusterfile import load_cluster
+from pbft.node.storage import Storage
 from pbft.protocol.events import Record
 from pbft.protocol.messages import PrePrepare, envelope_from_bytes, from_body
-from pbft.runtime.client import open_client
-from pbft.runtime.clusterfile import load_cluster
-from pbft.runtime.keygen import generate_cluster
-from pbft.runtime.launcher import LocalCluster, free_ports
-from pbft.runtime.storage import Storage
 
 CLIENTS = ["alice", "bob", "carol"]
 

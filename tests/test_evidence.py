@@ -14,16 +14,16 @@ from collections import deque
 
 import pytest
 
-from pbft import cli
-from pbft.adversary.behaviours import REGISTRY, ByzantineReplica
+from pbft.adversary.catalogue import REGISTRY, ByzantineReplica
+from pbft.cli import main as cli
+from pbft.cluster import evidence
+from pbft.cluster.keygen import generate_cluster
+from pbft.node.clusterfile import load_cluster, load_identity
+from pbft.node.node import ReplicaNode
+from pbft.node.storage import EVIDENCE_PER_CULPRIT, Storage
 from pbft.protocol.client import ClientCore
 from pbft.protocol.events import Broadcast, Evidence, Received, Send, SendClient, Tick
 from pbft.protocol.replica import Replica
-from pbft.runtime import evidence
-from pbft.runtime.clusterfile import load_cluster, load_identity
-from pbft.runtime.keygen import generate_cluster
-from pbft.runtime.node import ReplicaNode
-from pbft.runtime.storage import EVIDENCE_PER_CULPRIT, Storage
 from pbft.service.kv import KeyValueStore, op_put
 
 

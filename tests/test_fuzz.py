@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import tomllib
 
-from pbft.cli import main
+from pbft.cli.main import main
 from pbft.sim.fuzz import fuzz, random_scenario, shrink
 from pbft.sim.scenario import NetworkFault, Scenario, parse_scenario, to_toml
 from pbft.sim.simulation import never_healed, run_scenario

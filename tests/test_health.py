@@ -18,13 +18,13 @@ import pytest
 import trio
 from test_metrics import http_get, samples
 
+from pbft.cluster.keygen import generate_cluster
+from pbft.cluster.launcher import free_ports
+from pbft.node import health
+from pbft.node.client import open_client
+from pbft.node.clusterfile import load_cluster, load_identity
+from pbft.node.node import build_node
 from pbft.protocol.messages import Status
-from pbft.runtime import health
-from pbft.runtime.client import open_client
-from pbft.runtime.clusterfile import load_cluster, load_identity
-from pbft.runtime.keygen import generate_cluster
-from pbft.runtime.launcher import free_ports
-from pbft.runtime.node import build_node
 
 SETTINGS = dict(checkpoint_interval=4, log_window=8, view_change_timeout_ms=300)
 
@@ -311,7 +311,7 @@ def run_status(*argv: str) -> tuple[int, str]:
     import contextlib
     import io
 
-    from pbft.cli import main
+    from pbft.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -389,10 +389,10 @@ def test_a_byzantine_replica_says_so_in_pbft_status():
     from conftest import make_config, make_replica, seal_as
 
     from pbft.adversary.base import ByzantineReplica
-    from pbft.adversary.behaviours import REGISTRY
+    from pbft.adversary.catalogue import REGISTRY
+    from pbft.node.health import judge, render_text
     from pbft.protocol.events import Received, SendClient
     from pbft.protocol.messages import QueryStatus, Status, decode_envelope, from_body, to_body
-    from pbft.runtime.health import judge, render_text
 
     cfg = make_config()
     core = make_replica(cfg, 2)
@@ -420,7 +420,7 @@ def test_transport_read_buffers_are_per_thread():
     which `pbft status` showed as a replica unreachable about every sixth call."""
     import threading
 
-    from pbft.runtime import transport
+    from pbft.node import transport
 
     here = transport._buffers()
     there = []

@@ -12,19 +12,19 @@ from pathlib import Path
 import pytest
 from test_keygen import _handshake
 
-from pbft.cli import main
-from pbft.protocol.config import ConfigError
-from pbft.runtime import clusterfile
-from pbft.runtime.clusterfile import (
+from pbft.cli.main import main
+from pbft.cluster.configcheck import check_cluster_file
+from pbft.cluster.keygen import add_client, generate_cluster
+from pbft.node import clusterfile
+from pbft.node.clusterfile import (
     PASSPHRASE_ENV,
     PASSPHRASE_FILE_ENV,
     exposure,
     load_cluster,
     load_identity,
 )
-from pbft.runtime.configcheck import check_cluster_file
-from pbft.runtime.keygen import add_client, generate_cluster
-from pbft.runtime.tls import client_context, server_context
+from pbft.node.tls import client_context, server_context
+from pbft.protocol.config import ConfigError
 
 pytestmark = pytest.mark.timeout(60)
 REPO = Path(__file__).resolve().parent.parent

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import trio
 
-from pbft.cli import UsageError
+from pbft.cluster.keygen import add_client, generate_cluster
+from pbft.errors import UsageError
+from pbft.node.clusterfile import Identity, load_cluster, load_identity, node_files
+from pbft.node.tls import client_context, peer_id, server_context
 from pbft.protocol.config import ClusterConfig, ConfigError
 from pbft.protocol.messages import Signer
-from pbft.runtime.clusterfile import Identity, load_cluster, load_identity, node_files
-from pbft.runtime.keygen import add_client, generate_cluster
-from pbft.runtime.tls import client_context, peer_id, server_context
 
 REPO = Path(__file__).resolve().parent.parent
 

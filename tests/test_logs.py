@@ -13,12 +13,12 @@ from types import SimpleNamespace
 
 import trio
 
-from pbft.runtime.client import open_client
-from pbft.runtime.clusterfile import load_cluster, load_identity
-from pbft.runtime.commands import _JsonFormatter, setup_logging
-from pbft.runtime.keygen import generate_cluster
-from pbft.runtime.launcher import free_ports
-from pbft.runtime.node import build_node
+from pbft.cluster.keygen import generate_cluster
+from pbft.cluster.launcher import free_ports
+from pbft.node.client import open_client
+from pbft.node.clusterfile import load_cluster, load_identity
+from pbft.node.node import build_node
+from pbft.node.process import _JsonFormatter, setup_logging
 
 
 async def test_view_change_is_logged_once_per_replica(tmp_path, caplog):

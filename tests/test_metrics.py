@@ -10,12 +10,13 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from pbft.runtime.client import open_client
-from pbft.runtime.clusterfile import load_cluster, load_identity
-from pbft.runtime.keygen import generate_cluster
-from pbft.runtime.launcher import free_ports
-from pbft.runtime.metrics import NodeMetrics, parse_hostport, peek_slot, peek_type
-from pbft.runtime.node import build_node
+from pbft.cluster.keygen import generate_cluster
+from pbft.cluster.launcher import free_ports
+from pbft.node.client import open_client
+from pbft.node.clusterfile import load_cluster, load_identity
+from pbft.node.metrics import NodeMetrics, parse_hostport, peek_type
+from pbft.node.node import build_node
+from pbft.protocol.messages import envelope_slot as peek_slot
 
 
 async def http_get(port: int, path: str = "/metrics") -> tuple[int, str]:
@@ -132,7 +133,8 @@ def test_peek_code_agrees_with_the_full_head_walk():
 
     from pbft.protocol.crypto import KeyPair, seal
     from pbft.protocol.messages import PrePrepare
-    from pbft.runtime.metrics import _body_fields, peek_code
+    from pbft.protocol.messages import envelope_fields as _body_fields
+    from pbft.protocol.messages import envelope_type as peek_code
 
     key = KeyPair.from_seed(b"x")
     for size in (0, 10, 30, 300, 70000):
@@ -151,7 +153,7 @@ def test_peek_code_agrees_with_the_full_head_walk():
 
 
 def test_fast_histogram_buckets_are_inclusive_and_cumulative():
-    from pbft.runtime.metrics import FastHistogram
+    from pbft.node.metrics import FastHistogram
 
     h = FastHistogram("x", "doc", (1, 2, 4))
     for v in (0.5, 1, 1.5, 4, 9):

@@ -1,4 +1,4 @@
-"""pbft.runtime.node: the pipelined group commit (fsync "always") and the tick feed.
+"""pbft.node.groupcommit (driven by pbft.node.node): the pipelined group commit (fsync "always") and the tick feed.
 
 The stepping task keeps stepping while a commit is in flight on the commit thread, and
 nothing a step sends leaves before the commit that covers its Persist actions; sends stay
@@ -13,10 +13,11 @@ from contextlib import asynccontextmanager
 import trio
 from conftest import decoded, make_config, make_replica, sign_request
 
+from pbft.node.groupcommit import _CommitThread
+from pbft.node.node import TICK, ReplicaNode
+from pbft.node.storage import Storage
 from pbft.protocol.events import Received
 from pbft.protocol.messages import PrePrepare
-from pbft.runtime.node import TICK, ReplicaNode, _CommitThread
-from pbft.runtime.storage import Storage
 from pbft.service.kv import op_put
 
 
@@ -71,17 +72,17 @@ async def until(predicate) -> None:
 @asynccontextmanager
 async def stepping(node, storage):
     """The node's stepping and commit tasks, with a commit thread over `storage`."""
-    node._committer = _CommitThread(storage, trio.lowlevel.current_trio_token())
+    node.commits._committer = _CommitThread(storage, trio.lowlevel.current_trio_token())
     try:
         with trio.fail_after(10):
             async with trio.open_nursery() as nursery:
                 node._cancel = nursery.cancel_scope
-                nursery.start_soon(node._commit_loop)
+                nursery.start_soon(node.commits.run)
                 nursery.start_soon(node._step_loop)
                 yield
                 nursery.cancel_scope.cancel()
     finally:
-        node._committer.close()
+        node.commits._committer.close()
 
 
 async def test_steps_go_on_during_a_commit_and_sends_wait_for_theirs(tmp_path):
@@ -89,15 +90,15 @@ async def test_steps_go_on_during_a_commit_and_sends_wait_for_theirs(tmp_path):
     with Storage.open(str(tmp_path / "d"), cfg, 0) as inner:
         storage = GatedStorage(inner)
         node, sent = make_node(cfg, storage)
-        node._commit_fast = False  # a slow disk: commits go to the thread
+        node.commits._commit_fast = False  # a slow disk: commits go to the thread
         async with stepping(node, storage):
             await node._send.send(Received("alice", sign_request("alice", op_put(b"k", b"1"), 1)))
             await until(storage.entered.is_set)  # commit 1 is in flight, blocked
             await node._send.send(Received("bob", sign_request("bob", op_put(b"k", b"2"), 1)))
             await until(lambda: node._inputs == 2)  # stepped meanwhile
-            assert sent == [] and len(node._held) == 2  # both wait for commit 1
+            assert sent == [] and len(node.commits._held) == 2  # both wait for commit 1
             storage.gate.set()
-            await until(lambda: len(sent) >= 1 and not node._held)
+            await until(lambda: len(sent) >= 1 and not node.commits._held)
     pps = [(durable, decoded(frame)[1]) for durable, frame in sent]
     pps = [(d, m) for d, m in pps if isinstance(m, PrePrepare)]
     assert [m.seq for _, m in pps] == [1]
@@ -130,16 +131,16 @@ def test_replies_wait_for_earlier_commits_but_not_their_own_executed_records(tmp
             return Persist(Record.EXECUTED, seq, 0, "", b"")
 
         def group(actions):
-            node._hold_until_durable(node._writes_to_commit(actions, ticked=False), actions)
+            node.commits.hold_until_durable(node.commits.writes_to_commit(actions, ticked=False), actions)
 
         group([executed(1), SendClient("alice", b"r1")])  # nothing in flight: at once
-        assert sent == [(0, b"r1")] and node._deferred == [executed(1)] and not node._held
+        assert sent == [(0, b"r1")] and node.commits._deferred == [executed(1)] and not node.commits._held
         prepared = Persist(Record.PREPARED, 2, 0, "", b"cert")
         group([prepared, Broadcast(b"commit 2")])  # commit 1 will hold it
-        assert node._pending == [executed(1), prepared] and [n for n, _ in node._held] == [1]
+        assert node.commits._pending == [executed(1), prepared] and [n for n, _ in node.commits._held] == [1]
         group([executed(2), SendClient("bob", b"r2")])  # behind commit 1, no commit of its own
-        assert len(sent) == 1 and [n for n, _ in node._held] == [1, 1]
-        assert node._pending == [executed(1), prepared] and node._deferred == [executed(2)]
+        assert len(sent) == 1 and [n for n, _ in node.commits._held] == [1, 1]
+        assert node.commits._pending == [executed(1), prepared] and node.commits._deferred == [executed(2)]
 
 
 def test_executed_only_groups_ride_with_the_next_commit(tmp_path):
@@ -153,13 +154,13 @@ def test_executed_only_groups_ride_with_the_next_commit(tmp_path):
         node, _ = make_node(cfg, GatedStorage(inner))
         e1, e2 = (Persist(Record.EXECUTED, s, 0, "", b"pp") for s in (1, 2))
         vote = Persist(Record.VOTE, 3, 0, "prepare", b"v")
-        assert node._writes_to_commit([e1, SendClient("a", b"r")], ticked=False) == []
-        assert node._writes_to_commit([e2, SendClient("b", b"r")], ticked=False) == []
-        assert node._writes_to_commit([vote, Broadcast(b"p")], ticked=False) == [e1, e2, vote]
-        assert node._writes_to_commit([e1, SendClient("a", b"r")], ticked=False) == []
-        assert node._writes_to_commit([], ticked=True) == [e1]  # the tick flushes them
-        assert node._writes_to_commit([e2, Broadcast(b"checkpoint")], ticked=False) == [e2]
-        assert node._writes_to_commit([], ticked=True) == []
+        assert node.commits.writes_to_commit([e1, SendClient("a", b"r")], ticked=False) == []
+        assert node.commits.writes_to_commit([e2, SendClient("b", b"r")], ticked=False) == []
+        assert node.commits.writes_to_commit([vote, Broadcast(b"p")], ticked=False) == [e1, e2, vote]
+        assert node.commits.writes_to_commit([e1, SendClient("a", b"r")], ticked=False) == []
+        assert node.commits.writes_to_commit([], ticked=True) == [e1]  # the tick flushes them
+        assert node.commits.writes_to_commit([e2, Broadcast(b"checkpoint")], ticked=False) == [e2]
+        assert node.commits.writes_to_commit([], ticked=True) == []
 
 
 async def test_fast_commits_stay_on_the_loop_slow_ones_go_to_the_thread(tmp_path):
@@ -173,7 +174,7 @@ async def test_fast_commits_stay_on_the_loop_slow_ones_go_to_the_thread(tmp_path
         storage = GatedStorage(inner)
         storage.gate.set()
         node, sent = make_node(cfg, storage)
-        node.storage = storage  # inline commits go through the recorder too
+        node.commits.storage = storage  # inline commits go through the recorder too
         loop_thread = threading.current_thread()
         async with stepping(node, storage):
             await node._send.send(Received("alice", sign_request("alice", op_put(b"k", b"1"), 1)))
@@ -187,9 +188,9 @@ async def test_fast_commits_stay_on_the_loop_slow_ones_go_to_the_thread(tmp_path
 
             storage.apply = slow_apply
             for _ in range(15):  # slow every time: the lower quartile is slow
-                node._observe_commit(0.005)
+                node.commits.observe_commit(0.005)
             await node._send.send(Received("bob", sign_request("bob", op_put(b"k", b"2"), 1)))
-            await until(lambda: len(storage.commits) == 2 and not node._held)
+            await until(lambda: len(storage.commits) == 2 and not node.commits._held)
             assert storage.threads[1] is not loop_thread  # slow: the commit thread
 
 
@@ -200,6 +201,6 @@ def test_a_clean_stop_writes_the_deferred_executions(tmp_path):
     with Storage.open(str(tmp_path / "d"), cfg, 0) as inner:
         node, _ = make_node(cfg, GatedStorage(inner))
         executed = Persist(Record.EXECUTED, 1, 0, "", b"")
-        assert node._writes_to_commit([executed, SendClient("a", b"r")], ticked=False) == []
-        node._flush_deferred()
-        assert executed in inner.load() and node._deferred == []
+        assert node.commits.writes_to_commit([executed, SendClient("a", b"r")], ticked=False) == []
+        node.commits._flush_deferred()
+        assert executed in inner.load() and node.commits._deferred == []

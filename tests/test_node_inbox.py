@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import trio
 
+from pbft.node.node import INBOX_BYTES, BoundedInbox, ReplicaNode
 from pbft.protocol.events import Received, Tick
-from pbft.runtime.node import INBOX_BYTES, BoundedInbox, ReplicaNode
 
 pytestmark = pytest.mark.timeout(30)
 

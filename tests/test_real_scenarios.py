@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pbft.runtime.realscenario import behaviour_arg, skipped_entries, workload
+from pbft.cluster.realscenario import behaviour_arg, skipped_entries, workload
 from pbft.sim.scenario import ByzantineSpec, load_scenario
 
 SCENARIOS = Path(__file__).parent / "scenarios"

@@ -11,17 +11,17 @@ import ssl
 import pytest
 import trio
 
+from pbft.cluster.keygen import generate_cluster
+from pbft.cluster.launcher import free_ports
+from pbft.node import tls
+from pbft.node.client import open_client
+from pbft.node.clusterfile import load_cluster, load_identity
+from pbft.node.node import ReplicaNode, build_node
+from pbft.node.transport import Outbox
 from pbft.protocol import codec
 from pbft.protocol.crypto import seal
 from pbft.protocol.events import Reason
 from pbft.protocol.messages import QueryStatus
-from pbft.runtime import tls
-from pbft.runtime.client import open_client
-from pbft.runtime.clusterfile import load_cluster, load_identity
-from pbft.runtime.keygen import generate_cluster
-from pbft.runtime.launcher import free_ports
-from pbft.runtime.node import ReplicaNode, build_node
-from pbft.runtime.transport import Outbox
 
 SETTINGS = dict(checkpoint_interval=4, log_window=8, view_change_timeout_ms=300)
 
@@ -168,8 +168,8 @@ async def test_client_timeout_raises_timeouterror(cluster_path):
 
 
 async def test_port_in_use_is_a_usage_error(cluster_path):
-    from pbft.cli import UsageError
-    from pbft.runtime.node import run_replica
+    from pbft.errors import UsageError
+    from pbft.node.node import run_replica
 
     config = load_cluster(cluster_path)
     with trio.fail_after(10):
@@ -183,8 +183,8 @@ async def test_port_in_use_is_a_usage_error(cluster_path):
 
 
 async def test_unknown_behaviour_is_a_usage_error(cluster_path):
-    from pbft.cli import UsageError
-    from pbft.runtime.node import run_replica
+    from pbft.errors import UsageError
+    from pbft.node.node import run_replica
 
     with trio.fail_after(10), pytest.raises(UsageError, match="unknown behaviour no-such"):
         await run_replica(cluster_path, 0, behaviour="no-such")

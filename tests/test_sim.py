@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pbft.cli import UsageError, main
+from pbft.cli.main import main
+from pbft.errors import UsageError
 from pbft.sim.scenario import Expect, NetworkFault, Scenario, parse_scenario, to_toml
 from pbft.sim.simulation import run_scenario
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from pbft.adversary.broken import BROKEN as _BROKEN
 from pbft.protocol.replica import Replica
 from pbft.service.kv import KeyValueStore
 from pbft.sim.fuzz import random_scenario
-from pbft.sim.registry import broken_replicas
 from pbft.sim.scenario import Expect, NetworkFault, Scenario, load_scenario
 from pbft.sim.simulation import run_scenario
 
@@ -112,7 +112,7 @@ def test_hand_made_breakage_is_caught(cls):
     assert caught(cls) is not None
 
 
-BROKEN = broken_replicas()
+BROKEN = dict(_BROKEN)
 
 
 @pytest.mark.skipif(not BROKEN, reason="pbft.adversary.broken is not installed")

@@ -8,7 +8,7 @@ import pytest
 from conftest import make_config, make_replica
 from test_sim_oracle import CFG, D1, D2, KEYS
 
-from pbft.cli import UsageError
+from pbft.errors import UsageError
 from pbft.protocol.crypto import seal
 from pbft.protocol.events import Broadcast, Persist, Received, Record, Tick, Truncate
 from pbft.protocol.messages import Commit

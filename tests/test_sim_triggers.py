@@ -8,7 +8,7 @@ import tomllib
 
 import pytest
 
-from pbft.cli import UsageError
+from pbft.errors import UsageError
 from pbft.sim.scenario import Expect, NetworkFault, Scenario, parse_scenario, to_toml
 from pbft.sim.simulation import Simulation
 

@@ -1,4 +1,4 @@
-"""pbft.runtime.storage: the SQLite data directory of one replica (docs/formats.md).
+"""pbft.node.storage: the SQLite data directory of one replica (docs/formats.md).
 
 Unit tests on a temporary directory: round trip, replace by key, truncate, one
 transaction per apply, refusing directories that are not this replica's, a full disk.
@@ -24,16 +24,17 @@ from conftest import (
     sign_request,
 )
 
-from pbft.protocol.config import ConfigError
-from pbft.protocol.events import Broadcast, Persist, Received, Record, Tick, Truncate
-from pbft.protocol.messages import PrePrepare
-from pbft.runtime.storage import (
+from pbft.cluster.keygen import generate_cluster
+from pbft.node.clusterfile import load_replica
+from pbft.node.storage import (
     DB_FILE,
     FORMAT_VERSION,
     Storage,
     StorageError,
-    fsync_setting,
 )
+from pbft.protocol.config import ConfigError
+from pbft.protocol.events import Broadcast, Persist, Received, Record, Tick, Truncate
+from pbft.protocol.messages import PrePrepare
 from pbft.service.kv import decode_result, op_get, op_put
 
 
@@ -221,14 +222,18 @@ def test_fsync_policy_sets_synchronous(tmp_path, cfg, policy, pragma):
 
 
 def test_fsync_setting_from_the_cluster_file(tmp_path):
-    f = tmp_path / "cluster.toml"
-    f.write_text('[cluster]\nid = "x"\n')
-    assert fsync_setting(str(f)) == "always"
-    f.write_text('[cluster]\nid = "x"\n[storage]\nfsync = "batch"\n')
-    assert fsync_setting(str(f)) == "batch"
-    f.write_text('[storage]\nfsync = "sometimes"\n')
+    # Read once with the rest of the file (clusterfile.load_replica), not on its own.
+    path = generate_cluster(str(tmp_path / "k"), f=1, clients=["alice"], ports=[1, 2, 3, 4])
+    assert load_replica(path, 1).fsync == "always"
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write('\n[storage]\nfsync = "batch"\n')
+    assert load_replica(path, 1).fsync == "batch"
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read().replace('fsync = "batch"', 'fsync = "sometimes"')
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
     with pytest.raises(ConfigError, match="'fsync' must be \"always\", \"batch\" or \"off\""):
-        fsync_setting(str(f))
+        load_replica(path, 1)
 
 
 def fill_disk(store: Storage) -> None:
@@ -246,7 +251,7 @@ def test_full_disk_raises_storage_error_and_keeps_what_was_stored(store):
 
 
 async def test_full_disk_stops_the_node_before_it_sends(tmp_path, cfg, caplog):
-    from pbft.runtime.node import ReplicaNode
+    from pbft.node.node import ReplicaNode
 
     sent: list[object] = []
 
@@ -414,9 +419,9 @@ def test_executed_records_replay_from_the_prepared_record_or_their_own_value(cfg
 
 
 def test_a_store_the_core_cannot_replay_stops_the_replica_with_one_sentence(tmp_path, cfg):
-    from pbft.cli import UsageError
+    from pbft.errors import UsageError
+    from pbft.node.node import ReplicaNode
     from pbft.protocol.events import Persist, Record
-    from pbft.runtime.node import ReplicaNode
 
     with Storage.open(str(tmp_path / "d"), cfg, 1) as s:
         s.apply([Persist(Record.EXECUTED, 1, 0, "", b"")])  # names a slot it holds nothing of

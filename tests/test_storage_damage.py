@@ -1,4 +1,4 @@
-"""pbft.runtime.storage: a damaged or rolled-back data directory is refused, an honest
+"""pbft.node.storage: a damaged or rolled-back data directory is refused, an honest
 crash is not (README "Durability"; the format is in the storage module's docstring).
 
 Each kind of damage is made the way it happens (a byte flipped in the database file, the
@@ -21,15 +21,15 @@ import textwrap
 import pytest
 from conftest import make_config
 
-from pbft.protocol.config import ConfigError
-from pbft.protocol.events import Persist, Record
-from pbft.runtime.storage import (
+from pbft.node.storage import (
     DB_FILE,
     FORMAT_VERSION,
     HISTORY_FILE,
     Storage,
     read_sidecar,
 )
+from pbft.protocol.config import ConfigError
+from pbft.protocol.events import Persist, Record
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -90,8 +90,8 @@ def test_a_byte_flipped_inside_a_stored_record_is_refused(tmp_path, cfg, kind):
 def test_a_damaged_record_stops_the_replica_with_one_sentence(tmp_path, cfg):
     from conftest import make_replica
 
-    from pbft.cli import UsageError
-    from pbft.runtime.node import ReplicaNode
+    from pbft.errors import UsageError
+    from pbft.node.node import ReplicaNode
 
     marker = b"<<" + os.urandom(24).hex().encode() + b">>"
     with Storage.open(str(tmp_path / "d"), cfg, 1) as s:
@@ -245,7 +245,7 @@ CHILD = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from conftest import make_config
     from pbft.protocol.events import Persist, Record
-    from pbft.runtime.storage import Storage
+    from pbft.node.storage import Storage
     s = Storage.open({path!r}, make_config(), 1, {fsync!r}, history_interval=0.001)
     n = s.history.commits
     print("open", flush=True)
@@ -310,7 +310,7 @@ def test_a_database_truncated_mid_file_is_refused_with_one_sentence(tmp_path, cf
 
 def make_format_1(directory, cfg, records) -> None:
     """A data directory as format 1 wrote it: no checksums, no history, no HISTORY."""
-    from pbft.runtime.storage import keys_hash
+    from pbft.node.storage import keys_hash
 
     os.makedirs(directory)
     db = sqlite3.connect(os.path.join(directory, DB_FILE))
@@ -356,10 +356,10 @@ def test_a_format_1_database_restored_over_a_newer_directory_is_refused(tmp_path
 
 @pytest.mark.parametrize("damage", ["truncated", "flipped"])
 def test_pbft_replica_refuses_a_damaged_directory_with_one_sentence(tmp_path, capsys, damage):
-    from pbft.cli import main
-    from pbft.runtime.clusterfile import load_cluster
-    from pbft.runtime.keygen import generate_cluster
-    from pbft.runtime.launcher import free_ports
+    from pbft.cli.main import main
+    from pbft.cluster.keygen import generate_cluster
+    from pbft.cluster.launcher import free_ports
+    from pbft.node.clusterfile import load_cluster
 
     path = generate_cluster(str(tmp_path / "k"), f=1, clients=["alice"], ports=free_ports(4),
                             cluster_id="damage")

@@ -10,12 +10,12 @@ import os
 import pytest
 import trio
 
+from pbft.cluster.keygen import generate_cluster
+from pbft.cluster.launcher import free_ports
+from pbft.node import tls
+from pbft.node.clusterfile import load_cluster, load_identity
+from pbft.node.transport import Outbox, Transport
 from pbft.protocol import codec
-from pbft.runtime import tls
-from pbft.runtime.clusterfile import load_cluster, load_identity
-from pbft.runtime.keygen import generate_cluster
-from pbft.runtime.launcher import free_ports
-from pbft.runtime.transport import Outbox, Transport
 
 
 @pytest.fixture

@@ -14,12 +14,11 @@ import socket
 import pytest
 import trio
 
-from pbft.protocol import codec
-from pbft.runtime import tls
-from pbft.runtime.clusterfile import load_cluster, load_identity
-from pbft.runtime.keygen import generate_cluster
-from pbft.runtime.launcher import free_ports
-from pbft.runtime.transport import (
+from pbft.cluster.keygen import generate_cluster
+from pbft.cluster.launcher import free_ports
+from pbft.node import tls
+from pbft.node.clusterfile import load_cluster, load_identity
+from pbft.node.transport import (
     BufferBudget,
     FrameAssembler,
     FrameRefused,
@@ -27,6 +26,7 @@ from pbft.runtime.transport import (
     Transport,
     _Inbound,
 )
+from pbft.protocol import codec
 
 
 @pytest.fixture

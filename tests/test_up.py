@@ -22,8 +22,8 @@ import urllib.request
 import pytest
 from test_cli_e2e import TIMEOUT, free_base_port, keygen, pbft
 
-from pbft.runtime.clusterfile import load_cluster
-from pbft.runtime.launcher import GiveUp, LocalCluster, Supervisor, describe_exit
+from pbft.cluster.launcher import GiveUp, LocalCluster, Supervisor, describe_exit
+from pbft.node.clusterfile import load_cluster
 
 
 class Up:
@@ -206,7 +206,7 @@ def test_replica_says_it_started_and_stopped_and_loudly_that_it_is_byzantine(tmp
 
 
 def test_honest_metrics_say_no_behaviour():
-    from pbft.runtime.metrics import NodeMetrics
+    from pbft.node.metrics import NodeMetrics
 
     text = NodeMetrics(0).text().decode()
     assert 'pbft_byzantine_behaviour{name=""} 0.0' in text

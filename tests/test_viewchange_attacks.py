@@ -16,8 +16,8 @@ import random
 import pytest
 from test_behaviours import Cluster, assert_safe
 
-from pbft.adversary.behaviours import REGISTRY
 from pbft.adversary.broken import BROKEN
+from pbft.adversary.catalogue import REGISTRY
 from pbft.adversary.wire import open_envelope
 from pbft.protocol.crypto import NULL_DIGEST, batch_digest, seal
 from pbft.protocol.events import Executed, Reason, Received, Rejected, ViewInstalled

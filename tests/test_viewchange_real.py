@@ -14,10 +14,10 @@ import signal
 
 import trio
 
-from pbft.runtime.client import open_client
-from pbft.runtime.clusterfile import load_cluster
-from pbft.runtime.keygen import generate_cluster
-from pbft.runtime.launcher import LocalCluster, free_ports
+from pbft.cluster.keygen import generate_cluster
+from pbft.cluster.launcher import LocalCluster, free_ports
+from pbft.node.client import open_client
+from pbft.node.clusterfile import load_cluster
 
 VIEW_CHANGE_TIMEOUT_MS = 300
 CLIENTS = ["c0", "c1", "c2"]

@@ -17,7 +17,7 @@ and attacks it from this process:
     the three other replicas' identities, two connections each. Reports the listener's
     VmRSS before, while held, and after every attacker has disconnected.
 
-Works against any revision of `pbft.runtime.transport` whose `Transport` takes the same
+Works against any revision of `pbft.node.transport` whose `Transport` takes the same
 constructor arguments (run it with PYTHONPATH pointing at another checkout to compare).
 """
 
@@ -34,11 +34,11 @@ import time
 
 import trio
 
+from pbft.cluster.keygen import generate_cluster
+from pbft.cluster.launcher import free_ports
+from pbft.node import tls
+from pbft.node.clusterfile import load_cluster, load_identity
 from pbft.protocol import codec
-from pbft.runtime import tls
-from pbft.runtime.clusterfile import load_cluster, load_identity
-from pbft.runtime.keygen import generate_cluster
-from pbft.runtime.launcher import free_ports
 
 MiB = 1024 * 1024
 
@@ -55,7 +55,7 @@ def rss_mib(pid: int) -> float:
 
 
 async def listen(path: str, status: str) -> None:
-    from pbft.runtime.transport import Transport
+    from pbft.node.transport import Transport
 
     config = load_cluster(path)
     ident = load_identity(config, 0)

@@ -5,7 +5,7 @@ Usage: .venv/bin/python tools/attack_flood.py [--runs 2] [--duration 20] [--hone
 
 Each run makes a fresh 4-replica cluster (keys, TLS, separate processes on loopback, as
 `pbft bench` does) with K honest closed-loop clients (one put outstanding each, in one
-worker process: `pbft.runtime.bench._worker_main`) and one flooding client in a process
+worker process: `pbft.cluster.bench._worker_main`) and one flooding client in a process
 of its own. The flooder is a valid member: it signs write requests with increasing
 timestamps and sends them open-loop (never waiting for a reply) at --rate per second, to
 the primary of view 0 only (`--target primary`) or to every replica (`--target all`);
@@ -34,10 +34,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pbft.runtime.bench import _worker_main, percentile  # noqa: E402
-from pbft.runtime.clusterfile import load_cluster  # noqa: E402
-from pbft.runtime.keygen import generate_cluster  # noqa: E402
-from pbft.runtime.launcher import LocalCluster, free_ports  # noqa: E402
+from pbft.cluster.bench import _worker_main, percentile  # noqa: E402
+from pbft.cluster.keygen import generate_cluster  # noqa: E402
+from pbft.cluster.launcher import LocalCluster, free_ports  # noqa: E402
+from pbft.node.clusterfile import load_cluster  # noqa: E402
 
 FLOODER = "flood0"
 WARMUP_S = 1.0
@@ -62,11 +62,11 @@ async def _flood(conn, cluster_path: str, rate: float, target: str):
 
     import trio
 
+    from pbft.node import tls
+    from pbft.node.clusterfile import load_identity
+    from pbft.node.transport import Transport
     from pbft.protocol.crypto import seal
     from pbft.protocol.messages import Reply, Request, decode_envelope
-    from pbft.runtime import tls
-    from pbft.runtime.clusterfile import load_identity
-    from pbft.runtime.transport import Transport
     from pbft.service.kv import op_put
 
     config = load_cluster(cluster_path)

@@ -20,12 +20,12 @@ import sys
 import time
 from collections import deque
 
+from pbft.cluster.bench import VALUE_SIZE, measure_crypto
 from pbft.protocol.client import ClientCore
 from pbft.protocol.config import ClientInfo, ClusterConfig, ReplicaInfo
 from pbft.protocol.crypto import KeyPair, Verifier
 from pbft.protocol.events import Broadcast, Completed, Received, Send, SendClient, Tick
 from pbft.protocol.replica import Replica
-from pbft.runtime.bench import VALUE_SIZE, measure_crypto
 from pbft.service.kv import KeyValueStore, op_put
 
 

@@ -19,10 +19,10 @@ import time
 
 
 def main() -> int:
-    from pbft.runtime.bench import _proc_cpu_seconds
-    from pbft.runtime.clusterfile import load_cluster
-    from pbft.runtime.keygen import generate_cluster
-    from pbft.runtime.launcher import LocalCluster, free_ports
+    from pbft.cluster.bench import _proc_cpu_seconds
+    from pbft.cluster.keygen import generate_cluster
+    from pbft.cluster.launcher import LocalCluster, free_ports
+    from pbft.node.clusterfile import load_cluster
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--f", type=int, default=1)

@@ -4,7 +4,7 @@
         [--config NAME:f:clients[:workers][:setting=value...]]...  (fsync=off|batch|always too)
 
 Default configurations: f=1 saturating (32 clients), f=1 with one client (latency) and
-f=2 saturating. Every run is a fresh cluster (pbft.runtime.bench.run_once); the crypto
+f=2 saturating. Every run is a fresh cluster (pbft.cluster.bench.run_once); the crypto
 floor is timed once per run too, so `ratio` is per run. The table quotes the median of
 each figure over the repeats, and the cores other processes used during the runs (a
 shared machine makes absolute figures move; `ratio` and `other` say how much to trust
@@ -23,7 +23,7 @@ DEFAULT = ["f1-saturate:1:32", "f1-one-client:1:1", "f2-saturate:2:32"]
 
 
 def main() -> int:
-    from pbft.runtime.bench import ceiling_rps, measure_crypto, run_once
+    from pbft.cluster.bench import ceiling_rps, measure_crypto, run_once
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeat", type=int, default=3)

@@ -3,7 +3,7 @@
     .venv/bin/python tools/bench_memory.py [--clients 8] [--duration 600] [--every 30]
         [--f 1] [--json FILE]
 
-Runs `pbft.runtime.bench.run_once` (real processes, TLS, storage) and, once the window
+Runs `pbft.cluster.bench.run_once` (real processes, TLS, storage) and, once the window
 opens, reads each replica's VmRSS from /proc every `--every` seconds. Prints one row per
 sample and, per replica, the growth after the warm-up (the first sample at or after
 `--every` seconds, when the caches have filled) as MiB per minute, fitted by least
@@ -46,7 +46,7 @@ def slope_mib_per_min(points: list[tuple[float, int]]) -> float:
 
 
 def main() -> int:
-    from pbft.runtime.bench import run_once
+    from pbft.cluster.bench import run_once
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--f", type=int, default=1)

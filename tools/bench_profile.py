@@ -4,7 +4,7 @@
         [--duration 10] [--f 1] [--workers W] [--out DIR] [--idle] [--gil]
         [--fsync always|batch|off]
 
-Runs `pbft.runtime.bench.run_once` and, once the measurement window opens, attaches
+Runs `pbft.cluster.bench.run_once` and, once the measurement window opens, attaches
 `py-spy record --format raw` to the chosen replica process (or, with --worker, to one of
 the client worker processes) for the whole window. Writes DIR/replica-R.txt (or
 DIR/worker-W.txt) (collapsed stacks, one `stack count` per line) and prints the top
@@ -68,7 +68,7 @@ def _short(frame: str) -> str:
 
 
 def main() -> int:
-    from pbft.runtime.bench import run_once
+    from pbft.cluster.bench import run_once
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--replica", type=int, default=0)

@@ -32,9 +32,9 @@ import trio
 async def one_run(
     path: str, rounds: int, window: int, size: int, autoflush: bool = False
 ) -> tuple[float, float]:
-    from pbft.runtime import tls
-    from pbft.runtime.clusterfile import load_cluster, load_identity
-    from pbft.runtime.transport import Transport
+    from pbft.node import tls
+    from pbft.node.clusterfile import load_cluster, load_identity
+    from pbft.node.transport import Transport
 
     config = load_cluster(path)
     ids = [r.id for r in config.replicas]
@@ -122,8 +122,8 @@ async def one_run(
 
 
 def main() -> int:
-    from pbft.runtime.keygen import generate_cluster
-    from pbft.runtime.launcher import free_ports
+    from pbft.cluster.keygen import generate_cluster
+    from pbft.cluster.launcher import free_ports
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3000)

@@ -40,10 +40,10 @@ import trio
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pbft.runtime.client import open_client  # noqa: E402
-from pbft.runtime.clusterfile import load_cluster  # noqa: E402
-from pbft.runtime.keygen import generate_cluster  # noqa: E402
-from pbft.runtime.launcher import LocalCluster, free_ports  # noqa: E402
+from pbft.cluster.keygen import generate_cluster  # noqa: E402
+from pbft.cluster.launcher import LocalCluster, free_ports  # noqa: E402
+from pbft.node.client import open_client  # noqa: E402
+from pbft.node.clusterfile import load_cluster  # noqa: E402
 
 WARMUP_S = 1.0
 AFTER_S = 0.3

@@ -194,8 +194,8 @@ def rewrite_addresses(text: str, addresses: dict[int, str]) -> str:
 def make_keys(directory: str, f: int, clients: list[str]) -> dict[str, str]:
     """Keys on the "trusted machine", then one directory per host holding only its own
     private key. Returns {"keys": ..., "host-<i>": ..., "client": ...} cluster file paths."""
-    from pbft.runtime.clusterfile import load_cluster
-    from pbft.runtime.keygen import generate_cluster
+    from pbft.cluster.keygen import generate_cluster
+    from pbft.node.clusterfile import load_cluster
 
     n = 3 * f + 1
     keys = os.path.join(directory, "keys")
@@ -461,7 +461,7 @@ def workload_main(args: argparse.Namespace) -> int:
     """Closed loop per client: put k_i, get k_i (checked), N times. Prints one JSON object."""
     import trio
 
-    from pbft.runtime.client import open_client
+    from pbft.node.client import open_client
 
     clients = args.clients.split(",")
     lat: dict[str, list[float]] = {"put": [], "get": []}

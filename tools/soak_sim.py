@@ -42,8 +42,9 @@ from pbft.protocol.config import ClusterConfig  # noqa: E402
 from pbft.protocol.messages import Checkpoint, envelope_from_bytes, from_body  # noqa: E402
 from pbft.protocol.replica import EVIDENCE_MEMORY, VERIFIED_CACHE  # noqa: E402
 from pbft.sim.oracle import Oracle  # noqa: E402
+from pbft.sim.result import RunResult  # noqa: E402
 from pbft.sim.scenario import Scenario, load_scenario, parse_scenario  # noqa: E402
-from pbft.sim.simulation import SimResult, Simulation  # noqa: E402
+from pbft.sim.simulation import Simulation  # noqa: E402
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "tests" / "scenarios"
 
@@ -325,7 +326,7 @@ def soak(
         )
         sim.sample_memory()
         t0 = time.perf_counter()
-        r: SimResult = sim.run()
+        r: RunResult = sim.run()
         wall = time.perf_counter() - t0
         sim.finish()
     finally:
@@ -453,10 +454,10 @@ def real_catch_up(clients: int = 8, warmup_s: float = 2.0, down_s: float = 10.0,
 
     import trio
 
-    from pbft.runtime.client import open_client
-    from pbft.runtime.clusterfile import load_cluster
-    from pbft.runtime.keygen import generate_cluster
-    from pbft.runtime.launcher import LocalCluster, free_ports
+    from pbft.cluster.keygen import generate_cluster
+    from pbft.cluster.launcher import LocalCluster, free_ports
+    from pbft.node.client import open_client
+    from pbft.node.clusterfile import load_cluster
 
     workdir = tempfile.mkdtemp(prefix="pbft-soak-")
     names = [f"c{i}" for i in range(clients)]

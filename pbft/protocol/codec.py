@@ -320,3 +320,19 @@ class FrameReader:
     @property
     def buffered(self) -> int:
         return len(self._buf)
+
+
+def read_head(buf: bytes, pos: int) -> tuple[int, int, int]:
+    """The CBOR head at `pos`, not decoding what follows: (major type, argument, position
+    after the head); ValueError or IndexError if there is no well-formed head there."""
+    b = buf[pos]
+    major, info = b >> 5, b & 0x1F
+    if info < 24:
+        return major, info, pos + 1
+    if info > 27:
+        raise ValueError("indefinite or reserved")
+    size = 1 << (info - 24)
+    end = pos + 1 + size
+    if end > len(buf):
+        raise ValueError("short")
+    return major, int.from_bytes(buf[pos + 1 : end], "big"), end

@@ -16,11 +16,8 @@ import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ..errors import ConfigError
 from .messages import CLIENT_NAME, Signer
-
-
-class ConfigError(ValueError):
-    """An operator mistake in the cluster file: one clear sentence."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -429,3 +429,60 @@ def render(msg: Message) -> str:
         case StableProof(n, proof):
             return f"STABLE-PROOF n={n} proof={len(proof)}"
     return repr(msg)
+
+
+# -- an envelope's type without decoding it (for per-frame counters) ----------------------
+
+
+def envelope_fields(data: bytes, count: int) -> list[int] | None:
+    """The first `count` unsigned integers of the message in envelope `data` (its type,
+    then its first fields), read from the CBOR heads without decoding the rest; None if
+    the bytes do not have that shape. Nothing is checked: a count, not a verdict."""
+    try:
+        major, n, pos = codec.read_head(data, 0)
+        if major != 4 or n != 3:  # [body, signer, signature]
+            return None
+        major, _, pos = codec.read_head(data, pos)  # the body: a byte string
+        if major != 2:
+            return None
+        major, n, pos = codec.read_head(data, pos)  # the message: an array [type, ...]
+        if major != 4 or n < count:
+            return None
+        out = []
+        for _ in range(count):
+            major, value, pos = codec.read_head(data, pos)
+            if major != 0:
+                return None
+            out.append(value)
+        return out
+    except (IndexError, ValueError):
+        return None
+
+
+def envelope_type(data: bytes) -> int:
+    """The message type number of a signed envelope's bytes (-1 if unreadable): the
+    fast path of `envelope_fields(data, 1)` for the shapes every valid envelope has (the
+    envelope's 3-array head, the body's byte-string head, the body's array head and a
+    one-byte type), read from fixed offsets."""
+    try:
+        if data[0] != 0x83:
+            return -1
+        b = data[1]
+        if b >> 5 != 2:
+            return -1
+        info = b & 0x1F
+        pos = 2 if info < 24 else 2 + (1 << (info - 24)) if info < 28 else -1
+        if pos < 0 or not 0x81 <= data[pos] <= 0x97:  # an array of 1 to 23 items
+            return -1
+        t = data[pos + 1]
+        return t if t < 24 else -1
+    except IndexError:
+        return -1
+
+
+def envelope_slot(data: bytes) -> tuple[int, int] | None:
+    """(view, seq) of a PRE-PREPARE envelope's bytes, None for anything else."""
+    fields = envelope_fields(data, 3)
+    if fields is None or fields[0] != MsgType.PRE_PREPARE:
+        return None
+    return fields[1], fields[2]

@@ -5,8 +5,10 @@
     simulation.py  n unmodified cores and closed-loop clients in virtual time
     oracle.py      BYZANTINE.md "The checks", run after every step
     fuzz.py        ByzzFuzz-style random schedules with shrinking
-    commands.py    `pbft scenario run|list`, `pbft fuzz`
-    registry.py    behaviours by name (pbft/adversary), tolerant of their absence
+    result.py      the result of one run (simulated or real) and its JSON
+
+Behaviours come by name from pbft.adversary.catalogue; the commands that drive all this
+(`pbft scenario run|list`, `pbft fuzz`) are in pbft.cli.scenario.
 
 Everything is driven by one `random.Random(seed)`; the same seed gives the same run, and
 the same `trace_digest`, in any process.

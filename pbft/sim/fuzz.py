@@ -1,7 +1,7 @@
 """ByzzFuzz-style random testing (Winter et al., OOPSLA 2023).
 
 Theory of operation. Each fuzz seed deterministically generates a `Scenario`: a short
-closed-loop workload, up to f faulty replicas (a random behaviour from the registry, a twin,
+closed-loop workload, up to f faulty replicas (a random behaviour from the catalogue, a twin,
 a crash for good or a restart from nothing), sometimes a Byzantine client, sometimes crashes
 of any replicas that restart from their durable stores (benign: those replicas stay correct;
 now and then every replica at once), and a few random network faults (drop, delay with
@@ -30,9 +30,10 @@ import time
 from dataclasses import dataclass, replace
 from typing import IO
 
-from .registry import client_registry, replica_registry
+from ..adversary.catalogue import CLIENT_REGISTRY, REGISTRY
+from .result import RunResult
 from .scenario import TRIGGERS, ByzantineSpec, Expect, NetworkFault, Scenario, to_toml
-from .simulation import SimResult, never_healed, run_scenario
+from .simulation import never_healed, run_scenario
 
 MAX_SHRINK_RUNS = 40
 PARAMS: dict[str, list[dict]] = {
@@ -153,8 +154,8 @@ def random_scenario(seed: int, f: int = 1, wide: bool = True) -> Scenario:
     n = 3 * f + 1
     clients = rng.randint(2, 3)
     requests = rng.randint(4, 10)
-    behaviours = sorted(replica_registry())
-    client_behaviours = sorted(client_registry())
+    behaviours = sorted(REGISTRY)
+    client_behaviours = sorted(CLIENT_REGISTRY)
     faulty = rng.sample(range(n), rng.randint(0, f))
     byz: list[ByzantineSpec] = []
     net: list[NetworkFault] = []
@@ -297,7 +298,7 @@ def widen(s: Scenario, seed: int) -> Scenario:
     return out
 
 
-def _fails(s: Scenario, check: str) -> SimResult | None:
+def _fails(s: Scenario, check: str) -> RunResult | None:
     r = run_scenario(s)
     if r.violations and r.violations[0].check == check:
         return r

@@ -41,7 +41,8 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..cli import UsageError
+from ..adversary import catalogue
+from ..errors import UsageError
 
 Node = int | str
 
@@ -356,13 +357,11 @@ def _byzantine(t: object, n: int, clients: int, where: str) -> ByzantineSpec:
 
 
 def check_behaviours(s: Scenario) -> None:
-    """Every behaviour named must exist (imported lazily: behaviours are optional)."""
-    from .registry import client_registry, replica_registry
-
+    """Every behaviour named must exist in the catalogue."""
     for i, b in enumerate(s.byzantine):
-        reg = replica_registry() if b.target == "replica" else client_registry()
+        reg = catalogue.catalogue(b.target)
         if b.behaviour not in reg:
-            known = ", ".join(sorted(reg)) or "none are installed"
+            known = ", ".join(sorted(reg))
             raise UsageError(
                 f"[[byzantine]] #{i + 1}: unknown {b.target} behaviour '{b.behaviour}' (known: {known})."
             )

@@ -55,7 +55,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..cli import UsageError
+from ..adversary import catalogue
+from ..errors import UsageError
 from ..protocol.client import ClientCore
 from ..protocol.config import ClientInfo, ClusterConfig, ReplicaInfo
 from ..protocol.crypto import KeyPair, Verifier
@@ -81,7 +82,7 @@ from ..protocol.replica import Replica
 from ..service.kv import KeyValueStore, op_delete, op_get, op_put
 from .network import Network
 from .oracle import Oracle, Violation
-from .registry import client_registry, replica_registry
+from .result import ReplicaReport, RunResult
 from .scenario import Node, Scenario, client_name
 
 TRACE_TAIL = 30
@@ -179,38 +180,6 @@ class ClientState:
     done: int = 0
     since: int | None = None  # submit time of the outstanding workload request
     timestamps: set[int] = field(default_factory=set)
-
-
-@dataclass
-class ReplicaReport:
-    id: int
-    byzantine: bool
-    view: int
-    last_executed: int
-    stable_checkpoint: int
-    state_digest: str
-    log_size: int
-
-
-@dataclass
-class SimResult:
-    name: str
-    seed: int
-    violations: list[Violation]
-    requests_completed: int
-    requests_total: int
-    view_changes: int
-    trace_digest: str
-    replicas: list[ReplicaReport]
-    virtual_ms: int
-    delivered: int
-    dropped: int
-    exceeds_fault_assumption: bool
-    trace_tail: list[str]
-
-    @property
-    def passed(self) -> bool:
-        return not self.violations
 
 
 def build_config(scenario: Scenario, seed: int) -> tuple[ClusterConfig, list[KeyPair], dict[str, KeyPair]]:
@@ -336,15 +305,12 @@ class Simulation:
         spec = self.byz_replica.get(rid)
         if spec is None:
             return Instance(core, rid in self.correct, inc, epoch, store)
-        from ..adversary.base import ByzantineReplica
-
-        cls = replica_registry()[spec.behaviour]
         rng = random.Random(self._behaviour_rng.getrandbits(64))
         try:
-            beh = cls(core, self.keys[rid], dict(spec.params), rng)
+            byz = catalogue.build(spec.behaviour, spec.params, core, self.keys[rid], rng)
         except (ValueError, TypeError) as exc:
             raise UsageError(f"{self.scenario.source or self.scenario.name}: replica {rid}: {exc}") from None
-        return Instance(ByzantineReplica(core, beh), False, inc, epoch, store)
+        return Instance(byz, False, inc, epoch, store)
 
     def _new_client(self, name: str, key: KeyPair) -> ClientState:
         s = self.scenario
@@ -362,12 +328,11 @@ class Simulation:
         spec = self.byz_client.get(name)
         driver: Any = core
         if spec is not None:
-            from ..adversary.clients import ByzantineClient
-
-            cls = client_registry()[spec.behaviour]
             rng = random.Random(self._behaviour_rng.getrandbits(64))
             try:
-                driver = ByzantineClient(core, cls(core, key, dict(spec.params), rng, self.config))
+                driver = catalogue.build(
+                    spec.behaviour, spec.params, core, key, rng, self.config, target="client"
+                )
             except (ValueError, TypeError) as exc:
                 raise UsageError(f"{self.scenario.source or self.scenario.name}: client {name}: {exc}") from None
         return ClientState(name, core, driver, ops, spec is None)
@@ -606,7 +571,7 @@ class Simulation:
 
     # -- the run ------------------------------------------------------------------------
 
-    def run(self) -> SimResult:
+    def run(self) -> RunResult:
         queue = self._queue
         oracle = self.oracle
         while queue and not oracle.violations and self.now <= MAX_VIRTUAL_MS:
@@ -684,7 +649,7 @@ class Simulation:
         views = [inst.node.view for rid in sorted(self.correct) for inst in self.replicas[rid]]
         return max(views, default=0)
 
-    def _result(self) -> SimResult:
+    def _result(self) -> RunResult:
         violations = list(self.oracle.violations)
         vc = self._view_changes()
         limit = self.scenario.expect.max_view_changes
@@ -715,7 +680,7 @@ class Simulation:
                 )
             )
         total = sum(len(cs.ops) for cs in self.clients.values() if cs.correct)
-        return SimResult(
+        return RunResult(
             name=self.scenario.name,
             seed=self.seed,
             violations=violations,
@@ -796,5 +761,5 @@ def render_event(e: tuple) -> str:
     return f"{t:>8} ms  replica {rest[0]} {kind}es" if kind == "crash" else f"{t:>8} ms  replica {rest[0]} {kind}s"
 
 
-def run_scenario(scenario: Scenario, seed: int | None = None, **kw: Any) -> SimResult:
+def run_scenario(scenario: Scenario, seed: int | None = None, **kw: Any) -> RunResult:
     return Simulation(scenario, seed, **kw).run()

@@ -27,7 +27,9 @@ import os
 import sqlite3
 from dataclasses import dataclass
 
-from ..protocol.config import ClusterConfig, ConfigError
+from ..errors import ConfigError
+from ..node.storage import DB_FILE, evidence_pair_digest, read_evidence
+from ..protocol.config import ClusterConfig
 from ..protocol.crypto import Verifier
 from ..protocol.messages import (
     Checkpoint,
@@ -37,7 +39,6 @@ from ..protocol.messages import (
     PrePrepare,
     decode_envelope,
 )
-from .storage import DB_FILE, evidence_pair_digest, read_evidence
 
 EXPORT_FORMAT = "pbft-evidence/1"
 

@@ -9,15 +9,16 @@ updated per message is read then: view, last executed, stable checkpoint (from t
 and per-peer queue depth, connection state and link counters (from the transport's
 public attributes).
 
-A frame's message type is read by `peek_type`, which walks the CBOR heads of the signed
-envelope `[body, signer, signature]` and of the body `[type, ...]` without decoding
-anything else; for a PRE-PREPARE `peek_slot` also reads (view, seq), so the node can time
-a batch from its pre-prepare to its execution (pbft_commit_latency_seconds).
+A frame's message type is read by `protocol.messages.envelope_type`, which reads the
+CBOR heads of the signed envelope `[body, signer, signature]` and of the body
+`[type, ...]` without decoding anything else (the codec owns that layout); for a
+PRE-PREPARE `envelope_slot` also reads (view, seq), so the node can time a batch from its
+pre-prepare to its execution (pbft_commit_latency_seconds).
 
 `serve_metrics` answers `GET /metrics` (and `/`) on HOST:PORT with `generate_latest`, in
 a Trio task of the node's nursery: no thread, and the collectors read the core from the
 task that owns it. Requests are bounded (REQUEST_LIMIT bytes, REQUEST_TIMEOUT seconds).
-The node adds its health endpoints (`/healthz`, `/readyz`, `/status`: pbft.runtime.health)
+The node adds its health endpoints (`/healthz`, `/readyz`, `/status`: pbft.node.health)
 as extra routes; their readiness is also exported as gauges (`pbft_ready`, ...) through
 `NodeMetrics.health`.
 """
@@ -36,7 +37,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from ..protocol.messages import MsgType
+from ..protocol.messages import MsgType, envelope_slot, envelope_type
 
 log = logging.getLogger("pbft.metrics")
 
@@ -64,79 +65,9 @@ def parse_hostport(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-# -- reading a frame's type without decoding it ----------------------------------------
-
-
-def _head(buf: bytes, pos: int) -> tuple[int, int, int]:
-    """The CBOR head at `pos`: (major type, argument, position after the head)."""
-    b = buf[pos]
-    major, info = b >> 5, b & 0x1F
-    if info < 24:
-        return major, info, pos + 1
-    if info > 27:
-        raise ValueError("indefinite or reserved")
-    size = 1 << (info - 24)
-    end = pos + 1 + size
-    if end > len(buf):
-        raise ValueError("short")
-    return major, int.from_bytes(buf[pos + 1 : end], "big"), end
-
-
-def _body_fields(data: bytes, count: int) -> list[int] | None:
-    """The first `count` unsigned integers of the body of envelope `data`, or None."""
-    try:
-        major, n, pos = _head(data, 0)
-        if major != 4 or n != 3:
-            return None
-        major, _, pos = _head(data, pos)  # the body: a byte string
-        if major != 2:
-            return None
-        major, n, pos = _head(data, pos)  # the message: an array [type, ...]
-        if major != 4 or n < count:
-            return None
-        out = []
-        for _ in range(count):
-            major, value, pos = _head(data, pos)
-            if major != 0:
-                return None
-            out.append(value)
-        return out
-    except (IndexError, ValueError):
-        return None
-
-
 def peek_type(data: bytes) -> str:
     """The message type name of a signed envelope's bytes ("unknown" if unreadable)."""
-    return _TYPE_NAMES.get(peek_code(data), "unknown")
-
-
-def peek_code(data: bytes) -> int:
-    """The message type number of a signed envelope's bytes (-1 if unreadable): the
-    fast path of `_body_fields(data, 1)` for the shapes every valid envelope has (the
-    envelope's 3-array head, the body's byte-string head, the body's array head and a
-    one-byte type), read from fixed offsets."""
-    try:
-        if data[0] != 0x83:
-            return -1
-        b = data[1]
-        if b >> 5 != 2:
-            return -1
-        info = b & 0x1F
-        pos = 2 if info < 24 else 2 + (1 << (info - 24)) if info < 28 else -1
-        if pos < 0 or not 0x81 <= data[pos] <= 0x97:  # an array of 1 to 23 items
-            return -1
-        t = data[pos + 1]
-        return t if t < 24 else -1
-    except IndexError:
-        return -1
-
-
-def peek_slot(data: bytes) -> tuple[int, int] | None:
-    """(view, seq) of a PRE-PREPARE envelope, None for anything else."""
-    fields = _body_fields(data, 3)
-    if fields is None or fields[0] != MsgType.PRE_PREPARE:
-        return None
-    return fields[1], fields[2]
+    return _TYPE_NAMES.get(envelope_type(data), "unknown")
 
 
 # -- the metrics of one node -------------------------------------------------------------
@@ -283,21 +214,21 @@ class NodeMetrics:
     # -- per message (cheap) -------------------------------------------------------------
 
     def on_received(self, data: bytes) -> None:
-        code = peek_code(data)
+        code = envelope_type(data)
         counts = self.messages_in
         counts[code] = counts.get(code, 0) + 1
         if code == _PRE_PREPARE:
             self._seen_pre_prepare(data)
 
     def on_sent(self, data: bytes, copies: int = 1) -> None:
-        code = peek_code(data)
+        code = envelope_type(data)
         counts = self.messages_out
         counts[code] = counts.get(code, 0) + copies
         if code == _PRE_PREPARE:
             self._seen_pre_prepare(data)
 
     def _seen_pre_prepare(self, data: bytes) -> None:
-        slot = peek_slot(data)
+        slot = envelope_slot(data)
         if slot is None or slot[1] in self._pending:
             return  # the first sighting counts (a re-issued pre-prepare keeps its start)
         if len(self._pending) >= PENDING_LIMIT:

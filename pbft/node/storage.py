@@ -11,7 +11,7 @@ REPLACE). `Truncate(seq)` deletes the VOTE, PREPARED and EXECUTED records at or 
 A second table, `evidence`, keeps the conflicting pairs of signed envelopes the core
 reports (`events.Evidence`), deduplicated by (culprit, kind, digest of the pair) and
 bounded per (culprit, kind) by EVIDENCE_PER_CULPRIT; `pbft evidence` reads it
-(pbft.runtime.evidence). It is created if missing, so older directories gain it.
+(pbft.cluster.evidence). It is created if missing, so older directories gain it.
 
 `apply(actions)` writes every Persist and Truncate of one batch of steps in ONE
 transaction, and the node performs none of that batch's sends before `apply` returns:
@@ -96,12 +96,12 @@ import os
 import sqlite3
 import struct
 import threading
-import tomllib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from ..protocol.config import ClusterConfig, ConfigError
+from ..errors import ConfigError
+from ..protocol.config import ClusterConfig
 from ..protocol.events import Persist, Record, Truncate
 
 FORMAT_VERSION = 2
@@ -206,25 +206,6 @@ class StorageError(RuntimeError):
 def default_data_dir(config: ClusterConfig, replica_id: int) -> str:
     """`<cluster file's directory>/data/replica-<id>`."""
     return os.path.join(config.base_dir, "data", f"replica-{replica_id}")
-
-
-def fsync_setting(cluster_path: str) -> str:
-    """The `[storage] fsync` policy of a cluster file (default "always"); ConfigError if
-    it is not one of FSYNC_POLICIES. The cluster file itself was validated already."""
-    try:
-        with open(cluster_path, "rb") as fh:
-            table = tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read the cluster file {cluster_path}: {exc}.") from None
-    storage = table.get("storage", {})
-    if not isinstance(storage, dict):
-        raise ConfigError(f"{cluster_path}: [storage] must be a table.")
-    value = storage.get("fsync", DEFAULT_FSYNC)
-    if value not in FSYNC_POLICIES:
-        raise ConfigError(
-            f"{cluster_path}: [storage]: 'fsync' must be \"always\", \"batch\" or \"off\", not {value!r}."
-        )
-    return value
 
 
 def keys_hash(config: ClusterConfig) -> str:

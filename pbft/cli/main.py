@@ -1,7 +1,10 @@
 """The `pbft` command (README: "Running a cluster" and "Operating").
 
-This module only parses arguments and dispatches; each command lives beside the code it
-drives and is imported lazily so `pbft scenario list` does not import Trio or TLS.
+This module only parses arguments and dispatches; the handlers are in pbft.cli.cluster
+(keygen, config, demo, bench), pbft.cli.replica (replica, up, client, status, evidence)
+and pbft.cli.scenario (scenario, fuzz), imported lazily so `pbft scenario list` does not
+import Trio or TLS. Nothing but `pbft/__main__.py` and the console entry point imports
+this package (tests/test_layers.py).
 Exit status: 0 success, 1 a check failed, 2 usage or configuration error. Operator
 mistakes are reported as one sentence on stderr, never a traceback.
 
@@ -18,36 +21,38 @@ added later gets them too:
 from __future__ import annotations
 
 import argparse
-import importlib
 import math
 import os
 import sys
 
-# command -> "module:function"; the function takes the parsed args and returns an exit code.
-COMMANDS = {
-    "keygen": "pbft.runtime.keygen:cmd_keygen",
-    "replica": "pbft.runtime.commands:cmd_replica",
-    "up": "pbft.runtime.commands:cmd_up",
-    "client": "pbft.runtime.commands:cmd_client",
-    "status": "pbft.runtime.commands:cmd_status",
-    "evidence": "pbft.runtime.commands:cmd_evidence",
-    "demo": "pbft.runtime.demo:cmd_demo",
-    "bench": "pbft.runtime.bench:cmd_bench",
-    "scenario run": "pbft.sim.commands:cmd_scenario_run",
-    "scenario list": "pbft.sim.commands:cmd_scenario_list",
-    "fuzz": "pbft.sim.commands:cmd_fuzz",
-    "config": "pbft.runtime.configcheck:cmd_config",
-}
+from ..errors import ConfigError, UsageError
+
+
+def _handler(command: str):
+    """The function that runs `command` ("scenario run" for a subcommand): it takes the
+    parsed args and returns an exit code. Imported here, lazily (so `pbft scenario list`
+    does not import Trio or TLS) but plainly: a module that fails to import is a bug and
+    raises, never "not available"."""
+    if command in ("keygen", "config", "demo", "bench"):
+        from . import cluster
+
+        return {"keygen": cluster.cmd_keygen, "config": cluster.cmd_config,
+                "demo": cluster.cmd_demo, "bench": cluster.cmd_bench}[command]
+    if command in ("scenario run", "scenario list", "fuzz"):
+        from . import scenario
+
+        return {"scenario run": scenario.cmd_scenario_run,
+                "scenario list": scenario.cmd_scenario_list, "fuzz": scenario.cmd_fuzz}[command]
+    from . import replica
+
+    return {"replica": replica.cmd_replica, "up": replica.cmd_up, "client": replica.cmd_client,
+            "status": replica.cmd_status, "evidence": replica.cmd_evidence}[command]
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 EXIT_BROKEN_PIPE = 128 + 13
 """What a shell reports for a process killed by SIGPIPE; we exit with it instead."""
-
-
-class UsageError(Exception):
-    """An operator mistake: printed as one sentence, exit status 2."""
 
 
 def version() -> str:
@@ -57,7 +62,7 @@ def version() -> str:
     try:
         return metadata.version("pbft")
     except metadata.PackageNotFoundError:
-        from . import __version__
+        from .. import __version__
 
         return __version__
 
@@ -286,14 +291,7 @@ def _main(argv: list[str] | None) -> int:
     key = args.command
     if key == "scenario":
         key = f"scenario {args.scenario_command}"
-    module, _, func = COMMANDS[key].partition(":")
-    try:
-        handler = getattr(importlib.import_module(module), func)
-    except (ImportError, AttributeError):
-        print(f"pbft: the '{key}' command is not available in this build.", file=sys.stderr)
-        return 2
-    from .protocol.config import ConfigError
-
+    handler = _handler(key)
     try:
         return int(handler(args) or 0)
     except (UsageError, ConfigError) as exc:

@@ -41,13 +41,13 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
-from ..cli import UsageError
+from ..errors import UsageError
 from ..sim.oracle import Violation
+from ..sim.result import ReplicaReport, RunResult
 from ..sim.scenario import ByzantineSpec, NetworkFault, Scenario
 
 MAX_LIVENESS_S = 20.0
@@ -66,68 +66,8 @@ TRIGGER_LINES: dict[str, re.Pattern[bytes]] = {
     "view-change": re.compile(rb"view change to view \d+ started"),
     "new-view": re.compile(rb"view \d+ installed, primary"),
 }
-"""The text each trigger's event writes in the replica's log (runtime.node, level info)."""
+"""The text each trigger's event writes in the replica's log (pbft.node.node, level info)."""
 REAL_MIN_TICK_MS = 10
-
-
-@dataclass
-class RealReplica:
-    id: int
-    byzantine: bool
-    view: int
-    last_executed: int
-    stable_checkpoint: int
-    reachable: bool
-
-
-@dataclass
-class RealResult:
-    name: str
-    seed: int
-    violations: list[Violation]
-    requests_completed: int
-    requests_total: int
-    view_changes: int
-    replicas: list[RealReplica]
-    wall_ms: int
-    skipped: list[str]
-    exceeds_fault_assumption: bool
-    log_tail: list[str] = field(default_factory=list)
-    crashes: list[str] = field(default_factory=list)
-    """Every kill and restart applied, in order, with when (s) and why."""
-
-    @property
-    def passed(self) -> bool:
-        return not self.violations
-
-
-def result_json(r: RealResult) -> dict[str, Any]:
-    return {
-        "name": r.name,
-        "seed": r.seed,
-        "mode": "real",
-        "passed": r.passed,
-        "exceeds_fault_assumption": r.exceeds_fault_assumption,
-        "violations": [{"check": v.check, "detail": v.detail} for v in r.violations],
-        "requests_completed": r.requests_completed,
-        "requests_total": r.requests_total,
-        "view_changes": r.view_changes,
-        "wall_ms": r.wall_ms,
-        "trace_digest": None,
-        "skipped": r.skipped,
-        "crashes": r.crashes,
-        "replicas": [
-            {
-                "id": rep.id,
-                "byzantine": rep.byzantine,
-                "reachable": rep.reachable,
-                "view": rep.view,
-                "last_executed": rep.last_executed,
-                "stable_checkpoint": rep.stable_checkpoint,
-            }
-            for rep in r.replicas
-        ],
-    }
 
 
 # -- the plan: what can be applied, and the workload -------------------------------------
@@ -313,7 +253,7 @@ class RealRun:
     # -- clients -------------------------------------------------------------------
 
     async def run_client(self, name: str, ops: list[Op]) -> None:
-        from .client import open_client
+        from ..node.client import open_client
 
         model: dict[bytes, bytes] = {}
         async with open_client(self.path, name) as client:
@@ -352,7 +292,7 @@ class RealRun:
         return await observer.status(timeout=STATUS_TIMEOUT_S)
 
     async def main(self, plan: dict[str, list[Op]]) -> dict[int, Any]:
-        from .client import open_client
+        from ..node.client import open_client
 
         self.t0 = trio.current_time()
         async with trio.open_nursery() as nursery:
@@ -413,10 +353,10 @@ class RealRun:
 
     # -- the whole run ---------------------------------------------------------------
 
-    def run(self) -> RealResult:
-        from ..protocol.config import ConfigError
-        from .clusterfile import load_cluster
-        from .commands import run_trio
+    def run(self) -> RunResult:
+        from ..errors import ConfigError
+        from ..node.clusterfile import load_cluster
+        from ..node.process import run_trio
         from .keygen import generate_cluster
         from .launcher import LaunchError, LocalCluster, free_ports
 
@@ -463,15 +403,15 @@ class RealRun:
             shutil.rmtree(workdir, ignore_errors=True)
         return self.result(statuses, started, tail)
 
-    def result(self, statuses: dict[int, Any], started: float, tail: list[str]) -> RealResult:
+    def result(self, statuses: dict[int, Any], started: float, tail: list[str]) -> RunResult:
         s = self.s
         replicas = []
         for i in range(s.n):
             st = statuses.get(i)
             if st is None:
-                replicas.append(RealReplica(i, i in self.faulty, -1, -1, -1, False))
+                replicas.append(ReplicaReport(i, i in self.faulty, -1, -1, -1, reachable=False))
             else:
-                replicas.append(RealReplica(i, i in self.faulty, st.view, st.last_executed, st.stable_seq, True))
+                replicas.append(ReplicaReport(i, i in self.faulty, st.view, st.last_executed, st.stable_seq))
         vc = max((r.view for r in replicas if r.id not in self.faulty), default=0)
         limit = s.expect.max_view_changes
         if not self.violations and limit is not None and vc > limit:
@@ -480,7 +420,7 @@ class RealRun:
             r.reachable for r in replicas if r.id not in self.faulty
         ):
             self.fail("liveness", "no correct replica answered the final status query")
-        return RealResult(
+        return RunResult(
             name=s.name,
             seed=self.seed,
             violations=self.violations,
@@ -491,16 +431,17 @@ class RealRun:
             wall_ms=int((time.monotonic() - started) * 1000),
             skipped=skipped_entries(s),
             exceeds_fault_assumption=s.exceeds_fault_assumption(),
-            log_tail=tail,
+            real=True,
+            trace_tail=tail,
             crashes=self.crash_log,
         )
 
 
-def run_real(scenario: Scenario, seed: int | None = None, out=None) -> RealResult:
+def run_real(scenario: Scenario, seed: int | None = None, out=None) -> RunResult:
     return RealRun(scenario, seed, out).run()
 
 
-def print_result(r: RealResult, out=None) -> None:
+def print_result(r: RunResult, out=None) -> None:
     out = out or sys.stdout
     for line in r.skipped:
         print(f"  {line}", file=out)
@@ -514,5 +455,5 @@ def print_result(r: RealResult, out=None) -> None:
     for v in r.violations[:3]:
         print(f"  {v.check}: {v.detail}", file=out)
     if r.violations:
-        for line in r.log_tail:
+        for line in r.trace_tail:
             print(f"    | {line}", file=out)

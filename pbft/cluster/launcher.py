@@ -33,8 +33,8 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 
+from ..node.node import STARTED
 from ..protocol.config import ClusterConfig
-from .node import STARTED
 
 START_TIMEOUT = 20.0
 """Seconds to wait for every replica to accept connections."""

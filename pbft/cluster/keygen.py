@@ -17,7 +17,7 @@ mode, then fchmod in case the file pre-existed or the umask interfered). With a 
 (`--passphrase-env VAR` or `--passphrase-file FILE`) every private key, the CA's included,
 is written encrypted (PKCS8 with the best encryption `cryptography` offers); replicas and
 clients then need it in PBFT_KEY_PASSPHRASE or PBFT_KEY_PASSPHRASE_FILE
-(pbft.runtime.clusterfile.key_passphrase).
+(pbft.node.clusterfile.key_passphrase).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import json
 import os
 import tempfile
 import tomllib
-from argparse import Namespace
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -42,22 +41,20 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from pbft.cli import UsageError
-from pbft.protocol.config import ConfigError, parse_cluster
+from pbft.errors import ConfigError, UsageError
+from pbft.protocol.config import parse_cluster
 from pbft.protocol.messages import CLIENT_NAME, Signer
 
-from .clusterfile import (
+from ..node.clusterfile import (
     CA_CERT,
     CA_KEY,
     CLUSTER_FILE,
-    PASSPHRASE_ENV,
     ca_key_path,
     ca_path,
     load_cluster,
     node_files,
     node_stem,
     read_certificate,
-    read_passphrase_file,
     read_private_key,
 )
 
@@ -435,57 +432,3 @@ def add_client(cluster_path: str, name: str, passphrase: bytes | None = None) ->
     except OSError as exc:
         raise UsageError(f"cannot write {exc.filename or base}: {exc.strerror or exc}.") from None
     load_cluster(cluster_path)  # what we wrote must read back
-
-
-def cmd_keygen(args: Namespace) -> int:
-    """`pbft keygen --dir DIR [--f 1] [--clients a,b] [--host H] [--base-port P]`, or
-    `pbft keygen --add-client NAME --config FILE`; `--passphrase-env VAR` or
-    `--passphrase-file FILE` encrypts the private keys written."""
-    passphrase = keygen_passphrase(args)
-    if args.add_client:
-        if not args.config:
-            raise UsageError("--add-client needs --config naming the cluster file.")
-        add_client(args.config, args.add_client, passphrase)
-        print(
-            f"added client {args.add_client!r} to {args.config}; "
-            "restart the replicas so that they accept it"
-        )
-        return 0
-    if not args.dir:
-        raise UsageError("keygen needs --dir DIR (or --add-client NAME --config FILE).")
-    clients = [c.strip() for c in (args.clients or "").split(",") if c.strip()]
-    path = generate_cluster(
-        args.dir,
-        f=args.f,
-        clients=clients,
-        host=args.host,
-        base_port=args.base_port,
-        cluster_id=args.cluster_id,
-        force=args.force,
-        passphrase=passphrase,
-    )
-    n = 3 * args.f + 1
-    who = f"clients {', '.join(clients)}" if clients else "no clients"
-    print(f"wrote {path} ({n} replicas, {who})")
-    if passphrase:
-        print(
-            f"the private keys are encrypted: give replicas and clients the passphrase in "
-            f"{PASSPHRASE_ENV} (or a file holding it in {PASSPHRASE_ENV}_FILE)"
-        )
-    return 0
-
-
-def keygen_passphrase(args: Namespace) -> bytes | None:
-    """The passphrase `--passphrase-env VAR` or `--passphrase-file FILE` gives, or None."""
-    env = getattr(args, "passphrase_env", None)
-    file = getattr(args, "passphrase_file", None)
-    if env and file:
-        raise UsageError("give --passphrase-env or --passphrase-file, not both.")
-    if env:
-        value = os.environ.get(env, "")
-        if not value:
-            raise UsageError(f"--passphrase-env {env}: the environment variable {env} is not set or empty.")
-        return value.encode("utf-8")
-    if file:
-        return read_passphrase_file(file, "the passphrase file")
-    return None

@@ -30,19 +30,15 @@ and worker processes are always stopped and the directory removed, also on Ctrl-
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection, wait
-
-from ..cli import UsageError
 
 MAX_CLIENTS = 512
 """Clients one bench may start (each is a key, a certificate and n TLS links)."""
@@ -173,7 +169,7 @@ async def _worker(conn: Connection, cluster_path: str, names: list[str], read_fr
 
     import trio
 
-    from .client import ClientError, open_client
+    from ..node.client import ClientError, open_client
 
     latencies: list[float] = []
     errors = [0]
@@ -299,7 +295,7 @@ def run_once(
     LocalCluster, and may return a cleanup callable run when the window closes.
     `settings` overrides [cluster] settings of the throwaway cluster and `fsync` sets its
     `[storage] fsync` policy (tools only; the default is the operators' default)."""
-    from .clusterfile import load_cluster
+    from ..node.clusterfile import load_cluster
     from .keygen import generate_cluster
     from .launcher import LaunchError, LocalCluster, free_ports
 
@@ -324,8 +320,8 @@ def run_once(
         if fsync is not None:
             with open(path, "a", encoding="utf-8") as fh:
                 fh.write(f'\n[storage]\nfsync = "{fsync}"\n')
-        policy = _fsync_policy(path)
         config = load_cluster(path)
+        policy = config.fsync
         cluster = LocalCluster(
             path,
             config,
@@ -406,14 +402,6 @@ def run_once(
         fsync=policy,
         cpu=cpu,
     )
-
-
-def _fsync_policy(cluster_path: str) -> str | None:
-    try:
-        from .storage import fsync_setting
-    except ImportError:
-        return None
-    return fsync_setting(cluster_path)
 
 
 class BenchError(RuntimeError):
@@ -545,79 +533,3 @@ def summary(doc: dict) -> list[str]:
             f"relative     {doc['relative_throughput']:.3f} of fault-free throughput",
         ]
     return lines
-
-
-def _check_args(f: int, clients: int, duration: float, behaviour: str | None) -> None:
-    if not 1 <= f <= 10:
-        raise UsageError("--f must be an integer from 1 to 10 (n = 3f+1 local processes).")
-    if not 1 <= clients <= MAX_CLIENTS:
-        raise UsageError(f"--clients must be between 1 and {MAX_CLIENTS}.")
-    if not 0 < duration <= MAX_DURATION:
-        raise UsageError(f"--duration must be more than 0 and at most {MAX_DURATION:g} seconds.")
-    if behaviour is not None:
-        from ..adversary.behaviours import REGISTRY
-
-        if behaviour not in REGISTRY:
-            raise UsageError(
-                f"unknown behaviour {behaviour!r}; known: {', '.join(sorted(REGISTRY))}."
-            )
-
-
-def cmd_bench(args) -> int:
-    """`pbft bench [--f 1] [--clients C] [--duration S] [--json FILE] [--behaviour NAME]`."""
-    from .commands import setup_logging
-
-    setup_logging(args)
-    f = int(args.f)
-    clients = int(args.clients)
-    duration = float(args.duration)
-    behaviour = getattr(args, "behaviour", None)
-    workers = getattr(args, "workers", None)
-    read_fraction = float(getattr(args, "reads", 0.0) or 0.0)
-    _check_args(f, clients, duration, behaviour)
-    if not 0.0 <= read_fraction <= 1.0:
-        raise UsageError("the read fraction must be between 0 and 1.")
-
-    cores = os.cpu_count() or 1
-    # SIGTERM unwinds like Ctrl-C, so the replicas and workers are stopped either way.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        return _bench(args, f, clients, duration, behaviour, workers, read_fraction, cores)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
-def _bench(args, f, clients, duration, behaviour, workers, read_fraction, cores) -> int:
-    cost = measure_crypto()
-    n = 3 * f + 1
-    print(
-        f"pbft bench: n={n} (f={f}), {clients} clients, {duration:g} s; "
-        f"sign {cost.t_sign * 1e6:.1f} us, verify {cost.t_verify * 1e6:.1f} us, "
-        f"ceiling {ceiling_rps(cost, n, cores):.0f} req/s on {cores} cores",
-        file=sys.stderr,
-    )
-    try:
-        run = run_once(f, clients, duration, workers=workers, read_fraction=read_fraction,
-                       label="fault-free" if behaviour else "bench")
-        attack = None
-        if behaviour:
-            attack = run_once(f, clients, duration, behaviour=behaviour, workers=workers,
-                              read_fraction=read_fraction, label=behaviour)
-    except BenchError as exc:
-        print(f"pbft: bench failed: {exc}", file=sys.stderr)
-        return 1
-    doc = report(run, cost, cores, attack)
-    for line in summary(doc):
-        print(line)
-    if args.json:
-        try:
-            with open(args.json, "w", encoding="utf-8") as fh:
-                json.dump(doc, fh, indent=2)
-                fh.write("\n")
-        except OSError as exc:
-            raise UsageError(f"cannot write {args.json}: {exc.strerror or exc}.") from None
-    return 0

@@ -29,9 +29,7 @@ in the new view from the client. The live lines on stderr show progress and no t
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -39,7 +37,6 @@ from dataclasses import dataclass, field
 
 import trio
 
-from ..cli import UsageError
 from ..protocol.config import ClusterConfig
 
 CHECKPOINT_INTERVAL = 32
@@ -66,7 +63,7 @@ class Demo:
     client_names: list[str]
     requests: int
     clients: list = field(default_factory=list)
-    """runtime.client.Client, one per name, open while the phases run."""
+    """pbft.node.client.Client, one per name, open while the phases run."""
     failures: list[str] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
     """Summary lines, printed after the phases in order."""
@@ -148,7 +145,7 @@ async def run_workload(
     value the last put of a key wrote is exactly what a later get of it must return (puts
     and gets are linearizable). `on_done(k)` runs after the k-th completed request.
     Returns (completed, elapsed seconds)."""
-    from ..runtime.client import ClientError
+    from ..node.client import ClientError
 
     n = len(demo.clients)
     shares = [total // n + (1 if i < total % n else 0) for i in range(n)]
@@ -390,7 +387,7 @@ PHASES: list[Phase] = [phase_workload, phase_primary_crash, phase_byzantine, pha
 
 
 async def run_phases(demo: Demo, phases: list[Phase]) -> None:
-    from .client import open_client
+    from ..node.client import open_client
 
     async with AsyncExitStack() as stack:
         for name in demo.client_names:
@@ -403,68 +400,3 @@ async def run_phases(demo: Demo, phases: list[Phase]) -> None:
         )
         for phase in phases:
             await phase(demo)
-
-
-def cmd_demo(args) -> int:
-    from .clusterfile import load_cluster
-    from .commands import run_trio, setup_logging
-    from .keygen import generate_cluster
-    from .launcher import LaunchError, LocalCluster, free_ports
-
-    setup_logging(args)
-    requests = getattr(args, "requests", 300)
-    nclients = getattr(args, "clients", 4)
-    if requests < 1:
-        raise UsageError("--requests must be at least 1.")
-    if not 1 <= nclients <= MAX_CLIENTS:
-        raise UsageError(f"--clients must be between 1 and {MAX_CLIENTS}.")
-
-    workdir = tempfile.mkdtemp(prefix="pbft-demo-")
-    cluster = None
-    try:
-        names = [f"client{i}" for i in range(nclients)]
-        path = generate_cluster(
-            workdir,
-            f=1,
-            clients=[*names, OBSERVER],
-            ports=free_ports(4),
-            cluster_id="demo",
-            force=True,
-            checkpoint_interval=CHECKPOINT_INTERVAL,
-            view_change_timeout_ms=VIEW_CHANGE_TIMEOUT_MS,
-        )
-        config = load_cluster(path)
-        cluster = LocalCluster(
-            path,
-            config,
-            log_dir=workdir,
-            log_level="info",
-            extra_args=["--log-format", "json"],  # the crash phase reads timestamps
-        )
-        plan = planned(requests)
-        print(
-            f"pbft demo: {config.n} replicas (f={config.f}) on loopback, {nclients} clients, "
-            f"{sum(plan.values())} requests ({plan['workload']} workload, {plan['crash']} "
-            f"while the primary is killed, {plan['byzantine']} with a Byzantine replica)",
-            file=sys.stderr,
-        )
-        try:
-            cluster.start()
-        except LaunchError as exc:
-            print(f"pbft: {exc}", file=sys.stderr)
-            return 1
-        demo = Demo(path, config, cluster, names, requests)
-        run_trio(run_phases, demo, PHASES)
-    finally:
-        if cluster is not None:
-            cluster.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
-
-    for line in demo.lines:
-        print(line)
-    if demo.failures:
-        for failure in demo.failures[:20]:
-            print(f"FAILED: {failure}")
-        return 1
-    print("check        every get returned the last value put: ok")
-    return 0

@@ -9,36 +9,22 @@ bounded per-peer outboxes, observations are logged and counted. A full inbox slo
 readers (TCP backpressure) rather than growing memory.
 
 Durability (DESIGN.md section 8). With a `Storage`, the node first loads what an earlier
-run stored and hands it to `Replica.recover` before it listens. Then, group commit: the
-stepping task steps the input it waited for plus whatever else is already queued (at most
-GROUP_COMMIT_LIMIT inputs), writes every Persist/Truncate of those steps in one
-transaction (`Storage.apply`: one commit, one fsync), and only then performs their sends.
-No send is ever performed before the commit that covers it, so a replica killed at any
-point never contradicts what it sent. One exception, on purpose: EXECUTED and checkpoint
-records bind the replica to nothing it sends, so a group that wrote only those and sends
-only replies gets no commit of its own (its writes join the next one, at the latest on
-the next tick), so its replies never wait for such records (`_writes_to_commit`; the
-rule is `protocol.events.replies_may_precede`). With fsync "always" the commits are
-pipelined: one
-long-lived commit thread (`_CommitThread`) fsyncs one commit at a time and wakes the loop
-once per commit, while the stepping task goes on stepping; the writes of the batches
-stepped meanwhile go into the next commit, and each batch's actions wait, in step order,
-behind the commit that covers its writes (a batch without writes behind the batches
-before it: a vote it resends was persisted by one of them). HELD_LIMIT bounds what waits.
-With "batch" or "off" a commit costs ~0.03 ms and stays on the event loop, before the
-batch's sends. So does an "always" commit while commits are fast (INLINE_COMMIT) and none
-is in flight: the thread pays off only when fsync is slow enough to be worth stepping
-through.
+run stored and hands it to `Replica.recover` before it listens. Then, group commit
+(pbft.node.groupcommit): the stepping task steps the input it waited for plus whatever
+else is already queued (at most GROUP_COMMIT_LIMIT inputs) and hands the group to its
+`GroupCommit`, which makes the group's writes durable before it performs the group's
+sends (on the event loop, or with fsync "always" and a slow disk pipelined through one
+commit thread while stepping goes on).
 Ticks come through the same inbox as one TICK event for every tick owed (coalesced); an
 idle replica is woken every IDLE_TICKS ticks, a busy one every BUSY_TICKS.
 A failed write (full disk) stops the node with one log line: running on without
 durability could make it equivocate after the next crash. Without a storage (tests)
 `Persist` actions are ignored and a restarted replica starts empty.
 
-Observability. Every node has its own `NodeMetrics` (pbft.runtime.metrics), updated as
+Observability. Every node has its own `NodeMetrics` (pbft.node.metrics), updated as
 frames arrive and actions are performed, and served on HTTP when `metrics_address` is
 given, together with the health endpoints /healthz, /readyz and /status
-(pbft.runtime.health; `links_since` is what they need of the tick loop's link watch).
+(pbft.node.health; `links_since` is what they need of the tick loop's link watch).
 Protocol events are logged once each at info level with an `event` name and
 `fields` (the JSON log format prints both): the typed actions (ViewChangeStarted,
 ViewInstalled, CheckpointStable, StateTransferStarted, StateInstalled) and the core's
@@ -57,21 +43,20 @@ also in the metrics (`pbft_byzantine_behaviour`) and in `ReplicaNode.behaviour`.
 from __future__ import annotations
 
 import functools
-import importlib
 import logging
 import os
-import queue
 import random
 import re
-import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import trio
 
-from ..protocol.config import ClusterConfig, ConfigError
+from ..adversary import catalogue
+from ..errors import ConfigError, UsageError
+from ..protocol.config import ClusterConfig
 from ..protocol.events import (
     Action,
     Broadcast,
@@ -90,21 +75,21 @@ from ..protocol.events import (
     Truncate,
     ViewChangeStarted,
     ViewInstalled,
-    replies_may_precede,
 )
 from ..protocol.messages import Signer
 from ..protocol.replica import Replica
 from ..service.kv import KeyValueStore
 from . import health
+from .groupcommit import GROUP_COMMIT_LIMIT, GroupCommit
 from .metrics import NodeMetrics, bind_metrics, serve_metrics
-from .storage import Storage, StorageError, default_data_dir, fsync_setting
+from .storage import Storage, StorageError, default_data_dir
 from .transport import Transport, is_address_in_use
 
 log = logging.getLogger("pbft.node")
 lifecycle = logging.getLogger("pbft.replica")
 """The start-up and stop lines (see the module docstring)."""
 STARTED = "replica {id} listening on {address}"
-"""The start of a replica's start-up line: pbft.runtime.launcher waits for it in the log
+"""The start of a replica's start-up line: pbft.cluster.launcher waits for it in the log
 to know the replica is really up (a foreign listener on its port says nothing)."""
 
 INBOX_LIMIT = 4096
@@ -153,11 +138,6 @@ class BoundedInbox:
             self._room.set()
 EVIDENCE_LIMIT = 1024
 """Evidence records kept in memory; the oldest are forgotten first."""
-GROUP_COMMIT_LIMIT = 256
-"""Inputs stepped before one storage commit (and the sends it covers)."""
-HELD_LIMIT = 4096
-"""Stepped inputs whose actions wait for a commit (fsync "always"); beyond it the stepping
-task waits for the commit in flight instead of stepping more."""
 IDLE_TICKS = 5
 """Ticks delivered per wake-up while nothing but ticks arrives (see `_tick_loop`)."""
 BUSY_TICKS = 3
@@ -169,18 +149,6 @@ ends by itself when they are back, which under load is well before a tick."""
 TICK_CATCHUP_LIMIT = 20
 """Ticks owed at most: a replica that stalled longer does not jump its timers further."""
 TICK = Tick()
-INLINE_COMMIT = 0.001
-"""With fsync "always", a commit is made on the event loop, not the commit thread, while
-the lower quartile of the last COMMIT_WINDOW commits took less than this and none is in
-flight:
-handing a commit to the thread and back costs ~0.3 ms of thread switches, more than a fast
-disk's fsync (1 client on this VM: p50 4.5-5.5 ms inline vs 5.8-6.2 ms threaded, the
-same throughput). A low quantile, because on a shared machine (four replicas on two
-cores) commits are often descheduled for a millisecond or more, which says nothing about
-the disk; a disk that is slow is slow every time."""
-COMMIT_WINDOW = 15
-DEFERRED_LIMIT = 1024
-"""Deferred writes at most before they get a commit of their own."""
 
 NOTE_EVENTS = (
     (re.compile(r"recovered: view (\d+), executed (\d+), stable (\d+)"), "recovered",
@@ -191,7 +159,7 @@ NOTE_EVENTS = (
 
 def event_log(level: int, event: str, replica: int, msg: str, *args: object, **fields: object) -> None:
     """One log line for a protocol event: `msg % args` as text, with `event`, `replica`
-    and `fields` as attributes for the JSON format (pbft.runtime.commands)."""
+    and `fields` as attributes for the JSON format (pbft.cli.replica)."""
     if log.isEnabledFor(level):
         log.log(level, msg, *args, extra={"event": event, "replica": replica, "fields": fields})
 
@@ -260,25 +228,14 @@ class ReplicaNode:
         self._links: set[int] = set()
         self.links_since: float | None = None
         """When (time.monotonic) the links to 2f other replicas last came up; None while
-        fewer are up (pbft.runtime.health: a replica that just reconnected waits to hear
+        fewer are up (pbft.node.health: a replica that just reconnected waits to hear
         where the others are before it calls itself ready)."""
-        self._committer: _CommitThread | None = None
-        self._pending: list[Action] = []
-        """Writes of stepped batches not yet handed to the commit thread."""
-        self._submitted = 0
-        """Commits handed to the commit thread so far (the last one's number)."""
-        self._held: deque[tuple[int, list[Action]]] = deque()
-        """(commit number it waits for, actions) of stepped batches, in step order."""
-        self._held_inputs = 0
-        self._deferred: list[Action] = []
-        """EXECUTED/checkpoint writes waiting to join the next commit (_writes_to_commit)."""
-        self._commit_wanted = trio.Event()
-        self._released = trio.Event()
-        self._committing = False
-        """A commit is on the commit thread right now."""
-        self._commit_times: deque[float] = deque(maxlen=COMMIT_WINDOW)
-        self._commit_fast = True
-        """The lower quartile of recent commits took less than INLINE_COMMIT."""
+        self.commits: GroupCommit | None = None
+        """The group commit over `storage` (None without a storage: nothing is kept)."""
+        if storage is not None:
+            self.commits = GroupCommit(
+                storage, self.perform, self._storage_failed, self.metrics.storage_write.observe, self.id
+            )
         self._ticks_owed = 0
         """Ticks fallen due and not yet stepped (the queued TICK carries them)."""
         self._tick_queued = False
@@ -305,8 +262,8 @@ class ReplicaNode:
                     await listener.aclose()
                 raise
             self.metrics_port = metrics_listeners[0].socket.getsockname()[1]
-        if self.storage is not None and self.storage.fsync == "always":
-            self._committer = _CommitThread(self.storage, trio.lowlevel.current_trio_token())
+        if self.commits is not None:
+            self.commits.start(trio.lowlevel.current_trio_token())
         started = False
         crash: BaseException | None = None
         try:
@@ -317,8 +274,8 @@ class ReplicaNode:
                         await nursery.start(
                             serve_metrics, metrics_listeners, self.metrics.text, health.routes(self)
                         )
-                    if self._committer is not None:
-                        nursery.start_soon(self._commit_loop)
+                    if self.commits is not None and self.commits.pipelined:
+                        nursery.start_soon(self.commits.run)
                     nursery.start_soon(self._tick_loop)
                     nursery.start_soon(self._step_loop)
                     self._log_started()
@@ -328,10 +285,8 @@ class ReplicaNode:
             crash = exc
             raise
         finally:
-            if self._committer is not None:
-                self._committer.close()
-                self._committer = None
-            self._flush_deferred()
+            if self.commits is not None:
+                self.commits.close()
             if started:
                 self._log_stopped(crash)
 
@@ -371,18 +326,6 @@ class ReplicaNode:
                    "fields": {"reason": reason, "view": core.view, "last_executed": core.last_executed}},
         )
 
-    def _flush_deferred(self) -> None:
-        """On a clean stop, write the EXECUTED/checkpoint records still waiting for a
-        commit (losing them is safe, but the restart would re-execute those batches). Not
-        after a storage failure: that database takes nothing more."""
-        if self.storage is None or not self._deferred or self.failure is not None:
-            return
-        writes, self._deferred = self._deferred, []
-        try:
-            self.storage.apply(writes)
-        except StorageError as exc:
-            log.warning("replica %d: could not write its last executions on stop: %s", self.id, exc)
-
     def recover(self) -> None:
         """Rebuild the core from what the storage holds (nothing to do when empty)."""
         if self.storage is None or self.recovery_seconds is not None:
@@ -391,14 +334,12 @@ class ReplicaNode:
         try:
             records = self.storage.load()
         except ConfigError as exc:  # a record that fails its checksum: a damaged store
-            from ..cli import UsageError
 
             raise UsageError(str(exc)) from None
         if records:
             try:
                 notes = self.replica.recover(records)
             except ValueError as exc:  # CodecError too: records this core cannot replay
-                from ..cli import UsageError
 
                 raise UsageError(
                     f"the data directory {self.storage.path} holds records replica {self.id} "
@@ -480,12 +421,11 @@ class ReplicaNode:
 
     async def _step_loop(self) -> None:
         recv = self._recv
-        storage = self.storage
-        pipelined = self._committer is not None
+        commits = self.commits
         async for event in recv:
             ticked = event is TICK
             actions = self._step(event)
-            if storage is None:
+            if commits is None:
                 self.perform(actions)
                 continue
             # Group commit: what is already queued shares this commit.
@@ -496,123 +436,23 @@ class ReplicaNode:
                     break
                 ticked = ticked or event is TICK
                 actions.extend(self._step(event))
-            writes = self._writes_to_commit(actions, ticked)
-            if writes and (
-                not pipelined
-                or (self._commit_fast and not self._committing and not self._held and not self._pending)
-            ):
-                if not self._make_durable(writes):
+            writes = commits.writes_to_commit(actions, ticked)
+            if writes and commits.inline():
+                if not commits.make_durable(writes):
                     return
                 self.perform(actions)
                 continue
-            self._hold_until_durable(writes, actions)
-            while self._held_inputs > HELD_LIMIT and self.failure is None:
-                self._released = trio.Event()
-                await self._released.wait()
+            commits.hold_until_durable(writes, actions)
+            await commits.wait_for_room()
             if self.failure is not None:
                 return
 
-    def _writes_to_commit(self, actions: list[Action], ticked: bool) -> list[Action]:
-        """The writes one group's commit must make durable before its sends.
-
-        A group that wrote only EXECUTED or checkpoint records (or truncated) and sends
-        nothing but replies gets no commit of its own: its writes wait in `_deferred` and
-        go with the next commit (the next group with other writes, or the next tick). Its
-        replies do not depend on them (`protocol.events.REPLY_INDEPENDENT`); they still
-        wait for earlier commits, where this replica's PREPARED records are
-        (`_hold_until_durable`). A crash that loses them costs only a re-execution after
-        recovery; the simulator models exactly that
-        loss (pbft.sim.simulation, `unsynced`). Under load this saves one fsync of the
-        three a replica makes per batch."""
-        writes = [a for a in actions if isinstance(a, Persist | Truncate)]
-        if (
-            writes
-            and not ticked
-            and len(self._deferred) + len(writes) <= DEFERRED_LIMIT
-            and replies_may_precede(actions)
-        ):
-            self._deferred.extend(writes)
-            return []
-        if self._deferred and (writes or ticked):
-            writes = self._deferred + writes
-            self._deferred = []
-        return writes
-
-    def _hold(self, need: int, actions: list[Action]) -> None:
-        self._held.append((need, actions))
-        self._held_inputs += 1 + len(actions) // 8  # a rough weight: inputs and their actions
-
-    def _hold_until_durable(self, writes: list[Action], actions: list[Action]) -> None:
-        """Pipelined group commit (fsync "always"): this batch's writes join the next
-        commit, and its actions wait, in order behind every earlier batch, until the
-        commit that covers them (and all before it) is durable. A batch without writes
-        (or whose writes were deferred, `_writes_to_commit`) waits only for the batches
-        before it: a vote it resends, or the PREPARED record a reply rests on, is there.
-        The stepping task goes on stepping while the commit thread fsyncs."""
-        if writes:
-            self._pending.extend(writes)
-            self._commit_wanted.set()
-            self._hold(self._submitted + 1, actions)  # the commit the pending writes go into
-        elif self._held:
-            self._hold(self._held[-1][0], actions)
-        else:
-            self.perform(actions)  # nothing in flight is ahead of it
-
-    async def _commit_loop(self) -> None:
-        """Hand the pending writes to the commit thread, one commit at a time; once one is
-        durable, perform the actions it covers, in order. A failed commit stops the node
-        and nothing it covers is ever sent."""
-        assert self._committer is not None
-        while True:
-            while not self._pending:
-                await self._commit_wanted.wait()
-                self._commit_wanted = trio.Event()
-            writes, self._pending = self._pending, []
-            self._submitted += 1
-            started = time.monotonic()
-            self._committing = True
-            with trio.CancelScope(shield=True):  # never close the database under a commit
-                error = await self._committer.commit(writes)
-            self._committing = False
-            if isinstance(error, StorageError):
-                self._storage_failed(error)
-                return
-            if error is not None:
-                raise error  # a bug, not the disk
-            self._observe_commit(time.monotonic() - started)
-            durable = self._submitted
-            held = self._held
-            while held and held[0][0] <= durable:
-                _, actions = held.popleft()
-                self._held_inputs -= 1 + len(actions) // 8
-                self.perform(actions)
-            self._released.set()
-
     def _storage_failed(self, exc: StorageError) -> None:
+        """A commit failed (GroupCommit): stop, saying why once; nothing more is sent."""
         self.failure = str(exc)
         self.metrics.storage_failures.inc()
         log.error("replica %d stopped: %s; nothing more is sent without durability", self.id, exc)
-        self._released.set()
         self.stop()
-
-    def _make_durable(self, writes: list[Action]) -> bool:
-        """Commit `writes` on the event loop (fsync "batch" or "off", or "always" on a
-        disk that fsyncs fast); False (and the node stops) if that fails."""
-        assert self.storage is not None
-        started = time.monotonic()
-        try:
-            self.storage.apply(writes)
-        except StorageError as exc:
-            self._storage_failed(exc)
-            return False
-        self._observe_commit(time.monotonic() - started)
-        return True
-
-    def _observe_commit(self, seconds: float) -> None:
-        self.metrics.storage_write.observe(seconds)
-        times = self._commit_times
-        times.append(seconds)
-        self._commit_fast = sorted(times)[len(times) // 4] < INLINE_COMMIT
 
     def perform(self, actions: list[Action]) -> None:
         """Carry out the core's actions, in order."""
@@ -675,7 +515,7 @@ class ReplicaNode:
                         seq=seq, digest=digest.hex(),
                     )
                 case Persist() | Truncate():
-                    pass  # made durable before this batch's sends (_make_durable)
+                    pass  # made durable before this batch's sends (GroupCommit)
                 case _:
                     pass  # Prepared, Committed, CheckpointTaken: observations only
         t.flush()
@@ -719,61 +559,6 @@ def _cancelled(exc: BaseException) -> bool:
     return isinstance(exc, trio.Cancelled | KeyboardInterrupt)
 
 
-class _CommitThread:
-    """One long-lived thread that makes batches of writes durable (fsync "always").
-
-    The event loop hands it a batch (`commit`), the thread runs `Storage.apply` (the fsync
-    is ~0.1 ms of kernel CPU and ~0.2 ms of waiting on this VM) and wakes the loop once,
-    through the Trio token. A worker from `trio.to_thread` per commit cost ~20 µs more CPU
-    per commit than this queue and thread. One commit at a time: the caller awaits each."""
-
-    def __init__(self, storage: Storage, token: trio.lowlevel.TrioToken) -> None:
-        self._storage = storage
-        self._token = token
-        self._work: queue.SimpleQueue[list[Action] | None] = queue.SimpleQueue()
-        self._done_send, self._done_recv = trio.open_memory_channel(1)
-        self._thread = threading.Thread(target=self._run, name=f"pbft-commit-{id(self):x}", daemon=True)
-        self._thread.start()
-
-    async def commit(self, writes: list[Action]) -> BaseException | None:
-        """Make `writes` durable in one transaction; the exception if that failed."""
-        self._work.put(writes)
-        return await self._done_recv.receive()
-
-    def close(self) -> None:
-        """Stop the thread (no commit is in flight: `commit` is awaited shielded)."""
-        self._work.put(None)
-        self._thread.join()
-
-    def _run(self) -> None:
-        while (writes := self._work.get()) is not None:
-            error: BaseException | None = None
-            try:
-                self._storage.apply(writes)
-            except BaseException as exc:  # handed to the loop: the thread never dies silently
-                error = exc
-            try:
-                self._token.run_sync_soon(self._done_send.send_nowait, error)
-            except trio.RunFinishedError:
-                return
-
-
-def load_behaviour(name: str):
-    """The behaviour class registered as `name`, or UsageError."""
-    from ..cli import UsageError
-
-    module = "pbft.adversary.behaviours"
-    try:
-        registry = getattr(importlib.import_module(module), "REGISTRY", {})
-    except ModuleNotFoundError as exc:
-        if exc.name != module:
-            raise  # a bug inside the behaviours, not a missing catalogue
-        registry = {}
-    if not isinstance(registry, dict) or name not in registry:
-        raise UsageError(f"unknown behaviour {name}")
-    return registry[name]
-
-
 def build_node(
     config: ClusterConfig,
     identity,
@@ -785,13 +570,15 @@ def build_node(
     """A ReplicaNode for `replica_id` with the default key-value service; it recovers from
     and writes to `storage` if given (the caller closes the storage after `run`), and
     serves Prometheus metrics on `metrics_address` (HOST, PORT) if given."""
-    from ..adversary.base import ByzantineReplica
     from . import tls
 
     core: Any = Replica(config, replica_id, identity.key, KeyValueStore())
     if behaviour is not None:
-        cls = load_behaviour(behaviour)
-        core = ByzantineReplica(core, cls(core, identity.key, {}, random.Random()))
+        name, params = catalogue.parse_spec(behaviour)
+        try:
+            core = catalogue.build(name, params, core, identity.key, random.Random())
+        except (ValueError, TypeError) as exc:
+            raise UsageError(str(exc)) from None
     return ReplicaNode(
         config,
         core,
@@ -820,36 +607,30 @@ async def run_replica(
     Metrics are served on `metrics` (HOST:PORT), by default on the `metrics` address of
     this replica's [[replica]] entry in the cluster file, if it has one.
     `accept_rollback`: open a data directory whose database is behind its HISTORY file
-    (the operator restored an older copy on purpose; see pbft.runtime.storage).
+    (the operator restored an older copy on purpose; see pbft.node.storage).
     `stop_reason`: a callable that says, once the replica is cancelled, why (for its stop
     line: "SIGTERM received"); None says "cancelled".
     Returns None, or why the replica stopped on its own (a storage failure)."""
-    from ..cli import UsageError
-    from .clusterfile import load_cluster, load_identity
+    from .clusterfile import load_replica
     from .metrics import parse_hostport
 
     try:
-        config = load_cluster(cluster_path)
-        if not 0 <= replica_id < config.n:
-            raise UsageError(
-                f"replica id {replica_id} is not in the cluster file (ids are 0 to {config.n - 1})."
-            )
-        identity = load_identity(config, replica_id)
-        metrics = metrics or metrics_setting(cluster_path, replica_id)
+        files = load_replica(cluster_path, replica_id)
+        config = files.config
+        metrics = metrics or files.metrics
         try:
             metrics_address = parse_hostport(metrics) if metrics else None
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        fsync = fsync_setting(cluster_path)
         storage = Storage.open(
-            data or default_data_dir(config, replica_id), config, replica_id, fsync,
+            data or default_data_dir(config, replica_id), config, replica_id, files.fsync,
             accept_rollback=accept_rollback,
         )
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     me = config.replicas[replica_id]
     try:
-        node = build_node(config, identity, replica_id, behaviour, storage, metrics_address)
+        node = build_node(config, files.identity, replica_id, behaviour, storage, metrics_address)
         if stop_reason is not None:
             node.stop_reason_from = stop_reason
         await node.run(task_status=task_status)
@@ -866,22 +647,3 @@ async def run_replica(
         raise UsageError(f"replica {replica_id} cannot listen on {me.host}:{me.port}: {exc.strerror or exc}.") from None
     finally:
         storage.close()
-
-
-def metrics_setting(cluster_path: str, replica_id: int) -> str | None:
-    """The optional `metrics = "HOST:PORT"` of replica `replica_id`'s [[replica]] entry
-    (the validated cluster file has it too: `ReplicaInfo.metrics`)."""
-    import tomllib
-
-    try:
-        with open(cluster_path, "rb") as fh:
-            table = tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
-        return None  # load_cluster has read it already; nothing more to say here
-    for entry in table.get("replica", []):
-        if isinstance(entry, dict) and entry.get("id") == replica_id:
-            value = entry.get("metrics")
-            if value is not None and not isinstance(value, str):
-                raise ConfigError(f"{cluster_path}: [[replica]] {replica_id}: 'metrics' must be \"HOST:PORT\".")
-            return value
-    return None

@@ -25,14 +25,13 @@ from __future__ import annotations
 import datetime
 import glob
 import ipaddress
-import json
 import os
-import sys
 from dataclasses import dataclass, field
 
-from pbft.protocol.config import ClusterConfig, ConfigError, check_cluster
+from pbft.errors import ConfigError
+from pbft.protocol.config import ClusterConfig, check_cluster
 
-from .clusterfile import (
+from ..node.clusterfile import (
     PASSPHRASE_ENV,
     PASSPHRASE_FILE_ENV,
     _check_distinct_keys,
@@ -252,42 +251,3 @@ def _key_problem(report: Report, key_file: str, exc: ConfigError) -> None:
 
 
 # ---------------------------------------------------------------------------- command
-
-
-def cmd_config(args) -> int:
-    """`pbft config check FILE [--strict] [--json]`: exit 0 clean (warnings allowed), 1
-    warnings with --strict, 2 errors."""
-    report = check_cluster_file(args.file)
-    if getattr(args, "json", False):
-        print(json.dumps({
-            "file": report.path,
-            "errors": report.errors,
-            "warnings": report.warnings,
-            "notes": report.notes,
-        }))
-    else:
-        for level, items in (("error", report.errors), ("warning", report.warnings),
-                             ("note", report.notes)):
-            for text in items:
-                print(f"{report.path}: {level}: {text}")
-        print(f"{report.path}: {_summary(report)}")
-        sys.stdout.flush()
-    if report.errors:
-        return 2
-    if report.warnings and getattr(args, "strict", False):
-        return 1
-    return 0
-
-
-def _summary(report: Report) -> str:
-    def count(n: int, word: str) -> str:
-        return f"{n} {word}{'' if n == 1 else 's'}"
-
-    if report.errors or report.warnings:
-        return f"{count(len(report.errors), 'error')}, {count(len(report.warnings), 'warning')}"
-    config = report.config
-    assert config is not None
-    return (
-        f"ok (cluster {config.cluster_id!r}, f = {config.f}, {count(config.n, 'replica')}, "
-        f"{count(len(config.clients), 'client')})"
-    )

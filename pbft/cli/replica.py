@@ -1,4 +1,5 @@
-"""The runtime's commands: `pbft replica`, `up`, `client`, `status` (DESIGN.md section 5).
+"""The replica process's commands: `pbft replica`, `up`, `client`, `status`, `evidence`
+(DESIGN.md section 5).
 
 Each `cmd_*` takes the parsed arguments and returns the exit status: 0 success, 1 a check
 failed (no answer in time, key not found), 2 an operator mistake (raised as UsageError,
@@ -15,7 +16,7 @@ Output conventions:
   log size, how far behind) or `unreachable`, then one verdict line; `--json` prints one
   JSON object instead. It signs its query as `--id`, else as the first client in the
   cluster file. Its exit status is the verdict's: 0 healthy, 3 degraded, 4 unavailable
-  (pbft.runtime.health), so that scripts can tell them from 1 and 2.
+  (pbft.node.health), so that scripts can tell them from 1 and 2.
 """
 
 from __future__ import annotations
@@ -29,87 +30,9 @@ import time
 
 import trio
 
-from ..cli import UsageError
-from ..protocol.config import ClusterConfig, ConfigError
-
-# -- helpers ----------------------------------------------------------------------------
-
-
-class _JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, replica, event, fields, msg, logger.
-
-    `event` and `fields` come from `extra=` (pbft.runtime.node.event_log); a line without
-    them is the event "log" with no fields. `replica` is the record's, else the process's
-    (set by `pbft replica --id`), else null."""
-
-    def __init__(self, replica: int | None = None) -> None:
-        super().__init__()
-        self.replica = replica
-
-    def format(self, record: logging.LogRecord) -> str:
-        out = {
-            "ts": round(record.created, 6),
-            "level": record.levelname.lower(),
-            "replica": getattr(record, "replica", self.replica),
-            "event": getattr(record, "event", "log"),
-            "fields": getattr(record, "fields", {}),
-            "msg": record.getMessage(),
-            "logger": record.name,
-        }
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
-
-
-def setup_logging(args) -> None:
-    """Log to stderr at --log-level, as text or one JSON object per line (--log-format)."""
-    name = str(getattr(args, "log_level", "warning") or "warning").upper()
-    level = logging.getLevelName(name)
-    if not isinstance(level, int):
-        raise UsageError(f"unknown log level {name.lower()!r}; use debug, info or warning.")
-    handler = logging.StreamHandler(sys.stderr)
-    if getattr(args, "log_format", "text") == "json":
-        replica = getattr(args, "id", None) if getattr(args, "command", None) == "replica" else None
-        handler.setFormatter(_JsonFormatter(replica))
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-
-
-def load_config(path: str) -> ClusterConfig:
-    from .clusterfile import load_cluster
-
-    try:
-        return load_cluster(path)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
-
-
-def run_trio(async_fn, *args):
-    """trio.run, with a UsageError or ConfigError raised inside a nursery re-raised as
-    itself (pbft.cli prints either as one sentence)."""
-    try:
-        return trio.run(async_fn, *args)
-    except BaseExceptionGroup as group:
-        usage = _first(group, UsageError) or _first(group, ConfigError)
-        if usage is not None:
-            raise usage from None
-        if _first(group, KeyboardInterrupt) is not None:
-            raise KeyboardInterrupt from None
-        raise
-
-
-def _first(group: BaseExceptionGroup, kind: type[BaseException]) -> BaseException | None:
-    for exc in group.exceptions:
-        if isinstance(exc, kind):
-            return exc
-        if isinstance(exc, BaseExceptionGroup):
-            found = _first(exc, kind)
-            if found is not None:
-                return found
-    return None
+from ..adversary import catalogue
+from ..errors import ConfigError, UsageError
+from ..node.process import load_config, run_trio, setup_logging
 
 
 async def _cancel_on_signal(scope: trio.CancelScope) -> None:
@@ -120,60 +43,6 @@ async def _cancel_on_signal(scope: trio.CancelScope) -> None:
 
 
 # -- pbft replica --behaviour NAME[:key=value,...] | SCENARIO.toml ------------------------
-
-
-def parse_behaviour_value(text: str) -> object:
-    """One parameter value from the command line: true/false, an integer, a float, a
-    list in brackets (`[prepare,commit]`, items parsed alike), else the text itself."""
-    text = text.strip()
-    if text.startswith("[") and text.endswith("]"):
-        inner = text[1:-1].strip()
-        return [parse_behaviour_value(item) for item in _split_top(inner)] if inner else []
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
-        return text[1:-1]
-    return text
-
-
-def _split_top(text: str) -> list[str]:
-    """Split on commas outside brackets."""
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(text):
-        if ch == "[":
-            depth += 1
-        elif ch == "]":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    parts.append(text[start:])
-    return parts
-
-
-def parse_behaviour_spec(spec: str) -> tuple[str, dict[str, object]]:
-    """`NAME` or `NAME:key=value,key=value` -> (name, params); UsageError if malformed."""
-    name, _, rest = spec.partition(":")
-    name = name.strip()
-    if not name:
-        raise UsageError(f"--behaviour {spec!r} names no behaviour.")
-    params: dict[str, object] = {}
-    for item in _split_top(rest) if rest.strip() else []:
-        key, eq, value = item.partition("=")
-        key = key.strip()
-        if not eq or not key:
-            raise UsageError(
-                f"--behaviour {spec!r}: expected key=value after the name, not {item.strip()!r}."
-            )
-        if key in params:
-            raise UsageError(f"--behaviour {spec!r} gives {key!r} twice.")
-        params[key] = parse_behaviour_value(value)
-    return name, params
 
 
 def behaviour_from_scenario(path: str, replica_id: int) -> tuple[str, dict[str, object]]:
@@ -188,50 +57,25 @@ def behaviour_from_scenario(path: str, replica_id: int) -> tuple[str, dict[str, 
 
 
 def resolve_behaviour(value: str | None, config_path: str, replica_id: int) -> str | None:
-    """What `node.run_replica(behaviour=...)` should get for `--behaviour value`.
+    """What `node.run_replica(behaviour=...)` should get for `--behaviour value`: the
+    behaviour as `NAME[:key=value,...]` (pbft.adversary.catalogue.spec_text), or None.
 
     A scenario file (a path to an existing file, or a name ending in .toml) contributes
     its [[byzantine]] entry for this replica. Parameters are checked here, by building
-    the behaviour once around a throwaway core, so a bad one is a usage error (one
-    sentence) before the replica listens. `run_replica` takes a behaviour name only, so
-    a behaviour with parameters is registered under the full spec with them bound."""
+    the behaviour once around a throwaway core (`catalogue.check`), so a bad one is a
+    usage error (one sentence) before the replica opens its data directory or listens."""
     import os
-    import random
 
     if value is None:
         return None
     if value.endswith(".toml") or os.path.isfile(value):
         name, params = behaviour_from_scenario(value, replica_id)
     else:
-        name, params = parse_behaviour_spec(value)
-    from ..adversary.behaviours import REGISTRY
-
-    cls = REGISTRY.get(name)
-    if cls is None:
-        raise UsageError(f"unknown behaviour {name} (known: {', '.join(sorted(REGISTRY))}).")
-    if not params:
-        return name
-    config = load_config(config_path)
-    if 0 <= replica_id < config.n:
-        from ..protocol.crypto import KeyPair
-        from ..protocol.replica import Replica
-        from ..service.kv import KeyValueStore
-
-        key = KeyPair.generate()
-        try:
-            cls(Replica(config, replica_id, key, KeyValueStore()), key, dict(params), random.Random())
-        except (ValueError, TypeError) as exc:
-            raise UsageError(str(exc)) from None
-    bound_params = dict(params)
-
-    class Bound(cls):  # type: ignore[valid-type, misc]
-        def __init__(self, replica, key, extra, rng) -> None:
-            super().__init__(replica, key, {**bound_params, **(extra or {})}, rng)
-
-    Bound.__name__ = Bound.__qualname__ = cls.__name__
-    token = f"{name}:{','.join(f'{k}={v!r}' for k, v in sorted(params.items()))}"
-    REGISTRY[token] = Bound
-    return token
+        name, params = catalogue.parse_spec(value)
+    catalogue.lookup(name)
+    if params:
+        catalogue.check(name, params, load_config(config_path), replica_id)
+    return catalogue.spec_text(name, params)
 
 
 # -- pbft replica -----------------------------------------------------------------------
@@ -241,9 +85,9 @@ def cmd_replica(args) -> int:
     """Run one replica until SIGTERM or SIGINT, then exit 0. Its records live in --data
     (default `<cluster dir>/data/replica-<id>`); exit 1 if it had to stop because its
     storage failed (full disk), which it logged in one line. Whatever --log-level says,
-    it logs one line once it listens and one when it stops, saying why (pbft.runtime.node,
+    it logs one line once it listens and one when it stops, saying why (pbft.node.node,
     `lifecycle`): a replica started with the defaults does not look hung."""
-    from .node import lifecycle, run_replica
+    from ..node.node import lifecycle, run_replica
 
     setup_logging(args)
     lifecycle.setLevel(min(logging.getLogger().level, logging.INFO))
@@ -262,10 +106,10 @@ def cmd_replica(args) -> int:
             failure = await run_replica(
                 args.config,
                 args.id,
-                behaviour=resolve_behaviour(getattr(args, "behaviour", None), args.config, args.id),
-                data=getattr(args, "data", None),
-                metrics=getattr(args, "metrics", None),
-                accept_rollback=getattr(args, "accept_rollback", False),
+                behaviour=resolve_behaviour(args.behaviour, args.config, args.id),
+                data=args.data,
+                metrics=args.metrics,
+                accept_rollback=args.accept_rollback,
                 stop_reason=lambda: why[0] if why else None,
             )
             nursery.cancel_scope.cancel()
@@ -308,7 +152,7 @@ def cmd_up(args) -> int:
     handlers are installed explicitly, so a shell that started it with SIGINT ignored
     (a background job without job control) still stops it with SIGINT; a second signal
     while stopping kills the replicas at once."""
-    from .launcher import GiveUp, LaunchError, LocalCluster, Supervisor
+    from ..cluster.launcher import GiveUp, LaunchError, LocalCluster, Supervisor
 
     setup_logging(args)
     config = load_config(args.config)
@@ -319,10 +163,10 @@ def cmd_up(args) -> int:
         args.config,
         config,
         ids=ids,
-        data_root=getattr(args, "data", None),
-        log_dir=getattr(args, "log_dir", None),
-        log_level=getattr(args, "log_level", "info") or "info",
-        extra_args=["--log-format", getattr(args, "log_format", "text") or "text"],
+        data_root=args.data,
+        log_dir=args.log_dir,
+        log_level=args.log_level,
+        extra_args=["--log-format", args.log_format],
     )
 
     def say(text: str) -> None:
@@ -380,7 +224,7 @@ def _arg_bytes(text: str) -> bytes:
 
 
 def cmd_client(args) -> int:
-    from .client import ClientError, RequestTooLarge, TimestampError, open_client
+    from ..node.client import ClientError, RequestTooLarge, TimestampError, open_client
 
     setup_logging(args)
     op = args.op
@@ -426,15 +270,15 @@ def cmd_client(args) -> int:
 
 
 def cmd_status(args) -> int:
-    """Ask every replica for its signed STATUS and judge the cluster (pbft.runtime.health):
+    """Ask every replica for its signed STATUS and judge the cluster (pbft.node.health):
     one row per replica and a verdict line, or with --json one object. Exit 0 healthy,
     3 degraded, 4 unavailable (health.EXIT)."""
-    from . import health
-    from .client import open_client
+    from ..node import health
+    from ..node.client import open_client
 
     setup_logging(args)
     config = load_config(args.config)
-    client_id = getattr(args, "id", None)
+    client_id = args.id
     if client_id is None:
         if not config.clients:
             raise UsageError(f"{args.config} lists no [[client]] to sign the status query with.")
@@ -442,10 +286,10 @@ def cmd_status(args) -> int:
 
     async def main():
         async with open_client(args.config, client_id) as client:
-            return await client.status(timeout=getattr(args, "timeout", None) or 2.0)
+            return await client.status(timeout=args.timeout or 2.0)
 
     judgement = health.judge(config, run_trio(main))
-    if getattr(args, "json", False):
+    if args.json:
         print(json.dumps(health.render_json(config, judgement)))
     else:
         print(health.render_text(config, judgement))
@@ -466,18 +310,18 @@ def cmd_evidence(args) -> int:
     """Export the evidence stored in this host's data directories (JSON with --json or
     --out FILE, else one line per record), or with --verify FILE check an export against
     the cluster file alone: exit 0 if every record holds, 1 if any does not."""
-    from . import evidence
+    from ..cluster import evidence
 
     setup_logging(args)
     config = load_config(args.config)
-    if getattr(args, "verify", None):
+    if args.verify:
         doc = evidence.load_export(args.verify)
         if doc.get("cluster") != config.cluster_id:
             raise UsageError(
                 f"{args.verify} is evidence from cluster {doc.get('cluster')!r}, not {config.cluster_id!r}."
             )
         verdicts = [evidence.verify_evidence(config, r) for r in doc["records"]]
-        if getattr(args, "json", False):
+        if args.json:
             print(json.dumps({"cluster": config.cluster_id, "results": [
                 {"ok": v.ok, "culprit": v.culprit, "reason": v.reason} for v in verdicts
             ]}))
@@ -489,16 +333,16 @@ def cmd_evidence(args) -> int:
                   f"proven faulty: {_replica_ids(faulty)}")
         return 0 if all(v.ok for v in verdicts) else 1
     try:
-        dirs = evidence.data_dirs(config, getattr(args, "data", None), getattr(args, "replica_data", None) or [])
+        dirs = evidence.data_dirs(config, args.data, args.replica_data)
         doc = evidence.export(config, dirs)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     text = json.dumps(doc, indent=2)
-    out = getattr(args, "out", None)
+    out = args.out
     if out:
         with open(out, "w", encoding="utf-8") as fh:
             fh.write(text + "\n")
-    if getattr(args, "json", False):
+    if args.json:
         print(text)
     elif not out:
         for r in doc["records"]:

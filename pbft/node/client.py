@@ -43,9 +43,10 @@ from typing import Any
 
 import trio
 
+from ..errors import ConfigError
 from ..protocol import codec
 from ..protocol.client import ClientCore, OversizedRequest
-from ..protocol.config import ClusterConfig, ConfigError
+from ..protocol.config import ClusterConfig
 from ..protocol.crypto import KeyPair, Verifier, seal
 from ..protocol.events import Action, Completed, Failed, Received, Rejected, Send, Tick
 from ..protocol.messages import (

@@ -12,42 +12,15 @@ import json
 import shlex
 import sys
 import time
-from typing import Any
 
-from ..cli import UsageError
-from .registry import client_registry, replica_registry
-from .scenario import load_scenario
-from .simulation import SimResult, Simulation
-
-
-def result_json(r: SimResult) -> dict[str, Any]:
-    return {
-        "name": r.name,
-        "seed": r.seed,
-        "passed": r.passed,
-        "exceeds_fault_assumption": r.exceeds_fault_assumption,
-        "violations": [{"check": v.check, "detail": v.detail} for v in r.violations],
-        "requests_completed": r.requests_completed,
-        "requests_total": r.requests_total,
-        "view_changes": r.view_changes,
-        "virtual_ms": r.virtual_ms,
-        "messages_delivered": r.delivered,
-        "trace_digest": r.trace_digest,
-        "replicas": [
-            {
-                "id": rep.id,
-                "byzantine": rep.byzantine,
-                "view": rep.view,
-                "last_executed": rep.last_executed,
-                "stable_checkpoint": rep.stable_checkpoint,
-                "state_digest": rep.state_digest,
-            }
-            for rep in r.replicas
-        ],
-    }
+from ..adversary.catalogue import CLIENT_REGISTRY, REGISTRY
+from ..errors import UsageError
+from ..sim.result import RunResult, result_json
+from ..sim.scenario import load_scenario
+from ..sim.simulation import Simulation
 
 
-def print_violation(r: SimResult, out=None, path: str = "FILE") -> None:
+def print_violation(r: RunResult, out=None, path: str = "FILE") -> None:
     """The first violation, the command that replays it (`path`: the scenario file) and
     the trace leading to it."""
     out = out or sys.stdout
@@ -68,7 +41,7 @@ def _verdict(r) -> str:
 
 def cmd_scenario_real(args) -> int:
     """`--real`: each file against a throwaway cluster of real processes, one at a time."""
-    from ..runtime import realscenario
+    from ..cluster import realscenario
 
     scenarios = [load_scenario(path) for path in args.files]
     results = []
@@ -87,12 +60,12 @@ def cmd_scenario_real(args) -> int:
             )
             realscenario.print_result(r)
     if args.json:
-        print(json.dumps([realscenario.result_json(r) for r in results], indent=2))
+        print(json.dumps([result_json(r) for r in results], indent=2))
     return 1 if failed else 0
 
 
 def cmd_scenario_run(args) -> int:
-    if getattr(args, "real", False):
+    if args.real:
         return cmd_scenario_real(args)
     scenarios = [load_scenario(path) for path in args.files]
     # Build every simulation first: a bad behaviour parameter is reported before any run.
@@ -129,13 +102,10 @@ def cmd_scenario_list(args) -> int:
     """One line per behaviour: name, what it targets, what it does and the parameters
     it accepts (a scenario's [[byzantine]] keys, or `--behaviour NAME:key=value`)."""
     rows = []
-    for name, cls in sorted(replica_registry().items()):
-        rows.append((name, "replica", getattr(cls, "summary", ""), _params(cls)))
-    for name, cls in sorted(client_registry().items()):
-        rows.append((name, "client", getattr(cls, "summary", ""), _params(cls)))
-    if not rows:
-        print("no behaviours are installed (pbft/adversary/behaviours.py is missing)")
-        return 0
+    for name, cls in sorted(REGISTRY.items()):
+        rows.append((name, "replica", cls.summary, _params(cls)))
+    for name, cls in sorted(CLIENT_REGISTRY.items()):
+        rows.append((name, "client", cls.summary, _params(cls)))
     width = max(len(r[0]) for r in rows)
     for name, target, summary, params in rows:
         print(f"{name:<{width}}  {target:<7}  {summary}{params}")
@@ -143,12 +113,12 @@ def cmd_scenario_list(args) -> int:
 
 
 def _params(cls: type) -> str:
-    allowed = tuple(getattr(cls, "allowed", ()) or ())
+    allowed = tuple(cls.allowed)
     return f" (parameters: {', '.join(allowed)})" if allowed else ""
 
 
 def cmd_fuzz(args) -> int:
-    from .fuzz import fuzz
+    from ..sim.fuzz import fuzz
 
     if args.seeds < 0 or args.start < 0:
         raise UsageError("--seeds and --start must not be negative.")

@@ -18,7 +18,8 @@ from typing import Protocol
 
 from cryptography import x509
 
-from pbft.protocol.config import ClusterConfig, ConfigError
+from pbft.errors import ConfigError
+from pbft.protocol.config import ClusterConfig
 from pbft.protocol.messages import Signer
 
 from .clusterfile import Identity, certificate_key, describe

@@ -41,7 +41,8 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
-from pbft.protocol.config import ClusterConfig, ConfigError, parse_cluster
+from pbft.errors import ConfigError, UsageError
+from pbft.protocol.config import ClusterConfig, parse_cluster
 from pbft.protocol.crypto import KeyPair
 from pbft.protocol.messages import Signer
 
@@ -398,3 +399,37 @@ def load_identity(config: ClusterConfig, node_id: Signer) -> Identity:
     ca = read_certificate(ca_file, "the CA certificate ([tls] ca)")
     _check_issued_by(cert, ca, cert_file, ca_file)
     return Identity(node_id, key, cert_file, key_file, ca_file, passphrase)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaFiles:
+    """What a replica process takes from its cluster file, read and validated once
+    (`load_replica`): the configuration (which has the `[storage] fsync` policy and each
+    replica's `metrics` address) and this replica's identity. The node, its TLS contexts,
+    its transport, its storage and its metrics all take their settings from here."""
+
+    path: str
+    config: ClusterConfig
+    replica_id: int
+    identity: Identity
+
+    @property
+    def fsync(self) -> str:
+        """The `[storage] fsync` policy."""
+        return self.config.fsync
+
+    @property
+    def metrics(self) -> str | None:
+        """This replica's `metrics = "HOST:PORT"`, None if it has none."""
+        return self.config.replicas[self.replica_id].metrics or None
+
+
+def load_replica(path: str, replica_id: int) -> ReplicaFiles:
+    """Read the cluster file at `path` once, and replica `replica_id`'s identity; a
+    ConfigError for a bad file or key, a UsageError for an id the file does not have."""
+    config = load_cluster(path)
+    if not 0 <= replica_id < config.n:
+        raise UsageError(
+            f"replica id {replica_id} is not in the cluster file (ids are 0 to {config.n - 1})."
+        )
+    return ReplicaFiles(path, config, replica_id, load_identity(config, replica_id))

@@ -1,0 +1,177 @@
+"""The one catalogue of scripted attackers, by the names BYZANTINE.md gives them.
+
+Everything that runs a behaviour by name goes through here: the simulator and its
+scenario files, fuzz, `pbft replica --behaviour`, bench and the real-process scenarios.
+`REGISTRY` maps a replica behaviour's name to its class, `CLIENT_REGISTRY` a client
+behaviour's; both are read-only (nothing registers anything at run time). `lookup` finds
+a class or raises one sentence listing the valid names; `build` wraps a core in the
+behaviour (`ByzantineReplica(core, Cls(core, key, params, rng))`, or for a client
+`ByzantineClient(core, Cls(core, key, params, rng, config))`). Each class has a `name`, a
+one-line `summary`, and the parameters it `allowed`; a bad parameter raises `ValueError`
+with one sentence when the behaviour is built. `parse_spec` reads the command line's
+`NAME[:key=value,...]` and `spec_text` writes it back.
+
+View-change and state-transfer attacks (`fake-prepared-cert`, `drop-cert`,
+`bad-new-view`, `view-change-storm`, `lying-state-transfer`) are in viewchange_attacks.py;
+`wrong-reply` (lying to clients, or withholding replies) is in replies.py;
+`status-flood`, `buffer-stuffing` and `stale-proof` (exhausting a replica, stranding a
+laggard) in resources.py.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from ..errors import UsageError
+from ..protocol.config import ClusterConfig
+from ..protocol.crypto import KeyPair
+from .base import Behaviour, ByzantineReplica
+from .clients import CLIENTS, ByzantineClient, ClientBehaviour
+from .primary import PRIMARY
+from .replies import REPLIES
+from .resources import RESOURCES
+from .viewchange_attacks import VIEWCHANGE_ATTACKS
+from .votes import VOTES
+from .wire import BadSignature, Flood, FutureFlood, Replay, SelectiveSend
+
+WIRE = (BadSignature, FutureFlood, SelectiveSend, Flood, Replay)
+
+REGISTRY: Mapping[str, type[Behaviour]] = MappingProxyType({
+    cls.name: cls for cls in (*PRIMARY, *VOTES, *WIRE, *VIEWCHANGE_ATTACKS, *REPLIES, *RESOURCES)
+})
+CLIENT_REGISTRY: Mapping[str, type[ClientBehaviour]] = MappingProxyType(
+    {cls.name: cls for cls in CLIENTS}
+)
+TARGETS = ("replica", "client")
+
+
+def catalogue(target: str = "replica") -> Mapping[str, type]:
+    """The behaviours of one target ("replica" or "client"), by name."""
+    return REGISTRY if target == "replica" else CLIENT_REGISTRY
+
+
+def lookup(name: str, target: str = "replica") -> type:
+    """The class of behaviour `name`; UsageError (one sentence naming the valid ones) if
+    there is none."""
+    known = catalogue(target)
+    cls = known.get(name)
+    if cls is None:
+        raise UsageError(f"unknown behaviour {name} (known: {', '.join(sorted(known))}).")
+    return cls
+
+
+def build(
+    name: str,
+    params: Mapping[str, Any],
+    core: Any,
+    key: KeyPair,
+    rng: random.Random,
+    config: ClusterConfig | None = None,
+    target: str = "replica",
+) -> Any:
+    """`core` (a `Replica`, or a `ClientCore` for target "client", which also takes the
+    cluster `config`) wrapped in behaviour `name` with `params`. An unknown name is a
+    UsageError; a bad parameter raises the behaviour's ValueError or TypeError, which the
+    caller words (it knows the file or flag the parameter came from)."""
+    cls = lookup(name, target)
+    if target == "client":
+        return ByzantineClient(core, cls(core, key, dict(params), rng, config))
+    return ByzantineReplica(core, cls(core, key, dict(params), rng))
+
+
+def check(name: str, params: Mapping[str, Any], config: ClusterConfig, replica_id: int) -> None:
+    """Build replica behaviour `name` once around a throwaway core, so a bad parameter is
+    a UsageError (one sentence) before anything listens."""
+    from ..protocol.replica import Replica
+    from ..service.kv import KeyValueStore
+
+    lookup(name)
+    if not params or not 0 <= replica_id < config.n:
+        return
+    key = KeyPair.generate()
+    try:
+        build(name, params, Replica(config, replica_id, key, KeyValueStore()), key, random.Random())
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+# -- NAME[:key=value,...] -----------------------------------------------------------------
+
+
+def parse_value(text: str) -> object:
+    """One parameter value from the command line: true/false, an integer, a float, a
+    list in brackets (`[prepare,commit]`, items parsed alike), else the text itself."""
+    text = text.strip()
+    if text.startswith("[") and text.endswith("]"):
+        inner = text[1:-1].strip()
+        return [parse_value(item) for item in _split_top(inner)] if inner else []
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        return text[1:-1]
+    return text
+
+
+def _split_top(text: str) -> list[str]:
+    """Split on commas outside brackets."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return parts
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, object]]:
+    """`NAME` or `NAME:key=value,key=value` -> (name, params); UsageError if malformed."""
+    name, _, rest = spec.partition(":")
+    name = name.strip()
+    if not name:
+        raise UsageError(f"--behaviour {spec!r} names no behaviour.")
+    params: dict[str, object] = {}
+    for item in _split_top(rest) if rest.strip() else []:
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise UsageError(
+                f"--behaviour {spec!r}: expected key=value after the name, not {item.strip()!r}."
+            )
+        if key in params:
+            raise UsageError(f"--behaviour {spec!r} gives {key!r} twice.")
+        params[key] = parse_value(value)
+    return name, params
+
+
+def spec_text(name: str, params: Mapping[str, object]) -> str:
+    """`NAME`, or `NAME:key=value,...` (values as repr, keys sorted) that `parse_spec`
+    reads back: how a running replica names its behaviour (logs, metrics, status)."""
+    if not params:
+        return name
+    return f"{name}:{','.join(f'{k}={v!r}' for k, v in sorted(params.items()))}"
+
+__all__ = [
+    "CLIENT_REGISTRY",
+    "REGISTRY",
+    "build",
+    "check",
+    "lookup",
+    "parse_spec",
+    "spec_text",
+    "Behaviour",
+    "ByzantineClient",
+    "ByzantineReplica",
+    "ClientBehaviour",
+]

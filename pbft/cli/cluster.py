@@ -1,0 +1,253 @@
+"""`pbft keygen`, `config check`, `demo` and `bench`: the whole-cluster tools' commands.
+
+Each `cmd_*` takes the parsed arguments (pbft.cli.main defines every attribute it reads)
+and returns the exit status; the work is done in pbft.cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from argparse import Namespace
+
+from ..cluster import bench, configcheck, keygen
+from ..errors import UsageError
+from ..node.clusterfile import PASSPHRASE_ENV, read_passphrase_file
+
+
+def cmd_keygen(args: Namespace) -> int:
+    """`pbft keygen --dir DIR [--f 1] [--clients a,b] [--host H] [--base-port P]`, or
+    `pbft keygen --add-client NAME --config FILE`; `--passphrase-env VAR` or
+    `--passphrase-file FILE` encrypts the private keys written."""
+    passphrase = keygen_passphrase(args)
+    if args.add_client:
+        if not args.config:
+            raise UsageError("--add-client needs --config naming the cluster file.")
+        keygen.add_client(args.config, args.add_client, passphrase)
+        print(
+            f"added client {args.add_client!r} to {args.config}; "
+            "restart the replicas so that they accept it"
+        )
+        return 0
+    if not args.dir:
+        raise UsageError("keygen needs --dir DIR (or --add-client NAME --config FILE).")
+    clients = [c.strip() for c in (args.clients or "").split(",") if c.strip()]
+    path = keygen.generate_cluster(
+        args.dir,
+        f=args.f,
+        clients=clients,
+        host=args.host,
+        base_port=args.base_port,
+        cluster_id=args.cluster_id,
+        force=args.force,
+        passphrase=passphrase,
+    )
+    n = 3 * args.f + 1
+    who = f"clients {', '.join(clients)}" if clients else "no clients"
+    print(f"wrote {path} ({n} replicas, {who})")
+    if passphrase:
+        print(
+            f"the private keys are encrypted: give replicas and clients the passphrase in "
+            f"{PASSPHRASE_ENV} (or a file holding it in {PASSPHRASE_ENV}_FILE)"
+        )
+    return 0
+
+
+def keygen_passphrase(args: Namespace) -> bytes | None:
+    """The passphrase `--passphrase-env VAR` or `--passphrase-file FILE` gives, or None."""
+    env = args.passphrase_env
+    file = args.passphrase_file
+    if env and file:
+        raise UsageError("give --passphrase-env or --passphrase-file, not both.")
+    if env:
+        value = os.environ.get(env, "")
+        if not value:
+            raise UsageError(f"--passphrase-env {env}: the environment variable {env} is not set or empty.")
+        return value.encode("utf-8")
+    if file:
+        return read_passphrase_file(file, "the passphrase file")
+    return None
+
+
+def cmd_config(args) -> int:
+    """`pbft config check FILE [--strict] [--json]`: exit 0 clean (warnings allowed), 1
+    warnings with --strict, 2 errors."""
+    report = configcheck.check_cluster_file(args.file)
+    if args.json:
+        print(json.dumps({
+            "file": report.path,
+            "errors": report.errors,
+            "warnings": report.warnings,
+            "notes": report.notes,
+        }))
+    else:
+        for level, items in (("error", report.errors), ("warning", report.warnings),
+                             ("note", report.notes)):
+            for text in items:
+                print(f"{report.path}: {level}: {text}")
+        print(f"{report.path}: {_summary(report)}")
+        sys.stdout.flush()
+    if report.errors:
+        return 2
+    if report.warnings and args.strict:
+        return 1
+    return 0
+
+
+def _summary(report: configcheck.Report) -> str:
+    def count(n: int, word: str) -> str:
+        return f"{n} {word}{'' if n == 1 else 's'}"
+
+    if report.errors or report.warnings:
+        return f"{count(len(report.errors), 'error')}, {count(len(report.warnings), 'warning')}"
+    config = report.config
+    assert config is not None
+    return (
+        f"ok (cluster {config.cluster_id!r}, f = {config.f}, {count(config.n, 'replica')}, "
+        f"{count(len(config.clients), 'client')})"
+    )
+
+
+def cmd_demo(args) -> int:
+    from ..cluster import demo as _demo
+    from ..cluster.launcher import LaunchError, LocalCluster, free_ports
+    from ..node.clusterfile import load_cluster
+    from ..node.process import run_trio, setup_logging
+
+    setup_logging(args)
+    requests = args.requests
+    nclients = args.clients
+    if requests < 1:
+        raise UsageError("--requests must be at least 1.")
+    if not 1 <= nclients <= _demo.MAX_CLIENTS:
+        raise UsageError(f"--clients must be between 1 and {_demo.MAX_CLIENTS}.")
+
+    workdir = tempfile.mkdtemp(prefix="pbft-demo-")
+    cluster = None
+    try:
+        names = [f"client{i}" for i in range(nclients)]
+        path = keygen.generate_cluster(
+            workdir,
+            f=1,
+            clients=[*names, _demo.OBSERVER],
+            ports=free_ports(4),
+            cluster_id="demo",
+            force=True,
+            checkpoint_interval=_demo.CHECKPOINT_INTERVAL,
+            view_change_timeout_ms=_demo.VIEW_CHANGE_TIMEOUT_MS,
+        )
+        config = load_cluster(path)
+        cluster = LocalCluster(
+            path,
+            config,
+            log_dir=workdir,
+            log_level="info",
+            extra_args=["--log-format", "json"],  # the crash phase reads timestamps
+        )
+        plan = _demo.planned(requests)
+        print(
+            f"pbft demo: {config.n} replicas (f={config.f}) on loopback, {nclients} clients, "
+            f"{sum(plan.values())} requests ({plan['workload']} workload, {plan['crash']} "
+            f"while the primary is killed, {plan['byzantine']} with a Byzantine replica)",
+            file=sys.stderr,
+        )
+        try:
+            cluster.start()
+        except LaunchError as exc:
+            print(f"pbft: {exc}", file=sys.stderr)
+            return 1
+        demo = _demo.Demo(path, config, cluster, names, requests)
+        run_trio(_demo.run_phases, demo, _demo.PHASES)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    for line in demo.lines:
+        print(line)
+    if demo.failures:
+        for failure in demo.failures[:20]:
+            print(f"FAILED: {failure}")
+        return 1
+    print("check        every get returned the last value put: ok")
+    return 0
+
+
+def _check_args(f: int, clients: int, duration: float, behaviour: str | None) -> None:
+    if not 1 <= f <= 10:
+        raise UsageError("--f must be an integer from 1 to 10 (n = 3f+1 local processes).")
+    if not 1 <= clients <= bench.MAX_CLIENTS:
+        raise UsageError(f"--clients must be between 1 and {bench.MAX_CLIENTS}.")
+    if not 0 < duration <= bench.MAX_DURATION:
+        raise UsageError(f"--duration must be more than 0 and at most {bench.MAX_DURATION:g} seconds.")
+    if behaviour is not None:
+        from ..adversary.catalogue import REGISTRY
+
+        if behaviour not in REGISTRY:
+            raise UsageError(
+                f"unknown behaviour {behaviour!r}; known: {', '.join(sorted(REGISTRY))}."
+            )
+
+
+def cmd_bench(args) -> int:
+    """`pbft bench [--f 1] [--clients C] [--duration S] [--json FILE] [--behaviour NAME]`."""
+    from ..node.process import setup_logging
+
+    setup_logging(args)
+    f = int(args.f)
+    clients = int(args.clients)
+    duration = float(args.duration)
+    behaviour = args.behaviour
+    workers = args.workers
+    read_fraction = float(args.reads)
+    _check_args(f, clients, duration, behaviour)
+    if not 0.0 <= read_fraction <= 1.0:
+        raise UsageError("the read fraction must be between 0 and 1.")
+
+    cores = os.cpu_count() or 1
+    # SIGTERM unwinds like Ctrl-C, so the replicas and workers are stopped either way.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _bench(args, f, clients, duration, behaviour, workers, read_fraction, cores)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _bench(args, f, clients, duration, behaviour, workers, read_fraction, cores) -> int:
+    cost = bench.measure_crypto()
+    n = 3 * f + 1
+    print(
+        f"pbft bench: n={n} (f={f}), {clients} clients, {duration:g} s; "
+        f"sign {cost.t_sign * 1e6:.1f} us, verify {cost.t_verify * 1e6:.1f} us, "
+        f"ceiling {bench.ceiling_rps(cost, n, cores):.0f} req/s on {cores} cores",
+        file=sys.stderr,
+    )
+    try:
+        run = bench.run_once(f, clients, duration, workers=workers, read_fraction=read_fraction,
+                       label="fault-free" if behaviour else "bench")
+        attack = None
+        if behaviour:
+            attack = bench.run_once(f, clients, duration, behaviour=behaviour, workers=workers,
+                              read_fraction=read_fraction, label=behaviour)
+    except bench.BenchError as exc:
+        print(f"pbft: bench failed: {exc}", file=sys.stderr)
+        return 1
+    doc = bench.report(run, cost, cores, attack)
+    for line in bench.summary(doc):
+        print(line)
+    if args.json:
+        try:
+            with open(args.json, "w", encoding="utf-8") as fh:
+                json.dump(doc, fh, indent=2)
+                fh.write("\n")
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.json}: {exc.strerror or exc}.") from None
+    return 0

@@ -1,0 +1,94 @@
+"""The result of one scenario run, simulated or with real processes, and its JSON.
+
+One type for both (`pbft scenario run` and `pbft scenario run --real` print the same
+verdicts from it): the fields both runs have, plus those only one of them fills, each
+saying which. A real run has no trace digest (`trace_digest` None): processes, sockets
+and the operating system's scheduler are not deterministic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .oracle import Violation
+
+
+@dataclass
+class ReplicaReport:
+    id: int
+    byzantine: bool
+    view: int
+    last_executed: int
+    stable_checkpoint: int
+    state_digest: str = ""
+    """The simulator's: the state digest, hex ("" for a replica that never ran)."""
+    log_size: int = 0
+    """The simulator's: slots in the replica's message log."""
+    reachable: bool = True
+    """A real run's: the replica answered the final status query (-1s when not)."""
+
+
+@dataclass
+class RunResult:
+    name: str
+    seed: int
+    violations: list[Violation]
+    requests_completed: int
+    requests_total: int
+    view_changes: int
+    replicas: list[ReplicaReport]
+    exceeds_fault_assumption: bool
+    real: bool = False
+    """Real processes (`--real`), not the simulator."""
+    trace_digest: str | None = None
+    """The simulator's digest of the whole run (the same seed gives the same digest)."""
+    trace_tail: list[str] = field(default_factory=list)
+    """What led to the end: the simulator's last events, or a real run's last log lines."""
+    virtual_ms: int = 0
+    """The simulator's: virtual time at the end."""
+    delivered: int = 0
+    """The simulator's: messages delivered."""
+    dropped: int = 0
+    """The simulator's: messages the network dropped."""
+    wall_ms: int = 0
+    """A real run's: how long it took."""
+    skipped: list[str] = field(default_factory=list)
+    """A real run's: scenario entries real processes cannot apply, each said once."""
+    crashes: list[str] = field(default_factory=list)
+    """A real run's: every kill and restart applied, in order, with when (s) and why."""
+
+    @property
+    def passed(self) -> bool:
+        return not self.violations
+
+
+def result_json(r: RunResult) -> dict[str, Any]:
+    """The `pbft scenario run --json` object of one run (real runs add "mode": "real")."""
+    out: dict[str, Any] = {"name": r.name, "seed": r.seed}
+    if r.real:
+        out["mode"] = "real"
+    out.update(
+        passed=r.passed,
+        exceeds_fault_assumption=r.exceeds_fault_assumption,
+        violations=[{"check": v.check, "detail": v.detail} for v in r.violations],
+        requests_completed=r.requests_completed,
+        requests_total=r.requests_total,
+        view_changes=r.view_changes,
+    )
+    if r.real:
+        out.update(wall_ms=r.wall_ms, trace_digest=r.trace_digest, skipped=r.skipped, crashes=r.crashes)
+    else:
+        out.update(virtual_ms=r.virtual_ms, messages_delivered=r.delivered, trace_digest=r.trace_digest)
+    out["replicas"] = [_replica_json(rep, r.real) for rep in r.replicas]
+    return out
+
+
+def _replica_json(rep: ReplicaReport, real: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": rep.id, "byzantine": rep.byzantine}
+    if real:
+        out["reachable"] = rep.reachable
+    out.update(view=rep.view, last_executed=rep.last_executed, stable_checkpoint=rep.stable_checkpoint)
+    if not real:
+        out["state_digest"] = rep.state_digest
+    return out
