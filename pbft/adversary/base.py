@@ -4,7 +4,7 @@ Theory of operation (Malachite's test middlewares, Twins): the honest `Replica` 
 unmodified; a `Behaviour` sees every event before the core does and every action after,
 and may drop, delay, alter, duplicate or invent messages. Whatever it invents it signs
 with the replica's own key (`forge`), so the attack exercises the protocol's checks, not
-just signature checks (BYZANTINE.md). The wrapper has the same `step` surface as a
+just signature checks (docs/attacks.md). The wrapper has the same `step` surface as a
 `Replica`, so the simulator and the runtime node drive either without knowing which.
 """
 

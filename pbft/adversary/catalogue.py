@@ -1,4 +1,4 @@
-"""The one catalogue of scripted attackers, by the names BYZANTINE.md gives them.
+"""The one catalogue of scripted attackers, by the names docs/attacks.md gives them.
 
 Everything that runs a behaviour by name goes through here: the simulator and its
 scenario files, fuzz, `pbft replica --behaviour`, bench and the real-process scenarios.

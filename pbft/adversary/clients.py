@@ -1,4 +1,4 @@
-"""Byzantine clients (BYZANTINE.md, table "Clients").
+"""Byzantine clients (docs/attacks.md, "Faulty clients").
 
 Theory of operation. As for replicas, an honest `ClientCore` runs underneath and a
 `ClientBehaviour` rewrites what it sends (`on_output`) and injects traffic of its own once

@@ -1,4 +1,4 @@
-"""Behaviours of a faulty primary (BYZANTINE.md, table "Primary").
+"""Behaviours of a faulty primary (docs/attacks.md, "A faulty primary").
 
 Theory of operation. The honest core underneath proposes as usual; the behaviour
 intercepts each outgoing PRE-PREPARE it signed (the first send and every retransmission)

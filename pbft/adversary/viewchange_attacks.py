@@ -1,4 +1,4 @@
-"""Attacks on view changes and state transfer (BYZANTINE.md, table "Any replica").
+"""Attacks on view changes and state transfer (docs/attacks.md).
 
 Theory of operation. The honest core underneath runs the view-change protocol (OSDI'99
 4.4, 4.5.2) and serves state (TOCS 2002 5.3) as usual; these behaviours rewrite what it

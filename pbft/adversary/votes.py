@@ -1,5 +1,4 @@
-"""Behaviours of any faulty replica against voting and checkpoints (BYZANTINE.md,
-table "Any replica").
+"""Behaviours of any faulty replica against voting and checkpoints (docs/attacks.md).
 
 Theory of operation. The honest core votes as usual; these behaviours rewrite or add to
 its PREPARE, COMMIT and CHECKPOINT messages, always signing what they invent with the

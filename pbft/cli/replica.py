@@ -1,5 +1,5 @@
 """The replica process's commands: `pbft replica`, `up`, `client`, `status`, `evidence`
-(DESIGN.md section 5).
+(README, "Running a cluster").
 
 Each `cmd_*` takes the parsed arguments and returns the exit status: 0 success, 1 a check
 failed (no answer in time, key not found), 2 an operator mistake (raised as UsageError,

@@ -1,4 +1,4 @@
-"""`pbft scenario run`, `pbft scenario list` and `pbft fuzz` (DESIGN.md section 5).
+"""`pbft scenario run`, `pbft scenario list` and `pbft fuzz` (README, "Attacking it on purpose").
 
 Exit status: 0 every scenario met its [expect] (or no violation was fuzzed), 1 a check
 failed, 2 usage (raised as `UsageError`, printed by pbft.cli). A scenario that gives more

@@ -1,4 +1,4 @@
-"""`pbft bench`: throughput and latency of a real local cluster (DESIGN.md section 7).
+"""`pbft bench`: throughput and latency of a real local cluster (docs/formats.md, "The bench report").
 
 Theory of operation. One invocation is one or two *runs*. A run makes a throwaway
 cluster (keys, certificates and a cluster file on free loopback ports in a temporary
@@ -138,7 +138,7 @@ def measure_crypto(seconds: float = CRYPTO_SECONDS) -> CryptoCost:
 
 
 def ceiling_rps(cost: CryptoCost, n: int, cores: int) -> float:
-    """DESIGN.md section 7: C / (n * t_verify + t_sign)."""
+    """cores / (n * t_verify + t_sign) (docs/formats.md, "The bench report")."""
     return cores / (n * cost.t_verify + cost.t_sign)
 
 
@@ -463,7 +463,7 @@ def _collect(conns, procs, start: float, end: float, progress: Progress) -> list
 def report(
     run: RunResult, cost: CryptoCost, cores: int, attack: RunResult | None = None
 ) -> dict[str, object]:
-    """The JSON document of DESIGN.md section 7 (plus what explains the figures)."""
+    """The JSON document of docs/formats.md, "The bench report" (plus what explains the figures)."""
     ceiling = ceiling_rps(cost, run.n, cores)
     out: dict[str, object] = {
         "n": run.n,

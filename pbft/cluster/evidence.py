@@ -4,7 +4,7 @@ Theory of operation. When a correct replica receives two validly signed envelope
 one replica that conflict (two PRE-PREPAREs for one (view, seq) with different digests,
 two PREPAREs or COMMITs for one slot, two CHECKPOINTs for one seq), the core emits
 `events.Evidence` and the node stores the pair in its data directory
-(`Storage.add_evidence`). Because every protocol message is signed (DESIGN.md section 3)
+(`Storage.add_evidence`). Because every protocol message is signed (docs/protocol.md, "Evidence")
 the pair convinces anyone who holds the cluster file: nothing else needs trusting, not
 even the replica that recorded it.
 

@@ -68,7 +68,7 @@ DEFAULT_SETTINGS: dict[str, int] = {
     "batch_max": 256,
     "view_change_timeout_ms": 1000,
 }
-"""Written into every [cluster] table (DESIGN.md section 4)."""
+"""Written into every [cluster] table (docs/formats.md, "The cluster file")."""
 
 TUNABLE = frozenset({*DEFAULT_SETTINGS, "pipeline", "tick_ms", "retransmit_ms"})
 """The [cluster] settings `generate_cluster(**cluster_settings)` may override."""

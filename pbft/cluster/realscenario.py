@@ -4,7 +4,7 @@ Theory of operation. The simulator's scenario file drives a throwaway cluster on
 a temporary directory, free ports, `generate_cluster` with the simulator's small-window
 defaults overridden by the scenario's [cluster] table, one client per workload client plus
 an observer that asks for STATUS. `LocalCluster` starts one `pbft replica` process per
-replica, each with a data directory (durable, DESIGN.md section 8); a Byzantine replica is
+replica, each with a data directory (durable, docs/architecture.md); a Byzantine replica is
 started with `--behaviour FILE` (the scenario's [[byzantine]] entry for its id) or
 `--behaviour NAME:key=value,...` when the scenario has no file. Crash entries are applied on
 the wall clock: SIGKILL at `at_ms`, a restart on the same data directory at `until_ms`

@@ -1,4 +1,4 @@
-"""Reading the cluster file and a node's key material from disk (DESIGN.md sections 3, 4).
+"""Reading the cluster file and a node's key material from disk (docs/formats.md).
 
 Theory of operation. `pbft keygen` writes one directory per cluster:
 
@@ -50,7 +50,7 @@ CLUSTER_FILE = "cluster.toml"
 CA_CERT = "ca.pem"
 CA_KEY = "ca.key"
 MAX_CLUSTER_FILE = 16 * 1024 * 1024
-"""Largest cluster file we read, in bytes (a limit on everything: STYLE.md 8)."""
+"""Largest cluster file we read, in bytes (a limit on everything: docs/architecture.md)."""
 MAX_PEM_FILE = 64 * 1024
 """Largest key or certificate file we read, in bytes."""
 MAX_PASSPHRASE = 4096
@@ -373,7 +373,7 @@ def load_identity(config: ClusterConfig, node_id: Signer) -> Identity:
     """Load the private key of `node_id` (int: replica, str: client) and check it.
 
     The key must match the public key the cluster file lists for that node, and the node's
-    certificate must hold that same key: one identity key per node (DESIGN.md section 3).
+    certificate must hold that same key: one identity key per node (docs/formats.md, "Key files").
     """
     public = member_public_key(config, node_id)
     key_file = node_files(config.base_dir, node_id)[0]

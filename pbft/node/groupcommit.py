@@ -1,5 +1,5 @@
-"""Group commit: a replica's writes made durable before the sends they cover (DESIGN.md
-section 8), taken out of pbft.node.node.
+"""Group commit: a replica's writes made durable before the sends they cover
+(docs/architecture.md, "The durability contract"), taken out of pbft.node.node.
 
 The node's stepping task steps the input it waited for plus whatever else is already
 queued (at most GROUP_COMMIT_LIMIT inputs) and hands the group's actions here: every

@@ -8,7 +8,7 @@ performed in list order and none of them awaits: sends are queued on the transpo
 bounded per-peer outboxes, observations are logged and counted. A full inbox slows the
 readers (TCP backpressure) rather than growing memory.
 
-Durability (DESIGN.md section 8). With a `Storage`, the node first loads what an earlier
+Durability (docs/architecture.md, "The durability contract"). With a `Storage`, the node first loads what an earlier
 run stored and hands it to `Replica.recover` before it listens. Then, group commit
 (pbft.node.groupcommit): the stepping task steps the input it waited for plus whatever
 else is already queued (at most GROUP_COMMIT_LIMIT inputs) and hands the group to its

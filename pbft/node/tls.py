@@ -1,4 +1,4 @@
-"""Mutual TLS 1.3 contexts and naming the peer of a channel (DESIGN.md section 3).
+"""Mutual TLS 1.3 contexts and naming the peer of a channel (docs/formats.md, "Key files").
 
 Theory of operation. Every connection, replica to replica and client to replica, is TLS 1.3
 with certificates on both sides, verified against the cluster CA. A certificate proves that

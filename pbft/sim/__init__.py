@@ -1,9 +1,9 @@
-"""The deterministic simulator: the attacker's workbench (DESIGN.md sections 1 and 6).
+"""The deterministic simulator: the attacker's workbench (docs/architecture.md, docs/formats.md).
 
     scenario.py    the TOML scenario format: parse, validate, write back
     network.py     per-message fate (drop, delay, duplicate, reorder, partition, one-way)
     simulation.py  n unmodified cores and closed-loop clients in virtual time
-    oracle.py      BYZANTINE.md "The checks", run after every step
+    oracle.py      the checks of docs/attacks.md, run after every step
     fuzz.py        ByzzFuzz-style random schedules with shrinking
     result.py      the result of one run (simulated or real) and its JSON
 

@@ -1,4 +1,4 @@
-"""The oracle: BYZANTINE.md "The checks", run after every simulated step.
+"""The oracle: the checks of docs/attacks.md, run after every simulated step.
 
 Theory of operation. The oracle never looks inside a replica's log; it judges what correct
 replicas *say*: their observation actions (`Executed`, `Prepared`, `Committed`,
@@ -8,7 +8,7 @@ replicas and clients are not judged (they may say anything); twins are Byzantine
 Every start of a replica is a new *incarnation* (`Who`): its execution counter starts at
 what it recovered. What it signs is judged per *signer identity*, which survives a durable
 restart: a correct replica that restarts from its store must never sign a vote that
-conflicts with one an earlier incarnation signed (DESIGN.md section 8), and a vote it
+conflicts with one an earlier incarnation signed (docs/architecture.md), and a vote it
 prepared before the crash may be committed after it. A restart from nothing (amnesia) is
 a new identity, and that replica is faulty anyway. On a durable restart `note_recovered`
 checks the recovered state against the agreed history: its service data and reply cache
@@ -28,7 +28,7 @@ Checks (names used in reports): agreement, prepared-uniqueness, validity, exactl
 client-correctness, liveness, view-agreement (judged by the simulator at the end of a
 run: every live correct replica in one active view once every fault healed), resources;
 and `exception` when a core raised from step()
-(remote input must never make a replica raise, STYLE.md 6).
+(remote input must never make a replica raise: docs/architecture.md).
 """
 
 from __future__ import annotations

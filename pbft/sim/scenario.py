@@ -1,4 +1,4 @@
-"""Scenario files: the attacker's script (DESIGN.md section 6).
+"""Scenario files: the attacker's script (docs/formats.md, "Scenario files").
 
 Theory of operation. A scenario is plain data: the cluster size, a seed, a closed-loop
 workload, Byzantine behaviours attached to replicas or clients, network faults with time
@@ -7,7 +7,7 @@ produced and raises `UsageError` with one sentence naming the entry and the prob
 `to_toml` writes a scenario back, so a schedule the fuzzer shrank can be saved and replayed
 with `pbft scenario run`.
 
-Format additions beyond DESIGN.md section 6 (all optional):
+Optional sections and keys (docs/formats.md lists every key):
 
     [workload] keys = 4            # size of the key space; read_only = 0.5 (share of gets)
     [cluster]  checkpoint_interval, log_window, batch_max, pipeline,
@@ -15,7 +15,7 @@ Format additions beyond DESIGN.md section 6 (all optional):
     [[network]] delay_ms = 50  jitter_ms = 20  reorder = 0.3  reorder_ms = 80
     [[network]] crash = 2  at_ms = 1000  until_ms = 3000   # restart at until_ms (omit: never)
                 amnesia = true   # the restart comes back from nothing instead of from its
-                                 # durable store: a faulty replica (BYZANTINE.md `amnesia`)
+                                 # durable store: a faulty replica (docs/attacks.md `amnesia`)
     [[network]] crash = 2  at_ms = 500  on = "transfer"  down_ms = 200  times = 2
                 # a crash at the worst moment: right after the step in which replica 2 (from
                 # at_ms on) makes a checkpoint stable ("checkpoint"), starts a state transfer

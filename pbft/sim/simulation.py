@@ -9,7 +9,7 @@ the wall clock, iterates a hash-ordered set, or depends on object identity, so a
 replays the same run in any process; `trace_digest` (sha256 over every delivered event
 in order) proves it.
 
-Durability (DESIGN.md section 8): each instance has an in-memory store fed by its
+Durability (docs/architecture.md): each instance has an in-memory store fed by its
 `Persist` and `Truncate` actions with exactly the semantics of events.py (a record replaces
 the one with the same key; a truncation drops VOTE, PREPARED and EXECUTED records at or
 below its seq). A crash empties the replica; a restart builds a fresh core and hands it the
@@ -31,7 +31,7 @@ crashed); clients "c0", "c1", ... Replies travel through the same network and ar
 correct replica the oracle (oracle.py) checks its actions and resource bounds; the first
 violation stops the run, which keeps the last `TRACE_TAIL` events for the report.
 
-Liveness (BYZANTINE.md): once the last windowed network fault has healed, each request of a
+Liveness (docs/attacks.md, "The checks"): once the last windowed network fault has healed, each request of a
 correct client must complete within `expect.liveness_ms`; checked only when the scenario
 expects all requests to complete. The run ends when every correct client finished its
 workload, or when nothing completed for `liveness_ms` after the heal. A fault that lasts
