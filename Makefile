@@ -17,19 +17,11 @@ test: $(BIN)/pbft
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
-# The developer subset: the protocol core's and the simulator's unit tests (no real
-# processes or sockets, except the simulator CLI), plus the timer, durability and
-# evidence tests. `make test` stays the gate.
-FAST_TESTS := \
-	tests/test_batching.py tests/test_broken_variants_unit.py tests/test_client_core.py \
-	tests/test_codec.py tests/test_config.py tests/test_crypto.py tests/test_flood.py \
-	tests/test_kv.py tests/test_messages.py tests/test_mutants_b.py \
-	tests/test_recovery_holes.py tests/test_replica_rules.py tests/test_resource_attacks.py \
-	tests/test_review_fixes.py tests/test_safety.py tests/test_statetransfer_attacks.py \
-	tests/test_timers.py tests/test_viewchange_attacks.py tests/test_wrong_reply.py \
-	tests/test_behaviours.py tests/test_scenarios.py tests/test_sim.py \
-	tests/test_sim_broken.py tests/test_sim_durability.py tests/test_sim_oracle.py \
-	tests/test_sim_triggers.py tests/test_viewchange_sim.py tests/test_evidence.py
+# The developer subset: every test of the layers that run no real process or socket (the
+# protocol core, the service, the Byzantine behaviours, the simulator), plus the evidence
+# tests. `make test` stays the gate.
+FAST_TESTS := tests/protocol tests/service tests/adversary tests/sim tests/cluster/test_evidence.py \
+	tests/test_layers.py tests/test_purity.py
 
 test-fast: $(BIN)/pbft
 	$(BIN)/ruff check .
@@ -50,7 +42,7 @@ bench: $(BIN)/pbft
 # then the full-size tests. Extra flags: make soak SOAK_ARGS="--production --json soak.json".
 soak: $(BIN)/pbft
 	$(BIN)/python tools/soak_sim.py $(SOAK_ARGS)
-	PBFT_SOAK=1 $(BIN)/pytest -q tests/test_soak.py
+	PBFT_SOAK=1 $(BIN)/pytest -q tests/sim/test_soak.py
 
 # A real-process chaos run (about two minutes): kill -9 one replica at random, 20 cycles,
 # and once the moment its state transfer starts; all must end caught up, in one view.

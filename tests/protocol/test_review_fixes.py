@@ -14,7 +14,7 @@ from conftest import (
     sign_checkpoint,
     sign_request,
 )
-from test_timers import ticks as _ticks
+from test_4_4_view_change_timers import ticks as _ticks
 
 from pbft.protocol.events import Rejected, Send
 from pbft.protocol.held import HeldAnswers

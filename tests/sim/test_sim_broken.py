@@ -18,7 +18,7 @@ from pbft.sim.fuzz import random_scenario
 from pbft.sim.scenario import Expect, NetworkFault, Scenario, load_scenario
 from pbft.sim.simulation import run_scenario
 
-SCENARIOS = Path(__file__).parent / "scenarios"
+SCENARIOS = Path(__file__).parents[1] / "scenarios"
 PROBES = [
     Scenario(name="honest", seed=1, clients=3, requests=20),
     Scenario(name="lossy", seed=2, clients=3, requests=20, network=(NetworkFault(drop=0.1, reorder=0.3),)),

@@ -116,7 +116,7 @@ def test_amnesiac_primary_never_raises_from_step():
 
     from pbft.sim.scenario import load_scenario
 
-    s = load_scenario(str(Path(__file__).parent / "scenarios" / "crash-amnesia.toml"))
+    s = load_scenario(str(Path(__file__).parents[1] / "scenarios" / "crash-amnesia.toml"))
     r = run_scenario(s, 24)
     assert r.passed, r.violations
 

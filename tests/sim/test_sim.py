@@ -15,7 +15,7 @@ from pbft.errors import UsageError
 from pbft.sim.scenario import Expect, NetworkFault, Scenario, parse_scenario, to_toml
 from pbft.sim.simulation import run_scenario
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LOSSY = Scenario(
     name="lossy",
     seed=42,
@@ -48,7 +48,7 @@ def test_same_seed_same_trace_and_different_seed_different_trace():
 
 def test_trace_digest_is_equal_in_another_process():
     code = (
-        "from tests.test_sim import LOSSY; from pbft.sim.simulation import run_scenario; "
+        "from tests.sim.test_sim import LOSSY; from pbft.sim.simulation import run_scenario; "
         "print(run_scenario(LOSSY).trace_digest)"
     )
     env_runs = [

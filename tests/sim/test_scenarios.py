@@ -10,7 +10,7 @@ import pytest
 from pbft.sim.scenario import load_scenario
 from pbft.sim.simulation import run_scenario
 
-FILES = sorted((Path(__file__).parent / "scenarios").glob("*.toml"))
+FILES = sorted((Path(__file__).parents[1] / "scenarios").glob("*.toml"))
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])

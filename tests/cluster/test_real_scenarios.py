@@ -14,7 +14,7 @@ import pytest
 from pbft.cluster.realscenario import behaviour_arg, skipped_entries, workload
 from pbft.sim.scenario import ByzantineSpec, load_scenario
 
-SCENARIOS = Path(__file__).parent / "scenarios"
+SCENARIOS = Path(__file__).parents[1] / "scenarios"
 HARD_TIMEOUT_S = 60
 """Each run should take well under 20 s; this only stops a hung run."""
 

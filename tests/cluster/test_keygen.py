@@ -19,7 +19,7 @@ from pbft.node.tls import client_context, peer_id, server_context
 from pbft.protocol.config import ClusterConfig, ConfigError
 from pbft.protocol.messages import Signer
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

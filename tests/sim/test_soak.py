@@ -17,7 +17,7 @@ import pytest
 
 from pbft.protocol.replica import EVIDENCE_MEMORY, VERIFIED_CACHE
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("soak_sim", ROOT / "tools" / "soak_sim.py")
 soak_sim = importlib.util.module_from_spec(_spec)
 sys.modules["soak_sim"] = soak_sim

@@ -263,7 +263,7 @@ def test_kill_9_at_random_moments_is_never_refused(tmp_path, cfg, fsync):
     import time
 
     path = str(tmp_path / "d")
-    tests = os.path.dirname(__file__)
+    tests = os.path.dirname(os.path.dirname(__file__))
     rng = random.Random(13)
     last = 0
     for _ in range(8):

@@ -22,7 +22,7 @@ from pbft.cli import main as cli
 from pbft.cluster.keygen import generate_cluster
 from pbft.cluster.launcher import free_ports
 
-SCENARIOS = os.path.join(os.path.dirname(__file__), "scenarios")
+SCENARIOS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "scenarios")
 
 
 def pbft_cmd(*args: str, timeout: float = 30, **kw) -> subprocess.CompletedProcess:

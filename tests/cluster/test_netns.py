@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(
     reason="network namespaces: set PBFT_NETNS=1 and run as root",
 )
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOOL = os.path.join(ROOT, "tools", "netns_cluster.py")
 PREFIX = "pbftt-"
 RUN_TIMEOUT = 150

@@ -27,7 +27,7 @@ from pbft.node.tls import client_context, server_context
 from pbft.protocol.config import ConfigError
 
 pytestmark = pytest.mark.timeout(60)
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SECRET = b"correct horse battery staple"
 
 

@@ -22,7 +22,7 @@ from pbft.node.node import build_node
 from pbft.protocol.events import Reason
 from pbft.protocol.messages import MsgType
 
-DEPLOY = os.path.join(os.path.dirname(__file__), "..", "deploy")
+DEPLOY = os.path.join(os.path.dirname(__file__), "..", "..", "deploy")
 SELECTOR = re.compile(r"\b(pbft_[a-z0-9_]+)(\{[^}]*\})?")
 MATCHER = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"([^"]*)"')
 KNOWN_VALUES = {
