@@ -53,7 +53,7 @@ from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
 from typing import assert_never
 
-from ..service.base import StateMachine
+from .service import StateMachine
 from . import codec
 from .config import ClusterConfig
 from .crypto import KeyPair, Verifier, batch_digest, digest
