@@ -53,7 +53,6 @@ from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
 from typing import assert_never
 
-from .service import StateMachine
 from . import codec
 from .config import ClusterConfig
 from .crypto import KeyPair, Verifier, batch_digest, digest
@@ -108,11 +107,15 @@ from .messages import (
     render,
 )
 from .safety import SafetyRules, Vote, vote_slot
+from .service import StateMachine
 from .statetransfer import IN_FLIGHT, Transfer, chunk_proof, split, state_root, verify_chunk
 from .viewchange import (
+    CheckedNewView,
     CheckedViewChange,
     InvalidCertificate,
+    PreparedCert,
     check_checkpoint_proof,
+    check_new_view,
     check_prepared_cert,
     check_view_change,
     plan_new_view,
@@ -1201,7 +1204,9 @@ class Replica:
         vc = ViewChange(new_view, self.log.low, self.stable_proof, tuple(certs))
         data = self._broadcast(self.safety.sign_other(vc))
         try:
-            self.view_changes[self.id] = check_view_change(self.config, self.verifier, self.id, vc, data)
+            self.view_changes[self.id] = check_view_change(
+                self.config, self.verifier, self.id, vc, data, self._check_cert
+            )
         except InvalidCertificate as exc:  # only from a damaged store: never out of step()
             self._out.append(Note(f"our own view-change for {new_view} does not check: {exc}"))
         self._persist_view(data)
@@ -1242,7 +1247,7 @@ class Replica:
         if not self._verify(peer, env):
             return
         try:
-            checked = check_view_change(self.config, self.verifier, signer, vc, data)
+            checked = check_view_change(self.config, self.verifier, signer, vc, data, self._check_cert)
         except InvalidCertificate as exc:
             self._reject(peer, Reason.BAD_CERTIFICATE, str(exc))
             return
@@ -1367,61 +1372,31 @@ class Replica:
         # view-changes), and it is how a replica that was down for many views catches up.
         if not self._verify(peer, env):
             return
-        problem = self._check_new_view(nv)
-        if isinstance(problem, str):
+        try:
+            checked = self._check_new_view(nv)
+        except InvalidCertificate as exc:
             # A NEW-VIEW that does not recompute is proof the new primary is faulty:
             # reject it and move on to the next view (section 4.4).
-            self._reject(peer, Reason.BAD_CERTIFICATE, f"new-view {nv.view}: {problem}")
+            self._reject(peer, Reason.BAD_CERTIFICATE, f"new-view {nv.view}: {exc}")
             if nv.view == self.view and not self.view_active:
                 # We were waiting for exactly this view: its primary is faulty. A bad
                 # NEW-VIEW for a view we have not joined moves nothing (f cannot push us).
                 self._start_view_change(nv.view + 1)
             return
-        min_s, stable_digest, proof, pre_prepares = problem
+        plan = checked.plan
         self.view = nv.view
         self.new_view_data = data
-        self._install_view(min_s, stable_digest, proof, pre_prepares)
+        self._install_view(plan.min_s, plan.stable_digest, plan.checkpoint_proof, checked.pre_prepares)
 
-    def _check_new_view(self, nv: NewView):
-        """Recompute the NEW-VIEW from the view-changes it carries (section 4.4)."""
-        checked: list[CheckedViewChange] = []
-        for raw in nv.view_changes:
-            try:
-                env, vc = decode_envelope(raw)
-            except codec.CodecError as exc:
-                return f"malformed view-change: {exc}"
-            if not isinstance(vc, ViewChange) or vc.new_view != nv.view:
-                return "carries something other than view-changes for its view"
-            if type(env.signer) is not int or not 0 <= env.signer < self.config.n:
-                return "view-change not signed by a replica"
-            if any(c.signer == env.signer for c in checked):
-                return f"two view-changes from replica {env.signer}"
-            if not self.verifier.verify(env):
-                return f"bad signature on the view-change of {env.signer}"
-            try:
-                checked.append(check_view_change(self.config, self.verifier, env.signer, vc, raw))
-            except InvalidCertificate as exc:
-                return f"invalid view-change from {env.signer}: {exc}"
-        if len(checked) < self.config.quorum:
-            return f"only {len(checked)} view-changes, needs {self.config.quorum}"
-        plan = plan_new_view(checked)
-        if len(nv.pre_prepares) != len(plan.slots):
-            return f"{len(nv.pre_prepares)} pre-prepares where {len(plan.slots)} were due"
-        primary = self.config.primary(nv.view)
-        pre_prepares = []
-        for raw, (seq, d, batch) in zip(nv.pre_prepares, plan.slots, strict=True):
-            try:
-                env, pp = decode_envelope(raw)
-            except codec.CodecError as exc:
-                return f"malformed pre-prepare: {exc}"
-            if not isinstance(pp, PrePrepare) or env.signer != primary or pp.view != nv.view:
-                return "a re-issued pre-prepare is not the new primary's for the new view"
-            if (pp.seq, pp.digest, pp.batch) != (seq, d, batch):
-                return f"pre-prepare n={pp.seq} differs from the recomputed one"
-            if not self.verifier.verify(env):
-                return f"bad signature on pre-prepare n={pp.seq}"
-            pre_prepares.append((pp, raw))
-        return plan.min_s, plan.stable_digest, plan.checkpoint_proof, pre_prepares
+    def _check_new_view(self, nv: NewView) -> CheckedNewView:
+        """Seam: recompute a NEW-VIEW (viewchange.check_new_view); raises InvalidCertificate."""
+        return check_new_view(self.config, self.verifier, nv, self._check_cert)
+
+    def _check_cert(
+        self, config: ClusterConfig, verifier: Verifier, new_view: int, cert: tuple[bytes, ...]
+    ) -> PreparedCert:
+        """Seam: how a prepared certificate in a VIEW-CHANGE is checked (section 4.4)."""
+        return check_prepared_cert(config, verifier, new_view, cert)
 
     def _install_view(
         self,
@@ -1616,7 +1591,7 @@ class Replica:
         if not self._verify(peer, env):
             return
         source: int = env.signer  # type: ignore[assignment]
-        if not verify_chunk(t.digest, sc.total, sc.index, sc.data, sc.proof):
+        if not self._chunk_verifies(t, sc):
             # Every chunk is checked against the digest 2f+1 replicas signed; a source
             # that sends one that does not verify is never asked again.
             t.liars.add(source)
@@ -1632,6 +1607,10 @@ class Replica:
             self._install_state(t)
         else:
             self._request_chunks()
+
+    def _chunk_verifies(self, t: Transfer, sc: StateChunk) -> bool:
+        """Seam: the chunk's Merkle proof holds against the digest 2f+1 signed (TOCS 5.3)."""
+        return verify_chunk(t.digest, sc.total, sc.index, sc.data, sc.proof)
 
     def _restore_state(self, seq: int, state_digest: bytes, state: bytes) -> bool:
         """Replace service state and reply cache with a checkpoint's (fetched or stored)."""
@@ -1754,7 +1733,7 @@ class Replica:
                 vc = from_body(envelope_from_bytes(vc_data).body)
                 assert isinstance(vc, ViewChange)
                 self.view_changes[self.id] = check_view_change(
-                    self.config, self.verifier, self.id, vc, vc_data
+                    self.config, self.verifier, self.id, vc, vc_data, self._check_cert
                 )
         # The pre-prepares we answered, our own pre-prepares and votes of this view above
         # what we executed go back into the log; the primary numbers new batches after

@@ -13,6 +13,7 @@ signed, views below the new view, sequence numbers in (h, h+L]).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import codec
@@ -21,6 +22,7 @@ from .crypto import NULL_DIGEST, Verifier, batch_digest
 from .messages import (
     Checkpoint,
     Envelope,
+    NewView,
     Prepare,
     PrePrepare,
     ViewChange,
@@ -101,10 +103,11 @@ def check_checkpoint_proof(
     return digest
 
 
-def check_prepared_cert(
+def check_cert_pre_prepare(
     config: ClusterConfig, verifier: Verifier, new_view: int, cert: tuple[bytes, ...]
-) -> PreparedCert:
-    """A pre-prepare plus 2f matching prepares from distinct backups (section 4.2)."""
+) -> tuple[Envelope, PrePrepare]:
+    """The pre-prepare that opens a prepared certificate: signed by the primary of its
+    view, a view below `new_view`, its digest that of its batch (section 4.2, 4.4)."""
     if not cert:
         raise InvalidCertificate("empty prepared certificate")
     env, pp = _open(cert[0], verifier)
@@ -112,11 +115,19 @@ def check_prepared_cert(
         raise InvalidCertificate("prepared certificate does not start with a pre-prepare")
     if pp.view >= new_view:
         raise InvalidCertificate(f"prepared certificate from view {pp.view} >= {new_view}")
-    primary = config.primary(pp.view)
-    if env.signer != primary:
+    if env.signer != config.primary(pp.view):
         raise InvalidCertificate(f"pre-prepare of view {pp.view} not signed by its primary")
     if batch_digest(pp.batch) != pp.digest:
         raise InvalidCertificate(f"pre-prepare n={pp.seq} digest does not match its batch")
+    return env, pp
+
+
+def check_prepared_cert(
+    config: ClusterConfig, verifier: Verifier, new_view: int, cert: tuple[bytes, ...]
+) -> PreparedCert:
+    """A pre-prepare plus 2f matching prepares from distinct backups (section 4.2)."""
+    env, pp = check_cert_pre_prepare(config, verifier, new_view, cert)
+    primary = env.signer
     backups: set[int] = set()
     for data in cert[1:]:
         penv, p = _open(data, verifier)
@@ -132,14 +143,24 @@ def check_prepared_cert(
     return PreparedCert(pp.view, pp.seq, pp.digest, pp.batch)
 
 
+CertCheck = Callable[[ClusterConfig, Verifier, int, tuple[bytes, ...]], PreparedCert]
+"""How a prepared certificate is checked: `check_prepared_cert`, or a broken core's
+weaker rule (adversary/broken.py) passed down as a seam."""
+
+
 def check_view_change(
-    config: ClusterConfig, verifier: Verifier, signer: int, vc: ViewChange, data: bytes
+    config: ClusterConfig,
+    verifier: Verifier,
+    signer: int,
+    vc: ViewChange,
+    data: bytes,
+    check_cert: CertCheck = check_prepared_cert,
 ) -> CheckedViewChange:
     """Check every part of a VIEW-CHANGE (whose envelope signature is already verified)."""
     stable_digest = check_checkpoint_proof(config, verifier, vc.stable_seq, vc.checkpoint_proof)
     certs: dict[int, PreparedCert] = {}
     for raw in vc.prepared:
-        pc = check_prepared_cert(config, verifier, vc.new_view, raw)
+        pc = check_cert(config, verifier, vc.new_view, raw)
         if not vc.stable_seq < pc.seq <= vc.stable_seq + config.log_window:
             raise InvalidCertificate(f"prepared certificate n={pc.seq} outside the water marks")
         if pc.seq in certs:
@@ -174,3 +195,67 @@ def plan_new_view(view_changes: list[CheckedViewChange]) -> NewViewPlan:
         pc = chosen.get(seq)
         slots.append((seq, pc.digest, pc.batch) if pc else (seq, NULL_DIGEST, ()))
     return NewViewPlan(min_s, best.stable_digest, best.msg.checkpoint_proof, tuple(slots))
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedNewView:
+    """A NEW-VIEW that recomputes: its plan and its re-issued pre-prepares (with bytes)."""
+
+    plan: NewViewPlan
+    pre_prepares: list[tuple[PrePrepare, bytes]]
+
+
+def check_view_changes(
+    config: ClusterConfig, verifier: Verifier, nv: NewView, check_cert: CertCheck = check_prepared_cert
+) -> list[CheckedViewChange]:
+    """The 2f+1 VIEW-CHANGEs a NEW-VIEW carries, each for its view, from distinct
+    replicas, validly signed and checked in full (section 4.4)."""
+    checked: list[CheckedViewChange] = []
+    for raw in nv.view_changes:
+        try:
+            env, vc = decode_envelope(raw)
+        except codec.CodecError as exc:
+            raise InvalidCertificate(f"malformed view-change: {exc}") from None
+        if not isinstance(vc, ViewChange) or vc.new_view != nv.view:
+            raise InvalidCertificate("carries something other than view-changes for its view")
+        if type(env.signer) is not int or not 0 <= env.signer < config.n:
+            raise InvalidCertificate("view-change not signed by a replica")
+        if any(c.signer == env.signer for c in checked):
+            raise InvalidCertificate(f"two view-changes from replica {env.signer}")
+        if not verifier.verify(env):
+            raise InvalidCertificate(f"bad signature on the view-change of {env.signer}")
+        try:
+            checked.append(check_view_change(config, verifier, env.signer, vc, raw, check_cert))
+        except InvalidCertificate as exc:
+            raise InvalidCertificate(f"invalid view-change from {env.signer}: {exc}") from None
+    if len(checked) < config.quorum:
+        raise InvalidCertificate(f"only {len(checked)} view-changes, needs {config.quorum}")
+    return checked
+
+
+def check_new_view(
+    config: ClusterConfig, verifier: Verifier, nv: NewView, check_cert: CertCheck = check_prepared_cert
+) -> CheckedNewView:
+    """Recompute the NEW-VIEW from the view-changes it carries and accept it only if its
+    pre-prepares are exactly the recomputed ones, signed by the new primary for the new
+    view (section 4.4: backups "verify that O is correct by performing a computation
+    similar to the one used by the primary to create O"). The envelope of `nv` itself is
+    already verified; anything wrong raises InvalidCertificate."""
+    plan = plan_new_view(check_view_changes(config, verifier, nv, check_cert))
+    if len(nv.pre_prepares) != len(plan.slots):
+        raise InvalidCertificate(f"{len(nv.pre_prepares)} pre-prepares where {len(plan.slots)} were due")
+    primary = config.primary(nv.view)
+    pre_prepares = []
+    for raw, (seq, d, batch) in zip(nv.pre_prepares, plan.slots, strict=True):
+        try:
+            env, pp = decode_envelope(raw)
+        except codec.CodecError as exc:
+            raise InvalidCertificate(f"malformed pre-prepare: {exc}") from None
+        if not isinstance(pp, PrePrepare) or env.signer != primary or pp.view != nv.view:
+            raise InvalidCertificate("a re-issued pre-prepare is not the new primary's for the new view")
+        if (pp.seq, pp.digest, pp.batch) != (seq, d, batch):
+            raise InvalidCertificate(f"pre-prepare n={pp.seq} differs from the recomputed one")
+        if not verifier.verify(env):
+            raise InvalidCertificate(f"bad signature on pre-prepare n={pp.seq}")
+        pre_prepares.append((pp, raw))
+    return CheckedNewView(plan, pre_prepares)
