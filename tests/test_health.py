@@ -19,6 +19,7 @@ import trio
 from test_metrics import http_get, samples
 
 from pbft.protocol.messages import Status
+from pbft.protocol.replica import ViewStatus
 from pbft.runtime import health
 from pbft.runtime.client import open_client
 from pbft.runtime.clusterfile import load_cluster, load_identity
@@ -222,7 +223,7 @@ def fake_node(config, **core):
     links = core.pop("links", {0, 1, 2})
     since = core.pop("since", 60.0)
     fields = dict(
-        id=3, view=0, primary=0, view_active=True, transfer=None, last_executed=20,
+        id=3, view=0, primary=0, status=ViewStatus.NORMAL, transfer=None, last_executed=20,
         stable_seq=20, _peer_progress={}, checkpoint_votes={}, claims={}, _located=True,
         log=[],
     )
@@ -241,7 +242,7 @@ def fake_node(config, **core):
         ({"links": {0}}, {"links"}),
         ({"since": 0.1}, {"links"}),  # just reconnected: it cannot know yet where it is
         ({"since": None}, {"links"}),
-        ({"view_active": False}, {"view"}),
+        ({"status": ViewStatus.VIEW_CHANGE}, {"view"}),
         ({"transfer": SimpleNamespace(seq=24)}, {"state"}),
         ({"last_executed": 16, "stable_seq": 20}, {"state"}),
         # f+1 = 2 others known past it by more than K = 4 (STATUS, CHECKPOINT, claim).

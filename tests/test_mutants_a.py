@@ -38,6 +38,7 @@ from pbft.protocol.events import (
     Truncate,
 )
 from pbft.protocol.messages import FetchState, Prepare
+from pbft.protocol.replica import ViewStatus
 from pbft.protocol.statetransfer import (
     CHUNK_SIZE,
     chunk_proof,
@@ -191,13 +192,13 @@ def test_a_backup_in_view_change_does_not_accept_a_pre_prepare_before_new_view()
     messages of v+1 only once it has the NEW-VIEW; before that a PRE-PREPARE of the new
     primary is buffered, not accepted, and the backup sends no PREPARE for it.
 
-    Kills: the `or not self.view_active` part of the view guard in
+    Kills: the `or self.status is ViewStatus.VIEW_CHANGE` part of the view guard in
     `Replica.on_pre_prepare` removed."""
     cfg = make_config()
     rep = make_replica(cfg, 2)
-    rep._start_view_change(1)
+    rep.become_view_change(1)
     rep._out = []
-    assert rep.view == 1 and not rep.view_active
+    assert rep.view == 1 and rep.status is ViewStatus.VIEW_CHANGE
     req = sign_request("alice", op_put(b"k", b"v"), 1)
     pp = sign_pre_prepare(1, (req,), view=1)  # signed by replica 1, primary of view 1
     out = feed(rep, 1, pp)

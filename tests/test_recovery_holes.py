@@ -65,7 +65,7 @@ def test_a_window_jump_survives_a_restart_and_the_view_change_after_it():
     assert again.log.low == 8 and again.transfer is not None and again.transfer.seq == 8
     assert 10 in again.prepared_certs
     again._out = []
-    again._start_view_change(1)
+    again.become_view_change(1)
     out, again._out = again._out, []
     vc_data = next(a.data for a in out if type(a).__name__ == "Broadcast")
     env, vc = decoded(vc_data)

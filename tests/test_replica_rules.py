@@ -60,6 +60,7 @@ from pbft.protocol.messages import (
     Status,
     ViewChange,
 )
+from pbft.protocol.replica import ViewStatus
 from pbft.service.kv import KeyValueStore, decode_result, op_get, op_put
 
 D_OTHER = b"\x99" * 32
@@ -117,7 +118,7 @@ def snapshot(rep) -> tuple:
         },
         list(rep.pending.items()),
         dict(rep.waiting),
-        rep.view_active,
+        rep.status is ViewStatus.NORMAL,
         dict(rep.view_changes),
         dict(rep.prepared_certs),
         {s: dict(c) for s, c in rep.claims.items()},
@@ -803,7 +804,7 @@ def test_bogus_new_view_does_not_pull_an_active_replica_out_of_its_view(cfg):
     _, d = pre_prepare(backup, 1, (put("alice", 1),))
     actions = feed(backup, 1, seal_as(1, NewView(1, (), ())))  # 0 view-changes: invalid
     assert rejections(actions) == [Reason.BAD_CERTIFICATE]
-    assert backup.view == 0 and backup.view_active
+    assert backup.view == 0 and backup.status is ViewStatus.NORMAL
 
 
 def test_a_read_waits_until_every_prepared_slot_is_executed(cfg):
@@ -833,9 +834,9 @@ def test_a_read_still_waits_after_a_view_change_for_a_slot_prepared_in_the_old_v
     for i in (1, 3):
         feed(backup, i, sign_prepare(i, 1, d))
     assert backup.log.get(1).prepared and backup.last_executed == 0
-    backup._start_view_change(1)
-    backup._install_view(0, b"", (), [])  # a NEW-VIEW whose re-issued slot is still to come
-    assert backup.view_active and backup.log.get(1) is None
+    backup.become_view_change(1)
+    backup.become_normal(0, b"", (), [])  # a NEW-VIEW whose re-issued slot is still to come
+    assert backup.status is ViewStatus.NORMAL and backup.log.get(1) is None
     read = sign_request("bob", op_get(b"k"), 1, read_only=True)
     assert actions_of(feed(backup, "bob", read), SendClient) == []
 
@@ -993,7 +994,7 @@ def test_a_view_change_forgets_the_wait():
     primary = make_replica(make_config(clients=CLIENTS4, pipeline=4, batch_max=16), 0)
     hold_for_dave(primary)
     assert primary._returning == {"alice", "bob"}
-    primary._start_view_change(1)
+    primary.become_view_change(1)
     assert primary._returning == set()
 
 

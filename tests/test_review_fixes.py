@@ -67,9 +67,9 @@ def test_own_view_change_resends_are_per_view_and_never_to_a_replica_known_past_
     cfg = make_config()
     rep = make_replica(cfg, 3)
     rep._out = []
-    rep._start_view_change(1)
-    rep._start_view_change(2)
-    rep._start_view_change(3)
+    rep.become_view_change(1)
+    rep.become_view_change(2)
+    rep.become_view_change(3)
     rep._out = []
     assert {1, 2, 3} <= set(rep._own_vcs)
     def resent(data: bytes) -> list[int]:

@@ -324,7 +324,7 @@ class _LoneViewChange:
                 if isinstance(event, Tick) and self.ticks == 3 and self.view == 0:
                     out = super().step(event)
                     self._out = []
-                    self._start_view_change(self.view + 1)
+                    self.become_view_change(self.view + 1)
                     return out + self._out
                 if isinstance(event, Received) and self.ticks >= 3:
                     try:

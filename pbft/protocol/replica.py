@@ -51,6 +51,7 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
+from enum import Enum
 from typing import assert_never
 
 from . import codec
@@ -192,6 +193,16 @@ def _completes(slot: Slot, view: int, digest: bytes) -> bool:
     return pp is not None and slot.view == view and pp.digest == digest
 
 
+class ViewStatus(Enum):
+    """Where a replica is in its view (OSDI'99 4.4): NORMAL once the view is installed
+    (by NEW-VIEW, or view 0 from the start); VIEW_CHANGE from sending VIEW-CHANGE for
+    `view` until its NEW-VIEW is installed. A state transfer is not a status: it runs in
+    either (`Replica.transfer`)."""
+
+    NORMAL = "normal"
+    VIEW_CHANGE = "view-change"
+
+
 @dataclass(slots=True)
 class ClientRecord:
     """The last executed request of a client and its result (section 4.1)."""
@@ -238,7 +249,7 @@ class Replica:
         self._returning_since = 0  # tick of that batch's execution
         self._hold_pause = 0  # batches to propose without waiting (_expect_returns)
         # View change state.
-        self.view_active = True
+        self.status = ViewStatus.NORMAL
         self.view_changes: dict[int, CheckedViewChange] = {}  # latest valid one per replica
         self.prepared_certs: dict[int, tuple[int, bytes, tuple[bytes, ...]]] = {}
         self.new_view_data = b""
@@ -333,7 +344,7 @@ class Replica:
                 self._on_tick()
             case _:
                 assert_never(event)
-        if self.is_primary and self.view_active:
+        if self.is_primary and self.status is ViewStatus.NORMAL:
             self._maybe_propose()
         out, self._out = self._out, []
         return out
@@ -592,7 +603,7 @@ class Replica:
                 self._reject(peer, Reason.STALE, f"{req.client} t={req.timestamp}")
                 self._send_held(req, rec.timestamp)
             return
-        if self.is_primary and self.view_active:
+        if self.is_primary and self.status is ViewStatus.NORMAL:
             self._enqueue(req, data)
             return
         # Section 4.1/4.4: a backup relays the request to the primary and waits for it to
@@ -791,7 +802,7 @@ class Replica:
             # Our own pre-prepare relayed back: the primary never prepares (section 4.2).
             self.rejects[(peer, Reason.DUPLICATE)] += 1
             return
-        if pp.view != self.view or not self.view_active:
+        if pp.view != self.view or self.status is ViewStatus.VIEW_CHANGE:
             self._old_or_future(peer, env, data, pp.view, "pre-prepare")
             return
         if not self.log.in_window(pp.seq):
@@ -879,7 +890,7 @@ class Replica:
         """Cheap checks shared by PREPARE and COMMIT, before the signature."""
         if not self._check_replica_signed(peer, env):
             return False
-        if view != self.view or not self.view_active:
+        if view != self.view or self.status is ViewStatus.VIEW_CHANGE:
             self._old_or_future(peer, env, data, view, "vote")
             return False
         if not self.log.in_window(seq):
@@ -1170,7 +1181,7 @@ class Replica:
 
     # -- view changes (section 4.4, 4.5.2) ------------------------------------------------
 
-    def _start_view_change(self, new_view: int) -> None:
+    def become_view_change(self, new_view: int) -> None:
         """Move to view-change status for `new_view` and multicast VIEW-CHANGE."""
         assert new_view > self.view
         # Requests the old primary held are now waited for like any other (4.4).
@@ -1179,7 +1190,7 @@ class Replica:
         self.pending.clear()
         self._returning.clear()
         self.view = new_view
-        self.view_active = False
+        self.status = ViewStatus.VIEW_CHANGE
         self.view_changes_started += 1
         self.new_view_data = b""
         self._vc_attempts += 1
@@ -1221,7 +1232,7 @@ class Replica:
         if not self._check_replica_signed(peer, env):
             return
         signer: int = env.signer  # type: ignore[assignment]
-        if vc.new_view < self.view or (vc.new_view == self.view and self.view_active):
+        if vc.new_view < self.view or (vc.new_view == self.view and self.status is ViewStatus.NORMAL):
             if vc.new_view == self.view and self.is_primary and self.new_view_data:
                 # The sender missed our NEW-VIEW: send it again. A NEW-VIEW is large, so
                 # only for a VIEW-CHANGE its signer really signed, and once per
@@ -1264,7 +1275,7 @@ class Replica:
         )
         higher = [v for v in higher if v > self.view]
         if len(higher) >= self.config.weak_quorum:
-            self._start_view_change(higher[self.config.f])
+            self.become_view_change(higher[self.config.f])
             return
         self._after_view_change_input()
 
@@ -1315,7 +1326,7 @@ class Replica:
         return None
 
     def _after_view_change_input(self) -> None:
-        if self.view_active:
+        if self.status is ViewStatus.NORMAL:
             return
         votes = [c for c in self.view_changes.values() if c.msg.new_view == self.view]
         # Replicas in this view or past it (their latest VIEW-CHANGE is for it or a later
@@ -1357,7 +1368,7 @@ class Replica:
             pre_prepares.append((pp, self._sign_vote(pp)))
         nv = NewView(self.view, tuple(c.data for c in chosen), tuple(e for _, e in pre_prepares))
         self.new_view_data = self._broadcast(self.safety.sign_other(nv))
-        self._install_view(plan.min_s, plan.stable_digest, plan.checkpoint_proof, pre_prepares)
+        self.become_normal(plan.min_s, plan.stable_digest, plan.checkpoint_proof, pre_prepares)
 
     def on_new_view(self, peer: Signer | None, env: Envelope, data: bytes, nv: NewView) -> None:
         if not self._check_replica_signed(peer, env):
@@ -1365,7 +1376,7 @@ class Replica:
         if env.signer != self.config.primary(nv.view):
             self._reject(peer, Reason.NOT_PRIMARY, f"new-view for {nv.view} by {env.signer}")
             return
-        if nv.view < self.view or (nv.view == self.view and self.view_active):
+        if nv.view < self.view or (nv.view == self.view and self.status is ViewStatus.NORMAL):
             self.rejects[(peer, Reason.STALE)] += 1
             return
         # No bound on how far ahead: a NEW-VIEW is checked in full (2f+1 signed
@@ -1378,15 +1389,15 @@ class Replica:
             # A NEW-VIEW that does not recompute is proof the new primary is faulty:
             # reject it and move on to the next view (section 4.4).
             self._reject(peer, Reason.BAD_CERTIFICATE, f"new-view {nv.view}: {exc}")
-            if nv.view == self.view and not self.view_active:
+            if nv.view == self.view and self.status is ViewStatus.VIEW_CHANGE:
                 # We were waiting for exactly this view: its primary is faulty. A bad
                 # NEW-VIEW for a view we have not joined moves nothing (f cannot push us).
-                self._start_view_change(nv.view + 1)
+                self.become_view_change(nv.view + 1)
             return
         plan = checked.plan
         self.view = nv.view
         self.new_view_data = data
-        self._install_view(plan.min_s, plan.stable_digest, plan.checkpoint_proof, checked.pre_prepares)
+        self.become_normal(plan.min_s, plan.stable_digest, plan.checkpoint_proof, checked.pre_prepares)
 
     def _check_new_view(self, nv: NewView) -> CheckedNewView:
         """Seam: recompute a NEW-VIEW (viewchange.check_new_view); raises InvalidCertificate."""
@@ -1398,7 +1409,7 @@ class Replica:
         """Seam: how a prepared certificate in a VIEW-CHANGE is checked (section 4.4)."""
         return check_prepared_cert(config, verifier, new_view, cert)
 
-    def _install_view(
+    def become_normal(
         self,
         min_s: int,
         stable_digest: bytes,
@@ -1406,7 +1417,7 @@ class Replica:
         pre_prepares: list[tuple[PrePrepare, bytes]],
     ) -> None:
         """Enter the new view with the re-issued pre-prepares O (section 4.4)."""
-        self.view_active = True
+        self.status = ViewStatus.NORMAL
         self.ordered.clear()  # what O re-issues is ordered again below; the rest is not
         self._nv_deadline = None
         # The NEW-VIEW is kept with the view: a primary restarted in it must still be able
@@ -1499,9 +1510,9 @@ class Replica:
         if st.stable_seq < self.log.low and self.stable_proof:
             proof = StableProof(self.log.low, self.stable_proof)
             self._out.append(Send(to, self.safety.sign_other(proof).to_bytes()))
-        if st.view < self.view and self.view_active and self.new_view_data:
+        if st.view < self.view and self.status is ViewStatus.NORMAL and self.new_view_data:
             self._out.append(Send(to, self.new_view_data))
-        if st.view == self.view and self.view_active:
+        if st.view == self.view and self.status is ViewStatus.NORMAL:
             self._resend_committed(to, max(st.last_executed, self.log.low))
 
     def _resend_committed(self, to: int, after: int) -> None:
@@ -1654,7 +1665,7 @@ class Replica:
     def _persist_view(self, message: bytes) -> None:
         """The view, whether it is active, and our VIEW-CHANGE for it while it is not, or
         the NEW-VIEW that installed it once it is (b"" for view 0)."""
-        value = codec.encode([self.view, self.view_active, message])
+        value = codec.encode([self.view, self.status is ViewStatus.NORMAL, message])
         self._out.append(Persist(Record.VIEW, 0, 0, "", value))
 
     def recover(self, records: list[Persist]) -> list[Action]:
@@ -1722,7 +1733,8 @@ class Replica:
         views = by_kind.get(Record.VIEW, [])
         for r in [r for r in views if r.tag != QUORUM_TAG][-1:]:
             view, active, vc_data = codec.decode(r.value)  # type: ignore[misc]
-            self.view, self.view_active = view, active
+            self.view = view
+            self.status = ViewStatus.NORMAL if active else ViewStatus.VIEW_CHANGE
             if active:
                 self.new_view_data = vc_data  # the NEW-VIEW we installed (b"": view 0)
             quorum = [codec.decode(q.value) for q in views if q.tag == QUORUM_TAG][-1:]
@@ -1785,7 +1797,7 @@ class Replica:
                 self._hold_pause = HOLD_PAUSE
             self._returning.clear()
         self._maybe_timeout()
-        if self.view_active:
+        if self.status is ViewStatus.NORMAL:
             self._maybe_join_lone_view_change()
         if self.ticks - self._last_progress < self._retransmit_ticks:
             return
@@ -1807,7 +1819,7 @@ class Replica:
             if self.ticks >= due:
                 self._lone_joins[signer] = self._lone_joins.get(signer, 0) + 1
                 self._out.append(Note(f"replica {signer} is alone in view {view}: joining it"))
-                self._start_view_change(view)
+                self.become_view_change(view)
                 return
 
     def _lone_deadlines(self) -> list[tuple[int, int, int]]:
@@ -1830,15 +1842,15 @@ class Replica:
         """The tick at which this replica will leave its view on its own (its new-view
         timer runs, or it will join a replica alone in the next view), or None. For
         checkers deciding whether replicas in different views may still converge."""
-        if not self.view_active:
+        if self.status is ViewStatus.VIEW_CHANGE:
             return self._nv_deadline
         return min((due for _, _, due in self._lone_deadlines()), default=None)
 
     def _maybe_timeout(self) -> None:
-        if not self.view_active:
+        if self.status is ViewStatus.VIEW_CHANGE:
             if self._nv_deadline is not None and self.ticks >= self._nv_deadline:
                 # No NEW-VIEW in time: try the next view, waiting twice as long (4.5.2).
-                self._start_view_change(self.view + 1)
+                self.become_view_change(self.view + 1)
             return
         if self.is_primary or not self.waiting or self.transfer is not None:
             # A replica fetching state is behind: it cannot judge the primary by requests
@@ -1875,11 +1887,11 @@ class Replica:
         # pre-prepare that was merely lost is recovered instead of costing a view.
         ordering = max(2, timeout // ORDERING_FRACTION)
         if self.ticks - oldest >= timeout:
-            self._start_view_change(self.view + 1)
+            self.become_view_change(self.view + 1)
         elif unordered:
             age = self.ticks - min(unordered)
             if age >= ordering:
-                self._start_view_change(self.view + 1)
+                self.become_view_change(self.view + 1)
             elif age >= ordering // 2 and self._nudged < min(unordered):
                 self._nudged = self.ticks
                 for c, (ts, data, _) in sorted(self.waiting.items()):
@@ -1928,7 +1940,7 @@ class Replica:
         if self.transfer is not None:
             self.transfer.asked.clear()  # a slow source: ask the next one
             self._request_chunks()
-        if not self.view_active:
+        if self.status is ViewStatus.VIEW_CHANGE:
             own = self.view_changes.get(self.id)
             if own is not None and own.msg.new_view == self.view:
                 self._out.append(Broadcast(own.data))
