@@ -224,7 +224,7 @@ def fake_node(config, **core):
     since = core.pop("since", 60.0)
     fields = dict(
         id=3, view=0, primary=0, status=ViewStatus.NORMAL, transfer=None, last_executed=20,
-        stable_seq=20, _peer_progress={}, checkpoint_votes={}, claims={}, _located=True,
+        stable_seq=20, _peer_progress={}, checkpoints=SimpleNamespace(votes={}, claims={}), _located=True,
         log=[],
     )
     fields.update(core)
@@ -246,8 +246,8 @@ def fake_node(config, **core):
         ({"transfer": SimpleNamespace(seq=24)}, {"state"}),
         ({"last_executed": 16, "stable_seq": 20}, {"state"}),
         # f+1 = 2 others known past it by more than K = 4 (STATUS, CHECKPOINT, claim).
-        ({"_peer_progress": {0: (0, 30)}, "claims": {1: {28: None}}}, {"lag"}),
-        ({"_peer_progress": {0: (0, 30)}, "checkpoint_votes": {28: {1: None, 3: None}}}, {"lag"}),
+        ({"_peer_progress": {0: (0, 30)}, "checkpoints": SimpleNamespace(votes={}, claims={1: {28: None}})}, {"lag"}),
+        ({"_peer_progress": {0: (0, 30)}, "checkpoints": SimpleNamespace(votes={28: {1: None, 3: None}}, claims={})}, {"lag"}),
         # One replica alone (maybe lying), or within K: not lagging.
         ({"_peer_progress": {0: (0, 900)}}, set()),
         ({"_peer_progress": {0: (0, 24), 1: (0, 24)}}, set()),

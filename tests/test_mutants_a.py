@@ -137,7 +137,7 @@ def _executed_big(cfg, rid: int, upto: int):
         drive_to_execution(rep, seq, decoded(pp)[1].digest)
         if seq % cfg.checkpoint_interval == 0:
             for signer in [s for s in range(cfg.n) if s != rid][: cfg.quorum - 1]:
-                feed(rep, signer, sign_checkpoint(signer, seq, rep.own_checkpoints[seq][0]))
+                feed(rep, signer, sign_checkpoint(signer, seq, rep.checkpoints.own[seq][0]))
     assert rep.last_executed == upto
     return rep
 
@@ -153,7 +153,7 @@ def test_a_multi_chunk_state_transfer_installs_a_state_over_200_kib():
     donor = _executed_big(cfg, 1, 8)
     state = donor.checkpoint_state()
     assert len(state) > 200 * 1024 and len(split(state)) >= 4
-    digest = donor.own_checkpoints[8][0]
+    digest = donor.checkpoints.own[8][0]
     lag = make_replica(cfg, 3)
     for signer in (0, 1, 2):
         feed(lag, signer, sign_checkpoint(signer, 8, digest))

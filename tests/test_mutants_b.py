@@ -158,7 +158,7 @@ def test_a_checkpoint_whose_votes_were_all_lost_becomes_stable_by_retransmission
         router.submit("alice", op_put(b"k%d" % i, b"v"))
         deliver()
     assert [r.last_executed for r in router.replicas] == [4] * 4
-    assert all(4 in r.own_checkpoints for r in router.replicas)
+    assert all(4 in r.checkpoints.own for r in router.replicas)
     assert [r.stable_seq for r in router.replicas] == [0] * 4
     dropping = False
     for _ in range(30):  # a little more than one retransmission period, no new requests

@@ -118,7 +118,7 @@ def test_a_stored_checkpoint_whose_state_does_not_match_its_digest_is_refused():
         pp = sign_pre_prepare(seq, (req,))
         _durable(rep, feed(rep, 0, pp), store)
         _durable(rep, drive_to_execution(rep, seq, decoded(pp)[1].digest), store)
-    digest = rep.own_checkpoints[4][0]
+    digest = rep.checkpoints.own[4][0]
     for signer in (0, 2):
         _durable(rep, feed(rep, signer, sign_checkpoint(signer, 4, digest)), store)
     assert rep.log.low == 4
@@ -156,7 +156,7 @@ def _executed_replica(cfg, rid: int, upto: int):
         drive_to_execution(rep, seq, decoded(pp)[1].digest)
         if seq % cfg.checkpoint_interval == 0:  # the others agree: the window moves on
             for signer in [s for s in range(cfg.n) if s != rid][: cfg.quorum - 1]:
-                feed(rep, signer, sign_checkpoint(signer, seq, rep.own_checkpoints[seq][0]))
+                feed(rep, signer, sign_checkpoint(signer, seq, rep.checkpoints.own[seq][0]))
     assert rep.last_executed == upto
     return rep
 
@@ -185,7 +185,7 @@ def test_a_read_waits_for_a_state_transfer_instead_of_answering_from_old_state()
 
     cfg = make_config()
     donor = _executed_replica(cfg, 1, 8)
-    digest = donor.own_checkpoints[8][0]
+    digest = donor.checkpoints.own[8][0]
     lag = make_replica(cfg, 3)
     for signer in (0, 1, 2):
         feed(lag, signer, sign_checkpoint(signer, 8, digest))
@@ -216,7 +216,7 @@ def test_a_read_waits_for_a_state_transfer_instead_of_answering_from_old_state()
 
 def _proof_for(cfg, seq: int, upto_signers=(0, 1, 2)):
     donor = _executed_replica(cfg, 1, seq)
-    digest = donor.own_checkpoints[seq][0]
+    digest = donor.checkpoints.own[seq][0]
     return digest, tuple(sign_checkpoint(s, seq, digest) for s in upto_signers)
 
 
@@ -356,7 +356,7 @@ def test_a_relayed_or_repeated_fetch_state_gets_no_chunk():
 
     cfg = make_config()
     rep = _executed_replica(cfg, 1, 8)
-    fs = seal_as(3, FetchState(8, rep.own_checkpoints[8][0], 0))
+    fs = seal_as(3, FetchState(8, rep.checkpoints.own[8][0], 0))
     assert len(actions_of(feed(rep, 3, fs), Send)) == 1
     assert not actions_of(feed(rep, 3, fs), Send)  # the same chunk again, at once
     out = feed(rep, 0, fs)

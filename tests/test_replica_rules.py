@@ -121,13 +121,13 @@ def snapshot(rep) -> tuple:
         rep.status is ViewStatus.NORMAL,
         dict(rep.view_changes),
         dict(rep.prepared_certs),
-        {s: dict(c) for s, c in rep.claims.items()},
+        {s: dict(c) for s, c in rep.checkpoints.claims.items()},
         rep.transfer,
         {c: (r.timestamp, r.result) for c, r in rep.clients.items()},
-        {s: dict(v) for s, v in rep.checkpoint_votes.items()},
-        dict(rep.own_checkpoints),
-        rep.stable_digest,
-        rep.stable_proof,
+        {s: dict(v) for s, v in rep.checkpoints.votes.items()},
+        dict(rep.checkpoints.own),
+        rep.checkpoints.stable_digest,
+        rep.checkpoints.stable_proof,
         dict(rep.service.data),
         dict(rep.safety.signed),
     )
@@ -319,7 +319,7 @@ def test_prepares_with_another_digest_do_not_count(primary):
     feed(primary, 2, sign_prepare(2, seq, D_OTHER))
     assert not primary.log.get(seq).prepared
     assert actions_of(feed(primary, 3, sign_prepare(3, seq, d)), Prepared) == []
-    assert primary.log.get(seq).matching_prepares() == 1
+    assert primary.log.get(seq).prepares.count(primary.log.get(seq).digest) == 1
 
 
 def test_second_prepare_with_another_digest_is_evidence(primary):
@@ -588,14 +588,14 @@ def test_checkpoint_is_broadcast_after_executing_a_multiple_of_k(backup):
 
 def test_2f_plus_1_matching_checkpoints_make_it_stable(backup):
     execute_up_to(backup, 5)
-    d = backup.own_checkpoints[4][0]
+    d = backup.checkpoints.own[4][0]
     assert len(backup.log) == 5
     assert actions_of(feed(backup, 2, sign_checkpoint(2, 4, d)), CheckpointStable) == []
     actions = feed(backup, 3, sign_checkpoint(3, 4, d))
     assert actions_of(actions, CheckpointStable) == [CheckpointStable(4, d)]
     assert backup.stable_seq == 4 and backup.log.low == 4 and backup.log.high == 12
     assert len(backup.log) == 1  # only seq 5 is left
-    assert len(backup.stable_proof) == 3 and backup.stable_digest == d
+    assert len(backup.checkpoints.stable_proof) == 3 and backup.checkpoints.stable_digest == d
     assert all(s[2] > 4 for s in backup.safety.signed)
     # The window moved: seq 4 is now below it, seq 12 inside it.
     assert rejections(feed(backup, 0, sign_pre_prepare(4, (put("bob", 1),)))) == [
@@ -610,7 +610,7 @@ def test_status_behind_our_stable_checkpoint_gets_its_proof(backup):
     it stable (its STATUS says stable=0, executed=4) is sent the 2f+1 of the proof: the
     votes are never broadcast again, and without them it cannot truncate its log."""
     execute_up_to(backup, 4)
-    d = backup.own_checkpoints[4][0]
+    d = backup.checkpoints.own[4][0]
     feed(backup, 2, sign_checkpoint(2, 4, d))
     feed(backup, 3, sign_checkpoint(3, 4, d))
     assert backup.stable_seq == 4
@@ -626,7 +626,7 @@ def test_status_behind_our_stable_checkpoint_gets_its_proof(backup):
 
 def test_f_plus_1_or_mismatching_checkpoints_are_not_stable(backup):
     execute_up_to(backup, 4)
-    d = backup.own_checkpoints[4][0]
+    d = backup.checkpoints.own[4][0]
     feed(backup, 2, sign_checkpoint(2, 4, d))  # own + 1 = f+1
     feed(backup, 3, sign_checkpoint(3, 4, D_OTHER))
     feed(backup, 0, sign_checkpoint(0, 4, D_OTHER))
@@ -637,7 +637,7 @@ def test_checkpoint_votes_before_our_own_count_when_we_catch_up(backup):
     execute_up_to(backup, 3)
     probe = make_replica(make_config(), 2)
     execute_up_to(probe, 4)
-    d = probe.own_checkpoints[4][0]
+    d = probe.checkpoints.own[4][0]
     feed(backup, 2, sign_checkpoint(2, 4, d))
     feed(backup, 3, sign_checkpoint(3, 4, d))
     assert backup.stable_seq == 0

@@ -128,13 +128,13 @@ def test_state_chunks_per_replica_and_period_are_budgeted():
 
     cfg = make_config()
     rep = _executed_replica(cfg, 1, 8)
-    digest, state = rep.own_checkpoints[8]
+    digest, state = rep.checkpoints.own[8]
     # A state of many chunks: pad the stored snapshot (the server splits what it holds).
     big = state + bytes(CHUNK_SIZE * (CHUNKS_PER_PERIOD + 2))
     from pbft.protocol.statetransfer import split, state_root
 
-    rep.own_checkpoints[8] = (state_root(split(big)), big)
-    digest = rep.own_checkpoints[8][0]
+    rep.checkpoints.own[8] = (state_root(split(big)), big)
+    digest = rep.checkpoints.own[8][0]
     sent = 0
     overload = 0
     for i in range(CHUNKS_PER_PERIOD + 2):

@@ -72,9 +72,9 @@ def sizes(node: Any) -> dict[str, int]:
     per_peer = node._future_count
     return {
         "log": len(node.log),
-        "checkpoint_votes": len(node.checkpoint_votes),
-        "own_checkpoints": len(node.own_checkpoints),
-        "claims": sum(len(c) for c in node.claims.values()),
+        "checkpoint_votes": len(node.checkpoints.votes),
+        "own_checkpoints": len(node.checkpoints.own),
+        "claims": sum(len(c) for c in node.checkpoints.claims.values()),
         "future": len(node._future),
         "future_per_peer": max(per_peer.values(), default=0),
         "waiting": len(node.waiting),

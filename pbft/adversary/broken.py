@@ -43,10 +43,10 @@ class WeakPrepareQuorum(Replica):
 
     def _maybe_prepared(self, slot: Slot) -> None:
         f = self.config.f
-        if slot.prepared or slot.pre_prepare is None or slot.matching_prepares() < 2 * f - 1:
+        if slot.prepared or slot.pre_prepare is None or slot.prepares.count(slot.digest) < 2 * f - 1:
             return
         # Pad the count to the honest threshold and let the honest transition run.
-        need = 2 * f - slot.matching_prepares()
+        need = 2 * f - slot.prepares.count(slot.digest)
         d = slot.pre_prepare.digest
         padding = {("weak", i): (d, slot.pre_prepare_env) for i in range(max(0, need))}
         slot.prepares.update(padding)  # type: ignore[arg-type]
@@ -91,7 +91,7 @@ class CountDuplicateVotes(Replica):
         # A repeat of a vote already held: file it under a fresh key, so it counts again.
         msg = from_body(env.body)
         if kind == "checkpoint":
-            votes = self.checkpoint_votes.get(msg.seq)
+            votes = self.checkpoints.votes.get(msg.seq)
         else:
             slot = self.log.get(msg.seq)
             votes = None if slot is None else getattr(slot, kind + "s")
@@ -153,9 +153,9 @@ class CommitUnprepared(Replica):
         if slot.committed or slot.prepared or slot.pre_prepare is None:
             super()._maybe_committed(slot)
             return
-        if slot.matching_commits() < self.config.quorum:
+        if slot.commits.count(slot.digest) < self.config.quorum:
             return
-        slot.committed = True
+        slot.commits.done = True
         self._out.append(Committed(slot.view, slot.seq, slot.pre_prepare.digest))
         self._maybe_execute()
 
@@ -177,7 +177,7 @@ class WeakCheckpointQuorum(Replica):
         if seq <= self.log.low:
             return
         by_digest: dict[bytes, list[bytes]] = {}
-        for dg, d in self.checkpoint_votes.get(seq, {}).values():
+        for dg, d in self.checkpoints.votes.get(seq, {}).values():
             by_digest.setdefault(dg, []).append(d)
         for dg, envs in by_digest.items():
             if len(envs) >= self.config.weak_quorum:

@@ -55,6 +55,7 @@ from enum import Enum
 from typing import assert_never
 
 from . import codec
+from .checkpoints import Checkpoints
 from .config import ClusterConfig
 from .crypto import KeyPair, Verifier, batch_digest, digest
 from .events import (
@@ -288,18 +289,11 @@ class Replica:
         self._replies_resent = ClientAnswers(config)
         self._chunks_sent: dict[tuple[int, int, int], int] = {}
         self._chunk_budget: dict[int, tuple[int, int]] = {}  # asker -> (period start, chunks)
-        # State transfer: CHECKPOINTs seen above our window (a few per replica), the fetch
-        # in progress, and the chunks of our latest checkpoint for serving others.
-        self.claims: dict[int, dict[int, tuple[bytes, bytes]]] = {}
+        # State transfer: the fetch in progress.
         self.transfer: Transfer | None = None
         self.transfers_completed = 0
-        self._served: tuple[int, list[bytes]] | None = None
         self.clients: dict[str, ClientRecord] = {}
-        # Checkpoints: seq -> signer -> (digest, envelope); own digests and snapshots.
-        self.checkpoint_votes: dict[int, dict[int, tuple[bytes, bytes]]] = {}
-        self.own_checkpoints: dict[int, tuple[bytes, bytes]] = {}
-        self.stable_digest = b""
-        self.stable_proof: tuple[bytes, ...] = ()
+        self.checkpoints = Checkpoints(config)  # votes, claims, own states, stable proof
         self.rejects: Counter[tuple[Signer | None, Reason]] = Counter()
         self.surplus_votes = 0
         """Votes for an already complete certificate, dropped unverified (`_completes`)."""
@@ -348,6 +342,52 @@ class Replica:
             self._maybe_propose()
         out, self._out = self._out, []
         return out
+
+    def invariants(self) -> None:
+        """Every bounded structure within its named limit (docs/robustness.md), asserted by
+        the owner of each; the simulator calls this after every step of a correct replica,
+        the replica itself never does (it costs a pass over its state)."""
+        cfg = self.config
+        clients, n = len(cfg.clients), cfg.n
+        per_signer = self._future_limit_per_signer
+        self.log.invariants()
+        self.checkpoints.invariants()
+        if self.transfer is not None:
+            self.transfer.invariants()
+        for name, size, bound in (
+            ("pending", len(self.pending), clients),
+            ("waiting", len(self.waiting), clients),
+            ("ordered", len(self.ordered), clients),
+            ("deferred_reads", len(self.deferred_reads), clients),
+            ("clients", len(self.clients), clients),
+            ("view_changes", len(self.view_changes), n),
+            ("_new_view_resent", len(self._new_view_resent), n),
+            ("prepared_certs", len(self.prepared_certs), cfg.log_window),
+            ("_future", len(self._future), n * per_signer),
+            ("_future_seen", len(self._future_seen), n * per_signer),
+            ("_future (signers)", len(self._future_count), n),
+            ("_future (one signer)", max(self._future_count.values(), default=0), per_signer),
+            ("_future (one signer's bytes)", max(self._future_bytes.values(), default=0), FUTURE_SIGNER_BYTES),
+            ("_future (total bytes)", self._future_total, self._future_total_limit),
+            ("_status_answered", len(self._status_answered), n),
+            ("_replies_resent", len(self._replies_resent), clients),
+            ("_held_answers", len(self._held_answers), clients),
+            ("_chunks_sent", len(self._chunks_sent), CHUNKS_REMEMBERED),
+            ("_chunk_budget", len(self._chunk_budget), n),
+            ("_own_vcs", len(self._own_vcs), n),
+            ("_vc_resent", len(self._vc_resent), n),
+            ("_heard", len(self._heard), n),
+            ("_peer_progress", len(self._peer_progress), n),
+            ("_peer_view", len(self._peer_view), n),
+            ("_lone_since", len(self._lone_since), n),
+            ("_lone_joins", len(self._lone_joins), n),
+            ("_timers_restarted", len(self._timers_restarted), clients),
+            ("_verified", len(self._verified), VERIFIED_CACHE),
+            ("_evidence_seen", len(self._evidence_seen), EVIDENCE_MEMORY),
+            # Keyed by (channel peer, reason): replicas, clients and an unauthenticated None.
+            ("rejects", len(self.rejects), (n + clients + 1) * len(Reason)),
+        ):
+            assert size <= bound, f"{name} holds {size}, bound {bound}"
 
     def checkpoint_state(self) -> bytes:
         """Everything a checkpoint covers: the service state and the reply cache, which
@@ -976,22 +1016,21 @@ class Replica:
         if not self._admit_vote(peer, env, data, prior, digest, kind):
             return None
         slot = self.log.slot(seq, view)
-        (slot.prepares if kind == "prepare" else slot.commits)[signer] = (digest, data)
+        (slot.prepares if kind == "prepare" else slot.commits).add(signer, digest, data)
         return slot
 
     def _maybe_prepared(self, slot: Slot) -> None:
         # prepared(m, v, n, i): the pre-prepare plus 2f matching prepares from distinct
         # backups (section 4.2). Fires once.
-        if slot.prepared or slot.pre_prepare is None:
+        if slot.pre_prepare is None:
             return
-        if slot.matching_prepares() < self._prepare_quorum():
-            return
-        slot.prepared = True
         d = slot.pre_prepare.digest
+        if not slot.prepares.reached(d, self._prepare_quorum()):
+            return
         self._out.append(Prepared(slot.view, slot.seq, d))
         # Keep the certificate for view changes: pre-prepare + 2f matching prepares.
-        proof = sorted(env for dg, env in slot.prepares.values() if dg == d)[: 2 * self.config.f]
-        self.prepared_certs[slot.seq] = (slot.view, slot.pre_prepare_env, tuple(proof))
+        proof = slot.prepares.proof(d, 2 * self.config.f)
+        self.prepared_certs[slot.seq] = (slot.view, slot.pre_prepare_env, proof)
         cert = codec.encode([slot.pre_prepare_env, *proof])
         self._out.append(Persist(Record.PREPARED, slot.seq, slot.view, "", cert))
         slot.my_commit = self._broadcast_vote(Commit(slot.view, slot.seq, d))
@@ -1000,12 +1039,11 @@ class Replica:
 
     def _maybe_committed(self, slot: Slot) -> None:
         # committed-local(m, v, n, i): prepared plus 2f+1 matching commits (section 4.2).
-        if slot.committed or not slot.prepared:
+        if not slot.prepared:
             return
-        if slot.matching_commits() < self._commit_quorum():
-            return
-        slot.committed = True
         assert slot.pre_prepare is not None
+        if not slot.commits.reached(slot.pre_prepare.digest, self._commit_quorum()):
+            return
         self._out.append(Committed(slot.view, slot.seq, slot.pre_prepare.digest))
         self._maybe_execute()
 
@@ -1059,10 +1097,10 @@ class Replica:
     def _take_checkpoint(self, seq: int) -> None:
         snapshot = self.checkpoint_state()
         d = state_root(split(snapshot))
-        self.own_checkpoints[seq] = (d, snapshot)
+        self.checkpoints.own[seq] = (d, snapshot)
         self._out.append(CheckpointTaken(seq, d))
         data = self._broadcast_vote(Checkpoint(seq, d))
-        self.checkpoint_votes.setdefault(seq, {})[self.id] = (d, data)
+        self.checkpoints.vote_set(seq)[self.id] = (d, data)  # our own vote, by construction
         self._check_checkpoint_quorum(seq)
 
     def on_checkpoint(self, peer: Signer | None, env: Envelope, data: bytes, c: Checkpoint) -> None:
@@ -1078,9 +1116,9 @@ class Replica:
             self._on_checkpoint_claim(peer, env, data, c)
             return
         signer: int = env.signer  # type: ignore[assignment]
-        prior = self.checkpoint_votes.get(c.seq, {}).get(signer)
+        prior = self.checkpoints.prior(c.seq, signer)
         if self._admit_vote(peer, env, data, prior, c.digest, "checkpoint"):
-            self.checkpoint_votes.setdefault(c.seq, {})[signer] = (c.digest, data)
+            self.checkpoints.vote_set(c.seq).add(signer, c.digest, data)
             self._check_checkpoint_quorum(c.seq)
 
     def _on_checkpoint_claim(self, peer: Signer | None, env: Envelope, data: bytes, c: Checkpoint) -> None:
@@ -1088,14 +1126,7 @@ class Replica:
         replica (bounded, `fake-stable-checkpoint`); 2f+1 matching ones start a transfer."""
         if not self._verify(peer, env):
             return
-        mine = self.claims.setdefault(env.signer, {})  # type: ignore[arg-type]
-        mine[c.seq] = (c.digest, data)
-        for old in sorted(mine)[:-2]:
-            del mine[old]
-        matching = [
-            d for claims in self.claims.values() for s, (dg, d) in claims.items()
-            if s == c.seq and dg == c.digest
-        ]
+        matching = self.checkpoints.claim(env.signer, c.seq, c.digest, data)  # type: ignore[arg-type]
         if len(matching) >= self._checkpoint_quorum():
             self._learn_stable(c.seq, c.digest, tuple(sorted(matching)[: self.config.quorum]))
 
@@ -1118,29 +1149,26 @@ class Replica:
         self._learn_stable(sp.seq, state_digest, sp.proof)
 
     def _check_checkpoint_quorum(self, seq: int) -> None:
-        if seq <= self.log.low:
+        votes = self.checkpoints.votes.get(seq)
+        if seq <= self.log.low or votes is None:
             return
-        votes = self.checkpoint_votes.get(seq, {})
-        by_digest: dict[bytes, list[bytes]] = {}
-        for dg, d in votes.values():
-            by_digest.setdefault(dg, []).append(d)
-        for dg, envs in by_digest.items():
-            if len(envs) >= self._checkpoint_quorum():
-                # Stable: 2f+1 replicas (one of them correct) vouch for this state (4.3).
-                # Whoever signed another digest for it lied (`bad-checkpoint`): flag it.
-                for signer, (other, _) in sorted(votes.items()):
-                    if other != dg:
-                        self._reject(signer, Reason.BAD_DIGEST, f"checkpoint {seq} digest differs")
-                        self._out.append(Note(f"replica {signer} signed a wrong state digest at {seq}"))
-                self._learn_stable(seq, dg, tuple(sorted(envs)[: self.config.quorum]))
-                return
+        dg = votes.quorum_value(self._checkpoint_quorum())
+        if dg is None:
+            return
+        # Stable: 2f+1 replicas (one of them correct) vouch for this state (4.3). Whoever
+        # signed another digest for it lied (`bad-checkpoint`): flag it.
+        for signer, (other, _) in sorted(votes.items()):
+            if other != dg:
+                self._reject(signer, Reason.BAD_DIGEST, f"checkpoint {seq} digest differs")
+                self._out.append(Note(f"replica {signer} signed a wrong state digest at {seq}"))
+        self._learn_stable(seq, dg, votes.proof(dg, self.config.quorum))
 
     def _learn_stable(self, seq: int, state_digest: bytes, proof: tuple[bytes, ...]) -> None:
         """A checkpoint proven stable by 2f+1 signatures. If it is our own state, collect
         garbage; if we lack that state (or ours differs), jump the window and fetch it."""
         if seq <= self.log.low:
             return
-        own = self.own_checkpoints.get(seq)
+        own = self.checkpoints.own.get(seq)
         if own is not None and own[0] == state_digest:
             self._make_stable(seq, state_digest, proof)
             return
@@ -1155,9 +1183,7 @@ class Replica:
         self._request_chunks()
 
     def _make_stable(self, seq: int, state_digest: bytes, proof: tuple[bytes, ...]) -> None:
-        self.stable_digest = state_digest
-        self.stable_proof = proof
-        own = self.own_checkpoints.get(seq)
+        own = self.checkpoints.own.get(seq)
         if own is not None and own[0] == state_digest:
             self._persist_checkpoint(seq, state_digest, proof, own[1])
         else:
@@ -1172,11 +1198,7 @@ class Replica:
         self.log.advance(seq)
         self.safety.forget_below(seq)
         self.prepared_certs = {s: c for s, c in self.prepared_certs.items() if s > seq}
-        self.own_checkpoints = {s: v for s, v in self.own_checkpoints.items() if s >= seq}
-        self.checkpoint_votes = {s: v for s, v in self.checkpoint_votes.items() if s > seq}
-        for claims in self.claims.values():
-            for s in [s for s in claims if s <= seq]:
-                del claims[s]
+        self.checkpoints.collect(seq, state_digest, proof)
         self._out.append(CheckpointStable(seq, state_digest, proof))
 
     # -- view changes (section 4.4, 4.5.2) ------------------------------------------------
@@ -1212,7 +1234,7 @@ class Replica:
                 self._out.append(Note(f"leaving out our certificate for n={seq}: {exc}"))
                 continue
             certs.append(cert)
-        vc = ViewChange(new_view, self.log.low, self.stable_proof, tuple(certs))
+        vc = ViewChange(new_view, self.log.low, self.checkpoints.stable_proof, tuple(certs))
         data = self._broadcast(self.safety.sign_other(vc))
         try:
             self.view_changes[self.id] = check_view_change(
@@ -1507,8 +1529,8 @@ class Replica:
         # Behind our stable checkpoint, in execution or only in collecting its 2f+1
         # CHECKPOINTs (lost ones are never resent otherwise, and without the proof it
         # cannot truncate its log, section 4.3): send the proof.
-        if st.stable_seq < self.log.low and self.stable_proof:
-            proof = StableProof(self.log.low, self.stable_proof)
+        if st.stable_seq < self.log.low and self.checkpoints.stable_proof:
+            proof = StableProof(self.log.low, self.checkpoints.stable_proof)
             self._out.append(Send(to, self.safety.sign_other(proof).to_bytes()))
         if st.view < self.view and self.status is ViewStatus.NORMAL and self.new_view_data:
             self._out.append(Send(to, self.new_view_data))
@@ -1568,15 +1590,13 @@ class Replica:
             # could keep asking for; a transfer with IN_FLIGHT requests out needs far less.
             self._reject(peer, Reason.OVERLOAD, f"state chunks for replica {env.signer} this period")
             return
-        own = self.own_checkpoints.get(fs.seq)
+        own = self.checkpoints.own.get(fs.seq)
         if own is None or own[0] != fs.digest:
             self.rejects[(peer, Reason.STALE)] += 1
             return
         if not self._verify(peer, env):
             return
-        if self._served is None or self._served[0] != fs.seq:
-            self._served = (fs.seq, split(own[1]))
-        chunks = self._served[1]
+        chunks = self.checkpoints.chunks(fs.seq)
         if fs.index >= len(chunks):
             self._reject(peer, Reason.OUT_OF_WINDOW, f"chunk {fs.index} of {len(chunks)}")
             return
@@ -1635,7 +1655,7 @@ class Replica:
         self.clients = clients
         self.last_executed = seq
         self.next_seq = max(self.next_seq, seq + 1)
-        self.own_checkpoints[seq] = (state_digest, state)
+        self.checkpoints.own[seq] = (state_digest, state)
         return True
 
     def _install_state(self, t: Transfer) -> None:
@@ -1719,7 +1739,8 @@ class Replica:
                 req = self._request_from_envelope(req_data)
                 if not isinstance(req, str):
                     requests.append((req, req_data))
-            slot = Slot(r.seq, r.view, pp, pp_data, tuple(requests), committed=True)
+            slot = Slot(r.seq, r.view, pp, pp_data, tuple(requests))
+            slot.commits.done = True  # executed before the restart: committed then
             self._execute(slot)
         for r in by_kind.get(Record.WINDOW, [])[-1:]:
             seq, sdigest, proof = codec.decode(r.value)  # type: ignore[misc]
@@ -1961,7 +1982,7 @@ class Replica:
             ):
                 if data:
                     self._out.append(Broadcast(data))
-        for seq, votes in self.checkpoint_votes.items():
+        for seq, votes in self.checkpoints.votes.items():
             mine = votes.get(self.id)
             if mine is not None and seq > self.log.low:
                 self._out.append(Broadcast(mine[1]))

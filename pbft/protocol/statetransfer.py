@@ -104,6 +104,12 @@ class Transfer:
             return [0]
         return [i for i in range(self.total) if i not in self.chunks]
 
+    def invariants(self) -> None:
+        """At most IN_FLIGHT chunk requests out; no chunk beyond the announced total."""
+        assert len(self.asked) <= IN_FLIGHT, f"transfer (asked) holds {len(self.asked)} chunk requests, bound {IN_FLIGHT}"
+        beyond = len(self.chunks) if self.total is None else max(0, len(self.chunks) - self.total)
+        assert beyond == 0, f"transfer holds {beyond} chunks beyond its total, bound 0"
+
     def complete(self) -> bool:
         return self.total is not None and len(self.chunks) == self.total
 

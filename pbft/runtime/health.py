@@ -105,10 +105,11 @@ def known_progress(core: Any) -> dict[int, int]:
 
     for replica, (_, executed) in dict(getattr(core, "_peer_progress", {})).items():
         see(replica, executed)
-    for seq, votes in dict(getattr(core, "checkpoint_votes", {})).items():
+    checkpoints = getattr(core, "checkpoints", None)
+    for seq, votes in dict(getattr(checkpoints, "votes", {})).items():
         for replica in votes:
             see(replica, seq)
-    for replica, claims in dict(getattr(core, "claims", {})).items():
+    for replica, claims in dict(getattr(checkpoints, "claims", {})).items():
         if claims:
             see(replica, max(claims))
     return out
