@@ -19,7 +19,7 @@ import trio
 from test_metrics import http_get, samples
 
 from pbft.protocol.messages import Status
-from pbft.protocol.replica import ViewStatus
+from pbft.protocol.viewchange import ViewStatus
 from pbft.runtime import health
 from pbft.runtime.client import open_client
 from pbft.runtime.clusterfile import load_cluster, load_identity

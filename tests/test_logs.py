@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import trio
 
-from pbft.protocol.replica import ViewStatus
+from pbft.protocol.viewchange import ViewStatus
 from pbft.runtime.client import open_client
 from pbft.runtime.clusterfile import load_cluster, load_identity
 from pbft.runtime.commands import _JsonFormatter, setup_logging

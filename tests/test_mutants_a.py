@@ -38,7 +38,6 @@ from pbft.protocol.events import (
     Truncate,
 )
 from pbft.protocol.messages import FetchState, Prepare
-from pbft.protocol.replica import ViewStatus
 from pbft.protocol.statetransfer import (
     CHUNK_SIZE,
     chunk_proof,
@@ -46,7 +45,7 @@ from pbft.protocol.statetransfer import (
     state_root,
     verify_chunk,
 )
-from pbft.protocol.viewchange import InvalidCertificate, check_checkpoint_proof
+from pbft.protocol.viewchange import InvalidCertificate, ViewStatus, check_checkpoint_proof
 from pbft.service.kv import op_put
 from pbft.sim.simulation import apply_durability
 

@@ -27,9 +27,13 @@ from conftest import (
 from pbft.protocol.crypto import batch_digest
 from pbft.protocol.events import Broadcast, Received, Send, Tick, ViewChangeStarted, ViewInstalled
 from pbft.protocol.messages import Checkpoint, FetchState, NewView, StateChunk, ViewChange
-from pbft.protocol.replica import ViewStatus
 from pbft.protocol.statetransfer import split, state_root
-from pbft.protocol.viewchange import InvalidCertificate, check_prepared_cert, check_view_change
+from pbft.protocol.viewchange import (
+    InvalidCertificate,
+    ViewStatus,
+    check_prepared_cert,
+    check_view_change,
+)
 from pbft.service.kv import op_put
 
 pytestmark = pytest.mark.timeout(120)

@@ -60,7 +60,7 @@ from pbft.protocol.messages import (
     Status,
     ViewChange,
 )
-from pbft.protocol.replica import ViewStatus
+from pbft.protocol.viewchange import ViewStatus
 from pbft.service.kv import KeyValueStore, decode_result, op_get, op_put
 
 D_OTHER = b"\x99" * 32

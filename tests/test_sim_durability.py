@@ -12,7 +12,7 @@ from pbft.cli import UsageError
 from pbft.protocol.crypto import seal
 from pbft.protocol.events import Broadcast, Persist, Received, Record, Tick, Truncate
 from pbft.protocol.messages import Commit
-from pbft.protocol.replica import ViewStatus
+from pbft.protocol.viewchange import ViewStatus
 from pbft.sim.oracle import Oracle
 from pbft.sim.scenario import NetworkFault, Scenario, parse_scenario, to_toml
 from pbft.sim.simulation import Simulation, apply_durability, run_scenario

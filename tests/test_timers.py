@@ -23,7 +23,7 @@ from conftest import (
 from pbft.protocol.crypto import batch_digest
 from pbft.protocol.events import Broadcast, Note, Send, Tick, ViewChangeStarted
 from pbft.protocol.messages import NewView, PrePrepare, Status, ViewChange
-from pbft.protocol.replica import ViewStatus
+from pbft.protocol.viewchange import ViewStatus
 from pbft.service.kv import op_put
 
 D_OTHER = b"\x99" * 32

@@ -29,7 +29,8 @@ from pbft.protocol.messages import (
     Request,
     ViewChange,
 )
-from pbft.protocol.replica import Replica, ViewStatus
+from pbft.protocol.replica import Replica
+from pbft.protocol.viewchange import ViewStatus
 from pbft.service.kv import op_put
 
 FAST = dict(view_change_timeout_ms=100, retransmit_ms=50)  # 10 ticks, 5 ticks

@@ -51,10 +51,9 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
-from enum import Enum
 from typing import assert_never
 
-from . import codec
+from . import codec, recovery
 from .checkpoints import Checkpoints
 from .config import ClusterConfig
 from .crypto import KeyPair, Verifier, batch_digest, digest
@@ -108,6 +107,7 @@ from .messages import (
     from_body,
     render,
 )
+from .recovery import ACCEPTED, QUORUM_TAG
 from .safety import SafetyRules, Vote, vote_slot
 from .service import StateMachine
 from .statetransfer import IN_FLIGHT, Transfer, chunk_proof, split, state_root, verify_chunk
@@ -116,19 +116,13 @@ from .viewchange import (
     CheckedViewChange,
     InvalidCertificate,
     PreparedCert,
+    ViewStatus,
     check_checkpoint_proof,
     check_new_view,
     check_prepared_cert,
     check_view_change,
     plan_new_view,
 )
-
-ACCEPTED = "accepted-pre-prepare"
-"""Tag of the VOTE record holding the primary's pre-prepare a backup answered."""
-
-QUORUM_TAG = "new-view-timer"
-"""Tag of the VIEW record naming the view whose new-view timer had started (2f+1 were in
-it); the untagged VIEW record holds the view itself."""
 
 CATCH_UP_SLOTS = 16
 """Committed slots resent per STATUS to a peer that lags inside our log."""
@@ -192,16 +186,6 @@ def _completes(slot: Slot, view: int, digest: bytes) -> bool:
     through the checks, with the surplus vote of the same signer as its prior (evidence)."""
     pp = slot.pre_prepare
     return pp is not None and slot.view == view and pp.digest == digest
-
-
-class ViewStatus(Enum):
-    """Where a replica is in its view (OSDI'99 4.4): NORMAL once the view is installed
-    (by NEW-VIEW, or view 0 from the start); VIEW_CHANGE from sending VIEW-CHANGE for
-    `view` until its NEW-VIEW is installed. A state transfer is not a status: it runs in
-    either (`Replica.transfer`)."""
-
-    NORMAL = "normal"
-    VIEW_CHANGE = "view-change"
 
 
 @dataclass(slots=True)
@@ -1689,122 +1673,9 @@ class Replica:
         self._out.append(Persist(Record.VIEW, 0, 0, "", value))
 
     def recover(self, records: list[Persist]) -> list[Action]:
-        """Rebuild this replica from what an earlier run persisted, before any step.
-
-        Restores the stable checkpoint, replays executed batches above it in order,
-        reloads every vote it signed (so it can never sign a conflicting one) and its
-        prepared certificates, and re-enters its view. What it missed while down it
-        then learns like any lagging replica: retransmission and state transfer.
-        """
-        assert self.last_executed == 0 and not self.log.slots, "recover() a fresh replica"
-        self._out = []
-        by_kind: dict[Record, list[Persist]] = {}
-        for r in records:
-            by_kind.setdefault(r.record, []).append(r)
-        for r in by_kind.get(Record.CHECKPOINT, [])[-1:]:
-            seq, sdigest, proof, state = codec.decode(r.value)  # type: ignore[misc]
-            if state_root(split(state)) != sdigest:
-                # The state on disk is not the one 2f+1 replicas signed: never serve it.
-                raise ValueError(f"the stored checkpoint state at n={seq} does not match its signed digest")
-            if check_checkpoint_proof(self.config, self.verifier, seq, tuple(proof)) != sdigest:
-                raise ValueError(f"the stored proof of checkpoint n={seq} is for another digest")
-            self._restore_state(seq, sdigest, state)
-            self._make_stable(seq, sdigest, tuple(proof))
-        accepted = [r for r in by_kind.get(Record.VOTE, []) if r.tag == ACCEPTED]
-        for r in by_kind.get(Record.VOTE, []):
-            if r.tag == ACCEPTED:
-                continue
-            env, msg = decode_envelope(r.value)
-            self.safety.signed[vote_slot(msg)] = (msg.digest, env)  # type: ignore[arg-type]
-        pre_prepares: dict[tuple[int, int], bytes] = {}
-        for r in sorted(by_kind.get(Record.PREPARED, []), key=lambda r: (r.seq, r.view)):
-            pp_env, *prepares = codec.decode(r.value)  # type: ignore[misc]
-            pre_prepares[(r.seq, r.view)] = pp_env
-            if r.seq > self.log.low:
-                self.prepared_certs[r.seq] = (r.view, pp_env, tuple(prepares))
-        for r in sorted(by_kind.get(Record.EXECUTED, []), key=lambda r: r.seq):
-            if r.seq != self.last_executed + 1:
-                continue
-            # An EXECUTED record names its slot; older data directories hold the
-            # pre-prepare itself.
-            pp_data = r.value or pre_prepares.get((r.seq, r.view))
-            if pp_data is None:
-                # Cannot happen: PREPARED is written with or before EXECUTED and truncated
-                # with it. Refuse loudly rather than start from a store that lies.
-                raise ValueError(f"the EXECUTED record of n={r.seq} has no PREPARED record")
-            pp = from_body(envelope_from_bytes(pp_data).body)
-            assert isinstance(pp, PrePrepare)
-            requests = []
-            for req_data in pp.batch:
-                req = self._request_from_envelope(req_data)
-                if not isinstance(req, str):
-                    requests.append((req, req_data))
-            slot = Slot(r.seq, r.view, pp, pp_data, tuple(requests))
-            slot.commits.done = True  # executed before the restart: committed then
-            self._execute(slot)
-        for r in by_kind.get(Record.WINDOW, [])[-1:]:
-            seq, sdigest, proof = codec.decode(r.value)  # type: ignore[misc]
-            if seq > self.log.low:
-                # We had jumped to a stable checkpoint whose state we were still fetching:
-                # back to that window, and the transfer starts again (chunks are asked
-                # for at the first retransmission).
-                if check_checkpoint_proof(self.config, self.verifier, seq, tuple(proof)) != sdigest:
-                    raise ValueError(f"the stored proof of checkpoint n={seq} is for another digest")
-                self._learn_stable(seq, sdigest, tuple(proof))
-        views = by_kind.get(Record.VIEW, [])
-        for r in [r for r in views if r.tag != QUORUM_TAG][-1:]:
-            view, active, vc_data = codec.decode(r.value)  # type: ignore[misc]
-            self.view = view
-            self.status = ViewStatus.NORMAL if active else ViewStatus.VIEW_CHANGE
-            if active:
-                self.new_view_data = vc_data  # the NEW-VIEW we installed (b"": view 0)
-            quorum = [codec.decode(q.value) for q in views if q.tag == QUORUM_TAG][-1:]
-            if not active and quorum == [view]:
-                # 2f+1 were in this view before the restart: its new-view timer runs again.
-                self._nv_deadline = self.ticks + self._vc_timeout_ticks
-            if not active and vc_data:
-                vc = from_body(envelope_from_bytes(vc_data).body)
-                assert isinstance(vc, ViewChange)
-                self.view_changes[self.id] = check_view_change(
-                    self.config, self.verifier, self.id, vc, vc_data, self._check_cert
-                )
-        # The pre-prepares we answered, our own pre-prepares and votes of this view above
-        # what we executed go back into the log; the primary numbers new batches after
-        # the last it signed.
-        for r in accepted:
-            if r.view == self.view and self.log.in_window(r.seq) and r.seq > self.last_executed:
-                pp = from_body(envelope_from_bytes(r.value).body)
-                assert isinstance(pp, PrePrepare)
-                reqs = [(self._request_from_envelope(d), d) for d in pp.batch]
-                slot = self.log.slot(r.seq, r.view)
-                slot.pre_prepare, slot.pre_prepare_env = pp, r.value
-                slot.requests = tuple((q, d) for q, d in reqs if not isinstance(q, str))
-        for (_, view, seq), (_, env) in sorted(self.safety.signed.items()):
-            if view != self.view or not self.log.in_window(seq) or seq <= self.last_executed:
-                continue
-            msg = from_body(env.body)
-            if isinstance(msg, PrePrepare):
-                requests = [(self._request_from_envelope(d), d) for d in msg.batch]
-                slot = self.log.slot(seq, view)
-                slot.pre_prepare, slot.pre_prepare_env = msg, env.to_bytes()
-                slot.requests = tuple((q, d) for q, d in requests if not isinstance(q, str))
-                self.next_seq = max(self.next_seq, seq + 1)
-            elif isinstance(msg, Prepare):
-                slot = self.log.slot(seq, view)
-                slot.my_prepare = env.to_bytes()
-                slot.prepares[self.id] = (msg.digest, slot.my_prepare)
-        self.next_seq = max(self.next_seq, self.last_executed + 1)
-        # Until we hear where the others are, we do not judge the primary; our STATUS goes
-        # out at the first tick.
-        self._located = False
-        self._located_by = self.ticks + 2 * self._vc_timeout_ticks
-        self._last_progress = self.ticks - self._retransmit_ticks
-        notes = [a for a in self._out if isinstance(a, Note)]
-        notes.append(
-            Note(f"recovered: view {self.view}, executed {self.last_executed}, stable {self.log.low}")
-        )
-        self._out = []
-        return notes
+        """Rebuild this replica from what an earlier run persisted, before any step
+        (recovery.py); the notes it made on the way."""
+        return recovery.recover(self, records)
 
     # -- time ---------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 
 from . import codec
 from .config import ClusterConfig
@@ -28,6 +29,16 @@ from .messages import (
     ViewChange,
     decode_envelope,
 )
+
+
+class ViewStatus(Enum):
+    """Where a replica is in its view (OSDI'99 4.4): NORMAL once the view is installed
+    (by NEW-VIEW, or view 0 from the start); VIEW_CHANGE from sending VIEW-CHANGE for
+    `view` until its NEW-VIEW is installed. A state transfer is not a status: it runs in
+    either (`Replica.transfer`)."""
+
+    NORMAL = "normal"
+    VIEW_CHANGE = "view-change"
 
 
 class InvalidCertificate(ValueError):

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..protocol.config import ClusterConfig
-from ..protocol.replica import ViewStatus
+from ..protocol.viewchange import ViewStatus
 
 HEALTHY, DEGRADED, UNAVAILABLE = "healthy", "degraded", "unavailable"
 EXIT = {HEALTHY: 0, DEGRADED: 3, UNAVAILABLE: 4}

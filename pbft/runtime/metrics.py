@@ -37,7 +37,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from ..protocol.messages import MsgType
-from ..protocol.replica import ViewStatus
+from ..protocol.viewchange import ViewStatus
 
 log = logging.getLogger("pbft.metrics")
 

@@ -77,7 +77,8 @@ from ..protocol.events import (
     replies_may_precede,
 )
 from ..protocol.messages import envelope_from_bytes, from_body, render
-from ..protocol.replica import Replica, ViewStatus
+from ..protocol.replica import Replica
+from ..protocol.viewchange import ViewStatus
 from ..service.kv import KeyValueStore, op_delete, op_get, op_put
 from .network import Network
 from .oracle import Oracle, Violation
