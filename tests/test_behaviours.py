@@ -469,7 +469,7 @@ def test_future_flood_is_not_buffered():
     assert c.rejects(Reason.OUT_OF_WINDOW, peer=1) > 0
     for r in c.honest:
         assert r.view == 0 and len(r.checkpoints.votes) <= 2
-        assert len(r._future) <= r._future_limit_per_signer
+        assert len(r.future.messages) <= r.future.per_signer
         assert all(len(claims) <= 2 for claims in r.checkpoints.claims.values())
     assert_safe(c)
 

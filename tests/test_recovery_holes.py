@@ -298,7 +298,7 @@ def test_the_future_view_buffer_is_bounded_in_bytes_per_signer_whatever_the_chan
     bounded by FUTURE_SIGNER_BYTES, not by a count per channel (which let every client
     identity add a budget of its own: 784 x 16 MiB = 11.9 GiB on real processes)."""
     from pbft.protocol.events import Rejected
-    from pbft.protocol.replica import FUTURE_SIGNER_BYTES
+    from pbft.protocol.future import FUTURE_SIGNER_BYTES
 
     cfg = make_config()
     rep = make_replica(cfg, 2)
@@ -307,21 +307,21 @@ def test_the_future_view_buffer_is_bounded_in_bytes_per_signer_whatever_the_chan
     for i, channel in enumerate([1] * 30 + ["alice"] * 30 + ["bob"] * 30 + [None] * 30):
         out = feed(rep, channel, _big_pre_prepare(1, 1, 1 + i % 8, mib, tag=i))
         overload += sum(1 for r in actions_of(out, Rejected) if r.reason.name == "OVERLOAD")
-    held = sum(len(d) for _, d in rep._future)
+    held = sum(len(d) for _, d in rep.future.messages)
     assert held <= FUTURE_SIGNER_BYTES and overload >= 100
     # A forgery in another replica's name is never kept (nobody fills 3's budget).
     out = feed(rep, 1, _big_pre_prepare(3, 3, 1, 1024, real_signer=1))
     assert [r.reason.name for r in actions_of(out, Rejected)] == ["BAD_SIGNATURE"]
-    assert all(decoded(d)[0].signer == 1 for _, d in rep._future)
+    assert all(decoded(d)[0].signer == 1 for _, d in rep.future.messages)
     # The correct replica 3 still has its own budget for view 3.
     feed(rep, 3, _big_pre_prepare(3, 3, 1, 1024))
-    assert any(decoded(d)[0].signer == 3 for _, d in rep._future)
+    assert any(decoded(d)[0].signer == 3 for _, d in rep.future.messages)
     # Copies of one genuine message do not fill a budget (a replayed PREPARE of replica 3
     # would otherwise crowd out its real COMMIT).
-    held = len(rep._future)
+    held = len(rep.future.messages)
     for _ in range(40):
         feed(rep, 0, _big_pre_prepare(3, 3, 2, 1024))
-    assert len(rep._future) == held + 1
+    assert len(rep.future.messages) == held + 1
 
 
 def test_status_answers_are_limited_per_replica_and_period():

@@ -224,15 +224,14 @@ def test_resources_waiting_is_bounded():
 
 
 def test_resources_future_buffer_bytes_per_signer():
-    from pbft.protocol.replica import FUTURE_SIGNER_BYTES
+    from pbft.protocol.future import FUTURE_SIGNER_BYTES
 
     o = oracle()
     r = _replica()
-    r._future.append((1, bytes(1000)))
-    r._future_bytes[1] += 1000
+    r.future.add(1, 1, bytes(1000))
     o.check_resources(0, r)
     assert o.ok
-    r._future_bytes[1] += FUTURE_SIGNER_BYTES
+    r.future.bytes[1] += FUTURE_SIGNER_BYTES
     o.check_resources(0, r)
     assert checks(o) == ["resources"] and "_future (one signer's bytes)" in o.violations[0].detail
 

@@ -91,7 +91,7 @@ def future_view(cfg: ClusterConfig) -> int:
         for n in range(200):
             pp = PrePrepare(1, 1 + n % 8, b"\x00" * 32, (mib,))
             rep.step(Received(channel, signed(1, pp)))
-    return sum(len(data) for _, data in rep._future)
+    return sum(len(data) for _, data in rep.future.messages)
 
 
 def status_flood(cfg: ClusterConfig) -> int:

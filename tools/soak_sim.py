@@ -69,13 +69,13 @@ STRUCTURES = (
 
 def sizes(node: Any) -> dict[str, int]:
     """The size of every bounded structure of one replica core."""
-    per_peer = node._future_count
+    per_peer = node.future.count
     return {
         "log": len(node.log),
         "checkpoint_votes": len(node.checkpoints.votes),
         "own_checkpoints": len(node.checkpoints.own),
         "claims": sum(len(c) for c in node.checkpoints.claims.values()),
-        "future": len(node._future),
+        "future": len(node.future.messages),
         "future_per_peer": max(per_peer.values(), default=0),
         "waiting": len(node.waiting),
         "pending": len(node.pending),
@@ -95,7 +95,7 @@ def bounds(cfg: ClusterConfig, views: int = 1) -> dict[str, int]:
     L = log_window, n replicas, c clients; `views` = distinct views a window can span,
     1 + the view changes of the run)."""
     K, L, n, c = cfg.checkpoint_interval, cfg.log_window, cfg.n, len(cfg.clients)
-    per_peer = 3 * L + 4 * n  # Replica._future_limit_per_signer
+    per_peer = 3 * L + 4 * n  # FutureViews.per_signer
     return {
         # MessageLog: slots only for h < seq <= h + L.
         "log": L,

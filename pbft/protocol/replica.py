@@ -49,7 +49,7 @@ two conflicting messages, the pair is kept as `Evidence`.
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import assert_never
 
@@ -83,6 +83,7 @@ from .events import (
     ViewChangeStarted,
     ViewInstalled,
 )
+from .future import FutureViews
 from .held import ClientAnswers, HeldAnswers
 from .log import MessageLog, Slot
 from .messages import (
@@ -167,10 +168,6 @@ IN_FLIGHT requests out, so it is slowed only when chunks come back faster than t
 CHUNKS_REMEMBERED = 4096
 """(asker, seq, index) of state chunks sent in the last retransmission period."""
 
-FUTURE_SIGNER_BYTES = 16 * 1024 * 1024
-"""Bytes of future-view messages kept per signer (one largest frame); in total, f+2 times
-that, so f Byzantine replicas filling theirs leave room for the correct ones."""
-
 LONE_FACTOR = 3
 """View-change timeouts a replica may wait alone in our view + 1 before we join it."""
 
@@ -242,14 +239,7 @@ class Replica:
         self.view_changes_started = 0
         self._vc_attempts = 0
         self._nv_deadline: int | None = None
-        # Messages of views to come, verified, bounded per signer in count and bytes and
-        # in total bytes (_old_or_future).
-        self._future: deque[tuple[Signer | None, bytes]] = deque()
-        self._future_count: Counter[int] = Counter()
-        self._future_bytes: Counter[int] = Counter()
-        self._future_total = 0
-        self._future_seen: set[bytes] = set()
-        self._future_total_limit = (config.f + 2) * FUTURE_SIGNER_BYTES
+        self.future = FutureViews(config)  # messages of views to come (future.py)
         # Answers that cost more than the question, at most once per retransmission
         # period per asker (issue 13, item 7): STATUS -> proof/NEW-VIEW/slots, a repeated
         # request -> its cached reply, FETCH-STATE -> a chunk (per chunk).
@@ -291,8 +281,6 @@ class Replica:
         self._retransmit_ticks = max(1, config.retransmit_ms // config.tick_ms)
         self._vc_timeout_ticks = max(1, config.view_change_timeout_ms // config.tick_ms)
         self.hold_ticks = max(1, min(-(-HOLD_MS // config.tick_ms), self._vc_timeout_ticks // 8))
-        # Buffer for messages of future views: enough for one view's traffic per signer.
-        self._future_limit_per_signer = 3 * config.log_window + 4 * config.n
         self._out: list[Action] = []
         self.behaviour_label = ""
         """The Byzantine behaviour wrapped around this core, if any (adversary.base sets
@@ -333,9 +321,9 @@ class Replica:
         the replica itself never does (it costs a pass over its state)."""
         cfg = self.config
         clients, n = len(cfg.clients), cfg.n
-        per_signer = self._future_limit_per_signer
         self.log.invariants()
         self.checkpoints.invariants()
+        self.future.invariants()
         if self.transfer is not None:
             self.transfer.invariants()
         for name, size, bound in (
@@ -347,12 +335,6 @@ class Replica:
             ("view_changes", len(self.view_changes), n),
             ("_new_view_resent", len(self._new_view_resent), n),
             ("prepared_certs", len(self.prepared_certs), cfg.log_window),
-            ("_future", len(self._future), n * per_signer),
-            ("_future_seen", len(self._future_seen), n * per_signer),
-            ("_future (signers)", len(self._future_count), n),
-            ("_future (one signer)", max(self._future_count.values(), default=0), per_signer),
-            ("_future (one signer's bytes)", max(self._future_bytes.values(), default=0), FUTURE_SIGNER_BYTES),
-            ("_future (total bytes)", self._future_total, self._future_total_limit),
             ("_status_answered", len(self._status_answered), n),
             ("_replies_resent", len(self._replies_resent), clients),
             ("_held_answers", len(self._held_answers), clients),
@@ -875,13 +857,8 @@ class Replica:
     def _old_or_future(
         self, peer: Signer | None, env: Envelope, data: bytes, view: int, what: str
     ) -> None:
-        """Ignore messages of old views; keep a bounded amount for views to come.
-
-        Bounded per *signer* (not per channel, where every client identity had a budget
-        of its own) in count and bytes, and in total bytes; and only once the signature
-        holds, so nobody fills another replica's budget. One Byzantine replica parked
-        784 x 16 MiB PRE-PREPAREs in a correct one before (issue 13, item 6). What does
-        not fit is dropped: the sender retransmits once we are in its view."""
+        """Ignore messages of old views; keep a bounded amount for views to come
+        (future.py), only once the signature holds, so nobody fills another's budget."""
         if view < self.view:
             self._reject(peer, Reason.WRONG_VIEW, f"{what} for old view {view}")
             return
@@ -889,24 +866,15 @@ class Replica:
             self._reject(peer, Reason.OUT_OF_WINDOW, f"{what} for far-future view {view}")
             return
         signer: int = env.signer  # type: ignore[assignment]  # a replica: checked by callers
-        size = len(data)
-        if (
-            self._future_count[signer] >= self._future_limit_per_signer
-            or self._future_bytes[signer] + size > FUTURE_SIGNER_BYTES
-            or self._future_total + size > self._future_total_limit
-        ):
+        if self.future.full(signer, len(data)):
             self._reject(peer, Reason.OVERLOAD, f"future-view buffer full for replica {signer}")
             return
-        if data in self._future_seen:
+        if data in self.future.seen:
             self.rejects[(peer, Reason.DUPLICATE)] += 1  # a copy must not fill the budget
             return
         if not self._verify(peer, env):
             return
-        self._future.append((peer, data))
-        self._future_seen.add(data)
-        self._future_count[signer] += 1
-        self._future_bytes[signer] += size
-        self._future_total += size
+        self.future.add(peer, signer, data)
 
     def _vote_filter(
         self, peer: Signer | None, env: Envelope, data: bytes, view: int, seq: int
@@ -1465,17 +1433,9 @@ class Replica:
         if self.is_primary:
             self.waiting.clear()
         self._out.append(ViewInstalled(self.view, self.primary))
-        self._replay_future()
-        self._answer_reads()
-
-    def _replay_future(self) -> None:
-        buffered, self._future = self._future, deque()
-        self._future_count.clear()
-        self._future_bytes.clear()
-        self._future_seen.clear()
-        self._future_total = 0
-        for peer, data in buffered:
+        for peer, data in self.future.take():
             self._on_received(peer, data)
+        self._answer_reads()
 
     # -- status and state transfer (TOCS 2002 5.3) --------------------------------------
 
