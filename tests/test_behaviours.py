@@ -592,7 +592,7 @@ def test_client_abuse_is_bounded():
     c.workload(4, clients=("bob",), ticks=2)
     assert c.done("bob") == 4
     assert c.rejects(Reason.MALFORMED, peer="alice") > 0
-    assert all(len(r.pending) <= len(CLIENTS) for r in c.cores)
+    assert all(len(r.batching.pending) <= len(CLIENTS) for r in c.cores)
     assert_safe(c)
 
 

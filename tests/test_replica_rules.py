@@ -116,7 +116,7 @@ def snapshot(rep) -> tuple:
             )
             for s, sl in rep.log.slots.items()
         },
-        list(rep.pending.items()),
+        list(rep.batching.pending.items()),
         dict(rep.waiting),
         rep.status is ViewStatus.NORMAL,
         dict(rep.view_changes),
@@ -433,7 +433,7 @@ def test_primary_keeps_at_most_pipeline_batches_in_flight():
         actions += feed(primary, c, put(c, 1))
     pps = [m for m in broadcast_messages(actions) if isinstance(m, PrePrepare)]
     assert [p.seq for p in pps] == [1, 2]
-    assert list(primary.pending) == ["carol", "dave"]
+    assert list(primary.batching.pending) == ["carol", "dave"]
     actions = drive_to_execution(primary, 1, pps[0].digest)
     assert executed_seqs(actions) == [1]
     [pp3] = [m for m in broadcast_messages(actions) if isinstance(m, PrePrepare)]
@@ -451,7 +451,7 @@ def test_primary_batches_queued_requests_up_to_batch_max():
     [pp2] = [m for m in broadcast_messages(actions) if isinstance(m, PrePrepare)]
     assert pp2.seq == 2
     assert [decoded(r)[1].client for r in pp2.batch] == ["bob", "carol"]
-    assert list(primary.pending) == ["dave"]
+    assert list(primary.batching.pending) == ["dave"]
 
 
 def test_primary_waits_for_a_worthwhile_batch_while_one_is_in_flight():
@@ -470,7 +470,7 @@ def test_primary_ignores_a_request_already_in_flight(primary):
     data = put("alice", 1)
     propose(primary, data)
     assert actions_of(feed(primary, "alice", data), Broadcast) == []
-    assert not primary.pending
+    assert not primary.batching.pending
 
 
 def test_backup_relays_a_client_request_to_the_primary(backup):
@@ -927,8 +927,8 @@ def hold_for_dave(primary) -> PrePrepare:
 def test_hold_ticks_end_the_wait_for_returning_clients():
     primary = make_replica(make_config(clients=CLIENTS4, pipeline=4, batch_max=16), 0)
     hold_for_dave(primary)
-    assert primary.hold_ticks == 4  # 40 ms of 10 ms ticks
-    for _ in range(primary.hold_ticks - 1):  # a burst of ticks does not end it
+    assert primary.batching.hold.ticks == 4  # 40 ms of 10 ms ticks
+    for _ in range(primary.batching.hold.ticks - 1):  # a burst of ticks does not end it
         assert proposed(primary.step(Tick())) == []
     [pp3] = proposed(primary.step(Tick()))
     assert [decoded(r)[1].client for r in pp3.batch] == ["carol"]
@@ -964,7 +964,7 @@ def test_a_wait_that_a_tick_ended_pauses_waiting():
     back) cost at most one tick per HOLD_PAUSE batches, not one tick per batch."""
     primary = make_replica(make_config(clients=CLIENTS4, pipeline=4, batch_max=16), 0)
     hold_for_dave(primary)
-    for _ in range(primary.hold_ticks - 1):
+    for _ in range(primary.batching.hold.ticks - 1):
         primary.step(Tick())
     [pp3] = proposed(primary.step(Tick()))  # alice and bob did not come back in time
     assert [decoded(r)[1].client for r in pp3.batch] == ["carol"]
@@ -993,13 +993,13 @@ def test_a_full_batch_ends_the_wait():
 def test_a_view_change_forgets_the_wait():
     primary = make_replica(make_config(clients=CLIENTS4, pipeline=4, batch_max=16), 0)
     hold_for_dave(primary)
-    assert primary._returning == {"alice", "bob"}
+    assert primary.batching.returning == {"alice", "bob"}
     primary.become_view_change(1)
-    assert primary._returning == set()
+    assert primary.batching.returning == set()
 
 
 def test_the_wait_is_bounded_in_milliseconds_and_by_the_view_change_timeout():
-    assert make_replica(make_config(tick_ms=10), 0).hold_ticks == 4  # 40 ms
-    assert make_replica(make_config(tick_ms=100), 0).hold_ticks == 1  # at least one tick
+    assert make_replica(make_config(tick_ms=10), 0).batching.hold.ticks == 4  # 40 ms
+    assert make_replica(make_config(tick_ms=100), 0).batching.hold.ticks == 1  # at least one tick
     short = make_config(tick_ms=1, view_change_timeout_ms=80)
-    assert make_replica(short, 0).hold_ticks == 10  # an eighth of the 80-tick timeout
+    assert make_replica(short, 0).batching.hold.ticks == 10  # an eighth of the 80-tick timeout

@@ -198,12 +198,12 @@ def test_a_replica_restarted_while_awaiting_a_new_view_runs_its_new_view_timer_a
         vcs[i] = next(a.data for a in out if isinstance(a, Broadcast))
     for i in (1, 3):
         records[2] += [a for a in reps[2].step(Received(i, vcs[i])) if isinstance(a, Persist)]
-    assert reps[2]._nv_deadline is not None and reps[3]._nv_deadline is None
+    assert reps[2].new_view_timeout.running and not reps[3].new_view_timeout.running
     for i, expect_timer in ((2, True), (3, False)):
         again = make_replica(cfg, i)
         again.recover(records[i])
         assert again.view == 1 and again.status is ViewStatus.VIEW_CHANGE
-        assert (again._nv_deadline is not None) == expect_timer
+        assert again.new_view_timeout.running == expect_timer
         for _ in range(10 * cfg.view_change_timeout_ms // cfg.tick_ms):
             again.step(Tick())
         assert again.view == (2 if expect_timer else 1)

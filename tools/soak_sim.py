@@ -78,7 +78,7 @@ def sizes(node: Any) -> dict[str, int]:
         "future": len(node.future.messages),
         "future_per_peer": max(per_peer.values(), default=0),
         "waiting": len(node.waiting),
-        "pending": len(node.pending),
+        "pending": len(node.batching.pending),
         "deferred_reads": len(node.deferred_reads),
         "verified": len(node._verified),
         "safety_signed": len(node.safety.signed),

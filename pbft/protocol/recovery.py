@@ -115,7 +115,7 @@ def recover(rep: Replica, records: list[Persist]) -> list[Action]:
         quorum = [codec.decode(q.value) for q in views if q.tag == QUORUM_TAG][-1:]
         if not active and quorum == [view]:
             # 2f+1 were in this view before the restart: its new-view timer runs again.
-            rep._nv_deadline = rep.ticks + rep._vc_timeout_ticks
+            rep.new_view_timeout.start(rep.ticks, rep._vc_timeout_ticks)
         if not active and vc_data:
             vc = from_body(envelope_from_bytes(vc_data).body)
             assert isinstance(vc, ViewChange)
@@ -152,7 +152,7 @@ def recover(rep: Replica, records: list[Persist]) -> list[Action]:
     # out at the first tick.
     rep._located = False
     rep._located_by = rep.ticks + 2 * rep._vc_timeout_ticks
-    rep._last_progress = rep.ticks - rep._retransmit_ticks
+    rep.retransmit_timeout.start(rep.ticks - rep._retransmit_ticks)
     notes = [a for a in rep._out if isinstance(a, Note)]
     notes.append(
         Note(f"recovered: view {rep.view}, executed {rep.last_executed}, stable {rep.log.low}")

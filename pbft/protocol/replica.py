@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from typing import assert_never
 
 from . import codec, recovery
+from .batching import Batching
 from .checkpoints import Checkpoints
 from .config import ClusterConfig
 from .crypto import KeyPair, Verifier, batch_digest, digest
@@ -112,6 +113,7 @@ from .recovery import ACCEPTED, QUORUM_TAG
 from .safety import SafetyRules, Vote, vote_slot
 from .service import StateMachine
 from .statetransfer import IN_FLIGHT, Transfer, chunk_proof, split, state_root, verify_chunk
+from .timeouts import Timeout
 from .viewchange import (
     CheckedNewView,
     CheckedViewChange,
@@ -128,20 +130,6 @@ from .viewchange import (
 CATCH_UP_SLOTS = 16
 """Committed slots resent per STATUS to a peer that lags inside our log."""
 
-RETURNING_LEFT = 8
-"""With nothing in flight, the primary proposes once at most 1/RETURNING_LEFT of the
-clients of the batch it executed last have yet to send their next request (or HOLD_MS
-have passed): one faulty client that never comes back delays nobody (_expect_returns)."""
-
-HOLD_MS = 40
-"""Longest wait for returning clients, from the batch's execution (4 ticks of 10 ms; at
-least one tick, at most an eighth of the view-change timeout). Not a single tick: a
-runtime delivers a busy replica's ticks a few at a time (runtime.node.BUSY_TICKS), and a
-wait cut short by such a burst would be taken for clients that do not come back."""
-
-HOLD_PAUSE = 64
-"""Batches the primary proposes without waiting for returning clients after a wait that
-ran out (_expect_returns)."""
 
 EVIDENCE_MEMORY = 4096
 """Evidence pairs remembered to report each once; forgetting only means repeating one."""
@@ -212,9 +200,10 @@ class Replica:
         self.log = MessageLog(config.log_window)
         self.last_executed = 0
         self.next_seq = 1
-        # The primary's queue: one request per client, the newest (clients have one
-        # request outstanding, section 4.1), so it is bounded by the number of clients.
-        self.pending: OrderedDict[str, tuple[Request, bytes]] = OrderedDict()
+        self._retransmit_ticks = max(1, config.retransmit_ms // config.tick_ms)
+        self._vc_timeout_ticks = max(1, config.view_change_timeout_ms // config.tick_ms)
+        # The primary's queue and the wait for returning clients (batching.py).
+        self.batching = Batching(config, self._vc_timeout_ticks)
         # Requests this replica knows of and has not executed: client -> (t, envelope,
         # tick it started waiting). A backup's view-change timer runs on these (4.4).
         self.waiting: dict[str, tuple[int, bytes, int]] = {}
@@ -224,12 +213,6 @@ class Replica:
         self._nudged = -1  # tick of the last reminder about unordered requests
         # Read-only requests waiting for our prepared slots to execute (one per client).
         self.deferred_reads: dict[str, Request] = {}
-        # Clients of the batch the primary executed last that have not sent their next
-        # request yet, and that batch's size (_expect_returns).
-        self._returning: set[str] = set()
-        self._returning_of = 0
-        self._returning_since = 0  # tick of that batch's execution
-        self._hold_pause = 0  # batches to propose without waiting (_expect_returns)
         # View change state.
         self.status = ViewStatus.NORMAL
         self.view_changes: dict[int, CheckedViewChange] = {}  # latest valid one per replica
@@ -238,7 +221,6 @@ class Replica:
         self._new_view_resent: dict[int, int] = {}  # replica -> tick we last resent it to
         self.view_changes_started = 0
         self._vc_attempts = 0
-        self._nv_deadline: int | None = None
         self.future = FutureViews(config)  # messages of views to come (future.py)
         # Answers that cost more than the question, at most once per retransmission
         # period per asker (issue 13, item 7): STATUS -> proof/NEW-VIEW/slots, a repeated
@@ -277,10 +259,23 @@ class Replica:
         self._deferred: dict[tuple[str, Signer | None], tuple[Signer | None, bytes, Request]] = {}
         self._evidence_seen: set[bytes] = set()
         self.ticks = 0
-        self._last_progress = 0
-        self._retransmit_ticks = max(1, config.retransmit_ms // config.tick_ms)
-        self._vc_timeout_ticks = max(1, config.view_change_timeout_ms // config.tick_ms)
-        self.hold_ticks = max(1, min(-(-HOLD_MS // config.tick_ms), self._vc_timeout_ticks // 8))
+        # Timeouts (timeouts.py), fired in this order at every tick. `requests` and
+        # `lone` have a deadline per request and per replica: they are looked at every
+        # tick (0 ticks, never stopped) and fire what is due.
+        self.new_view_timeout = Timeout("new-view", self._vc_timeout_ticks)
+        self.request_timeout = Timeout("requests", 0)
+        self.lone_timeout = Timeout("lone", 0)
+        self.retransmit_timeout = Timeout("retransmit", self._retransmit_ticks)
+        self.request_timeout.start(0)
+        self.lone_timeout.start(0)
+        self.retransmit_timeout.start(0)
+        self.timeouts = (
+            (self.batching.hold, self.on_hold_timeout),
+            (self.new_view_timeout, self.on_new_view_timeout),
+            (self.request_timeout, self.on_request_timeout),
+            (self.lone_timeout, self.on_lone_timeout),
+            (self.retransmit_timeout, self.on_retransmit_timeout),
+        )
         self._out: list[Action] = []
         self.behaviour_label = ""
         """The Byzantine behaviour wrapped around this core, if any (adversary.base sets
@@ -324,10 +319,10 @@ class Replica:
         self.log.invariants()
         self.checkpoints.invariants()
         self.future.invariants()
+        self.batching.invariants()
         if self.transfer is not None:
             self.transfer.invariants()
         for name, size, bound in (
-            ("pending", len(self.pending), clients),
             ("waiting", len(self.waiting), clients),
             ("ordered", len(self.ordered), clients),
             ("deferred_reads", len(self.deferred_reads), clients),
@@ -522,9 +517,9 @@ class Replica:
     def _queued_ts(self, client: str) -> int:
         """The timestamp of `client`'s verified request this replica holds and has not
         executed or proposed yet (the primary's `pending`, a backup's `waiting`), or -1."""
-        queued = self.pending.get(client)
-        if queued is not None:
-            return queued[0].timestamp
+        queued = self.batching.queued_ts(client)
+        if queued >= 0:
+            return queued
         known = self.waiting.get(client)
         if known is not None and known[0] > self._executed_ts(client):
             return known[0]
@@ -590,7 +585,7 @@ class Replica:
             self._reject(peer, Reason.BAD_REQUEST, checked)
             return
         req = checked
-        self._returning.discard(req.client)
+        self.batching.returned(req.client)
         if req.read_only:
             self.on_read_only(peer, req)
             return
@@ -664,13 +659,9 @@ class Replica:
         self.deferred_reads.clear()
 
     def _enqueue(self, req: Request, data: bytes) -> None:
-        queued = self.pending.get(req.client)
-        if queued is not None and queued[0].timestamp >= req.timestamp:
+        if self.batching.queued_ts(req.client) >= req.timestamp or self._in_flight(req):
             return
-        if self._in_flight(req):
-            return
-        self.pending[req.client] = (req, data)
-        self.pending.move_to_end(req.client)
+        self.batching.enqueue(req, data)
 
     def on_query_status(self, peer: Signer | None, env: Envelope) -> None:
         """Answer a client's status query with a signed `Status` (for `pbft status`)."""
@@ -694,53 +685,15 @@ class Replica:
 
     # -- primary: proposing (section 4.2) -------------------------------------------------
 
-    def _ready_to_propose(self) -> bool:
-        """Adaptive batching: with nothing in flight, propose at once (low latency when
-        idle); with batches in flight (up to `pipeline`), only once enough requests wait
-        to fill a worthwhile batch. Every batch costs about 8 signatures and 24
-        verifications cluster-wide whatever its size, so under load fewer, fuller
-        batches are what brings the cost per request down to the client signature."""
-        if not self.pending or not self.log.in_window(self.next_seq):
-            return False
-        in_flight = self.next_seq - 1 - self.last_executed
-        if in_flight == 0:
-            return (
-                len(self._returning) * RETURNING_LEFT <= self._returning_of
-                or len(self.pending) >= self.config.batch_max
-            )
-        worthwhile = max(1, self.config.batch_max // 8)
-        return in_flight < self.config.pipeline and len(self.pending) >= worthwhile
-
-    def _expect_returns(self, slot: Slot) -> None:
-        """The primary has just executed `slot`: its clients, one request outstanding
-        each (section 4.1), send their next one as their replies arrive. Under a closed
-        loop the clients otherwise settle into two groups whose batches alternate (one
-        executes while the other waits), so batches hold half of them; waiting for all but
-        1/RETURNING_LEFT of the group that just executed merges the groups and halves the
-        per-batch work per request. The wait lasts HOLD_MS at most, and is not made
-        for a batch of one (an idle cluster, or a lone client: no latency is added there).
-        A wait that ran out (clients with think time, or a faulty one that holds back)
-        pauses waiting for the next HOLD_PAUSE batches: such a client costs at most
-        HOLD_MS per HOLD_PAUSE batches."""
-        clients = {req.client for req, _ in slot.requests}
-        if self._hold_pause:
-            self._hold_pause -= 1
-        if len(clients) < 2 or self._hold_pause:
-            self._returning, self._returning_of = set(), 0
-            return
-        self._returning = clients - self.pending.keys()
-        self._returning_of = len(clients)
-        self._returning_since = self.ticks
-
     def _maybe_propose(self) -> None:
-        cfg = self.config
         self.next_seq = max(self.next_seq, self.last_executed + 1)
         while self._reinstate_own_pre_prepare():
             self.next_seq += 1
-        while self._ready_to_propose():
-            batch: list[tuple[Request, bytes]] = []
-            while self.pending and len(batch) < cfg.batch_max:
-                batch.append(self.pending.popitem(last=False)[1])
+        # Batching policy (batching.py): when to propose, and which requests.
+        while self.log.in_window(self.next_seq) and self.batching.ready(
+            self.next_seq - 1 - self.last_executed
+        ):
+            batch = self.batching.take()
             envs = tuple(d for _, d in batch)
             pp = PrePrepare(self.view, self.next_seq, batch_digest(envs), envs)
             data = self._broadcast_vote(pp)
@@ -1037,9 +990,9 @@ class Replica:
                 del self.waiting[req.client]
             self._vc_attempts = 0  # progress in this view (4.5.2)
         self.last_executed = slot.seq
-        self._last_progress = self.ticks
+        self.retransmit_timeout.start(self.ticks)
         if self.is_primary:
-            self._expect_returns(slot)
+            self.batching.expect_returns({req.client for req, _ in slot.requests}, self.ticks)
         self._out.append(Executed(slot.view, slot.seq, slot.pre_prepare.digest, tuple(done)))
         if slot.seq % self.config.checkpoint_interval == 0:
             self._take_checkpoint(slot.seq)
@@ -1159,16 +1112,14 @@ class Replica:
         """Move to view-change status for `new_view` and multicast VIEW-CHANGE."""
         assert new_view > self.view
         # Requests the old primary held are now waited for like any other (4.4).
-        for client, (req, data) in self.pending.items():
+        for client, req, data in self.batching.drain():
             self.waiting.setdefault(client, (req.timestamp, data, self.ticks))
-        self.pending.clear()
-        self._returning.clear()
         self.view = new_view
         self.status = ViewStatus.VIEW_CHANGE
         self.view_changes_started += 1
         self.new_view_data = b""
         self._vc_attempts += 1
-        self._nv_deadline = None
+        self.new_view_timeout.stop()
         certs = []
         for seq, (_, pp_env, prepares) in sorted(self.prepared_certs.items()):
             if not self.log.in_window(seq):
@@ -1312,11 +1263,11 @@ class Replica:
         in_view = [c for c in self.view_changes.values() if c.msg.new_view >= self.view]
         if len(in_view) < self.config.quorum:
             return
-        if self._nv_deadline is None:
+        if not self.new_view_timeout.running:
             # Section 4.5.2: the timer for the new view starts once 2f+1 replicas are in
             # it, so a replica does not race ahead alone.
             shift = min(self._vc_attempts, MAX_BACKOFF_SHIFT)
-            self._nv_deadline = self.ticks + (self._vc_timeout_ticks << shift)
+            self.new_view_timeout.start(self.ticks, self._vc_timeout_ticks << shift)
             # Remembered across a restart: the VIEW-CHANGEs that started it are not
             # persisted, and peers that have moved on to a later view never resend them,
             # so a restarted replica could otherwise wait in this view for ever.
@@ -1393,7 +1344,7 @@ class Replica:
         """Enter the new view with the re-issued pre-prepares O (section 4.4)."""
         self.status = ViewStatus.NORMAL
         self.ordered.clear()  # what O re-issues is ordered again below; the rest is not
-        self._nv_deadline = None
+        self.new_view_timeout.stop()
         # The NEW-VIEW is kept with the view: a primary restarted in it must still be able
         # to send it to a replica that missed it (on_view_change), or that replica waits
         # in view-change status for ever (fuzz seed 120835).
@@ -1467,7 +1418,7 @@ class Replica:
                 self._locate()
         if st.view < self.view or st.last_executed < self.last_executed or st.stable_seq < self.log.low:
             # It is behind us: tell it where we are too, so a replica that just restarted
-            # learns it is behind before it judges the primary (_maybe_timeout).
+            # learns it is behind before it judges the primary (on_request_timeout).
             status = Status(self.view, self.last_executed, self.log.low, len(self.log))
             self._out.append(Send(to, self.safety.sign_other(status).to_bytes()))
         # Behind our stable checkpoint, in execution or only in collecting its 2f+1
@@ -1608,7 +1559,7 @@ class Replica:
         if not self._restore_state(t.seq, t.digest, state):
             return
         self.transfers_completed += 1
-        self._last_progress = self.ticks
+        self.retransmit_timeout.start(self.ticks)
         self._persist_checkpoint(t.seq, t.digest, t.proof, state)
         for client, (ts, _, _) in list(self.waiting.items()):
             if self._executed_ts(client) >= ts:
@@ -1642,18 +1593,25 @@ class Replica:
     def _on_tick(self) -> None:
         self.ticks += 1
         self._take_deferred()
-        if self._returning and self.ticks - self._returning_since >= self.hold_ticks:
-            if self.pending and self.next_seq - 1 == self.last_executed:
-                # The wait ran out: those clients do not come straight back. Propose what
-                # is there, and stop waiting for a while.
-                self._hold_pause = HOLD_PAUSE
-            self._returning.clear()
-        self._maybe_timeout()
+        for timeout, fire in self.timeouts:
+            if timeout.fired(self.ticks):
+                fire()
+
+    def on_hold_timeout(self) -> None:
+        # The wait for returning clients ran out (batching.py).
+        self.batching.on_hold_timeout(idle=self.next_seq - 1 == self.last_executed)
+
+    def on_new_view_timeout(self) -> None:
+        # No NEW-VIEW in time: try the next view, waiting twice as long (4.5.2).
+        assert self.status is ViewStatus.VIEW_CHANGE
+        self.become_view_change(self.view + 1)
+
+    def on_lone_timeout(self) -> None:
         if self.status is ViewStatus.NORMAL:
             self._maybe_join_lone_view_change()
-        if self.ticks - self._last_progress < self._retransmit_ticks:
-            return
-        self._last_progress = self.ticks
+
+    def on_retransmit_timeout(self) -> None:
+        self.retransmit_timeout.start(self.ticks)
         self._retransmit()
 
     def _maybe_join_lone_view_change(self) -> None:
@@ -1695,14 +1653,13 @@ class Replica:
         timer runs, or it will join a replica alone in the next view), or None. For
         checkers deciding whether replicas in different views may still converge."""
         if self.status is ViewStatus.VIEW_CHANGE:
-            return self._nv_deadline
+            return self.new_view_timeout.deadline
         return min((due for _, _, due in self._lone_deadlines()), default=None)
 
-    def _maybe_timeout(self) -> None:
+    def on_request_timeout(self) -> None:
+        """A backup's timers on the requests it waits for (4.4): view change when one is
+        not executed within the view-change timeout or not ordered within a fraction of it."""
         if self.status is ViewStatus.VIEW_CHANGE:
-            if self._nv_deadline is not None and self.ticks >= self._nv_deadline:
-                # No NEW-VIEW in time: try the next view, waiting twice as long (4.5.2).
-                self.become_view_change(self.view + 1)
             return
         if self.is_primary or not self.waiting or self.transfer is not None:
             # A replica fetching state is behind: it cannot judge the primary by requests
