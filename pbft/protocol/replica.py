@@ -68,6 +68,7 @@ from .events import (
     Evidence,
     Executed,
     ExecutedRequest,
+    Ignored,
     Note,
     Persist,
     Prepared,
@@ -406,11 +407,25 @@ class Replica:
         self._out.append(Broadcast(data))
         return data
 
-    def _check_replica_signed(self, peer: Signer | None, env: Envelope) -> bool:
+    def _ignore(self, peer: Signer | None, why: Ignored) -> None:
+        """Count a message an `ignore_*` guard refused (and report it, unless quiet)."""
+        reason, detail = why
+        if detail is None:
+            self.rejects[(peer, reason)] += 1
+        else:
+            self._reject(peer, reason, detail)
+
+    def ignore_unsigned(self, env: Envelope) -> Ignored | None:
+        """Protocol messages come from replicas only."""
         if type(env.signer) is not int or not 0 <= env.signer < self.config.n:
-            self._reject(peer, Reason.WRONG_ROLE, "protocol message not signed by a replica")
-            return False
-        return True
+            return Reason.WRONG_ROLE, "protocol message not signed by a replica"
+        return None
+
+    def _check_replica_signed(self, peer: Signer | None, env: Envelope) -> bool:
+        why = self.ignore_unsigned(env)
+        if why is not None:
+            self._ignore(peer, why)
+        return why is None
 
     def _verify(self, peer: Signer | None, env: Envelope) -> bool:
         if not self.verifier.verify(env):
@@ -1008,14 +1023,18 @@ class Replica:
         self.checkpoints.vote_set(seq)[self.id] = (d, data)  # our own vote, by construction
         self._check_checkpoint_quorum(seq)
 
-    def on_checkpoint(self, peer: Signer | None, env: Envelope, data: bytes, c: Checkpoint) -> None:
-        if not self._check_replica_signed(peer, env):
-            return
+    def ignore_checkpoint(self, env: Envelope, c: Checkpoint) -> Ignored | None:
+        if (why := self.ignore_unsigned(env)) is not None:
+            return why
         if c.seq <= self.log.low:
-            self.rejects[(peer, Reason.STALE)] += 1  # late vote for a checkpoint already stable
-            return
+            return Reason.STALE, None  # a late vote for a checkpoint already stable
         if c.seq % self.config.checkpoint_interval:
-            self._reject(peer, Reason.OUT_OF_WINDOW, f"checkpoint n={c.seq} not a multiple of K")
+            return Reason.OUT_OF_WINDOW, f"checkpoint n={c.seq} not a multiple of K"
+        return None
+
+    def on_checkpoint(self, peer: Signer | None, env: Envelope, data: bytes, c: Checkpoint) -> None:
+        if (why := self.ignore_checkpoint(env, c)) is not None:
+            self._ignore(peer, why)
             return
         if not self.log.in_window(c.seq):
             self._on_checkpoint_claim(peer, env, data, c)
@@ -1035,14 +1054,17 @@ class Replica:
         if len(matching) >= self._checkpoint_quorum():
             self._learn_stable(c.seq, c.digest, tuple(sorted(matching)[: self.config.quorum]))
 
+    def ignore_stable_proof(self, env: Envelope, sp: StableProof) -> Ignored | None:
+        if (why := self.ignore_unsigned(env)) is not None:
+            return why
+        return (Reason.STALE, None) if sp.seq <= self.log.low else None
+
     def on_stable_proof(self, peer: Signer | None, env: Envelope, sp: StableProof) -> None:
         """2f+1 CHECKPOINTs judged together: valid signatures of distinct replicas for one
         (seq, digest) prove the checkpoint stable, whatever else their signers sent us
         (a far-future claim or a conflicting vote cannot hide a genuine signature)."""
-        if not self._check_replica_signed(peer, env):
-            return
-        if sp.seq <= self.log.low:
-            self.rejects[(peer, Reason.STALE)] += 1
+        if (why := self.ignore_stable_proof(env, sp)) is not None:
+            self._ignore(peer, why)
             return
         if not self._verify(peer, env):
             return
@@ -1295,17 +1317,21 @@ class Replica:
         self.new_view_data = self._broadcast(self.safety.sign_other(nv))
         self.become_normal(plan.min_s, plan.stable_digest, plan.checkpoint_proof, pre_prepares)
 
-    def on_new_view(self, peer: Signer | None, env: Envelope, data: bytes, nv: NewView) -> None:
-        if not self._check_replica_signed(peer, env):
-            return
+    def ignore_new_view(self, env: Envelope, nv: NewView) -> Ignored | None:
+        if (why := self.ignore_unsigned(env)) is not None:
+            return why
         if env.signer != self.config.primary(nv.view):
-            self._reject(peer, Reason.NOT_PRIMARY, f"new-view for {nv.view} by {env.signer}")
-            return
+            return Reason.NOT_PRIMARY, f"new-view for {nv.view} by {env.signer}"
         if nv.view < self.view or (nv.view == self.view and self.status is ViewStatus.NORMAL):
-            self.rejects[(peer, Reason.STALE)] += 1
-            return
+            return Reason.STALE, None
         # No bound on how far ahead: a NEW-VIEW is checked in full (2f+1 signed
         # view-changes), and it is how a replica that was down for many views catches up.
+        return None
+
+    def on_new_view(self, peer: Signer | None, env: Envelope, data: bytes, nv: NewView) -> None:
+        if (why := self.ignore_new_view(env, nv)) is not None:
+            self._ignore(peer, why)
+            return
         if not self._verify(peer, env):
             return
         try:
@@ -1507,13 +1533,20 @@ class Replica:
         )
         self._out.append(Send(env.signer, self.safety.sign_other(reply).to_bytes()))  # type: ignore[arg-type]
 
-    def on_state_chunk(self, peer: Signer | None, env: Envelope, sc: StateChunk) -> None:
-        if not self._check_replica_signed(peer, env):
-            return
+    def ignore_state_chunk(self, env: Envelope, sc: StateChunk) -> Ignored | None:
+        if (why := self.ignore_unsigned(env)) is not None:
+            return why
         t = self.transfer
         if t is None or (sc.seq, sc.digest) != (t.seq, t.digest) or sc.index in t.chunks:
-            self.rejects[(peer, Reason.STALE)] += 1
+            return Reason.STALE, None  # not fetching it (any more), or have it already
+        return None
+
+    def on_state_chunk(self, peer: Signer | None, env: Envelope, sc: StateChunk) -> None:
+        if (why := self.ignore_state_chunk(env, sc)) is not None:
+            self._ignore(peer, why)
             return
+        t = self.transfer
+        assert t is not None
         if not self._verify(peer, env):
             return
         source: int = env.signer  # type: ignore[assignment]
