@@ -19,7 +19,8 @@ from test_timers import ticks as _ticks
 from pbft.protocol.events import Rejected, Send
 from pbft.protocol.held import HeldAnswers
 from pbft.protocol.messages import FetchState, Request, Status, ViewChange
-from pbft.protocol.replica import CHUNKS_PER_PERIOD, LONE_FACTOR
+from pbft.protocol.replica import LONE_FACTOR
+from pbft.protocol.statetransfer import CHUNKS_PER_PERIOD
 from pbft.protocol.viewchange import InvalidCertificate, check_checkpoint_proof
 from pbft.service.kv import op_put
 

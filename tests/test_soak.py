@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from pbft.protocol.replica import EVIDENCE_MEMORY, VERIFIED_CACHE
+from pbft.protocol.replica import EVIDENCE_MEMORY
+from pbft.protocol.verified import VERIFIED_CACHE
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("soak_sim", ROOT / "tools" / "soak_sim.py")

@@ -40,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pbft.protocol import codec  # noqa: E402
 from pbft.protocol.config import ClusterConfig  # noqa: E402
 from pbft.protocol.messages import Checkpoint, envelope_from_bytes, from_body  # noqa: E402
-from pbft.protocol.replica import EVIDENCE_MEMORY, VERIFIED_CACHE  # noqa: E402
+from pbft.protocol.replica import EVIDENCE_MEMORY
+from pbft.protocol.verified import VERIFIED_CACHE  # noqa: E402
 from pbft.sim.oracle import Oracle  # noqa: E402
 from pbft.sim.scenario import Scenario, load_scenario, parse_scenario  # noqa: E402
 from pbft.sim.simulation import SimResult, Simulation  # noqa: E402
@@ -80,7 +81,7 @@ def sizes(node: Any) -> dict[str, int]:
         "waiting": len(node.waiting),
         "pending": len(node.batching.pending),
         "deferred_reads": len(node.deferred_reads),
-        "verified": len(node._verified),
+        "verified": len(node.verified.cache),
         "safety_signed": len(node.safety.signed),
         "prepared_certs": len(node.prepared_certs),
         "view_changes": len(node.view_changes),
@@ -147,8 +148,8 @@ def deep_size(root: object, skip: set[int]) -> int:
 
 def replica_bytes(node: Any) -> tuple[int, int]:
     """(bytes of one replica core without its request-signature LRU, bytes of that LRU)."""
-    shared = {id(node.config), id(node.verifier), id(node.safety._key), id(node._verified)}
-    return deep_size(node, shared), deep_size(node._verified, set())
+    shared = {id(node.config), id(node.verifier), id(node.safety._key), id(node.verified.cache)}
+    return deep_size(node, shared), deep_size(node.verified.cache, set())
 
 
 def rss_kb() -> int:

@@ -90,7 +90,7 @@ def recover(rep: Replica, records: list[Persist]) -> list[Action]:
         assert isinstance(pp, PrePrepare)
         requests = []
         for req_data in pp.batch:
-            req = rep._request_from_envelope(req_data)
+            req = rep.verified.check(req_data)
             if not isinstance(req, str):
                 requests.append((req, req_data))
         slot = Slot(r.seq, r.view, pp, pp_data, tuple(requests))
@@ -129,7 +129,7 @@ def recover(rep: Replica, records: list[Persist]) -> list[Action]:
         if r.view == rep.view and rep.log.in_window(r.seq) and r.seq > rep.last_executed:
             pp = from_body(envelope_from_bytes(r.value).body)
             assert isinstance(pp, PrePrepare)
-            reqs = [(rep._request_from_envelope(d), d) for d in pp.batch]
+            reqs = [(rep.verified.check(d), d) for d in pp.batch]
             slot = rep.log.slot(r.seq, r.view)
             slot.pre_prepare, slot.pre_prepare_env = pp, r.value
             slot.requests = tuple((q, d) for q, d in reqs if not isinstance(q, str))
@@ -138,7 +138,7 @@ def recover(rep: Replica, records: list[Persist]) -> list[Action]:
             continue
         msg = from_body(env.body)
         if isinstance(msg, PrePrepare):
-            requests = [(rep._request_from_envelope(d), d) for d in msg.batch]
+            requests = [(rep.verified.check(d), d) for d in msg.batch]
             slot = rep.log.slot(seq, view)
             slot.pre_prepare, slot.pre_prepare_env = msg, env.to_bytes()
             slot.requests = tuple((q, d) for q, d in requests if not isinstance(q, str))

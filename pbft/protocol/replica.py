@@ -49,7 +49,7 @@ two conflicting messages, the pair is kept as `Evidence`.
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass
 from typing import assert_never
 
@@ -93,7 +93,6 @@ from .messages import (
     Commit,
     Envelope,
     FetchState,
-    Message,
     MsgType,
     NewView,
     Prepare,
@@ -113,8 +112,18 @@ from .messages import (
 from .recovery import ACCEPTED, QUORUM_TAG
 from .safety import SafetyRules, Vote, vote_slot
 from .service import StateMachine
-from .statetransfer import IN_FLIGHT, Transfer, chunk_proof, split, state_root, verify_chunk
+from .statetransfer import (
+    CHUNKS_PER_PERIOD,
+    IN_FLIGHT,
+    ChunkBudget,
+    Transfer,
+    chunk_proof,
+    split,
+    state_root,
+    verify_chunk,
+)
 from .timeouts import Timeout
+from .verified import VerifiedRequests
 from .viewchange import (
     CheckedNewView,
     CheckedViewChange,
@@ -135,11 +144,6 @@ CATCH_UP_SLOTS = 16
 EVIDENCE_MEMORY = 4096
 """Evidence pairs remembered to report each once; forgetting only means repeating one."""
 
-VERIFIED_CACHE = 4096
-"""Client requests whose signature this replica already checked (verify each once). An
-entry matters from a request's arrival until its pre-prepare (batch_max x pipeline = 2048
-in flight by default); each costs ~380 bytes, so a larger cache is only memory."""
-
 _REPLY = int(MsgType.REPLY)
 
 ORDERING_FRACTION = 2
@@ -149,13 +153,6 @@ view-change timeout (it must execute within the whole timeout)."""
 DEFERRED_REQUESTS = 4096
 """Deferred client requests kept at most (one per client and channel, _defer_request);
 beyond it a request is verified on arrival, as it would be without deferral."""
-
-CHUNKS_PER_PERIOD = 8 * IN_FLIGHT
-"""State chunks served to one replica per retransmission period (a transfer keeps
-IN_FLIGHT requests out, so it is slowed only when chunks come back faster than that)."""
-
-CHUNKS_REMEMBERED = 4096
-"""(asker, seq, index) of state chunks sent in the last retransmission period."""
 
 LONE_FACTOR = 3
 """View-change timeouts a replica may wait alone in our view + 1 before we join it."""
@@ -244,17 +241,16 @@ class Replica:
         self._lone_joins: dict[int, int] = {}
         self._timers_restarted: set[tuple[str, int]] = set()  # (client, t), this view
         self._replies_resent = ClientAnswers(config)
-        self._chunks_sent: dict[tuple[int, int, int], int] = {}
-        self._chunk_budget: dict[int, tuple[int, int]] = {}  # asker -> (period start, chunks)
         # State transfer: the fetch in progress.
         self.transfer: Transfer | None = None
+        self.chunks_served = ChunkBudget(self._retransmit_ticks, config.n)  # what we serve whom
         self.transfers_completed = 0
         self.clients: dict[str, ClientRecord] = {}
         self.checkpoints = Checkpoints(config)  # votes, claims, own states, stable proof
         self.rejects: Counter[tuple[Signer | None, Reason]] = Counter()
         self.surplus_votes = 0
         """Votes for an already complete certificate, dropped unverified (`_completes`)."""
-        self._verified: OrderedDict[bytes, Request] = OrderedDict()
+        self.verified = VerifiedRequests(self.verifier)  # client signatures checked once
         # Newer requests of clients that already have one waiting here, unverified: the
         # newest per (client, channel), taken at the next tick (_defer_request).
         self._deferred: dict[tuple[str, Signer | None], tuple[Signer | None, bytes, Request]] = {}
@@ -320,6 +316,8 @@ class Replica:
         self.log.invariants()
         self.checkpoints.invariants()
         self.future.invariants()
+        self.chunks_served.invariants()
+        self.verified.invariants()
         self.batching.invariants()
         if self.transfer is not None:
             self.transfer.invariants()
@@ -334,8 +332,6 @@ class Replica:
             ("_status_answered", len(self._status_answered), n),
             ("_replies_resent", len(self._replies_resent), clients),
             ("_held_answers", len(self._held_answers), clients),
-            ("_chunks_sent", len(self._chunks_sent), CHUNKS_REMEMBERED),
-            ("_chunk_budget", len(self._chunk_budget), n),
             ("_own_vcs", len(self._own_vcs), n),
             ("_vc_resent", len(self._vc_resent), n),
             ("_heard", len(self._heard), n),
@@ -344,7 +340,6 @@ class Replica:
             ("_lone_since", len(self._lone_since), n),
             ("_lone_joins", len(self._lone_joins), n),
             ("_timers_restarted", len(self._timers_restarted), clients),
-            ("_verified", len(self._verified), VERIFIED_CACHE),
             ("_evidence_seen", len(self._evidence_seen), EVIDENCE_MEMORY),
             # Keyed by (channel peer, reason): replicas, clients and an unauthenticated None.
             ("rejects", len(self.rejects), (n + clients + 1) * len(Reason)),
@@ -432,36 +427,6 @@ class Replica:
             self._reject(peer, Reason.BAD_SIGNATURE, f"signer {env.signer!r}")
             return False
         return True
-
-    def _request_from_envelope(
-        self, data: bytes, decoded: tuple[Envelope, Message] | None = None
-    ) -> Request | str:
-        """Decode and verify a signed client request; the reason it is bad otherwise.
-        Each distinct request envelope is verified once per replica (LRU-bounded), keyed
-        by the digest of its exact bytes. `decoded` is `data` already strictly decoded
-        by the caller (a request that arrived on its own), so it is not decoded twice."""
-        key = digest(data)
-        hit = self._verified.get(key)
-        if hit is not None:
-            self._verified.move_to_end(key)
-            return hit
-        if decoded is not None:
-            env, msg = decoded
-        else:
-            try:
-                env, msg = decode_envelope(data)
-            except codec.CodecError as exc:
-                return f"malformed request: {exc}"
-        if not isinstance(msg, Request):
-            return "not a request"
-        if env.signer != msg.client or not self.verifier.is_member(env.signer):
-            return f"request not signed by its client {msg.client!r}"
-        if not self.verifier.verify(env):
-            return f"bad client signature from {msg.client!r}"
-        self._verified[key] = msg
-        if len(self._verified) > VERIFIED_CACHE:
-            self._verified.popitem(last=False)
-        return msg
 
     # Quorum rules in one place each (section 4.2, 4.3); the broken variants of
     # pbft/adversary/broken.py override exactly these to prove the oracle notices.
@@ -578,7 +543,7 @@ class Replica:
             for peer, data, msg in sorted(by_client[client], key=lambda i: -i[2].timestamp):
                 if msg.timestamp <= self._queued_ts(client):
                     break  # superseded meanwhile
-                checked = self._request_from_envelope(data)
+                checked = self.verified.check(data)
                 if isinstance(checked, str):
                     self._reject(peer, Reason.BAD_REQUEST, checked)
                     continue
@@ -595,7 +560,7 @@ class Replica:
     ) -> None:
         if not verified and self._defer_request(peer, data, msg):
             return
-        checked = msg if verified else self._request_from_envelope(data, None if env is None else (env, msg))
+        checked = msg if verified else self.verified.check(data, None if env is None else (env, msg))
         if isinstance(checked, str):
             self._reject(peer, Reason.BAD_REQUEST, checked)
             return
@@ -732,7 +697,7 @@ class Replica:
             pp = from_body(env.body)
             assert isinstance(pp, PrePrepare)
             data = env.to_bytes()
-            requests = [(self._request_from_envelope(d), d) for d in pp.batch]
+            requests = [(self.verified.check(d), d) for d in pp.batch]
             if slot is not None and slot.view != self.view:
                 del self.log.slots[pp.seq]  # a slot of an earlier view, superseded
             slot = self.log.slot(pp.seq, self.view)
@@ -802,7 +767,7 @@ class Replica:
             return
         requests: list[tuple[Request, bytes]] = []
         for req_data in pp.batch:
-            checked = self._request_from_envelope(req_data)
+            checked = self.verified.check(req_data)
             if isinstance(checked, str):
                 self._reject(peer, Reason.BAD_REQUEST, f"in pre-prepare n={pp.seq}: {checked}")
                 return
@@ -1385,7 +1350,7 @@ class Replica:
                 continue
             requests = []
             for req_data in pp.batch:
-                req = self._request_from_envelope(req_data)
+                req = self.verified.check(req_data)
                 if isinstance(req, str):  # a prepared batch was checked by a correct replica
                     self._out.append(Note(f"unverifiable request in re-issued n={pp.seq}: {req}"))
                     continue
@@ -1402,7 +1367,7 @@ class Replica:
         for client, (ts, data, _) in list(self.waiting.items()):
             self.waiting[client] = (ts, data, self.ticks)
             if self.is_primary:
-                req = self._request_from_envelope(data)
+                req = self.verified.check(data)
                 if not isinstance(req, str):
                     self._enqueue(req, data)
             else:
@@ -1500,12 +1465,11 @@ class Replica:
             # would make us send state to a replica that did not ask (issue 13, item 7).
             self._reject(peer, Reason.WRONG_ROLE, f"fetch-state of {env.signer} relayed by {peer!r}")
             return
-        key = (env.signer, fs.seq, fs.index)  # type: ignore[assignment]
-        if self._too_soon(self._chunks_sent, key, self._retransmit_ticks, peer):  # type: ignore[arg-type]
-            return  # asked again too soon: the same chunk
-        start, count = self._chunk_budget.get(env.signer, (self.ticks, 0))  # type: ignore[arg-type]
-        if self.ticks - start >= self._retransmit_ticks:
-            start, count = self.ticks, 0
+        key = (env.signer, fs.seq, fs.index)
+        if self.chunks_served.too_soon(key, self.ticks):  # type: ignore[arg-type]
+            self.rejects[(peer, Reason.DUPLICATE)] += 1  # asked again too soon: the same chunk
+            return
+        start, count = self.chunks_served.used(env.signer, self.ticks)  # type: ignore[arg-type]
         if count >= CHUNKS_PER_PERIOD:
             # Every chunk of a large state once per period is a stream a faulty replica
             # could keep asking for; a transfer with IN_FLIGHT requests out needs far less.
@@ -1521,13 +1485,7 @@ class Replica:
         if fs.index >= len(chunks):
             self._reject(peer, Reason.OUT_OF_WINDOW, f"chunk {fs.index} of {len(chunks)}")
             return
-        if len(self._chunks_sent) >= CHUNKS_REMEMBERED:
-            horizon = self.ticks - self._retransmit_ticks
-            self._chunks_sent = {k: t for k, t in self._chunks_sent.items() if t > horizon}
-            if len(self._chunks_sent) >= CHUNKS_REMEMBERED:
-                self._chunks_sent.clear()  # forgetting only allows one more answer each
-        self._chunks_sent[key] = self.ticks  # type: ignore[index]
-        self._chunk_budget[env.signer] = (start, count + 1)  # type: ignore[index]
+        self.chunks_served.record(key, start, count, self.ticks)  # type: ignore[arg-type]
         reply = StateChunk(
             fs.seq, fs.digest, fs.index, len(chunks), chunks[fs.index], chunk_proof(chunks, fs.index)
         )
