@@ -413,7 +413,7 @@ def test_a_restarted_replica_does_not_change_view_before_it_knows_it_is_behind()
     vc_ticks = cfg.view_change_timeout_ms // cfg.tick_ms
     for _ in range(vc_ticks):
         again.step(Tick())
-    assert again.view_changes_started == 0, "judged the primary before knowing where the others are"
+    assert again.view_changes.started == 0, "judged the primary before knowing where the others are"
     for peer in (0, 1):
         feed(again, peer, seal_as(peer, Status(0, 6, 4, 2)))
     assert again._located and again._behind()
@@ -421,9 +421,9 @@ def test_a_restarted_replica_does_not_change_view_before_it_knows_it_is_behind()
     # view-change timeout)...
     for _ in range(vc_ticks // 2 - 1):
         again.step(Tick())
-    assert again.view_changes_started == 0, "suspected the primary while catching up"
+    assert again.view_changes.started == 0, "suspected the primary while catching up"
     # ...but never more: a primary that kept it a little behind could otherwise hold its
     # timers back for ever (review of issue 13).
     for _ in range(2 * vc_ticks):
         again.step(Tick())
-    assert again.view_changes_started == 1
+    assert again.view_changes.started == 1

@@ -119,7 +119,7 @@ def snapshot(rep) -> tuple:
         list(rep.batching.pending.items()),
         dict(rep.waiting),
         rep.status is ViewStatus.NORMAL,
-        dict(rep.view_changes),
+        dict(rep.view_changes.received),
         dict(rep.prepared_certs),
         {s: dict(c) for s, c in rep.checkpoints.claims.items()},
         rep.transfer,

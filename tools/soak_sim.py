@@ -84,7 +84,7 @@ def sizes(node: Any) -> dict[str, int]:
         "verified": len(node.verified.cache),
         "safety_signed": len(node.safety.signed),
         "prepared_certs": len(node.prepared_certs),
-        "view_changes": len(node.view_changes),
+        "view_changes": len(node.view_changes.received),
         "clients": len(node.clients),
         "evidence_seen": len(node._evidence_seen),
         "rejects": len(node.rejects),

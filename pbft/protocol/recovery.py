@@ -119,7 +119,7 @@ def recover(rep: Replica, records: list[Persist]) -> list[Action]:
         if not active and vc_data:
             vc = from_body(envelope_from_bytes(vc_data).body)
             assert isinstance(vc, ViewChange)
-            rep.view_changes[rep.id] = check_view_change(
+            rep.view_changes.received[rep.id] = check_view_change(
                 rep.config, rep.verifier, rep.id, vc, vc_data, rep._check_cert
             )
     # The pre-prepares we answered, our own pre-prepares and votes of this view above

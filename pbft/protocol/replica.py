@@ -129,6 +129,7 @@ from .viewchange import (
     CheckedViewChange,
     InvalidCertificate,
     PreparedCert,
+    ViewChanges,
     ViewStatus,
     check_checkpoint_proof,
     check_new_view,
@@ -153,9 +154,6 @@ view-change timeout (it must execute within the whole timeout)."""
 DEFERRED_REQUESTS = 4096
 """Deferred client requests kept at most (one per client and channel, _defer_request);
 beyond it a request is verified on arrival, as it would be without deferral."""
-
-LONE_FACTOR = 3
-"""View-change timeouts a replica may wait alone in our view + 1 before we join it."""
 
 MAX_BACKOFF_SHIFT = 6
 """The view-change timeout doubles per failed view change, up to 2**6 times (4.5.2)."""
@@ -213,32 +211,21 @@ class Replica:
         self.deferred_reads: dict[str, Request] = {}
         # View change state.
         self.status = ViewStatus.NORMAL
-        self.view_changes: dict[int, CheckedViewChange] = {}  # latest valid one per replica
+        # VIEW-CHANGEs held and sent, and where the others are (viewchange.ViewChanges).
+        self.view_changes = ViewChanges(config, self._retransmit_ticks, self._vc_timeout_ticks)
         self.prepared_certs: dict[int, tuple[int, bytes, tuple[bytes, ...]]] = {}
         self.new_view_data = b""
-        self._new_view_resent: dict[int, int] = {}  # replica -> tick we last resent it to
-        self.view_changes_started = 0
-        self._vc_attempts = 0
         self.future = FutureViews(config)  # messages of views to come (future.py)
         # Answers that cost more than the question, at most once per retransmission
         # period per asker (issue 13, item 7): STATUS -> proof/NEW-VIEW/slots, a repeated
         # request -> its cached reply, FETCH-STATE -> a chunk (per chunk).
         self._status_answered: dict[int, int] = {}
-        # View convergence (issue 13, item 2). Our own VIEW-CHANGEs of the last views we
-        # passed through, resent to a replica still waiting in one of them; whether
-        # a restarted replica has heard where the others are; last_executed per replica
-        # from STATUS in our view (to tell that we are behind).
-        self._own_vcs: dict[int, bytes] = {}
-        self._vc_resent: dict[int, tuple[int, int]] = {}  # asker -> (view, tick) answered
-        self._peer_view: dict[int, int] = {}  # the latest view each replica told us it is in
+        # Whether a restarted replica has heard where the others are; last_executed per
+        # replica from STATUS in our view (to tell that we are behind).
         self._located = True
         self._located_by = 0
         self._heard: set[int] = set()
         self._peer_progress: dict[int, tuple[int, int]] = {}
-        # Replicas seen waiting in view + 1 (view, first tick, last copy's tick), and how
-        # often we joined each (_maybe_join_lone_view_change).
-        self._lone_since: dict[int, tuple[int, int, int]] = {}
-        self._lone_joins: dict[int, int] = {}
         self._timers_restarted: set[tuple[str, int]] = set()  # (client, t), this view
         self._replies_resent = ClientAnswers(config)
         # State transfer: the fetch in progress.
@@ -316,6 +303,7 @@ class Replica:
         self.log.invariants()
         self.checkpoints.invariants()
         self.future.invariants()
+        self.view_changes.invariants()
         self.chunks_served.invariants()
         self.verified.invariants()
         self.batching.invariants()
@@ -326,19 +314,12 @@ class Replica:
             ("ordered", len(self.ordered), clients),
             ("deferred_reads", len(self.deferred_reads), clients),
             ("clients", len(self.clients), clients),
-            ("view_changes", len(self.view_changes), n),
-            ("_new_view_resent", len(self._new_view_resent), n),
             ("prepared_certs", len(self.prepared_certs), cfg.log_window),
             ("_status_answered", len(self._status_answered), n),
             ("_replies_resent", len(self._replies_resent), clients),
             ("_held_answers", len(self._held_answers), clients),
-            ("_own_vcs", len(self._own_vcs), n),
-            ("_vc_resent", len(self._vc_resent), n),
             ("_heard", len(self._heard), n),
             ("_peer_progress", len(self._peer_progress), n),
-            ("_peer_view", len(self._peer_view), n),
-            ("_lone_since", len(self._lone_since), n),
-            ("_lone_joins", len(self._lone_joins), n),
             ("_timers_restarted", len(self._timers_restarted), clients),
             ("_evidence_seen", len(self._evidence_seen), EVIDENCE_MEMORY),
             # Keyed by (channel peer, reason): replicas, clients and an unauthenticated None.
@@ -968,7 +949,7 @@ class Replica:
             known = self.waiting.get(req.client)
             if known is not None and known[0] <= req.timestamp:
                 del self.waiting[req.client]
-            self._vc_attempts = 0  # progress in this view (4.5.2)
+            self.view_changes.attempts = 0  # progress in this view (4.5.2)
         self.last_executed = slot.seq
         self.retransmit_timeout.start(self.ticks)
         if self.is_primary:
@@ -1103,9 +1084,9 @@ class Replica:
             self.waiting.setdefault(client, (req.timestamp, data, self.ticks))
         self.view = new_view
         self.status = ViewStatus.VIEW_CHANGE
-        self.view_changes_started += 1
+        self.view_changes.started += 1
         self.new_view_data = b""
-        self._vc_attempts += 1
+        self.view_changes.attempts += 1
         self.new_view_timeout.stop()
         certs = []
         for seq, (_, pp_env, prepares) in sorted(self.prepared_certs.items()):
@@ -1127,16 +1108,13 @@ class Replica:
         vc = ViewChange(new_view, self.log.low, self.checkpoints.stable_proof, tuple(certs))
         data = self._broadcast(self.safety.sign_other(vc))
         try:
-            self.view_changes[self.id] = check_view_change(
+            self.view_changes.received[self.id] = check_view_change(
                 self.config, self.verifier, self.id, vc, data, self._check_cert
             )
         except InvalidCertificate as exc:  # only from a damaged store: never out of step()
             self._out.append(Note(f"our own view-change for {new_view} does not check: {exc}"))
         self._persist_view(data)
-        self._own_vcs[new_view] = data
-        for old in [v for v in self._own_vcs if v <= new_view - self.config.n]:
-            del self._own_vcs[old]
-        self._lone_since = {s: vs for s, vs in self._lone_since.items() if vs[0] > new_view}
+        self.view_changes.sent_own(new_view, data)
         self._out.append(ViewChangeStarted(new_view))
         self._after_view_change_input()
 
@@ -1150,20 +1128,18 @@ class Replica:
                 # only for a VIEW-CHANGE its signer really signed, and once per
                 # retransmission period per replica (a replayed one cannot make us flood).
                 if not self._too_soon(
-                    self._new_view_resent, signer, self._retransmit_ticks, peer
+                    self.view_changes.new_view_resent, signer, self._retransmit_ticks, peer
                 ) and self._verify(peer, env):
-                    self._new_view_resent[signer] = self.ticks
+                    self.view_changes.new_view_resent[signer] = self.ticks
                     self._out.append(Send(signer, self.new_view_data))
-            elif vc.new_view in self._own_vcs and signer != self.id:
+            elif vc.new_view in self.view_changes.own and signer != self.id:
                 self._resend_own_view_change(peer, env, signer, vc.new_view)
             else:
                 self.rejects[(peer, Reason.STALE)] += 1
             return
-        prior = self.view_changes.get(signer)
+        prior = self.view_changes.received.get(signer)
         if prior is not None and prior.msg.new_view >= vc.new_view:
-            lone = self._lone_since.get(signer)
-            if lone is not None and lone[0] == vc.new_view and prior.data == data:
-                self._lone_since[signer] = (lone[0], lone[1], self.ticks)  # still sending it
+            self.view_changes.repeated(signer, vc.new_view, data, self.ticks)
             # A retransmission, or older than what we hold from that replica (which already
             # counts toward our new-view timer if it is for our view or later).
             return
@@ -1174,20 +1150,13 @@ class Replica:
         except InvalidCertificate as exc:
             self._reject(peer, Reason.BAD_CERTIFICATE, str(exc))
             return
-        self.view_changes[signer] = checked
-        self._peer_view[signer] = max(self._peer_view.get(signer, -1), vc.new_view)
-        if vc.new_view == self.view + 1 and self._lone_since.get(signer, (-1, 0, 0))[0] != vc.new_view:
-            self._lone_since[signer] = (vc.new_view, self.ticks, self.ticks)
+        self.view_changes.add(checked, self.view, self.ticks)
         self._compare_certificates(vc)
-        # Section 4.5.2: f+1 view-changes for higher views from others prove that at least
-        # one correct replica wants to move; join the lowest view that f+1 of them reached.
-        higher = sorted(
-            (c.msg.new_view for s, c in self.view_changes.items() if s != self.id),
-            reverse=True,
-        )
-        higher = [v for v in higher if v > self.view]
-        if len(higher) >= self.config.weak_quorum:
-            self.become_view_change(higher[self.config.f])
+        # Section 4.5.2: f+1 view-changes for higher views from others: join the lowest
+        # view that f+1 of them reached.
+        target = self.view_changes.join_target(self.view, self.id)
+        if target is not None:
+            self.become_view_change(target)
             return
         self._after_view_change_input()
 
@@ -1198,20 +1167,20 @@ class Replica:
         there, times the view out and follows us. Without this, replicas split between
         v and v+1 each wait for the others for ever (issue 13, item 2; the stall of fuzz
         seed 1501933). Once per retransmission period per replica, signed senders only."""
-        if self._peer_view.get(to, -1) > view:
+        if self.view_changes.peer_view.get(to, -1) > view:
             # It has told us of a later view since: this is a replay (or an old copy), and
             # answering it could start two replicas resending old VIEW-CHANGEs to each other.
             self.rejects[(peer, Reason.STALE)] += 1
             return
-        last = self._vc_resent.get(to)
+        last = self.view_changes.resent.get(to)
         if last is not None and last[0] == view and self.ticks - last[1] < self._retransmit_ticks:
             self.rejects[(peer, Reason.DUPLICATE)] += 1
             return
         if not self._verify(peer, env):
             return
-        self._vc_resent[to] = (view, self.ticks)  # per asker and view: a replay of another view uses none of it
-        self._peer_view[to] = max(self._peer_view.get(to, -1), view)
-        self._out.append(Send(to, self._own_vcs[view]))
+        self.view_changes.resent[to] = (view, self.ticks)  # per asker and view: a replay of another view uses none of it
+        self.view_changes.saw(to, view)
+        self._out.append(Send(to, self.view_changes.own[view]))
 
     def _compare_certificates(self, vc: ViewChange) -> None:
         """A prepared certificate carries the old primary's signed pre-prepare: if ours
@@ -1240,20 +1209,20 @@ class Replica:
     def _after_view_change_input(self) -> None:
         if self.status is ViewStatus.NORMAL:
             return
-        votes = [c for c in self.view_changes.values() if c.msg.new_view == self.view]
+        votes = [c for c in self.view_changes.received.values() if c.msg.new_view == self.view]
         # Replicas in this view or past it (their latest VIEW-CHANGE is for it or a later
         # view): 2f+1 of them start the new-view timer (4.5.2). One
         # past it was in it or joined a later one on f+1; counting it gives f faulty
         # replicas nothing they could not get by sending a VIEW-CHANGE for this view, and
         # it lets replicas left behind in v time v out after the one that moved on to v+1
         # restarted and can no longer resend its VIEW-CHANGE for v (review of issue 13).
-        in_view = [c for c in self.view_changes.values() if c.msg.new_view >= self.view]
+        in_view = [c for c in self.view_changes.received.values() if c.msg.new_view >= self.view]
         if len(in_view) < self.config.quorum:
             return
         if not self.new_view_timeout.running:
             # Section 4.5.2: the timer for the new view starts once 2f+1 replicas are in
             # it, so a replica does not race ahead alone.
-            shift = min(self._vc_attempts, MAX_BACKOFF_SHIFT)
+            shift = min(self.view_changes.attempts, MAX_BACKOFF_SHIFT)
             self.new_view_timeout.start(self.ticks, self._vc_timeout_ticks << shift)
             # Remembered across a restart: the VIEW-CHANGEs that started it are not
             # persisted, and peers that have moved on to a later view never resend them,
@@ -1263,7 +1232,7 @@ class Replica:
             self._send_new_view(votes)
 
     def _send_new_view(self, votes: list[CheckedViewChange]) -> None:
-        own = self.view_changes[self.id]
+        own = self.view_changes.received[self.id]
         others = sorted((c for c in votes if c.signer != self.id), key=lambda c: c.signer)
         chosen = [own, *others[: self.config.quorum - 1]]
         plan = plan_new_view(chosen)
@@ -1359,8 +1328,7 @@ class Replica:
             self._accept_pre_prepare(slot, pp, raw, tuple(requests), prepare=not self.is_primary)
         last = pre_prepares[-1][0].seq if pre_prepares else min_s
         self.next_seq = max(last, self.log.low, self.last_executed) + 1
-        self.view_changes = {s: c for s, c in self.view_changes.items() if c.msg.new_view > self.view}
-        self._lone_since = {s: v for s, v in self._lone_since.items() if v[0] > self.view}
+        self.view_changes.installed(self.view)
         self._timers_restarted.clear()
         # Waiting requests get a fresh timer in the new view; the new primary orders them,
         # backups hand them to it.
@@ -1401,7 +1369,7 @@ class Replica:
         if not self._verify(peer, env):
             return
         self._status_answered[to] = self.ticks
-        self._peer_view[to] = max(self._peer_view.get(to, -1), st.view)
+        self.view_changes.saw(to, st.view)
         self._peer_progress[to] = (st.view, st.last_executed)
         if not self._located:
             self._heard.add(to)
@@ -1616,28 +1584,12 @@ class Replica:
         (4.5.2) and the group is whole again (issue 13, item 2). Joining a view change
         is always safe; a Byzantine replica that keeps sending VIEW-CHANGEs buys one view
         change per period, and the period doubles each time the same replica does it."""
-        for signer, view, due in self._lone_deadlines():
+        for signer, view, due in self.view_changes.lone_deadlines(self.view, self.ticks):
             if self.ticks >= due:
-                self._lone_joins[signer] = self._lone_joins.get(signer, 0) + 1
+                self.view_changes.joined_lone(signer)
                 self._out.append(Note(f"replica {signer} is alone in view {view}: joining it"))
                 self.become_view_change(view)
                 return
-
-    def _lone_deadlines(self) -> list[tuple[int, int, int]]:
-        """(signer, view, tick we join it) for each replica still waiting alone in our
-        view + 1 (_maybe_join_lone_view_change)."""
-        out = []
-        for signer, (view, since, last) in sorted(self._lone_since.items()):
-            held = self.view_changes.get(signer)
-            if view != self.view + 1 or held is None or held.msg.new_view != view:
-                continue
-            if self.ticks - last > 2 * self._retransmit_ticks:
-                continue  # not retransmitted lately: not waiting there any more (or a one-off)
-            # The wait doubles per join of this signer without the view-change cap, so a
-            # faulty replica forcing view changes this way gets logarithmically few.
-            wait = (LONE_FACTOR * self._vc_timeout_ticks) << min(self._lone_joins.get(signer, 0), 40)
-            out.append((signer, view, since + wait))
-        return out
 
     def next_view_move(self) -> int | None:
         """The tick at which this replica will leave its view on its own (its new-view
@@ -1645,7 +1597,8 @@ class Replica:
         checkers deciding whether replicas in different views may still converge."""
         if self.status is ViewStatus.VIEW_CHANGE:
             return self.new_view_timeout.deadline
-        return min((due for _, _, due in self._lone_deadlines()), default=None)
+        deadlines = self.view_changes.lone_deadlines(self.view, self.ticks)
+        return min((due for _, _, due in deadlines), default=None)
 
     def on_request_timeout(self) -> None:
         """A backup's timers on the requests it waits for (4.4): view change when one is
@@ -1673,7 +1626,7 @@ class Replica:
             del self.waiting[client]
         if not self.waiting:
             return
-        timeout = self._vc_timeout_ticks << min(self._vc_attempts, MAX_BACKOFF_SHIFT)
+        timeout = self._vc_timeout_ticks << min(self.view_changes.attempts, MAX_BACKOFF_SHIFT)
         oldest = min(since for _, _, since in self.waiting.values())
         unordered = [
             since for c, (ts, _, since) in self.waiting.items() if self.ordered.get(c, -1) < ts
@@ -1741,7 +1694,7 @@ class Replica:
             self.transfer.asked.clear()  # a slow source: ask the next one
             self._request_chunks()
         if self.status is ViewStatus.VIEW_CHANGE:
-            own = self.view_changes.get(self.id)
+            own = self.view_changes.received.get(self.id)
             if own is not None and own.msg.new_view == self.view:
                 self._out.append(Broadcast(own.data))
             return

@@ -1,4 +1,4 @@
-"""View-change certificates: checking them and computing a NEW-VIEW (OSDI'99 section 4.4).
+"""View changes: certificates, the NEW-VIEW computation, and who is where (OSDI'99 4.4).
 
 Pure functions, shared by the new primary (which builds NEW-VIEW) and the backups (which
 recompute it from the VIEW-CHANGEs it carries and reject it if anything differs). Keeping
@@ -270,3 +270,109 @@ def check_new_view(
             raise InvalidCertificate(f"bad signature on pre-prepare n={pp.seq}")
         pre_prepares.append((pp, raw))
     return CheckedNewView(plan, pre_prepares)
+
+
+LONE_FACTOR = 3
+"""View-change timeouts a replica may wait alone in our view + 1 before we join it."""
+
+
+class ViewChanges:
+    """The VIEW-CHANGEs a replica holds and has sent, and where the others are (4.4, 4.5.2).
+
+    * `received`: the latest valid VIEW-CHANGE of each replica (ours included), which
+      count toward the new-view timer and the NEW-VIEW.
+    * `own`: our signed VIEW-CHANGE of each of the last n views we passed through, resent
+      to a replica still waiting in one (`resent`: once per period per asker and view),
+      so that replicas split between two views converge (issue 13, item 2).
+    * `peer_view`: the latest view each replica told us it is in (a replayed old
+      VIEW-CHANGE is then recognised as old).
+    * `lone_since`, `lone_joins`: replicas seen waiting alone in our view + 1 (view, first
+      tick, last copy's tick), and how often we joined each (`lone_deadlines`).
+    * `new_view_resent`: when we last resent our NEW-VIEW to each replica.
+    * `started`, `attempts`: view changes started, and in a row without progress (the
+      timeout doubles with each, 4.5.2).
+    """
+
+    def __init__(self, config: ClusterConfig, retransmit_ticks: int, timeout_ticks: int) -> None:
+        self.config = config
+        self.retransmit_ticks = retransmit_ticks
+        self.timeout_ticks = timeout_ticks
+        self.received: dict[int, CheckedViewChange] = {}
+        self.own: dict[int, bytes] = {}
+        self.resent: dict[int, tuple[int, int]] = {}  # asker -> (view, tick) answered
+        self.new_view_resent: dict[int, int] = {}  # replica -> tick
+        self.peer_view: dict[int, int] = {}
+        self.lone_since: dict[int, tuple[int, int, int]] = {}
+        self.lone_joins: dict[int, int] = {}
+        self.started = 0
+        self.attempts = 0
+
+    def saw(self, replica: int, view: int) -> None:
+        """`replica` told us it is in `view` (or later)."""
+        self.peer_view[replica] = max(self.peer_view.get(replica, -1), view)
+
+    def sent_own(self, new_view: int, data: bytes) -> None:
+        """We sent VIEW-CHANGE `data` for `new_view`: keep the last n of ours."""
+        self.own[new_view] = data
+        for old in [v for v in self.own if v <= new_view - self.config.n]:
+            del self.own[old]
+        self.lone_since = {s: vs for s, vs in self.lone_since.items() if vs[0] > new_view}
+
+    def add(self, checked: CheckedViewChange, view: int, now: int) -> None:
+        """A valid VIEW-CHANGE, newer than what we held from its signer; we are in `view`."""
+        signer, new_view = checked.signer, checked.msg.new_view
+        self.received[signer] = checked
+        self.saw(signer, new_view)
+        if new_view == view + 1 and self.lone_since.get(signer, (-1, 0, 0))[0] != new_view:
+            self.lone_since[signer] = (new_view, now, now)
+
+    def repeated(self, signer: int, new_view: int, data: bytes, now: int) -> None:
+        """A copy of the VIEW-CHANGE we hold from `signer`: it is still sending it."""
+        lone = self.lone_since.get(signer)
+        prior = self.received.get(signer)
+        if lone is not None and lone[0] == new_view and prior is not None and prior.data == data:
+            self.lone_since[signer] = (lone[0], lone[1], now)
+
+    def join_target(self, view: int, me: int) -> int | None:
+        """Section 4.5.2: f+1 VIEW-CHANGEs for views above ours from others prove that
+        at least one correct replica wants to move: the lowest view f+1 of them reached."""
+        higher = sorted((c.msg.new_view for s, c in self.received.items() if s != me), reverse=True)
+        higher = [v for v in higher if v > view]
+        return higher[self.config.f] if len(higher) >= self.config.weak_quorum else None
+
+    def installed(self, view: int) -> None:
+        """`view` is installed: VIEW-CHANGEs for it and earlier are spent."""
+        self.received = {s: c for s, c in self.received.items() if c.msg.new_view > view}
+        self.lone_since = {s: v for s, v in self.lone_since.items() if v[0] > view}
+
+    def lone_deadlines(self, view: int, now: int) -> list[tuple[int, int, int]]:
+        """(signer, view + 1, tick we join it) for each replica still waiting alone in
+        `view` + 1 (Replica.maybe_join_lone_view_change)."""
+        out = []
+        for signer, (lone_view, since, last) in sorted(self.lone_since.items()):
+            held = self.received.get(signer)
+            if lone_view != view + 1 or held is None or held.msg.new_view != lone_view:
+                continue
+            if now - last > 2 * self.retransmit_ticks:
+                continue  # not retransmitted lately: not waiting there any more (or a one-off)
+            # The wait doubles per join of this signer without the view-change cap, so a
+            # faulty replica forcing view changes this way gets logarithmically few.
+            wait = (LONE_FACTOR * self.timeout_ticks) << min(self.lone_joins.get(signer, 0), 40)
+            out.append((signer, lone_view, since + wait))
+        return out
+
+    def joined_lone(self, signer: int) -> None:
+        self.lone_joins[signer] = self.lone_joins.get(signer, 0) + 1
+
+    def invariants(self) -> None:
+        n = self.config.n
+        for name, size in (
+            ("view_changes", len(self.received)),
+            ("_new_view_resent", len(self.new_view_resent)),
+            ("_own_vcs", len(self.own)),
+            ("_vc_resent", len(self.resent)),
+            ("_peer_view", len(self.peer_view)),
+            ("_lone_since", len(self.lone_since)),
+            ("_lone_joins", len(self.lone_joins)),
+        ):
+            assert size <= n, f"{name} holds {size}, bound {n}"
