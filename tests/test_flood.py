@@ -58,7 +58,7 @@ def test_a_backup_relays_a_flooding_client_once_per_tick_not_per_request():
     assert calls[0] == 0
     newest = put("alice", 51)
     assert [a for a in backup.step(Tick()) if isinstance(a, Send)] == [Send(0, newest)]
-    assert calls[0] == 1 and backup.waiting["alice"][0] == 51
+    assert calls[0] == 1 and backup.requests.waiting["alice"][0] == 51
 
 
 def test_a_forged_relayed_request_does_not_displace_the_clients_own():
@@ -68,5 +68,5 @@ def test_a_forged_relayed_request_does_not_displace_the_clients_own():
     feed(backup, 2, forged)  # a Byzantine replica relays a forgery with a larger timestamp
     feed(backup, "alice", put("alice", 2))
     backup.step(Tick())
-    assert backup.waiting["alice"][0] == 2
+    assert backup.requests.waiting["alice"][0] == 2
     assert backup.rejects[(2, Reason.BAD_REQUEST)] == 1

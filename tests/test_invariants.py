@@ -96,7 +96,7 @@ def test_transfer_bounds():
 
 def test_replica_reports_an_owner_over_its_bound():
     r = make_replica(CFG, 1)
-    r.waiting.update({f"x{i}": (1, b"", 0) for i in range(len(CFG.clients) + 1)})
+    r.requests.waiting.update({f"x{i}": (1, b"", 0) for i in range(len(CFG.clients) + 1)})
     over(r.invariants, "waiting holds 3, bound 2")
 
 

@@ -117,7 +117,7 @@ def snapshot(rep) -> tuple:
             for s, sl in rep.log.slots.items()
         },
         list(rep.batching.pending.items()),
-        dict(rep.waiting),
+        dict(rep.requests.waiting),
         rep.status is ViewStatus.NORMAL,
         dict(rep.view_changes.received),
         dict(rep.prepared_certs),
@@ -477,7 +477,7 @@ def test_backup_relays_a_client_request_to_the_primary(backup):
     data = put("alice", 1)
     assert feed(backup, "alice", data) == [Send(0, data)]
     assert feed(backup, 2, data) == []  # relayed by a peer: not relayed again
-    assert backup.log.get(1) is None and "alice" in backup.waiting
+    assert backup.log.get(1) is None and "alice" in backup.requests.waiting
 
 
 # -- 4.1: exactly once ------------------------------------------------------------------------

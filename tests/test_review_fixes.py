@@ -112,11 +112,11 @@ def test_timers_restart_at_most_once_per_request_and_view():
     rep = make_replica(cfg, 1)
     feed(rep, "bob", sign_request("bob", op_put(b"b", b"1"), 1))
     _ticks(rep, 5)
-    rep._restart_timers()
-    first = rep.waiting["bob"][2]
+    rep.requests.restart(rep.ticks)
+    first = rep.requests.waiting["bob"][2]
     _ticks(rep, 5)
-    rep._restart_timers()
-    assert rep.waiting["bob"][2] == first == 5
+    rep.requests.restart(rep.ticks)
+    assert rep.requests.waiting["bob"][2] == first == 5
 
 
 def test_state_chunks_per_replica_and_period_are_budgeted():

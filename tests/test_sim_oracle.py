@@ -218,7 +218,7 @@ def test_resources_waiting_is_bounded():
     # `waiting` (once `relayed`) went unchecked after its rename: one entry per client.
     o = oracle()
     r = _replica()
-    r.waiting.update({f"x{i}": (1, b"", 0) for i in range(len(CFG.clients) + 1)})
+    r.requests.waiting.update({f"x{i}": (1, b"", 0) for i in range(len(CFG.clients) + 1)})
     o.check_resources(0, r)
     assert checks(o) == ["resources"] and "waiting" in o.violations[0].detail
 

@@ -103,7 +103,7 @@ def test_a_request_gets_a_fresh_timer_once_state_transfer_completes():
         sc = StateChunk(12, root, i, len(chunks), chunk, chunk_proof(chunks, i))
         out += feed(backup, 2, seal_as(2, sc))
     assert actions_of(out, StateInstalled) == [StateInstalled(12, root)]
-    assert "alice" in backup.waiting  # not in the installed state: still waiting
+    assert "alice" in backup.requests.waiting  # not in the installed state: still waiting
     # The ordering timer (50 ticks) runs from the install, not from tick 0; its reminder
     # comes first, at 25.
     assert actions_of(ticks(backup, 49), ViewChangeStarted) == []

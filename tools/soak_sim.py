@@ -78,7 +78,7 @@ def sizes(node: Any) -> dict[str, int]:
         "claims": sum(len(c) for c in node.checkpoints.claims.values()),
         "future": len(node.future.messages),
         "future_per_peer": max(per_peer.values(), default=0),
-        "waiting": len(node.waiting),
+        "waiting": len(node.requests.waiting),
         "pending": len(node.batching.pending),
         "deferred_reads": len(node.deferred_reads),
         "verified": len(node.verified.cache),

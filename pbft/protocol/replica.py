@@ -122,7 +122,7 @@ from .statetransfer import (
     state_root,
     verify_chunk,
 )
-from .timeouts import Timeout
+from .timeouts import Expired, RequestTimers, Timeout
 from .verified import VerifiedRequests
 from .viewchange import (
     CheckedNewView,
@@ -146,10 +146,6 @@ EVIDENCE_MEMORY = 4096
 """Evidence pairs remembered to report each once; forgetting only means repeating one."""
 
 _REPLY = int(MsgType.REPLY)
-
-ORDERING_FRACTION = 2
-"""A request a backup knows of must appear in a pre-prepare within this fraction of the
-view-change timeout (it must execute within the whole timeout)."""
 
 DEFERRED_REQUESTS = 4096
 """Deferred client requests kept at most (one per client and channel, _defer_request);
@@ -200,13 +196,9 @@ class Replica:
         self._vc_timeout_ticks = max(1, config.view_change_timeout_ms // config.tick_ms)
         # The primary's queue and the wait for returning clients (batching.py).
         self.batching = Batching(config, self._vc_timeout_ticks)
-        # Requests this replica knows of and has not executed: client -> (t, envelope,
-        # tick it started waiting). A backup's view-change timer runs on these (4.4).
-        self.waiting: dict[str, tuple[int, bytes, int]] = {}
-        # The newest timestamp per client seen in a pre-prepare of this view: a waiting
-        # request the primary has not ordered yet runs on the shorter ordering timer.
-        self.ordered: dict[str, int] = {}
-        self._nudged = -1  # tick of the last reminder about unordered requests
+        # Requests this replica knows of and has not executed, and the view-change and
+        # ordering timers a backup runs on them (4.4, timeouts.RequestTimers).
+        self.requests = RequestTimers(len(config.clients))
         # Read-only requests waiting for our prepared slots to execute (one per client).
         self.deferred_reads: dict[str, Request] = {}
         # View change state.
@@ -226,7 +218,6 @@ class Replica:
         self._located_by = 0
         self._heard: set[int] = set()
         self._peer_progress: dict[int, tuple[int, int]] = {}
-        self._timers_restarted: set[tuple[str, int]] = set()  # (client, t), this view
         self._replies_resent = ClientAnswers(config)
         # State transfer: the fetch in progress.
         self.transfer: Transfer | None = None
@@ -303,6 +294,7 @@ class Replica:
         self.log.invariants()
         self.checkpoints.invariants()
         self.future.invariants()
+        self.requests.invariants()
         self.view_changes.invariants()
         self.chunks_served.invariants()
         self.verified.invariants()
@@ -310,8 +302,6 @@ class Replica:
         if self.transfer is not None:
             self.transfer.invariants()
         for name, size, bound in (
-            ("waiting", len(self.waiting), clients),
-            ("ordered", len(self.ordered), clients),
             ("deferred_reads", len(self.deferred_reads), clients),
             ("clients", len(self.clients), clients),
             ("prepared_certs", len(self.prepared_certs), cfg.log_window),
@@ -320,7 +310,6 @@ class Replica:
             ("_held_answers", len(self._held_answers), clients),
             ("_heard", len(self._heard), n),
             ("_peer_progress", len(self._peer_progress), n),
-            ("_timers_restarted", len(self._timers_restarted), clients),
             ("_evidence_seen", len(self._evidence_seen), EVIDENCE_MEMORY),
             # Keyed by (channel peer, reason): replicas, clients and an unauthenticated None.
             ("rejects", len(self.rejects), (n + clients + 1) * len(Reason)),
@@ -481,7 +470,7 @@ class Replica:
         queued = self.batching.queued_ts(client)
         if queued >= 0:
             return queued
-        known = self.waiting.get(client)
+        known = self.requests.waiting.get(client)
         if known is not None and known[0] > self._executed_ts(client):
             return known[0]
         return -1
@@ -570,11 +559,8 @@ class Replica:
             return
         # Section 4.1/4.4: a backup relays the request to the primary and waits for it to
         # execute; its view-change timer runs from the first time it saw it.
-        known = self.waiting.get(req.client)
-        if known is None or known[0] < req.timestamp:
-            self.waiting[req.client] = (req.timestamp, data, self.ticks)
-        elif known[0] > req.timestamp:
-            return
+        if not self.requests.wait(req.client, req.timestamp, data, self.ticks):
+            return  # superseded by a newer request of that client
         if isinstance(peer, str) or peer is None:
             self._out.append(Send(self.primary, data))
 
@@ -702,8 +688,7 @@ class Replica:
         slot.pre_prepare_env = data
         slot.requests = requests
         for req, _ in requests:
-            if self.ordered.get(req.client, -1) < req.timestamp:
-                self.ordered[req.client] = req.timestamp
+            self.requests.saw_ordered(req.client, req.timestamp)
         if prepare:
             # A backup's own PREPARE goes out before the slot is re-evaluated: votes that
             # arrived before the pre-prepare may complete it, execute it and collect it.
@@ -946,9 +931,7 @@ class Replica:
             self.clients[req.client] = ClientRecord(req.timestamp, result)
             self._reply(req.client, req.timestamp, result)
             done.append(ExecutedRequest(req.client, req.timestamp, req.operation, result, True))
-            known = self.waiting.get(req.client)
-            if known is not None and known[0] <= req.timestamp:
-                del self.waiting[req.client]
+            self.requests.executed(req.client, req.timestamp)
             self.view_changes.attempts = 0  # progress in this view (4.5.2)
         self.last_executed = slot.seq
         self.retransmit_timeout.start(self.ticks)
@@ -1081,7 +1064,7 @@ class Replica:
         assert new_view > self.view
         # Requests the old primary held are now waited for like any other (4.4).
         for client, req, data in self.batching.drain():
-            self.waiting.setdefault(client, (req.timestamp, data, self.ticks))
+            self.requests.waiting.setdefault(client, (req.timestamp, data, self.ticks))
         self.view = new_view
         self.status = ViewStatus.VIEW_CHANGE
         self.view_changes.started += 1
@@ -1303,7 +1286,7 @@ class Replica:
     ) -> None:
         """Enter the new view with the re-issued pre-prepares O (section 4.4)."""
         self.status = ViewStatus.NORMAL
-        self.ordered.clear()  # what O re-issues is ordered again below; the rest is not
+        self.requests.ordered.clear()  # what O re-issues is ordered again below; the rest is not
         self.new_view_timeout.stop()
         # The NEW-VIEW is kept with the view: a primary restarted in it must still be able
         # to send it to a replica that missed it (on_view_change), or that replica waits
@@ -1329,11 +1312,9 @@ class Replica:
         last = pre_prepares[-1][0].seq if pre_prepares else min_s
         self.next_seq = max(last, self.log.low, self.last_executed) + 1
         self.view_changes.installed(self.view)
-        self._timers_restarted.clear()
         # Waiting requests get a fresh timer in the new view; the new primary orders them,
         # backups hand them to it.
-        for client, (ts, data, _) in list(self.waiting.items()):
-            self.waiting[client] = (ts, data, self.ticks)
+        for data in self.requests.new_view(self.ticks):
             if self.is_primary:
                 req = self.verified.check(data)
                 if not isinstance(req, str):
@@ -1341,7 +1322,7 @@ class Replica:
             else:
                 self._out.append(Send(self.primary, data))
         if self.is_primary:
-            self.waiting.clear()
+            self.requests.waiting.clear()
         self._out.append(ViewInstalled(self.view, self.primary))
         for peer, data in self.future.take():
             self._on_received(peer, data)
@@ -1520,10 +1501,8 @@ class Replica:
         self.transfers_completed += 1
         self.retransmit_timeout.start(self.ticks)
         self._persist_checkpoint(t.seq, t.digest, t.proof, state)
-        for client, (ts, _, _) in list(self.waiting.items()):
-            if self._executed_ts(client) >= ts:
-                del self.waiting[client]
-        self._restart_timers()  # a fresh timer once caught up
+        self.requests.drop_executed(self._executed_ts)
+        self.requests.restart(self.ticks)  # a fresh timer once caught up
         self._out.append(StateInstalled(t.seq, t.digest))
         self._maybe_execute()
 
@@ -1605,7 +1584,7 @@ class Replica:
         not executed within the view-change timeout or not ordered within a fraction of it."""
         if self.status is ViewStatus.VIEW_CHANGE:
             return
-        if self.is_primary or not self.waiting or self.transfer is not None:
+        if self.is_primary or not self.requests.waiting or self.transfer is not None:
             # A replica fetching state is behind: it cannot judge the primary by requests
             # it has not caught up to, and must not leave the view alone for that.
             return
@@ -1621,56 +1600,26 @@ class Replica:
         if self._behind():
             # Catching up: one more timeout to catch up in, not a timer held back for ever
             # (a primary that kept us a little behind must not keep us from suspecting it).
-            self._restart_timers()
-        for client in [c for c, (ts, _, _) in self.waiting.items() if self._executed_ts(c) >= ts]:
-            del self.waiting[client]
-        if not self.waiting:
-            return
+            self.requests.restart(self.ticks)
+        self.requests.drop_executed(self._executed_ts)
         timeout = self._vc_timeout_ticks << min(self.view_changes.attempts, MAX_BACKOFF_SHIFT)
-        oldest = min(since for _, _, since in self.waiting.values())
-        unordered = [
-            since for c, (ts, _, since) in self.waiting.items() if self.ordered.get(c, -1) < ts
-        ]
-        # Two timers per request (the paper's, and Aardvark's answer to a slow primary):
-        # executed within the view-change timeout, and *ordered* within a fraction of it.
-        # A primary that delays every pre-prepare to just under the first timer is caught
-        # by the second, so a slow primary costs one view change, not the cluster's
-        # throughput (BYZANTINE.md `slow-primary`). Half-way through the ordering timer
-        # we first ask again (the request to the primary, our STATUS to everyone), so a
-        # pre-prepare that was merely lost is recovered instead of costing a view.
-        ordering = max(2, timeout // ORDERING_FRACTION)
-        if self.ticks - oldest >= timeout:
+        expired = self.requests.expired(self.ticks, timeout)
+        if expired is Expired.VIEW_CHANGE:
             self.become_view_change(self.view + 1)
-        elif unordered:
-            age = self.ticks - min(unordered)
-            if age >= ordering:
-                self.become_view_change(self.view + 1)
-            elif age >= ordering // 2 and self._nudged < min(unordered):
-                self._nudged = self.ticks
-                for c, (ts, data, _) in sorted(self.waiting.items()):
-                    if self.ordered.get(c, -1) < ts:
-                        self._out.append(Send(self.primary, data))
-                status = Status(self.view, self.last_executed, self.log.low, len(self.log))
-                self._out.append(Broadcast(self.safety.sign_other(status).to_bytes()))
+        elif expired is Expired.NUDGE:
+            # Half-way through the ordering timer: the request to the primary again, our
+            # STATUS to everyone, so a pre-prepare that was merely lost costs no view.
+            for data in self.requests.unordered():
+                self._out.append(Send(self.primary, data))
+            status = Status(self.view, self.last_executed, self.log.low, len(self.log))
+            self._out.append(Broadcast(self.safety.sign_other(status).to_bytes()))
 
     def _locate(self) -> None:
         """We know where the others are (or waited long enough): judge the primary from
         now on, with fresh timers for what we were waiting for."""
         self._located = True
         self._heard.clear()
-        self._restart_timers()
-
-    def _restart_timers(self) -> None:
-        """Give what we wait for a fresh timer after catching up (a state transfer, a
-        restart, learning that we are behind), at most once per request and view: a
-        primary that made a backup transfer again and again (delaying the pre-prepares of
-        checkpoint slots to it) pushed its deadlines back for ever and could censor a
-        client (review of issue 13)."""
-        self._timers_restarted &= {(c, w[0]) for c, w in self.waiting.items()}  # bounded
-        for client, (ts, data, _) in list(self.waiting.items()):
-            if (client, ts) not in self._timers_restarted:
-                self._timers_restarted.add((client, ts))
-                self.waiting[client] = (ts, data, self.ticks)
+        self.requests.restart(self.ticks)
 
     def _behind(self) -> bool:
         """f+1 replicas (so at least one correct) told us, by STATUS in our view, that they
