@@ -123,7 +123,7 @@ from .statetransfer import (
     verify_chunk,
 )
 from .timeouts import Expired, RequestTimers, Timeout
-from .verified import VerifiedRequests
+from .verified import DeferredRequests, VerifiedRequests
 from .viewchange import (
     CheckedNewView,
     CheckedViewChange,
@@ -146,10 +146,6 @@ EVIDENCE_MEMORY = 4096
 """Evidence pairs remembered to report each once; forgetting only means repeating one."""
 
 _REPLY = int(MsgType.REPLY)
-
-DEFERRED_REQUESTS = 4096
-"""Deferred client requests kept at most (one per client and channel, _defer_request);
-beyond it a request is verified on arrival, as it would be without deferral."""
 
 MAX_BACKOFF_SHIFT = 6
 """The view-change timeout doubles per failed view change, up to 2**6 times (4.5.2)."""
@@ -231,7 +227,7 @@ class Replica:
         self.verified = VerifiedRequests(self.verifier)  # client signatures checked once
         # Newer requests of clients that already have one waiting here, unverified: the
         # newest per (client, channel), taken at the next tick (_defer_request).
-        self._deferred: dict[tuple[str, Signer | None], tuple[Signer | None, bytes, Request]] = {}
+        self.deferred = DeferredRequests()
         self._evidence_seen: set[bytes] = set()
         self.ticks = 0
         # Timeouts (timeouts.py), fired in this order at every tick. `requests` and
@@ -298,6 +294,7 @@ class Replica:
         self.view_changes.invariants()
         self.chunks_served.invariants()
         self.verified.invariants()
+        self.deferred.invariants()
         self.batching.invariants()
         if self.transfer is not None:
             self.transfer.invariants()
@@ -477,13 +474,9 @@ class Replica:
 
     def _defer_request(self, peer: Signer | None, data: bytes, msg: Request) -> bool:
         """A flooding client's budget (issue 13, item 9): while a verified write of a
-        client waits here (not yet proposed, or not yet executed at a backup), a newer one
-        is not verified on arrival. The newest per client and channel is kept unverified
-        and taken at the next tick (`_take_deferred`); an older one than the waiting
-        request is superseded and dropped. So a client costs at most one verification per
-        channel and tick, however fast it sends, and a Byzantine replica relaying forged
-        requests for it fills only its own channel's place. A client with one request
-        outstanding (section 4.1) never waits here."""
+        client waits here, a newer one is kept unverified until the next tick
+        (`_take_deferred`); an older one than the waiting
+        request is superseded and dropped (verified.DeferredRequests)."""
         if msg.read_only:
             return False
         queued = self._queued_ts(msg.client)
@@ -492,25 +485,15 @@ class Replica:
         if msg.timestamp < queued:
             self.rejects[(peer, Reason.STALE)] += 1  # superseded: dropped unverified
             return True
-        key = (msg.client, peer)
-        held = self._deferred.get(key)
-        if held is None and len(self._deferred) >= DEFERRED_REQUESTS:
-            return False  # full: verify at once, as without the budget
-        if held is None or held[2].timestamp < msg.timestamp:
-            self._deferred[key] = (peer, data, msg)
-        return True
+        return self.deferred.hold(peer, data, msg)
 
     def _take_deferred(self) -> None:
         """Per client, its newest deferred request that verifies goes through `on_request`
         (older ones of the same client are superseded by it)."""
-        if not self._deferred:
+        if not self.deferred.held:
             return
-        by_client: dict[str, list[tuple[Signer | None, bytes, Request]]] = {}
-        for (client, _), item in self._deferred.items():
-            by_client.setdefault(client, []).append(item)
-        self._deferred = {}
-        for client in sorted(by_client):
-            for peer, data, msg in sorted(by_client[client], key=lambda i: -i[2].timestamp):
+        for client, items in self.deferred.take():
+            for peer, data, msg in items:
                 if msg.timestamp <= self._queued_ts(client):
                     break  # superseded meanwhile
                 checked = self.verified.check(data)
