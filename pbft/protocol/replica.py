@@ -41,6 +41,14 @@ Theory of operation (OSDI'99 section 4; TOCS 2002 for refinements):
 * Retransmission. Messages may be lost; every `retransmit_ms` without progress a replica
   resends its own messages for the slots it has not executed.
 
+State lives with narrow owners, the handlers here: quorum.VoteSet (every certificate),
+checkpoints.Checkpoints, batching.Batching (the primary's queue: policy, not the paper),
+timeouts (Timeout, RequestTimers; fired from one table at each tick), future.FutureViews,
+viewchange.ViewChanges, verified (checked and deferred client requests), held (answers to
+clients), statetransfer (Transfer, ChunkBudget), recovery (`recover`). Each has an
+`invariants()` asserting its bounds; `Replica.invariants()` calls them all, and the
+simulator calls it after every step of a correct replica.
+
 Input is checked cheapest first (DESIGN.md section 2): decode, schema, signer is a member
 of the right role, view and water marks, then the signature, then protocol state. Nothing
 a peer sends raises: it is dropped and counted (`Rejected`) and, when one replica signed
@@ -395,8 +403,10 @@ class Replica:
             return False
         return True
 
-    # Quorum rules in one place each (section 4.2, 4.3); the broken variants of
-    # pbft/adversary/broken.py override exactly these to prove the oracle notices.
+    # Seams: the quorum sizes (section 4.2, 4.3), the digest check of a batch (4.2), the
+    # checks of a prepared certificate and of a NEW-VIEW (4.4) and of a state chunk (TOCS
+    # 5.3) are methods, so that each broken core of pbft/adversary/broken.py overrides one
+    # of them to prove the oracle notices.
 
     def _prepare_quorum(self) -> int:
         """Matching PREPAREs from distinct backups, beside the pre-prepare: 2f."""
