@@ -49,11 +49,12 @@ class ClientAnswers:
     the client alone: a faulty replica replaying one old request of the client must not
     use up the answer its new request needs."""
 
-    __slots__ = ("period", "_told")
+    __slots__ = ("period", "_told", "_clients")
 
     def __init__(self, config: ClusterConfig) -> None:
         self.period = max(1, client_retransmit_ticks(config) // 2)
         self._told: dict[str, tuple[int, int]] = {}
+        self._clients = len(config.clients)
 
     def due(self, client: str, timestamp: int, now: int) -> bool:
         """True (and noted) if `client`'s request `timestamp` may be answered now."""
@@ -65,6 +66,11 @@ class ClientAnswers:
 
     def __len__(self) -> int:
         return len(self._told)
+
+    def invariants(self) -> None:
+        """One entry per client of the cluster (only verified requests get here)."""
+        name = type(self).__name__
+        assert len(self._told) <= self._clients, f"{name} holds {len(self._told)}, bound {self._clients}"
 
 
 class HeldAnswers(ClientAnswers):

@@ -304,6 +304,8 @@ class Replica:
         self.verified.invariants()
         self.deferred.invariants()
         self.batching.invariants()
+        self._replies_resent.invariants()
+        self._held_answers.invariants()
         if self.transfer is not None:
             self.transfer.invariants()
         for name, size, bound in (
@@ -311,8 +313,6 @@ class Replica:
             ("clients", len(self.clients), clients),
             ("prepared_certs", len(self.prepared_certs), cfg.log_window),
             ("_status_answered", len(self._status_answered), n),
-            ("_replies_resent", len(self._replies_resent), clients),
-            ("_held_answers", len(self._held_answers), clients),
             ("_heard", len(self._heard), n),
             ("_peer_progress", len(self._peer_progress), n),
             ("_evidence_seen", len(self._evidence_seen), EVIDENCE_MEMORY),
