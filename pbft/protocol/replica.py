@@ -1185,15 +1185,8 @@ class Replica:
     def _after_view_change_input(self) -> None:
         if self.status is ViewStatus.NORMAL:
             return
-        votes = [c for c in self.view_changes.received.values() if c.msg.new_view == self.view]
-        # Replicas in this view or past it (their latest VIEW-CHANGE is for it or a later
-        # view): 2f+1 of them start the new-view timer (4.5.2). One
-        # past it was in it or joined a later one on f+1; counting it gives f faulty
-        # replicas nothing they could not get by sending a VIEW-CHANGE for this view, and
-        # it lets replicas left behind in v time v out after the one that moved on to v+1
-        # restarted and can no longer resend its VIEW-CHANGE for v (review of issue 13).
-        in_view = [c for c in self.view_changes.received.values() if c.msg.new_view >= self.view]
-        if len(in_view) < self.config.quorum:
+        votes = self.view_changes.for_view(self.view)
+        if self.view_changes.in_view(self.view) < self.config.quorum:
             return
         if not self.new_view_timeout.running:
             # Section 4.5.2: the timer for the new view starts once 2f+1 replicas are in

@@ -29,6 +29,7 @@ from .messages import (
     ViewChange,
     decode_envelope,
 )
+from .quorum import Added, VoteSet
 
 
 class ViewStatus(Enum):
@@ -88,7 +89,7 @@ def check_checkpoint_proof(
         raise InvalidCertificate(f"checkpoint proof with {len(proof)} messages, more than n")
     # Shape first, signatures last: a proof padded with copies or with messages of the
     # wrong kind costs decoding only, and at most one signature check per distinct signer.
-    opened: dict[int, Envelope] = {}
+    opened = VoteSet()  # signer -> (digest, envelope)
     digest = None
     for data in proof:
         try:
@@ -103,12 +104,11 @@ def check_checkpoint_proof(
             digest = msg.digest
         elif msg.digest != digest:
             raise InvalidCertificate("checkpoint proof with two digests")
-        if env.signer in opened:
+        if opened.add(env.signer, msg.digest, env) is not Added.ADDED:
             raise InvalidCertificate(f"checkpoint proof with two messages of replica {env.signer}")
-        opened[env.signer] = env
-    if len(opened) < config.quorum or digest is None:
+    if digest is None or not opened.reached(digest, config.quorum):
         raise InvalidCertificate(f"checkpoint proof with {len(opened)} signers, needs {config.quorum}")
-    for signer, env in opened.items():
+    for signer, (_, env) in opened.items():
         if not verifier.verify(env):
             raise InvalidCertificate(f"bad signature by {signer} in certificate")
     return digest
@@ -139,15 +139,15 @@ def check_prepared_cert(
     """A pre-prepare plus 2f matching prepares from distinct backups (section 4.2)."""
     env, pp = check_cert_pre_prepare(config, verifier, new_view, cert)
     primary = env.signer
-    backups: set[int] = set()
+    backups = VoteSet()  # a backup's copies count once
     for data in cert[1:]:
         penv, p = _open(data, verifier)
         if not isinstance(p, Prepare) or (p.view, p.seq, p.digest) != (pp.view, pp.seq, pp.digest):
             raise InvalidCertificate(f"prepare in certificate n={pp.seq} does not match")
         if penv.signer == primary:
             raise InvalidCertificate("prepare from the primary in a certificate")
-        backups.add(penv.signer)  # type: ignore[arg-type]
-    if len(backups) < 2 * config.f:
+        backups.add(penv.signer, p.digest, data)
+    if not backups.reached(pp.digest, 2 * config.f):
         raise InvalidCertificate(
             f"prepared certificate n={pp.seq} has {len(backups)} prepares, needs {2 * config.f}"
         )
@@ -339,6 +339,19 @@ class ViewChanges:
         higher = sorted((c.msg.new_view for s, c in self.received.items() if s != me), reverse=True)
         higher = [v for v in higher if v > view]
         return higher[self.config.f] if len(higher) >= self.config.weak_quorum else None
+
+    def for_view(self, view: int) -> list[CheckedViewChange]:
+        """The VIEW-CHANGEs for exactly `view` (a NEW-VIEW is made of 2f+1 of them)."""
+        return [c for c in self.received.values() if c.msg.new_view == view]
+
+    def in_view(self, view: int) -> int:
+        """Replicas whose latest VIEW-CHANGE is for `view` or a later view: 2f+1 of them
+        start the new-view timer (4.5.2). One past it was in it or joined a later one on
+        f+1; counting it gives f faulty replicas nothing they could not get by sending a
+        VIEW-CHANGE for this view, and it lets replicas left behind in v time v out after
+        the one that moved on to v+1 restarted and can no longer resend its VIEW-CHANGE
+        for v (review of issue 13)."""
+        return sum(1 for c in self.received.values() if c.msg.new_view >= view)
 
     def installed(self, view: int) -> None:
         """`view` is installed: VIEW-CHANGEs for it and earlier are spent."""
