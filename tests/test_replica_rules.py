@@ -123,7 +123,7 @@ def snapshot(rep) -> tuple:
         dict(rep.prepared_certs),
         {s: dict(c) for s, c in rep.checkpoints.claims.items()},
         rep.transfer,
-        {c: (r.timestamp, r.result) for c, r in rep.clients.items()},
+        {c: (r.timestamp, r.result) for c, r in rep.replies.records.items()},
         {s: dict(v) for s, v in rep.checkpoints.votes.items()},
         dict(rep.checkpoints.own),
         rep.checkpoints.stable_digest,
@@ -520,7 +520,7 @@ def test_old_timestamp_is_not_executed_again(counting_backup):
     [ex] = actions_of(actions, Executed)
     assert [r.fresh for r in ex.requests] == [False]
     assert rep.service.calls == 2 and rep.service.data == {b"k": b"two"}
-    assert rep.clients["alice"].timestamp == 2
+    assert rep.replies.records["alice"].timestamp == 2
 
 
 def test_retransmission_of_the_latest_gets_the_cached_reply(counting_backup):

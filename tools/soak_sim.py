@@ -85,7 +85,7 @@ def sizes(node: Any) -> dict[str, int]:
         "safety_signed": len(node.safety.signed),
         "prepared_certs": len(node.prepared_certs),
         "view_changes": len(node.view_changes.received),
-        "clients": len(node.clients),
+        "clients": len(node.replies.records),
         "evidence_seen": len(node._evidence_seen),
         "rejects": len(node.rejects),
     }

@@ -113,7 +113,7 @@ class NoExactlyOnce(Replica):
 
     def _execute(self, slot: Slot) -> None:
         for req, _ in slot.requests:
-            self.clients.pop(req.client, None)
+            self.replies.records.pop(req.client, None)
         super()._execute(slot)
 
 

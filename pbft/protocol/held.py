@@ -1,4 +1,4 @@
-"""The timestamp a replica holds for a client, and telling the client (OSDI'99 section 4.1).
+"""The reply cache: the timestamp a replica holds per client, and telling the client (OSDI'99 4.1).
 
 Theory of operation. A replica keeps, per client, the timestamp and reply of the last
 request it executed, and never executes an older request (exactly-once). Clients take
@@ -21,6 +21,8 @@ answered, and a replay costs one small message to the client it names, never mor
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from . import codec
 from .config import ClusterConfig
@@ -85,3 +87,40 @@ class HeldAnswers(ClientAnswers):
         if not self.due(req.client, req.timestamp, now):
             return None
         return held_envelope(view, req.timestamp, req.client, replica, held)
+
+
+@dataclass(slots=True)
+class ClientRecord:
+    """The last executed request of a client and its result (section 4.1)."""
+
+    timestamp: int
+    result: bytes
+
+
+class ReplyCache:
+    """Per client, the last request executed and its reply (section 4.1): what makes
+    execution exactly-once (an older request is never executed again, the latest gets its
+    cached reply), and what a checkpoint carries besides the service state, so that
+    exactly-once survives a state transfer. With the budgets on answering from it: a
+    cached reply resent (`resent`) and a HELD sent (`held`), each once per period per
+    request."""
+
+    def __init__(self, config: ClusterConfig) -> None:
+        self.clients = len(config.clients)
+        self.records: dict[str, ClientRecord] = {}
+        self.resent = ClientAnswers(config)
+        self.held = HeldAnswers(config)
+
+    def executed_ts(self, client: str) -> int:
+        """The timestamp of `client`'s last executed request, or -1."""
+        rec = self.records.get(client)
+        return rec.timestamp if rec is not None else -1
+
+    def table(self) -> list[list]:
+        """The records as a checkpoint holds them, in client order."""
+        return sorted([c, r.timestamp, r.result] for c, r in self.records.items())
+
+    def invariants(self) -> None:
+        assert len(self.records) <= self.clients, f"clients holds {len(self.records)}, bound {self.clients}"
+        self.resent.invariants()
+        self.held.invariants()

@@ -58,7 +58,6 @@ two conflicting messages, the pair is kept as `Evidence`.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 from typing import assert_never
 
 from . import codec, recovery
@@ -94,7 +93,7 @@ from .events import (
     ViewInstalled,
 )
 from .future import FutureViews
-from .held import ClientAnswers, HeldAnswers
+from .held import ClientRecord, ReplyCache
 from .log import MessageLog, Slot
 from .messages import (
     Checkpoint,
@@ -169,14 +168,6 @@ def _completes(slot: Slot, view: int, digest: bytes) -> bool:
     return pp is not None and slot.view == view and pp.digest == digest
 
 
-@dataclass(slots=True)
-class ClientRecord:
-    """The last executed request of a client and its result (section 4.1)."""
-
-    timestamp: int
-    result: bytes
-
-
 class Replica:
     def __init__(
         self,
@@ -222,12 +213,11 @@ class Replica:
         self._located_by = 0
         self._heard: set[int] = set()
         self._peer_progress: dict[int, tuple[int, int]] = {}
-        self._replies_resent = ClientAnswers(config)
         # State transfer: the fetch in progress.
         self.transfer: Transfer | None = None
         self.chunks_served = ChunkBudget(self._retransmit_ticks, config.n)  # what we serve whom
         self.transfers_completed = 0
-        self.clients: dict[str, ClientRecord] = {}
+        self.replies = ReplyCache(config)  # the last reply per client, and resending it
         self.checkpoints = Checkpoints(config)  # votes, claims, own states, stable proof
         self.rejects: Counter[tuple[Signer | None, Reason]] = Counter()
         self.surplus_votes = 0
@@ -259,7 +249,6 @@ class Replica:
         self.behaviour_label = ""
         """The Byzantine behaviour wrapped around this core, if any (adversary.base sets
         it): said in answers to a client's status query, never used by the protocol."""
-        self._held_answers = HeldAnswers(config)  # clients told what we hold (held.py)
 
     # -- public surface ---------------------------------------------------------------
 
@@ -304,13 +293,11 @@ class Replica:
         self.verified.invariants()
         self.deferred.invariants()
         self.batching.invariants()
-        self._replies_resent.invariants()
-        self._held_answers.invariants()
+        self.replies.invariants()
         if self.transfer is not None:
             self.transfer.invariants()
         for name, size, bound in (
             ("deferred_reads", len(self.deferred_reads), clients),
-            ("clients", len(self.clients), clients),
             ("prepared_certs", len(self.prepared_certs), cfg.log_window),
             ("_status_answered", len(self._status_answered), n),
             ("_heard", len(self._heard), n),
@@ -324,8 +311,7 @@ class Replica:
     def checkpoint_state(self) -> bytes:
         """Everything a checkpoint covers: the service state and the reply cache, which
         is what keeps exactly-once across a state transfer (section 4.1)."""
-        table = sorted([c, r.timestamp, r.result] for c, r in self.clients.items())
-        return codec.encode([self.service.snapshot(), table])
+        return codec.encode([self.service.snapshot(), self.replies.table()])
 
     def state_digest(self) -> bytes:
         """The checkpoint digest of the current state: a Merkle root over its chunks."""
@@ -478,7 +464,7 @@ class Replica:
         if queued >= 0:
             return queued
         known = self.requests.waiting.get(client)
-        if known is not None and known[0] > self._executed_ts(client):
+        if known is not None and known[0] > self.replies.executed_ts(client):
             return known[0]
         return -1
 
@@ -532,14 +518,14 @@ class Replica:
         if req.read_only:
             self.on_read_only(peer, req)
             return
-        rec = self.clients.get(req.client)
+        rec = self.replies.records.get(req.client)
         if rec is not None and req.timestamp <= rec.timestamp:
             if req.timestamp == rec.timestamp:
                 # The client lost our reply: send it again, at most once per half of a
                 # client's first retransmission timeout (so an honest retransmission is
                 # always answered, and a replayed request does not turn us into a stream
                 # of up to 1 MiB replies).
-                if not self._replies_resent.due(req.client, req.timestamp, self.ticks):
+                if not self.replies.resent.due(req.client, req.timestamp, self.ticks):
                     self.rejects[(peer, Reason.DUPLICATE)] += 1
                     return
                 self._reply(req.client, rec.timestamp, rec.result)
@@ -561,7 +547,7 @@ class Replica:
         """Tell the client of a refused, validly signed request which timestamp we hold
         for it, so it can continue from there once f+1 replicas say the same (held.py);
         at most once per client per `HeldAnswers.period`, as the request may be a replay."""
-        data = self._held_answers.answer(self.view, self.id, req, held, self.ticks)
+        data = self.replies.held.answer(self.view, self.id, req, held, self.ticks)
         if data is not None:
             self._out.append(SendClient(req.client, data))
 
@@ -912,7 +898,7 @@ class Replica:
         self._out.append(Persist(Record.EXECUTED, slot.seq, slot.view, "", b""))
         done: list[ExecutedRequest] = []
         for req, _ in slot.requests:
-            rec = self.clients.get(req.client)
+            rec = self.replies.records.get(req.client)
             if rec is not None and req.timestamp <= rec.timestamp:
                 # Exactly-once: an old or repeated request is a deterministic no-op; the
                 # latest one gets its cached reply again.
@@ -921,7 +907,7 @@ class Replica:
                 done.append(ExecutedRequest(req.client, req.timestamp, req.operation, b"", False))
                 continue
             result = self.service.execute(req.operation, req.client)
-            self.clients[req.client] = ClientRecord(req.timestamp, result)
+            self.replies.records[req.client] = ClientRecord(req.timestamp, result)
             self._reply(req.client, req.timestamp, result)
             done.append(ExecutedRequest(req.client, req.timestamp, req.operation, result, True))
             self.requests.executed(req.client, req.timestamp)
@@ -1473,7 +1459,7 @@ class Replica:
         except (codec.CodecError, ValueError, TypeError) as exc:  # 2f+1 signed garbage
             self._out.append(Note(f"state at {seq} verified but unreadable: {exc}"))
             return False
-        self.clients = clients
+        self.replies.records = clients
         self.last_executed = seq
         self.next_seq = max(self.next_seq, seq + 1)
         self.checkpoints.own[seq] = (state_digest, state)
@@ -1487,7 +1473,7 @@ class Replica:
         self.transfers_completed += 1
         self.retransmit_timeout.start(self.ticks)
         self._persist_checkpoint(t.seq, t.digest, t.proof, state)
-        self.requests.drop_executed(self._executed_ts)
+        self.requests.drop_executed(self.replies.executed_ts)
         self.requests.restart(self.ticks)  # a fresh timer once caught up
         self._out.append(StateInstalled(t.seq, t.digest))
         self._maybe_execute()
@@ -1587,7 +1573,7 @@ class Replica:
             # Catching up: one more timeout to catch up in, not a timer held back for ever
             # (a primary that kept us a little behind must not keep us from suspecting it).
             self.requests.restart(self.ticks)
-        self.requests.drop_executed(self._executed_ts)
+        self.requests.drop_executed(self.replies.executed_ts)
         timeout = self._vc_timeout_ticks << min(self.view_changes.attempts, MAX_BACKOFF_SHIFT)
         expired = self.requests.expired(self.ticks, timeout)
         if expired is Expired.VIEW_CHANGE:
@@ -1615,10 +1601,6 @@ class Replica:
             (ex for v, ex in self._peer_progress.values() if v == self.view), reverse=True
         )
         return len(ahead) > self.config.f and ahead[self.config.f] > self.last_executed
-
-    def _executed_ts(self, client: str) -> int:
-        rec = self.clients.get(client)
-        return rec.timestamp if rec is not None else -1
 
     def _retransmit(self) -> None:
         """Resend our own messages that may have been lost (no progress for a while), and

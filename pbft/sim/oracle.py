@@ -227,8 +227,8 @@ class Oracle:
                 "agreed history replayed to that seq",
             )
             return
-        clients = getattr(replica, "clients", {})
-        got = {c: (rec.timestamp, rec.result) for c, rec in clients.items()}
+        records = replica.replies.records  # type: ignore[attr-defined]  # a core: never a default
+        got = {c: (rec.timestamp, rec.result) for c, rec in records.items()}
         if got != table:
             self.fail(
                 "exactly-once",
