@@ -8,7 +8,13 @@ one definition of the right answer.
 A VIEW-CHANGE is checked in full before it counts: its signer, the 2f+1 CHECKPOINT proof
 for its stable sequence number, and every prepared certificate (a PRE-PREPARE signed by
 the primary of its view plus 2f matching PREPAREs from distinct backups, all validly
-signed, views below the new view, sequence numbers in (h, h+L]).
+signed, views below the new view, sequence numbers in (h, h+L]). A NEW-VIEW is accepted
+only if `check_new_view` recomputes exactly its pre-prepares; anything wrong raises
+InvalidCertificate, whose message is the reason (the replica counts it as a rejection).
+
+The state a replica keeps about view changes lives here too: its `ViewStatus` (NORMAL, or
+VIEW_CHANGE while it waits for the NEW-VIEW of its view) and `ViewChanges`, the
+VIEW-CHANGEs it holds and has sent and where the other replicas are.
 """
 
 from __future__ import annotations
