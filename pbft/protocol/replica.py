@@ -676,21 +676,32 @@ class Replica:
         # Votes received before the pre-prepare may now match; re-evaluate.
         self._maybe_prepared(slot)
 
-    def on_pre_prepare(self, peer: Signer | None, env: Envelope, data: bytes, pp: PrePrepare) -> None:
-        if not self._check_replica_signed(peer, env):
-            return
+    def ignore_pre_prepare(self, env: Envelope, pp: PrePrepare) -> Ignored | None:
+        """Before the view: signed by the primary of its view, and not our own."""
+        if (why := self.ignore_unsigned(env)) is not None:
+            return why
         if env.signer != self.config.primary(pp.view):
-            self._reject(peer, Reason.NOT_PRIMARY, f"pre-prepare by {env.signer} for view {pp.view}")
-            return
+            return Reason.NOT_PRIMARY, f"pre-prepare by {env.signer} for view {pp.view}"
         if env.signer == self.id:
             # Our own pre-prepare relayed back: the primary never prepares (section 4.2).
-            self.rejects[(peer, Reason.DUPLICATE)] += 1
+            return Reason.DUPLICATE, None
+        return None
+
+    def ignore_in_view(self, seq: int, what: str) -> Ignored | None:
+        """A message of our view for a sequence number outside the water marks (4.2)."""
+        if not self.log.in_window(seq):
+            return Reason.OUT_OF_WINDOW, f"{what} n={seq}"
+        return None
+
+    def on_pre_prepare(self, peer: Signer | None, env: Envelope, data: bytes, pp: PrePrepare) -> None:
+        if (why := self.ignore_pre_prepare(env, pp)) is not None:
+            self._ignore(peer, why)
             return
         if pp.view != self.view or self.status is ViewStatus.VIEW_CHANGE:
             self._old_or_future(peer, env, data, pp.view, "pre-prepare")
             return
-        if not self.log.in_window(pp.seq):
-            self._reject(peer, Reason.OUT_OF_WINDOW, f"pre-prepare n={pp.seq}")
+        if (why := self.ignore_in_view(pp.seq, "pre-prepare")) is not None:
+            self._ignore(peer, why)
             return
         if len(pp.batch) > self.config.batch_max:
             self._reject(peer, Reason.BATCH_TOO_LARGE, f"{len(pp.batch)} requests")
@@ -757,14 +768,16 @@ class Replica:
     def _vote_filter(
         self, peer: Signer | None, env: Envelope, data: bytes, view: int, seq: int
     ) -> bool:
-        """Cheap checks shared by PREPARE and COMMIT, before the signature."""
-        if not self._check_replica_signed(peer, env):
+        """Cheap checks shared by PREPARE and COMMIT, before the signature: a replica's
+        vote of our view (one of a view to come is buffered) within the water marks."""
+        if (why := self.ignore_unsigned(env)) is not None:
+            self._ignore(peer, why)
             return False
         if view != self.view or self.status is ViewStatus.VIEW_CHANGE:
             self._old_or_future(peer, env, data, view, "vote")
             return False
-        if not self.log.in_window(seq):
-            self._reject(peer, Reason.OUT_OF_WINDOW, f"vote n={seq}")
+        if (why := self.ignore_in_view(seq, "vote")) is not None:
+            self._ignore(peer, why)
             return False
         return True
 
