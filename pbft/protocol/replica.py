@@ -203,9 +203,10 @@ class Replica:
         self.prepared_certs: dict[int, tuple[int, bytes, tuple[bytes, ...]]] = {}
         self.new_view_data = b""
         self.future = FutureViews(config)  # messages of views to come (future.py)
-        # Answers that cost more than the question, at most once per retransmission
-        # period per asker (issue 13, item 7): STATUS -> proof/NEW-VIEW/slots, a repeated
-        # request -> its cached reply, FETCH-STATE -> a chunk (per chunk).
+        # Answers that cost more than the question go out at most once per retransmission
+        # period per asker (issue 13, item 7): here STATUS -> proof/NEW-VIEW/slots; a
+        # repeated request -> its cached reply (replies.resent), FETCH-STATE -> a chunk
+        # (chunks_served).
         self._status_answered: dict[int, int] = {}
         # Whether a restarted replica has heard where the others are; last_executed per
         # replica from STATUS in our view (to tell that we are behind).
