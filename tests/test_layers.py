@@ -29,13 +29,6 @@ RANKS: dict[str, int] = {
 }
 """The layer of a module: its longest dotted prefix listed here."""
 
-KNOWN_UPWARD: set[tuple[str, str]] = {
-    # The protocol core takes its StateMachine from the service layer until the core
-    # redesign of issue 15 moves it to pbft/protocol/service.py; delete this entry then.
-    ("pbft.protocol.replica", "pbft.service.base"),
-}
-
-
 def rank(module: str) -> int | None:
     parts = module.split(".")
     for i in range(len(parts), 0, -1):
@@ -89,7 +82,7 @@ def violations(path: pathlib.Path, source: str | None = None) -> list[str]:
     for target, line in imports(path, source):
         theirs = rank(target)
         assert theirs is not None, f"{path.relative_to(ROOT)}:{line} imports {target}, in no layer"
-        if theirs > mine and (me, target) not in KNOWN_UPWARD:
+        if theirs > mine:
             out.append(
                 f"{path.relative_to(ROOT)}:{line}: {me} (layer {mine}) imports {target} "
                 f"(layer {theirs}), a layer above its own"

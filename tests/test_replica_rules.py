@@ -60,6 +60,7 @@ from pbft.protocol.messages import (
     Status,
     ViewChange,
 )
+from pbft.protocol.viewchange import ViewStatus
 from pbft.service.kv import KeyValueStore, decode_result, op_get, op_put
 
 D_OTHER = b"\x99" * 32
@@ -115,18 +116,18 @@ def snapshot(rep) -> tuple:
             )
             for s, sl in rep.log.slots.items()
         },
-        list(rep.pending.items()),
-        dict(rep.waiting),
-        rep.view_active,
-        dict(rep.view_changes),
+        list(rep.batching.pending.items()),
+        dict(rep.requests.waiting),
+        rep.status is ViewStatus.NORMAL,
+        dict(rep.view_changes.received),
         dict(rep.prepared_certs),
-        {s: dict(c) for s, c in rep.claims.items()},
+        {s: dict(c) for s, c in rep.checkpoints.claims.items()},
         rep.transfer,
-        {c: (r.timestamp, r.result) for c, r in rep.clients.items()},
-        {s: dict(v) for s, v in rep.checkpoint_votes.items()},
-        dict(rep.own_checkpoints),
-        rep.stable_digest,
-        rep.stable_proof,
+        {c: (r.timestamp, r.result) for c, r in rep.replies.records.items()},
+        {s: dict(v) for s, v in rep.checkpoints.votes.items()},
+        dict(rep.checkpoints.own),
+        rep.checkpoints.stable_digest,
+        rep.checkpoints.stable_proof,
         dict(rep.service.data),
         dict(rep.safety.signed),
     )
@@ -318,7 +319,7 @@ def test_prepares_with_another_digest_do_not_count(primary):
     feed(primary, 2, sign_prepare(2, seq, D_OTHER))
     assert not primary.log.get(seq).prepared
     assert actions_of(feed(primary, 3, sign_prepare(3, seq, d)), Prepared) == []
-    assert primary.log.get(seq).matching_prepares() == 1
+    assert primary.log.get(seq).prepares.count(primary.log.get(seq).digest) == 1
 
 
 def test_second_prepare_with_another_digest_is_evidence(primary):
@@ -432,7 +433,7 @@ def test_primary_keeps_at_most_pipeline_batches_in_flight():
         actions += feed(primary, c, put(c, 1))
     pps = [m for m in broadcast_messages(actions) if isinstance(m, PrePrepare)]
     assert [p.seq for p in pps] == [1, 2]
-    assert list(primary.pending) == ["carol", "dave"]
+    assert list(primary.batching.pending) == ["carol", "dave"]
     actions = drive_to_execution(primary, 1, pps[0].digest)
     assert executed_seqs(actions) == [1]
     [pp3] = [m for m in broadcast_messages(actions) if isinstance(m, PrePrepare)]
@@ -450,7 +451,7 @@ def test_primary_batches_queued_requests_up_to_batch_max():
     [pp2] = [m for m in broadcast_messages(actions) if isinstance(m, PrePrepare)]
     assert pp2.seq == 2
     assert [decoded(r)[1].client for r in pp2.batch] == ["bob", "carol"]
-    assert list(primary.pending) == ["dave"]
+    assert list(primary.batching.pending) == ["dave"]
 
 
 def test_primary_waits_for_a_worthwhile_batch_while_one_is_in_flight():
@@ -469,14 +470,14 @@ def test_primary_ignores_a_request_already_in_flight(primary):
     data = put("alice", 1)
     propose(primary, data)
     assert actions_of(feed(primary, "alice", data), Broadcast) == []
-    assert not primary.pending
+    assert not primary.batching.pending
 
 
 def test_backup_relays_a_client_request_to_the_primary(backup):
     data = put("alice", 1)
     assert feed(backup, "alice", data) == [Send(0, data)]
     assert feed(backup, 2, data) == []  # relayed by a peer: not relayed again
-    assert backup.log.get(1) is None and "alice" in backup.waiting
+    assert backup.log.get(1) is None and "alice" in backup.requests.waiting
 
 
 # -- 4.1: exactly once ------------------------------------------------------------------------
@@ -519,7 +520,7 @@ def test_old_timestamp_is_not_executed_again(counting_backup):
     [ex] = actions_of(actions, Executed)
     assert [r.fresh for r in ex.requests] == [False]
     assert rep.service.calls == 2 and rep.service.data == {b"k": b"two"}
-    assert rep.clients["alice"].timestamp == 2
+    assert rep.replies.records["alice"].timestamp == 2
 
 
 def test_retransmission_of_the_latest_gets_the_cached_reply(counting_backup):
@@ -587,14 +588,14 @@ def test_checkpoint_is_broadcast_after_executing_a_multiple_of_k(backup):
 
 def test_2f_plus_1_matching_checkpoints_make_it_stable(backup):
     execute_up_to(backup, 5)
-    d = backup.own_checkpoints[4][0]
+    d = backup.checkpoints.own[4][0]
     assert len(backup.log) == 5
     assert actions_of(feed(backup, 2, sign_checkpoint(2, 4, d)), CheckpointStable) == []
     actions = feed(backup, 3, sign_checkpoint(3, 4, d))
     assert actions_of(actions, CheckpointStable) == [CheckpointStable(4, d)]
     assert backup.stable_seq == 4 and backup.log.low == 4 and backup.log.high == 12
     assert len(backup.log) == 1  # only seq 5 is left
-    assert len(backup.stable_proof) == 3 and backup.stable_digest == d
+    assert len(backup.checkpoints.stable_proof) == 3 and backup.checkpoints.stable_digest == d
     assert all(s[2] > 4 for s in backup.safety.signed)
     # The window moved: seq 4 is now below it, seq 12 inside it.
     assert rejections(feed(backup, 0, sign_pre_prepare(4, (put("bob", 1),)))) == [
@@ -609,7 +610,7 @@ def test_status_behind_our_stable_checkpoint_gets_its_proof(backup):
     it stable (its STATUS says stable=0, executed=4) is sent the 2f+1 of the proof: the
     votes are never broadcast again, and without them it cannot truncate its log."""
     execute_up_to(backup, 4)
-    d = backup.own_checkpoints[4][0]
+    d = backup.checkpoints.own[4][0]
     feed(backup, 2, sign_checkpoint(2, 4, d))
     feed(backup, 3, sign_checkpoint(3, 4, d))
     assert backup.stable_seq == 4
@@ -625,7 +626,7 @@ def test_status_behind_our_stable_checkpoint_gets_its_proof(backup):
 
 def test_f_plus_1_or_mismatching_checkpoints_are_not_stable(backup):
     execute_up_to(backup, 4)
-    d = backup.own_checkpoints[4][0]
+    d = backup.checkpoints.own[4][0]
     feed(backup, 2, sign_checkpoint(2, 4, d))  # own + 1 = f+1
     feed(backup, 3, sign_checkpoint(3, 4, D_OTHER))
     feed(backup, 0, sign_checkpoint(0, 4, D_OTHER))
@@ -636,7 +637,7 @@ def test_checkpoint_votes_before_our_own_count_when_we_catch_up(backup):
     execute_up_to(backup, 3)
     probe = make_replica(make_config(), 2)
     execute_up_to(probe, 4)
-    d = probe.own_checkpoints[4][0]
+    d = probe.checkpoints.own[4][0]
     feed(backup, 2, sign_checkpoint(2, 4, d))
     feed(backup, 3, sign_checkpoint(3, 4, d))
     assert backup.stable_seq == 0
@@ -803,7 +804,7 @@ def test_bogus_new_view_does_not_pull_an_active_replica_out_of_its_view(cfg):
     _, d = pre_prepare(backup, 1, (put("alice", 1),))
     actions = feed(backup, 1, seal_as(1, NewView(1, (), ())))  # 0 view-changes: invalid
     assert rejections(actions) == [Reason.BAD_CERTIFICATE]
-    assert backup.view == 0 and backup.view_active
+    assert backup.view == 0 and backup.status is ViewStatus.NORMAL
 
 
 def test_a_read_waits_until_every_prepared_slot_is_executed(cfg):
@@ -833,9 +834,9 @@ def test_a_read_still_waits_after_a_view_change_for_a_slot_prepared_in_the_old_v
     for i in (1, 3):
         feed(backup, i, sign_prepare(i, 1, d))
     assert backup.log.get(1).prepared and backup.last_executed == 0
-    backup._start_view_change(1)
-    backup._install_view(0, b"", (), [])  # a NEW-VIEW whose re-issued slot is still to come
-    assert backup.view_active and backup.log.get(1) is None
+    backup.become_view_change(1)
+    backup.become_normal(0, b"", (), [])  # a NEW-VIEW whose re-issued slot is still to come
+    assert backup.status is ViewStatus.NORMAL and backup.log.get(1) is None
     read = sign_request("bob", op_get(b"k"), 1, read_only=True)
     assert actions_of(feed(backup, "bob", read), SendClient) == []
 
@@ -926,8 +927,8 @@ def hold_for_dave(primary) -> PrePrepare:
 def test_hold_ticks_end_the_wait_for_returning_clients():
     primary = make_replica(make_config(clients=CLIENTS4, pipeline=4, batch_max=16), 0)
     hold_for_dave(primary)
-    assert primary.hold_ticks == 4  # 40 ms of 10 ms ticks
-    for _ in range(primary.hold_ticks - 1):  # a burst of ticks does not end it
+    assert primary.batching.hold.ticks == 4  # 40 ms of 10 ms ticks
+    for _ in range(primary.batching.hold.ticks - 1):  # a burst of ticks does not end it
         assert proposed(primary.step(Tick())) == []
     [pp3] = proposed(primary.step(Tick()))
     assert [decoded(r)[1].client for r in pp3.batch] == ["carol"]
@@ -963,7 +964,7 @@ def test_a_wait_that_a_tick_ended_pauses_waiting():
     back) cost at most one tick per HOLD_PAUSE batches, not one tick per batch."""
     primary = make_replica(make_config(clients=CLIENTS4, pipeline=4, batch_max=16), 0)
     hold_for_dave(primary)
-    for _ in range(primary.hold_ticks - 1):
+    for _ in range(primary.batching.hold.ticks - 1):
         primary.step(Tick())
     [pp3] = proposed(primary.step(Tick()))  # alice and bob did not come back in time
     assert [decoded(r)[1].client for r in pp3.batch] == ["carol"]
@@ -992,13 +993,13 @@ def test_a_full_batch_ends_the_wait():
 def test_a_view_change_forgets_the_wait():
     primary = make_replica(make_config(clients=CLIENTS4, pipeline=4, batch_max=16), 0)
     hold_for_dave(primary)
-    assert primary._returning == {"alice", "bob"}
-    primary._start_view_change(1)
-    assert primary._returning == set()
+    assert primary.batching.returning == {"alice", "bob"}
+    primary.become_view_change(1)
+    assert primary.batching.returning == set()
 
 
 def test_the_wait_is_bounded_in_milliseconds_and_by_the_view_change_timeout():
-    assert make_replica(make_config(tick_ms=10), 0).hold_ticks == 4  # 40 ms
-    assert make_replica(make_config(tick_ms=100), 0).hold_ticks == 1  # at least one tick
+    assert make_replica(make_config(tick_ms=10), 0).batching.hold.ticks == 4  # 40 ms
+    assert make_replica(make_config(tick_ms=100), 0).batching.hold.ticks == 1  # at least one tick
     short = make_config(tick_ms=1, view_change_timeout_ms=80)
-    assert make_replica(short, 0).hold_ticks == 10  # an eighth of the 80-tick timeout
+    assert make_replica(short, 0).batching.hold.ticks == 10  # an eighth of the 80-tick timeout

@@ -77,7 +77,7 @@ def executed(cfg: ClusterConfig, i: int, upto: int) -> Replica:
             if r != i:
                 rep.step(Received(r, signed(r, Commit(0, seq, d))))
         if seq % cfg.checkpoint_interval == 0:
-            state = rep.own_checkpoints[seq][0]
+            state = rep.checkpoints.own[seq][0]
             for r in (0, 2, 3):
                 if r != i:
                     rep.step(Received(r, signed(r, Checkpoint(seq, state))))
@@ -91,7 +91,7 @@ def future_view(cfg: ClusterConfig) -> int:
         for n in range(200):
             pp = PrePrepare(1, 1 + n % 8, b"\x00" * 32, (mib,))
             rep.step(Received(channel, signed(1, pp)))
-    return sum(len(data) for _, data in rep._future)
+    return sum(len(data) for _, data in rep.future.messages)
 
 
 def status_flood(cfg: ClusterConfig) -> int:
@@ -107,7 +107,7 @@ def status_flood(cfg: ClusterConfig) -> int:
 
 def fetch_replay(cfg: ClusterConfig) -> int:
     rep = executed(cfg, 1, 8)
-    fs = signed(3, FetchState(8, rep.own_checkpoints[8][0], 0))
+    fs = signed(3, FetchState(8, rep.checkpoints.own[8][0], 0))
     sent = 0
     for _ in range(100):
         out = rep.step(Received(0, fs))

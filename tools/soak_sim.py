@@ -40,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pbft.protocol import codec  # noqa: E402
 from pbft.protocol.config import ClusterConfig  # noqa: E402
 from pbft.protocol.messages import Checkpoint, envelope_from_bytes, from_body  # noqa: E402
-from pbft.protocol.replica import EVIDENCE_MEMORY, VERIFIED_CACHE  # noqa: E402
+from pbft.protocol.replica import EVIDENCE_MEMORY
+from pbft.protocol.verified import VERIFIED_CACHE  # noqa: E402
 from pbft.sim.oracle import Oracle  # noqa: E402
 from pbft.sim.result import RunResult  # noqa: E402
 from pbft.sim.scenario import Scenario, load_scenario, parse_scenario  # noqa: E402
@@ -70,22 +71,22 @@ STRUCTURES = (
 
 def sizes(node: Any) -> dict[str, int]:
     """The size of every bounded structure of one replica core."""
-    per_peer = node._future_count
+    per_peer = node.future.count
     return {
         "log": len(node.log),
-        "checkpoint_votes": len(node.checkpoint_votes),
-        "own_checkpoints": len(node.own_checkpoints),
-        "claims": sum(len(c) for c in node.claims.values()),
-        "future": len(node._future),
+        "checkpoint_votes": len(node.checkpoints.votes),
+        "own_checkpoints": len(node.checkpoints.own),
+        "claims": sum(len(c) for c in node.checkpoints.claims.values()),
+        "future": len(node.future.messages),
         "future_per_peer": max(per_peer.values(), default=0),
-        "waiting": len(node.waiting),
-        "pending": len(node.pending),
+        "waiting": len(node.requests.waiting),
+        "pending": len(node.batching.pending),
         "deferred_reads": len(node.deferred_reads),
-        "verified": len(node._verified),
+        "verified": len(node.verified.cache),
         "safety_signed": len(node.safety.signed),
         "prepared_certs": len(node.prepared_certs),
-        "view_changes": len(node.view_changes),
-        "clients": len(node.clients),
+        "view_changes": len(node.view_changes.received),
+        "clients": len(node.replies.records),
         "evidence_seen": len(node._evidence_seen),
         "rejects": len(node.rejects),
     }
@@ -96,7 +97,7 @@ def bounds(cfg: ClusterConfig, views: int = 1) -> dict[str, int]:
     L = log_window, n replicas, c clients; `views` = distinct views a window can span,
     1 + the view changes of the run)."""
     K, L, n, c = cfg.checkpoint_interval, cfg.log_window, cfg.n, len(cfg.clients)
-    per_peer = 3 * L + 4 * n  # Replica._future_limit_per_signer
+    per_peer = 3 * L + 4 * n  # FutureViews.per_signer
     return {
         # MessageLog: slots only for h < seq <= h + L.
         "log": L,
@@ -148,8 +149,8 @@ def deep_size(root: object, skip: set[int]) -> int:
 
 def replica_bytes(node: Any) -> tuple[int, int]:
     """(bytes of one replica core without its request-signature LRU, bytes of that LRU)."""
-    shared = {id(node.config), id(node.verifier), id(node.safety._key), id(node._verified)}
-    return deep_size(node, shared), deep_size(node._verified, set())
+    shared = {id(node.config), id(node.verifier), id(node.safety._key), id(node.verified.cache)}
+    return deep_size(node, shared), deep_size(node.verified.cache, set())
 
 
 def rss_kb() -> int:

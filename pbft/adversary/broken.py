@@ -12,11 +12,7 @@ These are test doubles: none of them is ever offered to `pbft replica`.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 from ..protocol import codec
-from ..protocol import replica as _replica_module
-from ..protocol import viewchange as _viewchange_module
 from ..protocol.events import Committed
 from ..protocol.log import MessageLog, Slot
 from ..protocol.messages import (
@@ -26,7 +22,14 @@ from ..protocol.messages import (
     from_body,
 )
 from ..protocol.replica import Replica
-from ..protocol.viewchange import InvalidCertificate, PreparedCert, check_view_change, plan_new_view
+from ..protocol.viewchange import (
+    CheckedNewView,
+    InvalidCertificate,
+    PreparedCert,
+    check_cert_pre_prepare,
+    check_view_change,
+    plan_new_view,
+)
 
 
 class WeakPrepareQuorum(Replica):
@@ -40,10 +43,10 @@ class WeakPrepareQuorum(Replica):
 
     def _maybe_prepared(self, slot: Slot) -> None:
         f = self.config.f
-        if slot.prepared or slot.pre_prepare is None or slot.matching_prepares() < 2 * f - 1:
+        if slot.prepared or slot.pre_prepare is None or slot.prepares.count(slot.digest) < 2 * f - 1:
             return
         # Pad the count to the honest threshold and let the honest transition run.
-        need = 2 * f - slot.matching_prepares()
+        need = 2 * f - slot.prepares.count(slot.digest)
         d = slot.pre_prepare.digest
         padding = {("weak", i): (d, slot.pre_prepare_env) for i in range(max(0, need))}
         slot.prepares.update(padding)  # type: ignore[arg-type]
@@ -66,16 +69,8 @@ class NoDigestCheck(Replica):
     prepare and commit one digest, then execute different requests.
     """
 
-    def on_pre_prepare(self, peer, env, data, pp) -> None:
-        # The digest check is an inline call of replica.batch_digest: make every batch
-        # "match" for this one call (single-threaded and restored, so no other replica
-        # in the process is affected).
-        saved = _replica_module.batch_digest
-        _replica_module.batch_digest = lambda batch: pp.digest
-        try:
-            super().on_pre_prepare(peer, env, data, pp)
-        finally:
-            _replica_module.batch_digest = saved
+    def _batch_matches(self, pp) -> bool:
+        return True
 
 
 class CountDuplicateVotes(Replica):
@@ -96,7 +91,7 @@ class CountDuplicateVotes(Replica):
         # A repeat of a vote already held: file it under a fresh key, so it counts again.
         msg = from_body(env.body)
         if kind == "checkpoint":
-            votes = self.checkpoint_votes.get(msg.seq)
+            votes = self.checkpoints.votes.get(msg.seq)
         else:
             slot = self.log.get(msg.seq)
             votes = None if slot is None else getattr(slot, kind + "s")
@@ -118,7 +113,7 @@ class NoExactlyOnce(Replica):
 
     def _execute(self, slot: Slot) -> None:
         for req, _ in slot.requests:
-            self.clients.pop(req.client, None)
+            self.replies.records.pop(req.client, None)
         super()._execute(slot)
 
 
@@ -158,9 +153,9 @@ class CommitUnprepared(Replica):
         if slot.committed or slot.prepared or slot.pre_prepare is None:
             super()._maybe_committed(slot)
             return
-        if slot.matching_commits() < self.config.quorum:
+        if slot.commits.count(slot.digest) < self.config.quorum:
             return
-        slot.committed = True
+        slot.commits.done = True
         self._out.append(Committed(slot.view, slot.seq, slot.pre_prepare.digest))
         self._maybe_execute()
 
@@ -182,23 +177,12 @@ class WeakCheckpointQuorum(Replica):
         if seq <= self.log.low:
             return
         by_digest: dict[bytes, list[bytes]] = {}
-        for dg, d in self.checkpoint_votes.get(seq, {}).values():
+        for dg, d in self.checkpoints.votes.get(seq, {}).values():
             by_digest.setdefault(dg, []).append(d)
         for dg, envs in by_digest.items():
             if len(envs) >= self.config.weak_quorum:
                 self._learn_stable(seq, dg, tuple(sorted(envs)))
                 return
-
-
-@contextmanager
-def _patched(module, name: str, value):
-    """Replace `module.name` for one call (single-threaded, always restored)."""
-    saved = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        yield
-    finally:
-        setattr(module, name, saved)
 
 
 class NewViewNotRecomputed(Replica):
@@ -214,22 +198,23 @@ class NewViewNotRecomputed(Replica):
     re-issues that slot as a null request.
     """
 
-    def _check_new_view(self, nv):
-        honest = super()._check_new_view(nv)
-        if not isinstance(honest, str):
-            return honest
+    def _check_new_view(self, nv) -> CheckedNewView:
+        try:
+            return super()._check_new_view(nv)
+        except InvalidCertificate as exc:
+            honest = exc
         # Check the view-changes as the core does; skip only the recomputation of O.
         checked = []
         try:
             for raw in nv.view_changes:
                 env, vc = decode_envelope(raw)
                 if not isinstance(vc, ViewChange) or not self.verifier.verify(env):
-                    return honest
+                    raise honest
                 checked.append(check_view_change(self.config, self.verifier, env.signer, vc, raw))  # type: ignore[arg-type]
         except (codec.CodecError, InvalidCertificate):
-            return honest
+            raise honest from None
         if len({c.signer for c in checked}) < self.config.quorum:
-            return honest
+            raise honest
         plan = plan_new_view(checked)
         pre_prepares = []
         for raw in nv.pre_prepares:
@@ -244,21 +229,7 @@ class NewViewNotRecomputed(Replica):
                 and self.verifier.verify(env)
             ):
                 pre_prepares.append((pp, raw))
-        return plan.min_s, plan.stable_digest, plan.checkpoint_proof, pre_prepares
-
-
-def _cert_without_prepares(config, verifier, new_view: int, cert: tuple[bytes, ...]) -> PreparedCert:
-    """check_prepared_cert minus its prepares: only the pre-prepare is checked."""
-    if not cert:
-        raise InvalidCertificate("empty prepared certificate")
-    env, pp = _viewchange_module._open(cert[0], verifier)
-    if not isinstance(pp, PrePrepare) or pp.view >= new_view:
-        raise InvalidCertificate("not a pre-prepare of an earlier view")
-    if env.signer != config.primary(pp.view):
-        raise InvalidCertificate(f"pre-prepare of view {pp.view} not signed by its primary")
-    if _replica_module.batch_digest(pp.batch) != pp.digest:
-        raise InvalidCertificate(f"pre-prepare n={pp.seq} digest does not match its batch")
-    return PreparedCert(pp.view, pp.seq, pp.digest, pp.batch)
+        return CheckedNewView(plan, pre_prepares)
 
 
 class UncheckedPreparedCert(Replica):
@@ -274,13 +245,10 @@ class UncheckedPreparedCert(Replica):
     correct replicas execute a null request where the first executed the batch.
     """
 
-    def on_view_change(self, peer, env, data, vc: ViewChange) -> None:
-        with _patched(_viewchange_module, "check_prepared_cert", _cert_without_prepares):
-            super().on_view_change(peer, env, data, vc)
-
-    def _check_new_view(self, nv):
-        with _patched(_viewchange_module, "check_prepared_cert", _cert_without_prepares):
-            return super()._check_new_view(nv)
+    def _check_cert(self, config, verifier, new_view, cert) -> PreparedCert:
+        # check_prepared_cert minus its prepares: only the pre-prepare is checked.
+        _, pp = check_cert_pre_prepare(config, verifier, new_view, cert)
+        return PreparedCert(pp.view, pp.seq, pp.digest, pp.batch)
 
 
 class UnverifiedChunk(Replica):
@@ -294,9 +262,8 @@ class UnverifiedChunk(Replica):
     stable checkpoint and fetches the state from it.
     """
 
-    def on_state_chunk(self, peer, env, sc) -> None:
-        with _patched(_replica_module, "verify_chunk", lambda *args: True):
-            super().on_state_chunk(peer, env, sc)
+    def _chunk_verifies(self, t, sc) -> bool:
+        return True
 
 
 BROKEN: dict[str, type[Replica]] = {

@@ -300,7 +300,7 @@ class ViewChangeStorm(ReplicaBehaviour):
             return []
         core = self.replica
         self.last_view = max(self.last_view, core.view) + self.jump
-        vc = ViewChange(self.last_view, core.stable_seq, core.stable_proof, ())
+        vc = ViewChange(self.last_view, core.stable_seq, core.checkpoints.stable_proof, ())
         return [Broadcast(self.forge(vc))]
 
 
@@ -332,7 +332,7 @@ class LyingStateTransfer(ReplicaBehaviour):
         self.made: list[str] = []
 
     def rewrite(self, actions: list[Action]) -> list[Action]:
-        for seq, (_, state) in self.replica.own_checkpoints.items():
+        for seq, (_, state) in self.replica.checkpoints.own.items():
             if seq not in self._states:
                 self._states[seq] = state
                 while len(self._states) > 3:

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..protocol.config import ClusterConfig
+from ..protocol.viewchange import ViewStatus
 
 HEALTHY, DEGRADED, UNAVAILABLE = "healthy", "degraded", "unavailable"
 EXIT = {HEALTHY: 0, DEGRADED: 3, UNAVAILABLE: 4}
@@ -104,10 +105,11 @@ def known_progress(core: Any) -> dict[int, int]:
 
     for replica, (_, executed) in dict(getattr(core, "_peer_progress", {})).items():
         see(replica, executed)
-    for seq, votes in dict(getattr(core, "checkpoint_votes", {})).items():
+    checkpoints = getattr(core, "checkpoints", None)
+    for seq, votes in dict(getattr(checkpoints, "votes", {})).items():
         for replica in votes:
             see(replica, seq)
-    for replica, claims in dict(getattr(core, "claims", {})).items():
+    for replica, claims in dict(getattr(checkpoints, "claims", {})).items():
         if claims:
             see(replica, max(claims))
     return out
@@ -131,7 +133,7 @@ def readiness(node: Any) -> Readiness:
             f"links to {connected} other replicas just came up; waiting "
             f"{settle_seconds(config):g} s to hear where the others are"
         )
-    if not core.view_active:
+    if core.status is ViewStatus.VIEW_CHANGE:
         failing["view"] = f"view {core.view} is not active (a view change is in progress)"
     transfer = core.transfer
     executed, stable = core.last_executed, core.stable_seq
@@ -172,7 +174,7 @@ def replica_status(node: Any, ready: Readiness | None = None) -> dict[str, Any]:
         "reachable": True,
         "view": core.view,
         "primary": core.primary,
-        "view_active": core.view_active,
+        "view_active": core.status is ViewStatus.NORMAL,
         "last_executed": core.last_executed,
         "stable_checkpoint": core.stable_seq,
         "log_size": len(core.log),

@@ -38,6 +38,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from ..protocol.messages import MsgType, envelope_slot, envelope_type
+from ..protocol.viewchange import ViewStatus
 
 log = logging.getLogger("pbft.metrics")
 
@@ -279,7 +280,7 @@ class NodeMetrics:
             ("pbft_ready", "1 while the replica is ready (GET /readyz answers 200)",
              1 if ready is not None and ready.ready else 0),
             ("pbft_view_active", "1 while the replica's view is active (no view change)",
-             1 if core is not None and core.view_active else 0),
+             1 if core is not None and core.status is ViewStatus.NORMAL else 0),
             ("pbft_state_transfer", "1 while the replica fetches a checkpoint's state",
              1 if core is not None and core.transfer is not None else 0),
             ("pbft_behind", "Sequence numbers f+1 other replicas are known to have executed "

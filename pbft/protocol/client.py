@@ -52,6 +52,7 @@ from .crypto import KeyPair, seal
 from .events import Action, Completed, Event, Failed, Reason, Received, Rejected, Send, Tick
 from .held import client_retransmit_ticks
 from .messages import MAX_OPERATION, MAX_U64, Envelope, Held, Reply, Request, decode_envelope
+from .quorum import VoteSet
 
 MAX_CATCH_UPS = 3
 """Times one operation may continue from a timestamp f+1 replicas hold, each larger than
@@ -93,7 +94,8 @@ class Outstanding:
     operation: bytes
     read_only: bool
     data: bytes
-    replies: dict[int, bytes] = field(default_factory=dict)
+    # replica -> (result, reply bytes): its latest reply, which replaces an earlier one.
+    replies: VoteSet = field(default_factory=VoteSet)
     views: dict[int, int] = field(default_factory=dict)
     waited: int = 0
     timeout: int = 0
@@ -205,11 +207,10 @@ class ClientCore:
             return []  # late answer to an earlier request
         if isinstance(msg, Held):
             return self._on_held(peer, out, msg)
-        out.replies[peer] = msg.result
+        out.replies[peer] = (msg.result, data)
         self._learn_view(out, peer, msg.view)
         need = self.config.quorum if out.read_only else self.write_quorum
-        matching = sum(1 for r in out.replies.values() if r == msg.result)
-        if matching >= need:
+        if out.replies.reached(msg.result, need):
             self.outstanding = None
             return [Completed(out.timestamp, msg.result)]
         if out.read_only and len(out.replies) == self.config.n:

@@ -2,7 +2,7 @@
 
 `parse_cluster` takes the dictionary that tomllib produced and returns a `ClusterConfig`
 or raises `ConfigError` with one sentence naming the field and the problem. Reading the
-file is the runtime's business (pbft/runtime/clusterfile.py); this module stays pure.
+file is the runtime's business (pbft/node/clusterfile.py); this module stays pure.
 
 Every table and field the format has is listed once, in `SECTIONS`; anything else is an
 error with a suggestion ("unknown field 'batchmax' (did you mean 'batch_max'?)"), and a
@@ -53,7 +53,7 @@ class ClusterConfig:
     retransmit_ms: int = 250
     tls_ca: str = ""
     fsync: str = "always"
-    """`[storage] fsync`: the replicas' durability policy (pbft.runtime.storage)."""
+    """`[storage] fsync`: the replicas' durability policy (pbft.node.storage)."""
     base_dir: str = "."
     client_index: dict[str, ClientInfo] = field(default_factory=dict, compare=False, repr=False)
 
@@ -95,7 +95,7 @@ class ClusterConfig:
 # ---------------------------------------------------------------------------- the schema
 
 FSYNC_VALUES = ("always", "batch", "off")
-"""`[storage] fsync` policies (pbft.runtime.storage.FSYNC_POLICIES maps them to SQLite)."""
+"""`[storage] fsync` policies (pbft.node.storage.FSYNC_POLICIES maps them to SQLite)."""
 
 SECTIONS: dict[str, tuple[str, ...]] = {
     "cluster": (

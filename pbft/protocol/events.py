@@ -171,6 +171,12 @@ class Reason(Enum):
     BAD_CERTIFICATE = "bad-certificate"
 
 
+Ignored = tuple[Reason, str | None]
+"""Why an `ignore_*` guard refuses a message: the reason it is counted under, and the
+detail of the `Rejected` action it is reported with (None: counted only, for what correct
+peers also send, such as retransmissions and late votes)."""
+
+
 @dataclass(frozen=True, slots=True)
 class StateTransferStarted:
     """This replica is behind the stable checkpoint `seq` and fetches its state."""

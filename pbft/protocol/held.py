@@ -1,4 +1,4 @@
-"""The timestamp a replica holds for a client, and telling the client (OSDI'99 section 4.1).
+"""The reply cache: the timestamp a replica holds per client, and telling the client (OSDI'99 4.1).
 
 Theory of operation. A replica keeps, per client, the timestamp and reply of the last
 request it executed, and never executes an older request (exactly-once). Clients take
@@ -21,6 +21,8 @@ answered, and a replay costs one small message to the client it names, never mor
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from . import codec
 from .config import ClusterConfig
@@ -49,11 +51,12 @@ class ClientAnswers:
     the client alone: a faulty replica replaying one old request of the client must not
     use up the answer its new request needs."""
 
-    __slots__ = ("period", "_told")
+    __slots__ = ("period", "_told", "_clients")
 
     def __init__(self, config: ClusterConfig) -> None:
         self.period = max(1, client_retransmit_ticks(config) // 2)
         self._told: dict[str, tuple[int, int]] = {}
+        self._clients = len(config.clients)
 
     def due(self, client: str, timestamp: int, now: int) -> bool:
         """True (and noted) if `client`'s request `timestamp` may be answered now."""
@@ -65,6 +68,11 @@ class ClientAnswers:
 
     def __len__(self) -> int:
         return len(self._told)
+
+    def invariants(self) -> None:
+        """One entry per client of the cluster (only verified requests get here)."""
+        name = type(self).__name__
+        assert len(self._told) <= self._clients, f"{name} holds {len(self._told)}, bound {self._clients}"
 
 
 class HeldAnswers(ClientAnswers):
@@ -79,3 +87,40 @@ class HeldAnswers(ClientAnswers):
         if not self.due(req.client, req.timestamp, now):
             return None
         return held_envelope(view, req.timestamp, req.client, replica, held)
+
+
+@dataclass(slots=True)
+class ClientRecord:
+    """The last executed request of a client and its result (section 4.1)."""
+
+    timestamp: int
+    result: bytes
+
+
+class ReplyCache:
+    """Per client, the last request executed and its reply (section 4.1): what makes
+    execution exactly-once (an older request is never executed again, the latest gets its
+    cached reply), and what a checkpoint carries besides the service state, so that
+    exactly-once survives a state transfer. With the budgets on answering from it: a
+    cached reply resent (`resent`) and a HELD sent (`held`), each once per period per
+    request."""
+
+    def __init__(self, config: ClusterConfig) -> None:
+        self.clients = len(config.clients)
+        self.records: dict[str, ClientRecord] = {}
+        self.resent = ClientAnswers(config)
+        self.held = HeldAnswers(config)
+
+    def executed_ts(self, client: str) -> int:
+        """The timestamp of `client`'s last executed request, or -1."""
+        rec = self.records.get(client)
+        return rec.timestamp if rec is not None else -1
+
+    def table(self) -> list[list]:
+        """The records as a checkpoint holds them, in client order."""
+        return sorted([c, r.timestamp, r.result] for c, r in self.records.items())
+
+    def invariants(self) -> None:
+        assert len(self.records) <= self.clients, f"clients holds {len(self.records)}, bound {self.clients}"
+        self.resent.invariants()
+        self.held.invariants()

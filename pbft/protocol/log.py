@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .messages import PrePrepare, Request
+from .quorum import VoteSet
 
 
 @dataclass(slots=True)
@@ -22,8 +23,9 @@ class Slot:
     pre_prepare_env: bytes = b""
     requests: tuple[tuple[Request, bytes], ...] = ()
     # Votes of this slot's view, one per authenticated signer: signer -> (digest, envelope).
-    prepares: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
-    commits: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
+    # Each certificate is complete once its VoteSet has `reached` its quorum.
+    prepares: VoteSet = field(default_factory=VoteSet)
+    commits: VoteSet = field(default_factory=VoteSet)
     # Votes that only added to a complete certificate, kept unverified: signer ->
     # (digest, envelope). Checked only if that signer later votes another digest
     # (evidence); never counted, never sent on.
@@ -31,20 +33,20 @@ class Slot:
     surplus_commits: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
     my_prepare: bytes = b""
     my_commit: bytes = b""
-    prepared: bool = False
-    committed: bool = False
 
     @property
     def digest(self) -> bytes | None:
         return self.pre_prepare.digest if self.pre_prepare else None
 
-    def matching_prepares(self) -> int:
-        d = self.digest
-        return sum(1 for dg, _ in self.prepares.values() if dg == d)
+    @property
+    def prepared(self) -> bool:
+        """prepared(m, v, n, i): the pre-prepare and 2f matching PREPAREs (4.2)."""
+        return self.prepares.done
 
-    def matching_commits(self) -> int:
-        d = self.digest
-        return sum(1 for dg, _ in self.commits.values() if dg == d)
+    @property
+    def committed(self) -> bool:
+        """committed-local(m, v, n, i): prepared and 2f+1 matching COMMITs (4.2)."""
+        return self.commits.done
 
 
 class MessageLog:
@@ -79,6 +81,10 @@ class MessageLog:
         self.low = stable
         for seq in [s for s in self.slots if s <= stable]:
             del self.slots[seq]
+
+    def invariants(self) -> None:
+        """Never more than L slots, whatever peers send (the water marks, 4.2)."""
+        assert len(self.slots) <= self.window, f"log holds {len(self.slots)} entries, bound {self.window}"
 
     def __len__(self) -> int:
         return len(self.slots)

@@ -41,6 +41,14 @@ Theory of operation (OSDI'99 section 4; TOCS 2002 for refinements):
 * Retransmission. Messages may be lost; every `retransmit_ms` without progress a replica
   resends its own messages for the slots it has not executed.
 
+State lives with narrow owners, the handlers here: quorum.VoteSet (every certificate),
+checkpoints.Checkpoints, batching.Batching (the primary's queue: policy, not the paper),
+timeouts (Timeout, RequestTimers; fired from one table at each tick), future.FutureViews,
+viewchange.ViewChanges, verified (checked and deferred client requests), held (answers to
+clients), statetransfer (Transfer, ChunkBudget), recovery (`recover`). Each has an
+`invariants()` asserting its bounds; `Replica.invariants()` calls them all, and the
+simulator calls it after every step of a correct replica.
+
 Input is checked cheapest first (DESIGN.md section 2): decode, schema, signer is a member
 of the right role, view and water marks, then the signature, then protocol state. Nothing
 a peer sends raises: it is dropped and counted (`Rejected`) and, when one replica signed
@@ -49,12 +57,12 @@ two conflicting messages, the pair is kept as `Evidence`.
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict, deque
-from dataclasses import dataclass
+from collections import Counter
 from typing import assert_never
 
-from ..service.base import StateMachine
-from . import codec
+from . import codec, recovery
+from .batching import Batching
+from .checkpoints import Checkpoints
 from .config import ClusterConfig
 from .crypto import KeyPair, Verifier, batch_digest, digest
 from .events import (
@@ -67,6 +75,7 @@ from .events import (
     Evidence,
     Executed,
     ExecutedRequest,
+    Ignored,
     Note,
     Persist,
     Prepared,
@@ -83,14 +92,14 @@ from .events import (
     ViewChangeStarted,
     ViewInstalled,
 )
-from .held import ClientAnswers, HeldAnswers
+from .future import FutureViews
+from .held import ClientRecord, ReplyCache
 from .log import MessageLog, Slot
 from .messages import (
     Checkpoint,
     Commit,
     Envelope,
     FetchState,
-    Message,
     MsgType,
     NewView,
     Prepare,
@@ -107,73 +116,43 @@ from .messages import (
     from_body,
     render,
 )
+from .recovery import ACCEPTED, QUORUM_TAG
 from .safety import SafetyRules, Vote, vote_slot
-from .statetransfer import IN_FLIGHT, Transfer, chunk_proof, split, state_root, verify_chunk
+from .service import StateMachine
+from .statetransfer import (
+    CHUNKS_PER_PERIOD,
+    IN_FLIGHT,
+    ChunkBudget,
+    Transfer,
+    chunk_proof,
+    split,
+    state_root,
+    verify_chunk,
+)
+from .timeouts import Expired, RequestTimers, Timeout
+from .verified import DeferredRequests, VerifiedRequests
 from .viewchange import (
+    CheckedNewView,
     CheckedViewChange,
     InvalidCertificate,
+    PreparedCert,
+    ViewChanges,
+    ViewStatus,
     check_checkpoint_proof,
+    check_new_view,
     check_prepared_cert,
     check_view_change,
     plan_new_view,
 )
 
-ACCEPTED = "accepted-pre-prepare"
-"""Tag of the VOTE record holding the primary's pre-prepare a backup answered."""
-
-QUORUM_TAG = "new-view-timer"
-"""Tag of the VIEW record naming the view whose new-view timer had started (2f+1 were in
-it); the untagged VIEW record holds the view itself."""
-
 CATCH_UP_SLOTS = 16
 """Committed slots resent per STATUS to a peer that lags inside our log."""
 
-RETURNING_LEFT = 8
-"""With nothing in flight, the primary proposes once at most 1/RETURNING_LEFT of the
-clients of the batch it executed last have yet to send their next request (or HOLD_MS
-have passed): one faulty client that never comes back delays nobody (_expect_returns)."""
-
-HOLD_MS = 40
-"""Longest wait for returning clients, from the batch's execution (4 ticks of 10 ms; at
-least one tick, at most an eighth of the view-change timeout). Not a single tick: a
-runtime delivers a busy replica's ticks a few at a time (runtime.node.BUSY_TICKS), and a
-wait cut short by such a burst would be taken for clients that do not come back."""
-
-HOLD_PAUSE = 64
-"""Batches the primary proposes without waiting for returning clients after a wait that
-ran out (_expect_returns)."""
 
 EVIDENCE_MEMORY = 4096
 """Evidence pairs remembered to report each once; forgetting only means repeating one."""
 
-VERIFIED_CACHE = 4096
-"""Client requests whose signature this replica already checked (verify each once). An
-entry matters from a request's arrival until its pre-prepare (batch_max x pipeline = 2048
-in flight by default); each costs ~380 bytes, so a larger cache is only memory."""
-
 _REPLY = int(MsgType.REPLY)
-
-ORDERING_FRACTION = 2
-"""A request a backup knows of must appear in a pre-prepare within this fraction of the
-view-change timeout (it must execute within the whole timeout)."""
-
-DEFERRED_REQUESTS = 4096
-"""Deferred client requests kept at most (one per client and channel, _defer_request);
-beyond it a request is verified on arrival, as it would be without deferral."""
-
-CHUNKS_PER_PERIOD = 8 * IN_FLIGHT
-"""State chunks served to one replica per retransmission period (a transfer keeps
-IN_FLIGHT requests out, so it is slowed only when chunks come back faster than that)."""
-
-CHUNKS_REMEMBERED = 4096
-"""(asker, seq, index) of state chunks sent in the last retransmission period."""
-
-FUTURE_SIGNER_BYTES = 16 * 1024 * 1024
-"""Bytes of future-view messages kept per signer (one largest frame); in total, f+2 times
-that, so f Byzantine replicas filling theirs leave room for the correct ones."""
-
-LONE_FACTOR = 3
-"""View-change timeouts a replica may wait alone in our view + 1 before we join it."""
 
 MAX_BACKOFF_SHIFT = 6
 """The view-change timeout doubles per failed view change, up to 2**6 times (4.5.2)."""
@@ -187,14 +166,6 @@ def _completes(slot: Slot, view: int, digest: bytes) -> bool:
     through the checks, with the surplus vote of the same signer as its prior (evidence)."""
     pp = slot.pre_prepare
     return pp is not None and slot.view == view and pp.digest == digest
-
-
-@dataclass(slots=True)
-class ClientRecord:
-    """The last executed request of a client and its result (section 4.1)."""
-
-    timestamp: int
-    result: bytes
 
 
 class Replica:
@@ -216,96 +187,69 @@ class Replica:
         self.log = MessageLog(config.log_window)
         self.last_executed = 0
         self.next_seq = 1
-        # The primary's queue: one request per client, the newest (clients have one
-        # request outstanding, section 4.1), so it is bounded by the number of clients.
-        self.pending: OrderedDict[str, tuple[Request, bytes]] = OrderedDict()
-        # Requests this replica knows of and has not executed: client -> (t, envelope,
-        # tick it started waiting). A backup's view-change timer runs on these (4.4).
-        self.waiting: dict[str, tuple[int, bytes, int]] = {}
-        # The newest timestamp per client seen in a pre-prepare of this view: a waiting
-        # request the primary has not ordered yet runs on the shorter ordering timer.
-        self.ordered: dict[str, int] = {}
-        self._nudged = -1  # tick of the last reminder about unordered requests
+        self._retransmit_ticks = max(1, config.retransmit_ms // config.tick_ms)
+        self._vc_timeout_ticks = max(1, config.view_change_timeout_ms // config.tick_ms)
+        # The primary's queue and the wait for returning clients (batching.py).
+        self.batching = Batching(config, self._vc_timeout_ticks)
+        # Requests this replica knows of and has not executed, and the view-change and
+        # ordering timers a backup runs on them (4.4, timeouts.RequestTimers).
+        self.requests = RequestTimers(len(config.clients))
         # Read-only requests waiting for our prepared slots to execute (one per client).
         self.deferred_reads: dict[str, Request] = {}
-        # Clients of the batch the primary executed last that have not sent their next
-        # request yet, and that batch's size (_expect_returns).
-        self._returning: set[str] = set()
-        self._returning_of = 0
-        self._returning_since = 0  # tick of that batch's execution
-        self._hold_pause = 0  # batches to propose without waiting (_expect_returns)
         # View change state.
-        self.view_active = True
-        self.view_changes: dict[int, CheckedViewChange] = {}  # latest valid one per replica
+        self.status = ViewStatus.NORMAL
+        # VIEW-CHANGEs held and sent, and where the others are (viewchange.ViewChanges).
+        self.view_changes = ViewChanges(config, self._retransmit_ticks, self._vc_timeout_ticks)
         self.prepared_certs: dict[int, tuple[int, bytes, tuple[bytes, ...]]] = {}
         self.new_view_data = b""
-        self._new_view_resent: dict[int, int] = {}  # replica -> tick we last resent it to
-        self.view_changes_started = 0
-        self._vc_attempts = 0
-        self._nv_deadline: int | None = None
-        # Messages of views to come, verified, bounded per signer in count and bytes and
-        # in total bytes (_old_or_future).
-        self._future: deque[tuple[Signer | None, bytes]] = deque()
-        self._future_count: Counter[int] = Counter()
-        self._future_bytes: Counter[int] = Counter()
-        self._future_total = 0
-        self._future_seen: set[bytes] = set()
-        self._future_total_limit = (config.f + 2) * FUTURE_SIGNER_BYTES
-        # Answers that cost more than the question, at most once per retransmission
-        # period per asker (issue 13, item 7): STATUS -> proof/NEW-VIEW/slots, a repeated
-        # request -> its cached reply, FETCH-STATE -> a chunk (per chunk).
+        self.future = FutureViews(config)  # messages of views to come (future.py)
+        # Answers that cost more than the question go out at most once per retransmission
+        # period per asker (issue 13, item 7): here STATUS -> proof/NEW-VIEW/slots; a
+        # repeated request -> its cached reply (replies.resent), FETCH-STATE -> a chunk
+        # (chunks_served).
         self._status_answered: dict[int, int] = {}
-        # View convergence (issue 13, item 2). Our own VIEW-CHANGEs of the last views we
-        # passed through, resent to a replica still waiting in one of them; whether
-        # a restarted replica has heard where the others are; last_executed per replica
-        # from STATUS in our view (to tell that we are behind).
-        self._own_vcs: dict[int, bytes] = {}
-        self._vc_resent: dict[int, tuple[int, int]] = {}  # asker -> (view, tick) answered
-        self._peer_view: dict[int, int] = {}  # the latest view each replica told us it is in
+        # Whether a restarted replica has heard where the others are; last_executed per
+        # replica from STATUS in our view (to tell that we are behind).
         self._located = True
         self._located_by = 0
         self._heard: set[int] = set()
         self._peer_progress: dict[int, tuple[int, int]] = {}
-        # Replicas seen waiting in view + 1 (view, first tick, last copy's tick), and how
-        # often we joined each (_maybe_join_lone_view_change).
-        self._lone_since: dict[int, tuple[int, int, int]] = {}
-        self._lone_joins: dict[int, int] = {}
-        self._timers_restarted: set[tuple[str, int]] = set()  # (client, t), this view
-        self._replies_resent = ClientAnswers(config)
-        self._chunks_sent: dict[tuple[int, int, int], int] = {}
-        self._chunk_budget: dict[int, tuple[int, int]] = {}  # asker -> (period start, chunks)
-        # State transfer: CHECKPOINTs seen above our window (a few per replica), the fetch
-        # in progress, and the chunks of our latest checkpoint for serving others.
-        self.claims: dict[int, dict[int, tuple[bytes, bytes]]] = {}
+        # State transfer: the fetch in progress.
         self.transfer: Transfer | None = None
+        self.chunks_served = ChunkBudget(self._retransmit_ticks, config.n)  # what we serve whom
         self.transfers_completed = 0
-        self._served: tuple[int, list[bytes]] | None = None
-        self.clients: dict[str, ClientRecord] = {}
-        # Checkpoints: seq -> signer -> (digest, envelope); own digests and snapshots.
-        self.checkpoint_votes: dict[int, dict[int, tuple[bytes, bytes]]] = {}
-        self.own_checkpoints: dict[int, tuple[bytes, bytes]] = {}
-        self.stable_digest = b""
-        self.stable_proof: tuple[bytes, ...] = ()
+        self.replies = ReplyCache(config)  # the last reply per client, and resending it
+        self.checkpoints = Checkpoints(config)  # votes, claims, own states, stable proof
         self.rejects: Counter[tuple[Signer | None, Reason]] = Counter()
         self.surplus_votes = 0
         """Votes for an already complete certificate, dropped unverified (`_completes`)."""
-        self._verified: OrderedDict[bytes, Request] = OrderedDict()
+        self.verified = VerifiedRequests(self.verifier)  # client signatures checked once
         # Newer requests of clients that already have one waiting here, unverified: the
         # newest per (client, channel), taken at the next tick (_defer_request).
-        self._deferred: dict[tuple[str, Signer | None], tuple[Signer | None, bytes, Request]] = {}
+        self.deferred = DeferredRequests()
         self._evidence_seen: set[bytes] = set()
         self.ticks = 0
-        self._last_progress = 0
-        self._retransmit_ticks = max(1, config.retransmit_ms // config.tick_ms)
-        self._vc_timeout_ticks = max(1, config.view_change_timeout_ms // config.tick_ms)
-        self.hold_ticks = max(1, min(-(-HOLD_MS // config.tick_ms), self._vc_timeout_ticks // 8))
-        # Buffer for messages of future views: enough for one view's traffic per signer.
-        self._future_limit_per_signer = 3 * config.log_window + 4 * config.n
+        # Timeouts (timeouts.py), fired in this order at every tick. `requests` and
+        # `lone` have a deadline per request and per replica: they are looked at every
+        # tick (0 ticks, never stopped) and fire what is due.
+        self.new_view_timeout = Timeout("new-view", self._vc_timeout_ticks)
+        self.request_timeout = Timeout("requests", 0)
+        self.lone_timeout = Timeout("lone", 0)
+        self.retransmit_timeout = Timeout("retransmit", self._retransmit_ticks)
+        self.request_timeout.start(0)
+        self.lone_timeout.start(0)
+        self.retransmit_timeout.start(0)
+        self.timeouts = (
+            (self.batching.hold, self.on_hold_timeout),
+            (self.new_view_timeout, self.on_new_view_timeout),
+            (self.request_timeout, self.on_request_timeout),
+            (self.lone_timeout, self.on_lone_timeout),
+            (self.retransmit_timeout, self.on_retransmit_timeout),
+        )
         self._out: list[Action] = []
         self.behaviour_label = ""
         """The Byzantine behaviour wrapped around this core, if any (adversary.base sets
         it): said in answers to a client's status query, never used by the protocol."""
-        self._held_answers = HeldAnswers(config)  # clients told what we hold (held.py)
 
     # -- public surface ---------------------------------------------------------------
 
@@ -330,16 +274,45 @@ class Replica:
                 self._on_tick()
             case _:
                 assert_never(event)
-        if self.is_primary and self.view_active:
+        if self.is_primary and self.status is ViewStatus.NORMAL:
             self._maybe_propose()
         out, self._out = self._out, []
         return out
 
+    def invariants(self) -> None:
+        """Every bounded structure within its named limit (docs/robustness.md), asserted by
+        the owner of each; the simulator calls this after every step of a correct replica,
+        the replica itself never does (it costs a pass over its state)."""
+        cfg = self.config
+        clients, n = len(cfg.clients), cfg.n
+        self.log.invariants()
+        self.checkpoints.invariants()
+        self.future.invariants()
+        self.requests.invariants()
+        self.view_changes.invariants()
+        self.chunks_served.invariants()
+        self.verified.invariants()
+        self.deferred.invariants()
+        self.batching.invariants()
+        self.replies.invariants()
+        if self.transfer is not None:
+            self.transfer.invariants()
+        for name, size, bound in (
+            ("deferred_reads", len(self.deferred_reads), clients),
+            ("prepared_certs", len(self.prepared_certs), cfg.log_window),
+            ("_status_answered", len(self._status_answered), n),
+            ("_heard", len(self._heard), n),
+            ("_peer_progress", len(self._peer_progress), n),
+            ("_evidence_seen", len(self._evidence_seen), EVIDENCE_MEMORY),
+            # Keyed by (channel peer, reason): replicas, clients and an unauthenticated None.
+            ("rejects", len(self.rejects), (n + clients + 1) * len(Reason)),
+        ):
+            assert size <= bound, f"{name} holds {size}, bound {bound}"
+
     def checkpoint_state(self) -> bytes:
         """Everything a checkpoint covers: the service state and the reply cache, which
         is what keeps exactly-once across a state transfer (section 4.1)."""
-        table = sorted([c, r.timestamp, r.result] for c, r in self.clients.items())
-        return codec.encode([self.service.snapshot(), table])
+        return codec.encode([self.service.snapshot(), self.replies.table()])
 
     def state_digest(self) -> bytes:
         """The checkpoint digest of the current state: a Merkle root over its chunks."""
@@ -391,11 +364,25 @@ class Replica:
         self._out.append(Broadcast(data))
         return data
 
-    def _check_replica_signed(self, peer: Signer | None, env: Envelope) -> bool:
+    def _ignore(self, peer: Signer | None, why: Ignored) -> None:
+        """Count a message an `ignore_*` guard refused (and report it, unless quiet)."""
+        reason, detail = why
+        if detail is None:
+            self.rejects[(peer, reason)] += 1
+        else:
+            self._reject(peer, reason, detail)
+
+    def ignore_unsigned(self, env: Envelope) -> Ignored | None:
+        """Protocol messages come from replicas only."""
         if type(env.signer) is not int or not 0 <= env.signer < self.config.n:
-            self._reject(peer, Reason.WRONG_ROLE, "protocol message not signed by a replica")
-            return False
-        return True
+            return Reason.WRONG_ROLE, "protocol message not signed by a replica"
+        return None
+
+    def _check_replica_signed(self, peer: Signer | None, env: Envelope) -> bool:
+        why = self.ignore_unsigned(env)
+        if why is not None:
+            self._ignore(peer, why)
+        return why is None
 
     def _verify(self, peer: Signer | None, env: Envelope) -> bool:
         if not self.verifier.verify(env):
@@ -403,38 +390,10 @@ class Replica:
             return False
         return True
 
-    def _request_from_envelope(
-        self, data: bytes, decoded: tuple[Envelope, Message] | None = None
-    ) -> Request | str:
-        """Decode and verify a signed client request; the reason it is bad otherwise.
-        Each distinct request envelope is verified once per replica (LRU-bounded), keyed
-        by the digest of its exact bytes. `decoded` is `data` already strictly decoded
-        by the caller (a request that arrived on its own), so it is not decoded twice."""
-        key = digest(data)
-        hit = self._verified.get(key)
-        if hit is not None:
-            self._verified.move_to_end(key)
-            return hit
-        if decoded is not None:
-            env, msg = decoded
-        else:
-            try:
-                env, msg = decode_envelope(data)
-            except codec.CodecError as exc:
-                return f"malformed request: {exc}"
-        if not isinstance(msg, Request):
-            return "not a request"
-        if env.signer != msg.client or not self.verifier.is_member(env.signer):
-            return f"request not signed by its client {msg.client!r}"
-        if not self.verifier.verify(env):
-            return f"bad client signature from {msg.client!r}"
-        self._verified[key] = msg
-        if len(self._verified) > VERIFIED_CACHE:
-            self._verified.popitem(last=False)
-        return msg
-
-    # Quorum rules in one place each (section 4.2, 4.3); the broken variants of
-    # pbft/adversary/broken.py override exactly these to prove the oracle notices.
+    # Seams: the quorum sizes (section 4.2, 4.3), the digest check of a batch (4.2), the
+    # checks of a prepared certificate and of a NEW-VIEW (4.4) and of a state chunk (TOCS
+    # 5.3) are methods, so that each broken core of pbft/adversary/broken.py overrides one
+    # of them to prove the oracle notices.
 
     def _prepare_quorum(self) -> int:
         """Matching PREPAREs from distinct backups, beside the pre-prepare: 2f."""
@@ -502,23 +461,19 @@ class Replica:
     def _queued_ts(self, client: str) -> int:
         """The timestamp of `client`'s verified request this replica holds and has not
         executed or proposed yet (the primary's `pending`, a backup's `waiting`), or -1."""
-        queued = self.pending.get(client)
-        if queued is not None:
-            return queued[0].timestamp
-        known = self.waiting.get(client)
-        if known is not None and known[0] > self._executed_ts(client):
+        queued = self.batching.queued_ts(client)
+        if queued >= 0:
+            return queued
+        known = self.requests.waiting.get(client)
+        if known is not None and known[0] > self.replies.executed_ts(client):
             return known[0]
         return -1
 
     def _defer_request(self, peer: Signer | None, data: bytes, msg: Request) -> bool:
         """A flooding client's budget (issue 13, item 9): while a verified write of a
-        client waits here (not yet proposed, or not yet executed at a backup), a newer one
-        is not verified on arrival. The newest per client and channel is kept unverified
-        and taken at the next tick (`_take_deferred`); an older one than the waiting
-        request is superseded and dropped. So a client costs at most one verification per
-        channel and tick, however fast it sends, and a Byzantine replica relaying forged
-        requests for it fills only its own channel's place. A client with one request
-        outstanding (section 4.1) never waits here."""
+        client waits here, a newer one is kept unverified until the next tick
+        (`_take_deferred`); an older one than the waiting
+        request is superseded and dropped (verified.DeferredRequests)."""
         if msg.read_only:
             return False
         queued = self._queued_ts(msg.client)
@@ -527,28 +482,18 @@ class Replica:
         if msg.timestamp < queued:
             self.rejects[(peer, Reason.STALE)] += 1  # superseded: dropped unverified
             return True
-        key = (msg.client, peer)
-        held = self._deferred.get(key)
-        if held is None and len(self._deferred) >= DEFERRED_REQUESTS:
-            return False  # full: verify at once, as without the budget
-        if held is None or held[2].timestamp < msg.timestamp:
-            self._deferred[key] = (peer, data, msg)
-        return True
+        return self.deferred.hold(peer, data, msg)
 
     def _take_deferred(self) -> None:
         """Per client, its newest deferred request that verifies goes through `on_request`
         (older ones of the same client are superseded by it)."""
-        if not self._deferred:
+        if not self.deferred.held:
             return
-        by_client: dict[str, list[tuple[Signer | None, bytes, Request]]] = {}
-        for (client, _), item in self._deferred.items():
-            by_client.setdefault(client, []).append(item)
-        self._deferred = {}
-        for client in sorted(by_client):
-            for peer, data, msg in sorted(by_client[client], key=lambda i: -i[2].timestamp):
+        for client, items in self.deferred.take():
+            for peer, data, msg in items:
                 if msg.timestamp <= self._queued_ts(client):
                     break  # superseded meanwhile
-                checked = self._request_from_envelope(data)
+                checked = self.verified.check(data)
                 if isinstance(checked, str):
                     self._reject(peer, Reason.BAD_REQUEST, checked)
                     continue
@@ -565,23 +510,23 @@ class Replica:
     ) -> None:
         if not verified and self._defer_request(peer, data, msg):
             return
-        checked = msg if verified else self._request_from_envelope(data, None if env is None else (env, msg))
+        checked = msg if verified else self.verified.check(data, None if env is None else (env, msg))
         if isinstance(checked, str):
             self._reject(peer, Reason.BAD_REQUEST, checked)
             return
         req = checked
-        self._returning.discard(req.client)
+        self.batching.returned(req.client)
         if req.read_only:
             self.on_read_only(peer, req)
             return
-        rec = self.clients.get(req.client)
+        rec = self.replies.records.get(req.client)
         if rec is not None and req.timestamp <= rec.timestamp:
             if req.timestamp == rec.timestamp:
                 # The client lost our reply: send it again, at most once per half of a
                 # client's first retransmission timeout (so an honest retransmission is
                 # always answered, and a replayed request does not turn us into a stream
                 # of up to 1 MiB replies).
-                if not self._replies_resent.due(req.client, req.timestamp, self.ticks):
+                if not self.replies.resent.due(req.client, req.timestamp, self.ticks):
                     self.rejects[(peer, Reason.DUPLICATE)] += 1
                     return
                 self._reply(req.client, rec.timestamp, rec.result)
@@ -589,16 +534,13 @@ class Replica:
                 self._reject(peer, Reason.STALE, f"{req.client} t={req.timestamp}")
                 self._send_held(req, rec.timestamp)
             return
-        if self.is_primary and self.view_active:
+        if self.is_primary and self.status is ViewStatus.NORMAL:
             self._enqueue(req, data)
             return
         # Section 4.1/4.4: a backup relays the request to the primary and waits for it to
         # execute; its view-change timer runs from the first time it saw it.
-        known = self.waiting.get(req.client)
-        if known is None or known[0] < req.timestamp:
-            self.waiting[req.client] = (req.timestamp, data, self.ticks)
-        elif known[0] > req.timestamp:
-            return
+        if not self.requests.wait(req.client, req.timestamp, data, self.ticks):
+            return  # superseded by a newer request of that client
         if isinstance(peer, str) or peer is None:
             self._out.append(Send(self.primary, data))
 
@@ -606,7 +548,7 @@ class Replica:
         """Tell the client of a refused, validly signed request which timestamp we hold
         for it, so it can continue from there once f+1 replicas say the same (held.py);
         at most once per client per `HeldAnswers.period`, as the request may be a replay."""
-        data = self._held_answers.answer(self.view, self.id, req, held, self.ticks)
+        data = self.replies.held.answer(self.view, self.id, req, held, self.ticks)
         if data is not None:
             self._out.append(SendClient(req.client, data))
 
@@ -644,13 +586,9 @@ class Replica:
         self.deferred_reads.clear()
 
     def _enqueue(self, req: Request, data: bytes) -> None:
-        queued = self.pending.get(req.client)
-        if queued is not None and queued[0].timestamp >= req.timestamp:
+        if self.batching.queued_ts(req.client) >= req.timestamp or self._in_flight(req):
             return
-        if self._in_flight(req):
-            return
-        self.pending[req.client] = (req, data)
-        self.pending.move_to_end(req.client)
+        self.batching.enqueue(req, data)
 
     def on_query_status(self, peer: Signer | None, env: Envelope) -> None:
         """Answer a client's status query with a signed `Status` (for `pbft status`)."""
@@ -674,53 +612,15 @@ class Replica:
 
     # -- primary: proposing (section 4.2) -------------------------------------------------
 
-    def _ready_to_propose(self) -> bool:
-        """Adaptive batching: with nothing in flight, propose at once (low latency when
-        idle); with batches in flight (up to `pipeline`), only once enough requests wait
-        to fill a worthwhile batch. Every batch costs about 8 signatures and 24
-        verifications cluster-wide whatever its size, so under load fewer, fuller
-        batches are what brings the cost per request down to the client signature."""
-        if not self.pending or not self.log.in_window(self.next_seq):
-            return False
-        in_flight = self.next_seq - 1 - self.last_executed
-        if in_flight == 0:
-            return (
-                len(self._returning) * RETURNING_LEFT <= self._returning_of
-                or len(self.pending) >= self.config.batch_max
-            )
-        worthwhile = max(1, self.config.batch_max // 8)
-        return in_flight < self.config.pipeline and len(self.pending) >= worthwhile
-
-    def _expect_returns(self, slot: Slot) -> None:
-        """The primary has just executed `slot`: its clients, one request outstanding
-        each (section 4.1), send their next one as their replies arrive. Under a closed
-        loop the clients otherwise settle into two groups whose batches alternate (one
-        executes while the other waits), so batches hold half of them; waiting for all but
-        1/RETURNING_LEFT of the group that just executed merges the groups and halves the
-        per-batch work per request. The wait lasts HOLD_MS at most, and is not made
-        for a batch of one (an idle cluster, or a lone client: no latency is added there).
-        A wait that ran out (clients with think time, or a faulty one that holds back)
-        pauses waiting for the next HOLD_PAUSE batches: such a client costs at most
-        HOLD_MS per HOLD_PAUSE batches."""
-        clients = {req.client for req, _ in slot.requests}
-        if self._hold_pause:
-            self._hold_pause -= 1
-        if len(clients) < 2 or self._hold_pause:
-            self._returning, self._returning_of = set(), 0
-            return
-        self._returning = clients - self.pending.keys()
-        self._returning_of = len(clients)
-        self._returning_since = self.ticks
-
     def _maybe_propose(self) -> None:
-        cfg = self.config
         self.next_seq = max(self.next_seq, self.last_executed + 1)
         while self._reinstate_own_pre_prepare():
             self.next_seq += 1
-        while self._ready_to_propose():
-            batch: list[tuple[Request, bytes]] = []
-            while self.pending and len(batch) < cfg.batch_max:
-                batch.append(self.pending.popitem(last=False)[1])
+        # Batching policy (batching.py): when to propose, and which requests.
+        while self.log.in_window(self.next_seq) and self.batching.ready(
+            self.next_seq - 1 - self.last_executed
+        ):
+            batch = self.batching.take()
             envs = tuple(d for _, d in batch)
             pp = PrePrepare(self.view, self.next_seq, batch_digest(envs), envs)
             data = self._broadcast_vote(pp)
@@ -744,7 +644,7 @@ class Replica:
             pp = from_body(env.body)
             assert isinstance(pp, PrePrepare)
             data = env.to_bytes()
-            requests = [(self._request_from_envelope(d), d) for d in pp.batch]
+            requests = [(self.verified.check(d), d) for d in pp.batch]
             if slot is not None and slot.view != self.view:
                 del self.log.slots[pp.seq]  # a slot of an earlier view, superseded
             slot = self.log.slot(pp.seq, self.view)
@@ -768,8 +668,7 @@ class Replica:
         slot.pre_prepare_env = data
         slot.requests = requests
         for req, _ in requests:
-            if self.ordered.get(req.client, -1) < req.timestamp:
-                self.ordered[req.client] = req.timestamp
+            self.requests.saw_ordered(req.client, req.timestamp)
         if prepare:
             # A backup's own PREPARE goes out before the slot is re-evaluated: votes that
             # arrived before the pre-prepare may complete it, execute it and collect it.
@@ -778,21 +677,32 @@ class Replica:
         # Votes received before the pre-prepare may now match; re-evaluate.
         self._maybe_prepared(slot)
 
-    def on_pre_prepare(self, peer: Signer | None, env: Envelope, data: bytes, pp: PrePrepare) -> None:
-        if not self._check_replica_signed(peer, env):
-            return
+    def ignore_pre_prepare(self, env: Envelope, pp: PrePrepare) -> Ignored | None:
+        """Before the view: signed by the primary of its view, and not our own."""
+        if (why := self.ignore_unsigned(env)) is not None:
+            return why
         if env.signer != self.config.primary(pp.view):
-            self._reject(peer, Reason.NOT_PRIMARY, f"pre-prepare by {env.signer} for view {pp.view}")
-            return
+            return Reason.NOT_PRIMARY, f"pre-prepare by {env.signer} for view {pp.view}"
         if env.signer == self.id:
             # Our own pre-prepare relayed back: the primary never prepares (section 4.2).
-            self.rejects[(peer, Reason.DUPLICATE)] += 1
+            return Reason.DUPLICATE, None
+        return None
+
+    def ignore_in_view(self, seq: int, what: str) -> Ignored | None:
+        """A message of our view for a sequence number outside the water marks (4.2)."""
+        if not self.log.in_window(seq):
+            return Reason.OUT_OF_WINDOW, f"{what} n={seq}"
+        return None
+
+    def on_pre_prepare(self, peer: Signer | None, env: Envelope, data: bytes, pp: PrePrepare) -> None:
+        if (why := self.ignore_pre_prepare(env, pp)) is not None:
+            self._ignore(peer, why)
             return
-        if pp.view != self.view or not self.view_active:
+        if pp.view != self.view or self.status is ViewStatus.VIEW_CHANGE:
             self._old_or_future(peer, env, data, pp.view, "pre-prepare")
             return
-        if not self.log.in_window(pp.seq):
-            self._reject(peer, Reason.OUT_OF_WINDOW, f"pre-prepare n={pp.seq}")
+        if (why := self.ignore_in_view(pp.seq, "pre-prepare")) is not None:
+            self._ignore(peer, why)
             return
         if len(pp.batch) > self.config.batch_max:
             self._reject(peer, Reason.BATCH_TOO_LARGE, f"{len(pp.batch)} requests")
@@ -814,7 +724,7 @@ class Replica:
             return
         requests: list[tuple[Request, bytes]] = []
         for req_data in pp.batch:
-            checked = self._request_from_envelope(req_data)
+            checked = self.verified.check(req_data)
             if isinstance(checked, str):
                 self._reject(peer, Reason.BAD_REQUEST, f"in pre-prepare n={pp.seq}: {checked}")
                 return
@@ -837,13 +747,8 @@ class Replica:
     def _old_or_future(
         self, peer: Signer | None, env: Envelope, data: bytes, view: int, what: str
     ) -> None:
-        """Ignore messages of old views; keep a bounded amount for views to come.
-
-        Bounded per *signer* (not per channel, where every client identity had a budget
-        of its own) in count and bytes, and in total bytes; and only once the signature
-        holds, so nobody fills another replica's budget. One Byzantine replica parked
-        784 x 16 MiB PRE-PREPAREs in a correct one before (issue 13, item 6). What does
-        not fit is dropped: the sender retransmits once we are in its view."""
+        """Ignore messages of old views; keep a bounded amount for views to come
+        (future.py), only once the signature holds, so nobody fills another's budget."""
         if view < self.view:
             self._reject(peer, Reason.WRONG_VIEW, f"{what} for old view {view}")
             return
@@ -851,36 +756,29 @@ class Replica:
             self._reject(peer, Reason.OUT_OF_WINDOW, f"{what} for far-future view {view}")
             return
         signer: int = env.signer  # type: ignore[assignment]  # a replica: checked by callers
-        size = len(data)
-        if (
-            self._future_count[signer] >= self._future_limit_per_signer
-            or self._future_bytes[signer] + size > FUTURE_SIGNER_BYTES
-            or self._future_total + size > self._future_total_limit
-        ):
+        if self.future.full(signer, len(data)):
             self._reject(peer, Reason.OVERLOAD, f"future-view buffer full for replica {signer}")
             return
-        if data in self._future_seen:
+        if data in self.future.seen:
             self.rejects[(peer, Reason.DUPLICATE)] += 1  # a copy must not fill the budget
             return
         if not self._verify(peer, env):
             return
-        self._future.append((peer, data))
-        self._future_seen.add(data)
-        self._future_count[signer] += 1
-        self._future_bytes[signer] += size
-        self._future_total += size
+        self.future.add(peer, signer, data)
 
     def _vote_filter(
         self, peer: Signer | None, env: Envelope, data: bytes, view: int, seq: int
     ) -> bool:
-        """Cheap checks shared by PREPARE and COMMIT, before the signature."""
-        if not self._check_replica_signed(peer, env):
+        """Cheap checks shared by PREPARE and COMMIT, before the signature: a replica's
+        vote of our view (one of a view to come is buffered) within the water marks."""
+        if (why := self.ignore_unsigned(env)) is not None:
+            self._ignore(peer, why)
             return False
-        if view != self.view or not self.view_active:
+        if view != self.view or self.status is ViewStatus.VIEW_CHANGE:
             self._old_or_future(peer, env, data, view, "vote")
             return False
-        if not self.log.in_window(seq):
-            self._reject(peer, Reason.OUT_OF_WINDOW, f"vote n={seq}")
+        if (why := self.ignore_in_view(seq, "vote")) is not None:
+            self._ignore(peer, why)
             return False
         return True
 
@@ -962,22 +860,21 @@ class Replica:
         if not self._admit_vote(peer, env, data, prior, digest, kind):
             return None
         slot = self.log.slot(seq, view)
-        (slot.prepares if kind == "prepare" else slot.commits)[signer] = (digest, data)
+        (slot.prepares if kind == "prepare" else slot.commits).add(signer, digest, data)
         return slot
 
     def _maybe_prepared(self, slot: Slot) -> None:
         # prepared(m, v, n, i): the pre-prepare plus 2f matching prepares from distinct
         # backups (section 4.2). Fires once.
-        if slot.prepared or slot.pre_prepare is None:
+        if slot.pre_prepare is None:
             return
-        if slot.matching_prepares() < self._prepare_quorum():
-            return
-        slot.prepared = True
         d = slot.pre_prepare.digest
+        if not slot.prepares.reached(d, self._prepare_quorum()):
+            return
         self._out.append(Prepared(slot.view, slot.seq, d))
         # Keep the certificate for view changes: pre-prepare + 2f matching prepares.
-        proof = sorted(env for dg, env in slot.prepares.values() if dg == d)[: 2 * self.config.f]
-        self.prepared_certs[slot.seq] = (slot.view, slot.pre_prepare_env, tuple(proof))
+        proof = slot.prepares.proof(d, 2 * self.config.f)
+        self.prepared_certs[slot.seq] = (slot.view, slot.pre_prepare_env, proof)
         cert = codec.encode([slot.pre_prepare_env, *proof])
         self._out.append(Persist(Record.PREPARED, slot.seq, slot.view, "", cert))
         slot.my_commit = self._broadcast_vote(Commit(slot.view, slot.seq, d))
@@ -986,12 +883,11 @@ class Replica:
 
     def _maybe_committed(self, slot: Slot) -> None:
         # committed-local(m, v, n, i): prepared plus 2f+1 matching commits (section 4.2).
-        if slot.committed or not slot.prepared:
+        if not slot.prepared:
             return
-        if slot.matching_commits() < self._commit_quorum():
-            return
-        slot.committed = True
         assert slot.pre_prepare is not None
+        if not slot.commits.reached(slot.pre_prepare.digest, self._commit_quorum()):
+            return
         self._out.append(Committed(slot.view, slot.seq, slot.pre_prepare.digest))
         self._maybe_execute()
 
@@ -1016,7 +912,7 @@ class Replica:
         self._out.append(Persist(Record.EXECUTED, slot.seq, slot.view, "", b""))
         done: list[ExecutedRequest] = []
         for req, _ in slot.requests:
-            rec = self.clients.get(req.client)
+            rec = self.replies.records.get(req.client)
             if rec is not None and req.timestamp <= rec.timestamp:
                 # Exactly-once: an old or repeated request is a deterministic no-op; the
                 # latest one gets its cached reply again.
@@ -1025,17 +921,15 @@ class Replica:
                 done.append(ExecutedRequest(req.client, req.timestamp, req.operation, b"", False))
                 continue
             result = self.service.execute(req.operation, req.client)
-            self.clients[req.client] = ClientRecord(req.timestamp, result)
+            self.replies.records[req.client] = ClientRecord(req.timestamp, result)
             self._reply(req.client, req.timestamp, result)
             done.append(ExecutedRequest(req.client, req.timestamp, req.operation, result, True))
-            known = self.waiting.get(req.client)
-            if known is not None and known[0] <= req.timestamp:
-                del self.waiting[req.client]
-            self._vc_attempts = 0  # progress in this view (4.5.2)
+            self.requests.executed(req.client, req.timestamp)
+            self.view_changes.attempts = 0  # progress in this view (4.5.2)
         self.last_executed = slot.seq
-        self._last_progress = self.ticks
+        self.retransmit_timeout.start(self.ticks)
         if self.is_primary:
-            self._expect_returns(slot)
+            self.batching.expect_returns({req.client for req, _ in slot.requests}, self.ticks)
         self._out.append(Executed(slot.view, slot.seq, slot.pre_prepare.digest, tuple(done)))
         if slot.seq % self.config.checkpoint_interval == 0:
             self._take_checkpoint(slot.seq)
@@ -1045,28 +939,32 @@ class Replica:
     def _take_checkpoint(self, seq: int) -> None:
         snapshot = self.checkpoint_state()
         d = state_root(split(snapshot))
-        self.own_checkpoints[seq] = (d, snapshot)
+        self.checkpoints.own[seq] = (d, snapshot)
         self._out.append(CheckpointTaken(seq, d))
         data = self._broadcast_vote(Checkpoint(seq, d))
-        self.checkpoint_votes.setdefault(seq, {})[self.id] = (d, data)
+        self.checkpoints.vote_set(seq)[self.id] = (d, data)  # our own vote, by construction
         self._check_checkpoint_quorum(seq)
 
-    def on_checkpoint(self, peer: Signer | None, env: Envelope, data: bytes, c: Checkpoint) -> None:
-        if not self._check_replica_signed(peer, env):
-            return
+    def ignore_checkpoint(self, env: Envelope, c: Checkpoint) -> Ignored | None:
+        if (why := self.ignore_unsigned(env)) is not None:
+            return why
         if c.seq <= self.log.low:
-            self.rejects[(peer, Reason.STALE)] += 1  # late vote for a checkpoint already stable
-            return
+            return Reason.STALE, None  # a late vote for a checkpoint already stable
         if c.seq % self.config.checkpoint_interval:
-            self._reject(peer, Reason.OUT_OF_WINDOW, f"checkpoint n={c.seq} not a multiple of K")
+            return Reason.OUT_OF_WINDOW, f"checkpoint n={c.seq} not a multiple of K"
+        return None
+
+    def on_checkpoint(self, peer: Signer | None, env: Envelope, data: bytes, c: Checkpoint) -> None:
+        if (why := self.ignore_checkpoint(env, c)) is not None:
+            self._ignore(peer, why)
             return
         if not self.log.in_window(c.seq):
             self._on_checkpoint_claim(peer, env, data, c)
             return
         signer: int = env.signer  # type: ignore[assignment]
-        prior = self.checkpoint_votes.get(c.seq, {}).get(signer)
+        prior = self.checkpoints.prior(c.seq, signer)
         if self._admit_vote(peer, env, data, prior, c.digest, "checkpoint"):
-            self.checkpoint_votes.setdefault(c.seq, {})[signer] = (c.digest, data)
+            self.checkpoints.vote_set(c.seq).add(signer, c.digest, data)
             self._check_checkpoint_quorum(c.seq)
 
     def _on_checkpoint_claim(self, peer: Signer | None, env: Envelope, data: bytes, c: Checkpoint) -> None:
@@ -1074,25 +972,21 @@ class Replica:
         replica (bounded, `fake-stable-checkpoint`); 2f+1 matching ones start a transfer."""
         if not self._verify(peer, env):
             return
-        mine = self.claims.setdefault(env.signer, {})  # type: ignore[arg-type]
-        mine[c.seq] = (c.digest, data)
-        for old in sorted(mine)[:-2]:
-            del mine[old]
-        matching = [
-            d for claims in self.claims.values() for s, (dg, d) in claims.items()
-            if s == c.seq and dg == c.digest
-        ]
+        matching = self.checkpoints.claim(env.signer, c.seq, c.digest, data)  # type: ignore[arg-type]
         if len(matching) >= self._checkpoint_quorum():
             self._learn_stable(c.seq, c.digest, tuple(sorted(matching)[: self.config.quorum]))
+
+    def ignore_stable_proof(self, env: Envelope, sp: StableProof) -> Ignored | None:
+        if (why := self.ignore_unsigned(env)) is not None:
+            return why
+        return (Reason.STALE, None) if sp.seq <= self.log.low else None
 
     def on_stable_proof(self, peer: Signer | None, env: Envelope, sp: StableProof) -> None:
         """2f+1 CHECKPOINTs judged together: valid signatures of distinct replicas for one
         (seq, digest) prove the checkpoint stable, whatever else their signers sent us
         (a far-future claim or a conflicting vote cannot hide a genuine signature)."""
-        if not self._check_replica_signed(peer, env):
-            return
-        if sp.seq <= self.log.low:
-            self.rejects[(peer, Reason.STALE)] += 1
+        if (why := self.ignore_stable_proof(env, sp)) is not None:
+            self._ignore(peer, why)
             return
         if not self._verify(peer, env):
             return
@@ -1104,29 +998,26 @@ class Replica:
         self._learn_stable(sp.seq, state_digest, sp.proof)
 
     def _check_checkpoint_quorum(self, seq: int) -> None:
-        if seq <= self.log.low:
+        votes = self.checkpoints.votes.get(seq)
+        if seq <= self.log.low or votes is None:
             return
-        votes = self.checkpoint_votes.get(seq, {})
-        by_digest: dict[bytes, list[bytes]] = {}
-        for dg, d in votes.values():
-            by_digest.setdefault(dg, []).append(d)
-        for dg, envs in by_digest.items():
-            if len(envs) >= self._checkpoint_quorum():
-                # Stable: 2f+1 replicas (one of them correct) vouch for this state (4.3).
-                # Whoever signed another digest for it lied (`bad-checkpoint`): flag it.
-                for signer, (other, _) in sorted(votes.items()):
-                    if other != dg:
-                        self._reject(signer, Reason.BAD_DIGEST, f"checkpoint {seq} digest differs")
-                        self._out.append(Note(f"replica {signer} signed a wrong state digest at {seq}"))
-                self._learn_stable(seq, dg, tuple(sorted(envs)[: self.config.quorum]))
-                return
+        dg = votes.quorum_value(self._checkpoint_quorum())
+        if dg is None:
+            return
+        # Stable: 2f+1 replicas (one of them correct) vouch for this state (4.3). Whoever
+        # signed another digest for it lied (`bad-checkpoint`): flag it.
+        for signer, (other, _) in sorted(votes.items()):
+            if other != dg:
+                self._reject(signer, Reason.BAD_DIGEST, f"checkpoint {seq} digest differs")
+                self._out.append(Note(f"replica {signer} signed a wrong state digest at {seq}"))
+        self._learn_stable(seq, dg, votes.proof(dg, self.config.quorum))
 
     def _learn_stable(self, seq: int, state_digest: bytes, proof: tuple[bytes, ...]) -> None:
         """A checkpoint proven stable by 2f+1 signatures. If it is our own state, collect
         garbage; if we lack that state (or ours differs), jump the window and fetch it."""
         if seq <= self.log.low:
             return
-        own = self.own_checkpoints.get(seq)
+        own = self.checkpoints.own.get(seq)
         if own is not None and own[0] == state_digest:
             self._make_stable(seq, state_digest, proof)
             return
@@ -1141,9 +1032,7 @@ class Replica:
         self._request_chunks()
 
     def _make_stable(self, seq: int, state_digest: bytes, proof: tuple[bytes, ...]) -> None:
-        self.stable_digest = state_digest
-        self.stable_proof = proof
-        own = self.own_checkpoints.get(seq)
+        own = self.checkpoints.own.get(seq)
         if own is not None and own[0] == state_digest:
             self._persist_checkpoint(seq, state_digest, proof, own[1])
         else:
@@ -1158,29 +1047,23 @@ class Replica:
         self.log.advance(seq)
         self.safety.forget_below(seq)
         self.prepared_certs = {s: c for s, c in self.prepared_certs.items() if s > seq}
-        self.own_checkpoints = {s: v for s, v in self.own_checkpoints.items() if s >= seq}
-        self.checkpoint_votes = {s: v for s, v in self.checkpoint_votes.items() if s > seq}
-        for claims in self.claims.values():
-            for s in [s for s in claims if s <= seq]:
-                del claims[s]
+        self.checkpoints.collect(seq, state_digest, proof)
         self._out.append(CheckpointStable(seq, state_digest, proof))
 
     # -- view changes (section 4.4, 4.5.2) ------------------------------------------------
 
-    def _start_view_change(self, new_view: int) -> None:
+    def become_view_change(self, new_view: int) -> None:
         """Move to view-change status for `new_view` and multicast VIEW-CHANGE."""
         assert new_view > self.view
         # Requests the old primary held are now waited for like any other (4.4).
-        for client, (req, data) in self.pending.items():
-            self.waiting.setdefault(client, (req.timestamp, data, self.ticks))
-        self.pending.clear()
-        self._returning.clear()
+        for client, req, data in self.batching.drain():
+            self.requests.waiting.setdefault(client, (req.timestamp, data, self.ticks))
         self.view = new_view
-        self.view_active = False
-        self.view_changes_started += 1
+        self.status = ViewStatus.VIEW_CHANGE
+        self.view_changes.started += 1
         self.new_view_data = b""
-        self._vc_attempts += 1
-        self._nv_deadline = None
+        self.view_changes.attempts += 1
+        self.new_view_timeout.stop()
         certs = []
         for seq, (_, pp_env, prepares) in sorted(self.prepared_certs.items()):
             if not self.log.in_window(seq):
@@ -1198,17 +1081,16 @@ class Replica:
                 self._out.append(Note(f"leaving out our certificate for n={seq}: {exc}"))
                 continue
             certs.append(cert)
-        vc = ViewChange(new_view, self.log.low, self.stable_proof, tuple(certs))
+        vc = ViewChange(new_view, self.log.low, self.checkpoints.stable_proof, tuple(certs))
         data = self._broadcast(self.safety.sign_other(vc))
         try:
-            self.view_changes[self.id] = check_view_change(self.config, self.verifier, self.id, vc, data)
+            self.view_changes.received[self.id] = check_view_change(
+                self.config, self.verifier, self.id, vc, data, self._check_cert
+            )
         except InvalidCertificate as exc:  # only from a damaged store: never out of step()
             self._out.append(Note(f"our own view-change for {new_view} does not check: {exc}"))
         self._persist_view(data)
-        self._own_vcs[new_view] = data
-        for old in [v for v in self._own_vcs if v <= new_view - self.config.n]:
-            del self._own_vcs[old]
-        self._lone_since = {s: vs for s, vs in self._lone_since.items() if vs[0] > new_view}
+        self.view_changes.sent_own(new_view, data)
         self._out.append(ViewChangeStarted(new_view))
         self._after_view_change_input()
 
@@ -1216,50 +1098,41 @@ class Replica:
         if not self._check_replica_signed(peer, env):
             return
         signer: int = env.signer  # type: ignore[assignment]
-        if vc.new_view < self.view or (vc.new_view == self.view and self.view_active):
+        if vc.new_view < self.view or (vc.new_view == self.view and self.status is ViewStatus.NORMAL):
             if vc.new_view == self.view and self.is_primary and self.new_view_data:
                 # The sender missed our NEW-VIEW: send it again. A NEW-VIEW is large, so
                 # only for a VIEW-CHANGE its signer really signed, and once per
                 # retransmission period per replica (a replayed one cannot make us flood).
                 if not self._too_soon(
-                    self._new_view_resent, signer, self._retransmit_ticks, peer
+                    self.view_changes.new_view_resent, signer, self._retransmit_ticks, peer
                 ) and self._verify(peer, env):
-                    self._new_view_resent[signer] = self.ticks
+                    self.view_changes.new_view_resent[signer] = self.ticks
                     self._out.append(Send(signer, self.new_view_data))
-            elif vc.new_view in self._own_vcs and signer != self.id:
+            elif vc.new_view in self.view_changes.own and signer != self.id:
                 self._resend_own_view_change(peer, env, signer, vc.new_view)
             else:
                 self.rejects[(peer, Reason.STALE)] += 1
             return
-        prior = self.view_changes.get(signer)
+        prior = self.view_changes.received.get(signer)
         if prior is not None and prior.msg.new_view >= vc.new_view:
-            lone = self._lone_since.get(signer)
-            if lone is not None and lone[0] == vc.new_view and prior.data == data:
-                self._lone_since[signer] = (lone[0], lone[1], self.ticks)  # still sending it
+            self.view_changes.repeated(signer, vc.new_view, data, self.ticks)
             # A retransmission, or older than what we hold from that replica (which already
             # counts toward our new-view timer if it is for our view or later).
             return
         if not self._verify(peer, env):
             return
         try:
-            checked = check_view_change(self.config, self.verifier, signer, vc, data)
+            checked = check_view_change(self.config, self.verifier, signer, vc, data, self._check_cert)
         except InvalidCertificate as exc:
             self._reject(peer, Reason.BAD_CERTIFICATE, str(exc))
             return
-        self.view_changes[signer] = checked
-        self._peer_view[signer] = max(self._peer_view.get(signer, -1), vc.new_view)
-        if vc.new_view == self.view + 1 and self._lone_since.get(signer, (-1, 0, 0))[0] != vc.new_view:
-            self._lone_since[signer] = (vc.new_view, self.ticks, self.ticks)
+        self.view_changes.add(checked, self.view, self.ticks)
         self._compare_certificates(vc)
-        # Section 4.5.2: f+1 view-changes for higher views from others prove that at least
-        # one correct replica wants to move; join the lowest view that f+1 of them reached.
-        higher = sorted(
-            (c.msg.new_view for s, c in self.view_changes.items() if s != self.id),
-            reverse=True,
-        )
-        higher = [v for v in higher if v > self.view]
-        if len(higher) >= self.config.weak_quorum:
-            self._start_view_change(higher[self.config.f])
+        # Section 4.5.2: f+1 view-changes for higher views from others: join the lowest
+        # view that f+1 of them reached.
+        target = self.view_changes.join_target(self.view, self.id)
+        if target is not None:
+            self.become_view_change(target)
             return
         self._after_view_change_input()
 
@@ -1270,20 +1143,20 @@ class Replica:
         there, times the view out and follows us. Without this, replicas split between
         v and v+1 each wait for the others for ever (issue 13, item 2; the stall of fuzz
         seed 1501933). Once per retransmission period per replica, signed senders only."""
-        if self._peer_view.get(to, -1) > view:
+        if self.view_changes.peer_view.get(to, -1) > view:
             # It has told us of a later view since: this is a replay (or an old copy), and
             # answering it could start two replicas resending old VIEW-CHANGEs to each other.
             self.rejects[(peer, Reason.STALE)] += 1
             return
-        last = self._vc_resent.get(to)
+        last = self.view_changes.resent.get(to)
         if last is not None and last[0] == view and self.ticks - last[1] < self._retransmit_ticks:
             self.rejects[(peer, Reason.DUPLICATE)] += 1
             return
         if not self._verify(peer, env):
             return
-        self._vc_resent[to] = (view, self.ticks)  # per asker and view: a replay of another view uses none of it
-        self._peer_view[to] = max(self._peer_view.get(to, -1), view)
-        self._out.append(Send(to, self._own_vcs[view]))
+        self.view_changes.resent[to] = (view, self.ticks)  # per asker and view: a replay of another view uses none of it
+        self.view_changes.saw(to, view)
+        self._out.append(Send(to, self.view_changes.own[view]))
 
     def _compare_certificates(self, vc: ViewChange) -> None:
         """A prepared certificate carries the old primary's signed pre-prepare: if ours
@@ -1310,23 +1183,16 @@ class Replica:
         return None
 
     def _after_view_change_input(self) -> None:
-        if self.view_active:
+        if self.status is ViewStatus.NORMAL:
             return
-        votes = [c for c in self.view_changes.values() if c.msg.new_view == self.view]
-        # Replicas in this view or past it (their latest VIEW-CHANGE is for it or a later
-        # view): 2f+1 of them start the new-view timer (4.5.2). One
-        # past it was in it or joined a later one on f+1; counting it gives f faulty
-        # replicas nothing they could not get by sending a VIEW-CHANGE for this view, and
-        # it lets replicas left behind in v time v out after the one that moved on to v+1
-        # restarted and can no longer resend its VIEW-CHANGE for v (review of issue 13).
-        in_view = [c for c in self.view_changes.values() if c.msg.new_view >= self.view]
-        if len(in_view) < self.config.quorum:
+        votes = self.view_changes.for_view(self.view)
+        if self.view_changes.in_view(self.view) < self.config.quorum:
             return
-        if self._nv_deadline is None:
+        if not self.new_view_timeout.running:
             # Section 4.5.2: the timer for the new view starts once 2f+1 replicas are in
             # it, so a replica does not race ahead alone.
-            shift = min(self._vc_attempts, MAX_BACKOFF_SHIFT)
-            self._nv_deadline = self.ticks + (self._vc_timeout_ticks << shift)
+            shift = min(self.view_changes.attempts, MAX_BACKOFF_SHIFT)
+            self.new_view_timeout.start(self.ticks, self._vc_timeout_ticks << shift)
             # Remembered across a restart: the VIEW-CHANGEs that started it are not
             # persisted, and peers that have moved on to a later view never resend them,
             # so a restarted replica could otherwise wait in this view for ever.
@@ -1335,7 +1201,7 @@ class Replica:
             self._send_new_view(votes)
 
     def _send_new_view(self, votes: list[CheckedViewChange]) -> None:
-        own = self.view_changes[self.id]
+        own = self.view_changes.received[self.id]
         others = sorted((c for c in votes if c.signer != self.id), key=lambda c: c.signer)
         chosen = [own, *others[: self.config.quorum - 1]]
         plan = plan_new_view(chosen)
@@ -1352,78 +1218,52 @@ class Replica:
             pre_prepares.append((pp, self._sign_vote(pp)))
         nv = NewView(self.view, tuple(c.data for c in chosen), tuple(e for _, e in pre_prepares))
         self.new_view_data = self._broadcast(self.safety.sign_other(nv))
-        self._install_view(plan.min_s, plan.stable_digest, plan.checkpoint_proof, pre_prepares)
+        self.become_normal(plan.min_s, plan.stable_digest, plan.checkpoint_proof, pre_prepares)
 
-    def on_new_view(self, peer: Signer | None, env: Envelope, data: bytes, nv: NewView) -> None:
-        if not self._check_replica_signed(peer, env):
-            return
+    def ignore_new_view(self, env: Envelope, nv: NewView) -> Ignored | None:
+        if (why := self.ignore_unsigned(env)) is not None:
+            return why
         if env.signer != self.config.primary(nv.view):
-            self._reject(peer, Reason.NOT_PRIMARY, f"new-view for {nv.view} by {env.signer}")
-            return
-        if nv.view < self.view or (nv.view == self.view and self.view_active):
-            self.rejects[(peer, Reason.STALE)] += 1
-            return
+            return Reason.NOT_PRIMARY, f"new-view for {nv.view} by {env.signer}"
+        if nv.view < self.view or (nv.view == self.view and self.status is ViewStatus.NORMAL):
+            return Reason.STALE, None
         # No bound on how far ahead: a NEW-VIEW is checked in full (2f+1 signed
         # view-changes), and it is how a replica that was down for many views catches up.
+        return None
+
+    def on_new_view(self, peer: Signer | None, env: Envelope, data: bytes, nv: NewView) -> None:
+        if (why := self.ignore_new_view(env, nv)) is not None:
+            self._ignore(peer, why)
+            return
         if not self._verify(peer, env):
             return
-        problem = self._check_new_view(nv)
-        if isinstance(problem, str):
+        try:
+            checked = self._check_new_view(nv)
+        except InvalidCertificate as exc:
             # A NEW-VIEW that does not recompute is proof the new primary is faulty:
             # reject it and move on to the next view (section 4.4).
-            self._reject(peer, Reason.BAD_CERTIFICATE, f"new-view {nv.view}: {problem}")
-            if nv.view == self.view and not self.view_active:
+            self._reject(peer, Reason.BAD_CERTIFICATE, f"new-view {nv.view}: {exc}")
+            if nv.view == self.view and self.status is ViewStatus.VIEW_CHANGE:
                 # We were waiting for exactly this view: its primary is faulty. A bad
                 # NEW-VIEW for a view we have not joined moves nothing (f cannot push us).
-                self._start_view_change(nv.view + 1)
+                self.become_view_change(nv.view + 1)
             return
-        min_s, stable_digest, proof, pre_prepares = problem
+        plan = checked.plan
         self.view = nv.view
         self.new_view_data = data
-        self._install_view(min_s, stable_digest, proof, pre_prepares)
+        self.become_normal(plan.min_s, plan.stable_digest, plan.checkpoint_proof, checked.pre_prepares)
 
-    def _check_new_view(self, nv: NewView):
-        """Recompute the NEW-VIEW from the view-changes it carries (section 4.4)."""
-        checked: list[CheckedViewChange] = []
-        for raw in nv.view_changes:
-            try:
-                env, vc = decode_envelope(raw)
-            except codec.CodecError as exc:
-                return f"malformed view-change: {exc}"
-            if not isinstance(vc, ViewChange) or vc.new_view != nv.view:
-                return "carries something other than view-changes for its view"
-            if type(env.signer) is not int or not 0 <= env.signer < self.config.n:
-                return "view-change not signed by a replica"
-            if any(c.signer == env.signer for c in checked):
-                return f"two view-changes from replica {env.signer}"
-            if not self.verifier.verify(env):
-                return f"bad signature on the view-change of {env.signer}"
-            try:
-                checked.append(check_view_change(self.config, self.verifier, env.signer, vc, raw))
-            except InvalidCertificate as exc:
-                return f"invalid view-change from {env.signer}: {exc}"
-        if len(checked) < self.config.quorum:
-            return f"only {len(checked)} view-changes, needs {self.config.quorum}"
-        plan = plan_new_view(checked)
-        if len(nv.pre_prepares) != len(plan.slots):
-            return f"{len(nv.pre_prepares)} pre-prepares where {len(plan.slots)} were due"
-        primary = self.config.primary(nv.view)
-        pre_prepares = []
-        for raw, (seq, d, batch) in zip(nv.pre_prepares, plan.slots, strict=True):
-            try:
-                env, pp = decode_envelope(raw)
-            except codec.CodecError as exc:
-                return f"malformed pre-prepare: {exc}"
-            if not isinstance(pp, PrePrepare) or env.signer != primary or pp.view != nv.view:
-                return "a re-issued pre-prepare is not the new primary's for the new view"
-            if (pp.seq, pp.digest, pp.batch) != (seq, d, batch):
-                return f"pre-prepare n={pp.seq} differs from the recomputed one"
-            if not self.verifier.verify(env):
-                return f"bad signature on pre-prepare n={pp.seq}"
-            pre_prepares.append((pp, raw))
-        return plan.min_s, plan.stable_digest, plan.checkpoint_proof, pre_prepares
+    def _check_new_view(self, nv: NewView) -> CheckedNewView:
+        """Seam: recompute a NEW-VIEW (viewchange.check_new_view); raises InvalidCertificate."""
+        return check_new_view(self.config, self.verifier, nv, self._check_cert)
 
-    def _install_view(
+    def _check_cert(
+        self, config: ClusterConfig, verifier: Verifier, new_view: int, cert: tuple[bytes, ...]
+    ) -> PreparedCert:
+        """Seam: how a prepared certificate in a VIEW-CHANGE is checked (section 4.4)."""
+        return check_prepared_cert(config, verifier, new_view, cert)
+
+    def become_normal(
         self,
         min_s: int,
         stable_digest: bytes,
@@ -1431,9 +1271,9 @@ class Replica:
         pre_prepares: list[tuple[PrePrepare, bytes]],
     ) -> None:
         """Enter the new view with the re-issued pre-prepares O (section 4.4)."""
-        self.view_active = True
-        self.ordered.clear()  # what O re-issues is ordered again below; the rest is not
-        self._nv_deadline = None
+        self.status = ViewStatus.NORMAL
+        self.requests.ordered.clear()  # what O re-issues is ordered again below; the rest is not
+        self.new_view_timeout.stop()
         # The NEW-VIEW is kept with the view: a primary restarted in it must still be able
         # to send it to a replica that missed it (on_view_change), or that replica waits
         # in view-change status for ever (fuzz seed 120835).
@@ -1448,7 +1288,7 @@ class Replica:
                 continue
             requests = []
             for req_data in pp.batch:
-                req = self._request_from_envelope(req_data)
+                req = self.verified.check(req_data)
                 if isinstance(req, str):  # a prepared batch was checked by a correct replica
                     self._out.append(Note(f"unverifiable request in re-issued n={pp.seq}: {req}"))
                     continue
@@ -1457,33 +1297,22 @@ class Replica:
             self._accept_pre_prepare(slot, pp, raw, tuple(requests), prepare=not self.is_primary)
         last = pre_prepares[-1][0].seq if pre_prepares else min_s
         self.next_seq = max(last, self.log.low, self.last_executed) + 1
-        self.view_changes = {s: c for s, c in self.view_changes.items() if c.msg.new_view > self.view}
-        self._lone_since = {s: v for s, v in self._lone_since.items() if v[0] > self.view}
-        self._timers_restarted.clear()
+        self.view_changes.installed(self.view)
         # Waiting requests get a fresh timer in the new view; the new primary orders them,
         # backups hand them to it.
-        for client, (ts, data, _) in list(self.waiting.items()):
-            self.waiting[client] = (ts, data, self.ticks)
+        for data in self.requests.new_view(self.ticks):
             if self.is_primary:
-                req = self._request_from_envelope(data)
+                req = self.verified.check(data)
                 if not isinstance(req, str):
                     self._enqueue(req, data)
             else:
                 self._out.append(Send(self.primary, data))
         if self.is_primary:
-            self.waiting.clear()
+            self.requests.waiting.clear()
         self._out.append(ViewInstalled(self.view, self.primary))
-        self._replay_future()
-        self._answer_reads()
-
-    def _replay_future(self) -> None:
-        buffered, self._future = self._future, deque()
-        self._future_count.clear()
-        self._future_bytes.clear()
-        self._future_seen.clear()
-        self._future_total = 0
-        for peer, data in buffered:
+        for peer, data in self.future.take():
             self._on_received(peer, data)
+        self._answer_reads()
 
     # -- status and state transfer (TOCS 2002 5.3) --------------------------------------
 
@@ -1507,7 +1336,7 @@ class Replica:
         if not self._verify(peer, env):
             return
         self._status_answered[to] = self.ticks
-        self._peer_view[to] = max(self._peer_view.get(to, -1), st.view)
+        self.view_changes.saw(to, st.view)
         self._peer_progress[to] = (st.view, st.last_executed)
         if not self._located:
             self._heard.add(to)
@@ -1515,18 +1344,18 @@ class Replica:
                 self._locate()
         if st.view < self.view or st.last_executed < self.last_executed or st.stable_seq < self.log.low:
             # It is behind us: tell it where we are too, so a replica that just restarted
-            # learns it is behind before it judges the primary (_maybe_timeout).
+            # learns it is behind before it judges the primary (on_request_timeout).
             status = Status(self.view, self.last_executed, self.log.low, len(self.log))
             self._out.append(Send(to, self.safety.sign_other(status).to_bytes()))
         # Behind our stable checkpoint, in execution or only in collecting its 2f+1
         # CHECKPOINTs (lost ones are never resent otherwise, and without the proof it
         # cannot truncate its log, section 4.3): send the proof.
-        if st.stable_seq < self.log.low and self.stable_proof:
-            proof = StableProof(self.log.low, self.stable_proof)
+        if st.stable_seq < self.log.low and self.checkpoints.stable_proof:
+            proof = StableProof(self.log.low, self.checkpoints.stable_proof)
             self._out.append(Send(to, self.safety.sign_other(proof).to_bytes()))
-        if st.view < self.view and self.view_active and self.new_view_data:
+        if st.view < self.view and self.status is ViewStatus.NORMAL and self.new_view_data:
             self._out.append(Send(to, self.new_view_data))
-        if st.view == self.view and self.view_active:
+        if st.view == self.view and self.status is ViewStatus.NORMAL:
             self._resend_committed(to, max(st.last_executed, self.log.low))
 
     def _resend_committed(self, to: int, after: int) -> None:
@@ -1571,52 +1400,50 @@ class Replica:
             # would make us send state to a replica that did not ask (issue 13, item 7).
             self._reject(peer, Reason.WRONG_ROLE, f"fetch-state of {env.signer} relayed by {peer!r}")
             return
-        key = (env.signer, fs.seq, fs.index)  # type: ignore[assignment]
-        if self._too_soon(self._chunks_sent, key, self._retransmit_ticks, peer):  # type: ignore[arg-type]
-            return  # asked again too soon: the same chunk
-        start, count = self._chunk_budget.get(env.signer, (self.ticks, 0))  # type: ignore[arg-type]
-        if self.ticks - start >= self._retransmit_ticks:
-            start, count = self.ticks, 0
+        key = (env.signer, fs.seq, fs.index)
+        if self.chunks_served.too_soon(key, self.ticks):  # type: ignore[arg-type]
+            self.rejects[(peer, Reason.DUPLICATE)] += 1  # asked again too soon: the same chunk
+            return
+        start, count = self.chunks_served.used(env.signer, self.ticks)  # type: ignore[arg-type]
         if count >= CHUNKS_PER_PERIOD:
             # Every chunk of a large state once per period is a stream a faulty replica
             # could keep asking for; a transfer with IN_FLIGHT requests out needs far less.
             self._reject(peer, Reason.OVERLOAD, f"state chunks for replica {env.signer} this period")
             return
-        own = self.own_checkpoints.get(fs.seq)
+        own = self.checkpoints.own.get(fs.seq)
         if own is None or own[0] != fs.digest:
             self.rejects[(peer, Reason.STALE)] += 1
             return
         if not self._verify(peer, env):
             return
-        if self._served is None or self._served[0] != fs.seq:
-            self._served = (fs.seq, split(own[1]))
-        chunks = self._served[1]
+        chunks = self.checkpoints.chunks(fs.seq)
         if fs.index >= len(chunks):
             self._reject(peer, Reason.OUT_OF_WINDOW, f"chunk {fs.index} of {len(chunks)}")
             return
-        if len(self._chunks_sent) >= CHUNKS_REMEMBERED:
-            horizon = self.ticks - self._retransmit_ticks
-            self._chunks_sent = {k: t for k, t in self._chunks_sent.items() if t > horizon}
-            if len(self._chunks_sent) >= CHUNKS_REMEMBERED:
-                self._chunks_sent.clear()  # forgetting only allows one more answer each
-        self._chunks_sent[key] = self.ticks  # type: ignore[index]
-        self._chunk_budget[env.signer] = (start, count + 1)  # type: ignore[index]
+        self.chunks_served.record(key, start, count, self.ticks)  # type: ignore[arg-type]
         reply = StateChunk(
             fs.seq, fs.digest, fs.index, len(chunks), chunks[fs.index], chunk_proof(chunks, fs.index)
         )
         self._out.append(Send(env.signer, self.safety.sign_other(reply).to_bytes()))  # type: ignore[arg-type]
 
-    def on_state_chunk(self, peer: Signer | None, env: Envelope, sc: StateChunk) -> None:
-        if not self._check_replica_signed(peer, env):
-            return
+    def ignore_state_chunk(self, env: Envelope, sc: StateChunk) -> Ignored | None:
+        if (why := self.ignore_unsigned(env)) is not None:
+            return why
         t = self.transfer
         if t is None or (sc.seq, sc.digest) != (t.seq, t.digest) or sc.index in t.chunks:
-            self.rejects[(peer, Reason.STALE)] += 1
+            return Reason.STALE, None  # not fetching it (any more), or have it already
+        return None
+
+    def on_state_chunk(self, peer: Signer | None, env: Envelope, sc: StateChunk) -> None:
+        if (why := self.ignore_state_chunk(env, sc)) is not None:
+            self._ignore(peer, why)
             return
+        t = self.transfer
+        assert t is not None
         if not self._verify(peer, env):
             return
         source: int = env.signer  # type: ignore[assignment]
-        if not verify_chunk(t.digest, sc.total, sc.index, sc.data, sc.proof):
+        if not self._chunk_verifies(t, sc):
             # Every chunk is checked against the digest 2f+1 replicas signed; a source
             # that sends one that does not verify is never asked again.
             t.liars.add(source)
@@ -1633,6 +1460,10 @@ class Replica:
         else:
             self._request_chunks()
 
+    def _chunk_verifies(self, t: Transfer, sc: StateChunk) -> bool:
+        """Seam: the chunk's Merkle proof holds against the digest 2f+1 signed (TOCS 5.3)."""
+        return verify_chunk(t.digest, sc.total, sc.index, sc.data, sc.proof)
+
     def _restore_state(self, seq: int, state_digest: bytes, state: bytes) -> bool:
         """Replace service state and reply cache with a checkpoint's (fetched or stored)."""
         try:
@@ -1642,10 +1473,10 @@ class Replica:
         except (codec.CodecError, ValueError, TypeError) as exc:  # 2f+1 signed garbage
             self._out.append(Note(f"state at {seq} verified but unreadable: {exc}"))
             return False
-        self.clients = clients
+        self.replies.records = clients
         self.last_executed = seq
         self.next_seq = max(self.next_seq, seq + 1)
-        self.own_checkpoints[seq] = (state_digest, state)
+        self.checkpoints.own[seq] = (state_digest, state)
         return True
 
     def _install_state(self, t: Transfer) -> None:
@@ -1654,12 +1485,10 @@ class Replica:
         if not self._restore_state(t.seq, t.digest, state):
             return
         self.transfers_completed += 1
-        self._last_progress = self.ticks
+        self.retransmit_timeout.start(self.ticks)
         self._persist_checkpoint(t.seq, t.digest, t.proof, state)
-        for client, (ts, _, _) in list(self.waiting.items()):
-            if self._executed_ts(client) >= ts:
-                del self.waiting[client]
-        self._restart_timers()  # a fresh timer once caught up
+        self.requests.drop_executed(self.replies.executed_ts)
+        self.requests.restart(self.ticks)  # a fresh timer once caught up
         self._out.append(StateInstalled(t.seq, t.digest))
         self._maybe_execute()
 
@@ -1675,142 +1504,38 @@ class Replica:
     def _persist_view(self, message: bytes) -> None:
         """The view, whether it is active, and our VIEW-CHANGE for it while it is not, or
         the NEW-VIEW that installed it once it is (b"" for view 0)."""
-        value = codec.encode([self.view, self.view_active, message])
+        value = codec.encode([self.view, self.status is ViewStatus.NORMAL, message])
         self._out.append(Persist(Record.VIEW, 0, 0, "", value))
 
     def recover(self, records: list[Persist]) -> list[Action]:
-        """Rebuild this replica from what an earlier run persisted, before any step.
-
-        Restores the stable checkpoint, replays executed batches above it in order,
-        reloads every vote it signed (so it can never sign a conflicting one) and its
-        prepared certificates, and re-enters its view. What it missed while down it
-        then learns like any lagging replica: retransmission and state transfer.
-        """
-        assert self.last_executed == 0 and not self.log.slots, "recover() a fresh replica"
-        self._out = []
-        by_kind: dict[Record, list[Persist]] = {}
-        for r in records:
-            by_kind.setdefault(r.record, []).append(r)
-        for r in by_kind.get(Record.CHECKPOINT, [])[-1:]:
-            seq, sdigest, proof, state = codec.decode(r.value)  # type: ignore[misc]
-            if state_root(split(state)) != sdigest:
-                # The state on disk is not the one 2f+1 replicas signed: never serve it.
-                raise ValueError(f"the stored checkpoint state at n={seq} does not match its signed digest")
-            if check_checkpoint_proof(self.config, self.verifier, seq, tuple(proof)) != sdigest:
-                raise ValueError(f"the stored proof of checkpoint n={seq} is for another digest")
-            self._restore_state(seq, sdigest, state)
-            self._make_stable(seq, sdigest, tuple(proof))
-        accepted = [r for r in by_kind.get(Record.VOTE, []) if r.tag == ACCEPTED]
-        for r in by_kind.get(Record.VOTE, []):
-            if r.tag == ACCEPTED:
-                continue
-            env, msg = decode_envelope(r.value)
-            self.safety.signed[vote_slot(msg)] = (msg.digest, env)  # type: ignore[arg-type]
-        pre_prepares: dict[tuple[int, int], bytes] = {}
-        for r in sorted(by_kind.get(Record.PREPARED, []), key=lambda r: (r.seq, r.view)):
-            pp_env, *prepares = codec.decode(r.value)  # type: ignore[misc]
-            pre_prepares[(r.seq, r.view)] = pp_env
-            if r.seq > self.log.low:
-                self.prepared_certs[r.seq] = (r.view, pp_env, tuple(prepares))
-        for r in sorted(by_kind.get(Record.EXECUTED, []), key=lambda r: r.seq):
-            if r.seq != self.last_executed + 1:
-                continue
-            # An EXECUTED record names its slot; older data directories hold the
-            # pre-prepare itself.
-            pp_data = r.value or pre_prepares.get((r.seq, r.view))
-            if pp_data is None:
-                # Cannot happen: PREPARED is written with or before EXECUTED and truncated
-                # with it. Refuse loudly rather than start from a store that lies.
-                raise ValueError(f"the EXECUTED record of n={r.seq} has no PREPARED record")
-            pp = from_body(envelope_from_bytes(pp_data).body)
-            assert isinstance(pp, PrePrepare)
-            requests = []
-            for req_data in pp.batch:
-                req = self._request_from_envelope(req_data)
-                if not isinstance(req, str):
-                    requests.append((req, req_data))
-            slot = Slot(r.seq, r.view, pp, pp_data, tuple(requests), committed=True)
-            self._execute(slot)
-        for r in by_kind.get(Record.WINDOW, [])[-1:]:
-            seq, sdigest, proof = codec.decode(r.value)  # type: ignore[misc]
-            if seq > self.log.low:
-                # We had jumped to a stable checkpoint whose state we were still fetching:
-                # back to that window, and the transfer starts again (chunks are asked
-                # for at the first retransmission).
-                if check_checkpoint_proof(self.config, self.verifier, seq, tuple(proof)) != sdigest:
-                    raise ValueError(f"the stored proof of checkpoint n={seq} is for another digest")
-                self._learn_stable(seq, sdigest, tuple(proof))
-        views = by_kind.get(Record.VIEW, [])
-        for r in [r for r in views if r.tag != QUORUM_TAG][-1:]:
-            view, active, vc_data = codec.decode(r.value)  # type: ignore[misc]
-            self.view, self.view_active = view, active
-            if active:
-                self.new_view_data = vc_data  # the NEW-VIEW we installed (b"": view 0)
-            quorum = [codec.decode(q.value) for q in views if q.tag == QUORUM_TAG][-1:]
-            if not active and quorum == [view]:
-                # 2f+1 were in this view before the restart: its new-view timer runs again.
-                self._nv_deadline = self.ticks + self._vc_timeout_ticks
-            if not active and vc_data:
-                vc = from_body(envelope_from_bytes(vc_data).body)
-                assert isinstance(vc, ViewChange)
-                self.view_changes[self.id] = check_view_change(
-                    self.config, self.verifier, self.id, vc, vc_data
-                )
-        # The pre-prepares we answered, our own pre-prepares and votes of this view above
-        # what we executed go back into the log; the primary numbers new batches after
-        # the last it signed.
-        for r in accepted:
-            if r.view == self.view and self.log.in_window(r.seq) and r.seq > self.last_executed:
-                pp = from_body(envelope_from_bytes(r.value).body)
-                assert isinstance(pp, PrePrepare)
-                reqs = [(self._request_from_envelope(d), d) for d in pp.batch]
-                slot = self.log.slot(r.seq, r.view)
-                slot.pre_prepare, slot.pre_prepare_env = pp, r.value
-                slot.requests = tuple((q, d) for q, d in reqs if not isinstance(q, str))
-        for (_, view, seq), (_, env) in sorted(self.safety.signed.items()):
-            if view != self.view or not self.log.in_window(seq) or seq <= self.last_executed:
-                continue
-            msg = from_body(env.body)
-            if isinstance(msg, PrePrepare):
-                requests = [(self._request_from_envelope(d), d) for d in msg.batch]
-                slot = self.log.slot(seq, view)
-                slot.pre_prepare, slot.pre_prepare_env = msg, env.to_bytes()
-                slot.requests = tuple((q, d) for q, d in requests if not isinstance(q, str))
-                self.next_seq = max(self.next_seq, seq + 1)
-            elif isinstance(msg, Prepare):
-                slot = self.log.slot(seq, view)
-                slot.my_prepare = env.to_bytes()
-                slot.prepares[self.id] = (msg.digest, slot.my_prepare)
-        self.next_seq = max(self.next_seq, self.last_executed + 1)
-        # Until we hear where the others are, we do not judge the primary; our STATUS goes
-        # out at the first tick.
-        self._located = False
-        self._located_by = self.ticks + 2 * self._vc_timeout_ticks
-        self._last_progress = self.ticks - self._retransmit_ticks
-        notes = [a for a in self._out if isinstance(a, Note)]
-        notes.append(
-            Note(f"recovered: view {self.view}, executed {self.last_executed}, stable {self.log.low}")
-        )
-        self._out = []
-        return notes
+        """Rebuild this replica from what an earlier run persisted, before any step
+        (recovery.py); the notes it made on the way."""
+        return recovery.recover(self, records)
 
     # -- time ---------------------------------------------------------------------------
 
     def _on_tick(self) -> None:
         self.ticks += 1
         self._take_deferred()
-        if self._returning and self.ticks - self._returning_since >= self.hold_ticks:
-            if self.pending and self.next_seq - 1 == self.last_executed:
-                # The wait ran out: those clients do not come straight back. Propose what
-                # is there, and stop waiting for a while.
-                self._hold_pause = HOLD_PAUSE
-            self._returning.clear()
-        self._maybe_timeout()
-        if self.view_active:
+        for timeout, fire in self.timeouts:
+            if timeout.fired(self.ticks):
+                fire()
+
+    def on_hold_timeout(self) -> None:
+        # The wait for returning clients ran out (batching.py).
+        self.batching.on_hold_timeout(idle=self.next_seq - 1 == self.last_executed)
+
+    def on_new_view_timeout(self) -> None:
+        # No NEW-VIEW in time: try the next view, waiting twice as long (4.5.2).
+        assert self.status is ViewStatus.VIEW_CHANGE
+        self.become_view_change(self.view + 1)
+
+    def on_lone_timeout(self) -> None:
+        if self.status is ViewStatus.NORMAL:
             self._maybe_join_lone_view_change()
-        if self.ticks - self._last_progress < self._retransmit_ticks:
-            return
-        self._last_progress = self.ticks
+
+    def on_retransmit_timeout(self) -> None:
+        self.retransmit_timeout.start(self.ticks)
         self._retransmit()
 
     def _maybe_join_lone_view_change(self) -> None:
@@ -1824,44 +1549,28 @@ class Replica:
         (4.5.2) and the group is whole again (issue 13, item 2). Joining a view change
         is always safe; a Byzantine replica that keeps sending VIEW-CHANGEs buys one view
         change per period, and the period doubles each time the same replica does it."""
-        for signer, view, due in self._lone_deadlines():
+        for signer, view, due in self.view_changes.lone_deadlines(self.view, self.ticks):
             if self.ticks >= due:
-                self._lone_joins[signer] = self._lone_joins.get(signer, 0) + 1
+                self.view_changes.joined_lone(signer)
                 self._out.append(Note(f"replica {signer} is alone in view {view}: joining it"))
-                self._start_view_change(view)
+                self.become_view_change(view)
                 return
-
-    def _lone_deadlines(self) -> list[tuple[int, int, int]]:
-        """(signer, view, tick we join it) for each replica still waiting alone in our
-        view + 1 (_maybe_join_lone_view_change)."""
-        out = []
-        for signer, (view, since, last) in sorted(self._lone_since.items()):
-            held = self.view_changes.get(signer)
-            if view != self.view + 1 or held is None or held.msg.new_view != view:
-                continue
-            if self.ticks - last > 2 * self._retransmit_ticks:
-                continue  # not retransmitted lately: not waiting there any more (or a one-off)
-            # The wait doubles per join of this signer without the view-change cap, so a
-            # faulty replica forcing view changes this way gets logarithmically few.
-            wait = (LONE_FACTOR * self._vc_timeout_ticks) << min(self._lone_joins.get(signer, 0), 40)
-            out.append((signer, view, since + wait))
-        return out
 
     def next_view_move(self) -> int | None:
         """The tick at which this replica will leave its view on its own (its new-view
         timer runs, or it will join a replica alone in the next view), or None. For
         checkers deciding whether replicas in different views may still converge."""
-        if not self.view_active:
-            return self._nv_deadline
-        return min((due for _, _, due in self._lone_deadlines()), default=None)
+        if self.status is ViewStatus.VIEW_CHANGE:
+            return self.new_view_timeout.deadline
+        deadlines = self.view_changes.lone_deadlines(self.view, self.ticks)
+        return min((due for _, _, due in deadlines), default=None)
 
-    def _maybe_timeout(self) -> None:
-        if not self.view_active:
-            if self._nv_deadline is not None and self.ticks >= self._nv_deadline:
-                # No NEW-VIEW in time: try the next view, waiting twice as long (4.5.2).
-                self._start_view_change(self.view + 1)
+    def on_request_timeout(self) -> None:
+        """A backup's timers on the requests it waits for (4.4): view change when one is
+        not executed within the view-change timeout or not ordered within a fraction of it."""
+        if self.status is ViewStatus.VIEW_CHANGE:
             return
-        if self.is_primary or not self.waiting or self.transfer is not None:
+        if self.is_primary or not self.requests.waiting or self.transfer is not None:
             # A replica fetching state is behind: it cannot judge the primary by requests
             # it has not caught up to, and must not leave the view alone for that.
             return
@@ -1877,56 +1586,26 @@ class Replica:
         if self._behind():
             # Catching up: one more timeout to catch up in, not a timer held back for ever
             # (a primary that kept us a little behind must not keep us from suspecting it).
-            self._restart_timers()
-        for client in [c for c, (ts, _, _) in self.waiting.items() if self._executed_ts(c) >= ts]:
-            del self.waiting[client]
-        if not self.waiting:
-            return
-        timeout = self._vc_timeout_ticks << min(self._vc_attempts, MAX_BACKOFF_SHIFT)
-        oldest = min(since for _, _, since in self.waiting.values())
-        unordered = [
-            since for c, (ts, _, since) in self.waiting.items() if self.ordered.get(c, -1) < ts
-        ]
-        # Two timers per request (the paper's, and Aardvark's answer to a slow primary):
-        # executed within the view-change timeout, and *ordered* within a fraction of it.
-        # A primary that delays every pre-prepare to just under the first timer is caught
-        # by the second, so a slow primary costs one view change, not the cluster's
-        # throughput (BYZANTINE.md `slow-primary`). Half-way through the ordering timer
-        # we first ask again (the request to the primary, our STATUS to everyone), so a
-        # pre-prepare that was merely lost is recovered instead of costing a view.
-        ordering = max(2, timeout // ORDERING_FRACTION)
-        if self.ticks - oldest >= timeout:
-            self._start_view_change(self.view + 1)
-        elif unordered:
-            age = self.ticks - min(unordered)
-            if age >= ordering:
-                self._start_view_change(self.view + 1)
-            elif age >= ordering // 2 and self._nudged < min(unordered):
-                self._nudged = self.ticks
-                for c, (ts, data, _) in sorted(self.waiting.items()):
-                    if self.ordered.get(c, -1) < ts:
-                        self._out.append(Send(self.primary, data))
-                status = Status(self.view, self.last_executed, self.log.low, len(self.log))
-                self._out.append(Broadcast(self.safety.sign_other(status).to_bytes()))
+            self.requests.restart(self.ticks)
+        self.requests.drop_executed(self.replies.executed_ts)
+        timeout = self._vc_timeout_ticks << min(self.view_changes.attempts, MAX_BACKOFF_SHIFT)
+        expired = self.requests.expired(self.ticks, timeout)
+        if expired is Expired.VIEW_CHANGE:
+            self.become_view_change(self.view + 1)
+        elif expired is Expired.NUDGE:
+            # Half-way through the ordering timer: the request to the primary again, our
+            # STATUS to everyone, so a pre-prepare that was merely lost costs no view.
+            for data in self.requests.unordered():
+                self._out.append(Send(self.primary, data))
+            status = Status(self.view, self.last_executed, self.log.low, len(self.log))
+            self._out.append(Broadcast(self.safety.sign_other(status).to_bytes()))
 
     def _locate(self) -> None:
         """We know where the others are (or waited long enough): judge the primary from
         now on, with fresh timers for what we were waiting for."""
         self._located = True
         self._heard.clear()
-        self._restart_timers()
-
-    def _restart_timers(self) -> None:
-        """Give what we wait for a fresh timer after catching up (a state transfer, a
-        restart, learning that we are behind), at most once per request and view: a
-        primary that made a backup transfer again and again (delaying the pre-prepares of
-        checkpoint slots to it) pushed its deadlines back for ever and could censor a
-        client (review of issue 13)."""
-        self._timers_restarted &= {(c, w[0]) for c, w in self.waiting.items()}  # bounded
-        for client, (ts, data, _) in list(self.waiting.items()):
-            if (client, ts) not in self._timers_restarted:
-                self._timers_restarted.add((client, ts))
-                self.waiting[client] = (ts, data, self.ticks)
+        self.requests.restart(self.ticks)
 
     def _behind(self) -> bool:
         """f+1 replicas (so at least one correct) told us, by STATUS in our view, that they
@@ -1937,10 +1616,6 @@ class Replica:
         )
         return len(ahead) > self.config.f and ahead[self.config.f] > self.last_executed
 
-    def _executed_ts(self, client: str) -> int:
-        rec = self.clients.get(client)
-        return rec.timestamp if rec is not None else -1
-
     def _retransmit(self) -> None:
         """Resend our own messages that may have been lost (no progress for a while), and
         tell the others where we are so that they can help us catch up."""
@@ -1949,8 +1624,8 @@ class Replica:
         if self.transfer is not None:
             self.transfer.asked.clear()  # a slow source: ask the next one
             self._request_chunks()
-        if not self.view_active:
-            own = self.view_changes.get(self.id)
+        if self.status is ViewStatus.VIEW_CHANGE:
+            own = self.view_changes.received.get(self.id)
             if own is not None and own.msg.new_view == self.view:
                 self._out.append(Broadcast(own.data))
             return
@@ -1970,7 +1645,7 @@ class Replica:
             ):
                 if data:
                     self._out.append(Broadcast(data))
-        for seq, votes in self.checkpoint_votes.items():
+        for seq, votes in self.checkpoints.votes.items():
             mine = votes.get(self.id)
             if mine is not None and seq > self.log.low:
                 self._out.append(Broadcast(mine[1]))

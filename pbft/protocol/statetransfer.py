@@ -104,9 +104,60 @@ class Transfer:
             return [0]
         return [i for i in range(self.total) if i not in self.chunks]
 
+    def invariants(self) -> None:
+        """At most IN_FLIGHT chunk requests out; no chunk beyond the announced total."""
+        assert len(self.asked) <= IN_FLIGHT, f"transfer (asked) holds {len(self.asked)} chunk requests, bound {IN_FLIGHT}"
+        beyond = len(self.chunks) if self.total is None else max(0, len(self.chunks) - self.total)
+        assert beyond == 0, f"transfer holds {beyond} chunks beyond its total, bound 0"
+
     def complete(self) -> bool:
         return self.total is not None and len(self.chunks) == self.total
 
     def assemble(self) -> bytes:
         assert self.total is not None
         return b"".join(self.chunks[i] for i in range(self.total))
+
+
+CHUNKS_PER_PERIOD = 8 * IN_FLIGHT
+"""State chunks served to one replica per retransmission period (a transfer keeps
+IN_FLIGHT requests out, so it is slowed only when chunks come back faster than that)."""
+
+CHUNKS_REMEMBERED = 4096
+"""(asker, seq, index) of state chunks sent in the last retransmission period."""
+
+
+class ChunkBudget:
+    """What a replica serving state has sent whom: a chunk is a costly answer to a small
+    question, so each (asker, seq, index) is answered once per `period` ticks and each
+    asker gets at most CHUNKS_PER_PERIOD chunks per period (issue 13, item 7)."""
+
+    def __init__(self, period: int, replicas: int) -> None:
+        self.period = period
+        self.replicas = replicas
+        self.sent: dict[tuple[int, int, int], int] = {}  # (asker, seq, index) -> tick
+        self.budget: dict[int, tuple[int, int]] = {}  # asker -> (period start, chunks)
+
+    def too_soon(self, key: tuple[int, int, int], now: int) -> bool:
+        last = self.sent.get(key)
+        return last is not None and now - last < self.period
+
+    def used(self, asker: int, now: int) -> tuple[int, int]:
+        """(start, chunks) of `asker`'s current period."""
+        start, count = self.budget.get(asker, (now, 0))
+        if now - start >= self.period:
+            return now, 0
+        return start, count
+
+    def record(self, key: tuple[int, int, int], start: int, count: int, now: int) -> None:
+        """One more chunk sent to key's asker, in the period (start, count) of `used`."""
+        if len(self.sent) >= CHUNKS_REMEMBERED:
+            horizon = now - self.period
+            self.sent = {k: t for k, t in self.sent.items() if t > horizon}
+            if len(self.sent) >= CHUNKS_REMEMBERED:
+                self.sent.clear()  # forgetting only allows one more answer each
+        self.sent[key] = now
+        self.budget[key[0]] = (start, count + 1)
+
+    def invariants(self) -> None:
+        assert len(self.sent) <= CHUNKS_REMEMBERED, f"_chunks_sent holds {len(self.sent)}, bound {CHUNKS_REMEMBERED}"
+        assert len(self.budget) <= self.replicas, f"_chunk_budget holds {len(self.budget)}, bound {self.replicas}"

@@ -1,4 +1,4 @@
-"""View-change certificates: checking them and computing a NEW-VIEW (OSDI'99 section 4.4).
+"""View changes: certificates, the NEW-VIEW computation, and who is where (OSDI'99 4.4).
 
 Pure functions, shared by the new primary (which builds NEW-VIEW) and the backups (which
 recompute it from the VIEW-CHANGEs it carries and reject it if anything differs). Keeping
@@ -8,12 +8,20 @@ one definition of the right answer.
 A VIEW-CHANGE is checked in full before it counts: its signer, the 2f+1 CHECKPOINT proof
 for its stable sequence number, and every prepared certificate (a PRE-PREPARE signed by
 the primary of its view plus 2f matching PREPAREs from distinct backups, all validly
-signed, views below the new view, sequence numbers in (h, h+L]).
+signed, views below the new view, sequence numbers in (h, h+L]). A NEW-VIEW is accepted
+only if `check_new_view` recomputes exactly its pre-prepares; anything wrong raises
+InvalidCertificate, whose message is the reason (the replica counts it as a rejection).
+
+The state a replica keeps about view changes lives here too: its `ViewStatus` (NORMAL, or
+VIEW_CHANGE while it waits for the NEW-VIEW of its view) and `ViewChanges`, the
+VIEW-CHANGEs it holds and has sent and where the other replicas are.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 
 from . import codec
 from .config import ClusterConfig
@@ -21,11 +29,23 @@ from .crypto import NULL_DIGEST, Verifier, batch_digest
 from .messages import (
     Checkpoint,
     Envelope,
+    NewView,
     Prepare,
     PrePrepare,
     ViewChange,
     decode_envelope,
 )
+from .quorum import Added, VoteSet
+
+
+class ViewStatus(Enum):
+    """Where a replica is in its view (OSDI'99 4.4): NORMAL once the view is installed
+    (by NEW-VIEW, or view 0 from the start); VIEW_CHANGE from sending VIEW-CHANGE for
+    `view` until its NEW-VIEW is installed. A state transfer is not a status: it runs in
+    either (`Replica.transfer`)."""
+
+    NORMAL = "normal"
+    VIEW_CHANGE = "view-change"
 
 
 class InvalidCertificate(ValueError):
@@ -75,7 +95,7 @@ def check_checkpoint_proof(
         raise InvalidCertificate(f"checkpoint proof with {len(proof)} messages, more than n")
     # Shape first, signatures last: a proof padded with copies or with messages of the
     # wrong kind costs decoding only, and at most one signature check per distinct signer.
-    opened: dict[int, Envelope] = {}
+    opened = VoteSet()  # signer -> (digest, envelope)
     digest = None
     for data in proof:
         try:
@@ -90,21 +110,21 @@ def check_checkpoint_proof(
             digest = msg.digest
         elif msg.digest != digest:
             raise InvalidCertificate("checkpoint proof with two digests")
-        if env.signer in opened:
+        if opened.add(env.signer, msg.digest, env) is not Added.ADDED:
             raise InvalidCertificate(f"checkpoint proof with two messages of replica {env.signer}")
-        opened[env.signer] = env
-    if len(opened) < config.quorum or digest is None:
+    if digest is None or not opened.reached(digest, config.quorum):
         raise InvalidCertificate(f"checkpoint proof with {len(opened)} signers, needs {config.quorum}")
-    for signer, env in opened.items():
+    for signer, (_, env) in opened.items():
         if not verifier.verify(env):
             raise InvalidCertificate(f"bad signature by {signer} in certificate")
     return digest
 
 
-def check_prepared_cert(
+def check_cert_pre_prepare(
     config: ClusterConfig, verifier: Verifier, new_view: int, cert: tuple[bytes, ...]
-) -> PreparedCert:
-    """A pre-prepare plus 2f matching prepares from distinct backups (section 4.2)."""
+) -> tuple[Envelope, PrePrepare]:
+    """The pre-prepare that opens a prepared certificate: signed by the primary of its
+    view, a view below `new_view`, its digest that of its batch (section 4.2, 4.4)."""
     if not cert:
         raise InvalidCertificate("empty prepared certificate")
     env, pp = _open(cert[0], verifier)
@@ -112,34 +132,52 @@ def check_prepared_cert(
         raise InvalidCertificate("prepared certificate does not start with a pre-prepare")
     if pp.view >= new_view:
         raise InvalidCertificate(f"prepared certificate from view {pp.view} >= {new_view}")
-    primary = config.primary(pp.view)
-    if env.signer != primary:
+    if env.signer != config.primary(pp.view):
         raise InvalidCertificate(f"pre-prepare of view {pp.view} not signed by its primary")
     if batch_digest(pp.batch) != pp.digest:
         raise InvalidCertificate(f"pre-prepare n={pp.seq} digest does not match its batch")
-    backups: set[int] = set()
+    return env, pp
+
+
+def check_prepared_cert(
+    config: ClusterConfig, verifier: Verifier, new_view: int, cert: tuple[bytes, ...]
+) -> PreparedCert:
+    """A pre-prepare plus 2f matching prepares from distinct backups (section 4.2)."""
+    env, pp = check_cert_pre_prepare(config, verifier, new_view, cert)
+    primary = env.signer
+    backups = VoteSet()  # a backup's copies count once
     for data in cert[1:]:
         penv, p = _open(data, verifier)
         if not isinstance(p, Prepare) or (p.view, p.seq, p.digest) != (pp.view, pp.seq, pp.digest):
             raise InvalidCertificate(f"prepare in certificate n={pp.seq} does not match")
         if penv.signer == primary:
             raise InvalidCertificate("prepare from the primary in a certificate")
-        backups.add(penv.signer)  # type: ignore[arg-type]
-    if len(backups) < 2 * config.f:
+        backups.add(penv.signer, p.digest, data)
+    if not backups.reached(pp.digest, 2 * config.f):
         raise InvalidCertificate(
             f"prepared certificate n={pp.seq} has {len(backups)} prepares, needs {2 * config.f}"
         )
     return PreparedCert(pp.view, pp.seq, pp.digest, pp.batch)
 
 
+CertCheck = Callable[[ClusterConfig, Verifier, int, tuple[bytes, ...]], PreparedCert]
+"""How a prepared certificate is checked: `check_prepared_cert`, or a broken core's
+weaker rule (adversary/broken.py) passed down as a seam."""
+
+
 def check_view_change(
-    config: ClusterConfig, verifier: Verifier, signer: int, vc: ViewChange, data: bytes
+    config: ClusterConfig,
+    verifier: Verifier,
+    signer: int,
+    vc: ViewChange,
+    data: bytes,
+    check_cert: CertCheck = check_prepared_cert,
 ) -> CheckedViewChange:
     """Check every part of a VIEW-CHANGE (whose envelope signature is already verified)."""
     stable_digest = check_checkpoint_proof(config, verifier, vc.stable_seq, vc.checkpoint_proof)
     certs: dict[int, PreparedCert] = {}
     for raw in vc.prepared:
-        pc = check_prepared_cert(config, verifier, vc.new_view, raw)
+        pc = check_cert(config, verifier, vc.new_view, raw)
         if not vc.stable_seq < pc.seq <= vc.stable_seq + config.log_window:
             raise InvalidCertificate(f"prepared certificate n={pc.seq} outside the water marks")
         if pc.seq in certs:
@@ -174,3 +212,186 @@ def plan_new_view(view_changes: list[CheckedViewChange]) -> NewViewPlan:
         pc = chosen.get(seq)
         slots.append((seq, pc.digest, pc.batch) if pc else (seq, NULL_DIGEST, ()))
     return NewViewPlan(min_s, best.stable_digest, best.msg.checkpoint_proof, tuple(slots))
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedNewView:
+    """A NEW-VIEW that recomputes: its plan and its re-issued pre-prepares (with bytes)."""
+
+    plan: NewViewPlan
+    pre_prepares: list[tuple[PrePrepare, bytes]]
+
+
+def check_view_changes(
+    config: ClusterConfig, verifier: Verifier, nv: NewView, check_cert: CertCheck = check_prepared_cert
+) -> list[CheckedViewChange]:
+    """The 2f+1 VIEW-CHANGEs a NEW-VIEW carries, each for its view, from distinct
+    replicas, validly signed and checked in full (section 4.4)."""
+    checked: list[CheckedViewChange] = []
+    for raw in nv.view_changes:
+        try:
+            env, vc = decode_envelope(raw)
+        except codec.CodecError as exc:
+            raise InvalidCertificate(f"malformed view-change: {exc}") from None
+        if not isinstance(vc, ViewChange) or vc.new_view != nv.view:
+            raise InvalidCertificate("carries something other than view-changes for its view")
+        if type(env.signer) is not int or not 0 <= env.signer < config.n:
+            raise InvalidCertificate("view-change not signed by a replica")
+        if any(c.signer == env.signer for c in checked):
+            raise InvalidCertificate(f"two view-changes from replica {env.signer}")
+        if not verifier.verify(env):
+            raise InvalidCertificate(f"bad signature on the view-change of {env.signer}")
+        try:
+            checked.append(check_view_change(config, verifier, env.signer, vc, raw, check_cert))
+        except InvalidCertificate as exc:
+            raise InvalidCertificate(f"invalid view-change from {env.signer}: {exc}") from None
+    if len(checked) < config.quorum:
+        raise InvalidCertificate(f"only {len(checked)} view-changes, needs {config.quorum}")
+    return checked
+
+
+def check_new_view(
+    config: ClusterConfig, verifier: Verifier, nv: NewView, check_cert: CertCheck = check_prepared_cert
+) -> CheckedNewView:
+    """Recompute the NEW-VIEW from the view-changes it carries and accept it only if its
+    pre-prepares are exactly the recomputed ones, signed by the new primary for the new
+    view (section 4.4: backups "verify that O is correct by performing a computation
+    similar to the one used by the primary to create O"). The envelope of `nv` itself is
+    already verified; anything wrong raises InvalidCertificate."""
+    plan = plan_new_view(check_view_changes(config, verifier, nv, check_cert))
+    if len(nv.pre_prepares) != len(plan.slots):
+        raise InvalidCertificate(f"{len(nv.pre_prepares)} pre-prepares where {len(plan.slots)} were due")
+    primary = config.primary(nv.view)
+    pre_prepares = []
+    for raw, (seq, d, batch) in zip(nv.pre_prepares, plan.slots, strict=True):
+        try:
+            env, pp = decode_envelope(raw)
+        except codec.CodecError as exc:
+            raise InvalidCertificate(f"malformed pre-prepare: {exc}") from None
+        if not isinstance(pp, PrePrepare) or env.signer != primary or pp.view != nv.view:
+            raise InvalidCertificate("a re-issued pre-prepare is not the new primary's for the new view")
+        if (pp.seq, pp.digest, pp.batch) != (seq, d, batch):
+            raise InvalidCertificate(f"pre-prepare n={pp.seq} differs from the recomputed one")
+        if not verifier.verify(env):
+            raise InvalidCertificate(f"bad signature on pre-prepare n={pp.seq}")
+        pre_prepares.append((pp, raw))
+    return CheckedNewView(plan, pre_prepares)
+
+
+LONE_FACTOR = 3
+"""View-change timeouts a replica may wait alone in our view + 1 before we join it."""
+
+
+class ViewChanges:
+    """The VIEW-CHANGEs a replica holds and has sent, and where the others are (4.4, 4.5.2).
+
+    * `received`: the latest valid VIEW-CHANGE of each replica (ours included), which
+      count toward the new-view timer and the NEW-VIEW.
+    * `own`: our signed VIEW-CHANGE of each of the last n views we passed through, resent
+      to a replica still waiting in one (`resent`: once per period per asker and view),
+      so that replicas split between two views converge (issue 13, item 2).
+    * `peer_view`: the latest view each replica told us it is in (a replayed old
+      VIEW-CHANGE is then recognised as old).
+    * `lone_since`, `lone_joins`: replicas seen waiting alone in our view + 1 (view, first
+      tick, last copy's tick), and how often we joined each (`lone_deadlines`).
+    * `new_view_resent`: when we last resent our NEW-VIEW to each replica.
+    * `started`, `attempts`: view changes started, and in a row without progress (the
+      timeout doubles with each, 4.5.2).
+    """
+
+    def __init__(self, config: ClusterConfig, retransmit_ticks: int, timeout_ticks: int) -> None:
+        self.config = config
+        self.retransmit_ticks = retransmit_ticks
+        self.timeout_ticks = timeout_ticks
+        self.received: dict[int, CheckedViewChange] = {}
+        self.own: dict[int, bytes] = {}
+        self.resent: dict[int, tuple[int, int]] = {}  # asker -> (view, tick) answered
+        self.new_view_resent: dict[int, int] = {}  # replica -> tick
+        self.peer_view: dict[int, int] = {}
+        self.lone_since: dict[int, tuple[int, int, int]] = {}
+        self.lone_joins: dict[int, int] = {}
+        self.started = 0
+        self.attempts = 0
+
+    def saw(self, replica: int, view: int) -> None:
+        """`replica` told us it is in `view` (or later)."""
+        self.peer_view[replica] = max(self.peer_view.get(replica, -1), view)
+
+    def sent_own(self, new_view: int, data: bytes) -> None:
+        """We sent VIEW-CHANGE `data` for `new_view`: keep the last n of ours."""
+        self.own[new_view] = data
+        for old in [v for v in self.own if v <= new_view - self.config.n]:
+            del self.own[old]
+        self.lone_since = {s: vs for s, vs in self.lone_since.items() if vs[0] > new_view}
+
+    def add(self, checked: CheckedViewChange, view: int, now: int) -> None:
+        """A valid VIEW-CHANGE, newer than what we held from its signer; we are in `view`."""
+        signer, new_view = checked.signer, checked.msg.new_view
+        self.received[signer] = checked
+        self.saw(signer, new_view)
+        if new_view == view + 1 and self.lone_since.get(signer, (-1, 0, 0))[0] != new_view:
+            self.lone_since[signer] = (new_view, now, now)
+
+    def repeated(self, signer: int, new_view: int, data: bytes, now: int) -> None:
+        """A copy of the VIEW-CHANGE we hold from `signer`: it is still sending it."""
+        lone = self.lone_since.get(signer)
+        prior = self.received.get(signer)
+        if lone is not None and lone[0] == new_view and prior is not None and prior.data == data:
+            self.lone_since[signer] = (lone[0], lone[1], now)
+
+    def join_target(self, view: int, me: int) -> int | None:
+        """Section 4.5.2: f+1 VIEW-CHANGEs for views above ours from others prove that
+        at least one correct replica wants to move: the lowest view f+1 of them reached."""
+        higher = sorted((c.msg.new_view for s, c in self.received.items() if s != me), reverse=True)
+        higher = [v for v in higher if v > view]
+        return higher[self.config.f] if len(higher) >= self.config.weak_quorum else None
+
+    def for_view(self, view: int) -> list[CheckedViewChange]:
+        """The VIEW-CHANGEs for exactly `view` (a NEW-VIEW is made of 2f+1 of them)."""
+        return [c for c in self.received.values() if c.msg.new_view == view]
+
+    def in_view(self, view: int) -> int:
+        """Replicas whose latest VIEW-CHANGE is for `view` or a later view: 2f+1 of them
+        start the new-view timer (4.5.2). One past it was in it or joined a later one on
+        f+1; counting it gives f faulty replicas nothing they could not get by sending a
+        VIEW-CHANGE for this view, and it lets replicas left behind in v time v out after
+        the one that moved on to v+1 restarted and can no longer resend its VIEW-CHANGE
+        for v (review of issue 13)."""
+        return sum(1 for c in self.received.values() if c.msg.new_view >= view)
+
+    def installed(self, view: int) -> None:
+        """`view` is installed: VIEW-CHANGEs for it and earlier are spent."""
+        self.received = {s: c for s, c in self.received.items() if c.msg.new_view > view}
+        self.lone_since = {s: v for s, v in self.lone_since.items() if v[0] > view}
+
+    def lone_deadlines(self, view: int, now: int) -> list[tuple[int, int, int]]:
+        """(signer, view + 1, tick we join it) for each replica still waiting alone in
+        `view` + 1 (Replica.maybe_join_lone_view_change)."""
+        out = []
+        for signer, (lone_view, since, last) in sorted(self.lone_since.items()):
+            held = self.received.get(signer)
+            if lone_view != view + 1 or held is None or held.msg.new_view != lone_view:
+                continue
+            if now - last > 2 * self.retransmit_ticks:
+                continue  # not retransmitted lately: not waiting there any more (or a one-off)
+            # The wait doubles per join of this signer without the view-change cap, so a
+            # faulty replica forcing view changes this way gets logarithmically few.
+            wait = (LONE_FACTOR * self.timeout_ticks) << min(self.lone_joins.get(signer, 0), 40)
+            out.append((signer, lone_view, since + wait))
+        return out
+
+    def joined_lone(self, signer: int) -> None:
+        self.lone_joins[signer] = self.lone_joins.get(signer, 0) + 1
+
+    def invariants(self) -> None:
+        n = self.config.n
+        for name, size in (
+            ("view_changes", len(self.received)),
+            ("_new_view_resent", len(self.new_view_resent)),
+            ("_own_vcs", len(self.own)),
+            ("_vc_resent", len(self.resent)),
+            ("_peer_view", len(self.peer_view)),
+            ("_lone_since", len(self.lone_since)),
+            ("_lone_joins", len(self.lone_joins)),
+        ):
+            assert size <= n, f"{name} holds {size}, bound {n}"

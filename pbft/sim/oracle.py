@@ -49,7 +49,6 @@ from ..protocol.events import (
     Evidence,
     Executed,
     Prepared,
-    Reason,
     Send,
     StateInstalled,
 )
@@ -64,13 +63,6 @@ from ..protocol.messages import (
     envelope_from_bytes,
     from_body,
 )
-from ..protocol.replica import (
-    CHUNKS_REMEMBERED,
-    EVIDENCE_MEMORY,
-    FUTURE_SIGNER_BYTES,
-    VERIFIED_CACHE,
-)
-from ..protocol.statetransfer import IN_FLIGHT
 from ..service.kv import KeyValueStore
 
 CHECKS = (
@@ -124,7 +116,6 @@ class Oracle:
         self.completed_max_seq = 0
         self._seen_sent: set[tuple[Who | None, bytes]] = set()
         self.own_prepared: set[tuple[Who, int, int, bytes]] = set()
-        self._bounds: list[tuple[Tracked, int | None]] | None = None
 
     # -- reporting ------------------------------------------------------------------------
 
@@ -236,8 +227,8 @@ class Oracle:
                 "agreed history replayed to that seq",
             )
             return
-        clients = getattr(replica, "clients", {})
-        got = {c: (rec.timestamp, rec.result) for c, rec in clients.items()}
+        records = replica.replies.records  # type: ignore[attr-defined]  # a core: never a default
+        got = {c: (rec.timestamp, rec.result) for c, rec in records.items()}
         if got != table:
             self.fail(
                 "exactly-once",
@@ -462,209 +453,14 @@ class Oracle:
 
     # -- resources ------------------------------------------------------------------------
 
-    def check_resources(self, rid: int, replica: object) -> None:
-        """Every bounded structure of a correct replica within its bound. A
-        structure the table names that the replica does not have is itself a violation:
-        a rename must not silently retire the check (as it did for `waiting`)."""
-        if hasattr(replica, "resource_usage"):
-            usage = resource_usage(replica, self.config)
-            over = [u for u in usage if u.bound is not None and u.size > u.bound]
-            if over:
-                u = over[0]
-                self.fail("resources", f"replica {rid}: {u.name} holds {u.size} {u.unit}, bound {u.bound}")
-            return
-        if self._bounds is None:
-            self._bounds = [(row, row.bound(self.config)) for row in RESOURCES]
-        for row, bound in self._bounds:
-            try:
-                value = getattr(replica, row.attr)
-            except AttributeError:
-                self.fail("resources", f"replica {rid}: {_missing(row.attr)}")
-                return
-            size = row.size(value)
-            if bound is not None and size > bound:
-                self.fail("resources", f"replica {rid}: {row.name} holds {size} {row.unit}, bound {bound}")
-                return
-
-
-# -- bounded structures ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """One bounded structure's size against its bound."""
-
-    name: str
-    size: int
-    bound: int | None  # None: measured, not bounded
-    unit: str = "entries"
-
-
-class MissingResource(Exception):
-    """The oracle tracks a structure the replica does not have (renamed or removed)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Tracked:
-    """A row of the resource table: the replica attribute, how to size it (entries or
-    bytes) and its bound as a function of the cluster configuration."""
-
-    attr: str
-    size: Callable[[Any], int]
-    bound: Callable[[ClusterConfig], int | None]
-    unit: str = "entries"
-    label: str = ""
-
-    @property
-    def name(self) -> str:
-        return self.label or self.attr
-
-
-REQUEST_BYTES = 1024
-"""Largest signed REQUEST a correct client of the simulator sends (~100 bytes; keys and
-values are short), with room to spare."""
-MESSAGE_BYTES = 512
-"""Largest vote, CHECKPOINT or STATUS envelope (~110 bytes), with room to spare."""
-
-
-def _checkpoints(cfg: ClusterConfig) -> int:
-    """Checkpoints a replica may hold: those inside the window, the stable one, one above."""
-    return cfg.log_window // cfg.checkpoint_interval + 2
-
-
-def _future_per_peer(cfg: ClusterConfig) -> int:
-    """Future-view messages buffered per peer: one view's traffic (DESIGN: a named limit)."""
-    return 3 * cfg.log_window + 4 * cfg.n
-
-
-def _peers(cfg: ClusterConfig) -> int:
-    """Distinct channel peers (replicas, clients, and an unauthenticated `None`)."""
-    return cfg.n + len(cfg.clients) + 1
-
-
-def _inner(d: Any) -> int:
-    return sum(len(v) for v in d.values())
-
-
-def _inner_bytes(d: Any) -> int:
-    return sum(len(data) for v in d.values() for _, data in v.values())
-
-
-def _max_value(counts: Any) -> int:
-    return max(counts.values(), default=0)
-
-
-def _transfer_chunks(t: Any) -> int:
-    return 0 if t is None else len(t.chunks)
-
-
-def _transfer_bound_ok(t: Any) -> int:
-    """Chunks held beyond what the transfer announced (0 when within it)."""
-    if t is None or t.total is None:
-        return 0 if t is None else len(t.chunks)
-    return max(0, len(t.chunks) - t.total)
-
-
-def _transfer_bytes(t: Any) -> int:
-    return 0 if t is None else sum(len(c) for c in t.chunks.values())
-
-
-def _transfer_asked(t: Any) -> int:
-    return 0 if t is None else len(t.asked)
-
-
-def _served(s: Any) -> int:
-    return 0 if s is None else 1
-
-
-def _snapshot_bytes(d: Any) -> int:
-    return sum(len(snapshot) for _, snapshot in d.values())
-
-
-RESOURCES: tuple[Tracked, ...] = (
-    Tracked("log", len, lambda c: c.log_window),
-    Tracked("pending", len, lambda c: len(c.clients)),
-    Tracked("waiting", len, lambda c: len(c.clients)),
-    Tracked("ordered", len, lambda c: len(c.clients)),
-    Tracked("deferred_reads", len, lambda c: len(c.clients)),
-    Tracked("clients", len, lambda c: len(c.clients)),
-    Tracked("view_changes", len, lambda c: c.n),
-    Tracked("_new_view_resent", len, lambda c: c.n),
-    Tracked("prepared_certs", len, lambda c: c.log_window),
-    Tracked("checkpoint_votes", len, _checkpoints),
-    Tracked("checkpoint_votes", _inner, lambda c: _checkpoints(c) * c.n, label="checkpoint_votes (votes)"),
-    Tracked(
-        "checkpoint_votes",
-        _inner_bytes,
-        lambda c: _checkpoints(c) * c.n * MESSAGE_BYTES,
-        "bytes",
-        "checkpoint_votes (bytes)",
-    ),
-    Tracked("own_checkpoints", len, _checkpoints),
-    Tracked("claims", len, lambda c: c.n),
-    Tracked("claims", _inner, lambda c: 2 * c.n, label="claims (checkpoints)"),
-    Tracked("claims", _inner_bytes, lambda c: 2 * c.n * MESSAGE_BYTES, "bytes", "claims (bytes)"),
-    # The buffer is bounded per *signer* (a channel may carry several signers' messages,
-    # e.g. the certificates a peer resends us), in count and bytes, and in total bytes.
-    Tracked("_future", len, lambda c: c.n * _future_per_peer(c)),
-    Tracked("_future_count", _max_value, _future_per_peer, label="_future (one signer)"),
-    # A Byzantine signer may fill its whole budget (FUTURE_SIGNER_BYTES): that, not one
-    # view's correct traffic, is what the core promises per signer.
-    Tracked("_future_bytes", _max_value, lambda c: FUTURE_SIGNER_BYTES, "bytes", "_future (one signer's bytes)"),
-    Tracked("transfer", _transfer_bound_ok, lambda c: 0, "chunks beyond its total", "transfer"),
-    Tracked("transfer", _transfer_asked, lambda c: IN_FLIGHT, "chunk requests", "transfer (asked)"),
-    Tracked("_served", _served, lambda c: 1),
-    Tracked("_future_count", len, lambda c: c.n, label="_future (signers)"),
-    Tracked("_future_total", int, lambda c: (c.f + 2) * FUTURE_SIGNER_BYTES, "bytes", "_future (total bytes)"),
-    Tracked("_status_answered", len, lambda c: c.n),
-    Tracked("_replies_resent", len, lambda c: len(c.clients)),
-    Tracked("_chunks_sent", len, lambda c: CHUNKS_REMEMBERED),
-    Tracked("_own_vcs", len, lambda c: c.n),
-    Tracked("_vc_resent", len, lambda c: c.n),
-    Tracked("_heard", len, lambda c: c.n),
-    Tracked("_peer_progress", len, lambda c: c.n),
-    Tracked("_held_answers", len, lambda c: len(c.clients)),
-    Tracked("_lone_since", len, lambda c: c.n),
-    Tracked("_lone_joins", len, lambda c: c.n),
-    Tracked("_peer_view", len, lambda c: c.n),
-    Tracked("_chunk_budget", len, lambda c: c.n),
-    Tracked("_future_seen", len, lambda c: c.n * _future_per_peer(c)),
-    Tracked("_timers_restarted", len, lambda c: len(c.clients)),
-    Tracked("_verified", len, lambda c: VERIFIED_CACHE),
-    Tracked("_evidence_seen", len, lambda c: EVIDENCE_MEMORY),
-    Tracked("rejects", len, lambda c: _peers(c) * len(Reason)),
-)
-"""The replica's bounded structures (a named limit on every queue and window,
-docs/robustness.md). Byte counts where they are cheap and a peer controls them: the future-view
-buffer, checkpoint votes and claims. A core accessor `Replica.resource_usage() ->
-list[Usage]` would let each structure report itself; until then this table does, and a
-missing attribute fails loudly."""
-
-MEASURED: tuple[Tracked, ...] = (
-    Tracked("own_checkpoints", _snapshot_bytes, lambda c: None, "bytes", "own_checkpoints (snapshot bytes)"),
-    Tracked("transfer", _transfer_bytes, lambda c: None, "bytes", "transfer (chunk bytes)"),
-)
-"""Sizes reported without a bound of their own (they follow the service state's size)."""
-
-
-def _missing(attr: str) -> str:
-    return f"the resource check tracks '{attr}', which the replica does not have (renamed? update oracle.RESOURCES)"
-
-
-def resource_usage(replica: object, cfg: ClusterConfig, measured: bool = False) -> list[Usage]:
-    """Each tracked structure's size against its bound; `measured` adds the byte counts
-    that have no bound of their own (bound None)."""
-    accessor = getattr(replica, "resource_usage", None)
-    if callable(accessor):
-        return list(accessor())
-    out: list[Usage] = []
-    for row in RESOURCES + (MEASURED if measured else ()):
+    def check_resources(self, rid: int, replica: Any) -> None:
+        """Every bounded structure of a correct replica within its bound. The bounds live
+        with the code that owns each structure (`invariants()` of the replica and of its
+        owners): a rename cannot silently retire a check kept by name here."""
         try:
-            value = getattr(replica, row.attr)
-        except AttributeError:
-            raise MissingResource(_missing(row.attr)) from None
-        out.append(Usage(row.name, row.size(value), row.bound(cfg), row.unit))
-    return out
+            replica.invariants()
+        except AssertionError as exc:
+            self.fail("resources", f"replica {rid}: {exc}")
 
 
 def _show(result: bytes) -> str:

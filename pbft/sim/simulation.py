@@ -79,6 +79,7 @@ from ..protocol.events import (
 )
 from ..protocol.messages import envelope_from_bytes, from_body, render
 from ..protocol.replica import Replica
+from ..protocol.viewchange import ViewStatus
 from ..service.kv import KeyValueStore, op_delete, op_get, op_put
 from .network import Network
 from .oracle import Oracle, Violation
@@ -551,7 +552,7 @@ class Simulation:
 
     def _views_agree(self) -> bool:
         nodes = [inst.node for rid in sorted(self.correct) for inst in self.replicas[rid]]
-        return all(node.view_active for node in nodes) and len({node.view for node in nodes}) <= 1
+        return all(node.status is ViewStatus.NORMAL for node in nodes) and len({node.view for node in nodes}) <= 1
 
     def _finished(self) -> bool:
         correct = [cs for cs in self.clients.values() if cs.correct]
@@ -632,7 +633,7 @@ class Simulation:
         where: dict[tuple[int, bool], list[int]] = {}
         for rid in sorted(self.correct):
             for inst in self.replicas[rid]:
-                where.setdefault((inst.node.view, inst.node.view_active), []).append(rid)
+                where.setdefault((inst.node.view, inst.node.status is ViewStatus.NORMAL), []).append(rid)
         groups = sorted(where.items(), key=lambda kv: (-len(kv[1]), kv[0]))
         text = "; ".join(
             f"{_ids(ids)} in view {view}{'' if active else ' (view change in progress)'}"

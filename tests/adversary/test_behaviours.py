@@ -468,9 +468,9 @@ def test_future_flood_is_not_buffered():
     assert c.done("alice") == c.done("bob") == 6
     assert c.rejects(Reason.OUT_OF_WINDOW, peer=1) > 0
     for r in c.honest:
-        assert r.view == 0 and len(r.checkpoint_votes) <= 2
-        assert len(r._future) <= r._future_limit_per_signer
-        assert all(len(claims) <= 2 for claims in r.claims.values())
+        assert r.view == 0 and len(r.checkpoints.votes) <= 2
+        assert len(r.future.messages) <= r.future.per_signer
+        assert all(len(claims) <= 2 for claims in r.checkpoints.claims.values())
     assert_safe(c)
 
 
@@ -531,7 +531,7 @@ def test_bad_checkpoint_does_not_stop_stability():
     c.workload(5)
     assert all(r.stable_seq == 8 for r in c.honest)
     lies = {cp.digest for _, cp in c.received(0, Checkpoint, src=1)}
-    assert lies and c.cores[0].stable_digest not in lies
+    assert lies and c.cores[0].checkpoints.stable_digest not in lies
     assert_safe(c)
 
 
@@ -541,8 +541,8 @@ def test_fake_stable_checkpoint_moves_nothing():
     c.workload(3, ticks=1)
     assert c.done("alice") == c.done("bob") == 3
     assert all(r.stable_seq <= r.last_executed and r.transfer is None for r in c.honest)
-    assert all(set(r.claims) <= {1} and len(r.claims.get(1, {})) <= 2 for r in c.honest)
-    assert any(r.claims for r in c.honest)
+    assert all(set(r.checkpoints.claims) <= {1} and len(r.checkpoints.claims.get(1, {})) <= 2 for r in c.honest)
+    assert any(r.checkpoints.claims for r in c.honest)
     assert_safe(c)
 
 
@@ -592,7 +592,7 @@ def test_client_abuse_is_bounded():
     c.workload(4, clients=("bob",), ticks=2)
     assert c.done("bob") == 4
     assert c.rejects(Reason.MALFORMED, peer="alice") > 0
-    assert all(len(r.pending) <= len(CLIENTS) for r in c.cores)
+    assert all(len(r.batching.pending) <= len(CLIENTS) for r in c.cores)
     assert_safe(c)
 
 

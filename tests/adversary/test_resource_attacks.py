@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from pbft.protocol import replica as replica_module
+from pbft.protocol.future import FutureViews
 from pbft.protocol.replica import Replica
 from pbft.sim.scenario import ByzantineSpec, Expect, NetworkFault, Scenario
 from pbft.sim.simulation import Simulation
@@ -27,14 +27,7 @@ def test_buffer_stuffing_is_held_to_the_per_signer_byte_budget(monkeypatch):
     assert r.passed, r.violations
     # Without the byte budget (the count bound alone, as before issue 13), the oracle's
     # resource check sees one signer's future-view bytes exceed what it may hold.
-    monkeypatch.setattr(replica_module, "FUTURE_SIGNER_BYTES", 1 << 40)
-    original = Replica.__init__
-
-    def unbounded(self, *args, **kw):
-        original(self, *args, **kw)
-        self._future_total_limit = 1 << 40
-
-    monkeypatch.setattr(Replica, "__init__", unbounded)
+    monkeypatch.setattr(FutureViews, "full", lambda self, signer, size: self.count[signer] >= self.per_signer)
     r = Simulation(s).run()
     assert [v.check for v in r.violations] == ["resources"], r.violations
     assert "_future (one signer's bytes)" in r.violations[0].detail

@@ -30,6 +30,7 @@ from pbft.protocol.messages import (
     ViewChange,
 )
 from pbft.protocol.replica import Replica
+from pbft.protocol.viewchange import ViewStatus
 from pbft.service.kv import op_put
 
 FAST = dict(view_change_timeout_ms=100, retransmit_ms=50)  # 10 ticks, 5 ticks
@@ -148,7 +149,7 @@ def test_fake_prepared_cert_is_rejected_and_not_counted(mode, rounds, why):
     assert any(why in d for d in c.details(Reason.BAD_CERTIFICATE, peer=3))
     # Three VIEW-CHANGEs for view 1 exist (1, 2 and the liar's), but the liar's does not
     # count: no NEW-VIEW while the primary is cut off.
-    assert all(3 not in r.view_changes for r in c.cores[1:3])
+    assert all(3 not in r.view_changes.received for r in c.cores[1:3])
     assert not any(c.of(i, ViewInstalled) for i in (1, 2))
     c.cut.clear()
     c.settle()
@@ -204,13 +205,13 @@ def test_unchecked_prepared_cert_differs_on_a_certificate_without_prepares():
     for cls, stored in ((Replica, False), (BROKEN["unchecked-prepared-cert"], True)):
         c = Cluster(replica_cls=cls)
         c.cores[1].step(Received(2, vc))
-        assert (2 in c.cores[1].view_changes) == stored
+        assert (2 in c.cores[1].view_changes.received) == stored
     # One prepare (from a backup) is still too few for the honest core.
     prep = seal(c.keys[3], "t", 3, Prepare(0, 1, batch_digest((req,)))).to_bytes()
     vc = seal(c.keys[2], "t", 2, ViewChange(1, 0, (), ((pp, prep),))).to_bytes()
     c = Cluster()
     c.cores[1].step(Received(2, vc))
-    assert 2 not in c.cores[1].view_changes and c.rejects(Reason.BAD_CERTIFICATE, peer=2) == 1
+    assert 2 not in c.cores[1].view_changes.received and c.rejects(Reason.BAD_CERTIFICATE, peer=2) == 1
 
 
 # -- drop-cert -----------------------------------------------------------------------------------
@@ -318,8 +319,8 @@ def test_view_change_storm_moves_no_one_and_costs_one_entry_per_peer():
     assert len(views) >= 25 and views[-1] >= 75
     assert c.done("alice") == c.done("bob") == 6
     for r in c.honest:
-        assert r.view == 0 and r.view_active and r.view_changes_started == 0
-        assert set(r.view_changes) <= {2} and len(r.view_changes) <= c.cfg.n
+        assert r.view == 0 and r.status is ViewStatus.NORMAL and r.view_changes.started == 0
+        assert set(r.view_changes.received) <= {2} and len(r.view_changes.received) <= c.cfg.n
     assert_safe(c)
 
 

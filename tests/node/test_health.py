@@ -25,6 +25,7 @@ from pbft.node.client import open_client
 from pbft.node.clusterfile import load_cluster, load_identity
 from pbft.node.node import build_node
 from pbft.protocol.messages import Status
+from pbft.protocol.viewchange import ViewStatus
 
 SETTINGS = dict(checkpoint_interval=4, log_window=8, view_change_timeout_ms=300)
 
@@ -222,8 +223,8 @@ def fake_node(config, **core):
     links = core.pop("links", {0, 1, 2})
     since = core.pop("since", 60.0)
     fields = dict(
-        id=3, view=0, primary=0, view_active=True, transfer=None, last_executed=20,
-        stable_seq=20, _peer_progress={}, checkpoint_votes={}, claims={}, _located=True,
+        id=3, view=0, primary=0, status=ViewStatus.NORMAL, transfer=None, last_executed=20,
+        stable_seq=20, _peer_progress={}, checkpoints=SimpleNamespace(votes={}, claims={}), _located=True,
         log=[],
     )
     fields.update(core)
@@ -241,12 +242,12 @@ def fake_node(config, **core):
         ({"links": {0}}, {"links"}),
         ({"since": 0.1}, {"links"}),  # just reconnected: it cannot know yet where it is
         ({"since": None}, {"links"}),
-        ({"view_active": False}, {"view"}),
+        ({"status": ViewStatus.VIEW_CHANGE}, {"view"}),
         ({"transfer": SimpleNamespace(seq=24)}, {"state"}),
         ({"last_executed": 16, "stable_seq": 20}, {"state"}),
         # f+1 = 2 others known past it by more than K = 4 (STATUS, CHECKPOINT, claim).
-        ({"_peer_progress": {0: (0, 30)}, "claims": {1: {28: None}}}, {"lag"}),
-        ({"_peer_progress": {0: (0, 30)}, "checkpoint_votes": {28: {1: None, 3: None}}}, {"lag"}),
+        ({"_peer_progress": {0: (0, 30)}, "checkpoints": SimpleNamespace(votes={}, claims={1: {28: None}})}, {"lag"}),
+        ({"_peer_progress": {0: (0, 30)}, "checkpoints": SimpleNamespace(votes={28: {1: None, 3: None}}, claims={})}, {"lag"}),
         # One replica alone (maybe lying), or within K: not lagging.
         ({"_peer_progress": {0: (0, 900)}}, set()),
         ({"_peer_progress": {0: (0, 24), 1: (0, 24)}}, set()),

@@ -19,6 +19,7 @@ from pbft.node.client import open_client
 from pbft.node.clusterfile import load_cluster, load_identity
 from pbft.node.node import build_node
 from pbft.node.process import _JsonFormatter, setup_logging
+from pbft.protocol.viewchange import ViewStatus
 
 
 async def test_view_change_is_logged_once_per_replica(tmp_path, caplog):
@@ -40,7 +41,7 @@ async def test_view_change_is_logged_once_per_replica(tmp_path, caplog):
                 nodes[0].stop()
                 await client.put(b"k", b"after")
                 # Let every backup finish installing the view it moved to.
-                while not all(n.replica.view >= 1 and n.replica.view_active for n in nodes[1:]):
+                while not all(n.replica.view >= 1 and n.replica.status is ViewStatus.NORMAL for n in nodes[1:]):
                     await trio.sleep(0.05)
             nursery.cancel_scope.cancel()
 

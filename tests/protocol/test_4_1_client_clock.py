@@ -285,7 +285,7 @@ def test_a_restarted_client_whose_clock_is_behind_completes(first_clock, second_
     router.submit("alice", op_put(b"k", b"third"))
     router.run()
     assert router.completed[-1][1] == first_clock + 3 + CATCH_UP_GAP  # the read took one
-    assert all(r.clients["alice"].timestamp == first_clock + 3 + CATCH_UP_GAP for r in router.replicas)
+    assert all(r.replies.records["alice"].timestamp == first_clock + 3 + CATCH_UP_GAP for r in router.replicas)
 
 
 def test_a_client_whose_clock_is_ahead_needs_nothing():
@@ -295,7 +295,7 @@ def test_a_client_whose_clock_is_ahead_needs_nothing():
     router.submit("alice", op_put(b"k", b"second"))
     router.run()
     assert [ts for _, ts, _ in router.completed] == [NOW + 1]
-    assert all(len(r._held_answers) == 0 for r in router.replicas)
+    assert all(len(r.replies.held) == 0 for r in router.replicas)
     assert router.delivered - before < 40  # the normal case: no HELD round trip
 
 

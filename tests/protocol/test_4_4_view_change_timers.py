@@ -23,6 +23,7 @@ from conftest import (
 from pbft.protocol.crypto import batch_digest
 from pbft.protocol.events import Broadcast, Note, Send, Tick, ViewChangeStarted
 from pbft.protocol.messages import NewView, PrePrepare, Status, ViewChange
+from pbft.protocol.viewchange import ViewStatus
 from pbft.service.kv import op_put
 
 D_OTHER = b"\x99" * 32
@@ -56,7 +57,7 @@ def test_a_backup_fetching_state_does_not_time_out_the_primary():
     assert backup.transfer is not None
     feed(backup, "alice", sign_request("alice", op_put(b"k", b"v"), 1))
     assert actions_of(ticks(backup, 150), ViewChangeStarted) == []
-    assert backup.view == 0 and backup.view_active
+    assert backup.view == 0 and backup.status is ViewStatus.NORMAL
 
 
 def test_a_restarted_new_primary_never_re_issues_a_conflicting_new_view():
@@ -69,13 +70,13 @@ def test_a_restarted_new_primary_never_re_issues_a_conflicting_new_view():
         feed(primary1, r, sign_prepare(r, 1, batch_digest(batch)))
     assert primary1.log.get(1).prepared
     primary1.safety.sign_vote(PrePrepare(1, 1, D_OTHER, ()))  # what it signed before
-    primary1._start_view_change(1)
+    primary1.become_view_change(1)
     out = []
     for r in (2, 3):
         out += feed(primary1, r, seal_as(r, ViewChange(1, 0, (), ())))
     assert not [b for b in actions_of(out, Broadcast) if isinstance(decoded(b.data)[1], NewView)]
     assert any("would conflict" in n.text for n in actions_of(out, Note))
-    assert not primary1.view_active  # the view-change timer will move everyone on
+    assert primary1.status is ViewStatus.VIEW_CHANGE  # the view-change timer will move everyone on
 
 
 def test_a_request_gets_a_fresh_timer_once_state_transfer_completes():
@@ -102,7 +103,7 @@ def test_a_request_gets_a_fresh_timer_once_state_transfer_completes():
         sc = StateChunk(12, root, i, len(chunks), chunk, chunk_proof(chunks, i))
         out += feed(backup, 2, seal_as(2, sc))
     assert actions_of(out, StateInstalled) == [StateInstalled(12, root)]
-    assert "alice" in backup.waiting  # not in the installed state: still waiting
+    assert "alice" in backup.requests.waiting  # not in the installed state: still waiting
     # The ordering timer (50 ticks) runs from the install, not from tick 0; its reminder
     # comes first, at 25.
     assert actions_of(ticks(backup, 49), ViewChangeStarted) == []

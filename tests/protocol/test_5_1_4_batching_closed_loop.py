@@ -2,7 +2,7 @@
 
 C clients, each submitting its next put as soon as the last one completed (one request
 outstanding each, OSDI'99 4.1). Without the primary's wait for the clients of the batch it
-just executed (Replica._expect_returns), the clients split into two groups whose batches
+just executed (Batching.expect_returns), the clients split into two groups whose batches
 alternate, and batches hold C/2 requests on average; with it, nearly all C.
 """
 

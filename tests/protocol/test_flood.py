@@ -32,20 +32,20 @@ def test_a_flooding_client_costs_the_primary_one_verification_per_tick():
     primary = make_replica(make_config(pipeline=1, batch_max=16), 0)
     feed(primary, "alice", put("alice", 1))  # proposed at once: in flight
     feed(primary, "alice", put("alice", 2))  # waits in pending (pipeline full)
-    assert primary.pending["alice"][0].timestamp == 2
+    assert primary.batching.pending["alice"][0].timestamp == 2
     calls = counting(primary)
     for ts in range(3, 103):
         assert feed(primary, "alice", put("alice", ts)) == []
     assert calls[0] == 0  # a hundred newer requests, none verified yet
     feed(primary, "bob", put("bob", 1))  # another client is not held up
-    assert calls[0] == 1 and "bob" in primary.pending
+    assert calls[0] == 1 and "bob" in primary.batching.pending
     primary.step(Tick())
     assert calls[0] == 2
-    assert primary.pending["alice"][0].timestamp == 102  # only the newest
+    assert primary.batching.pending["alice"][0].timestamp == 102  # only the newest
     # Older than the one waiting: superseded, dropped unverified.
     feed(primary, "alice", put("alice", 50))
     primary.step(Tick())
-    assert calls[0] == 2 and primary.pending["alice"][0].timestamp == 102
+    assert calls[0] == 2 and primary.batching.pending["alice"][0].timestamp == 102
 
 
 def test_a_backup_relays_a_flooding_client_once_per_tick_not_per_request():
@@ -58,7 +58,7 @@ def test_a_backup_relays_a_flooding_client_once_per_tick_not_per_request():
     assert calls[0] == 0
     newest = put("alice", 51)
     assert [a for a in backup.step(Tick()) if isinstance(a, Send)] == [Send(0, newest)]
-    assert calls[0] == 1 and backup.waiting["alice"][0] == 51
+    assert calls[0] == 1 and backup.requests.waiting["alice"][0] == 51
 
 
 def test_a_forged_relayed_request_does_not_displace_the_clients_own():
@@ -68,5 +68,5 @@ def test_a_forged_relayed_request_does_not_displace_the_clients_own():
     feed(backup, 2, forged)  # a Byzantine replica relays a forgery with a larger timestamp
     feed(backup, "alice", put("alice", 2))
     backup.step(Tick())
-    assert backup.waiting["alice"][0] == 2
+    assert backup.requests.waiting["alice"][0] == 2
     assert backup.rejects[(2, Reason.BAD_REQUEST)] == 1

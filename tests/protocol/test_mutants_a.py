@@ -45,7 +45,7 @@ from pbft.protocol.statetransfer import (
     state_root,
     verify_chunk,
 )
-from pbft.protocol.viewchange import InvalidCertificate, check_checkpoint_proof
+from pbft.protocol.viewchange import InvalidCertificate, ViewStatus, check_checkpoint_proof
 from pbft.service.kv import op_put
 from pbft.sim.simulation import apply_durability
 
@@ -136,7 +136,7 @@ def _executed_big(cfg, rid: int, upto: int):
         drive_to_execution(rep, seq, decoded(pp)[1].digest)
         if seq % cfg.checkpoint_interval == 0:
             for signer in [s for s in range(cfg.n) if s != rid][: cfg.quorum - 1]:
-                feed(rep, signer, sign_checkpoint(signer, seq, rep.own_checkpoints[seq][0]))
+                feed(rep, signer, sign_checkpoint(signer, seq, rep.checkpoints.own[seq][0]))
     assert rep.last_executed == upto
     return rep
 
@@ -152,7 +152,7 @@ def test_a_multi_chunk_state_transfer_installs_a_state_over_200_kib():
     donor = _executed_big(cfg, 1, 8)
     state = donor.checkpoint_state()
     assert len(state) > 200 * 1024 and len(split(state)) >= 4
-    digest = donor.own_checkpoints[8][0]
+    digest = donor.checkpoints.own[8][0]
     lag = make_replica(cfg, 3)
     for signer in (0, 1, 2):
         feed(lag, signer, sign_checkpoint(signer, 8, digest))
@@ -191,13 +191,13 @@ def test_a_backup_in_view_change_does_not_accept_a_pre_prepare_before_new_view()
     messages of v+1 only once it has the NEW-VIEW; before that a PRE-PREPARE of the new
     primary is buffered, not accepted, and the backup sends no PREPARE for it.
 
-    Kills: the `or not self.view_active` part of the view guard in
+    Kills: the `or self.status is ViewStatus.VIEW_CHANGE` part of the view guard in
     `Replica.on_pre_prepare` removed."""
     cfg = make_config()
     rep = make_replica(cfg, 2)
-    rep._start_view_change(1)
+    rep.become_view_change(1)
     rep._out = []
-    assert rep.view == 1 and not rep.view_active
+    assert rep.view == 1 and rep.status is ViewStatus.VIEW_CHANGE
     req = sign_request("alice", op_put(b"k", b"v"), 1)
     pp = sign_pre_prepare(1, (req,), view=1)  # signed by replica 1, primary of view 1
     out = feed(rep, 1, pp)

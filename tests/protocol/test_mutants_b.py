@@ -28,7 +28,12 @@ from pbft.protocol.crypto import batch_digest
 from pbft.protocol.events import Broadcast, Received, Send, Tick, ViewChangeStarted, ViewInstalled
 from pbft.protocol.messages import Checkpoint, FetchState, NewView, StateChunk, ViewChange
 from pbft.protocol.statetransfer import split, state_root
-from pbft.protocol.viewchange import InvalidCertificate, check_prepared_cert, check_view_change
+from pbft.protocol.viewchange import (
+    InvalidCertificate,
+    ViewStatus,
+    check_prepared_cert,
+    check_view_change,
+)
 from pbft.service.kv import op_put
 
 pytestmark = pytest.mark.timeout(120)
@@ -71,8 +76,8 @@ def test_messages_of_the_pending_view_are_buffered_and_replayed_after_new_view()
     (messages of the pending view rejected as old instead of buffered)."""
     cfg = make_config()
     backup = make_replica(cfg, 2)
-    backup._start_view_change(1)
-    assert backup.view == 1 and not backup.view_active
+    backup.become_view_change(1)
+    assert backup.view == 1 and backup.status is ViewStatus.VIEW_CHANGE
     batch = (sign_request("alice", op_put(b"k", b"v"), 1),)
     d = batch_digest(batch)
     # The new primary installed view 1 and ordered n=1 before its NEW-VIEW reached us.
@@ -94,15 +99,15 @@ def test_a_bad_new_view_moves_the_replica_to_the_next_view_at_once():
     """OSDI'99 4.4 / 4.5.2: a NEW-VIEW for the view we wait for that does not recompute
     proves its primary faulty; the backup rejects it and starts the view change to v+1 in
     the same step, instead of waiting out the new-view timer.
-    Mutant killed: Replica.on_new_view without `self._start_view_change(nv.view + 1)`."""
+    Mutant killed: Replica.on_new_view without `self.become_view_change(nv.view + 1)`."""
     cfg = make_config()
     backup = make_replica(cfg, 2)
-    backup._start_view_change(1)
+    backup.become_view_change(1)
     # Two view-changes where 2f+1 = 3 are needed: it does not recompute.
     nv = NewView(1, tuple(empty_view_change(r, 1) for r in (0, 1)), ())
     out = feed(backup, 1, seal_as(1, nv))
     assert actions_of(out, ViewChangeStarted) == [ViewChangeStarted(2)]
-    assert backup.view == 2 and not backup.view_active
+    assert backup.view == 2 and backup.status is ViewStatus.VIEW_CHANGE
     vcs = [decoded(b.data)[1] for b in actions_of(out, Broadcast)]
     assert [m.new_view for m in vcs if isinstance(m, ViewChange)] == [2]
 
@@ -157,7 +162,7 @@ def test_a_checkpoint_whose_votes_were_all_lost_becomes_stable_by_retransmission
         router.submit("alice", op_put(b"k%d" % i, b"v"))
         deliver()
     assert [r.last_executed for r in router.replicas] == [4] * 4
-    assert all(4 in r.own_checkpoints for r in router.replicas)
+    assert all(4 in r.checkpoints.own for r in router.replicas)
     assert [r.stable_seq for r in router.replicas] == [0] * 4
     dropping = False
     for _ in range(30):  # a little more than one retransmission period, no new requests

@@ -65,7 +65,7 @@ def test_a_window_jump_survives_a_restart_and_the_view_change_after_it():
     assert again.log.low == 8 and again.transfer is not None and again.transfer.seq == 8
     assert 10 in again.prepared_certs
     again._out = []
-    again._start_view_change(1)
+    again.become_view_change(1)
     out, again._out = again._out, []
     vc_data = next(a.data for a in out if type(a).__name__ == "Broadcast")
     env, vc = decoded(vc_data)
@@ -118,7 +118,7 @@ def test_a_stored_checkpoint_whose_state_does_not_match_its_digest_is_refused():
         pp = sign_pre_prepare(seq, (req,))
         _durable(rep, feed(rep, 0, pp), store)
         _durable(rep, drive_to_execution(rep, seq, decoded(pp)[1].digest), store)
-    digest = rep.own_checkpoints[4][0]
+    digest = rep.checkpoints.own[4][0]
     for signer in (0, 2):
         _durable(rep, feed(rep, signer, sign_checkpoint(signer, 4, digest)), store)
     assert rep.log.low == 4
@@ -156,7 +156,7 @@ def _executed_replica(cfg, rid: int, upto: int):
         drive_to_execution(rep, seq, decoded(pp)[1].digest)
         if seq % cfg.checkpoint_interval == 0:  # the others agree: the window moves on
             for signer in [s for s in range(cfg.n) if s != rid][: cfg.quorum - 1]:
-                feed(rep, signer, sign_checkpoint(signer, seq, rep.own_checkpoints[seq][0]))
+                feed(rep, signer, sign_checkpoint(signer, seq, rep.checkpoints.own[seq][0]))
     assert rep.last_executed == upto
     return rep
 
@@ -185,7 +185,7 @@ def test_a_read_waits_for_a_state_transfer_instead_of_answering_from_old_state()
 
     cfg = make_config()
     donor = _executed_replica(cfg, 1, 8)
-    digest = donor.own_checkpoints[8][0]
+    digest = donor.checkpoints.own[8][0]
     lag = make_replica(cfg, 3)
     for signer in (0, 1, 2):
         feed(lag, signer, sign_checkpoint(signer, 8, digest))
@@ -216,7 +216,7 @@ def test_a_read_waits_for_a_state_transfer_instead_of_answering_from_old_state()
 
 def _proof_for(cfg, seq: int, upto_signers=(0, 1, 2)):
     donor = _executed_replica(cfg, 1, seq)
-    digest = donor.own_checkpoints[seq][0]
+    digest = donor.checkpoints.own[seq][0]
     return digest, tuple(sign_checkpoint(s, seq, digest) for s in upto_signers)
 
 
@@ -298,7 +298,7 @@ def test_the_future_view_buffer_is_bounded_in_bytes_per_signer_whatever_the_chan
     bounded by FUTURE_SIGNER_BYTES, not by a count per channel (which let every client
     identity add a budget of its own: 784 x 16 MiB = 11.9 GiB on real processes)."""
     from pbft.protocol.events import Rejected
-    from pbft.protocol.replica import FUTURE_SIGNER_BYTES
+    from pbft.protocol.future import FUTURE_SIGNER_BYTES
 
     cfg = make_config()
     rep = make_replica(cfg, 2)
@@ -307,21 +307,21 @@ def test_the_future_view_buffer_is_bounded_in_bytes_per_signer_whatever_the_chan
     for i, channel in enumerate([1] * 30 + ["alice"] * 30 + ["bob"] * 30 + [None] * 30):
         out = feed(rep, channel, _big_pre_prepare(1, 1, 1 + i % 8, mib, tag=i))
         overload += sum(1 for r in actions_of(out, Rejected) if r.reason.name == "OVERLOAD")
-    held = sum(len(d) for _, d in rep._future)
+    held = sum(len(d) for _, d in rep.future.messages)
     assert held <= FUTURE_SIGNER_BYTES and overload >= 100
     # A forgery in another replica's name is never kept (nobody fills 3's budget).
     out = feed(rep, 1, _big_pre_prepare(3, 3, 1, 1024, real_signer=1))
     assert [r.reason.name for r in actions_of(out, Rejected)] == ["BAD_SIGNATURE"]
-    assert all(decoded(d)[0].signer == 1 for _, d in rep._future)
+    assert all(decoded(d)[0].signer == 1 for _, d in rep.future.messages)
     # The correct replica 3 still has its own budget for view 3.
     feed(rep, 3, _big_pre_prepare(3, 3, 1, 1024))
-    assert any(decoded(d)[0].signer == 3 for _, d in rep._future)
+    assert any(decoded(d)[0].signer == 3 for _, d in rep.future.messages)
     # Copies of one genuine message do not fill a budget (a replayed PREPARE of replica 3
     # would otherwise crowd out its real COMMIT).
-    held = len(rep._future)
+    held = len(rep.future.messages)
     for _ in range(40):
         feed(rep, 0, _big_pre_prepare(3, 3, 2, 1024))
-    assert len(rep._future) == held + 1
+    assert len(rep.future.messages) == held + 1
 
 
 def test_status_answers_are_limited_per_replica_and_period():
@@ -356,7 +356,7 @@ def test_a_relayed_or_repeated_fetch_state_gets_no_chunk():
 
     cfg = make_config()
     rep = _executed_replica(cfg, 1, 8)
-    fs = seal_as(3, FetchState(8, rep.own_checkpoints[8][0], 0))
+    fs = seal_as(3, FetchState(8, rep.checkpoints.own[8][0], 0))
     assert len(actions_of(feed(rep, 3, fs), Send)) == 1
     assert not actions_of(feed(rep, 3, fs), Send)  # the same chunk again, at once
     out = feed(rep, 0, fs)
@@ -413,7 +413,7 @@ def test_a_restarted_replica_does_not_change_view_before_it_knows_it_is_behind()
     vc_ticks = cfg.view_change_timeout_ms // cfg.tick_ms
     for _ in range(vc_ticks):
         again.step(Tick())
-    assert again.view_changes_started == 0, "judged the primary before knowing where the others are"
+    assert again.view_changes.started == 0, "judged the primary before knowing where the others are"
     for peer in (0, 1):
         feed(again, peer, seal_as(peer, Status(0, 6, 4, 2)))
     assert again._located and again._behind()
@@ -421,9 +421,9 @@ def test_a_restarted_replica_does_not_change_view_before_it_knows_it_is_behind()
     # view-change timeout)...
     for _ in range(vc_ticks // 2 - 1):
         again.step(Tick())
-    assert again.view_changes_started == 0, "suspected the primary while catching up"
+    assert again.view_changes.started == 0, "suspected the primary while catching up"
     # ...but never more: a primary that kept it a little behind could otherwise hold its
     # timers back for ever (review of issue 13).
     for _ in range(2 * vc_ticks):
         again.step(Tick())
-    assert again.view_changes_started == 1
+    assert again.view_changes.started == 1

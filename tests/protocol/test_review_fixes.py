@@ -19,8 +19,8 @@ from test_4_4_view_change_timers import ticks as _ticks
 from pbft.protocol.events import Rejected, Send
 from pbft.protocol.held import HeldAnswers
 from pbft.protocol.messages import FetchState, Request, Status, ViewChange
-from pbft.protocol.replica import CHUNKS_PER_PERIOD, LONE_FACTOR
-from pbft.protocol.viewchange import InvalidCertificate, check_checkpoint_proof
+from pbft.protocol.statetransfer import CHUNKS_PER_PERIOD
+from pbft.protocol.viewchange import LONE_FACTOR, InvalidCertificate, check_checkpoint_proof
 from pbft.service.kv import op_put
 
 pytestmark = pytest.mark.timeout(120)
@@ -67,11 +67,11 @@ def test_own_view_change_resends_are_per_view_and_never_to_a_replica_known_past_
     cfg = make_config()
     rep = make_replica(cfg, 3)
     rep._out = []
-    rep._start_view_change(1)
-    rep._start_view_change(2)
-    rep._start_view_change(3)
+    rep.become_view_change(1)
+    rep.become_view_change(2)
+    rep.become_view_change(3)
     rep._out = []
-    assert {1, 2, 3} <= set(rep._own_vcs)
+    assert {1, 2, 3} <= set(rep.view_changes.own)
     def resent(data: bytes) -> list[int]:
         return [decoded(a.data)[1].new_view for a in actions_of(feed(rep, 2, data), Send)]
 
@@ -93,14 +93,14 @@ def test_a_lone_view_change_is_joined_only_while_it_is_retransmitted_and_ever_mo
     rep = make_replica(cfg, 0)
     vc = _view_change(2, 1)
     feed(rep, 2, vc)
-    [(signer, view, due)] = rep._lone_deadlines()
+    [(signer, view, due)] = rep.view_changes.lone_deadlines(rep.view, rep.ticks)
     assert (signer, view) == (2, 1) and due == LONE_FACTOR * rep._vc_timeout_ticks
     _ticks(rep, 2 * rep._retransmit_ticks + 1)
-    assert rep._lone_deadlines() == []  # no copy lately: not waiting there any more
+    assert rep.view_changes.lone_deadlines(rep.view, rep.ticks) == []  # no copy lately: not waiting there any more
     feed(rep, 2, vc)  # a retransmission, the same bytes
-    assert [d[:2] for d in rep._lone_deadlines()] == [(2, 1)]
-    rep._lone_joins[2] = 20  # far beyond MAX_BACKOFF_SHIFT (6)
-    [(_, _, due)] = rep._lone_deadlines()
+    assert [d[:2] for d in rep.view_changes.lone_deadlines(rep.view, rep.ticks)] == [(2, 1)]
+    rep.view_changes.lone_joins[2] = 20  # far beyond MAX_BACKOFF_SHIFT (6)
+    [(_, _, due)] = rep.view_changes.lone_deadlines(rep.view, rep.ticks)
     assert due > (LONE_FACTOR * rep._vc_timeout_ticks) << 6
 
 
@@ -112,11 +112,11 @@ def test_timers_restart_at_most_once_per_request_and_view():
     rep = make_replica(cfg, 1)
     feed(rep, "bob", sign_request("bob", op_put(b"b", b"1"), 1))
     _ticks(rep, 5)
-    rep._restart_timers()
-    first = rep.waiting["bob"][2]
+    rep.requests.restart(rep.ticks)
+    first = rep.requests.waiting["bob"][2]
     _ticks(rep, 5)
-    rep._restart_timers()
-    assert rep.waiting["bob"][2] == first == 5
+    rep.requests.restart(rep.ticks)
+    assert rep.requests.waiting["bob"][2] == first == 5
 
 
 def test_state_chunks_per_replica_and_period_are_budgeted():
@@ -128,13 +128,13 @@ def test_state_chunks_per_replica_and_period_are_budgeted():
 
     cfg = make_config()
     rep = _executed_replica(cfg, 1, 8)
-    digest, state = rep.own_checkpoints[8]
+    digest, state = rep.checkpoints.own[8]
     # A state of many chunks: pad the stored snapshot (the server splits what it holds).
     big = state + bytes(CHUNK_SIZE * (CHUNKS_PER_PERIOD + 2))
     from pbft.protocol.statetransfer import split, state_root
 
-    rep.own_checkpoints[8] = (state_root(split(big)), big)
-    digest = rep.own_checkpoints[8][0]
+    rep.checkpoints.own[8] = (state_root(split(big)), big)
+    digest = rep.checkpoints.own[8][0]
     sent = 0
     overload = 0
     for i in range(CHUNKS_PER_PERIOD + 2):

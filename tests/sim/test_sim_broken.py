@@ -104,7 +104,7 @@ class ForgetfulClientTable(Replica):
 
     def _execute(self, slot):
         super()._execute(slot)
-        self.clients.clear()
+        self.replies.records.clear()
 
 
 @pytest.mark.parametrize("cls", [SkewedReplica, ForgetfulClientTable], ids=lambda c: c.__name__)

@@ -12,6 +12,7 @@ from pbft.errors import UsageError
 from pbft.protocol.crypto import seal
 from pbft.protocol.events import Broadcast, Persist, Received, Record, Tick, Truncate
 from pbft.protocol.messages import Commit
+from pbft.protocol.viewchange import ViewStatus
 from pbft.sim.oracle import Oracle
 from pbft.sim.scenario import NetworkFault, Scenario, parse_scenario, to_toml
 from pbft.sim.simulation import Simulation, apply_durability, run_scenario
@@ -191,18 +192,18 @@ def test_a_replica_restarted_while_awaiting_a_new_view_runs_its_new_view_timer_a
     vcs = {}
     for i, rep in reps.items():
         rep._out = []
-        rep._start_view_change(1)
+        rep.become_view_change(1)
         out, rep._out = rep._out, []
         records[i] += [a for a in out if isinstance(a, Persist)]
         vcs[i] = next(a.data for a in out if isinstance(a, Broadcast))
     for i in (1, 3):
         records[2] += [a for a in reps[2].step(Received(i, vcs[i])) if isinstance(a, Persist)]
-    assert reps[2]._nv_deadline is not None and reps[3]._nv_deadline is None
+    assert reps[2].new_view_timeout.running and not reps[3].new_view_timeout.running
     for i, expect_timer in ((2, True), (3, False)):
         again = make_replica(cfg, i)
         again.recover(records[i])
-        assert again.view == 1 and not again.view_active
-        assert (again._nv_deadline is not None) == expect_timer
+        assert again.view == 1 and again.status is ViewStatus.VIEW_CHANGE
+        assert again.new_view_timeout.running == expect_timer
         for _ in range(10 * cfg.view_change_timeout_ms // cfg.tick_ms):
             again.step(Tick())
         assert again.view == (2 if expect_timer else 1)
@@ -219,17 +220,17 @@ def test_a_restarted_new_primary_can_still_send_its_new_view():
     for i in (0, 2, 3):
         rep = reps[i]
         rep._out = []
-        rep._start_view_change(1)
+        rep.become_view_change(1)
         out, rep._out = rep._out, []
         vcs[i] = next(a.data for a in out if isinstance(a, Broadcast))
     primary = reps[1]
     records = []
     for i in (0, 2, 3):
         records += [a for a in primary.step(Received(i, vcs[i])) if isinstance(a, Persist)]
-    assert primary.view == 1 and primary.view_active and primary.new_view_data
+    assert primary.view == 1 and primary.status is ViewStatus.NORMAL and primary.new_view_data
     again = make_replica(cfg, 1)
     again.recover(records)
-    assert again.view == 1 and again.view_active
+    assert again.view == 1 and again.status is ViewStatus.NORMAL
     sent = again.step(Received(3, vcs[3]))
     assert [a.data for a in sent if getattr(a, "to", None) == 3] == [primary.new_view_data]
 
@@ -240,13 +241,13 @@ def test_new_view_is_resent_only_for_a_signed_view_change_and_once_per_period():
     for i in (0, 2, 3):
         rep = make_replica(cfg, i)
         rep._out = []
-        rep._start_view_change(1)
+        rep.become_view_change(1)
         out, rep._out = rep._out, []
         vcs[i] = next(a.data for a in out if isinstance(a, Broadcast))
     primary = make_replica(cfg, 1)
     for i in (0, 2, 3):
         primary.step(Received(i, vcs[i]))
-    assert primary.view_active and primary.new_view_data
+    assert primary.status is ViewStatus.NORMAL and primary.new_view_data
 
     def resent(data) -> int:
         return sum(1 for a in primary.step(Received(3, data)) if getattr(a, "to", None) == 3)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from pbft.protocol.replica import EVIDENCE_MEMORY, VERIFIED_CACHE
+from pbft.protocol.replica import EVIDENCE_MEMORY
+from pbft.protocol.verified import VERIFIED_CACHE
 
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("soak_sim", ROOT / "tools" / "soak_sim.py")
@@ -30,7 +31,7 @@ def explicit_bounds(cfg, view_changes: int) -> dict[str, int]:
     """The bounds, written out from pbft/protocol (K = checkpoint_interval, L = log_window,
     n replicas, c clients), independently of soak_sim.bounds."""
     K, L, n, c = cfg.checkpoint_interval, cfg.log_window, cfg.n, len(cfg.clients)
-    future_per_peer = 3 * L + 4 * n  # Replica._future_limit_per_signer
+    future_per_peer = 3 * L + 4 * n  # FutureViews.per_signer
     return {
         "log": L,  # MessageLog keeps slots h < seq <= h + L only
         "checkpoint_votes": L // K,  # on_checkpoint: in-window multiples of K only

@@ -1,4 +1,4 @@
-"""The replicated application: a deterministic state machine.
+"""The replicated application as the core calls it: a deterministic state machine.
 
 Every correct replica applies the same operations in the same order, so `execute` must
 depend only on the current state and its arguments (no clock, no randomness, no I/O), and

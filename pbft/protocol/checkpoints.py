@@ -1,0 +1,100 @@
+"""Checkpoints: votes, claims, our own states and the stable proof (OSDI'99 4.3; TOCS 5.3).
+
+Theory of operation. After executing a multiple of K a replica multicasts CHECKPOINT with
+the digest of its state; 2f+1 matching CHECKPOINTs from distinct replicas make the
+checkpoint *stable*: the low water mark moves up to it, everything at or below it is
+discarded, and the 2f+1 messages are kept as its proof (they are what a VIEW-CHANGE and a
+lagging replica are shown). This module owns that state; the replica decides when to
+count (`Replica.on_checkpoint`) and what a stable checkpoint changes elsewhere.
+
+* `votes`: CHECKPOINTs inside the window, a VoteSet per sequence number (one vote per
+  signer). Bounded by the window: multiples of K in (h, h + L], n votes each.
+* `claims`: CHECKPOINTs beyond the window (we may be behind), the latest two per
+  replica, so f faulty replicas cannot fill memory with far-future claims; 2f+1 matching
+  ones start a state transfer.
+* `own`: our own checkpoint digests and snapshots from the stable one up, the states we
+  serve to replicas fetching them (`chunks`).
+* `stable_digest`, `stable_proof`: the latest stable checkpoint and its 2f+1 messages.
+"""
+
+from __future__ import annotations
+
+from .config import ClusterConfig
+from .quorum import VoteSet
+from .statetransfer import split
+
+CLAIMS_PER_REPLICA = 2
+"""Checkpoints beyond our window remembered per replica (`fake-stable-checkpoint`)."""
+
+CHECKPOINT_BYTES = 512
+"""Largest signed CHECKPOINT envelope we keep (about 110 bytes: a view-less vote with a
+32-byte digest and a 64-byte signature), with room to spare."""
+
+
+class Checkpoints:
+    def __init__(self, config: ClusterConfig) -> None:
+        self.config = config
+        self.votes: dict[int, VoteSet] = {}  # seq -> signer -> (digest, envelope)
+        self.claims: dict[int, dict[int, tuple[bytes, bytes]]] = {}  # signer -> seq -> ...
+        self.own: dict[int, tuple[bytes, bytes]] = {}  # seq -> (digest, snapshot)
+        self.stable_digest = b""
+        self.stable_proof: tuple[bytes, ...] = ()
+        self._served: tuple[int, list[bytes]] | None = None  # chunks of one own state
+
+    def vote_set(self, seq: int) -> VoteSet:
+        votes = self.votes.get(seq)
+        if votes is None:
+            votes = self.votes[seq] = VoteSet()
+        return votes
+
+    def prior(self, seq: int, signer: int) -> tuple[bytes, bytes] | None:
+        votes = self.votes.get(seq)
+        return None if votes is None else votes.get(signer)
+
+    def claim(self, signer: int, seq: int, digest: bytes, data: bytes) -> list[bytes]:
+        """Remember a CHECKPOINT beyond the window; the claims that match it, from all."""
+        mine = self.claims.setdefault(signer, {})
+        mine[seq] = (digest, data)
+        for old in sorted(mine)[:-CLAIMS_PER_REPLICA]:
+            del mine[old]
+        return [
+            d for claims in self.claims.values() for s, (dg, d) in claims.items()
+            if s == seq and dg == digest
+        ]
+
+    def chunks(self, seq: int) -> list[bytes]:
+        """The chunks of our own state at `seq` (which must be in `own`), split once."""
+        if self._served is None or self._served[0] != seq:
+            self._served = (seq, split(self.own[seq][1]))
+        return self._served[1]
+
+    def collect(self, seq: int, state_digest: bytes, proof: tuple[bytes, ...]) -> None:
+        """`seq` is stable with this proof: drop what lies at or below it (4.3); our own
+        state at `seq` stays (it is what we serve)."""
+        self.stable_digest = state_digest
+        self.stable_proof = proof
+        self.own = {s: v for s, v in self.own.items() if s >= seq}
+        self.votes = {s: v for s, v in self.votes.items() if s > seq}
+        for claims in self.claims.values():
+            for s in [s for s in claims if s <= seq]:
+                del claims[s]
+
+    def invariants(self) -> None:
+        """The bounds above, whatever peers sent (a named limit on every structure)."""
+        cfg = self.config
+        held = cfg.log_window // cfg.checkpoint_interval + 2  # in the window, stable, one above
+        votes = sum(len(v) for v in self.votes.values())
+        vote_bytes = sum(len(d) for v in self.votes.values() for _, d in v.values())
+        claims = sum(len(c) for c in self.claims.values())
+        claim_bytes = sum(len(d) for c in self.claims.values() for _, d in c.values())
+        for name, size, bound in (
+            ("checkpoint_votes", len(self.votes), held),
+            ("checkpoint_votes (votes)", votes, held * cfg.n),
+            ("checkpoint_votes (bytes)", vote_bytes, held * cfg.n * CHECKPOINT_BYTES),
+            ("own_checkpoints", len(self.own), held),
+            ("claims", len(self.claims), cfg.n),
+            ("claims (checkpoints)", claims, CLAIMS_PER_REPLICA * cfg.n),
+            ("claims (bytes)", claim_bytes, CLAIMS_PER_REPLICA * cfg.n * CHECKPOINT_BYTES),
+            ("_served", 0 if self._served is None else 1, 1),
+        ):
+            assert size <= bound, f"{name} holds {size}, bound {bound}"

@@ -1,0 +1,112 @@
+"""invariants() of the replica and of each owner: the bounds live with the state they
+bound, hold through a run, and a structure over its bound is reported by name."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import Router, make_config, make_replica
+
+from pbft.protocol.batching import Batching
+from pbft.protocol.checkpoints import CLAIMS_PER_REPLICA, Checkpoints
+from pbft.protocol.future import FUTURE_SIGNER_BYTES, FutureViews
+from pbft.protocol.log import MessageLog
+from pbft.protocol.statetransfer import IN_FLIGHT, Transfer
+from pbft.protocol.timeouts import Timeout
+from pbft.service.kv import op_put
+from pbft.sim.scenario import Scenario
+from pbft.sim.simulation import Simulation
+
+CFG = make_config()
+
+
+def test_a_fresh_replica_holds_its_invariants():
+    make_replica(CFG, 0).invariants()
+
+
+def test_invariants_hold_after_every_step_of_a_run():
+    router = Router.build(CFG)
+    steps = []
+    for r in router.replicas:
+
+        def checked(event, r=r, step=r.step):
+            out = step(event)
+            r.invariants()
+            steps.append(r.id)
+            return out
+
+        r.step = checked  # type: ignore[method-assign]
+    for i in range(12):  # past a few checkpoints (K = 4) and log windows (L = 8)
+        router.submit("alice", op_put(b"k", b"%d" % i))
+        router.run()
+    assert len(router.completed) == 12 and len(steps) > 12 * 4
+
+
+def test_the_simulator_checks_them_after_every_step():
+    r = Simulation(Scenario(seed=3, clients=2, requests=10)).run()
+    assert r.passed, r.violations
+
+
+def over(fn, match):
+    with pytest.raises(AssertionError, match=match):
+        fn()
+
+
+def test_log_bound():
+    log = MessageLog(CFG.log_window)
+    for seq in range(1, CFG.log_window + 1):
+        log.slot(seq, 0)
+    log.invariants()
+    log.slots[CFG.log_window + 1] = log.slots[1]
+    over(log.invariants, "log holds 9 entries, bound 8")
+
+
+def test_checkpoint_bounds():
+    cp = Checkpoints(CFG)
+    cp.claims[1] = {s: (b"d", b"x") for s in range(CLAIMS_PER_REPLICA + 1)}
+    cp.invariants()  # three claims of one replica, 2n in all: within the total
+    cp.claims.update({r: {s: (b"d", b"x") for s in range(3)} for r in range(2, 4)})
+    over(cp.invariants, r"claims \(checkpoints\) holds 9, bound 8")
+    cp = Checkpoints(CFG)
+    for seq in range(4, 4 * 6, 4):
+        cp.vote_set(seq)
+    over(cp.invariants, "checkpoint_votes holds 5, bound 4")
+
+
+def test_future_buffer_bounds():
+    fv = FutureViews(CFG)
+    fv.add(1, 1, bytes(100))
+    fv.invariants()
+    fv.bytes[1] += FUTURE_SIGNER_BYTES
+    over(fv.invariants, "one signer's bytes")
+
+
+def test_batching_bound():
+    b = Batching(CFG, 100)
+    b.pending.update({f"c{i}": None for i in range(len(CFG.clients) + 1)})  # type: ignore[misc]
+    over(b.invariants, "pending holds 3, bound 2")
+
+
+def test_transfer_bounds():
+    t = Transfer(4, b"d", (), [1, 2])
+    t.asked.update({i: 1 for i in range(IN_FLIGHT + 1)})
+    over(t.invariants, "transfer \\(asked\\)")
+    t = Transfer(4, b"d", (), [1, 2], total=1, chunks={0: b"a", 1: b"b"})
+    over(t.invariants, "beyond its total")
+
+
+def test_replica_reports_an_owner_over_its_bound():
+    r = make_replica(CFG, 1)
+    r.requests.waiting.update({f"x{i}": (1, b"", 0) for i in range(len(CFG.clients) + 1)})
+    over(r.invariants, "waiting holds 3, bound 2")
+
+
+def test_timeout_counts_ticks():
+    t = Timeout("t", 3)
+    assert not t.fired(100) and t.deadline is None
+    t.start(10)
+    assert [t.fired(now) for now in (11, 12, 13, 14)] == [False, False, True, True]
+    assert t.deadline == 13
+    t.start(13, ticks=1)
+    assert t.fired(14) and t.deadline == 14
+    t.stop()
+    assert not t.running and not t.fired(1000)
