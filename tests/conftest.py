@@ -191,7 +191,8 @@ def make_client(config: ClusterConfig, name: str, **kw) -> ClientCore:
 
 
 def feed(replica: Replica, peer: int | str | None, data: bytes) -> list[Action]:
-    return replica.step(Received(peer, data))
+    """The actions of one delivery, as a list (tests compare them with lists)."""
+    return list(replica.step(Received(peer, data)))
 
 
 def drive_to_execution(replica: Replica, seq: int, digest: bytes, view: int = 0) -> list[Action]:

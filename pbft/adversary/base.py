@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from ..protocol.crypto import KeyPair, seal
 from ..protocol.events import Action, Event
 from ..protocol.messages import Message
+from ..protocol.ready import Ready
 from ..protocol.replica import Replica
 
 
@@ -52,11 +53,11 @@ class ByzantineReplica:
         self.behaviour = behaviour
         replica.behaviour_label = behaviour.name  # `pbft status` shows it
 
-    def step(self, event: Event) -> list[Action]:
+    def step(self, event: Event) -> Ready:
         out: list[Action] = []
         for ev in self.behaviour.on_input(event):
             out.extend(self.core.step(ev))
-        return self.behaviour.on_output(out)
+        return Ready.of(self.behaviour.on_output(out))
 
     def __getattr__(self, name: str) -> Any:
         # view, last_executed, stable_seq, state_digest(), ... come from the honest core.

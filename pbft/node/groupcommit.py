@@ -10,7 +10,7 @@ point never contradicts what it sent. One exception, on purpose: EXECUTED and ch
 records bind the replica to nothing it sends, so a group that wrote only those and sends
 only replies gets no commit of its own (its writes join the next one, at the latest on
 the next tick), so its replies never wait for such records (`writes_to_commit`; the rule
-is `protocol.events.replies_may_precede`).
+is `protocol.ready.Durability`).
 
 With fsync "always" the commits are pipelined: one long-lived commit thread
 (`_CommitThread`) fsyncs one commit at a time and wakes the loop once per commit, while
@@ -45,7 +45,8 @@ from collections.abc import Callable
 
 import trio
 
-from ..protocol.events import Action, Persist, Truncate, replies_may_precede
+from ..protocol.events import Action
+from ..protocol.ready import Durability, Ready
 from .storage import Storage, StorageError
 
 log = logging.getLogger("pbft.node")
@@ -147,24 +148,23 @@ class GroupCommit:
         self._on_failure(exc)
         self._released.set()
 
-    def writes_to_commit(self, actions: list[Action], ticked: bool) -> list[Action]:
+    def writes_to_commit(self, ready: Ready, ticked: bool) -> list[Action]:
         """The writes one group's commit must make durable before its sends.
 
         A group that wrote only EXECUTED or checkpoint records (or truncated) and sends
         nothing but replies gets no commit of its own: its writes wait in `_deferred` and
         go with the next commit (the next group with other writes, or the next tick). Its
-        replies do not depend on them (`protocol.events.REPLY_INDEPENDENT`); they still
+        replies do not depend on them (`Durability.MAY_FOLLOW_REPLIES`); they still
         wait for earlier commits, where this replica's PREPARED records are
         (`hold_until_durable`). A crash that loses them costs only a re-execution after
         recovery; the simulator models exactly that
         loss (pbft.sim.simulation, `unsynced`). Under load this saves one fsync of the
         three a replica makes per batch."""
-        writes = [a for a in actions if isinstance(a, Persist | Truncate)]
+        writes: list[Action] = list(ready.writes)
         if (
-            writes
+            ready.durability is Durability.MAY_FOLLOW_REPLIES
             and not ticked
             and len(self._deferred) + len(writes) <= DEFERRED_LIMIT
-            and replies_may_precede(actions)
         ):
             self._deferred.extend(writes)
             return []

@@ -49,7 +49,7 @@ import random
 import re
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
@@ -77,6 +77,7 @@ from ..protocol.events import (
     ViewInstalled,
 )
 from ..protocol.messages import Signer
+from ..protocol.ready import Ready
 from ..protocol.replica import Replica
 from ..service.kv import KeyValueStore
 from . import health
@@ -403,16 +404,13 @@ class ReplicaNode:
         elif self.links_since is None:
             self.links_since = time.monotonic()
 
-    def _step(self, event) -> list[Action]:
+    def _step(self, event) -> Ready:
         if event is TICK:
             self._tick_queued = False
             owed, self._ticks_owed = self._ticks_owed, 0
             if owed == 1:
                 return self.replica.step(event)
-            actions: list[Action] = []
-            for _ in range(owed):
-                actions.extend(self.replica.step(event))
-            return actions
+            return Ready.join([self.replica.step(event) for _ in range(owed)])
         self._inputs += 1
         if type(event) is Received:
             self._inbox.taken(event)
@@ -424,19 +422,22 @@ class ReplicaNode:
         commits = self.commits
         async for event in recv:
             ticked = event is TICK
-            actions = self._step(event)
+            ready = self._step(event)
             if commits is None:
-                self.perform(actions)
+                self.perform(ready.actions)
                 continue
             # Group commit: what is already queued shares this commit.
+            group = [ready]
             for _ in range(GROUP_COMMIT_LIMIT - 1):
                 try:
                     event = recv.receive_nowait()
                 except trio.WouldBlock:
                     break
                 ticked = ticked or event is TICK
-                actions.extend(self._step(event))
-            writes = commits.writes_to_commit(actions, ticked)
+                group.append(self._step(event))
+            ready = Ready.join(group)
+            actions = list(ready.actions)
+            writes = commits.writes_to_commit(ready, ticked)
             if writes and commits.inline():
                 if not commits.make_durable(writes):
                     return
@@ -454,7 +455,7 @@ class ReplicaNode:
         log.error("replica %d stopped: %s; nothing more is sent without durability", self.id, exc)
         self.stop()
 
-    def perform(self, actions: list[Action]) -> None:
+    def perform(self, actions: Sequence[Action]) -> None:
         """Carry out the core's actions, in order."""
         t = self.transport
         m = self.metrics

@@ -1,11 +1,11 @@
 """Events into the core and actions out of it.
 
 The runtime (or the simulator) feeds `Event`s to `Replica.step` / `ClientCore.step` and
-performs the returned `Action`s in list order. Ordering contract, as in etcd/raft's
-`Ready`: a `Persist` comes before the sends that depend on it, so a node that writes
-each `Persist` durably before performing later actions never equivocates after a crash.
-One relaxation is allowed (`replies_may_precede`): replies never depend on EXECUTED or
-CHECKPOINT records, so those may become durable after the replies of the same step.
+performs the returned `Action`s in order. A replica's step returns them in a `Ready`
+(ready.py), which also says which of them are durable writes and whether those must be
+on disk before the step's sends (always, except that EXECUTED and CHECKPOINT records may
+follow replies, which never depend on them). The client keeps no durable state: its step
+returns a plain list.
 
 Observation actions (`Executed`, `Prepared`, `Committed`, `CheckpointStable`, `Note`,
 `Rejected`) change nothing outside the core; the runtime logs and counts them, the
@@ -274,25 +274,3 @@ Action = (
     | Completed
     | Failed
 )
-
-
-REPLY_INDEPENDENT = frozenset({Record.EXECUTED, Record.CHECKPOINT})
-"""Records no reply depends on: a reply rests on the prepared certificates 2f+1 replicas
-persisted before their COMMITs, and losing one of these costs only a re-execution."""
-
-
-def replies_may_precede(actions: list[Action]) -> bool:
-    """The step wrote something, only reply-independent records, and sends nothing but
-    replies: a runtime may send those replies first and make the writes durable with a
-    later commit (so a crash may lose them; the simulator models that)."""
-    wrote = False
-    for a in actions:
-        if isinstance(a, Persist):
-            if a.record not in REPLY_INDEPENDENT:
-                return False
-            wrote = True
-        elif isinstance(a, Truncate):
-            wrote = True
-        elif isinstance(a, Send | Broadcast):
-            return False
-    return wrote

@@ -85,6 +85,13 @@ class Ready:
             return Durability.BEFORE_SENDS
         return Durability.MAY_FOLLOW_REPLIES
 
+    def __add__(self, other: Ready | Iterable[Action]) -> Ready:
+        """The output of this step followed by another's (or by more actions)."""
+        return Ready.join([self, other if isinstance(other, Ready) else Ready.of(other)])
+
+    def __radd__(self, other: Iterable[Action]) -> Ready:
+        return Ready.join([Ready.of(other), self])
+
     def __iter__(self) -> Iterator[Action]:
         return iter(self.actions)
 

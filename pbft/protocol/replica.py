@@ -1,4 +1,4 @@
-"""One PBFT replica as a pure state machine: `Replica.step(event) -> list[Action]`.
+"""One PBFT replica as a pure state machine: `Replica.step(event) -> Ready`.
 
 Theory of operation (OSDI'99 section 4; TOCS 2002 for refinements):
 
@@ -116,6 +116,7 @@ from .messages import (
     from_body,
     render,
 )
+from .ready import Ready
 from .recovery import ACCEPTED, QUORUM_TAG
 from .safety import SafetyRules, Vote, vote_slot
 from .service import StateMachine
@@ -265,7 +266,9 @@ class Replica:
     def stable_seq(self) -> int:
         return self.log.low
 
-    def step(self, event: Event) -> list[Action]:
+    def step(self, event: Event) -> Ready:
+        """Take one input; hand out what follows from it, in order, with the writes that
+        must be durable before its sends (`ready.Ready`)."""
         self._out = []
         match event:
             case Received(peer, data):
@@ -277,7 +280,7 @@ class Replica:
         if self.is_primary and self.status is ViewStatus.NORMAL:
             self._maybe_propose()
         out, self._out = self._out, []
-        return out
+        return Ready.of(out)
 
     def invariants(self) -> None:
         """Every bounded structure within its named limit (docs/robustness.md), asserted by

@@ -17,8 +17,8 @@ store through `Replica.recover` (a durable restart, benign: the replica stays co
 the oracle judges its incarnations as one signer), or, with `amnesia = true` on the crash
 entry, from nothing (a faulty replica). A node persists before it sends, and the simulator
 performs a step's actions atomically, so there is no half-persisted step to lose, with one
-exception the runtime makes on purpose (`protocol.events.replies_may_precede`,
-ReplicaNode._writes_to_commit): a step that wrote only EXECUTED or CHECKPOINT records (or
+exception the runtime makes on purpose (`protocol.ready.Durability.MAY_FOLLOW_REPLIES`,
+node.groupcommit.GroupCommit.writes_to_commit): a step that wrote only EXECUTED or CHECKPOINT records (or
 truncated) and sent nothing but replies sends them at once and its writes wait for a
 later commit. They stay in the instance's `unsynced` undo log
 until a later step that commits (any step with writes not of that kind, or that also
@@ -75,9 +75,9 @@ from ..protocol.events import (
     Truncate,
     ViewChangeStarted,
     ViewInstalled,
-    replies_may_precede,
 )
 from ..protocol.messages import envelope_from_bytes, from_body, render
+from ..protocol.ready import EMPTY, Durability, Ready
 from ..protocol.replica import Replica
 from ..protocol.viewchange import ViewStatus
 from ..service.kv import KeyValueStore, op_delete, op_get, op_put
@@ -353,18 +353,19 @@ class Simulation:
 
     # -- performing actions -------------------------------------------------------------
 
-    def _perform_replica(self, rid: int, inst: Instance, actions: list) -> None:
+    def _perform_replica(self, rid: int, inst: Instance, ready: Ready) -> None:
         n = self.config.n
-        if replies_may_precede(actions):
+        if ready.durability is Durability.MAY_FOLLOW_REPLIES:
             undo: Undo | None = inst.unsynced
         else:
             undo = None
-            if any(isinstance(a, Persist | Truncate) for a in actions):
+            if ready.writes:
                 inst.unsynced.clear()  # this step's commit, before its sends, covers them
+        for w in ready.writes:
+            apply_durability(inst.store, w, undo)
+        actions = ready.actions
         for a in actions:
             match a:
-                case Persist() | Truncate():
-                    apply_durability(inst.store, a, undo)
                 case Send(to, data):
                     if 0 <= to < n:
                         self._transmit(rid, to, data)
@@ -450,13 +451,13 @@ class Simulation:
             self._record(("msg", src, dst, data))
             self._perform_client(cs, self._client_step(cs, Received(src, data)))
 
-    def _step(self, rid: int, inst: Instance, event: Any) -> list:
+    def _step(self, rid: int, inst: Instance, event: Any) -> Ready:
         try:
             actions = inst.node.step(event)
         except Exception as exc:  # noqa: BLE001 - a raise from step() is the finding
             who = "replica" if inst.correct else "Byzantine replica (behaviour bug?)"
             self.oracle.fail("exception", f"{who} {rid} raised {type(exc).__name__}: {exc}")
-            return []
+            return EMPTY
         if inst.correct and any(type(a) in (ViewChangeStarted, ViewInstalled) for a in actions):
             self._last_view_move = self.now  # its messages about it are still on the way
         return actions

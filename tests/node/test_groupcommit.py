@@ -18,6 +18,7 @@ from pbft.node.node import TICK, ReplicaNode
 from pbft.node.storage import Storage
 from pbft.protocol.events import Received
 from pbft.protocol.messages import PrePrepare
+from pbft.protocol.ready import Ready
 from pbft.service.kv import op_put
 
 
@@ -131,7 +132,7 @@ def test_replies_wait_for_earlier_commits_but_not_their_own_executed_records(tmp
             return Persist(Record.EXECUTED, seq, 0, "", b"")
 
         def group(actions):
-            node.commits.hold_until_durable(node.commits.writes_to_commit(actions, ticked=False), actions)
+            node.commits.hold_until_durable(node.commits.writes_to_commit(Ready.of(actions), ticked=False), actions)
 
         group([executed(1), SendClient("alice", b"r1")])  # nothing in flight: at once
         assert sent == [(0, b"r1")] and node.commits._deferred == [executed(1)] and not node.commits._held
@@ -154,13 +155,13 @@ def test_executed_only_groups_ride_with_the_next_commit(tmp_path):
         node, _ = make_node(cfg, GatedStorage(inner))
         e1, e2 = (Persist(Record.EXECUTED, s, 0, "", b"pp") for s in (1, 2))
         vote = Persist(Record.VOTE, 3, 0, "prepare", b"v")
-        assert node.commits.writes_to_commit([e1, SendClient("a", b"r")], ticked=False) == []
-        assert node.commits.writes_to_commit([e2, SendClient("b", b"r")], ticked=False) == []
-        assert node.commits.writes_to_commit([vote, Broadcast(b"p")], ticked=False) == [e1, e2, vote]
-        assert node.commits.writes_to_commit([e1, SendClient("a", b"r")], ticked=False) == []
-        assert node.commits.writes_to_commit([], ticked=True) == [e1]  # the tick flushes them
-        assert node.commits.writes_to_commit([e2, Broadcast(b"checkpoint")], ticked=False) == [e2]
-        assert node.commits.writes_to_commit([], ticked=True) == []
+        assert node.commits.writes_to_commit(Ready.of([e1, SendClient("a", b"r")]), ticked=False) == []
+        assert node.commits.writes_to_commit(Ready.of([e2, SendClient("b", b"r")]), ticked=False) == []
+        assert node.commits.writes_to_commit(Ready.of([vote, Broadcast(b"p")]), ticked=False) == [e1, e2, vote]
+        assert node.commits.writes_to_commit(Ready.of([e1, SendClient("a", b"r")]), ticked=False) == []
+        assert node.commits.writes_to_commit(Ready.of([]), ticked=True) == [e1]  # the tick flushes them
+        assert node.commits.writes_to_commit(Ready.of([e2, Broadcast(b"checkpoint")]), ticked=False) == [e2]
+        assert node.commits.writes_to_commit(Ready.of([]), ticked=True) == []
 
 
 async def test_fast_commits_stay_on_the_loop_slow_ones_go_to_the_thread(tmp_path):
@@ -201,6 +202,6 @@ def test_a_clean_stop_writes_the_deferred_executions(tmp_path):
     with Storage.open(str(tmp_path / "d"), cfg, 0) as inner:
         node, _ = make_node(cfg, GatedStorage(inner))
         executed = Persist(Record.EXECUTED, 1, 0, "", b"")
-        assert node.commits.writes_to_commit([executed, SendClient("a", b"r")], ticked=False) == []
+        assert node.commits.writes_to_commit(Ready.of([executed, SendClient("a", b"r")]), ticked=False) == []
         node.commits._flush_deferred()
         assert executed in inner.load() and node.commits._deferred == []

@@ -126,7 +126,8 @@ def test_unsynced_reply_only_writes_are_rolled_back_exactly():
     """The runtime lets replies precede the commit of a step whose writes are only
     EXECUTED/CHECKPOINT records (or truncation): the simulator keeps such writes in an
     undo log and a crash takes them back, leaving exactly the store before them."""
-    from pbft.protocol.events import SendClient, replies_may_precede
+    from pbft.protocol.events import SendClient
+    from pbft.protocol.ready import Durability, Ready
     from pbft.sim.simulation import roll_back
 
     store: dict = {}
@@ -144,7 +145,7 @@ def test_unsynced_reply_only_writes_are_rolled_back_exactly():
         Truncate(3),
         SendClient("c0", b"reply"),
     ]
-    assert replies_may_precede(step)
+    assert Ready.of(step).durability is Durability.MAY_FOLLOW_REPLIES
     undo: list = []
     for a in step:
         if isinstance(a, Persist | Truncate):
@@ -153,9 +154,12 @@ def test_unsynced_reply_only_writes_are_rolled_back_exactly():
     roll_back(store, undo)
     assert store == before and undo == []
     # A step that also writes its PREPARED record, or sends a vote, waits for its commit.
-    assert not replies_may_precede([Persist(Record.PREPARED, 4, 0, "", b"p"), SendClient("c0", b"r")])
-    assert not replies_may_precede([Persist(Record.EXECUTED, 4, 0, "", b"e"), Broadcast(b"checkpoint")])
-    assert not replies_may_precede([SendClient("c0", b"r")])  # no writes: behind earlier commits
+    def durability(actions):
+        return Ready.of(actions).durability
+
+    assert durability([Persist(Record.PREPARED, 4, 0, "", b"p"), SendClient("c0", b"r")]) is Durability.BEFORE_SENDS
+    assert durability([Persist(Record.EXECUTED, 4, 0, "", b"e"), Broadcast(b"checkpoint")]) is Durability.BEFORE_SENDS
+    assert durability([SendClient("c0", b"r")]) is Durability.NONE  # no writes: behind earlier commits
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6])

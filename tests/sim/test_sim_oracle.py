@@ -308,6 +308,7 @@ class _LoneViewChange:
     def make():
         from pbft.protocol.events import Received, Tick
         from pbft.protocol.messages import NewView, ViewChange
+        from pbft.protocol.ready import EMPTY
         from pbft.protocol.replica import Replica
 
         class Lone(Replica):
@@ -322,7 +323,7 @@ class _LoneViewChange:
                         from pbft.protocol.messages import decode_envelope
 
                         if isinstance(decode_envelope(event.data)[1], NewView | ViewChange):
-                            return []
+                            return EMPTY
                     except Exception:  # noqa: BLE001 - garbage goes to the core
                         pass
                 return super().step(event)
