@@ -29,7 +29,10 @@ from pbft.protocol.events import (
     Action,
     Broadcast,
     Completed,
+    Executed,
+    Reason,
     Received,
+    Rejected,
     Send,
     SendClient,
 )
@@ -40,11 +43,13 @@ from pbft.protocol.messages import (
     Message,
     Prepare,
     PrePrepare,
+    Reply,
     Request,
     decode_envelope,
 )
 from pbft.protocol.replica import Replica
-from pbft.service.kv import KeyValueStore
+from pbft.protocol.viewchange import ViewStatus
+from pbft.service.kv import KeyValueStore, op_put
 
 CLUSTER_ID = "test-cluster"
 DEFAULT_CLIENTS = ("alice", "bob")
@@ -263,3 +268,91 @@ class Router:
                 self.perform(dst, self.replicas[dst].step(Received(src, data)))
             elif dst in self.clients:
                 self.perform(dst, self.clients[dst].step(Received(src, data)))
+
+
+# -- one replica under test (the protocol rule tests, tests/protocol/test_4_*.py) ------------
+
+D_OTHER = b"\x99" * 32
+
+
+def put(client: str, ts: int, key: bytes = b"k", value: bytes | None = None) -> bytes:
+    """A signed put request: `client` sets `key` to `value` (default: client@ts)."""
+    return sign_request(client, op_put(key, value or f"{client}@{ts}".encode()), ts)
+
+
+@pytest.fixture
+def cfg():
+    return make_config()
+
+
+@pytest.fixture
+def backup(cfg):
+    return make_replica(cfg, 1)
+
+
+@pytest.fixture
+def primary(cfg):
+    return make_replica(cfg, 0)
+
+
+def pre_prepare(backup, seq: int, batch: tuple[bytes, ...]) -> tuple[list, bytes]:
+    """Feed `backup` a valid pre-prepare from the primary; return (actions, digest)."""
+    return feed(backup, 0, sign_pre_prepare(seq, batch)), batch_digest(batch)
+
+
+def rejections(actions) -> list[Reason]:
+    return [a.reason for a in actions_of(actions, Rejected)]
+
+
+def snapshot(rep) -> tuple:
+    """Everything an input could change; equal before and after a dropped input."""
+    return (
+        rep.view,
+        rep.last_executed,
+        rep.next_seq,
+        rep.log.low,
+        len(rep.log),
+        {
+            s: (
+                sl.view,
+                sl.pre_prepare,
+                dict(sl.prepares),
+                dict(sl.commits),
+                sl.prepared,
+                sl.committed,
+                sl.my_prepare,
+                sl.my_commit,
+            )
+            for s, sl in rep.log.slots.items()
+        },
+        list(rep.batching.pending.items()),
+        dict(rep.requests.waiting),
+        rep.status is ViewStatus.NORMAL,
+        dict(rep.view_changes.received),
+        dict(rep.prepared_certs),
+        {s: dict(c) for s, c in rep.checkpoints.claims.items()},
+        rep.transfer,
+        {c: (r.timestamp, r.result) for c, r in rep.replies.records.items()},
+        {s: dict(v) for s, v in rep.checkpoints.votes.items()},
+        dict(rep.checkpoints.own),
+        rep.checkpoints.stable_digest,
+        rep.checkpoints.stable_proof,
+        dict(rep.service.data),
+        dict(rep.safety.signed),
+    )
+
+
+def executed_seqs(actions) -> list[int]:
+    return [a.seq for a in actions_of(actions, Executed)]
+
+
+def replies(actions) -> list[Reply]:
+    return [decoded(a.data)[1] for a in actions_of(actions, SendClient)]
+
+
+CLIENTS4 = ("alice", "bob", "carol", "dave")
+
+
+def execute_batch(rep, seq, batch) -> list:
+    _, d = pre_prepare(rep, seq, batch)
+    return drive_to_execution(rep, seq, d)
