@@ -1,4 +1,4 @@
-"""Recovery: rebuild a replica from what an earlier run persisted (DESIGN.md section 8).
+"""Recovery: rebuild a replica from what an earlier run persisted (docs/architecture.md "The durability contract").
 
 Theory of operation. Every promise a replica makes is durable before anything that
 follows it is sent (`Persist` actions, ahead of sends): its signed votes (so it can never

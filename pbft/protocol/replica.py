@@ -49,7 +49,7 @@ clients), statetransfer (Transfer, ChunkBudget), recovery (`recover`). Each has 
 `invariants()` asserting its bounds; `Replica.invariants()` calls them all, and the
 simulator calls it after every step of a correct replica.
 
-Input is checked cheapest first (DESIGN.md section 2): decode, schema, signer is a member
+Input is checked cheapest first (docs/architecture.md "One request, end to end"): decode, schema, signer is a member
 of the right role, view and water marks, then the signature, then protocol state. Nothing
 a peer sends raises: it is dropped and counted (`Rejected`) and, when one replica signed
 two conflicting messages, the pair is kept as `Evidence`.
@@ -903,7 +903,7 @@ class Replica:
 
     def _execute(self, slot: Slot) -> None:
         assert slot.pre_prepare is not None and slot.seq == self.last_executed + 1
-        # Which slots were executed, so a restart replays them (DESIGN.md section 8). The
+        # Which slots were executed, so a restart replays them (docs/architecture.md "The durability contract"). The
         # record names the slot only: its pre-prepare is in the PREPARED record of the same
         # (view, seq), which is always durable first (execution needs prepared). Replies
         # do not wait for this record: what a client saw acknowledged by f+1 replicas rests
@@ -1161,7 +1161,7 @@ class Replica:
     def _compare_certificates(self, vc: ViewChange) -> None:
         """A prepared certificate carries the old primary's signed pre-prepare: if ours
         for the same (view, seq) has another digest, the pair proves it equivocated
-        (BYZANTINE.md `equivocate`), which no single backup sees in the normal case."""
+        (docs/attacks.md `equivocate`), which no single backup sees in the normal case."""
         for cert in vc.prepared:
             theirs = from_body(envelope_from_bytes(cert[0]).body)  # checked already
             assert isinstance(theirs, PrePrepare)
@@ -1492,7 +1492,7 @@ class Replica:
         self._out.append(StateInstalled(t.seq, t.digest))
         self._maybe_execute()
 
-    # -- durability (DESIGN.md section 8) -------------------------------------------------
+    # -- durability (docs/architecture.md "The durability contract") -------------------------------------------------
 
     def _persist_checkpoint(
         self, seq: int, state_digest: bytes, proof: tuple[bytes, ...], state: bytes

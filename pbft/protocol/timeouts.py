@@ -78,7 +78,7 @@ class RequestTimers:
     (the paper's, and Aardvark's answer to a slow primary): executed within the
     view-change timeout, and *ordered* within 1/ORDERING_FRACTION of it. A primary that
     delays every pre-prepare to just under the first timer is caught by the second, so a
-    slow primary costs one view change, not the cluster's throughput (BYZANTINE.md
+    slow primary costs one view change, not the cluster's throughput (docs/attacks.md
     `slow-primary`). Half-way through the ordering timer we first ask again, so a
     pre-prepare that was merely lost is recovered instead of costing a view.
     """
