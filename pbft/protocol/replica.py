@@ -81,7 +81,6 @@ from .events import (
     Prepared,
     Reason,
     Received,
-    Record,
     Rejected,
     Send,
     SendClient,
@@ -116,7 +115,16 @@ from .messages import (
     from_body,
     render,
 )
-from .recovery import ACCEPTED, QUORUM_TAG
+from .records import (
+    AcceptedPrePrepare,
+    ExecutedBatch,
+    PreparedCertificate,
+    SignedVote,
+    StableCheckpoint,
+    ViewQuorum,
+    ViewState,
+    WindowJump,
+)
 from .safety import SafetyRules, Vote, vote_slot
 from .service import StateMachine
 from .statetransfer import (
@@ -356,7 +364,7 @@ class Replica:
         fresh = slot not in self.safety.signed
         data = self.safety.sign_vote(msg).to_bytes()
         if fresh:
-            self._out.append(Persist(Record.VOTE, slot[2], slot[1], slot[0], data))
+            self._out.append(SignedVote(slot[0], slot[1], slot[2], data).to_persist())
         return data
 
     def _broadcast_vote(self, msg: Vote) -> bytes:
@@ -740,7 +748,7 @@ class Replica:
             return
         # The pre-prepare we answer is stored with our vote, so that after a restart we
         # still recognise a conflicting one as equivocation.
-        self._out.append(Persist(Record.VOTE, pp.seq, pp.view, ACCEPTED, data))
+        self._out.append(AcceptedPrePrepare(pp.view, pp.seq, data).to_persist())
         slot = self.log.slot(pp.seq, pp.view)
         self._accept_pre_prepare(slot, pp, data, tuple(requests), prepare=True)
 
@@ -875,8 +883,8 @@ class Replica:
         # Keep the certificate for view changes: pre-prepare + 2f matching prepares.
         proof = slot.prepares.proof(d, 2 * self.config.f)
         self.prepared_certs[slot.seq] = (slot.view, slot.pre_prepare_env, proof)
-        cert = codec.encode([slot.pre_prepare_env, *proof])
-        self._out.append(Persist(Record.PREPARED, slot.seq, slot.view, "", cert))
+        cert = PreparedCertificate(slot.view, slot.seq, slot.pre_prepare_env, proof)
+        self._out.append(cert.to_persist())
         slot.my_commit = self._broadcast_vote(Commit(slot.view, slot.seq, d))
         slot.commits[self.id] = (d, slot.my_commit)
         self._maybe_committed(slot)
@@ -909,7 +917,7 @@ class Replica:
         # do not wait for this record: what a client saw acknowledged by f+1 replicas rests
         # on the prepared certificates of 2f+1 replicas, and a lost EXECUTED record costs
         # only a re-execution after a restart (runtime.node._writes_to_commit).
-        self._out.append(Persist(Record.EXECUTED, slot.seq, slot.view, "", b""))
+        self._out.append(ExecutedBatch(slot.view, slot.seq).to_persist())
         done: list[ExecutedRequest] = []
         for req, _ in slot.requests:
             rec = self.replies.records.get(req.client)
@@ -1041,8 +1049,7 @@ class Replica:
             # and certificates inside it) and resumes the transfer, instead of to the old
             # one with votes it cannot account for (issue 13, item 1). What lies at or
             # below it is covered by the 2f+1 signatures of the proof.
-            value = codec.encode([seq, state_digest, list(proof)])
-            self._out.append(Persist(Record.WINDOW, 0, 0, "", value))
+            self._out.append(WindowJump(seq, state_digest, proof).to_persist())
             self._out.append(Truncate(seq))
         self.log.advance(seq)
         self.safety.forget_below(seq)
@@ -1196,7 +1203,7 @@ class Replica:
             # Remembered across a restart: the VIEW-CHANGEs that started it are not
             # persisted, and peers that have moved on to a later view never resend them,
             # so a restarted replica could otherwise wait in this view for ever.
-            self._out.append(Persist(Record.VIEW, 0, 0, QUORUM_TAG, codec.encode(self.view)))
+            self._out.append(ViewQuorum(self.view).to_persist())
         if self.is_primary and self.id in {c.signer for c in votes} and len(votes) >= self.config.quorum:
             self._send_new_view(votes)
 
@@ -1497,15 +1504,14 @@ class Replica:
     def _persist_checkpoint(
         self, seq: int, state_digest: bytes, proof: tuple[bytes, ...], state: bytes
     ) -> None:
-        value = codec.encode([seq, state_digest, list(proof), state])
-        self._out.append(Persist(Record.CHECKPOINT, 0, 0, "", value))
+        self._out.append(StableCheckpoint(seq, state_digest, proof, state).to_persist())
         self._out.append(Truncate(seq))
 
     def _persist_view(self, message: bytes) -> None:
         """The view, whether it is active, and our VIEW-CHANGE for it while it is not, or
         the NEW-VIEW that installed it once it is (b"" for view 0)."""
-        value = codec.encode([self.view, self.status is ViewStatus.NORMAL, message])
-        self._out.append(Persist(Record.VIEW, 0, 0, "", value))
+        active = self.status is ViewStatus.NORMAL
+        self._out.append(ViewState(self.view, active, message).to_persist())
 
     def recover(self, records: list[Persist]) -> list[Action]:
         """Rebuild this replica from what an earlier run persisted, before any step
