@@ -155,8 +155,7 @@ def recover(rep: Replica, records: list[Persist]) -> list[Action]:
     rep.next_seq = max(rep.next_seq, rep.last_executed + 1)
     # Until we hear where the others are, we do not judge the primary; our STATUS goes
     # out at the first tick.
-    rep._located = False
-    rep._located_by = rep.ticks + 2 * rep._vc_timeout_ticks
+    rep.catch_up.restarted(by=rep.ticks + 2 * rep._vc_timeout_ticks)
     rep.retransmit_timeout.start(rep.ticks - rep._retransmit_ticks)
     notes = [a for a in rep._out if isinstance(a, Note)]
     notes.append(

@@ -62,6 +62,7 @@ from typing import assert_never
 
 from . import codec, recovery
 from .batching import Batching
+from .catchup import CatchUp
 from .checkpoints import Checkpoints
 from .config import ClusterConfig
 from .crypto import KeyPair, Verifier, batch_digest, digest
@@ -212,16 +213,10 @@ class Replica:
         self.new_view_data = b""
         self.future = FutureViews(config)  # messages of views to come (future.py)
         # Answers that cost more than the question go out at most once per retransmission
-        # period per asker (issue 13, item 7): here STATUS -> proof/NEW-VIEW/slots; a
-        # repeated request -> its cached reply (replies.resent), FETCH-STATE -> a chunk
+        # period per asker (issue 13, item 7): STATUS -> proof/NEW-VIEW/slots (catch_up);
+        # a repeated request -> its cached reply (replies.resent), FETCH-STATE -> a chunk
         # (chunks_served).
-        self._status_answered: dict[int, int] = {}
-        # Whether a restarted replica has heard where the others are; last_executed per
-        # replica from STATUS in our view (to tell that we are behind).
-        self._located = True
-        self._located_by = 0
-        self._heard: set[int] = set()
-        self._peer_progress: dict[int, tuple[int, int]] = {}
+        self.catch_up = CatchUp(config, self._retransmit_ticks)  # STATUS: where others are
         # State transfer: the fetch in progress.
         self.transfer: Transfer | None = None
         self.chunks_served = ChunkBudget(self._retransmit_ticks, config.n)  # what we serve whom
@@ -303,14 +298,12 @@ class Replica:
         self.deferred.invariants()
         self.batching.invariants()
         self.replies.invariants()
+        self.catch_up.invariants()
         if self.transfer is not None:
             self.transfer.invariants()
         for name, size, bound in (
             ("deferred_reads", len(self.deferred_reads), clients),
             ("prepared_certs", len(self.prepared_certs), cfg.log_window),
-            ("_status_answered", len(self._status_answered), n),
-            ("_heard", len(self._heard), n),
-            ("_peer_progress", len(self._peer_progress), n),
             ("_evidence_seen", len(self._evidence_seen), EVIDENCE_MEMORY),
             # Keyed by (channel peer, reason): replicas, clients and an unauthenticated None.
             ("rejects", len(self.rejects), (n + clients + 1) * len(Reason)),
@@ -1323,32 +1316,35 @@ class Replica:
 
     # -- status and state transfer (TOCS 2002 5.3) --------------------------------------
 
+    def ignore_status(self, peer: Signer | None, env: Envelope) -> Ignored | None:
+        """What we answer (a proof, a NEW-VIEW, up to CATCH_UP_SLOTS certificates) costs far
+        more than a STATUS: once per retransmission period per replica, which is as often
+        as a correct one asks (issue 13, item 7: 42x amplification). Only over its
+        signer's own channel (nobody relays a STATUS): a replica's old STATUS replayed by
+        another would use up the answer its real one needs (review of issue 13). Not
+        "only if newer than the last": a replica restarted from its disk may honestly
+        report less than before its crash."""
+        if (why := self.ignore_unsigned(env)) is not None:
+            return why
+        if peer is not None and peer != env.signer:
+            return Reason.WRONG_ROLE, f"status of replica {env.signer} relayed by {peer!r}"
+        if self.catch_up.too_soon(env.signer, self.ticks):  # type: ignore[arg-type]
+            return Reason.DUPLICATE, None
+        return None
+
     def on_status(self, peer: Signer | None, env: Envelope, st: Status) -> None:
         """A peer's progress report: help it catch up with what proves where we are."""
-        if not self._check_replica_signed(peer, env) or env.signer == self.id:
-            return
-        to: int = env.signer  # type: ignore[assignment]
-        # What we answer (a proof, a NEW-VIEW, up to CATCH_UP_SLOTS certificates) costs far
-        # more than a STATUS: once per retransmission period per replica, which is as often
-        # as a correct one asks (issue 13, item 7: 42x amplification). Only over its
-        # signer's own channel (nobody relays a STATUS): a replica's old STATUS replayed by
-        # another would use up the answer its real one needs (review of issue 13). Not
-        # "only if newer than the last": a replica restarted from its disk may honestly
-        # report less than before its crash.
-        if peer is not None and peer != to:
-            self._reject(peer, Reason.WRONG_ROLE, f"status of replica {to} relayed by {peer!r}")
-            return
-        if self._too_soon(self._status_answered, to, self._retransmit_ticks, peer):
+        if type(env.signer) is int and env.signer == self.id:
+            return  # our own, relayed back: nothing to tell ourselves
+        if (why := self.ignore_status(peer, env)) is not None:
+            self._ignore(peer, why)
             return
         if not self._verify(peer, env):
             return
-        self._status_answered[to] = self.ticks
+        to: int = env.signer  # type: ignore[assignment]
         self.view_changes.saw(to, st.view)
-        self._peer_progress[to] = (st.view, st.last_executed)
-        if not self._located:
-            self._heard.add(to)
-            if len(self._heard) >= 2 * self.config.f:
-                self._locate()
+        if self.catch_up.report(to, st.view, st.last_executed, self.ticks):
+            self._locate()
         if st.view < self.view or st.last_executed < self.last_executed or st.stable_seq < self.log.low:
             # It is behind us: tell it where we are too, so a replica that just restarted
             # learns it is behind before it judges the primary (on_request_timeout).
@@ -1580,16 +1576,16 @@ class Replica:
             # A replica fetching state is behind: it cannot judge the primary by requests
             # it has not caught up to, and must not leave the view alone for that.
             return
-        if not self._located and self.ticks < self._located_by:
+        if not self.catch_up.located and self.ticks < self.catch_up.located_by:
             # Restarted: until 2f others told us where they are (or a while has passed),
             # a request we wait for may be one the others ordered while we were down. A
             # replica that timed out here went alone into a view change the others never
             # followed (issue 13, item 2).
             return
-        if not self._located:
+        if not self.catch_up.located:
             self._locate()
             return
-        if self._behind():
+        if self.catch_up.behind(self.view, self.last_executed):
             # Catching up: one more timeout to catch up in, not a timer held back for ever
             # (a primary that kept us a little behind must not keep us from suspecting it).
             self.requests.restart(self.ticks)
@@ -1609,18 +1605,8 @@ class Replica:
     def _locate(self) -> None:
         """We know where the others are (or waited long enough): judge the primary from
         now on, with fresh timers for what we were waiting for."""
-        self._located = True
-        self._heard.clear()
+        self.catch_up.locate()
         self.requests.restart(self.ticks)
-
-    def _behind(self) -> bool:
-        """f+1 replicas (so at least one correct) told us, by STATUS in our view, that they
-        executed past us: we are catching up and cannot judge the primary by requests
-        whose pre-prepares we have not seen yet."""
-        ahead = sorted(
-            (ex for v, ex in self._peer_progress.values() if v == self.view), reverse=True
-        )
-        return len(ahead) > self.config.f and ahead[self.config.f] > self.last_executed
 
     def _retransmit(self) -> None:
         """Resend our own messages that may have been lost (no progress for a while), and
