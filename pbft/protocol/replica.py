@@ -129,11 +129,8 @@ from .records import (
 from .safety import SafetyRules, Vote, vote_slot
 from .service import StateMachine
 from .statetransfer import (
-    CHUNKS_PER_PERIOD,
-    IN_FLIGHT,
     ChunkBudget,
     Transfer,
-    chunk_proof,
     split,
     state_root,
     verify_chunk,
@@ -378,12 +375,6 @@ class Replica:
         if type(env.signer) is not int or not 0 <= env.signer < self.config.n:
             return Reason.WRONG_ROLE, "protocol message not signed by a replica"
         return None
-
-    def _check_replica_signed(self, peer: Signer | None, env: Envelope) -> bool:
-        why = self.ignore_unsigned(env)
-        if why is not None:
-            self._ignore(peer, why)
-        return why is None
 
     def _verify(self, peer: Signer | None, env: Envelope) -> bool:
         if not self.verifier.verify(env):
@@ -1095,7 +1086,8 @@ class Replica:
         self._after_view_change_input()
 
     def on_view_change(self, peer: Signer | None, env: Envelope, data: bytes, vc: ViewChange) -> None:
-        if not self._check_replica_signed(peer, env):
+        if (why := self.ignore_unsigned(env)) is not None:
+            self._ignore(peer, why)
             return
         signer: int = env.signer  # type: ignore[assignment]
         if vc.new_view < self.view or (vc.new_view == self.view and self.status is ViewStatus.NORMAL):
@@ -1381,41 +1373,33 @@ class Replica:
         t = self.transfer
         if t is None:
             return
-        for index in t.missing():
-            if len(t.asked) >= IN_FLIGHT:
-                break
-            if index in t.asked:
-                continue
-            source = t.next_source()
-            if source is None:
-                self._out.append(Note(f"state transfer to {t.seq}: every source lied"))
-                t.liars.clear()  # try again from everyone: f liars cannot exhaust us
-                return
-            t.asked[index] = source
+        asks, every_source_lied = t.next_requests()
+        for index, source in asks:
             msg = FetchState(t.seq, t.digest, index)
             self._out.append(Send(source, self.safety.sign_other(msg).to_bytes()))
+        if every_source_lied:
+            self._out.append(Note(f"state transfer to {t.seq}: every source lied"))
 
-    def on_fetch_state(self, peer: Signer | None, env: Envelope, fs: FetchState) -> None:
-        if not self._check_replica_signed(peer, env):
-            return
+    def ignore_fetch_state(self, peer: Signer | None, env: Envelope, fs: FetchState) -> Ignored | None:
+        """Chunks go to the signer: a FETCH-STATE relayed or replayed by anyone else would
+        make us send state to a replica that did not ask; and they are rationed per asker
+        (statetransfer.ChunkBudget, issue 13, item 7). Only a checkpoint we hold is served."""
+        if (why := self.ignore_unsigned(env)) is not None:
+            return why
         if peer is not None and peer != env.signer:
-            # Chunks go to the signer: a FETCH-STATE relayed or replayed by anyone else
-            # would make us send state to a replica that did not ask (issue 13, item 7).
-            self._reject(peer, Reason.WRONG_ROLE, f"fetch-state of {env.signer} relayed by {peer!r}")
-            return
+            return Reason.WRONG_ROLE, f"fetch-state of {env.signer} relayed by {peer!r}"
         key = (env.signer, fs.seq, fs.index)
-        if self.chunks_served.too_soon(key, self.ticks):  # type: ignore[arg-type]
-            self.rejects[(peer, Reason.DUPLICATE)] += 1  # asked again too soon: the same chunk
-            return
-        start, count = self.chunks_served.used(env.signer, self.ticks)  # type: ignore[arg-type]
-        if count >= CHUNKS_PER_PERIOD:
-            # Every chunk of a large state once per period is a stream a faulty replica
-            # could keep asking for; a transfer with IN_FLIGHT requests out needs far less.
-            self._reject(peer, Reason.OVERLOAD, f"state chunks for replica {env.signer} this period")
-            return
+        if (why := self.chunks_served.ignore(key, self.ticks)) is not None:  # type: ignore[arg-type]
+            return why
         own = self.checkpoints.own.get(fs.seq)
         if own is None or own[0] != fs.digest:
-            self.rejects[(peer, Reason.STALE)] += 1
+            return Reason.STALE, None
+        return None
+
+    def on_fetch_state(self, peer: Signer | None, env: Envelope, fs: FetchState) -> None:
+        """TOCS 2002 5.3: serve one chunk of a stable checkpoint's state, with its proof."""
+        if (why := self.ignore_fetch_state(peer, env, fs)) is not None:
+            self._ignore(peer, why)
             return
         if not self._verify(peer, env):
             return
@@ -1423,11 +1407,9 @@ class Replica:
         if fs.index >= len(chunks):
             self._reject(peer, Reason.OUT_OF_WINDOW, f"chunk {fs.index} of {len(chunks)}")
             return
-        self.chunks_served.record(key, start, count, self.ticks)  # type: ignore[arg-type]
-        reply = StateChunk(
-            fs.seq, fs.digest, fs.index, len(chunks), chunks[fs.index], chunk_proof(chunks, fs.index)
-        )
-        self._out.append(Send(env.signer, self.safety.sign_other(reply).to_bytes()))  # type: ignore[arg-type]
+        asker: int = env.signer  # type: ignore[assignment]
+        reply = self.chunks_served.serve((asker, fs.seq, fs.index), chunks, fs.digest, self.ticks)
+        self._out.append(Send(asker, self.safety.sign_other(reply).to_bytes()))
 
     def ignore_state_chunk(self, env: Envelope, sc: StateChunk) -> Ignored | None:
         if (why := self.ignore_unsigned(env)) is not None:
@@ -1445,19 +1427,14 @@ class Replica:
         assert t is not None
         if not self._verify(peer, env):
             return
-        source: int = env.signer  # type: ignore[assignment]
         if not self._chunk_verifies(t, sc):
             # Every chunk is checked against the digest 2f+1 replicas signed; a source
             # that sends one that does not verify is never asked again.
-            t.liars.add(source)
-            for index in [i for i, s in t.asked.items() if s == source]:
-                del t.asked[index]
+            t.lied(env.signer)  # type: ignore[arg-type]
             self._reject(peer, Reason.BAD_DIGEST, f"state chunk {sc.index} of {sc.seq}")
             self._request_chunks()
             return
-        t.total = sc.total
-        t.chunks[sc.index] = sc.data
-        t.asked.pop(sc.index, None)
+        t.received(sc.index, sc.total, sc.data)
         if t.complete():
             self._install_state(t)
         else:
