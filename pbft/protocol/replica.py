@@ -164,16 +164,6 @@ MAX_BACKOFF_SHIFT = 6
 """The view-change timeout doubles per failed view change, up to 2**6 times (4.5.2)."""
 
 
-def _completes(slot: Slot, view: int, digest: bytes) -> bool:
-    """A vote that would only add to `slot`'s finished certificate (same view, same
-    digest as its pre-prepare). Such a vote changes nothing, so it is kept aside
-    unverified (`Slot.surplus_*`), which saves the verifications beyond the quorum (at
-    f = 1, two of a replica's seven per batch). A vote for another digest still goes
-    through the checks, with the surplus vote of the same signer as its prior (evidence)."""
-    pp = slot.pre_prepare
-    return pp is not None and slot.view == view and pp.digest == digest
-
-
 class Replica:
     def __init__(
         self,
@@ -222,7 +212,7 @@ class Replica:
         self.checkpoints = Checkpoints(config)  # votes, claims, own states, stable proof
         self.rejects: Counter[tuple[Signer | None, Reason]] = Counter()
         self.surplus_votes = 0
-        """Votes for an already complete certificate, dropped unverified (`_completes`)."""
+        """Votes for an already complete certificate, dropped unverified (`Slot.completes`)."""
         self.verified = VerifiedRequests(self.verifier)  # client signatures checked once
         # Newer requests of clients that already have one waiting here, unverified: the
         # newest per (client, channel), taken at the next tick (_defer_request).
@@ -578,7 +568,9 @@ class Replica:
         self.deferred_reads.clear()
 
     def _enqueue(self, req: Request, data: bytes) -> None:
-        if self.batching.queued_ts(req.client) >= req.timestamp or self._in_flight(req):
+        if self.batching.queued_ts(req.client) >= req.timestamp or self.log.holds_request(
+            req.client, req.timestamp, self.last_executed + 1, self.next_seq
+        ):
             return
         self.batching.enqueue(req, data)
 
@@ -592,15 +584,6 @@ class Replica:
         status = Status(self.view, self.last_executed, self.log.low, len(self.log), self.behaviour_label)
         data = self.safety.sign_other(status).to_bytes()
         self._out.append(SendClient(env.signer, data))
-
-    def _in_flight(self, req: Request) -> bool:
-        for seq in range(self.last_executed + 1, self.next_seq):
-            slot = self.log.get(seq)
-            if slot is not None and any(
-                r.client == req.client and r.timestamp == req.timestamp for r, _ in slot.requests
-            ):
-                return True
-        return False
 
     # -- primary: proposing (section 4.2) -------------------------------------------------
 
@@ -843,7 +826,7 @@ class Replica:
                 votes, surplus, complete = known.commits, known.surplus_commits, known.committed
             prior = votes.get(signer)
             if prior is None:
-                if complete and _completes(known, view, digest):
+                if complete and known.completes(view, digest):
                     # The certificate is complete: nothing left to verify this vote for.
                     surplus.setdefault(signer, (digest, data))
                     self.surplus_votes += 1
@@ -1273,8 +1256,7 @@ class Replica:
         if min_s > self.log.low:
             self._learn_stable(min_s, stable_digest, proof)
         # Slots of the old view are superseded by O; only prepared certificates survive.
-        for seq in [s for s in self.log.slots if s > self.log.low]:
-            del self.log.slots[seq]
+        self.log.supersede()
         for pp, raw in pre_prepares:
             if not self.log.in_window(pp.seq):
                 continue
@@ -1358,16 +1340,9 @@ class Replica:
         pre-prepare, 2f prepares and 2f+1 commits. Without this, a replica that lost
         messages for slots everyone else executed would wait for the next checkpoint,
         which never comes when the clients are waiting on it."""
-        for seq in range(after + 1, min(self.last_executed, after + CATCH_UP_SLOTS) + 1):
-            slot = self.log.get(seq)
-            if slot is None or not slot.committed or slot.view != self.view:
-                continue
-            d = slot.digest
-            self._out.append(Send(to, slot.pre_prepare_env))
-            for votes in (slot.prepares, slot.commits):
-                for signer, (dg, data) in sorted(votes.items()):
-                    if dg == d and signer != to:
-                        self._out.append(Send(to, data))
+        last = min(self.last_executed, after + CATCH_UP_SLOTS)
+        for data in self.log.committed_proof(to, after + 1, last, self.view):
+            self._out.append(Send(to, data))
 
     def _request_chunks(self) -> None:
         t = self.transfer
@@ -1598,22 +1573,8 @@ class Replica:
             if own is not None and own.msg.new_view == self.view:
                 self._out.append(Broadcast(own.data))
             return
-        for seq in range(self.log.low + 1, self.log.high + 1):
-            slot = self.log.get(seq)
-            if slot is None or slot.view != self.view:
-                continue
-            if seq <= self.last_executed and slot.committed:
-                continue
-            # Also below what we executed: a slot a NEW-VIEW re-issued that we executed in
-            # an earlier view still needs our votes in this one, or a replica that is
-            # behind can never commit it (fuzz seed 1002721).
-            for data in (
-                slot.pre_prepare_env if self.is_primary else b"",
-                slot.my_prepare,
-                slot.my_commit,
-            ):
-                if data:
-                    self._out.append(Broadcast(data))
+        for data in self.log.own_messages(self.view, self.last_executed, self.is_primary):
+            self._out.append(Broadcast(data))
         for seq, votes in self.checkpoints.votes.items():
             mine = votes.get(self.id)
             if mine is not None and seq > self.log.low:
