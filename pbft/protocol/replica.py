@@ -144,6 +144,7 @@ from .viewchange import (
     PreparedCert,
     ViewChanges,
     ViewStatus,
+    certificates_to_send,
     check_checkpoint_proof,
     check_new_view,
     check_prepared_cert,
@@ -321,16 +322,6 @@ class Replica:
     def _reject(self, peer: Signer | None, reason: Reason, detail: str = "") -> None:
         self.rejects[(peer, reason)] += 1
         self._out.append(Rejected(peer, reason, detail))
-
-    def _too_soon(self, answered: dict, key: object, period: int, peer: Signer | None) -> bool:
-        """An answer that costs more than its question went to `key` less than `period`
-        ticks ago (`answered` maps key -> tick): count the question as a duplicate. The
-        caller records the tick once it does answer (after checking the signature)."""
-        last = answered.get(key)
-        if last is not None and self.ticks - last < period:
-            self.rejects[(peer, Reason.DUPLICATE)] += 1
-            return True
-        return False
 
     def _broadcast(self, env: Envelope) -> bytes:
         data = env.to_bytes()
@@ -1038,23 +1029,11 @@ class Replica:
         self.new_view_data = b""
         self.view_changes.attempts += 1
         self.new_view_timeout.stop()
-        certs = []
-        for seq, (_, pp_env, prepares) in sorted(self.prepared_certs.items()):
-            if not self.log.in_window(seq):
-                # Cannot happen since window jumps are durable (a prepared slot is in the
-                # window it was prepared in); a certificate from a damaged store is left
-                # out rather than sent in a VIEW-CHANGE that no one would accept.
-                if seq > self.log.low:
-                    self._out.append(Note(f"leaving out our certificate for n={seq}: outside the window"))
-                continue
-            cert = (pp_env, *prepares)
-            try:
-                # Checked by the same code the others will run: what we send must count.
-                check_prepared_cert(self.config, self.verifier, new_view, cert)
-            except InvalidCertificate as exc:  # e.g. restored from a damaged record
-                self._out.append(Note(f"leaving out our certificate for n={seq}: {exc}"))
-                continue
-            certs.append(cert)
+        certs, left_out = certificates_to_send(
+            self.config, self.verifier, new_view, self.prepared_certs, self.log
+        )
+        for why in left_out:
+            self._out.append(Note(why))
         vc = ViewChange(new_view, self.log.low, self.checkpoints.stable_proof, tuple(certs))
         data = self._broadcast(self.safety.sign_other(vc))
         try:
@@ -1078,9 +1057,9 @@ class Replica:
                 # The sender missed our NEW-VIEW: send it again. A NEW-VIEW is large, so
                 # only for a VIEW-CHANGE its signer really signed, and once per
                 # retransmission period per replica (a replayed one cannot make us flood).
-                if not self._too_soon(
-                    self.view_changes.new_view_resent, signer, self._retransmit_ticks, peer
-                ) and self._verify(peer, env):
+                if self.view_changes.new_view_too_soon(signer, self.ticks):
+                    self.rejects[(peer, Reason.DUPLICATE)] += 1
+                elif self._verify(peer, env):
                     self.view_changes.new_view_resent[signer] = self.ticks
                     self._out.append(Send(signer, self.new_view_data))
             elif vc.new_view in self.view_changes.own and signer != self.id:
@@ -1118,20 +1097,12 @@ class Replica:
         there, times the view out and follows us. Without this, replicas split between
         v and v+1 each wait for the others for ever (issue 13, item 2; the stall of fuzz
         seed 1501933). Once per retransmission period per replica, signed senders only."""
-        if self.view_changes.peer_view.get(to, -1) > view:
-            # It has told us of a later view since: this is a replay (or an old copy), and
-            # answering it could start two replicas resending old VIEW-CHANGEs to each other.
-            self.rejects[(peer, Reason.STALE)] += 1
-            return
-        last = self.view_changes.resent.get(to)
-        if last is not None and last[0] == view and self.ticks - last[1] < self._retransmit_ticks:
-            self.rejects[(peer, Reason.DUPLICATE)] += 1
+        if (why := self.view_changes.ignore_resend(to, view, self.ticks)) is not None:
+            self._ignore(peer, why)
             return
         if not self._verify(peer, env):
             return
-        self.view_changes.resent[to] = (view, self.ticks)  # per asker and view: a replay of another view uses none of it
-        self.view_changes.saw(to, view)
-        self._out.append(Send(to, self.view_changes.own[view]))
+        self._out.append(Send(to, self.view_changes.resend(to, view, self.ticks)))
 
     def _compare_certificates(self, vc: ViewChange) -> None:
         """A prepared certificate carries the old primary's signed pre-prepare: if ours
@@ -1176,9 +1147,7 @@ class Replica:
             self._send_new_view(votes)
 
     def _send_new_view(self, votes: list[CheckedViewChange]) -> None:
-        own = self.view_changes.received[self.id]
-        others = sorted((c for c in votes if c.signer != self.id), key=lambda c: c.signer)
-        chosen = [own, *others[: self.config.quorum - 1]]
+        chosen = self.view_changes.chosen(votes, self.id)
         plan = plan_new_view(chosen)
         for seq, d, _ in plan.slots:
             signed = self.safety.signed.get(("pre-prepare", self.view, seq))
