@@ -664,8 +664,7 @@ class Replica:
         if (why := self.ignore_pre_prepare(env, pp)) is not None:
             self._ignore(peer, why)
             return
-        if pp.view != self.view or self.status is ViewStatus.VIEW_CHANGE:
-            self._old_or_future(peer, env, data, pp.view, "pre-prepare")
+        if self._outside_view(peer, env, data, pp.view, "pre-prepare"):
             return
         if (why := self.ignore_in_view(pp.seq, "pre-prepare")) is not None:
             self._ignore(peer, why)
@@ -710,11 +709,21 @@ class Replica:
         slot = self.log.slot(pp.seq, pp.view)
         self._accept_pre_prepare(slot, pp, data, tuple(requests), prepare=True)
 
+    def _outside_view(
+        self, peer: Signer | None, env: Envelope, data: bytes, view: int, what: str
+    ) -> bool:
+        """Whether a replica's message is for another view than our active one; then it
+        is handled here. Messages of old views are ignored; a bounded amount is kept for
+        views to come (future.py), only once the signature holds, so nobody fills
+        another's budget. Between the guards before and after the view (4.2, 4.4)."""
+        if view == self.view and self.status is ViewStatus.NORMAL:
+            return False
+        self._old_or_future(peer, env, data, view, what)
+        return True
+
     def _old_or_future(
         self, peer: Signer | None, env: Envelope, data: bytes, view: int, what: str
     ) -> None:
-        """Ignore messages of old views; keep a bounded amount for views to come
-        (future.py), only once the signature holds, so nobody fills another's budget."""
         if view < self.view:
             self._reject(peer, Reason.WRONG_VIEW, f"{what} for old view {view}")
             return
@@ -731,22 +740,6 @@ class Replica:
         if not self._verify(peer, env):
             return
         self.future.add(peer, signer, data)
-
-    def _vote_filter(
-        self, peer: Signer | None, env: Envelope, data: bytes, view: int, seq: int
-    ) -> bool:
-        """Cheap checks shared by PREPARE and COMMIT, before the signature: a replica's
-        vote of our view (one of a view to come is buffered) within the water marks."""
-        if (why := self.ignore_unsigned(env)) is not None:
-            self._ignore(peer, why)
-            return False
-        if view != self.view or self.status is ViewStatus.VIEW_CHANGE:
-            self._old_or_future(peer, env, data, view, "vote")
-            return False
-        if (why := self.ignore_in_view(seq, "vote")) is not None:
-            self._ignore(peer, why)
-            return False
-        return True
 
     def _admit_vote(
         self,
@@ -783,19 +776,36 @@ class Replica:
         del surplus[signer]
         return None
 
-    def on_prepare(self, peer: Signer | None, env: Envelope, data: bytes, p: Prepare) -> None:
-        if not self._vote_filter(peer, env, data, p.view, p.seq):
-            return
+    def ignore_prepare(self, env: Envelope, p: Prepare) -> Ignored | None:
+        """After the view: within the water marks, and not from the primary, whose vote
+        is its pre-prepare (a PREPARE from it never counts, 4.2)."""
+        if (why := self.ignore_in_view(p.seq, "vote")) is not None:
+            return why
         if env.signer == self.config.primary(p.view):
-            # The primary's vote is its pre-prepare; a PREPARE from it never counts.
-            self._reject(peer, Reason.WRONG_ROLE, "prepare from the primary")
+            return Reason.WRONG_ROLE, "prepare from the primary"
+        return None
+
+    def on_prepare(self, peer: Signer | None, env: Envelope, data: bytes, p: Prepare) -> None:
+        if (why := self.ignore_unsigned(env)) is not None:
+            self._ignore(peer, why)
+            return
+        if self._outside_view(peer, env, data, p.view, "vote"):
+            return
+        if (why := self.ignore_prepare(env, p)) is not None:
+            self._ignore(peer, why)
             return
         slot = self._take_vote(peer, env, data, p.view, p.seq, p.digest, "prepare")
         if slot is not None:
             self._maybe_prepared(slot)
 
     def on_commit(self, peer: Signer | None, env: Envelope, data: bytes, c: Commit) -> None:
-        if not self._vote_filter(peer, env, data, c.view, c.seq):
+        if (why := self.ignore_unsigned(env)) is not None:
+            self._ignore(peer, why)
+            return
+        if self._outside_view(peer, env, data, c.view, "vote"):
+            return
+        if (why := self.ignore_in_view(c.seq, "vote")) is not None:
+            self._ignore(peer, why)
             return
         slot = self._take_vote(peer, env, data, c.view, c.seq, c.digest, "commit")
         if slot is not None:
