@@ -94,12 +94,7 @@ def recover(rep: Replica, records: list[Persist]) -> list[Action]:
             raise ValueError(f"the EXECUTED record of n={e.seq} has no PREPARED record")
         pp = from_body(envelope_from_bytes(pp_data).body)
         assert isinstance(pp, PrePrepare)
-        requests = []
-        for req_data in pp.batch:
-            req = rep.verified.check(req_data)
-            if not isinstance(req, str):
-                requests.append((req, req_data))
-        slot = Slot(e.seq, e.view, pp, pp_data, tuple(requests))
+        slot = Slot(e.seq, e.view, pp, pp_data, rep.verified.batch(pp.batch)[0])
         slot.commits.done = True  # executed before the restart: committed then
         rep._execute(slot)
     for w in by_kind.get(WindowJump, [])[-1:]:
@@ -134,19 +129,19 @@ def recover(rep: Replica, records: list[Persist]) -> list[Action]:
         if a.view == rep.view and rep.log.in_window(a.seq) and a.seq > rep.last_executed:
             pp = from_body(envelope_from_bytes(a.envelope).body)
             assert isinstance(pp, PrePrepare)
-            reqs = [(rep.verified.check(d), d) for d in pp.batch]
+            requests = rep.verified.batch(pp.batch)[0]
             slot = rep.log.slot(a.seq, a.view)
             slot.pre_prepare, slot.pre_prepare_env = pp, a.envelope
-            slot.requests = tuple((q, d) for q, d in reqs if not isinstance(q, str))
+            slot.requests = requests
     for (_, view, seq), (_, env) in sorted(rep.safety.signed.items()):
         if view != rep.view or not rep.log.in_window(seq) or seq <= rep.last_executed:
             continue
         msg = from_body(env.body)
         if isinstance(msg, PrePrepare):
-            requests = [(rep.verified.check(d), d) for d in msg.batch]
+            requests = rep.verified.batch(msg.batch)[0]
             slot = rep.log.slot(seq, view)
             slot.pre_prepare, slot.pre_prepare_env = msg, env.to_bytes()
-            slot.requests = tuple((q, d) for q, d in requests if not isinstance(q, str))
+            slot.requests = requests
             rep.next_seq = max(rep.next_seq, seq + 1)
         elif isinstance(msg, Prepare):
             slot = rep.log.slot(seq, view)

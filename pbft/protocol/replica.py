@@ -610,11 +610,10 @@ class Replica:
             pp = from_body(env.body)
             assert isinstance(pp, PrePrepare)
             data = env.to_bytes()
-            requests = [(self.verified.check(d), d) for d in pp.batch]
+            checked, _ = self.verified.batch(pp.batch)
             if slot is not None and slot.view != self.view:
                 del self.log.slots[pp.seq]  # a slot of an earlier view, superseded
             slot = self.log.slot(pp.seq, self.view)
-            checked = tuple((q, d) for q, d in requests if not isinstance(q, str))
             self._accept_pre_prepare(slot, pp, data, checked)
             self._out.append(Broadcast(data))
         return True
@@ -1239,15 +1238,11 @@ class Replica:
         for pp, raw in pre_prepares:
             if not self.log.in_window(pp.seq):
                 continue
-            requests = []
-            for req_data in pp.batch:
-                req = self.verified.check(req_data)
-                if isinstance(req, str):  # a prepared batch was checked by a correct replica
-                    self._out.append(Note(f"unverifiable request in re-issued n={pp.seq}: {req}"))
-                    continue
-                requests.append((req, req_data))
+            requests, bad = self.verified.batch(pp.batch)
+            for why in bad:  # a prepared batch was checked by a correct replica
+                self._out.append(Note(f"unverifiable request in re-issued n={pp.seq}: {why}"))
             slot = self.log.slot(pp.seq, self.view)
-            self._accept_pre_prepare(slot, pp, raw, tuple(requests), prepare=not self.is_primary)
+            self._accept_pre_prepare(slot, pp, raw, requests, prepare=not self.is_primary)
         last = pre_prepares[-1][0].seq if pre_prepares else min_s
         self.next_seq = max(last, self.log.low, self.last_executed) + 1
         self.view_changes.installed(self.view)
