@@ -81,7 +81,7 @@ def sizes(node: Any) -> dict[str, int]:
         "future_per_peer": max(per_peer.values(), default=0),
         "waiting": len(node.requests.waiting),
         "pending": len(node.batching.pending),
-        "deferred_reads": len(node.deferred_reads),
+        "deferred_reads": len(node.reads.waiting),
         "verified": len(node.verified.cache),
         "safety_signed": len(node.safety.signed),
         "prepared_certs": len(node.prepared_certs),

@@ -93,7 +93,7 @@ from .events import (
     ViewInstalled,
 )
 from .future import FutureViews
-from .held import ClientRecord, ReplyCache
+from .held import ClientRecord, ReplyCache, WaitingReads
 from .log import MessageLog, Slot
 from .messages import (
     Checkpoint,
@@ -191,8 +191,7 @@ class Replica:
         # Requests this replica knows of and has not executed, and the view-change and
         # ordering timers a backup runs on them (4.4, timeouts.RequestTimers).
         self.requests = RequestTimers(len(config.clients))
-        # Read-only requests waiting for our prepared slots to execute (one per client).
-        self.deferred_reads: dict[str, Request] = {}
+        self.reads = WaitingReads(config)  # read-only requests waiting (held.py, 5.1.3)
         # View change state.
         self.status = ViewStatus.NORMAL
         # VIEW-CHANGEs held and sent, and where the others are (viewchange.ViewChanges).
@@ -286,11 +285,11 @@ class Replica:
         self.deferred.invariants()
         self.batching.invariants()
         self.replies.invariants()
+        self.reads.invariants()
         self.catch_up.invariants()
         if self.transfer is not None:
             self.transfer.invariants()
         for name, size, bound in (
-            ("deferred_reads", len(self.deferred_reads), clients),
             ("prepared_certs", len(self.prepared_certs), cfg.log_window),
             ("_evidence_seen", len(self._evidence_seen), EVIDENCE_MEMORY),
             # Keyed by (channel peer, reason): replicas, clients and an unauthenticated None.
@@ -536,11 +535,11 @@ class Replica:
         if self.service.query(req.operation, req.client) is None:
             self._reject(peer, Reason.BAD_REQUEST, "read-only request is not a query")
             return
-        self.deferred_reads[req.client] = req
+        self.reads.hold(req)
         self._answer_reads()
 
     def _answer_reads(self) -> None:
-        if not self.deferred_reads:
+        if not self.reads.waiting:
             return
         if self.transfer is not None or self.last_executed < self.log.low:
             # Our state is older than a checkpoint 2f+1 replicas made stable (a window
@@ -552,11 +551,10 @@ class Replica:
         # a slot prepared in an earlier view and not yet prepared again still holds reads.
         if any(seq > self.last_executed for seq in self.prepared_certs):
             return
-        for client, req in sorted(self.deferred_reads.items()):
+        for client, req in self.reads.take():
             result = self.service.query(req.operation, client)
             assert result is not None
             self._reply(client, req.timestamp, result)
-        self.deferred_reads.clear()
 
     def _enqueue(self, req: Request, data: bytes) -> None:
         if self.batching.queued_ts(req.client) >= req.timestamp or self.log.holds_request(
