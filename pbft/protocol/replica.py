@@ -41,13 +41,16 @@ Theory of operation (OSDI'99 section 4; TOCS 2002 for refinements):
 * Retransmission. Messages may be lost; every `retransmit_ms` without progress a replica
   resends its own messages for the slots it has not executed.
 
-State lives with narrow owners, the handlers here: quorum.VoteSet (every certificate),
-checkpoints.Checkpoints, batching.Batching (the primary's queue: policy, not the paper),
-timeouts (Timeout, RequestTimers; fired from one table at each tick), future.FutureViews,
-viewchange.ViewChanges, verified (checked and deferred client requests), held (answers to
-clients), statetransfer (Transfer, ChunkBudget), recovery (`recover`). Each has an
-`invariants()` asserting its bounds; `Replica.invariants()` calls them all, and the
-simulator calls it after every step of a correct replica.
+State lives with narrow owners, the handlers here: log (slots and the queries on them),
+quorum.VoteSet (every certificate), checkpoints.Checkpoints, batching.Batching (the
+primary's queue: policy, not the paper), timeouts (Timeout, RequestTimers; fired from one
+table at each tick), future.FutureViews, viewchange.ViewChanges (and the certificates we
+send), verified (checked and deferred client requests), held (the reply cache, answers to
+clients, waiting reads), catchup.CatchUp (STATUS: where the others are), statetransfer
+(Transfer: what to fetch; ChunkBudget: what to serve), records (the durable records we
+persist), recovery (`recover`). Each has an `invariants()` asserting its bounds;
+`Replica.invariants()` calls them all, and the simulator calls it after every step of a
+correct replica.
 
 Input is checked cheapest first (docs/architecture.md "One request, end to end"): decode, schema, signer is a member
 of the right role, view and water marks, then the signature, then protocol state. Nothing
