@@ -359,6 +359,11 @@ class Replica:
             return Reason.WRONG_ROLE, "protocol message not signed by a replica"
         return None
 
+    def _status(self, behaviour: str = "") -> bytes:
+        """Our signed STATUS: view, last executed, stable checkpoint, log size (TOCS 5.3)."""
+        status = Status(self.view, self.last_executed, self.log.low, len(self.log), behaviour)
+        return self.safety.sign_other(status).to_bytes()
+
     def _verify(self, peer: Signer | None, env: Envelope) -> bool:
         if not self.verifier.verify(env):
             self._reject(peer, Reason.BAD_SIGNATURE, f"signer {env.signer!r}")
@@ -573,8 +578,7 @@ class Replica:
             return
         if not self._verify(peer, env):
             return
-        status = Status(self.view, self.last_executed, self.log.low, len(self.log), self.behaviour_label)
-        data = self.safety.sign_other(status).to_bytes()
+        data = self._status(self.behaviour_label)
         self._out.append(SendClient(env.signer, data))
 
     # -- primary: proposing (section 4.2) -------------------------------------------------
@@ -1297,8 +1301,7 @@ class Replica:
         if st.view < self.view or st.last_executed < self.last_executed or st.stable_seq < self.log.low:
             # It is behind us: tell it where we are too, so a replica that just restarted
             # learns it is behind before it judges the primary (on_request_timeout).
-            status = Status(self.view, self.last_executed, self.log.low, len(self.log))
-            self._out.append(Send(to, self.safety.sign_other(status).to_bytes()))
+            self._out.append(Send(to, self._status()))
         # Behind our stable checkpoint, in execution or only in collecting its 2f+1
         # CHECKPOINTs (lost ones are never resent otherwise, and without the proof it
         # cannot truncate its log, section 4.3): send the proof.
@@ -1422,7 +1425,7 @@ class Replica:
         self._out.append(StateInstalled(t.seq, t.digest))
         self._maybe_execute()
 
-    # -- durability (docs/architecture.md "The durability contract") -------------------------------------------------
+    # -- durability (docs/architecture.md "The durability contract") ----------------------
 
     def _persist_checkpoint(
         self, seq: int, state_digest: bytes, proof: tuple[bytes, ...], state: bytes
@@ -1526,8 +1529,7 @@ class Replica:
             # STATUS to everyone, so a pre-prepare that was merely lost costs no view.
             for data in self.requests.unordered():
                 self._out.append(Send(self.primary, data))
-            status = Status(self.view, self.last_executed, self.log.low, len(self.log))
-            self._out.append(Broadcast(self.safety.sign_other(status).to_bytes()))
+            self._out.append(Broadcast(self._status()))
 
     def _locate(self) -> None:
         """We know where the others are (or waited long enough): judge the primary from
@@ -1538,8 +1540,7 @@ class Replica:
     def _retransmit(self) -> None:
         """Resend our own messages that may have been lost (no progress for a while), and
         tell the others where we are so that they can help us catch up."""
-        status = Status(self.view, self.last_executed, self.log.low, len(self.log))
-        self._out.append(Broadcast(self.safety.sign_other(status).to_bytes()))
+        self._out.append(Broadcast(self._status()))
         if self.transfer is not None:
             self.transfer.asked.clear()  # a slow source: ask the next one
             self._request_chunks()
