@@ -5,6 +5,11 @@ h is the last stable checkpoint and L the log window. Slots are created on deman
 that window and discarded when a checkpoint at or above them becomes stable, so the log
 never holds more than L slots, each with at most one vote per replica and phase: memory
 is bounded however long the cluster runs and whatever peers send.
+
+Besides the slots, the log answers the questions the replica asks of them: whether a
+request is already in a pre-prepare (`holds_request`), what proves our committed slots to
+a peer that lags (`committed_proof`), our own messages to retransmit (`own_messages`),
+and it drops the old view's slots that a NEW-VIEW supersedes (`supersede`, 4.4).
 """
 
 from __future__ import annotations

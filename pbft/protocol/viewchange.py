@@ -14,7 +14,10 @@ InvalidCertificate, whose message is the reason (the replica counts it as a reje
 
 The state a replica keeps about view changes lives here too: its `ViewStatus` (NORMAL, or
 VIEW_CHANGE while it waits for the NEW-VIEW of its view) and `ViewChanges`, the
-VIEW-CHANGEs it holds and has sent and where the other replicas are.
+VIEW-CHANGEs it holds and has sent and where the other replicas are, with the budgets on
+resending them (a VIEW-CHANGE, a NEW-VIEW: once per retransmission period per replica).
+`certificates_to_send` picks our own prepared certificates for a VIEW-CHANGE, checked by
+the code the others will run.
 """
 
 from __future__ import annotations
