@@ -68,7 +68,7 @@ from .batching import Batching
 from .catchup import CatchUp
 from .checkpoints import Checkpoints
 from .config import ClusterConfig
-from .crypto import KeyPair, Verifier, batch_digest, digest
+from .crypto import KeyPair, Verifier, batch_digest
 from .events import (
     Action,
     Broadcast,
@@ -95,6 +95,7 @@ from .events import (
     ViewChangeStarted,
     ViewInstalled,
 )
+from .evidence import EvidenceMemory
 from .future import FutureViews
 from .held import ClientRecord, ReplyCache, WaitingReads
 from .log import MessageLog, Slot
@@ -159,9 +160,6 @@ CATCH_UP_SLOTS = 16
 """Committed slots resent per STATUS to a peer that lags inside our log."""
 
 
-EVIDENCE_MEMORY = 4096
-"""Evidence pairs remembered to report each once; forgetting only means repeating one."""
-
 _REPLY = int(MsgType.REPLY)
 
 MAX_BACKOFF_SHIFT = 6
@@ -220,7 +218,7 @@ class Replica:
         # Newer requests of clients that already have one waiting here, unverified: the
         # newest per (client, channel), taken at the next tick (_defer_request).
         self.deferred = DeferredRequests()
-        self._evidence_seen: set[bytes] = set()
+        self.evidence = EvidenceMemory()  # pairs of conflicting signed messages reported
         self.ticks = 0
         # Timeouts (timeouts.py), fired in this order at every tick. `requests` and
         # `lone` have a deadline per request and per replica: they are looked at every
@@ -289,12 +287,12 @@ class Replica:
         self.batching.invariants()
         self.replies.invariants()
         self.reads.invariants()
+        self.evidence.invariants()
         self.catch_up.invariants()
         if self.transfer is not None:
             self.transfer.invariants()
         for name, size, bound in (
             ("prepared_certs", len(self.prepared_certs), cfg.log_window),
-            ("_evidence_seen", len(self._evidence_seen), EVIDENCE_MEMORY),
             # Keyed by (channel peer, reason): replicas, clients and an unauthenticated None.
             ("rejects", len(self.rejects), (n + clients + 1) * len(Reason)),
         ):
@@ -313,13 +311,8 @@ class Replica:
 
     def _evidence(self, culprit: int, kind: str, first: bytes, second: bytes) -> None:
         """Report a pair of conflicting signed messages once (retransmissions repeat them)."""
-        key = digest(codec.encode([culprit, kind, first, second]))
-        if key in self._evidence_seen:
-            return
-        if len(self._evidence_seen) >= EVIDENCE_MEMORY:
-            self._evidence_seen.clear()
-        self._evidence_seen.add(key)
-        self._out.append(Evidence(culprit, kind, first, second))
+        if self.evidence.first_time(culprit, kind, first, second):
+            self._out.append(Evidence(culprit, kind, first, second))
 
     def _reject(self, peer: Signer | None, reason: Reason, detail: str = "") -> None:
         self.rejects[(peer, reason)] += 1
@@ -1034,9 +1027,7 @@ class Replica:
     def become_view_change(self, new_view: int) -> None:
         """Move to view-change status for `new_view` and multicast VIEW-CHANGE."""
         assert new_view > self.view
-        # Requests the old primary held are now waited for like any other (4.4).
-        for client, req, data in self.batching.drain():
-            self.requests.waiting.setdefault(client, (req.timestamp, data, self.ticks))
+        self.requests.adopt(self.batching.drain(), self.ticks)
         self.view = new_view
         self.status = ViewStatus.VIEW_CHANGE
         self.view_changes.started += 1
@@ -1506,14 +1497,13 @@ class Replica:
             # A replica fetching state is behind: it cannot judge the primary by requests
             # it has not caught up to, and must not leave the view alone for that.
             return
-        if not self.catch_up.located and self.ticks < self.catch_up.located_by:
+        if not self.catch_up.located:
             # Restarted: until 2f others told us where they are (or a while has passed),
             # a request we wait for may be one the others ordered while we were down. A
             # replica that timed out here went alone into a view change the others never
             # followed (issue 13, item 2).
-            return
-        if not self.catch_up.located:
-            self._locate()
+            if self.ticks >= self.catch_up.located_by:
+                self._locate()
             return
         if self.catch_up.behind(self.view, self.last_executed):
             # Catching up: one more timeout to catch up in, not a timer held back for ever

@@ -22,6 +22,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from enum import Enum
 
+from .messages import Request
+
 
 class Timeout:
     """A timer that fires `ticks` ticks after it was started (never while stopped)."""
@@ -99,6 +101,11 @@ class RequestTimers:
         elif known[0] > ts:
             return False
         return True
+
+    def adopt(self, held: list[tuple[str, Request, bytes]], now: int) -> None:
+        """Requests the old primary held are now waited for like any other (4.4)."""
+        for client, req, data in held:
+            self.waiting.setdefault(client, (req.timestamp, data, now))
 
     def saw_ordered(self, client: str, ts: int) -> None:
         if self.ordered.get(client, -1) < ts:
