@@ -39,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pbft.protocol import codec  # noqa: E402
 from pbft.protocol.config import ClusterConfig  # noqa: E402
+from pbft.protocol.evidence import EVIDENCE_MEMORY
 from pbft.protocol.messages import Checkpoint, envelope_from_bytes, from_body  # noqa: E402
-from pbft.protocol.replica import EVIDENCE_MEMORY
 from pbft.protocol.verified import VERIFIED_CACHE  # noqa: E402
 from pbft.sim.oracle import Oracle  # noqa: E402
 from pbft.sim.result import RunResult  # noqa: E402
@@ -81,13 +81,13 @@ def sizes(node: Any) -> dict[str, int]:
         "future_per_peer": max(per_peer.values(), default=0),
         "waiting": len(node.requests.waiting),
         "pending": len(node.batching.pending),
-        "deferred_reads": len(node.deferred_reads),
+        "deferred_reads": len(node.reads.waiting),
         "verified": len(node.verified.cache),
         "safety_signed": len(node.safety.signed),
         "prepared_certs": len(node.prepared_certs),
         "view_changes": len(node.view_changes.received),
         "clients": len(node.replies.records),
-        "evidence_seen": len(node._evidence_seen),
+        "evidence_seen": len(node.evidence.seen),
         "rejects": len(node.rejects),
     }
 

@@ -75,7 +75,7 @@ class NoDigestCheck(Replica):
 
 class CountDuplicateVotes(Replica):
     """Counts every copy of a validly signed vote, not one vote per authenticated signer
-    (OSDI'99 4.2: 2f prepares "from different backups"; BYZANTINE.md `vote-stuffing`).
+    (OSDI'99 4.2: 2f prepares "from different backups"; docs/attacks.md `vote-stuffing`).
 
     Caught by: prepared uniqueness, then agreement. Scenario: `equivocate` with
     reflect = true on the primary: it echoes each backup's own PREPARE back to it, so
@@ -139,7 +139,7 @@ class NoWatermarkCheck(Replica):
 
 class CommitUnprepared(Replica):
     """Commits locally on 2f+1 matching COMMITs without being prepared itself (OSDI'99
-    4.2: committed-local requires prepared; BYZANTINE.md `premature-commit`).
+    4.2: committed-local requires prepared; docs/attacks.md `premature-commit`).
 
     Caught by: "a replica commits only when it is itself prepared" (each Committed of a
     correct replica must follow its own Prepared for the same view, seq and digest), and

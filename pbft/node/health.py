@@ -94,8 +94,8 @@ class Readiness:
 
 def known_progress(core: Any) -> dict[int, int]:
     """The highest sequence number each other replica is known to have executed: its last
-    STATUS, its CHECKPOINTs in our window, its checkpoint claims above it (read from the
-    core's attributes, defensively: a wrapped or older core may lack some)."""
+    STATUS (the core's `catch_up`), its CHECKPOINTs in our window, its checkpoint claims
+    above it (the core's `checkpoints`)."""
     me = core.id
     out: dict[int, int] = {}
 
@@ -103,13 +103,13 @@ def known_progress(core: Any) -> dict[int, int]:
         if isinstance(replica, int) and replica != me:
             out[replica] = max(out.get(replica, 0), seq)
 
-    for replica, (_, executed) in dict(getattr(core, "_peer_progress", {})).items():
+    for replica, (_, executed) in dict(core.catch_up.progress).items():
         see(replica, executed)
-    checkpoints = getattr(core, "checkpoints", None)
-    for seq, votes in dict(getattr(checkpoints, "votes", {})).items():
+    checkpoints = core.checkpoints
+    for seq, votes in dict(checkpoints.votes).items():
         for replica in votes:
             see(replica, seq)
-    for replica, claims in dict(getattr(checkpoints, "claims", {})).items():
+    for replica, claims in dict(checkpoints.claims).items():
         if claims:
             see(replica, max(claims))
     return out
@@ -143,7 +143,7 @@ def readiness(node: Any) -> Readiness:
         failing["state"] = f"executed {executed}, behind its stable checkpoint {stable}"
     ahead = reference(known_progress(core).values(), f)
     behind = max(0, ahead - executed) if ahead is not None else 0
-    if not getattr(core, "_located", True):
+    if not core.catch_up.located:
         failing["lag"] = "recovered from its data directory; has not heard where the others are"
     elif behind > lag_limit(config):
         failing["lag"] = (

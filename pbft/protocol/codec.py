@@ -1,4 +1,4 @@
-"""Strict canonical CBOR and length-prefixed framing (DESIGN.md section 2).
+"""Strict canonical CBOR and length-prefixed framing (docs/formats.md "The wire").
 
 Theory of operation: every byte string a peer sends is untrusted. One value has exactly
 one accepted encoding (RFC 8949 section 4.2.1, core deterministic encoding), so a

@@ -1,4 +1,4 @@
-"""The validated cluster configuration and quorum sizes (DESIGN.md section 4).
+"""The validated cluster configuration and quorum sizes (docs/formats.md "The cluster file").
 
 `parse_cluster` takes the dictionary that tomllib produced and returns a `ClusterConfig`
 or raises `ConfigError` with one sentence naming the field and the problem. Reading the

@@ -1,7 +1,7 @@
 """Ed25519 signatures with domain separation, and digests.
 
 A signature covers `DOMAIN || len(cluster_id) || cluster_id || body`, so a message signed
-for one cluster cannot be replayed in another (BYZANTINE.md `replay`), and because the
+for one cluster cannot be replayed in another (docs/attacks.md `replay`), and because the
 body starts with its message type, not as another kind of message either.
 
 Verification is a pure function of (key, payload, signature), which is what lets the

@@ -66,7 +66,7 @@ class SendClient:
 
 
 class Record(Enum):
-    """What a `Persist` action stores (DESIGN.md section 8)."""
+    """What a `Persist` action stores (docs/formats.md "The durable store")."""
 
     VOTE = "vote"  # a signed PRE-PREPARE/PREPARE/COMMIT/CHECKPOINT, keyed by phase/view/seq
     PREPARED = "prepared"  # a prepared certificate, for view changes after a restart

@@ -124,3 +124,27 @@ class ReplyCache:
         assert len(self.records) <= self.clients, f"clients holds {len(self.records)}, bound {self.clients}"
         self.resent.invariants()
         self.held.invariants()
+
+
+class WaitingReads:
+    """Read-only requests (OSDI'99 5.1.3) waiting until everything this replica prepared
+    is executed (Replica.on_read_only says why): the latest per client, answered
+    together, in client order."""
+
+    __slots__ = ("_clients", "waiting")
+
+    def __init__(self, config: ClusterConfig) -> None:
+        self._clients = len(config.clients)
+        self.waiting: dict[str, Request] = {}
+
+    def hold(self, req: Request) -> None:
+        self.waiting[req.client] = req
+
+    def take(self) -> list[tuple[str, Request]]:
+        """Every waiting read, in client order; none wait any more."""
+        out = sorted(self.waiting.items())
+        self.waiting.clear()
+        return out
+
+    def invariants(self) -> None:
+        assert len(self.waiting) <= self._clients, f"reads holds {len(self.waiting)}, bound {self._clients}"

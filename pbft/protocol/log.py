@@ -5,6 +5,11 @@ h is the last stable checkpoint and L the log window. Slots are created on deman
 that window and discarded when a checkpoint at or above them becomes stable, so the log
 never holds more than L slots, each with at most one vote per replica and phase: memory
 is bounded however long the cluster runs and whatever peers send.
+
+Besides the slots, the log answers the questions the replica asks of them: whether a
+request is already in a pre-prepare (`holds_request`), what proves our committed slots to
+a peer that lags (`committed_proof`), our own messages to retransmit (`own_messages`),
+and it drops the old view's slots that a NEW-VIEW supersedes (`supersede`, 4.4).
 """
 
 from __future__ import annotations
@@ -48,6 +53,15 @@ class Slot:
         """committed-local(m, v, n, i): prepared and 2f+1 matching COMMITs (4.2)."""
         return self.commits.done
 
+    def completes(self, view: int, digest: bytes) -> bool:
+        """A vote that would only add to this slot's finished certificate (same view, same
+        digest as its pre-prepare). Such a vote changes nothing, so it is kept aside
+        unverified (`surplus_*`), which saves the verifications beyond the quorum (at
+        f = 1, two of a replica's seven per batch). A vote for another digest still goes
+        through the checks, with the surplus vote of the same signer as its prior (evidence)."""
+        pp = self.pre_prepare
+        return pp is not None and self.view == view and pp.digest == digest
+
 
 class MessageLog:
     def __init__(self, window: int) -> None:
@@ -73,6 +87,55 @@ class MessageLog:
         if s is None:
             s = self.slots[seq] = Slot(seq, view)
         return s
+
+    def holds_request(self, client: str, timestamp: int, first: int, end: int) -> bool:
+        """A pre-prepare of a slot in [first, end) carries this request."""
+        for seq in range(first, end):
+            slot = self.slots.get(seq)
+            if slot is not None and any(
+                r.client == client and r.timestamp == timestamp for r, _ in slot.requests
+            ):
+                return True
+        return False
+
+    def committed_proof(self, to: int, first: int, last: int, view: int) -> list[bytes]:
+        """What proves the committed slots first..last of `view` to replica `to`: each
+        one's pre-prepare, its matching prepares and commits (but `to`'s own)."""
+        out: list[bytes] = []
+        for seq in range(first, last + 1):
+            slot = self.slots.get(seq)
+            if slot is None or not slot.committed or slot.view != view:
+                continue
+            d = slot.digest
+            out.append(slot.pre_prepare_env)
+            for votes in (slot.prepares, slot.commits):
+                for signer, (dg, data) in sorted(votes.items()):
+                    if dg == d and signer != to:
+                        out.append(data)
+        return out
+
+    def own_messages(self, view: int, executed: int, primary: bool) -> list[bytes]:
+        """Our own pre-prepares (as primary), prepares and commits of `view` in the
+        window, for slots not executed and committed here. Also below what we executed: a
+        slot a NEW-VIEW re-issued that we executed in an earlier view still needs our
+        votes in this one, or a replica that is behind can never commit it (fuzz seed
+        1002721)."""
+        out: list[bytes] = []
+        for seq in range(self.low + 1, self.high + 1):
+            slot = self.slots.get(seq)
+            if slot is None or slot.view != view:
+                continue
+            if seq <= executed and slot.committed:
+                continue
+            for data in (slot.pre_prepare_env if primary else b"", slot.my_prepare, slot.my_commit):
+                if data:
+                    out.append(data)
+        return out
+
+    def supersede(self) -> None:
+        """A NEW-VIEW re-issues every slot above h (OSDI'99 4.4): drop the old ones."""
+        for seq in [s for s in self.slots if s > self.low]:
+            del self.slots[seq]
 
     def advance(self, stable: int) -> None:
         """Garbage-collect at a new stable checkpoint (section 4.3)."""

@@ -6,7 +6,7 @@ Theory of operation. On the wire every message travels inside a signed envelope:
     body     = canonical CBOR of [type: uint, field, field, ...]
 
 The signature covers `b"pbft/v1" || cluster id || body` (see crypto.py), and the signer is
-the envelope's, never a field inside the message (BYZANTINE.md `vote-stuffing`). Keeping
+the envelope's, never a field inside the message (docs/attacks.md `vote-stuffing`). Keeping
 the body as an opaque byte string inside the envelope means a receiver verifies and hashes
 exactly the bytes it received, and never re-encodes anything.
 
@@ -104,7 +104,7 @@ class Commit:
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """<REPLY, v, t, c, i, r>; unsigned, authenticated by the channel (DESIGN.md 3)."""
+    """<REPLY, v, t, c, i, r>; unsigned, authenticated by the channel (docs/formats.md "The wire")."""
 
     view: int
     timestamp: int
@@ -398,7 +398,7 @@ def open_envelope(data: bytes) -> tuple[Envelope, Message] | None:
 
 
 def render(msg: Message) -> str:
-    """One short human-readable line per message, for logs and traces (STYLE.md 11)."""
+    """One short human-readable line per message, for logs and traces (docs/architecture.md "Conventions in the code")."""
     match msg:
         case Request(op, ts, client, ro):
             return f"REQUEST c={client} t={ts} op={len(op)}B{' ro' if ro else ''}"

@@ -41,15 +41,18 @@ Theory of operation (OSDI'99 section 4; TOCS 2002 for refinements):
 * Retransmission. Messages may be lost; every `retransmit_ms` without progress a replica
   resends its own messages for the slots it has not executed.
 
-State lives with narrow owners, the handlers here: quorum.VoteSet (every certificate),
-checkpoints.Checkpoints, batching.Batching (the primary's queue: policy, not the paper),
-timeouts (Timeout, RequestTimers; fired from one table at each tick), future.FutureViews,
-viewchange.ViewChanges, verified (checked and deferred client requests), held (answers to
-clients), statetransfer (Transfer, ChunkBudget), recovery (`recover`). Each has an
-`invariants()` asserting its bounds; `Replica.invariants()` calls them all, and the
-simulator calls it after every step of a correct replica.
+State lives with narrow owners, the handlers here: log (slots and the queries on them),
+quorum.VoteSet (every certificate), checkpoints.Checkpoints, batching.Batching (the
+primary's queue: policy, not the paper), timeouts (Timeout, RequestTimers; fired from one
+table at each tick), future.FutureViews, viewchange.ViewChanges (and the certificates we
+send), verified (checked and deferred client requests), held (the reply cache, answers to
+clients, waiting reads), catchup.CatchUp (STATUS: where the others are), statetransfer
+(Transfer: what to fetch; ChunkBudget: what to serve), records (the durable records we
+persist), recovery (`recover`). Each has an `invariants()` asserting its bounds;
+`Replica.invariants()` calls them all, and the simulator calls it after every step of a
+correct replica.
 
-Input is checked cheapest first (DESIGN.md section 2): decode, schema, signer is a member
+Input is checked cheapest first (docs/architecture.md "One request, end to end"): decode, schema, signer is a member
 of the right role, view and water marks, then the signature, then protocol state. Nothing
 a peer sends raises: it is dropped and counted (`Rejected`) and, when one replica signed
 two conflicting messages, the pair is kept as `Evidence`.
@@ -62,9 +65,10 @@ from typing import assert_never
 
 from . import codec, recovery
 from .batching import Batching
+from .catchup import CatchUp
 from .checkpoints import Checkpoints
 from .config import ClusterConfig
-from .crypto import KeyPair, Verifier, batch_digest, digest
+from .crypto import KeyPair, Verifier, batch_digest
 from .events import (
     Action,
     Broadcast,
@@ -81,7 +85,6 @@ from .events import (
     Prepared,
     Reason,
     Received,
-    Record,
     Rejected,
     Send,
     SendClient,
@@ -92,8 +95,9 @@ from .events import (
     ViewChangeStarted,
     ViewInstalled,
 )
+from .evidence import EvidenceMemory
 from .future import FutureViews
-from .held import ClientRecord, ReplyCache
+from .held import ClientRecord, ReplyCache, WaitingReads
 from .log import MessageLog, Slot
 from .messages import (
     Checkpoint,
@@ -117,15 +121,21 @@ from .messages import (
     render,
 )
 from .ready import Ready
-from .recovery import ACCEPTED, QUORUM_TAG
+from .records import (
+    AcceptedPrePrepare,
+    ExecutedBatch,
+    PreparedCertificate,
+    SignedVote,
+    StableCheckpoint,
+    ViewQuorum,
+    ViewState,
+    WindowJump,
+)
 from .safety import SafetyRules, Vote, vote_slot
 from .service import StateMachine
 from .statetransfer import (
-    CHUNKS_PER_PERIOD,
-    IN_FLIGHT,
     ChunkBudget,
     Transfer,
-    chunk_proof,
     split,
     state_root,
     verify_chunk,
@@ -139,6 +149,7 @@ from .viewchange import (
     PreparedCert,
     ViewChanges,
     ViewStatus,
+    certificates_to_send,
     check_checkpoint_proof,
     check_new_view,
     check_prepared_cert,
@@ -150,23 +161,10 @@ CATCH_UP_SLOTS = 16
 """Committed slots resent per STATUS to a peer that lags inside our log."""
 
 
-EVIDENCE_MEMORY = 4096
-"""Evidence pairs remembered to report each once; forgetting only means repeating one."""
-
 _REPLY = int(MsgType.REPLY)
 
 MAX_BACKOFF_SHIFT = 6
 """The view-change timeout doubles per failed view change, up to 2**6 times (4.5.2)."""
-
-
-def _completes(slot: Slot, view: int, digest: bytes) -> bool:
-    """A vote that would only add to `slot`'s finished certificate (same view, same
-    digest as its pre-prepare). Such a vote changes nothing, so it is kept aside
-    unverified (`Slot.surplus_*`), which saves the verifications beyond the quorum (at
-    f = 1, two of a replica's seven per batch). A vote for another digest still goes
-    through the checks, with the surplus vote of the same signer as its prior (evidence)."""
-    pp = slot.pre_prepare
-    return pp is not None and slot.view == view and pp.digest == digest
 
 
 class Replica:
@@ -195,8 +193,7 @@ class Replica:
         # Requests this replica knows of and has not executed, and the view-change and
         # ordering timers a backup runs on them (4.4, timeouts.RequestTimers).
         self.requests = RequestTimers(len(config.clients))
-        # Read-only requests waiting for our prepared slots to execute (one per client).
-        self.deferred_reads: dict[str, Request] = {}
+        self.reads = WaitingReads(config)  # read-only requests waiting (held.py, 5.1.3)
         # View change state.
         self.status = ViewStatus.NORMAL
         # VIEW-CHANGEs held and sent, and where the others are (viewchange.ViewChanges).
@@ -205,16 +202,10 @@ class Replica:
         self.new_view_data = b""
         self.future = FutureViews(config)  # messages of views to come (future.py)
         # Answers that cost more than the question go out at most once per retransmission
-        # period per asker (issue 13, item 7): here STATUS -> proof/NEW-VIEW/slots; a
-        # repeated request -> its cached reply (replies.resent), FETCH-STATE -> a chunk
+        # period per asker (issue 13, item 7): STATUS -> proof/NEW-VIEW/slots (catch_up);
+        # a repeated request -> its cached reply (replies.resent), FETCH-STATE -> a chunk
         # (chunks_served).
-        self._status_answered: dict[int, int] = {}
-        # Whether a restarted replica has heard where the others are; last_executed per
-        # replica from STATUS in our view (to tell that we are behind).
-        self._located = True
-        self._located_by = 0
-        self._heard: set[int] = set()
-        self._peer_progress: dict[int, tuple[int, int]] = {}
+        self.catch_up = CatchUp(config, self._retransmit_ticks)  # STATUS: where others are
         # State transfer: the fetch in progress.
         self.transfer: Transfer | None = None
         self.chunks_served = ChunkBudget(self._retransmit_ticks, config.n)  # what we serve whom
@@ -223,12 +214,12 @@ class Replica:
         self.checkpoints = Checkpoints(config)  # votes, claims, own states, stable proof
         self.rejects: Counter[tuple[Signer | None, Reason]] = Counter()
         self.surplus_votes = 0
-        """Votes for an already complete certificate, dropped unverified (`_completes`)."""
+        """Votes for an already complete certificate, dropped unverified (`Slot.completes`)."""
         self.verified = VerifiedRequests(self.verifier)  # client signatures checked once
         # Newer requests of clients that already have one waiting here, unverified: the
         # newest per (client, channel), taken at the next tick (_defer_request).
         self.deferred = DeferredRequests()
-        self._evidence_seen: set[bytes] = set()
+        self.evidence = EvidenceMemory()  # pairs of conflicting signed messages reported
         self.ticks = 0
         # Timeouts (timeouts.py), fired in this order at every tick. `requests` and
         # `lone` have a deadline per request and per replica: they are looked at every
@@ -298,15 +289,13 @@ class Replica:
         self.deferred.invariants()
         self.batching.invariants()
         self.replies.invariants()
+        self.reads.invariants()
+        self.evidence.invariants()
+        self.catch_up.invariants()
         if self.transfer is not None:
             self.transfer.invariants()
         for name, size, bound in (
-            ("deferred_reads", len(self.deferred_reads), clients),
             ("prepared_certs", len(self.prepared_certs), cfg.log_window),
-            ("_status_answered", len(self._status_answered), n),
-            ("_heard", len(self._heard), n),
-            ("_peer_progress", len(self._peer_progress), n),
-            ("_evidence_seen", len(self._evidence_seen), EVIDENCE_MEMORY),
             # Keyed by (channel peer, reason): replicas, clients and an unauthenticated None.
             ("rejects", len(self.rejects), (n + clients + 1) * len(Reason)),
         ):
@@ -325,27 +314,12 @@ class Replica:
 
     def _evidence(self, culprit: int, kind: str, first: bytes, second: bytes) -> None:
         """Report a pair of conflicting signed messages once (retransmissions repeat them)."""
-        key = digest(codec.encode([culprit, kind, first, second]))
-        if key in self._evidence_seen:
-            return
-        if len(self._evidence_seen) >= EVIDENCE_MEMORY:
-            self._evidence_seen.clear()
-        self._evidence_seen.add(key)
-        self._out.append(Evidence(culprit, kind, first, second))
+        if self.evidence.first_time(culprit, kind, first, second):
+            self._out.append(Evidence(culprit, kind, first, second))
 
     def _reject(self, peer: Signer | None, reason: Reason, detail: str = "") -> None:
         self.rejects[(peer, reason)] += 1
         self._out.append(Rejected(peer, reason, detail))
-
-    def _too_soon(self, answered: dict, key: object, period: int, peer: Signer | None) -> bool:
-        """An answer that costs more than its question went to `key` less than `period`
-        ticks ago (`answered` maps key -> tick): count the question as a duplicate. The
-        caller records the tick once it does answer (after checking the signature)."""
-        last = answered.get(key)
-        if last is not None and self.ticks - last < period:
-            self.rejects[(peer, Reason.DUPLICATE)] += 1
-            return True
-        return False
 
     def _broadcast(self, env: Envelope) -> bytes:
         data = env.to_bytes()
@@ -359,7 +333,7 @@ class Replica:
         fresh = slot not in self.safety.signed
         data = self.safety.sign_vote(msg).to_bytes()
         if fresh:
-            self._out.append(Persist(Record.VOTE, slot[2], slot[1], slot[0], data))
+            self._out.append(SignedVote(slot[0], slot[1], slot[2], data).to_persist())
         return data
 
     def _broadcast_vote(self, msg: Vote) -> bytes:
@@ -381,11 +355,10 @@ class Replica:
             return Reason.WRONG_ROLE, "protocol message not signed by a replica"
         return None
 
-    def _check_replica_signed(self, peer: Signer | None, env: Envelope) -> bool:
-        why = self.ignore_unsigned(env)
-        if why is not None:
-            self._ignore(peer, why)
-        return why is None
+    def _status(self, behaviour: str = "") -> bytes:
+        """Our signed STATUS: view, last executed, stable checkpoint, log size (TOCS 5.3)."""
+        status = Status(self.view, self.last_executed, self.log.low, len(self.log), behaviour)
+        return self.safety.sign_other(status).to_bytes()
 
     def _verify(self, peer: Signer | None, env: Envelope) -> bool:
         if not self.verifier.verify(env):
@@ -566,11 +539,11 @@ class Replica:
         if self.service.query(req.operation, req.client) is None:
             self._reject(peer, Reason.BAD_REQUEST, "read-only request is not a query")
             return
-        self.deferred_reads[req.client] = req
+        self.reads.hold(req)
         self._answer_reads()
 
     def _answer_reads(self) -> None:
-        if not self.deferred_reads:
+        if not self.reads.waiting:
             return
         if self.transfer is not None or self.last_executed < self.log.low:
             # Our state is older than a checkpoint 2f+1 replicas made stable (a window
@@ -582,14 +555,15 @@ class Replica:
         # a slot prepared in an earlier view and not yet prepared again still holds reads.
         if any(seq > self.last_executed for seq in self.prepared_certs):
             return
-        for client, req in sorted(self.deferred_reads.items()):
+        for client, req in self.reads.take():
             result = self.service.query(req.operation, client)
             assert result is not None
             self._reply(client, req.timestamp, result)
-        self.deferred_reads.clear()
 
     def _enqueue(self, req: Request, data: bytes) -> None:
-        if self.batching.queued_ts(req.client) >= req.timestamp or self._in_flight(req):
+        if self.batching.queued_ts(req.client) >= req.timestamp or self.log.holds_request(
+            req.client, req.timestamp, self.last_executed + 1, self.next_seq
+        ):
             return
         self.batching.enqueue(req, data)
 
@@ -600,18 +574,8 @@ class Replica:
             return
         if not self._verify(peer, env):
             return
-        status = Status(self.view, self.last_executed, self.log.low, len(self.log), self.behaviour_label)
-        data = self.safety.sign_other(status).to_bytes()
+        data = self._status(self.behaviour_label)
         self._out.append(SendClient(env.signer, data))
-
-    def _in_flight(self, req: Request) -> bool:
-        for seq in range(self.last_executed + 1, self.next_seq):
-            slot = self.log.get(seq)
-            if slot is not None and any(
-                r.client == req.client and r.timestamp == req.timestamp for r, _ in slot.requests
-            ):
-                return True
-        return False
 
     # -- primary: proposing (section 4.2) -------------------------------------------------
 
@@ -647,11 +611,10 @@ class Replica:
             pp = from_body(env.body)
             assert isinstance(pp, PrePrepare)
             data = env.to_bytes()
-            requests = [(self.verified.check(d), d) for d in pp.batch]
+            checked, _ = self.verified.batch(pp.batch)
             if slot is not None and slot.view != self.view:
                 del self.log.slots[pp.seq]  # a slot of an earlier view, superseded
             slot = self.log.slot(pp.seq, self.view)
-            checked = tuple((q, d) for q, d in requests if not isinstance(q, str))
             self._accept_pre_prepare(slot, pp, data, checked)
             self._out.append(Broadcast(data))
         return True
@@ -701,8 +664,7 @@ class Replica:
         if (why := self.ignore_pre_prepare(env, pp)) is not None:
             self._ignore(peer, why)
             return
-        if pp.view != self.view or self.status is ViewStatus.VIEW_CHANGE:
-            self._old_or_future(peer, env, data, pp.view, "pre-prepare")
+        if self._outside_view(peer, env, data, pp.view, "pre-prepare"):
             return
         if (why := self.ignore_in_view(pp.seq, "pre-prepare")) is not None:
             self._ignore(peer, why)
@@ -743,15 +705,25 @@ class Replica:
             return
         # The pre-prepare we answer is stored with our vote, so that after a restart we
         # still recognise a conflicting one as equivocation.
-        self._out.append(Persist(Record.VOTE, pp.seq, pp.view, ACCEPTED, data))
+        self._out.append(AcceptedPrePrepare(pp.view, pp.seq, data).to_persist())
         slot = self.log.slot(pp.seq, pp.view)
         self._accept_pre_prepare(slot, pp, data, tuple(requests), prepare=True)
+
+    def _outside_view(
+        self, peer: Signer | None, env: Envelope, data: bytes, view: int, what: str
+    ) -> bool:
+        """Whether a replica's message is for another view than our active one; then it
+        is handled here. Messages of old views are ignored; a bounded amount is kept for
+        views to come (future.py), only once the signature holds, so nobody fills
+        another's budget. Between the guards before and after the view (4.2, 4.4)."""
+        if view == self.view and self.status is ViewStatus.NORMAL:
+            return False
+        self._old_or_future(peer, env, data, view, what)
+        return True
 
     def _old_or_future(
         self, peer: Signer | None, env: Envelope, data: bytes, view: int, what: str
     ) -> None:
-        """Ignore messages of old views; keep a bounded amount for views to come
-        (future.py), only once the signature holds, so nobody fills another's budget."""
         if view < self.view:
             self._reject(peer, Reason.WRONG_VIEW, f"{what} for old view {view}")
             return
@@ -768,22 +740,6 @@ class Replica:
         if not self._verify(peer, env):
             return
         self.future.add(peer, signer, data)
-
-    def _vote_filter(
-        self, peer: Signer | None, env: Envelope, data: bytes, view: int, seq: int
-    ) -> bool:
-        """Cheap checks shared by PREPARE and COMMIT, before the signature: a replica's
-        vote of our view (one of a view to come is buffered) within the water marks."""
-        if (why := self.ignore_unsigned(env)) is not None:
-            self._ignore(peer, why)
-            return False
-        if view != self.view or self.status is ViewStatus.VIEW_CHANGE:
-            self._old_or_future(peer, env, data, view, "vote")
-            return False
-        if (why := self.ignore_in_view(seq, "vote")) is not None:
-            self._ignore(peer, why)
-            return False
-        return True
 
     def _admit_vote(
         self,
@@ -820,19 +776,36 @@ class Replica:
         del surplus[signer]
         return None
 
-    def on_prepare(self, peer: Signer | None, env: Envelope, data: bytes, p: Prepare) -> None:
-        if not self._vote_filter(peer, env, data, p.view, p.seq):
-            return
+    def ignore_prepare(self, env: Envelope, p: Prepare) -> Ignored | None:
+        """After the view: within the water marks, and not from the primary, whose vote
+        is its pre-prepare (a PREPARE from it never counts, 4.2)."""
+        if (why := self.ignore_in_view(p.seq, "vote")) is not None:
+            return why
         if env.signer == self.config.primary(p.view):
-            # The primary's vote is its pre-prepare; a PREPARE from it never counts.
-            self._reject(peer, Reason.WRONG_ROLE, "prepare from the primary")
+            return Reason.WRONG_ROLE, "prepare from the primary"
+        return None
+
+    def on_prepare(self, peer: Signer | None, env: Envelope, data: bytes, p: Prepare) -> None:
+        if (why := self.ignore_unsigned(env)) is not None:
+            self._ignore(peer, why)
+            return
+        if self._outside_view(peer, env, data, p.view, "vote"):
+            return
+        if (why := self.ignore_prepare(env, p)) is not None:
+            self._ignore(peer, why)
             return
         slot = self._take_vote(peer, env, data, p.view, p.seq, p.digest, "prepare")
         if slot is not None:
             self._maybe_prepared(slot)
 
     def on_commit(self, peer: Signer | None, env: Envelope, data: bytes, c: Commit) -> None:
-        if not self._vote_filter(peer, env, data, c.view, c.seq):
+        if (why := self.ignore_unsigned(env)) is not None:
+            self._ignore(peer, why)
+            return
+        if self._outside_view(peer, env, data, c.view, "vote"):
+            return
+        if (why := self.ignore_in_view(c.seq, "vote")) is not None:
+            self._ignore(peer, why)
             return
         slot = self._take_vote(peer, env, data, c.view, c.seq, c.digest, "commit")
         if slot is not None:
@@ -854,7 +827,7 @@ class Replica:
                 votes, surplus, complete = known.commits, known.surplus_commits, known.committed
             prior = votes.get(signer)
             if prior is None:
-                if complete and _completes(known, view, digest):
+                if complete and known.completes(view, digest):
                     # The certificate is complete: nothing left to verify this vote for.
                     surplus.setdefault(signer, (digest, data))
                     self.surplus_votes += 1
@@ -878,8 +851,8 @@ class Replica:
         # Keep the certificate for view changes: pre-prepare + 2f matching prepares.
         proof = slot.prepares.proof(d, 2 * self.config.f)
         self.prepared_certs[slot.seq] = (slot.view, slot.pre_prepare_env, proof)
-        cert = codec.encode([slot.pre_prepare_env, *proof])
-        self._out.append(Persist(Record.PREPARED, slot.seq, slot.view, "", cert))
+        cert = PreparedCertificate(slot.view, slot.seq, slot.pre_prepare_env, proof)
+        self._out.append(cert.to_persist())
         slot.my_commit = self._broadcast_vote(Commit(slot.view, slot.seq, d))
         slot.commits[self.id] = (d, slot.my_commit)
         self._maybe_committed(slot)
@@ -906,13 +879,13 @@ class Replica:
 
     def _execute(self, slot: Slot) -> None:
         assert slot.pre_prepare is not None and slot.seq == self.last_executed + 1
-        # Which slots were executed, so a restart replays them (DESIGN.md section 8). The
+        # Which slots were executed, so a restart replays them (docs/architecture.md "The durability contract"). The
         # record names the slot only: its pre-prepare is in the PREPARED record of the same
         # (view, seq), which is always durable first (execution needs prepared). Replies
         # do not wait for this record: what a client saw acknowledged by f+1 replicas rests
         # on the prepared certificates of 2f+1 replicas, and a lost EXECUTED record costs
         # only a re-execution after a restart (runtime.node._writes_to_commit).
-        self._out.append(Persist(Record.EXECUTED, slot.seq, slot.view, "", b""))
+        self._out.append(ExecutedBatch(slot.view, slot.seq).to_persist())
         done: list[ExecutedRequest] = []
         for req, _ in slot.requests:
             rec = self.replies.records.get(req.client)
@@ -1044,8 +1017,7 @@ class Replica:
             # and certificates inside it) and resumes the transfer, instead of to the old
             # one with votes it cannot account for (issue 13, item 1). What lies at or
             # below it is covered by the 2f+1 signatures of the proof.
-            value = codec.encode([seq, state_digest, list(proof)])
-            self._out.append(Persist(Record.WINDOW, 0, 0, "", value))
+            self._out.append(WindowJump(seq, state_digest, proof).to_persist())
             self._out.append(Truncate(seq))
         self.log.advance(seq)
         self.safety.forget_below(seq)
@@ -1058,32 +1030,18 @@ class Replica:
     def become_view_change(self, new_view: int) -> None:
         """Move to view-change status for `new_view` and multicast VIEW-CHANGE."""
         assert new_view > self.view
-        # Requests the old primary held are now waited for like any other (4.4).
-        for client, req, data in self.batching.drain():
-            self.requests.waiting.setdefault(client, (req.timestamp, data, self.ticks))
+        self.requests.adopt(self.batching.drain(), self.ticks)
         self.view = new_view
         self.status = ViewStatus.VIEW_CHANGE
         self.view_changes.started += 1
         self.new_view_data = b""
         self.view_changes.attempts += 1
         self.new_view_timeout.stop()
-        certs = []
-        for seq, (_, pp_env, prepares) in sorted(self.prepared_certs.items()):
-            if not self.log.in_window(seq):
-                # Cannot happen since window jumps are durable (a prepared slot is in the
-                # window it was prepared in); a certificate from a damaged store is left
-                # out rather than sent in a VIEW-CHANGE that no one would accept.
-                if seq > self.log.low:
-                    self._out.append(Note(f"leaving out our certificate for n={seq}: outside the window"))
-                continue
-            cert = (pp_env, *prepares)
-            try:
-                # Checked by the same code the others will run: what we send must count.
-                check_prepared_cert(self.config, self.verifier, new_view, cert)
-            except InvalidCertificate as exc:  # e.g. restored from a damaged record
-                self._out.append(Note(f"leaving out our certificate for n={seq}: {exc}"))
-                continue
-            certs.append(cert)
+        certs, left_out = certificates_to_send(
+            self.config, self.verifier, new_view, self.prepared_certs, self.log
+        )
+        for why in left_out:
+            self._out.append(Note(why))
         vc = ViewChange(new_view, self.log.low, self.checkpoints.stable_proof, tuple(certs))
         data = self._broadcast(self.safety.sign_other(vc))
         try:
@@ -1098,7 +1056,8 @@ class Replica:
         self._after_view_change_input()
 
     def on_view_change(self, peer: Signer | None, env: Envelope, data: bytes, vc: ViewChange) -> None:
-        if not self._check_replica_signed(peer, env):
+        if (why := self.ignore_unsigned(env)) is not None:
+            self._ignore(peer, why)
             return
         signer: int = env.signer  # type: ignore[assignment]
         if vc.new_view < self.view or (vc.new_view == self.view and self.status is ViewStatus.NORMAL):
@@ -1106,9 +1065,9 @@ class Replica:
                 # The sender missed our NEW-VIEW: send it again. A NEW-VIEW is large, so
                 # only for a VIEW-CHANGE its signer really signed, and once per
                 # retransmission period per replica (a replayed one cannot make us flood).
-                if not self._too_soon(
-                    self.view_changes.new_view_resent, signer, self._retransmit_ticks, peer
-                ) and self._verify(peer, env):
+                if self.view_changes.new_view_too_soon(signer, self.ticks):
+                    self.rejects[(peer, Reason.DUPLICATE)] += 1
+                elif self._verify(peer, env):
                     self.view_changes.new_view_resent[signer] = self.ticks
                     self._out.append(Send(signer, self.new_view_data))
             elif vc.new_view in self.view_changes.own and signer != self.id:
@@ -1146,25 +1105,17 @@ class Replica:
         there, times the view out and follows us. Without this, replicas split between
         v and v+1 each wait for the others for ever (issue 13, item 2; the stall of fuzz
         seed 1501933). Once per retransmission period per replica, signed senders only."""
-        if self.view_changes.peer_view.get(to, -1) > view:
-            # It has told us of a later view since: this is a replay (or an old copy), and
-            # answering it could start two replicas resending old VIEW-CHANGEs to each other.
-            self.rejects[(peer, Reason.STALE)] += 1
-            return
-        last = self.view_changes.resent.get(to)
-        if last is not None and last[0] == view and self.ticks - last[1] < self._retransmit_ticks:
-            self.rejects[(peer, Reason.DUPLICATE)] += 1
+        if (why := self.view_changes.ignore_resend(to, view, self.ticks)) is not None:
+            self._ignore(peer, why)
             return
         if not self._verify(peer, env):
             return
-        self.view_changes.resent[to] = (view, self.ticks)  # per asker and view: a replay of another view uses none of it
-        self.view_changes.saw(to, view)
-        self._out.append(Send(to, self.view_changes.own[view]))
+        self._out.append(Send(to, self.view_changes.resend(to, view, self.ticks)))
 
     def _compare_certificates(self, vc: ViewChange) -> None:
         """A prepared certificate carries the old primary's signed pre-prepare: if ours
         for the same (view, seq) has another digest, the pair proves it equivocated
-        (BYZANTINE.md `equivocate`), which no single backup sees in the normal case."""
+        (docs/attacks.md `equivocate`), which no single backup sees in the normal case."""
         for cert in vc.prepared:
             theirs = from_body(envelope_from_bytes(cert[0]).body)  # checked already
             assert isinstance(theirs, PrePrepare)
@@ -1199,14 +1150,12 @@ class Replica:
             # Remembered across a restart: the VIEW-CHANGEs that started it are not
             # persisted, and peers that have moved on to a later view never resend them,
             # so a restarted replica could otherwise wait in this view for ever.
-            self._out.append(Persist(Record.VIEW, 0, 0, QUORUM_TAG, codec.encode(self.view)))
+            self._out.append(ViewQuorum(self.view).to_persist())
         if self.is_primary and self.id in {c.signer for c in votes} and len(votes) >= self.config.quorum:
             self._send_new_view(votes)
 
     def _send_new_view(self, votes: list[CheckedViewChange]) -> None:
-        own = self.view_changes.received[self.id]
-        others = sorted((c for c in votes if c.signer != self.id), key=lambda c: c.signer)
-        chosen = [own, *others[: self.config.quorum - 1]]
+        chosen = self.view_changes.chosen(votes, self.id)
         plan = plan_new_view(chosen)
         for seq, d, _ in plan.slots:
             signed = self.safety.signed.get(("pre-prepare", self.view, seq))
@@ -1284,20 +1233,15 @@ class Replica:
         if min_s > self.log.low:
             self._learn_stable(min_s, stable_digest, proof)
         # Slots of the old view are superseded by O; only prepared certificates survive.
-        for seq in [s for s in self.log.slots if s > self.log.low]:
-            del self.log.slots[seq]
+        self.log.supersede()
         for pp, raw in pre_prepares:
             if not self.log.in_window(pp.seq):
                 continue
-            requests = []
-            for req_data in pp.batch:
-                req = self.verified.check(req_data)
-                if isinstance(req, str):  # a prepared batch was checked by a correct replica
-                    self._out.append(Note(f"unverifiable request in re-issued n={pp.seq}: {req}"))
-                    continue
-                requests.append((req, req_data))
+            requests, bad = self.verified.batch(pp.batch)
+            for why in bad:  # a prepared batch was checked by a correct replica
+                self._out.append(Note(f"unverifiable request in re-issued n={pp.seq}: {why}"))
             slot = self.log.slot(pp.seq, self.view)
-            self._accept_pre_prepare(slot, pp, raw, tuple(requests), prepare=not self.is_primary)
+            self._accept_pre_prepare(slot, pp, raw, requests, prepare=not self.is_primary)
         last = pre_prepares[-1][0].seq if pre_prepares else min_s
         self.next_seq = max(last, self.log.low, self.last_executed) + 1
         self.view_changes.installed(self.view)
@@ -1319,37 +1263,39 @@ class Replica:
 
     # -- status and state transfer (TOCS 2002 5.3) --------------------------------------
 
+    def ignore_status(self, peer: Signer | None, env: Envelope) -> Ignored | None:
+        """What we answer (a proof, a NEW-VIEW, up to CATCH_UP_SLOTS certificates) costs far
+        more than a STATUS: once per retransmission period per replica, which is as often
+        as a correct one asks (issue 13, item 7: 42x amplification). Only over its
+        signer's own channel (nobody relays a STATUS): a replica's old STATUS replayed by
+        another would use up the answer its real one needs (review of issue 13). Not
+        "only if newer than the last": a replica restarted from its disk may honestly
+        report less than before its crash."""
+        if (why := self.ignore_unsigned(env)) is not None:
+            return why
+        if peer is not None and peer != env.signer:
+            return Reason.WRONG_ROLE, f"status of replica {env.signer} relayed by {peer!r}"
+        if self.catch_up.too_soon(env.signer, self.ticks):  # type: ignore[arg-type]
+            return Reason.DUPLICATE, None
+        return None
+
     def on_status(self, peer: Signer | None, env: Envelope, st: Status) -> None:
         """A peer's progress report: help it catch up with what proves where we are."""
-        if not self._check_replica_signed(peer, env) or env.signer == self.id:
-            return
-        to: int = env.signer  # type: ignore[assignment]
-        # What we answer (a proof, a NEW-VIEW, up to CATCH_UP_SLOTS certificates) costs far
-        # more than a STATUS: once per retransmission period per replica, which is as often
-        # as a correct one asks (issue 13, item 7: 42x amplification). Only over its
-        # signer's own channel (nobody relays a STATUS): a replica's old STATUS replayed by
-        # another would use up the answer its real one needs (review of issue 13). Not
-        # "only if newer than the last": a replica restarted from its disk may honestly
-        # report less than before its crash.
-        if peer is not None and peer != to:
-            self._reject(peer, Reason.WRONG_ROLE, f"status of replica {to} relayed by {peer!r}")
-            return
-        if self._too_soon(self._status_answered, to, self._retransmit_ticks, peer):
+        if type(env.signer) is int and env.signer == self.id:
+            return  # our own, relayed back: nothing to tell ourselves
+        if (why := self.ignore_status(peer, env)) is not None:
+            self._ignore(peer, why)
             return
         if not self._verify(peer, env):
             return
-        self._status_answered[to] = self.ticks
+        to: int = env.signer  # type: ignore[assignment]
         self.view_changes.saw(to, st.view)
-        self._peer_progress[to] = (st.view, st.last_executed)
-        if not self._located:
-            self._heard.add(to)
-            if len(self._heard) >= 2 * self.config.f:
-                self._locate()
+        if self.catch_up.report(to, st.view, st.last_executed, self.ticks):
+            self._locate()
         if st.view < self.view or st.last_executed < self.last_executed or st.stable_seq < self.log.low:
             # It is behind us: tell it where we are too, so a replica that just restarted
             # learns it is behind before it judges the primary (on_request_timeout).
-            status = Status(self.view, self.last_executed, self.log.low, len(self.log))
-            self._out.append(Send(to, self.safety.sign_other(status).to_bytes()))
+            self._out.append(Send(to, self._status()))
         # Behind our stable checkpoint, in execution or only in collecting its 2f+1
         # CHECKPOINTs (lost ones are never resent otherwise, and without the proof it
         # cannot truncate its log, section 4.3): send the proof.
@@ -1366,56 +1312,41 @@ class Replica:
         pre-prepare, 2f prepares and 2f+1 commits. Without this, a replica that lost
         messages for slots everyone else executed would wait for the next checkpoint,
         which never comes when the clients are waiting on it."""
-        for seq in range(after + 1, min(self.last_executed, after + CATCH_UP_SLOTS) + 1):
-            slot = self.log.get(seq)
-            if slot is None or not slot.committed or slot.view != self.view:
-                continue
-            d = slot.digest
-            self._out.append(Send(to, slot.pre_prepare_env))
-            for votes in (slot.prepares, slot.commits):
-                for signer, (dg, data) in sorted(votes.items()):
-                    if dg == d and signer != to:
-                        self._out.append(Send(to, data))
+        last = min(self.last_executed, after + CATCH_UP_SLOTS)
+        for data in self.log.committed_proof(to, after + 1, last, self.view):
+            self._out.append(Send(to, data))
 
     def _request_chunks(self) -> None:
         t = self.transfer
         if t is None:
             return
-        for index in t.missing():
-            if len(t.asked) >= IN_FLIGHT:
-                break
-            if index in t.asked:
-                continue
-            source = t.next_source()
-            if source is None:
-                self._out.append(Note(f"state transfer to {t.seq}: every source lied"))
-                t.liars.clear()  # try again from everyone: f liars cannot exhaust us
-                return
-            t.asked[index] = source
+        asks, every_source_lied = t.next_requests()
+        for index, source in asks:
             msg = FetchState(t.seq, t.digest, index)
             self._out.append(Send(source, self.safety.sign_other(msg).to_bytes()))
+        if every_source_lied:
+            self._out.append(Note(f"state transfer to {t.seq}: every source lied"))
 
-    def on_fetch_state(self, peer: Signer | None, env: Envelope, fs: FetchState) -> None:
-        if not self._check_replica_signed(peer, env):
-            return
+    def ignore_fetch_state(self, peer: Signer | None, env: Envelope, fs: FetchState) -> Ignored | None:
+        """Chunks go to the signer: a FETCH-STATE relayed or replayed by anyone else would
+        make us send state to a replica that did not ask; and they are rationed per asker
+        (statetransfer.ChunkBudget, issue 13, item 7). Only a checkpoint we hold is served."""
+        if (why := self.ignore_unsigned(env)) is not None:
+            return why
         if peer is not None and peer != env.signer:
-            # Chunks go to the signer: a FETCH-STATE relayed or replayed by anyone else
-            # would make us send state to a replica that did not ask (issue 13, item 7).
-            self._reject(peer, Reason.WRONG_ROLE, f"fetch-state of {env.signer} relayed by {peer!r}")
-            return
+            return Reason.WRONG_ROLE, f"fetch-state of {env.signer} relayed by {peer!r}"
         key = (env.signer, fs.seq, fs.index)
-        if self.chunks_served.too_soon(key, self.ticks):  # type: ignore[arg-type]
-            self.rejects[(peer, Reason.DUPLICATE)] += 1  # asked again too soon: the same chunk
-            return
-        start, count = self.chunks_served.used(env.signer, self.ticks)  # type: ignore[arg-type]
-        if count >= CHUNKS_PER_PERIOD:
-            # Every chunk of a large state once per period is a stream a faulty replica
-            # could keep asking for; a transfer with IN_FLIGHT requests out needs far less.
-            self._reject(peer, Reason.OVERLOAD, f"state chunks for replica {env.signer} this period")
-            return
+        if (why := self.chunks_served.ignore(key, self.ticks)) is not None:  # type: ignore[arg-type]
+            return why
         own = self.checkpoints.own.get(fs.seq)
         if own is None or own[0] != fs.digest:
-            self.rejects[(peer, Reason.STALE)] += 1
+            return Reason.STALE, None
+        return None
+
+    def on_fetch_state(self, peer: Signer | None, env: Envelope, fs: FetchState) -> None:
+        """TOCS 2002 5.3: serve one chunk of a stable checkpoint's state, with its proof."""
+        if (why := self.ignore_fetch_state(peer, env, fs)) is not None:
+            self._ignore(peer, why)
             return
         if not self._verify(peer, env):
             return
@@ -1423,11 +1354,9 @@ class Replica:
         if fs.index >= len(chunks):
             self._reject(peer, Reason.OUT_OF_WINDOW, f"chunk {fs.index} of {len(chunks)}")
             return
-        self.chunks_served.record(key, start, count, self.ticks)  # type: ignore[arg-type]
-        reply = StateChunk(
-            fs.seq, fs.digest, fs.index, len(chunks), chunks[fs.index], chunk_proof(chunks, fs.index)
-        )
-        self._out.append(Send(env.signer, self.safety.sign_other(reply).to_bytes()))  # type: ignore[arg-type]
+        asker: int = env.signer  # type: ignore[assignment]
+        reply = self.chunks_served.serve((asker, fs.seq, fs.index), chunks, fs.digest, self.ticks)
+        self._out.append(Send(asker, self.safety.sign_other(reply).to_bytes()))
 
     def ignore_state_chunk(self, env: Envelope, sc: StateChunk) -> Ignored | None:
         if (why := self.ignore_unsigned(env)) is not None:
@@ -1445,19 +1374,14 @@ class Replica:
         assert t is not None
         if not self._verify(peer, env):
             return
-        source: int = env.signer  # type: ignore[assignment]
         if not self._chunk_verifies(t, sc):
             # Every chunk is checked against the digest 2f+1 replicas signed; a source
             # that sends one that does not verify is never asked again.
-            t.liars.add(source)
-            for index in [i for i, s in t.asked.items() if s == source]:
-                del t.asked[index]
+            t.lied(env.signer)  # type: ignore[arg-type]
             self._reject(peer, Reason.BAD_DIGEST, f"state chunk {sc.index} of {sc.seq}")
             self._request_chunks()
             return
-        t.total = sc.total
-        t.chunks[sc.index] = sc.data
-        t.asked.pop(sc.index, None)
+        t.received(sc.index, sc.total, sc.data)
         if t.complete():
             self._install_state(t)
         else:
@@ -1495,20 +1419,19 @@ class Replica:
         self._out.append(StateInstalled(t.seq, t.digest))
         self._maybe_execute()
 
-    # -- durability (DESIGN.md section 8) -------------------------------------------------
+    # -- durability (docs/architecture.md "The durability contract") ----------------------
 
     def _persist_checkpoint(
         self, seq: int, state_digest: bytes, proof: tuple[bytes, ...], state: bytes
     ) -> None:
-        value = codec.encode([seq, state_digest, list(proof), state])
-        self._out.append(Persist(Record.CHECKPOINT, 0, 0, "", value))
+        self._out.append(StableCheckpoint(seq, state_digest, proof, state).to_persist())
         self._out.append(Truncate(seq))
 
     def _persist_view(self, message: bytes) -> None:
         """The view, whether it is active, and our VIEW-CHANGE for it while it is not, or
         the NEW-VIEW that installed it once it is (b"" for view 0)."""
-        value = codec.encode([self.view, self.status is ViewStatus.NORMAL, message])
-        self._out.append(Persist(Record.VIEW, 0, 0, "", value))
+        active = self.status is ViewStatus.NORMAL
+        self._out.append(ViewState(self.view, active, message).to_persist())
 
     def recover(self, records: list[Persist]) -> list[Action]:
         """Rebuild this replica from what an earlier run persisted, before any step
@@ -1577,16 +1500,15 @@ class Replica:
             # A replica fetching state is behind: it cannot judge the primary by requests
             # it has not caught up to, and must not leave the view alone for that.
             return
-        if not self._located and self.ticks < self._located_by:
+        if not self.catch_up.located:
             # Restarted: until 2f others told us where they are (or a while has passed),
             # a request we wait for may be one the others ordered while we were down. A
             # replica that timed out here went alone into a view change the others never
             # followed (issue 13, item 2).
+            if self.ticks >= self.catch_up.located_by:
+                self._locate()
             return
-        if not self._located:
-            self._locate()
-            return
-        if self._behind():
+        if self.catch_up.behind(self.view, self.last_executed):
             # Catching up: one more timeout to catch up in, not a timer held back for ever
             # (a primary that kept us a little behind must not keep us from suspecting it).
             self.requests.restart(self.ticks)
@@ -1600,30 +1522,18 @@ class Replica:
             # STATUS to everyone, so a pre-prepare that was merely lost costs no view.
             for data in self.requests.unordered():
                 self._out.append(Send(self.primary, data))
-            status = Status(self.view, self.last_executed, self.log.low, len(self.log))
-            self._out.append(Broadcast(self.safety.sign_other(status).to_bytes()))
+            self._out.append(Broadcast(self._status()))
 
     def _locate(self) -> None:
         """We know where the others are (or waited long enough): judge the primary from
         now on, with fresh timers for what we were waiting for."""
-        self._located = True
-        self._heard.clear()
+        self.catch_up.locate()
         self.requests.restart(self.ticks)
-
-    def _behind(self) -> bool:
-        """f+1 replicas (so at least one correct) told us, by STATUS in our view, that they
-        executed past us: we are catching up and cannot judge the primary by requests
-        whose pre-prepares we have not seen yet."""
-        ahead = sorted(
-            (ex for v, ex in self._peer_progress.values() if v == self.view), reverse=True
-        )
-        return len(ahead) > self.config.f and ahead[self.config.f] > self.last_executed
 
     def _retransmit(self) -> None:
         """Resend our own messages that may have been lost (no progress for a while), and
         tell the others where we are so that they can help us catch up."""
-        status = Status(self.view, self.last_executed, self.log.low, len(self.log))
-        self._out.append(Broadcast(self.safety.sign_other(status).to_bytes()))
+        self._out.append(Broadcast(self._status()))
         if self.transfer is not None:
             self.transfer.asked.clear()  # a slow source: ask the next one
             self._request_chunks()
@@ -1632,22 +1542,8 @@ class Replica:
             if own is not None and own.msg.new_view == self.view:
                 self._out.append(Broadcast(own.data))
             return
-        for seq in range(self.log.low + 1, self.log.high + 1):
-            slot = self.log.get(seq)
-            if slot is None or slot.view != self.view:
-                continue
-            if seq <= self.last_executed and slot.committed:
-                continue
-            # Also below what we executed: a slot a NEW-VIEW re-issued that we executed in
-            # an earlier view still needs our votes in this one, or a replica that is
-            # behind can never commit it (fuzz seed 1002721).
-            for data in (
-                slot.pre_prepare_env if self.is_primary else b"",
-                slot.my_prepare,
-                slot.my_commit,
-            ):
-                if data:
-                    self._out.append(Broadcast(data))
+        for data in self.log.own_messages(self.view, self.last_executed, self.is_primary):
+            self._out.append(Broadcast(data))
         for seq, votes in self.checkpoints.votes.items():
             mine = votes.get(self.id)
             if mine is not None and seq > self.log.low:

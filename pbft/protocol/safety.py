@@ -1,4 +1,4 @@
-"""The only signer of protocol votes (STYLE.md 7; Aptos safety-rules, Malachite).
+"""The only signer of protocol votes (docs/architecture.md "Conventions in the code"; Aptos safety-rules, Malachite).
 
 A correct replica must never sign two different digests for one (view, seq) in one phase:
 that is what makes "prepared" unique (OSDI'99 section 4.2, invariant: if prepared(m, v, n,
@@ -8,7 +8,7 @@ refuses a conflicting request. Asking it to equivocate is a bug in our core, so 
 raises rather than returning an error.
 
 Re-signing the same vote returns the same envelope (retransmission). The record of
-votes is what must be persisted before a vote is sent (DESIGN.md section 8); `forget_below`
+votes is what must be persisted before a vote is sent (docs/architecture.md "The durability contract"); `forget_below`
 drops votes at or below the stable checkpoint, which no correct replica revisits.
 """
 

@@ -7,14 +7,22 @@ state can therefore check every chunk the moment it arrives, against the digest 
 already trusts, with a proof of log2(chunks) hashes: one lying or slow source cannot
 poison the transfer, only delay it until the fetcher asks someone else.
 
-`Transfer` is the fetcher's bookkeeping: which chunks it has, which it asked whom for,
-and which sources proved to be liars.
+`Transfer` is the fetcher's bookkeeping: which chunks it has, which it asked whom for
+(at most IN_FLIGHT at once, round-robin over the 2f+1 signers of the proof but us), and
+which sources proved to be liars (never asked again, until every source has lied: then
+everyone is asked again, as f liars cannot exhaust the correct ones). `ChunkBudget` is
+the server's: a chunk is a costly answer to a small question, so it is rationed per
+asker (issue 13, item 7). The replica's handlers (`on_fetch_state`, `on_state_chunk`)
+sign and send; what to ask, what to serve and when to stop lives here.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+
+from .events import Ignored, Reason
+from .messages import StateChunk
 
 CHUNK_SIZE = 64 * 1024
 MAX_CHUNKS = 1 << 20
@@ -104,6 +112,35 @@ class Transfer:
             return [0]
         return [i for i in range(self.total) if i not in self.chunks]
 
+    def next_requests(self) -> tuple[list[tuple[int, int]], bool]:
+        """The (chunk index, source) requests to send now, keeping IN_FLIGHT out; and
+        whether every source has lied (the liars are then forgiven for the next round)."""
+        out: list[tuple[int, int]] = []
+        for index in self.missing():
+            if len(self.asked) >= IN_FLIGHT:
+                break
+            if index in self.asked:
+                continue
+            source = self.next_source()
+            if source is None:
+                self.liars.clear()  # try again from everyone: f liars cannot exhaust us
+                return out, True
+            self.asked[index] = source
+            out.append((index, source))
+        return out, False
+
+    def lied(self, source: int) -> None:
+        """`source` sent a chunk that does not verify: never ask it again."""
+        self.liars.add(source)
+        for index in [i for i, s in self.asked.items() if s == source]:
+            del self.asked[index]
+
+    def received(self, index: int, total: int, data: bytes) -> None:
+        """A chunk that verifies against the digest 2f+1 signed."""
+        self.total = total
+        self.chunks[index] = data
+        self.asked.pop(index, None)
+
     def invariants(self) -> None:
         """At most IN_FLIGHT chunk requests out; no chunk beyond the announced total."""
         assert len(self.asked) <= IN_FLIGHT, f"transfer (asked) holds {len(self.asked)} chunk requests, bound {IN_FLIGHT}"
@@ -137,19 +174,33 @@ class ChunkBudget:
         self.sent: dict[tuple[int, int, int], int] = {}  # (asker, seq, index) -> tick
         self.budget: dict[int, tuple[int, int]] = {}  # asker -> (period start, chunks)
 
-    def too_soon(self, key: tuple[int, int, int], now: int) -> bool:
+    def ignore(self, key: tuple[int, int, int], now: int) -> Ignored | None:
+        """Why the chunk `key` = (asker, seq, index) is not served now, or None."""
         last = self.sent.get(key)
-        return last is not None and now - last < self.period
+        if last is not None and now - last < self.period:
+            return Reason.DUPLICATE, None  # asked again too soon: the same chunk
+        if self._used(key[0], now)[1] >= CHUNKS_PER_PERIOD:
+            # Every chunk of a large state once per period is a stream a faulty replica
+            # could keep asking for; a transfer with IN_FLIGHT requests out needs far less.
+            return Reason.OVERLOAD, f"state chunks for replica {key[0]} this period"
+        return None
 
-    def used(self, asker: int, now: int) -> tuple[int, int]:
+    def _used(self, asker: int, now: int) -> tuple[int, int]:
         """(start, chunks) of `asker`'s current period."""
         start, count = self.budget.get(asker, (now, 0))
         if now - start >= self.period:
             return now, 0
         return start, count
 
-    def record(self, key: tuple[int, int, int], start: int, count: int, now: int) -> None:
-        """One more chunk sent to key's asker, in the period (start, count) of `used`."""
+    def serve(self, key: tuple[int, int, int], chunks: list[bytes], digest: bytes, now: int) -> StateChunk:
+        """The chunk `key` names, with its Merkle proof, counted against its asker."""
+        _, seq, index = key
+        self._record(key, now)
+        return StateChunk(seq, digest, index, len(chunks), chunks[index], chunk_proof(chunks, index))
+
+    def _record(self, key: tuple[int, int, int], now: int) -> None:
+        """One more chunk sent to key's asker, in its current period."""
+        start, count = self._used(key[0], now)
         if len(self.sent) >= CHUNKS_REMEMBERED:
             horizon = now - self.period
             self.sent = {k: t for k, t in self.sent.items() if t > horizon}

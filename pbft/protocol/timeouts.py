@@ -22,6 +22,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from enum import Enum
 
+from .messages import Request
+
 
 class Timeout:
     """A timer that fires `ticks` ticks after it was started (never while stopped)."""
@@ -78,7 +80,7 @@ class RequestTimers:
     (the paper's, and Aardvark's answer to a slow primary): executed within the
     view-change timeout, and *ordered* within 1/ORDERING_FRACTION of it. A primary that
     delays every pre-prepare to just under the first timer is caught by the second, so a
-    slow primary costs one view change, not the cluster's throughput (BYZANTINE.md
+    slow primary costs one view change, not the cluster's throughput (docs/attacks.md
     `slow-primary`). Half-way through the ordering timer we first ask again, so a
     pre-prepare that was merely lost is recovered instead of costing a view.
     """
@@ -99,6 +101,11 @@ class RequestTimers:
         elif known[0] > ts:
             return False
         return True
+
+    def adopt(self, held: list[tuple[str, Request, bytes]], now: int) -> None:
+        """Requests the old primary held are now waited for like any other (4.4)."""
+        for client, req, data in held:
+            self.waiting.setdefault(client, (req.timestamp, data, now))
 
     def saw_ordered(self, client: str, ts: int) -> None:
         if self.ordered.get(client, -1) < ts:

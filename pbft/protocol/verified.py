@@ -55,6 +55,20 @@ class VerifiedRequests:
             self.cache.popitem(last=False)
         return msg
 
+    def batch(self, batch: tuple[bytes, ...]) -> tuple[tuple[tuple[Request, bytes], ...], list[str]]:
+        """The requests of a batch that verify, with their bytes, in order; and why each
+        other one does not (a batch re-issued or reloaded from our store was checked by a
+        correct replica already, so those are only noted)."""
+        good: list[tuple[Request, bytes]] = []
+        bad: list[str] = []
+        for data in batch:
+            checked = self.check(data)
+            if isinstance(checked, str):
+                bad.append(checked)
+            else:
+                good.append((checked, data))
+        return tuple(good), bad
+
     def invariants(self) -> None:
         assert len(self.cache) <= VERIFIED_CACHE, f"_verified holds {len(self.cache)}, bound {VERIFIED_CACHE}"
 

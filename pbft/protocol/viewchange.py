@@ -14,7 +14,10 @@ InvalidCertificate, whose message is the reason (the replica counts it as a reje
 
 The state a replica keeps about view changes lives here too: its `ViewStatus` (NORMAL, or
 VIEW_CHANGE while it waits for the NEW-VIEW of its view) and `ViewChanges`, the
-VIEW-CHANGEs it holds and has sent and where the other replicas are.
+VIEW-CHANGEs it holds and has sent and where the other replicas are, with the budgets on
+resending them (a VIEW-CHANGE, a NEW-VIEW: once per retransmission period per replica).
+`certificates_to_send` picks our own prepared certificates for a VIEW-CHANGE, checked by
+the code the others will run.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from enum import Enum
 from . import codec
 from .config import ClusterConfig
 from .crypto import NULL_DIGEST, Verifier, batch_digest
+from .events import Ignored, Reason
+from .log import MessageLog
 from .messages import (
     Checkpoint,
     Envelope,
@@ -282,6 +287,35 @@ LONE_FACTOR = 3
 """View-change timeouts a replica may wait alone in our view + 1 before we join it."""
 
 
+def certificates_to_send(
+    config: ClusterConfig,
+    verifier: Verifier,
+    new_view: int,
+    prepared: dict[int, tuple[int, bytes, tuple[bytes, ...]]],
+    log: MessageLog,
+) -> tuple[list[tuple[bytes, ...]], list[str]]:
+    """Our prepared certificates for a VIEW-CHANGE to `new_view` (4.4), each checked by
+    the same code the others will run (what we send must count); and why any is left out.
+    A certificate outside the window cannot happen since window jumps are durable (a
+    prepared slot is in the window it was prepared in); one from a damaged store is left
+    out rather than sent in a VIEW-CHANGE that no one would accept."""
+    certs: list[tuple[bytes, ...]] = []
+    left_out: list[str] = []
+    for seq, (_, pp_env, prepares) in sorted(prepared.items()):
+        if not log.in_window(seq):
+            if seq > log.low:
+                left_out.append(f"leaving out our certificate for n={seq}: outside the window")
+            continue
+        cert = (pp_env, *prepares)
+        try:
+            check_prepared_cert(config, verifier, new_view, cert)
+        except InvalidCertificate as exc:  # e.g. restored from a damaged record
+            left_out.append(f"leaving out our certificate for n={seq}: {exc}")
+            continue
+        certs.append(cert)
+    return certs, left_out
+
+
 class ViewChanges:
     """The VIEW-CHANGEs a replica holds and has sent, and where the others are (4.4, 4.5.2).
 
@@ -323,6 +357,36 @@ class ViewChanges:
         for old in [v for v in self.own if v <= new_view - self.config.n]:
             del self.own[old]
         self.lone_since = {s: vs for s, vs in self.lone_since.items() if vs[0] > new_view}
+
+    def new_view_too_soon(self, replica: int, now: int) -> bool:
+        """Our NEW-VIEW (large) went to `replica` less than a retransmission period ago."""
+        last = self.new_view_resent.get(replica)
+        return last is not None and now - last < self.retransmit_ticks
+
+    def ignore_resend(self, to: int, view: int, now: int) -> Ignored | None:
+        """Why our VIEW-CHANGE for `view` is not resent to `to` now, or None: it has told
+        us of a later view since (so this is a replay, or an old copy, and answering it
+        could start two replicas resending old VIEW-CHANGEs to each other), or it had it
+        less than a retransmission period ago."""
+        if self.peer_view.get(to, -1) > view:
+            return Reason.STALE, None
+        last = self.resent.get(to)
+        if last is not None and last[0] == view and now - last[1] < self.retransmit_ticks:
+            return Reason.DUPLICATE, None
+        return None
+
+    def resend(self, to: int, view: int, now: int) -> bytes:
+        """Our VIEW-CHANGE for `view`, resent to `to` (per asker and view: a replay of
+        another view uses none of this one's budget)."""
+        self.resent[to] = (view, now)
+        self.saw(to, view)
+        return self.own[view]
+
+    def chosen(self, votes: list[CheckedViewChange], me: int) -> list[CheckedViewChange]:
+        """The 2f+1 VIEW-CHANGEs a new primary puts in its NEW-VIEW: its own first, then
+        the others' by replica id."""
+        others = sorted((c for c in votes if c.signer != me), key=lambda c: c.signer)
+        return [self.received[me], *others[: self.config.quorum - 1]]
 
     def add(self, checked: CheckedViewChange, view: int, now: int) -> None:
         """A valid VIEW-CHANGE, newer than what we held from its signer; we are in `view`."""

@@ -8,6 +8,7 @@ from collections import Counter
 
 import pytest
 
+from pbft.protocol.catchup import CatchUp
 from pbft.protocol.future import FutureViews
 from pbft.protocol.replica import Replica
 from pbft.sim.scenario import ByzantineSpec, Expect, NetworkFault, Scenario
@@ -54,7 +55,7 @@ def test_a_status_flood_costs_correct_replicas_a_small_factor(monkeypatch):
     flooded = _sent_by_correct(_scenario("status-flood", {"rate": 10}), 1)
     assert flooded <= 1.5 * honest, (flooded, honest)
     # Without the per-replica budget on answers, the same flood multiplies their traffic.
-    monkeypatch.setattr(Replica, "_too_soon", lambda self, *a: False)
+    monkeypatch.setattr(CatchUp, "too_soon", lambda self, *a: False)
     unbudgeted = _sent_by_correct(_scenario("status-flood", {"rate": 10}), 1)
     assert unbudgeted > 5 * honest, (unbudgeted, honest)
 

@@ -224,10 +224,11 @@ def fake_node(config, **core):
     since = core.pop("since", 60.0)
     fields = dict(
         id=3, view=0, primary=0, status=ViewStatus.NORMAL, transfer=None, last_executed=20,
-        stable_seq=20, _peer_progress={}, checkpoints=SimpleNamespace(votes={}, claims={}), _located=True,
+        stable_seq=20, checkpoints=SimpleNamespace(votes={}, claims={}),
         log=[],
     )
-    fields.update(core)
+    catch_up = SimpleNamespace(progress=core.pop("progress", {}), located=core.pop("located", True))
+    fields.update(core, catch_up=catch_up)
     return SimpleNamespace(
         id=3, config=config, replica=SimpleNamespace(**fields), failure=None,
         transport=SimpleNamespace(connected=links),
@@ -246,12 +247,12 @@ def fake_node(config, **core):
         ({"transfer": SimpleNamespace(seq=24)}, {"state"}),
         ({"last_executed": 16, "stable_seq": 20}, {"state"}),
         # f+1 = 2 others known past it by more than K = 4 (STATUS, CHECKPOINT, claim).
-        ({"_peer_progress": {0: (0, 30)}, "checkpoints": SimpleNamespace(votes={}, claims={1: {28: None}})}, {"lag"}),
-        ({"_peer_progress": {0: (0, 30)}, "checkpoints": SimpleNamespace(votes={28: {1: None, 3: None}}, claims={})}, {"lag"}),
+        ({"progress": {0: (0, 30)}, "checkpoints": SimpleNamespace(votes={}, claims={1: {28: None}})}, {"lag"}),
+        ({"progress": {0: (0, 30)}, "checkpoints": SimpleNamespace(votes={28: {1: None, 3: None}}, claims={})}, {"lag"}),
         # One replica alone (maybe lying), or within K: not lagging.
-        ({"_peer_progress": {0: (0, 900)}}, set()),
-        ({"_peer_progress": {0: (0, 24), 1: (0, 24)}}, set()),
-        ({"_located": False}, {"lag"}),  # restarted, has not heard from the others
+        ({"progress": {0: (0, 900)}}, set()),
+        ({"progress": {0: (0, 24), 1: (0, 24)}}, set()),
+        ({"located": False}, {"lag"}),  # restarted, has not heard from the others
     ],
 )
 def test_readiness_conditions(tmp_path, core, failing):

@@ -243,7 +243,7 @@ def test_a_restarted_backup_still_sees_equivocation_on_a_pre_prepare_it_accepted
     a conflicting PRE-PREPARE for the same (v, n) still yields equivocation evidence
     carrying both signed messages.
 
-    Kills: the `Persist(Record.VOTE, pp.seq, pp.view, ACCEPTED, data)` in
+    Kills: the `AcceptedPrePrepare(pp.view, pp.seq, data).to_persist()` in
     `on_pre_prepare` removed."""
     cfg = make_config()
     rep = make_replica(cfg, 1)

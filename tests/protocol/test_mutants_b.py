@@ -116,7 +116,7 @@ def test_a_lying_state_source_is_never_asked_again():
     """TOCS 2002 5.3: every state chunk is checked against the checkpoint digest 2f+1
     replicas signed; a source that sent one that does not verify is a liar and the
     transfer asks only the others from then on (until every source lied).
-    Mutant killed: Replica.on_state_chunk without `t.liars.add(source)`."""
+    Mutant killed: statetransfer.Transfer.lied without `self.liars.add(source)`."""
     cfg = make_config()
     donor = make_replica(cfg, 0)
     chunks = split(donor.checkpoint_state())

@@ -416,7 +416,7 @@ def test_a_restarted_replica_does_not_change_view_before_it_knows_it_is_behind()
     assert again.view_changes.started == 0, "judged the primary before knowing where the others are"
     for peer in (0, 1):
         feed(again, peer, seal_as(peer, Status(0, 6, 4, 2)))
-    assert again._located and again._behind()
+    assert again.catch_up.located and again.catch_up.behind(again.view, again.last_executed)
     # Catching up gets one fresh timeout (bob's request is unordered here: half the
     # view-change timeout)...
     for _ in range(vc_ticks // 2 - 1):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pbft.protocol.replica import EVIDENCE_MEMORY
+from pbft.protocol.evidence import EVIDENCE_MEMORY
 from pbft.protocol.verified import VERIFIED_CACHE
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,0 +1,79 @@
+"""Catch-up: where the other replicas are, from their STATUS messages (TOCS 2002 5.3).
+
+Theory of operation. Every replica broadcasts a signed STATUS (its view, the last
+sequence number it executed, its stable checkpoint) once per retransmission period
+without progress. A peer that lags gets what proves where we are (the replica's
+`on_status`): that answer costs far more than the question, so each replica's STATUS is
+answered at most once per retransmission period (`answered`, issue 13 item 7).
+
+What the peers report is kept per replica (`progress`): when f+1 of them (so at least
+one correct) executed past us in our view, we are `behind`, and a backup does not judge
+the primary by requests whose pre-prepares it has not caught up to (OSDI'99 4.4).
+
+A replica restarted from its store does not know where the others are: until 2f others
+sent their STATUS (`heard`), or until `located_by`, it is not `located`, and it starts no
+view change of its own (a replica that timed out alone there went into a view change
+the others never followed, issue 13 item 2).
+
+Every structure is keyed by replica: bounded by n.
+"""
+
+from __future__ import annotations
+
+from .config import ClusterConfig
+
+
+class CatchUp:
+    """STATUS bookkeeping: answers given, peers' progress, and being located."""
+
+    __slots__ = ("answered", "heard", "located", "located_by", "progress", "_f", "_n", "_period")
+
+    def __init__(self, config: ClusterConfig, period: int) -> None:
+        self._f = config.f
+        self._n = config.n
+        self._period = period
+        self.answered: dict[int, int] = {}
+        """Replica -> tick its STATUS was last answered."""
+        self.progress: dict[int, tuple[int, int]] = {}
+        """Replica -> (view, last executed) from its last STATUS."""
+        self.located = True
+        self.located_by = 0
+        self.heard: set[int] = set()
+        """Replicas whose STATUS arrived since a restart, until located."""
+
+    def too_soon(self, peer: int, now: int) -> bool:
+        """`peer`'s STATUS was answered less than a retransmission period ago."""
+        last = self.answered.get(peer)
+        return last is not None and now - last < self._period
+
+    def report(self, peer: int, view: int, last_executed: int, now: int) -> bool:
+        """Record `peer`'s answered STATUS; True when a restarted replica has now heard
+        from 2f others, so it knows where they are."""
+        self.answered[peer] = now
+        self.progress[peer] = (view, last_executed)
+        if self.located:
+            return False
+        self.heard.add(peer)
+        return len(self.heard) >= 2 * self._f
+
+    def restarted(self, by: int) -> None:
+        """Recovered from the store: not located until 2f others report, or `by`."""
+        self.located = False
+        self.located_by = by
+
+    def locate(self) -> None:
+        self.located = True
+        self.heard.clear()
+
+    def behind(self, view: int, last_executed: int) -> bool:
+        """f+1 replicas told us, by STATUS in our view, that they executed past us."""
+        ahead = sorted((ex for v, ex in self.progress.values() if v == view), reverse=True)
+        return len(ahead) > self._f and ahead[self._f] > last_executed
+
+    def invariants(self) -> None:
+        for name, size in (
+            ("answered", len(self.answered)),
+            ("heard", len(self.heard)),
+            ("progress", len(self.progress)),
+        ):
+            assert size <= self._n, f"catch_up.{name} holds {size}, bound {self._n}"
