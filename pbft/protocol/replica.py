@@ -1,61 +1,15 @@
 """One PBFT replica as a pure state machine: `Replica.step(event) -> Ready`.
 
-Theory of operation (OSDI'99 section 4; TOCS 2002 for refinements):
+The handlers follow Castro & Liskov (OSDI'99, refinements from TOCS 2002) in the paper's
+order: requests (4.1), the normal case (4.2), checkpoints (4.3), view changes (4.4,
+4.5.2), state transfer, time. The protocol as implemented, rule by rule, is in
+docs/protocol.md; the state lives in narrow owners (docs/architecture.md, "Who owns what
+inside a replica"), each with an `invariants()` that `Replica.invariants()` calls.
 
-* Normal case (4.2). The primary of view v (v mod n) assigns sequence numbers to batches
-  of client requests and multicasts PRE-PREPARE. A backup accepts a pre-prepare that is
-  signed by the primary, in its view, within the water marks, carries a digest that
-  matches its batch of validly signed requests, and does not conflict with one it already
-  accepted; it then multicasts PREPARE. A replica is *prepared* once it holds the
-  pre-prepare and 2f matching PREPAREs from distinct backups; it then multicasts COMMIT.
-  It is *committed-local* once prepared with 2f+1 matching COMMITs, and executes batches
-  strictly in sequence order. Several sequence numbers are in flight at once (up to
-  `pipeline`), so under load requests queue at the primary and ride in larger batches.
-* Checkpoints (4.3). After executing a multiple of K the replica multicasts CHECKPOINT
-  with the digest of its state (service state plus the reply cache, which is what makes
-  exactly-once survive a state transfer). 2f+1 matching CHECKPOINTs make it stable: the
-  low water mark moves up and the log below it is discarded; the proof is kept.
-* Clients (4.1). Each replica keeps the last timestamp and reply per client; an older
-  request is never executed again, a retransmission of the latest gets the cached reply,
-  and the client of an older one is told (rate-limited) which timestamp we hold (held.py).
-  Read-only requests (5.1.3) are answered from current state without ordering.
-* View changes (4.4, 4.5.2). A backup waiting for a request it knows of for longer than
-  the view-change timeout (doubled for each consecutive view change without progress),
-  or for longer than half of it without seeing the request in a pre-prepare (an
-  ordering timer after Aardvark, so a primary that sits on requests is replaced),
-  multicasts VIEW-CHANGE for v+1 with its stable checkpoint proof and a prepared
-  certificate per prepared slot above it; f+1 VIEW-CHANGEs for higher views make a
-  replica join the smallest of them. The new primary turns 2f+1 valid VIEW-CHANGEs into a
-  NEW-VIEW (viewchange.plan_new_view); backups recompute it and reject any difference.
-  Messages for future views are buffered within a bound, old views are ignored. A
-  replica resends its own VIEW-CHANGE for a view it left to one still waiting there, so
-  replicas split between two views converge.
-* State transfer (TOCS 2002 5.3). A replica that learns of a checkpoint that 2f+1
-  replicas signed above what it has executed (their CHECKPOINTs, a NEW-VIEW, or the proof
-  a peer sends when our STATUS shows we lag) moves its window there and fetches the state
-  in chunks, each verified against the signed digest (statetransfer.py), switching
-  sources when one lies or stalls. The jump is persisted (WINDOW record) before any vote
-  above it, so a restart resumes the transfer in the same window; reads wait until the
-  state is installed. A proof sent to a laggard travels as one STABLE-PROOF, judged as a
-  unit. (docs/robustness.md: these rules and the budgets on costly answers.)
-* Retransmission. Messages may be lost; every `retransmit_ms` without progress a replica
-  resends its own messages for the slots it has not executed.
-
-State lives with narrow owners, the handlers here: log (slots and the queries on them),
-quorum.VoteSet (every certificate), checkpoints.Checkpoints, batching.Batching (the
-primary's queue: policy, not the paper), timeouts (Timeout, RequestTimers; fired from one
-table at each tick), future.FutureViews, viewchange.ViewChanges (and the certificates we
-send), verified (checked and deferred client requests), held (the reply cache, answers to
-clients, waiting reads), catchup.CatchUp (STATUS: where the others are), statetransfer
-(Transfer: what to fetch; ChunkBudget: what to serve), records (the durable records we
-persist), recovery (`recover`). Each has an `invariants()` asserting its bounds;
-`Replica.invariants()` calls them all, and the simulator calls it after every step of a
-correct replica.
-
-Input is checked cheapest first (docs/architecture.md "One request, end to end"): decode, schema, signer is a member
-of the right role, view and water marks, then the signature, then protocol state. Nothing
-a peer sends raises: it is dropped and counted (`Rejected`) and, when one replica signed
-two conflicting messages, the pair is kept as `Evidence`.
+Input is checked cheapest first (docs/architecture.md, "One request, end to end"): decode,
+schema, signer is a member of the right role, view and water marks, then the signature,
+then protocol state. Nothing a peer sends raises: it is dropped and counted (`Rejected`)
+and, when one replica signed two conflicting messages, the pair is kept as `Evidence`.
 """
 
 from __future__ import annotations
