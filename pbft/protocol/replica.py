@@ -171,8 +171,8 @@ class Replica:
         """Votes for an already complete certificate, dropped unverified (`Slot.completes`)."""
         self.verified = VerifiedRequests(self.verifier)  # client signatures checked once
         # Newer requests of clients that already have one waiting here, unverified: the
-        # newest per (client, channel), taken at the next tick (_defer_request).
-        self.deferred = DeferredRequests()
+        # newest per (client, channel), taken at the next tick.
+        self.deferred = DeferredRequests(self.batching, self.requests, self.replies)
         self.evidence = EvidenceMemory()  # pairs of conflicting signed messages reported
         self.ticks = 0
         # Timeouts (timeouts.py), fired in this order at every tick. `requests` and
@@ -388,48 +388,6 @@ class Replica:
         body = codec.encode([_REPLY, self.view, timestamp, client, self.id, result])
         self._out.append(SendClient(client, codec.encode([body, self.id, b""])))
 
-    def _queued_ts(self, client: str) -> int:
-        """The timestamp of `client`'s verified request this replica holds and has not
-        executed or proposed yet (the primary's `pending`, a backup's `waiting`), or -1."""
-        queued = self.batching.queued_ts(client)
-        if queued >= 0:
-            return queued
-        known = self.requests.waiting.get(client)
-        if known is not None and known[0] > self.replies.executed_ts(client):
-            return known[0]
-        return -1
-
-    def _defer_request(self, peer: Signer | None, data: bytes, msg: Request) -> bool:
-        """A flooding client's budget (issue 13, item 9): while a verified write of a
-        client waits here, a newer one is kept unverified until the next tick
-        (`_take_deferred`); an older one than the waiting
-        request is superseded and dropped (verified.DeferredRequests)."""
-        if msg.read_only:
-            return False
-        queued = self._queued_ts(msg.client)
-        if queued < 0 or msg.timestamp == queued:
-            return False  # nothing waiting, or a retransmission (its bytes are verified)
-        if msg.timestamp < queued:
-            self.rejects[(peer, Reason.STALE)] += 1  # superseded: dropped unverified
-            return True
-        return self.deferred.hold(peer, data, msg)
-
-    def _take_deferred(self) -> None:
-        """Per client, its newest deferred request that verifies goes through `on_request`
-        (older ones of the same client are superseded by it)."""
-        if not self.deferred.held:
-            return
-        for client, items in self.deferred.take():
-            for peer, data, msg in items:
-                if msg.timestamp <= self._queued_ts(client):
-                    break  # superseded meanwhile
-                checked = self.verified.check(data)
-                if isinstance(checked, str):
-                    self._reject(peer, Reason.BAD_REQUEST, checked)
-                    continue
-                self.on_request(peer, data, checked, verified=True)
-                break
-
     def on_request(
         self,
         peer: Signer | None,
@@ -438,8 +396,15 @@ class Replica:
         env: Envelope | None = None,
         verified: bool = False,
     ) -> None:
-        if not verified and self._defer_request(peer, data, msg):
-            return
+        if not verified and not msg.read_only:
+            # A flooding client's budget (issue 13, item 9; verified.DeferredRequests):
+            # while a verified write of its client waits here, a newer one waits
+            # unverified for the next tick and an older one is dropped unverified.
+            deferred = self.deferred.defer(peer, data, msg)
+            if deferred is not None:
+                if not deferred:
+                    self.rejects[(peer, Reason.STALE)] += 1  # superseded
+                return
         checked = msg if verified else self.verified.check(data, None if env is None else (env, msg))
         if isinstance(checked, str):
             self._reject(peer, Reason.BAD_REQUEST, checked)
@@ -1396,7 +1361,12 @@ class Replica:
 
     def _on_tick(self) -> None:
         self.ticks += 1
-        self._take_deferred()
+        if self.deferred.held:
+            for peer, data, checked in self.deferred.take(self.verified):
+                if isinstance(checked, str):
+                    self._reject(peer, Reason.BAD_REQUEST, checked)
+                else:
+                    self.on_request(peer, data, checked, verified=True)
         for timeout, fire in self.timeouts:
             if timeout.fired(self.ticks):
                 fire()
