@@ -16,8 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .messages import PrePrepare, Request
+from .crypto import Verifier
+from .messages import PrePrepare, Request, envelope_from_bytes
 from .quorum import VoteSet
+
+SURPLUS: tuple[bytes, bytes] = (b"", b"")
+"""`Slot.prior_vote`: the vote only adds to a complete certificate; it is kept aside
+unverified and goes no further."""
 
 
 @dataclass(slots=True)
@@ -61,6 +66,32 @@ class Slot:
         through the checks, with the surplus vote of the same signer as its prior (evidence)."""
         pp = self.pre_prepare
         return pp is not None and self.view == view and pp.digest == digest
+
+    def prior_vote(
+        self, kind: str, signer: int, view: int, digest: bytes, data: bytes, verifier: Verifier
+    ) -> tuple[bytes, bytes] | None:
+        """For the one-vote rule on a PREPARE or COMMIT (`kind`) of `signer`: the vote it
+        already cast here, (digest, envelope); else SURPLUS when the certificate is
+        complete and this vote `completes` it (kept aside unverified); else its surplus
+        vote for another digest when that signature holds (so a double vote hidden behind
+        a complete certificate is still evidence; a forged one is forgotten); else None."""
+        if kind == "prepare":
+            votes, surplus, complete = self.prepares, self.surplus_prepares, self.prepared
+        else:
+            votes, surplus, complete = self.commits, self.surplus_commits, self.committed
+        prior = votes.get(signer)
+        if prior is not None:
+            return prior
+        if complete and self.completes(view, digest):
+            surplus.setdefault(signer, (digest, data))
+            return SURPLUS
+        held = surplus.get(signer)
+        if held is None or held[0] == digest:
+            return None
+        if verifier.verify(envelope_from_bytes(held[1])):
+            return held
+        del surplus[signer]
+        return None
 
 
 class MessageLog:

@@ -52,7 +52,7 @@ from .events import (
 from .evidence import EvidenceMemory
 from .future import FutureViews
 from .held import ClientRecord, ReplyCache, WaitingReads
-from .log import MessageLog, Slot
+from .log import SURPLUS, MessageLog, Slot
 from .messages import (
     Checkpoint,
     Commit,
@@ -681,20 +681,6 @@ class Replica:
             return False
         return self._verify(peer, env)
 
-    def _checked_surplus(
-        self, surplus: dict[int, tuple[bytes, bytes]], signer: int, digest: bytes
-    ) -> tuple[bytes, bytes] | None:
-        """The unverified surplus vote `signer` sent before, as a prior vote, when it is for
-        another digest and its signature holds (so a double vote hidden behind a complete
-        certificate is still evidence); None otherwise (a forged one is forgotten)."""
-        held = surplus.get(signer)
-        if held is None or held[0] == digest:
-            return None
-        if self.verifier.verify(envelope_from_bytes(held[1])):
-            return held
-        del surplus[signer]
-        return None
-
     def ignore_prepare(self, env: Envelope, p: Prepare) -> Ignored | None:
         """After the view: within the water marks, and not from the primary, whose vote
         is its pre-prepare (a PREPARE from it never counts, 4.2)."""
@@ -740,18 +726,11 @@ class Replica:
         known = self.log.get(seq)
         prior = None
         if known is not None:
-            if kind == "prepare":
-                votes, surplus, complete = known.prepares, known.surplus_prepares, known.prepared
-            else:
-                votes, surplus, complete = known.commits, known.surplus_commits, known.committed
-            prior = votes.get(signer)
-            if prior is None:
-                if complete and known.completes(view, digest):
-                    # The certificate is complete: nothing left to verify this vote for.
-                    surplus.setdefault(signer, (digest, data))
-                    self.surplus_votes += 1
-                    return None
-                prior = self._checked_surplus(surplus, signer, digest)
+            prior = known.prior_vote(kind, signer, view, digest, data, self.verifier)
+            if prior is SURPLUS:
+                # The certificate is complete: nothing left to verify this vote for.
+                self.surplus_votes += 1
+                return None
         if not self._admit_vote(peer, env, data, prior, digest, kind):
             return None
         slot = self.log.slot(seq, view)
