@@ -119,6 +119,19 @@ class MessageLog:
             s = self.slots[seq] = Slot(seq, view)
         return s
 
+    def pre_prepared(self, seq: int, view: int) -> Slot | None:
+        """The slot for seq if it holds a pre-prepare of `view`."""
+        s = self.slots.get(seq)
+        return s if s is not None and s.pre_prepare is not None and s.view == view else None
+
+    def reopen(self, seq: int, view: int) -> Slot:
+        """The slot for seq in `view`; a slot of an earlier view there is superseded and
+        dropped first. Callers check the window first."""
+        s = self.slots.get(seq)
+        if s is not None and s.view != view:
+            del self.slots[seq]
+        return self.slot(seq, view)
+
     def holds_request(self, client: str, timestamp: int, first: int, end: int) -> bool:
         """A pre-prepare of a slot in [first, end) carries this request."""
         for seq in range(first, end):

@@ -524,16 +524,13 @@ class Replica:
         signed = self.safety.signed.get(("pre-prepare", self.view, self.next_seq))
         if signed is None:
             return False
-        slot = self.log.get(self.next_seq)
-        if slot is None or slot.pre_prepare is None or slot.view != self.view:
+        if self.log.pre_prepared(self.next_seq, self.view) is None:
             env = signed[1]
             pp = from_body(env.body)
             assert isinstance(pp, PrePrepare)
             data = env.to_bytes()
             checked, _ = self.verified.batch(pp.batch)
-            if slot is not None and slot.view != self.view:
-                del self.log.slots[pp.seq]  # a slot of an earlier view, superseded
-            slot = self.log.slot(pp.seq, self.view)
+            slot = self.log.reopen(pp.seq, self.view)
             self._accept_pre_prepare(slot, pp, data, checked)
             self._out.append(Broadcast(data))
         return True
