@@ -108,6 +108,7 @@ from .viewchange import (
     check_new_view,
     check_prepared_cert,
     check_view_change,
+    next_seq_after,
     plan_new_view,
 )
 
@@ -1137,8 +1138,7 @@ class Replica:
                 self._out.append(Note(f"unverifiable request in re-issued n={pp.seq}: {why}"))
             slot = self.log.slot(pp.seq, self.view)
             self._accept_pre_prepare(slot, pp, raw, requests, prepare=not self.is_primary)
-        last = pre_prepares[-1][0].seq if pre_prepares else min_s
-        self.next_seq = max(last, self.log.low, self.last_executed) + 1
+        self.next_seq = next_seq_after(pre_prepares, min_s, self.log.low, self.last_executed)
         self.view_changes.installed(self.view)
         # Waiting requests get a fresh timer in the new view; the new primary orders them,
         # backups hand them to it.

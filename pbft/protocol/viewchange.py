@@ -219,6 +219,16 @@ def plan_new_view(view_changes: list[CheckedViewChange]) -> NewViewPlan:
     return NewViewPlan(min_s, best.stable_digest, best.msg.checkpoint_proof, tuple(slots))
 
 
+def next_seq_after(
+    pre_prepares: list[tuple[PrePrepare, bytes]], min_s: int, low: int, executed: int
+) -> int:
+    """The next sequence number to assign in a view just installed: past the last slot
+    the NEW-VIEW re-issued (min-s when it re-issued none), the low water mark and what
+    this replica executed."""
+    last = pre_prepares[-1][0].seq if pre_prepares else min_s
+    return max(last, low, executed) + 1
+
+
 @dataclass(frozen=True, slots=True)
 class CheckedNewView:
     """A NEW-VIEW that recomputes: its plan and its re-issued pre-prepares (with bytes)."""
