@@ -6,10 +6,13 @@ that window and discarded when a checkpoint at or above them becomes stable, so 
 never holds more than L slots, each with at most one vote per replica and phase: memory
 is bounded however long the cluster runs and whatever peers send.
 
-Besides the slots, the log answers the questions the replica asks of them: whether a
-request is already in a pre-prepare (`holds_request`), what proves our committed slots to
-a peer that lags (`committed_proof`), our own messages to retransmit (`own_messages`),
-and it drops the old view's slots that a NEW-VIEW supersedes (`supersede`, 4.4).
+Besides the slots, the log answers the questions the replica asks of them: a vote's
+prior under the one-vote rule, or whether it only adds to a complete certificate
+(`Slot.prior_vote`), whether a slot holds a pre-prepare of a view (`pre_prepared`),
+whether a request is already in a pre-prepare (`holds_request`), what proves our
+committed slots to a peer that lags (`committed_proof`), our own messages to retransmit
+(`own_messages`), and it drops the old view's slots that a NEW-VIEW supersedes
+(`supersede`, `reopen`; 4.4).
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ certificate re-issued by a NEW-VIEW. The same signed bytes usually arrive severa
 per replica, keyed by the digest of its exact bytes; anything else in the cache would be
 another envelope. The cache is an LRU of VERIFIED_CACHE entries: an entry matters from
 a request's arrival until its pre-prepare, and forgetting one only costs a verification.
+
+A flooding client's newer writes wait unverified while one of its requests waits here
+(`DeferredRequests`: `defer` on arrival, `take` at the next tick; docs/robustness.md).
 """
 
 from __future__ import annotations
