@@ -641,18 +641,9 @@ class Replica:
     def _old_or_future(
         self, peer: Signer | None, env: Envelope, data: bytes, view: int, what: str
     ) -> None:
-        if view < self.view:
-            self._reject(peer, Reason.WRONG_VIEW, f"{what} for old view {view}")
-            return
-        if view > self.view + self.config.n:
-            self._reject(peer, Reason.OUT_OF_WINDOW, f"{what} for far-future view {view}")
-            return
         signer: int = env.signer  # type: ignore[assignment]  # a replica: checked by callers
-        if self.future.full(signer, len(data)):
-            self._reject(peer, Reason.OVERLOAD, f"future-view buffer full for replica {signer}")
-            return
-        if data in self.future.seen:
-            self.rejects[(peer, Reason.DUPLICATE)] += 1  # a copy must not fill the budget
+        if (why := self.future.ignore(view, self.view, signer, data, what)) is not None:
+            self._ignore(peer, why)
             return
         if not self._verify(peer, env):
             return
