@@ -1044,13 +1044,11 @@ class Replica:
     def _send_new_view(self, votes: list[CheckedViewChange]) -> None:
         chosen = self.view_changes.chosen(votes, self.id)
         plan = plan_new_view(chosen)
-        for seq, d, _ in plan.slots:
-            signed = self.safety.signed.get(("pre-prepare", self.view, seq))
-            if signed is not None and signed[0] != d:
-                # A NEW-VIEW for this view went out before a restart, built from other
-                # view-changes: never contradict it; the timer moves everyone on.
-                self._out.append(Note(f"not re-issuing view {self.view}: it would conflict"))
-                return
+        if plan.contradicts(self.safety.signed, self.view):
+            # A NEW-VIEW for this view went out before a restart, built from other
+            # view-changes: never contradict it; the timer moves everyone on.
+            self._out.append(Note(f"not re-issuing view {self.view}: it would conflict"))
+            return
         pre_prepares = []
         for seq, d, batch in plan.slots:
             pp = PrePrepare(self.view, seq, d, batch)

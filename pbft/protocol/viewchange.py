@@ -200,6 +200,16 @@ class NewViewPlan:
     checkpoint_proof: tuple[bytes, ...]
     slots: tuple[tuple[int, bytes, tuple[bytes, ...]], ...]  # (seq, digest, batch)
 
+    def contradicts(self, signed: dict[tuple[str, int, int], tuple[bytes, Envelope]], view: int) -> bool:
+        """Whether re-issuing these slots in `view` would contradict a PRE-PREPARE we
+        signed there (`signed`: the safety rules' votes), as when a NEW-VIEW for that view
+        went out before a restart, built from other view-changes."""
+        for seq, d, _ in self.slots:
+            prior = signed.get(("pre-prepare", view, seq))
+            if prior is not None and prior[0] != d:
+                return True
+        return False
+
 
 def plan_new_view(view_changes: list[CheckedViewChange]) -> NewViewPlan:
     """min-s is the latest stable checkpoint in V; for every n in (min-s, max-s] re-issue
