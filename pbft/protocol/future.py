@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import Counter, deque
 
 from .config import ClusterConfig
+from .events import Ignored, Reason
 from .messages import Signer
 
 FUTURE_SIGNER_BYTES = 16 * 1024 * 1024
@@ -35,6 +36,19 @@ class FutureViews:
         self.per_signer = 3 * config.log_window + 4 * config.n
         self.total_limit = (config.f + 2) * FUTURE_SIGNER_BYTES
         self.signers = config.n
+
+    def ignore(self, view: int, current: int, signer: int, data: bytes, what: str) -> Ignored | None:
+        """Why a replica's message for `view`, not our active view `current`, is not kept
+        here: an old view, one too far ahead, no room for its signer, or a copy."""
+        if view < current:
+            return Reason.WRONG_VIEW, f"{what} for old view {view}"
+        if view > current + self.signers:
+            return Reason.OUT_OF_WINDOW, f"{what} for far-future view {view}"
+        if self.full(signer, len(data)):
+            return Reason.OVERLOAD, f"future-view buffer full for replica {signer}"
+        if data in self.seen:
+            return Reason.DUPLICATE, None  # a copy must not fill the budget
+        return None
 
     def full(self, signer: int, size: int) -> bool:
         """`size` more bytes from `signer` would exceed one of the bounds."""

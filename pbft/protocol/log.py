@@ -6,18 +6,26 @@ that window and discarded when a checkpoint at or above them becomes stable, so 
 never holds more than L slots, each with at most one vote per replica and phase: memory
 is bounded however long the cluster runs and whatever peers send.
 
-Besides the slots, the log answers the questions the replica asks of them: whether a
-request is already in a pre-prepare (`holds_request`), what proves our committed slots to
-a peer that lags (`committed_proof`), our own messages to retransmit (`own_messages`),
-and it drops the old view's slots that a NEW-VIEW supersedes (`supersede`, 4.4).
+Besides the slots, the log answers the questions the replica asks of them: a vote's
+prior under the one-vote rule, or whether it only adds to a complete certificate
+(`Slot.prior_vote`), whether a slot holds a pre-prepare of a view (`pre_prepared`),
+whether a request is already in a pre-prepare (`holds_request`), what proves our
+committed slots to a peer that lags (`committed_proof`), our own messages to retransmit
+(`own_messages`), and it drops the old view's slots that a NEW-VIEW supersedes
+(`supersede`, `reopen`; 4.4).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .messages import PrePrepare, Request
+from .crypto import Verifier
+from .messages import PrePrepare, Request, envelope_from_bytes
 from .quorum import VoteSet
+
+SURPLUS: tuple[bytes, bytes] = (b"", b"")
+"""`Slot.prior_vote`: the vote only adds to a complete certificate; it is kept aside
+unverified and goes no further."""
 
 
 @dataclass(slots=True)
@@ -62,6 +70,32 @@ class Slot:
         pp = self.pre_prepare
         return pp is not None and self.view == view and pp.digest == digest
 
+    def prior_vote(
+        self, kind: str, signer: int, view: int, digest: bytes, data: bytes, verifier: Verifier
+    ) -> tuple[bytes, bytes] | None:
+        """For the one-vote rule on a PREPARE or COMMIT (`kind`) of `signer`: the vote it
+        already cast here, (digest, envelope); else SURPLUS when the certificate is
+        complete and this vote `completes` it (kept aside unverified); else its surplus
+        vote for another digest when that signature holds (so a double vote hidden behind
+        a complete certificate is still evidence; a forged one is forgotten); else None."""
+        if kind == "prepare":
+            votes, surplus, complete = self.prepares, self.surplus_prepares, self.prepared
+        else:
+            votes, surplus, complete = self.commits, self.surplus_commits, self.committed
+        prior = votes.get(signer)
+        if prior is not None:
+            return prior
+        if complete and self.completes(view, digest):
+            surplus.setdefault(signer, (digest, data))
+            return SURPLUS
+        held = surplus.get(signer)
+        if held is None or held[0] == digest:
+            return None
+        if verifier.verify(envelope_from_bytes(held[1])):
+            return held
+        del surplus[signer]
+        return None
+
 
 class MessageLog:
     def __init__(self, window: int) -> None:
@@ -87,6 +121,19 @@ class MessageLog:
         if s is None:
             s = self.slots[seq] = Slot(seq, view)
         return s
+
+    def pre_prepared(self, seq: int, view: int) -> Slot | None:
+        """The slot for seq if it holds a pre-prepare of `view`."""
+        s = self.slots.get(seq)
+        return s if s is not None and s.pre_prepare is not None and s.view == view else None
+
+    def reopen(self, seq: int, view: int) -> Slot:
+        """The slot for seq in `view`; a slot of an earlier view there is superseded and
+        dropped first. Callers check the window first."""
+        s = self.slots.get(seq)
+        if s is not None and s.view != view:
+            del self.slots[seq]
+        return self.slot(seq, view)
 
     def holds_request(self, client: str, timestamp: int, first: int, end: int) -> bool:
         """A pre-prepare of a slot in [first, end) carries this request."""

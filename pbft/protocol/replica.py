@@ -1,61 +1,15 @@
 """One PBFT replica as a pure state machine: `Replica.step(event) -> Ready`.
 
-Theory of operation (OSDI'99 section 4; TOCS 2002 for refinements):
+The handlers follow Castro & Liskov (OSDI'99, refinements from TOCS 2002) in the paper's
+order: requests (4.1), the normal case (4.2), checkpoints (4.3), view changes (4.4,
+4.5.2), state transfer, time. The protocol as implemented, rule by rule, is in
+docs/protocol.md; the state lives in narrow owners (docs/architecture.md, "Who owns what
+inside a replica"), each with an `invariants()` that `Replica.invariants()` calls.
 
-* Normal case (4.2). The primary of view v (v mod n) assigns sequence numbers to batches
-  of client requests and multicasts PRE-PREPARE. A backup accepts a pre-prepare that is
-  signed by the primary, in its view, within the water marks, carries a digest that
-  matches its batch of validly signed requests, and does not conflict with one it already
-  accepted; it then multicasts PREPARE. A replica is *prepared* once it holds the
-  pre-prepare and 2f matching PREPAREs from distinct backups; it then multicasts COMMIT.
-  It is *committed-local* once prepared with 2f+1 matching COMMITs, and executes batches
-  strictly in sequence order. Several sequence numbers are in flight at once (up to
-  `pipeline`), so under load requests queue at the primary and ride in larger batches.
-* Checkpoints (4.3). After executing a multiple of K the replica multicasts CHECKPOINT
-  with the digest of its state (service state plus the reply cache, which is what makes
-  exactly-once survive a state transfer). 2f+1 matching CHECKPOINTs make it stable: the
-  low water mark moves up and the log below it is discarded; the proof is kept.
-* Clients (4.1). Each replica keeps the last timestamp and reply per client; an older
-  request is never executed again, a retransmission of the latest gets the cached reply,
-  and the client of an older one is told (rate-limited) which timestamp we hold (held.py).
-  Read-only requests (5.1.3) are answered from current state without ordering.
-* View changes (4.4, 4.5.2). A backup waiting for a request it knows of for longer than
-  the view-change timeout (doubled for each consecutive view change without progress),
-  or for longer than half of it without seeing the request in a pre-prepare (an
-  ordering timer after Aardvark, so a primary that sits on requests is replaced),
-  multicasts VIEW-CHANGE for v+1 with its stable checkpoint proof and a prepared
-  certificate per prepared slot above it; f+1 VIEW-CHANGEs for higher views make a
-  replica join the smallest of them. The new primary turns 2f+1 valid VIEW-CHANGEs into a
-  NEW-VIEW (viewchange.plan_new_view); backups recompute it and reject any difference.
-  Messages for future views are buffered within a bound, old views are ignored. A
-  replica resends its own VIEW-CHANGE for a view it left to one still waiting there, so
-  replicas split between two views converge.
-* State transfer (TOCS 2002 5.3). A replica that learns of a checkpoint that 2f+1
-  replicas signed above what it has executed (their CHECKPOINTs, a NEW-VIEW, or the proof
-  a peer sends when our STATUS shows we lag) moves its window there and fetches the state
-  in chunks, each verified against the signed digest (statetransfer.py), switching
-  sources when one lies or stalls. The jump is persisted (WINDOW record) before any vote
-  above it, so a restart resumes the transfer in the same window; reads wait until the
-  state is installed. A proof sent to a laggard travels as one STABLE-PROOF, judged as a
-  unit. (docs/robustness.md: these rules and the budgets on costly answers.)
-* Retransmission. Messages may be lost; every `retransmit_ms` without progress a replica
-  resends its own messages for the slots it has not executed.
-
-State lives with narrow owners, the handlers here: log (slots and the queries on them),
-quorum.VoteSet (every certificate), checkpoints.Checkpoints, batching.Batching (the
-primary's queue: policy, not the paper), timeouts (Timeout, RequestTimers; fired from one
-table at each tick), future.FutureViews, viewchange.ViewChanges (and the certificates we
-send), verified (checked and deferred client requests), held (the reply cache, answers to
-clients, waiting reads), catchup.CatchUp (STATUS: where the others are), statetransfer
-(Transfer: what to fetch; ChunkBudget: what to serve), records (the durable records we
-persist), recovery (`recover`). Each has an `invariants()` asserting its bounds;
-`Replica.invariants()` calls them all, and the simulator calls it after every step of a
-correct replica.
-
-Input is checked cheapest first (docs/architecture.md "One request, end to end"): decode, schema, signer is a member
-of the right role, view and water marks, then the signature, then protocol state. Nothing
-a peer sends raises: it is dropped and counted (`Rejected`) and, when one replica signed
-two conflicting messages, the pair is kept as `Evidence`.
+Input is checked cheapest first (docs/architecture.md, "One request, end to end"): decode,
+schema, signer is a member of the right role, view and water marks, then the signature,
+then protocol state. Nothing a peer sends raises: it is dropped and counted (`Rejected`)
+and, when one replica signed two conflicting messages, the pair is kept as `Evidence`.
 """
 
 from __future__ import annotations
@@ -98,7 +52,7 @@ from .events import (
 from .evidence import EvidenceMemory
 from .future import FutureViews
 from .held import ClientRecord, ReplyCache, WaitingReads
-from .log import MessageLog, Slot
+from .log import SURPLUS, MessageLog, Slot
 from .messages import (
     Checkpoint,
     Commit,
@@ -154,6 +108,7 @@ from .viewchange import (
     check_new_view,
     check_prepared_cert,
     check_view_change,
+    next_seq_after,
     plan_new_view,
 )
 
@@ -217,8 +172,8 @@ class Replica:
         """Votes for an already complete certificate, dropped unverified (`Slot.completes`)."""
         self.verified = VerifiedRequests(self.verifier)  # client signatures checked once
         # Newer requests of clients that already have one waiting here, unverified: the
-        # newest per (client, channel), taken at the next tick (_defer_request).
-        self.deferred = DeferredRequests()
+        # newest per (client, channel), taken at the next tick.
+        self.deferred = DeferredRequests(self.batching, self.requests, self.replies)
         self.evidence = EvidenceMemory()  # pairs of conflicting signed messages reported
         self.ticks = 0
         # Timeouts (timeouts.py), fired in this order at every tick. `requests` and
@@ -434,48 +389,6 @@ class Replica:
         body = codec.encode([_REPLY, self.view, timestamp, client, self.id, result])
         self._out.append(SendClient(client, codec.encode([body, self.id, b""])))
 
-    def _queued_ts(self, client: str) -> int:
-        """The timestamp of `client`'s verified request this replica holds and has not
-        executed or proposed yet (the primary's `pending`, a backup's `waiting`), or -1."""
-        queued = self.batching.queued_ts(client)
-        if queued >= 0:
-            return queued
-        known = self.requests.waiting.get(client)
-        if known is not None and known[0] > self.replies.executed_ts(client):
-            return known[0]
-        return -1
-
-    def _defer_request(self, peer: Signer | None, data: bytes, msg: Request) -> bool:
-        """A flooding client's budget (issue 13, item 9): while a verified write of a
-        client waits here, a newer one is kept unverified until the next tick
-        (`_take_deferred`); an older one than the waiting
-        request is superseded and dropped (verified.DeferredRequests)."""
-        if msg.read_only:
-            return False
-        queued = self._queued_ts(msg.client)
-        if queued < 0 or msg.timestamp == queued:
-            return False  # nothing waiting, or a retransmission (its bytes are verified)
-        if msg.timestamp < queued:
-            self.rejects[(peer, Reason.STALE)] += 1  # superseded: dropped unverified
-            return True
-        return self.deferred.hold(peer, data, msg)
-
-    def _take_deferred(self) -> None:
-        """Per client, its newest deferred request that verifies goes through `on_request`
-        (older ones of the same client are superseded by it)."""
-        if not self.deferred.held:
-            return
-        for client, items in self.deferred.take():
-            for peer, data, msg in items:
-                if msg.timestamp <= self._queued_ts(client):
-                    break  # superseded meanwhile
-                checked = self.verified.check(data)
-                if isinstance(checked, str):
-                    self._reject(peer, Reason.BAD_REQUEST, checked)
-                    continue
-                self.on_request(peer, data, checked, verified=True)
-                break
-
     def on_request(
         self,
         peer: Signer | None,
@@ -484,8 +397,15 @@ class Replica:
         env: Envelope | None = None,
         verified: bool = False,
     ) -> None:
-        if not verified and self._defer_request(peer, data, msg):
-            return
+        if not verified and not msg.read_only:
+            # A flooding client's budget (issue 13, item 9; verified.DeferredRequests):
+            # while a verified write of its client waits here, a newer one waits
+            # unverified for the next tick and an older one is dropped unverified.
+            deferred = self.deferred.defer(peer, data, msg)
+            if deferred is not None:
+                if not deferred:
+                    self.rejects[(peer, Reason.STALE)] += 1  # superseded
+                return
         checked = msg if verified else self.verified.check(data, None if env is None else (env, msg))
         if isinstance(checked, str):
             self._reject(peer, Reason.BAD_REQUEST, checked)
@@ -605,16 +525,13 @@ class Replica:
         signed = self.safety.signed.get(("pre-prepare", self.view, self.next_seq))
         if signed is None:
             return False
-        slot = self.log.get(self.next_seq)
-        if slot is None or slot.pre_prepare is None or slot.view != self.view:
+        if self.log.pre_prepared(self.next_seq, self.view) is None:
             env = signed[1]
             pp = from_body(env.body)
             assert isinstance(pp, PrePrepare)
             data = env.to_bytes()
             checked, _ = self.verified.batch(pp.batch)
-            if slot is not None and slot.view != self.view:
-                del self.log.slots[pp.seq]  # a slot of an earlier view, superseded
-            slot = self.log.slot(pp.seq, self.view)
+            slot = self.log.reopen(pp.seq, self.view)
             self._accept_pre_prepare(slot, pp, data, checked)
             self._out.append(Broadcast(data))
         return True
@@ -724,18 +641,9 @@ class Replica:
     def _old_or_future(
         self, peer: Signer | None, env: Envelope, data: bytes, view: int, what: str
     ) -> None:
-        if view < self.view:
-            self._reject(peer, Reason.WRONG_VIEW, f"{what} for old view {view}")
-            return
-        if view > self.view + self.config.n:
-            self._reject(peer, Reason.OUT_OF_WINDOW, f"{what} for far-future view {view}")
-            return
         signer: int = env.signer  # type: ignore[assignment]  # a replica: checked by callers
-        if self.future.full(signer, len(data)):
-            self._reject(peer, Reason.OVERLOAD, f"future-view buffer full for replica {signer}")
-            return
-        if data in self.future.seen:
-            self.rejects[(peer, Reason.DUPLICATE)] += 1  # a copy must not fill the budget
+        if (why := self.future.ignore(view, self.view, signer, data, what)) is not None:
+            self._ignore(peer, why)
             return
         if not self._verify(peer, env):
             return
@@ -761,20 +669,6 @@ class Replica:
                 self._reject(peer, Reason.CONFLICT, f"second {kind} from {env.signer}")
             return False
         return self._verify(peer, env)
-
-    def _checked_surplus(
-        self, surplus: dict[int, tuple[bytes, bytes]], signer: int, digest: bytes
-    ) -> tuple[bytes, bytes] | None:
-        """The unverified surplus vote `signer` sent before, as a prior vote, when it is for
-        another digest and its signature holds (so a double vote hidden behind a complete
-        certificate is still evidence); None otherwise (a forged one is forgotten)."""
-        held = surplus.get(signer)
-        if held is None or held[0] == digest:
-            return None
-        if self.verifier.verify(envelope_from_bytes(held[1])):
-            return held
-        del surplus[signer]
-        return None
 
     def ignore_prepare(self, env: Envelope, p: Prepare) -> Ignored | None:
         """After the view: within the water marks, and not from the primary, whose vote
@@ -821,18 +715,11 @@ class Replica:
         known = self.log.get(seq)
         prior = None
         if known is not None:
-            if kind == "prepare":
-                votes, surplus, complete = known.prepares, known.surplus_prepares, known.prepared
-            else:
-                votes, surplus, complete = known.commits, known.surplus_commits, known.committed
-            prior = votes.get(signer)
-            if prior is None:
-                if complete and known.completes(view, digest):
-                    # The certificate is complete: nothing left to verify this vote for.
-                    surplus.setdefault(signer, (digest, data))
-                    self.surplus_votes += 1
-                    return None
-                prior = self._checked_surplus(surplus, signer, digest)
+            prior = known.prior_vote(kind, signer, view, digest, data, self.verifier)
+            if prior is SURPLUS:
+                # The certificate is complete: nothing left to verify this vote for.
+                self.surplus_votes += 1
+                return None
         if not self._admit_vote(peer, env, data, prior, digest, kind):
             return None
         slot = self.log.slot(seq, view)
@@ -1157,13 +1044,11 @@ class Replica:
     def _send_new_view(self, votes: list[CheckedViewChange]) -> None:
         chosen = self.view_changes.chosen(votes, self.id)
         plan = plan_new_view(chosen)
-        for seq, d, _ in plan.slots:
-            signed = self.safety.signed.get(("pre-prepare", self.view, seq))
-            if signed is not None and signed[0] != d:
-                # A NEW-VIEW for this view went out before a restart, built from other
-                # view-changes: never contradict it; the timer moves everyone on.
-                self._out.append(Note(f"not re-issuing view {self.view}: it would conflict"))
-                return
+        if plan.contradicts(self.safety.signed, self.view):
+            # A NEW-VIEW for this view went out before a restart, built from other
+            # view-changes: never contradict it; the timer moves everyone on.
+            self._out.append(Note(f"not re-issuing view {self.view}: it would conflict"))
+            return
         pre_prepares = []
         for seq, d, batch in plan.slots:
             pp = PrePrepare(self.view, seq, d, batch)
@@ -1242,8 +1127,7 @@ class Replica:
                 self._out.append(Note(f"unverifiable request in re-issued n={pp.seq}: {why}"))
             slot = self.log.slot(pp.seq, self.view)
             self._accept_pre_prepare(slot, pp, raw, requests, prepare=not self.is_primary)
-        last = pre_prepares[-1][0].seq if pre_prepares else min_s
-        self.next_seq = max(last, self.log.low, self.last_executed) + 1
+        self.next_seq = next_seq_after(pre_prepares, min_s, self.log.low, self.last_executed)
         self.view_changes.installed(self.view)
         # Waiting requests get a fresh timer in the new view; the new primary orders them,
         # backups hand them to it.
@@ -1442,7 +1326,12 @@ class Replica:
 
     def _on_tick(self) -> None:
         self.ticks += 1
-        self._take_deferred()
+        if self.deferred.held:
+            for peer, data, checked in self.deferred.take(self.verified):
+                if isinstance(checked, str):
+                    self._reject(peer, Reason.BAD_REQUEST, checked)
+                else:
+                    self.on_request(peer, data, checked, verified=True)
         for timeout, fire in self.timeouts:
             if timeout.fired(self.ticks):
                 fire()

@@ -7,15 +7,25 @@ certificate re-issued by a NEW-VIEW. The same signed bytes usually arrive severa
 per replica, keyed by the digest of its exact bytes; anything else in the cache would be
 another envelope. The cache is an LRU of VERIFIED_CACHE entries: an entry matters from
 a request's arrival until its pre-prepare, and forgetting one only costs a verification.
+
+A flooding client's newer writes wait unverified while one of its requests waits here
+(`DeferredRequests`: `defer` on arrival, `take` at the next tick; docs/robustness.md).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from . import codec
 from .crypto import Verifier, digest
 from .messages import Envelope, Message, Request, Signer, decode_envelope
+
+if TYPE_CHECKING:
+    from .batching import Batching
+    from .held import ReplyCache
+    from .timeouts import RequestTimers
 
 VERIFIED_CACHE = 4096
 """Client requests whose signature this replica already checked (verify each once). An
@@ -88,29 +98,58 @@ class DeferredRequests:
     fills only its own channel's place. A client with one request outstanding (section
     4.1) never waits here."""
 
-    def __init__(self) -> None:
+    def __init__(self, batching: Batching, requests: RequestTimers, replies: ReplyCache) -> None:
         self.held: dict[tuple[str, Signer | None], tuple[Signer | None, bytes, Request]] = {}
+        self.batching = batching
+        self.requests = requests
+        self.replies = replies
 
-    def hold(self, peer: Signer | None, data: bytes, msg: Request) -> bool:
-        """Keep `msg` (the newest of its client over `peer`); False when full."""
+    def queued_ts(self, client: str) -> int:
+        """The timestamp of `client`'s verified request this replica holds and has not
+        executed or proposed yet (the primary's `pending`, a backup's `waiting`), or -1."""
+        queued = self.batching.queued_ts(client)
+        if queued >= 0:
+            return queued
+        known = self.requests.waiting.get(client)
+        if known is not None and known[0] > self.replies.executed_ts(client):
+            return known[0]
+        return -1
+
+    def defer(self, peer: Signer | None, data: bytes, msg: Request) -> bool | None:
+        """Whether the write `msg` skips verification on arrival: None when it is checked
+        now (nothing of its client waits here, a retransmission of what waits, or no room);
+        True when kept for the next tick (`take`); False when older than what waits, so
+        superseded and to be dropped unverified."""
+        queued = self.queued_ts(msg.client)
+        if queued < 0 or msg.timestamp == queued:
+            return None  # nothing waiting, or a retransmission (its bytes are verified)
+        if msg.timestamp < queued:
+            return False
         key = (msg.client, peer)
         held = self.held.get(key)
         if held is None and len(self.held) >= DEFERRED_REQUESTS:
-            return False  # full: verify at once, as without the budget
+            return None  # full: verify at once, as without the budget
         if held is None or held[2].timestamp < msg.timestamp:
             self.held[key] = (peer, data, msg)
         return True
 
-    def take(self) -> list[tuple[str, list[tuple[Signer | None, bytes, Request]]]]:
-        """Everything held, per client in client order, newest first; none is kept."""
+    def take(self, verified: VerifiedRequests) -> Iterator[tuple[Signer | None, bytes, Request | str]]:
+        """Per client in client order, its newest held request that is still newer than
+        what waits here, verified; when it does not verify (the reason is given), the
+        next newest. The caller handles each before the next is looked at (handling one
+        can supersede the rest); none is kept."""
         by_client: dict[str, list[tuple[Signer | None, bytes, Request]]] = {}
         for (client, _), item in self.held.items():
             by_client.setdefault(client, []).append(item)
         self.held = {}
-        return [
-            (client, sorted(by_client[client], key=lambda i: -i[2].timestamp))
-            for client in sorted(by_client)
-        ]
+        for client in sorted(by_client):
+            for peer, data, msg in sorted(by_client[client], key=lambda i: -i[2].timestamp):
+                if msg.timestamp <= self.queued_ts(client):
+                    break  # superseded meanwhile
+                checked = verified.check(data)
+                yield peer, data, checked
+                if not isinstance(checked, str):
+                    break
 
     def invariants(self) -> None:
         assert len(self.held) <= DEFERRED_REQUESTS, f"_deferred holds {len(self.held)}, bound {DEFERRED_REQUESTS}"

@@ -200,6 +200,16 @@ class NewViewPlan:
     checkpoint_proof: tuple[bytes, ...]
     slots: tuple[tuple[int, bytes, tuple[bytes, ...]], ...]  # (seq, digest, batch)
 
+    def contradicts(self, signed: dict[tuple[str, int, int], tuple[bytes, Envelope]], view: int) -> bool:
+        """Whether re-issuing these slots in `view` would contradict a PRE-PREPARE we
+        signed there (`signed`: the safety rules' votes), as when a NEW-VIEW for that view
+        went out before a restart, built from other view-changes."""
+        for seq, d, _ in self.slots:
+            prior = signed.get(("pre-prepare", view, seq))
+            if prior is not None and prior[0] != d:
+                return True
+        return False
+
 
 def plan_new_view(view_changes: list[CheckedViewChange]) -> NewViewPlan:
     """min-s is the latest stable checkpoint in V; for every n in (min-s, max-s] re-issue
@@ -217,6 +227,16 @@ def plan_new_view(view_changes: list[CheckedViewChange]) -> NewViewPlan:
         pc = chosen.get(seq)
         slots.append((seq, pc.digest, pc.batch) if pc else (seq, NULL_DIGEST, ()))
     return NewViewPlan(min_s, best.stable_digest, best.msg.checkpoint_proof, tuple(slots))
+
+
+def next_seq_after(
+    pre_prepares: list[tuple[PrePrepare, bytes]], min_s: int, low: int, executed: int
+) -> int:
+    """The next sequence number to assign in a view just installed: past the last slot
+    the NEW-VIEW re-issued (min-s when it re-issued none), the low water mark and what
+    this replica executed."""
+    last = pre_prepares[-1][0].seq if pre_prepares else min_s
+    return max(last, low, executed) + 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """One valid client flooding the replicas (issue 13, item 9): its newer writes are not
 verified one by one while an older one waits here; the newest per client and channel is
-taken at the next tick (`Replica._defer_request`, docs/robustness.md)."""
+taken at the next tick (`verified.DeferredRequests`, docs/robustness.md)."""
 
 from __future__ import annotations
 
