@@ -143,38 +143,26 @@ class Replica:
         self.next_seq = 1
         self._retransmit_ticks = max(1, config.retransmit_ms // config.tick_ms)
         self._vc_timeout_ticks = max(1, config.view_change_timeout_ms // config.tick_ms)
-        # The primary's queue and the wait for returning clients (batching.py).
         self.batching = Batching(config, self._vc_timeout_ticks)
-        # Requests this replica knows of and has not executed, and the view-change and
-        # ordering timers a backup runs on them (4.4, timeouts.RequestTimers).
         self.requests = RequestTimers(len(config.clients))
-        self.reads = WaitingReads(config)  # read-only requests waiting (held.py, 5.1.3)
-        # View change state.
+        self.reads = WaitingReads(config)
         self.status = ViewStatus.NORMAL
-        # VIEW-CHANGEs held and sent, and where the others are (viewchange.ViewChanges).
         self.view_changes = ViewChanges(config, self._retransmit_ticks, self._vc_timeout_ticks)
         self.prepared_certs: dict[int, tuple[int, bytes, tuple[bytes, ...]]] = {}
         self.new_view_data = b""
-        self.future = FutureViews(config)  # messages of views to come (future.py)
-        # Answers that cost more than the question go out at most once per retransmission
-        # period per asker (issue 13, item 7): STATUS -> proof/NEW-VIEW/slots (catch_up);
-        # a repeated request -> its cached reply (replies.resent), FETCH-STATE -> a chunk
-        # (chunks_served).
-        self.catch_up = CatchUp(config, self._retransmit_ticks)  # STATUS: where others are
-        # State transfer: the fetch in progress.
+        self.future = FutureViews(config)
+        self.catch_up = CatchUp(config, self._retransmit_ticks)
         self.transfer: Transfer | None = None
-        self.chunks_served = ChunkBudget(self._retransmit_ticks, config.n)  # what we serve whom
+        self.chunks_served = ChunkBudget(self._retransmit_ticks, config.n)
         self.transfers_completed = 0
-        self.replies = ReplyCache(config)  # the last reply per client, and resending it
-        self.checkpoints = Checkpoints(config)  # votes, claims, own states, stable proof
+        self.replies = ReplyCache(config)
+        self.checkpoints = Checkpoints(config)
         self.rejects: Counter[tuple[Signer | None, Reason]] = Counter()
         self.surplus_votes = 0
         """Votes for an already complete certificate, dropped unverified (`Slot.completes`)."""
-        self.verified = VerifiedRequests(self.verifier)  # client signatures checked once
-        # Newer requests of clients that already have one waiting here, unverified: the
-        # newest per (client, channel), taken at the next tick.
+        self.verified = VerifiedRequests(self.verifier)
         self.deferred = DeferredRequests(self.batching, self.requests, self.replies)
-        self.evidence = EvidenceMemory()  # pairs of conflicting signed messages reported
+        self.evidence = EvidenceMemory()
         self.ticks = 0
         # Timeouts (timeouts.py), fired in this order at every tick. `requests` and
         # `lone` have a deadline per request and per replica: they are looked at every
@@ -232,29 +220,19 @@ class Replica:
         """Every bounded structure within its named limit (docs/robustness.md), asserted by
         the owner of each; the simulator calls this after every step of a correct replica,
         the replica itself never does (it costs a pass over its state)."""
+        owners = (
+            self.log, self.checkpoints, self.future, self.requests, self.view_changes,
+            self.chunks_served, self.verified, self.deferred, self.batching, self.replies,
+            self.reads, self.evidence, self.catch_up, self.transfer,
+        )
+        for owner in owners:
+            if owner is not None:
+                owner.invariants()
         cfg = self.config
-        clients, n = len(cfg.clients), cfg.n
-        self.log.invariants()
-        self.checkpoints.invariants()
-        self.future.invariants()
-        self.requests.invariants()
-        self.view_changes.invariants()
-        self.chunks_served.invariants()
-        self.verified.invariants()
-        self.deferred.invariants()
-        self.batching.invariants()
-        self.replies.invariants()
-        self.reads.invariants()
-        self.evidence.invariants()
-        self.catch_up.invariants()
-        if self.transfer is not None:
-            self.transfer.invariants()
-        for name, size, bound in (
-            ("prepared_certs", len(self.prepared_certs), cfg.log_window),
-            # Keyed by (channel peer, reason): replicas, clients and an unauthenticated None.
-            ("rejects", len(self.rejects), (n + clients + 1) * len(Reason)),
-        ):
-            assert size <= bound, f"{name} holds {size}, bound {bound}"
+        assert len(self.prepared_certs) <= cfg.log_window, "prepared_certs over the window"
+        # Keyed by (channel peer, reason): replicas, clients and an unauthenticated None.
+        bound = (cfg.n + len(cfg.clients) + 1) * len(Reason)
+        assert len(self.rejects) <= bound, f"rejects holds {len(self.rejects)}, bound {bound}"
 
     def checkpoint_state(self) -> bytes:
         """Everything a checkpoint covers: the service state and the reply cache, which
@@ -1148,20 +1126,9 @@ class Replica:
     # -- status and state transfer (TOCS 2002 5.3) --------------------------------------
 
     def ignore_status(self, peer: Signer | None, env: Envelope) -> Ignored | None:
-        """What we answer (a proof, a NEW-VIEW, up to CATCH_UP_SLOTS certificates) costs far
-        more than a STATUS: once per retransmission period per replica, which is as often
-        as a correct one asks (issue 13, item 7: 42x amplification). Only over its
-        signer's own channel (nobody relays a STATUS): a replica's old STATUS replayed by
-        another would use up the answer its real one needs (review of issue 13). Not
-        "only if newer than the last": a replica restarted from its disk may honestly
-        report less than before its crash."""
         if (why := self.ignore_unsigned(env)) is not None:
             return why
-        if peer is not None and peer != env.signer:
-            return Reason.WRONG_ROLE, f"status of replica {env.signer} relayed by {peer!r}"
-        if self.catch_up.too_soon(env.signer, self.ticks):  # type: ignore[arg-type]
-            return Reason.DUPLICATE, None
-        return None
+        return self.catch_up.ignore(peer, env.signer, self.ticks)  # type: ignore[arg-type]
 
     def on_status(self, peer: Signer | None, env: Envelope, st: Status) -> None:
         """A peer's progress report: help it catch up with what proves where we are."""
@@ -1212,20 +1179,10 @@ class Replica:
             self._out.append(Note(f"state transfer to {t.seq}: every source lied"))
 
     def ignore_fetch_state(self, peer: Signer | None, env: Envelope, fs: FetchState) -> Ignored | None:
-        """Chunks go to the signer: a FETCH-STATE relayed or replayed by anyone else would
-        make us send state to a replica that did not ask; and they are rationed per asker
-        (statetransfer.ChunkBudget, issue 13, item 7). Only a checkpoint we hold is served."""
         if (why := self.ignore_unsigned(env)) is not None:
             return why
-        if peer is not None and peer != env.signer:
-            return Reason.WRONG_ROLE, f"fetch-state of {env.signer} relayed by {peer!r}"
         key = (env.signer, fs.seq, fs.index)
-        if (why := self.chunks_served.ignore(key, self.ticks)) is not None:  # type: ignore[arg-type]
-            return why
-        own = self.checkpoints.own.get(fs.seq)
-        if own is None or own[0] != fs.digest:
-            return Reason.STALE, None
-        return None
+        return self.chunks_served.ignore(peer, key, fs.digest, self.checkpoints.own, self.ticks)  # type: ignore[arg-type]
 
     def on_fetch_state(self, peer: Signer | None, env: Envelope, fs: FetchState) -> None:
         """TOCS 2002 5.3: serve one chunk of a stable checkpoint's state, with its proof."""
