@@ -441,19 +441,8 @@ class Replica:
         self._answer_reads()
 
     def _answer_reads(self) -> None:
-        if not self.reads.waiting:
-            return
-        if self.transfer is not None or self.last_executed < self.log.low:
-            # Our state is older than a checkpoint 2f+1 replicas made stable (a window
-            # jump drops the certificates below it before the state is installed): a read
-            # answered now could miss a write a client already saw completed (issue 13,
-            # item 4). It waits for the transfer.
-            return
-        # Every prepared slot leaves a certificate, and certificates outlive view changes:
-        # a slot prepared in an earlier view and not yet prepared again still holds reads.
-        if any(seq > self.last_executed for seq in self.prepared_certs):
-            return
-        for client, req in self.reads.take():
+        stale = self.transfer is not None or self.last_executed < self.log.low
+        for client, req in self.reads.answerable(stale, self.last_executed, self.prepared_certs):
             result = self.service.query(req.operation, client)
             assert result is not None
             self._reply(client, req.timestamp, result)
@@ -789,11 +778,7 @@ class Replica:
     def ignore_checkpoint(self, env: Envelope, c: Checkpoint) -> Ignored | None:
         if (why := self.ignore_unsigned(env)) is not None:
             return why
-        if c.seq <= self.log.low:
-            return Reason.STALE, None  # a late vote for a checkpoint already stable
-        if c.seq % self.config.checkpoint_interval:
-            return Reason.OUT_OF_WINDOW, f"checkpoint n={c.seq} not a multiple of K"
-        return None
+        return self.checkpoints.ignore(c.seq, self.log.low)
 
     def on_checkpoint(self, peer: Signer | None, env: Envelope, data: bytes, c: Checkpoint) -> None:
         if (why := self.ignore_checkpoint(env, c)) is not None:
@@ -1346,21 +1331,13 @@ class Replica:
             # A replica fetching state is behind: it cannot judge the primary by requests
             # it has not caught up to, and must not leave the view alone for that.
             return
-        if not self.catch_up.located:
-            # Restarted: until 2f others told us where they are (or a while has passed),
-            # a request we wait for may be one the others ordered while we were down. A
-            # replica that timed out here went alone into a view change the others never
-            # followed (issue 13, item 2).
+        if not self.catch_up.located:  # restarted: not before the others say where they are
             if self.ticks >= self.catch_up.located_by:
                 self._locate()
             return
-        if self.catch_up.behind(self.view, self.last_executed):
-            # Catching up: one more timeout to catch up in, not a timer held back for ever
-            # (a primary that kept us a little behind must not keep us from suspecting it).
-            self.requests.restart(self.ticks)
-        self.requests.drop_executed(self.replies.executed_ts)
+        behind = self.catch_up.behind(self.view, self.last_executed)
         timeout = self._vc_timeout_ticks << min(self.view_changes.attempts, MAX_BACKOFF_SHIFT)
-        expired = self.requests.expired(self.ticks, timeout)
+        expired = self.requests.check(self.ticks, behind, self.replies.executed_ts, timeout)
         if expired is Expired.VIEW_CHANGE:
             self.become_view_change(self.view + 1)
         elif expired is Expired.NUDGE:
@@ -1390,7 +1367,5 @@ class Replica:
             return
         for data in self.log.own_messages(self.view, self.last_executed, self.is_primary):
             self._out.append(Broadcast(data))
-        for seq, votes in self.checkpoints.votes.items():
-            mine = votes.get(self.id)
-            if mine is not None and seq > self.log.low:
-                self._out.append(Broadcast(mine[1]))
+        for data in self.checkpoints.own_votes(self.id, self.log.low):
+            self._out.append(Broadcast(data))
