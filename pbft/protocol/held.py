@@ -117,6 +117,15 @@ class ReplyCache:
         rec = self.records.get(client)
         return rec.timestamp if rec is not None else -1
 
+    def settled(self, client: str, timestamp: int) -> ClientRecord | None:
+        """`client`'s record if its request `timestamp` is not newer than the last one
+        executed (exactly-once: never executed again, the latest gets its reply again)."""
+        rec = self.records.get(client)
+        return rec if rec is not None and timestamp <= rec.timestamp else None
+
+    def record(self, client: str, timestamp: int, result: bytes) -> None:
+        self.records[client] = ClientRecord(timestamp, result)
+
     def table(self) -> list[list]:
         """The records as a checkpoint holds them, in client order."""
         return sorted([c, r.timestamp, r.result] for c, r in self.records.items())

@@ -393,13 +393,9 @@ class Replica:
         if req.read_only:
             self.on_read_only(peer, req)
             return
-        rec = self.replies.records.get(req.client)
-        if rec is not None and req.timestamp <= rec.timestamp:
-            if req.timestamp == rec.timestamp:
-                # The client lost our reply: send it again, at most once per half of a
-                # client's first retransmission timeout (so an honest retransmission is
-                # always answered, and a replayed request does not turn us into a stream
-                # of up to 1 MiB replies).
+        rec = self.replies.settled(req.client, req.timestamp)
+        if rec is not None:
+            if req.timestamp == rec.timestamp:  # our reply was lost: again, rationed
                 if not self.replies.resent.due(req.client, req.timestamp, self.ticks):
                     self.rejects[(peer, Reason.DUPLICATE)] += 1
                     return
@@ -742,16 +738,14 @@ class Replica:
         self._out.append(ExecutedBatch(slot.view, slot.seq).to_persist())
         done: list[ExecutedRequest] = []
         for req, _ in slot.requests:
-            rec = self.replies.records.get(req.client)
-            if rec is not None and req.timestamp <= rec.timestamp:
-                # Exactly-once: an old or repeated request is a deterministic no-op; the
-                # latest one gets its cached reply again.
+            rec = self.replies.settled(req.client, req.timestamp)
+            if rec is not None:  # exactly-once: a deterministic no-op
                 if req.timestamp == rec.timestamp:
                     self._reply(req.client, rec.timestamp, rec.result)
                 done.append(ExecutedRequest(req.client, req.timestamp, req.operation, b"", False))
                 continue
             result = self.service.execute(req.operation, req.client)
-            self.replies.records[req.client] = ClientRecord(req.timestamp, result)
+            self.replies.record(req.client, req.timestamp, result)
             self._reply(req.client, req.timestamp, result)
             done.append(ExecutedRequest(req.client, req.timestamp, req.operation, result, True))
             self.requests.executed(req.client, req.timestamp)
