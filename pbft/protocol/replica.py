@@ -1181,8 +1181,7 @@ class Replica:
     def ignore_state_chunk(self, env: Envelope, sc: StateChunk) -> Ignored | None:
         if (why := self.ignore_unsigned(env)) is not None:
             return why
-        t = self.transfer
-        if t is None or (sc.seq, sc.digest) != (t.seq, t.digest) or sc.index in t.chunks:
+        if self.transfer is None or not self.transfer.wants(sc.seq, sc.digest, sc.index):
             return Reason.STALE, None  # not fetching it (any more), or have it already
         return None
 
@@ -1355,9 +1354,9 @@ class Replica:
             self.transfer.asked.clear()  # a slow source: ask the next one
             self._request_chunks()
         if self.status is ViewStatus.VIEW_CHANGE:
-            own = self.view_changes.received.get(self.id)
-            if own is not None and own.msg.new_view == self.view:
-                self._out.append(Broadcast(own.data))
+            own = self.view_changes.retransmission(self.id, self.view)
+            if own is not None:
+                self._out.append(Broadcast(own))
             return
         for data in self.log.own_messages(self.view, self.last_executed, self.is_primary):
             self._out.append(Broadcast(data))

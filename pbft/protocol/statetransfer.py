@@ -135,6 +135,10 @@ class Transfer:
         for index in [i for i, s in self.asked.items() if s == source]:
             del self.asked[index]
 
+    def wants(self, seq: int, digest: bytes, index: int) -> bool:
+        """A chunk of this state (seq, digest) that we do not have yet."""
+        return seq == self.seq and digest == self.digest and index not in self.chunks
+
     def received(self, index: int, total: int, data: bytes) -> None:
         """A chunk that verifies against the digest 2f+1 signed."""
         self.total = total

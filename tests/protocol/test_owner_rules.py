@@ -10,6 +10,7 @@ from pbft.protocol.checkpoints import Checkpoints
 from pbft.protocol.events import Reason
 from pbft.protocol.held import ReplyCache, WaitingReads
 from pbft.protocol.messages import Request
+from pbft.protocol.statetransfer import Transfer
 from pbft.protocol.timeouts import Expired, RequestTimers
 
 
@@ -65,3 +66,10 @@ def test_request_timers_check_restarts_once_when_behind_and_drops_the_executed()
     assert "c1" not in t.waiting
     assert t.check(10, True, lambda c: -1, timeout=10) is None  # a fresh timer
     assert t.check(20, True, lambda c: -1, timeout=10) is Expired.VIEW_CHANGE  # only once
+
+
+def test_a_transfer_wants_only_missing_chunks_of_its_state():
+    t = Transfer(8, b"d", (), sources=[1])
+    assert t.wants(8, b"d", 0) and not t.wants(9, b"d", 0) and not t.wants(8, b"e", 0)
+    t.received(0, 2, b"x")
+    assert not t.wants(8, b"d", 0) and t.wants(8, b"d", 1)
