@@ -229,7 +229,8 @@ class Replica:
             if owner is not None:
                 owner.invariants()
         cfg = self.config
-        assert len(self.prepared_certs) <= cfg.log_window, "prepared_certs over the window"
+        certs = len(self.prepared_certs)
+        assert certs <= cfg.log_window, f"prepared_certs holds {certs}, bound {cfg.log_window}"
         # Keyed by (channel peer, reason): replicas, clients and an unauthenticated None.
         bound = (cfg.n + len(cfg.clients) + 1) * len(Reason)
         assert len(self.rejects) <= bound, f"rejects holds {len(self.rejects)}, bound {bound}"
