@@ -21,6 +21,7 @@ Every structure is keyed by replica: bounded by n.
 from __future__ import annotations
 
 from .config import ClusterConfig
+from .events import Ignored, Reason
 
 
 class CatchUp:
@@ -40,6 +41,21 @@ class CatchUp:
         self.located_by = 0
         self.heard: set[int] = set()
         """Replicas whose STATUS arrived since a restart, until located."""
+
+    def ignore(self, peer: object, signer: int, now: int) -> Ignored | None:
+        """Why `signer`'s STATUS, come over `peer`'s channel, is not answered now, or None.
+        What we answer (a proof, a NEW-VIEW, up to CATCH_UP_SLOTS certificates) costs far
+        more than a STATUS: once per retransmission period per replica, which is as often
+        as a correct one asks (issue 13, item 7: 42x amplification). Only over its
+        signer's own channel (nobody relays a STATUS): a replica's old STATUS replayed by
+        another would use up the answer its real one needs (review of issue 13). Not
+        "only if newer than the last": a replica restarted from its disk may honestly
+        report less than before its crash."""
+        if peer is not None and peer != signer:
+            return Reason.WRONG_ROLE, f"status of replica {signer} relayed by {peer!r}"
+        if self.too_soon(signer, now):
+            return Reason.DUPLICATE, None
+        return None
 
     def too_soon(self, peer: int, now: int) -> bool:
         """`peer`'s STATUS was answered less than a retransmission period ago."""

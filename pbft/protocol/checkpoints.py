@@ -20,6 +20,7 @@ count (`Replica.on_checkpoint`) and what a stable checkpoint changes elsewhere.
 from __future__ import annotations
 
 from .config import ClusterConfig
+from .events import Ignored, Reason
 from .quorum import VoteSet
 from .statetransfer import split
 
@@ -46,6 +47,23 @@ class Checkpoints:
         if votes is None:
             votes = self.votes[seq] = VoteSet()
         return votes
+
+    def ignore(self, seq: int, low: int) -> Ignored | None:
+        """Why a CHECKPOINT for `seq` is not counted, with `low` the stable one, or None."""
+        if seq <= low:
+            return Reason.STALE, None  # a late vote for a checkpoint already stable
+        if seq % self.config.checkpoint_interval:
+            return Reason.OUT_OF_WINDOW, f"checkpoint n={seq} not a multiple of K"
+        return None
+
+    def own_votes(self, replica: int, low: int) -> list[bytes]:
+        """Our own CHECKPOINTs above `low`, to retransmit (in the order of `votes`)."""
+        out = []
+        for seq, votes in self.votes.items():
+            mine = votes.get(replica)
+            if mine is not None and seq > low:
+                out.append(mine[1])
+        return out
 
     def prior(self, seq: int, signer: int) -> tuple[bytes, bytes] | None:
         votes = self.votes.get(seq)

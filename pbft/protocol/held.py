@@ -22,6 +22,7 @@ answered, and a replay costs one small message to the client it names, never mor
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from . import codec
@@ -116,6 +117,15 @@ class ReplyCache:
         rec = self.records.get(client)
         return rec.timestamp if rec is not None else -1
 
+    def settled(self, client: str, timestamp: int) -> ClientRecord | None:
+        """`client`'s record if its request `timestamp` is not newer than the last one
+        executed (exactly-once: never executed again, the latest gets its reply again)."""
+        rec = self.records.get(client)
+        return rec if rec is not None and timestamp <= rec.timestamp else None
+
+    def record(self, client: str, timestamp: int, result: bytes) -> None:
+        self.records[client] = ClientRecord(timestamp, result)
+
     def table(self) -> list[list]:
         """The records as a checkpoint holds them, in client order."""
         return sorted([c, r.timestamp, r.result] for c, r in self.records.items())
@@ -139,6 +149,18 @@ class WaitingReads:
 
     def hold(self, req: Request) -> None:
         self.waiting[req.client] = req
+
+    def answerable(self, stale: bool, last_executed: int, prepared: Iterable[int]) -> Sequence[tuple[str, Request]]:
+        """The reads to answer now, taken (in client order), or none. Not while our state
+        is `stale`, older than a checkpoint 2f+1 replicas made stable (a window jump drops
+        the certificates below it before the state is installed): a read answered then
+        could miss a write a client already saw completed (issue 13, item 4); it waits for
+        the transfer. Not while a slot we `prepared` (certificates outlive view changes:
+        one prepared in an earlier view and not yet prepared again counts) is beyond
+        `last_executed`."""
+        if not self.waiting or stale or any(seq > last_executed for seq in prepared):
+            return ()
+        return self.take()
 
     def take(self) -> list[tuple[str, Request]]:
         """Every waiting read, in client order; none wait any more."""

@@ -143,38 +143,26 @@ class Replica:
         self.next_seq = 1
         self._retransmit_ticks = max(1, config.retransmit_ms // config.tick_ms)
         self._vc_timeout_ticks = max(1, config.view_change_timeout_ms // config.tick_ms)
-        # The primary's queue and the wait for returning clients (batching.py).
         self.batching = Batching(config, self._vc_timeout_ticks)
-        # Requests this replica knows of and has not executed, and the view-change and
-        # ordering timers a backup runs on them (4.4, timeouts.RequestTimers).
         self.requests = RequestTimers(len(config.clients))
-        self.reads = WaitingReads(config)  # read-only requests waiting (held.py, 5.1.3)
-        # View change state.
+        self.reads = WaitingReads(config)
         self.status = ViewStatus.NORMAL
-        # VIEW-CHANGEs held and sent, and where the others are (viewchange.ViewChanges).
         self.view_changes = ViewChanges(config, self._retransmit_ticks, self._vc_timeout_ticks)
         self.prepared_certs: dict[int, tuple[int, bytes, tuple[bytes, ...]]] = {}
         self.new_view_data = b""
-        self.future = FutureViews(config)  # messages of views to come (future.py)
-        # Answers that cost more than the question go out at most once per retransmission
-        # period per asker (issue 13, item 7): STATUS -> proof/NEW-VIEW/slots (catch_up);
-        # a repeated request -> its cached reply (replies.resent), FETCH-STATE -> a chunk
-        # (chunks_served).
-        self.catch_up = CatchUp(config, self._retransmit_ticks)  # STATUS: where others are
-        # State transfer: the fetch in progress.
+        self.future = FutureViews(config)
+        self.catch_up = CatchUp(config, self._retransmit_ticks)
         self.transfer: Transfer | None = None
-        self.chunks_served = ChunkBudget(self._retransmit_ticks, config.n)  # what we serve whom
+        self.chunks_served = ChunkBudget(self._retransmit_ticks, config.n)
         self.transfers_completed = 0
-        self.replies = ReplyCache(config)  # the last reply per client, and resending it
-        self.checkpoints = Checkpoints(config)  # votes, claims, own states, stable proof
+        self.replies = ReplyCache(config)
+        self.checkpoints = Checkpoints(config)
         self.rejects: Counter[tuple[Signer | None, Reason]] = Counter()
         self.surplus_votes = 0
         """Votes for an already complete certificate, dropped unverified (`Slot.completes`)."""
-        self.verified = VerifiedRequests(self.verifier)  # client signatures checked once
-        # Newer requests of clients that already have one waiting here, unverified: the
-        # newest per (client, channel), taken at the next tick.
+        self.verified = VerifiedRequests(self.verifier)
         self.deferred = DeferredRequests(self.batching, self.requests, self.replies)
-        self.evidence = EvidenceMemory()  # pairs of conflicting signed messages reported
+        self.evidence = EvidenceMemory()
         self.ticks = 0
         # Timeouts (timeouts.py), fired in this order at every tick. `requests` and
         # `lone` have a deadline per request and per replica: they are looked at every
@@ -232,29 +220,20 @@ class Replica:
         """Every bounded structure within its named limit (docs/robustness.md), asserted by
         the owner of each; the simulator calls this after every step of a correct replica,
         the replica itself never does (it costs a pass over its state)."""
+        owners = (
+            self.log, self.checkpoints, self.future, self.requests, self.view_changes,
+            self.chunks_served, self.verified, self.deferred, self.batching, self.replies,
+            self.reads, self.evidence, self.catch_up, self.transfer,
+        )
+        for owner in owners:
+            if owner is not None:
+                owner.invariants()
         cfg = self.config
-        clients, n = len(cfg.clients), cfg.n
-        self.log.invariants()
-        self.checkpoints.invariants()
-        self.future.invariants()
-        self.requests.invariants()
-        self.view_changes.invariants()
-        self.chunks_served.invariants()
-        self.verified.invariants()
-        self.deferred.invariants()
-        self.batching.invariants()
-        self.replies.invariants()
-        self.reads.invariants()
-        self.evidence.invariants()
-        self.catch_up.invariants()
-        if self.transfer is not None:
-            self.transfer.invariants()
-        for name, size, bound in (
-            ("prepared_certs", len(self.prepared_certs), cfg.log_window),
-            # Keyed by (channel peer, reason): replicas, clients and an unauthenticated None.
-            ("rejects", len(self.rejects), (n + clients + 1) * len(Reason)),
-        ):
-            assert size <= bound, f"{name} holds {size}, bound {bound}"
+        certs = len(self.prepared_certs)
+        assert certs <= cfg.log_window, f"prepared_certs holds {certs}, bound {cfg.log_window}"
+        # Keyed by (channel peer, reason): replicas, clients and an unauthenticated None.
+        bound = (cfg.n + len(cfg.clients) + 1) * len(Reason)
+        assert len(self.rejects) <= bound, f"rejects holds {len(self.rejects)}, bound {bound}"
 
     def checkpoint_state(self) -> bytes:
         """Everything a checkpoint covers: the service state and the reply cache, which
@@ -415,13 +394,9 @@ class Replica:
         if req.read_only:
             self.on_read_only(peer, req)
             return
-        rec = self.replies.records.get(req.client)
-        if rec is not None and req.timestamp <= rec.timestamp:
-            if req.timestamp == rec.timestamp:
-                # The client lost our reply: send it again, at most once per half of a
-                # client's first retransmission timeout (so an honest retransmission is
-                # always answered, and a replayed request does not turn us into a stream
-                # of up to 1 MiB replies).
+        rec = self.replies.settled(req.client, req.timestamp)
+        if rec is not None:
+            if req.timestamp == rec.timestamp:  # our reply was lost: again, rationed
                 if not self.replies.resent.due(req.client, req.timestamp, self.ticks):
                     self.rejects[(peer, Reason.DUPLICATE)] += 1
                     return
@@ -463,19 +438,8 @@ class Replica:
         self._answer_reads()
 
     def _answer_reads(self) -> None:
-        if not self.reads.waiting:
-            return
-        if self.transfer is not None or self.last_executed < self.log.low:
-            # Our state is older than a checkpoint 2f+1 replicas made stable (a window
-            # jump drops the certificates below it before the state is installed): a read
-            # answered now could miss a write a client already saw completed (issue 13,
-            # item 4). It waits for the transfer.
-            return
-        # Every prepared slot leaves a certificate, and certificates outlive view changes:
-        # a slot prepared in an earlier view and not yet prepared again still holds reads.
-        if any(seq > self.last_executed for seq in self.prepared_certs):
-            return
-        for client, req in self.reads.take():
+        stale = self.transfer is not None or self.last_executed < self.log.low
+        for client, req in self.reads.answerable(stale, self.last_executed, self.prepared_certs):
             result = self.service.query(req.operation, client)
             assert result is not None
             self._reply(client, req.timestamp, result)
@@ -775,16 +739,14 @@ class Replica:
         self._out.append(ExecutedBatch(slot.view, slot.seq).to_persist())
         done: list[ExecutedRequest] = []
         for req, _ in slot.requests:
-            rec = self.replies.records.get(req.client)
-            if rec is not None and req.timestamp <= rec.timestamp:
-                # Exactly-once: an old or repeated request is a deterministic no-op; the
-                # latest one gets its cached reply again.
+            rec = self.replies.settled(req.client, req.timestamp)
+            if rec is not None:  # exactly-once: a deterministic no-op
                 if req.timestamp == rec.timestamp:
                     self._reply(req.client, rec.timestamp, rec.result)
                 done.append(ExecutedRequest(req.client, req.timestamp, req.operation, b"", False))
                 continue
             result = self.service.execute(req.operation, req.client)
-            self.replies.records[req.client] = ClientRecord(req.timestamp, result)
+            self.replies.record(req.client, req.timestamp, result)
             self._reply(req.client, req.timestamp, result)
             done.append(ExecutedRequest(req.client, req.timestamp, req.operation, result, True))
             self.requests.executed(req.client, req.timestamp)
@@ -811,11 +773,7 @@ class Replica:
     def ignore_checkpoint(self, env: Envelope, c: Checkpoint) -> Ignored | None:
         if (why := self.ignore_unsigned(env)) is not None:
             return why
-        if c.seq <= self.log.low:
-            return Reason.STALE, None  # a late vote for a checkpoint already stable
-        if c.seq % self.config.checkpoint_interval:
-            return Reason.OUT_OF_WINDOW, f"checkpoint n={c.seq} not a multiple of K"
-        return None
+        return self.checkpoints.ignore(c.seq, self.log.low)
 
     def on_checkpoint(self, peer: Signer | None, env: Envelope, data: bytes, c: Checkpoint) -> None:
         if (why := self.ignore_checkpoint(env, c)) is not None:
@@ -1148,20 +1106,9 @@ class Replica:
     # -- status and state transfer (TOCS 2002 5.3) --------------------------------------
 
     def ignore_status(self, peer: Signer | None, env: Envelope) -> Ignored | None:
-        """What we answer (a proof, a NEW-VIEW, up to CATCH_UP_SLOTS certificates) costs far
-        more than a STATUS: once per retransmission period per replica, which is as often
-        as a correct one asks (issue 13, item 7: 42x amplification). Only over its
-        signer's own channel (nobody relays a STATUS): a replica's old STATUS replayed by
-        another would use up the answer its real one needs (review of issue 13). Not
-        "only if newer than the last": a replica restarted from its disk may honestly
-        report less than before its crash."""
         if (why := self.ignore_unsigned(env)) is not None:
             return why
-        if peer is not None and peer != env.signer:
-            return Reason.WRONG_ROLE, f"status of replica {env.signer} relayed by {peer!r}"
-        if self.catch_up.too_soon(env.signer, self.ticks):  # type: ignore[arg-type]
-            return Reason.DUPLICATE, None
-        return None
+        return self.catch_up.ignore(peer, env.signer, self.ticks)  # type: ignore[arg-type]
 
     def on_status(self, peer: Signer | None, env: Envelope, st: Status) -> None:
         """A peer's progress report: help it catch up with what proves where we are."""
@@ -1212,20 +1159,10 @@ class Replica:
             self._out.append(Note(f"state transfer to {t.seq}: every source lied"))
 
     def ignore_fetch_state(self, peer: Signer | None, env: Envelope, fs: FetchState) -> Ignored | None:
-        """Chunks go to the signer: a FETCH-STATE relayed or replayed by anyone else would
-        make us send state to a replica that did not ask; and they are rationed per asker
-        (statetransfer.ChunkBudget, issue 13, item 7). Only a checkpoint we hold is served."""
         if (why := self.ignore_unsigned(env)) is not None:
             return why
-        if peer is not None and peer != env.signer:
-            return Reason.WRONG_ROLE, f"fetch-state of {env.signer} relayed by {peer!r}"
         key = (env.signer, fs.seq, fs.index)
-        if (why := self.chunks_served.ignore(key, self.ticks)) is not None:  # type: ignore[arg-type]
-            return why
-        own = self.checkpoints.own.get(fs.seq)
-        if own is None or own[0] != fs.digest:
-            return Reason.STALE, None
-        return None
+        return self.chunks_served.ignore(peer, key, fs.digest, self.checkpoints.own, self.ticks)  # type: ignore[arg-type]
 
     def on_fetch_state(self, peer: Signer | None, env: Envelope, fs: FetchState) -> None:
         """TOCS 2002 5.3: serve one chunk of a stable checkpoint's state, with its proof."""
@@ -1245,8 +1182,7 @@ class Replica:
     def ignore_state_chunk(self, env: Envelope, sc: StateChunk) -> Ignored | None:
         if (why := self.ignore_unsigned(env)) is not None:
             return why
-        t = self.transfer
-        if t is None or (sc.seq, sc.digest) != (t.seq, t.digest) or sc.index in t.chunks:
+        if self.transfer is None or not self.transfer.wants(sc.seq, sc.digest, sc.index):
             return Reason.STALE, None  # not fetching it (any more), or have it already
         return None
 
@@ -1389,21 +1325,13 @@ class Replica:
             # A replica fetching state is behind: it cannot judge the primary by requests
             # it has not caught up to, and must not leave the view alone for that.
             return
-        if not self.catch_up.located:
-            # Restarted: until 2f others told us where they are (or a while has passed),
-            # a request we wait for may be one the others ordered while we were down. A
-            # replica that timed out here went alone into a view change the others never
-            # followed (issue 13, item 2).
+        if not self.catch_up.located:  # restarted: not before the others say where they are
             if self.ticks >= self.catch_up.located_by:
                 self._locate()
             return
-        if self.catch_up.behind(self.view, self.last_executed):
-            # Catching up: one more timeout to catch up in, not a timer held back for ever
-            # (a primary that kept us a little behind must not keep us from suspecting it).
-            self.requests.restart(self.ticks)
-        self.requests.drop_executed(self.replies.executed_ts)
+        behind = self.catch_up.behind(self.view, self.last_executed)
         timeout = self._vc_timeout_ticks << min(self.view_changes.attempts, MAX_BACKOFF_SHIFT)
-        expired = self.requests.expired(self.ticks, timeout)
+        expired = self.requests.check(self.ticks, behind, self.replies.executed_ts, timeout)
         if expired is Expired.VIEW_CHANGE:
             self.become_view_change(self.view + 1)
         elif expired is Expired.NUDGE:
@@ -1427,13 +1355,11 @@ class Replica:
             self.transfer.asked.clear()  # a slow source: ask the next one
             self._request_chunks()
         if self.status is ViewStatus.VIEW_CHANGE:
-            own = self.view_changes.received.get(self.id)
-            if own is not None and own.msg.new_view == self.view:
-                self._out.append(Broadcast(own.data))
+            own = self.view_changes.retransmission(self.id, self.view)
+            if own is not None:
+                self._out.append(Broadcast(own))
             return
         for data in self.log.own_messages(self.view, self.last_executed, self.is_primary):
             self._out.append(Broadcast(data))
-        for seq, votes in self.checkpoints.votes.items():
-            mine = votes.get(self.id)
-            if mine is not None and seq > self.log.low:
-                self._out.append(Broadcast(mine[1]))
+        for data in self.checkpoints.own_votes(self.id, self.log.low):
+            self._out.append(Broadcast(data))

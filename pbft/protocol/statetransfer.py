@@ -135,6 +135,10 @@ class Transfer:
         for index in [i for i, s in self.asked.items() if s == source]:
             del self.asked[index]
 
+    def wants(self, seq: int, digest: bytes, index: int) -> bool:
+        """A chunk of this state (seq, digest) that we do not have yet."""
+        return seq == self.seq and digest == self.digest and index not in self.chunks
+
     def received(self, index: int, total: int, data: bytes) -> None:
         """A chunk that verifies against the digest 2f+1 signed."""
         self.total = total
@@ -174,8 +178,17 @@ class ChunkBudget:
         self.sent: dict[tuple[int, int, int], int] = {}  # (asker, seq, index) -> tick
         self.budget: dict[int, tuple[int, int]] = {}  # asker -> (period start, chunks)
 
-    def ignore(self, key: tuple[int, int, int], now: int) -> Ignored | None:
-        """Why the chunk `key` = (asker, seq, index) is not served now, or None."""
+    def ignore(
+        self, peer: object, key: tuple[int, int, int], digest: bytes,
+        own: dict[int, tuple[bytes, bytes]], now: int,
+    ) -> Ignored | None:
+        """Why the chunk `key` = (asker, seq, index) of the state `digest`, asked over
+        `peer`'s channel, is not served now, or None. Chunks go to the signer: a
+        FETCH-STATE relayed or replayed by anyone else would make us send state to a
+        replica that did not ask; and they are rationed per asker (issue 13, item 7).
+        Only a checkpoint we hold (in `own`, seq -> (digest, state)) is served."""
+        if peer is not None and peer != key[0]:
+            return Reason.WRONG_ROLE, f"fetch-state of {key[0]} relayed by {peer!r}"
         last = self.sent.get(key)
         if last is not None and now - last < self.period:
             return Reason.DUPLICATE, None  # asked again too soon: the same chunk
@@ -183,6 +196,9 @@ class ChunkBudget:
             # Every chunk of a large state once per period is a stream a faulty replica
             # could keep asking for; a transfer with IN_FLIGHT requests out needs far less.
             return Reason.OVERLOAD, f"state chunks for replica {key[0]} this period"
+        held = own.get(key[1])
+        if held is None or held[0] != digest:
+            return Reason.STALE, None
         return None
 
     def _used(self, asker: int, now: int) -> tuple[int, int]:

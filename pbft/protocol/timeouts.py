@@ -139,6 +139,17 @@ class RequestTimers:
             self.waiting[client] = (ts, data, now)
         return [data for _, data, _ in self.waiting.values()]
 
+    def check(self, now: int, behind: bool, executed_ts: Callable[[str], int], timeout: int) -> Expired | None:
+        """The timers of a located backup, with `timeout` its backed-off view-change
+        timeout: what has expired, once those executed meanwhile are dropped. A backup
+        `behind` (f+1 peers executed past it) gets one more timeout to catch up in, not
+        a timer held back for ever (a primary that kept it a little behind must not keep
+        it from suspecting the primary)."""
+        if behind:
+            self.restart(now)
+        self.drop_executed(executed_ts)
+        return self.expired(now, timeout)
+
     def expired(self, now: int, timeout: int) -> Expired | None:
         if not self.waiting:
             return None

@@ -378,6 +378,11 @@ class ViewChanges:
             del self.own[old]
         self.lone_since = {s: vs for s, vs in self.lone_since.items() if vs[0] > new_view}
 
+    def retransmission(self, me: int, view: int) -> bytes | None:
+        """Our VIEW-CHANGE for `view`, the one we wait in, to send again (or None)."""
+        own = self.received.get(me)
+        return own.data if own is not None and own.msg.new_view == view else None
+
     def new_view_too_soon(self, replica: int, now: int) -> bool:
         """Our NEW-VIEW (large) went to `replica` less than a retransmission period ago."""
         last = self.new_view_resent.get(replica)

@@ -53,15 +53,18 @@ def test_a_transfer_keeps_in_flight_requests_and_forgives_liars_when_all_lied():
 def test_chunks_are_served_once_per_period_each_and_rationed_per_asker():
     b = ChunkBudget(period=10, replicas=4)
     chunks = [b"a", b"b"]
+    own = {8: (b"d", b"ab")}
     sc = b.serve((1, 8, 0), chunks, b"d", now=0)
     assert (sc.seq, sc.index, sc.total, sc.data) == (8, 0, 2, b"a")
-    assert b.ignore((1, 8, 0), now=5) == (Reason.DUPLICATE, None)
-    assert b.ignore((1, 8, 0), now=10) is None
+    assert b.ignore(None, (1, 8, 0), b"d", own, now=5) == (Reason.DUPLICATE, None)
+    assert b.ignore(None, (1, 8, 0), b"d", own, now=10) is None
     for i in range(1, CHUNKS_PER_PERIOD):
         b.serve((1, 8, i), chunks * CHUNKS_PER_PERIOD, b"d", now=1)
-    assert b.ignore((1, 8, 999), now=2)[0] is Reason.OVERLOAD
-    assert b.ignore((2, 8, 999), now=2) is None  # another asker has its own budget
-    assert b.ignore((1, 8, 999), now=11) is None  # a new period
+    assert b.ignore(None, (1, 8, 999), b"d", own, now=2)[0] is Reason.OVERLOAD
+    assert b.ignore(None, (2, 8, 999), b"d", own, now=2) is None  # another asker has its own budget
+    assert b.ignore(None, (1, 8, 999), b"d", own, now=11) is None  # a new period
+    assert b.ignore(None, (1, 9, 0), b"d", own, now=11) == (Reason.STALE, None)  # not held
+    assert b.ignore(3, (1, 8, 0), b"d", own, now=30)[0] is Reason.WRONG_ROLE  # relayed
     b.invariants()
 
 

@@ -1,0 +1,75 @@
+"""Rules that moved out of the replica into the owner of the state they read (issue 15):
+each one alone, on its owner."""
+
+from __future__ import annotations
+
+from conftest import make_config
+
+from pbft.protocol.catchup import CatchUp
+from pbft.protocol.checkpoints import Checkpoints
+from pbft.protocol.events import Reason
+from pbft.protocol.held import ReplyCache, WaitingReads
+from pbft.protocol.messages import Request
+from pbft.protocol.statetransfer import Transfer
+from pbft.protocol.timeouts import Expired, RequestTimers
+
+
+def test_a_status_is_answered_over_its_signers_channel_once_per_period():
+    c = CatchUp(make_config(), period=10)
+    assert c.ignore(2, 1, now=0)[0] is Reason.WRONG_ROLE  # relayed
+    assert c.ignore(None, 1, now=0) is None and c.ignore(1, 1, now=0) is None
+    c.report(1, 0, 0, now=0)
+    assert c.ignore(1, 1, now=9) == (Reason.DUPLICATE, None)
+    assert c.ignore(1, 1, now=10) is None
+
+
+def test_checkpoint_votes_are_counted_above_the_stable_one_at_multiples_of_k():
+    cp = Checkpoints(make_config())
+    k = cp.config.checkpoint_interval
+    assert cp.ignore(k, low=k) == (Reason.STALE, None)
+    assert cp.ignore(k + 1, low=0)[0] is Reason.OUT_OF_WINDOW
+    assert cp.ignore(2 * k, low=k) is None
+    cp.vote_set(k).add(0, b"d", b"mine-k")
+    cp.vote_set(2 * k).add(1, b"d", b"theirs")
+    cp.vote_set(2 * k).add(0, b"d", b"mine-2k")
+    assert cp.own_votes(0, low=0) == [b"mine-k", b"mine-2k"]
+    assert cp.own_votes(0, low=k) == [b"mine-2k"]
+
+
+def test_reads_wait_for_a_current_state_and_every_prepared_slot():
+    reads = WaitingReads(make_config())
+    assert reads.answerable(False, 0, {}) == ()
+    req = Request(b"read", 1, "c0", read_only=True)
+    reads.hold(req)
+    assert reads.answerable(True, 5, {}) == ()  # stale: waits for the transfer
+    assert reads.answerable(False, 5, {6: None}) == ()  # prepared, not executed
+    assert reads.answerable(False, 6, {6: None}) == [("c0", req)]
+    assert not reads.waiting
+
+
+def test_the_reply_cache_settles_old_and_repeated_requests():
+    replies = ReplyCache(make_config())
+    assert replies.settled("c0", 1) is None
+    replies.record("c0", 3, b"r")
+    assert replies.settled("c0", 4) is None
+    assert replies.settled("c0", 3).result == b"r" and replies.settled("c0", 2).timestamp == 3
+
+
+def test_request_timers_check_restarts_once_when_behind_and_drops_the_executed():
+    t = RequestTimers(clients=2)
+    t.wait("c0", 1, b"a", now=0)
+    t.wait("c1", 1, b"b", now=0)
+    t.saw_ordered("c0", 1)
+    t.saw_ordered("c1", 1)
+    executed = {"c1": 1}.get
+    assert t.check(10, False, lambda c: executed(c, -1), timeout=10) is Expired.VIEW_CHANGE
+    assert "c1" not in t.waiting
+    assert t.check(10, True, lambda c: -1, timeout=10) is None  # a fresh timer
+    assert t.check(20, True, lambda c: -1, timeout=10) is Expired.VIEW_CHANGE  # only once
+
+
+def test_a_transfer_wants_only_missing_chunks_of_its_state():
+    t = Transfer(8, b"d", (), sources=[1])
+    assert t.wants(8, b"d", 0) and not t.wants(9, b"d", 0) and not t.wants(8, b"e", 0)
+    t.received(0, 2, b"x")
+    assert not t.wants(8, b"d", 0) and t.wants(8, b"d", 1)
