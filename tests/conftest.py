@@ -271,6 +271,9 @@ class Router:
 
 
 # -- one replica under test (the protocol rule tests, tests/protocol/test_4_*.py) ------------
+# Each rule test: init (a replica of a 4-replica f=1 cluster, K=4, L=8), act (feed it crafted
+# messages signed by whoever the rule is about), check (its actions and state). Replica 0 is
+# the primary of view 0; replica 1 is the backup under test unless said otherwise.
 
 D_OTHER = b"\x99" * 32
 

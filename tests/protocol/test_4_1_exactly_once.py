@@ -1,9 +1,8 @@
 """Exactly once (OSDI'99 section 4.1): an old timestamp is not executed again, the latest
 one's retransmission gets the cached reply, a duplicate inside a batch executes once.
 
-Each test: init (a replica of a 4-replica f=1 cluster, K=4, L=8), act (feed it crafted
-messages signed by whoever the rule is about), check (its actions and state). Replica 0
-is the primary of view 0; replica 1 is the backup under test unless said otherwise.
+Init, act, check against one replica of a 4-replica f=1 cluster (tests/conftest.py, "one
+replica under test").
 """
 
 from __future__ import annotations

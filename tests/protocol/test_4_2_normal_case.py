@@ -2,9 +2,8 @@
 pre-prepare, prepared, committed-local and execution, the primary's numbering and pipeline,
 and retransmission of a replica's own votes.
 
-Each test: init (a replica of a 4-replica f=1 cluster, K=4, L=8), act (feed it crafted
-messages signed by whoever the rule is about), check (its actions and state). Replica 0
-is the primary of view 0; replica 1 is the backup under test unless said otherwise.
+Init, act, check against one replica of a 4-replica f=1 cluster (tests/conftest.py, "one
+replica under test").
 """
 
 from __future__ import annotations

@@ -3,9 +3,8 @@ is malformed, forged or out of place is dropped with a counted reason, changes n
 and never makes a replica raise; reads wait for prepared slots; surplus votes are dropped
 unverified but a double vote behind them is still evidence.
 
-Each test: init (a replica of a 4-replica f=1 cluster, K=4, L=8), act (feed it crafted
-messages signed by whoever the rule is about), check (its actions and state). Replica 0
-is the primary of view 0; replica 1 is the backup under test unless said otherwise.
+Init, act, check against one replica of a 4-replica f=1 cluster (tests/conftest.py, "one
+replica under test").
 """
 
 from __future__ import annotations
