@@ -6,43 +6,222 @@ and may drop, delay, alter, duplicate or invent messages. Whatever it invents it
 with the replica's own key (`forge`), so the attack exercises the protocol's checks, not
 just signature checks (docs/attacks.md). The wrapper has the same `step` surface as a
 `Replica`, so the simulator and the runtime node drive either without knowing which.
+
+`Behaviour` is the public base a user's attacker derives from (docs/behaviours.md). It
+offers two levels:
+
+- decoded hooks, each optional: `on_message(Incoming)` for every message that arrives,
+  `on_send(Outgoing)` for every message the core sends, once per receiver, and `on_tick()`
+  once per unit of time; helpers `send`, `broadcast` and `forge` to inject messages of
+  any kind, signed with this replica's key; `self.state` (read-only facts about the
+  core), `self.args` (the declared `parameters`, validated), `self.rng` (the run's seeded
+  RNG) and `self.now_ms` (this replica's clock, in ticks);
+- the raw hooks `on_input(event) -> events` and `on_output(actions) -> actions`, which
+  the built-in catalogue uses. Overriding them replaces the decoded hooks' plumbing.
+
+A hook that raises is the attacker's failure, not the protocol's: `ByzantineReplica`
+records it (`failures`, one sentence naming the file and line) and lets that step through
+unaltered, so a broken script can never pass for a protocol violation.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import traceback
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..protocol.crypto import KeyPair, seal
-from ..protocol.events import Action, Event
+from ..protocol.events import Action, Broadcast, Event, Received, Send, SendClient, Tick
 from ..protocol.messages import Message
 from ..protocol.ready import Ready
 from ..protocol.replica import Replica
+from .api import Args, CoreView, Fate, Incoming, Outgoing, Param, decode, validate_params
 
 
 class Behaviour:
-    """Override `on_input` / `on_output`; the defaults pass everything through."""
+    """The base of every attacker; the defaults behave correctly. Override the hooks."""
 
     name: ClassVar[str] = "honest"
     summary: ClassVar[str] = "behaves correctly"
     targets: ClassVar[str] = "replica"  # or "client"
+    parameters: ClassVar[Mapping[str, Param]] = {}
+    """Declared parameters, by name; what a scenario gives is checked against them."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            cls.name = cls.__name__  # a user's class is known by its own name
+        if "summary" not in cls.__dict__:
+            doc = (cls.__doc__ or "").strip().splitlines()
+            cls.summary = doc[0] if doc else "(no summary)"
 
     def __init__(self, replica: Replica, key: KeyPair, params: dict[str, Any], rng: random.Random):
-        self.replica = replica
+        self.replica = replica  # the honest core: the catalogue's own behaviours reach in
         self.key = key
-        self.params = params
+        self.params = dict(params or {})
         self.rng = rng
+        self.state = CoreView(replica)
+        self.now_ms = 0
+        self._outbox: list[Action] = []
+        self._held_out: list[tuple[int, int, Action]] = []
+        self._held_in: list[tuple[int, int, Event]] = []
+        self._held_count = 0
+        self._tick_due = False
+        cls = type(self)
+        self._decode_in = cls.on_message is not Behaviour.on_message
+        self._decode_out = cls.on_send is not Behaviour.on_send
+        # The catalogue's classes validate their own `allowed` parameters (wire.Params).
+        self.args = (
+            Args({}) if hasattr(cls, "allowed")
+            else validate_params(self.name, cls.parameters, self.params, replica.config.n)
+        )
+        self.setup()
+
+    # -- decoded hooks (override any) ---------------------------------------------------
+
+    def setup(self) -> None:
+        """Called once, after the parameters are validated."""
+
+    def on_message(self, msg: Incoming) -> None:
+        """A message arrived; `msg.drop()` or `msg.delay(ms)` keep it from the core."""
+
+    def on_send(self, out: Outgoing) -> None:
+        """The core sends `out` to `out.to`; drop, delay, duplicate or replace it."""
+
+    def on_tick(self) -> None:
+        """Once per tick (`self.state.tick_ms`), after the core's own timers ran."""
+
+    # -- helpers ----------------------------------------------------------------------------
 
     def forge(self, msg: Message) -> bytes:
         """Sign `msg` as this replica, bypassing its safety rules (that is the lie)."""
         cfg = self.replica.config
         return seal(self.key, cfg.cluster_id, self.replica.id, msg).to_bytes()
 
+    def send(self, to: int | str | Iterable[int | str], msg: Message | bytes, delay_ms: int = 0) -> None:
+        """Send `msg` (signed here if it is a Message) to one replica or client, or to
+        each of a list, now or `delay_ms` later."""
+        data = msg if isinstance(msg, bytes) else self.forge(msg)
+        targets = [to] if isinstance(to, int | str) else list(to)
+        for t in targets:
+            action: Action = Send(t, data) if isinstance(t, int) else SendClient(t, data)
+            if delay_ms > 0:
+                self._hold_out(delay_ms, action)
+            else:
+                self._outbox.append(action)
+
+    def broadcast(self, msg: Message | bytes, delay_ms: int = 0) -> None:
+        """Send `msg` to every other replica."""
+        self.send(self.state.peers(), msg, delay_ms)
+
+    # -- raw hooks --------------------------------------------------------------------------
+
     def on_input(self, event: Event) -> list[Event]:
+        if isinstance(event, Tick):
+            self.now_ms += self.replica.config.tick_ms
+            self._tick_due = True
+            return [event, *self._release(self._held_in)]
+        if self._decode_in and isinstance(event, Received):
+            _, message = decode(event.data)
+            inc = Incoming(event.peer, event.data, message)
+            self.on_message(inc)
+            if inc.fate is Fate.DROP:
+                return []
+            if inc.delay_ms > 0:
+                self._held_count += 1
+                self._held_in.append((self.now_ms + inc.delay_ms, self._held_count, event))
+                return []
         return [event]
 
     def on_output(self, actions: list[Action]) -> list[Action]:
-        return actions
+        out = self._rewrite(actions) if self._decode_out else list(actions)
+        if self._tick_due:
+            self._tick_due = False
+            self.on_tick()
+            out.extend(self._release(self._held_out))
+        out.extend(self._outbox)
+        self._outbox = []
+        return out
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _rewrite(self, actions: list[Action]) -> list[Action]:
+        out: list[Action] = []
+        me = self.replica.id
+        for a in actions:
+            if isinstance(a, Broadcast):
+                targets: list[int | str] = [r for r in range(self.replica.config.n) if r != me]
+            elif isinstance(a, Send):
+                targets = [a.to]
+            elif isinstance(a, SendClient):
+                targets = [a.client]
+            else:
+                out.append(a)
+                continue
+            signer, message = decode(a.data)
+            for t in targets:
+                og = Outgoing(t, a.data, message, signer)
+                self.on_send(og)
+                if og.fate is Fate.DROP:
+                    continue
+                data = og.data
+                if og.replaced is not None:
+                    r = og.replaced
+                    data = r if isinstance(r, bytes) else self.forge(r)  # type: ignore[arg-type]
+                action: Action = Send(t, data) if isinstance(t, int) else SendClient(t, data)
+                for _ in range(og.copies):
+                    if og.delay_ms > 0:
+                        self._hold_out(og.delay_ms, action)
+                    else:
+                        out.append(action)
+        return out
+
+    def _hold_out(self, delay_ms: int, action: Action) -> None:
+        self._held_count += 1
+        self._held_out.append((self.now_ms + delay_ms, self._held_count, action))
+
+    def _release(self, held: list) -> list:
+        if not held:
+            return []
+        due = sorted(h for h in held if h[0] <= self.now_ms)
+        if due:
+            held[:] = [h for h in held if h[0] > self.now_ms]
+        return [h[2] for h in due]
+
+
+@dataclass(frozen=True, slots=True)
+class BehaviourFailure:
+    """A behaviour's hook raised: the attacker failed, not the protocol."""
+
+    behaviour: str
+    hook: str
+    error: str
+    where: str  # "FILE line N" of the innermost frame
+
+    def sentence(self) -> str:
+        return f"behaviour {self.behaviour} raised {self.error} in {self.hook} ({self.where})"
+
+
+HOOKS = ("setup", "on_message", "on_send", "on_tick", "on_input", "on_output")
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def failure_of(behaviour: str, hook: str, exc: BaseException) -> BehaviourFailure:
+    """The failure, placed at the deepest frame outside pbft itself (the user's line),
+    and named after the deepest hook on the stack."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    theirs = [fr for fr in frames if not os.path.abspath(fr.filename).startswith(_PACKAGE + os.sep)]
+    frame = (theirs or frames or [None])[-1]
+    where = f"{frame.filename} line {frame.lineno}" if frame is not None else "unknown place"
+    hooks = [fr.name for fr in frames if fr.name in HOOKS]
+    return BehaviourFailure(behaviour, hooks[-1] if hooks else hook, f"{type(exc).__name__}: {exc}", where)
+
+
+MAX_FAILURES = 20
+"""Failures kept word for word; the rest are only counted."""
 
 
 class ByzantineReplica:
@@ -51,13 +230,30 @@ class ByzantineReplica:
     def __init__(self, replica: Replica, behaviour: Behaviour) -> None:
         self.core = replica
         self.behaviour = behaviour
+        self.failures: list[BehaviourFailure] = []
+        self.failure_count = 0
         replica.behaviour_label = behaviour.name  # `pbft status` shows it
 
     def step(self, event: Event) -> Ready:
+        b = self.behaviour
+        try:
+            events = b.on_input(event)
+        except Exception as exc:  # noqa: BLE001 - the attacker's bug, reported as such
+            self._failed("on_input", exc)
+            events = [event]
         out: list[Action] = []
-        for ev in self.behaviour.on_input(event):
+        for ev in events:
             out.extend(self.core.step(ev))
-        return Ready.of(self.behaviour.on_output(out))
+        try:
+            return Ready.of(b.on_output(out))
+        except Exception as exc:  # noqa: BLE001
+            self._failed("on_output", exc)
+            return Ready.of(out)
+
+    def _failed(self, hook: str, exc: Exception) -> None:
+        self.failure_count += 1
+        if len(self.failures) < MAX_FAILURES:
+            self.failures.append(failure_of(self.behaviour.name, hook, exc))
 
     def __getattr__(self, name: str) -> Any:
         # view, last_executed, stable_seq, state_digest(), ... come from the honest core.

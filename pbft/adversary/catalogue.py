@@ -28,7 +28,9 @@ from typing import Any
 from ..errors import UsageError
 from ..protocol.config import ClusterConfig
 from ..protocol.crypto import KeyPair
-from .base import Behaviour, ByzantineReplica
+from . import loader
+from .api import did_you_mean
+from .base import Behaviour, ByzantineReplica, failure_of
 from .clients import CLIENTS, ByzantineClient, ClientBehaviour
 from .primary import PRIMARY
 from .replies import REPLIES
@@ -53,13 +55,20 @@ def catalogue(target: str = "replica") -> Mapping[str, type]:
     return REGISTRY if target == "replica" else CLIENT_REGISTRY
 
 
-def lookup(name: str, target: str = "replica") -> type:
-    """The class of behaviour `name`; UsageError (one sentence naming the valid ones) if
-    there is none."""
+def lookup(name: str, target: str = "replica", base_dir: str = "") -> type:
+    """The class of behaviour `name`: a catalogue name, a user's `FILE.py:Class` (a
+    relative FILE is looked up in `base_dir`, else the working directory) or an
+    importable `module.path:Class`. UsageError, one sentence, if there is none: for a
+    user's file it names the file and the line (loader.py)."""
+    if is_ref(name):
+        return loader.load(name, target, base_dir)
     known = catalogue(target)
     cls = known.get(name)
     if cls is None:
-        raise UsageError(f"unknown behaviour {name} (known: {', '.join(sorted(known))}).")
+        raise UsageError(
+            f"unknown {target} behaviour {name}{did_you_mean(name, list(known))} (known: "
+            f"{', '.join(sorted(known))}; or give FILE.py:Class or module:Class)."
+        )
     return cls
 
 
@@ -71,31 +80,39 @@ def build(
     rng: random.Random,
     config: ClusterConfig | None = None,
     target: str = "replica",
+    base_dir: str = "",
 ) -> Any:
     """`core` (a `Replica`, or a `ClientCore` for target "client", which also takes the
     cluster `config`) wrapped in behaviour `name` with `params`. An unknown name is a
     UsageError; a bad parameter raises the behaviour's ValueError or TypeError, which the
     caller words (it knows the file or flag the parameter came from)."""
-    cls = lookup(name, target)
+    cls = lookup(name, target, base_dir)
     if target == "client":
         return ByzantineClient(core, cls(core, key, dict(params), rng, config))
     return ByzantineReplica(core, cls(core, key, dict(params), rng))
 
 
-def check(name: str, params: Mapping[str, Any], config: ClusterConfig, replica_id: int) -> None:
-    """Build replica behaviour `name` once around a throwaway core, so a bad parameter is
-    a UsageError (one sentence) before anything listens."""
+def check(
+    name: str, params: Mapping[str, Any], config: ClusterConfig, replica_id: int, base_dir: str = ""
+) -> None:
+    """Build replica behaviour `name` once around a throwaway core, so a bad parameter (or
+    a user's class that cannot even be built) is a UsageError, one sentence, before
+    anything listens."""
     from ..protocol.replica import Replica
     from ..service.kv import KeyValueStore
 
-    lookup(name)
-    if not params or not 0 <= replica_id < config.n:
+    lookup(name, "replica", base_dir)
+    if not 0 <= replica_id < config.n:
         return
     key = KeyPair.generate()
     try:
-        build(name, params, Replica(config, replica_id, key, KeyValueStore()), key, random.Random())
+        build(name, params, Replica(config, replica_id, key, KeyValueStore()), key, random.Random(),
+              base_dir=base_dir)
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - a user's __init__ or setup() that raises
+        failure = failure_of(name, "setup", exc)
+        raise UsageError(f"{failure.sentence()} while being built.") from None
 
 
 # -- NAME[:key=value,...] -----------------------------------------------------------------
@@ -135,10 +152,26 @@ def _split_top(text: str) -> list[str]:
     return parts
 
 
+def split_ref(spec: str) -> tuple[str, str]:
+    """`spec` -> (the behaviour's reference, the `key=value,...` text after it). A
+    reference is a catalogue NAME, `FILE.py:Class` or `module.path:Class`; its second
+    part is told from parameters by having no `=`."""
+    parts = spec.split(":")
+    if len(parts) >= 2 and parts[1].strip() and "=" not in parts[1]:
+        return f"{parts[0].strip()}:{parts[1].strip()}", ":".join(parts[2:])
+    return parts[0].strip(), ":".join(parts[1:])
+
+
+def is_ref(name: str) -> bool:
+    """Whether `name` points at a user's class (FILE.py:Class, module:Class), not the
+    catalogue."""
+    return ":" in name
+
+
 def parse_spec(spec: str) -> tuple[str, dict[str, object]]:
-    """`NAME` or `NAME:key=value,key=value` -> (name, params); UsageError if malformed."""
-    name, _, rest = spec.partition(":")
-    name = name.strip()
+    """`REF` or `REF:key=value,key=value` -> (REF, params); UsageError if malformed. REF
+    is a catalogue NAME, `FILE.py:Class` or `module.path:Class`."""
+    name, rest = split_ref(spec)
     if not name:
         raise UsageError(f"--behaviour {spec!r} names no behaviour.")
     params: dict[str, object] = {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ..protocol import codec
@@ -19,16 +20,28 @@ from ..protocol.config import ClusterConfig
 from ..protocol.crypto import KeyPair, seal
 from ..protocol.events import Action, Event, Send, Tick
 from ..protocol.messages import MAX_OPERATION, MAX_U64, Envelope, Request, open_envelope
+from .api import Param, validate_params
+from .base import MAX_FAILURES, BehaviourFailure, failure_of
 from .wire import Params
 
 
 class ClientBehaviour:
-    """Override `on_output` / `on_tick`; the defaults behave correctly."""
+    """Override `on_output` / `on_tick`; the defaults behave correctly. A user's client
+    attacker derives from this and declares `parameters` (adversary.api.Param)."""
 
     name: ClassVar[str] = "honest-client"
     summary: ClassVar[str] = "behaves correctly"
     targets: ClassVar[str] = "client"
     allowed: ClassVar[tuple[str, ...]] = ()
+    parameters: ClassVar[Mapping[str, Param]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            cls.name = cls.__name__
+        if "summary" not in cls.__dict__:
+            doc = (cls.__doc__ or "").strip().splitlines()
+            cls.summary = doc[0] if doc else "(no summary)"
 
     def __init__(
         self,
@@ -43,7 +56,10 @@ class ClientBehaviour:
         self.params = params or {}
         self.rng = rng
         self.config = config
-        self.p = Params(self.name, self.params, self.allowed)
+        self.p = Params(self.name, self.params, (*self.allowed, *self.parameters))
+        self.args = validate_params(self.name, self.parameters, {
+            k: v for k, v in self.params.items() if k not in self.allowed
+        }, config.n)
         self.ticks = 0
 
     def sign(self, req: Request) -> bytes:
@@ -79,16 +95,33 @@ class ByzantineClient:
     def __init__(self, core: ClientCore, behaviour: ClientBehaviour) -> None:
         self.core = core
         self.behaviour = behaviour
+        self.failures: list[BehaviourFailure] = []
+        self.failure_count = 0
 
     def submit(self, operation: bytes, read_only: bool = False) -> list[Action]:
-        return self.behaviour.on_output(self.core.submit(operation, read_only))
+        return self._output(self.core.submit(operation, read_only))
 
     def step(self, event: Event) -> list[Action]:
-        out = self.behaviour.on_output(self.core.step(event))
+        out = self._output(self.core.step(event))
         if isinstance(event, Tick):
             self.behaviour.ticks += 1
-            out = [*out, *self.behaviour.on_tick()]
+            try:
+                out = [*out, *self.behaviour.on_tick()]
+            except Exception as exc:  # noqa: BLE001 - the attacker's bug, reported as such
+                self._failed("on_tick", exc)
         return out
+
+    def _output(self, actions: list[Action]) -> list[Action]:
+        try:
+            return self.behaviour.on_output(actions)
+        except Exception as exc:  # noqa: BLE001
+            self._failed("on_output", exc)
+            return actions
+
+    def _failed(self, hook: str, exc: Exception) -> None:
+        self.failure_count += 1
+        if len(self.failures) < MAX_FAILURES:
+            self.failures.append(failure_of(self.behaviour.name, hook, exc))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.core, name)

@@ -31,11 +31,8 @@ from ..protocol.messages import (
     envelope_from_bytes,
     open_envelope,
 )
+from .api import SCENARIO_KEYS, did_you_mean
 from .base import Behaviour
-
-# Keys a scenario's [[byzantine]] table carries besides the behaviour's own parameters.
-_SCENARIO_KEYS = frozenset({"replica", "client", "behaviour"})
-
 
 # -- helpers ------------------------------------------------------------------------------
 
@@ -59,11 +56,12 @@ class Params:
     def __init__(self, owner: str, params: dict[str, Any], allowed: tuple[str, ...]) -> None:
         self.owner = owner
         self.params = dict(params or {})
-        unknown = sorted(set(self.params) - set(allowed) - _SCENARIO_KEYS)
+        unknown = sorted(set(self.params) - set(allowed) - SCENARIO_KEYS)
         if unknown:
             accepts = ", ".join(allowed) or "no parameters"
             raise ValueError(
-                f"behaviour '{owner}' has no parameter '{unknown[0]}'; it accepts: {accepts}."
+                f"behaviour '{owner}' has no parameter '{unknown[0]}'"
+                f"{did_you_mean(unknown[0], allowed)}; it accepts: {accepts}."
             )
 
     def integer(self, key: str, default: int | None, lo: int = 0, hi: int = 1 << 62) -> int | None:

@@ -37,6 +37,7 @@ group keeps all its links.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
@@ -111,8 +112,10 @@ def client_name(index: int) -> str:
 class ByzantineSpec:
     target: str  # "replica" or "client"
     index: int
-    behaviour: str
+    behaviour: str  # a catalogue name, FILE.py:Class or module.path:Class
     params: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    base_dir: str = field(default="", compare=False)
+    """Where a relative FILE.py is looked up: the scenario file's directory."""
 
     @property
     def node(self) -> Node:
@@ -339,32 +342,34 @@ def _list(t: dict, key: str, where: str) -> list:
     return v
 
 
-def _byzantine(t: object, n: int, clients: int, where: str) -> ByzantineSpec:
+def _byzantine(t: object, n: int, clients: int, where: str, base_dir: str = "") -> ByzantineSpec:
     if not isinstance(t, dict):
         raise _fail(where, "must be a table.")
     if ("replica" in t) == ("client" in t):
         raise _fail(where, "needs exactly one of 'replica = I' or 'client = I'.")
     name = t.get("behaviour")
     if type(name) is not str or not name:
-        raise _fail(where, "'behaviour' must be a behaviour name (see `pbft scenario list`).")
+        raise _fail(
+            where,
+            "'behaviour' must be a behaviour name (see `pbft scenario list`), FILE.py:Class or module:Class.",
+        )
     params = {k: v for k, v in t.items() if k not in ("replica", "client", "behaviour")}
     if "replica" in t:
-        return ByzantineSpec("replica", _replica(t["replica"], n, where, "replica"), name, params)
+        return ByzantineSpec("replica", _replica(t["replica"], n, where, "replica"), name, params, base_dir)
     c = t["client"]
     if type(c) is not int or not 0 <= c < clients:
         raise _fail(where, f"'client' must be a client index from 0 to {clients - 1}, not {c!r}.")
-    return ByzantineSpec("client", c, name, params)
+    return ByzantineSpec("client", c, name, params, base_dir)
 
 
 def check_behaviours(s: Scenario) -> None:
-    """Every behaviour named must exist in the catalogue."""
+    """Every behaviour named must exist: in the catalogue, or a user's class that loads
+    (a relative FILE.py is looked up next to the scenario file)."""
     for i, b in enumerate(s.byzantine):
-        reg = catalogue.catalogue(b.target)
-        if b.behaviour not in reg:
-            known = ", ".join(sorted(reg))
-            raise UsageError(
-                f"[[byzantine]] #{i + 1}: unknown {b.target} behaviour '{b.behaviour}' (known: {known})."
-            )
+        try:
+            catalogue.lookup(b.behaviour, b.target, b.base_dir)
+        except UsageError as exc:
+            raise UsageError(f"{s.source} [[byzantine]] #{i + 1}: {exc}") from None
 
 
 def parse_scenario(data: dict, source: str = "<scenario>") -> Scenario:
@@ -404,7 +409,10 @@ def parse_scenario(data: dict, source: str = "<scenario>") -> Scenario:
     net_raw = data.get("network", [])
     if not isinstance(byz_raw, list) or not isinstance(net_raw, list):
         raise _fail(top, "[[byzantine]] and [[network]] must be arrays of tables.")
-    byz = tuple(_byzantine(t, n, clients, f"{source} [[byzantine]] #{i + 1}") for i, t in enumerate(byz_raw))
+    base_dir = os.path.dirname(os.path.abspath(source)) if os.path.isfile(source) else ""
+    byz = tuple(
+        _byzantine(t, n, clients, f"{source} [[byzantine]] #{i + 1}", base_dir) for i, t in enumerate(byz_raw)
+    )
     targets = [b.node for b in byz]
     if len(targets) != len(set(targets)):
         raise _fail(top, "a node has two [[byzantine]] behaviours; give each node one.")

@@ -308,7 +308,7 @@ class Simulation:
             return Instance(core, rid in self.correct, inc, epoch, store)
         rng = random.Random(self._behaviour_rng.getrandbits(64))
         try:
-            byz = catalogue.build(spec.behaviour, spec.params, core, self.keys[rid], rng)
+            byz = catalogue.build(spec.behaviour, spec.params, core, self.keys[rid], rng, base_dir=spec.base_dir)
         except (ValueError, TypeError) as exc:
             raise UsageError(f"{self.scenario.source or self.scenario.name}: replica {rid}: {exc}") from None
         return Instance(byz, False, inc, epoch, store)
@@ -332,7 +332,8 @@ class Simulation:
             rng = random.Random(self._behaviour_rng.getrandbits(64))
             try:
                 driver = catalogue.build(
-                    spec.behaviour, spec.params, core, key, rng, self.config, target="client"
+                    spec.behaviour, spec.params, core, key, rng, self.config, target="client",
+                    base_dir=spec.base_dir,
                 )
             except (ValueError, TypeError) as exc:
                 raise UsageError(f"{self.scenario.source or self.scenario.name}: client {name}: {exc}") from None

@@ -1,0 +1,149 @@
+"""Loading a user's behaviour class: `FILE.py:Class` or `module.path:Class`.
+
+Theory of operation. A scenario file, `pbft replica --behaviour`, `bench`, `fuzz` and the
+real-process runs all name a behaviour the same way (catalogue.lookup); a reference with a
+colon is a user's class and comes here. A file is executed once per path and
+modification time as a module of its own (its directory is importable while it loads,
+so it may import its neighbours); a module path is imported normally. Whatever goes wrong
+is a UsageError of one sentence naming the file and the line: the file is missing, it
+does not parse, importing it raised, it has no such class, or the class does not derive
+from the public base (`Behaviour` for a replica, `ClientBehaviour` for a client).
+
+Loading reads files, which is the one impure thing in this layer; the classes it returns
+are as deterministic as the user wrote them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+import traceback
+from types import ModuleType
+
+from ..errors import UsageError
+from .api import did_you_mean
+
+_MODULES: dict[tuple[str, float], ModuleType] = {}
+
+
+def resolve_path(path: str, base_dir: str = "") -> str:
+    """`path` made absolute against `base_dir` (the scenario file's directory), else the
+    working directory."""
+    path = os.path.expanduser(path)
+    if not os.path.isabs(path) and base_dir:
+        path = os.path.join(base_dir, path)
+    return os.path.abspath(path)
+
+
+def absolute(ref: str, base_dir: str = "") -> str:
+    """A reference that means the same from any directory: a file reference's path made
+    absolute; catalogue names and module paths unchanged."""
+    where, _, cls = ref.rpartition(":")
+    if is_file(where):
+        return f"{resolve_path(where, base_dir)}:{cls}"
+    return ref
+
+
+def is_file(where: str) -> bool:
+    return where.endswith(".py") or "/" in where or os.sep in where
+
+
+def load(ref: str, target: str = "replica", base_dir: str = "") -> type:
+    """The class `ref` (FILE.py:Class or module.path:Class) names, checked against the
+    public base of `target`."""
+    where, _, cls_name = ref.rpartition(":")
+    if not where or not cls_name.isidentifier():
+        raise UsageError(f"behaviour {ref!r}: expected FILE.py:Class or module.path:Class.")
+    if is_file(where):
+        shown = where
+        module = _load_file(resolve_path(where, base_dir), shown)
+    else:
+        shown = where
+        module = _import(where)
+    return _class(module, cls_name, shown, target)
+
+
+def _line_in(exc: BaseException, path: str) -> int | None:
+    frames = [fr for fr in traceback.extract_tb(exc.__traceback__) if os.path.abspath(fr.filename) == path]
+    return frames[-1].lineno if frames else None
+
+
+def _load_file(path: str, shown: str) -> ModuleType:
+    try:
+        mtime = os.stat(path).st_mtime
+    except FileNotFoundError:
+        raise UsageError(f"{shown}: no such behaviour file.") from None
+    except OSError as exc:
+        raise UsageError(f"{shown}: cannot read it ({exc.strerror}).") from None
+    cached = _MODULES.get((path, mtime))
+    if cached is not None:
+        return cached
+    name = "pbft_user_" + hashlib.sha256(path.encode()).hexdigest()[:16]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise UsageError(f"{shown}: not a Python file.")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickling look their module up here
+    folder = os.path.dirname(path)
+    sys.path.insert(0, folder)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        sys.modules.pop(name, None)
+        raise UsageError(f"{shown} line {exc.lineno}: syntax error ({exc.msg}).") from None
+    except Exception as exc:  # noqa: BLE001 - anything the user's module raises
+        sys.modules.pop(name, None)
+        line = _line_in(exc, path)
+        at = f" line {line}" if line is not None else ""
+        raise UsageError(f"{shown}{at}: loading it raised {type(exc).__name__}: {exc}.") from None
+    finally:
+        try:
+            sys.path.remove(folder)
+        except ValueError:
+            pass
+    _MODULES[(path, mtime)] = module
+    return module
+
+
+def _import(dotted: str) -> ModuleType:
+    try:
+        return importlib.import_module(dotted)
+    except ModuleNotFoundError as exc:
+        if exc.name and dotted.startswith(exc.name):
+            raise UsageError(f"behaviour module {dotted}: no such module (is it on PYTHONPATH?).") from None
+        raise UsageError(f"behaviour module {dotted}: importing it raised ModuleNotFoundError: {exc}.") from None
+    except SyntaxError as exc:
+        raise UsageError(f"{exc.filename} line {exc.lineno}: syntax error ({exc.msg}).") from None
+    except Exception as exc:  # noqa: BLE001
+        frames = traceback.extract_tb(exc.__traceback__)
+        at = f" ({frames[-1].filename} line {frames[-1].lineno})" if frames else ""
+        raise UsageError(f"behaviour module {dotted}: importing it raised {type(exc).__name__}: {exc}{at}.") from None
+
+
+def _class(module: ModuleType, cls_name: str, shown: str, target: str) -> type:
+    from .base import Behaviour
+    from .clients import ClientBehaviour
+
+    cls = getattr(module, cls_name, None)
+    if cls is None:
+        classes = [n for n, v in vars(module).items() if inspect.isclass(v) and v.__module__ == module.__name__]
+        defines = f"; it defines {', '.join(classes)}" if classes else ""
+        raise UsageError(f"{shown} has no class {cls_name}{did_you_mean(cls_name, classes)}{defines}.")
+    base = ClientBehaviour if target == "client" else Behaviour
+    if not inspect.isclass(cls) or not issubclass(cls, base):
+        try:
+            line = f" line {inspect.getsourcelines(cls)[1]}"
+        except (OSError, TypeError):
+            line = ""
+        other = Behaviour if target == "client" else ClientBehaviour
+        hint = ""
+        if inspect.isclass(cls) and issubclass(cls, other):
+            hint = f" (it is a {'replica' if target == 'client' else 'client'} behaviour)"
+        raise UsageError(
+            f"{shown}{line}: {cls_name} does not derive from pbft.adversary.{base.__name__}{hint}."
+        )
+    return cls
