@@ -85,7 +85,12 @@ def build(
     """`core` (a `Replica`, or a `ClientCore` for target "client", which also takes the
     cluster `config`) wrapped in behaviour `name` with `params`. An unknown name is a
     UsageError; a bad parameter raises the behaviour's ValueError or TypeError, which the
-    caller words (it knows the file or flag the parameter came from)."""
+    caller words (it knows the file or flag the parameter came from). A replica's
+    [[byzantine.rule]] tables (params["rule"]) wrap the behaviour, if any, in rules.py."""
+    if params.get("rule") is not None and target == "replica":
+        from .rules import build_with_rules
+
+        return build_with_rules(name, params, core, key, rng, base_dir)
     cls = lookup(name, target, base_dir)
     if target == "client":
         return ByzantineClient(core, cls(core, key, dict(params), rng, config))
@@ -101,7 +106,8 @@ def check(
     from ..protocol.replica import Replica
     from ..service.kv import KeyValueStore
 
-    lookup(name, "replica", base_dir)
+    if name or params.get("rule") is None:  # rules alone need no behaviour
+        lookup(name, "replica", base_dir)
     if not 0 <= replica_id < config.n:
         return
     key = KeyPair.generate()

@@ -42,7 +42,8 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..adversary import catalogue
+from ..adversary import catalogue, rules
+from ..adversary.api import did_you_mean
 from ..errors import UsageError
 
 Node = int | str
@@ -182,6 +183,9 @@ class Scenario:
     cluster: tuple[tuple[str, int], ...] = ()
     expect: Expect = Expect()
     source: str = ""
+    broken: str = ""
+    """A name from pbft.adversary.broken.BROKEN: the correct replicas run that deliberately
+    broken core (to see the scenario's checks catch a wrong protocol); "" for the real one."""
 
     @property
     def n(self) -> int:
@@ -347,25 +351,62 @@ def _byzantine(t: object, n: int, clients: int, where: str, base_dir: str = "") 
         raise _fail(where, "must be a table.")
     if ("replica" in t) == ("client" in t):
         raise _fail(where, "needs exactly one of 'replica = I' or 'client = I'.")
-    name = t.get("behaviour")
-    if type(name) is not str or not name:
+    has_rules = "rule" in t
+    name = t.get("behaviour", "" if has_rules else None)
+    if type(name) is not str or (not name and not has_rules):
         raise _fail(
             where,
-            "'behaviour' must be a behaviour name (see `pbft scenario list`), FILE.py:Class or module:Class.",
+            "'behaviour' must be a behaviour name (see `pbft scenario list`), FILE.py:Class or module:Class"
+            " (or give [[byzantine.rule]] tables, docs/rules.md).",
         )
     params = {k: v for k, v in t.items() if k not in ("replica", "client", "behaviour")}
     if "replica" in t:
-        return ByzantineSpec("replica", _replica(t["replica"], n, where, "replica"), name, params, base_dir)
+        rid = _replica(t["replica"], n, where, "replica")
+        if has_rules:
+            _check_rules(t["rule"], n, clients, rid, where)
+            if not name and len(params) > 1:
+                extra = sorted(k for k in params if k != "rule")[0]
+                raise _fail(where, f"'{extra}' is a behaviour's parameter but the entry names no 'behaviour'"
+                            f"{did_you_mean(extra, sorted(RULE_KEYS))}; a rule's keys go inside its"
+                            " [[byzantine.rule]] table.")
+        return ByzantineSpec("replica", rid, name, params, base_dir)
+    if has_rules:
+        raise _fail(where, "[[byzantine.rule]] tables are for replicas; a client entry needs a 'behaviour'.")
     c = t["client"]
     if type(c) is not int or not 0 <= c < clients:
         raise _fail(where, f"'client' must be a client index from 0 to {clients - 1}, not {c!r}.")
     return ByzantineSpec("client", c, name, params, base_dir)
 
 
+def _check_rules(raw: object, n: int, clients: int, rid: int, where: str) -> None:
+    try:
+        rules.parse_rules(raw, n, clients, rid)
+    except rules.RuleError as exc:
+        raise _fail(f"{where} rule #{exc.index}", exc.text) from None
+
+
+RULE_KEYS = rules.ALL_KEYS
+
+
+def check_broken(name: str, where: str) -> str:
+    """`name` if it is a broken core of pbft.adversary.broken.BROKEN, else UsageError
+    listing them (with a "did you mean")."""
+    from ..adversary.broken import BROKEN
+
+    if name in BROKEN:
+        return name
+    raise UsageError(
+        f"{where}: unknown broken core {name!r}{did_you_mean(name, list(BROKEN))}; "
+        f"broken cores are {', '.join(BROKEN)}."
+    )
+
+
 def check_behaviours(s: Scenario) -> None:
     """Every behaviour named must exist: in the catalogue, or a user's class that loads
     (a relative FILE.py is looked up next to the scenario file)."""
     for i, b in enumerate(s.byzantine):
+        if not b.behaviour:  # rules alone
+            continue
         try:
             catalogue.lookup(b.behaviour, b.target, b.base_dir)
         except UsageError as exc:
@@ -375,10 +416,15 @@ def check_behaviours(s: Scenario) -> None:
 def parse_scenario(data: dict, source: str = "<scenario>") -> Scenario:
     """Validate a parsed scenario file; raise UsageError with one sentence."""
     top = f"{source}"
-    known = {"name", "f", "seed", "workload", "byzantine", "network", "expect", "cluster"}
+    known = {"name", "f", "seed", "workload", "byzantine", "network", "expect", "cluster", "broken"}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise _fail(top, f"unknown top-level field '{unknown[0]}'.")
+        raise _fail(top, f"unknown top-level field '{unknown[0]}'{did_you_mean(unknown[0], known)}.")
+    broken = data.get("broken", "")
+    if type(broken) is not str:
+        raise _fail(top, "'broken' must be the name of a broken core (pbft.adversary.broken).")
+    if broken:
+        check_broken(broken, top)
     name = data.get("name", source)
     if type(name) is not str:
         raise _fail(top, "'name' must be a string.")
@@ -435,7 +481,7 @@ def parse_scenario(data: dict, source: str = "<scenario>") -> Scenario:
         liveness_ms=_int(e, "liveness_ms", 30_000, 1, 10**9, ewhere) or 30_000,
         catch_up=_bool(e, "catch_up", False, ewhere),
     )
-    return Scenario(name, f, seed, clients, requests, keys, read_only, byz, net, cluster, expect, source)  # type: ignore[arg-type]
+    return Scenario(name, f, seed, clients, requests, keys, read_only, byz, net, cluster, expect, source, broken)  # type: ignore[arg-type]
 
 
 def load_scenario(path: str) -> Scenario:
@@ -470,14 +516,23 @@ def _toml_value(v: object) -> str:
 
 def to_toml(s: Scenario) -> str:
     """A scenario file that replays `s` (used to print shrunk fuzz schedules)."""
-    lines = [f"name = {_toml_value(s.name)}", f"f = {s.f}", f"seed = {s.seed}", "", "[workload]"]
+    lines = [f"name = {_toml_value(s.name)}", f"f = {s.f}", f"seed = {s.seed}"]
+    if s.broken:
+        lines.append(f"broken = {_toml_value(s.broken)}")
+    lines += ["", "[workload]"]
     lines += [f"clients = {s.clients}", f"requests = {s.requests}", f"keys = {s.keys}"]
     lines += [f"read_only = {s.read_only!r}"]
     if s.cluster:
         lines += ["", "[cluster]"] + [f"{k} = {v}" for k, v in s.cluster]
     for b in s.byzantine:
-        lines += ["", "[[byzantine]]", f"{b.target} = {b.index}", f"behaviour = {_toml_value(b.behaviour)}"]
-        lines += [f"{k} = {_toml_value(v)}" for k, v in sorted(b.params.items())]
+        lines += ["", "[[byzantine]]", f"{b.target} = {b.index}"]
+        if b.behaviour:
+            lines.append(f"behaviour = {_toml_value(b.behaviour)}")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in sorted(b.params.items()) if k != "rule"]
+        raw = b.params.get("rule")
+        for rule in [raw] if isinstance(raw, dict) else raw or []:
+            lines += ["[[byzantine.rule]]"]
+            lines += [f"{k} = {_toml_value(v)}" for k, v in rule.items()]
     default = NetworkFault()
     for nf in s.network:
         lines += ["", "[[network]]"]

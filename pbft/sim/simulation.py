@@ -244,6 +244,14 @@ class Simulation:
         self.liveness_ms = scenario.expect.liveness_ms
         if isinstance(replica_class, dict):
             self._classes = replica_class
+        elif replica_class is None and scenario.broken:
+            # `broken = NAME` / `--broken NAME`: the correct replicas run a broken core on
+            # purpose, the faulty ones keep the real one under their behaviour.
+            from ..adversary.broken import BROKEN
+
+            cls = BROKEN[scenario.broken]
+            bad = set(scenario.faulty_replicas())
+            self._classes = {i: cls if i not in bad else Replica for i in range(cfg.n)}
         else:
             self._classes = {i: replica_class or Replica for i in range(cfg.n)}
         self.byz_replica = {b.index: b for b in scenario.byzantine if b.target == "replica"}
