@@ -235,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=None)
     run.add_argument("--real", action="store_true", help="real processes instead of the simulator")
     run.add_argument("--json", action="store_true")
+    run.add_argument("--broken", default=None, metavar="NAME",
+                     help="the correct replicas run this deliberately broken core "
+                          "(pbft.adversary.broken), to see the scenario's checks catch it")
     scs.add_parser("list", help="the built-in behaviours")
 
     cf = sub.add_parser("config", help="check a cluster file")
@@ -254,6 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
     fz.add_argument("--start", type=int, default=0)
     fz.add_argument("--f", type=int, default=1)
     fz.add_argument("--json", action="store_true")
+    fz.add_argument("--mode", choices=("random", "mutation"), default="random",
+                    help="random: whole behaviours from the catalogue; mutation: small-scope "
+                         "message rules and round partitions (ByzzFuzz, docs/rules.md)")
+    fz.add_argument("--broken", default=None, metavar="NAME",
+                    help="the correct replicas run this deliberately broken core (pbft.adversary.broken)")
+    fz.add_argument("--behaviours", default=None, metavar="REF,REF",
+                    help="random mode: draw replica behaviours only from these (catalogue names "
+                         "or FILE.py:Class)")
     _accept_global_options(p)
     _show_defaults(p)
     return p

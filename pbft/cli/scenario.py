@@ -12,11 +12,12 @@ import json
 import shlex
 import sys
 import time
+from dataclasses import replace
 
-from ..adversary.catalogue import CLIENT_REGISTRY, REGISTRY
+from ..adversary.catalogue import CLIENT_REGISTRY, REGISTRY, lookup
 from ..errors import UsageError
 from ..sim.result import RunResult, result_json
-from ..sim.scenario import load_scenario
+from ..sim.scenario import check_broken, load_scenario
 from ..sim.simulation import Simulation
 
 
@@ -64,10 +65,20 @@ def cmd_scenario_real(args) -> int:
     return 1 if failed else 0
 
 
+def _broken_note(name: str) -> str:
+    return (f"  broken on purpose: the correct replicas ran the broken core {name!r} "
+            "(pbft.adversary.broken); a FAIL shows the checks catch it")
+
+
 def cmd_scenario_run(args) -> int:
     if args.real:
         return cmd_scenario_real(args)
+    broken = getattr(args, "broken", None)
+    if broken is not None:
+        check_broken(broken, "--broken")
     scenarios = [load_scenario(path) for path in args.files]
+    if broken:
+        scenarios = [replace(s, broken=broken) for s in scenarios]
     # Build every simulation first: a bad behaviour parameter is reported before any run.
     sims = [Simulation(s, args.seed) for s in scenarios]
     results = []
@@ -91,6 +102,8 @@ def cmd_scenario_run(args) -> int:
                     f"  exceeds the fault assumption: {faulty} faulty replicas with f = {s.f}; "
                     "not a protocol failure"
                 )
+            if s.broken:
+                print(_broken_note(s.broken) + (f" (replay with --broken {broken})" if broken else ""))
             if r.violations:
                 print_violation(r, path=s.source or "FILE")
     if args.json:
@@ -124,7 +137,21 @@ def cmd_fuzz(args) -> int:
         raise UsageError("--seeds and --start must not be negative.")
     if not 1 <= args.f <= 4:
         raise UsageError("--f must be from 1 to 4.")
-    report = fuzz(args.seeds, args.start, args.f, progress=None if args.json else sys.stdout)
+    broken = getattr(args, "broken", None) or ""
+    if broken:
+        check_broken(broken, "--broken")
+    behaviours = None
+    if getattr(args, "behaviours", None):
+        behaviours = [b.strip() for b in args.behaviours.split(",") if b.strip()]
+        for ref in behaviours:
+            try:
+                lookup(ref, "replica")  # an unknown name or a user file that fails: one sentence
+            except UsageError as exc:
+                raise UsageError(f"--behaviours: {exc}") from None
+        if args.mode != "random":
+            raise UsageError("--behaviours restricts the random mode; the mutation mode draws rules.")
+    report = fuzz(args.seeds, args.start, args.f, progress=None if args.json else sys.stdout,
+                  mode=getattr(args, "mode", "random"), broken=broken, behaviours=behaviours)
     if args.json:
         print(
             json.dumps(
@@ -144,4 +171,6 @@ def cmd_fuzz(args) -> int:
             f"{report.runs} runs, {len(report.violations)} violations, "
             f"{report.runs_per_second:.1f} runs/s"
         )
+        if broken:
+            print(_broken_note(broken).strip())
     return 1 if report.violations else 0

@@ -18,9 +18,22 @@ amnesiac restart when fewer than f replicas are faulty; and `catch_up = true` wh
 fault lasts the whole run (every live correct replica must then reach the latest stable
 checkpoint). The simulator also judges `view-agreement` at the end of every run.
 
-On a violation the schedule is shrunk: drop network faults and behaviours one at a time,
-then fewer clients and requests, keeping each change while the same check still fails. The
-result is printed as a scenario file, replayable with `pbft scenario run FILE`.
+On a violation the schedule is shrunk: drop network faults, behaviours and single rules one
+at a time, then fewer clients and requests, keeping each change while the same check still
+fails. The result is printed as a scenario file, replayable with `pbft scenario run FILE`.
+
+Modes. `random` (above) draws whole behaviours from the catalogue (`behaviours` restricts
+the choice, e.g. to a user's FILE.py:Class). `mutation` is ByzzFuzz's small-scope message
+mutation: per seed, its own RNG stream draws up to f faulty replicas (the primary of view 0
+half the time), each with one to three declarative rules (pbft/adversary/rules.py, docs/rules.md)
+scoped to a protocol round (a view, or a few sequence numbers): a one-field mutation (view
+or seq moved by one, the digest of another slot, random digest bytes, a batch without its
+last request or with another client's request, an older message of the same kind, a PREPARE
+sent as a COMMIT or back), an equivocation between two groups of receivers, a drop, a
+replay (of this message or an older one, or an echo of what it receives) or a duplicate;
+plus zero to two round partitions: a partition of the replicas that applies only to the
+messages of one view (and some sequence numbers) within a time window. `broken` runs every
+scenario with the correct replicas on a deliberately broken core (pbft.adversary.broken).
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import IO
 
+from ..adversary import rules as rules_mod
 from ..adversary.catalogue import CLIENT_REGISTRY, REGISTRY
 from .result import RunResult
 from .scenario import TRIGGERS, ByzantineSpec, Expect, NetworkFault, Scenario, to_toml
@@ -148,13 +162,17 @@ def _durable_crashes(rng: random.Random, n: int, exclude: set[int]) -> list[Netw
     return out
 
 
-def random_scenario(seed: int, f: int = 1, wide: bool = True) -> Scenario:
-    """The scenario of fuzz seed `seed`; `wide = False` leaves out the widening."""
+def random_scenario(
+    seed: int, f: int = 1, wide: bool = True, behaviours: list[str] | tuple[str, ...] | None = None
+) -> Scenario:
+    """The scenario of fuzz seed `seed`; `wide = False` leaves out the widening;
+    `behaviours` (catalogue names or FILE.py:Class references) restricts the replica
+    behaviours drawn (None: the whole catalogue)."""
     rng = random.Random(seed * 1_000_003 + f)
     n = 3 * f + 1
     clients = rng.randint(2, 3)
     requests = rng.randint(4, 10)
-    behaviours = sorted(REGISTRY)
+    behaviours = sorted(REGISTRY) if behaviours is None else list(behaviours)
     client_behaviours = sorted(CLIENT_REGISTRY)
     faulty = rng.sample(range(n), rng.randint(0, f))
     byz: list[ByzantineSpec] = []
@@ -298,6 +316,126 @@ def widen(s: Scenario, seed: int) -> Scenario:
     return out
 
 
+# -- mutation mode (ByzzFuzz small-scope mutations) ----------------------------------------
+
+MUTATION_MESSAGE_KINDS = ("PRE-PREPARE", "PREPARE", "COMMIT", "CHECKPOINT", "VIEW-CHANGE", "NEW-VIEW")
+"""What a drawn rule acts on (replica-to-replica protocol traffic)."""
+MUTATION_ACTIONS = (("mutate", 4), ("equivocate", 3), ("drop", 2), ("replay", 3), ("duplicate", 1), ("delay", 1))
+"""Actions a drawn rule takes, with their weights."""
+ROUND_SEQS = 8
+"""A drawn rule or partition scopes sequence numbers within 1..ROUND_SEQS."""
+
+
+def _mutation_for(rng: random.Random, kind: str, rule: dict) -> None:
+    options = [m for m in rules_mod.MUTATIONS if kind in rules_mod.MUTATION_KINDS[m]]
+    m = rng.choice(options)
+    rule["mutate"] = m
+    if m == "view":
+        rule["by"] = rng.choice([-1, 1])
+    elif m == "seq":
+        rule["by"] = rng.choice([-1, 1, 1, 64])  # 64: beyond the high water mark
+    elif m in ("batch", "request") and rng.random() < 0.5:
+        rule["keep_digest"] = True
+
+
+def _random_rule(rng: random.Random, n: int, rid: int) -> dict:
+    """One rule for replica `rid`, scoped to a round (ByzzFuzz's small scope)."""
+    kind = rng.choice(MUTATION_MESSAGE_KINDS)
+    action = rng.choices([a for a, _ in MUTATION_ACTIONS], [w for _, w in MUTATION_ACTIONS])[0]
+    rule: dict = {}
+    receive = action == "replay" and rng.random() < 0.4  # an echo of what it receives
+    if receive:
+        rule["direction"] = "receive"
+    rule["kinds"] = [kind]
+    r = rng.random()
+    if kind not in ("VIEW-CHANGE", "NEW-VIEW") and r < 0.55:
+        lo = rng.randint(1, ROUND_SEQS)
+        rule["seq_min"], rule["seq_max"] = lo, lo + rng.randint(0, 3)
+    elif r < 0.85:
+        rule["views"] = [rng.choice([1, 1, 2] if kind in ("VIEW-CHANGE", "NEW-VIEW") else [0, 0, 0, 1, 2])]
+    peers = [i for i in range(n) if i != rid]
+    if not receive and action != "equivocate" and rng.random() < 0.3:
+        rule["to"] = sorted(rng.sample(peers, rng.randint(1, len(peers) - 1)))
+    if rng.random() < 0.2:
+        rule["probability"] = round(rng.uniform(0.3, 0.9), 2)
+    rule["action"] = action
+    if action in ("mutate", "equivocate"):
+        _mutation_for(rng, kind, rule)
+        if action == "equivocate" and rng.random() < 0.3:
+            rule["split"] = sorted(rng.sample(peers, rng.randint(1, len(peers) - 1)))
+    elif action == "replay":
+        rule["pick"] = rng.choice(["this", "this", "previous", "oldest", "random"])
+        rule["delay_ms"] = rng.choice([0, 0, rng.randint(1, 1500)])
+        if rng.random() < 0.3:
+            _mutation_for(rng, kind, rule)
+    elif action == "duplicate":
+        rule["copies"] = rng.randint(1, 3)
+        if rng.random() < 0.5:
+            _mutation_for(rng, kind, rule)
+    elif action == "delay":
+        rule["delay_ms"] = rng.randint(50, 1500)
+    return rule
+
+
+def _round_partition(rng: random.Random, n: int) -> NetworkFault:
+    """A partition of the replicas for the messages of one view (and, often, a few
+    sequence numbers), within a time window so that it heals."""
+    ids = list(range(n))
+    rng.shuffle(ids)
+    cut = rng.randint(1, n - 1)
+    groups = (tuple(sorted(ids[:cut])), tuple(sorted(ids[cut:])))
+    views = (rng.choice([0, 0, 1]),)
+    seqs: tuple[int, ...] = ()
+    if rng.random() < 0.6:
+        lo = rng.randint(1, ROUND_SEQS)
+        seqs = tuple(range(lo, lo + rng.randint(1, 4)))
+    until = rng.randint(300, WINDOW_MS)
+    return NetworkFault(0, until, partition=groups, views=views, seqs=seqs)
+
+
+def mutation_scenario(seed: int, f: int = 1) -> Scenario:
+    """The scenario of mutation-mode fuzz seed `seed` (module docstring, "Modes")."""
+    rng = random.Random(f"pbft-fuzz-mutation/{seed}/{f}")
+    n = 3 * f + 1
+    clients = rng.randint(2, 3)
+    requests = rng.randint(6, 16)
+    k = rng.randint(1, f)
+    faulty = [0] if rng.random() < 0.5 else []
+    faulty += rng.sample([i for i in range(n) if i not in faulty], k - len(faulty))
+    byz = tuple(
+        ByzantineSpec("replica", rid, "", {"rule": [_random_rule(rng, n, rid) for _ in range(rng.randint(1, 3))]})
+        for rid in sorted(faulty)
+    )
+    net = tuple(_round_partition(rng, n) for _ in range(rng.choice([0, 0, 1, 2])))
+    cluster: tuple[tuple[str, int], ...] = ()
+    if rng.random() < 0.3:
+        ci = rng.choice([2, 3, 4])
+        cluster = (("checkpoint_interval", ci), ("log_window", ci * rng.choice([2, 4])))
+    s = Scenario(
+        name=f"mutation fuzz seed {seed}",
+        f=f,
+        seed=seed,
+        clients=clients,
+        requests=requests,
+        byzantine=byz,
+        network=net,
+        cluster=cluster,
+        expect=Expect(all_requests_complete=True, catch_up=rng.random() < 0.3),
+    )
+    assert not s.exceeds_fault_assumption(), s
+    return s
+
+
+MODES = ("random", "mutation")
+
+
+def scenario_of(seed: int, f: int = 1, mode: str = "random", broken: str = "",
+                behaviours: list[str] | None = None) -> Scenario:
+    """Fuzz seed `seed`'s scenario in `mode`, on broken core `broken` if given."""
+    s = mutation_scenario(seed, f) if mode == "mutation" else random_scenario(seed, f, behaviours=behaviours)
+    return replace(s, broken=broken) if broken else s
+
+
 def _fails(s: Scenario, check: str) -> RunResult | None:
     r = run_scenario(s)
     if r.violations and r.violations[0].check == check:
@@ -310,6 +448,12 @@ def _candidates(s: Scenario):
         yield replace(s, network=s.network[:i] + s.network[i + 1 :])
     for i in range(len(s.byzantine)):
         yield replace(s, byzantine=s.byzantine[:i] + s.byzantine[i + 1 :])
+    for i, b in enumerate(s.byzantine):  # one rule fewer (the last one goes with its entry)
+        raw = b.params.get("rule")
+        if isinstance(raw, list) and len(raw) > 1:
+            for j in range(len(raw)):
+                spec = replace(b, params={**b.params, "rule": raw[:j] + raw[j + 1 :]})
+                yield replace(s, byzantine=s.byzantine[:i] + (spec,) + s.byzantine[i + 1 :])
     if s.requests > 1:
         yield replace(s, requests=max(1, s.requests // 2))
         yield replace(s, requests=s.requests - 1)
@@ -334,12 +478,21 @@ def shrink(s: Scenario, check: str, budget: int = MAX_SHRINK_RUNS) -> Scenario:
     return s
 
 
-def fuzz(seeds: int, start: int = 0, f: int = 1, progress: IO[str] | None = None) -> FuzzReport:
+def fuzz(
+    seeds: int,
+    start: int = 0,
+    f: int = 1,
+    progress: IO[str] | None = None,
+    mode: str = "random",
+    broken: str = "",
+    behaviours: list[str] | None = None,
+    stop_at_first: bool = False,
+) -> FuzzReport:
     found: list[FuzzViolation] = []
     t0 = time.perf_counter()
     runs = 0
     for seed in range(start, start + seeds):
-        s = random_scenario(seed, f)
+        s = scenario_of(seed, f, mode, broken, behaviours)
         r = run_scenario(s)
         runs += 1
         if not r.violations:
@@ -358,4 +511,6 @@ def fuzz(seeds: int, start: int = 0, f: int = 1, progress: IO[str] | None = None
                 print(f"    {line}", file=progress)
             for line in final.trace_tail:
                 print(f"    | {line}", file=progress)
+        if stop_at_first:
+            break
     return FuzzReport(runs, found, time.perf_counter() - t0)
