@@ -38,14 +38,16 @@ from ..protocol.messages import (
     Commit,
     Message,
     MsgType,
+    NewView,
     Prepare,
     PrePrepare,
     Request,
+    StateChunk,
     ViewChange,
     open_envelope,
 )
 from .api import Incoming, Outgoing, did_you_mean, kind_of
-from .base import Behaviour, ByzantineReplica
+from .base import MAX_FAILURES, Behaviour, ByzantineReplica, failure_of
 
 KINDS = tuple(t.name.replace("_", "-") for t in MsgType)
 ACTIONS = ("drop", "delay", "duplicate", "replay", "mutate", "equivocate")
@@ -77,7 +79,7 @@ MUTATION_KINDS: Mapping[str, tuple[str, ...]] = {
     "seq": _SEQ_KINDS,
     "digest": _DIGEST_KINDS,
     "random": _DIGEST_KINDS,
-    "batch": ("PRE-PREPARE",),
+    "batch": ("PRE-PREPARE", "VIEW-CHANGE", "NEW-VIEW"),
     "request": ("PRE-PREPARE",),
     "older": KINDS,
     "kind": ("PREPARE", "COMMIT"),
@@ -490,6 +492,12 @@ class Rules(Behaviour):
                 return None
             return dataclasses.replace(msg, digest=others[self.rng.randrange(len(others))])
         if m == "random":
+            if isinstance(msg, StateChunk):  # the chunk's data, one byte flipped
+                if not msg.data:
+                    return None
+                i = self.rng.randrange(len(msg.data))
+                data = msg.data[:i] + bytes([msg.data[i] ^ 0xFF]) + msg.data[i + 1 :]
+                return dataclasses.replace(msg, data=data)
             return dataclasses.replace(msg, digest=self.rng.randbytes(32))
         if m == "kind":
             cls = Commit if isinstance(msg, Prepare) else Prepare
@@ -497,6 +505,8 @@ class Rules(Behaviour):
         if m == "older":
             picked = self._pick("previous", kind_of(msg), data)
             return None if picked is None else picked[1]
+        if isinstance(msg, NewView | ViewChange):
+            return self._smaller_pre_prepare(msg, rule.keep_digest)
         assert isinstance(msg, PrePrepare)
         if m == "batch":
             batch = msg.batch[:-1]
@@ -513,6 +523,51 @@ class Rules(Behaviour):
         if batch == msg.batch:
             return None
         return PrePrepare(msg.view, msg.seq, digest, batch)
+
+
+    def _shrunk(self, env: bytes, keep_digest: bool) -> bytes | None:
+        opened = open_envelope(env)
+        if opened is None or not isinstance(opened[1], PrePrepare) or not opened[1].batch:
+            return None
+        pp = opened[1]
+        batch = pp.batch[:-1]
+        return self.forge(PrePrepare(pp.view, pp.seq, pp.digest if keep_digest else batch_digest(batch), batch))
+
+    def _smaller_pre_prepare(self, msg: NewView | ViewChange, keep_digest: bool) -> Message | None:
+        """`batch` on a NEW-VIEW or VIEW-CHANGE: the last pre-prepare it carries with a
+        request (re-issued, or of a prepared certificate) without its last request,
+        re-signed by this replica."""
+        if isinstance(msg, NewView):
+            pps = list(msg.pre_prepares)
+            for i in reversed(range(len(pps))):
+                smaller = self._shrunk(pps[i], keep_digest)
+                if smaller is not None:
+                    pps[i] = smaller
+                    return dataclasses.replace(msg, pre_prepares=tuple(pps))
+            return None
+        certs = list(msg.prepared)
+        for i in reversed(range(len(certs))):
+            if not certs[i]:
+                continue
+            smaller = self._shrunk(certs[i][0], keep_digest)
+            if smaller is not None:
+                certs[i] = (smaller, *certs[i][1:])
+                return dataclasses.replace(msg, prepared=tuple(certs))
+        return None
+
+
+class Stacked(ByzantineReplica):
+    """Rules over a behaviour over the core: one record of the attacker's failures for
+    both layers (the inner wrapper's), so whoever reads `failures` sees them all."""
+
+    failures = property(lambda self: self.core.failures, lambda self, value: None)  # type: ignore[assignment]
+    failure_count = property(lambda self: self.core.failure_count, lambda self, value: None)  # type: ignore[assignment]
+
+    def _failed(self, hook: str, exc: Exception) -> None:
+        inner = self.core
+        inner.failure_count += 1
+        if len(inner.failures) < MAX_FAILURES:
+            inner.failures.append(failure_of(self.behaviour.name, hook, exc))
 
 
 def build_with_rules(
@@ -533,7 +588,8 @@ def build_with_rules(
             f"parameter '{sorted(rest)[0]}' given without a 'behaviour' (rules take their keys "
             "inside [[byzantine.rule]])."
         )
-    wrapped = ByzantineReplica(inner, Rules(inner, key, {"rule": params["rule"]}, rules_rng))
+    layer = Stacked if name else ByzantineReplica
+    wrapped = layer(inner, Rules(inner, key, {"rule": params["rule"]}, rules_rng))
     core.behaviour_label = f"{name}+rules" if name else "rules"
     return wrapped
 

@@ -318,7 +318,9 @@ def widen(s: Scenario, seed: int) -> Scenario:
 
 # -- mutation mode (ByzzFuzz small-scope mutations) ----------------------------------------
 
-MUTATION_MESSAGE_KINDS = ("PRE-PREPARE", "PREPARE", "COMMIT", "CHECKPOINT", "VIEW-CHANGE", "NEW-VIEW")
+MUTATION_MESSAGE_KINDS = (
+    "PRE-PREPARE", "PREPARE", "COMMIT", "CHECKPOINT", "VIEW-CHANGE", "NEW-VIEW", "STATE-CHUNK",
+)
 """What a drawn rule acts on (replica-to-replica protocol traffic)."""
 MUTATION_ACTIONS = (("mutate", 4), ("equivocate", 3), ("drop", 2), ("replay", 3), ("duplicate", 1), ("delay", 1))
 """Actions a drawn rule takes, with their weights."""

@@ -172,3 +172,13 @@ def test_rules_on_a_client_entry_are_refused():
     text = HEAD.format(rid=0, extra="").replace("replica = 0", "client = 0") + '[[byzantine.rule]]\naction = "drop"\n'
     with pytest.raises(UsageError, match="are for replicas"):
         _scenario(text)
+
+
+def test_a_rule_layer_over_a_behaviour_reports_failures_in_one_place():
+    s = _scenario(_with_rule('kinds = ["PREPARE"]\naction = "duplicate"', rid=1,
+                             extra='behaviour = "wrong-digest-vote"'))
+    sim = Simulation(s)
+    node = sim.replicas[1][0].node
+    assert node.failures is node.core.failures
+    node._failed("on_send", RuntimeError("boom"))
+    assert node.failure_count == 1 and "rules" in node.failures[0].sentence()
