@@ -28,7 +28,8 @@ mutation: per seed, its own RNG stream draws up to f faulty replicas (the primar
 half the time), each with one to three declarative rules (pbft/adversary/rules.py, docs/rules.md)
 scoped to a protocol round (a view, or a few sequence numbers): a one-field mutation (view
 or seq moved by one, the digest of another slot, random digest bytes, a batch without its
-last request or with another client's request, an older message of the same kind, a PREPARE
+last request or with another client's request, also inside a NEW-VIEW or a VIEW-CHANGE's
+certificate, a flipped byte of a state chunk, an older message of the same kind, a PREPARE
 sent as a COMMIT or back), an equivocation between two groups of receivers, a drop, a
 replay (of this message or an older one, or an echo of what it receives) or a duplicate;
 plus zero to two round partitions: a partition of the replicas that applies only to the
@@ -319,9 +320,12 @@ def widen(s: Scenario, seed: int) -> Scenario:
 # -- mutation mode (ByzzFuzz small-scope mutations) ----------------------------------------
 
 MUTATION_MESSAGE_KINDS = (
-    "PRE-PREPARE", "PREPARE", "COMMIT", "CHECKPOINT", "VIEW-CHANGE", "NEW-VIEW", "STATE-CHUNK",
+    ("PRE-PREPARE", 1), ("PREPARE", 2), ("COMMIT", 2), ("CHECKPOINT", 1), ("VIEW-CHANGE", 2),
+    ("NEW-VIEW", 2), ("STATE-CHUNK", 1),
 )
-"""What a drawn rule acts on (replica-to-replica protocol traffic)."""
+"""What a drawn rule acts on (replica-to-replica protocol traffic), with weights; on the
+primary of view 0 a PRE-PREPARE weighs PRIMARY_PRE_PREPARE instead."""
+PRIMARY_PRE_PREPARE = 6
 MUTATION_ACTIONS = (("mutate", 4), ("equivocate", 3), ("drop", 2), ("replay", 3), ("duplicate", 1), ("delay", 1))
 """Actions a drawn rule takes, with their weights."""
 ROUND_SEQS = 8
@@ -342,7 +346,8 @@ def _mutation_for(rng: random.Random, kind: str, rule: dict) -> None:
 
 def _random_rule(rng: random.Random, n: int, rid: int) -> dict:
     """One rule for replica `rid`, scoped to a round (ByzzFuzz's small scope)."""
-    kind = rng.choice(MUTATION_MESSAGE_KINDS)
+    weights = [PRIMARY_PRE_PREPARE if k == "PRE-PREPARE" and rid == 0 else w for k, w in MUTATION_MESSAGE_KINDS]
+    kind = rng.choices([k for k, _ in MUTATION_MESSAGE_KINDS], weights)[0]
     action = rng.choices([a for a, _ in MUTATION_ACTIONS], [w for _, w in MUTATION_ACTIONS])[0]
     rule: dict = {}
     receive = action == "replay" and rng.random() < 0.4  # an echo of what it receives
