@@ -326,15 +326,17 @@ MUTATION_MESSAGE_KINDS = (
 """What a drawn rule acts on (replica-to-replica protocol traffic), with weights; on the
 primary of view 0 a PRE-PREPARE weighs PRIMARY_PRE_PREPARE instead."""
 PRIMARY_PRE_PREPARE = 6
-MUTATION_ACTIONS = (("mutate", 4), ("equivocate", 3), ("drop", 2), ("replay", 3), ("duplicate", 1), ("delay", 1))
+MUTATION_ACTIONS = (("mutate", 4), ("equivocate", 3), ("drop", 2), ("replay", 3), ("duplicate", 2), ("delay", 1))
 """Actions a drawn rule takes, with their weights."""
+MUTATION_WEIGHTS = {"batch": 3, "request": 3, "seq": 2}
+"""The proposal-changing mutations come up more often (the others weigh 1)."""
 ROUND_SEQS = 8
 """A drawn rule or partition scopes sequence numbers within 1..ROUND_SEQS."""
 
 
 def _mutation_for(rng: random.Random, kind: str, rule: dict) -> None:
     options = [m for m in rules_mod.MUTATIONS if kind in rules_mod.MUTATION_KINDS[m]]
-    m = rng.choice(options)
+    m = rng.choices(options, [MUTATION_WEIGHTS.get(o, 1) for o in options])[0]
     rule["mutate"] = m
     if m == "view":
         rule["by"] = rng.choice([-1, 1])
