@@ -32,8 +32,10 @@ last request or with another client's request, also inside a NEW-VIEW or a VIEW-
 certificate, a flipped byte of a state chunk, an older message of the same kind, a PREPARE
 sent as a COMMIT or back), an equivocation between two groups of receivers, a drop, a
 replay (of this message or an older one, or an echo of what it receives) or a duplicate;
-plus zero to two round partitions: a partition of the replicas that applies only to the
-messages of one view (and some sequence numbers) within a time window. `broken` runs every
+plus zero to two round faults within a time window: a partition of the replicas that applies
+only to the messages of one view (and some sequence numbers), or the loss of one phase of a
+round (the PRE-PREPAREs, PREPAREs or COMMITs of a view and a few sequence numbers) on the way
+to some replicas. `broken` runs every
 scenario with the correct replicas on a deliberately broken core (pbft.adversary.broken).
 """
 
@@ -386,6 +388,24 @@ def _random_rule(rng: random.Random, n: int, rid: int) -> dict:
     return rule
 
 
+ROUND_DROP_KINDS = ("PRE-PREPARE", "PREPARE", "COMMIT")
+
+
+def _round_fault(rng: random.Random, n: int) -> NetworkFault:
+    """A network fault of one round, within a time window so that it heals: a partition
+    of the replicas for the messages of one view (often only a few sequence numbers), or
+    the loss of one phase of a round (the PRE-PREPAREs, PREPAREs or COMMITs of one view and
+    a few sequence numbers) on the way to some replicas."""
+    if rng.random() < 0.5:
+        return _round_partition(rng, n)
+    lo = rng.randint(1, ROUND_SEQS)
+    to = tuple(sorted(rng.sample(range(n), rng.randint(1, n - 1))))
+    return NetworkFault(
+        0, rng.randint(300, WINDOW_MS), drop=1.0, kinds=(rng.choice(ROUND_DROP_KINDS),),
+        to=to, views=(rng.choice([0, 0, 1]),), seqs=tuple(range(lo, lo + rng.randint(1, 3))),
+    )
+
+
 def _round_partition(rng: random.Random, n: int) -> NetworkFault:
     """A partition of the replicas for the messages of one view (and, often, a few
     sequence numbers), within a time window so that it heals."""
@@ -415,7 +435,7 @@ def mutation_scenario(seed: int, f: int = 1) -> Scenario:
         ByzantineSpec("replica", rid, "", {"rule": [_random_rule(rng, n, rid) for _ in range(rng.randint(1, 3))]})
         for rid in sorted(faulty)
     )
-    net = tuple(_round_partition(rng, n) for _ in range(rng.choice([0, 0, 1, 2])))
+    net = tuple(_round_fault(rng, n) for _ in range(rng.choice([0, 1, 1, 2])))
     cluster: tuple[tuple[str, int], ...] = ()
     if rng.random() < 0.3:
         ci = rng.choice([2, 3, 4])

@@ -5,6 +5,7 @@ them, bad rules are one sentence, and everything replays from the seed."""
 from __future__ import annotations
 
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,19 @@ def test_a_rule_layer_over_a_behaviour_reports_failures_in_one_place():
     assert node.failures is node.core.failures
     node._failed("on_send", RuntimeError("boom"))
     assert node.failure_count == 1 and "rules" in node.failures[0].sentence()
+
+
+@pytest.mark.parametrize(
+    ("name", "broken", "rid"),
+    [
+        ("rules-new-view-batch", "new-view-not-recomputed", 1),
+        ("rules-view-change-cert-batch", "unchecked-prepared-cert", 0),
+    ],
+)
+def test_rule_scenarios_catch_their_broken_core(name, broken, rid):
+    s = load_scenario(str(SCENARIOS / f"{name}.toml"))
+    sim, r = _run(s)
+    assert r.passed, r.violations
+    assert _rules(sim, rid).fired[0] > 0
+    bad = run_scenario(replace(s, broken=broken))
+    assert bad.violations and bad.violations[0].check == "agreement"
