@@ -451,8 +451,27 @@ def mutation_scenario(seed: int, f: int = 1) -> Scenario:
         cluster=cluster,
         expect=Expect(all_requests_complete=True, catch_up=rng.random() < 0.3),
     )
+    if any(_needs_view_change(r) for b in byz for r in b.params["rule"]):
+        s = replace(s, network=s.network + (_stall(rng, n, f),))
     assert not s.exceeds_fault_assumption(), s
     return s
+
+
+def _needs_view_change(rule: dict) -> bool:
+    """A rule that acts only in a view change or a later view."""
+    return bool(set(rule["kinds"]) & {"VIEW-CHANGE", "NEW-VIEW"}) or any(v > 0 for v in rule.get("views", ()))
+
+
+def _stall(rng: random.Random, n: int, f: int) -> NetworkFault:
+    """The loss of the COMMIT phase of a few view-0 rounds on the way to f+1 or more
+    replicas, for longer than the view-change timeout: those slots are prepared but not
+    committed there, and the view changes with prepared certificates to carry. Added when
+    a drawn rule acts only in a view change or a later view, which would never fire
+    without one."""
+    lo = rng.randint(1, ROUND_SEQS)
+    to = tuple(sorted(rng.sample(range(n), rng.randint(f + 1, n - 1))))
+    return NetworkFault(0, rng.randint(1500, WINDOW_MS), drop=1.0, kinds=("COMMIT",), to=to,
+                        views=(0,), seqs=tuple(range(lo, lo + rng.randint(1, 3))))
 
 
 MODES = ("random", "mutation")
