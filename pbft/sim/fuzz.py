@@ -35,7 +35,9 @@ replay (of this message or an older one, or an echo of what it receives) or a du
 plus zero to two round faults within a time window: a partition of the replicas that applies
 only to the messages of one view (and some sequence numbers), or the loss of one phase of a
 round (the PRE-PREPAREs, PREPAREs or COMMITs of a view and a few sequence numbers) on the way
-to some replicas. `broken` runs every
+to some replicas. A rule that acts only in a view change or later comes with a stall
+(`_stall`), a rule on state transfer with a lagging replica (a benign crash-restart), or they
+would never fire. `broken` runs every
 scenario with the correct replicas on a deliberately broken core (pbft.adversary.broken).
 """
 
@@ -338,7 +340,10 @@ ROUND_SEQS = 8
 
 def _mutation_for(rng: random.Random, kind: str, rule: dict) -> None:
     options = [m for m in rules_mod.MUTATIONS if kind in rules_mod.MUTATION_KINDS[m]]
-    m = rng.choices(options, [MUTATION_WEIGHTS.get(o, 1) for o in options])[0]
+    weights = [MUTATION_WEIGHTS.get(o, 1) for o in options]
+    if kind == "STATE-CHUNK":  # its data, not its digest or seq, is what a liar changes
+        weights = [3 if o == "random" else 1 for o in options]
+    m = rng.choices(options, weights)[0]
     rule["mutate"] = m
     if m == "view":
         rule["by"] = rng.choice([-1, 1])
@@ -359,10 +364,12 @@ def _random_rule(rng: random.Random, n: int, rid: int) -> dict:
         rule["direction"] = "receive"
     rule["kinds"] = [kind]
     r = rng.random()
-    if kind not in ("VIEW-CHANGE", "NEW-VIEW") and r < 0.55:
+    if kind == "STATE-CHUNK":
+        pass  # its seq is a checkpoint's and it has no view: the whole run is its round
+    elif kind not in ("VIEW-CHANGE", "NEW-VIEW") and r < 0.55:
         lo = rng.randint(1, ROUND_SEQS)
         rule["seq_min"], rule["seq_max"] = lo, lo + rng.randint(0, 3)
-    elif r < 0.85:
+    elif kind != "CHECKPOINT" and r < 0.85:
         rule["views"] = [rng.choice([1, 1, 2] if kind in ("VIEW-CHANGE", "NEW-VIEW") else [0, 0, 0, 1, 2])]
     peers = [i for i in range(n) if i != rid]
     if not receive and action != "equivocate" and rng.random() < 0.3:
@@ -453,6 +460,14 @@ def mutation_scenario(seed: int, f: int = 1) -> Scenario:
     )
     if any(_needs_view_change(r) for b in byz for r in b.params["rule"]):
         s = replace(s, network=s.network + (_stall(rng, n, f),))
+    if any("STATE-CHUNK" in r["kinds"] for b in byz for r in b.params["rule"]):
+        # A rule on state transfer needs a replica that fetches state: one crashes early
+        # and restarts from its store (a benign fault) while the others move on.
+        rid = rng.choice([i for i in range(n) if i not in faulty])
+        at = rng.randint(10, 100)
+        lag = NetworkFault(at, at + rng.randint(200, 600), crash=rid)
+        s = replace(s, network=s.network + (lag,), clients=3, requests=max(s.requests, rng.randint(20, 30)),
+                    expect=replace(s.expect, catch_up=True))
     assert not s.exceeds_fault_assumption(), s
     return s
 
