@@ -32,11 +32,20 @@ def print_violation(r: RunResult, out=None, path: str = "FILE") -> None:
             print(f"    {line}", file=out)
 
 
-def _verdict(r) -> str:
-    """More faulty replicas than f is reported, never counted as a protocol failure."""
-    if r.exceeds_fault_assumption:
-        return "EXCEEDS"
-    return "PASS" if r.passed else "FAIL"
+def _verdict(r: RunResult) -> str:
+    """RunResult.verdict: EXCEEDS and PASS exit 0; FAIL and ATTACKER-FAILED (a behaviour's
+    script raised: the run tested less than it says, and that is no protocol violation)
+    exit 1."""
+    return r.verdict
+
+
+def print_attacker_failures(r: RunResult, out=None) -> None:
+    out = out or sys.stdout
+    if r.attacker_failed:
+        print(f"  the attacker failed {r.attacker_failure_count} time(s) (not a protocol violation; "
+              "those steps ran unaltered):", file=out)
+        for line in r.attacker_failures[:3]:
+            print(f"    {line}", file=out)
 
 
 def cmd_scenario_real(args) -> int:
@@ -52,7 +61,7 @@ def cmd_scenario_real(args) -> int:
         r = realscenario.run_real(s, args.seed, out=None if args.json else sys.stdout)
         results.append(r)
         verdict = _verdict(r)
-        failed |= verdict == "FAIL"
+        failed |= verdict in ("FAIL", "ATTACKER-FAILED")
         if not args.json:
             print(
                 f"{verdict} {r.name} (seed {r.seed}, real): {r.requests_completed}/{r.requests_total} "
@@ -78,13 +87,14 @@ def cmd_scenario_run(args) -> int:
         elapsed = time.perf_counter() - started
         results.append(r)
         verdict = _verdict(r)
-        failed |= verdict == "FAIL"
+        failed |= verdict in ("FAIL", "ATTACKER-FAILED")
         if not args.json:
             print(
                 f"{verdict} {r.name} (seed {r.seed}): {r.requests_completed}/{r.requests_total} requests, "
                 f"{r.view_changes} view changes, {r.virtual_ms} virtual ms, {r.delivered} messages, "
                 f"{elapsed:.2f} s"
             )
+            print_attacker_failures(r)
             if r.exceeds_fault_assumption:
                 faulty = len(s.faulty_replicas())
                 print(

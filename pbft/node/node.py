@@ -564,7 +564,7 @@ def build_node(
     config: ClusterConfig,
     identity,
     replica_id: int,
-    behaviour: str | None = None,
+    behaviour: catalogue.BehaviourSpec | str | None = None,
     storage: Storage | None = None,
     metrics_address: tuple[str, int] | None = None,
 ):
@@ -574,10 +574,13 @@ def build_node(
     from . import tls
 
     core: Any = Replica(config, replica_id, identity.key, KeyValueStore())
+    label = None
     if behaviour is not None:
-        name, params = catalogue.parse_spec(behaviour)
+        spec = catalogue.BehaviourSpec.parse(behaviour) if isinstance(behaviour, str) else behaviour
+        label = spec.label()
         try:
-            core = catalogue.build(name, params, core, identity.key, random.Random())
+            core = catalogue.build(spec.ref, spec.params, core, identity.key, random.Random(),
+                                   base_dir=spec.base_dir)
         except (ValueError, TypeError) as exc:
             raise UsageError(str(exc)) from None
     return ReplicaNode(
@@ -588,7 +591,7 @@ def build_node(
         identify=functools.partial(tls.peer_id, config),
         storage=storage,
         metrics_address=metrics_address,
-        behaviour=behaviour,
+        behaviour=label,
     )
 
 
@@ -596,7 +599,7 @@ async def run_replica(
     cluster_path: str,
     replica_id: int,
     *,
-    behaviour: str | None = None,
+    behaviour: catalogue.BehaviourSpec | str | None = None,
     data: str | None = None,
     metrics: str | None = None,
     accept_rollback: bool = False,

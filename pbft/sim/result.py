@@ -57,10 +57,30 @@ class RunResult:
     """A real run's: scenario entries real processes cannot apply, each said once."""
     crashes: list[str] = field(default_factory=list)
     """A real run's: every kill and restart applied, in order, with when (s) and why."""
+    attacker_failures: list[str] = field(default_factory=list)
+    """A Byzantine behaviour's hook raised (first few, one sentence each): the attacker
+    failed, not the protocol, and the run tested less than the scenario says."""
+    attacker_failure_count: int = 0
 
     @property
     def passed(self) -> bool:
+        """No protocol violation (an attacker's failure is judged apart: `attacker_failed`)."""
         return not self.violations
+
+    @property
+    def attacker_failed(self) -> bool:
+        return bool(self.attacker_failures or self.attacker_failure_count)
+
+    @property
+    def verdict(self) -> str:
+        """EXCEEDS (more faulty replicas than f: reported, never a protocol failure), FAIL
+        (a check failed), ATTACKER-FAILED (a behaviour's script raised: the run tested
+        less than it says, which is no protocol violation) or PASS."""
+        if self.exceeds_fault_assumption:
+            return "EXCEEDS"
+        if self.violations:
+            return "FAIL"
+        return "ATTACKER-FAILED" if self.attacker_failed else "PASS"
 
 
 def result_json(r: RunResult) -> dict[str, Any]:
@@ -69,12 +89,15 @@ def result_json(r: RunResult) -> dict[str, Any]:
     if r.real:
         out["mode"] = "real"
     out.update(
+        verdict=r.verdict,
         passed=r.passed,
         exceeds_fault_assumption=r.exceeds_fault_assumption,
         violations=[{"check": v.check, "detail": v.detail} for v in r.violations],
         requests_completed=r.requests_completed,
         requests_total=r.requests_total,
         view_changes=r.view_changes,
+        attacker_failures=r.attacker_failures,
+        attacker_failure_count=r.attacker_failure_count,
     )
     if r.real:
         out.update(wall_ms=r.wall_ms, trace_digest=r.trace_digest, skipped=r.skipped, crashes=r.crashes)
