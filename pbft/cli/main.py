@@ -163,7 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", required=True)
     r.add_argument("--id", type=int, required=True)
     r.add_argument("--data", default=None)
-    r.add_argument("--behaviour", default=None, help="a behaviour name or scenario file")
+    r.add_argument(
+        "--behaviour", default=None, metavar="REF[:k=v,...] | SCENARIO.toml",
+        help="run Byzantine on purpose: a catalogue name, FILE.py:Class or module:Class "
+             "with parameters, or the scenario file whose [[byzantine]] entry names this replica",
+    )
     r.add_argument("--metrics", default=None, metavar="HOST:PORT",
                    help="serve Prometheus metrics on http://HOST:PORT/metrics")
     r.add_argument("--accept-rollback", action="store_true",
@@ -223,7 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--clients", type=int, default=16)
     b.add_argument("--duration", type=float, default=10.0)
     b.add_argument("--json", default=None, metavar="FILE")
-    b.add_argument("--behaviour", default=None)
+    b.add_argument(
+        "--behaviour", default=None, metavar="REF[:k=v,...]",
+        help="a second run with replica 0 running this behaviour (catalogue name, FILE.py:Class, module:Class)",
+    )
     b.add_argument("--workers", type=int, default=None, help="client processes (default: by cores)")
     b.add_argument("--reads", type=float, default=0.0, help="fraction of read-only gets")
 

@@ -192,6 +192,7 @@ class ReplicaNode:
         self.config = config
         self.behaviour = behaviour
         """The Byzantine behaviour this replica runs (its --behaviour spec), else None."""
+        self._attacker_failures_seen = 0
         self.stop_reason: str | None = None
         """Why the node is being stopped, for its stop line (`stop(reason)`)."""
         self.stop_reason_from: Callable[[], str | None] | None = None
@@ -405,6 +406,12 @@ class ReplicaNode:
             self.links_since = time.monotonic()
 
     def _step(self, event) -> Ready:
+        ready = self._step_core(event)
+        if self.behaviour is not None:
+            self._note_attacker_failures()
+        return ready
+
+    def _step_core(self, event) -> Ready:
         if event is TICK:
             self._tick_queued = False
             owed, self._ticks_owed = self._ticks_owed, 0
@@ -416,6 +423,21 @@ class ReplicaNode:
             self._inbox.taken(event)
             self.metrics.on_received(event.data)
         return self.replica.step(event)
+
+    def _note_attacker_failures(self) -> None:
+        """A behaviour's hook raised (adversary.base): log it, the attacker's failure and
+        no protocol's, with the sentence naming the file and line. The first few are
+        logged word for word, then every hundredth."""
+        count = getattr(self.replica, "failure_count", 0)
+        seen = self._attacker_failures_seen
+        if count <= seen:
+            return
+        self._attacker_failures_seen = count
+        failures = self.replica.failures
+        for i in range(seen, count):
+            if i < len(failures) or (i + 1) % 100 == 0:
+                sentence = failures[min(i, len(failures) - 1)].sentence()
+                log.error("replica %d: the attacker failed (%d so far): %s", self.id, i + 1, sentence)
 
     async def _step_loop(self) -> None:
         recv = self._recv
