@@ -86,3 +86,4 @@ def test_replica_refuses_a_bad_file_in_one_sentence(tmp_path):
     assert proc.returncode == 2
     err = proc.stderr.strip()
     assert err.count("\n") == 0 and "bad.py line 4: syntax error" in err, err
+
