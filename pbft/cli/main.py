@@ -168,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="run Byzantine on purpose: a catalogue name, FILE.py:Class or module:Class "
              "with parameters, or the scenario file whose [[byzantine]] entry names this replica",
     )
+    r.add_argument(
+        "--broken", default=None, metavar="NAME",
+        help="run a deliberately broken core (pbft.adversary.broken) to check that your "
+             "scenarios catch a wrong protocol; never in production",
+    )
     r.add_argument("--metrics", default=None, metavar="HOST:PORT",
                    help="serve Prometheus metrics on http://HOST:PORT/metrics")
     r.add_argument("--accept-rollback", action="store_true",

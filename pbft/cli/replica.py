@@ -89,7 +89,11 @@ def cmd_replica(args) -> int:
     storage failed (full disk), which it logged in one line. Whatever --log-level says,
     it logs one line once it listens and one when it stops, saying why (pbft.node.node,
     `lifecycle`): a replica started with the defaults does not look hung."""
+    from ..adversary import broken
     from ..node.node import lifecycle, run_replica
+
+    if args.broken is not None:
+        broken.lookup(args.broken)  # one sentence before anything is opened
 
     setup_logging(args)
     lifecycle.setLevel(min(logging.getLogger().level, logging.INFO))
@@ -113,6 +117,7 @@ def cmd_replica(args) -> int:
                 metrics=args.metrics,
                 accept_rollback=args.accept_rollback,
                 stop_reason=lambda: why[0] if why else None,
+                broken=args.broken,
             )
             nursery.cancel_scope.cancel()
             return failure

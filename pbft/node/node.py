@@ -54,6 +54,7 @@ from typing import Any
 
 import trio
 
+from ..adversary import broken as broken_cores
 from ..adversary import catalogue
 from ..errors import ConfigError, UsageError
 from ..protocol.config import ClusterConfig
@@ -188,10 +189,13 @@ class ReplicaNode:
         storage: Storage | None = None,
         metrics_address: tuple[str, int] | None = None,
         behaviour: str | None = None,
+        broken: str | None = None,
     ) -> None:
         self.config = config
         self.behaviour = behaviour
         """The Byzantine behaviour this replica runs (its --behaviour spec), else None."""
+        self.broken = broken
+        """The deliberately broken core it runs (--broken NAME), else None."""
         self._attacker_failures_seen = 0
         self.stop_reason: str | None = None
         """Why the node is being stopped, for its stop line (`stop(reason)`)."""
@@ -305,10 +309,16 @@ class ReplicaNode:
             text += (" -- BYZANTINE: it runs the behaviour %s and misbehaves on purpose; "
                      "remove --behaviour to run it honestly")
             args.append(self.behaviour)
+        if self.broken is not None:
+            level = logging.WARNING
+            text += (" -- BROKEN CORE: it runs %s, which breaks one protocol rule on purpose; "
+                     "remove --broken to run it correctly")
+            args.append(self.broken)
         lifecycle.log(level, text, *args, extra={
             "event": "replica-started", "replica": self.id,
             "fields": {"address": address, "view": core.view, "last_executed": core.last_executed,
-                       "data": data, "behaviour": self.behaviour, "pid": os.getpid()},
+                       "data": data, "behaviour": self.behaviour, "broken": self.broken,
+                       "pid": os.getpid()},
         })
 
     def _log_stopped(self, crash: BaseException | None) -> None:
@@ -589,13 +599,18 @@ def build_node(
     behaviour: catalogue.BehaviourSpec | str | None = None,
     storage: Storage | None = None,
     metrics_address: tuple[str, int] | None = None,
+    broken: str | None = None,
 ):
-    """A ReplicaNode for `replica_id` with the default key-value service; it recovers from
+    """A ReplicaNode for `replica_id` with the default key-value service (the core is the
+    deliberately broken one called `broken`, if given: pbft.adversary.broken); it recovers from
     and writes to `storage` if given (the caller closes the storage after `run`), and
     serves Prometheus metrics on `metrics_address` (HOST, PORT) if given."""
     from . import tls
 
-    core: Any = Replica(config, replica_id, identity.key, KeyValueStore())
+    replica_class = Replica if broken is None else broken_cores.lookup(broken)
+    core: Any = replica_class(config, replica_id, identity.key, KeyValueStore())
+    if broken is not None:
+        core.behaviour_label = f"broken:{broken}"  # `pbft status` shows it
     label = None
     if behaviour is not None:
         spec = catalogue.BehaviourSpec.parse(behaviour) if isinstance(behaviour, str) else behaviour
@@ -614,6 +629,7 @@ def build_node(
         storage=storage,
         metrics_address=metrics_address,
         behaviour=label,
+        broken=broken,
     )
 
 
@@ -626,6 +642,7 @@ async def run_replica(
     metrics: str | None = None,
     accept_rollback: bool = False,
     stop_reason=None,
+    broken: str | None = None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> str | None:
     """Load the cluster file, this replica's identity and its data directory (`data`, by
@@ -656,7 +673,7 @@ async def run_replica(
         raise UsageError(str(exc)) from None
     me = config.replicas[replica_id]
     try:
-        node = build_node(config, files.identity, replica_id, behaviour, storage, metrics_address)
+        node = build_node(config, files.identity, replica_id, behaviour, storage, metrics_address, broken)
         if stop_reason is not None:
             node.stop_reason_from = stop_reason
         await node.run(task_status=task_status)
