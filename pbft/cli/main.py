@@ -247,7 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=None)
     run.add_argument("--real", action="store_true", help="real processes instead of the simulator")
     run.add_argument("--json", action="store_true")
-    scs.add_parser("list", help="the built-in behaviours")
+    lst = scs.add_parser("list", help="the built-in behaviours, or the parameters of those named")
+    lst.add_argument("refs", nargs="*", metavar="REF", help="a behaviour name, FILE.py:Class or module:Class")
 
     cf = sub.add_parser("config", help="check a cluster file")
     cfs = cf.add_subparsers(dest="config_command", metavar="ACTION")

@@ -110,7 +110,12 @@ def cmd_scenario_run(args) -> int:
 
 def cmd_scenario_list(args) -> int:
     """One line per behaviour: name, what it targets, what it does and the parameters
-    it accepts (a scenario's [[byzantine]] keys, or `--behaviour NAME:key=value`)."""
+    it accepts (a scenario's [[byzantine]] keys, or `--behaviour NAME:key=value`). With
+    references (a name, FILE.py:Class, module:Class), each one's parameters in full."""
+    if getattr(args, "refs", None):
+        for ref in args.refs:
+            describe(ref)
+        return 0
     rows = []
     for name, cls in sorted(REGISTRY.items()):
         rows.append((name, "replica", cls.summary, _params(cls)))
@@ -120,6 +125,30 @@ def cmd_scenario_list(args) -> int:
     for name, target, summary, params in rows:
         print(f"{name:<{width}}  {target:<7}  {summary}{params}")
     return 0
+
+
+def describe(ref: str) -> None:
+    """One behaviour: its name, target and summary, then each declared parameter with its
+    type, default and help (a catalogue class lists its parameter names only)."""
+    from ..adversary import catalogue
+
+    try:
+        cls = catalogue.lookup(ref)
+    except UsageError as first:
+        try:
+            cls = catalogue.lookup(ref, "client")
+        except UsageError:
+            raise first from None
+    print(f"{ref}: {cls.name} ({cls.targets}): {cls.summary}")
+    declared = getattr(cls, "parameters", {}) or {}
+    for key, p in declared.items():
+        default = "" if p.default is None else f", default {p.default!r}"
+        print(f"  {key}: {p.describe()}{default}{'; ' + p.help if p.help else ''}")
+    for key in getattr(cls, "allowed", ()):
+        if key not in declared:
+            print(f"  {key}")
+    if not declared and not getattr(cls, "allowed", ()):
+        print("  (no parameters)")
 
 
 def _params(cls: type) -> str:

@@ -312,3 +312,16 @@ def test_check_builds_a_command_line_reference_before_anything_listens(tmp_path)
     catalogue.check(ref, {"victim": 2}, cfg, 1)
     with pytest.raises(UsageError, match="did you mean 'victim'"):
         catalogue.check(ref, {"vctim": 2}, cfg, 1)
+
+
+def test_scenario_list_describes_a_users_parameters(tmp_path, capsys):
+    from pbft.cli.main import main
+
+    write(tmp_path, "counting.py", COUNTING)
+    assert main(["scenario", "list", f"{tmp_path}/counting.py:Counting", "client-replay"]) == 0
+    out = capsys.readouterr().out
+    assert "Counting (replica): Counts what passes; drops COMMITs to `victim`." in out
+    assert "  victim: an integer from 0 to 3, default 1" in out
+    assert "client-replay (client)" in out
+    assert main(["scenario", "list", "no-such"]) == 2
+    assert "unknown behaviour no-such" in capsys.readouterr().err
