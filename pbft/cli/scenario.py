@@ -32,11 +32,10 @@ def print_violation(r: RunResult, out=None, path: str = "FILE") -> None:
             print(f"    {line}", file=out)
 
 
-def _verdict(r) -> str:
-    """More faulty replicas than f is reported, never counted as a protocol failure."""
-    if r.exceeds_fault_assumption:
-        return "EXCEEDS"
-    return "PASS" if r.passed else "FAIL"
+def _verdict(r: RunResult) -> str:
+    """More faulty replicas than f is reported, never counted as a protocol failure; a
+    real run that could not apply part of its scenario is INCOMPLETE (RunResult.verdict)."""
+    return r.verdict
 
 
 def cmd_scenario_real(args) -> int:
@@ -48,11 +47,13 @@ def cmd_scenario_real(args) -> int:
     failed = False
     for s in scenarios:
         if not args.json:
+            for line in realscenario.unapplied(s):
+                print(f"INCOMPLETE: {line}", flush=True)
             print(f"running {s.name} with real processes (f = {s.f}, {s.n} replicas)", flush=True)
         r = realscenario.run_real(s, args.seed, out=None if args.json else sys.stdout)
         results.append(r)
         verdict = _verdict(r)
-        failed |= verdict == "FAIL"
+        failed |= verdict in ("FAIL", "INCOMPLETE")
         if not args.json:
             print(
                 f"{verdict} {r.name} (seed {r.seed}, real): {r.requests_completed}/{r.requests_total} "

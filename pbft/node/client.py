@@ -116,6 +116,8 @@ class Client:
         self._statuses: dict[int, Status] | None = None
         self._status_wake = trio.Event()
         self.rejected = 0
+        self.sent = 0
+        """Frames the core (or its behaviour) sent."""
         self.links: Any = transport
         """What sends go through: the transport, or (testing only) a link-fault layer in
         front of it (pbft.node.linkfaults; `open_client(link_faults=...)`)."""
@@ -272,6 +274,7 @@ class Client:
             match a:
                 case Send(to, data):
                     self.links.send(to, data)
+                    self.sent += 1
                 case Completed(timestamp, result):
                     self._done[timestamp] = result
                     self._wake.set()

@@ -982,7 +982,8 @@ class Transport:
     async def _dial_forever(self, peer: int, host: str, port: int, box: Outbox | None = None) -> None:
         backoff = BACKOFF_MIN
         twin = box is not None
-        box = box or self.outboxes[peer]
+        if box is None:
+            box = self.outboxes[peer]
         address = f"{host}:{port}"
         while True:
             stream: TLSLink | None = None
