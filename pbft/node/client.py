@@ -118,11 +118,16 @@ class Client:
         self.rejected = 0
         self.sent = 0
         """Frames the core (or its behaviour) sent."""
-        self.links: Any = transport
-        """What sends go through: the transport, or (testing only) a link-fault layer in
-        front of it (pbft.node.linkfaults; `open_client(link_faults=...)`)."""
+        self.link_faults: Any = None
+        """Testing only: a link-fault layer in front of the transport (pbft.node.linkfaults;
+        `open_client(link_faults=...)`)."""
         self._every_tick = False
         """A Byzantine client (testing only, `misbehave`) is ticked every tick."""
+
+    @property
+    def links(self) -> Any:
+        """What sends go through: the transport, or the link-fault layer in front of it."""
+        return self.transport if self.link_faults is None else self.link_faults
 
     def misbehave(self, name: str, params: dict[str, Any], rng: random.Random) -> None:
         """Testing only (`pbft scenario run --real`): wrap this client's core in the client
@@ -416,14 +421,14 @@ async def open_client(
 
         for peer, (host, port) in link_faults.twins.items():
             transport.add_twin(peer, host, port)
-        client.links = LinkFaults(transport, client_id, link_faults)
+        client.link_faults = LinkFaults(transport, client_id, link_faults)
     # The caller's exception is re-raised outside the nursery, so it arrives as itself
     # (e.g. TimeoutError), not wrapped in an ExceptionGroup.
     error: BaseException | None = None
     async with trio.open_nursery() as nursery:
         await nursery.start(transport.run)
-        if client.links is not transport:
-            await nursery.start(client.links.run)
+        if client.link_faults is not None:
+            await nursery.start(client.link_faults.run)
         nursery.start_soon(client._timer_loop)
         try:
             yield client

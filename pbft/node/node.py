@@ -217,9 +217,9 @@ class ReplicaNode:
             rng=rng,
             autoflush=False,  # perform() flushes once per batch of actions
         )
-        self.links: Any = self.transport
-        """What sends go through: the transport, or (testing only, a pbft.node.linkfaults
-        plan) the link-fault layer in front of it."""
+        self.link_faults: Any = None
+        """Testing only (a pbft.node.linkfaults plan): the link-fault layer in front of the
+        transport (`links`)."""
         if link_faults is not None:
             from .linkfaults import LinkFaults
 
@@ -227,7 +227,7 @@ class ReplicaNode:
                 self.transport.add_twin(peer, host, port)
             if twin:
                 self.transport.listen_at = link_faults.twins[self.id]
-            self.links = LinkFaults(self.transport, self.id, link_faults, instance=1 if twin else 0)
+            self.link_faults = LinkFaults(self.transport, self.id, link_faults, instance=1 if twin else 0)
         self.rejected: Counter[tuple[Signer | None, str]] = Counter()
         self.evidence: list[Evidence] = []
         self.executed = 0
@@ -256,6 +256,11 @@ class ReplicaNode:
         self._inputs = 0
         """Inputs other than ticks stepped so far (the tick task's idle test)."""
         self._evidence_seen: set[tuple[int, str, bytes, bytes]] = set()
+
+    @property
+    def links(self) -> Any:
+        """What sends go through: the transport, or the link-fault layer in front of it."""
+        return self.transport if self.link_faults is None else self.link_faults
 
     @property
     def port(self) -> int | None:
@@ -290,8 +295,8 @@ class ReplicaNode:
                         )
                     if self.commits is not None and self.commits.pipelined:
                         nursery.start_soon(self.commits.run)
-                    if self.links is not self.transport:
-                        await nursery.start(self.links.run)
+                    if self.link_faults is not None:
+                        await nursery.start(self.link_faults.run)
                     nursery.start_soon(self._tick_loop)
                     nursery.start_soon(self._step_loop)
                     self._log_started()
