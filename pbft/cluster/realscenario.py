@@ -369,6 +369,21 @@ class RealRun:
             if scope.cancelled_caught:
                 return
 
+    def check_client_behaviours(self, config) -> None:
+        """Build each client behaviour once around a throwaway core, so a bad parameter is
+        a UsageError (one sentence) before any process starts."""
+        from ..adversary import catalogue
+        from ..protocol.client import ClientCore
+        from ..protocol.crypto import KeyPair
+
+        for name, spec in self.byz_clients.items():
+            key = KeyPair.generate()
+            try:
+                catalogue.build(spec.behaviour, dict(spec.params), ClientCore(config, name, key), key,
+                                random.Random(0), config, target="client")
+            except (ValueError, TypeError) as exc:
+                raise UsageError(f"{self.s.source or self.s.name}: client {name}: {exc}") from None
+
     async def publish_epoch(self) -> None:
         """Fix scenario time 0 (EPOCH_LEAD_S from now, on the wall clock) in the plan the
         replicas read, and take it as this run's t0."""
@@ -504,6 +519,7 @@ class RealRun:
             except ConfigError as exc:
                 raise UsageError(str(exc)) from None
             behaviours = {b.index: behaviour_arg(b, s.source) for b in s.byzantine if b.target == "replica"}
+            self.check_client_behaviours(config)
             self.cluster = LocalCluster(
                 self.path, config, behaviours=behaviours, log_dir=workdir, replica_args=replica_args,
                 twins=self.plan.twins if self.plan is not None else None,
@@ -599,7 +615,8 @@ def run_real(scenario: Scenario, seed: int | None = None, out=None) -> RunResult
 def print_result(r: RunResult, out=None) -> None:
     out = out or sys.stdout
     if r.incomplete:
-        print(f"  {len(r.incomplete)} scenario entries not applied (listed above): verdict INCOMPLETE", file=out)
+        n = len(r.incomplete)
+        print(f"  {n} scenario {'entry' if n == 1 else 'entries'} not applied (listed above): verdict INCOMPLETE", file=out)
     if r.link_faults:
         lf = r.link_faults
         print(

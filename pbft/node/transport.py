@@ -854,11 +854,12 @@ class Transport:
         if box is None:
             self.counters["send-unknown-replica"] += 1
             return False
+        framed = codec.frame(body)
         if self.twins:
             twin = self.twins.get(to)
-            if twin is not None and not twin[2].put(codec.frame(body)):
+            if twin is not None and not twin[2].put(framed):
                 self.counters["dropped-queue-full"] += 1
-        if not box.put(codec.frame(body)):
+        if not box.put(framed):
             self.counters["dropped-queue-full"] += 1
             return False
         return True
