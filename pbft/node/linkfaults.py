@@ -138,7 +138,7 @@ def load_plan(path: str, epoch: float | None = None) -> FaultPlan:
         )
     except OSError as exc:
         raise UsageError(f"--link-faults {path}: cannot read it ({exc.strerror or exc}).") from None
-    except (ValueError, TypeError, KeyError, IndexError) as exc:
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
         raise UsageError(f"--link-faults {path}: not a link-fault plan ({exc}).") from None
     if epoch is not None:
         plan.epoch = epoch

@@ -159,3 +159,24 @@ async def test_epoch_read_from_the_plan_file_and_counts_written(tmp_path, autoju
     assert total["dropped"] == 2 and total["per_fault"] == [1, 1]
     (written,) = stats.iterdir()
     assert json.loads(written.read_text())["node"] == 0
+
+
+def test_pbft_replica_link_fault_options_are_checked(tmp_path):
+    import subprocess
+    import sys
+
+    def replica(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "pbft", "replica", "--config", str(tmp_path / "c.toml"), "--id", "3", *args],
+            capture_output=True, text=True, timeout=30,
+        )
+
+    proc = replica("--twin")
+    assert proc.returncode == 2 and "--twin and --fault-epoch need --link-faults" in proc.stderr
+    plan = tmp_path / "plan.json"
+    write_plan(str(plan), FaultPlan(faults=faults({"drop": 0.5})))
+    proc = replica("--link-faults", str(plan), "--twin")
+    assert proc.returncode == 2 and "names no twin address for replica 3" in proc.stderr
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    proc = replica("--link-faults", str(tmp_path / "bad.json"))
+    assert proc.returncode == 2 and "not a link-fault plan" in proc.stderr
