@@ -178,6 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--accept-rollback", action="store_true",
                    help="open a data directory whose database is behind its HISTORY file "
                         "(an older copy restored on purpose)")
+    # Testing only: what `pbft scenario run --real` starts replicas with (pbft.node.linkfaults).
+    r.add_argument("--link-faults", default=None, metavar="PLAN",
+                   help="for testing: apply the link faults of this JSON plan (written by "
+                        "`pbft scenario run --real`) to everything this replica sends")
+    r.add_argument("--fault-epoch", type=float, default=None, metavar="T",
+                   help="for testing: wall-clock time (Unix seconds) the plan's fault windows "
+                        "count from (default: the plan's epoch)")
+    r.add_argument("--twin", action="store_true",
+                   help="for testing: run as the second process of a twinned replica, on the "
+                        "plan's extra address")
 
     u = sub.add_parser("up", help="run every replica of the cluster file on this host")
     u.add_argument("--config", required=True)

@@ -118,11 +118,17 @@ def cmd_replica(args) -> int:
                 accept_rollback=args.accept_rollback,
                 stop_reason=lambda: why[0] if why else None,
                 broken=args.broken,
+                **_link_fault_options(args),
             )
             nursery.cancel_scope.cancel()
             return failure
 
     return 1 if run_trio(main) else 0
+
+
+def _link_fault_options(args) -> dict[str, object]:
+    """--link-faults, --fault-epoch, --twin: for testing (pbft.node.linkfaults)."""
+    return {k: getattr(args, k, None) for k in ("link_faults", "fault_epoch")} | {"twin": getattr(args, "twin", False)}
 
 
 # -- pbft up ----------------------------------------------------------------------------

@@ -33,10 +33,13 @@ def print_violation(r: RunResult, out=None, path: str = "FILE") -> None:
 
 
 def _verdict(r: RunResult) -> str:
-    """RunResult.verdict: EXCEEDS and PASS exit 0; FAIL and ATTACKER-FAILED (a behaviour's
-    script raised: the run tested less than it says, and that is no protocol violation)
-    exit 1."""
+    """RunResult.verdict: PASS and EXCEEDS (more faulty replicas than f, never counted
+    as a protocol failure) exit 0; FAIL, INCOMPLETE (a real run could not apply part of
+    its scenario) and ATTACKER-FAILED (a behaviour's script raised) exit 1."""
     return r.verdict
+
+
+FAILING = ("FAIL", "INCOMPLETE", "ATTACKER-FAILED")
 
 
 def print_attacker_failures(r: RunResult, out=None) -> None:
@@ -57,16 +60,19 @@ def cmd_scenario_real(args) -> int:
     failed = False
     for s in scenarios:
         if not args.json:
+            for line in realscenario.unapplied(s):
+                print(f"INCOMPLETE: {line}", flush=True)
             print(f"running {s.name} with real processes (f = {s.f}, {s.n} replicas)", flush=True)
         r = realscenario.run_real(s, args.seed, out=None if args.json else sys.stdout)
         results.append(r)
         verdict = _verdict(r)
-        failed |= verdict in ("FAIL", "ATTACKER-FAILED")
+        failed |= verdict in FAILING
         if not args.json:
             print(
                 f"{verdict} {r.name} (seed {r.seed}, real): {r.requests_completed}/{r.requests_total} "
                 f"requests, {r.view_changes} view changes, {r.wall_ms / 1000:.2f} s"
             )
+            print_attacker_failures(r)
             realscenario.print_result(r)
     if args.json:
         print(json.dumps([result_json(r) for r in results], indent=2))
@@ -87,7 +93,7 @@ def cmd_scenario_run(args) -> int:
         elapsed = time.perf_counter() - started
         results.append(r)
         verdict = _verdict(r)
-        failed |= verdict in ("FAIL", "ATTACKER-FAILED")
+        failed |= verdict in FAILING
         if not args.json:
             print(
                 f"{verdict} {r.name} (seed {r.seed}): {r.requests_completed}/{r.requests_total} requests, "

@@ -190,6 +190,8 @@ class ReplicaNode:
         metrics_address: tuple[str, int] | None = None,
         behaviour: str | None = None,
         broken: str | None = None,
+        link_faults: Any = None,
+        twin: bool = False,
     ) -> None:
         self.config = config
         self.behaviour = behaviour
@@ -220,6 +222,17 @@ class ReplicaNode:
             rng=rng,
             autoflush=False,  # perform() flushes once per batch of actions
         )
+        self.link_faults: Any = None
+        """Testing only (a pbft.node.linkfaults plan): the link-fault layer in front of the
+        transport (`links`)."""
+        if link_faults is not None:
+            from .linkfaults import LinkFaults
+
+            for peer, (host, port) in link_faults.twins.items():
+                self.transport.add_twin(peer, host, port)
+            if twin:
+                self.transport.listen_at = link_faults.twins[self.id]
+            self.link_faults = LinkFaults(self.transport, self.id, link_faults, instance=1 if twin else 0)
         self.rejected: Counter[tuple[Signer | None, str]] = Counter()
         self.evidence: list[Evidence] = []
         self.executed = 0
@@ -248,6 +261,11 @@ class ReplicaNode:
         self._inputs = 0
         """Inputs other than ticks stepped so far (the tick task's idle test)."""
         self._evidence_seen: set[tuple[int, str, bytes, bytes]] = set()
+
+    @property
+    def links(self) -> Any:
+        """What sends go through: the transport, or the link-fault layer in front of it."""
+        return self.transport if self.link_faults is None else self.link_faults
 
     @property
     def port(self) -> int | None:
@@ -282,6 +300,8 @@ class ReplicaNode:
                         )
                     if self.commits is not None and self.commits.pipelined:
                         nursery.start_soon(self.commits.run)
+                    if self.link_faults is not None:
+                        await nursery.start(self.link_faults.run)
                     nursery.start_soon(self._tick_loop)
                     nursery.start_soon(self._step_loop)
                     self._log_started()
@@ -489,7 +509,7 @@ class ReplicaNode:
 
     def perform(self, actions: Sequence[Action]) -> None:
         """Carry out the core's actions, in order."""
-        t = self.transport
+        t = self.links
         m = self.metrics
         for a in actions:
             match a:
@@ -498,7 +518,7 @@ class ReplicaNode:
                     m.on_sent(data)
                 case Broadcast(data):
                     t.broadcast(data)
-                    m.on_sent(data, len(t.outboxes))
+                    m.on_sent(data, len(self.transport.outboxes))
                 case SendClient(client, data):
                     t.send_client(client, data)
                     m.on_sent(data)
@@ -600,6 +620,8 @@ def build_node(
     storage: Storage | None = None,
     metrics_address: tuple[str, int] | None = None,
     broken: str | None = None,
+    link_faults: Any = None,
+    twin: bool = False,
 ):
     """A ReplicaNode for `replica_id` with the default key-value service (the core is the
     deliberately broken one called `broken`, if given: pbft.adversary.broken); it recovers from
@@ -630,6 +652,8 @@ def build_node(
         metrics_address=metrics_address,
         behaviour=label,
         broken=broken,
+        link_faults=link_faults,
+        twin=twin,
     )
 
 
@@ -643,6 +667,9 @@ async def run_replica(
     accept_rollback: bool = False,
     stop_reason=None,
     broken: str | None = None,
+    link_faults: str | None = None,
+    fault_epoch: float | None = None,
+    twin: bool = False,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> str | None:
     """Load the cluster file, this replica's identity and its data directory (`data`, by
@@ -653,10 +680,22 @@ async def run_replica(
     (the operator restored an older copy on purpose; see pbft.node.storage).
     `stop_reason`: a callable that says, once the replica is cancelled, why (for its stop
     line: "SIGTERM received"); None says "cancelled".
+    `link_faults`, `fault_epoch`, `twin`: testing only (pbft.node.linkfaults): apply the
+    link faults of that plan file to everything sent, from that epoch (else the plan's);
+    `twin`: run as the second process of a twinned replica, on the plan's extra address.
     Returns None, or why the replica stopped on its own (a storage failure)."""
     from .clusterfile import load_replica
     from .metrics import parse_hostport
 
+    plan = None
+    if link_faults is not None:
+        from .linkfaults import load_plan
+
+        plan = load_plan(link_faults, fault_epoch)
+        if twin and replica_id not in plan.twins:
+            raise UsageError(f"--twin: {link_faults} names no twin address for replica {replica_id}.")
+    elif twin or fault_epoch is not None:
+        raise UsageError("--twin and --fault-epoch need --link-faults.")
     try:
         files = load_replica(cluster_path, replica_id)
         config = files.config
@@ -673,7 +712,10 @@ async def run_replica(
         raise UsageError(str(exc)) from None
     me = config.replicas[replica_id]
     try:
-        node = build_node(config, files.identity, replica_id, behaviour, storage, metrics_address, broken)
+        node = build_node(
+            config, files.identity, replica_id, behaviour, storage, metrics_address,
+            broken=broken, link_faults=plan, twin=twin,
+        )
         if stop_reason is not None:
             node.stop_reason_from = stop_reason
         await node.run(task_status=task_status)

@@ -87,3 +87,25 @@ def test_replica_refuses_a_bad_file_in_one_sentence(tmp_path):
     err = proc.stderr.strip()
     assert err.count("\n") == 0 and "bad.py line 4: syntax error" in err, err
 
+
+
+def test_an_attackers_failure_on_real_processes_is_its_own_verdict(tmp_path):
+    (tmp_path / "oops.py").write_text(textwrap.dedent("""
+        from pbft.adversary import Behaviour
+
+        class Oops(Behaviour):
+            def on_send(self, out):
+                if out.kind == "COMMIT":
+                    raise ZeroDivisionError("my bug")
+    """))
+    scenario = tmp_path / "s.toml"
+    scenario.write_text('name = "oops"\n[workload]\nclients = 1\nrequests = 5\n'
+                        '[[byzantine]]\nreplica = 2\nbehaviour = "oops.py:Oops"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "pbft", "scenario", "run", str(scenario), "--real", "--json"],
+        capture_output=True, text=True, timeout=HARD_TIMEOUT_S,
+    )
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (r,) = json.loads(proc.stdout)
+    assert r["verdict"] == "ATTACKER-FAILED" and r["violations"] == [] and r["attacker_failure_count"] > 0
+    assert "behaviour Oops raised ZeroDivisionError: my bug in on_send" in r["attacker_failures"][0]
