@@ -9,7 +9,7 @@ every process, between the node runtime and the transport: `LinkFaults` has the
 transport's sending surface (`send`, `broadcast`, `send_client`, `flush`), and every
 replica process started with `pbft replica --link-faults PLAN` and every client of the
 scenario runner sends through one. The rules are the simulator's, in its order, with its
-matching code (`classify` and the filter match of pbft.sim.network):
+matching code (`link_fate` of pbft.sim.network):
 
 * a `partition` drops a message between nodes in different groups (client names "c0",
   "c1", ... may be listed; a node in no group keeps its links), `one_way = [a, b]` drops
@@ -60,7 +60,7 @@ import trio
 
 from ..errors import UsageError
 from ..protocol.messages import Signer
-from ..sim.network import DUPLICATE_GAP_MS, _matches, classify
+from ..sim.network import DUPLICATE_GAP_MS, link_fate
 from ..sim.scenario import NetworkFault
 
 log = logging.getLogger("pbft.linkfaults")
@@ -195,48 +195,18 @@ class LinkFaults:
         latency, counted."""
         if not self._node(dst):
             return [0]
-        src = self.me
-        rng = self.rng
-        delay = 0
-        copies = 1
-        info = None
-        delayed = reordered = False
-        for i, (nf, groups) in enumerate(zip(self.faults, self._groups, strict=True)):
-            if not nf.active(now):
-                continue
-            if nf.filtered:
-                if info is None:
-                    info = classify(data)
-                if not _matches(nf, src, dst, info):
-                    continue
-            dropped = False
-            if groups:
-                gs, gd = groups.get(src), groups.get(dst)
-                dropped = gs is not None and gd is not None and gs != gd
-            if not dropped and nf.one_way is not None and nf.one_way == (src, dst):
-                dropped = True
-            if not dropped and nf.drop and rng.random() < nf.drop:
-                dropped = True
-            if dropped:
-                self.counts["dropped"] += 1
-                self.per_fault[i] += 1
-                self._dirty = True
-                return []
-            acted = False
-            if nf.delay_ms or nf.jitter_ms:
-                delay += nf.delay_ms + (rng.randint(0, nf.jitter_ms) if nf.jitter_ms else 0)
-                delayed = acted = True
-            if nf.reorder and rng.random() < nf.reorder:
-                delay += rng.randint(0, nf.reorder_ms)
-                reordered = acted = True
-            if nf.duplicate and rng.random() < nf.duplicate:
-                copies += 1
-                acted = True
-            if acted:
-                self.per_fault[i] += 1
-                self._dirty = True
-        self.counts["delayed"] += delayed
-        self.counts["reordered"] += reordered
+        fate = link_fate(self.faults, self._groups, now, self.me, dst, data, self.rng)
+        if fate.dropped_by >= 0:
+            self.counts["dropped"] += 1
+            self.per_fault[fate.dropped_by] += 1
+            self._dirty = True
+            return []
+        for i in fate.acted:
+            self.per_fault[i] += 1
+            self._dirty = True
+        self.counts["delayed"] += fate.delayed
+        self.counts["reordered"] += fate.reordered
+        delay, copies, rng = fate.delay, fate.copies, self.rng
         times = [delay]
         for _ in range(copies - 1):
             self.counts["duplicated"] += 1
