@@ -4,6 +4,7 @@
     from pbft.adversary import Commit, PrePrepare, ...   # the protocol's messages
 """
 
+from ..protocol.crypto import batch_digest
 from ..protocol.messages import (
     Checkpoint,
     Commit,
@@ -21,6 +22,7 @@ from .clients import ClientBehaviour
 
 __all__ = [
     "Behaviour",
+    "batch_digest",
     "BehaviourFailure",
     "Checkpoint",
     "ClientBehaviour",

@@ -228,8 +228,38 @@ class Fate(Enum):
     DROP = "drop"
 
 
+class InFlight:
+    """What `Outgoing` and `Incoming` share: the decoded message's kind, view and seq,
+    and the two fates both may choose."""
+
+    __slots__ = ()
+    message: Message | None
+    fate: Fate
+    delay_ms: int
+
+    @property
+    def kind(self) -> str:
+        return kind_of(self.message)
+
+    @property
+    def view(self) -> int | None:
+        return _view_seq(self.message)[0]
+
+    @property
+    def seq(self) -> int | None:
+        return _view_seq(self.message)[1]
+
+    def drop(self) -> None:
+        """It never arrives."""
+        self.fate = Fate.DROP
+
+    def delay(self, ms: int) -> None:
+        """It goes `ms` later (rounded up to the replica's next tick)."""
+        self.delay_ms = max(self.delay_ms, int(ms))
+
+
 @dataclass(slots=True)
-class Outgoing:
+class Outgoing(InFlight):
     """One message the honest core is about to send to one receiver (a replica id, or a
     client name for a REPLY). Decide its fate with the methods; by default it goes as is."""
 
@@ -240,27 +270,7 @@ class Outgoing:
     fate: Fate = Fate.SEND
     delay_ms: int = 0
     copies: int = 1
-    replaced: bytes | None = field(default=None, repr=False)
-
-    @property
-    def kind(self) -> str:
-        return kind_of(self.message)
-
-    @property
-    def view(self) -> int | None:
-        return _view_seq(self.message)[0]
-
-    @property
-    def seq(self) -> int | None:
-        return _view_seq(self.message)[1]
-
-    def drop(self) -> None:
-        """Do not send it."""
-        self.fate = Fate.DROP
-
-    def delay(self, ms: int) -> None:
-        """Send it `ms` later (rounded up to the replica's next tick)."""
-        self.delay_ms = max(self.delay_ms, int(ms))
+    replaced: bytes | Message | None = field(default=None, repr=False)
 
     def duplicate(self, times: int = 1) -> None:
         """Send it `times` more times."""
@@ -269,11 +279,11 @@ class Outgoing:
     def replace(self, message: Message | bytes) -> None:
         """Send `message` instead (a Message is signed with this replica's key by the
         framework; bytes go as they are)."""
-        self.replaced = message  # type: ignore[assignment]
+        self.replaced = message
 
 
 @dataclass(slots=True)
-class Incoming:
+class Incoming(InFlight):
     """One message that arrived from `sender` (a replica id or a client name; None when
     the runtime could not authenticate the link). Drop or delay it before the core sees it."""
 
@@ -282,24 +292,6 @@ class Incoming:
     message: Message | None
     fate: Fate = Fate.SEND
     delay_ms: int = 0
-
-    @property
-    def kind(self) -> str:
-        return kind_of(self.message)
-
-    @property
-    def view(self) -> int | None:
-        return _view_seq(self.message)[0]
-
-    @property
-    def seq(self) -> int | None:
-        return _view_seq(self.message)[1]
-
-    def drop(self) -> None:
-        self.fate = Fate.DROP
-
-    def delay(self, ms: int) -> None:
-        self.delay_ms = max(self.delay_ms, int(ms))
 
 
 def decode(data: bytes) -> tuple[Any, Message | None]:

@@ -170,7 +170,7 @@ class Behaviour:
                 data = og.data
                 if og.replaced is not None:
                     r = og.replaced
-                    data = r if isinstance(r, bytes) else self.forge(r)  # type: ignore[arg-type]
+                    data = r if isinstance(r, bytes) else self.forge(r)
                 action: Action = Send(t, data) if isinstance(t, int) else SendClient(t, data)
                 for _ in range(og.copies):
                     if og.delay_ms > 0:

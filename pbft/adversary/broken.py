@@ -7,7 +7,10 @@ variant checks nothing. Each class overrides the smallest method that holds its 
 names, in its docstring, the rule (OSDI'99 section) and the oracle check that must catch
 it, with a scenario that exposes it.
 
-These are test doubles: none of them is ever offered to `pbft replica`.
+These are test doubles for checking checks: a user points `--broken NAME` (a scenario's
+`broken` key, `pbft scenario run --broken`, `pbft fuzz --broken`, `pbft replica --broken`)
+at one to see whether their own scenarios catch a wrong protocol (mutation testing of the
+tests). A replica process running one says so in its start-up line and its status.
 """
 
 from __future__ import annotations
@@ -278,3 +281,16 @@ BROKEN: dict[str, type[Replica]] = {
     "unchecked-prepared-cert": UncheckedPreparedCert,
     "unverified-chunk": UnverifiedChunk,
 }
+
+
+def lookup(name: str) -> type[Replica]:
+    """The broken core called `name`; UsageError (one sentence, the known names) if none."""
+    from ..errors import UsageError
+    from .api import did_you_mean
+
+    cls = BROKEN.get(name)
+    if cls is None:
+        raise UsageError(
+            f"unknown broken core {name}{did_you_mean(name, list(BROKEN))} (known: {', '.join(sorted(BROKEN))})."
+        )
+    return cls

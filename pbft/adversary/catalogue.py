@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -66,7 +67,7 @@ def lookup(name: str, target: str = "replica", base_dir: str = "") -> type:
     cls = known.get(name)
     if cls is None:
         raise UsageError(
-            f"unknown {target} behaviour {name}{did_you_mean(name, list(known))} (known: "
+            f"unknown behaviour {name}{did_you_mean(name, list(known))} (known: "
             f"{', '.join(sorted(known))}; or give FILE.py:Class or module:Class)."
         )
     return cls
@@ -163,9 +164,12 @@ def split_ref(spec: str) -> tuple[str, str]:
     reference is a catalogue NAME, `FILE.py:Class` or `module.path:Class`; its second
     part is told from parameters by having no `=`."""
     parts = spec.split(":")
-    if len(parts) >= 2 and parts[1].strip() and "=" not in parts[1]:
-        return f"{parts[0].strip()}:{parts[1].strip()}", ":".join(parts[2:])
-    return parts[0].strip(), ":".join(parts[1:])
+    where = parts[0].strip()
+    if len(parts) >= 2 and "=" not in parts[1] and (
+        loader.is_file(where) or all(p.isidentifier() for p in where.split("."))
+    ):
+        return f"{where}:{parts[1].strip()}", ":".join(parts[2:])
+    return where, ":".join(parts[1:])
 
 
 def is_ref(name: str) -> bool:
@@ -196,10 +200,35 @@ def parse_spec(spec: str) -> tuple[str, dict[str, object]]:
 
 def spec_text(name: str, params: Mapping[str, object]) -> str:
     """`NAME`, or `NAME:key=value,...` (values as repr, keys sorted) that `parse_spec`
-    reads back: how a running replica names its behaviour (logs, metrics, status)."""
-    if not params:
-        return name
-    return f"{name}:{','.join(f'{k}={v!r}' for k, v in sorted(params.items()))}"
+    reads back: how a running replica names its behaviour (logs, metrics, status).
+    Message rules (the "rule" key, a list of tables) are only counted: "+3 rules"."""
+    rules = params.get("rule")
+    plain = {k: v for k, v in params.items() if k != "rule"}
+    text = name if not plain else f"{name}:{','.join(f'{k}={v!r}' for k, v in sorted(plain.items()))}"
+    if isinstance(rules, list):
+        text += f" +{len(rules)} rule{'s' if len(rules) != 1 else ''}"
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class BehaviourSpec:
+    """A behaviour as the runtime gets it: its reference (catalogue NAME, FILE.py:Class,
+    module:Class), its parameters as typed (a scenario's tables stay tables) and where a
+    relative FILE is looked up."""
+
+    ref: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    base_dir: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> BehaviourSpec:
+        """From the command line's `REF[:key=value,...]`."""
+        ref, params = parse_spec(text)
+        return cls(ref, params)
+
+    def label(self) -> str:
+        """How the running replica names it (logs, metrics, status)."""
+        return spec_text(loader.absolute(self.ref, self.base_dir) if is_ref(self.ref) else self.ref, self.params)
 
 __all__ = [
     "CLIENT_REGISTRY",

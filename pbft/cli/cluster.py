@@ -185,12 +185,22 @@ def _check_args(f: int, clients: int, duration: float, behaviour: str | None) ->
     if not 0 < duration <= bench.MAX_DURATION:
         raise UsageError(f"--duration must be more than 0 and at most {bench.MAX_DURATION:g} seconds.")
     if behaviour is not None:
-        from ..adversary.catalogue import REGISTRY
+        from ..adversary import catalogue
 
-        if behaviour not in REGISTRY:
-            raise UsageError(
-                f"unknown behaviour {behaviour!r}; known: {', '.join(sorted(REGISTRY))}."
-            )
+        ref, _ = catalogue.parse_spec(behaviour)
+        catalogue.lookup(ref)  # one sentence if unknown, or a user's file that does not load
+
+
+def _absolute_behaviour(text: str | None) -> str | None:
+    """`--behaviour REF[:k=v]` with a user file's path made absolute, so the replica
+    processes find it whatever their working directory."""
+    if text is None:
+        return None
+    from ..adversary import catalogue, loader
+
+    ref, rest = catalogue.split_ref(text)
+    ref = loader.absolute(ref) if catalogue.is_ref(ref) else ref
+    return f"{ref}:{rest}" if rest else ref
 
 
 def cmd_bench(args) -> int:
@@ -201,7 +211,7 @@ def cmd_bench(args) -> int:
     f = int(args.f)
     clients = int(args.clients)
     duration = float(args.duration)
-    behaviour = args.behaviour
+    behaviour = _absolute_behaviour(args.behaviour)
     workers = args.workers
     read_fraction = float(args.reads)
     _check_args(f, clients, duration, behaviour)

@@ -163,12 +163,31 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", required=True)
     r.add_argument("--id", type=int, required=True)
     r.add_argument("--data", default=None)
-    r.add_argument("--behaviour", default=None, help="a behaviour name or scenario file")
+    r.add_argument(
+        "--behaviour", default=None, metavar="REF[:k=v,...] | SCENARIO.toml",
+        help="run Byzantine on purpose: a catalogue name, FILE.py:Class or module:Class "
+             "with parameters, or the scenario file whose [[byzantine]] entry names this replica",
+    )
+    r.add_argument(
+        "--broken", default=None, metavar="NAME",
+        help="run a deliberately broken core (pbft.adversary.broken) to check that your "
+             "scenarios catch a wrong protocol; never in production",
+    )
     r.add_argument("--metrics", default=None, metavar="HOST:PORT",
                    help="serve Prometheus metrics on http://HOST:PORT/metrics")
     r.add_argument("--accept-rollback", action="store_true",
                    help="open a data directory whose database is behind its HISTORY file "
                         "(an older copy restored on purpose)")
+    # Testing only: what `pbft scenario run --real` starts replicas with (pbft.node.linkfaults).
+    r.add_argument("--link-faults", default=None, metavar="PLAN",
+                   help="for testing: apply the link faults of this JSON plan (written by "
+                        "`pbft scenario run --real`) to everything this replica sends")
+    r.add_argument("--fault-epoch", type=float, default=None, metavar="T",
+                   help="for testing: wall-clock time (Unix seconds) the plan's fault windows "
+                        "count from (default: the plan's epoch)")
+    r.add_argument("--twin", action="store_true",
+                   help="for testing: run as the second process of a twinned replica, on the "
+                        "plan's extra address")
 
     u = sub.add_parser("up", help="run every replica of the cluster file on this host")
     u.add_argument("--config", required=True)
@@ -223,7 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--clients", type=int, default=16)
     b.add_argument("--duration", type=float, default=10.0)
     b.add_argument("--json", default=None, metavar="FILE")
-    b.add_argument("--behaviour", default=None)
+    b.add_argument(
+        "--behaviour", default=None, metavar="REF[:k=v,...]",
+        help="a second run with replica 0 running this behaviour (catalogue name, FILE.py:Class, module:Class)",
+    )
     b.add_argument("--workers", type=int, default=None, help="client processes (default: by cores)")
     b.add_argument("--reads", type=float, default=0.0, help="fraction of read-only gets")
 
@@ -238,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--broken", default=None, metavar="NAME",
                      help="the correct replicas run this deliberately broken core "
                           "(pbft.adversary.broken), to see the scenario's checks catch it")
-    scs.add_parser("list", help="the built-in behaviours")
+    lst = scs.add_parser("list", help="the built-in behaviours, or the parameters of those named")
+    lst.add_argument("refs", nargs="*", metavar="REF", help="a behaviour name, FILE.py:Class or module:Class")
 
     cf = sub.add_parser("config", help="check a cluster file")
     cfs = cf.add_subparsers(dest="config_command", metavar="ACTION")

@@ -42,40 +42,42 @@ async def _cancel_on_signal(scope: trio.CancelScope) -> None:
             return
 
 
-# -- pbft replica --behaviour NAME[:key=value,...] | SCENARIO.toml ------------------------
+# -- pbft replica --behaviour REF[:key=value,...] | SCENARIO.toml ------------------------
 
 
-def behaviour_from_scenario(path: str, replica_id: int) -> tuple[str, dict[str, object]]:
-    """The [[byzantine]] entry of the scenario file at `path` for replica `replica_id`."""
+def behaviour_from_scenario(path: str, replica_id: int) -> catalogue.BehaviourSpec:
+    """The [[byzantine]] entry of the scenario file at `path` for replica `replica_id`
+    (its parameters and message rules as typed; a relative FILE.py next to the file)."""
     from ..sim.scenario import load_scenario
 
     scenario = load_scenario(path)
     for b in scenario.byzantine:
         if b.target == "replica" and b.index == replica_id:
-            return b.behaviour, dict(b.params)
+            return catalogue.BehaviourSpec(b.behaviour, dict(b.params), b.base_dir)
     raise UsageError(f"{path} has no [[byzantine]] entry for replica {replica_id}.")
 
 
-def resolve_behaviour(value: str | None, config_path: str, replica_id: int) -> str | None:
-    """What `node.run_replica(behaviour=...)` should get for `--behaviour value`: the
-    behaviour as `NAME[:key=value,...]` (pbft.adversary.catalogue.spec_text), or None.
+def resolve_behaviour(value: str | None, config_path: str, replica_id: int) -> catalogue.BehaviourSpec | None:
+    """What `node.run_replica(behaviour=...)` should get for `--behaviour value`: a
+    `catalogue.BehaviourSpec`, or None. `value` is `REF[:key=value,...]` (REF a catalogue
+    name, FILE.py:Class or module:Class) or a scenario file.
 
     A scenario file (a path to an existing file, or a name ending in .toml) contributes
-    its [[byzantine]] entry for this replica. Parameters are checked here, by building
-    the behaviour once around a throwaway core (`catalogue.check`), so a bad one is a
-    usage error (one sentence) before the replica opens its data directory or listens."""
+    its [[byzantine]] entry for this replica. The behaviour is built once here around a
+    throwaway core (`catalogue.check`), so a bad parameter, or a user's file that does not
+    load, is a usage error (one sentence) before the replica opens its data directory or
+    listens."""
     import os
 
     if value is None:
         return None
-    if value.endswith(".toml") or os.path.isfile(value):
-        name, params = behaviour_from_scenario(value, replica_id)
+    if value.endswith(".toml") or (os.path.isfile(value) and not value.endswith(".py")):
+        spec = behaviour_from_scenario(value, replica_id)
     else:
-        name, params = catalogue.parse_spec(value)
-    catalogue.lookup(name)
-    if params:
-        catalogue.check(name, params, load_config(config_path), replica_id)
-    return catalogue.spec_text(name, params)
+        spec = catalogue.BehaviourSpec.parse(value)
+        spec = catalogue.BehaviourSpec(spec.ref, spec.params, os.getcwd())
+    catalogue.check(spec.ref, spec.params, load_config(config_path), replica_id, spec.base_dir)
+    return spec
 
 
 # -- pbft replica -----------------------------------------------------------------------
@@ -87,7 +89,11 @@ def cmd_replica(args) -> int:
     storage failed (full disk), which it logged in one line. Whatever --log-level says,
     it logs one line once it listens and one when it stops, saying why (pbft.node.node,
     `lifecycle`): a replica started with the defaults does not look hung."""
+    from ..adversary import broken
     from ..node.node import lifecycle, run_replica
+
+    if args.broken is not None:
+        broken.lookup(args.broken)  # one sentence before anything is opened
 
     setup_logging(args)
     lifecycle.setLevel(min(logging.getLogger().level, logging.INFO))
@@ -111,11 +117,18 @@ def cmd_replica(args) -> int:
                 metrics=args.metrics,
                 accept_rollback=args.accept_rollback,
                 stop_reason=lambda: why[0] if why else None,
+                broken=args.broken,
+                **_link_fault_options(args),
             )
             nursery.cancel_scope.cancel()
             return failure
 
     return 1 if run_trio(main) else 0
+
+
+def _link_fault_options(args) -> dict[str, object]:
+    """--link-faults, --fault-epoch, --twin: for testing (pbft.node.linkfaults)."""
+    return {k: getattr(args, k, None) for k in ("link_faults", "fault_epoch")} | {"twin": getattr(args, "twin", False)}
 
 
 # -- pbft up ----------------------------------------------------------------------------

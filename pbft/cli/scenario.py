@@ -33,11 +33,23 @@ def print_violation(r: RunResult, out=None, path: str = "FILE") -> None:
             print(f"    {line}", file=out)
 
 
-def _verdict(r) -> str:
-    """More faulty replicas than f is reported, never counted as a protocol failure."""
-    if r.exceeds_fault_assumption:
-        return "EXCEEDS"
-    return "PASS" if r.passed else "FAIL"
+def _verdict(r: RunResult) -> str:
+    """RunResult.verdict: PASS and EXCEEDS (more faulty replicas than f, never counted
+    as a protocol failure) exit 0; FAIL, INCOMPLETE (a real run could not apply part of
+    its scenario) and ATTACKER-FAILED (a behaviour's script raised) exit 1."""
+    return r.verdict
+
+
+FAILING = ("FAIL", "INCOMPLETE", "ATTACKER-FAILED")
+
+
+def print_attacker_failures(r: RunResult, out=None) -> None:
+    out = out or sys.stdout
+    if r.attacker_failed:
+        print(f"  the attacker failed {r.attacker_failure_count} time(s) (not a protocol violation; "
+              "those steps ran unaltered):", file=out)
+        for line in r.attacker_failures[:3]:
+            print(f"    {line}", file=out)
 
 
 def cmd_scenario_real(args) -> int:
@@ -49,16 +61,19 @@ def cmd_scenario_real(args) -> int:
     failed = False
     for s in scenarios:
         if not args.json:
+            for line in realscenario.unapplied(s):
+                print(f"INCOMPLETE: {line}", flush=True)
             print(f"running {s.name} with real processes (f = {s.f}, {s.n} replicas)", flush=True)
         r = realscenario.run_real(s, args.seed, out=None if args.json else sys.stdout)
         results.append(r)
         verdict = _verdict(r)
-        failed |= verdict == "FAIL"
+        failed |= verdict in FAILING
         if not args.json:
             print(
                 f"{verdict} {r.name} (seed {r.seed}, real): {r.requests_completed}/{r.requests_total} "
                 f"requests, {r.view_changes} view changes, {r.wall_ms / 1000:.2f} s"
             )
+            print_attacker_failures(r)
             realscenario.print_result(r)
     if args.json:
         print(json.dumps([result_json(r) for r in results], indent=2))
@@ -89,13 +104,14 @@ def cmd_scenario_run(args) -> int:
         elapsed = time.perf_counter() - started
         results.append(r)
         verdict = _verdict(r)
-        failed |= verdict == "FAIL"
+        failed |= verdict in FAILING
         if not args.json:
             print(
                 f"{verdict} {r.name} (seed {r.seed}): {r.requests_completed}/{r.requests_total} requests, "
                 f"{r.view_changes} view changes, {r.virtual_ms} virtual ms, {r.delivered} messages, "
                 f"{elapsed:.2f} s"
             )
+            print_attacker_failures(r)
             if r.exceeds_fault_assumption:
                 faulty = len(s.faulty_replicas())
                 print(
@@ -113,7 +129,12 @@ def cmd_scenario_run(args) -> int:
 
 def cmd_scenario_list(args) -> int:
     """One line per behaviour: name, what it targets, what it does and the parameters
-    it accepts (a scenario's [[byzantine]] keys, or `--behaviour NAME:key=value`)."""
+    it accepts (a scenario's [[byzantine]] keys, or `--behaviour NAME:key=value`). With
+    references (a name, FILE.py:Class, module:Class), each one's parameters in full."""
+    if getattr(args, "refs", None):
+        for ref in args.refs:
+            describe(ref)
+        return 0
     rows = []
     for name, cls in sorted(REGISTRY.items()):
         rows.append((name, "replica", cls.summary, _params(cls)))
@@ -123,6 +144,30 @@ def cmd_scenario_list(args) -> int:
     for name, target, summary, params in rows:
         print(f"{name:<{width}}  {target:<7}  {summary}{params}")
     return 0
+
+
+def describe(ref: str) -> None:
+    """One behaviour: its name, target and summary, then each declared parameter with its
+    type, default and help (a catalogue class lists its parameter names only)."""
+    from ..adversary import catalogue
+
+    try:
+        cls = catalogue.lookup(ref)
+    except UsageError as first:
+        try:
+            cls = catalogue.lookup(ref, "client")
+        except UsageError:
+            raise first from None
+    print(f"{ref}: {cls.name} ({cls.targets}): {cls.summary}")
+    declared = getattr(cls, "parameters", {}) or {}
+    for key, p in declared.items():
+        default = "" if p.default is None else f", default {p.default!r}"
+        print(f"  {key}: {p.describe()}{default}{'; ' + p.help if p.help else ''}")
+    for key in getattr(cls, "allowed", ()):
+        if key not in declared:
+            print(f"  {key}")
+    if not declared and not getattr(cls, "allowed", ()):
+        print("  (no parameters)")
 
 
 def _params(cls: type) -> str:

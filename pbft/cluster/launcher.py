@@ -15,6 +15,11 @@ sends SIGTERM, waits, then SIGKILLs whatever is left. It is synchronous on purpo
 are short and bounded). `kill(i)` is a crash (SIGKILL, nothing flushed); `restart(i)` or
 `spawn(i)` afterwards starts it again on the same data directory, so it recovers.
 
+For `pbft scenario run --real` (testing only): `replica_args` are added to every replica's
+command line (`--link-faults PLAN`), and `twins` maps a replica to the extra address of
+its second process, which runs with `--twin` under the key `twin_key(i)` ("3-twin": its
+own data directory and log, `replica-3-twin`), started, stopped and killed like the others.
+
 `Supervisor` keeps the replicas of a cluster running for `pbft up`: a replica that exits
 is restarted after a delay that doubles with each exit that follows a short run
 (RESTART_FIRST, at most RESTART_MAX; a run of RESTART_STABLE seconds starts over), each
@@ -54,6 +59,18 @@ RESTART_LIMIT = 5
 """Short runs in a row after which `Supervisor` gives up on a replica."""
 
 
+Key = int | str
+"""A process of a LocalCluster: a replica id, or twin_key(id) for a twin's second process."""
+
+
+def twin_key(i: int) -> str:
+    return f"{i}-twin"
+
+
+def replica_of(key: Key) -> int:
+    return key if isinstance(key, int) else int(key.split("-", 1)[0])
+
+
 class LaunchError(RuntimeError):
     """A replica process did not come up; the message names it and quotes its stderr."""
 
@@ -70,6 +87,8 @@ class LocalCluster:
         log_level: str = "info",
         extra_args: list[str] | None = None,
         data_root: str | None = None,
+        replica_args: list[str] | None = None,
+        twins: dict[int, tuple[str, int]] | None = None,
     ) -> None:
         self.cluster_path = cluster_path
         self.config = config
@@ -78,30 +97,38 @@ class LocalCluster:
         self.log_dir = log_dir or default_log_dir(config)
         self.log_level = log_level
         self.extra_args = extra_args or []
+        self.replica_args = replica_args or []
+        self.twins = dict(twins or {})
+        self.keys: list[Key] = [*self.ids, *(twin_key(i) for i in self.twins)]
+        """Every process: replica ids, and twin_key(i) for each twin's second process."""
         self.data_root = data_root or os.path.join(config.base_dir, "data")
-        self.procs: dict[int, subprocess.Popen] = {}
-        self.started_at: dict[int, float] = {}
+        self.procs: dict[Key, subprocess.Popen] = {}
+        self.started_at: dict[Key, float] = {}
         """time.monotonic() of each replica's last spawn."""
-        self._log_start: dict[int, int] = {}
+        self._log_start: dict[Key, int] = {}
         """Size of each replica's log when it was last spawned: what it said since."""
-        self._log_seen: dict[int, int] = {}
+        self._log_seen: dict[Key, int] = {}
         """How far `ready` has read each log (a line may still be partly written)."""
 
-    def log_path(self, i: int) -> str:
+    def log_path(self, i: Key) -> str:
         return os.path.join(self.log_dir, f"replica-{i}.log")
 
-    def data_dir(self, i: int) -> str:
+    def data_dir(self, i: Key) -> str:
         return os.path.join(self.data_root, f"replica-{i}")
 
-    def command(self, i: int) -> list[str]:
+    def command(self, key: Key) -> list[str]:
+        i = replica_of(key)
         cmd = [sys.executable, "-m", "pbft", "--log-level", self.log_level, *self.extra_args]
         cmd += ["replica", "--config", self.cluster_path, "--id", str(i)]
-        cmd += ["--data", self.data_dir(i)]
+        cmd += ["--data", self.data_dir(key)]
         if i in self.behaviours:
             cmd += ["--behaviour", self.behaviours[i]]
+        cmd += self.replica_args
+        if key != i:
+            cmd.append("--twin")
         return cmd
 
-    def spawn(self, i: int) -> subprocess.Popen:
+    def spawn(self, i: Key) -> subprocess.Popen:
         """Start replica `i` (without waiting for it)."""
         os.makedirs(self.log_dir, exist_ok=True)
         with open(self.log_path(i), "ab") as err:
@@ -115,13 +142,14 @@ class LocalCluster:
 
     def check_ports(self) -> None:
         """LaunchError naming the first replica port that something else listens on."""
-        for i in self.ids:
-            r = self.config.replicas[i]
-            if port_in_use(r.host, r.port):
-                holder = port_holder(r.port)
+        addresses = [(i, r.host, r.port) for i in self.ids for r in [self.config.replicas[i]]]
+        addresses += [(twin_key(i), host, port) for i, (host, port) in self.twins.items()]
+        for i, host, port in addresses:
+            if port_in_use(host, port):
+                holder = port_holder(port)
                 by = f" by {holder}" if holder else ""
                 raise LaunchError(
-                    f"port {r.host}:{r.port} of replica {i} is already in use{by}; stop it "
+                    f"port {host}:{port} of replica {i} is already in use{by}; stop it "
                     f"or give replica {i} another address in {self.cluster_path}."
                 )
 
@@ -130,21 +158,21 @@ class LocalCluster:
         that it listens."""
         self.check_ports()
         try:
-            for i in self.ids:
+            for i in self.keys:
                 self.spawn(i)
-            self.wait_ready(self.ids, timeout)
+            self.wait_ready(self.keys, timeout)
         except BaseException:
             self.stop()
             raise
 
-    def restart(self, i: int, timeout: float = START_TIMEOUT) -> None:
+    def restart(self, i: Key, timeout: float = START_TIMEOUT) -> None:
         self.stop_replica(i)
         self.spawn(i)
         self.wait_ready([i], timeout)
 
-    def ready(self, i: int) -> bool:
+    def ready(self, i: Key) -> bool:
         """Replica `i` has logged its start-up line since it was last spawned."""
-        marker = STARTED.format(id=i, address="").encode()
+        marker = STARTED.format(id=replica_of(i), address="").encode()
         try:
             with open(self.log_path(i), "rb") as fh:
                 fh.seek(self._log_seen[i])
@@ -157,10 +185,10 @@ class LocalCluster:
         self._log_seen[i] += end
         return False
 
-    def wait_ready(self, ids: Iterable[int], timeout: float = START_TIMEOUT) -> None:
+    def wait_ready(self, ids: Iterable[Key], timeout: float = START_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
         for i in ids:
-            r = self.config.replicas[i]
+            r = self.config.replicas[replica_of(i)]
             while not self.ready(i):
                 proc = self.procs[i]
                 if proc.poll() is not None:
@@ -175,7 +203,7 @@ class LocalCluster:
                     )
                 time.sleep(READY_POLL)
 
-    def stderr_tail(self, i: int) -> str:
+    def stderr_tail(self, i: Key) -> str:
         """The end of what replica `i` logged since it was last spawned."""
         try:
             with open(self.log_path(i), "rb") as fh:
@@ -185,17 +213,17 @@ class LocalCluster:
         except OSError:
             return ""
 
-    def alive(self) -> list[int]:
+    def alive(self) -> list[Key]:
         return [i for i, p in self.procs.items() if p.poll() is None]
 
-    def kill(self, i: int) -> None:
+    def kill(self, i: Key) -> None:
         """Crash replica `i` (SIGKILL), as a fault."""
         proc = self.procs.get(i)
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
 
-    def stop_replica(self, i: int, grace: float = STOP_GRACE) -> None:
+    def stop_replica(self, i: Key, grace: float = STOP_GRACE) -> None:
         proc = self.procs.get(i)
         if proc is None:
             return

@@ -14,12 +14,26 @@ A crash with `on = "checkpoint" | "transfer" | "installed" | "view-change" | "ne
 triggered by the replica's own event: from `at_ms` on, its log (level info) is watched for
 the line that event writes, and the replica is killed right then, restarted `down_ms`
 later, `times` times; the result lists every kill and restart (`crashes`). At the end,
-live correct replicas must share one view within SETTLE_S (`view-agreement`, as in the
-simulator).
+live correct replicas must share one view within SETTLE_S (`view-agreement`; as in the
+simulator, not judged while a link fault that can keep them apart lasts the whole run).
 
-What cannot be done to real processes is reported, not failed: link faults (drop, delay,
-duplicate, reorder, partition, one-way) and twins need the simulated network, and Byzantine
-*clients* need the simulator's client hooks; each such entry is listed under `skipped`.
+Link faults (partition, one_way, drop, delay_ms/jitter_ms, reorder, duplicate, with their
+filters and windows) are applied by a layer at the sending side of every process
+(pbft.node.linkfaults): the runner writes a plan (the link faults, the seed, the twins'
+addresses) into the work directory, starts every replica with `--link-faults PLAN`, and
+once every replica listens fixes the epoch (scenario time 0, on the wall clock, EPOCH_LEAD_S
+ahead) in the plan, which the replicas read again until it is there; its own clients get
+the same plan. What the layers dropped, delayed, reordered and duplicated is added up at
+the end (`link_faults`, with the messages each entry acted on). A `twin` runs as a second
+process with the same identity on an extra port (`pbft replica --twin`); every sender's
+transport sends it what it sends that replica. A Byzantine client runs the scenario's
+client behaviour around the real client's core in this process (`Client.misbehave`), so
+its requests really go out over TLS; its operations are neither checked nor counted, and
+it is stopped when the correct clients are done.
+
+What still cannot be applied to real processes (`unapplied`: a crash of a twinned
+replica) is listed in the result's `incomplete`, and the verdict is INCOMPLETE (exit
+status 1), never PASS.
 
 The workload is built so that its results are checkable without the simulator's oracle:
 client `cI` owns its keys (`cI/k0`, `cI/k1`, ...), so the only writer of a key is one
@@ -46,6 +60,7 @@ from typing import Any
 import trio
 
 from ..errors import UsageError
+from ..node.linkfaults import FaultPlan, sum_stats, write_plan
 from ..sim.oracle import Violation
 from ..sim.result import ReplicaReport, RunResult
 from ..sim.scenario import ByzantineSpec, NetworkFault, Scenario
@@ -69,6 +84,11 @@ TRIGGER_LINES: dict[str, re.Pattern[bytes]] = {
 }
 """The text each trigger's event writes in the replica's log (pbft.node.node, level info)."""
 REAL_MIN_TICK_MS = 10
+ATTACKER_FAILED = re.compile(rb"the attacker failed \((\d+) so far\)")
+"""The line a replica process logs when its behaviour's hook raised (pbft.node.node)."""
+EPOCH_LEAD_S = 0.2
+"""The epoch is fixed this far ahead of when it is written, so every replica has read it
+(they poll the plan every 20 ms) before scenario time 0."""
 
 
 # -- the plan: what can be applied, and the workload -------------------------------------
@@ -96,18 +116,29 @@ def describe_fault(nf: NetworkFault) -> str:
     return " ".join(parts) + window
 
 
-def skipped_entries(s: Scenario) -> list[str]:
-    out = [
-        f"[[network]] {describe_fault(nf)}: skipped in --real mode (needs the simulated network)"
+def twins(s: Scenario) -> list[int]:
+    return sorted({nf.twin for nf in s.network if nf.twin is not None})
+
+
+def unapplied(s: Scenario) -> list[str]:
+    """The scenario's entries real processes cannot apply, one line each: a run with any
+    is INCOMPLETE. Everything else is applied: crashes (timed and triggered), replica and
+    client behaviours, link faults with their filters and windows, twins. A crash of a
+    twinned replica is not (which of its two processes, and the simulator restarts both
+    from their own stores at once)."""
+    twinned = set(twins(s))
+    return [
+        f"[[network]] crash of replica {nf.crash} {describe_crash(nf)}: not applied on real "
+        f"processes (replica {nf.crash} has a twin)"
         for nf in s.network
-        if nf.crash is None
+        if nf.crash is not None and nf.crash in twinned
     ]
-    out += [
-        f"[[byzantine]] client {b.index} {b.behaviour}: skipped in --real mode (real clients are honest)"
-        for b in s.byzantine
-        if b.target == "client"
-    ]
-    return out
+
+
+def describe_crash(nf: NetworkFault) -> str:
+    if nf.on is not None:
+        return f"on {nf.on} from {nf.at_ms} ms"
+    return f"at {nf.at_ms} ms" + (f" until {nf.until_ms} ms" if nf.until_ms is not None else "")
 
 
 Op = tuple[str, bytes, bytes | None]  # ("put" | "get" | "delete", key, value)
@@ -173,19 +204,38 @@ class RealRun:
         self.out = out
         self.violations: list[Violation] = []
         self.completed = 0
-        timed = [nf for nf in scenario.network if nf.crash is not None and nf.on is None]
-        self.triggered = [nf for nf in scenario.network if nf.crash is not None and nf.on is not None]
+        self.twins = twins(scenario)
+        crashes = [nf for nf in scenario.network if nf.crash is not None and nf.crash not in self.twins]
+        timed = [nf for nf in crashes if nf.on is None]
+        self.triggered = [nf for nf in crashes if nf.on is not None]
+        self.link = [nf for nf in scenario.network if nf.is_link_fault]
+        self.plan: FaultPlan | None = None
+        """The link-fault plan the clients use (None: no link faults and no twins)."""
+        self.plan_path = ""
+        self.link_counts: dict[str, Any] = {}
         self.crashes = sorted(
             [(nf.at_ms, 0, nf.crash, False) for nf in timed]
             + [(nf.until_ms, 1, nf.crash, nf.amnesia) for nf in timed if nf.until_ms is not None]
         )
-        self.heal_ms = max((t for t, *_ in self.crashes), default=0)
+        self.heal_ms = max(
+            [t for t, *_ in self.crashes] + [nf.until_ms for nf in self.link if nf.until_ms is not None],
+            default=0,
+        )
         self.liveness_s = min(scenario.expect.liveness_ms / 1000, MAX_LIVENESS_S)
         self.byzantine = {b.index for b in scenario.byzantine if b.target == "replica"}
+        self.byz_clients = {b.node: b for b in scenario.byzantine if b.target == "client"}
+        self.attacker_failures: list[str] = []
+        self.attacker_failure_count = 0
+        from ..sim.simulation import never_healed
+
+        self.check_views = not never_healed(scenario) and not scenario.exceeds_fault_assumption()
+        """`view-agreement` is judged as in the simulator: not while a link fault that can
+        keep correct replicas apart lasts the whole run."""
         self.faulty = set(scenario.faulty_replicas())
         self.down: set[int] = set()
         self.workload_over: float | None = None  # when the clients finished
         self.crash_log: list[str] = []
+        self.applied: list[str] = []
         self.cluster: Any = None
         self.path = ""
         self.t0 = 0.0
@@ -257,7 +307,7 @@ class RealRun:
         from ..node.client import open_client
 
         model: dict[bytes, bytes] = {}
-        async with open_client(self.path, name) as client:
+        async with open_client(self.path, name, link_faults=self.plan) as client:
             for i, (kind, key, value) in enumerate(ops):
                 deadline = max(trio.current_time(), self.t0 + self.heal_ms / 1000) + self.liveness_s
                 with trio.move_on_at(deadline) as scope:
@@ -289,20 +339,95 @@ class RealRun:
                         f"value it put is {model.get(key)!r}",
                     )
 
+    async def run_byzantine_client(self, name: str, ops: list[Op]) -> None:
+        """The scenario's client behaviour around a real client's core: its requests go
+        out over TLS like any client's. Nothing it gets back is checked or counted; a
+        request that does not complete in time just ends its workload."""
+        from ..node.client import open_client
+
+        spec = self.byz_clients[name]
+        async with open_client(self.path, name, link_faults=self.plan) as client:
+            try:
+                client.misbehave(spec.behaviour, dict(spec.params), random.Random(f"{self.seed}/{name}"),
+                                 spec.base_dir)
+            except (ValueError, TypeError) as exc:
+                raise UsageError(f"{self.s.source or self.s.name}: client {name}: {exc}") from None
+            self.say(f"client {name} runs {spec.behaviour}")
+            try:
+                await self._byzantine_ops(name, client, ops)
+            finally:
+                self.applied.append(
+                    f"client {name} ran {spec.behaviour} on a real client: {client.sent} frames sent "
+                    f"over TLS for {len(ops)} operations"
+                )
+                self.attacker_failure_count += getattr(client.core, "failure_count", 0)
+                self.attacker_failures += [
+                    f"client {name}: {f.sentence()}" for f in getattr(client.core, "failures", [])
+                ]
+
+    async def _byzantine_ops(self, name: str, client, ops: list[Op]) -> None:
+        for kind, key, value in ops:
+            deadline = max(trio.current_time(), self.t0 + self.heal_ms / 1000) + self.liveness_s
+            with trio.move_on_at(deadline) as scope:
+                try:
+                    if kind == "put":
+                        assert value is not None
+                        await client.put(key, value)
+                    elif kind == "delete":
+                        await client.delete(key)
+                    else:
+                        await client.get(key)
+                except Exception as exc:  # noqa: BLE001 - its own lies may confuse it
+                    self.say(f"client {name}: {type(exc).__name__}: {exc}")
+                    return
+            if scope.cancelled_caught:
+                return
+
+    def check_client_behaviours(self, config) -> None:
+        """Build each client behaviour once around a throwaway core, so a bad parameter is
+        a UsageError (one sentence) before any process starts."""
+        from ..adversary import catalogue
+        from ..protocol.client import ClientCore
+        from ..protocol.crypto import KeyPair
+
+        for name, spec in self.byz_clients.items():
+            key = KeyPair.generate()
+            try:
+                catalogue.build(spec.behaviour, dict(spec.params), ClientCore(config, name, key), key,
+                                random.Random(0), config, target="client", base_dir=spec.base_dir)
+            except (ValueError, TypeError) as exc:
+                raise UsageError(f"{self.s.source or self.s.name}: client {name}: {exc}") from None
+
+    async def publish_epoch(self) -> None:
+        """Fix scenario time 0 (EPOCH_LEAD_S from now, on the wall clock) in the plan the
+        replicas read, and take it as this run's t0."""
+        lead = EPOCH_LEAD_S if self.plan is not None else 0.0
+        now = trio.current_time()
+        if self.plan is not None:
+            self.plan.epoch = time.time() + lead
+            write_plan(self.plan_path, self.plan)
+        self.t0 = now + lead
+        await trio.sleep_until(self.t0)
+
     async def statuses(self, observer) -> dict[int, Any]:
         return await observer.status(timeout=STATUS_TIMEOUT_S)
 
     async def main(self, plan: dict[str, list[Op]]) -> dict[int, Any]:
         from ..node.client import open_client
 
-        self.t0 = trio.current_time()
+        await self.publish_epoch()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.apply_crashes)
             for nf in self.triggered:
                 nursery.start_soon(self.apply_trigger, nf)
-            async with trio.open_nursery() as clients:
-                for name, ops in plan.items():
-                    clients.start_soon(self.run_client, name, ops)
+            async with trio.open_nursery() as byzantine:
+                async with trio.open_nursery() as clients:
+                    for name, ops in plan.items():
+                        if name in self.byz_clients:
+                            byzantine.start_soon(self.run_byzantine_client, name, ops)
+                        else:
+                            clients.start_soon(self.run_client, name, ops)
+                byzantine.cancel_scope.cancel()
             self.workload_over = trio.current_time()
             self.say(f"workload over: {self.completed} requests completed")
             # Crashes still scheduled after the workload are applied before the status.
@@ -310,7 +435,8 @@ class RealRun:
         async with open_client(self.path, OBSERVER) as observer:
             statuses = await self.statuses(observer)
             statuses = await self.wait_catch_up(observer, statuses, required=self.s.expect.catch_up)
-            statuses = await self.wait_one_view(observer, statuses)
+            if self.check_views:
+                statuses = await self.wait_one_view(observer, statuses)
         return statuses
 
     async def wait_one_view(self, observer, statuses: dict[int, Any]) -> dict[int, Any]:
@@ -378,12 +504,27 @@ class RealRun:
         workdir = tempfile.mkdtemp(prefix="pbft-scenario-")
         statuses: dict[int, Any] = {}
         tail: list[str] = []
+        stats_dir = os.path.join(workdir, "link-fault-counts")
         try:
+            ports = free_ports(s.n + len(self.twins))
+            replica_args: list[str] = []
+            if self.link or self.twins:
+                os.makedirs(stats_dir)
+                self.plan = FaultPlan(
+                    faults=tuple(self.link),
+                    seed=self.seed,
+                    clients=s.clients,
+                    twins={t: ("127.0.0.1", ports[s.n + k]) for k, t in enumerate(self.twins)},
+                    stats_dir=stats_dir,
+                )
+                self.plan_path = os.path.join(workdir, "link-faults.json")
+                write_plan(self.plan_path, self.plan)
+                replica_args = ["--link-faults", self.plan_path]
             self.path = generate_cluster(
                 workdir,
                 f=s.f,
                 clients=[*plan, OBSERVER],
-                ports=free_ports(s.n),
+                ports=ports[: s.n],
                 cluster_id="scenario",
                 force=True,
                 **cluster_settings(s),
@@ -393,14 +534,18 @@ class RealRun:
             except ConfigError as exc:
                 raise UsageError(str(exc)) from None
             behaviours = {b.index: behaviour_arg(b, s.source) for b in s.byzantine if b.target == "replica"}
-            self.cluster = LocalCluster(self.path, config, behaviours=behaviours, log_dir=workdir)
+            self.check_client_behaviours(config)
+            self.cluster = LocalCluster(
+                self.path, config, behaviours=behaviours, log_dir=workdir, replica_args=replica_args,
+                twins=self.plan.twins if self.plan is not None else None,
+            )
             try:
                 self.cluster.start()
             except LaunchError as exc:
                 self.fail("exception", str(exc))
             else:
                 statuses = run_trio(self.main, plan)
-                for i, proc in sorted(self.cluster.procs.items()):
+                for i, proc in sorted(self.cluster.procs.items(), key=lambda kv: str(kv[0])):
                     if i not in self.down and proc.poll() is not None:
                         self.fail(
                             "exception",
@@ -408,10 +553,15 @@ class RealRun:
                             f"{self.cluster.stderr_tail(i)[-300:]}",
                         )
             if self.violations:
-                tail = [f"replica {i}: {self.cluster.stderr_tail(i)[-400:]}" for i in range(s.n)]
+                tail = [f"replica {i}: {self.cluster.stderr_tail(i)[-400:]}" for i in self.cluster.keys]
         finally:
             if self.cluster is not None:
                 self.cluster.stop()
+            if self.plan is not None:
+                self.link_counts = sum_stats(stats_dir, len(self.link))
+            if self.cluster is not None:
+                self.note_twins()
+                self.note_attacker_failures()
             shutil.rmtree(workdir, ignore_errors=True)
         return self.result(statuses, started, tail)
 
@@ -437,16 +587,61 @@ class RealRun:
             seed=self.seed,
             violations=self.violations,
             requests_completed=self.completed,
-            requests_total=s.clients * s.requests,
+            requests_total=(s.clients - len(self.byz_clients)) * s.requests,
             view_changes=vc,
             replicas=replicas,
             wall_ms=int((time.monotonic() - started) * 1000),
-            skipped=skipped_entries(s),
+            incomplete=unapplied(s),
+            link_faults=self.link_fault_report(),
             exceeds_fault_assumption=s.exceeds_fault_assumption(),
             real=True,
             trace_tail=tail,
+            applied=self.applied,
             crashes=self.crash_log,
+            attacker_failures=self.attacker_failures,
+            attacker_failure_count=self.attacker_failure_count,
         )
+
+
+    def note_attacker_failures(self) -> None:
+        """A Byzantine replica process logs each failure of its behaviour's hooks (the
+        attacker's bug, pbft.node.node: "the attacker failed (N so far): SENTENCE");
+        gather them, as the simulator does."""
+        for key in self.cluster.keys:
+            path = self.cluster.log_path(key)
+            if not os.path.exists(path):
+                continue
+            with open(path, "rb") as f:
+                lines = [ln.decode(errors="replace") for ln in f if ATTACKER_FAILED.search(ln)]
+            for line in lines:
+                sentence = line.split("so far): ", 1)[-1].strip()
+                if len(self.attacker_failures) < 20:
+                    self.attacker_failures.append(f"replica {key}: {sentence}")
+            if lines:
+                match = ATTACKER_FAILED.search(lines[-1].encode())
+                self.attacker_failure_count += int(match.group(1)) if match else len(lines)
+
+    def note_twins(self) -> None:
+        """One line per twin: its second process, where it listened, and its stop line
+        (which says how far it executed)."""
+        from .launcher import twin_key
+
+        for t in self.twins:
+            lines = [ln for ln in self.cluster.stderr_tail(twin_key(t)).splitlines() if "stopped" in ln]
+            said = lines[-1].split(": ", 1)[-1] if lines else "no stop line"
+            host, port = self.plan.twins[t]  # type: ignore[union-attr]
+            self.applied.append(f"replica {t}'s twin ran as a second process on {host}:{port}: {said}")
+
+    def link_fault_report(self) -> dict[str, Any]:
+        """What the link-fault layers of every process did, added up: dropped, delayed,
+        reordered, duplicated, and per [[network]] link-fault entry the messages it acted
+        on (empty without link faults)."""
+        if not self.link:
+            return {}
+        counts = dict(self.link_counts) or {"dropped": 0, "delayed": 0, "reordered": 0, "duplicated": 0}
+        per = counts.pop("per_fault", [0] * len(self.link))
+        counts["entries"] = [{"fault": describe_fault(nf), "messages": c} for nf, c in zip(self.link, per, strict=True)]
+        return counts
 
 
 def run_real(scenario: Scenario, seed: int | None = None, out=None) -> RunResult:
@@ -455,8 +650,18 @@ def run_real(scenario: Scenario, seed: int | None = None, out=None) -> RunResult
 
 def print_result(r: RunResult, out=None) -> None:
     out = out or sys.stdout
-    for line in r.skipped:
-        print(f"  {line}", file=out)
+    if r.incomplete:
+        n = len(r.incomplete)
+        print(f"  {n} scenario {'entry' if n == 1 else 'entries'} not applied (listed above): verdict INCOMPLETE", file=out)
+    if r.link_faults:
+        lf = r.link_faults
+        print(
+            f"  link faults applied: {lf['dropped']} dropped, {lf['delayed']} delayed, "
+            f"{lf['reordered']} reordered, {lf['duplicated']} duplicated",
+            file=out,
+        )
+        for e in lf["entries"]:
+            print(f"    [[network]] {e['fault']}: {e['messages']} messages", file=out)
     for rep in r.replicas:
         state = (
             f"view {rep.view}, executed {rep.last_executed}, stable {rep.stable_checkpoint}"
@@ -464,6 +669,8 @@ def print_result(r: RunResult, out=None) -> None:
             else "unreachable"
         )
         print(f"  replica {rep.id}{' (faulty)' if rep.byzantine else ''}: {state}", file=out)
+    for line in r.applied:
+        print(f"  {line}", file=out)
     for v in r.violations[:3]:
         print(f"  {v.check}: {v.detail}", file=out)
     if r.violations:

@@ -116,6 +116,32 @@ class Client:
         self._statuses: dict[int, Status] | None = None
         self._status_wake = trio.Event()
         self.rejected = 0
+        self.sent = 0
+        """Frames the core (or its behaviour) sent."""
+        self.link_faults: Any = None
+        """Testing only: a link-fault layer in front of the transport (pbft.node.linkfaults;
+        `open_client(link_faults=...)`)."""
+        self._every_tick = False
+        """A Byzantine client (testing only, `misbehave`) is ticked every tick."""
+
+    @property
+    def links(self) -> Any:
+        """What sends go through: the transport, or the link-fault layer in front of it."""
+        return self.transport if self.link_faults is None else self.link_faults
+
+    def misbehave(self, name: str, params: dict[str, Any], rng: random.Random, base_dir: str = "") -> None:
+        """Testing only (`pbft scenario run --real`): wrap this client's core in the client
+        behaviour `name` (pbft.adversary, built through its catalogue), so that what it
+        sends really goes out over TLS, and tick it every `tick_ms` as the simulator does
+        (a behaviour injects its traffic on ticks). ValueError or TypeError for a bad
+        parameter."""
+        from ..adversary import catalogue
+
+        self.core = catalogue.build(
+            name, params, self.core, self._key, rng, self.config, target="client", base_dir=base_dir
+        )
+        self._every_tick = True
+        self._timer_wake.set()
 
     # -- key-value API ------------------------------------------------------------------
 
@@ -238,8 +264,8 @@ class Client:
         self._statuses = {}
         try:
             for r in self.config.replica_ids():
-                self.transport.send(r, data)
-            self.transport.flush()
+                self.links.send(r, data)
+            self.links.flush()
             with trio.move_on_after(timeout):
                 while len(self._statuses) < self.config.n:
                     self._status_wake = trio.Event()
@@ -254,7 +280,8 @@ class Client:
         for a in actions:
             match a:
                 case Send(to, data):
-                    self.transport.send(to, data)
+                    self.links.send(to, data)
+                    self.sent += 1
                 case Completed(timestamp, result):
                     self._done[timestamp] = result
                     self._wake.set()
@@ -266,7 +293,7 @@ class Client:
                     log.debug("client %s rejected input from %r: %s %s", self.id, peer, reason.value, detail)
                 case _:
                     pass
-        self.transport.flush()
+        self.links.flush()
 
     def _on_status(self, peer, data: bytes) -> bool:
         """Handle a STATUS envelope; False if `data` is not one (give it to the core)."""
@@ -305,6 +332,10 @@ class Client:
         tick = self.config.tick_ms / 1000
         core = self.core
         while True:
+            if self._every_tick:
+                await trio.sleep(tick)
+                self._perform(self.core.step(TICK))
+                continue
             out = core.outstanding
             due = core.ticks_until_due()
             self._timer_wake = trio.Event()
@@ -358,13 +389,14 @@ class _Direct:
 
 @asynccontextmanager
 async def open_client(
-    cluster_file: str, client_id: str, *, timeout: float | None = None
+    cluster_file: str, client_id: str, *, timeout: float | None = None, link_faults: Any = None
 ) -> AsyncIterator[Client]:
     """`async with open_client("keys/demo/cluster.toml", "alice") as c: ...`
 
     A problem with the cluster file, the client's name or its key and certificate raises
     `pbft.ConfigError` (one sentence) before anything is dialled. `timeout` is None (wait
-    as long as it takes) or a positive number of seconds per call."""
+    as long as it takes) or a positive number of seconds per call. `link_faults` (testing
+    only): a pbft.node.linkfaults.FaultPlan whose link faults apply to what it sends."""
     from . import tls
     from .clusterfile import load_cluster, load_identity
 
@@ -386,11 +418,19 @@ async def open_client(
     )
     client = Client(config, client_id, identity.key, transport, timeout)
     transport.inbox = _Direct(client)
+    if link_faults is not None:
+        from .linkfaults import LinkFaults
+
+        for peer, (host, port) in link_faults.twins.items():
+            transport.add_twin(peer, host, port)
+        client.link_faults = LinkFaults(transport, client_id, link_faults)
     # The caller's exception is re-raised outside the nursery, so it arrives as itself
     # (e.g. TimeoutError), not wrapped in an ExceptionGroup.
     error: BaseException | None = None
     async with trio.open_nursery() as nursery:
         await nursery.start(transport.run)
+        if client.link_faults is not None:
+            await nursery.start(client.link_faults.run)
         nursery.start_soon(client._timer_loop)
         try:
             yield client

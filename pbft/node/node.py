@@ -54,6 +54,7 @@ from typing import Any
 
 import trio
 
+from ..adversary import broken as broken_cores
 from ..adversary import catalogue
 from ..errors import ConfigError, UsageError
 from ..protocol.config import ClusterConfig
@@ -188,10 +189,16 @@ class ReplicaNode:
         storage: Storage | None = None,
         metrics_address: tuple[str, int] | None = None,
         behaviour: str | None = None,
+        broken: str | None = None,
+        link_faults: Any = None,
+        twin: bool = False,
     ) -> None:
         self.config = config
         self.behaviour = behaviour
         """The Byzantine behaviour this replica runs (its --behaviour spec), else None."""
+        self.broken = broken
+        """The deliberately broken core it runs (--broken NAME), else None."""
+        self._attacker_failures_seen = 0
         self.stop_reason: str | None = None
         """Why the node is being stopped, for its stop line (`stop(reason)`)."""
         self.stop_reason_from: Callable[[], str | None] | None = None
@@ -215,6 +222,17 @@ class ReplicaNode:
             rng=rng,
             autoflush=False,  # perform() flushes once per batch of actions
         )
+        self.link_faults: Any = None
+        """Testing only (a pbft.node.linkfaults plan): the link-fault layer in front of the
+        transport (`links`)."""
+        if link_faults is not None:
+            from .linkfaults import LinkFaults
+
+            for peer, (host, port) in link_faults.twins.items():
+                self.transport.add_twin(peer, host, port)
+            if twin:
+                self.transport.listen_at = link_faults.twins[self.id]
+            self.link_faults = LinkFaults(self.transport, self.id, link_faults, instance=1 if twin else 0)
         self.rejected: Counter[tuple[Signer | None, str]] = Counter()
         self.evidence: list[Evidence] = []
         self.executed = 0
@@ -243,6 +261,11 @@ class ReplicaNode:
         self._inputs = 0
         """Inputs other than ticks stepped so far (the tick task's idle test)."""
         self._evidence_seen: set[tuple[int, str, bytes, bytes]] = set()
+
+    @property
+    def links(self) -> Any:
+        """What sends go through: the transport, or the link-fault layer in front of it."""
+        return self.transport if self.link_faults is None else self.link_faults
 
     @property
     def port(self) -> int | None:
@@ -277,6 +300,8 @@ class ReplicaNode:
                         )
                     if self.commits is not None and self.commits.pipelined:
                         nursery.start_soon(self.commits.run)
+                    if self.link_faults is not None:
+                        await nursery.start(self.link_faults.run)
                     nursery.start_soon(self._tick_loop)
                     nursery.start_soon(self._step_loop)
                     self._log_started()
@@ -304,10 +329,16 @@ class ReplicaNode:
             text += (" -- BYZANTINE: it runs the behaviour %s and misbehaves on purpose; "
                      "remove --behaviour to run it honestly")
             args.append(self.behaviour)
+        if self.broken is not None:
+            level = logging.WARNING
+            text += (" -- BROKEN CORE: it runs %s, which breaks one protocol rule on purpose; "
+                     "remove --broken to run it correctly")
+            args.append(self.broken)
         lifecycle.log(level, text, *args, extra={
             "event": "replica-started", "replica": self.id,
             "fields": {"address": address, "view": core.view, "last_executed": core.last_executed,
-                       "data": data, "behaviour": self.behaviour, "pid": os.getpid()},
+                       "data": data, "behaviour": self.behaviour, "broken": self.broken,
+                       "pid": os.getpid()},
         })
 
     def _log_stopped(self, crash: BaseException | None) -> None:
@@ -405,6 +436,12 @@ class ReplicaNode:
             self.links_since = time.monotonic()
 
     def _step(self, event) -> Ready:
+        ready = self._step_core(event)
+        if self.behaviour is not None:
+            self._note_attacker_failures()
+        return ready
+
+    def _step_core(self, event) -> Ready:
         if event is TICK:
             self._tick_queued = False
             owed, self._ticks_owed = self._ticks_owed, 0
@@ -416,6 +453,21 @@ class ReplicaNode:
             self._inbox.taken(event)
             self.metrics.on_received(event.data)
         return self.replica.step(event)
+
+    def _note_attacker_failures(self) -> None:
+        """A behaviour's hook raised (adversary.base): log it, the attacker's failure and
+        no protocol's, with the sentence naming the file and line. The first few are
+        logged word for word, then every hundredth."""
+        count = getattr(self.replica, "failure_count", 0)
+        seen = self._attacker_failures_seen
+        if count <= seen:
+            return
+        self._attacker_failures_seen = count
+        failures = self.replica.failures
+        for i in range(seen, count):
+            if i < len(failures) or (i + 1) % 100 == 0:
+                sentence = failures[min(i, len(failures) - 1)].sentence()
+                log.error("replica %d: the attacker failed (%d so far): %s", self.id, i + 1, sentence)
 
     async def _step_loop(self) -> None:
         recv = self._recv
@@ -457,7 +509,7 @@ class ReplicaNode:
 
     def perform(self, actions: Sequence[Action]) -> None:
         """Carry out the core's actions, in order."""
-        t = self.transport
+        t = self.links
         m = self.metrics
         for a in actions:
             match a:
@@ -466,7 +518,7 @@ class ReplicaNode:
                     m.on_sent(data)
                 case Broadcast(data):
                     t.broadcast(data)
-                    m.on_sent(data, len(t.outboxes))
+                    m.on_sent(data, len(self.transport.outboxes))
                 case SendClient(client, data):
                     t.send_client(client, data)
                     m.on_sent(data)
@@ -564,20 +616,30 @@ def build_node(
     config: ClusterConfig,
     identity,
     replica_id: int,
-    behaviour: str | None = None,
+    behaviour: catalogue.BehaviourSpec | str | None = None,
     storage: Storage | None = None,
     metrics_address: tuple[str, int] | None = None,
+    broken: str | None = None,
+    link_faults: Any = None,
+    twin: bool = False,
 ):
-    """A ReplicaNode for `replica_id` with the default key-value service; it recovers from
+    """A ReplicaNode for `replica_id` with the default key-value service (the core is the
+    deliberately broken one called `broken`, if given: pbft.adversary.broken); it recovers from
     and writes to `storage` if given (the caller closes the storage after `run`), and
     serves Prometheus metrics on `metrics_address` (HOST, PORT) if given."""
     from . import tls
 
-    core: Any = Replica(config, replica_id, identity.key, KeyValueStore())
+    replica_class = Replica if broken is None else broken_cores.lookup(broken)
+    core: Any = replica_class(config, replica_id, identity.key, KeyValueStore())
+    if broken is not None:
+        core.behaviour_label = f"broken:{broken}"  # `pbft status` shows it
+    label = None
     if behaviour is not None:
-        name, params = catalogue.parse_spec(behaviour)
+        spec = catalogue.BehaviourSpec.parse(behaviour) if isinstance(behaviour, str) else behaviour
+        label = spec.label()
         try:
-            core = catalogue.build(name, params, core, identity.key, random.Random())
+            core = catalogue.build(spec.ref, spec.params, core, identity.key, random.Random(),
+                                   base_dir=spec.base_dir)
         except (ValueError, TypeError) as exc:
             raise UsageError(str(exc)) from None
     return ReplicaNode(
@@ -588,7 +650,10 @@ def build_node(
         identify=functools.partial(tls.peer_id, config),
         storage=storage,
         metrics_address=metrics_address,
-        behaviour=behaviour,
+        behaviour=label,
+        broken=broken,
+        link_faults=link_faults,
+        twin=twin,
     )
 
 
@@ -596,11 +661,15 @@ async def run_replica(
     cluster_path: str,
     replica_id: int,
     *,
-    behaviour: str | None = None,
+    behaviour: catalogue.BehaviourSpec | str | None = None,
     data: str | None = None,
     metrics: str | None = None,
     accept_rollback: bool = False,
     stop_reason=None,
+    broken: str | None = None,
+    link_faults: str | None = None,
+    fault_epoch: float | None = None,
+    twin: bool = False,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> str | None:
     """Load the cluster file, this replica's identity and its data directory (`data`, by
@@ -611,10 +680,22 @@ async def run_replica(
     (the operator restored an older copy on purpose; see pbft.node.storage).
     `stop_reason`: a callable that says, once the replica is cancelled, why (for its stop
     line: "SIGTERM received"); None says "cancelled".
+    `link_faults`, `fault_epoch`, `twin`: testing only (pbft.node.linkfaults): apply the
+    link faults of that plan file to everything sent, from that epoch (else the plan's);
+    `twin`: run as the second process of a twinned replica, on the plan's extra address.
     Returns None, or why the replica stopped on its own (a storage failure)."""
     from .clusterfile import load_replica
     from .metrics import parse_hostport
 
+    plan = None
+    if link_faults is not None:
+        from .linkfaults import load_plan
+
+        plan = load_plan(link_faults, fault_epoch)
+        if twin and replica_id not in plan.twins:
+            raise UsageError(f"--twin: {link_faults} names no twin address for replica {replica_id}.")
+    elif twin or fault_epoch is not None:
+        raise UsageError("--twin and --fault-epoch need --link-faults.")
     try:
         files = load_replica(cluster_path, replica_id)
         config = files.config
@@ -631,7 +712,10 @@ async def run_replica(
         raise UsageError(str(exc)) from None
     me = config.replicas[replica_id]
     try:
-        node = build_node(config, files.identity, replica_id, behaviour, storage, metrics_address)
+        node = build_node(
+            config, files.identity, replica_id, behaviour, storage, metrics_address,
+            broken=broken, link_faults=plan, twin=twin,
+        )
         if stop_reason is not None:
             node.stop_reason_from = stop_reason
         await node.run(task_status=task_status)

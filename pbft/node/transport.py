@@ -832,6 +832,20 @@ class Transport:
         """Replica -> when our current outbound link to it completed its handshake."""
         self._unknown_warned: dict[tuple[str, str], float] = {}
         """(certificate subject, peer host) -> when last warned about (bounded)."""
+        self.twins: dict[int, tuple[str, int, Outbox]] = {}
+        """Replica -> the extra address of its twin and the outbox for it (testing only:
+        pbft.node.linkfaults, `add_twin`)."""
+        self.listen_at: tuple[str, int] | None = None
+        """Listen here instead of this replica's configured address (a twin's second
+        process, testing only)."""
+
+    def add_twin(self, peer: int, host: str, port: int) -> None:
+        """Testing only (`pbft scenario run --real` with a `twin`): replica `peer` runs as
+        two processes with one identity, the second listening on host:port. Dial it too
+        and send it everything sent to `peer`, as the simulator delivers every message to
+        both instances. Call before `run`."""
+        if peer != self.me and peer in self.outboxes:
+            self.twins[peer] = (host, port, Outbox(dirty=self._dirty))
 
     # -- sending (synchronous: queue and return) ----------------------------------------
 
@@ -840,7 +854,12 @@ class Transport:
         if box is None:
             self.counters["send-unknown-replica"] += 1
             return False
-        if not box.put(codec.frame(body)):
+        framed = codec.frame(body)
+        if self.twins:
+            twin = self.twins.get(to)
+            if twin is not None and not twin[2].put(framed):
+                self.counters["dropped-queue-full"] += 1
+        if not box.put(framed):
             self.counters["dropped-queue-full"] += 1
             return False
         return True
@@ -848,6 +867,9 @@ class Transport:
     def broadcast(self, body: bytes) -> None:
         framed = codec.frame(body)
         for box in self.outboxes.values():
+            if not box.put(framed):
+                self.counters["dropped-queue-full"] += 1
+        for _, _, box in self.twins.values():
             if not box.put(framed):
                 self.counters["dropped-queue-full"] += 1
 
@@ -935,7 +957,8 @@ class Transport:
         """Open this replica's listening socket. Call it outside any nursery so a bind
         failure (e.g. EADDRINUSE) arrives as a plain OSError."""
         me = self.config.replicas[self.me]
-        listeners = await trio.open_tcp_listeners(me.port, host=me.host)
+        host, port = self.listen_at or (me.host, me.port)
+        listeners = await trio.open_tcp_listeners(port, host=host)
         self.listen_port = listeners[0].socket.getsockname()[1]
         return listeners
 
@@ -953,11 +976,15 @@ class Transport:
             for r in self.config.replicas:
                 if r.id != self.me:
                     nursery.start_soon(self._dial_forever, r.id, r.host, r.port)
+            for peer, (host, port, box) in self.twins.items():
+                nursery.start_soon(self._dial_forever, peer, host, port, box)
             task_status.started()
 
-    async def _dial_forever(self, peer: int, host: str, port: int) -> None:
+    async def _dial_forever(self, peer: int, host: str, port: int, box: Outbox | None = None) -> None:
         backoff = BACKOFF_MIN
-        box = self.outboxes[peer]
+        twin = box is not None
+        if box is None:
+            box = self.outboxes[peer]
         address = f"{host}:{port}"
         while True:
             stream: TLSLink | None = None
@@ -977,22 +1004,26 @@ class Transport:
                     log.warning("replica %s at %s:%d presented the identity %r", peer, host, port, who)
                 else:
                     backoff = BACKOFF_MIN
-                    self.connected.add(peer)
-                    self._up_since[peer] = linked_at
-                    log.debug("connected to replica %s", peer)
+                    if not twin:
+                        self.connected.add(peer)
+                        self._up_since[peer] = linked_at
+                    log.debug("connected to replica %s%s", peer, " (its twin)" if twin else "")
                     ended = await self._run_link(stream, who, box)
-                    self._note_failure(peer, address, stage, ended, linked_at)
+                    if not twin:
+                        self._note_failure(peer, address, stage, ended, linked_at)
             except _LINK_ERRORS as exc:
                 self.counters[stage] += 1
-                self._note_failure(peer, address, stage, exc, linked_at)
+                if not twin:
+                    self._note_failure(peer, address, stage, exc, linked_at)
                 log.debug("link to replica %s: %s", peer, _why(exc))
             except Exception:
                 # Our bug, not the peer's: log it loudly, but keep the other links up.
                 self.counters["internal-error"] += 1
                 log.exception("link to replica %s failed unexpectedly", peer)
             finally:
-                self.connected.discard(peer)
-                self._up_since.pop(peer, None)
+                if not twin:
+                    self.connected.discard(peer)
+                    self._up_since.pop(peer, None)
                 if stream is not None:
                     await _close(stream)
             delay = backoff * (0.5 + self.rng.random() / 2)

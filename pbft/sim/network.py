@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from ..protocol import codec
 from ..protocol.messages import MsgType, envelope_from_bytes
@@ -41,7 +42,7 @@ def classify(data: bytes) -> tuple[str, int | None, int | None]:
     return kind, view, seq
 
 
-def _matches(nf: NetworkFault, src: Node, dst: Node, info: tuple) -> bool:
+def matches(nf: NetworkFault, src: Node, dst: Node, info: tuple) -> bool:
     kind, view, seq = info
     return (
         (not nf.from_ or src in nf.from_)
@@ -75,35 +76,72 @@ class Network:
     def transit(self, now: int, src: Node, dst: Node, data: bytes = b"") -> list[int]:
         rng = self.rng
         delay = rng.randint(*BASE_DELAY_MS)
-        copies = 1
-        info = None
-        for nf, groups in zip(self.faults, self._groups, strict=True):
-            if not nf.active(now):
-                continue
-            if nf.filtered:
-                if info is None:
-                    info = classify(data)
-                if not _matches(nf, src, dst, info):
-                    continue
-            if groups:
-                gs, gd = groups.get(src), groups.get(dst)
-                if gs is not None and gd is not None and gs != gd:
-                    self.dropped += 1
-                    return []
-            if nf.one_way is not None and nf.one_way == (src, dst):
-                self.dropped += 1
-                return []
-            if nf.drop and rng.random() < nf.drop:
-                self.dropped += 1
-                return []
-            if nf.delay_ms or nf.jitter_ms:
-                delay += nf.delay_ms + (rng.randint(0, nf.jitter_ms) if nf.jitter_ms else 0)
-            if nf.reorder and rng.random() < nf.reorder:
-                delay += rng.randint(0, nf.reorder_ms)
-            if nf.duplicate and rng.random() < nf.duplicate:
-                copies += 1
-        times = [now + delay]
-        for _ in range(copies - 1):
+        fate = link_fate(self.faults, self._groups, now, src, dst, data, rng)
+        if fate.dropped_by >= 0:
+            self.dropped += 1
+            return []
+        times = [now + delay + fate.delay]
+        for _ in range(fate.copies - 1):
             self.duplicated += 1
-            times.append(now + delay + rng.randint(0, DUPLICATE_GAP_MS))
+            times.append(now + delay + fate.delay + rng.randint(0, DUPLICATE_GAP_MS))
         return times
+
+
+@dataclass(slots=True)
+class Fate:
+    """What the active link faults do to one message (`link_fate`)."""
+
+    delay: int = 0  # extra delay, ms
+    copies: int = 1
+    dropped_by: int = -1  # index of the fault that dropped it; -1: not dropped
+    acted: list[int] = field(default_factory=list)  # faults that delayed, reordered or duplicated it
+    delayed: bool = False
+    reordered: bool = False
+
+
+def link_fate(
+    faults: Sequence[NetworkFault],
+    groups: Sequence[dict[Node, int]],
+    now: int,
+    src: Node,
+    dst: Node,
+    data: bytes,
+    rng: random.Random,
+) -> Fate:
+    """The link faults active at `now`, in scenario order, applied to one message from
+    `src` to `dst`: the simulator's network and the real processes' link-fault layer
+    (pbft.node.linkfaults) both decide by this, drawing `rng` the same way."""
+    fate = Fate()
+    info = None
+    for i, (nf, group) in enumerate(zip(faults, groups, strict=True)):
+        if not nf.active(now):
+            continue
+        if nf.filtered:
+            if info is None:
+                info = classify(data)
+            if not matches(nf, src, dst, info):
+                continue
+        if group:
+            gs, gd = group.get(src), group.get(dst)
+            if gs is not None and gd is not None and gs != gd:
+                fate.dropped_by = i
+                return fate
+        if nf.one_way is not None and nf.one_way == (src, dst):
+            fate.dropped_by = i
+            return fate
+        if nf.drop and rng.random() < nf.drop:
+            fate.dropped_by = i
+            return fate
+        acted = False
+        if nf.delay_ms or nf.jitter_ms:
+            fate.delay += nf.delay_ms + (rng.randint(0, nf.jitter_ms) if nf.jitter_ms else 0)
+            fate.delayed = acted = True
+        if nf.reorder and rng.random() < nf.reorder:
+            fate.delay += rng.randint(0, nf.reorder_ms)
+            fate.reordered = acted = True
+        if nf.duplicate and rng.random() < nf.duplicate:
+            fate.copies += 1
+            acted = True
+        if acted:
+            fate.acted.append(i)
+    return fate

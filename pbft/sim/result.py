@@ -4,6 +4,12 @@ One type for both (`pbft scenario run` and `pbft scenario run --real` print the 
 verdicts from it): the fields both runs have, plus those only one of them fills, each
 saying which. A real run has no trace digest (`trace_digest` None): processes, sockets
 and the operating system's scheduler are not deterministic.
+
+The verdict (`verdict`): FAIL when a check failed within the fault assumption;
+INCOMPLETE when a real run could not apply some entry of the scenario (`incomplete` lists
+them), so it did not run the attack it names and must never pass; EXCEEDS when more than
+f replicas are faulty (reported, not a protocol failure); else PASS. Only PASS and EXCEEDS
+exit 0.
 """
 
 from __future__ import annotations
@@ -53,14 +59,48 @@ class RunResult:
     """The simulator's: messages the network dropped."""
     wall_ms: int = 0
     """A real run's: how long it took."""
-    skipped: list[str] = field(default_factory=list)
-    """A real run's: scenario entries real processes cannot apply, each said once."""
+    incomplete: list[str] = field(default_factory=list)
+    """A real run's: scenario entries real processes could not apply, each said once
+    (any makes the verdict INCOMPLETE)."""
+    link_faults: dict[str, Any] = field(default_factory=dict)
+    """A real run's: what the link-fault layers did (dropped, delayed, reordered,
+    duplicated, and `entries`: per [[network]] link fault, the messages it acted on)."""
+    applied: list[str] = field(default_factory=list)
+    """A real run's: the twins' second processes and the Byzantine clients, one line each
+    saying what they did (a twin's last executed, frames a client sent)."""
     crashes: list[str] = field(default_factory=list)
     """A real run's: every kill and restart applied, in order, with when (s) and why."""
+    attacker_failures: list[str] = field(default_factory=list)
+    """A Byzantine behaviour's hook raised (first few, one sentence each): the attacker
+    failed, not the protocol, and the run tested less than the scenario says."""
+    attacker_failure_count: int = 0
 
     @property
     def passed(self) -> bool:
-        return not self.violations
+        """No protocol violation, and (a real run) every entry applied; an attacker's
+        failure is judged apart (`attacker_failed`)."""
+        return not self.violations and not self.incomplete
+
+    @property
+    def attacker_failed(self) -> bool:
+        return bool(self.attacker_failures or self.attacker_failure_count)
+
+    @property
+    def verdict(self) -> str:
+        """FAIL (a check failed, within the fault assumption), INCOMPLETE (a real run could
+        not apply part of its scenario), ATTACKER-FAILED (a behaviour's script raised: the
+        run tested less than it says, which is no protocol violation), EXCEEDS (more
+        faulty replicas than f: reported, never a protocol failure) or PASS. The first
+        three exit 1."""
+        if self.violations and not self.exceeds_fault_assumption:
+            return "FAIL"
+        if self.incomplete:
+            return "INCOMPLETE"
+        if self.attacker_failed:
+            return "ATTACKER-FAILED"
+        if self.exceeds_fault_assumption:
+            return "EXCEEDS"
+        return "PASS"
 
 
 def result_json(r: RunResult) -> dict[str, Any]:
@@ -69,15 +109,21 @@ def result_json(r: RunResult) -> dict[str, Any]:
     if r.real:
         out["mode"] = "real"
     out.update(
+        verdict=r.verdict,
         passed=r.passed,
         exceeds_fault_assumption=r.exceeds_fault_assumption,
         violations=[{"check": v.check, "detail": v.detail} for v in r.violations],
         requests_completed=r.requests_completed,
         requests_total=r.requests_total,
         view_changes=r.view_changes,
+        attacker_failures=r.attacker_failures,
+        attacker_failure_count=r.attacker_failure_count,
     )
     if r.real:
-        out.update(wall_ms=r.wall_ms, trace_digest=r.trace_digest, skipped=r.skipped, crashes=r.crashes)
+        out.update(
+            wall_ms=r.wall_ms, trace_digest=r.trace_digest, incomplete=r.incomplete,
+            link_faults=r.link_faults, applied=r.applied, crashes=r.crashes,
+        )
     else:
         out.update(virtual_ms=r.virtual_ms, messages_delivered=r.delivered, trace_digest=r.trace_digest)
     out["replicas"] = [_replica_json(rep, r.real) for rep in r.replicas]

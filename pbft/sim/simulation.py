@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..adversary import catalogue
+from ..adversary.base import failure_of
 from ..errors import UsageError
 from ..protocol.client import ClientCore
 from ..protocol.config import ClientInfo, ClusterConfig, ReplicaInfo
@@ -169,6 +170,7 @@ class Instance:
     store: Store = field(default_factory=dict)
     unsynced: Undo = field(default_factory=list)
     """Changes to `store` a crash may still lose (see the module docstring)."""
+    failures_seen: int = 0  # of a Byzantine node's behaviour failures, already reported
 
 
 @dataclass(slots=True)
@@ -181,6 +183,7 @@ class ClientState:
     done: int = 0
     since: int | None = None  # submit time of the outstanding workload request
     timestamps: set[int] = field(default_factory=set)
+    failures_seen: int = 0
 
 
 def build_config(scenario: Scenario, seed: int) -> tuple[ClusterConfig, list[KeyPair], dict[str, KeyPair]]:
@@ -278,6 +281,8 @@ class Simulation:
         self.restarts = 0
         self.replicas: dict[int, list[Instance]] = {i: [] for i in range(cfg.n)}
         self._behaviour_rng = random.Random(self.rng.getrandbits(64))
+        self.attacker_failures: list[str] = []
+        self.attacker_failure_count = 0
         for i in range(cfg.n):
             self.replicas[i].append(self._new_instance(i))
             if i in self.twins:
@@ -319,6 +324,11 @@ class Simulation:
             byz = catalogue.build(spec.behaviour, spec.params, core, self.keys[rid], rng, base_dir=spec.base_dir)
         except (ValueError, TypeError) as exc:
             raise UsageError(f"{self.scenario.source or self.scenario.name}: replica {rid}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - a user's __init__ or setup() that raises
+            failure = failure_of(spec.behaviour, "setup", exc)
+            raise UsageError(
+                f"{self.scenario.source or self.scenario.name}: replica {rid}: {failure.sentence()} while being built."
+            ) from None
         return Instance(byz, False, inc, epoch, store)
 
     def _new_client(self, name: str, key: KeyPair) -> ClientState:
@@ -345,6 +355,11 @@ class Simulation:
                 )
             except (ValueError, TypeError) as exc:
                 raise UsageError(f"{self.scenario.source or self.scenario.name}: client {name}: {exc}") from None
+            except Exception as exc:  # noqa: BLE001
+                failure = failure_of(spec.behaviour, "setup", exc)
+                raise UsageError(
+                    f"{self.scenario.source or self.scenario.name}: client {name}: {failure.sentence()} while being built."
+                ) from None
         return ClientState(name, core, driver, ops, spec is None)
 
     # -- the event queue ------------------------------------------------------------------
@@ -440,7 +455,21 @@ class Simulation:
                         self._push(self.now + self.rng.randint(0, 3), SUBMIT, cs.name)
 
     def _client_step(self, cs: ClientState, event: Any) -> list:
-        return cs.driver.step(event)
+        out = cs.driver.step(event)
+        if not cs.correct:
+            cs.failures_seen = self._note_failures(cs.driver, cs.failures_seen)
+        return out
+
+    def _note_failures(self, node: Any, seen: int) -> int:
+        """Report what a behaviour's hooks raised since `seen`: the attacker's failures,
+        kept apart from the oracle's violations (an attack script's bug is no finding)."""
+        count = getattr(node, "failure_count", 0)
+        if count > seen:
+            for failure in node.failures[seen:]:
+                if len(self.attacker_failures) < 20:
+                    self.attacker_failures.append(f"at {self.now} ms: {failure.sentence()}")
+            self.attacker_failure_count += count - seen
+        return count
 
     # -- handlers -----------------------------------------------------------------------
 
@@ -467,6 +496,8 @@ class Simulation:
             who = "replica" if inst.correct else "Byzantine replica (behaviour bug?)"
             self.oracle.fail("exception", f"{who} {rid} raised {type(exc).__name__}: {exc}")
             return EMPTY
+        if not inst.correct:
+            inst.failures_seen = self._note_failures(inst.node, inst.failures_seen)
         if inst.correct and any(type(a) in (ViewChangeStarted, ViewInstalled) for a in actions):
             self._last_view_move = self.now  # its messages about it are still on the way
         return actions
@@ -705,6 +736,8 @@ class Simulation:
             dropped=self.network.dropped,
             exceeds_fault_assumption=self.scenario.exceeds_fault_assumption(),
             trace_tail=[render_event(e) for e in self._tail],
+            attacker_failures=list(self.attacker_failures),
+            attacker_failure_count=self.attacker_failure_count,
         )
 
 

@@ -48,10 +48,10 @@ def cluster(tmp_path):
 
 def test_resolve_binds_params_and_checks_them(cluster):
     assert resolve_behaviour(None, cluster, 1) is None
-    assert resolve_behaviour("double-vote", cluster, 1) == "double-vote"
-    token = resolve_behaviour("double-vote:leak=false", cluster, 1)
-    assert token == "double-vote:leak=False"
-    name, params = catalogue.parse_spec(token)
+    assert resolve_behaviour("double-vote", cluster, 1).label() == "double-vote"
+    spec = resolve_behaviour("double-vote:leak=false", cluster, 1)
+    assert spec.label() == "double-vote:leak=False"
+    name, params = catalogue.parse_spec(spec.label())
     assert catalogue.lookup(name).name == "double-vote" and params == {"leak": False}
     with pytest.raises(UsageError, match="true or false"):
         resolve_behaviour("double-vote:leak=maybe", cluster, 1)
@@ -64,8 +64,8 @@ def test_resolve_binds_params_and_checks_them(cluster):
 def test_scenario_file_entry_for_this_replica(cluster, tmp_path):
     path = tmp_path / "s.toml"
     path.write_text('[[byzantine]]\nreplica = 2\nbehaviour = "double-vote"\nleak = false\n')
-    token = resolve_behaviour(str(path), cluster, 2)
-    assert token is not None and token.startswith("double-vote:")
+    spec = resolve_behaviour(str(path), cluster, 2)
+    assert spec is not None and spec.ref == "double-vote" and spec.params == {"leak": False}
     with pytest.raises(UsageError, match="no \\[\\[byzantine\\]\\] entry for replica 1"):
         resolve_behaviour(str(path), cluster, 1)
     with pytest.raises(UsageError, match="no such scenario file"):

@@ -118,7 +118,7 @@ def test_cli_bad_file_exits_2(tmp_path, capsys):
     unknown = tmp_path / "unknown.toml"
     unknown.write_text("[[byzantine]]\nreplica = 1\nbehaviour = 'no-such-behaviour'\n")
     assert main(["scenario", "run", str(unknown)]) == 2
-    assert "unknown replica behaviour 'no-such-behaviour'" in capsys.readouterr().err
+    assert "[[byzantine]] #1: unknown behaviour no-such-behaviour" in capsys.readouterr().err
     assert main(["scenario", "run", "--real", str(bad)]) == 2
 
 
