@@ -228,7 +228,8 @@ class BehaviourSpec:
 
     def label(self) -> str:
         """How the running replica names it (logs, metrics, status)."""
-        return spec_text(loader.absolute(self.ref, self.base_dir) if is_ref(self.ref) else self.ref, self.params)
+        ref = loader.absolute(self.ref, self.base_dir) if is_ref(self.ref) else self.ref
+        return spec_text(ref or "rules", self.params)
 
 __all__ = [
     "CLIENT_REGISTRY",

@@ -56,7 +56,7 @@ def cmd_scenario_real(args) -> int:
     """`--real`: each file against a throwaway cluster of real processes, one at a time."""
     from ..cluster import realscenario
 
-    scenarios = [load_scenario(path) for path in args.files]
+    scenarios, _ = load_all(args)
     results = []
     failed = False
     for s in scenarios:
@@ -74,6 +74,8 @@ def cmd_scenario_real(args) -> int:
                 f"requests, {r.view_changes} view changes, {r.wall_ms / 1000:.2f} s"
             )
             print_attacker_failures(r)
+            if s.broken:
+                print(_broken_note(s.broken))
             realscenario.print_result(r)
     if args.json:
         print(json.dumps([result_json(r) for r in results], indent=2))
@@ -85,15 +87,21 @@ def _broken_note(name: str) -> str:
             "(pbft.adversary.broken); a FAIL shows the checks catch it")
 
 
-def cmd_scenario_run(args) -> int:
-    if args.real:
-        return cmd_scenario_real(args)
+def load_all(args) -> tuple[list, str | None]:
+    """The scenario files, each with `--broken NAME` applied if given."""
     broken = getattr(args, "broken", None)
     if broken is not None:
         check_broken(broken, "--broken")
     scenarios = [load_scenario(path) for path in args.files]
     if broken:
         scenarios = [replace(s, broken=broken) for s in scenarios]
+    return scenarios, broken
+
+
+def cmd_scenario_run(args) -> int:
+    if args.real:
+        return cmd_scenario_real(args)
+    scenarios, broken = load_all(args)
     # Build every simulation first: a bad behaviour parameter is reported before any run.
     sims = [Simulation(s, args.seed) for s in scenarios]
     results = []

@@ -88,6 +88,7 @@ class LocalCluster:
         extra_args: list[str] | None = None,
         data_root: str | None = None,
         replica_args: list[str] | None = None,
+        per_replica_args: dict[int, list[str]] | None = None,
         twins: dict[int, tuple[str, int]] | None = None,
     ) -> None:
         self.cluster_path = cluster_path
@@ -98,6 +99,8 @@ class LocalCluster:
         self.log_level = log_level
         self.extra_args = extra_args or []
         self.replica_args = replica_args or []
+        self.per_replica_args = per_replica_args or {}
+        """Options for some replicas only (`--broken NAME` for the correct ones)."""
         self.twins = dict(twins or {})
         self.keys: list[Key] = [*self.ids, *(twin_key(i) for i in self.twins)]
         """Every process: replica ids, and twin_key(i) for each twin's second process."""
@@ -124,6 +127,7 @@ class LocalCluster:
         if i in self.behaviours:
             cmd += ["--behaviour", self.behaviours[i]]
         cmd += self.replica_args
+        cmd += self.per_replica_args.get(i, [])
         if key != i:
             cmd.append("--twin")
         return cmd

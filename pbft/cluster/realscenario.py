@@ -537,6 +537,8 @@ class RealRun:
             self.check_client_behaviours(config)
             self.cluster = LocalCluster(
                 self.path, config, behaviours=behaviours, log_dir=workdir, replica_args=replica_args,
+                per_replica_args={i: ["--broken", s.broken] for i in range(s.n) if i not in self.faulty}
+                if s.broken else None,
                 twins=self.plan.twins if self.plan is not None else None,
             )
             try:

@@ -391,14 +391,13 @@ RULE_KEYS = rules.ALL_KEYS
 def check_broken(name: str, where: str) -> str:
     """`name` if it is a broken core of pbft.adversary.broken.BROKEN, else UsageError
     listing them (with a "did you mean")."""
-    from ..adversary.broken import BROKEN
+    from ..adversary import broken
 
-    if name in BROKEN:
-        return name
-    raise UsageError(
-        f"{where}: unknown broken core {name!r}{did_you_mean(name, list(BROKEN))}; "
-        f"broken cores are {', '.join(BROKEN)}."
-    )
+    try:
+        broken.lookup(name)
+    except UsageError as exc:
+        raise UsageError(f"{where}: {exc}") from None
+    return name
 
 
 def check_behaviours(s: Scenario) -> None:
