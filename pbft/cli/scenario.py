@@ -195,7 +195,14 @@ def cmd_fuzz(args) -> int:
         check_broken(broken, "--broken")
     behaviours = None
     if getattr(args, "behaviours", None):
-        behaviours = [b.strip() for b in args.behaviours.split(",") if b.strip()]
+        from ..adversary import catalogue, loader
+
+        # A user's file by its absolute path: the scenario file a failure prints replays
+        # from anywhere.
+        behaviours = [
+            loader.absolute(b) if catalogue.is_ref(b) else b
+            for b in (b.strip() for b in args.behaviours.split(",")) if b
+        ]
         for ref in behaviours:
             try:
                 lookup(ref, "replica")  # an unknown name or a user file that fails: one sentence

@@ -325,3 +325,29 @@ def test_scenario_list_describes_a_users_parameters(tmp_path, capsys):
     assert "client-replay (client)" in out
     assert main(["scenario", "list", "no-such"]) == 2
     assert "unknown behaviour no-such" in capsys.readouterr().err
+
+
+def test_fuzz_draws_a_users_behaviour(tmp_path, capsys, monkeypatch):
+    from pbft.cli.main import main
+    from pbft.sim.fuzz import random_scenario
+
+    write(tmp_path, "counting.py", COUNTING)
+    monkeypatch.chdir(tmp_path)
+    assert main(["fuzz", "--seeds", "6", "--start", "300", "--behaviours", "counting.py:Counting", "--json"]) == 0
+    assert '"runs": 6' in capsys.readouterr().out
+    drawn = {b.behaviour for seed in range(300, 306) for b in random_scenario(seed, behaviours=["x.py:C"]).byzantine
+             if b.target == "replica"}
+    assert drawn <= {"x.py:C"}
+
+
+def test_bench_takes_a_users_file_by_absolute_path(tmp_path, monkeypatch):
+    from pbft.cli.cluster import _absolute_behaviour, _check_args
+
+    write(tmp_path, "counting.py", COUNTING)
+    monkeypatch.chdir(tmp_path)
+    spec = _absolute_behaviour("counting.py:Counting:victim=2")
+    assert spec == f"{tmp_path}/counting.py:Counting:victim=2"
+    assert _absolute_behaviour("double-vote:leak=true") == "double-vote:leak=true"
+    _check_args(1, 4, 1.0, spec)
+    with pytest.raises(UsageError, match="no class Countin"):
+        _check_args(1, 4, 1.0, _absolute_behaviour("counting.py:Countin"))
