@@ -505,6 +505,7 @@ class RealRun:
         statuses: dict[int, Any] = {}
         tail: list[str] = []
         stats_dir = os.path.join(workdir, "link-fault-counts")
+        ran = False
         try:
             ports = free_ports(s.n + len(self.twins))
             replica_args: list[str] = []
@@ -547,6 +548,7 @@ class RealRun:
                 self.fail("exception", str(exc))
             else:
                 statuses = run_trio(self.main, plan)
+                ran = True
                 for i, proc in sorted(self.cluster.procs.items(), key=lambda kv: str(kv[0])):
                     if i not in self.down and proc.poll() is not None:
                         self.fail(
@@ -559,6 +561,10 @@ class RealRun:
         finally:
             if self.cluster is not None:
                 self.cluster.stop()
+                if ran:
+                    self.check_stores()
+                    if self.violations and not tail:
+                        tail = [f"replica {i}: {self.cluster.stderr_tail(i)[-400:]}" for i in self.cluster.keys]
             if self.plan is not None:
                 self.link_counts = sum_stats(stats_dir, len(self.link))
             if self.cluster is not None:
@@ -604,6 +610,21 @@ class RealRun:
             attacker_failure_count=self.attacker_failure_count,
         )
 
+
+    def check_stores(self) -> None:
+        """Compare what the correct replicas agreed, from their durable stores, now that
+        every process has stopped (pbft.cluster.realcheck: `agreement`,
+        `checkpoint-digests`, `prepared-uniqueness`). Twins and other faulty replicas are
+        not compared."""
+        from .realcheck import check_stores
+
+        dirs = {f"replica {i}": self.cluster.data_dir(i) for i in range(self.s.n) if i not in self.faulty}
+        found, notes = check_stores(dirs)
+        for note in notes:
+            if self.out is not None:
+                print(f"  {note}", file=self.out, flush=True)
+        for v in found:
+            self.fail(v.check, v.detail)
 
     def note_attacker_failures(self) -> None:
         """A Byzantine replica process logs each failure of its behaviour's hooks (the
