@@ -14,7 +14,10 @@ each correct replica's store (`storage.read_records`, read-only; every row decod
   latest stable checkpoint, its window jump, or a CHECKPOINT it signed and still holds)
   is the one every other replica holds for that seq;
 - `prepared-uniqueness`: no two correct replicas hold prepared certificates with
-  different digests for one (view, seq).
+  different digests for one (view, seq);
+- `agreement` within one store: every executed slot has its prepared certificate (the
+  core writes PREPARED with or before EXECUTED and truncates both together; a slot
+  executed without one was committed by a replica that was not prepared itself).
 
 The comparison (`summarise`, `compare`) is pure over decoded records; `check_stores` does
 the reading. Data that is missing (a store never created or emptied, a slot truncated at
@@ -54,6 +57,9 @@ class Agreed:
     """seq -> state digest: the stable checkpoint, a window jump, own CHECKPOINT votes."""
     stable: int | None = None
     """The latest stable checkpoint's seq (None: none recorded)."""
+    unprepared: list[tuple[int, int]] = field(default_factory=list)
+    """(view, seq) of executed slots with no prepared certificate of that view: a correct
+    replica writes PREPARED with or before EXECUTED and truncates them together."""
 
 
 def _message(envelope: bytes) -> object | None:
@@ -105,6 +111,8 @@ def summarise(name: str, records: list[DurableRecord]) -> Agreed:
             case WindowJump():
                 out.checkpoints[r.seq] = r.digest
     for seq, (view, old) in executed.items():
+        if not old and (view, seq) not in out.prepared:
+            out.unprepared.append((view, seq))
         d = (_pp_digest(old) if old else None) or out.prepared.get((view, seq)) \
             or proposals.get((view, seq)) or commits.get((view, seq))
         if d is not None:
@@ -120,6 +128,15 @@ def compare(replicas: list[Agreed]) -> list[Violation]:
     """The violations between every pair of correct replica processes (at most one per
     check and pair, the lowest seq)."""
     found: list[Violation] = []
+    for a in replicas:
+        if a.unprepared:
+            v, s = min(a.unprepared, key=lambda vs: vs[1])
+            found.append(Violation(
+                "agreement",
+                f"{a.name} executed seq {s} (view {v}) without a prepared certificate for it in "
+                f"its durable store ({len(a.unprepared)} such slot(s) in all): it committed "
+                "without being prepared itself",
+            ))
     for a, b in combinations(replicas, 2):
         both = sorted(s for s in a.executed.keys() & b.executed.keys() if a.executed[s] != b.executed[s])
         if both:

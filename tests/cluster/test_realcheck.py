@@ -65,7 +65,19 @@ def test_executed_digest_falls_back_to_the_accepted_pre_prepare_or_the_commit():
     r1 = summarise("replica 1", [AcceptedPrePrepare(0, 1, pp(0, 1, A)), ExecutedBatch(0, 1)])
     r2 = summarise("replica 2", [SignedVote("commit", 0, 1, env(Commit(0, 1, B), 2)), ExecutedBatch(0, 1)])
     assert (r1.executed, r2.executed) == ({1: A}, {1: B})
-    assert [v.check for v in compare([r1, r2])] == ["agreement"]
+    found = compare([r1, r2])
+    assert [v.check for v in found] == ["agreement"] * 3
+    assert "replica 1 executed seq 1 (view 0) without a prepared certificate" in found[0].detail
+    assert "replica 1 and replica 2 executed different batches at seq 1" in found[2].detail
+
+
+def test_an_executed_slot_without_its_prepared_certificate():
+    """The core writes PREPARED with or before EXECUTED: a slot executed without one was
+    committed unprepared (a certificate of another view does not count)."""
+    r1 = summarise("replica 1", [*executed(0, 1, A), PreparedCertificate(0, 2, pp(0, 2, A), ()), ExecutedBatch(1, 2)])
+    assert r1.unprepared == [(1, 2)]
+    found = compare([r1])
+    assert [v.check for v in found] == ["agreement"] and "seq 2 (view 1)" in found[0].detail
 
 
 def test_checkpoint_digest_mismatch():
@@ -97,12 +109,12 @@ def test_prepared_uniqueness():
 
 
 def test_missing_data_is_not_a_violation():
-    """Truncated slots, an executed slot with no digest anywhere, different stable
-    checkpoints, an empty store: nothing to compare, nothing reported."""
+    """Slots truncated at one replica only, different stable checkpoints, an empty
+    store: nothing to compare, nothing reported."""
     r1 = summarise("replica 1", [*executed(0, 9, A), stable(8, S1)])
-    r2 = summarise("replica 2", [ExecutedBatch(0, 9), stable(16, S2)])
+    r2 = summarise("replica 2", [stable(16, S2), *executed(0, 17, B)])
     r3 = summarise("replica 3", [])
-    assert r2.executed == {}
+    assert r2.executed == {17: B}
     assert compare([r1, r2, r3]) == []
     assert compare([]) == [] and compare([r1]) == []
 
