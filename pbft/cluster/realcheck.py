@@ -13,8 +13,10 @@ each correct replica's store (`storage.read_records`, read-only; every row decod
 - `checkpoint-digests`: a state digest one replica holds for a checkpoint seq (its
   latest stable checkpoint, its window jump, or a CHECKPOINT it signed and still holds)
   is the one every other replica holds for that seq;
-- `prepared-uniqueness`: no two correct replicas hold prepared certificates with
-  different digests for one (view, seq);
+- `prepared-uniqueness`: no two correct replicas prepared different digests for one
+  (view, seq): their PREPARED rows, and the prepared certificates their VIEW-CHANGEs
+  claim (inside the stored NEW-VIEW that installed a replica's view, or its own pending
+  VIEW-CHANGE), which outlive the truncated rows;
 - `agreement` within one store: every executed slot has its prepared certificate (the
   core writes PREPARED with or before EXECUTED and truncates both together; a slot
   executed without one was committed by a replica that was not prepared itself).
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field
 from itertools import combinations
 
 from ..protocol import codec
-from ..protocol.messages import Checkpoint, Commit, PrePrepare, decode_envelope
+from ..protocol.messages import Checkpoint, Commit, NewView, PrePrepare, ViewChange, decode_envelope
 from ..protocol.records import (
     AcceptedPrePrepare,
     DurableRecord,
@@ -39,6 +41,7 @@ from ..protocol.records import (
     PreparedCertificate,
     SignedVote,
     StableCheckpoint,
+    ViewState,
     WindowJump,
 )
 from ..sim.oracle import Violation
@@ -49,6 +52,8 @@ class Agreed:
     """What one replica process's store says it agreed."""
 
     name: str
+    replica: int | None = None
+    """The replica id (None: unknown; its VIEW-CHANGE claims are then not matched to it)."""
     executed: dict[int, bytes] = field(default_factory=dict)
     """seq -> batch digest of each executed slot still in the window (highest view)."""
     prepared: dict[tuple[int, int], bytes] = field(default_factory=dict)
@@ -57,6 +62,10 @@ class Agreed:
     """seq -> state digest: the stable checkpoint, a window jump, own CHECKPOINT votes."""
     stable: int | None = None
     """The latest stable checkpoint's seq (None: none recorded)."""
+    claimed: dict[int, dict[tuple[int, int], bytes]] = field(default_factory=dict)
+    """signer -> (view, seq) -> digest: the prepared certificates each VIEW-CHANGE held in
+    the store (the NEW-VIEW that installed its view, or its own pending VIEW-CHANGE)
+    says its signer had prepared; they outlive the truncated PREPARED rows."""
     unprepared: list[tuple[int, int]] = field(default_factory=list)
     """(view, seq) of executed slots with no prepared certificate of that view: a correct
     replica writes PREPARED with or before EXECUTED and truncates them together."""
@@ -74,9 +83,9 @@ def _pp_digest(envelope: bytes) -> bytes | None:
     return msg.digest if isinstance(msg, PrePrepare) else None
 
 
-def summarise(name: str, records: list[DurableRecord]) -> Agreed:
+def summarise(name: str, records: list[DurableRecord], replica: int | None = None) -> Agreed:
     """One store's records (in the order they were written) reduced to what it agreed."""
-    out = Agreed(name)
+    out = Agreed(name, replica)
     executed: dict[int, tuple[int, bytes]] = {}  # seq -> (view, old-format pre-prepare)
     proposals: dict[tuple[int, int], bytes] = {}  # accepted or signed pre-prepare digests
     commits: dict[tuple[int, int], bytes] = {}
@@ -110,6 +119,8 @@ def summarise(name: str, records: list[DurableRecord]) -> Agreed:
                 out.stable = r.seq
             case WindowJump():
                 out.checkpoints[r.seq] = r.digest
+            case ViewState():
+                _claims(out, r.message)
     for seq, (view, old) in executed.items():
         if not old and (view, seq) not in out.prepared:
             out.unprepared.append((view, seq))
@@ -118,6 +129,30 @@ def summarise(name: str, records: list[DurableRecord]) -> Agreed:
         if d is not None:
             out.executed[seq] = d
     return out
+
+
+def _claims(out: Agreed, message: bytes) -> None:
+    """The prepared certificates the VIEW-CHANGEs in a stored NEW-VIEW (or one stored
+    VIEW-CHANGE) claim, by signer. Certificates are not checked again here: the replica
+    checked them when it accepted the NEW-VIEW; only their PRE-PREPAREs' digests are read."""
+    if not message:
+        return
+    try:
+        env, msg = decode_envelope(message)
+    except (codec.CodecError, ValueError):
+        return
+    raws = msg.view_changes if isinstance(msg, NewView) else [message] if isinstance(msg, ViewChange) else []
+    for raw in raws:
+        try:
+            venv, vc = decode_envelope(raw)
+        except (codec.CodecError, ValueError):
+            continue
+        if not isinstance(vc, ViewChange) or not isinstance(venv.signer, int):
+            continue
+        for cert in vc.prepared:
+            pp = _message(cert[0]) if cert else None
+            if isinstance(pp, PrePrepare):
+                out.claimed.setdefault(venv.signer, {})[(pp.view, pp.seq)] = pp.digest
 
 
 def _short(d: bytes) -> str:
@@ -155,21 +190,38 @@ def compare(replicas: list[Agreed]) -> list[Violation]:
                 f"{a.name} and {b.name} hold different state digests for checkpoint {s} "
                 f"({_short(a.checkpoints[s])}... and {_short(b.checkpoints[s])}...; their durable stores)",
             ))
-        pre = sorted(k for k in a.prepared.keys() & b.prepared.keys() if a.prepared[k] != b.prepared[k])
-        if pre:
-            v, s = pre[0]
-            found.append(Violation(
-                "prepared-uniqueness",
-                f"{a.name} and {b.name} hold prepared certificates with different digests for "
-                f"view {v}, seq {s} ({_short(a.prepared[(v, s)])}... and {_short(b.prepared[(v, s)])}...; "
-                "their durable stores)",
-            ))
+    found.extend(_prepared_uniqueness(replicas))
     return found
 
 
-def check_stores(dirs: dict[str, str]) -> tuple[list[Violation], list[str]]:
-    """Read each named data directory (name -> path; the processes have stopped) and
-    compare them. Returns the violations and one note per store that could not be read
+def _prepared_uniqueness(replicas: list[Agreed]) -> list[Violation]:
+    """No two correct replicas prepared different digests for one (view, seq): from each
+    store's PREPARED rows, and from the prepared certificates the VIEW-CHANGEs of correct
+    replicas (kept in a stored NEW-VIEW) claim, which outlive those rows."""
+    correct = {a.replica for a in replicas if a.replica is not None}
+    by_slot: dict[tuple[int, int], dict[bytes, set[str]]] = {}
+    for a in replicas:
+        for slot, d in a.prepared.items():
+            by_slot.setdefault(slot, {}).setdefault(d, set()).add(a.name)
+        for signer, certs in a.claimed.items():
+            if signer in correct:
+                for slot, d in certs.items():
+                    by_slot.setdefault(slot, {}).setdefault(d, set()).add(f"replica {signer}")
+    split = sorted(slot for slot, ds in by_slot.items() if len(ds) > 1)
+    if not split:
+        return []
+    v, s = split[0]
+    shown = "; ".join(f"{', '.join(sorted(who))}: {_short(d)}..." for d, who in sorted(by_slot[(v, s)].items()))
+    return [Violation(
+        "prepared-uniqueness",
+        f"correct replicas prepared different digests for view {v}, seq {s} ({shown}; their "
+        f"durable stores and the VIEW-CHANGEs they signed, {len(split)} such slot(s) in all)",
+    )]
+
+
+def check_stores(dirs: dict[int, str]) -> tuple[list[Violation], list[str]]:
+    """Read each correct replica's data directory (id -> path; the processes have
+    stopped) and compare them. Returns the violations and one note per store that could not be read
     (missing or damaged: not a violation here, the replica's own start refuses it)."""
     from ..errors import ConfigError
     from ..node.storage import read_records
@@ -177,11 +229,12 @@ def check_stores(dirs: dict[str, str]) -> tuple[list[Violation], list[str]]:
 
     agreed: list[Agreed] = []
     notes: list[str] = []
-    for name, path in dirs.items():
+    for rid, path in dirs.items():
+        name = f"replica {rid}"
         try:
             records = [from_persist(p) for p in read_records(path)]
         except (ConfigError, DamagedRecord) as exc:
             notes.append(f"{name}: durable store not compared: {exc}")
             continue
-        agreed.append(summarise(name, records))
+        agreed.append(summarise(name, records, rid))
     return compare(agreed), notes

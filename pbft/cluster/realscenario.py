@@ -618,7 +618,7 @@ class RealRun:
         not compared."""
         from .realcheck import check_stores
 
-        dirs = {f"replica {i}": self.cluster.data_dir(i) for i in range(self.s.n) if i not in self.faulty}
+        dirs = {i: self.cluster.data_dir(i) for i in range(self.s.n) if i not in self.faulty}
         found, notes = check_stores(dirs)
         for note in notes:
             if self.out is not None:

@@ -8,13 +8,14 @@ from conftest import make_config
 from pbft.cluster.realcheck import check_stores, compare, summarise
 from pbft.node.storage import Storage
 from pbft.protocol.crypto import KeyPair, seal
-from pbft.protocol.messages import Checkpoint, Commit, PrePrepare
+from pbft.protocol.messages import Checkpoint, Commit, NewView, PrePrepare, ViewChange
 from pbft.protocol.records import (
     AcceptedPrePrepare,
     ExecutedBatch,
     PreparedCertificate,
     SignedVote,
     StableCheckpoint,
+    ViewState,
 )
 
 KEY = KeyPair.from_seed(b"realcheck")
@@ -108,6 +109,28 @@ def test_prepared_uniqueness():
     assert "view 0, seq 3" in found[0].detail
 
 
+def test_prepared_certificates_claimed_in_a_stored_new_view():
+    """The PREPARED rows of view 0 are gone (truncated), but the NEW-VIEW that installed
+    view 1 holds the VIEW-CHANGEs of replicas 1 and 2, which claim different digests
+    prepared for (0, 1). A faulty signer's claim (replica 0 is not compared) is ignored."""
+    def vc(signer: int, digest: bytes) -> bytes:
+        return env(ViewChange(1, 0, (), ((pp(0, 1, digest), ),)), signer)
+
+    def stored_new_view(*vcs: bytes) -> ViewState:
+        return ViewState(1, True, env(NewView(1, vcs, ()), 1))
+
+    r1 = summarise("replica 1", [stored_new_view(vc(1, A), vc(2, B), vc(0, A))], replica=1)
+    r2 = summarise("replica 2", [stored_new_view(vc(1, A), vc(2, B), vc(0, A))], replica=2)
+    assert r1.claimed == {0: {(0, 1): A}, 1: {(0, 1): A}, 2: {(0, 1): B}}
+    found = compare([r1, r2])
+    assert [v.check for v in found] == ["prepared-uniqueness"]
+    assert "replica 1: " in found[0].detail and "replica 2: " in found[0].detail
+    r3 = summarise("replica 3", [stored_new_view(vc(0, B), vc(2, A))], replica=3)
+    r4 = summarise("replica 4", [ViewState(1, False, vc(4, A))], replica=4)
+    assert r4.claimed == {4: {(0, 1): A}}
+    assert compare([r3, r4]) == []  # replica 2 is not among the compared: its claim is not judged
+
+
 def test_missing_data_is_not_a_violation():
     """Slots truncated at one replica only, different stable checkpoints, an empty
     store: nothing to compare, nothing reported."""
@@ -126,8 +149,8 @@ def test_check_stores_reads_data_directories_read_only(tmp_path):
         path = str(tmp_path / f"replica-{i}")
         with Storage.open(path, cfg, i, history_interval=None) as store:
             store.apply([r.to_persist() for r in executed(0, 1, digest)])
-        paths[f"replica {i}"] = path
-    paths["replica 3"] = str(tmp_path / "never-created")
+        paths[i] = path
+    paths[3] = str(tmp_path / "never-created")
     files = [tmp_path / d / f for d in ("replica-1", "replica-2") for f in ("pbft.sqlite3", "HISTORY")]
     before = [f.read_bytes() for f in files]
     found, notes = check_stores(paths)
@@ -136,5 +159,5 @@ def test_check_stores_reads_data_directories_read_only(tmp_path):
     # Read-only: SQLite may add its (empty) -wal and -shm files, but the database and the
     # history sidecar are as they were, and the replica opens its directory again.
     assert [f.read_bytes() for f in files] == before
-    with Storage.open(paths["replica 1"], cfg, 1, history_interval=None) as store:
+    with Storage.open(paths[1], cfg, 1, history_interval=None) as store:
         assert len(store.load()) == 2
