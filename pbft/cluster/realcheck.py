@@ -4,7 +4,8 @@ Theory of operation. `pbft scenario run --real` judges what clients saw; the sim
 oracle also compares what the correct replicas agreed. After a real run the replica
 processes are stopped and their data directories are still there, so this module reads
 each correct replica's store (`storage.read_records`, read-only; every row decoded by
-`pbft.protocol.records`) and compares them, two by two:
+`pbft.protocol.records`) and compares them. Faulty replicas, twins included (both their
+processes), are not compared: only what correct replicas agreed must match.
 
 - `agreement`: a sequence number both executed (its `executed` row is still in the log
   window: rows at or below the stable checkpoint are truncated) carries the same batch
@@ -160,8 +161,10 @@ def _short(d: bytes) -> str:
 
 
 def compare(replicas: list[Agreed]) -> list[Violation]:
-    """The violations between every pair of correct replica processes (at most one per
-    check and pair, the lowest seq)."""
+    """The violations among the correct replicas' stores: per store an executed slot
+    without its prepared certificate, per pair the lowest seq executed with different
+    digests and the lowest checkpoint with different state digests, and the lowest
+    (view, seq) prepared with different digests (each with how many there were)."""
     found: list[Violation] = []
     for a in replicas:
         if a.unprepared:

@@ -43,7 +43,10 @@ after a delete). Each request must complete within `liveness_ms` (capped at
 whichever is later. At the end the observer collects each replica's view, last executed
 sequence number and stable checkpoint; `view_changes` is the highest view of a correct
 replica, judged against `max_view_changes`. A replica process that exits on its own is a
-failure (`exception`). There is no trace: `trace_digest` is null.
+failure (`exception`). There is no trace: `trace_digest` is null. Once every process has
+stopped, what the correct replicas agreed is compared from their durable stores, read
+read-only before the work directory is removed (pbft.cluster.realcheck: `agreement`,
+`checkpoint-digests`, `prepared-uniqueness`).
 """
 
 from __future__ import annotations
