@@ -43,7 +43,10 @@ after a delete). Each request must complete within `liveness_ms` (capped at
 whichever is later. At the end the observer collects each replica's view, last executed
 sequence number and stable checkpoint; `view_changes` is the highest view of a correct
 replica, judged against `max_view_changes`. A replica process that exits on its own is a
-failure (`exception`). There is no trace: `trace_digest` is null.
+failure (`exception`). There is no trace: `trace_digest` is null. Once every process has
+stopped, what the correct replicas agreed is compared from their durable stores, read
+read-only before the work directory is removed (pbft.cluster.realcheck: `agreement`,
+`checkpoint-digests`, `prepared-uniqueness`).
 """
 
 from __future__ import annotations
@@ -505,6 +508,7 @@ class RealRun:
         statuses: dict[int, Any] = {}
         tail: list[str] = []
         stats_dir = os.path.join(workdir, "link-fault-counts")
+        ran = False
         try:
             ports = free_ports(s.n + len(self.twins))
             replica_args: list[str] = []
@@ -547,6 +551,7 @@ class RealRun:
                 self.fail("exception", str(exc))
             else:
                 statuses = run_trio(self.main, plan)
+                ran = True
                 for i, proc in sorted(self.cluster.procs.items(), key=lambda kv: str(kv[0])):
                     if i not in self.down and proc.poll() is not None:
                         self.fail(
@@ -559,6 +564,10 @@ class RealRun:
         finally:
             if self.cluster is not None:
                 self.cluster.stop()
+                if ran:
+                    self.check_stores()
+                    if self.violations and not tail:
+                        tail = [f"replica {i}: {self.cluster.stderr_tail(i)[-400:]}" for i in self.cluster.keys]
             if self.plan is not None:
                 self.link_counts = sum_stats(stats_dir, len(self.link))
             if self.cluster is not None:
@@ -604,6 +613,21 @@ class RealRun:
             attacker_failure_count=self.attacker_failure_count,
         )
 
+
+    def check_stores(self) -> None:
+        """Compare what the correct replicas agreed, from their durable stores, now that
+        every process has stopped (pbft.cluster.realcheck: `agreement`,
+        `checkpoint-digests`, `prepared-uniqueness`). Twins and other faulty replicas are
+        not compared."""
+        from .realcheck import check_stores
+
+        dirs = {i: self.cluster.data_dir(i) for i in range(self.s.n) if i not in self.faulty}
+        found, notes = check_stores(dirs)
+        for note in notes:
+            if self.out is not None:
+                print(f"  {note}", file=self.out, flush=True)
+        for v in found:
+            self.fail(v.check, v.detail)
 
     def note_attacker_failures(self) -> None:
         """A Byzantine replica process logs each failure of its behaviour's hooks (the

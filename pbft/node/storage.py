@@ -503,6 +503,37 @@ def read_evidence(db: sqlite3.Connection) -> list[tuple[int, str, bytes, bytes, 
     return [(c, k, bytes(a), bytes(b), t) for c, k, a, b, t in rows]
 
 
+def read_records(path: str) -> list[Persist]:
+    """Every record of the data directory `path`, in the order it was last written, read
+    without writing anything (the database opened read-only, no lock taken: for a
+    directory whose replica has stopped). ConfigError (one sentence) if there is no
+    database, it cannot be read, or a record does not match its checksum."""
+    file = os.path.join(path, DB_FILE)
+    if not os.path.isfile(file):
+        raise ConfigError(f"{path} is not a replica data directory (no {DB_FILE}).")
+    try:
+        db = sqlite3.connect(f"file:{os.path.abspath(file)}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise ConfigError(f"cannot open {file}: {exc}.") from None
+    try:
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        rows = db.execute("SELECT record, view, seq, tag, value, sum FROM records ORDER BY rowid").fetchall()
+    except sqlite3.Error as exc:
+        raise ConfigError(f"cannot read the records in {file}: {exc}.") from None
+    finally:
+        db.close()
+    out = []
+    for record, view, seq, tag, value, stored_sum in rows:
+        value = bytes(value)
+        if not isinstance(record, str) or not isinstance(tag, str) or stored_sum != record_sum(record, view, seq, tag, value):
+            raise ConfigError(f"the data directory {path} is damaged: its {record} record (view {view}, seq {seq}) does not match its checksum.")
+        try:
+            out.append(Persist(Record(record), seq, view, tag, value))
+        except ValueError:
+            raise ConfigError(f"the data directory {path} holds an unknown record kind {record!r}.") from None
+    return out
+
+
 def _lock(path: str, replica_id: int) -> int:
     fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
     try:
