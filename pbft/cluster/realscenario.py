@@ -167,6 +167,18 @@ def workload(s: Scenario, seed: int) -> dict[str, list[Op]]:
     return plan
 
 
+async def perform(client, kind: str, key: bytes, value: bytes | None) -> bytes | None:
+    """One workload operation on a real client; a get's result, else None."""
+    if kind == "put":
+        assert value is not None
+        await client.put(key, value)
+    elif kind == "delete":
+        await client.delete(key)
+    else:
+        return await client.get(key)
+    return None
+
+
 def behaviour_arg(spec: ByzantineSpec, source: str) -> str:
     """What `pbft replica --behaviour` gets: the scenario file when there is one (it holds
     the parameters as typed), else NAME:key=value,..."""
@@ -314,13 +326,7 @@ class RealRun:
             for i, (kind, key, value) in enumerate(ops):
                 deadline = max(trio.current_time(), self.t0 + self.heal_ms / 1000) + self.liveness_s
                 with trio.move_on_at(deadline) as scope:
-                    if kind == "put":
-                        assert value is not None
-                        await client.put(key, value)
-                    elif kind == "delete":
-                        await client.delete(key)
-                    else:
-                        got = await client.get(key)
+                    got = await perform(client, kind, key, value)
                 if scope.cancelled_caught:
                     if self.s.expect.all_requests_complete:
                         self.fail(
@@ -373,13 +379,7 @@ class RealRun:
             deadline = max(trio.current_time(), self.t0 + self.heal_ms / 1000) + self.liveness_s
             with trio.move_on_at(deadline) as scope:
                 try:
-                    if kind == "put":
-                        assert value is not None
-                        await client.put(key, value)
-                    elif kind == "delete":
-                        await client.delete(key)
-                    else:
-                        await client.get(key)
+                    await perform(client, kind, key, value)
                 except Exception as exc:  # noqa: BLE001 - its own lies may confuse it
                     self.say(f"client {name}: {type(exc).__name__}: {exc}")
                     return
