@@ -38,7 +38,7 @@ def run_real(name: str) -> dict:
     [
         ("real-silent-primary", 1, 2),
         ("real-wrong-digest-vote", 0, 0),
-        ("real-crash-restart", 0, 0),
+        ("real-crash-restart", 0, 1),
         ("real-crash-on-checkpoint", 0, 0),
     ],
 )
