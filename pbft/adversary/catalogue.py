@@ -92,6 +92,10 @@ def build(
         from .rules import build_with_rules
 
         return build_with_rules(name, params, core, key, rng, base_dir)
+    if params.get("rule") is not None:
+        from .client_rules import build_client_rules
+
+        return build_client_rules(name, params, core, key, rng, config, base_dir)
     cls = lookup(name, target, base_dir)
     if target == "client":
         return ByzantineClient(core, cls(core, key, dict(params), rng, config))

@@ -361,12 +361,12 @@ class RealRun:
                                  spec.base_dir)
             except (ValueError, TypeError) as exc:
                 raise UsageError(f"{self.s.source or self.s.name}: client {name}: {exc}") from None
-            self.say(f"client {name} runs {spec.behaviour}")
+            self.say(f"client {name} runs {spec.behaviour or 'rules'}")
             try:
                 await self._byzantine_ops(name, client, ops)
             finally:
                 self.applied.append(
-                    f"client {name} ran {spec.behaviour} on a real client: {client.sent} frames sent "
+                    f"client {name} ran {spec.behaviour or 'rules'} on a real client: {client.sent} frames sent "
                     f"over TLS for {len(ops)} operations"
                 )
                 self.attacker_failure_count += getattr(client.core, "failure_count", 0)

@@ -370,11 +370,16 @@ def _byzantine(t: object, n: int, clients: int, where: str, base_dir: str = "") 
                             f"{did_you_mean(extra, sorted(RULE_KEYS))}; a rule's keys go inside its"
                             " [[byzantine.rule]] table.")
         return ByzantineSpec("replica", rid, name, params, base_dir)
-    if has_rules:
-        raise _fail(where, "[[byzantine.rule]] tables are for replicas; a client entry needs a 'behaviour'.")
     c = t["client"]
     if type(c) is not int or not 0 <= c < clients:
         raise _fail(where, f"'client' must be a client index from 0 to {clients - 1}, not {c!r}.")
+    if has_rules:
+        from ..adversary.client_rules import parse_client_rules
+
+        try:
+            parse_client_rules(t["rule"], n, clients)
+        except rules.RuleError as exc:
+            raise _fail(f"{where} rule #{exc.index}", exc.text) from None
     return ByzantineSpec("client", c, name, params, base_dir)
 
 

@@ -169,10 +169,11 @@ def test_parameters_without_a_behaviour_are_refused():
         _scenario(_with_rule('action = "drop"', extra="seq_min = 3"))
 
 
-def test_rules_on_a_client_entry_are_refused():
+def test_a_client_entry_takes_only_rules_a_client_can_follow():
     text = HEAD.format(rid=0, extra="").replace("replica = 0", "client = 0") + '[[byzantine.rule]]\naction = "drop"\n'
-    with pytest.raises(UsageError, match="are for replicas"):
-        _scenario(text)
+    assert _scenario(text).byzantine[0].target == "client"  # tests/adversary/test_client_rules.py
+    with pytest.raises(UsageError, match="sends REQUESTs only"):
+        _scenario(text + 'kinds = ["PREPARE"]\n')
 
 
 def test_a_rule_layer_over_a_behaviour_reports_failures_in_one_place():

@@ -1,5 +1,6 @@
 """The issue's three rule scenarios (drop COMMITs from replica 2 to replica 1 for seq
-5-20; the primary equivocating PRE-PREPAREs to two halves; an old NEW-VIEW replayed) on
+5-20; the primary equivocating PRE-PREPAREs to two halves; an old NEW-VIEW replayed), and
+a client's rules, on
 real processes: the rules run inside the real Byzantine replica (loaded from the scenario
 file), the faults through the link-fault layer, and the verdict and the view changes
 that show the attack bit reach the simulator's."""
@@ -15,7 +16,7 @@ from pbft.sim.scenario import load_scenario
 from pbft.sim.simulation import Simulation
 
 SCENARIOS = Path(__file__).parents[1] / "scenarios"
-NAMES = ("rules-drop-commits", "rules-equivocate-pre-prepare", "rules-replay-old-new-view")
+NAMES = ("rules-drop-commits", "rules-equivocate-pre-prepare", "rules-replay-old-new-view", "rules-client")
 
 
 def test_rule_scenarios_get_the_simulators_verdict_on_real_processes():
