@@ -10,6 +10,10 @@ also when every client still sees its own writes.
 - byz-bad-digest-swap + no-digest-check: backups 2 and 3 execute another batch under the
   honest digest, so the executed digests agree but the state digests of checkpoint 8 do
   not (`checkpoint-digests`; clients see it only in some runs).
+- real-equivocate-long-window + weak-prepare-quorum: backups prepare on their own vote
+  for different halves' PRE-PREPAREs at seq 1; with a checkpoint interval longer than the
+  run nothing truncates their prepared certificates (`prepared-uniqueness`). With the
+  default interval a checkpoint deletes the evidence before the end and the run passes.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ HARD_TIMEOUT_S = 60
 CAUGHT = [
     ("byz-bad-new-view-replace", "new-view-not-recomputed", "agreement"),
     ("byz-bad-digest-swap", "no-digest-check", "checkpoint-digests"),
+    ("real-equivocate-long-window", "weak-prepare-quorum", "prepared-uniqueness"),
 ]
 
 
