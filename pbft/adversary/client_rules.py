@@ -83,14 +83,7 @@ class ClientRules(ClientBehaviour):
         return self.ticks * self.config.tick_ms
 
     def on_output(self, actions: list[Action]) -> list[Action]:
-        out: list[Action] = []
-        for a in actions:
-            req = self.own_request(a)
-            if req is None:
-                out.append(a)
-                continue
-            out.extend(self._apply(a, req))  # type: ignore[arg-type]
-        return out
+        return self.rewrite_requests(actions, self._apply)
 
     def on_tick(self) -> list[Action]:
         now = self.now_ms  # ByzantineClient counted this tick already

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from ..protocol import codec
@@ -73,6 +73,20 @@ class ClientBehaviour:
         if opened is None or not isinstance(opened[1], Request) or opened[0].signer != self.core.id:
             return None
         return opened[1]
+
+    def rewrite_requests(
+        self, actions: list[Action], rewrite: Callable[[Send, Request], list[Action]]
+    ) -> list[Action]:
+        """`actions` with each Send of one of this client's requests replaced by what
+        `rewrite(send, request)` returns; everything else as it was."""
+        out: list[Action] = []
+        for a in actions:
+            req = self.own_request(a)
+            if req is None:
+                out.append(a)
+            else:
+                out.extend(rewrite(a, req))  # type: ignore[arg-type]
+        return out
 
     def to_all(self, data: bytes) -> list[Action]:
         return [Send(r, data) for r in self.config.replica_ids()]
@@ -139,21 +153,16 @@ class ClientEquivocate(ClientBehaviour):
         self.variants: dict[int, bytes] = {}
 
     def on_output(self, actions: list[Action]) -> list[Action]:
-        out: list[Action] = []
-        for a in actions:
-            req = self.own_request(a)
-            if req is None:
-                out.append(a)
-                continue
-            other = self.variants.get(req.timestamp)
-            if other is None:
-                op = codec.encode(["put", b"client-equivocate", str(req.timestamp).encode()])
-                other = self.sign(Request(op, req.timestamp, req.client, req.read_only))
-                self.variants = {req.timestamp: other}
-            first, second = self.halves()
-            out.extend(Send(r, a.data) for r in first)  # type: ignore[union-attr]
-            out.extend(Send(r, other) for r in second)
-        return out
+        return self.rewrite_requests(actions, self._equivocate)
+
+    def _equivocate(self, a: Send, req: Request) -> list[Action]:
+        other = self.variants.get(req.timestamp)
+        if other is None:
+            op = codec.encode(["put", b"client-equivocate", str(req.timestamp).encode()])
+            other = self.sign(Request(op, req.timestamp, req.client, req.read_only))
+            self.variants = {req.timestamp: other}
+        first, second = self.halves()
+        return [*(Send(r, a.data) for r in first), *(Send(r, other) for r in second)]
 
 
 class ClientReplay(ClientBehaviour):

@@ -28,7 +28,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from ..errors import ConfigError
-from ..node.storage import DB_FILE, evidence_pair_digest, read_evidence
+from ..node.storage import DB_FILE, evidence_pair_digest, open_read_only, read_evidence
 from ..protocol.config import ClusterConfig
 from ..protocol.crypto import Verifier
 from ..protocol.messages import (
@@ -66,15 +66,8 @@ class Verdict:
 def read_data_dir(config: ClusterConfig, path: str) -> tuple[int, list]:
     """(replica id, evidence rows) of the data directory `path`, opened read-only.
     ConfigError (one sentence) for a directory that is missing or of another cluster."""
-    file = os.path.join(path, DB_FILE)
-    if not os.path.isfile(file):
-        raise ConfigError(f"{path} is not a replica data directory (no {DB_FILE}).")
+    db, file = open_read_only(path)
     try:
-        db = sqlite3.connect(f"file:{os.path.abspath(file)}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise ConfigError(f"cannot open {file}: {exc}.") from None
-    try:
-        db.execute("PRAGMA busy_timeout = 5000")
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         if meta.get("cluster_id") != config.cluster_id:
             raise ConfigError(

@@ -503,20 +503,28 @@ def read_evidence(db: sqlite3.Connection) -> list[tuple[int, str, bytes, bytes, 
     return [(c, k, bytes(a), bytes(b), t) for c, k, a, b, t in rows]
 
 
-def read_records(path: str) -> list[Persist]:
-    """Every record of the data directory `path`, in the order it was last written, read
-    without writing anything (the database opened read-only, no lock taken: for a
-    directory whose replica has stopped). ConfigError (one sentence) if there is no
-    database, it cannot be read, or a record does not match its checksum."""
+def open_read_only(path: str) -> tuple[sqlite3.Connection, str]:
+    """(connection, database file) of the data directory `path`, opened read-only and
+    without the lock (evidence export, the real runs' store comparison). ConfigError, one
+    sentence, if there is no database or it cannot be opened."""
     file = os.path.join(path, DB_FILE)
     if not os.path.isfile(file):
         raise ConfigError(f"{path} is not a replica data directory (no {DB_FILE}).")
     try:
         db = sqlite3.connect(f"file:{os.path.abspath(file)}?mode=ro", uri=True)
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     except sqlite3.Error as exc:
         raise ConfigError(f"cannot open {file}: {exc}.") from None
+    return db, file
+
+
+def read_records(path: str) -> list[Persist]:
+    """Every record of the data directory `path`, in the order it was last written, read
+    without writing anything (the database opened read-only, no lock taken: for a
+    directory whose replica has stopped). ConfigError (one sentence) if there is no
+    database, it cannot be read, or a record does not match its checksum."""
+    db, file = open_read_only(path)
     try:
-        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         rows = db.execute("SELECT record, view, seq, tag, value, sum FROM records ORDER BY rowid").fetchall()
     except sqlite3.Error as exc:
         raise ConfigError(f"cannot read the records in {file}: {exc}.") from None
