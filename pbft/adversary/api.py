@@ -23,6 +23,7 @@ is the run's seeded RNG, so a simulation replays exactly from its seed.
 from __future__ import annotations
 
 import difflib
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -41,6 +42,10 @@ from ..protocol.messages import (
     open_envelope,
     type_of,
 )
+
+MESSAGE_TYPES = typing.get_args(Message)
+MAX_COPIES = 1000
+"""Copies of one message a behaviour may send (`Outgoing.duplicate`): a flood, not a hang."""
 
 # -- parameters ---------------------------------------------------------------------------
 
@@ -273,12 +278,16 @@ class Outgoing(InFlight):
     replaced: bytes | Message | None = field(default=None, repr=False)
 
     def duplicate(self, times: int = 1) -> None:
-        """Send it `times` more times."""
+        """Send it `times` more times (at most MAX_COPIES copies in all)."""
         self.copies += max(0, int(times))
+        if self.copies > MAX_COPIES:
+            raise ValueError(f"duplicate: at most {MAX_COPIES} copies of one message, not {self.copies}")
 
     def replace(self, message: Message | bytes) -> None:
         """Send `message` instead (a Message is signed with this replica's key by the
         framework; bytes go as they are)."""
+        if not isinstance(message, (bytes, *MESSAGE_TYPES)):
+            raise TypeError(f"replace takes a protocol message or signed bytes, not {type(message).__name__}")
         self.replaced = message
 
 
@@ -395,7 +404,7 @@ class CoreView:
         return [r for r in range(self.n) if r != self.id]
 
     def clients(self) -> list[str]:
-        return [c.name for c in self._core.config.clients]
+        return [c.id for c in self._core.config.clients]
 
     def slot(self, seq: int) -> SlotView | None:
         s = self._core.log.get(seq)

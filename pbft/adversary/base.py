@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import random
 import traceback
+import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -39,6 +40,10 @@ from ..protocol.messages import Message
 from ..protocol.ready import Ready
 from ..protocol.replica import Replica
 from .api import Args, CoreView, Fate, Incoming, Outgoing, Param, decode, validate_params
+
+MESSAGE_TYPES = typing.get_args(Message)
+MAX_HELD = 100_000
+"""Messages a behaviour may hold back at once (delays): memory stays bounded."""
 
 
 class Behaviour:
@@ -98,6 +103,8 @@ class Behaviour:
 
     def forge(self, msg: Message) -> bytes:
         """Sign `msg` as this replica, bypassing its safety rules (that is the lie)."""
+        if not isinstance(msg, MESSAGE_TYPES):
+            raise TypeError(f"forge takes a protocol message (PrePrepare, Commit, ...), not {type(msg).__name__}")
         cfg = self.replica.config
         return seal(self.key, cfg.cluster_id, self.replica.id, msg).to_bytes()
 
@@ -106,7 +113,10 @@ class Behaviour:
         each of a list, now or `delay_ms` later."""
         data = msg if isinstance(msg, bytes) else self.forge(msg)
         targets = [to] if isinstance(to, int | str) else list(to)
+        clients = set(self.state.clients())
         for t in targets:
+            if not (type(t) is int and 0 <= t < self.state.n) and not (type(t) is str and t in clients):
+                raise ValueError(f"send: {t!r} is neither a replica 0 to {self.state.n - 1} nor a client of the cluster")
             action: Action = Send(t, data) if isinstance(t, int) else SendClient(t, data)
             if delay_ms > 0:
                 self._hold_out(delay_ms, action)
@@ -131,6 +141,8 @@ class Behaviour:
             if inc.fate is Fate.DROP:
                 return []
             if inc.delay_ms > 0:
+                if len(self._held_in) >= MAX_HELD:
+                    raise ValueError(f"more than {MAX_HELD} delayed messages held at once; delays that long never end")
                 self._held_count += 1
                 self._held_in.append((self.now_ms + inc.delay_ms, self._held_count, event))
                 return []
@@ -180,6 +192,8 @@ class Behaviour:
         return out
 
     def _hold_out(self, delay_ms: int, action: Action) -> None:
+        if len(self._held_out) >= MAX_HELD:
+            raise ValueError(f"more than {MAX_HELD} delayed messages held at once; delays that long never end")
         self._held_count += 1
         self._held_out.append((self.now_ms + delay_ms, self._held_count, action))
 
@@ -209,15 +223,34 @@ HOOKS = ("setup", "on_message", "on_send", "on_tick", "on_input", "on_output")
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def failure_of(behaviour: str, hook: str, exc: BaseException) -> BehaviourFailure:
+def failure_of(behaviour: str, hook: str, exc: BaseException, owner: object = None) -> BehaviourFailure:
     """The failure, placed at the deepest frame outside pbft itself (the user's line),
-    and named after the deepest hook on the stack."""
+    else (what a hook returned was refused) at the `owner` class's own `hook`; named
+    after the deepest hook on the stack."""
     frames = traceback.extract_tb(exc.__traceback__)
     theirs = [fr for fr in frames if not os.path.abspath(fr.filename).startswith(_PACKAGE + os.sep)]
     frame = (theirs or frames or [None])[-1]
     where = f"{frame.filename} line {frame.lineno}" if frame is not None else "unknown place"
+    code = getattr(getattr(type(owner), hook, None), "__code__", None)
+    if not theirs and code is not None and not os.path.abspath(code.co_filename).startswith(_PACKAGE + os.sep):
+        where = f"{code.co_filename} line {code.co_firstlineno} (what {hook} returned)"
     hooks = [fr.name for fr in frames if fr.name in HOOKS]
     return BehaviourFailure(behaviour, hooks[-1] if hooks else hook, f"{type(exc).__name__}: {exc}", where)
+
+
+EVENT_TYPES = typing.get_args(Event)
+ACTION_TYPES = typing.get_args(Action)
+
+
+def checked(items: Any, types: tuple[type, ...], hook: str, what: str) -> list:
+    """`items` as a list if it is a list of `types`; TypeError naming the hook otherwise
+    (what a behaviour hands the core or the runtime is checked: its bug is its failure)."""
+    if not isinstance(items, list | tuple):
+        raise TypeError(f"{hook} must return a list of {what}, not {type(items).__name__}")
+    for item in items:
+        if not isinstance(item, types):
+            raise TypeError(f"{hook} returned {type(item).__name__} {item!r:.60}, which is not one of the {what}")
+    return list(items)
 
 
 MAX_FAILURES = 20
@@ -237,7 +270,7 @@ class ByzantineReplica:
     def step(self, event: Event) -> Ready:
         b = self.behaviour
         try:
-            events = b.on_input(event)
+            events = checked(b.on_input(event), EVENT_TYPES, "on_input", "events (Received or Tick)")
         except Exception as exc:  # noqa: BLE001 - the attacker's bug, reported as such
             self._failed("on_input", exc)
             events = [event]
@@ -245,7 +278,7 @@ class ByzantineReplica:
         for ev in events:
             out.extend(self.core.step(ev))
         try:
-            return Ready.of(b.on_output(out))
+            return Ready.of(checked(b.on_output(out), ACTION_TYPES, "on_output", "actions"))
         except Exception as exc:  # noqa: BLE001
             self._failed("on_output", exc)
             return Ready.of(out)
@@ -253,7 +286,7 @@ class ByzantineReplica:
     def _failed(self, hook: str, exc: Exception) -> None:
         self.failure_count += 1
         if len(self.failures) < MAX_FAILURES:
-            self.failures.append(failure_of(self.behaviour.name, hook, exc))
+            self.failures.append(failure_of(self.behaviour.name, hook, exc, self.behaviour))
 
     def __getattr__(self, name: str) -> Any:
         # view, last_executed, stable_seq, state_digest(), ... come from the honest core.

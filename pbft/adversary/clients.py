@@ -21,7 +21,7 @@ from ..protocol.crypto import KeyPair, seal
 from ..protocol.events import Action, Event, Send, Tick
 from ..protocol.messages import MAX_OPERATION, MAX_U64, Envelope, Request, open_envelope
 from .api import Param, validate_params
-from .base import MAX_FAILURES, BehaviourFailure, failure_of
+from .base import ACTION_TYPES, MAX_FAILURES, BehaviourFailure, checked, failure_of
 from .wire import Params
 
 
@@ -120,14 +120,14 @@ class ByzantineClient:
         if isinstance(event, Tick):
             self.behaviour.ticks += 1
             try:
-                out = [*out, *self.behaviour.on_tick()]
+                out = [*out, *checked(self.behaviour.on_tick(), ACTION_TYPES, "on_tick", "actions")]
             except Exception as exc:  # noqa: BLE001 - the attacker's bug, reported as such
                 self._failed("on_tick", exc)
         return out
 
     def _output(self, actions: list[Action]) -> list[Action]:
         try:
-            return self.behaviour.on_output(actions)
+            return checked(self.behaviour.on_output(actions), ACTION_TYPES, "on_output", "actions")
         except Exception as exc:  # noqa: BLE001
             self._failed("on_output", exc)
             return actions
@@ -135,7 +135,7 @@ class ByzantineClient:
     def _failed(self, hook: str, exc: Exception) -> None:
         self.failure_count += 1
         if len(self.failures) < MAX_FAILURES:
-            self.failures.append(failure_of(self.behaviour.name, hook, exc))
+            self.failures.append(failure_of(self.behaviour.name, hook, exc, self.behaviour))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.core, name)

@@ -351,3 +351,51 @@ def test_bench_takes_a_users_file_by_absolute_path(tmp_path, monkeypatch):
     _check_args(1, 4, 1.0, spec)
     with pytest.raises(UsageError, match="no class Countin"):
         _check_args(1, 4, 1.0, _absolute_behaviour("counting.py:Countin"))
+
+
+MISUSE = """
+    from pbft.adversary import Behaviour, Commit
+
+    class SendFar(Behaviour):
+        def on_tick(self):
+            self.send(99, Commit(0, 1, bytes(32)))
+
+    class ReplaceJunk(Behaviour):
+        def on_send(self, out):
+            out.replace("junk")
+
+    class BadInput(Behaviour):
+        def on_input(self, event):
+            return [None]
+
+    class BadOutput(Behaviour):
+        def on_output(self, actions):
+            return 42
+
+    class SendJunk(Behaviour):
+        def on_tick(self):
+            self.send(1, 12345)
+
+    class Flood(Behaviour):
+        def on_send(self, out):
+            out.duplicate(10**9)
+"""
+
+
+@pytest.mark.parametrize(
+    ("cls", "line", "text"),
+    [
+        ("SendFar", 6, "99 is neither a replica 0 to 3 nor a client"),
+        ("ReplaceJunk", 10, "replace takes a protocol message or signed bytes, not str"),
+        ("BadInput", 13, "on_input returned NoneType None, which is not one of the events"),
+        ("BadOutput", 17, "on_output must return a list of actions, not int"),
+        ("SendJunk", 22, "forge takes a protocol message"),
+        ("Flood", 26, "duplicate: at most 1000 copies"),
+    ],
+)
+def test_misusing_the_api_is_the_attackers_failure_at_its_line(tmp_path, cls, line, text):
+    write(tmp_path, "misuse.py", MISUSE)
+    result, _ = run(scenario(tmp_path, f"misuse.py:{cls}", requests=3))
+    assert result.violations == [] and result.verdict == "ATTACKER-FAILED"
+    first = result.attacker_failures[0]
+    assert text in first and f"misuse.py line {line}" in first, first
