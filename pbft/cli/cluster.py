@@ -260,4 +260,24 @@ def _bench(args, f, clients, duration, behaviour, workers, read_fraction, cores)
                 fh.write("\n")
         except OSError as exc:
             raise UsageError(f"cannot write {args.json}: {exc.strerror or exc}.") from None
+    if args.plot:
+        write_plot(args.plot, doc, run, attack)
     return 0
+
+
+def write_plot(path: str, doc: dict, run, attack) -> None:
+    """`--plot FILE.svg`: throughput and latency over time and the latency CDF of the
+    run (and of the attack run over it), pbft.cluster.plot."""
+    from ..cluster import plot
+
+    series = [plot.Series("fault-free" if attack else "bench", run.samples, run.duration_s)]
+    if attack is not None:
+        series.append(plot.Series(f"replica 0 runs {attack.behaviour}", attack.samples, attack.duration_s))
+    title = (f"pbft bench: n={doc['n']}, {doc['clients']} clients, {doc['throughput_rps']:.0f} req/s, "
+             f"p50 {doc['latency_ms']['p50']:.1f} ms, p99 {doc['latency_ms']['p99']:.1f} ms")
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(plot.svg(series, title))
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}.") from None
+    print(f"plot         {path}")

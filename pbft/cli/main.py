@@ -247,6 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="a second run with replica 0 running this behaviour (catalogue name, FILE.py:Class, module:Class)",
     )
     b.add_argument("--workers", type=int, default=None, help="client processes (default: by cores)")
+    b.add_argument(
+        "--plot", default=None, metavar="FILE.svg",
+        help="also draw throughput and latency over time and the latency CDF into one SVG",
+    )
     b.add_argument("--reads", type=float, default=0.0, help="fraction of read-only gets")
 
     sc = sub.add_parser("scenario", help="run attack scenarios")

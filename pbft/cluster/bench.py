@@ -93,6 +93,9 @@ class RunResult:
     """The replicas' `[storage] fsync` policy (None: this build has no storage)."""
     cpu: dict[str, object] = field(default_factory=dict)
     """Fraction of one core each replica process and all workers used in the window."""
+    samples: list[tuple[float, float]] = field(default_factory=list, repr=False)
+    """(completed at, s into the window; latency, s) per counted request: `--plot`'s
+    curves (not in the JSON report)."""
 
 
 def percentile(sorted_values: list[float], p: float) -> float:
@@ -172,6 +175,7 @@ async def _worker(conn: Connection, cluster_path: str, names: list[str], read_fr
     from ..node.client import ClientError, open_client
 
     latencies: list[float] = []
+    completed: list[float] = []  # when each counted request completed, s into the window
     errors = [0]
     value = b"v" * VALUE_SIZE
     async with AsyncExitStack() as stack:
@@ -206,6 +210,7 @@ async def _worker(conn: Connection, cluster_path: str, names: list[str], read_fr
                 t1 = time.monotonic()
                 if t1 <= end:
                     latencies.append(t1 - t0)
+                    completed.append(t1 - start)
 
         async def report() -> None:
             while True:
@@ -220,7 +225,7 @@ async def _worker(conn: Connection, cluster_path: str, names: list[str], read_fr
                 for i, c in enumerate(clients):
                     nursery.start_soon(loop, i, c)
         cpu = time.process_time() - cpu_start
-    return {"latencies": latencies, "errors": errors[0], "cpu": cpu}
+    return {"latencies": latencies, "completed": completed, "errors": errors[0], "cpu": cpu}
 
 
 # -- the parent: cluster, workers, window --------------------------------------------------
@@ -401,6 +406,7 @@ def run_once(
         behaviour=behaviour,
         fsync=policy,
         cpu=cpu,
+        samples=[pair for r in results for pair in zip(r["completed"], r["latencies"], strict=True)],
     )
 
 
@@ -493,6 +499,7 @@ def report(
         out["cpu_ratio"] = round((run.n * cost.t_verify + cost.t_sign) / per, 4)
     if attack is not None:
         a = asdict(attack)
+        a.pop("samples", None)
         a["ratio"] = round(attack.throughput_rps / ceiling, 4)
         out["behaviour"] = attack.behaviour
         out["attack"] = a

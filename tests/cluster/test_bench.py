@@ -32,9 +32,10 @@ TOP_KEYS = {
 @pytest.mark.timeout(60)
 def test_bench_writes_a_well_formed_report(tmp_path):
     out = tmp_path / "bench.json"
+    svg = tmp_path / "bench.svg"
     result = subprocess.run(
         [sys.executable, "-m", "pbft", "bench", "--duration", "1", "--clients", "2",
-         "--json", str(out)],
+         "--json", str(out), "--plot", str(svg)],
         capture_output=True,
         text=True,
         timeout=50,
@@ -57,6 +58,8 @@ def test_bench_writes_a_well_formed_report(tmp_path):
     assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
     assert doc["ratio"] == pytest.approx(doc["throughput_rps"] / doc["ceiling_rps"], rel=0.01)
     assert doc["throughput_rps"] == pytest.approx(doc["requests"] / doc["duration_s"], rel=0.01)
+    # --plot: one SVG whose legend counts the same requests as the report
+    assert f"bench ({doc['requests']} requests)" in svg.read_text()
 
 
 def test_percentile_is_nearest_rank():
