@@ -215,6 +215,7 @@ def cmd_bench(args) -> int:
     workers = args.workers
     read_fraction = float(args.reads)
     _check_args(f, clients, duration, behaviour)
+    sweep = _sweep(args.sweep)
     if not 0.0 <= read_fraction <= 1.0:
         raise UsageError("the read fraction must be between 0 and 1.")
 
@@ -222,7 +223,7 @@ def cmd_bench(args) -> int:
     # SIGTERM unwinds like Ctrl-C, so the replicas and workers are stopped either way.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return _bench(args, f, clients, duration, behaviour, workers, read_fraction, cores)
+        return _bench(args, f, clients, duration, behaviour, workers, read_fraction, cores, sweep)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -231,7 +232,20 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _bench(args, f, clients, duration, behaviour, workers, read_fraction, cores) -> int:
+def _sweep(text: str | None) -> list[int]:
+    """`--sweep 4,16,64`: client counts, each from 1 to MAX_CLIENTS; UsageError otherwise."""
+    if not text:
+        return []
+    try:
+        counts = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"--sweep takes client counts separated by commas, like 4,16,64, not {text!r}.") from None
+    if not counts or not all(1 <= c <= bench.MAX_CLIENTS for c in counts):
+        raise UsageError(f"--sweep: each client count must be from 1 to {bench.MAX_CLIENTS}.")
+    return counts
+
+
+def _bench(args, f, clients, duration, behaviour, workers, read_fraction, cores, sweep=()) -> int:
     cost = bench.measure_crypto()
     n = 3 * f + 1
     print(
@@ -247,10 +261,14 @@ def _bench(args, f, clients, duration, behaviour, workers, read_fraction, cores)
         if behaviour:
             attack = bench.run_once(f, clients, duration, behaviour=behaviour, workers=workers,
                               read_fraction=read_fraction, label=behaviour)
+        swept = [
+            bench.run_once(f, c, duration, workers=workers, read_fraction=read_fraction, label=f"{c} clients")
+            for c in sweep
+        ]
     except bench.BenchError as exc:
         print(f"pbft: bench failed: {exc}", file=sys.stderr)
         return 1
-    doc = bench.report(run, cost, cores, attack)
+    doc = bench.report(run, cost, cores, attack, swept)
     for line in bench.summary(doc):
         print(line)
     if args.json:
@@ -261,13 +279,14 @@ def _bench(args, f, clients, duration, behaviour, workers, read_fraction, cores)
         except OSError as exc:
             raise UsageError(f"cannot write {args.json}: {exc.strerror or exc}.") from None
     if args.plot:
-        write_plot(args.plot, doc, run, attack)
+        write_plot(args.plot, doc, run, attack, swept)
     return 0
 
 
-def write_plot(path: str, doc: dict, run, attack) -> None:
+def write_plot(path: str, doc: dict, run, attack, swept=()) -> None:
     """`--plot FILE.svg`: throughput and latency over time and the latency CDF of the
-    run (and of the attack run over it), pbft.cluster.plot."""
+    run (and of the attack run over it), and with `--sweep` throughput against latency,
+    pbft.cluster.plot."""
     from ..cluster import plot
 
     series = [plot.Series("fault-free" if attack else "bench", run.samples, run.duration_s)]
@@ -277,7 +296,9 @@ def write_plot(path: str, doc: dict, run, attack) -> None:
              f"p50 {doc['latency_ms']['p50']:.1f} ms, p99 {doc['latency_ms']['p99']:.1f} ms")
     try:
         with open(path, "w", encoding="utf-8") as fh:
-            fh.write(plot.svg(series, title))
+            points = [(r.clients, r.throughput_rps, r.latency_ms["p50"], r.latency_ms["p99"])
+                      for r in sorted([run, *swept], key=lambda r: r.clients)]
+            fh.write(plot.svg(series, title, sweep=points if swept else None))
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}.") from None
     print(f"plot         {path}")

@@ -248,6 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--workers", type=int, default=None, help="client processes (default: by cores)")
     b.add_argument(
+        "--sweep", default=None, metavar="C,C,...",
+        help="also run fault-free with each of these client counts: throughput against latency",
+    )
+    b.add_argument(
         "--plot", default=None, metavar="FILE.svg",
         help="also draw throughput and latency over time and the latency CDF into one SVG",
     )

@@ -467,7 +467,8 @@ def _collect(conns, procs, start: float, end: float, progress: Progress) -> list
 
 
 def report(
-    run: RunResult, cost: CryptoCost, cores: int, attack: RunResult | None = None
+    run: RunResult, cost: CryptoCost, cores: int, attack: RunResult | None = None,
+    sweep: list[RunResult] | tuple = (),
 ) -> dict[str, object]:
     """The JSON document of docs/formats.md, "The bench report" (plus what explains the figures)."""
     ceiling = ceiling_rps(cost, run.n, cores)
@@ -506,6 +507,12 @@ def report(
         out["relative_throughput"] = round(
             attack.throughput_rps / run.throughput_rps if run.throughput_rps else 0.0, 4
         )
+    if sweep:
+        out["sweep"] = [
+            {"clients": r.clients, "throughput_rps": round(r.throughput_rps, 2), "latency_ms": r.latency_ms,
+             "requests": r.requests, "errors": r.errors}
+            for r in sorted(sweep, key=lambda r: r.clients)
+        ]
     return out
 
 
@@ -539,4 +546,8 @@ def summary(doc: dict) -> list[str]:
             f"p50 {a['latency_ms']['p50']:.2f} ms, p99 {a['latency_ms']['p99']:.2f} ms",
             f"relative     {doc['relative_throughput']:.3f} of fault-free throughput",
         ]
+    for point in doc.get("sweep", []):
+        lat = point["latency_ms"]
+        lines.append(f"sweep        {point['clients']:>3} clients: {point['throughput_rps']:.1f} req/s, "
+                     f"p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms")
     return lines

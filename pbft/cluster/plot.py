@@ -72,9 +72,15 @@ def cdf(series: Series, points: int = 200) -> list[tuple[float, float]]:
     return out
 
 
-def svg(series: Sequence[Series], title: str, bucket_s: float = 0.5) -> str:
-    """The whole SVG document for one or more runs."""
-    height = MARGIN_T + 3 * (PANEL_H + MARGIN_T + MARGIN_B)
+SweepPoint = tuple[int, float, float, float]
+"""(clients, throughput rps, p50 ms, p99 ms) of one run of a client sweep."""
+
+
+def svg(series: Sequence[Series], title: str, bucket_s: float = 0.5,
+        sweep: Sequence[SweepPoint] | None = None) -> str:
+    """The whole SVG document for one or more runs (and a client sweep, if given)."""
+    panels = 4 if sweep else 3
+    height = MARGIN_T + panels * (PANEL_H + MARGIN_T + MARGIN_B)
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
         f'viewBox="0 0 {WIDTH} {height}" font-family="sans-serif" font-size="12">',
@@ -104,6 +110,16 @@ def svg(series: Sequence[Series], title: str, bucket_s: float = 0.5) -> str:
     top += PANEL_H + MARGIN_T + MARGIN_B
     parts += _panel(top, "latency distribution (share of requests at or below)", "latency (ms, log scale)",
                     [cdf(s) for s in series], None, log_x=True, y_range=(0.0, 1.0))
+    if sweep:
+        top += PANEL_H + MARGIN_T + MARGIN_B
+        pts = sorted(sweep)
+        parts += _panel(
+            top, "client sweep: latency (ms) against throughput; median solid, 99th percentile dashed",
+            "throughput (requests/s)",
+            [[(rps, p50) for _, rps, p50, _ in pts], [(rps, p99) for _, rps, _, p99 in pts]],
+            (0, max(rps for _, rps, _, _ in pts) * 1.1 or 1.0), log_x=False, paired=True,
+            labels=[(rps, p99, f"{c} client{'s' if c != 1 else ''}") for c, rps, _, p99 in pts],
+        )
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 
@@ -117,6 +133,7 @@ def _panel(
     log_x: bool,
     paired: bool = False,
     y_range: tuple[float, float] | None = None,
+    labels: Sequence[tuple[float, float, str]] = (),
 ) -> list[str]:
     left, right = MARGIN_L, WIDTH - MARGIN_R
     bottom = top + PANEL_H
@@ -169,6 +186,9 @@ def _panel(
         elif len(segment) == 1:
             cx, cy = segment[0].split(",")
             out.append(f'<circle cx="{cx}" cy="{cy}" r="2" fill="{colour}"/>')
+    for x, y, text in labels:
+        out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{COLOURS[0]}"/>')
+        out.append(f'<text x="{sx(x) + 5:.1f}" y="{sy(y) - 5:.1f}">{escape(text)}</text>')
     return out
 
 

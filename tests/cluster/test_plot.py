@@ -56,3 +56,21 @@ def test_the_svg_is_well_formed_with_three_panels_and_a_line_per_run():
 
 def test_a_run_without_requests_still_draws():
     ET.fromstring(svg([Series("idle", [], 1.0)], "nothing"))
+
+
+def test_a_client_sweep_adds_throughput_against_latency():
+    runs = [Series("bench", steady(100, 1.0, 5.0), 1.0)]
+    root = ET.fromstring(svg(runs, "t", sweep=[(16, 900.0, 9.0, 30.0), (1, 200.0, 4.0, 8.0)]))
+    texts = [t.text or "" for t in root.iter(f"{NS}text")]
+    assert any(t.startswith("client sweep") for t in texts)
+    assert "1 client" in texts and "16 clients" in texts
+
+
+def test_sweep_counts_are_checked():
+    from pbft.cli.cluster import _sweep
+    from pbft.errors import UsageError
+
+    assert _sweep("4, 16,64") == [4, 16, 64] and _sweep(None) == []
+    for bad in ("4,x", "0", "100000"):
+        with pytest.raises(UsageError, match="--sweep"):
+            _sweep(bad)
