@@ -221,6 +221,7 @@ class Simulation:
     ) -> None:
         self.scenario = scenario
         self.tracer = trace
+        self._judge: Any = None  # with a trace, during a Byzantine replica's sends: Lies.judge
         """With a TraceWriter, every send, fate, delivery and note is written to it
         (pbft.sim.trace); it only reads, so the run and its digest are the same."""
         self.seed = scenario.seed if seed is None else seed
@@ -377,12 +378,12 @@ class Simulation:
         self._counter += 1
         heapq.heappush(self._queue, (time, self._counter, kind, args))
 
-    def _transmit(self, src: Node, dst: Node, data: bytes, judge: Any = None) -> None:
+    def _transmit(self, src: Node, dst: Node, data: bytes) -> None:
         times = self.network.transit(self.now, src, dst, data)
         for t in times:
             self._push(t, DELIVER, src, dst, data)
         if self.tracer is not None:
-            self._trace_send(src, dst, data, times, judge)
+            self._trace_send(src, dst, data, times, self._judge)
 
     def _trace_send(self, src: Node, dst: Node, data: bytes, times: list[int], judge: Any) -> None:
         tr = self.tracer
@@ -411,25 +412,25 @@ class Simulation:
         for w in ready.writes:
             apply_durability(inst.store, w, undo)
         actions = ready.actions
-        judge = None
         if self.tracer is not None:
             if inst.lies is not None:
                 self.tracer.notes(self.now, rid, False, inst.lies.step)
-                judge = inst.lies.judge(n, rid, self.tracer.describe)
+                self._judge = inst.lies.judge(n, rid, self.tracer.describe)
             else:
                 self.tracer.notes(self.now, rid, inst.correct, actions)
         for a in actions:
             match a:
                 case Send(to, data):
                     if 0 <= to < n:
-                        self._transmit(rid, to, data, judge)
+                        self._transmit(rid, to, data)
                 case Broadcast(data):
                     for r in range(n):
                         if r != rid:
-                            self._transmit(rid, r, data, judge)
+                            self._transmit(rid, r, data)
                 case SendClient(c, data):
                     if c in self.clients:
-                        self._transmit(rid, c, data, judge)
+                        self._transmit(rid, c, data)
+        self._judge = None
         if rid in self._armed:
             self._maybe_trigger(rid, actions)
         if inst.correct:
