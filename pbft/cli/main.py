@@ -268,6 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--broken", default=None, metavar="NAME",
                      help="the correct replicas run this deliberately broken core "
                           "(pbft.adversary.broken), to see the scenario's checks catch it")
+    run.add_argument("--trace", default=None, metavar="OUT.jsonl",
+                     help="simulator: write each run's trace as JSON lines (docs/formats.md); with "
+                          "several files, one per file, named OUT with the scenario's stem inserted "
+                          "(out.jsonl -> out.STEM.jsonl)")
     lst = scs.add_parser("list", help="the built-in behaviours, or the parameters of those named")
     lst.add_argument("refs", nargs="*", metavar="REF", help="a behaviour name, FILE.py:Class or module:Class")
 
@@ -296,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     fz.add_argument("--behaviours", default=None, metavar="REF,REF",
                     help="random mode: draw replica behaviours only from these (catalogue names "
                          "or FILE.py:Class)")
+    fz.add_argument("--trace-dir", default=None, metavar="DIR",
+                    help="write the trace of every failing seed's shrunk scenario to "
+                         "DIR/fuzz-SEED.jsonl (docs/formats.md)")
     _accept_global_options(p)
     _show_defaults(p)
     return p

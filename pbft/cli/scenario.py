@@ -9,6 +9,7 @@ not fail the command, since the protocol promises nothing there.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 import time
@@ -19,6 +20,7 @@ from ..errors import UsageError
 from ..sim.result import RunResult, result_json
 from ..sim.scenario import check_broken, load_scenario
 from ..sim.simulation import Simulation
+from ..sim.trace import TraceWriter
 
 
 def print_violation(r: RunResult, out=None, path: str = "FILE") -> None:
@@ -98,15 +100,49 @@ def load_all(args) -> tuple[list, str | None]:
     return scenarios, broken
 
 
+def trace_paths(out: str, files: list[str]) -> list[str]:
+    """`--trace OUT`: OUT for one scenario file; for several, OUT with each file's stem
+    inserted before its extension (out.jsonl, a.toml -> out.a.jsonl)."""
+    if len(files) == 1:
+        return [out]
+    root, ext = os.path.splitext(out)
+    stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
+    if len(set(stems)) < len(stems):
+        raise UsageError("--trace with several scenario files needs distinct file names (one trace per stem).")
+    return [f"{root}.{stem}{ext or '.jsonl'}" for stem in stems]
+
+
 def cmd_scenario_run(args) -> int:
+    trace = getattr(args, "trace", None)
     if args.real:
+        if trace:
+            raise UsageError("--trace records simulated runs only; leave out --real.")
         return cmd_scenario_real(args)
     scenarios, broken = load_all(args)
+    paths = trace_paths(trace, args.files) if trace else [None] * len(scenarios)
     # Build every simulation first: a bad behaviour parameter is reported before any run.
-    sims = [Simulation(s, args.seed) for s in scenarios]
+    writers: list[TraceWriter | None] = []
+    try:
+        for p in paths:
+            writers.append(TraceWriter(p) if p else None)
+    except OSError as exc:
+        for w in writers:
+            if w is not None:
+                w.close()
+        raise UsageError(f"--trace: cannot write {exc.filename}: {exc.strerror}.") from None
+    try:
+        sims = [Simulation(s, args.seed, trace=w) for s, w in zip(scenarios, writers, strict=True)]
+        return _run_sims(args, scenarios, sims, broken, paths)
+    finally:
+        for w in writers:
+            if w is not None:
+                w.close()
+
+
+def _run_sims(args, scenarios, sims, broken, paths) -> int:
     results = []
     failed = False
-    for s, sim in zip(scenarios, sims, strict=True):
+    for s, sim, path in zip(scenarios, sims, paths, strict=True):
         started = time.perf_counter()
         r = sim.run()
         elapsed = time.perf_counter() - started
@@ -119,6 +155,8 @@ def cmd_scenario_run(args) -> int:
                 f"{r.view_changes} view changes, {r.virtual_ms} virtual ms, {r.delivered} messages, "
                 f"{elapsed:.2f} s"
             )
+            if path:
+                print(f"  trace: {path}")
             print_attacker_failures(r)
             if r.exceeds_fault_assumption:
                 faulty = len(s.faulty_replicas())
@@ -210,15 +248,23 @@ def cmd_fuzz(args) -> int:
                 raise UsageError(f"--behaviours: {exc}") from None
         if args.mode != "random":
             raise UsageError("--behaviours restricts the random mode; the mutation mode draws rules.")
+    trace_dir = getattr(args, "trace_dir", None)
+    if trace_dir:
+        try:
+            os.makedirs(trace_dir, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"--trace-dir: cannot create {trace_dir}: {exc.strerror}.") from None
     report = fuzz(args.seeds, args.start, args.f, progress=None if args.json else sys.stdout,
-                  mode=getattr(args, "mode", "random"), broken=broken, behaviours=behaviours)
+                  mode=getattr(args, "mode", "random"), broken=broken, behaviours=behaviours,
+                  trace_dir=trace_dir)
     if args.json:
         print(
             json.dumps(
                 {
                     "runs": report.runs,
                     "violations": [
-                        {"seed": v.seed, "check": v.check, "detail": v.detail, "scenario": v.toml}
+                        {"seed": v.seed, "check": v.check, "detail": v.detail, "scenario": v.toml,
+                         **({"trace": v.trace} if v.trace else {})}
                         for v in report.violations
                     ],
                     "runs_per_second": round(report.runs_per_second, 2),

@@ -43,6 +43,7 @@ scenario with the correct replicas on a deliberately broken core (pbft.adversary
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from dataclasses import dataclass, replace
@@ -52,7 +53,8 @@ from ..adversary import rules as rules_mod
 from ..adversary.catalogue import CLIENT_REGISTRY, REGISTRY
 from .result import RunResult
 from .scenario import TRIGGERS, ByzantineSpec, Expect, NetworkFault, Scenario, to_toml
-from .simulation import never_healed, run_scenario
+from .simulation import Simulation, never_healed, run_scenario
+from .trace import TraceWriter
 
 MAX_SHRINK_RUNS = 40
 PARAMS: dict[str, list[dict]] = {
@@ -107,6 +109,8 @@ class FuzzViolation:
     check: str
     detail: str
     toml: str
+    trace: str = ""
+    """With a trace directory: the file holding the shrunk scenario's trace."""
 
 
 @dataclass
@@ -550,7 +554,11 @@ def fuzz(
     broken: str = "",
     behaviours: list[str] | None = None,
     stop_at_first: bool = False,
+    trace_dir: str | None = None,
 ) -> FuzzReport:
+    """Run `seeds` fuzz seeds from `start`; shrink each failure. With `trace_dir`, the
+    shrunk scenario of every failing seed is run once more with a trace, written to
+    `trace_dir/fuzz-SEED.jsonl` (pbft.sim.trace)."""
     found: list[FuzzViolation] = []
     t0 = time.perf_counter()
     runs = 0
@@ -566,9 +574,16 @@ def fuzz(
         if not final.violations:  # defensive: shrinking only keeps failing schedules
             small, final = s, r
         fv = final.violations[0]
-        found.append(FuzzViolation(seed, fv.check, fv.detail, to_toml(small)))
+        path = ""
+        if trace_dir is not None:
+            path = os.path.join(trace_dir, f"fuzz-{seed}.jsonl")
+            with TraceWriter(path) as tw:
+                Simulation(small, trace=tw).run()
+        found.append(FuzzViolation(seed, fv.check, fv.detail, to_toml(small), path))
         if progress is not None:
             print(f"seed {seed}: {fv.check}: {fv.detail}", file=progress)
+            if path:
+                print(f"  trace: {path}", file=progress)
             print("  shrunk schedule (save as a .toml file and `pbft scenario run` it):", file=progress)
             for line in to_toml(small).splitlines():
                 print(f"    {line}", file=progress)

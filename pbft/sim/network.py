@@ -67,6 +67,8 @@ class Network:
         ]
         self.dropped = 0
         self.duplicated = 0
+        self.last_fate: Fate | None = None
+        """The fate of the message `transit` last decided (read by the trace)."""
 
     def heal_time(self) -> int:
         """When the last windowed link fault ends (whole-run faults never heal: 0)."""
@@ -76,7 +78,7 @@ class Network:
     def transit(self, now: int, src: Node, dst: Node, data: bytes = b"") -> list[int]:
         rng = self.rng
         delay = rng.randint(*BASE_DELAY_MS)
-        fate = link_fate(self.faults, self._groups, now, src, dst, data, rng)
+        fate = self.last_fate = link_fate(self.faults, self._groups, now, src, dst, data, rng)
         if fate.dropped_by >= 0:
             self.dropped += 1
             return []
@@ -85,6 +87,17 @@ class Network:
             self.duplicated += 1
             times.append(now + delay + fate.delay + rng.randint(0, DUPLICATE_GAP_MS))
         return times
+
+    def drop_reason(self, index: int, src: Node, dst: Node) -> str:
+        """Why fault `index` (a `Fate.dropped_by`) dropped a message from `src` to `dst`:
+        "partition", "one-way" or "drop" (its loss probability)."""
+        group = self._groups[index]
+        gs, gd = group.get(src), group.get(dst)
+        if gs is not None and gd is not None and gs != gd:
+            return "partition"
+        if self.faults[index].one_way == (src, dst):
+            return "one-way"
+        return "drop"
 
 
 @dataclass(slots=True)

@@ -86,6 +86,7 @@ from .network import Network
 from .oracle import Oracle, Violation
 from .result import ReplicaReport, RunResult
 from .scenario import Node, Scenario, client_name
+from .trace import Lies, TraceWriter
 
 TRACE_TAIL = 30
 MAX_VIRTUAL_MS = 3_600_000
@@ -171,6 +172,7 @@ class Instance:
     unsynced: Undo = field(default_factory=list)
     """Changes to `store` a crash may still lose (see the module docstring)."""
     failures_seen: int = 0  # of a Byzantine node's behaviour failures, already reported
+    lies: Lies | None = None  # with a trace: what a Byzantine node's honest core sent
 
 
 @dataclass(slots=True)
@@ -215,8 +217,13 @@ class Simulation:
         scenario: Scenario,
         seed: int | None = None,
         replica_class: type | dict[int, type] | None = None,
+        trace: TraceWriter | None = None,
     ) -> None:
         self.scenario = scenario
+        self.tracer = trace
+        self._judge: Any = None  # with a trace, during a Byzantine replica's sends: Lies.judge
+        """With a TraceWriter, every send, fate, delivery and note is written to it
+        (pbft.sim.trace); it only reads, so the run and its digest are the same."""
         self.seed = scenario.seed if seed is None else seed
         self.rng = random.Random(self.seed)
         self.config, self.keys, self.client_keys = build_config(scenario, self.seed)
@@ -329,7 +336,10 @@ class Simulation:
             raise UsageError(
                 f"{self.scenario.source or self.scenario.name}: replica {rid}: {failure.sentence()} while being built."
             ) from None
-        return Instance(byz, False, inc, epoch, store)
+        inst = Instance(byz, False, inc, epoch, store)
+        if self.tracer is not None:
+            inst.lies = _watch_honest(byz)
+        return inst
 
     def _new_client(self, name: str, key: KeyPair) -> ClientState:
         s = self.scenario
@@ -369,8 +379,22 @@ class Simulation:
         heapq.heappush(self._queue, (time, self._counter, kind, args))
 
     def _transmit(self, src: Node, dst: Node, data: bytes) -> None:
-        for t in self.network.transit(self.now, src, dst, data):
+        times = self.network.transit(self.now, src, dst, data)
+        for t in times:
             self._push(t, DELIVER, src, dst, data)
+        if self.tracer is not None:
+            self._trace_send(src, dst, data, times, self._judge)
+
+    def _trace_send(self, src: Node, dst: Node, data: bytes, times: list[int], judge: Any) -> None:
+        tr = self.tracer
+        lie = honest = None
+        if judge is not None:
+            lie, honest = judge(dst, data, tr.describe(data))
+        d = tr.send(self.now, src, dst, data, lie, honest)
+        fate = self.network.last_fate
+        if fate is not None and (not times or fate.delay or len(times) > 1):
+            reason = self.network.drop_reason(fate.dropped_by, src, dst) if not times else ""
+            tr.fate(self.now, src, dst, d, fate, reason, times)
 
     def _record(self, line: tuple) -> None:
         self._tail.append((self.now, *line))
@@ -388,6 +412,12 @@ class Simulation:
         for w in ready.writes:
             apply_durability(inst.store, w, undo)
         actions = ready.actions
+        if self.tracer is not None:
+            if inst.lies is not None:
+                self.tracer.notes(self.now, rid, False, inst.lies.step)
+                self._judge = inst.lies.judge(n, rid, self.tracer.describe)
+            else:
+                self.tracer.notes(self.now, rid, inst.correct, actions)
         for a in actions:
             match a:
                 case Send(to, data):
@@ -400,6 +430,7 @@ class Simulation:
                 case SendClient(c, data):
                     if c in self.clients:
                         self._transmit(rid, c, data)
+        self._judge = None
         if rid in self._armed:
             self._maybe_trigger(rid, actions)
         if inst.correct:
@@ -438,6 +469,8 @@ class Simulation:
             # A new request (workload submit or a read-only fall-back on the ordered path).
             cs.timestamps.add(out.timestamp)
             self.oracle.observe_submit(cs.name, out.timestamp, out.operation, out.read_only)
+            if self.tracer is not None:
+                self.tracer.submit(self.now, cs.name, out.timestamp, out.operation, out.read_only)
         for a in actions:
             match a:
                 case Send(to, data):
@@ -445,6 +478,8 @@ class Simulation:
                         self._transmit(cs.name, to, data)
                 case Completed(ts, result):
                     self.oracle.observe_completed(cs.name, ts, result)
+                    if self.tracer is not None:
+                        self.tracer.complete(self.now, cs.name, ts, result, cs.since)
                     self._record(("done", cs.name, ts))
                     cs.done += 1
                     cs.since = None
@@ -480,12 +515,18 @@ class Simulation:
         if isinstance(dst, int):
             instances = self.replicas[dst]
             if not instances:
+                if self.tracer is not None:
+                    self.tracer.crashed_drop(self.now, src, dst, data)
                 return
+            if self.tracer is not None:
+                self.tracer.deliver(self.now, src, dst, data)
             self._record(("msg", src, dst, data))
             for inst in list(instances):
                 self._perform_replica(dst, inst, self._step(dst, inst, Received(src, data)))
         else:
             cs = self.clients[dst]
+            if self.tracer is not None:
+                self.tracer.deliver(self.now, src, dst, data)
             self._record(("msg", src, dst, data))
             self._perform_client(cs, self._client_step(cs, Received(src, data)))
 
@@ -526,6 +567,8 @@ class Simulation:
             return  # already down (overlapping crash windows)
         self._trace.update(b"%d crash %d;" % (self.now, rid))
         self._record(("crash", rid))
+        if self.tracer is not None:
+            self.tracer.crash(self.now, rid)
         for inst in self.replicas[rid]:
             roll_back(inst.store, inst.unsynced)
         self._stores[rid] = [inst.store for inst in self.replicas[rid]]
@@ -536,6 +579,8 @@ class Simulation:
             return  # already up
         self._trace.update(b"%d restart %d%s;" % (self.now, rid, b" amnesia" if amnesia else b""))
         self._record(("restart", rid))
+        if self.tracer is not None:
+            self.tracer.restart(self.now, rid, amnesia)
         self.restarts += 1
         stores = self._stores.pop(rid, [])
         if amnesia:
@@ -616,6 +661,10 @@ class Simulation:
     def run(self) -> RunResult:
         queue = self._queue
         oracle = self.oracle
+        if self.tracer is not None:
+            s = self.scenario
+            self.tracer.header(s.name, self.seed, self.config.n, self.config.f, sorted(self.byz_replica),
+                               list(self.clients), s.broken)
         while queue and not oracle.violations and self.now <= MAX_VIRTUAL_MS:
             time, _, kind, args = heapq.heappop(queue)
             self.now = time
@@ -722,7 +771,7 @@ class Simulation:
                 )
             )
         total = sum(len(cs.ops) for cs in self.clients.values() if cs.correct)
-        return RunResult(
+        result = RunResult(
             name=self.scenario.name,
             seed=self.seed,
             violations=violations,
@@ -739,6 +788,11 @@ class Simulation:
             attacker_failures=list(self.attacker_failures),
             attacker_failure_count=self.attacker_failure_count,
         )
+        if self.tracer is not None:
+            for v in violations:
+                self.tracer.violation(self.now, v.check, v.detail)
+            self.tracer.end(self.now, result)
+        return result
 
 
 def _and(items: list[str]) -> str:
@@ -803,6 +857,26 @@ def render_event(e: tuple) -> str:
     if kind == "done":
         return f"{t:>8} ms  {rest[0]} completed t={rest[1]}"
     return f"{t:>8} ms  replica {rest[0]} {kind}es" if kind == "crash" else f"{t:>8} ms  replica {rest[0]} {kind}s"
+
+
+def _watch_honest(node: Any) -> Lies | None:
+    """Have the honest core under a Byzantine node's behaviour (and rules) hand a copy of
+    each step's actions to a `Lies`, so the trace can mark what the behaviour changed."""
+    core = node
+    while core is not None and not isinstance(core, Replica):
+        core = getattr(core, "core", None)
+    if core is None:
+        return None
+    lies = Lies()
+    honest_step = core.step
+
+    def step(event: Any) -> Ready:
+        ready = honest_step(event)
+        lies.step.extend(ready.actions if isinstance(ready, Ready) else ready)
+        return ready
+
+    core.step = step
+    return lies
 
 
 def run_scenario(scenario: Scenario, seed: int | None = None, **kw: Any) -> RunResult:

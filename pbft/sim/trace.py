@@ -1,0 +1,340 @@
+"""A simulated run's trace as JSON lines (docs/formats.md, "The simulator's trace").
+
+Theory of operation. A `Simulation` given a `TraceWriter` calls it at the points where
+something observable happens: a node sends a message (and what the network does to it:
+drop with the reason, extra delay, duplicate), a message is delivered, a replica's core
+reports a protocol event (prepared, committed, executed, checkpoint stable, view change,
+state transfer, rejected input, evidence), a client submits or completes a request, a
+replica crashes or restarts, the oracle finds a violation, and the run ends. Each call
+writes one JSON object on one line; the first line is a header naming the format version.
+
+The writer only reads: it never draws from the run's RNG nor changes what a node sees, so
+a run's `trace_digest` is the same with or without a trace, and two runs of one seed write
+byte-identical traces (records are dicts in insertion order, nothing reads the clock).
+
+For a Byzantine replica the simulator hands the writer what its honest core produced in
+the same step (`Lies`), and each message the behaviour sent is marked `lie`: "forged"
+(the honest core sent nothing like it) or "mutated" (the honest core sent a message of
+the same kind and slot to that receiver, which this one replaces; `honest` names it). A
+message byte-identical to one the honest core produced (in this step or, held back by
+the behaviour, in a recent one) carries no `lie`.
+
+Cost: per message, one classification (cached per distinct message bytes: a broadcast is
+decoded once), one sha256 for its id, one dict and one `json.dumps`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
+
+from ..protocol import codec
+from ..protocol.events import (
+    Broadcast,
+    CheckpointStable,
+    Committed,
+    Evidence,
+    Executed,
+    Prepared,
+    Rejected,
+    Send,
+    SendClient,
+    StateInstalled,
+    StateTransferStarted,
+    ViewChangeStarted,
+    ViewInstalled,
+)
+from ..protocol.messages import MsgType, envelope_from_bytes
+from .scenario import KINDS
+
+VERSION = 1
+"""The trace format's version: `read_trace` refuses any other."""
+
+_KIND_OF = {int(t): KINDS[i] for i, t in enumerate(MsgType)}
+_CACHE_MAX = 8192
+_RECENT_HONEST = 4096
+"""How many recent honest messages of a Byzantine replica are remembered, so that one the
+behaviour held back and released later is not taken for a lie."""
+
+
+def _hex(b: Any) -> str | None:
+    return b.hex()[:8] if isinstance(b, bytes | bytearray) else None
+
+
+def describe(data: bytes) -> dict[str, Any]:
+    """kind, view, seq, digest (8 hex of the protocol digest it carries) and id (8 hex of
+    sha256 of its bytes) of one message; what cannot be read is left out."""
+    info: dict[str, Any] = {"kind": "", "id": hashlib.sha256(data).hexdigest()[:8]}
+    try:
+        body = codec.decode(envelope_from_bytes(data).body)
+    except Exception:  # noqa: BLE001 - garbage is described as garbage
+        return info
+    if not isinstance(body, list) or not body or type(body[0]) is not int:
+        return info
+    kind = _KIND_OF.get(body[0], "")
+    info["kind"] = kind
+    if kind in ("PRE-PREPARE", "PREPARE", "COMMIT") and len(body) >= 4:
+        info["view"], info["seq"], info["digest"] = body[1], body[2], _hex(body[3])
+    elif kind in ("CHECKPOINT", "FETCH-STATE", "STATE-CHUNK") and len(body) >= 3:
+        info["seq"], info["digest"] = body[1], _hex(body[2])
+    elif kind in ("VIEW-CHANGE", "NEW-VIEW") and len(body) >= 2:
+        info["view"] = body[1]
+    elif kind == "REQUEST" and len(body) >= 4:
+        info["client"], info["timestamp"] = body[3], body[2]
+    elif kind == "REPLY" and len(body) >= 4:
+        info["view"], info["client"], info["timestamp"] = body[1], body[3], body[2]
+    return info
+
+
+def summary(data: bytes, limit: int = 40) -> str:
+    """A short readable form of an operation or result (the key-value service's CBOR-like
+    encoding decoded, else hex)."""
+    try:
+        value = codec.decode(data)
+    except Exception:  # noqa: BLE001
+        return data.hex()[:limit]
+    text = _plain(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _plain(v: Any) -> str:
+    if isinstance(v, bytes):
+        try:
+            return v.decode("ascii") if v.isascii() and v.decode("ascii").isprintable() else v.hex()
+        except UnicodeDecodeError:
+            return v.hex()
+    if isinstance(v, list | tuple):
+        return " ".join(_plain(x) for x in v)
+    if isinstance(v, dict):
+        return " ".join(f"{_plain(k)}={_plain(x)}" for k, x in v.items())
+    return str(v)
+
+
+class Lies:
+    """What one Byzantine replica's honest core sent, to judge what its behaviour sent."""
+
+    def __init__(self) -> None:
+        self.step: list = []  # the honest core's actions of the current step
+        self.recent: dict[bytes, None] = {}
+
+    def judge(self, n: int, me: int, describe_: Any) -> Any:
+        """A function (to, data) -> (lie, honest id) for this step's sends."""
+        exact: set[tuple[Any, bytes]] = set()
+        slots: dict[tuple, bytes] = {}
+        for a in self.step:
+            if isinstance(a, Broadcast):
+                targets: list[Any] = [r for r in range(n) if r != me]
+            elif isinstance(a, Send):
+                targets = [a.to]
+            elif isinstance(a, SendClient):
+                targets = [a.client]
+            else:
+                continue
+            d = describe_(a.data)
+            key = (d["kind"], d.get("view"), d.get("seq"), d.get("client"), d.get("timestamp"))
+            for t in targets:
+                exact.add((t, a.data))
+                slots.setdefault((t, *key), a.data)
+            self.recent[a.data] = None
+        self.step = []
+        while len(self.recent) > _RECENT_HONEST:
+            del self.recent[next(iter(self.recent))]
+        recent = self.recent
+
+        def lie(to: Any, data: bytes, d: dict) -> tuple[str | None, str | None]:
+            if (to, data) in exact or data in recent:
+                return None, None
+            key = (to, d["kind"], d.get("view"), d.get("seq"), d.get("client"), d.get("timestamp"))
+            honest = slots.get(key)
+            if honest is not None:
+                return "mutated", describe_(honest)
+            return "forged", None
+
+        return lie
+
+
+_NOTES = {
+    Prepared: "prepared",
+    Committed: "committed",
+    Executed: "executed",
+    CheckpointStable: "checkpoint-stable",
+    ViewChangeStarted: "view-change-started",
+    ViewInstalled: "view-installed",
+    StateTransferStarted: "state-transfer-started",
+    StateInstalled: "state-installed",
+    Rejected: "rejected",
+    Evidence: "evidence",
+}
+
+
+class TraceWriter:
+    """Writes one run's trace to `out` (a path, or an open text file the caller closes)."""
+
+    def __init__(self, out: str | IO[str]) -> None:
+        if isinstance(out, str):
+            self._file: IO[str] = open(out, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
+            self._owned = True
+        else:
+            self._file, self._owned = out, False
+        self._dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+        self._cache: dict[bytes, dict[str, Any]] = {}
+        self.records = 0
+
+    def __enter__(self) -> TraceWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._owned:
+            self._file.close()
+        else:
+            self._file.flush()
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.records += 1
+        self._file.write(self._dumps(record) + "\n")
+
+    def describe(self, data: bytes) -> dict[str, Any]:
+        d = self._cache.get(data)
+        if d is None:
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()
+            d = self._cache[data] = describe(data)
+        return d
+
+    # -- records --------------------------------------------------------------------------
+
+    def header(self, scenario: str, seed: int, n: int, f: int, byzantine: list[int], clients: list[str],
+               broken: str = "") -> None:
+        rec: dict[str, Any] = {"type": "header", "version": VERSION, "scenario": scenario, "seed": seed,
+                               "n": n, "f": f, "byzantine": byzantine, "clients": clients, "mode": "sim"}
+        if broken:
+            rec["broken"] = broken
+        self.write(rec)
+
+    def send(self, t: int, src: Any, dst: Any, data: bytes, lie: str | None = None,
+             honest: dict[str, Any] | None = None) -> dict[str, Any]:
+        d = self.describe(data)
+        rec = {"t": t, "type": "send", "from": src, "to": dst, **d, "size": len(data)}
+        if lie is not None:
+            rec["lie"] = lie
+            if honest is not None:
+                rec["honest"] = honest["id"]
+                if "digest" in honest:
+                    rec["honest_digest"] = honest["digest"]
+        self.write(rec)
+        return d
+
+    def fate(self, t: int, src: Any, dst: Any, d: dict[str, Any], fate: Any, reason: str, times: list[int]) -> None:
+        """What the network did to a message just sent (nothing recorded when it passes
+        with the base latency only)."""
+        if not times:
+            self.write({"t": t, "type": "drop", "from": src, "to": dst, "kind": d["kind"], "id": d["id"],
+                        "reason": reason, "fault": fate.dropped_by})
+            return
+        if fate.delay:
+            self.write({"t": t, "type": "delay", "from": src, "to": dst, "kind": d["kind"], "id": d["id"],
+                        "ms": fate.delay, "reordered": fate.reordered, "faults": list(fate.acted)})
+        if len(times) > 1:
+            self.write({"t": t, "type": "duplicate", "from": src, "to": dst, "kind": d["kind"], "id": d["id"],
+                        "copies": len(times), "arrive": times})
+
+    def deliver(self, t: int, src: Any, dst: Any, data: bytes) -> None:
+        d = self.describe(data)
+        self.write({"t": t, "type": "deliver", "from": src, "to": dst, "kind": d["kind"], "id": d["id"]})
+
+    def crashed_drop(self, t: int, src: Any, dst: Any, data: bytes) -> None:
+        d = self.describe(data)
+        self.write({"t": t, "type": "drop", "from": src, "to": dst, "kind": d["kind"], "id": d["id"],
+                    "reason": "crashed"})
+
+    def notes(self, t: int, rid: int, correct: bool, actions: Iterable) -> None:
+        for a in actions:
+            name = _NOTES.get(type(a))
+            if name is None:
+                continue
+            rec: dict[str, Any] = {"t": t, "type": name, "replica": rid}
+            if not correct:
+                rec["faulty"] = True
+            if name == "rejected":
+                rec["reason"] = a.reason.value
+                rec["peer"] = a.peer
+                if a.detail:
+                    rec["detail"] = a.detail
+            elif name == "evidence":
+                rec["culprit"], rec["kind"] = a.culprit, a.kind
+            elif name == "view-change-started":
+                rec["view"] = a.view
+            elif name == "view-installed":
+                rec["view"], rec["primary"] = a.view, a.primary
+            elif name in ("checkpoint-stable", "state-transfer-started", "state-installed"):
+                rec["seq"], rec["digest"] = a.seq, a.digest.hex()[:8]
+            else:
+                rec["view"], rec["seq"], rec["digest"] = a.view, a.seq, a.digest.hex()[:8]
+                if name == "executed":
+                    rec["requests"] = [[r.client, r.timestamp] for r in a.requests]
+            self.write(rec)
+
+    def submit(self, t: int, client: str, ts: int, op: bytes, read_only: bool) -> None:
+        self.write({"t": t, "type": "submit", "client": client, "timestamp": ts, "op": summary(op),
+                    "read_only": read_only})
+
+    def complete(self, t: int, client: str, ts: int, result: bytes, since: int | None) -> None:
+        rec: dict[str, Any] = {"t": t, "type": "complete", "client": client, "timestamp": ts,
+                               "result": summary(result)}
+        if since is not None:
+            rec["latency"] = t - since
+        self.write(rec)
+
+    def crash(self, t: int, rid: int) -> None:
+        self.write({"t": t, "type": "crash", "replica": rid})
+
+    def restart(self, t: int, rid: int, amnesia: bool) -> None:
+        self.write({"t": t, "type": "restart", "replica": rid, "amnesia": amnesia})
+
+    def violation(self, t: int, check: str, detail: str) -> None:
+        self.write({"t": t, "type": "violation", "check": check, "detail": detail})
+
+    def end(self, t: int, result: Any) -> None:
+        self.write({"t": t, "type": "end", "verdict": result.verdict, "violations": len(result.violations),
+                    "requests_completed": result.requests_completed, "requests_total": result.requests_total,
+                    "view_changes": result.view_changes, "delivered": result.delivered,
+                    "dropped": result.dropped, "trace_digest": result.trace_digest})
+
+
+class TraceError(ValueError):
+    """A file that is not a trace this version reads (one sentence)."""
+
+
+def read_trace(path: str) -> Iterator[dict[str, Any]]:
+    """The records of the trace at `path`, header first; TraceError (one sentence) for a
+    missing or unreadable file, a line that is not a JSON object with a `type`, or a
+    header missing or of another version."""
+    try:
+        f = open(path, encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot read the trace: {exc.strerror or exc}.") from None
+    seen = False
+    with f:
+        for lineno, line in enumerate(f, 1):
+            seen = True
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                raise TraceError(f"{path} line {lineno}: not a JSON object; is this a trace file?") from None
+            if not isinstance(rec, dict) or not isinstance(rec.get("type"), str):
+                raise TraceError(f"{path} line {lineno}: a record without a 'type'; is this a trace file?")
+            if lineno == 1:
+                if rec["type"] != "header":
+                    raise TraceError(f"{path}: the first line is not a trace header; is this a trace file?")
+                if rec.get("version") != VERSION:
+                    raise TraceError(
+                        f"{path}: trace version {rec.get('version')!r}, this pbft reads version {VERSION}."
+                    )
+            yield rec
+    if not seen:
+        raise TraceError(f"{path}: empty file, not a trace.")
