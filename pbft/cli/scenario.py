@@ -221,6 +221,54 @@ def _params(cls: type) -> str:
     return f" (parameters: {', '.join(allowed)})" if allowed else ""
 
 
+class FuzzProgress:
+    """`fuzz [#####.....] 120/500 seeds  9.8 runs/s  1 violation  seed 119: equivocate@0
+    partition` on stderr: redrawn in place on a terminal (at most every 0.2 s), one line
+    every 10 s otherwise (a CI log)."""
+
+    WIDTH = 24
+    TTY_EVERY = 0.2
+    LOG_EVERY = 10.0
+
+    def __init__(self, seeds: int, out=None) -> None:
+        self.seeds = seeds
+        self.out = out or sys.stderr
+        self.tty = self.out.isatty()
+        self.started = time.perf_counter()
+        self.last = self.started
+        self.runs = 0
+        self.failed = 0
+        self.drawn = False
+
+    def run(self, seed: int, scenario, result: RunResult) -> None:
+        from ..sim.fuzz import describe
+
+        self.runs += 1
+        self.failed += bool(result.violations)
+        now = time.perf_counter()
+        if now - self.last < (self.TTY_EVERY if self.tty else self.LOG_EVERY):
+            return
+        self.last = now
+        self._draw(f"seed {seed}: {describe(scenario)}", now)
+
+    def _draw(self, what: str, now: float) -> None:
+        filled = int(self.WIDTH * self.runs / self.seeds) if self.seeds else self.WIDTH
+        rate = self.runs / (now - self.started) if now > self.started else 0.0
+        line = (f"fuzz [{'#' * filled}{'.' * (self.WIDTH - filled)}] {self.runs}/{self.seeds} seeds  "
+                f"{rate:.1f} runs/s  {self.failed} violation{'s' if self.failed != 1 else ''}  {what}")
+        if self.tty:
+            self.out.write("\r" + line[:160].ljust(160))
+            self.drawn = True
+        else:
+            self.out.write(line + "\n")
+        self.out.flush()
+
+    def done(self) -> None:
+        if self.drawn:
+            self.out.write("\n")
+            self.out.flush()
+
+
 def cmd_fuzz(args) -> int:
     from ..sim.fuzz import fuzz
 
@@ -254,9 +302,11 @@ def cmd_fuzz(args) -> int:
             os.makedirs(trace_dir, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"--trace-dir: cannot create {trace_dir}: {exc.strerror}.") from None
+    bar = FuzzProgress(args.seeds)
     report = fuzz(args.seeds, args.start, args.f, progress=None if args.json else sys.stdout,
                   mode=getattr(args, "mode", "random"), broken=broken, behaviours=behaviours,
-                  trace_dir=trace_dir)
+                  trace_dir=trace_dir, on_run=bar.run)
+    bar.done()
     if args.json:
         print(
             json.dumps(

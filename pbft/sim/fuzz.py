@@ -46,6 +46,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import IO
 
@@ -545,6 +546,30 @@ def shrink(s: Scenario, check: str, budget: int = MAX_SHRINK_RUNS) -> Scenario:
     return s
 
 
+def describe(s: Scenario) -> str:
+    """What a fuzz scenario draws, in a few words: `equivocate@0 rules(2)@3 client-replay@c1
+    partition drop crash 2 broken:NAME`."""
+    parts = []
+    for b in s.byzantine:
+        rules = b.params.get("rule")
+        what = b.behaviour or ""
+        if isinstance(rules, list):
+            what = f"{what}+rules({len(rules)})" if what else f"rules({len(rules)})"
+        parts.append(f"{what}@{b.node}")
+    for nf in s.network:
+        if nf.twin is not None:
+            parts.append(f"twin {nf.twin}")
+        elif nf.crash is not None:
+            parts.append(f"crash {nf.crash}" + (f" on {nf.on}" if nf.on else "") + (" amnesia" if nf.amnesia else ""))
+        else:
+            kinds = [k for k, v in (("partition", nf.partition), ("drop", nf.drop), ("delay", nf.delay_ms),
+                                     ("duplicate", nf.duplicate), ("reorder", nf.reorder), ("one-way", nf.one_way)) if v]
+            parts.append("+".join(kinds) + ("(filtered)" if nf.filtered else ""))
+    if s.broken:
+        parts.append(f"broken:{s.broken}")
+    return " ".join(parts) or "no faults"
+
+
 def fuzz(
     seeds: int,
     start: int = 0,
@@ -555,10 +580,12 @@ def fuzz(
     behaviours: list[str] | None = None,
     stop_at_first: bool = False,
     trace_dir: str | None = None,
+    on_run: Callable[[int, Scenario, RunResult], None] | None = None,
 ) -> FuzzReport:
     """Run `seeds` fuzz seeds from `start`; shrink each failure. With `trace_dir`, the
     shrunk scenario of every failing seed is run once more with a trace, written to
-    `trace_dir/fuzz-SEED.jsonl` (pbft.sim.trace)."""
+    `trace_dir/fuzz-SEED.jsonl` (pbft.sim.trace). `on_run(seed, scenario, result)` is
+    called after every seed's run (the command line's progress bar)."""
     found: list[FuzzViolation] = []
     t0 = time.perf_counter()
     runs = 0
@@ -566,6 +593,8 @@ def fuzz(
         s = scenario_of(seed, f, mode, broken, behaviours)
         r = run_scenario(s)
         runs += 1
+        if on_run is not None:
+            on_run(seed, s, r)
         if not r.violations:
             continue
         v = r.violations[0]
