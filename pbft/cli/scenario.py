@@ -45,6 +45,31 @@ def _verdict(r: RunResult) -> str:
 FAILING = ("FAIL", "INCOMPLETE", "ATTACKER-FAILED")
 
 
+CHECK_UNITS = {
+    "agreement": "executed slots",
+    "prepared-uniqueness": "prepared slots",
+    "exactly-once": "executed requests",
+    "validity": "requests",
+    "checkpoint-digests": "stable checkpoints",
+    "client-correctness": "client results",
+    "resources": "audits",
+}
+
+
+def print_checks(r: RunResult, out=None) -> None:
+    """What the oracle checked (how much of each), and per faulty node what the correct
+    replicas refused of what it sent."""
+    out = out or sys.stdout
+    if r.checks:
+        shown = ", ".join(f"{name} {n} {CHECK_UNITS.get(name, '')}".rstrip() for name, n in r.checks.items())
+        print(f"  checked: {shown}", file=out)
+    for node, reasons in r.refused.items():
+        total = sum(reasons.values())
+        detail = ", ".join(f"{reason} {n}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:5])
+        print(f"  faulty {node}: the correct replicas refused {total} of its messages"
+              + (f" ({detail})" if detail else ""), file=out)
+
+
 def print_attacker_failures(r: RunResult, out=None) -> None:
     out = out or sys.stdout
     if r.attacker_failed:
@@ -158,6 +183,7 @@ def _run_sims(args, scenarios, sims, broken, paths) -> int:
             if path:
                 print(f"  trace: {path}")
             print_attacker_failures(r)
+            print_checks(r)
             if r.exceeds_fault_assumption:
                 faulty = len(s.faulty_replicas())
                 print(

@@ -33,6 +33,7 @@ and `exception` when a core raised from step()
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -93,6 +94,10 @@ class Violation:
 class Oracle:
     def __init__(self, config: ClusterConfig, correct_replicas: list[int], correct_clients: list[str]):
         self.config = config
+        self.counts: Counter[str] = Counter()
+        """How many times each check looked at something (`RunResult.checks`): prepared
+        slots, executed slots (agreement), executed requests (exactly-once), requests
+        (validity), stable checkpoints, completed client operations, resource audits."""
         self.correct_replicas = frozenset(correct_replicas)
         self.correct_clients = frozenset(correct_clients)
         self.violations: list[Violation] = []
@@ -237,6 +242,7 @@ class Oracle:
             )
 
     def _prepared(self, who: Who, view: int, seq: int, digest: bytes) -> None:
+        self.counts["prepared-uniqueness"] += 1
         prior = self.prepared.get((view, seq))
         if prior is None:
             self.prepared[(view, seq)] = (digest, who)
@@ -259,6 +265,7 @@ class Oracle:
             )
 
     def _checkpoint(self, who: Who, seq: int, digest: bytes) -> None:
+        self.counts["checkpoint-digests"] += 1
         prior = self.checkpoints.get(seq)
         if prior is None:
             self.checkpoints[seq] = (digest, who)
@@ -292,6 +299,8 @@ class Oracle:
             )
             return
         self.exec_last[who] = ex.seq
+        self.counts["agreement"] += 1
+        self.counts["exactly-once"] += len(ex.requests)
         reqs = tuple((r.client, r.timestamp, r.operation, r.result, r.fresh) for r in ex.requests)
         entry = self.history.get(ex.seq)
         if entry is not None:
@@ -311,6 +320,7 @@ class Oracle:
         self._advance_model()
 
     def _check_validity(self, rid: int, ex: Executed) -> None:
+        self.counts["validity"] += max(1, len(ex.requests))
         if not ex.requests and ex.digest == NULL_DIGEST:
             primary = self.config.primary(ex.view)
             if (ex.view, ex.seq) not in self.null_allowed and primary in self.correct_replicas:
@@ -406,6 +416,7 @@ class Oracle:
     def observe_completed(self, client: str, ts: int, result: bytes) -> None:
         if client not in self.correct_clients:
             return
+        self.counts["client-correctness"] += 1
         sub = self.submitted.get((client, ts))
         if sub is None:
             self.fail("client-correctness", f"client {client} completed t={ts}, which it never submitted")
@@ -457,6 +468,7 @@ class Oracle:
         """Every bounded structure of a correct replica within its bound. The bounds live
         with the code that owns each structure (`invariants()` of the replica and of its
         owners): a rename cannot silently retire a check kept by name here."""
+        self.counts["resources"] += 1
         try:
             replica.invariants()
         except AssertionError as exc:

@@ -74,6 +74,12 @@ class RunResult:
     """A Byzantine behaviour's hook raised (first few, one sentence each): the attacker
     failed, not the protocol, and the run tested less than the scenario says."""
     attacker_failure_count: int = 0
+    checks: dict[str, int] = field(default_factory=dict)
+    """The simulator's: how much each check of the oracle looked at (prepared slots,
+    executed slots, executed requests, checkpoints, client operations, resource audits)."""
+    refused: dict[str, dict[str, int]] = field(default_factory=dict)
+    """The simulator's: per faulty node ("2", "c1"), what the correct replicas refused of
+    what it sent, by reason (their `Rejected` counts)."""
 
     @property
     def passed(self) -> bool:
@@ -125,7 +131,8 @@ def result_json(r: RunResult) -> dict[str, Any]:
             link_faults=r.link_faults, applied=r.applied, crashes=r.crashes,
         )
     else:
-        out.update(virtual_ms=r.virtual_ms, messages_delivered=r.delivered, trace_digest=r.trace_digest)
+        out.update(virtual_ms=r.virtual_ms, messages_delivered=r.delivered, trace_digest=r.trace_digest,
+                   checks=r.checks, refused=r.refused)
     out["replicas"] = [_replica_json(rep, r.real) for rep in r.replicas]
     return out
 

@@ -787,12 +787,28 @@ class Simulation:
             trace_tail=[render_event(e) for e in self._tail],
             attacker_failures=list(self.attacker_failures),
             attacker_failure_count=self.attacker_failure_count,
+            checks=dict(sorted(self.oracle.counts.items())),
+            refused=self._refused(),
         )
         if self.tracer is not None:
             for v in violations:
                 self.tracer.violation(self.now, v.check, v.detail)
             self.tracer.end(self.now, result)
         return result
+
+    def _refused(self) -> dict[str, dict[str, int]]:
+        """Per faulty node, what the correct replicas refused of what it sent, by reason."""
+        faulty = {str(r) for r in range(self.config.n) if r not in self.correct}
+        faulty |= {cs.name for cs in self.clients.values() if not cs.correct}
+        out: dict[str, dict[str, int]] = {name: {} for name in sorted(faulty)}
+        for rid in sorted(self.correct):
+            for inst in self.replicas[rid]:
+                for (signer, reason), count in inst.node.rejects.items():
+                    name = str(signer)
+                    if name in out:
+                        key = reason.value if hasattr(reason, "value") else str(reason)
+                        out[name][key] = out[name].get(key, 0) + count
+        return {name: dict(sorted(reasons.items())) for name, reasons in out.items()}
 
 
 def _and(items: list[str]) -> str:
