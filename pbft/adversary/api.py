@@ -22,13 +22,13 @@ is the run's seeded RNG, so a simulation replays exactly from its seed.
 
 from __future__ import annotations
 
-import difflib
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from ..protocol.config import close_match
 from ..protocol.messages import (
     Checkpoint,
     Commit,
@@ -175,10 +175,11 @@ SCENARIO_KEYS = frozenset({"replica", "client", "behaviour", "rule"})
 """Keys a scenario's [[byzantine]] table carries besides the behaviour's own parameters."""
 
 
-def did_you_mean(word: str, choices: list[str] | tuple[str, ...] | set[str]) -> str:
-    """' (did you mean X?)' for the closest of `choices`, or ''."""
-    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """' (did you mean X?)' for the closest of `choices` (config.close_match, the cluster
+    file's spelling hint), or ''."""
+    close = close_match(word, sorted(choices))
+    return f" (did you mean {close!r}?)" if close else ""
 
 
 def validate_params(owner: str, declared: Mapping[str, Param], given: Mapping[str, Any], n: int) -> Args:
@@ -309,6 +310,42 @@ def decode(data: bytes) -> tuple[Any, Message | None]:
     if opened is None:
         return None, None
     return opened[0].signer, opened[1]
+
+
+# -- messages held back ---------------------------------------------------------------------
+
+MAX_HELD = 100_000
+"""Messages a behaviour may hold back at once (delays): memory stays bounded."""
+
+
+class Held:
+    """What a behaviour delays: items due at a time on its own clock, released in order
+    of that time and then of holding (so a run replays exactly). Bounded by MAX_HELD: a
+    ValueError past it, the attacker's failure (delays so long they never end)."""
+
+    __slots__ = ("_items", "_count")
+
+    def __init__(self) -> None:
+        self._items: list[tuple[int, int, Any]] = []
+        self._count = 0
+
+    def hold(self, due_ms: int, item: Any) -> None:
+        if len(self._items) >= MAX_HELD:
+            raise ValueError(f"more than {MAX_HELD} delayed messages held at once; delays that long never end")
+        self._count += 1
+        self._items.append((due_ms, self._count, item))
+
+    def due(self, now_ms: int) -> list:
+        """The items due by `now_ms`, removed, in order."""
+        if not self._items:
+            return []
+        ready = sorted(h for h in self._items if h[0] <= now_ms)
+        if ready:
+            self._items = [h for h in self._items if h[0] > now_ms]
+        return [h[2] for h in ready]
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 # -- the honest core, read only -------------------------------------------------------------

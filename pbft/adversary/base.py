@@ -39,11 +39,9 @@ from ..protocol.events import Action, Broadcast, Event, Received, Send, SendClie
 from ..protocol.messages import Message
 from ..protocol.ready import Ready
 from ..protocol.replica import Replica
-from .api import Args, CoreView, Fate, Incoming, Outgoing, Param, decode, validate_params
+from .api import Args, CoreView, Fate, Held, Incoming, Outgoing, Param, decode, validate_params
 
 MESSAGE_TYPES = typing.get_args(Message)
-MAX_HELD = 100_000
-"""Messages a behaviour may hold back at once (delays): memory stays bounded."""
 
 
 class Behaviour:
@@ -71,9 +69,8 @@ class Behaviour:
         self.state = CoreView(replica)
         self.now_ms = 0
         self._outbox: list[Action] = []
-        self._held_out: list[tuple[int, int, Action]] = []
-        self._held_in: list[tuple[int, int, Event]] = []
-        self._held_count = 0
+        self._held_out = Held()
+        self._held_in = Held()
         self._tick_due = False
         cls = type(self)
         self._decode_in = cls.on_message is not Behaviour.on_message
@@ -133,7 +130,7 @@ class Behaviour:
         if isinstance(event, Tick):
             self.now_ms += self.replica.config.tick_ms
             self._tick_due = True
-            return [event, *self._release(self._held_in)]
+            return [event, *self._held_in.due(self.now_ms)]
         if self._decode_in and isinstance(event, Received):
             _, message = decode(event.data)
             inc = Incoming(event.peer, event.data, message)
@@ -141,10 +138,7 @@ class Behaviour:
             if inc.fate is Fate.DROP:
                 return []
             if inc.delay_ms > 0:
-                if len(self._held_in) >= MAX_HELD:
-                    raise ValueError(f"more than {MAX_HELD} delayed messages held at once; delays that long never end")
-                self._held_count += 1
-                self._held_in.append((self.now_ms + inc.delay_ms, self._held_count, event))
+                self._held_in.hold(self.now_ms + inc.delay_ms, event)
                 return []
         return [event]
 
@@ -153,7 +147,7 @@ class Behaviour:
         if self._tick_due:
             self._tick_due = False
             self.on_tick()
-            out.extend(self._release(self._held_out))
+            out.extend(self._held_out.due(self.now_ms))
         out.extend(self._outbox)
         self._outbox = []
         return out
@@ -192,18 +186,7 @@ class Behaviour:
         return out
 
     def _hold_out(self, delay_ms: int, action: Action) -> None:
-        if len(self._held_out) >= MAX_HELD:
-            raise ValueError(f"more than {MAX_HELD} delayed messages held at once; delays that long never end")
-        self._held_count += 1
-        self._held_out.append((self.now_ms + delay_ms, self._held_count, action))
-
-    def _release(self, held: list) -> list:
-        if not held:
-            return []
-        due = sorted(h for h in held if h[0] <= self.now_ms)
-        if due:
-            held[:] = [h for h in held if h[0] > self.now_ms]
-        return [h[2] for h in due]
+        self._held_out.hold(self.now_ms + delay_ms, action)
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,14 +240,49 @@ MAX_FAILURES = 20
 """Failures kept word for word; the rest are only counted."""
 
 
-class ByzantineReplica:
-    """`Replica`-compatible wrapper: behaviour.on_input -> core.step -> behaviour.on_output."""
+class FailureLog:
+    """A Byzantine node's record of its behaviours' failures: the first MAX_FAILURES word
+    for word, all of them counted. Layers wrapped around one node (rules over a
+    behaviour) share one log, so whoever reads it sees them all."""
 
-    def __init__(self, replica: Replica, behaviour: Behaviour) -> None:
+    __slots__ = ("failures", "count")
+
+    def __init__(self) -> None:
+        self.failures: list[BehaviourFailure] = []
+        self.count = 0
+
+    def add(self, behaviour: Any, hook: str, exc: Exception) -> None:
+        self.count += 1
+        if len(self.failures) < MAX_FAILURES:
+            self.failures.append(failure_of(behaviour.name, hook, exc, behaviour))
+
+
+class Failing:
+    """`failures` and `failure_count` of a wrapper, read from its `failure_log`."""
+
+    failure_log: FailureLog
+    behaviour: Any
+
+    @property
+    def failures(self) -> list[BehaviourFailure]:
+        return self.failure_log.failures
+
+    @property
+    def failure_count(self) -> int:
+        return self.failure_log.count
+
+    def _failed(self, hook: str, exc: Exception) -> None:
+        self.failure_log.add(self.behaviour, hook, exc)
+
+
+class ByzantineReplica(Failing):
+    """`Replica`-compatible wrapper: behaviour.on_input -> core.step -> behaviour.on_output.
+    `log`: the failure record to share with a wrapper underneath (rules over a behaviour)."""
+
+    def __init__(self, replica: Replica, behaviour: Behaviour, log: FailureLog | None = None) -> None:
         self.core = replica
         self.behaviour = behaviour
-        self.failures: list[BehaviourFailure] = []
-        self.failure_count = 0
+        self.failure_log = log if log is not None else FailureLog()
         replica.behaviour_label = behaviour.name  # `pbft status` shows it
 
     def step(self, event: Event) -> Ready:
@@ -282,11 +300,6 @@ class ByzantineReplica:
         except Exception as exc:  # noqa: BLE001
             self._failed("on_output", exc)
             return Ready.of(out)
-
-    def _failed(self, hook: str, exc: Exception) -> None:
-        self.failure_count += 1
-        if len(self.failures) < MAX_FAILURES:
-            self.failures.append(failure_of(self.behaviour.name, hook, exc, self.behaviour))
 
     def __getattr__(self, name: str) -> Any:
         # view, last_executed, stable_seq, state_digest(), ... come from the honest core.

@@ -29,6 +29,7 @@ from typing import Any
 
 from ..protocol.events import Action, Send
 from ..protocol.messages import Request
+from .api import Held
 from .clients import ByzantineClient, ClientBehaviour
 from .rules import PICKS, REQUEST_HISTORY, Rule, RuleError, parse_rules
 
@@ -73,8 +74,7 @@ class ClientRules(ClientBehaviour):
         self.rules = parse_client_rules(self.params.get("rule", []), config.n)
         self.fired = [0] * len(self.rules)
         self._history: deque[bytes] = deque(maxlen=REQUEST_HISTORY)  # its own signed requests
-        self._held: list[tuple[int, int, Action]] = []
-        self._count = 0
+        self._held = Held()
         self._drawn: dict[bytes, tuple[bool, ...]] = {}  # per request: which rules' chance held
         self._variants: dict[tuple[int, bytes], bytes] = {}
 
@@ -86,10 +86,7 @@ class ClientRules(ClientBehaviour):
         return self.rewrite_requests(actions, self._apply)
 
     def on_tick(self) -> list[Action]:
-        now = self.now_ms  # ByzantineClient counted this tick already
-        due = sorted(h for h in self._held if h[0] <= now)
-        self._held = [h for h in self._held if h[0] > now]
-        return [h[2] for h in due]
+        return self._held.due(self.now_ms)  # ByzantineClient counted this tick already
 
     # -- one request to one replica ------------------------------------------------------
 
@@ -164,8 +161,7 @@ class ClientRules(ClientBehaviour):
         return self._variants[key]
 
     def _hold(self, delay_ms: int, action: Action) -> None:
-        self._count += 1
-        self._held.append((self.now_ms + max(0, delay_ms), self._count, action))
+        self._held.hold(self.now_ms + max(0, delay_ms), action)
 
 
 def build_client_rules(
@@ -191,7 +187,7 @@ def build_client_rules(
         behaviour = ClientRules(inner, key, {"rule": params["rule"]}, rules_rng, config)
     except RuleError as exc:
         raise ValueError(str(exc)) from None
-    return ByzantineClient(inner, behaviour)
+    return ByzantineClient(inner, behaviour, inner.failure_log if isinstance(inner, ByzantineClient) else None)
 
 
 def client_rules_of(node: Any) -> ClientRules | None:

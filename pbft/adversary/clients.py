@@ -21,7 +21,7 @@ from ..protocol.crypto import KeyPair, seal
 from ..protocol.events import Action, Event, Send, Tick
 from ..protocol.messages import MAX_OPERATION, MAX_U64, Envelope, Request, open_envelope
 from .api import Param, validate_params
-from .base import ACTION_TYPES, MAX_FAILURES, BehaviourFailure, checked, failure_of
+from .base import ACTION_TYPES, Failing, FailureLog, checked
 from .wire import Params
 
 
@@ -103,14 +103,14 @@ class ClientBehaviour:
         return []
 
 
-class ByzantineClient:
-    """`ClientCore`-compatible wrapper: core -> behaviour.on_output, plus on_tick."""
+class ByzantineClient(Failing):
+    """`ClientCore`-compatible wrapper: core -> behaviour.on_output, plus on_tick.
+    `log`: the failure record to share with a wrapper underneath (rules over a behaviour)."""
 
-    def __init__(self, core: ClientCore, behaviour: ClientBehaviour) -> None:
+    def __init__(self, core: ClientCore, behaviour: ClientBehaviour, log: FailureLog | None = None) -> None:
         self.core = core
         self.behaviour = behaviour
-        self.failures: list[BehaviourFailure] = []
-        self.failure_count = 0
+        self.failure_log = log if log is not None else FailureLog()
 
     def submit(self, operation: bytes, read_only: bool = False) -> list[Action]:
         return self._output(self.core.submit(operation, read_only))
@@ -131,11 +131,6 @@ class ByzantineClient:
         except Exception as exc:  # noqa: BLE001
             self._failed("on_output", exc)
             return actions
-
-    def _failed(self, hook: str, exc: Exception) -> None:
-        self.failure_count += 1
-        if len(self.failures) < MAX_FAILURES:
-            self.failures.append(failure_of(self.behaviour.name, hook, exc, self.behaviour))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.core, name)

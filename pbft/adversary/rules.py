@@ -47,7 +47,7 @@ from ..protocol.messages import (
     open_envelope,
 )
 from .api import Incoming, Outgoing, did_you_mean, kind_of
-from .base import MAX_FAILURES, Behaviour, ByzantineReplica, failure_of
+from .base import Behaviour, ByzantineReplica
 
 KINDS = tuple(t.name.replace("_", "-") for t in MsgType)
 ACTIONS = ("drop", "delay", "duplicate", "replay", "mutate", "equivocate")
@@ -557,20 +557,6 @@ class Rules(Behaviour):
         return None
 
 
-class Stacked(ByzantineReplica):
-    """Rules over a behaviour over the core: one record of the attacker's failures for
-    both layers (the inner wrapper's), so whoever reads `failures` sees them all."""
-
-    failures = property(lambda self: self.core.failures, lambda self, value: None)  # type: ignore[assignment]
-    failure_count = property(lambda self: self.core.failure_count, lambda self, value: None)  # type: ignore[assignment]
-
-    def _failed(self, hook: str, exc: Exception) -> None:
-        inner = self.core
-        inner.failure_count += 1
-        if len(inner.failures) < MAX_FAILURES:
-            inner.failures.append(failure_of(self.behaviour.name, hook, exc))
-
-
 def build_with_rules(
     name: str, params: Mapping[str, Any], core: Any, key: Any, rng: random.Random, base_dir: str = ""
 ) -> ByzantineReplica:
@@ -589,8 +575,9 @@ def build_with_rules(
             f"parameter '{sorted(rest)[0]}' given without a 'behaviour' (rules take their keys "
             "inside [[byzantine.rule]])."
         )
-    layer = Stacked if name else ByzantineReplica
-    wrapped = layer(inner, Rules(inner, key, {"rule": params["rule"]}, rules_rng))
+    # One failure record for both layers: whoever reads the node's failures sees them all.
+    log = inner.failure_log if isinstance(inner, ByzantineReplica) else None
+    wrapped = ByzantineReplica(inner, Rules(inner, key, {"rule": params["rule"]}, rules_rng), log)
     core.behaviour_label = f"{name}+rules" if name else "rules"
     return wrapped
 

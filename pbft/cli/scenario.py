@@ -93,20 +93,30 @@ def cmd_scenario_real(args) -> int:
             print(f"running {s.name} with real processes (f = {s.f}, {s.n} replicas)", flush=True)
         r = realscenario.run_real(s, args.seed, out=None if args.json else sys.stdout)
         results.append(r)
-        verdict = _verdict(r)
-        failed |= verdict in FAILING
+        failed |= _verdict(r) in FAILING
         if not args.json:
-            print(
-                f"{verdict} {r.name} (seed {r.seed}, real): {r.requests_completed}/{r.requests_total} "
-                f"requests, {r.view_changes} view changes, {r.wall_ms / 1000:.2f} s"
-            )
-            print_attacker_failures(r)
-            if s.broken:
-                print(_broken_note(s.broken))
+            print_run(r, s, f"{r.wall_ms / 1000:.2f} s")
             realscenario.print_result(r)
     if args.json:
         print(json.dumps([result_json(r) for r in results], indent=2))
     return 1 if failed else 0
+
+
+def print_run(r: RunResult, s, figures: str, trace: str = "", replay_broken: str | None = None) -> None:
+    """One run's verdict line and what qualifies it, the same for the simulator and
+    `--real` (`figures`: what only that mode measures)."""
+    mode = ", real" if r.real else ""
+    print(f"{_verdict(r)} {r.name} (seed {r.seed}{mode}): {r.requests_completed}/{r.requests_total} "
+          f"requests, {r.view_changes} view changes, {figures}")
+    if trace:
+        print(f"  trace: {trace}")
+    print_attacker_failures(r)
+    print_checks(r)
+    if r.exceeds_fault_assumption:
+        print(f"  exceeds the fault assumption: {len(s.faulty_replicas())} faulty replicas with "
+              f"f = {s.f}; not a protocol failure")
+    if s.broken:
+        print(_broken_note(s.broken) + (f" (replay with --broken {replay_broken})" if replay_broken else ""))
 
 
 def _broken_note(name: str) -> str:
@@ -172,26 +182,10 @@ def _run_sims(args, scenarios, sims, broken, paths) -> int:
         r = sim.run()
         elapsed = time.perf_counter() - started
         results.append(r)
-        verdict = _verdict(r)
-        failed |= verdict in FAILING
+        failed |= _verdict(r) in FAILING
         if not args.json:
-            print(
-                f"{verdict} {r.name} (seed {r.seed}): {r.requests_completed}/{r.requests_total} requests, "
-                f"{r.view_changes} view changes, {r.virtual_ms} virtual ms, {r.delivered} messages, "
-                f"{elapsed:.2f} s"
-            )
-            if path:
-                print(f"  trace: {path}")
-            print_attacker_failures(r)
-            print_checks(r)
-            if r.exceeds_fault_assumption:
-                faulty = len(s.faulty_replicas())
-                print(
-                    f"  exceeds the fault assumption: {faulty} faulty replicas with f = {s.f}; "
-                    "not a protocol failure"
-                )
-            if s.broken:
-                print(_broken_note(s.broken) + (f" (replay with --broken {broken})" if broken else ""))
+            print_run(r, s, f"{r.virtual_ms} virtual ms, {r.delivered} messages, {elapsed:.2f} s",
+                      trace=path, replay_broken=broken)
             if r.violations:
                 print_violation(r, path=s.source or "FILE")
     if args.json:
