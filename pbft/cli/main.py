@@ -2,7 +2,7 @@
 
 This module only parses arguments and dispatches; the handlers are in pbft.cli.cluster
 (keygen, config, demo, bench), pbft.cli.replica (replica, up, client, status, evidence)
-and pbft.cli.scenario (scenario, fuzz), imported lazily so `pbft scenario list` does not
+pbft.cli.scenario (scenario, fuzz) and pbft.cli.trace (trace), imported lazily so `pbft scenario list` does not
 import Trio or TLS. Nothing but `pbft/__main__.py` and the console entry point imports
 this package (tests/test_layers.py).
 Exit status: 0 success, 1 a check failed, 2 usage or configuration error. Operator
@@ -43,6 +43,10 @@ def _handler(command: str):
 
         return {"scenario run": scenario.cmd_scenario_run,
                 "scenario list": scenario.cmd_scenario_list, "fuzz": scenario.cmd_fuzz}[command]
+    if command.startswith("trace "):
+        from . import trace
+
+        return getattr(trace, "cmd_trace_" + command.split()[1].replace("-", "_"))
     from . import replica
 
     return {"replica": replica.cmd_replica, "up": replica.cmd_up, "client": replica.cmd_client,
@@ -303,6 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     fz.add_argument("--trace-dir", default=None, metavar="DIR",
                     help="write the trace of every failing seed's shrunk scenario to "
                          "DIR/fuzz-SEED.jsonl (docs/formats.md)")
+    tr = sub.add_parser("trace", help="look at a run's trace: a viewer page, exports, merging")
+    trs = tr.add_subparsers(dest="trace_command", metavar="ACTION")
+    trs.required = True
+    # (each `pbft trace ACTION` is added below, its handler pbft.cli.trace.cmd_trace_ACTION)
+
     _accept_global_options(p)
     _show_defaults(p)
     return p
@@ -340,6 +349,8 @@ def _main(argv: list[str] | None) -> int:
     key = args.command
     if key == "scenario":
         key = f"scenario {args.scenario_command}"
+    elif key == "trace":
+        key = f"trace {args.trace_command}"
     handler = _handler(key)
     try:
         return int(handler(args) or 0)

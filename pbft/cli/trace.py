@@ -1,0 +1,3 @@
+"""`pbft trace ...`: the handlers of the trace commands (docs/viewer.md)."""
+
+from __future__ import annotations
