@@ -57,17 +57,66 @@ CHECK_UNITS = {
 
 
 def print_checks(r: RunResult, out=None) -> None:
-    """What the oracle checked (how much of each), and per faulty node what the correct
-    replicas refused of what it sent."""
+    """What the oracle checked, one line per check with its figures, then one line per
+    faulty node: what it sent, its lies, what the correct replicas refused of it and the
+    evidence they collected."""
     out = out or sys.stdout
-    if r.checks:
-        shown = ", ".join(f"{name} {n} {CHECK_UNITS.get(name, '')}".rstrip() for name, n in r.checks.items())
-        print(f"  checked: {shown}", file=out)
+    rows = [(name, f"{n} {CHECK_UNITS.get(name, '')}".rstrip()) for name, n in r.checks.items()]
+    rows = [(name, text + _resources_text(r) if name == "resources" else text) for name, text in rows]
+    if r.latency is not None:
+        rows.append(("liveness", _latency_text(r.latency)))
+    if rows:
+        print("  checks:", file=out)
+        width = max(len(name) for name, _ in rows)
+        for name, text in rows:
+            print(f"    {name:<{width}}  {text}", file=out)
     for node, reasons in r.refused.items():
-        total = sum(reasons.values())
-        detail = ", ".join(f"{reason} {n}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:5])
-        print(f"  faulty {node}: the correct replicas refused {total} of its messages"
-              + (f" ({detail})" if detail else ""), file=out)
+        faulty = r.faulty.get(node)
+        head = f"  faulty {node}: "
+        if faulty is not None:
+            head += f"sent {faulty.sent} messages"
+            if faulty.lies is not None:
+                lies = sum(faulty.lies.values())
+                kinds = ", ".join(f"{n} {k}" for k, n in faulty.lies.items() if n)
+                head += f", {lies} lies" + (f" ({kinds})" if kinds else "")
+            head += "; "
+        print(head + _refused_text(reasons) + (_evidence_text(faulty.evidence) if faulty else ""), file=out)
+
+
+def _refused_text(reasons: dict[str, int]) -> str:
+    total = sum(reasons.values())
+    detail = ", ".join(f"{reason} {n}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:5])
+    return f"the correct replicas refused {total} of its messages" + (f" ({detail})" if detail else "")
+
+
+def _evidence_text(evidence: dict[str, int]) -> str:
+    if not evidence:
+        return "; no evidence against it"
+    return "; evidence against it: " + ", ".join(f"{kind} {n}" for kind, n in evidence.items())
+
+
+def _latency_text(lat) -> str:
+    text = f"{lat.completed} requests, worst latency {lat.worst_ms} ms"
+    if lat.heal_ms:
+        text += (f"; after the last fault healed at {lat.heal_ms} ms, {lat.after_heal} completed, "
+                 f"worst {lat.worst_after_heal_ms} ms")
+    if lat.bound_ms is None:
+        return text + " (not bounded: the scenario does not expect every request to complete)"
+    return text + f" (bound {lat.bound_ms} ms)"
+
+
+def _resources_text(r: RunResult, shown: int = 3) -> str:
+    """How many structures were audited and the few that came nearest their bounds."""
+    if not r.resources:
+        return ""
+    near = sorted(
+        ((name, p) for name, p in r.resources.items() if p.peak and p.bound),
+        key=lambda kv: (-kv[1].peak / kv[1].bound, kv[0]),
+    )[:shown]
+    text = f" of {len(r.resources)} bounded structures"
+    if near:
+        text += "; nearest their bound: " + ", ".join(f"{name} {p.peak}/{p.bound}" for name, p in near)
+    return text
 
 
 def print_attacker_failures(r: RunResult, out=None) -> None:

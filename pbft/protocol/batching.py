@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from .bounds import Bound, check
 from .config import ClusterConfig
 from .messages import Request
 from .timeouts import Timeout
@@ -117,7 +118,9 @@ class Batching:
         self.returning.clear()
         return out
 
-    def invariants(self) -> None:
+    def bounds(self) -> list[Bound]:
         clients = len(self.config.clients)
-        assert len(self.pending) <= clients, f"pending holds {len(self.pending)}, bound {clients}"
-        assert len(self.returning) <= clients, f"returning holds {len(self.returning)}, bound {clients}"
+        return [Bound("pending", len(self.pending), clients), Bound("returning", len(self.returning), clients)]
+
+    def invariants(self) -> None:
+        check(self.bounds())

@@ -20,6 +20,7 @@ Every structure is keyed by replica: bounded by n.
 
 from __future__ import annotations
 
+from .bounds import Bound, check
 from .config import ClusterConfig
 from .events import Ignored, Reason
 
@@ -86,10 +87,13 @@ class CatchUp:
         ahead = sorted((ex for v, ex in self.progress.values() if v == view), reverse=True)
         return len(ahead) > self._f and ahead[self._f] > last_executed
 
+    def bounds(self) -> list[Bound]:
+        n = self._n
+        return [
+            Bound("catch_up.answered", len(self.answered), n),
+            Bound("catch_up.heard", len(self.heard), n),
+            Bound("catch_up.progress", len(self.progress), n),
+        ]
+
     def invariants(self) -> None:
-        for name, size in (
-            ("answered", len(self.answered)),
-            ("heard", len(self.heard)),
-            ("progress", len(self.progress)),
-        ):
-            assert size <= self._n, f"catch_up.{name} holds {size}, bound {self._n}"
+        check(self.bounds())

@@ -19,6 +19,7 @@ count (`Replica.on_checkpoint`) and what a stable checkpoint changes elsewhere.
 
 from __future__ import annotations
 
+from .bounds import Bound, check
 from .config import ClusterConfig
 from .events import Ignored, Reason
 from .quorum import VoteSet
@@ -97,7 +98,7 @@ class Checkpoints:
             for s in [s for s in claims if s <= seq]:
                 del claims[s]
 
-    def invariants(self) -> None:
+    def bounds(self) -> list[Bound]:
         """The bounds above, whatever peers sent (a named limit on every structure)."""
         cfg = self.config
         held = cfg.log_window // cfg.checkpoint_interval + 2  # in the window, stable, one above
@@ -105,14 +106,16 @@ class Checkpoints:
         vote_bytes = sum(len(d) for v in self.votes.values() for _, d in v.values())
         claims = sum(len(c) for c in self.claims.values())
         claim_bytes = sum(len(d) for c in self.claims.values() for _, d in c.values())
-        for name, size, bound in (
-            ("checkpoint_votes", len(self.votes), held),
-            ("checkpoint_votes (votes)", votes, held * cfg.n),
-            ("checkpoint_votes (bytes)", vote_bytes, held * cfg.n * CHECKPOINT_BYTES),
-            ("own_checkpoints", len(self.own), held),
-            ("claims", len(self.claims), cfg.n),
-            ("claims (checkpoints)", claims, CLAIMS_PER_REPLICA * cfg.n),
-            ("claims (bytes)", claim_bytes, CLAIMS_PER_REPLICA * cfg.n * CHECKPOINT_BYTES),
-            ("_served", 0 if self._served is None else 1, 1),
-        ):
-            assert size <= bound, f"{name} holds {size}, bound {bound}"
+        return [
+            Bound("checkpoint_votes", len(self.votes), held),
+            Bound("checkpoint_votes (votes)", votes, held * cfg.n),
+            Bound("checkpoint_votes (bytes)", vote_bytes, held * cfg.n * CHECKPOINT_BYTES),
+            Bound("own_checkpoints", len(self.own), held),
+            Bound("claims", len(self.claims), cfg.n),
+            Bound("claims (checkpoints)", claims, CLAIMS_PER_REPLICA * cfg.n),
+            Bound("claims (bytes)", claim_bytes, CLAIMS_PER_REPLICA * cfg.n * CHECKPOINT_BYTES),
+            Bound("_served", 0 if self._served is None else 1, 1),
+        ]
+
+    def invariants(self) -> None:
+        check(self.bounds())

@@ -13,6 +13,7 @@ forgetting them all when full only means reporting one again.
 from __future__ import annotations
 
 from . import codec
+from .bounds import Bound, check
 from .crypto import digest
 
 EVIDENCE_MEMORY = 4096
@@ -35,5 +36,8 @@ class EvidenceMemory:
         self.seen.add(key)
         return True
 
+    def bounds(self) -> list[Bound]:
+        return [Bound("evidence", len(self.seen), EVIDENCE_MEMORY)]
+
     def invariants(self) -> None:
-        assert len(self.seen) <= EVIDENCE_MEMORY, f"evidence holds {len(self.seen)}, bound {EVIDENCE_MEMORY}"
+        check(self.bounds())

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 
+from .bounds import Bound, check
 from .config import ClusterConfig
 from .events import Ignored, Reason
 from .messages import Signer
@@ -74,14 +75,16 @@ class FutureViews:
         self.total = 0
         return taken
 
-    def invariants(self) -> None:
+    def bounds(self) -> list[Bound]:
         held = self.signers * self.per_signer
-        for name, size, bound in (
-            ("_future", len(self.messages), held),
-            ("_future_seen", len(self.seen), held),
-            ("_future (signers)", len(self.count), self.signers),
-            ("_future (one signer)", max(self.count.values(), default=0), self.per_signer),
-            ("_future (one signer's bytes)", max(self.bytes.values(), default=0), FUTURE_SIGNER_BYTES),
-            ("_future (total bytes)", self.total, self.total_limit),
-        ):
-            assert size <= bound, f"{name} holds {size}, bound {bound}"
+        return [
+            Bound("_future", len(self.messages), held),
+            Bound("_future_seen", len(self.seen), held),
+            Bound("_future (signers)", len(self.count), self.signers),
+            Bound("_future (one signer)", max(self.count.values(), default=0), self.per_signer),
+            Bound("_future (one signer's bytes)", max(self.bytes.values(), default=0), FUTURE_SIGNER_BYTES),
+            Bound("_future (total bytes)", self.total, self.total_limit),
+        ]
+
+    def invariants(self) -> None:
+        check(self.bounds())

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from . import codec
+from .bounds import Bound, check
 from .config import ClusterConfig
 from .messages import Held, Request, to_body
 
@@ -70,10 +71,12 @@ class ClientAnswers:
     def __len__(self) -> int:
         return len(self._told)
 
-    def invariants(self) -> None:
+    def bounds(self) -> list[Bound]:
         """One entry per client of the cluster (only verified requests get here)."""
-        name = type(self).__name__
-        assert len(self._told) <= self._clients, f"{name} holds {len(self._told)}, bound {self._clients}"
+        return [Bound(type(self).__name__, len(self._told), self._clients)]
+
+    def invariants(self) -> None:
+        check(self.bounds())
 
 
 class HeldAnswers(ClientAnswers):
@@ -130,10 +133,11 @@ class ReplyCache:
         """The records as a checkpoint holds them, in client order."""
         return sorted([c, r.timestamp, r.result] for c, r in self.records.items())
 
+    def bounds(self) -> list[Bound]:
+        return [Bound("clients", len(self.records), self.clients), *self.resent.bounds(), *self.held.bounds()]
+
     def invariants(self) -> None:
-        assert len(self.records) <= self.clients, f"clients holds {len(self.records)}, bound {self.clients}"
-        self.resent.invariants()
-        self.held.invariants()
+        check(self.bounds())
 
 
 class WaitingReads:
@@ -168,5 +172,8 @@ class WaitingReads:
         self.waiting.clear()
         return out
 
+    def bounds(self) -> list[Bound]:
+        return [Bound("reads", len(self.waiting), self._clients)]
+
     def invariants(self) -> None:
-        assert len(self.waiting) <= self._clients, f"reads holds {len(self.waiting)}, bound {self._clients}"
+        check(self.bounds())

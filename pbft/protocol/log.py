@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .bounds import Bound, check
 from .crypto import Verifier
 from .messages import PrePrepare, Request, envelope_from_bytes
 from .quorum import VoteSet
@@ -192,9 +193,12 @@ class MessageLog:
         for seq in [s for s in self.slots if s <= stable]:
             del self.slots[seq]
 
-    def invariants(self) -> None:
+    def bounds(self) -> list[Bound]:
         """Never more than L slots, whatever peers send (the water marks, 4.2)."""
-        assert len(self.slots) <= self.window, f"log holds {len(self.slots)} entries, bound {self.window}"
+        return [Bound("log", len(self.slots), self.window, "entries")]
+
+    def invariants(self) -> None:
+        check(self.bounds())
 
     def __len__(self) -> int:
         return len(self.slots)

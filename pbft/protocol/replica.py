@@ -19,6 +19,7 @@ from typing import assert_never
 
 from . import codec, recovery
 from .batching import Batching
+from .bounds import Bound, check
 from .catchup import CatchUp
 from .checkpoints import Checkpoints
 from .config import ClusterConfig
@@ -217,9 +218,14 @@ class Replica:
         return Ready.of(out)
 
     def invariants(self) -> None:
-        """Every bounded structure within its named limit (docs/robustness.md), asserted by
-        the owner of each; the simulator calls this after every step of a correct replica,
-        the replica itself never does (it costs a pass over its state)."""
+        """Every bounded structure within its named limit (docs/robustness.md), as listed
+        by the owner of each (`bounds()`); the simulator checks them after every step of a
+        correct replica, the replica itself never does (it costs a pass over its state)."""
+        check(self.bounds())
+
+    def bounds(self) -> list[Bound]:
+        """Each bounded structure's size against its limit, owner by owner (read-only)."""
+        out: list[Bound] = []
         owners = (
             self.log, self.checkpoints, self.future, self.requests, self.view_changes,
             self.chunks_served, self.verified, self.deferred, self.batching, self.replies,
@@ -227,13 +233,12 @@ class Replica:
         )
         for owner in owners:
             if owner is not None:
-                owner.invariants()
+                out += owner.bounds()
         cfg = self.config
-        certs = len(self.prepared_certs)
-        assert certs <= cfg.log_window, f"prepared_certs holds {certs}, bound {cfg.log_window}"
+        out.append(Bound("prepared_certs", len(self.prepared_certs), cfg.log_window))
         # Keyed by (channel peer, reason): replicas, clients and an unauthenticated None.
-        bound = (cfg.n + len(cfg.clients) + 1) * len(Reason)
-        assert len(self.rejects) <= bound, f"rejects holds {len(self.rejects)}, bound {bound}"
+        out.append(Bound("rejects", len(self.rejects), (cfg.n + len(cfg.clients) + 1) * len(Reason)))
+        return out
 
     def checkpoint_state(self) -> bytes:
         """Everything a checkpoint covers: the service state and the reply cache, which

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from .bounds import Bound, check
 from .events import Ignored, Reason
 from .messages import StateChunk
 
@@ -145,11 +146,16 @@ class Transfer:
         self.chunks[index] = data
         self.asked.pop(index, None)
 
-    def invariants(self) -> None:
+    def bounds(self) -> list[Bound]:
         """At most IN_FLIGHT chunk requests out; no chunk beyond the announced total."""
-        assert len(self.asked) <= IN_FLIGHT, f"transfer (asked) holds {len(self.asked)} chunk requests, bound {IN_FLIGHT}"
         beyond = len(self.chunks) if self.total is None else max(0, len(self.chunks) - self.total)
-        assert beyond == 0, f"transfer holds {beyond} chunks beyond its total, bound 0"
+        return [
+            Bound("transfer (asked)", len(self.asked), IN_FLIGHT, "chunk requests"),
+            Bound("transfer", beyond, 0, "chunks beyond its total"),
+        ]
+
+    def invariants(self) -> None:
+        check(self.bounds())
 
     def complete(self) -> bool:
         return self.total is not None and len(self.chunks) == self.total
@@ -225,6 +231,11 @@ class ChunkBudget:
         self.sent[key] = now
         self.budget[key[0]] = (start, count + 1)
 
+    def bounds(self) -> list[Bound]:
+        return [
+            Bound("_chunks_sent", len(self.sent), CHUNKS_REMEMBERED),
+            Bound("_chunk_budget", len(self.budget), self.replicas),
+        ]
+
     def invariants(self) -> None:
-        assert len(self.sent) <= CHUNKS_REMEMBERED, f"_chunks_sent holds {len(self.sent)}, bound {CHUNKS_REMEMBERED}"
-        assert len(self.budget) <= self.replicas, f"_chunk_budget holds {len(self.budget)}, bound {self.replicas}"
+        check(self.bounds())

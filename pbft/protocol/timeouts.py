@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from enum import Enum
 
+from .bounds import Bound, check
 from .messages import Request
 
 
@@ -175,10 +176,13 @@ class RequestTimers:
             data for c, (ts, data, _) in sorted(self.waiting.items()) if self.ordered.get(c, -1) < ts
         ]
 
+    def bounds(self) -> list[Bound]:
+        clients = self.clients
+        return [
+            Bound("waiting", len(self.waiting), clients),
+            Bound("ordered", len(self.ordered), clients),
+            Bound("_timers_restarted", len(self.restarted), clients),
+        ]
+
     def invariants(self) -> None:
-        for name, size in (
-            ("waiting", len(self.waiting)),
-            ("ordered", len(self.ordered)),
-            ("_timers_restarted", len(self.restarted)),
-        ):
-            assert size <= self.clients, f"{name} holds {size}, bound {self.clients}"
+        check(self.bounds())

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from . import codec
+from .bounds import Bound, check
 from .crypto import Verifier, digest
 from .messages import Envelope, Message, Request, Signer, decode_envelope
 
@@ -79,8 +80,11 @@ class VerifiedRequests:
                 good.append((checked, data))
         return tuple(good), bad
 
+    def bounds(self) -> list[Bound]:
+        return [Bound("_verified", len(self.cache), VERIFIED_CACHE)]
+
     def invariants(self) -> None:
-        assert len(self.cache) <= VERIFIED_CACHE, f"_verified holds {len(self.cache)}, bound {VERIFIED_CACHE}"
+        check(self.bounds())
 
 
 DEFERRED_REQUESTS = 4096
@@ -151,5 +155,8 @@ class DeferredRequests:
                 if not isinstance(checked, str):
                     break
 
+    def bounds(self) -> list[Bound]:
+        return [Bound("_deferred", len(self.held), DEFERRED_REQUESTS)]
+
     def invariants(self) -> None:
-        assert len(self.held) <= DEFERRED_REQUESTS, f"_deferred holds {len(self.held)}, bound {DEFERRED_REQUESTS}"
+        check(self.bounds())

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from . import codec
+from .bounds import Bound, check
 from .config import ClusterConfig
 from .crypto import NULL_DIGEST, Verifier, batch_digest
 from .events import Ignored, Reason
@@ -472,15 +473,17 @@ class ViewChanges:
     def joined_lone(self, signer: int) -> None:
         self.lone_joins[signer] = self.lone_joins.get(signer, 0) + 1
 
-    def invariants(self) -> None:
+    def bounds(self) -> list[Bound]:
         n = self.config.n
-        for name, size in (
-            ("view_changes", len(self.received)),
-            ("_new_view_resent", len(self.new_view_resent)),
-            ("_own_vcs", len(self.own)),
-            ("_vc_resent", len(self.resent)),
-            ("_peer_view", len(self.peer_view)),
-            ("_lone_since", len(self.lone_since)),
-            ("_lone_joins", len(self.lone_joins)),
-        ):
-            assert size <= n, f"{name} holds {size}, bound {n}"
+        return [
+            Bound("view_changes", len(self.received), n),
+            Bound("_new_view_resent", len(self.new_view_resent), n),
+            Bound("_own_vcs", len(self.own), n),
+            Bound("_vc_resent", len(self.resent), n),
+            Bound("_peer_view", len(self.peer_view), n),
+            Bound("_lone_since", len(self.lone_since), n),
+            Bound("_lone_joins", len(self.lone_joins), n),
+        ]
+
+    def invariants(self) -> None:
+        check(self.bounds())

@@ -91,6 +91,16 @@ class Violation:
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class Peak:
+    """The largest size one bounded structure reached at any correct replica, its bound
+    there, and the first replica that reached it (`RunResult.resources`)."""
+
+    peak: int
+    bound: int
+    replica: int
+
+
 class Oracle:
     def __init__(self, config: ClusterConfig, correct_replicas: list[int], correct_clients: list[str]):
         self.config = config
@@ -121,6 +131,10 @@ class Oracle:
         self.completed_max_seq = 0
         self._seen_sent: set[tuple[Who | None, bytes]] = set()
         self.own_prepared: set[tuple[Who, int, int, bytes]] = set()
+        self.peaks: dict[str, Peak] = {}
+        self.evidence: dict[str, dict[str, int]] = {}
+        """Per culprit, the evidence correct replicas reported against it, by kind."""
+        """Per bounded structure (`Replica.bounds()`), its peak over the correct replicas."""
 
     # -- reporting ------------------------------------------------------------------------
 
@@ -201,6 +215,8 @@ class Oracle:
                 case CheckpointTaken(seq, digest) | CheckpointStable(seq, digest):
                     self._checkpoint(who, seq, digest)
                 case Evidence(culprit, kind, _, _):
+                    got = self.evidence.setdefault(str(culprit), {})
+                    got[kind] = got.get(kind, 0) + 1
                     if culprit in self.correct_replicas and culprit not in self.restarted:
                         self.fail(
                             "prepared-uniqueness",
@@ -469,10 +485,21 @@ class Oracle:
         with the code that owns each structure (`invariants()` of the replica and of its
         owners): a rename cannot silently retire a check kept by name here."""
         self.counts["resources"] += 1
-        try:
-            replica.invariants()
-        except AssertionError as exc:
-            self.fail("resources", f"replica {rid}: {exc}")
+        bounds = getattr(replica, "bounds", None)
+        if bounds is None:  # a core of someone else's making: its assertions only
+            try:
+                replica.invariants()
+            except AssertionError as exc:
+                self.fail("resources", f"replica {rid}: {exc}")
+            return
+        peaks = self.peaks
+        for b in bounds():
+            peak = peaks.get(b.name)
+            if peak is None or b.size > peak.peak:
+                peaks[b.name] = Peak(b.size, b.limit, rid)
+            if b.size > b.limit:
+                self.fail("resources", f"replica {rid}: {b.sentence()}")
+                return
 
 
 def _show(result: bytes) -> str:

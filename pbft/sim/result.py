@@ -14,10 +14,48 @@ exit 0.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .oracle import Violation
+from .oracle import Peak, Violation
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """The simulator's liveness figures: correct clients' request latencies (virtual ms,
+    submission to completion, over the requests that completed)."""
+
+    completed: int
+    worst_ms: int
+    """The worst latency of the run."""
+    heal_ms: int
+    """When the last windowed network fault healed or the last crashed replica restarted
+    (0: none)."""
+    after_heal: int
+    """Requests that completed after `heal_ms`."""
+    worst_after_heal_ms: int
+    """Of those, the worst time from the later of their submission and `heal_ms` to their
+    completion: what the liveness check bounds."""
+    bound_ms: int | None
+    """`expect.liveness_ms` when liveness is expected (None when the scenario expects
+    requests may not complete)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FaultyNode:
+    """The simulator's figures on one faulty node (replica "2" or client "c1")."""
+
+    sent: int
+    """Messages it sent (one per receiver)."""
+    lies: dict[str, int] | None
+    """Of those, how many were lies ("forged", "mutated": pbft.sim.trace.Lies); None for a
+    node without a behaviour (a twin, a restart from nothing), whose every message is
+    its own honest core's."""
+    refused: dict[str, int]
+    """What the correct replicas refused of what it sent, by reason."""
+    evidence: dict[str, int]
+    """Evidence the correct replicas collected against it, by kind (each distinct pair of
+    conflicting messages once per replica)."""
 
 
 @dataclass
@@ -80,6 +118,13 @@ class RunResult:
     refused: dict[str, dict[str, int]] = field(default_factory=dict)
     """The simulator's: per faulty node ("2", "c1"), what the correct replicas refused of
     what it sent, by reason (their `Rejected` counts)."""
+    latency: Latency | None = None
+    """The simulator's liveness figures."""
+    resources: dict[str, Peak] = field(default_factory=dict)
+    """The simulator's: per bounded structure of a correct replica, its peak against its
+    bound."""
+    faulty: dict[str, FaultyNode] = field(default_factory=dict)
+    """The simulator's: per faulty node, what it sent, its lies, refusals and evidence."""
 
     @property
     def passed(self) -> bool:
@@ -132,7 +177,10 @@ def result_json(r: RunResult) -> dict[str, Any]:
         )
     else:
         out.update(virtual_ms=r.virtual_ms, messages_delivered=r.delivered, trace_digest=r.trace_digest,
-                   checks=r.checks, refused=r.refused)
+                   checks=r.checks, refused=r.refused,
+                   latency=None if r.latency is None else asdict(r.latency),
+                   resources={name: asdict(p) for name, p in r.resources.items()},
+                   faulty={node: asdict(f) for node, f in r.faulty.items()})
     out["replicas"] = [_replica_json(rep, r.real) for rep in r.replicas]
     return out
 

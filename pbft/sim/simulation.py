@@ -84,9 +84,9 @@ from ..protocol.viewchange import ViewStatus
 from ..service.kv import KeyValueStore, op_delete, op_get, op_put
 from .network import Network
 from .oracle import Oracle, Violation
-from .result import ReplicaReport, RunResult
+from .result import FaultyNode, Latency, ReplicaReport, RunResult
 from .scenario import Node, Scenario, client_name
-from .trace import Lies, TraceWriter
+from .trace import Lies, TraceWriter, describe
 
 TRACE_TAIL = 30
 MAX_VIRTUAL_MS = 3_600_000
@@ -172,7 +172,7 @@ class Instance:
     unsynced: Undo = field(default_factory=list)
     """Changes to `store` a crash may still lose (see the module docstring)."""
     failures_seen: int = 0  # of a Byzantine node's behaviour failures, already reported
-    lies: Lies | None = None  # with a trace: what a Byzantine node's honest core sent
+    lies: Lies | None = None  # a behaviour's: what its honest core sent (lies are counted)
 
 
 @dataclass(slots=True)
@@ -186,6 +186,7 @@ class ClientState:
     since: int | None = None  # submit time of the outstanding workload request
     timestamps: set[int] = field(default_factory=set)
     failures_seen: int = 0
+    lies: Lies | None = None  # a Byzantine client's: what its honest core sent
 
 
 def build_config(scenario: Scenario, seed: int) -> tuple[ClusterConfig, list[KeyPair], dict[str, KeyPair]]:
@@ -221,7 +222,7 @@ class Simulation:
     ) -> None:
         self.scenario = scenario
         self.tracer = trace
-        self._judge: Any = None  # with a trace, during a Byzantine replica's sends: Lies.judge
+        self._judge: Any = None  # during a Byzantine node's sends: Lies.judge
         """With a TraceWriter, every send, fate, delivery and note is written to it
         (pbft.sim.trace); it only reads, so the run and its digest are the same."""
         self.seed = scenario.seed if seed is None else seed
@@ -272,6 +273,11 @@ class Simulation:
         self.correct = frozenset(correct)
         correct_clients = [c for c in self.client_keys if c not in self.byz_client]
         self.oracle = Oracle(cfg, correct, correct_clients)
+        self._faulty_nodes: frozenset[Node] = frozenset(faulty) | frozenset(self.byz_client)
+        self._sent: dict[Node, int] = {}  # per faulty node, messages it sent
+        self._lies: dict[Node, dict[str, int]] = {}  # per Byzantine node, "forged"/"mutated" counts
+        self._latencies: list[tuple[int, int]] = []  # (submitted, completed) of correct clients
+        self._describe = trace.describe if trace is not None else _Described()
         self.now = 0
         self._queue: list[tuple] = []
         self._counter = 0
@@ -337,8 +343,7 @@ class Simulation:
                 f"{self.scenario.source or self.scenario.name}: replica {rid}: {failure.sentence()} while being built."
             ) from None
         inst = Instance(byz, False, inc, epoch, store)
-        if self.tracer is not None:
-            inst.lies = _watch_honest(byz)
+        inst.lies = _watch_honest(byz)
         return inst
 
     def _new_client(self, name: str, key: KeyPair) -> ClientState:
@@ -370,7 +375,10 @@ class Simulation:
                 raise UsageError(
                     f"{self.scenario.source or self.scenario.name}: client {name}: {failure.sentence()} while being built."
                 ) from None
-        return ClientState(name, core, driver, ops, spec is None)
+        cs = ClientState(name, core, driver, ops, spec is None)
+        if spec is not None:
+            cs.lies = _watch_client(core)
+        return cs
 
     # -- the event queue ------------------------------------------------------------------
 
@@ -382,14 +390,23 @@ class Simulation:
         times = self.network.transit(self.now, src, dst, data)
         for t in times:
             self._push(t, DELIVER, src, dst, data)
-        if self.tracer is not None:
-            self._trace_send(src, dst, data, times, self._judge)
-
-    def _trace_send(self, src: Node, dst: Node, data: bytes, times: list[int], judge: Any) -> None:
-        tr = self.tracer
         lie = honest = None
-        if judge is not None:
-            lie, honest = judge(dst, data, tr.describe(data))
+        if src in self._faulty_nodes:
+            self._sent[src] = self._sent.get(src, 0) + 1
+            judge = self._judge
+            if judge is not None:
+                lie, honest = judge(dst, data, self._describe(data))
+                if lie is not None:
+                    counts = self._lies.setdefault(src, {})
+                    counts[lie] = counts.get(lie, 0) + 1
+                if not isinstance(src, int):
+                    lie = honest = None  # the trace marks a Byzantine replica's lies only
+        if self.tracer is not None:
+            self._trace_send(src, dst, data, times, lie, honest)
+
+    def _trace_send(self, src: Node, dst: Node, data: bytes, times: list[int], lie: str | None,
+                    honest: dict[str, Any] | None) -> None:
+        tr = self.tracer
         d = tr.send(self.now, src, dst, data, lie, honest)
         fate = self.network.last_fate
         if fate is not None and (not times or fate.delay or len(times) > 1):
@@ -412,12 +429,12 @@ class Simulation:
         for w in ready.writes:
             apply_durability(inst.store, w, undo)
         actions = ready.actions
-        if self.tracer is not None:
-            if inst.lies is not None:
+        if inst.lies is not None:
+            if self.tracer is not None:
                 self.tracer.notes(self.now, rid, False, inst.lies.step)
-                self._judge = inst.lies.judge(n, rid, self.tracer.describe)
-            else:
-                self.tracer.notes(self.now, rid, inst.correct, actions)
+            self._judge = inst.lies.judge(n, rid, self._describe)
+        elif self.tracer is not None:
+            self.tracer.notes(self.now, rid, inst.correct, actions)
         for a in actions:
             match a:
                 case Send(to, data):
@@ -463,6 +480,8 @@ class Simulation:
                 return
 
     def _perform_client(self, cs: ClientState, actions: list) -> None:
+        if cs.lies is not None:
+            self._judge = cs.lies.judge(self.config.n, cs.name, self._describe)
         core = cs.core
         out = core.outstanding
         if out is not None and out.timestamp not in cs.timestamps:
@@ -482,12 +501,15 @@ class Simulation:
                         self.tracer.complete(self.now, cs.name, ts, result, cs.since)
                     self._record(("done", cs.name, ts))
                     cs.done += 1
-                    cs.since = None
+                    since, cs.since = cs.since, None
                     if cs.correct:
                         self.completed += 1
                         self._last_progress = self.now
+                        if since is not None:
+                            self._latencies.append((since, self.now))
                     if cs.done < len(cs.ops):
                         self._push(self.now + self.rng.randint(0, 3), SUBMIT, cs.name)
+        self._judge = None
 
     def _client_step(self, cs: ClientState, event: Any) -> list:
         out = cs.driver.step(event)
@@ -788,13 +810,45 @@ class Simulation:
             attacker_failures=list(self.attacker_failures),
             attacker_failure_count=self.attacker_failure_count,
             checks=dict(sorted(self.oracle.counts.items())),
-            refused=self._refused(),
+            refused=(refused := self._refused()),
+            latency=self._latency(),
+            resources=dict(sorted(self.oracle.peaks.items())),
+            faulty=self._faulty(refused),
         )
         if self.tracer is not None:
             for v in violations:
                 self.tracer.violation(self.now, v.check, v.detail)
             self.tracer.end(self.now, result)
         return result
+
+    def _latency(self) -> Latency:
+        """Correct clients' latencies, overall and after the last heal (`heal` only moves
+        later during a run, so it is applied at the end)."""
+        heal = self.heal
+        after = [done - max(since, heal) for since, done in self._latencies if done >= heal]
+        return Latency(
+            completed=len(self._latencies),
+            worst_ms=max((done - since for since, done in self._latencies), default=0),
+            heal_ms=heal,
+            after_heal=len(after),
+            worst_after_heal_ms=max(after, default=0),
+            bound_ms=self.liveness_ms if self.expect_liveness else None,
+        )
+
+    def _faulty(self, refused: dict[str, dict[str, int]]) -> dict[str, FaultyNode]:
+        """Per faulty node: what it sent, its lies, the refusals and the evidence."""
+        judged = {str(rid) for rid in self.byz_replica} | set(self.byz_client)
+        out = {}
+        for name in refused:
+            node: Node = int(name) if name.isdigit() else name
+            lies = self._lies.get(node, {})
+            out[name] = FaultyNode(
+                sent=self._sent.get(node, 0),
+                lies={k: lies.get(k, 0) for k in ("forged", "mutated")} if name in judged else None,
+                refused=refused[name],
+                evidence=dict(sorted(self.oracle.evidence.get(name, {}).items())),
+            )
+        return out
 
     def _refused(self) -> dict[str, dict[str, int]]:
         """Per faulty node, what the correct replicas refused of what it sent, by reason."""
@@ -893,6 +947,44 @@ def _watch_honest(node: Any) -> Lies | None:
 
     core.step = step
     return lies
+
+
+def _watch_client(core: ClientCore) -> Lies:
+    """As `_watch_honest`, for the honest core under a Byzantine client (its `submit` and
+    `step` both produce sends)."""
+    lies = Lies()
+    honest_submit, honest_step = core.submit, core.step
+
+    def submit(operation: bytes, read_only: bool = False) -> list:
+        out = honest_submit(operation, read_only)
+        lies.step.extend(out)
+        return out
+
+    def step(event: Any) -> list:
+        out = honest_step(event)
+        lies.step.extend(out)
+        return out
+
+    core.submit, core.step = submit, step  # type: ignore[method-assign]
+    return lies
+
+
+class _Described:
+    """`trace.describe` with a bounded memo, for judging lies without a trace (a broadcast
+    is decoded once, not once per receiver)."""
+
+    MAX = 4096
+
+    def __init__(self) -> None:
+        self._memo: dict[bytes, dict[str, Any]] = {}
+
+    def __call__(self, data: bytes) -> dict[str, Any]:
+        d = self._memo.get(data)
+        if d is None:
+            if len(self._memo) >= self.MAX:
+                self._memo.clear()
+            d = self._memo[data] = describe(data)
+        return d
 
 
 def run_scenario(scenario: Scenario, seed: int | None = None, **kw: Any) -> RunResult:
