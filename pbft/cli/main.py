@@ -311,6 +311,22 @@ def build_parser() -> argparse.ArgumentParser:
     trs = tr.add_subparsers(dest="trace_command", metavar="ACTION")
     trs.required = True
     # (each `pbft trace ACTION` is added below, its handler pbft.cli.trace.cmd_trace_ACTION)
+    sv = trs.add_parser("shiviz", help="export the trace as a ShiViz log (vector clocks; docs/formats.md)")
+    sv.add_argument("file", metavar="FILE", help="a trace (pbft scenario run --trace)")
+    sv.add_argument("-o", "--output", default=None, metavar="OUT.log", help="write here (default: stdout)")
+    mm = trs.add_parser("mermaid", help="a Mermaid sequenceDiagram of a window of the trace")
+    mm.add_argument("file", metavar="FILE", help="a trace (pbft scenario run --trace)")
+    mm.add_argument("--from", dest="start", type=int, default=None, metavar="MS",
+                    help="first virtual ms shown (default: the start)")
+    mm.add_argument("--to", dest="end", type=int, default=None, metavar="MS",
+                    help="last virtual ms shown (default: the end)")
+    mm.add_argument("--max", type=int, default=200, metavar="N",
+                    help="messages drawn at most; a final note says how many were left out")
+    mm.add_argument("-o", "--output", default=None, metavar="OUT.mmd", help="write here (default: stdout)")
+    hi = trs.add_parser("history", help="the client operations as a Porcupine (JSON) or Knossos (EDN) history")
+    hi.add_argument("file", metavar="FILE", help="a trace (pbft scenario run --trace)")
+    hi.add_argument("--format", choices=("porcupine", "knossos"), required=True)
+    hi.add_argument("-o", "--output", default=None, metavar="OUT", help="write here (default: stdout)")
 
     _accept_global_options(p)
     _show_defaults(p)

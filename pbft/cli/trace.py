@@ -1,3 +1,63 @@
 """`pbft trace ...`: the handlers of the trace commands (docs/viewer.md)."""
 
 from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+from ..errors import UsageError
+
+
+def _records(path: str) -> list[dict[str, Any]]:
+    """The whole trace, or one sentence (UsageError) on what is wrong with the file."""
+    from ..sim.trace import TraceError, read_trace
+
+    try:
+        return list(read_trace(path))
+    except TraceError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _write(out: str | None, lines: Iterable[str], what: str) -> None:
+    """`lines` to the file `out`, or stdout for None or "-"."""
+    if out in (None, "-"):
+        for line in lines:
+            sys.stdout.write(line + "\n")
+        return
+    text = "".join(line + "\n" for line in lines)
+    try:
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as exc:
+        raise UsageError(f"-o: cannot write {out}: {exc.strerror or exc}.") from None
+    print(f"{what}: {out}", file=sys.stderr)
+
+
+def cmd_trace_shiviz(args) -> int:
+    """The trace in ShiViz's log format (vector clocks), for its space-time diagram."""
+    from ..trace.export import shiviz_lines
+
+    _write(args.output, shiviz_lines(_records(args.file)), "ShiViz log (paste the first line as its regex)")
+    return 0
+
+
+def cmd_trace_mermaid(args) -> int:
+    """A Mermaid sequence diagram of a window of the trace."""
+    from ..trace.export import Window, mermaid_lines
+
+    if args.max < 1:
+        raise UsageError("--max must be at least 1.")
+    if args.start is not None and args.end is not None and args.start > args.end:
+        raise UsageError("--from must not be after --to.")
+    window = Window(args.start, args.end, args.max)
+    _write(args.output, mermaid_lines(_records(args.file), window), "Mermaid diagram")
+    return 0
+
+
+def cmd_trace_history(args) -> int:
+    """The client operations as a Porcupine or Knossos history."""
+    from ..trace.export import HistoryFormat, history_lines
+
+    _write(args.output, history_lines(_records(args.file), HistoryFormat(args.format)), f"{args.format} history")
+    return 0

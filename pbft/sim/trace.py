@@ -280,12 +280,13 @@ class TraceWriter:
             self.write(rec)
 
     def submit(self, t: int, client: str, ts: int, op: bytes, read_only: bool) -> None:
+        # op_hex: the whole operation, for exports of the history (pbft.trace.export)
         self.write({"t": t, "type": "submit", "client": client, "timestamp": ts, "op": summary(op),
-                    "read_only": read_only})
+                    "read_only": read_only, "op_hex": op.hex()})
 
     def complete(self, t: int, client: str, ts: int, result: bytes, since: int | None) -> None:
         rec: dict[str, Any] = {"t": t, "type": "complete", "client": client, "timestamp": ts,
-                               "result": summary(result)}
+                               "result": summary(result), "result_hex": result.hex()}
         if since is not None:
             rec["latency"] = t - since
         self.write(rec)
