@@ -120,7 +120,7 @@ class Batching:
 
     def bounds(self) -> list[Bound]:
         clients = len(self.config.clients)
-        return [Bound("pending", len(self.pending), clients), Bound("returning", len(self.returning), clients)]
+        return [("pending", len(self.pending), clients), ("returning", len(self.returning), clients)]
 
     def invariants(self) -> None:
         check(self.bounds())

@@ -90,9 +90,9 @@ class CatchUp:
     def bounds(self) -> list[Bound]:
         n = self._n
         return [
-            Bound("catch_up.answered", len(self.answered), n),
-            Bound("catch_up.heard", len(self.heard), n),
-            Bound("catch_up.progress", len(self.progress), n),
+            ("catch_up.answered", len(self.answered), n),
+            ("catch_up.heard", len(self.heard), n),
+            ("catch_up.progress", len(self.progress), n),
         ]
 
     def invariants(self) -> None:

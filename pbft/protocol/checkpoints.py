@@ -107,14 +107,14 @@ class Checkpoints:
         claims = sum(len(c) for c in self.claims.values())
         claim_bytes = sum(len(d) for c in self.claims.values() for _, d in c.values())
         return [
-            Bound("checkpoint_votes", len(self.votes), held),
-            Bound("checkpoint_votes (votes)", votes, held * cfg.n),
-            Bound("checkpoint_votes (bytes)", vote_bytes, held * cfg.n * CHECKPOINT_BYTES),
-            Bound("own_checkpoints", len(self.own), held),
-            Bound("claims", len(self.claims), cfg.n),
-            Bound("claims (checkpoints)", claims, CLAIMS_PER_REPLICA * cfg.n),
-            Bound("claims (bytes)", claim_bytes, CLAIMS_PER_REPLICA * cfg.n * CHECKPOINT_BYTES),
-            Bound("_served", 0 if self._served is None else 1, 1),
+            ("checkpoint_votes", len(self.votes), held),
+            ("checkpoint_votes (votes)", votes, held * cfg.n),
+            ("checkpoint_votes (bytes)", vote_bytes, held * cfg.n * CHECKPOINT_BYTES),
+            ("own_checkpoints", len(self.own), held),
+            ("claims", len(self.claims), cfg.n),
+            ("claims (checkpoints)", claims, CLAIMS_PER_REPLICA * cfg.n),
+            ("claims (bytes)", claim_bytes, CLAIMS_PER_REPLICA * cfg.n * CHECKPOINT_BYTES),
+            ("_served", 0 if self._served is None else 1, 1),
         ]
 
     def invariants(self) -> None:

@@ -37,7 +37,7 @@ class EvidenceMemory:
         return True
 
     def bounds(self) -> list[Bound]:
-        return [Bound("evidence", len(self.seen), EVIDENCE_MEMORY)]
+        return [("evidence", len(self.seen), EVIDENCE_MEMORY)]
 
     def invariants(self) -> None:
         check(self.bounds())

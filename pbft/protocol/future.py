@@ -78,12 +78,12 @@ class FutureViews:
     def bounds(self) -> list[Bound]:
         held = self.signers * self.per_signer
         return [
-            Bound("_future", len(self.messages), held),
-            Bound("_future_seen", len(self.seen), held),
-            Bound("_future (signers)", len(self.count), self.signers),
-            Bound("_future (one signer)", max(self.count.values(), default=0), self.per_signer),
-            Bound("_future (one signer's bytes)", max(self.bytes.values(), default=0), FUTURE_SIGNER_BYTES),
-            Bound("_future (total bytes)", self.total, self.total_limit),
+            ("_future", len(self.messages), held),
+            ("_future_seen", len(self.seen), held),
+            ("_future (signers)", len(self.count), self.signers),
+            ("_future (one signer)", max(self.count.values(), default=0), self.per_signer),
+            ("_future (one signer's bytes)", max(self.bytes.values(), default=0), FUTURE_SIGNER_BYTES),
+            ("_future (total bytes)", self.total, self.total_limit),
         ]
 
     def invariants(self) -> None:

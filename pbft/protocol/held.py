@@ -73,7 +73,7 @@ class ClientAnswers:
 
     def bounds(self) -> list[Bound]:
         """One entry per client of the cluster (only verified requests get here)."""
-        return [Bound(type(self).__name__, len(self._told), self._clients)]
+        return [(type(self).__name__, len(self._told), self._clients)]
 
     def invariants(self) -> None:
         check(self.bounds())
@@ -134,7 +134,7 @@ class ReplyCache:
         return sorted([c, r.timestamp, r.result] for c, r in self.records.items())
 
     def bounds(self) -> list[Bound]:
-        return [Bound("clients", len(self.records), self.clients), *self.resent.bounds(), *self.held.bounds()]
+        return [("clients", len(self.records), self.clients), *self.resent.bounds(), *self.held.bounds()]
 
     def invariants(self) -> None:
         check(self.bounds())
@@ -173,7 +173,7 @@ class WaitingReads:
         return out
 
     def bounds(self) -> list[Bound]:
-        return [Bound("reads", len(self.waiting), self._clients)]
+        return [("reads", len(self.waiting), self._clients)]
 
     def invariants(self) -> None:
         check(self.bounds())

@@ -195,7 +195,7 @@ class MessageLog:
 
     def bounds(self) -> list[Bound]:
         """Never more than L slots, whatever peers send (the water marks, 4.2)."""
-        return [Bound("log", len(self.slots), self.window, "entries")]
+        return [("log", len(self.slots), self.window, "entries")]
 
     def invariants(self) -> None:
         check(self.bounds())

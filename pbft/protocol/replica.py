@@ -89,6 +89,7 @@ from .records import (
 from .safety import SafetyRules, Vote, vote_slot
 from .service import StateMachine
 from .statetransfer import (
+    IDLE_TRANSFER,
     ChunkBudget,
     Transfer,
     split,
@@ -224,20 +225,19 @@ class Replica:
         check(self.bounds())
 
     def bounds(self) -> list[Bound]:
-        """Each bounded structure's size against its limit, owner by owner (read-only)."""
-        out: list[Bound] = []
-        owners = (
-            self.log, self.checkpoints, self.future, self.requests, self.view_changes,
-            self.chunks_served, self.verified, self.deferred, self.batching, self.replies,
-            self.reads, self.evidence, self.catch_up, self.transfer,
-        )
-        for owner in owners:
-            if owner is not None:
-                out += owner.bounds()
+        """Each bounded structure's size against its limit, owner by owner (read-only):
+        always the same structures in the same order."""
+        out = [
+            *self.log.bounds(), *self.checkpoints.bounds(), *self.future.bounds(), *self.requests.bounds(),
+            *self.view_changes.bounds(), *self.chunks_served.bounds(), *self.verified.bounds(),
+            *self.deferred.bounds(), *self.batching.bounds(), *self.replies.bounds(), *self.reads.bounds(),
+            *self.evidence.bounds(), *self.catch_up.bounds(),
+            *(IDLE_TRANSFER if self.transfer is None else self.transfer.bounds()),
+        ]
         cfg = self.config
-        out.append(Bound("prepared_certs", len(self.prepared_certs), cfg.log_window))
+        out.append(("prepared_certs", len(self.prepared_certs), cfg.log_window))
         # Keyed by (channel peer, reason): replicas, clients and an unauthenticated None.
-        out.append(Bound("rejects", len(self.rejects), (cfg.n + len(cfg.clients) + 1) * len(Reason)))
+        out.append(("rejects", len(self.rejects), (cfg.n + len(cfg.clients) + 1) * len(Reason)))
         return out
 
     def checkpoint_state(self) -> bytes:

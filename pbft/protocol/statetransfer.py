@@ -150,8 +150,8 @@ class Transfer:
         """At most IN_FLIGHT chunk requests out; no chunk beyond the announced total."""
         beyond = len(self.chunks) if self.total is None else max(0, len(self.chunks) - self.total)
         return [
-            Bound("transfer (asked)", len(self.asked), IN_FLIGHT, "chunk requests"),
-            Bound("transfer", beyond, 0, "chunks beyond its total"),
+            ("transfer (asked)", len(self.asked), IN_FLIGHT, "chunk requests"),
+            ("transfer", beyond, 0, "chunks beyond its total"),
         ]
 
     def invariants(self) -> None:
@@ -163,6 +163,14 @@ class Transfer:
     def assemble(self) -> bytes:
         assert self.total is not None
         return b"".join(self.chunks[i] for i in range(self.total))
+
+
+IDLE_TRANSFER: list[Bound] = [
+    ("transfer (asked)", 0, IN_FLIGHT, "chunk requests"),
+    ("transfer", 0, 0, "chunks beyond its total"),
+]
+"""`Transfer.bounds()` of no transfer: a replica lists the same structures whether or not
+one is in progress (the simulator keeps peaks by position)."""
 
 
 CHUNKS_PER_PERIOD = 8 * IN_FLIGHT
@@ -233,8 +241,8 @@ class ChunkBudget:
 
     def bounds(self) -> list[Bound]:
         return [
-            Bound("_chunks_sent", len(self.sent), CHUNKS_REMEMBERED),
-            Bound("_chunk_budget", len(self.budget), self.replicas),
+            ("_chunks_sent", len(self.sent), CHUNKS_REMEMBERED),
+            ("_chunk_budget", len(self.budget), self.replicas),
         ]
 
     def invariants(self) -> None:

@@ -179,9 +179,9 @@ class RequestTimers:
     def bounds(self) -> list[Bound]:
         clients = self.clients
         return [
-            Bound("waiting", len(self.waiting), clients),
-            Bound("ordered", len(self.ordered), clients),
-            Bound("_timers_restarted", len(self.restarted), clients),
+            ("waiting", len(self.waiting), clients),
+            ("ordered", len(self.ordered), clients),
+            ("_timers_restarted", len(self.restarted), clients),
         ]
 
     def invariants(self) -> None:

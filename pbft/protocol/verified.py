@@ -81,7 +81,7 @@ class VerifiedRequests:
         return tuple(good), bad
 
     def bounds(self) -> list[Bound]:
-        return [Bound("_verified", len(self.cache), VERIFIED_CACHE)]
+        return [("_verified", len(self.cache), VERIFIED_CACHE)]
 
     def invariants(self) -> None:
         check(self.bounds())
@@ -156,7 +156,7 @@ class DeferredRequests:
                     break
 
     def bounds(self) -> list[Bound]:
-        return [Bound("_deferred", len(self.held), DEFERRED_REQUESTS)]
+        return [("_deferred", len(self.held), DEFERRED_REQUESTS)]
 
     def invariants(self) -> None:
         check(self.bounds())

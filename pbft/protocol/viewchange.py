@@ -476,13 +476,13 @@ class ViewChanges:
     def bounds(self) -> list[Bound]:
         n = self.config.n
         return [
-            Bound("view_changes", len(self.received), n),
-            Bound("_new_view_resent", len(self.new_view_resent), n),
-            Bound("_own_vcs", len(self.own), n),
-            Bound("_vc_resent", len(self.resent), n),
-            Bound("_peer_view", len(self.peer_view), n),
-            Bound("_lone_since", len(self.lone_since), n),
-            Bound("_lone_joins", len(self.lone_joins), n),
+            ("view_changes", len(self.received), n),
+            ("_new_view_resent", len(self.new_view_resent), n),
+            ("_own_vcs", len(self.own), n),
+            ("_vc_resent", len(self.resent), n),
+            ("_peer_view", len(self.peer_view), n),
+            ("_lone_since", len(self.lone_since), n),
+            ("_lone_joins", len(self.lone_joins), n),
         ]
 
     def invariants(self) -> None:

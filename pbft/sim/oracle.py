@@ -36,9 +36,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import gt, itemgetter
 from typing import Any
 
 from ..protocol import codec
+from ..protocol.bounds import sentence
 from ..protocol.config import ClusterConfig
 from ..protocol.crypto import NULL_DIGEST
 from ..protocol.events import (
@@ -77,6 +79,8 @@ CHECKS = (
     "resources",
     "exception",
 )
+
+_SIZE = itemgetter(1)  # of a protocol.bounds.Bound
 
 SEEN_SENT = 8192
 """Envelopes already judged (retransmissions resend the same bytes); cleared when full."""
@@ -131,10 +135,10 @@ class Oracle:
         self.completed_max_seq = 0
         self._seen_sent: set[tuple[Who | None, bytes]] = set()
         self.own_prepared: set[tuple[Who, int, int, bytes]] = set()
-        self.peaks: dict[str, Peak] = {}
+        self._peaks: dict[int, list] = {}  # rid -> [its last bounds(), peak size by position]
+        self._folded: dict[str, Peak] = {}  # peaks by name (`peaks()`)
         self.evidence: dict[str, dict[str, int]] = {}
         """Per culprit, the evidence correct replicas reported against it, by kind."""
-        """Per bounded structure (`Replica.bounds()`), its peak over the correct replicas."""
 
     # -- reporting ------------------------------------------------------------------------
 
@@ -492,14 +496,37 @@ class Oracle:
             except AssertionError as exc:
                 self.fail("resources", f"replica {rid}: {exc}")
             return
-        peaks = self.peaks
-        for b in bounds():
-            peak = peaks.get(b.name)
-            if peak is None or b.size > peak.peak:
-                peaks[b.name] = Peak(b.size, b.limit, rid)
-            if b.size > b.limit:
-                self.fail("resources", f"replica {rid}: {b.sentence()}")
-                return
+        bs = bounds()
+        for b in bs:
+            if b[1] > b[2]:
+                self.fail("resources", f"replica {rid}: {sentence(b)}")
+                break
+        # Peaks by position (a replica lists the same structures in the same order every
+        # step), compared in C: a new list only when a structure grew past its peak; names
+        # are attached once at the end (`peaks`).
+        seen = self._peaks.get(rid)
+        if seen is not None and len(seen[1]) == len(bs):
+            if any(map(gt, map(_SIZE, bs), seen[1])):
+                seen[1] = list(map(max, seen[1], map(_SIZE, bs)))
+                seen[0] = bs
+        else:
+            if seen is not None:
+                self._fold(rid, *seen)
+            self._peaks[rid] = [bs, [b[1] for b in bs]]
+
+    def _fold(self, rid: int, bs: list, sizes: list[int]) -> None:
+        for b, size in zip(bs, sizes, strict=True):
+            prior = self._folded.get(b[0])
+            if prior is None or size > prior.peak:
+                self._folded[b[0]] = Peak(size, b[2], rid)
+
+    def peaks(self) -> dict[str, Peak]:
+        """Per bounded structure, its peak over every correct replica (the first replica
+        to reach it), by name."""
+        for rid, (bs, sizes) in sorted(self._peaks.items()):
+            self._fold(rid, bs, sizes)
+        self._peaks.clear()
+        return dict(sorted(self._folded.items()))
 
 
 def _show(result: bytes) -> str:

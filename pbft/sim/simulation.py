@@ -223,6 +223,7 @@ class Simulation:
         self.scenario = scenario
         self.tracer = trace
         self._judge: Any = None  # during a Byzantine node's sends: Lies.judge
+        self._judging = Lies()  # ... and the Lies it judges with
         """With a TraceWriter, every send, fate, delivery and note is written to it
         (pbft.sim.trace); it only reads, so the run and its digest are the same."""
         self.seed = scenario.seed if seed is None else seed
@@ -394,7 +395,9 @@ class Simulation:
         if src in self._faulty_nodes:
             self._sent[src] = self._sent.get(src, 0) + 1
             judge = self._judge
-            if judge is not None:
+            # A copy of what the honest core sent (this step or recently) is no lie
+            # (Lies.judge's first test), and needs no decoding to say so.
+            if judge is not None and data not in self._judging.recent:
                 lie, honest = judge(dst, data, self._describe(data))
                 if lie is not None:
                     counts = self._lies.setdefault(src, {})
@@ -433,6 +436,7 @@ class Simulation:
             if self.tracer is not None:
                 self.tracer.notes(self.now, rid, False, inst.lies.step)
             self._judge = inst.lies.judge(n, rid, self._describe)
+            self._judging = inst.lies
         elif self.tracer is not None:
             self.tracer.notes(self.now, rid, inst.correct, actions)
         for a in actions:
@@ -482,6 +486,7 @@ class Simulation:
     def _perform_client(self, cs: ClientState, actions: list) -> None:
         if cs.lies is not None:
             self._judge = cs.lies.judge(self.config.n, cs.name, self._describe)
+            self._judging = cs.lies
         core = cs.core
         out = core.outstanding
         if out is not None and out.timestamp not in cs.timestamps:
@@ -812,7 +817,7 @@ class Simulation:
             checks=dict(sorted(self.oracle.counts.items())),
             refused=(refused := self._refused()),
             latency=self._latency(),
-            resources=dict(sorted(self.oracle.peaks.items())),
+            resources=self.oracle.peaks(),
             faulty=self._faulty(refused),
         )
         if self.tracer is not None:
