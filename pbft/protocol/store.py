@@ -43,6 +43,10 @@ class Store(Protocol):
         most `limit`."""
         ...
 
+    def digest(self) -> bytes:
+        """The digest of the current state."""
+        ...
+
     def checkpoint(self, seq: int) -> bytes:
         """Keep the current state as checkpoint `seq`; its digest."""
         ...
