@@ -141,6 +141,17 @@ class PartitionTree:
             self._root = root_digest(self.levels[DEPTH - 1])
         return self._root
 
+    def rebuild(self) -> bytes:
+        """Recompute every node above the leaves and the root from the leaves as they are
+        (FANOUT**(DEPTH-1) node hashes): for a tree whose leaves were loaded, not
+        refreshed. Dirty leaves stay dirty."""
+        for level in range(1, DEPTH):
+            below, here = self.levels[level - 1], self.levels[level]
+            for i in range(len(here)):
+                here[i] = node_digest(level, below[i * FANOUT : (i + 1) * FANOUT])
+        self._root = root_digest(self.levels[DEPTH - 1])
+        return self._root
+
     @property
     def root(self) -> bytes:
         """The root as of the last `refresh` (writes since then are not in it)."""
