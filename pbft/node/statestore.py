@@ -197,6 +197,39 @@ class SqliteStore:
                 return [(bytes(k), bytes(v)) for k, v in rows]
         return sorted(self._entries(bucket))
 
+    def rollback(self, seq: int) -> None:
+        """As `MemoryStore.rollback`: the state as at kept checkpoint `seq`, later
+        checkpoints forgotten; costs the buckets written since `seq`."""
+        if seq not in self.trees:
+            raise ValueError(f"checkpoint {seq} is not kept")
+        db = self.db
+        restored: set[int] = set()
+        later = [c for c in self.kept if c >= seq]
+        for c in later:
+            marks = [b for (b,) in db.execute("SELECT bucket FROM state_saved_marks WHERE checkpoint = ?", (c,))]
+            for bucket in marks:
+                if bucket in restored:
+                    continue
+                restored.add(bucket)
+                db.execute("DELETE FROM state_entries WHERE bucket = ?", (bucket,))
+                db.execute(
+                    "INSERT INTO state_entries (key, bucket, value) SELECT key, bucket, value "
+                    "FROM state_saved WHERE checkpoint = ? AND bucket = ?",
+                    (c, bucket),
+                )
+        target, latest = self.trees[seq], self.trees[self.kept[-1]]
+        db.executemany(
+            "INSERT OR REPLACE INTO state_leaves (bucket, digest) VALUES (?, ?)",
+            [(b, d) for b, (d, e) in enumerate(zip(target.levels[0], latest.levels[0], strict=True)) if d != e],
+        )
+        for table in ("state_saved", "state_saved_marks", "state_leaves_saved"):
+            db.execute(f"DELETE FROM {table} WHERE checkpoint >= ?", (seq,))
+        for c in later[1:]:
+            del self.trees[c]
+        self.kept = [c for c in self.kept if c <= seq]
+        self._save_kept()
+        self.tree = target.copy()
+
     def install_bucket(self, bucket: int, entries: Iterable[tuple[bytes, bytes]]) -> None:
         for key, _ in self._entries(bucket):
             self.delete(key)

@@ -164,6 +164,30 @@ class MemoryStore:
                 return sorted(saved.items())
         return sorted(self.buckets.get(bucket, {}).items())
 
+    def rollback(self, seq: int) -> None:
+        """Put the state back as it was at kept checkpoint `seq` and forget the later
+        ones: each bucket written since gets its earliest copy saved at or after `seq`
+        (what a restarted replica does before replaying the batches it executed after
+        its stable checkpoint). Costs the buckets written since `seq`."""
+        if seq not in self.trees:
+            raise ValueError(f"checkpoint {seq} is not kept")
+        restored: set[int] = set()
+        for c in self.kept[bisect_left(self.kept, seq):]:
+            for bucket, entries in self.saved[c].items():
+                if bucket in restored:
+                    continue
+                restored.add(bucket)
+                for key in list(self.buckets.get(bucket, {})):
+                    del self.keys[bisect_left(self.keys, key)]
+                for key in entries:
+                    insort(self.keys, key)
+                self.buckets[bucket] = dict(entries)
+        for c in self.kept[bisect_left(self.kept, seq) + 1:]:
+            del self.trees[c], self.saved[c]
+        self.kept = self.kept[: bisect_left(self.kept, seq) + 1]
+        self.saved[seq] = {}
+        self.tree = self.trees[seq].copy()
+
     def install_bucket(self, bucket: int, entries: Entries) -> None:
         """Replace one bucket's contents (state transfer, after `check_leaf`)."""
         old = self.buckets.get(bucket, {})

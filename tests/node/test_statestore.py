@@ -19,7 +19,7 @@ keys = st.binary(max_size=4)
 step = st.one_of(
     st.tuples(st.just("put"), keys, st.binary(max_size=6)),
     st.tuples(st.just("delete"), keys, st.just(b"")),
-    st.tuples(st.sampled_from(["checkpoint", "release", "reopen"]), st.just(b""), st.just(b"")),
+    st.tuples(st.sampled_from(["checkpoint", "release", "reopen", "rollback"]), st.just(b""), st.just(b"")),
 )
 
 
@@ -50,6 +50,11 @@ def test_the_durable_store_behaves_as_the_memory_store_across_reopening(tmp_path
         elif op == "release" and mem.kept:
             disk.release(mem.kept[0] + 1)
             mem.release(mem.kept[0] + 1)
+        elif op == "rollback" and mem.kept:
+            target = mem.kept[len(mem.kept) // 2]
+            disk.rollback(target)
+            mem.rollback(target)
+            assert mem.digest() == mem.digest_at(target)
         elif op == "reopen":
             db.execute("COMMIT")
             db.close()

@@ -23,6 +23,7 @@ ops = st.lists(
         st.tuples(st.just("delete"), keys, st.just(b"")),
         st.tuples(st.just("checkpoint"), st.just(b""), st.just(b"")),
         st.tuples(st.just("release"), st.just(b""), st.just(b"")),
+        st.tuples(st.just("rollback"), st.just(b""), st.just(b"")),
     ),
     max_size=80,
 )
@@ -60,7 +61,13 @@ def test_incremental_root_and_kept_checkpoints_match_a_model(script):
             seq += 10
             assert store.checkpoint(seq) == fresh_root(model)
             snapshots[seq] = dict(model)
-        elif snapshots:
+        elif op == "rollback" and snapshots:
+            # Back to the newest kept checkpoint but one: the later ones are forgotten.
+            target = sorted(snapshots)[max(0, len(snapshots) - 2)]
+            store.rollback(target)
+            model = dict(snapshots[target])
+            snapshots = {c: s for c, s in snapshots.items() if c <= target}
+        elif op == "release" and snapshots:
             oldest = min(snapshots)
             store.release(oldest + 1)
             del snapshots[oldest]
