@@ -3,7 +3,8 @@
 Theory of operation. The process writes the simulator's trace records (pbft.sim.trace,
 `TraceWriter`) with `t` in wall-clock Unix milliseconds (a float, microsecond
 resolution), so that traces of several processes, on one host or several, can be merged
-(`pbft trace merge`, which estimates clock offsets between hosts). `open_trace` opens the
+(`pbft trace merge`, which estimates clock offsets between hosts; the header names the
+host, as `socket.gethostname()` says, so processes of one host are known to share a clock). `open_trace` opens the
 file for appending: a new or empty file gets a header; a file that already holds this
 replica's trace (a restarted process) gets nothing more than the `start` record every
 start writes, so one file tells the replica's whole story across crashes. A file holding
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from typing import Any
 
@@ -49,7 +51,8 @@ def open_trace(path: str, node: Any, n: int, f: int, byzantine: list[int], clien
     except OSError as exc:
         raise UsageError(f"--trace: cannot write {path}: {exc.strerror or exc}.") from None
     if not size:
-        writer.header_real(node, n, f, byzantine, clients, wall_ms(), pid=os.getpid(), **extra)
+        writer.header_real(node, n, f, byzantine, clients, wall_ms(), host=socket.gethostname(),
+                           pid=os.getpid(), **extra)
         writer.flush()  # a process killed at once still leaves a trace file that reads
     return writer
 

@@ -6,18 +6,20 @@ on their own host's clock (docs/formats.md, "Traces of real processes"). Process
 one host share a clock; on several hosts the clocks are offset from one another, and
 sorting by raw `t` could put a message's delivery before its sending.
 
-Clock offsets (`estimate_offsets`). A message is named by `id` (sha256 of its bytes) in
-its sender's `send` record and its receiver's `deliver` record. For two sources a and b,
+Clock offsets (`estimate_offsets`). Sources whose headers name the same `host` share a
+clock: their offset to one another is 0, exactly, and they are estimated as one (a
+source without `host` is a host of its own). A message is named by `id` (sha256 of its
+bytes) in its sender's `send` record and its receiver's `deliver` record. For two hosts a and b,
 d_ab is the least (deliver t in b) - (send t in a) over the messages a sent to b (each
 message's first send against its first delivery: a retransmitted or duplicated message
 can only make a difference larger, never smaller, than a real one-way delay plus the
 offset), and d_ba likewise. If b's clock is θ ahead of a's and the least one-way delay
 is δ both ways, d_ab = δ + θ and d_ba = δ - θ, so θ = (d_ab - d_ba) / 2 (NTP's estimate),
 true to within (d_ab + d_ba) / 2 whatever the delays (each is at least 0). The reference
-is the source of the lowest replica id; every other source's offset is chained from it
-along the pairs with the smallest summed error bound (a source with no message both ways
-to an estimated one keeps offset 0, `estimated: false`). Sources whose sender names
-collide (a twin's two processes) are not used for estimating.
+is the host of the source of the lowest replica id; every other host's offset is chained
+from it along the pairs with the smallest summed error bound (a host with no message
+both ways to an estimated one keeps offset 0, `estimated: false`). Sources whose sender
+names collide (a twin's two processes) are not used for estimating.
 
 After correction (t - offset), a delivery still before its message's first send (the
 estimate's error) is moved to 1 µs after that send and counted (`clamped` in the
@@ -108,9 +110,21 @@ def _name(node: Any) -> str:
     return str(node)
 
 
-def min_delays(sources: list[Source]) -> dict[tuple[int, int], tuple[float, int]]:
+def hosts(sources: list[Source]) -> list[int]:
+    """Per source, the index of its host group (sources naming one `host` share one)."""
+    seen: dict[Any, int] = {}
+    out = []
+    for i, s in enumerate(sources):
+        key = s.header.get("host") or ("#", i)
+        out.append(seen.setdefault(key, len(seen)))
+    return out
+
+
+def min_delays(sources: list[Source], group: list[int] | None = None) -> dict[tuple[int, int], tuple[float, int]]:
     """(a, b) -> (d_ab, messages matched): the least deliver-minus-send time of the
-    messages source a sent and source b delivered."""
+    messages host a sent and host b delivered (`group`: each source's host, by default
+    every source its own)."""
+    group = group if group is not None else list(range(len(sources)))
     owners: dict[str, set[int]] = {}
     for i, s in enumerate(sources):
         for r in s.records:
@@ -126,6 +140,7 @@ def min_delays(sources: list[Source]) -> dict[tuple[int, int], tuple[float, int]
         if sent is None or key[1] in ambiguous or key[2] in ambiguous:
             continue
         a, t_send = sent
+        a, b = group[a], group[b]
         if a == b:
             continue
         d = t_deliver - t_send
@@ -143,8 +158,10 @@ def reference(sources: list[Source]) -> int:
 def estimate_offsets(sources: list[Source]) -> list[Offset]:
     """Each source's offset against the reference (module docstring): NTP's estimate per
     pair of sources with messages both ways, chained along the smallest error bounds."""
-    d = min_delays(sources)
-    ref = reference(sources)
+    group = hosts(sources)
+    d = min_delays(sources, group)
+    ref = group[reference(sources)]
+    names = {g: _host_name(sources, group, g) for g in set(group)}
     links: dict[int, list[tuple[float, float, int, int]]] = {}
     for (a, b), (dab, nab) in d.items():
         if (b, a) in d:
@@ -159,9 +176,14 @@ def estimate_offsets(sources: list[Source]) -> list[Offset]:
         for beta, theta, b, pairs in links.get(a, []):
             total = bound + beta
             if b not in out or total < (out[b].bound_ms or 0.0):
-                out[b] = Offset(out[a].offset_ms + theta, total, True, os.path.basename(sources[a].path), pairs)
+                out[b] = Offset(out[a].offset_ms + theta, total, True, names[a], pairs)
                 heapq.heappush(queue, (total, b))
-    return [out.get(i, Offset()) for i in range(len(sources))]
+    return [out.get(group[i], Offset()) for i in range(len(sources))]
+
+
+def _host_name(sources: list[Source], group: list[int], g: int) -> str:
+    i = group.index(g)
+    return str(sources[i].header.get("host") or os.path.basename(sources[i].path))
 
 
 def merge(sources: list[Source]) -> Merged:
@@ -234,7 +256,7 @@ def _header(sources: list[Source], offsets: list[Offset], origin: float, clamped
         "clients": clients, "mode": "real", "origin": round(origin, 3),
         "clock_reference": os.path.basename(sources[ref].path),
         "clock_offsets": [
-            {"source": os.path.basename(s.path), "node": s.node, "offset_ms": round(o.offset_ms, 3),
+            {"source": os.path.basename(s.path), "node": s.node, "host": s.header.get("host"), "offset_ms": round(o.offset_ms, 3),
              "bound_ms": None if o.bound_ms is None else round(o.bound_ms, 3), "estimated": o.estimated,
              **({"via": o.via, "pairs": o.pairs} if o.via else {})}
             for s, o in zip(sources, offsets, strict=True)
