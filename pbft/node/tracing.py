@@ -7,7 +7,8 @@ resolution), so that traces of several processes, on one host or several, can be
 host, as `socket.gethostname()` says, so processes of one host are known to share a clock). `open_trace` opens the
 file for appending: a new or empty file gets a header; a file that already holds this
 replica's trace (a restarted process) gets nothing more than the `start` record every
-start writes, so one file tells the replica's whole story across crashes. A file holding
+start writes, so one file tells the replica's whole story across crashes (half a record
+left by a process killed in the middle of a flush is cut first). A file holding
 another replica's trace, or something else, is a usage error (one sentence).
 
 The file is written through a 64 KiB buffer and flushed every FLUSH_S by the node's tick
@@ -46,6 +47,7 @@ def open_trace(path: str, node: Any, n: int, f: int, byzantine: list[int], clien
         size = 0
     if size:
         _check_existing(path, node)
+        _drop_partial_line(path, size)
     try:
         writer = TraceWriter(path, append=True, buffering=BUFFER)
     except OSError as exc:
@@ -55,6 +57,22 @@ def open_trace(path: str, node: Any, n: int, f: int, byzantine: list[int], clien
                            pid=os.getpid(), **extra)
         writer.flush()  # a process killed at once still leaves a trace file that reads
     return writer
+
+
+def _drop_partial_line(path: str, size: int) -> None:
+    """A process killed in the middle of a flush leaves half a record at the end: cut it,
+    so that what the restarted process appends starts on a line of its own."""
+    try:
+        with open(path, "rb+") as fh:
+            fh.seek(max(0, size - BUFFER))
+            tail = fh.read()
+            if tail.endswith(b"\n"):
+                return
+            cut = tail.rfind(b"\n")
+            if cut >= 0:
+                fh.truncate(size - len(tail) + cut + 1)
+    except OSError as exc:
+        raise UsageError(f"--trace: cannot write {path}: {exc.strerror or exc}.") from None
 
 
 def _check_existing(path: str, node: Any) -> None:

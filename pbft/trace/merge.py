@@ -51,6 +51,8 @@ class Source:
     path: str
     header: dict[str, Any]
     records: list[dict[str, Any]] = field(repr=False)
+    truncated: bool = False
+    """Its last line was half a record (a process killed in the middle of a flush): left out."""
 
     @property
     def node(self) -> Any:
@@ -79,10 +81,15 @@ class Merged:
 
 def load(path: str) -> Source:
     """One real process's trace; UsageError (one sentence) for anything else."""
+    records: list[dict[str, Any]] = []
+    truncated = False
     try:
-        records = list(read_trace(path))
+        for rec in read_trace(path):
+            records.append(rec)
     except TraceError as exc:
-        raise UsageError(str(exc)) from None
+        if not (records and _half_last_line(path, len(records) + 1)):
+            raise UsageError(str(exc)) from None
+        truncated = True
     header = records[0]
     if header.get("mode") != "real" or "node" not in header:
         raise UsageError(f"{path}: not a real process's trace (mode {header.get('mode')!r}); "
@@ -90,7 +97,17 @@ def load(path: str) -> Source:
     for i, rec in enumerate(records[1:], 2):
         if not isinstance(rec.get("t"), int | float):
             raise UsageError(f"{path} line {i}: a {rec['type']!r} record without a numeric 't'.")
-    return Source(path, header, records[1:])
+    return Source(path, header, records[1:], truncated)
+
+
+def _half_last_line(path: str, lineno: int) -> bool:
+    """Line `lineno` of `path` is its last and has no newline: half a record."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return False
+    return not data.endswith(b"\n") and data.count(b"\n") + 1 == lineno
 
 
 def _first_times(sources: list[Source], kind: str) -> dict[tuple[Any, Any, Any], tuple[int, float]]:
@@ -263,6 +280,9 @@ def _header(sources: list[Source], offsets: list[Offset], origin: float, clamped
         ],
         "clamped": clamped,
     }
+    cut = [os.path.basename(s.path) for s in sources if s.truncated]
+    if cut:
+        head["truncated"] = cut
     if "broken" in named:
         head["broken"] = named["broken"]
     return head

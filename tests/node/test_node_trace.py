@@ -117,3 +117,15 @@ def test_open_trace_refuses_another_replicas_file(tmp_path):
     with pytest.raises(UsageError, match="cannot write"):
         open_trace(str(tmp_path / "no" / "t.jsonl"), 1, 4, 1, [], [])
     assert os.path.getsize(path) > 0
+
+
+def test_a_restart_cuts_half_a_record_before_appending(tmp_path):
+    path = tmp_path / "t.jsonl"
+    open_trace(str(path), 1, 4, 1, [], []).close()
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write('{"t": 1.5, "type": "send", "fr')  # killed in the middle of a flush
+    w = open_trace(str(path), 1, 4, 1, [], [])
+    w.start(2.0, 1, 99, 0, 0)
+    w.close()
+    recs = list(read_trace(str(path)))
+    assert [r["type"] for r in recs] == ["header", "start"]

@@ -134,3 +134,20 @@ def test_cli_merge_says_each_offset(tmp_path, capsys):
     assert "merged 2 traces, 20 records" in out
     with pytest.raises(UsageError, match="nothing to merge"):
         merge([])
+
+
+def test_half_a_last_record_is_left_out_and_said(tmp_path):
+    # A process SIGKILLed in the middle of a flush leaves half a line at the end.
+    r0, r1 = [], []
+    exchange(r0, r1, 0, 1, skew=0.0, delay_ab=1.0, delay_ba=1.0)
+    a = write(tmp_path / "r0.jsonl", header(0, "h"), r0)
+    b = write(tmp_path / "r1.jsonl", header(1, "h"), r1)
+    with open(b, "a", encoding="utf-8") as fh:
+        fh.write('{"t": 1, "type": "se')
+    merged = merge_files([a, b], str(tmp_path / "m.jsonl"))
+    assert merged.header["truncated"] == ["r1.jsonl"] and len(merged.records) == 20
+    # Half a line anywhere else is damage, not a crash: refused.
+    with open(b, "a", encoding="utf-8") as fh:
+        fh.write("\n{}\n")
+    with pytest.raises(UsageError, match="line 12"):
+        merge_files([a, b], str(tmp_path / "m.jsonl"))
