@@ -38,7 +38,7 @@ def cmd_trace_shiviz(args) -> int:
     """The trace in ShiViz's log format (vector clocks), for its space-time diagram."""
     from ..trace.export import shiviz_lines
 
-    _write(args.output, shiviz_lines(_records(args.file)), "ShiViz log (paste the first line as its regex)")
+    _write(args.out, shiviz_lines(_records(args.file)), "ShiViz log (paste the first line as its regex)")
     return 0
 
 
@@ -51,7 +51,7 @@ def cmd_trace_mermaid(args) -> int:
     if args.start is not None and args.end is not None and args.start > args.end:
         raise UsageError("--from must not be after --to.")
     window = Window(args.start, args.end, args.max)
-    _write(args.output, mermaid_lines(_records(args.file), window), "Mermaid diagram")
+    _write(args.out, mermaid_lines(_records(args.file), window), "Mermaid diagram")
     return 0
 
 
@@ -59,5 +59,22 @@ def cmd_trace_history(args) -> int:
     """The client operations as a Porcupine or Knossos history."""
     from ..trace.export import HistoryFormat, history_lines
 
-    _write(args.output, history_lines(_records(args.file), HistoryFormat(args.format)), f"{args.format} history")
+    _write(args.out, history_lines(_records(args.file), HistoryFormat(args.format)), f"{args.format} history")
+    return 0
+
+def cmd_trace_merge(args) -> int:
+    """Merge real processes' traces into `--out`; one line per source with its clock
+    offset, then the totals."""
+    from ..trace.merge import merge_files
+
+    merged = merge_files(args.files, args.out)
+    for o in merged.header["clock_offsets"]:
+        if o["estimated"]:
+            how = f"offset {o['offset_ms']:+.3f} ms (error at most {o['bound_ms']:.3f} ms)"
+        else:
+            how = "offset not estimated (no messages both ways with an estimated source): 0 assumed"
+        print(f"  {o['source']} ({o['node']}): {how}")
+    clamped = merged.clamped
+    print(f"merged {len(args.files)} traces, {len(merged.records)} records, into {args.out}"
+          + (f"; {clamped} deliveries clamped to after their send" if clamped else ""))
     return 0
