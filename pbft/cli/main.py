@@ -329,10 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("-o", "--out", default=None, metavar="OUT.log", help="write here (default: stdout)")
     mm = trs.add_parser("mermaid", help="a Mermaid sequenceDiagram of a window of the trace")
     mm.add_argument("file", metavar="FILE", help="a trace (pbft scenario run --trace)")
-    mm.add_argument("--from", dest="start", type=int, default=None, metavar="MS",
-                    help="first virtual ms shown (default: the start)")
-    mm.add_argument("--to", dest="end", type=int, default=None, metavar="MS",
-                    help="last virtual ms shown (default: the end)")
+    mm.add_argument("--from", dest="start", type=float, default=None, metavar="MS",
+                    help="first ms shown, virtual or since a merged trace's origin (default: the start)")
+    mm.add_argument("--to", dest="end", type=float, default=None, metavar="MS",
+                    help="last ms shown (default: the end)")
     mm.add_argument("--max", type=int, default=200, metavar="N",
                     help="messages drawn at most; a final note says how many were left out")
     mm.add_argument("-o", "--out", default=None, metavar="OUT.mmd", help="write here (default: stdout)")

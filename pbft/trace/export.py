@@ -22,6 +22,7 @@ runs a simulation.
 from __future__ import annotations
 
 import json
+import re
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ SHIVIZ_REGEX = r"(?<host>\S*) (?<clock>{.*})\n(?<event>.*)"
 
 ORACLE_HOST = "oracle"
 
+_UNSAFE = re.compile(r"[^\w.-]")
+
 VOTES = frozenset({"PRE-PREPARE", "PREPARE", "COMMIT", "CHECKPOINT"})
 """The kinds whose (view, seq) names one digest: two digests from one sender is an
 equivocation (a STATE-CHUNK's digest differs per chunk, honestly)."""
@@ -43,7 +46,7 @@ equivocation (a STATE-CHUNK's digest differs per chunk, honestly)."""
 LOCAL_EVENTS = frozenset({
     "prepared", "committed", "executed", "checkpoint-stable", "view-change-started", "view-installed",
     "state-transfer-started", "state-installed", "rejected", "evidence", "submit", "complete", "crash",
-    "restart", "drop",
+    "restart", "drop", "start",
 })
 
 
@@ -53,8 +56,12 @@ class HistoryFormat(Enum):
 
 
 def host(node: Any) -> str:
-    """A lane's name: replicas `r0`, clients as they are named (`c0`)."""
-    return f"r{node}" if isinstance(node, int) else str(node)
+    """A lane's name: replicas `r0`, clients as they are named (`c0`), anything but
+    letters, digits, `_`, `.` and `-` made `_` (ShiViz hosts and Mermaid participants are
+    single words)."""
+    if isinstance(node, int):
+        return f"r{node}"
+    return _UNSAFE.sub("_", str(node)) or "_"
 
 
 def message_label(rec: dict[str, Any]) -> str:
@@ -93,6 +100,8 @@ def event_text(rec: dict[str, Any]) -> str:
         return "crash"
     if kind == "restart":
         return "restart" + (" from nothing (amnesia)" if rec.get("amnesia") else "")
+    if kind == "start":  # a real replica process starting (recovered from its data directory)
+        return f"start (pid {rec.get('pid')}, view {rec.get('view')}, executed {rec.get('last_executed')})"
     if kind == "drop":
         return f"{rec['kind'] or 'message'} {rec['id']} to {host(rec['to'])} dropped ({rec.get('reason') or 'network'})"
     if kind == "violation":
@@ -103,7 +112,7 @@ def event_text(rec: dict[str, Any]) -> str:
 def _where(rec: dict[str, Any]) -> str:
     """The lane a local event happens on."""
     if rec["type"] in ("submit", "complete"):
-        return str(rec["client"])
+        return host(rec["client"])
     if rec["type"] == "drop":
         return host(rec["from"])
     return host(rec["replica"])
@@ -178,11 +187,14 @@ def _mermaid_text(text: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    start: int | None = None
-    end: int | None = None
+    """Records from `start` to `end` (ms: virtual, or a merged real trace's since its
+    origin), at most `limit` messages."""
+
+    start: float | None = None
+    end: float | None = None
     limit: int = 200
 
-    def holds(self, t: int) -> bool:
+    def holds(self, t: float) -> bool:
         return (self.start is None or t >= self.start) and (self.end is None or t <= self.end)
 
 
@@ -193,12 +205,12 @@ def mermaid_lines(records: Iterable[dict[str, Any]], window: Window = Window()) 
     n = int(header.get("n", 0))
     byzantine = set(header.get("byzantine", []))
     clients = [str(c) for c in header.get("clients", [])]
-    lanes = [f"r{i}" for i in range(n)] + clients
+    lanes = [f"r{i}" for i in range(n)] + [host(c) for c in clients]
     yield "sequenceDiagram"
     for i in range(n):
         yield f"    participant r{i} as replica {i}" + (" (Byzantine)" if i in byzantine else "")
     for c in clients:
-        yield f"    participant {c} as client {c}"
+        yield f"    participant {host(c)} as client {_mermaid_text(c)}"
     span = f"{lanes[0]},{lanes[-1]}" if len(lanes) > 1 else (lanes[0] if lanes else ORACLE_HOST)
     shown = left = 0
     # (sender, kind, view, seq) -> {digest: first receiver}: equivocations in the window
@@ -279,9 +291,9 @@ class Operation:
     key: str | None
     value: str | None
     call: int
-    call_ms: int
+    call_ms: float
     ret: int | None = None
-    ret_ms: int | None = None
+    ret_ms: float | None = None
     result: Any = None  # decoded: True/False, a value string, None, or {"error": text}
 
 
@@ -299,6 +311,11 @@ def _text(v: Any) -> Any:
     return v
 
 
+REAL_RESULTS = {"ok": True, "(not found)": None}
+"""What a real run's driver writes as a `complete` record's `result` (it has the text,
+not the bytes): `ok` for a write, `(not found)` for a missing key, else the value."""
+
+
 def _decode(rec: dict[str, Any], full: str, short: str) -> Any:
     """The record's full value (`op_hex`/`result_hex`) decoded, else its summary."""
     raw = rec.get(full)
@@ -307,7 +324,8 @@ def _decode(rec: dict[str, Any], full: str, short: str) -> Any:
             return codec.decode(bytes.fromhex(raw))
         except (ValueError, codec.CodecError):
             return None
-    return rec.get(short)
+    text = rec.get(short)
+    return REAL_RESULTS.get(text, text) if short == "result" else text
 
 
 def operations(records: Iterable[dict[str, Any]]) -> list[Operation]:
@@ -394,7 +412,7 @@ def knossos(ops: list[Operation]) -> Iterator[str]:
     end = max((o.ret if o.ret is not None else o.call for o in ops), default=0) + 1
     end_ms = max((o.ret_ms if o.ret_ms is not None else o.call_ms for o in ops), default=0)
     # (trace position, tie-break, process, type, f, value, virtual ms, error)
-    events: list[tuple[int, int, int, str, str, Any, int, str]] = []
+    events: list[tuple[int, int, int, str, str, Any, float, str]] = []
     for o in ops:
         process = _client_id(o.client, order) + clients * crashed.get(o.client, 0)
         f = {"put": "write", "delete": "write", "get": "read"}.get(o.f, o.f)
@@ -412,7 +430,7 @@ def knossos(ops: list[Operation]) -> Iterator[str]:
     for index, (_, _, process, type_, f, value, t_ms, error) in enumerate(events):
         extra = f", :error {_edn(error)}" if error else ""
         yield (f"{{:process {process}, :type :{type_}, :f :{f}, :value {_edn(value)}, "
-               f":time {t_ms * 1_000_000}, :index {index}{extra}}}")
+               f":time {round(t_ms * 1_000_000)}, :index {index}{extra}}}")
 
 
 def history_lines(records: Iterable[dict[str, Any]], fmt: HistoryFormat) -> Iterator[str]:

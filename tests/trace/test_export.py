@@ -198,3 +198,37 @@ def test_the_commands_write_to_stdout_or_a_file(equivocate, tmp_path, capsys):
     assert json.loads(out.read_text())[0]["ClientId"] == 0
     assert main(["trace", "mermaid", path, "--max", "0"]) == 2
     assert "--max" in capsys.readouterr().err
+
+
+def test_a_merged_real_trace_exports_too(tmp_path):
+    """Real traces: float times, `start` records, a driver's result texts, odd names."""
+    recs = [
+        {"type": "header", "version": 1, "scenario": "x", "seed": 1, "n": 4, "f": 1, "byzantine": [],
+         "clients": ["c0", "obs erver"], "mode": "real", "origin": 1796447313700.341},
+        {"t": 0.0, "type": "start", "replica": 1, "pid": 7, "view": 0, "last_executed": 0},
+        {"t": 81.962, "type": "submit", "client": "c0", "timestamp": 17, "op": "get k", "read_only": True,
+         "op_hex": "8263676574416b"},
+        {"t": 82.1, "type": "send", "from": "c0", "to": 1, "kind": "REQUEST", "id": "aa", "client": "c0",
+         "timestamp": 17, "size": 90},
+        {"t": 82.9, "type": "deliver", "from": "c0", "to": 1, "kind": "REQUEST", "id": "aa"},
+        {"t": 83.5, "type": "send", "from": 1, "to": "obs erver", "kind": "REPLY", "id": "bb", "size": 9},
+        {"t": 115.9, "type": "complete", "client": "c0", "timestamp": 17, "result": "(not found)"},
+        {"t": 120.0, "type": "submit", "client": "c0", "timestamp": 18, "op": "put k v", "read_only": False,
+         "op_hex": "8363707574416b4176"},
+        {"t": 130.25, "type": "complete", "client": "c0", "timestamp": 18, "result": "ok"},
+    ]
+    path = tmp_path / "real.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    records = list(read_trace(str(path)))
+    events = list(shiviz_events(records))
+    assert events[0].host == "r1" and events[0].text.startswith("start (pid 7")
+    deliver = next(e for e in events if e.text.startswith("deliver"))
+    assert deliver.clock == {"c0": 2, "r1": 2}
+    assert any(e.host == "r1" and "to obs_erver" in e.text for e in events)
+    lines = list(mermaid_lines(records, Window(82.0, 100.0)))
+    assert "    participant obs_erver as client obs erver" in lines
+    assert "    r1->>obs_erver: REPLY" in lines and "    c0->>r1: REQUEST c0 t=17" in lines
+    assert not any("submit" in ln for ln in lines)  # at 81.962: outside the window
+    edn = list(history_lines(records, HistoryFormat.KNOSSOS))
+    assert edn[1] == '{:process 0, :type :ok, :f :read, :value ["k" nil], :time 115900000, :index 1}'
+    assert edn[3].startswith('{:process 0, :type :ok, :f :write, :value ["k" "v"], :time 130250000,')
