@@ -127,7 +127,9 @@ def cmd_demo(args) -> int:
         raise UsageError(f"--clients must be between 1 and {_demo.MAX_CLIENTS}.")
 
     workdir = tempfile.mkdtemp(prefix="pbft-demo-")
+    trace_dir = None if args.no_trace else os.path.join(workdir, "traces")
     cluster = None
+    demo = None
     try:
         names = [f"client{i}" for i in range(nclients)]
         path = keygen.generate_cluster(
@@ -147,6 +149,7 @@ def cmd_demo(args) -> int:
             log_dir=workdir,
             log_level="info",
             extra_args=["--log-format", "json"],  # the crash phase reads timestamps
+            trace_dir=trace_dir,
         )
         plan = _demo.planned(requests)
         print(
@@ -161,12 +164,19 @@ def cmd_demo(args) -> int:
             print(f"pbft: {exc}", file=sys.stderr)
             return 1
         demo = _demo.Demo(path, config, cluster, names, requests)
+        if trace_dir is not None:
+            demo.tracer = _demo.open_demo_trace(trace_dir, config, names)
         run_trio(_demo.run_phases, demo, _demo.PHASES)
     finally:
         if cluster is not None:
             cluster.stop()
+        page = None
+        if demo is not None and trace_dir is not None:
+            page = _demo.write_viewer(demo, trace_dir, args.html)
         shutil.rmtree(workdir, ignore_errors=True)
 
+    if page is not None:
+        demo.lines.append(page)
     for line in demo.lines:
         print(line)
     if demo.failures:

@@ -244,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the embedded default: a throwaway cluster and a workload")
     d.add_argument("--requests", type=int, default=300)
     d.add_argument("--clients", type=int, default=4)
+    d.add_argument("--html", default=None, metavar="FILE.html",
+                   help="where the viewer page of the run goes (default: a new directory under "
+                        "the system's temporary directory; its trace is written beside it)")
+    d.add_argument("--no-trace", action="store_true",
+                   help="no trace and no viewer page (tracing costs about a tenth of the CPU)")
 
     b = sub.add_parser("bench", help="throughput and latency of a real local cluster")
     b.add_argument("--f", type=int, default=1)

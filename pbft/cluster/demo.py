@@ -29,14 +29,18 @@ in the new view from the client. The live lines on stderr show progress and no t
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
+from ..node.tracing import wall_ms
 from ..protocol.config import ClusterConfig
 
 CHECKPOINT_INTERVAL = 32
@@ -79,6 +83,9 @@ class Demo:
     """A client used only for STATUS polls."""
     crashed: int | None = None
     """The replica the crash phase killed (the Byzantine phase restarts it)."""
+    tracer: Any = None
+    """The demo's own trace writer (its clients' requests and replies, the crash and the
+    restart), merged with the replicas' traces into the viewer page at the end."""
 
 
 Phase = Callable[[Demo], Awaitable[None]]
@@ -233,6 +240,8 @@ async def phase_primary_crash(demo: Demo) -> None:
         nonlocal kill_wall
         if k >= total // 2 and not killed.is_set():
             demo.cluster.kill(primary)
+            if demo.tracer is not None:
+                demo.tracer.crash(wall_ms(), primary)
             t["kill"], kill_wall = trio.current_time(), time.time()
             killed.set()
         if "kill" in t and "answered" not in t:
@@ -337,6 +346,8 @@ async def phase_byzantine(demo: Demo) -> None:
     )
     try:
         await trio.to_thread.run_sync(cluster.restart, target)  # type: ignore[attr-defined]
+        if demo.tracer is not None:
+            demo.tracer.restart(wall_ms(), target, False)
     except LaunchError as exc:
         demo.failures.append(f"replica {target} did not restart: {exc}")
         return
@@ -392,7 +403,7 @@ async def run_phases(demo: Demo, phases: list[Phase]) -> None:
     async with AsyncExitStack() as stack:
         for name in demo.client_names:
             client = await stack.enter_async_context(
-                open_client(demo.cluster_path, name, timeout=CALL_TIMEOUT)
+                open_client(demo.cluster_path, name, timeout=CALL_TIMEOUT, tracer=demo.tracer)
             )
             demo.clients.append(client)
         demo.observer = await stack.enter_async_context(
@@ -400,3 +411,40 @@ async def run_phases(demo: Demo, phases: list[Phase]) -> None:
         )
         for phase in phases:
             await phase(demo)
+
+
+# -- the viewer page of the run --------------------------------------------------------------
+
+
+def open_demo_trace(trace_dir: str, config: ClusterConfig, names: list[str]) -> Any:
+    """The demo's own trace (its clients' messages, the kill and the restart), beside the
+    replicas' (`LocalCluster(trace_dir=...)`)."""
+    from ..node.tracing import open_trace
+
+    os.makedirs(trace_dir, exist_ok=True)
+    return open_trace(os.path.join(trace_dir, "driver.jsonl"), "driver", config.n, config.f, [], names,
+                      scenario="pbft demo")
+
+
+def write_viewer(demo: Demo, trace_dir: str, html_path: str | None) -> str:
+    """Merge every trace of the run and write its viewer page (pbft trace html); the
+    summary line naming the page, or why there is none. Never raises: the demo's
+    verdict does not depend on its picture."""
+    from ..trace import html, model
+    from ..trace.merge import merge_files
+
+    try:
+        if demo.tracer is not None:
+            demo.tracer.close()
+            demo.tracer = None
+        out_dir = os.path.dirname(os.path.abspath(html_path)) if html_path else tempfile.mkdtemp(prefix="pbft-demo-view-")
+        page = os.path.abspath(html_path) if html_path else os.path.join(out_dir, "run.html")
+        trace = page[: -len(".html")] + ".jsonl" if page.endswith(".html") else page + ".jsonl"
+        paths = [os.path.join(trace_dir, f) for f in sorted(os.listdir(trace_dir)) if f.endswith(".jsonl")]
+        merge_files([p for p in paths if os.path.getsize(p) > 0], trace)
+        m = model.build(trace)
+        html.write(m, page)
+    except Exception as exc:  # noqa: BLE001 - reported in the summary, never fatal
+        return f"viewer       not written: {type(exc).__name__}: {exc}"
+    return (f"viewer       file://{page} ({len(m.arrows)} messages; open it in a browser: the crash, "
+            f"the view change and the Byzantine replica's messages, drawn)")
