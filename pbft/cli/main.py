@@ -311,6 +311,14 @@ def build_parser() -> argparse.ArgumentParser:
     trs = tr.add_subparsers(dest="trace_command", metavar="ACTION")
     trs.required = True
     # (each `pbft trace ACTION` is added below, its handler pbft.cli.trace.cmd_trace_ACTION)
+    th = trs.add_parser("html", help="a self-contained HTML page showing the trace as a space-time "
+                        "diagram (docs/viewer.md)")
+    th.add_argument("file", metavar="FILE.jsonl", help="a trace (pbft scenario run --trace)")
+    th.add_argument("-o", "--output", default=None, metavar="OUT.html",
+                    help="where to write the page (default: FILE with .html)")
+    th.add_argument("--at", default=None, metavar="T|violation",
+                    help="open the page at this time in ms, or at the violation (the default when "
+                         "there is one; else the start)")
 
     _accept_global_options(p)
     _show_defaults(p)

@@ -1,0 +1,152 @@
+"""The viewer page: a trace's `Model` packed as compact JSON into one self-contained HTML
+file (docs/viewer.md).
+
+The page's template, style and script are package data next to this module
+(`viewer.html`, `viewer.css`, `viewer.js`) and are inlined: the page loads nothing, so it
+opens offline from a mail attachment or a CI artefact. The data is columnar (one array per
+field of the arrows and marks) with strings interned in one table, because a run of
+100,000 messages would otherwise spend most of its bytes repeating field names.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from importlib import resources
+from typing import Any
+
+from ..errors import UsageError
+from .model import Model
+
+FORMAT = 1
+"""The version of the embedded data's layout (`v` in it), for the page's script."""
+
+
+class _Strings:
+    """Interned strings: each distinct string once, referred to by index (-1: none)."""
+
+    def __init__(self) -> None:
+        self.table: list[str] = []
+        self._index: dict[str, int] = {}
+
+    def __call__(self, s: str | None) -> int:
+        if s is None:
+            return -1
+        i = self._index.get(s)
+        if i is None:
+            i = self._index[s] = len(self.table)
+            self.table.append(s)
+        return i
+
+
+def _n(v: int | None) -> int:
+    return -1 if v is None else v
+
+
+def _t(t: float, origin: float) -> float | int:
+    d = t - origin
+    return int(d) if float(d).is_integer() else round(d, 3)
+
+
+def pack(model: Model, at: float | None = None) -> dict[str, Any]:
+    """The model as the page's data: times relative to the trace's first record (`origin`),
+    arrows and marks as columns, strings interned in `S`."""
+    S = _Strings()
+    o = model.t_start
+    arrows = model.arrows
+    extra = {i: a.extra for i, a in enumerate(arrows) if a.extra}
+    data: dict[str, Any] = {
+        "v": FORMAT,
+        "header": model.header,
+        "origin": o,
+        "tEnd": _t(model.t_end, o),
+        "lanes": [[lane.name, lane.kind.value, int(lane.byzantine)] for lane in model.lanes],
+        "A": {
+            "t0": [_t(a.t0, o) for a in arrows],
+            "t1": [_t(a.t1, o) for a in arrows],
+            "s": [a.src for a in arrows],
+            "d": [a.dst for a in arrows],
+            "k": [S(a.kind) for a in arrows],
+            "id": [S(a.id) for a in arrows],
+            "v": [_n(a.view) for a in arrows],
+            "q": [_n(a.seq) for a in arrows],
+            "g": [S(a.digest) for a in arrows],
+            "z": [a.size for a in arrows],
+            "l": [int(a.lie) for a in arrows],
+            "h": [S(a.honest) for a in arrows],
+            "hd": [S(a.honest_digest) for a in arrows],
+            "f": [int(a.fate) for a in arrows],
+            "c": [a.copy for a in arrows],
+            "x": {str(i): x for i, x in extra.items()},
+        },
+        "M": {
+            "t": [_t(m.t, o) for m in model.marks],
+            "l": [m.lane for m in model.marks],
+            "y": [S(m.type) for m in model.marks],
+            "f": [m.fields for m in model.marks],
+        },
+        "B": [[b.kind, b.lane, _t(b.t0, o), _t(b.t1, o), b.label, int(b.open)] for b in model.bands],
+        "E": [[_t(e.t, o), e.lane, e.label, list(e.arrows), e.kind, _n(e.view), _n(e.seq),
+               list(e.digests)] for e in model.equivocations],
+        "C": [[c.mark, list(c.arrows), c.votes] for c in model.certificates],
+        "V": [[_t(v.t, o), v.check, v.detail] for v in model.violations],
+        "end": model.end,
+        "ignored": model.ignored,
+        "at": None if at is None else _t(at, o),
+    }
+    data["S"] = S.table
+    return data
+
+
+def _asset(name: str) -> str:
+    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+
+
+def _title(model: Model) -> str:
+    h = model.header
+    name = str(h.get("scenario") or "run")
+    return f"pbft trace: {name} (seed {h.get('seed', '?')})"
+
+
+def resolve_at(model: Model, at: str | None) -> float | None:
+    """`--at`: a time in the trace's ms, or "violation" (the first one's time); None: the
+    page's own choice (the violation if there is one, else the start)."""
+    if at is None:
+        return model.violations[0].t if model.violations else None
+    if at == "violation":
+        if not model.violations:
+            raise UsageError("--at violation: this trace has no violation.")
+        return model.violations[0].t
+    try:
+        return float(at)
+    except ValueError:
+        raise UsageError(f"--at {at!r}: give a time in ms or 'violation'.") from None
+
+
+def render(model: Model, at: float | None = None) -> str:
+    """The whole page as one string."""
+    payload = json.dumps(pack(model, at), separators=(",", ":"), ensure_ascii=False)
+    # Inside <script>, only "</" can end the element early; "<\/" means the same to JSON.
+    payload = payload.replace("</", "<\\/")
+    page = _asset("viewer.html")
+    parts = {
+        "/*@CSS@*/": _asset("viewer.css"),
+        "/*@JS@*/": _asset("viewer.js"),
+        "@TITLE@": html.escape(_title(model)),
+        "@DATA@": payload,
+    }
+    for key, value in parts.items():
+        head, sep, tail = page.partition(key)
+        page = head + value + tail  # partition, not replace: the data may hold the key
+    return page
+
+
+def write(model: Model, out: str, at: float | None = None) -> int:
+    """Writes the page to `out`; its size in bytes."""
+    text = render(model, at)
+    try:
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as exc:
+        raise UsageError(f"{out}: cannot write the page: {exc.strerror or exc}.") from None
+    return len(text.encode("utf-8"))
