@@ -1,0 +1,68 @@
+"""The viewer page in a real browser (issue 17, item 6): headless Chromium opens pages made
+from real traces and the page says, in #drawn, what it drew; a screenshot of each is saved
+under the test's tmp_path. Skipped, with the reason, where Chromium is missing (`make
+browser` installs Debian's package)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pbft.trace import html
+from pbft.trace.model import build
+
+pytestmark = pytest.mark.timeout(120)
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Without the background-networking flags Chromium tries the network even for a file: page.
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--virtual-time-budget=5000", "--window-size=1400,900"]
+
+
+def chromium(tmp_path: Path, *args: str) -> str:
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (make browser installs it; Debian package 'chromium')")
+    profile = tmp_path / "profile"
+    proc = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args],
+                          capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def open_page(trace: Path, tmp_path: Path, name: str) -> dict:
+    """Makes the page, dumps its DOM after drawing and screenshots it; what it drew."""
+    page = tmp_path / f"{name}.html"
+    m = build(str(trace))
+    html.write(m, str(page), html.resolve_at(m, None))
+    dom = chromium(tmp_path, "--dump-dom", page.as_uri())
+    found = re.search(r'<script type="application/json" id="drawn">(.*?)</script>', dom, re.S)
+    assert found, dom[:2000]
+    shot = tmp_path / f"{name}.png"
+    chromium(tmp_path, f"--screenshot={shot}", page.as_uri())
+    assert shot.stat().st_size > 10_000
+    return json.loads(found.group(1))
+
+
+def test_the_equivocation_is_drawn_and_labelled(equivocate_trace, tmp_path):
+    drawn = open_page(equivocate_trace, tmp_path, "equivocate")
+    assert drawn["lanes"] == 7  # four replicas, three clients
+    assert drawn["arrows"] > 10 and not drawn["density"]
+    marks = drawn["marks"]
+    assert marks.get("equivocation", 0) >= 1, marks
+    assert marks.get("lie", 0) >= 2, marks
+    assert drawn["window"][0] <= 1 <= drawn["window"][1]  # opens at the start
+
+
+def test_a_failing_run_opens_at_its_violation(violation_trace, tmp_path):
+    drawn = open_page(violation_trace, tmp_path, "violation")
+    assert drawn["lanes"] == 7 and drawn["arrows"] > 0
+    assert drawn["marks"].get("violation") == 1, drawn["marks"]
+    assert drawn["marks"].get("equivocation", 0) >= 1
+    a, b = drawn["window"]
+    assert a <= 4 <= b  # the violation is at 4 ms
