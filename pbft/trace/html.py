@@ -43,6 +43,18 @@ def _n(v: int | None) -> int:
     return -1 if v is None else v
 
 
+_MARK_COLUMNS = frozenset({"replica", "view", "seq", "digest"})
+"""Mark fields packed as columns (the replica is the mark's lane); the rest go in `x`."""
+
+
+def _i(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _s(v: Any) -> str | None:
+    return v if isinstance(v, str) else None
+
+
 def _t(t: float, origin: float) -> float | int:
     d = t - origin
     return int(d) if float(d).is_integer() else round(d, 3)
@@ -54,7 +66,19 @@ def pack(model: Model, at: float | None = None) -> dict[str, Any]:
     S = _Strings()
     o = model.t_start
     arrows = model.arrows
-    extra = {i: a.extra for i, a in enumerate(arrows) if a.extra}
+    extra = {}
+    for i, a in enumerate(arrows):
+        x = {k: v for k, v in a.extra.items() if k not in ("client", "timestamp")}
+        if x:
+            extra[str(i)] = x
+    # Submits and completions are drawn as the client's operation bands, not as marks.
+    marks = [m for m in model.marks if m.type not in ("submit", "complete")]
+    renumber = {id(m): j for j, m in enumerate(marks)}
+    mark_extra = {}
+    for j, m in enumerate(marks):
+        x = {k: v for k, v in m.fields.items() if k not in _MARK_COLUMNS}
+        if x:
+            mark_extra[str(j)] = x
     data: dict[str, Any] = {
         "v": FORMAT,
         "header": model.header,
@@ -63,7 +87,7 @@ def pack(model: Model, at: float | None = None) -> dict[str, Any]:
         "lanes": [[lane.name, lane.kind.value, int(lane.byzantine)] for lane in model.lanes],
         "A": {
             "t0": [_t(a.t0, o) for a in arrows],
-            "t1": [_t(a.t1, o) for a in arrows],
+            "dt": [_t(a.t1, a.t0) for a in arrows],  # t1 - t0: short numbers
             "s": [a.src for a in arrows],
             "d": [a.dst for a in arrows],
             "k": [S(a.kind) for a in arrows],
@@ -72,23 +96,27 @@ def pack(model: Model, at: float | None = None) -> dict[str, Any]:
             "q": [_n(a.seq) for a in arrows],
             "g": [S(a.digest) for a in arrows],
             "z": [a.size for a in arrows],
-            "l": [int(a.lie) for a in arrows],
+            # lie | fate << 2 | copy << 4: three mostly-zero fields in one number
+            "b": [int(a.lie) | int(a.fate) << 2 | a.copy << 4 for a in arrows],
             "h": [S(a.honest) for a in arrows],
             "hd": [S(a.honest_digest) for a in arrows],
-            "f": [int(a.fate) for a in arrows],
-            "c": [a.copy for a in arrows],
-            "x": {str(i): x for i, x in extra.items()},
+            "cl": [S(_s(a.extra.get("client"))) for a in arrows],
+            "ts": [_n(_i(a.extra.get("timestamp"))) for a in arrows],
+            "x": extra,
         },
         "M": {
-            "t": [_t(m.t, o) for m in model.marks],
-            "l": [m.lane for m in model.marks],
-            "y": [S(m.type) for m in model.marks],
-            "f": [m.fields for m in model.marks],
+            "t": [_t(m.t, o) for m in marks],
+            "l": [m.lane for m in marks],
+            "y": [S(m.type) for m in marks],
+            "v": [_n(_i(m.fields.get("view"))) for m in marks],
+            "q": [_n(_i(m.fields.get("seq"))) for m in marks],
+            "g": [S(_s(m.fields.get("digest"))) for m in marks],
+            "x": mark_extra,
         },
         "B": [[b.kind, b.lane, _t(b.t0, o), _t(b.t1, o), b.label, int(b.open)] for b in model.bands],
         "E": [[_t(e.t, o), e.lane, e.label, list(e.arrows), e.kind, _n(e.view), _n(e.seq),
                list(e.digests)] for e in model.equivocations],
-        "C": [[c.mark, list(c.arrows), c.votes] for c in model.certificates],
+        "C": [[renumber[id(model.marks[c.mark])], list(c.arrows), c.votes] for c in model.certificates],
         "V": [[_t(v.t, o), v.check, v.detail] for v in model.violations],
         "end": model.end,
         "ignored": model.ignored,

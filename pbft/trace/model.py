@@ -138,7 +138,7 @@ class Equivocation:
 class Certificate:
     """The messages that made `mark` (a prepared or committed event) happen, as far as the
     trace shows them: the matching PRE-PREPARE and PREPAREs, or COMMITs, delivered to the
-    replica by then, and its own matching sends."""
+    replica by then, and its own matching send (the first copy of a broadcast)."""
 
     mark: int
     arrows: tuple[int, ...]
@@ -208,7 +208,7 @@ class _Builder:
         self.violations: list[Violation] = []
         self.vc_open: dict[int, tuple[float, int]] = {}
         self.down: dict[int, float] = {}
-        self.ops: dict[tuple[int, Any], tuple[float, str]] = {}
+        self.ops: dict[tuple[int, Any], tuple[float, str, bool]] = {}
         self.end: dict[str, Any] | None = None
         self.t_start: float | None = None
         self.t_end = 0.0
@@ -369,7 +369,15 @@ class _Builder:
             self.ignored += 1
             return
         self._mark(t, rec, lane)
-        self.ops.setdefault((lane, rec.get("timestamp")), (t, str(rec.get("op", ""))))
+        op = str(rec.get("op", ""))
+        if not rec.get("read_only"):
+            # A read-only request that got no quorum of replies is retried on the ordered
+            # path as a new request; the first one is over, not lost.
+            for key, (t0, op0, ro) in list(self.ops.items()):
+                if key[0] == lane and ro and op0 == op:
+                    del self.ops[key]
+                    self.bands.append(Band("op", lane, t0, t, f"{op} (read-only) → retried as t={rec.get('timestamp')}"))
+        self.ops.setdefault((lane, rec.get("timestamp")), (t, op, bool(rec.get("read_only"))))
 
     def _complete(self, t: float, rec: dict[str, Any]) -> None:
         lane = self.lane(rec.get("client"))
@@ -398,7 +406,7 @@ class _Builder:
             self.bands.append(Band("view-change", lane, t, t_end, f"view change to v{view}", True))
         for lane, t in self.down.items():
             self.bands.append(Band("down", lane, t, t_end, "crashed", True))
-        for (lane, _ts), (t, op) in self.ops.items():
+        for (lane, _ts), (t, op, _ro) in self.ops.items():
             self.bands.append(Band("op", lane, t, t_end, f"{op} \u2192 (no result)", True))
         self.bands.sort(key=lambda b: (b.t0, b.lane))
         return Model(self.header, self.lanes, self.arrows, self.marks, self.bands,
@@ -465,9 +473,10 @@ def certificates(arrows: list[Arrow], marks: list[Mark], lanes: list[Lane]) -> l
                 if arrows[i].t1 <= m.t and arrows[i].src not in voters | {m.lane}:
                     chosen.append(i)
                     voters.add(arrows[i].src)
-            own = [i for i in sent.get((m.lane, kind, *slot), ()) if arrows[i].t0 <= m.t]
-            if own:
-                chosen.extend(own)
+            # its own vote, once: a broadcast is one send record per receiver
+            own = next((i for i in sent.get((m.lane, kind, *slot), ()) if arrows[i].t0 <= m.t), None)
+            if own is not None:
+                chosen.append(own)
                 voters.add(m.lane)
         out.append(Certificate(mi, tuple(sorted(chosen)), len(voters)))
     return out

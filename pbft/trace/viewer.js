@@ -8,6 +8,21 @@
   const D = JSON.parse(document.getElementById("data").textContent);
   const S = D.S, A = D.A, M = D.M, H = D.header || {};
   const NA = A.t0.length, NM = M.t.length;
+  // Unpack what html.py packed tightly: end times, the lie/fate/copy bits, mark fields.
+  A.t1 = new Float64Array(NA); A.l = new Uint8Array(NA); A.f = new Uint8Array(NA); A.c = new Uint32Array(NA);
+  for (let i = 0; i < NA; i++) {
+    A.t1[i] = A.t0[i] + A.dt[i]; const b = A.b[i]; A.l[i] = b & 3; A.f[i] = (b >> 2) & 3; A.c[i] = b >> 4;
+  }
+  A.x = A.x || {};
+  M.f = new Array(NM);
+  for (let j = 0; j < NM; j++) {
+    const f = {};
+    if (M.l[j] >= 0 && D.lanes[M.l[j]][1] === "replica") f.replica = D.lanes[M.l[j]][0];
+    if (M.v[j] >= 0) f.view = M.v[j];
+    if (M.q[j] >= 0) f.seq = M.q[j];
+    if (M.g[j] >= 0) f.digest = S[M.g[j]];
+    M.f[j] = Object.assign(f, M.x[j] || {});
+  }
   const LANES = D.lanes.map((l, i) => ({ i, name: l[0], kind: l[1], byz: !!l[2] }));
   const PHASE = ["REQUEST", "PRE-PREPARE", "PREPARE", "COMMIT", "REPLY", "CHECKPOINT", "VIEW-CHANGE",
     "NEW-VIEW", "FETCH-STATE", "STATE-CHUNK"];
@@ -93,10 +108,13 @@
     ov.width = Math.round(or.width * dpr); ov.height = Math.round(or.height * dpr);
     octx.setTransform(dpr, 0, 0, dpr, 0, 0);
     const shown = LANES.filter((l) => !st.hidden.has(l.i));
-    const step = (W - GUTTER - PAD_R) / Math.max(1, shown.length);
-    cols = [];
-    shown.forEach((l, k) => { cols[l.i] = GUTTER + step * (k + 0.5); });
-    cols.step = step;
+    // replicas get twice a client's width: that is where the protocol happens
+    const weight = (l) => (l.kind === "client" ? 1 : 2);
+    const unit = (W - GUTTER - PAD_R) / Math.max(1, shown.reduce((n, l) => n + weight(l), 0));
+    cols = []; cols.width = [];
+    let x = GUTTER;
+    for (const l of shown) { cols[l.i] = x + unit * weight(l) / 2; cols.width[l.i] = unit * weight(l); x += unit * weight(l); }
+    cols.step = 2 * unit;
   }
   const yOf = (t) => LANE_HEAD + (t - st.a) * (Hh - LANE_HEAD) / (st.b - st.a);
   const tOf = (y) => st.a + (y - LANE_HEAD) * (st.b - st.a) / (Hh - LANE_HEAD);
@@ -150,7 +168,7 @@
       const x = cols[l.i]; if (x === undefined) continue;
       if (l.byz) {
         ctx.fillStyle = "rgba(220,38,38,0.07)";
-        ctx.fillRect(x - cols.step / 2 + 2, LANE_HEAD, cols.step - 4, Hh - LANE_HEAD);
+        ctx.fillRect(x - cols.width[l.i] / 2 + 2, LANE_HEAD, cols.width[l.i] - 4, Hh - LANE_HEAD);
       }
       ctx.strokeStyle = l.byz ? "#fca5a5" : l.kind === "client" ? "#bae6fd" : "#cbd5e1";
       ctx.lineWidth = l.byz ? 2 : 1.2;
@@ -191,11 +209,14 @@
   }
 
   function drawBands(counts) {
+    const lastLabel = new Map();
+    let inWindow = 0;
+    for (const b of D.B) if (b[3] >= st.a && b[2] <= st.b) inWindow++;
     for (const b of D.B) {
       const [kind, lane, t0, t1, text, open] = b;
       const x = cols[lane]; if (x === undefined || t1 < st.a || t0 > st.b) continue;
       const y0 = Math.max(yOf(t0), LANE_HEAD), y1 = Math.min(Math.max(yOf(t1), yOf(t0) + 3), Hh);
-      const w = cols.step - 8;
+      const w = cols.width[lane] - 8;
       if (kind === "view-change") {
         ctx.fillStyle = "rgba(234,88,12,0.13)"; ctx.fillRect(x - w / 2, y0, w, y1 - y0);
         ctx.strokeStyle = "rgba(234,88,12,0.6)"; ctx.setLineDash([4, 3]); ctx.strokeRect(x - w / 2, y0, w, y1 - y0);
@@ -213,7 +234,12 @@
       } else if (kind === "op") {
         ctx.fillStyle = open ? "rgba(220,38,38,0.35)" : "rgba(14,165,233,0.35)";
         ctx.fillRect(x - 3, y0, 6, y1 - y0);
-        if (y1 - y0 > 14 || (st.b - st.a) < 80) label(text, x + 5, y0 + 7, "#075985", { size: 10.5 });
+        ctx.fillRect(x - 5, y0, 10, 1.5);
+        const last = lastLabel.get(lane);
+        if (inWindow < 400 && (last === undefined || y0 - last > 13)) {
+          label(text, x + 5, Math.max(y0 + 7, LANE_HEAD + 8), open ? "#b91c1c" : "#075985", { size: 10.5 });
+          lastLabel.set(lane, y0);
+        }
         counts.op = (counts.op || 0) + 1;
       }
     }
@@ -223,7 +249,7 @@
     const rec = [];
     const fade = hl ? 0.12 : 1;
     const detail = list.length < 700;  // few enough for labels
-    const lieLabels = new Set();
+    const lieLabels = new Set(), dropLabels = new Set();
     for (const i of list) {
       const k = kindOf(i), [x0, y0, x1, y1] = ends(i), lit = hl && hl.has(i);
       const lie = A.l[i];
@@ -247,7 +273,10 @@
         ctx.beginPath(); ctx.moveTo(x1 - 4, y1 - 4); ctx.lineTo(x1 + 4, y1 + 4);
         ctx.moveTo(x1 + 4, y1 - 4); ctx.lineTo(x1 - 4, y1 + 4); ctx.stroke();
         counts.dropped = (counts.dropped || 0) + 1;
-        if (detail) label("dropped: " + ((A.x[i] || {}).reason || "?"), x1 + 2, y1 + 8, RED, { size: 10 });
+        const key = Math.round(x1 / 80) + ":" + Math.round(y1 / 12);
+        if (detail && !dropLabels.has(key)) {
+          dropLabels.add(key); label("dropped: " + ((A.x[i] || {}).reason || "?"), x1 + 2, y1 + 8, RED, { size: 10 });
+        }
       } else {  // lost: an open circle
         ctx.strokeStyle = "#6b7280"; ctx.lineWidth = 1.3;
         ctx.beginPath(); ctx.arc(x1, y1, 3.5, 0, 6.3); ctx.stroke();
@@ -298,7 +327,7 @@
       ctx.fillStyle = LANES[l].byz ? "rgba(220,38,38,0.55)" : "rgba(37,99,235,0.5)";
       for (let r = 0; r < rows; r++) {
         const c = bins[r * n + l]; if (!c) continue;
-        const w = Math.max(1, (cols.step - 12) * Math.sqrt(c / max));
+        const w = Math.max(1, (cols.width[l] - 12) * Math.sqrt(c / max));
         ctx.fillRect(x - w / 2, LANE_HEAD + r * 3, w, 3);
       }
     }
@@ -338,10 +367,10 @@
     const rec = [];
     const lo = lowerBound(M.t, st.a), hi = lowerBound(M.t, st.b + 1e-9);
     const slot = new Map(), lastLabel = new Map();
-    const many = hi - lo > 1500;
+    const many = hi - lo > 1500, maxStack = Math.max(1, Math.min(6, Math.floor((cols.step / 2 - 6) / 13)));
     for (let j = lo; j < hi; j++) {
       const y = S[M.y[j]], l = M.l[j];
-      if (y === "violation" || y === "submit" || y === "complete" || l < 0) continue;
+      if (y === "violation" || l < 0) continue;
       if (!passMark(j)) continue;
       const x0 = cols[l]; if (x0 === undefined) continue;
       const big = y === "crash" || y === "restart" || y === "evidence" || y === "view-installed";
@@ -349,7 +378,8 @@
       const yy = yOf(M.t[j]);
       const key = l + ":" + Math.round(yy / 4);
       const k = slot.get(key) || 0; slot.set(key, k + 1);
-      const x = x0 - 12 - 13 * (k % 6);  // marks stack leftwards of the lane
+      if (k >= maxStack && !big) { counts.stacked = (counts.stacked || 0) + 1; continue; }
+      const x = x0 - 12 - 13 * (k % maxStack);  // marks stack leftwards of the lane, within it
       const [sym, color] = MARK_STYLE[y] || ["\u2022", "#334155"];
       const faulty = M.f[j].faulty;
       if (y === "view-installed" || y === "checkpoint-stable") {
@@ -415,7 +445,11 @@
       ctx.textBaseline = "middle"; ctx.fillText("\u2260", x, y + 0.5); ctx.textAlign = "left";
       let box = [x - 8, y - 8, 16, 16];
       if (y - lastY > 18) {
-        box = label(e.label, x - 12, y, "#fff", { size: 11.5, bold: true, bg: RED, align: "right" });
+        ctx.font = "600 11.5px system-ui, sans-serif";
+        const w = ctx.measureText(e.label).width;
+        // left of the lane when it fits, else above the badge (the arrows go down from it)
+        box = x - 16 - w >= 2 ? label(e.label, x - 12, y, "#fff", { size: 11.5, bold: true, bg: RED, align: "right" })
+          : label(e.label, x - 14, y - 17, "#fff", { size: 11.5, bold: true, bg: RED });
         lastY = y;
       }
       counts.equivocation = (counts.equivocation || 0) + 1;
@@ -500,7 +534,7 @@
     syncInputs();
     const ms = performance.now() - t0;
     drawTimes.push(ms); if (drawTimes.length > 200) drawTimes.shift();
-    if (firstDraw === null) firstDraw = performance.now();
+    if (firstDraw === null) { ctx.getImageData(0, 0, 1, 1); firstDraw = performance.now(); }
     document.getElementById("drawn").textContent = JSON.stringify({
       lanes: LANES.filter((l) => cols[l.i] !== undefined).length, arrows: counts.arrows || 0, density: dense,
       marks: counts, window: [st.a, st.b], messages: NA, firstDrawMs: Math.round(firstDraw),
@@ -689,7 +723,8 @@
       [fate === "delivered" ? "delivered at" : fate, A.f[i] === 0 ? A.t1[i] + " ms (" + +(A.t1[i] - A.t0[i]).toFixed(3) + " ms later)" : A.f[i] === 1 ? "at " + A.t1[i] + " ms" : "yes"],
       ["view", A.v[i]], ["seq", A.q[i]], ["digest", str(A.g[i])], ["id", str(A.id[i])], ["size", A.z[i] + " bytes"],
       ["lie", ["", "forged: the honest core sent nothing like it", "mutated: replaces the honest message below"][A.l[i]]],
-      ["honest id", str(A.h[i])], ["honest digest", str(A.hd[i])], ["copy", A.c[i] ? "duplicate #" + A.c[i] : null]];
+      ["honest id", str(A.h[i])], ["honest digest", str(A.hd[i])], ["copy", A.c[i] ? "duplicate #" + A.c[i] : null],
+      ["client", str(A.cl[i])], ["timestamp", A.ts[i]]];
     for (const [k, v] of Object.entries(A.x[i] || {})) rows.push([k, v]);
     let extra = "";
     const h = A.h[i] >= 0 ? BY_ID.get(A.s[i] + " " + A.h[i]) : undefined;
@@ -813,7 +848,10 @@
   if (hash.has("bench")) {
     // Zoom in and out and pan, drawing synchronously, and report the times in #drawn.
     const times = { zoom: [], pan: [] };
-    const run = (kind, fn) => { fn(); const t = performance.now(); draw(); times[kind].push(performance.now() - t); };
+    // getImageData waits for the canvas to be rasterised, so the time is the whole frame's
+    const run = (kind, fn) => {
+      fn(); const t = performance.now(); draw(); ctx.getImageData(0, 0, 1, 1); times[kind].push(performance.now() - t);
+    };
     for (let k = 0; k < 20; k++) {
       run("zoom", () => zoomAt((st.a + st.b) / 2, k < 10 ? 1.6 : 1 / 1.6));
       run("pan", () => { const s = st.b - st.a; setWindow(st.a + s * 0.2, st.b + s * 0.2); });

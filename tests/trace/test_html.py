@@ -32,10 +32,10 @@ def test_the_data_is_the_model_in_columns(equivocate_trace):
     m = build(str(equivocate_trace))
     d = embedded(html.render(m))
     A, S = d["A"], d["S"]
-    assert len(A["t0"]) == len(m.arrows) == len(A["k"]) == len(A["f"])
+    assert len(A["t0"]) == len(m.arrows) == len(A["k"]) == len(A["b"])
     i = next(i for i, a in enumerate(m.arrows) if a.lie)
     assert S[A["k"][i]] == m.arrows[i].kind and S[A["hd"][i]] == m.arrows[i].honest_digest
-    assert A["l"][i] == int(m.arrows[i].lie)
+    assert A["b"][i] & 3 == int(m.arrows[i].lie)
     assert [e[2] for e in d["E"]] == [e.label for e in m.equivocations]
     assert len(d["C"]) == len(m.certificates)
     assert d["lanes"][0] == ["0", "replica", 1] and d["at"] is None and d["V"] == []
