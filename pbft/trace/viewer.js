@@ -286,6 +286,7 @@
         const key = A.s[i] + " " + A.t0[i] + " " + A.h[i] + " " + lie;
         if (!lieLabels.has(key)) {
           lieLabels.add(key);
+          ctx.globalAlpha = 1;  // what a lie replaced stays readable under a highlight
           const text = lie === 2 ? "mutated: replaces honest " + k + " d=" + (str(A.hd[i]) || "?")
             : "forged " + k;
           label(text, (x0 + x1) / 2 + 2, (y0 + y1) / 2 + 10, RED, { size: 10.5, bg: "rgba(255,255,255,0.85)" });
