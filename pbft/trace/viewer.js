@@ -42,7 +42,7 @@
   // An arrow is drawn near its send time unless it was delivered: dropped and lost ones
   // end in a mark just after the send. Arrows longer than `SHORT` are few and kept apart.
   const dur = new Float64Array(NA);
-  for (let i = 0; i < NA; i++) dur[i] = A.f[i] === 0 ? A.t1[i] - A.t0[i] : 0;
+  for (let i = 0; i < NA; i++) dur[i] = A.f[i] === 2 ? 0 : A.t1[i] - A.t0[i];
   const SHORT = (function () {
     if (!NA) return 0;
     const s = Array.from(dur).sort((a, b) => a - b);
@@ -142,7 +142,8 @@
   // (a cross) or a message still in flight at the end (a circle).
   function ends(i) {
     const x0 = cols[A.s[i]], y0 = yOf(A.t0[i]), xd = cols[A.d[i]];
-    if (A.f[i] === 0) return [x0, y0, xd, yOf(A.t1[i])];
+    // delivered, or dropped on arrival (at a crashed replica): the line reaches the receiver
+    if (A.f[i] === 0 || (A.f[i] === 1 && A.t1[i] > A.t0[i])) return [x0, y0, xd, yOf(A.t1[i])];
     const y1 = Math.max(yOf(A.t1[i]), y0 + 10);
     return [x0, y0, x0 + (xd - x0) * 0.55, Math.min(y1, y0 + 14)];
   }
@@ -226,9 +227,11 @@
       } else if (kind === "down") {
         ctx.fillStyle = "rgba(15,23,42,0.12)"; ctx.fillRect(x - w / 2, y0, w, y1 - y0);
         ctx.strokeStyle = "rgba(15,23,42,0.35)"; ctx.lineWidth = 1;
-        for (let yy = y0 - w; yy < y1; yy += 10) {  // hatching
-          ctx.beginPath(); ctx.moveTo(x - w / 2, Math.max(yy + w, y0)); ctx.lineTo(x + w / 2, Math.max(yy, y0)); ctx.stroke();
+        ctx.save(); ctx.beginPath(); ctx.rect(x - w / 2, y0, w, y1 - y0); ctx.clip();
+        for (let yy = y0; yy < y1 + w; yy += 10) {  // hatching
+          ctx.beginPath(); ctx.moveTo(x - w / 2, yy); ctx.lineTo(x + w / 2, yy - w); ctx.stroke();
         }
+        ctx.restore();
         label("down" + (open ? " to the end" : ""), x - w / 2, y0 + 9, "#0f172a", { size: 10.5, bg: "#fff" });
         counts.down = (counts.down || 0) + 1;
       } else if (kind === "op") {

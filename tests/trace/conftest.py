@@ -14,8 +14,8 @@ from pbft.sim.trace import TraceWriter
 SCENARIOS = Path(__file__).parents[1] / "scenarios"
 
 
-def write_trace(path: Path, broken: str = "") -> Path:
-    s = load_scenario(SCENARIOS / "byz-equivocate.toml")
+def write_trace(path: Path, broken: str = "", scenario: str = "byz-equivocate.toml") -> Path:
+    s = load_scenario(SCENARIOS / scenario)
     if broken:
         s = replace(s, broken=broken)
     with TraceWriter(str(path)) as tw:
@@ -33,3 +33,10 @@ def equivocate_trace(tmp_path_factory) -> Path:
 def violation_trace(tmp_path_factory) -> Path:
     """The same under the broken core weak-prepare-quorum: FAIL (prepared-uniqueness) at 4 ms."""
     return write_trace(tmp_path_factory.mktemp("trace") / "violation.jsonl", "weak-prepare-quorum")
+
+
+@pytest.fixture(scope="session")
+def crash_trace(tmp_path_factory) -> Path:
+    """byz-lying-state-transfer.toml: a replica crashes (its messages dropped), restarts
+    empty and fetches state while another lies."""
+    return write_trace(tmp_path_factory.mktemp("trace") / "crash.jsonl", scenario="byz-lying-state-transfer.toml")

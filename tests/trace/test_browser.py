@@ -35,16 +35,16 @@ def chromium(tmp_path: Path, *args: str) -> str:
     return proc.stdout
 
 
-def open_page(trace: Path, tmp_path: Path, name: str) -> dict:
+def open_page(trace: Path, tmp_path: Path, name: str, at: str | None = None, hash: str = "") -> dict:
     """Makes the page, dumps its DOM after drawing and screenshots it; what it drew."""
     page = tmp_path / f"{name}.html"
     m = build(str(trace))
-    html.write(m, str(page), html.resolve_at(m, None))
-    dom = chromium(tmp_path, "--dump-dom", page.as_uri())
+    html.write(m, str(page), html.resolve_at(m, at))
+    dom = chromium(tmp_path, "--dump-dom", page.as_uri() + hash)
     found = re.search(r'<script type="application/json" id="drawn">(.*?)</script>', dom, re.S)
     assert found, dom[:2000]
     shot = tmp_path / f"{name}.png"
-    chromium(tmp_path, f"--screenshot={shot}", page.as_uri())
+    chromium(tmp_path, f"--screenshot={shot}", page.as_uri() + hash)
     assert shot.stat().st_size > 10_000
     return json.loads(found.group(1))
 
@@ -66,3 +66,21 @@ def test_a_failing_run_opens_at_its_violation(violation_trace, tmp_path):
     assert drawn["marks"].get("equivocation", 0) >= 1
     a, b = drawn["window"]
     assert a <= 4 <= b  # the violation is at 4 ms
+
+
+def test_a_certificate_is_highlighted_for_a_selected_mark(equivocate_trace, tmp_path):
+    data = html.pack(build(str(equivocate_trace)))
+    # the first prepared mark with a full certificate (2f+1 = 3 replicas)
+    mark, arrows, _votes = next(c for c in data["C"] if c[2] == 3)
+    t = data["M"]["t"][mark]
+    drawn = open_page(equivocate_trace, tmp_path, "certificate", hash=f"#t={t - 8}_{t + 2}&mark={mark}")
+    assert drawn["marks"].get("certificate") == len(arrows), drawn["marks"]
+
+
+def test_crashes_drops_and_state_transfer_are_drawn(crash_trace, tmp_path):
+    m = build(str(crash_trace))
+    crash = next(x for x in m.marks if x.type == "crash")
+    drawn = open_page(crash_trace, tmp_path, "crash", at=str(crash.t))
+    marks = drawn["marks"]
+    assert marks.get("down", 0) >= 1 and marks.get("crash", 0) >= 1, marks
+    assert marks.get("dropped", 0) >= 1, marks
