@@ -542,7 +542,7 @@
     document.getElementById("drawn").textContent = JSON.stringify({
       lanes: LANES.filter((l) => cols[l.i] !== undefined).length, arrows: counts.arrows || 0, density: dense,
       marks: counts, window: [st.a, st.b], messages: NA, firstDrawMs: Math.round(firstDraw),
-      lastDrawMs: +ms.toFixed(2), bench: bench
+      lastDrawMs: +ms.toFixed(2), bench: bench, selftest: selftestResult
     });
   }
 
@@ -641,16 +641,21 @@
     // the header
     const e = D.end || {};
     document.getElementById("title").textContent = "pbft trace \u00b7 " + (H.scenario || "run");
+    const sum = document.getElementById("summary");
+    if (e.verdict) {
+      const v = document.createElement("span"); v.className = e.verdict; v.textContent = e.verdict; sum.appendChild(v);
+    }
     const parts = [];
-    if (e.verdict) parts.push('<span class="' + e.verdict + '">' + e.verdict + "</span>");
-    parts.push("seed " + H.seed, "n=" + H.n + " f=" + H.f, "mode " + (H.mode || "?"));
+    if (H.seed != null) parts.push("seed " + H.seed);
+    if (H.n != null) parts.push("n=" + H.n + (H.f != null ? " f=" + H.f : ""));
+    if (H.mode) parts.push("mode " + H.mode);
     if (H.byzantine && H.byzantine.length) parts.push("Byzantine: " + H.byzantine.join(", "));
     if (H.broken) parts.push("broken core: " + H.broken);
     if (e.requests_total != null) parts.push(e.requests_completed + "/" + e.requests_total + " requests");
     if (e.view_changes != null) parts.push(e.view_changes + " view changes");
     parts.push(NA.toLocaleString() + " messages", T_END + " ms");
-    document.getElementById("summary").innerHTML = parts.map(esc).join(" \u00b7 ").replace(/&lt;(\/?)span( class=&quot;([A-Z-]+)&quot;)?&gt;/g,
-      (m, c, _x, cls) => "<" + c + "span" + (cls ? ' class="' + cls + '"' : "") + ">");
+    if (D.ignored) parts.push(D.ignored + " records not drawn");
+    sum.appendChild(document.createTextNode((e.verdict ? " \u00b7 " : "") + parts.join(" \u00b7 ")));
     buildFindings(); buildLegend();
   }
 
@@ -840,7 +845,7 @@
 
   // ---- start -----------------------------------------------------------------------------
   // The hash may ask for a window (#t=A-B), a selected mark (#mark=J) or a measurement (#bench).
-  let bench = null;
+  let bench = null, selftestResult = null;
   buildControls();
   const at = D.at;
   if (at != null) goTo(at, D.V.length && at === D.V[0][0] ? 0.7 : 0.4); else goTo(0, 0.02);
@@ -864,6 +869,40 @@
     for (let k = 0; k < 10; k++) run("pan", () => goTo(T_END * (k + 0.5) / 10, 0.5));
     const stat = (xs) => ({ n: xs.length, mean: +(xs.reduce((s, x) => s + x, 0) / xs.length).toFixed(2), max: +Math.max(...xs).toFixed(2) });
     bench = { zoom: stat(times.zoom), pan: stat(times.pan) };
+    draw();
+  }
+  if (hash.has("selftest")) selftest();
+
+  // Drives the page with synthetic input events, as a user would, and reports in #drawn
+  // whether each did what it should (tests/trace/test_browser.py).
+  function selftest() {
+    const out = { errors: [] }, r = canvas.getBoundingClientRect();
+    const at = (type, x, y, extra) => {
+      const init = Object.assign({ clientX: r.left + x, clientY: r.top + y, bubbles: true, cancelable: true }, extra || {});
+      // on the canvas: they bubble to the window's listeners with the canvas as target
+      canvas.dispatchEvent(type === "wheel" ? new WheelEvent(type, init) : new MouseEvent(type, init));
+    };
+    window.addEventListener("error", (ev) => out.errors.push(String(ev.message)));
+    try {
+      const m = hits.marks.find((h) => CERT.has(h[2]));
+      if (m) { at("mousemove", m[0], m[1]); out.hover = st.hover === m[2]; draw(); out.certificate = JSON.parse(document.getElementById("drawn").textContent).marks.certificate || 0; }
+      at("mousemove", 1, 1);
+      const a = hits.arrows[Math.floor(hits.arrows.length / 2)];
+      if (a) {
+        const x = (a[0] + a[2]) / 2, y = (a[1] + a[3]) / 2;
+        at("mousedown", x, y); at("mouseup", x, y);
+        out.click = !!st.sel && st.sel.type === "arrow" && !!document.querySelector("#detail table");
+      }
+      const span = st.b - st.a;
+      at("wheel", 300, 300, { deltaY: -400 }); out.zoom = st.b - st.a < span;
+      const a0 = st.a;
+      at("mousedown", 300, 300); at("mousemove", 300, 400); at("mouseup", 300, 400); out.pan = st.a < a0;
+      const s2 = st.b - st.a;
+      window.dispatchEvent(new KeyboardEvent("keydown", { key: "-" })); out.key = st.b - st.a > s2;
+      const chip = document.querySelector("#kinds label.chip input");
+      chip.click(); out.filter = st.kinds.size === KINDS.length - 1; chip.click();
+    } catch (err) { out.errors.push(String(err && err.stack || err)); }
+    selftestResult = out;  // every later drawing reports it
     draw();
   }
 })();

@@ -84,3 +84,12 @@ def test_crashes_drops_and_state_transfer_are_drawn(crash_trace, tmp_path):
     marks = drawn["marks"]
     assert marks.get("down", 0) >= 1 and marks.get("crash", 0) >= 1, marks
     assert marks.get("dropped", 0) >= 1, marks
+
+
+def test_hover_click_zoom_pan_keys_and_filters_work(equivocate_trace, tmp_path):
+    # #selftest makes the page send itself mouse, wheel and key events (viewer.js, selftest)
+    drawn = open_page(equivocate_trace, tmp_path, "selftest", hash="#t=-0.4_11.5&selftest")
+    result = drawn["selftest"]
+    assert result["errors"] == []
+    assert result["hover"] and result["certificate"] == 3, result
+    assert all(result[k] for k in ("click", "zoom", "pan", "key", "filter")), result
