@@ -70,7 +70,7 @@ class Lane:
     byzantine: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class Arrow:
     """One copy of one message."""
 
