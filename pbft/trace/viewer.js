@@ -572,8 +572,8 @@
   const LOG_MIN = Math.log(Math.max(T_END / 1e5, 1e-3)), LOG_MAX = Math.log(Math.max(T_END * 1.2, 1));
   function syncInputs() {
     const ta = document.getElementById("ta"), tb = document.getElementById("tb"), z = document.getElementById("zoom");
-    if (document.activeElement !== ta) ta.value = +st.a.toFixed(3);
-    if (document.activeElement !== tb) tb.value = +st.b.toFixed(3);
+    if (document.activeElement !== ta) ta.value = +st.a.toFixed(2);
+    if (document.activeElement !== tb) tb.value = +st.b.toFixed(2);
     if (document.activeElement !== z) z.value = Math.round((Math.log(st.b - st.a) - LOG_MIN) / (LOG_MAX - LOG_MIN) * 1000);
   }
   let pending = false;
@@ -587,8 +587,8 @@
   function zoomAt(t, factor) { setWindow(t - (t - st.a) * factor, t + (st.b - t) * factor); }
   function goTo(t, before) {  // a window around t, wide enough for a few hundred arrows
     const i = lowerBound(A.t0, t);
-    const lo = A.t0[Math.max(0, i - 160)] ?? 0, hi = A.t0[Math.min(NA - 1, i + 80)] ?? T_END;
-    const span = Math.min(Math.max(hi - lo, 8), Math.max(8, 30 * TYPICAL));
+    const lo = A.t0[Math.max(0, i - 60)] ?? 0, hi = A.t0[Math.min(NA - 1, i + 25)] ?? T_END;
+    const span = Math.min(Math.max(hi - lo, 6 * TYPICAL), 30 * TYPICAL);
     setWindow(t - span * before, t + span * (1 - before));
   }
 
