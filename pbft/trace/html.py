@@ -137,8 +137,9 @@ def _title(model: Model) -> str:
 
 
 def resolve_at(model: Model, at: str | None) -> float | None:
-    """`--at`: a time in the trace's ms, or "violation" (the first one's time); None: the
-    page's own choice (the violation if there is one, else the start)."""
+    """`--at`: a time in ms since the trace's first record (as the page's axis counts), or
+    "violation" (the first one's time); None: the page's own choice (the violation if there
+    is one, else the start). The result is in the trace's own time."""
     if at is None:
         return model.violations[0].t if model.violations else None
     if at == "violation":
@@ -146,7 +147,7 @@ def resolve_at(model: Model, at: str | None) -> float | None:
             raise UsageError("--at violation: this trace has no violation.")
         return model.violations[0].t
     try:
-        return float(at)
+        return model.t_start + float(at)
     except ValueError:
         raise UsageError(f"--at {at!r}: give a time in ms or 'violation'.") from None
 

@@ -93,3 +93,10 @@ def test_cli_malformed_trace_is_one_sentence(tmp_path, capsys, content):
 def test_cli_unwritable_output_is_one_sentence(equivocate_trace, tmp_path, capsys):
     assert main(["trace", "html", str(equivocate_trace), "-o", str(tmp_path / "no" / "x.html")]) == 2
     assert "cannot write the page" in capsys.readouterr().err
+
+
+def test_at_counts_from_the_first_record():
+    header = {"type": "header", "version": 1, "n": 1}
+    m = from_records([header, {"t": 1000, "type": "crash", "replica": 0}, {"t": 1500, "type": "end"}])
+    at = html.resolve_at(m, "250")
+    assert at == 1250 and embedded(html.render(m, at))["at"] == 250
