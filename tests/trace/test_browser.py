@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import viewer_traces
 
 from pbft.trace import html
 from pbft.trace.model import build
@@ -49,8 +50,8 @@ def open_page(trace: Path, tmp_path: Path, name: str, at: str | None = None, has
     return json.loads(found.group(1))
 
 
-def test_the_equivocation_is_drawn_and_labelled(equivocate_trace, tmp_path):
-    drawn = open_page(equivocate_trace, tmp_path, "equivocate")
+def test_the_equivocation_is_drawn_and_labelled(tmp_path):
+    drawn = open_page(viewer_traces.equivocate(), tmp_path, "equivocate")
     assert drawn["lanes"] == 7  # four replicas, three clients
     assert drawn["arrows"] > 10 and not drawn["density"]
     marks = drawn["marks"]
@@ -59,8 +60,8 @@ def test_the_equivocation_is_drawn_and_labelled(equivocate_trace, tmp_path):
     assert drawn["window"][0] <= 1 <= drawn["window"][1]  # opens at the start
 
 
-def test_a_failing_run_opens_at_its_violation(violation_trace, tmp_path):
-    drawn = open_page(violation_trace, tmp_path, "violation")
+def test_a_failing_run_opens_at_its_violation(tmp_path):
+    drawn = open_page(viewer_traces.violation(), tmp_path, "violation")
     assert drawn["lanes"] == 7 and drawn["arrows"] > 0
     assert drawn["marks"].get("violation") == 1, drawn["marks"]
     assert drawn["marks"].get("equivocation", 0) >= 1
@@ -68,27 +69,27 @@ def test_a_failing_run_opens_at_its_violation(violation_trace, tmp_path):
     assert a <= 4 <= b  # the violation is at 4 ms
 
 
-def test_a_certificate_is_highlighted_for_a_selected_mark(equivocate_trace, tmp_path):
-    data = html.pack(build(str(equivocate_trace)))
+def test_a_certificate_is_highlighted_for_a_selected_mark(tmp_path):
+    data = html.pack(build(str(viewer_traces.equivocate())))
     # the first prepared mark with a full certificate (2f+1 = 3 replicas)
     mark, arrows, _votes = next(c for c in data["C"] if c[2] == 3)
     t = data["M"]["t"][mark]
-    drawn = open_page(equivocate_trace, tmp_path, "certificate", hash=f"#t={t - 8}_{t + 2}&mark={mark}")
+    drawn = open_page(viewer_traces.equivocate(), tmp_path, "certificate", hash=f"#t={t - 8}_{t + 2}&mark={mark}")
     assert drawn["marks"].get("certificate") == len(arrows), drawn["marks"]
 
 
-def test_crashes_drops_and_state_transfer_are_drawn(crash_trace, tmp_path):
-    m = build(str(crash_trace))
+def test_crashes_drops_and_state_transfer_are_drawn(tmp_path):
+    m = build(str(viewer_traces.crash()))
     crash = next(x for x in m.marks if x.type == "crash")
-    drawn = open_page(crash_trace, tmp_path, "crash", at=str(crash.t))
+    drawn = open_page(viewer_traces.crash(), tmp_path, "crash", at=str(crash.t))
     marks = drawn["marks"]
     assert marks.get("down", 0) >= 1 and marks.get("crash", 0) >= 1, marks
     assert marks.get("dropped", 0) >= 1, marks
 
 
-def test_hover_click_zoom_pan_keys_and_filters_work(equivocate_trace, tmp_path):
+def test_hover_click_zoom_pan_keys_and_filters_work(tmp_path):
     # #selftest makes the page send itself mouse, wheel and key events (viewer.js, selftest)
-    drawn = open_page(equivocate_trace, tmp_path, "selftest", hash="#t=-0.4_11.5&selftest")
+    drawn = open_page(viewer_traces.equivocate(), tmp_path, "selftest", hash="#t=-0.4_11.5&selftest")
     result = drawn["selftest"]
     assert result["errors"] == []
     assert result["hover"] and result["certificate"] == 3, result

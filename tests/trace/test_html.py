@@ -7,6 +7,7 @@ import json
 import re
 
 import pytest
+import viewer_traces
 
 from pbft.cli.main import main
 from pbft.trace import html
@@ -19,8 +20,8 @@ def embedded(page: str) -> dict:
     return json.loads(m.group(1))
 
 
-def test_the_page_is_self_contained(equivocate_trace):
-    page = html.render(build(str(equivocate_trace)))
+def test_the_page_is_self_contained():
+    page = html.render(build(str(viewer_traces.equivocate())))
     lowered = page.lower()
     for external in ("http://", "https://", "<link", " src=", "@import", "url(", "fetch(", "xmlhttprequest"):
         assert external not in lowered, external
@@ -28,8 +29,8 @@ def test_the_page_is_self_contained(equivocate_trace):
     assert page.count("<script") == 3  # data, drawn, the viewer
 
 
-def test_the_data_is_the_model_in_columns(equivocate_trace):
-    m = build(str(equivocate_trace))
+def test_the_data_is_the_model_in_columns():
+    m = build(str(viewer_traces.equivocate()))
     d = embedded(html.render(m))
     A, S = d["A"], d["S"]
     assert len(A["t0"]) == len(m.arrows) == len(A["k"]) == len(A["b"])
@@ -49,22 +50,22 @@ def test_a_script_end_in_the_data_cannot_end_the_element():
     assert "<title>pbft trace: &lt;/script&gt;&lt;b&gt;x (seed 1)</title>" in page
 
 
-def test_the_page_opens_at_the_violation_by_default(violation_trace):
-    m = build(str(violation_trace))
+def test_the_page_opens_at_the_violation_by_default():
+    m = build(str(viewer_traces.violation()))
     assert embedded(html.render(m, html.resolve_at(m, None)))["at"] == 4
     assert html.resolve_at(m, "2.5") == 2.5
 
 
-def test_cli_writes_the_page(equivocate_trace, tmp_path, capsys):
+def test_cli_writes_the_page(tmp_path, capsys):
     out = tmp_path / "run.html"
-    assert main(["trace", "html", str(equivocate_trace), "-o", str(out)]) == 0
+    assert main(["trace", "html", str(viewer_traces.equivocate()), "-o", str(out)]) == 0
     assert "2 equivocations, 0 violations" in capsys.readouterr().out
     assert embedded(out.read_text())["header"]["n"] == 4
 
 
-def test_cli_default_output_is_beside_the_trace(violation_trace, tmp_path, capsys):
+def test_cli_default_output_is_beside_the_trace(tmp_path, capsys):
     trace = tmp_path / "v.jsonl"
-    trace.write_bytes(violation_trace.read_bytes())
+    trace.write_bytes(viewer_traces.violation().read_bytes())
     assert main(["trace", "html", str(trace), "--at", "violation"]) == 0
     assert "opens at 4 ms" in capsys.readouterr().out
     assert (tmp_path / "v.html").exists()
@@ -74,8 +75,8 @@ def test_cli_default_output_is_beside_the_trace(violation_trace, tmp_path, capsy
     (["--at", "violation"], "has no violation"),
     (["--at", "soon"], "give a time in ms"),
 ])
-def test_cli_bad_at_is_one_sentence(equivocate_trace, tmp_path, capsys, args, words):
-    assert main(["trace", "html", str(equivocate_trace), "-o", str(tmp_path / "x.html"), *args]) == 2
+def test_cli_bad_at_is_one_sentence(tmp_path, capsys, args, words):
+    assert main(["trace", "html", str(viewer_traces.equivocate()), "-o", str(tmp_path / "x.html"), *args]) == 2
     err = capsys.readouterr().err
     assert words in err and err.count("\n") == 1 and "Traceback" not in err
 
@@ -90,8 +91,8 @@ def test_cli_malformed_trace_is_one_sentence(tmp_path, capsys, content):
     assert err.startswith("pbft: ") and err.count("\n") == 1
 
 
-def test_cli_unwritable_output_is_one_sentence(equivocate_trace, tmp_path, capsys):
-    assert main(["trace", "html", str(equivocate_trace), "-o", str(tmp_path / "no" / "x.html")]) == 2
+def test_cli_unwritable_output_is_one_sentence(tmp_path, capsys):
+    assert main(["trace", "html", str(viewer_traces.equivocate()), "-o", str(tmp_path / "no" / "x.html")]) == 2
     assert "cannot write the page" in capsys.readouterr().err
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import viewer_traces
 
 from pbft.errors import UsageError
 from pbft.trace.model import Fate, LaneKind, Lie, build, from_records
@@ -118,8 +119,8 @@ def test_unknown_records_and_fields_are_ignored_and_a_real_trace_reads():
     assert unsent.extra == {"unsent": True} and unsent.t0 == unsent.t1
 
 
-def test_the_equivocation_scenario_gives_its_two_slots_lies_and_certificates(equivocate_trace):
-    m = build(str(equivocate_trace))
+def test_the_equivocation_scenario_gives_its_two_slots_lies_and_certificates():
+    m = build(str(viewer_traces.equivocate()))
     assert [(e.kind, e.view, e.seq, e.lane) for e in m.equivocations] == [
         ("PRE-PREPARE", 0, 1, 0), ("PRE-PREPARE", 0, 2, 0)]
     assert all(a.fate is Fate.DELIVERED for a in m.arrows)
@@ -133,8 +134,8 @@ def test_the_equivocation_scenario_gives_its_two_slots_lies_and_certificates(equ
     assert m.violations == [] and m.end and m.end["verdict"] == "PASS"
 
 
-def test_the_broken_core_run_has_its_violation(violation_trace):
-    m = build(str(violation_trace))
+def test_the_broken_core_run_has_its_violation():
+    m = build(str(viewer_traces.violation()))
     (v,) = m.violations
     assert (v.t, v.check) == (4, "prepared-uniqueness") and "prepared different digests" in v.detail
     assert any(x.type == "violation" and x.lane == -1 for x in m.marks)

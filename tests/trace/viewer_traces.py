@@ -1,17 +1,28 @@
-"""Traces for the viewer's tests: the equivocation scenario, passing and with a broken core."""
+"""Traces for the viewer's tests, made once per test process: the equivocation scenario,
+passing and under a broken core, and a crash with drops. (Not a conftest.py: other tests
+import the top-level conftest by name, and a second one would shadow it.)"""
 
 from __future__ import annotations
 
+import atexit
+import functools
+import shutil
+import tempfile
 from dataclasses import replace
 from pathlib import Path
-
-import pytest
 
 from pbft.sim.scenario import load_scenario
 from pbft.sim.simulation import Simulation
 from pbft.sim.trace import TraceWriter
 
 SCENARIOS = Path(__file__).parents[1] / "scenarios"
+
+
+@functools.cache
+def _dir() -> Path:
+    d = Path(tempfile.mkdtemp(prefix="pbft-viewer-traces-"))
+    atexit.register(shutil.rmtree, d, True)
+    return d
 
 
 def write_trace(path: Path, broken: str = "", scenario: str = "byz-equivocate.toml") -> Path:
@@ -23,20 +34,20 @@ def write_trace(path: Path, broken: str = "", scenario: str = "byz-equivocate.to
     return path
 
 
-@pytest.fixture(scope="session")
-def equivocate_trace(tmp_path_factory) -> Path:
+@functools.cache
+def equivocate() -> Path:
     """byz-equivocate.toml, seed 1: PASS, two equivocated slots, a view change."""
-    return write_trace(tmp_path_factory.mktemp("trace") / "equivocate.jsonl")
+    return write_trace(_dir() / "equivocate.jsonl")
 
 
-@pytest.fixture(scope="session")
-def violation_trace(tmp_path_factory) -> Path:
+@functools.cache
+def violation() -> Path:
     """The same under the broken core weak-prepare-quorum: FAIL (prepared-uniqueness) at 4 ms."""
-    return write_trace(tmp_path_factory.mktemp("trace") / "violation.jsonl", "weak-prepare-quorum")
+    return write_trace(_dir() / "violation.jsonl", "weak-prepare-quorum")
 
 
-@pytest.fixture(scope="session")
-def crash_trace(tmp_path_factory) -> Path:
+@functools.cache
+def crash() -> Path:
     """byz-lying-state-transfer.toml: a replica crashes (its messages dropped), restarts
     empty and fetches state while another lies."""
-    return write_trace(tmp_path_factory.mktemp("trace") / "crash.jsonl", scenario="byz-lying-state-transfer.toml")
+    return write_trace(_dir() / "crash.jsonl", scenario="byz-lying-state-transfer.toml")
