@@ -81,7 +81,7 @@ def pack(model: Model, at: float | None = None) -> dict[str, Any]:
             mark_extra[str(j)] = x
     data: dict[str, Any] = {
         "v": FORMAT,
-        "header": model.header,
+        "header": _header(model.header),
         "origin": o,
         "tEnd": _t(model.t_end, o),
         "lanes": [[lane.name, lane.kind.value, int(lane.byzantine)] for lane in model.lanes],
@@ -124,6 +124,21 @@ def pack(model: Model, at: float | None = None) -> dict[str, Any]:
     }
     data["S"] = S.table
     return data
+
+
+def _header(h: dict[str, Any]) -> dict[str, Any]:
+    """The header with the fields the page reads in the types it expects; others left out."""
+    out: dict[str, Any] = {}
+    for k in ("n", "f", "seed", "version"):
+        if _i(h.get(k)) is not None:
+            out[k] = h[k]
+    for k in ("scenario", "mode", "broken"):
+        if isinstance(h.get(k), str):
+            out[k] = h[k]
+    for k in ("byzantine", "clients"):
+        if isinstance(h.get(k), list):
+            out[k] = [x for x in h[k] if isinstance(x, int | str) and not isinstance(x, bool)]
+    return out
 
 
 def _asset(name: str) -> str:

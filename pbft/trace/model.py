@@ -179,6 +179,14 @@ def _int(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
+def _list(v: Any) -> list:
+    return v if isinstance(v, list) else []
+
+
+def _hashable(v: Any) -> Any:
+    return v if v is None or isinstance(v, int | str | float) else repr(v)
+
+
 def _str(v: Any) -> str | None:
     return v if isinstance(v, str) else None
 
@@ -192,11 +200,11 @@ class _Builder:
         self.header = header
         self.lanes: list[Lane] = []
         self.index: dict[tuple[str, str], int] = {}
-        byz = {b for b in header.get("byzantine") or [] if isinstance(b, int)}
-        n = _int(header.get("n")) or 0
+        byz = {b for b in _list(header.get("byzantine")) if _int(b) is not None}
+        n = max(0, min(_int(header.get("n")) or 0, 1000))  # a lane each: keep it sane
         for r in range(n):
             self._add_lane(r, byzantine=r in byz)
-        for c in header.get("clients") or []:
+        for c in _list(header.get("clients")):
             if isinstance(c, str):
                 self._add_lane(c)
         self.byz = byz
@@ -334,7 +342,8 @@ class _Builder:
 
     def _mark(self, t: float, rec: dict[str, Any], lane: int | None = None) -> int:
         if lane is None:
-            lane = self.lane(rec.get("replica"))
+            replica = rec.get("replica")
+            lane = self.lane(replica) if _int(replica) is not None else None
         fields = {k: v for k, v in rec.items() if k not in ("t", "type")}
         self.marks.append(Mark(t, -1 if lane is None else lane, rec["type"], fields))
         return lane if lane is not None else -1
@@ -377,7 +386,7 @@ class _Builder:
                 if key[0] == lane and ro and op0 == op:
                     del self.ops[key]
                     self.bands.append(Band("op", lane, t0, t, f"{op} (read-only) → retried as t={rec.get('timestamp')}"))
-        self.ops.setdefault((lane, rec.get("timestamp")), (t, op, bool(rec.get("read_only"))))
+        self.ops.setdefault((lane, _hashable(rec.get("timestamp"))), (t, op, bool(rec.get("read_only"))))
 
     def _complete(self, t: float, rec: dict[str, Any]) -> None:
         lane = self.lane(rec.get("client"))
@@ -385,7 +394,7 @@ class _Builder:
             self.ignored += 1
             return
         self._mark(t, rec, lane)
-        started = self.ops.pop((lane, rec.get("timestamp")), None)
+        started = self.ops.pop((lane, _hashable(rec.get("timestamp"))), None)
         if started is not None:
             self.bands.append(Band("op", lane, started[0], t,
                                    f"{started[1]} \u2192 {rec.get('result', '')}"))
@@ -489,6 +498,8 @@ def build(path: str) -> Model:
         return from_records(read_trace(path))
     except TraceError as exc:
         raise UsageError(str(exc)) from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text; is this a trace file?") from None
 
 
 def from_records(records: Iterable[dict[str, Any]]) -> Model:

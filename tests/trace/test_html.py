@@ -101,3 +101,21 @@ def test_at_counts_from_the_first_record():
     m = from_records([header, {"t": 1000, "type": "crash", "replica": 0}, {"t": 1500, "type": "end"}])
     at = html.resolve_at(m, "250")
     assert at == 1250 and embedded(html.render(m, at))["at"] == 250
+
+
+def test_a_binary_file_is_one_sentence(tmp_path, capsys):
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b"\xd0\xcf\x11\xe0" * 50)
+    assert main(["trace", "html", str(path), "-o", str(tmp_path / "x.html")]) == 2
+    assert "not UTF-8 text" in capsys.readouterr().err
+
+
+def test_a_header_of_odd_types_still_makes_a_page():
+    header = {"type": "header", "version": 1, "n": "four", "byzantine": "0", "clients": 5, "seed": [1]}
+    m = from_records([header, {"t": 1, "type": "prepared", "replica": "zz", "view": "v"},
+                      {"t": 2, "type": "submit", "client": "c0", "timestamp": [1], "op": "x"},
+                      {"t": 3, "type": "complete", "client": "c0", "timestamp": [1], "result": "y"},
+                      {"t": 4, "type": "violation"}])
+    d = embedded(html.render(m))
+    assert d["header"] == {"version": 1}
+    assert [b[4] for b in d["B"]] == ["x \u2192 y"]
