@@ -182,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--accept-rollback", action="store_true",
                    help="open a data directory whose database is behind its HISTORY file "
                         "(an older copy restored on purpose)")
+    r.add_argument("--trace", default=None, metavar="FILE.jsonl",
+                   help="write every message sent and accepted and every protocol event as JSON "
+                        "lines (docs/formats.md, wall-clock Unix ms; a restarted replica appends); "
+                        "merge several with `pbft trace merge`")
     # Testing only: what `pbft scenario run --real` starts replicas with (pbft.node.linkfaults).
     r.add_argument("--link-faults", default=None, metavar="PLAN",
                    help="for testing: apply the link faults of this JSON plan (written by "
@@ -273,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the correct replicas run this deliberately broken core "
                           "(pbft.adversary.broken), to see the scenario's checks catch it")
     run.add_argument("--trace", default=None, metavar="OUT.jsonl",
-                     help="simulator: write each run's trace as JSON lines (docs/formats.md); with "
+                     help="write each run's trace as JSON lines (docs/formats.md; with --real, every "
+                          "process's trace merged into one); with "
                           "several files, one per file, named OUT with the scenario's stem inserted "
                           "(out.jsonl -> out.STEM.jsonl)")
     lst = scs.add_parser("list", help="the built-in behaviours, or the parameters of those named")
@@ -311,6 +316,14 @@ def build_parser() -> argparse.ArgumentParser:
     trs = tr.add_subparsers(dest="trace_command", metavar="ACTION")
     trs.required = True
     # (each `pbft trace ACTION` is added below, its handler pbft.cli.trace.cmd_trace_ACTION)
+    tm = trs.add_parser(
+        "merge", help="merge real processes' traces (pbft replica --trace) into one, clocks corrected",
+        description="Merge the traces of several real processes into one trace, sorted by time "
+        "corrected for clock offsets estimated from the messages between them (docs/formats.md, "
+        "\"Merging real traces\").",
+    )
+    tm.add_argument("files", nargs="+", metavar="FILE.jsonl")
+    tm.add_argument("-o", "--out", required=True, metavar="OUT.jsonl")
     th = trs.add_parser("html", help="a self-contained HTML page showing the trace as a space-time "
                         "diagram (docs/viewer.md)")
     th.add_argument("file", metavar="FILE.jsonl", help="a trace (pbft scenario run --trace)")

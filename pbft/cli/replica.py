@@ -118,6 +118,7 @@ def cmd_replica(args) -> int:
                 accept_rollback=args.accept_rollback,
                 stop_reason=lambda: why[0] if why else None,
                 broken=args.broken,
+                trace=getattr(args, "trace", None),
                 **_link_fault_options(args),
             )
             nursery.cancel_scope.cancel()

@@ -84,22 +84,36 @@ def cmd_scenario_real(args) -> int:
     from ..cluster import realscenario
 
     scenarios, _ = load_all(args)
+    trace = getattr(args, "trace", None)
+    paths = trace_paths(trace, args.files) if trace else [None] * len(scenarios)
+    for p in paths:
+        if p is not None:
+            _check_writable(p)
     results = []
     failed = False
-    for s in scenarios:
+    for s, path in zip(scenarios, paths, strict=True):
         if not args.json:
             for line in realscenario.unapplied(s):
                 print(f"INCOMPLETE: {line}", flush=True)
             print(f"running {s.name} with real processes (f = {s.f}, {s.n} replicas)", flush=True)
-        r = realscenario.run_real(s, args.seed, out=None if args.json else sys.stdout)
+        r = realscenario.run_real(s, args.seed, out=None if args.json else sys.stdout, trace=path)
         results.append(r)
         failed |= _verdict(r) in FAILING
         if not args.json:
-            print_run(r, s, f"{r.wall_ms / 1000:.2f} s")
+            print_run(r, s, f"{r.wall_ms / 1000:.2f} s", trace=path or "")
             realscenario.print_result(r)
     if args.json:
         print(json.dumps([result_json(r) for r in results], indent=2))
     return 1 if failed else 0
+
+
+def _check_writable(path: str) -> None:
+    """UsageError (one sentence) now, rather than after a real run, if `path` cannot be written."""
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--trace: cannot write {path}: {exc.strerror or exc}.") from None
 
 
 def print_run(r: RunResult, s, figures: str, trace: str = "", replay_broken: str | None = None) -> None:
@@ -150,8 +164,6 @@ def trace_paths(out: str, files: list[str]) -> list[str]:
 def cmd_scenario_run(args) -> int:
     trace = getattr(args, "trace", None)
     if args.real:
-        if trace:
-            raise UsageError("--trace records simulated runs only; leave out --real.")
         return cmd_scenario_real(args)
     scenarios, broken = load_all(args)
     paths = trace_paths(trace, args.files) if trace else [None] * len(scenarios)

@@ -19,6 +19,8 @@ For `pbft scenario run --real` (testing only): `replica_args` are added to every
 command line (`--link-faults PLAN`), and `twins` maps a replica to the extra address of
 its second process, which runs with `--twin` under the key `twin_key(i)` ("3-twin": its
 own data directory and log, `replica-3-twin`), started, stopped and killed like the others.
+With `trace_dir`, each process writes its trace to `TRACE_DIR/replica-KEY.jsonl` (`--trace`;
+a restarted process appends to its file).
 
 `Supervisor` keeps the replicas of a cluster running for `pbft up`: a replica that exits
 is restarted after a delay that doubles with each exit that follows a short run
@@ -90,6 +92,7 @@ class LocalCluster:
         replica_args: list[str] | None = None,
         per_replica_args: dict[int, list[str]] | None = None,
         twins: dict[int, tuple[str, int]] | None = None,
+        trace_dir: str | None = None,
     ) -> None:
         self.cluster_path = cluster_path
         self.config = config
@@ -102,6 +105,7 @@ class LocalCluster:
         self.per_replica_args = per_replica_args or {}
         """Options for some replicas only (`--broken NAME` for the correct ones)."""
         self.twins = dict(twins or {})
+        self.trace_dir = trace_dir
         self.keys: list[Key] = [*self.ids, *(twin_key(i) for i in self.twins)]
         """Every process: replica ids, and twin_key(i) for each twin's second process."""
         self.data_root = data_root or os.path.join(config.base_dir, "data")
@@ -116,6 +120,9 @@ class LocalCluster:
     def log_path(self, i: Key) -> str:
         return os.path.join(self.log_dir, f"replica-{i}.log")
 
+    def trace_path(self, i: Key) -> str | None:
+        return os.path.join(self.trace_dir, f"replica-{i}.jsonl") if self.trace_dir else None
+
     def data_dir(self, i: Key) -> str:
         return os.path.join(self.data_root, f"replica-{i}")
 
@@ -128,6 +135,8 @@ class LocalCluster:
             cmd += ["--behaviour", self.behaviours[i]]
         cmd += self.replica_args
         cmd += self.per_replica_args.get(i, [])
+        if self.trace_dir is not None:
+            cmd += ["--trace", self.trace_path(key)]
         if key != i:
             cmd.append("--twin")
         return cmd

@@ -43,7 +43,12 @@ after a delete). Each request must complete within `liveness_ms` (capped at
 whichever is later. At the end the observer collects each replica's view, last executed
 sequence number and stable checkpoint; `view_changes` is the highest view of a correct
 replica, judged against `max_view_changes`. A replica process that exits on its own is a
-failure (`exception`). There is no trace: `trace_digest` is null. Once every process has
+failure (`exception`). There is no `trace_digest` (null): processes and sockets make a
+real run unrepeatable bit for bit. With `trace` (`--trace OUT.jsonl`), every replica
+process writes its trace into the work directory (`pbft replica --trace`), the driver
+writes its own (its clients' messages, every operation submitted and completed, the
+crashes and restarts it applied, violations and the `end` record), and at the end all of
+them are merged into OUT (pbft.trace.merge; docs/formats.md). Once every process has
 stopped, what the correct replicas agreed is compared from their durable stores, read
 read-only before the work directory is removed (pbft.cluster.realcheck: `agreement`,
 `checkpoint-digests`, `prepared-uniqueness`).
@@ -64,6 +69,7 @@ import trio
 
 from ..errors import UsageError
 from ..node.linkfaults import FaultPlan, sum_stats, write_plan
+from ..node.tracing import wall_ms
 from ..sim.oracle import Violation
 from ..sim.result import ReplicaReport, RunResult
 from ..sim.scenario import ByzantineSpec, NetworkFault, Scenario
@@ -213,8 +219,12 @@ def cluster_settings(s: Scenario) -> dict[str, int]:
 
 
 class RealRun:
-    def __init__(self, scenario: Scenario, seed: int | None, out=None) -> None:
+    def __init__(self, scenario: Scenario, seed: int | None, out=None, trace: str | None = None) -> None:
         self.s = scenario
+        self.trace = trace
+        """Where the merged trace goes (None: no trace)."""
+        self.tracer: Any = None
+        """The driver's own trace writer, while the run lasts (with `trace`)."""
         self.seed = scenario.seed if seed is None else seed
         self.out = out
         self.violations: list[Violation] = []
@@ -257,6 +267,16 @@ class RealRun:
 
     def fail(self, check: str, detail: str) -> None:
         self.violations.append(Violation(check, detail))
+        if self.tracer is not None:
+            self.tracer.violation(wall_ms(), check, detail)
+
+    def traced_crash(self, rid: int) -> None:
+        if self.tracer is not None:
+            self.tracer.crash(wall_ms(), rid)
+
+    def traced_restart(self, rid: int, amnesia: bool) -> None:
+        if self.tracer is not None:
+            self.tracer.restart(wall_ms(), rid, amnesia)
 
     def say(self, text: str) -> None:
         if "killed" in text or "restarted" in text or "never fired" in text:
@@ -273,12 +293,14 @@ class RealRun:
                 if rid in self.down:
                     continue
                 self.cluster.kill(rid)
+                self.traced_crash(rid)
                 self.down.add(rid)
                 self.say(f"replica {rid} killed (SIGKILL)")
             elif rid in self.down:
                 if amnesia:
                     shutil.rmtree(self.cluster.data_dir(rid), ignore_errors=True)
                 self.cluster.spawn(rid)
+                self.traced_restart(rid, amnesia)
                 self.down.discard(rid)
                 self.say(f"replica {rid} restarted " + ("from nothing (amnesia)" if amnesia else "from its data directory"))
 
@@ -306,12 +328,14 @@ class RealRun:
                     return
                 await trio.sleep(TRIGGER_POLL_S)
             self.cluster.kill(rid)
+            self.traced_crash(rid)
             self.down.add(rid)
             self.say(f"replica {rid} killed (SIGKILL) on its {nf.on}")
             if nf.down_ms is None:
                 return
             await trio.sleep(nf.down_ms / 1000)
             self.cluster.spawn(rid)
+            self.traced_restart(rid, False)
             self.down.discard(rid)
             self.heal_ms = max(self.heal_ms, int((trio.current_time() - self.t0) * 1000))
             self.say(f"replica {rid} restarted from its data directory")
@@ -322,9 +346,10 @@ class RealRun:
         from ..node.client import open_client
 
         model: dict[bytes, bytes] = {}
-        async with open_client(self.path, name, link_faults=self.plan) as client:
+        async with open_client(self.path, name, link_faults=self.plan, tracer=self.tracer) as client:
             for i, (kind, key, value) in enumerate(ops):
                 deadline = max(trio.current_time(), self.t0 + self.heal_ms / 1000) + self.liveness_s
+                since = self.traced_submit(name, client, kind, key, value)
                 with trio.move_on_at(deadline) as scope:
                     got = await perform(client, kind, key, value)
                 if scope.cancelled_caught:
@@ -336,6 +361,7 @@ class RealRun:
                         )
                     return
                 self.completed += 1
+                self.traced_complete(name, client, kind, got, since)
                 if kind == "put":
                     assert value is not None
                     model[key] = value
@@ -348,6 +374,27 @@ class RealRun:
                         f"value it put is {model.get(key)!r}",
                     )
 
+    def traced_submit(self, name: str, client, kind: str, key: bytes, value: bytes | None) -> float:
+        """A `submit` record for the operation about to be performed (the timestamp its
+        request will carry: the client's next); returns the time, for the latency."""
+        now = wall_ms()
+        if self.tracer is not None:
+            from ..service.kv import op_delete, op_get, op_put
+
+            op = op_put(key, value or b"") if kind == "put" else op_delete(key) if kind == "delete" else op_get(key)
+            self.tracer.submit(now, name, client.core.timestamp + 1, op, kind == "get")
+        return now
+
+    def traced_complete(self, name: str, client, kind: str, got: bytes | None, since: float) -> None:
+        if self.tracer is not None:
+            if kind != "get":
+                result = "ok"
+            elif got is None:
+                result = "(not found)"
+            else:
+                result = got.decode("utf-8", "replace")
+            self.tracer.complete(wall_ms(), name, client.core.timestamp, result, since)
+
     async def run_byzantine_client(self, name: str, ops: list[Op]) -> None:
         """The scenario's client behaviour around a real client's core: its requests go
         out over TLS like any client's. Nothing it gets back is checked or counted; a
@@ -355,7 +402,7 @@ class RealRun:
         from ..node.client import open_client
 
         spec = self.byz_clients[name]
-        async with open_client(self.path, name, link_faults=self.plan) as client:
+        async with open_client(self.path, name, link_faults=self.plan, tracer=self.tracer) as client:
             try:
                 client.misbehave(spec.behaviour, dict(spec.params), random.Random(f"{self.seed}/{name}"),
                                  spec.base_dir)
@@ -508,8 +555,13 @@ class RealRun:
         statuses: dict[int, Any] = {}
         tail: list[str] = []
         stats_dir = os.path.join(workdir, "link-fault-counts")
+        trace_dir = os.path.join(workdir, "traces") if self.trace else None
         ran = False
+        result: RunResult | None = None
+        completed = False  # no exception: a result to report (and a trace to finish)
         try:
+            if trace_dir is not None:
+                self.open_driver_trace(trace_dir, plan)
             ports = free_ports(s.n + len(self.twins))
             replica_args: list[str] = []
             if self.link or self.twins:
@@ -544,6 +596,7 @@ class RealRun:
                 per_replica_args={i: ["--broken", s.broken] for i in range(s.n) if i not in self.faulty}
                 if s.broken else None,
                 twins=self.plan.twins if self.plan is not None else None,
+                trace_dir=trace_dir,
             )
             try:
                 self.cluster.start()
@@ -561,6 +614,7 @@ class RealRun:
                         )
             if self.violations:
                 tail = [f"replica {i}: {self.cluster.stderr_tail(i)[-400:]}" for i in self.cluster.keys]
+            completed = True
         finally:
             if self.cluster is not None:
                 self.cluster.stop()
@@ -573,8 +627,42 @@ class RealRun:
             if self.cluster is not None:
                 self.note_twins()
                 self.note_attacker_failures()
-            shutil.rmtree(workdir, ignore_errors=True)
-        return self.result(statuses, started, tail)
+            try:
+                if completed:
+                    result = self.result(statuses, started, tail)
+                    if trace_dir is not None:
+                        self.finish_trace(trace_dir, result)
+            finally:
+                if self.tracer is not None:
+                    self.tracer.close()
+                shutil.rmtree(workdir, ignore_errors=True)
+        assert result is not None
+        return result
+
+    def open_driver_trace(self, trace_dir: str, plan: dict[str, list[Op]]) -> None:
+        from ..node.tracing import open_trace
+
+        os.makedirs(trace_dir)
+        s = self.s
+        extra: dict[str, Any] = {"scenario": s.name, "seed": self.seed}
+        if s.broken:
+            extra["broken"] = s.broken
+        self.tracer = open_trace(os.path.join(trace_dir, "driver.jsonl"), "driver", s.n, s.f,
+                                 sorted(self.faulty), list(plan), **extra)
+
+    def finish_trace(self, trace_dir: str, r: RunResult) -> None:
+        """The `end` record, then every process's trace merged into `self.trace`."""
+        from ..trace.merge import merge_files
+
+        self.tracer.write({"t": wall_ms(), "type": "end", "verdict": r.verdict, "violations": len(r.violations),
+                           "requests_completed": r.requests_completed, "requests_total": r.requests_total,
+                           "view_changes": r.view_changes, "wall_ms": r.wall_ms, "trace_digest": None})
+        self.tracer.close()
+        self.tracer = None
+        paths = [os.path.join(trace_dir, name) for name in sorted(os.listdir(trace_dir)) if name.endswith(".jsonl")]
+        # A process killed before it flushed anything leaves an empty file: nothing to merge.
+        paths = [p for p in paths if os.path.getsize(p) > 0]
+        merge_files(paths, self.trace)
 
     def result(self, statuses: dict[int, Any], started: float, tail: list[str]) -> RunResult:
         s = self.s
@@ -670,8 +758,9 @@ class RealRun:
         return counts
 
 
-def run_real(scenario: Scenario, seed: int | None = None, out=None) -> RunResult:
-    return RealRun(scenario, seed, out).run()
+def run_real(scenario: Scenario, seed: int | None = None, out=None, trace: str | None = None) -> RunResult:
+    """Run `scenario` on real processes; with `trace`, write the run's merged trace there."""
+    return RealRun(scenario, seed, out, trace).run()
 
 
 def print_result(r: RunResult, out=None) -> None:

@@ -56,6 +56,7 @@ from ..protocol.messages import (
     decode_envelope,
 )
 from ..service.kv import MAX_KEY, MAX_VALUE, decode_result, op_delete, op_get, op_put
+from .tracing import wall_ms
 from .transport import (
     CLOSED_AFTER_HANDSHAKE,
     REFUSED,
@@ -121,6 +122,9 @@ class Client:
         self.link_faults: Any = None
         """Testing only: a link-fault layer in front of the transport (pbft.node.linkfaults;
         `open_client(link_faults=...)`)."""
+        self.tracer: Any = None
+        """Testing only: a trace writer (pbft.sim.trace) for what this client sends and
+        receives (`open_client(tracer=...)`; `pbft scenario run --real --trace`)."""
         self._every_tick = False
         """A Byzantine client (testing only, `misbehave`) is ticked every tick."""
 
@@ -280,6 +284,8 @@ class Client:
         for a in actions:
             match a:
                 case Send(to, data):
+                    if self.tracer is not None:
+                        self.tracer.send(wall_ms(), self.id, to, data)
                     self.links.send(to, data)
                     self.sent += 1
                 case Completed(timestamp, result):
@@ -317,6 +323,8 @@ class Client:
         # rejects a stray STATUS as not a reply).
         if self._statuses is not None and self._on_status(event.peer, event.data):
             return
+        if self.tracer is not None:
+            self.tracer.deliver(wall_ms(), event.peer, self.id, event.data)
         before = self.core.outstanding
         self._perform(self.core.step(event))
         after = self.core.outstanding
@@ -389,14 +397,16 @@ class _Direct:
 
 @asynccontextmanager
 async def open_client(
-    cluster_file: str, client_id: str, *, timeout: float | None = None, link_faults: Any = None
+    cluster_file: str, client_id: str, *, timeout: float | None = None, link_faults: Any = None,
+    tracer: Any = None,
 ) -> AsyncIterator[Client]:
     """`async with open_client("keys/demo/cluster.toml", "alice") as c: ...`
 
     A problem with the cluster file, the client's name or its key and certificate raises
     `pbft.ConfigError` (one sentence) before anything is dialled. `timeout` is None (wait
     as long as it takes) or a positive number of seconds per call. `link_faults` (testing
-    only): a pbft.node.linkfaults.FaultPlan whose link faults apply to what it sends."""
+    only): a pbft.node.linkfaults.FaultPlan whose link faults apply to what it sends;
+    `tracer` (testing only): a trace writer for what it sends and receives."""
     from . import tls
     from .clusterfile import load_cluster, load_identity
 
@@ -424,6 +434,8 @@ async def open_client(
         for peer, (host, port) in link_faults.twins.items():
             transport.add_twin(peer, host, port)
         client.link_faults = LinkFaults(transport, client_id, link_faults)
+        client.link_faults.tracer = tracer
+    client.tracer = tracer
     # The caller's exception is re-raised outside the nursery, so it arrives as itself
     # (e.g. TimeoutError), not wrapped in an ExceptionGroup.
     error: BaseException | None = None

@@ -244,7 +244,7 @@ def load_private_key(path: str, what: str, passphrase: bytes | None = None) -> t
         raise ConfigError(f"{what} {path} is not a PEM private key.") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise ConfigError(f"{what} {path} is not an Ed25519 key.")
-    return KeyPair(key), used
+    return KeyPair(key.private_bytes_raw()), used
 
 
 def read_private_key(path: str, what: str, passphrase: bytes | None = None) -> KeyPair:

@@ -39,6 +39,11 @@ What was applied is counted (`counts`: dropped, delayed, reordered, duplicated; 
 entry, `per_fault`: the messages each entry acted on) and written, as JSON, to
 `STATS_DIR/linkfaults-NAME-PID.json` every STATS_EVERY_S and when the process stops (a
 SIGKILLed replica loses at most the last STATS_EVERY_S of counts).
+
+With a trace writer (`tracer`, set by the node when it runs with `--trace`), every fate
+other than "sent as it is" is also written as a trace record (`drop`, `delay`,
+`duplicate`, as the simulator's; times in wall-clock Unix ms, `arrive` the times the
+copies are handed to the transport).
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ from ..errors import UsageError
 from ..protocol.messages import Signer
 from ..sim.network import DUPLICATE_GAP_MS, link_fate
 from ..sim.scenario import NetworkFault
+from .tracing import wall_ms
 
 log = logging.getLogger("pbft.linkfaults")
 
@@ -169,6 +175,8 @@ class LinkFaults:
         self._wake = trio.Event()
         self._dirty = True
         self._in_scenario = self._node(me)
+        self.tracer: Any = None
+        """A pbft.sim.trace.TraceWriter for the fates (None: not traced)."""
 
     # -- the fate of one message -------------------------------------------------------
 
@@ -197,6 +205,8 @@ class LinkFaults:
             return [0]
         fate = link_fate(self.faults, self._groups, now, self.me, dst, data, self.rng)
         if fate.dropped_by >= 0:
+            if self.tracer is not None:
+                self._trace(dst, data, fate, [])
             self.counts["dropped"] += 1
             self.per_fault[fate.dropped_by] += 1
             self._dirty = True
@@ -211,7 +221,26 @@ class LinkFaults:
         for _ in range(copies - 1):
             self.counts["duplicated"] += 1
             times.append(delay + rng.randint(0, DUPLICATE_GAP_MS))
+        if self.tracer is not None and (delay or copies > 1):
+            self._trace(dst, data, fate, times)
         return times
+
+    def _trace(self, dst: Signer, data: bytes, fate: Any, delays: list[int]) -> None:
+        """The trace record(s) of one message's fate (`delays`: of each copy, ms; none
+        when dropped)."""
+        t = wall_ms()
+        times = [round(t + d, 3) for d in delays]
+        reason = ""
+        if fate.dropped_by >= 0:
+            nf, group = self.faults[fate.dropped_by], self._groups[fate.dropped_by]
+            gs, gd = group.get(self.me), group.get(dst)
+            if gs is not None and gd is not None and gs != gd:
+                reason = "partition"
+            elif nf.one_way == (self.me, dst):
+                reason = "one-way"
+            else:
+                reason = "drop"
+        self.tracer.fate(t, self.me, dst, self.tracer.describe(data), fate, reason, times)
 
     # -- the transport's sending surface ----------------------------------------------
 

@@ -31,6 +31,10 @@ ViewInstalled, CheckpointStable, StateTransferStarted, StateInstalled) and the c
 Notes, each as it comes. Links
 to peers going up and down are noticed on each tick from `transport.connected`.
 Per-message detail is logged at debug level only, behind `log.isEnabledFor`.
+With a `tracer` (`pbft replica --trace FILE`, pbft.node.tracing) every message sent and
+accepted from the transport, every protocol event and what the link-fault layer did is
+written as a trace record; for a Byzantine replica, what its honest core would have sent
+judges what it did send (`lie`). Without one, each hook is one `is not None` test.
 Evidence is stored in the data directory (deduplicated) and logged once per new pair.
 Two lines say what the process is doing, on their own logger (`lifecycle`, "pbft.replica",
 which `pbft replica` keeps at info whatever --log-level says, so a replica started with the
@@ -85,6 +89,7 @@ from . import health
 from .groupcommit import GROUP_COMMIT_LIMIT, GroupCommit
 from .metrics import NodeMetrics, bind_metrics, serve_metrics
 from .storage import Storage, StorageError, default_data_dir
+from .tracing import FLUSH_S, wall_ms
 from .transport import Transport, is_address_in_use
 
 log = logging.getLogger("pbft.node")
@@ -192,8 +197,19 @@ class ReplicaNode:
         broken: str | None = None,
         link_faults: Any = None,
         twin: bool = False,
+        tracer: Any = None,
     ) -> None:
         self.config = config
+        self.tracer = tracer
+        """The trace writer (pbft.sim.trace.TraceWriter; None: no trace)."""
+        self._lies: Any = None
+        """With a trace, for a Byzantine replica: what its honest core sent (trace.Lies)."""
+        self._judges: dict[int, Any] = {}
+        """id(action) -> the judge of the step that produced it, until it is performed."""
+        if tracer is not None and behaviour is not None:
+            from ..sim.trace import watch_honest
+
+            self._lies = watch_honest(replica)
         self.behaviour = behaviour
         """The Byzantine behaviour this replica runs (its --behaviour spec), else None."""
         self.broken = broken
@@ -233,6 +249,7 @@ class ReplicaNode:
             if twin:
                 self.transport.listen_at = link_faults.twins[self.id]
             self.link_faults = LinkFaults(self.transport, self.id, link_faults, instance=1 if twin else 0)
+            self.link_faults.tracer = tracer
         self.rejected: Counter[tuple[Signer | None, str]] = Counter()
         self.evidence: list[Evidence] = []
         self.executed = 0
@@ -276,6 +293,9 @@ class ReplicaNode:
         failure (`failure` says why); `started()` once listening. Logs the start-up line
         once listening and the stop line when it returns or raises after that."""
         self.recover()
+        if self.tracer is not None:
+            self.tracer.start(wall_ms(), self.id, os.getpid(), self.replica.view, self.replica.last_executed)
+            self.tracer.flush()
         listeners = await self.transport.bind()  # outside the nursery: a plain OSError
         metrics_listeners = None
         if self.metrics_address is not None:
@@ -313,6 +333,8 @@ class ReplicaNode:
         finally:
             if self.commits is not None:
                 self.commits.close()
+            if self.tracer is not None:
+                self.tracer.flush()
             if started:
                 self._log_stopped(crash)
 
@@ -406,6 +428,7 @@ class ReplicaNode:
         view_change_timeout_ms."""
         period = self.config.tick_ms / 1000
         last = trio.current_time()
+        next_flush = last + FLUSH_S
         seen = -1
         while True:
             idle = seen == self._inputs
@@ -422,6 +445,9 @@ class ReplicaNode:
                     pass  # a full inbox: the ticks stay owed, the next attempt carries them
             if self.transport.connected != self._links:
                 self._log_links()
+            if self.tracer is not None and last >= next_flush:
+                self.tracer.flush()
+                next_flush = last + FLUSH_S
 
     def _log_links(self) -> None:
         now = set(self.transport.connected)
@@ -439,7 +465,22 @@ class ReplicaNode:
         ready = self._step_core(event)
         if self.behaviour is not None:
             self._note_attacker_failures()
+            if self._lies is not None:
+                self._judge_step(ready)
         return ready
+
+    def _judge_step(self, ready: Ready) -> None:
+        """Trace what the honest core under the behaviour reported in this step, and keep
+        its judge for the step's sends until they are performed (group commit may join
+        this step's actions with later ones')."""
+        tracer, lies = self.tracer, self._lies
+        tracer.notes(wall_ms(), self.id, False, lies.step)
+        judge = lies.judge(self.config.n, self.id, tracer.describe)
+        if len(self._judges) > 4 * INBOX_LIMIT:
+            self._judges.clear()  # actions never performed (the node is stopping)
+        for a in ready.actions:
+            if type(a) in (Send, Broadcast, SendClient):
+                self._judges[id(a)] = judge
 
     def _step_core(self, event) -> Ready:
         if event is TICK:
@@ -452,6 +493,8 @@ class ReplicaNode:
         if type(event) is Received:
             self._inbox.taken(event)
             self.metrics.on_received(event.data)
+            if self.tracer is not None:
+                self.tracer.deliver(wall_ms(), event.peer, self.id, event.data)
         return self.replica.step(event)
 
     def _note_attacker_failures(self) -> None:
@@ -511,6 +554,8 @@ class ReplicaNode:
         """Carry out the core's actions, in order."""
         t = self.links
         m = self.metrics
+        if self.tracer is not None:
+            self._trace_actions(actions)
         for a in actions:
             match a:
                 case Send(to, data):
@@ -573,6 +618,33 @@ class ReplicaNode:
                     pass  # Prepared, Committed, CheckpointTaken: observations only
         t.flush()
 
+    def _trace_actions(self, actions: Sequence[Action]) -> None:
+        """Trace records for a batch of actions about to be performed: the core's events
+        (a Byzantine replica's honest ones were traced as it stepped) and one `send` per
+        receiver, judged against the honest core for a Byzantine replica."""
+        tracer, me, now = self.tracer, self.id, wall_ms()
+        if self._lies is None:
+            tracer.notes(now, me, True, actions)
+        for a in actions:
+            match a:
+                case Send(to, data):
+                    self._trace_send(now, a, to, data)
+                case Broadcast(data):
+                    for to in range(self.config.n):
+                        if to != me:
+                            self._trace_send(now, a, to, data)
+                case SendClient(client, data):
+                    self._trace_send(now, a, client, data)
+        for a in actions:
+            self._judges.pop(id(a), None)
+
+    def _trace_send(self, now: float, action: Action, to: Any, data: bytes) -> None:
+        judge = self._judges.get(id(action))
+        lie = honest = None
+        if judge is not None:
+            lie, honest = judge(to, data, self.tracer.describe(data))
+        self.tracer.send(now, self.id, to, data, lie, honest)
+
     def _log_note(self, text: str) -> None:
         event, fields = _note_event(text)
         event_log(logging.INFO, event, self.id, "replica %d: %s", self.id, text, **fields)
@@ -622,6 +694,7 @@ def build_node(
     broken: str | None = None,
     link_faults: Any = None,
     twin: bool = False,
+    tracer: Any = None,
 ):
     """A ReplicaNode for `replica_id` with the default key-value service (the core is the
     deliberately broken one called `broken`, if given: pbft.adversary.broken); it recovers from
@@ -654,6 +727,7 @@ def build_node(
         broken=broken,
         link_faults=link_faults,
         twin=twin,
+        tracer=tracer,
     )
 
 
@@ -670,6 +744,7 @@ async def run_replica(
     link_faults: str | None = None,
     fault_epoch: float | None = None,
     twin: bool = False,
+    trace: str | None = None,
     task_status=trio.TASK_STATUS_IGNORED,
 ) -> str | None:
     """Load the cluster file, this replica's identity and its data directory (`data`, by
@@ -683,6 +758,8 @@ async def run_replica(
     `link_faults`, `fault_epoch`, `twin`: testing only (pbft.node.linkfaults): apply the
     link faults of that plan file to everything sent, from that epoch (else the plan's);
     `twin`: run as the second process of a twinned replica, on the plan's extra address.
+    `trace`: write this replica's trace to that file (pbft.node.tracing; appended to by a
+    restarted process).
     Returns None, or why the replica stopped on its own (a storage failure)."""
     from .clusterfile import load_replica
     from .metrics import parse_hostport
@@ -711,10 +788,13 @@ async def run_replica(
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     me = config.replicas[replica_id]
+    tracer = None
     try:
+        if trace is not None:
+            tracer = _open_trace(trace, config, replica_id, behaviour, broken, twin)
         node = build_node(
             config, files.identity, replica_id, behaviour, storage, metrics_address,
-            broken=broken, link_faults=plan, twin=twin,
+            broken=broken, link_faults=plan, twin=twin, tracer=tracer,
         )
         if stop_reason is not None:
             node.stop_reason_from = stop_reason
@@ -732,3 +812,20 @@ async def run_replica(
         raise UsageError(f"replica {replica_id} cannot listen on {me.host}:{me.port}: {exc.strerror or exc}.") from None
     finally:
         storage.close()
+        if tracer is not None:
+            tracer.close()
+
+
+def _open_trace(path: str, config: ClusterConfig, rid: int, behaviour: Any, broken: str | None, twin: bool):
+    from .tracing import open_trace
+
+    extra: dict[str, Any] = {}
+    if behaviour is not None:
+        spec = catalogue.BehaviourSpec.parse(behaviour) if isinstance(behaviour, str) else behaviour
+        extra["behaviour"] = spec.label()
+    if broken is not None:
+        extra["broken"] = broken
+    if twin:
+        extra["twin"] = True
+    return open_trace(path, rid, config.n, config.f, [rid] if behaviour is not None else [],
+                      [c.id for c in config.clients], **extra)

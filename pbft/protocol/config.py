@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
+from .crypto import public_key_problem
 from .messages import CLIENT_NAME, Signer
 
 
@@ -279,6 +280,10 @@ def _hexkey(value: object, where: str, problems: _Problems) -> bytes | None:
         raw = b""
     if len(raw) != 32:
         problems.fail(f"{where}: 'public_key' must be 64 hex digits (an Ed25519 key).")
+        return None
+    why = public_key_problem(raw)
+    if why is not None:
+        problems.fail(f"{where}: 'public_key' is {why}.")
         return None
     return raw
 

@@ -7,16 +7,33 @@ body starts with its message type, not as another kind of message either.
 Verification is a pure function of (key, payload, signature), which is what lets the
 simulator memoise it (`Verifier(memo=...)`) without weakening what is checked: every
 receiver still asks, and a forged signature is still refused.
+
+One set of rules, two implementations (docs/protocol.md, "Signatures"). Replicas must
+accept exactly the same signatures, or a Byzantine signer could craft one that some
+correct replicas count and others refuse. Ed25519 libraries differ at the edges (RFC 8032
+leaves them some freedom): OpenSSL, under pyca/cryptography, accepts a signature whose R
+is a point of small order, which libsodium refuses. So pbft checks the edges itself,
+before any library is asked (`signature_shape_ok`, `public_key_problem`):
+* S must be reduced (S < L): no second encoding of one signature;
+* R must be canonically encoded (y < p) and not of small order;
+* a public key must be a canonical encoding of a point of the prime-order subgroup, not
+  of small order (checked when a cluster file is loaded and when a Verifier is made);
+and then both libraries agree on every input (tests/protocol/test_ed25519_rules.py). With
+torsion-free keys the cofactored and cofactorless equations agree too. Which library
+does the arithmetic is then only a matter of speed: libsodium (PyNaCl) by default,
+measured faster here, OpenSSL (cryptography) on request (`use`).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from enum import Enum
 
+import nacl.bindings as sodium
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from nacl.exceptions import BadSignatureError
 
 from . import codec
 from .messages import Envelope, Message, Signer, to_body
@@ -43,33 +60,127 @@ def signing_payload(cluster_id: str, body: bytes) -> bytes:
     return DOMAIN + len(cid).to_bytes(2, "big") + cid + body
 
 
+# -- Ed25519: the rules and the implementation -------------------------------------------
+
+_P = 2**255 - 19
+L = 2**252 + 27742317777372353535851937790883648493
+"""The order of the prime-order subgroup (RFC 8032 section 5.1)."""
+_Y_MASK = (1 << 255) - 1
+SMALL_ORDER_Y = frozenset(
+    {
+        0,  # (+-sqrt(-1), 0), order 4
+        1,  # the identity
+        _P - 1,  # (0, -1), order 2
+        0x05FC536D880238B13933C6D305ACDFD5F098EFF289F4C345B027B2C28F95E826,  # order 8
+        0x7A03AC9277FDC74EC6CC392CFA53202A0F67100D760B3CBA4FD84D3D706A17C7,  # order 8
+    }
+)
+"""The y coordinates of the eight points of small order (either sign of x). Encodings
+with y >= p are refused as non-canonical before this is looked at."""
+
+
+class Ed25519(Enum):
+    LIBSODIUM = "libsodium"
+    OPENSSL = "openssl"
+
+    @property
+    def library(self) -> str:
+        """What does the arithmetic, with its version (for bench reports)."""
+        if self is Ed25519.LIBSODIUM:
+            import nacl
+
+            return f"libsodium via PyNaCl {nacl.__version__}"
+        import cryptography
+
+        return f"OpenSSL via cryptography {cryptography.__version__}"
+
+
+_impl = Ed25519.LIBSODIUM
+
+
+def use(impl: Ed25519) -> Ed25519:
+    """Choose the implementation for keys and Verifiers made from now on; the previous
+    one. Results are the same either way (module docstring); only the speed differs."""
+    global _impl
+    previous, _impl = _impl, impl
+    return previous
+
+
+def implementation() -> Ed25519:
+    return _impl
+
+
+def signature_shape_ok(signature: bytes) -> bool:
+    """pbft's own checks of a 64-byte signature, before any library's: S < L, and R a
+    canonical encoding (y < p) of a point not of small order."""
+    if len(signature) != SIGNATURE_LEN:
+        return False
+    y = int.from_bytes(signature[:32], "little") & _Y_MASK
+    if y >= _P or y in SMALL_ORDER_Y:
+        return False
+    return int.from_bytes(signature[32:], "little") < L
+
+
+def public_key_problem(key: bytes) -> str | None:
+    """Why `key` cannot be an identity key in pbft, or None. libsodium's
+    crypto_core_ed25519_is_valid_point: canonical, on the curve, in the prime-order
+    subgroup, not of small order."""
+    if len(key) != 32:
+        return "not 32 bytes"
+    if not sodium.crypto_core_ed25519_is_valid_point(key):
+        return "not a valid Ed25519 public key (non-canonical, off the curve, of small order or with a torsion component)"
+    return None
+
+
+def _sodium_verify(key: bytes, signature: bytes, payload: bytes) -> bool:
+    try:
+        sodium.crypto_sign_open(signature + payload, key)
+        return True
+    except BadSignatureError:
+        return False
+
+
+def _openssl_verify(key: Ed25519PublicKey, signature: bytes, payload: bytes) -> bool:
+    try:
+        key.verify(signature, payload)
+        return True
+    except InvalidSignature:
+        return False
+
+
 class KeyPair:
-    """An Ed25519 identity key. Only `safety.SafetyRules` signs protocol votes with it."""
+    """An Ed25519 identity key. Only `safety.SafetyRules` signs protocol votes with it.
+    Signing is deterministic (RFC 8032): both implementations give the same bytes."""
 
-    __slots__ = ("_key", "public")
+    __slots__ = ("_seed", "_sodium_secret", "_openssl", "public")
 
-    def __init__(self, private: Ed25519PrivateKey) -> None:
-        self._key = private
-        self.public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    def __init__(self, seed: bytes) -> None:
+        if len(seed) != 32:
+            raise ValueError("an Ed25519 private key is 32 bytes")
+        self._seed = seed
+        self.public, self._sodium_secret = sodium.crypto_sign_seed_keypair(seed)
+        self._openssl = Ed25519PrivateKey.from_private_bytes(seed) if _impl is Ed25519.OPENSSL else None
 
     @classmethod
     def generate(cls) -> KeyPair:
-        return cls(Ed25519PrivateKey.generate())
+        return cls(Ed25519PrivateKey.generate().private_bytes_raw())
 
     @classmethod
     def from_seed(cls, seed: bytes) -> KeyPair:
         """Deterministic key from any byte string (the simulator derives keys from its seed)."""
-        return cls(Ed25519PrivateKey.from_private_bytes(digest(b"pbft-key/" + seed)))
+        return cls(digest(b"pbft-key/" + seed))
 
     @classmethod
     def from_private_bytes(cls, raw: bytes) -> KeyPair:
-        return cls(Ed25519PrivateKey.from_private_bytes(raw))
+        return cls(raw)
 
     def private_bytes_raw(self) -> bytes:
-        return self._key.private_bytes_raw()
+        return self._seed
 
     def sign(self, payload: bytes) -> bytes:
-        return self._key.sign(payload)
+        if self._openssl is not None:
+            return self._openssl.sign(payload)
+        return sodium.crypto_sign(payload, self._sodium_secret)[:SIGNATURE_LEN]
 
 
 def seal(key: KeyPair, cluster_id: str, signer: Signer, msg: Message) -> Envelope:
@@ -87,17 +198,27 @@ class Verifier:
 
     def __init__(self, cluster_id: str, keys: dict[Signer, bytes], memo: int = 0) -> None:
         self.cluster_id = cluster_id
-        self._keys = {s: Ed25519PublicKey.from_public_bytes(k) for s, k in keys.items()}
+        # A key that breaks the rules verifies nothing (the cluster file check refuses
+        # it earlier, with a sentence; a Verifier never raises on one).
+        valid = {s: k for s, k in keys.items() if public_key_problem(k) is None}
+        self._members = frozenset(keys)
+        self.implementation = _impl
+        if _impl is Ed25519.OPENSSL:
+            self._keys: dict[Signer, object] = {s: Ed25519PublicKey.from_public_bytes(k) for s, k in valid.items()}
+            self._check = _openssl_verify
+        else:
+            self._keys = dict(valid)
+            self._check = _sodium_verify
         self._memo_size = memo
         self._memo: OrderedDict[bytes, bool] = OrderedDict()
         self._prefix = signing_payload(cluster_id, b"")  # the same for every envelope
 
     def is_member(self, signer: Signer) -> bool:
-        return signer in self._keys
+        return signer in self._members
 
     def verify(self, env: Envelope) -> bool:
         key = self._keys.get(env.signer)
-        if key is None or len(env.signature) != SIGNATURE_LEN:
+        if key is None or not signature_shape_ok(env.signature):
             return False
         if self._memo_size:
             # Canonical encoding keeps the key injective: no (signer, signature, body)
@@ -106,11 +227,7 @@ class Verifier:
             hit = self._memo.get(mkey)
             if hit is not None:
                 return hit
-        try:
-            key.verify(env.signature, self._prefix + env.body)
-            ok = True
-        except InvalidSignature:
-            ok = False
+        ok = self._check(key, env.signature, self._prefix + env.body)  # type: ignore[arg-type]
         if self._memo_size:
             self._memo[mkey] = ok
             if len(self._memo) > self._memo_size:

@@ -21,6 +21,13 @@ the behaviour, in a recent one) carries no `lie`.
 
 Cost: per message, one classification (cached per distinct message bytes: a broadcast is
 decoded once), one sha256 for its id, one dict and one `json.dumps`.
+
+Real processes (`pbft replica --trace FILE`, pbft.node) write the same records with `t` in
+wall-clock Unix milliseconds, which the caller passes in (this module reads no clock):
+a `header_real` naming the process, a `start` record each time the process starts
+(a restarted process appends to its file), and the link-fault layer's fates through
+`fate`. They open the file buffered (`buffering`) and call `flush` now and then, so a
+record costs no system call. `pbft.trace.merge` makes one trace of several such files.
 """
 
 from __future__ import annotations
@@ -172,9 +179,11 @@ _NOTES = {
 class TraceWriter:
     """Writes one run's trace to `out` (a path, or an open text file the caller closes)."""
 
-    def __init__(self, out: str | IO[str]) -> None:
+    def __init__(self, out: str | IO[str], *, append: bool = False, buffering: int = -1) -> None:
         if isinstance(out, str):
-            self._file: IO[str] = open(out, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
+            self._file: IO[str] = open(  # noqa: SIM115 - closed by close()
+                out, "a" if append else "w", encoding="utf-8", buffering=buffering
+            )
             self._owned = True
         else:
             self._file, self._owned = out, False
@@ -193,6 +202,10 @@ class TraceWriter:
             self._file.close()
         else:
             self._file.flush()
+
+    def flush(self) -> None:
+        """Hand what is buffered to the OS (a real process calls this now and then)."""
+        self._file.flush()
 
     def write(self, record: dict[str, Any]) -> None:
         self.records += 1
@@ -216,7 +229,20 @@ class TraceWriter:
             rec["broken"] = broken
         self.write(rec)
 
-    def send(self, t: int, src: Any, dst: Any, data: bytes, lie: str | None = None,
+    def header_real(self, node: Any, n: int, f: int, byzantine: list[int], clients: list[str],
+                    origin: float, **extra: Any) -> None:
+        """The first line of one real process's trace (docs/formats.md, "Traces of real
+        processes"): `node` is a replica id or a name ("driver"), `origin` the Unix ms the
+        process started at; `extra` (pid, behaviour, scenario, seed, ...) as given."""
+        self.write({"type": "header", "version": VERSION, "mode": "real", "node": node, "n": n, "f": f,
+                    "byzantine": byzantine, "clients": clients, "origin": origin, **extra})
+
+    def start(self, t: float, rid: int, pid: int, view: int, last_executed: int) -> None:
+        """A replica process started (first or again, after recovering from its store)."""
+        self.write({"t": t, "type": "start", "replica": rid, "pid": pid, "view": view,
+                    "last_executed": last_executed})
+
+    def send(self, t: float, src: Any, dst: Any, data: bytes, lie: str | None = None,
              honest: dict[str, Any] | None = None) -> dict[str, Any]:
         d = self.describe(data)
         rec = {"t": t, "type": "send", "from": src, "to": dst, **d, "size": len(data)}
@@ -229,7 +255,7 @@ class TraceWriter:
         self.write(rec)
         return d
 
-    def fate(self, t: int, src: Any, dst: Any, d: dict[str, Any], fate: Any, reason: str, times: list[int]) -> None:
+    def fate(self, t: float, src: Any, dst: Any, d: dict[str, Any], fate: Any, reason: str, times: list[int]) -> None:
         """What the network did to a message just sent (nothing recorded when it passes
         with the base latency only)."""
         if not times:
@@ -243,16 +269,16 @@ class TraceWriter:
             self.write({"t": t, "type": "duplicate", "from": src, "to": dst, "kind": d["kind"], "id": d["id"],
                         "copies": len(times), "arrive": times})
 
-    def deliver(self, t: int, src: Any, dst: Any, data: bytes) -> None:
+    def deliver(self, t: float, src: Any, dst: Any, data: bytes) -> None:
         d = self.describe(data)
         self.write({"t": t, "type": "deliver", "from": src, "to": dst, "kind": d["kind"], "id": d["id"]})
 
-    def crashed_drop(self, t: int, src: Any, dst: Any, data: bytes) -> None:
+    def crashed_drop(self, t: float, src: Any, dst: Any, data: bytes) -> None:
         d = self.describe(data)
         self.write({"t": t, "type": "drop", "from": src, "to": dst, "kind": d["kind"], "id": d["id"],
                     "reason": "crashed"})
 
-    def notes(self, t: int, rid: int, correct: bool, actions: Iterable) -> None:
+    def notes(self, t: float, rid: int, correct: bool, actions: Iterable) -> None:
         for a in actions:
             name = _NOTES.get(type(a))
             if name is None:
@@ -279,31 +305,56 @@ class TraceWriter:
                     rec["requests"] = [[r.client, r.timestamp] for r in a.requests]
             self.write(rec)
 
-    def submit(self, t: int, client: str, ts: int, op: bytes, read_only: bool) -> None:
+    def submit(self, t: float, client: str, ts: int, op: bytes, read_only: bool) -> None:
         self.write({"t": t, "type": "submit", "client": client, "timestamp": ts, "op": summary(op),
                     "read_only": read_only})
 
-    def complete(self, t: int, client: str, ts: int, result: bytes, since: int | None) -> None:
+    def complete(self, t: float, client: str, ts: int, result: bytes | str, since: float | None) -> None:
+        """`result`: the reply's bytes (summarised), or already a text (a real client's)."""
         rec: dict[str, Any] = {"t": t, "type": "complete", "client": client, "timestamp": ts,
-                               "result": summary(result)}
+                               "result": result if isinstance(result, str) else summary(result)}
         if since is not None:
-            rec["latency"] = t - since
+            rec["latency"] = round(t - since, 3)  # an int stays an int (the simulator's)
         self.write(rec)
 
-    def crash(self, t: int, rid: int) -> None:
+    def crash(self, t: float, rid: int) -> None:
         self.write({"t": t, "type": "crash", "replica": rid})
 
-    def restart(self, t: int, rid: int, amnesia: bool) -> None:
+    def restart(self, t: float, rid: int, amnesia: bool) -> None:
         self.write({"t": t, "type": "restart", "replica": rid, "amnesia": amnesia})
 
-    def violation(self, t: int, check: str, detail: str) -> None:
+    def violation(self, t: float, check: str, detail: str) -> None:
         self.write({"t": t, "type": "violation", "check": check, "detail": detail})
 
-    def end(self, t: int, result: Any) -> None:
+    def end(self, t: float, result: Any) -> None:
         self.write({"t": t, "type": "end", "verdict": result.verdict, "violations": len(result.violations),
                     "requests_completed": result.requests_completed, "requests_total": result.requests_total,
                     "view_changes": result.view_changes, "delivered": result.delivered,
                     "dropped": result.dropped, "trace_digest": result.trace_digest})
+
+
+def watch_honest(node: Any) -> Lies | None:
+    """Have the honest core under a Byzantine node's behaviour (and rules) hand a copy of
+    each step's actions to a `Lies`, so a trace can mark what the behaviour changed (the
+    real replica process's; the simulator keeps its own copy)."""
+    from ..protocol.ready import Ready
+    from ..protocol.replica import Replica
+
+    core = node
+    while core is not None and not isinstance(core, Replica):
+        core = getattr(core, "core", None)
+    if core is None:
+        return None
+    lies = Lies()
+    honest_step = core.step
+
+    def step(event: Any) -> Ready:
+        ready = honest_step(event)
+        lies.step.extend(ready.actions if isinstance(ready, Ready) else ready)
+        return ready
+
+    core.step = step
+    return lies
 
 
 class TraceError(ValueError):

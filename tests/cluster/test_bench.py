@@ -81,6 +81,20 @@ def test_crypto_is_timed_on_a_request_sized_payload():
     assert cost.payload_bytes > bench.VALUE_SIZE
 
 
+def test_the_ceiling_uses_the_fastest_library_and_names_it():
+    cost = bench.measure_crypto(seconds=0.02)
+    libraries = {lib.split()[0] for lib, _, _ in cost.measured}
+    assert libraries == {"libsodium", "OpenSSL"}
+    fastest = min(cost.measured, key=lambda c: 4 * c[2] + c[1])
+    assert (cost.library, cost.t_sign, cost.t_verify) == fastest
+    run = bench.RunResult(n=4, f=1, clients=1, workers=1, duration_s=1.0, requests=10,
+                          throughput_rps=10.0, latency_ms={"p50": 1.0, "p90": 1.0, "p99": 1.0}, errors=0)
+    doc = bench.report(run, cost, 2)
+    assert doc["ed25519"] == cost.library and len(doc["ed25519_measured"]) == 2
+    assert doc["ed25519_replicas"].startswith("libsodium")
+    assert cost.library in "\n".join(bench.summary(doc))
+
+
 @pytest.mark.parametrize(
     "change",
     [{"clients": 0}, {"duration": 0}, {"f": 0}, {"behaviour": "no-such-behaviour"}],

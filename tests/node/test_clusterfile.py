@@ -55,6 +55,11 @@ def _first_key(text: str) -> str:
     return text[:start] + "zz" + text[start + 2 :]
 
 
+def _set_first_key(text: str, key: str) -> str:
+    start = text.index('public_key = "') + len('public_key = "')
+    return text[:start] + key + text[start + 64 :]
+
+
 def _alice_has_replica_0s_key(text: str) -> str:
     keys = [line for line in text.splitlines() if line.startswith("public_key")]
     return text.replace(keys[4], keys[0])
@@ -73,6 +78,13 @@ BAD_TEXT: list[tuple[str, Callable[[str], str], tuple[str, ...]]] = [
     ("replica count", lambda t: t.replace("f = 1\n", "f = 2\n"), ("n = 3f+1 = 7", "found 4")),
     ("duplicate replica", _second_replica_id, ("[[replica]] #2", "replica id 0 appears twice")),
     ("bad hex key", _first_key, ("[[replica]] #1", "'public_key' must be 64 hex digits")),
+    (
+        # The identity point: 32 bytes of hex, but a key whose "signatures" verify for
+        # any message in some libraries (pbft/protocol/crypto.py, public_key_problem).
+        "small-order key",
+        lambda t: _set_first_key(t, "01" + "00" * 31),
+        ("[[replica]] #1", "'public_key' is not a valid Ed25519 public key", "small order"),
+    ),
     (
         "bad address",
         lambda t: t.replace('"127.0.0.1:7001"', '"127.0.0.1"'),

@@ -120,11 +120,14 @@ def test_cli_trace_with_several_files_inserts_the_stem(tmp_path, capsys):
     assert list(read_trace(str(tmp_path / "run.design-example.jsonl")))[0]["type"] == "header"
 
 
-def test_cli_trace_refuses_real_runs(tmp_path, capsys):
+def test_cli_real_trace_to_an_unwritable_path_is_refused_before_the_run(tmp_path, capsys):
+    # --real runs write traces too (tests/cluster/test_real_trace.py); a path that cannot
+    # be written is one sentence before any process starts.
     code = main(["scenario", "run", str(SCENARIOS / "design-example.toml"), "--real",
-                 "--trace", str(tmp_path / "x.jsonl")])
+                 "--trace", str(tmp_path / "no-such-dir" / "x.jsonl")])
     assert code == 2
-    assert "--trace" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--trace" in err and err.count("\n") == 1
 
 
 def test_fuzz_writes_a_trace_per_failing_seed(tmp_path):

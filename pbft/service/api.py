@@ -1,0 +1,246 @@
+"""The public service API: replicate your own deterministic state machine with pbft.
+
+A service is a class deriving from `Service`. It keeps no state of its own: everything it
+knows lives in the `State` it is handed, a map of byte keys to byte values that pbft owns.
+That is what lets pbft checkpoint, digest, persist and transfer any service's state the
+same way, at a cost that follows what changed (the partition tree, pbft/protocol/
+partition.py), whatever the service does with it.
+
+    class Counter(Service):
+        name = "counter"
+        version = "1"
+
+        def execute(self, state, operation, client):
+            n = int(state.get(b"n") or b"0") + 1
+            state.put(b"n", str(n).encode())
+            return str(n).encode()
+
+        def query(self, state, operation, client):
+            return state.get(b"n") or b"0"
+
+The rules a service must keep (every correct replica runs it on the same operations in
+the same order and must reach the same state and results):
+* `execute` depends only on the state and its arguments: no clock, no randomness, no
+  I/O, no iteration over a set or over a dict filled in another order.
+* Its writes take effect only if it returns: an exception discards them and becomes the
+  error result `{"error": "<Type>: <message>"}` (hex addresses removed from the message,
+  so a default `repr` cannot make replicas disagree). Keep messages deterministic all
+  the same: a client accepts a result only when f+1 replicas sent the same bytes.
+* `query` answers a read-only operation from the state without writing (a write raises
+  `ReadOnlyState`), or returns None when the operation is not read-only: it is then
+  ordered and executed like any other.
+* Keys up to MAX_KEY bytes, values up to MAX_VALUE; larger ones raise `ValueError` (an
+  error result, deterministic like any other).
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_right
+from typing import Any, ClassVar
+
+from ..protocol import codec
+from ..protocol.store import Entries, MemoryStore, Store
+
+MAX_KEY = 1024
+MAX_VALUE = 60 * 1024
+MAX_SCAN = 1000
+"""Most entries one `scan` returns: a service pages through larger ranges."""
+MAX_ERROR = 200
+"""Characters of an exception's message kept in its error result."""
+
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]+")
+
+
+class ReadOnlyState(Exception):
+    """A query tried to write."""
+
+
+class ServiceError(Exception):
+    """A service that cannot start (its setup raised): one sentence."""
+
+
+class State:
+    """What `execute` reads and writes: a buffered view of the replicated state. Writes
+    are kept aside and applied to the store only when `execute` returns."""
+
+    def __init__(self, store: Store, *, writable: bool = True) -> None:
+        self._store = store
+        self._writable = writable
+        self._writes: dict[bytes, bytes | None] = {}  # None: deleted
+
+    def get(self, key: bytes) -> bytes | None:
+        _check_key(key)
+        if key in self._writes:
+            return self._writes[key]
+        return self._store.get(key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._check_write(key)
+        if not isinstance(value, bytes):
+            raise TypeError(f"values are bytes, not {type(value).__name__}")
+        if len(value) > MAX_VALUE:
+            raise ValueError(f"value longer than {MAX_VALUE} bytes")
+        self._writes[key] = value
+
+    def delete(self, key: bytes) -> bool:
+        """Remove `key`; whether it was there."""
+        self._check_write(key)
+        existed = self.get(key) is not None
+        self._writes[key] = None
+        return existed
+
+    def scan(self, start: bytes = b"", end: bytes | None = None, limit: int = 100) -> Entries:
+        """Entries with start <= key < end (no bound for None), in key order, at most
+        `limit` (and at most MAX_SCAN): continue from the last key + b"\\0"."""
+        _check_key(start)
+        if end is not None:
+            _check_key(end)
+        limit = max(0, min(int(limit), MAX_SCAN))
+        if not limit:
+            return []
+        if not self._writes:
+            return self._store.scan(start, end, limit)
+        # The store's entries with ours laid over them: ask for enough of the store's to
+        # fill `limit` after our deletions, then merge.
+        mine = sorted(k for k in self._writes if k >= start and (end is None or k < end))
+        theirs = self._store.scan(start, end, limit + len(mine))
+        merged = dict(theirs)
+        for k in mine:
+            v = self._writes[k]
+            if v is None:
+                merged.pop(k, None)
+            else:
+                merged[k] = v
+        out = sorted(merged.items())
+        # Keys past the store's last answer are unsure (it may hold more below them)
+        # unless the store ran out.
+        if len(theirs) == limit + len(mine) and theirs:
+            out = out[: bisect_right([k for k, _ in out], theirs[-1][0])]
+        return out[:limit]
+
+    def _check_write(self, key: bytes) -> None:
+        if not self._writable:
+            raise ReadOnlyState("a query cannot write")
+        _check_key(key)
+
+    def _apply(self) -> None:
+        for key, value in self._writes.items():
+            if value is None:
+                self._store.delete(key)
+            else:
+                self._store.put(key, value)
+        self._writes.clear()
+
+
+def _check_key(key: Any) -> None:
+    if not isinstance(key, bytes):
+        raise TypeError(f"keys are bytes, not {type(key).__name__}")
+    if len(key) > MAX_KEY:
+        raise ValueError(f"key longer than {MAX_KEY} bytes")
+
+
+def error_result(text: str) -> bytes:
+    """The result of an operation that failed: `{"error": text}` in canonical CBOR."""
+    return codec.encode({"error": text})
+
+
+def exception_result(exc: BaseException) -> bytes:
+    """An exception as the same error result on every replica."""
+    message = _ADDRESS.sub("0x?", str(exc))
+    if len(message) > MAX_ERROR:
+        message = message[: MAX_ERROR - 3] + "..."
+    return error_result(f"{type(exc).__name__}: {message}" if message else type(exc).__name__)
+
+
+class Service:
+    """Derive from this to replicate your own state machine (module docstring)."""
+
+    name: ClassVar[str] = ""
+    """Bound into the cluster's identity: replicas running different services refuse to
+    work together. Defaults to the class's module and name."""
+    version: ClassVar[str] = "1"
+    """Change it when the meaning of the state or the operations changes."""
+
+    def setup(self, state: State) -> None:
+        """Write the initial state (called once, on an empty state, before any
+        operation; every replica must write the same)."""
+
+    def execute(self, state: State, operation: bytes, client: str) -> bytes:
+        """Apply one ordered operation; its result."""
+        raise NotImplementedError
+
+    def query(self, state: State, operation: bytes, client: str) -> bytes | None:
+        """Answer a read-only operation without writing, or None if it is not one."""
+        return None
+
+    @classmethod
+    def identity(cls) -> str:
+        """"name version": what replicas compare before working together."""
+        name = cls.name or f"{cls.__module__}:{cls.__qualname__}"
+        return f"{name} {cls.version}"
+
+
+class Hosted:
+    """A `Service` on a `Store`: what the core calls (`pbft.protocol.service.StateMachine`).
+
+    It turns every way user code can fail into a deterministic error result, applies an
+    operation's writes only when it returns, and gives the core the state's digest from
+    the store's partition tree."""
+
+    def __init__(self, service: Service, store: Store | None = None) -> None:
+        self.service = service
+        self.store: Store = store if store is not None else MemoryStore()
+        if not self.store.scan(b"", None, 1):
+            state = State(self.store)
+            try:
+                service.setup(state)
+            except Exception as exc:
+                raise ServiceError(
+                    f"service {service.identity()}: setup raised {type(exc).__name__}: {exc}"
+                ) from exc
+            state._apply()
+
+    def execute(self, operation: bytes, client: str) -> bytes:
+        state = State(self.store)
+        try:
+            result = self.service.execute(state, operation, client)
+            if not isinstance(result, bytes):
+                raise TypeError(f"execute returned {type(result).__name__}, not bytes")
+        except Exception as exc:  # noqa: BLE001 - user code: any failure is a result
+            return exception_result(exc)
+        state._apply()
+        return result
+
+    def query(self, operation: bytes, client: str) -> bytes | None:
+        state = State(self.store, writable=False)
+        try:
+            result = self.service.query(state, operation, client)
+            if result is not None and not isinstance(result, bytes):
+                raise TypeError(f"query returned {type(result).__name__}, not bytes or None")
+        except Exception as exc:  # noqa: BLE001
+            return exception_result(exc)
+        return result
+
+    # What today's core calls to checkpoint and transfer the whole state; the partitioned
+    # transfer replaces these (issue 18, items 2 and 3).
+
+    def snapshot(self) -> bytes:
+        return codec.encode([[k, v] for k, v in self.store.scan(b"", None, 1 << 62)])
+
+    def restore(self, snapshot: bytes) -> None:
+        try:
+            items = codec.decode(snapshot)
+        except codec.CodecError as exc:
+            raise ValueError(f"unreadable snapshot: {exc}") from None
+        if not isinstance(items, list) or not all(
+            isinstance(i, list) and len(i) == 2 and all(isinstance(x, bytes) for x in i) for i in items
+        ):
+            raise ValueError("snapshot is not a list of [key, value] pairs")
+        for key, _ in self.store.scan(b"", None, 1 << 62):
+            self.store.delete(key)
+        for key, value in items:
+            self.store.put(key, value)
+
+    def digest(self) -> bytes:
+        return self.store.digest()
