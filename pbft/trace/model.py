@@ -55,7 +55,7 @@ PHASES = ("REQUEST", "PRE-PREPARE", "PREPARE", "COMMIT", "REPLY", "CHECKPOINT", 
 
 EVENT_TYPES = ("prepared", "committed", "executed", "checkpoint-stable", "view-change-started",
                "view-installed", "state-transfer-started", "state-installed", "rejected",
-               "evidence", "crash", "restart", "violation")
+               "evidence", "crash", "restart", "start", "violation")
 """Records drawn as marks on a lane (`violation` across all lanes)."""
 
 _SLOT_KINDS = frozenset({"PRE-PREPARE", "PREPARE", "COMMIT", "CHECKPOINT"})

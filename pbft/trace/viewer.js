@@ -345,7 +345,7 @@
     "checkpoint-stable": ["\u2713", COLOR["CHECKPOINT"]], "view-change-started": ["\u25B2", "#ea580c"],
     "view-installed": ["V", "#ea580c"], "state-transfer-started": ["\u21E3", "#92400e"],
     "state-installed": ["S", "#92400e"], "rejected": ["\u2715", "#d97706"], "evidence": ["!", RED],
-    "crash": ["\u2620", "#0f172a"], "restart": ["\u21BB", "#0f172a"], "submit": ["\u25B6", "#0284c7"],
+    "crash": ["\u2620", "#0f172a"], "restart": ["\u21BB", "#0f172a"], "start": ["\u25B8", "#0f172a"], "submit": ["\u25B6", "#0284c7"],
     "complete": ["\u25A0", "#0284c7"]
   };
 
@@ -360,6 +360,7 @@
       case "rejected": return "rejected from " + f.peer + ": " + f.reason + (f.detail ? " (" + f.detail + ")" : "");
       case "evidence": return "evidence: " + f.kind + " by " + f.culprit;
       case "crash": return "crash";
+      case "start": return "process started" + (f.pid ? " (pid " + f.pid + ")" : "");
       case "restart": return "restart" + (f.amnesia ? " (amnesia)" : "");
       case "submit": return "submit t=" + f.timestamp + ": " + f.op;
       case "complete": return "complete t=" + f.timestamp + ": " + f.result;
@@ -448,13 +449,14 @@
       ctx.fillStyle = "#fff"; ctx.font = "700 10px system-ui, sans-serif"; ctx.textAlign = "center";
       ctx.textBaseline = "middle"; ctx.fillText("\u2260", x, y + 0.5); ctx.textAlign = "left";
       let box = [x - 8, y - 8, 16, 16];
-      if (y - lastY > 18) {
+      const ly = Math.max(y, lastY + 18);  // labels of badges close together stack down
+      if (ly - y < 90) {
         ctx.font = "600 11.5px system-ui, sans-serif";
         const w = ctx.measureText(e.label).width;
         // left of the lane when it fits, else above the badge (the arrows go down from it)
-        box = x - 16 - w >= 2 ? label(e.label, x - 12, y, "#fff", { size: 11.5, bold: true, bg: RED, align: "right" })
-          : label(e.label, x - 14, y - 17, "#fff", { size: 11.5, bold: true, bg: RED });
-        lastY = y;
+        box = x - 16 - w >= 2 ? label(e.label, x - 12, ly, "#fff", { size: 11.5, bold: true, bg: RED, align: "right" })
+          : label(e.label, x - 14, ly - 17, "#fff", { size: 11.5, bold: true, bg: RED });
+        lastY = ly;
       }
       counts.equivocation = (counts.equivocation || 0) + 1;
       rec.push([box, j, x, y]);
@@ -848,7 +850,8 @@
   let bench = null, selftestResult = null;
   buildControls();
   const at = D.at;
-  if (at != null) goTo(at, D.V.length && at === D.V[0][0] ? 0.7 : 0.4); else goTo(0, 0.02);
+  // else the first message (a real run's processes start well before they talk)
+  if (at != null) goTo(at, D.V.length && at === D.V[0][0] ? 0.7 : 0.4); else goTo(NA ? A.t0[0] : 0, 0.05);
   const hash = new URLSearchParams(location.hash.slice(1));
   if (hash.has("t")) { const [a, b] = hash.get("t").split("_").map(Number); if (b > a) setWindow(a, b); }
   if (hash.has("mark")) { const j = +hash.get("mark"); if (j >= 0 && j < NM) { st.sel = { type: "mark", i: j }; showMark(j); } }

@@ -94,3 +94,13 @@ def test_hover_click_zoom_pan_keys_and_filters_work(tmp_path):
     assert result["errors"] == []
     assert result["hover"] and result["certificate"] == 3, result
     assert all(result[k] for k in ("click", "zoom", "pan", "key", "filter")), result
+
+
+def test_a_real_run_shows_its_equivocation(tmp_path):
+    trace = viewer_traces.real()
+    m = build(str(trace))
+    assert m.header["mode"] == "real" and m.equivocations
+    first = m.equivocations[0]
+    drawn = open_page(trace, tmp_path, "real", at=str(first.t - m.t_start))
+    assert drawn["lanes"] >= 7 and drawn["arrows"] > 0
+    assert drawn["marks"].get("equivocation", 0) >= 1 and drawn["marks"].get("lie", 0) >= 1, drawn["marks"]

@@ -51,3 +51,17 @@ def crash() -> Path:
     """byz-lying-state-transfer.toml: a replica crashes (its messages dropped), restarts
     empty and fetches state while another lies."""
     return write_trace(_dir() / "crash.jsonl", scenario="byz-lying-state-transfer.toml")
+
+
+@functools.cache
+def real() -> Path:
+    """byz-equivocate.toml run by real processes on loopback (`scenario run --real
+    --trace`): one merged trace with wall-clock times."""
+    import subprocess
+    import sys
+
+    out = _dir() / "real.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "pbft", "scenario", "run", str(SCENARIOS / "byz-equivocate.toml"),
+                           "--real", "--trace", str(out)], capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return out
