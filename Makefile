@@ -2,7 +2,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-fast lint fuzz bench soak chaos clean
+.PHONY: demo test test-fast lint fuzz bench soak chaos clean browser
 
 $(BIN)/pbft: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -13,9 +13,15 @@ $(BIN)/pbft: pyproject.toml
 demo: $(BIN)/pbft
 	$(BIN)/pbft demo
 
-test: $(BIN)/pbft
+test: $(BIN)/pbft browser
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	$(BIN)/pytest -rs
+
+# Headless Chromium for the viewer's browser test (tests/trace/test_browser.py): Debian's
+# package, installed when we are root; without it that test is skipped with the reason.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get install -y chromium; } \
+		|| echo "make browser: chromium is not installed; the browser test will be skipped"
 
 # The developer subset: every test of the layers that run no real process or socket (the
 # protocol core, the service, the Byzantine behaviours, the simulator), plus the evidence

@@ -128,6 +128,8 @@ def cmd_demo(args) -> int:
 
     workdir = tempfile.mkdtemp(prefix="pbft-demo-")
     trace_dir = None if args.no_trace else os.path.join(workdir, "traces")
+    if trace_dir is not None:
+        os.makedirs(trace_dir)
     cluster = None
     demo = None
     try:

@@ -345,6 +345,14 @@ def build_parser() -> argparse.ArgumentParser:
     hi.add_argument("file", metavar="FILE", help="a trace (pbft scenario run --trace)")
     hi.add_argument("--format", choices=("porcupine", "knossos"), required=True)
     hi.add_argument("-o", "--out", default=None, metavar="OUT", help="write here (default: stdout)")
+    th = trs.add_parser("html", help="a self-contained HTML page showing the trace as a space-time "
+                        "diagram (docs/viewer.md)")
+    th.add_argument("file", metavar="FILE.jsonl", help="a trace (pbft scenario run --trace)")
+    th.add_argument("-o", "--out", dest="output", default=None, metavar="OUT.html",
+                    help="where to write the page (default: FILE with .html)")
+    th.add_argument("--at", default=None, metavar="T|violation",
+                    help="open the page at this time in ms, or at the violation (the default when "
+                         "there is one; else the start)")
 
     _accept_global_options(p)
     _show_defaults(p)
