@@ -350,6 +350,21 @@ class FuzzProgress:
             self.out.flush()
 
 
+def _viewer_page(trace: str) -> str:
+    """The viewer page of a failing seed's trace, beside it (FILE.jsonl -> FILE.html):
+    it opens at the violation. A page that cannot be made is said, never fatal."""
+    from ..trace import html, model
+
+    page = trace[: -len(".jsonl")] + ".html" if trace.endswith(".jsonl") else trace + ".html"
+    try:
+        m = model.build(trace)
+        html.write(m, page, html.resolve_at(m, None))  # None: at the violation
+    except Exception as exc:  # noqa: BLE001 - the fuzz report stands without its picture
+        print(f"pbft: no viewer page for {trace}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return ""
+    return page
+
+
 def cmd_fuzz(args) -> int:
     from ..sim.fuzz import fuzz
 
@@ -386,7 +401,7 @@ def cmd_fuzz(args) -> int:
     bar = FuzzProgress(args.seeds)
     report = fuzz(args.seeds, args.start, args.f, progress=None if args.json else sys.stdout,
                   mode=getattr(args, "mode", "random"), broken=broken, behaviours=behaviours,
-                  trace_dir=trace_dir, on_run=bar.run)
+                  trace_dir=trace_dir, on_run=bar.run, on_trace=_viewer_page if trace_dir else None)
     bar.done()
     if args.json:
         print(
@@ -395,7 +410,7 @@ def cmd_fuzz(args) -> int:
                     "runs": report.runs,
                     "violations": [
                         {"seed": v.seed, "check": v.check, "detail": v.detail, "scenario": v.toml,
-                         **({"trace": v.trace} if v.trace else {})}
+                         **({"trace": v.trace} if v.trace else {}), **({"page": v.page} if v.page else {})}
                         for v in report.violations
                     ],
                     "runs_per_second": round(report.runs_per_second, 2),

@@ -112,6 +112,9 @@ class FuzzViolation:
     toml: str
     trace: str = ""
     """With a trace directory: the file holding the shrunk scenario's trace."""
+    page: str = ""
+    """With a trace directory and a page writer: the viewer page of that trace, which
+    opens at the violation."""
 
 
 @dataclass
@@ -581,11 +584,14 @@ def fuzz(
     stop_at_first: bool = False,
     trace_dir: str | None = None,
     on_run: Callable[[int, Scenario, RunResult], None] | None = None,
+    on_trace: Callable[[str], str] | None = None,
 ) -> FuzzReport:
     """Run `seeds` fuzz seeds from `start`; shrink each failure. With `trace_dir`, the
     shrunk scenario of every failing seed is run once more with a trace, written to
     `trace_dir/fuzz-SEED.jsonl` (pbft.sim.trace). `on_run(seed, scenario, result)` is
-    called after every seed's run (the command line's progress bar)."""
+    called after every seed's run (the command line's progress bar); `on_trace(path)`
+    after each trace is written, returning the path of a page made from it (the command
+    line's viewer page, which this layer cannot import) or "" for none."""
     found: list[FuzzViolation] = []
     t0 = time.perf_counter()
     runs = 0
@@ -603,16 +609,20 @@ def fuzz(
         if not final.violations:  # defensive: shrinking only keeps failing schedules
             small, final = s, r
         fv = final.violations[0]
-        path = ""
+        path = page = ""
         if trace_dir is not None:
             path = os.path.join(trace_dir, f"fuzz-{seed}.jsonl")
             with TraceWriter(path) as tw:
                 Simulation(small, trace=tw).run()
-        found.append(FuzzViolation(seed, fv.check, fv.detail, to_toml(small), path))
+            if on_trace is not None:
+                page = on_trace(path)
+        found.append(FuzzViolation(seed, fv.check, fv.detail, to_toml(small), path, page))
         if progress is not None:
             print(f"seed {seed}: {fv.check}: {fv.detail}", file=progress)
             if path:
                 print(f"  trace: {path}", file=progress)
+            if page:
+                print(f"  viewer: {page} (opens at the violation)", file=progress)
             print("  shrunk schedule (save as a .toml file and `pbft scenario run` it):", file=progress)
             for line in to_toml(small).splitlines():
                 print(f"    {line}", file=progress)

@@ -119,3 +119,24 @@ def test_a_header_of_odd_types_still_makes_a_page():
     d = embedded(html.render(m))
     assert d["header"] == {"version": 1}
     assert [b[4] for b in d["B"]] == ["x \u2192 y"]
+
+
+def test_a_fuzz_failure_gets_a_page_that_opens_at_its_violation(tmp_path, capsys):
+    # `pbft fuzz --trace-dir` writes, beside each failing seed's trace, its viewer page;
+    # the page's data says to open at the violation's time.
+    import json as _json
+    import re
+
+    from pbft.cli.main import main as cli
+
+    code = cli(["fuzz", "--seeds", "30", "--mode", "mutation", "--broken", "weak-prepare-quorum",
+                "--trace-dir", str(tmp_path), "--json"])
+    assert code == 1
+    report = _json.loads(capsys.readouterr().out)
+    v = report["violations"][0]
+    assert v["page"] == v["trace"][: -len(".jsonl")] + ".html"
+    text = open(v["page"], encoding="utf-8").read()
+    data = _json.loads(re.search(r'<script type="application/json" id="data">(.*?)</script>', text, re.S).group(1))
+    violation = [r for r in map(_json.loads, open(v["trace"], encoding="utf-8")) if r["type"] == "violation"][0]
+    first = _json.loads(open(v["trace"], encoding="utf-8").readlines()[1])["t"]
+    assert data["at"] == violation["t"] - first
