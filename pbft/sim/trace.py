@@ -333,7 +333,25 @@ class TraceWriter:
         self.write({"t": t, "type": "end", "verdict": result.verdict, "violations": len(result.violations),
                     "requests_completed": result.requests_completed, "requests_total": result.requests_total,
                     "view_changes": result.view_changes, "delivered": result.delivered,
-                    "dropped": result.dropped, "trace_digest": result.trace_digest})
+                    "dropped": result.dropped, "trace_digest": result.trace_digest,
+                    **_figures(result)})
+
+
+def _figures(result: Any) -> dict[str, Any]:
+    """What every check of the oracle looked at and found (as `scenario run --json` gives
+    them): `checks`, `latency`, `resources`, `faulty`; absent where the result has none."""
+    from dataclasses import asdict
+
+    out: dict[str, Any] = {}
+    if getattr(result, "checks", None):
+        out["checks"] = dict(result.checks)
+    if getattr(result, "latency", None) is not None:
+        out["latency"] = asdict(result.latency)
+    if getattr(result, "resources", None):
+        out["resources"] = {name: asdict(p) for name, p in result.resources.items()}
+    if getattr(result, "faulty", None):
+        out["faulty"] = {str(node): asdict(f) for node, f in result.faulty.items()}
+    return out
 
 
 def watch_honest(node: Any) -> Lies | None:

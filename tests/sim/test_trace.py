@@ -171,3 +171,12 @@ def test_read_trace_rejects_a_bad_file_in_one_sentence(tmp_path, content, words)
     assert "\n" not in str(info.value)
     with pytest.raises(TraceError, match="cannot read"):
         list(read_trace(str(tmp_path / "missing.jsonl")))
+
+
+def test_the_end_record_carries_every_checks_figures(tmp_path):
+    out = tmp_path / "run.jsonl"
+    assert main(["scenario", "run", str(SCENARIOS / "byz-equivocate.toml"), "--trace", str(out)]) == 0
+    end = list(read_trace(str(out)))[-1]
+    assert end["type"] == "end"
+    assert end["checks"]["agreement"] > 0 and end["latency"]["completed"] == end["requests_completed"]
+    assert end["faulty"]["0"]["lies"]["mutated"] > 0 and end["resources"]
