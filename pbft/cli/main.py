@@ -282,10 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the correct replicas run this deliberately broken core "
                           "(pbft.adversary.broken), to see the scenario's checks catch it")
     run.add_argument("--trace", default=None, metavar="OUT.jsonl",
-                     help="write each run's trace as JSON lines (docs/formats.md; with --real, every "
-                          "process's trace merged into one); with "
-                          "several files, one per file, named OUT with the scenario's stem inserted "
-                          "(out.jsonl -> out.STEM.jsonl)")
+                     help="write each run's trace as JSON lines into OUT (docs/formats.md; with --real, "
+                          "every process's trace merged into one); with several files the runs follow "
+                          "one another in OUT, each with its header (pbft trace ... --run K picks one)")
     lst = scs.add_parser("list", help="the built-in behaviours, or the parameters of those named")
     lst.add_argument("refs", nargs="*", metavar="REF", help="a behaviour name, FILE.py:Class or module:Class")
 
@@ -331,9 +330,15 @@ def build_parser() -> argparse.ArgumentParser:
     tm.add_argument("-o", "--out", required=True, metavar="OUT.jsonl")
     sv = trs.add_parser("shiviz", help="export the trace as a ShiViz log (vector clocks; docs/formats.md)")
     sv.add_argument("file", metavar="FILE", help="a trace (pbft scenario run --trace)")
+    sv.add_argument("--run", default=None, metavar="K|NAME",
+                    help="a file with several runs: the K-th (1 for the first) or the first whose "
+                         "scenario name holds NAME (default: the first with a violation, else the first)")
     sv.add_argument("-o", "--out", default=None, metavar="OUT.log", help="write here (default: stdout)")
     mm = trs.add_parser("mermaid", help="a Mermaid sequenceDiagram of a window of the trace")
     mm.add_argument("file", metavar="FILE", help="a trace (pbft scenario run --trace)")
+    mm.add_argument("--run", default=None, metavar="K|NAME",
+                    help="a file with several runs: the K-th (1 for the first) or the first whose "
+                         "scenario name holds NAME (default: the first with a violation, else the first)")
     mm.add_argument("--from", dest="start", type=float, default=None, metavar="MS",
                     help="first ms shown, virtual or since a merged trace's origin (default: the start)")
     mm.add_argument("--to", dest="end", type=float, default=None, metavar="MS",
@@ -343,11 +348,17 @@ def build_parser() -> argparse.ArgumentParser:
     mm.add_argument("-o", "--out", default=None, metavar="OUT.mmd", help="write here (default: stdout)")
     hi = trs.add_parser("history", help="the client operations as a Porcupine (JSON) or Knossos (EDN) history")
     hi.add_argument("file", metavar="FILE", help="a trace (pbft scenario run --trace)")
+    hi.add_argument("--run", default=None, metavar="K|NAME",
+                    help="a file with several runs: the K-th (1 for the first) or the first whose "
+                         "scenario name holds NAME (default: the first with a violation, else the first)")
     hi.add_argument("--format", choices=("porcupine", "knossos"), required=True)
     hi.add_argument("-o", "--out", default=None, metavar="OUT", help="write here (default: stdout)")
     th = trs.add_parser("html", help="a self-contained HTML page showing the trace as a space-time "
                         "diagram (docs/viewer.md)")
     th.add_argument("file", metavar="FILE.jsonl", help="a trace (pbft scenario run --trace)")
+    th.add_argument("--run", default=None, metavar="K|NAME",
+                    help="a file with several runs: the K-th (1 for the first) or the first whose "
+                         "scenario name holds NAME (default: the first with a violation, else the first)")
     th.add_argument("-o", "--out", dest="output", default=None, metavar="OUT.html",
                     help="where to write the page (default: FILE with .html)")
     th.add_argument("--at", default=None, metavar="T|violation",

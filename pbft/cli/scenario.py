@@ -134,19 +134,24 @@ def cmd_scenario_real(args) -> int:
 
     scenarios, _ = load_all(args)
     trace = getattr(args, "trace", None)
-    paths = trace_paths(trace, args.files) if trace else [None] * len(scenarios)
-    for p in paths:
-        if p is not None:
-            _check_writable(p)
+    if trace:
+        _check_writable(trace)
+        open(trace, "w", encoding="utf-8").close()  # noqa: SIM115 - each run appends below
     results = []
     failed = False
-    for s, path in zip(scenarios, paths, strict=True):
+    for s in scenarios:
+        # Each run merges its processes' traces into a file of its own, then joins OUT:
+        # the runs follow one another, as in the simulator's traces.
+        path = trace + f".run{len(results) + 1}.tmp" if trace else None
         if not args.json:
             for line in realscenario.unapplied(s):
                 print(f"INCOMPLETE: {line}", flush=True)
             print(f"running {s.name} with real processes (f = {s.f}, {s.n} replicas)", flush=True)
         r = realscenario.run_real(s, args.seed, out=None if args.json else sys.stdout, trace=path)
         results.append(r)
+        if path is not None:
+            _append_run(path, trace)
+            path = trace
         failed |= _verdict(r) in FAILING
         if not args.json:
             print_run(r, s, f"{r.wall_ms / 1000:.2f} s", trace=path or "")
@@ -154,6 +159,16 @@ def cmd_scenario_real(args) -> int:
     if args.json:
         print(json.dumps([result_json(r) for r in results], indent=2))
     return 1 if failed else 0
+
+
+def _append_run(part: str, out: str) -> None:
+    """One real run's merged trace (`part`, removed after) at the end of `out`."""
+    if not os.path.exists(part):  # the run failed before its trace was merged
+        return
+    with open(part, encoding="utf-8") as src, open(out, "a", encoding="utf-8") as dst:
+        for line in src:
+            dst.write(line)
+    os.remove(part)
 
 
 def _check_writable(path: str) -> None:
@@ -198,41 +213,27 @@ def load_all(args) -> tuple[list, str | None]:
     return scenarios, broken
 
 
-def trace_paths(out: str, files: list[str]) -> list[str]:
-    """`--trace OUT`: OUT for one scenario file; for several, OUT with each file's stem
-    inserted before its extension (out.jsonl, a.toml -> out.a.jsonl)."""
-    if len(files) == 1:
-        return [out]
-    root, ext = os.path.splitext(out)
-    stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
-    if len(set(stems)) < len(stems):
-        raise UsageError("--trace with several scenario files needs distinct file names (one trace per stem).")
-    return [f"{root}.{stem}{ext or '.jsonl'}" for stem in stems]
-
-
 def cmd_scenario_run(args) -> int:
     trace = getattr(args, "trace", None)
     if args.real:
         return cmd_scenario_real(args)
     scenarios, broken = load_all(args)
-    paths = trace_paths(trace, args.files) if trace else [None] * len(scenarios)
-    # Build every simulation first: a bad behaviour parameter is reported before any run.
-    writers: list[TraceWriter | None] = []
+    paths = [trace] * len(scenarios)
+    # One writer for every run: each run writes its header when it starts, so the runs
+    # follow one another in the file (pbft.sim.trace.split_runs).
+    writer: TraceWriter | None = None
+    if trace:
+        try:
+            writer = TraceWriter(trace)
+        except OSError as exc:
+            raise UsageError(f"--trace: cannot write {exc.filename}: {exc.strerror}.") from None
     try:
-        for p in paths:
-            writers.append(TraceWriter(p) if p else None)
-    except OSError as exc:
-        for w in writers:
-            if w is not None:
-                w.close()
-        raise UsageError(f"--trace: cannot write {exc.filename}: {exc.strerror}.") from None
-    try:
-        sims = [Simulation(s, args.seed, trace=w) for s, w in zip(scenarios, writers, strict=True)]
+        # Build every simulation first: a bad behaviour parameter is reported before any run.
+        sims = [Simulation(s, args.seed, trace=writer) for s in scenarios]
         return _run_sims(args, scenarios, sims, broken, paths)
     finally:
-        for w in writers:
-            if w is not None:
-                w.close()
+        if writer is not None:
+            writer.close()
 
 
 def _run_sims(args, scenarios, sims, broken, paths) -> int:

@@ -10,14 +10,15 @@ from typing import Any
 from ..errors import UsageError
 
 
-def _records(path: str) -> list[dict[str, Any]]:
-    """The whole trace, or one sentence (UsageError) on what is wrong with the file."""
-    from ..sim.trace import TraceError, read_trace
+def _records(path: str, run: str | None) -> list[dict[str, Any]]:
+    """One run of the trace (`--run`), or one sentence (UsageError) on what is wrong."""
+    from ..trace.runs import load
 
-    try:
-        return list(read_trace(path))
-    except TraceError as exc:
-        raise UsageError(str(exc)) from None
+    chosen = load(path, run)
+    if len(chosen.names) > 1:
+        print(f"{path} holds {len(chosen.names)} runs; this is run {chosen.index} "
+              f"({chosen.names[chosen.index - 1]})", file=sys.stderr)
+    return chosen.records
 
 
 def _write(out: str | None, lines: Iterable[str], what: str) -> None:
@@ -39,7 +40,7 @@ def cmd_trace_shiviz(args) -> int:
     """The trace in ShiViz's log format (vector clocks), for its space-time diagram."""
     from ..trace.export import shiviz_lines
 
-    _write(args.out, shiviz_lines(_records(args.file)), "ShiViz log (paste the first line as its regex)")
+    _write(args.out, shiviz_lines(_records(args.file, args.run)), "ShiViz log (paste the first line as its regex)")
     return 0
 
 
@@ -52,7 +53,7 @@ def cmd_trace_mermaid(args) -> int:
     if args.start is not None and args.end is not None and args.start > args.end:
         raise UsageError("--from must not be after --to.")
     window = Window(args.start, args.end, args.max)
-    _write(args.out, mermaid_lines(_records(args.file), window), "Mermaid diagram")
+    _write(args.out, mermaid_lines(_records(args.file, args.run), window), "Mermaid diagram")
     return 0
 
 
@@ -60,14 +61,18 @@ def cmd_trace_history(args) -> int:
     """The client operations as a Porcupine or Knossos history."""
     from ..trace.export import HistoryFormat, history_lines
 
-    _write(args.out, history_lines(_records(args.file), HistoryFormat(args.format)), f"{args.format} history")
+    _write(args.out, history_lines(_records(args.file, args.run), HistoryFormat(args.format)), f"{args.format} history")
     return 0
+
+
 def cmd_trace_html(args) -> int:
-    """`pbft trace html FILE -o OUT.html [--at T|violation]`: the viewer page of a trace."""
-    from ..trace import html, model
+    """`pbft trace html FILE -o OUT.html [--at T|violation] [--run K]`: the viewer page of
+    one run of a trace."""
+    from ..trace import html, model, runs
 
     started = time.perf_counter()
-    m = model.build(args.file)
+    chosen = runs.load(args.file, args.run)
+    m = model.from_records(chosen.records)
     at = html.resolve_at(m, args.at)
     out = args.output or _default_output(args.file)
     size = html.write(m, out, at)
@@ -78,7 +83,13 @@ def cmd_trace_html(args) -> int:
     if m.ignored:
         print(f"  ({m.ignored} records of kinds this version does not draw were left out)",
               file=sys.stderr)
+    if len(chosen.names) > 1:
+        print(f"  {args.file} holds {len(chosen.names)} runs; the page shows run {chosen.index} "
+              "(* below); --run K for another:")
+        for line in chosen.others():
+            print(f"    {line}")
     return 0
+
 
 
 def _default_output(path: str) -> str:

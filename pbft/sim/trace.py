@@ -333,7 +333,25 @@ class TraceWriter:
         self.write({"t": t, "type": "end", "verdict": result.verdict, "violations": len(result.violations),
                     "requests_completed": result.requests_completed, "requests_total": result.requests_total,
                     "view_changes": result.view_changes, "delivered": result.delivered,
-                    "dropped": result.dropped, "trace_digest": result.trace_digest})
+                    "dropped": result.dropped, "trace_digest": result.trace_digest,
+                    **_figures(result)})
+
+
+def _figures(result: Any) -> dict[str, Any]:
+    """What every check of the oracle looked at and found (as `scenario run --json` gives
+    them): `checks`, `latency`, `resources`, `faulty`; absent where the result has none."""
+    from dataclasses import asdict
+
+    out: dict[str, Any] = {}
+    if getattr(result, "checks", None):
+        out["checks"] = dict(result.checks)
+    if getattr(result, "latency", None) is not None:
+        out["latency"] = asdict(result.latency)
+    if getattr(result, "resources", None):
+        out["resources"] = {name: asdict(p) for name, p in result.resources.items()}
+    if getattr(result, "faulty", None):
+        out["faulty"] = {str(node): asdict(f) for node, f in result.faulty.items()}
+    return out
 
 
 def watch_honest(node: Any) -> Lies | None:
@@ -367,7 +385,9 @@ class TraceError(ValueError):
 def read_trace(path: str) -> Iterator[dict[str, Any]]:
     """The records of the trace at `path`, header first; TraceError (one sentence) for a
     missing or unreadable file, a line that is not a JSON object with a `type`, or a
-    header missing or of another version."""
+    header missing or of another version. A file may hold several runs one after the
+    other (`pbft scenario run A B --trace OUT`), each starting with its own header: every
+    header is checked (`split_runs` cuts them apart)."""
     try:
         f = open(path, encoding="utf-8")  # noqa: SIM115 - closed below
     except OSError as exc:
@@ -382,13 +402,24 @@ def read_trace(path: str) -> Iterator[dict[str, Any]]:
                 raise TraceError(f"{path} line {lineno}: not a JSON object; is this a trace file?") from None
             if not isinstance(rec, dict) or not isinstance(rec.get("type"), str):
                 raise TraceError(f"{path} line {lineno}: a record without a 'type'; is this a trace file?")
-            if lineno == 1:
-                if rec["type"] != "header":
-                    raise TraceError(f"{path}: the first line is not a trace header; is this a trace file?")
-                if rec.get("version") != VERSION:
-                    raise TraceError(
-                        f"{path}: trace version {rec.get('version')!r}, this pbft reads version {VERSION}."
-                    )
+            if lineno == 1 and rec["type"] != "header":
+                raise TraceError(f"{path}: the first line is not a trace header; is this a trace file?")
+            if rec["type"] == "header" and rec.get("version") != VERSION:
+                raise TraceError(
+                    f"{path} line {lineno}: trace version {rec.get('version')!r}, this pbft reads version {VERSION}."
+                )
             yield rec
     if not seen:
         raise TraceError(f"{path}: empty file, not a trace.")
+
+
+def split_runs(records: Iterable[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The runs of a trace, each starting with its header (records before the first
+    header, which `read_trace` refuses, are dropped)."""
+    runs: list[list[dict[str, Any]]] = []
+    for rec in records:
+        if rec.get("type") == "header":
+            runs.append([rec])
+        elif runs:
+            runs[-1].append(rec)
+    return runs

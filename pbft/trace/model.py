@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UsageError
-from ..sim.trace import TraceError, read_trace
 
 
 class Fate(enum.IntEnum):
@@ -491,15 +490,13 @@ def certificates(arrows: list[Arrow], marks: list[Mark], lanes: list[Lane]) -> l
     return out
 
 
-def build(path: str) -> Model:
-    """The model of the trace at `path`; UsageError (one sentence) for a file that is not a
-    trace."""
-    try:
-        return from_records(read_trace(path))
-    except TraceError as exc:
-        raise UsageError(str(exc)) from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{path}: not UTF-8 text; is this a trace file?") from None
+def build(path: str, run: str | None = None) -> Model:
+    """The model of one run of the trace at `path` (`pbft.trace.runs`: by default the
+    first run with a violation, else the first); UsageError (one sentence) for a file
+    that is not a trace."""
+    from .runs import load
+
+    return from_records(load(path, run).records)
 
 
 def from_records(records: Iterable[dict[str, Any]]) -> Model:

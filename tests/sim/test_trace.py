@@ -12,7 +12,7 @@ from pbft.cli.main import main
 from pbft.sim.fuzz import fuzz
 from pbft.sim.scenario import load_scenario
 from pbft.sim.simulation import Simulation
-from pbft.sim.trace import VERSION, TraceError, TraceWriter, read_trace
+from pbft.sim.trace import VERSION, TraceError, TraceWriter, read_trace, split_runs
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -110,14 +110,26 @@ def test_cli_trace_writes_a_readable_file(tmp_path, capsys):
     assert [rec["type"] for rec in recs].count("violation") == 1
 
 
-def test_cli_trace_with_several_files_inserts_the_stem(tmp_path, capsys):
+def test_cli_trace_with_several_files_writes_the_runs_one_after_another(tmp_path, capsys):
     out = tmp_path / "run.jsonl"
     files = [str(SCENARIOS / "net-one-way.toml"), str(SCENARIOS / "design-example.toml")]
     assert main(["scenario", "run", *files, "--trace", str(out), "--json"]) == 0
-    json.loads(capsys.readouterr().out)  # --json output stays pure JSON
-    one_way = list(read_trace(str(tmp_path / "run.net-one-way.jsonl")))
-    assert any(rec["type"] == "drop" and rec["reason"] == "one-way" for rec in one_way)
-    assert list(read_trace(str(tmp_path / "run.design-example.jsonl")))[0]["type"] == "header"
+    results = json.loads(capsys.readouterr().out)  # --json output stays pure JSON
+    runs = split_runs(read_trace(str(out)))
+    assert [r[0]["scenario"] for r in runs] == [x["name"] for x in results]
+    assert all(r[0]["type"] == "header" and r[-1]["type"] == "end" for r in runs)
+    assert any(rec["type"] == "drop" and rec["reason"] == "one-way" for rec in runs[0])
+    # each run is the trace it would be alone
+    alone = tmp_path / "alone.jsonl"
+    assert main(["scenario", "run", files[1], "--trace", str(alone), "--json"]) == 0
+    assert list(read_trace(str(alone))) == runs[1]
+
+
+def test_a_later_header_of_another_version_is_refused(tmp_path):
+    path = tmp_path / "two.jsonl"
+    path.write_text('{"type": "header", "version": 1}\n{"type": "end"}\n{"type": "header", "version": 7}\n')
+    with pytest.raises(TraceError, match="line 3: trace version 7"):
+        list(read_trace(str(path)))
 
 
 def test_cli_real_trace_to_an_unwritable_path_is_refused_before_the_run(tmp_path, capsys):
@@ -159,3 +171,12 @@ def test_read_trace_rejects_a_bad_file_in_one_sentence(tmp_path, content, words)
     assert "\n" not in str(info.value)
     with pytest.raises(TraceError, match="cannot read"):
         list(read_trace(str(tmp_path / "missing.jsonl")))
+
+
+def test_the_end_record_carries_every_checks_figures(tmp_path):
+    out = tmp_path / "run.jsonl"
+    assert main(["scenario", "run", str(SCENARIOS / "byz-equivocate.toml"), "--trace", str(out)]) == 0
+    end = list(read_trace(str(out)))[-1]
+    assert end["type"] == "end"
+    assert end["checks"]["agreement"] > 0 and end["latency"]["completed"] == end["requests_completed"]
+    assert end["faulty"]["0"]["lies"]["mutated"] > 0 and end["resources"]
