@@ -53,6 +53,7 @@ CHECK_UNITS = {
     "checkpoint-digests": "stable checkpoints",
     "client-correctness": "client results",
     "resources": "audits",
+    "view-agreement": "live correct replicas in one view",
 }
 
 

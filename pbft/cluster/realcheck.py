@@ -222,10 +222,28 @@ def _prepared_uniqueness(replicas: list[Agreed]) -> list[Violation]:
     )]
 
 
-def check_stores(dirs: dict[int, str]) -> tuple[list[Violation], list[str]]:
+def figures(replicas: list[Agreed]) -> dict[str, int]:
+    """How much `compare` looked at: distinct executed seqs (agreement), stable or voted
+    checkpoints (checkpoint-digests) and prepared (view, seq) slots, the VIEW-CHANGEs'
+    claims included (prepared-uniqueness), over every store read."""
+    executed = set().union(*(a.executed for a in replicas)) if replicas else set()
+    checkpoints = set().union(*(a.checkpoints for a in replicas)) if replicas else set()
+    prepared: set[tuple[int, int]] = set()
+    for a in replicas:
+        prepared |= set(a.prepared)
+        for certs in a.claimed.values():
+            prepared |= set(certs)
+    return {"agreement": len(executed), "checkpoint-digests": len(checkpoints),
+            "prepared-uniqueness": len(prepared)}
+
+
+def check_stores(
+    dirs: dict[int, str], counts: dict[str, int] | None = None
+) -> tuple[list[Violation], list[str]]:
     """Read each correct replica's data directory (id -> path; the processes have
     stopped) and compare them. Returns the violations and one note per store that could not be read
-    (missing or damaged: not a violation here, the replica's own start refuses it)."""
+    (missing or damaged: not a violation here, the replica's own start refuses it). With
+    `counts`, adds to it what was compared (`figures`)."""
     from ..errors import ConfigError
     from ..node.storage import read_records
     from ..protocol.records import DamagedRecord, from_persist
@@ -240,4 +258,7 @@ def check_stores(dirs: dict[int, str]) -> tuple[list[Violation], list[str]]:
             notes.append(f"{name}: durable store not compared: {exc}")
             continue
         agreed.append(summarise(name, records, rid))
+    if counts is not None:
+        for check, n in figures(agreed).items():
+            counts[check] = counts.get(check, 0) + n
     return compare(agreed), notes

@@ -71,7 +71,7 @@ from ..errors import UsageError
 from ..node.linkfaults import FaultPlan, sum_stats, write_plan
 from ..node.tracing import wall_ms
 from ..sim.oracle import Violation
-from ..sim.result import ReplicaReport, RunResult
+from ..sim.result import Latency, ReplicaReport, RunResult
 from ..sim.scenario import ByzantineSpec, NetworkFault, Scenario
 
 MAX_LIVENESS_S = 20.0
@@ -229,6 +229,11 @@ class RealRun:
         self.out = out
         self.violations: list[Violation] = []
         self.completed = 0
+        self.counts: dict[str, int] = {}
+        """How much each check looked at (`RunResult.checks`, as the simulator's)."""
+        self.latencies: list[tuple[int, int]] = []
+        """(submitted, completed) ms since the run's start, per completed request of a
+        correct client (`RunResult.latency`)."""
         self.twins = twins(scenario)
         crashes = [nf for nf in scenario.network if nf.crash is not None and nf.crash not in self.twins]
         timed = [nf for nf in crashes if nf.on is None]
@@ -264,6 +269,13 @@ class RealRun:
         self.cluster: Any = None
         self.path = ""
         self.t0 = 0.0
+
+    def ms(self) -> int:
+        """Milliseconds since the run's start (Trio's clock)."""
+        return int((trio.current_time() - self.t0) * 1000)
+
+    def count(self, check: str, n: int = 1) -> None:
+        self.counts[check] = self.counts.get(check, 0) + n
 
     def fail(self, check: str, detail: str) -> None:
         self.violations.append(Violation(check, detail))
@@ -350,6 +362,7 @@ class RealRun:
             for i, (kind, key, value) in enumerate(ops):
                 deadline = max(trio.current_time(), self.t0 + self.heal_ms / 1000) + self.liveness_s
                 since = self.traced_submit(name, client, kind, key, value)
+                submitted = self.ms()
                 with trio.move_on_at(deadline) as scope:
                     got = await perform(client, kind, key, value)
                 if scope.cancelled_caught:
@@ -361,6 +374,8 @@ class RealRun:
                         )
                     return
                 self.completed += 1
+                self.latencies.append((submitted, self.ms()))
+                self.count("client-correctness")
                 self.traced_complete(name, client, kind, got, since)
                 if kind == "put":
                     assert value is not None
@@ -497,6 +512,7 @@ class RealRun:
         while True:
             views = {i: st.view for i, st in statuses.items() if i not in self.faulty and i not in self.down}
             if len(set(views.values())) <= 1:
+                self.count("view-agreement", len(views))
                 return statuses
             if trio.current_time() > deadline:
                 shown = ", ".join(f"replica {i} in view {v}" for i, v in sorted(views.items()))
@@ -699,6 +715,22 @@ class RealRun:
             crashes=self.crash_log,
             attacker_failures=self.attacker_failures,
             attacker_failure_count=self.attacker_failure_count,
+            checks=dict(sorted(self.counts.items())),
+            latency=self.latency_figures(),
+        )
+
+    def latency_figures(self) -> Latency:
+        """Correct clients' latencies (wall ms), overall and after the last heal, as the
+        simulator reports them."""
+        heal = self.heal_ms
+        after = [done - max(since, heal) for since, done in self.latencies if done >= heal]
+        return Latency(
+            completed=len(self.latencies),
+            worst_ms=max((done - since for since, done in self.latencies), default=0),
+            heal_ms=heal,
+            after_heal=len(after),
+            worst_after_heal_ms=max(after, default=0),
+            bound_ms=int(self.liveness_s * 1000) if self.s.expect.all_requests_complete else None,
         )
 
 
@@ -710,7 +742,7 @@ class RealRun:
         from .realcheck import check_stores
 
         dirs = {i: self.cluster.data_dir(i) for i in range(self.s.n) if i not in self.faulty}
-        found, notes = check_stores(dirs)
+        found, notes = check_stores(dirs, self.counts)
         for note in notes:
             if self.out is not None:
                 print(f"  {note}", file=self.out, flush=True)

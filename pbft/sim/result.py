@@ -174,6 +174,7 @@ def result_json(r: RunResult) -> dict[str, Any]:
         out.update(
             wall_ms=r.wall_ms, trace_digest=r.trace_digest, incomplete=r.incomplete,
             link_faults=r.link_faults, applied=r.applied, crashes=r.crashes,
+            checks=r.checks, latency=None if r.latency is None else asdict(r.latency),
         )
     else:
         out.update(virtual_ms=r.virtual_ms, messages_delivered=r.delivered, trace_digest=r.trace_digest,

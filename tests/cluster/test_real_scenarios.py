@@ -51,6 +51,12 @@ def test_real_scenario_passes(name, min_views, max_views):
     correct = [rep for rep in r["replicas"] if not rep["byzantine"]]
     assert all(rep["reachable"] for rep in correct)
     assert len({rep["last_executed"] for rep in correct}) == 1  # all caught up
+    # what each check looked at, as the simulator reports it
+    assert r["checks"]["client-correctness"] == r["requests_completed"]
+    assert r["checks"]["view-agreement"] == len(correct)
+    assert {"agreement", "checkpoint-digests", "prepared-uniqueness"} <= set(r["checks"])
+    assert r["latency"]["completed"] == r["requests_completed"]
+    assert 0 < r["latency"]["worst_ms"] <= r["latency"]["bound_ms"]
     if name == "real-crash-on-checkpoint":
         kills = [c for c in r["crashes"] if "killed (SIGKILL) on its checkpoint" in c]
         restarts = [c for c in r["crashes"] if "restarted" in c]

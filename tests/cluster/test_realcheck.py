@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from conftest import make_config
 
-from pbft.cluster.realcheck import check_stores, compare, summarise
+from pbft.cluster.realcheck import check_stores, compare, figures, summarise
 from pbft.node.storage import Storage
 from pbft.protocol.crypto import KeyPair, seal
 from pbft.protocol.messages import Checkpoint, Commit, NewView, PrePrepare, ViewChange
@@ -47,6 +47,8 @@ def test_replicas_that_agree_pass():
     assert r1.executed == {1: A, 2: B}
     assert r1.stable == 2
     assert compare([r1, r2]) == []
+    # what the comparison looked at: two executed seqs, one checkpoint, over both stores
+    assert figures([r1, r2])["agreement"] == 2 and figures([r1, r2])["checkpoint-digests"] == 1
 
 
 def test_different_batches_at_one_seq_is_an_agreement_violation():
