@@ -91,7 +91,8 @@ class CountDuplicateVotes(Replica):
             return super()._admit_vote(peer, env, data, prior, vote_digest, kind)
         if not self._verify(peer, env):
             return False
-        # A repeat of a vote already held: file it under a fresh key, so it counts again.
+        # A repeat of a vote already held: file it under a fresh key, so it counts again
+        # (an integer beyond every replica id: vote sets are sorted by signer).
         msg = from_body(env.body)
         if kind == "checkpoint":
             votes = self.checkpoints.votes.get(msg.seq)
@@ -100,7 +101,7 @@ class CountDuplicateVotes(Replica):
             votes = None if slot is None else getattr(slot, kind + "s")
         if votes is None:
             return False
-        votes[(env.signer, len(votes))] = (vote_digest, data)
+        votes[self.config.n * (1 + len(votes)) + env.signer] = (vote_digest, data)
         return True
 
 
