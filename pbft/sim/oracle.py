@@ -278,11 +278,13 @@ class Oracle:
         if prior is None:
             self.committed[seq] = (digest, who)
         elif prior[0] != digest:
-            self.fail(
-                "agreement",
-                f"replicas {prior[1][0]} and {who[0]} committed different digests at seq {seq}: "
-                f"{prior[0].hex()[:8]} and {digest.hex()[:8]} (view {view})",
+            whom = (
+                f"replica {who[0]} committed different digests at seq {seq} in two of its lives "
+                f"(before and after a restart)"
+                if prior[1][0] == who[0]
+                else f"replicas {prior[1][0]} and {who[0]} committed different digests at seq {seq}"
             )
+            self.fail("agreement", f"{whom}: {prior[0].hex()[:8]} and {digest.hex()[:8]} (view {view})")
 
     def _checkpoint(self, who: Who, seq: int, digest: bytes) -> None:
         self.counts["checkpoint-digests"] += 1
