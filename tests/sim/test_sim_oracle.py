@@ -57,13 +57,14 @@ def test_agreement_two_commits_at_one_seq_in_different_views():
 
 def test_agreement_names_the_two_replicas_or_the_two_lives_of_one():
     o = oracle()
-    o.observe_replica(0, (0, 0), 0, [Committed(0, 1, D1)])
-    o.observe_replica(1, (1, 0), 0, [Committed(1, 1, D2)])
-    assert "replicas 0 and 1 committed different digests at seq 1" in o.violations[0].detail
+    o.observe_replica(0, (0, 0), 0, [Prepared(0, 1, D1), Committed(0, 1, D1)])
+    o.observe_replica(1, (1, 0), 0, [Prepared(1, 1, D2), Committed(1, 1, D2)])
+    assert "replicas 0 and 1 committed different digests at seq 1" in o.violations[-1].detail
     o = oracle()
-    o.observe_replica(1, (1, 0), 0, [Committed(0, 1, D1)])
-    o.observe_replica(1, (1, 1), 0, [Committed(1, 1, D2)])  # after an amnesia restart
-    assert "replica 1 committed different digests at seq 1 in two of its lives" in o.violations[0].detail
+    o.observe_replica(1, (1, 0), 0, [Prepared(0, 1, D1), Committed(0, 1, D1)])
+    # after an amnesia restart, in a later view
+    o.observe_replica(1, (1, 1), 0, [Prepared(1, 1, D2), Committed(1, 1, D2)])
+    assert "replica 1 committed different digests at seq 1 in two of its lives" in o.violations[-1].detail
 
 
 def test_agreement_executions_differ():
