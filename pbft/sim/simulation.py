@@ -86,7 +86,7 @@ from .network import Network
 from .oracle import Oracle, Violation
 from .result import FaultyNode, Latency, ReplicaReport, RunResult
 from .scenario import Node, Scenario, client_name
-from .trace import Lies, TraceWriter, describe
+from .trace import Lies, TraceWriter, describe, watch_honest
 
 TRACE_TAIL = 30
 MAX_VIRTUAL_MS = 3_600_000
@@ -344,7 +344,7 @@ class Simulation:
                 f"{self.scenario.source or self.scenario.name}: replica {rid}: {failure.sentence()} while being built."
             ) from None
         inst = Instance(byz, False, inc, epoch, store)
-        inst.lies = _watch_honest(byz)
+        inst.lies = watch_honest(byz)
         return inst
 
     def _new_client(self, name: str, key: KeyPair) -> ClientState:
@@ -934,28 +934,8 @@ def render_event(e: tuple) -> str:
     return f"{t:>8} ms  replica {rest[0]} {kind}es" if kind == "crash" else f"{t:>8} ms  replica {rest[0]} {kind}s"
 
 
-def _watch_honest(node: Any) -> Lies | None:
-    """Have the honest core under a Byzantine node's behaviour (and rules) hand a copy of
-    each step's actions to a `Lies`, so the trace can mark what the behaviour changed."""
-    core = node
-    while core is not None and not isinstance(core, Replica):
-        core = getattr(core, "core", None)
-    if core is None:
-        return None
-    lies = Lies()
-    honest_step = core.step
-
-    def step(event: Any) -> Ready:
-        ready = honest_step(event)
-        lies.step.extend(ready.actions if isinstance(ready, Ready) else ready)
-        return ready
-
-    core.step = step
-    return lies
-
-
 def _watch_client(core: ClientCore) -> Lies:
-    """As `_watch_honest`, for the honest core under a Byzantine client (its `submit` and
+    """As `trace.watch_honest`, for the honest core under a Byzantine client (its `submit` and
     `step` both produce sends)."""
     lies = Lies()
     honest_submit, honest_step = core.submit, core.step

@@ -356,8 +356,8 @@ def _figures(result: Any) -> dict[str, Any]:
 
 def watch_honest(node: Any) -> Lies | None:
     """Have the honest core under a Byzantine node's behaviour (and rules) hand a copy of
-    each step's actions to a `Lies`, so a trace can mark what the behaviour changed (the
-    real replica process's; the simulator keeps its own copy)."""
+    each step's actions to a `Lies`, so a trace (or the simulator's per-node figures) can
+    mark what the behaviour changed: the simulator's and the real replica process's."""
     from ..protocol.ready import Ready
     from ..protocol.replica import Replica
 
