@@ -140,6 +140,8 @@ async def test_every_acknowledged_write_survives_killing_every_replica(tmp_path)
                 for name in CLIENTS:
                     nursery.start_soon(put_loop, path, name, 1000, acked, progress)
                 await enough.wait()
+                for i in range(4):  # each must have something to recover (as above)
+                    await has_executed(path, i)
                 for i in range(4):  # mid-workload: requests are in flight
                     cluster.kill(i)
                 nursery.cancel_scope.cancel()
