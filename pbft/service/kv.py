@@ -9,12 +9,14 @@ results (clients compare f+1 replies byte for byte):
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Iterator, MutableMapping
 
 from ..protocol import codec
+from ..protocol.store import Store
+from .api import MAX_KEY, MAX_VALUE, Hosted
+from .kvservice import KeyValue
 
-MAX_KEY = 1024
-MAX_VALUE = 60 * 1024
+__all__ = ["MAX_KEY", "MAX_VALUE", "KeyValueStore", "op_put", "op_get", "op_delete", "is_read_only"]
 
 
 def op_put(key: bytes, value: bytes) -> bytes:
@@ -41,65 +43,41 @@ def decode_result(result: bytes) -> object:
     return codec.decode(result)
 
 
-def _error(text: str) -> bytes:
-    return codec.encode({"error": text})
+class StoreMapping(MutableMapping[bytes, bytes]):
+    """A store seen as a dict of bytes to bytes (tests and tools read and set entries
+    through it; the replica goes through the service)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def __getitem__(self, key: bytes) -> bytes:
+        value = self._store.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self._store.put(key, value)
+
+    def __delitem__(self, key: bytes) -> None:
+        if not self._store.delete(key):
+            raise KeyError(key)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter([k for k, _ in self._store.scan(b"", None, 1 << 62)])
+
+    def __len__(self) -> int:
+        return len(self._store.scan(b"", None, 1 << 62))
 
 
-class KeyValueStore:
-    """An in-memory dict of bytes to bytes implementing `StateMachine`."""
+class KeyValueStore(Hosted):
+    """The key-value service (`pbft.service.kvservice.KeyValue`) on a store of its own:
+    the replicated service a replica runs unless told otherwise. `data` is its state as a
+    mapping."""
 
-    def __init__(self) -> None:
-        self.data: dict[bytes, bytes] = {}
+    def __init__(self, store: Store | None = None) -> None:
+        super().__init__(KeyValue(), store)
 
-    def _parse(self, operation: bytes) -> list | bytes:
-        try:
-            op = codec.decode(operation)
-        except codec.CodecError as exc:
-            return _error(f"operation is not canonical CBOR: {exc}")
-        if not isinstance(op, list) or not op or not isinstance(op[0], str):
-            return _error("operation must be [name, args...]")
-        if not all(isinstance(a, bytes) for a in op[1:]):
-            return _error("operation arguments must be byte strings")
-        if op[1:] and len(op[1]) > MAX_KEY:
-            return _error(f"key longer than {MAX_KEY} bytes")
-        return op
-
-    def execute(self, operation: bytes, client: str) -> bytes:
-        op = self._parse(operation)
-        if isinstance(op, bytes):
-            return op
-        match op:
-            case ["put", key, value]:
-                if len(value) > MAX_VALUE:
-                    return _error(f"value longer than {MAX_VALUE} bytes")
-                self.data[key] = value
-                return codec.encode(True)
-            case ["get", key]:
-                return codec.encode(self.data.get(key))
-            case ["delete", key]:
-                return codec.encode(self.data.pop(key, None) is not None)
-        return _error(f"unknown operation {op[0]!r} with {len(op) - 1} arguments")
-
-    def query(self, operation: bytes, client: str) -> bytes | None:
-        op = self._parse(operation)
-        if isinstance(op, list) and len(op) == 2 and op[0] == "get":
-            return codec.encode(self.data.get(op[1]))
-        return None
-
-    def snapshot(self) -> bytes:
-        return codec.encode(sorted([k, v] for k, v in self.data.items()))
-
-    def restore(self, snapshot: bytes) -> None:
-        try:
-            items = codec.decode(snapshot)
-        except codec.CodecError as exc:
-            raise ValueError(f"unreadable snapshot: {exc}") from None
-        if not isinstance(items, list) or not all(
-            isinstance(i, list) and len(i) == 2 and all(isinstance(x, bytes) for x in i)
-            for i in items
-        ):
-            raise ValueError("snapshot is not a list of [key, value] pairs")
-        self.data = {k: v for k, v in items}
-
-    def digest(self) -> bytes:
-        return hashlib.sha256(self.snapshot()).digest()
+    @property
+    def data(self) -> StoreMapping:
+        return StoreMapping(self.store)

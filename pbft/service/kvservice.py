@@ -29,7 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..protocol import codec
-from .api import MAX_SCAN, Service, State, error_result
+from .api import MAX_KEY, MAX_SCAN, MAX_VALUE, Service, State, error_result
 
 MAX_MULTI = 256
 """Most pairs in one `mput`."""
@@ -56,6 +56,8 @@ class KeyValue(Service):
         op = _parse(operation)
         if isinstance(op, bytes):
             return op
+        if op[0] in _CLASSIC and (why := _classic_error(op)) is not None:
+            return why
         match op:
             case ["put", bytes() as key, bytes() as value]:
                 state.put(key, value)
@@ -90,6 +92,8 @@ class KeyValue(Service):
         op = _parse(operation)
         if isinstance(op, bytes) or op[0] not in READ_ONLY:
             return None
+        if op[0] in _CLASSIC and _classic_error(op) is not None:
+            return None  # ordered, and answered with the error by execute
         return self._read(state, op)
 
     def _read(self, state: State, op: list) -> bytes:
@@ -103,6 +107,23 @@ class KeyValue(Service):
                 entries = state.scan(start, prefix_end(prefix), min(limit, MAX_SCAN))
                 return codec.encode([[k, v] for k, v in entries])
         return error_result(f"bad arguments to {op[0]!r}")
+
+
+_CLASSIC = frozenset({"put", "get", "delete"})
+"""The first operations, whose malformed forms keep the error results they always had
+(clients and recorded histories compare results byte for byte)."""
+
+
+def _classic_error(op: list) -> bytes | None:
+    if not all(isinstance(a, bytes) for a in op[1:]):
+        return error_result("operation arguments must be byte strings")
+    if op[1:] and len(op[1]) > MAX_KEY:
+        return error_result(f"key longer than {MAX_KEY} bytes")
+    if op[0] == "put" and len(op) == 3 and len(op[2]) > MAX_VALUE:
+        return error_result(f"value longer than {MAX_VALUE} bytes")
+    if len(op) != {"put": 3, "get": 2, "delete": 2}[op[0]]:
+        return error_result(f"unknown operation {op[0]!r} with {len(op) - 1} arguments")
+    return None
 
 
 def _pair(p: Any) -> bool:
