@@ -213,7 +213,12 @@ class Hosted:
         return result
 
     def query(self, operation: bytes, client: str) -> bytes | None:
-        state = State(self.store, writable=False)
+        return self.query_on(self.store, operation, client)
+
+    def query_on(self, store: Any, operation: bytes, client: str) -> bytes | None:
+        """`query` against `store` (anything with get and scan): the oracle's reads of
+        past states."""
+        state = State(store, writable=False)
         try:
             result = self.service.query(state, operation, client)
             if result is not None and not isinstance(result, bytes):

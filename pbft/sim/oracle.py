@@ -18,11 +18,12 @@ ever committed.
 
 The agreed history is built from the first correct replica to execute each sequence
 number; every later `Executed` at that number must match it exactly. Replaying its fresh
-requests through a `KeyValueStore` gives the model against which client results are
-judged: an ordered request's result must be the model's; a read-only result must be the
-model's value of that key at some prefix of the history between the last ordered request
-any correct client had completed when the read was submitted and the prefix executed when
-it completed (linearizability of reads).
+requests through a fresh instance of the run's service (`reference.Reference`, the same
+class the replicas run) gives the model against which client results are judged: an
+ordered request's result must be the model's; a read-only result must be what the
+service's query gives on the model's state at some prefix of the history between the
+last ordered request any correct client had completed when the read was submitted and the
+prefix executed when it completed (linearizability of reads).
 
 Checks (names used in reports): agreement, prepared-uniqueness, validity, exactly-once,
 client-correctness, liveness, view-agreement (judged by the simulator at the end of a
@@ -66,7 +67,9 @@ from ..protocol.messages import (
     envelope_from_bytes,
     from_body,
 )
-from ..service.kv import KeyValueStore
+from ..service.api import Service
+from ..service.kvservice import KeyValue
+from .reference import Reference, same_state
 
 CHECKS = (
     "agreement",
@@ -106,8 +109,13 @@ class Peak:
 
 
 class Oracle:
-    def __init__(self, config: ClusterConfig, correct_replicas: list[int], correct_clients: list[str]):
+    def __init__(
+        self, config: ClusterConfig, correct_replicas: list[int], correct_clients: list[str],
+        service: Callable[[], Service] = KeyValue,
+    ):
         self.config = config
+        self.service = service
+        """Makes a fresh instance of the replicated service (the reference's)."""
         self.counts: Counter[str] = Counter()
         """How many times each check looked at something (`RunResult.checks`): prepared
         slots, executed slots (agreement), executed requests (exactly-once), requests
@@ -122,10 +130,9 @@ class Oracle:
         self.signed: dict[tuple[Who, str, int, int], bytes] = {}
         # history and model
         self.history: dict[int, tuple[bytes, tuple]] = {}
-        self.model = KeyValueStore()
+        self.model = Reference(service())
         self.model_seq = 0
         self.model_results: dict[tuple[str, int], tuple[bytes, int]] = {}  # -> (result, seq)
-        self.versions: dict[bytes, list[tuple[int, bytes | None]]] = {}
         self.fresh_executed: set[tuple[str, int]] = set()
         self.exec_last: dict[Who, int] = {}
         self.checkpoints: dict[int, tuple[bytes, Who]] = {}
@@ -234,7 +241,7 @@ class Oracle:
         self.exec_last[who] = last
         if last == 0:
             return
-        model = KeyValueStore()
+        model = Reference(self.service())
         table: dict[str, tuple[int, bytes]] = {}
         for seq in range(1, last + 1):
             entry = self.history.get(seq)
@@ -242,10 +249,9 @@ class Oracle:
                 return  # no correct replica executed it in the open (cannot judge)
             for client, ts, op, result, fresh in entry[1]:
                 if fresh:
-                    model.execute(op, client)
+                    model.execute(seq, op, client)
                     table[client] = (ts, result)
-        service = getattr(replica, "service", None)
-        if service is not None and getattr(service, "data", None) != model.data:
+        if same_state(getattr(replica, "service", None), model.snapshot()) is False:
             self.fail(
                 "exactly-once",
                 f"replica {rid} recovered to seq {last} with service state that differs from the "
@@ -379,21 +385,10 @@ class Oracle:
                     self.fail("exactly-once", f"request {client} t={ts} executed fresh twice (again at seq {seq})")
                     continue
                 self.fresh_executed.add((client, ts))
-                expected = self.model.execute(op, client)
+                expected = self.model.execute(seq, op, client)
                 if expected != result:
                     self.fail("agreement", f"seq {seq}: {client} t={ts} result differs from the model")
                 self.model_results[(client, ts)] = (expected, seq)
-                self._note_version(op, seq)
-
-    def _note_version(self, op: bytes, seq: int) -> None:
-        try:
-            parsed = codec.decode(op)
-        except codec.CodecError:
-            return
-        if isinstance(parsed, list) and len(parsed) >= 2 and parsed[0] in ("put", "delete"):
-            key = parsed[1]
-            if isinstance(key, bytes):
-                self.versions.setdefault(key, []).append((seq, self.model.data.get(key)))
 
     def check_installed_state(self, rid: int, seq: int, digest: bytes, actual: bytes) -> None:
         """After a state transfer the replica's state must be the checkpoint it installed."""
@@ -463,25 +458,17 @@ class Oracle:
         self.completed_max_seq = max(self.completed_max_seq, got[1])
 
     def _check_read(self, client: str, ts: int, op: bytes, result: bytes, lower: int) -> None:
-        try:
-            parsed = codec.decode(op)
-            key = parsed[1]
-        except (codec.CodecError, IndexError, TypeError):
-            return
-        versions = self.versions.get(key, [])
-        allowed: list[bytes | None] = []
-        at_lower: bytes | None = None
-        for seq, value in versions:
-            if seq <= lower:
-                at_lower = value
-            elif seq <= self.model_seq:
-                allowed.append(value)
-        allowed.append(at_lower)
-        if not any(codec.encode(v) == result for v in allowed):
+        allowed = set()
+        for seq in self.model.reads_between(lower, self.model_seq):
+            answer = self.model.query_at(seq, op, client)
+            if answer is None:
+                return  # not a read-only operation of this service: the replicas ordered it
+            allowed.add(answer)
+        if result not in allowed:
             self.fail(
                 "client-correctness",
-                f"client {client} read-only t={ts} returned {_show(result)}, which the key never held "
-                f"between seq {lower} and seq {self.model_seq}",
+                f"client {client} read-only t={ts} returned {_show(result)}, which no state of the "
+                f"service between seq {lower} and seq {self.model_seq} gives",
             )
 
     # -- resources ------------------------------------------------------------------------
