@@ -57,7 +57,7 @@ def load(ref: str, target: str = "replica", base_dir: str = "") -> type:
     public base of `target`."""
     where, _, cls_name = ref.rpartition(":")
     if not where or not cls_name.isidentifier():
-        raise UsageError(f"behaviour {ref!r}: expected FILE.py:Class or module.path:Class.")
+        raise UsageError(f"{'service' if target == 'service' else 'behaviour'} {ref!r}: expected FILE.py:Class or module.path:Class.")
     if is_file(where):
         shown = where
         module = _load_file(resolve_path(where, base_dir), shown)
@@ -128,6 +128,8 @@ def _class(module: ModuleType, cls_name: str, shown: str, target: str) -> type:
     from .base import Behaviour
     from .clients import ClientBehaviour
 
+    if target == "service":
+        return _service_class(module, cls_name, shown)
     cls = getattr(module, cls_name, None)
     if cls is None:
         classes = [n for n, v in vars(module).items() if inspect.isclass(v) and v.__module__ == module.__name__]
@@ -147,3 +149,28 @@ def _class(module: ModuleType, cls_name: str, shown: str, target: str) -> type:
             f"{shown}{line}: {cls_name} does not derive from pbft.adversary.{base.__name__}{hint}."
         )
     return cls
+
+
+def _service_class(module: ModuleType, cls_name: str, shown: str) -> type:
+    """A user's service (target "service"): a class deriving from pbft.service.api.Service."""
+    from ..service.api import Service
+
+    cls = getattr(module, cls_name, None)
+    if cls is None:
+        classes = [n for n, v in vars(module).items() if inspect.isclass(v) and v.__module__ == module.__name__]
+        raise UsageError(f"{shown} has no class {cls_name}{did_you_mean(cls_name, classes)}.")
+    if not inspect.isclass(cls) or not issubclass(cls, Service):
+        raise UsageError(f"{shown}: {cls_name} does not derive from pbft.service.api.Service.")
+    return cls
+
+
+def make_service(spec) -> object:
+    """A fresh instance of the service a `ServiceSpec` names, made with its parameters:
+    UsageError (one sentence) for a class that cannot be loaded or made."""
+    cls = load(spec.ref, "service", spec.base_dir)
+    try:
+        return cls(**spec.kwargs())
+    except TypeError as exc:
+        raise UsageError(f"service {spec.ref}: its parameters do not fit ({exc}).") from None
+    except Exception as exc:  # noqa: BLE001 - the user's constructor
+        raise UsageError(f"service {spec.ref}: making it raised {type(exc).__name__}: {exc}.") from None

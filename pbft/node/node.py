@@ -84,6 +84,7 @@ from ..protocol.events import (
 from ..protocol.messages import Signer
 from ..protocol.ready import Ready
 from ..protocol.replica import Replica
+from ..service.api import Hosted
 from ..service.kv import KeyValueStore
 from . import health
 from .groupcommit import GROUP_COMMIT_LIMIT, GroupCommit
@@ -696,14 +697,15 @@ def build_node(
     twin: bool = False,
     tracer: Any = None,
 ):
-    """A ReplicaNode for `replica_id` with the default key-value service (the core is the
+    """A ReplicaNode for `replica_id` running the cluster file's `[service]` (the built-in
+    key-value store if it names none; the core is the
     deliberately broken one called `broken`, if given: pbft.adversary.broken); it recovers from
     and writes to `storage` if given (the caller closes the storage after `run`), and
     serves Prometheus metrics on `metrics_address` (HOST, PORT) if given."""
     from . import tls
 
     replica_class = Replica if broken is None else broken_cores.lookup(broken)
-    core: Any = replica_class(config, replica_id, identity.key, KeyValueStore())
+    core: Any = replica_class(config, replica_id, identity.key, replicated_service(config))
     if broken is not None:
         core.behaviour_label = f"broken:{broken}"  # `pbft status` shows it
     label = None
@@ -829,3 +831,17 @@ def _open_trace(path: str, config: ClusterConfig, rid: int, behaviour: Any, brok
         extra["twin"] = True
     return open_trace(path, rid, config.n, config.f, [rid] if behaviour is not None else [],
                       [c.id for c in config.clients], **extra)
+
+
+def replicated_service(config: ClusterConfig) -> Hosted:
+    """The service the cluster file's `[service]` names, on a fresh store (the built-in
+    key-value store when it names none); ConfigError (one sentence) for one that cannot be
+    loaded or made."""
+    if config.service is None:
+        return KeyValueStore()
+    from ..adversary.loader import make_service
+
+    try:
+        return Hosted(make_service(config.service))
+    except UsageError as exc:
+        raise ConfigError(f"[service]: {exc}") from None

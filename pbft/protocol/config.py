@@ -55,6 +55,8 @@ class ClusterConfig:
     tls_ca: str = ""
     fsync: str = "always"
     """`[storage] fsync`: the replicas' durability policy (pbft.node.storage)."""
+    service: ServiceSpec | None = None
+    """`[service]`: the replicated state machine (None: the built-in key-value store)."""
     base_dir: str = "."
     client_index: dict[str, ClientInfo] = field(default_factory=dict, compare=False, repr=False)
 
@@ -105,6 +107,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     ),
     "tls": ("ca",),
     "storage": ("fsync",),
+    "service": ("class",),  # and the service's own parameters (`service_spec`)
     "replica": ("id", "address", "public_key", "certificate", "metrics"),
     "client": ("id", "public_key", "certificate"),
 }
@@ -121,6 +124,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "cluster": ("id", "f"),
     "tls": (),
     "storage": (),
+    "service": ("class",),
     "replica": ("id", "address", "public_key"),
     "client": ("id", "public_key"),
 }
@@ -273,6 +277,42 @@ class _Problems:
         return out
 
 
+@dataclass(frozen=True)
+class ServiceSpec:
+    """`[service]` of a cluster or scenario file: the class (`module.path:Class` or
+    `FILE.py:Class`, a FILE relative to `base_dir`) and the keyword arguments it is made
+    with. Loading it is the runtime's (pbft.adversary.loader, target "service")."""
+
+    ref: str
+    params: tuple[tuple[str, bool | int | float | str], ...] = ()
+    base_dir: str = ""
+
+    def kwargs(self) -> dict[str, bool | int | float | str]:
+        return dict(self.params)
+
+
+def service_spec(table: object, fail, where: str, base_dir: str = "") -> ServiceSpec | None:
+    """The `[service]` table as a ServiceSpec; `fail(sentence)` for each problem (then
+    None): not a table, no `class` string, a parameter that is not a boolean, integer,
+    float or string."""
+    if not isinstance(table, dict):
+        fail(f"{where} must be a table.")
+        return None
+    ref = table.get("class")
+    if not isinstance(ref, str) or ":" not in ref:
+        fail(f"{where}: 'class' must be a string naming module.path:Class or FILE.py:Class.")
+        return None
+    params = []
+    for key, value in table.items():
+        if key == "class":
+            continue
+        if not isinstance(value, bool | int | float | str):
+            fail(f"{where}: parameter '{key}' must be a boolean, integer, float or string.")
+            return None
+        params.append((key, value))
+    return ServiceSpec(ref, tuple(sorted(params)), base_dir)
+
+
 def _hexkey(value: object, where: str, problems: _Problems) -> bytes | None:
     try:
         raw = bytes.fromhex(value) if isinstance(value, str) else b""
@@ -352,6 +392,7 @@ def check_cluster(data: object, base_dir: str = ".") -> tuple[ClusterConfig | No
         p.fail(f"[storage]: 'fsync' must be \"always\", \"batch\" or \"off\", not {fsync!r}.")
         fsync = FSYNC_VALUES[0]
 
+    service = service_spec(data.get("service"), p.fail, "[service]", base_dir) if "service" in data else None
     replicas = _replicas(data, f, p)
     clients = _clients(data, p)
     if p.errors or f is None or cid is None:
@@ -370,6 +411,7 @@ def check_cluster(data: object, base_dir: str = ".") -> tuple[ClusterConfig | No
         retransmit_ms=retransmit,
         tls_ca=ca,
         fsync=fsync,
+        service=service,
         base_dir=base_dir,
     )
     return config, []

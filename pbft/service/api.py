@@ -174,6 +174,12 @@ class Service:
         """Answer a read-only operation without writing, or None if it is not one."""
         return None
 
+    def sample_operation(self, rng: Any, client: str, clients: list[str]) -> tuple[bytes, bool] | None:
+        """For the simulator's workload: one operation `client` might send and whether it
+        is read-only, drawn with `rng` (a random.Random) only. None: the simulator's own
+        key-value workload. `clients` names every client of the run."""
+        return None
+
     @classmethod
     def identity(cls) -> str:
         """"name version": what replicas compare before working together."""

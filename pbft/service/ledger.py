@@ -63,6 +63,17 @@ class Ledger(Service):
         state.put(account_key(to), codec.encode(their + amount))
         return codec.encode(["ok", have - amount])
 
+    def sample_operation(self, rng, client: str, clients: list[str]) -> tuple[bytes, bool]:
+        """Mostly transfers (some too large, some to an account that does not exist), and
+        balance and total reads."""
+        r = rng.random()
+        if r < 0.7:
+            to = rng.choice([c for c in clients if c != client] + ["nobody"])
+            return codec.encode(["transfer", to, rng.randrange(1, self.balance // 2 + 2)]), False
+        if r < 0.9:
+            return codec.encode(["balance", rng.choice(clients)]), True
+        return codec.encode(["total"]), True
+
     def query(self, state: State, operation: bytes, client: str) -> bytes | None:
         op = codec.decode(operation)
         match op:

@@ -45,6 +45,7 @@ from typing import Any
 from ..adversary import catalogue, rules
 from ..adversary.api import did_you_mean
 from ..errors import UsageError
+from ..protocol.config import ServiceSpec, service_spec
 
 Node = int | str
 
@@ -186,6 +187,8 @@ class Scenario:
     broken: str = ""
     """A name from pbft.adversary.broken.BROKEN: the correct replicas run that deliberately
     broken core (to see the scenario's checks catch a wrong protocol); "" for the real one."""
+    service: ServiceSpec | None = None
+    """`[service]`: the replicated state machine (None: the key-value store)."""
 
     @property
     def n(self) -> int:
@@ -420,7 +423,7 @@ def check_behaviours(s: Scenario) -> None:
 def parse_scenario(data: dict, source: str = "<scenario>") -> Scenario:
     """Validate a parsed scenario file; raise UsageError with one sentence."""
     top = f"{source}"
-    known = {"name", "f", "seed", "workload", "byzantine", "network", "expect", "cluster", "broken"}
+    known = {"name", "f", "seed", "workload", "byzantine", "network", "expect", "cluster", "broken", "service"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise _fail(top, f"unknown top-level field '{unknown[0]}'{did_you_mean(unknown[0], known)}.")
@@ -485,7 +488,22 @@ def parse_scenario(data: dict, source: str = "<scenario>") -> Scenario:
         liveness_ms=_int(e, "liveness_ms", 30_000, 1, 10**9, ewhere) or 30_000,
         catch_up=_bool(e, "catch_up", False, ewhere),
     )
-    return Scenario(name, f, seed, clients, requests, keys, read_only, byz, net, cluster, expect, source, broken)  # type: ignore[arg-type]
+    service = _service(data["service"], f"{source} [service]", base_dir) if "service" in data else None
+    return Scenario(name, f, seed, clients, requests, keys, read_only, byz, net, cluster, expect, source, broken,  # type: ignore[arg-type]
+                    service)
+
+
+def _service(table: object, where: str, base_dir: str) -> ServiceSpec:
+    """`[service]`: checked now, by making one instance, so that a class that cannot be
+    loaded or made is one sentence before any run."""
+    from ..adversary.loader import make_service
+
+    problems: list[str] = []
+    spec = service_spec(table, problems.append, where, base_dir)
+    if spec is None:
+        raise UsageError(problems[0])
+    make_service(spec)
+    return spec
 
 
 def load_scenario(path: str) -> Scenario:

@@ -52,11 +52,13 @@ import hashlib
 import heapq
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..adversary import catalogue
 from ..adversary.base import failure_of
+from ..adversary.loader import make_service
 from ..errors import UsageError
 from ..protocol.client import ClientCore
 from ..protocol.config import ClientInfo, ClusterConfig, ReplicaInfo
@@ -81,7 +83,9 @@ from ..protocol.messages import envelope_from_bytes, from_body, render
 from ..protocol.ready import EMPTY, Durability, Ready
 from ..protocol.replica import Replica
 from ..protocol.viewchange import ViewStatus
+from ..service.api import Hosted
 from ..service.kv import KeyValueStore, op_delete, op_get, op_put
+from ..service.kvservice import KeyValue
 from .network import Network
 from .oracle import Oracle, Violation
 from .result import FaultyNode, Latency, ReplicaReport, RunResult
@@ -273,7 +277,12 @@ class Simulation:
         correct = [i for i in range(cfg.n) if i not in faulty]
         self.correct = frozenset(correct)
         correct_clients = [c for c in self.client_keys if c not in self.byz_client]
-        self.oracle = Oracle(cfg, correct, correct_clients)
+        spec = scenario.service
+        self._make_service: Callable[[], Any] = (lambda: make_service(spec)) if spec is not None else KeyValue
+        """A fresh instance of the replicated service (the replicas' and the oracle's)."""
+        self._sampler = self._make_service() if spec is not None else None
+        """The service that draws the clients' operations (None: the key-value workload)."""
+        self.oracle = Oracle(cfg, correct, correct_clients, service=self._make_service)
         self._faulty_nodes: frozenset[Node] = frozenset(faulty) | frozenset(self.byz_client)
         self._sent: dict[Node, int] = {}  # per faulty node, messages it sent
         self._lies: dict[Node, dict[str, int]] = {}  # per Byzantine node, "forged"/"mutated" counts
@@ -323,7 +332,7 @@ class Simulation:
         inc = self._incarnations.get(rid, 0)
         self._incarnations[rid] = inc + 1
         epoch = self._epochs.get(rid, 0)
-        core = self._classes.get(rid, Replica)(self.config, rid, self.keys[rid], KeyValueStore(), self.verifier)
+        core = self._classes.get(rid, Replica)(self.config, rid, self.keys[rid], self._new_state(), self.verifier)
         if store:
             try:
                 core.recover(list(store.values()))
@@ -347,11 +356,22 @@ class Simulation:
         inst.lies = watch_honest(byz)
         return inst
 
+    def _new_state(self) -> Hosted:
+        """A replica's service on a fresh store."""
+        if self.scenario.service is None:
+            return KeyValueStore()
+        return Hosted(self._make_service())
+
     def _new_client(self, name: str, key: KeyPair) -> ClientState:
         s = self.scenario
         core = ClientCore(self.config, name, key)
         ops: list[tuple[bytes, bool]] = []
+        sample = getattr(self._sampler, "sample_operation", None)
         for i in range(s.requests):
+            drawn = sample(self.rng, name, sorted(self.client_keys)) if sample is not None else None
+            if drawn is not None:
+                ops.append(drawn)
+                continue
             k = b"k%d" % self.rng.randrange(s.keys)
             r = self.rng.random()
             if r < 0.45:

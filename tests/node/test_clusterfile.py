@@ -258,3 +258,40 @@ def test_default_layout_when_certificate_field_is_absent(cluster_dir: Path) -> N
     identity = load_identity(config, 1)
     assert identity.cert_path == str(cluster_dir / "replica-1.pem")
     assert identity.ca_path == str(cluster_dir / "ca.pem")
+
+
+def test_a_service_table_names_the_replicated_class_and_its_parameters(cluster_dir: Path) -> None:
+    from pbft.node.node import replicated_service
+    from pbft.service.ledger import Ledger
+
+    path = cluster_dir / "cluster.toml"
+    path.write_text(path.read_text() + '\n[service]\nclass = "pbft.service.ledger:Ledger"\naccounts = 2\nbalance = 7\n')
+    config = load_cluster(str(path))
+    assert config.service is not None and config.service.kwargs() == {"accounts": 2, "balance": 7}
+    hosted = replicated_service(config)
+    assert isinstance(hosted.service, Ledger) and hosted.service.balance == 7
+
+
+@pytest.mark.parametrize(
+    ("table", "words"),
+    [
+        ('[service]\nclass = "pbft.service.ledger:Ledger"\nbalance = [1]\n', "[service]: parameter 'balance' must be"),
+        ('[service]\nclas = "x:Y"\n', "'class' must be a string"),
+    ],
+)
+def test_a_bad_service_table_is_one_sentence(cluster_dir: Path, table: str, words: str) -> None:
+    path = cluster_dir / "cluster.toml"
+    path.write_text(path.read_text() + "\n" + table)
+    with pytest.raises(ConfigError) as info:
+        load_cluster(str(path))
+    assert_sentence(info.value, words)
+
+
+def test_a_service_that_cannot_be_made_stops_the_replica_with_one_sentence(cluster_dir: Path) -> None:
+    from pbft.node.node import replicated_service
+
+    path = cluster_dir / "cluster.toml"
+    path.write_text(path.read_text() + '\n[service]\nclass = "pbft.service.ledger:Ledger"\nflavour = 1\n')
+    with pytest.raises(ConfigError) as info:
+        replicated_service(load_cluster(str(path)))
+    assert_sentence(info.value, "[service]", "parameters do not fit")

@@ -1,0 +1,86 @@
+"""Any service, replicated and judged (issue 18, item 1): the simulator runs the class a
+scenario's [service] names on every replica, and the oracle replays the agreed order on a
+fresh instance of the same class to judge every result and every read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pbft.errors import UsageError
+from pbft.protocol import codec
+from pbft.sim.scenario import load_scenario, parse_scenario
+from pbft.sim.simulation import Simulation
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+SCENARIOS = ROOT / "tests" / "scenarios"
+
+
+def run(scenario):
+    sim = Simulation(scenario)
+    return sim, sim.run()
+
+
+def test_the_ledger_never_creates_money_under_attack():
+    sim, r = run(load_scenario(str(SCENARIOS / "service-ledger.toml")))
+    assert r.passed, r.violations
+    assert r.checks["client-correctness"] == r.requests_completed == r.requests_total
+    for rid in sorted(sim.correct):
+        node = sim.replicas[rid][-1].node
+        assert codec.decode(node.service.query(codec.encode(["total"]), "c0")) == 4 * 500
+
+
+def test_a_users_service_file_beside_the_scenario_runs_and_is_judged():
+    _, r = run(load_scenario(str(ROOT / "examples" / "services" / "counters.toml")))
+    assert r.passed, r.violations
+    assert r.checks["client-correctness"] == r.requests_completed > 0
+
+
+NONDETERMINISTIC = '''
+import os
+from pbft.service.api import Service
+
+class Dice(Service):
+    def execute(self, state, operation, client):
+        value = os.urandom(4)  # differs on every replica: breaks the service's one rule
+        state.put(b"last", value)
+        return value
+'''
+
+
+def test_a_service_that_breaks_determinism_is_caught(tmp_path):
+    (tmp_path / "dice.py").write_text(NONDETERMINISTIC)
+    path = tmp_path / "dice.toml"
+    path.write_text('name = "dice"\n[service]\nclass = "dice.py:Dice"\n[workload]\nclients = 2\nrequests = 5\n')
+    scenario = load_scenario(str(path))
+    _, r = run(scenario)
+    assert not r.passed
+    assert {v.check for v in r.violations} & {"agreement", "checkpoint-digests"}
+
+
+def test_a_broken_core_is_caught_with_another_service():
+    data = {"name": "ledger duplicate", "seed": 5, "broken": "no-exactly-once",
+            "service": {"class": "pbft.service.ledger:Ledger", "accounts": 3, "balance": 100},
+            "workload": {"clients": 3, "requests": 15},
+            "byzantine": [{"replica": 0, "behaviour": "duplicate-request"}]}
+    _, r = run(parse_scenario(data, source="<ledger>"))
+    assert not r.passed and {v.check for v in r.violations} & {"exactly-once", "agreement", "client-correctness"}
+
+
+@pytest.mark.parametrize(
+    ("service", "words"),
+    [
+        ({"class": "pbft.service.ledger:Nope"}, "has no class Nope"),
+        ({"class": "pbft.service.ledger:Ledger", "colour": "red"}, "parameters do not fit"),
+        ({"class": "pbft.service.ledger:Ledger", "accounts": -1}, "making it raised ValueError"),
+        ({"class": "pbft.sim.scenario:Scenario"}, "does not derive from pbft.service.api.Service"),
+        ({"class": "nonsense"}, "'class' must be a string naming"),
+        ({"class": "pbft.service.ledger:Ledger", "accounts": [1]}, "must be a boolean, integer, float or string"),
+        ("ledger", "must be a table"),
+    ],
+)
+def test_a_bad_service_table_is_one_sentence(service, words):
+    with pytest.raises(UsageError, match=words) as info:
+        parse_scenario({"name": "x", "service": service}, source="s.toml")
+    assert "\n" not in str(info.value)
