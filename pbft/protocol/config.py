@@ -298,6 +298,11 @@ def service_spec(table: object, fail, where: str, base_dir: str = "") -> Service
     if not isinstance(table, dict):
         fail(f"{where} must be a table.")
         return None
+    if "class" not in table:
+        typo = close_match("class", list(table))
+        hint = f" (is '{typo}' a misspelling of it?)" if typo is not None else ""
+        fail(f"{where}: the field 'class' is missing{hint}.")
+        return None
     ref = table.get("class")
     if not isinstance(ref, str) or ":" not in ref:
         fail(f"{where}: 'class' must be a string naming module.path:Class or FILE.py:Class.")

@@ -54,6 +54,7 @@ def full_dict() -> dict:
     data = cluster_dict()
     data["cluster"].update(pipeline=4, tick_ms=10, retransmit_ms=250)
     data["storage"] = {"fsync": "always"}
+    data["service"] = {"class": "pbft.service.ledger:Ledger", "accounts": 4}
     data["replica"][0]["metrics"] = "127.0.0.1:9100"
     data["client"][0]["certificate"] = "client-alice.pem"
     return data

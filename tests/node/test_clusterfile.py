@@ -276,7 +276,7 @@ def test_a_service_table_names_the_replicated_class_and_its_parameters(cluster_d
     ("table", "words"),
     [
         ('[service]\nclass = "pbft.service.ledger:Ledger"\nbalance = [1]\n', "[service]: parameter 'balance' must be"),
-        ('[service]\nclas = "x:Y"\n', "'class' must be a string"),
+        ('[service]\nclas = "x:Y"\n', "the field 'class' is missing (is 'clas' a misspelling of it?)"),
     ],
 )
 def test_a_bad_service_table_is_one_sentence(cluster_dir: Path, table: str, words: str) -> None:
