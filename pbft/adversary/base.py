@@ -103,7 +103,7 @@ class Behaviour:
         if not isinstance(msg, MESSAGE_TYPES):
             raise TypeError(f"forge takes a protocol message (PrePrepare, Commit, ...), not {type(msg).__name__}")
         cfg = self.replica.config
-        return seal(self.key, cfg.cluster_id, self.replica.id, msg).to_bytes()
+        return seal(self.key, cfg.signing_domain, self.replica.id, msg).to_bytes()
 
     def send(self, to: int | str | Iterable[int | str], msg: Message | bytes, delay_ms: int = 0) -> None:
         """Send `msg` (signed here if it is a Message) to one replica or client, or to

@@ -63,7 +63,7 @@ class ClientBehaviour:
         self.ticks = 0
 
     def sign(self, req: Request) -> bytes:
-        return seal(self.key, self.config.cluster_id, self.core.id, req).to_bytes()
+        return seal(self.key, self.config.signing_domain, self.core.id, req).to_bytes()
 
     def own_request(self, a: Action) -> Request | None:
         """The request an outgoing Send carries, if it is one of this client's."""

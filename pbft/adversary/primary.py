@@ -342,7 +342,7 @@ class ForgeRequest(PrePrepareLie):
             made_up = Request(
                 codec.encode(["put", b"forged", b"by-primary"]), req.timestamp + 1, req.client
             )
-            fake = seal(self.key, cfg.cluster_id, req.client, made_up).to_bytes()
+            fake = seal(self.key, cfg.signing_domain, req.client, made_up).to_bytes()
             batch = (*pp.batch, fake)
         return self.everyone(self.forge(PrePrepare(pp.view, pp.seq, batch_digest(batch), batch)))
 
@@ -413,7 +413,7 @@ class Oversize(PrePrepareLie):
 
     def signed_body(self, body: bytes) -> bytes:
         cfg = self.replica.config
-        sig = self.key.sign(signing_payload(cfg.cluster_id, body))
+        sig = self.key.sign(signing_payload(cfg.signing_domain, body))
         return Envelope(body, self.me, sig).to_bytes()
 
 

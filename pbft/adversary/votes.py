@@ -84,7 +84,7 @@ class VoteStuffing(VoteLie):
     def lie(self, msg: Message, data: bytes) -> Plan:
         cfg = self.replica.config
         claimed = [
-            seal(self.key, cfg.cluster_id, r, msg).to_bytes() for r in self.peers() if self.claim
+            seal(self.key, cfg.signing_domain, r, msg).to_bytes() for r in self.peers() if self.claim
         ]
         return self.everyone(*claimed, *[data] * self.copies)
 

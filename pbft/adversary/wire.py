@@ -255,8 +255,8 @@ class BadSignature(ReplicaBehaviour):
             sig[self.rng.randrange(len(sig))] ^= 1 << self.rng.randrange(8)
             return Envelope(env.body, env.signer, bytes(sig)).to_bytes()
         if mode == "non-member":
-            return seal(self.key, cfg.cluster_id, cfg.n + 7, msg).to_bytes()
-        return seal(self.key, cfg.cluster_id + "/elsewhere", self.me, msg).to_bytes()
+            return seal(self.key, cfg.signing_domain, cfg.n + 7, msg).to_bytes()
+        return seal(self.key, cfg.signing_domain + "/elsewhere", self.me, msg).to_bytes()
 
     def rewrite(self, actions: list[Action]) -> list[Action]:
         out: list[Action] = []
@@ -390,7 +390,7 @@ class Replay(ReplicaBehaviour):
         opened = open_envelope(data)
         assert opened is not None
         cfg = self.replica.config
-        return seal(self.key, cfg.cluster_id + "/other", self.me, opened[1]).to_bytes()
+        return seal(self.key, cfg.signing_domain + "/other", self.me, opened[1]).to_bytes()
 
     def rewrite(self, actions: list[Action]) -> list[Action]:
         for a in actions:

@@ -186,7 +186,7 @@ def verify_evidence(config: ClusterConfig, record: dict) -> Verdict:
         return Verdict(False, None, f"the signer {signer!r} is not a replica of {config.cluster_id!r}")
     if claimed != signer:
         return Verdict(False, signer, f"the record names replica {claimed!r}, but the envelopes are signed by {signer}")
-    verifier = Verifier(config.cluster_id, {signer: config.replicas[signer].public_key})
+    verifier = Verifier(config.signing_domain, {signer: config.replicas[signer].public_key})
     for field, env in (("first", e1), ("second", e2)):
         if not verifier.verify(env):
             return Verdict(False, signer, f"the {field} signature does not verify with replica {signer}'s key")

@@ -104,7 +104,7 @@ class Client:
         self.timeout = timeout
         # Microseconds of wall-clock time: a restarted client never reuses a timestamp.
         self.core = ClientCore(config, client_id, key, start_timestamp=time.time_ns() // 1000)
-        self.verifier = Verifier(config.cluster_id, config.member_keys())
+        self.verifier = Verifier(config.signing_domain, config.member_keys())
         self._lock = trio.Lock()
         self._done: dict[int, bytes] = {}
         self._failed: str | None = None
@@ -264,7 +264,7 @@ class Client:
     async def status(self, timeout: float = 2.0) -> dict[int, Status]:
         """Ask every replica for its signed STATUS; those that answer within `timeout`."""
         nonce = random.SystemRandom().randrange(MAX_U64)
-        data = seal(self._key, self.config.cluster_id, self.id, QueryStatus(nonce)).to_bytes()
+        data = seal(self._key, self.config.signing_domain, self.id, QueryStatus(nonce)).to_bytes()
         self._statuses = {}
         try:
             for r in self.config.replica_ids():

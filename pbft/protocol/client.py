@@ -154,7 +154,7 @@ class ClientCore:
                            "request can carry: this identity can make no more requests")]
         self.timestamp += 1
         req = Request(operation, self.timestamp, self.id, read_only)
-        data = seal(self._key, self.config.cluster_id, self.id, req).to_bytes()
+        data = seal(self._key, self.config.signing_domain, self.id, req).to_bytes()
         self.outstanding = Outstanding(
             self.timestamp, operation, read_only, data, timeout=self.retransmit_ticks,
             catch_ups=catch_ups,

@@ -64,6 +64,16 @@ class ClusterConfig:
         if not self.client_index:
             self.client_index.update({c.id: c for c in self.clients})
 
+    @property
+    def signing_domain(self) -> str:
+        """What every signature binds besides the message: the cluster id, and when a
+        `[service]` names the replicated class, that table as written (its class and
+        parameters, hashed). Replicas and clients whose cluster files name different
+        services cannot count one another's messages (docs/services.md, "Identity")."""
+        if self.service is None:
+            return self.cluster_id
+        return f"{self.cluster_id}/service={self.service.digest()}"
+
     # Quorum sizes, OSDI'99 section 4: any two sets of 2f+1 intersect in a correct replica;
     # f+1 always contain one.
     @property
@@ -289,6 +299,14 @@ class ServiceSpec:
 
     def kwargs(self) -> dict[str, bool | int | float | str]:
         return dict(self.params)
+
+    def digest(self) -> str:
+        """16 hex digits naming the class and parameters as written (the signing domain's)."""
+        import hashlib
+        import json
+
+        text = json.dumps([self.ref, [list(p) for p in self.params]], sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def service_spec(table: object, fail, where: str, base_dir: str = "") -> ServiceSpec | None:

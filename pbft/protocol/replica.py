@@ -137,8 +137,8 @@ class Replica:
         self.config = config
         self.id = replica_id
         self.service = service
-        self.verifier = verifier or Verifier(config.cluster_id, config.member_keys())
-        self.safety = SafetyRules(key, config.cluster_id, replica_id)
+        self.verifier = verifier or Verifier(config.signing_domain, config.member_keys())
+        self.safety = SafetyRules(key, config.signing_domain, replica_id)
         self.view = 0
         self.log = MessageLog(config.log_window)
         self.last_executed = 0

@@ -234,7 +234,7 @@ class Simulation:
         self.rng = random.Random(self.seed)
         self.config, self.keys, self.client_keys = build_config(scenario, self.seed)
         cfg = self.config
-        self.verifier = Verifier(cfg.cluster_id, cfg.member_keys(), memo=VERIFY_MEMO)
+        self.verifier = Verifier(cfg.signing_domain, cfg.member_keys(), memo=VERIFY_MEMO)
         self.network = Network(scenario.network, random.Random(self.rng.getrandbits(64)))
         self.heal = self.network.heal_time()
         for nf in scenario.network:

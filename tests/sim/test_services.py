@@ -84,3 +84,25 @@ def test_a_bad_service_table_is_one_sentence(service, words):
     with pytest.raises(UsageError, match=words) as info:
         parse_scenario({"name": "x", "service": service}, source="s.toml")
     assert "\n" not in str(info.value)
+
+
+def test_replicas_naming_different_services_cannot_count_each_others_messages():
+    # The [service] table as written is bound into every signature (the signing domain):
+    # a replica whose cluster file names another service, or other parameters, verifies
+    # nothing the others sign. Without a [service] table the domain is the cluster id.
+    from dataclasses import replace
+
+    from pbft.protocol.config import ServiceSpec
+    from pbft.protocol.crypto import Verifier, seal
+    from pbft.protocol.messages import Prepare
+    from pbft.sim.simulation import build_config
+
+    config, keys, _ = build_config(parse_scenario({"name": "x"}, source="x"), 1)
+    assert config.signing_domain == config.cluster_id
+    ledger = replace(config, service=ServiceSpec("pbft.service.ledger:Ledger", (("balance", 5),)))
+    richer = replace(config, service=ServiceSpec("pbft.service.ledger:Ledger", (("balance", 6),)))
+    msg = Prepare(0, 1, bytes(32))
+    env = seal(keys[1], ledger.signing_domain, 1, msg)
+    assert Verifier(ledger.signing_domain, ledger.member_keys()).verify(env)
+    assert not Verifier(richer.signing_domain, richer.member_keys()).verify(env)
+    assert not Verifier(config.signing_domain, config.member_keys()).verify(env)
