@@ -439,6 +439,7 @@ def write_viewer(demo: Demo, trace_dir: str, html_path: str | None) -> str:
             demo.tracer = None
         out_dir = os.path.dirname(os.path.abspath(html_path)) if html_path else tempfile.mkdtemp(prefix="pbft-demo-view-")
         page = os.path.abspath(html_path) if html_path else os.path.join(out_dir, "run.html")
+        os.makedirs(out_dir, exist_ok=True)
         trace = page[: -len(".html")] + ".jsonl" if page.endswith(".html") else page + ".jsonl"
         paths = [os.path.join(trace_dir, f) for f in sorted(os.listdir(trace_dir)) if f.endswith(".jsonl")]
         merge_files([p for p in paths if os.path.getsize(p) > 0], trace)

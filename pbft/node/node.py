@@ -295,7 +295,9 @@ class ReplicaNode:
         once listening and the stop line when it returns or raises after that."""
         self.recover()
         if self.tracer is not None:
-            self.tracer.start(wall_ms(), self.id, os.getpid(), self.replica.view, self.replica.last_executed)
+            label = None if self.behaviour is None else str(getattr(self.behaviour, "label", lambda: self.behaviour)())
+            self.tracer.start(wall_ms(), self.id, os.getpid(), self.replica.view, self.replica.last_executed,
+                              behaviour=label)
             self.tracer.flush()
         listeners = await self.transport.bind()  # outside the nursery: a plain OSError
         metrics_listeners = None

@@ -237,10 +237,16 @@ class TraceWriter:
         self.write({"type": "header", "version": VERSION, "mode": "real", "node": node, "n": n, "f": f,
                     "byzantine": byzantine, "clients": clients, "origin": origin, **extra})
 
-    def start(self, t: float, rid: int, pid: int, view: int, last_executed: int) -> None:
-        """A replica process started (first or again, after recovering from its store)."""
-        self.write({"t": t, "type": "start", "replica": rid, "pid": pid, "view": view,
-                    "last_executed": last_executed})
+    def start(self, t: float, rid: int, pid: int, view: int, last_executed: int,
+              behaviour: str | None = None) -> None:
+        """A replica process started (first or again, after recovering from its store);
+        `behaviour` names what it runs when it was started as a Byzantine replica (a
+        restart may change that: `pbft demo` restarts a correct replica as a liar)."""
+        rec: dict[str, Any] = {"t": t, "type": "start", "replica": rid, "pid": pid, "view": view,
+                               "last_executed": last_executed}
+        if behaviour:
+            rec["behaviour"] = behaviour
+        self.write(rec)
 
     def send(self, t: float, src: Any, dst: Any, data: bytes, lie: str | None = None,
              honest: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -261,7 +261,11 @@ def _clamp(records: list[dict[str, Any]]) -> int:
 
 def _header(sources: list[Source], offsets: list[Offset], origin: float, clamped: int) -> dict[str, Any]:
     first = sources[0].header
-    byzantine = sorted({b for s in sources for b in s.header.get("byzantine", [])})
+    # Byzantine: what the headers say, and any replica a (re)start says runs a behaviour.
+    byzantine = sorted({b for s in sources for b in s.header.get("byzantine", [])} | {
+        r["replica"] for s in sources for r in s.records
+        if r.get("type") == "start" and r.get("behaviour") and isinstance(r.get("replica"), int)
+    })
     clients: list[str] = []
     for s in sources:
         clients += [c for c in s.header.get("clients", []) if c not in clients]

@@ -151,3 +151,14 @@ def test_half_a_last_record_is_left_out_and_said(tmp_path):
         fh.write("\n{}\n")
     with pytest.raises(UsageError, match="line 12"):
         merge_files([a, b], str(tmp_path / "m.jsonl"))
+
+
+def test_a_replica_restarted_with_a_behaviour_is_marked_byzantine(tmp_path):
+    # `pbft demo` restarts a correct replica as a liar: its file's header says nothing,
+    # its second `start` record names the behaviour, and the merged header lists it.
+    r0, r1 = [], []
+    exchange(r0, r1, 0, 1, skew=0.0, delay_ab=0.1, delay_ba=0.1)
+    r1.append({"t": BASE + 50, "type": "start", "replica": 1, "pid": 2, "view": 0, "last_executed": 3,
+               "behaviour": "wrong-digest-vote"})
+    merged = merge([Source("a", header(0, "h"), r0), Source("b", header(1, "h"), r1)])
+    assert merged.header["byzantine"] == [1]
