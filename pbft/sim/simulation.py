@@ -422,8 +422,6 @@ class Simulation:
                 if lie is not None:
                     counts = self._lies.setdefault(src, {})
                     counts[lie] = counts.get(lie, 0) + 1
-                if not isinstance(src, int):
-                    lie = honest = None  # the trace marks a Byzantine replica's lies only
         if self.tracer is not None:
             self._trace_send(src, dst, data, times, lie, honest)
 

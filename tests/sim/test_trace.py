@@ -180,3 +180,10 @@ def test_the_end_record_carries_every_checks_figures(tmp_path):
     assert end["type"] == "end"
     assert end["checks"]["agreement"] > 0 and end["latency"]["completed"] == end["requests_completed"]
     assert end["faulty"]["0"]["lies"]["mutated"] > 0 and end["resources"]
+
+
+def test_a_byzantine_clients_lies_are_marked(tmp_path):
+    out = tmp_path / "run.jsonl"
+    assert main(["scenario", "run", str(SCENARIOS / "byz-client-equivocate.toml"), "--trace", str(out)]) == 0
+    lies = [r for r in read_trace(str(out)) if r["type"] == "send" and r.get("lie")]
+    assert lies and all(isinstance(r["from"], str) for r in lies)  # only the client lies here
