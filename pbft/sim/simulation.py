@@ -417,13 +417,19 @@ class Simulation:
             judge = self._judge
             # A copy of what the honest core sent (this step or recently) is no lie
             # (Lies.judge's first test), and needs no decoding to say so.
-            if judge is not None and data not in self._judging.recent:
+            if judge is not None and data in self._judging.recent:
+                self._judging.note_sent(dst, data)
+            elif judge is not None:
                 lie, honest = judge(dst, data, self._describe(data))
                 if lie is not None:
                     counts = self._lies.setdefault(src, {})
                     counts[lie] = counts.get(lie, 0) + 1
         if self.tracer is not None:
             self._trace_send(src, dst, data, times, lie, honest)
+
+    def _trace_withheld(self, src: Node) -> None:
+        for dst, data in self._judging.withheld():
+            self.tracer.withhold(self.now, src, dst, data)  # type: ignore[union-attr]
 
     def _trace_send(self, src: Node, dst: Node, data: bytes, times: list[int], lie: str | None,
                     honest: dict[str, Any] | None) -> None:
@@ -469,6 +475,8 @@ class Simulation:
                 case SendClient(c, data):
                     if c in self.clients:
                         self._transmit(rid, c, data)
+        if self._judge is not None and self.tracer is not None:
+            self._trace_withheld(rid)
         self._judge = None
         if rid in self._armed:
             self._maybe_trigger(rid, actions)
@@ -532,6 +540,8 @@ class Simulation:
                             self._latencies.append((since, self.now))
                     if cs.done < len(cs.ops):
                         self._push(self.now + self.rng.randint(0, 3), SUBMIT, cs.name)
+        if self._judge is not None and self.tracer is not None:
+            self._trace_withheld(cs.name)
         self._judge = None
 
     def _client_step(self, cs: ClientState, event: Any) -> list:

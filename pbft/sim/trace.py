@@ -125,10 +125,15 @@ class Lies:
     def __init__(self) -> None:
         self.step: list = []  # the honest core's actions of the current step
         self.recent: dict[bytes, None] = {}
+        self._honest: list[tuple[Any, bytes]] = []  # the step's honest (to, data), in order
+        self._sent: set[tuple[Any, bytes]] = set()  # what the behaviour sent of them
 
-    def judge(self, n: int, me: int, describe_: Any) -> Any:
-        """A function (to, data) -> (lie, honest id) for this step's sends."""
+    def judge(self, n: int, me: Any, describe_: Any) -> Any:
+        """A function (to, data) -> (lie, honest id) for this step's sends. It also notes
+        each send, so that `withheld()` can say, once the step's sends are done, which of
+        the honest core's messages the behaviour did not send."""
         exact: set[tuple[Any, bytes]] = set()
+        order: list[tuple[Any, bytes]] = []
         slots: dict[tuple, bytes] = {}
         for a in self.step:
             if isinstance(a, Broadcast):
@@ -142,24 +147,40 @@ class Lies:
             d = describe_(a.data)
             key = (d["kind"], d.get("view"), d.get("seq"), d.get("client"), d.get("timestamp"))
             for t in targets:
-                exact.add((t, a.data))
+                if (t, a.data) not in exact:
+                    exact.add((t, a.data))
+                    order.append((t, a.data))
                 slots.setdefault((t, *key), a.data)
             self.recent[a.data] = None
         self.step = []
         while len(self.recent) > _RECENT_HONEST:
             del self.recent[next(iter(self.recent))]
         recent = self.recent
+        sent: set[tuple[Any, bytes]] = set()
+        self._honest, self._sent = order, sent
 
         def lie(to: Any, data: bytes, d: dict) -> tuple[str | None, str | None]:
             if (to, data) in exact or data in recent:
+                sent.add((to, data))
                 return None, None
             key = (to, d["kind"], d.get("view"), d.get("seq"), d.get("client"), d.get("timestamp"))
             honest = slots.get(key)
             if honest is not None:
+                sent.add((to, honest))  # replaced, not withheld
                 return "mutated", describe_(honest)
             return "forged", None
 
         return lie
+
+    def note_sent(self, to: Any, data: bytes) -> None:
+        """A send the judge did not look at (a copy of an honest message: no lie)."""
+        self._sent.add((to, data))
+
+    def withheld(self) -> list[tuple[Any, bytes]]:
+        """The honest core's messages of the step just judged that the behaviour neither
+        sent nor replaced, in the core's order: dropped, or held back to send later."""
+        sent = self._sent
+        return [(to, data) for to, data in self._honest if (to, data) not in sent]
 
 
 _NOTES = {
@@ -274,6 +295,16 @@ class TraceWriter:
         if len(times) > 1:
             self.write({"t": t, "type": "duplicate", "from": src, "to": dst, "kind": d["kind"], "id": d["id"],
                         "copies": len(times), "arrive": times})
+
+    def withhold(self, t: float, src: Any, dst: Any, data: bytes) -> None:
+        """A Byzantine node's honest core sent `data` to `dst` in this step and its
+        behaviour did not (it dropped it, or holds it to send later)."""
+        d = self.describe(data)
+        rec = {"t": t, "type": "withhold", "from": src, "to": dst, "kind": d["kind"], "id": d["id"]}
+        for k in ("view", "seq", "digest"):
+            if k in d:
+                rec[k] = d[k]
+        self.write(rec)
 
     def deliver(self, t: float, src: Any, dst: Any, data: bytes) -> None:
         d = self.describe(data)

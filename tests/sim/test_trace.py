@@ -187,3 +187,16 @@ def test_a_byzantine_clients_lies_are_marked(tmp_path):
     assert main(["scenario", "run", str(SCENARIOS / "byz-client-equivocate.toml"), "--trace", str(out)]) == 0
     lies = [r for r in read_trace(str(out)) if r["type"] == "send" and r.get("lie")]
     assert lies and all(isinstance(r["from"], str) for r in lies)  # only the client lies here
+
+
+def test_what_a_byzantine_replica_withheld_is_recorded(tmp_path):
+    # A silent primary's honest core keeps pre-preparing; the trace says each message the
+    # behaviour kept back, and the replica sends none of them.
+    out = tmp_path / "run.jsonl"
+    main(["scenario", "run", str(SCENARIOS / "byz-silent.toml"), "--trace", str(out)])
+    recs = list(read_trace(str(out)))
+    silent = recs[0]["byzantine"][0]
+    withheld = [r for r in recs if r["type"] == "withhold"]
+    assert withheld and {r["from"] for r in withheld} == {silent}
+    sent_ids = {r["id"] for r in recs if r["type"] == "send" and r["from"] == silent}
+    assert not sent_ids & {r["id"] for r in withheld}
