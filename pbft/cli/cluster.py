@@ -230,6 +230,10 @@ def cmd_bench(args) -> int:
     sweep = _sweep(args.sweep)
     if not 0.0 <= read_fraction <= 1.0:
         raise UsageError("the read fraction must be between 0 and 1.")
+    if not 0 <= args.state_keys <= bench.MAX_STATE_KEYS:
+        raise UsageError(f"--state-keys must be from 0 to {bench.MAX_STATE_KEYS}.")
+    if not 1 <= args.value_size <= bench.MAX_STATE_VALUE:
+        raise UsageError(f"--value-size must be from 1 to {bench.MAX_STATE_VALUE} bytes.")
 
     cores = os.cpu_count() or 1
     # SIGTERM unwinds like Ctrl-C, so the replicas and workers are stopped either way.
@@ -268,7 +272,8 @@ def _bench(args, f, clients, duration, behaviour, workers, read_fraction, cores,
     )
     try:
         run = bench.run_once(f, clients, duration, workers=workers, read_fraction=read_fraction,
-                       label="fault-free" if behaviour else "bench")
+                       label="fault-free" if behaviour else "bench",
+                       state_keys=args.state_keys, value_size=args.value_size)
         attack = None
         if behaviour:
             attack = bench.run_once(f, clients, duration, behaviour=behaviour, workers=workers,

@@ -269,6 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also draw throughput and latency over time and the latency CDF into one SVG",
     )
     b.add_argument("--reads", type=float, default=0.0, help="fraction of read-only gets")
+    b.add_argument("--state-keys", type=int, default=0, metavar="N",
+                   help="first fill the state with N keys through the protocol (atomic multi-key "
+                        "writes), then measure; the report gives the preload time, replica RSS and "
+                        "the bytes a stable checkpoint wrote")
+    b.add_argument("--value-size", type=int, default=100, metavar="B", help="bytes per preloaded value")
 
     sc = sub.add_parser("scenario", help="run attack scenarios")
     scs = sc.add_subparsers(dest="scenario_command", metavar="ACTION")

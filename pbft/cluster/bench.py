@@ -42,6 +42,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection, wait
 
+from ..protocol.messages import MAX_OPERATION
+
 MAX_CLIENTS = 512
 """Clients one bench may start (each is a key, a certificate and n TLS links)."""
 MAX_DURATION = 3600.0
@@ -100,6 +102,10 @@ class RunResult:
     """The replicas' `[storage] fsync` policy (None: this build has no storage)."""
     cpu: dict[str, object] = field(default_factory=dict)
     """Fraction of one core each replica process and all workers used in the window."""
+    state: dict[str, object] = field(default_factory=dict)
+    """The state's figures: with --state-keys the preload (keys, value_size, preload_s);
+    always each replica's RSS at the end of the window (rss_mb) and the bytes of state the
+    latest stable checkpoint wrote (checkpoint_state_bytes, at stable_seq)."""
     samples: list[tuple[float, float]] = field(default_factory=list, repr=False)
     """(completed at, s into the window; latency, s) per counted request: `--plot`'s
     curves (not in the JSON report)."""
@@ -287,6 +293,69 @@ class Progress:
         sys.stderr.flush()
 
 
+MAX_STATE_KEYS = 10_000_000
+MAX_STATE_VALUE = 60 * 1024
+
+
+def _preload(path: str, names: list[str], keys: int, value_size: int, label: str) -> float:
+    """Fill the state with `keys` keys of `value_size` bytes through the protocol, an
+    atomic multi-key write (`mput`) per request, every client at once; the seconds it took."""
+    import trio
+
+    from ..node.client import open_client
+    from ..protocol import codec
+
+    per = max(1, min(256, (MAX_OPERATION - 1024) // (value_size + 24)))
+    batches = [(i, min(keys, i + per)) for i in range(0, keys, per)]
+    value = b"p" * value_size
+    started = time.monotonic()
+
+    async def one(name: str, mine: list[tuple[int, int]]) -> None:
+        async with open_client(path, name, timeout=60) as client:
+            for lo, hi in mine:
+                op = codec.encode(["mput", [[b"pre/%09d" % k, value] for k in range(lo, hi)]])
+                await client.execute(op)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            for i, name in enumerate(names[:8]):
+                nursery.start_soon(one, name, batches[i :: min(8, len(names))])
+
+    print(f"{label}: preloading {keys} keys of {value_size} bytes ({len(batches)} requests)", file=sys.stderr)
+    trio.run(main)
+    return time.monotonic() - started
+
+
+def _proc_rss_mb(pid: int) -> float | None:
+    """Resident memory of a live process in MB (Linux /proc), None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _checkpoint_figures(dirs: list[str]) -> dict[str, object]:
+    """From the stopped replicas' stores: the latest stable checkpoint's seq and the bytes
+    of state it wrote (today every stable checkpoint writes the whole state)."""
+    from ..node.storage import read_records
+    from ..protocol.records import StableCheckpoint, from_persist
+
+    sizes, seqs = [], []
+    for d in dirs:
+        try:
+            cps = [r for r in map(from_persist, read_records(d)) if isinstance(r, StableCheckpoint)]
+        except Exception:  # noqa: BLE001 - a figure missing, never a failed bench
+            continue
+        if cps:
+            sizes.append(len(cps[-1].state))
+            seqs.append(cps[-1].seq)
+    return {"checkpoint_state_bytes": max(sizes, default=0), "stable_seq": max(seqs, default=0)}
+
+
 def _proc_cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds of a live process (Linux /proc), None elsewhere."""
     try:
@@ -324,6 +393,8 @@ def run_once(
     profile: object = None,
     settings: dict[str, int] | None = None,
     fsync: str | None = None,
+    state_keys: int = 0,
+    value_size: int = VALUE_SIZE,
 ) -> RunResult:
     """One throwaway cluster, C closed-loop clients for `duration` seconds.
 
@@ -369,6 +440,7 @@ def run_once(
             cluster.start()
         except LaunchError as exc:
             raise BenchError(str(exc)) from None
+        preload_s = _preload(path, names, state_keys, value_size, label) if state_keys else 0.0
 
         ctx = multiprocessing.get_context("spawn")
         for w in range(workers):
@@ -395,6 +467,9 @@ def run_once(
             cleanup()
         cpu1 = {i: _proc_cpu_seconds(p.pid) for i, p in cluster.procs.items()}
         busy1, mine1 = _machine_busy_seconds(), time.process_time()
+        rss = [_proc_rss_mb(cluster.procs[i].pid) for i in sorted(cluster.procs)]
+        cluster.stop()
+        state = _checkpoint_figures([cluster.data_dir(i) for i in cluster.ids])
     finally:
         for p in procs:
             if p.is_alive():
@@ -438,6 +513,8 @@ def run_once(
         fsync=policy,
         cpu=cpu,
         samples=[pair for r in results for pair in zip(r["completed"], r["latencies"], strict=True)],
+        state={"keys": state_keys, "value_size": value_size, "preload_s": round(preload_s, 2),
+               "rss_mb": rss, **state} if state_keys else {"rss_mb": rss, **state},
     )
 
 
@@ -526,6 +603,7 @@ def report(
         ],
         "ed25519_replicas": _replicas_library(),
         "cpu": run.cpu,
+        "state": run.state,
         "python": sys.version.split()[0],
     }
     used = sum(run.cpu.get("replicas", [])) + float(run.cpu.get("workers", 0.0))
@@ -574,6 +652,13 @@ def summary(doc: dict) -> list[str]:
         f"ceiling      {doc['ceiling_rps']:.0f} req/s = cores / (n * t_verify + t_sign)",
         f"ratio        {doc['ratio']:.3f}",
     ]
+    st = doc.get("state") or {}
+    if st.get("keys"):
+        lines.append(f"state        {st['keys']} keys of {st['value_size']} B preloaded in {st['preload_s']:g} s")
+    if st.get("rss_mb"):
+        rss = " ".join(f"{x:.0f}" for x in st["rss_mb"] if x is not None)
+        lines.append(f"replica RSS  {rss} MB; the last stable checkpoint (n={st.get('stable_seq', 0)}) "
+                     f"wrote {st.get('checkpoint_state_bytes', 0) / 1e6:.1f} MB of state")
     cpu = doc.get("cpu") or {}
     if cpu.get("replicas"):
         per = " ".join(f"{x:.2f}" for x in cpu["replicas"])

@@ -70,6 +70,30 @@ def test_percentile_is_nearest_rank():
     assert bench.percentile([], 50) == 0.0
 
 
+@pytest.mark.timeout(90)
+def test_bench_preloads_the_state_and_reports_its_figures(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "pbft", "bench", "--duration", "1", "--clients", "2",
+         "--state-keys", "3000", "--value-size", "50", "--json", str(out)],
+        capture_output=True, text=True, timeout=80, stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr
+    st = json.loads(out.read_text())["state"]
+    assert st["keys"] == 3000 and st["value_size"] == 50 and st["preload_s"] > 0
+    assert len(st["rss_mb"]) == 4 and all(x > 0 for x in st["rss_mb"])
+    # the whole state is in every stable checkpoint today: at least the preloaded bytes
+    assert st["checkpoint_state_bytes"] >= 3000 * 50 and st["stable_seq"] > 0
+    assert "preloaded" in result.stdout and "replica RSS" in result.stdout
+
+
+@pytest.mark.parametrize("args", [["--state-keys", "-1"], ["--value-size", "0"]])
+def test_bad_state_arguments_are_one_sentence(args):
+    result = subprocess.run([sys.executable, "-m", "pbft", "bench", *args], capture_output=True,
+                            text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+
+
 def test_ceiling_is_cores_over_the_crypto_floor():
     cost = bench.CryptoCost(t_sign=20e-6, t_verify=60e-6, payload_bytes=100)
     assert bench.ceiling_rps(cost, n=4, cores=2) == pytest.approx(2 / (4 * 60e-6 + 20e-6))
