@@ -13,3 +13,9 @@ class UsageError(Exception):
 
 class ConfigError(ValueError):
     """An operator mistake in the cluster file: one clear sentence."""
+
+
+USER_CODE_FAILURES: tuple[type[BaseException], ...] = (Exception, SystemExit)
+"""What a user's code (a service, a behaviour) may raise that pbft turns into a result or
+a reported failure rather than a crash: every exception, and `sys.exit()` too. Only
+KeyboardInterrupt (the operator's Ctrl-C) still stops the process."""

@@ -34,6 +34,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ..errors import USER_CODE_FAILURES
 from ..protocol.crypto import KeyPair, seal
 from ..protocol.events import Action, Broadcast, Event, Received, Send, SendClient, Tick
 from ..protocol.messages import Message
@@ -289,7 +290,7 @@ class ByzantineReplica(Failing):
         b = self.behaviour
         try:
             events = checked(b.on_input(event), EVENT_TYPES, "on_input", "events (Received or Tick)")
-        except Exception as exc:  # noqa: BLE001 - the attacker's bug, reported as such
+        except USER_CODE_FAILURES as exc:  # the attacker's bug, reported as such
             self._failed("on_input", exc)
             events = [event]
         out: list[Action] = []
@@ -297,7 +298,7 @@ class ByzantineReplica(Failing):
             out.extend(self.core.step(ev))
         try:
             return Ready.of(checked(b.on_output(out), ACTION_TYPES, "on_output", "actions"))
-        except Exception as exc:  # noqa: BLE001
+        except USER_CODE_FAILURES as exc:
             self._failed("on_output", exc)
             return Ready.of(out)
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import USER_CODE_FAILURES, UsageError
 from ..protocol.config import ClusterConfig
 from ..protocol.crypto import KeyPair
 from . import loader
@@ -121,7 +121,7 @@ def check(
               base_dir=base_dir)
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
-    except Exception as exc:  # noqa: BLE001 - a user's __init__ or setup() that raises
+    except USER_CODE_FAILURES as exc:  # a user's __init__ or setup() that raises
         failure = failure_of(name, "setup", exc)
         raise UsageError(f"{failure.sentence()} while being built.") from None
 

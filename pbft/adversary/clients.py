@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
+from ..errors import USER_CODE_FAILURES
 from ..protocol import codec
 from ..protocol.client import ClientCore
 from ..protocol.config import ClusterConfig
@@ -121,14 +122,14 @@ class ByzantineClient(Failing):
             self.behaviour.ticks += 1
             try:
                 out = [*out, *checked(self.behaviour.on_tick(), ACTION_TYPES, "on_tick", "actions")]
-            except Exception as exc:  # noqa: BLE001 - the attacker's bug, reported as such
+            except USER_CODE_FAILURES as exc:  # the attacker's bug, reported as such
                 self._failed("on_tick", exc)
         return out
 
     def _output(self, actions: list[Action]) -> list[Action]:
         try:
             return checked(self.behaviour.on_output(actions), ACTION_TYPES, "on_output", "actions")
-        except Exception as exc:  # noqa: BLE001
+        except USER_CODE_FAILURES as exc:
             self._failed("on_output", exc)
             return actions
 

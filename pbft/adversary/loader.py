@@ -24,7 +24,7 @@ import sys
 import traceback
 from types import ModuleType
 
-from ..errors import UsageError
+from ..errors import USER_CODE_FAILURES, UsageError
 from .api import did_you_mean
 
 _MODULES: dict[tuple[str, float], ModuleType] = {}
@@ -95,7 +95,7 @@ def _load_file(path: str, shown: str) -> ModuleType:
     except SyntaxError as exc:
         sys.modules.pop(name, None)
         raise UsageError(f"{shown} line {exc.lineno}: syntax error ({exc.msg}).") from None
-    except Exception as exc:  # noqa: BLE001 - anything the user's module raises
+    except USER_CODE_FAILURES as exc:  # anything the user's module raises
         sys.modules.pop(name, None)
         line = _line_in(exc, path)
         at = f" line {line}" if line is not None else ""
@@ -118,7 +118,7 @@ def _import(dotted: str) -> ModuleType:
         raise UsageError(f"behaviour module {dotted}: importing it raised ModuleNotFoundError: {exc}.") from None
     except SyntaxError as exc:
         raise UsageError(f"{exc.filename} line {exc.lineno}: syntax error ({exc.msg}).") from None
-    except Exception as exc:  # noqa: BLE001
+    except USER_CODE_FAILURES as exc:
         frames = traceback.extract_tb(exc.__traceback__)
         at = f" ({frames[-1].filename} line {frames[-1].lineno})" if frames else ""
         raise UsageError(f"behaviour module {dotted}: importing it raised {type(exc).__name__}: {exc}{at}.") from None
@@ -172,5 +172,5 @@ def make_service(spec) -> object:
         return cls(**spec.kwargs())
     except TypeError as exc:
         raise UsageError(f"service {spec.ref}: its parameters do not fit ({exc}).") from None
-    except Exception as exc:  # noqa: BLE001 - the user's constructor
+    except USER_CODE_FAILURES as exc:  # the user's constructor
         raise UsageError(f"service {spec.ref}: making it raised {type(exc).__name__}: {exc}.") from None

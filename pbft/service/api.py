@@ -39,6 +39,7 @@ import re
 from bisect import bisect_right
 from typing import Any, ClassVar
 
+from ..errors import USER_CODE_FAILURES
 from ..protocol import codec
 from ..protocol.store import Entries, MemoryStore, Store
 
@@ -201,7 +202,7 @@ class Hosted:
             state = State(self.store)
             try:
                 service.setup(state)
-            except Exception as exc:
+            except USER_CODE_FAILURES as exc:
                 raise ServiceError(
                     f"service {service.identity()}: setup raised {type(exc).__name__}: {exc}"
                 ) from exc
@@ -213,7 +214,7 @@ class Hosted:
             result = self.service.execute(state, operation, client)
             if not isinstance(result, bytes):
                 raise TypeError(f"execute returned {type(result).__name__}, not bytes")
-        except Exception as exc:  # noqa: BLE001 - user code: any failure is a result
+        except USER_CODE_FAILURES as exc:  # user code: any failure is a result
             return exception_result(exc)
         state._apply()
         return result
@@ -229,7 +230,7 @@ class Hosted:
             result = self.service.query(state, operation, client)
             if result is not None and not isinstance(result, bytes):
                 raise TypeError(f"query returned {type(result).__name__}, not bytes or None")
-        except Exception as exc:  # noqa: BLE001
+        except USER_CODE_FAILURES as exc:
             return exception_result(exc)
         return result
 

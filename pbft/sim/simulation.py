@@ -59,7 +59,7 @@ from typing import Any
 from ..adversary import catalogue
 from ..adversary.base import failure_of
 from ..adversary.loader import make_service
-from ..errors import UsageError
+from ..errors import USER_CODE_FAILURES, UsageError
 from ..protocol.client import ClientCore
 from ..protocol.config import ClientInfo, ClusterConfig, ReplicaInfo
 from ..protocol.crypto import KeyPair, Verifier
@@ -347,7 +347,7 @@ class Simulation:
             byz = catalogue.build(spec.behaviour, spec.params, core, self.keys[rid], rng, base_dir=spec.base_dir)
         except (ValueError, TypeError) as exc:
             raise UsageError(f"{self.scenario.source or self.scenario.name}: replica {rid}: {exc}") from None
-        except Exception as exc:  # noqa: BLE001 - a user's __init__ or setup() that raises
+        except USER_CODE_FAILURES as exc:  # a user's __init__ or setup() that raises
             failure = failure_of(spec.behaviour, "setup", exc)
             raise UsageError(
                 f"{self.scenario.source or self.scenario.name}: replica {rid}: {failure.sentence()} while being built."
@@ -391,7 +391,7 @@ class Simulation:
                 )
             except (ValueError, TypeError) as exc:
                 raise UsageError(f"{self.scenario.source or self.scenario.name}: client {name}: {exc}") from None
-            except Exception as exc:  # noqa: BLE001
+            except USER_CODE_FAILURES as exc:
                 failure = failure_of(spec.behaviour, "setup", exc)
                 raise UsageError(
                     f"{self.scenario.source or self.scenario.name}: client {name}: {failure.sentence()} while being built."

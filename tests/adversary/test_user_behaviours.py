@@ -399,3 +399,23 @@ def test_misusing_the_api_is_the_attackers_failure_at_its_line(tmp_path, cls, li
     assert result.violations == [] and result.verdict == "ATTACKER-FAILED"
     first = result.attacker_failures[0]
     assert text in first and f"misuse.py line {line}" in first, first
+
+
+def test_a_behaviour_that_calls_sys_exit_is_an_attacker_failure_not_an_exit(tmp_path):
+    write(tmp_path, "quitter.py", """
+        import sys
+        from pbft.adversary import Behaviour
+
+        class Quitter(Behaviour):
+            def on_tick(self):
+                sys.exit("bye")
+    """)
+    result, _ = run(scenario(tmp_path, "quitter.py:Quitter"))
+    assert result.verdict == "ATTACKER-FAILED" and result.violations == []
+    assert "SystemExit" in result.attacker_failures[0]
+
+
+def test_a_file_that_exits_while_loading_is_one_sentence(tmp_path):
+    write(tmp_path, "exits.py", "import sys\nsys.exit(2)\n")
+    with pytest.raises(UsageError, match="loading it raised SystemExit"):
+        load_scenario(scenario(tmp_path, "exits.py:Nothing"))

@@ -177,3 +177,14 @@ def test_snapshot_restore_and_digest_agree_across_replicas():
     assert a.digest() == b.digest()
     with pytest.raises(ValueError):
         b.restore(b"\xff")
+
+
+def test_sys_exit_in_a_service_is_an_error_result_not_an_exit():
+    class Quits(Service):
+        def execute(self, state, operation, client):
+            state.put(b"k", b"v")
+            raise SystemExit(3)
+
+    h = Hosted(Quits())
+    assert result(h.execute(b"x", "c0")) == {"error": "SystemExit: 3"}
+    assert h.store.get(b"k") is None
