@@ -102,6 +102,9 @@ class RunResult:
     """The replicas' `[storage] fsync` policy (None: this build has no storage)."""
     cpu: dict[str, object] = field(default_factory=dict)
     """Fraction of one core each replica process and all workers used in the window."""
+    signatures: dict[str, int] = field(default_factory=dict)
+    """Ed25519 signatures the replicas made (`sign`) and verified (`verify`) in the
+    window, all replicas together (their metrics); {} when they could not be read."""
     state: dict[str, object] = field(default_factory=dict)
     """The state's figures: with --state-keys the preload (keys, value_size, preload_s);
     always each replica's RSS at the end of the window (rss_mb) and the bytes of state the
@@ -326,6 +329,41 @@ def _preload(path: str, names: list[str], keys: int, value_size: int, label: str
     return time.monotonic() - started
 
 
+def _add_metrics(path: str, n: int) -> list[int]:
+    """Give each replica of the throwaway cluster file a metrics address on loopback (the
+    bench reads their signature counts there); the ports."""
+    from .launcher import free_ports
+
+    ports = free_ports(n)
+    lines, out, rid = open(path, encoding="utf-8").read().splitlines(), [], -1
+    for line in lines:
+        out.append(line)
+        if line.startswith("[[replica]]"):
+            rid += 1
+            out.append(f'metrics = "127.0.0.1:{ports[rid]}"')
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(out) + "\n")
+    return ports
+
+
+def _signatures(ports: list[int]) -> dict[str, int]:
+    """Signatures made and verified so far by all replicas ({} if a metrics endpoint
+    did not answer)."""
+    import re
+    import urllib.request
+
+    total = {"sign": 0, "verify": 0}
+    for port in ports:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+                text = resp.read().decode()
+        except OSError:
+            return {}
+        for op, value in re.findall(r'^pbft_signatures_total\{op="(sign|verify)"\} ([0-9.e+]+)$', text, re.M):
+            total[op] += int(float(value))
+    return total
+
+
 def _proc_rss_mb(pid: int) -> float | None:
     """Resident memory of a live process in MB (Linux /proc), None elsewhere."""
     try:
@@ -427,6 +465,7 @@ def run_once(
         if fsync is not None:
             with open(path, "a", encoding="utf-8") as fh:
                 fh.write(f'\n[storage]\nfsync = "{fsync}"\n')
+        metrics_ports = _add_metrics(path, n)
         config = load_cluster(path)
         policy = config.fsync
         cluster = LocalCluster(
@@ -460,12 +499,14 @@ def run_once(
         for c in conns:
             c.send(("go", start, end))
         cpu0 = {i: _proc_cpu_seconds(p.pid) for i, p in cluster.procs.items()}
+        sig0 = _signatures(metrics_ports)
         busy0, mine0 = _machine_busy_seconds(), time.process_time()
         cleanup = profile(cluster) if profile is not None else None
         results = _collect(conns, procs, start, end, Progress(label, duration))
         if cleanup is not None:
             cleanup()
         cpu1 = {i: _proc_cpu_seconds(p.pid) for i, p in cluster.procs.items()}
+        sig1 = _signatures(metrics_ports)
         busy1, mine1 = _machine_busy_seconds(), time.process_time()
         rss = [_proc_rss_mb(cluster.procs[i].pid) for i in sorted(cluster.procs)]
         cluster.stop()
@@ -513,6 +554,7 @@ def run_once(
         fsync=policy,
         cpu=cpu,
         samples=[pair for r in results for pair in zip(r["completed"], r["latencies"], strict=True)],
+        signatures={op: sig1[op] - sig0[op] for op in sig0} if sig0 and sig1 else {},
         state={"keys": state_keys, "value_size": value_size, "preload_s": round(preload_s, 2),
                "rss_mb": rss, **state} if state_keys else {"rss_mb": rss, **state},
     )
@@ -613,6 +655,8 @@ def report(
         per = used * run.duration_s / run.requests
         out["cpu_us_per_request"] = round(per * 1e6, 1)
         out["cpu_ratio"] = round((run.n * cost.t_verify + cost.t_sign) / per, 4)
+        if run.signatures:
+            out.update(cpu_split(run, cost))
     if attack is not None:
         a = asdict(attack)
         a.pop("samples", None)
@@ -629,6 +673,26 @@ def report(
             for r in sorted(sweep, key=lambda r: r.clients)
         ]
     return out
+
+
+def cpu_split(run: RunResult, cost: CryptoCost) -> dict[str, object]:
+    """Where the CPU per request went: the replicas' Ed25519 (the signatures they made and
+    verified in the window, counted by their metrics, at the measured cost of the library
+    they use), the rest of the replicas' CPU, and the client workers' (which sign their
+    requests and verify f+1 replies themselves)."""
+    mine = _replicas_library()
+    t_sign, t_verify = next(((ts, tv) for lib, ts, tv in cost.measured if lib == mine), (cost.t_sign, cost.t_verify))
+    per_req = run.duration_s / run.requests
+    replicas = sum(run.cpu.get("replicas", [])) * per_req
+    ed25519 = (run.signatures.get("sign", 0) * t_sign + run.signatures.get("verify", 0) * t_verify) / run.requests
+    return {
+        "cpu_split_us": {
+            "replicas_ed25519": round(ed25519 * 1e6, 1),
+            "replicas_other": round(max(0.0, replicas - ed25519) * 1e6, 1),
+            "clients": round(float(run.cpu.get("workers", 0.0)) * per_req * 1e6, 1),
+        },
+        "signatures_per_request": {op: round(k / run.requests, 2) for op, k in sorted(run.signatures.items())},
+    }
 
 
 def _replicas_library() -> str:
@@ -657,8 +721,10 @@ def summary(doc: dict) -> list[str]:
         lines.append(f"state        {st['keys']} keys of {st['value_size']} B preloaded in {st['preload_s']:g} s")
     if st.get("rss_mb"):
         rss = " ".join(f"{x:.0f}" for x in st["rss_mb"] if x is not None)
+        size = st.get("checkpoint_state_bytes", 0)
+        shown = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} KB"
         lines.append(f"replica RSS  {rss} MB; the last stable checkpoint (n={st.get('stable_seq', 0)}) "
-                     f"wrote {st.get('checkpoint_state_bytes', 0) / 1e6:.1f} MB of state")
+                     f"wrote {shown} of state")
     cpu = doc.get("cpu") or {}
     if cpu.get("replicas"):
         per = " ".join(f"{x:.2f}" for x in cpu["replicas"])
@@ -669,6 +735,11 @@ def summary(doc: dict) -> list[str]:
                          "the figures are lower than this machine can do")
     if "cpu_ratio" in doc:
         lines.append(f"cpu/request  {doc['cpu_us_per_request']:.0f} us (floor share {doc['cpu_ratio']:.3f})")
+    if "cpu_split_us" in doc:
+        sp, sg = doc["cpu_split_us"], doc["signatures_per_request"]
+        lines.append(f"  where      replicas' Ed25519 {sp['replicas_ed25519']:.0f} us ({sg['verify']:.1f} verified, "
+                     f"{sg['sign']:.1f} signed per request), replicas' other {sp['replicas_other']:.0f} us, "
+                     f"clients {sp['clients']:.0f} us")
     if "attack" in doc:
         a = doc["attack"]
         lines += [

@@ -118,6 +118,7 @@ class _LiveCollector:
         for h in (self.m.batch_size, self.m.commit_latency, self.m.storage_write):
             yield h.family()
         yield from self.m.health_families()
+        yield self.m.signature_family()
         depth = GaugeMetricFamily(
             "pbft_queue_depth", "Frames queued for a peer replica", labels=["peer"]
         )
@@ -272,6 +273,15 @@ class NodeMetrics:
         for (peer, reason), value in sorted(self.rejected.items()):
             family.add_metric([peer, reason], value)
         yield family
+
+    def signature_family(self) -> Any:
+        """Ed25519 work of this replica's core: signatures made and verified (what `pbft
+        bench` turns into the CPU its replicas spent on Ed25519)."""
+        family = CounterMetricFamily("pbft_signatures", "Ed25519 signatures made and verified", labels=["op"])
+        core = self.core
+        family.add_metric(["sign"], getattr(getattr(core, "safety", None), "signatures", 0))
+        family.add_metric(["verify"], getattr(getattr(core, "verifier", None), "checked", 0))
+        return family
 
     def health_families(self) -> Iterable[Any]:
         """Readiness and its parts as gauges (0 when unknown: no core or health bound)."""

@@ -46,6 +46,11 @@ class SafetyRules:
         self.replica_id = replica_id
         self.signed: dict[tuple[str, int, int], tuple[bytes, Envelope]] = {}
 
+    @property
+    def signatures(self) -> int:
+        """Signatures this replica's key has made (metrics, the bench's CPU split)."""
+        return self._key.signed
+
     def sign_vote(self, msg: Vote) -> Envelope:
         slot = vote_slot(msg)
         prior = self.signed.get(slot)

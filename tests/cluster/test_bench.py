@@ -58,6 +58,14 @@ def test_bench_writes_a_well_formed_report(tmp_path):
     assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
     assert doc["ratio"] == pytest.approx(doc["throughput_rps"] / doc["ceiling_rps"], rel=0.01)
     assert doc["throughput_rps"] == pytest.approx(doc["requests"] / doc["duration_s"], rel=0.01)
+    # Where the CPU went: the replicas' signature counts come from their metrics. Every
+    # replica checks every request's signature, so at least n verifications per request
+    # (less a little at the window's edges).
+    split, sigs = doc["cpu_split_us"], doc["signatures_per_request"]
+    assert set(split) == {"replicas_ed25519", "replicas_other", "clients"}
+    assert split["replicas_ed25519"] > 0 and split["clients"] > 0
+    assert sigs["verify"] > doc["n"] - 1 and sigs["sign"] > 0
+    assert "replicas' Ed25519" in result.stdout
     # --plot: one SVG whose legend counts the same requests as the report
     assert f"bench ({doc['requests']} requests)" in svg.read_text()
 

@@ -99,6 +99,10 @@ async def test_metrics_endpoint_during_a_workload(tmp_path):
     assert 0 <= total(second, "pbft_stable_checkpoint") <= executed
     assert {dict(ls)["peer"] for n, ls in second if n == "pbft_queue_depth"} == {"0", "2", "3"}
     assert total(second, "pbft_view_changes_total") == 0
+    # Ed25519 work: a backup verified at least each of the 10 requests between the scrapes,
+    # and signed its votes.
+    assert total(second, "pbft_signatures_total", op="verify") - total(first, "pbft_signatures_total", op="verify") >= 10
+    assert total(second, "pbft_signatures_total", op="sign") > total(first, "pbft_signatures_total", op="sign")
 
 
 def test_peek_reads_type_and_slot_without_decoding():
