@@ -722,17 +722,8 @@ class RealRun:
     def latency_figures(self) -> Latency:
         """Correct clients' latencies (wall ms), overall and after the last heal, as the
         simulator reports them."""
-        heal = self.heal_ms
-        after = [done - max(since, heal) for since, done in self.latencies if done >= heal]
-        return Latency(
-            completed=len(self.latencies),
-            worst_ms=max((done - since for since, done in self.latencies), default=0),
-            heal_ms=heal,
-            after_heal=len(after),
-            worst_after_heal_ms=max(after, default=0),
-            bound_ms=int(self.liveness_s * 1000) if self.s.expect.all_requests_complete else None,
-        )
-
+        bound = int(self.liveness_s * 1000) if self.s.expect.all_requests_complete else None
+        return Latency.of(self.latencies, self.heal_ms, bound)
 
     def check_stores(self) -> None:
         """Compare what the correct replicas agreed, from their durable stores, now that

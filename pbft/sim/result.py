@@ -40,6 +40,19 @@ class Latency:
     """`expect.liveness_ms` when liveness is expected (None when the scenario expects
     requests may not complete)."""
 
+    @classmethod
+    def of(cls, pairs: list[tuple[int, int]], heal: int, bound_ms: int | None) -> Latency:
+        """The figures of (submitted, completed) pairs, with the last heal at `heal`."""
+        after = [done - max(since, heal) for since, done in pairs if done >= heal]
+        return cls(
+            completed=len(pairs),
+            worst_ms=max((done - since for since, done in pairs), default=0),
+            heal_ms=heal,
+            after_heal=len(after),
+            worst_after_heal_ms=max(after, default=0),
+            bound_ms=bound_ms,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class FaultyNode:

@@ -857,16 +857,7 @@ class Simulation:
     def _latency(self) -> Latency:
         """Correct clients' latencies, overall and after the last heal (`heal` only moves
         later during a run, so it is applied at the end)."""
-        heal = self.heal
-        after = [done - max(since, heal) for since, done in self._latencies if done >= heal]
-        return Latency(
-            completed=len(self._latencies),
-            worst_ms=max((done - since for since, done in self._latencies), default=0),
-            heal_ms=heal,
-            after_heal=len(after),
-            worst_after_heal_ms=max(after, default=0),
-            bound_ms=self.liveness_ms if self.expect_liveness else None,
-        )
+        return Latency.of(self._latencies, self.heal, self.liveness_ms if self.expect_liveness else None)
 
     def _faulty(self, refused: dict[str, dict[str, int]]) -> dict[str, FaultyNode]:
         """Per faulty node: what it sent, its lies, the refusals and the evidence."""
