@@ -174,3 +174,30 @@ def make_service(spec) -> object:
         raise UsageError(f"service {spec.ref}: its parameters do not fit ({exc}).") from None
     except USER_CODE_FAILURES as exc:  # the user's constructor
         raise UsageError(f"service {spec.ref}: making it raised {type(exc).__name__}: {exc}.") from None
+
+
+def service_from_options(ref: str | None, params: list[str], base_dir: str):
+    """`--service REF --service-param K=V ...` as a checked ServiceSpec (the class made
+    once, so that a bad one is one sentence now), or None without --service."""
+    from ..protocol.config import ServiceSpec
+    from .catalogue import parse_value
+
+    if ref is None:
+        if params:
+            raise UsageError("--service-param needs --service naming the class.")
+        return None
+    if ":" not in ref:
+        raise UsageError(f"--service {ref!r}: expected module.path:Class or FILE.py:Class.")
+    parsed: dict[str, bool | int | float | str] = {}
+    for item in params:
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or not key.isidentifier():
+            raise UsageError(f"--service-param {item!r}: expected KEY=VALUE.")
+        v = parse_value(value)
+        if not isinstance(v, bool | int | float | str):
+            raise UsageError(f"--service-param {item!r}: a value is a boolean, integer, float or string.")
+        parsed[key] = v
+    spec = ServiceSpec(ref, tuple(sorted(parsed.items())), base_dir)
+    make_service(spec)
+    return spec

@@ -19,6 +19,18 @@ from ..errors import UsageError
 from ..node.clusterfile import PASSPHRASE_ENV, read_passphrase_file
 
 
+def _append_service(path: str, service) -> None:
+    """The `[service]` table of `service` (a ServiceSpec) at the end of the cluster file."""
+    def toml(v: object) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        return json.dumps(v)  # ints, floats and strings are TOML as JSON writes them
+
+    lines = ["", "[service]", f"class = {json.dumps(service.ref)}", *(f"{k} = {toml(v)}" for k, v in service.params)]
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
 def cmd_keygen(args: Namespace) -> int:
     """`pbft keygen --dir DIR [--f 1] [--clients a,b] [--host H] [--base-port P]`, or
     `pbft keygen --add-client NAME --config FILE`; `--passphrase-env VAR` or
@@ -35,6 +47,9 @@ def cmd_keygen(args: Namespace) -> int:
         return 0
     if not args.dir:
         raise UsageError("keygen needs --dir DIR (or --add-client NAME --config FILE).")
+    from ..adversary.loader import service_from_options
+
+    service = service_from_options(args.service, args.service_param, os.path.abspath(args.dir))
     clients = [c.strip() for c in (args.clients or "").split(",") if c.strip()]
     path = keygen.generate_cluster(
         args.dir,
@@ -46,9 +61,11 @@ def cmd_keygen(args: Namespace) -> int:
         force=args.force,
         passphrase=passphrase,
     )
+    if service is not None:
+        _append_service(path, service)
     n = 3 * args.f + 1
     who = f"clients {', '.join(clients)}" if clients else "no clients"
-    print(f"wrote {path} ({n} replicas, {who})")
+    print(f"wrote {path} ({n} replicas, {who}{', service ' + service.ref if service else ''})")
     if passphrase:
         print(
             f"the private keys are encrypted: give replicas and clients the passphrase in "

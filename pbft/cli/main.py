@@ -137,6 +137,12 @@ def _show_defaults(p: argparse.ArgumentParser) -> None:
             action.help = f"{action.help} (default: {text})" if action.help else f"default: {text}"
 
 
+def _service_options(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument("--service", default=None, metavar="REF", help=text)
+    parser.add_argument("--service-param", action="append", default=[], metavar="KEY=VALUE",
+                        help="a parameter of --service's class (repeat for more)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pbft", description="Practical Byzantine Fault Tolerance")
     p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
@@ -162,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="encrypt the private keys with the passphrase in environment variable VAR")
     k.add_argument("--passphrase-file", default=None, metavar="FILE",
                    help="encrypt the private keys with the first line of FILE")
+    _service_options(k, "write a [service] table naming this class (module.path:Class or FILE.py:Class, "
+                        "a FILE relative to --dir) into the cluster file: the replicated service "
+                        "instead of the key-value store (docs/services.md)")
 
     r = sub.add_parser("replica", help="run one replica")
     r.add_argument("--config", required=True)
@@ -290,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="write each run's trace as JSON lines into OUT (docs/formats.md; with --real, "
                           "every process's trace merged into one); with several files the runs follow "
                           "one another in OUT, each with its header (pbft trace ... --run K picks one)")
+    _service_options(run, "run this service (module.path:Class or FILE.py:Class) in every scenario "
+                          "given, instead of the one its [service] names (docs/services.md)")
     lst = scs.add_parser("list", help="the built-in behaviours, or the parameters of those named")
     lst.add_argument("refs", nargs="*", metavar="REF", help="a behaviour name, FILE.py:Class or module:Class")
 

@@ -204,13 +204,18 @@ def _broken_note(name: str) -> str:
 
 
 def load_all(args) -> tuple[list, str | None]:
-    """The scenario files, each with `--broken NAME` applied if given."""
+    """The scenario files, each with `--broken NAME` and `--service REF` applied if given."""
+    from ..adversary.loader import service_from_options
+
     broken = getattr(args, "broken", None)
     if broken is not None:
         check_broken(broken, "--broken")
+    service = service_from_options(getattr(args, "service", None), getattr(args, "service_param", []), os.getcwd())
     scenarios = [load_scenario(path) for path in args.files]
     if broken:
         scenarios = [replace(s, broken=broken) for s in scenarios]
+    if service is not None:
+        scenarios = [replace(s, service=service) for s in scenarios]
     return scenarios, broken
 
 

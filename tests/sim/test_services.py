@@ -106,3 +106,32 @@ def test_replicas_naming_different_services_cannot_count_each_others_messages():
     assert Verifier(ledger.signing_domain, ledger.member_keys()).verify(env)
     assert not Verifier(richer.signing_domain, richer.member_keys()).verify(env)
     assert not Verifier(config.signing_domain, config.member_keys()).verify(env)
+
+
+def test_keygen_writes_the_service_table_and_refuses_a_bad_class(tmp_path, capsys):
+    from pbft.cli.main import main
+    from pbft.node.clusterfile import load_cluster
+
+    out = tmp_path / "c"
+    assert main(["keygen", "--dir", str(out), "--service", "pbft.service.ledger:Ledger",
+                 "--service-param", "accounts=3", "--service-param", "balance=50"]) == 0
+    config = load_cluster(str(out / "cluster.toml"))
+    assert config.service.ref == "pbft.service.ledger:Ledger"
+    assert config.service.kwargs() == {"accounts": 3, "balance": 50}
+    bad = tmp_path / "bad"
+    assert main(["keygen", "--dir", str(bad), "--service", "pbft.service.ledger:Ledgr"]) == 2
+    assert "did you mean 'Ledger'" in capsys.readouterr().err
+    assert not bad.exists()  # refused before anything was written
+    assert main(["keygen", "--dir", str(bad), "--service-param", "a=1"]) == 2
+
+
+def test_scenario_run_service_replaces_the_scenarios_service(capsys):
+    from pbft.cli.main import main
+
+    counters = str(ROOT / "examples" / "services" / "counters.py") + ":Counters"
+    assert main(["scenario", "run", str(SCENARIOS / "net-one-way.toml"), "--service", counters,
+                 "--service-param", "limit=20", "--json"]) == 0
+    import json
+
+    (run,) = json.loads(capsys.readouterr().out)
+    assert run["checks"]["client-correctness"] == run["requests_completed"] > 0
