@@ -22,3 +22,10 @@ def test_scenario_meets_its_expectations(path):
     assert r.passed, f"seed {r.seed}: {detail}"
     if s.expect.all_requests_complete:
         assert r.requests_completed == r.requests_total
+
+
+def test_every_scenario_has_a_name_of_its_own():
+    # Reports, traces (`--run NAME`) and the digest baseline (tools/baselines) find a
+    # scenario by its name.
+    names = [load_scenario(str(f)).name for f in FILES]
+    assert len(set(names)) == len(names), sorted(n for n in names if names.count(n) > 1)
