@@ -161,6 +161,8 @@ def _service_class(module: ModuleType, cls_name: str, shown: str) -> type:
         raise UsageError(f"{shown} has no class {cls_name}{did_you_mean(cls_name, classes)}.")
     if not inspect.isclass(cls) or not issubclass(cls, Service):
         raise UsageError(f"{shown}: {cls_name} does not derive from pbft.service.api.Service.")
+    if cls.execute is Service.execute:
+        raise UsageError(f"{shown}: {cls_name} does not define execute(state, operation, client).")
     return cls
 
 

@@ -168,8 +168,9 @@ class Service:
         operation; every replica must write the same)."""
 
     def execute(self, state: State, operation: bytes, client: str) -> bytes:
-        """Apply one ordered operation; its result."""
-        raise NotImplementedError
+        """Apply one ordered operation; its result. Every service defines it (a class
+        named in a [service] table without it is refused when loaded)."""
+        raise NotImplementedError(f"{type(self).__name__} does not define execute")
 
     def query(self, state: State, operation: bytes, client: str) -> bytes | None:
         """Answer a read-only operation without writing, or None if it is not one."""

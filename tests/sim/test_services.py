@@ -78,6 +78,7 @@ def test_a_broken_core_is_caught_with_another_service():
         ({"class": "nonsense"}, "'class' must be a string naming"),
         ({"class": "pbft.service.ledger:Ledger", "accounts": [1]}, "must be a boolean, integer, float or string"),
         ("ledger", "must be a table"),
+        ({"class": "pbft.service.api:Service"}, "does not define execute"),
     ],
 )
 def test_a_bad_service_table_is_one_sentence(service, words):
