@@ -256,8 +256,8 @@ class UncheckedPreparedCert(Replica):
 
 
 class UnverifiedChunk(Replica):
-    """Installs state chunks without checking their Merkle proof against the checkpoint
-    digest 2f+1 replicas signed (TOCS 2002 5.3: every fetched partition is checked).
+    """Installs fetched state without checking it against the checkpoint digest 2f+1
+    replicas signed (TOCS 2002 5.3.2: every fetched partition is checked).
 
     Caught by: state digests at the next checkpoint (oracle "exactly-once": state digests
     differ) and agreement on results; directly, by the lagging replica's state_digest()
@@ -266,8 +266,8 @@ class UnverifiedChunk(Replica):
     stable checkpoint and fetches the state from it.
     """
 
-    def _chunk_verifies(self, t, sc) -> bool:
-        return True
+    def _transfer_verifies(self) -> bool:
+        return False
 
 
 BROKEN: dict[str, type[Replica]] = {

@@ -30,10 +30,10 @@ seed. Memory is bounded: a few entries per view or checkpoint, trimmed as they a
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from typing import ClassVar
 
-from ..protocol import codec
 from ..protocol.crypto import NULL_DIGEST
 from ..protocol.events import Action, Broadcast, Event, Received, Send
 from ..protocol.messages import (
@@ -46,8 +46,8 @@ from ..protocol.messages import (
     from_body,
     open_envelope,
 )
-from ..protocol.statetransfer import chunk_proof, split
-from ..service.kv import KeyValueStore
+from ..protocol.partition import EMPTY, FANOUT, bucket_of
+from ..protocol.statetransfer import decode_page, encode_page
 from .wire import ReplicaBehaviour, random_digest
 
 MEMO = 16
@@ -308,14 +308,14 @@ class ViewChangeStorm(ReplicaBehaviour):
 
 
 class LyingStateTransfer(ReplicaBehaviour):
-    """Answers each FETCH-STATE it serves in one of `modes`, chosen per (checkpoint,
-    chunk, fetcher): `corrupt` (the right chunk with one bit flipped, the right proof),
-    `forge` (a chunk of a well-formed but altered state, with a proof of that state's own
-    tree), `stale` (a chunk of the oldest state it knows, down to the empty one), `slow`
-    (the right answer `delay_ms` late), `silent` (no answer)."""
+    """Answers each FETCH-STATE it serves in one of `modes`, chosen per (checkpoint, tree
+    node, fetcher): `corrupt` (the right answer with one bit flipped), `forge` (a
+    well-formed answer of an altered state: one child digest replaced, or one more entry
+    in the leaf's bucket), `stale` (the answer an empty state would give), `slow` (the
+    right answer `delay_ms` late), `silent` (no answer)."""
 
     name = "lying-state-transfer"
-    summary = "serves wrong, forged or stale state chunks, late or not at all"
+    summary = "serves wrong, forged or stale state, late or not at all"
     allowed = ("modes", "delay_ms")
     MODES = ("corrupt", "forge", "stale", "slow", "silent")
 
@@ -325,18 +325,11 @@ class LyingStateTransfer(ReplicaBehaviour):
         cfg = replica.config
         delay = self.p.integer("delay_ms", 4 * cfg.retransmit_ms, 0, 3_600_000)
         self.delay_ticks = max(1, delay // cfg.tick_ms)
-        self._memo: OrderedDict[tuple[int, int, int], str] = OrderedDict()
+        self._memo: OrderedDict[tuple[int, int, int, int], str] = OrderedDict()
         self._held: list[tuple[int, Send]] = []
-        genesis = codec.encode([KeyValueStore().snapshot(), []])
-        self._states: OrderedDict[int, bytes] = OrderedDict([(0, genesis)])
         self.made: list[str] = []
 
     def rewrite(self, actions: list[Action]) -> list[Action]:
-        for seq, (_, state) in self.replica.checkpoints.own.items():
-            if seq not in self._states:
-                self._states[seq] = state
-                while len(self._states) > 3:
-                    self._states.popitem(last=False)
         out: list[Action] = []
         for a in actions:
             opened = open_envelope(a.data) if isinstance(a, Send) else None
@@ -344,7 +337,7 @@ class LyingStateTransfer(ReplicaBehaviour):
                 out.append(a)
                 continue
             sc: StateChunk = opened[1]
-            k = (sc.seq, sc.index, a.to)  # type: ignore[union-attr]
+            k = (sc.seq, sc.level, sc.index, a.to)  # type: ignore[union-attr]
             if k not in self._memo:
                 self._memo[k] = self.rng.choice(self.modes)
                 _trim(self._memo, 256)
@@ -365,24 +358,25 @@ class LyingStateTransfer(ReplicaBehaviour):
         if mode == "corrupt":
             data = bytearray(sc.data or b"\0")
             data[self.rng.randrange(len(data))] ^= 1 << self.rng.randrange(8)
-            return StateChunk(sc.seq, sc.digest, sc.index, sc.total, bytes(data), sc.proof)
-        if mode == "forge":
-            state = self._forged(self._states.get(sc.seq) or next(reversed(self._states.values())))
-        else:  # stale
-            state = next(iter(self._states.values()))
-        chunks = split(state)
-        i = min(sc.index, len(chunks) - 1)
-        return StateChunk(sc.seq, sc.digest, i, len(chunks), chunks[i], chunk_proof(chunks, i))
-
-    def _forged(self, state: bytes) -> bytes:
-        """The same state with one more key: well formed, so only the proof betrays it."""
-        try:
-            snapshot, table = codec.decode(state)  # type: ignore[misc]
-            items = codec.decode(snapshot)
-            items = sorted([*items, [b"forged-by-%d" % self.me, b"lie"]])  # type: ignore[misc]
-            return codec.encode([codec.encode(items), table])
-        except (codec.CodecError, TypeError, ValueError):
-            return state + b"\0"
+            return dataclasses.replace(sc, data=bytes(data))
+        if mode == "stale":  # what a replica holding the empty state would answer
+            data = EMPTY[sc.level - 1] * FANOUT if sc.level else encode_page([])
+            return dataclasses.replace(sc, part=0, parts=1, data=data)
+        # forge: well formed, so only the digests betray it
+        if sc.level:
+            i = self.rng.randrange(FANOUT) * 32
+            return dataclasses.replace(sc, data=sc.data[:i] + random_digest(self.rng) + sc.data[i + 32 :])
+        entries = decode_page(sc.data) or []
+        if entries:  # one value changed
+            k, v = entries[-1]
+            entries[-1] = (k, b"lie" + v)
+        else:  # one more entry, with a key that belongs to the bucket
+            extra = b"forged-by-%d-" % self.me
+            n = 0
+            while bucket_of(extra + b"%d" % n) != sc.index:
+                n += 1
+            entries = [(extra + b"%d" % n, b"lie")]
+        return dataclasses.replace(sc, data=encode_page(entries))
 
 
 VIEWCHANGE_ATTACKS = (FakePreparedCert, DropCert, BadNewView, ViewChangeStorm, LyingStateTransfer)

@@ -12,8 +12,8 @@ count (`Replica.on_checkpoint`) and what a stable checkpoint changes elsewhere.
 * `claims`: CHECKPOINTs beyond the window (we may be behind), the latest two per
   replica, so f faulty replicas cannot fill memory with far-future claims; 2f+1 matching
   ones start a state transfer.
-* `own`: our own checkpoint digests and snapshots from the stable one up, the states we
-  serve to replicas fetching them (`chunks`).
+* `own`: our own checkpoint digests from the stable one up: the states we serve to
+  replicas fetching them (the store keeps their contents, copy on write: store.py).
 * `stable_digest`, `stable_proof`: the latest stable checkpoint and its 2f+1 messages.
 """
 
@@ -23,7 +23,6 @@ from .bounds import Bound, check
 from .config import ClusterConfig
 from .events import Ignored, Reason
 from .quorum import VoteSet
-from .statetransfer import split
 
 CLAIMS_PER_REPLICA = 2
 """Checkpoints beyond our window remembered per replica (`fake-stable-checkpoint`)."""
@@ -38,10 +37,9 @@ class Checkpoints:
         self.config = config
         self.votes: dict[int, VoteSet] = {}  # seq -> signer -> (digest, envelope)
         self.claims: dict[int, dict[int, tuple[bytes, bytes]]] = {}  # signer -> seq -> ...
-        self.own: dict[int, tuple[bytes, bytes]] = {}  # seq -> (digest, snapshot)
+        self.own: dict[int, bytes] = {}  # seq -> digest
         self.stable_digest = b""
         self.stable_proof: tuple[bytes, ...] = ()
-        self._served: tuple[int, list[bytes]] | None = None  # chunks of one own state
 
     def vote_set(self, seq: int) -> VoteSet:
         votes = self.votes.get(seq)
@@ -81,12 +79,6 @@ class Checkpoints:
             if s == seq and dg == digest
         ]
 
-    def chunks(self, seq: int) -> list[bytes]:
-        """The chunks of our own state at `seq` (which must be in `own`), split once."""
-        if self._served is None or self._served[0] != seq:
-            self._served = (seq, split(self.own[seq][1]))
-        return self._served[1]
-
     def collect(self, seq: int, state_digest: bytes, proof: tuple[bytes, ...]) -> None:
         """`seq` is stable with this proof: drop what lies at or below it (4.3); our own
         state at `seq` stays (it is what we serve)."""
@@ -114,7 +106,6 @@ class Checkpoints:
             ("claims", len(self.claims), cfg.n),
             ("claims (checkpoints)", claims, CLAIMS_PER_REPLICA * cfg.n),
             ("claims (bytes)", claim_bytes, CLAIMS_PER_REPLICA * cfg.n * CHECKPOINT_BYTES),
-            ("_served", 0 if self._served is None else 1, 1),
         ]
 
     def invariants(self) -> None:

@@ -29,6 +29,7 @@ from . import codec
 from .bounds import Bound, check
 from .config import ClusterConfig
 from .messages import Held, Request, to_body
+from .store import Namespace
 
 
 def client_retransmit_ticks(config: ClusterConfig) -> int:
@@ -109,9 +110,14 @@ class ReplyCache:
     cached reply resent (`resent`) and a HELD sent (`held`), each once per period per
     request."""
 
-    def __init__(self, config: ClusterConfig) -> None:
+    def __init__(self, config: ClusterConfig, store: Namespace | None = None) -> None:
         self.clients = len(config.clients)
+        self._names = frozenset(c.id for c in config.clients)
         self.records: dict[str, ClientRecord] = {}
+        self.store = store
+        """Where the records live for checkpoints (the replica's store, under the reply
+        prefix): digested and transferred with the service's state; `records` is their
+        decoded copy."""
         self.resent = ClientAnswers(config)
         self.held = HeldAnswers(config)
 
@@ -128,6 +134,29 @@ class ReplyCache:
 
     def record(self, client: str, timestamp: int, result: bytes) -> None:
         self.records[client] = ClientRecord(timestamp, result)
+        if self.store is not None:
+            self.store.put(client.encode(), codec.encode([timestamp, result]))
+
+    def load(self) -> list[str]:
+        """Read the records back from the store (after a state transfer or a rollback);
+        what it could not read, one line each (2f+1 replicas signed this state, so that
+        cannot happen while at most f are faulty; skipped, not raised)."""
+        self.records = {}
+        problems: list[str] = []
+        if self.store is None:
+            return problems
+        for key, value in self.store.scan(b"", None, self.clients + 1):
+            client = key.decode("utf-8", "replace")
+            try:
+                ts, result = codec.decode(value)  # type: ignore[misc]
+            except (codec.CodecError, TypeError, ValueError):
+                problems.append(f"reply record of {client!r} unreadable")
+                continue
+            if client not in self._names or type(ts) is not int or type(result) is not bytes:
+                problems.append(f"reply record of {client!r} not a client's")
+                continue
+            self.records[client] = ClientRecord(ts, result)
+        return problems
 
     def table(self) -> list[list]:
         """The records as a checkpoint holds them, in client order."""

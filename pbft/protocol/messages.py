@@ -161,21 +161,30 @@ class NewView:
 
 @dataclass(frozen=True, slots=True)
 class FetchState:
-    """Ask a replica for chunk `index` of the checkpointed state at `seq`."""
+    """Ask a replica for node (`level`, `index`) of the partition tree of its state at
+    checkpoint `seq` (TOCS 2002 5.3.2): the children's digests of an internal node, or
+    page `part` of a leaf's entries (level 0)."""
 
     seq: int
     digest: bytes
+    level: int
     index: int
+    part: int
 
 
 @dataclass(frozen=True, slots=True)
 class StateChunk:
+    """The answer to a FETCH-STATE: for an internal node its FANOUT children's digests,
+    concatenated; for a leaf page `part` of `parts`, its entries in key order as canonical
+    CBOR [[key, value], ...] (statetransfer.encode_page)."""
+
     seq: int
     digest: bytes
+    level: int
     index: int
-    total: int
+    part: int
+    parts: int
     data: bytes
-    proof: tuple[bytes, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,11 +314,8 @@ _SCHEMA: dict[MsgType, tuple[type, tuple]] = {
         (_u64, _u64, _list_of(_ENV, MAX_CERTS), _list_of(_list_of(_ENV, MAX_CERTS), MAX_CERTS)),
     ),
     MsgType.NEW_VIEW: (NewView, (_u64, _list_of(_ENV, MAX_CERTS), _list_of(_ENV, MAX_CERTS))),
-    MsgType.FETCH_STATE: (FetchState, (_u64, _digest, _u64)),
-    MsgType.STATE_CHUNK: (
-        StateChunk,
-        (_u64, _digest, _u64, _u64, _bytes(codec.MAX_FRAME), _list_of(_digest, 64)),
-    ),
+    MsgType.FETCH_STATE: (FetchState, (_u64, _digest, _u64, _u64, _u64)),
+    MsgType.STATE_CHUNK: (StateChunk, (_u64, _digest, _u64, _u64, _u64, _u64, _bytes(codec.MAX_FRAME))),
     MsgType.STATUS: (Status, (_u64, _u64, _u64, _u64, _behaviour)),
     MsgType.QUERY_STATUS: (QueryStatus, (_u64,)),
     MsgType.HELD: (Held, (_u64, _u64, _client, _u64, _u64)),
@@ -416,10 +422,10 @@ def render(msg: Message) -> str:
             return f"VIEW-CHANGE v={v} n={n} proof={len(proof)} P={len(prepared)}"
         case NewView(v, vcs, pps):
             return f"NEW-VIEW v={v} V={len(vcs)} O={len(pps)}"
-        case FetchState(n, d, i):
-            return f"FETCH-STATE n={n} d={d.hex()[:8]} i={i}"
-        case StateChunk(n, d, i, total, data, _):
-            return f"STATE-CHUNK n={n} d={d.hex()[:8]} {i + 1}/{total} {len(data)}B"
+        case FetchState(n, d, level, i, part):
+            return f"FETCH-STATE n={n} d={d.hex()[:8]} node={level}/{i} part={part}"
+        case StateChunk(n, d, level, i, part, parts, data):
+            return f"STATE-CHUNK n={n} d={d.hex()[:8]} node={level}/{i} {part + 1}/{parts} {len(data)}B"
         case Status(v, last, stable, size, _):
             return f"STATUS v={v} last={last} stable={stable} log={size}"
         case QueryStatus(nonce):

@@ -113,16 +113,15 @@ class ExecutedBatch:
 
 @dataclass(frozen=True, slots=True)
 class StableCheckpoint:
-    """The latest stable checkpoint: its state, and 2f+1 signatures on its digest."""
+    """The latest stable checkpoint and 2f+1 signatures on its digest. Its state is in the
+    replica's store, which keeps that checkpoint (store.py)."""
 
     seq: int
     digest: bytes
     proof: tuple[bytes, ...]
-    state: bytes
 
     def to_persist(self) -> Persist:
-        return Persist(Record.CHECKPOINT, 0, 0, "",
-                       codec.encode([self.seq, self.digest, list(self.proof), self.state]))
+        return Persist(Record.CHECKPOINT, 0, 0, "", codec.encode([self.seq, self.digest, list(self.proof)]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,12 +184,12 @@ def from_persist(p: Persist) -> DurableRecord:
             return ExecutedBatch(p.view, p.seq, p.value)
         case Record.CHECKPOINT:
             v = _decode(p)
-            _expect(isinstance(v, list) and len(v) == 4, "not [seq, digest, proof, state]", p)
+            _expect(isinstance(v, list) and len(v) == 3, "not [seq, digest, proof]", p)
             assert isinstance(v, list)
-            seq, digest, proof, state = v
-            _expect(_is_u64(seq) and type(digest) is bytes and _is_bytes_list(proof)
-                    and type(state) is bytes, "a field has the wrong type", p)
-            return StableCheckpoint(seq, digest, tuple(proof), state)
+            seq, digest, proof = v
+            _expect(_is_u64(seq) and type(digest) is bytes and _is_bytes_list(proof),
+                    "a field has the wrong type", p)
+            return StableCheckpoint(seq, digest, tuple(proof))
         case Record.WINDOW:
             v = _decode(p)
             _expect(isinstance(v, list) and len(v) == 3, "not [seq, digest, proof]", p)

@@ -39,7 +39,6 @@ from .records import (
     from_persist,
 )
 from .safety import vote_slot
-from .statetransfer import split, state_root
 from .viewchange import ViewStatus, check_checkpoint_proof, check_view_change
 
 if TYPE_CHECKING:
@@ -61,15 +60,43 @@ def recover(rep: Replica, records: list[Persist]) -> list[Action]:
     for r in records:
         typed = from_persist(r)
         by_kind.setdefault(type(typed), []).append(typed)
-    for cp in by_kind.get(StableCheckpoint, [])[-1:]:
-        assert isinstance(cp, StableCheckpoint)
-        if state_root(split(cp.state)) != cp.digest:
-            # The state on disk is not the one 2f+1 replicas signed: never serve it.
-            raise ValueError(f"the stored checkpoint state at n={cp.seq} does not match its signed digest")
-        if check_checkpoint_proof(rep.config, rep.verifier, cp.seq, cp.proof) != cp.digest:
-            raise ValueError(f"the stored proof of checkpoint n={cp.seq} is for another digest")
-        rep._restore_state(cp.seq, cp.digest, cp.state)
+    cp = next(iter(by_kind.get(StableCheckpoint, [])[-1:]), None)
+    jump = next(iter(by_kind.get(WindowJump, [])[-1:]), None)
+    assert cp is None or isinstance(cp, StableCheckpoint)
+    assert jump is None or isinstance(jump, WindowJump)
+    if cp is not None and check_checkpoint_proof(rep.config, rep.verifier, cp.seq, cp.proof) != cp.digest:
+        raise ValueError(f"the stored proof of checkpoint n={cp.seq} is for another digest")
+    stable = 0 if cp is None else cp.seq
+    replay = jump is None or jump.seq <= stable
+    if not replay:
+        # We had jumped to a later stable checkpoint and were installing its leaves: the
+        # store is a mix, so nothing is replayed; the walk starts again (below).
+        pass
+    elif cp is None:
+        # No checkpoint was stable: back to genesis, then replay what we executed.
+        if 0 in rep.store.kept:
+            rep.store.rollback(0)
+        else:
+            rep.service.reset()
+            rep.store.checkpoint(0)
+        rep.replies.load()
+    elif rep.store.digest_at(cp.seq) == cp.digest:
+        # The store still keeps the stable checkpoint (copy on write): back to it, then
+        # replay the batches executed after it. Costs what was written since.
+        rep.store.rollback(cp.seq)
+        for problem in rep.replies.load():
+            rep._out.append(Note(f"stored state at {cp.seq}: {problem}"))
+        rep.last_executed = cp.seq
+        rep.next_seq = max(rep.next_seq, cp.seq + 1)
+        rep.checkpoints.own[cp.seq] = cp.digest
         rep._make_stable(cp.seq, cp.digest, cp.proof)
+    else:
+        # The store cannot go back to the checkpoint 2f+1 signed (a crash lost its last
+        # writes, or it was damaged): never run on it; fetch that state instead, which
+        # moves only the leaves that differ.
+        rep._out.append(Note(f"the stored state does not hold checkpoint n={cp.seq}: fetching it"))
+        replay = False
+        rep._learn_stable(cp.seq, cp.digest, cp.proof)
     accepted = [r for r in by_kind.get(AcceptedPrePrepare, []) if isinstance(r, AcceptedPrePrepare)]
     for v in by_kind.get(SignedVote, []):
         assert isinstance(v, SignedVote)
@@ -81,7 +108,7 @@ def recover(rep: Replica, records: list[Persist]) -> list[Action]:
         pre_prepares[(c.seq, c.view)] = c.pre_prepare
         if c.seq > rep.log.low:
             rep.prepared_certs[c.seq] = (c.view, c.pre_prepare, c.prepares)
-    executed = [e for e in by_kind.get(ExecutedBatch, []) if isinstance(e, ExecutedBatch)]
+    executed = [e for e in by_kind.get(ExecutedBatch, []) if isinstance(e, ExecutedBatch) and replay]
     for e in sorted(executed, key=lambda e: e.seq):
         if e.seq != rep.last_executed + 1:
             continue
@@ -97,15 +124,13 @@ def recover(rep: Replica, records: list[Persist]) -> list[Action]:
         slot = Slot(e.seq, e.view, pp, pp_data, rep.verified.batch(pp.batch)[0])
         slot.commits.done = True  # executed before the restart: committed then
         rep._execute(slot)
-    for w in by_kind.get(WindowJump, [])[-1:]:
-        assert isinstance(w, WindowJump)
-        if w.seq > rep.log.low:
-            # We had jumped to a stable checkpoint whose state we were still fetching:
-            # back to that window, and the transfer starts again (chunks are asked
-            # for at the first retransmission).
-            if check_checkpoint_proof(rep.config, rep.verifier, w.seq, w.proof) != w.digest:
-                raise ValueError(f"the stored proof of checkpoint n={w.seq} is for another digest")
-            rep._learn_stable(w.seq, w.digest, w.proof)
+    if jump is not None and jump.seq > rep.log.low:
+        # We had jumped to a stable checkpoint whose state we were still fetching: back
+        # to that window, and the walk starts again from the top, comparing with what
+        # the store holds now.
+        if check_checkpoint_proof(rep.config, rep.verifier, jump.seq, jump.proof) != jump.digest:
+            raise ValueError(f"the stored proof of checkpoint n={jump.seq} is for another digest")
+        rep._learn_stable(jump.seq, jump.digest, jump.proof)
     for vs in by_kind.get(ViewState, [])[-1:]:
         assert isinstance(vs, ViewState)
         rep.view = vs.view

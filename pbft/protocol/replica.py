@@ -52,7 +52,7 @@ from .events import (
 )
 from .evidence import EvidenceMemory
 from .future import FutureViews
-from .held import ClientRecord, ReplyCache, WaitingReads
+from .held import ReplyCache, WaitingReads
 from .log import SURPLUS, MessageLog, Slot
 from .messages import (
     Checkpoint,
@@ -87,15 +87,16 @@ from .records import (
     WindowJump,
 )
 from .safety import SafetyRules, Vote, vote_slot
-from .service import StateMachine
+from .service import REPLY_PREFIX, StateMachine
 from .statetransfer import (
     IDLE_TRANSFER,
     ChunkBudget,
     Transfer,
-    split,
-    state_root,
-    verify_chunk,
+    Verdict,
+    encode_page,
+    pages,
 )
+from .store import Namespace
 from .timeouts import Expired, RequestTimers, Timeout
 from .verified import DeferredRequests, VerifiedRequests
 from .viewchange import (
@@ -137,6 +138,9 @@ class Replica:
         self.config = config
         self.id = replica_id
         self.service = service
+        self.store = service.root
+        """The replicated state: the service's entries and the reply cache, checkpointed
+        and transferred as one partition tree (store.py, TOCS 2002 5.3)."""
         self.verifier = verifier or Verifier(config.signing_domain, config.member_keys())
         self.safety = SafetyRules(key, config.signing_domain, replica_id)
         self.view = 0
@@ -157,7 +161,10 @@ class Replica:
         self.transfer: Transfer | None = None
         self.chunks_served = ChunkBudget(self._retransmit_ticks, config.n)
         self.transfers_completed = 0
-        self.replies = ReplyCache(config)
+        self.replies = ReplyCache(config, Namespace(self.store, REPLY_PREFIX))
+        if not self.store.kept:
+            # Genesis is a checkpoint too: what a restart goes back to before any is stable.
+            self.store.checkpoint(0)
         self.checkpoints = Checkpoints(config)
         self.rejects: Counter[tuple[Signer | None, Reason]] = Counter()
         self.surplus_votes = 0
@@ -240,14 +247,11 @@ class Replica:
         out.append(("rejects", len(self.rejects), (cfg.n + len(cfg.clients) + 1) * len(Reason)))
         return out
 
-    def checkpoint_state(self) -> bytes:
-        """Everything a checkpoint covers: the service state and the reply cache, which
-        is what keeps exactly-once across a state transfer (section 4.1)."""
-        return codec.encode([self.service.snapshot(), self.replies.table()])
-
     def state_digest(self) -> bytes:
-        """The checkpoint digest of the current state: a Merkle root over its chunks."""
-        return state_root(split(self.checkpoint_state()))
+        """The checkpoint digest of the current state: the root of its partition tree
+        over the service's entries and the reply cache (what keeps exactly-once across a
+        state transfer, section 4.1)."""
+        return self.store.digest()
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -767,9 +771,10 @@ class Replica:
     # -- checkpoints (section 4.3) --------------------------------------------------------
 
     def _take_checkpoint(self, seq: int) -> None:
-        snapshot = self.checkpoint_state()
-        d = state_root(split(snapshot))
-        self.checkpoints.own[seq] = (d, snapshot)
+        # Costs the leaves written since the last checkpoint (TOCS 5.3.1); the store keeps
+        # this state readable, copy on write, while we execute on.
+        d = self.store.checkpoint(seq)
+        self.checkpoints.own[seq] = d
         self._out.append(CheckpointTaken(seq, d))
         data = self._broadcast_vote(Checkpoint(seq, d))
         self.checkpoints.vote_set(seq)[self.id] = (d, data)  # our own vote, by construction
@@ -843,24 +848,33 @@ class Replica:
         garbage; if we lack that state (or ours differs), jump the window and fetch it."""
         if seq <= self.log.low:
             return
-        own = self.checkpoints.own.get(seq)
-        if own is not None and own[0] == state_digest:
+        if self.checkpoints.own.get(seq) == state_digest:
             self._make_stable(seq, state_digest, proof)
             return
         if self.last_executed >= seq:
             self._out.append(Note(f"our state at {seq} differs from the stable checkpoint"))
         self._make_stable(seq, state_digest, proof)
+        self._start_transfer(seq, state_digest, proof)
+
+    def _start_transfer(self, seq: int, state_digest: bytes, proof: tuple[bytes, ...]) -> None:
+        """Fetch the state at stable checkpoint `seq`: walk its partition tree from the
+        signed root, fetching what differs from ours (TOCS 5.3.2; statetransfer.py)."""
         sources = sorted(
             {envelope_from_bytes(d).signer for d in proof} - {self.id}  # type: ignore[type-var]
         )
-        self.transfer = Transfer(seq, state_digest, proof, sources, started_tick=self.ticks)
+        # Our checkpoints are below it or not the agreed state: none is served any more,
+        # and the store keeps none (nothing to copy on write while leaves are installed).
+        self.checkpoints.own.clear()
+        self.store.release(1 << 64)
+        mine = self.store.tree_now().levels
+        self.transfer = Transfer(seq, state_digest, proof, sources, mine, started_tick=self.ticks)
         self._out.append(StateTransferStarted(seq, state_digest))
         self._request_chunks()
 
     def _make_stable(self, seq: int, state_digest: bytes, proof: tuple[bytes, ...]) -> None:
-        own = self.checkpoints.own.get(seq)
-        if own is not None and own[0] == state_digest:
-            self._persist_checkpoint(seq, state_digest, proof, own[1])
+        if self.checkpoints.own.get(seq) == state_digest:
+            self._persist_checkpoint(seq, state_digest, proof)
+            self.store.release(seq)  # older checkpoints are no longer served (4.3)
         else:
             # A window jump to a state we do not hold yet. It is durable before any vote
             # we sign above it, so a restart comes back to this window (with its votes
@@ -1157,8 +1171,8 @@ class Replica:
         if t is None:
             return
         asks, every_source_lied = t.next_requests()
-        for index, source in asks:
-            msg = FetchState(t.seq, t.digest, index)
+        for level, index, part, source in asks:
+            msg = FetchState(t.seq, t.digest, level, index, part)
             self._out.append(Send(source, self.safety.sign_other(msg).to_bytes()))
         if every_source_lied:
             self._out.append(Note(f"state transfer to {t.seq}: every source lied"))
@@ -1166,29 +1180,44 @@ class Replica:
     def ignore_fetch_state(self, peer: Signer | None, env: Envelope, fs: FetchState) -> Ignored | None:
         if (why := self.ignore_unsigned(env)) is not None:
             return why
-        key = (env.signer, fs.seq, fs.index)
+        key = (env.signer, fs.seq, fs.level, fs.index, fs.part)
         return self.chunks_served.ignore(peer, key, fs.digest, self.checkpoints.own, self.ticks)  # type: ignore[arg-type]
 
     def on_fetch_state(self, peer: Signer | None, env: Envelope, fs: FetchState) -> None:
-        """TOCS 2002 5.3: serve one chunk of a stable checkpoint's state, with its proof."""
+        """TOCS 2002 5.3.2: serve one node of a checkpoint's partition tree: an internal
+        node's children's digests, or a page of a leaf's entries."""
         if (why := self.ignore_fetch_state(peer, env, fs)) is not None:
             self._ignore(peer, why)
             return
         if not self._verify(peer, env):
             return
-        chunks = self.checkpoints.chunks(fs.seq)
-        if fs.index >= len(chunks):
-            self._reject(peer, Reason.OUT_OF_WINDOW, f"chunk {fs.index} of {len(chunks)}")
-            return
+        if fs.level >= 1:
+            children = self.store.children_at(fs.seq, fs.level, fs.index)
+            if children is None:
+                self._reject(peer, Reason.STALE, f"checkpoint {fs.seq} not kept")
+                return
+            data, parts = b"".join(children), 1
+        else:
+            entries = self.store.bucket_at(fs.seq, fs.index)
+            if entries is None:
+                self._reject(peer, Reason.STALE, f"checkpoint {fs.seq} not kept")
+                return
+            leaf = pages(entries)
+            if fs.part >= len(leaf):
+                self._reject(peer, Reason.OUT_OF_WINDOW, f"page {fs.part} of {len(leaf)}")
+                return
+            data, parts = encode_page(leaf[fs.part]), len(leaf)
         asker: int = env.signer  # type: ignore[assignment]
-        reply = self.chunks_served.serve((asker, fs.seq, fs.index), chunks, fs.digest, self.ticks)
+        self.chunks_served.record((asker, fs.seq, fs.level, fs.index, fs.part), self.ticks)
+        reply = StateChunk(fs.seq, fs.digest, fs.level, fs.index, fs.part, parts, data)
         self._out.append(Send(asker, self.safety.sign_other(reply).to_bytes()))
 
     def ignore_state_chunk(self, env: Envelope, sc: StateChunk) -> Ignored | None:
         if (why := self.ignore_unsigned(env)) is not None:
             return why
-        if self.transfer is None or not self.transfer.wants(sc.seq, sc.digest, sc.index):
-            return Reason.STALE, None  # not fetching it (any more), or have it already
+        t = self.transfer
+        if t is None or not t.wants(sc.seq, sc.digest, sc.level, sc.index, sc.part, env.signer):  # type: ignore[arg-type]
+            return Reason.STALE, None  # not fetching it (any more), or not from this source
         return None
 
     def on_state_chunk(self, peer: Signer | None, env: Envelope, sc: StateChunk) -> None:
@@ -1199,46 +1228,44 @@ class Replica:
         assert t is not None
         if not self._verify(peer, env):
             return
-        if not self._chunk_verifies(t, sc):
-            # Every chunk is checked against the digest 2f+1 replicas signed; a source
-            # that sends one that does not verify is never asked again.
-            t.lied(env.signer)  # type: ignore[arg-type]
-            self._reject(peer, Reason.BAD_DIGEST, f"state chunk {sc.index} of {sc.seq}")
-            self._request_chunks()
-            return
-        t.received(sc.index, sc.total, sc.data)
+        source: int = env.signer  # type: ignore[assignment]
+        verdict, entries = t.received(sc.level, sc.index, sc.part, sc.parts, sc.data, source,
+                                      verify=self._transfer_verifies())
+        if verdict is Verdict.LIED:
+            # Every answer is checked against a digest 2f+1 replicas signed (through its
+            # parents); a source whose answer does not verify is never asked again.
+            self._reject(peer, Reason.BAD_DIGEST, f"state node {sc.level}/{sc.index} of {sc.seq}")
+        elif verdict is Verdict.LEAF:
+            assert entries is not None
+            self.store.install_bucket(sc.index, entries)
         if t.complete():
             self._install_state(t)
         else:
             self._request_chunks()
 
-    def _chunk_verifies(self, t: Transfer, sc: StateChunk) -> bool:
-        """Seam: the chunk's Merkle proof holds against the digest 2f+1 signed (TOCS 5.3)."""
-        return verify_chunk(t.digest, sc.total, sc.index, sc.data, sc.proof)
-
-    def _restore_state(self, seq: int, state_digest: bytes, state: bytes) -> bool:
-        """Replace service state and reply cache with a checkpoint's (fetched or stored)."""
-        try:
-            snapshot, table = codec.decode(state)  # type: ignore[misc]
-            self.service.restore(snapshot)
-            clients = {c: ClientRecord(ts, res) for c, ts, res in table}
-        except (codec.CodecError, ValueError, TypeError) as exc:  # 2f+1 signed garbage
-            self._out.append(Note(f"state at {seq} verified but unreadable: {exc}"))
-            return False
-        self.replies.records = clients
-        self.last_executed = seq
-        self.next_seq = max(self.next_seq, seq + 1)
-        self.checkpoints.own[seq] = (state_digest, state)
+    def _transfer_verifies(self) -> bool:
+        """Seam: every fetched node and leaf is checked against the digest 2f+1 signed
+        (TOCS 5.3.2); a broken variant skips it."""
         return True
 
     def _install_state(self, t: Transfer) -> None:
-        state = t.assemble()
+        """Every leaf that differed is installed: the store now holds the state at t.seq."""
         self.transfer = None
-        if not self._restore_state(t.seq, t.digest, state):
+        d = self.store.checkpoint(t.seq)
+        if d != t.digest and self._transfer_verifies():
+            # Cannot happen while the walk compared with a tree nothing else changed; if it
+            # does, walk again rather than run on a state 2f+1 did not sign.
+            self._out.append(Note(f"state at {t.seq} installed but its digest differs: fetching again"))
+            self._start_transfer(t.seq, t.digest, t.proof)
             return
+        for problem in self.replies.load():
+            self._out.append(Note(f"state at {t.seq}: {problem}"))
+        self.last_executed = t.seq
+        self.next_seq = max(self.next_seq, t.seq + 1)
+        self.checkpoints.own[t.seq] = d
         self.transfers_completed += 1
         self.retransmit_timeout.start(self.ticks)
-        self._persist_checkpoint(t.seq, t.digest, t.proof, state)
+        self._persist_checkpoint(t.seq, t.digest, t.proof)
         self.requests.drop_executed(self.replies.executed_ts)
         self.requests.restart(self.ticks)  # a fresh timer once caught up
         self._out.append(StateInstalled(t.seq, t.digest))
@@ -1246,10 +1273,9 @@ class Replica:
 
     # -- durability (docs/architecture.md "The durability contract") ----------------------
 
-    def _persist_checkpoint(
-        self, seq: int, state_digest: bytes, proof: tuple[bytes, ...], state: bytes
-    ) -> None:
-        self._out.append(StableCheckpoint(seq, state_digest, proof, state).to_persist())
+    def _persist_checkpoint(self, seq: int, state_digest: bytes, proof: tuple[bytes, ...]) -> None:
+        # The state itself is in the store, which keeps checkpoint `seq` (store.py).
+        self._out.append(StableCheckpoint(seq, state_digest, proof).to_persist())
         self._out.append(Truncate(seq))
 
     def _persist_view(self, message: bytes) -> None:
@@ -1357,7 +1383,7 @@ class Replica:
         tell the others where we are so that they can help us catch up."""
         self._out.append(Broadcast(self._status()))
         if self.transfer is not None:
-            self.transfer.asked.clear()  # a slow source: ask the next one
+            self.transfer.stalled()  # a slow source: ask the next one
             self._request_chunks()
         if self.status is ViewStatus.VIEW_CHANGE:
             own = self.view_changes.retransmission(self.id, self.view)

@@ -1,105 +1,148 @@
-"""Checkpointed state as verifiable chunks (TOCS 2002 section 5.3, simplified).
+"""Partial state transfer over the partition tree (TOCS 2002 section 5.3.2).
 
-A checkpoint's state is one byte string (the service snapshot plus the reply cache). It
-is cut into fixed-size chunks, and the checkpoint digest that 2f+1 replicas sign is the
-root of a Merkle tree over the chunk hashes, bound to the chunk count. A replica fetching
-state can therefore check every chunk the moment it arrives, against the digest it
-already trusts, with a proof of log2(chunks) hashes: one lying or slow source cannot
-poison the transfer, only delay it until the fetcher asks someone else.
+Theory of operation. A checkpoint's digest, which 2f+1 replicas sign, is the root of the
+partition tree over the whole replicated state (`partition.py`): the service's entries
+and the reply cache, in one store. A replica that must fetch the state at a stable
+checkpoint walks that tree from the top: it asks for the root's children, checks them
+against the signed digest, compares each with its own tree, and asks only for the
+children that differ, down to the leaves, whose entries it installs. What a replica that
+missed a thousand writes moves is therefore those leaves and the nodes above them, not
+the state (a million keys: about 3% of the state's bytes, most of it the 256 nodes of
+level 1).
 
-`Transfer` is the fetcher's bookkeeping: which chunks it has, which it asked whom for
-(at most IN_FLIGHT at once, round-robin over the 2f+1 signers of the proof but us), and
-which sources proved to be liars (never asked again, until every source has lied: then
-everyone is asked again, as f liars cannot exhaust the correct ones). `ChunkBudget` is
-the server's: a chunk is a costly answer to a small question, so it is rationed per
-asker (issue 13, item 7). The replica's handlers (`on_fetch_state`, `on_state_chunk`)
-sign and send; what to ask, what to serve and when to stop lives here.
+Every answer is checked against a digest the fetcher already trusts, the moment it
+arrives: an internal node's children against the node's digest (from its parent, up to
+the signed root), a leaf's entries against the leaf's digest. A leaf can be larger than
+one message (Byzantine clients can grind keys into one bucket), so its entries come in
+pages, in key order, all from one source; the leaf is checked when its last page
+arrives, and a source whose leaf or node does not verify is never asked again (until
+every source has lied: f liars cannot exhaust the correct ones). A source that does not
+answer within a retransmission period loses what it was asked; the next is asked.
+
+Leaves are installed as they verify, so the store is a mix of old and new leaves until
+the walk ends. That is safe because nothing reads or executes it meanwhile: the replica's
+window starts at the checkpoint being fetched, so no slot below it can execute, and reads
+wait while the state is older than the stable checkpoint (`held.WaitingReads`). A restart
+in the middle walks again from the top, comparing with whatever the store holds.
+
+`Transfer` is the fetcher's bookkeeping; `ChunkBudget` the server's (a chunk is a costly
+answer to a small question, so it is rationed per asker, issue 13 item 7). The replica's
+handlers (`on_fetch_state`, `on_state_chunk`) sign, send and install.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
+from enum import Enum
 
+from . import codec
 from .bounds import Bound, check
 from .events import Ignored, Reason
-from .messages import StateChunk
+from .partition import DEPTH, FANOUT, check_children, check_leaf
+from .store import Entries
 
-CHUNK_SIZE = 64 * 1024
-MAX_CHUNKS = 1 << 20
+PAGE_BYTES = 64 * 1024
+"""Keys and values per page of a leaf (a single larger entry has a page to itself)."""
+MAX_PARTS = 1 << 14
+"""Pages per leaf at most (1 GiB at PAGE_BYTES): a bound on what a fetcher buffers for
+one leaf, whatever a source claims."""
 IN_FLIGHT = 8
-"""Chunk requests outstanding at once during a transfer."""
+"""Requests outstanding at once during a transfer."""
+DIGEST = 32
+
+Node = tuple[int, int]
+"""(level, index) in the partition tree: level DEPTH is the root (index 0), level 0 the
+leaves (index = bucket)."""
 
 
-def _h(tag: bytes, data: bytes) -> bytes:
-    return hashlib.sha256(tag + data).digest()
+def valid_node(level: int, index: int) -> bool:
+    return 0 <= level <= DEPTH and 0 <= index < FANOUT ** (DEPTH - level)
 
 
-def split(state: bytes) -> list[bytes]:
-    return [state[i : i + CHUNK_SIZE] for i in range(0, len(state), CHUNK_SIZE)] or [b""]
+def pages(entries: Entries) -> list[Entries]:
+    """A leaf's entries (key order) cut into pages of at most PAGE_BYTES of keys and
+    values; an entry larger than that alone. An empty leaf is one empty page."""
+    out: list[Entries] = [[]]
+    size = 0
+    for k, v in entries:
+        n = len(k) + len(v)
+        if out[-1] and size + n > PAGE_BYTES:
+            out.append([])
+            size = 0
+        out[-1].append((k, v))
+        size += n
+    return out
 
 
-def _levels(leaves: list[bytes]) -> list[list[bytes]]:
-    levels = [leaves]
-    while len(levels[-1]) > 1:
-        prev = levels[-1]
-        nxt = [
-            _h(b"node", prev[i] + prev[i + 1]) if i + 1 < len(prev) else prev[i]
-            for i in range(0, len(prev), 2)
-        ]
-        levels.append(nxt)
-    return levels
+def encode_page(entries: Entries) -> bytes:
+    return codec.encode([[k, v] for k, v in entries])
 
 
-def state_root(chunks: list[bytes]) -> bytes:
-    """The checkpoint digest of a state cut into `chunks`."""
-    top = _levels([_h(b"leaf", c) for c in chunks])[-1][0]
-    return _h(b"root", len(chunks).to_bytes(8, "big") + top)
+def decode_page(data: bytes) -> Entries | None:
+    """A page's entries, or None if the bytes are not a list of [key, value] pairs."""
+    try:
+        items = codec.decode(data)
+    except codec.CodecError:
+        return None
+    if not isinstance(items, list):
+        return None
+    out: Entries = []
+    for item in items:
+        if not (isinstance(item, list) and len(item) == 2 and all(type(x) is bytes for x in item)):
+            return None
+        out.append((item[0], item[1]))
+    return out
 
 
-def chunk_proof(chunks: list[bytes], index: int) -> tuple[bytes, ...]:
-    """Sibling hashes from leaf `index` up to the top (an odd node out has none)."""
-    proof = []
-    for level in _levels([_h(b"leaf", c) for c in chunks])[:-1]:
-        sibling = index ^ 1
-        if sibling < len(level):
-            proof.append(level[sibling])
-        index //= 2
-    return tuple(proof)
+@dataclass(slots=True)
+class LeafPages:
+    """The pages of one leaf received so far, all from `source`."""
+
+    source: int
+    parts: int = 0  # 0: not known until the first page
+    entries: Entries = field(default_factory=list)
+    size: int = 0
+    got: int = 0  # pages received
+
+    @property
+    def next_part(self) -> int:
+        return self.got
 
 
-def verify_chunk(root: bytes, total: int, index: int, chunk: bytes, proof: tuple[bytes, ...]) -> bool:
-    if not 0 <= index < total <= MAX_CHUNKS or len(chunk) > CHUNK_SIZE:
-        return False
-    node = _h(b"leaf", chunk)
-    width, pos, used = total, index, 0
-    while width > 1:
-        sibling = pos ^ 1
-        if sibling < width:
-            if used >= len(proof):
-                return False
-            s = proof[used]
-            used += 1
-            node = _h(b"node", node + s) if pos % 2 == 0 else _h(b"node", s + node)
-        pos //= 2
-        width = (width + 1) // 2
-    return used == len(proof) and _h(b"root", total.to_bytes(8, "big") + node) == root
+class Verdict(Enum):
+    """What an answer did to a transfer."""
+
+    LIED = "lied"
+    KEPT = "kept"  # a verified internal node, or a page of a leaf not complete yet
+    LEAF = "leaf"  # a verified leaf: install it
 
 
 @dataclass(slots=True)
 class Transfer:
-    """A fetch in progress of the state at checkpoint `seq` with digest `digest`."""
+    """A fetch in progress of the state at checkpoint `seq` with digest `digest`.
+
+    `mine` is our own tree's digests when the walk started (`PartitionTree.levels`); the
+    walk fetches a node only when its digest differs from ours."""
 
     seq: int
     digest: bytes
     proof: tuple[bytes, ...]
     sources: list[int]
-    total: int | None = None
-    chunks: dict[int, bytes] = field(default_factory=dict)
-    asked: dict[int, int] = field(default_factory=dict)  # chunk index -> source
+    mine: list[list[bytes]] = field(default_factory=list)
+    expected: dict[Node, bytes] = field(default_factory=dict)  # to fetch -> its digest
+    asked: dict[Node, int] = field(default_factory=dict)  # in flight -> source
+    leaves: dict[int, LeafPages] = field(default_factory=dict)  # bucket -> pages so far
     liars: set[int] = field(default_factory=set)
     turn: int = 0
     started_tick: int = 0
+    received_bytes: int = 0
+    """Bytes of verified answers (what the transfer moved)."""
+    installed: int = 0
+    """Leaves installed."""
+
+    def __post_init__(self) -> None:
+        if not self.expected:
+            self.expected[(DEPTH, 0)] = self.digest
 
     def next_source(self) -> int | None:
         honest = [s for s in self.sources if s not in self.liars]
@@ -108,128 +151,187 @@ class Transfer:
         self.turn += 1
         return honest[self.turn % len(honest)]
 
-    def missing(self) -> list[int]:
-        if self.total is None:
-            return [0]
-        return [i for i in range(self.total) if i not in self.chunks]
-
-    def next_requests(self) -> tuple[list[tuple[int, int]], bool]:
-        """The (chunk index, source) requests to send now, keeping IN_FLIGHT out; and
-        whether every source has lied (the liars are then forgiven for the next round)."""
-        out: list[tuple[int, int]] = []
-        for index in self.missing():
+    def next_requests(self) -> tuple[list[tuple[int, int, int, int]], bool]:
+        """The (level, index, part, source) requests to send now, keeping IN_FLIGHT out;
+        and whether every source has lied (the liars are then forgiven)."""
+        out: list[tuple[int, int, int, int]] = []
+        for node in self.expected:
             if len(self.asked) >= IN_FLIGHT:
                 break
-            if index in self.asked:
+            if node in self.asked:
                 continue
-            source = self.next_source()
-            if source is None:
-                self.liars.clear()  # try again from everyone: f liars cannot exhaust us
-                return out, True
-            self.asked[index] = source
-            out.append((index, source))
+            level, index = node
+            pages_so_far = self.leaves.get(index) if level == 0 else None
+            if pages_so_far is not None:
+                source: int | None = pages_so_far.source  # a leaf's pages from one source
+            else:
+                source = self.next_source()
+                if source is None:
+                    self.liars.clear()  # try again from everyone: f liars cannot exhaust us
+                    return out, True
+            assert source is not None
+            self.asked[node] = source
+            part = pages_so_far.next_part if pages_so_far is not None else 0
+            out.append((level, index, part, source))
         return out, False
 
+    def wants(self, seq: int, digest: bytes, level: int, index: int, part: int, source: int) -> bool:
+        """An answer for a node of this transfer not verified yet: an internal node from
+        anyone (it is checked alone, and a slow source's late answer is as good), a leaf's
+        first page from anyone, its next pages from the source of its first."""
+        node = (level, index)
+        if seq != self.seq or digest != self.digest or node not in self.expected:
+            return False
+        got = self.leaves.get(index) if level == 0 else None
+        if got is None:
+            return part == 0
+        return source == got.source and part == got.next_part
+
     def lied(self, source: int) -> None:
-        """`source` sent a chunk that does not verify: never ask it again."""
+        """`source` sent an answer that does not verify: never ask it again."""
         self.liars.add(source)
-        for index in [i for i, s in self.asked.items() if s == source]:
-            del self.asked[index]
+        for node in [n for n, s in self.asked.items() if s == source]:
+            del self.asked[node]
+        for bucket in [b for b, p in self.leaves.items() if p.source == source]:
+            del self.leaves[bucket]
 
-    def wants(self, seq: int, digest: bytes, index: int) -> bool:
-        """A chunk of this state (seq, digest) that we do not have yet."""
-        return seq == self.seq and digest == self.digest and index not in self.chunks
+    def stalled(self) -> None:
+        """A retransmission period without the answers: ask again, elsewhere (a leaf's
+        pages start over from its first page)."""
+        self.asked.clear()
+        self.leaves.clear()
 
-    def received(self, index: int, total: int, data: bytes) -> None:
-        """A chunk that verifies against the digest 2f+1 signed."""
-        self.total = total
-        self.chunks[index] = data
-        self.asked.pop(index, None)
+    def received(self, level: int, index: int, part: int, parts: int, data: bytes, source: int,
+                 verify: bool = True) -> tuple[Verdict, Entries | None]:
+        """An answer `wants` accepted: (Verdict, the leaf's entries for Verdict.LEAF).
+        `verify` False skips the digest checks (a broken variant's seam, nothing else)."""
+        node = (level, index)
+        expected = self.expected[node]
+        if level >= 1:
+            if len(data) != FANOUT * DIGEST:
+                return self._lied(source)
+            children = tuple(data[i : i + DIGEST] for i in range(0, len(data), DIGEST))
+            if verify and not check_children(expected, level, children):
+                return self._lied(source)
+            del self.expected[node]
+            self.asked.pop(node, None)
+            self.received_bytes += len(data)
+            mine = self.mine[level - 1] if self.mine else None
+            for i, child in enumerate(children):
+                at = index * FANOUT + i
+                if mine is None or mine[at] != child:
+                    self.expected[(level - 1, at)] = child
+            return Verdict.KEPT, None
+        entries = decode_page(data)
+        got = self.leaves.get(index)
+        if got is None:
+            got = self.leaves[index] = LeafPages(source)
+        if entries is None or not 1 <= parts <= MAX_PARTS or (got.parts and parts != got.parts):
+            return self._lied(source)
+        if got.entries and entries and entries[0][0] <= got.entries[-1][0]:
+            return self._lied(source)  # pages come in key order
+        got.parts = parts
+        got.got += 1
+        got.entries.extend(entries)
+        got.size += len(data)
+        self.asked.pop(node, None)  # the next page is asked for at the next round
+        if got.got < got.parts:
+            return Verdict.KEPT, None
+        del self.leaves[index]
+        if verify and not check_leaf(expected, index, got.entries):
+            return self._lied(source)
+        del self.expected[node]
+        self.received_bytes += got.size
+        self.installed += 1
+        return Verdict.LEAF, got.entries
+
+    def _lied(self, source: int) -> tuple[Verdict, None]:
+        self.lied(source)
+        return Verdict.LIED, None
+
+    def buffered(self) -> int:
+        """Bytes of leaf pages held until their leaf is complete."""
+        return sum(p.size for p in self.leaves.values())
 
     def bounds(self) -> list[Bound]:
-        """At most IN_FLIGHT chunk requests out; no chunk beyond the announced total."""
-        beyond = len(self.chunks) if self.total is None else max(0, len(self.chunks) - self.total)
+        """At most IN_FLIGHT requests out, and as many leaves in pages; each at most
+        MAX_PARTS pages."""
+        parts = max((p.parts for p in self.leaves.values()), default=0)
         return [
-            ("transfer (asked)", len(self.asked), IN_FLIGHT, "chunk requests"),
-            ("transfer", beyond, 0, "chunks beyond its total"),
+            ("transfer (asked)", len(self.asked), IN_FLIGHT, "requests"),
+            ("transfer (leaves)", len(self.leaves), IN_FLIGHT, "leaves in pages"),
+            ("transfer (pages)", parts, MAX_PARTS, "pages of one leaf"),
         ]
 
     def invariants(self) -> None:
         check(self.bounds())
 
     def complete(self) -> bool:
-        return self.total is not None and len(self.chunks) == self.total
-
-    def assemble(self) -> bytes:
-        assert self.total is not None
-        return b"".join(self.chunks[i] for i in range(self.total))
+        return not self.expected
 
 
 IDLE_TRANSFER: list[Bound] = [
-    ("transfer (asked)", 0, IN_FLIGHT, "chunk requests"),
-    ("transfer", 0, 0, "chunks beyond its total"),
+    ("transfer (asked)", 0, IN_FLIGHT, "requests"),
+    ("transfer (leaves)", 0, IN_FLIGHT, "leaves in pages"),
+    ("transfer (pages)", 0, MAX_PARTS, "pages of one leaf"),
 ]
 """`Transfer.bounds()` of no transfer: a replica lists the same structures whether or not
 one is in progress (the simulator keeps peaks by position)."""
 
 
 CHUNKS_PER_PERIOD = 8 * IN_FLIGHT
-"""State chunks served to one replica per retransmission period (a transfer keeps
-IN_FLIGHT requests out, so it is slowed only when chunks come back faster than that)."""
+"""Answers served to one replica per retransmission period (a transfer keeps IN_FLIGHT
+requests out, so it is slowed only when answers come back faster than that)."""
 
 CHUNKS_REMEMBERED = 4096
-"""(asker, seq, index) of state chunks sent in the last retransmission period."""
+"""(asker, seq, level, index, part) of answers sent in the last retransmission period."""
+
+ChunkKey = tuple[int, int, int, int, int]
+"""(asker, seq, level, index, part)."""
 
 
 class ChunkBudget:
-    """What a replica serving state has sent whom: a chunk is a costly answer to a small
-    question, so each (asker, seq, index) is answered once per `period` ticks and each
-    asker gets at most CHUNKS_PER_PERIOD chunks per period (issue 13, item 7)."""
+    """What a replica serving state has sent whom: an answer is a costly reply to a small
+    question, so each (asker, seq, node, part) is answered once per `period` ticks and
+    each asker gets at most CHUNKS_PER_PERIOD answers per period (issue 13, item 7)."""
 
     def __init__(self, period: int, replicas: int) -> None:
         self.period = period
         self.replicas = replicas
-        self.sent: dict[tuple[int, int, int], int] = {}  # (asker, seq, index) -> tick
-        self.budget: dict[int, tuple[int, int]] = {}  # asker -> (period start, chunks)
+        self.sent: dict[ChunkKey, int] = {}  # key -> tick
+        self.budget: dict[int, tuple[int, int]] = {}  # asker -> (period start, answers)
 
-    def ignore(
-        self, peer: object, key: tuple[int, int, int], digest: bytes,
-        own: dict[int, tuple[bytes, bytes]], now: int,
-    ) -> Ignored | None:
-        """Why the chunk `key` = (asker, seq, index) of the state `digest`, asked over
-        `peer`'s channel, is not served now, or None. Chunks go to the signer: a
-        FETCH-STATE relayed or replayed by anyone else would make us send state to a
-        replica that did not ask; and they are rationed per asker (issue 13, item 7).
-        Only a checkpoint we hold (in `own`, seq -> (digest, state)) is served."""
+    def ignore(self, peer: object, key: ChunkKey, digest: bytes, own: dict[int, bytes], now: int) -> Ignored | None:
+        """Why the answer `key`, for the state `digest`, asked over `peer`'s channel, is
+        not served now, or None. Answers go to the signer: a FETCH-STATE relayed or
+        replayed by anyone else would make us send state to a replica that did not ask;
+        and they are rationed per asker. Only a checkpoint we hold (`own`: seq -> digest)
+        is served."""
         if peer is not None and peer != key[0]:
             return Reason.WRONG_ROLE, f"fetch-state of {key[0]} relayed by {peer!r}"
+        _, _, level, index, part = key
+        if not valid_node(level, index) or not 0 <= part < MAX_PARTS or (level and part):
+            return Reason.OUT_OF_WINDOW, f"no node ({level}, {index}) part {part} in the tree"
         last = self.sent.get(key)
         if last is not None and now - last < self.period:
-            return Reason.DUPLICATE, None  # asked again too soon: the same chunk
+            return Reason.DUPLICATE, None  # asked again too soon: the same answer
         if self._used(key[0], now)[1] >= CHUNKS_PER_PERIOD:
-            # Every chunk of a large state once per period is a stream a faulty replica
+            # Every node of a large state once per period is a stream a faulty replica
             # could keep asking for; a transfer with IN_FLIGHT requests out needs far less.
             return Reason.OVERLOAD, f"state chunks for replica {key[0]} this period"
-        held = own.get(key[1])
-        if held is None or held[0] != digest:
+        if own.get(key[1]) != digest:
             return Reason.STALE, None
         return None
 
     def _used(self, asker: int, now: int) -> tuple[int, int]:
-        """(start, chunks) of `asker`'s current period."""
+        """(start, answers) of `asker`'s current period."""
         start, count = self.budget.get(asker, (now, 0))
         if now - start >= self.period:
             return now, 0
         return start, count
 
-    def serve(self, key: tuple[int, int, int], chunks: list[bytes], digest: bytes, now: int) -> StateChunk:
-        """The chunk `key` names, with its Merkle proof, counted against its asker."""
-        _, seq, index = key
-        self._record(key, now)
-        return StateChunk(seq, digest, index, len(chunks), chunks[index], chunk_proof(chunks, index))
-
-    def _record(self, key: tuple[int, int, int], now: int) -> None:
-        """One more chunk sent to key's asker, in its current period."""
+    def record(self, key: ChunkKey, now: int) -> None:
+        """One more answer sent to key's asker, in its current period."""
         start, count = self._used(key[0], now)
         if len(self.sent) >= CHUNKS_REMEMBERED:
             horizon = now - self.period

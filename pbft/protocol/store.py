@@ -59,6 +59,53 @@ class Store(Protocol):
 
     def bucket_at(self, seq: int, bucket: int) -> Entries | None: ...
 
+    def digest_at(self, seq: int) -> bytes | None: ...
+
+    def tree_now(self) -> PartitionTree:
+        """A copy of the current state's partition tree, refreshed (what a fetcher
+        compares a checkpoint's tree with)."""
+        ...
+
+    def rollback(self, seq: int) -> None: ...
+
+    def install_bucket(self, bucket: int, entries: Entries) -> None: ...
+
+    def clear(self) -> None:
+        """Forget every entry and every kept checkpoint (a store started over)."""
+        ...
+
+    @property
+    def kept(self) -> list[int]: ...
+
+
+class Namespace:
+    """The part of a store under one key prefix, seen as a store of its own (get, put,
+    delete, scan; keys without the prefix). The replica keeps the service's entries
+    under one prefix and its reply cache under another, in one store, so that one tree
+    digests, checkpoints and transfers both (exactly-once survives a state transfer,
+    OSDI'99 4.1)."""
+
+    __slots__ = ("_store", "_prefix", "_end")
+
+    def __init__(self, store: Store, prefix: bytes) -> None:
+        self._store = store
+        self._prefix = prefix
+        self._end = prefix[:-1] + bytes([prefix[-1] + 1])  # the first key past the prefix
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._store.get(self._prefix + key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._store.put(self._prefix + key, value)
+
+    def delete(self, key: bytes) -> bool:
+        return self._store.delete(self._prefix + key)
+
+    def scan(self, start: bytes, end: bytes | None, limit: int) -> Entries:
+        n = len(self._prefix)
+        stop = self._end if end is None else self._prefix + end
+        return [(k[n:], v) for k, v in self._store.scan(self._prefix + start, stop, limit)]
+
 
 class MemoryStore:
     def __init__(self) -> None:
@@ -172,6 +219,13 @@ class MemoryStore:
             if saved is not None:
                 return sorted(saved.items())
         return sorted(self.buckets.get(bucket, {}).items())
+
+    def tree_now(self) -> PartitionTree:
+        self.digest()
+        return self.tree.copy()
+
+    def clear(self) -> None:
+        self.__init__()  # type: ignore[misc]
 
     def rollback(self, seq: int) -> None:
         """Put the state back as it was at kept checkpoint `seq` and forget the later

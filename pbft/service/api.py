@@ -41,7 +41,8 @@ from typing import Any, ClassVar
 
 from ..errors import USER_CODE_FAILURES
 from ..protocol import codec
-from ..protocol.store import Entries, MemoryStore, Store
+from ..protocol.service import SERVICE_PREFIX
+from ..protocol.store import Entries, MemoryStore, Namespace, Store
 
 MAX_KEY = 1024
 MAX_VALUE = 60 * 1024
@@ -192,22 +193,33 @@ class Service:
 class Hosted:
     """A `Service` on a `Store`: what the core calls (`pbft.protocol.service.StateMachine`).
 
-    It turns every way user code can fail into a deterministic error result, applies an
-    operation's writes only when it returns, and gives the core the state's digest from
-    the store's partition tree."""
+    It turns every way user code can fail into a deterministic error result and applies
+    an operation's writes only when it returns. `root` is the replica's whole store (what
+    the core checkpoints and transfers); the service sees only its part of it, `store`
+    (the keys under SERVICE_PREFIX)."""
 
     def __init__(self, service: Service, store: Store | None = None) -> None:
         self.service = service
-        self.store: Store = store if store is not None else MemoryStore()
-        if not self.store.scan(b"", None, 1):
-            state = State(self.store)
-            try:
-                service.setup(state)
-            except USER_CODE_FAILURES as exc:
-                raise ServiceError(
-                    f"service {service.identity()}: setup raised {type(exc).__name__}: {exc}"
-                ) from exc
-            state._apply()
+        self.root: Store = store if store is not None else MemoryStore()
+        self.store: Namespace = Namespace(self.root, SERVICE_PREFIX)
+        if not self.root.kept and not self.root.scan(b"", None, 1):
+            self._setup()  # a fresh store; a durable one that was set up keeps its state
+
+    def _setup(self) -> None:
+        state = State(self.store)
+        try:
+            self.service.setup(state)
+        except USER_CODE_FAILURES as exc:
+            raise ServiceError(
+                f"service {self.service.identity()}: setup raised {type(exc).__name__}: {exc}"
+            ) from exc
+        state._apply()
+
+    def reset(self) -> None:
+        """Empty the store, then the service's initial state (a replica whose store
+        cannot go back to its genesis checkpoint starts over and replays)."""
+        self.root.clear()
+        self._setup()
 
     def execute(self, operation: bytes, client: str) -> bytes:
         state = State(self.store)
@@ -221,12 +233,12 @@ class Hosted:
         return result
 
     def query(self, operation: bytes, client: str) -> bytes | None:
-        return self.query_on(self.store, operation, client)
+        return self.query_on(self.root, operation, client)
 
     def query_on(self, store: Any, operation: bytes, client: str) -> bytes | None:
-        """`query` against `store` (anything with get and scan): the oracle's reads of
-        past states."""
-        state = State(store, writable=False)
+        """`query` against `store` (a whole store, anything with get and scan): the
+        oracle's reads of past states."""
+        state = State(Namespace(store, SERVICE_PREFIX), writable=False)
         try:
             result = self.service.query(state, operation, client)
             if result is not None and not isinstance(result, bytes):
@@ -235,8 +247,8 @@ class Hosted:
             return exception_result(exc)
         return result
 
-    # What today's core calls to checkpoint and transfer the whole state; the partitioned
-    # transfer replaces these (issue 18, items 2 and 3).
+    # The service's entries as one value: for tests, tools and the simulator's oracle
+    # (the core checkpoints and transfers the store's partition tree instead).
 
     def snapshot(self) -> bytes:
         return codec.encode([[k, v] for k, v in self.store.scan(b"", None, 1 << 62)])
@@ -256,4 +268,5 @@ class Hosted:
             self.store.put(key, value)
 
     def digest(self) -> bytes:
-        return self.store.digest()
+        """The digest of the whole store (the service's entries and the reply cache)."""
+        return self.root.digest()

@@ -177,6 +177,9 @@ class Instance:
     """Changes to `store` a crash may still lose (see the module docstring)."""
     failures_seen: int = 0  # of a Byzantine node's behaviour failures, already reported
     lies: Lies | None = None  # a behaviour's: what its honest core sent (lies are counted)
+    state: Any = None
+    """The service on its store: durable like `store` (the store keeps its checkpoints,
+    and a restart rolls it back to the stable one, as a replica's SQLite store does)."""
 
 
 @dataclass(slots=True)
@@ -301,6 +304,7 @@ class Simulation:
         self._incarnations: dict[int, int] = {}
         self._epochs: dict[int, int] = {}
         self._stores: dict[int, list[Store]] = {}
+        self._states: dict[int, list[Any]] = {}
         self.restarts = 0
         self.replicas: dict[int, list[Instance]] = {i: [] for i in range(cfg.n)}
         self._behaviour_rng = random.Random(self.rng.getrandbits(64))
@@ -327,12 +331,15 @@ class Simulation:
 
     # -- construction -------------------------------------------------------------------
 
-    def _new_instance(self, rid: int, store: Store | None = None) -> Instance:
-        """A fresh core for replica `rid`; with `store`, recovered from those records."""
+    def _new_instance(self, rid: int, store: Store | None = None, state: Any = None) -> Instance:
+        """A fresh core for replica `rid`; with `store`, recovered from those records and
+        `state` (its service and store, as the crash left them)."""
         inc = self._incarnations.get(rid, 0)
         self._incarnations[rid] = inc + 1
         epoch = self._epochs.get(rid, 0)
-        core = self._classes.get(rid, Replica)(self.config, rid, self.keys[rid], self._new_state(), self.verifier)
+        if not store or state is None:
+            state = self._new_state()
+        core = self._classes.get(rid, Replica)(self.config, rid, self.keys[rid], state, self.verifier)
         if store:
             try:
                 core.recover(list(store.values()))
@@ -341,7 +348,7 @@ class Simulation:
         store = {} if store is None else store
         spec = self.byz_replica.get(rid)
         if spec is None:
-            return Instance(core, rid in self.correct, inc, epoch, store)
+            return Instance(core, rid in self.correct, inc, epoch, store, state=state)
         rng = random.Random(self._behaviour_rng.getrandbits(64))
         try:
             byz = catalogue.build(spec.behaviour, spec.params, core, self.keys[rid], rng, base_dir=spec.base_dir)
@@ -352,7 +359,7 @@ class Simulation:
             raise UsageError(
                 f"{self.scenario.source or self.scenario.name}: replica {rid}: {failure.sentence()} while being built."
             ) from None
-        inst = Instance(byz, False, inc, epoch, store)
+        inst = Instance(byz, False, inc, epoch, store, state=state)
         inst.lies = watch_honest(byz)
         return inst
 
@@ -627,6 +634,7 @@ class Simulation:
         for inst in self.replicas[rid]:
             roll_back(inst.store, inst.unsynced)
         self._stores[rid] = [inst.store for inst in self.replicas[rid]]
+        self._states[rid] = [inst.state for inst in self.replicas[rid]]
         self.replicas[rid] = []
 
     def _restart(self, rid: int, amnesia: bool) -> None:
@@ -638,13 +646,17 @@ class Simulation:
             self.tracer.restart(self.now, rid, amnesia)
         self.restarts += 1
         stores = self._stores.pop(rid, [])
+        states = self._states.pop(rid, [])
         if amnesia:
             self._epochs[rid] = self._epochs.get(rid, 0) + 1
             self.oracle.note_restart(rid)
-            stores = []
+            stores, states = [], []
         count = 2 if rid in self.twins else 1
         stores = stores + [{}] * (count - len(stores))
-        self.replicas[rid] = [self._new_instance(rid, stores[k] if stores[k] else None) for k in range(count)]
+        states = states + [None] * (count - len(states))
+        self.replicas[rid] = [
+            self._new_instance(rid, stores[k] if stores[k] else None, states[k]) for k in range(count)
+        ]
         for inst in self.replicas[rid]:
             if inst.correct:
                 self.oracle.note_recovered(rid, (rid, inst.incarnation), inst.node)

@@ -2,24 +2,25 @@
 `unverified-chunk` it exposes (docs/attacks.md; TOCS 2002 section 5.3).
 
 A replica cut off while the others move two checkpoints ahead must, once it is back,
-fetch the stable state in chunks. The faulty replica is one of its sources (and the one it
-asks first); whatever it serves (corrupted, forged, stale, late, nothing) the lagging
-replica verifies every chunk, uses the other sources, and ends with the same state as the
-others. A replica that skips the Merkle check installs the lie.
+fetch the stable state, walking the partition tree from the signed root. The faulty
+replica is one of its sources; whatever it serves (corrupted, forged, stale, late,
+nothing) the lagging replica verifies every node and leaf, uses the other sources, and
+ends with the same state as the others. A replica that skips the checks installs the lie.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import pytest
 from test_viewchange_attacks import Net
 
 from pbft.adversary.broken import BROKEN
-from pbft.protocol import codec
 from pbft.protocol.events import Executed, Reason, Received, StateInstalled
 from pbft.protocol.messages import StateChunk
 from pbft.protocol.replica import Replica
-from pbft.protocol.statetransfer import Transfer, chunk_proof, split, state_root
-from pbft.service.kv import KeyValueStore
+from pbft.protocol.partition import DEPTH, EMPTY, FANOUT
+from pbft.protocol.statetransfer import Transfer
 
 
 def assert_safe(c: Net) -> None:
@@ -69,7 +70,7 @@ def test_wrong_chunks_are_rejected_and_other_sources_used(mode):
     served = [sc for _, sc in c.received(3, StateChunk, src=1)]
     assert served
     assert c.rejects(Reason.BAD_DIGEST, peer=1) >= 1
-    assert any("state chunk" in d for d in c.details(Reason.BAD_DIGEST, peer=1))
+    assert any("state node" in d for d in c.details(Reason.BAD_DIGEST, peer=1))
     lag = c.cores[3]
     assert lag.transfers_completed >= 1 and lag.transfer is None
     assert [a.seq for a in c.of(3, StateInstalled)] and lag.stable_seq == c.cores[0].stable_seq
@@ -108,15 +109,14 @@ def test_lying_state_transfer_is_harmless_without_a_lagging_replica():
 # -- the broken variant --------------------------------------------------------------------------
 
 
-def test_unverified_chunk_differs_on_a_chunk_with_a_wrong_proof():
-    trusted = state_root(split(b"the agreed state"))
-    forged = codec.encode([KeyValueStore().snapshot(), []])
+def test_unverified_chunk_differs_on_an_answer_that_does_not_verify():
+    trusted = hashlib.sha256(b"the agreed state").digest()
+    empty = EMPTY[DEPTH - 1] * FANOUT  # the root's children of an empty state, not `trusted`'s
     for cls, installed in ((Replica, False), (BROKEN["unverified-chunk"], True)):
         c = Net(replica_cls=cls)
         rep = c.cores[3]
-        rep.transfer = Transfer(4, trusted, (), [0])
-        chunks = split(forged)
-        sc = StateChunk(4, trusted, 0, 1, chunks[0], chunk_proof(chunks, 0))
+        rep.transfer = Transfer(4, trusted, (), [0], rep.store.tree_now().levels)
+        sc = StateChunk(4, trusted, DEPTH, 0, 0, 1, empty)
         out = rep.step(Received(0, c.cores[0].safety.sign_other(sc).to_bytes()))
         assert any(isinstance(a, StateInstalled) for a in out) == installed
         assert (rep.last_executed == 4) == installed

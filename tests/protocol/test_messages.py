@@ -51,8 +51,8 @@ EXAMPLES = [
     ViewChange(1, 0, (), ()),
     ViewChange(2, 128, (b"c1", b"c2", b"c3"), ((b"pp", b"p1", b"p2"), (b"pp2",))),
     NewView(1, (b"vc1", b"vc2"), (b"pp1",)),
-    FetchState(128, D, 0),
-    StateChunk(128, D, 1, 3, b"data", (D, E)),
+    FetchState(128, D, 2, 0, 0),
+    StateChunk(128, D, 0, 7, 1, 3, b"data"),
     Status(1, 10, 8, 2),
     Status(1, 10, 8, 2, "wrong-digest-vote"),
     QueryStatus(42),
@@ -90,10 +90,8 @@ messages = st.one_of(
     st.builds(Checkpoint, u64, digests),
     st.builds(ViewChange, u64, u64, envs, st.lists(envs, max_size=3).map(tuple)),
     st.builds(NewView, u64, envs, envs),
-    st.builds(FetchState, u64, digests, u64),
-    st.builds(
-        StateChunk, u64, digests, u64, u64, st.binary(max_size=64), st.lists(digests).map(tuple)
-    ),
+    st.builds(FetchState, u64, digests, u64, u64, u64),
+    st.builds(StateChunk, u64, digests, u64, u64, u64, u64, st.binary(max_size=64)),
     st.builds(Status, u64, u64, u64, u64),
     st.builds(QueryStatus, u64),
     st.builds(Held, u64, u64, names, u64, u64),

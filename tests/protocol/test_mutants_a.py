@@ -38,13 +38,9 @@ from pbft.protocol.events import (
     Truncate,
 )
 from pbft.protocol.messages import FetchState, Prepare
-from pbft.protocol.statetransfer import (
-    CHUNK_SIZE,
-    chunk_proof,
-    split,
-    state_root,
-    verify_chunk,
-)
+from pbft.protocol.partition import DEPTH, FANOUT, bucket_of, check_children, check_leaf
+from pbft.protocol.statetransfer import pages
+from pbft.protocol.store import MemoryStore
 from pbft.protocol.viewchange import InvalidCertificate, ViewStatus, check_checkpoint_proof
 from pbft.service.kv import op_put
 from pbft.sim.simulation import apply_durability
@@ -52,107 +48,101 @@ from pbft.sim.simulation import apply_durability
 pytestmark = pytest.mark.timeout(120)
 
 
-# -- 1. Merkle proofs of state chunks (TOCS 2002 section 5.3) -----------------------------
+# -- 1. The partition tree and partial state transfer (TOCS 2002 section 5.3) ------------
 
 
-def _state(n_chunks: int, tail: int, seed: int) -> bytes:
-    """A state of `n_chunks` chunks (the last one `tail` bytes short, at least 1 byte),
-    with chunks that differ from each other."""
-    size = max(1, n_chunks * CHUNK_SIZE - tail)
-    block = hashlib.sha256(b"state-%d" % seed).digest()
-    out = bytearray()
-    counter = 0
-    while len(out) < size:
-        out += hashlib.sha256(block + counter.to_bytes(8, "big")).digest() * 64
-        counter += 1
-    return bytes(out[:size])
+entry_sets = st.dictionaries(st.binary(min_size=1, max_size=12), st.binary(max_size=20), max_size=30)
 
 
-states = st.builds(
-    _state,
-    n_chunks=st.integers(1, 9),
-    tail=st.integers(0, CHUNK_SIZE - 1),
-    seed=st.integers(0, 1 << 16),
-)
+@settings(max_examples=60, deadline=None)
+@given(entries=entry_sets, data=st.data())
+def test_every_tree_node_verifies_and_every_tampering_fails(entries, data):
+    """TOCS 2002 section 5.3.2: a fetched node is checked against the digest its parent
+    (up to the signed root) gives it. Every node's children and every leaf's entries
+    verify; a changed digest, a changed or extra entry, a key of another bucket, or
+    children out of order fail.
+
+    Kills: `check_children` or `check_leaf` accepting what does not hash to the digest,
+    `check_leaf` without the bucket check."""
+    store = MemoryStore()
+    for k, v in entries.items():
+        store.put(k, v)
+    root = store.checkpoint(1)
+    top = store.children_at(1, DEPTH, 0)
+    assert check_children(root, DEPTH, top)
+    bad = list(top)
+    i = data.draw(st.integers(0, FANOUT - 1), label="child")
+    bad[i] = bytes(32) if bad[i] != bytes(32) else b"\1" * 32
+    assert not check_children(root, DEPTH, tuple(bad))
+    if len(set(top)) > 1:
+        assert not check_children(root, DEPTH, tuple(reversed(top)))
+    for key in list(entries)[:5]:
+        b = bucket_of(key)
+        leaf = store.bucket_at(1, b)
+        node = store.children_at(1, 1, b // FANOUT)
+        assert check_children(top[b // FANOUT], 1, node)
+        expected = node[b % FANOUT]
+        assert check_leaf(expected, b, leaf)
+        k0, v0 = leaf[0]
+        assert not check_leaf(expected, b, [(k0, v0 + b"x"), *leaf[1:]])
+        assert not check_leaf(expected, b, leaf[1:]) or len(leaf) == 0
+        other = next(k for k in (b"o%d" % n for n in range(10**6)) if bucket_of(k) != b)
+        assert not check_leaf(expected, b, [*leaf, (other, b"")])
+        assert not check_leaf(expected, b, [*leaf, leaf[0]])  # a key twice
 
 
-@settings(max_examples=40, deadline=None)
-@given(state=states, data=st.data())
-def test_every_chunk_proof_verifies_and_every_tampering_fails(state, data):
-    """TOCS 2002 section 5.3: a fetched chunk is checked against the checkpoint digest
-    2f+1 replicas signed (the Merkle root over the chunks) with its proof. Every chunk
-    with its own proof verifies, for 1-9 chunks; a changed chunk byte, a changed proof
-    element or a wrong index fails.
-
-    Kills: sibling order swapped in `verify_chunk` (`node + s` <-> `s + node`), which no
-    single-chunk state (an empty proof) ever exercised."""
-    chunks = split(state)
-    total = len(chunks)
-    assert 1 <= total <= 9
-    root = state_root(chunks)
-    for i, chunk in enumerate(chunks):
-        assert verify_chunk(root, total, i, chunk, chunk_proof(chunks, i)), f"chunk {i}/{total}"
-    i = data.draw(st.integers(0, total - 1), label="index")
-    chunk, proof = chunks[i], chunk_proof(chunks, i)
-    # A changed chunk byte.
-    pos = data.draw(st.integers(0, len(chunk) - 1), label="byte")
-    bad = bytearray(chunk)
-    bad[pos] ^= data.draw(st.integers(1, 255), label="flip")
-    assert not verify_chunk(root, total, i, bytes(bad), proof)
-    # A changed proof element.
-    if proof:
-        k = data.draw(st.integers(0, len(proof) - 1), label="element")
-        elem = bytearray(proof[k])
-        elem[data.draw(st.integers(0, len(elem) - 1), label="elem-byte")] ^= 1
-        assert not verify_chunk(root, total, i, chunk, proof[:k] + (bytes(elem),) + proof[k + 1 :])
-        # Proof elements out of order (when they differ) fail too.
-        if len(proof) > 1 and len(set(proof)) > 1:
-            assert not verify_chunk(root, total, i, chunk, tuple(reversed(proof)))
-    # A wrong index (the chunks all differ, so no other position holds this one).
-    if total > 1:
-        j = data.draw(st.integers(0, total - 1).filter(lambda j: j != i), label="wrong")
-        assert not verify_chunk(root, total, j, chunk, proof)
-        assert not verify_chunk(root, total, j, chunk, chunk_proof(chunks, j))
-    # A wrong chunk count, or a proof of another chunk.
-    assert not verify_chunk(root, total + 1, i, chunk, proof)
-    if total > 1:
-        assert not verify_chunk(root, total, i, chunk, chunk_proof(chunks, (i + 1) % total))
-
-
-VALUE = 40 * 1024  # 8 puts of 40 KiB: a state of about 320 KiB, 5+ chunks
+VALUE = 40 * 1024  # 8 puts of 40 KiB into ONE bucket: a 320 KiB leaf, 5+ pages
 
 
 def _big_value(seq: int) -> bytes:
     return b"".join(hashlib.sha256(b"v%d-%d" % (seq, k)).digest() for k in range(VALUE // 32))
 
 
+def _keys_in_one_bucket(count: int) -> list[bytes]:
+    """`count` keys whose service keys (under the store's service prefix) share a bucket."""
+    target = bucket_of(b"sbig-0")
+    out = [b"big-0"]
+    n = 1
+    while len(out) < count:
+        k = b"big-%d" % n
+        if bucket_of(b"s" + k) == target:
+            out.append(k)
+        n += 1
+    return out
+
+
+BIG_KEYS = _keys_in_one_bucket(8)
+
+
 def _executed_big(cfg, rid: int, upto: int):
     """Replica `rid` that executed one large put per slot up to `upto` (view 0)."""
     rep = make_replica(cfg, rid)
     for seq in range(1, upto + 1):
-        req = sign_request("alice", op_put(b"k%d" % seq, _big_value(seq)), seq)
+        req = sign_request("alice", op_put(BIG_KEYS[seq - 1], _big_value(seq)), seq)
         pp = sign_pre_prepare(seq, (req,))
         feed(rep, 0, pp)
         drive_to_execution(rep, seq, decoded(pp)[1].digest)
         if seq % cfg.checkpoint_interval == 0:
             for signer in [s for s in range(cfg.n) if s != rid][: cfg.quorum - 1]:
-                feed(rep, signer, sign_checkpoint(signer, seq, rep.checkpoints.own[seq][0]))
+                feed(rep, signer, sign_checkpoint(signer, seq, rep.checkpoints.own[seq]))
     assert rep.last_executed == upto
     return rep
 
 
-def test_a_multi_chunk_state_transfer_installs_a_state_over_200_kib():
-    """TOCS 2002 section 5.3 (OSDI'99 4.3 for the stable checkpoint): a replica that
-    learns checkpoint 8 is stable without its state fetches it chunk by chunk, checking
-    each against the signed Merkle root, and installs it. The state is over 200 KiB, so
-    several chunks with non-empty proofs cross the wire between two Replica cores.
+def test_a_leaf_of_several_pages_is_transferred_and_installed():
+    """TOCS 2002 section 5.3.2 (OSDI'99 4.3 for the stable checkpoint): a replica that
+    learns checkpoint 8 is stable without its state walks the donor's tree from the
+    signed root and fetches the leaves that differ. One leaf holds 320 KiB (keys ground
+    into one bucket, as Byzantine clients could), so it crosses in several pages from one
+    source, checked when the last arrives; the state installed is the donor's.
 
-    Kills: sibling order swapped in `verify_chunk` (every chunk is refused as a lie)."""
+    Kills: pages out of order accepted, a leaf checked before its last page, the page
+    count of the first page not kept."""
     cfg = make_config()
     donor = _executed_big(cfg, 1, 8)
-    state = donor.checkpoint_state()
-    assert len(state) > 200 * 1024 and len(split(state)) >= 4
-    digest = donor.checkpoints.own[8][0]
+    digest = donor.checkpoints.own[8]
+    bucket = bucket_of(b"s" + BIG_KEYS[0])
+    assert len(pages(donor.store.bucket_at(8, bucket))) >= 5
     lag = make_replica(cfg, 3)
     for signer in (0, 1, 2):
         feed(lag, signer, sign_checkpoint(signer, 8, digest))
@@ -166,8 +156,8 @@ def test_a_multi_chunk_state_transfer_installs_a_state_over_200_kib():
         out = lag.step(Tick())
         if to_donor(out):
             break
-    rounds = 0
-    while lag.last_executed != 8 and rounds < 200:
+    rounds = pages_seen = 0
+    while lag.last_executed != 8 and rounds < 400:
         rounds += 1
         asks = to_donor(out)
         if not asks:  # nothing asked: let the retransmission timer ask again
@@ -177,10 +167,14 @@ def test_a_multi_chunk_state_transfer_installs_a_state_over_200_kib():
         for data in asks:
             for a in donor.step(Received(3, data)):
                 if isinstance(a, Send) and a.to == 3:
+                    sc = decoded(a.data)[1]
+                    pages_seen += sc.level == 0 and sc.index == bucket
                     out += lag.step(Received(1, a.data))
     assert lag.last_executed == 8, f"state not installed; liars={lag.transfer and lag.transfer.liars}"
-    assert lag.checkpoint_state() == state
-    assert lag.state_digest() == digest
+    assert pages_seen >= 5
+    assert lag.state_digest() == digest == donor.state_digest()
+    assert lag.service.snapshot() == donor.service.snapshot()
+    assert lag.replies.records == donor.replies.records
 
 
 # -- 2. No PRE-PREPARE for the pending view before its NEW-VIEW (OSDI'99 4.4) -------------

@@ -78,8 +78,8 @@ def _bad_inputs():
         "status from a client": (seal_as("alice", Status(0, 0, 0, 0)), None),
         "view-change from a client": (seal_as("alice", ViewChange(1, 0, (), ())), Reason.WRONG_ROLE),
         "new-view not by the new primary": (seal_as(2, NewView(1, (), ())), Reason.NOT_PRIMARY),
-        "fetch-state for a state we lack": (seal_as(2, FetchState(4, D_OTHER, 0)), None),
-        "state chunk nobody asked for": (seal_as(2, StateChunk(4, D_OTHER, 0, 1, b"", ())), None),
+        "fetch-state for a state we lack": (seal_as(2, FetchState(4, D_OTHER, 2, 0, 0)), None),
+        "state chunk nobody asked for": (seal_as(2, StateChunk(4, D_OTHER, 2, 0, 0, 1, b"")), None),
         "bad signature pre-prepare": (forge(0, PrePrepare(0, 2, batch_digest(()), ()), real_signer=3), Reason.BAD_SIGNATURE),
         "bad signature request": (forge("alice", Request(op_put(b"k", b"v"), 9, "alice"), real_signer="bob"), Reason.BAD_REQUEST),
         "bad signature query-status": (forge("alice", QueryStatus(1), real_signer="bob"), Reason.BAD_SIGNATURE),
@@ -150,7 +150,7 @@ def _member_signed_messages():
         st.builds(QueryStatus, u),
         st.builds(ViewChange, st.integers(0, 6), u, st.just(()), st.just(())),
         st.builds(NewView, st.integers(0, 6), st.just(()), st.just(())),
-        st.builds(FetchState, u, dg, u),
+        st.builds(FetchState, u, dg, st.integers(0, 3), u, u),
         st.builds(Status, u, u, u, u),
         st.builds(
             Request, st.binary(max_size=8), u, st.sampled_from(["alice", "bob"]), st.booleans()

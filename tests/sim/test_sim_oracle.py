@@ -270,9 +270,10 @@ def test_resources_are_the_bounds_of_each_owner():
     assert checks(o) == ["resources"] and "checkpoint_votes holds" in o.violations[0].detail
     o = oracle()
     r = _replica()
-    r.transfer = Transfer(8, D1, (), [1], total=1, chunks={0: b"a", 1: b"b"})
+    r.transfer = Transfer(8, D1, (), [1])
+    r.transfer.asked = {(0, i): 1 for i in range(9)}
     o.check_resources(0, r)
-    assert checks(o) == ["resources"] and "beyond its total" in o.violations[0].detail
+    assert checks(o) == ["resources"] and "transfer (asked)" in o.violations[0].detail
 
 
 def test_liveness_violation_when_a_request_cannot_complete():
