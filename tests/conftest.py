@@ -187,8 +187,11 @@ def make_verifier(config: ClusterConfig, memo: int = 0) -> Verifier:
     return Verifier(config.cluster_id, config.member_keys(), memo=memo)
 
 
-def make_replica(config: ClusterConfig, i: int, verifier: Verifier | None = None) -> Replica:
-    return Replica(config, i, replica_key(i), KeyValueStore(), verifier or make_verifier(config))
+def make_replica(config: ClusterConfig, i: int, verifier: Verifier | None = None, service=None) -> Replica:
+    """Replica `i` on a fresh key-value store, or on `service` (a restart's: the store
+    as a crash left it)."""
+    service = service if service is not None else KeyValueStore()
+    return Replica(config, i, replica_key(i), service, verifier or make_verifier(config))
 
 
 def make_client(config: ClusterConfig, name: str, **kw) -> ClientCore:
@@ -233,12 +236,15 @@ class Router:
     delivered: int = 0
 
     @classmethod
-    def build(cls, config: ClusterConfig | None = None) -> Router:
+    def build(cls, config: ClusterConfig | None = None, services=None) -> Router:
+        """A cluster in memory; `services` (one per replica) gives each its service and
+        store (a restart's), else fresh key-value stores."""
         config = config or make_config()
         verifier = make_verifier(config, memo=10_000)
+        services = services or [None] * config.n
         return cls(
             config,
-            [make_replica(config, i, verifier) for i in config.replica_ids()],
+            [make_replica(config, i, verifier, services[i]) for i in config.replica_ids()],
             {c.id: make_client(config, c.id) for c in config.clients},
         )
 

@@ -77,7 +77,7 @@ def executed(cfg: ClusterConfig, i: int, upto: int) -> Replica:
             if r != i:
                 rep.step(Received(r, signed(r, Commit(0, seq, d))))
         if seq % cfg.checkpoint_interval == 0:
-            state = rep.checkpoints.own[seq][0]
+            state = rep.checkpoints.own[seq]
             for r in (0, 2, 3):
                 if r != i:
                     rep.step(Received(r, signed(r, Checkpoint(seq, state))))
@@ -107,7 +107,7 @@ def status_flood(cfg: ClusterConfig) -> int:
 
 def fetch_replay(cfg: ClusterConfig) -> int:
     rep = executed(cfg, 1, 8)
-    fs = signed(3, FetchState(8, rep.checkpoints.own[8][0], 0))
+    fs = signed(3, FetchState(8, rep.checkpoints.own[8], 2, 0, 0))
     sent = 0
     for _ in range(100):
         out = rep.step(Received(0, fs))

@@ -51,6 +51,7 @@ import logging
 import os
 import random
 import re
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -84,12 +85,13 @@ from ..protocol.events import (
 from ..protocol.messages import Signer
 from ..protocol.ready import Ready
 from ..protocol.replica import Replica
+from ..protocol.store import Store
 from ..service.api import Hosted
 from ..service.kv import KeyValueStore
 from . import health
 from .groupcommit import GROUP_COMMIT_LIMIT, GroupCommit
 from .metrics import NodeMetrics, bind_metrics, serve_metrics
-from .storage import Storage, StorageError, default_data_dir
+from .storage import Storage, StorageError, default_data_dir, is_disk_full
 from .tracing import FLUSH_S, wall_ms
 from .transport import Transport, is_address_in_use
 
@@ -465,7 +467,18 @@ class ReplicaNode:
             self.links_since = time.monotonic()
 
     def _step(self, event) -> Ready:
-        ready = self._step_core(event)
+        try:
+            ready = self._step_core(event)
+        except (sqlite3.Error, OSError) as exc:
+            # The state store (in the data directory) failed during the step: the core is
+            # half-way through it, so nothing of it may be sent. Stop, saying why.
+            where = self.storage.path if self.storage is not None else "memory"
+            if is_disk_full(exc):
+                text = f"the disk holding the data directory {where} is full"
+            else:
+                text = f"cannot write the replicated state in the data directory {where}: {exc}"
+            self._storage_failed(StorageError(text))
+            return Ready.of([])
         if self.behaviour is not None:
             self._note_attacker_failures()
             if self._lies is not None:
@@ -521,6 +534,8 @@ class ReplicaNode:
         async for event in recv:
             ticked = event is TICK
             ready = self._step(event)
+            if self.failure is not None:
+                return
             if commits is None:
                 self.perform(ready.actions)
                 continue
@@ -533,6 +548,8 @@ class ReplicaNode:
                     break
                 ticked = ticked or event is TICK
                 group.append(self._step(event))
+                if self.failure is not None:
+                    return
             ready = Ready.join(group)
             actions = list(ready.actions)
             writes = commits.writes_to_commit(ready, ticked)
@@ -707,7 +724,8 @@ def build_node(
     from . import tls
 
     replica_class = Replica if broken is None else broken_cores.lookup(broken)
-    core: Any = replica_class(config, replica_id, identity.key, replicated_service(config))
+    store = storage.state_store() if storage is not None else None
+    core: Any = replica_class(config, replica_id, identity.key, replicated_service(config, store))
     if broken is not None:
         core.behaviour_label = f"broken:{broken}"  # `pbft status` shows it
     label = None
@@ -835,15 +853,15 @@ def _open_trace(path: str, config: ClusterConfig, rid: int, behaviour: Any, brok
                       [c.id for c in config.clients], **extra)
 
 
-def replicated_service(config: ClusterConfig) -> Hosted:
-    """The service the cluster file's `[service]` names, on a fresh store (the built-in
-    key-value store when it names none); ConfigError (one sentence) for one that cannot be
-    loaded or made."""
+def replicated_service(config: ClusterConfig, store: Store | None = None) -> Hosted:
+    """The service the cluster file's `[service]` names, on `store` (the replica's state
+    in its data directory; a fresh one in memory if None), the built-in key-value store
+    when it names none; ConfigError (one sentence) for one that cannot be loaded or made."""
     if config.service is None:
-        return KeyValueStore()
+        return KeyValueStore(store)
     from ..adversary.loader import make_service
 
     try:
-        return Hosted(make_service(config.service))
+        return Hosted(make_service(config.service), store)
     except UsageError as exc:
         raise ConfigError(f"[service]: {exc}") from None

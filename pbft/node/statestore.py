@@ -230,9 +230,77 @@ class SqliteStore:
         self._save_kept()
         self.tree = target.copy()
 
+    def tree_now(self) -> PartitionTree:
+        self.digest()
+        return self.tree.copy()
+
+    def clear(self) -> None:
+        for table in ("state_entries", "state_saved", "state_saved_marks", "state_leaves",
+                      "state_leaves_saved", "state_meta"):
+            self.db.execute(f"DELETE FROM {table}")
+        self.kept = []
+        self.trees = {}
+        self.tree = PartitionTree()
+
     def install_bucket(self, bucket: int, entries: Iterable[tuple[bytes, bytes]]) -> None:
         for key, _ in self._entries(bucket):
             self.delete(key)
         for key, value in entries:
             self.put(key, value)
 
+
+
+STATE_FILE = "state.sqlite3"
+"""The replicated state's database, next to the records' in a replica's data directory."""
+
+
+class DurableStore(SqliteStore):
+    """A SqliteStore with a database of its own that commits at every checkpoint.
+
+    Why commit there, and only there: the core's records (pbft/node/storage.py) say which
+    checkpoint is stable and which batches were executed after it; after a crash the core
+    rolls the store back to that checkpoint and replays those batches (Replica.recover).
+    A store committed at checkpoints always holds the stable checkpoint (a checkpoint is
+    committed here when it is taken, long before 2f+1 replicas make it stable and its
+    record is written), with the copies on write that give it back. A commit per batch
+    would cost an fsync each for nothing. Should the store still not hold what the
+    records need (a power loss with fsync off, a file restored from elsewhere), the
+    core sees the digest differ and fetches the state from the others instead.
+
+    The connection belongs to the thread that runs the core (the event loop): nothing
+    else writes this file."""
+
+    def __init__(self, path: str) -> None:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode = WAL")
+        # NORMAL: a power loss may lose the last commit, never corrupt the file; the
+        # core recovers from that as above.
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.execute("BEGIN")
+        super().__init__(db)
+        self.commits = 0
+
+    def commit(self) -> None:
+        self.db.execute("COMMIT")
+        self.commits += 1
+        self.db.execute("BEGIN")
+
+    def checkpoint(self, seq: int) -> bytes:
+        root = super().checkpoint(seq)
+        self.commit()
+        return root
+
+    def rollback(self, seq: int) -> None:
+        super().rollback(seq)
+        self.commit()
+
+    def clear(self) -> None:
+        super().clear()
+        self.commit()
+
+    def close(self) -> None:
+        """Close without committing what followed the last checkpoint (the core replays
+        it after a restart, as after a crash)."""
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+        self.db.close()

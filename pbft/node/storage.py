@@ -99,12 +99,17 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
+from ..protocol import codec
 from ..protocol.config import ClusterConfig
 from ..protocol.events import Persist, Record, Truncate
 
-FORMAT_VERSION = 2
+if TYPE_CHECKING:
+    from .statestore import DurableStore
+
+FORMAT_VERSION = 3
 """The schema written by this build; a directory with a higher version is refused, one
 with version 1 (no checksums, no history) is migrated once on open."""
 DB_FILE = "pbft.sqlite3"
@@ -246,6 +251,7 @@ class Storage:
         self._wake = threading.Event()
         self._closing = threading.Event()
         self._writer: threading.Thread | None = None
+        self._state: DurableStore | None = None
 
     # -- opening ----------------------------------------------------------------------
 
@@ -314,6 +320,9 @@ class Storage:
         if self._lock_fd < 0:
             return
         try:
+            if self._state is not None:
+                self._state.close()
+                self._state = None
             if self._writer is not None:
                 self._closing.set()
                 self._wake.set()
@@ -327,6 +336,24 @@ class Storage:
         finally:
             os.close(self._lock_fd)
             self._lock_fd = -1
+
+    def state_store(self) -> DurableStore:
+        """The replicated state's store in this directory (STATE_FILE; created empty if
+        missing), closed with the storage. ConfigError (one sentence) if unreadable."""
+        if self._state is None:
+            from .statestore import STATE_FILE, DurableStore
+
+            file = os.path.join(self.path, STATE_FILE)
+            try:
+                self._state = DurableStore(file)
+            except sqlite3.DatabaseError as exc:
+                if is_disk_full(exc):
+                    raise ConfigError(f"the disk holding the data directory {self.path} is full.") from None
+                raise ConfigError(
+                    f"the data directory {self.path} holds a corrupt or unreadable {STATE_FILE} ({exc}); "
+                    "move that file away: the replica then fetches the state from the others."
+                ) from None
+        return self._state
 
     # -- the history sidecar ----------------------------------------------------------
 
@@ -688,6 +715,8 @@ def _connect(
                 history = _stored_history(path, meta)
                 if not accept_rollback:
                     _check_history(path, history, sidecar)
+            if version < 3:
+                _migrate_to_3(db)
         db.execute(EVIDENCE_SCHEMA)  # older directories gain the table
         mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
@@ -767,13 +796,54 @@ def _migrate_from_1(db: sqlite3.Connection) -> History:
         seqs = [q for _, _, _, q, _, _ in rows]
         history = History(os.urandom(16).hex(), 1 if rows else 0, max(views, default=0), max(seqs, default=0))
         _insert_history(db, history)
-        db.execute("UPDATE meta SET value = ? WHERE key = 'format_version'", (str(FORMAT_VERSION),))
+        db.execute("UPDATE meta SET value = '2' WHERE key = 'format_version'")
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
     return history
+
+
+def _migrate_to_3(db: sqlite3.Connection) -> None:
+    """Format 2 -> 3, in one transaction. Format 3 keeps the replicated state in its own
+    database (STATE_FILE, pbft/node/statestore.py) instead of a whole copy in the stable
+    checkpoint's record, so that record loses its state: it becomes a window jump to that
+    checkpoint (the same seq, digest and proof), and the replica fetches the state from
+    the others when it starts (state transfer), keeping every vote it signed. A record
+    that cannot be read is left as it is: loading it refuses the directory as before."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        rows = db.execute(
+            "SELECT view, seq, tag, value FROM records WHERE record = ?", (Record.CHECKPOINT.value,)
+        ).fetchall()
+        for view, seq, tag, value in rows:
+            try:
+                fields = codec.decode(bytes(value))
+            except codec.CodecError:
+                continue
+            if not isinstance(fields, list) or len(fields) != 4:
+                continue
+            jump = codec.encode(fields[:3])
+            r = Record.WINDOW.value
+            db.execute(
+                "DELETE FROM records WHERE record = ? AND view = ? AND seq = ? AND tag = ?",
+                (Record.CHECKPOINT.value, view, seq, tag),
+            )
+            old = db.execute("SELECT value FROM records WHERE record = ?", (r,)).fetchone()
+            if old is not None:
+                try:
+                    if codec.decode(bytes(old[0]))[0] >= fields[0]:
+                        continue  # a later jump already
+                except (codec.CodecError, TypeError, IndexError):
+                    pass
+            db.execute(_UPSERT, (r, view, seq, tag, jump, record_sum(r, view, seq, tag, jump)))
+        db.execute("UPDATE meta SET value = ? WHERE key = 'format_version'", (str(FORMAT_VERSION),))
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
 
 
 def _check_meta(path: str, found: dict[str, str], expected: dict[str, str]) -> int:

@@ -115,6 +115,10 @@ from .viewchange import (
     plan_new_view,
 )
 
+ALL_CHECKPOINTS = (1 << 63) - 1
+"""`store.release(ALL_CHECKPOINTS)` forgets every checkpoint (the largest seq a store
+keeps, SQLite's integers included)."""
+
 CATCH_UP_SLOTS = 16
 """Committed slots resent per STATUS to a peer that lags inside our log."""
 
@@ -865,7 +869,7 @@ class Replica:
         # Our checkpoints are below it or not the agreed state: none is served any more,
         # and the store keeps none (nothing to copy on write while leaves are installed).
         self.checkpoints.own.clear()
-        self.store.release(1 << 64)
+        self.store.release(ALL_CHECKPOINTS)
         mine = self.store.tree_now().levels
         self.transfer = Transfer(seq, state_digest, proof, sources, mine, started_tick=self.ticks)
         self._out.append(StateTransferStarted(seq, state_digest))

@@ -18,8 +18,8 @@ from test_viewchange_attacks import Net
 from pbft.adversary.broken import BROKEN
 from pbft.protocol.events import Executed, Reason, Received, StateInstalled
 from pbft.protocol.messages import StateChunk
-from pbft.protocol.replica import Replica
 from pbft.protocol.partition import DEPTH, EMPTY, FANOUT
+from pbft.protocol.replica import Replica
 from pbft.protocol.statetransfer import Transfer
 
 

@@ -35,7 +35,7 @@ from pbft.node.storage import (
 from pbft.protocol.config import ConfigError
 from pbft.protocol.events import Broadcast, Persist, Received, Record, Tick, Truncate
 from pbft.protocol.messages import PrePrepare
-from pbft.service.kv import decode_result, op_get, op_put
+from pbft.service.kv import KeyValueStore, decode_result, op_get, op_put
 
 
 def vote(seq: int, value: bytes, view: int = 0, tag: str = "prepare") -> Persist:
@@ -331,10 +331,12 @@ def test_a_primary_that_crashed_after_persisting_never_reuses_the_seq(tmp_path, 
 
 
 def test_a_whole_cluster_rebuilt_from_storage_keeps_executed_writes(tmp_path, cfg):
-    # Every replica persists what the core asks; all "crash"; rebuilt from the records
-    # alone they hold every write that completed and keep serving.
-    router = Router.build(cfg)
+    # Every replica persists what the core asks, its state in its data directory; all
+    # "crash"; rebuilt from their directories they hold every write that completed and
+    # keep serving. The state store kept only what its last checkpoint committed: the
+    # rest is replayed from the records.
     stores = [Storage.open(str(tmp_path / f"r{i}"), cfg, i) for i in cfg.replica_ids()]
+    router = Router.build(cfg, [KeyValueStore(s.state_store()) for s in stores])
     try:
         original = router.perform
 
@@ -350,8 +352,12 @@ def test_a_whole_cluster_rebuilt_from_storage_keeps_executed_writes(tmp_path, cf
         assert len(router.completed) == 10
         digest = router.replicas[0].state_digest()
         executed = router.replicas[0].last_executed
-        fresh = Router.build(cfg)
+        for s in stores:
+            s.close()
+        stores = [Storage.open(str(tmp_path / f"r{i}"), cfg, i) for i in cfg.replica_ids()]
+        fresh = Router.build(cfg, [KeyValueStore(s.state_store()) for s in stores])
         for i in cfg.replica_ids():
+            assert fresh.replicas[i].store.kept  # the state came back from the disk
             fresh.replicas[i].recover(stores[i].load())
             assert fresh.replicas[i].last_executed == executed
             assert fresh.replicas[i].state_digest() == digest

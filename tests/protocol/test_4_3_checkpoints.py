@@ -59,7 +59,7 @@ def test_checkpoint_is_broadcast_after_executing_a_multiple_of_k(backup):
 
 def test_2f_plus_1_matching_checkpoints_make_it_stable(backup):
     execute_up_to(backup, 5)
-    d = backup.checkpoints.own[4][0]
+    d = backup.checkpoints.own[4]
     assert len(backup.log) == 5
     assert actions_of(feed(backup, 2, sign_checkpoint(2, 4, d)), CheckpointStable) == []
     actions = feed(backup, 3, sign_checkpoint(3, 4, d))
@@ -81,7 +81,7 @@ def test_status_behind_our_stable_checkpoint_gets_its_proof(backup):
     it stable (its STATUS says stable=0, executed=4) is sent the 2f+1 of the proof: the
     votes are never broadcast again, and without them it cannot truncate its log."""
     execute_up_to(backup, 4)
-    d = backup.checkpoints.own[4][0]
+    d = backup.checkpoints.own[4]
     feed(backup, 2, sign_checkpoint(2, 4, d))
     feed(backup, 3, sign_checkpoint(3, 4, d))
     assert backup.stable_seq == 4
@@ -97,7 +97,7 @@ def test_status_behind_our_stable_checkpoint_gets_its_proof(backup):
 
 def test_f_plus_1_or_mismatching_checkpoints_are_not_stable(backup):
     execute_up_to(backup, 4)
-    d = backup.checkpoints.own[4][0]
+    d = backup.checkpoints.own[4]
     feed(backup, 2, sign_checkpoint(2, 4, d))  # own + 1 = f+1
     feed(backup, 3, sign_checkpoint(3, 4, D_OTHER))
     feed(backup, 0, sign_checkpoint(0, 4, D_OTHER))
@@ -108,7 +108,7 @@ def test_checkpoint_votes_before_our_own_count_when_we_catch_up(backup):
     execute_up_to(backup, 3)
     probe = make_replica(make_config(), 2)
     execute_up_to(probe, 4)
-    d = probe.checkpoints.own[4][0]
+    d = probe.checkpoints.own[4]
     feed(backup, 2, sign_checkpoint(2, 4, d))
     feed(backup, 3, sign_checkpoint(3, 4, d))
     assert backup.stable_seq == 0

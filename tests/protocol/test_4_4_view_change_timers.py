@@ -86,22 +86,20 @@ def test_a_request_gets_a_fresh_timer_once_state_transfer_completes():
     # change right after the transfer, one only after a full fresh timer.
     from pbft.protocol.events import StateInstalled
     from pbft.protocol.messages import StateChunk
-    from pbft.protocol.statetransfer import chunk_proof, split, state_root
+    from pbft.protocol.partition import DEPTH
 
     cfg = make_config()
     donor = make_replica(cfg, 2)  # an empty state stands for the checkpoint's
-    chunks = split(donor.checkpoint_state())
-    root = state_root(chunks)
+    root = donor.state_digest()
+    top = b"".join(donor.store.tree_now().children(DEPTH, 0))
     backup = make_replica(cfg, 1)
     for r in (0, 2, 3):  # 2f+1 CHECKPOINTs beyond its window start a transfer
         feed(backup, r, sign_checkpoint(r, 12, root))
     assert backup.transfer is not None
     feed(backup, "alice", sign_request("alice", op_put(b"k", b"v"), 1))
     assert actions_of(ticks(backup, 150), ViewChangeStarted) == []
-    out = []
-    for i, chunk in enumerate(chunks):
-        sc = StateChunk(12, root, i, len(chunks), chunk, chunk_proof(chunks, i))
-        out += feed(backup, 2, seal_as(2, sc))
+    # The root's children are all the backup lacks (its own leaves are the same).
+    out = feed(backup, 2, seal_as(2, StateChunk(12, root, DEPTH, 0, 0, 1, top)))
     assert actions_of(out, StateInstalled) == [StateInstalled(12, root)]
     assert "alice" in backup.requests.waiting  # not in the installed state: still waiting
     # The ordering timer (50 ticks) runs from the install, not from tick 0; its reminder

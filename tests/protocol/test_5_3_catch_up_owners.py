@@ -9,8 +9,17 @@ from conftest import make_config, make_replica
 
 from pbft.protocol.catchup import CatchUp
 from pbft.protocol.events import Persist, Reason, Record
+from pbft.protocol.partition import DEPTH, FANOUT
 from pbft.protocol.records import DamagedRecord
-from pbft.protocol.statetransfer import CHUNKS_PER_PERIOD, IN_FLIGHT, ChunkBudget, Transfer
+from pbft.protocol.statetransfer import (
+    CHUNKS_PER_PERIOD,
+    IN_FLIGHT,
+    ChunkBudget,
+    Transfer,
+    Verdict,
+    encode_page,
+    pages,
+)
 
 
 def test_behind_needs_f_plus_one_replicas_past_us_in_our_view():
@@ -37,34 +46,61 @@ def test_a_restarted_replica_is_located_by_2f_reports_and_answers_once_per_perio
 
 def test_a_transfer_keeps_in_flight_requests_and_forgives_liars_when_all_lied():
     t = Transfer(8, b"d", (), sources=[1, 2])
-    t.total = 3 * IN_FLIGHT
+    t.expected = {(0, b): bytes(32) for b in range(3 * IN_FLIGHT)}
     asks, exhausted = t.next_requests()
-    assert len(asks) == IN_FLIGHT and not exhausted and {s for _, s in asks} == {1, 2}
+    assert len(asks) == IN_FLIGHT and not exhausted and {s for *_, s in asks} == {1, 2}
     assert t.next_requests() == ([], False)
     t.lied(1)
     t.lied(2)
     assert not t.asked
     asks, exhausted = t.next_requests()
     assert asks == [] and exhausted and not t.liars
-    t.received(0, 3 * IN_FLIGHT, b"x")
-    assert t.chunks == {0: b"x"} and 0 not in t.missing()
+
+
+def test_a_leaf_comes_in_pages_from_one_source_in_order():
+    """TOCS 2002 5.3.2, with leaves larger than a message: the first page may come from
+    anyone, the next ones only from that source and in order; a page count that changes
+    or keys that go back make the source a liar; the leaf is checked with its last page."""
+    entries = [(b"k%d" % i, bytes(30_000)) for i in range(6)]
+    bucket = 7
+    leaf = pages(entries)
+    assert len(leaf) == 3
+    t = Transfer(8, b"d", (), sources=[1, 2])
+    t.expected = {(0, bucket): b"x" * 32}
+    assert t.wants(8, b"d", 0, bucket, 0, 2) and not t.wants(8, b"d", 0, bucket, 1, 2)
+    verdict, _ = t.received(0, bucket, 0, 3, encode_page(leaf[0]), 2)
+    assert verdict is Verdict.KEPT
+    assert not t.wants(8, b"d", 0, bucket, 1, 1)  # another source
+    assert not t.wants(8, b"d", 0, bucket, 2, 2)  # out of order
+    assert t.wants(8, b"d", 0, bucket, 1, 2)
+    assert t.next_requests()[0] == [(0, bucket, 1, 2)]
+    verdict, _ = t.received(0, bucket, 1, 4, encode_page(leaf[1]), 2)  # the count changed
+    assert verdict is Verdict.LIED and 2 in t.liars and bucket not in t.leaves
+    # Keys not after the previous page's: a liar too.
+    t = Transfer(8, b"d", (), sources=[1, 2])
+    t.expected = {(0, bucket): b"x" * 32}
+    t.received(0, bucket, 0, 3, encode_page(leaf[1]), 1)
+    assert t.received(0, bucket, 1, 3, encode_page(leaf[0]), 1)[0] is Verdict.LIED
 
 
 def test_chunks_are_served_once_per_period_each_and_rationed_per_asker():
     b = ChunkBudget(period=10, replicas=4)
-    chunks = [b"a", b"b"]
-    own = {8: (b"d", b"ab")}
-    sc = b.serve((1, 8, 0), chunks, b"d", now=0)
-    assert (sc.seq, sc.index, sc.total, sc.data) == (8, 0, 2, b"a")
-    assert b.ignore(None, (1, 8, 0), b"d", own, now=5) == (Reason.DUPLICATE, None)
-    assert b.ignore(None, (1, 8, 0), b"d", own, now=10) is None
+    own = {8: b"d"}
+    b.record((1, 8, 0, 0, 0), now=0)
+    assert b.ignore(None, (1, 8, 0, 0, 0), b"d", own, now=5) == (Reason.DUPLICATE, None)
+    assert b.ignore(None, (1, 8, 0, 0, 0), b"d", own, now=10) is None
     for i in range(1, CHUNKS_PER_PERIOD):
-        b.serve((1, 8, i), chunks * CHUNKS_PER_PERIOD, b"d", now=1)
-    assert b.ignore(None, (1, 8, 999), b"d", own, now=2)[0] is Reason.OVERLOAD
-    assert b.ignore(None, (2, 8, 999), b"d", own, now=2) is None  # another asker has its own budget
-    assert b.ignore(None, (1, 8, 999), b"d", own, now=11) is None  # a new period
-    assert b.ignore(None, (1, 9, 0), b"d", own, now=11) == (Reason.STALE, None)  # not held
-    assert b.ignore(3, (1, 8, 0), b"d", own, now=30)[0] is Reason.WRONG_ROLE  # relayed
+        b.record((1, 8, 0, i, 0), now=1)
+    assert b.ignore(None, (1, 8, 0, 999, 0), b"d", own, now=2)[0] is Reason.OVERLOAD
+    assert b.ignore(None, (2, 8, 0, 999, 0), b"d", own, now=2) is None  # another asker has its own budget
+    assert b.ignore(None, (1, 8, 0, 999, 0), b"d", own, now=11) is None  # a new period
+    assert b.ignore(None, (1, 9, 0, 0, 0), b"d", own, now=11) == (Reason.STALE, None)  # not held
+    assert b.ignore(3, (1, 8, 0, 0, 0), b"d", own, now=30)[0] is Reason.WRONG_ROLE  # relayed
+    # Nodes that do not exist in the tree, and pages of an internal node.
+    assert b.ignore(None, (1, 8, DEPTH + 1, 0, 0), b"d", own, now=40)[0] is Reason.OUT_OF_WINDOW
+    assert b.ignore(None, (1, 8, DEPTH, 1, 0), b"d", own, now=40)[0] is Reason.OUT_OF_WINDOW
+    assert b.ignore(None, (1, 8, 0, FANOUT**DEPTH, 0), b"d", own, now=40)[0] is Reason.OUT_OF_WINDOW
+    assert b.ignore(None, (1, 8, 1, 0, 1), b"d", own, now=40)[0] is Reason.OUT_OF_WINDOW
     b.invariants()
 
 

@@ -10,7 +10,7 @@ from pbft.protocol.batching import Batching
 from pbft.protocol.checkpoints import CLAIMS_PER_REPLICA, Checkpoints
 from pbft.protocol.future import FUTURE_SIGNER_BYTES, FutureViews
 from pbft.protocol.log import MessageLog
-from pbft.protocol.statetransfer import IN_FLIGHT, Transfer
+from pbft.protocol.statetransfer import IN_FLIGHT, MAX_PARTS, LeafPages, Transfer
 from pbft.protocol.timeouts import Timeout
 from pbft.service.kv import op_put
 from pbft.sim.scenario import Scenario
@@ -90,8 +90,12 @@ def test_transfer_bounds():
     t = Transfer(4, b"d", (), [1, 2])
     t.asked.update({i: 1 for i in range(IN_FLIGHT + 1)})
     over(t.invariants, "transfer \\(asked\\)")
-    t = Transfer(4, b"d", (), [1, 2], total=1, chunks={0: b"a", 1: b"b"})
-    over(t.invariants, "beyond its total")
+    t = Transfer(4, b"d", (), [1, 2])
+    t.leaves.update({b: LeafPages(1) for b in range(IN_FLIGHT + 1)})
+    over(t.invariants, "transfer \\(leaves\\)")
+    t = Transfer(4, b"d", (), [1, 2])
+    t.leaves[0] = LeafPages(1, parts=MAX_PARTS + 1)
+    over(t.invariants, "transfer \\(pages\\)")
 
 
 def test_replica_reports_an_owner_over_its_bound():

@@ -10,7 +10,9 @@ from pbft.protocol.checkpoints import Checkpoints
 from pbft.protocol.events import Reason
 from pbft.protocol.held import ReplyCache, WaitingReads
 from pbft.protocol.messages import Request
-from pbft.protocol.statetransfer import Transfer
+from pbft.protocol.partition import DEPTH, FANOUT, bucket_of
+from pbft.protocol.statetransfer import Transfer, Verdict, encode_page
+from pbft.protocol.store import MemoryStore
 from pbft.protocol.timeouts import Expired, RequestTimers
 
 
@@ -68,8 +70,22 @@ def test_request_timers_check_restarts_once_when_behind_and_drops_the_executed()
     assert t.check(20, True, lambda c: -1, timeout=10) is Expired.VIEW_CHANGE  # only once
 
 
-def test_a_transfer_wants_only_missing_chunks_of_its_state():
-    t = Transfer(8, b"d", (), sources=[1])
-    assert t.wants(8, b"d", 0) and not t.wants(9, b"d", 0) and not t.wants(8, b"e", 0)
-    t.received(0, 2, b"x")
-    assert not t.wants(8, b"d", 0) and t.wants(8, b"d", 1)
+def test_a_transfer_wants_only_the_nodes_that_differ_from_ours():
+    """TOCS 2002 5.3.2: the walk fetches a node only if its digest differs from ours."""
+    theirs, ours = MemoryStore(), MemoryStore()
+    for i in range(50):
+        theirs.put(b"k%d" % i, b"v")
+        ours.put(b"k%d" % i, b"v")
+    theirs.put(b"k7", b"changed")
+    d = theirs.checkpoint(8)
+    t = Transfer(8, d, (), sources=[1], mine=ours.tree_now().levels)
+    assert t.wants(8, d, DEPTH, 0, 0, 1) and not t.wants(9, d, DEPTH, 0, 0, 1) and not t.wants(8, b"e", DEPTH, 0, 0, 1)
+    assert not t.wants(8, d, 1, 0, 0, 1)  # not known to differ yet
+    top = b"".join(theirs.children_at(8, DEPTH, 0))
+    assert t.received(DEPTH, 0, 0, 1, top, 1)[0] is Verdict.KEPT
+    b = bucket_of(b"k7")
+    assert list(t.expected) == [(1, b // FANOUT)] and not t.wants(8, d, DEPTH, 0, 0, 1)
+    t.received(1, b // FANOUT, 0, 1, b"".join(theirs.children_at(8, 1, b // FANOUT)), 1)
+    assert list(t.expected) == [(0, b)]
+    verdict, entries = t.received(0, b, 0, 1, encode_page(theirs.bucket_at(8, b)), 1)
+    assert verdict is Verdict.LEAF and (b"k7", b"changed") in entries and t.complete()

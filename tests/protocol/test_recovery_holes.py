@@ -105,35 +105,49 @@ def test_a_restarted_primary_never_signs_a_second_pre_prepare_for_a_used_number(
     assert again.next_seq == 2 and 1 in again.log.slots  # n=1 is ours again, bob waits for n=2
 
 
-def test_a_stored_checkpoint_whose_state_does_not_match_its_digest_is_refused():
-    """Item 3 (core side): recovery checks the stored state against the digest 2f+1
-    replicas signed, and the proof itself; a flipped byte is refused, not served."""
+def test_a_store_that_cannot_go_back_to_the_signed_checkpoint_fetches_it():
+    """Item 3 (core side), with the state in a store of its own (TOCS 5.3): recovery goes
+    back to the stable checkpoint only if the store still holds it with the digest 2f+1
+    replicas signed; a store that does not (lost, damaged, another one) is never run on:
+    the replica fetches that state instead. A proof that does not hold is refused."""
     from conftest import drive_to_execution
 
     cfg = make_config()
     rep = make_replica(cfg, 1)
     store: dict = {}
-    for seq in range(1, 5):
+    for seq in range(1, 7):
         req = sign_request("alice", op_put(b"k%d" % seq, b"v"), seq)
         pp = sign_pre_prepare(seq, (req,))
         _durable(rep, feed(rep, 0, pp), store)
         _durable(rep, drive_to_execution(rep, seq, decoded(pp)[1].digest), store)
-    digest = rep.checkpoints.own[4][0]
-    for signer in (0, 2):
-        _durable(rep, feed(rep, signer, sign_checkpoint(signer, 4, digest)), store)
-    assert rep.log.low == 4
+        if seq == 4:
+            digest = rep.checkpoints.own[4]
+            for signer in (0, 2):
+                _durable(rep, feed(rep, signer, sign_checkpoint(signer, 4, digest)), store)
+    assert rep.log.low == 4 and rep.last_executed == 6
     records = list(store.values())
-    make_replica(cfg, 1).recover(records)  # intact: fine
+    before = rep.state_digest()
+    # The same store: back to 4 (undoing 5 and 6), then 5 and 6 replayed.
+    again = make_replica(cfg, 1, service=rep.service)
+    again.recover(records)
+    assert again.last_executed == 6 and again.transfer is None
+    assert again.state_digest() == before
+    # Another store (empty): never run on; the state at 4 is fetched.
+    fresh = make_replica(cfg, 1)
+    fresh.recover(records)
+    assert fresh.last_executed == 0 and fresh.log.low == 4
+    assert fresh.transfer is not None and (fresh.transfer.seq, fresh.transfer.digest) == (4, digest)
+    # A store whose checkpoint 4 is not the signed one: the same.
+    damaged = make_replica(cfg, 1, service=rep.service)
+    damaged.store.trees[4].levels[0][0] = b"\1" * 32
+    damaged.store.trees[4].rebuild()
+    damaged.recover(records)
+    assert damaged.transfer is not None and damaged.last_executed == 0
     from pbft.protocol import codec
 
     ck = next(r for r in records if r.record.value == "checkpoint")
-    seq, d, proof, state = codec.decode(ck.value)
-    flipped = bytearray(state)
-    flipped[len(flipped) // 2] ^= 1
-    bad = Persist(ck.record, ck.seq, ck.view, ck.tag, codec.encode([seq, d, proof, bytes(flipped)]))
-    with pytest.raises(ValueError, match="does not match its signed digest"):
-        make_replica(cfg, 1).recover([bad if r is ck else r for r in records])
-    short = Persist(ck.record, ck.seq, ck.view, ck.tag, codec.encode([seq, d, proof[:2], state]))
+    seq, d, proof = codec.decode(ck.value)
+    short = Persist(ck.record, ck.seq, ck.view, ck.tag, codec.encode([seq, d, proof[:2]]))
     with pytest.raises(ValueError):
         make_replica(cfg, 1).recover([short if r is ck else r for r in records])
 
@@ -156,7 +170,7 @@ def _executed_replica(cfg, rid: int, upto: int):
         drive_to_execution(rep, seq, decoded(pp)[1].digest)
         if seq % cfg.checkpoint_interval == 0:  # the others agree: the window moves on
             for signer in [s for s in range(cfg.n) if s != rid][: cfg.quorum - 1]:
-                feed(rep, signer, sign_checkpoint(signer, seq, rep.checkpoints.own[seq][0]))
+                feed(rep, signer, sign_checkpoint(signer, seq, rep.checkpoints.own[seq]))
     assert rep.last_executed == upto
     return rep
 
@@ -185,7 +199,7 @@ def test_a_read_waits_for_a_state_transfer_instead_of_answering_from_old_state()
 
     cfg = make_config()
     donor = _executed_replica(cfg, 1, 8)
-    digest = donor.checkpoints.own[8][0]
+    digest = donor.checkpoints.own[8]
     lag = make_replica(cfg, 3)
     for signer in (0, 1, 2):
         feed(lag, signer, sign_checkpoint(signer, 8, digest))
@@ -216,7 +230,7 @@ def test_a_read_waits_for_a_state_transfer_instead_of_answering_from_old_state()
 
 def _proof_for(cfg, seq: int, upto_signers=(0, 1, 2)):
     donor = _executed_replica(cfg, 1, seq)
-    digest = donor.checkpoints.own[seq][0]
+    digest = donor.checkpoints.own[seq]
     return digest, tuple(sign_checkpoint(s, seq, digest) for s in upto_signers)
 
 
@@ -356,7 +370,7 @@ def test_a_relayed_or_repeated_fetch_state_gets_no_chunk():
 
     cfg = make_config()
     rep = _executed_replica(cfg, 1, 8)
-    fs = seal_as(3, FetchState(8, rep.checkpoints.own[8][0], 0))
+    fs = seal_as(3, FetchState(8, rep.checkpoints.own[8], 2, 0, 0))
     assert len(actions_of(feed(rep, 3, fs), Send)) == 1
     assert not actions_of(feed(rep, 3, fs), Send)  # the same chunk again, at once
     out = feed(rep, 0, fs)

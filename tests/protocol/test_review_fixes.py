@@ -120,30 +120,22 @@ def test_timers_restart_at_most_once_per_request_and_view():
 
 
 def test_state_chunks_per_replica_and_period_are_budgeted():
-    """The budget per chunk let a faulty replica fetch every chunk of a large checkpoint
-    each period (64 MiB/s for a 16 MiB state)."""
+    """The budget per answer let a faulty replica fetch every node of a large checkpoint
+    each period (64 MiB/s for a 16 MiB state): answers are rationed per asker."""
     from test_recovery_holes import _executed_replica
-
-    from pbft.protocol.statetransfer import CHUNK_SIZE
 
     cfg = make_config()
     rep = _executed_replica(cfg, 1, 8)
-    digest, state = rep.checkpoints.own[8]
-    # A state of many chunks: pad the stored snapshot (the server splits what it holds).
-    big = state + bytes(CHUNK_SIZE * (CHUNKS_PER_PERIOD + 2))
-    from pbft.protocol.statetransfer import split, state_root
-
-    rep.checkpoints.own[8] = (state_root(split(big)), big)
-    digest = rep.checkpoints.own[8][0]
+    digest = rep.checkpoints.own[8]
     sent = 0
     overload = 0
-    for i in range(CHUNKS_PER_PERIOD + 2):
-        out = feed(rep, 3, seal_as(3, FetchState(8, digest, i)))
+    for i in range(CHUNKS_PER_PERIOD + 2):  # leaves, each a distinct question
+        out = feed(rep, 3, seal_as(3, FetchState(8, digest, 0, i, 0)))
         sent += len(actions_of(out, Send))
         overload += sum(1 for r in actions_of(out, Rejected) if r.reason.name == "OVERLOAD")
     assert sent == CHUNKS_PER_PERIOD and overload == 2
     _ticks(rep, cfg.retransmit_ms // cfg.tick_ms)
-    assert actions_of(feed(rep, 3, seal_as(3, FetchState(8, digest, CHUNKS_PER_PERIOD))), Send)
+    assert actions_of(feed(rep, 3, seal_as(3, FetchState(8, digest, 0, CHUNKS_PER_PERIOD, 0))), Send)
 
 
 def test_a_padded_checkpoint_proof_is_refused_by_its_shape_before_any_signature():

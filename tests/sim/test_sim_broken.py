@@ -8,7 +8,6 @@ broken replicas are counted as correct.
 from __future__ import annotations
 
 import dataclasses
-
 from pathlib import Path
 
 import pytest
