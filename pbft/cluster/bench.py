@@ -107,8 +107,9 @@ class RunResult:
     window, all replicas together (their metrics); {} when they could not be read."""
     state: dict[str, object] = field(default_factory=dict)
     """The state's figures: with --state-keys the preload (keys, value_size, preload_s);
-    always each replica's RSS at the end of the window (rss_mb) and the bytes of state the
-    latest stable checkpoint wrote (checkpoint_state_bytes, at stable_seq)."""
+    always each replica's RSS at the end of the window (rss_mb), the checkpoints taken in
+    the window (all replicas) and, per checkpoint, its CPU time (checkpoint_cpu_ms) and
+    the bytes the state store wrote (checkpoint_bytes), medians over the replicas."""
     samples: list[tuple[float, float]] = field(default_factory=list, repr=False)
     """(completed at, s into the window; latency, s) per counted request: `--plot`'s
     curves (not in the JSON report)."""
@@ -346,22 +347,66 @@ def _add_metrics(path: str, n: int) -> list[int]:
     return ports
 
 
-def _signatures(ports: list[int]) -> dict[str, int]:
-    """Signatures made and verified so far by all replicas ({} if a metrics endpoint
-    did not answer)."""
-    import re
+def _scrape(ports: list[int]) -> list[str] | None:
+    """Every replica's metrics page (None if one did not answer)."""
     import urllib.request
 
-    total = {"sign": 0, "verify": 0}
+    pages = []
     for port in ports:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-                text = resp.read().decode()
+                pages.append(resp.read().decode())
         except OSError:
-            return {}
+            return None
+    return pages
+
+
+def _signatures(pages: list[str] | None) -> dict[str, int]:
+    """Signatures made and verified so far by all replicas ({} without their metrics)."""
+    import re
+
+    if pages is None:
+        return {}
+    total = {"sign": 0, "verify": 0}
+    for text in pages:
         for op, value in re.findall(r'^pbft_signatures_total\{op="(sign|verify)"\} ([0-9.e+]+)$', text, re.M):
             total[op] += int(float(value))
     return total
+
+
+STATE_COUNTERS = ("pbft_state_checkpoints_total", "pbft_state_checkpoint_seconds_total",
+                  "pbft_state_written_bytes_total")
+
+
+def _state_counters(pages: list[str] | None) -> list[tuple[float, ...]]:
+    """Per replica: (checkpoints, CPU seconds in checkpoints, bytes written) so far."""
+    import re
+
+    out = []
+    for text in pages or []:
+        values = []
+        for name in STATE_COUNTERS:
+            m = re.search(rf"^{name} ([0-9.e+-]+)$", text, re.M)
+            values.append(float(m.group(1)) if m else 0.0)
+        out.append(tuple(values))
+    return out
+
+
+def _checkpoint_figures(before: list[tuple[float, ...]], after: list[tuple[float, ...]]) -> dict[str, object]:
+    """Per checkpoint taken in the window, the median over replicas of its CPU time (ms)
+    and of the bytes the state store wrote (between two checkpoints: the writes of the
+    interval, the copies on write and the digests)."""
+    cpu, written, count = [], [], []
+    for b, a in zip(before, after, strict=False):
+        n = a[0] - b[0]
+        count.append(int(n))
+        if n > 0:
+            cpu.append((a[1] - b[1]) / n * 1000)
+            written.append((a[2] - b[2]) / n)
+    if not cpu:
+        return {"checkpoints": sum(count)}
+    return {"checkpoints": sum(count), "checkpoint_cpu_ms": round(statistics.median(cpu), 3),
+            "checkpoint_bytes": int(statistics.median(written))}
 
 
 def _proc_rss_mb(pid: int) -> float | None:
@@ -374,24 +419,6 @@ def _proc_rss_mb(pid: int) -> float | None:
     except (OSError, ValueError):
         pass
     return None
-
-
-def _checkpoint_figures(dirs: list[str]) -> dict[str, object]:
-    """From the stopped replicas' stores: the latest stable checkpoint's seq and the bytes
-    of state it wrote (today every stable checkpoint writes the whole state)."""
-    from ..node.storage import read_records
-    from ..protocol.records import StableCheckpoint, from_persist
-
-    sizes, seqs = [], []
-    for d in dirs:
-        try:
-            cps = [r for r in map(from_persist, read_records(d)) if isinstance(r, StableCheckpoint)]
-        except Exception:  # noqa: BLE001 - a figure missing, never a failed bench
-            continue
-        if cps:
-            sizes.append(len(cps[-1].state))
-            seqs.append(cps[-1].seq)
-    return {"checkpoint_state_bytes": max(sizes, default=0), "stable_seq": max(seqs, default=0)}
 
 
 def _proc_cpu_seconds(pid: int) -> float | None:
@@ -499,18 +526,20 @@ def run_once(
         for c in conns:
             c.send(("go", start, end))
         cpu0 = {i: _proc_cpu_seconds(p.pid) for i, p in cluster.procs.items()}
-        sig0 = _signatures(metrics_ports)
+        pages0 = _scrape(metrics_ports)
+        sig0, st0 = _signatures(pages0), _state_counters(pages0)
         busy0, mine0 = _machine_busy_seconds(), time.process_time()
         cleanup = profile(cluster) if profile is not None else None
         results = _collect(conns, procs, start, end, Progress(label, duration))
         if cleanup is not None:
             cleanup()
         cpu1 = {i: _proc_cpu_seconds(p.pid) for i, p in cluster.procs.items()}
-        sig1 = _signatures(metrics_ports)
+        pages1 = _scrape(metrics_ports)
+        sig1, st1 = _signatures(pages1), _state_counters(pages1)
         busy1, mine1 = _machine_busy_seconds(), time.process_time()
         rss = [_proc_rss_mb(cluster.procs[i].pid) for i in sorted(cluster.procs)]
         cluster.stop()
-        state = _checkpoint_figures([cluster.data_dir(i) for i in cluster.ids])
+        state = _checkpoint_figures(st0, st1)
     finally:
         for p in procs:
             if p.is_alive():
@@ -721,10 +750,12 @@ def summary(doc: dict) -> list[str]:
         lines.append(f"state        {st['keys']} keys of {st['value_size']} B preloaded in {st['preload_s']:g} s")
     if st.get("rss_mb"):
         rss = " ".join(f"{x:.0f}" for x in st["rss_mb"] if x is not None)
-        size = st.get("checkpoint_state_bytes", 0)
+        lines.append(f"replica RSS  {rss} MB")
+    if st.get("checkpoint_cpu_ms") is not None:
+        size = st["checkpoint_bytes"]
         shown = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} KB"
-        lines.append(f"replica RSS  {rss} MB; the last stable checkpoint (n={st.get('stable_seq', 0)}) "
-                     f"wrote {shown} of state")
+        lines.append(f"checkpoints  {st['checkpoints']} in the window; each {st['checkpoint_cpu_ms']:.1f} ms "
+                     f"of CPU, {shown} written by the state store")
     cpu = doc.get("cpu") or {}
     if cpu.get("replicas"):
         per = " ".join(f"{x:.2f}" for x in cpu["replicas"])

@@ -119,6 +119,7 @@ class _LiveCollector:
             yield h.family()
         yield from self.m.health_families()
         yield self.m.signature_family()
+        yield from self.m.state_families()
         depth = GaugeMetricFamily(
             "pbft_queue_depth", "Frames queued for a peer replica", labels=["peer"]
         )
@@ -282,6 +283,22 @@ class NodeMetrics:
         family.add_metric(["sign"], getattr(getattr(core, "safety", None), "signatures", 0))
         family.add_metric(["verify"], getattr(getattr(core, "verifier", None), "checked", 0))
         return family
+
+    def state_families(self) -> Iterable[Any]:
+        """The replicated state's store: checkpoints taken, the CPU they took and the
+        bytes the store wrote (0 for a store in memory)."""
+        store = getattr(self.core, "store", None)
+        values = (
+            ("pbft_state_checkpoints", "Checkpoints the state store took", getattr(store, "checkpoints", 0)),
+            ("pbft_state_checkpoint_seconds", "CPU seconds the state store spent taking checkpoints",
+             getattr(store, "checkpoint_seconds", 0.0)),
+            ("pbft_state_written_bytes", "Bytes the state store wrote (entries, copies on write, digests)",
+             getattr(store, "written", 0)),
+        )
+        for name, doc, value in values:
+            family = CounterMetricFamily(name, doc)
+            family.add_metric([], value)
+            yield family
 
     def health_families(self) -> Iterable[Any]:
         """Readiness and its parts as gauges (0 when unknown: no core or health bound)."""

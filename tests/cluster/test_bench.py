@@ -82,7 +82,7 @@ def test_percentile_is_nearest_rank():
 def test_bench_preloads_the_state_and_reports_its_figures(tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run(
-        [sys.executable, "-m", "pbft", "bench", "--duration", "1", "--clients", "2",
+        [sys.executable, "-m", "pbft", "bench", "--duration", "2", "--clients", "4",
          "--state-keys", "3000", "--value-size", "50", "--json", str(out)],
         capture_output=True, text=True, timeout=80, stdin=subprocess.DEVNULL,
     )
@@ -90,9 +90,9 @@ def test_bench_preloads_the_state_and_reports_its_figures(tmp_path):
     st = json.loads(out.read_text())["state"]
     assert st["keys"] == 3000 and st["value_size"] == 50 and st["preload_s"] > 0
     assert len(st["rss_mb"]) == 4 and all(x > 0 for x in st["rss_mb"])
-    # the whole state is in every stable checkpoint today: at least the preloaded bytes
-    assert st["checkpoint_state_bytes"] >= 3000 * 50 and st["stable_seq"] > 0
-    assert "preloaded" in result.stdout and "replica RSS" in result.stdout
+    # The replicas' state stores report what each checkpoint cost (read from their metrics).
+    assert st["checkpoints"] > 0 and st["checkpoint_cpu_ms"] > 0 and st["checkpoint_bytes"] > 0
+    assert "preloaded" in result.stdout and "replica RSS" in result.stdout and "checkpoints" in result.stdout
 
 
 @pytest.mark.parametrize("args", [["--state-keys", "-1"], ["--value-size", "0"]])

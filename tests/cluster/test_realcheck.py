@@ -38,7 +38,7 @@ def executed(view: int, seq: int, digest: bytes) -> list:
 
 
 def stable(seq: int, digest: bytes) -> StableCheckpoint:
-    return StableCheckpoint(seq, digest, (), b"state")
+    return StableCheckpoint(seq, digest, ())
 
 
 def test_replicas_that_agree_pass():
