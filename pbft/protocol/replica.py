@@ -878,7 +878,11 @@ class Replica:
     def _make_stable(self, seq: int, state_digest: bytes, proof: tuple[bytes, ...]) -> None:
         if self.checkpoints.own.get(seq) == state_digest:
             self._persist_checkpoint(seq, state_digest, proof)
-            self.store.release(seq)  # older checkpoints are no longer served (4.3)
+            # The store keeps the previous stable checkpoint too: this one's record may
+            # follow replies (ready.Durability.MAY_FOLLOW_REPLIES) and be lost in a crash,
+            # and a restart must then find the one before it in the store (recovery.py);
+            # with every replica restarting at once, nobody could serve it otherwise.
+            self.store.release(self.log.low)
         else:
             # A window jump to a state we do not hold yet. It is durable before any vote
             # we sign above it, so a restart comes back to this window (with its votes
