@@ -29,7 +29,32 @@ from pbft.protocol.replica import Replica
 from pbft.service.kv import KeyValueStore, op_put
 
 
-def build(f: int, clients: int, batch_max: int, pipeline: int):
+def make_store(sqlite_dir: str | None, i: int, keys: int, value_size: int):
+    """Replica i's store: in memory, or a DurableStore in `sqlite_dir` (as a replica
+    process keeps it), filled with `keys` keys directly (not through the protocol)."""
+    from pbft.protocol.service import SERVICE_PREFIX
+    from pbft.protocol.store import MemoryStore
+
+    if sqlite_dir is None:
+        store = MemoryStore()
+    else:
+        import os
+
+        from pbft.node.statestore import DurableStore
+
+        path = os.path.join(sqlite_dir, f"r{i}.sqlite3")
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.remove(path + suffix)
+        store = DurableStore(path)
+    value = b"p" * value_size
+    for k in range(keys):
+        store.put(SERVICE_PREFIX + b"pre/%09d" % k, value)
+    return store
+
+
+def build(f: int, clients: int, batch_max: int, pipeline: int, state_keys: int = 0,
+          value_size: int = 100, sqlite_dir: str | None = None):
     n = 3 * f + 1
     rkeys = [KeyPair.from_seed(b"r%d" % i) for i in range(n)]
     names = [f"c{i}" for i in range(clients)]
@@ -43,7 +68,8 @@ def build(f: int, clients: int, batch_max: int, pipeline: int):
         pipeline=pipeline,
     )
     replicas = [
-        Replica(config, i, rkeys[i], KeyValueStore(), Verifier("bench", config.member_keys()))
+        Replica(config, i, rkeys[i], KeyValueStore(make_store(sqlite_dir, i, state_keys, value_size)),
+                Verifier("bench", config.member_keys()))
         for i in range(n)
     ]
     cores = {c: ClientCore(config, c, ckeys[c]) for c in names}
@@ -137,9 +163,13 @@ def main() -> int:
     p.add_argument("--batch-max", type=int, default=256)
     p.add_argument("--pipeline", type=int, default=8)
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--state-keys", type=int, default=0, help="preload each replica's state with N keys")
+    p.add_argument("--value-size", type=int, default=100)
+    p.add_argument("--sqlite", metavar="DIR", help="each replica's state in SQLite (DurableStore) in DIR")
     args = p.parse_args()
     Counts.install()
-    config, replicas, cores = build(args.f, args.clients, args.batch_max, args.pipeline)
+    config, replicas, cores = build(args.f, args.clients, args.batch_max, args.pipeline,
+                                    args.state_keys, args.value_size, args.sqlite)
     prof = cProfile.Profile() if args.profile else None
     if prof:
         prof.enable()

@@ -7,37 +7,45 @@ of the latest checkpoint are a table too, written at each checkpoint for the lea
 changed (the cost follows the writes, not the state); the nodes above the leaves
 (FANOUT**(DEPTH-1) of them) are recomputed in memory when the store opens.
 
-Kept checkpoints stay readable by copy on write, as in the memory store: the first write
-to a bucket after checkpoint c saves the bucket's entries under c (`saved`, and a row in
-`saved_marks` so that an empty bucket is remembered as saved too); when a checkpoint
-changes a leaf's digest, the digest it had is saved under the previous kept checkpoint
-(`leaves_saved`). A kept checkpoint's tree is rebuilt from those at open and kept in
-memory (the leaf digests are shared references, so a tree costs BUCKETS pointers).
+Kept checkpoints stay readable by copy on write of single entries (an undo log): the
+first write to a key after checkpoint c saves the value the key had under c (`undo`;
+NULL when it had none). A bucket's contents at kept checkpoint c are its current entries
+with, for each key, the value saved under the earliest kept checkpoint >= c that saved
+it. Saving the entry and not the whole bucket keeps a write's cost flat however many
+entries share its bucket. When a checkpoint changes a leaf's digest, the digest it had
+is saved under the previous kept checkpoint (`leaves_saved`). A kept checkpoint's tree
+is rebuilt from those at open and kept in memory (the leaf digests are shared
+references, so a tree costs BUCKETS pointers).
 
 Transactions belong to the caller: the store only executes statements on the connection
-it is given. The replica's storage commits the state's writes in the same transaction as
-the records that say which requests they executed, so after a crash the two agree.
+it is given. `DurableStore` below owns a database of its own and commits at checkpoints.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from bisect import bisect_left
 from collections.abc import Iterable
 
 from ..protocol import codec
-from ..protocol.partition import BUCKETS, DEPTH, FANOUT, PartitionTree, bucket_of
+from ..protocol.partition import (
+    BUCKETS,
+    DEPTH,
+    EMPTY,
+    FANOUT,
+    PartitionTree,
+    bucket_of,
+    leaf_digest,
+)
 from ..protocol.store import Entries
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS state_entries (key BLOB PRIMARY KEY, bucket INTEGER NOT NULL, "
     "value BLOB NOT NULL) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS state_entries_bucket ON state_entries (bucket)",
-    "CREATE TABLE IF NOT EXISTS state_saved (checkpoint INTEGER, bucket INTEGER, key BLOB, "
-    "value BLOB, PRIMARY KEY (checkpoint, bucket, key)) WITHOUT ROWID",
-    "CREATE TABLE IF NOT EXISTS state_saved_marks (checkpoint INTEGER, bucket INTEGER, "
-    "PRIMARY KEY (checkpoint, bucket)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS state_undo (checkpoint INTEGER, key BLOB, bucket INTEGER NOT NULL, "
+    "value BLOB, PRIMARY KEY (checkpoint, key)) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS state_undo_bucket ON state_undo (bucket, checkpoint)",
     "CREATE TABLE IF NOT EXISTS state_leaves (bucket INTEGER PRIMARY KEY, digest BLOB NOT NULL)",
     "CREATE TABLE IF NOT EXISTS state_leaves_saved (checkpoint INTEGER, bucket INTEGER, "
     "digest BLOB NOT NULL, PRIMARY KEY (checkpoint, bucket)) WITHOUT ROWID",
@@ -48,11 +56,13 @@ SCHEMA = (
 class SqliteStore:
     """A `pbft.protocol.store.Store` on an open SQLite connection (the caller commits)."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, verify: bool = False) -> None:
         self.db = db
         self.written = 0
-        """Bytes this store wrote: keys and values put, bucket copies on write, leaf
+        """Bytes this store wrote: keys and values put, saved old values' keys, leaf
         digests (what `pbft bench` reports per checkpoint)."""
+        self.damaged: list[int] = []
+        """With `verify`: the buckets whose entries did not hash to their stored digest."""
         for statement in SCHEMA:
             db.execute(statement)
         row = db.execute("SELECT value FROM state_meta WHERE name = 'kept'").fetchone()
@@ -61,6 +71,8 @@ class SqliteStore:
         leaves = self.tree.levels[0]
         for bucket, digest in db.execute("SELECT bucket, digest FROM state_leaves"):
             leaves[bucket] = digest
+        if verify:
+            self.damaged = self._verify_leaves(leaves)
         self.tree.rebuild()
         self.trees: dict[int, PartitionTree] = {}
         newer = self.tree
@@ -74,14 +86,49 @@ class SqliteStore:
                     tree.levels[0][bucket] = digest
                 tree.rebuild()
             self.trees[seq] = newer = tree
-        # Writes since the latest checkpoint are the buckets saved under it; with no
-        # checkpoint kept, every bucket holding something.
+        # Writes since the latest checkpoint are the buckets of the keys saved under it;
+        # with no checkpoint kept, every bucket holding something.
         if self.kept:
-            query = "SELECT bucket FROM state_saved_marks WHERE checkpoint = ?"
+            query = "SELECT DISTINCT bucket FROM state_undo WHERE checkpoint = ?"
             self.tree.dirty = {b for (b,) in db.execute(query, (self.kept[-1],))}
         else:
             self.tree.dirty = {b for (b,) in db.execute("SELECT DISTINCT bucket FROM state_entries")}
             self.tree.dirty |= {b for (b,) in db.execute("SELECT bucket FROM state_leaves")}
+
+    def _verify_leaves(self, leaves: list[bytes]) -> list[int]:
+        """Rehash every bucket from its entries (one pass in bucket order, O(state)) and
+        put what the entries hash to where a stored digest differs: a flipped byte in an
+        entry then shows as a checkpoint digest that is not the signed one, and the
+        replica fetches those leaves instead of running on them. Only for a store with no
+        writes since its latest checkpoint (a DurableStore just opened)."""
+        damaged: list[int] = []
+        seen: set[int] = set()
+        group: list[tuple[bytes, bytes]] = []
+        current = -1
+
+        def close() -> None:
+            d = leaf_digest(group)
+            if leaves[current] != d:
+                leaves[current] = d
+                damaged.append(current)
+
+        for bucket, key, value in self.db.execute(
+            "SELECT bucket, key, value FROM state_entries ORDER BY bucket"
+        ):
+            if bucket != current:
+                if current >= 0:
+                    close()
+                current, group = bucket, []
+                seen.add(bucket)
+            group.append((bytes(key), bytes(value)))
+        if current >= 0:
+            close()
+        empty = EMPTY[0]
+        for bucket, digest in enumerate(leaves):
+            if bucket not in seen and digest != empty:
+                leaves[bucket] = empty
+                damaged.append(bucket)
+        return damaged
 
     # -- the service's view ---------------------------------------------------------------
 
@@ -89,29 +136,21 @@ class SqliteStore:
         row = self.db.execute("SELECT value FROM state_entries WHERE key = ?", (key,)).fetchone()
         return None if row is None else row[0]
 
-    def _before_write(self, bucket: int) -> None:
+    def _before_write(self, key: bytes, bucket: int) -> None:
         self.tree.touch(bucket)
         if not self.kept:
             return
-        last = self.kept[-1]
         cur = self.db.execute(
-            "INSERT OR IGNORE INTO state_saved_marks (checkpoint, bucket) VALUES (?, ?)", (last, bucket)
+            "INSERT OR IGNORE INTO state_undo (checkpoint, key, bucket, value) "
+            "SELECT ?, ?, ?, (SELECT value FROM state_entries WHERE key = ?)",
+            (self.kept[-1], key, bucket, key),
         )
         if cur.rowcount:
-            self.db.execute(
-                "INSERT INTO state_saved (checkpoint, bucket, key, value) "
-                "SELECT ?, bucket, key, value FROM state_entries WHERE bucket = ?",
-                (last, bucket),
-            )
-            (size,) = self.db.execute(
-                "SELECT COALESCE(SUM(LENGTH(key) + LENGTH(value)), 0) FROM state_entries WHERE bucket = ?",
-                (bucket,),
-            ).fetchone()
-            self.written += size
+            self.written += len(key) + 32  # the saved value is counted with the write below
 
     def put(self, key: bytes, value: bytes) -> None:
         bucket = bucket_of(key)
-        self._before_write(bucket)
+        self._before_write(key, bucket)
         self.db.execute(
             "INSERT OR REPLACE INTO state_entries (key, bucket, value) VALUES (?, ?, ?)", (key, bucket, value)
         )
@@ -120,7 +159,7 @@ class SqliteStore:
     def delete(self, key: bytes) -> bool:
         if self.get(key) is None:
             return False
-        self._before_write(bucket_of(key))
+        self._before_write(key, bucket_of(key))
         self.db.execute("DELETE FROM state_entries WHERE key = ?", (key,))
         return True
 
@@ -176,7 +215,7 @@ class SqliteStore:
         gone = [s for s in self.kept if s < below]
         if not gone:
             return
-        for table in ("state_saved", "state_saved_marks", "state_leaves_saved"):
+        for table in ("state_undo", "state_leaves_saved"):
             self.db.execute(f"DELETE FROM {table} WHERE checkpoint < ?", (below,))
         for s in gone:
             del self.trees[s]
@@ -193,47 +232,54 @@ class SqliteStore:
             return None
         return tree.children(level, index)
 
+    def _undone(self, rows: Iterable[tuple]) -> dict[bytes, bytes | None]:
+        """key -> the value it had at the checkpoint asked for (None: absent), from undo
+        rows (checkpoint, key, value) in ascending checkpoint order: the earliest wins."""
+        out: dict[bytes, bytes | None] = {}
+        for _, key, value in rows:
+            out.setdefault(bytes(key), None if value is None else bytes(value))
+        return out
+
     def bucket_at(self, seq: int, bucket: int) -> Entries | None:
         if seq not in self.trees or not 0 <= bucket < BUCKETS:
             return None
-        for c in self.kept[bisect_left(self.kept, seq):]:
-            marked = self.db.execute(
-                "SELECT 1 FROM state_saved_marks WHERE checkpoint = ? AND bucket = ?", (c, bucket)
-            ).fetchone()
-            if marked:
-                rows = self.db.execute(
-                    "SELECT key, value FROM state_saved WHERE checkpoint = ? AND bucket = ? ORDER BY key",
-                    (c, bucket),
-                )
-                return [(bytes(k), bytes(v)) for k, v in rows]
-        return sorted(self._entries(bucket))
+        entries = dict(self._entries(bucket))
+        rows = self.db.execute(
+            "SELECT checkpoint, key, value FROM state_undo WHERE bucket = ? AND checkpoint >= ? "
+            "ORDER BY checkpoint",
+            (bucket, seq),
+        )
+        for key, value in self._undone(rows).items():
+            if value is None:
+                entries.pop(key, None)
+            else:
+                entries[key] = value
+        return sorted(entries.items())
 
     def rollback(self, seq: int) -> None:
         """As `MemoryStore.rollback`: the state as at kept checkpoint `seq`, later
-        checkpoints forgotten; costs the buckets written since `seq`."""
+        checkpoints forgotten; costs the keys written since `seq`."""
         if seq not in self.trees:
             raise ValueError(f"checkpoint {seq} is not kept")
         db = self.db
-        restored: set[int] = set()
-        later = [c for c in self.kept if c >= seq]
-        for c in later:
-            marks = [b for (b,) in db.execute("SELECT bucket FROM state_saved_marks WHERE checkpoint = ?", (c,))]
-            for bucket in marks:
-                if bucket in restored:
-                    continue
-                restored.add(bucket)
-                db.execute("DELETE FROM state_entries WHERE bucket = ?", (bucket,))
+        rows = db.execute(
+            "SELECT checkpoint, key, value FROM state_undo WHERE checkpoint >= ? ORDER BY checkpoint", (seq,)
+        ).fetchall()
+        for key, value in self._undone(rows).items():
+            if value is None:
+                db.execute("DELETE FROM state_entries WHERE key = ?", (key,))
+            else:
                 db.execute(
-                    "INSERT INTO state_entries (key, bucket, value) SELECT key, bucket, value "
-                    "FROM state_saved WHERE checkpoint = ? AND bucket = ?",
-                    (c, bucket),
+                    "INSERT OR REPLACE INTO state_entries (key, bucket, value) VALUES (?, ?, ?)",
+                    (key, bucket_of(key), value),
                 )
+        later = [c for c in self.kept if c >= seq]
         target, latest = self.trees[seq], self.trees[self.kept[-1]]
         db.executemany(
             "INSERT OR REPLACE INTO state_leaves (bucket, digest) VALUES (?, ?)",
             [(b, d) for b, (d, e) in enumerate(zip(target.levels[0], latest.levels[0], strict=True)) if d != e],
         )
-        for table in ("state_saved", "state_saved_marks", "state_leaves_saved"):
+        for table in ("state_undo", "state_leaves_saved"):
             db.execute(f"DELETE FROM {table} WHERE checkpoint >= ?", (seq,))
         for c in later[1:]:
             del self.trees[c]
@@ -246,8 +292,7 @@ class SqliteStore:
         return self.tree.copy()
 
     def clear(self) -> None:
-        for table in ("state_entries", "state_saved", "state_saved_marks", "state_leaves",
-                      "state_leaves_saved", "state_meta"):
+        for table in ("state_entries", "state_undo", "state_leaves", "state_leaves_saved", "state_meta"):
             self.db.execute(f"DELETE FROM {table}")
         self.kept = []
         self.trees = {}
@@ -288,7 +333,7 @@ class DurableStore(SqliteStore):
         # core recovers from that as above.
         db.execute("PRAGMA synchronous = NORMAL")
         db.execute("BEGIN")
-        super().__init__(db)
+        super().__init__(db, verify=True)
         self.commits = 0
         self.checkpoints = 0
         self.checkpoint_seconds = 0.0

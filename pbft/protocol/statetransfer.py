@@ -103,6 +103,7 @@ class LeafPages:
     entries: Entries = field(default_factory=list)
     size: int = 0
     got: int = 0  # pages received
+    fresh: bool = True  # a page arrived since the last retransmission period
 
     @property
     def next_part(self) -> int:
@@ -196,10 +197,20 @@ class Transfer:
             del self.leaves[bucket]
 
     def stalled(self) -> None:
-        """A retransmission period without the answers: ask again, elsewhere (a leaf's
-        pages start over from its first page)."""
-        self.asked.clear()
-        self.leaves.clear()
+        """A retransmission period went by: what was asked and not answered is asked
+        again, elsewhere. A leaf whose pages keep arriving keeps its source and its pages
+        (a large leaf takes several periods, the server rationing its answers per
+        period); one that got no page in the whole period starts over from another."""
+        for node in list(self.asked):
+            got = self.leaves.get(node[1]) if node[0] == 0 else None
+            if got is not None and got.fresh:
+                got.fresh = False
+                continue
+            del self.asked[node]
+            if got is not None:
+                del self.leaves[node[1]]
+        for bucket in [b for b, p in self.leaves.items() if (0, b) not in self.asked]:
+            self.leaves[bucket].fresh = False  # between pages: its next one goes out now
 
     def received(self, level: int, index: int, part: int, parts: int, data: bytes, source: int,
                  verify: bool = True) -> tuple[Verdict, Entries | None]:
@@ -232,6 +243,7 @@ class Transfer:
             return self._lied(source)  # pages come in key order
         got.parts = parts
         got.got += 1
+        got.fresh = True
         got.entries.extend(entries)
         got.size += len(data)
         self.asked.pop(node, None)  # the next page is asked for at the next round

@@ -103,3 +103,28 @@ def test_checkpoint_cost_follows_the_writes(tmp_path):
     # two leaves rewritten, two leaf digests saved under checkpoint 10, the kept list
     assert db.total_changes - before == 5
     db.close()
+
+
+def test_an_entry_damaged_on_disk_shows_as_a_digest_that_is_not_the_signed_one(tmp_path):
+    """The stored leaf digests are not trusted blindly: a DurableStore rehashes every
+    bucket when it opens, so a byte flipped in an entry changes the checkpoint's digest
+    (and recovery then fetches that leaf instead of running on it, Replica.recover)."""
+    from pbft.node.statestore import DurableStore
+
+    path = str(tmp_path / "state.sqlite3")
+    store = DurableStore(path)
+    for i in range(200):
+        store.put(b"key%d" % i, b"value")
+    signed = store.checkpoint(10)
+    store.close()
+    again = DurableStore(path)
+    assert again.digest_at(10) == signed and not again.damaged
+    again.close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE state_entries SET value = ? WHERE key = ?", (b"valuf", b"key7"))
+    db.commit()
+    db.close()
+    damaged = DurableStore(path)
+    assert damaged.damaged == [p.bucket_of(b"key7")]
+    assert damaged.digest_at(10) != signed
+    damaged.close()

@@ -117,3 +117,25 @@ def test_a_damaged_record_refuses_recovery_with_one_sentence(record):
     with pytest.raises(DamagedRecord, match="is damaged|not canonical") as exc:
         rep.recover([record])
     assert isinstance(exc.value, ValueError) and "\n" not in str(exc.value)
+
+
+def test_a_leaf_whose_pages_keep_coming_survives_retransmission_periods():
+    """A large leaf takes several retransmission periods (the server rations answers per
+    period): it keeps its source and pages while pages arrive, and starts over from
+    another source only after a whole period without one."""
+    entries = [(b"k%d" % i, bytes(30_000)) for i in range(6)]
+    leaf = pages(entries)
+    t = Transfer(8, b"d", (), sources=[1, 2])
+    t.expected = {(0, 7): b"x" * 32}
+    asks, _ = t.next_requests()
+    source = asks[0][3]
+    assert t.received(0, 7, 0, 3, encode_page(leaf[0]), source)[0] is Verdict.KEPT
+    t.stalled()  # a period ends with progress: pages and source kept
+    assert t.next_requests()[0] == [(0, 7, 1, source)]
+    assert t.received(0, 7, 1, 3, encode_page(leaf[1]), source)[0] is Verdict.KEPT
+    t.stalled()
+    assert t.next_requests()[0] == [(0, 7, 2, source)] and t.leaves[7].got == 2
+    t.stalled()  # a whole period without page 2: start over, elsewhere
+    assert 7 not in t.leaves
+    asks, _ = t.next_requests()
+    assert asks[0][:3] == (0, 7, 0)
