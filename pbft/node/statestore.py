@@ -14,9 +14,11 @@ changes a leaf's digest, the digest it had is saved under the previous kept chec
 (`leaves_saved`). A kept checkpoint's tree is rebuilt from those at open and kept in
 memory (the leaf digests are shared references, so a tree costs BUCKETS pointers).
 
-Transactions belong to the caller: the store only executes statements on the connection
-it is given. The replica's storage commits the state's writes in the same transaction as
-the records that say which requests they executed, so after a crash the two agree.
+Transactions belong to the caller: `SqliteStore` only executes statements on the
+connection it is given. A replica process uses `DurableStore`, a database of its own
+(STATE_FILE) that commits at every checkpoint; after a crash the core rolls it back to
+the stable checkpoint the records name and replays the batches they say were executed
+after it (see `DurableStore`).
 """
 
 from __future__ import annotations
