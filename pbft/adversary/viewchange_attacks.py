@@ -19,13 +19,14 @@ checks are what stops them:
 * `view-change-storm` sends VIEW-CHANGEs for ever higher views. Alone (f replicas) it
   cannot move anyone: a replica joins a higher view only on f+1 of them, and keeps one
   VIEW-CHANGE per peer.
-* `lying-state-transfer` answers state fetches with corrupted chunks, a forged but
-  well-formed state with proofs of its own, a stale state, late, or not at all. Every
-  chunk is checked against the digest 2f+1 replicas signed; the fetcher moves on.
+* `lying-state-transfer` answers state fetches with corrupted answers, well-formed
+  answers of an altered state, what an empty state would answer, late, or not at all.
+  Every answer is checked against a digest the fetcher trusts, up to the one 2f+1
+  replicas signed; the fetcher moves on.
 
-Each lie is decided once per message (memoised by view, or by checkpoint and chunk) and
-drawn from the injected `rng`, so retransmissions repeat it and a run replays from its
-seed. Memory is bounded: a few entries per view or checkpoint, trimmed as they age.
+Each lie is decided once per message (memoised by view, or by checkpoint, tree node and
+fetcher) and drawn from the injected `rng`, so retransmissions repeat it and a run
+replays from its seed. Memory is bounded: a few entries per view or checkpoint, trimmed as they age.
 """
 
 from __future__ import annotations

@@ -17,8 +17,11 @@ is saved under the previous kept checkpoint (`leaves_saved`). A kept checkpoint'
 is rebuilt from those at open and kept in memory (the leaf digests are shared
 references, so a tree costs BUCKETS pointers).
 
-Transactions belong to the caller: the store only executes statements on the connection
-it is given. `DurableStore` below owns a database of its own and commits at checkpoints.
+Transactions belong to the caller: `SqliteStore` only executes statements on the
+connection it is given. A replica process uses `DurableStore`, a database of its own
+(STATE_FILE) that commits at every checkpoint; after a crash the core rolls it back to
+the stable checkpoint the records name and replays the batches they say were executed
+after it (see `DurableStore`).
 """
 
 from __future__ import annotations
