@@ -292,6 +292,8 @@ class NodeMetrics:
             ("pbft_state_checkpoints", "Checkpoints the state store took", getattr(store, "checkpoints", 0)),
             ("pbft_state_checkpoint_seconds", "CPU seconds the state store spent taking checkpoints",
              getattr(store, "checkpoint_seconds", 0.0)),
+            ("pbft_state_commit_seconds", "CPU seconds the state store spent committing at checkpoints",
+             getattr(store, "commit_seconds", 0.0)),
             ("pbft_state_written_bytes", "Bytes the state store wrote (entries, copies on write, digests)",
              getattr(store, "written", 0)),
         )

@@ -8,11 +8,15 @@ entries in key order; an internal node's digest hashes its children's digests in
 the checkpoint digest is the root's, bound to the tree's shape.
 
 Why this shape:
-* A write dirties one leaf. At a checkpoint only dirty leaves are rehashed (each holds
-  about entries / BUCKETS entries), then their parents and the root: the cost follows the
-  writes since the last checkpoint, not the state's size (the paper's incremental
-  digests; we rehash a dirty leaf from its entries rather than keep an AdHash sum, so
-  the digest needs no large-modulus arithmetic to be collision resistant).
+* A write dirties one leaf. At a checkpoint only dirty leaves get a new digest, then
+  their parents and the root: the cost follows the writes since the last checkpoint,
+  not the state's size. A leaf's digest is incremental too, as in the paper (TOCS 5.3.1,
+  AdHash): it hashes the sum, modulo 2^4096, of one 4096-bit hash per entry, so a store
+  that knows a leaf's sum at the last checkpoint and the old and new value of each key
+  written since updates it with two entry hashes per write, without reading the leaf's
+  other entries (at a million keys a leaf holds about 15). Two different sets of
+  entries with the same sum would be a k-sum solution modulo 2^4096; the best known
+  attack (Wagner's generalised birthday) costs about 2^(2*sqrt(4096)) = 2^128.
 * A replica that fell behind compares the tree top-down with the digest 2f+1 replicas
   signed and fetches only the leaves that differ (section 5.3.2); each node it receives is
   checked against its parent, which it already trusts, so one lying source is caught at
@@ -40,7 +44,10 @@ BUCKETS = FANOUT**DEPTH
 """65,536 leaves: at a million keys about 15 entries each, so a replica that missed a
 thousand writes fetches at most about 1.5% of the state."""
 
-_LEN = 4  # bytes of a length prefix inside a leaf's hash input
+_LEN = 4  # bytes of a length prefix inside an entry's hash input
+SUM_BYTES = 512
+"""A leaf's sum: 4096 bits."""
+_SUM_MASK = (1 << (8 * SUM_BYTES)) - 1
 
 
 def bucket_of(key: bytes) -> int:
@@ -48,16 +55,41 @@ def bucket_of(key: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") % BUCKETS
 
 
+def entry_hash(key: bytes, value: bytes) -> int:
+    """One entry's 4096-bit hash (length-prefixed, so no two entries share an input)."""
+    h = hashlib.shake_256(b"pbft-entry")
+    h.update(len(key).to_bytes(_LEN, "big"))
+    h.update(key)
+    h.update(len(value).to_bytes(_LEN, "big"))
+    h.update(value)
+    return int.from_bytes(h.digest(SUM_BYTES), "little")
+
+
+def leaf_sum(entries: Iterable[tuple[bytes, bytes]]) -> int:
+    """The sum of a leaf's entry hashes modulo 2^4096 (order does not matter)."""
+    total = 0
+    for key, value in entries:
+        total += entry_hash(key, value)
+    return total & _SUM_MASK
+
+
+def update_sum(total: int, key: bytes, old: bytes | None, new: bytes | None) -> int:
+    """A leaf's sum after `key` went from `old` to `new` (None: absent)."""
+    if old is not None:
+        total -= entry_hash(key, old)
+    if new is not None:
+        total += entry_hash(key, new)
+    return total & _SUM_MASK
+
+
+def sum_digest(total: int) -> bytes:
+    """The digest of a leaf whose entry hashes sum to `total`."""
+    return hashlib.sha256(b"pbft-leaf" + total.to_bytes(SUM_BYTES, "little")).digest()
+
+
 def leaf_digest(entries: Iterable[tuple[bytes, bytes]]) -> bytes:
-    """The digest of one leaf: its entries in key order, each length-prefixed so no two
-    different sets of entries hash the same input."""
-    h = hashlib.sha256(b"pbft-leaf")
-    for key, value in sorted(entries):
-        h.update(len(key).to_bytes(_LEN, "big"))
-        h.update(key)
-        h.update(len(value).to_bytes(_LEN, "big"))
-        h.update(value)
-    return h.digest()
+    """The digest of one leaf's entries (distinct keys: `check_leaf` makes sure)."""
+    return sum_digest(leaf_sum(entries))
 
 
 def node_digest(level: int, children: Iterable[bytes]) -> bytes:
@@ -125,14 +157,20 @@ class PartitionTree:
         self.dirty.add(bucket)
 
     def refresh(self, read: Callable[[int], Iterable[tuple[bytes, bytes]]]) -> bytes:
-        """Rehash the dirty leaves and the nodes above them; the new root. Costs one leaf
-        hash per dirty bucket and one node hash per distinct ancestor."""
+        """Rehash the dirty leaves from their entries and the nodes above them; the new
+        root. Costs one leaf hash per dirty bucket and one node hash per distinct
+        ancestor."""
+        return self.refresh_with({b: leaf_digest(read(b)) for b in self.dirty})
+
+    def refresh_with(self, digests: dict[int, bytes]) -> bytes:
+        """Set the dirty leaves' digests (`digests`: one per dirty bucket, computed by
+        the store however it likes) and rehash the nodes above them; the new root."""
         if self.dirty:
             changed = self.dirty
             self.dirty = set()
             leaves = self.levels[0]
             for b in changed:
-                leaves[b] = leaf_digest(read(b))
+                leaves[b] = digests[b]
             for level in range(1, DEPTH):
                 below, here = self.levels[level - 1], self.levels[level]
                 changed = {parent_index(i) for i in changed}

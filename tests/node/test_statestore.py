@@ -19,7 +19,7 @@ keys = st.binary(max_size=4)
 step = st.one_of(
     st.tuples(st.just("put"), keys, st.binary(max_size=6)),
     st.tuples(st.just("delete"), keys, st.just(b"")),
-    st.tuples(st.sampled_from(["checkpoint", "release", "reopen", "rollback"]), st.just(b""), st.just(b"")),
+    st.tuples(st.sampled_from(["checkpoint", "release", "reopen", "rollback", "digest"]), st.just(b""), st.just(b"")),
 )
 
 
@@ -29,7 +29,7 @@ def open_store(path) -> tuple[sqlite3.Connection, SqliteStore]:
     return db, SqliteStore(db)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(step, max_size=60))
 def test_the_durable_store_behaves_as_the_memory_store_across_reopening(tmp_path_factory, script):
     path = tmp_path_factory.mktemp("state") / "state.db"
@@ -55,6 +55,8 @@ def test_the_durable_store_behaves_as_the_memory_store_across_reopening(tmp_path
             disk.rollback(target)
             mem.rollback(target)
             assert mem.digest() == mem.digest_at(target)
+        elif op == "digest":  # the current digest between checkpoints (a transfer's walk)
+            assert disk.digest() == mem.digest()
         elif op == "reopen":
             db.execute("COMMIT")
             db.close()
