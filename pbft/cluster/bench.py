@@ -329,9 +329,9 @@ def _preload(path: str, names: list[str], keys: int, value_size: int, label: str
     return time.monotonic() - started
 
 
-def _add_metrics(path: str, n: int) -> list[int]:
+def _add_metrics(path: str, n: int, verify_threads: int | None = None) -> list[int]:
     """Give each replica of the throwaway cluster file a metrics address on loopback (the
-    bench reads their signature counts there); the ports."""
+    bench reads their signature counts there), and `verify_threads` if given; the ports."""
     from .launcher import free_ports
 
     ports = free_ports(n)
@@ -341,6 +341,8 @@ def _add_metrics(path: str, n: int) -> list[int]:
         if line.startswith("[[replica]]"):
             rid += 1
             out.append(f'metrics = "127.0.0.1:{ports[rid]}"')
+            if verify_threads is not None:
+                out.append(f"verify_threads = {verify_threads}")
     with open(path, "w", encoding="utf-8") as fh:
         fh.write("\n".join(out) + "\n")
     return ports
@@ -433,13 +435,15 @@ def run_once(
     fsync: str | None = None,
     state_keys: int = 0,
     value_size: int = VALUE_SIZE,
+    verify_threads: int | None = None,
 ) -> RunResult:
     """One throwaway cluster, C closed-loop clients for `duration` seconds.
 
     `profile(cluster)` (tools only) is called once the window opens, with the running
     LocalCluster, and may return a cleanup callable run when the window closes.
     `settings` overrides [cluster] settings of the throwaway cluster and `fsync` sets its
-    `[storage] fsync` policy (tools only; the default is the operators' default)."""
+    `[storage] fsync` policy (tools only; the default is the operators' default);
+    `verify_threads` is every replica's `verify_threads` (None: the default)."""
     from ..node.clusterfile import load_cluster
     from .keygen import generate_cluster
     from .launcher import LaunchError, LocalCluster, free_ports
@@ -465,7 +469,7 @@ def run_once(
         if fsync is not None:
             with open(path, "a", encoding="utf-8") as fh:
                 fh.write(f'\n[storage]\nfsync = "{fsync}"\n')
-        metrics_ports = _add_metrics(path, n)
+        metrics_ports = _add_metrics(path, n, verify_threads)
         config = load_cluster(path)
         policy = config.fsync
         cluster = LocalCluster(
