@@ -139,7 +139,7 @@ class PreVerify:
             while len(group) < GROUP:
                 try:
                     group.append(source.receive_nowait())
-                except trio.WouldBlock:
+                except (trio.WouldBlock, trio.EndOfChannel):
                     break
             parts = self.plan(group)
             if parts:
