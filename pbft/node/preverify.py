@@ -55,6 +55,7 @@ log = logging.getLogger("pbft.node")
 GROUP = 64
 """Frames taken per round: what is queued when the stage wakes, at most this many."""
 MIN_JOBS = 4
+VOTES = True
 """Fewer signatures than this in a group are left to the core (a hop costs more)."""
 
 
@@ -81,7 +82,7 @@ def signatures(event: Any, clients: set[str]) -> list[Envelope]:
             except codec.CodecError:
                 pass
         return out
-    if t is Prepare or t is Commit:
+    if VOTES and (t is Prepare or t is Commit):
         return [env]
     return []
 
