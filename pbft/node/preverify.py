@@ -40,15 +40,7 @@ import trio
 from ..protocol import codec
 from ..protocol.crypto import Verifier, VerifyJob, check_jobs
 from ..protocol.events import Received
-from ..protocol.messages import (
-    Commit,
-    Envelope,
-    Prepare,
-    PrePrepare,
-    Request,
-    decode_envelope,
-    envelope_from_bytes,
-)
+from ..protocol.messages import Envelope, MsgType, envelope_from_bytes, from_body
 
 log = logging.getLogger("pbft.node")
 
@@ -59,31 +51,48 @@ VOTES = True
 """Fewer signatures than this in a group are left to the core (a hop costs more)."""
 
 
+_REQUEST, _PRE_PREPARE, _PREPARE, _COMMIT = (int(t) for t in (
+    MsgType.REQUEST, MsgType.PRE_PREPARE, MsgType.PREPARE, MsgType.COMMIT))
+
+
+def _kind(body: bytes) -> int:
+    """The message type of a body without decoding it: a body is a short CBOR array whose
+    first item is the type, a small integer (messages.to_body). Only a hint (a body that
+    lies only loses its pre-verification); the core decodes everything."""
+    if len(body) > 1 and 0x81 <= body[0] <= 0x97:
+        return body[1]
+    return -1
+
+
 def signatures(event: Any, clients: set[str]) -> list[Envelope]:
     """The envelopes whose signatures the core will check when it steps `event`; none if
     it does not decode. `clients` are the clients with a request in this group already."""
     if type(event) is not Received:
         return []
     try:
-        env, msg = decode_envelope(event.data)
+        env = envelope_from_bytes(event.data)
     except codec.CodecError:
         return []
-    t = type(msg)
-    if t is Request:
-        if msg.client in clients:
+    kind = _kind(env.body)
+    if kind == _REQUEST:
+        if type(env.signer) is not str or env.signer in clients:
             return []
-        clients.add(msg.client)
+        clients.add(env.signer)
         return [env]
-    if t is PrePrepare:
+    if kind == _PREPARE or kind == _COMMIT:
+        return [env] if VOTES else []
+    if kind == _PRE_PREPARE:
+        try:
+            msg = from_body(env.body)
+        except codec.CodecError:
+            return []
         out = [env]
-        for data in msg.batch:
+        for data in getattr(msg, "batch", ()):
             try:
                 out.append(envelope_from_bytes(data))
             except codec.CodecError:
                 pass
         return out
-    if VOTES and (t is Prepare or t is Commit):
-        return [env]
     return []
 
 
