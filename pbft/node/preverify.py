@@ -46,7 +46,7 @@ log = logging.getLogger("pbft.node")
 
 GROUP = 64
 """Frames taken per round: what is queued when the stage wakes, at most this many."""
-MIN_JOBS = 4
+MIN_JOBS = 8
 VOTES = True
 """Fewer signatures than this in a group are left to the core (a hop costs more)."""
 

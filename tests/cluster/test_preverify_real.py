@@ -18,7 +18,7 @@ from pbft.node.clusterfile import load_cluster
 from pbft.protocol import codec
 from pbft.service.kv import op_get, op_put
 
-CLIENTS = [f"c{i}" for i in range(8)]
+CLIENTS = [f"c{i}" for i in range(16)]
 
 
 def _status(port: int) -> dict:
@@ -39,9 +39,9 @@ async def test_a_cluster_with_verify_threads_serves_requests(tmp_path):
         with trio.fail_after(45):
             async def writes(name: str) -> None:
                 async with open_client(path, name, timeout=20) as client:
-                    for i in range(15):
+                    for i in range(10):
                         await client.execute(op_put(f"{name}/k{i}".encode(), b"v%d" % i))
-                    assert codec.decode(await client.execute(op_get(f"{name}/k14".encode()), read_only=True)) == b"v14"
+                    assert codec.decode(await client.execute(op_get(f"{name}/k9".encode()), read_only=True)) == b"v9"
 
             async with trio.open_nursery() as nursery:
                 for name in CLIENTS:
@@ -49,7 +49,7 @@ async def test_a_cluster_with_verify_threads_serves_requests(tmp_path):
             statuses = [await trio.to_thread.run_sync(_status, p) for p in ports]
         assert all(s["verify_threads"] == 2 for s in statuses), statuses
         assert all(s["last_executed"] > 0 for s in statuses), statuses
-        # 8 clients at once: groups of frames with enough signatures to go to the threads.
+        # 16 clients at once: groups of frames with enough signatures to go to the threads.
         assert sum(s["verified_on_threads"] for s in statuses) > 0, statuses
     finally:
         cluster.stop(grace=3)

@@ -15,7 +15,7 @@ from pbft.protocol.events import Received, Tick
 
 pytestmark = pytest.mark.timeout(30)
 
-CFG = make_config(clients=tuple(f"c{i}" for i in range(8)))
+CFG = make_config(clients=tuple(f"c{i}" for i in range(2 * MIN_JOBS)))
 
 
 def _verifier() -> Verifier:
@@ -23,15 +23,15 @@ def _verifier() -> Verifier:
 
 
 def test_a_pre_prepare_brings_its_batch_and_a_client_counts_once_per_group():
-    batch = tuple(sign_request(f"c{i}", b"op", 1) for i in range(6))
+    batch = tuple(sign_request(f"c{i}", b"op", 1) for i in range(MIN_JOBS))
     pp = sign_pre_prepare(1, batch)
     pool = PreVerify(_verifier(), 2)
     parts = pool.plan([Received(0, pp), Tick()])
-    assert sum(map(len, parts)) == 7 and len(parts) == 1  # 7 // MIN_JOBS: one part
+    assert sum(map(len, parts)) == MIN_JOBS + 1 and len(parts) == 1  # too few for two parts
     flood = [Received("c0", sign_request("c0", b"op", t)) for t in range(1, 20)]
-    others = [Received(f"c{i}", sign_request(f"c{i}", b"op", 1)) for i in range(1, 8)]
+    others = [Received(f"c{i}", sign_request(f"c{i}", b"op", 1)) for i in range(1, 2 * MIN_JOBS)]
     parts = pool.plan(flood + others)
-    assert sum(map(len, parts)) == 8 and len(parts) == 2  # c0's 19 requests: one signature
+    assert sum(map(len, parts)) == 2 * MIN_JOBS and len(parts) == 2  # c0's 19 requests: one
     assert pool.plan([Received(1, sign_prepare(1, 1, batch_digest(batch)))] * (MIN_JOBS - 1)) == []
     assert pool.plan([Received(1, b"garbage")] * 10) == []
 
@@ -39,7 +39,7 @@ def test_a_pre_prepare_brings_its_batch_and_a_client_counts_once_per_group():
 async def test_inputs_are_forwarded_in_order_with_the_verdicts_in():
     v = _verifier()
     pool = PreVerify(v, 2)
-    inputs = [Received(f"c{i}", sign_request(f"c{i}", b"op", 1)) for i in range(8)]
+    inputs = [Received(f"c{i}", sign_request(f"c{i}", b"op", 1)) for i in range(2 * MIN_JOBS)]
     inputs.insert(3, Tick())
     src_send, src = trio.open_memory_channel(100)
     out, out_recv = trio.open_memory_channel(100)
@@ -49,12 +49,12 @@ async def test_inputs_are_forwarded_in_order_with_the_verdicts_in():
     with trio.fail_after(10):
         await pool.run(src, out)
     assert [out_recv.receive_nowait() for _ in inputs] == inputs
-    assert pool.offloaded == 8 and v.checked == 8 and pool.hops == 2
+    assert pool.offloaded == v.checked == 2 * MIN_JOBS and pool.hops == 2
     core = make_replica(CFG, 0, v)
     for x in inputs:
         if type(x) is Received:
             core.step(x)
-    assert v.checked == 8  # the core found every verdict
+    assert v.checked == 2 * MIN_JOBS  # the core found every verdict
 
 
 def test_without_a_memo_the_node_verifies_inline():
