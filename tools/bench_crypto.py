@@ -2,13 +2,17 @@
 GIL released (so verification could use a second core), and what each library does at
 the edges pbft pins (docs/protocol.md, "Signatures"; issue 20).
 
-    python tools/bench_crypto.py [--seconds S] [--edges] [--threads] [--json FILE]
+    python tools/bench_crypto.py [--seconds S] [--edges] [--threads] [--stage] [--json FILE]
 
 Costs are CPU time per call (process_time), through pbft's own path (`KeyPair.sign`,
 `Verifier.verify` with its checks), on the signing payloads of a put request, a PREPARE
 vote and a PRE-PREPARE carrying a batch of 16 requests. `--threads` runs verification of
 a fixed number of signatures on 1 and 2 threads and reports the wall-clock speedup: a
-library that holds the GIL shows none. Interleave runs when comparing builds.
+library that holds the GIL shows none. `--stage` runs the replica's pre-verification stage
+(pbft.node.preverify, `[[replica]] verify_threads`) on groups of request frames, as a
+replica's event loop would: wall-clock time and the event loop thread's own CPU time per
+signature, inline (0 threads: `Verifier.verify` on the loop) and with 1 and 2 threads.
+Interleave runs when comparing builds.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pbft.protocol import crypto  # noqa: E402
 from pbft.protocol.crypto import Ed25519, KeyPair, Verifier, seal  # noqa: E402
-from pbft.protocol.messages import Envelope, Prepare, PrePrepare, Request  # noqa: E402
+from pbft.protocol.messages import Envelope, Prepare, PrePrepare, Request, envelope_from_bytes  # noqa: E402
 from pbft.service.kv import op_put  # noqa: E402
 
 CLUSTER = "bench"
@@ -108,6 +112,56 @@ def threads(count: int = 4000) -> dict[str, dict[str, float]]:
     return out
 
 
+def stage(count: int = 4096, group: int = 64, repeats: int = 3) -> dict[str, dict[str, float]]:
+    """The pre-verification stage alone on `count` distinct signed requests, `group`
+    frames per round: wall and event-loop-thread CPU per signature; best of `repeats`."""
+    import trio
+
+    from pbft.node.preverify import PreVerify
+    from pbft.protocol.crypto import VERDICTS
+    from pbft.protocol.events import Received
+
+    keys = {f"c{i}": KeyPair.from_seed(b"c%d" % i) for i in range(group)}
+    frames = [
+        Received(None, seal(keys[f"c{i % group}"], CLUSTER, f"c{i % group}",
+                            Request(op_put(b"k%d" % i, b"v" * 100), i + 1, f"c{i % group}", False)).to_bytes())
+        for i in range(count)
+    ]
+    envs = [envelope_from_bytes(f.data) for f in frames]
+    members = {name: k.public for name, k in keys.items()}
+
+    async def pooled(threads: int) -> tuple[float, float]:
+        v = Verifier(CLUSTER, members, memo=VERDICTS)
+        pool = PreVerify(v, threads)
+        t0, c0 = time.perf_counter(), time.thread_time()
+        for i in range(0, count, group):
+            parts = pool.plan(frames[i : i + group])
+            await pool.check(parts)
+            assert all(v.verify(e) for e in envs[i : i + group])  # found, not checked again
+        assert v.checked == count
+        return time.perf_counter() - t0, time.thread_time() - c0
+
+    async def inline() -> tuple[float, float]:
+        v = Verifier(CLUSTER, members)
+        t0, c0 = time.perf_counter(), time.thread_time()
+        for e in envs:
+            assert v.verify(e)
+        return time.perf_counter() - t0, time.thread_time() - c0
+
+    out: dict[str, dict[str, float]] = {}
+    for _ in range(repeats):
+        for threads in (0, 1, 2):
+            wall, cpu = trio.run(inline) if threads == 0 else trio.run(pooled, threads)
+            row = {"wall_us": round(wall / count * 1e6, 1), "loop_cpu_us": round(cpu / count * 1e6, 1)}
+            best = out.get(str(threads))
+            if best is None or row["wall_us"] < best["wall_us"]:
+                out[str(threads)] = row
+    base = out["0"]["wall_us"]
+    for row in out.values():
+        row["speedup"] = round(base / row["wall_us"], 2)
+    return out
+
+
 def edges() -> dict[str, dict[str, bool]]:
     """What each raw library does with a signature whose R is the identity (r = 0) and
     the equation holds, which pbft refuses under both."""
@@ -128,6 +182,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=1.0, help="per measurement")
     ap.add_argument("--edges", action="store_true")
     ap.add_argument("--threads", action="store_true")
+    ap.add_argument("--stage", action="store_true", help="the replica's pre-verification stage, 0/1/2 threads")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     doc: dict[str, object] = {"costs": costs(args.seconds)}
@@ -139,6 +194,11 @@ def main() -> int:
         for lib, r in doc["threads"].items():  # type: ignore[union-attr]
             print(f"{lib:40s} verify x4000: 1 thread {r['1_thread_s']} s, 2 threads {r['2_threads_s']} s, "
                   f"speedup {r['speedup']}")
+    if args.stage:
+        doc["stage"] = stage()
+        for pool, r in doc["stage"].items():  # type: ignore[union-attr]
+            print(f"pre-verification stage, {pool} thread(s): {r['wall_us']:5.1f} us wall and "
+                  f"{r['loop_cpu_us']:5.1f} us of event-loop CPU per signature, speedup {r['speedup']}")
     if args.edges:
         doc["edges"] = edges()
         for case, r in doc["edges"].items():  # type: ignore[union-attr]

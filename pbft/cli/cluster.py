@@ -17,6 +17,7 @@ from argparse import Namespace
 from ..cluster import bench, configcheck, keygen
 from ..errors import UsageError
 from ..node.clusterfile import PASSPHRASE_ENV, read_passphrase_file
+from ..protocol.config import MAX_VERIFY_THREADS
 
 
 def _append_service(path: str, service) -> None:
@@ -251,6 +252,8 @@ def cmd_bench(args) -> int:
         raise UsageError(f"--state-keys must be from 0 to {bench.MAX_STATE_KEYS}.")
     if not 1 <= args.value_size <= bench.MAX_STATE_VALUE:
         raise UsageError(f"--value-size must be from 1 to {bench.MAX_STATE_VALUE} bytes.")
+    if args.verify_threads is not None and not 0 <= args.verify_threads <= MAX_VERIFY_THREADS:
+        raise UsageError(f"--verify-threads must be from 0 to {MAX_VERIFY_THREADS}.")
 
     cores = os.cpu_count() or 1
     # SIGTERM unwinds like Ctrl-C, so the replicas and workers are stopped either way.
@@ -290,7 +293,8 @@ def _bench(args, f, clients, duration, behaviour, workers, read_fraction, cores,
     try:
         run = bench.run_once(f, clients, duration, workers=workers, read_fraction=read_fraction,
                        label="fault-free" if behaviour else "bench",
-                       state_keys=args.state_keys, value_size=args.value_size)
+                       state_keys=args.state_keys, value_size=args.value_size,
+                       verify_threads=args.verify_threads)
         attack = None
         if behaviour:
             attack = bench.run_once(f, clients, duration, behaviour=behaviour, workers=workers,

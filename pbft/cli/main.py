@@ -283,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "writes), then measure; the report gives the preload time, replica RSS and "
                         "the bytes a stable checkpoint wrote")
     b.add_argument("--value-size", type=int, default=100, metavar="B", help="bytes per preloaded value")
+    b.add_argument("--verify-threads", type=int, default=None, metavar="N",
+                   help="every replica's verify_threads (default: the cluster file's default)")
 
     sc = sub.add_parser("scenario", help="run attack scenarios")
     scs = sc.add_subparsers(dest="scenario_command", metavar="ACTION")

@@ -100,6 +100,8 @@ class RunResult:
     behaviour: str | None = None
     fsync: str | None = None
     """The replicas' `[storage] fsync` policy (None: this build has no storage)."""
+    verify_threads: int = 0
+    """The replicas' `verify_threads` (pbft.node.preverify)."""
     cpu: dict[str, object] = field(default_factory=dict)
     """Fraction of one core each replica process and all workers used in the window."""
     signatures: dict[str, int] = field(default_factory=dict)
@@ -341,9 +343,9 @@ def _preload(path: str, names: list[str], keys: int, value_size: int, label: str
     return time.monotonic() - started
 
 
-def _add_metrics(path: str, n: int) -> list[int]:
+def _add_metrics(path: str, n: int, verify_threads: int | None = None) -> list[int]:
     """Give each replica of the throwaway cluster file a metrics address on loopback (the
-    bench reads their signature counts there); the ports."""
+    bench reads their signature counts there), and `verify_threads` if given; the ports."""
     from .launcher import free_ports
 
     ports = free_ports(n)
@@ -353,6 +355,8 @@ def _add_metrics(path: str, n: int) -> list[int]:
         if line.startswith("[[replica]]"):
             rid += 1
             out.append(f'metrics = "127.0.0.1:{ports[rid]}"')
+            if verify_threads is not None:
+                out.append(f"verify_threads = {verify_threads}")
     with open(path, "w", encoding="utf-8") as fh:
         fh.write("\n".join(out) + "\n")
     return ports
@@ -434,10 +438,11 @@ def _proc_rss_mb(pid: int) -> float | None:
     return None
 
 
-def _proc_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of a live process (Linux /proc), None elsewhere."""
+def _proc_cpu_seconds(pid: int, main_thread: bool = False) -> float | None:
+    """User + system CPU seconds of a live process (Linux /proc), None elsewhere; with
+    `main_thread`, of its main thread alone (a replica's event loop)."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
+        with open(f"/proc/{pid}/task/{pid}/stat" if main_thread else f"/proc/{pid}/stat", "rb") as fh:
             fields = fh.read().rsplit(b")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
@@ -473,13 +478,15 @@ def run_once(
     fsync: str | None = None,
     state_keys: int = 0,
     value_size: int = VALUE_SIZE,
+    verify_threads: int | None = None,
 ) -> RunResult:
     """One throwaway cluster, C closed-loop clients for `duration` seconds.
 
     `profile(cluster)` (tools only) is called once the window opens, with the running
     LocalCluster, and may return a cleanup callable run when the window closes.
     `settings` overrides [cluster] settings of the throwaway cluster and `fsync` sets its
-    `[storage] fsync` policy (tools only; the default is the operators' default)."""
+    `[storage] fsync` policy (tools only; the default is the operators' default);
+    `verify_threads` is every replica's `verify_threads` (None: the default)."""
     from ..node.clusterfile import load_cluster
     from .keygen import generate_cluster
     from .launcher import LaunchError, LocalCluster, free_ports
@@ -505,9 +512,10 @@ def run_once(
         if fsync is not None:
             with open(path, "a", encoding="utf-8") as fh:
                 fh.write(f'\n[storage]\nfsync = "{fsync}"\n')
-        metrics_ports = _add_metrics(path, n)
+        metrics_ports = _add_metrics(path, n, verify_threads)
         config = load_cluster(path)
         policy = config.fsync
+        threads = config.replicas[0].verify_threads
         cluster = LocalCluster(
             path,
             config,
@@ -539,6 +547,7 @@ def run_once(
         for c in conns:
             c.send(("go", start, end))
         cpu0 = {i: _proc_cpu_seconds(p.pid) for i, p in cluster.procs.items()}
+        loop0 = {i: _proc_cpu_seconds(p.pid, main_thread=True) for i, p in cluster.procs.items()}
         pages0 = _scrape(metrics_ports)
         sig0, st0 = _signatures(pages0), _state_counters(pages0)
         busy0, mine0 = _machine_busy_seconds(), time.process_time()
@@ -547,6 +556,7 @@ def run_once(
         if cleanup is not None:
             cleanup()
         cpu1 = {i: _proc_cpu_seconds(p.pid) for i, p in cluster.procs.items()}
+        loop1 = {i: _proc_cpu_seconds(p.pid, main_thread=True) for i, p in cluster.procs.items()}
         pages1 = _scrape(metrics_ports)
         sig1, st1 = _signatures(pages1), _state_counters(pages1)
         busy1, mine1 = _machine_busy_seconds(), time.process_time()
@@ -577,6 +587,13 @@ def run_once(
             if cpu0[i] is not None and cpu1.get(i) is not None
         ],
         "workers": round(sum(r["cpu"] for r in results) / duration, 3),
+        # Each replica's main thread alone: its event loop, which the core runs on (the
+        # rest is the commit thread and, with verify_threads, the verifying threads).
+        "loops": [
+            round((loop1[i] - loop0[i]) / duration, 3)
+            for i in sorted(loop0)
+            if loop0[i] is not None and loop1.get(i) is not None
+        ],
     }
     if busy0 is not None and busy1 is not None:
         ours = sum(cpu["replicas"]) + cpu["workers"] + (mine1 - mine0) / duration
@@ -595,6 +612,7 @@ def run_once(
         errors=sum(r["errors"] for r in results),
         behaviour=behaviour,
         fsync=policy,
+        verify_threads=threads,
         cpu=cpu,
         samples=[pair for r in results for pair in zip(r["completed"], r["latencies"], strict=True)],
         signatures={op: sig1[op] - sig0[op] for op in sig0} if sig0 and sig1 else {},
@@ -679,6 +697,7 @@ def report(
         "workers": run.workers,
         "errors": run.errors,
         "fsync": run.fsync,
+        "verify_threads": run.verify_threads,
         "t_sign_us": round(cost.t_sign * 1e6, 2),
         "t_verify_us": round(cost.t_verify * 1e6, 2),
         "ed25519": cost.library,
@@ -698,6 +717,10 @@ def report(
         per = used * run.duration_s / run.requests
         out["cpu_us_per_request"] = round(per * 1e6, 1)
         out["cpu_ratio"] = round((run.n * cost.t_verify + cost.t_sign) / per, 4)
+        loops = run.cpu.get("loops") or []
+        if loops:
+            # What bounds a replica with a host of its own: its one event-loop thread.
+            out["loop_cpu_us_per_request"] = round(max(loops) * run.duration_s / run.requests * 1e6, 1)
         if run.signatures:
             out.update(cpu_split(run, cost))
     if attack is not None:
@@ -750,7 +773,7 @@ def summary(doc: dict) -> list[str]:
         f"cluster      n={doc['n']} f={doc['f']}, {doc['clients']} clients in "
         f"{doc['workers']} processes, {doc['cores']} cores",
         f"requests     {doc['requests']} puts in {doc['duration_s']:g} s ({doc['errors']} errors), "
-        f"fsync {doc.get('fsync') or 'n/a'}",
+        f"fsync {doc.get('fsync') or 'n/a'}, verify_threads {doc.get('verify_threads', 0)}",
         f"throughput   {doc['throughput_rps']:.1f} req/s",
         f"latency ms   p50 {lat['p50']:.2f}  p90 {lat['p90']:.2f}  p99 {lat['p99']:.2f}",
         f"crypto       sign {doc['t_sign_us']:.1f} us, verify {doc['t_verify_us']:.1f} us "
@@ -781,6 +804,9 @@ def summary(doc: dict) -> list[str]:
                          "the figures are lower than this machine can do")
     if "cpu_ratio" in doc:
         lines.append(f"cpu/request  {doc['cpu_us_per_request']:.0f} us (floor share {doc['cpu_ratio']:.3f})")
+    if "loop_cpu_us_per_request" in doc:
+        lines.append(f"  event loop {doc['loop_cpu_us_per_request']:.0f} us per request on the busiest replica's "
+                     "main thread (what bounds a replica with a host of its own)")
     if "cpu_split_us" in doc:
         sp, sg = doc["cpu_split_us"], doc["signatures_per_request"]
         lines.append(f"  where      replicas' Ed25519 {sp['replicas_ed25519']:.0f} us ({sg['verify']:.1f} verified, "

@@ -169,6 +169,7 @@ def replica_status(node: Any, ready: Readiness | None = None) -> dict[str, Any]:
     core = node.replica
     ready = ready or readiness(node)
     transfer = core.transfer
+    pool = getattr(node, "preverify", None)
     return {
         "id": node.id,
         "reachable": True,
@@ -181,6 +182,8 @@ def replica_status(node: Any, ready: Readiness | None = None) -> dict[str, Any]:
         "state_transfer": None if transfer is None else {"seq": transfer.seq},
         "connected": sorted(node.transport.connected),
         "behaviour": behaviour_name(node),
+        "verify_threads": 0 if pool is None else pool.threads,
+        "verified_on_threads": 0 if pool is None else pool.offloaded,
         **ready.as_json(),
     }
 

@@ -63,6 +63,7 @@ from ..adversary import broken as broken_cores
 from ..adversary import catalogue
 from ..errors import ConfigError, UsageError
 from ..protocol.config import ClusterConfig
+from ..protocol.crypto import VERDICTS, Verifier
 from ..protocol.events import (
     Action,
     Broadcast,
@@ -91,6 +92,8 @@ from ..service.kv import KeyValueStore
 from . import health
 from .groupcommit import GROUP_COMMIT_LIMIT, GroupCommit
 from .metrics import NodeMetrics, bind_metrics, serve_metrics
+from .preverify import GROUP as PREVERIFY_GROUP
+from .preverify import PreVerify
 from .storage import Storage, StorageError, default_data_dir, is_disk_full
 from .tracing import FLUSH_S, wall_ms
 from .transport import Transport, is_address_in_use
@@ -201,6 +204,7 @@ class ReplicaNode:
         link_faults: Any = None,
         twin: bool = False,
         tracer: Any = None,
+        verify_threads: int = 0,
     ) -> None:
         self.config = config
         self.tracer = tracer
@@ -231,6 +235,20 @@ class ReplicaNode:
         self.id: int = replica.id
         self._send, self._recv = trio.open_memory_channel(INBOX_LIMIT)
         self._inbox = BoundedInbox(self._send)
+        self.preverify: PreVerify | None = None
+        """With `verify_threads` > 0 (and a core whose Verifier keeps verdicts, as
+        `build_node` makes it): the stage that checks signatures on worker threads between
+        the inbox and the step loop (pbft.node.preverify)."""
+        self._to_step: trio.MemorySendChannel | None = None
+        self._from_inbox: trio.MemoryReceiveChannel | None = None
+        verifier = getattr(replica, "verifier", None)
+        if verify_threads > 0:
+            if isinstance(verifier, Verifier) and verifier.memo_size > 0:
+                self.preverify = PreVerify(verifier, verify_threads)
+                self._from_inbox = self._recv
+                self._to_step, self._recv = trio.open_memory_channel(PREVERIFY_GROUP)
+            else:
+                log.warning("replica %d: verify_threads ignored: its core's Verifier keeps no verdicts", self.id)
         self.transport = Transport(
             config,
             self.id,
@@ -328,6 +346,8 @@ class ReplicaNode:
                     if self.link_faults is not None:
                         await nursery.start(self.link_faults.run)
                     nursery.start_soon(self._tick_loop)
+                    if self.preverify is not None:
+                        nursery.start_soon(self.preverify.run, self._from_inbox, self._to_step)
                     nursery.start_soon(self._step_loop)
                     self._log_started()
                     started = True
@@ -724,8 +744,11 @@ def build_node(
     from . import tls
 
     replica_class = Replica if broken is None else broken_cores.lookup(broken)
+    threads = config.replicas[replica_id].verify_threads
+    # With a pool the core's Verifier keeps verdicts, which the pool hands in (preverify).
+    verifier = Verifier(config.signing_domain, config.member_keys(), memo=VERDICTS) if threads else None
     store = storage.state_store() if storage is not None else None
-    core: Any = replica_class(config, replica_id, identity.key, replicated_service(config, store))
+    core: Any = replica_class(config, replica_id, identity.key, replicated_service(config, store), verifier)
     if broken is not None:
         core.behaviour_label = f"broken:{broken}"  # `pbft status` shows it
     label = None
@@ -750,6 +773,7 @@ def build_node(
         link_faults=link_faults,
         twin=twin,
         tracer=tracer,
+        verify_threads=threads,
     )
 
 

@@ -30,6 +30,9 @@ class ReplicaInfo:
     certificate: str = ""
     metrics: str = ""
     """`HOST:PORT` to serve this replica's Prometheus metrics on, "" for none."""
+    verify_threads: int = 0
+    """Worker threads that check signatures before the core steps them (0: inline on
+    the event loop; pbft.node.preverify). Default VERIFY_THREADS."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +113,13 @@ class ClusterConfig:
 FSYNC_VALUES = ("always", "batch", "off")
 """`[storage] fsync` policies (pbft.node.storage.FSYNC_POLICIES maps them to SQLite)."""
 
+VERIFY_THREADS = 0
+"""`[[replica]] verify_threads` when an entry gives none: inline verification measured
+best with 4 replicas sharing a 2-core host (docs/architecture.md, "Verifying on worker
+threads"); a replica with a host of its own gains from 1 or 2."""
+MAX_VERIFY_THREADS = 64
+"""The most `verify_threads` a [[replica]] entry may ask for."""
+
 SECTIONS: dict[str, tuple[str, ...]] = {
     "cluster": (
         "id", "f", "checkpoint_interval", "log_window", "batch_max", "pipeline",
@@ -118,7 +128,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "tls": ("ca",),
     "storage": ("fsync",),
     "service": ("class",),  # and the service's own parameters (`service_spec`)
-    "replica": ("id", "address", "public_key", "certificate", "metrics"),
+    "replica": ("id", "address", "public_key", "certificate", "metrics", "verify_threads"),
     "client": ("id", "public_key", "certificate"),
 }
 """Every table of a cluster file and every field it may hold. A field added to the format
@@ -478,8 +488,9 @@ def _replicas(data: dict, f: int | None, p: _Problems) -> dict[int, ReplicaInfo]
         if metrics != "" and split_hostport(metrics, lowest_port=0) is None:
             p.fail(f"{where}: 'metrics' must look like HOST:PORT, not {metrics!r}.")
             metrics = ""
+        threads = p.opt_int(r, "verify_threads", VERIFY_THREADS, 0, MAX_VERIFY_THREADS, where)
         if rid is not None and hostport is not None and key is not None:
-            replicas[rid] = ReplicaInfo(rid, hostport[0], hostport[1], key, cert, metrics)
+            replicas[rid] = ReplicaInfo(rid, hostport[0], hostport[1], key, cert, metrics, threads)
     return replicas
 
 

@@ -192,11 +192,45 @@ def seal(key: KeyPair, cluster_id: str, signer: Signer, msg: Message) -> Envelop
     return Envelope(body, signer, key.sign(signing_payload(cluster_id, body)))
 
 
+VERDICTS = 16384
+"""Verdicts a replica's Verifier keeps when its runtime verifies on a pool of threads
+(`[[replica]] verify_threads`, pbft.node.preverify): each is kept from the pre-verifying
+of its message until the core steps it, which is at most a group being stepped plus one
+forwarded (64 frames each, a PRE-PREPARE of 256 requests at most 257 signatures); ~150
+bytes each. Forgetting one early only costs a verification on the event loop."""
+
+VerifyJob = tuple[bytes, bytes, bytes, bytes]
+"""(memo key, public key, signature, signing payload): one signature to check off the
+event loop (`Verifier.jobs`, `check_jobs`, `Verifier.admit`)."""
+
+
+def verdict_key(public: bytes, signature: bytes, payload: bytes) -> bytes:
+    """The key of a verdict: a digest of public key (32 bytes) || signature (64 bytes,
+    shape-checked first) || signing payload. The first two have fixed lengths, so two
+    different byte triples never give the same input."""
+    h = hashlib.sha256(public)
+    h.update(signature)
+    h.update(payload)
+    return h.digest()
+
+
+def check_jobs(jobs: list[VerifyJob], impl: Ed25519) -> list[bool]:
+    """The verdict on each job, in order, with `impl`'s library. Pure and thread-safe:
+    touches no Verifier (a worker thread runs it; the library releases the GIL)."""
+    if impl is Ed25519.OPENSSL:
+        return [_openssl_verify(Ed25519PublicKey.from_public_bytes(k), sig, payload) for _, k, sig, payload in jobs]
+    return [_sodium_verify(k, sig, payload) for _, k, sig, payload in jobs]
+
+
 class Verifier:
     """Checks envelope signatures against the cluster's member keys.
 
-    `memo` bounds a cache of verdicts keyed by the exact (signer, body, signature); it is
-    for the simulator, where one broadcast is verified by every receiver in one process.
+    `memo` bounds a cache of verdicts keyed by the exact bytes a verdict is about: the
+    signer's public key, the signature and the signing payload (`memo_key`). The simulator
+    uses it because one broadcast is verified by every receiver in one process; a replica
+    process uses it (VERDICTS) when its runtime verifies on worker threads and hands the
+    verdicts in (`jobs`, `check_jobs`, `admit`), so the core asks `verify` as always and
+    finds the verdict. A verdict can only ever answer for the bytes it was reached on.
     """
 
     def __init__(self, cluster_id: str, keys: dict[Signer, bytes], memo: int = 0) -> None:
@@ -205,6 +239,7 @@ class Verifier:
         # it earlier, with a sentence; a Verifier never raises on one).
         valid = {s: k for s, k in keys.items() if public_key_problem(k) is None}
         self._members = frozenset(keys)
+        self._raw: dict[Signer, bytes] = valid
         self.implementation = _impl
         if _impl is Ed25519.OPENSSL:
             self._keys: dict[Signer, object] = {s: Ed25519PublicKey.from_public_bytes(k) for s, k in valid.items()}
@@ -212,30 +247,73 @@ class Verifier:
         else:
             self._keys = dict(valid)
             self._check = _sodium_verify
-        self._memo_size = memo
+        self.memo_size = memo
         self._memo: OrderedDict[bytes, bool] = OrderedDict()
         self._prefix = signing_payload(cluster_id, b"")  # the same for every envelope
         self.checked = 0
-        """Signatures handed to the library (memoised verdicts and shape refusals are not)."""
+        """Signatures handed to the library, here or on a worker thread (memoised
+        verdicts and shape refusals are not)."""
 
     def is_member(self, signer: Signer) -> bool:
         return signer in self._members
+
+    def memo_key(self, public: bytes, env: Envelope) -> bytes:
+        """The key of a verdict on `env` (`verdict_key` of its exact bytes)."""
+        h = hashlib.sha256(public)
+        h.update(env.signature)
+        h.update(self._prefix)
+        h.update(env.body)
+        return h.digest()
 
     def verify(self, env: Envelope) -> bool:
         key = self._keys.get(env.signer)
         if key is None or not signature_shape_ok(env.signature):
             return False
-        if self._memo_size:
-            # Canonical encoding keeps the key injective: no (signer, signature, body)
-            # can collide with another by shifting bytes between fields.
-            mkey = digest(codec.encode([env.signer, env.signature, env.body]))
+        if self.memo_size:
+            mkey = self.memo_key(self._raw[env.signer], env)
             hit = self._memo.get(mkey)
             if hit is not None:
                 return hit
         self.checked += 1
         ok = self._check(key, env.signature, self._prefix + env.body)  # type: ignore[arg-type]
-        if self._memo_size:
-            self._memo[mkey] = ok
-            if len(self._memo) > self._memo_size:
-                self._memo.popitem(last=False)
+        if self.memo_size:
+            self._remember(mkey, ok)
         return ok
+
+    def _remember(self, mkey: bytes, ok: bool) -> None:
+        self._memo[mkey] = ok
+        if len(self._memo) > self.memo_size:
+            self._memo.popitem(last=False)
+
+    def jobs(self, envs: list[Envelope]) -> list[VerifyJob]:
+        """What `verify` would hand the library for these envelopes and has no verdict on
+        yet (nothing without a memo): unknown signers and bad shapes are left to `verify`
+        to refuse, duplicates are asked once."""
+        if not self.memo_size:
+            return []
+        out: list[VerifyJob] = []
+        seen: set[bytes] = set()
+        for env in envs:
+            public = self._raw.get(env.signer)
+            if public is None or not signature_shape_ok(env.signature):
+                continue
+            mkey = self.memo_key(public, env)
+            if mkey in self._memo or mkey in seen:
+                continue
+            seen.add(mkey)
+            out.append((mkey, public, env.signature, self._prefix + env.body))
+        return out
+
+    def admit(self, jobs: list[VerifyJob], verdicts: list[bool]) -> None:
+        """Keep the verdicts `check_jobs` reached on `jobs` (from `jobs` of this
+        Verifier): each under the key of the bytes it was reached on."""
+        for (_, public, signature, payload), ok in zip(jobs, verdicts, strict=True):
+            if len(signature) != SIGNATURE_LEN:
+                continue  # never made by `jobs`; `verify` refuses such a shape anyway
+            # Keyed anew by the bytes the verdict was reached on, not by what the job
+            # carries: a job whose key and bytes disagree cannot answer for other bytes.
+            self._remember(verdict_key(public, signature, payload), ok)
+        self.checked += len(jobs)
+
+    def bounds(self) -> list[tuple[str, int, int]]:
+        return [("verdicts", len(self._memo), self.memo_size)]

@@ -242,7 +242,7 @@ class Replica:
             *self.log.bounds(), *self.checkpoints.bounds(), *self.future.bounds(), *self.requests.bounds(),
             *self.view_changes.bounds(), *self.chunks_served.bounds(), *self.verified.bounds(),
             *self.deferred.bounds(), *self.batching.bounds(), *self.replies.bounds(), *self.reads.bounds(),
-            *self.evidence.bounds(), *self.catch_up.bounds(),
+            *self.evidence.bounds(), *self.catch_up.bounds(), *self.verifier.bounds(),
             *(IDLE_TRANSFER if self.transfer is None else self.transfer.bounds()),
         ]
         cfg = self.config

@@ -56,6 +56,7 @@ def full_dict() -> dict:
     data["storage"] = {"fsync": "always"}
     data["service"] = {"class": "pbft.service.ledger:Ledger", "accounts": 4}
     data["replica"][0]["metrics"] = "127.0.0.1:9100"
+    data["replica"][0]["verify_threads"] = 1
     data["client"][0]["certificate"] = "client-alice.pem"
     return data
 

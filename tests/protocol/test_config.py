@@ -10,7 +10,7 @@ from conftest import CLUSTER_ID, cluster_dict, make_config, replica_key
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pbft.protocol.config import ConfigError, parse_cluster
+from pbft.protocol.config import VERIFY_THREADS, ConfigError, parse_cluster
 
 
 def test_good_dict_is_accepted():
@@ -42,6 +42,18 @@ def test_defaults():
     cfg = parse_cluster(d)
     assert cfg.checkpoint_interval == 128 and cfg.log_window == 256
     assert cfg.batch_max == 256 and cfg.clients == ()
+
+
+def test_verify_threads_per_replica():
+    d = cluster_dict()
+    d["replica"][2]["verify_threads"] = 2
+    d["replica"][3]["verify_threads"] = 0
+    cfg = parse_cluster(d)
+    assert [r.verify_threads for r in cfg.replicas] == [VERIFY_THREADS, VERIFY_THREADS, 2, 0]
+    d["replica"][1]["verify_threads"] = 65
+    with pytest.raises(ConfigError) as err:
+        parse_cluster(d)
+    assert str(err.value) == "[[replica]] #2: 'verify_threads' must be an integer from 0 to 64, not 65."
 
 
 def test_ipv6_address():
@@ -125,6 +137,11 @@ BAD = {
     "replica key short": (_set(["replica", 3, "public_key"], "ab" * 31), "public_key"),
     "replica key bytes": (_set(["replica", 3, "public_key"], b"\x00" * 32), "public_key"),
     "replica certificate not a path": (_set(["replica", 3, "certificate"], 1), "certificate"),
+    "verify_threads negative": (_set(["replica", 1, "verify_threads"], -1), "verify_threads"),
+    "verify_threads too many": (_set(["replica", 1, "verify_threads"], 65), "verify_threads"),
+    "verify_threads string": (_set(["replica", 1, "verify_threads"], "2"), "verify_threads"),
+    "verify_threads bool": (_set(["replica", 1, "verify_threads"], True), "verify_threads"),
+    "verify_threads float": (_set(["replica", 1, "verify_threads"], 2.0), "verify_threads"),
     "clients not a list": (_set(["client"], {"id": "alice"}), "client"),
     "client not a table": (_set(["client", 0], "alice"), "client"),
     "client id missing": (_set(["client", 0, "id"], _DELETE), "id"),
