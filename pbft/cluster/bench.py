@@ -303,6 +303,12 @@ MAX_STATE_KEYS = 10_000_000
 MAX_STATE_VALUE = 60 * 1024
 
 
+PRELOAD_KEYS = 64
+"""Keys per preload request. Fewer than an mput allows (256): a batch of such requests is
+then smaller, and so is a VIEW-CHANGE that carries a window of them should a replica's
+checkpoint pause (under the preload's write rate) make a backup suspect the primary."""
+
+
 def _preload(path: str, names: list[str], keys: int, value_size: int, label: str) -> float:
     """Fill the state with `keys` keys of `value_size` bytes through the protocol, an
     atomic multi-key write (`mput`) per request, every client at once, then two
@@ -314,7 +320,7 @@ def _preload(path: str, names: list[str], keys: int, value_size: int, label: str
     from ..node.clusterfile import load_cluster
     from ..protocol import codec
 
-    per = max(1, min(256, (MAX_OPERATION - 1024) // (value_size + 24)))
+    per = max(1, min(PRELOAD_KEYS, (MAX_OPERATION - 1024) // (value_size + 24)))
     batches = [(i, min(keys, i + per)) for i in range(0, keys, per)]
     value = b"p" * value_size
     started = time.monotonic()

@@ -61,8 +61,13 @@ SCHEMA = (
     "sum BLOB NOT NULL)",
     "CREATE TABLE IF NOT EXISTS state_leaves_saved (checkpoint INTEGER, bucket INTEGER, "
     "digest BLOB NOT NULL, sum BLOB NOT NULL, PRIMARY KEY (checkpoint, bucket)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS state_leaves_next (bucket INTEGER PRIMARY KEY, digest BLOB NOT NULL, "
+    "sum BLOB NOT NULL)",
     "CREATE TABLE IF NOT EXISTS state_meta (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
 )
+
+CHUNK = 500
+"""Leaves digested per round (SQL parameters per query, sums held in memory at once)."""
 
 
 class SqliteStore:
@@ -75,10 +80,10 @@ class SqliteStore:
         digests (what `pbft bench` reports per checkpoint)."""
         self.damaged: list[int] = []
         """With `verify`: the buckets whose entries did not hash to their stored digest."""
-        self._sums: dict[int, int] = {}  # bucket -> its sum when last digested (not stored yet)
         self._full: set[int] = set()  # buckets whose writes the undo log does not hold
         for statement in SCHEMA:
             db.execute(statement)
+        db.execute("DELETE FROM state_leaves_next")  # sums of a digest no checkpoint followed
         row = db.execute("SELECT value FROM state_meta WHERE name = 'kept'").fetchone()
         self.kept: list[int] = list(codec.decode(row[0])) if row else []
         self.tree = PartitionTree()
@@ -210,62 +215,70 @@ class SqliteStore:
         rows = self.db.execute("SELECT key, value FROM state_entries WHERE bucket = ?", (bucket,))
         return [(bytes(k), bytes(v)) for k, v in rows]
 
-    def _stored(self, buckets: Iterable[int]) -> dict[int, tuple[bytes, int]]:
-        """Leaves' (digest, sum) as of the latest checkpoint (empty if never written)."""
-        out = {b: (EMPTY[0], 0) for b in buckets}
-        wanted = list(out)
-        for i in range(0, len(wanted), 500):
-            part = wanted[i : i + 500]
-            query = f"SELECT bucket, digest, sum FROM state_leaves WHERE bucket IN ({','.join('?' * len(part))})"
-            for bucket, digest, total in self.db.execute(query, part):
-                out[bucket] = (bytes(digest), int.from_bytes(total, "little"))
-        return out
+    def _in(self, query: str, fixed: tuple, buckets: list[int]) -> Iterable[tuple]:
+        """Rows of `query` (ending in `bucket IN ({})`) for `buckets`, in parts."""
+        for i in range(0, len(buckets), CHUNK):
+            part = buckets[i : i + CHUNK]
+            yield from self.db.execute(query.format(",".join("?" * len(part))), (*fixed, *part))
 
     def digest(self) -> bytes:
         """The current root. A dirty leaf's sum is incremental (TOCS 5.3.1): its sum at
         the latest checkpoint, minus the old and plus the new entry hash of each key
-        written since (the undo log has the old values, in one pass over this interval's
-        writes): two hashes per write, whatever else the leaf holds. A leaf whose writes
-        no checkpoint's undo log holds (`_full`) is summed from all its entries."""
-        dirty = self.tree.dirty
-        if not dirty:
-            return self.tree.root
-        full = {b for b in dirty if b in self._full or not self.kept}
-        totals = {b: t for b, (_, t) in self._stored(dirty - full).items()}
-        if totals:
-            for bucket, key, old, new in self.db.execute(
-                "SELECT u.bucket, u.key, u.value, e.value FROM state_undo u LEFT JOIN state_entries e "
-                "ON e.bucket = u.bucket AND e.key = u.key WHERE u.checkpoint = ?",
-                (self.kept[-1],),
-            ):
-                if bucket in totals:
+        written since (the undo log has the old values): two hashes per write, whatever
+        else the leaf holds. A leaf whose writes no checkpoint's undo log holds (`_full`)
+        is summed from all its entries. The new sums wait in `state_leaves_next` for the
+        checkpoint (not in memory: every leaf can be dirty, 32 MiB of sums), computed
+        CHUNK leaves at a time."""
+        dirty = sorted(self.tree.dirty)
+        digests: dict[int, bytes] = {}
+        for i in range(0, len(dirty), CHUNK):
+            part = dirty[i : i + CHUNK]
+            full = [b for b in part if b in self._full or not self.kept]
+            totals = {b: 0 for b in part if b not in self._full and self.kept}
+            if totals:
+                for bucket, total in self._in(
+                    "SELECT bucket, sum FROM state_leaves WHERE bucket IN ({})", (), list(totals)
+                ):
+                    totals[bucket] = int.from_bytes(total, "little")
+                for bucket, key, old, new in self._in(
+                    "SELECT u.bucket, u.key, u.value, e.value FROM state_undo u LEFT JOIN state_entries e "
+                    "ON e.bucket = u.bucket AND e.key = u.key WHERE u.checkpoint = ? AND u.bucket IN ({})",
+                    (self.kept[-1],), list(totals),
+                ):
                     totals[bucket] = update_sum(totals[bucket], bytes(key), None if old is None else bytes(old),
                                                 None if new is None else bytes(new))
-        for bucket in full:
-            totals[bucket] = leaf_sum(self._entries(bucket))
-        self._sums.update(totals)
-        return self.tree.refresh_with({b: sum_digest(t) for b, t in totals.items()})
+            for bucket in full:
+                totals[bucket] = leaf_sum(self._entries(bucket))
+            rows = []
+            for bucket, total in totals.items():
+                d = digests[bucket] = sum_digest(total)
+                rows.append((bucket, d, total.to_bytes(SUM_BYTES, "little")))
+            self.db.executemany(
+                "INSERT OR REPLACE INTO state_leaves_next (bucket, digest, sum) VALUES (?, ?, ?)", rows
+            )
+        return self.tree.refresh_with(digests)
 
     def checkpoint(self, seq: int) -> bytes:
         if self.kept and seq <= self.kept[-1]:
             raise ValueError(f"checkpoint {seq} is not after {self.kept[-1]}")
         root = self.digest()
-        leaves = self.tree.levels[0]
-        rows, saved = [], []
-        stored = self._stored(self._sums)
-        for bucket, total in sorted(self._sums.items()):
-            old_digest, old_sum = stored[bucket]
-            if leaves[bucket] == old_digest:
-                continue
-            rows.append((bucket, leaves[bucket], total.to_bytes(SUM_BYTES, "little")))
-            if self.kept:
-                saved.append((self.kept[-1], bucket, old_digest, old_sum.to_bytes(SUM_BYTES, "little")))
-        self.db.executemany(
-            "INSERT OR IGNORE INTO state_leaves_saved (checkpoint, bucket, digest, sum) VALUES (?, ?, ?, ?)", saved
+        db = self.db
+        changed = "n.digest != COALESCE(l.digest, ?)"
+        if self.kept:  # what the changed leaves were at the previous checkpoint
+            cur = db.execute(
+                "INSERT OR IGNORE INTO state_leaves_saved (checkpoint, bucket, digest, sum) "
+                "SELECT ?, n.bucket, COALESCE(l.digest, ?), COALESCE(l.sum, zeroblob(?)) "
+                f"FROM state_leaves_next n LEFT JOIN state_leaves l ON l.bucket = n.bucket WHERE {changed}",
+                (self.kept[-1], EMPTY[0], SUM_BYTES, EMPTY[0]),
+            )
+            self.written += (32 + SUM_BYTES) * max(0, cur.rowcount)
+        cur = db.execute(
+            "INSERT OR REPLACE INTO state_leaves (bucket, digest, sum) SELECT n.bucket, n.digest, n.sum "
+            f"FROM state_leaves_next n LEFT JOIN state_leaves l ON l.bucket = n.bucket WHERE {changed}",
+            (EMPTY[0],),
         )
-        self.db.executemany("INSERT OR REPLACE INTO state_leaves (bucket, digest, sum) VALUES (?, ?, ?)", rows)
-        self.written += (32 + SUM_BYTES) * (len(rows) + len(saved))
-        self._sums.clear()
+        self.written += (32 + SUM_BYTES) * max(0, cur.rowcount)
+        db.execute("DELETE FROM state_leaves_next")
         self._full.clear()
         self.kept.append(seq)
         self.trees[seq] = self.tree.copy()
@@ -359,7 +372,7 @@ class SqliteStore:
         self.kept = [c for c in self.kept if c <= seq]
         self._save_kept()
         self.tree = target.copy()
-        self._sums.clear()
+        self.db.execute("DELETE FROM state_leaves_next")
         self._full.clear()
 
     def tree_now(self) -> PartitionTree:
@@ -372,7 +385,7 @@ class SqliteStore:
         self.kept = []
         self.trees = {}
         self.tree = PartitionTree()
-        self._sums.clear()
+        self.db.execute("DELETE FROM state_leaves_next")
         self._full.clear()
 
     def install_bucket(self, bucket: int, entries: Iterable[tuple[bytes, bytes]]) -> None:
