@@ -3,8 +3,8 @@
 Theory of operation. The replicated state is a set of (key, value) entries. Each key
 belongs to one of BUCKETS leaf partitions, chosen by a hash of the key, so entries spread
 evenly whatever keys a client picks. The tree above the leaves has a fixed shape: FANOUT
-children per node, DEPTH levels of internal nodes, one root. A leaf's digest hashes its
-entries in key order; an internal node's digest hashes its children's digests in order;
+children per node, DEPTH levels of internal nodes, one root. A leaf's digest hashes the
+sum of its entries' hashes; an internal node's digest hashes its children's digests in order;
 the checkpoint digest is the root's, bound to the tree's shape.
 
 Why this shape:
