@@ -303,10 +303,15 @@ MAX_STATE_KEYS = 10_000_000
 MAX_STATE_VALUE = 60 * 1024
 
 
-PRELOAD_KEYS = 64
-"""Keys per preload request. Fewer than an mput allows (256): a batch of such requests is
-then smaller, and so is a VIEW-CHANGE that carries a window of them should a replica's
-checkpoint pause (under the preload's write rate) make a backup suspect the primary."""
+PRELOAD_KEYS = 16
+"""Keys per preload request, far fewer than an mput allows (256). Under the preload's
+write rate a checkpoint can pause a replica long enough for a backup to suspect the
+primary, and a VIEW-CHANGE carries the window's prepared batches whole; a NEW-VIEW
+carries 2f+1 of those, and above the 16 MiB frame limit it cannot be sent, so the view
+change never ends (seen with 64 and 256 keys per request: an open liveness problem, not
+of the state store). With 16 keys a batch of eight requests is about 15 KiB.
+
+"""
 
 
 def _preload(path: str, names: list[str], keys: int, value_size: int, label: str) -> float:
