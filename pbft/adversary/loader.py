@@ -171,11 +171,21 @@ def make_service(spec) -> object:
     UsageError (one sentence) for a class that cannot be loaded or made."""
     cls = load(spec.ref, "service", spec.base_dir)
     try:
-        return cls(**spec.kwargs())
+        service = cls(**spec.kwargs())
     except TypeError as exc:
         raise UsageError(f"service {spec.ref}: its parameters do not fit ({exc}).") from None
     except USER_CODE_FAILURES as exc:  # the user's constructor
         raise UsageError(f"service {spec.ref}: making it raised {type(exc).__name__}: {exc}.") from None
+    identity = getattr(cls, "identity", None)
+    found = identity() if callable(identity) else ""
+    if spec.identity and found != spec.identity:
+        # Replicas running another version of the service would compute other states
+        # from the same operations: refuse to start rather than diverge.
+        raise UsageError(
+            f"service {spec.ref} is {found!r}, but the cluster file's [service] says identity = "
+            f"{spec.identity!r}: every replica must run the same service and version."
+        )
+    return service
 
 
 def service_from_options(ref: str | None, params: list[str], base_dir: str):

@@ -27,7 +27,11 @@ def _append_service(path: str, service) -> None:
             return "true" if v else "false"
         return json.dumps(v)  # ints, floats and strings are TOML as JSON writes them
 
-    lines = ["", "[service]", f"class = {json.dumps(service.ref)}", *(f"{k} = {toml(v)}" for k, v in service.params)]
+    from ..adversary.loader import make_service
+
+    identity = type(make_service(service)).identity()  # checked by every replica at start
+    lines = ["", "[service]", f"class = {json.dumps(service.ref)}", f"identity = {json.dumps(identity)}",
+             *(f"{k} = {toml(v)}" for k, v in service.params)]
     with open(path, "a", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")
 

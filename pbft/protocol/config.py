@@ -306,16 +306,24 @@ class ServiceSpec:
     ref: str
     params: tuple[tuple[str, bool | int | float | str], ...] = ()
     base_dir: str = ""
+    identity: str = ""
+    """`identity = "name version"`: what the class must say it is (`Service.identity()`);
+    every replica checks it when it loads the class, and it is bound into the signing
+    domain with the rest of the table. Empty: not checked."""
 
     def kwargs(self) -> dict[str, bool | int | float | str]:
         return dict(self.params)
 
     def digest(self) -> str:
-        """16 hex digits naming the class and parameters as written (the signing domain's)."""
+        """16 hex digits naming the class, its identity and parameters as written (the
+        signing domain's)."""
         import hashlib
         import json
 
-        text = json.dumps([self.ref, [list(p) for p in self.params]], sort_keys=True)
+        fields = [self.ref, [list(p) for p in self.params]]
+        if self.identity:
+            fields.append(self.identity)
+        text = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -335,15 +343,19 @@ def service_spec(table: object, fail, where: str, base_dir: str = "") -> Service
     if not isinstance(ref, str) or ":" not in ref:
         fail(f"{where}: 'class' must be a string naming module.path:Class or FILE.py:Class.")
         return None
+    identity = table.get("identity", "")
+    if not isinstance(identity, str) or (identity and not identity.isprintable()):
+        fail(f"{where}: 'identity' must be a string, the service's \"name version\".")
+        return None
     params = []
     for key, value in table.items():
-        if key == "class":
+        if key in ("class", "identity"):
             continue
         if not isinstance(value, bool | int | float | str):
             fail(f"{where}: parameter '{key}' must be a boolean, integer, float or string.")
             return None
         params.append((key, value))
-    return ServiceSpec(ref, tuple(sorted(params)), base_dir)
+    return ServiceSpec(ref, tuple(sorted(params)), base_dir, identity)
 
 
 def _hexkey(value: object, where: str, problems: _Problems) -> bytes | None:

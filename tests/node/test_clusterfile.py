@@ -295,3 +295,26 @@ def test_a_service_that_cannot_be_made_stops_the_replica_with_one_sentence(clust
     with pytest.raises(ConfigError) as info:
         replicated_service(load_cluster(str(path)))
     assert_sentence(info.value, "[service]", "parameters do not fit")
+
+
+def test_a_replica_refuses_another_version_of_the_service_than_the_cluster_file_names(cluster_dir: Path) -> None:
+    """The [service] table's `identity` ("name version", written by keygen --service) is
+    bound into the signing domain and checked by every replica when it loads the class:
+    a replica with another version of the code refuses to start instead of diverging."""
+    from pbft.node.node import replicated_service
+
+    path = cluster_dir / "cluster.toml"
+    base = path.read_text()
+    path.write_text(base + '\n[service]\nclass = "pbft.service.ledger:Ledger"\nidentity = "pbft.ledger 1"\n')
+    same = load_cluster(str(path))
+    assert replicated_service(same).service.identity() == "pbft.ledger 1"
+    path.write_text(base + '\n[service]\nclass = "pbft.service.ledger:Ledger"\nidentity = "pbft.ledger 2"\n')
+    other = load_cluster(str(path))
+    assert other.signing_domain != same.signing_domain  # clients of one cannot talk to the other
+    with pytest.raises(ConfigError) as info:
+        replicated_service(other)
+    assert_sentence(info.value, "'pbft.ledger 1'", "identity = 'pbft.ledger 2'", "same service and version")
+    path.write_text(base + '\n[service]\nclass = "pbft.service.ledger:Ledger"\nidentity = 2\n')
+    with pytest.raises(ConfigError) as info:
+        load_cluster(str(path))
+    assert_sentence(info.value, "'identity' must be a string")

@@ -119,6 +119,7 @@ def test_keygen_writes_the_service_table_and_refuses_a_bad_class(tmp_path, capsy
     config = load_cluster(str(out / "cluster.toml"))
     assert config.service.ref == "pbft.service.ledger:Ledger"
     assert config.service.kwargs() == {"accounts": 3, "balance": 50}
+    assert config.service.identity == "pbft.ledger 1"  # every replica checks it at start
     bad = tmp_path / "bad"
     assert main(["keygen", "--dir", str(bad), "--service", "pbft.service.ledger:Ledgr"]) == 2
     assert "did you mean 'Ledger'" in capsys.readouterr().err
