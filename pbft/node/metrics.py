@@ -185,6 +185,7 @@ class NodeMetrics:
         )
         self.set_behaviour(None)
         self.messages_in: dict[int, int] = {}
+        self.bytes_in: dict[int, int] = {}
         """Frames received, by message type number (-1: unreadable)."""
         self.messages_out: dict[int, int] = {}
         """Frames queued for sending, one per destination, by message type number."""
@@ -220,6 +221,8 @@ class NodeMetrics:
         code = envelope_type(data)
         counts = self.messages_in
         counts[code] = counts.get(code, 0) + 1
+        sizes = self.bytes_in
+        sizes[code] = sizes.get(code, 0) + len(data)
         if code == _PRE_PREPARE:
             self._seen_pre_prepare(data)
 
@@ -261,6 +264,8 @@ class NodeMetrics:
         """The plain per-message counters as Prometheus counter families."""
         for name, doc, counts in (
             ("pbft_messages_in", "Frames received, by message type", self.messages_in),
+            ("pbft_received_bytes", "Bytes of the frames received, by message type (what a state "
+             "transfer moved is its state-chunk bytes)", self.bytes_in),
             ("pbft_messages_out", "Frames queued for sending, one per destination, by message type",
              self.messages_out),
         ):

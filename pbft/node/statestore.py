@@ -396,6 +396,9 @@ class SqliteStore:
 
 
 
+INSTALLS_PER_COMMIT = 256
+"""Leaves a state transfer installs between two commits of a DurableStore."""
+
 STATE_FILE = "state.sqlite3"
 """The replicated state's database, next to the records' in a replica's data directory."""
 
@@ -425,6 +428,7 @@ class DurableStore(SqliteStore):
         db.execute("BEGIN")
         super().__init__(db, verify=True)
         self.commits = 0
+        self._installed = 0
         self.checkpoints = 0
         self.checkpoint_seconds = 0.0
         """CPU seconds spent taking checkpoints: digests and bookkeeping."""
@@ -455,6 +459,17 @@ class DurableStore(SqliteStore):
     def clear(self) -> None:
         super().clear()
         self.commit()
+
+    def install_bucket(self, bucket: int, entries) -> None:
+        """A leaf a state transfer verified. Committed every INSTALLS_PER_COMMIT leaves:
+        a transfer can take minutes and be restarted towards a newer checkpoint many
+        times before it ends (no checkpoint, hence no commit, meanwhile), and a crash
+        must not lose what it installed. The store is a mix of old and new leaves until
+        the walk ends; a restart never runs on it (the window jump makes it walk again)."""
+        super().install_bucket(bucket, entries)
+        self._installed += 1
+        if self._installed % INSTALLS_PER_COMMIT == 0:
+            self.commit()
 
     def close(self) -> None:
         """Close without committing what followed the last checkpoint (the core replays
