@@ -131,3 +131,22 @@ def test_an_entry_damaged_on_disk_shows_as_a_digest_that_is_not_the_signed_one(t
     assert damaged.damaged == [p.bucket_of(b"key7")]
     assert damaged.digest_at(10) != signed
     damaged.close()
+
+
+def test_a_long_transfer_commits_what_it_installed(tmp_path):
+    """A transfer can run for minutes without a checkpoint (restarted towards newer ones);
+    a DurableStore commits every INSTALLS_PER_COMMIT leaves it installs, so a crash
+    keeps them and the walk after the restart fetches only what is still missing."""
+    from pbft.node.statestore import INSTALLS_PER_COMMIT, DurableStore
+
+    path = str(tmp_path / "state.sqlite3")
+    store = DurableStore(path)
+    store.checkpoint(0)
+    store.release(1)  # a transfer keeps no checkpoint while it installs
+    for b in range(INSTALLS_PER_COMMIT):
+        key = next(k for k in (b"k%d-%d" % (b, n) for n in range(10**6)) if p.bucket_of(k) == b)
+        store.install_bucket(b, [(key, b"v")])
+    store.db.close()  # a crash: nothing after the last commit survives
+    again = DurableStore(path)
+    assert len(again) == INSTALLS_PER_COMMIT
+    again.close()
