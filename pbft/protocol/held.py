@@ -158,10 +158,6 @@ class ReplyCache:
             self.records[client] = ClientRecord(ts, result)
         return problems
 
-    def table(self) -> list[list]:
-        """The records as a checkpoint holds them, in client order."""
-        return sorted([c, r.timestamp, r.result] for c, r in self.records.items())
-
     def bounds(self) -> list[Bound]:
         return [("clients", len(self.records), self.clients), *self.resent.bounds(), *self.held.bounds()]
 

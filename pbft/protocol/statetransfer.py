@@ -101,13 +101,8 @@ class LeafPages:
     source: int
     parts: int = 0  # 0: not known until the first page
     entries: Entries = field(default_factory=list)
-    size: int = 0
-    got: int = 0  # pages received
+    got: int = 0  # pages received: the next one asked for is page `got`
     fresh: bool = True  # a page arrived since the last retransmission period
-
-    @property
-    def next_part(self) -> int:
-        return self.got
 
 
 class Verdict(Enum):
@@ -136,10 +131,6 @@ class Transfer:
     liars: set[int] = field(default_factory=set)
     turn: int = 0
     started_tick: int = 0
-    received_bytes: int = 0
-    """Bytes of verified answers (what the transfer moved)."""
-    installed: int = 0
-    """Leaves installed."""
 
     def __post_init__(self) -> None:
         if not self.expected:
@@ -172,7 +163,7 @@ class Transfer:
                     return out, True
             assert source is not None
             self.asked[node] = source
-            part = pages_so_far.next_part if pages_so_far is not None else 0
+            part = pages_so_far.got if pages_so_far is not None else 0
             out.append((level, index, part, source))
         return out, False
 
@@ -186,7 +177,7 @@ class Transfer:
         got = self.leaves.get(index) if level == 0 else None
         if got is None:
             return part == 0
-        return source == got.source and part == got.next_part
+        return source == got.source and part == got.got
 
     def lied(self, source: int) -> None:
         """`source` sent an answer that does not verify: never ask it again."""
@@ -226,7 +217,6 @@ class Transfer:
                 return self._lied(source)
             del self.expected[node]
             self.asked.pop(node, None)
-            self.received_bytes += len(data)
             mine = self.mine[level - 1] if self.mine else None
             for i, child in enumerate(children):
                 at = index * FANOUT + i
@@ -245,7 +235,6 @@ class Transfer:
         got.got += 1
         got.fresh = True
         got.entries.extend(entries)
-        got.size += len(data)
         self.asked.pop(node, None)  # the next page is asked for at the next round
         if got.got < got.parts:
             return Verdict.KEPT, None
@@ -253,17 +242,11 @@ class Transfer:
         if verify and not check_leaf(expected, index, got.entries):
             return self._lied(source)
         del self.expected[node]
-        self.received_bytes += got.size
-        self.installed += 1
         return Verdict.LEAF, got.entries
 
     def _lied(self, source: int) -> tuple[Verdict, None]:
         self.lied(source)
         return Verdict.LIED, None
-
-    def buffered(self) -> int:
-        """Bytes of leaf pages held until their leaf is complete."""
-        return sum(p.size for p in self.leaves.values())
 
     def bounds(self) -> list[Bound]:
         """At most IN_FLIGHT requests out, and as many leaves in pages; each at most

@@ -179,3 +179,18 @@ def test_a_transfer_is_installed_with_the_reply_cache_it_carries():
             t._take(t.lag.step(Tick()))
     assert t.lag.last_executed == LATER
     assert t.lag.replies.settled("alice", 7).result == b"seven"
+
+
+def test_a_store_changed_under_the_walk_is_walked_again_not_installed():
+    """The walk compares with the tree it saw when it started; if the store changed since
+    (it cannot while nothing executes; here it is changed by hand), the digest at the end
+    is not the signed one, and the replica walks again instead of running on that state.
+
+    Kills: `_install_state` without its digest check (the replica would install a state
+    2f+1 replicas did not sign)."""
+    t = Transfer()
+    t.start()
+    t.lag.store.put(SERVICE_PREFIX + b"not-in-the-checkpoint", b"x")  # after the walk began
+    t.finish()
+    assert t.lag.state_digest() == t.digest
+    assert t.lag.store.get(SERVICE_PREFIX + b"not-in-the-checkpoint") is None
