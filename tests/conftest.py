@@ -131,7 +131,7 @@ def seal_as(signer: int | str, msg: Message, cluster_id: str = CLUSTER_ID) -> by
 def forge(signer: int | str, msg: Message, real_signer: int | str | None = None) -> bytes:
     """Envelope naming `signer` but signed with `real_signer`'s key (a forgery)."""
     env = seal(key_of(real_signer if real_signer is not None else signer), CLUSTER_ID, signer, msg)
-    return Envelope(env.body, signer, env.signature).to_bytes()
+    return Envelope(env.body, signer, env.signature, env.attachment).to_bytes()
 
 
 def sign_request(client: str, operation: bytes, timestamp: int, read_only: bool = False) -> bytes:

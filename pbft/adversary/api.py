@@ -39,6 +39,7 @@ from ..protocol.messages import (
     Reply,
     Request,
     ViewChange,
+    decode_envelope,
     open_envelope,
     type_of,
 )
@@ -465,7 +466,10 @@ class CoreView:
         return out
 
     def prepared_certificates(self) -> list[PreparedView]:
-        return [PreparedView(seq, view, digest) for seq, (view, digest, _) in sorted(self._core.prepared_certs.items())]
+        return [
+            PreparedView(seq, view, decode_envelope(pp_env)[1].digest)  # type: ignore[union-attr]
+            for seq, (view, pp_env, _) in sorted(self._core.prepared_certs.items())
+        ]
 
     def state_digest(self) -> bytes:
         return self._core.state_digest()

@@ -252,7 +252,7 @@ class UncheckedPreparedCert(Replica):
     def _check_cert(self, config, verifier, new_view, cert) -> PreparedCert:
         # check_prepared_cert minus its prepares: only the pre-prepare is checked.
         _, pp = check_cert_pre_prepare(config, verifier, new_view, cert)
-        return PreparedCert(pp.view, pp.seq, pp.digest, pp.batch)
+        return PreparedCert(pp.view, pp.seq, pp.digest)
 
 
 class UnverifiedChunk(Replica):

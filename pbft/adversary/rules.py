@@ -72,8 +72,11 @@ ALL_KEYS = frozenset(MATCH_KEYS) | {"action"} | {k for ks in ACTION_KEYS.values(
 RECEIVE_ACTIONS = ("drop", "delay", "replay")
 
 _VIEW_KINDS = ("PRE-PREPARE", "PREPARE", "COMMIT", "REPLY", "VIEW-CHANGE", "NEW-VIEW", "STATUS", "HELD")
-_SEQ_KINDS = ("PRE-PREPARE", "PREPARE", "COMMIT", "CHECKPOINT", "FETCH-STATE", "STATE-CHUNK", "STABLE-PROOF")
-_DIGEST_KINDS = ("PRE-PREPARE", "PREPARE", "COMMIT", "CHECKPOINT", "FETCH-STATE", "STATE-CHUNK")
+_SEQ_KINDS = (
+    "PRE-PREPARE", "PREPARE", "COMMIT", "CHECKPOINT", "FETCH-STATE", "STATE-CHUNK", "STABLE-PROOF",
+    "FETCH-BATCH", "BATCH",
+)
+_DIGEST_KINDS = ("PRE-PREPARE", "PREPARE", "COMMIT", "CHECKPOINT", "FETCH-STATE", "STATE-CHUNK", "FETCH-BATCH", "BATCH")
 MUTATION_KINDS: Mapping[str, tuple[str, ...]] = {
     "view": _VIEW_KINDS,
     "seq": _SEQ_KINDS,
@@ -508,6 +511,8 @@ class Rules(Behaviour):
         if isinstance(msg, NewView | ViewChange):
             return self._smaller_pre_prepare(msg, rule.keep_digest)
         assert isinstance(msg, PrePrepare)
+        if msg.batch is None:
+            return None  # sent without its batch: nothing to change
         if m == "batch":
             batch = msg.batch[:-1]
         else:  # "request": the last request replaced by another client's one seen earlier
@@ -525,19 +530,25 @@ class Rules(Behaviour):
             return None
         return PrePrepare(msg.view, msg.seq, digest, batch)
 
-
     def _shrunk(self, env: bytes, keep_digest: bool) -> bytes | None:
+        """A pre-prepare as a NEW-VIEW or VIEW-CHANGE carries it (without its batch),
+        for the batch without its last request, re-signed by this replica. The batch
+        comes from what the core holds for that digest."""
         opened = open_envelope(env)
-        if opened is None or not isinstance(opened[1], PrePrepare) or not opened[1].batch:
+        if opened is None or not isinstance(opened[1], PrePrepare):
             return None
         pp = opened[1]
-        batch = pp.batch[:-1]
-        return self.forge(PrePrepare(pp.view, pp.seq, pp.digest if keep_digest else batch_digest(batch), batch))
+        batch = pp.batch if pp.batch is not None else self.replica._known_batch(pp.seq, pp.digest)
+        if not batch:
+            return None
+        smaller = batch[:-1]
+        lie = PrePrepare(pp.view, pp.seq, pp.digest if keep_digest else batch_digest(smaller))
+        return self.forge(lie)
 
     def _smaller_pre_prepare(self, msg: NewView | ViewChange, keep_digest: bool) -> Message | None:
         """`batch` on a NEW-VIEW or VIEW-CHANGE: the last pre-prepare it carries with a
-        request (re-issued, or of a prepared certificate) without its last request,
-        re-signed by this replica."""
+        request (re-issued, or of a prepared certificate) named for its batch without its
+        last request, re-signed by this replica."""
         if isinstance(msg, NewView):
             pps = list(msg.pre_prepares)
             for i in reversed(range(len(pps))):

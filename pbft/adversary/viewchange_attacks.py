@@ -227,7 +227,7 @@ class DropCert(OwnMessageLie):
 class BadNewView(OwnMessageLie):
     """As the new primary, its NEW-VIEW (first send and every resend) is wrong in one of
     `modes`, chosen per view: `omit` (drops the last re-issued pre-prepare), `alter` (a
-    re-issued pre-prepare gets a digest that is not its batch's), `replace` (a prepared
+    re-issued pre-prepare gets a digest that was never prepared), `replace` (a prepared
     slot is re-issued as a null request), `extra` (one pre-prepare more than due),
     `bad-view-change` (a carried VIEW-CHANGE with a broken signature), `duplicate-view-change`
     (one replica's VIEW-CHANGE twice instead of another's), `short` (2f view-changes).
@@ -250,7 +250,7 @@ class BadNewView(OwnMessageLie):
     def lie(self, nv: NewView, data: bytes) -> bytes:
         mode = self.rng.choice(self.modes)
         pps = [from_body(envelope_from_bytes(d).body) for d in nv.pre_prepares]
-        real = [i for i, pp in enumerate(pps) if pp.batch]  # type: ignore[union-attr]
+        real = [i for i, pp in enumerate(pps) if pp.digest != NULL_DIGEST]  # type: ignore[union-attr]
         vcs = list(nv.view_changes)
         out = list(nv.pre_prepares)
         if mode in ("omit", "alter", "replace") and not real:
@@ -261,7 +261,7 @@ class BadNewView(OwnMessageLie):
             i = self.rng.choice(real)
             pp = pps[i]
             if mode == "alter":
-                lie = PrePrepare(pp.view, pp.seq, random_digest(self.rng), pp.batch)  # type: ignore[union-attr]
+                lie = PrePrepare(pp.view, pp.seq, random_digest(self.rng))  # type: ignore[union-attr]
             else:
                 lie = PrePrepare(pp.view, pp.seq, NULL_DIGEST, ())  # type: ignore[union-attr]
             out[i] = self.forge(lie)

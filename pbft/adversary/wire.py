@@ -253,7 +253,7 @@ class BadSignature(ReplicaBehaviour):
         if mode == "corrupt":
             sig = bytearray(env.signature or bytes(64))
             sig[self.rng.randrange(len(sig))] ^= 1 << self.rng.randrange(8)
-            return Envelope(env.body, env.signer, bytes(sig)).to_bytes()
+            return Envelope(env.body, env.signer, bytes(sig), env.attachment).to_bytes()
         if mode == "non-member":
             return seal(self.key, cfg.signing_domain, cfg.n + 7, msg).to_bytes()
         return seal(self.key, cfg.signing_domain + "/elsewhere", self.me, msg).to_bytes()
@@ -357,7 +357,7 @@ class Flood(ReplicaBehaviour):
         if self.rng.randrange(2):
             return self.rng.randbytes(self.rng.randrange(1, 256))
         env = envelope_from_bytes(self.valid())
-        return Envelope(env.body, env.signer, self.rng.randbytes(64)).to_bytes()
+        return Envelope(env.body, env.signer, self.rng.randbytes(64), env.attachment).to_bytes()
 
     def every_tick(self) -> list[Action]:
         out: list[Action] = []

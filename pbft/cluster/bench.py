@@ -303,15 +303,11 @@ MAX_STATE_KEYS = 10_000_000
 MAX_STATE_VALUE = 60 * 1024
 
 
-PRELOAD_KEYS = 16
-"""Keys per preload request, far fewer than an mput allows (256). Under the preload's
-write rate a checkpoint can pause a replica long enough for a backup to suspect the
-primary, and a VIEW-CHANGE carries the window's prepared batches whole; a NEW-VIEW
-carries 2f+1 of those, and above the 16 MiB frame limit it cannot be sent, so the view
-change never ends (seen with 64 and 256 keys per request: an open liveness problem, not
-of the state store). With 16 keys a batch of eight requests is about 15 KiB.
-
-"""
+PRELOAD_KEYS = 256
+"""Keys per preload request: as many as an mput allows (256) and its 64 KiB operation
+holds. A view change during the preload once could not end (its VIEW-CHANGEs carried the
+window's batches whole, over the frame limit), so this was 16 for a while; certificates
+now carry digests only (docs/protocol.md, "View change")."""
 
 
 def _preload(path: str, names: list[str], keys: int, value_size: int, label: str) -> float:

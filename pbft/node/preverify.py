@@ -39,7 +39,7 @@ import trio
 from ..protocol import codec
 from ..protocol.crypto import Verifier, VerifyJob, check_jobs
 from ..protocol.events import Received
-from ..protocol.messages import Envelope, MsgType, envelope_from_bytes, from_body
+from ..protocol.messages import Envelope, MsgType, envelope_from_bytes
 
 GROUP = 64
 """Frames taken per round: what is queued when the stage wakes, at most this many."""
@@ -79,12 +79,8 @@ def signatures(event: Any, clients: set[str]) -> list[Envelope]:
     if kind == _PREPARE or kind == _COMMIT:
         return [env]
     if kind == _PRE_PREPARE:
-        try:
-            msg = from_body(env.body)
-        except codec.CodecError:
-            return []
         out = [env]
-        for data in getattr(msg, "batch", ()):
+        for data in env.attachment or ():  # the batch rides beside the signed body
             try:
                 out.append(envelope_from_bytes(data))
             except codec.CodecError:

@@ -27,7 +27,7 @@ from collections import OrderedDict
 
 from .bounds import Bound, check
 from .config import ClusterConfig
-from .messages import Request
+from .messages import MAX_BATCH_BYTES, Request
 from .timeouts import Timeout
 
 RETURNING_LEFT = 8
@@ -79,9 +79,15 @@ class Batching:
         return in_flight < self.config.pipeline and len(self.pending) >= worthwhile
 
     def take(self) -> list[tuple[Request, bytes]]:
-        """The next batch, oldest first, at most batch_max requests."""
+        """The next batch, oldest first, at most batch_max requests and MAX_BATCH_BYTES
+        of them (one request always fits: an operation is far smaller)."""
         batch: list[tuple[Request, bytes]] = []
+        size = 0
         while self.pending and len(batch) < self.config.batch_max:
+            _, data = next(iter(self.pending.values()))
+            if batch and size + len(data) > MAX_BATCH_BYTES:
+                break
+            size += len(data)
             batch.append(self.pending.popitem(last=False)[1])
         return batch
 

@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from nacl.exceptions import BadSignatureError
 
 from . import codec
-from .messages import Envelope, Message, Signer, to_body
+from .messages import Envelope, Message, PrePrepare, Signer, to_body
 
 DOMAIN = b"pbft/v1"
 SIGNATURE_LEN = 64
@@ -189,7 +189,10 @@ class KeyPair:
 def seal(key: KeyPair, cluster_id: str, signer: Signer, msg: Message) -> Envelope:
     """Encode and sign `msg` as `signer`."""
     body = to_body(msg)
-    return Envelope(body, signer, key.sign(signing_payload(cluster_id, body)))
+    # A pre-prepare's batch rides beside the signed body (messages.py): it is bound to it
+    # by the digest the body holds.
+    batch = msg.batch if type(msg) is PrePrepare else None
+    return Envelope(body, signer, key.sign(signing_payload(cluster_id, body)), batch)
 
 
 VERDICTS = 16384

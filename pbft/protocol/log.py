@@ -154,6 +154,8 @@ class MessageLog:
             slot = self.slots.get(seq)
             if slot is None or not slot.committed or slot.view != view:
                 continue
+            if slot.pre_prepare is None or slot.pre_prepare.batch is None:
+                continue  # committed by digest here too: nothing to execute it with
             d = slot.digest
             out.append(slot.pre_prepare_env)
             for votes in (slot.prepares, slot.commits):
@@ -175,7 +177,9 @@ class MessageLog:
                 continue
             if seq <= executed and slot.committed:
                 continue
-            for data in (slot.pre_prepare_env if primary else b"", slot.my_prepare, slot.my_commit):
+            # A pre-prepare we hold without its batch is of no use to anyone who lacks it.
+            whole = primary and slot.pre_prepare is not None and slot.pre_prepare.batch is not None
+            for data in (slot.pre_prepare_env if whole else b"", slot.my_prepare, slot.my_commit):
                 if data:
                     out.append(data)
         return out

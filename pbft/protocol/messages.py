@@ -2,7 +2,7 @@
 
 Theory of operation. On the wire every message travels inside a signed envelope:
 
-    envelope = [body: bstr, signer: uint | tstr, signature: bstr]
+    envelope = [body: bstr, signer: uint | tstr, signature: bstr (, batch: [* bstr])]
     body     = canonical CBOR of [type: uint, field, field, ...]
 
 The signature covers `b"pbft/v1" || cluster id || body` (see crypto.py), and the signer is
@@ -15,6 +15,15 @@ answer to a request older than the one it executed last for that client), are th
 that are not signed: they are authenticated by the TLS channel they arrive on (README,
 "Deploying on several hosts": mutual TLS), so their envelope carries an empty signature and the receiver takes the signer
 from the channel.
+
+A PRE-PREPARE is the one message with a fourth envelope item: its batch, the signed
+request envelopes it orders, rides beside the signed body [type, v, n, d] and is bound to
+it by the digest d, as in OSDI'99 4.2 (`<<PRE-PREPARE, v, n, d>, m>`: the primary signs
+the digest, the requests are piggybacked). So a pre-prepare can be carried without its
+batch (`detached`): prepared certificates in a VIEW-CHANGE and the re-issued
+pre-prepares of a NEW-VIEW are, which keeps both small whatever the requests weigh
+(4.4; their size once grew with the batches until they passed the frame limit and a view
+change could never end). A replica that lacks a batch fetches it (FETCH-BATCH, BATCH).
 
 `from_body` checks the schema completely (types, integer ranges, digest lengths, size
 limits) and raises `SchemaError` for anything a peer could get wrong.
@@ -36,6 +45,10 @@ MAX_OPERATION = 64 * 1024
 MAX_RESULT = 1024 * 1024
 MAX_BATCH = 4096
 """Absolute cap on requests in one pre-prepare; the cluster's batch_max is smaller."""
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+"""Most bytes of request envelopes one batch may hold: a PRE-PREPARE (and a BATCH) stays
+well inside the frame limit (codec.MAX_FRAME) whatever batch_max and the operations'
+sizes are. The primary cuts batches there (batching.py); a backup refuses a larger one."""
 MAX_CERTS = 4096
 CLIENT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")  # \Z: "$" would allow a trailing newline
 
@@ -61,6 +74,8 @@ class MsgType(IntEnum):
     QUERY_STATUS = 12
     HELD = 13
     STABLE_PROOF = 14
+    FETCH_BATCH = 15
+    BATCH = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,13 +94,15 @@ class PrePrepare:
 
     `batch` holds the signed request envelopes exactly as the clients sent them; the
     digest d is `crypto.batch_digest(batch)`. An empty batch is the null request that a
-    NEW-VIEW puts in a gap (section 4.4).
+    NEW-VIEW puts in a gap (section 4.4). The signature covers (v, n, d) only; the batch
+    travels beside it in the envelope, and is None when the pre-prepare came without it
+    (a certificate, a NEW-VIEW's re-issued pre-prepares: `detached`).
     """
 
     view: int
     seq: int
     digest: bytes
-    batch: tuple[bytes, ...]
+    batch: tuple[bytes, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +236,27 @@ class QueryStatus:
     nonce: int
 
 
+@dataclass(frozen=True, slots=True)
+class FetchBatch:
+    """Ask the other replicas for the batch with digest `digest` that slot `seq` orders: a
+    NEW-VIEW re-issued the slot by digest (OSDI'99 4.4) and this replica never had the
+    requests (it missed the original PRE-PREPARE)."""
+
+    seq: int
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """The answer to a FETCH-BATCH: the request envelopes whose batch digest is `digest`.
+    The digest, which 2f+1 replicas signed, is what makes the answer trustworthy, whoever
+    sends it."""
+
+    seq: int
+    digest: bytes
+    requests: tuple[bytes, ...]
+
+
 Message = (
     Request
     | PrePrepare
@@ -234,19 +272,30 @@ Message = (
     | QueryStatus
     | Held
     | StableProof
+    | FetchBatch
+    | Batch
 )
 
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """A message body with who signed it. `body` is the canonical bytes that were signed."""
+    """A message body with who signed it. `body` is the canonical bytes that were signed;
+    `attachment` is a PRE-PREPARE's batch, outside the signature and bound to it by the
+    digest the body holds (None: no fourth item)."""
 
     body: bytes
     signer: Signer
     signature: bytes
+    attachment: tuple[bytes, ...] | None = None
 
     def to_bytes(self) -> bytes:
-        return codec.encode([self.body, self.signer, self.signature])
+        if self.attachment is None:
+            return codec.encode([self.body, self.signer, self.signature])
+        return codec.encode([self.body, self.signer, self.signature, list(self.attachment)])
+
+    def detached(self) -> Envelope:
+        """The same signed message without its attachment."""
+        return Envelope(self.body, self.signer, self.signature)
 
 
 # -- field kinds and schema ---------------------------------------------------------------
@@ -304,7 +353,7 @@ _ENV = _bytes(codec.MAX_FRAME)
 
 _SCHEMA: dict[MsgType, tuple[type, tuple]] = {
     MsgType.REQUEST: (Request, (_bytes(MAX_OPERATION), _u64, _client, _bool)),
-    MsgType.PRE_PREPARE: (PrePrepare, (_u64, _u64, _digest, _list_of(_ENV, MAX_BATCH))),
+    MsgType.PRE_PREPARE: (PrePrepare, (_u64, _u64, _digest)),  # the batch: the envelope's
     MsgType.PREPARE: (Prepare, (_u64, _u64, _digest)),
     MsgType.COMMIT: (Commit, (_u64, _u64, _digest)),
     MsgType.REPLY: (Reply, (_u64, _u64, _client, _u64, _bytes(MAX_RESULT))),
@@ -320,7 +369,10 @@ _SCHEMA: dict[MsgType, tuple[type, tuple]] = {
     MsgType.QUERY_STATUS: (QueryStatus, (_u64,)),
     MsgType.HELD: (Held, (_u64, _u64, _client, _u64, _u64)),
     MsgType.STABLE_PROOF: (StableProof, (_u64, _list_of(_ENV, MAX_CERTS))),
+    MsgType.FETCH_BATCH: (FetchBatch, (_u64, _digest)),
+    MsgType.BATCH: (Batch, (_u64, _digest, _list_of(_ENV, MAX_BATCH))),
 }
+_BATCH_ITEMS = _list_of(_ENV, MAX_BATCH)
 _TYPE_OF: dict[type, MsgType] = {cls: t for t, (cls, _) in _SCHEMA.items()}
 _BY_NUMBER: dict[int, tuple[type, tuple]] = {int(t): entry for t, entry in _SCHEMA.items()}
 
@@ -338,6 +390,7 @@ def _field_getter(cls: type):
 _ENCODING: dict[type, tuple[int, object]] = {
     cls: (int(t), _field_getter(cls)) for t, (cls, _) in _SCHEMA.items()
 }
+_ENCODING[PrePrepare] = (int(MsgType.PRE_PREPARE), attrgetter("view", "seq", "digest"))
 
 
 def type_of(msg: Message) -> MsgType:
@@ -376,23 +429,47 @@ def from_body(body: bytes) -> Message:
 def envelope_from_bytes(data: bytes) -> Envelope:
     """Strictly decode a signed envelope (the signature is not checked here)."""
     value = codec.decode(data)
-    if type(value) is not list or len(value) != 3:
-        raise SchemaError("an envelope is [body, signer, signature]")
-    body, signer, signature = value
+    if type(value) is not list or not 3 <= len(value) <= 4:
+        raise SchemaError("an envelope is [body, signer, signature] or a pre-prepare's [body, signer, signature, batch]")
+    body, signer, signature = value[:3]
     if type(body) is not bytes or type(signature) is not bytes or len(signature) > 64:
         raise SchemaError("malformed envelope")
     if type(signer) is int:
         _u64(signer)
     else:
         _client(signer)
+    if len(value) == 4:
+        return Envelope(body, signer, signature, _BATCH_ITEMS(value[3]))
     return Envelope(body, signer, signature)
+
+
+def message_of(env: Envelope) -> Message:
+    """The message an envelope carries, a PRE-PREPARE with the batch attached to it."""
+    msg = from_body(env.body)
+    if env.attachment is not None:
+        if type(msg) is not PrePrepare:
+            raise SchemaError("only a pre-prepare carries a batch beside its body")
+        return PrePrepare(msg.view, msg.seq, msg.digest, env.attachment)
+    return msg
 
 
 def decode_envelope(data: bytes) -> tuple[Envelope, Message]:
     """Strictly decode a signed envelope and the message it carries (the signature is not
     checked here); CodecError if either is malformed."""
     env = envelope_from_bytes(data)
-    return env, from_body(env.body)
+    return env, message_of(env)
+
+
+def detached(data: bytes) -> bytes:
+    """A pre-prepare envelope's bytes without its batch (the same signed message)."""
+    return envelope_from_bytes(data).detached().to_bytes()
+
+
+def attached(data: bytes, batch: tuple[bytes, ...]) -> bytes:
+    """A pre-prepare envelope's bytes with `batch` beside its body (the caller has
+    checked that the batch's digest is the one signed)."""
+    env = envelope_from_bytes(data)
+    return Envelope(env.body, env.signer, env.signature, batch).to_bytes()
 
 
 def open_envelope(data: bytes) -> tuple[Envelope, Message] | None:
@@ -409,7 +486,8 @@ def render(msg: Message) -> str:
         case Request(op, ts, client, ro):
             return f"REQUEST c={client} t={ts} op={len(op)}B{' ro' if ro else ''}"
         case PrePrepare(v, n, d, batch):
-            return f"PRE-PREPARE v={v} n={n} d={d.hex()[:8]} batch={len(batch)}"
+            size = "detached" if batch is None else len(batch)
+            return f"PRE-PREPARE v={v} n={n} d={d.hex()[:8]} batch={size}"
         case Prepare(v, n, d):
             return f"PREPARE v={v} n={n} d={d.hex()[:8]}"
         case Commit(v, n, d):
@@ -434,6 +512,10 @@ def render(msg: Message) -> str:
             return f"HELD v={v} t={ts} c={client} r={r} held={held}"
         case StableProof(n, proof):
             return f"STABLE-PROOF n={n} proof={len(proof)}"
+        case FetchBatch(n, d):
+            return f"FETCH-BATCH n={n} d={d.hex()[:8]}"
+        case Batch(n, d, requests):
+            return f"BATCH n={n} d={d.hex()[:8]} requests={len(requests)}"
     return repr(msg)
 
 
@@ -446,7 +528,7 @@ def envelope_fields(data: bytes, count: int) -> list[int] | None:
     the bytes do not have that shape. Nothing is checked: a count, not a verdict."""
     try:
         major, n, pos = codec.read_head(data, 0)
-        if major != 4 or n != 3:  # [body, signer, signature]
+        if major != 4 or not 3 <= n <= 4:  # [body, signer, signature (, batch)]
             return None
         major, _, pos = codec.read_head(data, pos)  # the body: a byte string
         if major != 2:
@@ -471,7 +553,7 @@ def envelope_type(data: bytes) -> int:
     envelope's 3-array head, the body's byte-string head, the body's array head and a
     one-byte type), read from fixed offsets."""
     try:
-        if data[0] != 0x83:
+        if data[0] != 0x83 and data[0] != 0x84:  # 3 items, or a pre-prepare's 4
             return -1
         b = data[1]
         if b >> 5 != 2:

@@ -25,6 +25,7 @@ from .messages import (
     decode_envelope,
     envelope_from_bytes,
     from_body,
+    message_of,
 )
 from .records import (
     AcceptedPrePrepare,
@@ -119,8 +120,14 @@ def recover(rep: Replica, records: list[Persist]) -> list[Action]:
             # Cannot happen: PREPARED is written with or before EXECUTED and truncated
             # with it. Refuse loudly rather than start from a store that lies.
             raise ValueError(f"the EXECUTED record of n={e.seq} has no PREPARED record")
-        pp = from_body(envelope_from_bytes(pp_data).body)
+        pp = decode_envelope(pp_data)[1]
         assert isinstance(pp, PrePrepare)
+        if pp.batch is None:
+            # Cannot happen either: a fetched batch is recorded (a new PREPARED record)
+            # before the execution it allows. Stop replaying here; the protocol brings
+            # us the rest.
+            rep._out.append(Note(f"no batch recorded for executed n={e.seq}: replay stops"))
+            break
         slot = Slot(e.seq, e.view, pp, pp_data, rep.verified.batch(pp.batch)[0])
         slot.commits.done = True  # executed before the restart: committed then
         rep._execute(slot)
@@ -152,18 +159,18 @@ def recover(rep: Replica, records: list[Persist]) -> list[Action]:
     # the last it signed.
     for a in accepted:
         if a.view == rep.view and rep.log.in_window(a.seq) and a.seq > rep.last_executed:
-            pp = from_body(envelope_from_bytes(a.envelope).body)
+            pp = decode_envelope(a.envelope)[1]
             assert isinstance(pp, PrePrepare)
-            requests = rep.verified.batch(pp.batch)[0]
+            requests = rep.verified.batch(pp.batch or ())[0]
             slot = rep.log.slot(a.seq, a.view)
             slot.pre_prepare, slot.pre_prepare_env = pp, a.envelope
             slot.requests = requests
     for (_, view, seq), (_, env) in sorted(rep.safety.signed.items()):
         if view != rep.view or not rep.log.in_window(seq) or seq <= rep.last_executed:
             continue
-        msg = from_body(env.body)
+        msg = message_of(env)
         if isinstance(msg, PrePrepare):
-            requests = rep.verified.batch(msg.batch)[0]
+            requests = rep.verified.batch(msg.batch or ())[0]
             slot = rep.log.slot(seq, view)
             slot.pre_prepare, slot.pre_prepare_env = msg, env.to_bytes()
             slot.requests = requests

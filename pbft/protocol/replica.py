@@ -18,12 +18,13 @@ from collections import Counter
 from typing import assert_never
 
 from . import codec, recovery
+from .batchfetch import BatchAnswers
 from .batching import Batching
 from .bounds import Bound, check
 from .catchup import CatchUp
 from .checkpoints import Checkpoints
 from .config import ClusterConfig
-from .crypto import KeyPair, Verifier, batch_digest
+from .crypto import NULL_DIGEST, KeyPair, Verifier, batch_digest
 from .events import (
     Action,
     Broadcast,
@@ -55,9 +56,12 @@ from .future import FutureViews
 from .held import ReplyCache, WaitingReads
 from .log import SURPLUS, MessageLog, Slot
 from .messages import (
+    MAX_BATCH_BYTES,
+    Batch,
     Checkpoint,
     Commit,
     Envelope,
+    FetchBatch,
     FetchState,
     MsgType,
     NewView,
@@ -70,9 +74,11 @@ from .messages import (
     StateChunk,
     Status,
     ViewChange,
+    attached,
     decode_envelope,
+    detached,
     envelope_from_bytes,
-    from_body,
+    message_of,
     render,
 )
 from .ready import Ready
@@ -164,6 +170,7 @@ class Replica:
         self.catch_up = CatchUp(config, self._retransmit_ticks)
         self.transfer: Transfer | None = None
         self.chunks_served = ChunkBudget(self._retransmit_ticks, config.n)
+        self.batch_answers = BatchAnswers(self._retransmit_ticks, config.n, config.log_window)
         self.transfers_completed = 0
         self.replies = ReplyCache(config, Namespace(self.store, REPLY_PREFIX))
         if not self.store.kept:
@@ -240,7 +247,8 @@ class Replica:
         always the same structures in the same order."""
         out = [
             *self.log.bounds(), *self.checkpoints.bounds(), *self.future.bounds(), *self.requests.bounds(),
-            *self.view_changes.bounds(), *self.chunks_served.bounds(), *self.verified.bounds(),
+            *self.view_changes.bounds(), *self.chunks_served.bounds(), *self.batch_answers.bounds(),
+            *self.verified.bounds(),
             *self.deferred.bounds(), *self.batching.bounds(), *self.replies.bounds(), *self.reads.bounds(),
             *self.evidence.bounds(), *self.catch_up.bounds(), *self.verifier.bounds(),
             *(IDLE_TRANSFER if self.transfer is None else self.transfer.bounds()),
@@ -329,7 +337,7 @@ class Replica:
         return self.config.quorum
 
     def _batch_matches(self, pp: PrePrepare) -> bool:
-        return batch_digest(pp.batch) == pp.digest
+        return pp.batch is not None and batch_digest(pp.batch) == pp.digest
 
     # -- dispatch -----------------------------------------------------------------------
 
@@ -370,6 +378,10 @@ class Replica:
                 self.on_state_chunk(peer, env, msg)
             case StableProof():
                 self.on_stable_proof(peer, env, msg)
+            case FetchBatch():
+                self.on_fetch_batch(peer, env, msg)
+            case Batch():
+                self.on_batch(peer, env, msg)
             case _:
                 self._reject(peer, Reason.WRONG_ROLE, f"unexpected {render(msg)}")
 
@@ -504,10 +516,10 @@ class Replica:
             return False
         if self.log.pre_prepared(self.next_seq, self.view) is None:
             env = signed[1]
-            pp = from_body(env.body)
+            pp = message_of(env)
             assert isinstance(pp, PrePrepare)
             data = env.to_bytes()
-            checked, _ = self.verified.batch(pp.batch)
+            checked, _ = self.verified.batch(pp.batch or ())
             slot = self.log.reopen(pp.seq, self.view)
             self._accept_pre_prepare(slot, pp, data, checked)
             self._out.append(Broadcast(data))
@@ -563,9 +575,6 @@ class Replica:
         if (why := self.ignore_in_view(pp.seq, "pre-prepare")) is not None:
             self._ignore(peer, why)
             return
-        if len(pp.batch) > self.config.batch_max:
-            self._reject(peer, Reason.BATCH_TOO_LARGE, f"{len(pp.batch)} requests")
-            return
         slot = self.log.get(pp.seq)
         if slot is not None and slot.pre_prepare is not None and slot.view == pp.view:
             if slot.pre_prepare.digest == pp.digest:
@@ -575,6 +584,16 @@ class Replica:
             # The primary signed two pre-prepares for one (v, n): keep both as evidence.
             self._evidence(env.signer, "equivocate", slot.pre_prepare_env, data)  # type: ignore[arg-type]
             self._reject(peer, Reason.CONFLICT, f"second pre-prepare for n={pp.seq}")
+            return
+        if pp.batch is None:
+            # Only certificates and NEW-VIEWs carry a pre-prepare without its batch (4.4).
+            self._reject(peer, Reason.MALFORMED, f"pre-prepare n={pp.seq} without its batch")
+            return
+        if len(pp.batch) > self.config.batch_max:
+            self._reject(peer, Reason.BATCH_TOO_LARGE, f"{len(pp.batch)} requests")
+            return
+        if sum(map(len, pp.batch)) > MAX_BATCH_BYTES:
+            self._reject(peer, Reason.BATCH_TOO_LARGE, f"over {MAX_BATCH_BYTES} bytes")
             return
         if not self._verify(peer, env):
             return
@@ -738,6 +757,8 @@ class Replica:
             slot = self.log.get(self.last_executed + 1)
             if slot is None or not slot.committed:
                 break
+            if slot.pre_prepare is None or slot.pre_prepare.batch is None:
+                break  # committed by digest; its batch is being fetched (FETCH-BATCH)
             self._execute(slot)
         self._answer_reads()
 
@@ -989,7 +1010,7 @@ class Replica:
         for the same (view, seq) has another digest, the pair proves it equivocated
         (docs/attacks.md `equivocate`), which no single backup sees in the normal case."""
         for cert in vc.prepared:
-            theirs = from_body(envelope_from_bytes(cert[0]).body)  # checked already
+            theirs = decode_envelope(cert[0])[1]  # checked already
             assert isinstance(theirs, PrePrepare)
             ours = self._own_pre_prepare(theirs.view, theirs.seq)
             if ours is not None and ours[0] != theirs.digest:
@@ -1003,9 +1024,26 @@ class Replica:
             return slot.pre_prepare.digest, slot.pre_prepare_env
         cert = self.prepared_certs.get(seq)
         if cert is not None and cert[0] == view:
-            pp = from_body(envelope_from_bytes(cert[1]).body)
+            pp = decode_envelope(cert[1])[1]
             assert isinstance(pp, PrePrepare)
             return pp.digest, cert[1]
+        return None
+
+    def _known_batch(self, seq: int, digest: bytes) -> tuple[bytes, ...] | None:
+        """The requests of the batch with `digest` for slot `seq`, if we hold them: in the
+        slot (of any view) or in our prepared certificate for it. A NEW-VIEW names batches
+        by digest only (4.4); those we lack are fetched (FETCH-BATCH)."""
+        if digest == NULL_DIGEST:
+            return ()
+        slot = self.log.get(seq)
+        if slot is not None and slot.pre_prepare is not None and slot.pre_prepare.digest == digest:
+            if slot.pre_prepare.batch is not None:
+                return slot.pre_prepare.batch
+        cert = self.prepared_certs.get(seq)
+        if cert is not None:
+            pp = decode_envelope(cert[1])[1]
+            if isinstance(pp, PrePrepare) and pp.digest == digest and pp.batch is not None:
+                return pp.batch
         return None
 
     def _after_view_change_input(self) -> None:
@@ -1035,10 +1073,11 @@ class Replica:
             self._out.append(Note(f"not re-issuing view {self.view}: it would conflict"))
             return
         pre_prepares = []
-        for seq, d, batch in plan.slots:
-            pp = PrePrepare(self.view, seq, d, batch)
+        for seq, d in plan.slots:
+            pp = PrePrepare(self.view, seq, d, self._known_batch(seq, d))
             pre_prepares.append((pp, self._sign_vote(pp)))
-        nv = NewView(self.view, tuple(c.data for c in chosen), tuple(e for _, e in pre_prepares))
+        # The re-issued pre-prepares go without their batches: whoever lacks one fetches it.
+        nv = NewView(self.view, tuple(c.data for c in chosen), tuple(detached(e) for _, e in pre_prepares))
         self.new_view_data = self._broadcast(self.safety.sign_other(nv))
         self.become_normal(plan.min_s, plan.stable_digest, plan.checkpoint_proof, pre_prepares)
 
@@ -1102,12 +1141,17 @@ class Replica:
         self._persist_view(self.new_view_data)
         if min_s > self.log.low:
             self._learn_stable(min_s, stable_digest, proof)
+        # The batches O names by digest that we hold, before the old slots go.
+        known = {pp.seq: self._known_batch(pp.seq, pp.digest) for pp, _ in pre_prepares}
         # Slots of the old view are superseded by O; only prepared certificates survive.
         self.log.supersede()
         for pp, raw in pre_prepares:
             if not self.log.in_window(pp.seq):
                 continue
-            requests, bad = self.verified.batch(pp.batch)
+            batch = known[pp.seq]
+            if batch is not None:
+                pp, raw = PrePrepare(pp.view, pp.seq, pp.digest, batch), attached(raw, batch)
+            requests, bad = self.verified.batch(batch or ())
             for why in bad:  # a prepared batch was checked by a correct replica
                 self._out.append(Note(f"unverifiable request in re-issued n={pp.seq}: {why}"))
             slot = self.log.slot(pp.seq, self.view)
@@ -1126,8 +1170,77 @@ class Replica:
         if self.is_primary:
             self.requests.waiting.clear()
         self._out.append(ViewInstalled(self.view, self.primary))
+        self._fetch_batches()
         for peer, data in self.future.take():
             self._on_received(peer, data)
+        self._answer_reads()
+
+    # -- batches a NEW-VIEW named by digest only (4.4) --------------------------------------
+
+    def _fetch_batches(self) -> None:
+        """Ask every other replica for each batch we lack of a slot still to execute: a
+        correct replica among the 2f+1 that prepared it holds it (at least f+1 do)."""
+        for seq in sorted(self.log.slots):
+            slot = self.log.slots[seq]
+            pp = slot.pre_prepare
+            if seq > self.last_executed and pp is not None and pp.batch is None:
+                self._broadcast(self.safety.sign_other(FetchBatch(seq, pp.digest)))
+
+    def on_fetch_batch(self, peer: Signer | None, env: Envelope, fb: FetchBatch) -> None:
+        if (why := self.ignore_unsigned(env)) is not None:
+            self._ignore(peer, why)
+            return
+        asker: int = env.signer  # type: ignore[assignment]
+        if asker == self.id:
+            self._ignore(peer, (Reason.DUPLICATE, None))
+            return
+        if peer is not None and peer != asker:
+            # Answers go to the signer: a relayed or replayed FETCH-BATCH would make us
+            # send a batch to a replica that did not ask.
+            self._reject(peer, Reason.WRONG_ROLE, f"fetch-batch of {asker} relayed by {peer!r}")
+            return
+        batch = self._known_batch(fb.seq, fb.digest)
+        if batch is None or not batch:
+            self.rejects[(peer, Reason.STALE)] += 1  # not ours to give (or the null request)
+            return
+        if self.batch_answers.too_soon(asker, fb.seq, self.ticks):
+            self.rejects[(peer, Reason.DUPLICATE)] += 1
+            return
+        if not self._verify(peer, env):
+            return
+        self.batch_answers.answered(asker, fb.seq, self.ticks)
+        self._out.append(Send(asker, self.safety.sign_other(Batch(fb.seq, fb.digest, batch)).to_bytes()))
+
+    def on_batch(self, peer: Signer | None, env: Envelope, b: Batch) -> None:
+        # The signature is not checked: the digest, which the NEW-VIEW carried and 2f+1
+        # replicas prepared, is what says these are the right requests.
+        if (why := self.ignore_unsigned(env)) is not None:
+            self._ignore(peer, why)
+            return
+        slot = self.log.get(b.seq)
+        pp = slot.pre_prepare if slot is not None else None
+        if slot is None or pp is None or pp.batch is not None or pp.digest != b.digest:
+            self.rejects[(peer, Reason.STALE)] += 1  # not missing here (any more)
+            return
+        if batch_digest(b.requests) != b.digest:
+            self._reject(peer, Reason.BAD_DIGEST, f"batch n={b.seq}")
+            return
+        requests, bad = self.verified.batch(b.requests)
+        for why in bad:  # a prepared batch was checked by a correct replica
+            self._out.append(Note(f"unverifiable request in fetched n={b.seq}: {why}"))
+        slot.pre_prepare = PrePrepare(pp.view, pp.seq, pp.digest, b.requests)
+        slot.pre_prepare_env = attached(slot.pre_prepare_env, b.requests)
+        slot.requests = requests
+        for req, _ in requests:
+            self.requests.saw_ordered(req.client, req.timestamp)
+        cert = self.prepared_certs.get(b.seq)
+        if cert is not None and cert[0] == slot.view:
+            # Our PREPARED record held the pre-prepare without the batch; a restart must
+            # be able to replay the execution that may now follow.
+            self.prepared_certs[b.seq] = (cert[0], slot.pre_prepare_env, cert[2])
+            record = PreparedCertificate(cert[0], b.seq, slot.pre_prepare_env, cert[2])
+            self._out.append(record.to_persist())
+        self._maybe_execute()
         self._answer_reads()
 
     # -- status and state transfer (TOCS 2002 5.3) --------------------------------------
@@ -1400,5 +1513,6 @@ class Replica:
             return
         for data in self.log.own_messages(self.view, self.last_executed, self.is_primary):
             self._out.append(Broadcast(data))
+        self._fetch_batches()
         for data in self.checkpoints.own_votes(self.id, self.log.low):
             self._out.append(Broadcast(data))

@@ -40,6 +40,7 @@ from .messages import (
     PrePrepare,
     ViewChange,
     decode_envelope,
+    detached,
 )
 from .quorum import Added, VoteSet
 
@@ -60,10 +61,12 @@ class InvalidCertificate(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class PreparedCert:
+    """What a prepared certificate proves: digest d was prepared at (view, seq). It names
+    the batch by its digest only (4.4); the batch itself is not part of it."""
+
     view: int
     seq: int
     digest: bytes
-    batch: tuple[bytes, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +143,7 @@ def check_cert_pre_prepare(
         raise InvalidCertificate(f"prepared certificate from view {pp.view} >= {new_view}")
     if env.signer != config.primary(pp.view):
         raise InvalidCertificate(f"pre-prepare of view {pp.view} not signed by its primary")
-    if batch_digest(pp.batch) != pp.digest:
+    if pp.batch is not None and batch_digest(pp.batch) != pp.digest:
         raise InvalidCertificate(f"pre-prepare n={pp.seq} digest does not match its batch")
     return env, pp
 
@@ -163,7 +166,7 @@ def check_prepared_cert(
         raise InvalidCertificate(
             f"prepared certificate n={pp.seq} has {len(backups)} prepares, needs {2 * config.f}"
         )
-    return PreparedCert(pp.view, pp.seq, pp.digest, pp.batch)
+    return PreparedCert(pp.view, pp.seq, pp.digest)
 
 
 CertCheck = Callable[[ClusterConfig, Verifier, int, tuple[bytes, ...]], PreparedCert]
@@ -199,13 +202,13 @@ class NewViewPlan:
     min_s: int
     stable_digest: bytes
     checkpoint_proof: tuple[bytes, ...]
-    slots: tuple[tuple[int, bytes, tuple[bytes, ...]], ...]  # (seq, digest, batch)
+    slots: tuple[tuple[int, bytes], ...]  # (seq, digest): batches go by digest (4.4)
 
     def contradicts(self, signed: dict[tuple[str, int, int], tuple[bytes, Envelope]], view: int) -> bool:
         """Whether re-issuing these slots in `view` would contradict a PRE-PREPARE we
         signed there (`signed`: the safety rules' votes), as when a NEW-VIEW for that view
         went out before a restart, built from other view-changes."""
-        for seq, d, _ in self.slots:
+        for seq, d in self.slots:
             prior = signed.get(("pre-prepare", view, seq))
             if prior is not None and prior[0] != d:
                 return True
@@ -214,7 +217,7 @@ class NewViewPlan:
 
 def plan_new_view(view_changes: list[CheckedViewChange]) -> NewViewPlan:
     """min-s is the latest stable checkpoint in V; for every n in (min-s, max-s] re-issue
-    the batch of the prepared certificate with the highest view, or a null request."""
+    the digest of the prepared certificate with the highest view, or a null request."""
     best = max(view_changes, key=lambda c: (c.msg.stable_seq, c.signer))
     min_s = best.msg.stable_seq
     chosen: dict[int, PreparedCert] = {}
@@ -226,7 +229,7 @@ def plan_new_view(view_changes: list[CheckedViewChange]) -> NewViewPlan:
     slots = []
     for seq in range(min_s + 1, max_s + 1):
         pc = chosen.get(seq)
-        slots.append((seq, pc.digest, pc.batch) if pc else (seq, NULL_DIGEST, ()))
+        slots.append((seq, pc.digest) if pc else (seq, NULL_DIGEST))
     return NewViewPlan(min_s, best.stable_digest, best.msg.checkpoint_proof, tuple(slots))
 
 
@@ -289,15 +292,17 @@ def check_new_view(
         raise InvalidCertificate(f"{len(nv.pre_prepares)} pre-prepares where {len(plan.slots)} were due")
     primary = config.primary(nv.view)
     pre_prepares = []
-    for raw, (seq, d, batch) in zip(nv.pre_prepares, plan.slots, strict=True):
+    for raw, (seq, d) in zip(nv.pre_prepares, plan.slots, strict=True):
         try:
             env, pp = decode_envelope(raw)
         except codec.CodecError as exc:
             raise InvalidCertificate(f"malformed pre-prepare: {exc}") from None
         if not isinstance(pp, PrePrepare) or env.signer != primary or pp.view != nv.view:
             raise InvalidCertificate("a re-issued pre-prepare is not the new primary's for the new view")
-        if (pp.seq, pp.digest, pp.batch) != (seq, d, batch):
+        if (pp.seq, pp.digest) != (seq, d):
             raise InvalidCertificate(f"pre-prepare n={pp.seq} differs from the recomputed one")
+        if pp.batch is not None and batch_digest(pp.batch) != d:
+            raise InvalidCertificate(f"pre-prepare n={pp.seq} digest does not match its batch")
         if not verifier.verify(env):
             raise InvalidCertificate(f"bad signature on pre-prepare n={pp.seq}")
         pre_prepares.append((pp, raw))
@@ -327,7 +332,9 @@ def certificates_to_send(
             if seq > log.low:
                 left_out.append(f"leaving out our certificate for n={seq}: outside the window")
             continue
-        cert = (pp_env, *prepares)
+        # The pre-prepare goes without its batch: a certificate is about the digest, and a
+        # VIEW-CHANGE that carried every batch above h could outgrow any frame (4.4).
+        cert = (detached(pp_env), *prepares)
         try:
             check_prepared_cert(config, verifier, new_view, cert)
         except InvalidCertificate as exc:  # e.g. restored from a damaged record

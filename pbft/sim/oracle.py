@@ -194,7 +194,7 @@ class Oracle:
                 pp = from_body(envelope_from_bytes(data).body)
             except codec.CodecError:
                 continue
-            if isinstance(pp, PrePrepare) and not pp.batch:
+            if isinstance(pp, PrePrepare) and pp.digest == NULL_DIGEST:
                 self.null_allowed.add((pp.view, pp.seq))
 
     def observe_replica(

@@ -98,6 +98,8 @@ KINDS = (
     "QUERY-STATUS",
     "HELD",
     "STABLE-PROOF",
+    "FETCH-BATCH",
+    "BATCH",
 )
 TRIGGERS = ("checkpoint", "transfer", "installed", "view-change", "new-view")
 """What a triggered crash (`on = ...`) waits for; simulation.TRIGGER_ACTIONS maps them."""

@@ -79,7 +79,7 @@ from ..protocol.events import (
     ViewChangeStarted,
     ViewInstalled,
 )
-from ..protocol.messages import envelope_from_bytes, from_body, render
+from ..protocol.messages import envelope_from_bytes, message_of, render
 from ..protocol.ready import EMPTY, Durability, Ready
 from ..protocol.replica import Replica
 from ..protocol.viewchange import ViewStatus
@@ -956,7 +956,7 @@ def render_event(e: tuple) -> str:
         src, dst, data = rest
         try:
             env = envelope_from_bytes(data)
-            text = f"{render(from_body(env.body))} signed by {env.signer!r}"
+            text = f"{render(message_of(env))} signed by {env.signer!r}"
         except Exception as exc:  # noqa: BLE001 - any garbage renders as garbage
             text = f"<{len(data)} bytes: {type(exc).__name__}>"
         return f"{t:>8} ms  {src!s:>4} -> {dst!s:<4} {text}"

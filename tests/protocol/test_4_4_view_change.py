@@ -144,7 +144,7 @@ PLANS = [
 def test_plan_new_view(name, make, min_s, slots):
     plan = plan_new_view(make())
     assert plan.min_s == min_s
-    want = [(s, NULL_DIGEST, ()) if b is None else (s, batch_digest(b), b) for s, b in slots]
+    want = [(s, NULL_DIGEST) if b is None else (s, batch_digest(b)) for s, b in slots]
     assert list(plan.slots) == want
     if min_s:
         assert plan.stable_digest == S4 and len(plan.checkpoint_proof) == 3
@@ -166,7 +166,7 @@ def new_view(view=1, senders=(0, 2, 3), prepared=None, pre_prepares=None, pp_sig
             [check_view_change(CFG, VERIFIER, s, m, d) for s, (m, d) in zip(senders, msgs, strict=True)]
         )
         signer = CFG.primary(view) if pp_signer is None else pp_signer
-        pre_prepares = tuple(seal_as(signer, PrePrepare(view, s, d, b)) for s, d, b in plan.slots)
+        pre_prepares = tuple(seal_as(signer, PrePrepare(view, s, d)) for s, d in plan.slots)
     return NewView(view, tuple(vcs), pre_prepares)
 
 
@@ -205,6 +205,11 @@ NEW_VIEWS = [
         "differs from the recomputed one",
     ),
     (
+        "a re-issued pre-prepare with a batch that is not its digest's",
+        lambda: new_view(prepared=cert(), pre_prepares=(seal_as(1, PrePrepare(1, 1, batch_digest(BATCH), OTHER)),)),
+        "digest does not match its batch",
+    ),
+    (
         "a pre-prepare not from the new primary",
         lambda: new_view(prepared=cert(), pp_signer=2),
         "not the new primary's for the new view",
@@ -233,7 +238,7 @@ def test_check_new_view(name, make, error):
     if error is None:
         got = check_new_view(CFG, VERIFIER, nv)
         assert [raw for _, raw in got.pre_prepares] == list(nv.pre_prepares)
-        assert [pp.seq for pp, _ in got.pre_prepares] == [s for s, _, _ in got.plan.slots]
+        assert [pp.seq for pp, _ in got.pre_prepares] == [s for s, _ in got.plan.slots]
         return
     with pytest.raises(InvalidCertificate, match=error):
         check_new_view(CFG, VERIFIER, nv)

@@ -12,9 +12,11 @@ from pbft.protocol.messages import (
     DIGEST_LEN,
     MAX_OPERATION,
     MAX_U64,
+    Batch,
     Checkpoint,
     Commit,
     Envelope,
+    FetchBatch,
     FetchState,
     Held,
     MsgType,
@@ -29,6 +31,9 @@ from pbft.protocol.messages import (
     StateChunk,
     Status,
     ViewChange,
+    attached,
+    decode_envelope,
+    detached,
     envelope_from_bytes,
     from_body,
     render,
@@ -44,6 +49,7 @@ EXAMPLES = [
     Request(b"", MAX_U64, "a.b-c_9", True),
     PrePrepare(0, 1, D, ()),
     PrePrepare(3, 7, D, (b"env1", b"env2")),
+    PrePrepare(3, 7, D),  # without its batch: a certificate's, a NEW-VIEW's
     Prepare(0, 1, D),
     Commit(MAX_U64, MAX_U64, E),
     Reply(2, 5, "bob", 3, b"result"),
@@ -59,7 +65,15 @@ EXAMPLES = [
     Held(1, 5, "alice", 2, 9),
     Held(0, 0, "bob", 3, MAX_U64),
     StableProof(128, (b"c1", b"c2", b"c3")),
+    FetchBatch(9, D),
+    Batch(9, D, (b"env1",)),
 ]
+
+
+def wire(msg) -> bytes:
+    """`msg` in an envelope as it travels: a pre-prepare's batch beside its body."""
+    batch = msg.batch if isinstance(msg, PrePrepare) else None
+    return Envelope(to_body(msg), 1, b"s" * 64, batch).to_bytes()
 
 
 def test_every_message_type_has_an_example():
@@ -69,7 +83,7 @@ def test_every_message_type_has_an_example():
 @pytest.mark.parametrize("msg", EXAMPLES, ids=lambda m: type(m).__name__)
 def test_round_trip(msg):
     body = to_body(msg)
-    assert from_body(body) == msg
+    assert decode_envelope(wire(msg))[1] == msg
     assert codec.decode(body)[0] == type_of(msg)
     assert to_body(from_body(body)) == body
     assert render(msg)  # one human-readable line
@@ -83,7 +97,7 @@ envs = st.lists(st.binary(max_size=20), max_size=4).map(tuple)
 
 messages = st.one_of(
     st.builds(Request, st.binary(max_size=64), u64, names, st.booleans()),
-    st.builds(PrePrepare, u64, u64, digests, envs),
+    st.builds(PrePrepare, u64, u64, digests, st.none() | envs),
     st.builds(Prepare, u64, u64, digests),
     st.builds(Commit, u64, u64, digests),
     st.builds(Reply, u64, u64, names, u64, st.binary(max_size=64)),
@@ -95,13 +109,40 @@ messages = st.one_of(
     st.builds(Status, u64, u64, u64, u64),
     st.builds(QueryStatus, u64),
     st.builds(Held, u64, u64, names, u64, u64),
+    st.builds(FetchBatch, u64, digests),
+    st.builds(Batch, u64, digests, envs),
 )
 
 
 @settings(max_examples=200, deadline=None)
 @given(messages)
 def test_round_trip_property(msg):
-    assert from_body(to_body(msg)) == msg
+    assert decode_envelope(wire(msg))[1] == msg
+
+
+def test_a_pre_prepare_signs_its_digest_and_carries_its_batch_beside():
+    """OSDI'99 4.2: <<PRE-PREPARE, v, n, d>, m>. The body (what is signed) names the
+    batch by digest; the same signed message goes with or without the batch."""
+    full = PrePrepare(3, 7, D, (b"env1", b"env2"))
+    assert to_body(full) == to_body(PrePrepare(3, 7, D))
+    data = wire(full)
+    assert decode_envelope(detached(data))[1] == PrePrepare(3, 7, D)
+    assert decode_envelope(detached(data))[0].body == decode_envelope(data)[0].body
+    assert attached(detached(data), full.batch) == data
+    assert data[0] == 0x84 and detached(data)[0] == 0x83  # a 4-item envelope, a 3-item one
+
+
+def test_only_a_pre_prepare_carries_a_batch_beside_its_body():
+    data = Envelope(to_body(Prepare(0, 1, D)), 1, b"s" * 64, (b"x",)).to_bytes()
+    envelope_from_bytes(data)  # the envelope's shape is fine
+    with pytest.raises(SchemaError):
+        decode_envelope(data)
+    bad = codec.encode([to_body(PrePrepare(0, 1, D)), 1, b"s" * 64, [1, 2]])
+    with pytest.raises(SchemaError):
+        decode_envelope(bad)  # a batch is a list of envelopes (byte strings)
+    five = codec.encode([to_body(PrePrepare(0, 1, D)), 1, b"s" * 64, [], []])
+    with pytest.raises(SchemaError):
+        decode_envelope(five)
 
 
 @settings(max_examples=300, deadline=None)

@@ -1,5 +1,5 @@
-"""A key-value service whose simulated workload writes 60 KiB values (a reproducer for
-the oversized NEW-VIEW, see newview-oversize.toml)."""
+"""A key-value service whose simulated workload writes 60 KiB values
+(view-change-large-batches.toml: large batches across a view change)."""
 
 from __future__ import annotations
 
