@@ -22,6 +22,7 @@ The honest core underneath runs unchanged; these only add traffic.
 
 from __future__ import annotations
 
+from ..protocol.crypto import batch_digest
 from ..protocol.events import Action, Broadcast, Send
 from ..protocol.messages import Checkpoint, PrePrepare, Status, open_envelope
 from .wire import ReplicaBehaviour, random_digest
@@ -72,7 +73,8 @@ class BufferStuffing(ReplicaBehaviour):
         out: list[Action] = []
         for _ in range(self.rate):
             seq = core.log.low + 1 + self.rng.randrange(core.config.log_window)
-            pp = PrePrepare(view, seq, random_digest(self.rng), (self.rng.randbytes(self.size),))
+            batch = (self.rng.randbytes(self.size),)  # garbage requests, but its own digest
+            pp = PrePrepare(view, seq, batch_digest(batch), batch)
             out.append(Broadcast(self.forge(pp)))
         return out
 

@@ -43,6 +43,7 @@ from ..protocol.messages import (
     PrePrepare,
     StateChunk,
     ViewChange,
+    detached,
     envelope_from_bytes,
     from_body,
     open_envelope,
@@ -140,7 +141,7 @@ class FakePreparedCert(OwnMessageLie):
 
     def rewrite(self, actions: list[Action]) -> list[Action]:
         for seq, (_, pp_env, prepares) in self.replica.prepared_certs.items():
-            self.old_certs[seq] = (pp_env, *prepares)
+            self.old_certs[seq] = (detached(pp_env), *prepares)
             self.old_certs.move_to_end(seq)
         _trim(self.old_certs)
         return super().rewrite(actions)
@@ -181,10 +182,10 @@ class FakePreparedCert(OwnMessageLie):
         seq = self._target_seq(vc)
         if mode == "not-primary":
             w = next((w for w in range(vc.new_view - 1, -1, -1) if cfg.primary(w) != self.me), None)
-            return None if w is None else (self.forge(PrePrepare(w, seq, NULL_DIGEST, ())),)
+            return None if w is None else (self.forge(PrePrepare(w, seq, NULL_DIGEST)),)
         if mode == "own-view":
             w = self._led_view(vc.new_view)
-            return None if w is None else (self.forge(PrePrepare(w, seq, NULL_DIGEST, ())),)
+            return None if w is None else (self.forge(PrePrepare(w, seq, NULL_DIGEST)),)
         if mode == "below-stable":
             old = [s for s in self.old_certs if s <= vc.stable_seq]
             return self.old_certs[max(old)] if old else None
@@ -195,7 +196,7 @@ class FakePreparedCert(OwnMessageLie):
         if not candidates:
             return None
         v, s = max(candidates)
-        pp_env = self.seen[(v, s)]
+        pp_env = detached(self.seen[(v, s)])  # a certificate names the digest only
         pp = from_body(envelope_from_bytes(pp_env).body)
         assert isinstance(pp, PrePrepare)
         d = pp.digest if mode == "few-prepares" else random_digest(self.rng)

@@ -43,6 +43,10 @@ def _handler(command: str):
 
         return {"scenario run": scenario.cmd_scenario_run,
                 "scenario list": scenario.cmd_scenario_list, "fuzz": scenario.cmd_fuzz}[command]
+    if command == "admin":
+        from . import admin
+
+        return admin.cmd_admin
     if command.startswith("trace "):
         from . import trace
 
@@ -305,6 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "given, instead of the one its [service] names (docs/services.md)")
     lst = scs.add_parser("list", help="the built-in behaviours, or the parameters of those named")
     lst.add_argument("refs", nargs="*", metavar="REF", help="a behaviour name, FILE.py:Class or module:Class")
+
+    from . import admin as admin_cli
+
+    admin_cli.add_parser(sub)
 
     cf = sub.add_parser("config", help="check a cluster file")
     cfs = cf.add_subparsers(dest="config_command", metavar="ACTION")

@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.serialization import (
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from pbft.errors import ConfigError, UsageError
-from pbft.protocol.config import parse_cluster
+from pbft.protocol.config import OPERATOR, parse_cluster
 from pbft.protocol.messages import CLIENT_NAME, Signer
 
 from ..node.clusterfile import (
@@ -247,6 +247,7 @@ def _render(
     settings: dict[str, int],
     replicas: list[tuple[int, str, bytes]],
     clients: list[tuple[str, bytes]],
+    operator: bytes = b"",
 ) -> str:
     lines = [
         "# pbft cluster file written by `pbft keygen`; paths are relative to this file.",
@@ -269,6 +270,14 @@ def _render(
         ]
     for name, public in clients:
         lines += _client_block(name, public)
+    if operator:
+        lines += [
+            "",
+            "# Who may change the group through consensus (`pbft admin`; docs/reconfiguration.md).",
+            "[operator]",
+            f'public_key = "{operator.hex()}"',
+            f"certificate = {_toml_str(node_stem(OPERATOR) + '.pem')}",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -359,12 +368,14 @@ def generate_cluster(
     ca_key, ca_cert = make_ca(cluster_id)
     replicas = [issue(ca_key, ca_cert, cluster_id, i, passphrase) for i in range(3 * f + 1)]
     members = [issue(ca_key, ca_cert, cluster_id, name, passphrase) for name in clients]
+    operator = issue(ca_key, ca_cert, cluster_id, OPERATOR, passphrase)
     text = _render(
         cluster_id,
         f,
         settings,
         [(i, _address(host, port_list[i]), r.public) for i, r in enumerate(replicas)],
         [(name, m.public) for name, m in zip(clients, members, strict=True)],
+        operator.public,
     )
     # Validate exactly what replicas will read, before touching the disk.
     try:
@@ -377,7 +388,7 @@ def generate_cluster(
         ca_key_file = os.path.join(directory, CA_KEY)
         _write_private(ca_key_file, _key_pem(ca_key, passphrase))
         _write_public(os.path.join(directory, CA_CERT), ca_cert.public_bytes(Encoding.PEM))
-        for node_id, issued in [*enumerate(replicas), *zip(clients, members, strict=True)]:
+        for node_id, issued in [*enumerate(replicas), *zip(clients, members, strict=True), (OPERATOR, operator)]:
             key_file, cert_file = node_files(directory, node_id)
             _write_private(key_file, issued.key_pem)
             _write_public(cert_file, issued.cert_pem)

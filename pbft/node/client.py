@@ -32,7 +32,6 @@ raises `TimestampError` saying why.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import random
@@ -46,7 +45,7 @@ import trio
 from ..errors import ConfigError
 from ..protocol import codec
 from ..protocol.client import ClientCore, OversizedRequest
-from ..protocol.config import ClusterConfig
+from ..protocol.config import OPERATOR, ClusterConfig
 from ..protocol.crypto import KeyPair, Verifier, seal
 from ..protocol.events import Action, Completed, Failed, Received, Rejected, Send, Tick
 from ..protocol.messages import (
@@ -56,6 +55,7 @@ from ..protocol.messages import (
     decode_envelope,
 )
 from ..service.kv import MAX_KEY, MAX_VALUE, decode_result, op_delete, op_get, op_put
+from .tls import PeerTable
 from .tracing import wall_ms
 from .transport import (
     CLOSED_AFTER_HANDSHAKE,
@@ -104,7 +104,7 @@ class Client:
         self.timeout = timeout
         # Microseconds of wall-clock time: a restarted client never reuses a timestamp.
         self.core = ClientCore(config, client_id, key, start_timestamp=time.time_ns() // 1000)
-        self.verifier = Verifier(config.signing_domain, config.member_keys())
+        self.verifier = Verifier(config.signing_domain, config.member_keys(), replica_domain=config.replica_domain)
         self._lock = trio.Lock()
         self._done: dict[int, bytes] = {}
         self._failed: str | None = None
@@ -119,6 +119,9 @@ class Client:
         self.rejected = 0
         self.sent = 0
         """Frames the core (or its behaviour) sent."""
+        self.path: str | None = None
+        """The cluster file, read again when replies come from a later epoch (`_reload`)."""
+        self._reloaded = -math.inf
         self.link_faults: Any = None
         """Testing only: a link-fault layer in front of the transport (pbft.node.linkfaults;
         `open_client(link_faults=...)`)."""
@@ -327,11 +330,37 @@ class Client:
             self.tracer.deliver(wall_ms(), event.peer, self.id, event.data)
         before = self.core.outstanding
         self._perform(self.core.step(event))
+        if self.core.newer_epoch > self.core.config.epoch:
+            self._reload()
         after = self.core.outstanding
         if after is not None and after is not before:
             # A new request: a read fell back to the ordered path, or the core caught up
             # with the timestamp the replicas hold and re-sent the operation.
             self._timer_restart()
+
+    def _reload(self) -> None:
+        """Replies come from a configuration epoch we do not know (pbft.protocol.epochs):
+        read the cluster file again (the operator's tool updates it), at most once a
+        second. A later epoch found there is adopted at once: its replicas, its f."""
+        now = time.monotonic()
+        if self.path is None or now - self._reloaded < 1.0:
+            return
+        self._reloaded = now
+        try:
+            from .clusterfile import load_cluster
+
+            config = load_cluster(self.path)
+        except ConfigError as exc:
+            log.warning("client %s: the cluster file cannot be read again: %s", self.id, exc)
+            return
+        if config.epoch <= self.core.config.epoch:
+            return
+        self.config = config
+        if isinstance(self.transport.identify, PeerTable):
+            self.transport.identify.config = config
+        self.transport.reconfigure(config)
+        self.verifier = Verifier(config.signing_domain, config.member_keys(), replica_domain=config.replica_domain)
+        self._perform(self.core.reconfigure(config))
 
     async def _timer_loop(self) -> None:
         """Sleep until the outstanding request's timer is due, then deliver its ticks.
@@ -413,7 +442,7 @@ async def open_client(
     if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
         raise ValueError(f"timeout must be None or a positive number of seconds, not {timeout!r}")
     config = load_cluster(cluster_file)
-    if client_id not in config.client_index:
+    if client_id not in config.client_index and not (client_id == OPERATOR and config.operator_key):
         raise ConfigError(f"client {client_id!r} is not listed in {cluster_file}.")
     identity = load_identity(config, client_id)
     context = tls.client_context(identity)
@@ -422,11 +451,12 @@ async def open_client(
         client_id,
         server_context=None,
         client_context=context,
-        identify=functools.partial(tls.peer_id, config),
+        identify=tls.PeerTable(config),
         inbox=None,
         autoflush=False,  # _perform() flushes once per step
     )
     client = Client(config, client_id, identity.key, transport, timeout)
+    client.path = cluster_file
     transport.inbox = _Direct(client)
     if link_faults is not None:
         from .linkfaults import LinkFaults

@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from pbft.errors import ConfigError, UsageError
-from pbft.protocol.config import ClusterConfig, parse_cluster
+from pbft.protocol.config import OPERATOR, ClusterConfig, parse_cluster
 from pbft.protocol.crypto import KeyPair
 from pbft.protocol.messages import Signer
 
@@ -136,6 +136,8 @@ def member_public_key(config: ClusterConfig, node_id: Signer) -> bytes:
     if isinstance(node_id, bool) or not isinstance(node_id, int | str):
         raise ConfigError(f"{node_id!r} is neither a replica id nor a client name.")
     if isinstance(node_id, str):
+        if node_id == OPERATOR and config.operator_key:
+            return config.operator_key
         info = config.client_index.get(node_id)
         if info is None:
             raise ConfigError(f"client {node_id!r} is not listed in the cluster file.")

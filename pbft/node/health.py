@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..protocol.config import ClusterConfig
+from ..protocol.epochs import epoch_of_view, first_view
 from ..protocol.viewchange import ViewStatus
 
 HEALTHY, DEGRADED, UNAVAILABLE = "healthy", "degraded", "unavailable"
@@ -250,7 +251,9 @@ def judge(config: ClusterConfig, statuses: Mapping[int, Any]) -> Judgement:
         row = {
             "id": i,
             "reachable": True,
-            "view": s.view,
+            "epoch": epoch_of_view(s.view),
+            "view": s.view - first_view(epoch_of_view(s.view)),
+            "view_number": s.view,
             "primary": config.primary(s.view),
             "last_executed": s.last_executed,
             "stable_checkpoint": s.stable_seq,
@@ -264,7 +267,7 @@ def judge(config: ClusterConfig, statuses: Mapping[int, Any]) -> Judgement:
             # A flag left in a unit file must not go unnoticed: it counts against f.
             reasons.append(f"replica {i} runs the Byzantine behaviour {row['behaviour']}")
         if s.view != view:
-            reasons.append(f"replica {i} is in view {s.view}, not {view}")
+            reasons.append(f"replica {i} is in {_view_text(s.view)}, not {_view_text(view)}")
         if row["lagging"]:
             reasons.append(f"replica {i} is {behind} behind")
     in_view = views[view] if view is not None else 0
@@ -279,7 +282,7 @@ def judge(config: ClusterConfig, statuses: Mapping[int, Any]) -> Judgement:
 def render_text(config: ClusterConfig, j: Judgement) -> str:
     """`pbft status` as text: one line per replica, then the verdict line."""
     lines = [
-        f"{'replica':>7}  {'view':>6}  {'primary':>7}  {'executed':>9}  {'stable':>9}  "
+        f"{'replica':>7}  {'epoch':>5}  {'view':>6}  {'primary':>7}  {'executed':>9}  {'stable':>9}  "
         f"{'log':>6}  {'behind':>6}"
     ]
     for row in j.rows:
@@ -290,13 +293,21 @@ def render_text(config: ClusterConfig, j: Judgement) -> str:
         if row.get("behaviour"):
             mark += f"  BYZANTINE: {row['behaviour']}"
         lines.append(
-            f"{row['id']:>7}  {row['view']:>6}  {row['primary']:>7}  {row['last_executed']:>9}  "
+            f"{row['id']:>7}  {row['epoch']:>5}  {row['view']:>6}  {row['primary']:>7}  {row['last_executed']:>9}  "
             f"{row['stable_checkpoint']:>9}  {row['log_size']:>6}  {row['behind']:>6}{mark}"
         )
-    where = "" if j.view is None else f" (view {j.view}, primary {config.primary(j.view)})"
+    where = "" if j.view is None else f" ({_view_text(j.view)}, primary {config.primary(j.view)})"
     why = f": {'; '.join(j.reasons)}" if j.reasons else ""
     lines.append(f"{j.verdict}{where}{why}")
     return "\n".join(lines)
+
+
+def _view_text(view: int) -> str:
+    """A view as an operator reads it: `view 3`, or `epoch 2, view 3` once the group has
+    been changed (pbft.protocol.epochs: epoch e's views count from e << 32)."""
+    epoch = epoch_of_view(view)
+    v = view - first_view(epoch)
+    return f"view {v}" if epoch == 0 else f"epoch {epoch}, view {v}"
 
 
 def render_json(config: ClusterConfig, j: Judgement) -> dict[str, Any]:
@@ -305,6 +316,7 @@ def render_json(config: ClusterConfig, j: Judgement) -> dict[str, Any]:
         "verdict": j.verdict,
         "exit_status": j.exit_status,
         "view": j.view,
+        "epoch": None if j.view is None else epoch_of_view(j.view),
         "primary": None if j.view is None else config.primary(j.view),
         "reasons": j.reasons,
         "lag_limit": lag_limit(config),

@@ -151,6 +151,7 @@ class NodeMetrics:
         r = self.registry
         self.transport: Any = None
         self.view = Gauge("pbft_view", "Current view", registry=r)
+        self.epoch = Gauge("pbft_epoch", "Current configuration epoch", registry=r)
         self.last_executed = Gauge("pbft_last_executed", "Last executed sequence number", registry=r)
         self.stable_checkpoint = Gauge(
             "pbft_stable_checkpoint", "Sequence number of the last stable checkpoint", registry=r

@@ -64,10 +64,12 @@ from ..adversary import catalogue
 from ..errors import ConfigError, UsageError
 from ..protocol.config import ClusterConfig
 from ..protocol.crypto import VERDICTS, Verifier
+from ..protocol.epochs import Epochs
 from ..protocol.events import (
     Action,
     Broadcast,
     CheckpointStable,
+    EpochStarted,
     Evidence,
     Executed,
     Note,
@@ -95,6 +97,7 @@ from .metrics import NodeMetrics, bind_metrics, serve_metrics
 from .preverify import GROUP as PREVERIFY_GROUP
 from .preverify import PreVerify
 from .storage import Storage, StorageError, default_data_dir, is_disk_full
+from .tls import PeerTable
 from .tracing import FLUSH_S, wall_ms
 from .transport import Transport, is_address_in_use
 
@@ -629,6 +632,8 @@ class ReplicaNode:
                         logging.INFO, "checkpoint-stable", self.id,
                         "replica %d: checkpoint %d is stable", self.id, seq, seq=seq, digest=digest.hex(),
                     )
+                case EpochStarted():
+                    self._on_epoch(a)
                 case ViewChangeStarted(view):
                     m.view_changes.inc()
                     event_log(
@@ -659,6 +664,25 @@ class ReplicaNode:
                 case _:
                     pass  # Prepared, Committed, CheckpointTaken: observations only
         t.flush()
+
+    def _on_epoch(self, a: EpochStarted) -> None:
+        """A new configuration epoch (pbft.protocol.epochs): connect to who is in it now,
+        accept only its members, or stop if this replica is not one any more."""
+        config = getattr(self.replica, "config", None)
+        if isinstance(config, ClusterConfig) and config.epoch == a.epoch:
+            self.config = config
+            if isinstance(self.transport.identify, PeerTable):
+                self.transport.identify.config = config
+            self.transport.reconfigure(config)
+        self.metrics.epoch.set(a.epoch)
+        event_log(
+            logging.INFO, "epoch-started", self.id,
+            "replica %d: epoch %d began after checkpoint %d (n=%d, f=%d)%s", self.id, a.epoch, a.after,
+            a.n, a.f, ": not a member, retiring" if a.retired else "",
+            epoch=a.epoch, after=a.after, n=a.n, f=a.f, retired=a.retired,
+        )
+        if a.retired:
+            self.stop(f"replica {self.id} is not a member of epoch {a.epoch}: retired")
 
     def _trace_actions(self, actions: Sequence[Action]) -> None:
         """Trace records for a batch of actions about to be performed: the core's events
@@ -778,9 +802,17 @@ def build_node(
     replica_class = Replica if broken is None else broken_cores.lookup(broken)
     threads = config.replicas[replica_id].verify_threads
     # With a pool the core's Verifier keeps verdicts, which the pool hands in (preverify).
-    verifier = Verifier(config.signing_domain, config.member_keys(), memo=VERDICTS) if threads else None
+    memo = VERDICTS if threads else 0
+    verifier = (
+        Verifier(config.signing_domain, config.member_keys(), memo=memo, replica_domain=config.replica_domain)
+        if threads else None
+    )
     store = storage.state_store() if storage is not None else None
-    core: Any = replica_class(config, replica_id, identity.key, replicated_service(config, store), verifier)
+    # Every epoch the cluster file records (its [[epoch]] entries), this one current.
+    epochs = Epochs(config, memo=memo, earlier={c.epoch: c for c in config.earlier})
+    core: Any = replica_class(
+        config, replica_id, identity.key, replicated_service(config, store), verifier, epochs=epochs
+    )
     if broken is not None:
         core.behaviour_label = f"broken:{broken}"  # `pbft status` shows it
     label = None
@@ -797,7 +829,7 @@ def build_node(
         core,
         server_context=tls.server_context(identity),
         client_context=tls.client_context(identity),
-        identify=functools.partial(tls.peer_id, config),
+        identify=tls.PeerTable(config),
         storage=storage,
         metrics_address=metrics_address,
         behaviour=label,

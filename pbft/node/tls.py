@@ -19,7 +19,7 @@ from typing import Protocol
 from cryptography import x509
 
 from pbft.errors import ConfigError
-from pbft.protocol.config import ClusterConfig
+from pbft.protocol.config import OPERATOR, ClusterConfig
 from pbft.protocol.messages import Signer
 
 from .clusterfile import Identity, certificate_key, describe
@@ -108,4 +108,18 @@ def peer_id(config: ClusterConfig, channel: HasPeerCert) -> Signer | None:
     for c in config.clients:
         if c.public_key == key:
             return c.id
+    if config.operator_key and config.operator_key == key:
+        return OPERATOR
     return None
+
+
+class PeerTable:
+    """`peer_id` against the node's current configuration: a reconfiguration
+    (pbft.protocol.epochs) changes who may connect, without a restart (`config` is
+    replaced); a removed replica or a replaced key is not known any more."""
+
+    def __init__(self, config: ClusterConfig) -> None:
+        self.config = config
+
+    def __call__(self, channel: HasPeerCert) -> Signer | None:
+        return peer_id(self.config, channel)

@@ -827,6 +827,9 @@ class Transport:
         self._trimmed = -inf
         self.listen_port: int | None = None
         self._trouble: dict[int, LinkTrouble] = {}
+        self._nursery: trio.Nursery | None = None
+        self._dialers: dict[int, tuple[trio.CancelScope, str, int]] = {}
+        """Replica -> (its dialer's cancel scope, host, port): `reconfigure` moves them."""
         """Replica -> why our last link to it failed; dropped once a link outlives QUICK_CLOSE."""
         self._up_since: dict[int, float] = {}
         """Replica -> when our current outbound link to it completed its handshake."""
@@ -971,14 +974,45 @@ class Transport:
         """Serve `listeners` (replicas; None for clients) and dial every other replica.
         `started()` once the listeners accept connections."""
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             if listeners:
                 await nursery.start(trio.serve_listeners, self._serve_inbound, listeners)
             for r in self.config.replicas:
                 if r.id != self.me:
-                    nursery.start_soon(self._dial_forever, r.id, r.host, r.port)
+                    self._start_dialer(r.id, r.host, r.port)
             for peer, (host, port, box) in self.twins.items():
                 nursery.start_soon(self._dial_forever, peer, host, port, box)
             task_status.started()
+
+    def _start_dialer(self, peer: int, host: str, port: int) -> None:
+        scope = trio.CancelScope()
+        self._dialers[peer] = (scope, host, port)
+
+        async def dial() -> None:
+            with scope:
+                await self._dial_forever(peer, host, port)
+
+        assert self._nursery is not None
+        self._nursery.start_soon(dial)
+
+    def reconfigure(self, config: ClusterConfig) -> None:
+        """A new configuration epoch (pbft.protocol.epochs): links to replicas that joined
+        or moved, none to those that left, without a restart."""
+        self.config = config
+        wanted = {r.id: (r.host, r.port) for r in config.replicas if r.id != self.me}
+        for peer, (scope, host, port) in list(self._dialers.items()):
+            if wanted.get(peer) != (host, port):
+                scope.cancel()
+                del self._dialers[peer]
+                self.connected.discard(peer)
+                if peer not in wanted:
+                    self.outboxes.pop(peer, None)
+        for peer, (host, port) in wanted.items():
+            if peer not in self._dialers:
+                if peer not in self.outboxes:
+                    self.outboxes[peer] = Outbox(dirty=self._dirty)
+                if self._nursery is not None:
+                    self._start_dialer(peer, host, port)
 
     async def _dial_forever(self, peer: int, host: str, port: int, box: Outbox | None = None) -> None:
         backoff = BACKOFF_MIN

@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from . import codec
 from .config import ClusterConfig
 from .crypto import KeyPair, seal
+from .epochs import epoch_of_view, first_view
 from .events import Action, Completed, Event, Failed, Reason, Received, Rejected, Send, Tick
 from .held import client_retransmit_ticks
 from .messages import MAX_OPERATION, MAX_U64, Envelope, Held, Reply, Request, decode_envelope
@@ -122,13 +123,34 @@ class ClientCore:
         self.config = config
         self.id = client_id
         self._key = key
-        self.view = 0
+        self.view = first_view(config.epoch)
+        self.newer_epoch = 0
+        """The newest epoch a reply came from, when it is above our configuration's: the
+        replies of an epoch we do not know are not counted (its f may be larger); the
+        caller reloads the cluster file (`reconfigure`)."""
         self.timestamp = start_timestamp
         self.outstanding: Outstanding | None = None
         self.retransmit_ticks = retransmit_ticks or client_retransmit_ticks(config)
         self.rejected = 0
         self.retransmissions = 0  # timer expiries that resent a request, over all requests
+        self.strong_writes = strong_writes
         self.write_quorum = config.quorum if strong_writes else config.weak_quorum
+
+    def reconfigure(self, config: ClusterConfig) -> list[Action]:
+        """Adopt a later epoch's configuration (pbft.protocol.epochs): its replicas and f
+        from now on. An outstanding request starts counting afresh and goes to all."""
+        if config.epoch <= self.config.epoch:
+            return []
+        self.config = config
+        self.view = max(self.view, first_view(config.epoch))
+        self.write_quorum = config.quorum if self.strong_writes else config.weak_quorum
+        out = self.outstanding
+        if out is None:
+            return []
+        out.replies = type(out.replies)()
+        out.views.clear()
+        out.held.clear()
+        return self._to_all(out.data)
 
     def submit(self, operation: bytes, read_only: bool = False) -> list[Action]:
         if self.outstanding is not None:
@@ -205,6 +227,11 @@ class ClientCore:
         out = self.outstanding
         if out is None or msg.timestamp != out.timestamp:
             return []  # late answer to an earlier request
+        if epoch_of_view(msg.view) > self.config.epoch:
+            # From a configuration we do not know: not counted (its f may be larger than
+            # ours, and f+1 of our count could then all be faulty).
+            self.newer_epoch = max(self.newer_epoch, epoch_of_view(msg.view))
+            return []
         if isinstance(msg, Held):
             return self._on_held(peer, out, msg)
         out.replies[peer] = (msg.result, data)

@@ -20,6 +20,10 @@ from ..errors import ConfigError
 from .crypto import public_key_problem
 from .messages import CLIENT_NAME, Signer
 
+OPERATOR = "operator"
+"""The signer name of the operator's requests (`[operator]`): reconfigurations
+(pbft.protocol.epochs). No client may take it."""
+
 
 @dataclass(frozen=True, slots=True)
 class ReplicaInfo:
@@ -61,6 +65,16 @@ class ClusterConfig:
     service: ServiceSpec | None = None
     """`[service]`: the replicated state machine (None: the built-in key-value store)."""
     base_dir: str = "."
+    epoch: int = 0
+    """The configuration epoch (pbft.protocol.epochs): 0 is the cluster file's; each
+    operator reconfiguration ordered through consensus makes the next."""
+    operator_key: bytes = b""
+    """`[operator] public_key`: who may reconfigure the group (b"": nobody)."""
+    earlier: tuple[ClusterConfig, ...] = field(default=(), compare=False, repr=False)
+    """The configurations of the epochs before this one, oldest first (the cluster
+    file's `[[epoch]]` entries applied to its tables; pbft.protocol.epochs)."""
+    commands: tuple[tuple[int, int, bytes], ...] = field(default=(), compare=False, repr=False)
+    """The `[[epoch]]` entries themselves: (epoch, after, the operator's signed command)."""
     client_index: dict[str, ClientInfo] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -76,6 +90,16 @@ class ClusterConfig:
         if self.service is None:
             return self.cluster_id
         return f"{self.cluster_id}/service={self.service.digest()}"
+
+    @property
+    def replica_domain(self) -> str:
+        """What a replica's signature binds: the signing domain and, from epoch 1 on, the
+        epoch, so that nothing a replica signed under one configuration counts under
+        another (pbft.protocol.epochs). Clients sign with `signing_domain`: a request is
+        not about a configuration, and a client need not know the epoch to be heard."""
+        if self.epoch == 0:
+            return self.signing_domain
+        return f"{self.signing_domain}/epoch={self.epoch}"
 
     # Quorum sizes, OSDI'99 section 4: any two sets of 2f+1 intersect in a correct replica;
     # f+1 always contain one.
@@ -97,9 +121,17 @@ class ClusterConfig:
     def replica_ids(self) -> range:
         return range(self.n)
 
+    @property
+    def requesters(self) -> tuple[str, ...]:
+        """Who may send requests: the clients, and the operator if there is one."""
+        names = tuple(c.id for c in self.clients)
+        return (*names, OPERATOR) if self.operator_key else names
+
     def member_keys(self) -> dict[Signer, bytes]:
         keys: dict[Signer, bytes] = {r.id: r.public_key for r in self.replicas}
         keys.update({c.id: c.public_key for c in self.clients})
+        if self.operator_key:
+            keys[OPERATOR] = self.operator_key
         return keys
 
     def with_clients(self, clients: tuple[ClientInfo, ...]) -> ClusterConfig:
@@ -130,13 +162,15 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "service": ("class",),  # and the service's own parameters (`service_spec`)
     "replica": ("id", "address", "public_key", "certificate", "metrics", "verify_threads"),
     "client": ("id", "public_key", "certificate"),
+    "operator": ("public_key", "certificate"),
+    "epoch": ("epoch", "after", "command"),
 }
 """Every table of a cluster file and every field it may hold. A field added to the format
 is added here, or every command refuses the files that use it: an unknown key is always a
 mistake (a misspelt `batchmax = 12` silently ignored is a setting the operator thinks is
 in force and is not)."""
 
-ARRAYS = frozenset({"replica", "client"})
+ARRAYS = frozenset({"replica", "client", "epoch"})
 """The sections written `[[name]]`, one table per member."""
 
 REQUIRED: dict[str, tuple[str, ...]] = {
@@ -147,6 +181,8 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "service": ("class",),
     "replica": ("id", "address", "public_key"),
     "client": ("id", "public_key"),
+    "operator": ("public_key",),
+    "epoch": ("epoch", "command"),
 }
 
 
@@ -438,6 +474,10 @@ def check_cluster(data: object, base_dir: str = ".") -> tuple[ClusterConfig | No
         fsync = FSYNC_VALUES[0]
 
     service = service_spec(data.get("service"), p.fail, "[service]", base_dir) if "service" in data else None
+    operator = p.table(data, "operator") if "operator" in data else {}
+    operator_key = b""
+    if "public_key" in operator:
+        operator_key = _hexkey(operator["public_key"], "[operator]", p) or b""
     replicas = _replicas(data, f, p)
     clients = _clients(data, p)
     if p.errors or f is None or cid is None:
@@ -458,8 +498,58 @@ def check_cluster(data: object, base_dir: str = ".") -> tuple[ClusterConfig | No
         fsync=fsync,
         service=service,
         base_dir=base_dir,
+        operator_key=operator_key,
     )
+    if "epoch" in data:
+        config = _apply_epochs(config, data, p)
+        if p.errors:
+            return None, p.errors
     return config, []
+
+
+def _apply_epochs(config: ClusterConfig, data: dict, p: _Problems) -> ClusterConfig:
+    """The `[[epoch]]` entries, in order: each the operator's signed command that made
+    the next epoch (pbft.protocol.epochs), checked against the operator's key and
+    applied. The tables above them are epoch 0; the result is the latest epoch."""
+    from dataclasses import replace
+
+    from .crypto import Verifier
+    from .epochs import apply, parse_operation
+    from .messages import Request, decode_envelope
+
+    earlier: list[ClusterConfig] = []
+    commands: list[tuple[int, int, bytes]] = []
+    for where, entry in p.entries(data, "epoch"):
+        epoch = p.req(entry, "epoch", int, where)
+        after = entry.get("after", 0)
+        text = p.req(entry, "command", str, where)
+        if epoch is None or text is None:
+            return config
+        if epoch != config.epoch + 1:
+            p.fail(f"{where}: 'epoch' must be {config.epoch + 1}, the next one, not {epoch}.")
+            return config
+        if type(after) is not int or after < 0:
+            p.fail(f"{where}: 'after' must be a non-negative integer.")
+            return config
+        if not config.operator_key:
+            p.fail(f"{where}: an [[epoch]] entry needs the [operator] key that signed it.")
+            return config
+        try:
+            command = bytes.fromhex(text)
+            env, req = decode_envelope(command)
+            verifier = Verifier(config.signing_domain, {OPERATOR: config.operator_key})
+            if not isinstance(req, Request) or env.signer != OPERATOR or not verifier.verify(env):
+                raise ValueError("it is not a request the operator signed")
+            number, membership = parse_operation(req.operation)
+            if number != epoch:
+                raise ValueError(f"the command is for epoch {number}")
+        except ValueError as exc:
+            p.fail(f"{where}: 'command' does not hold the operator's command for epoch {epoch} ({exc}).")
+            return config
+        earlier.append(config)
+        commands.append((epoch, after, command))
+        config = apply(config, epoch, membership)
+    return replace(config, earlier=tuple(earlier), commands=tuple(commands))
 
 
 def _replicas(data: dict, f: int | None, p: _Problems) -> dict[int, ReplicaInfo]:
@@ -512,6 +602,9 @@ def _clients(data: dict, p: _Problems) -> dict[str, ClientInfo]:
         name = p.req(c, "id", str, where)
         if name is not None and not CLIENT_NAME.match(name):
             p.fail(f"{where}: 'id' must be 1-64 letters, digits, '.', '_' or '-'.")
+            name = None
+        if name == OPERATOR:
+            p.fail(f"{where}: the client id {OPERATOR!r} is reserved for [operator].")
             name = None
         if name is not None and name in clients:
             p.fail(f"{where}: client id {name!r} appears twice.")

@@ -236,7 +236,9 @@ class Verifier:
     finds the verdict. A verdict can only ever answer for the bytes it was reached on.
     """
 
-    def __init__(self, cluster_id: str, keys: dict[Signer, bytes], memo: int = 0) -> None:
+    def __init__(
+        self, cluster_id: str, keys: dict[Signer, bytes], memo: int = 0, replica_domain: str | None = None
+    ) -> None:
         self.cluster_id = cluster_id
         # A key that breaks the rules verifies nothing (the cluster file check refuses
         # it earlier, with a sentence; a Verifier never raises on one).
@@ -252,7 +254,10 @@ class Verifier:
             self._check = _sodium_verify
         self.memo_size = memo
         self._memo: OrderedDict[bytes, bool] = OrderedDict()
-        self._prefix = signing_payload(cluster_id, b"")  # the same for every envelope
+        self._prefix = signing_payload(cluster_id, b"")  # the same for every client envelope
+        # Replicas (integer signers) sign under their configuration's epoch from epoch 1 on
+        # (ClusterConfig.replica_domain); clients under the cluster's domain.
+        self._replica_prefix = signing_payload(replica_domain or cluster_id, b"")
         self.checked = 0
         """Signatures handed to the library, here or on a worker thread (memoised
         verdicts and shape refusals are not)."""
@@ -264,9 +269,13 @@ class Verifier:
         """The key of a verdict on `env` (`verdict_key` of its exact bytes)."""
         h = hashlib.sha256(public)
         h.update(env.signature)
-        h.update(self._prefix)
+        h.update(self.prefix_of(env.signer))
         h.update(env.body)
         return h.digest()
+
+    def prefix_of(self, signer: Signer) -> bytes:
+        """The signing payload's prefix for `signer`'s messages."""
+        return self._replica_prefix if type(signer) is int else self._prefix
 
     def verify(self, env: Envelope) -> bool:
         key = self._keys.get(env.signer)
@@ -278,7 +287,7 @@ class Verifier:
             if hit is not None:
                 return hit
         self.checked += 1
-        ok = self._check(key, env.signature, self._prefix + env.body)  # type: ignore[arg-type]
+        ok = self._check(key, env.signature, self.prefix_of(env.signer) + env.body)  # type: ignore[arg-type]
         if self.memo_size:
             self._remember(mkey, ok)
         return ok
@@ -304,7 +313,7 @@ class Verifier:
             if mkey in self._memo or mkey in seen:
                 continue
             seen.add(mkey)
-            out.append((mkey, public, env.signature, self._prefix + env.body))
+            out.append((mkey, public, env.signature, self.prefix_of(env.signer) + env.body))
         return out
 
     def admit(self, jobs: list[VerifyJob], verdicts: list[bool]) -> None:

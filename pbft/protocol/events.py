@@ -194,6 +194,19 @@ class StateInstalled:
 
 
 @dataclass(frozen=True, slots=True)
+class EpochStarted:
+    """This replica entered configuration epoch `epoch` after stable checkpoint `after`
+    (pbft.protocol.epochs): n replicas, f faulty; `retired` if it is not a member of it
+    (removed, or replaced by another key) and takes no part any more."""
+
+    epoch: int
+    after: int
+    n: int
+    f: int
+    retired: bool
+
+
+@dataclass(frozen=True, slots=True)
 class ViewChangeStarted:
     """This replica sent VIEW-CHANGE for `view`."""
 
@@ -267,6 +280,7 @@ Action = (
     | StateTransferStarted
     | StateInstalled
     | ViewChangeStarted
+    | EpochStarted
     | ViewInstalled
     | Rejected
     | Note

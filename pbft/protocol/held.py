@@ -59,7 +59,7 @@ class ClientAnswers:
     def __init__(self, config: ClusterConfig) -> None:
         self.period = max(1, client_retransmit_ticks(config) // 2)
         self._told: dict[str, tuple[int, int]] = {}
-        self._clients = len(config.clients)
+        self._clients = len(config.requesters)
 
     def due(self, client: str, timestamp: int, now: int) -> bool:
         """True (and noted) if `client`'s request `timestamp` may be answered now."""
@@ -111,8 +111,8 @@ class ReplyCache:
     request."""
 
     def __init__(self, config: ClusterConfig, store: Namespace | None = None) -> None:
-        self.clients = len(config.clients)
-        self._names = frozenset(c.id for c in config.clients)
+        self.clients = len(config.requesters)
+        self._names = frozenset(config.requesters)
         self.records: dict[str, ClientRecord] = {}
         self.store = store
         """Where the records live for checkpoints (the replica's store, under the reply
@@ -173,7 +173,7 @@ class WaitingReads:
     __slots__ = ("_clients", "waiting")
 
     def __init__(self, config: ClusterConfig) -> None:
-        self._clients = len(config.clients)
+        self._clients = len(config.requesters)
         self.waiting: dict[str, Request] = {}
 
     def hold(self, req: Request) -> None:

@@ -76,6 +76,7 @@ class MsgType(IntEnum):
     STABLE_PROOF = 14
     FETCH_BATCH = 15
     BATCH = 16
+    EPOCHS = 17
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +248,16 @@ class FetchBatch:
 
 
 @dataclass(frozen=True, slots=True)
+class Epochs:
+    """The configuration epochs a replica knows after the sender's (pbft.protocol.epochs),
+    for a peer whose STATUS was signed under an older one: each entry the canonical CBOR
+    [epoch, after, command], `command` the operator's signed request. The commands
+    authenticate themselves (the operator's signature); the rest is only a hint."""
+
+    entries: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Batch:
     """The answer to a FETCH-BATCH: the request envelopes whose batch digest is `digest`.
     The digest, which 2f+1 replicas signed, is what makes the answer trustworthy, whoever
@@ -274,6 +285,7 @@ Message = (
     | StableProof
     | FetchBatch
     | Batch
+    | Epochs
 )
 
 
@@ -371,6 +383,7 @@ _SCHEMA: dict[MsgType, tuple[type, tuple]] = {
     MsgType.STABLE_PROOF: (StableProof, (_u64, _list_of(_ENV, MAX_CERTS))),
     MsgType.FETCH_BATCH: (FetchBatch, (_u64, _digest)),
     MsgType.BATCH: (Batch, (_u64, _digest, _list_of(_ENV, MAX_BATCH))),
+    MsgType.EPOCHS: (Epochs, (_list_of(_ENV, MAX_CERTS),)),
 }
 _BATCH_ITEMS = _list_of(_ENV, MAX_BATCH)
 _TYPE_OF: dict[type, MsgType] = {cls: t for t, (cls, _) in _SCHEMA.items()}
@@ -516,6 +529,8 @@ def render(msg: Message) -> str:
             return f"FETCH-BATCH n={n} d={d.hex()[:8]}"
         case Batch(n, d, requests):
             return f"BATCH n={n} d={d.hex()[:8]} requests={len(requests)}"
+        case Epochs(entries):
+            return f"EPOCHS entries={len(entries)}"
     return repr(msg)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .epochs import CONFIG_PREFIX
 from .events import Action, Note, Persist
 from .log import Slot
 from .messages import (
@@ -40,7 +41,8 @@ from .records import (
     from_persist,
 )
 from .safety import vote_slot
-from .viewchange import ViewStatus, check_checkpoint_proof, check_view_change
+from .store import Namespace
+from .viewchange import ViewStatus, check_view_change
 
 if TYPE_CHECKING:
     from .replica import Replica
@@ -65,7 +67,10 @@ def recover(rep: Replica, records: list[Persist]) -> list[Action]:
     jump = next(iter(by_kind.get(WindowJump, [])[-1:]), None)
     assert cp is None or isinstance(cp, StableCheckpoint)
     assert jump is None or isinstance(jump, WindowJump)
-    if cp is not None and check_checkpoint_proof(rep.config, rep.verifier, cp.seq, cp.proof) != cp.digest:
+    # The proof may be of a later epoch than the cluster file's: the store knows it.
+    probe = rep.epochs.fork()
+    probe.load(Namespace(rep.store, CONFIG_PREFIX).get)
+    if cp is not None and probe.check_proof(cp.seq, cp.proof) != cp.digest:
         raise ValueError(f"the stored proof of checkpoint n={cp.seq} is for another digest")
     stable = 0 if cp is None else cp.seq
     replay = jump is None or jump.seq <= stable
@@ -98,6 +103,14 @@ def recover(rep: Replica, records: list[Persist]) -> list[Action]:
         rep._out.append(Note(f"the stored state does not hold checkpoint n={cp.seq}: fetching it"))
         replay = False
         rep._learn_stable(cp.seq, cp.digest, cp.proof)
+    # The epochs the restored state records; if we had moved to a later one, back into it
+    # before anything of it is restored (epochs.py).
+    rep.epochs.reset()
+    for problem in rep.epochs.load(Namespace(rep.store, CONFIG_PREFIX).get):
+        rep._out.append(Note(f"stored state: {problem}"))
+    due = rep.epochs.due(stable)
+    if due is not None and replay:
+        rep._switch_epoch(due)
     accepted = [r for r in by_kind.get(AcceptedPrePrepare, []) if isinstance(r, AcceptedPrePrepare)]
     for v in by_kind.get(SignedVote, []):
         assert isinstance(v, SignedVote)
@@ -135,7 +148,7 @@ def recover(rep: Replica, records: list[Persist]) -> list[Action]:
         # We had jumped to a stable checkpoint whose state we were still fetching: back
         # to that window, and the walk starts again from the top, comparing with what
         # the store holds now.
-        if check_checkpoint_proof(rep.config, rep.verifier, jump.seq, jump.proof) != jump.digest:
+        if rep.epochs.check_proof(jump.seq, jump.proof) != jump.digest:
             raise ValueError(f"the stored proof of checkpoint n={jump.seq} is for another digest")
         rep._learn_stable(jump.seq, jump.digest, jump.proof)
     for vs in by_kind.get(ViewState, [])[-1:]:
@@ -152,7 +165,7 @@ def recover(rep: Replica, records: list[Persist]) -> list[Action]:
             vc = from_body(envelope_from_bytes(vs.message).body)
             assert isinstance(vc, ViewChange)
             rep.view_changes.received[rep.id] = check_view_change(
-                rep.config, rep.verifier, rep.id, vc, vs.message, rep._check_cert
+                rep.config, rep.verifier, rep.id, vc, vs.message, rep._check_cert, rep.epochs.check_proof
             )
     # The pre-prepares we answered, our own pre-prepares and votes of this view above
     # what we executed go back into the log; the primary numbers new batches after

@@ -18,19 +18,29 @@ from collections import Counter
 from typing import assert_never
 
 from . import codec, recovery
-from .batchfetch import BatchAnswers
+from .batchfetch import BatchAnswers, HeldBatches
 from .batching import Batching
 from .bounds import Bound, check
 from .catchup import CatchUp
 from .checkpoints import Checkpoints
-from .config import ClusterConfig
+from .config import OPERATOR, ClusterConfig
 from .crypto import NULL_DIGEST, KeyPair, Verifier, batch_digest
+from .epochs import (
+    CONFIG_PREFIX,
+    MAX_F,
+    EpochEntry,
+    Epochs,
+    epoch_of_view,
+    first_view,
+    parse_operation,
+)
 from .events import (
     Action,
     Broadcast,
     CheckpointStable,
     CheckpointTaken,
     Committed,
+    EpochStarted,
     Event,
     Evidence,
     Executed,
@@ -81,6 +91,9 @@ from .messages import (
     message_of,
     render,
 )
+from .messages import (
+    Epochs as EpochsMessage,
+)
 from .ready import Ready
 from .records import (
     AcceptedPrePrepare,
@@ -113,7 +126,6 @@ from .viewchange import (
     ViewChanges,
     ViewStatus,
     certificates_to_send,
-    check_checkpoint_proof,
     check_new_view,
     check_prepared_cert,
     check_view_change,
@@ -143,24 +155,35 @@ class Replica:
         key: KeyPair,
         service: StateMachine,
         verifier: Verifier | None = None,
+        epochs: Epochs | None = None,
     ) -> None:
         assert 0 <= replica_id < config.n
         self.config = config
         self.id = replica_id
         self.service = service
+        # Every epoch's configuration (epochs.py); `config` is the current one's.
+        self.epochs = epochs or Epochs(config)
+        if verifier is not None:
+            self.epochs.use_verifier(config.epoch, verifier)
+        self.retired = False
+        """Not a member of the current epoch (removed, or replaced by another key): this
+        core takes no part any more (`step` ignores its input)."""
+        self.epoch_deadline: int | None = None
+        """While a change is pending and its boundary not executed: the tick by which the
+        boundary must be reached, or the backups change the view (epochs.py)."""
         self.store = service.root
         """The replicated state: the service's entries and the reply cache, checkpointed
         and transferred as one partition tree (store.py, TOCS 2002 5.3)."""
-        self.verifier = verifier or Verifier(config.signing_domain, config.member_keys())
-        self.safety = SafetyRules(key, config.signing_domain, replica_id)
-        self.view = 0
+        self.verifier = self.epochs.verifier(config.epoch)
+        self.safety = SafetyRules(key, config.replica_domain, replica_id)
+        self.view = first_view(config.epoch)
         self.log = MessageLog(config.log_window)
         self.last_executed = 0
         self.next_seq = 1
         self._retransmit_ticks = max(1, config.retransmit_ms // config.tick_ms)
         self._vc_timeout_ticks = max(1, config.view_change_timeout_ms // config.tick_ms)
         self.batching = Batching(config, self._vc_timeout_ticks)
-        self.requests = RequestTimers(len(config.clients))
+        self.requests = RequestTimers(len(config.requesters))
         self.reads = WaitingReads(config)
         self.status = ViewStatus.NORMAL
         self.view_changes = ViewChanges(config, self._retransmit_ticks, self._vc_timeout_ticks)
@@ -171,6 +194,8 @@ class Replica:
         self.transfer: Transfer | None = None
         self.chunks_served = ChunkBudget(self._retransmit_ticks, config.n)
         self.batch_answers = BatchAnswers(self._retransmit_ticks, config.n, config.log_window)
+        self.held_batches = HeldBatches(config.log_window)
+        self.epochs_sent: dict[int, int] = {}  # replica -> tick we last sent it EPOCHS
         self.transfers_completed = 0
         self.replies = ReplyCache(config, Namespace(self.store, REPLY_PREFIX))
         if not self.store.kept:
@@ -225,13 +250,17 @@ class Replica:
         must be durable before its sends (`ready.Ready`)."""
         self._out = []
         match event:
+            case Received(peer, data) if self.retired:
+                self.rejects[(peer, Reason.STALE)] += 1  # not a member any more
+            case Tick() if self.retired:
+                self.ticks += 1
             case Received(peer, data):
                 self._on_received(peer, data)
             case Tick():
                 self._on_tick()
             case _:
                 assert_never(event)
-        if self.is_primary and self.status is ViewStatus.NORMAL:
+        if self.is_primary and self.status is ViewStatus.NORMAL and not self.retired:
             self._maybe_propose()
         out, self._out = self._out, []
         return Ready.of(out)
@@ -248,6 +277,7 @@ class Replica:
         out = [
             *self.log.bounds(), *self.checkpoints.bounds(), *self.future.bounds(), *self.requests.bounds(),
             *self.view_changes.bounds(), *self.chunks_served.bounds(), *self.batch_answers.bounds(),
+            *self.held_batches.bounds(),
             *self.verified.bounds(),
             *self.deferred.bounds(), *self.batching.bounds(), *self.replies.bounds(), *self.reads.bounds(),
             *self.evidence.bounds(), *self.catch_up.bounds(), *self.verifier.bounds(),
@@ -255,8 +285,9 @@ class Replica:
         ]
         cfg = self.config
         out.append(("prepared_certs", len(self.prepared_certs), cfg.log_window))
+        out.append(("epochs_sent", len(self.epochs_sent), 3 * MAX_F + 1))
         # Keyed by (channel peer, reason): replicas, clients and an unauthenticated None.
-        out.append(("rejects", len(self.rejects), (cfg.n + len(cfg.clients) + 1) * len(Reason)))
+        out.append(("rejects", len(self.rejects), (cfg.n + len(cfg.requesters) + 1) * len(Reason)))
         return out
 
     def state_digest(self) -> bytes:
@@ -321,6 +352,14 @@ class Replica:
             return False
         return True
 
+    def _verify_any(self, peer: Signer | None, env: Envelope) -> int | None:
+        """The configuration epoch under which `env` verifies, for the messages that help
+        a replica catch up across epochs (epochs.py); None (rejected) if none."""
+        epoch = self.epochs.verify_any(env)
+        if epoch is None:
+            self._reject(peer, Reason.BAD_SIGNATURE, f"signer {env.signer!r}")
+        return epoch
+
     # Seams: the quorum sizes (section 4.2, 4.3), the digest check of a batch (4.2), the
     # checks of a prepared certificate and of a NEW-VIEW (4.4) and of a state chunk (TOCS
     # 5.3) are methods, so that each broken core of pbft/adversary/broken.py overrides one
@@ -382,6 +421,8 @@ class Replica:
                 self.on_fetch_batch(peer, env, msg)
             case Batch():
                 self.on_batch(peer, env, msg)
+            case EpochsMessage():
+                self.on_epochs(peer, env, msg)
             case _:
                 self._reject(peer, Reason.WRONG_ROLE, f"unexpected {render(msg)}")
 
@@ -492,6 +533,10 @@ class Replica:
         self.next_seq = max(self.next_seq, self.last_executed + 1)
         while self._reinstate_own_pre_prepare():
             self.next_seq += 1
+        boundary = self.epochs.boundary()
+        if boundary is not None:
+            self._fill_to_boundary(boundary)
+            return
         # Batching policy (batching.py): when to propose, and which requests.
         while self.log.in_window(self.next_seq) and self.batching.ready(
             self.next_seq - 1 - self.last_executed
@@ -519,10 +564,13 @@ class Replica:
             pp = message_of(env)
             assert isinstance(pp, PrePrepare)
             data = env.to_bytes()
+            if pp.batch is None and (known := self._known_batch(pp.seq, pp.digest)) is not None:
+                pp, data = PrePrepare(pp.view, pp.seq, pp.digest, known), attached(data, known)
             checked, _ = self.verified.batch(pp.batch or ())
             slot = self.log.reopen(pp.seq, self.view)
             self._accept_pre_prepare(slot, pp, data, checked)
-            self._out.append(Broadcast(data))
+            if pp.batch is not None:  # without it, of no use to anyone (we fetch it too)
+                self._out.append(Broadcast(data))
         return True
 
     # -- pre-prepare, prepare, commit (section 4.2) -------------------------------------
@@ -539,6 +587,8 @@ class Replica:
         slot.pre_prepare = pp
         slot.pre_prepare_env = data
         slot.requests = requests
+        if pp.batch is not None:
+            self.held_batches.keep(pp.seq, pp.digest, pp.batch)
         for req, _ in requests:
             self.requests.saw_ordered(req.client, req.timestamp)
         if prepare:
@@ -564,11 +614,24 @@ class Replica:
         """A message of our view for a sequence number outside the water marks (4.2)."""
         if not self.log.in_window(seq):
             return Reason.OUT_OF_WINDOW, f"{what} n={seq}"
+        boundary = self.epochs.boundary()
+        if boundary is not None and seq > boundary:
+            # The next epoch orders what follows its boundary (epochs.py).
+            return Reason.OUT_OF_WINDOW, f"{what} n={seq} after the epoch boundary {boundary}"
         return None
 
     def on_pre_prepare(self, peer: Signer | None, env: Envelope, data: bytes, pp: PrePrepare) -> None:
         if (why := self.ignore_pre_prepare(env, pp)) is not None:
             self._ignore(peer, why)
+            return
+        if pp.batch is None:
+            # Only certificates and NEW-VIEWs carry a pre-prepare without its batch (4.4).
+            self._reject(peer, Reason.MALFORMED, f"pre-prepare n={pp.seq} without its batch")
+            return
+        if pp.view > self.view and not self._batch_matches(pp):
+            # Kept for a view to come only if its batch is its own: the signature does not
+            # cover the batch, and copies with other batches would fill the primary's budget.
+            self._reject(peer, Reason.BAD_DIGEST, f"pre-prepare n={pp.seq} of view {pp.view}")
             return
         if self._outside_view(peer, env, data, pp.view, "pre-prepare"):
             return
@@ -578,16 +641,14 @@ class Replica:
         slot = self.log.get(pp.seq)
         if slot is not None and slot.pre_prepare is not None and slot.view == pp.view:
             if slot.pre_prepare.digest == pp.digest:
+                if slot.pre_prepare.batch is None and self._batch_matches(pp):
+                    self._attach_batch(slot, pp.batch)  # the batch a NEW-VIEW named, resent whole
                 return  # retransmission
             if not self._verify(peer, env):
                 return
             # The primary signed two pre-prepares for one (v, n): keep both as evidence.
             self._evidence(env.signer, "equivocate", slot.pre_prepare_env, data)  # type: ignore[arg-type]
             self._reject(peer, Reason.CONFLICT, f"second pre-prepare for n={pp.seq}")
-            return
-        if pp.batch is None:
-            # Only certificates and NEW-VIEWs carry a pre-prepare without its batch (4.4).
-            self._reject(peer, Reason.MALFORMED, f"pre-prepare n={pp.seq} without its batch")
             return
         if len(pp.batch) > self.config.batch_max:
             self._reject(peer, Reason.BATCH_TOO_LARGE, f"{len(pp.batch)} requests")
@@ -759,6 +820,9 @@ class Replica:
                 break
             if slot.pre_prepare is None or slot.pre_prepare.batch is None:
                 break  # committed by digest; its batch is being fetched (FETCH-BATCH)
+            boundary = self.epochs.boundary()
+            if boundary is not None and slot.seq > boundary:
+                break  # the next epoch executes what follows its boundary
             self._execute(slot)
         self._answer_reads()
 
@@ -772,20 +836,25 @@ class Replica:
         # only a re-execution after a restart (runtime.node._writes_to_commit).
         self._out.append(ExecutedBatch(slot.view, slot.seq).to_persist())
         done: list[ExecutedRequest] = []
-        for req, _ in slot.requests:
+        for req, data in slot.requests:
             rec = self.replies.settled(req.client, req.timestamp)
             if rec is not None:  # exactly-once: a deterministic no-op
                 if req.timestamp == rec.timestamp:
                     self._reply(req.client, rec.timestamp, rec.result)
                 done.append(ExecutedRequest(req.client, req.timestamp, req.operation, b"", False))
                 continue
-            result = self.service.execute(req.operation, req.client)
+            if req.client == OPERATOR:
+                result = self._operator_command(req, data, slot.seq)
+            else:
+                result = self.service.execute(req.operation, req.client)
             self.replies.record(req.client, req.timestamp, result)
             self._reply(req.client, req.timestamp, result)
             done.append(ExecutedRequest(req.client, req.timestamp, req.operation, result, True))
             self.requests.executed(req.client, req.timestamp)
             self.view_changes.attempts = 0  # progress in this view (4.5.2)
         self.last_executed = slot.seq
+        if self.epoch_deadline is not None:
+            self.epoch_deadline = self.ticks + self._vc_timeout_ticks  # progress toward the boundary
         self.retransmit_timeout.start(self.ticks)
         if self.is_primary:
             self.batching.expect_returns({req.client for req, _ in slot.requests}, self.ticks)
@@ -844,10 +913,10 @@ class Replica:
         if (why := self.ignore_stable_proof(env, sp)) is not None:
             self._ignore(peer, why)
             return
-        if not self._verify(peer, env):
+        if self._verify_any(peer, env) is None:
             return
         try:
-            state_digest = check_checkpoint_proof(self.config, self.verifier, sp.seq, sp.proof)
+            state_digest = self.epochs.check_proof(sp.seq, sp.proof)
         except InvalidCertificate as exc:
             self._reject(peer, Reason.BAD_CERTIFICATE, f"stable proof of {sp.seq}: {exc}")
             return
@@ -913,10 +982,14 @@ class Replica:
             self._out.append(WindowJump(seq, state_digest, proof).to_persist())
             self._out.append(Truncate(seq))
         self.log.advance(seq)
+        self.held_batches.collect(seq)
+        self.batch_answers.collect(seq)
         self.safety.forget_below(seq)
         self.prepared_certs = {s: c for s, c in self.prepared_certs.items() if s > seq}
         self.checkpoints.collect(seq, state_digest, proof)
         self._out.append(CheckpointStable(seq, state_digest, proof))
+        if self.checkpoints.own.get(seq) == state_digest:
+            self._maybe_switch_epoch()
 
     # -- view changes (section 4.4, 4.5.2) ------------------------------------------------
 
@@ -939,7 +1012,7 @@ class Replica:
         data = self._broadcast(self.safety.sign_other(vc))
         try:
             self.view_changes.received[self.id] = check_view_change(
-                self.config, self.verifier, self.id, vc, data, self._check_cert
+                self.config, self.verifier, self.id, vc, data, self._check_cert, self.epochs.check_proof
             )
         except InvalidCertificate as exc:  # only from a damaged store: never out of step()
             self._out.append(Note(f"our own view-change for {new_view} does not check: {exc}"))
@@ -953,6 +1026,10 @@ class Replica:
             self._ignore(peer, why)
             return
         signer: int = env.signer  # type: ignore[assignment]
+        if epoch_of_view(vc.new_view) != self.epochs.current:
+            # Another configuration's view (epochs.py): not ours to count.
+            self.rejects[(peer, Reason.STALE)] += 1
+            return
         if vc.new_view < self.view or (vc.new_view == self.view and self.status is ViewStatus.NORMAL):
             if vc.new_view == self.view and self.is_primary and self.new_view_data:
                 # The sender missed our NEW-VIEW: send it again. A NEW-VIEW is large, so
@@ -977,7 +1054,9 @@ class Replica:
         if not self._verify(peer, env):
             return
         try:
-            checked = check_view_change(self.config, self.verifier, signer, vc, data, self._check_cert)
+            checked = check_view_change(
+                self.config, self.verifier, signer, vc, data, self._check_cert, self.epochs.check_proof
+            )
         except InvalidCertificate as exc:
             self._reject(peer, Reason.BAD_CERTIFICATE, str(exc))
             return
@@ -1035,6 +1114,9 @@ class Replica:
         by digest only (4.4); those we lack are fetched (FETCH-BATCH)."""
         if digest == NULL_DIGEST:
             return ()
+        held = self.held_batches.get(seq, digest)
+        if held is not None:
+            return held
         slot = self.log.get(seq)
         if slot is not None and slot.pre_prepare is not None and slot.pre_prepare.digest == digest:
             if slot.pre_prepare.batch is not None:
@@ -1088,6 +1170,8 @@ class Replica:
             return Reason.NOT_PRIMARY, f"new-view for {nv.view} by {env.signer}"
         if nv.view < self.view or (nv.view == self.view and self.status is ViewStatus.NORMAL):
             return Reason.STALE, None
+        if epoch_of_view(nv.view) != self.epochs.current:
+            return Reason.STALE, f"new-view {nv.view} of another epoch"
         # No bound on how far ahead: a NEW-VIEW is checked in full (2f+1 signed
         # view-changes), and it is how a replica that was down for many views catches up.
         return None
@@ -1116,7 +1200,7 @@ class Replica:
 
     def _check_new_view(self, nv: NewView) -> CheckedNewView:
         """Seam: recompute a NEW-VIEW (viewchange.check_new_view); raises InvalidCertificate."""
-        return check_new_view(self.config, self.verifier, nv, self._check_cert)
+        return check_new_view(self.config, self.verifier, nv, self._check_cert, self.epochs.check_proof)
 
     def _check_cert(
         self, config: ClusterConfig, verifier: Verifier, new_view: int, cert: tuple[bytes, ...]
@@ -1225,20 +1309,28 @@ class Replica:
         if batch_digest(b.requests) != b.digest:
             self._reject(peer, Reason.BAD_DIGEST, f"batch n={b.seq}")
             return
-        requests, bad = self.verified.batch(b.requests)
+        self._attach_batch(slot, b.requests)
+
+    def _attach_batch(self, slot: Slot, batch: tuple[bytes, ...]) -> None:
+        """The batch of a slot held by digest only arrived (its digest checked): attach
+        it, record it, and execute what it allows."""
+        pp = slot.pre_prepare
+        assert pp is not None
+        requests, bad = self.verified.batch(batch)
         for why in bad:  # a prepared batch was checked by a correct replica
-            self._out.append(Note(f"unverifiable request in fetched n={b.seq}: {why}"))
-        slot.pre_prepare = PrePrepare(pp.view, pp.seq, pp.digest, b.requests)
-        slot.pre_prepare_env = attached(slot.pre_prepare_env, b.requests)
+            self._out.append(Note(f"unverifiable request in fetched n={pp.seq}: {why}"))
+        slot.pre_prepare = PrePrepare(pp.view, pp.seq, pp.digest, batch)
+        slot.pre_prepare_env = attached(slot.pre_prepare_env, batch)
         slot.requests = requests
+        self.held_batches.keep(pp.seq, pp.digest, batch)
         for req, _ in requests:
             self.requests.saw_ordered(req.client, req.timestamp)
-        cert = self.prepared_certs.get(b.seq)
+        cert = self.prepared_certs.get(pp.seq)
         if cert is not None and cert[0] == slot.view:
             # Our PREPARED record held the pre-prepare without the batch; a restart must
             # be able to replay the execution that may now follow.
-            self.prepared_certs[b.seq] = (cert[0], slot.pre_prepare_env, cert[2])
-            record = PreparedCertificate(cert[0], b.seq, slot.pre_prepare_env, cert[2])
+            self.prepared_certs[pp.seq] = (cert[0], slot.pre_prepare_env, cert[2])
+            record = PreparedCertificate(cert[0], pp.seq, slot.pre_prepare_env, cert[2])
             self._out.append(record.to_persist())
         self._maybe_execute()
         self._answer_reads()
@@ -1257,9 +1349,14 @@ class Replica:
         if (why := self.ignore_status(peer, env)) is not None:
             self._ignore(peer, why)
             return
-        if not self._verify(peer, env):
+        epoch = self._verify_any(peer, env)
+        if epoch is None:
             return
         to: int = env.signer  # type: ignore[assignment]
+        if epoch < self.epochs.current:
+            # It is in an epoch we have left: first the commands that made the later
+            # ones, so that it can check what proves where we are.
+            self._send_epochs(to, epoch)
         self.view_changes.saw(to, st.view)
         if self.catch_up.report(to, st.view, st.last_executed, self.ticks):
             self._locate()
@@ -1310,7 +1407,7 @@ class Replica:
         if (why := self.ignore_fetch_state(peer, env, fs)) is not None:
             self._ignore(peer, why)
             return
-        if not self._verify(peer, env):
+        if self._verify_any(peer, env) is None:
             return
         if fs.level >= 1:
             children = self.store.children_at(fs.seq, fs.level, fs.index)
@@ -1347,7 +1444,7 @@ class Replica:
             return
         t = self.transfer
         assert t is not None
-        if not self._verify(peer, env):
+        if self._verify_any(peer, env) is None:
             return
         source: int = env.signer  # type: ignore[assignment]
         verdict, entries = t.received(sc.level, sc.index, sc.part, sc.parts, sc.data, source,
@@ -1381,6 +1478,8 @@ class Replica:
             return
         for problem in self.replies.load():
             self._out.append(Note(f"state at {t.seq}: {problem}"))
+        for problem in self.epochs.load(Namespace(self.store, CONFIG_PREFIX).get):
+            self._out.append(Note(f"state at {t.seq}: {problem}"))
         self.last_executed = t.seq
         self.next_seq = max(self.next_seq, t.seq + 1)
         self.checkpoints.own[t.seq] = d
@@ -1390,7 +1489,161 @@ class Replica:
         self.requests.drop_executed(self.replies.executed_ts)
         self.requests.restart(self.ticks)  # a fresh timer once caught up
         self._out.append(StateInstalled(t.seq, t.digest))
+        self._maybe_switch_epoch()
         self._maybe_execute()
+
+    # -- configuration epochs (epochs.py) ------------------------------------------------
+
+    def _fill_to_boundary(self, boundary: int) -> None:
+        """A change of configuration is pending: order what waits up to its boundary B,
+        and null requests when nothing does, so that even an idle group reaches B; never
+        anything beyond B in this epoch."""
+        while (
+            self.next_seq <= boundary
+            and self.log.in_window(self.next_seq)
+            and self.next_seq - 1 - self.last_executed < self.config.pipeline
+        ):
+            batch = self.batching.take() if self.batching.pending else []
+            envs = tuple(d for _, d in batch)
+            pp = PrePrepare(self.view, self.next_seq, batch_digest(envs), envs)
+            data = self._broadcast_vote(pp)
+            slot = self.log.slot(pp.seq, self.view)
+            self._accept_pre_prepare(slot, pp, data, tuple(batch))
+            self.next_seq += 1
+
+    def _operator_command(self, req: Request, data: bytes, seq: int) -> bytes:
+        """Execute an operator command (epochs.py): the next epoch's membership, in force
+        after the checkpoint at or after `seq`. Every correct replica decides the same
+        here; the result says what (CBOR: {"epoch", "after"} or {"error"})."""
+        try:
+            epoch, membership = parse_operation(req.operation)
+        except ValueError as exc:
+            return codec.encode({"error": str(exc)})
+        nxt = self.epochs.current + 1
+        if self.epochs.pending is not None:
+            return codec.encode({"error": f"epoch {nxt} is already pending"})
+        if epoch != nxt:
+            return codec.encode({"error": f"the next epoch is {nxt}, not {epoch}"})
+        k = self.config.checkpoint_interval
+        entry = EpochEntry(epoch, -(-seq // k) * k, data)
+        self.epochs.add(entry)
+        # In the replicated state: digested with it, transferred with it, found again
+        # after a restart.
+        Namespace(self.store, CONFIG_PREFIX).put(EpochEntry.key(epoch), entry.encode())
+        self.epoch_deadline = self.ticks + self._vc_timeout_ticks
+        self._out.append(Note(
+            f"epoch {epoch} (f={membership.f}, n={3 * membership.f + 1}, {len(membership.clients)} clients) "
+            f"begins after checkpoint {entry.after}"
+        ))
+        return codec.encode({"epoch": epoch, "after": entry.after})
+
+    def _send_epochs(self, to: int, epoch: int) -> None:
+        """The entries of the epochs after `epoch` that we know, once per retransmission
+        period per replica (they are small, but a STATUS must not buy an answer each)."""
+        last = self.epochs_sent.get(to)
+        if last is not None and self.ticks - last < self._retransmit_ticks:
+            return
+        self.epochs_sent[to] = self.ticks
+        entries = tuple(
+            codec.encode([e, entry.after, entry.command])
+            for e, entry in sorted(self.epochs.entries.items()) if e > epoch
+        )
+        if entries:
+            self._out.append(Send(to, self.safety.sign_other(EpochsMessage(entries)).to_bytes()))
+
+    def on_epochs(self, peer: Signer | None, env: Envelope, msg: EpochsMessage) -> None:
+        """Configuration epochs a peer says followed ours: each command is checked against
+        the operator's key, so who sent them does not matter (its envelope is not)."""
+        if (why := self.ignore_unsigned(env)) is not None:
+            self._ignore(peer, why)
+            return
+        learnt = 0
+        for raw in msg.entries:
+            try:
+                epoch, _, command = codec.decode(raw)
+            except (codec.CodecError, TypeError, ValueError):
+                self._reject(peer, Reason.MALFORMED, "an epoch entry")
+                return
+            if type(epoch) is not int or type(command) is not bytes or epoch in self.epochs.configs:
+                continue
+            why = self.epochs.learn(epoch, command, self.verifier)
+            if why is not None:
+                self._reject(peer, Reason.BAD_CERTIFICATE, f"epoch {epoch}: {why}")
+                return
+            learnt += 1
+        if learnt:
+            self._out.append(Note(f"learnt of epochs up to {max(self.epochs.configs)} from replica {env.signer}"))
+
+    def _on_epoch_deadline(self) -> None:
+        """The boundary of a pending epoch was not reached in time: the primary is not
+        filling up to it (a backup's view; the primary fills on its own)."""
+        boundary = self.epochs.boundary()
+        if boundary is None or self.last_executed >= boundary:
+            self.epoch_deadline = None
+            return
+        self.epoch_deadline = self.ticks + self._vc_timeout_ticks
+        if self.status is ViewStatus.NORMAL and not self.is_primary and self.transfer is None:
+            self._out.append(Note(f"the boundary {boundary} of epoch {self.epochs.current + 1} is not reached"))
+            self.become_view_change(self.view + 1)
+
+    def _maybe_switch_epoch(self) -> None:
+        """Move to the newest epoch whose boundary is our stable checkpoint or below it,
+        once we hold that state (epochs.py: the old group stops at a stable checkpoint,
+        the new one starts from it)."""
+        epoch = self.epochs.due(self.log.low)
+        if epoch is not None and self.transfer is None and self.last_executed >= self.log.low:
+            self._switch_epoch(epoch)
+
+    def _switch_epoch(self, epoch: int) -> None:
+        config = self.epochs.configs[epoch]
+        boundary = self.log.low
+        self.epochs.current = epoch
+        self.config = config
+        self.verifier = self.epochs.verifier(epoch)
+        me = config.replicas[self.id] if self.id < config.n else None
+        self.retired = me is None or me.public_key != self.safety.public_key
+        self.safety.rebind(config.replica_domain)
+        # Nothing of the old epoch above its boundary counts: slots, certificates, votes
+        # and view changes start afresh, in the new epoch's first view, with no view change.
+        self.requests.adopt(self.batching.drain(), self.ticks)
+        waiting = self.requests.new_view(self.ticks)
+        self.view = first_view(epoch)
+        self.status = ViewStatus.NORMAL
+        self.new_view_data = b""
+        self.new_view_timeout.stop()
+        self.log.slots.clear()
+        self.prepared_certs = {}
+        self.view_changes = ViewChanges(config, self._retransmit_ticks, self._vc_timeout_ticks)
+        self.future = FutureViews(config)
+        self.catch_up = CatchUp(config, self._retransmit_ticks)
+        self.checkpoints.config = config
+        self.checkpoints.votes = {s: v for s, v in self.checkpoints.votes.items() if s <= boundary}
+        self.batching.config = config
+        self.requests = RequestTimers(len(config.requesters))
+        self.reads = WaitingReads(config)
+        self.replies = ReplyCache(config, Namespace(self.store, REPLY_PREFIX))
+        self.replies.load()
+        self.verified = VerifiedRequests(self.verifier)
+        self.deferred = DeferredRequests(self.batching, self.requests, self.replies)
+        self.chunks_served = ChunkBudget(self._retransmit_ticks, config.n)
+        self.batch_answers = BatchAnswers(self._retransmit_ticks, config.n, config.log_window)
+        self.next_seq = boundary + 1
+        self.epoch_deadline = None
+        self._out.append(Truncate(ALL_CHECKPOINTS))  # the old epoch's votes above B are void
+        self._persist_view(b"")
+        self._out.append(EpochStarted(epoch, boundary, config.n, config.f, self.retired))
+        if self.retired:
+            return
+        # Requests that waited go to the new primary, or into its queue.
+        for data in waiting:
+            req = self.verified.check(data)
+            if isinstance(req, str):
+                continue  # a client the new epoch does not have, or a key it replaced
+            if self.is_primary:
+                self._enqueue(req, data)
+            else:
+                self.requests.adopt([(req.client, req, data)], self.ticks)
+                self._out.append(Send(self.primary, data))
 
     # -- durability (docs/architecture.md "The durability contract") ----------------------
 
@@ -1423,6 +1676,8 @@ class Replica:
         for timeout, fire in self.timeouts:
             if timeout.fired(self.ticks):
                 fire()
+        if self.epoch_deadline is not None and self.ticks >= self.epoch_deadline:
+            self._on_epoch_deadline()
 
     def on_hold_timeout(self) -> None:
         # The wait for returning clients ran out (batching.py).

@@ -67,5 +67,15 @@ class SafetyRules:
         assert not isinstance(msg, PrePrepare | Prepare | Commit | Checkpoint)
         return seal(self._key, self._cluster_id, self.replica_id, msg)
 
+    @property
+    def public_key(self) -> bytes:
+        return self._key.public
+
+    def rebind(self, domain: str) -> None:
+        """A new configuration epoch (epochs.py): sign under its domain from now on. What
+        was signed under the old one binds nothing in the new one, so it is forgotten."""
+        self._cluster_id = domain
+        self.signed = {}
+
     def forget_below(self, seq: int) -> None:
         self.signed = {s: v for s, v in self.signed.items() if s[2] > seq}

@@ -29,7 +29,7 @@ from enum import Enum
 from . import codec
 from .bounds import Bound, check
 from .config import ClusterConfig
-from .crypto import NULL_DIGEST, Verifier, batch_digest
+from .crypto import NULL_DIGEST, Verifier
 from .events import Ignored, Reason
 from .log import MessageLog
 from .messages import (
@@ -143,8 +143,10 @@ def check_cert_pre_prepare(
         raise InvalidCertificate(f"prepared certificate from view {pp.view} >= {new_view}")
     if env.signer != config.primary(pp.view):
         raise InvalidCertificate(f"pre-prepare of view {pp.view} not signed by its primary")
-    if pp.batch is not None and batch_digest(pp.batch) != pp.digest:
-        raise InvalidCertificate(f"pre-prepare n={pp.seq} digest does not match its batch")
+    if pp.batch is not None:
+        # A certificate is about a digest; carried batches would let one VIEW-CHANGE (and
+        # the NEW-VIEW that holds it) outgrow any frame (4.4).
+        raise InvalidCertificate(f"the pre-prepare of certificate n={pp.seq} carries its batch")
     return env, pp
 
 
@@ -173,6 +175,10 @@ CertCheck = Callable[[ClusterConfig, Verifier, int, tuple[bytes, ...]], Prepared
 """How a prepared certificate is checked: `check_prepared_cert`, or a broken core's
 weaker rule (adversary/broken.py) passed down as a seam."""
 
+ProofCheck = Callable[[int, tuple[bytes, ...]], bytes]
+"""How a stable-checkpoint proof is checked: against the configuration of its epoch
+(epochs.Epochs.check_proof); by default against the one configuration given."""
+
 
 def check_view_change(
     config: ClusterConfig,
@@ -181,9 +187,13 @@ def check_view_change(
     vc: ViewChange,
     data: bytes,
     check_cert: CertCheck = check_prepared_cert,
+    check_proof: ProofCheck | None = None,
 ) -> CheckedViewChange:
     """Check every part of a VIEW-CHANGE (whose envelope signature is already verified)."""
-    stable_digest = check_checkpoint_proof(config, verifier, vc.stable_seq, vc.checkpoint_proof)
+    if check_proof is None:
+        stable_digest = check_checkpoint_proof(config, verifier, vc.stable_seq, vc.checkpoint_proof)
+    else:
+        stable_digest = check_proof(vc.stable_seq, vc.checkpoint_proof)
     certs: dict[int, PreparedCert] = {}
     for raw in vc.prepared:
         pc = check_cert(config, verifier, vc.new_view, raw)
@@ -252,7 +262,8 @@ class CheckedNewView:
 
 
 def check_view_changes(
-    config: ClusterConfig, verifier: Verifier, nv: NewView, check_cert: CertCheck = check_prepared_cert
+    config: ClusterConfig, verifier: Verifier, nv: NewView, check_cert: CertCheck = check_prepared_cert,
+    check_proof: ProofCheck | None = None,
 ) -> list[CheckedViewChange]:
     """The 2f+1 VIEW-CHANGEs a NEW-VIEW carries, each for its view, from distinct
     replicas, validly signed and checked in full (section 4.4)."""
@@ -271,7 +282,7 @@ def check_view_changes(
         if not verifier.verify(env):
             raise InvalidCertificate(f"bad signature on the view-change of {env.signer}")
         try:
-            checked.append(check_view_change(config, verifier, env.signer, vc, raw, check_cert))
+            checked.append(check_view_change(config, verifier, env.signer, vc, raw, check_cert, check_proof))
         except InvalidCertificate as exc:
             raise InvalidCertificate(f"invalid view-change from {env.signer}: {exc}") from None
     if len(checked) < config.quorum:
@@ -280,14 +291,15 @@ def check_view_changes(
 
 
 def check_new_view(
-    config: ClusterConfig, verifier: Verifier, nv: NewView, check_cert: CertCheck = check_prepared_cert
+    config: ClusterConfig, verifier: Verifier, nv: NewView, check_cert: CertCheck = check_prepared_cert,
+    check_proof: ProofCheck | None = None,
 ) -> CheckedNewView:
     """Recompute the NEW-VIEW from the view-changes it carries and accept it only if its
     pre-prepares are exactly the recomputed ones, signed by the new primary for the new
     view (section 4.4: backups "verify that O is correct by performing a computation
     similar to the one used by the primary to create O"). The envelope of `nv` itself is
     already verified; anything wrong raises InvalidCertificate."""
-    plan = plan_new_view(check_view_changes(config, verifier, nv, check_cert))
+    plan = plan_new_view(check_view_changes(config, verifier, nv, check_cert, check_proof))
     if len(nv.pre_prepares) != len(plan.slots):
         raise InvalidCertificate(f"{len(nv.pre_prepares)} pre-prepares where {len(plan.slots)} were due")
     primary = config.primary(nv.view)
@@ -301,8 +313,8 @@ def check_new_view(
             raise InvalidCertificate("a re-issued pre-prepare is not the new primary's for the new view")
         if (pp.seq, pp.digest) != (seq, d):
             raise InvalidCertificate(f"pre-prepare n={pp.seq} differs from the recomputed one")
-        if pp.batch is not None and batch_digest(pp.batch) != d:
-            raise InvalidCertificate(f"pre-prepare n={pp.seq} digest does not match its batch")
+        if pp.batch is not None:
+            raise InvalidCertificate(f"re-issued pre-prepare n={pp.seq} carries its batch")
         if not verifier.verify(env):
             raise InvalidCertificate(f"bad signature on pre-prepare n={pp.seq}")
         pre_prepares.append((pp, raw))

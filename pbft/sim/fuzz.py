@@ -53,7 +53,7 @@ from typing import IO
 from ..adversary import rules as rules_mod
 from ..adversary.catalogue import CLIENT_REGISTRY, REGISTRY
 from .result import RunResult
-from .scenario import TRIGGERS, ByzantineSpec, Expect, NetworkFault, Scenario, to_toml
+from .scenario import TRIGGERS, ByzantineSpec, Expect, NetworkFault, Reconfigure, Scenario, to_toml
 from .simulation import Simulation, never_healed, run_scenario
 from .trace import TraceWriter
 
@@ -221,7 +221,41 @@ def random_scenario(
         network=tuple(net),
         expect=Expect(all_requests_complete=True),
     )
-    return widen(s, seed) if wide else s
+    s = widen(s, seed) if wide else s
+    steps = _reconfiguration(seed, f, set(s.faulty_replicas()), s.clients)
+    return replace(s, reconfigure=steps) if steps else s
+
+
+RECONFIGURE_SHARE = 0.2
+"""Share of random-mode seeds whose group is changed while they run ([[reconfigure]])."""
+
+
+def _reconfiguration(seed: int, f: int, faulty: set[int], clients: int) -> tuple[Reconfigure, ...]:
+    """Operator changes for a fuzz seed: replacing a replica, growing or shrinking the
+    group, adding clients, one to three of them at random times. From an RNG of its own,
+    so that seeds without changes are the scenarios they always were. f never drops
+    below the faulty replicas that stay in the group."""
+    rng = random.Random(f"reconfigure/{seed}/{f}")
+    if rng.random() >= RECONFIGURE_SHARE:
+        return ()
+    steps: list[Reconfigure] = []
+    cur = f
+    at = rng.randrange(50, WINDOW_MS)
+    for _ in range(rng.randint(1, 3)):
+        kind = rng.choice(("replace", "grow", "shrink", "client"))
+        n = 3 * cur + 1
+        if kind == "replace":
+            steps.append(Reconfigure(at, replace=(rng.randrange(n),)))
+        elif kind == "grow" and cur < 2:
+            cur += 1
+            steps.append(Reconfigure(at, f=cur))
+        elif kind == "shrink" and cur > 1 and len({r for r in faulty if r < 3 * (cur - 1) + 1}) <= cur - 1:
+            cur -= 1
+            steps.append(Reconfigure(at, f=cur))
+        else:
+            steps.append(Reconfigure(at, add_clients=1))
+        at += rng.randrange(100, 1500)
+    return tuple(steps)
 
 
 def _cluster_knobs(rng: random.Random) -> tuple[tuple[str, int], ...]:
@@ -525,6 +559,8 @@ def _candidates(s: Scenario):
             for j in range(len(raw)):
                 spec = replace(b, params={**b.params, "rule": raw[:j] + raw[j + 1 :]})
                 yield replace(s, byzantine=s.byzantine[:i] + (spec,) + s.byzantine[i + 1 :])
+    if s.reconfigure:  # the last change (an earlier one may be what a later one needs)
+        yield replace(s, reconfigure=s.reconfigure[:-1])
     if s.requests > 1:
         yield replace(s, requests=max(1, s.requests // 2))
         yield replace(s, requests=s.requests - 1)

@@ -42,8 +42,9 @@ from typing import Any
 
 from ..protocol import codec
 from ..protocol.bounds import sentence
-from ..protocol.config import ClusterConfig
+from ..protocol.config import OPERATOR, ClusterConfig
 from ..protocol.crypto import NULL_DIGEST
+from ..protocol.epochs import epoch_of_view
 from ..protocol.events import (
     Action,
     Broadcast,
@@ -111,9 +112,12 @@ class Peak:
 class Oracle:
     def __init__(
         self, config: ClusterConfig, correct_replicas: list[int], correct_clients: list[str],
-        service: Callable[[], Service] = KeyValue,
+        service: Callable[[], Service] = KeyValue, configs: list[ClusterConfig] | None = None,
     ):
         self.config = config
+        self.configs = configs or [config]
+        """Each configuration epoch's (a reconfiguration plan; pbft.protocol.epochs)."""
+        self.requesters = frozenset(name for c in self.configs for name in c.requesters)
         self.service = service
         """Makes a fresh instance of the replicated service (the reference's)."""
         self.counts: Counter[str] = Counter()
@@ -137,6 +141,9 @@ class Oracle:
         self.exec_last: dict[Who, int] = {}
         self.checkpoints: dict[int, tuple[bytes, Who]] = {}
         self.null_allowed: set[tuple[int, int]] = set()
+        self.fill_to = 0
+        """A correct primary also orders null requests up to a pending epoch's boundary
+        (epochs.py): the latest boundary an executed operator command set."""
         # clients: (client, ts) -> (operation, read_only, lower bound seq for reads)
         self.submitted: dict[tuple[str, int], tuple[bytes, bool, int]] = {}
         self.completed_max_seq = 0
@@ -350,15 +357,18 @@ class Oracle:
     def _check_validity(self, rid: int, ex: Executed) -> None:
         self.counts["validity"] += max(1, len(ex.requests))
         if not ex.requests and ex.digest == NULL_DIGEST:
-            primary = self.config.primary(ex.view)
-            if (ex.view, ex.seq) not in self.null_allowed and primary in self.correct_replicas:
+            primary = self._config_of_view(ex.view).primary(ex.view)
+            filled = ex.seq <= self.fill_to
+            if (ex.view, ex.seq) not in self.null_allowed and primary in self.correct_replicas and not filled:
                 self.fail(
                     "validity",
                     f"replica {rid} executed a null request at seq {ex.seq} (view {ex.view}) "
                     "that no NEW-VIEW put there",
                 )
         for r in ex.requests:
-            if r.client not in self.config.client_index:
+            if r.client == OPERATOR and r.fresh:
+                self._note_command(r.result)
+            if r.client not in self.requesters:
                 self.fail("validity", f"replica {rid} executed a request of unregistered client {r.client!r}")
                 continue
             if r.client not in self.correct_clients:
@@ -379,8 +389,8 @@ class Oracle:
             self.model_seq += 1
             seq = self.model_seq
             for client, ts, op, result, fresh in entry[1]:
-                if not fresh:
-                    continue
+                if not fresh or client == OPERATOR:
+                    continue  # the operator's commands reconfigure the group, not the service
                 if (client, ts) in self.fresh_executed:
                     self.fail("exactly-once", f"request {client} t={ts} executed fresh twice (again at seq {seq})")
                     continue
@@ -399,11 +409,30 @@ class Oracle:
                 f"digest is {actual.hex()[:8]}",
             )
 
+    def _note_command(self, result: bytes) -> None:
+        try:
+            answer = codec.decode(result)
+        except codec.CodecError:
+            return
+        if isinstance(answer, dict) and type(answer.get("after")) is int:
+            self.fill_to = max(self.fill_to, answer["after"])
+
+    def _config_of_view(self, view: int) -> ClusterConfig:
+        return self.configs[min(epoch_of_view(view), len(self.configs) - 1)]
+
+    def add_client(self, name: str) -> None:
+        """A client a reconfiguration added: correct, its requests and results checked."""
+        self.correct_clients = self.correct_clients | {name}
+
     def check_stable_proof(
-        self, rid: int, seq: int, digest: bytes, proof: tuple[bytes, ...], verify: Callable[[Envelope], bool]
+        self, rid: int, seq: int, digest: bytes, proof: tuple[bytes, ...], verify: Callable[[Envelope], bool],
+        quorum: int | None = None,
     ) -> None:
         """A stable checkpoint must rest on 2f+1 validly signed matching CHECKPOINTs from
-        distinct replicas (OSDI'99 4.3)."""
+        distinct replicas (OSDI'99 4.3), members of the epoch that ordered `seq`, signed
+        under it (`verify` and `quorum` are that epoch's): no removed replica and no
+        replaced key ever counts."""
+        quorum = self.config.quorum if quorum is None else quorum
         signers: set[int] = set()
         for data in proof:
             try:
@@ -418,11 +447,11 @@ class Oracle:
                 and verify(env)
             ):
                 signers.add(env.signer)
-        if len(signers) < self.config.quorum:
+        if len(signers) < quorum:
             self.fail(
                 "exactly-once",
                 f"replica {rid} made checkpoint {seq} stable on {len(signers)} valid matching "
-                f"CHECKPOINTs; a stable checkpoint needs {self.config.quorum}",
+                f"CHECKPOINTs; a stable checkpoint needs {quorum}",
             )
 
     # -- clients --------------------------------------------------------------------------
@@ -496,8 +525,10 @@ class Oracle:
         seen = self._peaks.get(rid)
         if seen is not None and len(seen[1]) == len(bs):
             if any(map(gt, map(_SIZE, bs), seen[1])):
+                # Each structure's bound as of its own peak (a reconfiguration changes n,
+                # and with it some bounds, epochs.py).
+                seen[0] = [b if b[1] > old else prior for b, prior, old in zip(bs, seen[0], seen[1], strict=True)]
                 seen[1] = list(map(max, seen[1], map(_SIZE, bs)))
-                seen[0] = bs
         else:
             if seen is not None:
                 self._fold(rid, *seen)

@@ -100,6 +100,7 @@ KINDS = (
     "STABLE-PROOF",
     "FETCH-BATCH",
     "BATCH",
+    "EPOCHS",
 )
 TRIGGERS = ("checkpoint", "transfer", "installed", "view-change", "new-view")
 """What a triggered crash (`on = ...`) waits for; simulation.TRIGGER_ACTIONS maps them."""
@@ -164,6 +165,21 @@ class NetworkFault:
 
 
 @dataclass(frozen=True, slots=True)
+class Reconfigure:
+    """`[[reconfigure]]`: at `at_ms` the operator orders the next epoch (pbft.protocol.epochs)
+    once the previous one has begun: `replace` gives these replicas new keys and addresses
+    (new nodes, which the simulator starts first, as an operator would), `f` changes the
+    group's size (new replicas are started; removed ones retire), `add_clients` adds that
+    many clients (with their own workload), `remove_clients` removes these."""
+
+    at_ms: int = 0
+    f: int | None = None
+    replace: tuple[int, ...] = ()
+    add_clients: int = 0
+    remove_clients: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Expect:
     safety: bool = True
     all_requests_complete: bool = True
@@ -191,10 +207,25 @@ class Scenario:
     broken core (to see the scenario's checks catch a wrong protocol); "" for the real one."""
     service: ServiceSpec | None = None
     """`[service]`: the replicated state machine (None: the key-value store)."""
+    reconfigure: tuple[Reconfigure, ...] = ()
+    """`[[reconfigure]]` steps, in order: the epochs the operator makes."""
 
     @property
     def n(self) -> int:
         return 3 * self.f + 1
+
+    @property
+    def fs(self) -> list[int]:
+        """f of each epoch, the first the scenario's."""
+        out = [self.f]
+        for r in self.reconfigure:
+            out.append(r.f if r.f is not None else out[-1])
+        return out
+
+    @property
+    def max_n(self) -> int:
+        """The most replicas any epoch has (replica ids are 0..max_n-1)."""
+        return 3 * max(self.fs) + 1
 
     def faulty_replicas(self) -> list[int]:
         """Replicas outside the correct set: behaviours, twins and amnesiac restarts (a
@@ -425,7 +456,10 @@ def check_behaviours(s: Scenario) -> None:
 def parse_scenario(data: dict, source: str = "<scenario>") -> Scenario:
     """Validate a parsed scenario file; raise UsageError with one sentence."""
     top = f"{source}"
-    known = {"name", "f", "seed", "workload", "byzantine", "network", "expect", "cluster", "broken", "service"}
+    known = {
+        "name", "f", "seed", "workload", "byzantine", "network", "expect", "cluster", "broken", "service",
+        "reconfigure",
+    }
     unknown = sorted(set(data) - known)
     if unknown:
         raise _fail(top, f"unknown top-level field '{unknown[0]}'{did_you_mean(unknown[0], known)}.")
@@ -491,8 +525,53 @@ def parse_scenario(data: dict, source: str = "<scenario>") -> Scenario:
         catch_up=_bool(e, "catch_up", False, ewhere),
     )
     service = _service(data["service"], f"{source} [service]", base_dir) if "service" in data else None
+    recon_raw = data.get("reconfigure", [])
+    if not isinstance(recon_raw, list):
+        raise _fail(top, "[[reconfigure]] must be an array of tables.")
+    recon = _reconfigure_steps(recon_raw, f, clients, source)
     return Scenario(name, f, seed, clients, requests, keys, read_only, byz, net, cluster, expect, source, broken,  # type: ignore[arg-type]
-                    service)
+                    service, recon)
+
+
+RECONFIGURE_KEYS = ("at_ms", "f", "replace", "add_clients", "remove_clients")
+
+
+def _reconfigure_steps(raw: list, f: int, clients: int, source: str) -> tuple[Reconfigure, ...]:
+    """`[[reconfigure]]` entries, checked against the epoch each one follows."""
+    steps = []
+    names = [client_name(i) for i in range(clients)]
+    next_index = clients  # clients added get the next names: never one removed before
+    last_at = 0
+    for i, t in enumerate(raw):
+        where = f"{source} [[reconfigure]] #{i + 1}"
+        if not isinstance(t, dict):
+            raise _fail(where, "must be a table.")
+        unknown = sorted(set(t) - set(RECONFIGURE_KEYS))
+        if unknown:
+            raise _fail(where, f"unknown field '{unknown[0]}'{did_you_mean(unknown[0], RECONFIGURE_KEYS)}.")
+        at = _int(t, "at_ms", 0, 0, 10**9, where) or 0
+        if at < last_at:
+            raise _fail(where, "'at_ms' must not be earlier than the previous step's.")
+        last_at = at
+        new_f = _int(t, "f", None, 1, MAX_F, where)
+        n = 3 * f + 1
+        replace = t.get("replace", [])
+        if not isinstance(replace, list) or not all(type(r) is int and 0 <= r < n for r in replace):
+            raise _fail(where, f"'replace' must list replica ids from 0 to {n - 1}.")
+        add = _int(t, "add_clients", 0, 0, MAX_CLIENTS, where) or 0
+        remove = t.get("remove_clients", [])
+        if not isinstance(remove, list) or not all(isinstance(c, str) and c in names for c in remove):
+            raise _fail(where, f"'remove_clients' must list clients of the epoch before ({', '.join(names)}).")
+        names = [c for c in names if c not in remove]
+        names += [client_name(next_index + k) for k in range(add)]
+        next_index += add
+        if len(names) > MAX_CLIENTS:
+            raise _fail(where, f"at most {MAX_CLIENTS} clients.")
+        if new_f is None and not replace and not add and not remove:
+            raise _fail(where, "changes nothing: give 'f', 'replace', 'add_clients' or 'remove_clients'.")
+        steps.append(Reconfigure(at, new_f, tuple(replace), add, tuple(remove)))
+        f = new_f if new_f is not None else f
+    return tuple(steps)
 
 
 def _service(table: object, where: str, base_dir: str) -> ServiceSpec:
@@ -574,6 +653,16 @@ def to_toml(s: Scenario) -> str:
                 if k == "reorder_ms" and not nf.reorder:
                     continue
                 lines.append(f"{k} = {_toml_value(v)}")
+    for r in s.reconfigure:
+        lines += ["", "[[reconfigure]]", f"at_ms = {r.at_ms}"]
+        if r.f is not None:
+            lines.append(f"f = {r.f}")
+        if r.replace:
+            lines.append(f"replace = {_toml_value(list(r.replace))}")
+        if r.add_clients:
+            lines.append(f"add_clients = {r.add_clients}")
+        if r.remove_clients:
+            lines.append(f"remove_clients = {_toml_value(list(r.remove_clients))}")
     e = s.expect
     lines += ["", "[expect]", "safety = true", f"all_requests_complete = {_toml_value(e.all_requests_complete)}"]
     if e.max_view_changes is not None:

@@ -53,20 +53,24 @@ import heapq
 import random
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..adversary import catalogue
 from ..adversary.base import failure_of
 from ..adversary.loader import make_service
 from ..errors import USER_CODE_FAILURES, UsageError
+from ..protocol import codec
 from ..protocol.client import ClientCore
-from ..protocol.config import ClientInfo, ClusterConfig, ReplicaInfo
+from ..protocol.config import OPERATOR, ClientInfo, ClusterConfig, ReplicaInfo
 from ..protocol.crypto import KeyPair, Verifier
+from ..protocol.epochs import Epochs, Membership, epoch_of_view, first_view, reconfigure_operation
+from ..protocol.epochs import apply as apply_membership
 from ..protocol.events import (
     Broadcast,
     CheckpointStable,
     Completed,
+    EpochStarted,
     Persist,
     Received,
     Record,
@@ -118,7 +122,10 @@ SIM_DEFAULTS = {
 """Cluster parameters of simulated runs: small windows so checkpoints and water marks are
 exercised by short workloads. A scenario's [cluster] table overrides them."""
 
-DELIVER, TICK, SUBMIT, CRASH, RESTART = range(5)
+DELIVER, TICK, SUBMIT, CRASH, RESTART, RECONFIGURE = range(6)
+RECONFIGURE_RETRY_MS = 100
+"""How long the operator waits before trying a reconfiguration step again (the epoch
+before it has not begun yet, or its last command is still outstanding)."""
 
 TRIGGER_ACTIONS: dict[str, type] = {
     "checkpoint": CheckpointStable,
@@ -180,6 +187,9 @@ class Instance:
     state: Any = None
     """The service on its store: durable like `store` (the store keeps its checkpoints,
     and a restart rolls it back to the stable one, as a replica's SQLite store does)."""
+    spec: tuple[KeyPair, int] | None = None
+    """(key, configuration epoch) it was started with: a replacement node or one added
+    by a reconfiguration starts in a later epoch with a key of its own."""
 
 
 @dataclass(slots=True)
@@ -219,6 +229,55 @@ def build_config(scenario: Scenario, seed: int) -> tuple[ClusterConfig, list[Key
     return cfg, keys, ckeys
 
 
+@dataclass(frozen=True, slots=True)
+class PlannedEpoch:
+    """One configuration epoch of a scenario's reconfiguration plan ([[reconfigure]])."""
+
+    config: ClusterConfig
+    keys: dict[int, KeyPair]
+    clients: dict[str, KeyPair]
+    started: tuple[int, ...] = ()  # replicas that are new nodes in this epoch
+    added_clients: tuple[str, ...] = ()
+    removed_clients: tuple[str, ...] = ()
+
+
+def build_plan(
+    scenario: Scenario, seed: int, config: ClusterConfig, keys: list[KeyPair], ckeys: dict[str, KeyPair]
+) -> list[PlannedEpoch]:
+    """Every epoch's configuration and keys, from the scenario's [[reconfigure]] steps. A
+    new node (replaced, or added by a larger f) gets a key of its own and a new port."""
+    plan = [PlannedEpoch(config, dict(enumerate(keys)), dict(ckeys))]
+    next_client = scenario.clients
+    for e, step in enumerate(scenario.reconfigure, start=1):
+        prev = plan[-1]
+        f = step.f if step.f is not None else prev.config.f
+        epoch_keys: dict[int, KeyPair] = {}
+        replicas = []
+        started = []
+        for i in range(3 * f + 1):
+            if i in prev.keys and i < prev.config.n and i not in step.replace:
+                epoch_keys[i] = prev.keys[i]
+                old = prev.config.replicas[i]
+                replicas.append(ReplicaInfo(i, old.host, old.port, old.public_key))
+            else:
+                epoch_keys[i] = KeyPair.from_seed(f"sim/{seed}/replica/{i}/epoch/{e}".encode())
+                replicas.append(ReplicaInfo(i, "sim", 7000 + 100 * e + i, epoch_keys[i].public))
+                started.append(i)
+        clients = {c: k for c, k in prev.clients.items() if c not in step.remove_clients}
+        added = []
+        for _ in range(step.add_clients):
+            name = client_name(next_client)
+            clients[name] = KeyPair.from_seed(f"sim/{seed}/client/{next_client}".encode())
+            next_client += 1
+            added.append(name)
+        m = Membership(f, tuple(replicas), tuple(ClientInfo(c, k.public) for c, k in clients.items()))
+        plan.append(PlannedEpoch(
+            apply_membership(prev.config, e, m), epoch_keys, clients, tuple(started), tuple(added),
+            step.remove_clients,
+        ))
+    return plan
+
+
 class Simulation:
     def __init__(
         self,
@@ -236,8 +295,17 @@ class Simulation:
         self.seed = scenario.seed if seed is None else seed
         self.rng = random.Random(self.seed)
         self.config, self.keys, self.client_keys = build_config(scenario, self.seed)
+        self.operator_key = KeyPair.from_seed(f"sim/{self.seed}/operator".encode())
+        if scenario.reconfigure:
+            self.config = replace(self.config, operator_key=self.operator_key.public)
         cfg = self.config
         self.verifier = Verifier(cfg.signing_domain, cfg.member_keys(), memo=VERIFY_MEMO)
+        self.plan = build_plan(scenario, self.seed, cfg, self.keys, self.client_keys)
+        self.max_n = max(e.config.n for e in self.plan)
+        self._verifiers: dict[int, Verifier] = {0: self.verifier}
+        """Each epoch's verifier, shared by every replica of the run (epochs.Epochs)."""
+        self._epoch_started = 0  # the latest epoch a correct replica has begun
+        self._boundaries: dict[int, int] = {}  # epoch -> the checkpoint after which it began
         self.network = Network(scenario.network, random.Random(self.rng.getrandbits(64)))
         self.heal = self.network.heal_time()
         for nf in scenario.network:
@@ -270,14 +338,14 @@ class Simulation:
 
             cls = BROKEN[scenario.broken]
             bad = set(scenario.faulty_replicas())
-            self._classes = {i: cls if i not in bad else Replica for i in range(cfg.n)}
+            self._classes = {i: cls if i not in bad else Replica for i in range(self.max_n)}
         else:
-            self._classes = {i: replica_class or Replica for i in range(cfg.n)}
+            self._classes = {i: replica_class or Replica for i in range(self.max_n)}
         self.byz_replica = {b.index: b for b in scenario.byzantine if b.target == "replica"}
         self.byz_client = {b.node: b for b in scenario.byzantine if b.target == "client"}
         self.twins = sorted({nf.twin for nf in scenario.network if nf.twin is not None})
         faulty = set(scenario.faulty_replicas())
-        correct = [i for i in range(cfg.n) if i not in faulty]
+        correct = [i for i in range(self.max_n) if i not in faulty]
         self.correct = frozenset(correct)
         correct_clients = [c for c in self.client_keys if c not in self.byz_client]
         spec = scenario.service
@@ -285,7 +353,9 @@ class Simulation:
         """A fresh instance of the replicated service (the replicas' and the oracle's)."""
         self._sampler = self._make_service() if spec is not None else None
         """The service that draws the clients' operations (None: the key-value workload)."""
-        self.oracle = Oracle(cfg, correct, correct_clients, service=self._make_service)
+        self.oracle = Oracle(
+            cfg, correct, correct_clients, service=self._make_service, configs=[e.config for e in self.plan]
+        )
         self._faulty_nodes: frozenset[Node] = frozenset(faulty) | frozenset(self.byz_client)
         self._sent: dict[Node, int] = {}  # per faulty node, messages it sent
         self._lies: dict[Node, dict[str, int]] = {}  # per Byzantine node, "forged"/"mutated" counts
@@ -304,9 +374,10 @@ class Simulation:
         self._incarnations: dict[int, int] = {}
         self._epochs: dict[int, int] = {}
         self._stores: dict[int, list[Store]] = {}
+        self._specs: dict[int, list[Any]] = {}
         self._states: dict[int, list[Any]] = {}
         self.restarts = 0
-        self.replicas: dict[int, list[Instance]] = {i: [] for i in range(cfg.n)}
+        self.replicas: dict[int, list[Instance]] = {i: [] for i in range(self.max_n)}
         self._behaviour_rng = random.Random(self.rng.getrandbits(64))
         self.attacker_failures: list[str] = []
         self.attacker_failure_count = 0
@@ -317,6 +388,17 @@ class Simulation:
         self.clients: dict[str, ClientState] = {}
         for name, key in self.client_keys.items():
             self.clients[name] = self._new_client(name, key)
+        self.operator: ClientState | None = None
+        if scenario.reconfigure:
+            core = ClientCore(cfg, OPERATOR, self.operator_key)
+            self.operator = ClientState(OPERATOR, core, core, [], True)
+            self.clients[OPERATOR] = self.operator
+            for i, step in enumerate(scenario.reconfigure):
+                self._push(step.at_ms, RECONFIGURE, i)
+        self._reconfigured: set[int] = set()  # steps whose new nodes were started
+        self._step_due: int | None = None  # when the step being carried out fell due
+        self._pending_step = 0  # the step whose command the operator sent last
+        self._views_before = 0  # view changes in the epochs before the current one
         self._armed: dict[int, list[list]] = {}  # rid -> [[fault, firings left], ...]
         for nf in scenario.network:
             if nf.crash is not None and nf.on is not None:
@@ -331,35 +413,46 @@ class Simulation:
 
     # -- construction -------------------------------------------------------------------
 
-    def _new_instance(self, rid: int, store: Store | None = None, state: Any = None) -> Instance:
+    def _new_instance(
+        self, rid: int, store: Store | None = None, state: Any = None, spec: tuple[KeyPair, int] | None = None
+    ) -> Instance:
         """A fresh core for replica `rid`; with `store`, recovered from those records and
-        `state` (its service and store, as the crash left them)."""
+        `state` (its service and store, as the crash left them). `spec`: the key and
+        configuration epoch it starts with (default: the scenario's, epoch 0)."""
         inc = self._incarnations.get(rid, 0)
         self._incarnations[rid] = inc + 1
         epoch = self._epochs.get(rid, 0)
         if not store or state is None:
             state = self._new_state()
-        core = self._classes.get(rid, Replica)(self.config, rid, self.keys[rid], state, self.verifier)
+        key, start = spec if spec is not None else (self.keys[rid], 0)
+        config = self.plan[start].config
+        earlier = {e: self.plan[e].config for e in range(start)}
+        epochs = Epochs(config, memo=VERIFY_MEMO, earlier=earlier, shared=self._verifiers)
+        cls = self._classes.get(rid, Replica)
+        if self.scenario.reconfigure:
+            core = cls(config, rid, key, state, epochs=epochs)
+        else:  # a core class of a test's making may predate epochs
+            core = cls(config, rid, key, state, self.verifier)
         if store:
             try:
                 core.recover(list(store.values()))
             except Exception as exc:  # noqa: BLE001 - a raise from recover() is the finding
                 self.oracle.fail("exception", f"replica {rid} raised {type(exc).__name__} in recover(): {exc}")
         store = {} if store is None else store
-        spec = self.byz_replica.get(rid)
-        if spec is None:
-            return Instance(core, rid in self.correct, inc, epoch, store, state=state)
+        byz_spec = self.byz_replica.get(rid)
+        if byz_spec is None:
+            return Instance(core, rid in self.correct, inc, epoch, store, state=state, spec=(key, start))
         rng = random.Random(self._behaviour_rng.getrandbits(64))
         try:
-            byz = catalogue.build(spec.behaviour, spec.params, core, self.keys[rid], rng, base_dir=spec.base_dir)
+            byz = catalogue.build(byz_spec.behaviour, byz_spec.params, core, key, rng, base_dir=byz_spec.base_dir)
         except (ValueError, TypeError) as exc:
             raise UsageError(f"{self.scenario.source or self.scenario.name}: replica {rid}: {exc}") from None
         except USER_CODE_FAILURES as exc:  # a user's __init__ or setup() that raises
-            failure = failure_of(spec.behaviour, "setup", exc)
+            failure = failure_of(byz_spec.behaviour, "setup", exc)
             raise UsageError(
                 f"{self.scenario.source or self.scenario.name}: replica {rid}: {failure.sentence()} while being built."
             ) from None
-        inst = Instance(byz, False, inc, epoch, store, state=state)
+        inst = Instance(byz, False, inc, epoch, store, state=state, spec=(key, start))
         inst.lies = watch_honest(byz)
         return inst
 
@@ -369,9 +462,9 @@ class Simulation:
             return KeyValueStore()
         return Hosted(self._make_service())
 
-    def _new_client(self, name: str, key: KeyPair) -> ClientState:
+    def _new_client(self, name: str, key: KeyPair, config: ClusterConfig | None = None) -> ClientState:
         s = self.scenario
-        core = ClientCore(self.config, name, key)
+        core = ClientCore(config or self.config, name, key)
         ops: list[tuple[bytes, bool]] = []
         sample = getattr(self._sampler, "sample_operation", None)
         for i in range(s.requests):
@@ -453,7 +546,7 @@ class Simulation:
     # -- performing actions -------------------------------------------------------------
 
     def _perform_replica(self, rid: int, inst: Instance, ready: Ready) -> None:
-        n = self.config.n
+        n = self.max_n
         if ready.durability is Durability.MAY_FOLLOW_REPLIES:
             undo: Undo | None = inst.unsynced
         else:
@@ -494,9 +587,18 @@ class Simulation:
                 if isinstance(a, CheckpointStable):
                     # The proof travels with the action: one step can make several
                     # checkpoints stable, and the replica keeps only the latest proof.
-                    self.oracle.check_stable_proof(rid, a.seq, a.digest, a.proof, self.verifier.verify)
+                    if len(self.plan) == 1:
+                        self.oracle.check_stable_proof(rid, a.seq, a.digest, a.proof, self.verifier.verify)
+                    else:  # members of the epoch that ordered it, under that epoch
+                        e = self._epoch_of_seq(a.seq)
+                        self.oracle.check_stable_proof(
+                            rid, a.seq, a.digest, a.proof, self._verifier(e).verify, quorum=self.plan[e].config.quorum
+                        )
                 elif isinstance(a, StateInstalled) and inst.node.last_executed == a.seq:
                     self.oracle.check_installed_state(rid, a.seq, a.digest, inst.node.state_digest())
+        for a in actions:
+            if isinstance(a, EpochStarted):
+                self._epoch_seen(rid, inst, a)
         else:
             for a in actions:
                 if isinstance(a, Broadcast | Send):
@@ -531,8 +633,10 @@ class Simulation:
         for a in actions:
             match a:
                 case Send(to, data):
-                    if 0 <= to < self.config.n:
+                    if 0 <= to < self.max_n:
                         self._transmit(cs.name, to, data)
+                case Completed(ts, result) if cs is self.operator:
+                    self._operator_done(result)
                 case Completed(ts, result):
                     self.oracle.observe_completed(cs.name, ts, result)
                     if self.tracer is not None:
@@ -608,7 +712,7 @@ class Simulation:
     def _tick(self) -> None:
         self._trace.update(b"%d tick;" % self.now)
         tick = Tick()
-        for rid in range(self.config.n):
+        for rid in range(self.max_n):
             for inst in list(self.replicas[rid]):
                 self._perform_replica(rid, inst, self._step(rid, inst, tick))
         for cs in self.clients.values():
@@ -635,6 +739,7 @@ class Simulation:
             roll_back(inst.store, inst.unsynced)
         self._stores[rid] = [inst.store for inst in self.replicas[rid]]
         self._states[rid] = [inst.state for inst in self.replicas[rid]]
+        self._specs[rid] = [inst.spec for inst in self.replicas[rid]]
         self.replicas[rid] = []
 
     def _restart(self, rid: int, amnesia: bool) -> None:
@@ -647,24 +752,115 @@ class Simulation:
         self.restarts += 1
         stores = self._stores.pop(rid, [])
         states = self._states.pop(rid, [])
+        specs = self._specs.pop(rid, [])
         if amnesia:
             self._epochs[rid] = self._epochs.get(rid, 0) + 1
             self.oracle.note_restart(rid)
             stores, states = [], []
-        count = 2 if rid in self.twins else 1
+        count = max(2 if rid in self.twins else 1, len(specs))
         stores = stores + [{}] * (count - len(stores))
         states = states + [None] * (count - len(states))
+        specs = specs + [None] * (count - len(specs))
         self.replicas[rid] = [
-            self._new_instance(rid, stores[k] if stores[k] else None, states[k]) for k in range(count)
+            self._new_instance(rid, stores[k] if stores[k] else None, states[k], specs[k]) for k in range(count)
         ]
         for inst in self.replicas[rid]:
             if inst.correct:
                 self.oracle.note_recovered(rid, (rid, inst.incarnation), inst.node)
 
+    # -- reconfiguration ([[reconfigure]], pbft.protocol.epochs) -------------------------
+
+    def _plan_done(self) -> bool:
+        return self._epoch_started >= len(self.plan) - 1
+
+    def _verifier(self, epoch: int) -> Verifier:
+        v = self._verifiers.get(epoch)
+        if v is None:
+            c = self.plan[epoch].config
+            v = Verifier(c.signing_domain, c.member_keys(), memo=VERIFY_MEMO, replica_domain=c.replica_domain)
+            self._verifiers[epoch] = v
+        return v
+
+    def _epoch_of_seq(self, seq: int) -> int:
+        """The epoch that orders `seq`: the latest one begun after a checkpoint below it."""
+        return max((e for e, after in self._boundaries.items() if seq > after), default=0)
+
+    def _reconfigure(self, i: int) -> None:
+        """Step i makes epoch i+1: start its new nodes (as an operator starts the new hosts
+        first), then the operator orders the change. Only once epoch i has begun."""
+        op = self.operator
+        assert op is not None
+        if self._step_due is None:
+            self._step_due = self.now
+        if self._epoch_started < i or op.core.outstanding is not None:
+            self._push(self.now + RECONFIGURE_RETRY_MS, RECONFIGURE, i)
+            return
+        if self._epoch_started > i:
+            return  # done already
+        epoch = i + 1
+        planned = self.plan[epoch]
+        self._trace.update(b"%d reconfigure %d;" % (self.now, epoch))
+        if i not in self._reconfigured:
+            self._reconfigured.add(i)
+            for rid in planned.started:
+                self.replicas[rid].append(self._new_instance(rid, spec=(planned.keys[rid], epoch)))
+        self._pending_step = i
+        self._perform_client(op, op.driver.submit(reconfigure_operation(epoch, Membership.of(planned.config))))
+
+    def _operator_done(self, result: bytes) -> None:
+        """The operator's command was answered: an error means the step must be tried again."""
+        try:
+            answer = codec.decode(result)
+        except codec.CodecError:
+            answer = {"error": "unreadable"}
+        if isinstance(answer, dict) and "error" in answer:
+            self._push(self.now + RECONFIGURE_RETRY_MS, RECONFIGURE, self._pending_step)
+
+    def _epoch_seen(self, rid: int, inst: Instance, a: EpochStarted) -> None:
+        self._boundaries.setdefault(a.epoch, a.after)
+        if a.retired:
+            # Removed or replaced: the operator stops it.
+            self._trace.update(b"%d retired %d;" % (self.now, rid))
+            self.replicas[rid] = [x for x in self.replicas[rid] if x is not inst]
+            return
+        if not inst.correct or a.epoch <= self._epoch_started:
+            return
+        self._views_before += max(
+            (x.node.view - first_view(epoch_of_view(x.node.view))
+             for r in sorted(self.correct) for x in self.replicas[r] if x is not inst),
+            default=0,
+        )
+        self._epoch_started = a.epoch
+        self._step_due = None
+        self._trace.update(b"%d epoch %d;" % (self.now, a.epoch))
+        planned = self.plan[a.epoch]
+        # The operator hands the new cluster file to the clients (ClientCore.reconfigure).
+        for name in planned.removed_clients:
+            cs = self.clients.get(name)
+            if cs is not None:
+                cs.core.cancel()
+                cs.ops = cs.ops[: cs.done]
+                cs.since = None
+        for cs in list(self.clients.values()):
+            if cs.name in planned.clients or cs is self.operator:
+                self._perform_client(cs, cs.core.reconfigure(planned.config))
+        for name in planned.added_clients:
+            cs = self._new_client(name, planned.clients[name], planned.config)
+            self.clients[name] = cs
+            self.oracle.add_client(name)
+            self._push(self.now + self.rng.randint(0, 5), SUBMIT, name)
+
     # -- liveness -----------------------------------------------------------------------
 
     def _check_liveness(self) -> None:
         if not self.expect_liveness or self.oracle.violations:
+            return
+        if self._step_due is not None and self.now - max(self._step_due, self.heal) > self.liveness_ms:
+            step = self._epoch_started + 1
+            self.oracle.fail(
+                "liveness",
+                f"epoch {step} ([[reconfigure]] #{step}) has not begun {self.liveness_ms} ms after it was due",
+            )
             return
         for cs in self.clients.values():
             if not cs.correct or cs.since is None:
@@ -709,7 +905,7 @@ class Simulation:
 
     def _finished(self) -> bool:
         correct = [cs for cs in self.clients.values() if cs.correct]
-        if all(cs.done >= len(cs.ops) for cs in correct):
+        if all(cs.done >= len(cs.ops) for cs in correct) and self._plan_done():
             if self._done_at is None:
                 self._done_at = self.now
             end = max(self._done_at, self.heal)
@@ -746,6 +942,8 @@ class Simulation:
                 self._submit(*args)
             elif kind == CRASH:
                 self._crash(*args)
+            elif kind == RECONFIGURE:
+                self._reconfigure(*args)
             else:
                 self._restart(*args)
         return self._result()
@@ -804,8 +1002,13 @@ class Simulation:
         )
 
     def _view_changes(self) -> int:
-        views = [inst.node.view for rid in sorted(self.correct) for inst in self.replicas[rid]]
-        return max(views, default=0)
+        """View changes: the highest view a correct replica reached in each epoch, over
+        the epochs (each epoch's views start at its own first view, epochs.first_view)."""
+        views = [
+            inst.node.view - first_view(epoch_of_view(inst.node.view))
+            for rid in sorted(self.correct) for inst in self.replicas[rid]
+        ]
+        return self._views_before + max(views, default=0)
 
     def _result(self) -> RunResult:
         violations = list(self.oracle.violations)
@@ -820,7 +1023,7 @@ class Simulation:
         if not violations and self.check_views and self._all_done and not self._views_agree():
             violations.append(self._view_disagreement())
         reports = []
-        for rid in range(self.config.n):
+        for rid in range(self.max_n):
             insts = self.replicas[rid]
             if not insts:
                 reports.append(ReplicaReport(rid, rid not in self.correct, -1, -1, -1, "", 0))
@@ -888,7 +1091,7 @@ class Simulation:
 
     def _refused(self) -> dict[str, dict[str, int]]:
         """Per faulty node, what the correct replicas refused of what it sent, by reason."""
-        faulty = {str(r) for r in range(self.config.n) if r not in self.correct}
+        faulty = {str(r) for r in range(self.max_n) if r not in self.correct}
         faulty |= {cs.name for cs in self.clients.values() if not cs.correct}
         out: dict[str, dict[str, int]] = {name: {} for name in sorted(faulty)}
         for rid in sorted(self.correct):

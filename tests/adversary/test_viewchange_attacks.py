@@ -200,7 +200,7 @@ def test_unchecked_prepared_cert_lets_a_fake_certificate_break_agreement():
 def test_unchecked_prepared_cert_differs_on_a_certificate_without_prepares():
     c = Cluster()
     req = seal(c.keys[0], "t", 0, Request(op_put(b"k", b"v"), 1, "alice")).to_bytes()
-    pp = seal(c.keys[0], "t", 0, PrePrepare(0, 1, batch_digest((req,)), (req,))).to_bytes()
+    pp = seal(c.keys[0], "t", 0, PrePrepare(0, 1, batch_digest((req,)))).to_bytes()  # as certificates carry it
     vc = seal(c.keys[2], "t", 2, ViewChange(1, 0, (), ((pp,),))).to_bytes()
     for cls, stored in ((Replica, False), (BROKEN["unchecked-prepared-cert"], True)):
         c = Cluster(replica_cls=cls)

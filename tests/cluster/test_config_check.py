@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import cluster_dict
+from conftest import client_key, cluster_dict
 
 from pbft.cli.main import main
 from pbft.cluster.configcheck import check_cluster_file, is_loopback
@@ -58,6 +58,7 @@ def full_dict() -> dict:
     data["replica"][0]["metrics"] = "127.0.0.1:9100"
     data["replica"][0]["verify_threads"] = 1
     data["client"][0]["certificate"] = "client-alice.pem"
+    data["operator"] = {"public_key": client_key("the-operator").public.hex(), "certificate": "operator.pem"}
     return data
 
 

@@ -18,7 +18,7 @@ from conftest import (
 )
 
 from pbft.protocol.crypto import NULL_DIGEST, batch_digest
-from pbft.protocol.messages import NewView, PrePrepare, ViewChange
+from pbft.protocol.messages import NewView, PrePrepare, ViewChange, detached
 from pbft.protocol.viewchange import (
     InvalidCertificate,
     check_new_view,
@@ -44,7 +44,7 @@ def cert(view=0, seq=1, backups=(1, 2), batch=BATCH, pp_signer=None, prepare_vie
     d = batch_digest(batch)
     pv = view if prepare_view is None else prepare_view
     return (
-        sign_pre_prepare(seq, batch, view=view, signer=pp_signer),
+        detached(sign_pre_prepare(seq, batch, view=view, signer=pp_signer)),
         *(sign_prepare(b, seq, d, pv) for b in backups),
     )
 
@@ -92,11 +92,14 @@ def test_check_view_change(name, kwargs, error):
         check_view_change(CFG, VERIFIER, 1, msg, data)
 
 
-def test_a_digest_that_is_not_the_batch_is_refused():
-    forged = sign_pre_prepare(1, OTHER, digest=D)
-    msg, data = vc(prepared=((forged, sign_prepare(1, 1, D), sign_prepare(2, 1, D)),))
-    with pytest.raises(InvalidCertificate, match="does not match its batch"):
-        check_view_change(CFG, VERIFIER, 1, msg, data)
+def test_a_certificate_that_carries_its_batch_is_refused():
+    """A certificate names a digest (4.4): one carrying its batch, even the right one,
+    would let a VIEW-CHANGE (and a NEW-VIEW holding it) outgrow any frame."""
+    for batch in (BATCH, OTHER):
+        whole = sign_pre_prepare(1, batch, digest=D)
+        msg, data = vc(prepared=((whole, sign_prepare(1, 1, D), sign_prepare(2, 1, D)),))
+        with pytest.raises(InvalidCertificate, match="carries its batch"):
+            check_view_change(CFG, VERIFIER, 1, msg, data)
 
 
 # -- plan_new_view ---------------------------------------------------------------------------
@@ -205,9 +208,9 @@ NEW_VIEWS = [
         "differs from the recomputed one",
     ),
     (
-        "a re-issued pre-prepare with a batch that is not its digest's",
-        lambda: new_view(prepared=cert(), pre_prepares=(seal_as(1, PrePrepare(1, 1, batch_digest(BATCH), OTHER)),)),
-        "digest does not match its batch",
+        "a re-issued pre-prepare that carries a batch",
+        lambda: new_view(prepared=cert(), pre_prepares=(seal_as(1, PrePrepare(1, 1, batch_digest(BATCH), BATCH)),)),
+        "carries its batch",
     ),
     (
         "a pre-prepare not from the new primary",

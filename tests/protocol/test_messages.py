@@ -40,6 +40,9 @@ from pbft.protocol.messages import (
     to_body,
     type_of,
 )
+from pbft.protocol.messages import (
+    Epochs as EpochsMessage,
+)
 
 D = b"\x11" * DIGEST_LEN
 E = b"\x22" * DIGEST_LEN
@@ -67,6 +70,7 @@ EXAMPLES = [
     StableProof(128, (b"c1", b"c2", b"c3")),
     FetchBatch(9, D),
     Batch(9, D, (b"env1",)),
+    EpochsMessage((b"entry1", b"entry2")),
 ]
 
 

@@ -26,7 +26,7 @@ from conftest import (
 
 from pbft.protocol.crypto import batch_digest
 from pbft.protocol.events import Broadcast, Received, Send, Tick, ViewChangeStarted, ViewInstalled
-from pbft.protocol.messages import Checkpoint, FetchState, NewView, StateChunk, ViewChange
+from pbft.protocol.messages import Checkpoint, FetchState, NewView, StateChunk, ViewChange, detached
 from pbft.protocol.viewchange import (
     InvalidCertificate,
     ViewStatus,
@@ -58,7 +58,7 @@ def test_a_prepared_certificate_from_the_new_view_itself_is_refused():
     batch = (sign_request("alice", op_put(b"k", b"v"), 1),)
     d = batch_digest(batch)
     # View 1: primary 1, backups 0, 2, 3.
-    cert = (sign_pre_prepare(1, batch, view=1), sign_prepare(2, 1, d, 1), sign_prepare(3, 1, d, 1))
+    cert = (detached(sign_pre_prepare(1, batch, view=1)), sign_prepare(2, 1, d, 1), sign_prepare(3, 1, d, 1))
     assert check_prepared_cert(cfg, verifier, 2, cert).view == 1  # fine for a later view
     with pytest.raises(InvalidCertificate, match="view 1 >= 1"):
         check_prepared_cert(cfg, verifier, 1, cert)

@@ -18,7 +18,7 @@ from conftest import (
     sign_request,
 )
 
-from pbft.protocol.events import Persist, Truncate
+from pbft.protocol.events import Persist, Reason, Rejected, Truncate
 from pbft.protocol.messages import ViewChange
 from pbft.protocol.viewchange import check_view_change
 from pbft.service.kv import op_put
@@ -296,14 +296,35 @@ def test_a_stable_proof_that_does_not_check_is_rejected_and_moves_nothing():
 def _big_pre_prepare(
     signer: int, view: int, seq: int, size: int, real_signer: int | None = None, tag: int = 0
 ) -> bytes:
-    """A PRE-PREPARE for a future view whose batch is `size` bytes of garbage (the batch
-    is only checked once the view is installed); `tag` makes each one distinct."""
+    """A PRE-PREPARE for a future view whose batch is `size` bytes of garbage (its
+    requests are only checked once the view is installed; its digest before it is kept);
+    `tag` makes each one distinct."""
     from conftest import forge
 
+    from pbft.protocol.crypto import batch_digest
     from pbft.protocol.messages import PrePrepare
 
-    pp = PrePrepare(view, seq, tag.to_bytes(32, "big"), (b"\x01" * size,))
+    batch = (tag.to_bytes(8, "big") + b"\x01" * size,)
+    pp = PrePrepare(view, seq, batch_digest(batch), batch)
     return forge(signer, pp, real_signer)
+
+
+def test_a_future_view_pre_prepare_whose_batch_is_not_its_digest_is_not_kept():
+    """The signature covers (v, n, d) only: copies of a genuine future-view PRE-PREPARE
+    with other batches attached would each pass the signature check and fill the
+    primary's budget (review of the batches-by-digest change, finding 5)."""
+    from pbft.protocol.messages import Envelope, envelope_from_bytes
+
+    cfg = make_config()
+    rep = make_replica(cfg, 2)
+    genuine = _big_pre_prepare(1, 1, 1, 1024)
+    env = envelope_from_bytes(genuine)
+    for i in range(20):
+        swapped = Envelope(env.body, env.signer, env.signature, (bytes([i]) * 1024,)).to_bytes()
+        assert [r.reason for r in actions_of(feed(rep, 0, swapped), Rejected)] == [Reason.BAD_DIGEST]
+    assert not rep.future.messages
+    feed(rep, 1, genuine)
+    assert len(rep.future.messages) == 1
 
 
 def test_the_future_view_buffer_is_bounded_in_bytes_per_signer_whatever_the_channel():

@@ -77,8 +77,8 @@ def test_recovered_state_that_differs_from_the_history_is_caught():
     sim = Simulation(s)
     original = sim._new_instance
 
-    def tampered(rid, store=None, state=None):
-        inst = original(rid, store, state)
+    def tampered(rid, store=None, state=None, spec=None):
+        inst = original(rid, store, state, spec)
         if store:
             inst.node.service.data[b"k0"] = b"tampered"
         return inst

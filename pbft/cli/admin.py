@@ -1,0 +1,92 @@
+"""`pbft admin replace | change | apply`: change a running group through consensus
+(pbft.cluster.admin; README, "Changing a running group"). Exit status: 0 done, 2 a usage
+or configuration error, 1 the replicas refused or did not answer."""
+
+from __future__ import annotations
+
+import sys
+
+from ..errors import UsageError
+
+
+def _pairs(values: list[str], what: str) -> dict[int, str]:
+    out: dict[int, str] = {}
+    for v in values:
+        rid, sep, address = v.partition("=")
+        if not sep or not rid.isdigit():
+            raise UsageError(f"{what} takes ID=HOST:PORT, not {v!r}.")
+        out[int(rid)] = address
+    return out
+
+
+def _start_hint(plan) -> None:
+    for rid, d in sorted(plan.new_replicas.items()):
+        print(f"  replica {rid}: pbft replica --config {d}/cluster.toml --id {rid} --data {d}/data")
+
+
+def _apply(plan, timeout: float) -> int:
+    import trio
+
+    from ..cluster.admin import apply
+
+    try:
+        answer = trio.run(apply, plan, timeout)
+    except TimeoutError:
+        print(f"pbft: the replicas did not answer the change to epoch {plan.epoch} in {timeout:g} s.",
+              file=sys.stderr)
+        return 1
+    print(f"epoch {answer['epoch']} begins after checkpoint {answer['after']}; {plan.cluster_path} records it")
+    return 0
+
+
+def cmd_admin(args) -> int:
+    from ..cluster import admin
+
+    if args.admin_command == "apply":
+        plan = admin.load_plan(args.plan)
+        return _apply(plan, args.timeout)
+    if args.admin_command == "replace":
+        plan = admin.plan(args.config, replace={args.id: args.address}, out_dir=args.out)
+        print(f"replica {args.id} will be a new node at {args.address}; start it with:")
+        _start_hint(plan)
+        return _apply(plan, args.timeout)
+    plan = admin.plan(
+        args.config, replace=_pairs(args.replace, "--replace"), f=args.f, add=_pairs(args.add, "--add"),
+        add_clients=args.add_client, remove_clients=args.remove_client, out_dir=args.out,
+    )
+    if plan.new_replicas:
+        print("new replicas; start them (before or after the change takes effect) with:")
+        _start_hint(plan)
+    if args.plan_only:
+        path = args.plan_file or f"{args.config}.epoch-{plan.epoch}.plan"
+        admin.save_plan(plan, path)
+        print(f"planned epoch {plan.epoch}; apply it with: pbft admin apply {path}")
+        return 0
+    return _apply(plan, args.timeout)
+
+
+def add_parser(sub) -> None:
+    a = sub.add_parser("admin", help="change a running group through consensus (operator key)")
+    subs = a.add_subparsers(dest="admin_command", metavar="ACTION")
+    subs.required = True
+    r = subs.add_parser("replace", help="replace one replica by a new node (new key, new address)")
+    r.add_argument("id", type=int)
+    r.add_argument("address", metavar="HOST:PORT")
+    c = subs.add_parser("change", help="change f, replicas and clients in one epoch")
+    c.add_argument("--f", type=int, default=None, help="the new f (n = 3f+1 replicas)")
+    c.add_argument("--replace", action="append", default=[], metavar="ID=HOST:PORT")
+    c.add_argument("--add", action="append", default=[], metavar="ID=HOST:PORT",
+                   help="the address of a replica a larger f adds")
+    c.add_argument("--add-client", action="append", default=[], metavar="NAME")
+    c.add_argument("--remove-client", action="append", default=[], metavar="NAME")
+    c.add_argument("--plan-only", action="store_true",
+                   help="write the new nodes' directories and a plan; `pbft admin apply` sends it")
+    c.add_argument("--plan-file", default=None, metavar="FILE")
+    for p in (r, c):
+        p.add_argument("--config", required=True, help="the cluster file (the operator's copy)")
+        p.add_argument("--out", default=None, metavar="DIR",
+                       help="where the new replicas' directories go (default: beside the cluster file)")
+    ap = subs.add_parser("apply", help="send a planned change")
+    ap.add_argument("plan", metavar="PLAN")
+    for p in (r, c, ap):
+        p.add_argument("--timeout", type=float, default=60.0)

@@ -1,0 +1,157 @@
+"""Changing the group through consensus (pbft.protocol.epochs).
+
+f = 1, n = 4, K = 4, L = 8 (make_config), in the in-memory Router (no loss, no
+reordering). The operator's key is in the configuration; its commands are requests whose
+operation is ["reconfigure", epoch, membership], executed by the replica core.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from conftest import Router, client_key, make_config, replica_key
+
+from pbft.protocol import codec
+from pbft.protocol.client import ClientCore
+from pbft.protocol.config import OPERATOR, ClientInfo, ReplicaInfo
+from pbft.protocol.crypto import KeyPair, seal
+from pbft.protocol.epochs import Membership, epoch_of_view, first_view, reconfigure_operation
+from pbft.protocol.events import Reason, Received, Rejected
+from pbft.protocol.messages import Prepare
+from pbft.service.kv import op_put
+
+pytestmark = pytest.mark.timeout(60)
+
+OPERATOR_KEY = KeyPair.from_seed(b"test-operator")
+NEW_3 = KeyPair.from_seed(b"test-replica-3-epoch-1")
+
+
+def cluster() -> tuple[Router, ClientCore]:
+    config = replace(make_config(), operator_key=OPERATOR_KEY.public)
+    router = Router.build(config)
+    operator = ClientCore(config, OPERATOR, OPERATOR_KEY)
+    router.clients[OPERATOR] = operator
+    return router, operator
+
+
+def membership(config, **changes) -> Membership:
+    m = Membership.of(config)
+    return replace(m, **changes)
+
+
+def command(router: Router, operator: ClientCore, epoch: int, m: Membership) -> dict:
+    router.perform(OPERATOR, operator.submit(reconfigure_operation(epoch, m)))
+    router.run()
+    src, _, result = router.completed[-1]
+    assert src == OPERATOR
+    return codec.decode(result)
+
+
+def replaced_3(config) -> Membership:
+    replicas = list(config.replicas)
+    replicas[3] = ReplicaInfo(3, "127.0.0.1", 7103, NEW_3.public)
+    return membership(config, replicas=tuple(replicas))
+
+
+def test_a_command_takes_effect_after_the_stable_checkpoint_at_or_after_it():
+    router, operator = cluster()
+    config = router.config
+    router.submit("alice", op_put(b"k", b"v"))
+    router.run()
+    answer = command(router, operator, 1, replaced_3(config))
+    assert answer == {"epoch": 1, "after": 4}  # the command ran at n=2; K = 4
+    for rep in router.replicas[:3]:
+        # The primary filled up to the boundary with null requests: an idle group gets there.
+        assert rep.epochs.current == 1 and rep.config.epoch == 1 and rep.log.low == 4
+        assert rep.view == first_view(1) and rep.config.replicas[3].public_key == NEW_3.public
+        assert not rep.retired
+    old3 = router.replicas[3]
+    assert old3.retired and old3.epochs.current == 1  # its own key is not in epoch 1
+    assert old3.last_executed == 4  # nothing above the boundary in the old epoch
+
+
+def test_the_old_key_and_the_old_epoch_are_refused_after_the_change():
+    router, operator = cluster()
+    command(router, operator, 1, replaced_3(router.config))
+    rep = router.replicas[0]
+    new_domain = rep.config.replica_domain
+    assert new_domain.endswith("/epoch=1")
+    view = first_view(1)
+    for key, domain in ((replica_key(3), new_domain), (replica_key(3), router.config.cluster_id),
+                        (NEW_3, router.config.cluster_id)):
+        vote = seal(key, domain, 3, Prepare(view, 5, b"\x01" * 32)).to_bytes()
+        out = rep.step(Received(3, vote))
+        assert [a.reason for a in out if isinstance(a, Rejected)] == [Reason.BAD_SIGNATURE]
+    good = seal(NEW_3, new_domain, 3, Prepare(view, 5, b"\x01" * 32)).to_bytes()
+    assert not [a for a in rep.step(Received(3, good)) if isinstance(a, Rejected)]
+
+
+@pytest.mark.parametrize(
+    ("make", "error"),
+    [
+        (lambda c: reconfigure_operation(2, Membership.of(c)), "the next epoch is 1, not 2"),
+        (lambda c: reconfigure_operation(1, replace(Membership.of(c), f=2)), "needs replicas 0 to 6"),
+        (lambda c: codec.encode(["put", b"k", b"v"]), "reconfigure"),
+        (lambda c: reconfigure_operation(1, replace(
+            Membership.of(c), clients=(ClientInfo("alice", client_key("bob").public), *c.clients[1:]))),
+         "share a public key"),
+    ],
+    ids=["skips-an-epoch", "n-is-not-3f+1", "not-a-command", "shared-key"],
+)
+def test_commands_that_break_the_rules_are_refused_with_a_reason(make, error):
+    router, operator = cluster()
+    router.perform(OPERATOR, operator.submit(make(router.config)))
+    router.run()
+    answer = codec.decode(router.completed[-1][2])
+    assert error in answer["error"]
+    assert all(rep.epochs.current == 0 and rep.epochs.pending is None for rep in router.replicas)
+
+
+def test_a_second_command_while_one_is_pending_is_refused():
+    """One change at a time: the core decides a command found pending (executed, its
+    boundary not yet stable) as an error, the same at every replica."""
+    from pbft.protocol.messages import Request
+
+    router, _ = cluster()
+    rep = router.replicas[1]
+    c = router.config
+    first = Request(reconfigure_operation(1, replaced_3(c)), 1, OPERATOR)
+    second = Request(reconfigure_operation(1, Membership.of(c)), 2, OPERATOR)
+    data1 = seal(OPERATOR_KEY, c.signing_domain, OPERATOR, first).to_bytes()
+    data2 = seal(OPERATOR_KEY, c.signing_domain, OPERATOR, second).to_bytes()
+    assert codec.decode(rep._operator_command(first, data1, 5)) == {"epoch": 1, "after": 8}
+    assert codec.decode(rep._operator_command(second, data2, 6)) == {"error": "epoch 1 is already pending"}
+    assert rep.epochs.boundary() == 8 and rep.epochs.current == 0
+
+
+def test_a_client_the_operator_adds_writes_at_once():
+    router, operator = cluster()
+    config = router.config
+    dora = KeyPair.from_seed(b"test-client-dora")
+    m = membership(config, clients=(*config.clients, ClientInfo("dora", dora.public)))
+    command(router, operator, 1, m)
+    new_config = router.replicas[0].config
+    assert "dora" in new_config.client_index
+    client = ClientCore(new_config, "dora", dora)
+    router.clients["dora"] = client
+    router.perform("dora", client.submit(op_put(b"d", b"1")))
+    router.run()
+    assert router.completed[-1][0] == "dora" and codec.decode(router.completed[-1][2]) is True
+
+
+def test_a_client_does_not_count_replies_of_an_epoch_it_does_not_know():
+    """A reply from a later epoch is not counted: that epoch's f may be larger than the
+    one the client knows, and f+1 of its count could all be faulty."""
+    router, operator = cluster()
+    command(router, operator, 1, replaced_3(router.config))
+    old = ClientCore(router.config, "alice", client_key("alice"), start_timestamp=100)
+    router.clients["alice"] = old
+    router.perform("alice", old.submit(op_put(b"k", b"w")))
+    router.run()
+    assert old.outstanding is not None and old.newer_epoch == 1
+    assert epoch_of_view(router.replicas[0].view) == 1
+    actions = old.reconfigure(router.replicas[0].config)  # the new cluster file
+    router.perform("alice", actions)
+    router.run()
+    assert old.outstanding is None
