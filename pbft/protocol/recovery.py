@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .epochs import CONFIG_PREFIX
+from .epochs import CONFIG_PREFIX, epoch_of_view
 from .events import Action, Note, Persist
 from .log import Slot
 from .messages import (
@@ -42,7 +42,7 @@ from .records import (
 )
 from .safety import vote_slot
 from .store import Namespace
-from .viewchange import ViewStatus, check_view_change
+from .viewchange import InvalidCertificate, ViewStatus, check_view_change
 
 if TYPE_CHECKING:
     from .replica import Replica
@@ -148,11 +148,23 @@ def recover(rep: Replica, records: list[Persist]) -> list[Action]:
         # We had jumped to a stable checkpoint whose state we were still fetching: back
         # to that window, and the walk starts again from the top, comparing with what
         # the store holds now.
-        if rep.epochs.check_proof(jump.seq, jump.proof) != jump.digest:
+        try:
+            proven = rep.epochs.check_proof(jump.seq, jump.proof)
+        except InvalidCertificate as exc:
+            # Signed under an epoch we had only heard of (EPOCHS, kept in memory): we are
+            # in an older one and learn it again from the others, then jump again.
+            rep._out.append(Note(f"the window jump to {jump.seq} is of an epoch not recorded here ({exc})"))
+            proven = None
+        if proven is not None and proven != jump.digest:
             raise ValueError(f"the stored proof of checkpoint n={jump.seq} is for another digest")
-        rep._learn_stable(jump.seq, jump.digest, jump.proof)
+        if proven is not None:
+            rep._learn_stable(jump.seq, jump.digest, jump.proof)
     for vs in by_kind.get(ViewState, [])[-1:]:
         assert isinstance(vs, ViewState)
+        if epoch_of_view(vs.view) != rep.epochs.current:
+            # A view of the epoch we had left (the switch's own record was not yet
+            # written): the new epoch starts in its first view, as `_switch_epoch` set.
+            break
         rep.view = vs.view
         rep.status = ViewStatus.NORMAL if vs.active else ViewStatus.VIEW_CHANGE
         if vs.active:

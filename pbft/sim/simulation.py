@@ -757,6 +757,8 @@ class Simulation:
             self._epochs[rid] = self._epochs.get(rid, 0) + 1
             self.oracle.note_restart(rid)
             stores, states = [], []
+        if not any(self._member(rid, sp) for sp in specs or [None]):
+            return  # the operator does not restart a node the group no longer has
         count = max(2 if rid in self.twins else 1, len(specs))
         stores = stores + [{}] * (count - len(stores))
         states = states + [None] * (count - len(states))
@@ -769,6 +771,12 @@ class Simulation:
                 self.oracle.note_recovered(rid, (rid, inst.incarnation), inst.node)
 
     # -- reconfiguration ([[reconfigure]], pbft.protocol.epochs) -------------------------
+
+    def _member(self, rid: int, spec: tuple[KeyPair, int] | None) -> bool:
+        """Whether a node started with `spec` is in the latest epoch begun."""
+        planned = self.plan[self._epoch_started]
+        key = (spec or (self.keys[rid], 0))[0]
+        return rid < planned.config.n and planned.keys.get(rid) is key
 
     def _plan_done(self) -> bool:
         return self._epoch_started >= len(self.plan) - 1
@@ -832,6 +840,11 @@ class Simulation:
         )
         self._epoch_started = a.epoch
         self._step_due = None
+        # The operator stops what is not in the new group: removed replicas and replaced
+        # keys, also those that were down or behind when it changed (they would never
+        # learn it: nobody in the group talks to a non-member).
+        for r, insts in self.replicas.items():
+            self.replicas[r] = [x for x in insts if self._member(r, x.spec)]
         self._trace.update(b"%d epoch %d;" % (self.now, a.epoch))
         planned = self.plan[a.epoch]
         # The operator hands the new cluster file to the clients (ClientCore.reconfigure).
