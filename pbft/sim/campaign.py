@@ -284,6 +284,9 @@ def run_campaign(
     for tests (a module-level function, so that a worker can import it)."""
     result = Campaign(opts, seeds.start if start is None else start, len(seeds) if total is None else total,
                       shard, jobs)
+    for d in (out_dir, trace_dir):
+        if d:
+            os.makedirs(d, exist_ok=True)
     args = (opts, out_dir, trace_dir, on_trace)
 
     def take(o: SeedOutcome) -> None:
@@ -390,7 +393,7 @@ def merge(results: list[tuple[str, dict]]) -> dict:
                 raise MergeError(f"{name} and {first_name} ran different campaigns: {key} "
                                  f"{r.get(key)!r} and {first.get(key)!r}.")
     spans = sorted((a, b, name) for name, r in results for a, b in r["ranges"])
-    for (a1, b1, n1), (a2, b2, n2) in zip(spans, spans[1:], strict=False):
+    for (_, b1, n1), (a2, b2, n2) in zip(spans, spans[1:], strict=False):
         if a2 < b1:
             both = f"{n1} and {n2} both" if n1 != n2 else f"{n1} twice"
             raise MergeError(f"{both} ran seeds {a2} to {min(b1, b2) - 1}: the results overlap.")
