@@ -1,7 +1,10 @@
-"""`pbft scenario run`, `pbft scenario list` and `pbft fuzz` (README, "Attacking it on purpose").
+"""`pbft scenario run`, `pbft scenario list`, `pbft fuzz` and `pbft fuzz merge` (README,
+"Attacking it on purpose"; docs/fuzzing.md).
 
 Exit status: 0 every scenario met its [expect] (or no violation was fuzzed), 1 a check
-failed, 2 usage (raised as `UsageError`, printed by pbft.cli). A scenario that gives more
+failed (for fuzz: a violation or a crash of the simulator), 2 usage (raised as
+`UsageError`, printed by pbft.cli), 130 a fuzz campaign stopped by Ctrl-C or SIGTERM
+(its partial result reported and written). A scenario that gives more
 than f replicas a behaviour is run and reported as exceeding the fault assumption; it does
 not fail the command, since the protocol promises nothing there.
 """

@@ -296,11 +296,11 @@ def run_campaign(
 
     t0 = time.perf_counter()
     try:
-        if jobs <= 1:
+        if jobs <= 1 or len(seeds) <= 1:
             for seed in seeds:
                 take(_guarded(runner, seed, *args))
         else:
-            _parallel(iter(seeds), jobs, runner, args, take)
+            _parallel(iter(seeds), min(jobs, len(seeds)), runner, args, take)
     except KeyboardInterrupt:
         result.interrupted = True
     result.seconds = time.perf_counter() - t0

@@ -21,6 +21,9 @@ checkpoint). The simulator also judges `view-agreement` at the end of every run.
 On a violation the schedule is shrunk: drop network faults, behaviours and single rules one
 at a time, then fewer clients and requests, keeping each change while the same check still
 fails. The result is printed as a scenario file, replayable with `pbft scenario run FILE`.
+`fuzz` below runs seeds one after the other in this process; pbft.sim.campaign runs them
+on several worker processes and in shards (`pbft fuzz --jobs`, `--shard`, `merge`), with
+`shrunk_violation` as the per-seed step, and writes the scenario files as they are found.
 
 Modes. `random` (above) draws whole behaviours from the catalogue (`behaviours` restricts
 the choice, e.g. to a user's FILE.py:Class). `mutation` is ByzzFuzz's small-scope message
