@@ -376,6 +376,7 @@ class MergeError(ValueError):
 
 
 MATCH_FIELDS = ("mode", "f", "broken", "behaviours")
+REQUIRED_FIELDS = (*MATCH_FIELDS, "start", "seeds", "ranges", "runs", "violations", "runs_digest", "seconds")
 
 
 def merge(results: list[tuple[str, dict]]) -> dict:
@@ -386,6 +387,9 @@ def merge(results: list[tuple[str, dict]]) -> dict:
     for name, r in results:
         if not isinstance(r, dict) or r.get("format") != FORMAT:
             raise MergeError(f"{name} is not a result of `pbft fuzz --json` or `-o` (no \"format\": \"{FORMAT}\").")
+        lacking = [k for k in REQUIRED_FIELDS if k not in r]
+        if lacking:
+            raise MergeError(f"{name} lacks the field{'s' if len(lacking) > 1 else ''} {', '.join(lacking)}.")
     first_name, first = results[0]
     for name, r in results[1:]:
         for key in MATCH_FIELDS:

@@ -141,6 +141,9 @@ def test_merge_refuses_other_options_overlaps_and_strangers():
         merge([("a.json", doc()), ("a.json", doc())])
     with pytest.raises(MergeError, match=r"x.json is not a result of `pbft fuzz"):
         merge([("x.json", {"runs": 3})])
+    partial = {k: v for k, v in doc().items() if k not in ("ranges", "runs_digest")}
+    with pytest.raises(MergeError, match=r"y.json lacks the fields ranges, runs_digest"):
+        merge([("y.json", partial)])
 
 
 def test_merge_of_disjoint_results_adds_up_and_names_the_gaps():
