@@ -444,8 +444,9 @@ def cmd_fuzz(args) -> int:
     if args.output:
         _check_writable(args.output, "-o")
     opts = campaign.Options(args.f, args.mode, broken, tuple(behaviours) if behaviours is not None else None)
-    label = f"{jobs} job{'s' if jobs != 1 else ''}" + (f", shard {shard} (seeds {seeds.start}-{seeds.stop - 1})"
-                                                       if shard else "")
+    label = f"{jobs} job{'s' if jobs != 1 else ''}"
+    if shard:
+        label += f", shard {shard} ({f'seeds {seeds.start}-{seeds.stop - 1}' if seeds else 'no seeds'})"
     bar = FuzzProgress(len(seeds), label=label)
     text = not args.json
 
