@@ -2,7 +2,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-fast lint fuzz bench soak chaos clean browser
+.PHONY: demo test test-fast lint fuzz soak-fuzz bench soak chaos clean browser
 
 $(BIN)/pbft: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -36,8 +36,15 @@ test-fast: $(BIN)/pbft
 lint: $(BIN)/pbft
 	$(BIN)/ruff check .
 
+# Fuzz campaigns (docs/fuzzing.md) on every core: scenario files of violations as they are found
+# and the JSON result under build/. `fuzz` is sized for a few minutes on a two-core machine;
+# `soak-fuzz` is the nightly 100,000 seeds (hours; never part of `make test`).
+# Extra flags: make fuzz FUZZ_ARGS="--mode mutation --jobs 4".
 fuzz: $(BIN)/pbft
-	$(BIN)/pbft fuzz --seeds 1000
+	$(BIN)/pbft fuzz --seeds 2000 --out-dir build/fuzz -o build/fuzz/result.json $(FUZZ_ARGS)
+
+soak-fuzz: $(BIN)/pbft
+	$(BIN)/pbft fuzz --seeds 100000 --out-dir build/soak-fuzz -o build/soak-fuzz/result.json $(FUZZ_ARGS)
 
 # The standard configuration (docs/formats.md, bench report): f=1, enough clients to saturate the
 # cluster, 10 s. Extra flags: make bench BENCH_ARGS="--json bench.json".

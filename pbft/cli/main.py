@@ -326,11 +326,24 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--strict", action="store_true", help="exit 1 when there are warnings")
     chk.add_argument("--json", action="store_true")
 
-    fz = sub.add_parser("fuzz", help="random Byzantine behaviours and network faults")
-    fz.add_argument("--seeds", type=int, required=True)
+    fz = sub.add_parser(
+        "fuzz", help="random Byzantine behaviours and network faults",
+        description="Run fuzz seeds --start .. --start+--seeds-1 (or one shard of them) on --jobs "
+        "processes; or `pbft fuzz merge` shard results (docs/fuzzing.md).",
+    )
+    fz.add_argument("--seeds", type=int, default=None, help="how many seeds (required to run)")
     fz.add_argument("--start", type=int, default=0)
     fz.add_argument("--f", type=int, default=1)
-    fz.add_argument("--json", action="store_true")
+    fz.add_argument("--json", action="store_true", help="print the result as JSON (docs/formats.md)")
+    fz.add_argument("--jobs", "-j", type=int, default=None, metavar="N",
+                    help="worker processes (default: the cores this process may use)")
+    fz.add_argument("--shard", default=None, metavar="I/K",
+                    help="run only the I-th (from 0) of K disjoint parts of the seed range")
+    fz.add_argument("--out-dir", default=None, metavar="DIR",
+                    help="write each violation's shrunk scenario file to DIR/fuzz-SEED.toml as soon "
+                         "as it is found")
+    fz.add_argument("-o", "--output", default=None, metavar="FILE.json",
+                    help="also write the JSON result to FILE (for `pbft fuzz merge`)")
     fz.add_argument("--mode", choices=("random", "mutation"), default="random",
                     help="random: whole behaviours from the catalogue; mutation: small-scope "
                          "message rules and round partitions (ByzzFuzz, docs/rules.md)")
@@ -342,6 +355,17 @@ def build_parser() -> argparse.ArgumentParser:
     fz.add_argument("--trace-dir", default=None, metavar="DIR",
                     help="write the trace of every failing seed's shrunk scenario to "
                          "DIR/fuzz-SEED.jsonl (docs/formats.md)")
+    fzs = fz.add_subparsers(dest="fuzz_command", metavar="merge")
+    fm = fzs.add_parser(
+        "merge", help="combine the JSON results of shards (or of any campaigns with equal options)",
+        description="Combine `pbft fuzz -o` / `--json` results of one campaign's shards into one "
+        "result; refuses different options and overlapping seed ranges. Exit status 1 if any "
+        "violation or crash, as for fuzz.",
+    )
+    fm.add_argument("files", nargs="+", metavar="FILE.json")
+    fm.add_argument("-o", "--output", default=None, metavar="OUT.json",
+                    help="write the merged JSON here and a summary on stdout (default: the JSON on "
+                         "stdout, the summary on stderr)")
     tr = sub.add_parser("trace", help="look at a run's trace: a viewer page, exports, merging")
     trs = tr.add_subparsers(dest="trace_command", metavar="ACTION")
     trs.required = True

@@ -1,7 +1,10 @@
-"""`pbft scenario run`, `pbft scenario list` and `pbft fuzz` (README, "Attacking it on purpose").
+"""`pbft scenario run`, `pbft scenario list`, `pbft fuzz` and `pbft fuzz merge` (README,
+"Attacking it on purpose"; docs/fuzzing.md).
 
 Exit status: 0 every scenario met its [expect] (or no violation was fuzzed), 1 a check
-failed, 2 usage (raised as `UsageError`, printed by pbft.cli). A scenario that gives more
+failed (for fuzz: a violation or a crash of the simulator), 2 usage (raised as
+`UsageError`, printed by pbft.cli), 130 a fuzz campaign stopped by Ctrl-C or SIGTERM
+(its partial result reported and written). A scenario that gives more
 than f replicas a behaviour is run and reported as exceeding the fault assumption; it does
 not fail the command, since the protocol promises nothing there.
 """
@@ -172,13 +175,13 @@ def _append_run(part: str, out: str) -> None:
     os.remove(part)
 
 
-def _check_writable(path: str) -> None:
+def _check_writable(path: str, flag: str = "--trace") -> None:
     """UsageError (one sentence) now, rather than after a real run, if `path` cannot be written."""
     try:
         with open(path, "a", encoding="utf-8"):
             pass
     except OSError as exc:
-        raise UsageError(f"--trace: cannot write {path}: {exc.strerror or exc}.") from None
+        raise UsageError(f"{flag}: cannot write {path}: {exc.strerror or exc}.") from None
 
 
 def print_run(r: RunResult, s, figures: str, trace: str = "", replay_broken: str | None = None) -> None:
@@ -312,44 +315,66 @@ def _params(cls: type) -> str:
 class FuzzProgress:
     """`fuzz [#####.....] 120/500 seeds  9.8 runs/s  1 violation  seed 119: equivocate@0
     partition` on stderr: redrawn in place on a terminal (at most every 0.2 s), one line
-    every 10 s otherwise (a CI log)."""
+    every 10 s otherwise (a CI log). `label` (jobs, shard) goes after the counts; a crash
+    of the simulator is counted too."""
 
     WIDTH = 24
     TTY_EVERY = 0.2
     LOG_EVERY = 10.0
 
-    def __init__(self, seeds: int, out=None) -> None:
+    def __init__(self, seeds: int, out=None, label: str = "") -> None:
         self.seeds = seeds
         self.out = out or sys.stderr
         self.tty = self.out.isatty()
+        self.label = label
         self.started = time.perf_counter()
         self.last = self.started
         self.runs = 0
         self.failed = 0
+        self.crashed = 0
         self.drawn = False
 
     def run(self, seed: int, scenario, result: RunResult) -> None:
+        """After `fuzz()`'s run of a seed (its `on_run`)."""
         from ..sim.fuzz import describe
 
+        self.tick(seed, describe(scenario), bool(result.violations))
+
+    def outcome(self, o) -> None:
+        """After a campaign's seed (`pbft.sim.campaign.SeedOutcome`)."""
+        self.tick(o.seed, o.what, o.violation is not None, bool(o.crash))
+
+    def tick(self, seed: int, what: str, failed: bool, crashed: bool = False) -> None:
         self.runs += 1
-        self.failed += bool(result.violations)
+        self.failed += failed
+        self.crashed += crashed
         now = time.perf_counter()
-        if now - self.last < (self.TTY_EVERY if self.tty else self.LOG_EVERY):
+        if now - self.last < (self.TTY_EVERY if self.tty else self.LOG_EVERY) and self.runs != self.seeds:
             return
         self.last = now
-        self._draw(f"seed {seed}: {describe(scenario)}", now)
+        self._draw(f"seed {seed}: {what}", now)
 
     def _draw(self, what: str, now: float) -> None:
         filled = int(self.WIDTH * self.runs / self.seeds) if self.seeds else self.WIDTH
         rate = self.runs / (now - self.started) if now > self.started else 0.0
+        crashes = f"  {self.crashed} crash{'es' if self.crashed != 1 else ''}" if self.crashed else ""
+        label = f"  {self.label}" if self.label else ""
         line = (f"fuzz [{'#' * filled}{'.' * (self.WIDTH - filled)}] {self.runs}/{self.seeds} seeds  "
-                f"{rate:.1f} runs/s  {self.failed} violation{'s' if self.failed != 1 else ''}  {what}")
+                f"{rate:.1f} runs/s  {self.failed} violation{'s' if self.failed != 1 else ''}{crashes}"
+                f"{label}  {what}")
         if self.tty:
             self.out.write("\r" + line[:160].ljust(160))
             self.drawn = True
         else:
             self.out.write(line + "\n")
         self.out.flush()
+
+    def clear(self) -> None:
+        """Before other output on a terminal: the bar's line blanked (it is drawn again)."""
+        if self.drawn:
+            self.out.write("\r" + " " * 160 + "\r")
+            self.out.flush()
+            self.drawn = False
 
     def done(self) -> None:
         if self.drawn:
@@ -373,12 +398,19 @@ def _viewer_page(trace: str) -> str:
 
 
 def cmd_fuzz(args) -> int:
-    from ..sim.fuzz import fuzz
+    from ..sim import campaign
 
+    if getattr(args, "fuzz_command", None) == "merge":
+        return cmd_fuzz_merge(args)
+    if args.seeds is None:
+        raise UsageError("--seeds is required (how many seeds to run), or `pbft fuzz merge FILE...`.")
     if args.seeds < 0 or args.start < 0:
         raise UsageError("--seeds and --start must not be negative.")
     if not 1 <= args.f <= 4:
         raise UsageError("--f must be from 1 to 4.")
+    jobs = campaign.default_jobs() if args.jobs is None else args.jobs
+    if jobs < 1:
+        raise UsageError("--jobs must be at least 1.")
     broken = getattr(args, "broken", None) or ""
     if broken:
         check_broken(broken, "--broken")
@@ -399,37 +431,143 @@ def cmd_fuzz(args) -> int:
                 raise UsageError(f"--behaviours: {exc}") from None
         if args.mode != "random":
             raise UsageError("--behaviours restricts the random mode; the mutation mode draws rules.")
-    trace_dir = getattr(args, "trace_dir", None)
-    if trace_dir:
+    seeds = range(args.start, args.start + args.seeds)
+    shard = None
+    if args.shard:
         try:
-            os.makedirs(trace_dir, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"--trace-dir: cannot create {trace_dir}: {exc.strerror}.") from None
-    bar = FuzzProgress(args.seeds)
-    report = fuzz(args.seeds, args.start, args.f, progress=None if args.json else sys.stdout,
-                  mode=getattr(args, "mode", "random"), broken=broken, behaviours=behaviours,
-                  trace_dir=trace_dir, on_run=bar.run, on_trace=_viewer_page if trace_dir else None)
+            i, k = campaign.parse_shard(args.shard)
+        except ValueError as exc:
+            raise UsageError(f"--shard: {exc}.") from None
+        seeds, shard = campaign.shard_range(args.start, args.seeds, i, k), f"{i}/{k}"
+    trace_dir = _make_dir(getattr(args, "trace_dir", None), "--trace-dir")
+    out_dir = _make_dir(getattr(args, "out_dir", None), "--out-dir")
+    if args.output:
+        _check_writable(args.output, "-o")
+    opts = campaign.Options(args.f, args.mode, broken, tuple(behaviours) if behaviours is not None else None)
+    label = f"{jobs} job{'s' if jobs != 1 else ''}"
+    if shard:
+        label += f", shard {shard} ({f'seeds {seeds.start}-{seeds.stop - 1}' if seeds else 'no seeds'})"
+    bar = FuzzProgress(len(seeds), label=label)
+    text = not args.json
+
+    def on_outcome(o) -> None:
+        bar.outcome(o)
+        if not text or not (o.violation or o.crash):
+            return
+        bar.clear()
+        if o.violation is not None:
+            from ..sim.fuzz import print_violation
+
+            print_violation(o.violation, list(o.tail), sys.stdout, o.file)
+        else:
+            print(f"seed {o.seed}: CRASH (a bug of the simulator or the fuzzer, not a protocol verdict)")
+            if o.file:
+                print(f"  scenario file: {o.file}")
+            for line in o.crash.splitlines():
+                print(f"    {line}")
+        sys.stdout.flush()
+
+    with _sigterm_as_interrupt():
+        result = campaign.run_campaign(
+            seeds, opts, jobs, out_dir=out_dir, trace_dir=trace_dir,
+            on_trace=_viewer_page if trace_dir else None, on_outcome=on_outcome,
+            start=args.start, total=args.seeds, shard=shard,
+        )
     bar.done()
+    doc = result.to_json()
+    if args.output:
+        _write_json(args.output, doc)
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "runs": report.runs,
-                    "violations": [
-                        {"seed": v.seed, "check": v.check, "detail": v.detail, "scenario": v.toml,
-                         **({"trace": v.trace} if v.trace else {}), **({"page": v.page} if v.page else {})}
-                        for v in report.violations
-                    ],
-                    "runs_per_second": round(report.runs_per_second, 2),
-                },
-                indent=2,
-            )
-        )
+        print(json.dumps(doc, indent=2))
     else:
-        print(
-            f"{report.runs} runs, {len(report.violations)} violations, "
-            f"{report.runs_per_second:.1f} runs/s"
-        )
+        print(f"{result.runs} runs, {len(result.violations)} violations, "
+              + (f"{len(result.crashes)} crashes, " if result.crashes else "")
+              + f"{result.runs_per_second:.1f} runs/s ({jobs} job{'s' if jobs != 1 else ''})")
+        if result.interrupted:
+            print(f"interrupted: seeds not run: {_ranges_text(campaign.missing(doc))}")
         if broken:
             print(_broken_note(broken).strip())
-    return 1 if report.violations else 0
+    if result.interrupted:
+        return 130
+    return 1 if result.failed else 0
+
+
+def cmd_fuzz_merge(args) -> int:
+    """`pbft fuzz merge A.json B.json ... [-o OUT]`: shard results into one (docs/fuzzing.md)."""
+    from ..sim import campaign
+
+    results = []
+    for path in args.files:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                results.append((path, json.load(fh)))
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror or exc}.") from None
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{path} is not JSON: {exc}.") from None
+    try:
+        merged = campaign.merge(results)
+    except campaign.MergeError as exc:
+        raise UsageError(str(exc)) from None
+    summary = sys.stdout if args.output else sys.stderr
+    if args.output:
+        _write_json(args.output, merged)
+    else:
+        print(json.dumps(merged, indent=2))
+    print(f"{len(results)} results merged: {merged['runs']} runs (seeds {_ranges_text(merged['ranges'])}), "
+          f"{len(merged['violations'])} violations"
+          + (f", {len(merged['crashes'])} crashes" if merged["crashes"] else ""), file=summary)
+    for v in merged["violations"]:
+        print(f"  seed {v['seed']}: {v['check']}: {v['detail']}" + (f" ({v['file']})" if v.get("file") else ""),
+              file=summary)
+    for c in merged["crashes"]:
+        last = c["error"].splitlines()[-1] if c["error"] else ""
+        print(f"  seed {c['seed']}: CRASH: {last}", file=summary)
+    gaps = campaign.missing(merged)
+    if gaps:
+        print(f"  not run: seeds {_ranges_text(gaps)} (a shard missing or interrupted?)", file=summary)
+    return 1 if merged["violations"] or merged["crashes"] else 0
+
+
+def _ranges_text(ranges) -> str:
+    return ", ".join(f"{a}-{b - 1}" if b - a > 1 else f"{a}" for a, b in ranges) or "none"
+
+
+def _make_dir(path: str | None, flag: str) -> str | None:
+    if path:
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"{flag}: cannot create {path}: {exc.strerror}.") from None
+    return path or None
+
+
+def _write_json(path: str, doc: dict) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh, indent=2)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+class _sigterm_as_interrupt:
+    """While a campaign runs, SIGTERM (a CI job cancelled, a pod stopped) stops it as
+    Ctrl-C does: workers ended, the files written kept, the partial result reported."""
+
+    def __enter__(self):
+        import signal
+
+        def handler(signum, frame):
+            raise KeyboardInterrupt
+
+        try:
+            self.old = signal.signal(signal.SIGTERM, handler)
+        except ValueError:  # not the main thread (a test's runner): leave it
+            self.old = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        if self.old is not None:
+            signal.signal(signal.SIGTERM, self.old)

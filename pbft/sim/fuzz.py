@@ -21,6 +21,9 @@ checkpoint). The simulator also judges `view-agreement` at the end of every run.
 On a violation the schedule is shrunk: drop network faults, behaviours and single rules one
 at a time, then fewer clients and requests, keeping each change while the same check still
 fails. The result is printed as a scenario file, replayable with `pbft scenario run FILE`.
+`fuzz` below runs seeds one after the other in this process; pbft.sim.campaign runs them
+on several worker processes and in shards (`pbft fuzz --jobs`, `--shard`, `merge`), with
+`shrunk_violation` as the per-seed step, and writes the scenario files as they are found.
 
 Modes. `random` (above) draws whole behaviours from the catalogue (`behaviours` restricts
 the choice, e.g. to a user's FILE.py:Class). `mutation` is ByzzFuzz's small-scope message
@@ -639,31 +642,53 @@ def fuzz(
             on_run(seed, s, r)
         if not r.violations:
             continue
-        v = r.violations[0]
-        small = shrink(s, v.check)
-        final = run_scenario(small)
-        if not final.violations:  # defensive: shrinking only keeps failing schedules
-            small, final = s, r
-        fv = final.violations[0]
-        path = page = ""
-        if trace_dir is not None:
-            path = os.path.join(trace_dir, f"fuzz-{seed}.jsonl")
-            with TraceWriter(path) as tw:
-                Simulation(small, trace=tw).run()
-            if on_trace is not None:
-                page = on_trace(path)
-        found.append(FuzzViolation(seed, fv.check, fv.detail, to_toml(small), path, page))
+        v, tail = shrunk_violation(seed, s, r, trace_dir, on_trace)
+        found.append(v)
         if progress is not None:
-            print(f"seed {seed}: {fv.check}: {fv.detail}", file=progress)
-            if path:
-                print(f"  trace: {path}", file=progress)
-            if page:
-                print(f"  viewer: {page} (opens at the violation)", file=progress)
-            print("  shrunk schedule (save as a .toml file and `pbft scenario run` it):", file=progress)
-            for line in to_toml(small).splitlines():
-                print(f"    {line}", file=progress)
-            for line in final.trace_tail:
-                print(f"    | {line}", file=progress)
+            print_violation(v, tail, progress)
         if stop_at_first:
             break
     return FuzzReport(runs, found, time.perf_counter() - t0)
+
+
+def shrunk_violation(
+    seed: int,
+    s: Scenario,
+    r: RunResult,
+    trace_dir: str | None = None,
+    on_trace: Callable[[str], str] | None = None,
+) -> tuple[FuzzViolation, list[str]]:
+    """Seed `seed`'s failing run `r` of scenario `s`, shrunk (`shrink`) and run once more
+    (with a trace in `trace_dir/fuzz-SEED.jsonl` if given): the violation, and the last
+    events of the shrunk run."""
+    small = shrink(s, r.violations[0].check)
+    final = run_scenario(small)
+    if not final.violations:  # defensive: shrinking only keeps failing schedules
+        small, final = s, r
+    fv = final.violations[0]
+    path = page = ""
+    if trace_dir is not None:
+        path = os.path.join(trace_dir, f"fuzz-{seed}.jsonl")
+        with TraceWriter(path) as tw:
+            Simulation(small, trace=tw).run()
+        if on_trace is not None:
+            page = on_trace(path)
+    return FuzzViolation(seed, fv.check, fv.detail, to_toml(small), path, page), list(final.trace_tail)
+
+
+def print_violation(v: FuzzViolation, tail: list[str], out: IO[str], file: str = "") -> None:
+    """A shrunk violation as the fuzzer prints it: the seed, the check, where its trace,
+    page and scenario `file` are, the scenario itself and the last events."""
+    print(f"seed {v.seed}: {v.check}: {v.detail}", file=out)
+    if v.trace:
+        print(f"  trace: {v.trace}", file=out)
+    if v.page:
+        print(f"  viewer: {v.page} (opens at the violation)", file=out)
+    if file:
+        print(f"  scenario file: {file} (`pbft scenario run {file}` replays it)", file=out)
+    else:
+        print("  shrunk schedule (save as a .toml file and `pbft scenario run` it):", file=out)
+    for line in v.toml.splitlines():
+        print(f"    {line}", file=out)
+    for line in tail:
+        print(f"    | {line}", file=out)

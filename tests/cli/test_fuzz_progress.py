@@ -59,3 +59,17 @@ def test_a_log_gets_a_line_now_and_then_not_a_redraw():
     bar.LOG_EVERY = 0.0
     bar.run(50, Scenario(), result([]))
     assert out.getvalue().count("\n") == 1 and "\r" not in out.getvalue() and "51/100 seeds" in out.getvalue()
+
+
+def test_a_campaign_bar_counts_violations_and_crashes_and_names_its_jobs():
+    from pbft.sim.campaign import SeedOutcome
+    from pbft.sim.fuzz import FuzzViolation
+
+    out = io.StringIO()
+    bar = FuzzProgress(3, out, label="2 jobs, shard 1/4 (seeds 25-49)")
+    bar.outcome(SeedOutcome(25, "no faults"))
+    bar.outcome(SeedOutcome(27, "silent@0", violation=FuzzViolation(27, "liveness", "d", "")))
+    assert out.getvalue() == ""
+    bar.outcome(SeedOutcome(26, "", crash="Traceback"))  # the last seed: always a line
+    line = out.getvalue()
+    assert line.count("\n") == 1 and "3/3 seeds" in line and "1 violation  1 crash  2 jobs, shard 1/4" in line
