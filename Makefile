@@ -2,7 +2,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-fast lint fuzz soak-fuzz bench soak chaos clean browser
+.PHONY: demo test test-fast lint fuzz soak-fuzz bench soak chaos clean browser image compose-up compose-demo compose-down
 
 $(BIN)/pbft: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -61,6 +61,31 @@ soak: $(BIN)/pbft
 # and once the moment its state transfer starts; all must end caught up, in one view.
 chaos: $(BIN)/pbft
 	$(BIN)/pbft scenario run --real tools/scenarios/chaos-kill9.toml
+
+# Containers (deploy/README.md). `make image` builds pbft:<version> and pbft:latest from
+# deploy/Containerfile (IMAGE_BASE: another python 3.11 base, e.g. a mirror's); the compose
+# targets run the 4-replica group of deploy/compose.yaml on this machine, with keys made
+# once into keys/compose by deploy/compose-keys.sh.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE_BASE ?= python:3.11-slim
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+DC = $(COMPOSE) -p pbft -f deploy/compose.yaml
+
+image:
+	docker build -f deploy/Containerfile --build-arg BASE=$(IMAGE_BASE) -t pbft:$(VERSION) -t pbft:latest .
+
+keys/compose/hosts: | $(BIN)/pbft
+	PBFT=$(BIN)/pbft deploy/compose-keys.sh keys/compose
+
+compose-up: image keys/compose/hosts
+	$(DC) up -d
+	$(DC) ps
+
+compose-demo:
+	$(DC) --profile demo run --rm client
+
+compose-down:
+	$(DC) --profile demo down
 
 clean:
 	rm -rf $(VENV) build *.egg-info
