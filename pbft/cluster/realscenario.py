@@ -70,6 +70,7 @@ import trio
 from ..errors import UsageError
 from ..node.linkfaults import FaultPlan, sum_stats, write_plan
 from ..node.tracing import wall_ms
+from ..protocol.epochs import epoch_of_view, first_view
 from ..sim.oracle import Violation
 from ..sim.result import Latency, ReplicaReport, RunResult
 from ..sim.scenario import ByzantineSpec, NetworkFault, Scenario
@@ -132,15 +133,21 @@ def twins(s: Scenario) -> list[int]:
 def unapplied(s: Scenario) -> list[str]:
     """The scenario's entries real processes cannot apply, one line each: a run with any
     is INCOMPLETE. Everything else is applied: crashes (timed and triggered), replica and
-    client behaviours, link faults with their filters and windows, twins. A crash of a
-    twinned replica is not (which of its two processes, and the simulator restarts both
-    from their own stores at once)."""
+    client behaviours, link faults with their filters and windows, twins, [[reconfigure]]
+    steps (`pbft admin`, new nodes started first). A crash of a twinned replica is not
+    (which of its two processes, and the simulator restarts both from their own stores at
+    once), nor is removing a client."""
     twinned = set(twins(s))
     return [
         f"[[network]] crash of replica {nf.crash} {describe_crash(nf)}: not applied on real "
         f"processes (replica {nf.crash} has a twin)"
         for nf in s.network
         if nf.crash is not None and nf.crash in twinned
+    ] + [
+        f"[[reconfigure]] #{i + 1} at {r.at_ms} ms: removing clients is not applied on real processes "
+        "(their workload would fail); the rest of the step is"
+        for i, r in enumerate(s.reconfigure)
+        if r.remove_clients
     ]
 
 
@@ -267,6 +274,12 @@ class RealRun:
         self.crash_log: list[str] = []
         self.applied: list[str] = []
         self.cluster: Any = None
+        self.workdir = ""
+        self.new_nodes: list[Any] = []
+        """LocalClusters of one replica each: the new nodes [[reconfigure]] steps started."""
+        self.added_requests = 0  # the workload of clients a [[reconfigure]] step added
+        self.retired: set[int] = set()
+        """Replicas of the first cluster that a change replaced or removed (they stop)."""
         self.path = ""
         self.t0 = 0.0
 
@@ -351,6 +364,43 @@ class RealRun:
             self.down.discard(rid)
             self.heal_ms = max(self.heal_ms, int((trio.current_time() - self.t0) * 1000))
             self.say(f"replica {rid} restarted from its data directory")
+
+    async def apply_reconfigurations(self) -> None:
+        """The [[reconfigure]] steps, as an operator makes them (pbft.cluster.admin): the
+        new nodes are started first, then the change is sent; a client added runs a
+        workload of its own as soon as it has taken effect."""
+        from ..node.clusterfile import load_cluster
+        from ..sim.scenario import client_name
+        from . import admin
+        from .launcher import LocalCluster, free_ports
+
+        next_client = self.s.clients
+        async with trio.open_nursery() as added_clients:
+            for i, step in enumerate(self.s.reconfigure):
+                await trio.sleep_until(self.t0 + step.at_ms / 1000)
+                config = load_cluster(self.path)
+                n = 3 * step.f + 1 if step.f is not None else config.n
+                ports = free_ports(len(step.replace) + max(0, n - config.n))
+                replace = {rid: f"127.0.0.1:{ports.pop()}" for rid in step.replace}
+                add = {rid: f"127.0.0.1:{ports.pop()}" for rid in range(config.n, n)}
+                names = [client_name(next_client + k) for k in range(step.add_clients)]
+                next_client += step.add_clients
+                p = admin.plan(self.path, replace=replace, f=step.f, add=add, add_clients=names,
+                               out_dir=os.path.join(self.workdir, f"epoch-{config.epoch + 1}"))
+                for rid, d in sorted(p.new_replicas.items()):
+                    path = os.path.join(d, "cluster.toml")
+                    node = LocalCluster(path, load_cluster(path), ids=[rid], log_dir=d,
+                                        data_root=os.path.join(d, "data"))
+                    node.start()
+                    self.new_nodes.append(node)
+                self.retired |= {rid for rid in replace if rid < self.s.n}
+                self.retired |= {rid for rid in range(n, self.s.n)}
+                answer = await admin.apply(p, timeout=self.liveness_s)
+                self.say(f"[[reconfigure]] #{i + 1}: epoch {answer['epoch']} begins after checkpoint {answer['after']}")
+                for name in names:
+                    ops = [("put", b"%s-k%d" % (name.encode(), j), b"v%d" % j) for j in range(5)]
+                    self.added_requests += len(ops)
+                    added_clients.start_soon(self.run_client, name, ops)
 
     # -- clients -------------------------------------------------------------------
 
@@ -483,6 +533,8 @@ class RealRun:
         await self.publish_epoch()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.apply_crashes)
+            if self.s.reconfigure:
+                nursery.start_soon(self.apply_reconfigurations)
             for nf in self.triggered:
                 nursery.start_soon(self.apply_trigger, nf)
             async with trio.open_nursery() as byzantine:
@@ -592,6 +644,7 @@ class RealRun:
                 self.plan_path = os.path.join(workdir, "link-faults.json")
                 write_plan(self.plan_path, self.plan)
                 replica_args = ["--link-faults", self.plan_path]
+            self.workdir = workdir
             self.path = generate_cluster(
                 workdir,
                 f=s.f,
@@ -622,7 +675,7 @@ class RealRun:
                 statuses = run_trio(self.main, plan)
                 ran = True
                 for i, proc in sorted(self.cluster.procs.items(), key=lambda kv: str(kv[0])):
-                    if i not in self.down and proc.poll() is not None:
+                    if i not in self.down and i not in self.retired and proc.poll() is not None:
                         self.fail(
                             "exception",
                             f"replica {i} exited on its own with status {proc.returncode}: "
@@ -632,6 +685,8 @@ class RealRun:
                 tail = [f"replica {i}: {self.cluster.stderr_tail(i)[-400:]}" for i in self.cluster.keys]
             completed = True
         finally:
+            for node in self.new_nodes:
+                node.stop()
             if self.cluster is not None:
                 self.cluster.stop()
                 if ran:
@@ -689,7 +744,9 @@ class RealRun:
                 replicas.append(ReplicaReport(i, i in self.faulty, -1, -1, -1, reachable=False))
             else:
                 replicas.append(ReplicaReport(i, i in self.faulty, st.view, st.last_executed, st.stable_seq))
-        vc = max((r.view for r in replicas if r.id not in self.faulty), default=0)
+        # Views count from each epoch's first view (pbft.protocol.epochs): the view changes
+        # of the current epoch (a change of configuration is not one).
+        vc = max((r.view - first_view(epoch_of_view(r.view)) for r in replicas if r.id not in self.faulty), default=0)
         limit = s.expect.max_view_changes
         if not self.violations and limit is not None and vc > limit:
             self.fail("liveness", f"{vc} view changes, more than the {limit} expected")
@@ -702,7 +759,7 @@ class RealRun:
             seed=self.seed,
             violations=self.violations,
             requests_completed=self.completed,
-            requests_total=(s.clients - len(self.byz_clients)) * s.requests,
+            requests_total=(s.clients - len(self.byz_clients)) * s.requests + self.added_requests,
             view_changes=vc,
             replicas=replicas,
             wall_ms=int((time.monotonic() - started) * 1000),

@@ -141,3 +141,17 @@ async def test_replace_grow_shrink_and_a_new_client_on_real_processes(tmp_path):
 def admin_after(path: str, epoch: int) -> int:
     """The boundary the cluster file records for `epoch` (what `apply` returned)."""
     return next(after for e, after, _ in load_cluster(path).commands if e == epoch)
+
+
+def test_a_reconfiguration_scenario_runs_on_real_processes():
+    """The simulator's rehearsal, on processes (`pbft scenario run --real`): the same
+    [[reconfigure]] steps, made with `pbft admin`, the new nodes started first."""
+    from pathlib import Path
+
+    from pbft.cluster.realscenario import run_real
+    from pbft.sim.scenario import load_scenario
+
+    path = Path(__file__).parents[1] / "scenarios" / "reconfigure-replace-grow-shrink.toml"
+    r = run_real(load_scenario(str(path)))
+    assert r.passed, [f"{v.check}: {v.detail}" for v in r.violations] + r.trace_tail
+    assert r.requests_completed == r.requests_total
