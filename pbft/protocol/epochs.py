@@ -246,7 +246,11 @@ class Epochs:
 
     @property
     def pending(self) -> EpochEntry | None:
-        return self.entries.get(self.current + 1)
+        """The next epoch's entry once this replica's state holds it (a command it
+        executed, or a state it installed); one only heard of from a peer is not pending
+        here: it does not bound what this replica orders (fuzz seed 17101215)."""
+        entry = self.entries.get(self.current + 1)
+        return entry if entry is not None and entry.after != UNKNOWN_AFTER else None
 
     def boundary(self) -> int | None:
         """B: the checkpoint after which the pending epoch begins, or None."""
