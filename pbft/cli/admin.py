@@ -52,7 +52,8 @@ def cmd_admin(args) -> int:
         return _apply(plan, args.timeout)
     plan = admin.plan(
         args.config, replace=_pairs(args.replace, "--replace"), f=args.f, add=_pairs(args.add, "--add"),
-        add_clients=args.add_client, remove_clients=args.remove_client, out_dir=args.out,
+        add_clients=args.add_client, remove_clients=args.remove_client, rotate_clients=args.rotate_client,
+        out_dir=args.out,
     )
     if plan.new_replicas:
         print("new replicas; start them (before or after the change takes effect) with:")
@@ -79,6 +80,8 @@ def add_parser(sub) -> None:
                    help="the address of a replica a larger f adds")
     c.add_argument("--add-client", action="append", default=[], metavar="NAME")
     c.add_argument("--remove-client", action="append", default=[], metavar="NAME")
+    c.add_argument("--rotate-client", action="append", default=[], metavar="NAME",
+                   help="a new key for this client (written beside the cluster file)")
     c.add_argument("--plan-only", action="store_true",
                    help="write the new nodes' directories and a plan; `pbft admin apply` sends it")
     c.add_argument("--plan-file", default=None, metavar="FILE")

@@ -77,6 +77,7 @@ def plan(
     add: dict[int, str] | None = None,
     add_clients: list[str] | None = None,
     remove_clients: list[str] | None = None,
+    rotate_clients: list[str] | None = None,
     out_dir: str | None = None,
 ) -> Plan:
     """The next epoch: `replace` replica ids by new nodes at new addresses, `f` (a larger
@@ -98,8 +99,8 @@ def plan(
         raise UsageError(f"f = {new_f} needs {n} replicas: give the address of replica {missing[0]} (--add).")
     if any(not config.n <= i < n for i in add):
         raise UsageError(f"--add names replicas {config.n} to {n - 1} only.")
-    if not replace and new_f == config.f and not add_clients and not remove_clients:
-        raise UsageError("nothing to change: give --replace, --f, --add-client or --remove-client.")
+    if not replace and new_f == config.f and not add_clients and not remove_clients and not rotate_clients:
+        raise UsageError("nothing to change: give --replace, --f, --add-client, --remove-client or --rotate-client.")
     base = config.base_dir
     ca_cert = read_certificate(ca_path(config), "the CA certificate ([tls] ca)")
     ca_key = read_private_key(ca_key_path(config), "the CA private key")
@@ -118,11 +119,19 @@ def plan(
         else:
             old = config.replicas[i]
             replicas.append(ReplicaInfo(i, old.host, old.port, old.public_key))
-    clients = [c for c in config.clients if c.id not in (remove_clients or [])]
-    for name in remove_clients or []:
+    for name in [*(remove_clients or []), *(rotate_clients or [])]:
         if name not in config.client_index:
             raise UsageError(f"client {name!r} is not in the group.")
     made_clients: dict[str, object] = {}
+    clients = []
+    for c in config.clients:
+        if c.id in (remove_clients or []):
+            continue
+        if c.id in (rotate_clients or []):
+            # A new key for the same name: the old one is refused from the new epoch on.
+            made_clients[c.id] = issue(signer, ca_cert, config.cluster_id, c.id)
+            c = ClientInfo(c.id, made_clients[c.id].public)  # type: ignore[attr-defined]
+        clients.append(c)
     for name in add_clients or []:
         if not CLIENT_NAME.match(name) or name == OPERATOR or name in config.client_index:
             raise UsageError(f"{name!r} cannot be a new client's name (taken, reserved or malformed).")

@@ -109,7 +109,7 @@ from ..protocol.events import Persist, Record, Truncate
 if TYPE_CHECKING:
     from .statestore import DurableStore
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 """The schema written by this build; a directory with a higher version is refused, one
 with version 1 (no checksums, no history) is migrated once on open."""
 DB_FILE = "pbft.sqlite3"
@@ -717,6 +717,8 @@ def _connect(
                     _check_history(path, history, sidecar)
             if version < 3:
                 _migrate_to_3(db)
+            if version < 4:
+                _migrate_to_4(path, db)
         db.execute(EVIDENCE_SCHEMA)  # older directories gain the table
         mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
@@ -844,6 +846,49 @@ def _migrate_to_3(db: sqlite3.Connection) -> None:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
+
+
+def _old_pre_prepare(value: object, depth: int = 0) -> bool:
+    """Whether `value` (a decoded record, or part of one) holds a PRE-PREPARE as format 3
+    and before signed it: its batch inside the signed body [2, v, n, d, batch]."""
+    if depth > 6:
+        return False
+    if isinstance(value, bytes):
+        try:
+            inner = codec.decode(value)
+        except codec.CodecError:
+            return False
+        if isinstance(inner, list) and len(inner) == 5 and inner[0] == 2 and isinstance(inner[4], list):
+            return True
+        return _old_pre_prepare(inner, depth + 1) if isinstance(inner, list) else False
+    if isinstance(value, list):
+        return any(_old_pre_prepare(v, depth + 1) for v in value)
+    return False
+
+
+def _migrate_to_4(path: str, db: sqlite3.Connection) -> None:
+    """Format 3 -> 4. Format 4 signs a PRE-PREPARE's (view, seq, digest) with its batch
+    beside it (docs/formats.md, "The wire"), so a pre-prepare stored by format 3 (our
+    votes, certificates, a VIEW-CHANGE) no longer verifies, and re-signing what others
+    signed is impossible. A directory with none (every vote below a stable checkpoint:
+    what a replica stopped between batches leaves) is only marked; one with some is
+    refused, in one sentence: dropping them could let this replica sign against them."""
+    for (value,) in db.execute(
+        "SELECT value FROM records WHERE record IN (?, ?, ?, ?)",
+        (Record.VOTE.value, Record.PREPARED.value, Record.EXECUTED.value, Record.VIEW.value),
+    ):
+        try:
+            decoded = codec.decode(bytes(value))
+        except codec.CodecError:
+            continue
+        if _old_pre_prepare(decoded) or _old_pre_prepare(bytes(value)):
+            raise ConfigError(
+                f"the data directory {path} holds pre-prepares in the format of an older pbft "
+                "(before a PRE-PREPARE was signed apart from its batch); move it away and start "
+                "this replica with an empty one: it fetches the state from the others "
+                "(restart no more than f replicas this way at once)."
+            )
+    db.execute("UPDATE meta SET value = ? WHERE key = 'format_version'", (str(FORMAT_VERSION),))
 
 
 def _check_meta(path: str, found: dict[str, str], expected: dict[str, str]) -> int:

@@ -376,3 +376,32 @@ def test_pbft_replica_refuses_a_damaged_directory_with_one_sentence(tmp_path, ca
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith(f"pbft: the data directory {d} ")
+
+
+def _set_format(directory, version: int) -> None:
+    db = sqlite3.connect(os.path.join(directory, DB_FILE))
+    db.execute("UPDATE meta SET value = ? WHERE key = 'format_version'", (str(version),))
+    db.commit()
+    db.close()
+
+
+def test_a_format_3_directory_with_old_pre_prepares_is_refused_and_one_without_is_taken(tmp_path, cfg):
+    """Format 4 signs a PRE-PREPARE apart from its batch: a format-3 pre-prepare (its
+    batch inside the signed body) no longer verifies, so a directory holding one is
+    refused with one sentence; one holding none is only marked as format 4."""
+    from pbft.protocol import codec
+
+    old_body = codec.encode([2, 0, 1, bytes(32), [b"request"]])
+    old_env = codec.encode([old_body, 0, bytes(64)])
+    d = str(tmp_path / "old")
+    with Storage.open(d, cfg, 1) as s:
+        s.apply([Persist(Record.VOTE, 0, 1, "pre-prepare", old_env), vote(2, b"b")])
+    _set_format(d, 3)
+    with pytest.raises(ConfigError, match="pre-prepares in the format of an older pbft"):
+        Storage.open(d, cfg, 1)
+    fine = str(tmp_path / "fine")
+    with Storage.open(fine, cfg, 1) as s:
+        s.apply([vote(2, b"b")])
+    _set_format(fine, 3)
+    with Storage.open(fine, cfg, 1) as s:
+        assert s.meta()["format_version"] == str(FORMAT_VERSION) == "4"
