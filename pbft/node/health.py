@@ -267,7 +267,10 @@ def judge(config: ClusterConfig, statuses: Mapping[int, Any]) -> Judgement:
             # A flag left in a unit file must not go unnoticed: it counts against f.
             reasons.append(f"replica {i} runs the Byzantine behaviour {row['behaviour']}")
         if s.view != view:
-            reasons.append(f"replica {i} is in {_view_text(s.view)}, not {_view_text(view)}")
+            if epoch_of_view(s.view) == epoch_of_view(view) == 0:
+                reasons.append(f"replica {i} is in view {s.view}, not {view}")
+            else:
+                reasons.append(f"replica {i} is in {_view_text(s.view)}, not {_view_text(view)}")
         if row["lagging"]:
             reasons.append(f"replica {i} is {behind} behind")
     in_view = views[view] if view is not None else 0

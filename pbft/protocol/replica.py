@@ -1622,6 +1622,7 @@ class Replica:
         self.catch_up = CatchUp(config, self._retransmit_ticks)
         self.checkpoints.config = config
         self.checkpoints.votes = {s: v for s, v in self.checkpoints.votes.items() if s <= boundary}
+        self.checkpoints.claims = {}  # signed under the old epoch: none is above its boundary
         self.batching.config = config
         self.requests = RequestTimers(len(config.requesters))
         self.reads = WaitingReads(config)

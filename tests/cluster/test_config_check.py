@@ -59,7 +59,20 @@ def full_dict() -> dict:
     data["replica"][0]["verify_threads"] = 1
     data["client"][0]["certificate"] = "client-alice.pem"
     data["operator"] = {"public_key": client_key("the-operator").public.hex(), "certificate": "operator.pem"}
+    data["epoch"] = [{"epoch": 1, "after": 4, "command": _command(data)}]
     return data
+
+
+def _command(data: dict) -> str:
+    """The operator's signed command that makes epoch 1 of `data` (the same membership)."""
+    from pbft.protocol.config import OPERATOR, parse_cluster
+    from pbft.protocol.crypto import seal
+    from pbft.protocol.epochs import Membership, reconfigure_operation
+    from pbft.protocol.messages import Request
+
+    config = parse_cluster(data)
+    request = Request(reconfigure_operation(1, Membership.of(config)), 1, OPERATOR)
+    return seal(client_key("the-operator"), config.signing_domain, OPERATOR, request).to_bytes().hex()
 
 
 # ---------------------------------------------------------------------------- the cases of the issue

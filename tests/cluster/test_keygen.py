@@ -59,7 +59,7 @@ def test_every_identity_loads_and_matches_the_cluster_file(cluster: ClusterConfi
 
 def test_private_keys_are_owner_only(cluster: ClusterConfig) -> None:
     keys = [p for p in os.listdir(cluster.base_dir) if p.endswith(".key")]
-    assert len(keys) == 4 + 2 + 1  # replicas, clients, CA
+    assert len(keys) == 4 + 2 + 1 + 1  # replicas, clients, CA, operator
     for name in keys:
         mode = stat.S_IMODE(os.stat(os.path.join(cluster.base_dir, name)).st_mode)
         assert mode == 0o600, name

@@ -342,7 +342,7 @@ async def test_pbft_status_verdicts_and_exit_statuses(tmp_path):
             code, out = await status()
             assert code == 0, out
             lines = out.splitlines()
-            assert lines[0].split() == ["replica", "view", "primary", "executed", "stable", "log", "behind"]
+            assert lines[0].split() == ["replica", "epoch", "view", "primary", "executed", "stable", "log", "behind"]
             assert len(lines) == 6 and lines[-1] == "healthy (view 0, primary 0)"
             code, out = await status("--json")
             doc = json.loads(out)
