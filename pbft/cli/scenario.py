@@ -485,11 +485,21 @@ def cmd_fuzz(args) -> int:
               + f"{result.runs_per_second:.1f} runs/s ({jobs} job{'s' if jobs != 1 else ''})")
         if result.interrupted:
             print(f"interrupted: seeds not run: {_ranges_text(campaign.missing(doc))}")
+        print(_coverage_line(doc))
         if broken:
             print(_broken_note(broken).strip())
     if result.interrupted:
         return 130
     return 1 if result.failed else 0
+
+
+def _coverage_line(doc: dict) -> str:
+    """What the campaign reached, and what it never did (pbft.sim.coverage)."""
+    from ..sim.coverage import UNIVERSE
+
+    never = doc.get("never_reached", [])
+    line = f"coverage: {len(UNIVERSE) - len(never)} of {len(UNIVERSE)} items reached"
+    return line + (f"; never: {', '.join(never)}" if never else "")
 
 
 def cmd_fuzz_merge(args) -> int:
@@ -517,6 +527,7 @@ def cmd_fuzz_merge(args) -> int:
     print(f"{len(results)} results merged: {merged['runs']} runs (seeds {_ranges_text(merged['ranges'])}), "
           f"{len(merged['violations'])} violations"
           + (f", {len(merged['crashes'])} crashes" if merged["crashes"] else ""), file=summary)
+    print(_coverage_line(merged), file=summary)
     for v in merged["violations"]:
         print(f"  seed {v['seed']}: {v['check']}: {v['detail']}" + (f" ({v['file']})" if v.get("file") else ""),
               file=summary)

@@ -674,6 +674,9 @@ class ReplicaNode:
             if isinstance(self.transport.identify, PeerTable):
                 self.transport.identify.config = config
             self.transport.reconfigure(config)
+        verifier = getattr(self.replica, "verifier", None)
+        if self.preverify is not None and isinstance(verifier, Verifier) and verifier.memo_size:
+            self.preverify.verifier = verifier  # the new epoch's: its verdicts go where the core looks
         self.metrics.epoch.set(a.epoch)
         event_log(
             logging.INFO, "epoch-started", self.id,

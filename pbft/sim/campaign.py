@@ -47,9 +47,11 @@ import os
 import signal
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from .coverage import never_reached
 from .fuzz import FuzzViolation, describe, scenario_of, shrunk_violation
 from .scenario import to_toml
 from .simulation import run_scenario
@@ -118,6 +120,8 @@ class SeedOutcome:
     """With a crash: the seed's scenario file, if it was generated."""
     file: str = ""
     """The scenario file written to the output directory, if any."""
+    coverage: tuple[tuple[str, int], ...] = ()
+    """What the seed's run reached (pbft.sim.coverage)."""
 
 
 def _write(path: str, text: str) -> None:
@@ -147,15 +151,16 @@ def run_seed(
         s = scenario_of(seed, opts.f, opts.mode, opts.broken, behaviours)
         what = describe(s)
         r = run_scenario(s)
+        reached = tuple(r.coverage.items())
         if not r.violations:
-            return SeedOutcome(seed, what, r.trace_digest or "")
+            return SeedOutcome(seed, what, r.trace_digest or "", coverage=reached)
         v, tail = shrunk_violation(seed, s, r, trace_dir, on_trace)
         path = ""
         if out_dir is not None:
             path = os.path.join(out_dir, f"fuzz-{seed}.toml")
             head = f"# pbft fuzz: seed {seed}, {v.check}: {v.detail}\n".replace("\n", " ").rstrip() + "\n"
             _write(path, head + v.toml)
-        return SeedOutcome(seed, what, r.trace_digest or "", v, tuple(tail), file=path)
+        return SeedOutcome(seed, what, r.trace_digest or "", v, tuple(tail), file=path, coverage=reached)
     except Exception as exc:  # noqa: BLE001 - a crash is reported with its seed, never fatal
         crash = _summary(exc)
         text = to_toml(s) if s is not None else ""
@@ -213,6 +218,8 @@ class Campaign:
     digest: int = 0
     seconds: float = 0.0
     interrupted: bool = False
+    coverage: Counter = field(default_factory=Counter)
+    """What the runs reached, summed (pbft.sim.coverage)."""
 
     @property
     def runs(self) -> int:
@@ -229,6 +236,8 @@ class Campaign:
     def add(self, o: SeedOutcome) -> None:
         self.done.add(o.seed)
         self.digest ^= _seed_hash(o.seed, o.digest)
+        for item, count in o.coverage:
+            self.coverage[item] += count
         if o.violation is not None:
             self.violations.append(o)
         if o.crash:
@@ -263,6 +272,8 @@ class Campaign:
             "jobs": self.jobs,
             "seconds": round(self.seconds, 3),
             "runs_per_second": round(self.runs_per_second, 2),
+            "coverage": dict(sorted(self.coverage.items())),
+            "never_reached": never_reached(self.coverage),
         }
 
 
@@ -424,6 +435,12 @@ def merge(results: list[tuple[str, dict]]) -> dict:
         runs_per_second=round(runs / seconds, 2) if seconds > 0 else 0.0,
         merged_from=[name for name, _ in results],
     )
+    total: Counter = Counter()
+    for _, r in results:
+        for item, count in r.get("coverage", {}).items():
+            total[item] += count
+    out["coverage"] = dict(sorted(total.items()))
+    out["never_reached"] = never_reached(total)
     return out
 
 

@@ -125,6 +125,8 @@ class RunResult:
     """A Byzantine behaviour's hook raised (first few, one sentence each): the attacker
     failed, not the protocol, and the run tested less than the scenario says."""
     attacker_failure_count: int = 0
+    coverage: dict[str, int] = field(default_factory=dict)
+    """The simulator's: what the run reached, item -> count (pbft.sim.coverage)."""
     checks: dict[str, int] = field(default_factory=dict)
     """The simulator's: how much each check of the oracle looked at (prepared slots,
     executed slots, executed requests, checkpoints, client operations, resource audits)."""

@@ -51,7 +51,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import random
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -71,6 +71,7 @@ from ..protocol.events import (
     CheckpointStable,
     Completed,
     EpochStarted,
+    Evidence,
     Persist,
     Received,
     Record,
@@ -83,18 +84,23 @@ from ..protocol.events import (
     ViewChangeStarted,
     ViewInstalled,
 )
-from ..protocol.messages import envelope_from_bytes, message_of, render
+from ..protocol.messages import MsgType, envelope_from_bytes, envelope_type, message_of, render
 from ..protocol.ready import EMPTY, Durability, Ready
 from ..protocol.replica import Replica
 from ..protocol.viewchange import ViewStatus
 from ..service.api import Hosted
 from ..service.kv import KeyValueStore, op_delete, op_get, op_put
 from ..service.kvservice import KeyValue
+from .coverage import EVENTS, event_name
 from .network import Network
 from .oracle import Oracle, Violation
 from .result import FaultyNode, Latency, ReplicaReport, RunResult
-from .scenario import Node, Scenario, client_name
+from .scenario import KINDS, Node, Scenario, client_name
 from .trace import Lies, TraceWriter, describe, watch_honest
+
+COUNTED = frozenset({*EVENTS, Evidence})
+"""The action types counted as transitions for the coverage report."""
+_KIND_NAME = {int(t): KINDS[i] for i, t in enumerate(MsgType)}
 
 TRACE_TAIL = 30
 MAX_VIRTUAL_MS = 3_600_000
@@ -367,6 +373,8 @@ class Simulation:
         self._trace = hashlib.sha256()
         self._tail: deque[tuple] = deque(maxlen=TRACE_TAIL)
         self.delivered = 0
+        self._kinds: Counter[int] = Counter()  # messages delivered, by type number (coverage)
+        self._events: Counter[str] = Counter()  # transitions at correct replicas (coverage)
         self.completed = 0
         self._last_progress = 0
         self._done_at: int | None = None
@@ -581,6 +589,9 @@ class Simulation:
         if rid in self._armed:
             self._maybe_trigger(rid, actions)
         if inst.correct:
+            for a in actions:
+                if type(a) in COUNTED:
+                    self._events[event_name(a)] += 1
             self.oracle.observe_replica(rid, (rid, inst.incarnation), self.now, actions, (rid, inst.epoch))
             self.oracle.check_resources(rid, inst.node)
             for a in actions:
@@ -678,6 +689,7 @@ class Simulation:
         self._trace.update(b"%d %s>%s %d:" % (self.now, str(src).encode(), str(dst).encode(), len(data)))
         self._trace.update(data)
         self.delivered += 1
+        self._kinds[envelope_type(data)] += 1
         if isinstance(dst, int):
             instances = self.replicas[dst]
             if not instances:
@@ -1073,6 +1085,7 @@ class Simulation:
             attacker_failures=list(self.attacker_failures),
             attacker_failure_count=self.attacker_failure_count,
             checks=dict(sorted(self.oracle.counts.items())),
+            coverage=self._coverage(),
             refused=(refused := self._refused()),
             latency=self._latency(),
             resources=self.oracle.peaks(),
@@ -1083,6 +1096,21 @@ class Simulation:
                 self.tracer.violation(self.now, v.check, v.detail)
             self.tracer.end(self.now, result)
         return result
+
+    def _coverage(self) -> dict[str, int]:
+        """What this run reached (pbft.sim.coverage): messages, rejections, transitions, checks."""
+        out: Counter[str] = Counter(self._events)
+        for number, count in self._kinds.items():
+            kind = _KIND_NAME.get(number)
+            if kind is not None:
+                out[f"message:{kind}"] += count
+        for rid in sorted(self.correct):
+            for inst in self.replicas[rid]:
+                for (_, reason), count in inst.node.rejects.items():
+                    out[f"rejection:{reason.value}"] += count
+        for check, count in self.oracle.counts.items():
+            out[f"check:{check}"] += count
+        return dict(sorted(out.items()))
 
     def _latency(self) -> Latency:
         """Correct clients' latencies, overall and after the last heal (`heal` only moves

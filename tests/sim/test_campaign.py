@@ -154,3 +154,20 @@ def test_merge_of_disjoint_results_adds_up_and_names_the_gaps():
     assert out["runs_digest"] == "ff" * 32 and out["start"] == 0 and out["seeds"] == 40
     assert campaign.missing(out) == [[10, 20], [30, 40]]
     assert campaign.missing(doc(seeds=40, shard="1/4", ranges=[[10, 14], [15, 20]])) == [[14, 15]]
+
+
+def test_the_coverage_report_sums_the_runs_and_names_what_none_reached():
+    from collections import Counter
+
+    from pbft.sim.coverage import UNIVERSE
+    from pbft.sim.fuzz import scenario_of
+
+    result = run_campaign(range(3), Options(), jobs=1)
+    doc = result.to_json()
+    want: Counter = Counter()
+    for seed in range(3):
+        want.update(run_scenario(scenario_of(seed, 1)).coverage)
+    assert doc["coverage"] == dict(sorted(want.items()))
+    assert doc["coverage"]["message:PRE-PREPARE"] > 0 and doc["coverage"]["event:committed"] > 0
+    assert doc["never_reached"] == [i for i in UNIVERSE if not want.get(i)]
+    assert "message:QUERY-STATUS" in doc["never_reached"]  # only `pbft status` sends it
