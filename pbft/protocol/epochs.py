@@ -207,7 +207,12 @@ class Epochs:
         self.entries: dict[int, EpochEntry] = {}
         self.current = base.epoch
         self._given = (dict(self.configs), base.epoch)
-        self._verifiers: dict[int, Verifier] = shared if shared is not None else {}
+        self._verifiers: dict[int, tuple[ClusterConfig, Verifier]] = shared if shared is not None else {}
+        """(configuration, its verifier) per epoch, perhaps shared with other replicas."""
+        self._own: dict[int, tuple[ClusterConfig, Verifier]] = {}
+        """Verifiers of this replica's alone (a configuration heard of from a peer)."""
+        self._learnt: set[int] = set()
+        """Epochs known only from a peer (EPOCHS), not from the state or the file."""
 
     def reset(self) -> None:
         """Back to what was given: entries learnt from a store are read again after it
@@ -216,6 +221,7 @@ class Epochs:
         self.configs = dict(configs)
         self.entries = {}
         self.current = current
+        self._learnt = set()
 
     def fork(self) -> Epochs:
         """A copy to look ahead with (it shares the verifiers)."""
@@ -226,6 +232,8 @@ class Epochs:
         other.current = self.current
         other._given = self._given
         other._verifiers = self._verifiers
+        other._own = self._own
+        other._learnt = set(self._learnt)
         return other
 
     @property
@@ -233,16 +241,27 @@ class Epochs:
         return self.configs[self.current]
 
     def verifier(self, epoch: int) -> Verifier:
-        v = self._verifiers.get(epoch)
-        if v is None:
-            c = self.configs[epoch]
-            v = Verifier(c.signing_domain, c.member_keys(), memo=self.memo, replica_domain=c.replica_domain)
-            self._verifiers[epoch] = v
+        """Epoch `epoch`'s verifier, built for the configuration known now: one cached
+        for another configuration of that epoch (an attempt a peer relayed, replaced
+        since by the one the state holds) is never used (review: a stale key wedged a
+        replica)."""
+        c = self.configs[epoch]
+        cached = self._verifiers.get(epoch)
+        if cached is not None and cached[0] == c:
+            return cached[1]
+        mine = self._own.get(epoch)
+        if mine is not None and mine[0] == c:
+            return mine[1]
+        v = Verifier(c.signing_domain, c.member_keys(), memo=self.memo, replica_domain=c.replica_domain)
+        if cached is None and epoch not in self._learnt:
+            self._verifiers[epoch] = (c, v)  # shared only for what the state or the file says
+        else:
+            self._own[epoch] = (c, v)
         return v
 
     def use_verifier(self, epoch: int, verifier: Verifier) -> None:
         """The verifier the caller built for `epoch` (the simulator shares one)."""
-        self._verifiers[epoch] = verifier
+        self._verifiers[epoch] = (self.configs[epoch], verifier)
 
     @property
     def pending(self) -> EpochEntry | None:
@@ -263,8 +282,15 @@ class Epochs:
         epoch, m = parse_operation(command_operation(entry.command))
         assert epoch == entry.epoch
         config = apply(prev, epoch, m)
+        if self.configs.get(epoch) != config:
+            # Another configuration of this epoch than the one known (heard of from a
+            # peer): the later ones were derived from it, and go with it.
+            for later in [e for e in self.configs if e > epoch]:
+                del self.configs[later]
+                self.entries.pop(later, None)
         self.configs[epoch] = config
         self.entries[epoch] = entry
+        self._learnt.discard(epoch)
         return config
 
     def load(self, read) -> list[str]:
@@ -292,7 +318,7 @@ class Epochs:
         this replica switch; the state, once fetched, says when (`load`). Why not, or None."""
         from .messages import Request, decode_envelope
 
-        if epoch != max(self.configs) + 1:
+        if epoch != max(self.configs) + 1 and epoch not in self._learnt:
             return f"epoch {epoch} is not the next one"
         try:
             env, req = decode_envelope(command)
@@ -304,7 +330,12 @@ class Epochs:
             self.add(EpochEntry(epoch, UNKNOWN_AFTER, command))
         except (ValueError, AssertionError) as exc:
             return f"not a reconfiguration ({exc})"
+        self._learnt.add(epoch)
         return None
+
+    def heard_only(self, epoch: int) -> bool:
+        """Whether epoch `epoch` is known only from a peer (EPOCHS), not from the state."""
+        return epoch in self._learnt
 
     def verify_any(self, env) -> int | None:
         """The epoch under whose configuration `env` verifies, the current one first (for

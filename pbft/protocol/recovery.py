@@ -20,6 +20,7 @@ from .epochs import CONFIG_PREFIX, epoch_of_view
 from .events import Action, Note, Persist
 from .log import Slot
 from .messages import (
+    Checkpoint,
     Prepare,
     PrePrepare,
     ViewChange,
@@ -112,15 +113,18 @@ def recover(rep: Replica, records: list[Persist]) -> list[Action]:
     if due is not None and replay:
         rep._switch_epoch(due)
     accepted = [r for r in by_kind.get(AcceptedPrePrepare, []) if isinstance(r, AcceptedPrePrepare)]
+    current = rep.epochs.current
     for v in by_kind.get(SignedVote, []):
         assert isinstance(v, SignedVote)
         env, msg = decode_envelope(v.envelope)
+        if not isinstance(msg, Checkpoint) and epoch_of_view(msg.view) != current:  # type: ignore[union-attr]
+            continue  # a vote of the epoch left (the switch's truncation was lost): void
         rep.safety.signed[vote_slot(msg)] = (msg.digest, env)  # type: ignore[arg-type]
     pre_prepares: dict[tuple[int, int], bytes] = {}
     certs = [c for c in by_kind.get(PreparedCertificate, []) if isinstance(c, PreparedCertificate)]
     for c in sorted(certs, key=lambda c: (c.seq, c.view)):
         pre_prepares[(c.seq, c.view)] = c.pre_prepare
-        if c.seq > rep.log.low:
+        if c.seq > rep.log.low and epoch_of_view(c.view) == current:
             rep.prepared_certs[c.seq] = (c.view, c.pre_prepare, c.prepares)
     executed = [e for e in by_kind.get(ExecutedBatch, []) if isinstance(e, ExecutedBatch) and replay]
     for e in sorted(executed, key=lambda e: e.seq):

@@ -1490,6 +1490,9 @@ class Replica:
         self.requests.restart(self.ticks)  # a fresh timer once caught up
         self._out.append(StateInstalled(t.seq, t.digest))
         self._maybe_switch_epoch()
+        boundary = self.epochs.boundary()
+        if boundary is not None and self.last_executed < boundary and self.epoch_deadline is None:
+            self.epoch_deadline = self.ticks + self._vc_timeout_ticks  # as if we had executed the command
         self._maybe_execute()
 
     # -- configuration epochs (epochs.py) ------------------------------------------------
@@ -1568,8 +1571,11 @@ class Replica:
             except (codec.CodecError, TypeError, ValueError):
                 self._reject(peer, Reason.MALFORMED, "an epoch entry")
                 return
-            if type(epoch) is not int or type(command) is not bytes or epoch in self.epochs.configs:
+            if type(epoch) is not int or type(command) is not bytes:
                 continue
+            known = self.epochs.entries.get(epoch)
+            if epoch in self.epochs.configs and (not self.epochs.heard_only(epoch) or (known and known.command == command)):
+                continue  # the state's (or the file's), or the same one again
             why = self.epochs.learn(epoch, command, self.verifier)
             if why is not None:
                 self._reject(peer, Reason.BAD_CERTIFICATE, f"epoch {epoch}: {why}")

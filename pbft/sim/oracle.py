@@ -130,6 +130,8 @@ class Oracle:
         self.restarted: set[int] = set()
         # agreement / prepared uniqueness
         self.committed: dict[int, tuple[bytes, Who]] = {}
+        self.committed_epoch: dict[int, int] = {}
+        self.boundaries: dict[int, int] = {}  # epoch -> the checkpoint after which it began
         self.prepared: dict[tuple[int, int], tuple[bytes, Who]] = {}
         self.signed: dict[tuple[Who, str, int, int], bytes] = {}
         # history and model
@@ -286,10 +288,27 @@ class Oracle:
                 f"seq {seq}: {prior[0].hex()[:8]} and {digest.hex()[:8]}",
             )
 
+    def note_epoch(self, epoch: int, after: int) -> None:
+        """Configuration epoch `epoch` began after checkpoint `after` (epochs.py)."""
+        self.boundaries.setdefault(epoch, after)
+
+    def _void(self, epoch: int, seq: int, later: int) -> bool:
+        """Whether a commit of `epoch` at `seq` is void because epoch `later` began
+        below it: nothing above the boundary is executed in the epoch left, and the later
+        epoch orders that slot afresh (docs/reconfiguration.md)."""
+        return later > epoch and seq > self.boundaries.get(later, seq)
+
     def _committed(self, who: Who, view: int, seq: int, digest: bytes) -> None:
+        epoch = epoch_of_view(view)
         prior = self.committed.get(seq)
+        if prior is not None and prior[0] != digest:
+            if self._void(self.committed_epoch[seq], seq, epoch):
+                prior = None  # the earlier epoch's commit above its boundary: void
+            elif self._void(epoch, seq, self.committed_epoch[seq]):
+                return  # this one is the void one
         if prior is None:
             self.committed[seq] = (digest, who)
+            self.committed_epoch[seq] = epoch
         elif prior[0] != digest:
             whom = (
                 f"replica {who[0]} committed different digests at seq {seq} in two of its lives "

@@ -239,7 +239,9 @@ class Scenario:
         return sorted({b.node for b in self.byzantine if b.target == "client"})  # type: ignore[type-var]
 
     def exceeds_fault_assumption(self) -> bool:
-        return len(self.faulty_replicas()) > self.f
+        """More faulty replicas than f, in any epoch of the plan (those the epoch has)."""
+        faulty = self.faulty_replicas()
+        return any(len([r for r in faulty if r < 3 * f + 1]) > f for f in self.fs)
 
 
 # -- parsing --------------------------------------------------------------------------------

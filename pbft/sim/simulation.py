@@ -308,7 +308,7 @@ class Simulation:
         self.verifier = Verifier(cfg.signing_domain, cfg.member_keys(), memo=VERIFY_MEMO)
         self.plan = build_plan(scenario, self.seed, cfg, self.keys, self.client_keys)
         self.max_n = max(e.config.n for e in self.plan)
-        self._verifiers: dict[int, Verifier] = {0: self.verifier}
+        self._verifiers: dict[int, tuple[ClusterConfig, Verifier]] = {0: (cfg, self.verifier)}
         """Each epoch's verifier, shared by every replica of the run (epochs.Epochs)."""
         self._epoch_started = 0  # the latest epoch a correct replica has begun
         self._boundaries: dict[int, int] = {}  # epoch -> the checkpoint after which it began
@@ -755,8 +755,8 @@ class Simulation:
         self.replicas[rid] = []
 
     def _restart(self, rid: int, amnesia: bool) -> None:
-        if self.replicas[rid]:
-            return  # already up
+        if rid not in self._stores and self.replicas[rid]:
+            return  # already up (a replacement node at this id does not count: review)
         self._trace.update(b"%d restart %d%s;" % (self.now, rid, b" amnesia" if amnesia else b""))
         self._record(("restart", rid))
         if self.tracer is not None:
@@ -769,16 +769,16 @@ class Simulation:
             self._epochs[rid] = self._epochs.get(rid, 0) + 1
             self.oracle.note_restart(rid)
             stores, states = [], []
-        if not any(self._member(rid, sp) for sp in specs or [None]):
-            return  # the operator does not restart a node the group no longer has
         count = max(2 if rid in self.twins else 1, len(specs))
         stores = stores + [{}] * (count - len(stores))
         states = states + [None] * (count - len(states))
         specs = specs + [None] * (count - len(specs))
-        self.replicas[rid] = [
-            self._new_instance(rid, stores[k] if stores[k] else None, states[k], specs[k]) for k in range(count)
-        ]
-        for inst in self.replicas[rid]:
+        # The operator does not restart a node the group no longer has (removed, or its
+        # key replaced) while it was down.
+        keep = [k for k in range(count) if self._member(rid, specs[k])]
+        restarted = [self._new_instance(rid, stores[k] if stores[k] else None, states[k], specs[k]) for k in keep]
+        self.replicas[rid] = self.replicas[rid] + restarted
+        for inst in restarted:
             if inst.correct:
                 self.oracle.note_recovered(rid, (rid, inst.incarnation), inst.node)
 
@@ -794,11 +794,13 @@ class Simulation:
         return self._epoch_started >= len(self.plan) - 1
 
     def _verifier(self, epoch: int) -> Verifier:
-        v = self._verifiers.get(epoch)
-        if v is None:
-            c = self.plan[epoch].config
-            v = Verifier(c.signing_domain, c.member_keys(), memo=VERIFY_MEMO, replica_domain=c.replica_domain)
-            self._verifiers[epoch] = v
+        """The oracle's verifier of epoch `epoch`, from the plan (the replicas share it)."""
+        c = self.plan[epoch].config
+        cached = self._verifiers.get(epoch)
+        if cached is not None and cached[0] == c:
+            return cached[1]
+        v = Verifier(c.signing_domain, c.member_keys(), memo=VERIFY_MEMO, replica_domain=c.replica_domain)
+        self._verifiers.setdefault(epoch, (c, v))
         return v
 
     def _epoch_of_seq(self, seq: int) -> int:
@@ -838,6 +840,7 @@ class Simulation:
 
     def _epoch_seen(self, rid: int, inst: Instance, a: EpochStarted) -> None:
         self._boundaries.setdefault(a.epoch, a.after)
+        self.oracle.note_epoch(a.epoch, a.after)
         if a.retired:
             # Removed or replaced: the operator stops it.
             self._trace.update(b"%d retired %d;" % (self.now, rid))

@@ -155,3 +155,50 @@ def test_a_client_does_not_count_replies_of_an_epoch_it_does_not_know():
     router.perform("alice", actions)
     router.run()
     assert old.outstanding is None
+
+
+def _signed_command(config, key3: KeyPair, ts: int) -> bytes:
+    replicas = list(config.replicas)
+    replicas[3] = ReplicaInfo(3, "127.0.0.1", 7100 + ts, key3.public)
+    request = _request_of(reconfigure_operation(1, membership(config, replicas=tuple(replicas))), ts)
+    return seal(OPERATOR_KEY, config.signing_domain, OPERATOR, request).to_bytes()
+
+
+def _request_of(op: bytes, ts: int):
+    from pbft.protocol.messages import Request
+
+    return Request(op, ts, OPERATOR)
+
+
+def test_an_epoch_heard_of_gives_way_to_the_one_the_state_holds_verifier_and_all():
+    """A peer may relay an operator command that never took effect (an attempt refused as
+    already pending). The verifier built for it while checking proofs must not outlive it
+    once the replicated state says otherwise (review: a stale key wedged a laggard), and
+    a correct relay's command replaces an epoch only heard of."""
+    from pbft.protocol.crypto import Verifier
+    from pbft.protocol.epochs import EpochEntry, Epochs
+
+    config = replace(make_config(), operator_key=OPERATOR_KEY.public)
+    v0 = Verifier(config.signing_domain, config.member_keys())
+    a, b = KeyPair.from_seed(b"A"), KeyPair.from_seed(b"B")
+    epochs = Epochs(config)
+    assert epochs.learn(1, _signed_command(config, a, 1), v0) is None and epochs.heard_only(1)
+    assert epochs.verifier(1)._raw[3] == a.public
+    epochs.add(EpochEntry(1, 4, _signed_command(config, b, 2)))  # the state's entry
+    assert not epochs.heard_only(1) and epochs.verifier(1)._raw[3] == b.public
+    relearnt = Epochs(config)
+    relearnt.learn(1, _signed_command(config, a, 1), v0)
+    assert relearnt.learn(1, _signed_command(config, b, 2), v0) is None  # another relay's
+    assert relearnt.verifier(1)._raw[3] == b.public
+
+
+def test_a_plan_that_shrinks_below_its_faulty_replicas_exceeds_the_assumption():
+    from pbft.sim.scenario import ByzantineSpec, Reconfigure, Scenario
+
+    byz = (ByzantineSpec("replica", 1, "equivocate", {}), ByzantineSpec("replica", 2, "equivocate", {}))
+    s = Scenario(f=2, byzantine=byz)
+    assert not s.exceeds_fault_assumption()
+    assert replace(s, reconfigure=(Reconfigure(100, f=1),)).exceeds_fault_assumption()
+    # Replicas removed by the shrink do not count against the smaller f.
+    high = (ByzantineSpec("replica", 5, "equivocate", {}), ByzantineSpec("replica", 6, "equivocate", {}))
+    assert not replace(s, byzantine=high, reconfigure=(Reconfigure(100, f=1),)).exceeds_fault_assumption()
