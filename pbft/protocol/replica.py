@@ -168,6 +168,9 @@ class Replica:
         self.retired = False
         """Not a member of the current epoch (removed, or replaced by another key): this
         core takes no part any more (`step` ignores its input)."""
+        self.hole_since: int | None = None
+        """Since when the next slot to execute is not committed while a later one is
+        (`_watch_hole`), or None."""
         self.epoch_deadline: int | None = None
         """While a change is pending and its boundary not executed: the tick by which the
         boundary must be reached, or the backups change the view (epochs.py)."""
@@ -1706,6 +1709,31 @@ class Replica:
     def on_retransmit_timeout(self) -> None:
         self.retransmit_timeout.start(self.ticks)
         self._retransmit()
+        self._watch_hole()
+
+    def _watch_hole(self) -> None:
+        """A hole in the committed sequence that does not fill: the next slot to execute
+        is not committed while a later one is, for a view-change timeout. The replicas
+        that committed it may all have restarted and lost it with their logs, so nobody
+        can prove it to us, and no client may be waiting to time the primary out (fuzz
+        seed 18000931: a change of configuration waited for ever behind such a hole). A
+        view change re-issues it from the prepared certificates (OSDI'99 4.4)."""
+        nxt = self.log.get(self.last_executed + 1)
+        stuck = (
+            self.status is ViewStatus.NORMAL and not self.is_primary and self.transfer is None
+            and self.catch_up.located and nxt is not None and not nxt.committed
+            and any(s.committed for q, s in self.log.slots.items() if q > nxt.seq)
+        )
+        if not stuck:
+            self.hole_since = None
+            return
+        if self.hole_since is None:
+            self.hole_since = self.ticks
+            return
+        if self.ticks - self.hole_since >= self._vc_timeout_ticks << min(self.view_changes.attempts, MAX_BACKOFF_SHIFT):
+            self.hole_since = None
+            self._out.append(Note(f"n={nxt.seq} is not committed here while later slots are: changing the view"))
+            self.become_view_change(self.view + 1)
 
     def _maybe_join_lone_view_change(self) -> None:
         """A replica that went into a view change alone (partitioned, or it timed out just

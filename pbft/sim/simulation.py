@@ -785,10 +785,12 @@ class Simulation:
     # -- reconfiguration ([[reconfigure]], pbft.protocol.epochs) -------------------------
 
     def _member(self, rid: int, spec: tuple[KeyPair, int] | None) -> bool:
-        """Whether a node started with `spec` is in the latest epoch begun."""
-        planned = self.plan[self._epoch_started]
+        """Whether a node started with `spec` is in the latest epoch begun, or in one
+        planned after it (a new node started before its change takes effect)."""
         key = (spec or (self.keys[rid], 0))[0]
-        return rid < planned.config.n and planned.keys.get(rid) is key
+        return any(
+            rid < planned.config.n and planned.keys.get(rid) is key for planned in self.plan[self._epoch_started:]
+        )
 
     def _plan_done(self) -> bool:
         return self._epoch_started >= len(self.plan) - 1
