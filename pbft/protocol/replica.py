@@ -959,6 +959,13 @@ class Replica:
         sources = sorted(
             {envelope_from_bytes(d).signer for d in proof} - {self.id}  # type: ignore[type-var]
         )
+        # Of those, the replicas still in the newest group we know of: a change of
+        # configuration may have removed some signers, who ask nothing of us any more
+        # and answer nothing (fuzz seed 19001222: most of a transfer's requests went to
+        # replicas the group had removed).
+        newest = self.epochs.configs[max(self.epochs.configs)]
+        staying = [s for s in sources if s < newest.n]
+        sources = staying or sources
         # Our checkpoints are below it or not the agreed state: none is served any more,
         # and the store keeps none (nothing to copy on write while leaves are installed).
         self.checkpoints.own.clear()
