@@ -168,9 +168,6 @@ class Replica:
         self.retired = False
         """Not a member of the current epoch (removed, or replaced by another key): this
         core takes no part any more (`step` ignores its input)."""
-        self.hole_since: int | None = None
-        """Since when the next slot to execute is not committed while a later one is
-        (`_watch_hole`), or None."""
         self.epoch_deadline: int | None = None
         """While a change is pending and its boundary not executed: the tick by which the
         boundary must be reached, or the backups change the view (epochs.py)."""
@@ -1595,15 +1592,25 @@ class Replica:
             self._out.append(Note(f"learnt of epochs up to {max(self.epochs.configs)} from replica {env.signer}"))
 
     def _on_epoch_deadline(self) -> None:
-        """The boundary of a pending epoch was not reached in time: the primary is not
-        filling up to it (a backup's view; the primary fills on its own)."""
+        """A pending change of configuration makes no progress: the boundary B is not
+        reached in time (the primary is not filling up to it: a backup's view), or B is
+        executed here but not stable (the others cannot get there: fuzz seed 18000931,
+        where every replica had restarted and the ones that had committed a slot below B
+        lost it with their logs, so nobody could prove it to the rest, and no client
+        waited to time the primary out). Either way a view change: the NEW-VIEW
+        re-issues what was prepared (OSDI'99 4.4). The deadline restarts with progress."""
         boundary = self.epochs.boundary()
-        if boundary is None or self.last_executed >= boundary:
+        if boundary is None:
             self.epoch_deadline = None
             return
-        self.epoch_deadline = self.ticks + self._vc_timeout_ticks
-        if self.status is ViewStatus.NORMAL and not self.is_primary and self.transfer is None:
+        self.epoch_deadline = self.ticks + (self._vc_timeout_ticks << min(self.view_changes.attempts, MAX_BACKOFF_SHIFT))
+        if self.status is not ViewStatus.NORMAL or self.transfer is not None:
+            return
+        if self.last_executed < boundary and not self.is_primary:
             self._out.append(Note(f"the boundary {boundary} of epoch {self.epochs.current + 1} is not reached"))
+            self.become_view_change(self.view + 1)
+        elif self.last_executed >= boundary:
+            self._out.append(Note(f"the boundary {boundary} of epoch {self.epochs.current + 1} is not stable"))
             self.become_view_change(self.view + 1)
 
     def _maybe_switch_epoch(self) -> None:
@@ -1716,31 +1723,6 @@ class Replica:
     def on_retransmit_timeout(self) -> None:
         self.retransmit_timeout.start(self.ticks)
         self._retransmit()
-        self._watch_hole()
-
-    def _watch_hole(self) -> None:
-        """A hole in the committed sequence that does not fill: the next slot to execute
-        is not committed while a later one is, for a view-change timeout. The replicas
-        that committed it may all have restarted and lost it with their logs, so nobody
-        can prove it to us, and no client may be waiting to time the primary out (fuzz
-        seed 18000931: a change of configuration waited for ever behind such a hole). A
-        view change re-issues it from the prepared certificates (OSDI'99 4.4)."""
-        nxt = self.log.get(self.last_executed + 1)
-        stuck = (
-            self.status is ViewStatus.NORMAL and not self.is_primary and self.transfer is None
-            and self.catch_up.located and nxt is not None and not nxt.committed
-            and any(s.committed for q, s in self.log.slots.items() if q > nxt.seq)
-        )
-        if not stuck:
-            self.hole_since = None
-            return
-        if self.hole_since is None:
-            self.hole_since = self.ticks
-            return
-        if self.ticks - self.hole_since >= self._vc_timeout_ticks << min(self.view_changes.attempts, MAX_BACKOFF_SHIFT):
-            self.hole_since = None
-            self._out.append(Note(f"n={nxt.seq} is not committed here while later slots are: changing the view"))
-            self.become_view_change(self.view + 1)
 
     def _maybe_join_lone_view_change(self) -> None:
         """A replica that went into a view change alone (partitioned, or it timed out just
