@@ -40,20 +40,14 @@ from typing import IO, Any
 from ..protocol import codec
 from ..protocol.events import (
     Broadcast,
-    CheckpointStable,
-    Committed,
+    EpochStarted,
     Evidence,
-    Executed,
-    Prepared,
     Rejected,
     Send,
     SendClient,
-    StateInstalled,
-    StateTransferStarted,
-    ViewChangeStarted,
-    ViewInstalled,
 )
 from ..protocol.messages import MsgType, envelope_from_bytes
+from .coverage import EVENTS
 from .scenario import KINDS
 
 VERSION = 1
@@ -183,18 +177,10 @@ class Lies:
         return [(to, data) for to, data in self._honest if (to, data) not in sent]
 
 
-_NOTES = {
-    Prepared: "prepared",
-    Committed: "committed",
-    Executed: "executed",
-    CheckpointStable: "checkpoint-stable",
-    ViewChangeStarted: "view-change-started",
-    ViewInstalled: "view-installed",
-    StateTransferStarted: "state-transfer-started",
-    StateInstalled: "state-installed",
-    Rejected: "rejected",
-    Evidence: "evidence",
-}
+_NOTES = {**{t: name for t, name in EVENTS.items() if t is not EpochStarted}, Rejected: "rejected", Evidence: "evidence"}
+"""What a trace notes of a replica's actions: the protocol's transitions (those the
+coverage report counts, but a new configuration epoch, which the trace format has no
+record for yet) and its refusals and evidence."""
 
 
 class TraceWriter:
