@@ -109,6 +109,7 @@ from .safety import SafetyRules, Vote, vote_slot
 from .service import REPLY_PREFIX, StateMachine
 from .statetransfer import (
     IDLE_TRANSFER,
+    KNOWN_NODES,
     ChunkBudget,
     Transfer,
     Verdict,
@@ -197,6 +198,8 @@ class Replica:
         self.held_batches = HeldBatches(config.log_window)
         self.epochs_sent: dict[int, int] = {}  # replica -> tick we last sent it EPOCHS
         self.transfers_completed = 0
+        self.tree_nodes: dict[tuple[int, bytes], tuple[bytes, ...]] = {}
+        """Internal nodes of partition trees verified by our transfers (`Transfer.known`)."""
         self.replies = ReplyCache(config, Namespace(self.store, REPLY_PREFIX))
         if not self.store.kept:
             # Genesis is a checkpoint too: what a restart goes back to before any is stable.
@@ -286,6 +289,7 @@ class Replica:
         cfg = self.config
         out.append(("prepared_certs", len(self.prepared_certs), cfg.log_window))
         out.append(("epochs_sent", len(self.epochs_sent), 3 * MAX_F + 1))
+        out.append(("tree_nodes", len(self.tree_nodes), KNOWN_NODES))
         # Keyed by (channel peer, reason): replicas, clients and an unauthenticated None.
         out.append(("rejects", len(self.rejects), (cfg.n + len(cfg.requesters) + 1) * len(Reason)))
         return out
@@ -968,7 +972,9 @@ class Replica:
         self.checkpoints.own.clear()
         self.store.release(ALL_CHECKPOINTS)
         mine = self.store.tree_now().levels
-        self.transfer = Transfer(seq, state_digest, proof, sources, mine, started_tick=self.ticks)
+        self.transfer = Transfer(
+            seq, state_digest, proof, sources, mine, started_tick=self.ticks, known=self.tree_nodes
+        )
         self._out.append(StateTransferStarted(seq, state_digest))
         self._request_chunks()
 

@@ -194,3 +194,40 @@ def test_a_store_changed_under_the_walk_is_walked_again_not_installed():
     t.finish()
     assert t.lag.state_digest() == t.digest
     assert t.lag.store.get(SERVICE_PREFIX + b"not-in-the-checkpoint") is None
+
+
+def test_a_walk_that_restarts_toward_a_newer_checkpoint_fetches_only_the_nodes_that_changed():
+    """Internal nodes verified once are known by their digest (a node's children are fixed
+    by it): restarting toward the next stable checkpoint, as a replica catching up under a
+    stream of writes does every K requests, asks again for the root and the level-1 nodes
+    whose digests changed only, not for every one that differs from ours."""
+    from pbft.protocol.partition import DEPTH, FANOUT
+    from pbft.protocol.statetransfer import Transfer, Verdict
+    from pbft.protocol.store import MemoryStore
+
+    donor = MemoryStore()
+    for i in range(3000):
+        donor.put(b"key-%d" % i, b"v")
+    first = donor.checkpoint(1)
+    donor.put(b"key-new", b"w")
+    second = donor.checkpoint(2)
+    mine = MemoryStore().tree_now().levels  # an empty replica
+
+    def internal_asks(t: Transfer, seq: int) -> int:
+        """Answer every internal node `t` asks for; how many it asked."""
+        asked = 0
+        while internal := [n for n in t.expected if n[0] >= 1]:
+            for level, index in internal:
+                data = b"".join(donor.children_at(seq, level, index))
+                assert t.received(level, index, 0, 1, data, source=1)[0] is Verdict.KEPT
+                asked += 1
+        return asked
+
+    known: dict = {}
+    assert internal_asks(Transfer(1, first, (), [1], mine, known=known), 1) == 1 + FANOUT
+    # The next checkpoint: one leaf changed, so the root and one level-1 node.
+    again = Transfer(2, second, (), [1], mine, known=known)
+    assert internal_asks(again, 2) == 2
+    assert (DEPTH, second) in known and len([n for n in again.expected if n[0] == 0]) > 2000
+    # Without what the first walk learnt, the restart asks for all of them again.
+    assert internal_asks(Transfer(2, second, (), [1], mine), 2) == 1 + FANOUT
