@@ -24,6 +24,19 @@ def _start_hint(plan) -> None:
         print(f"  replica {rid}: pbft replica --config {d}/cluster.toml --id {rid} --data {d}/data")
 
 
+def _leaving_hint(plan) -> None:
+    """Replicas the change removes stop by themselves once they reach it; one that is
+    down or far behind then never hears of it (nobody in the new group talks to it)."""
+    from ..node.clusterfile import load_cluster
+
+    before = load_cluster(plan.cluster_path).n
+    after = 3 * plan.membership.f + 1
+    if after < before:
+        ids = ", ".join(str(i) for i in range(after, before))
+        print(f"replicas {ids} leave the group: they stop by themselves once they reach the change; "
+              "stop any that is down or behind by hand")
+
+
 def _apply(plan, timeout: float) -> int:
     import trio
 
@@ -58,6 +71,9 @@ def cmd_admin(args) -> int:
     if plan.new_replicas:
         print("new replicas; start them (before or after the change takes effect) with:")
         _start_hint(plan)
+    for name in plan.new_clients:
+        print(f"new client {name}: its key is client-{name}.key beside the cluster file")
+    _leaving_hint(plan)
     if args.plan_only:
         path = args.plan_file or f"{args.config}.epoch-{plan.epoch}.plan"
         admin.save_plan(plan, path)

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from pbft.errors import ConfigError, UsageError
 from pbft.protocol import codec
-from pbft.protocol.config import OPERATOR, ClientInfo, ClusterConfig, ReplicaInfo, split_hostport
+from pbft.protocol.config import OPERATOR, ClientInfo, ReplicaInfo, split_hostport
 from pbft.protocol.crypto import seal
 from pbft.protocol.epochs import Membership, reconfigure_operation
 from pbft.protocol.messages import CLIENT_NAME, Request
@@ -154,7 +154,7 @@ def plan(
         _write_private(key_file, made.key_pem)  # type: ignore[attr-defined]
         _write_public(cert_file, made.cert_pem)  # type: ignore[attr-defined]
         result.new_clients.append(name)
-    text = _with_entry(cluster_path, epoch, 0, command, made_clients)
+    text = _with_entry(cluster_path, epoch, 0, command)
     for i, made in issued.items():
         d = os.path.join(out_dir, f"replica-{i}")
         os.makedirs(d, mode=0o700, exist_ok=True)
@@ -162,19 +162,18 @@ def plan(
         _write_private(key_file, made.key_pem)  # type: ignore[attr-defined]
         _write_public(cert_file, made.cert_pem)  # type: ignore[attr-defined]
         shutil.copyfile(ca_path(config), os.path.join(d, os.path.basename(ca_path(config))))
-        _write_atomic(os.path.join(d, "cluster.toml"), _node_text(text, i))
+        _write_atomic(os.path.join(d, "cluster.toml"), _node_text(text))
         result.new_replicas[i] = d
     return result
 
 
-def _with_entry(cluster_path: str, epoch: int, after: int, command: bytes, new_clients: dict) -> str:
-    """The cluster file's text with the `[[epoch]]` entry (and its new clients' keys are
-    in the command's membership: no [[client]] table is added, the entry says it all)."""
+def _with_entry(cluster_path: str, epoch: int, after: int, command: bytes) -> str:
+    """The cluster file's text with the `[[epoch]]` entry (new clients' keys are in the
+    command's membership: no [[client]] table is added, the entry says it all)."""
     with open(cluster_path, encoding="utf-8") as fh:
         text = fh.read()
     if not text.endswith("\n"):
         text += "\n"
-    del new_clients
     return text + "\n".join(_entry_block(epoch, after, command)) + "\n"
 
 
@@ -189,10 +188,9 @@ def _entry_block(epoch: int, after: int, command: bytes) -> list[str]:
     ]
 
 
-def _node_text(text: str, rid: int) -> str:
+def _node_text(text: str) -> str:
     """The cluster file for a new replica's own directory: certificates are found in the
     directory's default layout, not at the paths the operator's copy names."""
-    del rid
     return "\n".join(line for line in text.splitlines() if not line.startswith("certificate = ")) + "\n"
 
 
@@ -208,16 +206,12 @@ async def apply(p: Plan, timeout: float = 60.0) -> dict:
     answer = codec.decode(result)
     if not isinstance(answer, dict) or "error" in answer:
         raise UsageError(f"the replicas refused the change: {answer.get('error') if isinstance(answer, dict) else answer}.")
-    text = _with_entry(p.cluster_path, p.epoch, answer["after"], p.command, {})
+    text = _with_entry(p.cluster_path, p.epoch, answer["after"], p.command)
     _write_atomic(p.cluster_path, text)
-    for rid, d in p.new_replicas.items():
-        _write_atomic(os.path.join(d, "cluster.toml"), _node_text(text, rid))
+    for d in p.new_replicas.values():
+        _write_atomic(os.path.join(d, "cluster.toml"), _node_text(text))
     load_cluster(p.cluster_path)  # what we wrote must read back
     return answer
-
-
-def describe(config: ClusterConfig) -> str:
-    return f"epoch {config.epoch}: f = {config.f}, {config.n} replicas, {len(config.clients)} clients"
 
 
 def save_plan(p: Plan, path: str) -> None:

@@ -44,6 +44,17 @@ async def wait_exit(proc, within: float) -> int:
     return proc.returncode
 
 
+async def caught_up(node: LocalCluster, within: float) -> None:
+    """Until the one replica of `node` has installed a state transfer (it joined by one)."""
+    rid = node.ids[0]
+    with trio.fail_after(within):
+        while True:
+            with open(node.log_path(rid)) as fh:
+                if "done" in fh.read():
+                    return
+            await trio.sleep(0.2)
+
+
 def readyz(port: int) -> int:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
@@ -111,7 +122,9 @@ async def test_replace_grow_shrink_and_a_new_client_on_real_processes(tmp_path):
                 started.append(g)
             t0 = time.monotonic()
             assert (await admin.apply(p2))["epoch"] == 2
-            await trio.sleep(2.0)
+            for g in grown:  # caught up before the next change, as an operator would wait
+                await caught_up(g, 60)
+            await trio.sleep(1.0)
             stalls["grow"] = gap_since(t0)
             assert load_cluster(path).n == 7
 
