@@ -125,7 +125,7 @@ class Batching:
         return out
 
     def bounds(self) -> list[Bound]:
-        clients = len(self.config.requesters)
+        clients = self.config.requester_count
         return [("pending", len(self.pending), clients), ("returning", len(self.returning), clients)]
 
     def invariants(self) -> None:

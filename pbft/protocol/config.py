@@ -122,6 +122,11 @@ class ClusterConfig:
         return range(self.n)
 
     @property
+    def requester_count(self) -> int:
+        """len(requesters), cheaply (the bounds of every step ask it)."""
+        return len(self.client_index) + (1 if self.operator_key else 0)
+
+    @property
     def requesters(self) -> tuple[str, ...]:
         """Who may send requests: the clients, and the operator if there is one."""
         names = tuple(c.id for c in self.clients)

@@ -291,7 +291,7 @@ class Replica:
         out.append(("epochs_sent", len(self.epochs_sent), 3 * MAX_F + 1))
         out.append(("tree_nodes", len(self.tree_nodes), KNOWN_NODES))
         # Keyed by (channel peer, reason): replicas, clients and an unauthenticated None.
-        out.append(("rejects", len(self.rejects), (cfg.n + len(cfg.requesters) + 1) * len(Reason)))
+        out.append(("rejects", len(self.rejects), (cfg.n + cfg.requester_count + 1) * len(Reason)))
         return out
 
     def state_digest(self) -> bytes:
