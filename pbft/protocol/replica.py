@@ -545,13 +545,16 @@ class Replica:
         while self.log.in_window(self.next_seq) and self.batching.ready(
             self.next_seq - 1 - self.last_executed
         ):
-            batch = self.batching.take()
-            envs = tuple(d for _, d in batch)
-            pp = PrePrepare(self.view, self.next_seq, batch_digest(envs), envs)
-            data = self._broadcast_vote(pp)
-            slot = self.log.slot(pp.seq, self.view)
-            self._accept_pre_prepare(slot, pp, data, tuple(batch))
-            self.next_seq += 1
+            self._propose(self.batching.take())
+
+    def _propose(self, batch: list[tuple[Request, bytes]]) -> None:
+        """Pre-prepare `batch` at the next sequence number (4.2; empty: a null request)."""
+        envs = tuple(d for _, d in batch)
+        pp = PrePrepare(self.view, self.next_seq, batch_digest(envs), envs)
+        data = self._broadcast_vote(pp)
+        slot = self.log.slot(pp.seq, self.view)
+        self._accept_pre_prepare(slot, pp, data, tuple(batch))
+        self.next_seq += 1
 
     def _reinstate_own_pre_prepare(self) -> bool:
         """A PRE-PREPARE we already signed for (view, next_seq) that the log lost (a
@@ -1519,13 +1522,7 @@ class Replica:
             and self.log.in_window(self.next_seq)
             and self.next_seq - 1 - self.last_executed < self.config.pipeline
         ):
-            batch = self.batching.take() if self.batching.pending else []
-            envs = tuple(d for _, d in batch)
-            pp = PrePrepare(self.view, self.next_seq, batch_digest(envs), envs)
-            data = self._broadcast_vote(pp)
-            slot = self.log.slot(pp.seq, self.view)
-            self._accept_pre_prepare(slot, pp, data, tuple(batch))
-            self.next_seq += 1
+            self._propose(self.batching.take() if self.batching.pending else [])
 
     def _operator_command(self, req: Request, data: bytes, seq: int) -> bytes:
         """Execute an operator command (epochs.py): the next epoch's membership, in force

@@ -202,3 +202,36 @@ def test_a_plan_that_shrinks_below_its_faulty_replicas_exceeds_the_assumption():
     # Replicas removed by the shrink do not count against the smaller f.
     high = (ByzantineSpec("replica", 5, "equivocate", {}), ByzantineSpec("replica", 6, "equivocate", {}))
     assert not replace(s, byzantine=high, reconfigure=(Reconfigure(100, f=1),)).exceeds_fault_assumption()
+
+
+def test_nothing_above_the_boundary_is_executed_or_voted_for_in_the_epoch_left():
+    """The primary pipelines: slot 5 may be committed before slot 2's command is executed
+    and says that epoch 1 begins after checkpoint 4. Execution stops at 4 all the same
+    (slot 5 is void: epoch 1 orders it afresh), and once the boundary is known, votes
+    above it are refused."""
+    from conftest import make_replica, put, sign_commit, sign_pre_prepare, sign_prepare
+
+    from pbft.protocol.crypto import batch_digest
+    from pbft.protocol.events import Executed
+    from pbft.protocol.messages import Request
+
+    config = replace(make_config(), operator_key=OPERATOR_KEY.public)
+    rep = make_replica(config, 1)
+    command = seal(OPERATOR_KEY, config.signing_domain, OPERATOR,
+                   Request(reconfigure_operation(1, replaced_3(config)), 1, OPERATOR)).to_bytes()
+    batches = {1: (put("alice", 1),), 2: (command,), 3: (put("alice", 2),), 4: (put("bob", 1),), 5: (put("bob", 2),)}
+
+    def votes(seq: int) -> list:
+        d = batch_digest(batches[seq])
+        out = [rep.step(Received(r, sign_prepare(r, seq, d))) for r in (2, 3)]
+        return out + [rep.step(Received(r, sign_commit(r, seq, d))) for r in (0, 2, 3)]
+
+    for seq, batch in batches.items():
+        rep.step(Received(0, sign_pre_prepare(seq, batch)))
+    for seq in (5, 4, 3):
+        votes(seq)  # committed, but waiting for 1 and 2
+    executed = [a.seq for seq in (1, 2) for out in votes(seq) for a in out.actions if isinstance(a, Executed)]
+    assert executed == [1, 2, 3, 4] and rep.epochs.boundary() == 4 and rep.last_executed == 4
+    before = rep.rejects[(2, Reason.OUT_OF_WINDOW)]
+    rep.step(Received(2, sign_prepare(2, 6, b"\x01" * 32)))  # inside the window, above B
+    assert rep.log.get(6) is None and rep.rejects[(2, Reason.OUT_OF_WINDOW)] == before + 1
