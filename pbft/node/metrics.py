@@ -153,6 +153,11 @@ class NodeMetrics:
         self.view = Gauge("pbft_view", "Current view", registry=r)
         self.epoch = Gauge("pbft_epoch", "Current configuration epoch", registry=r)
         self.last_executed = Gauge("pbft_last_executed", "Last executed sequence number", registry=r)
+        self.loop_busy = Gauge(
+            "pbft_event_loop_busy_ratio",
+            "Share of the last load window the event loop was at work (not waiting for input)",
+            registry=r,
+        )
         self.stable_checkpoint = Gauge(
             "pbft_stable_checkpoint", "Sequence number of the last stable checkpoint", registry=r
         )

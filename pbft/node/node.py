@@ -72,6 +72,7 @@ from ..protocol.events import (
     EpochStarted,
     Evidence,
     Executed,
+    Load,
     Note,
     Persist,
     Received,
@@ -93,6 +94,7 @@ from ..service.api import Hosted
 from ..service.kv import KeyValueStore
 from . import health
 from .groupcommit import GROUP_COMMIT_LIMIT, GroupCommit
+from .loadmeter import LoadMeter, LoopIdle
 from .metrics import NodeMetrics, bind_metrics, serve_metrics
 from .preverify import GROUP as PREVERIFY_GROUP
 from .preverify import PreVerify
@@ -302,6 +304,10 @@ class ReplicaNode:
         self._tick_queued = False
         self._inputs = 0
         """Inputs other than ticks stepped so far (the tick task's idle test)."""
+        self.load: LoadMeter | None = None
+        """How busy the event loop is (loadmeter.py); made when the node runs."""
+        self._load_owed: Load | None = None
+        """A change of load the inbox had no room for: the tick task tries again."""
         self._evidence_seen: set[tuple[int, str, bytes, bytes]] = set()
 
     @property
@@ -337,6 +343,9 @@ class ReplicaNode:
             self.commits.start(trio.lowlevel.current_trio_token())
         started = False
         crash: BaseException | None = None
+        idle = LoopIdle()
+        trio.lowlevel.add_instrument(idle)
+        self.load = LoadMeter(time.perf_counter(), idle.idle_s)
         try:
             with trio.CancelScope() as self._cancel:
                 async with trio.open_nursery() as nursery:
@@ -349,7 +358,7 @@ class ReplicaNode:
                         nursery.start_soon(self.commits.run)
                     if self.link_faults is not None:
                         await nursery.start(self.link_faults.run)
-                    nursery.start_soon(self._tick_loop)
+                    nursery.start_soon(self._tick_loop, idle)
                     if self.preverify is not None:
                         nursery.start_soon(self.preverify.run, self._from_inbox, self._to_step)
                     nursery.start_soon(self._step_loop)
@@ -360,6 +369,7 @@ class ReplicaNode:
             crash = exc
             raise
         finally:
+            trio.lowlevel.remove_instrument(idle)
             if self.commits is not None:
                 self.commits.close()
             if self.tracer is not None:
@@ -447,14 +457,15 @@ class ReplicaNode:
         if self._cancel is not None:
             self._cancel.cancel()
 
-    async def _tick_loop(self) -> None:
+    async def _tick_loop(self, loop_idle: LoopIdle) -> None:
         """Feed the core its ticks through the inbox, one Tick event for all the ticks
         that fell due since the last one it stepped (`_ticks_owed`): a tick never waits
         behind another in the inbox, and a busy replica is not woken once per tick. The
         task sleeps BUSY_TICKS periods at a time, IDLE_TICKS while nothing but ticks
         arrives (a wake-up costs ~0.13 ms of CPU here, the core's tick ~nothing): a timer
         then fires at most IDLE_TICKS - 1 ticks late, well inside retransmit_ms and
-        view_change_timeout_ms."""
+        view_change_timeout_ms. Each wake-up also samples the loop's load and tells the
+        core when it changed (`_sample_load`)."""
         period = self.config.tick_ms / 1000
         last = trio.current_time()
         next_flush = last + FLUSH_S
@@ -472,6 +483,7 @@ class ReplicaNode:
                     self._tick_queued = True
                 except trio.WouldBlock:
                     pass  # a full inbox: the ticks stay owed, the next attempt carries them
+            self._sample_load(loop_idle)
             if self.transport.connected != self._links:
                 self._log_links()
             if self.tracer is not None and last >= next_flush:
@@ -522,7 +534,26 @@ class ReplicaNode:
             if type(a) in (Send, Broadcast, SendClient):
                 self._judges[id(a)] = judge
 
+    def _sample_load(self, idle: LoopIdle) -> None:
+        """A full window of the loop's load; a change goes to the core as `Load`, through
+        the inbox like a tick (owed while the inbox is full)."""
+        assert self.load is not None
+        change = self.load.sample(time.perf_counter(), idle.idle_s)
+        self.metrics.loop_busy.set(self.load.share)
+        if change is not None:
+            self._load_owed = Load(busy=change)
+            log.info("replica %d: event loop %.2f busy: %s", self.id, self.load.share,
+                      "batching for throughput" if change else "proposing at once")
+        if self._load_owed is not None:
+            try:
+                self._send.send_nowait(self._load_owed)
+                self._load_owed = None
+            except trio.WouldBlock:
+                pass
+
     def _step_core(self, event) -> Ready:
+        if type(event) is Load:
+            return self.replica.step(event)  # not an input of the tick task's idle test
         if event is TICK:
             self._tick_queued = False
             owed, self._ticks_owed = self._ticks_owed, 0

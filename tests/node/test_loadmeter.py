@@ -1,0 +1,83 @@
+"""The event loop's load (pbft.node.loadmeter) and the core's batching policy it drives:
+samples by window, hysteresis between the two states, and a real node that tells its core
+when its loop goes idle or busy."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import trio
+from test_node import make_cluster, start_nodes
+
+from pbft.node.loadmeter import BUSY_ABOVE, IDLE_BELOW, WINDOW_S, LoadMeter, LoopIdle
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_a_sample_needs_a_full_window():
+    meter = LoadMeter(0.0, 0.0)
+    assert meter.sample(WINDOW_S / 2, WINDOW_S / 2) is None
+    assert meter.busy and meter.share == 0.0
+
+
+def test_busy_and_idle_with_hysteresis_between():
+    meter = LoadMeter(0.0, 0.0, window_s=1.0)
+    # Starts busy, as a core does; a sample between the thresholds changes nothing.
+    assert meter.sample(1.0, 0.7) is None  # busy 0.3
+    assert meter.busy
+    assert meter.sample(2.0, 1.6) is False  # 0.1
+    assert meter.sample(3.0, 2.25) is None  # 0.35: still idle
+    assert not meter.busy
+    assert meter.sample(4.0, 2.55) is True  # 0.7
+    assert meter.share == pytest.approx(0.7)
+    assert IDLE_BELOW < 0.3 < BUSY_ABOVE and IDLE_BELOW < 0.35 < BUSY_ABOVE
+
+
+def test_idle_time_beyond_the_window_is_clamped():
+    meter = LoadMeter(0.0, 5.0, window_s=1.0)
+    assert meter.sample(1.0, 9.0) is False
+    assert meter.share == 0.0
+    meter = LoadMeter(0.0, 5.0, window_s=1.0)
+    assert meter.sample(1.0, 4.0) is None  # a total that went down: nothing was idle
+    assert meter.share == 1.0
+
+
+async def test_the_instrument_counts_waits_for_input_only():
+    idle = LoopIdle()
+    trio.lowlevel.add_instrument(idle)
+    try:
+        await trio.sleep(0.2)
+        waited = idle.idle_s
+        assert waited >= 0.1
+        time.sleep(0.2)  # work that holds the loop: no I/O wait
+        await trio.sleep(0)
+        assert idle.idle_s - waited < 0.1
+    finally:
+        trio.lowlevel.remove_instrument(idle)
+
+
+async def wait_until(predicate, step: float = 0.05) -> None:
+    while not predicate():
+        await trio.sleep(step)
+
+
+async def test_a_node_tells_its_core_when_its_loop_goes_idle_and_busy(tmp_path):
+    cluster_path = make_cluster(str(tmp_path), "load")
+    with trio.fail_after(45):
+        async with trio.open_nursery() as nursery:
+            nodes = await start_nodes(nursery, cluster_path)
+            primary = nodes[0]
+            # Nothing to do: the loop waits for input, and the core proposes at once.
+            await wait_until(lambda: not primary.replica.batching.busy)
+            assert primary.load is not None and primary.load.share <= IDLE_BELOW
+
+            async def hog() -> None:  # holds the loop 80% of the time
+                while True:
+                    time.sleep(0.04)
+                    await trio.sleep(0.01)
+
+            nursery.start_soon(hog)
+            await wait_until(lambda: primary.replica.batching.busy)
+            assert primary.load.share >= BUSY_ABOVE
+            nursery.cancel_scope.cancel()
