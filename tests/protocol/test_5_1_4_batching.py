@@ -157,14 +157,15 @@ def test_an_idle_primary_proposes_while_a_batch_is_in_flight():
         assert len(proposed(feed(primary, "alice", put("alice", 1)))) == expected
 
 
-def test_an_idle_primary_still_stops_at_its_pipeline():
-    primary = make_replica(make_config(clients=CLIENTS4, pipeline=2, batch_max=16), 0)
+def test_an_idle_primary_goes_past_its_pipeline_up_to_the_log_window():
+    """`pipeline` bounds the batches in flight of a busy primary only; an idle one is
+    bounded by the log window (and the clients)."""
+    cfg = make_config(clients=CLIENTS4, pipeline=1, batch_max=16, checkpoint_interval=2, log_window=2)
+    primary = make_replica(cfg, 0)
     primary.step(Load(busy=False))
     assert len(proposed(feed(primary, "dave", put("dave", 1)))) == 1
-    assert len(proposed(feed(primary, "alice", put("alice", 1)))) == 1
-    assert proposed(feed(primary, "bob", put("bob", 1))) == []  # two in flight
-    [pp3] = proposed(drive_to_execution(primary, 1, primary.log.get(1).digest))
-    assert [decoded(r)[1].client for r in pp3.batch] == ["bob"]
+    assert len(proposed(feed(primary, "alice", put("alice", 1)))) == 1  # past pipeline 1
+    assert proposed(feed(primary, "bob", put("bob", 1))) == []  # seq 3: out of the window
 
 
 def test_an_idle_primary_waits_for_no_returning_client():
@@ -189,16 +190,17 @@ def test_busy_again_the_primary_batches_again():
 
 
 def test_an_idle_primary_does_not_wait_after_a_batch_of_several_clients():
-    """alice and bob's batch executes; busy, the primary would wait for them before
-    proposing carol (test_primary_waits_for_...); idle, carol goes at once."""
+    """alice and bob's batch (proposed while busy) executes; busy, the primary would wait
+    for them before proposing carol (test_primary_waits_for_...); idle, carol goes at
+    once."""
     for busy, expected in ((True, 0), (False, 1)):
-        primary = make_replica(make_config(clients=CLIENTS4, pipeline=1, batch_max=16), 0)
-        primary.step(Load(busy=busy))
+        primary = make_replica(make_config(clients=CLIENTS4, pipeline=4, batch_max=16), 0)
         [pp1] = proposed(feed(primary, "dave", put("dave", 1)))
         feed(primary, "alice", put("alice", 1))
-        feed(primary, "bob", put("bob", 1))
-        [pp2] = proposed(drive_to_execution(primary, 1, pp1.digest))
+        [pp2] = proposed(feed(primary, "bob", put("bob", 1)))  # worthwhile (2)
         assert len(pp2.batch) == 2
+        primary.step(Load(busy=busy))
+        drive_to_execution(primary, 1, pp1.digest)
         drive_to_execution(primary, 2, pp2.digest)
         assert primary.batching.hold.running == busy  # idle: no wait, so no timer either
         assert len(proposed(feed(primary, "carol", put("carol", 1)))) == expected
