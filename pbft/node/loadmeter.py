@@ -13,12 +13,16 @@ Measured on this 2-core machine (a sample per second, four replicas each):
 * f=1, 32 clients on loopback, saturated: 0.42-0.74 (CPU time 0.18-0.40 of a core);
 * four network namespaces with 20 ms one-way links, 32 clients: 0.07-0.16.
 
-`LoadMeter` turns the samples into the core's two states with hysteresis: busy from a
-sample of BUSY_ABOVE or more, idle from IDLE_BELOW or less. Proposing at once costs about
-twice the CPU per request (pbft.protocol.batching), so an idle replica that goes eager
-may double its share: IDLE_BELOW is half of BUSY_ABOVE for that reason, and between them
-the state stays as it is. A core starts busy (the batching policy); the meter starts
-there too and says only what changes.
+`LoadMeter` turns the samples into the core's two states with hysteresis: busy from one
+sample of BUSY_ABOVE or more, idle from IDLE_SAMPLES samples in a row of IDLE_BELOW or
+less. Proposing at once costs about twice the CPU per request (pbft.protocol.batching),
+so an idle replica that goes eager may double its share: IDLE_BELOW is half of
+BUSY_ABOVE for that reason, and between them the state stays as it is. Quick to batch,
+slow to stop: on a host whose cores other processes share, a saturated group's primary
+can spend a quarter second waiting for backups that are not scheduled (samples of 0.03
+to 0.20 between 0.4 and 0.8 were seen here, with load 8 on 2 cores), and one such sample
+must not make it propose at once. A core starts busy (the batching policy); the meter
+starts there too and says only what changes.
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ one burst of work is not taken for load."""
 BUSY_ABOVE = 0.4
 """A sample at least this busy makes the primary batch for throughput."""
 IDLE_BELOW = 0.2
-"""A sample at most this busy makes it propose at once."""
+"""IDLE_SAMPLES samples in a row at most this busy make it propose at once."""
+IDLE_SAMPLES = 4
+"""A second of idleness, at WINDOW_S per sample."""
 
 
 class LoopIdle(trio.abc.Instrument):
@@ -65,6 +71,7 @@ class LoadMeter:
         """The last sample: the share of the window the loop was at work."""
         self._start = now_s
         self._idle_start = idle_s
+        self._idle_run = 0  # samples in a row at or below IDLE_BELOW
 
     def sample(self, now_s: float, idle_s: float) -> bool | None:
         """Take the clock and the idle total; the new busy state when a full window
@@ -75,7 +82,8 @@ class LoadMeter:
         idle = min(max(idle_s - self._idle_start, 0.0), elapsed)
         self.share = 1.0 - idle / elapsed
         self._start, self._idle_start = now_s, idle_s
-        if self.busy and self.share <= IDLE_BELOW:
+        self._idle_run = self._idle_run + 1 if self.share <= IDLE_BELOW else 0
+        if self.busy and self._idle_run >= IDLE_SAMPLES:
             self.busy = False
             return False
         if not self.busy and self.share >= BUSY_ABOVE:

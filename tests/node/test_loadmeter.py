@@ -10,7 +10,7 @@ import pytest
 import trio
 from test_node import make_cluster, start_nodes
 
-from pbft.node.loadmeter import BUSY_ABOVE, IDLE_BELOW, WINDOW_S, LoadMeter, LoopIdle
+from pbft.node.loadmeter import BUSY_ABOVE, IDLE_BELOW, IDLE_SAMPLES, WINDOW_S, LoadMeter, LoopIdle
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -21,22 +21,37 @@ def test_a_sample_needs_a_full_window():
     assert meter.busy and meter.share == 0.0
 
 
+class Loop:
+    """A meter fed one sample per second at the busy shares given."""
+
+    def __init__(self) -> None:
+        self.t = self.idle = 0.0
+        self.meter = LoadMeter(0.0, 0.0, window_s=1.0)
+
+    def run(self, *shares: float) -> list[bool | None]:
+        out = []
+        for share in shares:
+            self.t, self.idle = self.t + 1.0, self.idle + 1.0 - share
+            out.append(self.meter.sample(self.t, self.idle))
+        return out
+
+
 def test_busy_and_idle_with_hysteresis_between():
-    meter = LoadMeter(0.0, 0.0, window_s=1.0)
-    # Starts busy, as a core does; a sample between the thresholds changes nothing.
-    assert meter.sample(1.0, 0.7) is None  # busy 0.3
-    assert meter.busy
-    assert meter.sample(2.0, 1.6) is False  # 0.1
-    assert meter.sample(3.0, 2.25) is None  # 0.35: still idle
-    assert not meter.busy
-    assert meter.sample(4.0, 2.55) is True  # 0.7
-    assert meter.share == pytest.approx(0.7)
-    assert IDLE_BELOW < 0.3 < BUSY_ABOVE and IDLE_BELOW < 0.35 < BUSY_ABOVE
+    assert 0.1 <= IDLE_BELOW < 0.3 < 0.35 < BUSY_ABOVE < 0.7
+    loop = Loop()
+    # Starts busy, as a core does; idle only after IDLE_SAMPLES idle samples in a row.
+    short = [0.1] * (IDLE_SAMPLES - 1)
+    assert loop.run(0.3, *short, 0.3, *short) == [None] * (2 * IDLE_SAMPLES)
+    assert loop.meter.busy
+    assert loop.run(0.1) == [False]  # the IDLE_SAMPLES-th in a row
+    assert loop.run(0.35, 0.1, 0.35) == [None, None, None]  # between: it stays idle
+    assert loop.run(0.7) == [True]  # one busy sample is enough
+    assert loop.meter.share == pytest.approx(0.7)
 
 
 def test_idle_time_beyond_the_window_is_clamped():
     meter = LoadMeter(0.0, 5.0, window_s=1.0)
-    assert meter.sample(1.0, 9.0) is False
+    assert meter.sample(1.0, 9.0) is None
     assert meter.share == 0.0
     meter = LoadMeter(0.0, 5.0, window_s=1.0)
     assert meter.sample(1.0, 4.0) is None  # a total that went down: nothing was idle
