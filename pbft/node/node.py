@@ -94,7 +94,7 @@ from ..service.api import Hosted
 from ..service.kv import KeyValueStore
 from . import health
 from .groupcommit import GROUP_COMMIT_LIMIT, GroupCommit
-from .loadmeter import LoadMeter, LoopIdle
+from .loadmeter import LoadMeter, LoopIdle, cpu_stall_s
 from .metrics import NodeMetrics, bind_metrics, serve_metrics
 from .preverify import GROUP as PREVERIFY_GROUP
 from .preverify import PreVerify
@@ -306,6 +306,8 @@ class ReplicaNode:
         """Inputs other than ticks stepped so far (the tick task's idle test)."""
         self.load: LoadMeter | None = None
         """How busy the event loop is (loadmeter.py); made when the node runs."""
+        self.cpu_stall: Callable[[], float | None] = cpu_stall_s
+        """Where the host's CPU pressure is read (tests replace it)."""
         self._load_owed: Load | None = None
         """A change of load the inbox had no room for: the tick task tries again."""
         self._evidence_seen: set[tuple[int, str, bytes, bytes]] = set()
@@ -345,7 +347,7 @@ class ReplicaNode:
         crash: BaseException | None = None
         idle = LoopIdle()
         trio.lowlevel.add_instrument(idle)
-        self.load = LoadMeter(time.perf_counter(), idle.idle_s)
+        self.load = LoadMeter(time.perf_counter(), idle.idle_s, self.cpu_stall())
         try:
             with trio.CancelScope() as self._cancel:
                 async with trio.open_nursery() as nursery:
@@ -538,12 +540,15 @@ class ReplicaNode:
         """A full window of the loop's load; a change goes to the core as `Load`, through
         the inbox like a tick (owed while the inbox is full)."""
         assert self.load is not None
-        change = self.load.sample(time.perf_counter(), idle.idle_s)
-        self.metrics.loop_busy.set(self.load.share)
-        if change is not None:
-            self._load_owed = Load(busy=change)
-            log.info("replica %d: event loop %.2f busy: %s", self.id, self.load.share,
-                      "batching for throughput" if change else "proposing at once")
+        now = time.perf_counter()
+        if self.load.due(now):
+            change = self.load.sample(now, idle.idle_s, self.cpu_stall())
+            self.metrics.loop_busy.set(self.load.share)
+            if change is not None:
+                self._load_owed = Load(busy=change)
+                log.info("replica %d: event loop %.2f busy, CPU pressure %s: %s", self.id, self.load.share,
+                         "unknown" if self.load.pressure is None else f"{self.load.pressure:.2f}",
+                         "batching for throughput" if change else "proposing at once")
         if self._load_owed is not None:
             try:
                 self._send.send_nowait(self._load_owed)

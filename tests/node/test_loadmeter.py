@@ -8,9 +8,21 @@ import time
 
 import pytest
 import trio
-from test_node import make_cluster, start_nodes
+from test_node import make_cluster
 
-from pbft.node.loadmeter import BUSY_ABOVE, IDLE_BELOW, IDLE_SAMPLES, WINDOW_S, LoadMeter, LoopIdle
+from pbft.node.clusterfile import load_cluster, load_identity
+from pbft.node.loadmeter import (
+    BUSY_ABOVE,
+    IDLE_BELOW,
+    IDLE_SAMPLES,
+    PRESSURE_ABOVE,
+    PRESSURE_BELOW,
+    WINDOW_S,
+    LoadMeter,
+    LoopIdle,
+    cpu_stall_s,
+)
+from pbft.node.node import build_node
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -28,11 +40,15 @@ class Loop:
         self.t = self.idle = 0.0
         self.meter = LoadMeter(0.0, 0.0, window_s=1.0)
 
-    def run(self, *shares: float) -> list[bool | None]:
+        self.stall: float | None = None
+
+    def run(self, *shares: float, pressure: float | None = None) -> list[bool | None]:
         out = []
         for share in shares:
             self.t, self.idle = self.t + 1.0, self.idle + 1.0 - share
-            out.append(self.meter.sample(self.t, self.idle))
+            if pressure is not None:
+                self.stall = (self.stall or 0.0) + pressure
+            out.append(self.meter.sample(self.t, self.idle, self.stall))
         return out
 
 
@@ -47,6 +63,25 @@ def test_busy_and_idle_with_hysteresis_between():
     assert loop.run(0.35, 0.1, 0.35) == [None, None, None]  # between: it stays idle
     assert loop.run(0.7) == [True]  # one busy sample is enough
     assert loop.meter.share == pytest.approx(0.7)
+
+
+def test_cpu_pressure_makes_it_busy_and_keeps_it_from_going_idle():
+    loop = Loop()
+    loop.run(0.1, pressure=0.0)  # the first total: no pressure known yet
+    assert loop.meter.pressure is None
+    assert loop.run(*[0.1] * IDLE_SAMPLES, pressure=PRESSURE_BELOW + 0.05) == [None] * IDLE_SAMPLES
+    assert loop.meter.pressure == pytest.approx(PRESSURE_BELOW + 0.05)
+    assert loop.run(*[0.1] * IDLE_SAMPLES, pressure=PRESSURE_BELOW / 2)[-1] is False
+    assert loop.run(0.1, pressure=PRESSURE_ABOVE) == [True]  # its own loop is idle
+
+
+def test_the_pressure_file_is_read_or_not_known(tmp_path):
+    psi = tmp_path / "cpu"
+    psi.write_text("some avg10=1.00 avg60=2.00 avg300=3.00 total=2500000\nfull avg10=0.00 total=0\n")
+    assert cpu_stall_s(str(psi)) == 2.5
+    psi.write_text("garbage\n")
+    assert cpu_stall_s(str(psi)) is None
+    assert cpu_stall_s(str(tmp_path / "missing")) is None
 
 
 def test_idle_time_beyond_the_window_is_clamped():
@@ -78,10 +113,15 @@ async def wait_until(predicate, step: float = 0.05) -> None:
 
 
 async def test_a_node_tells_its_core_when_its_loop_goes_idle_and_busy(tmp_path):
-    cluster_path = make_cluster(str(tmp_path), "load")
+    config = load_cluster(make_cluster(str(tmp_path), "load"))
     with trio.fail_after(45):
         async with trio.open_nursery() as nursery:
-            nodes = await start_nodes(nursery, cluster_path)
+            nodes = []
+            for i in config.replica_ids():
+                node = build_node(config, load_identity(config, i), i)
+                node.cpu_stall = lambda: None  # the host's load is not this test's business
+                await nursery.start(node.run)
+                nodes.append(node)
             primary = nodes[0]
             # Nothing to do: the loop waits for input, and the core proposes at once.
             await wait_until(lambda: not primary.replica.batching.busy)
