@@ -94,7 +94,7 @@ from ..service.api import Hosted
 from ..service.kv import KeyValueStore
 from . import health
 from .groupcommit import GROUP_COMMIT_LIMIT, GroupCommit
-from .loadmeter import LoadMeter, LoopIdle, cpu_stall_s
+from .loadmeter import LoadMeter, cpu_stall_s
 from .metrics import NodeMetrics, bind_metrics, serve_metrics
 from .preverify import GROUP as PREVERIFY_GROUP
 from .preverify import PreVerify
@@ -308,6 +308,8 @@ class ReplicaNode:
         """How busy the event loop is (loadmeter.py); made when the node runs."""
         self.cpu_stall: Callable[[], float | None] = cpu_stall_s
         """Where the host's CPU pressure is read (tests replace it)."""
+        self.cpu_time: Callable[[], float] = time.process_time
+        """Where the process's CPU time is read (tests replace it)."""
         self._load_owed: Load | None = None
         """A change of load the inbox had no room for: the tick task tries again."""
         self._evidence_seen: set[tuple[int, str, bytes, bytes]] = set()
@@ -345,9 +347,7 @@ class ReplicaNode:
             self.commits.start(trio.lowlevel.current_trio_token())
         started = False
         crash: BaseException | None = None
-        idle = LoopIdle()
-        trio.lowlevel.add_instrument(idle)
-        self.load = LoadMeter(time.perf_counter(), idle.idle_s, self.cpu_stall())
+        self.load = LoadMeter(time.perf_counter(), self.cpu_time(), self.cpu_stall())
         try:
             with trio.CancelScope() as self._cancel:
                 async with trio.open_nursery() as nursery:
@@ -360,7 +360,7 @@ class ReplicaNode:
                         nursery.start_soon(self.commits.run)
                     if self.link_faults is not None:
                         await nursery.start(self.link_faults.run)
-                    nursery.start_soon(self._tick_loop, idle)
+                    nursery.start_soon(self._tick_loop)
                     if self.preverify is not None:
                         nursery.start_soon(self.preverify.run, self._from_inbox, self._to_step)
                     nursery.start_soon(self._step_loop)
@@ -371,7 +371,6 @@ class ReplicaNode:
             crash = exc
             raise
         finally:
-            trio.lowlevel.remove_instrument(idle)
             if self.commits is not None:
                 self.commits.close()
             if self.tracer is not None:
@@ -459,7 +458,7 @@ class ReplicaNode:
         if self._cancel is not None:
             self._cancel.cancel()
 
-    async def _tick_loop(self, loop_idle: LoopIdle) -> None:
+    async def _tick_loop(self) -> None:
         """Feed the core its ticks through the inbox, one Tick event for all the ticks
         that fell due since the last one it stepped (`_ticks_owed`): a tick never waits
         behind another in the inbox, and a busy replica is not woken once per tick. The
@@ -485,7 +484,7 @@ class ReplicaNode:
                     self._tick_queued = True
                 except trio.WouldBlock:
                     pass  # a full inbox: the ticks stay owed, the next attempt carries them
-            self._sample_load(loop_idle)
+            self._sample_load()
             if self.transport.connected != self._links:
                 self._log_links()
             if self.tracer is not None and last >= next_flush:
@@ -536,17 +535,20 @@ class ReplicaNode:
             if type(a) in (Send, Broadcast, SendClient):
                 self._judges[id(a)] = judge
 
-    def _sample_load(self, idle: LoopIdle) -> None:
-        """A full window of the loop's load; a change goes to the core as `Load`, through
-        the inbox like a tick (owed while the inbox is full)."""
+    def _sample_load(self) -> None:
+        """A full window of load (loadmeter.py); a change goes to the core as `Load`,
+        through the inbox like a tick (owed while the inbox is full)."""
         assert self.load is not None
         now = time.perf_counter()
         if self.load.due(now):
-            change = self.load.sample(now, idle.idle_s, self.cpu_stall())
-            self.metrics.loop_busy.set(self.load.share)
+            change = self.load.sample(now, self.cpu_time(), self.cpu_stall())
+            self.metrics.cpu_ratio.set(self.load.share)
+            if self.load.pressure is not None:
+                self.metrics.host_pressure.set(self.load.pressure)
             if change is not None:
                 self._load_owed = Load(busy=change)
-                log.info("replica %d: event loop %.2f busy, CPU pressure %s: %s", self.id, self.load.share,
+                self.metrics.batching_for_throughput.set(int(change))
+                log.info("replica %d: CPU %.2f, host CPU pressure %s: %s", self.id, self.load.share,
                          "unknown" if self.load.pressure is None else f"{self.load.pressure:.2f}",
                          "batching for throughput" if change else "proposing at once")
         if self._load_owed is not None:

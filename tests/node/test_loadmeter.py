@@ -1,6 +1,6 @@
-"""The event loop's load (pbft.node.loadmeter) and the core's batching policy it drives:
-samples by window, hysteresis between the two states, and a real node that tells its core
-when its loop goes idle or busy."""
+"""A replica's load (pbft.node.loadmeter) and the core's batching policy it drives:
+samples by window, hysteresis between the two states, CPU pressure, and a real node that
+tells its core when it goes idle or busy."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from pbft.node.loadmeter import (
     PRESSURE_BELOW,
     WINDOW_S,
     LoadMeter,
-    LoopIdle,
     cpu_stall_s,
 )
 from pbft.node.node import build_node
@@ -37,7 +36,7 @@ class Loop:
     """A meter fed one sample per second at the busy shares given."""
 
     def __init__(self) -> None:
-        self.t = self.idle = 0.0
+        self.t = self.cpu = 0.0
         self.meter = LoadMeter(0.0, 0.0, window_s=1.0)
 
         self.stall: float | None = None
@@ -45,10 +44,10 @@ class Loop:
     def run(self, *shares: float, pressure: float | None = None) -> list[bool | None]:
         out = []
         for share in shares:
-            self.t, self.idle = self.t + 1.0, self.idle + 1.0 - share
+            self.t, self.cpu = self.t + 1.0, self.cpu + share
             if pressure is not None:
                 self.stall = (self.stall or 0.0) + pressure
-            out.append(self.meter.sample(self.t, self.idle, self.stall))
+            out.append(self.meter.sample(self.t, self.cpu, self.stall))
         return out
 
 
@@ -84,27 +83,14 @@ def test_the_pressure_file_is_read_or_not_known(tmp_path):
     assert cpu_stall_s(str(tmp_path / "missing")) is None
 
 
-def test_idle_time_beyond_the_window_is_clamped():
+def test_shares_are_clamped_to_a_core():
     meter = LoadMeter(0.0, 5.0, window_s=1.0)
-    assert meter.sample(1.0, 9.0) is None
-    assert meter.share == 0.0
-    meter = LoadMeter(0.0, 5.0, window_s=1.0)
-    assert meter.sample(1.0, 4.0) is None  # a total that went down: nothing was idle
+    assert meter.sample(1.0, 9.0) is None  # four threads at work: a core's worth
     assert meter.share == 1.0
-
-
-async def test_the_instrument_counts_waits_for_input_only():
-    idle = LoopIdle()
-    trio.lowlevel.add_instrument(idle)
-    try:
-        await trio.sleep(0.2)
-        waited = idle.idle_s
-        assert waited >= 0.1
-        time.sleep(0.2)  # work that holds the loop: no I/O wait
-        await trio.sleep(0)
-        assert idle.idle_s - waited < 0.1
-    finally:
-        trio.lowlevel.remove_instrument(idle)
+    meter = LoadMeter(0.0, 5.0, window_s=1.0)
+    for t in range(1, IDLE_SAMPLES + 1):
+        change = meter.sample(float(t), 4.0)  # a total that went down: no CPU
+    assert change is False and meter.share == 0.0
 
 
 async def wait_until(predicate, step: float = 0.05) -> None:
@@ -112,27 +98,35 @@ async def wait_until(predicate, step: float = 0.05) -> None:
         await trio.sleep(step)
 
 
-async def test_a_node_tells_its_core_when_its_loop_goes_idle_and_busy(tmp_path):
+async def test_a_node_tells_its_core_when_it_goes_idle_and_busy(tmp_path):
+    """The node's plumbing, with its clocks replaced so the host's load does not matter:
+    a process that uses no CPU makes the core propose at once, one that uses a whole core
+    makes it batch again."""
     config = load_cluster(make_cluster(str(tmp_path), "load"))
+    computing = False
+    spent = 0.0
+    last = time.perf_counter()
+
+    def cpu_time() -> float:  # no CPU while idle; all of the wall time while computing
+        nonlocal spent, last
+        now = time.perf_counter()
+        spent += (now - last) if computing else 0.0
+        last = now
+        return spent
+
     with trio.fail_after(45):
         async with trio.open_nursery() as nursery:
             nodes = []
             for i in config.replica_ids():
                 node = build_node(config, load_identity(config, i), i)
-                node.cpu_stall = lambda: None  # the host's load is not this test's business
+                node.cpu_stall = lambda: None
+                node.cpu_time = cpu_time
                 await nursery.start(node.run)
                 nodes.append(node)
             primary = nodes[0]
-            # Nothing to do: the loop waits for input, and the core proposes at once.
             await wait_until(lambda: not primary.replica.batching.busy)
             assert primary.load is not None and primary.load.share <= IDLE_BELOW
-
-            async def hog() -> None:  # holds the loop 80% of the time
-                while True:
-                    time.sleep(0.04)
-                    await trio.sleep(0.01)
-
-            nursery.start_soon(hog)
+            computing = True
             await wait_until(lambda: primary.replica.batching.busy)
             assert primary.load.share >= BUSY_ABOVE
             nursery.cancel_scope.cancel()
