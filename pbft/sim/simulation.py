@@ -60,7 +60,7 @@ from ..adversary import catalogue
 from ..adversary.base import failure_of
 from ..adversary.loader import make_service
 from ..errors import USER_CODE_FAILURES, UsageError
-from ..protocol import codec
+from ..protocol import codec, crypto
 from ..protocol.client import ClientCore
 from ..protocol.config import OPERATOR, ClientInfo, ClusterConfig, ReplicaInfo
 from ..protocol.crypto import KeyPair, Verifier
@@ -84,7 +84,14 @@ from ..protocol.events import (
     ViewChangeStarted,
     ViewInstalled,
 )
-from ..protocol.messages import MsgType, envelope_from_bytes, envelope_type, message_of, render
+from ..protocol.messages import (
+    MsgType,
+    envelope_from_bytes,
+    envelope_type,
+    memoised_decoding,
+    message_of,
+    render,
+)
 from ..protocol.ready import EMPTY, Durability, Ready
 from ..protocol.replica import Replica
 from ..protocol.viewchange import ViewStatus
@@ -952,6 +959,13 @@ class Simulation:
     # -- the run ------------------------------------------------------------------------
 
     def run(self) -> RunResult:
+        # Every core of the run decodes a frame it shares with the others once between
+        # them (messages.DecodeMemo: a pure function of the bytes, immutable results);
+        # The same for signatures and batch digests (crypto.Memo).
+        with memoised_decoding(), crypto.memoised():
+            return self._run()
+
+    def _run(self) -> RunResult:
         queue = self._queue
         oracle = self.oracle
         if self.tracer is not None:
