@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from enum import Enum
+from functools import lru_cache
 
 import nacl.bindings as sodium
 from cryptography.exceptions import InvalidSignature
@@ -134,6 +135,13 @@ def public_key_problem(key: bytes) -> str | None:
     subgroup, not of small order."""
     if len(key) != 32:
         return "not 32 bytes"
+    return _point_problem(bytes(key))
+
+
+@lru_cache(maxsize=1024)
+def _point_problem(key: bytes) -> str | None:
+    """`public_key_problem` of 32 bytes: a pure function of them, asked again for the same
+    few keys (every Verifier made, every reconfiguration command read)."""
     if not sodium.crypto_core_ed25519_is_valid_point(key):
         return "not a valid Ed25519 public key (non-canonical, off the curve, of small order or with a torsion component)"
     return None
