@@ -108,6 +108,7 @@ from .trace import Lies, TraceWriter, describe, watch_honest
 COUNTED = frozenset({*EVENTS, Evidence})
 """The action types counted as transitions for the coverage report."""
 _KIND_NAME = {int(t): KINDS[i] for i, t in enumerate(MsgType)}
+_VIEW_MOVES = (ViewChangeStarted, ViewInstalled)
 
 TRACE_TAIL = 30
 MAX_VIRTUAL_MS = 3_600_000
@@ -724,7 +725,7 @@ class Simulation:
             return EMPTY
         if not inst.correct:
             inst.failures_seen = self._note_failures(inst.node, inst.failures_seen)
-        if inst.correct and any(type(a) in (ViewChangeStarted, ViewInstalled) for a in actions):
+        if inst.correct and actions.actions and any(type(a) in _VIEW_MOVES for a in actions.actions):
             self._last_view_move = self.now  # its messages about it are still on the way
         return actions
 
@@ -1264,7 +1265,7 @@ class _Described:
         if d is None:
             if len(self._memo) >= self.MAX:
                 self._memo.clear()
-            d = self._memo[data] = describe(data)
+            d = self._memo[data] = describe(data, ident=False)  # no trace: the id is never read
         return d
 
 
