@@ -562,6 +562,12 @@ class Simulation:
     # -- performing actions -------------------------------------------------------------
 
     def _perform_replica(self, rid: int, inst: Instance, ready: Ready) -> None:
+        if not ready.actions and inst.lies is None and self.tracer is None:
+            # Most steps say nothing (an idle tick, a duplicate): nothing to send, write,
+            # trace, judge or trigger on; only the resource check has work.
+            if inst.correct:
+                self.oracle.check_resources(rid, inst.node)
+            return
         n = self.max_n
         if ready.durability is Durability.MAY_FOLLOW_REPLIES:
             undo: Undo | None = inst.unsynced
