@@ -37,6 +37,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import compress
 from operator import gt, itemgetter
 from typing import Any
 
@@ -554,15 +555,17 @@ class Oracle:
         # once at the end (`peaks`).
         seen = self._peaks.get(rid)
         if seen is not None and len(seen[1]) == len(bs):
-            if any(map(gt, sizes, seen[1])):
-                # Each structure's bound as of its own peak (a reconfiguration changes n,
-                # and with it some bounds, epochs.py).
-                seen[0] = [b if b[1] > old else prior for b, prior, old in zip(bs, seen[0], seen[1], strict=True)]
-                seen[1] = list(map(max, seen[1], sizes))
+            peak_bounds, peaks = seen
+            # Only the positions that grew past their peak (found in C; usually one, the
+            # run's shared verdict memo), each with its bound as of its own peak (a
+            # reconfiguration changes n, and with it some bounds, epochs.py).
+            for i in compress(range(len(sizes)), map(gt, sizes, peaks)):
+                peak_bounds[i] = bs[i]
+                peaks[i] = sizes[i]
         else:
             if seen is not None:
                 self._fold(rid, *seen)
-            self._peaks[rid] = [bs, sizes]
+            self._peaks[rid] = [list(bs), sizes]  # a copy: updated in place, `bs` is kept as passed
 
     def _fold(self, rid: int, bs: list, sizes: list[int]) -> None:
         for b, size in zip(bs, sizes, strict=True):
