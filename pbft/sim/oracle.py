@@ -549,7 +549,7 @@ class Oracle:
                     self.fail("resources", f"replica {rid}: {sentence(b)}")
                     break
         else:
-            self._passed[rid] = bs
+            self._passed[rid] = list(bs)  # a copy: a core may hand out one list it refills
         # Peaks by position (a replica lists the same structures in the same order every
         # step): a new list only when a structure grew past its peak; names are attached
         # once at the end (`peaks`).
@@ -565,7 +565,7 @@ class Oracle:
         else:
             if seen is not None:
                 self._fold(rid, *seen)
-            self._peaks[rid] = [list(bs), sizes]  # a copy: updated in place, `bs` is kept as passed
+            self._peaks[rid] = [list(bs), sizes]  # a copy: updated in place
 
     def _fold(self, rid: int, bs: list, sizes: list[int]) -> None:
         for b, size in zip(bs, sizes, strict=True):

@@ -968,7 +968,7 @@ class Simulation:
     def run(self) -> RunResult:
         # Every core of the run decodes a frame it shares with the others once between
         # them (messages.DecodeMemo: a pure function of the bytes, immutable results);
-        # The same for signatures and batch digests (crypto.Memo).
+        # the same for signatures and batch digests (crypto.Memo).
         with memoised_decoding(), crypto.memoised():
             return self._run()
 

@@ -277,13 +277,13 @@ def test_resources_are_the_bounds_of_each_owner():
 
 
 class _Sized:
-    """A core of fixed bounds a test sets directly."""
+    """A core whose bounds a test sets directly; it hands out the same list each time."""
 
     def __init__(self, bounds: list) -> None:
         self.list = bounds
 
     def bounds(self) -> list:
-        return list(self.list)
+        return self.list
 
 
 def test_resources_a_limit_lowered_under_an_unchanged_size_is_reported():
