@@ -58,7 +58,7 @@ class HeldBatches:
             del self.by_seq[seq]
 
     def bounds(self) -> list[Bound]:
-        kept = sum(len(h) for h in self.by_seq.values())
+        kept = sum(map(len, self.by_seq.values()))
         return [("held-batches", kept, self.window * DIGESTS_PER_SLOT, "batches")]
 
 

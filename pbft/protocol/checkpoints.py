@@ -94,10 +94,14 @@ class Checkpoints:
         """The bounds above, whatever peers sent (a named limit on every structure)."""
         cfg = self.config
         held = cfg.log_window // cfg.checkpoint_interval + 2  # in the window, stable, one above
-        votes = sum(len(v) for v in self.votes.values())
-        vote_bytes = sum(len(d) for v in self.votes.values() for _, d in v.values())
-        claims = sum(len(c) for c in self.claims.values())
-        claim_bytes = sum(len(d) for c in self.claims.values() for _, d in c.values())
+        # No sums over nothing (the simulator asks after every step, and claims are rare).
+        votes = vote_bytes = claims = claim_bytes = 0
+        if self.votes:
+            votes = sum(map(len, self.votes.values()))
+            vote_bytes = sum(len(d) for v in self.votes.values() for _, d in v.values())
+        if self.claims:
+            claims = sum(map(len, self.claims.values()))
+            claim_bytes = sum(len(d) for c in self.claims.values() for _, d in c.values())
         return [
             ("checkpoint_votes", len(self.votes), held),
             ("checkpoint_votes (votes)", votes, held * cfg.n),

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from enum import Enum
+from functools import lru_cache
 
 import nacl.bindings as sodium
 from cryptography.exceptions import InvalidSignature
@@ -41,6 +42,10 @@ from .messages import Envelope, Message, PrePrepare, Signer, to_body
 DOMAIN = b"pbft/v1"
 SIGNATURE_LEN = 64
 
+_memo: Memo | None = None
+"""The memo signing, verifying and `batch_digest` consult while one is installed
+(`memoised`); None, the default, computes every time (a replica process)."""
+
 
 def digest(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
@@ -48,6 +53,9 @@ def digest(data: bytes) -> bytes:
 
 def batch_digest(batch: tuple[bytes, ...] | list[bytes]) -> bytes:
     """The digest d of a pre-prepare: over the canonical array of request envelopes."""
+    memo = _memo
+    if memo is not None and type(batch) is tuple:
+        return memo.batch_digest(batch)
     return digest(codec.encode(list(batch)))
 
 
@@ -127,6 +135,13 @@ def public_key_problem(key: bytes) -> str | None:
     subgroup, not of small order."""
     if len(key) != 32:
         return "not 32 bytes"
+    return _point_problem(bytes(key))
+
+
+@lru_cache(maxsize=1024)
+def _point_problem(key: bytes) -> str | None:
+    """`public_key_problem` of 32 bytes: a pure function of them, asked again for the same
+    few keys (every Verifier made, every reconfiguration command read)."""
     if not sodium.crypto_core_ed25519_is_valid_point(key):
         return "not a valid Ed25519 public key (non-canonical, off the curve, of small order or with a torsion component)"
     return None
@@ -181,9 +196,18 @@ class KeyPair:
 
     def sign(self, payload: bytes) -> bytes:
         self.signed += 1
+        memo = _memo
+        if memo is not None:
+            known = memo.signature(self._seed, payload)
+            if known is not None:
+                return known
         if self._openssl is not None:
-            return self._openssl.sign(payload)
-        return sodium.crypto_sign(payload, self._sodium_secret)[:SIGNATURE_LEN]
+            signature = self._openssl.sign(payload)
+        else:
+            signature = sodium.crypto_sign(payload, self._sodium_secret)[:SIGNATURE_LEN]
+        if memo is not None:
+            memo.made(self._seed, self.public, payload, signature)
+        return signature
 
 
 def seal(key: KeyPair, cluster_id: str, signer: Signer, msg: Message) -> Envelope:
@@ -287,7 +311,12 @@ class Verifier:
             if hit is not None:
                 return hit
         self.checked += 1
-        ok = self._check(key, env.signature, self.prefix_of(env.signer) + env.body)  # type: ignore[arg-type]
+        payload = self.prefix_of(env.signer) + env.body
+        memo = _memo
+        if memo is not None and memo.vouches(self._raw[env.signer], env.signature, payload):
+            ok = True  # made by KeyPair.sign in this process: the library would say so too
+        else:
+            ok = self._check(key, env.signature, payload)  # type: ignore[arg-type]
         if self.memo_size:
             self._remember(mkey, ok)
         return ok
@@ -329,3 +358,89 @@ class Verifier:
 
     def bounds(self) -> list[tuple[str, int, int]]:
         return [("verdicts", len(self._memo), self.memo_size)]
+
+
+class Memo:
+    """Signature work memoised across the cores of one process (the simulator's run):
+    pure functions of their inputs, so every core gets the answer it would have computed.
+
+    * A signature: Ed25519 signing is deterministic (RFC 8032), so the signature of one
+      key over one payload is the same bytes every time it is asked for (a retransmission
+      re-signed, a behaviour signing the same request again).
+    * A verdict on a signature this process made (`vouches`): `KeyPair.sign` gives a
+      signature that verifies under its public key over exactly that payload, so the
+      library is not asked again. Anything else (another key, payload or signature: a
+      forgery, a mutation) goes to the library as before; the shape checks and the
+      Verifier's own verdict memo run as before, so what a core asks and what it is told
+      are unchanged.
+    * A batch's digest, by the batch (a tuple of bytes: every backup hashes the same
+      pre-prepare's batch).
+
+    Bounded in entries and in the bytes of the payloads it holds (oldest first out).
+    """
+
+    __slots__ = ("_signatures", "_made", "_digests", "_bytes", "max_entries", "max_bytes")
+
+    def __init__(self, max_entries: int = 65536, max_bytes: int = 64 << 20) -> None:
+        self._signatures: dict[tuple[bytes, bytes], bytes] = {}  # (seed, payload) -> signature
+        self._made: dict[bytes, tuple[bytes, bytes]] = {}  # signature -> (public key, payload)
+        self._digests: dict[tuple[bytes, ...], bytes] = {}  # batch -> batch_digest
+        self._bytes = [0, 0, 0]  # payload bytes held by each table, in that order
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+
+    def signature(self, seed: bytes, payload: bytes) -> bytes | None:
+        return self._signatures.get((seed, payload))
+
+    def made(self, seed: bytes, public: bytes, payload: bytes, signature: bytes) -> None:
+        size = len(payload)
+        if self._room(self._signatures, 0, size, lambda k: len(k[1])):
+            self._signatures[(seed, payload)] = signature
+            self._bytes[0] += size
+        if self._room(self._made, 1, size, lambda k: len(self._made[k][1])):
+            self._made[signature] = (public, payload)
+            self._bytes[1] += size
+
+    def vouches(self, public: bytes, signature: bytes, payload: bytes) -> bool:
+        """Whether `signature` is one this process made with `public`'s key over `payload`."""
+        made = self._made.get(signature)
+        return made is not None and made[0] == public and made[1] == payload
+
+    def batch_digest(self, batch: tuple[bytes, ...]) -> bytes:
+        d = self._digests.get(batch)
+        if d is None:
+            d = digest(codec.encode(list(batch)))
+            size = sum(map(len, batch))
+            if self._room(self._digests, 2, size, lambda k: sum(map(len, k))):
+                self._digests[batch] = d
+                self._bytes[2] += size
+        return d
+
+    def _room(self, table: dict, i: int, size: int, size_of) -> bool:
+        """Make room for `size` more bytes in `table` (oldest entries out); False if it
+        could never fit."""
+        if size > self.max_bytes:
+            return False
+        while table and (len(table) >= self.max_entries or self._bytes[i] + size > self.max_bytes):
+            oldest = next(iter(table))
+            self._bytes[i] -= size_of(oldest)
+            del table[oldest]
+        return True
+
+
+class memoised:  # noqa: N801 - used as a context manager, like a function
+    """`with memoised(): ...` installs a fresh Memo for the block and puts back whatever
+    was installed before."""
+
+    def __init__(self, memo: Memo | None = None) -> None:
+        self.memo = memo if memo is not None else Memo()
+        self._before: Memo | None = None
+
+    def __enter__(self) -> Memo:
+        global _memo
+        self._before, _memo = _memo, self.memo
+        return self.memo
+
+    def __exit__(self, *exc: object) -> None:
+        global _memo
+        _memo = self._before

@@ -81,8 +81,8 @@ class FutureViews:
             ("_future", len(self.messages), held),
             ("_future_seen", len(self.seen), held),
             ("_future (signers)", len(self.count), self.signers),
-            ("_future (one signer)", max(self.count.values(), default=0), self.per_signer),
-            ("_future (one signer's bytes)", max(self.bytes.values(), default=0), FUTURE_SIGNER_BYTES),
+            ("_future (one signer)", max(self.count.values()) if self.count else 0, self.per_signer),
+            ("_future (one signer's bytes)", max(self.bytes.values()) if self.bytes else 0, FUTURE_SIGNER_BYTES),
             ("_future (total bytes)", self.total, self.total_limit),
         ]
 

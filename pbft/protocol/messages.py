@@ -469,8 +469,79 @@ def message_of(env: Envelope) -> Message:
 def decode_envelope(data: bytes) -> tuple[Envelope, Message]:
     """Strictly decode a signed envelope and the message it carries (the signature is not
     checked here); CodecError if either is malformed."""
+    memo = _memo
+    if memo is not None:
+        return memo.decode(data)
     env = envelope_from_bytes(data)
     return env, message_of(env)
+
+
+class DecodeMemo:
+    """Decoded envelopes by their exact bytes, for many cores in one process (the
+    simulator: a broadcast reaches every replica as the same bytes, and the oracle reads
+    it too). Decoding is a pure function of the bytes and what it returns is immutable
+    all the way down (frozen dataclasses of ints, strings, bytes and tuples), so a core
+    handed the memoised objects behaves exactly as one that decoded them itself; a
+    refusal is kept as its exception's class and arguments and raised afresh. Bounded in
+    entries and in the bytes of the frames it holds (oldest first out)."""
+
+    __slots__ = ("_entries", "_bytes", "max_entries", "max_bytes")
+
+    def __init__(self, max_entries: int = 16384, max_bytes: int = 64 << 20) -> None:
+        self._entries: dict[bytes, tuple[Envelope, Message] | codec.CodecError] = {}
+        self._bytes = 0
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+
+    def decode(self, data: bytes) -> tuple[Envelope, Message]:
+        if type(data) is not bytes:  # a bytearray or a view: not a key (and mutable)
+            env = envelope_from_bytes(data)
+            return env, message_of(env)
+        hit = self._entries.get(data)
+        if hit is None:
+            try:
+                env = envelope_from_bytes(data)
+                hit = (env, message_of(env))
+            except codec.CodecError as exc:
+                hit = exc
+            self._keep(data, hit)
+        if type(hit) is tuple:
+            return hit
+        raise type(hit)(*hit.args)  # type: ignore[union-attr]
+
+    def _keep(self, data: bytes, value: tuple[Envelope, Message] | codec.CodecError) -> None:
+        if len(data) > self.max_bytes:
+            return
+        entries = self._entries
+        while entries and (len(entries) >= self.max_entries or self._bytes + len(data) > self.max_bytes):
+            oldest = next(iter(entries))
+            del entries[oldest]
+            self._bytes -= len(oldest)
+        entries[data] = value
+        self._bytes += len(data)
+
+
+_memo: DecodeMemo | None = None
+"""The memo `decode_envelope` uses while one is installed (`memoised_decoding`); None, the
+default, decodes every time (a replica process: it sees each frame once)."""
+
+
+class memoised_decoding:  # noqa: N801 - used as a context manager, like a function
+    """`with memoised_decoding(): ...` installs a fresh DecodeMemo for the block and puts
+    back whatever was installed before (a run inside a run keeps its own)."""
+
+    def __init__(self, memo: DecodeMemo | None = None) -> None:
+        self.memo = memo if memo is not None else DecodeMemo()
+        self._before: DecodeMemo | None = None
+
+    def __enter__(self) -> DecodeMemo:
+        global _memo
+        self._before, _memo = _memo, self.memo
+        return self.memo
+
+    def __exit__(self, *exc: object) -> None:
+        global _memo
+        _memo = self._before
 
 
 def detached(data: bytes) -> bytes:

@@ -51,6 +51,8 @@ class Ready:
     @staticmethod
     def of(actions: Iterable[Action]) -> Ready:
         acts = tuple(actions)
+        if not acts:
+            return EMPTY  # most steps say nothing: one immutable value, not a new one each
         writes: list[Persist | Truncate] = []
         dependent = peer_sends = False
         for a in acts:

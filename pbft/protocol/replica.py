@@ -144,6 +144,7 @@ CATCH_UP_SLOTS = 16
 
 
 _REPLY = int(MsgType.REPLY)
+_REASONS = len(Reason)  # the enum's len() is a Python call: once, not in every bounds()
 
 MAX_BACKOFF_SHIFT = 6
 """The view-change timeout doubles per failed view change, up to 2**6 times (4.5.2)."""
@@ -280,7 +281,8 @@ class Replica:
     def bounds(self) -> list[Bound]:
         """Each bounded structure's size against its limit, owner by owner (read-only):
         always the same structures in the same order."""
-        out = [
+        cfg = self.config
+        return [
             *self.log.bounds(), *self.checkpoints.bounds(), *self.future.bounds(), *self.requests.bounds(),
             *self.view_changes.bounds(), *self.chunks_served.bounds(), *self.batch_answers.bounds(),
             *self.held_batches.bounds(),
@@ -288,14 +290,12 @@ class Replica:
             *self.deferred.bounds(), *self.batching.bounds(), *self.replies.bounds(), *self.reads.bounds(),
             *self.evidence.bounds(), *self.catch_up.bounds(), *self.verifier.bounds(),
             *(IDLE_TRANSFER if self.transfer is None else self.transfer.bounds()),
+            ("prepared_certs", len(self.prepared_certs), cfg.log_window),
+            ("epochs_sent", len(self.epochs_sent), 3 * MAX_F + 1),
+            ("tree_nodes", len(self.tree_nodes), KNOWN_NODES),
+            # Keyed by (channel peer, reason): replicas, clients and an unauthenticated None.
+            ("rejects", len(self.rejects), (cfg.n + cfg.requester_count + 1) * _REASONS),
         ]
-        cfg = self.config
-        out.append(("prepared_certs", len(self.prepared_certs), cfg.log_window))
-        out.append(("epochs_sent", len(self.epochs_sent), 3 * MAX_F + 1))
-        out.append(("tree_nodes", len(self.tree_nodes), KNOWN_NODES))
-        # Keyed by (channel peer, reason): replicas, clients and an unauthenticated None.
-        out.append(("rejects", len(self.rejects), (cfg.n + cfg.requester_count + 1) * len(Reason)))
-        return out
 
     def state_digest(self) -> bytes:
         """The checkpoint digest of the current state: the root of its partition tree

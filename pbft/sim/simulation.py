@@ -60,7 +60,7 @@ from ..adversary import catalogue
 from ..adversary.base import failure_of
 from ..adversary.loader import make_service
 from ..errors import USER_CODE_FAILURES, UsageError
-from ..protocol import codec
+from ..protocol import codec, crypto
 from ..protocol.client import ClientCore
 from ..protocol.config import OPERATOR, ClientInfo, ClusterConfig, ReplicaInfo
 from ..protocol.crypto import KeyPair, Verifier
@@ -85,7 +85,14 @@ from ..protocol.events import (
     ViewChangeStarted,
     ViewInstalled,
 )
-from ..protocol.messages import MsgType, envelope_from_bytes, envelope_type, message_of, render
+from ..protocol.messages import (
+    MsgType,
+    envelope_from_bytes,
+    envelope_type,
+    memoised_decoding,
+    message_of,
+    render,
+)
 from ..protocol.ready import EMPTY, Durability, Ready
 from ..protocol.replica import Replica
 from ..protocol.viewchange import ViewStatus
@@ -102,6 +109,7 @@ from .trace import Lies, TraceWriter, describe, watch_honest
 COUNTED = frozenset({*EVENTS, Evidence})
 """The action types counted as transitions for the coverage report."""
 _KIND_NAME = {int(t): KINDS[i] for i, t in enumerate(MsgType)}
+_VIEW_MOVES = (ViewChangeStarted, ViewInstalled)
 
 TRACE_TAIL = 30
 MAX_VIRTUAL_MS = 3_600_000
@@ -558,6 +566,12 @@ class Simulation:
     # -- performing actions -------------------------------------------------------------
 
     def _perform_replica(self, rid: int, inst: Instance, ready: Ready) -> None:
+        if not ready.actions and inst.lies is None and self.tracer is None:
+            # Most steps say nothing (an idle tick, a duplicate): nothing to send, write,
+            # trace, judge or trigger on; only the resource check has work.
+            if inst.correct:
+                self.oracle.check_resources(rid, inst.node)
+            return
         n = self.max_n
         if ready.durability is Durability.MAY_FOLLOW_REPLIES:
             undo: Undo | None = inst.unsynced
@@ -724,7 +738,7 @@ class Simulation:
             return EMPTY
         if not inst.correct:
             inst.failures_seen = self._note_failures(inst.node, inst.failures_seen)
-        if inst.correct and any(type(a) in (ViewChangeStarted, ViewInstalled) for a in actions):
+        if inst.correct and actions.actions and any(type(a) in _VIEW_MOVES for a in actions.actions):
             self._last_view_move = self.now  # its messages about it are still on the way
         return actions
 
@@ -959,6 +973,13 @@ class Simulation:
     # -- the run ------------------------------------------------------------------------
 
     def run(self) -> RunResult:
+        # Every core of the run decodes a frame it shares with the others once between
+        # them (messages.DecodeMemo: a pure function of the bytes, immutable results);
+        # the same for signatures and batch digests (crypto.Memo).
+        with memoised_decoding(), crypto.memoised():
+            return self._run()
+
+    def _run(self) -> RunResult:
         queue = self._queue
         oracle = self.oracle
         if self.tracer is not None:
@@ -1257,7 +1278,7 @@ class _Described:
         if d is None:
             if len(self._memo) >= self.MAX:
                 self._memo.clear()
-            d = self._memo[data] = describe(data)
+            d = self._memo[data] = describe(data, ident=False)  # no trace: the id is never read
         return d
 
 

@@ -64,10 +64,11 @@ def _hex(b: Any) -> str | None:
     return b.hex()[:8] if isinstance(b, bytes | bytearray) else None
 
 
-def describe(data: bytes) -> dict[str, Any]:
+def describe(data: bytes, ident: bool = True) -> dict[str, Any]:
     """kind, view, seq, digest (8 hex of the protocol digest it carries) and id (8 hex of
-    sha256 of its bytes) of one message; what cannot be read is left out."""
-    info: dict[str, Any] = {"kind": "", "id": hashlib.sha256(data).hexdigest()[:8]}
+    sha256 of its bytes) of one message; what cannot be read is left out. Without
+    `ident`, no id (judging lies needs none, and hashing a large frame costs)."""
+    info: dict[str, Any] = {"kind": "", "id": hashlib.sha256(data).hexdigest()[:8]} if ident else {"kind": ""}
     try:
         body = codec.decode(envelope_from_bytes(data).body)
     except Exception:  # noqa: BLE001 - garbage is described as garbage

@@ -276,6 +276,56 @@ def test_resources_are_the_bounds_of_each_owner():
     assert checks(o) == ["resources"] and "transfer (asked)" in o.violations[0].detail
 
 
+class _Sized:
+    """A core whose bounds a test sets directly; it hands out the same list each time."""
+
+    def __init__(self, bounds: list) -> None:
+        self.list = bounds
+
+    def bounds(self) -> list:
+        return self.list
+
+
+def test_resources_a_limit_lowered_under_an_unchanged_size_is_reported():
+    # The oracle skips a step whose bounds equal the last that passed: a limit is part
+    # of what must be equal, not only the sizes (a reconfiguration lowers some).
+    o = oracle()
+    core = _Sized([("log", 5, 8), ("pending", 2, 4)])
+    o.check_resources(0, core)
+    o.check_resources(0, core)  # unchanged
+    core.list[0] = ("log", 5, 4)
+    o.check_resources(0, core)
+    assert checks(o) == ["resources"] and "log holds 5, bound 4" in o.violations[0].detail
+    assert o.counts["resources"] == 3
+
+
+def test_resources_a_step_over_its_bound_is_reported_each_time():
+    # Only a list that passed is ever taken as the last verdict.
+    o = oracle()
+    core = _Sized([("log", 1, 8), ("pending", 3, 4)])
+    o.check_resources(0, core)
+    core.list[1] = ("pending", 5, 4)
+    o.check_resources(0, core)
+    o.check_resources(0, core)
+    assert [v.detail for v in o.violations] == ["replica 0: pending holds 5, bound 4"] * 2
+
+
+def test_resources_peaks_keep_each_bound_as_of_its_own_peak_across_skipped_steps():
+    o = oracle()
+    core = _Sized([("log", 1, 8), ("pending", 3, 4)])
+    o.check_resources(0, core)
+    core.list[0] = ("log", 6, 16)
+    o.check_resources(0, core)
+    core.list[0] = ("log", 2, 16)
+    o.check_resources(0, core)
+    o.check_resources(0, core)  # skipped: equal to the last that passed
+    core.list[1] = ("pending", 4, 5)
+    o.check_resources(0, core)
+    peaks = o.peaks()
+    assert (peaks["log"].peak, peaks["log"].bound) == (6, 16)
+    assert (peaks["pending"].peak, peaks["pending"].bound) == (4, 5) and o.ok
+
+
 def test_liveness_violation_when_a_request_cannot_complete():
     # Three of four replicas crash for good: no quorum, so nothing completes.
     from pbft.sim.scenario import Expect, NetworkFault
