@@ -92,7 +92,7 @@ from ..service.api import Hosted
 from ..service.kv import KeyValueStore, op_delete, op_get, op_put
 from ..service.kvservice import KeyValue
 from .coverage import EVENTS, event_name
-from .network import Network
+from .network import Fate, Network, RoundPartitions
 from .oracle import Oracle, Violation
 from .result import FaultyNode, Latency, ReplicaReport, RunResult
 from .scenario import KINDS, Node, Scenario, client_name
@@ -196,6 +196,8 @@ class Instance:
     spec: tuple[KeyPair, int] | None = None
     """(key, configuration epoch) it was started with: a replacement node or one added
     by a reconfiguration starts in a later epoch with a key of its own."""
+    copy: int = 0
+    """Which copy of its replica: 1 for the second instance of a twin (`3'`, scenario.Twins)."""
 
 
 @dataclass(slots=True)
@@ -314,6 +316,11 @@ class Simulation:
         self._boundaries: dict[int, int] = {}  # epoch -> the checkpoint after which it began
         self.network = Network(scenario.network, random.Random(self.rng.getrandbits(64)))
         self.heal = self.network.heal_time()
+        self._rounds = RoundPartitions(scenario.twins) if scenario.twins is not None else None
+        """A `[twins]` schedule: messages go to instances, not node ids (`_transmit_twins`)."""
+        self._from: Instance | None = None  # the instance whose actions are being performed
+        if scenario.twins is not None:
+            self.heal = max(self.heal, scenario.twins.heal_ms)
         for nf in scenario.network:
             if nf.crash is not None and nf.on is None:
                 self.heal = max(self.heal, nf.until_ms or nf.at_ms)
@@ -349,7 +356,8 @@ class Simulation:
             self._classes = {i: replica_class or Replica for i in range(self.max_n)}
         self.byz_replica = {b.index: b for b in scenario.byzantine if b.target == "replica"}
         self.byz_client = {b.node: b for b in scenario.byzantine if b.target == "client"}
-        self.twins = sorted({nf.twin for nf in scenario.network if nf.twin is not None})
+        self.twins = sorted({nf.twin for nf in scenario.network if nf.twin is not None}
+                            | ({scenario.twins.replica} if scenario.twins is not None else set()))
         faulty = set(scenario.faulty_replicas())
         correct = [i for i in range(self.max_n) if i not in faulty]
         self.correct = frozenset(correct)
@@ -393,6 +401,7 @@ class Simulation:
             self.replicas[i].append(self._new_instance(i))
             if i in self.twins:
                 self.replicas[i].append(self._new_instance(i))
+                self.replicas[i][-1].copy = 1
         self.clients: dict[str, ClientState] = {}
         for name, key in self.client_keys.items():
             self.clients[name] = self._new_client(name, key)
@@ -516,6 +525,9 @@ class Simulation:
         heapq.heappush(self._queue, (time, self._counter, kind, args))
 
     def _transmit(self, src: Node, dst: Node, data: bytes) -> None:
+        if self._rounds is not None:
+            self._transmit_twins(src, dst, data)
+            return
         times = self.network.transit(self.now, src, dst, data)
         for t in times:
             self._push(t, DELIVER, src, dst, data)
@@ -534,6 +546,41 @@ class Simulation:
                     counts[lie] = counts.get(lie, 0) + 1
         if self.tracer is not None:
             self._trace_send(src, dst, data, times, lie, honest)
+
+    def _transmit_twins(self, src: Node, dst: Node, data: bytes) -> None:
+        """`_transmit` under a `[twins]` schedule: a message between replicas goes to the
+        instances of `dst` in the sending instance's group for the message's round (both
+        copies of a twin if both are there, none across groups); clients reach, and are
+        reached by, every instance. Twins have no behaviour, so there are no lies to judge."""
+        rounds = self._rounds
+        assert rounds is not None
+        copies: tuple[int, ...] | None = None  # None: every instance of dst
+        if isinstance(src, int) and isinstance(dst, int) and self.replicas[dst]:
+            sender = self._from
+            assert sender is not None
+            round_ = rounds.round_of(data, getattr(sender.node, "view", 0), self.now)
+            copies = tuple(
+                inst.copy for inst in self.replicas[dst]
+                if rounds.reaches(self.now, round_, (src, sender.copy), (dst, inst.copy))
+            )
+        if copies == ():
+            times: list[int] = []
+            self.network.dropped += 1
+            self.network.last_fate = Fate(dropped_by=-1)
+        else:
+            times = self.network.transit(self.now, src, dst, data)
+        for t in times:
+            self._push(t, DELIVER, src, dst, data, copies)
+        if src in self._faulty_nodes:
+            self._sent[src] = self._sent.get(src, 0) + 1
+        if self.tracer is not None:
+            d = self.tracer.send(self.now, src, dst, data, None, None)
+            fate = self.network.last_fate
+            if copies == ():
+                self.tracer.fate(self.now, src, dst, d, fate, "partition", [])
+            elif fate is not None and (not times or fate.delay or len(times) > 1):
+                reason = self.network.drop_reason(fate.dropped_by, src, dst) if not times else ""
+                self.tracer.fate(self.now, src, dst, d, fate, reason, times)
 
     def _trace_withheld(self, src: Node) -> None:
         for dst, data in self._judging.withheld():
@@ -555,6 +602,7 @@ class Simulation:
 
     def _perform_replica(self, rid: int, inst: Instance, ready: Ready) -> None:
         n = self.max_n
+        self._from = inst
         if ready.durability is Durability.MAY_FOLLOW_REPLIES:
             undo: Undo | None = inst.unsynced
         else:
@@ -661,7 +709,7 @@ class Simulation:
                         if since is not None:
                             self._latencies.append((since, self.now))
                     if cs.done < len(cs.ops):
-                        self._push(self.now + self.rng.randint(0, 3), SUBMIT, cs.name)
+                        self._push(self.now + self.scenario.think_ms + self.rng.randint(0, 3), SUBMIT, cs.name)
         if self._judge is not None and self.tracer is not None:
             self._trace_withheld(cs.name)
         self._judge = None
@@ -685,8 +733,10 @@ class Simulation:
 
     # -- handlers -----------------------------------------------------------------------
 
-    def _deliver(self, src: Node, dst: Node, data: bytes) -> None:
-        self._trace.update(b"%d %s>%s %d:" % (self.now, str(src).encode(), str(dst).encode(), len(data)))
+    def _deliver(self, src: Node, dst: Node, data: bytes, copies: tuple[int, ...] | None = None) -> None:
+        """`copies`: under a `[twins]` schedule, the instances of `dst` it goes to (None: all)."""
+        to = str(dst) if copies is None else str(dst) + "".join(f"/{c}" for c in copies)
+        self._trace.update(b"%d %s>%s %d:" % (self.now, str(src).encode(), to.encode(), len(data)))
         self._trace.update(data)
         self.delivered += 1
         self._kinds[envelope_type(data)] += 1
@@ -700,7 +750,8 @@ class Simulation:
                 self.tracer.deliver(self.now, src, dst, data)
             self._record(("msg", src, dst, data))
             for inst in list(instances):
-                self._perform_replica(dst, inst, self._step(dst, inst, Received(src, data)))
+                if copies is None or inst.copy in copies:
+                    self._perform_replica(dst, inst, self._step(dst, inst, Received(src, data)))
         else:
             cs = self.clients[dst]
             if self.tracer is not None:
