@@ -26,7 +26,10 @@ sends votes), and a crash rolls them back: the worst a power cut can do (the run
 also commits them on its next tick; the simulator does not count on that).
 
 Nodes: replica ids 0..n-1, each hosting one instance (two for a `twin`, none while
-crashed); clients "c0", "c1", ... Replies travel through the same network and arrive with
+crashed); clients "c0", "c1", ... Under a `[twins]` schedule (scenario.Twins, the Twins
+enumeration of pbft.sim.twins) a message between replicas is addressed to instances: it
+reaches only the copies of its destination that are in the sending instance's group for
+the message's round (`_reach`, network.RoundPartitions), and the schedule's end is a heal. Replies travel through the same network and arrive with
 `peer` = the replica id, as an authenticated channel would say. After every step of a
 correct replica the oracle (oracle.py) checks its actions and resource bounds; the first
 violation stops the run, which keeps the last `TRACE_TAIL` events for the report.
@@ -552,17 +555,7 @@ class Simulation:
         instances of `dst` in the sending instance's group for the message's round (both
         copies of a twin if both are there, none across groups); clients reach, and are
         reached by, every instance. Twins have no behaviour, so there are no lies to judge."""
-        rounds = self._rounds
-        assert rounds is not None
-        copies: tuple[int, ...] | None = None  # None: every instance of dst
-        if isinstance(src, int) and isinstance(dst, int) and self.replicas[dst]:
-            sender = self._from
-            assert sender is not None
-            round_ = rounds.round_of(data, getattr(sender.node, "view", 0), self.now)
-            copies = tuple(
-                inst.copy for inst in self.replicas[dst]
-                if rounds.reaches(self.now, round_, (src, sender.copy), (dst, inst.copy))
-            )
+        copies = self._reach(src, dst, data)
         if copies == ():
             times: list[int] = []
             self.network.dropped += 1
@@ -581,6 +574,22 @@ class Simulation:
             elif fate is not None and (not times or fate.delay or len(times) > 1):
                 reason = self.network.drop_reason(fate.dropped_by, src, dst) if not times else ""
                 self.tracer.fate(self.now, src, dst, d, fate, reason, times)
+
+    def _reach(self, src: Node, dst: Node, data: bytes) -> tuple[int, ...] | None:
+        """The copies of replica `dst` a message from `src` (sent now, by the instance
+        `_from` if `src` is a replica) reaches under the `[twins]` schedule; None for
+        every instance (a client at either end, or `dst` down)."""
+        rounds = self._rounds
+        assert rounds is not None
+        if not (isinstance(src, int) and isinstance(dst, int) and self.replicas[dst]):
+            return None
+        sender = self._from
+        assert sender is not None
+        round_ = rounds.round_of(data, getattr(sender.node, "view", 0), self.now)
+        return tuple(
+            inst.copy for inst in self.replicas[dst]
+            if rounds.reaches(self.now, round_, (src, sender.copy), (dst, inst.copy))
+        )
 
     def _trace_withheld(self, src: Node) -> None:
         for dst, data in self._judging.withheld():
