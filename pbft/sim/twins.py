@@ -40,7 +40,8 @@ Mapped onto PBFT (docs/fuzzing.md, "Twins"):
   the rounds after it never happen, and the schedule is that of fewer rounds.
 * **Symmetry.** The two copies of the twin are interchangeable: of a schedule and the
   one with the copies swapped in every round, only the first in enumeration order is
-  run (they differ in nothing but which copy the simulator steps first).
+  run (they differ in nothing but which copy the simulator steps first, and so in the
+  latencies their messages draw).
 
 For n = 4 that is 13 partitions per round and 4 x (13^R + 5^R) / 2 schedules: 36 for
 R = 1, 388 for R = 2, 4,644 for R = 3. `run_case` runs the case with one index, and
