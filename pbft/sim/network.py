@@ -173,21 +173,28 @@ class RoundPartitions:
     """A `[twins]` schedule as a filter on instance-to-instance messages (scenario.Twins
     says what a round is, when it ends and when everything heals)."""
 
-    __slots__ = ("rounds", "round_ms", "heal_ms", "_groups")
+    __slots__ = ("rounds", "round_ms", "heal_ms", "_groups", "_last")
 
     def __init__(self, twins: Twins) -> None:
         self.rounds = len(twins.rounds)
         self.round_ms = twins.round_ms
         self.heal_ms = twins.heal_ms
         self._groups = twins.groups()
+        self._last: tuple[bytes, int | None] = (b"", None)
+        """The last message classified and its view (None: it carries none): a broadcast
+        hands the same bytes for every receiver."""
 
     def round_of(self, data: bytes, sender_view: int, now: int) -> int:
         """The round of a message: the view it carries; for any other (STATUS, CHECKPOINT,
         a relayed request, state transfer) the later of its sender's view and the round
         under way, so that a replica left behind in an earlier view still talks to its
         group of the current round (and can learn there where the others are)."""
-        kind, view, _ = classify(data)
-        if kind in VIEWED and type(view) is int:
+        last, view = self._last
+        if data is not last:
+            kind, v, _ = classify(data)
+            view = v if kind in VIEWED and type(v) is int else None
+            self._last = (data, view)
+        if view is not None:
             return view
         return max(sender_view, now // self.round_ms)
 
