@@ -2,7 +2,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-fast lint fuzz soak-fuzz bench soak chaos clean browser image compose-up compose-demo compose-down netns-deps netns wan
+.PHONY: demo test test-fast lint fuzz soak-fuzz twins bench soak chaos clean browser image compose-up compose-demo compose-down netns-deps netns wan
 
 $(BIN)/pbft: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -62,6 +62,10 @@ fuzz: $(BIN)/pbft
 
 soak-fuzz: $(BIN)/pbft
 	$(BIN)/pbft fuzz --seeds 100000 --out-dir build/soak-fuzz -o build/soak-fuzz/result.json $(FUZZ_ARGS)
+
+# Every Twins schedule of 3 views (docs/fuzzing.md, "Twins"): 4,644 runs on every core.
+twins: $(BIN)/pbft
+	$(BIN)/pbft twins --rounds 3 --out-dir build/twins -o build/twins/result.json $(TWINS_ARGS)
 
 # The standard configuration (docs/formats.md, bench report): f=1, enough clients to saturate the
 # cluster, 10 s. Extra flags: make bench BENCH_ARGS="--json bench.json".

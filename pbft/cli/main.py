@@ -38,11 +38,11 @@ def _handler(command: str):
 
         return {"keygen": cluster.cmd_keygen, "config": cluster.cmd_config,
                 "demo": cluster.cmd_demo, "bench": cluster.cmd_bench}[command]
-    if command in ("scenario run", "scenario list", "fuzz"):
+    if command in ("scenario run", "scenario list", "fuzz", "twins"):
         from . import scenario
 
-        return {"scenario run": scenario.cmd_scenario_run,
-                "scenario list": scenario.cmd_scenario_list, "fuzz": scenario.cmd_fuzz}[command]
+        return {"scenario run": scenario.cmd_scenario_run, "scenario list": scenario.cmd_scenario_list,
+                "fuzz": scenario.cmd_fuzz, "twins": scenario.cmd_twins}[command]
     if command == "admin":
         from . import admin
 
@@ -366,6 +366,30 @@ def build_parser() -> argparse.ArgumentParser:
     fm.add_argument("-o", "--output", default=None, metavar="OUT.json",
                     help="write the merged JSON here and a summary on stdout (default: the JSON on "
                          "stdout, the summary on stderr)")
+    tw = sub.add_parser(
+        "twins", help="every Twins schedule of R rounds: a twinned replica, a partition per view",
+        description="Enumerate the Twins schedules of --rounds views at f = 1 (a twinned replica, "
+        "per view a partition of the replicas and the twin, with the reductions of docs/fuzzing.md) "
+        "and run each in the simulator on --jobs processes; each violation is printed with its "
+        "scenario file, replayable with `pbft scenario run`.",
+    )
+    tw.add_argument("--rounds", "-R", type=int, required=True, metavar="R",
+                    help="views whose partitions are enumerated (3: 4,644 cases)")
+    tw.add_argument("--seed", type=int, default=0,
+                    help="the runs' seed (keys, latencies, the workload's operations)")
+    tw.add_argument("--jobs", "-j", type=int, default=None, metavar="N",
+                    help="worker processes (default: the cores this process may use)")
+    tw.add_argument("--shard", default=None, metavar="I/K",
+                    help="run only the I-th (from 0) of K disjoint parts of the cases")
+    tw.add_argument("--out-dir", default=None, metavar="DIR",
+                    help="write each violation's scenario file to DIR/twins-R<R>-<CASE>.toml as found")
+    tw.add_argument("--trace-dir", default=None, metavar="DIR",
+                    help="write each failing case's trace and viewer page to DIR")
+    tw.add_argument("-o", "--output", default=None, metavar="FILE.json",
+                    help="also write the JSON result to FILE (`pbft fuzz merge` joins shards)")
+    tw.add_argument("--json", action="store_true", help="print the result as JSON")
+    tw.add_argument("--broken", default=None, metavar="NAME",
+                    help="the correct replicas run this deliberately broken core (pbft.adversary.broken)")
     tr = sub.add_parser("trace", help="look at a run's trace: a viewer page, exports, merging")
     trs = tr.add_subparsers(dest="trace_command", metavar="ACTION")
     trs.required = True

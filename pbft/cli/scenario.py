@@ -1,5 +1,5 @@
-"""`pbft scenario run`, `pbft scenario list`, `pbft fuzz` and `pbft fuzz merge` (README,
-"Attacking it on purpose"; docs/fuzzing.md).
+"""`pbft scenario run`, `pbft scenario list`, `pbft fuzz`, `pbft fuzz merge` and `pbft
+twins` (README, "Attacking it on purpose"; docs/fuzzing.md).
 
 Exit status: 0 every scenario met its [expect] (or no violation was fuzzed), 1 a check
 failed (for fuzz: a violation or a crash of the simulator), 2 usage (raised as
@@ -322,8 +322,10 @@ class FuzzProgress:
     TTY_EVERY = 0.2
     LOG_EVERY = 10.0
 
-    def __init__(self, seeds: int, out=None, label: str = "") -> None:
+    def __init__(self, seeds: int, out=None, label: str = "", title: str = "fuzz", noun: str = "seed") -> None:
         self.seeds = seeds
+        self.title = title
+        self.noun = noun  # what the runs are counted as: seeds, or `pbft twins`' cases
         self.out = out or sys.stderr
         self.tty = self.out.isatty()
         self.label = label
@@ -352,14 +354,14 @@ class FuzzProgress:
         if now - self.last < (self.TTY_EVERY if self.tty else self.LOG_EVERY) and self.runs != self.seeds:
             return
         self.last = now
-        self._draw(f"seed {seed}: {what}", now)
+        self._draw(f"{self.noun} {seed}: {what}", now)
 
     def _draw(self, what: str, now: float) -> None:
         filled = int(self.WIDTH * self.runs / self.seeds) if self.seeds else self.WIDTH
         rate = self.runs / (now - self.started) if now > self.started else 0.0
         crashes = f"  {self.crashed} crash{'es' if self.crashed != 1 else ''}" if self.crashed else ""
         label = f"  {self.label}" if self.label else ""
-        line = (f"fuzz [{'#' * filled}{'.' * (self.WIDTH - filled)}] {self.runs}/{self.seeds} seeds  "
+        line = (f"{self.title} [{'#' * filled}{'.' * (self.WIDTH - filled)}] {self.runs}/{self.seeds} {self.noun}s  "
                 f"{rate:.1f} runs/s  {self.failed} violation{'s' if self.failed != 1 else ''}{crashes}"
                 f"{label}  {what}")
         if self.tty:
@@ -582,3 +584,95 @@ class _sigterm_as_interrupt:
 
         if self.old is not None:
             signal.signal(signal.SIGTERM, self.old)
+
+
+def cmd_twins(args) -> int:
+    """`pbft twins --rounds R`: every Twins schedule of R rounds (pbft.sim.twins) on the
+    campaign's process pool; each violation's scenario file written as it is found."""
+    import resource
+    from functools import partial
+
+    from ..sim import campaign, twins
+    from ..sim.fuzz import print_violation as print_found
+
+    if not 1 <= args.rounds <= twins.MAX_ROUNDS:
+        raise UsageError(f"--rounds must be from 1 to {twins.MAX_ROUNDS}.")
+    if args.seed < 0:
+        raise UsageError("--seed must not be negative.")
+    jobs = campaign.default_jobs() if args.jobs is None else args.jobs
+    if jobs < 1:
+        raise UsageError("--jobs must be at least 1.")
+    broken = getattr(args, "broken", None) or ""
+    if broken:
+        check_broken(broken, "--broken")
+    total = len(twins.cases(args.rounds))
+    indices = range(total)
+    shard = None
+    if args.shard:
+        try:
+            i, k = campaign.parse_shard(args.shard)
+        except ValueError as exc:
+            raise UsageError(f"--shard: {exc}.") from None
+        indices, shard = campaign.shard_range(0, total, i, k), f"{i}/{k}"
+    trace_dir = _make_dir(getattr(args, "trace_dir", None), "--trace-dir")
+    out_dir = _make_dir(getattr(args, "out_dir", None), "--out-dir")
+    if args.output:
+        _check_writable(args.output, "-o")
+    # The mode names everything a case's run depends on besides its index, so that only
+    # shards of one enumeration merge (`pbft fuzz merge`).
+    opts = campaign.Options(1, f"twins R={args.rounds} seed={args.seed}", broken)
+    label = f"R={args.rounds}, {jobs} job{'s' if jobs != 1 else ''}"
+    if shard:
+        label += f", shard {shard}"
+    bar = FuzzProgress(len(indices), label=label, title="twins", noun="case")
+    text = not args.json
+
+    def on_outcome(o) -> None:
+        bar.outcome(o)
+        if not text or not (o.violation or o.crash):
+            return
+        bar.clear()
+        if o.violation is not None:
+            print_found(o.violation, list(o.tail), sys.stdout, o.file, noun="case")
+        else:
+            print(f"case {o.seed}: CRASH (a bug of the simulator or the enumerator, not a protocol verdict)")
+            for line in o.crash.splitlines():
+                print(f"    {line}")
+        sys.stdout.flush()
+
+    before = _cpu_seconds(resource)
+    with _sigterm_as_interrupt():
+        result = campaign.run_campaign(
+            indices, opts, jobs, out_dir=out_dir, trace_dir=trace_dir,
+            on_trace=_viewer_page if trace_dir else None, on_outcome=on_outcome,
+            start=0, total=total, shard=shard, runner=partial(twins.run_case, rounds=args.rounds, seed=args.seed),
+        )
+    bar.done()
+    cpu = _cpu_seconds(resource) - before
+    doc = result.to_json()
+    doc["twins"] = {"rounds": args.rounds, "seed": args.seed, "cases": total, "cpu_seconds": round(cpu, 1)}
+    if args.output:
+        _write_json(args.output, doc)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(f"{result.runs} of {total} cases (R={args.rounds}), {len(result.violations)} violations, "
+              + (f"{len(result.crashes)} crashes, " if result.crashes else "")
+              + f"{result.seconds:.0f} s ({cpu:.0f} s CPU, {jobs} job{'s' if jobs != 1 else ''})")
+        if result.interrupted:
+            print(f"interrupted: cases not run: {_ranges_text(campaign.missing(doc))}")
+        print(_coverage_line(doc))
+        if broken:
+            print(_broken_note(broken).strip())
+    if result.interrupted:
+        return 130
+    return 1 if result.failed else 0
+
+
+def _cpu_seconds(resource) -> float:
+    """CPU time of this process and its finished children (the workers), user and system."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        use = resource.getrusage(who)
+        total += use.ru_utime + use.ru_stime
+    return total

@@ -696,10 +696,11 @@ def shrunk_violation(
     return FuzzViolation(seed, fv.check, fv.detail, to_toml(small), path, page), list(final.trace_tail)
 
 
-def print_violation(v: FuzzViolation, tail: list[str], out: IO[str], file: str = "") -> None:
-    """A shrunk violation as the fuzzer prints it: the seed, the check, where its trace,
-    page and scenario `file` are, the scenario itself and the last events."""
-    print(f"seed {v.seed}: {v.check}: {v.detail}", file=out)
+def print_violation(v: FuzzViolation, tail: list[str], out: IO[str], file: str = "", noun: str = "seed") -> None:
+    """A shrunk violation as the fuzzer prints it: the seed (`noun`: or a Twins case), the
+    check, where its trace, page and scenario `file` are, the scenario itself and the last
+    events."""
+    print(f"{noun} {v.seed}: {v.check}: {v.detail}", file=out)
     if v.trace:
         print(f"  trace: {v.trace}", file=out)
     if v.page:

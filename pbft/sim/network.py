@@ -8,6 +8,10 @@ isolation), delay it (base + jitter), reorder it (an extra random delay on some 
 so later sends overtake it) or duplicate it. Faults are consulted in scenario order and
 the RNG is drawn the same number of times in the same order for the same inputs, so a seed
 replays exactly. Crashes and twins are node faults; the cluster handles them.
+
+A `[twins]` schedule (scenario.Twins, pbft.sim.twins) partitions *instances*, not node
+ids: the two copies of a twinned replica share its id, so `RoundPartitions` says which
+of them a message from a given instance reaches, by the round (view) the message belongs to.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from dataclasses import dataclass, field
 
 from ..protocol import codec
 from ..protocol.messages import MsgType, envelope_from_bytes
-from .scenario import KINDS, NetworkFault, Node
+from .scenario import KINDS, Instance, NetworkFault, Node, Twins
 
 _KIND_OF = {int(t): KINDS[i] for i, t in enumerate(MsgType)}
 
@@ -158,3 +162,47 @@ def link_fate(
         if acted:
             fate.acted.append(i)
     return fate
+
+
+VIEWED = frozenset({"PRE-PREPARE", "PREPARE", "COMMIT", "VIEW-CHANGE", "NEW-VIEW"})
+"""The kinds whose view (classify) places them in a round; any other message belongs to the
+round of the view its sender is in."""
+
+
+class RoundPartitions:
+    """A `[twins]` schedule as a filter on instance-to-instance messages (scenario.Twins
+    says what a round is, when it ends and when everything heals)."""
+
+    __slots__ = ("rounds", "round_ms", "heal_ms", "_groups", "_last")
+
+    def __init__(self, twins: Twins) -> None:
+        self.rounds = len(twins.rounds)
+        self.round_ms = twins.round_ms
+        self.heal_ms = twins.heal_ms
+        self._groups = twins.groups()
+        self._last: tuple[bytes, int | None] = (b"", None)
+        """The last message classified and its view (None: it carries none): a broadcast
+        hands the same bytes for every receiver."""
+
+    def round_of(self, data: bytes, sender_view: int, now: int) -> int:
+        """The round of a message: the view it carries; for any other (STATUS, CHECKPOINT,
+        a relayed request, state transfer) the later of its sender's view and the round
+        under way, so that a replica left behind in an earlier view still talks to its
+        group of the current round (and can learn there where the others are)."""
+        last, view = self._last
+        if data is not last:
+            kind, v, _ = classify(data)
+            view = v if kind in VIEWED and type(v) is int else None
+            self._last = (data, view)
+        if view is not None:
+            return view
+        return max(sender_view, now // self.round_ms)
+
+    def reaches(self, now: int, round_: int, src: Instance, dst: Instance) -> bool:
+        """Whether a message of round `round_` sent at `now` from `src` gets to `dst`."""
+        if now >= self.heal_ms or round_ >= self.rounds:
+            return True
+        if now >= (round_ + 1) * self.round_ms:
+            return False  # the round is over: its messages are lost until the heal
+        groups = self._groups[round_]
+        return groups[src] == groups[dst]

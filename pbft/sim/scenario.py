@@ -180,6 +180,46 @@ class Reconfigure:
     remove_clients: tuple[str, ...] = ()
 
 
+Instance = tuple[int, int]
+"""One running copy of a replica under a `[twins]` schedule: (replica id, copy), copy 0
+the replica itself and copy 1 its twin, written `3` and `"3'"` in a scenario file."""
+TWIN_MARK = "'"
+MAX_TWIN_ROUNDS = 64
+
+
+def instance_name(inst: Instance) -> str:
+    """`3` or `3'`: how a scenario file and a report name an instance."""
+    return f"{inst[0]}{TWIN_MARK * inst[1]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Twins:
+    """`[twins]`: replica `replica` runs as two correct instances with one key (Twins, Bano
+    et al., OPODIS 2021), and per view a partition of the n+1 instances (pbft.sim.twins).
+
+    Round v is view v: a message that carries a view (PRE-PREPARE, PREPARE, COMMIT,
+    VIEW-CHANGE, NEW-VIEW) belongs to that view's round, any other to the later of its
+    sender's view and the round under way (now // round_ms). A message of round v < len(rounds) crosses only within a group of
+    `rounds[v]`, and only until (v+1) * round_ms: then the round is over and its messages
+    are lost, so the replicas time out into the next view (a PBFT view, unlike a HotStuff
+    round, never ends by itself while it makes progress). From `heal_ms` on (every round
+    over) nothing is filtered: liveness is judged from there. Clients are in no group:
+    they reach every instance, and every instance reaches them."""
+
+    replica: int
+    round_ms: int
+    rounds: tuple[tuple[tuple[Instance, ...], ...], ...]
+    """Per view 0, 1, ...: its groups, each a sorted tuple of instances."""
+
+    @property
+    def heal_ms(self) -> int:
+        return self.round_ms * len(self.rounds)
+
+    def groups(self) -> list[dict[Instance, int]]:
+        """Per round, instance -> the index of its group."""
+        return [{i: g for g, group in enumerate(groups) for i in group} for groups in self.rounds]
+
+
 @dataclass(frozen=True, slots=True)
 class Expect:
     safety: bool = True
@@ -222,6 +262,11 @@ class Scenario:
     """`[[reconfigure]]` steps, in order: the epochs the operator makes."""
     load: ReplicaLoad = ReplicaLoad.BUSY
     """`load`: what every replica core is told of its load when it starts."""
+    twins: Twins | None = None
+    """`[twins]`: a twinned replica and its per-view partitions (None: none)."""
+    think_ms: int = 0
+    """`[workload] think_ms`: how long a client waits after a completed request before it
+    submits the next (a paced workload, so that requests span a Twins run's rounds)."""
 
     @property
     def n(self) -> int:
@@ -245,6 +290,8 @@ class Scenario:
         crash with a restart from durable storage is benign)."""
         ids = {b.index for b in self.byzantine if b.target == "replica"}
         ids |= {n.twin for n in self.network if n.twin is not None}
+        if self.twins is not None:
+            ids.add(self.twins.replica)
         ids |= {n.crash for n in self.network if n.crash is not None and n.amnesia}
         return sorted(ids)
 
@@ -473,7 +520,7 @@ def parse_scenario(data: dict, source: str = "<scenario>") -> Scenario:
     top = f"{source}"
     known = {
         "name", "f", "seed", "workload", "byzantine", "network", "expect", "cluster", "broken", "service",
-        "reconfigure", "load",
+        "reconfigure", "load", "twins",
     }
     unknown = sorted(set(data) - known)
     if unknown:
@@ -493,13 +540,14 @@ def parse_scenario(data: dict, source: str = "<scenario>") -> Scenario:
     if not isinstance(w, dict):
         raise _fail(top, "[workload] must be a table.")
     wwhere = f"{source} [workload]"
-    unknown = sorted(set(w) - {"clients", "requests", "keys", "read_only"})
+    unknown = sorted(set(w) - {"clients", "requests", "keys", "read_only", "think_ms"})
     if unknown:
         raise _fail(wwhere, f"unknown field '{unknown[0]}'.")
     clients = _int(w, "clients", 2, 0, MAX_CLIENTS, wwhere) or 0
     requests = _int(w, "requests", 10, 0, MAX_REQUESTS, wwhere) or 0
     keys = _int(w, "keys", 4, 1, 1 << 16, wwhere) or 1
     read_only = _prob(w, "read_only", wwhere) if "read_only" in w else 0.5
+    think_ms = _int(w, "think_ms", 0, 0, 600_000, wwhere) or 0
     c = data.get("cluster", {})
     if not isinstance(c, dict):
         raise _fail(top, "[cluster] must be a table.")
@@ -548,8 +596,68 @@ def parse_scenario(data: dict, source: str = "<scenario>") -> Scenario:
     loads = [x.value for x in ReplicaLoad]
     if load_raw not in loads:
         raise _fail(top, f"'load' must be one of {', '.join(map(repr, loads))}, not {load_raw!r}.")
+    twins = _twins(data["twins"], n, f"{source} [twins]") if "twins" in data else None
+    if twins is not None:
+        _check_twins_fit(twins, net, recon, top)
     return Scenario(name, f, seed, clients, requests, keys, read_only, byz, net, cluster, expect, source, broken,  # type: ignore[arg-type]
-                    service, recon, ReplicaLoad(load_raw))
+                    service, recon, ReplicaLoad(load_raw), twins, think_ms)
+
+
+TWINS_KEYS = ("replica", "round_ms", "rounds")
+
+
+def _instance(v: object, n: int, twin: int, where: str) -> Instance:
+    """`2` (replica 2, or the first copy of the twinned one) or `"T'"` (its twin)."""
+    if type(v) is int and 0 <= v < n:
+        return (v, 0)
+    if v == f"{twin}{TWIN_MARK}":
+        return (twin, 1)
+    raise _fail(where, f"{v!r} is not an instance: replicas are 0 to {n - 1}, and the twin of replica "
+                       f"{twin} is \"{twin}{TWIN_MARK}\".")
+
+
+def _twins(t: object, n: int, where: str) -> Twins:
+    if not isinstance(t, dict):
+        raise _fail(where, "must be a table.")
+    unknown = sorted(set(t) - set(TWINS_KEYS))
+    if unknown:
+        raise _fail(where, f"unknown field '{unknown[0]}'{did_you_mean(unknown[0], TWINS_KEYS)}.")
+    for key in ("replica", "rounds"):
+        if key not in t:
+            raise _fail(where, f"the field '{key}' is missing.")
+    twin = _replica(t["replica"], n, where, "replica")
+    round_ms = _int(t, "round_ms", 1000, 1, 10**7, where) or 1000
+    raw = t["rounds"]
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_TWIN_ROUNDS:
+        raise _fail(where, f"'rounds' must be a list of 1 to {MAX_TWIN_ROUNDS} partitions, one per view.")
+    everyone = {(i, 0) for i in range(n)} | {(twin, 1)}
+    rounds = []
+    for v, groups in enumerate(raw):
+        at = f"{where} round {v} (view {v})"
+        if not isinstance(groups, list) or not groups or not all(isinstance(g, list) and g for g in groups):
+            raise _fail(at, "must be a list of non-empty groups, like [[0, 1, 2], [3, \"3'\"]].")
+        parsed = [tuple(sorted(_instance(x, n, twin, at) for x in g)) for g in groups]
+        listed = [i for g in parsed for i in g]
+        if len(listed) != len(set(listed)):
+            raise _fail(at, "lists an instance twice.")
+        missing = sorted(everyone - set(listed))
+        if missing:
+            raise _fail(at, f"leaves out {', '.join(instance_name(i) for i in missing)}: every instance "
+                            "is in exactly one group (a group of one is cut off).")
+        rounds.append(tuple(sorted(parsed)))
+    return Twins(twin, round_ms, tuple(rounds))
+
+
+def _check_twins_fit(twins: Twins, net: tuple[NetworkFault, ...], recon: tuple, where: str) -> None:
+    """What a `[twins]` schedule is not combined with: another twin (the schedule names the
+    instances it partitions), a crash of the twinned replica (a restart would not know which
+    copy it is) or a reconfiguration (the schedule is for one group)."""
+    if any(nf.twin is not None for nf in net):
+        raise _fail(where, "[twins] twins a replica already: drop the [[network]] 'twin' entry.")
+    if any(nf.crash == twins.replica for nf in net):
+        raise _fail(where, f"[twins]: replica {twins.replica} is twinned and cannot also crash.")
+    if recon:
+        raise _fail(where, "[twins] and [[reconfigure]] cannot be combined.")
 
 
 RECONFIGURE_KEYS = ("at_ms", "f", "replace", "add_clients", "remove_clients")
@@ -646,6 +754,8 @@ def to_toml(s: Scenario) -> str:
     lines += ["", "[workload]"]
     lines += [f"clients = {s.clients}", f"requests = {s.requests}", f"keys = {s.keys}"]
     lines += [f"read_only = {s.read_only!r}"]
+    if s.think_ms:
+        lines.append(f"think_ms = {s.think_ms}")
     if s.cluster:
         lines += ["", "[cluster]"] + [f"{k} = {v}" for k, v in s.cluster]
     for b in s.byzantine:
@@ -684,6 +794,12 @@ def to_toml(s: Scenario) -> str:
             lines.append(f"add_clients = {r.add_clients}")
         if r.remove_clients:
             lines.append(f"remove_clients = {_toml_value(list(r.remove_clients))}")
+    if s.twins is not None:
+        lines += ["", "[twins]", f"replica = {s.twins.replica}", f"round_ms = {s.twins.round_ms}", "rounds = ["]
+        for v, groups in enumerate(s.twins.rounds):
+            text = ", ".join("[" + ", ".join(_instance_toml(i) for i in g) + "]" for g in groups)
+            lines.append(f"  [{text}],  # view {v}")
+        lines.append("]")
     e = s.expect
     lines += ["", "[expect]", "safety = true", f"all_requests_complete = {_toml_value(e.all_requests_complete)}"]
     if e.max_view_changes is not None:
@@ -692,3 +808,7 @@ def to_toml(s: Scenario) -> str:
     if e.catch_up:
         lines.append("catch_up = true")
     return "\n".join(lines) + "\n"
+
+
+def _instance_toml(inst: Instance) -> str:
+    return str(inst[0]) if inst[1] == 0 else _toml_value(instance_name(inst))

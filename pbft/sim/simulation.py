@@ -26,7 +26,10 @@ sends votes), and a crash rolls them back: the worst a power cut can do (the run
 also commits them on its next tick; the simulator does not count on that).
 
 Nodes: replica ids 0..n-1, each hosting one instance (two for a `twin`, none while
-crashed); clients "c0", "c1", ... Replies travel through the same network and arrive with
+crashed); clients "c0", "c1", ... Under a `[twins]` schedule (scenario.Twins, the Twins
+enumeration of pbft.sim.twins) a message between replicas is addressed to instances: it
+reaches only the copies of its destination that are in the sending instance's group for
+the message's round (`_reach`, network.RoundPartitions), and the schedule's end is a heal. Replies travel through the same network and arrive with
 `peer` = the replica id, as an authenticated channel would say. After every step of a
 correct replica the oracle (oracle.py) checks its actions and resource bounds; the first
 violation stops the run, which keeps the last `TRACE_TAIL` events for the report.
@@ -100,7 +103,7 @@ from ..service.api import Hosted
 from ..service.kv import KeyValueStore, op_delete, op_get, op_put
 from ..service.kvservice import KeyValue
 from .coverage import EVENTS, event_name
-from .network import Network
+from .network import Fate, Network, RoundPartitions
 from .oracle import Oracle, Violation
 from .result import FaultyNode, Latency, ReplicaReport, RunResult
 from .scenario import KINDS, Node, ReplicaLoad, Scenario, client_name
@@ -207,6 +210,8 @@ class Instance:
     by a reconfiguration starts in a later epoch with a key of its own."""
     load_due: bool = False
     """The scenario's `load` is still to be told to the core (before its first input)."""
+    copy: int = 0
+    """Which copy of its replica: 1 for the second instance of a twin (`3'`, scenario.Twins)."""
 
 
 @dataclass(slots=True)
@@ -325,6 +330,11 @@ class Simulation:
         self._boundaries: dict[int, int] = {}  # epoch -> the checkpoint after which it began
         self.network = Network(scenario.network, random.Random(self.rng.getrandbits(64)))
         self.heal = self.network.heal_time()
+        self._rounds = RoundPartitions(scenario.twins) if scenario.twins is not None else None
+        """A `[twins]` schedule: messages go to instances, not node ids (`_transmit_twins`)."""
+        self._from: Instance | None = None  # the instance whose actions are being performed
+        if scenario.twins is not None:
+            self.heal = max(self.heal, scenario.twins.heal_ms)
         for nf in scenario.network:
             if nf.crash is not None and nf.on is None:
                 self.heal = max(self.heal, nf.until_ms or nf.at_ms)
@@ -360,7 +370,8 @@ class Simulation:
             self._classes = {i: replica_class or Replica for i in range(self.max_n)}
         self.byz_replica = {b.index: b for b in scenario.byzantine if b.target == "replica"}
         self.byz_client = {b.node: b for b in scenario.byzantine if b.target == "client"}
-        self.twins = sorted({nf.twin for nf in scenario.network if nf.twin is not None})
+        self.twins = sorted({nf.twin for nf in scenario.network if nf.twin is not None}
+                            | ({scenario.twins.replica} if scenario.twins is not None else set()))
         faulty = set(scenario.faulty_replicas())
         correct = [i for i in range(self.max_n) if i not in faulty]
         self.correct = frozenset(correct)
@@ -404,6 +415,7 @@ class Simulation:
             self.replicas[i].append(self._new_instance(i))
             if i in self.twins:
                 self.replicas[i].append(self._new_instance(i))
+                self.replicas[i][-1].copy = 1
         self.clients: dict[str, ClientState] = {}
         for name, key in self.client_keys.items():
             self.clients[name] = self._new_client(name, key)
@@ -528,6 +540,9 @@ class Simulation:
         heapq.heappush(self._queue, (time, self._counter, kind, args))
 
     def _transmit(self, src: Node, dst: Node, data: bytes) -> None:
+        if self._rounds is not None:
+            self._transmit_twins(src, dst, data)
+            return
         times = self.network.transit(self.now, src, dst, data)
         for t in times:
             self._push(t, DELIVER, src, dst, data)
@@ -546,6 +561,47 @@ class Simulation:
                     counts[lie] = counts.get(lie, 0) + 1
         if self.tracer is not None:
             self._trace_send(src, dst, data, times, lie, honest)
+
+    def _transmit_twins(self, src: Node, dst: Node, data: bytes) -> None:
+        """`_transmit` under a `[twins]` schedule: a message between replicas goes to the
+        instances of `dst` in the sending instance's group for the message's round (both
+        copies of a twin if both are there, none across groups); clients reach, and are
+        reached by, every instance. Twins have no behaviour, so there are no lies to judge."""
+        copies = self._reach(src, dst, data)
+        if copies == ():
+            times: list[int] = []
+            self.network.dropped += 1
+            self.network.last_fate = Fate(dropped_by=-1)
+        else:
+            times = self.network.transit(self.now, src, dst, data)
+        for t in times:
+            self._push(t, DELIVER, src, dst, data, copies)
+        if src in self._faulty_nodes:
+            self._sent[src] = self._sent.get(src, 0) + 1
+        if self.tracer is not None:
+            d = self.tracer.send(self.now, src, dst, data, None, None)
+            fate = self.network.last_fate
+            if copies == ():
+                self.tracer.fate(self.now, src, dst, d, fate, "partition", [])
+            elif fate is not None and (not times or fate.delay or len(times) > 1):
+                reason = self.network.drop_reason(fate.dropped_by, src, dst) if not times else ""
+                self.tracer.fate(self.now, src, dst, d, fate, reason, times)
+
+    def _reach(self, src: Node, dst: Node, data: bytes) -> tuple[int, ...] | None:
+        """The copies of replica `dst` a message from `src` (sent now, by the instance
+        `_from` if `src` is a replica) reaches under the `[twins]` schedule; None for
+        every instance (a client at either end, or `dst` down)."""
+        rounds = self._rounds
+        assert rounds is not None
+        if not (isinstance(src, int) and isinstance(dst, int) and self.replicas[dst]):
+            return None
+        sender = self._from
+        assert sender is not None
+        round_ = rounds.round_of(data, getattr(sender.node, "view", 0), self.now)
+        return tuple(
+            inst.copy for inst in self.replicas[dst]
+            if rounds.reaches(self.now, round_, (src, sender.copy), (dst, inst.copy))
+        )
 
     def _trace_withheld(self, src: Node) -> None:
         for dst, data in self._judging.withheld():
@@ -573,6 +629,7 @@ class Simulation:
                 self.oracle.check_resources(rid, inst.node)
             return
         n = self.max_n
+        self._from = inst
         if ready.durability is Durability.MAY_FOLLOW_REPLIES:
             undo: Undo | None = inst.unsynced
         else:
@@ -679,7 +736,7 @@ class Simulation:
                         if since is not None:
                             self._latencies.append((since, self.now))
                     if cs.done < len(cs.ops):
-                        self._push(self.now + self.rng.randint(0, 3), SUBMIT, cs.name)
+                        self._push(self.now + self.scenario.think_ms + self.rng.randint(0, 3), SUBMIT, cs.name)
         if self._judge is not None and self.tracer is not None:
             self._trace_withheld(cs.name)
         self._judge = None
@@ -703,8 +760,10 @@ class Simulation:
 
     # -- handlers -----------------------------------------------------------------------
 
-    def _deliver(self, src: Node, dst: Node, data: bytes) -> None:
-        self._trace.update(b"%d %s>%s %d:" % (self.now, str(src).encode(), str(dst).encode(), len(data)))
+    def _deliver(self, src: Node, dst: Node, data: bytes, copies: tuple[int, ...] | None = None) -> None:
+        """`copies`: under a `[twins]` schedule, the instances of `dst` it goes to (None: all)."""
+        to = str(dst) if copies is None else str(dst) + "".join(f"/{c}" for c in copies)
+        self._trace.update(b"%d %s>%s %d:" % (self.now, str(src).encode(), to.encode(), len(data)))
         self._trace.update(data)
         self.delivered += 1
         self._kinds[envelope_type(data)] += 1
@@ -718,7 +777,8 @@ class Simulation:
                 self.tracer.deliver(self.now, src, dst, data)
             self._record(("msg", src, dst, data))
             for inst in list(instances):
-                self._perform_replica(dst, inst, self._step(dst, inst, Received(src, data)))
+                if copies is None or inst.copy in copies:
+                    self._perform_replica(dst, inst, self._step(dst, inst, Received(src, data)))
         else:
             cs = self.clients[dst]
             if self.tracer is not None:
