@@ -76,7 +76,16 @@ def prepare(mode: str, paths: list[str]) -> Path:
         link = workdir / name
         if not link.is_symlink():
             link.symlink_to(ROOT / name, target_is_directory=True)
-    write_pyproject(workdir, mutmut_table(mode, paths))
+    table = mutmut_table(mode, paths)
+    write_pyproject(workdir, table)
+    # mutmut records which tests reach which function for the functions it mutated when
+    # it collected its stats, and does not collect them again for modules added since:
+    # when the modules change, collect them again (one run of the tests).
+    mark = workdir / "only_mutate.txt"
+    wanted = "\n".join(table["only_mutate"]) + "\n"
+    if not mark.exists() or mark.read_text() != wanted:
+        (workdir / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
+        mark.write_text(wanted)
     return workdir
 
 
