@@ -2,7 +2,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-fast lint fuzz soak-fuzz twins bench soak chaos clean browser image compose-up compose-demo compose-down netns-deps netns wan
+.PHONY: demo test test-fast lint fuzz soak-fuzz twins mutate mutate-fuzz mutate-report bench soak chaos clean browser image compose-up compose-demo compose-down netns-deps netns wan
 
 $(BIN)/pbft: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -66,6 +66,30 @@ soak-fuzz: $(BIN)/pbft
 # Every Twins schedule of 3 views (docs/fuzzing.md, "Twins"): 4,644 runs on every core.
 twins: $(BIN)/pbft
 	$(BIN)/pbft twins --rounds 3 --out-dir build/twins -o build/twins/result.json $(TWINS_ARGS)
+
+# Mutation testing of pbft/protocol with mutmut (docs/mutation.md): `mutate` judges each mutant
+# by the fast tests, the scenarios and a short fuzz; `mutate-fuzz` by the short fuzz alone.
+# Results are kept in build/mutate/<mode>/ (a stopped run goes on where it was), the report
+# is build/mutate/<mode>-report.{txt,json}. The whole core is hours on two cores: narrow it,
+# e.g. make mutate MUTATE_PATHS="pbft/protocol/quorum.py pbft/protocol/log.py" MUTATE_JOBS=2.
+# MUTATE_ARGS="-- 'pbft.protocol.quorum.*'" runs those mutants again.
+MUTATE_PATHS ?=
+MUTATE_JOBS ?= 1
+MUTATE_ARGS ?=
+
+$(BIN)/mutmut: pyproject.toml | $(BIN)/pbft
+	$(BIN)/pip install -q -e '.[test,mutate]'
+	touch $(BIN)/mutmut
+
+mutate: $(BIN)/mutmut
+	$(BIN)/python tools/mutate.py --mode suite --jobs $(MUTATE_JOBS) $(MUTATE_PATHS) $(MUTATE_ARGS)
+
+mutate-fuzz: $(BIN)/mutmut
+	$(BIN)/python tools/mutate.py --mode fuzz --jobs $(MUTATE_JOBS) $(MUTATE_PATHS) $(MUTATE_ARGS)
+
+mutate-report:
+	$(BIN)/python tools/mutate.py --report-only --mode suite $(MUTATE_PATHS)
+	$(BIN)/python tools/mutate.py --report-only --mode fuzz $(MUTATE_PATHS)
 
 # The standard configuration (docs/formats.md, bench report): f=1, enough clients to saturate the
 # cluster, 10 s. Extra flags: make bench BENCH_ARGS="--json bench.json".
