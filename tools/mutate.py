@@ -85,6 +85,11 @@ def prepare(mode: str, paths: list[str]) -> Path:
     wanted = "\n".join(table["only_mutate"]) + "\n"
     if not mark.exists() or mark.read_text() != wanted:
         (workdir / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
+        # A module copied unmutated by an earlier run looks newer than its source to
+        # mutmut, which would take it as mutated already: remove such copies.
+        for copy in (workdir / "mutants" / "pbft").glob("**/*.py"):
+            if not copy.with_name(copy.name + ".meta").exists():
+                copy.unlink()
         mark.write_text(wanted)
     return workdir
 
