@@ -85,6 +85,11 @@ def prepare(mode: str, paths: list[str]) -> Path:
     wanted = "\n".join(table["only_mutate"]) + "\n"
     if not mark.exists() or mark.read_text() != wanted:
         (workdir / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
+        # mutmut takes a copy newer than its source for one it mutated already, and a
+        # module copied unmutated by an earlier run is newer: remove every copy. The
+        # results stay (*.meta) and are kept for the functions that did not change.
+        for copy in (workdir / "mutants" / "pbft").glob("**/*.py"):
+            copy.unlink()
         mark.write_text(wanted)
     return workdir
 

@@ -1,0 +1,113 @@
+"""Tests that kill mutants of protocol rules that survived the whole suite under `make
+mutate` (mutmut; docs/mutation.md, "Gaps found").
+
+Each test names the rule it pins and the mutant it was checked against: mutmut's name and
+the one-line change. The mutant was applied to a copy of the tree: the test fails with it
+and passes without it.
+"""
+
+from __future__ import annotations
+
+from conftest import (
+    actions_of,
+    broadcast_messages,
+    execute_batch,
+    feed,
+    make_config,
+    put,
+    rejections,
+    sign_checkpoint,
+)
+
+from pbft.protocol.checkpoints import CHECKPOINT_BYTES, CLAIMS_PER_REPLICA, Checkpoints
+from pbft.protocol.events import CheckpointStable, Evidence, Reason, Tick
+from pbft.protocol.messages import Checkpoint
+
+
+def stable_at_4(rep):
+    """`rep` executed 1-5 and holds a stable checkpoint at 4 (its own vote, 0's and 2's)."""
+    for seq in range(1, 6):
+        execute_batch(rep, seq, (put("alice", seq),))
+    d = rep.checkpoints.own[4]
+    feed(rep, 0, sign_checkpoint(0, 4, d))
+    assert [a for a in feed(rep, 2, sign_checkpoint(2, 4, d)) if isinstance(a, CheckpointStable)]
+    assert rep.log.low == 4
+    return d
+
+
+# -- 4.3: a checkpoint already stable ---------------------------------------------------------
+
+
+def test_a_late_vote_for_the_stable_checkpoint_is_stale_and_kept_nowhere(backup):
+    """OSDI'99 4.3: once the checkpoint at h is stable, later CHECKPOINTs for h are of no
+    use: ignored as stale, neither counted nor kept as a claim beyond the window.
+    Mutant pbft.protocol.checkpoints.xǁCheckpointsǁignore__mutmut_1: `seq <= low` ->
+    `seq < low` (the late vote for h was verified and kept as a far-future claim)."""
+    d = stable_at_4(backup)
+    feed(backup, 3, sign_checkpoint(3, 4, d))
+    assert backup.rejects[(3, Reason.STALE)] == 1
+    assert backup.checkpoints.claims == {} and 4 not in backup.checkpoints.votes
+
+
+# -- 4.3 and the one-vote rule: a replica that signs two states for one checkpoint -----------
+
+
+def test_two_checkpoint_digests_from_one_replica_are_evidence_and_the_second_is_not_counted(backup):
+    """One vote per signer and phase (quorum.py): a second CHECKPOINT of replica 2 for
+    seq 4 with another digest is a signed contradiction, reported as evidence, and does
+    not replace its first vote. Mutants pbft.protocol.checkpoints.xǁCheckpointsǁprior__mutmut_1,
+    _2, _4 and _6 (`prior` always None: the second vote was verified and dropped in silence)."""
+    for seq in range(1, 4):
+        execute_batch(backup, seq, (put("alice", seq),))
+    first, second = sign_checkpoint(2, 4, b"\x01" * 32), sign_checkpoint(2, 4, b"\x02" * 32)
+    feed(backup, 2, first)
+    actions = feed(backup, 2, second)
+    assert [(e.culprit, e.kind, e.first, e.second) for e in actions_of(actions, Evidence)] == [
+        (2, "double-checkpoint", first, second)
+    ]
+    assert Reason.CONFLICT in rejections(actions)
+    assert backup.checkpoints.votes[4][2] == (b"\x01" * 32, first)
+
+
+# -- named bounds (docs/architecture.md "Who owns what"; docs/formats.md) ------------------------
+
+
+def test_the_checkpoint_bounds_are_named_and_sized_as_documented():
+    """Checkpoints.bounds(): L // K + 2 checkpoints held (those in the window, the stable
+    one, one above), n votes of at most CHECKPOINT_BYTES each, CLAIMS_PER_REPLICA claims
+    per replica; the names are what the simulator's resource report and the soak keys on.
+    Mutants pbft.protocol.checkpoints.xǁCheckpointsǁbounds__mutmut_4 (`//` -> `/`), _5
+    (`+ 2` -> `+ 3`), _22 and _29 (`*` -> `/` in a limit), and _14 to _28 (a name
+    changed)."""
+    cfg = make_config(checkpoint_interval=4, log_window=10)  # L // K = 2, L / K = 2.5
+    held = 10 // 4 + 2
+    assert Checkpoints(cfg).bounds() == [
+        ("checkpoint_votes", 0, held),
+        ("checkpoint_votes (votes)", 0, held * 4),
+        ("checkpoint_votes (bytes)", 0, held * 4 * CHECKPOINT_BYTES),
+        ("own_checkpoints", 0, held),
+        ("claims", 0, 4),
+        ("claims (checkpoints)", 0, CLAIMS_PER_REPLICA * 4),
+        ("claims (bytes)", 0, CLAIMS_PER_REPLICA * 4 * CHECKPOINT_BYTES),
+    ]
+
+
+# -- 4.3: our checkpoint vote is sent again until the checkpoint is stable --------------------
+
+
+def test_our_checkpoint_vote_is_sent_again_until_the_checkpoint_is_stable(backup):
+    """A CHECKPOINT may be lost like any message: until 2f+1 make it stable, the replica
+    resends its own with its other messages when the retransmission timer fires, and not
+    once it is stable. Mutants pbft.protocol.checkpoints.xǁCheckpointsǁown_votes__mutmut_2
+    and _3 (our vote looked up as None: never resent)."""
+    for seq in range(1, 6):
+        execute_batch(backup, seq, (put("alice", seq),))
+    d = backup.checkpoints.own[4]
+    ticks = backup.config.retransmit_ms // backup.config.tick_ms + 1
+    resent = [m for _ in range(ticks) for m in broadcast_messages(list(backup.step(Tick())))]
+    assert Checkpoint(4, d) in resent
+    feed(backup, 0, sign_checkpoint(0, 4, d))
+    feed(backup, 2, sign_checkpoint(2, 4, d))
+    assert backup.log.low == 4
+    resent = [m for _ in range(ticks) for m in broadcast_messages(list(backup.step(Tick())))]
+    assert resent and Checkpoint(4, d) not in resent
