@@ -2,7 +2,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-fast lint fuzz soak-fuzz twins bench soak chaos clean browser image compose-up compose-demo compose-down
+.PHONY: demo test test-fast lint fuzz soak-fuzz twins bench soak chaos clean browser image compose-up compose-demo compose-down netns-deps netns wan
 
 $(BIN)/pbft: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,6 +22,23 @@ test: $(BIN)/pbft browser
 browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get install -y chromium; } \
 		|| echo "make browser: chromium is not installed; the browser test will be skipped"
+
+# Network namespaces (root only): tools/netns_cluster.py needs iproute2, and ethtool for its
+# user-space switch (this machine's kernel has no sch_netem).
+netns-deps:
+	@{ command -v ip >/dev/null 2>&1 && command -v ethtool >/dev/null 2>&1; } \
+		|| { [ "$$(id -u)" = 0 ] && apt-get install -y iproute2 ethtool; } \
+		|| echo "make netns-deps: needs root to install iproute2 and ethtool"
+
+# The opt-in namespace tests, and the wide-area latency figures (20 ms one-way links; the
+# target is a write's p50 within 1.25x of five one-way delays at 1, 4 and 32 clients).
+netns: $(BIN)/pbft netns-deps
+	PBFT_NETNS=1 $(BIN)/pytest -q tests/cluster/test_netns.py
+
+wan: $(BIN)/pbft netns-deps
+	mkdir -p build
+	for c in 1 4 32; do $(BIN)/python tools/netns_cluster.py run --delay-ms 20 --clients $$c \
+		--requests 40 --json build/wan-$$c.json || exit 1; done
 
 # The developer subset: every test of the layers that run no real process or socket (the
 # protocol core, the service, the Byzantine behaviours, the simulator), plus the evidence

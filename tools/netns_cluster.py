@@ -162,11 +162,27 @@ def build_network(prefix: str, n: int, link: str, delay_ms: float, loss: float) 
                       "delay", f"{delay_ms:g}ms", "loss", f"{loss * 100:g}%"])
         else:
             # The switch copies frames through user space: checksums must be complete and
-            # frames no larger than the MTU.
+            # frames no larger than the MTU. Without this every TCP segment arrives with a
+            # partial checksum and is dropped (ARP still works, so nothing says why): the
+            # offloads must go, or the run must not start.
             for where, dev in ((ns, "eth0"), (br, port)):
-                _cmd(["ip", "netns", "exec", where, "ethtool", "-K", dev, "tx", "off", "rx", "off",
-                      "tso", "off", "gso", "off", "gro", "off"], check=False)
+                offload_off(where, dev)
         _cmd(["ip", "-n", br, "link", "set", port, "up"])
+
+
+def offload_off(ns: str, dev: str) -> None:
+    """Checksum and segmentation offloads off on `dev` in namespace `ns` (ethtool -K)."""
+    if shutil.which("ethtool") is None:
+        raise NetnsError("ethtool is not installed (apt-get install ethtool): the user-space switch "
+                         "needs the veths' checksum offloads off, or TCP gets no segment through.")
+    done = _cmd(["ip", "netns", "exec", ns, "ethtool", "-K", dev, "tx", "off", "rx", "off",
+                 "tso", "off", "gso", "off", "gro", "off"], check=False)
+    # ethtool fails as a whole on a feature the driver cannot change (veths take all of these);
+    # what matters is that the checksum offloads are off afterwards.
+    shown = _cmd(["ip", "netns", "exec", ns, "ethtool", "-k", dev], check=False).stdout
+    if re.search(r"^tx-checksumming: on", shown, re.M) or re.search(r"^rx-checksumming: on", shown, re.M):
+        raise NetnsError(f"could not turn the checksum offloads off on {dev} in {ns}: "
+                         f"{done.stderr.strip() or done.stdout.strip() or 'ethtool said nothing'}")
 
 
 def switch_ports(n: int) -> list[str]:

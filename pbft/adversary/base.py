@@ -289,7 +289,7 @@ class ByzantineReplica(Failing):
     def step(self, event: Event) -> Ready:
         b = self.behaviour
         try:
-            events = checked(b.on_input(event), EVENT_TYPES, "on_input", "events (Received or Tick)")
+            events = checked(b.on_input(event), EVENT_TYPES, "on_input", "events (Received, Tick or Load)")
         except USER_CODE_FAILURES as exc:  # the attacker's bug, reported as such
             self._failed("on_input", exc)
             events = [event]

@@ -153,6 +153,19 @@ class NodeMetrics:
         self.view = Gauge("pbft_view", "Current view", registry=r)
         self.epoch = Gauge("pbft_epoch", "Current configuration epoch", registry=r)
         self.last_executed = Gauge("pbft_last_executed", "Last executed sequence number", registry=r)
+        self.cpu_ratio = Gauge(
+            "pbft_cpu_ratio", "The replica's CPU time over wall time in the last load window (one core = 1)", registry=r
+        )
+        self.host_pressure = Gauge(
+            "pbft_host_cpu_pressure_ratio",
+            "Share of the last load window some task on the host waited for a core (Linux PSI; absent elsewhere)",
+            registry=r,
+        )
+        self.batching_for_throughput = Gauge(
+            "pbft_batching_for_throughput", "1 while the replica's core batches for throughput, 0 while it proposes at once",
+            registry=r,
+        )
+        self.batching_for_throughput.set(1)
         self.stable_checkpoint = Gauge(
             "pbft_stable_checkpoint", "Sequence number of the last stable checkpoint", registry=r
         )

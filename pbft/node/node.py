@@ -72,6 +72,7 @@ from ..protocol.events import (
     EpochStarted,
     Evidence,
     Executed,
+    Load,
     Note,
     Persist,
     Received,
@@ -93,6 +94,7 @@ from ..service.api import Hosted
 from ..service.kv import KeyValueStore
 from . import health
 from .groupcommit import GROUP_COMMIT_LIMIT, GroupCommit
+from .loadmeter import LoadMeter, cpu_stall_s
 from .metrics import NodeMetrics, bind_metrics, serve_metrics
 from .preverify import GROUP as PREVERIFY_GROUP
 from .preverify import PreVerify
@@ -302,6 +304,14 @@ class ReplicaNode:
         self._tick_queued = False
         self._inputs = 0
         """Inputs other than ticks stepped so far (the tick task's idle test)."""
+        self.load: LoadMeter | None = None
+        """How busy the event loop is (loadmeter.py); made when the node runs."""
+        self.cpu_stall: Callable[[], float | None] = cpu_stall_s
+        """Where the host's CPU pressure is read (tests replace it)."""
+        self.cpu_time: Callable[[], float] = time.process_time
+        """Where the process's CPU time is read (tests replace it)."""
+        self._load_owed: Load | None = None
+        """A change of load the inbox had no room for: the tick task tries again."""
         self._evidence_seen: set[tuple[int, str, bytes, bytes]] = set()
 
     @property
@@ -337,6 +347,7 @@ class ReplicaNode:
             self.commits.start(trio.lowlevel.current_trio_token())
         started = False
         crash: BaseException | None = None
+        self.load = LoadMeter(time.perf_counter(), self.cpu_time(), self.cpu_stall())
         try:
             with trio.CancelScope() as self._cancel:
                 async with trio.open_nursery() as nursery:
@@ -454,7 +465,8 @@ class ReplicaNode:
         task sleeps BUSY_TICKS periods at a time, IDLE_TICKS while nothing but ticks
         arrives (a wake-up costs ~0.13 ms of CPU here, the core's tick ~nothing): a timer
         then fires at most IDLE_TICKS - 1 ticks late, well inside retransmit_ms and
-        view_change_timeout_ms."""
+        view_change_timeout_ms. Each wake-up also samples the loop's load and tells the
+        core when it changed (`_sample_load`)."""
         period = self.config.tick_ms / 1000
         last = trio.current_time()
         next_flush = last + FLUSH_S
@@ -472,6 +484,7 @@ class ReplicaNode:
                     self._tick_queued = True
                 except trio.WouldBlock:
                     pass  # a full inbox: the ticks stay owed, the next attempt carries them
+            self._sample_load()
             if self.transport.connected != self._links:
                 self._log_links()
             if self.tracer is not None and last >= next_flush:
@@ -522,7 +535,32 @@ class ReplicaNode:
             if type(a) in (Send, Broadcast, SendClient):
                 self._judges[id(a)] = judge
 
+    def _sample_load(self) -> None:
+        """A full window of load (loadmeter.py); a change goes to the core as `Load`,
+        through the inbox like a tick (owed while the inbox is full)."""
+        assert self.load is not None
+        now = time.perf_counter()
+        if self.load.due(now):
+            change = self.load.sample(now, self.cpu_time(), self.cpu_stall())
+            self.metrics.cpu_ratio.set(self.load.share)
+            if self.load.pressure is not None:
+                self.metrics.host_pressure.set(self.load.pressure)
+            if change is not None:
+                self._load_owed = Load(busy=change)
+                self.metrics.batching_for_throughput.set(int(change))
+                log.info("replica %d: CPU %.2f, host CPU pressure %s: %s", self.id, self.load.share,
+                         "unknown" if self.load.pressure is None else f"{self.load.pressure:.2f}",
+                         "batching for throughput" if change else "proposing at once")
+        if self._load_owed is not None:
+            try:
+                self._send.send_nowait(self._load_owed)
+                self._load_owed = None
+            except trio.WouldBlock:
+                pass
+
     def _step_core(self, event) -> Ready:
+        if type(event) is Load:
+            return self.replica.step(event)  # not an input of the tick task's idle test
         if event is TICK:
             self._tick_queued = False
             owed, self._ticks_owed = self._ticks_owed, 0

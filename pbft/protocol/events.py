@@ -36,7 +36,18 @@ class Tick:
     """One unit of abstract time (cluster `tick_ms` in the runtime)."""
 
 
-Event = Received | Tick
+@dataclass(frozen=True, slots=True)
+class Load:
+    """The runtime's measure of its own load, given when it changes. `busy`: the
+    replica's event loop is mostly at work, so the primary batches for throughput; not
+    busy: it proposes as soon as its pipeline has room, for latency (batching.py). A
+    core starts busy, which is the policy it always had; the simulator's replicas cost
+    nothing and report idle only where a scenario says so."""
+
+    busy: bool
+
+
+Event = Received | Tick | Load
 
 
 # -- actions ----------------------------------------------------------------------------

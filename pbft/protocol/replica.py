@@ -46,6 +46,7 @@ from .events import (
     Executed,
     ExecutedRequest,
     Ignored,
+    Load,
     Note,
     Persist,
     Prepared,
@@ -261,6 +262,8 @@ class Replica:
                 self._on_received(peer, data)
             case Tick():
                 self._on_tick()
+            case Load(busy):
+                self._on_load(busy)
             case _:
                 assert_never(event)
         if self.is_primary and self.status is ViewStatus.NORMAL and not self.retired:
@@ -1695,6 +1698,11 @@ class Replica:
         return recovery.recover(self, records)
 
     # -- time ---------------------------------------------------------------------------
+
+    def _on_load(self, busy: bool) -> None:
+        # The runtime's load changes only how the primary batches (batching.py); the
+        # step's end proposes whatever the new policy lets through.
+        self.batching.set_busy(busy)
 
     def _on_tick(self) -> None:
         self.ticks += 1

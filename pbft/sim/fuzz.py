@@ -56,7 +56,16 @@ from typing import IO
 from ..adversary import rules as rules_mod
 from ..adversary.catalogue import CLIENT_REGISTRY, REGISTRY
 from .result import RunResult
-from .scenario import TRIGGERS, ByzantineSpec, Expect, NetworkFault, Reconfigure, Scenario, to_toml
+from .scenario import (
+    TRIGGERS,
+    ByzantineSpec,
+    Expect,
+    NetworkFault,
+    Reconfigure,
+    ReplicaLoad,
+    Scenario,
+    to_toml,
+)
 from .simulation import Simulation, never_healed, run_scenario
 from .trace import TraceWriter
 
@@ -226,7 +235,18 @@ def random_scenario(
     )
     s = widen(s, seed) if wide else s
     steps = _reconfiguration(seed, f, set(s.faulty_replicas()), s.clients)
-    return replace(s, reconfigure=steps) if steps else s
+    s = replace(s, reconfigure=steps) if steps else s
+    return replace(s, load=ReplicaLoad.IDLE) if _idle(seed, f) else s
+
+
+IDLE_SHARE = 0.25
+"""Share of random-mode seeds whose replicas report an idle event loop, so that the
+primary proposes at once (events.Load; batching.py): the other policy."""
+
+
+def _idle(seed: int, f: int) -> bool:
+    """From an RNG of its own, so other seeds are the scenarios they always were."""
+    return random.Random(f"load/{seed}/{f}").random() < IDLE_SHARE
 
 
 RECONFIGURE_SHARE = 0.2

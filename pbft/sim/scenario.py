@@ -40,6 +40,7 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from ..adversary import catalogue, rules
@@ -228,6 +229,16 @@ class Expect:
     catch_up: bool = False
 
 
+class ReplicaLoad(Enum):
+    """What the simulated replicas tell their cores about their own load (the runtime's
+    `Load` input): simulated replicas cost nothing, so this is the scenario's choice."""
+
+    BUSY = "busy"
+    """The primary batches for throughput (a core's starting policy)."""
+    IDLE = "idle"
+    """The primary proposes as soon as its pipeline has room (a lightly loaded group)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Scenario:
     name: str = "unnamed"
@@ -249,6 +260,8 @@ class Scenario:
     """`[service]`: the replicated state machine (None: the key-value store)."""
     reconfigure: tuple[Reconfigure, ...] = ()
     """`[[reconfigure]]` steps, in order: the epochs the operator makes."""
+    load: ReplicaLoad = ReplicaLoad.BUSY
+    """`load`: what every replica core is told of its load when it starts."""
     twins: Twins | None = None
     """`[twins]`: a twinned replica and its per-view partitions (None: none)."""
     think_ms: int = 0
@@ -507,7 +520,7 @@ def parse_scenario(data: dict, source: str = "<scenario>") -> Scenario:
     top = f"{source}"
     known = {
         "name", "f", "seed", "workload", "byzantine", "network", "expect", "cluster", "broken", "service",
-        "reconfigure", "twins",
+        "reconfigure", "load", "twins",
     }
     unknown = sorted(set(data) - known)
     if unknown:
@@ -579,11 +592,15 @@ def parse_scenario(data: dict, source: str = "<scenario>") -> Scenario:
     if not isinstance(recon_raw, list):
         raise _fail(top, "[[reconfigure]] must be an array of tables.")
     recon = _reconfigure_steps(recon_raw, f, clients, source)
+    load_raw = data.get("load", ReplicaLoad.BUSY.value)
+    loads = [x.value for x in ReplicaLoad]
+    if load_raw not in loads:
+        raise _fail(top, f"'load' must be one of {', '.join(map(repr, loads))}, not {load_raw!r}.")
     twins = _twins(data["twins"], n, f"{source} [twins]") if "twins" in data else None
     if twins is not None:
         _check_twins_fit(twins, net, recon, top)
     return Scenario(name, f, seed, clients, requests, keys, read_only, byz, net, cluster, expect, source, broken,  # type: ignore[arg-type]
-                    service, recon, twins, think_ms)
+                    service, recon, ReplicaLoad(load_raw), twins, think_ms)
 
 
 TWINS_KEYS = ("replica", "round_ms", "rounds")
@@ -732,6 +749,8 @@ def to_toml(s: Scenario) -> str:
     lines = [f"name = {_toml_value(s.name)}", f"f = {s.f}", f"seed = {s.seed}"]
     if s.broken:
         lines.append(f"broken = {_toml_value(s.broken)}")
+    if s.load is not ReplicaLoad.BUSY:
+        lines.append(f"load = {_toml_value(s.load.value)}")
     lines += ["", "[workload]"]
     lines += [f"clients = {s.clients}", f"requests = {s.requests}", f"keys = {s.keys}"]
     lines += [f"read_only = {s.read_only!r}"]

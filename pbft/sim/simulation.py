@@ -75,6 +75,7 @@ from ..protocol.events import (
     Completed,
     EpochStarted,
     Evidence,
+    Load,
     Persist,
     Received,
     Record,
@@ -98,7 +99,7 @@ from .coverage import EVENTS, event_name
 from .network import Fate, Network, RoundPartitions
 from .oracle import Oracle, Violation
 from .result import FaultyNode, Latency, ReplicaReport, RunResult
-from .scenario import KINDS, Node, Scenario, client_name
+from .scenario import KINDS, Node, ReplicaLoad, Scenario, client_name
 from .trace import Lies, TraceWriter, describe, watch_honest
 
 COUNTED = frozenset({*EVENTS, Evidence})
@@ -199,6 +200,8 @@ class Instance:
     spec: tuple[KeyPair, int] | None = None
     """(key, configuration epoch) it was started with: a replacement node or one added
     by a reconfiguration starts in a later epoch with a key of its own."""
+    load_due: bool = False
+    """The scenario's `load` is still to be told to the core (before its first input)."""
     copy: int = 0
     """Which copy of its replica: 1 for the second instance of a twin (`3'`, scenario.Twins)."""
 
@@ -460,8 +463,9 @@ class Simulation:
                 self.oracle.fail("exception", f"replica {rid} raised {type(exc).__name__} in recover(): {exc}")
         store = {} if store is None else store
         byz_spec = self.byz_replica.get(rid)
+        idle = self.scenario.load is ReplicaLoad.IDLE
         if byz_spec is None:
-            return Instance(core, rid in self.correct, inc, epoch, store, state=state, spec=(key, start))
+            return Instance(core, rid in self.correct, inc, epoch, store, state=state, spec=(key, start), load_due=idle)
         rng = random.Random(self._behaviour_rng.getrandbits(64))
         try:
             byz = catalogue.build(byz_spec.behaviour, byz_spec.params, core, key, rng, base_dir=byz_spec.base_dir)
@@ -472,7 +476,7 @@ class Simulation:
             raise UsageError(
                 f"{self.scenario.source or self.scenario.name}: replica {rid}: {failure.sentence()} while being built."
             ) from None
-        inst = Instance(byz, False, inc, epoch, store, state=state, spec=(key, start))
+        inst = Instance(byz, False, inc, epoch, store, state=state, spec=(key, start), load_due=idle)
         inst.lies = watch_honest(byz)
         return inst
 
@@ -769,6 +773,9 @@ class Simulation:
             self._perform_client(cs, self._client_step(cs, Received(src, data)))
 
     def _step(self, rid: int, inst: Instance, event: Any) -> Ready:
+        if inst.load_due:  # as a runtime tells a core its load once it measured it
+            inst.load_due = False
+            return Ready.join([self._step(rid, inst, Load(busy=False)), self._step(rid, inst, event)])
         try:
             actions = inst.node.step(event)
         except Exception as exc:  # noqa: BLE001 - a raise from step() is the finding

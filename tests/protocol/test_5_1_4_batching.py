@@ -20,6 +20,7 @@ from conftest import (
 )
 
 from pbft.protocol.events import (
+    Load,
     Tick,
 )
 from pbft.protocol.messages import (
@@ -141,3 +142,65 @@ def test_the_wait_is_bounded_in_milliseconds_and_by_the_view_change_timeout():
     assert make_replica(make_config(tick_ms=100), 0).batching.hold.ticks == 1  # at least one tick
     short = make_config(tick_ms=1, view_change_timeout_ms=80)
     assert make_replica(short, 0).batching.hold.ticks == 10  # an eighth of the 80-tick timeout
+
+
+# -- the runtime's load (events.Load): batch for throughput, or propose at once ---------
+
+
+def test_an_idle_primary_proposes_while_a_batch_is_in_flight():
+    """Busy, a request that arrives while a batch is in flight waits for a worthwhile
+    batch (batch_max // 8 = 2 here); told it is idle, the primary proposes it at once."""
+    for busy, expected in ((True, 0), (False, 1)):
+        primary = make_replica(make_config(clients=CLIENTS4, pipeline=4, batch_max=16), 0)
+        primary.step(Load(busy=busy))
+        [_] = proposed(feed(primary, "dave", put("dave", 1)))  # nothing in flight: at once
+        assert len(proposed(feed(primary, "alice", put("alice", 1)))) == expected
+
+
+def test_an_idle_primary_goes_past_its_pipeline_up_to_the_log_window():
+    """`pipeline` bounds the batches in flight of a busy primary only; an idle one is
+    bounded by the log window (and the clients)."""
+    cfg = make_config(clients=CLIENTS4, pipeline=1, batch_max=16, checkpoint_interval=2, log_window=2)
+    primary = make_replica(cfg, 0)
+    primary.step(Load(busy=False))
+    assert len(proposed(feed(primary, "dave", put("dave", 1)))) == 1
+    assert len(proposed(feed(primary, "alice", put("alice", 1)))) == 1  # past pipeline 1
+    assert proposed(feed(primary, "bob", put("bob", 1))) == []  # seq 3: out of the window
+
+
+def test_an_idle_primary_waits_for_no_returning_client():
+    """The wait of hold_for_dave ends when the primary learns it is idle, and no new
+    one starts."""
+    primary = make_replica(make_config(clients=CLIENTS4, pipeline=4, batch_max=16), 0)
+    hold_for_dave(primary)
+    [pp3] = proposed(primary.step(Load(busy=False)))
+    assert [decoded(r)[1].client for r in pp3.batch] == ["carol"]
+    assert not primary.batching.hold.running
+    drive_to_execution(primary, 3, pp3.digest)
+    assert not primary.batching.hold.running
+    [_] = proposed(feed(primary, "alice", put("alice", 2)))
+
+
+def test_busy_again_the_primary_batches_again():
+    primary = make_replica(make_config(clients=CLIENTS4, pipeline=4, batch_max=16), 0)
+    primary.step(Load(busy=False))
+    primary.step(Load(busy=True))
+    [_] = proposed(feed(primary, "dave", put("dave", 1)))
+    assert proposed(feed(primary, "alice", put("alice", 1))) == []
+
+
+def test_an_idle_primary_does_not_wait_after_a_batch_of_several_clients():
+    """alice and bob's batch (proposed while busy) executes; busy, the primary would wait
+    for them before proposing carol (test_primary_waits_for_...); idle, carol goes at
+    once."""
+    for busy, expected in ((True, 0), (False, 1)):
+        primary = make_replica(make_config(clients=CLIENTS4, pipeline=4, batch_max=16), 0)
+        [pp1] = proposed(feed(primary, "dave", put("dave", 1)))
+        feed(primary, "alice", put("alice", 1))
+        [pp2] = proposed(feed(primary, "bob", put("bob", 1)))  # worthwhile (2)
+        assert len(pp2.batch) == 2
+        primary.step(Load(busy=busy))
+        drive_to_execution(primary, 1, pp1.digest)
+        drive_to_execution(primary, 2, pp2.digest)
+        assert primary.batching.hold.running == busy  # idle: no wait, so no timer either
+        assert len(proposed(feed(primary, "carol", put("carol", 1)))) == expected

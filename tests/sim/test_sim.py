@@ -12,7 +12,7 @@ import pytest
 
 from pbft.cli.main import main
 from pbft.errors import UsageError
-from pbft.sim.scenario import Expect, NetworkFault, Scenario, parse_scenario, to_toml
+from pbft.sim.scenario import Expect, NetworkFault, ReplicaLoad, Scenario, parse_scenario, to_toml
 from pbft.sim.simulation import run_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,9 +77,11 @@ def test_to_toml_round_trips():
             NetworkFault(drop=1.0, kinds=("COMMIT",), from_=(1,), to=(0, 2), views=(0,), seqs=(1,)),
         ),
         expect=Expect(all_requests_complete=False, max_view_changes=3),
+        load=ReplicaLoad.IDLE,
     )
     again = parse_scenario(tomllib.loads(to_toml(s)), "x")
     assert again.network == s.network and again.expect == s.expect and again.seed == 5
+    assert again.load is ReplicaLoad.IDLE
 
 
 @pytest.mark.parametrize(
@@ -98,6 +100,7 @@ def test_to_toml_round_trips():
         ("[expect]\nsafety = false", "safety is always checked"),
         ("[[network]]\ndrop = 1.0\nkinds = ['VOTE']", "message kinds are"),
         ("[workload]\nclients = -1", "'clients' must be an integer"),
+        ("load = 'lazy'", "'load' must be one of 'busy', 'idle'"),
     ],
 )
 def test_bad_scenarios_are_one_sentence(text, words):
