@@ -16,9 +16,8 @@ Mapped onto PBFT (docs/fuzzing.md, "Twins"):
 * **Round = view.** The leader of view v is replica v mod n, fixed by the protocol; a
   message belongs to the round of the view it carries (PRE-PREPARE, PREPARE, COMMIT,
   VIEW-CHANGE, NEW-VIEW), any other to the later of its sender's view and the round
-  under way (scenario.Twins). A
-  PBFT view never ends while its primary makes progress, so round v also ends at
-  (v+1) x ROUND_MS: its messages are lost from then on and the replicas time out into
+  under way (scenario.Twins). A PBFT view never ends while its primary makes progress,
+  so round v also ends at (v+1) x ROUND_MS: its messages are lost from then on and the replicas time out into
   view v+1 (a HotStuff round ends with its proposal; this is the PBFT equivalent). After
   the last round (R x ROUND_MS) nothing is filtered and liveness is judged.
 * **Leader sequences.** Which replica is twinned is enumerated (all n), so for R <= n
