@@ -111,3 +111,27 @@ def test_our_checkpoint_vote_is_sent_again_until_the_checkpoint_is_stable(backup
     assert backup.log.low == 4
     resent = [m for _ in range(ticks) for m in broadcast_messages(list(backup.step(Tick())))]
     assert resent and Checkpoint(4, d) not in resent
+
+
+# -- 4.3 / TOCS 5.3: checkpoints beyond the window prove a state only when 2f+1 agree ---------
+
+
+def test_claims_beyond_the_window_count_only_for_one_seq_and_one_digest(backup):
+    """A replica that sees CHECKPOINTs beyond its window may be behind: 2f+1 matching ones
+    (same seq, same digest, distinct replicas) prove that state stable and start a
+    transfer. Claims of one seq with different digests, or of one digest at different
+    seqs, prove nothing: a faulty replica must not complete another's claim with its own
+    digest. Mutant pbft.protocol.checkpoints.xǁCheckpointsǁclaim__mutmut_9 (`s == seq and
+    dg == digest` -> `or`: three claims for seq 12 with two digests moved the window)."""
+    a, b = b"\x0a" * 32, b"\x0b" * 32
+    far = backup.log.high + 4  # 12: beyond h + L = 8, a multiple of K
+    feed(backup, 2, sign_checkpoint(2, far, a))
+    feed(backup, 3, sign_checkpoint(3, far, a))
+    feed(backup, 0, sign_checkpoint(0, far, b))
+    assert backup.log.low == 0 and backup.transfer is None
+    feed(backup, 0, sign_checkpoint(0, far + 4, a))  # a's digest at another seq
+    assert backup.log.low == 0 and backup.transfer is None
+    # Replica 0 now claims a at seq 12 too (its claim replaces its own b): three
+    # replicas agree, the state is proven, the window jumps and the transfer starts.
+    feed(backup, 0, sign_checkpoint(0, far, a))
+    assert backup.log.low == far and backup.transfer is not None
