@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from conftest import (
     actions_of,
-    broadcast_messages,
     execute_batch,
     feed,
     make_config,
@@ -20,8 +19,7 @@ from conftest import (
 )
 
 from pbft.protocol.checkpoints import CHECKPOINT_BYTES, CLAIMS_PER_REPLICA, Checkpoints
-from pbft.protocol.events import CheckpointStable, Evidence, Reason, Tick
-from pbft.protocol.messages import Checkpoint
+from pbft.protocol.events import CheckpointStable, Evidence, Reason
 
 
 def stable_at_4(rep):
@@ -90,27 +88,6 @@ def test_the_checkpoint_bounds_are_named_and_sized_as_documented():
         ("claims (checkpoints)", 0, CLAIMS_PER_REPLICA * 4),
         ("claims (bytes)", 0, CLAIMS_PER_REPLICA * 4 * CHECKPOINT_BYTES),
     ]
-
-
-# -- 4.3: our checkpoint vote is sent again until the checkpoint is stable --------------------
-
-
-def test_our_checkpoint_vote_is_sent_again_until_the_checkpoint_is_stable(backup):
-    """A CHECKPOINT may be lost like any message: until 2f+1 make it stable, the replica
-    resends its own with its other messages when the retransmission timer fires, and not
-    once it is stable. Mutants pbft.protocol.checkpoints.xǁCheckpointsǁown_votes__mutmut_2
-    and _3 (our vote looked up as None: never resent)."""
-    for seq in range(1, 6):
-        execute_batch(backup, seq, (put("alice", seq),))
-    d = backup.checkpoints.own[4]
-    ticks = backup.config.retransmit_ms // backup.config.tick_ms + 1
-    resent = [m for _ in range(ticks) for m in broadcast_messages(list(backup.step(Tick())))]
-    assert Checkpoint(4, d) in resent
-    feed(backup, 0, sign_checkpoint(0, 4, d))
-    feed(backup, 2, sign_checkpoint(2, 4, d))
-    assert backup.log.low == 4
-    resent = [m for _ in range(ticks) for m in broadcast_messages(list(backup.step(Tick())))]
-    assert resent and Checkpoint(4, d) not in resent
 
 
 # -- 4.3 / TOCS 5.3: checkpoints beyond the window prove a state only when 2f+1 agree ---------
