@@ -38,9 +38,12 @@ def stable_at_4(rep):
 
 def test_a_late_vote_for_the_stable_checkpoint_is_stale_and_kept_nowhere(backup):
     """OSDI'99 4.3: once the checkpoint at h is stable, later CHECKPOINTs for h are of no
-    use: ignored as stale, neither counted nor kept as a claim beyond the window.
-    Mutant pbft.protocol.checkpoints.xǁCheckpointsǁignore__mutmut_1: `seq <= low` ->
-    `seq < low` (the late vote for h was verified and kept as a far-future claim)."""
+    use: ignored as stale, neither counted nor kept as a claim beyond the window; and
+    the votes for h went with the garbage collected at h. Mutants
+    pbft.protocol.checkpoints.xǁCheckpointsǁignore__mutmut_1: `seq <= low` -> `seq < low`
+    (the late vote for h was verified and kept as a far-future claim), and
+    xǁCheckpointsǁcollect__mutmut_6: votes kept for `s >= seq` (h's votes stayed; the
+    whole suite passed with it)."""
     d = stable_at_4(backup)
     feed(backup, 3, sign_checkpoint(3, 4, d))
     assert backup.rejects[(3, Reason.STALE)] == 1
