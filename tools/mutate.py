@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         if not (ROOT / p).exists() or not p.startswith("pbft/protocol"):
             ap.error(f"{p}: not a path under pbft/protocol")
 
-    workdir = prepare(args.mode, args.paths)
+    # A report only reads the results: it must not touch mutmut's state.
+    workdir = BUILD / args.mode if args.report_only else prepare(args.mode, args.paths)
     status = 0
     if not args.report_only:
         mutmut = Path(sys.executable).parent / "mutmut"

@@ -125,10 +125,15 @@ def summarize(results: dict[str, dict], equivalent: dict[str, str]) -> dict:
 
     total = sum(per_module.values(), Counter())
     seconds = [r["seconds"] for r in results.values() if r["seconds"] is not None]
+    by_status: dict[str, list[float]] = defaultdict(list)
+    for r in results.values():
+        if r["seconds"] is not None:
+            by_status[r["status"]].append(r["seconds"])
     return {
         "totals": rates(total),
         "per_module": {m: rates(c) for m, c in sorted(per_module.items())},
         "seconds_per_mutant": round(sum(seconds) / len(seconds), 2) if seconds else None,
+        "seconds_per_mutant_by_status": {k: round(sum(v) / len(v), 2) for k, v in sorted(by_status.items())},
         "seconds_total": round(sum(seconds), 1),
     }
 
@@ -149,7 +154,8 @@ def text_report(mode: str, summary: dict, survivors: list[dict], stale: list[str
     lines.append(
         f"kill rate {rate}"
         f" (killed or timed out, of the {t['run'] - t['equivalent']} mutants run that are not listed as equivalent);"
-        f" {t['not checked']} not run yet; {summary['seconds_per_mutant']} s per mutant"
+        f" {t['not checked']} not run yet; {summary['seconds_per_mutant']} s per mutant ("
+        + ", ".join(f"{k} {v} s" for k, v in summary["seconds_per_mutant_by_status"].items()) + ")"
     )
     if stale:
         lines.append("listed as equivalent but killed or gone (fix tools/mutation_equivalent.txt): " + ", ".join(stale))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from conftest import (
     actions_of,
-    broadcast_messages,
     execute_batch,
     feed,
     make_config,
@@ -20,8 +19,7 @@ from conftest import (
 )
 
 from pbft.protocol.checkpoints import CHECKPOINT_BYTES, CLAIMS_PER_REPLICA, Checkpoints
-from pbft.protocol.events import CheckpointStable, Evidence, Reason, Tick
-from pbft.protocol.messages import Checkpoint
+from pbft.protocol.events import CheckpointStable, Evidence, Reason
 
 
 def stable_at_4(rep):
@@ -40,9 +38,12 @@ def stable_at_4(rep):
 
 def test_a_late_vote_for_the_stable_checkpoint_is_stale_and_kept_nowhere(backup):
     """OSDI'99 4.3: once the checkpoint at h is stable, later CHECKPOINTs for h are of no
-    use: ignored as stale, neither counted nor kept as a claim beyond the window.
-    Mutant pbft.protocol.checkpoints.xǁCheckpointsǁignore__mutmut_1: `seq <= low` ->
-    `seq < low` (the late vote for h was verified and kept as a far-future claim)."""
+    use: ignored as stale, neither counted nor kept as a claim beyond the window; and
+    the votes for h went with the garbage collected at h. Mutants
+    pbft.protocol.checkpoints.xǁCheckpointsǁignore__mutmut_1: `seq <= low` -> `seq < low`
+    (the late vote for h was verified and kept as a far-future claim), and
+    xǁCheckpointsǁcollect__mutmut_6: votes kept for `s >= seq` (h's votes stayed; the
+    whole suite passed with it)."""
     d = stable_at_4(backup)
     feed(backup, 3, sign_checkpoint(3, 4, d))
     assert backup.rejects[(3, Reason.STALE)] == 1
@@ -92,22 +93,25 @@ def test_the_checkpoint_bounds_are_named_and_sized_as_documented():
     ]
 
 
-# -- 4.3: our checkpoint vote is sent again until the checkpoint is stable --------------------
+# -- 4.3 / TOCS 5.3: checkpoints beyond the window prove a state only when 2f+1 agree ---------
 
 
-def test_our_checkpoint_vote_is_sent_again_until_the_checkpoint_is_stable(backup):
-    """A CHECKPOINT may be lost like any message: until 2f+1 make it stable, the replica
-    resends its own with its other messages when the retransmission timer fires, and not
-    once it is stable. Mutants pbft.protocol.checkpoints.xǁCheckpointsǁown_votes__mutmut_2
-    and _3 (our vote looked up as None: never resent)."""
-    for seq in range(1, 6):
-        execute_batch(backup, seq, (put("alice", seq),))
-    d = backup.checkpoints.own[4]
-    ticks = backup.config.retransmit_ms // backup.config.tick_ms + 1
-    resent = [m for _ in range(ticks) for m in broadcast_messages(list(backup.step(Tick())))]
-    assert Checkpoint(4, d) in resent
-    feed(backup, 0, sign_checkpoint(0, 4, d))
-    feed(backup, 2, sign_checkpoint(2, 4, d))
-    assert backup.log.low == 4
-    resent = [m for _ in range(ticks) for m in broadcast_messages(list(backup.step(Tick())))]
-    assert resent and Checkpoint(4, d) not in resent
+def test_claims_beyond_the_window_count_only_for_one_seq_and_one_digest(backup):
+    """A replica that sees CHECKPOINTs beyond its window may be behind: 2f+1 matching ones
+    (same seq, same digest, distinct replicas) prove that state stable and start a
+    transfer. Claims of one seq with different digests, or of one digest at different
+    seqs, prove nothing: a faulty replica must not complete another's claim with its own
+    digest. Mutant pbft.protocol.checkpoints.xǁCheckpointsǁclaim__mutmut_9 (`s == seq and
+    dg == digest` -> `or`: three claims for seq 12 with two digests moved the window)."""
+    a, b = b"\x0a" * 32, b"\x0b" * 32
+    far = backup.log.high + 4  # 12: beyond h + L = 8, a multiple of K
+    feed(backup, 2, sign_checkpoint(2, far, a))
+    feed(backup, 3, sign_checkpoint(3, far, a))
+    feed(backup, 0, sign_checkpoint(0, far, b))
+    assert backup.log.low == 0 and backup.transfer is None
+    feed(backup, 0, sign_checkpoint(0, far + 4, a))  # a's digest at another seq
+    assert backup.log.low == 0 and backup.transfer is None
+    # Replica 0 now claims a at seq 12 too (its claim replaces its own b): three
+    # replicas agree, the state is proven, the window jumps and the transfer starts.
+    feed(backup, 0, sign_checkpoint(0, far, a))
+    assert backup.log.low == far and backup.transfer is not None

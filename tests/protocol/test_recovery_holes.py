@@ -462,3 +462,23 @@ def test_a_restarted_replica_does_not_change_view_before_it_knows_it_is_behind()
     for _ in range(2 * vc_ticks):
         again.step(Tick())
     assert again.view_changes.started == 1
+
+
+def test_a_restarted_primary_whose_log_kept_its_pre_prepare_goes_on_after_it():
+    """The other side of the test above: when the log does hold the PRE-PREPARE the
+    primary signed for next_seq (in this view), the primary moves past it, neither
+    accepting it a second time nor sending it again with the next request. Mutants of
+    pbft.protocol.log.xǁMessageLogǁpre_prepared (mutmut _1, _2, _3, _8, _9: the slot
+    looked up as absent, or its test negated; found by `make mutate`, docs/mutation.md)."""
+    cfg = make_config()
+    rep = make_replica(cfg, 0)
+    store: dict = {}
+    _durable(rep, feed(rep, "alice", sign_request("alice", op_put(b"a", b"1"), 1)), store)
+    again = make_replica(cfg, 0)
+    again.recover(list(store.values()))
+    assert again.log.pre_prepared(1, 0) is not None
+    again.next_seq = 1  # as if it had not been worked out from the log
+    out = feed(again, "bob", sign_request("bob", op_put(b"b", b"2"), 1))
+    pps = [decoded(a.data)[1] for a in out if type(a).__name__ == "Broadcast"]
+    assert 1 not in [p.seq for p in pps if type(p).__name__ == "PrePrepare"]
+    assert again.next_seq >= 2
