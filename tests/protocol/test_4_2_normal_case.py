@@ -401,3 +401,19 @@ def test_tick_retransmits_own_votes_for_unexecuted_slots(backup):
     resent = broadcast_messages(backup.step(Tick()))
     assert Prepare(0, 1, d) in resent
     assert not backup.step(Tick())  # then waits another period
+
+
+def test_tick_retransmits_own_votes_up_to_the_top_of_the_window():
+    """Every slot of the window, the last ones included (h + L - 1 and h + L = H), has
+    its votes resent: a replica whose PREPAREs for them were lost must not be left
+    waiting at the window's top (mutmut's own_messages mutant 8 stopped two short)."""
+    backup = make_replica(make_config(clients=("alice", "bob", "carol"), checkpoint_interval=2, log_window=4), 1)
+    clients = {1: "alice", 3: "bob", 4: "carol"}
+    digests = {seq: pre_prepare(backup, seq, (put(c, 1),))[1] for seq, c in clients.items()}
+    assert all(backup.log.get(seq).my_prepare for seq in clients)
+    assert backup.log.high == 4
+    ticks = backup.config.retransmit_ms // backup.config.tick_ms
+    for _ in range(ticks - 1):
+        backup.step(Tick())
+    resent = broadcast_messages(backup.step(Tick()))
+    assert [Prepare(0, seq, d) in resent for seq, d in digests.items()] == [True, True, True]
