@@ -476,23 +476,9 @@ def cmd_fuzz(args) -> int:
             start=args.start, total=args.seeds, shard=shard,
         )
     bar.done()
-    doc = result.to_json()
-    if args.output:
-        _write_json(args.output, doc)
-    if args.json:
-        print(json.dumps(doc, indent=2))
-    else:
-        print(f"{result.runs} runs, {len(result.violations)} violations, "
-              + (f"{len(result.crashes)} crashes, " if result.crashes else "")
-              + f"{result.runs_per_second:.1f} runs/s ({jobs} job{'s' if jobs != 1 else ''})")
-        if result.interrupted:
-            print(f"interrupted: seeds not run: {_ranges_text(campaign.missing(doc))}")
-        print(_coverage_line(doc))
-        if broken:
-            print(_broken_note(broken).strip())
-    if result.interrupted:
-        return 130
-    return 1 if result.failed else 0
+    summary = (f"{result.runs} runs, {_findings_text(result)}"
+               f"{result.runs_per_second:.1f} runs/s ({jobs} job{'s' if jobs != 1 else ''})")
+    return _finish_campaign(args, result, result.to_json(), summary, "seeds", broken)
 
 
 def _coverage_line(doc: dict) -> str:
@@ -651,16 +637,30 @@ def cmd_twins(args) -> int:
     cpu = _cpu_seconds(resource) - before
     doc = result.to_json()
     doc["twins"] = {"rounds": args.rounds, "seed": args.seed, "cases": total, "cpu_seconds": round(cpu, 1)}
+    summary = (f"{result.runs} of {total} cases (R={args.rounds}), {_findings_text(result)}"
+               f"{result.seconds:.0f} s ({cpu:.0f} s CPU, {jobs} job{'s' if jobs != 1 else ''})")
+    return _finish_campaign(args, result, doc, summary, "cases", broken)
+
+
+def _findings_text(result) -> str:
+    crashes = f"{len(result.crashes)} crashes, " if result.crashes else ""
+    return f"{len(result.violations)} violations, {crashes}"
+
+
+def _finish_campaign(args, result, doc: dict, summary: str, units: str, broken) -> int:
+    """What `pbft fuzz` and `pbft twins` do with a campaign's result: the JSON file, then
+    the JSON or the summary, what was not run, coverage, the broken core's note; the exit
+    status (130 interrupted, 1 a violation or crash, else 0)."""
+    from ..sim import campaign
+
     if args.output:
         _write_json(args.output, doc)
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
-        print(f"{result.runs} of {total} cases (R={args.rounds}), {len(result.violations)} violations, "
-              + (f"{len(result.crashes)} crashes, " if result.crashes else "")
-              + f"{result.seconds:.0f} s ({cpu:.0f} s CPU, {jobs} job{'s' if jobs != 1 else ''})")
+        print(summary)
         if result.interrupted:
-            print(f"interrupted: cases not run: {_ranges_text(campaign.missing(doc))}")
+            print(f"interrupted: {units} not run: {_ranges_text(campaign.missing(doc))}")
         print(_coverage_line(doc))
         if broken:
             print(_broken_note(broken).strip())
