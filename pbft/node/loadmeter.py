@@ -26,11 +26,12 @@ a saturated group (a primary waiting for backups that are not scheduled) must no
 propose at once. A core starts busy (the batching policy); the meter starts there too and
 says only what changes.
 
-Measured on this 2-core machine, the primary, a sample every quarter second:
+Measured on this 2-core machine, the primary, a sample every quarter second
+(docs/architecture.md has the table):
 * f=1, 32 clients on loopback, saturated and batching: CPU 0.23-0.40, pressure 0.53-0.73;
-* four network namespaces with 20 ms one-way links: CPU 0.06-0.09 batching; pressure
-  0.03-0.13 with 4 clients and 0.10-0.21 with 32 (six processes on two cores wake
-  together at each message).
+* four network namespaces with 20 ms one-way links, 32 clients: CPU 0.06-0.09 batching;
+  pressure 0.03-0.13 with 4 clients, 0.10-0.21 with 32 batching and 0.30-0.48
+  proposing at once (six processes on two cores wake together at each message).
 """
 
 from __future__ import annotations
