@@ -5,7 +5,9 @@ Theory of operation. The core decides *what* must survive a crash and says so wi
 makes them durable. One table, `records`, keyed by (record, view, seq, tag) exactly as
 `Persist.key`: a later record with the same key replaces the earlier one (INSERT OR
 REPLACE). `Truncate(seq)` deletes the VOTE, PREPARED and EXECUTED records at or below
-`seq`, which a stable checkpoint (persisted before it, in the same transaction) covers.
+`seq`, which a stable checkpoint (persisted before it, in the same transaction) covers;
+with `below_view` (a new epoch), only those of earlier views, and the VIEW records of
+earlier epochs with them.
 `load()` returns the records in the order they were last written, for `Replica.recover`.
 
 A second table, `evidence`, keeps the conflicting pairs of signed envelopes the core
@@ -125,7 +127,8 @@ FSYNC_POLICIES = {"always": "FULL", "batch": "NORMAL", "off": "OFF"}
 """`[storage] fsync` value -> SQLite `PRAGMA synchronous` (see the module docstring)."""
 DEFAULT_FSYNC = "always"
 TRUNCATED = (Record.VOTE.value, Record.PREPARED.value, Record.EXECUTED.value)
-"""Record kinds a `Truncate` may delete; CHECKPOINT and VIEW records are one per tag."""
+"""Record kinds a `Truncate` deletes at or below its seq; CHECKPOINT and WINDOW records
+are one per tag, VIEW records one per epoch and tag."""
 BUSY_TIMEOUT_MS = 5000
 EVIDENCE_PER_CULPRIT = 256
 """Evidence records kept per (culprit, kind); one pair already proves the fault, more
@@ -448,10 +451,17 @@ class Storage:
                 if rows:
                     db.executemany(_UPSERT, rows)
                     rows = []
-                db.execute(
-                    "DELETE FROM records WHERE seq <= ? AND record IN (?, ?, ?)",
-                    (a.seq, *TRUNCATED),
-                )
+                if a.below_view is None:
+                    db.execute(
+                        "DELETE FROM records WHERE seq <= ? AND record IN (?, ?, ?)",
+                        (a.seq, *TRUNCATED),
+                    )
+                else:  # a new epoch: the records of the epochs before it (events.Truncate)
+                    db.execute(
+                        "DELETE FROM records WHERE view < ? AND"
+                        " (record = ? OR (seq <= ? AND record IN (?, ?, ?)))",
+                        (a.below_view, Record.VIEW.value, a.seq, *TRUNCATED),
+                    )
             if rows:
                 db.executemany(_UPSERT, rows)
             new = History(h.incarnation, h.commits + 1, view, seq)

@@ -87,12 +87,17 @@ class Record(Enum):
     WINDOW = "window"  # a stable checkpoint we jumped to before holding its state
 
 
+TRUNCATED = frozenset({Record.VOTE, Record.PREPARED, Record.EXECUTED})
+"""The records a `Truncate` drops at or below its seq."""
+
+
 @dataclass(frozen=True, slots=True)
 class Persist:
     """Durably store a record before performing the actions that follow it.
 
     Records are keyed by (record, view, seq, tag); a later record with the same key
-    replaces the earlier one. CHECKPOINT and VIEW are singletons (view = seq = 0)."""
+    replaces the earlier one. CHECKPOINT and WINDOW are singletons (view = seq = 0); VIEW
+    records are one per epoch (view = the epoch's first view, records.py)."""
 
     record: Record
     seq: int
@@ -108,9 +113,23 @@ class Persist:
 @dataclass(frozen=True, slots=True)
 class Truncate:
     """VOTE, PREPARED and EXECUTED records at or below `seq` are no longer needed: a
-    stable checkpoint (already persisted) covers them."""
+    stable checkpoint (already persisted) covers them.
+
+    With `below_view`, only those of views below it go, VIEW records among them: a
+    switch to a new epoch voids what was recorded in the epochs before it, never what
+    the replica recorded in that epoch or a later one before a restart took it back to
+    an earlier epoch (recovery.py, "held over")."""
 
     seq: int
+    below_view: int | None = None
+
+    def drops(self, record: Record, seq: int, view: int) -> bool:
+        """Whether this truncation deletes a record with this key."""
+        if self.below_view is None:
+            return record in TRUNCATED and seq <= self.seq
+        if view >= self.below_view:
+            return False
+        return record is Record.VIEW or (record in TRUNCATED and seq <= self.seq)
 
 
 @dataclass(frozen=True, slots=True)

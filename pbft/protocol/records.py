@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import codec
+from .epochs import epoch_of_view, first_view
 from .events import Persist, Record
 
 ACCEPTED = "accepted-pre-prepare"
@@ -147,7 +148,11 @@ class ViewState:
     message: bytes
 
     def to_persist(self) -> Persist:
-        return Persist(Record.VIEW, 0, 0, "", codec.encode([self.view, self.active, self.message]))
+        # One per epoch: a restart that takes the replica back to an earlier epoch (a
+        # window jump it was still fetching) must not overwrite the later epoch's
+        # (recovery.py, "held over"). Epoch 0's key is the (0, 0) of older stores.
+        return Persist(Record.VIEW, 0, first_view(epoch_of_view(self.view)), "",
+                       codec.encode([self.view, self.active, self.message]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +162,7 @@ class ViewQuorum:
     view: int
 
     def to_persist(self) -> Persist:
-        return Persist(Record.VIEW, 0, 0, QUORUM_TAG, codec.encode(self.view))
+        return Persist(Record.VIEW, 0, first_view(epoch_of_view(self.view)), QUORUM_TAG, codec.encode(self.view))
 
 
 DurableRecord = (
@@ -202,6 +207,7 @@ def from_persist(p: Persist) -> DurableRecord:
             v = _decode(p)
             _expect(_is_u64(v), "not a view number", p)
             assert isinstance(v, int)
+            _expect(p.view in (0, first_view(epoch_of_view(v))), "keyed under another epoch", p)
             return ViewQuorum(v)
         case Record.VIEW:
             v = _decode(p)
@@ -210,5 +216,18 @@ def from_persist(p: Persist) -> DurableRecord:
             view, active, message = v
             _expect(_is_u64(view) and type(active) is bool and type(message) is bytes,
                     "a field has the wrong type", p)
+            _expect(p.view in (0, first_view(epoch_of_view(view))), "keyed under another epoch", p)
             return ViewState(view, active, message)
     raise DamagedRecord(f"unknown record kind {p.record!r}")
+
+
+def epoch_of(r: DurableRecord) -> int | None:
+    """The configuration epoch a record was written in (epochs.py), or None for those that
+    outlive epochs: checkpoint votes, stable checkpoints, window jumps, executed slots."""
+    match r:
+        case SignedVote(phase="checkpoint") | StableCheckpoint() | WindowJump() | ExecutedBatch():
+            return None
+        case SignedVote(view=v) | AcceptedPrePrepare(view=v) | PreparedCertificate(view=v) \
+                | ViewState(view=v) | ViewQuorum(view=v):
+            return epoch_of_view(v)
+    raise TypeError(r)

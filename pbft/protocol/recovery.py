@@ -16,11 +16,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .epochs import CONFIG_PREFIX, epoch_of_view
+from .epochs import CONFIG_PREFIX
 from .events import Action, Note, Persist
 from .log import Slot
 from .messages import (
-    Checkpoint,
     Prepare,
     PrePrepare,
     ViewChange,
@@ -39,6 +38,7 @@ from .records import (
     ViewQuorum,
     ViewState,
     WindowJump,
+    epoch_of,
     from_persist,
 )
 from .safety import vote_slot
@@ -61,8 +61,8 @@ def recover(rep: Replica, records: list[Persist]) -> list[Action]:
     assert rep.last_executed == 0 and not rep.log.slots, "recover() a fresh replica"
     rep._out = []
     by_kind: dict[type, list[DurableRecord]] = {}
-    for r in records:
-        typed = from_persist(r)
+    typed_records = [from_persist(r) for r in records]
+    for typed in typed_records:
         by_kind.setdefault(type(typed), []).append(typed)
     cp = next(iter(by_kind.get(StableCheckpoint, [])[-1:]), None)
     jump = next(iter(by_kind.get(WindowJump, [])[-1:]), None)
@@ -112,20 +112,28 @@ def recover(rep: Replica, records: list[Persist]) -> list[Action]:
     due = rep.epochs.due(stable)
     if due is not None and replay:
         rep._switch_epoch(due)
-    accepted = [r for r in by_kind.get(AcceptedPrePrepare, []) if isinstance(r, AcceptedPrePrepare)]
+    # Records of the epoch we are in (or of none) are restored below. Those of an epoch
+    # we had left are void (the switch's truncation was lost). Those of a LATER epoch
+    # are promises we made there before this restart took us back to an earlier one (a
+    # window jump whose state we were still fetching, so the store's epochs are not yet
+    # readable): they are held over, in memory and on disk, until we re-enter that epoch
+    # (`HeldOver`); dropping them let replica 0 re-propose n=129 of epoch 3 with another
+    # batch (fuzz seed 27020589).
     current = rep.epochs.current
-    for v in by_kind.get(SignedVote, []):
-        assert isinstance(v, SignedVote)
-        env, msg = decode_envelope(v.envelope)
-        if not isinstance(msg, Checkpoint) and epoch_of_view(msg.view) != current:  # type: ignore[union-attr]
-            continue  # a vote of the epoch left (the switch's truncation was lost): void
-        rep.safety.signed[vote_slot(msg)] = (msg.digest, env)  # type: ignore[arg-type]
+    mine: list[DurableRecord] = []
+    later: list[DurableRecord] = []
+    for r in typed_records:
+        e = epoch_of(r)
+        if e is None or e == current:
+            mine.append(r)
+        elif e > current:
+            later.append(r)
+    rep.held_over = HeldOver(later)
+    load_votes(rep, mine)
     pre_prepares: dict[tuple[int, int], bytes] = {}
     certs = [c for c in by_kind.get(PreparedCertificate, []) if isinstance(c, PreparedCertificate)]
     for c in sorted(certs, key=lambda c: (c.seq, c.view)):
         pre_prepares[(c.seq, c.view)] = c.pre_prepare
-        if c.seq > rep.log.low and epoch_of_view(c.view) == current:
-            rep.prepared_certs[c.seq] = (c.view, c.pre_prepare, c.prepares)
     executed = [e for e in by_kind.get(ExecutedBatch, []) if isinstance(e, ExecutedBatch) and replay]
     for e in sorted(executed, key=lambda e: e.seq):
         if e.seq != rep.last_executed + 1:
@@ -163,17 +171,44 @@ def recover(rep: Replica, records: list[Persist]) -> list[Action]:
             # us of that epoch again.
             rep._out.append(Note(f"the window jump to {jump.seq} is of an epoch not recorded here ({exc})"))
         rep._learn_stable(jump.seq, jump.digest, jump.proof)
-    for vs in by_kind.get(ViewState, [])[-1:]:
-        assert isinstance(vs, ViewState)
-        if epoch_of_view(vs.view) != rep.epochs.current:
-            # A view of the epoch we had left (the switch's own record was not yet
-            # written): the new epoch starts in its first view, as `_switch_epoch` set.
-            break
+    load_view(rep, mine)
+    rep.next_seq = max(rep.next_seq, rep.last_executed + 1)
+    # Until we hear where the others are, we do not judge the primary; our STATUS goes
+    # out at the first tick.
+    rep.catch_up.restarted(by=rep.ticks + 2 * rep._vc_timeout_ticks)
+    rep.retransmit_timeout.start(rep.ticks - rep._retransmit_ticks)
+    notes = [a for a in rep._out if isinstance(a, Note)]
+    notes.append(
+        Note(f"recovered: view {rep.view}, executed {rep.last_executed}, stable {rep.log.low}")
+    )
+    rep._out = []
+    return notes
+
+
+def load_votes(rep: Replica, records: list[DurableRecord]) -> None:
+    """The votes we signed (the safety rules refuse to sign against them) and our
+    prepared certificates above the window (4.4: they go into our VIEW-CHANGEs), of the
+    replica's current epoch."""
+    for v in records:
+        if isinstance(v, SignedVote):
+            env, msg = decode_envelope(v.envelope)
+            rep.safety.signed[vote_slot(msg)] = (msg.digest, env)  # type: ignore[arg-type]
+    certs = [c for c in records if isinstance(c, PreparedCertificate) and c.seq > rep.log.low]
+    for c in sorted(certs, key=lambda c: (c.seq, c.view)):
+        rep.prepared_certs[c.seq] = (c.view, c.pre_prepare, c.prepares)
+
+
+def load_view(rep: Replica, records: list[DurableRecord]) -> None:
+    """Re-enter the view we were in (of the replica's current epoch), and put back into
+    the log the pre-prepares we answered and our own pre-prepares and votes of that view
+    above what we executed; the primary numbers new batches after the last it signed."""
+    states = [r for r in records if isinstance(r, ViewState)]
+    for vs in states[-1:]:
         rep.view = vs.view
         rep.status = ViewStatus.NORMAL if vs.active else ViewStatus.VIEW_CHANGE
         if vs.active:
             rep.new_view_data = vs.message  # the NEW-VIEW we installed (b"": view 0)
-        quorum = [q.view for q in by_kind.get(ViewQuorum, []) if isinstance(q, ViewQuorum)][-1:]
+        quorum = [q.view for q in records if isinstance(q, ViewQuorum)][-1:]
         if not vs.active and quorum == [vs.view]:
             # 2f+1 were in this view before the restart: its new-view timer runs again.
             rep.new_view_timeout.start(rep.ticks, rep._vc_timeout_ticks)
@@ -183,10 +218,9 @@ def recover(rep: Replica, records: list[Persist]) -> list[Action]:
             rep.view_changes.received[rep.id] = check_view_change(
                 rep.config, rep.verifier, rep.id, vc, vs.message, rep._check_cert, rep.epochs.check_proof
             )
-    # The pre-prepares we answered, our own pre-prepares and votes of this view above
-    # what we executed go back into the log; the primary numbers new batches after
-    # the last it signed.
-    for a in accepted:
+    for a in records:
+        if not isinstance(a, AcceptedPrePrepare):
+            continue
         if a.view == rep.view and rep.log.in_window(a.seq) and a.seq > rep.last_executed:
             pp = decode_envelope(a.envelope)[1]
             assert isinstance(pp, PrePrepare)
@@ -208,14 +242,24 @@ def recover(rep: Replica, records: list[Persist]) -> list[Action]:
             slot = rep.log.slot(seq, view)
             slot.my_prepare = env.to_bytes()
             slot.prepares[rep.id] = (msg.digest, slot.my_prepare)
-    rep.next_seq = max(rep.next_seq, rep.last_executed + 1)
-    # Until we hear where the others are, we do not judge the primary; our STATUS goes
-    # out at the first tick.
-    rep.catch_up.restarted(by=rep.ticks + 2 * rep._vc_timeout_ticks)
-    rep.retransmit_timeout.start(rep.ticks - rep._retransmit_ticks)
-    notes = [a for a in rep._out if isinstance(a, Note)]
-    notes.append(
-        Note(f"recovered: view {rep.view}, executed {rep.last_executed}, stable {rep.log.low}")
-    )
-    rep._out = []
-    return notes
+
+
+class HeldOver:
+    """Records of epochs later than the one a restart brought the replica back to
+    (`recover`): what it signed, accepted, prepared and its view there. They stay on disk
+    (an epoch switch truncates only the epochs before it, events.Truncate) and here,
+    until the replica re-enters their epoch (`take`, from `Replica._switch_epoch`),
+    which restores them as a restart into that epoch would have."""
+
+    def __init__(self, records: list[DurableRecord]) -> None:
+        self.records = records
+
+    def take(self, epoch: int) -> list[DurableRecord]:
+        """The records of `epoch`, in the order they were written; those of it and of
+        the epochs before it are no longer held."""
+        mine = [r for r in self.records if epoch_of(r) == epoch]
+        self.records = [r for r in self.records if (epoch_of(r) or 0) > epoch]
+        return mine
+
+    def __len__(self) -> int:
+        return len(self.records)

@@ -171,6 +171,9 @@ class Replica:
         self.retired = False
         """Not a member of the current epoch (removed, or replaced by another key): this
         core takes no part any more (`step` ignores its input)."""
+        self.held_over = recovery.HeldOver([])
+        """Records of a later epoch than the one a restart brought us back to, restored
+        when we re-enter it (recovery.py)."""
         self.epoch_deadline: int | None = None
         """While a change is pending and its boundary not executed: the tick by which the
         boundary must be reached, or the backups change the view (epochs.py)."""
@@ -1663,8 +1666,15 @@ class Replica:
         self.batch_answers = BatchAnswers(self._retransmit_ticks, config.n, config.log_window)
         self.next_seq = boundary + 1
         self.epoch_deadline = None
-        self._out.append(Truncate(ALL_CHECKPOINTS))  # the old epoch's votes above B are void
-        self._persist_view(b"")
+        # The old epochs' votes above B are void; what we recorded in this epoch or a later
+        # one before a restart took us back is not, and comes back now (recovery.HeldOver).
+        self._out.append(Truncate(ALL_CHECKPOINTS, below_view=first_view(epoch)))
+        held = self.held_over.take(epoch)
+        if not self.retired and held:
+            recovery.load_votes(self, held)
+            recovery.load_view(self, held)
+        if not any(isinstance(r, ViewState) for r in held):
+            self._persist_view(b"")
         self._out.append(EpochStarted(epoch, boundary, config.n, config.f, self.retired))
         if self.retired:
             return

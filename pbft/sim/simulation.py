@@ -78,7 +78,6 @@ from ..protocol.events import (
     Load,
     Persist,
     Received,
-    Record,
     Send,
     SendClient,
     StateInstalled,
@@ -155,9 +154,6 @@ TRIGGER_ACTIONS: dict[str, type] = {
 """The action each crash trigger (`on = ...`, scenario.TRIGGERS) waits for."""
 
 
-TRUNCATED = frozenset({Record.VOTE, Record.PREPARED, Record.EXECUTED})
-"""The records a `Truncate` may drop (events.py)."""
-
 Store = dict[tuple[str, int, int, str], Persist]
 """One replica's durable records by key, in first-write order (replacement keeps the slot,
 as an SQLite upsert keeps the row)."""
@@ -175,7 +171,7 @@ def apply_durability(store: Store, action: Persist | Truncate, undo: Undo | None
             undo.append((action.key, store.get(action.key)))
         store[action.key] = action
         return
-    for key in [k for k, r in store.items() if r.record in TRUNCATED and r.seq <= action.seq]:
+    for key in [k for k, r in store.items() if action.drops(r.record, r.seq, r.view)]:
         if undo is not None:
             undo.append((key, store[key]))
         del store[key]

@@ -103,6 +103,32 @@ def test_truncate_drops_votes_prepared_executed_at_or_below_seq_only(store):
     ]
 
 
+def test_an_epoch_switch_truncates_only_earlier_epochs_as_the_simulator_does(store):
+    """`Truncate(seq, below_view)` (an epoch switch, events.Truncate): the records of views
+    below it at or below seq, and their VIEW records; those of that epoch and later are
+    kept. The simulator's store (apply_durability) must agree row for row."""
+    from pbft.sim.simulation import apply_durability
+
+    e1, e2 = 1 << 32, 2 << 32
+    written = [
+        vote(9, b"e0"), vote(9, b"e1", view=e1), vote(9, b"e2", view=e2),
+        vote(9, b"cp", tag="checkpoint"),
+        Persist(Record.PREPARED, 9, e1, "", b"p1"), Persist(Record.EXECUTED, 3, 0, "", b"x0"),
+        Persist(Record.VIEW, 0, 0, "", b"view0"), Persist(Record.VIEW, 0, e2, "", b"view2"),
+        Persist(Record.CHECKPOINT, 0, 0, "", b"cp"), Persist(Record.WINDOW, 0, 0, "", b"jump"),
+    ]
+    cut = Truncate((1 << 63) - 1, below_view=e1)
+    store.apply([*written, cut])
+    sim: dict = {}
+    for a in [*written, cut]:
+        apply_durability(sim, a)
+    kept = sorted((r.record.value, r.view, r.seq, r.tag) for r in store.load())
+    assert kept == sorted(sim) == sorted([
+        ("vote", e1, 9, "prepare"), ("vote", e2, 9, "prepare"), ("prepared", e1, 9, ""),
+        ("view", e2, 0, ""), ("checkpoint", 0, 0, ""), ("window", 0, 0, ""),
+    ])
+
+
 def test_actions_apply_in_order_within_one_transaction(store):
     # Truncate between two writes deletes only what came before it.
     store.apply([vote(2, b"before"), Truncate(3), vote(3, b"after")])

@@ -1,0 +1,145 @@
+"""A restart that takes a replica back to an earlier configuration epoch than one it had
+signed in (recovery.HeldOver; fuzz seed 27020589, tests/scenarios/fuzz-27020589-...).
+
+A replica fetching the state of a window jump cannot read the epochs its store records
+until the state is whole, so a restart then comes back in the cluster file's epoch. What
+it signed, accepted and prepared in the later epoch is still a promise (OSDI'99 4.2: a
+correct replica never sends conflicting messages): it must stay on disk through the epoch
+switches on the way and come back into force when the replica re-enters that epoch.
+
+Here the restart is made to come back in epoch 0 by giving the recovered replica only the
+records of epoch 1 and a fresh state, which is what the jump leaves it able to read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import pytest
+from conftest import Router, make_config, make_replica, make_verifier
+from test_epochs import OPERATOR_KEY, command, replaced_3
+
+from pbft.protocol.client import ClientCore
+from pbft.protocol.config import OPERATOR
+from pbft.protocol.epochs import epoch_of_view, first_view
+from pbft.protocol.events import Executed, Persist, Record, Tick, Truncate
+from pbft.protocol.records import DamagedRecord, ViewQuorum, ViewState, from_persist
+from pbft.service.kv import op_put
+from pbft.sim.simulation import apply_durability
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@dataclass
+class DurableRouter(Router):
+    """The in-memory network, with each replica's durable records kept as the simulator
+    keeps them (apply_durability)."""
+
+    stores: dict[int, dict] = field(default_factory=dict)
+    executed: dict[int, dict[int, list[str]]] = field(default_factory=dict)
+
+    def perform(self, src, actions) -> None:
+        if isinstance(src, int):
+            store = self.stores.setdefault(src, {})
+            for a in actions:
+                if isinstance(a, Persist | Truncate):
+                    apply_durability(store, a)
+                elif isinstance(a, Executed):
+                    self.executed.setdefault(src, {})[a.seq] = [r.client for r in a.requests]
+        super().perform(src, actions)
+
+
+def _cluster() -> tuple[DurableRouter, ClientCore]:
+    config = replace(make_config(), operator_key=OPERATOR_KEY.public)
+    verifier = make_verifier(config, memo=10_000)
+    router = DurableRouter(config, [make_replica(config, i, verifier) for i in config.replica_ids()],
+                           {c.id: ClientCore(config, c.id, _key(c.id)) for c in config.clients})
+    operator = ClientCore(config, OPERATOR, OPERATOR_KEY)
+    router.clients[OPERATOR] = operator
+    return router, operator
+
+
+def _key(name):
+    from conftest import client_key
+    return client_key(name)
+
+
+PP5 = ("pre-prepare", first_view(1), 5)
+
+
+def _epoch_1_records(store: dict) -> list[Persist]:
+    """Replica 0's records of epoch 1: its votes there and its view."""
+    out = []
+    for p in store.values():
+        typed = from_persist(p)
+        view = getattr(typed, "view", 0)
+        if epoch_of_view(view) == 1:
+            out.append(p)
+    return out
+
+
+def test_a_restart_back_into_an_earlier_epoch_keeps_the_later_epochs_votes():
+    # Run A: epoch 1 begins after checkpoint 4; its primary (replica 0) proposes alice's
+    # put at n=5.
+    a, operator = _cluster()
+    command(a, operator, 1, replaced_3(a.config))
+    assert a.replicas[0].epochs.current == 1 and a.replicas[0].next_seq == 5
+    a.submit("alice", op_put(b"k", b"alice"))
+    a.run()
+    signed_a = a.replicas[0].safety.signed[PP5][1].to_bytes()
+    held = _epoch_1_records(a.stores[0])
+    assert any(p.record is Record.VOTE and (p.tag, p.view, p.seq) == PP5 for p in held)
+
+    # Run B: replica 0 restarts in epoch 0 holding those records, and the group changes
+    # to epoch 1 again. Re-entering it, replica 0 must keep its pre-prepare for n=5 (and
+    # number bob's request after it), in memory and on disk.
+    b, operator_b = _cluster()
+    r0 = make_replica(b.config, 0, make_verifier(b.config, memo=10_000))
+    r0.recover(held)
+    assert r0.epochs.current == 0 and not r0.safety.signed
+    b.replicas[0] = r0
+    b.stores[0] = {p.key: p for p in held}
+    command(b, operator_b, 1, replaced_3(b.config))
+    assert r0.epochs.current == 1
+    assert r0.safety.signed[PP5][1].to_bytes() == signed_a
+    assert r0.next_seq == 6
+    assert (Record.VOTE.value, first_view(1), 5, "pre-prepare") in b.stores[0]  # the switch kept it
+    # Its retransmission of that pre-prepare gets n=5 executed with alice's put, and bob's
+    # request goes into n=6 (the clients do not know epoch 1: the replicas' executions
+    # are what counts here).
+    b.submit("bob", op_put(b"k", b"bob"))
+    for _ in range(100):
+        for i, rep in enumerate(b.replicas):
+            b.perform(i, rep.step(Tick()))
+        b.run()
+        if all(rep.last_executed >= 6 for rep in b.replicas[:3]):
+            break
+    for i in range(3):
+        assert b.executed[i][5] == ["alice"] and b.executed[i][6] == ["bob"]
+    assert r0.safety.signed[PP5][1].to_bytes() == signed_a
+
+
+def test_a_view_record_is_one_per_epoch_and_read_only_under_its_epochs_key():
+    """The VIEW record of a later epoch is not overwritten by a view change in the earlier
+    epoch a restart came back to; an epoch-0 key is that of older stores."""
+    v0, v2 = ViewState(3, False, b""), ViewState(first_view(2) + 1, True, b"")
+    assert v0.to_persist().key != v2.to_persist().key
+    assert v2.to_persist().view == first_view(2)
+    assert from_persist(replace(v2.to_persist(), view=0)) == v2  # an older store's row
+    with pytest.raises(DamagedRecord, match="another epoch"):
+        from_persist(replace(v2.to_persist(), view=first_view(1)))
+    q = ViewQuorum(first_view(2) + 1)
+    assert q.to_persist().view == first_view(2) and from_persist(q.to_persist()) == q
+
+
+def test_an_epoch_switch_truncates_only_the_epochs_before_it():
+    store: dict = {}
+    votes = {e: Persist(Record.VOTE, 9, first_view(e), "prepare", b"%d" % e) for e in (0, 1, 2)}
+    views = {e: ViewState(first_view(e), True, b"").to_persist() for e in (0, 1, 2)}
+    for p in [*votes.values(), *views.values()]:
+        apply_durability(store, p)
+    apply_durability(store, Truncate((1 << 63) - 1, below_view=first_view(1)))
+    assert votes[0].key not in store and views[0].key not in store
+    assert {votes[1].key, votes[2].key, views[1].key, views[2].key} <= set(store)
+    apply_durability(store, Truncate(9))  # a stable checkpoint: every epoch at or below it
+    assert votes[1].key not in store and views[1].key in store
