@@ -115,3 +115,32 @@ def test_claims_beyond_the_window_count_only_for_one_seq_and_one_digest(backup):
     # replicas agree, the state is proven, the window jumps and the transfer starts.
     feed(backup, 0, sign_checkpoint(0, far, a))
     assert backup.log.low == far and backup.transfer is not None
+
+
+def test_a_slot_of_an_earlier_view_is_neither_pre_prepared_in_the_new_one_nor_kept_by_reopen():
+    """`MessageLog.pre_prepared(seq, view)` holds only for a slot with a PRE-PREPARE of
+    that view, and `reopen(seq, view)` drops a slot of another view there (its votes
+    were for that view's pre-prepare and must not count in the new one, 4.4). The path
+    that relies on both is a restarted primary putting back a PRE-PREPARE its safety
+    rules remember (`Replica._reinstate_own_pre_prepare`). Mutants of
+    pbft.protocol.log.xǁMessageLogǁpre_prepared (_4: any slot at that seq counts) and
+    xǁMessageLogǁreopen (_1, _2, _5, _7: the earlier view's slot kept), left open in
+    docs/mutation.md; checked here against hand-applied copies of those changes."""
+    from conftest import sign_pre_prepare, sign_prepare
+
+    from pbft.protocol.log import MessageLog
+    from pbft.protocol.messages import PrePrepare
+
+    log = MessageLog(8)
+    old = log.slot(3, 0)
+    assert log.pre_prepared(3, 0) is None  # no pre-prepare yet
+    pp0 = PrePrepare(0, 3, b"\x01" * 32, ())
+    old.pre_prepare, old.pre_prepare_env = pp0, sign_pre_prepare(3, ())
+    old.prepares[2] = (pp0.digest, sign_prepare(2, 3, pp0.digest))
+    assert log.pre_prepared(3, 0) is old
+    assert log.pre_prepared(3, 1) is None  # a pre-prepare of another view
+    assert log.pre_prepared(4, 0) is None  # no slot
+    new = log.reopen(3, 1)
+    assert new is not old and log.get(3) is new
+    assert new.view == 1 and new.pre_prepare is None and 2 not in new.prepares
+    assert log.reopen(3, 1) is new  # the same view: the slot is kept
