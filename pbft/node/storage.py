@@ -111,7 +111,7 @@ from ..protocol.events import Persist, Record, Truncate
 if TYPE_CHECKING:
     from .statestore import DurableStore
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 """The schema written by this build; a directory with a higher version is refused, one
 with version 1 (no checksums, no history) is migrated once on open."""
 DB_FILE = "pbft.sqlite3"
@@ -729,6 +729,8 @@ def _connect(
                 _migrate_to_3(db)
             if version < 4:
                 _migrate_to_4(path, db)
+            if version < 5:
+                _migrate_to_5(db)
         db.execute(EVIDENCE_SCHEMA)  # older directories gain the table
         mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
@@ -898,6 +900,15 @@ def _migrate_to_4(path: str, db: sqlite3.Connection) -> None:
                 "this replica with an empty one: it fetches the state from the others "
                 "(restart no more than f replicas this way at once)."
             )
+    db.execute("UPDATE meta SET value = ? WHERE key = 'format_version'", (str(FORMAT_VERSION),))
+
+
+def _migrate_to_5(db: sqlite3.Connection) -> None:
+    """Format 4 -> 5. Format 5 keeps one `view` record per configuration epoch, keyed by
+    the epoch's first view, and an epoch switch deletes only the records of the epochs
+    before it (docs/formats.md). A format 4 `view` record (key 0) is read as before, so
+    nothing is rewritten; the version is raised so that an older build, which would take
+    the newest epoch's records for void, refuses the directory."""
     db.execute("UPDATE meta SET value = ? WHERE key = 'format_version'", (str(FORMAT_VERSION),))
 
 

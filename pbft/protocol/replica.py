@@ -1673,8 +1673,12 @@ class Replica:
         if not self.retired and held:
             recovery.load_votes(self, held)
             recovery.load_view(self, held)
-        if not any(isinstance(r, ViewState) for r in held):
+        # Our view record of this epoch: the one held over, written again (an older store
+        # keeps it under the key the truncation above just dropped), else the first view.
+        views = [r for kind in (ViewState, ViewQuorum) for r in [h for h in held if isinstance(h, kind)][-1:]]
+        if not any(isinstance(r, ViewState) for r in views):
             self._persist_view(b"")
+        self._out.extend(r.to_persist() for r in views)
         self._out.append(EpochStarted(epoch, boundary, config.n, config.f, self.retired))
         if self.retired:
             return

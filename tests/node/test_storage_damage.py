@@ -388,7 +388,7 @@ def _set_format(directory, version: int) -> None:
 def test_a_format_3_directory_with_old_pre_prepares_is_refused_and_one_without_is_taken(tmp_path, cfg):
     """Format 4 signs a PRE-PREPARE apart from its batch: a format-3 pre-prepare (its
     batch inside the signed body) no longer verifies, so a directory holding one is
-    refused with one sentence; one holding none is only marked as format 4."""
+    refused with one sentence; one holding none is only marked with the current format."""
     from pbft.protocol import codec
 
     old_body = codec.encode([2, 0, 1, bytes(32), [b"request"]])
@@ -404,4 +404,21 @@ def test_a_format_3_directory_with_old_pre_prepares_is_refused_and_one_without_i
         s.apply([vote(2, b"b")])
     _set_format(fine, 3)
     with Storage.open(fine, cfg, 1) as s:
-        assert s.meta()["format_version"] == str(FORMAT_VERSION) == "4"
+        assert s.meta()["format_version"] == str(FORMAT_VERSION) == "5"
+
+
+def test_a_format_4_directory_is_marked_5_and_its_view_record_under_key_0_still_reads(tmp_path, cfg):
+    """Format 5 keys the `view` record by its epoch's first view; a format 4 one (key 0,
+    whatever its epoch) is read as it is, and only the version changes."""
+    from pbft.protocol.epochs import first_view
+    from pbft.protocol.records import ViewState, from_persist
+
+    held = ViewState(first_view(2) + 1, False, b"")
+    old = Persist(Record.VIEW, 0, 0, "", held.to_persist().value)
+    d = str(tmp_path / "v4")
+    with Storage.open(d, cfg, 1) as s:
+        s.apply([old])
+    _set_format(d, 4)
+    with Storage.open(d, cfg, 1) as s:
+        assert s.meta()["format_version"] == "5"
+        assert [from_persist(p) for p in s.load()] == [held]

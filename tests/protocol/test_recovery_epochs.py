@@ -24,6 +24,7 @@ from pbft.protocol.config import OPERATOR
 from pbft.protocol.epochs import epoch_of_view, first_view
 from pbft.protocol.events import Executed, Persist, Record, Tick, Truncate
 from pbft.protocol.records import DamagedRecord, ViewQuorum, ViewState, from_persist
+from pbft.protocol.viewchange import ViewStatus
 from pbft.service.kv import op_put
 from pbft.sim.simulation import apply_durability
 
@@ -117,6 +118,51 @@ def test_a_restart_back_into_an_earlier_epoch_keeps_the_later_epochs_votes():
     for i in range(3):
         assert b.executed[i][5] == ["alice"] and b.executed[i][6] == ["bob"]
     assert r0.safety.signed[PP5][1].to_bytes() == signed_a
+
+
+def _epoch_1_in_a_view_change():
+    """Run A to the point where replica 0, primary of epoch 1 with n=5 proposed, has
+    timed out into a view change of epoch 1 (its VIEW-CHANGE durable, not delivered)."""
+    a, operator = _cluster()
+    command(a, operator, 1, replaced_3(a.config))
+    a.submit("alice", op_put(b"k", b"alice"))
+    a.run()
+    r0 = a.replicas[0]
+    r0.become_view_change(r0.view + 1)
+    out, r0._out = r0._out, []
+    a.perform(0, out)
+    a.queue.clear()
+    return _epoch_1_records(a.stores[0]), r0
+
+
+def _reenter(held: list[Persist]) -> tuple[DurableRouter, object]:
+    """Run B: replica 0 recovered in epoch 0 holding `held`, then the switch to epoch 1."""
+    b, operator_b = _cluster()
+    r0 = make_replica(b.config, 0, make_verifier(b.config, memo=10_000))
+    r0.recover(held)
+    assert r0.epochs.current == 0 and len(r0.held_over) > 0
+    b.replicas[0] = r0
+    b.stores[0] = {p.key: p for p in held}
+    command(b, operator_b, 1, replaced_3(b.config))
+    return b, r0
+
+
+@pytest.mark.parametrize("older_store", [False, True], ids=["per-epoch-key", "key-0-of-older-stores"])
+def test_a_view_change_of_the_later_epoch_is_resumed_and_stays_durable(older_store):
+    """The held view record says replica 0 had left epoch 1's first view (its VIEW-CHANGE
+    for the next): re-entering, it is back in that view change (OSDI'99 4.4: it accepts
+    nothing more of the view it left), and a restart after the switch finds it there too,
+    also when an older store kept the record under key 0, which the switch's truncation
+    drops (found by review: it must be written again under the epoch's key)."""
+    held, ra = _epoch_1_in_a_view_change()
+    if older_store:
+        held = [replace(p, view=0) if p.record is Record.VIEW else p for p in held]
+    b, r0 = _reenter(held)
+    assert r0.epochs.current == 1 and r0.status is ViewStatus.VIEW_CHANGE and r0.view == ra.view
+    assert 0 in r0.view_changes.received
+    again = make_replica(b.config, 0, make_verifier(b.config, memo=10_000), service=r0.service)
+    again.recover(list(b.stores[0].values()))
+    assert again.view == ra.view and again.status is ViewStatus.VIEW_CHANGE
 
 
 def test_a_view_record_is_one_per_epoch_and_read_only_under_its_epochs_key():
