@@ -147,10 +147,14 @@ def deep_size(root: object, skip: set[int]) -> int:
     return total
 
 
-def replica_bytes(node: Any) -> tuple[int, int]:
-    """(bytes of one replica core without its request-signature LRU, bytes of that LRU)."""
-    shared = {id(node.config), id(node.verifier), id(node.safety._key), id(node.verified.cache)}
-    return deep_size(node, shared), deep_size(node.verified.cache, set())
+def replica_bytes(node: Any) -> tuple[int, int, int]:
+    """Bytes of one replica core without its two bounded caches, and of each cache: the
+    request-signature LRU (VERIFIED_CACHE entries) and the verified partition-tree nodes
+    kept across state transfers (statetransfer.KNOWN_NODES; several MiB once full: they
+    fill up as the replica transfers, which is warm-up, not a leak)."""
+    shared = {id(node.config), id(node.verifier), id(node.safety._key), id(node.verified.cache),
+              id(node.tree_nodes)}
+    return deep_size(node, shared), deep_size(node.verified.cache, set()), deep_size(node.tree_nodes, set())
 
 
 def rss_kb() -> int:
@@ -190,9 +194,10 @@ class MemSample:
     traced_kb: int
     peak_kb: int
     rss_kb: int
-    replica_kb: int = 0  # correct replica cores, summed, without the _verified LRU
+    replica_kb: int = 0  # correct replica cores, summed, without their bounded caches
     verified_kb: int = 0  # their _verified LRUs (bounded by VERIFIED_CACHE entries)
     oracle_kb: int = 0  # the checker's own history (grows with the run by design)
+    tree_kb: int = 0  # their known partition-tree nodes (bounded by KNOWN_NODES entries)
 
 
 @dataclass
@@ -269,14 +274,14 @@ class SoakSimulation(Simulation):
 
     def sample_memory(self) -> None:
         cur, peak = tracemalloc.get_traced_memory() if tracemalloc.is_tracing() else (0, 0)
-        core = lru = 0
+        core = lru = tree = 0
         for rid in sorted(self.correct):
             for inst in self.replicas[rid]:
-                a, b = replica_bytes(inst.node)
-                core, lru = core + a, lru + b
+                a, b, c = replica_bytes(inst.node)
+                core, lru, tree = core + a, lru + b, tree + c
         self.memory.append(
             MemSample(self.steps, self.now, self.completed, cur // 1024, peak // 1024, rss_kb(), core // 1024, lru // 1024,
-                      deep_size(self.oracle, {id(self.config)}) // 1024)
+                      deep_size(self.oracle, {id(self.config)}) // 1024, tree // 1024)
         )
 
     def _tick(self) -> None:
@@ -413,12 +418,12 @@ def print_report(rep: SoakReport, out=sys.stdout) -> None:
         p(f"  {k:<18}{rep.maxima[k]:>8}{rep.bounds[k]:>8}{flag}")
     if rep.memory and rep.memory[-1].rss_kb:
         p(f"  {'step':>10}{'req done':>10}{'traced KiB':>12}{'peak KiB':>10}{'RSS KiB':>10}"
-          f"{'replicas KiB':>14}{'_verified KiB':>15}{'oracle KiB':>12}")
+          f"{'replicas KiB':>14}{'_verified KiB':>15}{'tree KiB':>10}{'oracle KiB':>12}")
         for s in coarse(rep.memory, 10):
             p(f"  {s.step:>10}{s.completed:>10}{s.traced_kb:>12}{s.peak_kb:>10}{s.rss_kb:>10}"
-              f"{s.replica_kb:>14}{s.verified_kb:>15}{s.oracle_kb:>12}")
+              f"{s.replica_kb:>14}{s.verified_kb:>15}{s.tree_kb:>10}{s.oracle_kb:>12}")
         start, mid, end = memory_points(rep.memory)
-        for what in ("traced_kb", "rss_kb", "replica_kb", "verified_kb", "oracle_kb"):
+        for what in ("traced_kb", "rss_kb", "replica_kb", "verified_kb", "tree_kb", "oracle_kb"):
             p(f"  memory start/middle/end {what}: {getattr(start, what)} / {getattr(mid, what)} / {getattr(end, what)}")
     if rep.catch_up is not None:
         cu = rep.catch_up

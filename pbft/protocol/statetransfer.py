@@ -134,6 +134,11 @@ class Transfer:
     asked: dict[Node, int] = field(default_factory=dict)  # in flight -> source
     leaves: dict[int, LeafPages] = field(default_factory=dict)  # bucket -> pages so far
     liars: set[int] = field(default_factory=set)
+    unanswered: dict[Node, int] = field(default_factory=dict)
+    """Nodes the last retransmission period left unanswered -> whom they were asked of:
+    asked again of someone else. Its turn could bring a retry back to the same source
+    within one period, whose `ChunkBudget` then took it for a duplicate of the answer it
+    had sent (lost on the way) and stayed silent (fuzz seed 28009414)."""
     turn: int = 0
     started_tick: int = 0
     known: dict[tuple[int, bytes], tuple[bytes, ...]] = field(default_factory=dict)
@@ -152,11 +157,15 @@ class Transfer:
             else:
                 self._expand(DEPTH, 0, root)
 
-    def next_source(self) -> int | None:
+    def next_source(self, avoid: int | None = None) -> int | None:
+        """The next source in turn that has not lied, other than `avoid` if there is
+        another."""
         honest = [s for s in self.sources if s not in self.liars]
         if not honest:
             return None
         self.turn += 1
+        if honest[self.turn % len(honest)] == avoid and len(honest) > 1:
+            self.turn += 1
         return honest[self.turn % len(honest)]
 
     def next_requests(self) -> tuple[list[tuple[int, int, int, int]], bool]:
@@ -173,7 +182,7 @@ class Transfer:
             if pages_so_far is not None:
                 source: int | None = pages_so_far.source  # a leaf's pages from one source
             else:
-                source = self.next_source()
+                source = self.next_source(avoid=self.unanswered.pop(node, None))
                 if source is None:
                     self.liars.clear()  # try again from everyone: f liars cannot exhaust us
                     return out, True
@@ -208,12 +217,13 @@ class Transfer:
         again, elsewhere. A leaf whose pages keep arriving keeps its source and its pages
         (a large leaf takes several periods, the server rationing its answers per
         period); one that got no page in the whole period starts over from another."""
+        self.unanswered = {}
         for node in list(self.asked):
             got = self.leaves.get(node[1]) if node[0] == 0 else None
             if got is not None and got.fresh:
                 got.fresh = False
                 continue
-            del self.asked[node]
+            self.unanswered[node] = self.asked.pop(node)
             if got is not None:
                 del self.leaves[node[1]]
         for bucket in [b for b, p in self.leaves.items() if (0, b) not in self.asked]:
@@ -286,6 +296,7 @@ class Transfer:
             ("transfer (asked)", len(self.asked), IN_FLIGHT, "requests"),
             ("transfer (leaves)", len(self.leaves), IN_FLIGHT, "leaves in pages"),
             ("transfer (pages)", parts, MAX_PARTS, "pages of one leaf"),
+            ("transfer (unanswered)", len(self.unanswered), IN_FLIGHT, "requests to ask elsewhere"),
         ]
 
     def invariants(self) -> None:
@@ -299,6 +310,7 @@ IDLE_TRANSFER: list[Bound] = [
     ("transfer (asked)", 0, IN_FLIGHT, "requests"),
     ("transfer (leaves)", 0, IN_FLIGHT, "leaves in pages"),
     ("transfer (pages)", 0, MAX_PARTS, "pages of one leaf"),
+    ("transfer (unanswered)", 0, IN_FLIGHT, "requests to ask elsewhere"),
 ]
 """`Transfer.bounds()` of no transfer: a replica lists the same structures whether or not
 one is in progress (the simulator keeps peaks by position)."""

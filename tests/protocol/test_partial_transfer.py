@@ -231,3 +231,34 @@ def test_a_walk_that_restarts_toward_a_newer_checkpoint_fetches_only_the_nodes_t
     assert (DEPTH, second) in known and len([n for n in again.expected if n[0] == 0]) > 2000
     # Without what the first walk learnt, the restart asks for all of them again.
     assert internal_asks(Transfer(2, second, (), [1], mine), 2) == 1 + FANOUT
+
+
+def test_a_request_left_unanswered_for_a_period_is_asked_of_another_source():
+    """A source that answered a request (the answer lost on the way) takes the same
+    request again within one retransmission period for a duplicate and stays silent
+    (statetransfer.ChunkBudget). So a request unanswered for a period is asked again of
+    another source, whichever turn the round-robin is at; before, three requests in
+    flight to three sources brought the retry back to the same one (fuzz seed 28009414:
+    a backup's transfer stalled past the catch-up bound)."""
+    from pbft.protocol.statetransfer import Transfer
+
+    donor = MemoryStore()
+    for i in range(3000):
+        donor.put(b"key-%d" % i, b"v")
+    digest = donor.checkpoint(1)
+    mine = MemoryStore().tree_now().levels
+    for between in range(6):  # other requests asked meanwhile: every phase of the turn
+        t = Transfer(1, digest, (), [0, 2, 3], mine)
+        first, _ = t.next_requests()
+        assert len(first) == 1
+        level, index, _, source = first[0]
+        for _ in range(between):
+            t.next_source()
+        t.stalled()
+        again, _ = t.next_requests()
+        assert [(lv, ix) for lv, ix, _, _ in again] == [(level, index)]
+        assert again[0][3] != source
+    lone = Transfer(1, digest, (), [2], mine)  # one source: asked again, of it
+    (req,), _ = lone.next_requests()
+    lone.stalled()
+    assert lone.next_requests()[0][0][3] == req[3] == 2
