@@ -20,7 +20,14 @@ from ..protocol.client import ClientCore
 from ..protocol.config import ClusterConfig
 from ..protocol.crypto import KeyPair, seal
 from ..protocol.events import Action, Event, Send, Tick
-from ..protocol.messages import MAX_OPERATION, MAX_U64, Envelope, Request, open_envelope
+from ..protocol.messages import (
+    MAX_OPERATION,
+    MAX_U64,
+    Envelope,
+    QueryStatus,
+    Request,
+    open_envelope,
+)
 from .api import Param, validate_params
 from .base import ACTION_TYPES, Failing, FailureLog, checked
 from .wire import Params
@@ -227,14 +234,15 @@ class ClientPartialSignature(ClientBehaviour):
 
 
 class ClientAbuse(ClientBehaviour):
-    """Each tick, `rate` abusive requests to every replica, cycling through `modes`:
-    many outstanding requests with fresh timestamps, timestamps near 2^64, and operations
-    over MAX_OPERATION. The cluster must bound what one client costs."""
+    """Each tick, `rate` abusive messages to every replica, cycling through `modes`:
+    many outstanding requests with fresh timestamps, timestamps near 2^64, operations
+    over MAX_OPERATION, and signed status queries (each answer costs a replica a signature).
+    The cluster must bound what one client costs."""
 
     name = "client-abuse"
-    summary = "many outstanding requests, huge timestamps, oversized operations"
+    summary = "many outstanding requests, huge timestamps, oversized operations, status queries"
     allowed = ("rate", "modes")
-    MODES = ("outstanding", "huge-timestamp", "oversize")
+    MODES = ("outstanding", "huge-timestamp", "oversize", "status-flood")
 
     def __init__(self, core, key, params, rng, config) -> None:
         super().__init__(core, key, params, rng, config)
@@ -254,6 +262,9 @@ class ClientAbuse(ClientBehaviour):
         if mode == "huge-timestamp":
             ts = MAX_U64 - self.rng.randrange(1 << 16)
             return self.sign(Request(codec.encode(["get", b"client-abuse"]), ts, core.id))
+        if mode == "status-flood":
+            query = QueryStatus(self.rng.randrange(MAX_U64))
+            return seal(self.key, self.config.signing_domain, core.id, query).to_bytes()
         return self.sign(Request(bytes(MAX_OPERATION + 1), min(core.timestamp + 1, MAX_U64), core.id))
 
     def on_tick(self) -> list[Action]:

@@ -202,6 +202,7 @@ class Replica:
         self.batch_answers = BatchAnswers(self._retransmit_ticks, config.n, config.log_window)
         self.held_batches = HeldBatches(config.log_window)
         self.epochs_sent: dict[int, int] = {}  # replica -> tick we last sent it EPOCHS
+        self.status_answered: dict[str, int] = {}  # client -> tick we last answered its QUERY-STATUS
         self.transfers_completed = 0
         self.tree_nodes: dict[tuple[int, bytes], tuple[bytes, ...]] = {}
         """Internal nodes of partition trees verified by our transfers (`Transfer.known`)."""
@@ -295,6 +296,7 @@ class Replica:
             *(IDLE_TRANSFER if self.transfer is None else self.transfer.bounds()),
             ("prepared_certs", len(self.prepared_certs), cfg.log_window),
             ("epochs_sent", len(self.epochs_sent), 3 * MAX_F + 1),
+            ("status_answered", len(self.status_answered), cfg.requester_count),
             ("tree_nodes", len(self.tree_nodes), KNOWN_NODES),
             # Keyed by (channel peer, reason): replicas, clients and an unauthenticated None.
             ("rejects", len(self.rejects), (cfg.n + cfg.requester_count + 1) * _REASONS),
@@ -528,14 +530,27 @@ class Replica:
         self.batching.enqueue(req, data)
 
     def on_query_status(self, peer: Signer | None, env: Envelope) -> None:
-        """Answer a client's status query with a signed `Status` (for `pbft status`)."""
-        if type(env.signer) is not str:
+        """Answer a client's status query with a signed `Status` (for `pbft status`), over
+        its own channel, at most once per retransmission period: each answer costs a
+        verification and a signature, so unmetered queries were a way for one client to
+        spend every replica's CPU (a query costs it one signature). Checked before the
+        signature, which only the client itself can get past on its own channel."""
+        client = env.signer
+        if type(client) is not str:
             self._reject(peer, Reason.WRONG_ROLE, "status queries come from clients")
+            return
+        if peer is not None and peer != client:
+            self._reject(peer, Reason.WRONG_ROLE, f"status query of {client!r} relayed by {peer!r}")
+            return
+        last = self.status_answered.get(client)
+        if last is not None and self.ticks - last < self._retransmit_ticks:
+            self._reject(peer, Reason.OVERLOAD, f"status queries of {client!r} this period")
             return
         if not self._verify(peer, env):
             return
+        self.status_answered[client] = self.ticks
         data = self._status(self.behaviour_label)
-        self._out.append(SendClient(env.signer, data))
+        self._out.append(SendClient(client, data))
 
     # -- primary: proposing (section 4.2) -------------------------------------------------
 
@@ -1664,6 +1679,7 @@ class Replica:
         self.deferred = DeferredRequests(self.batching, self.requests, self.replies)
         self.chunks_served = ChunkBudget(self._retransmit_ticks, config.n)
         self.batch_answers = BatchAnswers(self._retransmit_ticks, config.n, config.log_window)
+        self.status_answered = {}  # the new epoch's clients
         self.next_seq = boundary + 1
         self.epoch_deadline = None
         # The old epochs' votes above B are void; what we recorded in this epoch or a later

@@ -82,7 +82,7 @@ def _bad_inputs():
         "state chunk nobody asked for": (seal_as(2, StateChunk(4, D_OTHER, 2, 0, 0, 1, b"")), None),
         "bad signature pre-prepare": (forge(0, PrePrepare(0, 2, batch_digest(()), ()), real_signer=3), Reason.BAD_SIGNATURE),
         "bad signature request": (forge("alice", Request(op_put(b"k", b"v"), 9, "alice"), real_signer="bob"), Reason.BAD_REQUEST),
-        "bad signature query-status": (forge("alice", QueryStatus(1), real_signer="bob"), Reason.BAD_SIGNATURE),
+        "query-status relayed": (forge("alice", QueryStatus(1), real_signer="bob"), Reason.WRONG_ROLE),
         "bad signature prepare, existing slot": (forge(2, Prepare(0, 1, D_OTHER), real_signer=3), Reason.BAD_SIGNATURE),
         "bad signature commit, existing slot": (forge(2, Commit(0, 1, D_OTHER), real_signer=3), Reason.BAD_SIGNATURE),
         "prepare for a far view": (sign_prepare(2, 2, D_OTHER, view=100), Reason.OUT_OF_WINDOW),
@@ -123,6 +123,28 @@ def test_query_status_is_answered_with_a_signed_status(backup):
     env, msg = decoded(sc.data)
     assert sc.client == "alice" and env.signer == 1 and msg == Status(0, 0, 0, 0)
     assert backup.verifier.verify(env)
+
+
+def test_query_status_is_answered_once_per_period_and_only_over_the_clients_channel(backup):
+    """Each answer costs the replica a verification and a signature: at most one per
+    client and retransmission period, asked over the client's own channel (a query costs
+    the asker one signature, so an unmetered one let a client spend every replica's CPU)."""
+    def answers(actions):
+        return len(actions_of(actions, SendClient))
+
+    assert answers(feed(backup, "alice", seal_as("alice", QueryStatus(5)))) == 1
+    again = feed(backup, "alice", seal_as("alice", QueryStatus(6)))
+    assert answers(again) == 0 and rejections(again) == [Reason.OVERLOAD]
+    assert answers(feed(backup, "bob", seal_as("bob", QueryStatus(1)))) == 1  # per client
+    relayed = feed(backup, 2, seal_as("alice", QueryStatus(7)))
+    assert answers(relayed) == 0 and rejections(relayed) == [Reason.WRONG_ROLE]
+    for _ in range(backup._retransmit_ticks):
+        backup.step(Tick())
+    # A forgery over alice's channel does not use up her answer for the period.
+    forged = feed(backup, "alice", forge("alice", QueryStatus(8), real_signer="bob"))
+    assert rejections(forged) == [Reason.BAD_SIGNATURE]
+    assert answers(feed(backup, "alice", seal_as("alice", QueryStatus(9)))) == 1
+    assert len(backup.status_answered) == 2
 
 
 # -- never raises on remote input ------------------------------------------------------------
