@@ -135,6 +135,9 @@ from .viewchange import (
     plan_new_view,
 )
 
+STATUS_PER_PERIOD = 4
+"""QUERY-STATUS answers per client and retransmission period (`on_query_status`)."""
+
 ALL_CHECKPOINTS = (1 << 63) - 1
 """`store.release(ALL_CHECKPOINTS)` forgets every checkpoint (the largest seq a store
 keeps, SQLite's integers included)."""
@@ -202,7 +205,7 @@ class Replica:
         self.batch_answers = BatchAnswers(self._retransmit_ticks, config.n, config.log_window)
         self.held_batches = HeldBatches(config.log_window)
         self.epochs_sent: dict[int, int] = {}  # replica -> tick we last sent it EPOCHS
-        self.status_answered: dict[str, int] = {}  # client -> tick we last answered its QUERY-STATUS
+        self.status_answered: dict[str, tuple[int, int]] = {}  # client -> (period start, answers)
         self.transfers_completed = 0
         self.tree_nodes: dict[tuple[int, bytes], tuple[bytes, ...]] = {}
         """Internal nodes of partition trees verified by our transfers (`Transfer.known`)."""
@@ -531,10 +534,12 @@ class Replica:
 
     def on_query_status(self, peer: Signer | None, env: Envelope) -> None:
         """Answer a client's status query with a signed `Status` (for `pbft status`), over
-        its own channel, at most once per retransmission period: each answer costs a
-        verification and a signature, so unmetered queries were a way for one client to
-        spend every replica's CPU (a query costs it one signature). Checked before the
-        signature, which only the client itself can get past on its own channel."""
+        its own channel, at most STATUS_PER_PERIOD times per retransmission period: each
+        answer costs a verification and a signature, so unmetered queries were a way for
+        one client to spend every replica's CPU (a query costs it one signature). A few
+        per period leave room for an operator running `pbft status` twice in a row.
+        Checked before the signature, which only the client itself can get past on its
+        own channel."""
         client = env.signer
         if type(client) is not str:
             self._reject(peer, Reason.WRONG_ROLE, "status queries come from clients")
@@ -542,13 +547,15 @@ class Replica:
         if peer is not None and peer != client:
             self._reject(peer, Reason.WRONG_ROLE, f"status query of {client!r} relayed by {peer!r}")
             return
-        last = self.status_answered.get(client)
-        if last is not None and self.ticks - last < self._retransmit_ticks:
+        start, answered = self.status_answered.get(client, (self.ticks, 0))
+        if self.ticks - start >= self._retransmit_ticks:
+            start, answered = self.ticks, 0
+        if answered >= STATUS_PER_PERIOD:
             self._reject(peer, Reason.OVERLOAD, f"status queries of {client!r} this period")
             return
         if not self._verify(peer, env):
             return
-        self.status_answered[client] = self.ticks
+        self.status_answered[client] = (start, answered + 1)
         data = self._status(self.behaviour_label)
         self._out.append(SendClient(client, data))
 

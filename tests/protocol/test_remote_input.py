@@ -126,13 +126,17 @@ def test_query_status_is_answered_with_a_signed_status(backup):
 
 
 def test_query_status_is_answered_once_per_period_and_only_over_the_clients_channel(backup):
-    """Each answer costs the replica a verification and a signature: at most one per
-    client and retransmission period, asked over the client's own channel (a query costs
-    the asker one signature, so an unmetered one let a client spend every replica's CPU)."""
+    """Each answer costs the replica a verification and a signature: at most
+    STATUS_PER_PERIOD per client and retransmission period, asked over the client's own
+    channel (a query costs the asker one signature, so an unmetered one let a client
+    spend every replica's CPU)."""
+    from pbft.protocol.replica import STATUS_PER_PERIOD
+
     def answers(actions):
         return len(actions_of(actions, SendClient))
 
-    assert answers(feed(backup, "alice", seal_as("alice", QueryStatus(5)))) == 1
+    for nonce in range(STATUS_PER_PERIOD):
+        assert answers(feed(backup, "alice", seal_as("alice", QueryStatus(nonce)))) == 1
     again = feed(backup, "alice", seal_as("alice", QueryStatus(6)))
     assert answers(again) == 0 and rejections(again) == [Reason.OVERLOAD]
     assert answers(feed(backup, "bob", seal_as("bob", QueryStatus(1)))) == 1  # per client
