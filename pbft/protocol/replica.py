@@ -25,6 +25,7 @@ from .catchup import CatchUp
 from .checkpoints import Checkpoints
 from .config import OPERATOR, ClusterConfig
 from .crypto import NULL_DIGEST, KeyPair, Verifier, batch_digest
+from .crypto import digest as bytes_digest
 from .epochs import (
     CONFIG_PREFIX,
     MAX_F,
@@ -64,7 +65,7 @@ from .events import (
 )
 from .evidence import EvidenceMemory
 from .future import FutureViews
-from .held import ReplyCache, WaitingReads
+from .held import ClientAnswers, ReplyCache, WaitingReads
 from .log import SURPLUS, MessageLog, Slot
 from .messages import (
     MAX_BATCH_BYTES,
@@ -107,7 +108,7 @@ from .records import (
     WindowJump,
 )
 from .safety import SafetyRules, Vote, vote_slot
-from .service import REPLY_PREFIX, StateMachine
+from .service import REPLY_PREFIX, StateMachine, bounded_result
 from .statetransfer import (
     IDLE_TRANSFER,
     KNOWN_NODES,
@@ -210,6 +211,7 @@ class Replica:
         self.tree_nodes: dict[tuple[int, bytes], tuple[bytes, ...]] = {}
         """Internal nodes of partition trees verified by our transfers (`Transfer.known`)."""
         self.replies = ReplyCache(config, Namespace(self.store, REPLY_PREFIX))
+        self.read_answers = ClientAnswers(config)  # when each client's read was last answered
         if not self.store.kept:
             # Genesis is a checkpoint too: what a restart goes back to before any is stable.
             self.store.checkpoint(0)
@@ -300,6 +302,7 @@ class Replica:
             ("prepared_certs", len(self.prepared_certs), cfg.log_window),
             ("epochs_sent", len(self.epochs_sent), 3 * MAX_F + 1),
             ("status_answered", len(self.status_answered), cfg.requester_count),
+            ("read_answers", len(self.read_answers), cfg.requester_count),
             ("tree_nodes", len(self.tree_nodes), KNOWN_NODES),
             # Keyed by (channel peer, reason): replicas, clients and an unauthenticated None.
             ("rejects", len(self.rejects), (cfg.n + cfg.requester_count + 1) * _REASONS),
@@ -511,7 +514,18 @@ class Replica:
         Linearizability: a write a client saw completed (f+1 replies) is committed at a
         correct replica, so at least f+1 correct replicas have *prepared* it, and any 2f+1
         matching read replies include one of them. We therefore answer a read only when
-        everything we have prepared is executed; until then it waits (one per client)."""
+        everything we have prepared is executed; until then it waits (one per client).
+
+        A read comes over its client's own channel (replicas do not relay reads), and one
+        request is answered at most once per `ClientAnswers.period`: the query runs again
+        and its reply (up to MAX_RESULT) goes out for each copy, so a replay was a way to
+        make every replica compute and send it again and again."""
+        if peer is not None and peer != req.client:
+            self._reject(peer, Reason.WRONG_ROLE, f"read of {req.client!r} relayed by {peer!r}")
+            return
+        if not self.read_answers.due(req.client, req.timestamp, self.ticks):
+            self.rejects[(peer, Reason.DUPLICATE)] += 1
+            return
         if self.service.query(req.operation, req.client) is None:
             self._reject(peer, Reason.BAD_REQUEST, "read-only request is not a query")
             return
@@ -523,7 +537,7 @@ class Replica:
         for client, req in self.reads.answerable(stale, self.last_executed, self.prepared_certs):
             result = self.service.query(req.operation, client)
             assert result is not None
-            self._reply(client, req.timestamp, result)
+            self._reply(client, req.timestamp, bounded_result(result))
 
     def _enqueue(self, req: Request, data: bytes) -> None:
         if self.batching.queued_ts(req.client) >= req.timestamp or self.log.holds_request(
@@ -881,7 +895,7 @@ class Replica:
             if req.client == OPERATOR:
                 result = self._operator_command(req, data, slot.seq)
             else:
-                result = self.service.execute(req.operation, req.client)
+                result = bounded_result(self.service.execute(req.operation, req.client))
             self.replies.record(req.client, req.timestamp, result)
             self._reply(req.client, req.timestamp, result)
             done.append(ExecutedRequest(req.client, req.timestamp, req.operation, result, True))
@@ -1095,6 +1109,12 @@ class Replica:
             # A retransmission, or older than what we hold from that replica (which already
             # counts toward our new-view timer if it is for our view or later).
             return
+        refused = bytes_digest(data)
+        if self.view_changes.refused.get(signer) == refused:
+            # The same bytes its signer's VIEW-CHANGE had when we refused it: replayed
+            # (by anyone, it is signed), it would cost the whole check again.
+            self.rejects[(peer, Reason.DUPLICATE)] += 1
+            return
         if not self._verify(peer, env):
             return
         try:
@@ -1102,6 +1122,7 @@ class Replica:
                 self.config, self.verifier, signer, vc, data, self._check_cert, self.epochs.check_proof
             )
         except InvalidCertificate as exc:
+            self.view_changes.refused[signer] = refused
             self._reject(peer, Reason.BAD_CERTIFICATE, str(exc))
             return
         self.view_changes.add(checked, self.view, self.ticks)
@@ -1224,6 +1245,12 @@ class Replica:
         if (why := self.ignore_new_view(env, nv)) is not None:
             self._ignore(peer, why)
             return
+        refused = bytes_digest(data)
+        if self.view_changes.refused_new_view.get(env.signer) == refused:  # type: ignore[arg-type]
+            # Replayed (by anyone: it is signed), a NEW-VIEW we refused would cost the
+            # check of its 2f+1 VIEW-CHANGEs again.
+            self.rejects[(peer, Reason.DUPLICATE)] += 1
+            return
         if not self._verify(peer, env):
             return
         try:
@@ -1231,6 +1258,7 @@ class Replica:
         except InvalidCertificate as exc:
             # A NEW-VIEW that does not recompute is proof the new primary is faulty:
             # reject it and move on to the next view (section 4.4).
+            self.view_changes.refused_new_view[env.signer] = refused  # type: ignore[index]
             self._reject(peer, Reason.BAD_CERTIFICATE, f"new-view {nv.view}: {exc}")
             if nv.view == self.view and self.status is ViewStatus.VIEW_CHANGE:
                 # We were waiting for exactly this view: its primary is faulty. A bad
@@ -1681,6 +1709,7 @@ class Replica:
         self.requests = RequestTimers(len(config.requesters))
         self.reads = WaitingReads(config)
         self.replies = ReplyCache(config, Namespace(self.store, REPLY_PREFIX))
+        self.read_answers = ClientAnswers(config)  # when each client's read was last answered
         self.replies.load()
         self.verified = VerifiedRequests(self.verifier)
         self.deferred = DeferredRequests(self.batching, self.requests, self.replies)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from . import codec
+from .messages import MAX_RESULT
 from .store import Store
 
 SERVICE_PREFIX = b"s"
@@ -32,3 +34,12 @@ class StateMachine(Protocol):
 
     def reset(self) -> None:
         """Start the state over: empty, then the service's initial state."""
+
+
+def bounded_result(result: bytes) -> bytes:
+    """`result`, or an error result if it is larger than a REPLY may carry (MAX_RESULT):
+    the client could not decode such a reply, and the reply cache would keep it in the
+    state. The same on every replica, since the result is."""
+    if len(result) <= MAX_RESULT:
+        return result
+    return codec.encode({"error": f"result of {len(result)} bytes, larger than {MAX_RESULT}"})

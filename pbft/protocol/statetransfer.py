@@ -38,14 +38,24 @@ from enum import Enum
 from . import codec
 from .bounds import Bound, check
 from .events import Ignored, Reason
+from .messages import MAX_OPERATION, MAX_RESULT
 from .partition import DEPTH, FANOUT, check_children, check_leaf
 from .store import Entries
 
 PAGE_BYTES = 64 * 1024
 """Keys and values per page of a leaf (a single larger entry has a page to itself)."""
 MAX_PARTS = 1 << 14
-"""Pages per leaf at most (1 GiB at PAGE_BYTES): a bound on what a fetcher buffers for
-one leaf, whatever a source claims."""
+"""Pages per leaf at most, whatever a source claims."""
+MAX_ENTRY_BYTES = MAX_RESULT + 2 * MAX_OPERATION
+"""The largest entry a state holds (a reply-cache record: a result of up to MAX_RESULT
+with its client and timestamp; service values are at most 60 KiB, epoch commands at most
+MAX_OPERATION), with room to spare: a page of one entry larger than that is a lie."""
+MAX_LEAF_BYTES = MAX_PARTS * PAGE_BYTES
+"""Keys and values buffered for one leaf until its last page verifies (1 GiB): the
+largest leaf a transfer can move (keys spread over BUCKETS leaves by a public hash, so a
+client choosing its keys can fill one leaf; the limit is not set lower for that). Before,
+nothing bounded a page's size: a lying source could send 16,384 pages of 16 MiB per leaf
+(review). A lying source can still make a fetcher hold up to IN_FLIGHT of these."""
 IN_FLIGHT = 8
 """Requests outstanding at once during a transfer."""
 DIGEST = 32
@@ -107,6 +117,7 @@ class LeafPages:
     parts: int = 0  # 0: not known until the first page
     entries: Entries = field(default_factory=list)
     got: int = 0  # pages received: the next one asked for is page `got`
+    size: int = 0  # bytes of keys and values received (at most MAX_LEAF_BYTES)
     fresh: bool = True  # a page arrived since the last retransmission period
 
 
@@ -255,6 +266,11 @@ class Transfer:
             got = self.leaves[index] = LeafPages(source)
         if entries is None or not 1 <= parts <= MAX_PARTS or (got.parts and parts != got.parts):
             return self._lied(source)
+        size = sum(len(k) + len(v) for k, v in entries)
+        # `pages` makes pages of at most PAGE_BYTES, or of one entry larger than that.
+        if size > (PAGE_BYTES if len(entries) > 1 else MAX_ENTRY_BYTES) or got.size + size > MAX_LEAF_BYTES:
+            return self._lied(source)
+        got.size += size
         if got.entries and entries and entries[0][0] <= got.entries[-1][0]:
             return self._lied(source)  # pages come in key order
         got.parts = parts

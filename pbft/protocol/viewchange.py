@@ -78,15 +78,27 @@ class CheckedViewChange:
     certs: dict[int, PreparedCert]
 
 
-def _open(data: bytes, verifier: Verifier) -> tuple[Envelope, object]:
+def _decode(data: bytes) -> tuple[Envelope, object]:
+    """A certificate's message, decoded but not verified: every check that costs no
+    signature comes first, so a padded or malformed certificate is refused for the price
+    of decoding it (a VIEW-CHANGE is checked in full every time it arrives)."""
     try:
         env, msg = decode_envelope(data)
     except codec.CodecError as exc:
         raise InvalidCertificate(f"malformed message in certificate: {exc}") from None
     if type(env.signer) is not int:
         raise InvalidCertificate("certificate message not signed by a replica")
+    return env, msg
+
+
+def _verified(env: Envelope, verifier: Verifier) -> None:
     if not verifier.verify(env):
         raise InvalidCertificate(f"bad signature by {env.signer} in certificate")
+
+
+def _open(data: bytes, verifier: Verifier) -> tuple[Envelope, object]:
+    env, msg = _decode(data)
+    _verified(env, verifier)
     return env, msg
 
 
@@ -136,7 +148,7 @@ def check_cert_pre_prepare(
     view, a view below `new_view`, its digest that of its batch (section 4.2, 4.4)."""
     if not cert:
         raise InvalidCertificate("empty prepared certificate")
-    env, pp = _open(cert[0], verifier)
+    env, pp = _decode(cert[0])
     if not isinstance(pp, PrePrepare):
         raise InvalidCertificate("prepared certificate does not start with a pre-prepare")
     if pp.view >= new_view:
@@ -147,27 +159,34 @@ def check_cert_pre_prepare(
         # A certificate is about a digest; carried batches would let one VIEW-CHANGE (and
         # the NEW-VIEW that holds it) outgrow any frame (4.4).
         raise InvalidCertificate(f"the pre-prepare of certificate n={pp.seq} carries its batch")
+    _verified(env, verifier)
     return env, pp
 
 
 def check_prepared_cert(
     config: ClusterConfig, verifier: Verifier, new_view: int, cert: tuple[bytes, ...]
 ) -> PreparedCert:
-    """A pre-prepare plus 2f matching prepares from distinct backups (section 4.2)."""
+    """A pre-prepare plus 2f matching prepares from distinct backups (section 4.2). At
+    most one message per replica: the shape is checked before any signature, and each
+    distinct prepare's signature once."""
+    if len(cert) > config.n:
+        raise InvalidCertificate(f"prepared certificate of {len(cert)} messages, at most {config.n}")
     env, pp = check_cert_pre_prepare(config, verifier, new_view, cert)
     primary = env.signer
-    backups = VoteSet()  # a backup's copies count once
+    prepares: dict[int, Envelope] = {}
     for data in cert[1:]:
-        penv, p = _open(data, verifier)
+        penv, p = _decode(data)
         if not isinstance(p, Prepare) or (p.view, p.seq, p.digest) != (pp.view, pp.seq, pp.digest):
             raise InvalidCertificate(f"prepare in certificate n={pp.seq} does not match")
         if penv.signer == primary:
             raise InvalidCertificate("prepare from the primary in a certificate")
-        backups.add(penv.signer, p.digest, data)
-    if not backups.reached(pp.digest, 2 * config.f):
+        prepares.setdefault(penv.signer, penv)  # a backup's copies count once
+    if len(prepares) < 2 * config.f:
         raise InvalidCertificate(
-            f"prepared certificate n={pp.seq} has {len(backups)} prepares, needs {2 * config.f}"
+            f"prepared certificate n={pp.seq} has {len(prepares)} prepares, needs {2 * config.f}"
         )
+    for penv in prepares.values():
+        _verified(penv, verifier)
     return PreparedCert(pp.view, pp.seq, pp.digest)
 
 
@@ -190,6 +209,21 @@ def check_view_change(
     check_proof: ProofCheck | None = None,
 ) -> CheckedViewChange:
     """Check every part of a VIEW-CHANGE (whose envelope signature is already verified)."""
+    # The shape first, at no signature's cost: at most one certificate per seq of the
+    # window (so at most L of them are decoded), each at most one message per replica
+    # (check_prepared_cert).
+    seqs: set[int] = set()
+    for raw in vc.prepared:
+        if not raw or len(raw) > config.n:
+            raise InvalidCertificate(f"prepared certificate of {len(raw)} messages")
+        pp = _decode(raw[0])[1]
+        if not isinstance(pp, PrePrepare):
+            raise InvalidCertificate("prepared certificate does not start with a pre-prepare")
+        if not vc.stable_seq < pp.seq <= vc.stable_seq + config.log_window:
+            raise InvalidCertificate(f"prepared certificate n={pp.seq} outside the water marks")
+        if pp.seq in seqs:
+            raise InvalidCertificate(f"two prepared certificates for n={pp.seq}")
+        seqs.add(pp.seq)
     if check_proof is None:
         stable_digest = check_checkpoint_proof(config, verifier, vc.stable_seq, vc.checkpoint_proof)
     else:
@@ -197,10 +231,6 @@ def check_view_change(
     certs: dict[int, PreparedCert] = {}
     for raw in vc.prepared:
         pc = check_cert(config, verifier, vc.new_view, raw)
-        if not vc.stable_seq < pc.seq <= vc.stable_seq + config.log_window:
-            raise InvalidCertificate(f"prepared certificate n={pc.seq} outside the water marks")
-        if pc.seq in certs:
-            raise InvalidCertificate(f"two prepared certificates for n={pc.seq}")
         certs[pc.seq] = pc
     return CheckedViewChange(signer, vc, data, stable_digest, certs)
 
@@ -268,6 +298,8 @@ def check_view_changes(
     """The 2f+1 VIEW-CHANGEs a NEW-VIEW carries, each for its view, from distinct
     replicas, validly signed and checked in full (section 4.4)."""
     checked: list[CheckedViewChange] = []
+    if len(nv.view_changes) > config.n:
+        raise InvalidCertificate(f"{len(nv.view_changes)} view-changes, at most {config.n}")
     for raw in nv.view_changes:
         try:
             env, vc = decode_envelope(raw)
@@ -378,6 +410,8 @@ class ViewChanges:
         self.retransmit_ticks = retransmit_ticks
         self.timeout_ticks = timeout_ticks
         self.received: dict[int, CheckedViewChange] = {}
+        self.refused: dict[int, bytes] = {}  # replica -> digest of its last VIEW-CHANGE that did not check
+        self.refused_new_view: dict[int, bytes] = {}  # replica -> the same for its last NEW-VIEW
         self.own: dict[int, bytes] = {}
         self.resent: dict[int, tuple[int, int]] = {}  # asker -> (view, tick) answered
         self.new_view_resent: dict[int, int] = {}  # replica -> tick
@@ -502,6 +536,8 @@ class ViewChanges:
             ("_peer_view", len(self.peer_view), n),
             ("_lone_since", len(self.lone_since), n),
             ("_lone_joins", len(self.lone_joins), n),
+            ("_vc_refused", len(self.refused), n),
+            ("_nv_refused", len(self.refused_new_view), n),
         ]
 
     def invariants(self) -> None:

@@ -262,3 +262,41 @@ def test_a_request_left_unanswered_for_a_period_is_asked_of_another_source():
     (req,), _ = lone.next_requests()
     lone.stalled()
     assert lone.next_requests()[0][0][3] == req[3] == 2
+
+
+def test_a_page_larger_than_a_source_can_make_is_a_lie(monkeypatch):
+    """`pages` makes pages of at most PAGE_BYTES, or of one entry (at most
+    MAX_ENTRY_BYTES); a leaf buffers at most MAX_LEAF_BYTES until it verifies. Before,
+    only the page count was bounded: a lying source could stream 16,384 pages of 16 MiB
+    into each leaf in flight (review)."""
+    from pbft.protocol import statetransfer
+    from pbft.protocol.statetransfer import (
+        MAX_ENTRY_BYTES,
+        MAX_PARTS,
+        PAGE_BYTES,
+        Transfer,
+        Verdict,
+        encode_page,
+    )
+
+    def leaf_transfer() -> Transfer:
+        t = Transfer(12, b"\x11" * 32, (), [3], expected={(0, 5): b"\x22" * 32})
+        t.asked[(0, 5)] = 3
+        return t
+
+    many = encode_page([(b"a", b"x" * (PAGE_BYTES // 2)), (b"b", b"x" * (PAGE_BYTES // 2))])
+    assert leaf_transfer().received(0, 5, 0, 2, many, 3)[0] is Verdict.LIED
+    one = encode_page([(b"a", b"x" * (MAX_ENTRY_BYTES + 1))])
+    assert leaf_transfer().received(0, 5, 0, 2, one, 3)[0] is Verdict.LIED
+    limit = 4 * MAX_ENTRY_BYTES  # MAX_LEAF_BYTES (1 GiB), scaled down for the test
+    monkeypatch.setattr(statetransfer, "MAX_LEAF_BYTES", limit)
+    t = leaf_transfer()
+    value = b"x" * (MAX_ENTRY_BYTES - 7)
+
+    def page(part: int) -> bytes:
+        return encode_page([(b"k%06d" % part, value)])  # pages come in key order
+
+    verdicts = [t.received(0, 5, part, MAX_PARTS, page(part), 3)[0]
+                for part in range(limit // MAX_ENTRY_BYTES + 1)]
+    assert verdicts[:-1] == [Verdict.KEPT] * (len(verdicts) - 1) and verdicts[-1] is Verdict.LIED
+    assert 3 in t.liars
