@@ -462,3 +462,24 @@ def test_liveness_status_line_after_a_windowed_fault():
     detail = r.violations[0].detail
     assert "the crash of replica 2 at 0 ms and the crash of replica 3 at 0 ms never healed" in detail, detail
     assert "(the others did, at 500 ms)" in detail
+
+
+def test_catch_up_is_judged_against_checkpoints_stable_before_the_grace():
+    """`catch_up` compares each live correct replica with the newest checkpoint a
+    correct replica made stable at least CATCH_UP_GRACE_MS before the end: one made
+    stable in the last moments is still on its way to the others (fuzz seed 28009167: a
+    view change completed 14 ms before the end, and the others' CHECKPOINTs were in
+    flight). One made stable earlier than that still counts against a laggard."""
+    from pbft.sim.scenario import Expect, Scenario
+    from pbft.sim.simulation import CATCH_UP_GRACE_MS, Simulation
+
+    sim = Simulation(Scenario(clients=2, requests=8, expect=Expect(catch_up=True)))
+    assert sim.run().passed and sim._check_catch_up() == []
+    ahead = sim.replicas[0][0].node
+    newer = ahead.log.low + sim.config.checkpoint_interval
+    ahead.log.low = newer  # replica 0 alone has made a newer checkpoint stable ...
+    sim._stable_first[newer] = sim.now - CATCH_UP_GRACE_MS // 5  # ... moments ago
+    assert sim._check_catch_up() == []
+    sim._stable_first[newer] = sim.now - CATCH_UP_GRACE_MS  # ... a grace ago: a lag
+    [v] = sim._check_catch_up()
+    assert v.check == "liveness" and f"others reached {newer}" in v.detail
