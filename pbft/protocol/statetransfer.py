@@ -55,12 +55,7 @@ MAX_LEAF_BYTES = MAX_PARTS * PAGE_BYTES
 largest leaf a transfer can move (keys spread over BUCKETS leaves by a public hash, so a
 client choosing its keys can fill one leaf; the limit is not set lower for that). Before,
 nothing bounded a page's size: a lying source could send 16,384 pages of 16 MiB per leaf
-(review)."""
-BUFFER_BYTES = 256 * 1024 * 1024
-"""Bytes buffered over all leaves in pages before a leaf's next page is asked for only if
-it is the leaf furthest along (`next_requests`): the others wait until it completes (or
-its source stalls and it starts over), so a lying source among the IN_FLIGHT leaves can
-make a fetcher hold about MAX_LEAF_BYTES + BUFFER_BYTES, not IN_FLIGHT x MAX_LEAF_BYTES."""
+(review). A lying source can still make a fetcher hold up to IN_FLIGHT of these."""
 IN_FLIGHT = 8
 """Requests outstanding at once during a transfer."""
 DIGEST = 32
@@ -188,8 +183,6 @@ class Transfer:
         """The (level, index, part, source) requests to send now, keeping IN_FLIGHT out;
         and whether every source has lied (the liars are then forgiven)."""
         out: list[tuple[int, int, int, int]] = []
-        buffered = sum(p.size for p in self.leaves.values())
-        furthest = max(self.leaves, key=lambda b: (self.leaves[b].size, -b), default=None)
         for node in self.expected:
             if len(self.asked) >= IN_FLIGHT:
                 break
@@ -198,8 +191,6 @@ class Transfer:
             level, index = node
             pages_so_far = self.leaves.get(index) if level == 0 else None
             if pages_so_far is not None:
-                if buffered >= BUFFER_BYTES and index != furthest:
-                    continue  # waits for the leaf furthest along (BUFFER_BYTES)
                 source: int | None = pages_so_far.source  # a leaf's pages from one source
             else:
                 source = self.next_source(avoid=self.unanswered.pop(node, None))

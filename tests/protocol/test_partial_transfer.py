@@ -300,30 +300,3 @@ def test_a_page_larger_than_a_source_can_make_is_a_lie(monkeypatch):
                 for part in range(limit // MAX_ENTRY_BYTES + 1)]
     assert verdicts[:-1] == [Verdict.KEPT] * (len(verdicts) - 1) and verdicts[-1] is Verdict.LIED
     assert 3 in t.liars
-
-
-def test_past_the_buffer_budget_only_the_leaf_furthest_along_gets_its_next_page(monkeypatch):
-    """A lying source could otherwise fill each of the IN_FLIGHT leaves in pages up to
-    MAX_LEAF_BYTES (8 GiB); past BUFFER_BYTES over all leaves, the others wait for the
-    leaf furthest along, and go on once it is done."""
-    from pbft.protocol import statetransfer
-    from pbft.protocol.statetransfer import Transfer, Verdict, encode_page
-
-    monkeypatch.setattr(statetransfer, "BUFFER_BYTES", 3 * 1000)
-    expected = {(0, b): bytes([b]) * 32 for b in (1, 2, 3)}
-    t = Transfer(12, b"\x11" * 32, (), [3], expected=dict(expected))
-
-    def page(bucket: int, part: int, size: int) -> bytes:
-        return encode_page([(b"k%02d-%04d" % (bucket, part), b"x" * size)])
-
-    first, _ = t.next_requests()
-    assert sorted(n[1] for n in first) == [1, 2, 3]
-    for bucket, size in ((1, 1000), (2, 1500), (3, 600)):  # 3,100 bytes: over the budget
-        assert t.received(0, bucket, 0, 100, page(bucket, 0, size), 3)[0] is Verdict.KEPT
-    again, _ = t.next_requests()
-    assert [(n[1], n[2]) for n in again] == [(2, 1)]  # only leaf 2, the furthest along
-    del t.leaves[2]  # it completes (or starts over): the others go on
-    t.asked.pop((0, 2), None)
-    del t.expected[(0, 2)]
-    after, _ = t.next_requests()
-    assert sorted((n[1], n[2]) for n in after) == [(1, 1), (3, 1)]
