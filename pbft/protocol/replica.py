@@ -136,7 +136,7 @@ from .viewchange import (
     plan_new_view,
 )
 
-STATUS_PER_PERIOD = 4
+STATUS_PER_PERIOD = 8
 """QUERY-STATUS answers per client and retransmission period (`on_query_status`)."""
 
 ALL_CHECKPOINTS = (1 << 63) - 1
@@ -1649,6 +1649,10 @@ class Replica:
             learnt += 1
         if learnt:
             self._out.append(Note(f"learnt of epochs up to {max(self.epochs.configs)} from replica {env.signer}"))
+            # A VIEW-CHANGE or NEW-VIEW refused for a proof of an epoch we had not heard
+            # of may check now: its retransmission is no longer a duplicate (review).
+            self.view_changes.refused.clear()
+            self.view_changes.refused_new_view.clear()
 
     def _on_epoch_deadline(self) -> None:
         """A pending change of configuration makes no progress: the boundary B is not

@@ -39,7 +39,9 @@ class StateMachine(Protocol):
 def bounded_result(result: bytes) -> bytes:
     """`result`, or an error result if it is larger than a REPLY may carry (MAX_RESULT):
     the client could not decode such a reply, and the reply cache would keep it in the
-    state. The same on every replica, since the result is."""
+    state. The same on every replica, since the result is. `Hosted` (the services' host)
+    already gives the same error result and discards the operation's writes; this is for
+    any other state machine, whose writes it cannot take back."""
     if len(result) <= MAX_RESULT:
         return result
-    return codec.encode({"error": f"result of {len(result)} bytes, larger than {MAX_RESULT}"})
+    return codec.encode({"error": f"result of {len(result)} bytes, larger than {MAX_RESULT}"})  # as api.too_large_result

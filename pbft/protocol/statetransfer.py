@@ -38,7 +38,6 @@ from enum import Enum
 from . import codec
 from .bounds import Bound, check
 from .events import Ignored, Reason
-from .messages import MAX_OPERATION, MAX_RESULT
 from .partition import DEPTH, FANOUT, check_children, check_leaf
 from .store import Entries
 
@@ -46,10 +45,11 @@ PAGE_BYTES = 64 * 1024
 """Keys and values per page of a leaf (a single larger entry has a page to itself)."""
 MAX_PARTS = 1 << 14
 """Pages per leaf at most, whatever a source claims."""
-MAX_ENTRY_BYTES = MAX_RESULT + 2 * MAX_OPERATION
-"""The largest entry a state holds (a reply-cache record: a result of up to MAX_RESULT
-with its client and timestamp; service values are at most 60 KiB, epoch commands at most
-MAX_OPERATION), with room to spare: a page of one entry larger than that is a lie."""
+MAX_ENTRY_BYTES = codec.MAX_FRAME
+"""A page of one entry is at most a frame: the largest entry a state can hold today is a
+reply-cache record (a result of at most MAX_RESULT), but stores written before results
+were bounded may keep larger ones, up to what a frame could carry, and a source serving
+them must not be taken for a liar."""
 MAX_LEAF_BYTES = MAX_PARTS * PAGE_BYTES
 """Keys and values buffered for one leaf until its last page verifies (1 GiB): the
 largest leaf a transfer can move (keys spread over BUCKETS leaves by a public hash, so a

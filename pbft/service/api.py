@@ -41,6 +41,7 @@ from typing import Any, ClassVar
 
 from ..errors import USER_CODE_FAILURES
 from ..protocol import codec
+from ..protocol.messages import MAX_RESULT
 from ..protocol.service import SERVICE_PREFIX
 from ..protocol.store import Entries, MemoryStore, Namespace, Store
 
@@ -147,6 +148,12 @@ def error_result(text: str) -> bytes:
     return codec.encode({"error": text})
 
 
+def too_large_result(result: bytes) -> bytes:
+    """The error result of a result larger than a REPLY may carry (MAX_RESULT): the same
+    bytes at every replica, since the result's length is."""
+    return error_result(f"result of {len(result)} bytes, larger than {MAX_RESULT}")
+
+
 def exception_result(exc: BaseException) -> bytes:
     """An exception as the same error result on every replica."""
     message = _ADDRESS.sub("0x?", str(exc))
@@ -229,6 +236,10 @@ class Hosted:
                 raise TypeError(f"execute returned {type(result).__name__}, not bytes")
         except USER_CODE_FAILURES as exc:  # user code: any failure is a result
             return exception_result(exc)
+        if len(result) > MAX_RESULT:
+            # No REPLY can carry it: an error result, and like any error its writes are
+            # discarded (the client is told the operation failed).
+            return too_large_result(result)
         state._apply()
         return result
 
@@ -245,6 +256,8 @@ class Hosted:
                 raise TypeError(f"query returned {type(result).__name__}, not bytes or None")
         except USER_CODE_FAILURES as exc:
             return exception_result(exc)
+        if result is not None and len(result) > MAX_RESULT:
+            return too_large_result(result)
         return result
 
     # The service's entries as one value: for tests, tools and the simulator's oracle

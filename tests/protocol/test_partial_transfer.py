@@ -270,14 +270,10 @@ def test_a_page_larger_than_a_source_can_make_is_a_lie(monkeypatch):
     only the page count was bounded: a lying source could stream 16,384 pages of 16 MiB
     into each leaf in flight (review)."""
     from pbft.protocol import statetransfer
-    from pbft.protocol.statetransfer import (
-        MAX_ENTRY_BYTES,
-        MAX_PARTS,
-        PAGE_BYTES,
-        Transfer,
-        Verdict,
-        encode_page,
-    )
+    from pbft.protocol.statetransfer import MAX_PARTS, PAGE_BYTES, Transfer, Verdict, encode_page
+
+    MAX_ENTRY_BYTES = 4 * PAGE_BYTES  # a frame (16 MiB), scaled down for the test
+    monkeypatch.setattr(statetransfer, "MAX_ENTRY_BYTES", MAX_ENTRY_BYTES)
 
     def leaf_transfer() -> Transfer:
         t = Transfer(12, b"\x11" * 32, (), [3], expected={(0, 5): b"\x22" * 32})

@@ -22,7 +22,7 @@ from test_epochs import OPERATOR_KEY, command, replaced_3
 from pbft.protocol.client import ClientCore
 from pbft.protocol.config import OPERATOR
 from pbft.protocol.epochs import epoch_of_view, first_view
-from pbft.protocol.events import Executed, Persist, Record, Tick, Truncate
+from pbft.protocol.events import Executed, Persist, Received, Record, Tick, Truncate
 from pbft.protocol.records import DamagedRecord, ViewQuorum, ViewState, from_persist
 from pbft.protocol.viewchange import ViewStatus
 from pbft.service.kv import op_put
@@ -189,3 +189,21 @@ def test_an_epoch_switch_truncates_only_the_epochs_before_it():
     assert {votes[1].key, votes[2].key, views[1].key, views[2].key} <= set(store)
     apply_durability(store, Truncate(9))  # a stable checkpoint: every epoch at or below it
     assert votes[1].key not in store and views[1].key in store
+
+
+def test_learning_of_an_epoch_forgets_which_view_changes_were_refused():
+    """A VIEW-CHANGE or NEW-VIEW refused because its proof is of an epoch we had not heard
+    of may check once we have: learning an epoch (EPOCHS) forgets the refusals, so its
+    retransmission, the same bytes, is checked again rather than taken for a replay."""
+    from pbft.protocol.events import Send
+
+    a, operator = _cluster()
+    command(a, operator, 1, replaced_3(a.config))
+    fresh = make_replica(a.config, 1, make_verifier(a.config, memo=10_000))  # knows epoch 0 only
+    fresh.view_changes.refused[2] = b"\x01" * 32
+    fresh.view_changes.refused_new_view[1] = b"\x02" * 32
+    a.replicas[0]._send_epochs(1, 0)
+    [epochs] = [x.data for x in a.replicas[0]._out if isinstance(x, Send)]
+    fresh.step(Received(0, epochs))
+    assert 1 in fresh.epochs.configs
+    assert fresh.view_changes.refused == {} and fresh.view_changes.refused_new_view == {}

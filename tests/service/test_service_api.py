@@ -85,6 +85,31 @@ def test_an_exception_is_the_same_error_on_every_replica_and_writes_nothing():
     assert a.execute(b"fine", "c0") == b"ok" and a.store.get(b"touched") == b"1"
 
 
+class Verbose(Service):
+    name = "verbose"
+
+    def execute(self, state, operation, client):
+        state.put(b"touched", b"1")
+        return b"x" * int(operation)
+
+    def query(self, state, operation, client):
+        return b"y" * int(operation)
+
+
+def test_a_result_no_reply_can_carry_is_an_error_and_its_writes_are_discarded():
+    """A REPLY carries at most MAX_RESULT bytes: a larger result could reach no client,
+    and the reply cache would keep it in the state. Like any error result, its writes
+    are discarded, so a client told it failed may safely try again (review)."""
+    from pbft.protocol.messages import MAX_RESULT
+
+    h = Hosted(Verbose())
+    big = str(MAX_RESULT + 1).encode()
+    assert result(h.execute(big, "c0")) == {"error": f"result of {MAX_RESULT + 1} bytes, larger than {MAX_RESULT}"}
+    assert h.store.get(b"touched") is None
+    assert result(h.query(big, "c0"))["error"].startswith(f"result of {MAX_RESULT + 1} bytes")
+    assert len(h.execute(str(MAX_RESULT).encode(), "c0")) == MAX_RESULT and h.store.get(b"touched") == b"1"
+
+
 def test_a_query_cannot_write():
     h = Hosted(Flaky())
     assert result(h.query(b"write", "c0")) == {"error": "ReadOnlyState: a query cannot write"}

@@ -59,6 +59,37 @@ def test_a_service_that_breaks_determinism_is_caught(tmp_path):
     assert {v.check for v in r.violations} & {"agreement", "checkpoint-digests"}
 
 
+OVERSIZED = '''
+from pbft.protocol import codec
+from pbft.service.api import Service
+
+class Oversized(Service):
+    def execute(self, state, operation, client):
+        n = int(state.get(b"n") or b"0") + 1
+        state.put(b"n", str(n).encode())
+        return b"x" * (1024 * 1024 + 1) if n % 3 == 0 else codec.encode(n)
+
+    def query(self, state, operation, client):
+        return b"y" * (1024 * 1024 + 1)
+
+    def sample_operation(self, rng, client, clients):
+        return (b"get", True) if rng.random() < 0.3 else (b"bump", False)
+'''
+
+
+def test_results_no_reply_can_carry_are_the_same_error_in_the_model_and_the_replicas(tmp_path):
+    """The oracle's model runs the service in the same host (`Hosted`) as the replicas,
+    so an oversized result is the same error result, with its writes discarded, on both
+    sides (review: a bound applied only in the core made the model disagree)."""
+    (tmp_path / "oversized.py").write_text(OVERSIZED)
+    path = tmp_path / "oversized.toml"
+    path.write_text('name = "oversized"\n[service]\nclass = "oversized.py:Oversized"\n'
+                    '[workload]\nclients = 2\nrequests = 10\n')
+    _, r = run(load_scenario(str(path)))
+    assert r.passed, r.violations
+    assert r.checks["client-correctness"] == r.requests_completed == 20
+
+
 def test_a_broken_core_is_caught_with_another_service():
     data = {"name": "ledger duplicate", "seed": 5, "broken": "no-exactly-once",
             "service": {"class": "pbft.service.ledger:Ledger", "accounts": 3, "balance": 100},
