@@ -1011,7 +1011,13 @@ class Replica:
         # replicas the group had removed).
         newest = self.epochs.configs[max(self.epochs.configs)]
         staying = [s for s in sources if s < newest.n]
-        sources = staying or sources
+        # And of those, the ones whose answers reach us: a message signed by a replica that
+        # is not a member of our current epoch is refused at dispatch (`is_member`), so a
+        # replica still in an old epoch that asked one wasted a retransmission period per
+        # ask (fuzz seed 28058015: three of five sources were replicas 4-6 of epoch 3,
+        # and the transfer of a replica back in epoch 0 missed the settle bound).
+        reachable = [s for s in staying if self.verifier.is_member(s)]
+        sources = reachable or staying or sources
         # Our checkpoints are below it or not the agreed state: none is served any more,
         # and the store keeps none (nothing to copy on write while leaves are installed).
         self.checkpoints.own.clear()
