@@ -108,7 +108,7 @@ from .records import (
     WindowJump,
 )
 from .safety import SafetyRules, Vote, vote_slot
-from .service import REPLY_PREFIX, StateMachine, bounded_result
+from .service import REPLY_PREFIX, StateMachine
 from .statetransfer import (
     IDLE_TRANSFER,
     KNOWN_NODES,
@@ -537,7 +537,7 @@ class Replica:
         for client, req in self.reads.answerable(stale, self.last_executed, self.prepared_certs):
             result = self.service.query(req.operation, client)
             assert result is not None
-            self._reply(client, req.timestamp, bounded_result(result))
+            self._reply(client, req.timestamp, result)
 
     def _enqueue(self, req: Request, data: bytes) -> None:
         if self.batching.queued_ts(req.client) >= req.timestamp or self.log.holds_request(
@@ -895,7 +895,7 @@ class Replica:
             if req.client == OPERATOR:
                 result = self._operator_command(req, data, slot.seq)
             else:
-                result = bounded_result(self.service.execute(req.operation, req.client))
+                result = self.service.execute(req.operation, req.client)
             self.replies.record(req.client, req.timestamp, result)
             self._reply(req.client, req.timestamp, result)
             done.append(ExecutedRequest(req.client, req.timestamp, req.operation, result, True))

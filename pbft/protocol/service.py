@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from . import codec
-from .messages import MAX_RESULT
 from .store import Store
 
 SERVICE_PREFIX = b"s"
@@ -27,21 +25,12 @@ class StateMachine(Protocol):
 
     def execute(self, operation: bytes, client: str) -> bytes:
         """Apply one operation and return its result. Malformed operations return an
-        error result: they were ordered, so every replica must treat them alike."""
+        error result: they were ordered, so every replica must treat them alike. A result
+        is at most MAX_RESULT bytes, what a REPLY carries (`Hosted` turns a larger one
+        into an error result and discards its writes)."""
 
     def query(self, operation: bytes, client: str) -> bytes | None:
         """Answer a read-only operation from current state, or None if it is not one."""
 
     def reset(self) -> None:
         """Start the state over: empty, then the service's initial state."""
-
-
-def bounded_result(result: bytes) -> bytes:
-    """`result`, or an error result if it is larger than a REPLY may carry (MAX_RESULT):
-    the client could not decode such a reply, and the reply cache would keep it in the
-    state. The same on every replica, since the result is. `Hosted` (the services' host)
-    already gives the same error result and discards the operation's writes; this is for
-    any other state machine, whose writes it cannot take back."""
-    if len(result) <= MAX_RESULT:
-        return result
-    return codec.encode({"error": f"result of {len(result)} bytes, larger than {MAX_RESULT}"})  # as api.too_large_result
