@@ -167,6 +167,11 @@ ends by itself when they are back, which under load is well before a tick."""
 TICK_CATCHUP_LIMIT = 20
 """Ticks owed at most: a replica that stalled longer does not jump its timers further."""
 TICK = Tick()
+RETIRE_LINGER_S = 10.0
+"""How long a replica removed by a change keeps answering the replicas left behind in
+the epoch it leaves after it last answered one (docs/reconfiguration.md): long enough
+for a crashed member to restart and ask a few times; a member down for longer can still
+be helped by restarting the removed replica, which lingers again."""
 
 NOTE_EVENTS = (
     (re.compile(r"recovered: view (\d+), executed (\d+), stable (\d+)"), "recovered",
@@ -313,6 +318,9 @@ class ReplicaNode:
         self._load_owed: Load | None = None
         """A change of load the inbox had no room for: the tick task tries again."""
         self._evidence_seen: set[tuple[int, str, bytes, bytes]] = set()
+        self.retire_linger_s = RETIRE_LINGER_S
+        self._linger_until: float | None = None
+        """Retired (not a member of the current epoch): when it stops (`_check_linger`)."""
 
     @property
     def links(self) -> Any:
@@ -443,6 +451,10 @@ class ReplicaNode:
             for note in notes:
                 if isinstance(note, Note):
                     self._log_note(note.text)
+                elif isinstance(note, EpochStarted):
+                    # The store is in a later epoch than the cluster file this node was
+                    # started with: its links, its peers, or retirement (as when it began).
+                    self._on_epoch(note)
             self.executed = self.replica.last_executed
         self.recovery_seconds = time.monotonic() - started
         if records:
@@ -485,6 +497,7 @@ class ReplicaNode:
                 except trio.WouldBlock:
                     pass  # a full inbox: the ticks stay owed, the next attempt carries them
             self._sample_load()
+            self._check_linger()
             if self.transport.connected != self._links:
                 self._log_links()
             if self.tracer is not None and last >= next_flush:
@@ -643,6 +656,8 @@ class ReplicaNode:
                 case Send(to, data):
                     t.send(to, data)
                     m.on_sent(data)
+                    if self._linger_until is not None:  # retired, and still of help
+                        self._linger_until = time.monotonic() + self.retire_linger_s
                 case Broadcast(data):
                     t.broadcast(data)
                     m.on_sent(data, len(self.transport.outboxes))
@@ -705,25 +720,36 @@ class ReplicaNode:
 
     def _on_epoch(self, a: EpochStarted) -> None:
         """A new configuration epoch (pbft.protocol.epochs): connect to who is in it now,
-        accept only its members, or stop if this replica is not one any more."""
+        accept only its members; or, if this replica is not one any more, keep the links of
+        the epoch it leaves and linger (`retire_linger_s`), then stop."""
         config = getattr(self.replica, "config", None)
-        if isinstance(config, ClusterConfig) and config.epoch == a.epoch:
+        if a.retired:
+            # The replicas of that epoch that restart behind its boundary may need our proof
+            # of it (Replica._on_received_retired): they reach us over the old links.
+            self._linger_until = time.monotonic() + self.retire_linger_s
+        elif isinstance(config, ClusterConfig) and config.epoch == a.epoch:
             self.config = config
             if isinstance(self.transport.identify, PeerTable):
                 self.transport.identify.config = config
             self.transport.reconfigure(config)
         verifier = getattr(self.replica, "verifier", None)
-        if self.preverify is not None and isinstance(verifier, Verifier) and verifier.memo_size:
+        if not a.retired and self.preverify is not None and isinstance(verifier, Verifier) and verifier.memo_size:
             self.preverify.verifier = verifier  # the new epoch's: its verdicts go where the core looks
         self.metrics.epoch.set(a.epoch)
         event_log(
             logging.INFO, "epoch-started", self.id,
             "replica %d: epoch %d began after checkpoint %d (n=%d, f=%d)%s", self.id, a.epoch, a.after,
-            a.n, a.f, ": not a member, retiring" if a.retired else "",
+            a.n, a.f,
+            f": not a member, retiring (lingering while replicas left behind ask, up to "
+            f"{self.retire_linger_s:g} s after the last)" if a.retired else "",
             epoch=a.epoch, after=a.after, n=a.n, f=a.f, retired=a.retired,
         )
-        if a.retired:
-            self.stop(f"replica {self.id} is not a member of epoch {a.epoch}: retired")
+
+    def _check_linger(self) -> None:
+        """A retired replica stops `retire_linger_s` after it last helped one left behind."""
+        if self._linger_until is not None and time.monotonic() >= self._linger_until:
+            self._linger_until = None
+            self.stop(f"replica {self.id} is not a member of epoch {self.replica.epochs.current}: retired")
 
     def _trace_actions(self, actions: Sequence[Action]) -> None:
         """Trace records for a batch of actions about to be performed: the core's events

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .epochs import CONFIG_PREFIX
-from .events import Action, Note, Persist
+from .events import Action, EpochStarted, Note, Persist
 from .log import Slot
 from .messages import (
     Prepare,
@@ -177,7 +177,9 @@ def recover(rep: Replica, records: list[Persist]) -> list[Action]:
     # out at the first tick.
     rep.catch_up.restarted(by=rep.ticks + 2 * rep._vc_timeout_ticks)
     rep.retransmit_timeout.start(rep.ticks - rep._retransmit_ticks)
-    notes = [a for a in rep._out if isinstance(a, Note)]
+    # The notes, and the epoch begun on the way (its runtime adopts that epoch's peers, or
+    # lets a replica removed by it linger; the rest of the switch is restored above).
+    notes = [a for a in rep._out if isinstance(a, (Note, EpochStarted))]
     notes.append(
         Note(f"recovered: view {rep.view}, executed {rep.last_executed}, stable {rep.log.low}")
     )

@@ -265,7 +265,7 @@ class Replica:
         self._out = []
         match event:
             case Received(peer, data) if self.retired:
-                self.rejects[(peer, Reason.STALE)] += 1  # not a member any more
+                self._on_received_retired(peer, data)
             case Tick() if self.retired:
                 self.ticks += 1
             case Received(peer, data):
@@ -1453,6 +1453,55 @@ class Replica:
         if st.view == self.view and self.status is ViewStatus.NORMAL:
             self._resend_committed(to, max(st.last_executed, self.log.low))
 
+    # -- a removed replica (epochs.py) ------------------------------------------------------
+
+    def _on_received_retired(self, peer: Signer | None, data: bytes) -> None:
+        """Not a member of the current epoch any more: we order nothing, but we may hold
+        what nobody else left does, the proof that the boundary is stable (2f+1 CHECKPOINTs
+        of the old epoch) and the state at it. If the replicas that stay crashed before
+        they collected that proof and fewer than 2f+1 of the old members remain, only the
+        removed ones can hand it over, or the new epoch never begins (fuzz seed 28055746).
+        So a removed replica lingers, until its shell stops it, and answers two questions
+        of a replica left behind in an old epoch: a STATUS behind our stable checkpoint
+        gets the epochs after its own and the proof; a FETCH-STATE gets the state at our
+        stable checkpoint. Both rationed as for a member; everything else is refused."""
+        if len(data) > codec.MAX_FRAME:
+            self._reject(peer, Reason.MALFORMED, f"{len(data)}-byte message exceeds the frame limit")
+            return
+        try:
+            env, msg = decode_envelope(data)
+        except codec.CodecError as exc:
+            self._reject(peer, Reason.MALFORMED, str(exc))
+            return
+        signer = env.signer
+        if type(signer) is not int or not 0 <= signer < self.chunks_served.replicas or signer == self.id:
+            self.rejects[(peer, Reason.STALE)] += 1
+            return
+        match msg:
+            case Status():
+                if (why := self.catch_up.ignore(peer, signer, self.ticks)) is not None:
+                    self._ignore(peer, why)
+                    return
+                epoch = self._verify_any(peer, env)
+                if epoch is None:
+                    return
+                self.catch_up.answered[signer] = self.ticks
+                if msg.stable_seq < self.log.low and self.checkpoints.stable_proof:
+                    self._send_epochs(signer, epoch)
+                    proof = StableProof(self.log.low, self.checkpoints.stable_proof)
+                    self._out.append(Send(signer, self.safety.sign_other(proof).to_bytes()))
+            case FetchState():
+                key = (signer, msg.seq, msg.level, msg.index, msg.part)
+                why = self.chunks_served.ignore(peer, key, msg.digest, self.checkpoints.own, self.ticks)
+                if why is not None:
+                    self._ignore(peer, why)
+                    return
+                if self._verify_any(peer, env) is None:
+                    return
+                self._serve_state(peer, env, msg)
+            case _:
+                self.rejects[(peer, Reason.STALE)] += 1  # not a member any more
+
     def _resend_committed(self, to: int, after: int) -> None:
         """Give a peer that lags inside our log what proves our committed slots: the
         pre-prepare, 2f prepares and 2f+1 commits. Without this, a replica that lost
@@ -1487,6 +1536,9 @@ class Replica:
             return
         if self._verify_any(peer, env) is None:
             return
+        self._serve_state(peer, env, fs)
+
+    def _serve_state(self, peer: Signer | None, env: Envelope, fs: FetchState) -> None:
         if fs.level >= 1:
             children = self.store.children_at(fs.seq, fs.level, fs.index)
             if children is None:
@@ -1690,15 +1742,22 @@ class Replica:
         if epoch is not None and self.transfer is None and self.last_executed >= self.log.low:
             self._switch_epoch(epoch)
 
+    def _member_of(self, config: ClusterConfig) -> bool:
+        me = config.replicas[self.id] if self.id < config.n else None
+        return me is not None and me.public_key == self.safety.public_key
+
     def _switch_epoch(self, epoch: int) -> None:
         config = self.epochs.configs[epoch]
         boundary = self.log.low
+        was_member = self._member_of(self.config)
         self.epochs.current = epoch
         self.config = config
         self.verifier = self.epochs.verifier(epoch)
-        me = config.replicas[self.id] if self.id < config.n else None
-        self.retired = me is None or me.public_key != self.safety.public_key
-        self.safety.rebind(config.replica_domain)
+        self.retired = not self._member_of(config)
+        if not (self.retired and was_member):
+            self.safety.rebind(config.replica_domain)
+        # else: a removed replica keeps signing as the member it was, so that the proof of
+        # the boundary it hands to replicas left behind verifies there (`_on_received_retired`).
         # Nothing of the old epoch above its boundary counts: slots, certificates, votes
         # and view changes start afresh, in the new epoch's first view, with no view change.
         self.requests.adopt(self.batching.drain(), self.ticks)
@@ -1711,7 +1770,9 @@ class Replica:
         self.prepared_certs = {}
         self.view_changes = ViewChanges(config, self._retransmit_ticks, self._vc_timeout_ticks)
         self.future = FutureViews(config)
-        self.catch_up = CatchUp(config, self._retransmit_ticks)
+        # A removed replica answers the replicas of every epoch it knows (`_on_received_retired`).
+        widest = max(self.epochs.configs.values(), key=lambda c: c.n) if self.retired else config
+        self.catch_up = CatchUp(widest, self._retransmit_ticks)
         self.checkpoints.config = config
         self.checkpoints.votes = {s: v for s, v in self.checkpoints.votes.items() if s <= boundary}
         self.checkpoints.claims = {}  # signed under the old epoch: none is above its boundary
@@ -1723,7 +1784,7 @@ class Replica:
         self.replies.load()
         self.verified = VerifiedRequests(self.verifier)
         self.deferred = DeferredRequests(self.batching, self.requests, self.replies)
-        self.chunks_served = ChunkBudget(self._retransmit_ticks, config.n)
+        self.chunks_served = ChunkBudget(self._retransmit_ticks, widest.n)
         self.batch_answers = BatchAnswers(self._retransmit_ticks, config.n, config.log_window)
         self.status_answered = {}  # the new epoch's clients
         self.next_seq = boundary + 1

@@ -329,6 +329,10 @@ class Simulation:
         """Each epoch's verifier, shared by every replica of the run (epochs.Epochs)."""
         self._epoch_started = 0  # the latest epoch a correct replica has begun
         self._boundaries: dict[int, int] = {}  # epoch -> the checkpoint after which it began
+        self._lingering: dict[int, list[tuple[Instance, int]]] = {}
+        """Correct replicas removed by a change (rid -> (instance, epoch it left for)): they
+        answer replicas left behind until every correct member has begun that epoch
+        (`_stop_lingering`); kept out of `replicas`, which the checks judge."""
         self.network = Network(scenario.network, random.Random(self.rng.getrandbits(64)))
         self.heal = self.network.heal_time()
         self._rounds = RoundPartitions(scenario.twins) if scenario.twins is not None else None
@@ -772,6 +776,9 @@ class Simulation:
         self._kinds[envelope_type(data)] += 1
         if isinstance(dst, int):
             instances = self.replicas[dst]
+            lingering = self._lingering.get(dst)
+            if lingering:
+                instances = instances + [inst for inst, _ in lingering]
             if not instances:
                 if self.tracer is not None:
                     self.tracer.crashed_drop(self.now, src, dst, data)
@@ -811,6 +818,11 @@ class Simulation:
         for rid in range(self.max_n):
             for inst in list(self.replicas[rid]):
                 self._perform_replica(rid, inst, self._step(rid, inst, tick))
+        if self._lingering:
+            self._stop_lingering()
+            for rid, lingering in list(self._lingering.items()):
+                for inst, _ in list(lingering):
+                    self._perform_replica(rid, inst, self._step(rid, inst, tick))
         for cs in self.clients.values():
             self._perform_client(cs, self._client_step(cs, tick))
         self._check_liveness()
@@ -825,6 +837,7 @@ class Simulation:
         self._perform_client(cs, cs.driver.submit(op, read_only))
 
     def _crash(self, rid: int) -> None:
+        self._lingering.pop(rid, None)  # a removed replica's host went down: it is gone
         if not self.replicas[rid]:
             return  # already down (overlapping crash windows)
         self._trace.update(b"%d crash %d;" % (self.now, rid))
@@ -874,6 +887,28 @@ class Simulation:
         key = (spec or (self.keys[rid], 0))[0]
         return any(
             rid < planned.config.n and planned.keys.get(rid) is key for planned in self.plan[self._epoch_started:]
+        )
+
+    def _stop_lingering(self) -> None:
+        """The operator stops a removed replica once it sees every correct member of the
+        epoch it left for in that epoch (as `pbft_epoch` of each member shows), none down:
+        before that, a member that restarts behind the boundary may need its proof."""
+        for rid, lingering in list(self._lingering.items()):
+            keep = [(inst, epoch) for inst, epoch in lingering if not self._epoch_begun_by_all(epoch)]
+            if len(keep) < len(lingering):
+                self._trace.update(b"%d stopped %d;" % (self.now, rid))
+            if keep:
+                self._lingering[rid] = keep
+            else:
+                del self._lingering[rid]
+
+    def _epoch_begun_by_all(self, epoch: int) -> bool:
+        members = range(self.plan[epoch].config.n)
+        return all(
+            r not in self._stores
+            and bool(self.replicas[r])
+            and all(x.node.epochs.current >= epoch for x in self.replicas[r])
+            for r in members if r in self.correct
         )
 
     def _plan_done(self) -> bool:
@@ -928,9 +963,12 @@ class Simulation:
         self._boundaries.setdefault(a.epoch, a.after)
         self.oracle.note_epoch(a.epoch, a.after)
         if a.retired:
-            # Removed or replaced: the operator stops it.
+            # Removed or replaced: a correct one lingers, with the proof of the boundary,
+            # until the operator sees every member in the new epoch (`_stop_lingering`).
             self._trace.update(b"%d retired %d;" % (self.now, rid))
             self.replicas[rid] = [x for x in self.replicas[rid] if x is not inst]
+            if inst.correct:
+                self._lingering.setdefault(rid, []).append((inst, a.epoch))
             return
         if not inst.correct or a.epoch <= self._epoch_started:
             return

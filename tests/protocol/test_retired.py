@@ -1,0 +1,86 @@
+"""A replica removed by a change lingers for the replicas left behind (epochs.py;
+Replica._on_received_retired; fuzz seed 28055746).
+
+The old epoch's proof that its boundary is stable may be held by nobody else: the members
+that stay may have crashed before they collected its 2f+1 CHECKPOINTs. A removed replica
+therefore answers, signed as the member it was, a STATUS behind its stable checkpoint
+with the epochs after the asker's and the proof, and serves the state at that checkpoint;
+everything else it refuses, and it answers no faster than a member does.
+"""
+
+from __future__ import annotations
+
+import pytest
+from conftest import make_replica, replica_key
+from test_epochs import cluster, command, replaced_3
+
+from pbft.protocol.crypto import seal
+from pbft.protocol.events import Reason, Received, Rejected, Send, Tick
+from pbft.protocol.messages import Epochs as EpochsMessage
+from pbft.protocol.messages import Prepare, StableProof, Status, decode_envelope
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _removed_and_left_behind():
+    """Replica 3's key replaced (epoch 1 begins after checkpoint 4); replica 1 restarted
+    from nothing in epoch 0 (its cluster file's), so everything it knows must come from
+    the removed replica 3: replicas 0 and 2 are out of its reach."""
+    router, operator = cluster()
+    command(router, operator, 1, replaced_3(router.config))
+    old3 = router.replicas[3]
+    assert old3.retired and old3.log.low == 4 and old3.epochs.current == 1
+    return router, old3, make_replica(router.config, 1)
+
+
+def _sends_to(actions, to: int) -> list[bytes]:
+    return [a.data for a in actions if isinstance(a, Send) and a.to == to]
+
+
+def test_one_left_behind_reaches_the_new_epoch_through_the_removed_replica_alone():
+    _, old3, laggard = _removed_and_left_behind()
+    status = laggard.safety.sign_other(Status(0, 0, 0, 0)).to_bytes()
+    answer = _sends_to(old3.step(Received(1, status)), 1)
+    assert {type(decode_envelope(d)[1]) for d in answer} == {EpochsMessage, StableProof}
+    # The loop of a replica that can reach only the removed one: it learns the boundary
+    # is stable, fetches the state at it from replica 3 and moves to epoch 1.
+    inbox = list(answer)
+    for _ in range(400):
+        out = []
+        for data in inbox:
+            out += laggard.step(Received(3, data))
+        out += laggard.step(Tick())
+        inbox = []
+        for data in _sends_to(out, 3):
+            inbox += _sends_to(old3.step(Received(1, data)), 1)
+        old3.step(Tick())
+        if laggard.epochs.current == 1:
+            break
+    assert laggard.log.low == 4 and laggard.last_executed == 4
+    assert laggard.epochs.current == 1 and not laggard.retired
+
+
+def test_the_removed_replica_answers_nothing_else_and_no_faster_than_a_member():
+    _, old3, laggard = _removed_and_left_behind()
+    behind = laggard.safety.sign_other(Status(0, 0, 0, 0)).to_bytes()
+    assert _sends_to(old3.step(Received(1, behind)), 1)
+    # Asked again at once: the answer of this period was given.
+    again = old3.step(Received(1, behind))
+    assert not _sends_to(again, 1)
+    # A STATUS not behind its stable checkpoint needs nothing from it.
+    level = laggard.safety.sign_other(Status(0, 4, 4, 0)).to_bytes()
+    assert not _sends_to(old3.step(Received(2, seal(replica_key(2), laggard.config.replica_domain, 2,
+                                                         Status(0, 4, 4, 0)).to_bytes())), 2)
+    # Relayed by another (its answer would go to who did not ask), forged, or a vote.
+    relayed = old3.step(Received(0, level))
+    assert [a.reason for a in relayed if isinstance(a, Rejected)] == [Reason.WRONG_ROLE]
+    forged = seal(replica_key(2), laggard.config.replica_domain, 0, Status(0, 0, 0, 0)).to_bytes()
+    out = old3.step(Received(0, forged))
+    assert [a.reason for a in out if isinstance(a, Rejected)] == [Reason.BAD_SIGNATURE]
+    vote = seal(replica_key(0), laggard.config.replica_domain, 0, Prepare(0, 5, b"\x01" * 32)).to_bytes()
+    before = old3.rejects[(0, Reason.STALE)]
+    assert not old3.step(Received(0, vote))
+    assert old3.rejects[(0, Reason.STALE)] == before + 1
+    # Malformed bytes: a counted rejection, never a raise.
+    out = old3.step(Received(0, b"\xff\x00garbage"))
+    assert [a.reason for a in out if isinstance(a, Rejected)] == [Reason.MALFORMED]
