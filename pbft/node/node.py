@@ -69,6 +69,7 @@ from ..protocol.events import (
     Action,
     Broadcast,
     CheckpointStable,
+    Departed,
     EpochStarted,
     Evidence,
     Executed,
@@ -167,12 +168,6 @@ ends by itself when they are back, which under load is well before a tick."""
 TICK_CATCHUP_LIMIT = 20
 """Ticks owed at most: a replica that stalled longer does not jump its timers further."""
 TICK = Tick()
-RETIRE_LINGER_S = 10.0
-"""How long a replica removed by a change keeps answering the replicas left behind in
-the epoch it leaves after it last answered one (docs/reconfiguration.md): long enough
-for a crashed member to restart and ask a few times; a member down for longer can still
-be helped by restarting the removed replica, which lingers again."""
-
 NOTE_EVENTS = (
     (re.compile(r"recovered: view (\d+), executed (\d+), stable (\d+)"), "recovered",
      ("view", "executed", "stable")),
@@ -318,9 +313,6 @@ class ReplicaNode:
         self._load_owed: Load | None = None
         """A change of load the inbox had no room for: the tick task tries again."""
         self._evidence_seen: set[tuple[int, str, bytes, bytes]] = set()
-        self.retire_linger_s = RETIRE_LINGER_S
-        self._linger_until: float | None = None
-        """Retired (not a member of the current epoch): when it stops (`_check_linger`)."""
 
     @property
     def links(self) -> Any:
@@ -497,7 +489,6 @@ class ReplicaNode:
                 except trio.WouldBlock:
                     pass  # a full inbox: the ticks stay owed, the next attempt carries them
             self._sample_load()
-            self._check_linger()
             if self.transport.connected != self._links:
                 self._log_links()
             if self.tracer is not None and last >= next_flush:
@@ -656,8 +647,6 @@ class ReplicaNode:
                 case Send(to, data):
                     t.send(to, data)
                     m.on_sent(data)
-                    if self._linger_until is not None:  # retired, and still of help
-                        self._linger_until = time.monotonic() + self.retire_linger_s
                 case Broadcast(data):
                     t.broadcast(data)
                     m.on_sent(data, len(self.transport.outboxes))
@@ -687,6 +676,8 @@ class ReplicaNode:
                     )
                 case EpochStarted():
                     self._on_epoch(a)
+                case Departed(epoch):
+                    self.stop(f"replica {self.id} is not a member of epoch {epoch}: retired")
                 case ViewChangeStarted(view):
                     m.view_changes.inc()
                     event_log(
@@ -720,14 +711,14 @@ class ReplicaNode:
 
     def _on_epoch(self, a: EpochStarted) -> None:
         """A new configuration epoch (pbft.protocol.epochs): connect to who is in it now,
-        accept only its members; or, if this replica is not one any more, keep the links of
-        the epoch it leaves and linger (`retire_linger_s`), then stop."""
+        accept only its members; or, if this replica is not one any more, keep to the
+        epoch it was last a member of, where replicas left behind may still need it, until
+        the core says it has lingered enough (`Departed`)."""
         config = getattr(self.replica, "config", None)
         if a.retired:
-            # The replicas of that epoch that restart behind its boundary may need our proof
-            # of it (Replica._on_received_retired): they reach us over the old links.
-            self._linger_until = time.monotonic() + self.retire_linger_s
-        elif isinstance(config, ClusterConfig) and config.epoch == a.epoch:
+            left = getattr(self.replica, "left_config", lambda: None)()
+            config = left if isinstance(left, ClusterConfig) and left.epoch != self.config.epoch else None
+        if isinstance(config, ClusterConfig) and (a.retired or config.epoch == a.epoch):
             self.config = config
             if isinstance(self.transport.identify, PeerTable):
                 self.transport.identify.config = config
@@ -740,16 +731,9 @@ class ReplicaNode:
             logging.INFO, "epoch-started", self.id,
             "replica %d: epoch %d began after checkpoint %d (n=%d, f=%d)%s", self.id, a.epoch, a.after,
             a.n, a.f,
-            f": not a member, retiring (lingering while replicas left behind ask, up to "
-            f"{self.retire_linger_s:g} s after the last)" if a.retired else "",
+            ": not a member, retiring (lingering while replicas left behind ask)" if a.retired else "",
             epoch=a.epoch, after=a.after, n=a.n, f=a.f, retired=a.retired,
         )
-
-    def _check_linger(self) -> None:
-        """A retired replica stops `retire_linger_s` after it last helped one left behind."""
-        if self._linger_until is not None and time.monotonic() >= self._linger_until:
-            self._linger_until = None
-            self.stop(f"replica {self.id} is not a member of epoch {self.replica.epochs.current}: retired")
 
     def _trace_actions(self, actions: Sequence[Action]) -> None:
         """Trace records for a batch of actions about to be performed: the core's events

@@ -1007,6 +1007,11 @@ class Transport:
                 self.connected.discard(peer)
                 if peer not in wanted:
                     self.outboxes.pop(peer, None)
+        for peer in [p for p in self.outboxes if p not in wanted]:
+            # Not dialled yet (a restart adopting a later epoch before it runs): no dialer
+            # to cancel, but its outbox would fill with broadcasts nobody takes.
+            self.connected.discard(peer)
+            del self.outboxes[peer]
         for peer, (host, port) in wanted.items():
             if peer not in self._dialers:
                 if peer not in self.outboxes:

@@ -237,6 +237,14 @@ class EpochStarted:
 
 
 @dataclass(frozen=True, slots=True)
+class Departed:
+    """A replica removed by epoch `epoch` has lingered for the replicas left behind as
+    long as it may (Replica._on_received_retired): its runtime stops it now."""
+
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
 class ViewChangeStarted:
     """This replica sent VIEW-CHANGE for `view`."""
 
@@ -311,6 +319,7 @@ Action = (
     | StateInstalled
     | ViewChangeStarted
     | EpochStarted
+    | Departed
     | ViewInstalled
     | Rejected
     | Note

@@ -41,6 +41,7 @@ from .events import (
     CheckpointStable,
     CheckpointTaken,
     Committed,
+    Departed,
     EpochStarted,
     Event,
     Evidence,
@@ -146,6 +147,16 @@ keeps, SQLite's integers included)."""
 CATCH_UP_SLOTS = 16
 """Committed slots resent per STATUS to a peer that lags inside our log."""
 
+LINGER_MS = 10_000
+"""How long a replica removed by a change lingers after it last answered one left behind
+(`_on_received_retired`), and at least after it retired: long enough for a crashed member
+to restart and ask a few times (a member down for longer is helped by restarting the
+removed replica, which lingers again)."""
+
+LINGER_MAX_MS = 300_000
+"""The most a removed replica lingers after it retired, however often it is asked: the
+old key is not kept on line for as long as a faulty peer keeps asking."""
+
 
 _REPLY = int(MsgType.REPLY)
 _REASONS = len(Reason)  # the enum's len() is a Python call: once, not in every bounds()
@@ -175,6 +186,11 @@ class Replica:
         self.retired = False
         """Not a member of the current epoch (removed, or replaced by another key): this
         core takes no part any more (`step` ignores its input)."""
+        self.linger_until: int | None = None
+        """Retired: the tick at which we have lingered long enough (`_on_received_retired`);
+        None once `Departed` is out."""
+        self._linger_end = 0
+        """Retired: the tick after which no answer extends the lingering."""
         self.held_over = recovery.HeldOver([])
         """Records of a later epoch than the one a restart brought us back to, restored
         when we re-enter it (recovery.py)."""
@@ -268,6 +284,9 @@ class Replica:
                 self._on_received_retired(peer, data)
             case Tick() if self.retired:
                 self.ticks += 1
+                if self.linger_until is not None and self.ticks >= self.linger_until:
+                    self.linger_until = None
+                    self._out.append(Departed(self.epochs.current))
             case Received(peer, data):
                 self._on_received(peer, data)
             case Tick():
@@ -1461,8 +1480,9 @@ class Replica:
         of the old epoch) and the state at it. If the replicas that stay crashed before
         they collected that proof and fewer than 2f+1 of the old members remain, only the
         removed ones can hand it over, or the new epoch never begins (fuzz seed 28055746).
-        So a removed replica lingers, until its shell stops it, and answers two questions
-        of a replica left behind in an old epoch: a STATUS behind our stable checkpoint
+        So a removed replica lingers (LINGER_MS after its last answer, at most LINGER_MAX_MS;
+        then `Departed` tells its runtime to stop it) and answers two questions of a
+        replica left behind in an old epoch: a STATUS behind our stable checkpoint
         gets the epochs after its own and the proof; a FETCH-STATE gets the state at our
         stable checkpoint. Both rationed as for a member; everything else is refused."""
         if len(data) > codec.MAX_FRAME:
@@ -1478,7 +1498,7 @@ class Replica:
             self.rejects[(peer, Reason.STALE)] += 1
             return
         match msg:
-            case Status():
+            case Status() if msg.stable_seq < self.log.low and self.checkpoints.stable_proof:
                 if (why := self.catch_up.ignore(peer, signer, self.ticks)) is not None:
                     self._ignore(peer, why)
                     return
@@ -1486,10 +1506,10 @@ class Replica:
                 if epoch is None:
                     return
                 self.catch_up.answered[signer] = self.ticks
-                if msg.stable_seq < self.log.low and self.checkpoints.stable_proof:
-                    self._send_epochs(signer, epoch)
-                    proof = StableProof(self.log.low, self.checkpoints.stable_proof)
-                    self._out.append(Send(signer, self.safety.sign_other(proof).to_bytes()))
+                self._send_epochs(signer, epoch)
+                proof = StableProof(self.log.low, self.checkpoints.stable_proof)
+                self._out.append(Send(signer, self.safety.sign_other(proof).to_bytes()))
+                self._still_of_help()
             case FetchState():
                 key = (signer, msg.seq, msg.level, msg.index, msg.part)
                 why = self.chunks_served.ignore(peer, key, msg.digest, self.checkpoints.own, self.ticks)
@@ -1499,8 +1519,17 @@ class Replica:
                 if self._verify_any(peer, env) is None:
                     return
                 self._serve_state(peer, env, msg)
+                self._still_of_help()
             case _:
-                self.rejects[(peer, Reason.STALE)] += 1  # not a member any more
+                # Not a member any more (a STATUS not behind us needs nothing from us).
+                self.rejects[(peer, Reason.STALE)] += 1
+
+    def _still_of_help(self) -> None:
+        """We answered one left behind: linger LINGER_MS more, up to LINGER_MAX_MS after we
+        retired, so that neither a slow catch-up nor a peer that keeps asking (a faulty one
+        can, forever) decides how long an old key stays on line."""
+        if self.linger_until is not None:
+            self.linger_until = min(self._linger_end, max(self.linger_until, self.ticks + self._ms_ticks(LINGER_MS)))
 
     def _resend_committed(self, to: int, after: int) -> None:
         """Give a peer that lags inside our log what proves our committed slots: the
@@ -1746,18 +1775,34 @@ class Replica:
         me = config.replicas[self.id] if self.id < config.n else None
         return me is not None and me.public_key == self.safety.public_key
 
+    def left_config(self) -> ClusterConfig | None:
+        """Retired: the configuration of the latest epoch before the current one that we
+        were a member of (whose replicas a removed replica still answers), if we know it."""
+        for e in sorted((e for e in self.epochs.configs if e < self.epochs.current), reverse=True):
+            if self._member_of(self.epochs.configs[e]):
+                return self.epochs.configs[e]
+        return None
+
+    def _ms_ticks(self, ms: int) -> int:
+        return max(1, ms // self.config.tick_ms)
+
     def _switch_epoch(self, epoch: int) -> None:
         config = self.epochs.configs[epoch]
         boundary = self.log.low
-        was_member = self._member_of(self.config)
         self.epochs.current = epoch
         self.config = config
         self.verifier = self.epochs.verifier(epoch)
         self.retired = not self._member_of(config)
-        if not (self.retired and was_member):
+        if self.retired:
+            # A removed replica signs as the member it last was, so that what it hands to
+            # the replicas left behind verifies there, and signs nothing else
+            # (`_on_received_retired`); it lingers for them, then departs.
+            left = self.left_config()
+            self.safety.retire((left or config).replica_domain)
+            self.linger_until = self.ticks + self._ms_ticks(LINGER_MS)
+            self._linger_end = self.ticks + self._ms_ticks(LINGER_MAX_MS)
+        else:
             self.safety.rebind(config.replica_domain)
-        # else: a removed replica keeps signing as the member it was, so that the proof of
-        # the boundary it hands to replicas left behind verifies there (`_on_received_retired`).
         # Nothing of the old epoch above its boundary counts: slots, certificates, votes
         # and view changes start afresh, in the new epoch's first view, with no view change.
         self.requests.adopt(self.batching.drain(), self.ticks)

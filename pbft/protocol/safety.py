@@ -15,7 +15,17 @@ drops votes at or below the stable checkpoint, which no correct replica revisits
 from __future__ import annotations
 
 from .crypto import KeyPair, seal
-from .messages import Checkpoint, Commit, Envelope, Message, Prepare, PrePrepare
+from .messages import (
+    Checkpoint,
+    Commit,
+    Envelope,
+    Epochs,
+    Message,
+    Prepare,
+    PrePrepare,
+    StableProof,
+    StateChunk,
+)
 
 
 class SafetyViolation(AssertionError):
@@ -45,6 +55,8 @@ class SafetyRules:
         self._cluster_id = cluster_id
         self.replica_id = replica_id
         self.signed: dict[tuple[str, int, int], tuple[bytes, Envelope]] = {}
+        self.retired = False
+        """Removed from the group (`retire`): no vote, only what helps replicas left behind."""
 
     @property
     def signatures(self) -> int:
@@ -52,6 +64,8 @@ class SafetyRules:
         return self._key.signed
 
     def sign_vote(self, msg: Vote) -> Envelope:
+        if self.retired:
+            raise SafetyViolation(f"refusing to sign {msg!r}: this replica was removed from the group")
         slot = vote_slot(msg)
         prior = self.signed.get(slot)
         if prior is not None:
@@ -65,6 +79,8 @@ class SafetyRules:
     def sign_other(self, msg: Message) -> Envelope:
         """Non-vote messages (view-change, new-view, status) carry no per-slot promise."""
         assert not isinstance(msg, PrePrepare | Prepare | Commit | Checkpoint)
+        if self.retired and not isinstance(msg, StableProof | Epochs | StateChunk):
+            raise SafetyViolation(f"refusing to sign {type(msg).__name__}: this replica was removed from the group")
         return seal(self._key, self._cluster_id, self.replica_id, msg)
 
     @property
@@ -76,6 +92,16 @@ class SafetyRules:
         was signed under the old one binds nothing in the new one, so it is forgotten."""
         self._cluster_id = domain
         self.signed = {}
+
+    def retire(self, domain: str) -> None:
+        """Removed from the group: sign under `domain`, that of the last epoch we were a
+        member of (the replicas left behind there check our signatures), and from now on
+        only the answers a removed replica gives them (Replica._on_received_retired): its
+        votes were truncated with the epoch it left, so a vote signed now would be an
+        unguarded promise."""
+        self._cluster_id = domain
+        self.signed = {}
+        self.retired = True
 
     def forget_below(self, seq: int) -> None:
         self.signed = {s: v for s, v in self.signed.items() if s[2] > seq}

@@ -73,6 +73,7 @@ from ..protocol.events import (
     Broadcast,
     CheckpointStable,
     Completed,
+    Departed,
     EpochStarted,
     Evidence,
     Load,
@@ -692,6 +693,8 @@ class Simulation:
         for a in actions:
             if isinstance(a, EpochStarted):
                 self._epoch_seen(rid, inst, a)
+            elif isinstance(a, Departed):
+                self._departed(rid, inst)
         else:
             for a in actions:
                 if isinstance(a, Broadcast | Send):
@@ -837,7 +840,8 @@ class Simulation:
         self._perform_client(cs, cs.driver.submit(op, read_only))
 
     def _crash(self, rid: int) -> None:
-        self._lingering.pop(rid, None)  # a removed replica's host went down: it is gone
+        if self._lingering.pop(rid, None):  # a removed replica's host went down: it is gone
+            self._trace.update(b"%d stopped %d;" % (self.now, rid))
         if not self.replicas[rid]:
             return  # already down (overlapping crash windows)
         self._trace.update(b"%d crash %d;" % (self.now, rid))
@@ -846,9 +850,12 @@ class Simulation:
             self.tracer.crash(self.now, rid)
         for inst in self.replicas[rid]:
             roll_back(inst.store, inst.unsynced)
-        self._stores[rid] = [inst.store for inst in self.replicas[rid]]
-        self._states[rid] = [inst.state for inst in self.replicas[rid]]
-        self._specs[rid] = [inst.spec for inst in self.replicas[rid]]
+        # Added to what is already down at this id: a node the operator started here while
+        # the old one was down (a replaced key) crashing must not lose the old one's store,
+        # or the old one never restarts (fuzz seed 28078573).
+        self._stores[rid] = self._stores.get(rid, []) + [inst.store for inst in self.replicas[rid]]
+        self._states[rid] = self._states.get(rid, []) + [inst.state for inst in self.replicas[rid]]
+        self._specs[rid] = self._specs.get(rid, []) + [inst.spec for inst in self.replicas[rid]]
         self.replicas[rid] = []
 
     def _restart(self, rid: int, amnesia: bool) -> None:
@@ -892,15 +899,22 @@ class Simulation:
     def _stop_lingering(self) -> None:
         """The operator stops a removed replica once it sees every correct member of the
         epoch it left for in that epoch (as `pbft_epoch` of each member shows), none down:
-        before that, a member that restarts behind the boundary may need its proof."""
+        before that, a member that restarts behind the boundary may need its proof. (It
+        also stops by itself: `_departed`.)"""
         for rid, lingering in list(self._lingering.items()):
-            keep = [(inst, epoch) for inst, epoch in lingering if not self._epoch_begun_by_all(epoch)]
-            if len(keep) < len(lingering):
-                self._trace.update(b"%d stopped %d;" % (self.now, rid))
-            if keep:
-                self._lingering[rid] = keep
-            else:
-                del self._lingering[rid]
+            for inst, epoch in lingering:
+                if self._epoch_begun_by_all(epoch):
+                    self._departed(rid, inst)
+
+    def _departed(self, rid: int, inst: Instance) -> None:
+        """A lingering removed replica stops (its `Departed`, as its runtime stops it, or the
+        operator's decision)."""
+        keep = [(x, e) for x, e in self._lingering.get(rid, []) if x is not inst]
+        self._trace.update(b"%d stopped %d;" % (self.now, rid))
+        if keep:
+            self._lingering[rid] = keep
+        else:
+            self._lingering.pop(rid, None)
 
     def _epoch_begun_by_all(self, epoch: int) -> bool:
         members = range(self.plan[epoch].config.n)

@@ -166,3 +166,16 @@ async def test_flushed_writes_survive_a_full_socket_in_order(config):
                 replies.append((await crecv.receive()).data)
             assert got == bodies and replies == bodies
             nursery.cancel_scope.cancel()
+
+
+def test_a_configuration_adopted_before_running_keeps_no_outbox_for_who_left(config):
+    """A restart that comes back in a later epoch than its cluster file adopts that epoch
+    before the transport runs (ReplicaNode.recover): no dialer yet, and the outboxes of the
+    replicas that left must go all the same, or broadcasts fill them for nobody."""
+    from dataclasses import replace
+
+    _, cfg = config
+    t, _ = make_transport(cfg, 0)
+    assert sorted(t.outboxes) == [1, 2, 3]
+    t.reconfigure(replace(cfg, replicas=cfg.replicas[:3]))
+    assert sorted(t.outboxes) == [1, 2]

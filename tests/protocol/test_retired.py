@@ -15,9 +15,11 @@ from conftest import make_replica, replica_key
 from test_epochs import cluster, command, replaced_3
 
 from pbft.protocol.crypto import seal
-from pbft.protocol.events import Reason, Received, Rejected, Send, Tick
+from pbft.protocol.events import Departed, Reason, Received, Rejected, Send, Tick
 from pbft.protocol.messages import Epochs as EpochsMessage
 from pbft.protocol.messages import Prepare, StableProof, Status, decode_envelope
+from pbft.protocol.replica import LINGER_MAX_MS, LINGER_MS
+from pbft.protocol.safety import SafetyViolation
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -68,11 +70,10 @@ def test_the_removed_replica_answers_nothing_else_and_no_faster_than_a_member():
     again = old3.step(Received(1, behind))
     assert not _sends_to(again, 1)
     # A STATUS not behind its stable checkpoint needs nothing from it.
-    level = laggard.safety.sign_other(Status(0, 4, 4, 0)).to_bytes()
     assert not _sends_to(old3.step(Received(2, seal(replica_key(2), laggard.config.replica_domain, 2,
                                                          Status(0, 4, 4, 0)).to_bytes())), 2)
     # Relayed by another (its answer would go to who did not ask), forged, or a vote.
-    relayed = old3.step(Received(0, level))
+    relayed = old3.step(Received(0, behind))
     assert [a.reason for a in relayed if isinstance(a, Rejected)] == [Reason.WRONG_ROLE]
     forged = seal(replica_key(2), laggard.config.replica_domain, 0, Status(0, 0, 0, 0)).to_bytes()
     out = old3.step(Received(0, forged))
@@ -84,3 +85,52 @@ def test_the_removed_replica_answers_nothing_else_and_no_faster_than_a_member():
     # Malformed bytes: a counted rejection, never a raise.
     out = old3.step(Received(0, b"\xff\x00garbage"))
     assert [a.reason for a in out if isinstance(a, Rejected)] == [Reason.MALFORMED]
+
+
+def _ticks(rep, ms: int) -> int:
+    return ms // rep.config.tick_ms
+
+
+def _tick_until_departed(rep, limit: int) -> int | None:
+    """Ticks stepped until `rep` says Departed (None if not within `limit`)."""
+    for i in range(1, limit + 1):
+        if any(isinstance(a, Departed) for a in rep.step(Tick())):
+            return i
+    return None
+
+
+def test_the_removed_replica_departs_once_nobody_has_asked_for_a_while():
+    _, old3, _ = _removed_and_left_behind()
+    assert _tick_until_departed(old3, 2 * _ticks(old3, LINGER_MS)) == _ticks(old3, LINGER_MS)
+    assert _tick_until_departed(old3, 100) is None  # once
+
+
+def test_an_answer_extends_the_lingering_but_never_beyond_its_cap():
+    _, old3, laggard = _removed_and_left_behind()
+    linger, period = _ticks(old3, LINGER_MS), old3._retransmit_ticks
+    for _ in range(linger // 2):
+        old3.step(Tick())
+    # Asked half-way: LINGER_MS more from now.
+    assert _sends_to(old3.step(Received(1, laggard.safety.sign_other(Status(0, 0, 0, 0)).to_bytes())), 1)
+    assert _tick_until_departed(old3, 2 * linger) == linger
+    # A peer that asks every period (a faulty one can, forever) keeps it at most LINGER_MAX_MS.
+    _, old3, laggard = _removed_and_left_behind()
+    behind = laggard.safety.sign_other(Status(0, 0, 0, 0)).to_bytes()
+    cap = _ticks(old3, LINGER_MAX_MS)
+    departed_at = None
+    for t in range(1, cap + linger):
+        if t % period == 0:
+            old3.step(Received(1, behind))
+        if any(isinstance(a, Departed) for a in old3.step(Tick())):
+            departed_at = t
+            break
+    assert departed_at == cap
+
+
+def test_a_removed_replica_signs_no_vote_and_nothing_but_its_answers():
+    _, old3, _ = _removed_and_left_behind()
+    with pytest.raises(SafetyViolation):
+        old3.safety.sign_vote(Prepare(0, 5, b"\x01" * 32))
+    with pytest.raises(SafetyViolation):
+        old3.safety.sign_other(Status(0, 4, 4, 0))
+    old3.safety.sign_other(StableProof(4, ()))  # what it hands over
