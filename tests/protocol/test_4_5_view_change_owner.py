@@ -8,12 +8,22 @@ on the mutant named in its docstring.
 
 from __future__ import annotations
 
-import pytest
-from conftest import make_config
+from dataclasses import replace
 
+import pytest
+from conftest import make_config, make_verifier, sign_pre_prepare, sign_prepare, sign_request
+
+from pbft.protocol.crypto import batch_digest
 from pbft.protocol.events import Reason
-from pbft.protocol.messages import ViewChange
-from pbft.protocol.viewchange import LONE_FACTOR, CheckedViewChange, ViewChanges
+from pbft.protocol.messages import ViewChange, detached, envelope_from_bytes
+from pbft.protocol.viewchange import (
+    LONE_FACTOR,
+    CheckedViewChange,
+    InvalidCertificate,
+    ViewChanges,
+    check_prepared_cert,
+)
+from pbft.service.kv import op_put
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -72,3 +82,45 @@ def test_the_wait_to_join_a_lone_replica_doubles_with_each_join_of_it():
     assert vcs.lone_deadlines(0, now=0) == [(3, 1, base << 2)]
     vcs.joined_lone(2)  # another replica's joins are counted apart
     assert vcs.lone_deadlines(0, now=0) == [(3, 1, base << 2)]
+
+
+def _cert(prepares=(2, 3)):
+    batch = (sign_request("alice", op_put(b"k", b"v"), 1),)
+    d = batch_digest(batch)
+    # View 1: primary 1, backups 0, 2, 3.
+    return (detached(sign_pre_prepare(1, batch, view=1)), *(sign_prepare(r, 1, d, 1) for r in prepares))
+
+
+def test_a_certificate_of_n_messages_is_whole_and_one_more_is_refused():
+    """`check_prepared_cert`: `len(cert) > n` made `>=` refused a certificate with a
+    prepare from every backup (the pre-prepare and n - 1 prepares: n messages)."""
+    cfg = make_config()
+    verifier = make_verifier(cfg)
+    assert check_prepared_cert(cfg, verifier, 2, _cert((0, 2, 3))).seq == 1
+    with pytest.raises(InvalidCertificate, match="of 5 messages, at most 4"):
+        check_prepared_cert(cfg, verifier, 2, _cert((0, 2, 3, 3)))
+
+
+@pytest.mark.parametrize(
+    ("cert", "why"),
+    [
+        ((), "empty prepared certificate"),
+        ("prepare-first", "prepared certificate does not start with a pre-prepare"),
+        ("forged", "bad signature by 1 in certificate"),
+    ],
+    ids=["empty", "no-pre-prepare", "forged"],
+)
+def test_a_refused_certificate_says_why(cert, why):
+    """The reason goes into the rejection an operator reads (`Rejected.detail`): the
+    mutants that blank or alter these texts (check_cert_pre_prepare, _verified)."""
+    cfg = make_config()
+    verifier = make_verifier(cfg)
+    if cert == "prepare-first":
+        cert = _cert()[1:]
+    elif cert == "forged":
+        good = _cert()
+        env = envelope_from_bytes(good[0])
+        cert = (replace(env, signature=bytes(64)).to_bytes(), *good[1:])
+    with pytest.raises(InvalidCertificate) as raised:
+        check_prepared_cert(cfg, verifier, 2, cert)
+    assert str(raised.value) == why
