@@ -124,3 +124,14 @@ def test_a_refused_certificate_says_why(cert, why):
     with pytest.raises(InvalidCertificate) as raised:
         check_prepared_cert(cfg, verifier, 2, cert)
     assert str(raised.value) == why
+
+
+def test_the_owner_checks_its_own_bounds():
+    """`ViewChanges.invariants`: one VIEW-CHANGE per replica is the bound (n)."""
+    vcs = owner()
+    for r in range(4):
+        vcs.add(checked(r, 1), view=0, now=0)
+    vcs.invariants()
+    vcs.received[4] = checked(4, 1)  # a fifth signer in a group of four: a bug upstream
+    with pytest.raises(AssertionError, match="view_changes"):
+        vcs.invariants()
