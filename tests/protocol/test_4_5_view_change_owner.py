@@ -11,11 +11,19 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from conftest import make_config, make_verifier, sign_pre_prepare, sign_prepare, sign_request
+from conftest import (
+    make_config,
+    make_pre_prepare,
+    make_verifier,
+    seal_as,
+    sign_pre_prepare,
+    sign_prepare,
+    sign_request,
+)
 
 from pbft.protocol.crypto import batch_digest
 from pbft.protocol.events import Reason
-from pbft.protocol.messages import ViewChange, detached, envelope_from_bytes
+from pbft.protocol.messages import ViewChange, decode_envelope, detached, envelope_from_bytes
 from pbft.protocol.viewchange import (
     LONE_FACTOR,
     CheckedViewChange,
@@ -107,8 +115,12 @@ def test_a_certificate_of_n_messages_is_whole_and_one_more_is_refused():
         ((), "empty prepared certificate"),
         ("prepare-first", "prepared certificate does not start with a pre-prepare"),
         ("forged", "bad signature by 1 in certificate"),
+        ("garbage", "malformed message in certificate: "),
+        ("client-signed", "certificate message not signed by a replica"),
+        ("primary-prepares", "prepare from the primary in a certificate"),
+        ("short", "prepared certificate n=1 has 1 prepares, needs 2"),
     ],
-    ids=["empty", "no-pre-prepare", "forged"],
+    ids=["empty", "no-pre-prepare", "forged", "garbage", "client-signed", "primary-prepares", "short"],
 )
 def test_a_refused_certificate_says_why(cert, why):
     """The reason goes into the rejection an operator reads (`Rejected.detail`): the
@@ -121,9 +133,32 @@ def test_a_refused_certificate_says_why(cert, why):
         good = _cert()
         env = envelope_from_bytes(good[0])
         cert = (replace(env, signature=bytes(64)).to_bytes(), *good[1:])
+    elif cert == "garbage":
+        cert = (b"\xff\x00", *_cert()[1:])
+    elif cert == "client-signed":
+        pp = envelope_from_bytes(_cert()[0])
+        cert = (seal_as("alice", decode_envelope(pp.to_bytes())[1]), *_cert()[1:])
+    elif cert == "primary-prepares":
+        cert = _cert((1, 2))
+    elif cert == "short":
+        cert = _cert((2,))
     with pytest.raises(InvalidCertificate) as raised:
         check_prepared_cert(cfg, verifier, 2, cert)
-    assert str(raised.value) == why
+    assert str(raised.value).startswith(why) and (why.endswith(": ") or str(raised.value) == why)
+
+
+def test_a_certificate_needs_2f_prepares_at_f_2_too():
+    """`check_prepared_cert`: `2 * f` made `2 / f` is the same number at f = 1 (and so
+    every f = 1 test passed); at f = 2 it asked for 1 prepare instead of 4."""
+    cfg = make_config(f=2)  # n = 7; view 1: primary 1
+    verifier = make_verifier(cfg)
+    batch = (sign_request("alice", op_put(b"k", b"v"), 1),)
+    d = batch_digest(batch)
+    pp = detached(seal_as(1, make_pre_prepare(1, batch, view=1)))
+    for backups in ((2,), (2, 3, 4)):
+        with pytest.raises(InvalidCertificate, match=f"has {len(backups)} prepares, needs 4$"):
+            check_prepared_cert(cfg, verifier, 2, (pp, *(sign_prepare(r, 1, d, 1) for r in backups)))
+    assert check_prepared_cert(cfg, verifier, 2, (pp, *(sign_prepare(r, 1, d, 1) for r in (2, 3, 4, 5)))).seq == 1
 
 
 def test_the_owner_checks_its_own_bounds():
