@@ -23,13 +23,21 @@ from conftest import (
 
 from pbft.protocol.crypto import batch_digest
 from pbft.protocol.events import Reason
-from pbft.protocol.messages import ViewChange, decode_envelope, detached, envelope_from_bytes
+from pbft.protocol.messages import (
+    Prepare,
+    ViewChange,
+    decode_envelope,
+    detached,
+    envelope_from_bytes,
+)
 from pbft.protocol.viewchange import (
     LONE_FACTOR,
     CheckedViewChange,
     InvalidCertificate,
+    NewViewPlan,
     ViewChanges,
     check_prepared_cert,
+    next_seq_after,
 )
 from pbft.service.kv import op_put
 
@@ -170,3 +178,48 @@ def test_the_owner_checks_its_own_bounds():
     vcs.received[4] = checked(4, 1)  # a fifth signer in a group of four: a bug upstream
     with pytest.raises(AssertionError, match="view_changes"):
         vcs.invariants()
+
+
+def test_a_plan_contradicts_only_a_pre_prepare_we_signed_for_another_digest():
+    """`NewViewPlan.contradicts`: comparing the signed envelope (`prior[1]`) instead of
+    its digest made every plan that re-issues a slot we signed contradict us, so a
+    restarted new primary would never send its NEW-VIEW."""
+    plan = NewViewPlan(0, b"", (), ((1, b"A" * 32), (2, b"N" * 32)))
+    env = envelope_from_bytes(seal_as(1, Prepare(1, 1, b"A" * 32)))  # any envelope
+    assert not plan.contradicts({}, 1)
+    assert not plan.contradicts({("pre-prepare", 1, 1): (b"A" * 32, env)}, 1)
+    assert plan.contradicts({("pre-prepare", 1, 2): (b"B" * 32, env)}, 1)
+    assert not plan.contradicts({("pre-prepare", 0, 2): (b"B" * 32, env)}, 1)  # another view's
+
+
+def test_the_next_sequence_number_is_past_the_plan_the_window_and_what_we_executed():
+    """`next_seq_after`: each of the three bounds matters (dropping `low`: a primary whose
+    window jumped past its execution would assign a seq below h; dropping `executed`: one
+    that executed past the re-issued slots would assign a seq it already executed)."""
+    pp = make_pre_prepare(6, ())
+    assert next_seq_after([(pp, b"")], min_s=4, low=4, executed=5) == 7
+    assert next_seq_after([], min_s=4, low=4, executed=4) == 5
+    assert next_seq_after([], min_s=0, low=8, executed=3) == 9
+    assert next_seq_after([(pp, b"")], min_s=4, low=4, executed=12) == 13
+
+
+def test_a_new_view_holds_2f_plus_1_view_changes_ours_first():
+    """`ViewChanges.chosen`: `quorum - 1` others made `quorum + 1` put every VIEW-CHANGE
+    received into the NEW-VIEW (up to n, more to send and to check for nothing)."""
+    vcs = owner()
+    for r in (3, 1, 0, 2):
+        vcs.add(checked(r, 1), view=0, now=0)
+    chosen = vcs.chosen(vcs.for_view(1), me=1)
+    assert [c.signer for c in chosen] == [1, 0, 2]
+
+
+def test_an_installed_view_spends_its_view_changes_and_its_lone_waits():
+    """`ViewChanges.installed`: `new_view > view` made `>=` kept the installed view's own
+    VIEW-CHANGEs; comparing the lone wait's first tick (`v[1]`) instead of its view kept
+    waits for views already installed."""
+    vcs = owner()
+    vcs.add(checked(2, 1), view=0, now=100)
+    vcs.add(checked(3, 2), view=1, now=100)
+    assert set(vcs.lone_since) == {2, 3}
+    vcs.installed(1)
+    assert set(vcs.received) == {3} and set(vcs.lone_since) == {3}
