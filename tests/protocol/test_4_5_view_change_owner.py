@@ -24,6 +24,7 @@ from conftest import (
 from pbft.protocol.crypto import batch_digest
 from pbft.protocol.events import Reason
 from pbft.protocol.messages import (
+    NewView,
     Prepare,
     ViewChange,
     decode_envelope,
@@ -37,6 +38,7 @@ from pbft.protocol.viewchange import (
     NewViewPlan,
     ViewChanges,
     check_prepared_cert,
+    check_view_changes,
     next_seq_after,
 )
 from pbft.service.kv import op_put
@@ -223,3 +225,37 @@ def test_an_installed_view_spends_its_view_changes_and_its_lone_waits():
     assert set(vcs.lone_since) == {2, 3}
     vcs.installed(1)
     assert set(vcs.received) == {3} and set(vcs.lone_since) == {3}
+
+
+def _new_view(view: int, signers, vc_view: int | None = None) -> NewView:
+    vcs = tuple(seal_as(r, ViewChange(view if vc_view is None else vc_view, 0, (), ())) for r in signers)
+    return NewView(view, vcs, ())
+
+
+def test_a_new_view_may_carry_a_view_change_from_every_replica_but_no_more():
+    """`check_view_changes`: `len > n` made `>=` refused a NEW-VIEW holding all n."""
+    cfg = make_config()
+    verifier = make_verifier(cfg)
+    assert [c.signer for c in check_view_changes(cfg, verifier, _new_view(1, (0, 1, 2, 3)))] == [0, 1, 2, 3]
+    with pytest.raises(InvalidCertificate) as raised:
+        check_view_changes(cfg, verifier, _new_view(1, (0, 1, 2, 3, 3)))
+    assert str(raised.value) == "5 view-changes, at most 4"
+
+
+@pytest.mark.parametrize(
+    ("nv", "why"),
+    [
+        (_new_view(1, (0, 1, 4)), "view-change not signed by a replica"),  # id n: one past the last
+        (_new_view(1, (0, 1, 7)), "view-change not signed by a replica"),
+        (_new_view(2, (0, 1, 2), vc_view=1), "carries something other than view-changes for its view"),
+    ],
+    ids=["signer-n", "signer-beyond", "another-view"],
+)
+def test_a_refused_new_view_says_why(nv, why):
+    """`check_view_changes`: the signer's range is checked before its signature (`or`
+    made `and`, `<` made `<=` let an id n through to the signature check, which said
+    something else), and each text is what the operator reads."""
+    cfg = make_config()
+    with pytest.raises(InvalidCertificate) as raised:
+        check_view_changes(cfg, make_verifier(cfg), nv)
+    assert str(raised.value) == why
