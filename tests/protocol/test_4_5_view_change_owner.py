@@ -23,9 +23,11 @@ from conftest import (
 
 from pbft.protocol.crypto import batch_digest
 from pbft.protocol.events import Reason
+from pbft.protocol.log import MessageLog
 from pbft.protocol.messages import (
     NewView,
     Prepare,
+    PrePrepare,
     ViewChange,
     decode_envelope,
     detached,
@@ -37,6 +39,8 @@ from pbft.protocol.viewchange import (
     InvalidCertificate,
     NewViewPlan,
     ViewChanges,
+    certificates_to_send,
+    check_new_view,
     check_prepared_cert,
     check_view_changes,
     next_seq_after,
@@ -259,3 +263,53 @@ def test_a_refused_new_view_says_why(nv, why):
     with pytest.raises(InvalidCertificate) as raised:
         check_view_changes(cfg, make_verifier(cfg), nv)
     assert str(raised.value) == why
+
+
+def test_certificates_at_or_below_the_window_are_left_out_silently_and_above_it_with_a_note():
+    """`certificates_to_send`: `seq > low` made `>=` reported the certificate at the
+    stable checkpoint (garbage by then, 4.3) as if it were a damaged one above H."""
+    cfg = make_config()
+    log = MessageLog(cfg.log_window)
+    log.low = 4
+    dummy = (0, b"", ())
+    certs, left_out = certificates_to_send(cfg, make_verifier(cfg), 1, {3: dummy, 4: dummy, 13: dummy}, log)
+    assert certs == [] and left_out == ["leaving out our certificate for n=13: outside the window"]
+
+
+def test_the_view_changes_of_a_new_view_keep_their_signed_bytes():
+    """`check_view_changes` hands each VIEW-CHANGE's own bytes on (passing None lost
+    them: a replica resends and forwards those bytes, which must still verify)."""
+    cfg = make_config()
+    nv = _new_view(1, (0, 1, 2))
+    checked_vcs = check_view_changes(cfg, make_verifier(cfg), nv)
+    assert [c.data for c in checked_vcs] == list(nv.view_changes)
+
+
+def _reissuing(pre_prepare: bytes) -> NewView:
+    """A NEW-VIEW for view 1 whose VIEW-CHANGEs name a prepared slot n=1 (so one
+    pre-prepare is due), with `pre_prepare` as that re-issued pre-prepare."""
+    batch = (sign_request("alice", op_put(b"k", b"v"), 1),)
+    d = batch_digest(batch)
+    cert = (detached(sign_pre_prepare(1, batch, view=0)), sign_prepare(1, 1, d, 0), sign_prepare(2, 1, d, 0))
+    vcs = tuple(seal_as(r, ViewChange(1, 0, (), (cert,))) for r in (0, 1, 2))
+    return NewView(1, vcs, (pre_prepare,))
+
+
+@pytest.mark.parametrize(
+    ("make", "why"),
+    [
+        (lambda pp: b"\xff\x00", "malformed pre-prepare: "),
+        (lambda pp: seal_as(2, pp), "a re-issued pre-prepare is not the new primary's for the new view"),
+        (lambda pp: replace(envelope_from_bytes(seal_as(1, pp)), signature=bytes(64)).to_bytes(),
+         "bad signature on pre-prepare n=1"),
+    ],
+    ids=["garbage", "not-the-primary", "forged"],
+)
+def test_a_refused_re_issued_pre_prepare_says_why(make, why):
+    cfg = make_config()
+    batch = (sign_request("alice", op_put(b"k", b"v"), 1),)
+    pp = PrePrepare(1, 1, batch_digest(batch), None)
+    with pytest.raises(InvalidCertificate) as raised:
+        check_new_view(cfg, make_verifier(cfg), _reissuing(make(pp)))
+    assert str(raised.value).startswith(why) and (why.endswith(": ") or str(raised.value) == why)
+    check_new_view(cfg, make_verifier(cfg), _reissuing(seal_as(1, pp)))  # the right one passes
