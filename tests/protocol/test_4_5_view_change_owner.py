@@ -313,3 +313,40 @@ def test_a_refused_re_issued_pre_prepare_says_why(make, why):
         check_new_view(cfg, make_verifier(cfg), _reissuing(make(pp)))
     assert str(raised.value).startswith(why) and (why.endswith(": ") or str(raised.value) == why)
     check_new_view(cfg, make_verifier(cfg), _reissuing(seal_as(1, pp)))  # the right one passes
+
+
+def _prepared(seq: int) -> tuple[int, bytes, tuple[bytes, ...]]:
+    """Our prepared certificate for `seq` in view 0 (primary 0; backups 1, 2 prepared)."""
+    batch = (sign_request("alice", op_put(b"k", b"%d" % seq), seq),)
+    d = batch_digest(batch)
+    return 0, sign_pre_prepare(seq, batch), (sign_prepare(1, seq, d), sign_prepare(2, seq, d))
+
+
+def test_one_certificate_left_out_does_not_drop_the_ones_after_it():
+    """`certificates_to_send`: `continue` made `break` after a certificate below the
+    window or a damaged one lost every later certificate, and with them the slots they
+    keep (4.4: a prepared request must reach the new view)."""
+    cfg = make_config()
+    log = MessageLog(cfg.log_window)
+    log.low = 4
+    damaged = (0, _prepared(6)[1], ())  # its prepares lost
+    prepared = {3: _prepared(3), 5: _prepared(5), 6: damaged, 7: _prepared(7)}
+    certs, left_out = certificates_to_send(cfg, make_verifier(cfg), 1, prepared, log)
+    assert [decode_envelope(c[0])[1].seq for c in certs] == [5, 7]
+    assert left_out == ["leaving out our certificate for n=6: prepared certificate n=6 has 0 prepares, needs 2"]
+
+
+def test_a_view_change_counts_where_its_signer_is_and_starts_a_lone_wait_only_for_the_next_view():
+    """`ViewChanges.add`: `saw(None, ...)` lost the signer's view; `and` made `or`
+    started lone waits for any view; `sent_own` drops waits at or below the view we move
+    to, by view (not by tick, `vs[1]`), and keeps the one above (`>=` kept its own)."""
+    vcs = owner()
+    vcs.add(checked(2, 3), view=0, now=7)  # view 3 is not our view + 1: no lone wait
+    assert vcs.peer_view == {2: 3} and vcs.lone_since == {}
+    vcs.add(checked(3, 1), view=0, now=7)
+    assert vcs.lone_since == {3: (1, 7, 7)}
+    vcs.add(checked(1, 2), view=1, now=50)
+    vcs.sent_own(1, b"ours for 1")
+    assert set(vcs.lone_since) == {1}  # view 2's wait stays; view 1's is ours now
+    vcs.sent_own(2, b"ours for 2")
+    assert vcs.lone_since == {}
