@@ -42,6 +42,7 @@ from pbft.protocol.viewchange import (
     certificates_to_send,
     check_new_view,
     check_prepared_cert,
+    check_view_change,
     check_view_changes,
     next_seq_after,
 )
@@ -350,3 +351,43 @@ def test_a_view_change_counts_where_its_signer_is_and_starts_a_lone_wait_only_fo
     assert set(vcs.lone_since) == {1}  # view 2's wait stays; view 1's is ours now
     vcs.sent_own(2, b"ours for 2")
     assert vcs.lone_since == {}
+
+
+def test_a_view_change_with_an_empty_certificate_is_refused_and_one_of_n_messages_is_whole():
+    """`check_view_change`'s shape check: `or` made `and` let an empty certificate reach
+    `raw[0]` (an IndexError out of a peer's message, not a refusal); `>` made `>=`
+    refused a certificate with a prepare from every backup."""
+    cfg = make_config()
+    verifier = make_verifier(cfg)
+    empty = ViewChange(2, 0, (), ((),))
+    with pytest.raises(InvalidCertificate, match="^prepared certificate of 0 messages$"):
+        check_view_change(cfg, verifier, 2, empty, seal_as(2, empty))
+    whole = ViewChange(2, 0, (), (_cert((0, 2, 3)),))
+    assert set(check_view_change(cfg, verifier, 2, whole, seal_as(2, whole)).certs) == {1}
+
+
+def test_f_plus_1_view_changes_for_higher_views_name_the_lowest_view_they_all_reached():
+    """Section 4.5.2's join rule (`ViewChanges.join_target`): f + 1 replicas other than
+    us asking for views above ours; we join the (f+1)-th highest of them, the highest view
+    that f + 1 of them reached. Sorting ascending picked a view only one asked for;
+    `>= f + 1` made `> f + 1` waited for f + 2."""
+    vcs = owner()  # f = 1
+    vcs.add(checked(2, 3), view=0, now=0)
+    assert vcs.join_target(0, me=0) is None  # one replica may be faulty
+    vcs.add(checked(3, 2), view=0, now=0)
+    assert vcs.join_target(0, me=0) == 2  # both reached 2; only one asked for 3
+    vcs.add(checked(0, 5), view=0, now=0)
+    assert vcs.join_target(0, me=0) == 2  # ours does not count
+    assert vcs.join_target(2, me=0) is None  # only one above view 2
+
+
+def test_a_second_view_change_for_the_same_view_keeps_the_lone_wait_running():
+    """`ViewChanges.add`: the wait for a replica alone in view + 1 starts at its first
+    VIEW-CHANGE for that view; another one for the same view (another stable checkpoint
+    in it) does not restart the clock (comparing the default's or the wait's tick
+    instead of its view did)."""
+    vcs = owner()
+    vcs.add(checked(3, 1), view=0, now=7)
+    again = CheckedViewChange(3, ViewChange(1, 4, (), ()), b"vc 3 1 at 4", b"", {})
+    vcs.add(again, view=0, now=50)
+    assert vcs.lone_since[3][:2] == (1, 7)
