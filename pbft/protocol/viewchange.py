@@ -96,12 +96,6 @@ def _verified(env: Envelope, verifier: Verifier) -> None:
         raise InvalidCertificate(f"bad signature by {env.signer} in certificate")
 
 
-def _open(data: bytes, verifier: Verifier) -> tuple[Envelope, object]:
-    env, msg = _decode(data)
-    _verified(env, verifier)
-    return env, msg
-
-
 def check_checkpoint_proof(
     config: ClusterConfig, verifier: Verifier, seq: int, proof: tuple[bytes, ...]
 ) -> bytes:
