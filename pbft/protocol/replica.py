@@ -76,6 +76,7 @@ from .messages import (
     Envelope,
     FetchBatch,
     FetchState,
+    Message,
     MsgType,
     NewView,
     Prepare,
@@ -417,15 +418,21 @@ class Replica:
 
     # -- dispatch -----------------------------------------------------------------------
 
-    def _on_received(self, peer: Signer | None, data: bytes) -> None:
+    def _decode_input(self, peer: Signer | None, data: bytes) -> tuple[Envelope, Message] | None:
+        """The envelope and message of an input, or None (rejected as malformed)."""
         if len(data) > codec.MAX_FRAME:  # the transport enforces this too; the core is sure
             self._reject(peer, Reason.MALFORMED, f"{len(data)}-byte message exceeds the frame limit")
-            return
+            return None
         try:
-            env, msg = decode_envelope(data)
+            return decode_envelope(data)
         except codec.CodecError as exc:
             self._reject(peer, Reason.MALFORMED, str(exc))
+            return None
+
+    def _on_received(self, peer: Signer | None, data: bytes) -> None:
+        if (decoded := self._decode_input(peer, data)) is None:
             return
+        env, msg = decoded
         if not self.verifier.is_member(env.signer):
             self._reject(peer, Reason.UNKNOWN_SIGNER, f"signer {env.signer!r}")
             return
@@ -1485,14 +1492,9 @@ class Replica:
         replica left behind in an old epoch: a STATUS behind our stable checkpoint
         gets the epochs after its own and the proof; a FETCH-STATE gets the state at our
         stable checkpoint. Both rationed as for a member; everything else is refused."""
-        if len(data) > codec.MAX_FRAME:
-            self._reject(peer, Reason.MALFORMED, f"{len(data)}-byte message exceeds the frame limit")
+        if (decoded := self._decode_input(peer, data)) is None:
             return
-        try:
-            env, msg = decode_envelope(data)
-        except codec.CodecError as exc:
-            self._reject(peer, Reason.MALFORMED, str(exc))
-            return
+        env, msg = decoded
         signer = env.signer
         if type(signer) is not int or not 0 <= signer < self.chunks_served.replicas or signer == self.id:
             self.rejects[(peer, Reason.STALE)] += 1
