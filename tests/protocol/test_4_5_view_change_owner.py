@@ -391,3 +391,20 @@ def test_a_second_view_change_for_the_same_view_keeps_the_lone_wait_running():
     again = CheckedViewChange(3, ViewChange(1, 4, (), ()), b"vc 3 1 at 4", b"", {})
     vcs.add(again, view=0, now=50)
     assert vcs.lone_since[3][:2] == (1, 7)
+
+
+def test_a_view_change_certificate_at_the_top_of_the_window_counts_and_a_prepare_first_does_not():
+    """`check_view_change`: certificates lie in (h, h + L] of the VIEW-CHANGE's own h, so
+    one for h + L is whole (`<=` made `<` refused it); one that opens with a PREPARE is
+    refused with its reason."""
+    cfg = make_config()  # L = 8
+    verifier = make_verifier(cfg)
+    batch = (sign_request("alice", op_put(b"k", b"v"), 1),)
+    d = batch_digest(batch)
+    top = (detached(sign_pre_prepare(8, batch, view=1)), sign_prepare(0, 8, d, 1), sign_prepare(2, 8, d, 1))
+    vc = ViewChange(2, 0, (), (top,))
+    assert set(check_view_change(cfg, verifier, 2, vc, seal_as(2, vc)).certs) == {8}
+    backwards = ViewChange(2, 0, (), (top[1:],))
+    with pytest.raises(InvalidCertificate) as raised:
+        check_view_change(cfg, verifier, 2, backwards, seal_as(2, backwards))
+    assert str(raised.value) == "prepared certificate does not start with a pre-prepare"
