@@ -25,6 +25,7 @@ from pbft.protocol.crypto import batch_digest
 from pbft.protocol.events import Reason
 from pbft.protocol.log import MessageLog
 from pbft.protocol.messages import (
+    Checkpoint,
     NewView,
     Prepare,
     PrePrepare,
@@ -40,6 +41,7 @@ from pbft.protocol.viewchange import (
     NewViewPlan,
     ViewChanges,
     certificates_to_send,
+    check_checkpoint_proof,
     check_new_view,
     check_prepared_cert,
     check_view_change,
@@ -408,3 +410,37 @@ def test_a_view_change_certificate_at_the_top_of_the_window_counts_and_a_prepare
     with pytest.raises(InvalidCertificate) as raised:
         check_view_change(cfg, verifier, 2, backwards, seal_as(2, backwards))
     assert str(raised.value) == "prepared certificate does not start with a pre-prepare"
+
+
+@pytest.mark.parametrize(
+    ("seq", "proof", "why"),
+    [
+        (0, ("x",), "a proof for checkpoint 0"),
+        (4, (b"\xff\x00",), "malformed message in certificate: "),
+        (4, ("client",), "certificate message not signed by a replica"),
+        (4, (4,), "certificate message not signed by a replica"),  # id n: one past the last
+        (4, (9,), "certificate message not signed by a replica"),
+    ],
+    ids=["at-0", "garbage", "client-signed", "signer-n", "signer-beyond"],
+)
+def test_a_refused_checkpoint_proof_says_why(seq, proof, why):
+    """`check_checkpoint_proof` (4.3): each refusal's reason, and the signer's range
+    checked before anything else of its message (`or` made `and`, `<` made `<=`)."""
+    cfg = make_config()
+    raw = tuple(
+        p if isinstance(p, bytes) else seal_as(p if p != "x" else 0, Checkpoint(4, b"D" * 32))
+        for p in proof
+    )
+    with pytest.raises(InvalidCertificate) as raised:
+        check_checkpoint_proof(cfg, make_verifier(cfg), seq, raw)
+    assert str(raised.value).startswith(why) and (why.endswith(": ") or str(raised.value) == why)
+
+
+def test_checkpoint_0_needs_no_proof_and_proves_the_empty_digest_and_n_messages_are_whole():
+    """`check_checkpoint_proof`: the initial state's digest is b"" (what every replica
+    starts from); a proof of n messages, one per replica, is whole (`>` made `>=`)."""
+    cfg = make_config()
+    verifier = make_verifier(cfg)
+    assert check_checkpoint_proof(cfg, verifier, 0, ()) == b""
+    proof = tuple(seal_as(r, Checkpoint(4, b"D" * 32)) for r in range(4))
+    assert check_checkpoint_proof(cfg, verifier, 4, proof) == b"D" * 32
