@@ -58,6 +58,7 @@ def test_the_durable_store_behaves_as_the_memory_store_across_reopening(tmp_path
         elif op == "digest":  # the current digest between checkpoints (a transfer's walk)
             assert disk.digest() == mem.digest()
         elif op == "reopen":
+            disk.flush()  # the caller's part before it commits (DurableStore.commit)
             db.execute("COMMIT")
             db.close()
             db, disk = open_store(path)
@@ -100,6 +101,7 @@ def test_checkpoint_cost_follows_the_writes(tmp_path):
     disk.checkpoint(10)
     disk.put(b"key7", b"w")
     disk.put(b"new", b"x")
+    disk.flush()
     before = db.total_changes
     disk.checkpoint(20)
     # two leaves digested (state_leaves_next, then deleted), rewritten, their old digests
@@ -150,3 +152,37 @@ def test_a_long_transfer_commits_what_it_installed(tmp_path):
     again = DurableStore(path)
     assert len(again) == INSTALLS_PER_COMMIT
     again.close()
+
+
+def test_writes_wait_in_memory_and_a_key_written_often_costs_one_write(tmp_path):
+    """Between two checkpoints a replica overwrites the same keys again and again (a
+    client's reply record at every request): they reach SQLite once, when something reads
+    the tables or the caller commits, and reads see them meanwhile."""
+    from pbft.node.statestore import WRITE_BUFFER
+
+    db, disk = open_store(tmp_path / "state.db")
+    disk.put(b"a", b"0")
+    disk.checkpoint(10)
+    before = db.total_changes
+    for i in range(100):
+        disk.put(b"a", b"%d" % i)
+        disk.put(b"b", b"%d" % i)
+    assert disk.delete(b"b") and not disk.delete(b"b")
+    assert disk.get(b"a") == b"99" and disk.get(b"b") is None
+    assert db.total_changes == before  # nothing written yet
+    disk.flush()
+    # a: its undo row and its value; b: its undo row (absent under 10) and a delete of nothing
+    assert db.total_changes - before == 3
+    assert disk.scan(b"", None, 10) == [(b"a", b"99")]
+    mem = MemoryStore()
+    mem.put(b"a", b"0")
+    mem.checkpoint(10)
+    mem.put(b"a", b"99")
+    assert disk.checkpoint(20) == mem.checkpoint(20)
+    assert disk.bucket_at(10, p.bucket_of(b"a")) == mem.bucket_at(10, p.bucket_of(b"a"))
+    # A burst bounded in memory: at WRITE_BUFFER keys waiting, they go to the tables.
+    before = db.total_changes
+    for i in range(WRITE_BUFFER):
+        disk.put(b"k%d" % i, b"v")
+    assert db.total_changes - before == 2 * WRITE_BUFFER
+    db.close()
