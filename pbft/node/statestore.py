@@ -27,10 +27,12 @@ load. Together, a key written many times between two checkpoints costs one write
 the rest go through one `executemany` per kind.
 
 Transactions belong to the caller: `SqliteStore` only executes statements on the
-connection it is given, and the caller calls `flush` before it commits. A replica process uses `DurableStore`, a database of its own
-(STATE_FILE) that commits at every checkpoint; after a crash the core rolls it back to
-the stable checkpoint the records name and replays the batches they say were executed
-after it (see `DurableStore`).
+connection it is given, and the caller calls `flush` before it commits. A replica
+process uses `DurableStore`, a database of its own (STATE_FILE) that commits at every
+checkpoint; after a crash the core rolls it back to the stable checkpoint the records
+name and replays the batches they say were executed after it (see `DurableStore`). An
+SQLite error in a flush surfaces in the step that flushed, which may come after the
+write that caused it; the node stops on it either way.
 """
 
 from __future__ import annotations
@@ -79,8 +81,10 @@ CHUNK = 500
 """Leaves digested per round (SQL parameters per query, sums held in memory at once)."""
 
 WRITE_BUFFER = 4096
-"""Keys whose writes wait in memory at most before they go to SQLite: bounds the memory a
-burst of writes holds (an atomic multi-key write, a preload) between two checkpoints."""
+"""Keys whose writes wait in memory at most before they go to SQLite."""
+WRITE_BUFFER_BYTES = 8 << 20
+"""Bytes of keys and values that wait in memory at most: with WRITE_BUFFER, what bounds
+the memory a burst of writes holds between two checkpoints (large values, a preload)."""
 
 
 class SqliteStore:
@@ -96,6 +100,7 @@ class SqliteStore:
         self._full: set[int] = set()  # buckets whose writes the undo log does not hold
         # Writes not yet in the tables: key -> (bucket, newest value or None for a delete).
         self._pending: dict[bytes, tuple[int, bytes | None]] = {}
+        self._pending_bytes = 0  # their keys and values (an overwritten one still counts)
         for statement in SCHEMA:
             db.execute(statement)
         db.execute("DELETE FROM state_leaves_next")  # sums of a digest no checkpoint followed
@@ -196,7 +201,8 @@ class SqliteStore:
         bucket = bucket_of(key)
         self.tree.touch(bucket)
         self._pending[key] = (bucket, value)
-        if len(self._pending) >= WRITE_BUFFER:
+        self._pending_bytes += len(key) + (0 if value is None else len(value))
+        if len(self._pending) >= WRITE_BUFFER or self._pending_bytes >= WRITE_BUFFER_BYTES:
             self.flush()
 
     def flush(self) -> None:
@@ -207,7 +213,6 @@ class SqliteStore:
         pending = self._pending
         if not pending:
             return
-        self._pending = {}
         db = self.db
         if not self.kept:
             self._full.update(bucket for bucket, _ in pending.values())  # no undo log: rehash whole
@@ -231,6 +236,10 @@ class SqliteStore:
                 "DELETE FROM state_entries WHERE bucket = ? AND key = ?",
                 [(bucket, key) for key, (bucket, value) in pending.items() if value is None],
             )
+        # Only now: should a statement fail (a full disk), the writes are still here, and
+        # flushing them again is harmless (the undo rows are OR IGNORE, the rest idempotent).
+        self._pending = {}
+        self._pending_bytes = 0
 
     def scan(self, start: bytes, end: bytes | None, limit: int) -> Entries:
         self.flush()
@@ -425,6 +434,7 @@ class SqliteStore:
 
     def clear(self) -> None:
         self._pending = {}
+        self._pending_bytes = 0
         for table in ("state_entries", "state_undo", "state_leaves", "state_leaves_saved", "state_meta"):
             self.db.execute(f"DELETE FROM {table}")
         self.kept = []
@@ -489,6 +499,7 @@ class DurableStore(SqliteStore):
         self.db.execute("BEGIN")
 
     def checkpoint(self, seq: int) -> bytes:
+        self.flush()  # the interval's writes are the execution's cost, not the checkpoint's
         started = time.process_time()
         root = super().checkpoint(seq)
         digested = time.process_time()

@@ -11,6 +11,7 @@ import sqlite3
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pbft.node import statestore
 from pbft.node.statestore import SqliteStore
 from pbft.protocol import partition as p
 from pbft.protocol.store import MemoryStore
@@ -19,7 +20,10 @@ keys = st.binary(max_size=4)
 step = st.one_of(
     st.tuples(st.just("put"), keys, st.binary(max_size=6)),
     st.tuples(st.just("delete"), keys, st.just(b"")),
-    st.tuples(st.sampled_from(["checkpoint", "release", "reopen", "rollback", "digest"]), st.just(b""), st.just(b"")),
+    st.tuples(
+        st.sampled_from(["checkpoint", "release", "reopen", "rollback", "digest", "scan", "flush"]),
+        st.just(b""), st.just(b""),
+    ),
 )
 
 
@@ -32,6 +36,15 @@ def open_store(path) -> tuple[sqlite3.Connection, SqliteStore]:
 @settings(max_examples=150, deadline=None)
 @given(st.lists(step, max_size=60))
 def test_the_durable_store_behaves_as_the_memory_store_across_reopening(tmp_path_factory, script):
+    # A write buffer of 3 keys: the buffer fills and flushes itself inside a script too.
+    saved, statestore.WRITE_BUFFER = statestore.WRITE_BUFFER, 3
+    try:
+        check_script(tmp_path_factory, script)
+    finally:
+        statestore.WRITE_BUFFER = saved
+
+
+def check_script(tmp_path_factory, script) -> None:
     path = tmp_path_factory.mktemp("state") / "state.db"
     db, disk = open_store(path)
     mem = MemoryStore()
@@ -57,6 +70,11 @@ def test_the_durable_store_behaves_as_the_memory_store_across_reopening(tmp_path
             assert mem.digest() == mem.digest_at(target)
         elif op == "digest":  # the current digest between checkpoints (a transfer's walk)
             assert disk.digest() == mem.digest()
+        elif op == "scan":
+            assert disk.scan(b"", None, 1000) == mem.scan(b"", None, 1000)
+            assert len(disk) == len(mem)
+        elif op == "flush":
+            disk.flush()
         elif op == "reopen":
             disk.flush()  # the caller's part before it commits (DurableStore.commit)
             db.execute("COMMIT")
@@ -185,4 +203,21 @@ def test_writes_wait_in_memory_and_a_key_written_often_costs_one_write(tmp_path)
     for i in range(WRITE_BUFFER):
         disk.put(b"k%d" % i, b"v")
     assert db.total_changes - before == 2 * WRITE_BUFFER
+    db.close()
+
+
+def test_large_values_are_flushed_at_the_byte_bound(tmp_path):
+    """A few keys with large values do not pile up in memory: at WRITE_BUFFER_BYTES of
+    keys and values waiting, they go to the tables."""
+    from pbft.node.statestore import WRITE_BUFFER_BYTES
+
+    db, disk = open_store(tmp_path / "state.db")
+    big = b"x" * (WRITE_BUFFER_BYTES // 4)
+    before = db.total_changes
+    for i in range(3):
+        disk.put(b"k%d" % i, big)
+    assert db.total_changes == before
+    disk.put(b"k3", big)  # the fourth reaches the bound
+    assert db.total_changes - before == 4
+    assert disk.scan(b"", None, 10) == [(b"k%d" % i, big) for i in range(4)]
     db.close()
