@@ -16,6 +16,7 @@ function has not changed is not run again. Mutant names after `--` (globs such a
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -81,6 +82,17 @@ def prepare(mode: str, paths: list[str]) -> Path:
     # mutmut records which tests reach which function for the functions it mutated when
     # it collected its stats, and does not collect them again for modules added since:
     # when the modules change, collect them again (one run of the tests).
+    # mutmut 3.8 copies the tests (and docs, examples, and the modules it does not
+    # mutate) into mutants/ once, when they are missing, and never again: a test added or
+    # changed since would not judge any mutant (a survivor's new test would not kill it).
+    # Remove those copies before every run; mutmut copies them afresh in a second or two.
+    # The copies of the mutated modules stay: mutmut regenerates one whose source is newer.
+    copies = workdir / "mutants"
+    for name in ("tests", "docs", "examples"):
+        shutil.rmtree(copies / name, ignore_errors=True)
+    for copy in (copies / "pbft").glob("**/*.py"):
+        if not copy.with_name(copy.name + ".meta").exists():
+            copy.unlink()
     mark = workdir / "only_mutate.txt"
     wanted = "\n".join(table["only_mutate"]) + "\n"
     if not mark.exists() or mark.read_text() != wanted:
