@@ -84,6 +84,18 @@ def test_a_peer_in_the_very_view_of_our_view_change_still_gets_it_resent():
     assert vcs.ignore_resend(1, 2, now=0) == (Reason.STALE, None)
 
 
+def test_an_older_view_heard_later_does_not_lower_what_a_peer_told_us():
+    """`saw`: `peer_view.get(None, -1)` forgot the max: a replayed message of an older
+    view, arriving after a newer one, made us resend an old VIEW-CHANGE to a replica
+    that had moved past it."""
+    vcs = owner()
+    vcs.own[4] = b"ours for 4"
+    vcs.saw(1, 5)
+    vcs.saw(1, 3)  # an old copy, delivered late
+    assert vcs.peer_view[1] == 5
+    assert vcs.ignore_resend(1, 4, now=0) == (Reason.STALE, None)
+
+
 def test_a_resend_is_allowed_again_exactly_one_period_later():
     """`ignore_resend`: `now - last < period` made `<=` held it a tick too long."""
     vcs = owner()
