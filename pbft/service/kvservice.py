@@ -114,15 +114,22 @@ _CLASSIC = frozenset({"put", "get", "delete"})
 (clients and recorded histories compare results byte for byte)."""
 
 
+_ARITY = {"put": 3, "get": 2, "delete": 2}
+"""Items of each classic operation, its name included."""
+
+
 def _classic_error(op: list) -> bytes | None:
-    if not all(isinstance(a, bytes) for a in op[1:]):
-        return error_result("operation arguments must be byte strings")
-    if op[1:] and len(op[1]) > MAX_KEY:
+    # Plain loops and a module constant: this runs once per operation on every replica.
+    for a in op[1:]:
+        if not isinstance(a, bytes):
+            return error_result("operation arguments must be byte strings")
+    n = len(op)
+    if n > 1 and len(op[1]) > MAX_KEY:
         return error_result(f"key longer than {MAX_KEY} bytes")
-    if op[0] == "put" and len(op) == 3 and len(op[2]) > MAX_VALUE:
+    if n == 3 and op[0] == "put" and len(op[2]) > MAX_VALUE:
         return error_result(f"value longer than {MAX_VALUE} bytes")
-    if len(op) != {"put": 3, "get": 2, "delete": 2}[op[0]]:
-        return error_result(f"unknown operation {op[0]!r} with {len(op) - 1} arguments")
+    if n != _ARITY[op[0]]:
+        return error_result(f"unknown operation {op[0]!r} with {n - 1} arguments")
     return None
 
 
