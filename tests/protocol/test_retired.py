@@ -15,7 +15,8 @@ from conftest import make_replica, replica_key
 from test_epochs import cluster, command, replaced_3
 
 from pbft.protocol.crypto import seal
-from pbft.protocol.events import Departed, Reason, Received, Rejected, Send, Tick
+from pbft.protocol.epochs import first_view
+from pbft.protocol.events import Departed, EpochStarted, Reason, Received, Rejected, Send, Tick
 from pbft.protocol.messages import Epochs as EpochsMessage
 from pbft.protocol.messages import Prepare, StableProof, Status, decode_envelope
 from pbft.protocol.replica import LINGER_MAX_MS, LINGER_MS
@@ -41,6 +42,10 @@ def _sends_to(actions, to: int) -> list[bytes]:
 
 def test_one_left_behind_reaches_the_new_epoch_through_the_removed_replica_alone():
     _, old3, laggard = _removed_and_left_behind()
+    _reach_epoch_1_through(old3, laggard)
+
+
+def _reach_epoch_1_through(old3, laggard) -> None:
     status = laggard.safety.sign_other(Status(0, 0, 0, 0)).to_bytes()
     answer = _sends_to(old3.step(Received(1, status)), 1)
     assert {type(decode_envelope(d)[1]) for d in answer} == {EpochsMessage, StableProof}
@@ -134,3 +139,32 @@ def test_a_removed_replica_signs_no_vote_and_nothing_but_its_answers():
     with pytest.raises(SafetyViolation):
         old3.safety.sign_other(Status(0, 4, 4, 0))
     old3.safety.sign_other(StableProof(4, ()))  # what it hands over
+
+
+def test_a_removed_replica_restarted_with_its_old_cluster_file_lingers_again_as_the_member_it_was():
+    """The documented way to give a replica left behind more time than LINGER_MS: restart
+    the removed one. Its cluster file is epoch 0's (an operator's host keeps the file it
+    was started with); its records say epoch 1, where it is not a member. It comes back
+    retired, signs as replica 3 of epoch 0 (`left_config`), and one left behind still
+    reaches epoch 1 through it alone."""
+    router, operator = _durable_cluster()
+    command(router, operator, 1, replaced_3(router.config))
+    old3 = router.replicas[3]
+    assert old3.retired
+    records = list(router.stores[3].values())
+    again = make_replica(router.config, 3, service=old3.service)  # the crash kept the state
+    notes = again.recover(records)
+    assert any(isinstance(a, EpochStarted) and a.epoch == 1 for a in notes)
+    assert again.retired and again.epochs.current == 1 and again.log.low == 4
+    assert again.left_config() is not None and again.left_config().epoch == 0
+    with pytest.raises(SafetyViolation):
+        again.safety.sign_vote(Prepare(first_view(1), 5, b"\x01" * 32))
+    _reach_epoch_1_through(again, make_replica(router.config, 1))
+    # ... and departs again LINGER_MS after its last answer.
+    assert _tick_until_departed(again, 2 * _ticks(again, LINGER_MS)) is not None
+
+
+def _durable_cluster():
+    from test_recovery_epochs import _cluster
+
+    return _cluster()
