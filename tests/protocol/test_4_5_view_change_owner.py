@@ -201,6 +201,20 @@ def test_the_owner_checks_its_own_bounds():
         vcs.invariants()
 
 
+def test_the_owners_bounds_are_reported_by_name_and_limit():
+    """`ViewChanges.bounds`: the names and limits reach the simulator's resource report
+    (a scenario's `resources`, the soak's table), so they are pinned: one entry per
+    replica in each structure, n = 4 here."""
+    vcs = owner()
+    names = ["view_changes", "_new_view_resent", "_own_vcs", "_vc_resent", "_peer_view",
+             "_lone_since", "_lone_joins", "_vc_refused", "_nv_refused"]
+    assert vcs.bounds() == [(name, 0, 4) for name in names]
+    vcs.own[1] = b"ours"
+    vcs.saw(2, 1)
+    assert dict((name, size) for name, size, _ in vcs.bounds())["_own_vcs"] == 1
+    assert dict((name, size) for name, size, _ in vcs.bounds())["_peer_view"] == 1
+
+
 def test_a_plan_contradicts_only_a_pre_prepare_we_signed_for_another_digest():
     """`NewViewPlan.contradicts`: comparing the signed envelope (`prior[1]`) instead of
     its digest made every plan that re-issues a slot we signed contradict us, so a
