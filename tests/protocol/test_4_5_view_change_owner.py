@@ -121,6 +121,30 @@ def test_the_wait_to_join_a_lone_replica_doubles_with_each_join_of_it():
     assert vcs.lone_deadlines(0, now=0) == [(3, 1, base << 2)]
 
 
+def test_only_replicas_still_alone_in_the_next_view_and_still_sending_are_joined():
+    """`lone_deadlines` (section 4.5.2's liveness aid): each condition on its own, with a
+    valid lone replica after every skipped one (a `continue` made `break` dropped it),
+    the edge of "retransmitted lately", and the cap on the doubling."""
+    vcs = owner()
+    base = LONE_FACTOR * TIMEOUT
+    vcs.add(checked(0, 1), view=0, now=0)  # lone in 1, then moved on to 2: not alone in 1
+    vcs.add(checked(0, 2), view=0, now=0)
+    vcs.lone_since[0] = (1, 0, 0)
+    vcs.add(checked(1, 2), view=0, now=0)  # lone in 2, which is not our next view
+    vcs.lone_since[1] = (2, 0, 0)
+    vcs.add(checked(2, 1), view=0, now=0)  # alone in 1 and still sending
+    assert vcs.lone_deadlines(0, now=0) == [(2, 1, base)]
+    # Retransmitted lately: up to two periods since its last copy, not beyond.
+    edge = 2 * PERIOD
+    assert vcs.lone_deadlines(0, now=edge) == [(2, 1, base)]
+    assert vcs.lone_deadlines(0, now=edge + 1) == []
+    vcs.add(checked(3, 1), view=0, now=edge + 1)  # silent 2 first, then 3, still sending
+    assert vcs.lone_deadlines(0, now=edge + 1) == [(3, 1, edge + 1 + base)]
+    # The doubling stops at 2**40 (an int that large is already years of ticks).
+    vcs.lone_joins[3] = 45
+    assert vcs.lone_deadlines(0, now=edge + 1) == [(3, 1, edge + 1 + (base << 40))]
+
+
 def _cert(prepares=(2, 3)):
     batch = (sign_request("alice", op_put(b"k", b"v"), 1),)
     d = batch_digest(batch)
