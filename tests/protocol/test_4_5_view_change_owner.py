@@ -470,17 +470,26 @@ def test_a_view_change_certificate_at_the_top_of_the_window_counts_and_a_prepare
         (4, ("client",), "certificate message not signed by a replica"),
         (4, (4,), "certificate message not signed by a replica"),  # id n: one past the last
         (4, (9,), "certificate message not signed by a replica"),
+        (4, (0, "other-digest"), "checkpoint proof with two digests"),
+        (4, (0, 1, "forged"), "bad signature by 2 in certificate"),
     ],
-    ids=["at-0", "garbage", "client-signed", "signer-n", "signer-beyond"],
+    ids=["at-0", "garbage", "client-signed", "signer-n", "signer-beyond", "two-digests", "forged"],
 )
 def test_a_refused_checkpoint_proof_says_why(seq, proof, why):
     """`check_checkpoint_proof` (4.3): each refusal's reason, and the signer's range
     checked before anything else of its message (`or` made `and`, `<` made `<=`)."""
     cfg = make_config()
-    raw = tuple(
-        p if isinstance(p, bytes) else seal_as(p if p != "x" else 0, Checkpoint(4, b"D" * 32))
-        for p in proof
-    )
+
+    def message(p) -> bytes:
+        if isinstance(p, bytes):
+            return p
+        if p == "other-digest":
+            return seal_as(1, Checkpoint(4, b"E" * 32))
+        if p == "forged":  # replica 2's message with a signature that is not its
+            return replace(envelope_from_bytes(seal_as(2, Checkpoint(4, b"D" * 32))), signature=bytes(64)).to_bytes()
+        return seal_as(p if p != "x" else 0, Checkpoint(4, b"D" * 32))
+
+    raw = tuple(message(p) for p in proof)
     with pytest.raises(InvalidCertificate) as raised:
         check_checkpoint_proof(cfg, make_verifier(cfg), seq, raw)
     assert str(raised.value).startswith(why) and (why.endswith(": ") or str(raised.value) == why)
