@@ -8,7 +8,7 @@ import pytest
 from conftest import make_config, make_replica
 
 from pbft.protocol.catchup import CatchUp
-from pbft.protocol.events import Persist, Reason, Record
+from pbft.protocol.events import Persist, Reason, Received, Record
 from pbft.protocol.partition import DEPTH, FANOUT
 from pbft.protocol.records import DamagedRecord
 from pbft.protocol.statetransfer import (
@@ -139,3 +139,30 @@ def test_a_leaf_whose_pages_keep_coming_survives_retransmission_periods():
     assert 7 not in t.leaves
     asks, _ = t.next_requests()
     assert asks[0][:3] == (0, 7, 0)
+
+
+def test_a_peer_behind_in_our_view_gets_the_proofs_of_at_most_catch_up_slots_slots():
+    """`Replica._resend_committed` / `MessageLog.committed_proof`: a STATUS from a replica
+    that lags inside our log is answered with the pre-prepare, prepares and commits of
+    the next CATCH_UP_SLOTS committed slots after what it executed, not one more (the
+    answer is rationed: `last + 2` for `last + 1` sent a seventeenth)."""
+    from conftest import Router, seal_as
+
+    from pbft.protocol.events import Send
+    from pbft.protocol.messages import Commit, PrePrepare, Status, decode_envelope
+    from pbft.protocol.replica import CATCH_UP_SLOTS
+    from pbft.service.kv import op_put
+
+    config = make_config(checkpoint_interval=64, log_window=128)
+    router = Router.build(config)
+    for i in range(CATCH_UP_SLOTS + 4):
+        router.submit("alice", op_put(b"k", b"%d" % i))
+        router.run()
+    primary = router.replicas[0]
+    assert primary.last_executed == CATCH_UP_SLOTS + 4 and primary.log.low == 0
+    out = primary.step(Received(3, seal_as(3, Status(0, 2, 0, 0))))
+    sent = [decode_envelope(a.data)[1] for a in out if isinstance(a, Send) and a.to == 3]
+    pre_prepares = sorted(m.seq for m in sent if isinstance(m, PrePrepare))
+    assert pre_prepares == list(range(3, 3 + CATCH_UP_SLOTS))
+    # Each slot's commits but the asker's own.
+    assert {m.seq for m in sent if isinstance(m, Commit)} == set(pre_prepares)
