@@ -166,3 +166,27 @@ def test_bad_behaviour_parameter_is_a_usage_error(tmp_path, capsys):
     s.write_text("[[byzantine]]\nreplica = 0\nbehaviour = 'bad-digest'\nmode = 'nonsense'\n")
     assert main(["scenario", "run", str(s)]) == 2
     assert "'mode' must be one of" in capsys.readouterr().err
+
+
+def test_the_operator_stops_a_removed_replica_once_every_member_is_in_the_new_epoch():
+    """`Simulation._stop_lingering`: a replaced replica lingers for the replicas left
+    behind, and the simulator's operator stops it as soon as every correct member is in
+    the new epoch, none down, long before the core's own LINGER_MS (its `Departed`)."""
+    from pbft.protocol.replica import LINGER_MS
+    from pbft.sim.scenario import load_scenario
+    from pbft.sim.simulation import Simulation
+
+    sim = Simulation(load_scenario("tests/scenarios/reconfigure-review-replace-primary-idle.toml"), None)
+    stopped: list[tuple[int, int]] = []
+    departed = sim._departed
+
+    def spy(rid, inst):
+        stopped.append((sim.now, rid))
+        departed(rid, inst)
+
+    sim._departed = spy
+    result = sim.run()
+    assert result.passed
+    assert stopped and all(rid == 0 for _, rid in stopped)
+    assert max(at for at, _ in stopped) < LINGER_MS
+    assert result.virtual_ms < LINGER_MS and not sim._lingering
