@@ -32,6 +32,23 @@ def test_behind_needs_f_plus_one_replicas_past_us_in_our_view():
     assert c.behind(0, 20) and not c.behind(0, 25)
 
 
+def test_a_restarted_replica_is_located_by_2f_reports_at_f_2_too():
+    """`CatchUp.report`: `2 * f` made `2 / f` is the same number at f = 1; at f = 2 it
+    took one report for four."""
+    c = CatchUp(make_config(f=2), period=10)
+    c.restarted(by=100)
+    assert [c.report(r, 0, 5, now=1) for r in (1, 2, 3, 4)] == [False, False, False, True]
+
+
+def test_the_catch_up_bounds_are_reported_by_name_and_limit():
+    """`CatchUp.bounds`: the names key the simulator's resource report; one entry per
+    replica each."""
+    c = CatchUp(make_config(), period=10)
+    c.restarted(by=100)
+    c.report(2, 0, 5, now=1)
+    assert c.bounds() == [("catch_up.answered", 1, 4), ("catch_up.heard", 1, 4), ("catch_up.progress", 1, 4)]
+
+
 def test_a_restarted_replica_is_located_by_2f_reports_and_answers_once_per_period():
     c = CatchUp(make_config(), period=10)
     c.restarted(by=100)
