@@ -159,3 +159,37 @@ def test_a_batch_over_the_byte_limit_is_refused(monkeypatch):
     rep = make_replica(cfg, 1)
     monkeypatch.setattr(replica_module, "MAX_BATCH_BYTES", sum(map(len, BIG)) - 1)
     assert rejections(feed(rep, 0, sign_pre_prepare(1, BIG))) == [Reason.BATCH_TOO_LARGE]
+
+
+def test_batch_answers_are_rationed_per_seq_and_per_asker_each_period():
+    """`BatchAnswers` directly (mutmut survivors: every test that reached it asked once):
+    one answer per (asker, seq) per period, at most ANSWERS_PER_PERIOD per asker per
+    period, the budget restarting with the first answer of a new period, and the memory
+    of answers bounded by n * L, pruned of what is a period old."""
+    from pbft.protocol.batchfetch import ANSWERS_PER_PERIOD, BatchAnswers
+
+    period = 10
+    a = BatchAnswers(period, replicas=4, window=8)
+    assert not a.too_soon(1, 5, now=100)
+    a.answered(1, 5, now=100)
+    assert a.too_soon(1, 5, now=100 + period - 1)  # the same seq within a period
+    assert not a.too_soon(1, 5, now=100 + period)  # one period later: again
+    assert not a.too_soon(2, 5, now=101)  # another asker's is its own
+    for seq in range(6, 5 + ANSWERS_PER_PERIOD):
+        assert not a.too_soon(1, seq, now=101)
+        a.answered(1, seq, now=101)
+    assert a.budget[1] == (100, ANSWERS_PER_PERIOD)
+    assert a.too_soon(1, 99, now=100 + period - 1)  # the asker's budget is spent
+    assert not a.too_soon(2, 99, now=100 + period - 1)
+    assert not a.too_soon(1, 99, now=100 + period)  # a new period
+    a.answered(1, 99, now=100 + period)
+    assert a.budget[1] == (100 + period, 1)
+    # Bounded: beyond n * L entries, those a period old are forgotten.
+    b = BatchAnswers(period, replicas=4, window=8)
+    for seq in range(31):
+        b.answered(seq % 4, seq, now=0)
+    b.answered(0, 100, now=period)
+    assert len(b.sent) == 32  # n * L exactly: nothing forgotten yet
+    b.answered(1, 101, now=period)
+    assert b.sent == {(0, 100): period, (1, 101): period}
+    b.invariants()
