@@ -109,13 +109,12 @@ class KeyValue(Service):
         return error_result(f"bad arguments to {op[0]!r}")
 
 
-_CLASSIC = frozenset({"put", "get", "delete"})
-"""The first operations, whose malformed forms keep the error results they always had
-(clients and recorded histories compare results byte for byte)."""
-
-
 _ARITY = {"put": 3, "get": 2, "delete": 2}
 """Items of each classic operation, its name included."""
+
+_CLASSIC = frozenset(_ARITY)
+"""The first operations, whose malformed forms keep the error results they always had
+(clients and recorded histories compare results byte for byte)."""
 
 
 def _classic_error(op: list) -> bytes | None:

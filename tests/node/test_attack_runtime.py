@@ -28,7 +28,10 @@ def cluster(tmp_path):
     return path, load_cluster(path)
 
 
-async def serve(path, config, nodes, requests: int = 3):
+async def serve(path, config, nodes, requests: int = 3, until=None):
+    """Run the nodes through `requests` puts and a status; then, with `until`, keep them
+    running until it holds (the client completes with any 2f+1 replicas, so what one
+    replica does may still be on its way)."""
     with trio.fail_after(40):
         async with trio.open_nursery() as nursery:
             for node in nodes:
@@ -37,6 +40,8 @@ async def serve(path, config, nodes, requests: int = 3):
                 for i in range(requests):
                     await client.put(b"k", b"v%d" % i)
                 statuses = await client.status(timeout=3)
+            while until is not None and not until():
+                await trio.sleep(0.05)
             nursery.cancel_scope.cancel()
     return statuses
 
@@ -70,7 +75,8 @@ async def test_a_raising_hook_is_logged_as_the_attackers_failure(cluster, caplog
     spec = BehaviourSpec(f"{attack}:Oops")
     nodes = [build_node(config, load_identity(config, i), i, behaviour=spec if i == 2 else None)
              for i in config.replica_ids()]
-    await serve(path, config, nodes)
+    await serve(path, config, nodes,
+                until=lambda: any("the attacker failed" in r.getMessage() for r in caplog.records))
     failed = [r.getMessage() for r in caplog.records if "the attacker failed" in r.getMessage()]
     assert failed and all(r.levelno == logging.ERROR for r in caplog.records if "the attacker failed" in r.getMessage())
     assert "behaviour Oops raised RuntimeError: my bug in on_send" in failed[0] and "oops.py line 7" in failed[0]
