@@ -171,3 +171,50 @@ def test_a_reconfiguration_scenario_runs_on_real_processes():
     r = run_real(load_scenario(str(path)))
     assert r.passed, [f"{v.check}: {v.detail}" for v in r.violations] + r.trace_tail
     assert r.requests_completed == r.requests_total
+
+
+async def test_a_member_restarted_with_its_old_cluster_file_comes_back_in_its_stores_epoch(tmp_path):
+    """An operator restarts a replica with the cluster file it was first given, from
+    before a change: its store records the later epoch, so the node must take that
+    epoch's members (replica 3's new key and port) from the core's recovery
+    (`ReplicaNode.recover`, the `EpochStarted` among its notes), not from the file. With
+    replica 1 stopped, a write needs replicas 0, 2 and the new 3 together."""
+    import shutil
+
+    tmp = str(tmp_path)
+    ports = free_ports(5)
+    path = generate_cluster(os.path.join(tmp, "c"), f=1, clients=["c0"], ports=ports[:4],
+                            cluster_id="recon-restart", checkpoint_interval=16)
+    old_path = os.path.join(os.path.dirname(path), "cluster-epoch0.toml")
+    shutil.copy(path, old_path)
+    group = LocalCluster(path, load_cluster(path), log_dir=os.path.join(tmp, "logs"))
+    started: list[LocalCluster] = [group]
+    try:
+        group.start(timeout=30)
+        async with open_client(path, "c0", timeout=30) as client:
+            for i in range(20):
+                await client.put(b"before-%d" % i, b"%d" % i)
+        p1 = admin.plan(path, replace={3: f"127.0.0.1:{ports[4]}"}, out_dir=os.path.join(tmp, "e1"))
+        new3 = node(p1, 3, tmp)
+        new3.start(timeout=30)
+        started.append(new3)
+        assert (await admin.apply(p1))["epoch"] == 1
+        assert await wait_exit(group.procs[3], 30) == 0
+        await caught_up(new3, 60)
+
+        group.stop_replica(0)
+        again = LocalCluster(old_path, load_cluster(old_path), ids=[0], data_root=group.data_root,
+                             log_dir=os.path.join(tmp, "logs-restarted"))
+        assert load_cluster(old_path).epoch == 0
+        again.start(timeout=30)
+        started.append(again)
+        with open(again.log_path(0)) as fh:
+            assert "replica 0: epoch 1 began" in fh.read()
+        group.stop_replica(1)
+        async with open_client(path, "c0", timeout=60) as client:
+            await client.put(b"after", b"restart")
+            assert await client.get(b"after") == b"restart"
+            assert await client.get(b"before-7") == b"7"
+    finally:
+        for c in started:
+            c.stop(grace=3)
