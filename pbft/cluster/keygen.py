@@ -70,7 +70,7 @@ DEFAULT_SETTINGS: dict[str, int] = {
 }
 """Written into every [cluster] table (docs/formats.md, "The cluster file")."""
 
-TUNABLE = frozenset({*DEFAULT_SETTINGS, "pipeline", "tick_ms", "retransmit_ms"})
+TUNABLE = frozenset({*DEFAULT_SETTINGS, "pipeline", "tick_ms", "retransmit_ms", "linger_ms"})
 """The [cluster] settings `generate_cluster(**cluster_settings)` may override."""
 
 MAX_F = 33

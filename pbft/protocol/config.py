@@ -46,6 +46,17 @@ class ClientInfo:
     certificate: str = ""
 
 
+LINGER_MS = 10_000
+"""`linger_ms` when the cluster file gives none: long enough for a crashed member to
+restart and ask a few times (a member down for longer is helped by restarting the
+removed replica, which lingers again)."""
+
+LINGER_MAX_MS = 300_000
+"""The most a removed replica lingers after it retired, however often it is asked: the
+old key is not kept on line for as long as a faulty peer keeps asking. Also the largest
+`linger_ms`."""
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterConfig:
     cluster_id: str
@@ -59,6 +70,10 @@ class ClusterConfig:
     view_change_timeout_ms: int = 1000
     tick_ms: int = 10
     retransmit_ms: int = 250
+    linger_ms: int = LINGER_MS
+    """`[cluster] linger_ms`: how long a replica removed by a change keeps answering the
+    replicas left behind after it retired or last answered one (replica.py,
+    `_on_received_retired`); never longer than LINGER_MAX_MS after it retired."""
     tls_ca: str = ""
     fsync: str = "always"
     """`[storage] fsync`: the replicas' durability policy (pbft.node.storage)."""
@@ -160,7 +175,7 @@ MAX_VERIFY_THREADS = 64
 SECTIONS: dict[str, tuple[str, ...]] = {
     "cluster": (
         "id", "f", "checkpoint_interval", "log_window", "batch_max", "pipeline",
-        "view_change_timeout_ms", "tick_ms", "retransmit_ms",
+        "view_change_timeout_ms", "tick_ms", "retransmit_ms", "linger_ms",
     ),
     "tls": ("ca",),
     "storage": ("fsync",),
@@ -469,6 +484,7 @@ def check_cluster(data: object, base_dir: str = ".") -> tuple[ClusterConfig | No
     vct = p.opt_int(cluster, "view_change_timeout_ms", 1000, 10, 3_600_000, "[cluster]")
     tick = p.opt_int(cluster, "tick_ms", 10, 1, 1000, "[cluster]")
     retransmit = p.opt_int(cluster, "retransmit_ms", 250, tick, 3_600_000, "[cluster]")
+    linger = p.opt_int(cluster, "linger_ms", LINGER_MS, 0, LINGER_MAX_MS, "[cluster]")
 
     tls = p.table(data, "tls")
     ca = p.path(tls, "ca", "[tls]")
@@ -499,6 +515,7 @@ def check_cluster(data: object, base_dir: str = ".") -> tuple[ClusterConfig | No
         view_change_timeout_ms=vct,
         tick_ms=tick,
         retransmit_ms=retransmit,
+        linger_ms=linger,
         tls_ca=ca,
         fsync=fsync,
         service=service,

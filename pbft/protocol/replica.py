@@ -23,7 +23,7 @@ from .batching import Batching
 from .bounds import Bound, check
 from .catchup import CatchUp
 from .checkpoints import Checkpoints
-from .config import OPERATOR, ClusterConfig
+from .config import LINGER_MAX_MS, OPERATOR, ClusterConfig
 from .crypto import NULL_DIGEST, KeyPair, Verifier, batch_digest
 from .crypto import digest as bytes_digest
 from .epochs import (
@@ -148,15 +148,6 @@ keeps, SQLite's integers included)."""
 CATCH_UP_SLOTS = 16
 """Committed slots resent per STATUS to a peer that lags inside our log."""
 
-LINGER_MS = 10_000
-"""How long a replica removed by a change lingers after it last answered one left behind
-(`_on_received_retired`), and at least after it retired: long enough for a crashed member
-to restart and ask a few times (a member down for longer is helped by restarting the
-removed replica, which lingers again)."""
-
-LINGER_MAX_MS = 300_000
-"""The most a removed replica lingers after it retired, however often it is asked: the
-old key is not kept on line for as long as a faulty peer keeps asking."""
 
 
 _REPLY = int(MsgType.REPLY)
@@ -1487,7 +1478,7 @@ class Replica:
         of the old epoch) and the state at it. If the replicas that stay crashed before
         they collected that proof and fewer than 2f+1 of the old members remain, only the
         removed ones can hand it over, or the new epoch never begins (fuzz seed 28055746).
-        So a removed replica lingers (LINGER_MS after its last answer, at most LINGER_MAX_MS;
+        So a removed replica lingers (`linger_ms` after its last answer, at most LINGER_MAX_MS;
         then `Departed` tells its runtime to stop it) and answers two questions of a
         replica left behind in an old epoch: a STATUS behind our stable checkpoint
         gets the epochs after its own and the proof; a FETCH-STATE gets the state at our
@@ -1527,11 +1518,11 @@ class Replica:
                 self.rejects[(peer, Reason.STALE)] += 1
 
     def _still_of_help(self) -> None:
-        """We answered one left behind: linger LINGER_MS more, up to LINGER_MAX_MS after we
+        """We answered one left behind: linger `linger_ms` more, up to LINGER_MAX_MS after we
         retired, so that neither a slow catch-up nor a peer that keeps asking (a faulty one
         can, forever) decides how long an old key stays on line."""
         if self.linger_until is not None:
-            self.linger_until = min(self._linger_end, max(self.linger_until, self.ticks + self._ms_ticks(LINGER_MS)))
+            self.linger_until = min(self._linger_end, max(self.linger_until, self.ticks + self._ms_ticks(self.config.linger_ms)))
 
     def _resend_committed(self, to: int, after: int) -> None:
         """Give a peer that lags inside our log what proves our committed slots: the
@@ -1801,7 +1792,7 @@ class Replica:
             # (`_on_received_retired`); it lingers for them, then departs.
             left = self.left_config()
             self.safety.retire((left or config).replica_domain)
-            self.linger_until = self.ticks + self._ms_ticks(LINGER_MS)
+            self.linger_until = self.ticks + self._ms_ticks(config.linger_ms)
             self._linger_end = self.ticks + self._ms_ticks(LINGER_MAX_MS)
         else:
             self.safety.rebind(config.replica_domain)

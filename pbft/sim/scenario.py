@@ -11,7 +11,7 @@ Optional sections and keys (docs/formats.md lists every key):
 
     [workload] keys = 4            # size of the key space; read_only = 0.5 (share of gets)
     [cluster]  checkpoint_interval, log_window, batch_max, pipeline,
-               view_change_timeout_ms, tick_ms, retransmit_ms
+               view_change_timeout_ms, tick_ms, retransmit_ms, linger_ms
     [[network]] delay_ms = 50  jitter_ms = 20  reorder = 0.3  reorder_ms = 80
     [[network]] crash = 2  at_ms = 1000  until_ms = 3000   # restart at until_ms (omit: never)
                 amnesia = true   # the restart comes back from nothing instead of from its
@@ -46,7 +46,7 @@ from typing import Any
 from ..adversary import catalogue, rules
 from ..adversary.api import did_you_mean
 from ..errors import UsageError
-from ..protocol.config import ServiceSpec, service_spec
+from ..protocol.config import LINGER_MAX_MS, ServiceSpec, service_spec
 
 Node = int | str
 
@@ -58,7 +58,10 @@ CLUSTER_KEYS = (
     "view_change_timeout_ms",
     "tick_ms",
     "retransmit_ms",
+    "linger_ms",
 )
+CLUSTER_RANGES = {"linger_ms": (0, LINGER_MAX_MS)}
+"""[cluster] settings whose valid values are not 1 to 2^22 (as in the cluster file)."""
 NETWORK_KEYS = frozenset(
     {
         "at_ms",
@@ -555,7 +558,8 @@ def parse_scenario(data: dict, source: str = "<scenario>") -> Scenario:
     if unknown:
         raise _fail(f"{source} [cluster]", f"unknown field '{unknown[0]}'.")
     cluster = tuple(
-        (k, _int(c, k, 0, 1, 1 << 22, f"{source} [cluster]")) for k in CLUSTER_KEYS if k in c
+        (k, _int(c, k, 0, *CLUSTER_RANGES.get(k, (1, 1 << 22)), f"{source} [cluster]"))
+        for k in CLUSTER_KEYS if k in c
     )
     byz_raw = data.get("byzantine", [])
     net_raw = data.get("network", [])

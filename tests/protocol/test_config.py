@@ -10,7 +10,13 @@ from conftest import CLUSTER_ID, cluster_dict, make_config, replica_key
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pbft.protocol.config import VERIFY_THREADS, ConfigError, parse_cluster
+from pbft.protocol.config import (
+    LINGER_MAX_MS,
+    LINGER_MS,
+    VERIFY_THREADS,
+    ConfigError,
+    parse_cluster,
+)
 
 
 def test_good_dict_is_accepted():
@@ -42,6 +48,19 @@ def test_defaults():
     cfg = parse_cluster(d)
     assert cfg.checkpoint_interval == 128 and cfg.log_window == 256
     assert cfg.batch_max == 256 and cfg.clients == ()
+
+
+def test_linger_ms():
+    """How long a removed replica lingers: 10 s unless the file says, 0 to 300,000."""
+    d = cluster_dict()
+    assert parse_cluster(d).linger_ms == LINGER_MS == 10_000
+    for ms in (0, 1, 2_500, LINGER_MAX_MS):
+        d["cluster"]["linger_ms"] = ms
+        assert parse_cluster(d).linger_ms == ms
+    d["cluster"]["linger_ms"] = LINGER_MAX_MS + 1
+    with pytest.raises(ConfigError) as err:
+        parse_cluster(d)
+    assert str(err.value) == "[cluster]: 'linger_ms' must be an integer from 0 to 300000, not 300001."
 
 
 def test_verify_threads_per_replica():
@@ -112,6 +131,9 @@ BAD = {
     ),
     "tick_ms zero": (_set(["cluster", "tick_ms"], 0), "tick_ms"),
     "retransmit_ms below tick": (_set(["cluster", "retransmit_ms"], 5), "retransmit_ms"),
+    "linger_ms negative": (_set(["cluster", "linger_ms"], -1), "linger_ms"),
+    "linger_ms above its cap": (_set(["cluster", "linger_ms"], 300_001), "linger_ms"),
+    "linger_ms string": (_set(["cluster", "linger_ms"], "10s"), "linger_ms"),
     "tls not a table": (_set(["tls"], "ca.pem"), "tls"),
     "tls ca not a path": (_set(["tls", "ca"], 3), "ca"),
     "no replicas": (_set(["replica"], _DELETE), "replica"),

@@ -27,8 +27,8 @@ OPERATOR_KEY = KeyPair.from_seed(b"test-operator")
 NEW_3 = KeyPair.from_seed(b"test-replica-3-epoch-1")
 
 
-def cluster() -> tuple[Router, ClientCore]:
-    config = replace(make_config(), operator_key=OPERATOR_KEY.public)
+def cluster(**settings) -> tuple[Router, ClientCore]:
+    config = replace(make_config(), operator_key=OPERATOR_KEY.public, **settings)
     router = Router.build(config)
     operator = ClientCore(config, OPERATOR, OPERATOR_KEY)
     router.clients[OPERATOR] = operator

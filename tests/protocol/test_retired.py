@@ -14,22 +14,23 @@ import pytest
 from conftest import make_replica, replica_key
 from test_epochs import cluster, command, replaced_3
 
+from pbft.protocol.config import LINGER_MAX_MS, LINGER_MS
 from pbft.protocol.crypto import seal
 from pbft.protocol.epochs import first_view
 from pbft.protocol.events import Departed, EpochStarted, Reason, Received, Rejected, Send, Tick
 from pbft.protocol.messages import Epochs as EpochsMessage
 from pbft.protocol.messages import Prepare, StableProof, Status, decode_envelope
-from pbft.protocol.replica import LINGER_MAX_MS, LINGER_MS
 from pbft.protocol.safety import SafetyViolation
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def _removed_and_left_behind():
+def _removed_and_left_behind(**settings):
     """Replica 3's key replaced (epoch 1 begins after checkpoint 4); replica 1 restarted
     from nothing in epoch 0 (its cluster file's), so everything it knows must come from
-    the removed replica 3: replicas 0 and 2 are out of its reach."""
-    router, operator = cluster()
+    the removed replica 3: replicas 0 and 2 are out of its reach. `settings` change the
+    cluster's configuration."""
+    router, operator = cluster(**settings)
     command(router, operator, 1, replaced_3(router.config))
     old3 = router.replicas[3]
     assert old3.retired and old3.log.low == 4 and old3.epochs.current == 1
@@ -108,6 +109,23 @@ def test_the_removed_replica_departs_once_nobody_has_asked_for_a_while():
     _, old3, _ = _removed_and_left_behind()
     assert _tick_until_departed(old3, 2 * _ticks(old3, LINGER_MS)) == _ticks(old3, LINGER_MS)
     assert _tick_until_departed(old3, 100) is None  # once
+
+
+@pytest.mark.parametrize("linger_ms", [0, 10, 2_000, LINGER_MAX_MS])
+def test_the_lingering_is_the_cluster_files_linger_ms(linger_ms):
+    """`[cluster] linger_ms` sets it (0: the next tick), in the removed replica's epoch and
+    in the one it left alike (a change keeps the setting)."""
+    _, old3, laggard = _removed_and_left_behind(linger_ms=linger_ms)
+    assert old3.config.linger_ms == old3.left_config().linger_ms == linger_ms
+    assert _tick_until_departed(old3, _ticks(old3, LINGER_MAX_MS) + 2) == max(1, _ticks(old3, linger_ms))
+    # An answer half-way extends it by linger_ms from then, within the cap.
+    _, old3, laggard = _removed_and_left_behind(linger_ms=linger_ms)
+    linger, cap = _ticks(old3, linger_ms), _ticks(old3, LINGER_MAX_MS)
+    if linger >= 2:
+        for _ in range(linger // 2):
+            old3.step(Tick())
+        assert _sends_to(old3.step(Received(1, laggard.safety.sign_other(Status(0, 0, 0, 0)).to_bytes())), 1)
+        assert _tick_until_departed(old3, cap) == min(linger, cap - linger // 2)
 
 
 def test_an_answer_extends_the_lingering_but_never_beyond_its_cap():

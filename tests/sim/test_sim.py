@@ -172,7 +172,7 @@ def test_the_operator_stops_a_removed_replica_once_every_member_is_in_the_new_ep
     """`Simulation._stop_lingering`: a replaced replica lingers for the replicas left
     behind, and the simulator's operator stops it as soon as every correct member is in
     the new epoch, none down, long before the core's own LINGER_MS (its `Departed`)."""
-    from pbft.protocol.replica import LINGER_MS
+    from pbft.protocol.config import LINGER_MS
     from pbft.sim.scenario import load_scenario
     from pbft.sim.simulation import Simulation
 
@@ -190,3 +190,20 @@ def test_the_operator_stops_a_removed_replica_once_every_member_is_in_the_new_ep
     assert stopped and all(rid == 0 for _, rid in stopped)
     assert max(at for at, _ in stopped) < LINGER_MS
     assert result.virtual_ms < LINGER_MS and not sim._lingering
+
+
+def test_a_scenario_sets_linger_ms_from_0_to_its_cap():
+    """`[cluster] linger_ms` in a scenario reaches the simulated replicas' configuration;
+    outside 0 to LINGER_MAX_MS it is refused, naming it."""
+    from pbft.errors import UsageError
+    from pbft.protocol.config import LINGER_MAX_MS
+    from pbft.sim.scenario import parse_scenario
+    from pbft.sim.simulation import build_config
+
+    for ms in (0, 1500, LINGER_MAX_MS):
+        s = parse_scenario({"cluster": {"linger_ms": ms}})
+        assert build_config(s, 1)[0].linger_ms == ms
+    assert build_config(parse_scenario({}), 1)[0].linger_ms == 10_000
+    for bad in (-1, LINGER_MAX_MS + 1, "1s"):
+        with pytest.raises(UsageError, match="linger_ms"):
+            parse_scenario({"cluster": {"linger_ms": bad}})
