@@ -4,7 +4,8 @@ The handlers follow Castro & Liskov (OSDI'99, refinements from TOCS 2002) in the
 order: requests (4.1), the normal case (4.2), checkpoints (4.3), view changes (4.4,
 4.5.2), state transfer, time. The protocol as implemented, rule by rule, is in
 docs/protocol.md; the state lives in narrow owners (docs/architecture.md, "Who owns what
-inside a replica"), each with an `invariants()` that `Replica.invariants()` calls.
+inside a replica"), each listing its bounded structures (`bounds()`), which
+`Replica.bounds()` gathers and `Replica.invariants()` checks.
 
 Input is checked cheapest first (docs/architecture.md, "One request, end to end"): decode,
 schema, signer is a member of the right role, view and water marks, then the signature,

@@ -114,3 +114,33 @@ def test_timeout_counts_ticks():
     assert t.fired(14) and t.deadline == 14
     t.stop()
     assert not t.running and not t.fired(1000)
+
+
+def _owners(replica) -> dict[str, object]:
+    """Every owner a replica holds that lists bounds and checks them (`invariants()`)."""
+    return {name: v for name, v in vars(replica).items()
+            if callable(getattr(v, "invariants", None)) and callable(getattr(v, "bounds", None))}
+
+
+def test_every_owners_invariants_check_its_own_bounds():
+    """Each owner's `invariants()` asserts exactly the list its `bounds()` gives: they
+    hold on a replica that ran a workload, and a bound over its limit (the owner's class
+    made to report one) is named in the assertion."""
+    router = Router.build(CFG)
+    for i in range(6):
+        router.submit("alice", op_put(b"k", b"%d" % i))
+        router.run()
+    owners = _owners(router.replicas[0])
+    assert {"log", "checkpoints", "future", "requests", "view_changes", "batch_answers",
+            "batching", "replies", "reads", "verified", "deferred",
+            "catch_up"} <= set(owners)
+    for name, owner in owners.items():
+        owner.invariants()
+        over_bound = type(f"Over{type(owner).__name__}", (type(owner),), {
+            "__slots__": (), "bounds": lambda self, name=name: [("fine", 1, 1), (f"{name}-x", 2, 1)]})
+        original = type(owner)
+        owner.__class__ = over_bound
+        try:
+            over(owner.invariants, f"{name}-x holds 2, bound 1")
+        finally:
+            owner.__class__ = original
