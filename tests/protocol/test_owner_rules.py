@@ -70,6 +70,27 @@ def test_request_timers_check_restarts_once_when_behind_and_drops_the_executed()
     assert t.check(20, True, lambda c: -1, timeout=10) is Expired.VIEW_CHANGE  # only once
 
 
+def test_a_request_the_primary_ordered_runs_on_the_view_change_timer_only():
+    """4.4 and the ordering timer: a request seen in a pre-prepare (its client's ordered
+    timestamp at or above its own) has the whole view-change timeout to execute; only one
+    not ordered yet is held to 1/ORDERING_FRACTION of it, nudged half-way first."""
+    t = RequestTimers(clients=3)
+    t.wait("c0", 5, b"a", now=0)  # ordered exactly at its timestamp
+    t.wait("c1", 5, b"b", now=0)  # ordered past it (a newer one of c1's was pre-prepared)
+    t.saw_ordered("c0", 5)
+    t.saw_ordered("c1", 6)
+    for now in range(0, 10):  # timeout 10: ordering 5, nudge at 2
+        assert t.expired(now, timeout=10) is None, now
+    assert t.unordered() == []
+    assert t.expired(10, timeout=10) is Expired.VIEW_CHANGE
+    t = RequestTimers(clients=3)
+    t.wait("c0", 5, b"a", now=0)
+    t.saw_ordered("c0", 4)  # an older one of c0's was ordered, not this one
+    assert t.unordered() == [b"a"]
+    assert [t.expired(now, timeout=10) for now in range(6)] == [None, None, Expired.NUDGE, None, None,
+                                                                 Expired.VIEW_CHANGE]
+
+
 def test_a_transfer_wants_only_the_nodes_that_differ_from_ours():
     """TOCS 2002 5.3.2: the walk fetches a node only if its digest differs from ours."""
     theirs, ours = MemoryStore(), MemoryStore()
