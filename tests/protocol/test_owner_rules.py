@@ -91,6 +91,19 @@ def test_a_request_the_primary_ordered_runs_on_the_view_change_timer_only():
                                                                  Expired.VIEW_CHANGE]
 
 
+def test_the_ordering_timer_is_half_the_timeout_rounded_down_and_at_least_two_ticks():
+    """ordering = max(2, timeout // ORDERING_FRACTION): an odd timeout rounds down, and a
+    tiny one still leaves a tick for the nudge before the view change."""
+    def ages(timeout: int) -> list[Expired | None]:
+        t = RequestTimers(clients=1)
+        t.wait("c0", 1, b"a", now=0)
+        return [t.expired(now, timeout=timeout) for now in range(timeout + 1)]
+
+    assert ages(11)[:6] == [None, None, Expired.NUDGE, None, None, Expired.VIEW_CHANGE]
+    assert ages(3) == [None, Expired.NUDGE, Expired.VIEW_CHANGE, Expired.VIEW_CHANGE]
+    assert ages(1) == [None, Expired.VIEW_CHANGE]  # the whole timeout first
+
+
 def test_a_transfer_wants_only_the_nodes_that_differ_from_ours():
     """TOCS 2002 5.3.2: the walk fetches a node only if its digest differs from ours."""
     theirs, ours = MemoryStore(), MemoryStore()
