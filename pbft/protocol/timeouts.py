@@ -165,7 +165,11 @@ class RequestTimers:
             age = now - min(unordered)
             if age >= ordering:
                 return Expired.VIEW_CHANGE
-            if age >= ordering // 2 and self.nudged < min(unordered):
+            # Once per oldest unordered request: not again for one that was waiting
+            # before we last reminded the primary. One that began waiting in that tick
+            # mostly came after the reminder (the tick is stepped first) and was not in
+            # it; a deferred one taken in the tick's own step gets a second: one message.
+            if age >= ordering // 2 and self.nudged <= min(unordered):
                 self.nudged = now
                 return Expired.NUDGE
         return None

@@ -390,6 +390,18 @@ def test_backup_relays_a_client_request_to_the_primary(backup):
     assert backup.log.get(1) is None and "alice" in backup.requests.waiting
 
 
+def test_backup_relays_the_clients_retransmission_again_and_only_the_newest_request(backup):
+    """4.1: a client that gets no reply sends its request to every replica again, and the
+    backups relay it to the primary again (the primary may have lost it); a request older
+    than one the backup already waits for from that client is superseded, not relayed."""
+    data = put("alice", 2)
+    assert feed(backup, "alice", data) == [Send(0, data)]
+    assert feed(backup, "alice", data) == [Send(0, data)]
+    assert backup.requests.waiting["alice"][0] == 2
+    assert actions_of(feed(backup, "alice", put("alice", 1)), Send) == []
+    assert backup.requests.waiting["alice"][0] == 2
+
+
 # -- retransmission on Tick ------------------------------------------------------------------
 
 

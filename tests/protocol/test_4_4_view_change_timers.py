@@ -49,6 +49,23 @@ def test_an_unordered_request_is_first_re_sent_to_the_primary_then_the_view_chan
     assert actions_of(ticks(backup, 1), ViewChangeStarted) == [ViewChangeStarted(1)]
 
 
+def test_a_request_that_arrives_just_after_a_reminder_gets_a_reminder_of_its_own():
+    """A request that began waiting in the tick of another's reminder, after it, was not
+    re-sent with it: once it is the oldest unordered request, it gets its own reminder
+    half-way through its ordering timer, before the view changes (timeouts.py)."""
+    backup = make_replica(make_config(), 1)
+    a = sign_request("alice", op_put(b"k", b"v"), 1)
+    feed(backup, "alice", a)
+    assert [s.to for s in actions_of(ticks(backup, 25), Send) if s.data == a] == [0]  # its reminder
+    b = sign_request("bob", op_put(b"j", b"w"), 1)
+    feed(backup, "bob", b)  # in the same tick, after the reminder
+    feed(backup, 0, sign_pre_prepare(1, (a,)))  # the primary orders alice's only
+    assert not [s for s in actions_of(ticks(backup, 24), Send) if s.data == b]
+    assert [s.to for s in actions_of(ticks(backup, 1), Send) if s.data == b] == [0]
+    assert actions_of(ticks(backup, 24), ViewChangeStarted) == []
+    assert actions_of(ticks(backup, 1), ViewChangeStarted) == [ViewChangeStarted(1)]  # still unordered
+
+
 def test_a_backup_fetching_state_does_not_time_out_the_primary():
     # It is behind: the request it waits for may long be executed by the others.
     backup = make_replica(make_config(), 1)

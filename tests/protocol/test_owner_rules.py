@@ -104,6 +104,22 @@ def test_the_ordering_timer_is_half_the_timeout_rounded_down_and_at_least_two_ti
     assert ages(1) == [None, Expired.VIEW_CHANGE]  # the whole timeout first
 
 
+def test_a_request_that_arrives_just_after_a_nudge_gets_its_own_nudge():
+    """The nudge (half-way through the ordering timer) asks the primary again for the
+    requests waiting then. One that began waiting in the same tick but after it (the
+    tick's step came first) was not among them: when it is the oldest unordered one, it
+    must be nudged too before its ordering timer runs out, or a request the primary merely
+    lost costs a view change. Found by mutation testing (`nudged <= min(unordered)`)."""
+    t = RequestTimers(clients=2)
+    t.wait("c0", 1, b"a", now=0)
+    assert [t.expired(now, timeout=10) for now in range(3)] == [None, None, Expired.NUDGE]
+    t.wait("c1", 1, b"b", now=2)  # after the nudge of tick 2
+    t.saw_ordered("c0", 1)  # the primary ordered c0's: c1's is the oldest unordered now
+    assert [t.expired(now, timeout=10) for now in range(3, 8)] == [None, Expired.NUDGE, None, None,
+                                                                    Expired.VIEW_CHANGE]
+    assert t.unordered() == [b"b"]
+
+
 def test_a_transfer_wants_only_the_nodes_that_differ_from_ours():
     """TOCS 2002 5.3.2: the walk fetches a node only if its digest differs from ours."""
     theirs, ours = MemoryStore(), MemoryStore()
