@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from conftest import make_config
 
+from pbft.protocol.batchfetch import DIGESTS_PER_SLOT, HeldBatches
 from pbft.protocol.catchup import CatchUp
 from pbft.protocol.checkpoints import Checkpoints
 from pbft.protocol.events import Reason
@@ -118,6 +119,27 @@ def test_a_request_that_arrives_just_after_a_nudge_gets_its_own_nudge():
     assert [t.expired(now, timeout=10) for now in range(3, 8)] == [None, Expired.NUDGE, None, None,
                                                                     Expired.VIEW_CHANGE]
     assert t.unordered() == [b"b"]
+
+
+def test_request_timers_wait_for_the_newest_request_of_each_client():
+    """One outstanding request per client (4.1): a newer one replaces the one waited for
+    (a fresh timer), the same one again keeps its timer, an older one is superseded."""
+    t = RequestTimers(clients=2)
+    assert t.wait("c0", 2, b"two", now=5)
+    assert t.wait("c0", 2, b"two", now=9) and t.waiting["c0"] == (2, b"two", 5)
+    assert not t.wait("c0", 1, b"one", now=9) and t.waiting["c0"] == (2, b"two", 5)
+    assert t.wait("c0", 3, b"three", now=9) and t.waiting["c0"] == (3, b"three", 9)
+
+
+def test_held_batches_are_dropped_at_the_stable_checkpoint_that_covers_them():
+    """A stable checkpoint at seq covers the slots at or below it (batchfetch.py)."""
+    held = HeldBatches(window=8)
+    for seq in (3, 4, 5):
+        held.keep(seq, b"d%d" % seq, (b"r%d" % seq,))
+    assert held.bounds() == [("held-batches", 3, 8 * DIGESTS_PER_SLOT, "batches")]
+    held.collect(4)
+    assert (held.get(3, b"d3"), held.get(4, b"d4"), held.get(5, b"d5")) == (None, None, (b"r5",))
+    assert held.bounds() == [("held-batches", 1, 8 * DIGESTS_PER_SLOT, "batches")]
 
 
 def test_a_transfer_wants_only_the_nodes_that_differ_from_ours():
