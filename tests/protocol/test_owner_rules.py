@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from conftest import make_config
 
-from pbft.protocol.batchfetch import DIGESTS_PER_SLOT, HeldBatches
+from pbft.protocol.batchfetch import DIGESTS_PER_SLOT, BatchAnswers, HeldBatches
 from pbft.protocol.catchup import CatchUp
 from pbft.protocol.checkpoints import Checkpoints
 from pbft.protocol.events import Reason
@@ -140,6 +140,25 @@ def test_held_batches_are_dropped_at_the_stable_checkpoint_that_covers_them():
     held.collect(4)
     assert (held.get(3, b"d3"), held.get(4, b"d4"), held.get(5, b"d5")) == (None, None, (b"r5",))
     assert held.bounds() == [("held-batches", 1, 8 * DIGESTS_PER_SLOT, "batches")]
+
+
+def test_batch_answers_remembered_are_dropped_at_the_stable_checkpoint_that_covers_them():
+    """What BatchAnswers remembers of (asker, seq) goes at the stable checkpoint covering
+    seq (4.3: everything at or below it is discarded), the rest stays."""
+    answers = BatchAnswers(period=10, replicas=4, window=8)
+    for seq in (3, 4, 5):
+        answers.answered(1, seq, now=0)
+    answers.collect(4)
+    assert answers.bounds() == [("batch-answers", 1, 4 * 8, "entries")]
+    assert answers.too_soon(1, 5, now=1) and not answers.too_soon(2, 5, now=1)
+
+
+def test_request_timers_bounds_are_named_and_sized_per_client():
+    t = RequestTimers(clients=3)
+    t.wait("c0", 1, b"a", now=0)
+    t.saw_ordered("c0", 1)
+    t.saw_ordered("c1", 4)
+    assert t.bounds() == [("waiting", 1, 3), ("ordered", 2, 3), ("_timers_restarted", 0, 3)]
 
 
 def test_a_transfer_wants_only_the_nodes_that_differ_from_ours():
