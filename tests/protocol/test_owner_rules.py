@@ -131,6 +131,21 @@ def test_request_timers_wait_for_the_newest_request_of_each_client():
     assert t.wait("c0", 3, b"three", now=9) and t.waiting["c0"] == (3, b"three", 9)
 
 
+def test_request_timers_stop_waiting_once_the_request_or_a_newer_one_executed():
+    """Executing a client's request ends the wait for it and for anything older of that
+    client at once, not at the next tick's check (what waits is handed to the next
+    primary at a view change); an older execution leaves a newer request waiting."""
+    t = RequestTimers(clients=3)
+    t.wait("c0", 2, b"a", now=0)
+    t.wait("c1", 3, b"b", now=0)
+    t.executed("c0", 1)
+    t.executed("c2", 9)  # a client we do not wait for
+    assert set(t.waiting) == {"c0", "c1"}
+    t.executed("c0", 2)
+    t.executed("c1", 4)
+    assert t.waiting == {} and t.new_view(5) == []
+
+
 def test_held_batches_are_dropped_at_the_stable_checkpoint_that_covers_them():
     """A stable checkpoint at seq covers the slots at or below it (batchfetch.py)."""
     held = HeldBatches(window=8)
@@ -149,7 +164,7 @@ def test_batch_answers_remembered_are_dropped_at_the_stable_checkpoint_that_cove
     for seq in (3, 4, 5):
         answers.answered(1, seq, now=0)
     answers.collect(4)
-    assert answers.bounds() == [("batch-answers", 1, 4 * 8, "entries")]
+    assert answers.bounds() == [("batch-answers", 1, 4 * 8, "entries")]  # "entries" is the unit the report prints
     assert answers.too_soon(1, 5, now=1) and not answers.too_soon(2, 5, now=1)
 
 
