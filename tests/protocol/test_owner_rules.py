@@ -146,6 +146,24 @@ def test_request_timers_stop_waiting_once_the_request_or_a_newer_one_executed():
     assert t.waiting == {} and t.new_view(5) == []
 
 
+def test_held_batches_keep_the_latest_digests_accepted_per_slot():
+    """At most DIGESTS_PER_SLOT batches per slot, the latest accepted: a pre-prepare
+    accepted again (a later view re-issuing the same digest) counts as the latest, and
+    the oldest goes first (batchfetch.py)."""
+    held = HeldBatches(window=8)
+    digests = [b"d%d" % i for i in range(DIGESTS_PER_SLOT + 2)]
+    for d in digests[:DIGESTS_PER_SLOT]:
+        held.keep(1, d, (d,))
+    assert all(held.get(1, d) == (d,) for d in digests[:DIGESTS_PER_SLOT])
+    held.keep(1, digests[0], (digests[0],))  # accepted again: now the latest
+    held.keep(1, digests[DIGESTS_PER_SLOT], (b"new",))
+    assert held.get(1, digests[1]) is None  # the oldest went
+    assert held.get(1, digests[0]) == (digests[0],) and held.get(1, digests[DIGESTS_PER_SLOT]) == (b"new",)
+    held.keep(1, digests[DIGESTS_PER_SLOT + 1], (b"newer",))
+    assert held.get(1, digests[2]) is None
+    assert held.bounds()[0][1] == DIGESTS_PER_SLOT
+
+
 def test_held_batches_are_dropped_at_the_stable_checkpoint_that_covers_them():
     """A stable checkpoint at seq covers the slots at or below it (batchfetch.py)."""
     held = HeldBatches(window=8)
