@@ -106,6 +106,7 @@ def test_replica_reports_an_owner_over_its_bound():
 
 def test_timeout_counts_ticks():
     t = Timeout("t", 3)
+    assert repr(t) == "Timeout('t', 3, started=None)"  # its name is for debugging only
     assert not t.fired(100) and t.deadline is None
     t.start(10)
     assert [t.fired(now) for now in (11, 12, 13, 14)] == [False, False, True, True]

@@ -146,6 +146,18 @@ def test_request_timers_stop_waiting_once_the_request_or_a_newer_one_executed():
     assert t.waiting == {} and t.new_view(5) == []
 
 
+def test_the_ordered_timestamp_of_a_client_only_grows():
+    """A pre-prepare of an older request of the client seen after a newer one (a slot
+    re-issued, a message delivered late) does not make the newer request unordered again,
+    which would put it back on the shorter ordering timer."""
+    t = RequestTimers(clients=2)
+    t.wait("c0", 5, b"a", now=0)
+    t.saw_ordered("c0", 5)
+    t.saw_ordered("c0", 3)
+    assert t.ordered["c0"] == 5 and t.unordered() == []
+    assert [t.expired(now, timeout=10) for now in range(10)] == [None] * 10
+
+
 def test_held_batches_keep_the_latest_digests_accepted_per_slot():
     """At most DIGESTS_PER_SLOT batches per slot, the latest accepted: a pre-prepare
     accepted again (a later view re-issuing the same digest) counts as the latest, and
