@@ -3,18 +3,22 @@ each one alone, on its owner."""
 
 from __future__ import annotations
 
-from conftest import make_config
+from conftest import make_config, make_verifier, sign_request
 
+from pbft.protocol.batching import Batching
 from pbft.protocol.batchfetch import DIGESTS_PER_SLOT, BatchAnswers, HeldBatches
 from pbft.protocol.catchup import CatchUp
 from pbft.protocol.checkpoints import Checkpoints
 from pbft.protocol.events import Reason
-from pbft.protocol.held import ReplyCache, WaitingReads
+from pbft.protocol.future import FutureViews
+from pbft.protocol.held import HeldAnswers, ReplyCache, WaitingReads
 from pbft.protocol.messages import Request
 from pbft.protocol.partition import DEPTH, FANOUT, bucket_of
 from pbft.protocol.statetransfer import Transfer, Verdict, encode_page
 from pbft.protocol.store import MemoryStore
 from pbft.protocol.timeouts import Expired, RequestTimers
+from pbft.protocol.verified import DeferredRequests, VerifiedRequests
+from pbft.service.kv import op_put
 
 
 def test_a_status_is_answered_over_its_signers_channel_once_per_period():
@@ -225,3 +229,74 @@ def test_a_transfer_wants_only_the_nodes_that_differ_from_ours():
     assert list(t.expected) == [(0, b)]
     verdict, entries = t.received(0, b, 0, 1, encode_page(theirs.bucket_at(8, b)), 1)
     assert verdict is Verdict.LEAF and (b"k7", b"changed") in entries and t.complete()
+
+
+def test_a_signers_future_view_budget_is_full_at_exactly_its_count():
+    """FutureViews keeps at most `per_signer` messages of one signer (issue 13, item 6)."""
+    fv = FutureViews(make_config())
+    for _ in range(fv.per_signer - 1):
+        fv.add(1, 1, b"x")
+    assert not fv.full(1, 1)
+    fv.add(1, 1, b"x")
+    assert fv.full(1, 1) and not fv.full(2, 1)
+
+
+def test_a_batch_says_why_each_request_that_does_not_verify_is_refused():
+    cfg = make_config()
+    good = sign_request("alice", op_put(b"k", b"v"), 1)
+    forged = bytearray(sign_request("bob", op_put(b"k", b"w"), 1))
+    forged[-1] ^= 1
+    ok, bad = VerifiedRequests(make_verifier(cfg)).batch((good, b"\xff", bytes(forged)))
+    assert [r.client for r, _ in ok] == ["alice"]
+    assert len(bad) == 2 and bad[0].startswith("malformed request: ")
+    assert bad[1] == "bad client signature from 'bob'"
+
+
+def _deferred():
+    cfg = make_config(clients=("alice", "bob", "carol"))
+    requests = RequestTimers(clients=len(cfg.requesters))
+    deferred = DeferredRequests(Batching(cfg, 100), requests, ReplyCache(cfg))
+    return deferred, requests, VerifiedRequests(make_verifier(cfg))
+
+
+def test_deferred_requests_are_taken_newest_first_per_client_and_each_client_in_turn():
+    """DeferredRequests (issue 13, item 9): at the tick, per client in client order, its
+    newest held request, verified; one that does not verify gives way to the next newest;
+    one no newer than what now waits (superseded meanwhile) is dropped, the client's older
+    ones with it, and the next client still gets its turn."""
+    deferred, requests, verified = _deferred()
+    for client in ("alice", "bob", "carol"):
+        requests.wait(client, 1, sign_request(client, op_put(b"k", b"0"), 1), now=0)
+    a2 = sign_request("alice", op_put(b"k", b"2"), 2)
+    forged = bytearray(sign_request("bob", op_put(b"k", b"3"), 3))
+    forged[-1] ^= 1
+    b2 = sign_request("bob", op_put(b"k", b"2"), 2)
+    c3, c2 = (sign_request("carol", op_put(b"k", b"%d" % t), t) for t in (3, 2))
+    assert deferred.defer("alice", a2, _request(a2, 2)) is True
+    assert deferred.defer("bob", bytes(forged), _request(forged, 3)) is True
+    assert deferred.defer(2, b2, _request(b2, 2)) is True  # relayed by replica 2
+    assert deferred.defer(2, c2, _request(c2, 2)) is True
+    assert deferred.defer("carol", c3, _request(c3, 3)) is True
+    requests.wait("alice", 2, a2, now=1)  # alice's arrived verified meanwhile: superseded
+    taken = [(peer, data, checked if isinstance(checked, str) else checked.timestamp)
+             for peer, data, checked in deferred.take(verified)]
+    assert taken == [("bob", bytes(forged), "bad client signature from 'bob'"), (2, b2, 2), ("carol", c3, 3)]
+    assert deferred.held == {}
+
+
+def _request(data, timestamp):
+    from pbft.protocol.messages import Request, decode_envelope
+    _, msg = decode_envelope(bytes(data))
+    assert isinstance(msg, Request) and msg.timestamp == timestamp
+    return msg
+
+
+def test_held_answers_are_rationed_per_client_not_across_clients():
+    """A HELD goes out once per period per request (held.py): two clients refused for
+    the same timestamp in one period are each told."""
+    cfg = make_config()
+    held = HeldAnswers(cfg)
+    alice, bob = (_request(sign_request(c, op_put(b"k", b"v"), 1), 1) for c in ("alice", "bob"))
+    assert held.answer(0, 1, alice, 5, now=0) is not None
+    assert held.answer(0, 1, bob, 5, now=0) is not None
+    assert held.answer(0, 1, alice, 5, now=1) is None  # the same request again, within the period
