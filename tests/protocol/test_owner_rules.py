@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from conftest import make_config, make_verifier, sign_request
 
-from pbft.protocol.batching import Batching
 from pbft.protocol.batchfetch import DIGESTS_PER_SLOT, BatchAnswers, HeldBatches
+from pbft.protocol.batching import Batching
 from pbft.protocol.catchup import CatchUp
 from pbft.protocol.checkpoints import Checkpoints
 from pbft.protocol.events import Reason
