@@ -10,7 +10,7 @@ from pbft.protocol.batching import Batching
 from pbft.protocol.catchup import CatchUp
 from pbft.protocol.checkpoints import Checkpoints
 from pbft.protocol.events import Reason
-from pbft.protocol.future import FutureViews
+from pbft.protocol.future import FUTURE_SIGNER_BYTES, FutureViews
 from pbft.protocol.held import HeldAnswers, ReplyCache, WaitingReads
 from pbft.protocol.messages import Request
 from pbft.protocol.partition import DEPTH, FANOUT, bucket_of
@@ -239,6 +239,15 @@ def test_a_signers_future_view_budget_is_full_at_exactly_its_count():
     assert not fv.full(1, 1)
     fv.add(1, 1, b"x")
     assert fv.full(1, 1) and not fv.full(2, 1)
+
+
+def test_a_future_view_byte_budget_takes_a_message_up_to_exactly_its_limit():
+    """One signer's bytes and the total are bounds that a message may reach, not pass."""
+    fv = FutureViews(make_config())
+    fv.bytes[2] = FUTURE_SIGNER_BYTES - 10
+    assert not fv.full(2, 10) and fv.full(2, 11)
+    fv.total = fv.total_limit - 10
+    assert not fv.full(3, 10) and fv.full(3, 11)
 
 
 def test_a_batch_says_why_each_request_that_does_not_verify_is_refused():
