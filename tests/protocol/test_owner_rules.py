@@ -309,3 +309,33 @@ def test_held_answers_are_rationed_per_client_not_across_clients():
     assert held.answer(0, 1, alice, 5, now=0) is not None
     assert held.answer(0, 1, bob, 5, now=0) is not None
     assert held.answer(0, 1, alice, 5, now=1) is None  # the same request again, within the period
+
+
+def test_the_future_view_buffer_counts_its_total_bytes_and_empties_to_zero():
+    fv = FutureViews(make_config())
+    fv.add(1, 1, b"abc")
+    fv.add(2, 2, b"defgh")
+    assert fv.total == 8 and ("_future (total bytes)", 8, fv.total_limit) in fv.bounds()
+    assert [d for _, d in fv.take()] == [b"abc", b"defgh"]
+    assert fv.total == 0 and not fv.count and not fv.bytes and not fv.seen
+
+
+def test_reply_records_are_read_back_for_every_client_name_and_a_bad_key_is_a_problem_not_a_crash():
+    """ReplyCache.load after a state transfer or a rollback: records of every client
+    (names sort anywhere, upper case too), a key that is no client's or not UTF-8 is
+    reported, not raised, and at most one record beyond the clients' number is read (a
+    state 2f+1 replicas signed cannot hold more, so nothing past it costs work)."""
+    from pbft.protocol import codec
+    from pbft.protocol.store import Namespace
+
+    cfg = make_config(clients=("Al", "bob"))
+    store = MemoryStore()
+    replies = ReplyCache(cfg, Namespace(store, b"r"))
+    replies.record("Al", 3, b"x")
+    replies.record("bob", 4, b"y")
+    assert replies.load() == [] and {c: r.timestamp for c, r in replies.records.items()} == {"Al": 3, "bob": 4}
+    Namespace(store, b"r").put(b"\xff", codec.encode([1, b"z"]))
+    assert replies.load() == ["reply record of '\ufffd' not a client's"]
+    Namespace(store, b"r").put(b"\xfe", codec.encode([1, b"z"]))  # sorts before \xff: read; \xff not
+    assert replies.load() == ["reply record of '\ufffd' not a client's"]
+    assert set(replies.records) == {"Al", "bob"}
