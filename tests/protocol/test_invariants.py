@@ -145,3 +145,86 @@ def test_every_owners_invariants_check_its_own_bounds():
             over(owner.invariants, f"{name}-x holds 2, bound 1")
         finally:
             owner.__class__ = original
+
+
+# Every bounded structure of a fresh replica (make_config: f = 1, K = 4, L = 8, clients
+# alice and bob), as (name, limit[, unit]). The names key the simulator's resource report
+# and docs/robustness.md; the limits are the documented ones. A change here is a change
+# to what a replica promises to bound: update the docs with it.
+FRESH_BOUNDS = [
+    ('log', 8, 'entries'),
+    ('checkpoint_votes', 4),
+    ('checkpoint_votes (votes)', 16),
+    ('checkpoint_votes (bytes)', 8192),
+    ('own_checkpoints', 4),
+    ('claims', 4),
+    ('claims (checkpoints)', 8),
+    ('claims (bytes)', 4096),
+    ('_future', 160),
+    ('_future_seen', 160),
+    ('_future (signers)', 4),
+    ('_future (one signer)', 40),
+    ("_future (one signer's bytes)", 16777216),
+    ('_future (total bytes)', 50331648),
+    ('waiting', 2),
+    ('ordered', 2),
+    ('_timers_restarted', 2),
+    ('view_changes', 4),
+    ('_new_view_resent', 4),
+    ('_own_vcs', 4),
+    ('_vc_resent', 4),
+    ('_peer_view', 4),
+    ('_lone_since', 4),
+    ('_lone_joins', 4),
+    ('_vc_refused', 4),
+    ('_nv_refused', 4),
+    ('_chunks_sent', 4096),
+    ('_chunk_budget', 4),
+    ('batch-answers', 32, 'entries'),
+    ('held-batches', 32, 'batches'),
+    ('_verified', 4096),
+    ('_deferred', 4096),
+    ('pending', 2),
+    ('returning', 2),
+    ('clients', 2),
+    ('ClientAnswers', 2),
+    ('HeldAnswers', 2),
+    ('reads', 2),
+    ('evidence', 4096),
+    ('catch_up.answered', 4),
+    ('catch_up.heard', 4),
+    ('catch_up.progress', 4),
+    ('verdicts', 0),
+    ('transfer (asked)', 8, 'requests'),
+    ('transfer (leaves)', 8, 'leaves in pages'),
+    ('transfer (pages)', 16384, 'pages of one leaf'),
+    ('transfer (unanswered)', 8, 'requests to ask elsewhere'),
+    ('prepared_certs', 8),
+    ('epochs_sent', 100),
+    ('status_answered', 2),
+    ('read_answers', 2),
+    ('tree_nodes', 514),
+    ('rejects', 105),
+]
+
+
+def test_a_replica_lists_every_bound_by_name_and_limit():
+    assert [b[:1] + b[2:] for b in make_replica(CFG, 0).bounds()] == FRESH_BOUNDS
+    assert all(b[1] == 0 for b in make_replica(CFG, 0).bounds())
+
+
+# The limits that depend on n or f, at f = 2 (n = 7); the others are as at f = 1.
+F2_LIMITS = {'checkpoint_votes (votes)': 28, 'checkpoint_votes (bytes)': 14336, 'claims': 7,
+    'claims (checkpoints)': 14, 'claims (bytes)': 7168, '_future': 364, '_future_seen': 364,
+    '_future (signers)': 7, '_future (one signer)': 52, '_future (total bytes)': 67108864,
+    'view_changes': 7, '_new_view_resent': 7, '_own_vcs': 7, '_vc_resent': 7, '_peer_view':
+    7, '_lone_since': 7, '_lone_joins': 7, '_vc_refused': 7, '_nv_refused': 7,
+    '_chunk_budget': 7, 'batch-answers': 56, 'catch_up.answered': 7, 'catch_up.heard': 7,
+    'catch_up.progress': 7, 'rejects': 150}
+
+
+def test_the_limits_that_depend_on_the_group_follow_it_at_f_2():
+    limits = {b[0]: b[2] for b in make_replica(make_config(f=2), 0).bounds()}
+    assert {k: v for k, v in limits.items() if k in F2_LIMITS} == F2_LIMITS
+    assert {k: v for k, v in limits.items() if k not in F2_LIMITS} == {
+        b[0]: b[1] for b in FRESH_BOUNDS if b[0] not in F2_LIMITS}
