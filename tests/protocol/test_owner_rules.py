@@ -339,3 +339,18 @@ def test_reply_records_are_read_back_for_every_client_name_and_a_bad_key_is_a_pr
     Namespace(store, b"r").put(b"\xfe", codec.encode([1, b"z"]))  # sorts before \xff: read; \xff not
     assert replies.load() == ["reply record of '\ufffd' not a client's"]
     assert set(replies.records) == {"Al", "bob"}
+
+
+
+def test_a_reply_record_that_does_not_read_is_a_problem_and_the_rest_still_load():
+    from pbft.protocol import codec
+    from pbft.protocol.store import Namespace
+
+    cfg = make_config(clients=("Al", "bob", "cy"))
+    store = MemoryStore()
+    replies = ReplyCache(cfg, Namespace(store, b"r"))
+    Namespace(store, b"r").put(b"Al", b"\xff\xff")  # not CBOR
+    Namespace(store, b"r").put(b"bob", codec.encode([1, "text"]))  # a result that is not bytes
+    replies.record("cy", 7, b"ok")
+    assert replies.load() == ["reply record of 'Al' unreadable", "reply record of 'bob' not a client's"]
+    assert {c: r.timestamp for c, r in replies.records.items()} == {"cy": 7}
