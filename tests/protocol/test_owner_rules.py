@@ -354,3 +354,17 @@ def test_a_reply_record_that_does_not_read_is_a_problem_and_the_rest_still_load(
     replies.record("cy", 7, b"ok")
     assert replies.load() == ["reply record of 'Al' unreadable", "reply record of 'bob' not a client's"]
     assert {c: r.timestamp for c, r in replies.records.items()} == {"cy": 7}
+
+
+def test_messages_for_up_to_n_views_ahead_are_kept_and_no_further():
+    """A replica keeps messages for the next n views (one per possible next primary) and
+    refuses older or farther ones, saying which (future.py)."""
+    from pbft.protocol.events import Reason
+
+    cfg = make_config()
+    fv = FutureViews(cfg)
+    assert fv.ignore(5 + cfg.n, 5, 1, b"x", "PREPARE") is None
+    assert fv.ignore(6 + cfg.n, 5, 1, b"x", "PREPARE") == (Reason.OUT_OF_WINDOW, "PREPARE for far-future view 10")
+    assert fv.ignore(4, 5, 1, b"x", "COMMIT") == (Reason.WRONG_VIEW, "COMMIT for old view 4")
+    fv.add(1, 1, b"x")
+    assert fv.ignore(6, 5, 1, b"x", "PREPARE") == (Reason.DUPLICATE, None)
