@@ -368,3 +368,33 @@ def test_messages_for_up_to_n_views_ahead_are_kept_and_no_further():
     assert fv.ignore(4, 5, 1, b"x", "COMMIT") == (Reason.WRONG_VIEW, "COMMIT for old view 4")
     fv.add(1, 1, b"x")
     assert fv.ignore(6, 5, 1, b"x", "PREPARE") == (Reason.DUPLICATE, None)
+
+
+def test_a_request_is_answered_again_only_after_a_period_whenever_it_was_told():
+    """ClientAnswers: the same request answered at tick t goes out again from t + period,
+    late in a run as early (held.py)."""
+    cfg = make_config()
+    answers = HeldAnswers(cfg)
+    period = answers.period
+    assert period >= 2
+    assert answers.due("alice", 4, now=1000)
+    assert not answers.due("alice", 4, now=1000 + period - 1)
+    assert answers.due("alice", 4, now=1000 + period)
+    assert answers.due("alice", 5, now=1000 + period)  # a newer request at once
+
+
+def test_a_wait_for_returning_clients_that_ran_out_pauses_only_with_requests_waiting_and_none_in_flight():
+    """batching.py: a hold that runs out while requests wait and nothing is in flight
+    means clients did not come straight back: stop waiting for HOLD_PAUSE batches.
+    Otherwise (nothing waits, or a batch is in flight) nothing is paused."""
+    from pbft.protocol.batching import HOLD_PAUSE
+
+    cfg = make_config(clients=("alice", "bob", "carol"))
+    for pending, idle, paused in ((False, True, 0), (True, False, 0), (True, True, HOLD_PAUSE)):
+        b = Batching(cfg, 100)
+        b.expect_returns({"alice", "bob"}, now=0)
+        if pending:
+            req = _request(sign_request("carol", op_put(b"k", b"v"), 1), 1)
+            b.enqueue(req, b"data")
+        b.on_hold_timeout(idle=idle)
+        assert (b.pause, b.returning, b.hold.running) == (paused, set(), False), (pending, idle)
