@@ -315,8 +315,12 @@ def test_the_future_view_buffer_counts_its_total_bytes_and_empties_to_zero():
     fv = FutureViews(make_config())
     fv.add(1, 1, b"abc")
     fv.add(2, 2, b"defgh")
-    assert fv.total == 8 and ("_future (total bytes)", 8, fv.total_limit) in fv.bounds()
-    assert [d for _, d in fv.take()] == [b"abc", b"defgh"]
+    fv.add(1, 1, b"ij")
+    assert fv.total == 10 and ("_future (total bytes)", 10, fv.total_limit) in fv.bounds()
+    assert ("_future (one signer)", 2, fv.per_signer) in fv.bounds()
+    assert ("_future (one signer's bytes)", 5, FUTURE_SIGNER_BYTES) in fv.bounds()
+    assert ("_future (signers)", 2, fv.signers) in fv.bounds()
+    assert [d for _, d in fv.take()] == [b"abc", b"defgh", b"ij"]
     assert fv.total == 0 and not fv.count and not fv.bytes and not fv.seen
 
 
@@ -398,3 +402,21 @@ def test_a_wait_for_returning_clients_that_ran_out_pauses_only_with_requests_wai
             b.enqueue(req, b"data")
         b.on_hold_timeout(idle=idle)
         assert (b.pause, b.returning, b.hold.running) == (paused, set(), False), (pending, idle)
+
+
+def test_after_a_wait_ran_out_the_primary_waits_again_after_hold_pause_batches():
+    """batching.py: a wait for returning clients that ran out stops the waiting for the
+    next HOLD_PAUSE batches executed, then the primary waits again."""
+    from pbft.protocol.batching import HOLD_PAUSE
+
+    cfg = make_config(clients=("alice", "bob", "carol"))
+    b = Batching(cfg, 100)
+    b.expect_returns({"alice", "bob"}, now=0)
+    b.enqueue(_request(sign_request("carol", op_put(b"k", b"v"), 1), 1), b"data")
+    b.on_hold_timeout(idle=True)
+    assert b.pause == HOLD_PAUSE
+    for i in range(HOLD_PAUSE - 1):
+        b.expect_returns({"alice", "bob"}, now=i)
+        assert not b.returning and not b.hold.running, i
+    b.expect_returns({"alice", "bob"}, now=HOLD_PAUSE)
+    assert b.pause == 0 and b.returning == {"alice", "bob"} and b.hold.running
