@@ -420,3 +420,14 @@ def test_after_a_wait_ran_out_the_primary_waits_again_after_hold_pause_batches()
         assert not b.returning and not b.hold.running, i
     b.expect_returns({"alice", "bob"}, now=HOLD_PAUSE)
     assert b.pause == 0 and b.returning == {"alice", "bob"} and b.hold.running
+
+
+def test_a_request_with_timestamp_0_queued_at_the_primary_defers_its_clients_newer_ones():
+    """Timestamps start at 0 (they are unsigned): a queued request with timestamp 0 is a
+    request waiting here like any other for DeferredRequests."""
+    deferred, _, verified = _deferred()
+    r0 = sign_request("alice", op_put(b"k", b"0"), 0)
+    deferred.batching.enqueue(_request(r0, 0), r0)
+    assert deferred.queued_ts("alice") == 0
+    r1 = sign_request("alice", op_put(b"k", b"1"), 1)
+    assert deferred.defer("alice", r1, _request(r1, 1)) is True
