@@ -431,3 +431,17 @@ def test_a_request_with_timestamp_0_queued_at_the_primary_defers_its_clients_new
     assert deferred.queued_ts("alice") == 0
     r1 = sign_request("alice", op_put(b"k", b"1"), 1)
     assert deferred.defer("alice", r1, _request(r1, 1)) is True
+
+
+def test_a_request_waited_for_that_already_executed_does_not_defer_its_clients_next():
+    """A backup's waiting entry executed meanwhile (its reply recorded, say by a state
+    transfer, before the timers drop it) is not a request waiting here: the client's next
+    one is verified at once, not deferred."""
+    deferred, requests, _ = _deferred()
+    r3 = sign_request("alice", op_put(b"k", b"3"), 3)
+    requests.wait("alice", 3, r3, now=0)
+    assert deferred.queued_ts("alice") == 3
+    deferred.replies.record("alice", 3, b"ok")
+    assert deferred.queued_ts("alice") == -1
+    r4 = sign_request("alice", op_put(b"k", b"4"), 4)
+    assert deferred.defer("alice", r4, _request(r4, 4)) is None
