@@ -431,6 +431,9 @@ def test_a_request_with_timestamp_0_queued_at_the_primary_defers_its_clients_new
     assert deferred.queued_ts("alice") == 0
     r1 = sign_request("alice", op_put(b"k", b"1"), 1)
     assert deferred.defer("alice", r1, _request(r1, 1)) is True
+    assert deferred.defer("alice", r0, _request(r0, 0)) is None  # what waits, again: verified bytes
+    deferred.batching.enqueue(_request(r1, 1), r1)
+    assert deferred.defer(2, r0, _request(r0, 0)) is False  # older than what waits: dropped
 
 
 def test_a_request_waited_for_that_already_executed_does_not_defer_its_clients_next():
