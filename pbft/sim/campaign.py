@@ -339,25 +339,30 @@ def _parallel(seeds, jobs: int, runner: Runner, args: tuple, take: Callable[[See
     pending: dict[cf.Future, int] = {}
     try:
         while True:
+            lost: list[int] = []
             while len(pending) < IN_FLIGHT * jobs:
                 seed = next(seeds, None)
                 if seed is None:
                     break
-                pending[pool.submit(_guarded, runner, seed, *args)] = seed
-            if not pending:
-                return
-            done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-            lost: list[int] = []
-            for fut in sorted(done, key=lambda fu: pending[fu]):
-                seed = pending.pop(fut)
                 try:
-                    outcome = fut.result()
-                except cf.process.BrokenProcessPool:
+                    pending[pool.submit(_guarded, runner, seed, *args)] = seed
+                except cf.process.BrokenProcessPool:  # a worker died since the last wait
                     lost.append(seed)
-                    continue
-                except Exception as exc:  # noqa: BLE001 - e.g. an outcome that would not pickle
-                    outcome = SeedOutcome(seed, "", crash=_summary(exc))
-                take(outcome)
+                    break
+            if not pending and not lost:
+                return
+            if not lost:
+                done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                for fut in sorted(done, key=lambda fu: pending[fu]):
+                    seed = pending.pop(fut)
+                    try:
+                        outcome = fut.result()
+                    except cf.process.BrokenProcessPool:
+                        lost.append(seed)
+                        continue
+                    except Exception as exc:  # noqa: BLE001 - e.g. an outcome that would not pickle
+                        outcome = SeedOutcome(seed, "", crash=_summary(exc))
+                    take(outcome)
             if lost:
                 # A worker died: every seed in hand is lost with the pool. Each is run
                 # again alone, so that the one that kills its process is named.

@@ -52,7 +52,7 @@ def edit(path: Path, old: str, new: str) -> None:
 def full_dict() -> dict:
     """A good parsed file that uses every section and every field of the format."""
     data = cluster_dict()
-    data["cluster"].update(pipeline=4, tick_ms=10, retransmit_ms=250)
+    data["cluster"].update(pipeline=4, tick_ms=10, retransmit_ms=250, linger_ms=10_000)
     data["storage"] = {"fsync": "always"}
     data["service"] = {"class": "pbft.service.ledger:Ledger", "accounts": 4}
     data["replica"][0]["metrics"] = "127.0.0.1:9100"
