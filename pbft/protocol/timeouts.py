@@ -168,7 +168,9 @@ class RequestTimers:
             # Once per oldest unordered request: not again for one that was waiting
             # before we last reminded the primary. One that began waiting in that tick
             # mostly came after the reminder (the tick is stepped first) and was not in
-            # it; a deferred one taken in the tick's own step gets a second: one message.
+            # it. One taken or re-timed in the tick's own step (deferred, restart,
+            # new_view) was, and gets one more reminder: at most two per request, and
+            # reminders stay at least ordering // 4 ticks apart.
             if age >= ordering // 2 and self.nudged <= min(unordered):
                 self.nudged = now
                 return Expired.NUDGE
