@@ -170,7 +170,7 @@ class RequestTimers:
             # mostly came after the reminder (the tick is stepped first) and was not in
             # it. One taken or re-timed in the tick's own step (deferred, restart,
             # new_view) was, and gets one more reminder: at most two per request, and
-            # reminders stay at least ordering // 4 ticks apart.
+            # reminders stay at least ordering // 2 ticks apart.
             if age >= ordering // 2 and self.nudged <= min(unordered):
                 self.nudged = now
                 return Expired.NUDGE
