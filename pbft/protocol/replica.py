@@ -150,7 +150,6 @@ CATCH_UP_SLOTS = 16
 """Committed slots resent per STATUS to a peer that lags inside our log."""
 
 
-
 _REPLY = int(MsgType.REPLY)
 _REASONS = len(Reason)  # the enum's len() is a Python call: once, not in every bounds()
 
