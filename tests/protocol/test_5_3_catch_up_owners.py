@@ -74,6 +74,20 @@ def test_a_transfer_keeps_in_flight_requests_and_forgives_liars_when_all_lied():
     assert asks == [] and exhausted and not t.liars
 
 
+def test_a_liar_loses_only_what_it_was_asked_and_its_leaves():
+    """What was asked of other sources stays in flight, and a leaf whose pages come from
+    another source keeps them: only the liar's share is asked again, of someone else."""
+    from pbft.protocol.statetransfer import LeafPages
+
+    t = Transfer(8, b"d", (), sources=[1, 2, 3])
+    t.asked = {(1, 0): 1, (1, 1): 2, (0, 5): 1, (0, 6): 3}
+    t.leaves = {5: LeafPages(1), 6: LeafPages(3)}
+    t.lied(1)
+    assert t.liars == {1}
+    assert t.asked == {(1, 1): 2, (0, 6): 3}
+    assert list(t.leaves) == [6] and t.leaves[6].source == 3
+
+
 def test_a_leaf_comes_in_pages_from_one_source_in_order():
     """TOCS 2002 5.3.2, with leaves larger than a message: the first page may come from
     anyone, the next ones only from that source and in order; a page count that changes

@@ -235,3 +235,59 @@ def test_nothing_above_the_boundary_is_executed_or_voted_for_in_the_epoch_left()
     before = rep.rejects[(2, Reason.OUT_OF_WINDOW)]
     rep.step(Received(2, sign_prepare(2, 6, b"\x01" * 32)))  # inside the window, above B
     assert rep.log.get(6) is None and rep.rejects[(2, Reason.OUT_OF_WINDOW)] == before + 1
+
+
+def test_a_member_the_command_keeps_keeps_its_local_settings_and_a_new_one_gets_none():
+    """A reconfiguration carries who is in the group, not how each host runs: a replica
+    whose address and key are unchanged keeps its certificate, metrics address and
+    verify threads from the cluster file, a client whose key is unchanged its
+    certificate; a member that is new, or whose key or address changed, starts with none
+    (they would be another host's)."""
+    from pbft.protocol.epochs import apply
+
+    base = make_config(clients=("alice", "bob"))
+    local = dict(certificate="/etc/pbft/r.pem", metrics="127.0.0.1:9100", verify_threads=2)
+    config = replace(
+        base,
+        replicas=tuple(replace(r, **local) for r in base.replicas),
+        clients=tuple(replace(c, certificate=f"/etc/pbft/{c.id}.pem") for c in base.clients),
+    )
+    replicas = list(Membership.of(config).replicas)
+    replicas[2] = ReplicaInfo(2, "127.0.0.1", 7202, replica_key(2).public)  # moved
+    replicas[3] = ReplicaInfo(3, "127.0.0.1", 7003, NEW_3.public)  # replaced
+    bob = ClientInfo("bob", client_key("bob-again").public)  # a new key
+    carol = ClientInfo("carol", client_key("carol").public)
+    m = membership(config, replicas=tuple(replicas), clients=(config.clients[0], bob, carol))
+    after = apply(config, 1, m)
+    assert after.epoch == 1
+    for r in after.replicas[:2]:
+        assert (r.certificate, r.metrics, r.verify_threads) == ("/etc/pbft/r.pem", "127.0.0.1:9100", 2)
+    for r in after.replicas[2:]:
+        assert (r.certificate, r.metrics, r.verify_threads) == ("", "", 0)
+    assert [(c.id, c.certificate) for c in after.clients] == [
+        ("alice", "/etc/pbft/alice.pem"), ("bob", ""), ("carol", "")
+    ]
+
+
+@pytest.mark.parametrize("forged", ["a client's", "a forged signature", "not a request"])
+def test_an_epoch_heard_of_must_be_a_request_the_operator_signed(forged):
+    """EPOCHS relays the operator's command; anything else is refused with the same
+    reason, whichever of the three checks fails."""
+    from pbft.protocol.crypto import Verifier
+    from pbft.protocol.epochs import Epochs
+    from pbft.protocol.messages import decode_envelope
+
+    config = replace(make_config(), operator_key=OPERATOR_KEY.public)
+    verifier = Verifier(config.signing_domain, config.member_keys())
+    genuine = _signed_command(config, KeyPair.from_seed(b"A"), 1)
+    request = decode_envelope(genuine)[1]
+    if forged == "a client's":
+        data = seal(client_key("alice"), config.signing_domain, "alice", replace(request, client="alice")).to_bytes()
+    elif forged == "a forged signature":
+        data = seal(client_key("alice"), config.signing_domain, OPERATOR, request).to_bytes()
+    else:
+        data = seal(OPERATOR_KEY, config.signing_domain, OPERATOR, Prepare(0, 1, bytes(32))).to_bytes()
+    epochs = Epochs(config)
+    assert epochs.learn(1, data, verifier) == "not a command signed by the operator"
+    assert not epochs.heard_only(1)
+    assert epochs.learn(1, genuine, verifier) is None and epochs.heard_only(1)

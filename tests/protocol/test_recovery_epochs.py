@@ -207,3 +207,21 @@ def test_learning_of_an_epoch_forgets_which_view_changes_were_refused():
     fresh.step(Received(0, epochs))
     assert 1 in fresh.epochs.configs
     assert fresh.view_changes.refused == {} and fresh.view_changes.refused_new_view == {}
+
+
+def test_records_held_over_are_given_back_once_by_epoch_and_earlier_ones_dropped():
+    """`HeldOver.take(e)`: the records of epoch e, in the order written; afterwards only
+    those of later epochs are held (a record of no epoch counts as before them all)."""
+    from pbft.protocol.records import ExecutedBatch, SignedVote
+    from pbft.protocol.recovery import HeldOver
+
+    def vote(epoch: int, seq: int) -> SignedVote:
+        return SignedVote("prepare", first_view(epoch) + 1, seq, b"%d" % seq)
+
+    held = HeldOver([vote(2, 1), vote(3, 2), vote(2, 3), vote(1, 4), ExecutedBatch(0, 5)])
+    assert held.take(2) == [vote(2, 1), vote(2, 3)]
+    assert len(held) == 1 and held.records == [vote(3, 2)]
+    assert held.take(2) == []
+    assert held.take(3) == [vote(3, 2)] and len(held) == 0
+    nothing = HeldOver([ExecutedBatch(0, 5)])
+    assert nothing.take(0) == [] and len(nothing) == 0
