@@ -7,6 +7,7 @@ operation is ["reconfigure", epoch, membership], executed by the replica core.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import pytest
@@ -291,3 +292,84 @@ def test_an_epoch_heard_of_must_be_a_request_the_operator_signed(forged):
     assert epochs.learn(1, data, verifier) == "not a command signed by the operator"
     assert not epochs.heard_only(1)
     assert epochs.learn(1, genuine, verifier) is None and epochs.heard_only(1)
+
+
+def _members(f: int) -> Membership:
+    n = 3 * f + 1
+    return Membership(
+        f,
+        tuple(ReplicaInfo(i, f"10.0.0.{i % 200 + 1}", 7000 + i, replica_key(i).public) for i in range(n)),
+        (ClientInfo("alice", client_key("alice").public),),
+    )
+
+
+def _with_replica(m: Membership, i: int, **changes) -> Membership:
+    replicas = list(m.replicas)
+    replicas[i] = replace(replicas[i], **changes)
+    return replace(m, replicas=tuple(replicas))
+
+
+@pytest.mark.parametrize(
+    "make, problem",
+    [
+        (lambda m: m, None),
+        (lambda m: _members(33), None),  # MAX_F itself
+        (lambda m: replace(m, f=0), "f must be from 1 to 33"),
+        (lambda m: replace(m, f=34), "f must be from 1 to 33"),
+        (lambda m: replace(m, f=True), "f must be from 1 to 33"),
+        (lambda m: replace(m, replicas=m.replicas[:3]), "f = 1 needs replicas 0 to 3, in order"),
+        (lambda m: _with_replica(m, 2, public_key=bytes(31)), "a public key is not 32 bytes"),
+        (lambda m: replace(m, clients=(ClientInfo("alice", bytes(33)),)), "a public key is not 32 bytes"),
+        (lambda m: _with_replica(m, 2, public_key=bytes(32)), "a public key is not a valid Ed25519 public key (non-canonical, off the curve, "
+         "of small order or with a torsion component)"),
+        (lambda m: _with_replica(m, 2, public_key=m.replicas[1].public_key), "two members share a public key"),
+        (lambda m: _with_replica(m, 2, host="10.0.0.2", port=7001), "replica addresses must be distinct HOST:PORT"),
+        (lambda m: _with_replica(m, 2, port=0), "replica addresses must be distinct HOST:PORT"),
+        (lambda m: _with_replica(m, 2, port=65536), "replica addresses must be distinct HOST:PORT"),
+        (lambda m: _with_replica(m, 2, port=65535), None),
+        (lambda m: _with_replica(m, 2, host=""), "replica addresses must be distinct HOST:PORT"),
+    ],
+    ids=["valid", "f-33", "f-0", "f-34", "f-bool", "too-few", "short-key", "long-client-key", "small-order",
+         "shared-key", "same-address", "port-0", "port-65536", "port-65535", "no-host"],
+)
+def test_a_membership_breaking_a_rule_is_named_by_the_rule(make, problem):
+    """`Membership.problem`, one rule at a time, with the sentence an operator reads in
+    the command's refusal; `decode` gives back what `encode` wrote, or that sentence."""
+    m = make(_members(1))
+    assert m.problem() == problem
+    if problem is None:
+        assert Membership.decode(m.encode()) == m
+    elif m.f is not True:
+        with pytest.raises(ValueError, match=f"^{re.escape(problem)}$"):
+            Membership.decode(m.encode())
+
+
+def test_a_membership_that_does_not_read_says_so():
+    with pytest.raises(ValueError, match=r"^a malformed membership \(.+\)$"):
+        Membership.decode(codec.encode([1, [[0, "h", "not a port", b"k"]], []]))
+    with pytest.raises(ValueError, match=r"^a malformed membership \(.+\)$"):
+        Membership.decode(b"\xff")
+
+
+def test_the_states_entry_for_an_epoch_replaces_one_heard_of_and_everything_derived_from_it():
+    """`Epochs.add`: an entry for an epoch already known with the same configuration
+    changes nothing after it; one with another configuration (the state's, over a peer's
+    hint) drops the later epochs, which were derived from the other."""
+    from pbft.protocol.crypto import Verifier
+    from pbft.protocol.epochs import EpochEntry, Epochs
+
+    config = replace(make_config(), operator_key=OPERATOR_KEY.public)
+    verifier = Verifier(config.signing_domain, config.member_keys())
+    a, b = KeyPair.from_seed(b"A"), KeyPair.from_seed(b"B")
+    epochs = Epochs(config)
+    assert epochs.learn(1, _signed_command(config, a, 1), verifier) is None
+    epoch1 = epochs.configs[1]
+    m2 = replace(Membership.of(epoch1), clients=(*epoch1.clients, ClientInfo("zed", client_key("zed").public)))
+    two = seal(OPERATOR_KEY, epoch1.signing_domain, OPERATOR, _request_of(reconfigure_operation(2, m2), 3))
+    epochs.add(EpochEntry(2, 8, two.to_bytes()))
+    assert sorted(epochs.configs) == [0, 1, 2] and sorted(epochs.entries) == [1, 2]
+    epochs.add(EpochEntry(1, 4, _signed_command(config, a, 1)))  # the same configuration
+    assert sorted(epochs.configs) == [0, 1, 2] and sorted(epochs.entries) == [1, 2]
+    epochs.add(EpochEntry(1, 4, _signed_command(config, b, 2)))  # another one
+    assert sorted(epochs.configs) == [0, 1] and sorted(epochs.entries) == [1]
+    assert epochs.configs[1].replicas[3].public_key == b.public
