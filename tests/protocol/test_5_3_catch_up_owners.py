@@ -88,6 +88,22 @@ def test_a_liar_loses_only_what_it_was_asked_and_its_leaves():
     assert list(t.leaves) == [6] and t.leaves[6].source == 3
 
 
+def test_a_stalled_period_judges_an_internal_node_by_itself_not_by_a_leaf_of_its_index():
+    """Only a leaf (level 0) has pages whose arrival keeps its request alive across a
+    retransmission period; an internal node with the same index, unanswered, is asked
+    again elsewhere, and does not use up the leaf's freshness."""
+    from pbft.protocol.statetransfer import LeafPages
+
+    t = Transfer(8, b"d", (), sources=[1, 2, 3])
+    t.asked = {(1, 5): 1, (0, 5): 2}
+    t.leaves = {5: LeafPages(2)}  # a page arrived this period
+    t.stalled()
+    assert t.unanswered == {(1, 5): 1}
+    assert t.asked == {(0, 5): 2} and t.leaves[5].fresh is False
+    t.stalled()  # no page in the next period: the leaf starts over elsewhere
+    assert t.unanswered == {(0, 5): 2} and not t.asked and not t.leaves
+
+
 def test_a_leaf_comes_in_pages_from_one_source_in_order():
     """TOCS 2002 5.3.2, with leaves larger than a message: the first page may come from
     anyone, the next ones only from that source and in order; a page count that changes

@@ -373,3 +373,28 @@ def test_the_states_entry_for_an_epoch_replaces_one_heard_of_and_everything_deri
     epochs.add(EpochEntry(1, 4, _signed_command(config, b, 2)))  # another one
     assert sorted(epochs.configs) == [0, 1] and sorted(epochs.entries) == [1]
     assert epochs.configs[1].replicas[3].public_key == b.public
+
+
+@pytest.mark.parametrize(
+    "value, error",
+    [
+        (b"\xff", r"^not a command \(.+\)$"),
+        (["reconfigure", 1], r"^the operator's commands are \[\"reconfigure\", epoch, membership\]$"),
+        (["put", 1, "M"], r"^the operator's commands are \[\"reconfigure\", epoch, membership\]$"),
+        ({"reconfigure": 1}, r"^the operator's commands are \[\"reconfigure\", epoch, membership\]$"),
+        (["reconfigure", 0, "M"], r"^a reconfigure command names an epoch from 1 and a membership$"),
+        (["reconfigure", "1", "M"], r"^a reconfigure command names an epoch from 1 and a membership$"),
+        (["reconfigure", 1, "text"], r"^a reconfigure command names an epoch from 1 and a membership$"),
+    ],
+    ids=["not-cbor", "two-items", "another-verb", "a-map", "epoch-0", "epoch-text", "membership-text"],
+)
+def test_an_operation_that_is_not_a_reconfiguration_is_refused_with_its_sentence(value, error):
+    from pbft.protocol.epochs import parse_operation
+
+    m = Membership.of(make_config())
+    op = value if type(value) is bytes else codec.encode(
+        [m.encode() if x == "M" else x for x in value] if isinstance(value, list) else value
+    )
+    with pytest.raises(ValueError, match=error):
+        parse_operation(op)
+    assert parse_operation(reconfigure_operation(1, m)) == (1, m)
