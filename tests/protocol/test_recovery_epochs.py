@@ -225,3 +225,44 @@ def test_records_held_over_are_given_back_once_by_epoch_and_earlier_ones_dropped
     assert held.take(3) == [vote(3, 2)] and len(held) == 0
     nothing = HeldOver([ExecutedBatch(0, 5)])
     assert nothing.take(0) == [] and len(nothing) == 0
+
+
+def test_prepared_certificates_come_back_only_above_the_stable_checkpoint():
+    """`load_votes`: a certificate at or below h is of a slot the stable checkpoint
+    settled; only those above it go into our VIEW-CHANGEs (OSDI'99 4.4)."""
+    from pbft.protocol import recovery
+    from pbft.protocol.records import PreparedCertificate
+
+    rep = make_replica(make_config(), 1)
+    rep.log.advance(4)
+    certs = [PreparedCertificate(0, s, b"pp%d" % s, ()) for s in (3, 4, 5, 12)]
+    recovery.load_votes(rep, certs)
+    assert sorted(rep.prepared_certs) == [5, 12]
+
+
+def test_the_last_view_record_alone_says_where_a_replica_was():
+    """`load_view` with two view records of one epoch (an older store's row and the
+    current one, or what `HeldOver` gives back): the last decides, and the earlier one
+    leaves nothing behind, no new-view timer of a view change that was over."""
+    from pbft.protocol import recovery
+
+    rep = make_replica(make_config(), 1)
+    recovery.load_view(rep, [ViewQuorum(1), ViewState(1, False, b""), ViewState(2, True, b"")])
+    assert (rep.view, rep.status) == (2, ViewStatus.NORMAL) and not rep.new_view_timeout.running
+
+
+def test_the_new_view_timer_a_restart_restores_runs_for_the_first_timeout_and_its_last_quorum():
+    """A view change 2f+1 had joined before the restart runs its new-view timer again,
+    for the first timeout (OSDI'99 4.5.2: only a view change that fails doubles it),
+    also when `HeldOver` restores it into a replica whose timer had doubled; a quorum
+    recorded for an earlier view of the epoch does not start it."""
+    from pbft.protocol import recovery
+
+    rep = make_replica(make_config(), 1)
+    first = rep.new_view_timeout.ticks
+    rep.new_view_timeout.ticks = 4 * first  # doubled twice in the epoch left
+    recovery.load_view(rep, [ViewQuorum(1), ViewQuorum(2), ViewState(2, False, b"")])
+    assert rep.new_view_timeout.running and rep.new_view_timeout.ticks == first
+    other = make_replica(make_config(), 1)
+    recovery.load_view(other, [ViewQuorum(2), ViewQuorum(1), ViewState(2, False, b"")])
+    assert (other.view, other.status) == (2, ViewStatus.VIEW_CHANGE) and not other.new_view_timeout.running
