@@ -98,6 +98,28 @@ def test_transfer_bounds():
     over(t.invariants, "transfer \\(pages\\)")
 
 
+def test_a_transfer_in_progress_reports_the_bounds_an_idle_one_does_with_their_real_sizes():
+    """The replica lists IDLE_TRANSFER when no transfer runs and the transfer's own
+    bounds when one does: the same names, limits and units (FRESH_BOUNDS pins the idle
+    list), each with its real size; the pages are those of the largest leaf."""
+    from pbft.protocol.statetransfer import IDLE_TRANSFER
+
+    t = Transfer(4, b"d", (), [1, 2])
+    assert t.bounds() == IDLE_TRANSFER
+    t.asked.update({(0, i): 1 for i in range(3)})
+    t.leaves.update({0: LeafPages(1, parts=7), 1: LeafPages(2, parts=2)})
+    t.unanswered.update({(1, 0): 2})
+    assert [(name, size) for name, size, *_ in t.bounds()] == [
+        ("transfer (asked)", 3), ("transfer (leaves)", 2), ("transfer (pages)", 7), ("transfer (unanswered)", 1)
+    ]
+    assert [(name, limit, *unit) for name, _, limit, *unit in t.bounds()] == [
+        (name, limit, *unit) for name, _, limit, *unit in IDLE_TRANSFER
+    ]
+    t = Transfer(4, b"d", (), [1, 2])
+    t.unanswered.update({(0, i): 1 for i in range(IN_FLIGHT + 1)})
+    over(t.invariants, "transfer \\(unanswered\\)")
+
+
 def test_replica_reports_an_owner_over_its_bound():
     r = make_replica(CFG, 1)
     r.requests.waiting.update({f"x{i}": (1, b"", 0) for i in range(len(CFG.clients) + 1)})
