@@ -151,6 +151,50 @@ def test_chunks_are_served_once_per_period_each_and_rationed_per_asker():
     b.invariants()
 
 
+def test_the_chunk_budget_at_its_edges():
+    """`ChunkBudget` exactly at each limit: the asker's own channel, the last page and
+    node of the tree, one tick before a period ends, and the memory of answers sent,
+    which forgets what is older than a period first and everything only when all of it
+    is recent."""
+    from pbft.protocol.statetransfer import CHUNKS_REMEMBERED, MAX_PARTS
+
+    b = ChunkBudget(period=10, replicas=4)
+    own = {8: b"d"}
+    assert b.ignore(1, (1, 8, 0, 0, 0), b"d", own, now=0) is None  # the signer's own channel
+    assert b.ignore(None, (1, 8, 0, 0, MAX_PARTS - 1), b"d", own, now=0) is None
+    assert b.ignore(None, (1, 8, 0, 0, MAX_PARTS), b"d", own, now=0)[0] is Reason.OUT_OF_WINDOW
+    assert b.ignore(None, (1, 8, 0, 0, -1), b"d", own, now=0)[0] is Reason.OUT_OF_WINDOW
+    assert b.ignore(None, (1, 8, 0, FANOUT**DEPTH - 1, 0), b"d", own, now=0) is None
+    assert b.ignore(None, (1, 8, DEPTH, 0, 0), b"d", own, now=0) is None
+    assert b.ignore(None, (1, 8, 0, -1, 0), b"d", own, now=0)[0] is Reason.OUT_OF_WINDOW
+    assert b.ignore(None, (1, 8, -1, 0, 0), b"d", own, now=0)[0] is Reason.OUT_OF_WINDOW
+    b.record((1, 8, 0, 0, 0), now=0)
+    assert b.ignore(None, (1, 8, 0, 0, 0), b"d", own, now=9) == (Reason.DUPLICATE, None)
+    for i in range(1, CHUNKS_PER_PERIOD):
+        b.record((1, 8, 0, i, 0), now=3)
+    assert b.budget[1] == (0, CHUNKS_PER_PERIOD)  # the period began with the first answer
+    assert b.ignore(None, (1, 8, 0, 999, 0), b"d", own, now=9)[0] is Reason.OVERLOAD
+    assert b.ignore(None, (1, 8, 0, 999, 0), b"d", own, now=10) is None
+    b.record((1, 8, 0, 999, 0), now=10)
+    assert b.budget[1] == (10, 1)  # a new period, counted from this answer
+    # The memory of answers: full, it keeps those sent within the last period...
+    b = ChunkBudget(period=10, replicas=4)
+    for i in range(CHUNKS_REMEMBERED - 1):
+        b.record((i % 4, 8, 0, i, 0), now=0 if i % 2 else 5)
+    b.record((1, 8, 1, 0, 0), now=5)
+    assert len(b.sent) == CHUNKS_REMEMBERED
+    recent = sum(1 for t in b.sent.values() if t == 5)
+    b.record((2, 8, 1, 1, 0), now=14)  # the horizon is tick 4
+    assert len(b.sent) == recent + 1 and sorted(set(b.sent.values())) == [5, 14]
+    # ... and forgets them all when every one is recent.
+    b = ChunkBudget(period=10, replicas=4)
+    for i in range(CHUNKS_REMEMBERED):
+        b.record((i % 4, 8, 0, i, 0), now=7)
+    b.record((2, 8, 1, 1, 0), now=8)
+    assert b.sent == {(2, 8, 1, 1, 0): 8}
+    b.invariants()
+
+
 @pytest.mark.parametrize(
     "record",
     [
