@@ -178,14 +178,20 @@ def test_the_chunk_budget_at_its_edges():
     b.record((1, 8, 0, 999, 0), now=10)
     assert b.budget[1] == (10, 1)  # a new period, counted from this answer
     # The memory of answers: full, it keeps those sent within the last period...
-    b = ChunkBudget(period=10, replicas=4)
-    for i in range(CHUNKS_REMEMBERED - 1):
-        b.record((i % 4, 8, 0, i, 0), now=0 if i % 2 else 5)
-    b.record((1, 8, 1, 0, 0), now=5)
-    assert len(b.sent) == CHUNKS_REMEMBERED
+    def full() -> ChunkBudget:
+        b = ChunkBudget(period=10, replicas=4)
+        for i in range(CHUNKS_REMEMBERED):
+            b.record((i % 4, 8, 0, i, 0), now=0 if i % 2 else 5)
+        assert len(b.sent) == CHUNKS_REMEMBERED
+        return b
+
+    b = full()
     recent = sum(1 for t in b.sent.values() if t == 5)
     b.record((2, 8, 1, 1, 0), now=14)  # the horizon is tick 4
     assert len(b.sent) == recent + 1 and sorted(set(b.sent.values())) == [5, 14]
+    b = full()
+    b.record((2, 8, 1, 1, 0), now=15)  # tick 5 is a whole period ago
+    assert b.sent == {(2, 8, 1, 1, 0): 15}
     # ... and forgets them all when every one is recent.
     b = ChunkBudget(period=10, replicas=4)
     for i in range(CHUNKS_REMEMBERED):
