@@ -261,8 +261,46 @@ def test_the_new_view_timer_a_restart_restores_runs_for_the_first_timeout_and_it
     rep = make_replica(make_config(), 1)
     first = rep.new_view_timeout.ticks
     rep.new_view_timeout.ticks = 4 * first  # doubled twice in the epoch left
+    rep.ticks = 3
     recovery.load_view(rep, [ViewQuorum(1), ViewQuorum(2), ViewState(2, False, b"")])
     assert rep.new_view_timeout.running and rep.new_view_timeout.ticks == first
+    assert rep.new_view_timeout.started == 3  # from now
     other = make_replica(make_config(), 1)
     recovery.load_view(other, [ViewQuorum(2), ViewQuorum(1), ViewState(2, False, b"")])
     assert (other.view, other.status) == (2, ViewStatus.VIEW_CHANGE) and not other.new_view_timeout.running
+
+
+def test_a_restart_in_a_view_change_keeps_its_own_view_change_as_its_own():
+    """Our VIEW-CHANGE, restored from the VIEW record, counts as the one replica `id`
+    sent (a NEW-VIEW we build lists it under our id, section 4.4)."""
+    from conftest import seal_as
+
+    from pbft.protocol import recovery
+    from pbft.protocol.messages import ViewChange
+
+    rep = make_replica(make_config(), 1)
+    vc = seal_as(1, ViewChange(1, 0, (), ()))
+    recovery.load_view(rep, [ViewState(1, False, vc)])
+    assert (rep.view, rep.status) == (1, ViewStatus.VIEW_CHANGE)
+    mine = rep.view_changes.received[1]
+    assert mine.signer == 1 and mine.data == vc
+
+
+def test_accepted_pre_prepares_come_back_only_of_this_view_in_the_window_above_execution():
+    """`load_view` puts back the pre-prepares a backup answered in the view it re-enters,
+    inside the window and above what it executed; any other record in between is
+    passed over, not an end."""
+    from conftest import sign_pre_prepare
+
+    from pbft.protocol import recovery
+    from pbft.protocol.records import AcceptedPrePrepare, ExecutedBatch
+
+    rep = make_replica(make_config(), 2)  # K = 4, L = 8
+    rep.last_executed = 2
+    pp = {(v, s): sign_pre_prepare(s, (), view=v) for v, s in [(1, 2), (1, 3), (0, 4), (1, 9), (1, 5)]}
+    records = [ViewState(1, True, b"nv"), ExecutedBatch(1, 1)]
+    for (v, s), env in pp.items():
+        records += [AcceptedPrePrepare(v, s, env), ExecutedBatch(v, s)]
+    recovery.load_view(rep, records)
+    assert sorted(rep.log.slots) == [3, 5]
+    assert rep.log.slots[3].pre_prepare_env == pp[(1, 3)] and rep.log.slots[5].pre_prepare_env == pp[(1, 5)]
