@@ -259,7 +259,7 @@ def test_a_member_the_command_keeps_keeps_its_local_settings_and_a_new_one_gets_
     bob = ClientInfo("bob", client_key("bob-again").public)  # a new key
     carol = ClientInfo("carol", client_key("carol").public)
     m = membership(config, replicas=tuple(replicas), clients=(config.clients[0], bob, carol))
-    after = apply(config, 1, m)
+    after = apply(config, 1, Membership.decode(m.encode()))  # as a command carries it
     assert after.epoch == 1
     for r in after.replicas[:2]:
         assert (r.certificate, r.metrics, r.verify_threads) == ("/etc/pbft/r.pem", "127.0.0.1:9100", 2)
