@@ -102,6 +102,12 @@ def test_a_stalled_period_judges_an_internal_node_by_itself_not_by_a_leaf_of_its
     assert t.asked == {(0, 5): 2} and t.leaves[5].fresh is False
     t.stalled()  # no page in the next period: the leaf starts over elsewhere
     assert t.unanswered == {(0, 5): 2} and not t.asked and not t.leaves
+    # In either order: a leaf kept alive does not end the look at the rest.
+    t = Transfer(8, b"d", (), sources=[1, 2, 3])
+    t.asked = {(0, 5): 2, (1, 5): 1, (0, 6): 3}
+    t.leaves = {5: LeafPages(2), 6: LeafPages(3, fresh=False)}
+    t.stalled()
+    assert t.unanswered == {(1, 5): 1, (0, 6): 3} and t.asked == {(0, 5): 2} and list(t.leaves) == [5]
 
 
 def test_a_leaf_comes_in_pages_from_one_source_in_order():

@@ -328,9 +328,17 @@ def _with_replica(m: Membership, i: int, **changes) -> Membership:
         (lambda m: _with_replica(m, 2, port=65536), "replica addresses must be distinct HOST:PORT"),
         (lambda m: _with_replica(m, 2, port=65535), None),
         (lambda m: _with_replica(m, 2, host=""), "replica addresses must be distinct HOST:PORT"),
+        (lambda m: _with_replica(m, 2, port=1), None),
+        (lambda m: replace(m, clients=(*m.clients, ClientInfo("alice", client_key("alice-2").public))),
+         "client ids must be distinct names, none of them 'operator'"),
+        (lambda m: replace(m, clients=(ClientInfo("a b", client_key("alice").public),)),
+         "client ids must be distinct names, none of them 'operator'"),
+        (lambda m: replace(m, clients=(ClientInfo(OPERATOR, client_key("alice").public),)),
+         "client ids must be distinct names, none of them 'operator'"),
     ],
     ids=["valid", "f-33", "f-0", "f-34", "f-bool", "too-few", "short-key", "long-client-key", "small-order",
-         "shared-key", "same-address", "port-0", "port-65536", "port-65535", "no-host"],
+         "shared-key", "same-address", "port-0", "port-65536", "port-65535", "no-host", "port-1",
+         "two-alices", "bad-name", "a-client-named-operator"],
 )
 def test_a_membership_breaking_a_rule_is_named_by_the_rule(make, problem):
     """`Membership.problem`, one rule at a time, with the sentence an operator reads in
