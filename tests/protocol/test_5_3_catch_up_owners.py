@@ -110,6 +110,22 @@ def test_a_stalled_period_judges_an_internal_node_by_itself_not_by_a_leaf_of_its
     assert t.unanswered == {(1, 5): 1, (0, 6): 3} and t.asked == {(0, 5): 2} and list(t.leaves) == [5]
 
 
+def test_a_page_holds_up_to_exactly_page_bytes_and_reads_back_only_as_key_value_pairs():
+    from pbft.protocol import codec
+    from pbft.protocol.statetransfer import PAGE_BYTES, decode_page
+
+    half = PAGE_BYTES // 2
+    exact = [(b"a", bytes(half - 1)), (b"b", bytes(half - 1))]  # keys and values: PAGE_BYTES
+    assert pages(exact) == [exact]
+    over = [(b"a", bytes(half - 1)), (b"bb", bytes(half - 1))]
+    assert pages(over) == [over[:1], over[1:]]
+    assert pages([]) == [[]]
+    assert decode_page(encode_page(exact)) == exact
+    for bad in ([[b"k", b"v", b"x"]], [[b"k"]], [["k", b"v"]], [[b"k", 1]], [b"kv"], {b"k": b"v"}):
+        assert decode_page(codec.encode(bad)) is None, bad
+    assert decode_page(b"\xff") is None
+
+
 def test_a_leaf_comes_in_pages_from_one_source_in_order():
     """TOCS 2002 5.3.2, with leaves larger than a message: the first page may come from
     anyone, the next ones only from that source and in order; a page count that changes

@@ -406,3 +406,19 @@ def test_an_operation_that_is_not_a_reconfiguration_is_refused_with_its_sentence
     with pytest.raises(ValueError, match=error):
         parse_operation(op)
     assert parse_operation(reconfigure_operation(1, m)) == (1, m)
+
+
+def test_a_fork_looks_ahead_with_the_replicas_memo_and_shares_its_verifiers():
+    """`Epochs.fork` (recovery's probe of the stored epochs): a verifier it builds is
+    shared with the replica's epochs, so it must be built as the replica would build it,
+    with the same verdict memo; and the fork resets to what the replica was given."""
+    from pbft.protocol.epochs import EpochEntry, Epochs
+
+    config = replace(make_config(), operator_key=OPERATOR_KEY.public)
+    epochs = Epochs(config, memo=64)
+    probe = epochs.fork()
+    probe.add(EpochEntry(1, 4, _signed_command(config, KeyPair.from_seed(b"A"), 1)))
+    assert probe.verifier(1).memo_size == 64
+    assert sorted(epochs.configs) == [0]  # the replica's own epochs are not touched
+    probe.reset()
+    assert sorted(probe.configs) == [0] and probe.current == 0 and not probe.entries
