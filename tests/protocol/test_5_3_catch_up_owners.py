@@ -120,10 +120,33 @@ def test_a_page_holds_up_to_exactly_page_bytes_and_reads_back_only_as_key_value_
     over = [(b"a", bytes(half - 1)), (b"bb", bytes(half - 1))]
     assert pages(over) == [over[:1], over[1:]]
     assert pages([]) == [[]]
+    second = [(b"x", bytes(PAGE_BYTES)), *exact]  # a page of its own, then exactly one more
+    assert pages(second) == [second[:1], exact]
     assert decode_page(encode_page(exact)) == exact
     for bad in ([[b"k", b"v", b"x"]], [[b"k"]], [["k", b"v"]], [[b"k", 1]], [b"kv"], {b"k": b"v"}):
         assert decode_page(codec.encode(bad)) is None, bad
     assert decode_page(b"\xff") is None
+
+
+def test_an_internal_node_is_wanted_from_anyone_even_beside_a_leaf_of_its_index_in_pages():
+    from pbft.protocol.statetransfer import LeafPages
+
+    t = Transfer(8, b"d", (), sources=[1, 2, 3])
+    t.expected = {(1, 5): bytes(32), (0, 5): bytes(32)}
+    t.leaves = {5: LeafPages(2, parts=3, got=1)}
+    assert t.wants(8, b"d", 1, 5, 0, 3)
+    assert not t.wants(8, b"d", 0, 5, 1, 3) and t.wants(8, b"d", 0, 5, 1, 2)
+
+
+def test_a_walk_with_no_tree_of_our_own_fetches_every_child():
+    """A replica with nothing to compare with (`mine` empty) fetches every child of a
+    node it knows already; those it knows are walked at once."""
+    t = Transfer(8, b"root", (), sources=[1, 2], known={
+        (DEPTH, b"root"): tuple(bytes([i]) * 32 for i in range(FANOUT)),
+        (DEPTH - 1, bytes([7]) * 32): tuple(bytes([200]) * 32 for _ in range(FANOUT)),
+    })
+    assert len(t.expected) == FANOUT - 1 + FANOUT
+    assert (DEPTH - 1, 7) not in t.expected and t.expected[(DEPTH - 2, 7 * FANOUT + 3)] == bytes([200]) * 32
 
 
 def test_a_leaf_comes_in_pages_from_one_source_in_order():
