@@ -149,6 +149,43 @@ def test_a_walk_with_no_tree_of_our_own_fetches_every_child():
     assert (DEPTH - 1, 7) not in t.expected and t.expected[(DEPTH - 2, 7 * FANOUT + 3)] == bytes([200]) * 32
 
 
+def test_an_internal_node_that_does_not_verify_makes_its_source_a_liar():
+    from pbft.protocol.partition import node_digest
+
+    children = tuple(bytes([i]) * 32 for i in range(FANOUT))
+    for answer in (b"".join(children)[:-1], b"".join(reversed(children))):
+        t = Transfer(8, b"d", (), sources=[1, 2, 3])
+        t.expected = {(1, 4): node_digest(1, children)}
+        t.asked = {(1, 4): 2}
+        assert t.received(1, 4, 0, 1, answer, 2)[0] is Verdict.LIED
+        assert t.liars == {2} and not t.asked and (1, 4) in t.expected
+
+
+def test_verified_internal_nodes_are_remembered_up_to_known_nodes_the_oldest_forgotten_first():
+    from pbft.protocol.partition import node_digest
+    from pbft.protocol.statetransfer import KNOWN_NODES
+
+    t = Transfer(8, b"d", (), sources=[1, 2])
+    digests = []
+    for i in range(KNOWN_NODES + 1):
+        children = tuple(i.to_bytes(4, "big") * 8 for _ in range(FANOUT))
+        digests.append(node_digest(1, children))
+        t.expected[(1, i)] = digests[-1]
+        assert t.received(1, i, 0, 1, b"".join(children), 1)[0] is Verdict.KEPT
+        assert len(t.known) == min(i + 1, KNOWN_NODES)
+    assert list(t.known) == [(1, d) for d in digests[1:]]
+
+
+def test_a_page_whose_first_key_is_not_after_the_last_one_before_it_is_a_lie():
+    entries = [(b"k%d" % i, bytes(40_000)) for i in range(4)]
+    leaf = pages(entries)
+    assert len(leaf) == 4
+    t = Transfer(8, b"d", (), sources=[1, 2])
+    t.expected = {(0, 3): bytes(32)}
+    assert t.received(0, 3, 0, 4, encode_page(leaf[0]), 1)[0] is Verdict.KEPT
+    assert t.received(0, 3, 1, 4, encode_page(leaf[0]), 1)[0] is Verdict.LIED  # the same key again
+
+
 def test_a_leaf_comes_in_pages_from_one_source_in_order():
     """TOCS 2002 5.3.2, with leaves larger than a message: the first page may come from
     anyone, the next ones only from that source and in order; a page count that changes
