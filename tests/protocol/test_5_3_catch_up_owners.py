@@ -184,6 +184,11 @@ def test_a_page_whose_first_key_is_not_after_the_last_one_before_it_is_a_lie():
     t.expected = {(0, 3): bytes(32)}
     assert t.received(0, 3, 0, 4, encode_page(leaf[0]), 1)[0] is Verdict.KEPT
     assert t.received(0, 3, 1, 4, encode_page(leaf[0]), 1)[0] is Verdict.LIED  # the same key again
+    assert t.liars == {1}
+    t = Transfer(8, b"d", (), sources=[1, 2])
+    t.expected = {(0, 3): bytes(32)}  # not the digest of the leaf sent
+    assert t.received(0, 3, 0, 1, encode_page(entries[:1]), 2)[0] is Verdict.LIED
+    assert t.liars == {2} and (0, 3) in t.expected
 
 
 def test_a_leaf_comes_in_pages_from_one_source_in_order():
@@ -259,6 +264,10 @@ def test_the_chunk_budget_at_its_edges():
     assert b.ignore(None, (1, 8, 0, 999, 0), b"d", own, now=10) is None
     b.record((1, 8, 0, 999, 0), now=10)
     assert b.budget[1] == (10, 1)  # a new period, counted from this answer
+    for i in range(1, CHUNKS_PER_PERIOD):
+        b.record((1, 8, 0, 1000 + i, 0), now=15)
+    assert b.ignore(None, (1, 8, 0, 2000, 0), b"d", own, now=19)[0] is Reason.OVERLOAD  # 10 + 10
+    assert b.ignore(None, (1, 8, 0, 2000, 0), b"d", own, now=20) is None
     # The memory of answers: full, it keeps those sent within the last period...
     def full() -> ChunkBudget:
         b = ChunkBudget(period=10, replicas=4)
@@ -318,6 +327,16 @@ def test_a_leaf_whose_pages_keep_coming_survives_retransmission_periods():
     assert 7 not in t.leaves
     asks, _ = t.next_requests()
     assert asks[0][:3] == (0, 7, 0)
+    # A page that arrives while the next is already asked for, in the same period,
+    # keeps that request alive across the period's end.
+    source = asks[0][3]
+    assert t.received(0, 7, 0, 3, encode_page(leaf[0]), source)[0] is Verdict.KEPT
+    t.stalled()
+    assert t.next_requests()[0] == [(0, 7, 1, source)]
+    assert t.received(0, 7, 1, 3, encode_page(leaf[1]), source)[0] is Verdict.KEPT
+    assert t.next_requests()[0] == [(0, 7, 2, source)]
+    t.stalled()
+    assert t.asked == {(0, 7): source} and t.leaves[7].got == 2 and not t.unanswered
 
 
 def test_a_peer_behind_in_our_view_gets_the_proofs_of_at_most_catch_up_slots_slots():
