@@ -138,6 +138,34 @@ def test_an_internal_node_is_wanted_from_anyone_even_beside_a_leaf_of_its_index_
     assert not t.wants(8, b"d", 0, 5, 1, 3) and t.wants(8, b"d", 0, 5, 1, 2)
 
 
+def test_sources_are_asked_in_turn_skipping_the_one_to_avoid_when_there_is_another():
+    """`next_source`: the turn moves one source per request among those that have not
+    lied, and once more to pass over the source a request was unanswered by; with one
+    source left that one is asked anyway, and the turn does not jump (the rotation is
+    part of a run's determinism)."""
+    t = Transfer(8, b"d", (), sources=[1, 2, 3])
+    assert [t.next_source() for _ in range(3)] == [2, 3, 1]
+    assert t.next_source(avoid=2) == 3
+    t.liars = {3}
+    assert t.next_source(avoid=1) == 2
+    t.liars = {2, 3}
+    assert t.next_source(avoid=1) == 1
+    t.liars = set()
+    assert t.next_source() == 1 and t.turn == 9
+    t.liars = {1, 2, 3}
+    assert t.next_source() is None and t.turn == 9
+
+
+def test_an_internal_node_is_asked_from_its_first_part_whatever_leaf_shares_its_index():
+    from pbft.protocol.statetransfer import LeafPages
+
+    t = Transfer(8, b"d", (), sources=[1, 2, 3])
+    t.expected = {(1, 5): bytes(32), (0, 5): bytes(32)}
+    t.leaves = {5: LeafPages(2, parts=3, got=1)}
+    asks, _ = t.next_requests()
+    assert asks == [(1, 5, 0, 2), (0, 5, 1, 2)]  # the node from the next in turn, from part 0
+
+
 def test_a_walk_with_no_tree_of_our_own_fetches_every_child():
     """A replica with nothing to compare with (`mine` empty) fetches every child of a
     node it knows already; those it knows are walked at once."""
