@@ -296,6 +296,16 @@ def test_the_chunk_budget_at_its_edges():
         b.record((1, 8, 0, 1000 + i, 0), now=15)
     assert b.ignore(None, (1, 8, 0, 2000, 0), b"d", own, now=19)[0] is Reason.OVERLOAD  # 10 + 10
     assert b.ignore(None, (1, 8, 0, 2000, 0), b"d", own, now=20) is None
+    b.record((1, 8, 0, 2000, 0), now=100)
+    assert b.ignore(None, (1, 8, 0, 2000, 0), b"d", own, now=109) == (Reason.DUPLICATE, None)
+    assert b.ignore(None, (1, 8, 0, 2000, 0), b"d", own, now=110) is None
+    # What an operator reads: the asker, by id.
+    assert b.ignore(3, (1, 8, 0, 0, 0), b"d", own, now=200) == (Reason.WRONG_ROLE, "fetch-state of 1 relayed by 3")
+    for i in range(CHUNKS_PER_PERIOD):
+        b.record((2, 8, 0, i, 0), now=300)
+    assert b.ignore(None, (2, 8, 0, 999, 0), b"d", own, now=300) == (
+        Reason.OVERLOAD, "state chunks for replica 2 this period"
+    )
     # The memory of answers: full, it keeps those sent within the last period...
     def full() -> ChunkBudget:
         b = ChunkBudget(period=10, replicas=4)
