@@ -422,3 +422,22 @@ def test_a_fork_looks_ahead_with_the_replicas_memo_and_shares_its_verifiers():
     assert sorted(epochs.configs) == [0]  # the replica's own epochs are not touched
     probe.reset()
     assert sorted(probe.configs) == [0] and probe.current == 0 and not probe.entries
+
+
+def test_an_epoch_entry_is_stored_at_its_documented_key_and_a_damaged_one_is_a_sentence():
+    """The entry's key and value are part of the replicated state, so of every checkpoint
+    digest (docs/reconfiguration.md): replicas of two versions, and a data directory of an
+    older one, must agree on them. An entry that does not read stops the load with a
+    sentence, and the epochs before it stay."""
+    from pbft.protocol.epochs import EpochEntry, Epochs
+
+    assert EpochEntry.key(1) == b"e\x00\x00\x00\x00\x00\x00\x00\x01"
+    assert EpochEntry.key(258) == b"e" + bytes(6) + b"\x01\x02"
+    config = replace(make_config(), operator_key=OPERATOR_KEY.public)
+    entry = EpochEntry(1, 4, _signed_command(config, KeyPair.from_seed(b"A"), 1))
+    assert codec.decode(entry.encode()) == [4, entry.command]
+    stored = {EpochEntry.key(1): entry.encode(), EpochEntry.key(2): b"\xff"}
+    epochs = Epochs(config)
+    problems = epochs.load(stored.get)
+    assert len(problems) == 1 and problems[0].startswith("epoch 2's entry does not read: ")
+    assert sorted(epochs.configs) == [0, 1] and epochs.entries[1] == entry
