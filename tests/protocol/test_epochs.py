@@ -441,3 +441,28 @@ def test_an_epoch_entry_is_stored_at_its_documented_key_and_a_damaged_one_is_a_s
     problems = epochs.load(stored.get)
     assert len(problems) == 1 and problems[0].startswith("epoch 2's entry does not read: ")
     assert sorted(epochs.configs) == [0, 1] and epochs.entries[1] == entry
+
+
+def test_a_proof_no_epoch_accepts_is_refused_with_the_newest_epochs_reason():
+    """`Epochs.check_proof` tries the newest epoch first, and a proof that none accepts
+    is refused with that epoch's reason (here its quorum, 5 of 7 at f = 2, not epoch
+    0's 3 of 4)."""
+    from pbft.protocol.crypto import Verifier
+    from pbft.protocol.epochs import EpochEntry, Epochs
+    from pbft.protocol.viewchange import InvalidCertificate
+
+    config = replace(make_config(), operator_key=OPERATOR_KEY.public)
+    grown = _members(2)
+    request = _request_of(reconfigure_operation(1, grown), 1)
+    command = seal(OPERATOR_KEY, config.signing_domain, OPERATOR, request).to_bytes()
+    epochs = Epochs(config)
+    epochs.add(EpochEntry(1, 4, command))
+    assert epochs.configs[1].f == 2
+    with pytest.raises(InvalidCertificate, match="^checkpoint proof with 0 signers, needs 5$"):
+        epochs.check_proof(4, ())
+    # verify_any: an envelope signed under one epoch verifies under that one alone.
+    from pbft.protocol.messages import Status
+
+    status = seal(replica_key(5), epochs.configs[1].replica_domain, 5, Status(first_view(1), 0, 0, 0))
+    assert epochs.verify_any(status) == 1
+    assert Verifier(config.signing_domain, config.member_keys()).verify(status) is False
