@@ -448,3 +448,25 @@ def test_a_request_waited_for_that_already_executed_does_not_defer_its_clients_n
     assert deferred.queued_ts("alice") == -1
     r4 = sign_request("alice", op_put(b"k", b"4"), 4)
     assert deferred.defer("alice", r4, _request(r4, 4)) is None
+
+
+def test_a_deferred_slot_keeps_the_newest_request_and_a_full_budget_still_serves_a_held_slot(monkeypatch):
+    """`DeferredRequests.defer`: one request per (client, channel) is kept, the newest;
+    an older one arriving after it does not replace it. When the budget is full, a
+    request for a slot already held still takes it (no new room is used); only a new
+    slot is verified at once."""
+    from pbft.protocol import verified as verified_module
+
+    deferred, _, _ = _deferred()
+    r0 = sign_request("alice", op_put(b"k", b"0"), 0)
+    deferred.batching.enqueue(_request(r0, 0), r0)
+    r5, r3 = (sign_request("alice", op_put(b"k", b"%d" % t), t) for t in (5, 3))
+    assert deferred.defer("alice", r5, _request(r5, 5)) is True
+    assert deferred.defer("alice", r3, _request(r3, 3)) is True  # kept back, but not kept
+    assert deferred.held[("alice", "alice")][1] == r5
+    limit = len(deferred.held)
+    monkeypatch.setattr(verified_module, "DEFERRED_REQUESTS", limit)  # full now
+    r7 = sign_request("alice", op_put(b"k", b"7"), 7)
+    assert deferred.defer("alice", r7, _request(r7, 7)) is True
+    assert deferred.held[("alice", "alice")][1] == r7 and len(deferred.held) == limit
+    assert deferred.defer(2, r7, _request(r7, 7)) is None  # a new slot: no room
