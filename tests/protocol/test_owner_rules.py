@@ -470,3 +470,26 @@ def test_a_deferred_slot_keeps_the_newest_request_and_a_full_budget_still_serves
     assert deferred.defer("alice", r7, _request(r7, 7)) is True
     assert deferred.held[("alice", "alice")][1] == r7 and len(deferred.held) == limit
     assert deferred.defer(2, r7, _request(r7, 7)) is None  # a new slot: no room
+
+
+def test_a_request_checked_once_is_not_verified_again_and_a_tie_keeps_the_first_deferred():
+    """`VerifiedRequests.check` answers a request it verified before from its cache (a
+    request reaches a backup alone and again in the pre-prepare's batch: one signature
+    check, not two), and keeps the most recently used. `defer` keeps the request held
+    for a slot against another with the same timestamp."""
+    _, _, verified = _deferred()
+    calls = []
+    real = verified.verifier.verify
+    verified.verifier.verify = lambda env: calls.append(env) or real(env)
+    a1, b1 = sign_request("alice", op_put(b"k", b"1"), 1), sign_request("bob", op_put(b"k", b"1"), 1)
+    first = verified.check(a1)
+    verified.check(b1)
+    assert verified.check(a1) is first and len(calls) == 2
+    assert list(verified.cache.values())[-1] is first  # used last
+    deferred, _, _ = _deferred()
+    r0 = sign_request("alice", op_put(b"k", b"0"), 0)
+    deferred.batching.enqueue(_request(r0, 0), r0)
+    r5, other5 = sign_request("alice", op_put(b"k", b"5"), 5), sign_request("alice", op_put(b"j", b"5"), 5)
+    assert deferred.defer("alice", r5, _request(r5, 5)) is True
+    assert deferred.defer("alice", other5, _request(other5, 5)) is True
+    assert deferred.held[("alice", "alice")][1] == r5
