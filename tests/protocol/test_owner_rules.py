@@ -12,7 +12,7 @@ from pbft.protocol.checkpoints import Checkpoints
 from pbft.protocol.events import Reason
 from pbft.protocol.future import FUTURE_SIGNER_BYTES, FutureViews
 from pbft.protocol.held import HeldAnswers, ReplyCache, WaitingReads
-from pbft.protocol.messages import Request
+from pbft.protocol.messages import Prepare, Request
 from pbft.protocol.partition import DEPTH, FANOUT, bucket_of
 from pbft.protocol.statetransfer import Transfer, Verdict, encode_page
 from pbft.protocol.store import MemoryStore
@@ -486,6 +486,9 @@ def test_a_request_checked_once_is_not_verified_again_and_a_tie_keeps_the_first_
     verified.check(b1)
     assert verified.check(a1) is first and len(calls) == 2
     assert list(verified.cache.values())[-1] is first  # used last
+    from conftest import seal_as
+
+    assert verified.check(seal_as("alice", Prepare(0, 1, bytes(32)))) == "not a request"
     deferred, _, _ = _deferred()
     r0 = sign_request("alice", op_put(b"k", b"0"), 0)
     deferred.batching.enqueue(_request(r0, 0), r0)
