@@ -496,3 +496,16 @@ def test_a_request_checked_once_is_not_verified_again_and_a_tie_keeps_the_first_
     assert deferred.defer("alice", r5, _request(r5, 5)) is True
     assert deferred.defer("alice", other5, _request(other5, 5)) is True
     assert deferred.held[("alice", "alice")][1] == r5
+
+
+def test_the_checked_requests_cache_holds_exactly_its_limit_least_recently_used_out_first(monkeypatch):
+    from pbft.protocol import verified as verified_module
+
+    monkeypatch.setattr(verified_module, "VERIFIED_CACHE", 2)
+    _, _, verified = _deferred()
+    a, b, c = (sign_request(name, op_put(b"k", b"v"), 1) for name in ("alice", "bob", "carol"))
+    verified.check(a)
+    verified.check(b)
+    verified.check(a)  # used again: bob is now the least recently used
+    verified.check(c)
+    assert [r.client for r in verified.cache.values()] == ["alice", "carol"]
