@@ -3,6 +3,7 @@ each one alone, on its owner."""
 
 from __future__ import annotations
 
+import pytest
 from conftest import make_config, make_verifier, sign_request
 
 from pbft.protocol.batchfetch import DIGESTS_PER_SLOT, BatchAnswers, HeldBatches
@@ -509,3 +510,16 @@ def test_the_checked_requests_cache_holds_exactly_its_limit_least_recently_used_
     verified.check(a)  # used again: bob is now the least recently used
     verified.check(c)
     assert [r.client for r in verified.cache.values()] == ["alice", "carol"]
+
+
+@pytest.mark.parametrize("batch_max, worthwhile", [(8, 1), (12, 1), (16, 2), (20, 2), (23, 2), (24, 3)])
+def test_a_batch_is_worthwhile_in_flight_at_batch_max_over_8_rounded_down(batch_max, worthwhile):
+    """Busy, with batches in flight, the primary proposes once batch_max // 8 requests
+    wait (at least one), whatever batch_max is."""
+    cfg = make_config(clients=tuple(f"c{i}" for i in range(4)), batch_max=batch_max)
+    b = Batching(cfg, 100)
+    for i in range(worthwhile - 1):
+        b.enqueue(_request(sign_request(f"c{i}", op_put(b"k", b"v"), 1), 1), b"data")
+    assert worthwhile == 1 or not b.ready(in_flight=1)
+    b.enqueue(_request(sign_request("c3", op_put(b"k", b"v"), 1), 1), b"data")
+    assert b.ready(in_flight=1)
