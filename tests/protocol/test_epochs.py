@@ -466,3 +466,18 @@ def test_a_proof_no_epoch_accepts_is_refused_with_the_newest_epochs_reason():
     status = seal(replica_key(5), epochs.configs[1].replica_domain, 5, Status(first_view(1), 0, 0, 0))
     assert epochs.verify_any(status) == 1
     assert Verifier(config.signing_domain, config.member_keys()).verify(status) is False
+
+
+def test_an_epoch_heard_of_keeps_one_verifier_of_its_own_and_shares_none():
+    """A configuration heard of from a peer gets a verifier of this replica's own, built
+    once (its verdict memo is kept between messages), never put in the shared cache."""
+    from pbft.protocol.crypto import Verifier
+    from pbft.protocol.epochs import Epochs
+
+    config = replace(make_config(), operator_key=OPERATOR_KEY.public)
+    shared: dict = {}
+    epochs = Epochs(config, memo=64, shared=shared)
+    verifier = Verifier(config.signing_domain, config.member_keys())
+    assert epochs.learn(1, _signed_command(config, KeyPair.from_seed(b"A"), 1), verifier) is None
+    assert epochs.verifier(1) is epochs.verifier(1)
+    assert 1 not in shared
