@@ -481,3 +481,9 @@ def test_an_epoch_heard_of_keeps_one_verifier_of_its_own_and_shares_none():
     assert epochs.learn(1, _signed_command(config, KeyPair.from_seed(b"A"), 1), verifier) is None
     assert epochs.verifier(1) is epochs.verifier(1)
     assert 1 not in shared
+    # The state's entry for it: its verifier is shared (the simulator's replicas share them).
+    from pbft.protocol.epochs import EpochEntry
+
+    epochs.add(EpochEntry(1, 4, _signed_command(config, KeyPair.from_seed(b"B"), 2)))
+    built = epochs.verifier(1)
+    assert shared[1][1] is built and built.memo_size == 64
