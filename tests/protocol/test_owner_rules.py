@@ -523,3 +523,15 @@ def test_a_batch_is_worthwhile_in_flight_at_batch_max_over_8_rounded_down(batch_
     assert worthwhile == 1 or not b.ready(in_flight=1)
     b.enqueue(_request(sign_request("c3", op_put(b"k", b"v"), 1), 1), b"data")
     assert b.ready(in_flight=1)
+
+
+@pytest.mark.parametrize("vc_ticks, hold", [(1000, 4), (40, 4), (24, 3), (12, 1), (4, 1)])
+def test_the_wait_for_returning_clients_is_hold_ms_at_most_an_eighth_of_the_view_change_timeout(vc_ticks, hold):
+    """HOLD_MS (40 ms, 4 ticks of 10 ms) rounded up, at most an eighth of the view-change
+    timeout rounded down, at least one tick; and a fresh primary waits from its first
+    executed batch (no pause to spend first)."""
+    cfg = make_config(tick_ms=10)
+    b = Batching(cfg, vc_ticks)
+    assert b.hold.ticks == hold and type(b.hold.ticks) is int
+    b.expect_returns({"alice", "bob"}, now=0)
+    assert b.returning == {"alice", "bob"} and b.hold.running
