@@ -23,6 +23,7 @@ from pbft.protocol.client import ClientCore
 from pbft.protocol.config import OPERATOR
 from pbft.protocol.epochs import epoch_of_view, first_view
 from pbft.protocol.events import Executed, Persist, Received, Record, Tick, Truncate
+from pbft.protocol.messages import Prepare
 from pbft.protocol.records import DamagedRecord, ViewQuorum, ViewState, from_persist
 from pbft.protocol.viewchange import ViewStatus
 from pbft.service.kv import op_put
@@ -304,3 +305,26 @@ def test_accepted_pre_prepares_come_back_only_of_this_view_in_the_window_above_e
     recovery.load_view(rep, records)
     assert sorted(rep.log.slots) == [3, 5]
     assert rep.log.slots[3].pre_prepare_env == pp[(1, 3)] and rep.log.slots[5].pre_prepare_env == pp[(1, 5)]
+
+
+def test_our_own_votes_of_this_view_come_back_into_the_log_and_the_primary_numbers_after_them():
+    """`load_view` puts back the pre-prepares and prepares we signed in the view we
+    re-enter (any vote of another view before them in the list is passed over, not an
+    end), in slots of that view; a primary numbers its next batch after its last."""
+    from conftest import seal_as, sign_pre_prepare
+
+    from pbft.protocol import recovery
+    from pbft.protocol.records import SignedVote
+
+    primary = make_replica(make_config(), 1)  # the primary of view 1
+    pp = sign_pre_prepare(5, (), view=1)
+    recovery.load_votes(primary, [SignedVote("pre-prepare", 1, 5, pp)])
+    recovery.load_view(primary, [ViewState(1, True, b"nv")])
+    assert sorted(primary.log.slots) == [5] and primary.log.slots[5].view == 1
+    assert primary.log.slots[5].pre_prepare_env == pp and primary.next_seq == 6
+    backup = make_replica(make_config(), 2)
+    old, mine = seal_as(2, Prepare(0, 3, bytes(32))), seal_as(2, Prepare(1, 4, bytes(32)))
+    recovery.load_votes(backup, [SignedVote("prepare", 0, 3, old), SignedVote("prepare", 1, 4, mine)])
+    recovery.load_view(backup, [ViewState(1, True, b"nv")])
+    assert sorted(backup.log.slots) == [4] and backup.log.slots[4].my_prepare == mine
+    assert backup.log.slots[4].view == 1
