@@ -7,16 +7,23 @@ from __future__ import annotations
 import pytest
 from conftest import make_config, make_replica
 
+from pbft.protocol import codec
 from pbft.protocol.catchup import CatchUp
 from pbft.protocol.events import Persist, Reason, Received, Record
-from pbft.protocol.partition import DEPTH, FANOUT
+from pbft.protocol.partition import DEPTH, FANOUT, node_digest
 from pbft.protocol.records import DamagedRecord
 from pbft.protocol.statetransfer import (
     CHUNKS_PER_PERIOD,
+    CHUNKS_REMEMBERED,
     IN_FLIGHT,
+    KNOWN_NODES,
+    MAX_PARTS,
+    PAGE_BYTES,
     ChunkBudget,
+    LeafPages,
     Transfer,
     Verdict,
+    decode_page,
     encode_page,
     pages,
 )
@@ -77,8 +84,6 @@ def test_a_transfer_keeps_in_flight_requests_and_forgives_liars_when_all_lied():
 def test_a_liar_loses_only_what_it_was_asked_and_its_leaves():
     """What was asked of other sources stays in flight, and a leaf whose pages come from
     another source keeps them: only the liar's share is asked again, of someone else."""
-    from pbft.protocol.statetransfer import LeafPages
-
     t = Transfer(8, b"d", (), sources=[1, 2, 3])
     t.asked = {(1, 0): 1, (1, 1): 2, (0, 5): 1, (0, 6): 3}
     t.leaves = {5: LeafPages(1), 6: LeafPages(3)}
@@ -92,8 +97,6 @@ def test_a_stalled_period_judges_an_internal_node_by_itself_not_by_a_leaf_of_its
     """Only a leaf (level 0) has pages whose arrival keeps its request alive across a
     retransmission period; an internal node with the same index, unanswered, is asked
     again elsewhere, and does not use up the leaf's freshness."""
-    from pbft.protocol.statetransfer import LeafPages
-
     t = Transfer(8, b"d", (), sources=[1, 2, 3])
     t.asked = {(1, 5): 1, (0, 5): 2}
     t.leaves = {5: LeafPages(2)}  # a page arrived this period
@@ -111,9 +114,6 @@ def test_a_stalled_period_judges_an_internal_node_by_itself_not_by_a_leaf_of_its
 
 
 def test_a_page_holds_up_to_exactly_page_bytes_and_reads_back_only_as_key_value_pairs():
-    from pbft.protocol import codec
-    from pbft.protocol.statetransfer import PAGE_BYTES, decode_page
-
     half = PAGE_BYTES // 2
     exact = [(b"a", bytes(half - 1)), (b"b", bytes(half - 1))]  # keys and values: PAGE_BYTES
     assert pages(exact) == [exact]
@@ -129,8 +129,6 @@ def test_a_page_holds_up_to_exactly_page_bytes_and_reads_back_only_as_key_value_
 
 
 def test_an_internal_node_is_wanted_from_anyone_even_beside_a_leaf_of_its_index_in_pages():
-    from pbft.protocol.statetransfer import LeafPages
-
     t = Transfer(8, b"d", (), sources=[1, 2, 3])
     t.expected = {(1, 5): bytes(32), (0, 5): bytes(32)}
     t.leaves = {5: LeafPages(2, parts=3, got=1)}
@@ -157,8 +155,6 @@ def test_sources_are_asked_in_turn_skipping_the_one_to_avoid_when_there_is_anoth
 
 
 def test_an_internal_node_is_asked_from_its_first_part_whatever_leaf_shares_its_index():
-    from pbft.protocol.statetransfer import LeafPages
-
     t = Transfer(8, b"d", (), sources=[1, 2, 3])
     t.expected = {(1, 5): bytes(32), (0, 5): bytes(32)}
     t.leaves = {5: LeafPages(2, parts=3, got=1)}
@@ -178,8 +174,6 @@ def test_a_walk_with_no_tree_of_our_own_fetches_every_child():
 
 
 def test_an_internal_node_that_does_not_verify_makes_its_source_a_liar():
-    from pbft.protocol.partition import node_digest
-
     children = tuple(bytes([i]) * 32 for i in range(FANOUT))
     for answer in (b"".join(children)[:-1], b"".join(reversed(children))):
         t = Transfer(8, b"d", (), sources=[1, 2, 3])
@@ -190,9 +184,6 @@ def test_an_internal_node_that_does_not_verify_makes_its_source_a_liar():
 
 
 def test_verified_internal_nodes_are_remembered_up_to_known_nodes_the_oldest_forgotten_first():
-    from pbft.protocol.partition import node_digest
-    from pbft.protocol.statetransfer import KNOWN_NODES
-
     t = Transfer(8, b"d", (), sources=[1, 2])
     digests = []
     for i in range(KNOWN_NODES + 1):
@@ -271,8 +262,6 @@ def test_the_chunk_budget_at_its_edges():
     node of the tree, one tick before a period ends, and the memory of answers sent,
     which forgets what is older than a period first and everything only when all of it
     is recent."""
-    from pbft.protocol.statetransfer import CHUNKS_REMEMBERED, MAX_PARTS
-
     b = ChunkBudget(period=10, replicas=4)
     own = {8: b"d"}
     assert b.ignore(1, (1, 8, 0, 0, 0), b"d", own, now=0) is None  # the signer's own channel

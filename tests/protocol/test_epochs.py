@@ -16,10 +16,20 @@ from conftest import Router, client_key, make_config, replica_key
 from pbft.protocol import codec
 from pbft.protocol.client import ClientCore
 from pbft.protocol.config import OPERATOR, ClientInfo, ReplicaInfo
-from pbft.protocol.crypto import KeyPair, seal
-from pbft.protocol.epochs import Membership, epoch_of_view, first_view, reconfigure_operation
+from pbft.protocol.crypto import KeyPair, Verifier, seal
+from pbft.protocol.epochs import (
+    EpochEntry,
+    Epochs,
+    Membership,
+    apply,
+    epoch_of_view,
+    first_view,
+    parse_operation,
+    reconfigure_operation,
+)
 from pbft.protocol.events import Reason, Received, Rejected
-from pbft.protocol.messages import Prepare
+from pbft.protocol.messages import Prepare, Status, decode_envelope
+from pbft.protocol.viewchange import InvalidCertificate
 from pbft.service.kv import op_put
 
 pytestmark = pytest.mark.timeout(60)
@@ -176,9 +186,6 @@ def test_an_epoch_heard_of_gives_way_to_the_one_the_state_holds_verifier_and_all
     already pending). The verifier built for it while checking proofs must not outlive it
     once the replicated state says otherwise (review: a stale key wedged a laggard), and
     a correct relay's command replaces an epoch only heard of."""
-    from pbft.protocol.crypto import Verifier
-    from pbft.protocol.epochs import EpochEntry, Epochs
-
     config = replace(make_config(), operator_key=OPERATOR_KEY.public)
     v0 = Verifier(config.signing_domain, config.member_keys())
     a, b = KeyPair.from_seed(b"A"), KeyPair.from_seed(b"B")
@@ -244,8 +251,6 @@ def test_a_member_the_command_keeps_keeps_its_local_settings_and_a_new_one_gets_
     verify threads from the cluster file, a client whose key is unchanged its
     certificate; a member that is new, or whose key or address changed, starts with none
     (they would be another host's)."""
-    from pbft.protocol.epochs import apply
-
     base = make_config(clients=("alice", "bob"))
     local = dict(certificate="/etc/pbft/r.pem", metrics="127.0.0.1:9100", verify_threads=2)
     config = replace(
@@ -274,10 +279,6 @@ def test_a_member_the_command_keeps_keeps_its_local_settings_and_a_new_one_gets_
 def test_an_epoch_heard_of_must_be_a_request_the_operator_signed(forged):
     """EPOCHS relays the operator's command; anything else is refused with the same
     reason, whichever of the three checks fails."""
-    from pbft.protocol.crypto import Verifier
-    from pbft.protocol.epochs import Epochs
-    from pbft.protocol.messages import decode_envelope
-
     config = replace(make_config(), operator_key=OPERATOR_KEY.public)
     verifier = Verifier(config.signing_domain, config.member_keys())
     genuine = _signed_command(config, KeyPair.from_seed(b"A"), 1)
@@ -363,9 +364,6 @@ def test_the_states_entry_for_an_epoch_replaces_one_heard_of_and_everything_deri
     """`Epochs.add`: an entry for an epoch already known with the same configuration
     changes nothing after it; one with another configuration (the state's, over a peer's
     hint) drops the later epochs, which were derived from the other."""
-    from pbft.protocol.crypto import Verifier
-    from pbft.protocol.epochs import EpochEntry, Epochs
-
     config = replace(make_config(), operator_key=OPERATOR_KEY.public)
     verifier = Verifier(config.signing_domain, config.member_keys())
     a, b = KeyPair.from_seed(b"A"), KeyPair.from_seed(b"B")
@@ -397,8 +395,6 @@ def test_the_states_entry_for_an_epoch_replaces_one_heard_of_and_everything_deri
     ids=["not-cbor", "two-items", "another-verb", "a-map", "epoch-0", "epoch-text", "membership-text"],
 )
 def test_an_operation_that_is_not_a_reconfiguration_is_refused_with_its_sentence(value, error):
-    from pbft.protocol.epochs import parse_operation
-
     m = Membership.of(make_config())
     op = value if type(value) is bytes else codec.encode(
         [m.encode() if x == "M" else x for x in value] if isinstance(value, list) else value
@@ -412,8 +408,6 @@ def test_a_fork_looks_ahead_with_the_replicas_memo_and_shares_its_verifiers():
     """`Epochs.fork` (recovery's probe of the stored epochs): a verifier it builds is
     shared with the replica's epochs, so it must be built as the replica would build it,
     with the same verdict memo; and the fork resets to what the replica was given."""
-    from pbft.protocol.epochs import EpochEntry, Epochs
-
     config = replace(make_config(), operator_key=OPERATOR_KEY.public)
     epochs = Epochs(config, memo=64)
     probe = epochs.fork()
@@ -429,8 +423,6 @@ def test_an_epoch_entry_is_stored_at_its_documented_key_and_a_damaged_one_is_a_s
     digest (docs/reconfiguration.md): replicas of two versions, and a data directory of an
     older one, must agree on them. An entry that does not read stops the load with a
     sentence, and the epochs before it stay."""
-    from pbft.protocol.epochs import EpochEntry, Epochs
-
     assert EpochEntry.key(1) == b"e\x00\x00\x00\x00\x00\x00\x00\x01"
     assert EpochEntry.key(258) == b"e" + bytes(6) + b"\x01\x02"
     config = replace(make_config(), operator_key=OPERATOR_KEY.public)
@@ -447,10 +439,6 @@ def test_a_proof_no_epoch_accepts_is_refused_with_the_newest_epochs_reason():
     """`Epochs.check_proof` tries the newest epoch first, and a proof that none accepts
     is refused with that epoch's reason (here its quorum, 5 of 7 at f = 2, not epoch
     0's 3 of 4)."""
-    from pbft.protocol.crypto import Verifier
-    from pbft.protocol.epochs import EpochEntry, Epochs
-    from pbft.protocol.viewchange import InvalidCertificate
-
     config = replace(make_config(), operator_key=OPERATOR_KEY.public)
     grown = _members(2)
     request = _request_of(reconfigure_operation(1, grown), 1)
@@ -461,8 +449,6 @@ def test_a_proof_no_epoch_accepts_is_refused_with_the_newest_epochs_reason():
     with pytest.raises(InvalidCertificate, match="^checkpoint proof with 0 signers, needs 5$"):
         epochs.check_proof(4, ())
     # verify_any: an envelope signed under one epoch verifies under that one alone.
-    from pbft.protocol.messages import Status
-
     status = seal(replica_key(5), epochs.configs[1].replica_domain, 5, Status(first_view(1), 0, 0, 0))
     assert epochs.verify_any(status) == 1
     assert Verifier(config.signing_domain, config.member_keys()).verify(status) is False
@@ -471,9 +457,6 @@ def test_a_proof_no_epoch_accepts_is_refused_with_the_newest_epochs_reason():
 def test_an_epoch_heard_of_keeps_one_verifier_of_its_own_and_shares_none():
     """A configuration heard of from a peer gets a verifier of this replica's own, built
     once (its verdict memo is kept between messages), never put in the shared cache."""
-    from pbft.protocol.crypto import Verifier
-    from pbft.protocol.epochs import Epochs
-
     config = replace(make_config(), operator_key=OPERATOR_KEY.public)
     shared: dict = {}
     epochs = Epochs(config, memo=64, shared=shared)
@@ -482,8 +465,6 @@ def test_an_epoch_heard_of_keeps_one_verifier_of_its_own_and_shares_none():
     assert epochs.verifier(1) is epochs.verifier(1)
     assert 1 not in shared
     # The state's entry for it: its verifier is shared (the simulator's replicas share them).
-    from pbft.protocol.epochs import EpochEntry
-
     epochs.add(EpochEntry(1, 4, _signed_command(config, KeyPair.from_seed(b"B"), 2)))
     built = epochs.verifier(1)
     assert shared[1][1] is built and built.memo_size == 64

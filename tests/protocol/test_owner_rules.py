@@ -4,8 +4,9 @@ each one alone, on its owner."""
 from __future__ import annotations
 
 import pytest
-from conftest import make_config, make_verifier, sign_request
+from conftest import make_config, make_verifier, seal_as, sign_request
 
+from pbft.protocol import verified as verified_module
 from pbft.protocol.batchfetch import DIGESTS_PER_SLOT, BatchAnswers, HeldBatches
 from pbft.protocol.batching import Batching
 from pbft.protocol.catchup import CatchUp
@@ -456,8 +457,6 @@ def test_a_deferred_slot_keeps_the_newest_request_and_a_full_budget_still_serves
     an older one arriving after it does not replace it. When the budget is full, a
     request for a slot already held still takes it (no new room is used); only a new
     slot is verified at once."""
-    from pbft.protocol import verified as verified_module
-
     deferred, _, _ = _deferred()
     r0 = sign_request("alice", op_put(b"k", b"0"), 0)
     deferred.batching.enqueue(_request(r0, 0), r0)
@@ -487,8 +486,6 @@ def test_a_request_checked_once_is_not_verified_again_and_a_tie_keeps_the_first_
     verified.check(b1)
     assert verified.check(a1) is first and len(calls) == 2
     assert list(verified.cache.values())[-1] is first  # used last
-    from conftest import seal_as
-
     assert verified.check(seal_as("alice", Prepare(0, 1, bytes(32)))) == "not a request"
     deferred, _, _ = _deferred()
     r0 = sign_request("alice", op_put(b"k", b"0"), 0)
@@ -500,8 +497,6 @@ def test_a_request_checked_once_is_not_verified_again_and_a_tie_keeps_the_first_
 
 
 def test_the_checked_requests_cache_holds_exactly_its_limit_least_recently_used_out_first(monkeypatch):
-    from pbft.protocol import verified as verified_module
-
     monkeypatch.setattr(verified_module, "VERIFIED_CACHE", 2)
     _, _, verified = _deferred()
     a, b, c = (sign_request(name, op_put(b"k", b"v"), 1) for name in ("alice", "bob", "carol"))

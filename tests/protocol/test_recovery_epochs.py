@@ -16,15 +16,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import pytest
-from conftest import Router, make_config, make_replica, make_verifier
+from conftest import Router, make_config, make_replica, make_verifier, seal_as, sign_pre_prepare
 from test_epochs import OPERATOR_KEY, command, replaced_3
 
+from pbft.protocol import recovery
 from pbft.protocol.client import ClientCore
 from pbft.protocol.config import OPERATOR
 from pbft.protocol.epochs import epoch_of_view, first_view
 from pbft.protocol.events import Executed, Persist, Received, Record, Tick, Truncate
-from pbft.protocol.messages import Prepare
-from pbft.protocol.records import DamagedRecord, ViewQuorum, ViewState, from_persist
+from pbft.protocol.messages import Prepare, ViewChange
+from pbft.protocol.records import (
+    AcceptedPrePrepare,
+    DamagedRecord,
+    ExecutedBatch,
+    PreparedCertificate,
+    SignedVote,
+    ViewQuorum,
+    ViewState,
+    from_persist,
+)
 from pbft.protocol.viewchange import ViewStatus
 from pbft.service.kv import op_put
 from pbft.sim.simulation import apply_durability
@@ -213,27 +223,21 @@ def test_learning_of_an_epoch_forgets_which_view_changes_were_refused():
 def test_records_held_over_are_given_back_once_by_epoch_and_earlier_ones_dropped():
     """`HeldOver.take(e)`: the records of epoch e, in the order written; afterwards only
     those of later epochs are held (a record of no epoch counts as before them all)."""
-    from pbft.protocol.records import ExecutedBatch, SignedVote
-    from pbft.protocol.recovery import HeldOver
-
     def vote(epoch: int, seq: int) -> SignedVote:
         return SignedVote("prepare", first_view(epoch) + 1, seq, b"%d" % seq)
 
-    held = HeldOver([vote(2, 1), vote(3, 2), vote(2, 3), vote(1, 4), ExecutedBatch(0, 5)])
+    held = recovery.HeldOver([vote(2, 1), vote(3, 2), vote(2, 3), vote(1, 4), ExecutedBatch(0, 5)])
     assert held.take(2) == [vote(2, 1), vote(2, 3)]
     assert len(held) == 1 and held.records == [vote(3, 2)]
     assert held.take(2) == []
     assert held.take(3) == [vote(3, 2)] and len(held) == 0
-    nothing = HeldOver([ExecutedBatch(0, 5)])
+    nothing = recovery.HeldOver([ExecutedBatch(0, 5)])
     assert nothing.take(0) == [] and len(nothing) == 0
 
 
 def test_prepared_certificates_come_back_only_above_the_stable_checkpoint():
     """`load_votes`: a certificate at or below h is of a slot the stable checkpoint
     settled; only those above it go into our VIEW-CHANGEs (OSDI'99 4.4)."""
-    from pbft.protocol import recovery
-    from pbft.protocol.records import PreparedCertificate
-
     rep = make_replica(make_config(), 1)
     rep.log.advance(4)
     certs = [PreparedCertificate(0, s, b"pp%d" % s, ()) for s in (3, 4, 5, 12)]
@@ -245,8 +249,6 @@ def test_the_last_view_record_alone_says_where_a_replica_was():
     """`load_view` with two view records of one epoch (an older store's row and the
     current one, or what `HeldOver` gives back): the last decides, and the earlier one
     leaves nothing behind, no new-view timer of a view change that was over."""
-    from pbft.protocol import recovery
-
     rep = make_replica(make_config(), 1)
     recovery.load_view(rep, [ViewQuorum(1), ViewState(1, False, b""), ViewState(2, True, b"")])
     assert (rep.view, rep.status) == (2, ViewStatus.NORMAL) and not rep.new_view_timeout.running
@@ -257,8 +259,6 @@ def test_the_new_view_timer_a_restart_restores_runs_for_the_first_timeout_and_it
     for the first timeout (OSDI'99 4.5.2: only a view change that fails doubles it),
     also when `HeldOver` restores it into a replica whose timer had doubled; a quorum
     recorded for an earlier view of the epoch does not start it."""
-    from pbft.protocol import recovery
-
     rep = make_replica(make_config(), 1)
     first = rep.new_view_timeout.ticks
     rep.new_view_timeout.ticks = 4 * first  # doubled twice in the epoch left
@@ -274,11 +274,6 @@ def test_the_new_view_timer_a_restart_restores_runs_for_the_first_timeout_and_it
 def test_a_restart_in_a_view_change_keeps_its_own_view_change_as_its_own():
     """Our VIEW-CHANGE, restored from the VIEW record, counts as the one replica `id`
     sent (a NEW-VIEW we build lists it under our id, section 4.4)."""
-    from conftest import seal_as
-
-    from pbft.protocol import recovery
-    from pbft.protocol.messages import ViewChange
-
     rep = make_replica(make_config(), 1)
     vc = seal_as(1, ViewChange(1, 0, (), ()))
     recovery.load_view(rep, [ViewState(1, False, vc)])
@@ -291,11 +286,6 @@ def test_accepted_pre_prepares_come_back_only_of_this_view_in_the_window_above_e
     """`load_view` puts back the pre-prepares a backup answered in the view it re-enters,
     inside the window and above what it executed; any other record in between is
     passed over, not an end."""
-    from conftest import sign_pre_prepare
-
-    from pbft.protocol import recovery
-    from pbft.protocol.records import AcceptedPrePrepare, ExecutedBatch
-
     rep = make_replica(make_config(), 2)  # K = 4, L = 8
     rep.last_executed = 2
     pp = {(v, s): sign_pre_prepare(s, (), view=v) for v, s in [(1, 2), (1, 3), (0, 4), (1, 9), (1, 5)]}
@@ -311,11 +301,6 @@ def test_our_own_votes_of_this_view_come_back_into_the_log_and_the_primary_numbe
     """`load_view` puts back the pre-prepares and prepares we signed in the view we
     re-enter (any vote of another view before them in the list is passed over, not an
     end), in slots of that view; a primary numbers its next batch after its last."""
-    from conftest import seal_as, sign_pre_prepare
-
-    from pbft.protocol import recovery
-    from pbft.protocol.records import SignedVote
-
     primary = make_replica(make_config(), 1)  # the primary of view 1
     pp = sign_pre_prepare(5, (), view=1)
     recovery.load_votes(primary, [SignedVote("pre-prepare", 1, 5, pp)])
