@@ -8,6 +8,14 @@ then `#` and why it cannot be told apart from the original) are counted apart: t
 rate is killed (a test failed, or the tests timed out) over the mutants run that are not
 listed as equivalent. A listed mutant that a test kills, or that no longer exists, is named
 in the report so that the list is kept true.
+
+Mutants listed in tools/mutation_killed.txt (a mutant name, the test that kills it, then
+`#` and a note) are counted as killed when mutmut recorded them as survivors: mutmut
+chooses a mutant's tests from a map of which test reaches which function, made before the
+test was written, or the mutated function runs only at import time, before mutmut switches
+the mutant on. `python tools/mutate.py --recheck` runs each listed test against its mutant
+again (mutmut's MUTANT_UNDER_TEST switch in its copy of the tree) and names any that no
+longer fails.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 EQUIVALENT_FILE = ROOT / "tools" / "mutation_equivalent.txt"
+KILLED_FILE = ROOT / "tools" / "mutation_killed.txt"
 
 # mutmut's exit statuses (mutmut/stats.py), folded into what the report counts.
 STATUS = {
@@ -49,6 +58,18 @@ def load_equivalent(path: Path = EQUIVALENT_FILE) -> dict[str, str]:
                 continue
             name, _, why = line.partition("#")
             out[name.strip()] = why.strip()
+    return out
+
+
+def load_killed(path: Path = KILLED_FILE) -> dict[str, str]:
+    """Mutant name -> the test that kills it (`static` for an import-time function)."""
+    out = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                name, _, test = line.partition(" ")
+                out[name] = test.strip()
     return out
 
 
@@ -104,12 +125,15 @@ def diffs(workdir: Path, names: list[str]) -> dict[str, str]:
         os.chdir(here)
 
 
-def summarize(results: dict[str, dict], equivalent: dict[str, str]) -> dict:
+def summarize(results: dict[str, dict], equivalent: dict[str, str], killed: dict[str, str] | None = None) -> dict:
     per_module: dict[str, Counter] = defaultdict(Counter)
     for name, r in results.items():
         kind = r["status"]
         if name in equivalent and kind == "survived":
             kind = "equivalent"
+        elif killed and name in killed and kind in ("survived", "no tests"):
+            kind = "killed"
+            per_module[r["module"]]["by hand"] += 1
         per_module[r["module"]][kind] += 1
 
     def rates(c: Counter) -> dict:
@@ -118,7 +142,8 @@ def summarize(results: dict[str, dict], equivalent: dict[str, str]) -> dict:
         detected = c["killed"] + c["timeout"]
         return {
             **{k: c[k] for k in KINDS},
-            "total": sum(c.values()),
+            "by hand": c["by hand"],
+            "total": sum(c.values()) - c["by hand"],
             "run": run,
             "kill_rate": round(detected / judged, 4) if judged else None,
         }
@@ -140,11 +165,12 @@ def summarize(results: dict[str, dict], equivalent: dict[str, str]) -> dict:
 
 def text_report(mode: str, summary: dict, survivors: list[dict], stale: list[str]) -> str:
     t = summary["totals"]
-    head = ("module", "total", "run", "killed", "timeout", "survived", "no tests", "suspicious", "equivalent", "kill rate")
+    head = ("module", "total", "run", "killed", "(by hand)", "timeout", "survived", "no tests", "suspicious",
+            "equivalent", "kill rate")
     rows = [head]
     for m, c in list(summary["per_module"].items()) + [("all", t)]:
         rate = "-" if c["kill_rate"] is None else f"{100 * c['kill_rate']:.1f}%"
-        rows.append((m, c["total"], c["run"], c["killed"], c["timeout"], c["survived"], c["no tests"],
+        rows.append((m, c["total"], c["run"], c["killed"], c["by hand"], c["timeout"], c["survived"], c["no tests"],
                      c["suspicious"], c["equivalent"], rate))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
     lines = [f"mutation run, {mode} mode"]
@@ -153,7 +179,8 @@ def text_report(mode: str, summary: dict, survivors: list[dict], stale: list[str
     rate = "-" if t["kill_rate"] is None else f"{100 * t['kill_rate']:.1f}%"
     lines.append(
         f"kill rate {rate}"
-        f" (killed or timed out, of the {t['run'] - t['equivalent']} mutants run that are not listed as equivalent);"
+        f" (killed or timed out, of the {t['run'] - t['equivalent']} mutants run that are not listed as equivalent;"
+        f" {t['by hand']} of the killed by a test run against the mutant by hand, tools/mutation_killed.txt);"
         f" {t['not checked']} not run yet; {summary['seconds_per_mutant']} s per mutant ("
         + ", ".join(f"{k} {v} s" for k, v in summary["seconds_per_mutant_by_status"].items()) + ")"
     )
@@ -180,9 +207,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no mutmut results under {args.workdir}/mutants: run `make mutate` first", file=sys.stderr)
         return 2
     equivalent = load_equivalent()
-    summary = summarize(results, equivalent)
+    killed = load_killed()
+    summary = summarize(results, equivalent, killed)
     open_names = sorted(n for n, r in results.items()
-                        if r["status"] in ("survived", "no tests", "suspicious") and n not in equivalent)
+                        if r["status"] in ("survived", "no tests", "suspicious") and n not in equivalent
+                        and not (n in killed and r["status"] in ("survived", "no tests")))
     d = diffs(args.workdir, open_names)
     survivors = [{"name": n, **results[n], "diff": d.get(n, "")} for n in open_names]
     stale = sorted(n for n in equivalent

@@ -56,6 +56,7 @@ CHECK_UNITS = {
     "checkpoint-digests": "stable checkpoints",
     "client-correctness": "client results",
     "resources": "audits",
+    "accounting": "refusals, notes and tallies",
     "view-agreement": "live correct replicas in one view",
 }
 
@@ -65,7 +66,9 @@ def print_checks(r: RunResult, out=None) -> None:
     faulty node: what it sent, its lies, what the correct replicas refused of it and the
     evidence they collected."""
     out = out or sys.stdout
-    rows = [(name, f"{n} {CHECK_UNITS.get(name, '')}".rstrip()) for name, n in r.checks.items()]
+    order = list(CHECK_UNITS)  # the checks in one order whatever order they first counted in
+    checks = sorted(r.checks.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
+    rows = [(name, f"{n} {CHECK_UNITS.get(name, '')}".rstrip()) for name, n in checks]
     rows = [(name, text + _resources_text(r) if name == "resources" else text) for name, text in rows]
     if r.latency is not None:
         rows.append(("liveness", _latency_text(r.latency)))

@@ -131,12 +131,6 @@ def encode(value: object) -> bytes:
     return b"".join(out)
 
 
-def encode_bytes(b: bytes) -> bytes:
-    """`encode(b)` for a byte string, without the general dispatch."""
-    n = len(b)
-    return (_SMALL_HEADS[0x40 | n] if n < 24 else _head(2, n)) + b
-
-
 # -- decoding ---------------------------------------------------------------------------
 #
 # One function per item, position threaded through arguments and results rather than a

@@ -586,6 +586,9 @@ def _replicas(data: dict, f: int | None, p: _Problems) -> dict[int, ReplicaInfo]
     if n is not None and isinstance(raw, list) and len(raw) != n:
         p.fail(f"f = {f} needs exactly n = 3f+1 = {n} [[replica]] entries, found {len(raw)}.")
     replicas: dict[int, ReplicaInfo] = {}
+    # Every id and address seen, whether or not the rest of its entry is good: a duplicate
+    # is reported with the entry's other problems, not only once they are mended.
+    seen_ids: set[int] = set()
     seen_addr: set[tuple[str, int]] = set()
     for where, r in entries:
         rid = p.req(r, "id", int, where)
@@ -594,9 +597,11 @@ def _replicas(data: dict, f: int | None, p: _Problems) -> dict[int, ReplicaInfo]
                 upper = n - 1 if n is not None else "n-1"
                 p.fail(f"{where}: 'id' must be between 0 and {upper}, not {rid}.")
                 rid = None
-            elif rid in replicas:
+            elif rid in seen_ids:
                 p.fail(f"{where}: replica id {rid} appears twice.")
                 rid = None
+            else:
+                seen_ids.add(rid)
         address = p.req(r, "address", str, where)
         hostport = split_hostport(address) if address is not None else None
         if address is not None and hostport is None:
@@ -620,6 +625,7 @@ def _replicas(data: dict, f: int | None, p: _Problems) -> dict[int, ReplicaInfo]
 
 def _clients(data: dict, p: _Problems) -> dict[str, ClientInfo]:
     clients: dict[str, ClientInfo] = {}
+    seen: set[str] = set()  # as for replicas: a duplicate is reported whatever else is wrong
     for where, c in p.entries(data, "client"):
         name = p.req(c, "id", str, where)
         if name is not None and not CLIENT_NAME.match(name):
@@ -628,9 +634,11 @@ def _clients(data: dict, p: _Problems) -> dict[str, ClientInfo]:
         if name == OPERATOR:
             p.fail(f"{where}: the client id {OPERATOR!r} is reserved for [operator].")
             name = None
-        if name is not None and name in clients:
+        if name is not None and name in seen:
             p.fail(f"{where}: client id {name!r} appears twice.")
             name = None
+        elif name is not None:
+            seen.add(name)
         cert = p.path(c, "certificate", where)
         public = p.req(c, "public_key", str, where)
         key = _hexkey(public, where, p) if public is not None else None

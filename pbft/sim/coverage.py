@@ -50,8 +50,8 @@ EVENTS = {
 EVIDENCE_KINDS = ("equivocate", "double-prepare", "double-commit", "double-checkpoint")
 
 CHECKS = (
-    "agreement", "checkpoint-digests", "client-correctness", "exactly-once", "prepared-uniqueness",
-    "resources", "validity",
+    "accounting", "agreement", "checkpoint-digests", "client-correctness", "exactly-once",
+    "prepared-uniqueness", "resources", "validity",
 )
 
 UNIVERSE: tuple[str, ...] = (

@@ -54,7 +54,10 @@ from ..protocol.events import (
     Committed,
     Evidence,
     Executed,
+    Note,
     Prepared,
+    Reason,
+    Rejected,
     Send,
     StateInstalled,
 )
@@ -82,6 +85,7 @@ CHECKS = (
     "liveness",
     "view-agreement",
     "resources",
+    "accounting",
     "exception",
 )
 
@@ -237,6 +241,12 @@ class Oracle:
                     self._state_installed(who, seq, digest)
                 case CheckpointTaken(seq, digest) | CheckpointStable(seq, digest):
                     self._checkpoint(who, seq, digest)
+                case Rejected(peer, reason, detail):
+                    self.rejected(f"replica {rid}", peer, reason, detail)
+                case Note(text):
+                    self.counts["accounting"] += 1
+                    if type(text) is not str or not text:
+                        self.fail("accounting", f"replica {rid} reported a note without a text: {text!r}")
                 case Evidence(culprit, kind, _, _):
                     got = self.evidence.setdefault(str(culprit), {})
                     got[kind] = got.get(kind, 0) + 1
@@ -245,6 +255,28 @@ class Oracle:
                             "prepared-uniqueness",
                             f"replica {rid} holds '{kind}' evidence against correct replica {culprit}",
                         )
+
+    def rejected(self, who: str, peer: object, reason: object, detail: str) -> None:
+        """A correct replica's or client's (`who`) report of what it refused names who
+        sent it (every message in a run has a sender; the runtime's metrics and the faulty
+        nodes' tally are kept by it), one of the reasons, and what was refused."""
+        self.counts["accounting"] += 1
+        if peer is None or type(reason) is not Reason or not detail:
+            self.fail(
+                "accounting",
+                f"{who} reported a rejection naming {'no sender' if peer is None else repr(peer)}, "
+                f"reason {reason!r}, detail {detail!r}: each of the three must be given",
+            )
+
+    def check_rejects(self, rid: int, rejects: Counter) -> Violation | None:
+        """A correct replica's count of refusals by (sender, reason), at the end of a run:
+        every entry a positive count under a reason (a count that went down, or a refusal
+        filed under something else, misreports what the peers did)."""
+        self.counts["accounting"] += 1
+        for (peer, reason), count in rejects.items():
+            if count < 1 or type(reason) is not Reason:
+                return Violation("accounting", f"replica {rid} counts {count} refusals of {peer!r} for {reason!r}")
+        return None
 
     def note_recovered(self, rid: int, who: Who, replica: object) -> None:
         """A correct replica restarted from its durable store as incarnation `who`: what it

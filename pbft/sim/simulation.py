@@ -79,6 +79,7 @@ from ..protocol.events import (
     Load,
     Persist,
     Received,
+    Rejected,
     Send,
     SendClient,
     StateInstalled,
@@ -731,6 +732,8 @@ class Simulation:
                 case Send(to, data):
                     if 0 <= to < self.max_n:
                         self._transmit(cs.name, to, data)
+                case Rejected(peer, reason, detail) if cs.correct:
+                    self.oracle.rejected(f"client {cs.name}", peer, reason, detail)
                 case Completed(ts, result) if cs is self.operator:
                     self._operator_done(result)
                 case Completed(ts, result):
@@ -1161,6 +1164,16 @@ class Simulation:
                     ]
         return []
 
+    def _check_rejects(self) -> list[Violation]:
+        """Each correct replica's tally of refusals (Oracle.check_rejects)."""
+        for rid in sorted(self.correct):
+            for inst in self.replicas[rid]:
+                rejects = getattr(inst.node, "rejects", None)  # a core of someone else's making may keep none
+                found = None if rejects is None else self.oracle.check_rejects(rid, rejects)
+                if found is not None:
+                    return [found]
+        return []
+
     def _view_disagreement(self) -> Violation:
         where: dict[tuple[int, bool], list[int]] = {}
         for rid in sorted(self.correct):
@@ -1197,6 +1210,8 @@ class Simulation:
             violations.extend(self._check_catch_up())
         if not violations:
             violations.extend(self._check_final_states())
+        if not violations:
+            violations.extend(self._check_rejects())
         if not violations and self.check_views and self._all_done and not self._views_agree():
             violations.append(self._view_disagreement())
         reports = []

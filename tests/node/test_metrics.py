@@ -129,33 +129,6 @@ def test_registry_is_per_node_and_hostport_parses():
             parse_hostport(bad)
 
 
-def test_peek_code_agrees_with_the_full_head_walk():
-    """The fixed-offset fast path must read the same type as walking the heads, for
-    bodies of every head size (one-byte to four-byte lengths) and for garbage."""
-    from hypothesis import given
-    from hypothesis import strategies as st
-
-    from pbft.protocol.crypto import KeyPair, seal
-    from pbft.protocol.messages import PrePrepare
-    from pbft.protocol.messages import envelope_fields as _body_fields
-    from pbft.protocol.messages import envelope_type as peek_code
-
-    key = KeyPair.from_seed(b"x")
-    for size in (0, 10, 30, 300, 70000):
-        pp = seal(key, "c", 0, PrePrepare(1, 2, b"d" * 32, (b"r" * size,))).to_bytes()
-        assert peek_code(pp) == _body_fields(pp, 1)[0]
-
-    @given(st.binary(max_size=40))
-    def garbage(data: bytes) -> None:
-        code = peek_code(data)  # never a misreading (it may give up where the walk reads on)
-        if code != -1:
-            fields = _body_fields(data, 1)
-            assert fields is not None and fields[0] == code
-
-    garbage()
-    assert peek_code(bytes([0x83, 0x42, 0x80, 0x05])) == -1  # an empty body array
-
-
 def test_fast_histogram_buckets_are_inclusive_and_cumulative():
     from pbft.node.metrics import FastHistogram
 

@@ -90,6 +90,16 @@ def test_f_plus_1_matching_held_timestamps_move_the_client_on(alice):
     assert decoded(send.data)[1].timestamp == 501 + CATCH_UP_GAP
 
 
+def test_the_view_in_held_answers_vouched_by_f_plus_1_is_learnt(alice):
+    # HELDs say the view their replicas are in, as replies do (section 4.1): f+1 distinct
+    # replicas vouch for it, so the next request goes to that view's primary.
+    alice.submit(b"op")
+    deliver(alice, 1, held(1, 1, 500, view=5))
+    assert alice.view == 0  # one replica's word
+    [(to, _)] = sent_requests(deliver(alice, 2, held(2, 1, 500, view=5)))
+    assert alice.view == 5 and to == 5 % 4
+
+
 def test_one_liar_cannot_move_the_timestamp(alice):
     alice.submit(b"op")
     assert len(deliver(alice, 3, held(3, 1, MAX_U64 - 1))) == 4  # asks everyone, once
@@ -138,6 +148,7 @@ def test_held_not_from_its_channel_for_someone_else_or_not_newer_is_rejected(ali
     for peer, data, reason in cases:
         [rej] = deliver(alice, peer, data)
         assert isinstance(rej, Rejected) and rej.reason == reason
+        assert rej.peer == peer  # the channel's peer, whom the operator's figures blame
     # None of them counted: one more honest-looking answer is not f+1.
     assert len(deliver(alice, 0, held(0, 1, 500))) == 4
     assert alice.timestamp == 1

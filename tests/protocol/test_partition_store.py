@@ -164,3 +164,18 @@ def test_checkpoints_must_increase_and_unknown_ones_are_not_served():
     assert store.bucket_at(20, 0) is None and store.children_at(20, 1, 0) is None
     assert store.children_at(10, 0, 0) is None and store.children_at(10, 1, p.FANOUT) is None
     assert store.bucket_at(10, p.BUCKETS) is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(keys, values, max_size=6), keys, st.none() | values)
+def test_a_leafs_sum_kept_by_updates_equals_the_sum_of_its_entries(entries, key, new):
+    """`update_sum`, which a durable store keeps its leaves' sums by (pbft.node.statestore),
+    gives the sum `leaf_sum` computes from scratch: put, replace and delete."""
+    old = entries.get(key)
+    after = dict(entries)
+    if new is None:
+        after.pop(key, None)
+    else:
+        after[key] = new
+    total = p.update_sum(p.leaf_sum(entries.items()), key, old, new)
+    assert total == p.leaf_sum(after.items())

@@ -18,7 +18,7 @@ SCENARIOS = Path(__file__).parents[1] / "scenarios"
 def test_every_check_reports_how_much_it_looked_at():
     r = Simulation(Scenario(seed=3, clients=2, requests=10), None).run()
     assert set(r.checks) == {"agreement", "prepared-uniqueness", "exactly-once", "validity",
-                             "checkpoint-digests", "client-correctness", "resources"}
+                             "checkpoint-digests", "client-correctness", "resources", "accounting"}
     assert r.checks["client-correctness"] == 20  # every correct client result
     assert r.checks["agreement"] >= r.checks["validity"] > 0 and r.refused == {}
 

@@ -483,3 +483,86 @@ def test_catch_up_is_judged_against_checkpoints_stable_before_the_grace():
     sim._stable_first[newer] = sim.now - CATCH_UP_GRACE_MS  # ... a grace ago: a lag
     [v] = sim._check_catch_up()
     assert v.check == "liveness" and f"others reached {newer}" in v.detail
+
+
+def test_accounting_a_rejection_names_its_sender_a_reason_and_what_was_refused():
+    from pbft.protocol.events import Reason, Rejected
+
+    o = oracle()
+    o.observe_replica(0, (0, 0), 0, [Rejected(2, Reason.STALE, "vote n=1"), Rejected("c0", Reason.OVERLOAD, "x")])
+    assert o.ok and o.counts["accounting"] == 2
+    for bad in (Rejected(None, Reason.STALE, "vote n=1"), Rejected(2, None, "vote n=1"), Rejected(2, Reason.STALE, "")):
+        o = oracle()
+        o.observe_replica(0, (0, 0), 0, [bad])
+        assert checks(o) == ["accounting"], bad
+    assert "naming no sender" in oracle_detail(Rejected(None, Reason.STALE, "vote n=1"))
+
+
+def test_accounting_a_note_has_a_text():
+    from pbft.protocol.events import Note
+
+    o = oracle()
+    o.observe_replica(0, (0, 0), 0, [Note("view 1 started")])
+    assert o.ok and o.counts["accounting"] == 1
+    for bad in (Note(""), Note(None)):
+        o = oracle()
+        o.observe_replica(0, (0, 0), 0, [bad])
+        assert checks(o) == ["accounting"], bad
+
+
+def test_accounting_a_clients_rejection_too():
+    from pbft.protocol.events import Reason
+
+    o = oracle()
+    o.rejected("client c0", 1, Reason.MALFORMED, "held timestamp not above the request's")
+    assert o.ok
+    o.rejected("client c0", None, Reason.MALFORMED, "held timestamp not above the request's")
+    assert checks(o) == ["accounting"] and o.violations[0].detail.startswith("client c0 reported")
+
+
+def oracle_detail(action) -> str:
+    o = oracle()
+    o.observe_replica(0, (0, 0), 0, [action])
+    return o.violations[0].detail
+
+
+def test_accounting_a_tally_of_refusals_only_grows():
+    from collections import Counter
+
+    from pbft.protocol.events import Reason
+
+    o = oracle()
+    assert o.check_rejects(1, Counter({(2, Reason.STALE): 3, ("c0", Reason.OVERLOAD): 1})) is None
+    for bad in (Counter({(2, Reason.STALE): 0}), Counter({(2, Reason.STALE): -1}), Counter({(2, "stale"): 1})):
+        found = o.check_rejects(1, bad)
+        assert found is not None and found.check == "accounting" and "replica 1" in found.detail
+
+
+class _Miscounts:
+    """A replica class (correct to the simulator) whose tally of refusals goes down where
+    it should go up, or whose reports name no sender: the two ways a core can misreport
+    what its peers did."""
+
+    @staticmethod
+    def make(kind: str):
+        from pbft.protocol.replica import Replica
+
+        class Miscounts(Replica):
+            def _reject(self, peer, reason, detail=""):
+                if kind == "anonymous":
+                    return super()._reject(None, reason, detail)
+                super()._reject(peer, reason, detail)
+                self.rejects[(peer, reason)] -= 2
+
+        return Miscounts
+
+
+def test_accounting_flags_a_core_that_misreports_its_refusals():
+    from pbft.sim.scenario import ByzantineSpec
+
+    # A primary that equivocates: the correct replicas refuse some of what it sends.
+    s = Scenario(clients=1, requests=6, byzantine=(ByzantineSpec("replica", 0, "equivocate"),))
+    assert Simulation(s).run().passed
+    for kind in ("anonymous", "down"):
+        r = Simulation(s, replica_class={1: _Miscounts.make(kind)}).run()
+        assert [v.check for v in r.violations] == ["accounting"], (kind, r.violations)
