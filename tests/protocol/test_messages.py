@@ -216,7 +216,19 @@ BAD_BODIES = {
     "batch item not bytes": body(MsgType.PRE_PREPARE, 0, 1, D, [1]),
     "prepared cert not a list": body(MsgType.VIEW_CHANGE, 1, 0, [], [b"x"]),
     "state chunk proof bad digest": body(MsgType.STATE_CHUNK, 1, D, 0, 1, b"", [b"short"]),
+    "status behaviour too long": body(MsgType.STATUS, 0, 0, 0, 0, "x" * 201),
+    "status behaviour empty": body(MsgType.STATUS, 0, 0, 0, 0, ""),  # none is written as no field
+    "status behaviour not printable": body(MsgType.STATUS, 0, 0, 0, 0, "equivocate\x00"),
+    "status behaviour a newline": body(MsgType.STATUS, 0, 0, 0, 0, "a\nb"),
+    "status behaviour as bytes": body(MsgType.STATUS, 0, 0, 0, 0, b"x"),
 }
+
+
+@pytest.mark.parametrize("name", ["x", "equivocate", "x" * 200])
+def test_a_status_behaviour_name_of_up_to_200_printable_characters_is_accepted(name):
+    assert from_body(body(MsgType.STATUS, 0, 0, 0, 0, name)) == Status(0, 0, 0, 0, name)
+    # None (a correct replica's) is written by leaving the field out.
+    assert from_body(body(MsgType.STATUS, 0, 0, 0, 0)) == Status(0, 0, 0, 0, "")
 
 
 @pytest.mark.parametrize("data", BAD_BODIES.values(), ids=BAD_BODIES.keys())
