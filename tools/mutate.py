@@ -144,9 +144,12 @@ def generate(workdir: Path, jobs: int) -> None:
                    stdout=subprocess.DEVNULL)
 
 
-def draw_sample(workdir: Path, percent: float, seed: int) -> tuple[list[str], int]:
-    """The names drawn, per module, that have no result yet; and how many were drawn."""
-    todo, drawn = [], 0
+def draw_sample(workdir: Path, percent: float, seed: int) -> tuple[list[str], list[str]]:
+    """The names drawn, per module, that have no result yet; and all the names drawn. The
+    same seed draws the same names while a module's mutants stay the same (an edit to a
+    function renames its mutants, and the module's sample changes)."""
+    todo: list[str] = []
+    drawn: list[str] = []
     metas = sorted((workdir / "mutants" / "pbft").glob("**/*.py.meta"))
     wanted = set((workdir / "only_mutate.txt").read_text().split())
     for meta in metas:
@@ -159,7 +162,7 @@ def draw_sample(workdir: Path, percent: float, seed: int) -> tuple[list[str], in
         # One generator per module, seeded by the module's name: adding a module to the
         # run does not change the others' samples.
         pick = random.Random(f"{seed}:{module}").sample(names, k)
-        drawn += k
+        drawn += pick
         todo += [n for n in pick if codes[n] is None]
     return todo, drawn
 
@@ -228,13 +231,18 @@ def main(argv: list[str] | None = None) -> int:
     # A report only reads the results: it must not touch mutmut's state.
     workdir = BUILD / args.mode if args.report_only else prepare(args.mode, args.paths)
     status = 0
-    if not args.report_only and args.sample is not None:
-        generate(workdir, args.jobs)
-        names, drawn = draw_sample(workdir, args.sample, args.seed)
-        print(f"mutate: sample of {args.sample:g}% (seed {args.seed}): {drawn} mutants drawn, "
-              f"{len(names)} without a result", flush=True)
-        if not names:
+    sample_file = workdir / "sample.txt"
+    if args.sample is not None:
+        if not args.report_only:
+            generate(workdir, args.jobs)
+        todo, drawn = draw_sample(workdir, args.sample, args.seed)
+        sample_file.write_text("\n".join(drawn) + "\n")
+        print(f"mutate: sample of {args.sample:g}% (seed {args.seed}): {len(drawn)} mutants drawn, "
+              f"{len(todo)} without a result", flush=True)
+        if args.report_only or not todo:
             args.report_only = True
+        else:
+            names = todo
     if not args.report_only:
         mutmut = Path(sys.executable).parent / "mutmut"
         cmd = [str(mutmut), "run", "--max-children", str(args.jobs), *names]
@@ -245,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
               "--mode", args.mode, "-o", str(BUILD / f"{args.mode}-report")]
     if args.paths:
         report += ["--only", *args.paths]
+    if args.sample is not None:  # the report of the sample alone: an estimate of the whole
+        report += ["--names", str(sample_file)]
     return subprocess.call(report) or status
 
 

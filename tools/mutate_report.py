@@ -163,6 +163,17 @@ def summarize(results: dict[str, dict], equivalent: dict[str, str], killed: dict
     }
 
 
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson interval of a proportion k/n: what the kill rate of a random sample
+    says of the kill rate of all the mutants it was drawn from."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def text_report(mode: str, summary: dict, survivors: list[dict], stale: list[str]) -> str:
     t = summary["totals"]
     head = ("module", "total", "run", "killed", "(by hand)", "timeout", "survived", "no tests", "suspicious",
@@ -184,6 +195,11 @@ def text_report(mode: str, summary: dict, survivors: list[dict], stale: list[str
         f" {t['not checked']} not run yet; {summary['seconds_per_mutant']} s per mutant ("
         + ", ".join(f"{k} {v} s" for k, v in summary["seconds_per_mutant_by_status"].items()) + ")"
     )
+    if t["not checked"]:
+        judged = t["run"] - t["equivalent"]
+        lo, hi = wilson(t["killed"] + t["timeout"], judged)
+        lines.append(f"not every mutant was run: if those run are a random sample (`--sample`), the kill rate "
+                     f"of all is between {100 * lo:.1f}% and {100 * hi:.1f}% (95% Wilson interval)")
     if stale:
         lines.append("listed as equivalent but killed or gone (fix tools/mutation_equivalent.txt): " + ", ".join(stale))
     if survivors:
@@ -200,9 +216,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", default=[], help="count only these files or directories")
     ap.add_argument("-o", "--output", type=Path, help="write OUTPUT.json and OUTPUT.txt")
     ap.add_argument("--quiet", action="store_true", help="print the table only, not the survivors")
+    ap.add_argument("--names", type=Path, help="count only the mutants named in this file (a sample)")
     args = ap.parse_args(argv)
 
     results = read_results(args.workdir, args.only)
+    if args.names:
+        wanted = set(args.names.read_text().split())
+        results = {n: r for n, r in results.items() if n in wanted}
     if not results:
         print(f"no mutmut results under {args.workdir}/mutants: run `make mutate` first", file=sys.stderr)
         return 2
