@@ -247,6 +247,8 @@ class Oracle:
                     self.counts["accounting"] += 1
                     if type(text) is not str or not text:
                         self.fail("accounting", f"replica {rid} reported a note without a text: {text!r}")
+                case None:
+                    self.fail("accounting", f"replica {rid} returned None among its actions")
                 case Evidence(culprit, kind, _, _):
                     got = self.evidence.setdefault(str(culprit), {})
                     got[kind] = got.get(kind, 0) + 1

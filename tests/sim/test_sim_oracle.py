@@ -504,7 +504,7 @@ def test_accounting_a_note_has_a_text():
     o = oracle()
     o.observe_replica(0, (0, 0), 0, [Note("view 1 started")])
     assert o.ok and o.counts["accounting"] == 1
-    for bad in (Note(""), Note(None)):
+    for bad in (Note(""), Note(None), None):
         o = oracle()
         o.observe_replica(0, (0, 0), 0, [bad])
         assert checks(o) == ["accounting"], bad
