@@ -1041,7 +1041,7 @@ class Replica:
         self.store.release(ALL_CHECKPOINTS)
         mine = self.store.tree_now().levels
         self.transfer = Transfer(
-            seq, state_digest, proof, sources, mine, started_tick=self.ticks, known=self.tree_nodes
+            seq, state_digest, proof, sources, mine, known=self.tree_nodes
         )
         self._out.append(StateTransferStarted(seq, state_digest))
         self._request_chunks()

@@ -151,7 +151,6 @@ class Transfer:
     within one period, whose `ChunkBudget` then took it for a duplicate of the answer it
     had sent (lost on the way) and stayed silent (fuzz seed 28009414)."""
     turn: int = 0
-    started_tick: int = 0
     known: dict[tuple[int, bytes], tuple[bytes, ...]] = field(default_factory=dict)
     """Internal nodes verified so far, (level, digest) -> children, kept across transfers
     by the replica: a node's children are fixed by its digest, so a walk that restarts
