@@ -94,6 +94,9 @@ SENTENCES = {
     "a replica's key a number": (
         _replica(1, public_key=5), ["[[replica]] #2: 'public_key' must be a string, not 5."],
     ),
+    "a client's key a number": (
+        lambda d: d["client"][0].update(public_key=5), ["[[client]] #1: 'public_key' must be a string, not 5."],
+    ),
     "the operator's key a number": (
         lambda d: d.update(operator={"public_key": 5}),
         ["[operator]: 'public_key' must be 64 hex digits (an Ed25519 key)."],

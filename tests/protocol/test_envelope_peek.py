@@ -99,4 +99,12 @@ def test_envelope_type_agrees_with_the_full_head_walk():
 
     garbage()
     assert envelope_type(bytes([0x83, 0x42, 0x80, 0x05])) == -1  # an empty body array
+    # A body whose head is reserved (28 to 30) or indefinite (31) has no length to skip:
+    # unreadable, whatever bytes follow where a length would have ended.
+    for info in (28, 29, 30, 31):
+        for at in range(2, 40):
+            frame = bytearray(64)
+            frame[0], frame[1] = 0x83, 0x40 | info
+            frame[at], frame[at + 1] = 0x81, 0x05
+            assert envelope_type(bytes(frame)) == -1, (info, at)
     assert envelope_type(b"") == -1
