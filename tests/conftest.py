@@ -30,6 +30,7 @@ from pbft.protocol.events import (
     Broadcast,
     Completed,
     Executed,
+    Note,
     Reason,
     Received,
     Rejected,
@@ -365,3 +366,44 @@ CLIENTS4 = ("alice", "bob", "carol", "dave")
 def execute_batch(rep, seq, batch) -> list:
     _, d = pre_prepare(rep, seq, batch)
     return drive_to_execution(rep, seq, d)
+
+
+# -- the accounting check on every step of the rule tests ------------------------------------
+
+
+def _accounting_problem(rep: Replica, event: object, actions: list) -> str | None:
+    sender_known = not (isinstance(event, Received) and event.peer is None)
+    for a in actions:
+        if a is None:
+            return "None among the actions"
+        if type(a) is Rejected:
+            if (a.peer is None and sender_known) or type(a.reason) is not Reason or not a.detail:
+                return f"an incomplete refusal {a!r} for {event!r}"
+        elif type(a) is Note and (type(a.text) is not str or not a.text):
+            return f"a note without a text: {a!r}"
+    for (peer, reason), count in rep.rejects.items():
+        if count < 1 or type(reason) is not Reason:
+            return f"a tally of {count} refusals of {peer!r} for {reason!r}"
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _accounting(request, monkeypatch):
+    """Every step of every replica core in tests/protocol is held to the simulator's
+    `accounting` check (docs/attacks.md, "The checks"): a refusal names the sender of what
+    was refused (unless the event itself names none), a reason and a detail; a note has a
+    text; no action is None; the tally of refusals holds only positive counts. The rule
+    tests reach paths no simulation does (one damaged field, one stale answer)."""
+    if request.node.path.parent.name != "protocol":
+        yield
+        return
+    step = Replica.step
+
+    def checked(self, event):
+        ready = step(self, event)
+        problem = _accounting_problem(self, event, ready.actions)
+        assert problem is None, f"replica {self.id}: {problem}"
+        return ready
+
+    monkeypatch.setattr(Replica, "step", checked)
+    yield

@@ -12,15 +12,26 @@ import pytest
 from conftest import (
     drive_to_execution,
     feed,
+    forge,
     make_config,
     make_replica,
     make_verifier,
     put,
     rejections,
     seal_as,
+    sign_commit,
     sign_pre_prepare,
+    sign_prepare,
 )
-from test_4_4_batches_by_digest import BIG, CLIENTS, D, committed_in_view_1, new_view
+from test_4_4_batches_by_digest import (
+    BIG,
+    CLIENTS,
+    D,
+    certificate,
+    committed_in_view_1,
+    new_view,
+    view_change,
+)
 from test_epochs import OPERATOR_KEY, command, replaced_3
 from test_recovery_epochs import _cluster as durable_cluster
 from test_recovery_epochs import _epoch_1_in_a_view_change
@@ -36,13 +47,23 @@ from pbft.protocol.events import (
     Persist,
     Reason,
     Record,
+    Rejected,
     Tick,
     Truncate,
 )
-from pbft.protocol.messages import Batch, NewView, Request, ViewChange, decode_envelope
+from pbft.protocol.messages import (
+    Batch,
+    NewView,
+    PrePrepare,
+    Request,
+    ViewChange,
+    decode_envelope,
+    detached,
+)
 from pbft.protocol.records import DamagedRecord, PreparedCertificate, ViewState, from_persist
 from pbft.protocol.replica import ALL_CHECKPOINTS
 from pbft.protocol.viewchange import ViewStatus
+from pbft.service.kv import op_put
 from pbft.sim.simulation import apply_durability
 
 # -- OSDI'99 4.4: a batch fetched by digest ------------------------------------------------
@@ -250,3 +271,78 @@ def test_a_damaged_row_is_refused_with_its_exact_sentence(row, sentence):
     with pytest.raises(DamagedRecord) as exc:
         from_persist(row)
     assert str(exc.value) == sentence
+
+
+# -- OSDI'99 4.4: what a BATCH answer is refused for ---------------------------------------
+
+
+def test_a_batch_not_signed_by_a_replica_or_not_of_its_digest_is_refused_naming_its_sender():
+    """A BATCH answers a FETCH-BATCH for a slot held by digest only: it must come from a
+    replica, and its requests must hash to the digest 2f+1 replicas prepared (4.4). Each
+    refusal names the channel's peer, its reason and the slot. Mutants
+    pbft.protocol.replica.xǁReplicaǁon_batch__mutmut_4 (the guard's verdict lost) and
+    _27 (the detail lost)."""
+    cfg = make_config(clients=CLIENTS)
+    rep = make_replica(cfg, 3)
+    committed_in_view_1(rep)  # n=1 committed, its batch still missing
+    out = feed(rep, 2, seal_as("alice", Batch(1, D, BIG)))
+    assert [(a.peer, a.reason) for a in out if isinstance(a, Rejected)] == [(2, Reason.WRONG_ROLE)]
+    out = feed(rep, 2, seal_as(2, Batch(1, D, BIG[:2])))
+    assert [(a.peer, a.reason, a.detail) for a in out if isinstance(a, Rejected)] == [
+        (2, Reason.BAD_DIGEST, "batch n=1")
+    ]
+    assert rep.last_executed == 0
+    feed(rep, 2, seal_as(2, Batch(1, D, BIG)))
+    assert rep.last_executed == 1
+
+
+def test_a_fetched_batch_with_a_request_that_does_not_verify_is_executed_and_noted():
+    """A batch fetched by digest was prepared by 2f+1 replicas, one of them correct, which
+    checked its requests: one that does not verify here (a key changed since, a damaged
+    copy) does not stop the slot; it is said in a note (4.4). Mutant
+    pbft.protocol.replica.xǁReplicaǁ_attach_batch__mutmut_6 (the note's text lost)."""
+    batch = (put("alice", 1), forge("bob", Request(op_put(b"k", b"v"), 1, "bob"), real_signer="alice"))
+    d = batch_digest(batch)
+    vcs = (view_change(0), view_change(1, (certificate(1, batch),)), view_change(2))
+    nv = seal_as(1, NewView(1, vcs, (detached(seal_as(1, PrePrepare(1, 1, d))),)))
+    rep = make_replica(make_config(clients=CLIENTS), 3)
+    feed(rep, 1, nv)
+    for r in (1, 2):
+        feed(rep, r, sign_commit(r, 1, d, view=1))
+    feed(rep, 2, sign_prepare(2, 1, d, view=1))
+    out = feed(rep, 2, seal_as(2, Batch(1, d, batch)))
+    notes = [a.text for a in out if isinstance(a, Note)]
+    assert len(notes) == 1 and notes[0].startswith("unverifiable request in fetched n=1: ")
+    assert rep.last_executed == 1
+
+
+def test_an_epochs_entry_that_does_not_decode_is_refused_as_malformed():
+    """EPOCHS carries [epoch, after, command] entries (epochs.py); one that is not is
+    refused, naming the peer. Mutant pbft.protocol.replica.xǁReplicaǁon_epochs__mutmut_12
+    (the reason lost)."""
+    from pbft.protocol.messages import Epochs as EpochsMessage
+
+    rep = make_replica(make_config(), 0)
+    for entry in (b"\xff", codec.encode([1, 2])):
+        out = feed(rep, 2, seal_as(2, EpochsMessage((entry,))))
+        assert [(a.peer, a.reason, a.detail) for a in out if isinstance(a, Rejected)] == [
+            (2, Reason.MALFORMED, "an epoch entry")
+        ]
+    assert rep.rejects[(2, Reason.MALFORMED)] == 2
+
+
+def test_a_removed_replica_counts_what_no_other_member_signed_as_stale():
+    """A replica removed by a change answers only members of its old epoch (replica.py,
+    `_on_received_retired`): its own messages echoed back are counted, one each, and not
+    answered. Mutant pbft.protocol.replica.xǁReplicaǁ_on_received_retired__mutmut_18
+    (counted down)."""
+    from test_retired import _removed_and_left_behind
+
+    from pbft.protocol.messages import Status
+
+    _, old3, _ = _removed_and_left_behind()
+    own = seal_as(3, Status(0, 0, 0, 0))  # signed as itself: no other member's
+    before = old3.rejects[(1, Reason.STALE)]
+    for _ in range(2):
+        assert feed(old3, 1, own) == []
+    assert old3.rejects[(1, Reason.STALE)] == before + 2
