@@ -146,14 +146,21 @@ def _epoch_1_in_a_view_change():
     return _epoch_1_records(a.stores[0]), r0
 
 
-def _reenter(held: list[Persist]) -> tuple[DurableRouter, object]:
-    """Run B: replica 0 recovered in epoch 0 holding `held`, then the switch to epoch 1."""
+def recovered_in_epoch_0(held: list[Persist]):
+    """Run B before the switch: replica 0 recovered in epoch 0 holding `held` (records of
+    epoch 1 among them); (the router, the operator, replica 0)."""
     b, operator_b = _cluster()
     r0 = make_replica(b.config, 0, make_verifier(b.config, memo=10_000))
     r0.recover(held)
     assert r0.epochs.current == 0 and len(r0.held_over) > 0
     b.replicas[0] = r0
     b.stores[0] = {p.key: p for p in held}
+    return b, operator_b, r0
+
+
+def _reenter(held: list[Persist]) -> tuple[DurableRouter, object]:
+    """Run B: replica 0 recovered in epoch 0 holding `held`, then the switch to epoch 1."""
+    b, operator_b, r0 = recovered_in_epoch_0(held)
     command(b, operator_b, 1, replaced_3(b.config))
     return b, r0
 

@@ -34,7 +34,7 @@ from test_4_4_batches_by_digest import (
 )
 from test_epochs import OPERATOR_KEY, command, replaced_3
 from test_recovery_epochs import _cluster as durable_cluster
-from test_recovery_epochs import _epoch_1_in_a_view_change
+from test_recovery_epochs import _epoch_1_in_a_view_change, recovered_in_epoch_0
 
 from pbft.protocol import codec
 from pbft.protocol.config import OPERATOR
@@ -229,12 +229,7 @@ def test_re_entering_an_epoch_writes_back_only_its_newest_held_view_record():
     held, ra = _epoch_1_in_a_view_change()
     legacy = replace(ViewState(first_view(1), True, b"").to_persist(), view=0)
     held = [legacy, *held]
-    b, operator_b = durable_cluster()
-    r0 = make_replica(b.config, 0, make_verifier(b.config, memo=10_000))
-    r0.recover(held)
-    assert r0.epochs.current == 0 and len(r0.held_over) > 0
-    b.replicas[0] = r0
-    b.stores[0] = {p.key: p for p in held}
+    b, operator_b, r0 = recovered_in_epoch_0(held)
     switch: list = []
     perform = b.perform
 
