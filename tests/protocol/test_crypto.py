@@ -184,3 +184,10 @@ def test_memo_key_cannot_collide_between_client_names():
     for cut in range(0, 8):
         forged = Envelope(good.signature[64 - cut :] + good.body, "a", b"b'" + good.signature[:62])
         assert memo.verify(forged) == plain.verify(forged) is False
+
+
+@pytest.mark.parametrize("size", [0, 31, 33, 64])
+def test_a_private_key_of_another_size_is_refused_with_its_sentence(size):
+    with pytest.raises(ValueError) as info:
+        KeyPair(b"\x01" * size)
+    assert str(info.value) == "an Ed25519 private key is 32 bytes"
