@@ -191,3 +191,18 @@ def test_a_private_key_of_another_size_is_refused_with_its_sentence(size):
     with pytest.raises(ValueError) as info:
         KeyPair(b"\x01" * size)
     assert str(info.value) == "an Ed25519 private key is 32 bytes"
+
+
+def test_a_key_made_under_openssl_signs_with_openssl_and_the_same_bytes():
+    """`crypto.use` chooses the library keys sign with from then on; both give the same
+    signature (RFC 8032 signing is deterministic), so only the speed differs."""
+    from pbft.protocol import crypto
+
+    sodium_key = KeyPair(b"\x07" * 32)
+    previous = crypto.use(crypto.Ed25519.OPENSSL)
+    try:
+        openssl_key = KeyPair(b"\x07" * 32)
+    finally:
+        crypto.use(previous)
+    assert sodium_key._openssl is None and openssl_key._openssl is not None
+    assert openssl_key.sign(b"payload") == sodium_key.sign(b"payload")
