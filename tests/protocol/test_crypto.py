@@ -206,3 +206,11 @@ def test_a_key_made_under_openssl_signs_with_openssl_and_the_same_bytes():
         crypto.use(previous)
     assert sodium_key._openssl is None and openssl_key._openssl is not None
     assert openssl_key.sign(b"payload") == sodium_key.sign(b"payload")
+
+
+def test_a_key_counts_the_signatures_it_made():
+    key = KeyPair(b"\x08" * 32)
+    assert key.signed == 0
+    key.sign(b"a")
+    key.sign(b"a")
+    assert key.signed == 2
