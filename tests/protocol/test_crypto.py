@@ -214,3 +214,14 @@ def test_a_key_counts_the_signatures_it_made():
     key.sign(b"a")
     key.sign(b"a")
     assert key.signed == 2
+
+
+def test_the_verdict_memo_forgets_the_oldest_verdict_first():
+    """A bounded memo of verdicts keeps the latest ones (its bound is the `verdicts`
+    bound): when full, the verdict first remembered goes, not the one just made."""
+    keys = {0: replica_key(0).public}
+    v = Verifier(CLUSTER_ID, keys, memo=2)
+    envs = [seal(replica_key(0), CLUSTER_ID, 0, Prepare(0, n, b"\x11" * 32)) for n in (1, 2, 3)]
+    for env in envs:
+        assert v.verify(env)
+    assert list(v._memo) == [v.memo_key(keys[0], envs[1]), v.memo_key(keys[0], envs[2])]

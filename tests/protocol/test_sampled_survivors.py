@@ -341,3 +341,17 @@ def test_a_removed_replica_counts_what_no_other_member_signed_as_stale():
     for _ in range(2):
         assert feed(old3, 1, own) == []
     assert old3.rejects[(1, Reason.STALE)] == before + 2
+
+
+def test_progress_toward_the_boundary_restarts_the_epoch_deadline():
+    """While a change of configuration is pending, each execution restarts the deadline
+    by which the boundary must be reached (epochs.py; `_on_epoch_deadline`): a group that
+    keeps ordering is not moved to another view. Mutant
+    pbft.protocol.replica.xǁReplicaǁ_execute__mutmut_83 (restarted only when there is none)."""
+    rep = _pending_change(executed=1)
+    assert rep.epoch_deadline is not None
+    _tick(rep, 5)
+    feed(rep, 0, sign_pre_prepare(2, (put("alice", 1),)))
+    drive_to_execution(rep, 2, batch_digest((put("alice", 1),)))
+    assert rep.last_executed == 2
+    assert rep.epoch_deadline == rep.ticks + rep._vc_timeout_ticks
