@@ -179,3 +179,13 @@ def test_a_leafs_sum_kept_by_updates_equals_the_sum_of_its_entries(entries, key,
         after[key] = new
     total = p.update_sum(p.leaf_sum(entries.items()), key, old, new)
     assert total == p.leaf_sum(after.items())
+
+
+def test_the_digests_are_pinned():
+    """A checkpoint's digest is the root of this tree, and replicas of different builds
+    must compute the same one to count one another's CHECKPOINTs (4.3): the hashing of an
+    entry, a leaf and a node is a format. These values change only with it."""
+    assert p.leaf_digest([(b"k", b"v")]).hex() == "9a11d1789296b489601e0ab6cc5194f0cc8e951cc6ea53f65ee5e1837d0e8421"
+    assert p.node_digest(1, [p.EMPTY[0]] * p.FANOUT).hex() == (
+        "abb67bdebcdac23c52898a551a3c9cafb0ef72aceab077d5dee223dfa8d67932"
+    )
