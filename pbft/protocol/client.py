@@ -131,6 +131,7 @@ class ClientCore:
         self.outstanding: Outstanding | None = None
         self.retransmit_ticks = retransmit_ticks or client_retransmit_ticks(config)
         self.rejected = 0
+        self.retransmissions = 0  # timer expiries that resent a request, over all requests
         self.strong_writes = strong_writes
         self.write_quorum = config.quorum if strong_writes else config.weak_quorum
 
@@ -308,5 +309,6 @@ class ClientCore:
         if out.read_only:
             return self._fall_back(out)
         out.waited = 0
+        self.retransmissions += 1
         out.timeout = min(out.timeout * 2, self.retransmit_ticks * self.MAX_BACKOFF)
         return self._to_all(out.data)

@@ -363,3 +363,13 @@ def test_simulated_clients_restarted_with_clocks_behind_complete(first, second, 
     for cs in sim.clients.values():
         assert min(cs.timestamps) <= second + 2  # the new process started behind...
         assert first < cs.core.timestamp < first + 20 + CATCH_UP_GAP  # ...and caught up
+
+
+def test_the_client_counts_its_retransmissions(alice):
+    # Each expiry of the request's timer resends it to everyone and is counted (what the
+    # simulator's tests of needless retransmission read), the timer doubling each time.
+    alice.submit(b"op")
+    sends = []
+    for _ in range(5 + 10):
+        sends.append(len(actions_of(alice.step(Tick()), Send)))
+    assert alice.retransmissions == 2 and sends.count(4) == 2
