@@ -30,7 +30,6 @@ from pbft.protocol.events import (
     Broadcast,
     Completed,
     Executed,
-    Note,
     Reason,
     Received,
     Rejected,
@@ -51,6 +50,7 @@ from pbft.protocol.messages import (
 from pbft.protocol.replica import Replica
 from pbft.protocol.viewchange import ViewStatus
 from pbft.service.kv import KeyValueStore, op_put
+from pbft.sim.oracle import report_problem, tally_problem
 
 CLUSTER_ID = "test-cluster"
 DEFAULT_CLIENTS = ("alice", "bob")
@@ -374,17 +374,9 @@ def execute_batch(rep, seq, batch) -> list:
 def _accounting_problem(rep: Replica, event: object, actions: list) -> str | None:
     sender_known = not (isinstance(event, Received) and event.peer is None)
     for a in actions:
-        if a is None:
-            return "None among the actions"
-        if type(a) is Rejected:
-            if (a.peer is None and sender_known) or type(a.reason) is not Reason or not a.detail:
-                return f"an incomplete refusal {a!r} for {event!r}"
-        elif type(a) is Note and (type(a.text) is not str or not a.text):
-            return f"a note without a text: {a!r}"
-    for (peer, reason), count in rep.rejects.items():
-        if count < 1 or type(reason) is not Reason:
-            return f"a tally of {count} refusals of {peer!r} for {reason!r}"
-    return None
+        if (problem := report_problem(a, sender_known)) is not None:
+            return problem
+    return tally_problem(rep.rejects)
 
 
 @pytest.fixture(autouse=True)

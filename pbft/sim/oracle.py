@@ -115,6 +115,35 @@ class Peak:
     replica: int
 
 
+def report_problem(action: object, sender_known: bool = True) -> str | None:
+    """What is incomplete in a refusal or note a correct node reports (the `accounting`
+    check), or None. A refusal names who sent what was refused (every message in a run
+    has a sender, unless `sender_known` is False: the event itself named none), one of the
+    reasons and what was refused: the runtime's metrics, the faulty nodes' tally and the
+    trace are kept from these. A note has a text; no action is None."""
+    match action:
+        case None:
+            return "returned None among its actions"
+        case Rejected(peer, reason, detail):
+            if (peer is None and sender_known) or type(reason) is not Reason or not detail:
+                return (f"reported a rejection naming {'no sender' if peer is None else repr(peer)}, "
+                        f"reason {reason!r}, detail {detail!r}: each of the three must be given")
+        case Note(text):
+            if type(text) is not str or not text:
+                return f"reported a note without a text: {text!r}"
+    return None
+
+
+def tally_problem(rejects: Counter) -> str | None:
+    """What is wrong with a replica's tally of refusals by (sender, reason), or None: every
+    entry a positive count under a reason (a count that went down, or a refusal filed
+    under something else, misreports what the peers did)."""
+    for (peer, reason), count in rejects.items():
+        if count < 1 or type(reason) is not Reason:
+            return f"counts {count} refusals of {peer!r} for {reason!r}"
+    return None
+
+
 class Oracle:
     def __init__(
         self, config: ClusterConfig, correct_replicas: list[int], correct_clients: list[str],
@@ -241,14 +270,8 @@ class Oracle:
                     self._state_installed(who, seq, digest)
                 case CheckpointTaken(seq, digest) | CheckpointStable(seq, digest):
                     self._checkpoint(who, seq, digest)
-                case Rejected(peer, reason, detail):
-                    self.rejected(f"replica {rid}", peer, reason, detail)
-                case Note(text):
-                    self.counts["accounting"] += 1
-                    if type(text) is not str or not text:
-                        self.fail("accounting", f"replica {rid} reported a note without a text: {text!r}")
-                case None:
-                    self.fail("accounting", f"replica {rid} returned None among its actions")
+                case Rejected() | Note() | None:
+                    self.reported(f"replica {rid}", a)
                 case Evidence(culprit, kind, _, _):
                     got = self.evidence.setdefault(str(culprit), {})
                     got[kind] = got.get(kind, 0) + 1
@@ -258,27 +281,18 @@ class Oracle:
                             f"replica {rid} holds '{kind}' evidence against correct replica {culprit}",
                         )
 
-    def rejected(self, who: str, peer: object, reason: object, detail: str) -> None:
-        """A correct replica's or client's (`who`) report of what it refused names who
-        sent it (every message in a run has a sender; the runtime's metrics and the faulty
-        nodes' tally are kept by it), one of the reasons, and what was refused."""
+    def reported(self, who: str, action: Rejected | Note | None) -> None:
+        """A refusal or note of a correct replica or client (`who`): `report_problem`."""
         self.counts["accounting"] += 1
-        if peer is None or type(reason) is not Reason or not detail:
-            self.fail(
-                "accounting",
-                f"{who} reported a rejection naming {'no sender' if peer is None else repr(peer)}, "
-                f"reason {reason!r}, detail {detail!r}: each of the three must be given",
-            )
+        problem = report_problem(action)
+        if problem is not None:
+            self.fail("accounting", f"{who} {problem}")
 
     def check_rejects(self, rid: int, rejects: Counter) -> Violation | None:
-        """A correct replica's count of refusals by (sender, reason), at the end of a run:
-        every entry a positive count under a reason (a count that went down, or a refusal
-        filed under something else, misreports what the peers did)."""
+        """A correct replica's tally of refusals at the end of a run: `tally_problem`."""
         self.counts["accounting"] += 1
-        for (peer, reason), count in rejects.items():
-            if count < 1 or type(reason) is not Reason:
-                return Violation("accounting", f"replica {rid} counts {count} refusals of {peer!r} for {reason!r}")
-        return None
+        problem = tally_problem(rejects)
+        return None if problem is None else Violation("accounting", f"replica {rid} {problem}")
 
     def note_recovered(self, rid: int, who: Who, replica: object) -> None:
         """A correct replica restarted from its durable store as incarnation `who`: what it

@@ -732,8 +732,8 @@ class Simulation:
                 case Send(to, data):
                     if 0 <= to < self.max_n:
                         self._transmit(cs.name, to, data)
-                case Rejected(peer, reason, detail) if cs.correct:
-                    self.oracle.rejected(f"client {cs.name}", peer, reason, detail)
+                case Rejected() if cs.correct:
+                    self.oracle.reported(f"client {cs.name}", a)
                 case Completed(ts, result) if cs is self.operator:
                     self._operator_done(result)
                 case Completed(ts, result):

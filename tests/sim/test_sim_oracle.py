@@ -511,12 +511,12 @@ def test_accounting_a_note_has_a_text():
 
 
 def test_accounting_a_clients_rejection_too():
-    from pbft.protocol.events import Reason
+    from pbft.protocol.events import Reason, Rejected
 
     o = oracle()
-    o.rejected("client c0", 1, Reason.MALFORMED, "held timestamp not above the request's")
+    o.reported("client c0", Rejected(1, Reason.MALFORMED, "held timestamp not above the request's"))
     assert o.ok
-    o.rejected("client c0", None, Reason.MALFORMED, "held timestamp not above the request's")
+    o.reported("client c0", Rejected(None, Reason.MALFORMED, "held timestamp not above the request's"))
     assert checks(o) == ["accounting"] and o.violations[0].detail.startswith("client c0 reported")
 
 
