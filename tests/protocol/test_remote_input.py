@@ -223,6 +223,24 @@ def test_member_signed_junk_never_raises(who, inputs):
         assert rep.last_executed <= rep.log.high
 
 
+def test_a_request_handed_over_with_no_peer_is_refused_on_a_tick_naming_no_sender():
+    # Found by the test above under tests/conftest.py's accounting fixture: a request that
+    # arrives with no channel peer while its client's requests wait is checked on a later
+    # tick, and its refusal can name no sender; the fixture must allow that (and does, for
+    # a replica that was handed such a message).
+    rep = make_replica(make_config(), 1)
+    refused = []
+    for peer, data in (
+        (0, b""),
+        (0, sign_request("alice", op_put(b"k", b"v"), 0)),
+        (None, seal_as(0, Request(b"", 1, "alice", False))),
+    ):
+        rep.step(Received(peer, data))
+        refused += [a for a in rep.step(Tick()) if isinstance(a, Rejected)]
+    assert [(a.peer, a.reason) for a in refused] == [(None, Reason.BAD_REQUEST)]
+    assert "not signed by its client" in refused[0].detail
+
+
 def test_bogus_new_view_does_not_pull_an_active_replica_out_of_its_view(cfg):
     backup = make_replica(cfg, 2)
     _, d = pre_prepare(backup, 1, (put("alice", 1),))
