@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--names", type=Path, help="count only the mutants named in this file (a sample)")
     args = ap.parse_args(argv)
 
-    results = read_results(args.workdir, args.only)
+    results = every = read_results(args.workdir, args.only)
     if args.names:
         wanted = set(args.names.read_text().split())
         results = {n: r for n, r in results.items() if n in wanted}
@@ -234,9 +234,10 @@ def main(argv: list[str] | None = None) -> int:
                         and not (n in killed and r["status"] in ("survived", "no tests")))
     d = diffs(args.workdir, open_names)
     survivors = [{"name": n, **results[n], "diff": d.get(n, "")} for n in open_names]
+    # Judged over every result: a listed mutant left out of a sample is not gone.
     stale = sorted(n for n in equivalent
-                   if n in results and results[n]["status"] in ("killed", "timeout")
-                   or (n not in results and any(module_of(n) == r["module"] for r in results.values())))
+                   if n in every and every[n]["status"] in ("killed", "timeout")
+                   or (n not in every and any(module_of(n) == r["module"] for r in every.values())))
     doc = {"mode": args.mode, **summary, "survivors": survivors, "equivalent_but_killed_or_gone": stale,
            "mutants": results}
     text = text_report(args.mode, summary, survivors, stale)
