@@ -154,11 +154,6 @@ class ClusterConfig:
             keys[OPERATOR] = self.operator_key
         return keys
 
-    def with_clients(self, clients: tuple[ClientInfo, ...]) -> ClusterConfig:
-        from dataclasses import replace
-
-        return replace(self, clients=clients, client_index={})
-
 
 # ---------------------------------------------------------------------------- the schema
 

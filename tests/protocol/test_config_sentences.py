@@ -136,6 +136,13 @@ SENTENCES = {
             "[[replica]] #2: replica id 0 appears twice.",
         ],
     ),
+    "batch_max 0": (_cluster(batch_max=0), ["[cluster]: 'batch_max' must be an integer from 1 to 4096, not 0."]),
+    "[tls] ca a number": (lambda d: d["tls"].update(ca=3), ["[tls]: 'ca' must be a path."]),
+    # An entry that is not a table is reported, and the entries after it still checked.
+    "a client entry not a table, the next one bad": (
+        lambda d: (d["client"].__setitem__(0, 5), d["client"][1].update(id="a b")),
+        ["[[client]] #1 must be a table.", f"[[client]] #2: {CLIENT_ID}"],
+    ),
     "a client named operator": (
         lambda d: d["client"][1].update(id=OPERATOR),
         ["[[client]] #2: the client id 'operator' is reserved for [operator]."],
@@ -169,6 +176,13 @@ def test_every_setting_of_the_file_lands_in_the_configuration():
     assert config.requesters == ("alice", "bob", OPERATOR)
     assert config.service == ServiceSpec("app.py:Counter", (("start", 3),), "/srv/pbft", "counter 2")
     assert config.base_dir == "/srv/pbft"
+
+
+def test_the_log_window_may_be_one_checkpoint_interval():
+    data = cluster_dict()
+    data["cluster"].update(checkpoint_interval=4, log_window=4, pipeline=4)
+    config = parse_cluster(data)
+    assert (config.checkpoint_interval, config.log_window) == (4, 4)
 
 
 def test_without_an_operator_nobody_may_reconfigure():

@@ -106,3 +106,15 @@ def test_only_64_byte_signatures_are_admitted():
     assert verdict_key(job[1], job[2], job[3]) == verdict_key(job[1], job[2][:63], job[2][63:] + job[3])
     v.admit([(job[0], job[1], job[2][:63], job[2][63:] + job[3])], [True])
     assert v.bounds() == [("verdicts", 0, 100)]
+
+
+def test_what_is_skipped_does_not_stop_the_envelopes_after_it_being_asked():
+    # Found by mutation testing: a `continue` turned `break` asked nothing after the
+    # first duplicate, judged or refused envelope (each left to the event loop instead).
+    v = _verifier()
+    first, second, third = (envelope_from_bytes(sign_request("alice", b"op%d" % i, i)) for i in (1, 2, 3))
+    assert [job[2] for job in v.jobs([first, first, second])] == [first.signature, second.signature]
+    _prejudge(v, [first])
+    assert [job[2] for job in v.jobs([first, third])] == [third.signature]
+    unknown = Envelope(first.body, "mallory", first.signature)
+    assert [job[2] for job in v.jobs([unknown, third])] == [third.signature]
