@@ -125,6 +125,15 @@ def test_query_status_is_answered_with_a_signed_status(backup):
     assert backup.verifier.verify(env)
 
 
+def test_a_status_query_signed_by_a_replica_is_refused_as_a_role_it_does_not_have(backup):
+    # Found by mutation testing: the refusal's detail was never read.
+    actions = feed(backup, 3, seal_as(3, QueryStatus(5)))
+    assert [(a.peer, a.reason, a.detail) for a in actions if isinstance(a, Rejected)] == [
+        (3, Reason.WRONG_ROLE, "status queries come from clients")
+    ]
+    assert actions_of(actions, SendClient) == []
+
+
 def test_query_status_is_answered_once_per_period_and_only_over_the_clients_channel(backup):
     """Each answer costs the replica a verification and a signature: at most
     STATUS_PER_PERIOD per client and retransmission period, asked over the client's own
