@@ -17,6 +17,7 @@ PACKAGE = ROOT / "pbft"
 
 RANKS: dict[str, int] = {
     "pbft.errors": 0,  # user-facing error types; imports nothing from pbft
+    "pbft.files": 0,  # reading a person's files into words for a sentence; imports nothing from pbft
     "pbft.protocol": 1,  # the sans-IO core
     "pbft.service": 2,  # the replicated state machines
     "pbft.adversary": 3,  # Byzantine behaviours and their one catalogue

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from pbft.errors import ConfigError, UsageError
+from pbft.files import check_regular, parse_toml
 from pbft.protocol import codec
 from pbft.protocol.config import OPERATOR, ClientInfo, ReplicaInfo, split_hostport
 from pbft.protocol.crypto import seal
@@ -46,6 +47,8 @@ from ..node.clusterfile import (
     read_private_key,
 )
 from .keygen import _write_atomic, _write_private, _write_public, issue
+
+MAX_PLAN_FILE = 1024 * 1024  # a plan is a few hundred bytes per replica
 
 
 @dataclass
@@ -229,21 +232,20 @@ def save_plan(p: Plan, path: str) -> None:
 
 
 def load_plan(path: str) -> Plan:
-    import tomllib
-
     from pbft.protocol.epochs import parse_operation
     from pbft.protocol.messages import decode_envelope
 
     try:
+        check_regular(path)
         with open(path, "rb") as fh:
-            t = tomllib.load(fh)
+            t = parse_toml(fh.read(MAX_PLAN_FILE))
         command = bytes.fromhex(t["command"])
         _, req = decode_envelope(command)
         assert isinstance(req, Request)
         epoch, membership = parse_operation(req.operation)
         return Plan(t["cluster"], epoch, membership, command, int(t["timestamp"]),
                     {int(k): v for k, v in t.get("replicas", {}).items()})
-    except (OSError, KeyError, ValueError, TypeError, AssertionError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, KeyError, ValueError, TypeError, AssertionError) as exc:  # Unreadable is a ValueError
         raise UsageError(f"{path} is not a plan written by `pbft admin change --plan-only` ({exc}).") from None
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tomllib
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -42,6 +41,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from pbft.errors import ConfigError, UsageError
+from pbft.files import Unreadable, check_regular, parse_toml
 from pbft.protocol.config import OPERATOR, ClusterConfig, parse_cluster
 from pbft.protocol.crypto import KeyPair
 from pbft.protocol.messages import Signer
@@ -154,6 +154,10 @@ def member_public_key(config: ClusterConfig, node_id: Signer) -> bytes:
 
 def _read_bytes(path: str, what: str, limit: int) -> bytes:
     """Read a whole file with a size limit, turning OS errors into one sentence."""
+    try:
+        check_regular(path)
+    except Unreadable as why:
+        raise ConfigError(f"{what} {path!r} {why}.") from None
     try:
         with open(path, "rb") as fh:
             data = fh.read(limit + 1)
@@ -338,11 +342,9 @@ def read_cluster_table(path: str) -> dict:
     be read or is not TOML."""
     data = _read_bytes(path, "the cluster file", MAX_CLUSTER_FILE)
     try:
-        return tomllib.loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(f"the cluster file {path} is not UTF-8 text.") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"the cluster file {path} is not valid TOML: {exc}.") from None
+        return parse_toml(data)
+    except Unreadable as why:
+        raise ConfigError(f"the cluster file {path} {why}.") from None
 
 
 def load_cluster(path: str) -> ClusterConfig:

@@ -317,6 +317,9 @@ class _Problems:
         if not isinstance(value, str):
             self.fail(f"{where}: '{key}' must be a path.")
             return ""
+        if "\x00" in value:  # no file has one; open() would raise on it
+            self.fail(f"{where}: '{key}' must be a path without a NUL character.")
+            return ""
         return value
 
     def table(self, data: dict, section: str) -> dict:

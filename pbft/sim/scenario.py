@@ -38,7 +38,6 @@ group keeps all its links.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -46,6 +45,7 @@ from typing import Any
 from ..adversary import catalogue, rules
 from ..adversary.api import did_you_mean
 from ..errors import UsageError
+from ..files import Unreadable, check_regular, parse_toml
 from ..protocol.config import LINGER_MAX_MS, ServiceSpec, service_spec
 
 Node = int | str
@@ -111,6 +111,7 @@ TRIGGERS = ("checkpoint", "transfer", "installed", "view-change", "new-view")
 MAX_F = 4
 MAX_CLIENTS = 64
 MAX_REQUESTS = 100_000
+MAX_SCENARIO_FILE = 16 * 1024 * 1024  # far above any hand-written or shrunk scenario
 
 
 def client_name(index: int) -> str:
@@ -720,14 +721,18 @@ def _service(table: object, where: str, base_dir: str) -> ServiceSpec:
 
 def load_scenario(path: str) -> Scenario:
     try:
+        check_regular(path)
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            raw = fh.read(MAX_SCENARIO_FILE + 1)
+        if len(raw) > MAX_SCENARIO_FILE:
+            raise Unreadable(f"is larger than {MAX_SCENARIO_FILE} bytes")
+        data = parse_toml(raw)
     except FileNotFoundError:
         raise UsageError(f"{path}: no such scenario file.") from None
     except OSError as exc:
         raise UsageError(f"{path}: cannot read it ({exc.strerror}).") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{path}: not valid TOML ({exc}).") from None
+    except Unreadable as why:
+        raise UsageError(f"the scenario file {path!r} {why}.") from None
     s = parse_scenario(data, path)
     check_behaviours(s)
     return s
