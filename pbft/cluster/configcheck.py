@@ -28,7 +28,7 @@ import ipaddress
 import os
 from dataclasses import dataclass, field
 
-from pbft.errors import ConfigError
+from pbft.errors import ConfigError, UsageError
 from pbft.protocol.config import ClusterConfig, check_cluster
 
 from ..node.clusterfile import (
@@ -101,7 +101,22 @@ def check_cluster_file(path: str, now: datetime.datetime | None = None) -> Repor
     _check_settings(report, table)
     if config is not None:
         _check_members(report, config, now or datetime.datetime.now(datetime.UTC))
+        _check_service(report, config)
     return report
+
+
+def _check_service(report: Report, config: ClusterConfig) -> None:
+    """The service a replica would load at start: its class found and made with the
+    file's parameters, its identity the one the file names (adversary.loader.make_service,
+    which runs the class's own code, as a starting replica does)."""
+    if config.service is None:
+        return
+    from ..adversary.loader import make_service
+
+    try:
+        make_service(config.service)
+    except (UsageError, ConfigError) as exc:
+        report.errors.append(str(exc))
 
 
 # ---------------------------------------------------------------------------- warnings

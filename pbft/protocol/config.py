@@ -13,12 +13,17 @@ of a file in one pass (for `pbft config check`); `parse_cluster` raises the firs
 from __future__ import annotations
 
 import difflib
+import ipaddress
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
 from .crypto import public_key_problem
 from .messages import CLIENT_NAME, Signer
+
+# One label of a host name (RFC 1123, and the `_` that container names often carry).
+HOST_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\Z")
 
 OPERATOR = "operator"
 """The signer name of the operator's requests (`[operator]`): reconfigurations
@@ -428,13 +433,25 @@ def _hexkey(value: object, where: str, problems: _Problems) -> bytes | None:
 
 
 def split_hostport(value: object, lowest_port: int = 1) -> tuple[str, int] | None:
-    """`HOST:PORT` (IPv6 in brackets) -> (host, port), or None if it is not one."""
-    if not isinstance(value, str) or ":" not in value:
+    """`HOST:PORT` -> (host, port), or None if it is not one: HOST a host name or IPv4
+    address (letters, digits, '-' and '_' in dot-separated labels, at most 253
+    characters) or an IPv6 address in brackets; PORT ASCII digits."""
+    if not isinstance(value, str):
         return None
-    host, _, port = value.rpartition(":")
-    if not host or not port.isdigit() or not lowest_port <= int(port) < 65536:
+    host, colon, port = value.rpartition(":")
+    # str.isdigit() takes other scripts' digits too, which int() reads but no resolver does.
+    if not colon or not (port.isascii() and port.isdigit()) or not lowest_port <= int(port) < 65536:
         return None
-    return host.strip("[]"), int(port)
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return None
+        return host[1:-1], int(port)
+    name = host[:-1] if host.endswith(".") else host  # a fully qualified name may end in a dot
+    if len(name) > 253 or not all(HOST_LABEL.match(label) for label in name.split(".")):
+        return None
+    return host, int(port)
 
 
 # ---------------------------------------------------------------------------- parsing

@@ -271,3 +271,29 @@ def test_config_check_of_a_missing_file(tmp_path: Path, capsys) -> None:
 def test_loopback() -> None:
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("10.0.0.1") and not is_loopback("example.org")
+
+
+@pytest.mark.parametrize(
+    ("service", "needle"),
+    [
+        ('class = "nope_no_such_module:X"', "nope_no_such_module"),
+        ('class = "nothere.py:X"', "nothere.py"),
+        ('class = "pbft.service.ledger:Ledger"\nidentity = "ledger 999"', "identity = 'ledger 999'"),
+        ('class = "pbft.service.ledger:Ledger"\nno_such_parameter = 1', "no_such_parameter"),
+    ],
+    ids=["no module", "no file", "another identity", "unknown parameter"],
+)
+def test_config_check_loads_the_service_as_a_starting_replica_would(cluster_dir: Path, service: str, needle: str) -> None:
+    # Found by a red-team pass: each was "ok" to the check and failed only when a replica
+    # started (pbft.node.node loads the service with the same make_service).
+    path = cluster_dir / "cluster.toml"
+    path.write_text(path.read_text() + f"\n[service]\n{service}\n")
+    report = check_cluster_file(str(path))
+    assert len(report.errors) == 1 and needle in report.errors[0], report.errors
+
+
+def test_config_check_passes_a_service_a_replica_can_start(cluster_dir: Path) -> None:
+    path = cluster_dir / "cluster.toml"
+    path.write_text(path.read_text() + '\n[service]\nclass = "pbft.service.ledger:Ledger"\naccounts = 4\n')
+    report = check_cluster_file(str(path))
+    assert report.errors == [] and report.config.service is not None

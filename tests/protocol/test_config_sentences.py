@@ -263,3 +263,34 @@ def test_an_epoch_entry_needs_the_operators_key():
     assert check_cluster(data) == (
         None, ["[[epoch]] #1: an [[epoch]] entry needs the [operator] key that signed it."],
     )
+
+
+GOOD_ADDRESSES = {
+    "127.0.0.1:7000": ("127.0.0.1", 7000),
+    "[::1]:7000": ("::1", 7000),
+    "[fe80::1%eth0]:7000": ("fe80::1%eth0", 7000),
+    "replica-0.example.org.:65535": ("replica-0.example.org.", 65535),
+    "pbft_replica_1:1": ("pbft_replica_1", 1),
+}
+# Found by a red-team pass: each of these was "ok" to `pbft config check` (and written by
+# `pbft keygen --host`), and failed only when a replica tried to listen or connect.
+BAD_ADDRESSES = (
+    "[::1:7000", "[zz]:7000", "::1:7000", "127.0.0.1:\u0667\u0660\u0660\u0660", "bad host:7000",
+    "x" * 254 + ":7000", "a..b:7000", "-a:7000", ":7000", "h:", "h:65536", "host",
+)
+
+
+@pytest.mark.parametrize(("address", "split"), GOOD_ADDRESSES.items())
+def test_an_address_is_a_host_name_or_an_ip_address_and_a_port(address, split):
+    from pbft.protocol.config import split_hostport
+
+    assert split_hostport(address) == split
+
+
+@pytest.mark.parametrize("address", BAD_ADDRESSES)
+def test_an_address_a_resolver_would_not_take_is_refused(address):
+    data = copy.deepcopy(cluster_dict())
+    data["replica"][2]["address"] = address
+    config, errors = check_cluster(data)
+    assert config is None
+    assert errors == [f"[[replica]] #3: 'address' must look like HOST:PORT, not {address!r}."]
