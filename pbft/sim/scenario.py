@@ -409,6 +409,13 @@ def _network(t: object, n: int, clients: int, where: str) -> NetworkFault:
         raise _fail(where, "'amnesia' belongs on a crash entry with a restart ('crash' and 'until_ms' or 'down_ms').")
     if twin is not None and ("at_ms" in t or "until_ms" in t):
         raise _fail(where, "a 'twin' runs for the whole run; drop 'at_ms'/'until_ms'.")
+    # The link faults' values first: a value out of range is that, not an entry saying nothing.
+    drop = _prob(t, "drop", where)
+    delay_ms = _int(t, "delay_ms", 0, 0, 600_000, where) or 0
+    jitter_ms = _int(t, "jitter_ms", 0, 0, 600_000, where) or 0
+    duplicate = _prob(t, "duplicate", where)
+    reorder = _prob(t, "reorder", where)
+    reorder_ms = _int(t, "reorder_ms", 50, 0, 600_000, where) or 0
     kinds = sum(x is not None and x != () for x in (twin, crash)) + (
         1 if any(k in t for k in ("partition", "drop", "delay_ms", "duplicate", "reorder", "one_way")) else 0
     )
@@ -420,12 +427,12 @@ def _network(t: object, n: int, clients: int, where: str) -> NetworkFault:
         at_ms=at or 0,
         until_ms=until,
         partition=partition,
-        drop=_prob(t, "drop", where),
-        delay_ms=_int(t, "delay_ms", 0, 0, 600_000, where) or 0,
-        jitter_ms=_int(t, "jitter_ms", 0, 0, 600_000, where) or 0,
-        duplicate=_prob(t, "duplicate", where),
-        reorder=_prob(t, "reorder", where),
-        reorder_ms=_int(t, "reorder_ms", 50, 0, 600_000, where) or 0,
+        drop=drop,
+        delay_ms=delay_ms,
+        jitter_ms=jitter_ms,
+        duplicate=duplicate,
+        reorder=reorder,
+        reorder_ms=reorder_ms,
         one_way=one_way,
         twin=twin,
         crash=crash,
@@ -562,6 +569,15 @@ def parse_scenario(data: dict, source: str = "<scenario>") -> Scenario:
         (k, _int(c, k, 0, *CLUSTER_RANGES.get(k, (1, 1 << 22)), f"{source} [cluster]"))
         for k in CLUSTER_KEYS if k in c
     )
+    given = dict(cluster)
+    # As in a cluster file. A setting given alone is fitted to the simulator's default of
+    # the other (simulation.py), so only two given together can disagree.
+    if given.get("log_window", 1 << 22) < given.get("checkpoint_interval", 0):
+        raise _fail(f"{source} [cluster]", f"'log_window' ({given['log_window']}) must be at least "
+                                           f"'checkpoint_interval' ({given['checkpoint_interval']}).")
+    if given.get("retransmit_ms", 1 << 22) < given.get("tick_ms", 0):
+        raise _fail(f"{source} [cluster]", f"'retransmit_ms' ({given['retransmit_ms']}) must be at least "
+                                           f"'tick_ms' ({given['tick_ms']}).")
     byz_raw = data.get("byzantine", [])
     net_raw = data.get("network", [])
     if not isinstance(byz_raw, list) or not isinstance(net_raw, list):

@@ -101,6 +101,12 @@ def test_to_toml_round_trips():
         ("[[network]]\ndrop = 1.0\nkinds = ['VOTE']", "message kinds are"),
         ("[workload]\nclients = -1", "'clients' must be an integer"),
         ("load = 'lazy'", "'load' must be one of 'busy', 'idle'"),
+        # Found by a red-team pass: the first two ran (the simulator quietly widened them),
+        # the third was said to say nothing.
+        ("[cluster]\ncheckpoint_interval = 100\nlog_window = 10",
+         "'log_window' (10) must be at least 'checkpoint_interval' (100)"),
+        ("[cluster]\nretransmit_ms = 1\ntick_ms = 10", "'retransmit_ms' (1) must be at least 'tick_ms' (10)"),
+        ("[[network]]\njitter_ms = -1", "'jitter_ms' must be an integer from 0 to 600000, not -1"),
     ],
 )
 def test_bad_scenarios_are_one_sentence(text, words):
