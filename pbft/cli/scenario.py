@@ -11,6 +11,8 @@ not fail the command, since the protocol promises nothing there.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shlex
@@ -178,6 +180,36 @@ def _append_run(part: str, out: str) -> None:
     os.remove(part)
 
 
+def _check_output(path: str, flag: str = "-o") -> None:
+    """UsageError (one sentence) now, rather than after a campaign or a merge, if a JSON
+    result could not be written to `path` by `_write_json`: its directory missing or not
+    writable, or `path` (symbolic links followed) a directory, a device, a FIFO or a socket,
+    which a write would replace by a regular file. Nothing is created or changed."""
+    from ..sim import campaign
+
+    try:
+        target = campaign.output_target(path)
+        if os.path.lexists(target) and not os.access(target, os.W_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+        probe = f"{target}.tmp{os.getpid()}"  # what `_write_json` creates beside it
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(probe)
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600))
+        os.unlink(probe)
+    except campaign.NotRegularFile as exc:
+        raise UsageError(f"{flag}: will not write {path}: {exc.strerror}.") from None
+    except OSError as exc:
+        raise UsageError(f"{flag}: cannot write {path}: {exc.strerror or exc}.") from None
+
+
+def _check_seed(seed: int | None, flag: str = "--seed") -> None:
+    """A run's seed is what a scenario file's `seed` may be: 0 .. 2**63-1."""
+    from ..sim.campaign import MAX_SEED
+
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"{flag} must be from 0 to {MAX_SEED} (2**63-1), not {seed}.")
+
+
 def _check_writable(path: str, flag: str = "--trace") -> None:
     """UsageError (one sentence) now, rather than after a real run, if `path` cannot be written."""
     try:
@@ -227,6 +259,7 @@ def load_all(args) -> tuple[list, str | None]:
 
 def cmd_scenario_run(args) -> int:
     trace = getattr(args, "trace", None)
+    _check_seed(args.seed)
     if args.real:
         return cmd_scenario_real(args)
     scenarios, broken = load_all(args)
@@ -411,6 +444,10 @@ def cmd_fuzz(args) -> int:
         raise UsageError("--seeds is required (how many seeds to run), or `pbft fuzz merge FILE...`.")
     if args.seeds < 0 or args.start < 0:
         raise UsageError("--seeds and --start must not be negative.")
+    if args.start > campaign.MAX_SEED or args.seeds > campaign.MAX_SEED \
+            or args.start + args.seeds > campaign.MAX_SEED + 1:
+        raise UsageError(f"--start + --seeds must be at most {campaign.MAX_SEED + 1}: the largest seed is "
+                         f"{campaign.MAX_SEED} (2**63-1).")
     if not 1 <= args.f <= 4:
         raise UsageError("--f must be from 1 to 4.")
     jobs = campaign.default_jobs() if args.jobs is None else args.jobs
@@ -420,7 +457,7 @@ def cmd_fuzz(args) -> int:
     if broken:
         check_broken(broken, "--broken")
     behaviours = None
-    if getattr(args, "behaviours", None):
+    if getattr(args, "behaviours", None) is not None:
         from ..adversary import catalogue, loader
 
         # A user's file by its absolute path: the scenario file a failure prints replays
@@ -429,6 +466,10 @@ def cmd_fuzz(args) -> int:
             loader.absolute(b) if catalogue.is_ref(b) else b
             for b in (b.strip() for b in args.behaviours.split(",")) if b
         ]
+        if not behaviours:
+            raise UsageError(f"--behaviours {args.behaviours!r} names no behaviour: give catalogue names or "
+                             "FILE.py:Class references separated by commas, or leave it out for the whole "
+                             "catalogue.")
         for ref in behaviours:
             try:
                 lookup(ref, "replica")  # an unknown name or a user file that fails: one sentence
@@ -447,7 +488,7 @@ def cmd_fuzz(args) -> int:
     trace_dir = _make_dir(getattr(args, "trace_dir", None), "--trace-dir")
     out_dir = _make_dir(getattr(args, "out_dir", None), "--out-dir")
     if args.output:
-        _check_writable(args.output, "-o")
+        _check_output(args.output, "-o")
     opts = campaign.Options(args.f, args.mode, broken, tuple(behaviours) if behaviours is not None else None)
     label = f"{jobs} job{'s' if jobs != 1 else ''}"
     if shard:
@@ -494,40 +535,47 @@ def _coverage_line(doc: dict) -> str:
 
 
 def cmd_fuzz_merge(args) -> int:
-    """`pbft fuzz merge A.json B.json ... [-o OUT]`: shard results into one (docs/fuzzing.md)."""
+    """`pbft fuzz merge A.json B.json ... [-o OUT]`: shard results into one (docs/fuzzing.md).
+    Every file is checked against the result format before anything is merged, and OUT is
+    written only once the merge is whole (an existing OUT is kept otherwise)."""
     from ..sim import campaign
 
+    if args.output:
+        _check_output(args.output, "-o")
     results = []
     for path in args.files:
         try:
-            with open(path, encoding="utf-8") as fh:
-                results.append((path, json.load(fh)))
+            with open(path, "rb") as fh:
+                data = fh.read()
         except OSError as exc:
             raise UsageError(f"cannot read {path}: {exc.strerror or exc}.") from None
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{path} is not JSON: {exc}.") from None
+        try:
+            results.append((path, campaign.load_result(path, data)))
+        except campaign.MergeError as exc:
+            raise UsageError(str(exc)) from None
     try:
         merged = campaign.merge(results)
     except campaign.MergeError as exc:
         raise UsageError(str(exc)) from None
+    lines = [f"{len(results)} results merged: {merged['runs']} runs (seeds {_ranges_text(merged['ranges'])}), "
+             f"{len(merged['violations'])} violations"
+             + (f", {len(merged['crashes'])} crashes" if merged["crashes"] else ""),
+             _coverage_line(merged)]
+    for v in merged["violations"]:
+        lines.append(f"  seed {v['seed']}: {v['check']}: {v['detail']}" + (f" ({v['file']})" if v.get("file") else ""))
+    for c in merged["crashes"]:
+        last = c["error"].splitlines()[-1] if c["error"] else ""
+        lines.append(f"  seed {c['seed']}: CRASH: {last}")
+    gaps = campaign.missing(merged)
+    if gaps:
+        lines.append(f"  not run: seeds {_ranges_text(gaps)} (a shard missing or interrupted?)")
     summary = sys.stdout if args.output else sys.stderr
     if args.output:
         _write_json(args.output, merged)
     else:
-        print(json.dumps(merged, indent=2))
-    print(f"{len(results)} results merged: {merged['runs']} runs (seeds {_ranges_text(merged['ranges'])}), "
-          f"{len(merged['violations'])} violations"
-          + (f", {len(merged['crashes'])} crashes" if merged["crashes"] else ""), file=summary)
-    print(_coverage_line(merged), file=summary)
-    for v in merged["violations"]:
-        print(f"  seed {v['seed']}: {v['check']}: {v['detail']}" + (f" ({v['file']})" if v.get("file") else ""),
-              file=summary)
-    for c in merged["crashes"]:
-        last = c["error"].splitlines()[-1] if c["error"] else ""
-        print(f"  seed {c['seed']}: CRASH: {last}", file=summary)
-    gaps = campaign.missing(merged)
-    if gaps:
-        print(f"  not run: seeds {_ranges_text(gaps)} (a shard missing or interrupted?)", file=summary)
+        print(json.dumps(merged, indent=2, allow_nan=False))
+    for line in lines:
+        print(line, file=summary)
     return 1 if merged["violations"] or merged["crashes"] else 0
 
 
@@ -544,12 +592,18 @@ def _make_dir(path: str | None, flag: str) -> str | None:
     return path or None
 
 
-def _write_json(path: str, doc: dict) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(doc, fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, path)
+def _write_json(path: str, doc: dict, flag: str = "-o") -> None:
+    """`doc` to `path` whole or not at all (pbft.sim.campaign._write: a symbolic link is
+    followed; a directory, device, FIFO or socket is refused, never replaced)."""
+    from ..sim import campaign
+
+    text = json.dumps(doc, indent=2, allow_nan=False) + "\n"
+    try:
+        campaign._write(path, text)
+    except campaign.NotRegularFile as exc:
+        raise UsageError(f"{flag}: will not write {path}: {exc.strerror}.") from None
+    except OSError as exc:
+        raise UsageError(f"{flag}: cannot write {path}: {exc.strerror or exc}.") from None
 
 
 class _sigterm_as_interrupt:
@@ -586,8 +640,7 @@ def cmd_twins(args) -> int:
 
     if not 1 <= args.rounds <= twins.MAX_ROUNDS:
         raise UsageError(f"--rounds must be from 1 to {twins.MAX_ROUNDS}.")
-    if args.seed < 0:
-        raise UsageError("--seed must not be negative.")
+    _check_seed(args.seed)
     jobs = campaign.default_jobs() if args.jobs is None else args.jobs
     if jobs < 1:
         raise UsageError("--jobs must be at least 1.")
@@ -606,7 +659,7 @@ def cmd_twins(args) -> int:
     trace_dir = _make_dir(getattr(args, "trace_dir", None), "--trace-dir")
     out_dir = _make_dir(getattr(args, "out_dir", None), "--out-dir")
     if args.output:
-        _check_writable(args.output, "-o")
+        _check_output(args.output, "-o")
     # The mode names everything a case's run depends on besides its index, so that only
     # shards of one enumeration merge (`pbft fuzz merge`).
     opts = campaign.Options(1, f"twins R={args.rounds} seed={args.seed}", broken)

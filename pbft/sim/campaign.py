@@ -41,10 +41,16 @@ campaign's result.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
+import errno
 import hashlib
+import json
+import math
 import multiprocessing
 import os
+import re
 import signal
+import stat
 import time
 import traceback
 from collections import Counter
@@ -124,12 +130,43 @@ class SeedOutcome:
     """What the seed's run reached (pbft.sim.coverage)."""
 
 
+class NotRegularFile(OSError):
+    """`_write`'s refusal of a path naming a directory, a device, a FIFO or a socket."""
+
+
+def output_target(path: str) -> str:
+    """The file a write to `path` replaces: `path` with its symbolic links followed.
+    NotRegularFile if that is something other than a regular file (a directory, a device,
+    a FIFO, a socket): replacing it by a regular file would destroy it."""
+    target = os.path.realpath(path)
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        return target
+    if stat.S_ISDIR(mode):
+        raise NotRegularFile(errno.EISDIR, "it is a directory", path)
+    if not stat.S_ISREG(mode):
+        raise NotRegularFile(errno.EINVAL, "it is not a regular file (a device, a FIFO or a socket)", path)
+    return target
+
+
 def _write(path: str, text: str) -> None:
-    """`text` to `path` whole or not at all (an interrupted campaign leaves no half file)."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    """`text` to `path` whole or not at all (an interrupted campaign leaves no half file):
+    to a temporary file beside it, renamed onto it. A symbolic link is followed (its target
+    is written); a directory, device, FIFO or socket is refused (NotRegularFile)."""
+    target = output_target(path)
+    tmp = f"{target}.tmp{os.getpid()}"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # a stale one (a reused process id): never written through
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    try:
+        with open(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _summary(exc: BaseException) -> str:
@@ -393,25 +430,174 @@ class MergeError(ValueError):
 
 MATCH_FIELDS = ("mode", "f", "broken", "behaviours")
 REQUIRED_FIELDS = (*MATCH_FIELDS, "start", "seeds", "ranges", "runs", "violations", "runs_digest", "seconds")
+MAX_SEED = 2**63 - 1
+"""The largest seed (a scenario file's `seed` is 0 .. 2**63-1); also the bound of every
+count in a result file."""
+MAX_SECONDS = 2.0**63
+"""The bound of a result's `seconds`: the sum over any merge stays finite."""
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+_SHOWN = 40
+
+
+class _NotJSONConstant(ValueError):
+    pass
+
+
+def _refuse_constant(name: str):
+    raise _NotJSONConstant(name)
+
+
+def load_result(name: str, data: bytes) -> dict:
+    """A result file's bytes (`name`: the file, for messages) parsed and checked against
+    the format (docs/formats.md "Fuzz results", `check_result`); MergeError (one
+    sentence) if it is not UTF-8, not JSON, or not a result."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MergeError(f"{name} is not a fuzz result file: byte {exc.start} is not UTF-8 text.") from None
+    try:
+        doc = json.loads(text, parse_constant=_refuse_constant)
+    except _NotJSONConstant as exc:
+        raise MergeError(f"{name} is not a fuzz result file: it holds {exc}, which is not a JSON number.") from None
+    except json.JSONDecodeError as exc:
+        raise MergeError(f"{name} is not JSON: {exc}.") from None
+    except RecursionError:
+        raise MergeError(f"{name} is not a fuzz result file: its JSON is nested too deeply.") from None
+    except ValueError:  # an integer of more digits than Python converts
+        raise MergeError(f"{name} is not a fuzz result file: it holds a number too long to read.") from None
+    check_result(name, doc)
+    return doc
+
+
+def _shown(value) -> str:
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(value)
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
+
+
+def _is_int(value, lo: int = 0, hi: int = MAX_SEED) -> bool:
+    return type(value) is int and lo <= value <= hi
+
+
+def check_result(name: str, r) -> None:
+    """MergeError (one sentence naming the file `name` and the field) unless `r` is a
+    result in the documented format: every field `merge` reads of the right type and
+    range, `ranges` sorted, disjoint, inside the planned range and holding `runs` seeds,
+    and every violation and crash of a seed that ran."""
+    if not isinstance(r, dict) or r.get("format") != FORMAT:
+        raise MergeError(f"{name} is not a result of `pbft fuzz --json` or `-o` (no \"format\": \"{FORMAT}\").")
+    lacking = [k for k in REQUIRED_FIELDS if k not in r]
+    if lacking:
+        raise MergeError(f"{name} lacks the field{'s' if len(lacking) > 1 else ''} {', '.join(lacking)}.")
+
+    def bad(key: str, what: str, value=None, where: str = "") -> MergeError:
+        value = r[key] if value is None and not where else value
+        return MergeError(f"{name}: {where or repr(key)} must be {what}, not {_shown(value)}.")
+
+    if not isinstance(r["mode"], str) or not r["mode"]:
+        raise bad("mode", "a non-empty string")
+    if not _is_int(r["f"], 1):
+        raise bad("f", "a positive integer")
+    if not isinstance(r["broken"], str):
+        raise bad("broken", "a string (\"\" for none)")
+    behaviours = r["behaviours"]
+    if behaviours is not None and not (isinstance(behaviours, list)
+                                       and all(isinstance(b, str) and b for b in behaviours)):
+        raise bad("behaviours", "null or a list of behaviour names")
+    if not _is_int(r["start"]):
+        raise bad("start", f"an integer from 0 to {MAX_SEED}")
+    if not _is_int(r["seeds"]) or r["start"] + r["seeds"] > MAX_SEED + 1:
+        raise bad("seeds", f"a non-negative integer with start + seeds at most {MAX_SEED + 1}")
+    shard = r.get("shard")
+    if shard is not None:
+        try:
+            if not isinstance(shard, str):
+                raise ValueError
+            parse_shard(shard)
+        except ValueError:
+            raise bad("shard", "null or \"I/K\" (0 <= I < K)", shard) from None
+    ranges = r["ranges"]
+    if not isinstance(ranges, list):
+        raise bad("ranges", "a list of [first, end) pairs")
+    lo, hi = r["start"], r["start"] + r["seeds"]
+    at = lo
+    for i, pair in enumerate(ranges):
+        if not (isinstance(pair, list) and len(pair) == 2 and all(_is_int(x, 0, MAX_SEED + 1) for x in pair)
+                and pair[0] < pair[1]):
+            raise bad("ranges", "a pair of integers [first, end) with first < end", pair, f"'ranges' item {i}")
+        if pair[0] < lo or pair[1] > hi:
+            raise bad("ranges", f"inside the planned seeds, {lo} to {hi - 1} ('start', 'seeds')", pair,
+                      f"'ranges' item {i}")
+        if pair[0] < at:
+            raise bad("ranges", "after the one before it (the pairs sorted and disjoint)", pair,
+                      f"'ranges' item {i}")
+        at = pair[1]
+    ran = sum(b - a for a, b in ranges)
+    if not _is_int(r["runs"]):
+        raise bad("runs", "a non-negative integer")
+    if r["runs"] != ran:
+        raise MergeError(f"{name}: 'runs' is {r['runs']} but 'ranges' hold {ran} seeds.")
+
+    def ran_seed(seed) -> bool:
+        return _is_int(seed) and any(a <= seed < b for a, b in ranges)
+
+    entries = {"violations": (("check", "detail", "scenario"), ("file", "trace", "page")),
+               "crashes": (("error", "scenario"), ("file",))}
+    for key, (needed, optional) in entries.items():
+        items = r.get(key, [])
+        if not isinstance(items, list):
+            raise bad(key, "a list", items)
+        for i, item in enumerate(items):
+            where = f"{key!r} item {i}"
+            if not isinstance(item, dict):
+                raise bad(key, "an object", item, where)
+            if not ran_seed(item.get("seed")):
+                raise bad(key, "the seed of a run in 'ranges'", item.get("seed"), f"{where}'s 'seed'")
+            for k in needed:
+                if not isinstance(item.get(k), str):
+                    raise bad(key, "a string", item.get(k), f"{where}'s {k!r}")
+            for k in optional:
+                if k in item and not isinstance(item[k], str):
+                    raise bad(key, "a string", item[k], f"{where}'s {k!r}")
+    if not isinstance(r["runs_digest"], str) or not _HEX64.fullmatch(r["runs_digest"]):
+        raise bad("runs_digest", "64 hex digits")
+    if not isinstance(r.get("interrupted", False), bool):
+        raise bad("interrupted", "true or false")
+    if not _is_int(r.get("jobs", 1), 1):
+        raise bad("jobs", "a positive integer")
+    for key in ("seconds", "runs_per_second"):
+        value = r.get(key, 0)
+        if type(value) not in (int, float) or not (math.isfinite(value) and 0 <= value <= MAX_SECONDS):
+            raise bad(key, "a non-negative number", value)
+    coverage = r.get("coverage", {})
+    if not isinstance(coverage, dict):
+        raise bad("coverage", "an object of counts", coverage)
+    for item, count in coverage.items():
+        if not _is_int(count):
+            raise bad("coverage", "a non-negative integer", count, f"'coverage' item {item!r}")
+    for key in ("never_reached", "merged_from"):
+        value = r.get(key, [])
+        if not (isinstance(value, list) and all(isinstance(x, str) for x in value)):
+            raise bad(key, "a list of strings", value)
+    if "twins" in r and not isinstance(r["twins"], dict):
+        raise bad("twins", "an object", r["twins"])
 
 
 def merge(results: list[tuple[str, dict]]) -> dict:
-    """One result of several (`(name, JSON)` pairs, e.g. a campaign's shards): equal
-    options, no seed run twice (MergeError otherwise)."""
+    """One result of several (`(name, JSON)` pairs, e.g. a campaign's shards): each a
+    valid result (`check_result`), equal options, no seed run twice (MergeError otherwise)."""
     if not results:
         raise MergeError("nothing to merge.")
     for name, r in results:
-        if not isinstance(r, dict) or r.get("format") != FORMAT:
-            raise MergeError(f"{name} is not a result of `pbft fuzz --json` or `-o` (no \"format\": \"{FORMAT}\").")
-        lacking = [k for k in REQUIRED_FIELDS if k not in r]
-        if lacking:
-            raise MergeError(f"{name} lacks the field{'s' if len(lacking) > 1 else ''} {', '.join(lacking)}.")
+        check_result(name, r)
     first_name, first = results[0]
     for name, r in results[1:]:
         for key in MATCH_FIELDS:
             if r.get(key) != first.get(key):
                 raise MergeError(f"{name} and {first_name} ran different campaigns: {key} "
-                                 f"{r.get(key)!r} and {first.get(key)!r}.")
+                                 f"{_shown(r.get(key))} and {_shown(first.get(key))}.")
     spans = sorted((a, b, name) for name, r in results for a, b in r["ranges"])
     for (_, b1, n1), (a2, b2, n2) in zip(spans, spans[1:], strict=False):
         if a2 < b1:

@@ -69,7 +69,7 @@ def test_merge_without_output_prints_json_and_refuses_overlaps(tmp_path, capsys)
     assert main(["fuzz", "merge", str(a), str(a)]) == 2
     assert "twice ran seeds 0 to 1: the results overlap" in capsys.readouterr().err
     b = tmp_path / "b.json"
-    b.write_text(json.dumps({**load(a), "f": 2, "ranges": [[2, 4]]}))
+    b.write_text(json.dumps({**load(a), "f": 2, "start": 2, "ranges": [[2, 4]], "violations": [], "crashes": []}))
     assert main(["fuzz", "merge", str(a), str(b)]) == 2
     assert "ran different campaigns: f 2 and 1" in capsys.readouterr().err
     assert main(["fuzz", "merge", str(tmp_path / "none.json")]) == 2
