@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from ..errors import exception_text, is_interrupt
 from ..protocol.config import close_match
 from ..protocol.messages import (
     Checkpoint,
@@ -94,8 +95,53 @@ class Param:
 
     @classmethod
     def choice(cls, options: tuple[str, ...] | list[str], default: str | None = None, help: str = "") -> Param:
+        if isinstance(options, str) or not isinstance(options, Iterable):
+            raise TypeError(f"Param.choice: options must be a list of strings, not {type(options).__name__}")
         options = tuple(options)
-        return cls(ParamKind.CHOICE, options[0] if default is None else default, None, None, options, help)
+        return cls(ParamKind.CHOICE, options[0] if default is None and options else default, None, None, options, help)
+
+    def __post_init__(self) -> None:
+        problem = self._problem()
+        if problem:
+            raise ValueError(f"Param.{self.kind.name.lower() if isinstance(self.kind, ParamKind) else 'kind'}: {problem}")
+
+    def _problem(self) -> str:
+        """What makes this declaration unusable (one clause), or ""."""
+        k = self.kind
+        if not isinstance(k, ParamKind):
+            return f"kind must be a ParamKind, not {type(k).__name__}"
+        if not isinstance(self.help, str):
+            return f"help must be a string, not {type(self.help).__name__}"
+        for bound in ("lo", "hi"):
+            v = getattr(self, bound)
+            if v is not None and (type(v) not in (int, float) or v != v):
+                return f"{bound} must be a number, not {v!r:.60}"
+        if self.lo is not None and self.hi is not None and self.lo > self.hi:
+            return f"lo {self.lo:g} is above hi {self.hi:g}"
+        d = self.default
+        if k is ParamKind.CHOICE:
+            if not self.options or not all(type(o) is str for o in self.options):
+                return "options must be a non-empty list of strings"
+            if d not in self.options:
+                return f"the default {d!r:.60} is not one of its options ({', '.join(self.options)})"
+            return ""
+        if d is None:
+            return ""  # no default: the parameter is None unless given
+        wanted = {
+            ParamKind.INTEGER: type(d) is int,
+            ParamKind.NUMBER: type(d) in (int, float) and d == d,
+            ParamKind.PROBABILITY: type(d) in (int, float) and d == d,
+            ParamKind.BOOLEAN: type(d) is bool,
+            ParamKind.TEXT: type(d) is str,
+            ParamKind.REPLICAS: isinstance(d, list | tuple) and all(type(r) is int and r >= 0 for r in d),
+        }[k]
+        if not wanted:
+            return f"the default {d!r:.60} is not {k.value}"
+        if k in (ParamKind.INTEGER, ParamKind.NUMBER, ParamKind.PROBABILITY) and (
+            (self.lo is not None and d < self.lo) or (self.hi is not None and d > self.hi)
+        ):
+            return f"the default {d!r:.60} is outside its own bounds ({self.describe()})"
+        return ""
 
     @classmethod
     def replicas(cls, default: list[int] | None = None, help: str = "") -> Param:
@@ -174,6 +220,36 @@ class Args(Mapping[str, Any]):
 
 SCENARIO_KEYS = frozenset({"replica", "client", "behaviour", "rule"})
 """Keys a scenario's [[byzantine]] table carries besides the behaviour's own parameters."""
+
+
+def declaration_problem(cls: type) -> str:
+    """What is wrong with what a user's behaviour class declares (`name`, `summary`,
+    `parameters`, and a client behaviour's `allowed`), as one clause beginning with the
+    attribute, or "": checked when the class is loaded, so a bad declaration is one
+    sentence then rather than a crash while it is built or listed."""
+    try:
+        for attr in ("name", "summary"):
+            value = getattr(cls, attr, "")
+            if not isinstance(value, str):
+                return f"{attr} must be a string, not {type(value).__name__}"
+        declared = getattr(cls, "parameters", {})
+        if not isinstance(declared, Mapping):
+            return f"parameters must be a dict of name to Param, not {type(declared).__name__}"
+        for key, p in list(declared.items()):
+            if not isinstance(key, str) or not key:
+                return f"parameters: a parameter's name must be a non-empty string, not {key!r:.60}"
+            if key in SCENARIO_KEYS:
+                return f"parameters: {key!r} is a key of the scenario's [[byzantine]] table, not free for a parameter"
+            if not isinstance(p, Param):
+                return f"parameters: {key!r} must be a Param (Param.integer(...), ...), not {type(p).__name__}"
+        allowed = getattr(cls, "allowed", ())
+        if not isinstance(allowed, tuple | list) or not all(isinstance(a, str) for a in allowed):
+            return f"allowed must be a tuple of parameter names, not {allowed!r:.60}"
+    except BaseException as exc:  # noqa: BLE001 - a descriptor or mapping of the user's
+        if is_interrupt(exc):
+            raise
+        return f"reading its declarations raised {exception_text(exc)}"
+    return ""
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

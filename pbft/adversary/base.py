@@ -26,15 +26,18 @@ unaltered, so a broken script can never pass for a protocol violation.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import os
 import random
 import traceback
+import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..errors import USER_CODE_FAILURES
+from ..errors import exception_text, is_interrupt
 from ..protocol.crypto import KeyPair, seal
 from ..protocol.events import Action, Broadcast, Event, Received, Send, SendClient, Tick
 from ..protocol.messages import Message
@@ -203,6 +206,33 @@ class BehaviourFailure:
         return f"behaviour {self.behaviour} raised {self.error} in {self.hook} ({self.where})"
 
 
+class Running:
+    """Which of a user's hooks is running now, if any: the wrappers mark each call
+    (`hook`, and `entry` counts the calls), and a watchdog outside this pure layer reads
+    it from a timer signal to stop a hook that never returns (pbft.sim.watchdog). Only
+    two attribute writes per call: nothing here reads a clock."""
+
+    __slots__ = ("hook", "entry")
+
+    def __init__(self) -> None:
+        self.hook: str | None = None
+        self.entry = 0
+
+    def enter(self, hook: str) -> None:
+        self.entry += 1
+        self.hook = hook
+
+
+RUNNING = Running()
+
+
+class HookTimeout(BaseException):
+    """Raised by the watchdog inside a user's hook that ran over its time limit (a
+    BaseException, so that the hook's own `except Exception` does not swallow it). The
+    wrapper records it and calls that behaviour's hooks no more: the node runs its honest
+    core for the rest of the run, which ends ATTACKER-FAILED."""
+
+
 HOOKS = ("setup", "on_message", "on_send", "on_tick", "on_input", "on_output")
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -219,21 +249,144 @@ def failure_of(behaviour: str, hook: str, exc: BaseException, owner: object = No
     if not theirs and code is not None and not os.path.abspath(code.co_filename).startswith(_PACKAGE + os.sep):
         where = f"{code.co_filename} line {code.co_firstlineno} (what {hook} returned)"
     hooks = [fr.name for fr in frames if fr.name in HOOKS]
-    return BehaviourFailure(behaviour, hooks[-1] if hooks else hook, f"{type(exc).__name__}: {exc}", where)
+    return BehaviourFailure(_text(behaviour), hooks[-1] if hooks else hook, exception_text(exc), where)
+
+
+def _text(name: object) -> str:
+    """A behaviour's name for a sentence, whatever its class says it is."""
+    return name if isinstance(name, str) else type(name).__name__
+
+
+def name_of(behaviour: object) -> str:
+    """`behaviour.name`, never raising (a user's class may make it anything)."""
+    try:
+        return _text(behaviour.name)  # type: ignore[attr-defined]
+    except BaseException as exc:  # noqa: BLE001 - a property of the user's
+        if is_interrupt(exc):
+            raise
+        return type(behaviour).__name__
 
 
 EVENT_TYPES = typing.get_args(Event)
 ACTION_TYPES = typing.get_args(Action)
+MAX_U64 = (1 << 64) - 1
 
 
-def checked(items: Any, types: tuple[type, ...], hook: str, what: str) -> list:
-    """`items` as a list if it is a list of `types`; TypeError naming the hook otherwise
-    (what a behaviour hands the core or the runtime is checked: its bug is its failure)."""
+def _fields(cls: type) -> tuple[tuple[str, Callable[[Any], bool]], ...]:
+    """(field, test of a value) of an event or action class, made once per class."""
+    found = _FIELDS.get(cls)
+    if found is None:
+        hints = typing.get_type_hints(cls)
+        found = _FIELDS[cls] = tuple((f.name, _test(hints[f.name])) for f in dataclasses.fields(cls))
+    return found
+
+
+_FIELDS: dict[type, tuple[tuple[str, Callable[[Any], bool]], ...]] = {}
+
+
+def _test(hint: Any) -> Callable[[Any], bool]:
+    """Whether a value is what the core would put in a field of type `hint`: exact
+    builtin types (no bool for an int, no subclass of bytes or str), unsigned 64-bit
+    integers, tuples item by item, enums and nested dataclasses field by field; a type
+    this does not know passes (the core will judge it)."""
+    if hint is type(None):
+        return lambda v: v is None
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        tests = [_test(h) for h in typing.get_args(hint)]
+        return lambda v: any(t(v) for t in tests)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            item = _test(args[0])
+            return lambda v: type(v) is tuple and all(item(x) for x in v)
+        each = [_test(h) for h in args]
+        return lambda v: type(v) is tuple and len(v) == len(each) and all(t(x) for t, x in zip(each, v, strict=True))
+    if hint is int:
+        return lambda v: type(v) is int and 0 <= v <= MAX_U64
+    if hint in (bool, bytes, str):
+        return lambda v: type(v) is hint
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return lambda v: isinstance(v, hint)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return lambda v: type(v) is hint and all(t(getattr(v, n)) for n, t in _fields(hint))
+    return lambda v: True
+
+
+def field_problem(item: Any) -> str:
+    """The first field of event or action `item` whose value the core would never put
+    there, as "Send.to is str 'zz'", or ""."""
+    for name, test in _fields(type(item)):
+        value = getattr(item, name)
+        if not test(value):
+            return f"{type(item).__name__}.{name} is {type(value).__name__} {_short(value)}"
+    return ""
+
+
+def _short(value: Any) -> str:
+    try:
+        return f"{value!r:.60}"
+    except BaseException as exc:  # noqa: BLE001 - a value of the user's making
+        if is_interrupt(exc):
+            raise
+        return "(unprintable)"
+
+
+class Cluster:
+    """Who a Byzantine node may address: the replicas 0 to n-1 and the clients of its
+    configuration, and any node its honest core addressed in the same step."""
+
+    __slots__ = ("n", "clients", "extra")
+
+    def __init__(self, n: int, clients: Iterable[str], extra: Iterable[int | str] = ()) -> None:
+        self.n = n
+        self.clients = frozenset(clients)
+        self.extra = frozenset(extra)
+
+    @classmethod
+    def of(cls, config: Any, actions: Iterable[Any] = ()) -> Cluster:
+        extra = [a.to if type(a) is Send else a.client for a in actions if type(a) in (Send, SendClient)]
+        return cls(config.n, getattr(config, "requesters", ()), extra)
+
+    def replica(self, to: int) -> bool:
+        return 0 <= to < self.n or to in self.extra
+
+    def client(self, name: str) -> bool:
+        return name in self.clients or name in self.extra
+
+
+def checked(
+    items: Any, types: tuple[type, ...], hook: str, what: str,
+    known: Iterable[Any] = (), cluster: Callable[[], Cluster] | None = None,
+) -> list:
+    """`items` as a list if it is a list of `types` whose fields hold what the core would
+    put there, each Send and SendClient addressed to a node of the `cluster()` (if
+    given); TypeError or ValueError naming the hook otherwise (what a behaviour hands the
+    core or the runtime is checked: its bug is its failure). Items in `known` (the very
+    objects the core itself made or was given) are not checked again."""
     if not isinstance(items, list | tuple):
         raise TypeError(f"{hook} must return a list of {what}, not {type(items).__name__}")
+    ours = {id(k) for k in known}
+    nodes: Cluster | None = None
     for item in items:
         if not isinstance(item, types):
-            raise TypeError(f"{hook} returned {type(item).__name__} {item!r:.60}, which is not one of the {what}")
+            raise TypeError(f"{hook} returned {type(item).__name__} {_short(item)}, which is not one of the {what}")
+        if id(item) in ours:
+            continue
+        problem = field_problem(item)
+        if problem:
+            raise TypeError(f"{hook} returned a {type(item).__name__} whose {problem.split('.', 1)[1]}")
+        if cluster is None or type(item) not in (Send, SendClient):
+            continue
+        nodes = nodes or cluster()
+        if type(item) is Send and not nodes.replica(item.to):
+            raise ValueError(
+                f"{hook} returned a Send to {item.to}, which is not a replica of the cluster (0 to {nodes.n - 1})"
+            )
+        if type(item) is SendClient and not nodes.client(item.client):
+            raise ValueError(
+                f"{hook} returned a SendClient to {_short(item.client)}, which is not a client of the cluster"
+            )
     return list(items)
 
 
@@ -252,10 +405,10 @@ class FailureLog:
         self.failures: list[BehaviourFailure] = []
         self.count = 0
 
-    def add(self, behaviour: Any, hook: str, exc: Exception) -> None:
+    def add(self, behaviour: Any, hook: str, exc: BaseException) -> None:
         self.count += 1
         if len(self.failures) < MAX_FAILURES:
-            self.failures.append(failure_of(behaviour.name, hook, exc, behaviour))
+            self.failures.append(failure_of(name_of(behaviour), hook, exc, behaviour))
 
 
 class Failing:
@@ -272,7 +425,12 @@ class Failing:
     def failure_count(self) -> int:
         return self.failure_log.count
 
-    def _failed(self, hook: str, exc: Exception) -> None:
+    stalled = False
+    """A hook of the behaviour ran over the watchdog's limit: it is called no more."""
+
+    def _failed(self, hook: str, exc: BaseException) -> None:
+        if isinstance(exc, HookTimeout):
+            self.stalled = True
         self.failure_log.add(self.behaviour, hook, exc)
 
 
@@ -287,18 +445,39 @@ class ByzantineReplica(Failing):
         replica.behaviour_label = behaviour.name  # `pbft status` shows it
 
     def step(self, event: Event) -> Ready:
+        if self.stalled:
+            return Ready.of(self.core.step(event))
         b = self.behaviour
+        running = RUNNING
         try:
-            events = checked(b.on_input(event), EVENT_TYPES, "on_input", "events (Received, Tick or Load)")
-        except USER_CODE_FAILURES as exc:  # the attacker's bug, reported as such
+            running.enter("on_input")
+            try:
+                given = b.on_input(event)
+            finally:
+                running.hook = None
+            events = checked(given, EVENT_TYPES, "on_input", "events (Received, Tick or Load)", known=(event,))
+        except BaseException as exc:  # noqa: BLE001 - the attacker's bug, reported as such
+            running.hook = None
+            if is_interrupt(exc):
+                raise
             self._failed("on_input", exc)
             events = [event]
         out: list[Action] = []
         for ev in events:
             out.extend(self.core.step(ev))
         try:
-            return Ready.of(checked(b.on_output(out), ACTION_TYPES, "on_output", "actions"))
-        except USER_CODE_FAILURES as exc:
+            running.enter("on_output")
+            try:
+                acts = b.on_output(list(out))
+            finally:
+                running.hook = None
+            return Ready.of(checked(
+                acts, ACTION_TYPES, "on_output", "actions", out, lambda: Cluster.of(self.core.config, out)
+            ))
+        except BaseException as exc:  # noqa: BLE001
+            running.hook = None
+            if is_interrupt(exc):
+                raise
             self._failed("on_output", exc)
             return Ready.of(out)
 

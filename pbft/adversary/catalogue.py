@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from ..errors import USER_CODE_FAILURES, UsageError
+from ..errors import UsageError, is_interrupt, safe_str
 from ..protocol.config import ClusterConfig
 from ..protocol.crypto import KeyPair
 from . import loader
 from .api import did_you_mean
-from .base import Behaviour, ByzantineReplica, failure_of
+from .base import RUNNING, Behaviour, ByzantineReplica, failure_of
 from .clients import CLIENTS, ByzantineClient, ClientBehaviour
 from .primary import PRIMARY
 from .replies import REPLIES
@@ -97,9 +97,15 @@ def build(
 
         return build_client_rules(name, params, core, key, rng, config, base_dir)
     cls = lookup(name, target, base_dir)
-    if target == "client":
-        return ByzantineClient(core, cls(core, key, dict(params), rng, config))
-    return ByzantineReplica(core, cls(core, key, dict(params), rng))
+    RUNNING.enter("setup")  # a user's __init__ and setup(), for the watchdog
+    try:
+        if target == "client":
+            behaviour = cls(core, key, dict(params), rng, config)
+        else:
+            behaviour = cls(core, key, dict(params), rng)
+    finally:
+        RUNNING.hook = None
+    return ByzantineClient(core, behaviour) if target == "client" else ByzantineReplica(core, behaviour)
 
 
 def check(
@@ -120,8 +126,10 @@ def check(
         build(name, params, Replica(config, replica_id, key, KeyValueStore()), key, random.Random(),
               base_dir=base_dir)
     except (ValueError, TypeError) as exc:
-        raise UsageError(str(exc)) from None
-    except USER_CODE_FAILURES as exc:  # a user's __init__ or setup() that raises
+        raise UsageError(safe_str(exc)) from None
+    except BaseException as exc:  # noqa: BLE001 - a user's __init__ or setup() that raises
+        if is_interrupt(exc):
+            raise
         failure = failure_of(name, "setup", exc)
         raise UsageError(f"{failure.sentence()} while being built.") from None
 

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
-from ..errors import USER_CODE_FAILURES
+from ..errors import is_interrupt
 from ..protocol import codec
 from ..protocol.client import ClientCore
 from ..protocol.config import ClusterConfig
@@ -29,7 +29,7 @@ from ..protocol.messages import (
     open_envelope,
 )
 from .api import Param, validate_params
-from .base import ACTION_TYPES, Failing, FailureLog, checked
+from .base import ACTION_TYPES, RUNNING, Cluster, Failing, FailureLog, checked
 from .wire import Params
 
 
@@ -125,20 +125,41 @@ class ByzantineClient(Failing):
 
     def step(self, event: Event) -> list[Action]:
         out = self._output(self.core.step(event))
-        if isinstance(event, Tick):
-            self.behaviour.ticks += 1
+        if isinstance(event, Tick) and not self.stalled:
             try:
-                out = [*out, *checked(self.behaviour.on_tick(), ACTION_TYPES, "on_tick", "actions")]
-            except USER_CODE_FAILURES as exc:  # the attacker's bug, reported as such
+                RUNNING.enter("on_tick")
+                try:
+                    self.behaviour.ticks += 1
+                    given = self.behaviour.on_tick()
+                finally:
+                    RUNNING.hook = None
+                out = [*out, *checked(given, ACTION_TYPES, "on_tick", "actions", (), self._cluster)]
+            except BaseException as exc:  # noqa: BLE001 - the attacker's bug, reported as such
+                RUNNING.hook = None
+                if is_interrupt(exc):
+                    raise
                 self._failed("on_tick", exc)
         return out
 
     def _output(self, actions: list[Action]) -> list[Action]:
+        if self.stalled:
+            return actions
         try:
-            return checked(self.behaviour.on_output(actions), ACTION_TYPES, "on_output", "actions")
-        except USER_CODE_FAILURES as exc:
+            RUNNING.enter("on_output")
+            try:
+                given = self.behaviour.on_output(list(actions))
+            finally:
+                RUNNING.hook = None
+            return checked(given, ACTION_TYPES, "on_output", "actions", actions, lambda: self._cluster(actions))
+        except BaseException as exc:  # noqa: BLE001
+            RUNNING.hook = None
+            if is_interrupt(exc):
+                raise
             self._failed("on_output", exc)
             return actions
+
+    def _cluster(self, actions: list[Action] = ()) -> Cluster:  # type: ignore[assignment]
+        return Cluster.of(self.core.config, actions)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.core, name)

@@ -24,8 +24,9 @@ import sys
 import traceback
 from types import ModuleType
 
-from ..errors import USER_CODE_FAILURES, UsageError
-from .api import did_you_mean
+from ..errors import UsageError, exception_text, is_interrupt, safe_str
+from ..protocol.messages import MAX_OPERATION
+from .api import declaration_problem, did_you_mean
 
 _MODULES: dict[tuple[str, float], ModuleType] = {}
 
@@ -95,11 +96,13 @@ def _load_file(path: str, shown: str) -> ModuleType:
     except SyntaxError as exc:
         sys.modules.pop(name, None)
         raise UsageError(f"{shown} line {exc.lineno}: syntax error ({exc.msg}).") from None
-    except USER_CODE_FAILURES as exc:  # anything the user's module raises
+    except BaseException as exc:  # noqa: BLE001 - anything the user's module raises
         sys.modules.pop(name, None)
+        if is_interrupt(exc):
+            raise
         line = _line_in(exc, path)
         at = f" line {line}" if line is not None else ""
-        raise UsageError(f"{shown}{at}: loading it raised {type(exc).__name__}: {exc}.") from None
+        raise UsageError(f"{shown}{at}: loading it raised {exception_text(exc)}.") from None
     finally:
         try:
             sys.path.remove(folder)
@@ -115,13 +118,15 @@ def _import(dotted: str) -> ModuleType:
     except ModuleNotFoundError as exc:
         if exc.name and dotted.startswith(exc.name):
             raise UsageError(f"behaviour module {dotted}: no such module (is it on PYTHONPATH?).") from None
-        raise UsageError(f"behaviour module {dotted}: importing it raised ModuleNotFoundError: {exc}.") from None
+        raise UsageError(f"behaviour module {dotted}: importing it raised {exception_text(exc)}.") from None
     except SyntaxError as exc:
         raise UsageError(f"{exc.filename} line {exc.lineno}: syntax error ({exc.msg}).") from None
-    except USER_CODE_FAILURES as exc:
+    except BaseException as exc:  # noqa: BLE001 - anything the user's module raises
+        if is_interrupt(exc):
+            raise
         frames = traceback.extract_tb(exc.__traceback__)
         at = f" ({frames[-1].filename} line {frames[-1].lineno})" if frames else ""
-        raise UsageError(f"behaviour module {dotted}: importing it raised {type(exc).__name__}: {exc}{at}.") from None
+        raise UsageError(f"behaviour module {dotted}: importing it raised {exception_text(exc)}{at}.") from None
 
 
 def _class(module: ModuleType, cls_name: str, shown: str, target: str) -> type:
@@ -148,7 +153,18 @@ def _class(module: ModuleType, cls_name: str, shown: str, target: str) -> type:
         raise UsageError(
             f"{shown}{line}: {cls_name} does not derive from pbft.adversary.{base.__name__}{hint}."
         )
+    problem = declaration_problem(cls)
+    if problem:
+        raise UsageError(f"{shown}{_class_line(cls)}: {cls_name}.{problem}.")
     return cls
+
+
+def _class_line(cls: type) -> str:
+    """" line N" where `cls` is defined, or ""."""
+    try:
+        return f" line {inspect.getsourcelines(cls)[1]}"
+    except Exception:  # noqa: BLE001 - no source to show
+        return ""
 
 
 def _service_class(module: ModuleType, cls_name: str, shown: str) -> type:
@@ -166,18 +182,19 @@ def _service_class(module: ModuleType, cls_name: str, shown: str) -> type:
     return cls
 
 
+_CHECKED_SERVICES: set[object] = set()
+"""Service specs whose `setup` was tried once in this process (`make_service`)."""
+
+
 def make_service(spec) -> object:
     """A fresh instance of the service a `ServiceSpec` names, made with its parameters:
-    UsageError (one sentence) for a class that cannot be loaded or made."""
+    UsageError (one sentence) for a class that cannot be loaded or made, whose
+    `identity()` raises or is not a string, or (tried once per spec, on an empty state)
+    whose `setup` raises. Whatever the class's own code raises is the service's failure,
+    named with the class."""
     cls = load(spec.ref, "service", spec.base_dir)
-    try:
-        service = cls(**spec.kwargs())
-    except TypeError as exc:
-        raise UsageError(f"service {spec.ref}: its parameters do not fit ({exc}).") from None
-    except USER_CODE_FAILURES as exc:  # the user's constructor
-        raise UsageError(f"service {spec.ref}: making it raised {type(exc).__name__}: {exc}.") from None
-    identity = getattr(cls, "identity", None)
-    found = identity() if callable(identity) else ""
+    service = _construct(cls, spec)
+    found = service_identity(cls, spec.ref)
     if spec.identity and found != spec.identity:
         # Replicas running another version of the service would compute other states
         # from the same operations: refuse to start rather than diverge.
@@ -185,7 +202,92 @@ def make_service(spec) -> object:
             f"service {spec.ref} is {found!r}, but the cluster file's [service] says identity = "
             f"{spec.identity!r}: every replica must run the same service and version."
         )
+    try:
+        fresh = spec not in _CHECKED_SERVICES
+    except TypeError:  # an unhashable spec (a test's): try it every time
+        fresh = True
+    if fresh:
+        _try_setup(_construct(cls, spec), spec.ref)
+        try:
+            _CHECKED_SERVICES.add(spec)
+        except TypeError:
+            pass
     return service
+
+
+def _construct(cls: type, spec) -> object:
+    try:
+        return cls(**spec.kwargs())
+    except TypeError as exc:
+        raise UsageError(f"service {spec.ref}: its parameters do not fit ({safe_str(exc)}).") from None
+    except BaseException as exc:  # noqa: BLE001 - the user's constructor
+        if is_interrupt(exc):
+            raise
+        raise UsageError(f"service {spec.ref}: making it raised {exception_text(exc)} ({_where(exc)}).") from None
+
+
+def service_identity(cls: type, ref: str) -> str:
+    """`cls.identity()`, checked: UsageError (one sentence) if it raises or says
+    something other than a string."""
+    identity = getattr(cls, "identity", None)
+    if not callable(identity):
+        return ""
+    try:
+        found = identity()
+    except BaseException as exc:  # noqa: BLE001 - the user's classmethod
+        if is_interrupt(exc):
+            raise
+        raise UsageError(f"service {ref}: its identity() raised {exception_text(exc)} ({_where(exc)}).") from None
+    if not isinstance(found, str):
+        raise UsageError(f"service {ref}: its identity() returned {type(found).__name__}, not a string.")
+    return found
+
+
+def _try_setup(service: object, ref: str) -> None:
+    """Run the service's `setup` once on an empty state, so that one that raises is a
+    sentence before any run rather than a crash in the first replica that starts."""
+    from ..service.api import Hosted, ServiceError
+
+    try:
+        Hosted(service)  # type: ignore[arg-type]
+    except ServiceError as exc:
+        cause = exc.__cause__
+        if cause is None:
+            raise UsageError(f"service {ref}: {safe_str(exc)}.") from None
+        raise UsageError(f"service {ref}: its setup raised {exception_text(cause)} ({_where(cause)}).") from None
+
+
+def _where(exc: BaseException) -> str:
+    """"FILE line N" of the user's deepest frame in `exc`'s traceback."""
+    from .base import failure_of
+
+    return failure_of("", "", exc).where
+
+
+def check_sample(ref: str, drawn: object) -> tuple[bytes, bool] | None:
+    """What a service's `sample_operation` returned, checked: None, or (operation bytes,
+    read-only bool); UsageError (one sentence naming the service) otherwise."""
+    if drawn is None:
+        return None
+    if (
+        isinstance(drawn, tuple) and len(drawn) == 2
+        and type(drawn[0]) is bytes and type(drawn[1]) is bool
+    ):
+        if len(drawn[0]) > MAX_OPERATION:
+            raise UsageError(
+                f"service {ref}: sample_operation returned an operation of {len(drawn[0])} bytes, "
+                f"more than a request carries ({MAX_OPERATION})."
+            )
+        return drawn  # type: ignore[return-value]
+    try:
+        shown = f"{drawn!r:.60}"
+    except BaseException as exc:  # noqa: BLE001 - the user's __repr__
+        if is_interrupt(exc):
+            raise
+        shown = type(drawn).__name__
+    raise UsageError(
+        f"service {ref}: sample_operation must return None or (operation bytes, read_only bool), not {shown}."
+    )
 
 
 def service_from_options(ref: str | None, params: list[str], base_dir: str):

@@ -39,7 +39,7 @@ import re
 from bisect import bisect_right
 from typing import Any, ClassVar
 
-from ..errors import USER_CODE_FAILURES
+from ..errors import is_interrupt, safe_str
 from ..protocol import codec
 from ..protocol.messages import MAX_RESULT
 from ..protocol.service import SERVICE_PREFIX
@@ -156,7 +156,7 @@ def too_large_result(result: bytes) -> bytes:
 
 def exception_result(exc: BaseException) -> bytes:
     """An exception as the same error result on every replica."""
-    message = _ADDRESS.sub("0x?", str(exc))
+    message = _ADDRESS.sub("0x?", safe_str(exc, None, one_line=False))
     if len(message) > MAX_ERROR:
         message = message[: MAX_ERROR - 3] + "..."
     return error_result(f"{type(exc).__name__}: {message}" if message else type(exc).__name__)
@@ -216,9 +216,11 @@ class Hosted:
         state = State(self.store)
         try:
             self.service.setup(state)
-        except USER_CODE_FAILURES as exc:
+        except BaseException as exc:  # noqa: BLE001 - user code
+            if is_interrupt(exc):
+                raise
             raise ServiceError(
-                f"service {self.service.identity()}: setup raised {type(exc).__name__}: {exc}"
+                f"service {type(self.service).__name__}: setup raised {type(exc).__name__}: {safe_str(exc)}"
             ) from exc
         state._apply()
 
@@ -234,7 +236,9 @@ class Hosted:
             result = self.service.execute(state, operation, client)
             if not isinstance(result, bytes):
                 raise TypeError(f"execute returned {type(result).__name__}, not bytes")
-        except USER_CODE_FAILURES as exc:  # user code: any failure is a result
+        except BaseException as exc:  # noqa: BLE001 - user code: any failure is a result
+            if is_interrupt(exc):
+                raise
             return exception_result(exc)
         if len(result) > MAX_RESULT:
             # No REPLY can carry it: an error result, and like any error its writes are
@@ -254,7 +258,9 @@ class Hosted:
             result = self.service.query(state, operation, client)
             if result is not None and not isinstance(result, bytes):
                 raise TypeError(f"query returned {type(result).__name__}, not bytes or None")
-        except USER_CODE_FAILURES as exc:
+        except BaseException as exc:  # noqa: BLE001 - user code: any failure is a result
+            if is_interrupt(exc):
+                raise
             return exception_result(exc)
         if result is not None and len(result) > MAX_RESULT:
             return too_large_result(result)

@@ -61,8 +61,8 @@ from typing import Any
 
 from ..adversary import catalogue
 from ..adversary.base import failure_of
-from ..adversary.loader import make_service
-from ..errors import USER_CODE_FAILURES, UsageError
+from ..adversary.loader import check_sample, make_service
+from ..errors import UsageError, exception_text, is_interrupt, safe_str
 from ..protocol import codec, crypto
 from ..protocol.client import ClientCore
 from ..protocol.config import OPERATOR, ClientInfo, ClusterConfig, ReplicaInfo
@@ -100,7 +100,7 @@ from ..protocol.messages import (
 from ..protocol.ready import EMPTY, Durability, Ready
 from ..protocol.replica import Replica
 from ..protocol.viewchange import ViewStatus
-from ..service.api import Hosted
+from ..service.api import Hosted, ServiceError
 from ..service.kv import KeyValueStore, op_delete, op_get, op_put
 from ..service.kvservice import KeyValue
 from .coverage import EVENTS, event_name
@@ -109,6 +109,7 @@ from .oracle import Oracle, Violation
 from .result import FaultyNode, Latency, ReplicaReport, RunResult
 from .scenario import KINDS, Node, ReplicaLoad, Scenario, client_name
 from .trace import Lies, TraceWriter, describe, watch_honest
+from .watchdog import hook_watchdog
 
 COUNTED = frozenset({*EVENTS, Evidence})
 """The action types counted as transitions for the coverage report."""
@@ -483,15 +484,18 @@ class Simulation:
         if byz_spec is None:
             return Instance(core, rid in self.correct, inc, epoch, store, state=state, spec=(key, start), load_due=idle)
         rng = random.Random(self._behaviour_rng.getrandbits(64))
-        try:
-            byz = catalogue.build(byz_spec.behaviour, byz_spec.params, core, key, rng, base_dir=byz_spec.base_dir)
-        except (ValueError, TypeError) as exc:
-            raise UsageError(f"{self.scenario.source or self.scenario.name}: replica {rid}: {exc}") from None
-        except USER_CODE_FAILURES as exc:  # a user's __init__ or setup() that raises
-            failure = failure_of(byz_spec.behaviour, "setup", exc)
-            raise UsageError(
-                f"{self.scenario.source or self.scenario.name}: replica {rid}: {failure.sentence()} while being built."
-            ) from None
+        with hook_watchdog():  # a user's setup() that never returns
+            try:
+                byz = catalogue.build(byz_spec.behaviour, byz_spec.params, core, key, rng, base_dir=byz_spec.base_dir)
+            except (ValueError, TypeError) as exc:
+                raise UsageError(f"{self.scenario.source or self.scenario.name}: replica {rid}: {safe_str(exc)}") from None
+            except BaseException as exc:  # noqa: BLE001 - a user's __init__ or setup() that raises
+                if is_interrupt(exc):
+                    raise
+                failure = failure_of(byz_spec.behaviour, "setup", exc)
+                raise UsageError(
+                    f"{self.scenario.source or self.scenario.name}: replica {rid}: {failure.sentence()} while being built."
+                ) from None
         inst = Instance(byz, False, inc, epoch, store, state=state, spec=(key, start), load_due=idle)
         inst.lies = watch_honest(byz)
         return inst
@@ -500,7 +504,29 @@ class Simulation:
         """A replica's service on a fresh store."""
         if self.scenario.service is None:
             return KeyValueStore()
-        return Hosted(self._make_service())
+        try:
+            return Hosted(self._make_service())
+        except ServiceError as exc:  # its setup raised (make_service tried it once already)
+            raise UsageError(f"{self.scenario.source or self.scenario.name}: {safe_str(exc)}.") from None
+
+    def _sample(self, sample: Callable[..., Any], client: str) -> tuple[bytes, bool] | None:
+        """One operation the user's service draws for `client` (`sample_operation`),
+        checked: what it raises or a wrong return is one sentence naming the service."""
+        ref = self.scenario.service.ref if self.scenario.service is not None else "?"
+        try:
+            drawn = sample(self.rng, client, sorted(self.client_keys))
+        except BaseException as exc:  # noqa: BLE001 - the user's service
+            if is_interrupt(exc):
+                raise
+            where = failure_of(ref, "sample_operation", exc).where
+            raise UsageError(
+                f"{self.scenario.source or self.scenario.name}: service {ref}: sample_operation raised "
+                f"{exception_text(exc)} ({where})."
+            ) from None
+        try:
+            return check_sample(ref, drawn)
+        except UsageError as exc:
+            raise UsageError(f"{self.scenario.source or self.scenario.name}: {exc}") from None
 
     def _new_client(self, name: str, key: KeyPair, config: ClusterConfig | None = None) -> ClientState:
         s = self.scenario
@@ -508,7 +534,7 @@ class Simulation:
         ops: list[tuple[bytes, bool]] = []
         sample = getattr(self._sampler, "sample_operation", None)
         for i in range(s.requests):
-            drawn = sample(self.rng, name, sorted(self.client_keys)) if sample is not None else None
+            drawn = self._sample(sample, name) if sample is not None else None
             if drawn is not None:
                 ops.append(drawn)
                 continue
@@ -524,18 +550,24 @@ class Simulation:
         driver: Any = core
         if spec is not None:
             rng = random.Random(self._behaviour_rng.getrandbits(64))
-            try:
-                driver = catalogue.build(
-                    spec.behaviour, spec.params, core, key, rng, self.config, target="client",
-                    base_dir=spec.base_dir,
-                )
-            except (ValueError, TypeError) as exc:
-                raise UsageError(f"{self.scenario.source or self.scenario.name}: client {name}: {exc}") from None
-            except USER_CODE_FAILURES as exc:
-                failure = failure_of(spec.behaviour, "setup", exc)
-                raise UsageError(
-                    f"{self.scenario.source or self.scenario.name}: client {name}: {failure.sentence()} while being built."
-                ) from None
+            with hook_watchdog():  # a user's __init__ that never returns
+                try:
+                    driver = catalogue.build(
+                        spec.behaviour, spec.params, core, key, rng, self.config, target="client",
+                        base_dir=spec.base_dir,
+                    )
+                except (ValueError, TypeError) as exc:
+                    raise UsageError(
+                        f"{self.scenario.source or self.scenario.name}: client {name}: {safe_str(exc)}"
+                    ) from None
+                except BaseException as exc:  # noqa: BLE001 - a user's __init__ or setup() that raises
+                    if is_interrupt(exc):
+                        raise
+                    failure = failure_of(spec.behaviour, "setup", exc)
+                    raise UsageError(
+                        f"{self.scenario.source or self.scenario.name}: client {name}: {failure.sentence()} "
+                        "while being built."
+                    ) from None
         cs = ClientState(name, core, driver, ops, spec is None)
         if spec is not None:
             cs.lies = _watch_client(core)
@@ -1094,7 +1126,8 @@ class Simulation:
         # Every core of the run decodes a frame it shares with the others once between
         # them (messages.DecodeMemo: a pure function of the bytes, immutable results);
         # the same for signatures and batch digests (crypto.Memo).
-        with memoised_decoding(), crypto.memoised():
+        # A user's hook that never returns is stopped (watchdog.py): ATTACKER-FAILED.
+        with memoised_decoding(), crypto.memoised(), hook_watchdog():
             return self._run()
 
     def _run(self) -> RunResult:
