@@ -25,6 +25,7 @@ import traceback
 from types import ModuleType
 
 from ..errors import UsageError, exception_text, is_interrupt, safe_str
+from ..files import Unreadable, check_regular
 from ..protocol.messages import MAX_OPERATION
 from .api import declaration_problem, did_you_mean
 
@@ -59,12 +60,13 @@ def load(ref: str, target: str = "replica", base_dir: str = "") -> type:
     where, _, cls_name = ref.rpartition(":")
     if not where or not cls_name.isidentifier():
         raise UsageError(f"{'service' if target == 'service' else 'behaviour'} {ref!r}: expected FILE.py:Class or module.path:Class.")
+    kind = "service" if target == "service" else "behaviour"
     if is_file(where):
         shown = where
-        module = _load_file(resolve_path(where, base_dir), shown)
+        module = _load_file(resolve_path(where, base_dir), shown, kind)
     else:
         shown = where
-        module = _import(where)
+        module = _import(where, kind)
     return _class(module, cls_name, shown, target)
 
 
@@ -73,11 +75,14 @@ def _line_in(exc: BaseException, path: str) -> int | None:
     return frames[-1].lineno if frames else None
 
 
-def _load_file(path: str, shown: str) -> ModuleType:
+def _load_file(path: str, shown: str, kind: str = "behaviour") -> ModuleType:
     try:
+        check_regular(path)  # a pipe would block the import for ever
         mtime = os.stat(path).st_mtime
+    except Unreadable as why:
+        raise UsageError(f"{shown}: {why}.") from None
     except FileNotFoundError:
-        raise UsageError(f"{shown}: no such behaviour file.") from None
+        raise UsageError(f"{shown}: no such {kind} file.") from None
     except OSError as exc:
         raise UsageError(f"{shown}: cannot read it ({exc.strerror}).") from None
     cached = _MODULES.get((path, mtime))
@@ -112,13 +117,13 @@ def _load_file(path: str, shown: str) -> ModuleType:
     return module
 
 
-def _import(dotted: str) -> ModuleType:
+def _import(dotted: str, kind: str = "behaviour") -> ModuleType:
     try:
         return importlib.import_module(dotted)
     except ModuleNotFoundError as exc:
         if exc.name and dotted.startswith(exc.name):
-            raise UsageError(f"behaviour module {dotted}: no such module (is it on PYTHONPATH?).") from None
-        raise UsageError(f"behaviour module {dotted}: importing it raised {exception_text(exc)}.") from None
+            raise UsageError(f"{kind} module {dotted}: no such module (is it on PYTHONPATH?).") from None
+        raise UsageError(f"{kind} module {dotted}: importing it raised {exception_text(exc)}.") from None
     except SyntaxError as exc:
         raise UsageError(f"{exc.filename} line {exc.lineno}: syntax error ({exc.msg}).") from None
     except BaseException as exc:  # noqa: BLE001 - anything the user's module raises
@@ -126,7 +131,7 @@ def _import(dotted: str) -> ModuleType:
             raise
         frames = traceback.extract_tb(exc.__traceback__)
         at = f" ({frames[-1].filename} line {frames[-1].lineno})" if frames else ""
-        raise UsageError(f"behaviour module {dotted}: importing it raised {exception_text(exc)}{at}.") from None
+        raise UsageError(f"{kind} module {dotted}: importing it raised {exception_text(exc)}{at}.") from None
 
 
 def _class(module: ModuleType, cls_name: str, shown: str, target: str) -> type:

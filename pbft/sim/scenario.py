@@ -731,7 +731,10 @@ def _service(table: object, where: str, base_dir: str) -> ServiceSpec:
     spec = service_spec(table, problems.append, where, base_dir)
     if spec is None:
         raise UsageError(problems[0])
-    make_service(spec)
+    try:
+        make_service(spec)
+    except UsageError as exc:  # named with the file and table, as the table's own problems are
+        raise UsageError(f"{where}: {exc}") from None
     return spec
 
 

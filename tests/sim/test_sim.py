@@ -107,6 +107,10 @@ def test_to_toml_round_trips():
          "'log_window' (10) must be at least 'checkpoint_interval' (100)"),
         ("[cluster]\nretransmit_ms = 1\ntick_ms = 10", "'retransmit_ms' (1) must be at least 'tick_ms' (10)"),
         ("[[network]]\njitter_ms = -1", "'jitter_ms' must be an integer from 0 to 600000, not -1"),
+        # A service that cannot be loaded is named as a service, with the file and table.
+        ("[service]\nclass = 'nope_no_such_module:X'",
+         "s.toml [service]: service module nope_no_such_module: no such module"),
+        ("[service]\nclass = 'nothere.py:X'", "s.toml [service]: nothere.py: no such service file."),
     ],
 )
 def test_bad_scenarios_are_one_sentence(text, words):
