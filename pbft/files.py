@@ -16,10 +16,11 @@ class Unreadable(ValueError):
     """Why a file cannot be read or parsed, as a predicate ("is not UTF-8 text")."""
 
 
-def check_regular(path: str) -> None:
+def check_regular(path: str | os.PathLike[str]) -> None:
     """Unreadable if `path` could never be read as a file, or reading it could block: a
     NUL in the name, a directory, a pipe or a device. A missing or forbidden file is
     left to `open`, whose error the caller words."""
+    path = os.fspath(path)
     if "\x00" in path:
         raise Unreadable("has a NUL character in its name")
     try:

@@ -96,3 +96,11 @@ def test_a_plan_that_is_a_pipe_is_refused_without_waiting(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(UsageError, match="is not a plan written by"):
         load_plan(str(fifo))
+
+
+def test_a_path_object_is_taken_as_its_string(tmp_path):
+    regular = tmp_path / "file"
+    regular.write_text("x")
+    check_regular(regular)
+    with pytest.raises(Unreadable, match="is a directory"):
+        check_regular(tmp_path)
