@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Iterable
@@ -50,6 +51,9 @@ def cmd_trace_mermaid(args) -> int:
 
     if args.max < 1:
         raise UsageError("--max must be at least 1.")
+    for flag, ms in (("--from", args.start), ("--to", args.end)):
+        if ms is not None and not (math.isfinite(ms) and ms >= 0):
+            raise UsageError(f"{flag} {ms:g}: give a time in ms, 0 or more.")
     if args.start is not None and args.end is not None and args.start > args.end:
         raise UsageError("--from must not be after --to.")
     window = Window(args.start, args.end, args.max)

@@ -34,10 +34,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 from ..protocol import codec
+from ..protocol.epochs import MAX_F
 from ..protocol.events import (
     Broadcast,
     EpochStarted,
@@ -406,32 +408,214 @@ class TraceError(ValueError):
     """A file that is not a trace this version reads (one sentence)."""
 
 
+# -- reading ----------------------------------------------------------------------------------
+#
+# Every record is checked as it is read against what `TraceWriter` writes (the table of
+# docs/formats.md), so that what reads a trace (the exports, the viewer, the merge) gets
+# only well-formed records: a known record type with a field missing or of the wrong type
+# is refused, naming the line and the field. Fields a record type does not know, and record
+# types this version does not know, are let through (the writer may grow; readers skip
+# them), but every record other than the header must have a time. A field that is
+# optional (what the writer leaves out when it has nothing to say) may also be null.
+
+MAX_N = 3 * MAX_F + 1
+"""The most replicas a trace may name: n = 3f + 1 with f at most the protocol's MAX_F (33);
+replica ids are 0 to MAX_N - 1 (a reconfigured run may name more than its header's n)."""
+MAX_TRACE_CLIENTS = 4096
+"""The most clients a header may list (the simulator's runs have at most 64; a real cluster
+file may name more)."""
+MAX_T = 1e15
+"""The latest time a record may have, in ms (virtual, or Unix ms: the year 33658)."""
+MAX_COPIES = 1024
+"""The most copies a `duplicate` record may say the network made of one message."""
+_U64 = 1 << 64
+
+
+def _show(v: Any) -> str:
+    """A value as it stands in the file, cut short."""
+    try:
+        text = json.dumps(v, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        text = type(v).__name__
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _isint(v: Any) -> bool:
+    return type(v) is int and -_U64 < v < _U64
+
+
+def _isnum(v: Any) -> bool:
+    return type(v) in (int, float) and -_U64 < v < _U64 and v == v
+
+
+def _isreplica(v: Any) -> bool:
+    return type(v) is int and 0 <= v < MAX_N
+
+
+def _isnode(v: Any) -> bool:
+    return _isreplica(v) or (type(v) is str and v != "")
+
+
+_CHECKS: dict[str, tuple[Any, str]] = {
+    "int": (_isint, "an integer"),
+    "nat": (lambda v: _isint(v) and v >= 0, "a non-negative integer"),
+    "num": (_isnum, "a finite number"),
+    "str": (lambda v: type(v) is str, "a string"),
+    "bool": (lambda v: type(v) is bool, "true or false"),
+    "replica": (_isreplica, f"a replica id (0 to {MAX_N - 1})"),
+    "node": (_isnode, "a replica id or a client name"),
+    "client": (lambda v: type(v) is str and v != "", "a client name"),
+    "signer": (lambda v: _isint(v) or type(v) is str, "a replica id or a client name"),
+    "list[int]": (lambda v: type(v) is list and all(_isint(x) for x in v), "a list of integers"),
+    "list[num]": (lambda v: type(v) is list and len(v) <= MAX_COPIES and all(_isnum(x) for x in v),
+                  "a list of times"),
+    "requests": (lambda v: type(v) is list and all(
+        type(r) is list and len(r) == 2 and type(r[0]) is str and _isint(r[1]) for r in v),
+        "a list of [client, timestamp] pairs"),
+    "copies": (lambda v: type(v) is int and 1 <= v <= MAX_COPIES, f"a number of copies (1 to {MAX_COPIES})"),
+    "object": (lambda v: type(v) is dict, "an object"),
+    "byzantine": (lambda v: type(v) is list and len(v) <= MAX_N and all(_isreplica(x) for x in v),
+                  f"a list of replica ids (0 to {MAX_N - 1})"),
+    "clients": (lambda v: type(v) is list and len(v) <= MAX_TRACE_CLIENTS
+                and all(type(x) is str and x != "" for x in v),
+                f"a list of at most {MAX_TRACE_CLIENTS} client names"),
+    "n": (lambda v: type(v) is int and 1 <= v <= MAX_N, f"a number of replicas (1 to {MAX_N})"),
+    "f": (lambda v: type(v) is int and 0 <= v <= (MAX_N - 1) // 3, f"a number of faults (0 to {(MAX_N - 1) // 3})"),
+    "mode": (lambda v: v in ("sim", "real"), '"sim" or "real"'),
+}
+
+_MESSAGE = {"from": "node", "to": "node", "kind": "str", "id": "str"}
+_DESCRIBED = {"view": "int?", "seq": "int?", "digest": "str?", "client": "signer?", "timestamp": "int?"}
+_SLOT = {"replica": "replica", "view": "int", "seq": "int", "digest": "str", "faulty": "bool?"}
+_SEQ = {"replica": "replica", "seq": "int", "digest": "str", "faulty": "bool?"}
+
+_FIELDS: dict[str, dict[str, str]] = {
+    # type -> field -> check; "?" at the end: the field may be absent (or, for a message's
+    # description, null: what the message carried could not be read).
+    "header": {"n": "n", "f": "f", "byzantine": "byzantine", "clients": "clients", "mode": "mode",
+               "scenario": "str?", "seed": "int?", "broken": "str?", "node": "node?", "origin": "num?",
+               "host": "str?", "pid": "int?", "behaviour": "str?", "twin": "bool?", "clamped": "nat?",
+               "clock_reference": "str?"},
+    "send": {**_MESSAGE, "size": "nat?", **_DESCRIBED, "lie": "str?", "honest": "str?", "honest_digest": "str?"},
+    "withhold": {**_MESSAGE, "view": "int?", "seq": "int?", "digest": "str?"},
+    "drop": {**_MESSAGE, "reason": "str?", "fault": "int?"},
+    "delay": {**_MESSAGE, "ms": "num?", "reordered": "bool?", "faults": "list[int]?"},
+    "duplicate": {**_MESSAGE, "copies": "copies?", "arrive": "list[num]?"},
+    "deliver": _MESSAGE,
+    "prepared": _SLOT,
+    "committed": _SLOT,
+    "executed": {**_SLOT, "requests": "requests?"},
+    "checkpoint-stable": _SEQ,
+    "state-transfer-started": _SEQ,
+    "state-installed": _SEQ,
+    "view-change-started": {"replica": "replica", "view": "int", "faulty": "bool?"},
+    "view-installed": {"replica": "replica", "view": "int", "primary": "replica", "faulty": "bool?"},
+    "rejected": {"replica": "replica", "reason": "str", "peer": "node?", "detail": "str?", "faulty": "bool?"},
+    "evidence": {"replica": "replica", "culprit": "replica", "kind": "str", "faulty": "bool?"},
+    "submit": {"client": "client", "timestamp": "int", "op": "str", "read_only": "bool?", "op_hex": "str?"},
+    "complete": {"client": "client", "timestamp": "int", "result": "str", "result_hex": "str?", "latency": "num?"},
+    "crash": {"replica": "replica"},
+    "restart": {"replica": "replica", "amnesia": "bool?"},
+    "start": {"replica": "replica", "pid": "int?", "view": "int?", "last_executed": "int?", "behaviour": "str?"},
+    "violation": {"check": "str", "detail": "str"},
+    "end": {"verdict": "str?", "violations": "nat?", "requests_completed": "nat?", "requests_total": "nat?",
+            "view_changes": "nat?", "delivered": "nat?", "dropped": "nat?", "trace_digest": "str?",
+            "wall_ms": "num?", "checks": "object?", "latency": "object?", "resources": "object?",
+            "faulty": "object?"},
+}
+_COMPILED = {
+    kind: tuple((name, spec.endswith("?"), *_CHECKS[spec.rstrip("?")]) for name, spec in fields.items())
+    for kind, fields in _FIELDS.items()
+}
+
+
+def _problem(rec: dict[str, Any]) -> str | None:
+    """What is wrong with one record (a dict with a string `type`), or None."""
+    kind = rec["type"]
+    what = "the header" if kind == "header" else f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind!r} record"
+    if kind != "header":
+        t = rec.get("t")
+        if not (type(t) in (int, float) and 0 <= t <= MAX_T):
+            if "t" not in rec:
+                return f"{what} without a numeric 't'"
+            return f"{what} has 't' {_show(t)}, not a time in ms (a number from 0 to {MAX_T:.0e})"
+    for name, optional, ok, desc in _COMPILED.get(kind, ()):
+        if name not in rec:
+            if optional:
+                continue
+            return f"{what} has no {name!r}"
+        v = rec[name]
+        if not (ok(v) or (optional and v is None and name not in ("byzantine", "clients"))):
+            return f"{what} has {name!r} {_show(v)}, not {desc}"
+    return None
+
+
+class _NotJSON(ValueError):
+    """NaN or Infinity: Python's json reads them, JSON has no such numbers."""
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotJSON(name)
+
+
+_decode = json.JSONDecoder(parse_constant=_no_constant).decode
+
+
 def read_trace(path: str) -> Iterator[dict[str, Any]]:
     """The records of the trace at `path`, header first; TraceError (one sentence) for a
-    missing or unreadable file, a line that is not a JSON object with a `type`, or a
-    header missing or of another version. A file may hold several runs one after the
-    other (`pbft scenario run A B --trace OUT`), each starting with its own header: every
-    header is checked (`split_runs` cuts them apart)."""
+    missing or unreadable file, a line that is not UTF-8 or not a JSON object with a
+    `type`, a header missing or of another version, or a record of a known type with a
+    field missing or of the wrong type (the table of docs/formats.md; records of types
+    this version does not know are passed on, but must have a time `t`). A file may hold
+    several runs one after the other (`pbft scenario run A B --trace OUT`), each starting
+    with its own header: every header is checked (`split_runs` cuts them apart)."""
+    from ..files import Unreadable, check_regular
+
     try:
-        f = open(path, encoding="utf-8")  # noqa: SIM115 - closed below
-    except OSError as exc:
-        raise TraceError(f"{path}: cannot read the trace: {exc.strerror or exc}.") from None
+        check_regular(os.fspath(path))  # a pipe or a device could block for ever
+    except Unreadable as exc:
+        raise TraceError(f"{path} {exc}; give a trace file.") from None
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below
+    except (OSError, ValueError) as exc:
+        raise TraceError(f"{path}: cannot read the trace: {getattr(exc, 'strerror', None) or exc}.") from None
     seen = False
     with f:
-        for lineno, line in enumerate(f, 1):
+        lineno = 0
+        while True:
+            try:
+                raw = f.readline()
+            except OSError as exc:
+                raise TraceError(f"{path}: cannot read the trace: {exc.strerror or exc}.") from None
+            if not raw:
+                break
+            lineno += 1
             seen = True
             try:
-                rec = json.loads(line)
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise TraceError(f"{path} line {lineno}: not UTF-8 text; is this a trace file?") from None
+            try:
+                rec = _decode(line)
+            except _NotJSON as exc:
+                raise TraceError(f"{path} line {lineno}: {exc} is not a number JSON allows; "
+                                 "is this a trace file?") from None
+            except RecursionError:
+                raise TraceError(f"{path} line {lineno}: nested too deeply to be a trace record.") from None
             except ValueError:
                 raise TraceError(f"{path} line {lineno}: not a JSON object; is this a trace file?") from None
             if not isinstance(rec, dict) or not isinstance(rec.get("type"), str):
                 raise TraceError(f"{path} line {lineno}: a record without a 'type'; is this a trace file?")
             if lineno == 1 and rec["type"] != "header":
                 raise TraceError(f"{path}: the first line is not a trace header; is this a trace file?")
-            if rec["type"] == "header" and rec.get("version") != VERSION:
+            if rec["type"] == "header" and (type(rec.get("version")) is not int or rec["version"] != VERSION):
                 raise TraceError(
-                    f"{path} line {lineno}: trace version {rec.get('version')!r}, this pbft reads version {VERSION}."
+                    f"{path} line {lineno}: trace version {_show(rec.get('version'))}, "
+                    f"this pbft reads version {VERSION}."
                 )
+            problem = _problem(rec)
+            if problem is not None:
+                raise TraceError(f"{path} line {lineno}: {problem}.")
             yield rec
     if not seen:
         raise TraceError(f"{path}: empty file, not a trace.")

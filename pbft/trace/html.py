@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from importlib import resources
 from typing import Any
 
@@ -162,9 +163,12 @@ def resolve_at(model: Model, at: str | None) -> float | None:
             raise UsageError("--at violation: this trace has no violation.")
         return model.violations[0].t
     try:
-        return model.t_start + float(at)
+        ms = float(at)
     except ValueError:
         raise UsageError(f"--at {at!r}: give a time in ms or 'violation'.") from None
+    if not math.isfinite(ms) or ms < 0:
+        raise UsageError(f"--at {at}: give a time in ms from 0 (the trace's first record) or 'violation'.")
+    return model.t_start + ms
 
 
 def render(model: Model, at: float | None = None) -> str:

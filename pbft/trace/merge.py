@@ -90,13 +90,17 @@ def load(path: str) -> Source:
         if not (records and _half_last_line(path, len(records) + 1)):
             raise UsageError(str(exc)) from None
         truncated = True
-    header = records[0]
-    if header.get("mode") != "real" or "node" not in header:
+    header = records[0]  # read_trace checked every record's fields and that each has a time
+    if header.get("mode") != "real":
         raise UsageError(f"{path}: not a real process's trace (mode {header.get('mode')!r}); "
                          "only traces of `pbft replica --trace` and the real scenario driver are merged.")
+    if header.get("node") is None:
+        raise UsageError(f"{path}: a header naming no process (no 'node': a merged trace?); "
+                         "only traces of `pbft replica --trace` and the real scenario driver are merged.")
     for i, rec in enumerate(records[1:], 2):
-        if not isinstance(rec.get("t"), int | float):
-            raise UsageError(f"{path} line {i}: a {rec['type']!r} record without a numeric 't'.")
+        if rec["type"] == "header":  # a restarted process appends a `start`, never a header
+            raise UsageError(f"{path} line {i}: a second header; a process's trace has one, "
+                             "so this is not one process's trace.")
     return Source(path, header, records[1:], truncated)
 
 

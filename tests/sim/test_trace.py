@@ -127,7 +127,8 @@ def test_cli_trace_with_several_files_writes_the_runs_one_after_another(tmp_path
 
 def test_a_later_header_of_another_version_is_refused(tmp_path):
     path = tmp_path / "two.jsonl"
-    path.write_text('{"type": "header", "version": 1}\n{"type": "end"}\n{"type": "header", "version": 7}\n')
+    head = '{"type": "header", "version": 1, "n": 4, "f": 1, "byzantine": [], "clients": [], "mode": "sim"}'
+    path.write_text(f'{head}\n{{"t": 1, "type": "end"}}\n{head.replace("1", "7", 1)}\n')
     with pytest.raises(TraceError, match="line 3: trace version 7"):
         list(read_trace(str(path)))
 
@@ -160,7 +161,9 @@ def test_fuzz_writes_a_trace_per_failing_seed(tmp_path):
         ("not json\n", "not a JSON object"),
         ('{"type": "send"}\n', "not a trace header"),
         ('{"type": "header", "version": 99}\n', "version 99"),
-        ('{"type": "header", "version": 1}\n[1]\n', "without a 'type'"),
+        ('{"type": "header", "version": 1}\n', "the header has no 'n'"),
+        ('{"type": "header", "version": 1, "n": 4, "f": 1, "byzantine": [], "clients": [], "mode": "sim"}\n[1]\n',
+         "without a 'type'"),
     ],
 )
 def test_read_trace_rejects_a_bad_file_in_one_sentence(tmp_path, content, words):

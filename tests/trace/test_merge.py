@@ -99,9 +99,9 @@ def test_merge_sorts_by_corrected_time_and_clamps_what_it_cannot_order(tmp_path)
     ("not json\n", "not a JSON object"),
     ('{"type": "send", "t": 1}\n', "first line is not a trace header"),
     ('{"type": "header", "version": 9, "mode": "real", "node": 0}\n', "version 9"),
-    ('{"type": "header", "version": 1, "mode": "sim", "n": 4}\n', "not a real process's trace"),
-    ('{"type": "header", "version": 1, "mode": "real", "node": 0, "n": 4, "f": 1}\n{"type": "send"}\n',
-     "without a numeric 't'"),
+    ('{"type": "header", "version": 1, "mode": "sim", "n": 4, "f": 1, "byzantine": [], "clients": []}\n',
+     "not a real process's trace"),
+    (json.dumps(header(0, "h")) + '\n{"type": "send"}\n', "without a numeric 't'"),
     ("", "empty file"),
 ])
 def test_malformed_input_is_one_sentence(tmp_path, capsys, content, sentence):
@@ -162,3 +162,41 @@ def test_a_replica_restarted_with_a_behaviour_is_marked_byzantine(tmp_path):
                "behaviour": "wrong-digest-vote"})
     merged = merge([Source("a", header(0, "h"), r0), Source("b", header(1, "h"), r1)])
     assert merged.header["byzantine"] == [1]
+
+
+def _line(rec: dict) -> str:
+    return json.dumps(rec) + "\n"
+
+
+_DELIVER = {"t": BASE + 2, "type": "deliver", "from": 0, "to": 1, "kind": "PREPARE", "id": "ab"}
+
+
+@pytest.mark.parametrize("content, sentence", [
+    (_line(header(1, [1])), "line 1: the header has 'host' [1], not a string"),
+    (_line(header(1, "h", byzantine=[[1]])), "line 1: the header has 'byzantine' [[1]]"),
+    (_line(header([1], "h")), "line 1: the header has 'node' [1]"),
+    (_line(header(1, "h", origin="x")), "line 1: the header has 'origin' \"x\""),
+    (_line(header(1, "h")) + _line({**_DELIVER, "id": [1]}), "line 2: a 'deliver' record has 'id' [1]"),
+    (_line(header(1, "h")) + _line({**_DELIVER, "id": {"a": 1}}), "line 2: a 'deliver' record has 'id' {\"a\": 1}"),
+    (_line(header(1, "h")) + _line({**_DELIVER, "from": [0]}), "line 2: a 'deliver' record has 'from' [0]"),
+    (_line(header(1, "h")) + _line({k: v for k, v in _DELIVER.items() if k != "id"}), "has no 'id'"),
+    (_line(header(1, "h")) + _line(_DELIVER).replace(str(BASE + 2), "NaN"), "line 2: NaN is not a number"),
+    (_line(header(1, "h")) + _line({**_DELIVER, "t": 1e300}), "line 2: a 'deliver' record has 't' 1e+300"),
+    (_line(header(1, "h")) + _line({**_DELIVER, "t": -1e300}), "line 2: a 'deliver' record has 't' -1e+300"),
+    (_line(header(1, "h")) + _line({**_DELIVER, "t": "x"}), "line 2: a 'deliver' record has 't' \"x\""),
+    (_line(header(1, "h")) + _line({"t": BASE, "type": "start", "replica": "x"}), "'replica' \"x\""),
+    (_line(header(1, "h")) + _line(header(1, "h")), "line 2: a second header"),
+    (_line({**header(1, "h"), "node": None}), "a header naming no process"),
+    (_line({k: v for k, v in header(1, "h").items() if k != "node"}), "a header naming no process"),
+])
+def test_a_bad_field_is_one_sentence_and_nothing_is_written(tmp_path, capsys, content, sentence):
+    r0, r1 = [], []
+    exchange(r0, r1, 0, 1, skew=0.0, delay_ab=1.0, delay_ba=1.0)
+    good = write(tmp_path / "r0.jsonl", header(0, "a"), r0)
+    bad = tmp_path / "r1.jsonl"
+    bad.write_text(content)
+    out = tmp_path / "o.jsonl"
+    assert main(["trace", "merge", good, str(bad), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"pbft: {bad}") and sentence in err and err.count("\n") == 1, err
+    assert not out.exists()
