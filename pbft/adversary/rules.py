@@ -234,7 +234,7 @@ def parse_rule(t: object, index: int, n: int, clients: int | None = None, me: in
         )
     by = t.get("by", 1)
     if type(by) is not int or by == 0 or abs(by) > 2**32:
-        raise fail(f"'by' must be a non-zero integer, not {by!r}.")
+        raise fail(f"'by' must be a non-zero integer from -2^32 to 2^32, not {by!r}.")
     if "by" in t and mutate not in ("view", "seq"):
         raise fail("'by' goes with mutate = \"view\" or \"seq\".")
     keep_digest = t.get("keep_digest", False)

@@ -151,6 +151,9 @@ def test_duplicate_and_delay_and_replay_of_own_messages():
         ('action = "drop"\ndelay_ms = 5', ["'delay_ms' belongs to action delay or replay"]),
         ('seq_min = 9\nseq_max = 3\naction = "drop"', ["'seq_max' (3) is below 'seq_min' (9)"]),
         ('action = "equivocate"\nsplit = [7]', ["'split' names 7"]),
+        # The bound is said (a red-team pass read "must be non-zero" for a value that was).
+        ('action = "mutate"\nmutate = "seq"\nby = 9223372036854775807',
+         ["'by' must be a non-zero integer from -2^32 to 2^32, not 9223372036854775807"]),
     ],
 )
 def test_a_bad_rule_is_one_sentence_naming_the_entry_and_rule(rule, words):
