@@ -104,3 +104,16 @@ def test_a_path_object_is_taken_as_its_string(tmp_path):
     check_regular(regular)
     with pytest.raises(Unreadable, match="is a directory"):
         check_regular(tmp_path)
+
+
+def test_a_real_runs_trace_is_not_written_to_a_pipe_or_a_directory(tmp_path):
+    from pbft.cli.scenario import _check_writable
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for path, why in ((str(fifo), "is not a regular file (a pipe or a device)"),
+                      (str(tmp_path), "is a directory, not a file")):
+        with pytest.raises(UsageError) as caught:
+            _check_writable(path)
+        assert str(caught.value) == f"--trace: will not write {path}: it {why}."
+    _check_writable(str(tmp_path / "trace.jsonl"))

@@ -211,7 +211,14 @@ def _check_seed(seed: int | None, flag: str = "--seed") -> None:
 
 
 def _check_writable(path: str, flag: str = "--trace") -> None:
-    """UsageError (one sentence) now, rather than after a real run, if `path` cannot be written."""
+    """UsageError (one sentence) now, rather than after a real run, if `path` cannot be
+    written: a directory, a pipe or a device (opening a pipe waits for a reader) too."""
+    from ..files import Unreadable, check_regular
+
+    try:
+        check_regular(path)
+    except Unreadable as why:
+        raise UsageError(f"{flag}: will not write {path}: it {why}.") from None
     try:
         with open(path, "a", encoding="utf-8"):
             pass
