@@ -27,9 +27,11 @@ def _append_service(path: str, service) -> None:
             return "true" if v else "false"
         return json.dumps(v)  # ints, floats and strings are TOML as JSON writes them
 
-    from ..adversary.loader import make_service
+    from ..adversary.loader import make_service, service_identity
 
-    identity = type(make_service(service)).identity()  # checked by every replica at start
+    # What every replica checks at start; asked through the loader, whose call of the
+    # user's classmethod turns whatever it raises into one sentence.
+    identity = service_identity(type(make_service(service)), service.ref)
     lines = ["", "[service]", f"class = {json.dumps(service.ref)}", f"identity = {json.dumps(identity)}",
              *(f"{k} = {toml(v)}" for k, v in service.params)]
     with open(path, "a", encoding="utf-8") as fh:
