@@ -41,6 +41,7 @@ import sqlite3
 import time
 from collections.abc import Iterable
 
+from ..errors import ConfigError
 from ..protocol import codec
 from ..protocol.partition import (
     BUCKETS,
@@ -55,6 +56,7 @@ from ..protocol.partition import (
     update_sum,
 )
 from ..protocol.store import Entries
+from .storage import probe_write
 
 SCHEMA = (
     # Clustered by bucket: a checkpoint rehashes a dirty leaf with one range of the primary
@@ -76,6 +78,11 @@ SCHEMA = (
     "sum BLOB NOT NULL)",
     "CREATE TABLE IF NOT EXISTS state_meta (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
 )
+
+OWN_TABLES = frozenset(
+    ("state_entries", "state_undo", "state_leaves", "state_leaves_saved", "state_leaves_next", "state_meta")
+)
+"""The tables SCHEMA creates: a database holding tables but none of these is not a store."""
 
 CHUNK = 500
 """Leaves digested per round (SQL parameters per query, sums held in memory at once)."""
@@ -475,13 +482,33 @@ class DurableStore(SqliteStore):
     else writes this file."""
 
     def __init__(self, path: str) -> None:
+        """Open (or create) the store in the file `path`. sqlite3.DatabaseError if it
+        cannot be read or written; ConfigError if it is another program's database."""
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode = WAL")
-        # NORMAL: a power loss may lose the last commit, never corrupt the file; the
-        # core recovers from that as above.
-        db.execute("PRAGMA synchronous = NORMAL")
-        db.execute("BEGIN")
-        super().__init__(db, verify=True)
+        try:
+            tables = {
+                name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                if not name.startswith("sqlite_")
+            }
+            if tables and not tables & OWN_TABLES:
+                # Not ours, so not ours to add tables to (a wrong file copied in).
+                raise ConfigError(
+                    f"{path} is an SQLite database, but not a pbft state store (none of its "
+                    "tables are pbft's); move that file away: the replica then fetches the "
+                    "state from the others."
+                )
+            db.execute("PRAGMA journal_mode = WAL")
+            # NORMAL: a power loss may lose the last commit, never corrupt the file; the
+            # core recovers from that as above.
+            db.execute("PRAGMA synchronous = NORMAL")
+            # A file SQLite could open only read-only is refused here, not at the first
+            # checkpoint.
+            probe_write(db)
+            db.execute("BEGIN")
+            super().__init__(db, verify=True)
+        except BaseException:
+            db.close()
+            raise
         self.commits = 0
         self._installed = 0
         self.checkpoints = 0

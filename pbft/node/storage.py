@@ -25,7 +25,10 @@ id, replica id, the replica's own public key, and a hash of every replica's publ
 `Storage.open` refuses, with one sentence (ConfigError), a directory written for another
 cluster, another replica, other keys, a newer format, or a database that is corrupt, and
 never reuses or overwrites such a directory. A lock file keeps a second process off a
-directory that is in use.
+directory that is in use. A directory or database file this process may not read or
+write (`check_writable`, and a rolled-back write at open: `probe_write`) is refused as
+a permission problem, never as damage: its remedy is chmod or chown, not moving intact
+votes away. SQLite's own words quoted in a refusal are put on one line (`one_line`).
 
 Stored state is not trusted blindly (format 2). SQLite's `PRAGMA quick_check` at open
 finds a damaged b-tree (measured on the test VM, warm cache: 7 ms for a store with a 5 MB
@@ -94,6 +97,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import struct
@@ -104,6 +108,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
+from ..files import Unreadable, check_regular
 from ..protocol import codec
 from ..protocol.config import ClusterConfig
 from ..protocol.events import Persist, Record, Truncate
@@ -153,6 +158,12 @@ _UPSERT = (
 )
 _SET_HISTORY = "UPDATE meta SET value = ? WHERE key = 'history'"
 
+
+log = logging.getLogger("pbft.storage")
+
+MESSAGE_DETAIL = 160
+"""Characters at most of SQLite's own words (an integrity check's report) quoted in a
+refusal, which stays one line."""
 
 REMEDY = (
     "restore the newer copy, start with --accept-rollback if you restored this one on "
@@ -233,6 +244,85 @@ def is_disk_full(exc: BaseException) -> bool:
     return False
 
 
+def one_line(text: str, limit: int = MESSAGE_DETAIL) -> str:
+    """`text` on one line (whitespace runs, newlines among them, become one space), cut
+    to `limit` characters: for quoting SQLite's words inside a one-sentence refusal."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
+def is_read_only(exc: BaseException) -> bool:
+    """Whether SQLite refused to write because it could open the database only
+    read-only (its file, WAL or directory not writable): not damage."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_READONLY
+
+
+def _read_only(file: str, exc: BaseException) -> str:
+    return (
+        f"{file} cannot be written ({one_line(str(exc))}): check the owner and mode of the "
+        "file and of its directory, and that its file system is writable."
+    )
+
+
+def _denied(path: str) -> str:
+    """Why `path`, which this process may not write, cannot be: a read-only file system
+    or a permission."""
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return "it is on a read-only file system"
+    except OSError:
+        pass
+    return "permission denied (check its owner and mode)"
+
+
+def _os_reason(exc: OSError) -> str:
+    """An OSError in a few words; a permission problem named as one."""
+    if exc.errno == errno.EROFS:
+        return "it is on a read-only file system"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied (check the owner and mode of the file and of its directory)"
+    return str(exc.strerror or exc)
+
+
+def _can(path: str, mode: int) -> bool:
+    if os.access in os.supports_effective_ids:
+        return os.access(path, mode, effective_ids=True)
+    return os.access(path, mode)
+
+
+def probe_write(db: sqlite3.Connection) -> None:
+    """Write to `db` and roll the write back: a database SQLite could open only
+    read-only (SQLITE_READONLY: a read-only file system, an immutable file) is then
+    refused when it opens, not at the replica's first write. (BEGIN IMMEDIATE alone
+    succeeds on a read-only database in WAL mode.)"""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        db.execute(f"PRAGMA user_version = {int(version)}")
+    finally:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+
+
+def check_writable(path: str, database: str | None = None) -> None:
+    """ConfigError (one sentence) if this process cannot create files in the data
+    directory `path` or, with `database`, read and write that database's files in it
+    (the file, its WAL and shared-memory file, those that exist). A permission problem
+    is told apart from damage: its remedy is a chmod or chown, never to move an intact
+    database (and the votes it holds) away. SQLite itself would open such a database
+    read-only, or not at all, and say "unable to open database file" or fail at the
+    replica's first write."""
+    if not _can(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"the data directory {path} cannot be written: {_denied(path)}.")
+    if database is None:
+        return
+    for name in (database, database + "-wal", database + "-shm"):
+        file = os.path.join(path, name)
+        if os.path.exists(file) and not os.path.isdir(file) and not _can(file, os.R_OK | os.W_OK):
+            raise ConfigError(f"{file} cannot be read and written: {_denied(file)}.")
+
+
 class Storage:
     """One replica's records in `<data dir>/pbft.sqlite3`. Use `Storage.open`."""
 
@@ -287,6 +377,7 @@ class Storage:
             os.makedirs(path, mode=0o700, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot create the data directory {path}: {exc.strerror or exc}.") from None
+        check_writable(path)
         lock_fd = _lock(path, replica_id)
         db = None
         try:
@@ -347,14 +438,18 @@ class Storage:
             from .statestore import STATE_FILE, DurableStore
 
             file = os.path.join(self.path, STATE_FILE)
+            check_writable(self.path, STATE_FILE)
             try:
                 self._state = DurableStore(file)
             except sqlite3.DatabaseError as exc:
                 if is_disk_full(exc):
                     raise ConfigError(f"the disk holding the data directory {self.path} is full.") from None
+                if is_read_only(exc):
+                    raise ConfigError(_read_only(file, exc)) from None
                 raise ConfigError(
-                    f"the data directory {self.path} holds a corrupt or unreadable {STATE_FILE} ({exc}); "
-                    "move that file away: the replica then fetches the state from the others."
+                    f"the data directory {self.path} holds a corrupt or unreadable {STATE_FILE} "
+                    f"({one_line(str(exc))}); move that file away: the replica then fetches the "
+                    "state from the others."
                 ) from None
         return self._state
 
@@ -580,7 +675,17 @@ def read_records(path: str) -> list[Persist]:
 
 
 def _lock(path: str, replica_id: int) -> int:
-    fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+    """The open LOCK_FILE, locked; ConfigError (one sentence) if it is not a regular
+    file, cannot be opened, or another process holds it."""
+    file = os.path.join(path, LOCK_FILE)
+    try:
+        check_regular(file)
+    except Unreadable as why:
+        raise ConfigError(f"cannot lock the data directory {path}: its {LOCK_FILE} file {why}.") from None
+    try:
+        fd = os.open(file, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"cannot open {file} to lock the data directory: {_os_reason(exc)}.") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -597,12 +702,16 @@ def read_sidecar(path: str) -> History | None:
     damaged. A leftover temporary file (a crash while writing it) is ignored."""
     file = os.path.join(path, HISTORY_FILE)
     try:
+        check_regular(file)  # opening a pipe would wait for a writer for ever
+    except Unreadable as why:
+        raise ConfigError(f"cannot read {file}: it {why}.") from None
+    try:
         with open(file, "rb") as fh:
             data = fh.read(4096)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise ConfigError(f"cannot read {file}: {exc.strerror or exc}.") from None
+        raise ConfigError(f"cannot read {file}: {_os_reason(exc)}.") from None
     try:
         fields = json.loads(data)
         history = History(fields["incarnation"], fields["commits"], fields["view"], fields["seq"])
@@ -682,19 +791,23 @@ def _connect(
         "public_key": config.replicas[replica_id].public_key.hex(),
         "replica_keys": keys_hash(config),
     }
+    check_writable(path, DB_FILE)
     db = None
     try:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, one per apply().
         # check_same_thread=False: the node may commit from a worker thread, never two at once.
         db = sqlite3.connect(file, isolation_level=None, check_same_thread=False)
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        probe_write(db)
         check = db.execute("PRAGMA quick_check").fetchall()
         if check != [("ok",)]:
+            report = " ".join(str(row[0]) for row in check)
             raise ConfigError(
-                f"the data directory {path} holds a corrupt database ({check[0][0]}); "
+                f"the data directory {path} holds a corrupt database ({one_line(report)}); "
                 "restore a backup or move it away to start this replica empty."
             )
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        version = None
         if not tables:
             if lost:
                 raise _refuse_rollback(
@@ -731,6 +844,12 @@ def _connect(
                 _migrate_to_4(path, db)
             if version < 5:
                 _migrate_to_5(db)
+        if tables and "evidence" not in tables and version == FORMAT_VERSION:
+            # Every build that wrote this format created the table at open.
+            log.warning(
+                "the data directory %s had lost its evidence table (the evidence it held "
+                "is gone); an empty one is created", path,
+            )
         db.execute(EVIDENCE_SCHEMA)  # older directories gain the table
         mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
@@ -742,9 +861,11 @@ def _connect(
             db.close()
         if is_disk_full(exc):
             raise ConfigError(f"the disk holding the data directory {path} is full.") from None
+        if is_read_only(exc):
+            raise ConfigError(_read_only(file, exc)) from None
         raise ConfigError(
-            f"the data directory {path} holds a corrupt or unreadable database ({exc}); "
-            "restore a backup or move it away to start this replica empty."
+            f"the data directory {path} holds a corrupt or unreadable database "
+            f"({one_line(str(exc))}); restore a backup or move it away to start this replica empty."
         ) from None
     except BaseException:
         if db is not None:

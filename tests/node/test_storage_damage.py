@@ -422,3 +422,246 @@ def test_a_format_4_directory_is_marked_5_and_its_view_record_under_key_0_still_
     with Storage.open(d, cfg, 1) as s:
         assert s.meta()["format_version"] == "5"
         assert [from_persist(p) for p in s.load()] == [held]
+
+
+# -- odd files and permissions: one sentence, and never "move it away" for intact data ------
+
+
+@pytest.mark.timeout(20)
+def test_a_history_file_that_is_a_pipe_is_refused_without_blocking(tmp_path, cfg):
+    d = tmp_path / "d"
+    with Storage.open(str(d), cfg, 1) as s:
+        s.apply([vote(1, b"signed")])
+    os.remove(d / HISTORY_FILE)
+    os.mkfifo(d / HISTORY_FILE)
+    with pytest.raises(ConfigError, match=r"HISTORY: it is not a regular file \(a pipe or a device\)\.$"):
+        Storage.open(str(d), cfg, 1)
+
+
+@pytest.mark.parametrize("odd", ["directory", "pipe"])
+def test_a_lock_file_that_is_not_a_file_is_refused_with_one_sentence(tmp_path, cfg, odd):
+    d = tmp_path / "d"
+    with Storage.open(str(d), cfg, 1) as s:
+        s.apply([vote(1, b"signed")])
+    os.remove(d / "LOCK")
+    if odd == "directory":
+        os.mkdir(d / "LOCK")
+    else:
+        os.mkfifo(d / "LOCK")
+    with pytest.raises(ConfigError, match=f"^cannot lock the data directory {d}: its LOCK file is "):
+        Storage.open(str(d), cfg, 1)
+
+
+def damage_a_btree_page(file) -> None:
+    """Overwrite the cell pointers of a page in the middle of the file (a leaf of the
+    records table): SQLite's integrity check then reports several problems, over
+    several lines."""
+    db = sqlite3.connect(file)
+    (count,) = db.execute("PRAGMA page_count").fetchone()
+    (size,) = db.execute("PRAGMA page_size").fetchone()
+    db.close()
+    with open(file, "r+b") as fh:
+        fh.seek((count // 2 - 1) * size + 8)
+        fh.write(b"\x7f" * 49)
+
+
+def test_a_database_damaged_in_the_middle_is_refused_in_one_line(tmp_path, cfg):
+    d = tmp_path / "d"
+    with Storage.open(str(d), cfg, 1) as s:
+        for i in range(1, 300):
+            s.apply([vote(i, bytes(200))])
+    damage_a_btree_page(d / DB_FILE)
+    with pytest.raises(ConfigError, match=r"holds a corrupt (or unreadable )?database") as caught:
+        Storage.open(str(d), cfg, 1)
+    message = str(caught.value)
+    assert "in database main" in message  # its integrity report, quoted
+    assert "\n" not in message and len(message) < 400, message
+    assert message.endswith("restore a backup or move it away to start this replica empty.")
+
+
+def test_a_lost_evidence_table_is_recreated_with_a_warning(tmp_path, cfg, caplog):
+    d = tmp_path / "d"
+    with Storage.open(str(d), cfg, 1) as s:
+        s.add_evidence(2, "equivocation", b"a", b"b", 1.0)
+    db = sqlite3.connect(d / DB_FILE)
+    db.execute("DROP TABLE evidence")
+    db.commit()
+    db.close()
+    with caplog.at_level("WARNING", logger="pbft.storage"), Storage.open(str(d), cfg, 1) as s:
+        assert s.evidence() == []
+    assert any("had lost its evidence table" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pbft.storage"), Storage.open(str(d), cfg, 1):
+        pass
+    assert not caplog.records  # only once: the empty table is there now
+
+
+def test_a_foreign_sqlite_file_as_the_state_store_is_refused_and_left_alone(tmp_path, cfg):
+    from pbft.node.statestore import STATE_FILE
+
+    d = tmp_path / "d"
+    with Storage.open(str(d), cfg, 1) as s:
+        s.apply([vote(1, b"signed")])
+    db = sqlite3.connect(d / STATE_FILE)
+    db.execute("CREATE TABLE foo (x)")
+    db.commit()
+    db.close()
+    with Storage.open(str(d), cfg, 1) as s:
+        with pytest.raises(ConfigError, match=r"state.sqlite3 is an SQLite database, but not a pbft state store"):
+            s.state_store()
+    db = sqlite3.connect(d / STATE_FILE)
+    tables = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    db.close()
+    assert tables == {"foo"}
+
+
+def test_the_state_store_knows_its_own_tables(tmp_path):
+    from pbft.node.statestore import OWN_TABLES, DurableStore
+
+    store = DurableStore(str(tmp_path / "s.sqlite3"))
+    try:
+        tables = {n for (n,) in store.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        store.close()
+    assert tables == OWN_TABLES
+    DurableStore(str(tmp_path / "s.sqlite3")).close()  # its own database opens again
+
+
+def _as_another_user() -> tuple[list[str], int | None]:
+    """The command prefix that runs a child without root's right to read and write any
+    file, and that child's uid: none if this is not root; setpriv to nobody if it is
+    (skip without it)."""
+    if os.geteuid() != 0:
+        return [], None
+    import pwd
+
+    setpriv = shutil.which("setpriv")
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        nobody = None
+    if setpriv is None or nobody is None:
+        pytest.skip("running as root without setpriv or a user nobody")
+    return [setpriv, f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups"], nobody.pw_uid
+
+
+OPEN_AS_CHILD = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, sys.argv[2])
+    from conftest import make_config
+    from pbft.errors import ConfigError
+    from pbft.node.storage import Storage
+    try:
+        with Storage.open(sys.argv[1], make_config(), 1, history_interval=None) as s:
+            s.state_store()
+            print("OPENED", len(s.load()))
+    except ConfigError as exc:
+        print("REFUSED", exc)
+""")
+
+
+@pytest.mark.parametrize(
+    "case, damage, expected",
+    [
+        ("read-only directory", lambda d: os.chmod(d, 0o500),
+         "the data directory {d} cannot be written: permission denied (check its owner and mode)."),
+        ("unreadable database", lambda d: os.chmod(d / DB_FILE, 0),
+         "{d}/pbft.sqlite3 cannot be read and written: permission denied (check its owner and mode)."),
+        ("read-only database", lambda d: os.chmod(d / DB_FILE, 0o400),
+         "{d}/pbft.sqlite3 cannot be read and written: permission denied (check its owner and mode)."),
+        ("read-only state store", lambda d: os.chmod(d / "state.sqlite3", 0o400),
+         "{d}/state.sqlite3 cannot be read and written: permission denied (check its owner and mode)."),
+        ("forbidden lock file", lambda d: os.chmod(d / "LOCK", 0),
+         "cannot open {d}/LOCK to lock the data directory: permission denied (check the owner and "
+         "mode of the file and of its directory)."),
+        ("unreadable history", lambda d: os.chmod(d / HISTORY_FILE, 0),
+         "cannot read {d}/HISTORY: permission denied (check the owner and mode of the file and of its "
+         "directory)."),
+    ],
+)
+def test_a_permission_problem_is_named_and_never_advises_moving_the_data_away(cfg, case, damage, expected):
+    """A directory or file this process may not read or write is intact: the sentence
+    names the permission, and says nothing of corruption or of moving the directory away
+    (which would throw away the votes it holds). A read-only database is refused at
+    start, not at the replica's first write."""
+    import tempfile
+    from pathlib import Path
+
+    prefix, uid = _as_another_user()
+    base = tempfile.mkdtemp(prefix="pbft-perm-")
+    try:
+        os.chmod(base, 0o755)
+        d = os.path.join(base, "d")
+        with Storage.open(d, cfg, 1) as s:
+            s.apply([vote(1, b"signed"), vote(2, b"signed too")])
+            s.state_store().put(b"k", b"v")
+        if uid is not None:  # the other user owns the directory, as its replica's would be
+            for root, dirs, files in os.walk(base):
+                for name in [*dirs, *files, "."]:
+                    os.chown(os.path.join(root, name), uid, -1)
+        before = open(os.path.join(d, DB_FILE), "rb").read()
+        damage(Path(d))
+        tests = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        done = subprocess.run(
+            [*prefix, sys.executable, "-c", OPEN_AS_CHILD, d, tests],
+            capture_output=True, text=True, timeout=30, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout == f"REFUSED {expected.format(d=d)}\n"
+        assert "move" not in done.stdout and "corrupt" not in done.stdout
+        assert open(os.path.join(d, DB_FILE), "rb").read() == before  # nothing written
+    finally:
+        for root, dirs, _ in os.walk(base):
+            for name in dirs:
+                os.chmod(os.path.join(root, name), 0o700)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("odd", ["lock directory", "history pipe"])
+def test_pbft_replica_refuses_an_odd_lock_or_history_file_with_one_sentence(tmp_path, capsys, odd):
+    from pbft.cli.main import main
+    from pbft.cluster.keygen import generate_cluster
+    from pbft.cluster.launcher import free_ports
+    from pbft.node.clusterfile import load_cluster
+
+    path = generate_cluster(str(tmp_path / "k"), f=1, clients=["alice"], ports=free_ports(4),
+                            cluster_id="odd")
+    config = load_cluster(path)
+    d = tmp_path / "d"
+    with Storage.open(str(d), config, 1) as s:
+        s.apply([vote(1, b"signed")])
+    if odd == "lock directory":
+        os.remove(d / "LOCK")
+        os.mkdir(d / "LOCK")
+    else:
+        os.remove(d / HISTORY_FILE)
+        os.mkfifo(d / HISTORY_FILE)
+    assert main(["replica", "--config", path, "--id", "1", "--data", str(d)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("pbft: cannot ")
+
+
+def test_sqlite_refusing_to_write_is_told_apart_from_damage(tmp_path, cfg):
+    """What SQLite says when it could open a database only read-only (a file system
+    mounted read-only, an immutable file: what root meets) is a permission problem."""
+    from pbft.node.storage import is_read_only, one_line, probe_write
+
+    with Storage.open(str(tmp_path / "d"), cfg, 1) as s:
+        s.apply([vote(1, b"signed")])
+    db = sqlite3.connect(f"file:{tmp_path / 'd' / DB_FILE}?mode=ro", uri=True, isolation_level=None)
+    try:
+        with pytest.raises(sqlite3.DatabaseError) as caught:
+            probe_write(db)
+        assert not db.in_transaction
+    finally:
+        db.close()
+    assert is_read_only(caught.value)
+    db = sqlite3.connect(tmp_path / "d" / DB_FILE, isolation_level=None)
+    probe_write(db)  # a writable one: nothing changes
+    assert db.execute("PRAGMA user_version").fetchone() == (0,) and not db.in_transaction
+    db.close()
+    assert not is_read_only(sqlite3.DatabaseError("file is not a database"))
+    assert one_line("a\nb  c\n") == "a b c"
+    assert one_line("x" * 500, 20) == "x" * 17 + "..."
