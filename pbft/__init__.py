@@ -4,7 +4,10 @@
 `ConfigError` (a bad cluster file, client name or key: raised by `open_client`),
 `ClientError` (the service refused the request), `RequestTooLarge` (a `ClientError`: a
 request over a size limit, refused before anything is sent) and `TimestampError`; a call
-that gets no answer within its timeout raises the built-in `TimeoutError`.
+that gets no answer within its timeout raises the built-in `TimeoutError`. Wrong arguments
+are refused before anything is sent: `TypeError` for a key, value or operation that is not
+bytes (or a timeout that is not a number), `ValueError` for a timeout that is not a finite
+number of seconds above zero, `ClientError` for a call on a closed client.
 """
 
 from __future__ import annotations

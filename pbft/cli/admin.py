@@ -52,8 +52,13 @@ def _apply(plan, timeout: float) -> int:
     return 0
 
 
+def _plan_path(args, epoch: int) -> str:
+    return args.plan_file or f"{args.config}.epoch-{epoch}.plan"
+
+
 def cmd_admin(args) -> int:
     from ..cluster import admin
+    from .main import check_output_file
 
     if args.admin_command == "apply":
         plan = admin.load_plan(args.plan)
@@ -63,6 +68,10 @@ def cmd_admin(args) -> int:
         print(f"replica {args.id} will be a new node at {args.address}; start it with:")
         _start_hint(plan)
         return _apply(plan, args.timeout)
+    if args.plan_only:  # where the plan goes is checked before anything is written
+        from ..node.clusterfile import load_cluster
+
+        check_output_file(_plan_path(args, load_cluster(args.config).epoch + 1), "--plan-file")
     plan = admin.plan(
         args.config, replace=_pairs(args.replace, "--replace"), f=args.f, add=_pairs(args.add, "--add"),
         add_clients=args.add_client, remove_clients=args.remove_client, rotate_clients=args.rotate_client,
@@ -75,7 +84,7 @@ def cmd_admin(args) -> int:
         print(f"new client {name}: its key is client-{name}.key beside the cluster file")
     _leaving_hint(plan)
     if args.plan_only:
-        path = args.plan_file or f"{args.config}.epoch-{plan.epoch}.plan"
+        path = _plan_path(args, plan.epoch)
         admin.save_plan(plan, path)
         print(f"planned epoch {plan.epoch}; apply it with: pbft admin apply {path}")
         return 0
@@ -107,5 +116,8 @@ def add_parser(sub) -> None:
                        help="where the new replicas' directories go (default: beside the cluster file)")
     ap = subs.add_parser("apply", help="send a planned change")
     ap.add_argument("plan", metavar="PLAN")
+    from .main import positive_seconds  # the one --timeout type every command shares
+
     for p in (r, c, ap):
-        p.add_argument("--timeout", type=float, default=60.0)
+        p.add_argument("--timeout", type=positive_seconds, default=60.0,
+                       help="seconds to wait for the replicas to agree")

@@ -16,7 +16,7 @@ from argparse import Namespace
 
 from ..cluster import bench, configcheck, keygen
 from ..errors import UsageError
-from ..node.clusterfile import PASSPHRASE_ENV, read_passphrase_file
+from ..node.clusterfile import PASSPHRASE_ENV, passphrase_bytes, read_passphrase_file
 from ..protocol.config import MAX_VERIFY_THREADS
 
 
@@ -91,7 +91,7 @@ def keygen_passphrase(args: Namespace) -> bytes | None:
         value = os.environ.get(env, "")
         if not value:
             raise UsageError(f"--passphrase-env {env}: the environment variable {env} is not set or empty.")
-        return value.encode("utf-8")
+        return passphrase_bytes(value, env)
     if file:
         return read_passphrase_file(file, "the passphrase file")
     return None

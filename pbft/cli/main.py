@@ -86,6 +86,26 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def check_output_file(path: str, flag: str) -> None:
+    """UsageError (one sentence) unless `path` can be written as a file: not a directory,
+    a pipe or a device (opening a pipe waits for a reader), its directory there and
+    writable. A file this check creates is removed again."""
+    from ..files import Unreadable, check_regular
+
+    try:
+        check_regular(path)
+    except Unreadable as why:
+        raise UsageError(f"{flag}: will not write {path}: it {why}.") from None
+    existed = os.path.lexists(path)
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+        if not existed:
+            os.unlink(path)
+    except OSError as exc:
+        raise UsageError(f"{flag}: cannot write {path}: {exc.strerror or exc}.") from None
+
+
 def _add_global_options(p: argparse.ArgumentParser, default) -> None:
     """--log-level and --log-format; `default` is SUPPRESS on subcommands so one given
     there overrides the top-level value and one not given leaves it alone."""
@@ -238,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", required=True)
     s.add_argument("--id", default=None, metavar="NAME",
                    help="the client to sign the query as (default: the first in the file)")
-    s.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for answers")
+    s.add_argument("--timeout", type=positive_seconds, default=2.0, help="seconds to wait for answers")
     s.add_argument("--json", action="store_true")
 
     e = sub.add_parser(

@@ -300,7 +300,7 @@ def cmd_status(args) -> int:
 
     async def main():
         async with open_client(args.config, client_id) as client:
-            return await client.status(timeout=args.timeout or 2.0)
+            return await client.status(timeout=args.timeout)  # checked by the parser
 
     judgement = health.judge(config, run_trio(main))
     if args.json:
@@ -325,6 +325,7 @@ def cmd_evidence(args) -> int:
     --out FILE, else one line per record), or with --verify FILE check an export against
     the cluster file alone: exit 0 if every record holds, 1 if any does not."""
     from ..cluster import evidence
+    from .main import check_output_file
 
     setup_logging(args)
     config = load_config(args.config)
@@ -346,16 +347,21 @@ def cmd_evidence(args) -> int:
             print(f"{len(verdicts)} records, {sum(v.ok for v in verdicts)} valid; "
                   f"proven faulty: {_replica_ids(faulty)}")
         return 0 if all(v.ok for v in verdicts) else 1
+    out = args.out
+    if out:
+        check_output_file(out, "--out")  # before reading anything: a bad path is one sentence
     try:
         dirs = evidence.data_dirs(config, args.data, args.replica_data)
         doc = evidence.export(config, dirs)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     text = json.dumps(doc, indent=2)
-    out = args.out
     if out:
-        with open(out, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
+        try:
+            with open(out, "w", encoding="utf-8") as fh:
+                fh.write(text + "\n")
+        except OSError as exc:  # changed since the check
+            raise UsageError(f"--out: cannot write {out}: {exc.strerror or exc}.") from None
     if args.json:
         print(text)
     elif not out:

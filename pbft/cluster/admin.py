@@ -21,6 +21,7 @@ Deterministic signatures make the command known before it is sent: the entry wri
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -151,23 +152,78 @@ def plan(
     request = Request(reconfigure_operation(epoch, membership), timestamp + 1, OPERATOR)
     command = seal(operator.key, config.signing_domain, OPERATOR, request).to_bytes()
     result = Plan(cluster_path, epoch, membership, command, timestamp)
-    # New clients' keys go beside the cluster file (this is the operator's machine).
-    for name, made in made_clients.items():
-        key_file, cert_file = node_files(base, name)
-        _write_private(key_file, made.key_pem)  # type: ignore[attr-defined]
-        _write_public(cert_file, made.cert_pem)  # type: ignore[attr-defined]
-        result.new_clients.append(name)
     text = _with_entry(cluster_path, epoch, 0, command)
-    for i, made in issued.items():
-        d = os.path.join(out_dir, f"replica-{i}")
-        os.makedirs(d, mode=0o700, exist_ok=True)
-        key_file, cert_file = node_files(d, i)
-        _write_private(key_file, made.key_pem)  # type: ignore[attr-defined]
-        _write_public(cert_file, made.cert_pem)  # type: ignore[attr-defined]
-        shutil.copyfile(ca_path(config), os.path.join(d, os.path.basename(ca_path(config))))
-        _write_atomic(os.path.join(d, "cluster.toml"), _node_text(text))
-        result.new_replicas[i] = d
+    # Everything is checked; now the files. Where they go is checked first, and a write
+    # that fails all the same (a full disk) takes back what was written: one sentence,
+    # nothing left behind.
+    if made_clients:
+        _check_writable_dir(base, "the cluster file's directory")
+    if issued:
+        _check_writable_dir(out_dir, "the new replicas' directory")
+    written: list[str] = []
+    made_dirs: list[str] = []
+    try:
+        # New clients' keys go beside the cluster file (this is the operator's machine).
+        for name, made in made_clients.items():
+            key_file, cert_file = node_files(base, name)
+            _write_new(written, key_file, lambda p, m=made: _write_private(p, m.key_pem))  # type: ignore[attr-defined]
+            _write_new(written, cert_file, lambda p, m=made: _write_public(p, m.cert_pem))  # type: ignore[attr-defined]
+            result.new_clients.append(name)
+        for i, made in issued.items():
+            d = os.path.join(out_dir, f"replica-{i}")
+            made_dirs += _missing_dirs(d)
+            os.makedirs(d, mode=0o700, exist_ok=True)
+            key_file, cert_file = node_files(d, i)
+            ca_copy = os.path.join(d, os.path.basename(ca_path(config)))
+            _write_new(written, key_file, lambda p, m=made: _write_private(p, m.key_pem))  # type: ignore[attr-defined]
+            _write_new(written, cert_file, lambda p, m=made: _write_public(p, m.cert_pem))  # type: ignore[attr-defined]
+            _write_new(written, ca_copy, lambda p: shutil.copyfile(ca_path(config), p))
+            _write_new(written, os.path.join(d, "cluster.toml"), lambda p: _write_atomic(p, _node_text(text)))
+            result.new_replicas[i] = d
+    except OSError as exc:
+        for path in reversed(written):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        for d in reversed(made_dirs):
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
+        where = f" {exc.filename}" if exc.filename else ""
+        raise UsageError(f"cannot write the new nodes' files{where}: {exc.strerror or exc}; nothing was written.") from None
     return result
+
+
+def _write_new(written: list[str], path: str, write) -> None:
+    """`write(path)`, and `path` noted in `written` if it did not exist before (so a
+    later failure removes only what this plan created)."""
+    existed = os.path.lexists(path)
+    write(path)
+    if not existed:
+        written.append(path)
+
+
+def _missing_dirs(path: str) -> list[str]:
+    """The directories `os.makedirs(path)` would create, outermost first."""
+    out: list[str] = []
+    path = os.path.abspath(path)
+    while not os.path.lexists(path):
+        out.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return out[::-1]
+
+
+def _check_writable_dir(path: str, what: str) -> None:
+    """UsageError unless `path` is a directory this process can write in, or can be made:
+    its nearest existing ancestor a writable directory."""
+    probe = os.path.abspath(path)
+    while not os.path.lexists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise UsageError(f"{what} {path} cannot be made: {probe} is not a directory.")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"{what} {path} cannot be written: {probe} is not writable (permission denied).")
 
 
 def _with_entry(cluster_path: str, epoch: int, after: int, command: bytes) -> str:

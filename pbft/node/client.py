@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import time
 from collections.abc import AsyncIterator
@@ -73,7 +74,8 @@ TICK = Tick()
 
 class ClientError(RuntimeError):
     """The service answered with an error result (e.g. a value that is too large), or the
-    request cannot be made (`TimestampError`)."""
+    request cannot be made (`TimestampError`; a call on a client whose `open_client`
+    block has ended: "the client is closed")."""
 
 
 class RequestTooLarge(ClientError):
@@ -130,6 +132,9 @@ class Client:
         receives (`open_client(tracer=...)`; `pbft scenario run --real --trace`)."""
         self._every_tick = False
         """A Byzantine client (testing only, `misbehave`) is ticked every tick."""
+        self.closed = False
+        """Set when the `open_client` block ends: its transport is gone, so a call would
+        send nothing and wait for ever; every call raises ClientError instead."""
 
     @property
     def links(self) -> Any:
@@ -153,7 +158,9 @@ class Client:
     # -- key-value API ------------------------------------------------------------------
 
     async def put(self, key: bytes, value: bytes) -> None:
+        self._check_open()
         _check_key(key)
+        _check_bytes(value, "value")
         if len(value) > MAX_VALUE:
             raise RequestTooLarge(
                 f"the value is {len(value)} bytes, over the limit of {MAX_VALUE} bytes "
@@ -162,6 +169,7 @@ class Client:
         self._check(await self.execute(op_put(key, value)))
 
     async def get(self, key: bytes) -> bytes | None:
+        self._check_open()
         _check_key(key)
         result = self._check(await self.execute(op_get(key), read_only=True))
         if result is not None and not isinstance(result, bytes):
@@ -169,6 +177,7 @@ class Client:
         return result
 
     async def delete(self, key: bytes) -> bool:
+        self._check_open()
         _check_key(key)
         return bool(self._check(await self.execute(op_delete(key))))
 
@@ -183,7 +192,12 @@ class Client:
 
     async def execute(self, operation: bytes, read_only: bool = False) -> bytes:
         """Submit one operation and wait until enough replicas agree on its result.
-        RequestTooLarge at once for an operation no replica would accept."""
+        RequestTooLarge at once for an operation no replica would accept; TypeError at once
+        for an operation that is not bytes; ClientError once the client is closed."""
+        self._check_open()
+        _check_bytes(operation, "operation")
+        if not isinstance(read_only, bool):
+            raise TypeError(f"read_only must be True or False, not {_type_name(read_only)}")
         async with self._lock:
             scope = trio.fail_after(self.timeout) if self.timeout is not None else nullcontext()
             try:
@@ -265,7 +279,10 @@ class Client:
         return ": " + "; ".join(causes) if causes else ""
 
     async def status(self, timeout: float = 2.0) -> dict[int, Status]:
-        """Ask every replica for its signed STATUS; those that answer within `timeout`."""
+        """Ask every replica for its signed STATUS; those that answer within `timeout`
+        (a positive number of seconds: TypeError or ValueError otherwise)."""
+        self._check_open()
+        check_timeout(timeout, allow_none=False)
         nonce = random.SystemRandom().randrange(MAX_U64)
         data = seal(self._key, self.config.signing_domain, self.id, QueryStatus(nonce)).to_bytes()
         self._statuses = {}
@@ -280,6 +297,13 @@ class Client:
             return dict(sorted(self._statuses.items()))
         finally:
             self._statuses = None
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ClientError(
+                f"the client {self.id} is closed: its `async with open_client(...)` block has "
+                "ended; open a new one"
+            )
 
     # -- the pump -----------------------------------------------------------------------
 
@@ -402,7 +426,37 @@ def _replicas(ids: list[int]) -> str:
     return f"replica{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}"
 
 
+def _type_name(value: object) -> str:
+    return "None" if value is None else type(value).__name__
+
+
+def _check_bytes(value: object, what: str) -> None:
+    """TypeError, before anything is sent, for an argument that is not bytes: a str or a
+    list would be sent and dropped (or refused) by the replicas, after a round trip or a
+    wait for ever."""
+    if not isinstance(value, bytes):
+        hint = " (encode a str first, e.g. with .encode())" if isinstance(value, str) else ""
+        raise TypeError(f"{what} must be bytes, not {_type_name(value)}{hint}")
+
+
+def check_timeout(timeout: object, *, allow_none: bool = True, what: str = "timeout") -> None:
+    """TypeError unless `timeout` is an int or a float (not a bool), or None where
+    `allow_none`; ValueError unless it is a finite number of seconds above zero."""
+    expected = "None or a positive number of seconds" if allow_none else "a positive number of seconds"
+    if timeout is None and allow_none:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"{what} must be {expected}, not {_type_name(timeout)}")
+    try:
+        seconds = float(timeout)
+    except OverflowError:  # an int too large for a float
+        seconds = math.inf
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise ValueError(f"{what} must be {expected}, not {timeout!r}")
+
+
 def _check_key(key: bytes) -> None:
+    _check_bytes(key, "key")
     if len(key) > MAX_KEY:
         raise RequestTooLarge(
             f"the key is {len(key)} bytes, over the limit of {MAX_KEY} bytes a key may have"
@@ -424,6 +478,18 @@ class _Direct:
         self._client._on_event(event)
 
 
+def _cluster_path(cluster_file: object) -> str:
+    """The cluster file's path as a str: a str, a bytes path or an os.PathLike; TypeError
+    for anything else (None, a number)."""
+    try:
+        path = os.fspath(cluster_file)  # type: ignore[call-overload]
+    except TypeError:
+        raise TypeError(
+            f"cluster_file must be a path (a str or an os.PathLike), not {_type_name(cluster_file)}"
+        ) from None
+    return os.fsdecode(path)
+
+
 @asynccontextmanager
 async def open_client(
     cluster_file: str, client_id: str, *, timeout: float | None = None, link_faults: Any = None,
@@ -433,14 +499,17 @@ async def open_client(
 
     A problem with the cluster file, the client's name or its key and certificate raises
     `pbft.ConfigError` (one sentence) before anything is dialled. `timeout` is None (wait
-    as long as it takes) or a positive number of seconds per call. `link_faults` (testing
+    as long as it takes) or a positive number of seconds per call (an int or a float);
+    another type raises TypeError, zero, a negative number, NaN or infinity ValueError. `link_faults` (testing
     only): a pbft.node.linkfaults.FaultPlan whose link faults apply to what it sends;
     `tracer` (testing only): a trace writer for what it sends and receives."""
     from . import tls
     from .clusterfile import load_cluster, load_identity
 
-    if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
-        raise ValueError(f"timeout must be None or a positive number of seconds, not {timeout!r}")
+    check_timeout(timeout)
+    cluster_file = _cluster_path(cluster_file)
+    if not isinstance(client_id, str):
+        raise TypeError(f"client_id must be a str (a client's name), not {_type_name(client_id)}")
     config = load_cluster(cluster_file)
     if client_id not in config.client_index and not (client_id == OPERATOR and config.operator_key):
         raise ConfigError(f"client {client_id!r} is not listed in {cluster_file}.")
@@ -479,6 +548,7 @@ async def open_client(
         except BaseException as exc:
             error = exc
         finally:
+            client.closed = True
             nursery.cancel_scope.cancel()
     if error is not None:
         raise error

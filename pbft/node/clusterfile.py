@@ -204,10 +204,23 @@ def key_passphrase(environ: dict[str, str] | None = None) -> tuple[bytes | None,
     if direct and named:
         raise ConfigError(f"set only one of {PASSPHRASE_ENV} and {PASSPHRASE_FILE_ENV}.")
     if direct:
-        return direct.encode("utf-8"), PASSPHRASE_ENV
+        return passphrase_bytes(direct, PASSPHRASE_ENV), PASSPHRASE_ENV
     if named:
         return read_passphrase_file(named, f"the passphrase file ({PASSPHRASE_FILE_ENV})"), named
     return None, ""
+
+
+def passphrase_bytes(value: str, name: str) -> bytes:
+    """The bytes of a passphrase taken from the environment variable `name`, exactly as
+    they were set: Python decodes the environment with the file-system encoding and
+    `surrogateescape`, and `os.fsencode` undoes that, so a passphrase that is not UTF-8
+    (any bytes, like a passphrase file's) is used as it is rather than failing to encode.
+    ConfigError for a string no environment could hold (a lone surrogate put there by
+    Python code)."""
+    try:
+        return os.fsencode(value)
+    except UnicodeError:
+        raise ConfigError(f"the passphrase in {name} cannot be turned back into bytes.") from None
 
 
 def read_passphrase_file(path: str, what: str) -> bytes:

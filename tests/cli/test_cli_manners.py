@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -67,12 +68,73 @@ def test_every_help_shows_the_defaults(capsys):
     assert "default: 0" in capsys.readouterr().out
 
 
+TIMEOUT_COMMANDS = {
+    "client": ["client", "--config", "{c}", "--id", "alice", "get", "k"],
+    "status": ["status", "--config", "{c}"],
+    "admin replace": ["admin", "replace", "--config", "{c}", "1", "127.0.0.1:1"],
+    "admin change": ["admin", "change", "--config", "{c}", "--add-client", "zed"],
+    "admin apply": ["admin", "apply", "{c}.epoch-1.plan"],
+}
+"""Every command that takes a --timeout, with the rest of a valid command line: one
+argparse type (`positive_seconds`) checks it for all of them (red team 2, finding 7:
+`status` and `admin` crashed in trio, `admin` after writing the new nodes' files)."""
+
+
+@pytest.mark.parametrize("command", sorted(TIMEOUT_COMMANDS))
 @pytest.mark.parametrize("bad", ["0", "-1", "nan", "inf", "soon"])
-def test_a_bad_timeout_is_rejected(bad, cluster_path, capsys):
+def test_a_bad_timeout_is_rejected(bad, command, cluster_path, capsys):
+    before = sorted(os.listdir(os.path.dirname(cluster_path)))
+    argv = [a.format(c=cluster_path) for a in TIMEOUT_COMMANDS[command]]
     with pytest.raises(SystemExit) as info:
-        cli.main(["client", "--config", cluster_path, "--id", "alice", "--timeout", bad, "get", "k"])
+        cli.main([*argv, "--timeout", bad])
     assert info.value.code == 2
-    assert "--timeout" in capsys.readouterr().err
+    assert "argument --timeout: " in capsys.readouterr().err
+    assert sorted(os.listdir(os.path.dirname(cluster_path))) == before  # nothing written
+
+
+def test_every_timeout_option_is_checked_by_one_type():
+    parser = cli.build_parser()
+    found = {}
+    for p in [parser, *cli._subparsers(parser)]:
+        for a in p._actions:
+            if "--timeout" in a.option_strings:
+                found[p.prog] = a.type
+    assert len(found) >= len(TIMEOUT_COMMANDS), found
+    assert set(found.values()) == {cli.positive_seconds}, found
+
+
+def test_evidence_out_is_checked_before_anything_is_read(cluster_path, tmp_path, capsys):
+    for out, why in [(str(tmp_path), "will not write .*: it is a directory, not a file"),
+                     (str(tmp_path / "missing" / "x.json"), "cannot write .*: No such file or directory")]:
+        assert cli.main(["evidence", "--config", cluster_path, "--out", out]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and re.match(rf"pbft: --out: {why}\.$", err), err
+    # A good path with nothing to export: the data error, and no empty file left behind.
+    out = tmp_path / "ev.json"
+    assert cli.main(["evidence", "--config", cluster_path, "--out", str(out)]) == 2
+    assert "no replica data directory" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_admin_paths_are_checked_before_anything_is_written(cluster_path, tmp_path, capsys):
+    directory = os.path.dirname(cluster_path)
+    before = sorted(os.listdir(directory))
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    cases = [
+        (["admin", "replace", "--config", cluster_path, "1", "127.0.0.1:1", "--out", f"{a_file}/x"],
+         "the new replicas' directory .* cannot be made: .*a-file is not a directory"),
+        (["admin", "change", "--config", cluster_path, "--add-client", "zed", "--plan-only",
+          "--plan-file", str(tmp_path)], "--plan-file: will not write .*: it is a directory"),
+        (["admin", "change", "--config", cluster_path, "--add-client", "zed", "--plan-only",
+          "--plan-file", str(tmp_path / "missing" / "p")], "--plan-file: cannot write .*: No such file"),
+    ]
+    for argv, why in cases:
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and re.match(f"pbft: {why}", err), err
+        assert sorted(os.listdir(directory)) == before, argv
+    assert sorted(os.listdir(tmp_path)) == ["a-file", "keys"]
 
 
 def test_global_options_after_the_command(cluster_path):
@@ -181,3 +243,21 @@ def test_faulty_replicas_are_printed_as_ids():
     assert _replica_ids([]) == "none"
     assert _replica_ids([2]) == "replica 2"
     assert _replica_ids([1, 3]) == "replicas 1, 3"
+
+
+def test_admin_takes_back_what_it_wrote_when_a_later_write_fails(cluster_path, tmp_path, capsys):
+    # The new replica's directory is taken by a file: found only once the new client's
+    # key and certificate are written, which are then removed again.
+    directory = os.path.dirname(cluster_path)
+    before = sorted(os.listdir(directory))
+    out = tmp_path / "new"
+    out.mkdir()
+    (out / "replica-1").write_text("in the way")
+    argv = ["admin", "change", "--config", cluster_path, "--add-client", "zed",
+            "--replace", "1=127.0.0.1:1", "--out", str(out), "--timeout", "1"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot write the new nodes' files" in err, err
+    assert err.endswith("nothing was written."), err
+    assert sorted(os.listdir(directory)) == before
+    assert os.listdir(out) == ["replica-1"]

@@ -192,3 +192,62 @@ def test_keys_gitignore_keeps_generated_keys_out_of_git(tmp_path: Path) -> None:
     git("add", "-A")
     tracked = sorted(git("ls-files").split())
     assert tracked == [".gitignore", "keys/.gitignore", "keys/README.md"]
+
+
+# A passphrase that is not UTF-8 (red team 2, finding 4): Python hands the environment
+# over as str with the undecodable bytes escaped; those bytes are the passphrase, as a
+# passphrase file's would be, never a UnicodeEncodeError traceback.
+RAW = b"\xff\xfe pw \xc3"
+
+
+def test_a_passphrase_that_is_not_utf8_is_used_as_its_bytes(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MY_PW", os.fsdecode(RAW))
+    directory = tmp_path / "c"
+    assert main(["keygen", "--dir", str(directory), "--passphrase-env", "MY_PW"]) == 0
+    path = str(directory / "cluster.toml")
+    config = load_cluster(path)
+    with pytest.raises(ConfigError, match="is encrypted and no passphrase was given"):
+        load_identity(config, "alice")
+    monkeypatch.setenv(PASSPHRASE_ENV, os.fsdecode(RAW))
+    assert clusterfile.key_passphrase() == (RAW, PASSPHRASE_ENV)
+    assert load_identity(config, "alice").key_passphrase == RAW
+    # The same bytes in a passphrase file open the same keys.
+    monkeypatch.delenv(PASSPHRASE_ENV)
+    secret = tmp_path / "pw"
+    secret.write_bytes(RAW + b"\n")
+    monkeypatch.setenv(PASSPHRASE_FILE_ENV, str(secret))
+    assert load_identity(config, 0).key_passphrase == RAW
+
+
+def test_a_passphrase_no_environment_could_hold_is_one_sentence() -> None:
+    with pytest.raises(ConfigError, match=r"^the passphrase in PBFT_KEY_PASSPHRASE cannot be"):
+        clusterfile.key_passphrase({PASSPHRASE_ENV: "\ud800"})
+
+
+def test_commands_given_a_non_utf8_passphrase_never_print_a_traceback(tmp_path: Path) -> None:
+    import sys
+
+    from pbft.cluster.launcher import free_ports
+
+    env = {k: v for k, v in os.environb.items() if not k.startswith(b"PBFT_KEY_PASSPHRASE")}
+    env[PASSPHRASE_ENV.encode()] = RAW
+    directory = tmp_path / "c"
+
+    def pbft(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "pbft", *args], capture_output=True, text=True,
+                              env=env, timeout=60, stdin=subprocess.DEVNULL)
+
+    ports = free_ports(4)
+    made = pbft("keygen", "--dir", str(directory), "--base-port", str(ports[0]),
+                "--passphrase-env", PASSPHRASE_ENV)
+    assert made.returncode == 0 and "Traceback" not in made.stderr, made
+    path = str(directory / "cluster.toml")
+    # No replica runs: status finds every one unreachable (exit 4), the client times out
+    # (exit 1); both opened the encrypted client key with the raw bytes.
+    status = pbft("status", "--config", path, "--timeout", "0.3")
+    assert status.returncode == 4 and "Traceback" not in status.stderr, status
+    client = pbft("client", "--config", path, "--id", "alice", "--timeout", "0.3", "get", "k")
+    assert client.returncode == 1 and "Traceback" not in client.stderr, client
+    assert "no answer from the cluster" in client.stderr, client
