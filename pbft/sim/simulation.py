@@ -484,18 +484,7 @@ class Simulation:
         if byz_spec is None:
             return Instance(core, rid in self.correct, inc, epoch, store, state=state, spec=(key, start), load_due=idle)
         rng = random.Random(self._behaviour_rng.getrandbits(64))
-        with hook_watchdog():  # a user's setup() that never returns
-            try:
-                byz = catalogue.build(byz_spec.behaviour, byz_spec.params, core, key, rng, base_dir=byz_spec.base_dir)
-            except (ValueError, TypeError) as exc:
-                raise UsageError(f"{self.scenario.source or self.scenario.name}: replica {rid}: {safe_str(exc)}") from None
-            except BaseException as exc:  # noqa: BLE001 - a user's __init__ or setup() that raises
-                if is_interrupt(exc):
-                    raise
-                failure = failure_of(byz_spec.behaviour, "setup", exc)
-                raise UsageError(
-                    f"{self.scenario.source or self.scenario.name}: replica {rid}: {failure.sentence()} while being built."
-                ) from None
+        byz = self._build(byz_spec, f"replica {rid}", core, key, rng)
         inst = Instance(byz, False, inc, epoch, store, state=state, spec=(key, start), load_due=idle)
         inst.lies = watch_honest(byz)
         return inst
@@ -508,6 +497,21 @@ class Simulation:
             return Hosted(self._make_service())
         except ServiceError as exc:  # its setup raised (make_service tried it once already)
             raise UsageError(f"{self.scenario.source or self.scenario.name}: {safe_str(exc)}.") from None
+
+    def _build(self, spec: Any, who: str, core: Any, key: KeyPair, rng: random.Random, **extra: Any) -> Any:
+        """A Byzantine node's behaviour around `core`: what the user's __init__ or setup
+        raises, or a setup that never returns (watchdog.py), is one sentence naming `who`."""
+        where = f"{self.scenario.source or self.scenario.name}: {who}"
+        with hook_watchdog():
+            try:
+                return catalogue.build(spec.behaviour, spec.params, core, key, rng, base_dir=spec.base_dir, **extra)
+            except (ValueError, TypeError) as exc:
+                raise UsageError(f"{where}: {safe_str(exc)}") from None
+            except BaseException as exc:  # noqa: BLE001 - a user's __init__ or setup() that raises
+                if is_interrupt(exc):
+                    raise
+                failure = failure_of(spec.behaviour, "setup", exc)
+                raise UsageError(f"{where}: {failure.sentence()} while being built.") from None
 
     def _sample(self, sample: Callable[..., Any], client: str) -> tuple[bytes, bool] | None:
         """One operation the user's service draws for `client` (`sample_operation`),
@@ -550,24 +554,7 @@ class Simulation:
         driver: Any = core
         if spec is not None:
             rng = random.Random(self._behaviour_rng.getrandbits(64))
-            with hook_watchdog():  # a user's __init__ that never returns
-                try:
-                    driver = catalogue.build(
-                        spec.behaviour, spec.params, core, key, rng, self.config, target="client",
-                        base_dir=spec.base_dir,
-                    )
-                except (ValueError, TypeError) as exc:
-                    raise UsageError(
-                        f"{self.scenario.source or self.scenario.name}: client {name}: {safe_str(exc)}"
-                    ) from None
-                except BaseException as exc:  # noqa: BLE001 - a user's __init__ or setup() that raises
-                    if is_interrupt(exc):
-                        raise
-                    failure = failure_of(spec.behaviour, "setup", exc)
-                    raise UsageError(
-                        f"{self.scenario.source or self.scenario.name}: client {name}: {failure.sentence()} "
-                        "while being built."
-                    ) from None
+            driver = self._build(spec, f"client {name}", core, key, rng, config=self.config, target="client")
         cs = ClientState(name, core, driver, ops, spec is None)
         if spec is not None:
             cs.lies = _watch_client(core)
