@@ -21,6 +21,7 @@ runs a simulation.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections import deque
@@ -109,6 +110,13 @@ def event_text(rec: dict[str, Any]) -> str:
     return kind
 
 
+def _mermaid_where(rec: dict[str, Any]) -> str:
+    """`_where`, as a Mermaid participant."""
+    if rec["type"] in ("submit", "complete"):
+        return _mermaid_id(rec["client"])
+    return _mermaid_id(rec["from"] if rec["type"] == "drop" else rec["replica"])
+
+
 def _where(rec: dict[str, Any]) -> str:
     """The lane a local event happens on."""
     if rec["type"] in ("submit", "complete"):
@@ -174,15 +182,43 @@ def shiviz_lines(records: Iterable[dict[str, Any]]) -> Iterator[str]:
     yield SHIVIZ_REGEX
     for ev in shiviz_events(records):
         yield f"{ev.host} {json.dumps(ev.clock, separators=(', ', ': '))}"
-        yield ev.text.replace("\n", " ")
+        # One line per event: ShiViz's regex reads no further than a line break of any
+        # kind (`\r`, U+2028, U+2029 too), and the rest would be taken for events.
+        yield " ".join(ev.text.splitlines())
 
 
 # -- Mermaid --------------------------------------------------------------------------------
 
 
-def _mermaid_text(text: str) -> str:
-    # `;` ends a statement and `#` starts an entity code in Mermaid: keep labels literal.
-    return text.replace(";", ",").replace("#", "no. ").replace("\n", " ")
+def _mermaid_text(text: object) -> str:
+    # `;` ends a statement and `#` starts an entity code in Mermaid, `%%` a directive or
+    # comment, and every line break (Mermaid reads `\r` as one) a new statement: a label
+    # from a trace stays one literal line.
+    flat = " ".join(str(text).splitlines())
+    return flat.replace(";", ",").replace("#", "no. ").replace("%%", "%")
+
+
+_MERMAID_WORDS = (
+    "participant", "actor", "as", "loop", "alt", "else", "opt", "par", "and", "rect", "end",
+    "note", "activate", "deactivate", "critical", "break", "box", "autonumber", "link",
+    "create", "destroy", "title", "left", "right", "over",
+)
+
+
+def _mermaid_id(node: Any) -> str:
+    """A lane's Mermaid participant: `r0` for a replica, a client's name if it is a plain
+    word (`c0`). Any other name (one with a character Mermaid reads as syntax, such as the
+    `-` of an arrow, or one starting with a keyword such as `end` or `opt`) becomes `c_`,
+    the name with every other character made `_`, and a short hash of it, so that two
+    names never share a lane."""
+    if isinstance(node, int):
+        return f"r{node}"
+    name = str(node)
+    if (re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name) and not name.lower().startswith(_MERMAID_WORDS)
+            and not name.startswith("c_") and not re.fullmatch(r"r[0-9]+", name)):  # not the other forms
+        return name
+    safe = re.sub(r"[^A-Za-z0-9_]", "_", name)
+    return f"c_{safe}_{hashlib.blake2b(name.encode('utf-8', 'backslashreplace'), digest_size=3).hexdigest()}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,12 +241,12 @@ def mermaid_lines(records: Iterable[dict[str, Any]], window: Window = Window()) 
     n = int(header.get("n", 0))
     byzantine = set(header.get("byzantine", []))
     clients = [str(c) for c in header.get("clients", [])]
-    lanes = [f"r{i}" for i in range(n)] + [host(c) for c in clients]
+    lanes = [f"r{i}" for i in range(n)] + [_mermaid_id(c) for c in clients]
     yield "sequenceDiagram"
     for i in range(n):
         yield f"    participant r{i} as replica {i}" + (" (Byzantine)" if i in byzantine else "")
     for c in clients:
-        yield f"    participant {host(c)} as client {_mermaid_text(c)}"
+        yield f"    participant {_mermaid_id(c)} as client {_mermaid_text(c)}"
     span = f"{lanes[0]},{lanes[-1]}" if len(lanes) > 1 else (lanes[0] if lanes else ORACLE_HOST)
     shown = left = 0
     # (sender, kind, view, seq) -> {digest: first receiver}: equivocations in the window
@@ -231,7 +267,7 @@ def mermaid_lines(records: Iterable[dict[str, Any]], window: Window = Window()) 
                 left += 1
                 continue
             shown += 1
-            src, dst = host(rec["from"]), host(rec["to"])
+            src, dst = _mermaid_id(rec["from"]), _mermaid_id(rec["to"])
             label = message_label(rec)
             lie = rec.get("lie")
             if lie:
@@ -243,7 +279,7 @@ def mermaid_lines(records: Iterable[dict[str, Any]], window: Window = Window()) 
             pending_drop[(rec["from"], rec["to"], rec["id"])] = len(out) - 1
             if lie == "mutated" and rec.get("honest"):
                 replaced = f"{rec['honest']}" + (f" d={rec['honest_digest']}" if rec.get("honest_digest") else "")
-                out.append(f"    Note over {src}: mutated, replaces {replaced}")
+                out.append(f"    Note over {src}: mutated, replaces {_mermaid_text(replaced)}")
             elif lie == "forged":
                 out.append(f"    Note over {src}: forged (its honest core sent nothing like it)")
             if rec["kind"] in VOTES and rec.get("digest") and "seq" in rec:
@@ -254,8 +290,9 @@ def mermaid_lines(records: Iterable[dict[str, Any]], window: Window = Window()) 
                     if len(digests) == 2:
                         (d1, to1), (d2, to2) = digests.items()
                         out.append(
-                            f"    Note over {src}: EQUIVOCATION {rec['kind']} v{rec.get('view')} n{rec['seq']}: "
-                            f"d={d1} to {to1}, d={d2} to {to2}"
+                            f"    Note over {src}: "
+                            + _mermaid_text(f"EQUIVOCATION {rec['kind']} v{rec.get('view')} n{rec['seq']}: "
+                                            f"d={d1} to {to1}, d={d2} to {to2}")
                         )
         elif kind == "drop":
             at = pending_drop.pop((rec["from"], rec["to"], rec["id"]), None)
@@ -263,14 +300,14 @@ def mermaid_lines(records: Iterable[dict[str, Any]], window: Window = Window()) 
                 head, label = out[at].split(": ", 1)
                 src, dst = head.strip().split("->>")
                 reason = rec.get("reason") or "network"
-                out[at] = f"    {src}--x{dst}: {label} (dropped: {_mermaid_text(reason)})"
+                out[at] = f"    {src}--x{dst}: {_mermaid_text(label)} (dropped: {_mermaid_text(reason)})"
         elif kind in LOCAL_EVENTS and kind != "drop":
             if shown >= window.limit:
                 continue  # the diagram stops at its last message
             note = event_text(rec)
             if kind == "evidence":
                 note = "EVIDENCE " + note
-            out.append(f"    Note over {_where(rec)}: {_mermaid_text(note)}")
+            out.append(f"    Note over {_mermaid_where(rec)}: {_mermaid_text(note)}")
     yield from out
     if left:
         yield f"    Note over {span}: {left} more messages left out (--max {window.limit})"

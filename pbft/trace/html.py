@@ -10,9 +10,12 @@ field of the arrows and marks) with strings interned in one table, because a run
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import json
 import math
+import re
 from importlib import resources
 from typing import Any
 
@@ -173,20 +176,26 @@ def resolve_at(model: Model, at: str | None) -> float | None:
 
 def render(model: Model, at: float | None = None) -> str:
     """The whole page as one string."""
-    payload = json.dumps(pack(model, at), separators=(",", ":"), ensure_ascii=False)
-    # Inside <script>, only "</" can end the element early; "<\/" means the same to JSON.
-    payload = payload.replace("</", "<\\/")
-    page = _asset("viewer.html")
+    # ASCII with every "<", ">" and "&" escaped: inside <script> a "</" would end the
+    # element and a "<!--" then "<script" would make the parser swallow the rest of the
+    # page; and a lone surrogate a trace may hold cannot be written as UTF-8.
+    payload = json.dumps(pack(model, at), separators=(",", ":"), ensure_ascii=True)
+    payload = payload.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    script = "\n" + _asset("viewer.js") + "\n"
+    # The page runs its own script and nothing else (a hash of it), loads nothing.
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    policy = f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; img-src data:"
+    title = _title(model).encode("utf-8", "backslashreplace").decode("utf-8")
     parts = {
+        "@CSP@": policy,
         "/*@CSS@*/": _asset("viewer.css"),
-        "/*@JS@*/": _asset("viewer.js"),
-        "@TITLE@": html.escape(_title(model)),
+        "\n/*@JS@*/\n": script,
+        "@TITLE@": html.escape(title),
         "@DATA@": payload,
     }
-    for key, value in parts.items():
-        head, sep, tail = page.partition(key)
-        page = head + value + tail  # partition, not replace: the data may hold the key
-    return page
+    # One pass over the template: a value (a title, the data) holding a key stays as it is.
+    pattern = re.compile("|".join(re.escape(k) for k in parts))
+    return pattern.sub(lambda m: parts[m.group(0)], _asset("viewer.html"))
 
 
 def write(model: Model, out: str, at: float | None = None) -> int:

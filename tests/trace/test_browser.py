@@ -104,3 +104,15 @@ def test_a_real_run_shows_its_equivocation(tmp_path):
     drawn = open_page(trace, tmp_path, "real", at=str(first.t - m.t_start))
     assert drawn["lanes"] >= 7 and drawn["arrows"] > 0
     assert drawn["marks"].get("equivocation", 0) >= 1 and drawn["marks"].get("lie", 0) >= 1, drawn["marks"]
+
+
+def test_a_trace_whose_strings_look_like_html_still_draws(tmp_path):
+    # Found by a red-team pass: "<!--" and then "<script" in the trace's strings made the
+    # browser swallow the page's own script, so nothing was drawn.
+    lines = viewer_traces.equivocate().read_text().splitlines()
+    header = json.loads(lines[0])
+    header["scenario"] = "<!-- x <script>document.body.dataset.pwned=1</script> @DATA@"
+    trace = tmp_path / "html-like.jsonl"
+    trace.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    drawn = open_page(trace, tmp_path, "html-like")
+    assert drawn["lanes"] == 7 and drawn["arrows"] > 10

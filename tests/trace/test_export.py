@@ -226,9 +226,39 @@ def test_a_merged_real_trace_exports_too(tmp_path):
     assert deliver.clock == {"c0": 2, "r1": 2}
     assert any(e.host == "r1" and "to obs_erver" in e.text for e in events)
     lines = list(mermaid_lines(records, Window(82.0, 100.0)))
-    assert "    participant obs_erver as client obs erver" in lines
-    assert "    r1->>obs_erver: REPLY" in lines and "    c0->>r1: REQUEST c0 t=17" in lines
+    # Mermaid reads a space as syntax: the lane gets a name of its own (export._mermaid_id).
+    assert "    participant c_obs_erver_539d9e as client obs erver" in lines
+    assert "    r1->>c_obs_erver_539d9e: REPLY" in lines and "    c0->>r1: REQUEST c0 t=17" in lines
     assert not any("submit" in ln for ln in lines)  # at 81.962: outside the window
     edn = list(history_lines(records, HistoryFormat.KNOSSOS))
     assert edn[1] == '{:process 0, :type :ok, :f :read, :value ["k" nil], :time 115900000, :index 1}'
     assert edn[3].startswith('{:process 0, :type :ok, :f :write, :value ["k" "v"], :time 130250000,')
+
+
+def test_no_string_of_a_trace_changes_the_mermaid_or_shiviz_structure():
+    # Found by a red-team pass: a line break of any kind (Mermaid reads "\r" as one,
+    # ShiViz's regex stops at U+2028) in a label, an unescaped note, or a client name
+    # that Mermaid reads as syntax or as a keyword added statements or events of its own.
+    header = {"type": "header", "version": 1, "scenario": "s", "seed": 1, "n": 2, "f": 0, "byzantine": [0],
+              "clients": ["end", "x-y", "r1", "c0"], "mode": "sim"}
+    evil = "ok\r    participant EVIL\u2028r9 {\"r9\": 1}\u2029%%{init: {}}%%\n    r0->>r1: fake"
+    records = [
+        header,
+        {"t": 1, "type": "send", "from": 0, "to": 1, "kind": "PREPARE", "view": 0, "seq": 1, "digest": "d1",
+         "id": "a", "size": 1, "lie": "mutated", "honest": evil, "honest_digest": evil},
+        {"t": 2, "type": "send", "from": "x-y", "to": 0, "kind": "REQUEST", "client": "x-y", "timestamp": 1,
+         "id": "b", "size": 1},
+        {"t": 3, "type": "note", "replica": 1, "text": evil},
+        {"t": 4, "type": "complete", "client": "end", "timestamp": 1, "result": evil, "latency_ms": 1},
+    ]
+    lines = list(mermaid_lines(records))
+    body = lines[1:]
+    assert all(line.startswith("    ") and "\r" not in line and "\u2028" not in line for line in body), body
+    # The text is kept, inside its own statement: no statement of its own.
+    assert not any(line.strip().startswith(("participant EVIL", "r0->>r1: fake")) for line in body)
+    assert not any("%%" in line for line in lines)
+    ids = [line.split()[1] for line in body if line.startswith("    participant ")]
+    assert len(set(ids)) == len(ids) == 6  # r0, r1 and four clients, none sharing a lane
+    assert "c0" in ids and "end" not in ids and "x-y" not in ids and ids.count("r1") == 1
+    shiviz = list(shiviz_lines(records))
+    assert not any(ch in line for line in shiviz for ch in "\r\n\u2028\u2029\x85")

@@ -50,6 +50,40 @@ def test_a_script_end_in_the_data_cannot_end_the_element():
     assert "<title>pbft trace: &lt;/script&gt;&lt;b&gt;x (seed 1)</title>" in page
 
 
+@pytest.mark.parametrize(
+    "scenario",
+    ["<!-- a comment, then <script> later", "name @DATA@ and @TITLE@", "lone \udc80 surrogate", "a & b > c"],
+    ids=["comment then script", "placeholders", "lone surrogate", "ampersand"],
+)
+def test_no_string_of_a_trace_can_change_the_page(scenario):
+    # Found by a red-team pass: "<!--" and later "<script" in any string made the parser
+    # swallow the rest of the page (the viewer's script with it); "@DATA@" in a name put
+    # the data in the title; a lone surrogate could not be written.
+    header = {"type": "header", "version": 1, "scenario": scenario, "seed": 1, "n": 1, "f": 0,
+              "byzantine": [], "clients": [], "mode": "sim"}
+    page = html.render(from_records([header]))
+    page.encode("utf-8")  # writable
+    data = re.search(r'<script type="application/json" id="data">(.*?)</script>', page, re.S).group(1)
+    assert "<" not in data and ">" not in data and "&" not in data and data.isascii()
+    assert json.loads(data)["header"]["scenario"] == scenario
+    assert page.count("<script") == 3 and page.count("</script>") == 3
+    title = re.search(r"<title>(.*?)</title>", page, re.S).group(1)
+    assert "<" not in title and '"A":' not in title
+
+
+def test_the_page_runs_its_own_script_only():
+    # A Content-Security-Policy with the hash of the viewer's script: nothing else runs,
+    # nothing is loaded (tests/trace/test_browser.py shows the page still draws under it).
+    import base64
+    import hashlib
+
+    page = html.render(build(str(viewer_traces.equivocate())))
+    policy = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]*)">', page).group(1)
+    script = re.search(r"<script>(.*?)</script>", page, re.S).group(1)
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    assert policy.startswith("default-src 'none'; ") and f"script-src 'sha256-{digest}';" in policy
+
+
 def test_the_page_opens_at_the_violation_by_default():
     m = build(str(viewer_traces.violation()))
     assert embedded(html.render(m, html.resolve_at(m, None)))["at"] == 4
