@@ -490,7 +490,10 @@
       ctx.strokeStyle = RED; ctx.lineWidth = 2.5;
       ctx.beginPath(); ctx.moveTo(GUTTER - 6, y); ctx.lineTo(W - PAD_R, y); ctx.stroke();
       ctx.font = "600 12px system-ui, sans-serif";
-      const lines = wrap("VIOLATION (" + check + ") at " + t + " ms: " + detail, Math.min(560, W - GUTTER - 40));
+      // A few lines on the plot (wrapping is redone every frame); the whole text is in the
+      // banner and the findings list.
+      const shown = detail.length > 400 ? detail.slice(0, 400) + " \u2026" : detail;
+      const lines = wrap("VIOLATION (" + check + ") at " + t + " ms: " + shown, Math.min(560, W - GUTTER - 40));
       const w = Math.max(...lines.map((s) => ctx.measureText(s).width)) + 14, h = lines.length * 16 + 8;
       const bx = GUTTER + 4, by = y + 6 + h > Hh ? y - 6 - h : y + 6;
       ctx.fillStyle = "#fef2f2"; ctx.strokeStyle = RED; ctx.lineWidth = 1.5;
