@@ -47,7 +47,11 @@ PENDING_LIMIT = 4096
 REQUEST_LIMIT = 8192
 """Bytes of an HTTP request head the metrics server reads before giving up."""
 REQUEST_TIMEOUT = 5.0
-"""Seconds a scraper gets to send its request."""
+"""Seconds a scraper gets to send its request and take the answer."""
+MAX_CONNECTIONS = 32
+"""Connections served at once; more are closed at once. Without a cap an idle-connection
+flood took every file descriptor of the process, and the replica stopped at its next
+write of HISTORY (a red-team finding)."""
 
 BATCH_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -371,12 +375,21 @@ async def serve_metrics(
     host, bound = sockname[0], sockname[1]
     extra = dict(routes or {})
 
+    active = 0
+
     async def handle(stream: trio.SocketStream) -> None:
+        nonlocal active
+        if active >= MAX_CONNECTIONS:
+            await trio.aclose_forcefully(stream)
+            return
+        active += 1
         try:
-            await _answer(stream, render, extra)
+            with trio.fail_after(REQUEST_TIMEOUT):  # the answer too: a reader that never reads
+                await _answer(stream, render, extra)
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
             pass
         finally:
+            active -= 1
             await trio.aclose_forcefully(stream)
 
     async with trio.open_nursery() as nursery:
@@ -416,7 +429,7 @@ async def _answer(
 
 def _response(status: int, body: bytes, ctype: str, length: int | None = None) -> bytes:
     reason = {
-        200: "OK", 404: "Not Found", 405: "Method Not Allowed", 431: "Too Large",
+        200: "OK", 404: "Not Found", 405: "Method Not Allowed", 431: "Request Header Fields Too Large",
         503: "Service Unavailable",
     }[status]
     head = (

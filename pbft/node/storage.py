@@ -471,6 +471,7 @@ class Storage:
     def _history_loop(self, interval: float) -> None:
         """The writer thread: after a commit, update HISTORY_FILE, then wait `interval`
         before the next update (commits meanwhile go into that one)."""
+        deferred = False
         while True:
             self._wake.wait()
             if self._closing.is_set():
@@ -478,9 +479,19 @@ class Storage:
             self._wake.clear()
             try:
                 self.write_history()
-            except OSError as exc:  # the next apply() says so and the node stops
-                self._history_error = exc
-                return
+                deferred = False
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    # Out of file descriptors, not of disk: HISTORY is a lower bound that
+                    # may lag the database (module docstring), so try again later.
+                    if not deferred:
+                        log.warning("cannot update %s for now (%s): trying again", HISTORY_FILE,
+                                    exc.strerror or exc)
+                    deferred = True
+                    self._wake.set()
+                else:  # the next apply() says so and the node stops
+                    self._history_error = exc
+                    return
             if self._closing.wait(interval):
                 return
 

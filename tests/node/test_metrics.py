@@ -139,3 +139,28 @@ def test_fast_histogram_buckets_are_inclusive_and_cumulative():
     buckets = {s.labels["le"]: s.value for s in fam.samples if s.name == "x_bucket"}
     assert buckets == {"1.0": 2, "2.0": 3, "4.0": 4, "+Inf": 5}
     assert [s.value for s in fam.samples if s.name in ("x_count", "x_sum")] == [5, 16.0]
+
+
+async def test_an_idle_connection_flood_is_capped_and_a_scrape_still_answered():
+    # Found by a red-team pass: every idle connection held a file descriptor for up to
+    # REQUEST_TIMEOUT, so a flood took all of the process's (and the replica stopped at
+    # its next write of HISTORY). Connections beyond MAX_CONNECTIONS are closed at once.
+    from pbft.node import metrics
+
+    listeners = await metrics.bind_metrics("127.0.0.1", 0)
+    port = listeners[0].socket.getsockname()[1]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(metrics.serve_metrics, listeners, lambda: b"up 1\n")
+        idle = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(metrics.MAX_CONNECTIONS)]
+        await trio.sleep(0.2)  # the server has taken them all
+        with trio.fail_after(2):  # well before REQUEST_TIMEOUT frees any of them
+            extra = await trio.open_tcp_stream("127.0.0.1", port)
+            assert await extra.receive_some(10) == b""  # closed at once, unread
+        for s in idle[:1]:
+            await s.aclose()
+        await trio.sleep(0.2)
+        with trio.fail_after(2):
+            assert await http_get(port) == (200, "up 1\n")
+        for s in idle[1:]:
+            await s.aclose()
+        nursery.cancel_scope.cancel()

@@ -665,3 +665,51 @@ def test_sqlite_refusing_to_write_is_told_apart_from_damage(tmp_path, cfg):
     assert not is_read_only(sqlite3.DatabaseError("file is not a database"))
     assert one_line("a\nb  c\n") == "a b c"
     assert one_line("x" * 500, 20) == "x" * 17 + "..."
+
+
+def test_out_of_file_descriptors_the_history_writer_waits_and_tries_again(tmp_path, cfg, monkeypatch):
+    # Found by a red-team pass: an idle-connection flood on the metrics port used up the
+    # process's descriptors; HISTORY's next update failed with EMFILE and the replica
+    # stopped. HISTORY may lag the database, so the writer tries again instead.
+    import errno
+    import time
+
+    path = str(tmp_path / "d")
+    with Storage.open(path, cfg, 1, history_interval=0.01) as s:
+        real, failures = s.write_history, [0]
+
+        def flaky() -> None:
+            if failures[0] < 3:
+                failures[0] += 1
+                raise OSError(errno.EMFILE, "Too many open files")
+            real()
+
+        monkeypatch.setattr(s, "write_history", flaky)
+        s.apply([vote(1, b"signed")])
+        deadline = time.monotonic() + 10
+        while (read_sidecar(path) is None or read_sidecar(path).commits < s.history.commits) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert failures[0] == 3 and read_sidecar(path).commits == s.history.commits
+        s.apply([vote(2, b"signed")])  # no error was kept for the next write to raise
+    # Any other failure (a full disk) still stops the replica at its next write.
+
+
+def test_a_history_write_that_fails_otherwise_stops_the_next_write(tmp_path, cfg, monkeypatch):
+    import errno
+    import time
+
+    from pbft.node.storage import StorageError
+
+    path = str(tmp_path / "d")
+    with Storage.open(path, cfg, 1, history_interval=0.01) as s:
+        def full() -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(s, "write_history", full)
+        s.apply([vote(1, b"signed")])
+        deadline = time.monotonic() + 10
+        while s._history_error is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with pytest.raises(StorageError):
+            s.apply([vote(2, b"signed")])
+        monkeypatch.undo()
