@@ -158,10 +158,23 @@ def test_learns_the_view_from_replies(alice):
 
 def test_refuses_a_second_submit_while_one_is_outstanding(alice):
     alice.submit(b"op")
-    with pytest.raises(ClientBusy):
+    with pytest.raises(ClientBusy) as caught:
         alice.submit(b"op2")
+    assert str(caught.value) == "a request is already outstanding"  # word for word (mutation testing)
     with pytest.raises(ClientBusy):
         alice.submit(b"op2", read_only=True)
+
+
+def test_a_client_learns_of_a_newer_epoch_only_from_a_reply_of_it(alice):
+    # The runtime reloads the cluster file when newer_epoch passes its own epoch
+    # (pbft.node.client); a fresh client has heard of none (a mutation test found the
+    # starting value unread by the core's tests).
+    from pbft.protocol.epochs import first_view
+
+    assert alice.newer_epoch == 0 == alice.config.epoch
+    alice.submit(b"op")
+    assert deliver(alice, 1, reply(1, 1, view=first_view(2))) == []  # not counted
+    assert alice.newer_epoch == 2
 
 
 def test_tick_without_outstanding_request_does_nothing(alice):
