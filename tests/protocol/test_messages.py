@@ -307,3 +307,18 @@ def test_envelope_from_arbitrary_bytes_raises_only_codec_error(data):
         envelope_from_bytes(data)
     except CodecError:
         pass
+
+
+@pytest.mark.parametrize(
+    ("index", "value", "sentence"),
+    [(3, "a b", "expected a client name"), (4, 1, "expected a boolean")],
+    ids=["client", "read_only"],
+)
+def test_a_field_of_the_wrong_shape_says_what_was_expected(index, value, sentence):
+    # Word for word: the sentence reaches the refusal's detail (a mutation test found
+    # these two unread).
+    fields = codec.decode(to_body(Request(b"op", 1, "alice", False)))
+    fields[index] = value
+    with pytest.raises(SchemaError) as caught:
+        from_body(codec.encode(fields))
+    assert str(caught.value) == sentence
