@@ -232,6 +232,16 @@ def test_member_signed_junk_never_raises(who, inputs):
         assert rep.last_executed <= rep.log.high
 
 
+def test_a_frame_of_exactly_the_limit_is_read_and_one_byte_more_is_not():
+    # The limit is inclusive, as the transport's (a mutation test found the edge unread).
+    rep = make_replica(make_config(), 1)
+    at, over = (rep.step(Received(2, b"\x00" * size)).actions for size in (codec.MAX_FRAME, codec.MAX_FRAME + 1))
+    assert [(a.reason, a.detail) for a in at if isinstance(a, Rejected)] == [(Reason.MALFORMED, "trailing bytes")]
+    assert [(a.reason, a.detail) for a in over if isinstance(a, Rejected)] == [
+        (Reason.MALFORMED, f"{codec.MAX_FRAME + 1}-byte message exceeds the frame limit")
+    ]
+
+
 def test_a_request_handed_over_with_no_peer_is_refused_on_a_tick_naming_no_sender():
     # Found by the test above under tests/conftest.py's accounting fixture: a request that
     # arrives with no channel peer while its client's requests wait is checked on a later
