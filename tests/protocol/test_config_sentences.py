@@ -271,12 +271,14 @@ GOOD_ADDRESSES = {
     "[fe80::1%eth0]:7000": ("fe80::1%eth0", 7000),
     "replica-0.example.org.:65535": ("replica-0.example.org.", 65535),
     "pbft_replica_1:1": ("pbft_replica_1", 1),
+    # The longest name: 253 characters in labels of at most 63.
+    ("a" * 63 + ".") * 3 + "a" * 61 + ":7000": (("a" * 63 + ".") * 3 + "a" * 61, 7000),
 }
 # Found by a red-team pass: each of these was "ok" to `pbft config check` (and written by
 # `pbft keygen --host`), and failed only when a replica tried to listen or connect.
 BAD_ADDRESSES = (
     "[::1:7000", "[zz]:7000", "::1:7000", "127.0.0.1:\u0667\u0660\u0660\u0660", "bad host:7000",
-    "x" * 254 + ":7000", "a..b:7000", "-a:7000", ":7000", "h:", "h:65536", "host",
+    "x" * 254 + ":7000", ("a" * 63 + ".") * 3 + "a" * 62 + ":7000", "a..b:7000", "-a:7000", ":7000", "h:", "h:65536", "host",
 )
 
 
@@ -294,3 +296,12 @@ def test_an_address_a_resolver_would_not_take_is_refused(address):
     config, errors = check_cluster(data)
     assert config is None
     assert errors == [f"[[replica]] #3: 'address' must look like HOST:PORT, not {address!r}."]
+
+
+def test_a_service_spec_digest_is_pinned():
+    # Part of the signing domain (crypto.py): replicas of different builds must compute
+    # the same 16 hex digits from the same [service] table (a mutation test found the
+    # length unread).
+    spec = ServiceSpec("pbft.service.ledger:Ledger", (("accounts", 4),), "/srv", "ledger 1")
+    assert spec.digest() == "96c29df991897af9"
+    assert ServiceSpec("pbft.service.ledger:Ledger", (("accounts", 4),), "/elsewhere", "ledger 1").digest() == spec.digest()
