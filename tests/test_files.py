@@ -107,13 +107,14 @@ def test_a_path_object_is_taken_as_its_string(tmp_path):
 
 
 def test_a_real_runs_trace_is_not_written_to_a_pipe_or_a_directory(tmp_path):
-    from pbft.cli.scenario import _check_writable
+    from pbft.cli.main import check_output_file
 
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     for path, why in ((str(fifo), "is not a regular file (a pipe or a device)"),
                       (str(tmp_path), "is a directory, not a file")):
         with pytest.raises(UsageError) as caught:
-            _check_writable(path)
+            check_output_file(path, "--trace")
         assert str(caught.value) == f"--trace: will not write {path}: it {why}."
-    _check_writable(str(tmp_path / "trace.jsonl"))
+    check_output_file(str(tmp_path / "trace.jsonl"), "--trace")
+    assert not (tmp_path / "trace.jsonl").exists()  # checked, not left behind

@@ -144,7 +144,9 @@ def cmd_scenario_real(args) -> int:
     scenarios, _ = load_all(args)
     trace = getattr(args, "trace", None)
     if trace:
-        _check_writable(trace)
+        from .main import check_output_file
+
+        check_output_file(trace, "--trace")  # before the run, not after it
         open(trace, "w", encoding="utf-8").close()  # noqa: SIM115 - each run appends below
     results = []
     failed = False
@@ -208,22 +210,6 @@ def _check_seed(seed: int | None, flag: str = "--seed") -> None:
 
     if seed is not None and not 0 <= seed <= MAX_SEED:
         raise UsageError(f"{flag} must be from 0 to {MAX_SEED} (2**63-1), not {seed}.")
-
-
-def _check_writable(path: str, flag: str = "--trace") -> None:
-    """UsageError (one sentence) now, rather than after a real run, if `path` cannot be
-    written: a directory, a pipe or a device (opening a pipe waits for a reader) too."""
-    from ..files import Unreadable, check_regular
-
-    try:
-        check_regular(path)
-    except Unreadable as why:
-        raise UsageError(f"{flag}: will not write {path}: it {why}.") from None
-    try:
-        with open(path, "a", encoding="utf-8"):
-            pass
-    except OSError as exc:
-        raise UsageError(f"{flag}: cannot write {path}: {exc.strerror or exc}.") from None
 
 
 def print_run(r: RunResult, s, figures: str, trace: str = "", replay_broken: str | None = None) -> None:
