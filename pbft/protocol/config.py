@@ -495,7 +495,9 @@ def check_cluster(data: object, base_dir: str = ".") -> tuple[ClusterConfig | No
     if window < k:
         p.fail(f"[cluster]: 'log_window' ({window}) must be at least 'checkpoint_interval' ({k}).")
     batch_max = p.opt_int(cluster, "batch_max", 256, 1, 4096, "[cluster]")
-    pipeline = p.opt_int(cluster, "pipeline", 8, 1, window, "[cluster]")
+    # The default is 8 only where the window allows it: a file with a smaller window
+    # and no `pipeline` was refused for a value nobody wrote.
+    pipeline = p.opt_int(cluster, "pipeline", min(8, window), 1, window, "[cluster]")
     vct = p.opt_int(cluster, "view_change_timeout_ms", 1000, 10, 3_600_000, "[cluster]")
     tick = p.opt_int(cluster, "tick_ms", 10, 1, 1000, "[cluster]")
     retransmit = p.opt_int(cluster, "retransmit_ms", 250, tick, 3_600_000, "[cluster]")
