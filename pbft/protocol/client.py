@@ -130,7 +130,6 @@ class ClientCore:
         self.timestamp = start_timestamp
         self.outstanding: Outstanding | None = None
         self.retransmit_ticks = retransmit_ticks or client_retransmit_ticks(config)
-        self.rejected = 0
         self.retransmissions = 0  # timer expiries that resent a request, over all requests
         self.strong_writes = strong_writes
         self.write_quorum = config.quorum if strong_writes else config.weak_quorum
@@ -209,7 +208,6 @@ class ClientCore:
         return []
 
     def _reject(self, peer, reason: Reason, detail: str) -> list[Action]:
-        self.rejected += 1
         return [Rejected(peer, reason, detail)]
 
     def _on_reply(self, peer, data: bytes) -> list[Action]:

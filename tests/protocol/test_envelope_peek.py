@@ -63,6 +63,12 @@ def test_envelope_fields_give_none_for_any_other_shape():
     assert envelope_fields(good[:3], 3) is None  # cut short inside the message
     assert envelope_fields(codec.encode([b"x", 0]), 1) is None  # two items, not three or four
     assert envelope_fields(codec.encode([b"x", 0, b"s", b"b", 1]), 1) is None  # five
+    # The same with a body that reads: only the envelope's count refuses them.
+    body = codec.encode([7, 1])
+    assert envelope_fields(codec.encode([body, 0, b"s"]), 2) == [7, 1]
+    assert envelope_fields(codec.encode([body, 0]), 2) is None
+    assert envelope_fields(codec.encode([body, 0, b"s", b"b", 1]), 2) is None
+    assert envelope_fields(codec.encode([body]), 2) is None
     assert envelope_fields(codec.encode({"a": 1}), 1) is None  # not an array
     assert envelope_fields(codec.encode(["x", 0, b"s"]), 1) is None  # the body a text, not bytes
     assert envelope_fields(codec.encode([codec.encode({"a": 1}), 0, b"s"]), 1) is None  # body not an array
