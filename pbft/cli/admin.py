@@ -4,6 +4,7 @@ or configuration error, 1 the replicas refused or did not answer."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 from ..errors import UsageError
@@ -22,6 +23,27 @@ def _pairs(values: list[str], what: str) -> dict[int, str]:
 def _start_hint(plan) -> None:
     for rid, d in sorted(plan.new_replicas.items()):
         print(f"  replica {rid}: pbft replica --config {d}/cluster.toml --id {rid} --data {d}/data")
+    if plan.same_address:
+        from ..node.clusterfile import load_cluster
+
+        linger = load_cluster(plan.cluster_path).linger_ms / 1000
+        for rid in plan.same_address:
+            print(f"  replica {rid} keeps its address: its new node can listen there only once the old one "
+                  f"has stopped, which lingers up to {linger:g} s after the change takes effect "
+                  "(until then its start fails with the port in use, and the group runs one replica short)")
+
+
+def _client_hint(plan) -> None:
+    from ..cluster.admin import aside_files, staged_files
+    from ..node.clusterfile import node_files
+
+    base = os.path.dirname(os.path.abspath(plan.cluster_path))
+    for name in plan.new_clients:
+        print(f"new client {name}: its key and certificate are {' and '.join(node_files(base, name))}")
+    for name in plan.rotated_clients:
+        new, old = staged_files(base, name, plan.epoch)[0], aside_files(base, name, plan.epoch)[0]
+        print(f"client {name} gets a new key, {new} until the change takes effect; then it becomes "
+              f"{node_files(base, name)[0]} and the old one is kept as {old} (and likewise the .pem)")
 
 
 def _leaving_hint(plan) -> None:
@@ -49,6 +71,10 @@ def _apply(plan, timeout: float) -> int:
               file=sys.stderr)
         return 1
     print(f"epoch {answer['epoch']} begins after checkpoint {answer['after']}; {plan.cluster_path} records it")
+    if plan.moved:
+        print(f"the key files beside it are now epoch {answer['epoch']}'s (superseded ones moved aside, new ones into place):")
+        for src, dst in plan.moved:
+            print(f"  {src} -> {dst}")
     return 0
 
 
@@ -80,8 +106,7 @@ def cmd_admin(args) -> int:
     if plan.new_replicas:
         print("new replicas; start them (before or after the change takes effect) with:")
         _start_hint(plan)
-    for name in plan.new_clients:
-        print(f"new client {name}: its key is client-{name}.key beside the cluster file")
+    _client_hint(plan)
     _leaving_hint(plan)
     if args.plan_only:
         path = _plan_path(args, plan.epoch)

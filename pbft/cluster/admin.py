@@ -15,6 +15,18 @@ the CA's key, the operator's key, the cluster file). A change is planned, then a
   which the epoch begins) in the cluster file, whose tables stay those of epoch 0:
   whoever loads the file gets the latest epoch.
 
+The key files beside the cluster file are always those of the epoch it records (so
+`pbft config check`, `pbft up` and a client started from that directory find no
+superseded key). A new client's key is written there by `plan`. A rotated client's new
+key cannot be: until the change takes effect the old key is the one the file lists, so
+`plan` writes it as `client-NAME.epoch-E.key`/`.pem`, and `apply`, once the replicas
+took the change, moves the old files aside to `client-NAME.before-epoch-E.key`/`.pem`
+and the new ones into place. A replaced or removed replica's (or a removed client's)
+files beside the cluster file are moved aside the same way; a new replica's key lives
+only in its own directory (`epoch-E/replica-I/`). Every write and rename of one step is
+undone if a later one fails (`_Files`): a failed command leaves every file that existed
+before exactly as it was.
+
 Deterministic signatures make the command known before it is sent: the entry written by
 `plan` is the very request `apply` sends (`Plan.command`).
 """
@@ -22,9 +34,11 @@ Deterministic signatures make the command known before it is sent: the entry wri
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -41,6 +55,7 @@ from pbft.protocol.messages import CLIENT_NAME, Request
 from ..node.clusterfile import (
     ca_key_path,
     ca_path,
+    certificate_key,
     load_cluster,
     load_identity,
     node_files,
@@ -64,6 +79,117 @@ class Plan:
     new_replicas: dict[int, str] = field(default_factory=dict)
     """Replica id -> the directory to start it from (`pbft replica --config DIR/cluster.toml`)."""
     new_clients: list[str] = field(default_factory=list)
+    """Clients added: their keys are written beside the cluster file."""
+    rotated_clients: list[str] = field(default_factory=list)
+    """Clients given a new key: it waits as `client-NAME.epoch-E.key` until `apply`."""
+    same_address: list[int] = field(default_factory=list)
+    """Replicas given a new key at their old address: the new node can listen only once
+    the old one has stopped (it lingers after the change)."""
+    moved: list[tuple[str, str]] = field(default_factory=list)
+    """What `apply` renamed once the change took effect: (from, to)."""
+
+
+def aside_files(base_dir: str, node_id, epoch: int) -> tuple[str, str]:
+    """Where the key and certificate of a node that epoch `epoch` replaced or removed are
+    kept beside the cluster file: `replica-3.before-epoch-1.key` and `.pem`."""
+    return _infix(node_files(base_dir, node_id), f"before-epoch-{epoch}")
+
+
+def staged_files(base_dir: str, name: str, epoch: int) -> tuple[str, str]:
+    """Where `plan` writes a rotated client's new key and certificate until the change
+    takes effect: `client-alice.epoch-1.key` and `.pem`."""
+    return _infix(node_files(base_dir, name), f"epoch-{epoch}")
+
+
+def _infix(paths: tuple[str, str], infix: str) -> tuple[str, str]:
+    key_file, cert_file = (os.path.splitext(p) for p in paths)
+    return f"{key_file[0]}.{infix}{key_file[1]}", f"{cert_file[0]}.{infix}{cert_file[1]}"
+
+
+class _Files:
+    """The files one step writes or moves, undone together if a later one fails: a file
+    it created is removed, a file it overwrote is put back (the very file, kept aside
+    under a hidden name until `done`, so its content and mode are as they were), a file
+    it renamed is renamed back, a directory it made is removed."""
+
+    def __init__(self) -> None:
+        self._undo: list[Callable[[], None]] = []
+        self._kept: list[str] = []
+
+    def write(self, path: str, write: Callable[[str], None], *, atomic: bool = False) -> None:
+        """`write(path)`. An existing file is kept aside first: hard-linked when `write`
+        replaces the file atomically (readers never miss it), else renamed away."""
+        if os.path.lexists(path):
+            kept = _hidden_name(path)
+            if atomic:
+                os.link(path, kept)
+            else:
+                os.rename(path, kept)
+            self._kept.append(kept)
+            self._undo.append(lambda: _put_back(kept, path))
+        else:
+            self._undo.append(lambda: _remove(path))
+        write(path)
+
+    def move(self, src: str, dst: str) -> None:
+        """Rename `src` to `dst`, which must not exist."""
+        if os.path.lexists(dst):
+            raise FileExistsError(17, "File exists", dst)
+        os.rename(src, dst)
+        self._undo.append(lambda: os.rename(dst, src))
+
+    def makedirs(self, path: str) -> None:
+        made = _missing_dirs(path)
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        for d in made:
+            self._undo.append(lambda d=d: os.rmdir(d))
+
+    def undo(self) -> None:
+        for step in reversed(self._undo):
+            with contextlib.suppress(OSError):
+                step()
+        self._undo.clear()
+        self._kept.clear()
+
+    def done(self) -> None:
+        for kept in self._kept:
+            with contextlib.suppress(OSError):
+                os.unlink(kept)
+        self._undo.clear()
+        self._kept.clear()
+
+
+def _put_back(kept: str, path: str) -> None:
+    # rename() does nothing when both names are links to one file: the write never
+    # replaced it, and the extra name goes.
+    if os.path.lexists(path) and os.path.samestat(os.lstat(kept), os.lstat(path)):
+        os.unlink(kept)
+    else:
+        os.replace(kept, path)
+
+
+def _remove(path: str) -> None:
+    if os.path.lexists(path):
+        os.unlink(path)
+
+
+def _hidden_name(path: str) -> str:
+    directory, name = os.path.split(path)
+    for n in itertools.count():
+        kept = os.path.join(directory, f".{name}.pbft-undo-{os.getpid()}-{n}")
+        if not os.path.lexists(kept):
+            return kept
+    raise AssertionError("unreachable")
+
+
+def _unused(path: str) -> str:
+    """`path`, or `path` with `.2`, `.3`... before its suffix if it is taken."""
+    stem, ext = os.path.splitext(path)
+    candidate, n = path, 1
+    while os.path.lexists(candidate):
+        n += 1
+        candidate = f"{stem}.{n}{ext}"
+    return candidate
 
 
 def _address(text: str, what: str) -> tuple[str, int]:
@@ -115,11 +241,14 @@ def plan(
     out_dir = out_dir or os.path.join(base, f"epoch-{epoch}")
     issued: dict[int, object] = {}
     replicas = []
+    same_address = []
     for i in range(n):
         if i in replace or i in add:
             host, port = _address(replace.get(i) or add[i], f"replica {i}")
             issued[i] = issue(signer, ca_cert, config.cluster_id, i)
             replicas.append(ReplicaInfo(i, host, port, issued[i].public))  # type: ignore[attr-defined]
+            if i in replace and (host, port) == (config.replicas[i].host, config.replicas[i].port):
+                same_address.append(i)
         else:
             old = config.replicas[i]
             replicas.append(ReplicaInfo(i, old.host, old.port, old.public_key))
@@ -127,14 +256,15 @@ def plan(
         if name not in config.client_index:
             raise UsageError(f"client {name!r} is not in the group.")
     made_clients: dict[str, object] = {}
+    rotated: dict[str, object] = {}
     clients = []
     for c in config.clients:
         if c.id in (remove_clients or []):
             continue
         if c.id in (rotate_clients or []):
             # A new key for the same name: the old one is refused from the new epoch on.
-            made_clients[c.id] = issue(signer, ca_cert, config.cluster_id, c.id)
-            c = ClientInfo(c.id, made_clients[c.id].public)  # type: ignore[attr-defined]
+            rotated[c.id] = issue(signer, ca_cert, config.cluster_id, c.id)
+            c = ClientInfo(c.id, rotated[c.id].public)  # type: ignore[attr-defined]
         clients.append(c)
     for name in add_clients or []:
         if not CLIENT_NAME.match(name) or name == OPERATOR or name in config.client_index:
@@ -151,54 +281,71 @@ def plan(
     timestamp = time.time_ns() // 1000
     request = Request(reconfigure_operation(epoch, membership), timestamp + 1, OPERATOR)
     command = seal(operator.key, config.signing_domain, OPERATOR, request).to_bytes()
-    result = Plan(cluster_path, epoch, membership, command, timestamp)
+    result = Plan(cluster_path, epoch, membership, command, timestamp, same_address=same_address)
     text = _with_entry(cluster_path, epoch, 0, command)
     # Everything is checked; now the files. Where they go is checked first, and a write
-    # that fails all the same (a full disk) takes back what was written: one sentence,
-    # nothing left behind.
-    if made_clients:
+    # that fails all the same (a full disk) takes back what was written and puts back
+    # what was overwritten: one sentence, every file as it was.
+    if made_clients or rotated:
         _check_writable_dir(base, "the cluster file's directory")
     if issued:
         _check_writable_dir(out_dir, "the new replicas' directory")
-    written: list[str] = []
-    made_dirs: list[str] = []
+    files = _Files()
     try:
-        # New clients' keys go beside the cluster file (this is the operator's machine).
-        for name, made in made_clients.items():
-            key_file, cert_file = node_files(base, name)
-            _write_new(written, key_file, lambda p, m=made: _write_private(p, m.key_pem))  # type: ignore[attr-defined]
-            _write_new(written, cert_file, lambda p, m=made: _write_public(p, m.cert_pem))  # type: ignore[attr-defined]
-            result.new_clients.append(name)
+        # New clients' keys go beside the cluster file (this is the operator's machine);
+        # a rotated client's wait beside it until the change takes effect (`apply`).
+        for name, made in [*made_clients.items(), *rotated.items()]:
+            key_file, cert_file = node_files(base, name) if name in made_clients else staged_files(base, name, epoch)
+            files.write(key_file, lambda p, m=made: _write_private(p, m.key_pem))  # type: ignore[attr-defined]
+            files.write(cert_file, lambda p, m=made: _write_public(p, m.cert_pem))  # type: ignore[attr-defined]
+            (result.new_clients if name in made_clients else result.rotated_clients).append(name)
         for i, made in issued.items():
             d = os.path.join(out_dir, f"replica-{i}")
-            made_dirs += _missing_dirs(d)
-            os.makedirs(d, mode=0o700, exist_ok=True)
+            files.makedirs(d)
             key_file, cert_file = node_files(d, i)
             ca_copy = os.path.join(d, os.path.basename(ca_path(config)))
-            _write_new(written, key_file, lambda p, m=made: _write_private(p, m.key_pem))  # type: ignore[attr-defined]
-            _write_new(written, cert_file, lambda p, m=made: _write_public(p, m.cert_pem))  # type: ignore[attr-defined]
-            _write_new(written, ca_copy, lambda p: shutil.copyfile(ca_path(config), p))
-            _write_new(written, os.path.join(d, "cluster.toml"), lambda p: _write_atomic(p, _node_text(text)))
+            files.write(key_file, lambda p, m=made: _write_private(p, m.key_pem))  # type: ignore[attr-defined]
+            files.write(cert_file, lambda p, m=made: _write_public(p, m.cert_pem))  # type: ignore[attr-defined]
+            files.write(ca_copy, lambda p: shutil.copyfile(ca_path(config), p))
+            files.write(os.path.join(d, "cluster.toml"), lambda p: _write_atomic(p, _node_text(text)), atomic=True)
             result.new_replicas[i] = d
     except OSError as exc:
-        for path in reversed(written):
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-        for d in reversed(made_dirs):
-            with contextlib.suppress(OSError):
-                os.rmdir(d)
+        files.undo()
         where = f" {exc.filename}" if exc.filename else ""
         raise UsageError(f"cannot write the new nodes' files{where}: {exc.strerror or exc}; nothing was written.") from None
+    files.done()
     return result
 
 
-def _write_new(written: list[str], path: str, write) -> None:
-    """`write(path)`, and `path` noted in `written` if it did not exist before (so a
-    later failure removes only what this plan created)."""
-    existed = os.path.lexists(path)
-    write(path)
-    if not existed:
-        written.append(path)
+def _superseded(p: Plan) -> list[tuple[str, str]]:
+    """The renames that make the key files beside the cluster file those of epoch
+    `p.epoch`, checked before the change is sent: (from, to), in order. Every replica
+    and client whose key the change replaces or removes has its key and certificate moved
+    aside (`aside_files`); a rotated client's new ones (`staged_files`, written by
+    `plan`) then take their place. UsageError if a rotated client's new key is missing
+    or is not the one the planned command names (the plan was made again since)."""
+    config = load_cluster(p.cluster_path)
+    base = config.base_dir
+    old = {**{r.id: r.public_key for r in config.replicas}, **{c.id: c.public_key for c in config.clients}}
+    new = {**{r.id: r.public_key for r in p.membership.replicas}, **{c.id: c.public_key for c in p.membership.clients}}
+    moves: list[tuple[str, str]] = []
+    for node_id in [*old, *(i for i in new if i not in old and isinstance(i, int))]:
+        if old.get(node_id) == new.get(node_id):
+            continue
+        for path, aside in zip(node_files(base, node_id), aside_files(base, node_id, p.epoch), strict=True):
+            if os.path.lexists(path):
+                moves.append((path, _unused(aside)))
+        if isinstance(node_id, str) and node_id in new:  # a rotated client
+            key_file, cert_file = staged_files(base, node_id, p.epoch)
+            try:
+                cert = read_certificate(cert_file, f"the new certificate of client {node_id!r}")
+            except ConfigError as exc:
+                raise UsageError(f"{exc} Plan the change again.") from None
+            if certificate_key(cert) != new[node_id] or not os.path.exists(key_file):
+                raise UsageError(f"{key_file} and {cert_file} are not client {node_id!r}'s new key and certificate "
+                                 "in this plan (was the change planned again since?).")
+            moves += zip((key_file, cert_file), node_files(base, node_id), strict=True)
+    return moves
 
 
 def _missing_dirs(path: str) -> list[str]:
@@ -259,6 +406,7 @@ async def apply(p: Plan, timeout: float = 60.0) -> dict:
     Returns the replicas' answer: {"epoch", "after"}; UsageError if they refused it."""
     from ..node.client import open_client
 
+    moves = _superseded(p)
     async with open_client(p.cluster_path, OPERATOR, timeout=timeout) as client:
         client.core.timestamp = p.timestamp  # the next request is the one signed in `plan`
         result = await client.execute(reconfigure_operation(p.epoch, p.membership))
@@ -266,10 +414,25 @@ async def apply(p: Plan, timeout: float = 60.0) -> dict:
     if not isinstance(answer, dict) or "error" in answer:
         raise UsageError(f"the replicas refused the change: {answer.get('error') if isinstance(answer, dict) else answer}.")
     text = _with_entry(p.cluster_path, p.epoch, answer["after"], p.command)
-    _write_atomic(p.cluster_path, text)
-    for d in p.new_replicas.values():
-        _write_atomic(os.path.join(d, "cluster.toml"), _node_text(text))
-    load_cluster(p.cluster_path)  # what we wrote must read back
+    files = _Files()
+    try:
+        for src, dst in moves:
+            files.move(src, dst)
+        files.write(p.cluster_path, lambda path: _write_atomic(path, text), atomic=True)
+        for d in p.new_replicas.values():
+            files.write(os.path.join(d, "cluster.toml"), lambda path: _write_atomic(path, _node_text(text)),
+                        atomic=True)
+        load_cluster(p.cluster_path)  # what we wrote must read back
+    except (OSError, ConfigError) as exc:
+        files.undo()
+        why = f"{exc.filename}: {exc.strerror or exc}" if isinstance(exc, OSError) and exc.filename else str(exc)
+        raise UsageError(
+            f"the replicas took the change to epoch {p.epoch} (after checkpoint {answer['after']}), but it "
+            f"could not be recorded ({why.rstrip('.')}); every file was put back as it was, so "
+            f"{p.cluster_path} does not record epoch {p.epoch} yet."
+        ) from None
+    files.done()
+    p.moved = list(moves)
     return answer
 
 

@@ -29,7 +29,7 @@ import os
 from dataclasses import dataclass, field
 
 from pbft.errors import ConfigError, UsageError
-from pbft.protocol.config import ClusterConfig, check_cluster
+from pbft.protocol.config import OPERATOR, ClusterConfig, check_cluster
 
 from ..node.clusterfile import (
     PASSPHRASE_ENV,
@@ -183,7 +183,10 @@ def _check_members(report: Report, config: ClusterConfig, now: datetime.datetime
         report.errors.append(str(exc))
         return
     _check_validity(report, ca, ca_file, now)
-    members = [*(r.id for r in config.replicas), *(c.id for c in config.clients)]
+    # The operator's key and certificate are checked like a member's: `pbft admin`
+    # refuses a pair that does not match the [operator] public_key.
+    members = [*(r.id for r in config.replicas), *(c.id for c in config.clients),
+               *([OPERATOR] if config.operator_key else [])]
     for node_id in members:
         named = _named_certificate(config, node_id)
         cert_file = cert_path(config, node_id)
@@ -204,6 +207,8 @@ def _check_members(report: Report, config: ClusterConfig, now: datetime.datetime
 
 
 def _named_certificate(config: ClusterConfig, node_id) -> str:
+    if node_id == OPERATOR:
+        return ""  # the operator's is always client-operator.pem (cert_path)
     if isinstance(node_id, str):
         return config.client_index[node_id].certificate
     return config.replicas[node_id].certificate
@@ -261,7 +266,7 @@ def _key_problem(report: Report, key_file: str, exc: ConfigError) -> None:
     # An encrypted key without a passphrase is not a mistake, only something not checked.
     if "is encrypted and no passphrase was given" in str(exc):
         report.unopened.append(os.path.basename(key_file))
-    else:
+    elif str(exc) not in report.errors:  # one sentence about the passphrase, not one per key
         report.errors.append(str(exc))
 
 

@@ -138,7 +138,9 @@ def test_keygen_passphrase_env_must_be_set(tmp_path: Path, capsys: pytest.Captur
 def test_config_check_notes_encrypted_keys_it_cannot_open(locked: Path) -> None:
     report = check_cluster_file(str(locked))
     assert report.errors == [] and report.warnings == []
-    assert len(report.notes) == 1 and "7 private key files are encrypted" in report.notes[0]
+    # 4 replicas, alice, bob, the operator and the CA (the operator's was left out before).
+    assert len(report.notes) == 1 and "8 private key files are encrypted" in report.notes[0]
+    assert "client-operator.key" in report.notes[0]
 
 
 # ---------------------------------------------------------------------------- permissions

@@ -185,8 +185,11 @@ async def test_a_member_restarted_with_its_old_cluster_file_comes_back_in_its_st
     ports = free_ports(5)
     path = generate_cluster(os.path.join(tmp, "c"), f=1, clients=["c0"], ports=ports[:4],
                             cluster_id="recon-restart", checkpoint_interval=16)
-    old_path = os.path.join(os.path.dirname(path), "cluster-epoch0.toml")
-    shutil.copy(path, old_path)
+    # The file as replica 0's host was first given it, in a directory of its own: the
+    # operator's directory has the superseded replica-3.pem moved aside by the change.
+    old_dir = os.path.join(tmp, "host-0")
+    shutil.copytree(os.path.dirname(path), old_dir)
+    old_path = os.path.join(old_dir, "cluster.toml")
     group = LocalCluster(path, load_cluster(path), log_dir=os.path.join(tmp, "logs"))
     started: list[LocalCluster] = [group]
     try:
