@@ -2,7 +2,9 @@
 
 `open_client` is the Python API (README, sending requests from Python). Its errors, importable from here:
 `ConfigError` (a bad cluster file, client name or key: raised by `open_client`),
-`ClientError` (the service refused the request), `RequestTooLarge` (a `ClientError`: a
+`ClientError` (`put`, `get` or `delete`: the key-value store refused the request;
+`execute` returns a service's error result as bytes instead, docs/services.md),
+`RequestTooLarge` (a `ClientError`: a
 request over a size limit, refused before anything is sent) and `TimestampError`; a call
 that gets no answer within its timeout raises the built-in `TimeoutError`. Wrong arguments
 are refused before anything is sent: `TypeError` for a key, value or operation that is not

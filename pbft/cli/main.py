@@ -193,8 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--passphrase-file", default=None, metavar="FILE",
                    help="encrypt the private keys with the first line of FILE")
     _service_options(k, "write a [service] table naming this class (module.path:Class or FILE.py:Class, "
-                        "a FILE relative to --dir) into the cluster file: the replicated service "
-                        "instead of the key-value store (docs/services.md)")
+                        "a FILE relative to --dir, else to the working directory) into the cluster file: "
+                        "the replicated service instead of the key-value store (docs/services.md)")
 
     r = sub.add_parser("replica", help="run one replica")
     r.add_argument("--config", required=True)
@@ -500,6 +500,12 @@ def _main(argv: list[str] | None) -> int:
         key = f"trace {args.trace_command}"
     handler = _handler(key)
     try:
+        if key == "keygen" and args.service is not None and args.dir:
+            from ..cluster.keygen import locate_service
+
+            # FILE.py as the cluster file will name it (relative to --dir, or to the
+            # working directory if it is there); a missing one names the paths looked at.
+            args.service = locate_service(args.service, args.dir)
         return int(handler(args) or 0)
     except (UsageError, ConfigError) as exc:
         print(f"pbft: {exc}", file=sys.stderr)

@@ -28,13 +28,35 @@ from ..sim.simulation import Simulation
 from ..sim.trace import TraceWriter
 
 
-def print_violation(r: RunResult, out=None, path: str = "FILE") -> None:
-    """The first violation, the command that replays it (`path`: the scenario file) and
-    the trace leading to it."""
+def replay_command(path: str, seed: int, options: tuple[str, ...] = ()) -> str:
+    """`pbft scenario run PATH --seed SEED` and every other option that changed the run
+    (`options`, from `run_options`), quoted for a shell."""
+    return " ".join(shlex.quote(word) for word in ("pbft", "scenario", "run", path, "--seed", str(seed), *options))
+
+
+def run_options(args, real: bool = False) -> tuple[str, ...]:
+    """The options of `pbft scenario run` besides the files and the seed that change what a
+    run does, as given (a replay runs from the same directory): `--real`, `--broken NAME`,
+    `--service REF` and each `--service-param KEY=VALUE`. `--trace` and `--json` change
+    only what is written, not the run."""
+    words: list[str] = ["--real"] if real else []
+    if getattr(args, "broken", None):
+        words += ["--broken", args.broken]
+    if getattr(args, "service", None) is not None:
+        words += ["--service", args.service]
+        for item in getattr(args, "service_param", None) or []:
+            words += ["--service-param", item]
+    return tuple(words)
+
+
+def print_violation(r: RunResult, out=None, path: str = "FILE", options: tuple[str, ...] = ()) -> None:
+    """The first violation, the command that replays it (`path`: the scenario file;
+    `options`: the other options the run was given, `run_options`) and the trace leading
+    to it."""
     out = out or sys.stdout
     for v in r.violations[:1]:
         print(f"  seed {r.seed}: {v.check}: {v.detail}", file=out)
-        print(f"  replay: pbft scenario run {shlex.quote(path)} --seed {r.seed}", file=out)
+        print(f"  replay: {replay_command(path, r.seed, options)}", file=out)
         print(f"  last {len(r.trace_tail)} events:", file=out)
         for line in r.trace_tail:
             print(f"    {line}", file=out)
@@ -165,8 +187,12 @@ def cmd_scenario_real(args) -> int:
             path = trace
         failed |= _verdict(r) in FAILING
         if not args.json:
-            print_run(r, s, f"{r.wall_ms / 1000:.2f} s", trace=path or "")
+            print_run(r, s, f"{r.wall_ms / 1000:.2f} s", trace=path or "", replay_broken=getattr(args, "broken", None))
             realscenario.print_result(r)
+            if _verdict(r) in FAILING:
+                # Real processes: the same seed gives the same faults, not the same timing.
+                print(f"  run again: {replay_command(s.source or 'FILE', r.seed, run_options(args, real=True))} "
+                      "(real processes: the same faults and seed, not the same timing)")
     if args.json:
         print(json.dumps([result_json(r) for r in results], indent=2))
     return 1 if failed else 0
@@ -241,13 +267,29 @@ def load_all(args) -> tuple[list, str | None]:
     broken = getattr(args, "broken", None)
     if broken is not None:
         check_broken(broken, "--broken")
-    service = service_from_options(getattr(args, "service", None), getattr(args, "service_param", []), os.getcwd())
+    ref = getattr(args, "service", None)
+    if ref is not None:
+        _check_service_file(ref)
+    service = service_from_options(ref, getattr(args, "service_param", []), os.getcwd())
     scenarios = [load_scenario(path) for path in args.files]
     if broken:
         scenarios = [replace(s, broken=broken) for s in scenarios]
     if service is not None:
         scenarios = [replace(s, service=service) for s in scenarios]
     return scenarios, broken
+
+
+def _check_service_file(ref: str) -> None:
+    """`--service FILE.py:Class` with no such file: UsageError naming the full path looked
+    at (a FILE is relative to the working directory)."""
+    from ..adversary.loader import is_file, resolve_path
+
+    where, sep, _ = ref.rpartition(":")
+    if sep and where and is_file(where):
+        path = resolve_path(where)
+        if not os.path.lexists(path):
+            raise UsageError(f"--service {ref}: no such service file: looked for {path} (relative to the "
+                             "working directory).")
 
 
 def cmd_scenario_run(args) -> int:
@@ -287,7 +329,7 @@ def _run_sims(args, scenarios, sims, broken, paths) -> int:
             print_run(r, s, f"{r.virtual_ms} virtual ms, {r.delivered} messages, {elapsed:.2f} s",
                       trace=path, replay_broken=broken)
             if r.violations:
-                print_violation(r, path=s.source or "FILE")
+                print_violation(r, path=s.source or "FILE", options=run_options(args))
     if args.json:
         print(json.dumps([result_json(r) for r in results], indent=2))
     return 1 if failed else 0

@@ -81,7 +81,7 @@ def cmd_trace_html(args) -> int:
     out = args.output or _default_output(args.file)
     size = html.write(m, out, at)
     took = time.perf_counter() - started
-    where = f", opens at {at - m.t_start:g} ms" if at is not None else ""
+    where = f", opens at {html.ms_text(at - m.t_start)} ms" if at is not None else ""
     print(f"{out}: {len(m.arrows)} messages, {len(m.equivocations)} equivocations, "
           f"{len(m.violations)} violations{where} ({size / 1e6:.2f} MB, {took:.2f} s)")
     if m.ignored:

@@ -382,13 +382,22 @@ async def phase_status(demo: Demo) -> None:
     statuses = await demo.observer.status(timeout=5.0)
     demo.lines.append(f"{'replica':>7}  {'view':>5}  {'executed':>8}  {'stable':>8}")
     for i in demo.config.replica_ids():
-        s = statuses.get(i)
-        if s is None:
-            demo.lines.append(f"{i:>7}  unreachable")
-        else:
-            demo.lines.append(f"{i:>7}  {s.view:>5}  {s.last_executed:>8}  {s.stable_seq:>8}")
+        demo.lines.append(status_row(i, statuses.get(i)))
     if len(statuses) < demo.config.quorum:
         demo.failures.append(f"only {len(statuses)} replicas answered the status query")
+
+
+def status_row(replica: int, s: Any) -> str:
+    """One replica's line of the summary (`s` its STATUS, None if it did not answer). A
+    stable checkpoint above what it executed means it learnt of a checkpoint 2f+1 others
+    took before it got there (the Byzantine phase restarts a replica, which then lags):
+    it is fetching that checkpoint's state, which the line says."""
+    if s is None:
+        return f"{replica:>7}  unreachable"
+    line = f"{replica:>7}  {s.view:>5}  {s.last_executed:>8}  {s.stable_seq:>8}"  # epoch 0: no changes here
+    if s.last_executed < s.stable_seq:
+        line += "  catching up: fetching the state of its stable checkpoint (state transfer)"
+    return line
 
 
 PHASES: list[Phase] = [phase_workload, phase_primary_crash, phase_byzantine, phase_status]

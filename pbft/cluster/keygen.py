@@ -443,3 +443,29 @@ def add_client(cluster_path: str, name: str, passphrase: bytes | None = None) ->
     except OSError as exc:
         raise UsageError(f"cannot write {exc.filename or base}: {exc.strerror or exc}.") from None
     load_cluster(cluster_path)  # what we wrote must read back
+
+
+def locate_service(ref: str, directory: str) -> str:
+    """`pbft keygen --dir DIRECTORY --service REF`: REF as the cluster file in DIRECTORY
+    is to name it. A relative FILE.py path is looked for relative to DIRECTORY first (where
+    the cluster file resolves it), then relative to the working directory (as `pbft
+    scenario run --service` takes it); found there, it is given relative to DIRECTORY, so
+    the cluster file still finds it. Found in neither: UsageError naming both paths looked
+    at. A module path or an absolute path is returned as it is (the loader reports it)."""
+    from ..adversary.loader import is_file
+
+    where, sep, cls = ref.rpartition(":")
+    path = os.path.expanduser(where)
+    if not sep or not where or not is_file(where) or os.path.isabs(path):
+        return ref
+    base = os.path.abspath(directory)
+    in_dir = os.path.abspath(os.path.join(base, path))
+    if os.path.lexists(in_dir):
+        return ref
+    here = os.path.abspath(path)
+    if os.path.lexists(here):
+        return f"{os.path.relpath(here, base)}:{cls}"
+    raise UsageError(
+        f"--service {ref}: no such service file: looked for {in_dir} (relative to --dir, where the "
+        f"cluster file looks) and {here} (relative to the working directory)."
+    )

@@ -73,7 +73,8 @@ TICK = Tick()
 
 
 class ClientError(RuntimeError):
-    """The service answered with an error result (e.g. a value that is too large), or the
+    """`put`, `get` or `delete`: the key-value store answered with an error result (e.g.
+    a value that is too large; `execute` returns error results as bytes), or the
     request cannot be made (`TimestampError`; a call on a client whose `open_client`
     block has ended: "the client is closed")."""
 
@@ -191,7 +192,9 @@ class Client:
     # -- raw operations -----------------------------------------------------------------
 
     async def execute(self, operation: bytes, read_only: bool = False) -> bytes:
-        """Submit one operation and wait until enough replicas agree on its result.
+        """Submit one operation and wait until enough replicas agree on its result, and
+        return the result bytes: a service's error (`{"error": ...}` in CBOR) is a result
+        like any other, returned, not raised (docs/services.md, "Calling it").
         RequestTooLarge at once for an operation no replica would accept; TypeError at once
         for an operation that is not bytes; ClientError once the client is closed."""
         self._check_open()

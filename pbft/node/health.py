@@ -21,10 +21,16 @@ One replica (the HTTP endpoints on its metrics address, `routes`):
     the others comes from the core: their STATUS reports, their CHECKPOINTs inside its
     window and their claims above it. All of these only ever understate where a correct
     replica is, so stale knowledge can make it ready too early, never keep it not ready.
-* `/status`: the replica's own view, primary, whether the view is active, last executed,
-  stable checkpoint, log size, state transfer, connected peers, its Byzantine behaviour
-  if it runs one, and its readiness (`replica_status`), with the field names of a row of
-  `pbft status --json`.
+* `/status`: the replica's own epoch and view, primary, whether the view is active, last
+  executed, stable checkpoint, log size, state transfer, connected peers, its Byzantine
+  behaviour if it runs one, and its readiness (`replica_status`), with the field names of
+  a row of `pbft status --json` (and a few more).
+
+Views as a person reads them (`view_text`, `view_fields`): a view number carries its
+configuration epoch in its high bits (pbft.protocol.epochs: epoch e's views count from
+e << 32), so every output shows the epoch and the view within it ("epoch 2, view 0"; just
+"view 3" in epoch 0), and JSON gives `epoch`, `view` (within the epoch) and `view_number`
+(the raw number, for comparing views across epochs).
 
 A cluster (`judge`, from the signed STATUS answers `pbft status` collects):
 * `healthy`: every replica answered, all in one view, none lagging;
@@ -55,6 +61,21 @@ EXIT = {HEALTHY: 0, DEGRADED: 3, UNAVAILABLE: 4}
 """`pbft status` exit status per verdict (1 and 2 keep their CLI-wide meanings)."""
 
 JSON = "application/json"
+
+
+def view_text(view: int) -> str:
+    """A view as an operator reads it: `view 3`, or `epoch 2, view 3` once the group has
+    been changed (pbft.protocol.epochs: epoch e's views count from e << 32)."""
+    epoch = epoch_of_view(view)
+    v = view - first_view(epoch)
+    return f"view {v}" if epoch == 0 else f"epoch {epoch}, view {v}"
+
+
+def view_fields(view: int) -> dict[str, int]:
+    """A view in JSON: `epoch`, `view` (within the epoch) and `view_number` (the raw
+    number, epoch << 32 plus the view within it)."""
+    epoch = epoch_of_view(view)
+    return {"epoch": epoch, "view": view - first_view(epoch), "view_number": view}
 
 
 def lag_limit(config: ClusterConfig) -> int:
@@ -135,7 +156,7 @@ def readiness(node: Any) -> Readiness:
             f"{settle_seconds(config):g} s to hear where the others are"
         )
     if core.status is ViewStatus.VIEW_CHANGE:
-        failing["view"] = f"view {core.view} is not active (a view change is in progress)"
+        failing["view"] = f"{view_text(core.view)} is not active (a view change is in progress)"
     transfer = core.transfer
     executed, stable = core.last_executed, core.stable_seq
     if transfer is not None:
@@ -166,7 +187,8 @@ def behaviour_name(node: Any) -> str | None:
 
 
 def replica_status(node: Any, ready: Readiness | None = None) -> dict[str, Any]:
-    """The replica's own status as JSON: a row of `pbft status --json` and more."""
+    """The replica's own status as JSON: the fields of a row of `pbft status --json`
+    (`behind` and `lagging` from what this replica knows of the others) and more."""
     core = node.replica
     ready = ready or readiness(node)
     transfer = core.transfer
@@ -174,7 +196,7 @@ def replica_status(node: Any, ready: Readiness | None = None) -> dict[str, Any]:
     return {
         "id": node.id,
         "reachable": True,
-        "view": core.view,
+        **view_fields(core.view),
         "primary": core.primary,
         "view_active": core.status is ViewStatus.NORMAL,
         "last_executed": core.last_executed,
@@ -186,6 +208,7 @@ def replica_status(node: Any, ready: Readiness | None = None) -> dict[str, Any]:
         "verify_threads": 0 if pool is None else pool.threads,
         "verified_on_threads": 0 if pool is None else pool.offloaded,
         **ready.as_json(),
+        "lagging": ready.behind > lag_limit(node.config),
     }
 
 
@@ -251,9 +274,7 @@ def judge(config: ClusterConfig, statuses: Mapping[int, Any]) -> Judgement:
         row = {
             "id": i,
             "reachable": True,
-            "epoch": epoch_of_view(s.view),
-            "view": s.view - first_view(epoch_of_view(s.view)),
-            "view_number": s.view,
+            **view_fields(s.view),
             "primary": config.primary(s.view),
             "last_executed": s.last_executed,
             "stable_checkpoint": s.stable_seq,
@@ -270,13 +291,14 @@ def judge(config: ClusterConfig, statuses: Mapping[int, Any]) -> Judgement:
             if epoch_of_view(s.view) == epoch_of_view(view) == 0:
                 reasons.append(f"replica {i} is in view {s.view}, not {view}")
             else:
-                reasons.append(f"replica {i} is in {_view_text(s.view)}, not {_view_text(view)}")
+                reasons.append(f"replica {i} is in {view_text(s.view)}, not {view_text(view)}")
         if row["lagging"]:
             reasons.append(f"replica {i} is {behind} behind")
     in_view = views[view] if view is not None else 0
     if in_view < config.quorum:
         verdict = UNAVAILABLE
-        reasons.insert(0, f"{in_view} replicas agree on a view, {config.quorum} needed")
+        agree = f"{in_view} replica agrees" if in_view == 1 else f"{in_view} replicas agree"
+        reasons.insert(0, f"{agree} on a view, {config.quorum} needed")
     else:
         verdict = DEGRADED if reasons else HEALTHY
     return Judgement(verdict, view, reasons, rows)
@@ -299,27 +321,22 @@ def render_text(config: ClusterConfig, j: Judgement) -> str:
             f"{row['id']:>7}  {row['epoch']:>5}  {row['view']:>6}  {row['primary']:>7}  {row['last_executed']:>9}  "
             f"{row['stable_checkpoint']:>9}  {row['log_size']:>6}  {row['behind']:>6}{mark}"
         )
-    where = "" if j.view is None else f" ({_view_text(j.view)}, primary {config.primary(j.view)})"
+    where = "" if j.view is None else f" ({view_text(j.view)}, primary {config.primary(j.view)})"
     why = f": {'; '.join(j.reasons)}" if j.reasons else ""
     lines.append(f"{j.verdict}{where}{why}")
     return "\n".join(lines)
 
 
-def _view_text(view: int) -> str:
-    """A view as an operator reads it: `view 3`, or `epoch 2, view 3` once the group has
-    been changed (pbft.protocol.epochs: epoch e's views count from e << 32)."""
-    epoch = epoch_of_view(view)
-    v = view - first_view(epoch)
-    return f"view {v}" if epoch == 0 else f"epoch {epoch}, view {v}"
-
-
 def render_json(config: ClusterConfig, j: Judgement) -> dict[str, Any]:
+    """`pbft status --json` (its fields: README, "Running a cluster", and docs/formats.md):
+    `epoch`, `view` (within the epoch) and `view_number` (raw) are the cluster's view as
+    in each row, all null when no replica answered."""
+    fields = view_fields(j.view) if j.view is not None else {"epoch": None, "view": None, "view_number": None}
     return {
         "cluster": config.cluster_id,
         "verdict": j.verdict,
         "exit_status": j.exit_status,
-        "view": j.view,
-        "epoch": None if j.view is None else epoch_of_view(j.view),
+        **fields,
         "primary": None if j.view is None else config.primary(j.view),
         "reasons": j.reasons,
         "lag_limit": lag_limit(config),

@@ -154,7 +154,10 @@ class NodeMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.transport: Any = None
-        self.view = Gauge("pbft_view", "Current view", registry=r)
+        self.view = Gauge(
+            "pbft_view", "Current view number, raw: epoch << 32 plus the view within the epoch (pbft_epoch)",
+            registry=r,
+        )
         self.epoch = Gauge("pbft_epoch", "Current configuration epoch", registry=r)
         self.last_executed = Gauge("pbft_last_executed", "Last executed sequence number", registry=r)
         self.cpu_ratio = Gauge(

@@ -182,6 +182,12 @@ def event_log(level: int, event: str, replica: int, msg: str, *args: object, **f
         log.log(level, msg, *args, extra={"event": event, "replica": replica, "fields": fields})
 
 
+def _of_epoch(epoch: int) -> str:
+    """What a view-change log line adds after the view within its epoch: nothing in epoch
+    0, ` (epoch E)` after (the text keeps `view N started` / `view N installed`)."""
+    return "" if epoch == 0 else f" (epoch {epoch})"
+
+
 def _note_event(text: str) -> tuple[str, dict[str, object]]:
     for pattern, event, names in NOTE_EVENTS:
         m = pattern.match(text)
@@ -383,8 +389,8 @@ class ReplicaNode:
         address = f"{me.host}:{self.port if self.port is not None else me.port}"
         data = self.storage.path if self.storage is not None else None
         core = self.replica
-        text = STARTED.format(id=self.id, address=address) + " (view %d, last executed %d, data %s)"
-        args: list[object] = [core.view, core.last_executed, data or "none: nothing is kept"]
+        text = STARTED.format(id=self.id, address=address) + " (%s, last executed %d, data %s)"
+        args: list[object] = [health.view_text(core.view), core.last_executed, data or "none: nothing is kept"]
         level = logging.INFO
         if self.behaviour is not None:
             level = logging.WARNING
@@ -398,7 +404,7 @@ class ReplicaNode:
             args.append(self.broken)
         lifecycle.log(level, text, *args, extra={
             "event": "replica-started", "replica": self.id,
-            "fields": {"address": address, "view": core.view, "last_executed": core.last_executed,
+            "fields": {"address": address, **health.view_fields(core.view), "last_executed": core.last_executed,
                        "data": data, "behaviour": self.behaviour, "broken": self.broken,
                        "pid": os.getpid()},
         })
@@ -414,10 +420,11 @@ class ReplicaNode:
             reason = self.stop_reason or asked or "cancelled"
         core = self.replica
         lifecycle.log(
-            level, "replica %d stopped: %s (view %d, last executed %d)",
-            self.id, reason, core.view, core.last_executed,
+            level, "replica %d stopped: %s (%s, last executed %d)",
+            self.id, reason, health.view_text(core.view), core.last_executed,
             extra={"event": "replica-stopped", "replica": self.id,
-                   "fields": {"reason": reason, "view": core.view, "last_executed": core.last_executed}},
+                   "fields": {"reason": reason, **health.view_fields(core.view),
+                              "last_executed": core.last_executed}},
         )
 
     def recover(self) -> None:
@@ -666,7 +673,8 @@ class ReplicaNode:
                     self.executed = seq
                     m.on_executed(seq, requests)
                     if log.isEnabledFor(logging.DEBUG):
-                        log.debug("replica %d executed seq %d (view %d, %d requests)", self.id, seq, view, len(requests))
+                        log.debug("replica %d executed seq %d (%s, %d requests)", self.id, seq,
+                                  health.view_text(view), len(requests))
                 case CheckpointStable(seq, digest):
                     m.on_stable(seq)
                     self._trim.maybe()
@@ -680,15 +688,18 @@ class ReplicaNode:
                     self.stop(f"replica {self.id} is not a member of epoch {epoch}: retired")
                 case ViewChangeStarted(view):
                     m.view_changes.inc()
+                    vf = health.view_fields(view)
                     event_log(
                         logging.INFO, "view-change-started", self.id,
-                        "replica %d: view change to view %d started", self.id, view, view=view,
+                        "replica %d: view change to view %d started%s", self.id, vf["view"], _of_epoch(vf["epoch"]),
+                        **vf,
                     )
                 case ViewInstalled(view, primary):
+                    vf = health.view_fields(view)
                     event_log(
                         logging.INFO, "view-installed", self.id,
-                        "replica %d: view %d installed, primary %d", self.id, view, primary,
-                        view=view, primary=primary,
+                        "replica %d: view %d installed, primary %d%s", self.id, vf["view"], primary,
+                        _of_epoch(vf["epoch"]), **vf, primary=primary,
                     )
                 case StateTransferStarted(seq, digest):
                     event_log(

@@ -171,7 +171,18 @@ def resolve_at(model: Model, at: str | None) -> float | None:
         raise UsageError(f"--at {at!r}: give a time in ms or 'violation'.") from None
     if not math.isfinite(ms) or ms < 0:
         raise UsageError(f"--at {at}: give a time in ms from 0 (the trace's first record) or 'violation'.")
+    length = model.t_end - model.t_start
+    if ms > length:
+        raise UsageError(f"--at {at}: the run ends {ms_text(length)} ms after its first record; give a time "
+                         f"from 0 to {ms_text(length)} or 'violation'.")
     return model.t_start + ms
+
+
+def ms_text(ms: float) -> str:
+    """A time in ms as a person reads it: plain digits, at most three decimals, no
+    exponent (`1e+08` is 100000000)."""
+    text = f"{ms:.3f}".rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
 
 
 def render(model: Model, at: float | None = None) -> str:
