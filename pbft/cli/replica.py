@@ -158,21 +158,32 @@ def cmd_up(args) -> int:
     --data if given, else `<cluster dir>/data`, and logs to `<log dir>/replica-<id>.log`
     (--log-dir, else `<cluster dir>/logs`; the same files every run, appended to).
 
+    The replicas are those of the file's latest epoch (`[[epoch]]` entries written by
+    `pbft admin`); one whose key a change replaced runs from the directory `pbft admin`
+    wrote for it, or is not started if its files are not there (launcher.up_sources).
+
     A port something else holds is an operator mistake (exit 2, naming the port and, if
     /proc tells, its holder), found before any replica starts; a replica counts as
     started once it logs that it listens. A replica that exits later is restarted with
     growing delays (launcher.Supervisor), each exit said on stdout with its status or
-    signal; after repeated short runs `pbft up` stops the others and exits 1. Signal
-    handlers are installed explicitly, so a shell that started it with SIGINT ignored
-    (a background job without job control) still stops it with SIGINT; a second signal
-    while stopping kills the replicas at once."""
-    from ..cluster.launcher import GiveUp, LaunchError, LocalCluster, Supervisor
+    signal; one that exits 0 (it retired, or was stopped on purpose) or 2 (an operator
+    mistake), or after five short runs in a row, is not restarted, said once, and the
+    others keep running. `pbft up` exits once no replica is left running, or at Ctrl-C:
+    1 if a replica is down (each named on stderr with why), else 0. Signal handlers are
+    installed explicitly, so a shell that started it with SIGINT ignored (a background
+    job without job control) still stops it with SIGINT; a second signal while stopping
+    kills the replicas at once."""
+    from ..cluster.launcher import LaunchError, LocalCluster, Supervisor, up_sources
 
     setup_logging(args)
     config = load_config(args.config)
     ids = [r.id for r in config.replicas if _is_local(r.host)]
     if not ids:
         raise UsageError(f"no replica in {args.config} has an address on this host.")
+    paths, data_dirs, skipped = up_sources(args.config, config, ids, args.data)
+    ids = [i for i in ids if i not in skipped]
+    if not ids:
+        raise UsageError(" ".join(f"replica {i} cannot be started: {why}." for i, why in skipped.items()))
     cluster = LocalCluster(
         args.config,
         config,
@@ -181,10 +192,20 @@ def cmd_up(args) -> int:
         log_dir=args.log_dir,
         log_level=args.log_level,
         extra_args=["--log-format", args.log_format],
+        config_paths=paths,
+        data_dirs=data_dirs,
     )
 
     def say(text: str) -> None:
         print(text, flush=True)
+
+    def down(supervisor: Supervisor | None) -> int:
+        """Name every replica that is down, on stderr: exit 1 if any, else 0."""
+        reasons = {**{i: f"not started: {why}" for i, why in skipped.items()},
+                   **(supervisor.down if supervisor else {})}
+        for i, why in sorted(reasons.items()):
+            print(f"pbft: replica {i} is down: {why}.", file=sys.stderr, flush=True)
+        return 1 if reasons else 0
 
     phase = ["starting"]  # then "running", then "stopping"
 
@@ -208,21 +229,23 @@ def cmd_up(args) -> int:
             phase[0] = "running"
         for i in ids:
             r = config.replicas[i]
+            source = f", config: {paths[i]}" if i in paths else ""
             say(
                 f"replica {i} listening on {r.host}:{r.port} (pid {cluster.procs[i].pid}, "
-                f"log: {cluster.log_path(i)}, data: {cluster.data_dir(i)})"
+                f"log: {cluster.log_path(i)}, data: {cluster.data_dir(i)}{source})"
             )
+        for i, why in skipped.items():
+            say(f"replica {i} not started: {why}")
         say("press Ctrl-C to stop")
         supervisor = Supervisor(cluster, say)
         while phase[0] == "running":
-            try:
-                supervisor.poll()
-            except GiveUp as exc:
+            supervisor.poll()
+            if not supervisor.running:
                 phase[0] = "stopping"
-                print(f"pbft: {exc}", file=sys.stderr, flush=True)
-                return 1
+                say("no replica is left running")
+                break
             time.sleep(UP_POLL)
-        return 0
+        return down(supervisor)
     finally:
         phase[0] = "stopping"
         cluster.stop()

@@ -25,14 +25,26 @@ a restarted process appends to its file).
 `Supervisor` keeps the replicas of a cluster running for `pbft up`: a replica that exits
 is restarted after a delay that doubles with each exit that follows a short run
 (RESTART_FIRST, at most RESTART_MAX; a run of RESTART_STABLE seconds starts over), each
-exit said in one line with its status or signal; after RESTART_LIMIT short runs in a row
-it gives up (`GiveUp`), because something that will not fix itself is wrong.
+exit said in one line with its status or signal. Three kinds of exit are final, said once,
+and leave the other replicas running: status 0 (the replica stopped on purpose: it
+retired because a configuration change left it out, or someone stopped it), status 2 (an
+operator mistake, such as a key that does not match the cluster file: `pbft replica`'s
+exit codes, and why the systemd unit has RestartPreventExitStatus=2), and RESTART_LIMIT
+short runs in a row (something that will not fix itself is wrong). Such a replica is
+`down` (a failure) or `stopped` (status 0) from then on.
+
+`up_sources` says where `pbft up` starts each replica from when the cluster file has
+`[[epoch]]` entries (written by `pbft admin`): a replica whose key a change replaced runs
+from the directory `pbft admin` wrote for it (`epoch-K/replica-I/`, its own cluster file
+and key), never from the superseded key files beside the cluster file.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -40,6 +52,15 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 
+from ..errors import ConfigError
+from ..node.clusterfile import (
+    CLUSTER_FILE,
+    cert_path,
+    certificate_key,
+    load_cluster,
+    node_files,
+    read_certificate,
+)
 from ..node.node import STARTED
 from ..protocol.config import ClusterConfig
 
@@ -58,7 +79,11 @@ RESTART_MAX = 30.0
 RESTART_STABLE = 60.0
 """A run at least this long was not a failure to start: the next exit waits RESTART_FIRST."""
 RESTART_LIMIT = 5
-"""Short runs in a row after which `Supervisor` gives up on a replica."""
+"""Short runs in a row after which `Supervisor` gives up on a replica (the others keep
+running)."""
+OPERATOR_MISTAKE = 2
+"""The exit status of `pbft replica` for an operator mistake (bad cluster file, key, data
+directory or port): restarting it cannot help (pbft.cli.replica)."""
 
 
 Key = int | str
@@ -93,8 +118,14 @@ class LocalCluster:
         per_replica_args: dict[int, list[str]] | None = None,
         twins: dict[int, tuple[str, int]] | None = None,
         trace_dir: str | None = None,
+        config_paths: dict[int, str] | None = None,
+        data_dirs: dict[int, str] | None = None,
     ) -> None:
         self.cluster_path = cluster_path
+        self.config_paths = dict(config_paths or {})
+        """Replicas started from another cluster file than `cluster_path` (`up_sources`)."""
+        self.data_dirs = dict(data_dirs or {})
+        """Replicas whose data directory is not `data_root/replica-I` (`up_sources`)."""
         self.config = config
         self.ids = list(config.replica_ids() if ids is None else ids)
         self.behaviours = behaviours or {}
@@ -124,12 +155,18 @@ class LocalCluster:
         return os.path.join(self.trace_dir, f"replica-{i}.jsonl") if self.trace_dir else None
 
     def data_dir(self, i: Key) -> str:
+        if i in self.data_dirs:
+            return self.data_dirs[i]  # type: ignore[index]
         return os.path.join(self.data_root, f"replica-{i}")
+
+    def config_path(self, i: Key) -> str:
+        """The cluster file replica `i` is started with."""
+        return self.config_paths.get(replica_of(i), self.cluster_path)
 
     def command(self, key: Key) -> list[str]:
         i = replica_of(key)
         cmd = [sys.executable, "-m", "pbft", "--log-level", self.log_level, *self.extra_args]
-        cmd += ["replica", "--config", self.cluster_path, "--id", str(i)]
+        cmd += ["replica", "--config", self.config_path(key), "--id", str(i)]
         cmd += ["--data", self.data_dir(key)]
         if i in self.behaviours:
             cmd += ["--behaviour", self.behaviours[i]]
@@ -264,20 +301,19 @@ class LocalCluster:
         self.stop()
 
 
-class GiveUp(Exception):
-    """`Supervisor` stopped restarting a replica; the message says which and why."""
-
-
 class Supervisor:
     """Keeps every replica of `cluster` running (for `pbft up`); `poll()` does one round.
 
     A replica's life: running; exited (said with its status or signal), then waiting out
     its delay; spawned again, then starting until it logs its start-up line (said too) or
     exits. A run shorter than `stable` seconds counts as a failure: the delay doubles
-    after each (from `first`, at most `most`), and `limit` of them in a row raise GiveUp.
-    A start that takes longer than `start_timeout` is ended with SIGKILL and counts as
-    such a run. `say` gets one line per event; `clock` is time.monotonic (tests pass
-    another)."""
+    after each (from `first`, at most `most`), and after `limit` of them in a row the
+    replica is given up on. An exit with status 0 (it stopped on purpose: retired, or
+    stopped by someone) or 2 (an operator mistake) is not restarted either. Each of these
+    is said once; the replica is then in `stopped` (status 0) or `down` (the others), with
+    the reason, and the other replicas keep running. A start that takes longer than
+    `start_timeout` is ended with SIGKILL and counts as a short run. `say` gets one line
+    per event; `clock` is time.monotonic (tests pass another)."""
 
     def __init__(
         self,
@@ -297,17 +333,28 @@ class Supervisor:
         self.start_timeout = start_timeout
         self.clock = clock
         self.failures: dict[int, int] = {i: 0 for i in cluster.ids}
-        """Short runs in a row, per replica."""
+        """Short runs in a row, per replica (`limit` of them: given up on)."""
+        self._exits: dict[int, int] = {i: 0 for i in cluster.ids}
+        """Exits in a row, each but the first after a short run: the delay's exponent."""
         self.due: dict[int, float] = {}
         """Replicas waiting to be restarted: when."""
         self.starting: dict[int, float] = {}
         """Replicas spawned again and not yet listening: since when."""
+        self.stopped: dict[int, str] = {}
+        """Replicas that exited with status 0 (on purpose), not restarted: how they ended."""
+        self.down: dict[int, str] = {}
+        """Replicas that cannot run (status 2, or too many short runs), not restarted: why."""
         self.restarts = 0
         self._ran_since: dict[int, float] = {i: clock() for i in cluster.ids}
 
+    @property
+    def running(self) -> list[int]:
+        """The replicas still supervised: neither stopped nor down."""
+        return [i for i in self.cluster.ids if i not in self.stopped and i not in self.down]
+
     def poll(self) -> None:
         now = self.clock()
-        for i in self.cluster.ids:
+        for i in self.running:
             proc = self.cluster.procs[i]
             if i in self.due:
                 if now >= self.due[i]:
@@ -330,24 +377,126 @@ class Supervisor:
     def _exited(self, i: int, returncode: int, now: float) -> None:
         self.starting.pop(i, None)
         short = now - self._ran_since[i] < self.stable
-        self.failures[i] = self.failures[i] + 1 if short else 1
+        self.failures[i] = self.failures[i] + 1 if short else 0
+        self._exits[i] = self._exits[i] + 1 if short else 1
         how = describe_exit(returncode)
-        last = _last_line(self.cluster.stderr_tail(i)) if returncode > 0 else ""
+        last = _last_line(self.cluster.stderr_tail(i)) if returncode >= 0 else ""
         if last:
             how += f" ({last})"
-        if self.failures[i] > self.limit:
-            raise GiveUp(
-                f"replica {i} exited {self.failures[i]} times in a row within "
-                f"{self.stable:g} s of starting, the last time with {how}; giving up."
-            )
-        delay = min(self.most, self.first * 2 ** (self.failures[i] - 1))
+        if returncode == 0:
+            self.stopped[i] = how
+            self.say(f"replica {i} exited with {how}: it stopped on purpose, so it is not restarted")
+            return
+        if returncode == OPERATOR_MISTAKE:
+            self.down[i] = f"it exited with {how}, an operator mistake"
+            self.say(f"replica {i} exited with {how}: an operator mistake, so it is not restarted; "
+                     "the other replicas keep running")
+            return
+        if self.failures[i] >= self.limit:
+            self.down[i] = (f"it exited {self.failures[i]} times in a row within {self.stable:g} s "
+                            f"of starting, the last time with {how}")
+            self.say(f"replica {i} exited {self.failures[i]} times in a row within {self.stable:g} s "
+                     f"of starting, the last time with {how}: giving up on it; the other "
+                     "replicas keep running")
+            return
+        delay = min(self.most, self.first * 2 ** (self._exits[i] - 1))
         self.due[i] = now + delay
         self.say(f"replica {i} exited with {how}: restarting in {delay:g} s")
 
 
+def up_sources(
+    cluster_path: str, config: ClusterConfig, ids: Iterable[int], data_root: str | None = None
+) -> tuple[dict[int, str], dict[int, str], dict[int, str]]:
+    """Where `pbft up` starts each of `ids` from: (cluster files, data directories, and
+    why some cannot be started), for the replicas that differ from the plain layout.
+
+    `config` is the cluster file's latest epoch. A replica whose key is still the one of
+    the file's `[[replica]]` tables runs as always: the cluster file, the key beside it,
+    `ROOT/replica-I`. One that a change (`pbft admin replace`) gave a new key in epoch K
+    runs from the directory `pbft admin` wrote for it, `<cluster dir>/epoch-K/replica-I/`
+    (its cluster file and key), with that directory's `data/` (as `pbft admin` printed;
+    `ROOT/epoch-K/replica-I` with --data ROOT), if that directory holds the new key's
+    certificate; else from the cluster file if the files beside it were replaced by the
+    new ones; else it is not started (the files beside the cluster file are the old
+    replica's, and another data directory is needed anyway: the old one is bound to the
+    old key). Nothing is decided from a file name alone: a certificate counts only if it
+    holds the key the latest epoch lists."""
+    paths: dict[int, str] = {}
+    data: dict[int, str] = {}
+    skipped: dict[int, str] = {}
+    for i in ids:
+        key = config.replicas[i].public_key
+        since = _key_epoch(config, i)
+        if since == 0:
+            continue
+        d = os.path.join(config.base_dir, f"epoch-{since}", f"replica-{i}")
+        if data_root is not None:
+            data[i] = os.path.join(data_root, f"epoch-{since}", f"replica-{i}")
+        elif os.path.isdir(d):
+            data[i] = os.path.join(d, "data")
+        else:
+            data[i] = os.path.join(config.base_dir, "data", f"epoch-{since}", f"replica-{i}")
+        own = os.path.join(d, CLUSTER_FILE)
+        if _holds(node_files(d, i)[1], key) and _lists(own, i, key):
+            paths[i] = own
+        elif _holds(cert_path(config, i), key):
+            pass  # the files beside the cluster file are the new key's
+        else:
+            del data[i]
+            skipped[i] = (
+                f"epoch {since} gave it a new key, which neither {d} nor the files beside "
+                f"{cluster_path} hold (those are the replaced key's); start it from where "
+                "`pbft admin` wrote its files"
+            )
+    return paths, data, skipped
+
+
+def _key_epoch(config: ClusterConfig, i: int) -> int:
+    """The first epoch since which replica `i` has had the key it has in `config`."""
+    key = config.replicas[i].public_key
+    since = config.epoch
+    for earlier in reversed(config.earlier):
+        if i >= len(earlier.replicas) or earlier.replicas[i].public_key != key:
+            break
+        since = earlier.epoch
+    return since
+
+
+def _holds(cert_file: str, key: bytes) -> bool:
+    """The certificate at `cert_file` exists and holds `key`."""
+    try:
+        return certificate_key(read_certificate(cert_file, "the certificate")) == key
+    except (ConfigError, OSError, ValueError):
+        return False
+
+
+def _lists(path: str, i: int, key: bytes) -> bool:
+    """The cluster file at `path` loads and lists `key` for replica `i`."""
+    try:
+        config = load_cluster(path)
+    except (ConfigError, OSError, ValueError):
+        return False
+    return i < len(config.replicas) and config.replicas[i].public_key == key
+
+
+_LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [A-Z]+ [\w.]+: ")
+"""The start of a line in the replicas' text log format (pbft.node.process)."""
+
+
 def _last_line(text: str) -> str:
+    """The last line of a replica's log, as a sentence: without the text format's time,
+    level and logger, or the message of a JSON line."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+    if not lines:
+        return ""
+    last = lines[-1]
+    if last.startswith("{"):
+        try:
+            msg = json.loads(last).get("msg")
+        except (ValueError, AttributeError):
+            msg = None
+        return msg if isinstance(msg, str) and msg else last
+    return _LOG_PREFIX.sub("", last)
 
 
 def _terminate(procs: list[subprocess.Popen], grace: float) -> None:

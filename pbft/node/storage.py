@@ -802,6 +802,10 @@ def _connect(
         "public_key": config.replicas[replica_id].public_key.hex(),
         "replica_keys": keys_hash(config),
     }
+    # The directory was made under the configuration of its day; a cluster file that has
+    # since recorded changes ([[epoch]] entries) lists other keys for the latest epoch, and
+    # a replica that stayed through them is the same replica of the same cluster.
+    known_keys = {keys_hash(c) for c in (*config.earlier, config)}
     check_writable(path, DB_FILE)
     db = None
     try:
@@ -836,7 +840,7 @@ def _connect(
             raise ConfigError(f"{file} is an SQLite database, but not a pbft data directory.")
         else:
             meta = dict(db.execute("SELECT key, value FROM meta"))
-            version = _check_meta(path, meta, expected)
+            version = _check_meta(path, meta, expected, known_keys)
             if version == 1:
                 if sidecar is not None and not accept_rollback:
                     raise _refuse_rollback(
@@ -1044,8 +1048,11 @@ def _migrate_to_5(db: sqlite3.Connection) -> None:
     db.execute("UPDATE meta SET value = ? WHERE key = 'format_version'", (str(FORMAT_VERSION),))
 
 
-def _check_meta(path: str, found: dict[str, str], expected: dict[str, str]) -> int:
-    """The directory's format version, after checking it is this replica's."""
+def _check_meta(path: str, found: dict[str, str], expected: dict[str, str], known_keys: set[str] | None = None) -> int:
+    """The directory's format version, after checking it is this replica's: of this
+    cluster, this replica id and this replica's key, made when the group's keys were those
+    of one of the epochs the cluster file records (`known_keys`; the latest alone if not
+    given)."""
     version = found.get("format_version", "")
     if not version.isdigit():
         raise ConfigError(f"the data directory {path} has no valid format version.")
@@ -1069,9 +1076,9 @@ def _check_meta(path: str, found: dict[str, str], expected: dict[str, str]) -> i
             f"the data directory {path} belongs to replica {found.get('replica_id')}, "
             f"not replica {expected['replica_id']}."
         )
-    if found.get("public_key") != expected["public_key"] or found.get(
-        "replica_keys"
-    ) != expected["replica_keys"]:
+    if found.get("public_key") != expected["public_key"] or found.get("replica_keys") not in (
+        known_keys or {expected["replica_keys"]}
+    ):
         raise ConfigError(
             f"the data directory {path} was written for other keys of cluster "
             f"{expected['cluster_id']!r} (were the keys regenerated?)."

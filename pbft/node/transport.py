@@ -74,7 +74,10 @@ replica closed the link within QUICK_CLOSE of the handshake, which is how a repl
 treats a certificate signed by the cluster CA for a key its cluster file does not list
 (a client added since it started). A client's timeout message names these causes. The
 listening side warns about such a certificate once per (subject, address) and period
-(UNKNOWN_CERT_WARN_EVERY), at debug level after that, in a table of bounded size.
+(UNKNOWN_CERT_WARN_EVERY), at debug level after that, in a table of bounded size. A
+replica's certificate (`CN=replica-N`) is most often one of a configuration change not
+yet applied (new replicas are started first): said at info level the first time, and
+as a warning only if that replica is still refused a period later.
 
 Every one of these closures is counted in `counters` by reason (exported by the node's
 metrics as `pbft_transport_events_total{event}`); `tools/attack_connections.py` measures
@@ -943,13 +946,28 @@ class Transport:
         fresh = last is None and len(warned) < UNKNOWN_CERT_WARNED
         if fresh or (last is not None and now - last >= UNKNOWN_CERT_WARN_EVERY):
             warned[key] = now
-            log.warning(
-                "closed an inbound connection from %s:%s: its certificate (subject %s) is "
-                "signed by the cluster CA but its key is not in this replica's cluster file "
-                "(a client added since the replica started is admitted once it restarts); "
-                "further connections from it are logged at debug level",
-                host, port, subject,
-            )
+            if _is_replica_subject(subject):
+                # The documented way to grow the group starts the new replicas before the
+                # change is applied: expected, so said at info level the first time; a
+                # replica still refused a period later is worth a warning.
+                say = log.info if fresh else log.warning
+                say(
+                    "closed an inbound connection from %s:%s: its certificate (subject %s) is "
+                    "signed by the cluster CA but its key is not in this replica's configuration "
+                    "(a replica of a configuration change not yet applied is admitted once the "
+                    "change takes effect; if no change is pending, its cluster file and this "
+                    "replica's disagree); further connections from it are logged at debug level",
+                    host, port, subject,
+                )
+            else:
+                log.warning(
+                    "closed an inbound connection from %s:%s: its certificate (subject %s) is "
+                    "signed by the cluster CA but its key is not in this replica's cluster file "
+                    "(a client added since the replica started is admitted once it restarts, "
+                    "or, added by `pbft admin`, once the change takes effect); further "
+                    "connections from it are logged at debug level",
+                    host, port, subject,
+                )
         else:
             log.debug("inbound connection from %s:%s with the unknown certificate %s closed",
                       host, port, subject)
@@ -1315,6 +1333,13 @@ def _refused(exc: BaseException | None) -> bool:
     if isinstance(cause, BaseExceptionGroup):
         return cause.subgroup(ConnectionRefusedError) is not None
     return isinstance(cause, ConnectionRefusedError)
+
+
+def _is_replica_subject(subject: str) -> bool:
+    """The subject names a replica: `CN=replica-4,...`, as `pbft keygen` and `pbft admin`
+    issue them (only the cluster CA's holder can issue one; it is for logs only)."""
+    cn = next((part[3:] for part in subject.split(",") if part.startswith("CN=")), "")
+    return cn.startswith("replica-")
 
 
 def _subject(stream: TLSLink) -> str:

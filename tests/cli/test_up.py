@@ -22,7 +22,7 @@ import urllib.request
 import pytest
 from test_cli_e2e import TIMEOUT, free_base_port, keygen, pbft
 
-from pbft.cluster.launcher import GiveUp, LocalCluster, Supervisor, describe_exit
+from pbft.cluster.launcher import RESTART_LIMIT, LocalCluster, Supervisor, describe_exit
 from pbft.node.clusterfile import load_cluster
 
 
@@ -270,21 +270,224 @@ def test_supervisor_backs_off_says_why_and_gives_up_after_short_runs():
     cluster.up.add(0)
     at(102.2)
     assert said[-1] == "replica 0 restarted (pid 102)"
-    # Replica 1 fails to start again and again: 1, 2, 4, 4 s... then gives up.
-    cluster.procs[1].returncode = 2
+    # Replica 1 fails after a long run, then to start again and again: 1, 2, 4 s, then
+    # after `limit` (3) short runs in a row it is given up on; replica 0 keeps running.
+    cluster.procs[1].returncode = 1
     at(103)
-    assert said[-1] == ("replica 1 exited with status 2 (pbft: replica 1 cannot listen on "
+    assert said[-1] == ("replica 1 exited with status 1 (pbft: replica 1 cannot listen on "
                         "127.0.0.1:7001: the port is already in use.): restarting in 1 s")
     delays = []
-    with pytest.raises(GiveUp, match=r"replica 1 exited 4 times in a row within 60 s of starting, "
-                                     r"the last time with status 1 "):
-        t = 103.0
-        for _ in range(10):
-            t += 5
-            at(t)  # the restart
-            cluster.procs[1].returncode = 1
-            t += 1
-            at(t)  # its exit
-            delays.append(said[-1].rsplit(" in ", 1)[1])
+    t = 103.0
+    for _ in range(10):
+        t += 5
+        at(t)  # the restart, if any
+        cluster.procs[1].returncode = 1
+        t += 1
+        at(t)  # its exit
+        if 1 in sup.down:
+            break
+        delays.append(said[-1].rsplit(" in ", 1)[1])
     assert delays == ["2 s", "4 s"]
+    assert said[-1] == ("replica 1 exited 3 times in a row within 60 s of starting, the last time "
+                        "with status 1 (pbft: replica 1 cannot listen on 127.0.0.1:7001: the port is "
+                        "already in use.): giving up on it; the other replicas keep running")
+    assert sup.down == {1: "it exited 3 times in a row within 60 s of starting, the last time with "
+                           "status 1 (pbft: replica 1 cannot listen on 127.0.0.1:7001: the port is "
+                           "already in use.)"}
+    spawned = cluster.procs[1].pid
+    for t in range(200, 400, 5):
+        at(t)
+    assert cluster.procs[1].pid == spawned, "never restarted again"
+    assert sup.running == [0] and cluster.procs[0].poll() is None
     assert _Proc(0).pid == 0 and describe_exit(-15) == "signal 15 (SIGTERM)" and describe_exit(1) == "status 1"
+
+
+def _supervised(tail: str) -> tuple[_Cluster, Supervisor, list[str], list[float]]:
+    cluster = _Cluster()
+    cluster.stderr_tail = lambda i: tail  # type: ignore[method-assign]
+    said: list[str] = []
+    now = [0.0]
+    sup = Supervisor(cluster, said.append, clock=lambda: now[0])
+    return cluster, sup, said, now
+
+
+def test_supervisor_does_not_restart_a_replica_that_exited_0_and_says_so_once():
+    # What a replica a change left out says last (pbft.node.node lifecycle), in the text format.
+    cluster, sup, said, now = _supervised(
+        "2026-01-05 10:00:00,123 INFO pbft.replica: replica 1 stopped: replica 1 is not a member "
+        "of epoch 1: retired (view 4294967296, last executed 128)")
+    now[0] = 500
+    sup.poll()
+    cluster.procs[1].returncode = 0
+    for t in range(501, 700, 2):
+        now[0] = t
+        sup.poll()
+    assert said == ["replica 1 exited with status 0 (replica 1 stopped: replica 1 is not a member of "
+                    "epoch 1: retired (view 4294967296, last executed 128)): it stopped on purpose, "
+                    "so it is not restarted"]
+    assert cluster.procs[1].pid == 101, "not restarted"
+    assert sup.running == [0] and 1 in sup.stopped and sup.down == {}
+
+
+def test_supervisor_does_not_retry_an_operator_mistake():
+    cluster, sup, said, now = _supervised(
+        "pbft: the private key in /k/replica-1.key does not match replica 1's public_key in the "
+        "cluster file.")
+    cluster.procs[1].returncode = 2  # even right after starting: not a short run to retry
+    for t in range(1, 200, 2):
+        now[0] = t
+        sup.poll()
+    assert said == ["replica 1 exited with status 2 (pbft: the private key in /k/replica-1.key does not "
+                    "match replica 1's public_key in the cluster file.): an operator mistake, so it is "
+                    "not restarted; the other replicas keep running"]
+    assert cluster.procs[1].pid == 101
+    assert sup.down == {1: "it exited with status 2 (pbft: the private key in /k/replica-1.key does not "
+                           "match replica 1's public_key in the cluster file.), an operator mistake"}
+    assert sup.running == [0]
+
+
+def test_supervisor_gives_up_after_exactly_the_limit_of_short_runs():
+    """README, "Running a cluster": "after five such runs in a row"; the message agrees."""
+    assert RESTART_LIMIT == 5
+    cluster, sup, said, now = _supervised("pbft: replica 1 stopped: its storage failed.")
+    exits = 0
+    t = 0.0
+    while 1 not in sup.down and exits < 20:
+        cluster.procs[1].returncode = 1
+        t += 1
+        now[0] = t
+        sup.poll()  # the exit (each within a minute of starting: a short run)
+        exits += 1
+        t += 40
+        now[0] = t
+        sup.poll()  # the restart
+    assert exits == 5
+    assert said[-1].startswith("replica 1 exited 5 times in a row within 60 s of starting, the last "
+                               "time with status 1 (pbft: replica 1 stopped: its storage failed.)")
+    assert [s.rsplit(" in ", 1)[1] for s in said[:-1]] == ["1 s", "2 s", "4 s", "8 s"]
+
+
+# -- where `pbft up` starts a replica from after `pbft admin replace` ---------------------
+
+
+def _replaced(tmp_path, out_dir: str | None = None) -> tuple[str, str]:
+    """A cluster file whose replica 3 `pbft admin replace` gave a new key in epoch 1 (the
+    entry recorded as `apply` records it, without running replicas), and the directory
+    the admin tool wrote for the new replica 3."""
+    from pbft.cluster import admin, keygen
+
+    path = keygen.generate_cluster(str(tmp_path / "keys"), ports=[7100, 7101, 7102, 7103])
+    plan = admin.plan(path, replace={3: "127.0.0.1:7104"}, out_dir=out_dir)
+    text = admin._with_entry(path, plan.epoch, 16, plan.command)
+    keygen._write_atomic(path, text)
+    d = plan.new_replicas[3]
+    keygen._write_atomic(os.path.join(d, "cluster.toml"), admin._node_text(text))
+    return path, d
+
+
+def test_up_sources_start_a_replaced_replica_from_its_new_directory_not_the_stale_files(tmp_path):
+    from pbft.cluster.launcher import up_sources
+
+    path, d = _replaced(tmp_path)
+    config = load_cluster(path)
+    assert config.epoch == 1
+    assert d == os.path.join(config.base_dir, "epoch-1", "replica-3")
+    # replica-3.key/.pem beside the cluster file are still the replaced key's.
+    paths, data, skipped = up_sources(path, config, range(4))
+    assert paths == {3: os.path.join(d, "cluster.toml")}
+    assert data == {3: os.path.join(d, "data")}, "the data directory `pbft admin` printed"
+    assert skipped == {}
+    cluster = LocalCluster(path, config, config_paths=paths, data_dirs=data)
+    cmd = cluster.command(3)
+    assert cmd[cmd.index("--config") + 1] == os.path.join(d, "cluster.toml")
+    assert cmd[cmd.index("--data") + 1] == os.path.join(d, "data")
+    cmd = cluster.command(2)
+    assert cmd[cmd.index("--config") + 1] == path
+    assert cmd[cmd.index("--data") + 1] == os.path.join(config.base_dir, "data", "replica-2")
+    # --data ROOT: under ROOT, apart from the old replica 3's (bound to the old key).
+    root = str(tmp_path / "root")
+    assert up_sources(path, config, range(4), root)[1] == {3: os.path.join(root, "epoch-1", "replica-3")}
+
+
+def test_up_sources_never_start_a_replaced_replica_from_the_old_key(tmp_path):
+    import shutil
+
+    from pbft.cluster.launcher import up_sources
+
+    path, d = _replaced(tmp_path, out_dir=str(tmp_path / "elsewhere"))  # --out: not beside
+    config = load_cluster(path)
+    base = config.base_dir
+    paths, data, skipped = up_sources(path, config, range(4))
+    assert paths == {} and data == {}
+    assert list(skipped) == [3]
+    assert "epoch 1 gave it a new key" in skipped[3] and "start it from where `pbft admin`" in skipped[3]
+    # The files beside the cluster file replaced by the new key's: started from there, on
+    # a data directory of its own.
+    for suffix in (".key", ".pem"):
+        shutil.copy(os.path.join(d, f"replica-3{suffix}"), os.path.join(base, f"replica-3{suffix}"))
+    paths, data, skipped = up_sources(path, config, range(4))
+    assert paths == {} and skipped == {}
+    assert data == {3: os.path.join(base, "data", "epoch-1", "replica-3")}
+
+
+def test_up_sources_leave_a_group_without_epochs_alone(tmp_path):
+    from pbft.cluster import keygen
+    from pbft.cluster.launcher import up_sources
+
+    path = keygen.generate_cluster(str(tmp_path / "keys"), ports=[7100, 7101, 7102, 7103])
+    assert up_sources(path, load_cluster(path), range(4)) == ({}, {}, {})
+
+
+@pytest.mark.timeout(120)
+def test_up_keeps_the_others_when_a_replica_cannot_restart_and_exits_1(tmp_path):
+    """A replica that exits 2 (an operator mistake) is said once and not retried; the
+    others keep serving; Ctrl-C still stops everything, and the exit status says a
+    replica was down."""
+    path = keygen(str(tmp_path / "keys"))
+    keys = tmp_path / "keys"
+    up = Up("--config", path)
+    try:
+        pids = up.pids()
+        (keys / "replica-1.key").write_bytes((keys / "client-alice.key").read_bytes())
+        os.kill(pids[1], signal.SIGKILL)
+        up.expect(r"^replica 1 exited with status 2 \(pbft: the private key in .*replica-1\.key does "
+                  r"not match replica 1's public_key in the cluster file\.\): an operator mistake, so "
+                  r"it is not restarted; the other replicas keep running$")
+        time.sleep(3)
+        assert up.proc.poll() is None
+        assert all(_running(pids[i]) for i in (0, 2, 3)), "the others keep running"
+        put = pbft("client", "--config", path, "--id", "alice", "put", "k", "v")
+        assert put.returncode == 0, put.stderr
+        assert up.interrupt() == 1
+        assert not any(_running(p) for p in pids.values())
+        err = up.proc.stderr.read()
+        assert re.search(r"^pbft: replica 1 is down: it exited with status 2 \(pbft: the private key .* "
+                         r"does not match .*\), an operator mistake\.$", err, re.M), err
+        assert sum("replica 1 exited" in s for s in up.seen) == 2, up.seen  # the kill, the mistake
+    finally:
+        up.close()
+
+
+@pytest.mark.timeout(180)
+def test_up_lets_a_replica_retire_after_admin_replace_and_keeps_the_others(tmp_path):
+    """README "Deploying", step 7, on a group run by `pbft up`: the old replica 3 retires
+    (exit 0) and is not started again; the other three keep running."""
+    from pbft.cluster.launcher import free_ports
+
+    path = keygen(str(tmp_path / "keys"))
+    up = Up("--config", path)
+    try:
+        pids = up.pids()
+        new_port = free_ports(1)[0]
+        replace = pbft("admin", "replace", "3", f"127.0.0.1:{new_port}", "--config", path, timeout=90)
+        assert replace.returncode == 0, replace.stderr
+        up.expect(r"^replica 3 exited with status 0 \(replica 3 stopped: replica 3 is not a member of "
+                  r"epoch 1: retired .*\): it stopped on purpose, so it is not restarted$", timeout=60)
+        time.sleep(4)  # longer than any restart delay would have been
+        assert not [s for s in up.seen if "restart" in s and "replica 3" in s and "not restarted" not in s], up.seen
+        assert up.proc.poll() is None
+        assert all(_running(pids[i]) for i in (0, 1, 2)), "the others keep running"
+        assert up.interrupt() == 0, "a replica that retired is not a failure"
+        assert not any(_running(p) for p in pids.values())
+    finally:
+        up.close()

@@ -474,3 +474,44 @@ def test_apply_keeps_the_order_of_writes_and_truncations(tmp_path, cfg):
         also = Persist(Record.PREPARED, 5, 0, "", b"c")
         assert s.apply([before, Truncate(3), after, also]) == 4
         assert sorted((r.seq, r.value) for r in s.load()) == [(2, b"b"), (5, b"c")]
+
+
+def _epoch_one(config):
+    """`config` after a change that gave replica 3 a new key (as `pbft admin replace`
+    records it: the latest epoch, with the cluster file's own tables as `earlier`)."""
+    from pbft.protocol.config import ReplicaInfo
+    from pbft.protocol.crypto import KeyPair
+    from pbft.protocol.epochs import Membership, apply
+
+    new3 = KeyPair.from_seed(b"replaced-replica-3").public
+    replicas = tuple(
+        ReplicaInfo(r.id, r.host, r.port, new3 if r.id == 3 else r.public_key) for r in config.replicas
+    )
+    later = apply(config, 1, Membership(config.f, replicas, config.clients))
+    return dataclasses.replace(later, earlier=(config,))
+
+
+def test_a_replica_that_stayed_through_a_change_reopens_its_directory(tmp_path, cfg):
+    """A cluster file that has recorded a change lists the latest epoch's keys; the data
+    directory of a replica that stayed was made under the keys of an earlier one. It is
+    the same replica of the same cluster: refusing it made every survivor's restart after
+    `pbft admin replace` fail (found by a walkthrough of `pbft up`)."""
+    Storage.open(str(tmp_path / "data"), cfg, 1).close()
+    Storage.open(str(tmp_path / "data"), _epoch_one(cfg), 1).close()
+
+
+def test_a_directory_made_for_other_keys_of_the_same_cluster_is_refused(tmp_path, cfg):
+    Storage.open(str(tmp_path / "data"), cfg, 1).close()
+    from pbft.protocol.config import ReplicaInfo
+    from pbft.protocol.crypto import KeyPair
+
+    regenerated = dataclasses.replace(cfg, replicas=tuple(
+        ReplicaInfo(r.id, r.host, r.port, KeyPair.from_seed(b"new-%d" % r.id).public if r.id != 1 else r.public_key)
+        for r in cfg.replicas
+    ))
+    with pytest.raises(ConfigError, match=r"was written for other keys of cluster .* \(were the keys regenerated\?\)"):
+        Storage.open(str(tmp_path / "data"), regenerated, 1)
+    # Nor may a replica whose own key changed take over the old directory.
+    Storage.open(str(tmp_path / "data3"), cfg, 3).close()
+    with pytest.raises(ConfigError, match="other keys"):
+        Storage.open(str(tmp_path / "data3"), _epoch_one(cfg), 3)
