@@ -56,6 +56,10 @@ def cmd_keygen(args: Namespace) -> int:
         raise UsageError("keygen needs --dir DIR (or --add-client NAME --config FILE).")
     from ..adversary.loader import service_from_options
 
+    if args.service is not None:
+        # FILE.py as the cluster file will name it (relative to --dir, or to the working
+        # directory if it is there); a missing one names the paths looked at.
+        args.service = keygen.locate_service(args.service, args.dir)
     service = service_from_options(args.service, args.service_param, os.path.abspath(args.dir))
     clients = [c.strip() for c in (args.clients or "").split(",") if c.strip()]
     path = keygen.generate_cluster(

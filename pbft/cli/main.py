@@ -500,12 +500,6 @@ def _main(argv: list[str] | None) -> int:
         key = f"trace {args.trace_command}"
     handler = _handler(key)
     try:
-        if key == "keygen" and args.service is not None and args.dir:
-            from ..cluster.keygen import locate_service
-
-            # FILE.py as the cluster file will name it (relative to --dir, or to the
-            # working directory if it is there); a missing one names the paths looked at.
-            args.service = locate_service(args.service, args.dir)
         return int(handler(args) or 0)
     except (UsageError, ConfigError) as exc:
         print(f"pbft: {exc}", file=sys.stderr)
