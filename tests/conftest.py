@@ -403,4 +403,17 @@ def _accounting(request, monkeypatch):
         return ready
 
     monkeypatch.setattr(Replica, "step", checked)
+    # The client core is held to the same check: what it refuses names the replica that
+    # sent it (a client's every input comes over a channel to a replica).
+    client_step = ClientCore.step
+
+    def client_checked(self, event):
+        actions = client_step(self, event)
+        sender_known = not (isinstance(event, Received) and event.peer is None)
+        for a in actions:
+            problem = report_problem(a, sender_known)
+            assert problem is None, f"client {self.id}: {problem}"
+        return actions
+
+    monkeypatch.setattr(ClientCore, "step", client_checked)
     yield

@@ -38,3 +38,78 @@ def test_a_view_change_for_a_view_we_are_past_counts_once():
     # A view of another configuration epoch is not ours to count either: once.
     feed(rep, 3, seal_as(3, ViewChange(first_view(1) + 1, 0, (), ())))
     assert rep.rejects[(3, Reason.STALE)] == 1
+
+
+def test_a_second_prepare_for_another_digest_is_not_counted():
+    """One vote per signer and phase, the first one: a backup that prepared another
+    digest first and then ours is evidence against it, and its second vote does not
+    complete our certificate. pbft.protocol.replica.xǁReplicaǁ_admit_vote__mutmut_26
+    (the vote admitted after the conflict) let it prepare."""
+    from conftest import actions_of, pre_prepare, put, sign_prepare
+
+    from pbft.protocol.crypto import batch_digest
+    from pbft.protocol.events import Evidence, Prepared, Rejected
+
+    rep = make_replica(make_config(), 1)
+    batch = (put("alice", 1),)
+    d = batch_digest(batch)
+    other = batch_digest((put("bob", 1),))
+    pre_prepare(rep, 1, batch)  # our own PREPARE: one vote for d
+    feed(rep, 2, sign_prepare(2, 1, other))
+    out = feed(rep, 2, sign_prepare(2, 1, d))
+    assert [e.kind for e in actions_of(out, Evidence)] == ["double-prepare"]
+    assert [(r.peer, r.reason) for r in actions_of(out, Rejected)] == [(2, Reason.CONFLICT)]
+    assert not actions_of(out, Prepared) and not rep.log.get(1).prepared
+    assert rep.log.get(1).prepares.count(d) == 1
+    # A third backup's vote completes it.
+    assert actions_of(feed(rep, 3, sign_prepare(3, 1, d)), Prepared)
+
+
+def test_a_prepared_certificate_holds_exactly_2f_prepares():
+    """The certificate kept for view changes is the pre-prepare and 2f matching PREPAREs
+    (section 4.2), sorted, however many arrived before the pre-prepare.
+    pbft.protocol.replica.xǁReplicaǁ_maybe_prepared__mutmut_17 kept them all."""
+    from conftest import pre_prepare, put, sign_prepare
+
+    from pbft.protocol.crypto import batch_digest
+
+    rep = make_replica(make_config(), 1)
+    batch = (put("alice", 1),)
+    d = batch_digest(batch)
+    feed(rep, 2, sign_prepare(2, 1, d))
+    feed(rep, 3, sign_prepare(3, 1, d))
+    pre_prepare(rep, 1, batch)  # with our own, three matching votes
+    view, _, proof = rep.prepared_certs[1]
+    assert view == 0 and len(proof) == 2 and list(proof) == sorted(proof)
+
+
+def test_a_request_executed_before_does_not_stop_the_rest_of_its_batch():
+    """Exactly-once (4.1): a request already executed is a no-op in a later batch, and the
+    requests after it in that batch are executed. pbft.protocol.replica.xǁReplicaǁ_execute
+    __mutmut_38 (`continue` made `break`) dropped them."""
+    from conftest import execute_batch, put
+
+    from pbft.protocol.events import Executed
+
+    rep = make_replica(make_config(), 1)
+    execute_batch(rep, 1, (put("alice", 1),))
+    out = execute_batch(rep, 2, (put("alice", 1), put("bob", 1)))
+    [executed] = [a for a in out if isinstance(a, Executed)]
+    assert [(r.client, r.timestamp, r.result != b"") for r in executed.requests] == [
+        ("alice", 1, False), ("bob", 1, True)
+    ]
+    assert rep.replies.settled("bob", 1) is not None
+
+
+def test_a_prepare_outside_the_window_says_so_word_for_word():
+    """pbft.protocol.replica.xǁReplicaǁignore_prepare__mutmut_2 said "None n=…"."""
+    from conftest import actions_of, sign_prepare
+
+    from pbft.protocol.events import Rejected
+
+    rep = make_replica(make_config(), 1)
+    far = rep.log.low + rep.config.log_window + 1
+    out = feed(rep, 2, sign_prepare(2, far, b"d" * 32))
+    assert [(r.peer, r.reason, r.detail) for r in actions_of(out, Rejected)] == [
+        (2, Reason.OUT_OF_WINDOW, f"vote n={far}")
+    ]
