@@ -113,3 +113,41 @@ def test_a_prepare_outside_the_window_says_so_word_for_word():
     assert [(r.peer, r.reason, r.detail) for r in actions_of(out, Rejected)] == [
         (2, Reason.OUT_OF_WINDOW, f"vote n={far}")
     ]
+
+
+def _ticks_to_view_change(view_change_timeout_ms: int) -> int:
+    from conftest import put
+
+    from pbft.protocol.events import Broadcast, Tick
+    from pbft.protocol.messages import decode_envelope
+
+    rep = make_replica(make_config(view_change_timeout_ms=view_change_timeout_ms, tick_ms=10), 1)
+    feed(rep, "alice", put("alice", 1))  # a backup's request the primary never orders
+    for t in range(1, 100):
+        for a in rep.step(Tick()):
+            if isinstance(a, Broadcast) and isinstance(decode_envelope(a.data)[1], ViewChange):
+                return t
+    raise AssertionError("no view change")
+
+
+def test_a_view_change_timeout_of_one_tick_is_one_tick():
+    """`view_change_timeout_ms` may be as short as one tick (docs/formats.md: 10 ms, and
+    `tick_ms` 10): the backup suspects the primary after that one tick, sooner than after
+    two. pbft.protocol.replica.xǁReplicaǁ__init____mutmut_53 made every timeout at least
+    two ticks."""
+    assert _ticks_to_view_change(10) == 1 < _ticks_to_view_change(20)
+
+
+def test_a_message_layer_sentence_is_word_for_word():
+    """The codec's and the envelope's refusals are sentences a person reads in a metric
+    label and a log line. pbft.protocol.codec.x__head__mutmut_52 and
+    pbft.protocol.messages.x_envelope_from_bytes__mutmut_26 changed them."""
+    import pytest
+
+    from pbft.protocol import codec
+    from pbft.protocol.messages import decode_envelope
+
+    with pytest.raises(codec.CodecError, match=r"^integer out of 64-bit range$"):
+        codec.encode(2**64)
+    with pytest.raises(codec.CodecError, match=r"^malformed envelope$"):
+        decode_envelope(codec.encode(["not bytes", 0, b"s"]))
