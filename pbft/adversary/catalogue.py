@@ -99,10 +99,11 @@ def build(
     cls = lookup(name, target, base_dir)
     RUNNING.enter("setup")  # a user's __init__ and setup(), for the watchdog
     try:
-        if target == "client":
-            behaviour = cls(core, key, dict(params), rng, config)
-        else:
-            behaviour = cls(core, key, dict(params), rng)
+        with loader.user_output():
+            if target == "client":
+                behaviour = cls(core, key, dict(params), rng, config)
+            else:
+                behaviour = cls(core, key, dict(params), rng)
     finally:
         RUNNING.hook = None
     return ByzantineClient(core, behaviour) if target == "client" else ByzantineReplica(core, behaviour)

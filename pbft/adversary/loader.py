@@ -15,6 +15,7 @@ are as deterministic as the user wrote them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
@@ -23,6 +24,7 @@ import os
 import sys
 import traceback
 from types import ModuleType
+from typing import Any
 
 from ..errors import UsageError, exception_text, is_interrupt, safe_str
 from ..files import Unreadable, check_regular
@@ -30,6 +32,12 @@ from ..protocol.messages import MAX_OPERATION
 from .api import declaration_problem, did_you_mean
 
 _MODULES: dict[tuple[str, float], ModuleType] = {}
+
+
+def user_output():
+    """While a user's code runs (its module loads, `setup`, the hooks of a simulated
+    run), what it prints goes to stderr: stdout stays the tool's (`--json`)."""
+    return contextlib.redirect_stdout(sys.stderr)
 
 
 def resolve_path(path: str, base_dir: str = "") -> str:
@@ -97,7 +105,8 @@ def _load_file(path: str, shown: str, kind: str = "behaviour") -> ModuleType:
     folder = os.path.dirname(path)
     sys.path.insert(0, folder)
     try:
-        spec.loader.exec_module(module)
+        with user_output():
+            spec.loader.exec_module(module)
     except SyntaxError as exc:
         sys.modules.pop(name, None)
         raise UsageError(f"{shown} line {exc.lineno}: syntax error ({exc.msg}).") from None
@@ -119,7 +128,8 @@ def _load_file(path: str, shown: str, kind: str = "behaviour") -> ModuleType:
 
 def _import(dotted: str, kind: str = "behaviour") -> ModuleType:
     try:
-        return importlib.import_module(dotted)
+        with user_output():
+            return importlib.import_module(dotted)
     except ModuleNotFoundError as exc:
         if exc.name and dotted.startswith(exc.name):
             raise UsageError(f"{kind} module {dotted}: no such module (is it on PYTHONPATH?).") from None
@@ -161,11 +171,26 @@ def _class(module: ModuleType, cls_name: str, shown: str, target: str) -> type:
     problem = declaration_problem(cls)
     if problem:
         raise UsageError(f"{shown}{_class_line(cls)}: {cls_name}.{problem}.")
+    _refuse_async_hooks(cls, cls_name, shown)
     return cls
 
 
-def _class_line(cls: type) -> str:
-    """" line N" where `cls` is defined, or ""."""
+def _refuse_async_hooks(cls: type, cls_name: str, shown: str) -> None:
+    """A hook written `async def` would return a coroutine nobody awaits: its body would
+    never run and the run would pass as if the attack had been tried. Refused at load."""
+    from .base import HOOKS
+
+    for hook in HOOKS:
+        fn = getattr(cls, hook, None)
+        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+            raise UsageError(
+                f"{shown}{_class_line(fn)}: {cls_name}.{hook} is an async def, but hooks are called "  # type: ignore[arg-type]
+                f"synchronously (its body would never run); define it with a plain def."
+            )
+
+
+def _class_line(cls: Any) -> str:
+    """" line N" where `cls` (a class or a function) is defined, or ""."""
     try:
         return f" line {inspect.getsourcelines(cls)[1]}"
     except Exception:  # noqa: BLE001 - no source to show

@@ -21,6 +21,7 @@ Output conventions:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
@@ -91,6 +92,7 @@ def cmd_replica(args) -> int:
     `lifecycle`): a replica started with the defaults does not look hung."""
     from ..adversary import broken
     from ..node.node import lifecycle, run_replica
+    from ..sim.watchdog import loading_user_modules, stalled_exit, wall_watchdog
 
     if args.broken is not None:
         broken.lookup(args.broken)  # one sentence before anything is opened
@@ -109,10 +111,12 @@ def cmd_replica(args) -> int:
     async def main() -> str | None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(stop_on_signal, nursery.cancel_scope)
+            with loading_user_modules():  # a module that blocks or calls os._exit: one sentence
+                behaviour = resolve_behaviour(args.behaviour, args.config, args.id)
             failure = await run_replica(
                 args.config,
                 args.id,
-                behaviour=resolve_behaviour(args.behaviour, args.config, args.id),
+                behaviour=behaviour,
                 data=args.data,
                 metrics=args.metrics,
                 accept_rollback=args.accept_rollback,
@@ -124,7 +128,12 @@ def cmd_replica(args) -> int:
             nursery.cancel_scope.cancel()
             return failure
 
-    return 1 if run_trio(main) else 0
+    # A behaviour's hook runs on the event loop: one call that runs over the limit in
+    # wall-clock time gets HookTimeout (the attacker's failure, logged as such; the
+    # behaviour is called no more); one that even then does not return ends the process
+    # with watchdog.HOOK_STALLED_EXIT (pbft.sim.watchdog, docs/attacks.md).
+    with wall_watchdog(stalled_exit) if args.behaviour is not None else contextlib.nullcontext():
+        return 1 if run_trio(main) else 0
 
 
 def _link_fault_options(args) -> dict[str, object]:
@@ -170,9 +179,10 @@ def cmd_up(args) -> int:
     mistake), or after five short runs in a row, is not restarted, said once, and the
     others keep running. `pbft up` exits once no replica is left running, or at Ctrl-C:
     1 if a replica is down (each named on stderr with why), else 0. Signal handlers are
-    installed explicitly, so a shell that started it with SIGINT ignored (a background
-    job without job control) still stops it with SIGINT; a second signal while stopping
-    kills the replicas at once."""
+    installed explicitly (SIGINT, SIGTERM and SIGHUP: the replicas run in process groups
+    of their own, so only this process hears the terminal), so a shell that started it
+    with SIGINT ignored (a background job without job control) still stops it with
+    SIGINT; a second signal while stopping kills the replicas at once."""
     from ..cluster.launcher import LaunchError, LocalCluster, Supervisor, up_sources
 
     setup_logging(args)
@@ -217,7 +227,9 @@ def cmd_up(args) -> int:
         if first == "starting":
             raise _Stop  # out of start(), which stops what it started
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    # The replicas run in process groups of their own (launcher): the terminal's Ctrl-C and
+    # hang-up reach this process only, which stops them.
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         try:
             cluster.start()

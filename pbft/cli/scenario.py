@@ -160,10 +160,115 @@ def print_attacker_failures(r: RunResult, out=None) -> None:
 
 
 def cmd_scenario_real(args) -> int:
-    """`--real`: each file against a throwaway cluster of real processes, one at a time."""
+    """`--real`: each file against a throwaway cluster of real processes, one at a time.
+    SIGTERM and SIGHUP stop it as Ctrl-C does; however it stops, no replica process and
+    no temporary directory is left behind (`_RealRunGuard`)."""
+    scenarios, _ = load_guarded(args)
+    with _RealRunGuard():
+        return _scenario_real(args, scenarios)
+
+
+class _RealRunGuard:
+    """While `--real` runs. SIGTERM and SIGHUP (a `kill`, a CI job cancelled, a terminal
+    closed) are handled as Ctrl-C: the SIGINT handler in force is called (Trio's while a
+    run's event loop runs, which raises KeyboardInterrupt where that is safe); a later one
+    SIGKILLs every replica group at once (launcher.kill_everything) and raises nothing.
+    Every temporary directory of the runs is made inside one of this guard's own
+    (`tempfile.tempdir`), removed on the way out whatever happened. On the way out nothing
+    may interrupt the cleanup: SIGINT, SIGTERM and SIGHUP only SIGKILL the replicas then;
+    every replica group still known is SIGKILLed and reaped (a second Ctrl-C that cut the
+    runner's own stop short), then the directory is removed."""
+
+    SIGNALS = ("SIGTERM", "SIGHUP")
+
+    def __enter__(self) -> _RealRunGuard:
+        import signal
+        import tempfile
+
+        self.stopping = False
+        self.old: dict[int, object] = {}
+        self.parent = tempfile.mkdtemp(prefix="pbft-real-")
+        self.tempdir, tempfile.tempdir = tempfile.tempdir, self.parent
+        for name in self.SIGNALS:
+            sig = getattr(signal, name)
+            try:
+                self.old[sig] = signal.signal(sig, self._as_ctrl_c)
+            except ValueError:  # not the main thread (a test's runner): leave them
+                break
+        return self
+
+    def _as_ctrl_c(self, signum, frame) -> None:
+        import signal
+
+        from ..cluster import launcher
+
+        if self.stopping:
+            launcher.kill_everything()
+            return
+        self.stopping = True
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            handler(signal.SIGINT, frame)  # Trio's defers it to a safe place, the default raises
+            return
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc: object) -> None:
+        import shutil
+        import signal
+        import tempfile
+
+        from ..cluster import launcher
+
+        def kill_now(signum, frame) -> None:
+            launcher.kill_everything()
+
+        held: dict[int, object] = {}
+        try:
+            for sig in (signal.SIGINT, *self.old):
+                held[sig] = signal.signal(sig, kill_now)
+        except ValueError:
+            pass
+        try:
+            launcher.end_everything()
+            shutil.rmtree(self.parent, ignore_errors=True)
+        finally:
+            tempfile.tempdir = self.tempdir
+            for sig, handler in held.items():
+                signal.signal(sig, self.old.get(sig, handler))  # type: ignore[arg-type]
+
+
+def load_guarded(args) -> tuple[list, str | None]:
+    """load_all, with the user's modules the files name run under a guard
+    (watchdog.loading_user_modules): a module that blocks or loops at import is stopped
+    after the hook limit, and one that calls os._exit is refused, each one sentence with
+    exit status 2 instead of a runner that hangs or vanishes without a word."""
+    from ..adversary.base import HookTimeout
+    from ..errors import exception_text
+    from ..sim.watchdog import ExitCalled, loading_user_modules
+
+    try:
+        with loading_user_modules(_loading_given_up):
+            return load_all(args)
+    except (HookTimeout, ExitCalled) as exc:
+        raise UsageError(f"loading the scenario files: {exception_text(exc)}.") from None
+
+
+def _loading_given_up(hook: str, seconds: float) -> None:
+    """A user's module still loading after being interrupted (it swallowed the timeout):
+    one sentence, exit status 2 (nothing was started yet)."""
+    from ..sim.watchdog import REAL_EXIT
+
+    try:
+        sys.stderr.write(f"pbft: a module the scenario names did not finish loading within {seconds:g} s "
+                         "of wall-clock time, even after being interrupted; nothing was run.\n")
+        sys.stderr.flush()
+    finally:
+        REAL_EXIT(2)
+
+
+def _scenario_real(args, scenarios) -> int:
     from ..cluster import realscenario
 
-    scenarios, _ = load_all(args)
     trace = getattr(args, "trace", None)
     if trace:
         from .main import check_output_file
@@ -297,7 +402,7 @@ def cmd_scenario_run(args) -> int:
     _check_seed(args.seed)
     if args.real:
         return cmd_scenario_real(args)
-    scenarios, broken = load_all(args)
+    scenarios, broken = load_guarded(args)
     paths = [trace] * len(scenarios)
     # One writer for every run: each run writes its header when it starts, so the runs
     # follow one another in the file (pbft.sim.trace.split_runs).

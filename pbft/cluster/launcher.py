@@ -1,16 +1,29 @@
 """Local clusters as processes: one `pbft replica` subprocess per replica.
 
 Used by `pbft up`, `pbft demo`, the end-to-end tests and `pbft bench`. Each replica runs
-as `python -m pbft replica --config FILE --id I --data ROOT/replica-I` (ROOT defaults to
-`<cluster dir>/data`), with its stderr appended to `LOG_DIR/replica-I.log` (LOG_DIR
+as `python -P -m pbft replica --config FILE --id I --data ROOT/replica-I` (ROOT defaults to
+`<cluster dir>/data`; `-P`: the working directory is not on its import path, so a user's
+`random.py` or `json.py` there cannot replace a module the replica needs; a behaviour
+FILE.py is loaded by its path), with its stderr appended to `LOG_DIR/replica-I.log` (LOG_DIR
 defaults to `<cluster dir>/logs`, the same every run; never a pipe, which would block the
 replica once full) so a replica that dies during start-up can be reported with the tail
 of what it said in this run. `start()` first checks that every replica's port is free
 (a LaunchError names the port and, when /proc tells, the process holding it), then
 returns once every replica has logged its start-up line since it was spawned
 (`node.STARTED`, logged once it really listens: a foreign listener on its port accepts
-TCP connections too, so a connection proves nothing), bounded by `timeout`. `stop()`
-sends SIGTERM, waits, then SIGKILLs whatever is left. It is synchronous on purpose: plain
+TCP connections too, so a connection proves nothing), bounded by `timeout`.
+
+Each replica is the leader of a session and process group of its own, and every signal
+goes to that whole group: whatever a replica's behaviour forked or started (a child that
+keeps its port or ignores SIGTERM) ends with it. So a replica no longer gets the
+terminal's Ctrl-C or hang-up itself: its owner stops it (`pbft up` and `pbft scenario run
+--real` handle SIGINT, SIGTERM and SIGHUP and call `stop()`). `stop()` sends SIGTERM to
+each group, waits, SIGKILLs the groups of whatever is left, then SIGKILLs what is still in
+the groups of those that exited (`stragglers` names them); an interrupt (a second Ctrl-C)
+while it waits SIGKILLs every group at once before it is raised, so no process is left
+behind. Every group spawned and not yet ended is also known to this module:
+`kill_everything()` (safe in a signal handler, and run at exit) SIGKILLs them all. It is
+synchronous on purpose: plain
 `subprocess.Popen` works the same from a script, a test or inside `trio.run` (the waits
 are short and bounded). `kill(i)` is a crash (SIGKILL, nothing flushed); `restart(i)` or
 `spawn(i)` afterwards starts it again on the same data directory, so it recovers.
@@ -41,6 +54,7 @@ and key), never from the superseded key files beside the cluster file.
 
 from __future__ import annotations
 
+import atexit
 import errno
 import json
 import os
@@ -102,6 +116,48 @@ class LaunchError(RuntimeError):
     """A replica process did not come up; the message names it and quotes its stderr."""
 
 
+_GROUPS: dict[int, subprocess.Popen] = {}
+"""Every replica's process group this process spawned and has not seen end (by pid, which
+is the group's id): `kill_everything` SIGKILLs them."""
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> bool:
+    """Send `sig` to `proc`'s process group (its own: it was spawned as a session
+    leader); True if any process got it."""
+    try:
+        os.killpg(proc.pid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def _end_group(proc: subprocess.Popen) -> bool:
+    """SIGKILL `proc`'s group, reap `proc`: True if its group still held a process other
+    than a `proc` that had already exited (a straggler its behaviour left)."""
+    leader_gone = proc.poll() is not None
+    hit = _signal_group(proc, signal.SIGKILL)
+    proc.wait()
+    _GROUPS.pop(proc.pid, None)
+    return hit and leader_gone
+
+
+def kill_everything() -> None:
+    """SIGKILL every replica group this process spawned and has not seen end, without
+    waiting (safe in a signal handler; registered to run at exit)."""
+    for proc in list(_GROUPS.values()):
+        _signal_group(proc, signal.SIGKILL)
+
+
+atexit.register(kill_everything)
+
+
+def end_everything() -> None:
+    """SIGKILL every replica group this process spawned and has not seen end, and reap
+    each replica (what a cut-short stop left)."""
+    for proc in list(_GROUPS.values()):
+        _end_group(proc)
+
+
 class LocalCluster:
     def __init__(
         self,
@@ -147,6 +203,9 @@ class LocalCluster:
         """Size of each replica's log when it was last spawned: what it said since."""
         self._log_seen: dict[Key, int] = {}
         """How far `ready` has read each log (a line may still be partly written)."""
+        self.stragglers: set[Key] = set()
+        """Replicas whose process group still held a process when they were stopped (what
+        their behaviour forked or started), which was SIGKILLed."""
 
     def log_path(self, i: Key) -> str:
         return os.path.join(self.log_dir, f"replica-{i}.log")
@@ -165,7 +224,8 @@ class LocalCluster:
 
     def command(self, key: Key) -> list[str]:
         i = replica_of(key)
-        cmd = [sys.executable, "-m", "pbft", "--log-level", self.log_level, *self.extra_args]
+        # -P: not the working directory on the import path (a user's random.py there).
+        cmd = [sys.executable, "-P", "-m", "pbft", "--log-level", self.log_level, *self.extra_args]
         cmd += ["replica", "--config", self.config_path(key), "--id", str(i)]
         cmd += ["--data", self.data_dir(key)]
         if i in self.behaviours:
@@ -180,12 +240,17 @@ class LocalCluster:
 
     def spawn(self, i: Key) -> subprocess.Popen:
         """Start replica `i` (without waiting for it)."""
+        old = self.procs.get(i)
+        if old is not None and old.pid in _GROUPS and old.poll() is not None and _end_group(old):
+            self.stragglers.add(i)  # what the last run left in its group
         os.makedirs(self.log_dir, exist_ok=True)
         with open(self.log_path(i), "ab") as err:
             self._log_start[i] = self._log_seen[i] = err.seek(0, os.SEEK_END)
             proc = subprocess.Popen(
-                self.command(i), stdin=subprocess.DEVNULL, stdout=err, stderr=err
+                self.command(i), stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                start_new_session=True,  # its own group: see the module's docstring
             )
+        _GROUPS[proc.pid] = proc
         self.procs[i] = proc
         self.started_at[i] = time.monotonic()
         return proc
@@ -221,19 +286,25 @@ class LocalCluster:
         self.wait_ready([i], timeout)
 
     def ready(self, i: Key) -> bool:
-        """Replica `i` has logged its start-up line since it was last spawned."""
+        """Replica `i` has logged its start-up line since it was last spawned, or (its log
+        may say nothing: a behaviour's module can switch logging off) the very process
+        spawned listens on its port, which /proc tells (a foreign listener does not count)."""
         marker = STARTED.format(id=replica_of(i), address="").encode()
         try:
             with open(self.log_path(i), "rb") as fh:
                 fh.seek(self._log_seen[i])
                 text = fh.read()
         except OSError:
-            return False
+            text = b""
         end = text.rfind(b"\n") + 1  # complete lines only: the last may be half written
         if marker in text[:end]:
             return True
         self._log_seen[i] += end
-        return False
+        proc = self.procs.get(i)
+        if proc is None or proc.poll() is not None:
+            return False
+        port = self.twins[replica_of(i)][1] if i != replica_of(i) else self.config.replicas[replica_of(i)].port
+        return _listens(proc.pid, port)
 
     def wait_ready(self, ids: Iterable[Key], timeout: float = START_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
@@ -267,31 +338,32 @@ class LocalCluster:
         return [i for i, p in self.procs.items() if p.poll() is None]
 
     def kill(self, i: Key) -> None:
-        """Crash replica `i` (SIGKILL), as a fault."""
+        """Crash replica `i` (SIGKILL to its process group), as a fault."""
         proc = self.procs.get(i)
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if proc is not None and proc.pid in _GROUPS:
+            if _end_group(proc):
+                self.stragglers.add(i)
 
     def stop_replica(self, i: Key, grace: float = STOP_GRACE) -> None:
         proc = self.procs.get(i)
         if proc is None:
             return
-        _terminate([proc], grace)
+        self._note(_terminate([proc], grace))
 
     def stop(self, grace: float = STOP_GRACE) -> None:
-        """SIGTERM every replica, wait up to `grace`, SIGKILL the rest."""
-        _terminate(list(self.procs.values()), grace)
+        """SIGTERM every replica's group, wait up to `grace`, SIGKILL the rest (and
+        whatever a replica left in its group)."""
+        self._note(_terminate(list(self.procs.values()), grace))
+
+    def _note(self, left: list[subprocess.Popen]) -> None:
+        self.stragglers.update(k for k, p in self.procs.items() if p in left)
 
     def kill_all(self) -> None:
-        """SIGKILL every replica still running, without waiting (safe in a signal
+        """SIGKILL every replica's group still running, without waiting (safe in a signal
         handler: `stop` then reaps them at once)."""
         for p in self.procs.values():
-            if p.poll() is None:
-                try:
-                    p.kill()
-                except ProcessLookupError:
-                    pass
+            if p.pid in _GROUPS:
+                _signal_group(p, signal.SIGKILL)
 
     def __enter__(self) -> LocalCluster:
         self.start()
@@ -369,8 +441,7 @@ class Supervisor:
                         self.restarts += 1
                         self.say(f"replica {i} restarted (pid {self.cluster.procs[i].pid})")
                     elif now - self.starting[i] > self.start_timeout:
-                        proc.kill()  # counted as a short run on the next poll
-                        proc.wait()
+                        _end_group(proc)  # counted as a short run on the next poll
                 continue
             self._exited(i, proc.returncode, now)
 
@@ -499,20 +570,33 @@ def _last_line(text: str) -> str:
     return _LOG_PREFIX.sub("", last)
 
 
-def _terminate(procs: list[subprocess.Popen], grace: float) -> None:
-    for p in procs:
-        if p.poll() is None:
+def _terminate(procs: list[subprocess.Popen], grace: float) -> list[subprocess.Popen]:
+    """SIGTERM each process's group, wait up to `grace` for the processes, then SIGKILL
+    their groups (whatever exited left behind, whatever did not exit): each one's group is
+    empty on return. Returns those whose group held a process after they had exited. An
+    exception while waiting (a second Ctrl-C) SIGKILLs every group first: it cannot leave
+    a process behind."""
+    live = [p for p in procs if p.pid in _GROUPS]
+    left: list[subprocess.Popen] = []
+    try:
+        for p in live:
+            if p.poll() is None:
+                _signal_group(p, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for p in live:
             try:
-                p.send_signal(signal.SIGTERM)
-            except ProcessLookupError:
+                p.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
                 pass
-    deadline = time.monotonic() + grace
-    for p in procs:
-        try:
-            p.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
+    finally:
+        exited = {p.pid: p.poll() is not None for p in live}
+        hit = {p.pid: _signal_group(p, signal.SIGKILL) for p in live}  # all first: no wait
+        for p in live:
             p.wait()
+            _GROUPS.pop(p.pid, None)
+            if hit[p.pid] and exited[p.pid]:
+                left.append(p)
+    return left
 
 
 def default_log_dir(config: ClusterConfig) -> str:
@@ -576,6 +660,31 @@ def port_holder(port: int) -> str | None:
                 cmd = cmd[:77] + "..."
             return f"pid {pid} ({cmd})" if cmd else f"pid {pid}"
     return None
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Process `pid` itself holds a socket listening on TCP `port` (Linux /proc; False
+    where it cannot be told)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as fh:
+                next(fh, None)
+                for line in fh:
+                    cols = line.split()
+                    if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(f"socket:[{cols[9]}]")
+        except (OSError, ValueError, IndexError):
+            continue
+    if not inodes:
+        return False
+    for fd in _listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _listdir(path: str) -> list[str]:

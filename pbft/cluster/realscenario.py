@@ -27,9 +27,14 @@ the same plan. What the layers dropped, delayed, reordered and duplicated is add
 the end (`link_faults`, with the messages each entry acted on). A `twin` runs as a second
 process with the same identity on an extra port (`pbft replica --twin`); every sender's
 transport sends it what it sends that replica. A Byzantine client runs the scenario's
-client behaviour around the real client's core in this process (`Client.misbehave`), so
-its requests really go out over TLS; its operations are neither checked nor counted, and
-it is stopped when the correct clients are done.
+client behaviour around a real client's core (`Client.misbehave`) in a child process of its
+own (pbft.cluster.realattacker), started and ready before scenario time 0, so its requests
+really go out over TLS while whatever its hooks do (hang, loop, `os._exit`) can neither
+hold up the correct clients nor take this process down; its operations are neither checked
+nor counted, and it is stopped when the correct clients are done. Before any replica
+starts, every behaviour (replica and client) is built once in another child process, as
+the simulator does: a bad parameter or a `setup` that raises, hangs or ends its process is
+a UsageError.
 
 What still cannot be applied to real processes (`unapplied`: a crash of a twinned
 replica) is listed in the result's `incomplete`, and the verdict is INCOMPLETE (exit
@@ -42,8 +47,10 @@ after a delete). Each request must complete within `liveness_ms` (capped at
 `MAX_LIVENESS_S`) counted from when it was submitted or from when the last crash healed,
 whichever is later. At the end the observer collects each replica's view, last executed
 sequence number and stable checkpoint; `view_changes` is the highest view of a correct
-replica, judged against `max_view_changes`. A replica process that exits on its own is a
-failure (`exception`). There is no `trace_digest` (null): processes and sockets make a
+replica that answered (one that did not is unknown: said in `applied`, a liveness failure
+only with `expect.catch_up`; one the scenario crashed for good is not judged), against
+`max_view_changes`. A correct replica process that exits on its own is a failure
+(`exception`); a Byzantine one's is the attacker's failure (its script ended it). There is no `trace_digest` (null): processes and sockets make a
 real run unrepeatable bit for bit. With `trace` (`--trace OUT.jsonl`), every replica
 process writes its trace into the work directory (`pbft replica --trace`), the driver
 writes its own (its clients' messages, every operation submitted and completed, the
@@ -96,6 +103,11 @@ TRIGGER_LINES: dict[str, re.Pattern[bytes]] = {
 REAL_MIN_TICK_MS = 10
 ATTACKER_FAILED = re.compile(rb"the attacker failed \((\d+) so far\)")
 """The line a replica process logs when its behaviour's hook raised (pbft.node.node)."""
+ATTACKER_STOP_S = 5.0
+"""How long a client attacker's process gets to stop, over the hook limit, once asked."""
+CHECK_SLACK_S = 30.0
+"""How long building the behaviours may take, over the hook limit (starting Python,
+importing the user's files)."""
 EPOCH_LEAD_S = 0.2
 """The epoch is fixed this far ahead of when it is written, so every replica has read it
 (they poll the plan every 20 ms) before scenario time 0."""
@@ -210,6 +222,83 @@ def _arg(v: object) -> str:
     return str(v)
 
 
+def _base(spec: ByzantineSpec) -> str:
+    """Where a relative FILE.py of `spec` is looked up, as an absolute path."""
+    return os.path.abspath(spec.base_dir) if spec.base_dir else os.getcwd()
+
+
+def hook_limit() -> float:
+    """Wall-clock seconds one call of a user's hook may run in a client attacker's or the
+    check's process before that process is ended (0: no limit): the simulator's hook
+    limit (`PBFT_HOOK_TIMEOUT`, CPU seconds there too: pbft.sim.watchdog runs in those
+    processes as in the simulator) times its wall-clock factor, plus one limit more for a
+    hook the watchdog's interruption could not reach."""
+    from ..sim import watchdog
+
+    return watchdog.limit() * (getattr(watchdog, "WALL_FACTOR", 3.0) + 1)
+
+
+def attacker_command(mode: str, spec_path: str) -> list[str]:
+    """A child process running the user's attacker code (pbft.cluster.realattacker),
+    without the working directory on its path (-P)."""
+    return [sys.executable, "-P", "-m", "pbft.cluster.realattacker", mode, spec_path]
+
+
+def attacker_env() -> dict[str, str]:
+    """This pbft first on the child's path, wherever it was imported from."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
+def run_attacker_check(workdir: str, spec: dict[str, Any], timeout: float | None) -> str | None:
+    """Run pbft.cluster.realattacker `check` on `spec`: the first problem (one sentence),
+    or None."""
+    import json
+    import pickle
+    import subprocess
+
+    base = os.path.join(workdir, "attacker-check")
+    spec = {**spec, "result": base + ".json"}
+    with open(base + ".spec", "wb") as fh:
+        pickle.dump(spec, fh)
+    with open(base + ".log", "ab") as log:
+        proc = subprocess.Popen(attacker_command("check", base + ".spec"), stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=log, cwd=workdir, env=attacker_env())
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return (f"building the behaviours did not end within {timeout:g} s (an import or a setup that "
+                f"never returns?){_log_tail(base + '.log')}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    try:
+        with open(base + ".json", encoding="utf-8") as fh:
+            return json.load(fh)["problem"]
+    except (OSError, ValueError, KeyError):
+        from .launcher import describe_exit
+
+        return (f"building the behaviours ended with {describe_exit(proc.returncode)} and said nothing "
+                f"(a behaviour ended its process?){_log_tail(base + '.log')}")
+
+
+def _log_tail(path: str, limit: int = 300) -> str:
+    """": LAST LINE" of a child's log (what it printed last), or ""."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 4096))
+            lines = fh.read().decode("utf-8", "replace").strip().splitlines()
+    except OSError:
+        return ""
+    return f": {lines[-1][-limit:]}" if lines else ""
+
+
 def cluster_settings(s: Scenario) -> dict[str, int]:
     from ..sim.simulation import SIM_DEFAULTS
 
@@ -282,6 +371,13 @@ class RealRun:
         """Replicas of the first cluster that a change replaced or removed (they stop)."""
         self.path = ""
         self.t0 = 0.0
+        self.t0_wall = time.time()
+        """Scenario time 0 on the wall clock (for the client attackers' processes)."""
+        self.trace_dir: str | None = None
+        self.plan_names: list[str] = []
+        """Every client of the workload (a trace header lists them)."""
+        self.attacker_procs: dict[str, Any] = {}
+        """The client attackers' processes (killed at the end whatever happened)."""
 
     def ms(self) -> int:
         """Milliseconds since the run's start (Trio's clock)."""
@@ -460,58 +556,138 @@ class RealRun:
                 result = got.decode("utf-8", "replace")
             self.tracer.complete(wall_ms(), name, client.core.timestamp, result, since)
 
-    async def run_byzantine_client(self, name: str, ops: list[Op]) -> None:
-        """The scenario's client behaviour around a real client's core: its requests go
-        out over TLS like any client's. Nothing it gets back is checked or counted; a
-        request that does not complete in time just ends its workload."""
-        from ..node.client import open_client
+    async def start_byzantine_client(self, name: str, ops: list[Op]) -> Any:
+        """Start the scenario's client behaviour around a real client's core in a child
+        process of its own (pbft.cluster.realattacker `client`) and wait until it is ready
+        (connected, its behaviour built), before scenario time 0: whatever its hooks do
+        (hang, loop, end the process) then neither blocks the correct clients nor takes
+        the runner down. None if it ended before it was ready (its result says why)."""
+        import subprocess
 
         spec = self.byz_clients[name]
-        async with open_client(self.path, name, link_faults=self.plan, tracer=self.tracer) as client:
-            try:
-                client.misbehave(spec.behaviour, dict(spec.params), random.Random(f"{self.seed}/{name}"),
-                                 spec.base_dir)
-            except (ValueError, TypeError) as exc:
-                raise UsageError(f"{self.s.source or self.s.name}: client {name}: {exc}") from None
-            self.say(f"client {name} runs {spec.behaviour or 'rules'}")
-            try:
-                await self._byzantine_ops(name, client, ops)
-            finally:
-                self.applied.append(
-                    f"client {name} ran {spec.behaviour or 'rules'} on a real client: {client.sent} frames sent "
-                    f"over TLS for {len(ops)} operations"
-                )
-                self.attacker_failure_count += getattr(client.core, "failure_count", 0)
-                self.attacker_failures += [
-                    f"client {name}: {f.sentence()}" for f in getattr(client.core, "failures", [])
-                ]
+        base = os.path.join(self.workdir, f"attacker-{name}")
+        limit = hook_limit()
+        trace_path = os.path.join(self.trace_dir, f"client-{name}.jsonl") if self.trace_dir else None
+        self.write_spec(base + ".spec", {
+            "cluster": self.path, "name": name, "behaviour": spec.behaviour, "params": dict(spec.params),
+            "base_dir": _base(spec), "rng": f"{self.seed}/{name}", "ops": ops,
+            "plan": self.plan_path or None, "heal_ms": self.heal_ms,
+            "liveness_s": self.liveness_s, "limit": limit, "result": base + ".json",
+            "trace": trace_path,
+            "trace_header": (self.s.n, self.s.f, sorted(self.faulty), list(self.plan_names)),
+        })
+        with open(base + ".log", "ab") as log:
+            proc = await trio.lowlevel.open_process(
+                attacker_command("client", base + ".spec"), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=log, cwd=self.workdir, env=attacker_env(),
+            )
+        self.attacker_procs[name] = proc
+        got = b""
+        with trio.move_on_after((limit if limit > 0 else 0) + CHECK_SLACK_S):
+            while b"\n" not in got:
+                chunk = await proc.stdout.receive_some()  # type: ignore[union-attr]
+                if not chunk:
+                    break
+                got += chunk
+        if got.startswith(b"ready"):
+            return proc
+        if proc.returncode is None and not got:
+            proc.kill()  # not ready within the bound: stuck before its first hook
+        await proc.wait()
+        return None
 
-    async def _byzantine_ops(self, name: str, client, ops: list[Op]) -> None:
-        for kind, key, value in ops:
-            deadline = max(trio.current_time(), self.t0 + self.heal_ms / 1000) + self.liveness_s
-            with trio.move_on_at(deadline) as scope:
+    async def run_byzantine_client(self, name: str, proc: Any, ops: list[Op]) -> None:
+        """Let client attacker `name` (started by `start_byzantine_client`) run from
+        scenario time 0. Nothing it gets back is checked or counted; a request that does
+        not complete in time just ends its workload. When the correct clients are done it
+        is asked to stop (its stdin is closed), and killed if it has not within the hook
+        limit."""
+        spec = self.byz_clients[name]
+        shown = spec.behaviour or "rules"
+        base = os.path.join(self.workdir, f"attacker-{name}")
+        limit = hook_limit()
+        killed = False
+        try:
+            if proc is not None and proc.returncode is None:
+                self.say(f"client {name} runs {shown} (in a process of its own)")
                 try:
-                    await perform(client, kind, key, value)
-                except Exception as exc:  # noqa: BLE001 - its own lies may confuse it
-                    self.say(f"client {name}: {type(exc).__name__}: {exc}")
-                    return
-            if scope.cancelled_caught:
-                return
+                    await proc.stdin.send_all(b"go %r\n" % self.t0_wall)  # type: ignore[union-attr]
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+                await proc.wait()
+        finally:
+            with trio.CancelScope(shield=True):
+                if proc is not None:
+                    try:
+                        await proc.stdin.aclose()  # type: ignore[union-attr]
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                        pass
+                    with trio.move_on_after((limit if limit > 0 else 0) + ATTACKER_STOP_S):
+                        await proc.wait()
+                    if proc.returncode is None:
+                        killed = True
+                        proc.kill()
+                        await proc.wait()
+            status = proc.returncode if proc is not None else self.attacker_procs[name].returncode
+            self.note_attacker_client(name, shown, base, status, killed, len(ops))
 
-    def check_client_behaviours(self, config) -> None:
-        """Build each client behaviour once around a throwaway core, so a bad parameter is
-        a UsageError (one sentence) before any process starts."""
-        from ..adversary import catalogue
-        from ..protocol.client import ClientCore
-        from ..protocol.crypto import KeyPair
+    def write_spec(self, path: str, spec: dict[str, Any]) -> None:
+        import pickle
 
-        for name, spec in self.byz_clients.items():
-            key = KeyPair.generate()
-            try:
-                catalogue.build(spec.behaviour, dict(spec.params), ClientCore(config, name, key), key,
-                                random.Random(0), config, target="client", base_dir=spec.base_dir)
-            except (ValueError, TypeError) as exc:
-                raise UsageError(f"{self.s.source or self.s.name}: client {name}: {exc}") from None
+        with open(path, "wb") as fh:
+            pickle.dump(spec, fh)
+
+    def note_attacker_client(self, name: str, shown: str, base: str, status: int | None, killed: bool,
+                             ops: int) -> None:
+        """What the client attacker's process did, from its result file: frames sent,
+        its behaviour's failures (the attacker's); a process that ended without a result
+        (a hook ended it, or it would not stop) is the attacker's failure too; an error
+        of pbft's own in it is an `exception`."""
+        import json
+
+        from .launcher import describe_exit
+
+        try:
+            with open(base + ".json", encoding="utf-8") as fh:
+                got = json.load(fh)
+        except (OSError, ValueError):
+            got = None
+        sent = got["sent"] if got else 0
+        self.applied.append(
+            f"client {name} ran {shown} on a real client: {sent} frames sent over TLS for {ops} operations"
+        )
+        for line in (got or {}).get("said", []):
+            self.say(f"client {name}: {line}")
+        if got is None:
+            self.attacker_failure_count += 1
+            if killed:
+                why = "did not stop when asked (its behaviour's code is stuck)"
+            else:
+                why = f"exited with {describe_exit(status)} (its behaviour ended the process)"
+            self.attacker_failures.append(f"client {name} (running {shown}) {why}{_log_tail(base + '.log')}")
+            return
+        if got.get("error"):
+            self.fail("exception", f"client {name}'s process (running {shown}) failed: {got['error'][-600:]}")
+        self.attacker_failure_count += got["count"]
+        self.attacker_failures += [f"client {name}: {f}" for f in got["failures"]]
+
+    def check_behaviours(self) -> None:
+        """Build every replica and client behaviour once around a throwaway core, as the
+        simulator does, in a child process (pbft.cluster.realattacker `check`), so a bad
+        parameter, or an `__init__` or `setup` that raises, hangs past the hook limit or
+        ends its process, is a UsageError (one sentence) before any replica starts."""
+        s = self.s
+        replicas = [(b.index, b.behaviour, dict(b.params), _base(b)) for b in s.byzantine if b.target == "replica"]
+        clients = [(name, b.behaviour, dict(b.params), _base(b)) for name, b in sorted(self.byz_clients.items())]
+        if not replicas and not clients:
+            return
+        limit = hook_limit()
+        problem = run_attacker_check(
+            self.workdir, {"cluster": self.path, "replicas": replicas, "clients": clients, "limit": limit},
+            None if limit <= 0 else limit + CHECK_SLACK_S,
+        )
+        if problem:
+            raise UsageError(f"{s.source or s.name}: {problem}")
 
     async def publish_epoch(self) -> None:
         """Fix scenario time 0 (EPOCH_LEAD_S from now, on the wall clock) in the plan the
@@ -522,6 +698,7 @@ class RealRun:
             self.plan.epoch = time.time() + lead
             write_plan(self.plan_path, self.plan)
         self.t0 = now + lead
+        self.t0_wall = time.time() + lead
         await trio.sleep_until(self.t0)
 
     async def statuses(self, observer) -> dict[int, Any]:
@@ -530,6 +707,8 @@ class RealRun:
     async def main(self, plan: dict[str, list[Op]]) -> dict[int, Any]:
         from ..node.client import open_client
 
+        attackers = {name: await self.start_byzantine_client(name, ops)
+                     for name, ops in plan.items() if name in self.byz_clients}
         await self.publish_epoch()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.apply_crashes)
@@ -541,7 +720,7 @@ class RealRun:
                 async with trio.open_nursery() as clients:
                     for name, ops in plan.items():
                         if name in self.byz_clients:
-                            byzantine.start_soon(self.run_byzantine_client, name, ops)
+                            byzantine.start_soon(self.run_byzantine_client, name, attackers[name], ops)
                         else:
                             clients.start_soon(self.run_client, name, ops)
                 byzantine.cancel_scope.cancel()
@@ -624,6 +803,8 @@ class RealRun:
         tail: list[str] = []
         stats_dir = os.path.join(workdir, "link-fault-counts")
         trace_dir = os.path.join(workdir, "traces") if self.trace else None
+        self.trace_dir = trace_dir
+        self.plan_names = list(plan)
         ran = False
         result: RunResult | None = None
         completed = False  # no exception: a result to report (and a trace to finish)
@@ -659,7 +840,7 @@ class RealRun:
             except ConfigError as exc:
                 raise UsageError(str(exc)) from None
             behaviours = {b.index: behaviour_arg(b, s.source) for b in s.byzantine if b.target == "replica"}
-            self.check_client_behaviours(config)
+            self.check_behaviours()
             self.cluster = LocalCluster(
                 self.path, config, behaviours=behaviours, log_dir=workdir, replica_args=replica_args,
                 per_replica_args={i: ["--broken", s.broken] for i in range(s.n) if i not in self.faulty}
@@ -676,15 +857,18 @@ class RealRun:
                 ran = True
                 for i, proc in sorted(self.cluster.procs.items(), key=lambda kv: str(kv[0])):
                     if i not in self.down and i not in self.retired and proc.poll() is not None:
-                        self.fail(
-                            "exception",
-                            f"replica {i} exited on its own with status {proc.returncode}: "
-                            f"{self.cluster.stderr_tail(i)[-300:]}",
-                        )
+                        self.exited(i, proc.returncode)
             if self.violations:
                 tail = [f"replica {i}: {self.cluster.stderr_tail(i)[-400:]}" for i in self.cluster.keys]
             completed = True
         finally:
+            for proc in self.attacker_procs.values():
+                if proc.returncode is None:
+                    try:
+                        proc.kill()
+                        os.waitpid(proc.pid, 0)
+                    except (ProcessLookupError, ChildProcessError):
+                        pass
             for node in self.new_nodes:
                 node.stop()
             if self.cluster is not None:
@@ -709,6 +893,25 @@ class RealRun:
                 shutil.rmtree(workdir, ignore_errors=True)
         assert result is not None
         return result
+
+    def exited(self, key: Any, status: int) -> None:
+        """Replica process `key` exited on its own during the run. A Byzantine replica's
+        is the attacker's failure (its behaviour's code ended the process: `os._exit`, a
+        KeyboardInterrupt it raised), never pbft's: a faulty replica that disappears is
+        what PBFT tolerates. A correct replica's (or a twin's, which runs honest code) is
+        an `exception`."""
+        from .launcher import describe_exit
+
+        if key in self.byzantine:
+            spec = next(b for b in self.s.byzantine if b.target == "replica" and b.index == key)
+            self.attacker_failure_count += 1
+            self.attacker_failures.append(
+                f"replica {key} (running {spec.behaviour or 'rules'}) exited with {describe_exit(status)} "
+                "(its behaviour ended the process)"
+            )
+            return
+        self.fail("exception", f"replica {key} exited on its own with {describe_exit(status)}: "
+                               f"{self.cluster.stderr_tail(key)[-300:]}")
 
     def open_driver_trace(self, trace_dir: str, plan: dict[str, list[Op]]) -> None:
         from ..node.tracing import open_trace
@@ -746,7 +949,10 @@ class RealRun:
                 replicas.append(ReplicaReport(i, i in self.faulty, st.view, st.last_executed, st.stable_seq))
         # Views count from each epoch's first view (pbft.protocol.epochs): the view changes
         # of the current epoch (a change of configuration is not one).
-        vc = max((r.view - first_view(epoch_of_view(r.view)) for r in replicas if r.id not in self.faulty), default=0)
+        # A replica that did not answer has no view to count (unknown, not -1).
+        vc = max((r.view - first_view(epoch_of_view(r.view)) for r in replicas
+                  if r.id not in self.faulty and r.reachable), default=0)
+        self.note_unreachable(replicas)
         limit = s.expect.max_view_changes
         if not self.violations and limit is not None and vc > limit:
             self.fail("liveness", f"{vc} view changes, more than the {limit} expected")
@@ -776,6 +982,22 @@ class RealRun:
             latency=self.latency_figures(),
         )
 
+    def note_unreachable(self, replicas: list[ReplicaReport]) -> None:
+        """A correct replica that did not answer the final status query is unknown, not in
+        a view. As in the simulator, a replica the scenario crashed for good is not judged;
+        one that should be up is said (`applied`), and is a liveness failure only with
+        `expect.catch_up`, which requires every live correct replica to have caught up."""
+        for r in replicas:
+            if r.reachable or r.id in self.faulty or r.id in self.retired:
+                continue
+            if r.id in self.down:
+                self.applied.append(f"replica {r.id} was down at the end (crashed by the scenario): not asked")
+                continue
+            self.applied.append(f"replica {r.id} did not answer the final status query: its state is unknown")
+            if not self.violations and self.s.expect.catch_up and self.s.requests:
+                self.fail("liveness", f"replica {r.id} did not answer the final status query "
+                                      f"(expect.catch_up needs every live correct replica caught up)")
+
     def latency_figures(self) -> Latency:
         """Correct clients' latencies (wall ms), overall and after the last heal, as the
         simulator reports them."""
@@ -799,21 +1021,27 @@ class RealRun:
 
     def note_attacker_failures(self) -> None:
         """A Byzantine replica process logs each failure of its behaviour's hooks (the
-        attacker's bug, pbft.node.node: "the attacker failed (N so far): SENTENCE");
-        gather them, as the simulator does."""
+        attacker's bug, pbft.node.node: "the attacker failed (N so far): SENTENCE"): the
+        first few word for word, then a count now and then and at its stop; gather them,
+        as the simulator does. A restarted process counts from 1 again (its log file is
+        appended to), so the total is the sum of each process's last count."""
         for key in self.cluster.keys:
             path = self.cluster.log_path(key)
             if not os.path.exists(path):
                 continue
             with open(path, "rb") as f:
                 lines = [ln.decode(errors="replace") for ln in f if ATTACKER_FAILED.search(ln)]
+            last = 0
             for line in lines:
                 sentence = line.split("so far): ", 1)[-1].strip()
+                match = ATTACKER_FAILED.search(line.encode())
+                n = int(match.group(1)) if match else last + 1
+                if n <= last:  # a new process (restarted): its count starts again
+                    self.attacker_failure_count += last
+                last = n
                 if len(self.attacker_failures) < 20:
                     self.attacker_failures.append(f"replica {key}: {sentence}")
-            if lines:
-                match = ATTACKER_FAILED.search(lines[-1].encode())
-                self.attacker_failure_count += int(match.group(1)) if match else len(lines)
+            self.attacker_failure_count += last
 
     def note_twins(self) -> None:
         """One line per twin: its second process, where it listened, and its stop line
@@ -844,6 +1072,8 @@ def run_real(scenario: Scenario, seed: int | None = None, out=None, trace: str |
 
 
 def print_result(r: RunResult, out=None) -> None:
+    from ..node.health import view_text
+
     out = out or sys.stdout
     if r.incomplete:
         n = len(r.incomplete)
@@ -859,7 +1089,7 @@ def print_result(r: RunResult, out=None) -> None:
             print(f"    [[network]] {e['fault']}: {e['messages']} messages", file=out)
     for rep in r.replicas:
         state = (
-            f"view {rep.view}, executed {rep.last_executed}, stable {rep.stable_checkpoint}"
+            f"{view_text(rep.view)}, executed {rep.last_executed}, stable {rep.stable_checkpoint}"
             if rep.reachable
             else "unreachable"
         )

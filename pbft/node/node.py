@@ -234,6 +234,9 @@ class ReplicaNode:
         self.broken = broken
         """The deliberately broken core it runs (--broken NAME), else None."""
         self._attacker_failures_seen = 0
+        self._attacker_failures_logged = 0
+        """The count the last "the attacker failed" line said."""
+        self._attacker_logged_at = float("-inf")
         self.stop_reason: str | None = None
         """Why the node is being stopped, for its stop line (`stop(reason)`)."""
         self.stop_reason_from: Callable[[], str | None] | None = None
@@ -382,6 +385,7 @@ class ReplicaNode:
             if self.tracer is not None:
                 self.tracer.flush()
             if started:
+                self._note_attacker_failures(final=True)
                 self._log_stopped(crash)
 
     def _log_started(self) -> None:
@@ -586,20 +590,26 @@ class ReplicaNode:
                 self.tracer.deliver(wall_ms(), event.peer, self.id, event.data)
         return self.replica.step(event)
 
-    def _note_attacker_failures(self) -> None:
+    def _note_attacker_failures(self, final: bool = False) -> None:
         """A behaviour's hook raised (adversary.base): log it, the attacker's failure and
         no protocol's, with the sentence naming the file and line. The first few are
-        logged word for word, then every hundredth."""
+        logged word for word, then every hundredth, the count at most once a second
+        when it changed, and (`final`, at the stop) the count if it was not logged yet:
+        what the last line says is the exact total (pbft.cluster.realscenario)."""
         count = getattr(self.replica, "failure_count", 0)
         seen = self._attacker_failures_seen
-        if count <= seen:
+        if count <= seen and not (final and count > self._attacker_failures_logged):
             return
         self._attacker_failures_seen = count
         failures = self.replica.failures
-        for i in range(seen, count):
-            if i < len(failures) or (i + 1) % 100 == 0:
+        now = time.monotonic()
+        for i in range(seen if count > seen else count - 1, count):
+            due = i == count - 1 and (final or now - self._attacker_logged_at >= 1.0)
+            if i < len(failures) or (i + 1) % 100 == 0 or due:
                 sentence = failures[min(i, len(failures) - 1)].sentence()
                 log.error("replica %d: the attacker failed (%d so far): %s", self.id, i + 1, sentence)
+                self._attacker_failures_logged = i + 1
+                self._attacker_logged_at = now
 
     async def _step_loop(self) -> None:
         recv = self._recv

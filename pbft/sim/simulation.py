@@ -61,7 +61,7 @@ from typing import Any
 
 from ..adversary import catalogue
 from ..adversary.base import failure_of
-from ..adversary.loader import check_sample, make_service
+from ..adversary.loader import check_sample, make_service, user_output
 from ..errors import UsageError, exception_text, is_interrupt, safe_str
 from ..protocol import codec, crypto
 from ..protocol.client import ClientCore
@@ -1114,7 +1114,8 @@ class Simulation:
         # them (messages.DecodeMemo: a pure function of the bytes, immutable results);
         # the same for signatures and batch digests (crypto.Memo).
         # A user's hook that never returns is stopped (watchdog.py): ATTACKER-FAILED.
-        with memoised_decoding(), crypto.memoised(), hook_watchdog():
+        # What a user's hook prints goes to stderr: stdout stays the tool's (--json).
+        with memoised_decoding(), crypto.memoised(), hook_watchdog(), user_output():
             return self._run()
 
     def _run(self) -> RunResult:
