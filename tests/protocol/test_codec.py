@@ -268,3 +268,21 @@ def test_frame_reader_accepts_exactly_the_limit():
 
 def test_frame_prefix_is_big_endian():
     assert frame(b"abc") == b"\x00\x00\x00\x03abc"
+
+
+class _Number(int):
+    """An int subclass (as an IntEnum is): it takes the encoder's general path."""
+
+
+@SETTINGS
+@given(I64)
+def test_an_int_subclass_encodes_exactly_as_its_value(n):
+    """Found by mutation testing (the third sample): the general path's negative integers
+    were reached by no test, and a mutant that encoded -1 + n survived."""
+    assert encode(_Number(n)) == encode(n) == cbor2.dumps(n, canonical=True)
+    assert encode([_Number(n)]) == encode([n])
+
+
+def test_a_non_canonical_head_is_refused_word_for_word():
+    with pytest.raises(CodecError, match=r"^non-canonical head$"):
+        decode(bytes.fromhex("1805"))
