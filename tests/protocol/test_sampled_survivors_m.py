@@ -151,3 +151,25 @@ def test_a_message_layer_sentence_is_word_for_word():
         codec.encode(2**64)
     with pytest.raises(codec.CodecError, match=r"^malformed envelope$"):
         decode_envelope(codec.encode(["not bytes", 0, b"s"]))
+
+
+def test_a_primary_with_its_window_full_waits_for_it_to_move():
+    """A primary whose next sequence number is past the high water mark proposes nothing
+    more and keeps the request for later (4.2). pbft.protocol.replica.xǁReplicaǁ
+    _reinstate_own_pre_prepare__mutmut_3 (True for a number outside the window) made
+    `_maybe_propose` count upwards for ever."""
+    from conftest import put
+
+    from pbft.protocol.events import Broadcast
+    from pbft.protocol.messages import PrePrepare, decode_envelope
+
+    clients = ("alice", "bob", "carol", "dave", "erin")
+    config = make_config(clients=clients, checkpoint_interval=2, log_window=4, pipeline=4, batch_max=1)
+    rep = make_replica(config, 0)
+    proposed = []
+    for client in clients:
+        for a in feed(rep, client, put(client, 1)):
+            if isinstance(a, Broadcast) and isinstance(msg := decode_envelope(a.data)[1], PrePrepare):
+                proposed.append(msg.seq)
+    assert proposed == [1, 2, 3, 4]
+    assert rep.next_seq == 5 and rep.batching.pending
