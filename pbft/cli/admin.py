@@ -62,13 +62,16 @@ def _leaving_hint(plan) -> None:
 def _apply(plan, timeout: float) -> int:
     import trio
 
-    from ..cluster.admin import apply
+    from ..cluster.admin import ChangeRefused, apply
 
     try:
         answer = trio.run(apply, plan, timeout)
     except TimeoutError:
         print(f"pbft: the replicas did not answer the change to epoch {plan.epoch} in {timeout:g} s.",
               file=sys.stderr)
+        return 1
+    except ChangeRefused as exc:
+        print(f"pbft: {exc}", file=sys.stderr)
         return 1
     print(f"epoch {answer['epoch']} begins after checkpoint {answer['after']}; {plan.cluster_path} records it")
     if plan.moved:

@@ -89,6 +89,11 @@ class Plan:
     """What `apply` renamed once the change took effect: (from, to)."""
 
 
+class ChangeRefused(Exception):
+    """The replicas ordered the command and refused it (its answer is an error): not a
+    mistake in the command line, so `pbft admin` exits 1, as when they do not answer."""
+
+
 def aside_files(base_dir: str, node_id, epoch: int) -> tuple[str, str]:
     """Where the key and certificate of a node that epoch `epoch` replaced or removed are
     kept beside the cluster file: `replica-3.before-epoch-1.key` and `.pem`."""
@@ -403,7 +408,7 @@ def _node_text(text: str) -> str:
 async def apply(p: Plan, timeout: float = 60.0) -> dict:
     """Send the planned command as the operator and wait for the outcome; on success,
     record the `[[epoch]]` entry in the cluster file (and in the new replicas' copies).
-    Returns the replicas' answer: {"epoch", "after"}; UsageError if they refused it."""
+    Returns the replicas' answer: {"epoch", "after"}; ChangeRefused if they refused it."""
     from ..node.client import open_client
 
     moves = _superseded(p)
@@ -412,7 +417,7 @@ async def apply(p: Plan, timeout: float = 60.0) -> dict:
         result = await client.execute(reconfigure_operation(p.epoch, p.membership))
     answer = codec.decode(result)
     if not isinstance(answer, dict) or "error" in answer:
-        raise UsageError(f"the replicas refused the change: {answer.get('error') if isinstance(answer, dict) else answer}.")
+        raise ChangeRefused(f"the replicas refused the change: {answer.get('error') if isinstance(answer, dict) else answer}.")
     text = _with_entry(p.cluster_path, p.epoch, answer["after"], p.command)
     files = _Files()
     try:

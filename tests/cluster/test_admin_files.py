@@ -244,3 +244,24 @@ def test_a_same_address_replace_says_when_the_new_node_can_start(cluster_path, r
     assert "up to 10 s after the change" in out
     assert cli.main(["admin", "replace", "1", "127.0.0.1:17499", "--config", cluster_path]) == 0
     assert "keeps its address" not in capsys.readouterr().out
+
+
+def test_a_change_the_replicas_refuse_exits_1_and_leaves_every_file_as_it_was(cluster_path, monkeypatch, capsys):
+    """The module's promise (pbft/cli/admin.py): 2 a usage or configuration error, 1 the
+    replicas refused or did not answer. A refusal used to exit 2, as if the command line
+    were wrong."""
+
+    @contextlib.asynccontextmanager
+    async def open_client(path, name, *, timeout=None, **_):
+        async def execute(operation):
+            return codec.encode({"error": "the next epoch is 5, not 2"})
+
+        yield SimpleNamespace(core=SimpleNamespace(timestamp=0), execute=execute)
+
+    monkeypatch.setattr(node_client, "open_client", open_client)
+    base = os.path.dirname(cluster_path)
+    code = cli.main(["admin", "change", "--config", cluster_path, "--add-client", "carol"])
+    assert code == 1
+    assert "pbft: the replicas refused the change: the next epoch is 5, not 2." in capsys.readouterr().err
+    assert "[[epoch]]" not in open(cluster_path).read()
+    assert os.path.exists(os.path.join(base, "client-carol.key"))  # written by the plan, kept for a retry
