@@ -628,9 +628,9 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def port_holder(port: int) -> str | None:
-    """`pid 123 (python3 -m http.server 7000)` for the process listening on TCP `port`,
-    from /proc (Linux; only processes this user may look into), else None."""
+def _listening_inodes(port: int) -> set[str]:
+    """The `socket:[inode]` names of the sockets listening on TCP `port` (Linux /proc;
+    empty where it cannot be read)."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -642,6 +642,13 @@ def port_holder(port: int) -> str | None:
                         inodes.add(f"socket:[{cols[9]}]")
         except (OSError, ValueError, IndexError):
             continue
+    return inodes
+
+
+def port_holder(port: int) -> str | None:
+    """`pid 123 (python3 -m http.server 7000)` for the process listening on TCP `port`,
+    from /proc (Linux; only processes this user may look into), else None."""
+    inodes = _listening_inodes(port)
     if not inodes:
         return None
     for pid in filter(str.isdigit, _listdir("/proc")):
@@ -665,17 +672,7 @@ def port_holder(port: int) -> str | None:
 def _listens(pid: int, port: int) -> bool:
     """Process `pid` itself holds a socket listening on TCP `port` (Linux /proc; False
     where it cannot be told)."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table, encoding="ascii") as fh:
-                next(fh, None)
-                for line in fh:
-                    cols = line.split()
-                    if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
-                        inodes.add(f"socket:[{cols[9]}]")
-        except (OSError, ValueError, IndexError):
-            continue
+    inodes = _listening_inodes(port)
     if not inodes:
         return False
     for fd in _listdir(f"/proc/{pid}/fd"):
