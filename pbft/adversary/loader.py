@@ -237,7 +237,7 @@ def make_service(spec) -> object:
     except TypeError:  # an unhashable spec (a test's): try it every time
         fresh = True
     if fresh:
-        _try_setup(_construct(cls, spec), spec.ref)
+        _try_setup(_construct(cls, spec), spec.ref, _construct(cls, spec))
         try:
             _CHECKED_SERVICES.add(spec)
         except TypeError:
@@ -273,18 +273,27 @@ def service_identity(cls: type, ref: str) -> str:
     return found
 
 
-def _try_setup(service: object, ref: str) -> None:
-    """Run the service's `setup` once on an empty state, so that one that raises is a
-    sentence before any run rather than a crash in the first replica that starts."""
+def _try_setup(service: object, ref: str, again: object | None = None) -> None:
+    """Run the service's `setup` on an empty state, so that one that raises is a sentence
+    before any run rather than a crash in the first replica that starts; with `again` (a
+    second instance), run it twice and compare: a setup whose initial state differs from
+    one run to the next (randomness, the clock) would give every replica another genesis
+    state, and the group could never agree on a checkpoint."""
     from ..service.api import Hosted, ServiceError
 
     try:
-        Hosted(service)  # type: ignore[arg-type]
+        first = Hosted(service)  # type: ignore[arg-type]
+        second = Hosted(again) if again is not None else None  # type: ignore[arg-type]
     except ServiceError as exc:
         cause = exc.__cause__
         if cause is None:
             raise UsageError(f"service {ref}: {safe_str(exc)}.") from None
         raise UsageError(f"service {ref}: its setup raised {exception_text(cause)} ({_where(cause)}).") from None
+    if second is not None and first.digest() != second.digest():
+        raise UsageError(
+            f"service {ref}: its setup wrote a different initial state each time it ran (randomness, the clock "
+            f"or I/O?): every replica would start from another state (docs/services.md, The rules)."
+        )
 
 
 def _where(exc: BaseException) -> str:

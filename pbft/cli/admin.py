@@ -23,6 +23,8 @@ def _pairs(values: list[str], what: str) -> dict[int, str]:
 def _start_hint(plan) -> None:
     for rid, d in sorted(plan.new_replicas.items()):
         print(f"  replica {rid}: pbft replica --config {d}/cluster.toml --id {rid} --data {d}/data")
+    for warning in plan.warnings:
+        print(f"  first, {warning}")
     if plan.same_address:
         from ..node.clusterfile import load_cluster
 

@@ -35,7 +35,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -47,7 +49,15 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pbft.errors import ConfigError, UsageError
 from pbft.files import check_regular, parse_toml
 from pbft.protocol import codec
-from pbft.protocol.config import OPERATOR, ClientInfo, ReplicaInfo, split_hostport
+from pbft.protocol.config import (
+    OPERATOR,
+    ClientInfo,
+    ReplicaInfo,
+    ServiceSpec,
+    check_cluster,
+    service_spec,
+    split_hostport,
+)
 from pbft.protocol.crypto import seal
 from pbft.protocol.epochs import Membership, reconfigure_operation
 from pbft.protocol.messages import CLIENT_NAME, Request
@@ -87,6 +97,8 @@ class Plan:
     the old one has stopped (it lingers after the change)."""
     moved: list[tuple[str, str]] = field(default_factory=list)
     """What `apply` renamed once the change took effect: (from, to)."""
+    warnings: list[str] = field(default_factory=list)
+    """What the operator must do by hand before a new replica can start (one sentence each)."""
 
 
 class ChangeRefused(Exception):
@@ -312,8 +324,11 @@ def plan(
             files.write(key_file, lambda p, m=made: _write_private(p, m.key_pem))  # type: ignore[attr-defined]
             files.write(cert_file, lambda p, m=made: _write_public(p, m.cert_pem))  # type: ignore[attr-defined]
             files.write(ca_copy, lambda p: shutil.copyfile(ca_path(config), p))
-            files.write(os.path.join(d, "cluster.toml"), lambda p: _write_atomic(p, _node_text(text)), atomic=True)
+            node_text, problem = _node_copy(text, config.service, config.signing_domain, d)
+            files.write(os.path.join(d, "cluster.toml"), lambda p, t=node_text: _write_atomic(p, t), atomic=True)
             result.new_replicas[i] = d
+            if problem:
+                result.warnings.append(f"replica {i}: {problem}")
     except OSError as exc:
         files.undo()
         where = f" {exc.filename}" if exc.filename else ""
@@ -405,6 +420,85 @@ def _node_text(text: str) -> str:
     return "\n".join(line for line in text.splitlines() if not line.startswith("certificate = ")) + "\n"
 
 
+CLASS_DIR = "class_dir"
+"""`[service] class_dir`: the directory a relative FILE.py in `class` is found from,
+relative to the cluster file's own directory (default: that directory). It is not part
+of the signed identity (pbft.protocol.config.service_spec), so a copy of the cluster file
+in another directory can name the same service file without changing `class`, which is."""
+
+
+def _class_dir_supported() -> bool:
+    """Whether this build's cluster-file parser takes `[service] class_dir` as the
+    directory FILE.py paths resolve from (and not as a parameter of the class)."""
+    spec = service_spec({"class": "x.py:X", CLASS_DIR: "d"}, lambda _: None, "", "/b")
+    return spec is not None and not spec.params and spec.base_dir == os.path.join("/b", "d")
+
+
+def _service_file(service: ServiceSpec | None) -> str | None:
+    """The absolute path of the FILE.py a `[service]` names, or None (a module path)."""
+    if service is None:
+        return None
+    from ..adversary.loader import is_file, resolve_path
+
+    where = service.ref.rpartition(":")[0]
+    return resolve_path(where, service.base_dir) if is_file(where) else None
+
+
+def _with_class_dir(text: str, rel: str | None) -> str:
+    """`text` with the `[service]` table's `class_dir` line replaced by one naming `rel`
+    (None: removed)."""
+    out: list[str] = []
+    in_service = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("["):
+            in_service = re.fullmatch(r"\[\s*service\s*\]\s*(#.*)?", stripped) is not None
+            out.append(line)
+            if in_service and rel is not None:
+                out.append(f"{CLASS_DIR} = {json.dumps(rel)}  # where this copy finds the class's "
+                           "file (pbft admin); not part of the service's identity")
+            continue
+        if in_service and re.match(rf"{CLASS_DIR}\s*=", stripped):
+            continue
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def _node_copy(text: str, service: ServiceSpec | None, domain: str, d: str) -> tuple[str, str]:
+    """The cluster file for the new replica directory `d` (`_node_text`), and a problem
+    ("" if none). A relative `[service]` FILE.py path means the file beside the operator's
+    cluster file, and would mean another one from `d`: the copy keeps `class` as written
+    (it is hashed into the signing domain every replica must share) and says where the
+    file is with `class_dir`. The copy is read back: it must name the same file and give
+    the same signing domain as the operator's."""
+    node = _node_text(text)
+    wanted = _service_file(service)
+    if wanted is None:
+        return node, ""
+    d = os.path.abspath(d)
+    where = service.ref.rpartition(":")[0]  # type: ignore[union-attr]
+    if os.path.isabs(os.path.expanduser(where)):
+        return node, ""
+    if not _class_dir_supported():
+        return node, (
+            f"its cluster file names the service file {where} relative to its own directory, which is "
+            f"{os.path.normpath(os.path.join(d, where))}, not {wanted}: this version cannot point a copy at "
+            f"another directory, so put the service file (or a link to it) there before starting it."
+        )
+    base = service.base_dir  # type: ignore[union-attr]
+    node = _with_class_dir(node, None if os.path.normpath(base) == d else os.path.relpath(base, d))
+    try:
+        copy, _ = check_cluster(parse_toml(node.encode()), d)
+    except ValueError:
+        copy = None
+    if copy is None or _service_file(copy.service) != wanted or copy.signing_domain != domain:
+        return _node_text(text), (
+            f"its cluster file's [service] could not be made to name {wanted} from {d}: put the service "
+            f"file at {os.path.normpath(os.path.join(d, where))} before starting it."
+        )
+    return node, ""
+
+
 async def apply(p: Plan, timeout: float = 60.0) -> dict:
     """Send the planned command as the operator and wait for the outcome; on success,
     record the `[[epoch]]` entry in the cluster file (and in the new replicas' copies).
@@ -419,13 +513,15 @@ async def apply(p: Plan, timeout: float = 60.0) -> dict:
     if not isinstance(answer, dict) or "error" in answer:
         raise ChangeRefused(f"the replicas refused the change: {answer.get('error') if isinstance(answer, dict) else answer}.")
     text = _with_entry(p.cluster_path, p.epoch, answer["after"], p.command)
+    config = load_cluster(p.cluster_path)
     files = _Files()
     try:
         for src, dst in moves:
             files.move(src, dst)
         files.write(p.cluster_path, lambda path: _write_atomic(path, text), atomic=True)
         for d in p.new_replicas.values():
-            files.write(os.path.join(d, "cluster.toml"), lambda path: _write_atomic(path, _node_text(text)),
+            node_text, _ = _node_copy(text, config.service, config.signing_domain, d)
+            files.write(os.path.join(d, "cluster.toml"), lambda path, t=node_text: _write_atomic(path, t),
                         atomic=True)
         load_cluster(p.cluster_path)  # what we wrote must read back
     except (OSError, ConfigError) as exc:

@@ -406,9 +406,21 @@ def service_spec(table: object, fail, where: str, base_dir: str = "") -> Service
     if not isinstance(identity, str) or (identity and not identity.isprintable()):
         fail(f"{where}: 'identity' must be a string, the service's \"name version\".")
         return None
+    class_dir = table.get("class_dir", "")
+    if not isinstance(class_dir, str):
+        fail(f"{where}: 'class_dir' must be a string, the directory a FILE.py in 'class' is found from.")
+        return None
+    if class_dir:
+        # Where a relative FILE.py in `class` is found (a copy of the cluster file in
+        # another directory, written by `pbft admin`): not hashed into the signing
+        # domain (`ServiceSpec.digest`), so the copy keeps `class` as written.
+        import os
+
+        class_dir = os.path.expanduser(class_dir)
+        base_dir = os.path.normpath(os.path.join(base_dir, class_dir)) if base_dir else class_dir
     params = []
     for key, value in table.items():
-        if key in ("class", "identity"):
+        if key in ("class", "identity", "class_dir"):
             continue
         if not isinstance(value, bool | int | float | str):
             fail(f"{where}: parameter '{key}' must be a boolean, integer, float or string.")

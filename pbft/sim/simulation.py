@@ -100,7 +100,7 @@ from ..protocol.messages import (
 from ..protocol.ready import EMPTY, Durability, Ready
 from ..protocol.replica import Replica
 from ..protocol.viewchange import ViewStatus
-from ..service.api import Hosted, ServiceError
+from ..service.api import Hosted, ServiceError, operator_interrupt, recognisable_interrupts
 from ..service.kv import KeyValueStore, op_delete, op_get, op_put
 from ..service.kvservice import KeyValue
 from .coverage import EVENTS, event_name
@@ -520,7 +520,9 @@ class Simulation:
         try:
             drawn = sample(self.rng, client, sorted(self.client_keys))
         except BaseException as exc:  # noqa: BLE001 - the user's service
-            if is_interrupt(exc):
+            # A KeyboardInterrupt the service raised itself is its failure; a real Ctrl-C
+            # (through `_ctrl_c`, in force while the run goes on) stops the run.
+            if operator_interrupt(exc):
                 raise
             where = failure_of(ref, "sample_operation", exc).where
             raise UsageError(
@@ -1115,7 +1117,7 @@ class Simulation:
         # the same for signatures and batch digests (crypto.Memo).
         # A user's hook that never returns is stopped (watchdog.py): ATTACKER-FAILED.
         # What a user's hook prints goes to stderr: stdout stays the tool's (--json).
-        with memoised_decoding(), crypto.memoised(), hook_watchdog(), user_output():
+        with memoised_decoding(), crypto.memoised(), hook_watchdog(), user_output(), recognisable_interrupts():
             return self._run()
 
     def _run(self) -> RunResult:
