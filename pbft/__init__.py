@@ -5,7 +5,9 @@
 `ClientError` (`put`, `get` or `delete`: the key-value store refused the request;
 `execute` returns a service's error result as bytes instead, docs/services.md),
 `RequestTooLarge` (a `ClientError`: a
-request over a size limit, refused before anything is sent) and `TimestampError`; a call
+request over a size limit, refused before anything is sent), `ReplicasDisagree` (a
+`ClientError`: the replicas answered with results no f+1 of them agree on; docs/services.md)
+and `TimestampError`; a call
 that gets no answer within its timeout raises the built-in `TimeoutError`. Wrong arguments
 are refused before anything is sent: `TypeError` for a key, value or operation that is not
 bytes (or a timeout that is not a number), `ValueError` for a timeout that is not a finite
@@ -17,9 +19,9 @@ from __future__ import annotations
 from .errors import ConfigError
 
 __version__ = "0.1.0"
-__all__ = ["ClientError", "ConfigError", "RequestTooLarge", "TimestampError", "open_client"]
+__all__ = ["ClientError", "ConfigError", "ReplicasDisagree", "RequestTooLarge", "TimestampError", "open_client"]
 
-_RUNTIME = ("ClientError", "RequestTooLarge", "TimestampError")
+_RUNTIME = ("ClientError", "ReplicasDisagree", "RequestTooLarge", "TimestampError")
 
 
 def open_client(cluster_file: str, client_id: str, **kwargs):

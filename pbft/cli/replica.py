@@ -2,8 +2,10 @@
 (README, "Running a cluster").
 
 Each `cmd_*` takes the parsed arguments and returns the exit status: 0 success, 1 a check
-failed (no answer in time, key not found), 2 an operator mistake (raised as UsageError,
-printed by pbft.cli as one sentence). Nothing here decides anything about the protocol.
+failed (no answer in time, key not found, replicas that answered with different results),
+2 an operator mistake (raised as UsageError, printed by pbft.cli as one sentence; for
+`pbft replica` also a service whose re-execution contradicts what the replica signed
+before a restart, `cmd_replica`). Nothing here decides anything about the protocol.
 
 Output conventions:
 * `client put K V` prints `ok`; `client get K` prints the value, or `(not found)` and
@@ -87,7 +89,12 @@ def resolve_behaviour(value: str | None, config_path: str, replica_id: int) -> c
 def cmd_replica(args) -> int:
     """Run one replica until SIGTERM or SIGINT, then exit 0. Its records live in --data
     (default `<cluster dir>/data/replica-<id>`); exit 1 if it had to stop because its
-    storage failed (full disk), which it logged in one line. Whatever --log-level says,
+    storage failed (full disk), which it logged in one line; exit 2 with one sentence
+    (a UsageError) for an operator mistake, among them a service that re-executed the
+    requests since the last stable checkpoint into another state than the one this
+    replica signed before (at recovery or later: pbft.protocol.events.Diverged, REPLAY):
+    its code changed without a new `version`, or it is not deterministic, so restarting
+    it as it is cannot help (`pbft up` does not). Whatever --log-level says,
     it logs one line once it listens and one when it stops, saying why (pbft.node.node,
     `lifecycle`): a replica started with the defaults does not look hung."""
     from ..adversary import broken

@@ -21,7 +21,10 @@ that is not a reply.
 Calls are serialised with a lock (the core has one request outstanding, section 4.1).
 Up to f faulty or unreachable replicas never make a call raise: the core retransmits to
 everyone until f+1 (2f+1 for reads) agree. With `timeout` set, a call that takes longer
-raises TimeoutError and the outstanding request is abandoned.
+raises TimeoutError and the outstanding request is abandoned. Correct replicas that
+answer with different results (a service that is not deterministic) make `execute` raise
+`ReplicasDisagree` as soon as no result can reach f+1 any more, and a timeout's message
+says so when the answers differed.
 
 Timestamps start from the wall clock in microseconds. A client whose clock is behind
 the timestamp the replicas hold for it (say it once ran years ahead, then was corrected)
@@ -85,6 +88,12 @@ class RequestTooLarge(ClientError):
     check the replicas would drop it unanswered and the call would wait out its timeout."""
 
 
+class ReplicasDisagree(ClientError):
+    """The replicas answered an ordered request with different results, so that no f+1
+    of them can agree on one any more: the service is not deterministic (docs/services.md).
+    The message counts the different results."""
+
+
 class TimestampError(ClientError):
     """No timestamp is left to continue from: f+1 replicas hold the largest one for this
     client, or keep holding newer ones than it catches up to (another process using the
@@ -111,6 +120,7 @@ class Client:
         self._lock = trio.Lock()
         self._done: dict[int, bytes] = {}
         self._failed: str | None = None
+        self._disagreed = False
         self._wake = trio.Event()
         self._timer_wake = trio.Event()
         self._timer_ref = 0.0
@@ -218,6 +228,8 @@ class Client:
                             _, result = self._done.popitem()
                             return result
                         if self._failed is not None:
+                            if self._disagreed:
+                                raise ReplicasDisagree(self._failed)
                             raise TimestampError(self._failed)
                         self._wake = trio.Event()
                         await self._wake.wait()
@@ -231,13 +243,15 @@ class Client:
                 self.core.cancel()
                 self._done.clear()
                 self._failed = None
+                self._disagreed = False
 
     def _why_no_answer(self) -> str:
         """What the client saw while a request went unanswered, as `: cause; cause`
         (empty if nothing): replicas that refused the connection (their addresses),
         replicas that closed it right after the TLS handshake (they do not know this
-        client's certificate), failed handshakes, and replicas that hold a newer
-        timestamp for this client than its request's."""
+        client's certificate), failed handshakes, replicas that answered with different
+        results, and replicas that hold a newer timestamp for this client than its
+        request's."""
         out = self.core.outstanding
         answered = set(out.replies) | set(out.held) if out is not None else set()
         by_kind: dict[str, list[tuple[int, LinkTrouble]]] = {}
@@ -269,6 +283,15 @@ class Client:
             causes.append(
                 f"the TLS handshake with {_replicas([r for r, _ in failed])} failed "
                 f"({'; '.join(details)})"
+            )
+        results = {result for result, _ in out.replies.values()} if out is not None else set()
+        if len(results) > 1:
+            # Some f+1 could still have matched (else the core would have failed at once).
+            assert out is not None
+            causes.append(
+                f"{_replicas(sorted(out.replies))} answered, but with {len(results)} different "
+                f"results and no {self.config.f + 1} alike: the service is not deterministic? "
+                "(docs/services.md)"
             )
         if out is not None and out.held:
             # Fewer than f+1 alike (else the core would have caught up and re-sent).
@@ -321,8 +344,9 @@ class Client:
                 case Completed(timestamp, result):
                     self._done[timestamp] = result
                     self._wake.set()
-                case Failed(_, detail):
+                case Failed(_, detail, disagreed):
                     self._failed = detail
+                    self._disagreed = disagreed
                     self._wake.set()
                 case Rejected(peer, reason, detail):
                     self.rejected += 1

@@ -15,6 +15,10 @@ One replica (the HTTP endpoints on its metrics address, `routes`):
   - `view`: its view is active (not in a view change);
   - `state`: no state transfer is running and what it executed is not behind its stable
     checkpoint (after a window jump, until the state is installed);
+  - `divergence`: its replicated state has not diverged from the group's (the core's
+    `diverged`: a stable checkpoint differed from its own state, or the replicas' CHECKPOINTs
+    showed they disagree, and none of its own checkpoints has matched a stable one since):
+    the service is not deterministic, or its code changed without a new version;
   - `lag`: f+1 other replicas (so at least one correct one) are not known to have
     executed more than `lag_limit` (the checkpoint interval K) past it, and, after a
     restart, it has heard where the others are (the core's own test). What it knows of
@@ -33,9 +37,12 @@ e << 32), so every output shows the epoch and the view within it ("epoch 2, view
 (the raw number, for comparing views across epochs).
 
 A cluster (`judge`, from the signed STATUS answers `pbft status` collects):
-* `healthy`: every replica answered, all in one view, none lagging;
+* `healthy`: every replica answered, all in one view, none lagging, none diverged;
 * `degraded`: 2f+1 answering replicas agree on one view (so the service can make
-  progress), but some replica is unreachable, in another view or lagging;
+  progress), but some replica is unreachable, in another view, lagging, or says its state
+  diverged from the group's (its STATUS answer's `behaviour` ends in
+  `state-diverged:KIND:SEQ`, pbft.protocol.events.status_label): a service that is not
+  deterministic, which the views alone never show;
 * `unavailable`: no 2f+1 answering replicas in one view.
 A replica lags when it is more than `lag_limit` behind the reference: the (f+1)-th
 highest last executed of the answers, which at least one correct replica has reached (the
@@ -54,6 +61,7 @@ from typing import Any
 
 from ..protocol.config import ClusterConfig
 from ..protocol.epochs import epoch_of_view, first_view
+from ..protocol.events import split_status_label
 from ..protocol.viewchange import ViewStatus
 
 HEALTHY, DEGRADED, UNAVAILABLE = "healthy", "degraded", "unavailable"
@@ -165,6 +173,9 @@ def readiness(node: Any) -> Readiness:
         failing["state"] = f"executed {executed}, behind its stable checkpoint {stable}"
     ahead = reference(known_progress(core).values(), f)
     behind = max(0, ahead - executed) if ahead is not None else 0
+    diverged = divergence_text(getattr(core, "diverged", None))
+    if diverged is not None:
+        failing["divergence"] = diverged
     if not core.catch_up.located:
         failing["lag"] = "recovered from its data directory; has not heard where the others are"
     elif behind > lag_limit(config):
@@ -173,6 +184,32 @@ def readiness(node: Any) -> Readiness:
             f"(more than {lag_limit(config)})"
         )
     return Readiness(not failing, failing, behind)
+
+
+def divergence_text(diverged: Any) -> str | None:
+    """What an operator reads of a core's `diverged` (pbft.protocol.events.Diverged), or
+    None if its state is the group's."""
+    if diverged is None:
+        return None
+    return diverged_reason(diverged.kind.value, diverged.seq)
+
+
+def diverged_reason(kind: str, seq: int) -> str:
+    """One clause for a replica whose state diverged (`kind`, at checkpoint `seq`)."""
+    if kind == "split":
+        return (f"the replicas disagree on the state at checkpoint {seq}, so none can become stable: "
+                "the service is not deterministic? (docs/services.md)")
+    return (f"its state at checkpoint {seq} differed from the group's: the service is not deterministic, "
+            "or its code changed without a new version? (docs/services.md)")
+
+
+def _divergence_json(core: Any) -> dict[str, Any] | None:
+    """The core's current divergence (`Diverged`) for `/status`, or None."""
+    d = getattr(core, "diverged", None)
+    if d is None:
+        return None
+    return {"kind": d.kind.value, "seq": d.seq, "own_digest": d.own_digest.hex(),
+            "other_digest": d.other_digest.hex(), "reason": diverged_reason(d.kind.value, d.seq)}
 
 
 def behaviour_name(node: Any) -> str | None:
@@ -207,6 +244,9 @@ def replica_status(node: Any, ready: Readiness | None = None) -> dict[str, Any]:
         "behaviour": behaviour_name(node),
         "verify_threads": 0 if pool is None else pool.threads,
         "verified_on_threads": 0 if pool is None else pool.offloaded,
+        "diverged": _divergence_json(core),
+        "divergences": dict(getattr(node, "divergences", {})),
+        "slow_steps": getattr(node, "slow_steps", 0),
         **ready.as_json(),
         "lagging": ready.behind > lag_limit(node.config),
     }
@@ -264,6 +304,7 @@ def judge(config: ClusterConfig, statuses: Mapping[int, Any]) -> Judgement:
     ref = reference((s.last_executed for s in statuses.values()), f)
     rows: list[dict[str, Any]] = []
     reasons: list[str] = []
+    diverging: dict[str, list[int]] = {}
     for i in config.replica_ids():
         s = statuses.get(i)
         if s is None:
@@ -271,6 +312,7 @@ def judge(config: ClusterConfig, statuses: Mapping[int, Any]) -> Judgement:
             reasons.append(f"replica {i} is unreachable")
             continue
         behind = max(0, ref - s.last_executed) if ref is not None else 0
+        behaviour, diverged = split_status_label(getattr(s, "behaviour", "") or "")
         row = {
             "id": i,
             "reachable": True,
@@ -281,9 +323,18 @@ def judge(config: ClusterConfig, statuses: Mapping[int, Any]) -> Judgement:
             "log_size": s.log_size,
             "behind": behind,
             "lagging": behind > limit,
-            "behaviour": getattr(s, "behaviour", "") or None,
+            "behaviour": behaviour or None,
+            "diverged": None if diverged is None else {"kind": diverged[0], "seq": diverged[1]},
         }
         rows.append(row)
+        if diverged is not None:
+            # Its service went its own way: it counts against f (or, split, the cluster
+            # is stuck), whatever the views say. Said once for all that say the same.
+            why = diverged_reason(*diverged)
+            if why not in diverging:
+                diverging[why] = []
+                reasons.append(why)
+            diverging[why].append(i)
         if row["behaviour"]:
             # A flag left in a unit file must not go unnoticed: it counts against f.
             reasons.append(f"replica {i} runs the Byzantine behaviour {row['behaviour']}")
@@ -294,6 +345,8 @@ def judge(config: ClusterConfig, statuses: Mapping[int, Any]) -> Judgement:
                 reasons.append(f"replica {i} is in {view_text(s.view)}, not {view_text(view)}")
         if row["lagging"]:
             reasons.append(f"replica {i} is {behind} behind")
+    for why, who in diverging.items():
+        reasons[reasons.index(why)] = f"{_replicas(who)}: {why}"
     in_view = views[view] if view is not None else 0
     if in_view < config.quorum:
         verdict = UNAVAILABLE
@@ -302,6 +355,10 @@ def judge(config: ClusterConfig, statuses: Mapping[int, Any]) -> Judgement:
     else:
         verdict = DEGRADED if reasons else HEALTHY
     return Judgement(verdict, view, reasons, rows)
+
+
+def _replicas(ids: list[int]) -> str:
+    return f"replica {ids[0]}" if len(ids) == 1 else f"replicas {', '.join(map(str, ids))}"
 
 
 def render_text(config: ClusterConfig, j: Judgement) -> str:
@@ -317,6 +374,8 @@ def render_text(config: ClusterConfig, j: Judgement) -> str:
         mark = "  lagging" if row["lagging"] else ""
         if row.get("behaviour"):
             mark += f"  BYZANTINE: {row['behaviour']}"
+        if row.get("diverged"):
+            mark += f"  STATE DIVERGED at {row['diverged']['seq']}"
         lines.append(
             f"{row['id']:>7}  {row['epoch']:>5}  {row['view']:>6}  {row['primary']:>7}  {row['last_executed']:>9}  "
             f"{row['stable_checkpoint']:>9}  {row['log_size']:>6}  {row['behind']:>6}{mark}"

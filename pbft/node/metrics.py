@@ -216,6 +216,27 @@ class NodeMetrics:
             "pbft_storage_failures", "Storage writes that failed (the replica stops on a protocol "
             "write; an evidence write is only logged)", registry=r,
         )
+        self.divergence = Counter(
+            "pbft_state_divergence",
+            "Times this replica found its replicated state is not the group's at a checkpoint, by kind: "
+            "stable (2f+1 signed another state), split (the replicas disagree: none can become stable), "
+            "replay (a re-execution after a restart contradicts what it signed; it stops). The service "
+            "is not deterministic, or its code changed without a new version",
+            ["kind"], registry=r,
+        )
+        for kind in ("stable", "split", "replay"):
+            self.divergence.labels(kind)  # each at 0 from the start
+        self.slow_steps = Counter(
+            "pbft_slow_steps",
+            "Steps of the core that blocked the event loop longer than a quarter of the view-change "
+            "timeout (a slow service, a large checkpoint)", registry=r,
+        )
+        self.longest_step = 0.0
+        self.longest_step_gauge = Gauge(
+            "pbft_longest_step_seconds", "The longest step of the core so far (it blocks the event loop)",
+            registry=r,
+        )
+        self.longest_step_gauge.set_function(lambda: self.longest_step)
         self.health: Callable[[], Any] | None = None
         """Set by the node: returns its `health.Readiness` (read at scrape time)."""
         self.core: Any = None

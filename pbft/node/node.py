@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import random
 import re
@@ -70,6 +71,7 @@ from ..protocol.events import (
     Broadcast,
     CheckpointStable,
     Departed,
+    Diverged,
     EpochStarted,
     Evidence,
     Executed,
@@ -89,6 +91,7 @@ from ..protocol.events import (
 )
 from ..protocol.messages import Signer
 from ..protocol.ready import Ready
+from ..protocol.recovery import ReplayDiverged
 from ..protocol.replica import Replica
 from ..protocol.store import Store
 from ..service.api import Hosted
@@ -117,6 +120,38 @@ INBOX_BYTES = 64 * 1024 * 1024
 """Bytes of frames waiting for the state machine task: with frames of up to 16 MiB, a
 bound in count alone allowed 4096 x 16 MiB (issue 13, item 8). A frame larger than what
 is left waits for room (backpressure on its connection); one frame always fits."""
+
+
+WARN_INTERVAL = 60.0
+"""Seconds between two warnings of one kind (a state divergence, a slow step): the first
+is logged at once, later ones at most this often, with how many were not logged."""
+
+
+def slow_step_seconds(config: ClusterConfig) -> float:
+    """How long one step of the core may block the event loop before it is worth a
+    warning: a quarter of the view-change timeout (at least 0.1 s). While a step runs,
+    nothing is read, sent or ticked: a few of them in a row and the other replicas take
+    this one for unreachable, or its primary for faulty."""
+    return max(0.1, config.view_change_timeout_ms / 4000)
+
+
+class Throttle:
+    """At most one log line per `interval` seconds: `due(now)` says whether to log now,
+    and how many were held back since the last one."""
+
+    __slots__ = ("interval", "last", "held")
+
+    def __init__(self, interval: float = WARN_INTERVAL) -> None:
+        self.interval = interval
+        self.last = -math.inf
+        self.held = 0
+
+    def due(self, now: float) -> int | None:
+        if now - self.last < self.interval:
+            self.held += 1
+            return None
+        held, self.held, self.last = self.held, 0, now
+        return held
 
 
 class BoundedInbox:
@@ -322,6 +357,16 @@ class ReplicaNode:
         self._load_owed: Load | None = None
         """A change of load the inbox had no room for: the tick task tries again."""
         self._evidence_seen: set[tuple[int, str, bytes, bytes]] = set()
+        self.fatal: str | None = None
+        """Why the node stopped itself on a fatal `Diverged` (its runtime exits with status
+        2: the service changed or is broken), else None."""
+        self.divergences: Counter[str] = Counter()
+        """`Diverged` reports by kind (pbft_state_divergence_total; `/status`)."""
+        self._warned: dict[str, Throttle] = {}
+        self.slow_steps = 0
+        """Steps that took `slow_step` or longer (pbft_slow_steps_total; `/status`)."""
+        self.slow_step = slow_step_seconds(config)
+        """Seconds a step may take before it is logged and counted as slow."""
 
     @property
     def links(self) -> Any:
@@ -444,6 +489,9 @@ class ReplicaNode:
         if records:
             try:
                 notes = self.replica.recover(records)
+            except ReplayDiverged as exc:
+                # The service changed or is not deterministic: one sentence, exit 2.
+                raise UsageError(str(exc)) from None
             except ValueError as exc:  # CodecError too: records this core cannot replay
 
                 raise UsageError(
@@ -519,6 +567,9 @@ class ReplicaNode:
             self.links_since = time.monotonic()
 
     def _step(self, event) -> Ready:
+        started = time.perf_counter()
+        store = getattr(self.replica, "store", None)
+        checkpointing = getattr(store, "checkpoint_seconds", 0.0) + getattr(store, "commit_seconds", 0.0)
         try:
             ready = self._step_core(event)
         except (sqlite3.Error, OSError) as exc:
@@ -531,11 +582,72 @@ class ReplicaNode:
                 text = f"cannot write the replicated state in the data directory {where}: {exc}"
             self._storage_failed(StorageError(text))
             return Ready.of([])
+        took = time.perf_counter() - started
+        if took >= self.slow_step:
+            checkpointing = (getattr(store, "checkpoint_seconds", 0.0) + getattr(store, "commit_seconds", 0.0)
+                             - checkpointing)
+            self._slow(took, checkpointing, ready)
         if self.behaviour is not None:
             self._note_attacker_failures()
             if self._lies is not None:
                 self._judge_step(ready)
         return ready
+
+    def _warn(self, event: str, text: str, *args: object, **fields: object) -> None:
+        """A WARNING of `event` (its name), at most one per WARN_INTERVAL (`Throttle`)
+        with the count of those held back since."""
+        throttle = self._warned.get(event)
+        if throttle is None:
+            throttle = self._warned[event] = Throttle()
+        held = throttle.due(time.monotonic())
+        if held is None:
+            return
+        if held:
+            text += " (%d more like it since the last such warning)"
+            args = (*args, held)
+        event_log(logging.WARNING, event, self.id, text, *args, **fields)
+
+    def _slow(self, took: float, checkpointing: float, ready: Ready) -> None:
+        """A step blocked the event loop for `took` seconds: count it and say (rate-
+        limited) what it did, naming the service when it executed requests and its time
+        was not spent taking a checkpoint."""
+        m = self.metrics
+        m.slow_steps.inc()
+        self.slow_steps += 1
+        m.longest_step = max(m.longest_step, took)
+        requests = sum(len(a.requests) for a in ready.actions if type(a) is Executed)
+        if requests and took - checkpointing >= self.slow_step:
+            self._warn(
+                "slow-step",
+                "replica %d: one step took %.2f s and executed %d requests: the service's execute "
+                "is the likely cause (it runs on the event loop, which nothing else uses meanwhile: "
+                "the other replicas may take this one for unreachable and change views; "
+                "docs/services.md)", self.id, took, requests,
+                seconds=round(took, 3), requests=requests, cause="service",
+            )
+        else:
+            self._warn(
+                "slow-step",
+                "replica %d: one step took %.2f s (%.2f s of it taking a checkpoint of the state, "
+                "%d requests executed): the other replicas may take this one for unreachable",
+                self.id, took, checkpointing, requests,
+                seconds=round(took, 3), requests=requests, cause="checkpoint" if checkpointing else "other",
+            )
+
+    def _diverged(self, d: Diverged) -> None:
+        """The core found its state is not the group's (`Diverged`): count it and warn
+        (rate-limited per kind); a fatal one stops the node (exit status 2)."""
+        kind = d.kind.value
+        self.divergences[kind] += 1
+        self.metrics.divergence.labels(kind).inc()
+        sentence = d.sentence(self.id)
+        fields = {"seq": d.seq, "kind": kind, "own": d.own_digest.hex(), "other": d.other_digest.hex()}
+        if d.fatal:
+            self.fatal = sentence
+            event_log(logging.ERROR, "state-diverged", self.id, "%s", sentence, **fields)
+            self.stop(sentence)
+            return
+        self._warn(f"state-diverged-{kind}", "%s", sentence, **fields)
 
     def _judge_step(self, ready: Ready) -> None:
         """Trace what the honest core under the behaviour reported in this step, and keep
@@ -679,6 +791,8 @@ class ReplicaNode:
                     self._log_note(text)
                 case Evidence():
                     self._record_evidence(a)
+                case Diverged():
+                    self._diverged(a)
                 case Executed(view, seq, _, requests):
                     self.executed = seq
                     m.on_executed(seq, requests)
@@ -981,6 +1095,8 @@ async def run_replica(
         if stop_reason is not None:
             node.stop_reason_from = stop_reason
         await node.run(task_status=task_status)
+        if node.fatal is not None:
+            raise UsageError(node.fatal)  # one sentence; exit status 2 (pbft.cli.replica)
         return node.failure
     except OSError as exc:
         if metrics_address is not None and node.port is not None and node.metrics_port is None:

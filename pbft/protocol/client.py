@@ -11,7 +11,10 @@ out the primary).
 It accepts a result once f+1 distinct replicas sent matching replies (one of them is
 correct). Read-only requests (section 5.1.3) go to every replica and need 2f+1 matching
 replies; if they do not arrive in time, or all replicas answered without agreement, the
-operation is resubmitted on the ordered path with a fresh timestamp.
+operation is resubmitted on the ordered path with a fresh timestamp. An ordered request
+whose replies show that correct replicas answered it differently (no result can reach
+f+1 any more, counting every replica yet to answer) fails at once (`Failed` with
+`disagreed`): the service is not deterministic, and waiting would only end in a timeout.
 
 Writes complete with f+1 matching replies. Reads on the read-only path stay linearizable
 because a replica answers a read only once it has executed every slot it has prepared
@@ -44,6 +47,7 @@ the limit), and likewise a signed request over the frame limit, before anything 
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 from . import codec
@@ -237,9 +241,32 @@ class ClientCore:
         if out.replies.reached(msg.result, need):
             self.outstanding = None
             return [Completed(out.timestamp, msg.result)]
-        if out.read_only and len(out.replies) == self.config.n:
-            return self._fall_back(out)
-        return []
+        if out.read_only:
+            if len(out.replies) == self.config.n:
+                return self._fall_back(out)
+            return []
+        return self._disagreement(out, need)
+
+    def _disagreement(self, out: Outstanding, need: int) -> list[Action]:
+        """`Failed` once the replies of an ordered request show that correct replicas
+        answered it differently, so that it may never complete: a correct replica's reply
+        to a timestamp is its cached result and never changes, so no result can reach
+        `need` when even the replicas yet to answer would not bring the commonest one
+        there. That never happens while the correct replicas (n - f of them) agree on R:
+        those that answered R plus those yet to answer are at least n - f >= need, and f
+        faulty replicas cannot change that. So it says the service is not deterministic."""
+        answered = len(out.replies)
+        counts = Counter(result for result, _ in out.replies.values())
+        if max(counts.values()) + (self.config.n - answered) >= need:
+            return []
+        self.outstanding = None
+        return [Failed(
+            out.timestamp,
+            f"the replicas answered with {len(counts)} different results for this request "
+            f"({answered} of {self.config.n} answered, {need} matching needed): "
+            "the service is not deterministic? (docs/services.md)",
+            disagreed=True,
+        )]
 
     def _check_channel(self, peer, env: Envelope, msg: Reply | Held) -> list[Action]:
         """Replies and HELDs are authenticated by the channel: the sender is who the

@@ -8,8 +8,9 @@ follow replies, which never depend on them). The client keeps no durable state: 
 returns a plain list.
 
 Observation actions (`Executed`, `Prepared`, `Committed`, `CheckpointStable`, `Note`,
-`Rejected`) change nothing outside the core; the runtime logs and counts them, the
-simulator's oracle checks them.
+`Rejected`, `Diverged`) change nothing outside the core; the runtime logs and counts them,
+the simulator's oracle checks them (a correct replica never reports `Diverged` with a
+deterministic service). A fatal `Diverged` also stops the runtime.
 """
 
 from __future__ import annotations
@@ -181,6 +182,84 @@ class CheckpointStable:
     proof: tuple[bytes, ...] = field(default=(), compare=False)
 
 
+class Divergence(Enum):
+    """How a replica found that its state is not the group's (`Diverged`)."""
+
+    STABLE = "stable"
+    """2f+1 replicas signed another digest for a checkpoint than our own state there."""
+    SPLIT = "split"
+    """The CHECKPOINTs for one sequence number show that correct replicas disagree."""
+    REPLAY = "replay"
+    """Re-executing after a restart gave a checkpoint another digest than the one this
+    replica signed before it: it stops (signing the new one would equivocate)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Diverged:
+    """This replica's replicated state at checkpoint `seq` is not the group's: correct
+    replicas that executed the same requests in the same order hold different states, so
+    the service is not deterministic (or its code changed without a new `version`):
+    docs/services.md. `own_digest` is ours (b"" if we have none at `seq`);
+    `other_digest` the stable one (STABLE), the one we signed before a restart (REPLAY),
+    b"" for SPLIT, where `digests` counts the different digests the CHECKPOINTs carry.
+
+    STABLE: the replica also fetches the stable state, as before. SPLIT: no checkpoint
+    at `seq` may ever become stable, and ordering stops at the end of the log window.
+    REPLAY is fatal: the core does nothing more (`Replica.halted`), the runtime stops."""
+
+    seq: int
+    own_digest: bytes
+    other_digest: bytes
+    kind: Divergence = Divergence.STABLE
+    digests: int = 0
+
+    @property
+    def fatal(self) -> bool:
+        return self.kind is Divergence.REPLAY
+
+    def sentence(self, replica: int) -> str:
+        """One sentence for the operator, naming the likely cause."""
+        own, other = self.own_digest.hex()[:8], self.other_digest.hex()[:8]
+        cause = "the service is not deterministic, or its code changed without a new `version` (docs/services.md)"
+        if self.kind is Divergence.REPLAY:
+            return (f"replica {replica} re-executed the requests up to checkpoint {self.seq} after its "
+                    f"restart and got the state digest {own}, not the {other} it signed before: {cause}")
+        if self.kind is Divergence.SPLIT:
+            return (f"replica {replica}: the replicas disagree on the state at checkpoint {self.seq} "
+                    f"({self.digests} different "
+                    f"digests), so it can never become stable and ordering stops at the end of the log "
+                    f"window: {cause}")
+        return (f"replica {replica}'s state at checkpoint {self.seq} ({own}) differs from the stable one "
+                f"({other}) that 2f+1 replicas signed, so it fetches that state: {cause}")
+
+
+DIVERGED_LABEL = "state-diverged:"
+"""How a replica's answer to a status query (`Status.behaviour`) says that its state
+diverged and has not matched a stable checkpoint since: `state-diverged:KIND:SEQ` after
+the behaviour's name, if any (`status_label`, read back by `split_status_label`)."""
+
+
+def status_label(behaviour: str, diverged: Diverged | None) -> str:
+    """What a replica says in `Status.behaviour`: its Byzantine behaviour, if any, and
+    its divergence, if any (at most 200 printable characters, the field's limit)."""
+    if diverged is None:
+        return behaviour
+    mark = f"{DIVERGED_LABEL}{diverged.kind.value}:{diverged.seq}"
+    return f"{behaviour[: 199 - len(mark)]} {mark}" if behaviour else mark
+
+
+def split_status_label(text: str) -> tuple[str, tuple[str, int] | None]:
+    """`Status.behaviour` read back: (the behaviour's name or "", (kind, seq) of a
+    divergence or None). A label that does not parse is all behaviour."""
+    head, sep, tail = text.rpartition(DIVERGED_LABEL)
+    if not sep:
+        return text, None
+    kind, _, seq = tail.partition(":")
+    if not seq.isdigit() or kind not in {d.value for d in Divergence}:
+        return text, None
+    return head.rstrip(), (kind, int(seq))
+
+
 class Reason(Enum):
     """Why an input was dropped; counted per peer (issue 2, 'Bad input')."""
 
@@ -302,6 +381,9 @@ class Failed:
 
     timestamp: int
     detail: str
+    disagreed: bool = False
+    """The replicas answered with results no f+1 of them can agree on any more (the
+    service is not deterministic), rather than a timestamp problem."""
 
 
 Action = (
@@ -324,6 +406,7 @@ Action = (
     | Rejected
     | Note
     | Evidence
+    | Diverged
     | Completed
     | Failed
 )

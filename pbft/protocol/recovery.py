@@ -9,7 +9,11 @@ its stable checkpoint with its proof, and a window jump to a checkpoint whose st
 was still fetching. `recover` reads those records back into a fresh replica, before any
 step; what it missed while down it then learns like any lagging replica (retransmission
 and state transfer, TOCS 5.3). A store that contradicts itself raises ValueError: a
-replica refuses to start from it rather than lie.
+replica refuses to start from it rather than lie. Replaying batches is deterministic, so
+a replayed checkpoint whose digest differs from the one the replica signed before the
+restart means the service is not (or its code changed without a new `version`): that
+raises `ReplayDiverged`, one sentence, and the replica does not start (its runtime exits
+with status 2: README, "Exit statuses").
 """
 
 from __future__ import annotations
@@ -47,6 +51,12 @@ from .viewchange import InvalidCertificate, ViewStatus, check_view_change
 
 if TYPE_CHECKING:
     from .replica import Replica
+
+
+class ReplayDiverged(ValueError):
+    """Replaying the executed batches after a restart gave a checkpoint another state
+    digest than the one this replica signed before it (`Diverged`, REPLAY): the message
+    is one sentence naming the likely cause."""
 
 
 def recover(rep: Replica, records: list[Persist]) -> list[Action]:
@@ -156,6 +166,9 @@ def recover(rep: Replica, records: list[Persist]) -> list[Action]:
         slot = Slot(e.seq, e.view, pp, pp_data, rep.verified.batch(pp.batch)[0])
         slot.commits.done = True  # executed before the restart: committed then
         rep._execute(slot)
+        if rep.halted is not None:
+            rep._out = []
+            raise ReplayDiverged(rep.halted.sentence(rep.id))
     if jump is not None and jump.seq > rep.log.low:
         # We had jumped to a stable checkpoint whose state we were still fetching: back
         # to that window, and the walk starts again from the top, comparing with what

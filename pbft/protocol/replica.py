@@ -43,6 +43,8 @@ from .events import (
     CheckpointTaken,
     Committed,
     Departed,
+    Diverged,
+    Divergence,
     EpochStarted,
     Event,
     Evidence,
@@ -64,6 +66,7 @@ from .events import (
     Truncate,
     ViewChangeStarted,
     ViewInstalled,
+    status_label,
 )
 from .evidence import EvidenceMemory
 from .future import FutureViews
@@ -252,6 +255,13 @@ class Replica:
         self.behaviour_label = ""
         """The Byzantine behaviour wrapped around this core, if any (adversary.base sets
         it): said in answers to a client's status query, never used by the protocol."""
+        self.diverged: Diverged | None = None
+        """The latest divergence of our state from the group's (`Diverged`), until one of
+        our own checkpoints matches a stable one again: said in answers to a client's
+        status query (`pbft status`), never used by the protocol."""
+        self.halted: Diverged | None = None
+        """A fatal divergence (a re-execution contradicts a checkpoint we signed before a
+        restart): from then on every step does nothing; the runtime stops."""
 
     # -- public surface ---------------------------------------------------------------
 
@@ -269,8 +279,11 @@ class Replica:
 
     def step(self, event: Event) -> Ready:
         """Take one input; hand out what follows from it, in order, with the writes that
-        must be durable before its sends (`ready.Ready`)."""
+        must be durable before its sends (`ready.Ready`). Once `halted` (a fatal
+        `Diverged`), nothing: the step that halts sends nothing, the runtime stops."""
         self._out = []
+        if self.halted is not None:
+            return Ready.of([])
         match event:
             case Received(peer, data) if self.retired:
                 self._on_received_retired(peer, data)
@@ -290,6 +303,9 @@ class Replica:
         if self.is_primary and self.status is ViewStatus.NORMAL and not self.retired:
             self._maybe_propose()
         out, self._out = self._out, []
+        if self.halted is not None:
+            # Halted in this step: nothing it computed with the diverging service goes out.
+            out = [a for a in out if not isinstance(a, Send | Broadcast | SendClient)]
         return Ready.of(out)
 
     def invariants(self) -> None:
@@ -587,7 +603,7 @@ class Replica:
         if not self._verify(peer, env):
             return
         self.status_answered[client] = (start, answered + 1)
-        data = self._status(self.behaviour_label)
+        data = self._status(status_label(self.behaviour_label, self.diverged))
         self._out.append(SendClient(client, data))
 
     # -- primary: proposing (section 4.2) -------------------------------------------------
@@ -925,7 +941,7 @@ class Replica:
         if self.is_primary:
             self.batching.expect_returns({req.client for req, _ in slot.requests}, self.ticks)
         self._out.append(Executed(slot.view, slot.seq, slot.pre_prepare.digest, tuple(done)))
-        if slot.seq % self.config.checkpoint_interval == 0:
+        if slot.seq % self.config.checkpoint_interval == 0 and self.halted is None:
             self._take_checkpoint(slot.seq)
 
     # -- checkpoints (section 4.3) --------------------------------------------------------
@@ -934,11 +950,53 @@ class Replica:
         # Costs the leaves written since the last checkpoint (TOCS 5.3.1); the store keeps
         # this state readable, copy on write, while we execute on.
         d = self.store.checkpoint(seq)
+        signed = self.safety.signed.get(vote_slot(Checkpoint(seq, d)))
+        if signed is not None and signed[0] != d:
+            # We signed another digest for this checkpoint before a restart and executed
+            # the same committed batches again: the service is not deterministic, or its
+            # code changed. Signing this one would equivocate (the safety rules refuse);
+            # running on would answer clients from a history we did not vouch for. Stop.
+            self._diverge(Diverged(seq, d, signed[0], Divergence.REPLAY))
+            self.halted = self.diverged
+            return
         self.checkpoints.own[seq] = d
         self._out.append(CheckpointTaken(seq, d))
         data = self._broadcast_vote(Checkpoint(seq, d))
         self.checkpoints.vote_set(seq)[self.id] = (d, data)  # our own vote, by construction
         self._check_checkpoint_quorum(seq)
+        self._check_split(seq, self.id)
+
+    def _diverge(self, d: Diverged) -> None:
+        """Report that our state is not the group's (`Diverged`); `pbft status` says so
+        until one of our own checkpoints matches a stable one."""
+        self.diverged = d
+        self._out.append(d)
+
+    def _check_split(self, seq: int, added: int) -> None:
+        """Report once that the CHECKPOINTs for `seq` prove that correct replicas disagree
+        on the state there (OSDI'99 4.3: each replica signs the digest of its own state
+        after executing `seq`, and correct ones executed the same requests in the same
+        order, so they sign the same digest). When, for every digest, more than f signers
+        signed another one, at least one of those is correct whatever the digest: correct
+        replicas disagree. With all n in and none at 2f+1 this always holds (n - 2f =
+        f + 1 signed another). The f faulty signers alone can never make it hold (with
+        every correct one at X, at most f signed another), so it never fires with a
+        deterministic service; and never once `seq` is stable (2f+1 at X leave at most f).
+        It only grows with more votes, so it is reported when the vote of `added` makes
+        it hold."""
+        votes = self.checkpoints.votes.get(seq)
+        if seq <= self.log.low or votes is None:
+            return
+
+        def split(without: int | None) -> bool:
+            counts = Counter(d for s, (d, _) in votes.items() if s != without)
+            return bool(counts) and sum(counts.values()) - max(counts.values()) > self.config.f
+
+        if not split(None) or split(added):
+            return
+        digests = len({d for d, _ in votes.values()})
+        own = self.checkpoints.own.get(seq, b"")
+        self._diverge(Diverged(seq, own, b"", Divergence.SPLIT, digests))
 
     def ignore_checkpoint(self, env: Envelope, c: Checkpoint) -> Ignored | None:
         if (why := self.ignore_unsigned(env)) is not None:
@@ -957,6 +1015,7 @@ class Replica:
         if self._admit_vote(peer, env, data, prior, c.digest, "checkpoint"):
             self.checkpoints.vote_set(c.seq).add(signer, c.digest, data)
             self._check_checkpoint_quorum(c.seq)
+            self._check_split(c.seq, signer)
 
     def _on_checkpoint_claim(self, peer: Signer | None, env: Envelope, data: bytes, c: Checkpoint) -> None:
         """A CHECKPOINT beyond our window: we may be behind. Keep the latest two per
@@ -1008,11 +1067,17 @@ class Replica:
         garbage; if we lack that state (or ours differs), jump the window and fetch it."""
         if seq <= self.log.low:
             return
-        if self.checkpoints.own.get(seq) == state_digest:
+        own = self.checkpoints.own.get(seq)
+        if own == state_digest:
+            self.diverged = None  # our own state is the group's again
             self._make_stable(seq, state_digest, proof)
             return
         if self.last_executed >= seq:
             self._out.append(Note(f"our state at {seq} differs from the stable checkpoint"))
+            if own is not None:
+                # 2f+1 signed another state than ours after the same requests (4.3): not
+                # a fault of the protocol's; our service diverged. Said, then fetched.
+                self._diverge(Diverged(seq, own, state_digest, Divergence.STABLE))
         self._make_stable(seq, state_digest, proof)
         self._start_transfer(seq, state_digest, proof)
 

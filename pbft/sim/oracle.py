@@ -30,6 +30,9 @@ client-correctness, liveness, view-agreement (judged by the simulator at the end
 run: every live correct replica in one active view once every fault healed), resources;
 and `exception` when a core raised from step()
 (remote input must never make a replica raise: docs/architecture.md).
+A correct replica that reports `Diverged` (its state is not the group's at a checkpoint)
+fails exactly-once, as differing checkpoint digests do: with a deterministic service it
+never does.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from ..protocol.events import (
     CheckpointStable,
     CheckpointTaken,
     Committed,
+    Diverged,
     Evidence,
     Executed,
     Note,
@@ -272,6 +276,11 @@ class Oracle:
                     self._checkpoint(who, seq, digest)
                 case Rejected() | Note() | None:
                     self.reported(f"replica {rid}", a)
+                case Diverged():
+                    # A correct replica's state is not the group's after the same requests:
+                    # the digests differ, as `_checkpoint` judges them (the run's service is
+                    # not deterministic, or the core broke exactly-once execution).
+                    self.fail("exactly-once", a.sentence(rid))
                 case Evidence(culprit, kind, _, _):
                     got = self.evidence.setdefault(str(culprit), {})
                     got[kind] = got.get(kind, 0) + 1
