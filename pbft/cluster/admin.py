@@ -55,7 +55,6 @@ from pbft.protocol.config import (
     ReplicaInfo,
     ServiceSpec,
     check_cluster,
-    service_spec,
     split_hostport,
 )
 from pbft.protocol.crypto import seal
@@ -427,13 +426,6 @@ of the signed identity (pbft.protocol.config.service_spec), so a copy of the clu
 in another directory can name the same service file without changing `class`, which is."""
 
 
-def _class_dir_supported() -> bool:
-    """Whether this build's cluster-file parser takes `[service] class_dir` as the
-    directory FILE.py paths resolve from (and not as a parameter of the class)."""
-    spec = service_spec({"class": "x.py:X", CLASS_DIR: "d"}, lambda _: None, "", "/b")
-    return spec is not None and not spec.params and spec.base_dir == os.path.join("/b", "d")
-
-
 def _service_file(service: ServiceSpec | None) -> str | None:
     """The absolute path of the FILE.py a `[service]` names, or None (a module path)."""
     if service is None:
@@ -479,12 +471,6 @@ def _node_copy(text: str, service: ServiceSpec | None, domain: str, d: str) -> t
     where = service.ref.rpartition(":")[0]  # type: ignore[union-attr]
     if os.path.isabs(os.path.expanduser(where)):
         return node, ""
-    if not _class_dir_supported():
-        return node, (
-            f"its cluster file names the service file {where} relative to its own directory, which is "
-            f"{os.path.normpath(os.path.join(d, where))}, not {wanted}: this version cannot point a copy at "
-            f"another directory, so put the service file (or a link to it) there before starting it."
-        )
     base = service.base_dir  # type: ignore[union-attr]
     node = _with_class_dir(node, None if os.path.normpath(base) == d else os.path.relpath(base, d))
     try:

@@ -30,14 +30,13 @@ pytestmark = pytest.mark.timeout(60)
 COUNTERS = Path(__file__).resolve().parent.parent.parent / "examples" / "services" / "counters.py"
 
 
-def _parser_takes_class_dir() -> bool:
+def test_the_parser_takes_class_dir_as_where_a_file_is_found_not_as_a_parameter():
     from pbft.protocol.config import service_spec
 
     spec = service_spec({"class": "x.py:X", "class_dir": "d"}, lambda _: None, "", "/b")
-    return spec is not None and not spec.params and spec.base_dir == "/b/d"
-
-
-SUPPORTED = _parser_takes_class_dir()
+    assert spec is not None and not spec.params and spec.base_dir == "/b/d"
+    plain = service_spec({"class": "x.py:X"}, lambda _: None, "", "/b")
+    assert spec.digest() == plain.digest()  # not part of the signed identity
 
 
 @pytest.fixture
@@ -74,7 +73,6 @@ def service_file(config) -> str:
     return os.path.normpath(os.path.join(config.service.base_dir, where))
 
 
-@pytest.mark.skipif(not SUPPORTED, reason="needs [service] class_dir in pbft.protocol.config")
 def test_a_new_replicas_copy_names_the_same_service_file_and_signs_in_the_same_domain(cluster, replicas, tmp_path):
     before = load_cluster(cluster)
     p = admin.plan(cluster, replace={3: "127.0.0.1:17487"})
@@ -95,15 +93,6 @@ def test_a_new_replicas_copy_names_the_same_service_file_and_signs_in_the_same_d
     p2 = admin.plan(cluster, replace={2: "127.0.0.1:17486"}, out_dir=str(tmp_path / "elsewhere" / "deep" / "er"))
     copy2 = load_cluster(os.path.join(p2.new_replicas[2], "cluster.toml"))
     assert service_file(copy2) == str(tmp_path / "counters.py") and copy2.service.ref == before.service.ref
-
-
-@pytest.mark.skipif(SUPPORTED, reason="this build's parser takes [service] class_dir")
-def test_without_class_dir_admin_says_where_the_service_file_must_go(cluster, replicas, tmp_path, capsys):
-    assert cli.main(["admin", "replace", "3", "127.0.0.1:17487", "--config", cluster]) == 0
-    out = capsys.readouterr().out
-    wanted = tmp_path / "keys" / "svc" / "counters.py"  # ../../counters.py from epoch-1/replica-3
-    assert "first, replica 3: its cluster file names the service file ../../counters.py" in out
-    assert str(wanted) in out and str(tmp_path / "counters.py") in out
 
 
 def test_a_module_path_or_an_absolute_file_is_copied_as_written(tmp_path, replicas, capsys, monkeypatch):
