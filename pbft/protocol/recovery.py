@@ -168,7 +168,18 @@ def recover(rep: Replica, records: list[Persist]) -> list[Action]:
         rep._execute(slot)
         if rep.halted is not None:
             rep._out = []
-            raise ReplayDiverged(rep.halted.sentence(rep.id))
+            sentence = rep.halted.sentence(rep.id)
+            if rep.epochs.current > 0 and rep.epochs.current not in rep.epochs.entries:
+                # The cluster file names an epoch the restored state has not reached: the
+                # replay ran under that epoch's configuration, not the one that ordered
+                # these batches (a review found this; the replay itself is not fixed yet).
+                sentence = (
+                    f"{sentence.rstrip('.')}; but first: its cluster file records epoch "
+                    f"{rep.epochs.current}, which its stored state had not reached, and the "
+                    f"replay ran under that epoch's configuration: restart it with the cluster "
+                    f"file it ran with before (docs/reconfiguration.md)."
+                )
+            raise ReplayDiverged(sentence)
     if jump is not None and jump.seq > rep.log.low:
         # We had jumped to a stable checkpoint whose state we were still fetching: back
         # to that window, and the walk starts again from the top, comparing with what
