@@ -326,11 +326,10 @@ def test_the_future_view_buffer_counts_its_total_bytes_and_empties_to_zero():
     assert fv.total == 0 and not fv.count and not fv.bytes and not fv.seen
 
 
-def test_reply_records_are_read_back_for_every_client_name_and_a_bad_key_is_a_problem_not_a_crash():
-    """ReplyCache.load after a state transfer or a rollback: records of every client
-    (names sort anywhere, upper case too), a key that is no client's or not UTF-8 is
-    reported, not raised, and at most one record beyond the clients' number is read (a
-    state 2f+1 replicas signed cannot hold more, so nothing past it costs work)."""
+def test_reply_records_are_read_back_for_every_client_name_and_only_theirs():
+    """ReplyCache.load after a state transfer or a rollback: the records of every client
+    of the configuration (names sort anywhere, upper case too), read by name; other keys
+    (a client an earlier epoch removed keeps its record in the state) are not read."""
     from pbft.protocol import codec
     from pbft.protocol.store import Namespace
 
@@ -341,10 +340,27 @@ def test_reply_records_are_read_back_for_every_client_name_and_a_bad_key_is_a_pr
     replies.record("bob", 4, b"y")
     assert replies.load() == [] and {c: r.timestamp for c, r in replies.records.items()} == {"Al": 3, "bob": 4}
     Namespace(store, b"r").put(b"\xff", codec.encode([1, b"z"]))
-    assert replies.load() == ["reply record of '\ufffd' not a client's"]
-    Namespace(store, b"r").put(b"\xfe", codec.encode([1, b"z"]))  # sorts before \xff: read; \xff not
-    assert replies.load() == ["reply record of '\ufffd' not a client's"]
-    assert set(replies.records) == {"Al", "bob"}
+    Namespace(store, b"r").put(b"Ab", codec.encode([1, b"z"]))  # sorts before both
+    Namespace(store, b"r").put(b"Ak", codec.encode([1, b"z"]))
+    assert replies.load() == []
+    assert {c: r.timestamp for c, r in replies.records.items()} == {"Al": 3, "bob": 4}
+
+
+def test_records_of_removed_clients_do_not_crowd_out_the_current_ones():
+    """Found by a review of the divergence reports: records of alice, bob and carol and the
+    operator, loaded in an epoch whose clients are alice and the operator, kept only
+    alice's (a scan of the first clients+1 keys); the operator's command could then be
+    executed again at that replica."""
+    from pbft.protocol.config import OPERATOR
+    from pbft.protocol.store import Namespace
+
+    store = MemoryStore()
+    before = ReplyCache(make_config(clients=("alice", "bob", "carol")), Namespace(store, b"r"))
+    for i, client in enumerate(("alice", "bob", "carol", OPERATOR)):
+        before.record(client, 10 + i, b"done")
+    after = ReplyCache(make_config(clients=("alice",), operator_key=b"\x01" * 32), Namespace(store, b"r"))
+    assert after.load() == []
+    assert {c: r.timestamp for c, r in after.records.items()} == {"alice": 10, OPERATOR: 13}
 
 
 
