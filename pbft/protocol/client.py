@@ -256,6 +256,8 @@ class ClientCore:
         those that answered R plus those yet to answer are at least n - f >= need, and f
         faulty replicas cannot change that. So it says the service is not deterministic."""
         answered = len(out.replies)
+        if self.config.n - answered >= need:  # those yet to answer could still agree
+            return []
         counts = Counter(result for result, _ in out.replies.values())
         if max(counts.values()) + (self.config.n - answered) >= need:
             return []
